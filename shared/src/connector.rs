@@ -1,0 +1,204 @@
+//! Calls a provider with a connection's credentials: builds the URL from the
+//! catalogue's templates and the connection's settings, puts the credentials on the
+//! request as the catalogue says, and runs the provider's "who am I" check.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use reqwest::header::{HeaderName, HeaderValue};
+use url::Url;
+
+use crate::domain::Identity;
+use crate::providers::{Apply, AuthMethod, FieldType, Fields, Provider, render};
+
+/// The largest check response read.
+const MAX_CHECK_BODY: usize = 1024 * 1024;
+
+/// What a credentials check found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckOutcome {
+    /// The provider accepted the credentials; this is who they act as.
+    Verified(Identity),
+    /// The provider refused the credentials (401/403/404 on the check endpoint).
+    Rejected {
+        /// The provider's status.
+        status: u16,
+    },
+    /// The provider is rate limiting; try again later.
+    RateLimited {
+        /// Seconds to wait, when the provider said.
+        retry_after: Option<u64>,
+    },
+    /// The provider could not be reached or failed (5xx, timeout, bad body).
+    Unavailable(String),
+}
+
+/// A connection's view of its provider.
+pub struct Connector<'a> {
+    /// The provider.
+    pub provider: &'a Provider,
+    /// The auth method in use.
+    pub method: &'a AuthMethod,
+    /// The connection's settings and secrets.
+    pub fields: &'a Fields,
+    /// Local use only: where catalogue hosts are sent instead.
+    pub origin_override: Option<&'a Url>,
+}
+
+/// A URL could not be built from the templates (a field is missing).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the provider URL: {0}")]
+pub struct UrlBuildError(String);
+
+impl Connector<'_> {
+    fn render(&self, template: &str) -> Result<String, UrlBuildError> {
+        let url = render(template, |name| self.fields.value(name)).map_err(|e| UrlBuildError(e.to_string()))?;
+        // Catalogue hosts may be redirected to the sandbox by deployment config; a URL
+        // that starts with a tenant-supplied URL field is the tenant's and never is.
+        let tenant_url = template
+            .strip_prefix('{')
+            .and_then(|rest| rest.split('}').next())
+            .and_then(|name| self.method.field(name))
+            .is_some_and(|f| f.kind == FieldType::Url);
+        Ok(if tenant_url {
+            url
+        } else {
+            crate::egress::rewrite_origin(&url, self.origin_override)
+        })
+    }
+
+    /// The API base URL for this connection.
+    pub fn api_base(&self) -> Result<String, UrlBuildError> {
+        self.render(self.method.api_base(self.provider))
+    }
+
+    /// A URL for `path` under the API base.
+    pub fn url(&self, path: &str) -> Result<String, UrlBuildError> {
+        Ok(format!("{}{}", self.api_base()?.trim_end_matches('/'), path))
+    }
+
+    /// The check endpoint's URL.
+    pub fn check_url(&self) -> Result<String, UrlBuildError> {
+        let check = &self.method.check;
+        if check.absolute {
+            self.render(&check.path)
+        } else {
+            let path = render(&check.path, |name| self.fields.value(name)).map_err(|e| UrlBuildError(e.to_string()))?;
+            self.url(&path)
+        }
+    }
+
+    /// Puts the credentials on a request (api_key and basic methods).
+    pub fn authorize(&self, req: reqwest::RequestBuilder) -> Result<reqwest::RequestBuilder, UrlBuildError> {
+        let fill = |t: &str| render(t, |name| self.fields.value(name)).map_err(|e| UrlBuildError(e.to_string()));
+        let sensitive = |v: String| -> Result<HeaderValue, UrlBuildError> {
+            let mut v = HeaderValue::from_str(&v).map_err(|_| UrlBuildError("credential is not a valid header value".into()))?;
+            v.set_sensitive(true);
+            Ok(v)
+        };
+        Ok(match &self.method.apply {
+            Some(Apply::Basic { username, password }) => {
+                let pair = format!("{}:{}", fill(username)?, fill(password)?);
+                let value = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair));
+                req.header(reqwest::header::AUTHORIZATION, sensitive(value)?)
+            }
+            Some(Apply::Bearer(token)) => {
+                req.header(reqwest::header::AUTHORIZATION, sensitive(format!("Bearer {}", fill(token)?))?)
+            }
+            Some(Apply::Header { name, value }) => {
+                let name = HeaderName::from_bytes(fill(name)?.as_bytes())
+                    .map_err(|_| UrlBuildError("invalid header name".into()))?;
+                req.header(name, sensitive(fill(value)?)?)
+            }
+            Some(Apply::Query { name, value }) => req.query(&[(fill(name)?, fill(value)?)]),
+            None => req,
+        })
+    }
+
+    /// Tests the credentials against the provider's check endpoint.
+    pub async fn check(&self, http: &reqwest::Client) -> CheckOutcome {
+        let url = match self.check_url() {
+            Ok(u) => u,
+            Err(e) => return CheckOutcome::Unavailable(e.to_string()),
+        };
+        let req = match self.authorize(http.get(&url).header(reqwest::header::ACCEPT, "application/json")) {
+            Ok(r) => r,
+            Err(e) => return CheckOutcome::Unavailable(e.to_string()),
+        };
+        let resp = match req.send().await {
+            Ok(r) => r,
+            // The URL may carry credentials (query auth): never let it into messages.
+            Err(e) if e.is_timeout() => return CheckOutcome::Unavailable("provider timed out".into()),
+            Err(e) => return CheckOutcome::Unavailable(format!("provider unreachable: {}", e.without_url())),
+        };
+        let status = resp.status().as_u16();
+        match status {
+            200..=299 => {}
+            401 | 403 | 404 => return CheckOutcome::Rejected { status },
+            429 => {
+                let retry_after = resp
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse().ok());
+                return CheckOutcome::RateLimited { retry_after };
+            }
+            300..=399 => return CheckOutcome::Unavailable(format!("provider redirected ({status})")),
+            _ => return CheckOutcome::Unavailable(format!("provider answered {status}")),
+        }
+        if self.method.check.format.as_deref() == Some("xml") {
+            return CheckOutcome::Verified(Identity::default());
+        }
+        let body = match read_capped(resp, MAX_CHECK_BODY).await {
+            Ok(b) => b,
+            Err(e) => return CheckOutcome::Unavailable(e),
+        };
+        let json: serde_json::Value = match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(_) => return CheckOutcome::Unavailable("provider answered a body that is not JSON".into()),
+        };
+        let p = &self.method.check.identity;
+        let pick = |ptr: &Option<String>| ptr.as_deref().and_then(|ptr| json.pointer(ptr)).and_then(scalar);
+        CheckOutcome::Verified(Identity {
+            id: pick(&p.id),
+            email: pick(&p.email),
+            name: pick(&p.name),
+            account: pick(&p.account),
+        })
+    }
+
+    /// A key naming the provider account a connection acts as, to keep one
+    /// connection per account: the API base plus the account or user id.
+    pub fn account_key(&self, identity: &Identity) -> Option<String> {
+        let who = identity.account.as_ref().or(identity.id.as_ref())?;
+        let base = self.api_base().ok()?;
+        let base = base.split("://").nth(1).unwrap_or(&base).to_ascii_lowercase();
+        Some(format!("{}|{}|{}", self.method.id, base.trim_end_matches('/'), who).chars().take(512).collect())
+    }
+}
+
+fn scalar(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) => Some(s.chars().take(256).collect()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), resp.chunk()).await {
+            Err(_) => return Err("provider timed out".into()),
+            Ok(Err(e)) => return Err(format!("provider body failed: {}", e.without_url())),
+            Ok(Ok(None)) => return Ok(body),
+            Ok(Ok(Some(chunk))) => {
+                if body.len() + chunk.len() > cap {
+                    return Err("provider body too large".into());
+                }
+                body.extend_from_slice(&chunk);
+            }
+        }
+    }
+}

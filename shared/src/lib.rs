@@ -1,0 +1,20 @@
+//! Conduit's shared library: the domain, the provider catalogue, envelope encryption,
+//! the DynamoDB store, platform secrets, queues, the outbound HTTP client and the HTTP
+//! layer every Lambda function is built on.
+//!
+//! The domain modules (`domain`, `providers`) know nothing of AWS or Lambda; the
+//! adapters (`store`, `crypto::kms`, `secrets`, `queue`) and the HTTP layer (`http`) do.
+
+pub mod app;
+pub mod audit;
+pub mod config;
+pub mod connector;
+pub mod crypto;
+pub mod domain;
+pub mod egress;
+pub mod http;
+pub mod providers;
+pub mod queue;
+pub mod secrets;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,896 @@
+//! The provider catalogue: every provider Conduit can connect, as data
+//! (`shared/providers.yaml`, embedded at build time), and the rules for the
+//! credentials a tenant gives for each auth method.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use crate::egress::{self, UrlPolicy};
+
+const CATALOGUE_YAML: &str = include_str!("../providers.yaml");
+
+/// The whole catalogue.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Catalogue {
+    /// Every provider, in display order.
+    pub providers: Vec<Provider>,
+}
+
+/// One provider.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provider {
+    /// Stable id used in URLs and items (`hubspot`).
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Kind of system (crm, helpdesk, …).
+    pub category: String,
+    /// One-sentence description for the dashboard.
+    pub description: String,
+    /// The provider's API documentation.
+    pub docs_url: String,
+    /// Base URL of the REST API, a template over the connection's settings.
+    pub api_base: String,
+    /// The ways a tenant can authenticate, in order of preference.
+    pub auth: Vec<AuthMethod>,
+    /// What Conduit can do with the provider.
+    pub capabilities: Capabilities,
+    /// The provider's documented rate limits.
+    pub rate_limit: RateLimit,
+}
+
+/// How credentials are obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthType {
+    /// OAuth 2.0 authorization code flow.
+    Oauth2,
+    /// A token or key sent in a header or the query.
+    ApiKey,
+    /// HTTP Basic authentication.
+    Basic,
+}
+
+/// One way of authenticating with a provider.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthMethod {
+    /// Id of the method within the provider (`api_token`, `oauth2`).
+    pub id: String,
+    /// The kind of authentication.
+    #[serde(rename = "type")]
+    pub kind: AuthType,
+    /// Display label.
+    pub label: String,
+    /// Form fields the admin fills in (credentials and settings).
+    #[serde(default)]
+    pub fields: Vec<Field>,
+    /// Overrides the provider's `api_base` for this method.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_base: Option<String>,
+    /// How the credentials go on each request (api_key and basic methods).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "serde_yaml_ng::with::singleton_map"
+    )]
+    pub apply: Option<Apply>,
+    /// The "who am I" call that tests credentials and names the identity.
+    pub check: Check,
+    /// OAuth: the authorize endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorize_url: Option<String>,
+    /// OAuth: the token endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_url: Option<String>,
+    /// OAuth: the revocation endpoint, where the provider has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoke_url: Option<String>,
+    /// OAuth: the token introspection endpoint, where the provider has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub introspect_url: Option<String>,
+    /// OAuth: whether the provider accepts PKCE (S256).
+    #[serde(default)]
+    pub pkce: bool,
+    /// OAuth: how the client authenticates at the token endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_auth: Option<ClientAuth>,
+    /// OAuth: extra query parameters on the authorize URL.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub authorize_params: BTreeMap<String, String>,
+    /// OAuth: scopes to request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Scopes>,
+    /// OAuth: access-token lifetime when the token response does not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token_ttl_seconds: Option<u64>,
+    /// OAuth: settings read from the token response (instance_url, api_domain).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub token_settings: Vec<TokenSetting>,
+    /// OAuth: separate connection kinds with their own scopes (Google gmail/calendar).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub kinds: BTreeMap<String, Kind>,
+}
+
+/// Scopes of an OAuth method.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scopes {
+    /// Requested when the admin does not choose.
+    pub default: Vec<String>,
+    /// The least a connection needs to work.
+    pub minimal: Vec<String>,
+}
+
+/// A connection kind of an OAuth method (Gmail, Calendar).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Kind {
+    /// Display label.
+    pub label: String,
+    /// The kind's scopes.
+    pub scopes: Scopes,
+}
+
+/// A setting taken from the OAuth token response, checked against allowed hosts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSetting {
+    /// The placeholder name it fills.
+    pub name: String,
+    /// The token response's field.
+    pub from: String,
+    /// Hosts the value may name (`*.` matches any subdomain).
+    pub allowed_hosts: Vec<String>,
+}
+
+/// How an OAuth client authenticates at the token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    /// client_id and client_secret in the form body.
+    RequestBody,
+    /// HTTP Basic with client_id:client_secret.
+    Basic,
+}
+
+/// How credentials are put on a request. Values are templates over the fields.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Apply {
+    /// `Authorization: Basic base64(username:password)`.
+    Basic {
+        /// Username template.
+        username: String,
+        /// Password template.
+        password: String,
+    },
+    /// `Authorization: Bearer <token>`.
+    Bearer(String),
+    /// A named header.
+    Header {
+        /// Header name template.
+        name: String,
+        /// Header value template.
+        value: String,
+    },
+    /// A query parameter.
+    Query {
+        /// Parameter name.
+        name: String,
+        /// Parameter value template.
+        value: String,
+    },
+}
+
+/// The provider's "who am I" endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Check {
+    /// HTTP method (GET).
+    pub method: String,
+    /// Path under the API base, or a whole URL when `absolute`.
+    pub path: String,
+    /// Whether `path` is a whole URL.
+    #[serde(default)]
+    pub absolute: bool,
+    /// Response format: json (default) or xml (success is then a 2xx alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    /// JSON pointers to the identity's parts.
+    #[serde(default)]
+    pub identity: IdentityPointers,
+}
+
+/// JSON pointers (RFC 6901) into a check response.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityPointers {
+    /// The user's or account's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The user's email.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// A display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The provider account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+}
+
+/// A form field the dashboard renders and the API validates.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Field {
+    /// Key in the `credentials` object.
+    pub name: String,
+    /// Display label.
+    pub label: String,
+    /// Input type; also decides validation.
+    #[serde(rename = "type")]
+    pub kind: FieldType,
+    /// Encrypted at rest, never returned unmasked.
+    #[serde(default)]
+    pub secret: bool,
+    /// Must be given (unless it has a default).
+    #[serde(default)]
+    pub required: bool,
+    /// Longest accepted value, in characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_length: Option<usize>,
+    /// Help text shown under the input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub help: Option<String>,
+    /// Allowed values of a select.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<String>,
+    /// Used when the field is not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+}
+
+/// Input types of form fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldType {
+    /// Free text without control characters.
+    Text,
+    /// An email address.
+    Email,
+    /// A secret (masked input).
+    Password,
+    /// A DNS label (`acme` in acme.zendesk.com).
+    Subdomain,
+    /// One of `options`.
+    Select,
+    /// A tenant-supplied URL: https, public address (SSRF-checked).
+    Url,
+    /// An HTTP header name.
+    HeaderName,
+    /// An absolute URL path (`/me`).
+    Path,
+    /// Digits only.
+    Digits,
+}
+
+impl FieldType {
+    fn default_max(self) -> usize {
+        match self {
+            Self::Password => 4096,
+            Self::Url => 2048,
+            Self::Subdomain => 63,
+            Self::Path => 1024,
+            _ => 255,
+        }
+    }
+}
+
+/// What Conduit can do with a provider.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Capabilities {
+    /// Entities that sync (contacts, companies, deals).
+    pub sync: Vec<String>,
+    /// Outbound actions (log_call, create_ticket, …).
+    pub actions: Vec<String>,
+    /// Knowledge-base import.
+    pub kb_import: bool,
+    /// Provider webhooks for real-time sync.
+    pub webhooks: bool,
+}
+
+/// A provider's documented rate limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Requests allowed per window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<u32>,
+    /// The window, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_seconds: Option<u32>,
+    /// Requests allowed per day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily: Option<u32>,
+    /// What the limit applies to (account, user, token).
+    pub scope: String,
+    /// Which response headers report the budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<String>,
+}
+
+/// The catalogue could not be loaded (a build defect caught by unit tests).
+#[derive(Debug, thiserror::Error)]
+#[error("provider catalogue is invalid: {0}")]
+pub struct CatalogueError(String);
+
+static CATALOGUE: OnceLock<Result<Catalogue, String>> = OnceLock::new();
+
+impl Catalogue {
+    /// The embedded catalogue, parsed and checked once per process.
+    pub fn get() -> Result<&'static Catalogue, CatalogueError> {
+        CATALOGUE
+            .get_or_init(|| Self::parse(CATALOGUE_YAML))
+            .as_ref()
+            .map_err(|e| CatalogueError(e.clone()))
+    }
+
+    /// Parses and checks a catalogue document.
+    pub fn parse(yaml: &str) -> Result<Catalogue, String> {
+        let catalogue: Catalogue = serde_yaml_ng::from_str(yaml).map_err(|e| e.to_string())?;
+        catalogue.check()?;
+        Ok(catalogue)
+    }
+
+    /// A provider by id.
+    pub fn provider(&self, id: &str) -> Option<&Provider> {
+        self.providers.iter().find(|p| p.id == id)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let mut ids = std::collections::BTreeSet::new();
+        for p in &self.providers {
+            if !ids.insert(p.id.as_str()) {
+                return Err(format!("duplicate provider id {}", p.id));
+            }
+            if p.auth.is_empty() {
+                return Err(format!("{} has no auth method", p.id));
+            }
+            let mut methods = std::collections::BTreeSet::new();
+            for m in &p.auth {
+                if !methods.insert(m.id.as_str()) {
+                    return Err(format!("{}: duplicate auth method {}", p.id, m.id));
+                }
+                m.check_shape(p).map_err(|e| format!("{}/{}: {e}", p.id, m.id))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Provider {
+    /// An auth method by id; with no id, the provider's only non-OAuth method.
+    pub fn auth_method(&self, id: Option<&str>) -> Option<&AuthMethod> {
+        match id {
+            Some(id) => self.auth.iter().find(|m| m.id == id),
+            None => {
+                let mut keyed = self.auth.iter().filter(|m| m.kind != AuthType::Oauth2);
+                match (keyed.next(), keyed.next()) {
+                    (Some(only), None) => Some(only),
+                    _ => None,
+                }
+            }
+        }
+    }
+}
+
+impl AuthMethod {
+    /// The API base template for this method.
+    pub fn api_base<'a>(&'a self, provider: &'a Provider) -> &'a str {
+        self.api_base.as_deref().unwrap_or(&provider.api_base)
+    }
+
+    /// A field by name.
+    pub fn field(&self, name: &str) -> Option<&Field> {
+        self.fields.iter().find(|f| f.name == name)
+    }
+
+    /// Placeholders this method can fill: its fields, token settings and tokens.
+    fn known_placeholders(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.fields.iter().map(|f| f.name.as_str()).collect();
+        names.extend(self.token_settings.iter().map(|s| s.name.as_str()));
+        if self.kind == AuthType::Oauth2 {
+            names.extend(["access_token", "refresh_token"]);
+        }
+        names
+    }
+
+    fn check_shape(&self, provider: &Provider) -> Result<(), String> {
+        let known = self.known_placeholders();
+        let mut templates: Vec<&str> = vec![self.api_base(provider), &self.check.path];
+        templates.extend(self.authorize_url.as_deref());
+        templates.extend(self.token_url.as_deref());
+        templates.extend(self.revoke_url.as_deref());
+        templates.extend(self.introspect_url.as_deref());
+        if let Some(scopes) = &self.scopes {
+            templates.extend(scopes.default.iter().map(String::as_str));
+        }
+        match &self.apply {
+            Some(Apply::Basic { username, password }) => templates.extend([username.as_str(), password.as_str()]),
+            Some(Apply::Bearer(token)) => templates.push(token),
+            Some(Apply::Header { name, value }) | Some(Apply::Query { name, value }) => {
+                templates.extend([name.as_str(), value.as_str()])
+            }
+            None => {}
+        }
+        for t in templates {
+            for name in placeholders(t)? {
+                if !known.contains(&name) {
+                    return Err(format!("placeholder {{{name}}} in {t:?} is not declared"));
+                }
+            }
+        }
+        match self.kind {
+            AuthType::Oauth2 => {
+                if self.authorize_url.is_none() || self.token_url.is_none() {
+                    return Err("oauth2 needs authorize_url and token_url".into());
+                }
+                if self.scopes.is_none() && self.kinds.is_empty() {
+                    return Err("oauth2 needs scopes or kinds".into());
+                }
+                if self.client_auth.is_none() {
+                    return Err("oauth2 needs client_auth".into());
+                }
+            }
+            AuthType::ApiKey | AuthType::Basic => {
+                if self.apply.is_none() {
+                    return Err("api_key and basic methods need apply".into());
+                }
+                if !self.fields.iter().any(|f| f.secret) {
+                    return Err("api_key and basic methods need a secret field".into());
+                }
+            }
+        }
+        for f in &self.fields {
+            if f.kind == FieldType::Select && f.options.is_empty() {
+                return Err(format!("select field {} has no options", f.name));
+            }
+            if f.secret != (f.kind == FieldType::Password) {
+                return Err(format!("field {}: secret fields are exactly the password fields", f.name));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `{names}` a template refers to.
+pub fn placeholders(template: &str) -> Result<Vec<&str>, String> {
+    let mut out = Vec::new();
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        let after = &rest[start + 1..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| format!("unclosed placeholder in {template:?}"))?;
+        out.push(&after[..end]);
+        rest = &after[end + 1..];
+    }
+    Ok(out)
+}
+
+/// A template referred to a value that is not there.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no value for {{{0}}}")]
+pub struct MissingValue(pub String);
+
+/// Fills a template's `{names}` from `value`.
+pub fn render<'v>(
+    template: &str,
+    value: impl Fn(&str) -> Option<&'v str>,
+) -> Result<String, MissingValue> {
+    let mut out = String::with_capacity(template.len() + 32);
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 1..];
+        let Some(end) = after.find('}') else {
+            out.push_str(&rest[start..]);
+            return Ok(out);
+        };
+        let name = &after[..end];
+        out.push_str(value(name).ok_or_else(|| MissingValue(name.to_owned()))?);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// One rejected field of a credentials form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    /// The field's name (as the caller sent it).
+    pub field: String,
+    /// What is wrong; never repeats a value.
+    pub message: String,
+}
+
+/// Credentials and settings a tenant gave, validated against an auth method's form.
+#[derive(Clone, Default)]
+pub struct Fields {
+    /// Non-secret values (subdomain, email, base URL), stored in the clear.
+    pub public: BTreeMap<String, String>,
+    /// Secret values, stored only encrypted.
+    pub secret: BTreeMap<String, SecretString>,
+}
+
+impl std::fmt::Debug for Fields {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fields")
+            .field("public", &self.public)
+            .field("secret", &self.secret.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Fields {
+    /// A value by name, secret or not.
+    pub fn value(&self, name: &str) -> Option<&str> {
+        self.public
+            .get(name)
+            .map(String::as_str)
+            .or_else(|| self.secret.get(name).map(|s| s.expose_secret()))
+    }
+
+    /// The values as the dashboard may see them: public ones whole, secrets masked.
+    pub fn masked(&self) -> BTreeMap<String, String> {
+        let mut out = self.public.clone();
+        for (k, v) in &self.secret {
+            out.insert(k.clone(), crate::domain::mask(v.expose_secret()));
+        }
+        out
+    }
+}
+
+impl AuthMethod {
+    /// Validates a whole form: every required field given, no unknown field, each value
+    /// well formed for its type. Defaults fill absent optional fields.
+    pub fn validate(
+        &self,
+        input: &BTreeMap<String, String>,
+        policy: &UrlPolicy,
+    ) -> Result<Fields, Vec<FieldError>> {
+        self.validate_update(&Fields::default(), input, policy)
+    }
+
+    /// Validates a partial form over `current` values: given fields replace the current
+    /// ones, and every required field must end up with a value.
+    pub fn validate_update(
+        &self,
+        current: &Fields,
+        input: &BTreeMap<String, String>,
+        policy: &UrlPolicy,
+    ) -> Result<Fields, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        for name in input.keys() {
+            if self.field(name).is_none() {
+                let expected: Vec<&str> = self.fields.iter().map(|f| f.name.as_str()).collect();
+                errors.push(FieldError {
+                    field: name.chars().take(64).collect(),
+                    message: format!("unknown field; expected one of: {}", expected.join(", ")),
+                });
+            }
+        }
+        let mut out = current.clone();
+        for field in &self.fields {
+            let value = match input.get(&field.name) {
+                Some(v) => v.trim().to_owned(),
+                None if current.value(&field.name).is_some() => continue,
+                None => field.default.clone().unwrap_or_default(),
+            };
+            out.public.remove(&field.name);
+            out.secret.remove(&field.name);
+            if value.is_empty() {
+                if field.required {
+                    errors.push(FieldError {
+                        field: field.name.clone(),
+                        message: "is required".into(),
+                    });
+                }
+                continue;
+            }
+            match field.check(&value, policy) {
+                Ok(v) if field.secret => {
+                    out.secret.insert(field.name.clone(), SecretString::from(v));
+                }
+                Ok(v) => {
+                    out.public.insert(field.name.clone(), v);
+                }
+                Err(message) => errors.push(FieldError {
+                    field: field.name.clone(),
+                    message,
+                }),
+            }
+        }
+        if errors.is_empty() {
+            Ok(out)
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+impl Field {
+    /// Checks one value; returns it normalised. Messages never repeat the value.
+    fn check(&self, value: &str, policy: &UrlPolicy) -> Result<String, String> {
+        let max = self.max_length.unwrap_or(self.kind.default_max());
+        if value.chars().count() > max {
+            return Err(format!("must be at most {max} characters"));
+        }
+        if value.chars().any(char::is_control) {
+            return Err("may not hold control characters".into());
+        }
+        match self.kind {
+            FieldType::Text | FieldType::Password => Ok(value.to_owned()),
+            FieldType::Email => {
+                let ok = value.split_once('@').is_some_and(|(local, domain)| {
+                    !local.is_empty()
+                        && domain.contains('.')
+                        && !domain.starts_with('.')
+                        && !domain.ends_with('.')
+                        && !value.contains(char::is_whitespace)
+                        && !domain.contains('@')
+                });
+                if ok {
+                    Ok(value.to_owned())
+                } else {
+                    Err("must be an email address".into())
+                }
+            }
+            FieldType::Subdomain => {
+                let v = value.to_ascii_lowercase();
+                let ok = !v.starts_with('-')
+                    && !v.ends_with('-')
+                    && v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+                if ok {
+                    Ok(v)
+                } else {
+                    Err("must be a DNS label: letters, digits and inner hyphens".into())
+                }
+            }
+            FieldType::Select => {
+                if self.options.iter().any(|o| o == value) {
+                    Ok(value.to_owned())
+                } else {
+                    Err(format!("must be one of: {}", self.options.join(", ")))
+                }
+            }
+            FieldType::Url => egress::validate_tenant_url(value, policy)
+                .map(|u| u.as_str().trim_end_matches('/').to_owned())
+                .map_err(|e| e.to_string()),
+            FieldType::HeaderName => {
+                let lower = value.to_ascii_lowercase();
+                let token = !value.is_empty()
+                    && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+                const RESERVED: [&str; 9] = [
+                    "host",
+                    "content-length",
+                    "transfer-encoding",
+                    "connection",
+                    "te",
+                    "upgrade",
+                    "cookie",
+                    "proxy-authorization",
+                    "forwarded",
+                ];
+                if !token {
+                    Err("must be an HTTP header name".into())
+                } else if RESERVED.contains(&lower.as_str()) {
+                    Err("names a header Conduit sets itself".into())
+                } else {
+                    Ok(value.to_owned())
+                }
+            }
+            FieldType::Path => {
+                let ok = value.starts_with('/')
+                    && !value.starts_with("//")
+                    && !value.contains("..")
+                    && !value.contains(['#', '\\', ' ', '@']);
+                if ok {
+                    Ok(value.to_owned())
+                } else {
+                    Err("must be a path starting with / (no .., #, @ or spaces)".into())
+                }
+            }
+            FieldType::Digits => {
+                if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+                    Ok(value.to_owned())
+                } else {
+                    Err("must be digits".into())
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> UrlPolicy {
+        UrlPolicy { allow_loopback_http: false }
+    }
+
+    fn form(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn the_embedded_catalogue_loads_and_covers_every_provider() {
+        let c = Catalogue::get().unwrap();
+        for id in [
+            "hubspot",
+            "salesforce",
+            "zoho",
+            "pipedrive",
+            "dynamics365",
+            "google",
+            "zendesk",
+            "freshdesk",
+            "chatwoot",
+            "genesys",
+            "sap",
+            "technologyone",
+            "custom_api",
+        ] {
+            assert!(c.provider(id).is_some(), "missing {id}");
+        }
+    }
+
+    #[test]
+    fn oauth_quirks_are_in_the_data() {
+        let c = Catalogue::get().unwrap();
+        let sf = c.provider("salesforce").unwrap().auth_method(Some("oauth2")).unwrap();
+        assert!(sf.token_settings.iter().any(|s| s.name == "instance_url"));
+        let pd = c.provider("pipedrive").unwrap().auth_method(Some("oauth2")).unwrap();
+        assert_eq!(pd.client_auth, Some(ClientAuth::Basic));
+        let g = c.provider("google").unwrap().auth_method(Some("oauth2")).unwrap();
+        assert_eq!(g.authorize_params.get("access_type").map(String::as_str), Some("offline"));
+        assert!(g.kinds.contains_key("gmail") && g.kinds.contains_key("calendar"));
+    }
+
+    #[test]
+    fn undeclared_placeholders_are_caught() {
+        let bad = r#"
+providers:
+  - id: x
+    name: X
+    category: crm
+    description: d
+    docs_url: https://x
+    api_base: https://{nope}.example.com
+    auth:
+      - id: k
+        type: api_key
+        label: K
+        fields: [{ name: key, label: Key, type: password, secret: true, required: true }]
+        apply: { bearer: "{key}" }
+        check: { method: GET, path: /me }
+    capabilities: { sync: [], actions: [], kb_import: false, webhooks: false }
+    rate_limit: { scope: account }
+"#;
+        let err = Catalogue::parse(bad).unwrap_err();
+        assert!(err.contains("{nope}"), "{err}");
+    }
+
+    #[test]
+    fn render_fills_and_reports_missing() {
+        let vals = form(&[("subdomain", "acme")]);
+        let get = |k: &str| vals.get(k).map(String::as_str);
+        assert_eq!(
+            render("https://{subdomain}.zendesk.com/api/v2", get).unwrap(),
+            "https://acme.zendesk.com/api/v2"
+        );
+        assert_eq!(render("{x}", get).unwrap_err(), MissingValue("x".into()));
+    }
+
+    #[test]
+    fn forms_reject_unknown_missing_and_malformed_fields() {
+        let zd = Catalogue::get()
+            .unwrap()
+            .provider("zendesk")
+            .unwrap()
+            .auth_method(None)
+            .unwrap();
+        let ok = zd
+            .validate(
+                &form(&[("subdomain", "Acme"), ("email", "a@acme.test"), ("api_token", " t0k ")]),
+                &policy(),
+            )
+            .unwrap();
+        assert_eq!(ok.public["subdomain"], "acme");
+        assert_eq!(ok.value("api_token"), Some("t0k"));
+        assert!(!format!("{ok:?}").contains("t0k"));
+
+        let errs = zd
+            .validate(
+                &form(&[("subdomain", "a.b"), ("email", "nope"), ("bogus", "1")]),
+                &policy(),
+            )
+            .unwrap_err();
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert!(fields.contains(&"bogus"));
+        assert!(fields.contains(&"subdomain"));
+        assert!(fields.contains(&"email"));
+        assert!(fields.contains(&"api_token"));
+
+        let long = "x".repeat(300);
+        let errs = zd
+            .validate(
+                &form(&[("subdomain", "acme"), ("email", "a@b.co"), ("api_token", &long)]),
+                &policy(),
+            )
+            .unwrap_err();
+        assert_eq!(errs[0].field, "api_token");
+        assert!(!errs[0].message.contains(&long));
+    }
+
+    #[test]
+    fn partial_updates_keep_current_values() {
+        let zd = Catalogue::get()
+            .unwrap()
+            .provider("zendesk")
+            .unwrap()
+            .auth_method(None)
+            .unwrap();
+        let current = zd
+            .validate(
+                &form(&[("subdomain", "acme"), ("email", "a@acme.test"), ("api_token", "old")]),
+                &policy(),
+            )
+            .unwrap();
+        let next = zd
+            .validate_update(&current, &form(&[("api_token", "new")]), &policy())
+            .unwrap();
+        assert_eq!(next.value("api_token"), Some("new"));
+        assert_eq!(next.value("subdomain"), Some("acme"));
+        let errs = zd
+            .validate_update(&current, &form(&[("email", "")]), &policy())
+            .unwrap_err();
+        assert_eq!(errs[0].field, "email");
+    }
+
+    #[test]
+    fn tenant_urls_and_header_names_are_policed() {
+        let custom = Catalogue::get()
+            .unwrap()
+            .provider("custom_api")
+            .unwrap()
+            .auth_method(Some("header"))
+            .unwrap();
+        for (url, ok) in [
+            ("https://api.example.com/v1", true),
+            ("http://api.example.com", false),
+            ("https://127.0.0.1/x", false),
+            ("https://169.254.169.254/latest", false),
+            ("https://user:pw@api.example.com", false),
+        ] {
+            let r = custom.validate(
+                &form(&[("base_url", url), ("header_name", "X-Key"), ("api_key", "k")]),
+                &policy(),
+            );
+            assert_eq!(r.is_ok(), ok, "{url}");
+        }
+        let r = custom.validate(
+            &form(&[("base_url", "https://api.example.com"), ("header_name", "Host"), ("api_key", "k")]),
+            &policy(),
+        );
+        assert!(r.is_err());
+    }
+}

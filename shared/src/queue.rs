@@ -1,0 +1,74 @@
+//! The SQS publisher: JSON messages, batched by ten.
+
+use serde::Serialize;
+
+/// Publishing failed.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The message could not be serialised.
+    #[error("message encoding: {0}")]
+    Encoding(String),
+    /// SQS failed, or refused some messages (their ids are listed).
+    #[error("sqs: {0}")]
+    Service(String),
+}
+
+/// Sends messages to one queue.
+#[derive(Clone, Debug)]
+pub struct Publisher {
+    client: aws_sdk_sqs::Client,
+    queue_url: String,
+}
+
+impl Publisher {
+    /// A publisher to `queue_url`.
+    pub fn new(client: aws_sdk_sqs::Client, queue_url: impl Into<String>) -> Self {
+        Self {
+            client,
+            queue_url: queue_url.into(),
+        }
+    }
+
+    /// Sends one message.
+    pub async fn send<T: Serialize>(&self, message: &T) -> Result<(), QueueError> {
+        let body = serde_json::to_string(message).map_err(|e| QueueError::Encoding(e.to_string()))?;
+        self.client
+            .send_message()
+            .queue_url(&self.queue_url)
+            .message_body(body)
+            .send()
+            .await
+            .map_err(|e| QueueError::Service(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()))?;
+        Ok(())
+    }
+
+    /// Sends many messages, ten per request; fails if any message was refused.
+    pub async fn send_all<T: Serialize>(&self, messages: &[T]) -> Result<(), QueueError> {
+        for chunk in messages.chunks(10) {
+            let mut entries = Vec::with_capacity(chunk.len());
+            for (i, m) in chunk.iter().enumerate() {
+                let body = serde_json::to_string(m).map_err(|e| QueueError::Encoding(e.to_string()))?;
+                entries.push(
+                    aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .message_body(body)
+                        .build()
+                        .map_err(|e| QueueError::Encoding(e.to_string()))?,
+                );
+            }
+            let out = self
+                .client
+                .send_message_batch()
+                .queue_url(&self.queue_url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| QueueError::Service(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()))?;
+            if !out.failed.is_empty() {
+                let ids: Vec<&str> = out.failed.iter().map(|f| f.id.as_str()).collect();
+                return Err(QueueError::Service(format!("messages refused: {}", ids.join(","))));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,444 @@
+//! The DynamoDB adapter: one table, every key prefixed by tenant.
+//!
+//! Items are (de)serialised with serde_dynamo. Writes that must not clobber use
+//! conditions: `insert` only creates, `replace` only overwrites the version it read
+//! (optimistic concurrency), and `transact` writes several items atomically (used for
+//! uniqueness markers). Listing is always a Query on a key — never a Scan.
+//!
+//! Key layout (see also template.yaml):
+//! | item              | pk              | sk                          |
+//! |-------------------|-----------------|-----------------------------|
+//! | connection        | `T#{tenant}`    | `CONN#{id}`                 |
+//! | account marker    | `T#{tenant}`    | `CONNKEY#{provider}#{acct}` |
+//! | app credentials   | `T#{tenant}`    | `APP#{provider}`            |
+//! | audit entry       | `AUDIT#{tenant}`| `{rfc3339 time}#{id}`       |
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{ConnectionId, TenantId};
+
+/// Key builders: the only place key strings are spelled.
+pub mod keys {
+    use super::*;
+
+    /// The partition of a tenant's configuration items.
+    pub fn tenant(t: &TenantId) -> String {
+        format!("T#{t}")
+    }
+    /// A connection's sort key.
+    pub fn connection(id: &ConnectionId) -> String {
+        format!("CONN#{id}")
+    }
+    /// Sort-key prefix of connections.
+    pub const CONNECTION_PREFIX: &str = "CONN#";
+    /// The uniqueness marker of a provider account within a tenant.
+    pub fn account_marker(provider: &str, account: &str) -> String {
+        format!("CONNKEY#{provider}#{account}")
+    }
+    /// A tenant's app credentials for a provider.
+    pub fn app_credentials(provider: &str) -> String {
+        format!("APP#{provider}")
+    }
+    /// The partition of a tenant's audit log.
+    pub fn audit(t: &TenantId) -> String {
+        format!("AUDIT#{t}")
+    }
+}
+
+/// Store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A condition did not hold: the item exists, or changed since it was read.
+    #[error("condition failed")]
+    ConditionFailed,
+    /// A paging cursor was malformed or belongs elsewhere.
+    #[error("invalid cursor")]
+    BadCursor,
+    /// An item could not be converted.
+    #[error("item conversion: {0}")]
+    Conversion(String),
+    /// DynamoDB failed.
+    #[error("dynamodb: {0}")]
+    Service(String),
+}
+
+fn service<E, R>(e: aws_sdk_dynamodb::error::SdkError<E, R>) -> StoreError
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    StoreError::Service(aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())
+}
+
+/// An item with its keys.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Keyed<T> {
+    /// Partition key.
+    pub pk: String,
+    /// Sort key.
+    pub sk: String,
+    /// The item's attributes.
+    #[serde(flatten)]
+    pub item: T,
+}
+
+/// One page of a query.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    /// The items, in key order (or reversed).
+    pub items: Vec<T>,
+    /// Where the next page starts, if there is one.
+    pub cursor: Option<String>,
+}
+
+/// How to query.
+#[derive(Debug, Clone, Default)]
+pub struct QueryOpts<'a> {
+    /// Only sort keys starting with this.
+    pub prefix: Option<&'a str>,
+    /// Only sort keys within this inclusive range.
+    pub between: Option<(&'a str, &'a str)>,
+    /// Page size.
+    pub limit: Option<i32>,
+    /// Continue after a previous page.
+    pub cursor: Option<&'a str>,
+    /// Newest (highest sort key) first.
+    pub descending: bool,
+}
+
+/// One write of a transaction.
+pub enum Write {
+    /// Create an item that must not exist.
+    Insert(HashMap<String, AttributeValue>),
+    /// Overwrite an item whose `version` is the given one.
+    Replace(HashMap<String, AttributeValue>, u64),
+    /// Delete an item (that must exist when `must_exist`).
+    Delete {
+        /// Partition key.
+        pk: String,
+        /// Sort key.
+        sk: String,
+        /// Fail unless the item is there.
+        must_exist: bool,
+    },
+}
+
+/// The table.
+#[derive(Clone, Debug)]
+pub struct Table {
+    client: Client,
+    name: String,
+}
+
+/// Converts a value to a DynamoDB item.
+pub fn to_item<T: Serialize>(value: &T) -> Result<HashMap<String, AttributeValue>, StoreError> {
+    serde_dynamo::to_item(value).map_err(|e| StoreError::Conversion(e.to_string()))
+}
+
+impl Table {
+    /// The table `name`.
+    pub fn new(client: Client, name: impl Into<String>) -> Self {
+        Self {
+            client,
+            name: name.into(),
+        }
+    }
+
+    /// The table's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The DynamoDB client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn key(pk: &str, sk: &str) -> HashMap<String, AttributeValue> {
+        HashMap::from([
+            ("pk".to_owned(), AttributeValue::S(pk.to_owned())),
+            ("sk".to_owned(), AttributeValue::S(sk.to_owned())),
+        ])
+    }
+
+    /// Reads an item (strongly consistent).
+    pub async fn get<T: DeserializeOwned>(&self, pk: &str, sk: &str) -> Result<Option<T>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.name)
+            .set_key(Some(Self::key(pk, sk)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(service)?;
+        out.item
+            .map(|item| serde_dynamo::from_item(item).map_err(|e| StoreError::Conversion(e.to_string())))
+            .transpose()
+    }
+
+    /// Creates an item; fails with `ConditionFailed` if its key is taken.
+    pub async fn insert<T: Serialize>(&self, value: &T) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.name)
+            .set_item(Some(to_item(value)?))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+            .map_err(|e| condition_or(e))?;
+        Ok(())
+    }
+
+    /// Writes an item whatever is there.
+    pub async fn put<T: Serialize>(&self, value: &T) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.name)
+            .set_item(Some(to_item(value)?))
+            .send()
+            .await
+            .map_err(service)?;
+        Ok(())
+    }
+
+    /// Overwrites an item only if its `version` is still `expected`.
+    pub async fn replace<T: Serialize>(&self, value: &T, expected: u64) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.name)
+            .set_item(Some(to_item(value)?))
+            .condition_expression("version = :v")
+            .expression_attribute_values(":v", AttributeValue::N(expected.to_string()))
+            .send()
+            .await
+            .map_err(|e| condition_or(e))?;
+        Ok(())
+    }
+
+    /// Deletes an item; with `expected`, only if its version is still that one.
+    /// Deleting an absent item succeeds unless a version is expected.
+    pub async fn delete(&self, pk: &str, sk: &str, expected: Option<u64>) -> Result<(), StoreError> {
+        let mut req = self
+            .client
+            .delete_item()
+            .table_name(&self.name)
+            .set_key(Some(Self::key(pk, sk)));
+        if let Some(v) = expected {
+            req = req
+                .condition_expression("version = :v")
+                .expression_attribute_values(":v", AttributeValue::N(v.to_string()));
+        }
+        req.send().await.map_err(|e| condition_or(e))?;
+        Ok(())
+    }
+
+    /// Writes up to 100 items atomically; any failed condition fails them all.
+    pub async fn transact(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        let mut items = Vec::with_capacity(writes.len());
+        for w in writes {
+            let item = match w {
+                Write::Insert(item) => TransactWriteItem::builder()
+                    .put(
+                        Put::builder()
+                            .table_name(&self.name)
+                            .set_item(Some(item))
+                            .condition_expression("attribute_not_exists(pk)")
+                            .build()
+                            .map_err(|e| StoreError::Conversion(e.to_string()))?,
+                    )
+                    .build(),
+                Write::Replace(item, v) => TransactWriteItem::builder()
+                    .put(
+                        Put::builder()
+                            .table_name(&self.name)
+                            .set_item(Some(item))
+                            .condition_expression("version = :v")
+                            .expression_attribute_values(":v", AttributeValue::N(v.to_string()))
+                            .build()
+                            .map_err(|e| StoreError::Conversion(e.to_string()))?,
+                    )
+                    .build(),
+                Write::Delete { pk, sk, must_exist } => {
+                    let mut d = Delete::builder().table_name(&self.name).set_key(Some(Self::key(&pk, &sk)));
+                    if must_exist {
+                        d = d.condition_expression("attribute_exists(pk)");
+                    }
+                    TransactWriteItem::builder()
+                        .delete(d.build().map_err(|e| StoreError::Conversion(e.to_string()))?)
+                        .build()
+                }
+            };
+            items.push(item);
+        }
+        self.client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+            .map_err(|e| {
+                let cancelled = e
+                    .as_service_error()
+                    .is_some_and(|se| se.is_transaction_canceled_exception());
+                if cancelled {
+                    StoreError::ConditionFailed
+                } else {
+                    service(e)
+                }
+            })?;
+        Ok(())
+    }
+
+    /// Queries one partition (of the table, or of an index with `index`).
+    pub async fn query<T: DeserializeOwned>(
+        &self,
+        index: Option<&str>,
+        pk: &str,
+        opts: QueryOpts<'_>,
+    ) -> Result<Page<T>, StoreError> {
+        let (pk_attr, sk_attr) = match index {
+            Some("gsi1") => ("gsi1pk", "gsi1sk"),
+            Some("gsi2") => ("gsi2pk", "gsi2sk"),
+            Some(other) => return Err(StoreError::Conversion(format!("unknown index {other}"))),
+            None => ("pk", "sk"),
+        };
+        let mut condition = "#pk = :pk".to_owned();
+        let mut req = self
+            .client
+            .query()
+            .table_name(&self.name)
+            .set_index_name(index.map(str::to_owned))
+            .expression_attribute_names("#pk", pk_attr)
+            .expression_attribute_values(":pk", AttributeValue::S(pk.to_owned()))
+            .scan_index_forward(!opts.descending)
+            .set_limit(opts.limit);
+        if let Some(prefix) = opts.prefix {
+            condition.push_str(" AND begins_with(#sk, :prefix)");
+            req = req
+                .expression_attribute_names("#sk", sk_attr)
+                .expression_attribute_values(":prefix", AttributeValue::S(prefix.to_owned()));
+        } else if let Some((from, to)) = opts.between {
+            condition.push_str(" AND #sk BETWEEN :from AND :to");
+            req = req
+                .expression_attribute_names("#sk", sk_attr)
+                .expression_attribute_values(":from", AttributeValue::S(from.to_owned()))
+                .expression_attribute_values(":to", AttributeValue::S(to.to_owned()));
+        }
+        if let Some(cursor) = opts.cursor {
+            let start = decode_cursor(cursor)?;
+            let owner = start.get(pk_attr).and_then(|v| v.as_s().ok());
+            if owner.map(String::as_str) != Some(pk) {
+                return Err(StoreError::BadCursor);
+            }
+            req = req.set_exclusive_start_key(Some(start));
+        }
+        let out = req.key_condition_expression(condition).send().await.map_err(service)?;
+        let items = out
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|i| serde_dynamo::from_item(i).map_err(|e| StoreError::Conversion(e.to_string())))
+            .collect::<Result<Vec<T>, _>>()?;
+        let cursor = out.last_evaluated_key.map(|k| encode_cursor(&k)).transpose()?;
+        Ok(Page { items, cursor })
+    }
+
+    /// Every item of a partition matching `prefix`, following pages.
+    pub async fn query_all<T: DeserializeOwned>(&self, pk: &str, prefix: &str) -> Result<Vec<T>, StoreError> {
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self
+                .query::<T>(
+                    None,
+                    pk,
+                    QueryOpts {
+                        prefix: Some(prefix),
+                        cursor: cursor.as_deref(),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            all.extend(page.items);
+            match page.cursor {
+                Some(c) => cursor = Some(c),
+                None => return Ok(all),
+            }
+        }
+    }
+}
+
+fn condition_or<E, R>(e: aws_sdk_dynamodb::error::SdkError<E, R>) -> StoreError
+where
+    E: std::error::Error + aws_sdk_dynamodb::error::ProvideErrorMetadata + 'static,
+    R: std::fmt::Debug,
+{
+    if e.as_service_error().and_then(|se| se.code()) == Some("ConditionalCheckFailedException") {
+        StoreError::ConditionFailed
+    } else {
+        service(e)
+    }
+}
+
+/// Cursors are the last evaluated key's string attributes, as base64url JSON.
+fn encode_cursor(key: &HashMap<String, AttributeValue>) -> Result<String, StoreError> {
+    let plain: std::collections::BTreeMap<&str, &str> = key
+        .iter()
+        .filter_map(|(k, v)| v.as_s().ok().map(|s| (k.as_str(), s.as_str())))
+        .collect();
+    let json = serde_json::to_vec(&plain).map_err(|e| StoreError::Conversion(e.to_string()))?;
+    Ok(B64URL.encode(json))
+}
+
+fn decode_cursor(cursor: &str) -> Result<HashMap<String, AttributeValue>, StoreError> {
+    if cursor.len() > 2048 {
+        return Err(StoreError::BadCursor);
+    }
+    let json = B64URL.decode(cursor).map_err(|_| StoreError::BadCursor)?;
+    let plain: HashMap<String, String> = serde_json::from_slice(&json).map_err(|_| StoreError::BadCursor)?;
+    const KEY_ATTRS: [&str; 6] = ["pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk"];
+    if plain.is_empty() || plain.keys().any(|k| !KEY_ATTRS.contains(&k.as_str())) {
+        return Err(StoreError::BadCursor);
+    }
+    Ok(plain.into_iter().map(|(k, v)| (k, AttributeValue::S(v))).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        let key = HashMap::from([
+            ("pk".to_owned(), AttributeValue::S("T#a".into())),
+            ("sk".to_owned(), AttributeValue::S("CONN#x".into())),
+        ]);
+        let c = encode_cursor(&key).unwrap();
+        assert_eq!(decode_cursor(&c).unwrap(), key);
+        assert!(decode_cursor("!!!").is_err());
+        assert!(decode_cursor(&B64URL.encode(br#"{"evil":"x"}"#)).is_err());
+        assert!(decode_cursor(&"A".repeat(5000)).is_err());
+    }
+
+    #[test]
+    fn keyed_items_flatten_into_one_map() {
+        #[derive(Serialize, Deserialize, PartialEq, Debug)]
+        struct Thing {
+            name: String,
+            version: u64,
+        }
+        let k = Keyed { pk: "T#a".into(), sk: "X#1".into(), item: Thing { name: "n".into(), version: 3 } };
+        let item = to_item(&k).unwrap();
+        assert_eq!(item["pk"].as_s().unwrap(), "T#a");
+        assert_eq!(item["version"].as_n().unwrap(), "3");
+        let back: Keyed<Thing> = serde_dynamo::from_item(item).unwrap();
+        assert_eq!(back.item, k.item);
+    }
+}
