@@ -224,6 +224,13 @@ impl Label {
         }
         Ok(Self(value.to_owned()))
     }
+    /// A label made from any text: control characters dropped, cut to length, and
+    /// `Untitled` when nothing is left.
+    pub fn lossy(text: &str) -> Self {
+        let text: String = text.chars().filter(|c| !c.is_control()).take(Self::MAX).collect();
+        let text = text.trim();
+        Self(if text.is_empty() { "Untitled".to_owned() } else { text.to_owned() })
+    }
     /// The label as a string.
     pub fn as_str(&self) -> &str {
         &self.0

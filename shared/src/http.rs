@@ -347,7 +347,12 @@ where
     Fut: Future<Output = Result<Response<Body>, ApiError>>,
 {
     let meta = RequestMeta::of(&req);
-    let span = tracing::info_span!("request", request_id = %meta.request_id, route = %meta.route_key);
+    let span = tracing::info_span!(
+        "request",
+        request_id = %meta.request_id,
+        route = %meta.route_key,
+        tenant = tracing::field::Empty
+    );
     let started = Instant::now();
     let request_id = meta.request_id.clone();
     async move {

@@ -6,8 +6,10 @@
 //! adapters (`store`, `crypto::kms`, `secrets`, `queue`) and the HTTP layer (`http`) do.
 
 pub mod app;
+pub mod app_credentials;
 pub mod audit;
 pub mod config;
+pub mod connections;
 pub mod connector;
 pub mod crypto;
 pub mod domain;

@@ -1,0 +1,554 @@
+//! `/v1/connections…`: API-key and basic-auth connections. Credentials are checked
+//! against the provider's own "who am I" endpoint before anything is saved; secrets
+//! are sealed per connection and only ever shown masked.
+
+use std::collections::BTreeMap;
+
+use conduit::audit::Outcome;
+use conduit::connections::{Connection, Connections, LastError, WriteError, seal_context};
+use conduit::connector::{CheckOutcome, Connector};
+use conduit::crypto::Sealed;
+use conduit::domain::{ConnectionId, ConnectionStatus, Identity, Label, TenantId, now};
+use conduit::http::{self, ApiError};
+use conduit::providers::{AuthMethod, AuthType, FieldError, Fields, Provider};
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Response};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use time::OffsetDateTime;
+
+use crate::Call;
+
+fn store(call: &Call<'_>) -> Connections {
+    Connections::new(call.app.table.clone())
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+/// What the API shows of a connection: settings whole, secrets masked.
+#[derive(Serialize)]
+struct View<'a> {
+    id: &'a str,
+    provider: &'a str,
+    provider_name: &'a str,
+    auth_method: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kind: Option<&'a str>,
+    label: &'a str,
+    status: ConnectionStatus,
+    credentials: BTreeMap<&'a str, &'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connected_as: Option<serde_json::Value>,
+    scopes: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_error: Option<&'a LastError>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checked_at: Option<String>,
+    created_at: String,
+    created_by: &'a str,
+    updated_at: String,
+    updated_by: &'a str,
+    version: u64,
+}
+
+fn view<'a>(call: &'a Call<'_>, c: &'a Connection) -> View<'a> {
+    let provider_name = call.app.catalogue.provider(&c.provider).map_or(c.provider.as_str(), |p| p.name.as_str());
+    let credentials = c
+        .settings
+        .iter()
+        .chain(c.masked.iter())
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    View {
+        id: c.id.as_str(),
+        provider: &c.provider,
+        provider_name,
+        auth_method: &c.auth_method,
+        kind: c.kind.as_deref(),
+        label: c.label.as_str(),
+        status: c.status,
+        credentials,
+        connected_as: c.identity.as_ref().map(identity_json),
+        scopes: &c.scopes,
+        last_error: c.last_error.as_ref(),
+        checked_at: c.checked_at.map(rfc3339),
+        created_at: rfc3339(c.created_at),
+        created_by: c.created_by.as_str(),
+        updated_at: rfc3339(c.updated_at),
+        updated_by: c.updated_by.as_str(),
+        version: c.version,
+    }
+}
+
+fn identity_json(i: &Identity) -> serde_json::Value {
+    let mut v = json!(i);
+    v["display"] = json!(i.display());
+    v
+}
+
+fn respond(call: &Call<'_>, status: StatusCode, c: &Connection) -> Result<Response<Body>, ApiError> {
+    http::json_versioned(status, &view(call, c), c.version)
+}
+
+fn field_error(field: &str, message: impl Into<String>) -> ApiError {
+    ApiError::invalid_fields(vec![FieldError {
+        field: field.to_owned(),
+        message: message.into(),
+    }])
+}
+
+/// The provider and key-style auth method a body names.
+fn resolve_method<'p>(
+    call: &Call<'_>,
+    provider: &str,
+    method: Option<&str>,
+) -> Result<(&'p Provider, &'p AuthMethod), ApiError>
+where
+    'static: 'p,
+{
+    let provider: &'p Provider = call
+        .app
+        .catalogue
+        .provider(provider)
+        .ok_or_else(|| field_error("provider", "unknown provider; see GET /v1/providers"))?;
+    let method = provider.auth_method(method).ok_or_else(|| {
+        let ids: Vec<&str> = provider.auth.iter().map(|m| m.id.as_str()).collect();
+        field_error("auth_method", format!("must be one of: {}", ids.join(", ")))
+    })?;
+    if method.kind == AuthType::Oauth2 {
+        return Err(ApiError::bad_request(
+            "oauth_required",
+            format!("{} connects through OAuth: POST /v1/oauth/{}/start", provider.name, provider.id),
+        ));
+    }
+    Ok((provider, method))
+}
+
+/// Runs the provider's check; a refusal or failure becomes the matching error.
+async fn verify(call: &Call<'_>, provider: &Provider, method: &AuthMethod, fields: &Fields) -> Result<Identity, ApiError> {
+    let outcome = connector(call, provider, method, fields).check(&call.app.http).await;
+    outcome_result(provider, outcome)
+}
+
+fn connector<'a>(call: &'a Call<'_>, provider: &'a Provider, method: &'a AuthMethod, fields: &'a Fields) -> Connector<'a> {
+    Connector {
+        provider,
+        method,
+        fields,
+        origin_override: call.app.config.provider_origin_override.as_ref(),
+    }
+}
+
+fn outcome_result(provider: &Provider, outcome: CheckOutcome) -> Result<Identity, ApiError> {
+    match outcome {
+        CheckOutcome::Verified(identity) => Ok(identity),
+        CheckOutcome::Rejected { status } => Err(ApiError::Unprocessable {
+            code: "credentials_rejected",
+            message: format!("{} rejected the credentials (HTTP {status})", provider.name),
+        }),
+        CheckOutcome::RateLimited { retry_after } => Err(ApiError::BadGateway {
+            code: "provider_rate_limited",
+            message: match retry_after {
+                Some(s) => format!("{} is rate limiting; retry in {s} s", provider.name),
+                None => format!("{} is rate limiting; retry later", provider.name),
+            },
+        }),
+        CheckOutcome::Unavailable(why) => Err(ApiError::BadGateway {
+            code: "provider_unavailable",
+            message: format!("{}: {why}", provider.name),
+        }),
+    }
+}
+
+async fn seal(call: &Call<'_>, tenant: &TenantId, id: &ConnectionId, fields: &Fields) -> Result<Sealed, ApiError> {
+    let plain: BTreeMap<&str, &str> = fields.secret.iter().map(|(k, v)| (k.as_str(), v.expose_secret())).collect();
+    call.app
+        .envelope
+        .seal_json(&seal_context(tenant, id), &plain)
+        .await
+        .map_err(ApiError::internal)
+}
+
+async fn open(call: &Call<'_>, c: &Connection) -> Result<Fields, ApiError> {
+    let secret: BTreeMap<String, String> = call
+        .app
+        .envelope
+        .open_json(&c.seal_context(), &c.secrets)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Fields {
+        public: c.settings.clone(),
+        secret: secret.into_iter().map(|(k, v)| (k, SecretString::from(v))).collect(),
+    })
+}
+
+fn masked_secrets(fields: &Fields) -> BTreeMap<String, String> {
+    fields
+        .secret
+        .iter()
+        .map(|(k, v)| (k.clone(), conduit::domain::mask(v.expose_secret())))
+        .collect()
+}
+
+fn parse_id(call: &Call<'_>) -> Result<ConnectionId, ApiError> {
+    let raw = http::path_param(&call.req, "id")?;
+    ConnectionId::parse(&raw).map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))
+}
+
+async fn load(call: &Call<'_>) -> Result<Connection, ApiError> {
+    let id = parse_id(call)?;
+    let conn = store(call).get(&call.who.tenant, &id).await.map_err(ApiError::internal)?;
+    let conn = conn.ok_or_else(|| ApiError::NotFound(format!("no connection {id}")))?;
+    if http::if_match(&call.req)?.is_some_and(|v| v != conn.version) {
+        return Err(ApiError::PreconditionFailed);
+    }
+    Ok(conn)
+}
+
+fn write_error(e: WriteError) -> ApiError {
+    match e {
+        WriteError::Duplicate(existing) => ApiError::Conflict {
+            code: "connection_exists",
+            message: format!("connection {existing} already connects this account"),
+        },
+        WriteError::Stale => ApiError::Conflict {
+            code: "concurrent_update",
+            message: "the connection changed concurrently; read it and retry".into(),
+        },
+        WriteError::Store(e) => ApiError::internal(e),
+    }
+}
+
+fn method_of<'a>(call: &'a Call<'_>, c: &Connection) -> Result<(&'a Provider, &'a AuthMethod), ApiError> {
+    let provider = call
+        .app
+        .catalogue
+        .provider(&c.provider)
+        .ok_or_else(|| ApiError::internal(format!("connection {} names unknown provider", c.id)))?;
+    let method = provider
+        .auth_method(Some(&c.auth_method))
+        .ok_or_else(|| ApiError::internal(format!("connection {} names unknown auth method", c.id)))?;
+    Ok((provider, method))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    provider: String,
+    #[serde(default)]
+    auth_method: Option<String>,
+    #[serde(default)]
+    label: Option<String>,
+    credentials: BTreeMap<String, String>,
+}
+
+fn parse_label(raw: Option<&str>) -> Result<Option<Label>, ApiError> {
+    raw.map(|l| Label::parse(l).map_err(|e| field_error("label", e.0))).transpose()
+}
+
+fn default_label(provider: &Provider, identity: &Identity) -> Label {
+    let text = match identity.display() {
+        Some(who) => format!("{} ({who})", provider.name),
+        None => provider.name.clone(),
+    };
+    Label::lossy(&text)
+}
+
+/// `POST /v1/connections`: checks the credentials with the provider, then stores the
+/// connection (one per provider account).
+pub async fn create(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
+    let body: CreateBody = http::json_body(&call.req)?;
+    let (provider, method) = resolve_method(call, &body.provider, body.auth_method.as_deref())?;
+    let label = parse_label(body.label.as_deref())?;
+    let fields = method
+        .validate(&body.credentials, &call.app.url_policy())
+        .map_err(ApiError::invalid_fields)?;
+
+    let id = ConnectionId::generate();
+    let target = format!("connection/{id}");
+    let identity = match verify(call, provider, method, &fields).await {
+        Ok(identity) => identity,
+        Err(e) => {
+            let entry = call.audit("connection.create", &target).detail("provider", &provider.id);
+            call.audit_failure(entry.failed(Outcome::Failure, e.code())).await;
+            return Err(e);
+        }
+    };
+    let at = now();
+    let conn = Connection {
+        account_key: connector(call, provider, method, &fields).account_key(&identity),
+        label: label.unwrap_or_else(|| default_label(provider, &identity)),
+        secrets: seal(call, &call.who.tenant, &id, &fields).await?,
+        masked: masked_secrets(&fields),
+        settings: fields.public.clone(),
+        id,
+        tenant: call.who.tenant.clone(),
+        provider: provider.id.clone(),
+        auth_method: method.id.clone(),
+        kind: None,
+        status: ConnectionStatus::Connected,
+        identity: Some(identity),
+        scopes: Vec::new(),
+        last_error: None,
+        checked_at: Some(at),
+        created_at: at,
+        created_by: call.who.user.clone(),
+        updated_at: at,
+        updated_by: call.who.user.clone(),
+        version: 1,
+    };
+    let audit = call
+        .audit("connection.create", &target)
+        .detail("provider", &provider.id)
+        .detail("auth_method", &method.id);
+    store(call).create(&conn, &audit).await.map_err(write_error)?;
+    respond(call, StatusCode::CREATED, &conn)
+}
+
+/// `GET /v1/connections?provider=&status=`: the tenant's connections with counts by
+/// status and provider (over all of them, for the dashboard's summary).
+pub async fn list(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
+    let q = http::query(&call.req, &["provider", "status"])?;
+    if let Some(p) = q.get("provider") {
+        if call.app.catalogue.provider(p).is_none() {
+            return Err(ApiError::bad_request("unknown_provider", "provider filter names no provider"));
+        }
+    }
+    let status = q
+        .get("status")
+        .map(|s| ConnectionStatus::parse(s).map_err(|e| ApiError::bad_request("invalid_status", e.0)))
+        .transpose()?;
+    let all = store(call).list(&call.who.tenant).await.map_err(ApiError::internal)?;
+    let mut by_status: BTreeMap<&str, usize> = ConnectionStatus::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+    let mut by_provider: BTreeMap<&str, usize> = BTreeMap::new();
+    for c in &all {
+        *by_status.entry(c.status.as_str()).or_default() += 1;
+        *by_provider.entry(c.provider.as_str()).or_default() += 1;
+    }
+    let connections: Vec<View<'_>> = all
+        .iter()
+        .filter(|c| q.get("provider").is_none_or(|p| *p == c.provider))
+        .filter(|c| status.is_none_or(|s| s == c.status))
+        .map(|c| view(call, c))
+        .collect();
+    http::json(
+        StatusCode::OK,
+        &json!({
+            "connections": connections,
+            "stats": { "total": all.len(), "by_status": by_status, "by_provider": by_provider },
+        }),
+    )
+}
+
+/// `GET /v1/connections/{id}`.
+pub async fn get(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
+    let conn = load(call).await?;
+    respond(call, StatusCode::OK, &conn)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateBody {
+    #[serde(default)]
+    label: Option<String>,
+    #[serde(default)]
+    credentials: Option<BTreeMap<String, String>>,
+}
+
+/// `PATCH /v1/connections/{id}`: rename, or change some credentials (checked with the
+/// provider before anything is saved).
+pub async fn update(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
+    let body: UpdateBody = http::json_body(&call.req)?;
+    if body.label.is_none() && body.credentials.is_none() {
+        return Err(ApiError::bad_request("empty_update", "give label and/or credentials to change"));
+    }
+    let label = parse_label(body.label.as_deref())?;
+    let prev = load(call).await?;
+    let (provider, method) = method_of(call, &prev)?;
+    let mut next = prev.clone();
+    let mut changed: Vec<&str> = Vec::new();
+    if let Some(label) = label {
+        next.label = label;
+        changed.push("label");
+    }
+    if let Some(input) = &body.credentials {
+        if method.kind == AuthType::Oauth2 {
+            return Err(ApiError::bad_request("oauth_required", "OAuth credentials change by reconnecting"));
+        }
+        let current = open(call, &prev).await?;
+        let fields = method
+            .validate_update(&current, input, &call.app.url_policy())
+            .map_err(ApiError::invalid_fields)?;
+        let identity = match verify(call, provider, method, &fields).await {
+            Ok(identity) => identity,
+            Err(e) => {
+                let entry = call.audit("connection.update", format!("connection/{}", prev.id));
+                call.audit_failure(entry.failed(Outcome::Failure, e.code())).await;
+                return Err(e);
+            }
+        };
+        next.account_key = connector(call, provider, method, &fields).account_key(&identity);
+        next.secrets = seal(call, &prev.tenant, &prev.id, &fields).await?;
+        next.masked = masked_secrets(&fields);
+        next.settings = fields.public.clone();
+        next.identity = Some(identity);
+        next.checked_at = Some(now());
+        next.last_error = None;
+        if matches!(next.status, ConnectionStatus::Error | ConnectionStatus::NeedsReauth) {
+            next.status = ConnectionStatus::Connected;
+        }
+        let mut keys: Vec<&str> = input.keys().map(String::as_str).collect();
+        changed.append(&mut keys);
+    }
+    next.updated_at = now();
+    next.updated_by = call.who.user.clone();
+    next.version = prev.version + 1;
+    let audit = call
+        .audit("connection.update", format!("connection/{}", prev.id))
+        .detail("fields", &changed);
+    store(call).save(&prev, &next, &audit).await.map_err(write_error)?;
+    respond(call, StatusCode::OK, &next)
+}
+
+/// `DELETE /v1/connections/{id}`: removes the connection and its sealed secrets.
+pub async fn delete(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
+    let conn = load(call).await?;
+    let audit = call
+        .audit("connection.delete", format!("connection/{}", conn.id))
+        .detail("provider", &conn.provider);
+    match store(call).delete(&conn, &audit).await {
+        Ok(()) => http::no_content(),
+        Err(WriteError::Stale) => Err(ApiError::NotFound(format!("no connection {}", conn.id))),
+        Err(e) => Err(write_error(e)),
+    }
+}
+
+/// Applies a check's outcome to a connection's status and error.
+fn apply_check(c: &mut Connection, outcome: &Result<Identity, ApiError>) {
+    let at = now();
+    c.checked_at = Some(at);
+    match outcome {
+        Ok(identity) => {
+            c.identity = Some(identity.clone());
+            c.last_error = None;
+            if matches!(c.status, ConnectionStatus::Error | ConnectionStatus::NeedsReauth) {
+                c.status = ConnectionStatus::Connected;
+            }
+        }
+        Err(e) => {
+            c.last_error = Some(LastError {
+                code: e.code().to_owned(),
+                message: e.to_string(),
+                at,
+            });
+            let rejected = e.code() == "credentials_rejected";
+            c.status = match c.status {
+                ConnectionStatus::Inactive => ConnectionStatus::Inactive,
+                _ if rejected => ConnectionStatus::NeedsReauth,
+                ConnectionStatus::Paused => ConnectionStatus::Paused,
+                _ => ConnectionStatus::Error,
+            };
+        }
+    }
+}
+
+async fn check_stored(call: &Call<'_>, conn: &Connection) -> Result<Result<Identity, ApiError>, ApiError> {
+    let (provider, method) = method_of(call, conn)?;
+    if method.kind == AuthType::Oauth2 {
+        return Err(ApiError::Conflict {
+            code: "oauth_not_supported",
+            message: "OAuth connections are checked by the token lifecycle".into(),
+        });
+    }
+    let fields = open(call, conn).await?;
+    Ok(verify(call, provider, method, &fields).await)
+}
+
+/// Saves `next` after a status change, with its audit entry.
+async fn save_status(call: &Call<'_>, prev: &Connection, mut next: Connection, action: &str) -> Result<Connection, ApiError> {
+    next.updated_at = now();
+    next.updated_by = call.who.user.clone();
+    next.version = prev.version + 1;
+    let mut audit = call
+        .audit(action, format!("connection/{}", prev.id))
+        .detail("status_before", prev.status)
+        .detail("status_after", next.status);
+    if let Some(e) = &next.last_error {
+        audit = audit.detail("error", &e.code);
+    }
+    store(call).save(prev, &next, &audit).await.map_err(write_error)?;
+    Ok(next)
+}
+
+/// `POST /v1/connections/{id}/activate`: checks the credentials, then puts the
+/// connection back in use (or records why it cannot be).
+pub async fn activate(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
+    let prev = load(call).await?;
+    let outcome = check_stored(call, &prev).await?;
+    let mut next = prev.clone();
+    next.status = ConnectionStatus::Connected;
+    apply_check(&mut next, &outcome);
+    let next = save_status(call, &prev, next, "connection.activate").await?;
+    match outcome {
+        Ok(_) => respond(call, StatusCode::OK, &next),
+        Err(e) => Err(e),
+    }
+}
+
+/// `POST /v1/connections/{id}/deactivate`: takes the connection out of use; nothing
+/// uses it until it is activated again.
+pub async fn deactivate(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
+    let prev = load(call).await?;
+    let mut next = prev.clone();
+    next.status = ConnectionStatus::Inactive;
+    let next = save_status(call, &prev, next, "connection.deactivate").await?;
+    respond(call, StatusCode::OK, &next)
+}
+
+/// `POST /v1/connections/{id}/test`: checks the stored credentials now and records
+/// the result on the connection.
+pub async fn test_existing(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
+    let prev = load(call).await?;
+    let outcome = check_stored(call, &prev).await?;
+    let mut next = prev.clone();
+    apply_check(&mut next, &outcome);
+    let next = save_status(call, &prev, next, "connection.test").await?;
+    let mut body = json!({ "ok": outcome.is_ok(), "connection": view(call, &next) });
+    if let Err(e) = &outcome {
+        body["error"] = json!({ "code": e.code(), "message": e.to_string() });
+    }
+    http::json_versioned(StatusCode::OK, &body, next.version)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestBody {
+    provider: String,
+    #[serde(default)]
+    auth_method: Option<String>,
+    credentials: BTreeMap<String, String>,
+}
+
+/// `POST /v1/connections/test`: checks credentials before saving; stores nothing.
+pub async fn test_new(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
+    let body: TestBody = http::json_body(&call.req)?;
+    let (provider, method) = resolve_method(call, &body.provider, body.auth_method.as_deref())?;
+    let fields = method
+        .validate(&body.credentials, &call.app.url_policy())
+        .map_err(ApiError::invalid_fields)?;
+    let started = std::time::Instant::now();
+    let outcome = verify(call, provider, method, &fields).await;
+    let latency_ms = started.elapsed().as_millis() as u64;
+    let body = match outcome {
+        Ok(identity) => json!({ "ok": true, "connected_as": identity_json(&identity), "latency_ms": latency_ms }),
+        Err(e) => json!({
+            "ok": false,
+            "error": { "code": e.code(), "message": e.to_string() },
+            "latency_ms": latency_ms,
+        }),
+    };
+    http::json(StatusCode::OK, &body)
+}

@@ -1,0 +1,241 @@
+//! Connections: a tenant's link to one provider account, with its settings in the
+//! clear and its secrets sealed; and their storage, where each change is written in
+//! one transaction with its audit entry and the account's uniqueness marker.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::audit::AuditEntry;
+use crate::crypto::{SealContext, Sealed};
+use crate::domain::{ConnectionId, ConnectionStatus, Identity, Label, TenantId, UserId};
+use crate::store::{Keyed, StoreError, Table, Write, keys, to_item};
+
+/// A failure recorded on a connection (never holds provider bodies or secrets).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastError {
+    /// Stable code (`credentials_rejected`, `provider_unavailable`, …).
+    pub code: String,
+    /// What happened.
+    pub message: String,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+/// A stored connection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Connection {
+    /// The connection's id.
+    pub id: ConnectionId,
+    /// Its tenant.
+    pub tenant: TenantId,
+    /// Provider id from the catalogue.
+    pub provider: String,
+    /// Auth method id from the catalogue.
+    pub auth_method: String,
+    /// Connection kind within the provider (Google `gmail` / `calendar`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Display label.
+    pub label: Label,
+    /// Current status.
+    pub status: ConnectionStatus,
+    /// Non-secret settings (subdomain, email, base URL, instance URL…).
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
+    /// Masked forms of the secret fields, for display.
+    #[serde(default)]
+    pub masked: BTreeMap<String, String>,
+    /// The secret fields, sealed for (tenant, `connection/{id}`).
+    pub secrets: Sealed,
+    /// Who the connection acts as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<Identity>,
+    /// Granted scopes (OAuth).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// The provider account, for one connection per account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_key: Option<String>,
+    /// The last failure, cleared by a success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<LastError>,
+    /// When the credentials were last checked against the provider.
+    #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    pub checked_at: Option<OffsetDateTime>,
+    /// Creation time.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Who created it.
+    pub created_by: UserId,
+    /// Last change.
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    /// Who changed it last.
+    pub updated_by: UserId,
+    /// Optimistic-concurrency version, +1 per change.
+    pub version: u64,
+}
+
+impl Connection {
+    /// Where its secrets are bound.
+    pub fn seal_context(&self) -> SealContext {
+        seal_context(&self.tenant, &self.id)
+    }
+
+    fn keyed(&self) -> Keyed<&Self> {
+        Keyed {
+            pk: keys::tenant(&self.tenant),
+            sk: keys::connection(&self.id),
+            item: self,
+        }
+    }
+
+    fn marker(&self) -> Option<Keyed<Marker>> {
+        self.account_key.as_ref().map(|acct| Keyed {
+            pk: keys::tenant(&self.tenant),
+            sk: keys::account_marker(&self.provider, acct),
+            item: Marker {
+                connection_id: self.id.clone(),
+            },
+        })
+    }
+}
+
+/// The seal context of connection `id`'s secrets.
+pub fn seal_context(tenant: &TenantId, id: &ConnectionId) -> SealContext {
+    SealContext::new(tenant, format!("connection/{id}"))
+}
+
+/// Claims a provider account for one connection of a tenant.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Marker {
+    connection_id: ConnectionId,
+}
+
+/// Why a connection write failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// Another connection of the tenant already acts as this provider account.
+    #[error("a connection to this account exists: {0}")]
+    Duplicate(ConnectionId),
+    /// The connection changed (or vanished) since it was read.
+    #[error("the connection changed since it was read")]
+    Stale,
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Connection storage.
+#[derive(Clone, Debug)]
+pub struct Connections {
+    table: Table,
+}
+
+impl Connections {
+    /// Connections kept in `table`.
+    pub fn new(table: Table) -> Self {
+        Self { table }
+    }
+
+    /// A tenant's connection by id.
+    pub async fn get(&self, tenant: &TenantId, id: &ConnectionId) -> Result<Option<Connection>, StoreError> {
+        Ok(self
+            .table
+            .get::<Keyed<Connection>>(&keys::tenant(tenant), &keys::connection(id))
+            .await?
+            .map(|k| k.item))
+    }
+
+    /// Every connection of a tenant, oldest first.
+    pub async fn list(&self, tenant: &TenantId) -> Result<Vec<Connection>, StoreError> {
+        Ok(self
+            .table
+            .query_all::<Keyed<Connection>>(&keys::tenant(tenant), keys::CONNECTION_PREFIX)
+            .await?
+            .into_iter()
+            .map(|k| k.item)
+            .collect())
+    }
+
+    async fn existing_owner(&self, conn: &Connection) -> Option<ConnectionId> {
+        let marker = conn.marker()?;
+        self.table
+            .get::<Keyed<Marker>>(&marker.pk, &marker.sk)
+            .await
+            .ok()
+            .flatten()
+            .map(|m| m.item.connection_id)
+            .filter(|id| *id != conn.id)
+    }
+
+    /// Creates a connection, its account marker and its audit entry, atomically.
+    pub async fn create(&self, conn: &Connection, audit: &AuditEntry) -> Result<(), WriteError> {
+        let mut writes = vec![Write::Insert(to_item(&conn.keyed())?), audit.to_write()?];
+        if let Some(m) = conn.marker() {
+            writes.push(Write::Insert(to_item(&m)?));
+        }
+        match self.table.transact(writes).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::ConditionFailed) => match self.existing_owner(conn).await {
+                Some(owner) => Err(WriteError::Duplicate(owner)),
+                None => Err(WriteError::Stale),
+            },
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Saves `next` over `prev` (which must still be current), moving the account
+    /// marker if the account changed, with its audit entry, atomically.
+    pub async fn save(&self, prev: &Connection, next: &Connection, audit: &AuditEntry) -> Result<(), WriteError> {
+        let mut writes = vec![Write::Replace(to_item(&next.keyed())?, prev.version), audit.to_write()?];
+        if prev.account_key != next.account_key {
+            if let Some(old) = prev.marker() {
+                writes.push(Write::Delete {
+                    pk: old.pk,
+                    sk: old.sk,
+                    must_exist: false,
+                });
+            }
+            if let Some(new) = next.marker() {
+                writes.push(Write::Insert(to_item(&new)?));
+            }
+        }
+        match self.table.transact(writes).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::ConditionFailed) => match self.existing_owner(next).await {
+                Some(owner) if prev.account_key != next.account_key => Err(WriteError::Duplicate(owner)),
+                _ => Err(WriteError::Stale),
+            },
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes a connection (which must still be at its version) with its marker,
+    /// recording the audit entry, atomically. The sealed secrets go with the item.
+    pub async fn delete(&self, conn: &Connection, audit: &AuditEntry) -> Result<(), WriteError> {
+        let mut writes = vec![
+            Write::Delete {
+                pk: keys::tenant(&conn.tenant),
+                sk: keys::connection(&conn.id),
+                must_exist: true,
+            },
+            audit.to_write()?,
+        ];
+        if let Some(m) = conn.marker() {
+            writes.push(Write::Delete {
+                pk: m.pk,
+                sk: m.sk,
+                must_exist: false,
+            });
+        }
+        match self.table.transact(writes).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::ConditionFailed) => Err(WriteError::Stale),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
