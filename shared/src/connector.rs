@@ -159,6 +159,9 @@ impl Connector<'_> {
         };
         let p = &self.method.check.identity;
         let pick = |ptr: &Option<String>| ptr.as_deref().and_then(|ptr| json.pointer(ptr)).and_then(scalar);
+        if self.method.check.require_id && pick(&p.id).is_none() {
+            return CheckOutcome::Rejected { status };
+        }
         CheckOutcome::Verified(Identity {
             id: pick(&p.id),
             email: pick(&p.email),

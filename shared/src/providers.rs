@@ -205,6 +205,10 @@ pub struct Check {
     /// JSON pointers to the identity's parts.
     #[serde(default)]
     pub identity: IdentityPointers,
+    /// A 2xx without an identity id means the credentials were not accepted (Zendesk
+    /// answers unauthenticated calls with an anonymous user).
+    #[serde(default)]
+    pub require_id: bool,
 }
 
 /// JSON pointers (RFC 6901) into a check response.
