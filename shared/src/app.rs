@@ -48,7 +48,9 @@ impl App {
     /// Builds the context from `config`, with AWS settings from the environment
     /// (region, credentials, `AWS_ENDPOINT_URL` for the local stack).
     pub async fn new(config: Config) -> Result<Self, BootError> {
-        let aws = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+        let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .load()
+            .await;
         Self::with_aws(config, aws)
     }
 

@@ -68,7 +68,11 @@ impl AppCredentialStore {
     }
 
     /// A tenant's app for `provider`.
-    pub async fn get(&self, tenant: &TenantId, provider: &str) -> Result<Option<AppCredentials>, StoreError> {
+    pub async fn get(
+        &self,
+        tenant: &TenantId,
+        provider: &str,
+    ) -> Result<Option<AppCredentials>, StoreError> {
         Ok(self
             .table
             .get::<Keyed<AppCredentials>>(&keys::tenant(tenant), &keys::app_credentials(provider))
@@ -78,7 +82,12 @@ impl AppCredentialStore {
 
     /// Writes `next`: creates it when `prev_version` is None, else replaces that
     /// version; with its audit entry, atomically.
-    pub async fn save(&self, next: &AppCredentials, prev_version: Option<u64>, audit: &AuditEntry) -> Result<(), StoreError> {
+    pub async fn save(
+        &self,
+        next: &AppCredentials,
+        prev_version: Option<u64>,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
         let item = to_item(&next.keyed())?;
         let write = match prev_version {
             None => Write::Insert(item),
@@ -88,7 +97,12 @@ impl AppCredentialStore {
     }
 
     /// Deletes a tenant's app for `provider` with its audit entry.
-    pub async fn delete(&self, tenant: &TenantId, provider: &str, audit: &AuditEntry) -> Result<(), StoreError> {
+    pub async fn delete(
+        &self,
+        tenant: &TenantId,
+        provider: &str,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
         self.table
             .transact(vec![
                 Write::Delete {

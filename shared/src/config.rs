@@ -62,8 +62,11 @@ impl Config {
                 .filter(|v| !v.is_empty())
                 .ok_or(ConfigError::Missing(name))
         };
-        let optional =
-            |name: &str| get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let optional = |name: &str| {
+            get(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
 
         let dashboard_origins = required("CONDUIT_DASHBOARD_ORIGINS")?
             .split(',')
@@ -126,7 +129,10 @@ mod tests {
             ("CONDUIT_TABLE", "t"),
             ("CONDUIT_KMS_KEY_ID", "alias/k"),
             ("CONDUIT_PLATFORM_SECRET_ID", "s"),
-            ("CONDUIT_DASHBOARD_ORIGINS", "https://app.example.com, http://localhost:5173"),
+            (
+                "CONDUIT_DASHBOARD_ORIGINS",
+                "https://app.example.com, http://localhost:5173",
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))

@@ -63,7 +63,11 @@ pub struct Connection {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<LastError>,
     /// When the credentials were last checked against the provider.
-    #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub checked_at: Option<OffsetDateTime>,
     /// Creation time.
     #[serde(with = "time::serde::rfc3339")]
@@ -142,7 +146,11 @@ impl Connections {
     }
 
     /// A tenant's connection by id.
-    pub async fn get(&self, tenant: &TenantId, id: &ConnectionId) -> Result<Option<Connection>, StoreError> {
+    pub async fn get(
+        &self,
+        tenant: &TenantId,
+        id: &ConnectionId,
+    ) -> Result<Option<Connection>, StoreError> {
         Ok(self
             .table
             .get::<Keyed<Connection>>(&keys::tenant(tenant), &keys::connection(id))
@@ -190,8 +198,16 @@ impl Connections {
 
     /// Saves `next` over `prev` (which must still be current), moving the account
     /// marker if the account changed, with its audit entry, atomically.
-    pub async fn save(&self, prev: &Connection, next: &Connection, audit: &AuditEntry) -> Result<(), WriteError> {
-        let mut writes = vec![Write::Replace(to_item(&next.keyed())?, prev.version), audit.to_write()?];
+    pub async fn save(
+        &self,
+        prev: &Connection,
+        next: &Connection,
+        audit: &AuditEntry,
+    ) -> Result<(), WriteError> {
+        let mut writes = vec![
+            Write::Replace(to_item(&next.keyed())?, prev.version),
+            audit.to_write()?,
+        ];
         if prev.account_key != next.account_key {
             if let Some(old) = prev.marker() {
                 writes.push(Write::Delete {
@@ -207,7 +223,9 @@ impl Connections {
         match self.table.transact(writes).await {
             Ok(()) => Ok(()),
             Err(StoreError::ConditionFailed) => match self.existing_owner(next).await {
-                Some(owner) if prev.account_key != next.account_key => Err(WriteError::Duplicate(owner)),
+                Some(owner) if prev.account_key != next.account_key => {
+                    Err(WriteError::Duplicate(owner))
+                }
                 _ => Err(WriteError::Stale),
             },
             Err(e) => Err(e.into()),

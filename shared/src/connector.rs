@@ -52,7 +52,8 @@ pub struct UrlBuildError(String);
 
 impl Connector<'_> {
     fn render(&self, template: &str) -> Result<String, UrlBuildError> {
-        let url = render(template, |name| self.fields.value(name)).map_err(|e| UrlBuildError(e.to_string()))?;
+        let url = render(template, |name| self.fields.value(name))
+            .map_err(|e| UrlBuildError(e.to_string()))?;
         // Catalogue hosts may be redirected to the sandbox by deployment config; a URL
         // that starts with a tenant-supplied URL field is the tenant's and never is.
         let tenant_url = template
@@ -74,7 +75,11 @@ impl Connector<'_> {
 
     /// A URL for `path` under the API base.
     pub fn url(&self, path: &str) -> Result<String, UrlBuildError> {
-        Ok(format!("{}{}", self.api_base()?.trim_end_matches('/'), path))
+        Ok(format!(
+            "{}{}",
+            self.api_base()?.trim_end_matches('/'),
+            path
+        ))
     }
 
     /// The check endpoint's URL.
@@ -83,28 +88,39 @@ impl Connector<'_> {
         if check.absolute {
             self.render(&check.path)
         } else {
-            let path = render(&check.path, |name| self.fields.value(name)).map_err(|e| UrlBuildError(e.to_string()))?;
+            let path = render(&check.path, |name| self.fields.value(name))
+                .map_err(|e| UrlBuildError(e.to_string()))?;
             self.url(&path)
         }
     }
 
     /// Puts the credentials on a request (api_key and basic methods).
-    pub fn authorize(&self, req: reqwest::RequestBuilder) -> Result<reqwest::RequestBuilder, UrlBuildError> {
-        let fill = |t: &str| render(t, |name| self.fields.value(name)).map_err(|e| UrlBuildError(e.to_string()));
+    pub fn authorize(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::RequestBuilder, UrlBuildError> {
+        let fill = |t: &str| {
+            render(t, |name| self.fields.value(name)).map_err(|e| UrlBuildError(e.to_string()))
+        };
         let sensitive = |v: String| -> Result<HeaderValue, UrlBuildError> {
-            let mut v = HeaderValue::from_str(&v).map_err(|_| UrlBuildError("credential is not a valid header value".into()))?;
+            let mut v = HeaderValue::from_str(&v)
+                .map_err(|_| UrlBuildError("credential is not a valid header value".into()))?;
             v.set_sensitive(true);
             Ok(v)
         };
         Ok(match &self.method.apply {
             Some(Apply::Basic { username, password }) => {
                 let pair = format!("{}:{}", fill(username)?, fill(password)?);
-                let value = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair));
+                let value = format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(pair)
+                );
                 req.header(reqwest::header::AUTHORIZATION, sensitive(value)?)
             }
-            Some(Apply::Bearer(token)) => {
-                req.header(reqwest::header::AUTHORIZATION, sensitive(format!("Bearer {}", fill(token)?))?)
-            }
+            Some(Apply::Bearer(token)) => req.header(
+                reqwest::header::AUTHORIZATION,
+                sensitive(format!("Bearer {}", fill(token)?))?,
+            ),
             Some(Apply::Header { name, value }) => {
                 let name = HeaderName::from_bytes(fill(name)?.as_bytes())
                     .map_err(|_| UrlBuildError("invalid header name".into()))?;
@@ -121,15 +137,25 @@ impl Connector<'_> {
             Ok(u) => u,
             Err(e) => return CheckOutcome::Unavailable(e.to_string()),
         };
-        let req = match self.authorize(http.get(&url).header(reqwest::header::ACCEPT, "application/json")) {
+        let req = match self.authorize(
+            http.get(&url)
+                .header(reqwest::header::ACCEPT, "application/json"),
+        ) {
             Ok(r) => r,
             Err(e) => return CheckOutcome::Unavailable(e.to_string()),
         };
         let resp = match req.send().await {
             Ok(r) => r,
             // The URL may carry credentials (query auth): never let it into messages.
-            Err(e) if e.is_timeout() => return CheckOutcome::Unavailable("provider timed out".into()),
-            Err(e) => return CheckOutcome::Unavailable(format!("provider unreachable: {}", e.without_url())),
+            Err(e) if e.is_timeout() => {
+                return CheckOutcome::Unavailable("provider timed out".into());
+            }
+            Err(e) => {
+                return CheckOutcome::Unavailable(format!(
+                    "provider unreachable: {}",
+                    e.without_url()
+                ));
+            }
         };
         let status = resp.status().as_u16();
         match status {
@@ -143,7 +169,9 @@ impl Connector<'_> {
                     .and_then(|v| v.trim().parse().ok());
                 return CheckOutcome::RateLimited { retry_after };
             }
-            300..=399 => return CheckOutcome::Unavailable(format!("provider redirected ({status})")),
+            300..=399 => {
+                return CheckOutcome::Unavailable(format!("provider redirected ({status})"));
+            }
             _ => return CheckOutcome::Unavailable(format!("provider answered {status}")),
         }
         if self.method.check.format.as_deref() == Some("xml") {
@@ -155,10 +183,18 @@ impl Connector<'_> {
         };
         let json: serde_json::Value = match serde_json::from_slice(&body) {
             Ok(v) => v,
-            Err(_) => return CheckOutcome::Unavailable("provider answered a body that is not JSON".into()),
+            Err(_) => {
+                return CheckOutcome::Unavailable(
+                    "provider answered a body that is not JSON".into(),
+                );
+            }
         };
         let p = &self.method.check.identity;
-        let pick = |ptr: &Option<String>| ptr.as_deref().and_then(|ptr| json.pointer(ptr)).and_then(scalar);
+        let pick = |ptr: &Option<String>| {
+            ptr.as_deref()
+                .and_then(|ptr| json.pointer(ptr))
+                .and_then(scalar)
+        };
         if self.method.check.require_id && pick(&p.id).is_none() {
             return CheckOutcome::Rejected { status };
         }
@@ -175,8 +211,17 @@ impl Connector<'_> {
     pub fn account_key(&self, identity: &Identity) -> Option<String> {
         let who = identity.account.as_ref().or(identity.id.as_ref())?;
         let base = self.api_base().ok()?;
-        let base = base.split("://").nth(1).unwrap_or(&base).to_ascii_lowercase();
-        Some(format!("{}|{}|{}", self.method.id, base.trim_end_matches('/'), who).chars().take(512).collect())
+        let base = base
+            .split("://")
+            .nth(1)
+            .unwrap_or(&base)
+            .to_ascii_lowercase();
+        Some(
+            format!("{}|{}|{}", self.method.id, base.trim_end_matches('/'), who)
+                .chars()
+                .take(512)
+                .collect(),
+        )
     }
 }
 

@@ -139,7 +139,9 @@ impl DataKeySource for KmsKeys {
             .encryption_context(CONTEXT_TENANT, tenant.as_str())
             .send()
             .await
-            .map_err(|e| CryptoError::KeySource(aws_sdk_kms::error::DisplayErrorContext(e).to_string()))?;
+            .map_err(|e| {
+                CryptoError::KeySource(aws_sdk_kms::error::DisplayErrorContext(e).to_string())
+            })?;
         let plaintext = out
             .plaintext
             .ok_or_else(|| CryptoError::KeySource("no plaintext key returned".into()))?;
@@ -148,7 +150,10 @@ impl DataKeySource for KmsKeys {
             .ciphertext_blob
             .ok_or_else(|| CryptoError::KeySource("no encrypted key returned".into()))?
             .into_inner();
-        Ok(DataKey { plaintext, encrypted })
+        Ok(DataKey {
+            plaintext,
+            encrypted,
+        })
     }
 
     async fn decrypt(
@@ -196,6 +201,9 @@ impl Default for CacheLimits {
     }
 }
 
+/// A cached plaintext key and its encrypted form.
+type KeyPair = (Arc<Zeroizing<[u8; 32]>>, Arc<Vec<u8>>);
+
 struct CachedKey {
     key: Arc<Zeroizing<[u8; 32]>>,
     encrypted: Arc<Vec<u8>>,
@@ -223,7 +231,7 @@ impl<S: DataKeySource> Envelope<S> {
         }
     }
 
-    fn sealing_key(&self, tenant: &TenantId) -> Option<(Arc<Zeroizing<[u8; 32]>>, Arc<Vec<u8>>)> {
+    fn sealing_key(&self, tenant: &TenantId) -> Option<KeyPair> {
         let mut cache = self.sealing.lock().unwrap_or_else(|p| p.into_inner());
         let entry = cache.get_mut(tenant)?;
         if entry.born.elapsed() > self.limits.max_age || entry.uses >= self.limits.max_uses {
@@ -274,8 +282,12 @@ impl<S: DataKeySource> Envelope<S> {
         if sealed.v != 1 {
             return Err(CryptoError::Malformed);
         }
-        let edk = B64.decode(&sealed.edk).map_err(|_| CryptoError::Malformed)?;
-        let nonce = B64.decode(&sealed.nonce).map_err(|_| CryptoError::Malformed)?;
+        let edk = B64
+            .decode(&sealed.edk)
+            .map_err(|_| CryptoError::Malformed)?;
+        let nonce = B64
+            .decode(&sealed.nonce)
+            .map_err(|_| CryptoError::Malformed)?;
         let ct = B64.decode(&sealed.ct).map_err(|_| CryptoError::Malformed)?;
         if nonce.len() != 12 {
             return Err(CryptoError::Malformed);
@@ -341,7 +353,13 @@ fn seal_with(
 ) -> Result<Vec<u8>, CryptoError> {
     let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key));
     cipher
-        .encrypt(Nonce::from_slice(nonce), Payload { msg: plaintext, aad })
+        .encrypt(
+            Nonce::from_slice(nonce),
+            Payload {
+                msg: plaintext,
+                aad,
+            },
+        )
         .map_err(|_| CryptoError::Integrity)
 }
 
@@ -387,7 +405,10 @@ mod tests {
             let p = pad(tenant);
             let mut encrypted: Vec<u8> = key.iter().zip(p).map(|(k, p)| k ^ p).collect();
             encrypted.extend_from_slice(tenant.as_str().as_bytes());
-            Ok(DataKey { plaintext: key, encrypted })
+            Ok(DataKey {
+                plaintext: key,
+                encrypted,
+            })
         }
         async fn decrypt(
             &self,
@@ -426,7 +447,10 @@ mod tests {
         let ctx = SealContext::new(&t("acme"), "connection/con_1");
         let sealed = env.seal(&ctx, b"s3cret").await.unwrap();
         let other_record = SealContext::new(&t("acme"), "connection/con_2");
-        assert!(matches!(env.open(&other_record, &sealed).await, Err(CryptoError::Integrity)));
+        assert!(matches!(
+            env.open(&other_record, &sealed).await,
+            Err(CryptoError::Integrity)
+        ));
         let other_tenant = SealContext::new(&t("globex"), "connection/con_1");
         assert!(env.open(&other_tenant, &sealed).await.is_err());
         let mut tampered = sealed.clone();
@@ -436,25 +460,43 @@ mod tests {
 
     #[tokio::test]
     async fn data_keys_are_cached_within_limits() {
-        let limits = CacheLimits { capacity: 8, max_age: Duration::from_secs(60), max_uses: 3 };
+        let limits = CacheLimits {
+            capacity: 8,
+            max_age: Duration::from_secs(60),
+            max_uses: 3,
+        };
         let env = Envelope::new(LocalKeys::default(), limits);
         let ctx = SealContext::new(&t("acme"), "r");
         let mut sealed = Vec::new();
         for _ in 0..6 {
             sealed.push(env.seal(&ctx, b"x").await.unwrap());
         }
-        assert_eq!(env.source.generated.load(Ordering::SeqCst), 2, "3 uses per key");
+        assert_eq!(
+            env.source.generated.load(Ordering::SeqCst),
+            2,
+            "3 uses per key"
+        );
         for s in &sealed {
             env.open(&ctx, s).await.unwrap();
         }
-        assert_eq!(env.source.decrypted.load(Ordering::SeqCst), 2, "one decrypt per key");
-        let nonces: std::collections::BTreeSet<_> = sealed.iter().map(|s| s.nonce.clone()).collect();
+        assert_eq!(
+            env.source.decrypted.load(Ordering::SeqCst),
+            2,
+            "one decrypt per key"
+        );
+        let nonces: std::collections::BTreeSet<_> =
+            sealed.iter().map(|s| s.nonce.clone()).collect();
         assert_eq!(nonces.len(), 6, "fresh nonce per seal");
     }
 
     #[test]
     fn sealed_debug_reveals_nothing() {
-        let s = Sealed { v: 1, edk: "e".into(), nonce: "n".into(), ct: "c".into() };
+        let s = Sealed {
+            v: 1,
+            edk: "e".into(),
+            nonce: "n".into(),
+            ct: "c".into(),
+        };
         assert_eq!(format!("{s:?}"), "Sealed([ciphertext])");
     }
 }

@@ -37,7 +37,9 @@ impl TenantId {
     pub fn parse(value: &str) -> Result<Self, Invalid> {
         check_token("tenant id", value, 64)?;
         if value.contains('|') || value.contains('@') {
-            return Err(Invalid("tenant id may hold only letters, digits and - _ .".into()));
+            return Err(Invalid(
+                "tenant id may hold only letters, digits and - _ .".into(),
+            ));
         }
         Ok(Self(value.to_owned()))
     }
@@ -217,7 +219,10 @@ impl Label {
     pub fn parse(value: &str) -> Result<Self, Invalid> {
         let value = value.trim();
         if value.is_empty() || value.chars().count() > Self::MAX {
-            return Err(Invalid(format!("label must be 1 to {} characters", Self::MAX)));
+            return Err(Invalid(format!(
+                "label must be 1 to {} characters",
+                Self::MAX
+            )));
         }
         if value.chars().any(char::is_control) {
             return Err(Invalid("label may not hold control characters".into()));
@@ -227,9 +232,17 @@ impl Label {
     /// A label made from any text: control characters dropped, cut to length, and
     /// `Untitled` when nothing is left.
     pub fn lossy(text: &str) -> Self {
-        let text: String = text.chars().filter(|c| !c.is_control()).take(Self::MAX).collect();
+        let text: String = text
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(Self::MAX)
+            .collect();
         let text = text.trim();
-        Self(if text.is_empty() { "Untitled".to_owned() } else { text.to_owned() })
+        Self(if text.is_empty() {
+            "Untitled".to_owned()
+        } else {
+            text.to_owned()
+        })
     }
     /// The label as a string.
     pub fn as_str(&self) -> &str {
@@ -290,8 +303,7 @@ impl ConnectionStatus {
             .find(|s| s.as_str() == value)
             .ok_or_else(|| {
                 Invalid(
-                    "status must be one of connected, error, needs_reauth, paused, inactive"
-                        .into(),
+                    "status must be one of connected, error, needs_reauth, paused, inactive".into(),
                 )
             })
     }

@@ -58,7 +58,9 @@ pub fn validate_tenant_url(value: &str, policy: &UrlPolicy) -> Result<Url, UrlEr
         match url.host() {
             Some(Host::Ipv4(ip)) if !is_public(IpAddr::V4(ip)) => return Err(UrlError::NotPublic),
             Some(Host::Ipv6(ip)) if !is_public(IpAddr::V6(ip)) => return Err(UrlError::NotPublic),
-            Some(Host::Domain(d)) if d.eq_ignore_ascii_case("localhost") || d.ends_with(".localhost") => {
+            Some(Host::Domain(d))
+                if d.eq_ignore_ascii_case("localhost") || d.ends_with(".localhost") =>
+            {
                 return Err(UrlError::NotPublic);
             }
             _ => {}
@@ -198,28 +200,60 @@ mod tests {
     #[test]
     fn tenant_urls_follow_the_policy() {
         let strict = UrlPolicy::default();
-        let local = UrlPolicy { allow_loopback_http: true };
+        let local = UrlPolicy {
+            allow_loopback_http: true,
+        };
         assert!(validate_tenant_url("https://api.example.com/v1", &strict).is_ok());
-        assert_eq!(validate_tenant_url("http://api.example.com", &strict), Err(UrlError::Scheme));
-        assert_eq!(validate_tenant_url("http://127.0.0.1:9/x", &strict), Err(UrlError::Scheme));
-        assert_eq!(validate_tenant_url("https://[::1]/x", &strict), Err(UrlError::NotPublic));
-        assert_eq!(validate_tenant_url("https://localhost/x", &strict), Err(UrlError::NotPublic));
-        assert_eq!(validate_tenant_url("ftp://example.com", &strict), Err(UrlError::Scheme));
-        assert_eq!(validate_tenant_url("https://a:b@example.com", &strict), Err(UrlError::Userinfo));
-        assert_eq!(validate_tenant_url("not a url", &strict), Err(UrlError::Malformed));
+        assert_eq!(
+            validate_tenant_url("http://api.example.com", &strict),
+            Err(UrlError::Scheme)
+        );
+        assert_eq!(
+            validate_tenant_url("http://127.0.0.1:9/x", &strict),
+            Err(UrlError::Scheme)
+        );
+        assert_eq!(
+            validate_tenant_url("https://[::1]/x", &strict),
+            Err(UrlError::NotPublic)
+        );
+        assert_eq!(
+            validate_tenant_url("https://localhost/x", &strict),
+            Err(UrlError::NotPublic)
+        );
+        assert_eq!(
+            validate_tenant_url("ftp://example.com", &strict),
+            Err(UrlError::Scheme)
+        );
+        assert_eq!(
+            validate_tenant_url("https://a:b@example.com", &strict),
+            Err(UrlError::Userinfo)
+        );
+        assert_eq!(
+            validate_tenant_url("not a url", &strict),
+            Err(UrlError::Malformed)
+        );
         assert!(validate_tenant_url("http://127.0.0.1:9/x", &local).is_ok());
-        assert_eq!(validate_tenant_url("http://10.0.0.1/x", &local), Err(UrlError::Scheme));
+        assert_eq!(
+            validate_tenant_url("http://10.0.0.1/x", &local),
+            Err(UrlError::Scheme)
+        );
     }
 
     #[test]
     fn origin_rewrite_only_touches_https_urls() {
         let o = Url::parse("http://127.0.0.1:9100").unwrap();
         assert_eq!(
-            rewrite_origin("https://acme.zendesk.com/api/v2/users/me.json?x=1", Some(&o)),
+            rewrite_origin(
+                "https://acme.zendesk.com/api/v2/users/me.json?x=1",
+                Some(&o)
+            ),
             "http://127.0.0.1:9100/acme.zendesk.com/api/v2/users/me.json?x=1"
         );
         assert_eq!(rewrite_origin("https://a.b/c", None), "https://a.b/c");
-        assert_eq!(rewrite_origin("http://127.0.0.1:1/c", Some(&o)), "http://127.0.0.1:1/c");
+        assert_eq!(
+            rewrite_origin("http://127.0.0.1:1/c", Some(&o)),
+            "http://127.0.0.1:1/c"
+        );
     }
 
     #[tokio::test]

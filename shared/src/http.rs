@@ -95,7 +95,10 @@ impl ApiError {
 
     /// A 400 listing per-field problems.
     pub fn invalid_fields(details: Vec<FieldError>) -> Self {
-        let summary: Vec<String> = details.iter().map(|d| format!("{}: {}", d.field, d.message)).collect();
+        let summary: Vec<String> = details
+            .iter()
+            .map(|d| format!("{}: {}", d.field, d.message))
+            .collect();
         Self::BadRequest {
             code: "invalid_fields",
             message: summary.join("; "),
@@ -144,10 +147,10 @@ impl ApiError {
 
     fn body(&self) -> serde_json::Value {
         let mut error = serde_json::json!({ "code": self.code(), "message": self.to_string() });
-        if let Self::BadRequest { details, .. } = self {
-            if !details.is_empty() {
-                error["details"] = serde_json::json!(details);
-            }
+        if let Self::BadRequest { details, .. } = self
+            && !details.is_empty()
+        {
+            error["details"] = serde_json::json!(details);
         }
         serde_json::json!({ "error": error })
     }
@@ -166,14 +169,17 @@ impl RequestMeta {
     /// Reads the request id and route key from the request context.
     pub fn of(req: &Request) -> Self {
         let (request_id, route_key) = match req.request_context_ref() {
-            Some(RequestContext::ApiGatewayV2(ctx)) => (ctx.request_id.clone(), ctx.route_key.clone()),
+            Some(RequestContext::ApiGatewayV2(ctx)) => {
+                (ctx.request_id.clone(), ctx.route_key.clone())
+            }
             _ => (None, None),
         };
         Self {
             request_id: request_id
                 .filter(|id| !id.is_empty() && id.len() <= 128)
                 .unwrap_or_else(|| ulid::Ulid::new().to_string()),
-            route_key: route_key.unwrap_or_else(|| format!("{} {}", req.method(), req.uri().path())),
+            route_key: route_key
+                .unwrap_or_else(|| format!("{} {}", req.method(), req.uri().path())),
         }
     }
 }
@@ -181,11 +187,19 @@ impl RequestMeta {
 /// The caller, from the JWT authorizer's claims. Missing or malformed claims are a 401.
 pub fn principal(req: &Request) -> Result<Principal, ApiError> {
     let claims = match req.request_context_ref() {
-        Some(ctx) => ctx.authorizer().and_then(|a| a.jwt.as_ref()).map(|j| &j.claims),
+        Some(ctx) => ctx
+            .authorizer()
+            .and_then(|a| a.jwt.as_ref())
+            .map(|j| &j.claims),
         None => None,
     }
     .ok_or(ApiError::Unauthenticated)?;
-    let get = |name: &str| claims.get(name).map(String::as_str).ok_or(ApiError::Unauthenticated);
+    let get = |name: &str| {
+        claims
+            .get(name)
+            .map(String::as_str)
+            .ok_or(ApiError::Unauthenticated)
+    };
     Ok(Principal {
         tenant: TenantId::parse(get(CLAIM_TENANT)?).map_err(|_| ApiError::Unauthenticated)?,
         user: UserId::parse(get("sub")?).map_err(|_| ApiError::Unauthenticated)?,
@@ -198,7 +212,9 @@ pub fn require_admin(p: &Principal) -> Result<(), ApiError> {
     if p.is_admin() {
         Ok(())
     } else {
-        Err(ApiError::Forbidden("this action needs the admin role".into()))
+        Err(ApiError::Forbidden(
+            "this action needs the admin role".into(),
+        ))
     }
 }
 
@@ -207,7 +223,12 @@ pub fn path_param(req: &Request, name: &str) -> Result<String, ApiError> {
     req.path_parameters_ref()
         .and_then(|p| p.first(name))
         .map(str::to_owned)
-        .ok_or_else(|| ApiError::bad_request("missing_path_parameter", format!("missing path parameter {name}")))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "missing_path_parameter",
+                format!("missing path parameter {name}"),
+            )
+        })
 }
 
 /// The query string as a map; a parameter given twice is a 400.
@@ -227,7 +248,10 @@ pub fn query(req: &Request, allowed: &[&str]) -> Result<BTreeMap<String, String>
             }
             let all = q.all(k).unwrap_or_default();
             if all.len() > 1 {
-                return Err(ApiError::bad_request("repeated_query_parameter", format!("query parameter {k} given twice")));
+                return Err(ApiError::bad_request(
+                    "repeated_query_parameter",
+                    format!("query parameter {k} given twice"),
+                ));
             }
             if let Some(v) = all.first() {
                 out.insert(k.to_owned(), (*v).to_owned());
@@ -247,7 +271,9 @@ pub fn if_match(req: &Request) -> Result<Option<u64>, ApiError> {
             .map(|s| s.trim().trim_start_matches("W/").trim_matches('"'))
             .and_then(|s| s.parse().ok())
             .map(Some)
-            .ok_or_else(|| ApiError::bad_request("invalid_if_match", "If-Match must be a version number")),
+            .ok_or_else(|| {
+                ApiError::bad_request("invalid_if_match", "If-Match must be a version number")
+            }),
     }
 }
 
@@ -265,7 +291,10 @@ pub fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
         }
     }
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request("empty_body", "a JSON body is required"));
+        return Err(ApiError::bad_request(
+            "empty_body",
+            "a JSON body is required",
+        ));
     }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
@@ -292,7 +321,10 @@ fn sanitize_serde_message(msg: &str) -> String {
         if let Some(rest) = msg.strip_prefix(prefix) {
             let expected = rest.find(", expected").map(|i| &rest[i..]).unwrap_or("");
             let kind = rest.split([' ', ',']).next().unwrap_or("value");
-            return format!("{}{kind}{expected}", prefix.trim_end_matches(' ').to_owned() + " ");
+            return format!(
+                "{}{kind}{expected}",
+                prefix.trim_end_matches(' ').to_owned() + " "
+            );
         }
     }
     if msg.starts_with("unknown variant") {
@@ -313,7 +345,11 @@ pub fn json<T: Serialize>(status: StatusCode, body: &T) -> Result<Response<Body>
 }
 
 /// A JSON response carrying the item's version as its ETag.
-pub fn json_versioned<T: Serialize>(status: StatusCode, body: &T, version: u64) -> Result<Response<Body>, ApiError> {
+pub fn json_versioned<T: Serialize>(
+    status: StatusCode,
+    body: &T,
+    version: u64,
+) -> Result<Response<Body>, ApiError> {
     let mut resp = json(status, body)?;
     if let Ok(v) = HeaderValue::from_str(&format!("\"{version}\"")) {
         resp.headers_mut().insert(header::ETAG, v);
@@ -333,15 +369,20 @@ fn error_response(err: &ApiError) -> Response<Body> {
     let bytes = serde_json::to_vec(&err.body()).unwrap_or_default();
     let mut resp = Response::new(Body::Binary(bytes));
     *resp.status_mut() = err.status();
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
 /// Runs one request through `handler` inside a span carrying the request id and
 /// route; maps errors to their responses, stamps `x-request-id`, and logs one line
 /// with the outcome. Never fails: every error becomes a response.
-pub async fn serve<F, Fut>(req: Request, handler: F) -> Result<Response<Body>, std::convert::Infallible>
+pub async fn serve<F, Fut>(
+    req: Request,
+    handler: F,
+) -> Result<Response<Body>, std::convert::Infallible>
 where
     F: FnOnce(Request, RequestMeta) -> Fut,
     Fut: Future<Output = Result<Response<Body>, ApiError>>,
@@ -361,8 +402,12 @@ where
             Ok(resp) => resp,
             Err(err) => {
                 match &err {
-                    ApiError::Internal(cause) => tracing::error!(code = err.code(), cause = %cause, "request failed"),
-                    ApiError::BadGateway { .. } => tracing::warn!(code = err.code(), message = %err, "provider failed"),
+                    ApiError::Internal(cause) => {
+                        tracing::error!(code = err.code(), cause = %cause, "request failed")
+                    }
+                    ApiError::BadGateway { .. } => {
+                        tracing::warn!(code = err.code(), message = %err, "provider failed")
+                    }
                     _ => tracing::info!(code = err.code(), "request refused"),
                 }
                 error_response(&err)
@@ -388,11 +433,15 @@ mod tests {
 
     #[test]
     fn serde_messages_lose_their_values() {
-        let m = sanitize_serde_message("invalid type: string \"hunter2\", expected u32 at line 1 column 9");
+        let m = sanitize_serde_message(
+            "invalid type: string \"hunter2\", expected u32 at line 1 column 9",
+        );
         assert_eq!(m, "invalid type: string, expected u32");
         let m = sanitize_serde_message("invalid type: integer `42`, expected a string");
         assert_eq!(m, "invalid type: integer, expected a string");
-        let m = sanitize_serde_message("unknown field `bogus`, expected one of `a`, `b` at line 1 column 3");
+        let m = sanitize_serde_message(
+            "unknown field `bogus`, expected one of `a`, `b` at line 1 column 3",
+        );
         assert_eq!(m, "unknown field `bogus`, expected one of `a`, `b`");
         let m = sanitize_serde_message("unknown variant `s3cr3t`, expected `a` or `b`");
         assert!(!m.contains("s3cr3t"), "{m}");
@@ -402,7 +451,10 @@ mod tests {
     fn errors_render_the_documented_body() {
         let e = ApiError::bad_request("invalid_body", "label: too long");
         assert_eq!(e.status(), StatusCode::BAD_REQUEST);
-        assert_eq!(e.body(), serde_json::json!({"error": {"code": "invalid_body", "message": "label: too long"}}));
+        assert_eq!(
+            e.body(),
+            serde_json::json!({"error": {"code": "invalid_body", "message": "label: too long"}})
+        );
         let e = ApiError::internal("dynamo exploded");
         assert_eq!(e.body()["error"]["message"], "internal error");
     }

@@ -372,7 +372,8 @@ impl Catalogue {
                 if !methods.insert(m.id.as_str()) {
                     return Err(format!("{}: duplicate auth method {}", p.id, m.id));
                 }
-                m.check_shape(p).map_err(|e| format!("{}/{}: {e}", p.id, m.id))?;
+                m.check_shape(p)
+                    .map_err(|e| format!("{}/{}: {e}", p.id, m.id))?;
             }
         }
         Ok(())
@@ -427,7 +428,9 @@ impl AuthMethod {
             templates.extend(scopes.default.iter().map(String::as_str));
         }
         match &self.apply {
-            Some(Apply::Basic { username, password }) => templates.extend([username.as_str(), password.as_str()]),
+            Some(Apply::Basic { username, password }) => {
+                templates.extend([username.as_str(), password.as_str()])
+            }
             Some(Apply::Bearer(token)) => templates.push(token),
             Some(Apply::Header { name, value }) | Some(Apply::Query { name, value }) => {
                 templates.extend([name.as_str(), value.as_str()])
@@ -467,7 +470,10 @@ impl AuthMethod {
                 return Err(format!("select field {} has no options", f.name));
             }
             if f.secret != (f.kind == FieldType::Password) {
-                return Err(format!("field {}: secret fields are exactly the password fields", f.name));
+                return Err(format!(
+                    "field {}: secret fields are exactly the password fields",
+                    f.name
+                ));
             }
         }
         Ok(())
@@ -661,7 +667,8 @@ impl Field {
                 let v = value.to_ascii_lowercase();
                 let ok = !v.starts_with('-')
                     && !v.ends_with('-')
-                    && v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+                    && v.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
                 if ok {
                     Ok(v)
                 } else {
@@ -681,7 +688,9 @@ impl Field {
             FieldType::HeaderName => {
                 let lower = value.to_ascii_lowercase();
                 let token = !value.is_empty()
-                    && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+                    && value
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
                 const RESERVED: [&str; 9] = [
                     "host",
                     "content-length",
@@ -728,11 +737,16 @@ mod tests {
     use super::*;
 
     fn policy() -> UrlPolicy {
-        UrlPolicy { allow_loopback_http: false }
+        UrlPolicy {
+            allow_loopback_http: false,
+        }
     }
 
     fn form(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -760,12 +774,27 @@ mod tests {
     #[test]
     fn oauth_quirks_are_in_the_data() {
         let c = Catalogue::get().unwrap();
-        let sf = c.provider("salesforce").unwrap().auth_method(Some("oauth2")).unwrap();
+        let sf = c
+            .provider("salesforce")
+            .unwrap()
+            .auth_method(Some("oauth2"))
+            .unwrap();
         assert!(sf.token_settings.iter().any(|s| s.name == "instance_url"));
-        let pd = c.provider("pipedrive").unwrap().auth_method(Some("oauth2")).unwrap();
+        let pd = c
+            .provider("pipedrive")
+            .unwrap()
+            .auth_method(Some("oauth2"))
+            .unwrap();
         assert_eq!(pd.client_auth, Some(ClientAuth::Basic));
-        let g = c.provider("google").unwrap().auth_method(Some("oauth2")).unwrap();
-        assert_eq!(g.authorize_params.get("access_type").map(String::as_str), Some("offline"));
+        let g = c
+            .provider("google")
+            .unwrap()
+            .auth_method(Some("oauth2"))
+            .unwrap();
+        assert_eq!(
+            g.authorize_params.get("access_type").map(String::as_str),
+            Some("offline")
+        );
         assert!(g.kinds.contains_key("gmail") && g.kinds.contains_key("calendar"));
     }
 
@@ -814,7 +843,11 @@ providers:
             .unwrap();
         let ok = zd
             .validate(
-                &form(&[("subdomain", "Acme"), ("email", "a@acme.test"), ("api_token", " t0k ")]),
+                &form(&[
+                    ("subdomain", "Acme"),
+                    ("email", "a@acme.test"),
+                    ("api_token", " t0k "),
+                ]),
                 &policy(),
             )
             .unwrap();
@@ -837,7 +870,11 @@ providers:
         let long = "x".repeat(300);
         let errs = zd
             .validate(
-                &form(&[("subdomain", "acme"), ("email", "a@b.co"), ("api_token", &long)]),
+                &form(&[
+                    ("subdomain", "acme"),
+                    ("email", "a@b.co"),
+                    ("api_token", &long),
+                ]),
                 &policy(),
             )
             .unwrap_err();
@@ -855,7 +892,11 @@ providers:
             .unwrap();
         let current = zd
             .validate(
-                &form(&[("subdomain", "acme"), ("email", "a@acme.test"), ("api_token", "old")]),
+                &form(&[
+                    ("subdomain", "acme"),
+                    ("email", "a@acme.test"),
+                    ("api_token", "old"),
+                ]),
                 &policy(),
             )
             .unwrap();
@@ -886,13 +927,21 @@ providers:
             ("https://user:pw@api.example.com", false),
         ] {
             let r = custom.validate(
-                &form(&[("base_url", url), ("header_name", "X-Key"), ("api_key", "k")]),
+                &form(&[
+                    ("base_url", url),
+                    ("header_name", "X-Key"),
+                    ("api_key", "k"),
+                ]),
                 &policy(),
             );
             assert_eq!(r.is_ok(), ok, "{url}");
         }
         let r = custom.validate(
-            &form(&[("base_url", "https://api.example.com"), ("header_name", "Host"), ("api_key", "k")]),
+            &form(&[
+                ("base_url", "https://api.example.com"),
+                ("header_name", "Host"),
+                ("api_key", "k"),
+            ]),
             &policy(),
         );
         assert!(r.is_err());

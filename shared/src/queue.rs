@@ -31,14 +31,17 @@ impl Publisher {
 
     /// Sends one message.
     pub async fn send<T: Serialize>(&self, message: &T) -> Result<(), QueueError> {
-        let body = serde_json::to_string(message).map_err(|e| QueueError::Encoding(e.to_string()))?;
+        let body =
+            serde_json::to_string(message).map_err(|e| QueueError::Encoding(e.to_string()))?;
         self.client
             .send_message()
             .queue_url(&self.queue_url)
             .message_body(body)
             .send()
             .await
-            .map_err(|e| QueueError::Service(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()))?;
+            .map_err(|e| {
+                QueueError::Service(aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
+            })?;
         Ok(())
     }
 
@@ -47,7 +50,8 @@ impl Publisher {
         for chunk in messages.chunks(10) {
             let mut entries = Vec::with_capacity(chunk.len());
             for (i, m) in chunk.iter().enumerate() {
-                let body = serde_json::to_string(m).map_err(|e| QueueError::Encoding(e.to_string()))?;
+                let body =
+                    serde_json::to_string(m).map_err(|e| QueueError::Encoding(e.to_string()))?;
                 entries.push(
                     aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
                         .id(i.to_string())
@@ -63,10 +67,15 @@ impl Publisher {
                 .set_entries(Some(entries))
                 .send()
                 .await
-                .map_err(|e| QueueError::Service(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()))?;
+                .map_err(|e| {
+                    QueueError::Service(aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
+                })?;
             if !out.failed.is_empty() {
                 let ids: Vec<&str> = out.failed.iter().map(|f| f.id.as_str()).collect();
-                return Err(QueueError::Service(format!("messages refused: {}", ids.join(","))));
+                return Err(QueueError::Service(format!(
+                    "messages refused: {}",
+                    ids.join(",")
+                )));
             }
         }
         Ok(())

@@ -50,7 +50,11 @@ pub struct PlatformSecretStore {
 
 impl PlatformSecretStore {
     /// Reads `secret_id`, keeping it for `ttl` per container.
-    pub fn new(client: aws_sdk_secretsmanager::Client, secret_id: impl Into<String>, ttl: Duration) -> Self {
+    pub fn new(
+        client: aws_sdk_secretsmanager::Client,
+        secret_id: impl Into<String>,
+        ttl: Duration,
+    ) -> Self {
         Self {
             client,
             secret_id: secret_id.into(),
@@ -62,10 +66,10 @@ impl PlatformSecretStore {
     /// The platform secrets, from cache when fresh. One caller fetches at a time.
     pub async fn get(&self) -> Result<Arc<PlatformSecrets>, SecretsError> {
         let mut cache = self.cache.lock().await;
-        if let Some((at, doc)) = cache.as_ref() {
-            if at.elapsed() < self.ttl {
-                return Ok(doc.clone());
-            }
+        if let Some((at, doc)) = cache.as_ref()
+            && at.elapsed() < self.ttl
+        {
+            return Ok(doc.clone());
         }
         let out = self
             .client
@@ -73,9 +77,14 @@ impl PlatformSecretStore {
             .secret_id(&self.secret_id)
             .send()
             .await
-            .map_err(|e| SecretsError::Service(aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string()))?;
+            .map_err(|e| {
+                SecretsError::Service(
+                    aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string(),
+                )
+            })?;
         let text = out.secret_string().ok_or(SecretsError::Malformed)?;
-        let doc: PlatformSecrets = serde_json::from_str(text).map_err(|_| SecretsError::Malformed)?;
+        let doc: PlatformSecrets =
+            serde_json::from_str(text).map_err(|_| SecretsError::Malformed)?;
         let doc = Arc::new(doc);
         *cache = Some((Instant::now(), doc.clone()));
         Ok(doc)

@@ -169,7 +169,11 @@ impl Table {
     }
 
     /// Reads an item (strongly consistent).
-    pub async fn get<T: DeserializeOwned>(&self, pk: &str, sk: &str) -> Result<Option<T>, StoreError> {
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        pk: &str,
+        sk: &str,
+    ) -> Result<Option<T>, StoreError> {
         let out = self
             .client
             .get_item()
@@ -180,7 +184,9 @@ impl Table {
             .await
             .map_err(service)?;
         out.item
-            .map(|item| serde_dynamo::from_item(item).map_err(|e| StoreError::Conversion(e.to_string())))
+            .map(|item| {
+                serde_dynamo::from_item(item).map_err(|e| StoreError::Conversion(e.to_string()))
+            })
             .transpose()
     }
 
@@ -193,7 +199,7 @@ impl Table {
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await
-            .map_err(|e| condition_or(e))?;
+            .map_err(condition_or)?;
         Ok(())
     }
 
@@ -219,13 +225,18 @@ impl Table {
             .expression_attribute_values(":v", AttributeValue::N(expected.to_string()))
             .send()
             .await
-            .map_err(|e| condition_or(e))?;
+            .map_err(condition_or)?;
         Ok(())
     }
 
     /// Deletes an item; with `expected`, only if its version is still that one.
     /// Deleting an absent item succeeds unless a version is expected.
-    pub async fn delete(&self, pk: &str, sk: &str, expected: Option<u64>) -> Result<(), StoreError> {
+    pub async fn delete(
+        &self,
+        pk: &str,
+        sk: &str,
+        expected: Option<u64>,
+    ) -> Result<(), StoreError> {
         let mut req = self
             .client
             .delete_item()
@@ -236,7 +247,7 @@ impl Table {
                 .condition_expression("version = :v")
                 .expression_attribute_values(":v", AttributeValue::N(v.to_string()));
         }
-        req.send().await.map_err(|e| condition_or(e))?;
+        req.send().await.map_err(condition_or)?;
         Ok(())
     }
 
@@ -267,12 +278,17 @@ impl Table {
                     )
                     .build(),
                 Write::Delete { pk, sk, must_exist } => {
-                    let mut d = Delete::builder().table_name(&self.name).set_key(Some(Self::key(&pk, &sk)));
+                    let mut d = Delete::builder()
+                        .table_name(&self.name)
+                        .set_key(Some(Self::key(&pk, &sk)));
                     if must_exist {
                         d = d.condition_expression("attribute_exists(pk)");
                     }
                     TransactWriteItem::builder()
-                        .delete(d.build().map_err(|e| StoreError::Conversion(e.to_string()))?)
+                        .delete(
+                            d.build()
+                                .map_err(|e| StoreError::Conversion(e.to_string()))?,
+                        )
                         .build()
                 }
             };
@@ -339,19 +355,30 @@ impl Table {
             }
             req = req.set_exclusive_start_key(Some(start));
         }
-        let out = req.key_condition_expression(condition).send().await.map_err(service)?;
+        let out = req
+            .key_condition_expression(condition)
+            .send()
+            .await
+            .map_err(service)?;
         let items = out
             .items
             .unwrap_or_default()
             .into_iter()
             .map(|i| serde_dynamo::from_item(i).map_err(|e| StoreError::Conversion(e.to_string())))
             .collect::<Result<Vec<T>, _>>()?;
-        let cursor = out.last_evaluated_key.map(|k| encode_cursor(&k)).transpose()?;
+        let cursor = out
+            .last_evaluated_key
+            .map(|k| encode_cursor(&k))
+            .transpose()?;
         Ok(Page { items, cursor })
     }
 
     /// Every item of a partition matching `prefix`, following pages.
-    pub async fn query_all<T: DeserializeOwned>(&self, pk: &str, prefix: &str) -> Result<Vec<T>, StoreError> {
+    pub async fn query_all<T: DeserializeOwned>(
+        &self,
+        pk: &str,
+        prefix: &str,
+    ) -> Result<Vec<T>, StoreError> {
         let mut all = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
@@ -402,12 +429,16 @@ fn decode_cursor(cursor: &str) -> Result<HashMap<String, AttributeValue>, StoreE
         return Err(StoreError::BadCursor);
     }
     let json = B64URL.decode(cursor).map_err(|_| StoreError::BadCursor)?;
-    let plain: HashMap<String, String> = serde_json::from_slice(&json).map_err(|_| StoreError::BadCursor)?;
+    let plain: HashMap<String, String> =
+        serde_json::from_slice(&json).map_err(|_| StoreError::BadCursor)?;
     const KEY_ATTRS: [&str; 6] = ["pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk"];
     if plain.is_empty() || plain.keys().any(|k| !KEY_ATTRS.contains(&k.as_str())) {
         return Err(StoreError::BadCursor);
     }
-    Ok(plain.into_iter().map(|(k, v)| (k, AttributeValue::S(v))).collect())
+    Ok(plain
+        .into_iter()
+        .map(|(k, v)| (k, AttributeValue::S(v)))
+        .collect())
 }
 
 #[cfg(test)]
@@ -434,7 +465,14 @@ mod tests {
             name: String,
             version: u64,
         }
-        let k = Keyed { pk: "T#a".into(), sk: "X#1".into(), item: Thing { name: "n".into(), version: 3 } };
+        let k = Keyed {
+            pk: "T#a".into(),
+            sk: "X#1".into(),
+            item: Thing {
+                name: "n".into(),
+                version: 3,
+            },
+        };
         let item = to_item(&k).unwrap();
         assert_eq!(item["pk"].as_s().unwrap(), "T#a");
         assert_eq!(item["version"].as_n().unwrap(), "3");

@@ -15,8 +15,10 @@ pub fn init_with_writer<W>(level: &str, writer: W)
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
-    let filter = EnvFilter::try_new(format!("{level},aws_smithy_runtime=warn,aws_config=warn,hyper=warn,h2=warn,rustls=warn"))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_new(format!(
+        "{level},aws_smithy_runtime=warn,aws_config=warn,hyper=warn,h2=warn,rustls=warn"
+    ))
+    .unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .json()
         .flatten_event(true)

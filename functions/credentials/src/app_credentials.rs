@@ -45,7 +45,10 @@ struct View<'a> {
 }
 
 fn view(a: &AppCredentials) -> View<'_> {
-    let fmt = |t: time::OffsetDateTime| t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+    let fmt = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default()
+    };
     View {
         provider: &a.provider,
         client_id: &a.client_id,
@@ -66,7 +69,10 @@ fn oauth_provider(call: &Call<'_>) -> Result<&'static Provider, ApiError> {
     } else {
         Err(ApiError::bad_request(
             "no_oauth",
-            format!("{} does not use OAuth; it has no app credentials", provider.name),
+            format!(
+                "{} does not use OAuth; it has no app credentials",
+                provider.name
+            ),
         ))
     }
 }
@@ -87,12 +93,18 @@ pub async fn put(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     let mut errors = Vec::new();
     let client_id = body.client_id.trim().to_owned();
     if client_id.is_empty() || client_id.len() > 512 || client_id.chars().any(char::is_control) {
-        errors.push(field_error("client_id", "must be 1 to 512 characters without control characters"));
+        errors.push(field_error(
+            "client_id",
+            "must be 1 to 512 characters without control characters",
+        ));
     }
     if let Some(secret) = &body.client_secret {
         let s = secret.expose_secret();
         if s.trim().is_empty() || s.len() > 2048 || s.chars().any(char::is_control) {
-            errors.push(field_error("client_secret", "must be 1 to 2048 characters without control characters"));
+            errors.push(field_error(
+                "client_secret",
+                "must be 1 to 2048 characters without control characters",
+            ));
         }
     }
     let redirect_uri = match body.redirect_uri.as_deref().map(str::trim) {
@@ -112,11 +124,16 @@ pub async fn put(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     if let Some(scopes) = &body.scopes {
         let bad = scopes.is_empty()
             || scopes.len() > 100
-            || scopes
-                .iter()
-                .any(|s| s.is_empty() || s.len() > 256 || s.chars().any(|c| c.is_whitespace() || c.is_control()));
+            || scopes.iter().any(|s| {
+                s.is_empty()
+                    || s.len() > 256
+                    || s.chars().any(|c| c.is_whitespace() || c.is_control())
+            });
         if bad {
-            errors.push(field_error("scopes", "must be 1 to 100 scopes without whitespace"));
+            errors.push(field_error(
+                "scopes",
+                "must be 1 to 100 scopes without whitespace",
+            ));
         }
     }
     if !errors.is_empty() {
@@ -124,11 +141,14 @@ pub async fn put(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     }
 
     let store = store(call);
-    let current = store.get(&call.who.tenant, &provider.id).await.map_err(ApiError::internal)?;
-    if let (Some(expected), Some(cur)) = (expected, &current) {
-        if expected != cur.version {
-            return Err(ApiError::PreconditionFailed);
-        }
+    let current = store
+        .get(&call.who.tenant, &provider.id)
+        .await
+        .map_err(ApiError::internal)?;
+    if let (Some(expected), Some(cur)) = (expected, &current)
+        && expected != cur.version
+    {
+        return Err(ApiError::PreconditionFailed);
     }
     let (client_secret, client_secret_masked) = match (&body.client_secret, &current) {
         (Some(secret), _) => {
@@ -136,14 +156,20 @@ pub async fn put(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
             let sealed = call
                 .app
                 .envelope
-                .seal(&seal_context(&call.who.tenant, &provider.id), trimmed.as_bytes())
+                .seal(
+                    &seal_context(&call.who.tenant, &provider.id),
+                    trimmed.as_bytes(),
+                )
                 .await
                 .map_err(ApiError::internal)?;
             (sealed, mask(trimmed))
         }
         (None, Some(cur)) => (cur.client_secret.clone(), cur.client_secret_masked.clone()),
         (None, None) => {
-            return Err(ApiError::invalid_fields(vec![field_error("client_secret", "is required")]));
+            return Err(ApiError::invalid_fields(vec![field_error(
+                "client_secret",
+                "is required",
+            )]));
         }
     };
     let at = now();
@@ -161,10 +187,16 @@ pub async fn put(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
         version: current.as_ref().map_or(1, |c| c.version + 1),
     };
     let audit = call
-        .audit("app_credentials.put", format!("app-credentials/{}", provider.id))
+        .audit(
+            "app_credentials.put",
+            format!("app-credentials/{}", provider.id),
+        )
         .detail("provider", &provider.id)
         .detail("secret_changed", body.client_secret.is_some());
-    match store.save(&next, current.as_ref().map(|c| c.version), &audit).await {
+    match store
+        .save(&next, current.as_ref().map(|c| c.version), &audit)
+        .await
+    {
         Ok(()) => {}
         Err(StoreError::ConditionFailed) => {
             return Err(ApiError::Conflict {
@@ -174,14 +206,22 @@ pub async fn put(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
         }
         Err(e) => return Err(ApiError::internal(e)),
     }
-    let status = if current.is_some() { StatusCode::OK } else { StatusCode::CREATED };
+    let status = if current.is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
     http::json_versioned(status, &view(&next), next.version)
 }
 
 /// The tenant's app for a provider, secret masked.
 pub async fn get(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     let provider = oauth_provider(call)?;
-    match store(call).get(&call.who.tenant, &provider.id).await.map_err(ApiError::internal)? {
+    match store(call)
+        .get(&call.who.tenant, &provider.id)
+        .await
+        .map_err(ApiError::internal)?
+    {
         Some(app) => http::json_versioned(StatusCode::OK, &view(&app), app.version),
         None => Err(ApiError::NotFound(format!(
             "no app credentials for {}; connections use the platform's app if it has one",
@@ -195,18 +235,31 @@ pub async fn delete(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     let provider = oauth_provider(call)?;
     let expected = http::if_match(&call.req)?;
     let store = store(call);
-    let Some(current) = store.get(&call.who.tenant, &provider.id).await.map_err(ApiError::internal)? else {
-        return Err(ApiError::NotFound(format!("no app credentials for {}", provider.name)));
+    let Some(current) = store
+        .get(&call.who.tenant, &provider.id)
+        .await
+        .map_err(ApiError::internal)?
+    else {
+        return Err(ApiError::NotFound(format!(
+            "no app credentials for {}",
+            provider.name
+        )));
     };
     if expected.is_some_and(|v| v != current.version) {
         return Err(ApiError::PreconditionFailed);
     }
     let audit = call
-        .audit("app_credentials.delete", format!("app-credentials/{}", provider.id))
+        .audit(
+            "app_credentials.delete",
+            format!("app-credentials/{}", provider.id),
+        )
         .detail("provider", &provider.id);
     match store.delete(&call.who.tenant, &provider.id, &audit).await {
         Ok(()) => http::no_content(),
-        Err(StoreError::ConditionFailed) => Err(ApiError::NotFound(format!("no app credentials for {}", provider.name))),
+        Err(StoreError::ConditionFailed) => Err(ApiError::NotFound(format!(
+            "no app credentials for {}",
+            provider.name
+        ))),
         Err(e) => Err(ApiError::internal(e)),
     }
 }

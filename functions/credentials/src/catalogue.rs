@@ -12,7 +12,10 @@ use crate::Call;
 /// Every provider.
 pub async fn list(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     http::query(&call.req, &[])?;
-    http::json(StatusCode::OK, &json!({ "providers": call.app.catalogue.providers }))
+    http::json(
+        StatusCode::OK,
+        &json!({ "providers": call.app.catalogue.providers }),
+    )
 }
 
 /// One provider; OAuth providers also say whose app a connection would use.

@@ -25,7 +25,8 @@ fn store(call: &Call<'_>) -> Connections {
 }
 
 fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 /// What the API shows of a connection: settings whole, secrets masked.
@@ -55,7 +56,11 @@ struct View<'a> {
 }
 
 fn view<'a>(call: &'a Call<'_>, c: &'a Connection) -> View<'a> {
-    let provider_name = call.app.catalogue.provider(&c.provider).map_or(c.provider.as_str(), |p| p.name.as_str());
+    let provider_name = call
+        .app
+        .catalogue
+        .provider(&c.provider)
+        .map_or(c.provider.as_str(), |p| p.name.as_str());
     let credentials = c
         .settings
         .iter()
@@ -89,7 +94,11 @@ fn identity_json(i: &Identity) -> serde_json::Value {
     v
 }
 
-fn respond(call: &Call<'_>, status: StatusCode, c: &Connection) -> Result<Response<Body>, ApiError> {
+fn respond(
+    call: &Call<'_>,
+    status: StatusCode,
+    c: &Connection,
+) -> Result<Response<Body>, ApiError> {
     http::json_versioned(status, &view(call, c), c.version)
 }
 
@@ -121,19 +130,34 @@ where
     if method.kind == AuthType::Oauth2 {
         return Err(ApiError::bad_request(
             "oauth_required",
-            format!("{} connects through OAuth: POST /v1/oauth/{}/start", provider.name, provider.id),
+            format!(
+                "{} connects through OAuth: POST /v1/oauth/{}/start",
+                provider.name, provider.id
+            ),
         ));
     }
     Ok((provider, method))
 }
 
 /// Runs the provider's check; a refusal or failure becomes the matching error.
-async fn verify(call: &Call<'_>, provider: &Provider, method: &AuthMethod, fields: &Fields) -> Result<Identity, ApiError> {
-    let outcome = connector(call, provider, method, fields).check(&call.app.http).await;
+async fn verify(
+    call: &Call<'_>,
+    provider: &Provider,
+    method: &AuthMethod,
+    fields: &Fields,
+) -> Result<Identity, ApiError> {
+    let outcome = connector(call, provider, method, fields)
+        .check(&call.app.http)
+        .await;
     outcome_result(provider, outcome)
 }
 
-fn connector<'a>(call: &'a Call<'_>, provider: &'a Provider, method: &'a AuthMethod, fields: &'a Fields) -> Connector<'a> {
+fn connector<'a>(
+    call: &'a Call<'_>,
+    provider: &'a Provider,
+    method: &'a AuthMethod,
+    fields: &'a Fields,
+) -> Connector<'a> {
     Connector {
         provider,
         method,
@@ -163,8 +187,17 @@ fn outcome_result(provider: &Provider, outcome: CheckOutcome) -> Result<Identity
     }
 }
 
-async fn seal(call: &Call<'_>, tenant: &TenantId, id: &ConnectionId, fields: &Fields) -> Result<Sealed, ApiError> {
-    let plain: BTreeMap<&str, &str> = fields.secret.iter().map(|(k, v)| (k.as_str(), v.expose_secret())).collect();
+async fn seal(
+    call: &Call<'_>,
+    tenant: &TenantId,
+    id: &ConnectionId,
+    fields: &Fields,
+) -> Result<Sealed, ApiError> {
+    let plain: BTreeMap<&str, &str> = fields
+        .secret
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.expose_secret()))
+        .collect();
     call.app
         .envelope
         .seal_json(&seal_context(tenant, id), &plain)
@@ -181,7 +214,10 @@ async fn open(call: &Call<'_>, c: &Connection) -> Result<Fields, ApiError> {
         .map_err(ApiError::internal)?;
     Ok(Fields {
         public: c.settings.clone(),
-        secret: secret.into_iter().map(|(k, v)| (k, SecretString::from(v))).collect(),
+        secret: secret
+            .into_iter()
+            .map(|(k, v)| (k, SecretString::from(v)))
+            .collect(),
     })
 }
 
@@ -200,7 +236,10 @@ fn parse_id(call: &Call<'_>) -> Result<ConnectionId, ApiError> {
 
 async fn load(call: &Call<'_>) -> Result<Connection, ApiError> {
     let id = parse_id(call)?;
-    let conn = store(call).get(&call.who.tenant, &id).await.map_err(ApiError::internal)?;
+    let conn = store(call)
+        .get(&call.who.tenant, &id)
+        .await
+        .map_err(ApiError::internal)?;
     let conn = conn.ok_or_else(|| ApiError::NotFound(format!("no connection {id}")))?;
     if http::if_match(&call.req)?.is_some_and(|v| v != conn.version) {
         return Err(ApiError::PreconditionFailed);
@@ -222,15 +261,17 @@ fn write_error(e: WriteError) -> ApiError {
     }
 }
 
-fn method_of<'a>(call: &'a Call<'_>, c: &Connection) -> Result<(&'a Provider, &'a AuthMethod), ApiError> {
-    let provider = call
-        .app
-        .catalogue
-        .provider(&c.provider)
-        .ok_or_else(|| ApiError::internal(format!("connection {} names unknown provider", c.id)))?;
-    let method = provider
-        .auth_method(Some(&c.auth_method))
-        .ok_or_else(|| ApiError::internal(format!("connection {} names unknown auth method", c.id)))?;
+fn method_of<'a>(
+    call: &'a Call<'_>,
+    c: &Connection,
+) -> Result<(&'a Provider, &'a AuthMethod), ApiError> {
+    let provider =
+        call.app.catalogue.provider(&c.provider).ok_or_else(|| {
+            ApiError::internal(format!("connection {} names unknown provider", c.id))
+        })?;
+    let method = provider.auth_method(Some(&c.auth_method)).ok_or_else(|| {
+        ApiError::internal(format!("connection {} names unknown auth method", c.id))
+    })?;
     Ok((provider, method))
 }
 
@@ -246,7 +287,8 @@ struct CreateBody {
 }
 
 fn parse_label(raw: Option<&str>) -> Result<Option<Label>, ApiError> {
-    raw.map(|l| Label::parse(l).map_err(|e| field_error("label", e.0))).transpose()
+    raw.map(|l| Label::parse(l).map_err(|e| field_error("label", e.0)))
+        .transpose()
 }
 
 fn default_label(provider: &Provider, identity: &Identity) -> Label {
@@ -272,8 +314,11 @@ pub async fn create(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     let identity = match verify(call, provider, method, &fields).await {
         Ok(identity) => identity,
         Err(e) => {
-            let entry = call.audit("connection.create", &target).detail("provider", &provider.id);
-            call.audit_failure(entry.failed(Outcome::Failure, e.code())).await;
+            let entry = call
+                .audit("connection.create", &target)
+                .detail("provider", &provider.id);
+            call.audit_failure(entry.failed(Outcome::Failure, e.code()))
+                .await;
             return Err(e);
         }
     };
@@ -304,7 +349,10 @@ pub async fn create(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
         .audit("connection.create", &target)
         .detail("provider", &provider.id)
         .detail("auth_method", &method.id);
-    store(call).create(&conn, &audit).await.map_err(write_error)?;
+    store(call)
+        .create(&conn, &audit)
+        .await
+        .map_err(write_error)?;
     respond(call, StatusCode::CREATED, &conn)
 }
 
@@ -312,17 +360,28 @@ pub async fn create(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
 /// status and provider (over all of them, for the dashboard's summary).
 pub async fn list(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     let q = http::query(&call.req, &["provider", "status"])?;
-    if let Some(p) = q.get("provider") {
-        if call.app.catalogue.provider(p).is_none() {
-            return Err(ApiError::bad_request("unknown_provider", "provider filter names no provider"));
-        }
+    if let Some(p) = q.get("provider")
+        && call.app.catalogue.provider(p).is_none()
+    {
+        return Err(ApiError::bad_request(
+            "unknown_provider",
+            "provider filter names no provider",
+        ));
     }
     let status = q
         .get("status")
-        .map(|s| ConnectionStatus::parse(s).map_err(|e| ApiError::bad_request("invalid_status", e.0)))
+        .map(|s| {
+            ConnectionStatus::parse(s).map_err(|e| ApiError::bad_request("invalid_status", e.0))
+        })
         .transpose()?;
-    let all = store(call).list(&call.who.tenant).await.map_err(ApiError::internal)?;
-    let mut by_status: BTreeMap<&str, usize> = ConnectionStatus::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+    let all = store(call)
+        .list(&call.who.tenant)
+        .await
+        .map_err(ApiError::internal)?;
+    let mut by_status: BTreeMap<&str, usize> = ConnectionStatus::ALL
+        .iter()
+        .map(|s| (s.as_str(), 0))
+        .collect();
     let mut by_provider: BTreeMap<&str, usize> = BTreeMap::new();
     for c in &all {
         *by_status.entry(c.status.as_str()).or_default() += 1;
@@ -363,7 +422,10 @@ struct UpdateBody {
 pub async fn update(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     let body: UpdateBody = http::json_body(&call.req)?;
     if body.label.is_none() && body.credentials.is_none() {
-        return Err(ApiError::bad_request("empty_update", "give label and/or credentials to change"));
+        return Err(ApiError::bad_request(
+            "empty_update",
+            "give label and/or credentials to change",
+        ));
     }
     let label = parse_label(body.label.as_deref())?;
     let prev = load(call).await?;
@@ -376,7 +438,10 @@ pub async fn update(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     }
     if let Some(input) = &body.credentials {
         if method.kind == AuthType::Oauth2 {
-            return Err(ApiError::bad_request("oauth_required", "OAuth credentials change by reconnecting"));
+            return Err(ApiError::bad_request(
+                "oauth_required",
+                "OAuth credentials change by reconnecting",
+            ));
         }
         let current = open(call, &prev).await?;
         let fields = method
@@ -386,7 +451,8 @@ pub async fn update(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
             Ok(identity) => identity,
             Err(e) => {
                 let entry = call.audit("connection.update", format!("connection/{}", prev.id));
-                call.audit_failure(entry.failed(Outcome::Failure, e.code())).await;
+                call.audit_failure(entry.failed(Outcome::Failure, e.code()))
+                    .await;
                 return Err(e);
             }
         };
@@ -397,7 +463,10 @@ pub async fn update(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
         next.identity = Some(identity);
         next.checked_at = Some(now());
         next.last_error = None;
-        if matches!(next.status, ConnectionStatus::Error | ConnectionStatus::NeedsReauth) {
+        if matches!(
+            next.status,
+            ConnectionStatus::Error | ConnectionStatus::NeedsReauth
+        ) {
             next.status = ConnectionStatus::Connected;
         }
         let mut keys: Vec<&str> = input.keys().map(String::as_str).collect();
@@ -409,7 +478,10 @@ pub async fn update(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     let audit = call
         .audit("connection.update", format!("connection/{}", prev.id))
         .detail("fields", &changed);
-    store(call).save(&prev, &next, &audit).await.map_err(write_error)?;
+    store(call)
+        .save(&prev, &next, &audit)
+        .await
+        .map_err(write_error)?;
     respond(call, StatusCode::OK, &next)
 }
 
@@ -434,7 +506,10 @@ fn apply_check(c: &mut Connection, outcome: &Result<Identity, ApiError>) {
         Ok(identity) => {
             c.identity = Some(identity.clone());
             c.last_error = None;
-            if matches!(c.status, ConnectionStatus::Error | ConnectionStatus::NeedsReauth) {
+            if matches!(
+                c.status,
+                ConnectionStatus::Error | ConnectionStatus::NeedsReauth
+            ) {
                 c.status = ConnectionStatus::Connected;
             }
         }
@@ -455,7 +530,10 @@ fn apply_check(c: &mut Connection, outcome: &Result<Identity, ApiError>) {
     }
 }
 
-async fn check_stored(call: &Call<'_>, conn: &Connection) -> Result<Result<Identity, ApiError>, ApiError> {
+async fn check_stored(
+    call: &Call<'_>,
+    conn: &Connection,
+) -> Result<Result<Identity, ApiError>, ApiError> {
     let (provider, method) = method_of(call, conn)?;
     if method.kind == AuthType::Oauth2 {
         return Err(ApiError::Conflict {
@@ -468,7 +546,12 @@ async fn check_stored(call: &Call<'_>, conn: &Connection) -> Result<Result<Ident
 }
 
 /// Saves `next` after a status change, with its audit entry.
-async fn save_status(call: &Call<'_>, prev: &Connection, mut next: Connection, action: &str) -> Result<Connection, ApiError> {
+async fn save_status(
+    call: &Call<'_>,
+    prev: &Connection,
+    mut next: Connection,
+    action: &str,
+) -> Result<Connection, ApiError> {
     next.updated_at = now();
     next.updated_by = call.who.user.clone();
     next.version = prev.version + 1;
@@ -479,7 +562,10 @@ async fn save_status(call: &Call<'_>, prev: &Connection, mut next: Connection, a
     if let Some(e) = &next.last_error {
         audit = audit.detail("error", &e.code);
     }
-    store(call).save(prev, &next, &audit).await.map_err(write_error)?;
+    store(call)
+        .save(prev, &next, &audit)
+        .await
+        .map_err(write_error)?;
     Ok(next)
 }
 
@@ -543,7 +629,9 @@ pub async fn test_new(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     let outcome = verify(call, provider, method, &fields).await;
     let latency_ms = started.elapsed().as_millis() as u64;
     let body = match outcome {
-        Ok(identity) => json!({ "ok": true, "connected_as": identity_json(&identity), "latency_ms": latency_ms }),
+        Ok(identity) => {
+            json!({ "ok": true, "connected_as": identity_json(&identity), "latency_ms": latency_ms })
+        }
         Err(e) => json!({
             "ok": false,
             "error": { "code": e.code(), "message": e.to_string() },

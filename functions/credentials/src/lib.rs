@@ -48,37 +48,56 @@ impl Call<'_> {
     /// A catalogue provider named by the path.
     pub fn path_provider(&self) -> Result<&'static Provider, ApiError> {
         let id = http::path_param(&self.req, "provider")?;
-        self.app
-            .catalogue
-            .provider(&id)
-            .ok_or_else(|| ApiError::NotFound(format!("no provider {:?}", id.chars().take(64).collect::<String>())))
+        self.app.catalogue.provider(&id).ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "no provider {:?}",
+                id.chars().take(64).collect::<String>()
+            ))
+        })
     }
 }
 
 /// Write routes, by route key, with the audit action a refused member attempt records.
 const WRITES: &[(&str, &str)] = &[
-    ("PUT /v1/providers/{provider}/app-credentials", "app_credentials.put"),
-    ("DELETE /v1/providers/{provider}/app-credentials", "app_credentials.delete"),
+    (
+        "PUT /v1/providers/{provider}/app-credentials",
+        "app_credentials.put",
+    ),
+    (
+        "DELETE /v1/providers/{provider}/app-credentials",
+        "app_credentials.delete",
+    ),
     ("POST /v1/connections", "connection.create"),
     ("POST /v1/connections/test", "connection.test"),
     ("PATCH /v1/connections/{id}", "connection.update"),
     ("DELETE /v1/connections/{id}", "connection.delete"),
     ("POST /v1/connections/{id}/activate", "connection.activate"),
-    ("POST /v1/connections/{id}/deactivate", "connection.deactivate"),
+    (
+        "POST /v1/connections/{id}/deactivate",
+        "connection.deactivate",
+    ),
     ("POST /v1/connections/{id}/test", "connection.test"),
 ];
 
 async fn route(app: &App, req: Request, meta: RequestMeta) -> Result<Response<Body>, ApiError> {
     let who = http::principal(&req)?;
     tracing::Span::current().record("tenant", who.tenant.as_str());
-    let call = Call { app, req, meta, who };
-    if let Some((_, action)) = WRITES.iter().find(|(r, _)| *r == call.meta.route_key) {
-        if !call.who.is_admin() {
-            let target = call.req.uri().path().to_owned();
-            call.audit_failure(call.audit(action, target).failed(Outcome::Denied, "forbidden"))
-                .await;
-            http::require_admin(&call.who)?;
-        }
+    let call = Call {
+        app,
+        req,
+        meta,
+        who,
+    };
+    if let Some((_, action)) = WRITES.iter().find(|(r, _)| *r == call.meta.route_key)
+        && !call.who.is_admin()
+    {
+        let target = call.req.uri().path().to_owned();
+        call.audit_failure(
+            call.audit(action, target)
+                .failed(Outcome::Denied, "forbidden"),
+        )
+        .await;
+        http::require_admin(&call.who)?;
     }
     match call.meta.route_key.as_str() {
         "GET /v1/providers" => catalogue::list(&call).await,

@@ -10,5 +10,8 @@ async fn main() -> Result<(), Error> {
     conduit::telemetry::init(&config.log_level);
     let app = App::new(config).await?;
     let app = &app;
-    lambda_http::run(service_fn(move |req: Request| credentials::handle(app, req))).await
+    lambda_http::run(service_fn(move |req: Request| {
+        credentials::handle(app, req)
+    }))
+    .await
 }
