@@ -1,0 +1,10 @@
+//! Scenario tests: every request goes over real HTTP through the dev host (template
+//! routes, JWT authorizer emulation) into the real handlers, which use moto's
+//! DynamoDB, KMS and Secrets Manager and call the provider sandbox.
+
+mod app_credentials;
+mod bad_input;
+mod catalogue;
+mod connections;
+mod isolation;
+mod secrets;
