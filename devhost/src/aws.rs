@@ -1,0 +1,20 @@
+//! The AWS SDK configuration that reaches moto: fixed region, static test credentials
+//! and the endpoint override — nothing read from the process environment that matters.
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_dynamodb::config::Credentials;
+
+/// The region of the local stack.
+pub const REGION: &str = "us-east-1";
+/// moto's default account id.
+pub const ACCOUNT_ID: &str = "123456789012";
+
+/// An SDK configuration for the moto server at `endpoint`.
+pub async fn moto_sdk_config(endpoint: &str) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(REGION))
+        .credentials_provider(Credentials::new("test", "test", None, None, "local"))
+        .endpoint_url(endpoint)
+        .load()
+        .await
+}

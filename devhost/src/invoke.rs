@@ -1,0 +1,170 @@
+//! Runs one function once on an event file, like `sam local invoke -e`: the function's
+//! `App` is built from its template environment on the running local stack, the event
+//! goes through `lambda_http::request::from_str`, and the response is printed the way
+//! the function hands it to API Gateway.
+
+use std::panic::AssertUnwindSafe;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use base64::Engine;
+use conduit::app::App;
+use conduit::config::Config;
+use futures::FutureExt;
+use serde_json::{Map, Value, json};
+
+use crate::event::parse_request;
+use crate::registry::FunctionRegistry;
+use crate::stack::{LocalStack, StackOptions, bootstrap};
+use crate::state::StackFile;
+use crate::template::Template;
+
+/// Bootstraps against the stack `devhost up` started (`.local/stack.json`), then runs
+/// `function` (logical id or binary name) on the event in `event_path`.
+pub async fn invoke_from_files(
+    function: &str,
+    event_path: &Path,
+    functions: &FunctionRegistry,
+) -> Result<Value> {
+    let running = StackFile::load()?;
+    let aws = crate::aws::moto_sdk_config(&running.aws_endpoint).await;
+    let template = Template::load(&crate::paths::repo_root()?.join("template.yaml"))?;
+    let options = StackOptions {
+        stack_name: running.stack_name.clone(),
+        parameters: running.parameters.clone(),
+        secret_values: Default::default(),
+        local_env: running.local_env.clone(),
+    };
+    let stack = bootstrap(&template, &aws, &options)
+        .await
+        .with_context(|| {
+            format!(
+                "reaching the local stack at {} — is `devhost up` running?",
+                running.aws_endpoint
+            )
+        })?;
+    let event = std::fs::read_to_string(event_path)
+        .with_context(|| format!("reading the event {}", event_path.display()))?;
+    invoke(&stack, functions, function, &event).await
+}
+
+/// Runs `function` (logical id or binary name) of `stack` once on `event` (API Gateway
+/// HTTP API 2.0 JSON) and returns the response as the function hands it to API Gateway.
+pub async fn invoke(
+    stack: &LocalStack,
+    functions: &FunctionRegistry,
+    function: &str,
+    event: &str,
+) -> Result<Value> {
+    let def = stack.template().function(function).ok_or_else(|| {
+        let known: Vec<String> = stack
+            .template()
+            .functions
+            .values()
+            .map(|f| format!("{} ({})", f.logical_id, f.binary))
+            .collect();
+        anyhow!(
+            "no function {function} in the template; known: {}",
+            known.join(", ")
+        )
+    })?;
+    let handler = functions.get(&def.binary).ok_or_else(|| {
+        anyhow!(
+            "no handler registered for binary {} in devhost::FunctionRegistry",
+            def.binary
+        )
+    })?;
+    let env = stack.function_env(&def.logical_id)?;
+    let config =
+        Config::from_map(&env).with_context(|| format!("configuration of {}", def.logical_id))?;
+    let app = App::with_aws(config, stack.sdk_config().clone())
+        .with_context(|| format!("building the App of {}", def.logical_id))?;
+    let request = parse_request(event)?;
+    let timeout = Duration::from_secs(def.timeout_secs.unwrap_or(3));
+    let response = match tokio::time::timeout(
+        timeout,
+        AssertUnwindSafe(handler(&app, request)).catch_unwind(),
+    )
+    .await
+    {
+        Err(_) => {
+            return Err(anyhow!(
+                "{} timed out after {}s",
+                def.logical_id,
+                timeout.as_secs()
+            ));
+        }
+        Ok(Err(_)) => return Err(anyhow!("{} panicked", def.logical_id)),
+        Ok(Ok(Err(error))) => return Err(anyhow!("{} failed: {error}", def.logical_id)),
+        Ok(Ok(Ok(response))) => response,
+    };
+    Ok(gateway_response(response))
+}
+
+/// A function response as payload-2.0 JSON: `statusCode`, `headers` (duplicates
+/// comma-joined), `cookies`, `body` (text when UTF-8, else base64) and
+/// `isBase64Encoded`.
+pub fn gateway_response(response: lambda_http::Response<lambda_http::Body>) -> Value {
+    let (parts, body) = response.into_parts();
+    let mut headers = Map::new();
+    let mut cookies = Vec::new();
+    for name in parts.headers.keys() {
+        let values: Vec<String> = parts
+            .headers
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect();
+        if name == http::header::SET_COOKIE {
+            cookies.extend(values);
+        } else {
+            headers.insert(name.as_str().to_owned(), Value::String(values.join(",")));
+        }
+    }
+    let bytes = match body {
+        lambda_http::Body::Text(text) => text.into_bytes(),
+        lambda_http::Body::Binary(bytes) => bytes,
+        _ => Vec::new(),
+    };
+    let (body, base64) = match String::from_utf8(bytes) {
+        Ok(text) => (text, false),
+        Err(err) => (
+            base64::engine::general_purpose::STANDARD.encode(err.into_bytes()),
+            true,
+        ),
+    };
+    let mut out = json!({
+        "statusCode": parts.status.as_u16(),
+        "headers": headers,
+        "body": body,
+        "isBase64Encoded": base64,
+    });
+    if !cookies.is_empty() {
+        out["cookies"] = json!(cookies);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn responses_render_like_payload_2() {
+        let resp = lambda_http::Response::builder()
+            .status(201)
+            .header("content-type", "application/json")
+            .header("set-cookie", "a=1")
+            .body(lambda_http::Body::Binary(br#"{"ok":true}"#.to_vec()))
+            .unwrap();
+        let out = gateway_response(resp);
+        assert_eq!(out["statusCode"], 201);
+        assert_eq!(out["body"], r#"{"ok":true}"#);
+        assert_eq!(out["isBase64Encoded"], false);
+        assert_eq!(out["cookies"], json!(["a=1"]));
+        assert!(out["headers"].get("set-cookie").is_none());
+        let binary = lambda_http::Response::new(lambda_http::Body::Binary(vec![0xff]));
+        assert_eq!(gateway_response(binary)["isBase64Encoded"], true);
+    }
+}

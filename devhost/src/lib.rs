@@ -1,0 +1,40 @@
+//! Conduit's local stack: the AWS services of `template.yaml` on moto, the provider
+//! sandbox, and a dev host that serves every HTTP function at its template route behind
+//! an emulated JWT authorizer — the same handlers a deployed Lambda runs, in-process.
+//!
+//! Each piece works alone ([`MotoServer`], [`bootstrap`], [`DevHost`], [`LocalJwt`]);
+//! [`LocalEnv`] starts them all for scenario tests:
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! let env = devhost::LocalEnv::start(devhost::LocalEnvOptions::default()).await?;
+//! let token = env.jwt.mint("demo", "dev-admin", "admin", std::time::Duration::from_secs(600))?;
+//! let url = format!("{}/v1/providers", env.url());
+//! # let _ = (token, url);
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod aws;
+pub mod env;
+pub mod event;
+pub mod invoke;
+pub mod jwt;
+pub mod moto;
+pub mod paths;
+pub mod registry;
+pub mod routes;
+pub mod server;
+pub mod stack;
+pub mod state;
+pub mod template;
+
+pub use aws::moto_sdk_config;
+pub use env::{LocalEnv, LocalEnvOptions};
+pub use jwt::LocalJwt;
+pub use moto::MotoServer;
+pub use registry::FunctionRegistry;
+pub use server::DevHost;
+pub use stack::{LocalStack, StackOptions, bootstrap};
+pub use template::Template;

@@ -1,0 +1,275 @@
+//! `devhost`: runs Conduit locally.
+//!
+//! ```text
+//! devhost up [--port 3000] [--sandbox-port 9100] [--stack-name conduit-local]
+//! devhost token --tenant T --user U --role admin|member [--ttl 3600]
+//! devhost invoke <FunctionLogicalId|binary> <event.json>
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use devhost::env::{LocalEnv, LocalEnvOptions};
+use devhost::jwt::LocalJwt;
+use devhost::moto::MotoServer;
+use devhost::registry::FunctionRegistry;
+use devhost::state::StackFile;
+
+const USAGE: &str = "\
+devhost — run Conduit locally (moto + provider sandbox + every HTTP function of template.yaml)
+
+USAGE:
+  devhost up [--port 3000] [--sandbox-port 9100] [--stack-name conduit-local]
+      Starts moto (unless AWS_ENDPOINT_URL is set), the provider sandbox, creates the
+      template's tables, keys, secrets and queues, and serves the HTTP API. Prints the
+      URL, tokens and a curl example; runs until Ctrl-C.
+  devhost token --tenant T --user U --role admin|member [--ttl 3600]
+      Prints a token the running dev host accepts (signed with .local/jwt.key).
+  devhost invoke <FunctionLogicalId|binary> <event.json>
+      Runs one function once on an API Gateway HTTP API event file against the running
+      local stack and prints its response, like `sam local invoke -e`.
+";
+
+/// Tokens printed by `up` last this long.
+const UP_TOKEN_TTL: Duration = Duration::from_secs(12 * 3600);
+
+/// Hand-parsed `--flag value` / `--flag=value` options and positional arguments.
+struct Args {
+    flags: BTreeMap<String, String>,
+    positional: Vec<String>,
+}
+
+impl Args {
+    fn parse(raw: &[String], known: &[&str]) -> Result<Self> {
+        let mut flags = BTreeMap::new();
+        let mut positional = Vec::new();
+        let mut it = raw.iter();
+        while let Some(arg) = it.next() {
+            if let Some(flag) = arg.strip_prefix("--") {
+                let (name, value) = match flag.split_once('=') {
+                    Some((n, v)) => (n.to_owned(), v.to_owned()),
+                    None => (
+                        flag.to_owned(),
+                        it.next()
+                            .cloned()
+                            .ok_or_else(|| anyhow!("--{flag} needs a value"))?,
+                    ),
+                };
+                if !known.contains(&name.as_str()) {
+                    bail!("unknown option --{name}\n\n{USAGE}");
+                }
+                flags.insert(name, value);
+            } else {
+                positional.push(arg.clone());
+            }
+        }
+        Ok(Self { flags, positional })
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.flags.get(name).map(String::as_str)
+    }
+
+    fn required(&self, name: &str) -> Result<&str> {
+        self.get(name)
+            .ok_or_else(|| anyhow!("--{name} is required\n\n{USAGE}"))
+    }
+
+    fn number<T: std::str::FromStr>(&self, name: &str, default: T) -> Result<T> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(v) => v
+                .parse()
+                .map_err(|_| anyhow!("--{name} must be a number, got {v:?}")),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    let result = match raw.first().map(String::as_str) {
+        Some("up") => runtime().and_then(|rt| rt.block_on(up(&raw[1..]))),
+        Some("token") => token(&raw[1..]),
+        Some("invoke") => runtime().and_then(|rt| rt.block_on(invoke(&raw[1..]))),
+        Some("help" | "--help" | "-h") => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(anyhow!("unknown command {other:?}\n\n{USAGE}")),
+        None => Err(anyhow!("{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("devhost: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+async fn up(raw: &[String]) -> Result<()> {
+    let args = Args::parse(raw, &["port", "sandbox-port", "stack-name"])?;
+    if let Some(extra) = args.positional.first() {
+        bail!("unexpected argument {extra:?}\n\n{USAGE}");
+    }
+    let port: u16 = args.number("port", 3000)?;
+    let sandbox_port: u16 = args.number("sandbox-port", 9100)?;
+    let stack_name = args.get("stack-name").unwrap_or("conduit-local").to_owned();
+    conduit::telemetry::init_with_writer("info", std::io::stderr);
+
+    let (moto, aws_endpoint) = match std::env::var("AWS_ENDPOINT_URL")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+    {
+        Some(endpoint) => (None, endpoint),
+        None => {
+            eprintln!("starting moto…");
+            let moto = tokio::task::spawn_blocking(MotoServer::start)
+                .await
+                .context("starting moto")??;
+            let endpoint = moto.endpoint();
+            (Some(moto), endpoint)
+        }
+    };
+
+    let key = devhost::jwt::random_key();
+    let env = LocalEnv::start(LocalEnvOptions {
+        stack_name: Some(stack_name.clone()),
+        aws_endpoint: Some(aws_endpoint.clone()),
+        port,
+        sandbox_port,
+        jwt_key: Some(key),
+        ..LocalEnvOptions::default()
+    })
+    .await?;
+    env.jwt.save_key(&StackFile::jwt_key_path()?)?;
+    StackFile {
+        aws_endpoint: aws_endpoint.clone(),
+        stack_name: stack_name.clone(),
+        sandbox_url: env.sandbox.url(),
+        devhost_url: env.url(),
+        parameters: env.stack.parameter_values().clone(),
+        local_env: env.stack.local_env().clone(),
+        jwt_issuer: env.jwt.issuer.clone(),
+        jwt_audience: env.jwt.audience.clone(),
+        pid: std::process::id(),
+    }
+    .save()?;
+
+    let admin = env.jwt.mint("demo", "dev-admin", "admin", UP_TOKEN_TTL)?;
+    let member = env.jwt.mint("demo", "dev-member", "member", UP_TOKEN_TTL)?;
+    print_banner(&env, &aws_endpoint, &stack_name, &admin, &member);
+
+    wait_for_stop().await;
+    eprintln!("stopping…");
+    env.shutdown().await;
+    StackFile::remove();
+    drop(moto);
+    Ok(())
+}
+
+fn print_banner(env: &LocalEnv, aws_endpoint: &str, stack_name: &str, admin: &str, member: &str) {
+    let url = env.url();
+    let body = r#"{"provider":"zendesk","auth_method":"api_token","label":"Acme Zendesk","credentials":{"subdomain":"acme","email":"admin@acme.test","api_token":"zd-sandbox-token-0001"}}"#;
+    println!(
+        r#"
+Conduit is running locally.
+
+  API (dev host)    {url}
+  Provider sandbox  {sandbox}
+  AWS (moto)        {aws_endpoint}   stack {stack_name}
+
+Tokens for tenant "demo" (12 h; more with `devhost token --tenant demo --user dev-admin --role admin`):
+
+  export CONDUIT_URL={url}
+  export TOKEN={admin}
+  export MEMBER_TOKEN={member}
+
+Try it — create a Zendesk connection against the sandbox, list, test and delete it:
+
+  ID=$(curl -s -X POST "$CONDUIT_URL/v1/connections" \
+    -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+    -d '{body}' \
+    | grep -o '"id":"[^"]*"' | head -1 | cut -d'"' -f4); echo "$ID"
+  curl -s "$CONDUIT_URL/v1/connections" -H "authorization: Bearer $MEMBER_TOKEN"
+  curl -s -X POST "$CONDUIT_URL/v1/connections/$ID/test" -H "authorization: Bearer $TOKEN"
+  curl -s -X DELETE -o /dev/null -w '%{{http_code}}\n' "$CONDUIT_URL/v1/connections/$ID" -H "authorization: Bearer $TOKEN"
+
+Ctrl-C stops everything.
+"#,
+        sandbox = env.sandbox.url(),
+    );
+}
+
+async fn wait_for_stop() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn token(raw: &[String]) -> Result<()> {
+    let args = Args::parse(raw, &["tenant", "user", "role", "ttl"])?;
+    let tenant = args.required("tenant")?;
+    let user = args.required("user")?;
+    let role = args.required("role")?;
+    if !matches!(role, "admin" | "member") {
+        bail!("--role must be admin or member, got {role:?}");
+    }
+    let ttl: u64 = args.number("ttl", 3600)?;
+    let running = StackFile::load()?;
+    let jwt = LocalJwt::load(
+        &StackFile::jwt_key_path()?,
+        running.jwt_issuer,
+        running.jwt_audience,
+    )?;
+    println!(
+        "{}",
+        jwt.mint(tenant, user, role, Duration::from_secs(ttl))?
+    );
+    Ok(())
+}
+
+async fn invoke(raw: &[String]) -> Result<()> {
+    let args = Args::parse(raw, &[])?;
+    let [function, event] = args.positional.as_slice() else {
+        bail!("invoke takes a function and an event file\n\n{USAGE}");
+    };
+    conduit::telemetry::init_with_writer("info", std::io::stderr);
+    let response = devhost::invoke::invoke_from_files(
+        function,
+        &PathBuf::from(event),
+        &FunctionRegistry::conduit(),
+    )
+    .await?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&response).context("rendering the response")?
+    );
+    Ok(())
+}
