@@ -25,12 +25,25 @@ async fn a_tenant_brings_its_own_oauth_app() {
     assert_eq!(got["client_secret"], "••••0042");
 
     // Without a new secret the stored one is kept.
-    let (status, updated) = app.send("PUT", path, &admin, Some(json!({"client_id": "my-client-2"}))).await;
+    let (status, updated) = app
+        .send(
+            "PUT",
+            path,
+            &admin,
+            Some(json!({"client_id": "my-client-2"})),
+        )
+        .await;
     assert_eq!(status, 200, "{updated}");
     assert_eq!(updated["client_secret"], "••••0042");
     assert_eq!(updated["version"], 2);
     let (status, _) = app
-        .send_with("PUT", path, &admin, Some(json!({"client_id": "x"})), &[("if-match", "\"1\"")])
+        .send_with(
+            "PUT",
+            path,
+            &admin,
+            Some(json!({"client_id": "x"})),
+            &[("if-match", "\"1\"")],
+        )
         .await;
     assert_eq!(status, 412);
 
@@ -38,7 +51,12 @@ async fn a_tenant_brings_its_own_oauth_app() {
     assert_eq!(provider["oauth_app"]["source"], "tenant");
 
     let (status, resp) = app
-        .send("PUT", "/v1/providers/freshdesk/app-credentials", &admin, Some(json!({"client_id": "c", "client_secret": "s"})))
+        .send(
+            "PUT",
+            "/v1/providers/freshdesk/app-credentials",
+            &admin,
+            Some(json!({"client_id": "c", "client_secret": "s"})),
+        )
         .await;
     assert_eq!(status, 400, "{resp}");
     assert_eq!(resp["error"]["code"], "no_oauth");
@@ -48,7 +66,13 @@ async fn a_tenant_brings_its_own_oauth_app() {
     let (status, _) = app.get(path, &admin).await;
     assert_eq!(status, 404);
     let actions = app.audit_actions(&t).await;
-    assert_eq!(actions.iter().filter(|(a, _)| a == "app_credentials.put").count(), 2);
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|(a, _)| a == "app_credentials.put")
+            .count(),
+        2
+    );
     assert!(actions.iter().any(|(a, _)| a == "app_credentials.delete"));
     app.assert_secret_absent(secret, &t).await;
 }

@@ -14,12 +14,16 @@ async fn the_catalogue_lists_every_provider_with_its_forms() {
     assert_eq!(names, ["subdomain", "email", "api_token"]);
     assert_eq!(fields[2]["secret"], true);
 
-    let (status, body) = app.get("/v1/providers/hubspot", &app.token(&t, Role::Member)).await;
+    let (status, body) = app
+        .get("/v1/providers/hubspot", &app.token(&t, Role::Member))
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["provider"]["auth"][0]["type"], "oauth2");
     assert_eq!(body["oauth_app"]["source"], "none");
 
-    let (status, body) = app.get("/v1/providers/nope", &app.token(&t, Role::Member)).await;
+    let (status, body) = app
+        .get("/v1/providers/nope", &app.token(&t, Role::Member))
+        .await;
     assert_eq!(status, 404);
     assert_eq!(body["error"]["code"], "not_found");
 }

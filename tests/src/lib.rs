@@ -40,7 +40,10 @@ struct Capture(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Capture {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -68,7 +71,11 @@ fn shared() -> &'static Shared {
         std::thread::Builder::new()
             .name("local-env".into())
             .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+                let rt = match tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                {
                     Ok(rt) => rt,
                     Err(e) => {
                         let _ = tx.send(Err(e.to_string()));
@@ -129,7 +136,9 @@ pub fn zendesk(token: &str) -> Value {
 impl TestApp {
     /// The environment (started on first use).
     pub async fn spawn() -> Self {
-        let shared = tokio::task::spawn_blocking(shared).await.expect("environment start");
+        let shared = tokio::task::spawn_blocking(shared)
+            .await
+            .expect("environment start");
         Self {
             shared,
             http: reqwest::Client::new(),
@@ -150,7 +159,12 @@ impl TestApp {
     pub fn token(&self, tenant: &str, role: Role) -> String {
         self.shared
             .jwt
-            .mint(tenant, &format!("user-{}", role.as_str()), role.as_str(), Duration::from_secs(600))
+            .mint(
+                tenant,
+                &format!("user-{}", role.as_str()),
+                role.as_str(),
+                Duration::from_secs(600),
+            )
             .expect("mint token")
     }
 
@@ -158,11 +172,19 @@ impl TestApp {
     pub fn token_with_key(&self, tenant: &str, role: Role, key: &[u8]) -> String {
         let mut other = self.shared.jwt.clone();
         other.key = key.to_vec();
-        other.mint(tenant, "user", role.as_str(), Duration::from_secs(600)).expect("mint token")
+        other
+            .mint(tenant, "user", role.as_str(), Duration::from_secs(600))
+            .expect("mint token")
     }
 
     /// Sends a request; returns the status and the JSON body (Null when empty).
-    pub async fn send(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         self.send_with(method, path, token, body, &[]).await
     }
 
@@ -175,9 +197,10 @@ impl TestApp {
         body: Option<Value>,
         headers: &[(&str, &str)],
     ) -> (u16, Value) {
-        let mut req = self
-            .http
-            .request(Method::from_bytes(method.as_bytes()).expect("method"), format!("{}{path}", self.shared.url));
+        let mut req = self.http.request(
+            Method::from_bytes(method.as_bytes()).expect("method"),
+            format!("{}{path}", self.shared.url),
+        );
         if !token.is_empty() {
             req = req.bearer_auth(token);
         }
@@ -191,10 +214,20 @@ impl TestApp {
     }
 
     /// Sends a raw body with a content type.
-    pub async fn send_raw(&self, method: &str, path: &str, token: &str, body: String, content_type: &str) -> (u16, Value) {
+    pub async fn send_raw(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: String,
+        content_type: &str,
+    ) -> (u16, Value) {
         let req = self
             .http
-            .request(Method::from_bytes(method.as_bytes()).expect("method"), format!("{}{path}", self.shared.url))
+            .request(
+                Method::from_bytes(method.as_bytes()).expect("method"),
+                format!("{}{path}", self.shared.url),
+            )
             .bearer_auth(token)
             .header("content-type", content_type)
             .body(body);
@@ -226,13 +259,19 @@ impl TestApp {
         &self.shared.env["CONDUIT_TABLE"]
     }
 
-    async fn partition(&self, pk: &str) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+    async fn partition(
+        &self,
+        pk: &str,
+    ) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
         let out = self
             .dynamo()
             .query()
             .table_name(self.table())
             .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", aws_sdk_dynamodb::types::AttributeValue::S(pk.to_owned()))
+            .expression_attribute_values(
+                ":pk",
+                aws_sdk_dynamodb::types::AttributeValue::S(pk.to_owned()),
+            )
             .send()
             .await
             .expect("query");
@@ -250,7 +289,12 @@ impl TestApp {
             .await
             .into_iter()
             .map(|i| {
-                let s = |k: &str| i.get(k).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+                let s = |k: &str| {
+                    i.get(k)
+                        .and_then(|v| v.as_s().ok())
+                        .cloned()
+                        .unwrap_or_default()
+                };
                 (s("action"), s("outcome"))
             })
             .collect()
@@ -261,12 +305,22 @@ impl TestApp {
         format!("{:?}", self.raw_item(tenant, id).await)
     }
 
-    async fn raw_item(&self, tenant: &str, id: &ConnectionId) -> std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue> {
+    async fn raw_item(
+        &self,
+        tenant: &str,
+        id: &ConnectionId,
+    ) -> std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue> {
         self.dynamo()
             .get_item()
             .table_name(self.table())
-            .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("T#{tenant}")))
-            .key("sk", aws_sdk_dynamodb::types::AttributeValue::S(format!("CONN#{id}")))
+            .key(
+                "pk",
+                aws_sdk_dynamodb::types::AttributeValue::S(format!("T#{tenant}")),
+            )
+            .key(
+                "sk",
+                aws_sdk_dynamodb::types::AttributeValue::S(format!("CONN#{id}")),
+            )
             .send()
             .await
             .expect("get item")
@@ -284,7 +338,10 @@ impl TestApp {
     /// Writes `sealed` over a connection's stored secrets (simulating a copied ciphertext).
     pub async fn overwrite_sealed_secrets(&self, tenant: &str, id: &ConnectionId, sealed: &Sealed) {
         let mut item = self.raw_item(tenant, id).await;
-        item.insert("secrets".into(), serde_dynamo::to_attribute_value(sealed).expect("encode"));
+        item.insert(
+            "secrets".into(),
+            serde_dynamo::to_attribute_value(sealed).expect("encode"),
+        );
         self.dynamo()
             .put_item()
             .table_name(self.table())
@@ -297,13 +354,17 @@ impl TestApp {
     /// The same envelope the functions use (KMS on moto).
     pub async fn envelope(&self) -> Envelope<KmsKeys> {
         let config = Config::from_map(&self.shared.env).expect("function config");
-        App::with_aws(config, self.shared.aws.clone()).expect("app").envelope
+        App::with_aws(config, self.shared.aws.clone())
+            .expect("app")
+            .envelope
     }
 
     /// Fails if `secret` appears in any log line, response-visible item of the tenant,
     /// or audit entry.
     pub async fn assert_secret_absent(&self, secret: &str, tenant: &str) {
-        let logs = String::from_utf8_lossy(&self.shared.logs.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned();
+        let logs =
+            String::from_utf8_lossy(&self.shared.logs.0.lock().unwrap_or_else(|p| p.into_inner()))
+                .into_owned();
         assert!(!logs.is_empty(), "no log lines were captured");
         assert!(!logs.contains(secret), "a secret reached the logs");
         let audit = format!("{:?}", self.partition(&format!("AUDIT#{tenant}")).await);
@@ -319,7 +380,8 @@ async fn read(resp: reqwest::Response) -> (u16, Value) {
     let value = if bytes.is_empty() {
         Value::Null
     } else {
-        serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
     };
     (status, value)
 }
