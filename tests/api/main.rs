@@ -6,5 +6,6 @@ mod app_credentials;
 mod bad_input;
 mod catalogue;
 mod connections;
+mod events;
 mod isolation;
 mod secrets;
