@@ -8,4 +8,5 @@ mod catalogue;
 mod connections;
 mod events;
 mod isolation;
+mod queue;
 mod secrets;
