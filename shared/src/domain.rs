@@ -342,6 +342,12 @@ pub fn now() -> OffsetDateTime {
     t.replace_millisecond(t.millisecond()).unwrap_or(t)
 }
 
+/// A time as RFC 3339 text, as the API shows times.
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
 /// A UTC time as fixed-width text (`2026-11-21T22:05:01.123Z`), which sorts in time
 /// order; used in sort keys.
 pub fn sortable_time(t: OffsetDateTime) -> String {

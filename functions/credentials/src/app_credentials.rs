@@ -2,7 +2,7 @@
 //! app for a provider. The client secret is sealed and only ever shown masked.
 
 use conduit::app_credentials::{AppCredentialStore, AppCredentials, seal_context};
-use conduit::domain::{mask, now};
+use conduit::domain::{mask, now, rfc3339};
 use conduit::egress::validate_tenant_url;
 use conduit::http::{self, ApiError};
 use conduit::providers::{AuthType, FieldError, Provider};
@@ -45,18 +45,14 @@ struct View<'a> {
 }
 
 fn view(a: &AppCredentials) -> View<'_> {
-    let fmt = |t: time::OffsetDateTime| {
-        t.format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default()
-    };
     View {
         provider: &a.provider,
         client_id: &a.client_id,
         client_secret: &a.client_secret_masked,
         redirect_uri: a.redirect_uri.as_deref(),
         scopes: a.scopes.as_deref(),
-        created_at: fmt(a.created_at),
-        updated_at: fmt(a.updated_at),
+        created_at: rfc3339(a.created_at),
+        updated_at: rfc3339(a.updated_at),
         updated_by: a.updated_by.as_str(),
         version: a.version,
     }

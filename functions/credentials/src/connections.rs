@@ -8,7 +8,7 @@ use conduit::audit::Outcome;
 use conduit::connections::{Connection, Connections, LastError, WriteError, seal_context};
 use conduit::connector::{CheckOutcome, Connector};
 use conduit::crypto::Sealed;
-use conduit::domain::{ConnectionId, ConnectionStatus, Identity, Label, TenantId, now};
+use conduit::domain::{ConnectionId, ConnectionStatus, Identity, Label, TenantId, now, rfc3339};
 use conduit::http::{self, ApiError};
 use conduit::providers::{AuthMethod, AuthType, FieldError, Fields, Provider};
 use lambda_http::http::StatusCode;
@@ -16,17 +16,11 @@ use lambda_http::{Body, Response};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use time::OffsetDateTime;
 
 use crate::Call;
 
 fn store(call: &Call<'_>) -> Connections {
     Connections::new(call.app.table.clone())
-}
-
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 /// What the API shows of a connection: settings whole, secrets masked.
@@ -110,15 +104,12 @@ fn field_error(field: &str, message: impl Into<String>) -> ApiError {
 }
 
 /// The provider and key-style auth method a body names.
-fn resolve_method<'p>(
+fn resolve_method(
     call: &Call<'_>,
     provider: &str,
     method: Option<&str>,
-) -> Result<(&'p Provider, &'p AuthMethod), ApiError>
-where
-    'static: 'p,
-{
-    let provider: &'p Provider = call
+) -> Result<(&'static Provider, &'static AuthMethod), ApiError> {
+    let provider: &'static Provider = call
         .app
         .catalogue
         .provider(provider)
