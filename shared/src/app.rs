@@ -40,6 +40,8 @@ pub struct App {
     pub audit: AuditLog,
     /// The outbound HTTP client (SSRF-guarded, no redirects).
     pub http: reqwest::Client,
+    /// Events for the rest of the product (EventBridge).
+    pub events: crate::events::EventPublisher,
     /// The AWS SDK configuration, for clients a function adds.
     pub aws: aws_config::SdkConfig,
 }
@@ -71,8 +73,13 @@ impl App {
             allow_loopback_http: config.allow_loopback_http,
         })
         .map_err(|e| BootError::Http(e.to_string()))?;
+        let events = crate::events::EventPublisher::new(
+            aws_sdk_eventbridge::Client::new(&aws),
+            config.event_bus.clone(),
+        );
         Ok(Self {
             audit: AuditLog::new(table.clone()),
+            events,
             config,
             catalogue,
             table,

@@ -28,6 +28,10 @@ pub struct AppCredentials {
     /// Scopes to request instead of the catalogue's defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scopes: Option<Vec<String>>,
+    /// The app's settings from the catalogue's `app_fields` (a custom provider's
+    /// endpoints and client authentication), validated.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub settings: std::collections::BTreeMap<String, String>,
     /// Creation time.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,

@@ -77,6 +77,31 @@ impl AuditEntry {
         }
     }
 
+    /// An entry for an action Conduit took on its own (`system:token-refresh`).
+    pub fn system(
+        tenant: &TenantId,
+        actor: &str,
+        request_id: &str,
+        action: &str,
+        target: impl Into<String>,
+    ) -> Self {
+        let at = crate::domain::now();
+        Self {
+            id: AuditId::generate(),
+            tenant: tenant.clone(),
+            actor: format!("system:{actor}"),
+            role: None,
+            action: action.to_owned(),
+            target: target.into(),
+            outcome: Outcome::Success,
+            code: None,
+            request_id: request_id.to_owned(),
+            at,
+            details: serde_json::Map::new(),
+            ttl: (at + time::Duration::days(RETENTION_DAYS)).unix_timestamp(),
+        }
+    }
+
     /// Marks the entry as a failure with `code`.
     pub fn failed(mut self, outcome: Outcome, code: &str) -> Self {
         self.outcome = outcome;

@@ -38,6 +38,12 @@ pub struct Config {
     pub provider_origin_override: Option<Url>,
     /// Local use only: tenant URLs may be plain http on loopback addresses.
     pub allow_loopback_http: bool,
+    /// `CONDUIT_PUBLIC_BASE_URL`: the API's public base URL; OAuth redirect URIs are
+    /// `{base}/v1/oauth/{provider}/callback`. Optional: only the OAuth functions need it.
+    pub public_base_url: Option<Url>,
+    /// `CONDUIT_EVENT_BUS`: the EventBridge bus Conduit publishes its events on.
+    /// Optional: only functions that publish need it.
+    pub event_bus: Option<String>,
     /// The log level filter (`error` … `debug`).
     pub log_level: String,
 }
@@ -87,6 +93,10 @@ impl Config {
                 });
             }
         };
+        let public_base_url = optional("CONDUIT_PUBLIC_BASE_URL")
+            .map(|s| parse_origin("CONDUIT_PUBLIC_BASE_URL", &s))
+            .transpose()?;
+        let event_bus = optional("CONDUIT_EVENT_BUS");
         let log_level = optional("CONDUIT_LOG_LEVEL").unwrap_or_else(|| "info".to_owned());
         if !["error", "warn", "info", "debug", "trace"].contains(&log_level.as_str()) {
             return Err(ConfigError::Invalid {
@@ -101,6 +111,8 @@ impl Config {
             dashboard_origins,
             provider_origin_override,
             allow_loopback_http,
+            public_base_url,
+            event_bus,
             log_level,
         })
     }

@@ -9,7 +9,9 @@ use time::OffsetDateTime;
 
 use crate::audit::AuditEntry;
 use crate::crypto::{SealContext, Sealed};
-use crate::domain::{ConnectionId, ConnectionStatus, Identity, Label, TenantId, UserId};
+use crate::domain::{
+    ConnectionId, ConnectionStatus, Identity, Label, TenantId, UserId, sortable_time,
+};
 use crate::store::{Keyed, StoreError, Table, Write, keys, to_item};
 
 /// A failure recorded on a connection (never holds provider bodies or secrets).
@@ -22,6 +24,62 @@ pub struct LastError {
     /// When.
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
+}
+
+/// Where an OAuth connection's client app comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AppSource {
+    /// The tenant's own app credentials.
+    Tenant,
+    /// The platform's default app (Secrets Manager).
+    Platform,
+}
+
+/// The token lifecycle of an OAuth connection (never the tokens themselves: those are
+/// in the sealed secrets as `access_token` and `refresh_token`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenState {
+    /// Which app the grant belongs to.
+    pub app: AppSource,
+    /// When the access token expires, when the provider said (Salesforce does not).
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub expires_at: Option<OffsetDateTime>,
+    /// When the scheduled sweep should next look at it (refresh, or check a token
+    /// without an expiry); none when it has no refresh token.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub refresh_due: Option<OffsetDateTime>,
+    /// The last successful refresh.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub refreshed_at: Option<OffsetDateTime>,
+    /// When a token without an expiry was last confirmed active (introspection).
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub validated_at: Option<OffsetDateTime>,
+    /// Refresh failures since the last success.
+    #[serde(default)]
+    pub failures: u32,
+    /// +1 for every new access token: tells a caller whose token got a 401 whether
+    /// someone already replaced it.
+    #[serde(default)]
+    pub generation: u64,
+    /// Whether a refresh token is held.
+    pub has_refresh_token: bool,
 }
 
 /// A stored connection.
@@ -81,6 +139,29 @@ pub struct Connection {
     pub updated_by: UserId,
     /// Optimistic-concurrency version, +1 per change.
     pub version: u64,
+    /// OAuth: the token lifecycle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<TokenState>,
+    /// Who holds the refresh lease (one refresher at a time), if anyone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_holder: Option<String>,
+    /// Until when the lease holds (Unix milliseconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_until: Option<i64>,
+}
+
+/// A connection as stored: its keys, and its place in the refresh index when the
+/// scheduled sweep should look at it.
+#[derive(Serialize)]
+struct ConnectionItem<'a> {
+    pk: String,
+    sk: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gsi1pk: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gsi1sk: Option<String>,
+    #[serde(flatten)]
+    item: &'a Connection,
 }
 
 impl Connection {
@@ -89,12 +170,38 @@ impl Connection {
         seal_context(&self.tenant, &self.id)
     }
 
-    fn keyed(&self) -> Keyed<&Self> {
-        Keyed {
+    fn keyed(&self) -> ConnectionItem<'_> {
+        let due = self.refresh_due();
+        ConnectionItem {
             pk: keys::tenant(&self.tenant),
             sk: keys::connection(&self.id),
+            gsi1pk: due.map(|_| keys::token_due(keys::token_due_shard(&self.id))),
+            gsi1sk: due.map(|t| format!("{}#{}#{}", sortable_time(t), self.tenant, self.id)),
             item: self,
         }
+    }
+
+    /// When the scheduled sweep should look at this connection: only connections in
+    /// use (connected or paused) with a refresh token are in the index.
+    pub fn refresh_due(&self) -> Option<OffsetDateTime> {
+        let in_use = matches!(
+            self.status,
+            ConnectionStatus::Connected | ConnectionStatus::Paused
+        );
+        self.token
+            .as_ref()
+            .filter(|t| in_use && t.has_refresh_token)
+            .and_then(|t| t.refresh_due)
+    }
+
+    /// Writes the item whatever is there (first load, benchmarks' bulk set-up).
+    pub fn to_item(
+        &self,
+    ) -> Result<
+        std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,
+        StoreError,
+    > {
+        to_item(&self.keyed())
     }
 
     fn marker(&self) -> Option<Keyed<Marker>> {
@@ -167,6 +274,23 @@ impl Connections {
             .into_iter()
             .map(|k| k.item)
             .collect())
+    }
+
+    /// The connection of a tenant that holds a provider account, if any.
+    pub async fn owner_of(
+        &self,
+        tenant: &TenantId,
+        provider: &str,
+        account_key: &str,
+    ) -> Result<Option<ConnectionId>, StoreError> {
+        Ok(self
+            .table
+            .get::<Keyed<Marker>>(
+                &keys::tenant(tenant),
+                &keys::account_marker(provider, account_key),
+            )
+            .await?
+            .map(|m| m.item.connection_id))
     }
 
     async fn existing_owner(&self, conn: &Connection) -> Option<ConnectionId> {

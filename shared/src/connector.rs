@@ -51,6 +51,12 @@ pub struct Connector<'a> {
 pub struct UrlBuildError(String);
 
 impl Connector<'_> {
+    /// Builds a URL from a catalogue template (an endpoint of the method) with this
+    /// connection's values; catalogue hosts go to the sandbox when configured so.
+    pub fn endpoint(&self, template: &str) -> Result<String, UrlBuildError> {
+        self.render(template)
+    }
+
     fn render(&self, template: &str) -> Result<String, UrlBuildError> {
         let url = render(template, |name| self.fields.value(name))
             .map_err(|e| UrlBuildError(e.to_string()))?;
@@ -127,12 +133,36 @@ impl Connector<'_> {
                 req.header(name, sensitive(fill(value)?)?)
             }
             Some(Apply::Query { name, value }) => req.query(&[(fill(name)?, fill(value)?)]),
+            // OAuth methods send the access token as a bearer unless they say otherwise.
+            None if self.method.kind == crate::providers::AuthType::Oauth2 => req.header(
+                reqwest::header::AUTHORIZATION,
+                sensitive(format!("Bearer {}", fill("{access_token}")?))?,
+            ),
             None => req,
         })
     }
 
     /// Tests the credentials against the provider's check endpoint.
     pub async fn check(&self, http: &reqwest::Client) -> CheckOutcome {
+        self.check_detail(http).await.0
+    }
+
+    /// Like [`Connector::check`], also reading the granted scopes where the check
+    /// response lists them (HubSpot's token info).
+    pub async fn check_detail(
+        &self,
+        http: &reqwest::Client,
+    ) -> (CheckOutcome, Option<Vec<String>>) {
+        let mut scopes = None;
+        let outcome = self.check_inner(http, &mut scopes).await;
+        (outcome, scopes)
+    }
+
+    async fn check_inner(
+        &self,
+        http: &reqwest::Client,
+        scopes: &mut Option<Vec<String>>,
+    ) -> CheckOutcome {
         let url = match self.check_url() {
             Ok(u) => u,
             Err(e) => return CheckOutcome::Unavailable(e.to_string()),
@@ -195,6 +225,11 @@ impl Connector<'_> {
                 .and_then(|ptr| json.pointer(ptr))
                 .and_then(scalar)
         };
+        *scopes = p
+            .scopes
+            .as_deref()
+            .and_then(|ptr| json.pointer(ptr))
+            .map(scope_list);
         if self.method.check.require_id && pick(&p.id).is_none() {
             return CheckOutcome::Rejected { status };
         }
@@ -222,6 +257,24 @@ impl Connector<'_> {
                 .take(512)
                 .collect(),
         )
+    }
+}
+
+/// Scopes as a provider lists them: an array of strings or one space-separated string.
+fn scope_list(v: &serde_json::Value) -> Vec<String> {
+    match v {
+        serde_json::Value::Array(items) => items
+            .iter()
+            .filter_map(|s| s.as_str())
+            .take(200)
+            .map(|s| s.chars().take(256).collect())
+            .collect(),
+        serde_json::Value::String(s) => s
+            .split_whitespace()
+            .take(200)
+            .map(|s| s.chars().take(256).collect())
+            .collect(),
+        _ => Vec::new(),
     }
 }
 

@@ -91,6 +91,9 @@ pub struct AuthMethod {
     /// OAuth: the revocation endpoint, where the provider has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoke_url: Option<String>,
+    /// OAuth: how the revocation endpoint takes the token.
+    #[serde(default)]
+    pub revoke_style: RevokeStyle,
     /// OAuth: the token introspection endpoint, where the provider has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub introspect_url: Option<String>,
@@ -115,6 +118,26 @@ pub struct AuthMethod {
     /// OAuth: separate connection kinds with their own scopes (Google gmail/calendar).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub kinds: BTreeMap<String, Kind>,
+    /// OAuth: settings that belong to the tenant's app credentials rather than to a
+    /// connection (a custom provider's endpoints). Their values fill placeholders too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub app_fields: Vec<Field>,
+}
+
+/// How a provider's revocation endpoint takes the token.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RevokeStyle {
+    /// RFC 7009: POST form `token=` (the refresh token when there is one), with client
+    /// authentication.
+    #[default]
+    Rfc7009,
+    /// `DELETE` the revoke URL, whose path names the refresh token (HubSpot).
+    Path,
+    /// `DELETE` the revoke URL with the access token as bearer (Zendesk).
+    Bearer,
+    /// `POST` with `?token=` in the query (Zoho).
+    Query,
 }
 
 /// Scopes of an OAuth method.
@@ -227,6 +250,9 @@ pub struct IdentityPointers {
     /// The provider account.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account: Option<String>,
+    /// OAuth: the granted scopes (an array or a space-separated string).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<String>,
 }
 
 /// A form field the dashboard renders and the API validates.
@@ -402,14 +428,22 @@ impl AuthMethod {
         self.api_base.as_deref().unwrap_or(&provider.api_base)
     }
 
-    /// A field by name.
+    /// A field by name (of the connection form, or of the app credentials).
     pub fn field(&self, name: &str) -> Option<&Field> {
-        self.fields.iter().find(|f| f.name == name)
+        self.fields
+            .iter()
+            .chain(&self.app_fields)
+            .find(|f| f.name == name)
     }
 
     /// Placeholders this method can fill: its fields, token settings and tokens.
     fn known_placeholders(&self) -> Vec<&str> {
-        let mut names: Vec<&str> = self.fields.iter().map(|f| f.name.as_str()).collect();
+        let mut names: Vec<&str> = self
+            .fields
+            .iter()
+            .chain(&self.app_fields)
+            .map(|f| f.name.as_str())
+            .collect();
         names.extend(self.token_settings.iter().map(|s| s.name.as_str()));
         if self.kind == AuthType::Oauth2 {
             names.extend(["access_token", "refresh_token"]);
@@ -457,6 +491,9 @@ impl AuthMethod {
                 }
             }
             AuthType::ApiKey | AuthType::Basic => {
+                if !self.app_fields.is_empty() {
+                    return Err("only oauth2 methods have app fields".into());
+                }
                 if self.apply.is_none() {
                     return Err("api_key and basic methods need apply".into());
                 }
@@ -465,7 +502,7 @@ impl AuthMethod {
                 }
             }
         }
-        for f in &self.fields {
+        for f in self.fields.iter().chain(&self.app_fields) {
             if f.kind == FieldType::Select && f.options.is_empty() {
                 return Err(format!("select field {} has no options", f.name));
             }
@@ -587,52 +624,71 @@ impl AuthMethod {
         input: &BTreeMap<String, String>,
         policy: &UrlPolicy,
     ) -> Result<Fields, Vec<FieldError>> {
-        let mut errors = Vec::new();
-        for name in input.keys() {
-            if self.field(name).is_none() {
-                let expected: Vec<&str> = self.fields.iter().map(|f| f.name.as_str()).collect();
+        validate_form(&self.fields, current, input, policy)
+    }
+
+    /// Validates the app-credential settings of the method (a custom provider's
+    /// endpoints) the same way.
+    pub fn validate_app_fields(
+        &self,
+        input: &BTreeMap<String, String>,
+        policy: &UrlPolicy,
+    ) -> Result<BTreeMap<String, String>, Vec<FieldError>> {
+        validate_form(&self.app_fields, &Fields::default(), input, policy).map(|f| f.public)
+    }
+}
+
+fn validate_form(
+    fields: &[Field],
+    current: &Fields,
+    input: &BTreeMap<String, String>,
+    policy: &UrlPolicy,
+) -> Result<Fields, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    for name in input.keys() {
+        if !fields.iter().any(|f| &f.name == name) {
+            let expected: Vec<&str> = fields.iter().map(|f| f.name.as_str()).collect();
+            errors.push(FieldError {
+                field: name.chars().take(64).collect(),
+                message: format!("unknown field; expected one of: {}", expected.join(", ")),
+            });
+        }
+    }
+    let mut out = current.clone();
+    for field in fields {
+        let value = match input.get(&field.name) {
+            Some(v) => v.trim().to_owned(),
+            None if current.value(&field.name).is_some() => continue,
+            None => field.default.clone().unwrap_or_default(),
+        };
+        out.public.remove(&field.name);
+        out.secret.remove(&field.name);
+        if value.is_empty() {
+            if field.required {
                 errors.push(FieldError {
-                    field: name.chars().take(64).collect(),
-                    message: format!("unknown field; expected one of: {}", expected.join(", ")),
+                    field: field.name.clone(),
+                    message: "is required".into(),
                 });
             }
+            continue;
         }
-        let mut out = current.clone();
-        for field in &self.fields {
-            let value = match input.get(&field.name) {
-                Some(v) => v.trim().to_owned(),
-                None if current.value(&field.name).is_some() => continue,
-                None => field.default.clone().unwrap_or_default(),
-            };
-            out.public.remove(&field.name);
-            out.secret.remove(&field.name);
-            if value.is_empty() {
-                if field.required {
-                    errors.push(FieldError {
-                        field: field.name.clone(),
-                        message: "is required".into(),
-                    });
-                }
-                continue;
+        match field.check(&value, policy) {
+            Ok(v) if field.secret => {
+                out.secret.insert(field.name.clone(), SecretString::from(v));
             }
-            match field.check(&value, policy) {
-                Ok(v) if field.secret => {
-                    out.secret.insert(field.name.clone(), SecretString::from(v));
-                }
-                Ok(v) => {
-                    out.public.insert(field.name.clone(), v);
-                }
-                Err(message) => errors.push(FieldError {
-                    field: field.name.clone(),
-                    message,
-                }),
+            Ok(v) => {
+                out.public.insert(field.name.clone(), v);
             }
+            Err(message) => errors.push(FieldError {
+                field: field.name.clone(),
+                message,
+            }),
         }
-        if errors.is_empty() {
-            Ok(out)
-        } else {
-            Err(errors)
-        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
     }
 }
 

@@ -50,6 +50,29 @@ pub mod keys {
     pub fn audit(t: &TenantId) -> String {
         format!("AUDIT#{t}")
     }
+    /// The partition of a pending OAuth flow, by the hash of its state.
+    pub fn oauth_flow(state_hash: &str) -> String {
+        format!("OAUTH#{state_hash}")
+    }
+    /// The sort key of a pending OAuth flow.
+    pub const OAUTH_FLOW_SK: &str = "FLOW";
+    /// How many partitions the token-refresh index is spread over.
+    pub const TOKEN_DUE_SHARDS: u32 = 8;
+    /// A partition of the token-refresh index.
+    pub fn token_due(shard: u32) -> String {
+        format!("TOKENDUE#{shard}")
+    }
+    /// The refresh-index shard of a connection (FNV-1a of its id: stable forever).
+    pub fn token_due_shard(id: &ConnectionId) -> u32 {
+        let hash = id.as_str().bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        (hash % u64::from(TOKEN_DUE_SHARDS)) as u32
+    }
+    /// A refresh failure of a connection.
+    pub fn token_failure(id: &ConnectionId, at: &str) -> String {
+        format!("TOKENFAIL#{id}#{at}")
+    }
 }
 
 /// Store failures.
@@ -249,6 +272,68 @@ impl Table {
         }
         req.send().await.map_err(condition_or)?;
         Ok(())
+    }
+
+    /// Deletes an item only if `condition` holds, returning the item as it was: the
+    /// way to consume a single-use record exactly once. A failed condition (or an
+    /// absent item) is `ConditionFailed`.
+    pub async fn take<T: DeserializeOwned>(
+        &self,
+        pk: &str,
+        sk: &str,
+        condition: &str,
+        values: Vec<(&str, AttributeValue)>,
+        names: &[(&str, &str)],
+    ) -> Result<T, StoreError> {
+        let mut req = self
+            .client
+            .delete_item()
+            .table_name(&self.name)
+            .set_key(Some(Self::key(pk, sk)))
+            .condition_expression(condition)
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld);
+        for (name, value) in values {
+            req = req.expression_attribute_values(name, value);
+        }
+        for (alias, name) in names {
+            req = req.expression_attribute_names(*alias, *name);
+        }
+        let out = req.send().await.map_err(condition_or)?;
+        let item = out.attributes.ok_or(StoreError::ConditionFailed)?;
+        serde_dynamo::from_item(item).map_err(|e| StoreError::Conversion(e.to_string()))
+    }
+
+    /// Updates an item with `update` only if `condition` holds, returning the item
+    /// after the update (read in the same atomic step). A failed condition is
+    /// `ConditionFailed`.
+    pub async fn update<T: DeserializeOwned>(
+        &self,
+        pk: &str,
+        sk: &str,
+        update: &str,
+        condition: &str,
+        values: Vec<(&str, AttributeValue)>,
+        names: &[(&str, &str)],
+    ) -> Result<T, StoreError> {
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.name)
+            .set_key(Some(Self::key(pk, sk)))
+            .update_expression(update)
+            .condition_expression(condition)
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew);
+        for (name, value) in values {
+            req = req.expression_attribute_values(name, value);
+        }
+        for (alias, name) in names {
+            req = req.expression_attribute_names(*alias, *name);
+        }
+        let out = req.send().await.map_err(condition_or)?;
+        let item = out
+            .attributes
+            .ok_or_else(|| StoreError::Service("update returned no item".into()))?;
+        serde_dynamo::from_item(item).map_err(|e| StoreError::Conversion(e.to_string()))
     }
 
     /// Writes up to 100 items atomically; any failed condition fails them all.

@@ -11,6 +11,7 @@ use lambda_http::http::StatusCode;
 use lambda_http::{Body, Response};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 use crate::Call;
 
@@ -28,6 +29,10 @@ struct PutBody {
     redirect_uri: Option<String>,
     #[serde(default)]
     scopes: Option<Vec<String>>,
+    /// The app's settings from the catalogue's `app_fields` (a custom OAuth
+    /// provider's endpoints and client authentication).
+    #[serde(default)]
+    settings: Option<BTreeMap<String, String>>,
 }
 
 /// What the API shows of a tenant's app.
@@ -38,6 +43,8 @@ struct View<'a> {
     client_secret: &'a str,
     redirect_uri: Option<&'a str>,
     scopes: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    settings: &'a BTreeMap<String, String>,
     created_at: String,
     updated_at: String,
     updated_by: &'a str,
@@ -51,6 +58,7 @@ fn view(a: &AppCredentials) -> View<'_> {
         client_secret: &a.client_secret_masked,
         redirect_uri: a.redirect_uri.as_deref(),
         scopes: a.scopes.as_deref(),
+        settings: &a.settings,
         created_at: rfc3339(a.created_at),
         updated_at: rfc3339(a.updated_at),
         updated_by: a.updated_by.as_str(),
@@ -132,6 +140,27 @@ pub async fn put(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
             ));
         }
     }
+    let method = provider.auth.iter().find(|m| m.kind == AuthType::Oauth2);
+    let settings = match (method, &body.settings) {
+        (Some(m), Some(input)) => match m.validate_app_fields(input, &call.app.url_policy()) {
+            Ok(s) => s,
+            Err(mut field_errors) => {
+                for e in &mut field_errors {
+                    e.field = format!("settings.{}", e.field);
+                }
+                errors.append(&mut field_errors);
+                BTreeMap::new()
+            }
+        },
+        (Some(m), None) if !m.app_fields.is_empty() => {
+            errors.push(field_error(
+                "settings",
+                "is required: this provider's endpoints come with its app credentials",
+            ));
+            BTreeMap::new()
+        }
+        _ => BTreeMap::new(),
+    };
     if !errors.is_empty() {
         return Err(ApiError::invalid_fields(errors));
     }
@@ -177,6 +206,7 @@ pub async fn put(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
         client_secret_masked,
         redirect_uri,
         scopes: body.scopes,
+        settings,
         created_at: current.as_ref().map_or(at, |c| c.created_at),
         updated_at: at,
         updated_by: call.who.user.clone(),

@@ -5,11 +5,14 @@
 use std::collections::BTreeMap;
 
 use conduit::audit::Outcome;
-use conduit::connections::{Connection, Connections, LastError, WriteError, seal_context};
+use conduit::connections::{
+    Connection, Connections, LastError, TokenState, WriteError, seal_context,
+};
 use conduit::connector::{CheckOutcome, Connector};
 use conduit::crypto::Sealed;
 use conduit::domain::{ConnectionId, ConnectionStatus, Identity, Label, TenantId, now, rfc3339};
 use conduit::http::{self, ApiError};
+use conduit::oauth::lifecycle::{RevokeOutcome, TokenError, Tokens};
 use conduit::providers::{AuthMethod, AuthType, FieldError, Fields, Provider};
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Response};
@@ -42,6 +45,8 @@ struct View<'a> {
     last_error: Option<&'a LastError>,
     #[serde(skip_serializing_if = "Option::is_none")]
     checked_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<serde_json::Value>,
     created_at: String,
     created_by: &'a str,
     updated_at: String,
@@ -74,12 +79,25 @@ fn view<'a>(call: &'a Call<'_>, c: &'a Connection) -> View<'a> {
         scopes: &c.scopes,
         last_error: c.last_error.as_ref(),
         checked_at: c.checked_at.map(rfc3339),
+        token: c.token.as_ref().map(token_json),
         created_at: rfc3339(c.created_at),
         created_by: c.created_by.as_str(),
         updated_at: rfc3339(c.updated_at),
         updated_by: c.updated_by.as_str(),
         version: c.version,
     }
+}
+
+/// The token lifecycle as the dashboard sees it (never a token).
+fn token_json(t: &TokenState) -> serde_json::Value {
+    json!({
+        "app": t.app,
+        "expires_at": t.expires_at.map(rfc3339),
+        "refreshed_at": t.refreshed_at.map(rfc3339),
+        "next_refresh_at": t.refresh_due.map(rfc3339),
+        "refresh_failures": t.failures,
+        "has_refresh_token": t.has_refresh_token,
+    })
 }
 
 fn identity_json(i: &Identity) -> serde_json::Value {
@@ -335,6 +353,9 @@ pub async fn create(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
         updated_at: at,
         updated_by: call.who.user.clone(),
         version: 1,
+        token: None,
+        lease_holder: None,
+        lease_until: None,
     };
     let audit = call
         .audit("connection.create", &target)
@@ -476,17 +497,39 @@ pub async fn update(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     respond(call, StatusCode::OK, &next)
 }
 
-/// `DELETE /v1/connections/{id}`: removes the connection and its sealed secrets.
+/// `DELETE /v1/connections/{id}`: revokes an OAuth grant at the provider (a failed
+/// revocation is recorded; the disconnect still completes), then removes the
+/// connection and its sealed secrets.
 pub async fn delete(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     let conn = load(call).await?;
+    let revoke = Tokens::new(call.app, "credentials", &call.meta.request_id)
+        .revoke(&conn)
+        .await;
+    if let RevokeOutcome::Failed(code) = &revoke {
+        tracing::warn!(connection_id = %conn.id, provider = %conn.provider, code = %code, "revocation failed; disconnecting anyway");
+    }
     let audit = call
         .audit("connection.delete", format!("connection/{}", conn.id))
-        .detail("provider", &conn.provider);
+        .detail("provider", &conn.provider)
+        .detail("revocation", &revoke);
     match store(call).delete(&conn, &audit).await {
         Ok(()) => http::no_content(),
         Err(WriteError::Stale) => Err(ApiError::NotFound(format!("no connection {}", conn.id))),
         Err(e) => Err(write_error(e)),
     }
+}
+
+/// The connection as it is now when a check may have refreshed its token (which
+/// changes its version); others as they were read.
+async fn reload(call: &Call<'_>, prev: Connection) -> Result<Connection, ApiError> {
+    if prev.token.is_none() {
+        return Ok(prev);
+    }
+    store(call)
+        .get(&prev.tenant, &prev.id)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::NotFound(format!("no connection {}", prev.id)))
 }
 
 /// Applies a check's outcome to a connection's status and error.
@@ -527,13 +570,63 @@ async fn check_stored(
 ) -> Result<Result<Identity, ApiError>, ApiError> {
     let (provider, method) = method_of(call, conn)?;
     if method.kind == AuthType::Oauth2 {
-        return Err(ApiError::Conflict {
-            code: "oauth_not_supported",
-            message: "OAuth connections are checked by the token lifecycle".into(),
-        });
+        return Ok(check_oauth(call, conn, provider, method).await);
     }
     let fields = open(call, conn).await?;
     Ok(verify(call, provider, method, &fields).await)
+}
+
+/// Checks an OAuth connection with a valid access token (refreshed when due, and
+/// once more after a 401), like every provider call.
+async fn check_oauth(
+    call: &Call<'_>,
+    conn: &Connection,
+    provider: &Provider,
+    method: &AuthMethod,
+) -> Result<Identity, ApiError> {
+    let tokens = Tokens::new(call.app, "credentials", &call.meta.request_id);
+    let mut creds = tokens
+        .credentials(&conn.tenant, &conn.id)
+        .await
+        .map_err(token_error)?;
+    for attempt in 0..2 {
+        let outcome = connector(call, provider, method, &creds.fields)
+            .check(&call.app.http)
+            .await;
+        match outcome {
+            CheckOutcome::Rejected { status: 401 } if attempt == 0 => {
+                creds = tokens
+                    .after_unauthorized(&creds)
+                    .await
+                    .map_err(token_error)?;
+            }
+            other => return outcome_result(provider, other),
+        }
+    }
+    Err(ApiError::Unprocessable {
+        code: "credentials_rejected",
+        message: format!("{} rejected the connection's token", provider.name),
+    })
+}
+
+fn token_error(e: TokenError) -> ApiError {
+    match e {
+        TokenError::NeedsReauth => ApiError::Unprocessable {
+            code: "credentials_rejected",
+            message: "the provider no longer accepts this connection's authorization; reconnect it"
+                .into(),
+        },
+        TokenError::NotFound => ApiError::NotFound("no such connection".into()),
+        TokenError::Unusable(state) => ApiError::Conflict {
+            code: "connection_unusable",
+            message: format!("the connection is {state}"),
+        },
+        TokenError::Unavailable(message) => ApiError::BadGateway {
+            code: "provider_unavailable",
+            message,
+        },
+        TokenError::Internal(m) => ApiError::internal(m),
+    }
 }
 
 /// Saves `next` after a status change, with its audit entry.
@@ -565,6 +658,7 @@ async fn save_status(
 pub async fn activate(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     let prev = load(call).await?;
     let outcome = check_stored(call, &prev).await?;
+    let prev = reload(call, prev).await?;
     let mut next = prev.clone();
     next.status = ConnectionStatus::Connected;
     apply_check(&mut next, &outcome);
@@ -590,6 +684,7 @@ pub async fn deactivate(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
 pub async fn test_existing(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     let prev = load(call).await?;
     let outcome = check_stored(call, &prev).await?;
+    let prev = reload(call, prev).await?;
     let mut next = prev.clone();
     apply_check(&mut next, &outcome);
     let next = save_status(call, &prev, next, "connection.test").await?;

@@ -1,0 +1,735 @@
+//! Connecting an OAuth provider: `start` builds the authorize URL and remembers the
+//! flow; `finish` (the callback) consumes it, exchanges the code, learns who the
+//! connection acts as, stores the tokens sealed and sends the browser back.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use url::Url;
+
+use super::client::{self, ClientApp, Endpoints, OAuthError};
+use super::flow::{self, Flows, PendingFlow};
+use super::tokens;
+use crate::app::App;
+use crate::app_credentials::{self, AppCredentialStore};
+use crate::audit::AuditEntry;
+use crate::connections::{AppSource, Connection, Connections, WriteError};
+use crate::connector::{CheckOutcome, Connector};
+use crate::domain::{ConnectionId, ConnectionStatus, Label, Principal, TenantId, now, rfc3339};
+use crate::http::ApiError;
+use crate::providers::{AuthMethod, AuthType, Fields, Provider, render};
+
+/// The body of `POST /v1/oauth/{provider}/start`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartBody {
+    /// Label of the new connection.
+    #[serde(default)]
+    pub label: Option<String>,
+    /// Scopes to request (default: the app's, else the catalogue's minimal ones).
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+    /// Where the browser returns; must be on the dashboard allow-list.
+    pub return_to: String,
+    /// Connection kind (Google: `gmail` or `calendar`).
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// The method's connection fields (Salesforce environment, Zoho data centre, …).
+    #[serde(default)]
+    pub fields: BTreeMap<String, String>,
+    /// Reconnect this existing connection (after `needs_reauth`).
+    #[serde(default)]
+    pub connection_id: Option<String>,
+}
+
+/// The provider's OAuth method, or a 400 saying it has none.
+pub fn oauth_method(provider: &Provider) -> Result<&AuthMethod, ApiError> {
+    provider
+        .auth
+        .iter()
+        .find(|m| m.kind == AuthType::Oauth2)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "no_oauth",
+                format!("{} does not connect with OAuth", provider.name),
+            )
+        })
+}
+
+/// The client app for a tenant and provider: the tenant's own, else the platform's.
+pub async fn resolve_app(
+    app: &App,
+    tenant: &TenantId,
+    provider: &str,
+    only: Option<AppSource>,
+) -> Result<Option<ClientApp>, ApiError> {
+    if only != Some(AppSource::Platform)
+        && let Some(creds) = AppCredentialStore::new(app.table.clone())
+            .get(tenant, provider)
+            .await
+            .map_err(ApiError::internal)?
+    {
+        let secret = app
+            .envelope
+            .open(
+                &app_credentials::seal_context(tenant, provider),
+                &creds.client_secret,
+            )
+            .await
+            .map_err(ApiError::internal)?;
+        let secret = String::from_utf8(secret.to_vec()).map_err(ApiError::internal)?;
+        return Ok(Some(ClientApp {
+            source: AppSource::Tenant,
+            client_id: creds.client_id,
+            client_secret: SecretString::from(secret),
+            redirect_uri: creds.redirect_uri,
+            scopes: creds.scopes,
+            settings: creds.settings,
+        }));
+    }
+    if only == Some(AppSource::Tenant) {
+        return Ok(None);
+    }
+    let platform = app
+        .platform
+        .oauth_app(provider)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(platform.map(|p| ClientApp {
+        source: AppSource::Platform,
+        client_id: p.client_id,
+        client_secret: p.client_secret,
+        redirect_uri: None,
+        scopes: None,
+        settings: BTreeMap::new(),
+    }))
+}
+
+/// Checks `return_to` against the deployment's dashboard origins.
+pub fn allowed_return_to(app: &App, value: &str) -> Result<Url, ApiError> {
+    let refuse = || {
+        ApiError::bad_request(
+            "return_to_not_allowed",
+            "return_to must be a URL on one of the deployment's dashboard origins",
+        )
+    };
+    if value.len() > 2048 {
+        return Err(refuse());
+    }
+    let url = Url::parse(value).map_err(|_| refuse())?;
+    if !url.username().is_empty() || url.password().is_some() || url.fragment().is_some() {
+        return Err(refuse());
+    }
+    let allowed = app
+        .config
+        .dashboard_origins
+        .iter()
+        .any(|o| o.origin() == url.origin());
+    if allowed { Ok(url) } else { Err(refuse()) }
+}
+
+/// The redirect URI of a provider's callback.
+pub fn redirect_uri(app: &App, client: &ClientApp, provider: &str) -> Result<String, ApiError> {
+    if let Some(uri) = &client.redirect_uri {
+        return Ok(uri.clone());
+    }
+    let base =
+        app.config.public_base_url.as_ref().ok_or_else(|| {
+            ApiError::internal("CONDUIT_PUBLIC_BASE_URL is not set; OAuth needs it")
+        })?;
+    Ok(format!(
+        "{}/v1/oauth/{provider}/callback",
+        base.as_str().trim_end_matches('/')
+    ))
+}
+
+fn scopes_for(
+    method: &AuthMethod,
+    kind: Option<&str>,
+    client: &ClientApp,
+    asked: Option<Vec<String>>,
+    fields: &Fields,
+) -> Result<Vec<String>, ApiError> {
+    let catalogue = match kind {
+        Some(k) => method.kinds.get(k).map(|k| &k.scopes),
+        None => method.scopes.as_ref(),
+    };
+    let fill = |s: &String| render(s, |n| fields.value(n)).unwrap_or_else(|_| s.clone());
+    let mut known: BTreeSet<String> = BTreeSet::new();
+    if let Some(c) = catalogue {
+        known.extend(c.default.iter().chain(&c.minimal).map(fill));
+    }
+    known.extend(client.scopes.iter().flatten().cloned());
+    let custom = !method.app_fields.is_empty();
+    let chosen = match asked {
+        Some(asked) => {
+            if asked.len() > 50 {
+                return Err(ApiError::bad_request("invalid_scopes", "at most 50 scopes"));
+            }
+            for s in &asked {
+                let well_formed = !s.is_empty()
+                    && s.len() <= 256
+                    && !s.chars().any(|c| c.is_whitespace() || c.is_control());
+                if !well_formed {
+                    return Err(ApiError::bad_request(
+                        "invalid_scopes",
+                        "scopes are non-empty strings of at most 256 characters without spaces",
+                    ));
+                }
+                if !custom && !known.contains(s) {
+                    return Err(ApiError::bad_request(
+                        "unknown_scope",
+                        format!(
+                            "scope {s:?} is not one this provider offers; choose from: {}",
+                            known.iter().cloned().collect::<Vec<_>>().join(", ")
+                        ),
+                    ));
+                }
+            }
+            asked
+        }
+        None => match (&client.scopes, catalogue) {
+            (Some(app_scopes), _) => app_scopes.clone(),
+            (None, Some(c)) => c.minimal.iter().map(fill).collect(),
+            (None, None) => Vec::new(),
+        },
+    };
+    let mut seen = BTreeSet::new();
+    Ok(chosen
+        .into_iter()
+        .filter(|s| seen.insert(s.clone()))
+        .collect())
+}
+
+/// `POST /v1/oauth/{provider}/start`: the URL to send the admin's browser to.
+pub async fn start(
+    app: &App,
+    who: &Principal,
+    request_id: &str,
+    provider_id: &str,
+    body: StartBody,
+) -> Result<String, ApiError> {
+    let provider = app
+        .catalogue
+        .provider(provider_id)
+        .ok_or_else(|| ApiError::NotFound(format!("no provider {provider_id}")))?;
+    let method = oauth_method(provider)?;
+    let return_to = allowed_return_to(app, &body.return_to)?;
+    let kind = match (&body.kind, method.kinds.is_empty()) {
+        (None, true) => None,
+        (Some(k), false) if method.kinds.contains_key(k) => Some(k.clone()),
+        (_, false) => {
+            return Err(ApiError::bad_request(
+                "invalid_kind",
+                format!(
+                    "{} needs a connection kind, one of: {}",
+                    provider.name,
+                    method.kinds.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+        (Some(_), true) => {
+            return Err(ApiError::bad_request(
+                "invalid_kind",
+                format!("{} has no connection kinds", provider.name),
+            ));
+        }
+    };
+    let label = body
+        .label
+        .as_deref()
+        .map(Label::parse)
+        .transpose()
+        .map_err(|e| ApiError::bad_request("invalid_label", e.to_string()))?;
+    let fields = method
+        .validate(&body.fields, &app.url_policy())
+        .map_err(ApiError::invalid_fields)?;
+    let connection_id = match &body.connection_id {
+        None => None,
+        Some(raw) => {
+            let id = ConnectionId::parse(raw)
+                .map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))?;
+            let conn = Connections::new(app.table.clone())
+                .get(&who.tenant, &id)
+                .await
+                .map_err(ApiError::internal)?
+                .filter(|c| c.provider == provider.id)
+                .ok_or_else(|| ApiError::NotFound(format!("no {} connection {id}", provider.id)))?;
+            Some(conn.id)
+        }
+    };
+    let client = resolve_app(app, &who.tenant, &provider.id, None)
+        .await?
+        .ok_or_else(|| ApiError::Conflict {
+            code: "oauth_app_required",
+            message: format!(
+                "no OAuth app is configured for {}: add your app's client id and secret with \
+                 PUT /v1/providers/{}/app-credentials",
+                provider.name, provider.id
+            ),
+        })?;
+    if !method.app_fields.is_empty() && client.settings.is_empty() {
+        return Err(ApiError::Conflict {
+            code: "oauth_app_required",
+            message: format!(
+                "the {} app credentials need their endpoints: PUT /v1/providers/{}/app-credentials",
+                provider.name, provider.id
+            ),
+        });
+    }
+    let scopes = scopes_for(method, kind.as_deref(), &client, body.scopes, &fields)?;
+    let redirect_uri = redirect_uri(app, &client, &provider.id)?;
+    let mut settings = fields.public.clone();
+    settings.extend(client.settings.clone());
+    let endpoint_fields = Fields {
+        public: settings.clone(),
+        secret: BTreeMap::new(),
+    };
+    let endpoints = Endpoints {
+        provider,
+        method,
+        fields: &endpoint_fields,
+        origin_override: app.config.provider_origin_override.as_ref(),
+    };
+    let state = client::new_state();
+    let hash = flow::state_hash(&state);
+    let (challenge, verifier) = if method.pkce {
+        let (c, v) = client::pkce_pair();
+        (Some(c), Some(v))
+    } else {
+        (None, None)
+    };
+    let authorize_url = endpoints
+        .authorize_url(&client, &redirect_uri, &state, &scopes, challenge)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let sealed = match &verifier {
+        Some(v) => Some(
+            app.envelope
+                .seal(
+                    &flow::seal_context(&who.tenant, &hash),
+                    v.expose_secret().as_bytes(),
+                )
+                .await
+                .map_err(ApiError::internal)?,
+        ),
+        None => None,
+    };
+    let created = now();
+    let pending = PendingFlow {
+        tenant: who.tenant.clone(),
+        user: who.user.clone(),
+        provider: provider.id.clone(),
+        kind,
+        label: label.map(|l| l.as_str().to_owned()),
+        scopes,
+        redirect_uri,
+        return_to: return_to.to_string(),
+        settings,
+        app: client.source,
+        verifier: sealed,
+        connection_id,
+        created_at: created,
+        ttl: (created + flow::FLOW_TTL).unix_timestamp(),
+    };
+    Flows::new(app.table.clone())
+        .put(&hash, &pending)
+        .await
+        .map_err(ApiError::internal)?;
+    let audit = AuditEntry::by(
+        who,
+        request_id,
+        "oauth.start",
+        format!("provider/{}", provider.id),
+    )
+    .detail("provider", &provider.id)
+    .detail("app", client.source)
+    .detail("scopes", &pending.scopes);
+    app.audit.record(&audit).await.map_err(ApiError::internal)?;
+    Ok(authorize_url)
+}
+
+/// How a callback ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finish {
+    /// Send the browser here (always the flow's allow-listed `return_to`).
+    Redirect(String),
+    /// No flow to return to (bad, replayed, expired or foreign state): show an error.
+    Invalid {
+        /// Stable code.
+        code: &'static str,
+        /// What to tell the person.
+        message: &'static str,
+    },
+}
+
+fn back(return_to: &str, pairs: &[(&str, &str)]) -> Finish {
+    match Url::parse(return_to) {
+        Ok(mut url) => {
+            url.query_pairs_mut().extend_pairs(pairs);
+            Finish::Redirect(url.to_string())
+        }
+        Err(_) => Finish::Invalid {
+            code: "invalid_state",
+            message: "This sign-in link is invalid.",
+        },
+    }
+}
+
+/// A provider's error code, made safe for a URL and a log line.
+fn reason(code: &str) -> String {
+    let r: String = code
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .take(64)
+        .collect();
+    if r.is_empty() {
+        "provider_error".into()
+    } else {
+        r
+    }
+}
+
+/// `GET /v1/oauth/{provider}/callback`: consumes the flow and connects.
+pub async fn finish(
+    app: &App,
+    provider_id: &str,
+    query: &BTreeMap<String, String>,
+    request_id: &str,
+) -> Result<Finish, ApiError> {
+    const INVALID: Finish = Finish::Invalid {
+        code: "invalid_state",
+        message: "This sign-in link is invalid, has expired or was already used. \
+                  Start connecting again from the dashboard.",
+    };
+    let Some(provider) = app.catalogue.provider(provider_id) else {
+        return Ok(INVALID);
+    };
+    let Some(state) = query
+        .get("state")
+        .filter(|s| !s.is_empty() && s.len() <= 512)
+    else {
+        return Ok(INVALID);
+    };
+    let Some((hash, pending)) = Flows::new(app.table.clone())
+        .take(state, &provider.id, now())
+        .await
+        .map_err(ApiError::internal)?
+    else {
+        tracing::warn!(provider = %provider.id, "oauth callback with an unknown, used, expired or foreign state");
+        return Ok(INVALID);
+    };
+    let who = Principal {
+        tenant: pending.tenant.clone(),
+        user: pending.user.clone(),
+        role: crate::domain::Role::Admin,
+    };
+    let fail = |code: &str| {
+        let audit = AuditEntry::by(
+            &who,
+            request_id,
+            "oauth.callback",
+            format!("provider/{}", provider.id),
+        )
+        .failed(crate::audit::Outcome::Failure, code)
+        .detail("provider", &provider.id);
+        (
+            audit,
+            back(&pending.return_to, &[("status", "error"), ("reason", code)]),
+        )
+    };
+    let finish_failed = |code: String| async move {
+        let (audit, finish) = fail(&code);
+        tracing::info!(provider = %provider.id, reason = %code, "oauth connect failed");
+        app.audit.record(&audit).await.map_err(ApiError::internal)?;
+        Ok::<Finish, ApiError>(finish)
+    };
+    if let Some(error) = query.get("error") {
+        return finish_failed(reason(error)).await;
+    }
+    let Some(code) = query
+        .get("code")
+        .filter(|c| !c.is_empty() && c.len() <= 4096)
+    else {
+        return finish_failed("missing_code".into()).await;
+    };
+    match connect(
+        app,
+        provider,
+        &who,
+        request_id,
+        &hash,
+        pending.clone(),
+        code,
+        query,
+    )
+    .await
+    {
+        Ok(id) => Ok(back(
+            &pending.return_to,
+            &[("status", "connected"), ("connection_id", id.as_str())],
+        )),
+        Err(Failure::Reason(code)) => finish_failed(code).await,
+        Err(Failure::Api(e)) => Err(e),
+    }
+}
+
+enum Failure {
+    Reason(String),
+    Api(ApiError),
+}
+
+impl From<ApiError> for Failure {
+    fn from(e: ApiError) -> Self {
+        Self::Api(e)
+    }
+}
+
+impl From<OAuthError> for Failure {
+    fn from(e: OAuthError) -> Self {
+        Self::Reason(e.code().to_owned())
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn connect(
+    app: &App,
+    provider: &Provider,
+    who: &Principal,
+    request_id: &str,
+    hash: &str,
+    mut pending: PendingFlow,
+    code: &str,
+    query: &BTreeMap<String, String>,
+) -> Result<ConnectionId, Failure> {
+    let method = oauth_method(provider)?;
+    zoho_data_centre(method, &mut pending.settings, query);
+    let client = resolve_app(app, &pending.tenant, &provider.id, Some(pending.app))
+        .await?
+        .ok_or_else(|| Failure::Reason("oauth_app_missing".into()))?;
+    let verifier = match &pending.verifier {
+        Some(sealed) => {
+            let plain = app
+                .envelope
+                .open(&flow::seal_context(&pending.tenant, hash), sealed)
+                .await
+                .map_err(ApiError::internal)?;
+            Some(SecretString::from(
+                String::from_utf8(plain.to_vec()).map_err(ApiError::internal)?,
+            ))
+        }
+        None => None,
+    };
+    let mut fields = Fields {
+        public: pending.settings.clone(),
+        secret: BTreeMap::new(),
+    };
+    let origin = app.config.provider_origin_override.as_ref();
+    let grant = Endpoints {
+        provider,
+        method,
+        fields: &fields,
+        origin_override: origin,
+    }
+    .exchange_code(
+        &app.http,
+        &client,
+        &pending.redirect_uri,
+        code,
+        verifier.as_ref(),
+    )
+    .await?;
+    let at = now();
+    fields.public.extend(tokens::settings(method, &grant)?);
+    fields.secret = tokens::secrets(&grant, None);
+    let connector = Connector {
+        provider,
+        method,
+        fields: &fields,
+        origin_override: origin,
+    };
+    let (outcome, checked_scopes) = connector.check_detail(&app.http).await;
+    let identity = match outcome {
+        CheckOutcome::Verified(identity) => identity,
+        CheckOutcome::Rejected { .. } => return Err(Failure::Reason("identity_rejected".into())),
+        CheckOutcome::RateLimited { .. } | CheckOutcome::Unavailable(_) => {
+            return Err(Failure::Reason("provider_unavailable".into()));
+        }
+    };
+    let scopes = grant
+        .scopes
+        .clone()
+        .filter(|s| !s.is_empty())
+        .or(checked_scopes.filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| pending.scopes.clone());
+    let account_key = connector.account_key(&identity);
+    let token = tokens::state(
+        method,
+        &grant,
+        fields.secret.contains_key("refresh_token"),
+        pending.app,
+        at,
+        None,
+    );
+    let store = Connections::new(app.table.clone());
+    // Reconnecting: the connection the admin named, or the one already holding this
+    // provider account (a second connect of the same account re-authorises it).
+    let existing_id = match &pending.connection_id {
+        Some(id) => Some(id.clone()),
+        None => match &account_key {
+            Some(key) => store
+                .owner_of(&pending.tenant, &provider.id, key)
+                .await
+                .map_err(ApiError::internal)?,
+            None => None,
+        },
+    };
+    let existing = match existing_id {
+        Some(id) => store
+            .get(&pending.tenant, &id)
+            .await
+            .map_err(ApiError::internal)?,
+        None => None,
+    };
+    let plain: BTreeMap<&str, &str> = fields
+        .secret
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.expose_secret()))
+        .collect();
+    let public = fields.public.clone();
+    match existing {
+        Some(prev) => {
+            let sealed = app
+                .envelope
+                .seal_json(&prev.seal_context(), &plain)
+                .await
+                .map_err(ApiError::internal)?;
+            let mut next = prev.clone();
+            next.status = ConnectionStatus::Connected;
+            next.settings = public;
+            next.masked = BTreeMap::new();
+            next.secrets = sealed;
+            next.identity = Some(identity);
+            next.scopes = scopes;
+            next.account_key = account_key;
+            next.last_error = None;
+            next.checked_at = Some(at);
+            next.updated_at = at;
+            next.updated_by = who.user.clone();
+            next.version = prev.version + 1;
+            next.token = Some(token);
+            next.lease_holder = None;
+            next.lease_until = None;
+            let audit = AuditEntry::by(
+                who,
+                request_id,
+                "connection.reconnect",
+                format!("connection/{}", prev.id),
+            )
+            .detail("provider", &provider.id)
+            .detail("status_before", prev.status)
+            .detail("scopes", &next.scopes);
+            match store.save(&prev, &next, &audit).await {
+                Ok(()) => Ok(next.id),
+                Err(WriteError::Duplicate(_)) => {
+                    Err(Failure::Reason("account_already_connected".into()))
+                }
+                Err(WriteError::Stale) => Err(Failure::Reason("connection_changed".into())),
+                Err(WriteError::Store(e)) => Err(ApiError::internal(e).into()),
+            }
+        }
+        None => {
+            let id = ConnectionId::generate();
+            let sealed = app
+                .envelope
+                .seal_json(
+                    &crate::connections::seal_context(&pending.tenant, &id),
+                    &plain,
+                )
+                .await
+                .map_err(ApiError::internal)?;
+            let label = pending
+                .label
+                .as_deref()
+                .map(Label::lossy)
+                .unwrap_or_else(|| {
+                    let who = identity
+                        .email
+                        .as_deref()
+                        .or(identity.name.as_deref())
+                        .or(identity.account.as_deref())
+                        .unwrap_or("connected");
+                    Label::lossy(&format!("{} ({who})", provider.name))
+                });
+            let conn = Connection {
+                id: id.clone(),
+                tenant: pending.tenant.clone(),
+                provider: provider.id.clone(),
+                auth_method: method.id.clone(),
+                kind: pending.kind.clone(),
+                label,
+                status: ConnectionStatus::Connected,
+                settings: public,
+                masked: BTreeMap::new(),
+                secrets: sealed,
+                identity: Some(identity),
+                scopes,
+                account_key,
+                last_error: None,
+                checked_at: Some(at),
+                created_at: at,
+                created_by: who.user.clone(),
+                updated_at: at,
+                updated_by: who.user.clone(),
+                version: 1,
+                token: Some(token),
+                lease_holder: None,
+                lease_until: None,
+            };
+            let audit = AuditEntry::by(
+                who,
+                request_id,
+                "connection.connect",
+                format!("connection/{id}"),
+            )
+            .detail("provider", &provider.id)
+            .detail("app", pending.app)
+            .detail("scopes", &conn.scopes)
+            .detail("connected_at", rfc3339(at));
+            match store.create(&conn, &audit).await {
+                Ok(()) => Ok(id),
+                Err(WriteError::Duplicate(_)) => {
+                    Err(Failure::Reason("account_already_connected".into()))
+                }
+                Err(WriteError::Stale) => Err(Failure::Reason("connection_changed".into())),
+                Err(WriteError::Store(e)) => Err(ApiError::internal(e).into()),
+            }
+        }
+    }
+}
+
+/// Zoho sends the browser back with the data centre that holds the account
+/// (`accounts-server`); the code must be exchanged there. Only a data centre the
+/// catalogue lists is taken.
+fn zoho_data_centre(
+    method: &AuthMethod,
+    settings: &mut BTreeMap<String, String>,
+    query: &BTreeMap<String, String>,
+) {
+    let (Some(field), Some(server)) = (method.field("data_centre"), query.get("accounts-server"))
+    else {
+        return;
+    };
+    let Some(host) = Url::parse(server)
+        .ok()
+        .filter(|u| u.scheme() == "https")
+        .and_then(|u| u.host_str().map(str::to_owned))
+    else {
+        return;
+    };
+    if let Some(dc) = host.strip_prefix("accounts.zoho.")
+        && field.options.iter().any(|o| o == dc)
+    {
+        settings.insert("data_centre".into(), dc.to_owned());
+    }
+}
