@@ -16,29 +16,44 @@ pub const CONCURRENCY: usize = 32;
 /// Time kept back from the invocation deadline for work in flight.
 const MARGIN: Duration = Duration::from_secs(10);
 
-/// Runs one sweep. The event's content is not needed (any schedule or manual
-/// invocation triggers a sweep); its id is logged.
+/// The function's timeout in template.yaml, for callers without a Lambda context.
+const TIMEOUT: Duration = Duration::from_secs(240);
+
+/// Runs one sweep (the Lambda runtime's entry). The event's content is not needed:
+/// any schedule or manual invocation triggers a sweep.
 pub async fn handle(
     app: &App,
     event: LambdaEvent<serde_json::Value>,
 ) -> Result<SweepReport, Error> {
-    let request_id = event.context.request_id.clone();
     let remaining = event
         .context
         .deadline()
         .duration_since(std::time::SystemTime::now())
         .unwrap_or_default();
+    sweep(app, &event.context.request_id, remaining).await
+}
+
+/// Runs one sweep for a caller without a Lambda context (the dev host's scheduler and
+/// `devhost invoke`): the event is any JSON (its `id`, when a string, names the run).
+pub async fn handle_event(app: &App, event: serde_json::Value) -> Result<serde_json::Value, Error> {
+    let request_id = match event.get("id").and_then(|v| v.as_str()) {
+        Some(id) if id.len() <= 128 => id.to_owned(),
+        _ => format!("local-{}", ulid_now()),
+    };
+    let report = sweep(app, &request_id, TIMEOUT).await?;
+    serde_json::to_value(report).map_err(|e| Error::from(e.to_string()))
+}
+
+fn ulid_now() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+async fn sweep(app: &App, request_id: &str, remaining: Duration) -> Result<SweepReport, Error> {
     let deadline =
         tokio::time::Instant::now() + remaining.saturating_sub(MARGIN).max(Duration::from_secs(1));
-    let event_id = event
-        .payload
-        .get("id")
-        .and_then(|v| v.as_str())
-        .unwrap_or("-");
-    let span = tracing::info_span!("sweep", request_id = %request_id, event_id = %event_id);
-    let _enter = span.enter();
-    drop(_enter);
-    let report = lifecycle::sweep(app, &request_id, CONCURRENCY, deadline)
+    let report = lifecycle::sweep(app, request_id, CONCURRENCY, deadline)
         .await
         .map_err(|e| Error::from(e.to_string()))?;
     tracing::info!(
