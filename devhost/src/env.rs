@@ -1,6 +1,10 @@
 //! Everything at once for scenario tests and `devhost up`: moto (or a given endpoint),
 //! the provider sandbox, the stack bootstrapped from `template.yaml`, the dev host and
 //! a JWT issuer whose tokens it accepts.
+//!
+//! Local values: `PublicBaseUrl` is the dev host's own URL (so OAuth redirect URIs
+//! come back to it), the platform secret holds the sandbox's OAuth apps, and a capture
+//! of the stack's EventBridge events is installed (see [`LocalEnv::events`]).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -9,10 +13,12 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use aws_config::SdkConfig;
 
+use crate::capture::EventCapture;
 use crate::jwt::LocalJwt;
 use crate::moto::MotoServer;
 use crate::registry::FunctionRegistry;
-use crate::server::DevHost;
+use crate::schedule::SchedulerOptions;
+use crate::server::{DevHost, DevHostOptions};
 use crate::stack::{LocalStack, StackOptions, bootstrap};
 use crate::template::Template;
 
@@ -21,9 +27,50 @@ pub const LOCAL_AUDIENCE: &str = "conduit-local";
 /// The `DashboardOrigins` of local stacks.
 pub const LOCAL_DASHBOARD_ORIGIN: &str = "http://localhost:5173";
 
+/// The logical id of the platform secret, seeded with the sandbox's OAuth apps.
+pub const PLATFORM_SECRET: &str = "PlatformSecret";
+
+/// The providers whose OAuth app the provider sandbox registers (`custom_oauth` is
+/// deliberately absent: custom providers use the tenant's own app).
+pub const SANDBOX_OAUTH_PROVIDERS: [&str; 8] = [
+    "hubspot",
+    "salesforce",
+    "zoho",
+    "pipedrive",
+    "dynamics365",
+    "google",
+    "zendesk",
+    "genesys",
+];
+
 /// The `JwtIssuer` of a local stack whose dev host listens on `port`.
 pub fn local_issuer(port: u16) -> String {
     format!("http://127.0.0.1:{port}/local-issuer")
+}
+
+/// The `PublicBaseUrl` of a local stack whose dev host listens on `port`: the dev
+/// host itself.
+pub fn local_public_base_url(port: u16) -> String {
+    format!("http://127.0.0.1:{port}")
+}
+
+/// The platform secret of a local stack: the sandbox's OAuth client of every
+/// [`SANDBOX_OAUTH_PROVIDERS`] (`{p}-sandbox-client-id` / `{p}-sandbox-client-secret`)
+/// and no signing keys.
+pub fn sandbox_platform_secret() -> String {
+    let apps: serde_json::Map<String, serde_json::Value> = SANDBOX_OAUTH_PROVIDERS
+        .iter()
+        .map(|p| {
+            (
+                (*p).to_owned(),
+                serde_json::json!({
+                    "client_id": format!("{p}-sandbox-client-id"),
+                    "client_secret": format!("{p}-sandbox-client-secret"),
+                }),
+            )
+        })
+        .collect();
+    serde_json::json!({ "oauth_apps": apps, "signing_keys": {} }).to_string()
 }
 
 /// How to start a [`LocalEnv`]; `Default` suits tests (free ports, a unique stack on
@@ -43,12 +90,19 @@ pub struct LocalEnvOptions {
     /// The JWT signing key (default: random, in memory).
     pub jwt_key: Option<Vec<u8>>,
     /// Template parameters over the local defaults (`JwtIssuer`, `JwtAudience`,
-    /// `DashboardOrigins`).
+    /// `DashboardOrigins`, `PublicBaseUrl`).
     pub parameters: BTreeMap<String, String>,
-    /// Secret values by logical id (see [`StackOptions::secret_values`]).
+    /// Secret values by logical id (see [`StackOptions::secret_values`]); without a
+    /// value for `PlatformSecret`, it gets [`sandbox_platform_secret`].
     pub secret_values: BTreeMap<String, String>,
     /// The handlers (default: [`FunctionRegistry::conduit`]).
     pub functions: Option<FunctionRegistry>,
+    /// Fire the template's rate schedules (default: off, so tests are deterministic;
+    /// [`LocalEnv::run_schedule`] runs one on demand either way).
+    pub run_schedules: bool,
+    /// With `run_schedules`, fire every schedule this often instead of its template
+    /// rate (for demos).
+    pub schedule_every: Option<Duration>,
 }
 
 /// A running local environment.
@@ -66,6 +120,7 @@ pub struct LocalEnv {
     pub devhost: DevHost,
     /// Issues tokens the dev host accepts.
     pub jwt: LocalJwt,
+    events: EventCapture,
 }
 
 impl LocalEnv {
@@ -110,9 +165,33 @@ impl LocalEnv {
             .parameter("DashboardOrigins", LOCAL_DASHBOARD_ORIGIN)
             .local_env("CONDUIT_PROVIDER_ORIGIN_OVERRIDE", sandbox.url())
             .local_env("CONDUIT_ALLOW_LOOPBACK_HTTP", "true");
+        if template.parameters.contains_key("PublicBaseUrl") {
+            stack_options = stack_options.parameter("PublicBaseUrl", local_public_base_url(port));
+        }
         stack_options.parameters.extend(options.parameters);
         stack_options.secret_values = options.secret_values;
+        let has_platform_secret = template
+            .resources
+            .get(PLATFORM_SECRET)
+            .is_some_and(|r| r.kind == "AWS::SecretsManager::Secret");
+        if has_platform_secret && !stack_options.secret_values.contains_key(PLATFORM_SECRET) {
+            stack_options
+                .secret_values
+                .insert(PLATFORM_SECRET.to_owned(), sandbox_platform_secret());
+        }
         let stack = bootstrap(&template, &aws, &stack_options).await?;
+
+        let has_bus = template
+            .resources
+            .values()
+            .any(|r| r.kind == "AWS::Events::EventBus");
+        let events = if has_bus {
+            EventCapture::install(&stack)
+                .await
+                .context("installing the capture of the stack's events")?
+        } else {
+            EventCapture::off("the template has no AWS::Events::EventBus")
+        };
 
         let issuer = stack_options.parameters["JwtIssuer"].clone();
         let audience = stack_options.parameters["JwtAudience"].clone();
@@ -121,8 +200,20 @@ impl LocalEnv {
             None => LocalJwt::random(issuer, audience),
         };
         let functions = options.functions.unwrap_or_else(FunctionRegistry::conduit);
-        let devhost =
-            DevHost::start_with_listener(&stack, functions, jwt.clone(), listener).await?;
+        let devhost = DevHost::start_with_options(
+            &stack,
+            functions,
+            jwt.clone(),
+            listener,
+            DevHostOptions {
+                events: events.clone(),
+                schedules: SchedulerOptions {
+                    run: options.run_schedules,
+                    every: options.schedule_every,
+                },
+            },
+        )
+        .await?;
         Ok(LocalEnv {
             aws_endpoint,
             aws,
@@ -130,7 +221,21 @@ impl LocalEnv {
             stack,
             devhost,
             jwt,
+            events,
         })
+    }
+
+    /// What the stack published on EventBridge (Conduit's source), read from the
+    /// capture queue installed at start.
+    pub fn events(&self) -> EventCapture {
+        self.events.clone()
+    }
+
+    /// Fires the schedule of `function` (logical id or binary name, e.g.
+    /// `TokenRefreshFunction`) now, through the path the scheduler uses; returns the
+    /// function's JSON result (the token sweep's report).
+    pub async fn run_schedule(&self, function: &str) -> Result<serde_json::Value> {
+        self.devhost.run_schedule(function).await
     }
 
     /// The dev host's base URL.

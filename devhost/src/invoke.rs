@@ -1,7 +1,8 @@
 //! Runs one function once on an event file, like `sam local invoke -e`: the function's
-//! `App` is built from its template environment on the running local stack, the event
-//! goes through `lambda_http::request::from_str`, and the response is printed the way
-//! the function hands it to API Gateway.
+//! `App` is built from its template environment on the running local stack. An HTTP
+//! function's event goes through `lambda_http::request::from_str` and its response is
+//! printed the way the function hands it to API Gateway; a function with an event
+//! handler (a scheduled one) gets the event as JSON and its JSON result is printed.
 
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
@@ -15,10 +16,13 @@ use futures::FutureExt;
 use serde_json::{Map, Value, json};
 
 use crate::event::parse_request;
-use crate::registry::FunctionRegistry;
+use crate::registry::{EventHandler, FunctionRegistry};
 use crate::stack::{LocalStack, StackOptions, bootstrap};
 use crate::state::StackFile;
-use crate::template::Template;
+use crate::template::{Function, Template};
+
+/// Lambda's default timeout, for functions whose template gives none.
+const DEFAULT_TIMEOUT_SECS: u64 = 3;
 
 /// Bootstraps against the stack `devhost up` started (`.local/stack.json`), then runs
 /// `function` (logical id or binary name) on the event in `event_path`.
@@ -49,39 +53,40 @@ pub async fn invoke_from_files(
     invoke(&stack, functions, function, &event).await
 }
 
-/// Runs `function` (logical id or binary name) of `stack` once on `event` (API Gateway
-/// HTTP API 2.0 JSON) and returns the response as the function hands it to API Gateway.
+/// Runs `function` (logical id or binary name) of `stack` once on `event` and returns
+/// what it returns: for a function with an event handler (see
+/// [`FunctionRegistry::register_event`]) the handler's JSON result, the event being any
+/// JSON (e.g. an EventBridge scheduled event); for an HTTP function the response as it
+/// hands it to API Gateway, the event being an API Gateway HTTP API 2.0 request.
 pub async fn invoke(
     stack: &LocalStack,
     functions: &FunctionRegistry,
     function: &str,
     event: &str,
 ) -> Result<Value> {
-    let def = stack.template().function(function).ok_or_else(|| {
-        let known: Vec<String> = stack
-            .template()
-            .functions
-            .values()
-            .map(|f| format!("{} ({})", f.logical_id, f.binary))
-            .collect();
-        anyhow!(
-            "no function {function} in the template; known: {}",
-            known.join(", ")
+    let def = find_function(stack, function)?;
+    if let Some(handler) = functions.get_event(&def.binary) {
+        let event = parse_event_json(event)?;
+        let app = function_app(stack, &def.logical_id)?;
+        return call_event_handler(
+            &handler,
+            &app,
+            event,
+            function_timeout(def),
+            &def.logical_id,
         )
-    })?;
+        .await;
+    }
     let handler = functions.get(&def.binary).ok_or_else(|| {
         anyhow!(
-            "no handler registered for binary {} in devhost::FunctionRegistry",
+            "no handler registered for binary {} in devhost::FunctionRegistry (neither an HTTP \
+             handler nor an event handler)",
             def.binary
         )
     })?;
-    let env = stack.function_env(&def.logical_id)?;
-    let config =
-        Config::from_map(&env).with_context(|| format!("configuration of {}", def.logical_id))?;
-    let app = App::with_aws(config, stack.sdk_config().clone())
-        .with_context(|| format!("building the App of {}", def.logical_id))?;
+    let app = function_app(stack, &def.logical_id)?;
     let request = parse_request(event)?;
-    let timeout = Duration::from_secs(def.timeout_secs.unwrap_or(3));
+    let timeout = function_timeout(def);
     let response = match tokio::time::timeout(
         timeout,
         AssertUnwindSafe(handler(&app, request)).catch_unwind(),
@@ -100,6 +105,72 @@ pub async fn invoke(
         Ok(Ok(Ok(response))) => response,
     };
     Ok(gateway_response(response))
+}
+
+/// The template function with this logical id or binary name; the error lists the
+/// known ones.
+pub fn find_function<'a>(stack: &'a LocalStack, function: &str) -> Result<&'a Function> {
+    stack.template().function(function).ok_or_else(|| {
+        let known: Vec<String> = stack
+            .template()
+            .functions
+            .values()
+            .map(|f| format!("{} ({})", f.logical_id, f.binary))
+            .collect();
+        anyhow!(
+            "no function {function} in the template; known: {}",
+            known.join(", ")
+        )
+    })
+}
+
+/// The function's timeout: the template's, else Lambda's default of 3 s.
+pub fn function_timeout(function: &Function) -> Duration {
+    Duration::from_secs(function.timeout_secs.unwrap_or(DEFAULT_TIMEOUT_SECS))
+}
+
+/// The `App` a function builds from its template environment on the local stack.
+pub fn function_app(stack: &LocalStack, logical_id: &str) -> Result<App> {
+    let env = stack.function_env(logical_id)?;
+    let config =
+        Config::from_map(&env).with_context(|| format!("configuration of {logical_id}"))?;
+    App::with_aws(config, stack.sdk_config().clone())
+        .with_context(|| format!("building the App of {logical_id}"))
+}
+
+/// Parses an event file's text as JSON; the error says where it is malformed (the
+/// event's content is not repeated).
+pub fn parse_event_json(text: &str) -> Result<Value> {
+    serde_json::from_str(text).map_err(|e| {
+        anyhow!(
+            "the event is not valid JSON ({:?} error at line {}, column {})",
+            e.classify(),
+            e.line(),
+            e.column()
+        )
+    })
+}
+
+/// Calls an event handler as Lambda would: bounded by `timeout`, a panic reported as
+/// a failed invocation. `name` (the function's logical id) names it in errors.
+pub async fn call_event_handler(
+    handler: &EventHandler,
+    app: &App,
+    event: Value,
+    timeout: Duration,
+    name: &str,
+) -> Result<Value> {
+    match tokio::time::timeout(
+        timeout,
+        AssertUnwindSafe(handler(app, event)).catch_unwind(),
+    )
+    .await
+    {
+        Err(_) => Err(anyhow!("{name} timed out after {}s", timeout.as_secs())),
+        Ok(Err(_)) => Err(anyhow!("{name} panicked")),
+        Ok(Ok(Err(error))) => Err(anyhow!("{name} failed: {error}")),
+        Ok(Ok(Ok(result))) => Ok(result),
+    }
 }
 
 /// A function response as payload-2.0 JSON: `statusCode`, `headers` (duplicates

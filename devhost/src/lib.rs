@@ -17,6 +17,7 @@
 #![warn(missing_docs)]
 
 pub mod aws;
+pub mod capture;
 pub mod env;
 pub mod event;
 pub mod invoke;
@@ -25,16 +26,19 @@ pub mod moto;
 pub mod paths;
 pub mod registry;
 pub mod routes;
+pub mod schedule;
 pub mod server;
 pub mod stack;
 pub mod state;
 pub mod template;
 
 pub use aws::moto_sdk_config;
+pub use capture::EventCapture;
 pub use env::{LocalEnv, LocalEnvOptions};
 pub use jwt::LocalJwt;
 pub use moto::MotoServer;
 pub use registry::FunctionRegistry;
-pub use server::DevHost;
+pub use schedule::{Scheduler, SchedulerOptions};
+pub use server::{DevHost, DevHostOptions};
 pub use stack::{LocalStack, StackOptions, bootstrap};
 pub use template::Template;

@@ -1,7 +1,7 @@
 //! `devhost`: runs Conduit locally.
 //!
 //! ```text
-//! devhost up [--port 3000] [--sandbox-port 9100] [--stack-name conduit-local]
+//! devhost up [--port 3000] [--sandbox-port 9100] [--stack-name conduit-local] [--schedule-every SECONDS]
 //! devhost token --tenant T --user U --role admin|member [--ttl 3600]
 //! devhost invoke <FunctionLogicalId|binary> <event.json>
 //! ```
@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use devhost::env::{LocalEnv, LocalEnvOptions};
+use devhost::env::{LOCAL_DASHBOARD_ORIGIN, LocalEnv, LocalEnvOptions};
 use devhost::jwt::LocalJwt;
 use devhost::moto::MotoServer;
 use devhost::registry::FunctionRegistry;
@@ -22,15 +22,17 @@ const USAGE: &str = "\
 devhost — run Conduit locally (moto + provider sandbox + every HTTP function of template.yaml)
 
 USAGE:
-  devhost up [--port 3000] [--sandbox-port 9100] [--stack-name conduit-local]
+  devhost up [--port 3000] [--sandbox-port 9100] [--stack-name conduit-local] [--schedule-every SECONDS]
       Starts moto (unless AWS_ENDPOINT_URL is set), the provider sandbox, creates the
-      template's tables, keys, secrets and queues, and serves the HTTP API. Prints the
-      URL, tokens and a curl example; runs until Ctrl-C.
+      template's tables, keys, secrets, queues and event bus, serves the HTTP API and
+      runs the template's rate schedules (every SECONDS instead, with
+      --schedule-every). Prints the URL, tokens and a curl session; runs until Ctrl-C.
   devhost token --tenant T --user U --role admin|member [--ttl 3600]
       Prints a token the running dev host accepts (signed with .local/jwt.key).
   devhost invoke <FunctionLogicalId|binary> <event.json>
-      Runs one function once on an API Gateway HTTP API event file against the running
-      local stack and prints its response, like `sam local invoke -e`.
+      Runs one function once on an event file against the running local stack, like
+      `sam local invoke -e`: an HTTP function on an API Gateway HTTP API event (prints
+      its response), a scheduled one on an EventBridge event (prints its result).
 ";
 
 /// Tokens printed by `up` last this long.
@@ -118,13 +120,23 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 async fn up(raw: &[String]) -> Result<()> {
-    let args = Args::parse(raw, &["port", "sandbox-port", "stack-name"])?;
+    let args = Args::parse(
+        raw,
+        &["port", "sandbox-port", "stack-name", "schedule-every"],
+    )?;
     if let Some(extra) = args.positional.first() {
         bail!("unexpected argument {extra:?}\n\n{USAGE}");
     }
     let port: u16 = args.number("port", 3000)?;
     let sandbox_port: u16 = args.number("sandbox-port", 9100)?;
     let stack_name = args.get("stack-name").unwrap_or("conduit-local").to_owned();
+    let schedule_every = match args.get("schedule-every") {
+        None => None,
+        Some(_) => match args.number::<u64>("schedule-every", 0)? {
+            0 => bail!("--schedule-every must be at least 1 (seconds)"),
+            secs => Some(Duration::from_secs(secs)),
+        },
+    };
     conduit::telemetry::init_with_writer("info", std::io::stderr);
 
     let (moto, aws_endpoint) = match std::env::var("AWS_ENDPOINT_URL")
@@ -149,6 +161,8 @@ async fn up(raw: &[String]) -> Result<()> {
         port,
         sandbox_port,
         jwt_key: Some(key),
+        run_schedules: true,
+        schedule_every,
         ..LocalEnvOptions::default()
     })
     .await?;
@@ -168,7 +182,14 @@ async fn up(raw: &[String]) -> Result<()> {
 
     let admin = env.jwt.mint("demo", "dev-admin", "admin", UP_TOKEN_TTL)?;
     let member = env.jwt.mint("demo", "dev-member", "member", UP_TOKEN_TTL)?;
-    print_banner(&env, &aws_endpoint, &stack_name, &admin, &member);
+    print_banner(
+        &env,
+        &aws_endpoint,
+        &stack_name,
+        &admin,
+        &member,
+        schedule_every,
+    );
 
     wait_for_stop().await;
     eprintln!("stopping…");
@@ -178,9 +199,18 @@ async fn up(raw: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn print_banner(env: &LocalEnv, aws_endpoint: &str, stack_name: &str, admin: &str, member: &str) {
+fn print_banner(
+    env: &LocalEnv,
+    aws_endpoint: &str,
+    stack_name: &str,
+    admin: &str,
+    member: &str,
+    schedule_every: Option<Duration>,
+) {
     let url = env.url();
     let body = r#"{"provider":"zendesk","auth_method":"api_token","label":"Acme Zendesk","credentials":{"subdomain":"acme","email":"admin@acme.test","api_token":"zd-sandbox-token-0001"}}"#;
+    let start = format!(r#"{{"return_to":"{LOCAL_DASHBOARD_ORIGIN}/integrations"}}"#);
+    let schedules = schedule_lines(env, schedule_every);
     println!(
         r#"
 Conduit is running locally.
@@ -205,10 +235,56 @@ Try it — create a Zendesk connection against the sandbox, list, test and delet
   curl -s -X POST "$CONDUIT_URL/v1/connections/$ID/test" -H "authorization: Bearer $TOKEN"
   curl -s -X DELETE -o /dev/null -w '%{{http_code}}\n' "$CONDUIT_URL/v1/connections/$ID" -H "authorization: Bearer $TOKEN"
 
+Connect HubSpot through OAuth (the sandbox approves at once; or open $AUTH_URL in a browser):
+
+  AUTH_URL=$(curl -s -X POST "$CONDUIT_URL/v1/oauth/hubspot/start" \
+    -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+    -d '{start}' \
+    | grep -o '"authorize_url":"[^"]*"' | cut -d'"' -f4); echo "$AUTH_URL"
+  CALLBACK=$(curl -s -o /dev/null -w '%{{redirect_url}}' "$AUTH_URL")   # the sandbox approves and sends the browser back
+  curl -s -o /dev/null -w '%{{redirect_url}}\n' "$CALLBACK"              # → {LOCAL_DASHBOARD_ORIGIN}/integrations?status=connected&connection_id=con_…
+  curl -s "$CONDUIT_URL/v1/connections?provider=hubspot" -H "authorization: Bearer $TOKEN"
+  curl -s "$CONDUIT_URL/_devhost/events"                                # what Conduit published on EventBridge
+
+{schedules}
 Ctrl-C stops everything.
 "#,
         sandbox = env.sandbox.url(),
     );
+}
+
+/// The banner's lines about the template's schedules.
+fn schedule_lines(env: &LocalEnv, every: Option<Duration>) -> String {
+    let mut out = String::from("Schedules:\n\n");
+    let schedules = env.devhost.schedules();
+    if schedules.is_empty() {
+        out.push_str("  (none in the template)\n");
+    }
+    for s in schedules {
+        let how = match (s.enabled, s.expression.period(), every) {
+            (false, _, _) => "disabled in the template: not run".to_owned(),
+            (true, None, _) => "cron: not run locally".to_owned(),
+            (true, Some(_), Some(every)) => {
+                format!("runs every {}s (--schedule-every)", every.as_secs())
+            }
+            (true, Some(_), None) => {
+                "runs at that rate (faster: --schedule-every SECONDS)".to_owned()
+            }
+        };
+        out.push_str(&format!(
+            "  {} {} {}: {how}\n",
+            s.function, s.event, s.expression
+        ));
+    }
+    if schedules
+        .iter()
+        .any(|s| s.function == "TokenRefreshFunction")
+    {
+        out.push_str(
+            "  once, now: make invoke FN=TokenRefreshFunction EVENT=events/token-refresh/scheduled.json\n",
+        );
+    }
+    out
 }
 
 async fn wait_for_stop() {

@@ -2,6 +2,11 @@
 //! template's routes — route matching, the JWT authorizer, CORS, the 10 MB limit and
 //! API Gateway's own error bodies — and calls each function's handler in-process with
 //! the payload-2.0 event a deployed function receives.
+//!
+//! It also owns the local [`Scheduler`] (the template's schedules) and serves what
+//! the stack published on EventBridge at `GET /_devhost/events` (no auth; loopback
+//! only). Its request log line holds the method, route key, status and latency —
+//! never the query string, a header or a body.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -24,11 +29,16 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::capture::EventCapture;
 use crate::event::{EventInput, JwtContext, build_event, new_request_id, to_request};
 use crate::jwt::{LocalJwt, flatten_claim, scopes_of};
 use crate::registry::{FunctionRegistry, Handler};
 use crate::routes::RouteTable;
+use crate::schedule::{Scheduler, SchedulerOptions};
 use crate::stack::{LOCAL_API_ID, LocalStack};
+
+/// The dev host's own endpoint listing the captured events.
+pub const EVENTS_PATH: &str = "/_devhost/events";
 
 /// The largest request API Gateway's HTTP API accepts.
 pub const MAX_REQUEST_BYTES: usize = 10 * 1024 * 1024;
@@ -39,12 +49,34 @@ const PREFLIGHT: &str = "CORS preflight";
 /// The function timeout when the template gives none (Lambda's default).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// A running dev host; stops on [`DevHost::shutdown`] or drop.
+/// A running dev host; stops (with its scheduler) on [`DevHost::shutdown`] or drop.
 #[derive(Debug)]
 pub struct DevHost {
     addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
+    scheduler: Option<Scheduler>,
+    events: EventCapture,
+}
+
+/// What a dev host does beyond serving the routes.
+#[derive(Debug, Clone)]
+pub struct DevHostOptions {
+    /// The capture served at `GET /_devhost/events` (default: off, the endpoint
+    /// answers 503).
+    pub events: EventCapture,
+    /// Whether and how often the template's schedules fire (default: they don't;
+    /// [`DevHost::run_schedule`] still runs them on demand).
+    pub schedules: SchedulerOptions,
+}
+
+impl Default for DevHostOptions {
+    fn default() -> Self {
+        Self {
+            events: EventCapture::off("the dev host was started without an event capture"),
+            schedules: SchedulerOptions::default(),
+        }
+    }
 }
 
 struct FunctionEntry {
@@ -76,6 +108,7 @@ struct Inner {
     cors: Option<Cors>,
     account_id: String,
     port: u16,
+    events: EventCapture,
 }
 
 impl DevHost {
@@ -102,6 +135,18 @@ impl DevHost {
         functions: FunctionRegistry,
         jwt: LocalJwt,
         listener: TcpListener,
+    ) -> Result<DevHost> {
+        Self::start_with_options(stack, functions, jwt, listener, DevHostOptions::default()).await
+    }
+
+    /// Like [`DevHost::start_with_listener`], with an event capture to serve and the
+    /// schedules to run.
+    pub async fn start_with_options(
+        stack: &LocalStack,
+        functions: FunctionRegistry,
+        jwt: LocalJwt,
+        listener: TcpListener,
+        options: DevHostOptions,
     ) -> Result<DevHost> {
         let template = stack.template();
         let routes = RouteTable::new(template.routes())?;
@@ -198,7 +243,10 @@ impl DevHost {
             cors,
             account_id: stack.account_id().to_owned(),
             port: addr.port(),
+            events: options.events.clone(),
         });
+        let scheduler = Scheduler::start(stack, &functions, options.schedules)
+            .context("starting the local scheduler")?;
         let app = Router::new().fallback(dispatch).with_state(inner);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -218,7 +266,32 @@ impl DevHost {
             addr,
             stop: Some(stop),
             task: Some(task),
+            scheduler: Some(scheduler),
+            events: options.events,
         })
+    }
+
+    /// Fires the schedule of `function` (logical id or binary name) now, through the
+    /// path the scheduler's timers use; returns the function's JSON result.
+    pub async fn run_schedule(&self, function: &str) -> Result<Json> {
+        self.scheduler
+            .as_ref()
+            .ok_or_else(|| anyhow!("the dev host is stopping"))?
+            .run_now(function)
+            .await
+    }
+
+    /// The template's schedules (run or not).
+    pub fn schedules(&self) -> &[crate::template::Schedule] {
+        self.scheduler
+            .as_ref()
+            .map(Scheduler::schedules)
+            .unwrap_or_default()
+    }
+
+    /// The event capture it serves at `GET /_devhost/events`.
+    pub fn events(&self) -> EventCapture {
+        self.events.clone()
     }
 
     /// The base URL, `http://127.0.0.1:PORT`.
@@ -231,8 +304,12 @@ impl DevHost {
         self.addr
     }
 
-    /// Stops accepting, lets in-flight requests finish (up to 5 s), then returns.
+    /// Stops the scheduler and accepting, lets in-flight runs and requests finish (up
+    /// to 5 s each), then returns.
     pub async fn shutdown(mut self) {
+        if let Some(scheduler) = self.scheduler.take() {
+            scheduler.shutdown().await;
+        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -456,6 +533,13 @@ async fn handle(inner: &Inner, peer: SocketAddr, req: Request, request_id: &str)
         );
     }
 
+    if raw_path == EVENTS_PATH {
+        return outcome(
+            devhost_events(inner, &parts.method).await,
+            &format!("{method} {EVENTS_PATH}"),
+        );
+    }
+
     let matched = inner.routes.find(&method, &raw_path);
     if parts.method == Method::OPTIONS
         && matched.is_none()
@@ -615,6 +699,29 @@ async fn handle(inner: &Inner, peer: SocketAddr, req: Request, request_id: &str)
                 gateway(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
                 &route_key,
             )
+        }
+    }
+}
+
+/// `GET /_devhost/events`: every event captured so far, newest last, as a JSON list.
+async fn devhost_events(inner: &Inner, method: &Method) -> Response {
+    if method != Method::GET {
+        return gateway(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+    }
+    match inner.events.all().await {
+        Ok(events) => {
+            let mut text = serde_json::to_string_pretty(&events).unwrap_or_else(|_| "[]".into());
+            text.push('\n');
+            let mut resp = Response::new(axum::body::Body::from(text));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            resp
+        }
+        Err(error) => {
+            tracing::warn!(target: "devhost", error = %format!("{error:#}"), "listing captured events failed");
+            gateway(StatusCode::SERVICE_UNAVAILABLE, &format!("{error:#}"))
         }
     }
 }

@@ -1263,6 +1263,10 @@ mod tests {
                 "DashboardOrigins".to_owned(),
                 "http://localhost:5173, https://app.example.com".to_owned(),
             ),
+            (
+                "PublicBaseUrl".to_owned(),
+                "http://127.0.0.1:3000".to_owned(),
+            ),
         ]);
         let mut stack = LocalStack {
             parameters: resolve_parameters(&template, &params).unwrap(),
@@ -1412,6 +1416,7 @@ mod tests {
             ("JwtIssuer".to_owned(), "i".to_owned()),
             ("JwtAudience".to_owned(), "a".to_owned()),
             ("DashboardOrigins".to_owned(), "http://x".to_owned()),
+            ("PublicBaseUrl".to_owned(), "http://x".to_owned()),
             ("LogLevel".to_owned(), "loud".to_owned()),
         ]);
         assert!(

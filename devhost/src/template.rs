@@ -1,10 +1,12 @@
 //! Reads the AWS SAM template (`template.yaml`): parameters, resources, functions with
-//! their build binary, environment and HttpApi routes, and the HTTP API's authorizers
-//! and CORS settings. Values stay unresolved YAML (`!Ref`, `!GetAtt`, `!Sub`, `!Join`
+//! their build binary, environment, HttpApi routes and schedules, and the HTTP API's
+//! authorizers and CORS settings. Values stay unresolved YAML (`!Ref`, `!GetAtt`, `!Sub`, `!Join`
 //! in short or long form); [`crate::stack`] resolves them against the local stack.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde_yaml_ng::{Mapping, Value};
@@ -81,8 +83,111 @@ pub struct Function {
     pub timeout_secs: Option<u64>,
     /// Its `HttpApi` events.
     pub routes: Vec<Route>,
+    /// Its `Schedule` and `ScheduleV2` events.
+    pub schedules: Vec<Schedule>,
     /// Its other events as (name, type); the dev host does not drive these yet.
     pub other_events: Vec<(String, String)>,
+}
+
+/// A `Schedule` (or `ScheduleV2`) event: EventBridge invokes the function at a fixed
+/// rate or on a cron expression.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule {
+    /// The logical id of the function it invokes.
+    pub function: String,
+    /// The event's name in the template.
+    pub event: String,
+    /// `Schedule` (or `ScheduleExpression` of a `ScheduleV2`).
+    pub expression: ScheduleExpression,
+    /// `Enabled` / `State` (default: enabled).
+    pub enabled: bool,
+    /// `Input`: the JSON EventBridge sends instead of the scheduled event, if given.
+    pub input: Option<String>,
+}
+
+/// An EventBridge schedule expression.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScheduleExpression {
+    /// `rate(N minute|minutes|hour|hours|day|days)`.
+    Rate(Duration),
+    /// `cron(minutes hours day-of-month month day-of-week year)`, kept as written.
+    Cron(String),
+}
+
+impl ScheduleExpression {
+    /// Parses `rate(…)` or `cron(…)` as EventBridge accepts them: a positive whole
+    /// number with the singular unit for 1 and the plural otherwise; six cron fields.
+    pub fn parse(text: &str) -> Result<Self> {
+        let text = text.trim();
+        if let Some(inner) = text.strip_prefix("rate(").and_then(|t| t.strip_suffix(')')) {
+            let (count, unit) = inner
+                .trim()
+                .split_once(' ')
+                .ok_or_else(|| anyhow!("{text:?}: a rate is rate(N unit)"))?;
+            let count: u64 = count
+                .parse()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| anyhow!("{text:?}: the rate must be a positive whole number"))?;
+            let unit = unit.trim();
+            let (singular, seconds) = match unit.trim_end_matches('s') {
+                "minute" => ("minute", 60),
+                "hour" => ("hour", 3600),
+                "day" => ("day", 86_400),
+                _ => bail!("{text:?}: the unit must be minute(s), hour(s) or day(s)"),
+            };
+            let wanted = if count == 1 {
+                singular.to_owned()
+            } else {
+                format!("{singular}s")
+            };
+            if unit != wanted {
+                bail!("{text:?}: EventBridge wants rate({count} {wanted})");
+            }
+            let every = count
+                .checked_mul(seconds)
+                .ok_or_else(|| anyhow!("{text:?}: the rate is too long"))?;
+            return Ok(Self::Rate(Duration::from_secs(every)));
+        }
+        if let Some(inner) = text.strip_prefix("cron(").and_then(|t| t.strip_suffix(')')) {
+            let fields = inner.split_whitespace().count();
+            if fields != 6 {
+                bail!("{text:?}: a cron expression has six fields, not {fields}");
+            }
+            return Ok(Self::Cron(
+                inner.split_whitespace().collect::<Vec<_>>().join(" "),
+            ));
+        }
+        bail!("{text:?} is neither rate(…) nor cron(…)")
+    }
+
+    /// The period of a rate expression; `None` for cron.
+    pub fn period(&self) -> Option<Duration> {
+        match self {
+            Self::Rate(every) => Some(*every),
+            Self::Cron(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for ScheduleExpression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Cron(fields) => write!(f, "cron({fields})"),
+            Self::Rate(every) => {
+                let secs = every.as_secs();
+                let (count, unit) = if secs % 86_400 == 0 {
+                    (secs / 86_400, "day")
+                } else if secs % 3600 == 0 {
+                    (secs / 3600, "hour")
+                } else {
+                    (secs / 60, "minute")
+                };
+                let plural = if count == 1 { "" } else { "s" };
+                write!(f, "rate({count} {unit}{plural})")
+            }
+        }
+    }
 }
 
 /// An `HttpApi` event: one route of the HTTP API.
@@ -356,6 +461,14 @@ impl Template {
         })
     }
 
+    /// Every schedule of every function.
+    pub fn schedules(&self) -> Vec<Schedule> {
+        self.functions
+            .values()
+            .flat_map(|f| f.schedules.iter().cloned())
+            .collect()
+    }
+
     /// Every HttpApi route of every function.
     pub fn routes(&self) -> Vec<Route> {
         self.functions
@@ -539,6 +652,7 @@ fn parse_function(
         .or(global_timeout);
 
     let mut routes = Vec::new();
+    let mut schedules = Vec::new();
     let mut other_events = Vec::new();
     let empty = Mapping::new();
     let events = props
@@ -554,6 +668,13 @@ fn parse_function(
             .get("Type")
             .and_then(Value::as_str)
             .unwrap_or_default();
+        if kind == "Schedule" || kind == "ScheduleV2" {
+            schedules.push(
+                parse_schedule(logical_id, &name, kind, event.get("Properties"))
+                    .with_context(|| format!("event {name}"))?,
+            );
+            continue;
+        }
         if kind != "HttpApi" {
             other_events.push((name, kind.to_owned()));
             continue;
@@ -569,7 +690,54 @@ fn parse_function(
         environment,
         timeout_secs,
         routes,
+        schedules,
         other_events,
+    })
+}
+
+fn parse_schedule(
+    function: &str,
+    event: &str,
+    kind: &str,
+    props: Option<&Value>,
+) -> Result<Schedule> {
+    let props = props.ok_or_else(|| anyhow!("no Properties"))?;
+    let key = if kind == "ScheduleV2" {
+        "ScheduleExpression"
+    } else {
+        "Schedule"
+    };
+    let expression = props.get(key).ok_or_else(|| anyhow!("no {key}"))?;
+    let expression = match expression {
+        Value::String(text) => text,
+        _ => bail!("{key} must be a literal expression for the local stack"),
+    };
+    let expression = ScheduleExpression::parse(expression).with_context(|| key.to_owned())?;
+    let enabled = match (props.get("Enabled"), props.get("State")) {
+        (Some(Value::Bool(b)), _) => *b,
+        (Some(_), _) => bail!("Enabled must be true or false"),
+        (None, Some(state)) => match state.as_str() {
+            Some("ENABLED") => true,
+            Some("DISABLED") => false,
+            _ => bail!("State must be ENABLED or DISABLED"),
+        },
+        (None, None) => true,
+    };
+    let input = match props.get("Input") {
+        None => None,
+        Some(Value::String(text)) => {
+            serde_json::from_str::<serde_json::Value>(text)
+                .context("Input must be a JSON document")?;
+            Some(text.clone())
+        }
+        Some(_) => bail!("Input must be a JSON document as a string"),
+    };
+    Ok(Schedule {
+        function: function.to_owned(),
+        event: event.to_owned(),
+        expression,
+        enabled,
+        input,
     })
 }
 
@@ -691,6 +859,26 @@ mod tests {
         assert!(!get.is_public());
         assert!(t.function("credentials").is_some());
 
+        let refresh = &t.functions["TokenRefreshFunction"];
+        assert_eq!(refresh.binary, "token-refresh");
+        assert!(refresh.routes.is_empty());
+        assert_eq!(
+            refresh.schedules,
+            vec![Schedule {
+                function: "TokenRefreshFunction".into(),
+                event: "Sweep".into(),
+                expression: ScheduleExpression::Rate(Duration::from_secs(300)),
+                enabled: true,
+                input: None,
+            }]
+        );
+        assert_eq!(t.schedules().len(), 1);
+        let callback = &t.functions["OAuthCallbackFunction"].routes[0];
+        assert!(callback.is_public());
+        assert_eq!(callback.route_key(), "GET /v1/oauth/{provider}/callback");
+        let start = &t.functions["OAuthStartFunction"].routes[0];
+        assert!(!start.is_public());
+
         let api = &t.apis["Api"];
         assert_eq!(api.default_authorizer.as_deref(), Some("DashboardJwt"));
         assert_eq!(api.authorizers["DashboardJwt"].header(), "authorization");
@@ -775,5 +963,102 @@ Resources:
             format!("{err:#}").contains("PayloadFormatVersion"),
             "{err:#}"
         );
+    }
+
+    #[test]
+    fn schedule_expressions_parse_as_eventbridge_accepts_them() {
+        let rate = |t: &str| ScheduleExpression::parse(t).map(|e| e.period());
+        assert_eq!(
+            rate("rate(1 minute)").unwrap(),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            rate("rate(5 minutes)").unwrap(),
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(
+            rate("rate(2 hours)").unwrap(),
+            Some(Duration::from_secs(7200))
+        );
+        assert_eq!(
+            rate("rate(1 day)").unwrap(),
+            Some(Duration::from_secs(86_400))
+        );
+        assert_eq!(
+            rate(" rate(3 days) ").unwrap(),
+            Some(Duration::from_secs(259_200))
+        );
+        for bad in [
+            "rate(1 minutes)",
+            "rate(5 minute)",
+            "rate(0 minutes)",
+            "rate(-1 minutes)",
+            "rate(5 seconds)",
+            "rate(5)",
+            "rate(five minutes)",
+            "cron(0 12 * * ?)",
+            "every 5 minutes",
+        ] {
+            assert!(ScheduleExpression::parse(bad).is_err(), "{bad} parsed");
+        }
+        let cron = ScheduleExpression::parse("cron(0  12 * * ? *)").unwrap();
+        assert_eq!(cron.period(), None);
+        assert_eq!(cron.to_string(), "cron(0 12 * * ? *)");
+        for text in [
+            "rate(1 minute)",
+            "rate(90 minutes)",
+            "rate(2 hours)",
+            "rate(1 day)",
+        ] {
+            assert_eq!(ScheduleExpression::parse(text).unwrap().to_string(), text);
+        }
+    }
+
+    #[test]
+    fn schedule_events_are_read() {
+        let t = Template::parse(
+            r#"
+Resources:
+  Fn:
+    Type: AWS::Serverless::Function
+    Metadata: { BuildProperties: { Binary: sweeper } }
+    Properties:
+      Events:
+        Often: { Type: Schedule, Properties: { Schedule: rate(1 minute) } }
+        Off: { Type: Schedule, Properties: { Schedule: rate(2 hours), Enabled: false } }
+        Nightly: { Type: Schedule, Properties: { Schedule: "cron(0 3 * * ? *)", Input: '{"full":true}' } }
+        V2: { Type: ScheduleV2, Properties: { ScheduleExpression: rate(3 days), State: DISABLED } }
+        Q: { Type: SQS, Properties: { Queue: arn } }
+"#,
+        )
+        .unwrap();
+        let f = &t.functions["Fn"];
+        let by_name = |n: &str| f.schedules.iter().find(|s| s.event == n).unwrap();
+        assert!(by_name("Often").enabled);
+        assert!(!by_name("Off").enabled);
+        assert_eq!(
+            by_name("Nightly").input.as_deref(),
+            Some(r#"{"full":true}"#)
+        );
+        assert!(matches!(
+            by_name("Nightly").expression,
+            ScheduleExpression::Cron(_)
+        ));
+        assert!(!by_name("V2").enabled);
+        assert_eq!(f.other_events, vec![("Q".to_owned(), "SQS".to_owned())]);
+
+        for (props, wanted) in [
+            ("{ Schedule: rate(5 minute) }", "rate(5 minutes)"),
+            ("{ Schedule: !Ref Rate }", "literal"),
+            ("{ Schedule: rate(1 day), Input: 'not json' }", "Input"),
+            ("{ Schedule: rate(1 day), State: PAUSED }", "State"),
+            ("{ Enabled: true }", "no Schedule"),
+        ] {
+            let err = Template::parse(&format!(
+                "Resources:\n  Fn:\n    Type: AWS::Serverless::Function\n    Metadata: {{ BuildProperties: {{ Binary: x }} }}\n    Properties:\n      Events:\n        E: {{ Type: Schedule, Properties: {props} }}\n"
+            ))
+            .unwrap_err();
+            assert!(format!("{err:#}").contains(wanted), "{props}: {err:#}");
+        }
     }
 }

@@ -33,6 +33,7 @@ async fn the_real_template_bootstraps_twice() {
         .parameter("JwtIssuer", "http://127.0.0.1:3000/local-issuer")
         .parameter("JwtAudience", "conduit-local")
         .parameter("DashboardOrigins", "http://localhost:5173")
+        .parameter("PublicBaseUrl", "http://127.0.0.1:3000")
         .local_env("CONDUIT_PROVIDER_ORIGIN_OVERRIDE", "http://127.0.0.1:9100")
         .local_env("CONDUIT_ALLOW_LOOPBACK_HTTP", "true");
     let first = bootstrap(&template, &aws, &options).await.unwrap();
