@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use crate::oauth::{OAuthClient, OAuthFault, OAuthProvider, OAuthUser};
 use crate::state::{Account, Fault, Provider, SandboxState};
 use crate::wire;
 
@@ -28,6 +29,27 @@ pub(crate) fn routes() -> Router<SandboxState> {
             get(faults).post(set_faults).delete(clear_faults),
         )
         .route("/_sandbox/reset", post(reset))
+        .route(
+            "/_sandbox/oauth/clients",
+            get(oauth_clients).post(add_oauth_client),
+        )
+        .route(
+            "/_sandbox/oauth/users",
+            get(oauth_users).post(add_oauth_user),
+        )
+        .route(
+            "/_sandbox/oauth/settings",
+            get(oauth_settings).post(set_oauth_settings),
+        )
+        .route("/_sandbox/oauth/token_faults", post(oauth_token_faults))
+        .route("/_sandbox/oauth/deny", post(oauth_deny))
+        .route("/_sandbox/oauth/revoke_user", post(oauth_revoke_user))
+        .route(
+            "/_sandbox/oauth/expire_access_tokens",
+            post(oauth_expire_access_tokens),
+        )
+        .route("/_sandbox/oauth/grants", get(oauth_grants).post(seed_grant))
+        .route("/_sandbox/oauth/grants/lookup", post(oauth_grant_lookup))
 }
 
 async fn health() -> Response {
@@ -111,6 +133,234 @@ async fn clear_faults(State(state): State<SandboxState>) -> Response {
 async fn reset(State(state): State<SandboxState>) -> Response {
     state.reset();
     wire::json(StatusCode::OK, json!({"status": "reset"}))
+}
+
+async fn oauth_clients(State(state): State<SandboxState>) -> Response {
+    wire::json(StatusCode::OK, json!({"clients": state.oauth_clients()}))
+}
+
+async fn add_oauth_client(State(state): State<SandboxState>, body: Bytes) -> Response {
+    let client: OAuthClient = match parse(&body) {
+        Ok(client) => client,
+        Err(response) => return response,
+    };
+    match state.add_oauth_client(client) {
+        Ok(view) => wire::json(StatusCode::CREATED, json!({ "client": view })),
+        Err(error) => bad_request("invalid_client", &error.to_string()),
+    }
+}
+
+async fn oauth_users(State(state): State<SandboxState>) -> Response {
+    wire::json(StatusCode::OK, json!({"users": state.oauth_users()}))
+}
+
+async fn add_oauth_user(State(state): State<SandboxState>, body: Bytes) -> Response {
+    let user: OAuthUser = match parse(&body) {
+        Ok(user) => user,
+        Err(response) => return response,
+    };
+    match state.add_oauth_user(user) {
+        Ok(user) => wire::json(StatusCode::CREATED, json!({ "user": user })),
+        Err(error) => bad_request("invalid_user", &error.to_string()),
+    }
+}
+
+async fn oauth_settings(State(state): State<SandboxState>) -> Response {
+    wire::json(StatusCode::OK, json!({"settings": state.oauth_settings()}))
+}
+
+/// Body of `POST /_sandbox/oauth/settings`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettingsRequest {
+    provider: OAuthProvider,
+    /// Access-token lifetime in seconds.
+    token_ttl_secs: Option<u64>,
+    /// Access-token lifetime in milliseconds (for sub-second tests).
+    token_ttl_ms: Option<u64>,
+    /// Refresh-token rotation.
+    rotation: Option<bool>,
+}
+
+async fn set_oauth_settings(State(state): State<SandboxState>, body: Bytes) -> Response {
+    let request: SettingsRequest = match parse(&body) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let ttl = match (request.token_ttl_secs, request.token_ttl_ms) {
+        (Some(_), Some(_)) => {
+            return bad_request(
+                "invalid_settings",
+                "give token_ttl_secs or token_ttl_ms, not both",
+            );
+        }
+        (Some(secs), None) => Some(Duration::from_secs(secs)),
+        (None, Some(ms)) => Some(Duration::from_millis(ms)),
+        (None, None) => None,
+    };
+    if ttl.is_none() && request.rotation.is_none() {
+        return bad_request(
+            "invalid_settings",
+            "give at least one of token_ttl_secs, token_ttl_ms or rotation",
+        );
+    }
+    if let Some(ttl) = ttl {
+        state.set_token_ttl(request.provider, ttl);
+    }
+    if let Some(rotation) = request.rotation {
+        state.set_rotation(request.provider, rotation);
+    }
+    oauth_settings(State(state)).await
+}
+
+/// Body of `POST /_sandbox/oauth/token_faults`: `error` or `status`, and a count.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenFaultRequest {
+    provider: OAuthProvider,
+    /// `"invalid_grant"`.
+    error: Option<String>,
+    /// A status, 400–599.
+    status: Option<u16>,
+    /// How many token requests get it (default 1).
+    count: Option<u32>,
+}
+
+async fn oauth_token_faults(State(state): State<SandboxState>, body: Bytes) -> Response {
+    let request: TokenFaultRequest = match parse(&body) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let fault = match (request.error.as_deref(), request.status) {
+        (Some("invalid_grant"), None) => OAuthFault::InvalidGrant,
+        (None, Some(status)) => OAuthFault::Status(status),
+        _ => {
+            return bad_request(
+                "invalid_fault",
+                "give either \"error\":\"invalid_grant\" or a status",
+            );
+        }
+    };
+    match state.force_token_error(request.provider, fault, request.count.unwrap_or(1)) {
+        Ok(()) => oauth_settings(State(state)).await,
+        Err(error) => bad_request("invalid_fault", &error.to_string()),
+    }
+}
+
+/// Body of `POST /_sandbox/oauth/deny`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DenyRequest {
+    provider: OAuthProvider,
+    #[serde(default = "one")]
+    count: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+async fn oauth_deny(State(state): State<SandboxState>, body: Bytes) -> Response {
+    let request: DenyRequest = match parse(&body) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    state.deny_next_authorizations(request.provider, request.count);
+    oauth_settings(State(state)).await
+}
+
+/// Body naming a provider and, for some routes, a user.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProviderUserRequest {
+    provider: OAuthProvider,
+    #[serde(default)]
+    email: Option<String>,
+}
+
+async fn oauth_revoke_user(State(state): State<SandboxState>, body: Bytes) -> Response {
+    let request: ProviderUserRequest = match parse(&body) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let Some(email) = request.email else {
+        return bad_request("invalid_body", "email is required");
+    };
+    let revoked = state.revoke_grants_for_user(request.provider, &email);
+    wire::json(StatusCode::OK, json!({ "revoked": revoked }))
+}
+
+async fn oauth_expire_access_tokens(State(state): State<SandboxState>, body: Bytes) -> Response {
+    let request: ProviderUserRequest = match parse(&body) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    state.expire_access_tokens(request.provider);
+    wire::json(StatusCode::OK, json!({"status": "expired"}))
+}
+
+/// Body of `POST /_sandbox/oauth/grants`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SeedRequest {
+    provider: OAuthProvider,
+    client_id: String,
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    scopes: Vec<String>,
+}
+
+async fn seed_grant(State(state): State<SandboxState>, body: Bytes) -> Response {
+    let request: SeedRequest = match parse(&body) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let scopes: Vec<&str> = request.scopes.iter().map(String::as_str).collect();
+    match state.seed_grant(
+        request.provider,
+        &request.client_id,
+        request.email.as_deref(),
+        &scopes,
+    ) {
+        Ok(seeded) => wire::json(StatusCode::CREATED, json!(seeded)),
+        Err(error) => bad_request("invalid_grant", &error.to_string()),
+    }
+}
+
+/// `GET /_sandbox/oauth/grants?provider=…&email=…`.
+async fn oauth_grants(State(state): State<SandboxState>, RawQuery(query): RawQuery) -> Response {
+    let provider = wire::query_param(query.as_deref(), "provider");
+    let email = wire::query_param(query.as_deref(), "email");
+    let (Some(provider), Some(email)) = (provider, email) else {
+        return bad_request("invalid_query", "give provider and email");
+    };
+    let provider: OAuthProvider = match serde_json::from_value(json!(provider)) {
+        Ok(provider) => provider,
+        Err(error) => return bad_request("invalid_query", &error.to_string()),
+    };
+    wire::json(
+        StatusCode::OK,
+        json!({"grants": state.oauth_grants_for_user(provider, &email)}),
+    )
+}
+
+/// Body of `POST /_sandbox/oauth/grants/lookup`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LookupRequest {
+    token: String,
+}
+
+async fn oauth_grant_lookup(State(state): State<SandboxState>, body: Bytes) -> Response {
+    let request: LookupRequest = match parse(&body) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    wire::json(
+        StatusCode::OK,
+        json!({"grant": state.oauth_grant(&request.token)}),
+    )
 }
 
 /// Parses a JSON body, or answers 400 saying what is wrong (to the caller; nothing is logged).

@@ -20,6 +20,99 @@
 //! Unmatched paths of a provider count as `{provider}.unknown` and get that provider's
 //! 404; hosts no provider owns count as `unknown_host`.
 //!
+//! # OAuth 2.0 stand-ins
+//! Authorization code grant (RFC 6749) with PKCE (RFC 7636, `S256` or `plain`) and
+//! revocation (RFC 7009) for nine providers, sharing one grant engine ([`oauth`]). The
+//! authorize endpoint auto-approves: it answers `302` to
+//! `redirect_uri?code=…&state=…` (keeping the URI's own query), as the `login_hint` user
+//! if known, else the provider's default user. Codes are single use, live 10 minutes
+//! and are bound to the client, `redirect_uri` (repeated exactly at the token endpoint),
+//! scopes, PKCE challenge and user. Unknown `client_id` or a bad `redirect_uri`: a 400
+//! HTML page, no redirect. `sandbox_decision=deny` (or the deny knob): redirect with
+//! `error=access_denied`. Every issued code and token is random (≥ 32 random characters
+//! for tokens) and never reused.
+//!
+//! | Provider id | Authorize (`GET`) | Token (`POST`) | Client auth |
+//! |---|---|---|---|
+//! | `hubspot` | `app.hubspot.com/oauth/authorize` | `api.hubapi.com/oauth/v1/token` | body (Basic too) |
+//! | `salesforce` | `{login,test}.salesforce.com/services/oauth2/authorize` | `…/services/oauth2/token` | body (Basic too) |
+//! | `zoho` | `accounts.zoho.{com,eu,in,com.au,jp,com.cn}/oauth/v2/auth` | `accounts.zoho.{dc}/oauth/v2/token` | body (Basic too) |
+//! | `pipedrive` | `oauth.pipedrive.com/oauth/authorize` | `oauth.pipedrive.com/oauth/token` | **Basic only** |
+//! | `dynamics365` | `login.microsoftonline.com/{tenant}/oauth2/v2.0/authorize` | `…/oauth2/v2.0/token` | body (Basic too) |
+//! | `google` | `accounts.google.com/o/oauth2/v2/auth` | `oauth2.googleapis.com/token` | body (Basic too) |
+//! | `zendesk` | `{sub}.zendesk.com/oauth/authorizations/new` | `{sub}.zendesk.com/oauth/tokens` (form or JSON) | body (Basic too) |
+//! | `genesys` | `login.{region}/oauth/authorize` | `login.{region}/oauth/token` | **Basic only** |
+//! | `custom_oauth` | `oauth.custom.example/authorize` | `oauth.custom.example/token` | Basic or body, not both |
+//!
+//! Token responses, per provider (`expires_in` follows [`SandboxState::set_token_ttl`]):
+//! - HubSpot `{token_type:"bearer", access_token, refresh_token, expires_in:1800, hub_id,
+//!   user_id, scopes, token_use}`; refresh returns the same refresh token.
+//! - Salesforce `{access_token, refresh_token (code grant only), signature, scope,
+//!   instance_url, id, token_type:"Bearer", issued_at}`, never `expires_in` (sessions
+//!   still end after the TTL, 7200 s by default). A refresh token needs scope
+//!   `refresh_token` or `offline_access` (no scope: `api refresh_token`).
+//! - Zoho `{access_token, refresh_token (code grant with access_type=offline only),
+//!   scope, api_domain:"https://www.zohoapis.{dc}", token_type:"Bearer", expires_in:3600}`.
+//!   The redirect adds `location` and `accounts-server`: the grant lives in the *user's*
+//!   data centre and works only there. Errors are HTTP 200 `{"error":"invalid_code"}`
+//!   (also `invalid_client`, `invalid_client_secret`).
+//! - Pipedrive `{access_token, token_type:"Bearer", refresh_token, scope (comma-separated),
+//!   expires_in:3599, api_domain:"https://{company}.pipedrive.com"}`.
+//! - Google `{access_token, expires_in:3599, refresh_token (code exchange after
+//!   access_type=offline only), scope, token_type:"Bearer", id_token (with openid;
+//!   unsigned JWT)}`; `email`/`profile` are granted as their long scope URLs.
+//! - Microsoft `{token_type:"Bearer", scope (without offline_access), expires_in:3599,
+//!   ext_expires_in, access_token, refresh_token (with offline_access), id_token (with
+//!   openid)}`; each refresh hands out a new refresh token and the old one stays valid.
+//! - Zendesk `{access_token, token_type:"bearer", scope, refresh_token, expires_in,
+//!   refresh_token_expires_in}`; request `expires_in`/`refresh_token_expires_in` are
+//!   honoured; a refresh invalidates the grant's earlier access tokens.
+//! - Genesys `{access_token, token_type:"bearer", expires_in:86399, refresh_token}`.
+//! - custom `{access_token, token_type:"Bearer", expires_in:3600, refresh_token, scope}`.
+//!
+//! Token errors: RFC 6749 `{"error","error_description"}` (400; 401 for
+//! `invalid_client`) with provider flavour: HubSpot 400 `{"status":"BAD_AUTH_CODE" |
+//! "EXPIRED_AUTH_CODE" | "BAD_REDIRECT_URI" | "BAD_REFRESH_TOKEN" | "BAD_CLIENT_ID" |
+//! "BAD_GRANT_TYPE","message","correlationId"}` (no `error` member); Salesforce 400 even
+//! for client errors (`invalid_client_id`, `invalid_client`); Zoho HTTP 200; Pipedrive
+//! `{"success":false,"message","error"}`; Microsoft adds `error_codes` (AADSTS numbers),
+//! `trace_id`, `correlation_id`, `timestamp`, `error_uri`; Genesys adds `description`.
+//!
+//! Refresh-token rotation is on only for `custom_oauth` by default: each refresh returns
+//! a new refresh token and retires the old; presenting a retired one answers
+//! `invalid_grant` and revokes the whole grant (so a double refresh destroys the
+//! connection). Off, the same refresh token keeps working.
+//!
+//! | Route name | Request |
+//! |---|---|
+//! | `hubspot.oauth_revoke` | `DELETE api.hubapi.com/oauth/v1/refresh-tokens/{refresh_token}` → 204, revokes the grant |
+//! | `hubspot.oauth_introspect` | `GET api.hubapi.com/oauth/v1/access-tokens/{token}`, `GET …/refresh-tokens/{token}` (404 when dead) |
+//! | `hubspot.account_info` | `GET api.hubapi.com/account-info/v3/details` also takes OAuth bearer tokens (401 `EXPIRED_AUTHENTICATION` / `INVALID_AUTHENTICATION`) |
+//! | `salesforce.oauth_revoke` | `POST {login}/services/oauth2/revoke` form `token=` → 200, revokes the grant; unknown → 400 `invalid_token` |
+//! | `salesforce.oauth_introspect` | `POST {login}/services/oauth2/introspect` form `token`, client creds → `{active,scope,client_id,username,sub,token_type,exp,iat,nbf}` or `{active:false}` |
+//! | `salesforce.userinfo` | `GET {instance or login}/services/oauth2/userinfo`, `GET {login}/id/{org}/{user}` — Bearer (401 `Bad_OAuth_Token`) |
+//! | `salesforce.data` | `GET {instance}/services/data[/vNN.N/]` — Bearer; 401 `[{"message":"Session expired or invalid","errorCode":"INVALID_SESSION_ID"}]` |
+//! | `zoho.oauth_revoke` | `POST accounts.zoho.{dc}/oauth/v2/token/revoke?token=…` → 200 `{"status":"success"}` |
+//! | `zoho.userinfo` | `GET www.zohoapis.{dc}/crm/v2/users?type=CurrentUser` — `Authorization: Zoho-oauthtoken …`; 401 `INVALID_TOKEN` |
+//! | `pipedrive.oauth_revoke` | `POST oauth.pipedrive.com/oauth/revoke` (Basic; form `token`, `token_type_hint`) → 200; a refresh token revokes the grant |
+//! | `pipedrive.users_me` | `GET {company}.pipedrive.com[/api]/v1/users/me` — Bearer (or the API token as before) |
+//! | `dynamics365.userinfo` | `GET {org}.{crm_region}.dynamics.com/api/data/v9.2/WhoAmI` — Bearer for that environment; 401 empty body + `WWW-Authenticate` |
+//! | `google.oauth_revoke` | `POST oauth2.googleapis.com/revoke` form `token=` → 200 `{}`; unknown or dead → 400 `invalid_token` |
+//! | `google.oauth_introspect` | `GET oauth2.googleapis.com/tokeninfo?access_token=…` |
+//! | `google.userinfo` | `GET openidconnect.googleapis.com/v1/userinfo` — Bearer → `{sub,email,email_verified,name…}` |
+//! | `zendesk.oauth_revoke` | `DELETE {sub}.zendesk.com/api/v2/oauth/tokens/current.json` — Bearer → 204 |
+//! | `zendesk.users_me` | `GET {sub}.zendesk.com/api/v2/users/me.json` also takes OAuth bearer tokens |
+//! | `genesys.userinfo` | `GET api.{region}/api/v2/users/me` — Bearer → `{id,name,email,…}` |
+//! | `genesys.oauth_revoke` | `DELETE api.{region}/api/v2/tokens/me` — Bearer → 204 |
+//! | `custom_oauth.oauth_revoke` | `POST oauth.custom.example/revoke` (client auth; RFC 7009, 200 even for unknown tokens) |
+//! | `custom_oauth.oauth_introspect` | `POST oauth.custom.example/introspect` (client auth; RFC 7662) |
+//! | `custom_oauth.userinfo` | `GET oauth.custom.example/userinfo` — Bearer → `{sub,email,name}` |
+//!
+//! Authorize and token endpoints count as `{provider}.oauth_authorize` and
+//! `{provider}.oauth_token`. Access tokens die at their TTL, when their grant is revoked,
+//! or by [`SandboxState::expire_access_tokens`]; every protected endpoint then answers
+//! its provider's 401.
+//!
 //! # Default accounts
 //! Every fresh sandbox (and every reset) holds these, so the README's curl demo works:
 //! - Zendesk: subdomain `acme`, email `admin@acme.test`, API token `zd-sandbox-token-0001`
@@ -33,6 +126,27 @@
 //! - Custom API at `custom.example/api`: bearer `custom-sandbox-token-0001`, header
 //!   `X-Api-Key: custom-sandbox-key-0001`, or Basic `custom-user` / `custom-pass-0001`.
 //!
+//! OAuth clients: for each provider id `{p}` above, client id `{p}-sandbox-client-id`
+//! with secret `{p}-sandbox-client-secret` (e.g. `hubspot-sandbox-client-id`). Any
+//! `redirect_uri` is accepted. OAuth users (the first of each provider is its default):
+//! - HubSpot `admin@acme.test` "Acme Admin", user id 4711001, hub_id 62515, hub_domain
+//!   `acme.hubspot.com`.
+//! - Salesforce `admin@acme.test`, user `005Dn00000AcmeUAAA`, org `00DDn00000AcmeOEAA`,
+//!   instance `https://acme.my.salesforce.com`.
+//! - Zoho, one per data centre: `admin@acme.test` (`com`, user 4876876000000225013),
+//!   `admin.eu@acme.test` (`eu`), `admin.in@acme.test`, `admin.au@acme.test` (`com.au`),
+//!   `admin.jp@acme.test`, `admin.cn@acme.test` (`com.cn`).
+//! - Pipedrive `sales@acme.test` "Acme Sales", user 10000001, company 5000001 `acme`
+//!   (the API-token account's identity).
+//! - Microsoft `admin@acme.test`, UserId `7d4a9f52-2f6b-4c3e-9b1a-0c1d2e3f4a51`,
+//!   OrganizationId `1f0d4b8e-6c2a-4e8f-8a3b-5d6e7f809a12`, environment
+//!   `acme.crm.dynamics.com`.
+//! - Google `admin@acme.test`, sub `109876543210987654321`.
+//! - Zendesk `admin@acme.test`, user id 123 at subdomain `acme`.
+//! - Genesys `admin@acme.test`, id `3c9e1c52-8f4a-4b6d-a2e1-5f7b9d0c1e23`, region
+//!   `mypurecloud.com`.
+//! - custom `ops@custom.example` "Custom Sandbox", sub `custom-user-1`.
+//!
 //! # Control routes
 //! The knobs of [`SandboxState`] are also served as JSON:
 //! - `GET /_sandbox/health`
@@ -42,7 +156,28 @@
 //! - `GET /_sandbox/faults`; `POST /_sandbox/faults` with
 //!   `{"status":503,"count":2,"provider":"zendesk","retry_after_secs":1}` and/or
 //!   `{"latency_ms":250,"provider":"hubspot"}` (provider optional); `DELETE` clears them
-//! - `POST /_sandbox/reset`: back to the seeded accounts, zero counters, no faults.
+//! - `POST /_sandbox/reset`: back to the seeded accounts, OAuth clients and users, zero
+//!   counters, no faults, no grants, default OAuth knobs.
+//!
+//! OAuth knobs (each also a [`SandboxState`] method):
+//! - `GET|POST /_sandbox/oauth/clients` — an [`OAuthClient`]:
+//!   `{"provider":"hubspot","client_id":"app-2","client_secret":"s"}` (listing has no
+//!   secrets).
+//! - `GET|POST /_sandbox/oauth/users` — an [`OAuthUser`]:
+//!   `{"provider":"hubspot","email":"b@globex.test","hub_id":777}`; answers the user with
+//!   defaults filled in.
+//! - `GET /_sandbox/oauth/settings`; `POST` `{"provider":"hubspot","token_ttl_secs":60,
+//!   "rotation":true}` (or `token_ttl_ms`).
+//! - `POST /_sandbox/oauth/token_faults` `{"provider":"google","status":503,"count":2}` or
+//!   `{"provider":"hubspot","error":"invalid_grant"}`: the next token requests of that
+//!   provider get it (429/503 with `Retry-After: 1`).
+//! - `POST /_sandbox/oauth/deny` `{"provider":"google","count":1}`.
+//! - `POST /_sandbox/oauth/revoke_user` `{"provider":"hubspot","email":"admin@acme.test"}`.
+//! - `POST /_sandbox/oauth/expire_access_tokens` `{"provider":"hubspot"}`.
+//! - `POST /_sandbox/oauth/grants` `{"provider":"hubspot","client_id":"…","email":null,
+//!   "scopes":["oauth"]}` seeds a grant → a [`SeededGrant`]; `GET
+//!   /_sandbox/oauth/grants?provider=hubspot&email=…` lists [`OAuthGrantView`]s;
+//!   `POST /_sandbox/oauth/grants/lookup` `{"token":"…"}` finds the grant of any token.
 //!
 //! Each provider request is counted, then delayed by the configured latency, then answered
 //! with a pending forced status (in the provider's own error body) or by the route. Paths
@@ -51,13 +186,20 @@
 //! ```text
 //! curl -u 'admin@acme.test/token:zd-sandbox-token-0001' \
 //!   http://127.0.0.1:9100/acme.zendesk.com/api/v2/users/me.json
+//!
+//! # OAuth: authorize (read the code off the Location header), then exchange it.
+//! curl -si 'http://127.0.0.1:9100/app.hubspot.com/oauth/authorize?client_id=hubspot-sandbox-client-id&redirect_uri=https://app.test/cb&scope=oauth&state=xyz' | grep -i location
+//! curl -s http://127.0.0.1:9100/api.hubapi.com/oauth/v1/token \
+//!   -d grant_type=authorization_code -d code=CODE -d redirect_uri=https://app.test/cb \
+//!   -d client_id=hubspot-sandbox-client-id -d client_secret=hubspot-sandbox-client-secret
 //! ```
 //!
-//! The server never logs credentials, tokens, query strings or request bodies.
+//! The server never logs credentials, codes, tokens, query strings or request bodies.
 
 #![warn(missing_docs)]
 
 mod admin;
+pub mod oauth;
 pub mod providers;
 pub mod ratelimit;
 pub mod state;
@@ -76,6 +218,10 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use oauth::{
+    OAuthClient, OAuthClientView, OAuthError, OAuthFault, OAuthGrantView, OAuthProvider,
+    OAuthSettingsView, OAuthUser, SeededGrant, default_oauth_clients, default_oauth_users,
+};
 pub use state::{
     Account, AccountError, AccountView, CallsView, Fault, FaultError, FaultsView, Provider,
     ProviderAccount, SandboxState, Secret, default_accounts,

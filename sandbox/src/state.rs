@@ -27,17 +27,35 @@ pub enum Provider {
     Chatwoot,
     /// A tenant's own REST API (`custom.example/api` or a registered host and base path).
     Custom,
+    /// Salesforce (`login.salesforce.com`, `test.salesforce.com`, instance hosts).
+    Salesforce,
+    /// Zoho CRM (`accounts.zoho.{dc}`, `www.zohoapis.{dc}`).
+    Zoho,
+    /// Microsoft Dynamics 365 (`login.microsoftonline.com`, `{org}.{region}.dynamics.com`).
+    Dynamics365,
+    /// Google (`accounts.google.com`, `oauth2.googleapis.com`, `openidconnect.googleapis.com`).
+    Google,
+    /// Genesys Cloud (`login.{region}`, `api.{region}`).
+    Genesys,
+    /// A tenant's own OAuth 2.0 authorization server (`oauth.custom.example`).
+    CustomOauth,
 }
 
 impl Provider {
     /// Every provider, in a stable order.
-    pub const ALL: [Provider; 6] = [
+    pub const ALL: [Provider; 12] = [
         Provider::Zendesk,
         Provider::Freshdesk,
         Provider::Pipedrive,
         Provider::Hubspot,
         Provider::Chatwoot,
         Provider::Custom,
+        Provider::Salesforce,
+        Provider::Zoho,
+        Provider::Dynamics365,
+        Provider::Google,
+        Provider::Genesys,
+        Provider::CustomOauth,
     ];
 
     /// The provider's snake_case name, as used in JSON and route names.
@@ -49,6 +67,12 @@ impl Provider {
             Provider::Hubspot => "hubspot",
             Provider::Chatwoot => "chatwoot",
             Provider::Custom => "custom",
+            Provider::Salesforce => "salesforce",
+            Provider::Zoho => "zoho",
+            Provider::Dynamics365 => "dynamics365",
+            Provider::Google => "google",
+            Provider::Genesys => "genesys",
+            Provider::CustomOauth => "custom_oauth",
         }
     }
 }
@@ -341,6 +365,12 @@ impl Fault {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FaultError(String);
 
+impl FaultError {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
 impl fmt::Display for FaultError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -376,6 +406,9 @@ pub const UNKNOWN_HOST_ROUTE: &str = "unknown_host";
 #[derive(Clone, Default)]
 pub struct SandboxState {
     inner: Arc<Mutex<Inner>>,
+    /// OAuth clients, users, codes, grants and tokens, behind their own lock so the token
+    /// endpoint does not contend with the counters.
+    oauth: Arc<Mutex<crate::oauth::Store>>,
 }
 
 impl fmt::Debug for SandboxState {
@@ -539,10 +572,17 @@ impl SandboxState {
         inner.provider_latency.clear();
     }
 
-    /// Back to a freshly started sandbox: seeded accounts only, zero counters, no faults,
-    /// empty rate-limit windows.
+    /// Back to a freshly started sandbox: seeded accounts, OAuth clients and users only,
+    /// zero counters, no faults, no OAuth grants, default OAuth knobs, empty rate-limit
+    /// windows.
     pub fn reset(&self) {
         *self.lock() = Inner::default();
+        *self.oauth_store() = crate::oauth::Store::default();
+    }
+
+    /// The OAuth store, locked. Hold it briefly: every OAuth request takes it.
+    pub(crate) fn oauth_store(&self) -> MutexGuard<'_, crate::oauth::Store> {
+        self.oauth.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Counts one request for `route`.

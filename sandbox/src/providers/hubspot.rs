@@ -1,30 +1,50 @@
-//! HubSpot stand-in, served at `/api.hubapi.com/…`.
+//! HubSpot stand-in, served at `/api.hubapi.com/…` and (OAuth consent) at
+//! `/app.hubspot.com/oauth/authorize`.
 //!
-//! Auth: private app token as `Authorization: Bearer`. Every response carries the
-//! `X-HubSpot-RateLimit-*` headers. Each account has a rolling 10-second budget (110 by
-//! default) and a daily budget; past either, HubSpot's 429 `RATE_LIMIT` body. Errors:
-//! `{"status":"error","message":"…","correlationId":"…","category":"…"}`.
+//! Auth: private app token, or an OAuth access token, as `Authorization: Bearer`. Every
+//! API response carries the `X-HubSpot-RateLimit-*` headers. Each private-app account has
+//! a rolling 10-second budget (110 by default) and a daily budget; each OAuth app has the
+//! default budget per portal. Past either, HubSpot's 429 `RATE_LIMIT` body. Errors:
+//! `{"status":"error","message":"…","correlationId":"…","category":"…"}`; OAuth token
+//! errors: `{"status":"BAD_REFRESH_TOKEN","message":"…","correlationId":"…"}` (400).
 //!
 //! Later endpoints (CRM objects) call `authorize` first so they share the same budget.
 
 use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
-use axum::response::Response;
-use serde_json::json;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
 
 use super::ProviderRequest;
+use crate::oauth::{self, AccessCheck, AccessDenied, OAuthProvider, RevokeOutcome, RevokeReach};
 use crate::ratelimit::{Policy, Usage, Verdict};
 use crate::state::{Account, ProviderAccount, SandboxState};
 use crate::wire;
 
 /// Route name of `GET /account-info/v3/details`.
 pub const ACCOUNT_INFO: &str = "hubspot.account_info";
+/// Route name of `GET app.hubspot.com/oauth/authorize`.
+pub const OAUTH_AUTHORIZE: &str = "hubspot.oauth_authorize";
+/// Route name of `POST /oauth/v1/token`.
+pub const OAUTH_TOKEN: &str = "hubspot.oauth_token";
+/// Route name of `DELETE /oauth/v1/refresh-tokens/{token}`.
+pub const OAUTH_REVOKE: &str = "hubspot.oauth_revoke";
+/// Route name of `GET /oauth/v1/access-tokens/{token}` and
+/// `GET /oauth/v1/refresh-tokens/{token}`.
+pub const OAUTH_INTROSPECT: &str = "hubspot.oauth_introspect";
 /// Route name of paths the stand-in does not serve.
 pub const UNKNOWN: &str = "hubspot.unknown";
 
 /// The host of HubSpot's REST API.
 pub const API_HOST: &str = "api.hubapi.com";
+/// Hosts of HubSpot's app (the OAuth consent screen).
+pub const APP_HOSTS: [&str; 2] = ["app.hubspot.com", "app-eu1.hubspot.com"];
+
+/// Whether `host` is one of HubSpot's.
+pub(crate) fn is_host(host: &str) -> bool {
+    host == API_HOST || APP_HOSTS.contains(&host)
+}
 
 /// Name of the rolling 10-second policy, as in HubSpot's 429 `policyName`.
 pub const TEN_SECONDLY_ROLLING: &str = "TEN_SECONDLY_ROLLING";
@@ -44,6 +64,16 @@ const AUTH_MESSAGE: &str = "Authentication credentials not found. This API suppo
 pub(crate) enum Endpoint {
     /// `GET /account-info/v3/details`: the portal behind the token.
     AccountInfo,
+    /// `GET app.hubspot.com/oauth/authorize`: the consent screen (auto-approves).
+    OAuthAuthorize,
+    /// `POST /oauth/v1/token`.
+    OAuthToken,
+    /// `GET /oauth/v1/access-tokens/{token}`.
+    AccessTokenInfo,
+    /// `GET /oauth/v1/refresh-tokens/{token}`.
+    RefreshTokenInfo,
+    /// `DELETE /oauth/v1/refresh-tokens/{token}`.
+    RefreshTokenDelete,
 }
 
 impl Endpoint {
@@ -51,35 +81,134 @@ impl Endpoint {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Endpoint::AccountInfo => ACCOUNT_INFO,
+            Endpoint::OAuthAuthorize => OAUTH_AUTHORIZE,
+            Endpoint::OAuthToken => OAUTH_TOKEN,
+            Endpoint::AccessTokenInfo | Endpoint::RefreshTokenInfo => OAUTH_INTROSPECT,
+            Endpoint::RefreshTokenDelete => OAUTH_REVOKE,
         }
     }
 }
 
+/// The `{token}` of `/oauth/v1/{kind}/{token}`.
+fn path_token<'a>(path: &'a str, kind: &str) -> Option<&'a str> {
+    let token = path
+        .strip_prefix("/oauth/v1/")?
+        .strip_prefix(kind)?
+        .strip_prefix('/')?;
+    (!token.is_empty() && !token.contains('/')).then_some(token)
+}
+
 /// Matches a request to a HubSpot route.
 pub(crate) fn route(req: &ProviderRequest) -> Option<Endpoint> {
-    match (&req.method, req.path.as_str()) {
+    let path = req.path.as_str();
+    if APP_HOSTS.contains(&req.host.as_str()) {
+        return match (&req.method, path) {
+            (&Method::GET, "/oauth/authorize") => Some(Endpoint::OAuthAuthorize),
+            _ => None,
+        };
+    }
+    match (&req.method, path) {
         (&Method::GET, "/account-info/v3/details") => Some(Endpoint::AccountInfo),
+        (&Method::POST, "/oauth/v1/token") => Some(Endpoint::OAuthToken),
+        (&Method::GET, _) if path_token(path, "access-tokens").is_some() => {
+            Some(Endpoint::AccessTokenInfo)
+        }
+        (&Method::GET, _) if path_token(path, "refresh-tokens").is_some() => {
+            Some(Endpoint::RefreshTokenInfo)
+        }
+        (&Method::DELETE, _) if path_token(path, "refresh-tokens").is_some() => {
+            Some(Endpoint::RefreshTokenDelete)
+        }
         _ => None,
     }
 }
 
 /// Serves a matched HubSpot route.
 pub(crate) fn handle(endpoint: Endpoint, state: &SandboxState, req: &ProviderRequest) -> Response {
-    let account = match authorize(state, req) {
-        Ok(account) => account,
-        Err(response) => return response,
-    };
     match endpoint {
-        Endpoint::AccountInfo => account_info(&account.account, account.usage),
+        Endpoint::AccountInfo => match authorize(state, req) {
+            Ok(authorized) => account_info(state, &authorized),
+            Err(response) => response,
+        },
+        Endpoint::OAuthAuthorize => oauth::authorize(state, req, OAuthProvider::Hubspot, ""),
+        Endpoint::OAuthToken => oauth::token(state, req, OAuthProvider::Hubspot, ""),
+        Endpoint::AccessTokenInfo => {
+            access_token_info(state, path_token(&req.path, "access-tokens").unwrap_or(""))
+        }
+        Endpoint::RefreshTokenInfo => {
+            refresh_token_info(state, path_token(&req.path, "refresh-tokens").unwrap_or(""))
+        }
+        Endpoint::RefreshTokenDelete => {
+            let token = path_token(&req.path, "refresh-tokens").unwrap_or("");
+            let outcome = oauth::revoke(
+                state,
+                OAuthProvider::Hubspot,
+                token,
+                RevokeReach::Grant,
+                None,
+                None,
+            );
+            match outcome {
+                RevokeOutcome::Revoked => StatusCode::NO_CONTENT.into_response(),
+                RevokeOutcome::Unknown | RevokeOutcome::AlreadyDead => token_not_found("refresh"),
+            }
+        }
+    }
+}
+
+/// Who a request acts for: a private app's account or an OAuth grant's portal.
+pub(crate) enum Principal {
+    /// A private app token of a registered account.
+    PrivateApp(Account),
+    /// An OAuth access token.
+    OAuth(Box<oauth::AccessGrant>),
+}
+
+impl Principal {
+    /// The portal (hub) id.
+    pub(crate) fn portal_id(&self) -> u64 {
+        match self {
+            Principal::PrivateApp(account) => account.id,
+            Principal::OAuth(grant) => grant.user.hub_id,
+        }
+    }
+
+    fn limiter_key(&self) -> String {
+        match self {
+            Principal::PrivateApp(account) => limiter_key(account),
+            Principal::OAuth(grant) => {
+                format!("hubspot-oauth:{}:{}", grant.user.hub_id, grant.app_id)
+            }
+        }
+    }
+
+    fn policies(&self) -> [Policy; 3] {
+        match self {
+            Principal::PrivateApp(account) => policies(account),
+            Principal::OAuth(_) => policies_for(DEFAULT_TEN_SECONDLY, DEFAULT_DAILY),
+        }
     }
 }
 
 /// An authenticated request that fitted the account's budget.
 pub(crate) struct Authorized {
-    /// The account behind the token.
-    pub(crate) account: Account,
+    /// Who the token acts for.
+    pub(crate) principal: Principal,
     /// Budget left after counting the request.
     pub(crate) usage: Vec<Usage>,
+}
+
+/// The principal behind the request's bearer token, or the finished 401.
+#[allow(clippy::result_large_err)] // The error is the finished response.
+fn principal(state: &SandboxState, headers: &HeaderMap) -> Result<Principal, Response> {
+    if let Some(account) = account_for_token(state, headers) {
+        return Ok(Principal::PrivateApp(account));
+    }
+    match oauth::bearer_access(state, OAuthProvider::Hubspot, wire::bearer_token(headers)) {
+        AccessCheck::Granted(grant) => Ok(Principal::OAuth(grant)),
+        AccessCheck::Denied(AccessDenied::Expired) => Err(expired()),
+        AccessCheck::Denied(_) | AccessCheck::Missing => Err(unauthorized()),
+    }
 }
 
 /// Authenticates the bearer token and counts the request against the account's budget;
@@ -89,13 +218,11 @@ pub(crate) fn authorize(
     state: &SandboxState,
     req: &ProviderRequest,
 ) -> Result<Authorized, Response> {
-    let Some(account) = account_for_token(state, &req.headers) else {
-        return Err(unauthorized());
-    };
-    let policies = policies(&account);
-    let key = limiter_key(&account);
+    let principal = principal(state, &req.headers)?;
+    let policies = principal.policies();
+    let key = principal.limiter_key();
     match state.with_limiter(|limiter| limiter.acquire(&key, &policies, Instant::now())) {
-        Verdict::Allowed { usage } => Ok(Authorized { account, usage }),
+        Verdict::Allowed { usage } => Ok(Authorized { principal, usage }),
         Verdict::Denied { policy, usage, .. } => {
             Err(with_rate_headers(rate_limited(policy), &usage))
         }
@@ -139,19 +266,27 @@ fn policies_for(ten_secondly: u64, daily: u64) -> [Policy; 3] {
     ]
 }
 
-fn account_info(account: &Account, usage: Vec<Usage>) -> Response {
-    let (account_type, time_zone) = match &account.provider {
-        ProviderAccount::Hubspot {
+fn account_info(state: &SandboxState, authorized: &Authorized) -> Response {
+    let portal_id = authorized.principal.portal_id();
+    // An OAuth portal takes the settings of the private-app account of the same portal.
+    let account = match &authorized.principal {
+        Principal::PrivateApp(account) => Some(account.clone()),
+        Principal::OAuth(_) => state.find_account(|account| {
+            account.id == portal_id && matches!(account.provider, ProviderAccount::Hubspot { .. })
+        }),
+    };
+    let (account_type, time_zone) = match account.as_ref().map(|a| &a.provider) {
+        Some(ProviderAccount::Hubspot {
             account_type,
             time_zone,
             ..
-        } => (account_type.as_str(), time_zone.as_str()),
-        _ => ("STANDARD", "US/Eastern"),
+        }) => (account_type.clone(), time_zone.clone()),
+        _ => (default_account_type(), "US/Eastern".to_owned()),
     };
     let response = wire::json(
         StatusCode::OK,
         json!({
-            "portalId": account.id,
+            "portalId": portal_id,
             "accountType": account_type,
             "timeZone": time_zone,
             "companyCurrency": "USD",
@@ -162,7 +297,70 @@ fn account_info(account: &Account, usage: Vec<Usage>) -> Response {
             "dataHostingLocation": "na1"
         }),
     );
-    with_rate_headers(response, &usage)
+    with_rate_headers(response, &authorized.usage)
+}
+
+fn default_account_type() -> String {
+    "STANDARD".to_owned()
+}
+
+/// `GET /oauth/v1/access-tokens/{token}`: HubSpot's `AccessTokenInfoResponse`.
+fn access_token_info(state: &SandboxState, token: &str) -> Response {
+    let grant = match oauth::bearer_access(state, OAuthProvider::Hubspot, Some(token)) {
+        AccessCheck::Granted(grant) => grant,
+        _ => return token_not_found("access"),
+    };
+    wire::json(
+        StatusCode::OK,
+        json!({
+            "token": token,
+            "user": grant.user.email,
+            "hub_domain": grant.user.hub_domain,
+            "scopes": grant.scopes,
+            "scope_to_scope_group_pks": [],
+            "trial_scopes": [],
+            "trial_scope_to_scope_group_pks": [],
+            "hub_id": grant.user.hub_id,
+            "app_id": grant.app_id,
+            "expires_in": grant.expires_in,
+            "user_id": numeric_id(&grant.user.user_id),
+            "token_type": "access",
+            "is_private_distribution": false,
+        }),
+    )
+}
+
+/// `GET /oauth/v1/refresh-tokens/{token}`: HubSpot's `RefreshTokenInfoResponse`.
+fn refresh_token_info(state: &SandboxState, token: &str) -> Response {
+    match oauth::introspect_response(state, OAuthProvider::Hubspot, token) {
+        Some(info) if info.refresh => wire::json(
+            StatusCode::OK,
+            json!({
+                "token": token,
+                "user": info.user.email,
+                "hub_domain": info.user.hub_domain,
+                "scopes": info.scopes,
+                "hub_id": info.user.hub_id,
+                "client_id": info.client_id,
+                "user_id": numeric_id(&info.user.user_id),
+                "token_type": "refresh",
+            }),
+        ),
+        _ => token_not_found("refresh"),
+    }
+}
+
+fn numeric_id(id: &str) -> Value {
+    id.parse::<u64>().map_or_else(|_| json!(id), |n| json!(n))
+}
+
+/// 404 for an unknown, expired or revoked token at the token-info endpoints.
+fn token_not_found(kind: &str) -> Response {
+    error_body(
+        StatusCode::NOT_FOUND,
+        &format!("The {kind} token was not found, has expired or has been revoked."),
+        "OBJECT_NOT_FOUND",
+    )
 }
 
 fn error_body(status: StatusCode, message: &str, category: &str) -> Response {
@@ -183,6 +381,15 @@ fn unauthorized() -> Response {
         StatusCode::UNAUTHORIZED,
         AUTH_MESSAGE,
         "INVALID_AUTHENTICATION",
+    )
+}
+
+/// 401 for an expired OAuth access token.
+fn expired() -> Response {
+    error_body(
+        StatusCode::UNAUTHORIZED,
+        "The OAuth token used to make this call expired.",
+        "EXPIRED_AUTHENTICATION",
     )
 }
 
@@ -232,19 +439,23 @@ pub(crate) fn error_for_status(status: StatusCode) -> Response {
     error_body(status, wire::reason(status), category)
 }
 
-/// Adds the rate-limit headers to responses that do not have them yet (401, 404,
+/// Adds the rate-limit headers to API responses that do not have them yet (401, 404,
 /// forced faults), from the token's account if it has one, else a full default budget.
+/// The OAuth endpoints and the app host do not carry them.
 pub(crate) fn finish(state: &SandboxState, req: &ProviderRequest, response: Response) -> Response {
-    if response.headers().contains_key(HEADER_MAX) {
+    if response.headers().contains_key(HEADER_MAX)
+        || req.host != API_HOST
+        || req.path.starts_with("/oauth/")
+    {
         return response;
     }
-    let usage = match account_for_token(state, &req.headers) {
-        Some(account) => {
-            let policies = policies(&account);
-            let key = limiter_key(&account);
+    let usage = match principal(state, &req.headers) {
+        Ok(principal) => {
+            let policies = principal.policies();
+            let key = principal.limiter_key();
             state.with_limiter(|limiter| limiter.peek(&key, &policies, Instant::now()))
         }
-        None => policies_for(DEFAULT_TEN_SECONDLY, DEFAULT_DAILY)
+        Err(_) => policies_for(DEFAULT_TEN_SECONDLY, DEFAULT_DAILY)
             .iter()
             .map(|policy| Usage {
                 policy: policy.name,

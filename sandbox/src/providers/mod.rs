@@ -9,16 +9,23 @@
 
 pub mod chatwoot;
 pub mod custom;
+pub mod custom_oauth;
+pub mod dynamics365;
 pub mod freshdesk;
+pub mod genesys;
+pub mod google;
 pub mod hubspot;
 pub mod pipedrive;
+pub mod salesforce;
 pub mod zendesk;
+pub mod zoho;
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
 use serde_json::json;
 
+use crate::oauth::OAuthProvider;
 use crate::state::{
     CHATWOOT_CLOUD_HOST, CUSTOM_DEFAULT_HOST, Fault, Provider, ProviderAccount, SandboxState,
     UNKNOWN_HOST_ROUTE,
@@ -39,7 +46,6 @@ pub(crate) struct ProviderRequest {
     /// Request headers. Carry credentials: never log them.
     pub(crate) headers: HeaderMap,
     /// Request body. Never log it.
-    #[allow(dead_code)] // Read by the write endpoints of later milestones.
     pub(crate) body: Bytes,
 }
 
@@ -71,14 +77,26 @@ pub(crate) fn fixed_provider_for_host(host: &str) -> Option<Provider> {
         Some(Provider::Zendesk)
     } else if freshdesk::subdomain(host).is_some() {
         Some(Provider::Freshdesk)
-    } else if pipedrive::is_api_host(host) {
+    } else if pipedrive::is_api_host(host) || host == pipedrive::OAUTH_HOST {
         Some(Provider::Pipedrive)
-    } else if host == hubspot::API_HOST {
+    } else if hubspot::is_host(host) {
         Some(Provider::Hubspot)
     } else if host == CHATWOOT_CLOUD_HOST {
         Some(Provider::Chatwoot)
     } else if host == CUSTOM_DEFAULT_HOST {
         Some(Provider::Custom)
+    } else if salesforce::is_host(host) {
+        Some(Provider::Salesforce)
+    } else if zoho::host(host).is_some() {
+        Some(Provider::Zoho)
+    } else if dynamics365::is_host(host) {
+        Some(Provider::Dynamics365)
+    } else if google::is_host(host) {
+        Some(Provider::Google)
+    } else if genesys::host(host).is_some() {
+        Some(Provider::Genesys)
+    } else if host == custom_oauth::HOST {
+        Some(Provider::CustomOauth)
     } else {
         None
     }
@@ -106,6 +124,12 @@ enum Endpoint {
     Hubspot(hubspot::Endpoint),
     Chatwoot(chatwoot::Endpoint),
     Custom(custom::Endpoint),
+    Salesforce(salesforce::Endpoint),
+    Zoho(zoho::Endpoint),
+    Dynamics365(dynamics365::Endpoint),
+    Google(google::Endpoint),
+    Genesys(genesys::Endpoint),
+    CustomOauth(custom_oauth::Endpoint),
 }
 
 impl Endpoint {
@@ -117,6 +141,12 @@ impl Endpoint {
             Endpoint::Hubspot(e) => e.name(),
             Endpoint::Chatwoot(e) => e.name(),
             Endpoint::Custom(e) => e.name(),
+            Endpoint::Salesforce(e) => e.name(),
+            Endpoint::Zoho(e) => e.name(),
+            Endpoint::Dynamics365(e) => e.name(),
+            Endpoint::Google(e) => e.name(),
+            Endpoint::Genesys(e) => e.name(),
+            Endpoint::CustomOauth(e) => e.name(),
         }
     }
 
@@ -128,6 +158,12 @@ impl Endpoint {
             Endpoint::Hubspot(e) => hubspot::handle(e, state, req),
             Endpoint::Chatwoot(e) => chatwoot::handle(e, state, req),
             Endpoint::Custom(e) => custom::handle(e, state, req),
+            Endpoint::Salesforce(e) => salesforce::handle(e, state, req),
+            Endpoint::Zoho(e) => zoho::handle(e, state, req),
+            Endpoint::Dynamics365(e) => dynamics365::handle(e, state, req),
+            Endpoint::Google(e) => google::handle(e, state, req),
+            Endpoint::Genesys(e) => genesys::handle(e, state, req),
+            Endpoint::CustomOauth(e) => custom_oauth::handle(e, state, req),
         }
     }
 }
@@ -140,6 +176,12 @@ fn route(provider: Provider, state: &SandboxState, req: &ProviderRequest) -> Opt
         Provider::Hubspot => hubspot::route(req).map(Endpoint::Hubspot),
         Provider::Chatwoot => chatwoot::route(req).map(Endpoint::Chatwoot),
         Provider::Custom => custom::route(state, req).map(Endpoint::Custom),
+        Provider::Salesforce => salesforce::route(req).map(Endpoint::Salesforce),
+        Provider::Zoho => zoho::route(req).map(Endpoint::Zoho),
+        Provider::Dynamics365 => dynamics365::route(req).map(Endpoint::Dynamics365),
+        Provider::Google => google::route(req).map(Endpoint::Google),
+        Provider::Genesys => genesys::route(req).map(Endpoint::Genesys),
+        Provider::CustomOauth => custom_oauth::route(req).map(Endpoint::CustomOauth),
     }
 }
 
@@ -152,6 +194,12 @@ pub fn unknown_route(provider: Provider) -> &'static str {
         Provider::Hubspot => hubspot::UNKNOWN,
         Provider::Chatwoot => chatwoot::UNKNOWN,
         Provider::Custom => custom::UNKNOWN,
+        Provider::Salesforce => salesforce::UNKNOWN,
+        Provider::Zoho => zoho::UNKNOWN,
+        Provider::Dynamics365 => dynamics365::UNKNOWN,
+        Provider::Google => google::UNKNOWN,
+        Provider::Genesys => genesys::UNKNOWN,
+        Provider::CustomOauth => custom_oauth::UNKNOWN,
     }
 }
 
@@ -164,13 +212,30 @@ fn not_found(provider: Provider, state: &SandboxState, req: &ProviderRequest) ->
         Provider::Hubspot => hubspot::not_found(),
         Provider::Chatwoot => chatwoot::not_found(),
         Provider::Custom => custom::not_found(),
+        Provider::Salesforce => salesforce::not_found(),
+        Provider::Zoho => zoho::not_found(),
+        Provider::Dynamics365 => dynamics365::not_found(),
+        Provider::Google => google::not_found(),
+        Provider::Genesys => genesys::not_found(),
+        Provider::CustomOauth => custom_oauth::not_found(),
     }
 }
 
-/// The provider's own error answer for a forced status.
-fn fault_response(provider: Provider, fault: &Fault) -> Response {
+/// The provider's own error answer for a forced status (its OAuth error shape at its
+/// token endpoint).
+fn fault_response(provider: Provider, route_name: &str, fault: &Fault) -> Response {
     let status = StatusCode::from_u16(fault.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let retry_after = fault.retry_after_secs;
+    if route_name.ends_with(".oauth_token")
+        && let Some(oauth_provider) = OAuthProvider::of(provider)
+    {
+        let response = crate::oauth::forced_status(oauth_provider, status);
+        return if retry_after != 1 && response.headers().contains_key("retry-after") {
+            wire::with_retry_after(response, retry_after)
+        } else {
+            response
+        };
+    }
     match provider {
         Provider::Zendesk => zendesk::error_for_status(status, retry_after),
         Provider::Freshdesk => freshdesk::error_for_status(status, retry_after),
@@ -178,6 +243,12 @@ fn fault_response(provider: Provider, fault: &Fault) -> Response {
         Provider::Hubspot => hubspot::error_for_status(status),
         Provider::Chatwoot => chatwoot::error_for_status(status),
         Provider::Custom => custom::error_for_status(status, retry_after),
+        Provider::Salesforce => salesforce::error_for_status(status, retry_after),
+        Provider::Zoho => zoho::error_for_status(status, retry_after),
+        Provider::Dynamics365 => dynamics365::error_for_status(status, retry_after),
+        Provider::Google => google::error_for_status(status, retry_after),
+        Provider::Genesys => genesys::error_for_status(status, retry_after),
+        Provider::CustomOauth => custom_oauth::error_for_status(status, retry_after),
     }
 }
 
@@ -215,7 +286,7 @@ pub(crate) async fn dispatch(state: &SandboxState, req: ProviderRequest) -> Resp
     let (response, forced) = match endpoint {
         None => (not_found(provider, state, &req), false),
         Some(endpoint) => match state.take_fault(provider) {
-            Some(fault) => (fault_response(provider, &fault), true),
+            Some(fault) => (fault_response(provider, route_name, &fault), true),
             None => (endpoint.handle(state, &req), false),
         },
     };

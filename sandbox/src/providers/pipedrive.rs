@@ -1,24 +1,38 @@
 //! Pipedrive stand-in, served at `/api.pipedrive.com/v1/…` and at the company domain
 //! (`/{company}.pipedrive.com/api/v1/…`, the `api_domain` of OAuth token responses).
 //!
-//! Auth: `?api_token=` or header `x-api-token`. Errors: `{"success":false,"error":"…",
-//! "errorCode":N,"error_info":"…"}`; 429 carries `Retry-After`.
+//! Auth: `?api_token=` or header `x-api-token`, or an OAuth access token as
+//! `Authorization: Bearer` (at the company domain or `api.pipedrive.com`). Errors:
+//! `{"success":false,"error":"…","errorCode":N,"error_info":"…"}`; 429 carries
+//! `Retry-After`.
+//!
+//! OAuth at `oauth.pipedrive.com`: `/oauth/authorize`, `/oauth/token` and `/oauth/revoke`,
+//! with client authentication by HTTP Basic only.
 
 use axum::http::{Method, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::ProviderRequest;
+use crate::oauth::{self, AccessCheck, OAuthProvider, OAuthUser, RevokeReach};
 use crate::state::{Account, ProviderAccount, SandboxState};
 use crate::wire;
 
 /// Route name of `GET /v1/users/me`.
 pub const USERS_ME: &str = "pipedrive.users_me";
+/// Route name of `GET oauth.pipedrive.com/oauth/authorize`.
+pub const OAUTH_AUTHORIZE: &str = "pipedrive.oauth_authorize";
+/// Route name of `POST oauth.pipedrive.com/oauth/token`.
+pub const OAUTH_TOKEN: &str = "pipedrive.oauth_token";
+/// Route name of `POST oauth.pipedrive.com/oauth/revoke`.
+pub const OAUTH_REVOKE: &str = "pipedrive.oauth_revoke";
 /// Route name of paths the stand-in does not serve.
 pub const UNKNOWN: &str = "pipedrive.unknown";
 
 /// The host of Pipedrive's API-token endpoints.
 pub const API_HOST: &str = "api.pipedrive.com";
+/// The host of Pipedrive's OAuth server.
+pub const OAUTH_HOST: &str = "oauth.pipedrive.com";
 const HOST_SUFFIX: &str = ".pipedrive.com";
 /// Hosts under `pipedrive.com` that are not API hosts.
 const NON_API_SUBDOMAINS: [&str; 2] = ["oauth", "www"];
@@ -30,6 +44,12 @@ const ERROR_INFO: &str =
 pub(crate) enum Endpoint {
     /// `GET /v1/users/me`: the authenticated user.
     UsersMe,
+    /// `GET oauth.pipedrive.com/oauth/authorize`.
+    OAuthAuthorize,
+    /// `POST oauth.pipedrive.com/oauth/token`.
+    OAuthToken,
+    /// `POST oauth.pipedrive.com/oauth/revoke`.
+    OAuthRevoke,
 }
 
 impl Endpoint {
@@ -37,6 +57,9 @@ impl Endpoint {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Endpoint::UsersMe => USERS_ME,
+            Endpoint::OAuthAuthorize => OAUTH_AUTHORIZE,
+            Endpoint::OAuthToken => OAUTH_TOKEN,
+            Endpoint::OAuthRevoke => OAUTH_REVOKE,
         }
     }
 }
@@ -59,6 +82,14 @@ fn company_of(host: &str) -> Option<&str> {
 
 /// Matches a request to a Pipedrive route.
 pub(crate) fn route(req: &ProviderRequest) -> Option<Endpoint> {
+    if req.host == OAUTH_HOST {
+        return match (&req.method, req.path.as_str()) {
+            (&Method::GET, "/oauth/authorize") => Some(Endpoint::OAuthAuthorize),
+            (&Method::POST, "/oauth/token") => Some(Endpoint::OAuthToken),
+            (&Method::POST, "/oauth/revoke") => Some(Endpoint::OAuthRevoke),
+            _ => None,
+        };
+    }
     let path = req.path.strip_prefix("/api").unwrap_or(&req.path);
     match (&req.method, path) {
         (&Method::GET, "/v1/users/me") => Some(Endpoint::UsersMe),
@@ -68,15 +99,71 @@ pub(crate) fn route(req: &ProviderRequest) -> Option<Endpoint> {
 
 /// Serves a matched Pipedrive route.
 pub(crate) fn handle(endpoint: Endpoint, state: &SandboxState, req: &ProviderRequest) -> Response {
-    let Some(account) = authenticate(state, req) else {
-        return unauthorized();
-    };
     match endpoint {
-        Endpoint::UsersMe => wire::json(
+        Endpoint::UsersMe => users_me(state, req),
+        Endpoint::OAuthAuthorize => oauth::authorize(state, req, OAuthProvider::Pipedrive, ""),
+        Endpoint::OAuthToken => oauth::token(state, req, OAuthProvider::Pipedrive, ""),
+        Endpoint::OAuthRevoke => revoke(state, req),
+    }
+}
+
+fn users_me(state: &SandboxState, req: &ProviderRequest) -> Response {
+    if let Some(token) = wire::bearer_token(&req.headers) {
+        return match oauth::bearer_access(state, OAuthProvider::Pipedrive, Some(token)) {
+            AccessCheck::Granted(grant)
+                if company_of(&req.host).is_none_or(|c| c == grant.user.company_domain) =>
+            {
+                wire::json(
+                    StatusCode::OK,
+                    json!({"success": true, "data": oauth_user_json(&grant.user)}),
+                )
+            }
+            _ => unauthorized(),
+        };
+    }
+    match authenticate(state, req) {
+        Some(account) => wire::json(
             StatusCode::OK,
             json!({"success": true, "data": user_json(&account)}),
         ),
+        None => unauthorized(),
     }
+}
+
+/// `POST /oauth/revoke` (Basic client auth; form `token`, `token_type_hint`): a refresh
+/// token revokes the grant, an access token itself. 200 even for unknown tokens.
+fn revoke(state: &SandboxState, req: &ProviderRequest) -> Response {
+    let provider = OAuthProvider::Pipedrive;
+    let form = match oauth::params(&req.body) {
+        Ok(form) => form,
+        Err(_) => {
+            return oauth::client_error(
+                provider,
+                oauth::TokenError::InvalidRequest("a parameter was given more than once"),
+                false,
+            );
+        }
+    };
+    let client = match oauth::authenticate_client(state, provider, req, &form) {
+        Ok(client) => client,
+        Err((error, basic)) => return oauth::client_error(provider, error, basic),
+    };
+    let Some(token) = form.get("token").filter(|t| !t.is_empty()) else {
+        return oauth::client_error(
+            provider,
+            oauth::TokenError::InvalidRequest("token is required"),
+            false,
+        );
+    };
+    oauth::revoke(
+        state,
+        provider,
+        token,
+        RevokeReach::AccessTokenOnly,
+        Some(&client.client_id),
+        None,
+    );
+    StatusCode::OK.into_response()
 }
 
 /// The account whose API token is in the query or the `x-api-token` header.
@@ -99,13 +186,37 @@ fn user_json(account: &Account) -> Value {
         } => (company_domain.as_str(), *company_id),
         _ => ("", 0),
     };
+    person_json(
+        json!(account.id),
+        &account.name,
+        &account.email,
+        company_id,
+        company_domain,
+    )
+}
+
+fn oauth_user_json(user: &OAuthUser) -> Value {
+    let id = user
+        .user_id
+        .parse::<u64>()
+        .map_or_else(|_| json!(user.user_id), |n| json!(n));
+    person_json(
+        id,
+        &user.name,
+        &user.email,
+        user.company_id,
+        &user.company_domain,
+    )
+}
+
+fn person_json(id: Value, name: &str, email: &str, company_id: u64, company_domain: &str) -> Value {
     json!({
-        "id": account.id,
-        "name": account.name,
+        "id": id,
+        "name": name,
         "default_currency": "USD",
         "locale": "en_US",
         "lang": 1,
-        "email": account.email,
+        "email": email,
         "phone": null,
         "activated": true,
         "last_login": "2024-01-15 09:00:00",

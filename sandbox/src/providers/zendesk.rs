@@ -1,21 +1,32 @@
 //! Zendesk Support stand-in, served at `/{subdomain}.zendesk.com/api/v2/…`.
 //!
-//! Auth: API token as `Authorization: Basic base64("{email}/token:{api_token}")`.
-//! Errors: `{"error":"Couldn't authenticate you"}` (401), `{"error":"<Name>",
-//! "description":"…"}` otherwise, and the "No help desk at …" body for an unknown
-//! subdomain. 429 and 503 carry `Retry-After`.
+//! Auth: API token as `Authorization: Basic base64("{email}/token:{api_token}")`, or an
+//! OAuth access token as `Authorization: Bearer`. Errors: `{"error":"Couldn't
+//! authenticate you"}` (401), `{"error":"invalid_token","error_description":"…"}` (401
+//! for a bad OAuth token), `{"error":"<Name>","description":"…"}` otherwise, and the "No
+//! help desk at …" body for an unknown subdomain. 429 and 503 carry `Retry-After`.
+//!
+//! OAuth: `/oauth/authorizations/new`, `/oauth/tokens` (form or JSON body), and
+//! `DELETE /api/v2/oauth/tokens/current.json` to revoke the caller's token.
 
 use axum::http::header::WWW_AUTHENTICATE;
 use axum::http::{HeaderValue, Method, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::ProviderRequest;
+use crate::oauth::{self, AccessCheck, OAuthProvider, RevokeOutcome, RevokeReach};
 use crate::state::{Account, ProviderAccount, SandboxState};
 use crate::wire;
 
 /// Route name of `GET /api/v2/users/me.json`.
 pub const USERS_ME: &str = "zendesk.users_me";
+/// Route name of `GET /oauth/authorizations/new`.
+pub const OAUTH_AUTHORIZE: &str = "zendesk.oauth_authorize";
+/// Route name of `POST /oauth/tokens`.
+pub const OAUTH_TOKEN: &str = "zendesk.oauth_token";
+/// Route name of `DELETE /api/v2/oauth/tokens/current.json`.
+pub const OAUTH_REVOKE: &str = "zendesk.oauth_revoke";
 /// Route name of paths the stand-in does not serve.
 pub const UNKNOWN: &str = "zendesk.unknown";
 
@@ -26,6 +37,12 @@ const HOST_SUFFIX: &str = ".zendesk.com";
 pub(crate) enum Endpoint {
     /// `GET /api/v2/users/me(.json)`: the authenticated user.
     UsersMe,
+    /// `GET /oauth/authorizations/new`.
+    OAuthAuthorize,
+    /// `POST /oauth/tokens`.
+    OAuthToken,
+    /// `DELETE /api/v2/oauth/tokens/current(.json)`.
+    OAuthRevoke,
 }
 
 impl Endpoint {
@@ -33,6 +50,9 @@ impl Endpoint {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Endpoint::UsersMe => USERS_ME,
+            Endpoint::OAuthAuthorize => OAUTH_AUTHORIZE,
+            Endpoint::OAuthToken => OAUTH_TOKEN,
+            Endpoint::OAuthRevoke => OAUTH_REVOKE,
         }
     }
 }
@@ -47,6 +67,11 @@ pub(crate) fn subdomain(host: &str) -> Option<&str> {
 pub(crate) fn route(req: &ProviderRequest) -> Option<Endpoint> {
     match (&req.method, req.path.as_str()) {
         (&Method::GET, "/api/v2/users/me.json" | "/api/v2/users/me") => Some(Endpoint::UsersMe),
+        (&Method::GET, "/oauth/authorizations/new") => Some(Endpoint::OAuthAuthorize),
+        (&Method::POST, "/oauth/tokens") => Some(Endpoint::OAuthToken),
+        (&Method::DELETE, "/api/v2/oauth/tokens/current.json" | "/api/v2/oauth/tokens/current") => {
+            Some(Endpoint::OAuthRevoke)
+        }
         _ => None,
     }
 }
@@ -59,14 +84,89 @@ pub(crate) fn handle(endpoint: Endpoint, state: &SandboxState, req: &ProviderReq
     if !help_desk_exists(state, sub) {
         return no_help_desk(&req.host);
     }
-    let Some(account) = authenticate(state, sub, req) else {
-        return unauthorized();
-    };
     match endpoint {
-        Endpoint::UsersMe => {
-            wire::json(StatusCode::OK, json!({ "user": user_json(&account, sub) }))
-        }
+        Endpoint::UsersMe => users_me(state, sub, req),
+        Endpoint::OAuthAuthorize => oauth::authorize(state, req, OAuthProvider::Zendesk, sub),
+        Endpoint::OAuthToken => oauth::token(state, req, OAuthProvider::Zendesk, sub),
+        Endpoint::OAuthRevoke => match oauth_grant(state, sub, req) {
+            Ok(_) => {
+                let token = wire::bearer_token(&req.headers).unwrap_or("");
+                match oauth::revoke(
+                    state,
+                    OAuthProvider::Zendesk,
+                    token,
+                    RevokeReach::Grant,
+                    None,
+                    Some(sub),
+                ) {
+                    RevokeOutcome::Revoked => StatusCode::NO_CONTENT.into_response(),
+                    RevokeOutcome::Unknown | RevokeOutcome::AlreadyDead => invalid_token(),
+                }
+            }
+            Err(response) => response,
+        },
     }
+}
+
+fn users_me(state: &SandboxState, sub: &str, req: &ProviderRequest) -> Response {
+    if wire::bearer_token(&req.headers).is_some() {
+        return match oauth_grant(state, sub, req) {
+            Ok(grant) => {
+                let user = &grant.user;
+                let id = user
+                    .user_id
+                    .parse::<u64>()
+                    .map_or_else(|_| json!(user.user_id), |n| json!(n));
+                wire::json(
+                    StatusCode::OK,
+                    json!({ "user": user_json(id, &user.name, &user.email, sub) }),
+                )
+            }
+            Err(response) => response,
+        };
+    }
+    match authenticate(state, sub, req) {
+        Some(account) => wire::json(
+            StatusCode::OK,
+            json!({ "user": user_json(json!(account.id), &account.name, &account.email, sub) }),
+        ),
+        None => unauthorized(),
+    }
+}
+
+/// The OAuth grant of the request's bearer token, if it is valid at this subdomain.
+#[allow(clippy::result_large_err)] // The error is the finished response.
+fn oauth_grant(
+    state: &SandboxState,
+    sub: &str,
+    req: &ProviderRequest,
+) -> Result<Box<oauth::AccessGrant>, Response> {
+    match oauth::bearer_access(
+        state,
+        OAuthProvider::Zendesk,
+        wire::bearer_token(&req.headers),
+    ) {
+        AccessCheck::Granted(grant) if grant.site == sub => Ok(grant),
+        _ => Err(invalid_token()),
+    }
+}
+
+/// 401 for a missing, expired, revoked or unknown OAuth token.
+fn invalid_token() -> Response {
+    let mut response = wire::json(
+        StatusCode::UNAUTHORIZED,
+        json!({
+            "error": "invalid_token",
+            "error_description": "The access token provided is expired, revoked, malformed or invalid for other reasons.",
+        }),
+    );
+    response.headers_mut().insert(
+        WWW_AUTHENTICATE,
+        HeaderValue::from_static(
+            "Bearer realm=\"Zendesk\", error=\"invalid_token\", error_description=\"The access token is invalid\"",
+        ),
+    );
+    response
 }
 
 /// The account whose email and API token are in the request's Basic credentials.
@@ -80,19 +180,25 @@ fn authenticate(state: &SandboxState, sub: &str, req: &ProviderRequest) -> Optio
     })
 }
 
+/// Whether an account (API token) or an OAuth user lives at the subdomain.
 fn help_desk_exists(state: &SandboxState, sub: &str) -> bool {
     state.any_account(|account| {
         matches!(&account.provider, ProviderAccount::Zendesk { subdomain, .. } if subdomain == sub)
-    })
+    }) || state
+        .oauth_store()
+        .any_user(OAuthProvider::Zendesk, |user| user.subdomain == sub)
 }
 
-fn user_json(account: &Account, sub: &str) -> Value {
-    let id = account.id;
+fn user_json(id: Value, name: &str, email: &str, sub: &str) -> Value {
+    let id_text = match &id {
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    };
     json!({
         "id": id,
-        "url": format!("https://{sub}.zendesk.com/api/v2/users/{id}.json"),
-        "name": account.name,
-        "email": account.email,
+        "url": format!("https://{sub}.zendesk.com/api/v2/users/{id_text}.json"),
+        "name": name,
+        "email": email,
         "created_at": "2024-01-15T09:00:00Z",
         "updated_at": "2024-01-15T09:00:00Z",
         "time_zone": "Eastern Time (US & Canada)",
