@@ -155,8 +155,9 @@ impl EventCapture {
             .map_err(|reason| anyhow!("events are not captured: {reason}"))
     }
 
-    /// The events that arrived since the last `drain` (EventBridge envelopes: `id`,
-    /// `detail-type`, `source`, `time`, `detail`, …), oldest first. Reads and deletes
+    /// The events that arrived since the last `drain` (EventBridge envelopes as the
+    /// rule delivers them: `version`, `id`, `detail-type`, `source`, `time`, `region`,
+    /// `resources`, `detail` — moto leaves out `account`), oldest first. Reads and deletes
     /// everything currently in the queue.
     pub async fn drain(&self) -> Result<Vec<Value>> {
         let inner = self.inner()?;

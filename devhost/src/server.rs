@@ -205,6 +205,7 @@ impl DevHost {
         let mut entries = BTreeMap::new();
         for (id, function) in &template.functions {
             let handler = match functions.get(&function.binary) {
+                None if function.routes.is_empty() => None,
                 None => {
                     tracing::warn!(function = %id, binary = %function.binary, "no handler registered; its routes answer 501");
                     None
