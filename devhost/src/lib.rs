@@ -2,6 +2,10 @@
 //! sandbox, and a dev host that serves every HTTP function at its template route behind
 //! an emulated JWT authorizer — the same handlers a deployed Lambda runs, in-process.
 //!
+//! Non-HTTP functions run through event handlers: `devhost invoke` on an event file,
+//! and the template's `Schedule` events through the local [`Scheduler`]. What the stack
+//! publishes on EventBridge is captured ([`EventCapture`], `GET /_devhost/events`).
+//!
 //! Each piece works alone ([`MotoServer`], [`bootstrap`], [`DevHost`], [`LocalJwt`]);
 //! [`LocalEnv`] starts them all for scenario tests:
 //!
@@ -10,7 +14,9 @@
 //! let env = devhost::LocalEnv::start(devhost::LocalEnvOptions::default()).await?;
 //! let token = env.jwt.mint("demo", "dev-admin", "admin", std::time::Duration::from_secs(600))?;
 //! let url = format!("{}/v1/providers", env.url());
-//! # let _ = (token, url);
+//! let sweep = env.run_schedule("TokenRefreshFunction").await?;
+//! let published = env.events().drain().await?;
+//! # let _ = (token, url, sweep, published);
 //! # Ok(()) }
 //! ```
 
