@@ -12,7 +12,7 @@ export CONDUIT_VENV := $(CURDIR)/.venv
 export SAM_CLI_TELEMETRY := 0
 CARGO ?= cargo
 
-.PHONY: dev test venv fmt lint unit infra infra-fast token invoke sandbox clean help
+.PHONY: dev test bench venv fmt lint unit infra infra-fast token invoke sandbox clean help
 
 help:
 	@echo "make dev      start moto, the provider sandbox and the dev host (prints URL, tokens, curl)"
@@ -20,6 +20,7 @@ help:
 	@echo "make token TENANT=demo USER_ID=dev-admin ROLE=admin   mint a token for the running dev host"
 	@echo "make invoke FN=credentials EVENT=events/credentials/list-connections.json   run a function once"
 	@echo "make sandbox  run the provider sandbox alone on :9100"
+	@echo "make bench    benchmarks on the local stack (OAuth flow, 10,000-connection refresh sweep)"
 
 venv:
 	@bash infra/venv.sh
@@ -38,6 +39,11 @@ lint:
 
 unit: venv
 	$(CARGO) test --workspace --quiet
+
+# Benchmarks print figures and their ratio to the goals (README: Performance).
+# BENCH_ARGS e.g. "--flows 500 --connections 20000".
+bench: venv
+	$(CARGO) run --quiet --profile bench-local -p bench -- $(BENCH_ARGS)
 
 infra: venv
 	bash infra/check.sh

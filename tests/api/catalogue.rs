@@ -7,7 +7,7 @@ async fn the_catalogue_lists_every_provider_with_its_forms() {
     let (status, body) = app.get("/v1/providers", &app.token(&t, Role::Member)).await;
     assert_eq!(status, 200, "{body}");
     let providers = body["providers"].as_array().unwrap();
-    assert_eq!(providers.len(), 13);
+    assert_eq!(providers.len(), 14);
     let zendesk = providers.iter().find(|p| p["id"] == "zendesk").unwrap();
     let fields = zendesk["auth"][0]["fields"].as_array().unwrap();
     let names: Vec<&str> = fields.iter().map(|f| f["name"].as_str().unwrap()).collect();
@@ -19,7 +19,24 @@ async fn the_catalogue_lists_every_provider_with_its_forms() {
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["provider"]["auth"][0]["type"], "oauth2");
+    assert_eq!(
+        body["oauth_app"]["source"], "platform",
+        "the local stack's platform secret holds the sandbox's HubSpot app"
+    );
+
+    // A custom OAuth provider's endpoints come with the tenant's app credentials.
+    let (status, body) = app
+        .get("/v1/providers/custom_oauth", &app.token(&t, Role::Member))
+        .await;
+    assert_eq!(status, 200, "{body}");
     assert_eq!(body["oauth_app"]["source"], "none");
+    let app_fields: Vec<&str> = body["provider"]["auth"][0]["app_fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert!(app_fields.contains(&"token_url") && app_fields.contains(&"userinfo_url"));
 
     let (status, body) = app
         .get("/v1/providers/nope", &app.token(&t, Role::Member))

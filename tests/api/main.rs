@@ -8,5 +8,7 @@ mod catalogue;
 mod connections;
 mod events;
 mod isolation;
+mod oauth;
 mod queue;
 mod secrets;
+mod tokens;

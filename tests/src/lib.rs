@@ -54,6 +54,9 @@ impl Write for Capture {
 struct Shared {
     url: String,
     sandbox_url: String,
+    sandbox: sandbox::SandboxState,
+    stack: devhost::LocalStack,
+    events: devhost::EventCapture,
     jwt: devhost::LocalJwt,
     env: BTreeMap<String, String>,
     aws: aws_config::SdkConfig,
@@ -91,6 +94,9 @@ fn shared() -> &'static Shared {
                                 env.jwt.clone(),
                                 env.stack.function_env("CredentialsFunction").ok(),
                                 env.aws.clone(),
+                                env.sandbox.state(),
+                                env.stack.clone(),
+                                env.events(),
                             )));
                             // Serve for as long as the test process lives.
                             std::future::pending::<()>().await;
@@ -103,13 +109,16 @@ fn shared() -> &'static Shared {
                 });
             })
             .expect("spawn the local environment thread");
-        let (url, sandbox_url, jwt, env, aws) = rx
+        let (url, sandbox_url, jwt, env, aws, sandbox, stack, events) = rx
             .recv()
             .expect("local environment thread ended")
             .unwrap_or_else(|e| panic!("local environment failed to start: {e}"));
         Shared {
             url,
             sandbox_url,
+            sandbox,
+            stack,
+            events,
             jwt,
             env: env.expect("template has CredentialsFunction"),
             aws,
@@ -300,6 +309,36 @@ impl TestApp {
             .collect()
     }
 
+    /// How many refresh-failure records a connection has.
+    pub async fn failure_records(&self, tenant: &str, id: &ConnectionId) -> usize {
+        let prefix = format!("TOKENFAIL#{id}#");
+        self.partition(&format!("T#{tenant}"))
+            .await
+            .iter()
+            .filter(|i| {
+                i.get("sk")
+                    .and_then(|v| v.as_s().ok())
+                    .is_some_and(|sk| sk.starts_with(&prefix))
+            })
+            .count()
+    }
+
+    /// The details of a tenant's audit entries for `action`, rendered as text.
+    pub async fn audit_detail(&self, tenant: &str, action: &str) -> String {
+        let entries: Vec<_> = self
+            .partition(&format!("AUDIT#{tenant}"))
+            .await
+            .into_iter()
+            .filter(|i| {
+                i.get("action")
+                    .and_then(|v| v.as_s().ok())
+                    .is_some_and(|a| a == action)
+            })
+            .map(|i| format!("{:?}", i.get("details")))
+            .collect();
+        entries.join("\n")
+    }
+
     /// A connection item as stored, rendered as text.
     pub async fn raw_connection(&self, tenant: &str, id: &ConnectionId) -> String {
         format!("{:?}", self.raw_item(tenant, id).await)
@@ -394,4 +433,227 @@ fn ulid_like() -> String {
         .map(|d| d.as_nanos())
         .unwrap_or_default();
     format!("{nanos:x}-{}", N.fetch_add(1, Ordering::SeqCst))
+}
+
+/// How an OAuth connect through the browser path ended.
+#[derive(Debug, Clone)]
+pub struct OAuthOutcome {
+    /// The authorize URL the start endpoint gave.
+    pub authorize_url: String,
+    /// The state in it.
+    pub state: String,
+    /// The callback URL the provider sent the browser to (code and state).
+    pub callback_url: String,
+    /// Where the callback finally sent the browser.
+    pub return_url: String,
+    /// `status` of the return URL (`connected` or `error`).
+    pub status: String,
+    /// `connection_id` of the return URL, when connected.
+    pub connection_id: Option<ConnectionId>,
+    /// `reason` of the return URL, on error.
+    pub reason: Option<String>,
+}
+
+/// A query parameter of a URL.
+pub fn query_param(url: &str, name: &str) -> Option<String> {
+    let url = reqwest::Url::parse(url).ok()?;
+    url.query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+impl TestApp {
+    /// The provider sandbox's state and knobs.
+    pub fn sandbox(&self) -> &sandbox::SandboxState {
+        &self.shared.sandbox
+    }
+
+    /// Every log line written so far.
+    pub fn logs(&self) -> String {
+        String::from_utf8_lossy(&self.shared.logs.0.lock().unwrap_or_else(|p| p.into_inner()))
+            .into_owned()
+    }
+
+    /// An `App` like the functions', on the local stack (for library-level calls).
+    pub fn app(&self) -> App {
+        let config = Config::from_map(&self.shared.env).expect("function config");
+        App::with_aws(config, self.shared.aws.clone()).expect("app")
+    }
+
+    /// Runs a template function once on an event, as `devhost invoke` does.
+    pub async fn invoke(&self, function: &str, event: &Value) -> Value {
+        devhost::invoke::invoke(
+            &self.shared.stack,
+            &devhost::FunctionRegistry::conduit(),
+            function,
+            &event.to_string(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("invoke {function}: {e:#}"))
+    }
+
+    /// A GET that does not follow redirects: (status, Location).
+    pub async fn get_no_redirect(&self, url: &str) -> (u16, Option<String>) {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client");
+        let resp = client.get(url).send().await.expect("request");
+        let location = resp
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        (resp.status().as_u16(), location)
+    }
+
+    /// Starts an OAuth connect; returns the start response.
+    pub async fn oauth_start(&self, token: &str, provider: &str, body: Value) -> (u16, Value) {
+        self.post(&format!("/v1/oauth/{provider}/start"), token, body)
+            .await
+    }
+
+    /// Plays the browser through an authorize URL: the sandbox approves (or denies) and
+    /// redirects to the callback, which redirects to `return_to`. `extra` is appended to
+    /// the authorize URL's query (`login_hint=…`, `sandbox_decision=deny`).
+    pub async fn oauth_browse(&self, authorize_url: &str, extra: &str) -> OAuthOutcome {
+        let state = query_param(authorize_url, "state").expect("authorize URL has a state");
+        let url = if extra.is_empty() {
+            authorize_url.to_owned()
+        } else {
+            format!("{authorize_url}&{extra}")
+        };
+        let (status, callback) = self.get_no_redirect(&url).await;
+        assert_eq!(status, 302, "the sandbox's authorize endpoint redirects");
+        let callback_url = callback.expect("authorize redirect has a Location");
+        let (status, back) = self.get_no_redirect(&callback_url).await;
+        assert_eq!(status, 302, "the callback redirects to return_to");
+        let return_url = back.expect("callback redirect has a Location");
+        OAuthOutcome {
+            status: query_param(&return_url, "status").unwrap_or_default(),
+            connection_id: query_param(&return_url, "connection_id")
+                .and_then(|id| ConnectionId::parse(&id).ok()),
+            reason: query_param(&return_url, "reason"),
+            authorize_url: authorize_url.to_owned(),
+            state,
+            callback_url,
+            return_url,
+        }
+    }
+
+    /// Start + browse in one go; panics unless the start succeeds.
+    pub async fn oauth_connect(
+        &self,
+        token: &str,
+        provider: &str,
+        body: Value,
+        extra: &str,
+    ) -> OAuthOutcome {
+        let (status, started) = self.oauth_start(token, provider, body).await;
+        assert_eq!(status, 200, "start {provider}: {started}");
+        let url = started["authorize_url"].as_str().expect("authorize_url");
+        self.oauth_browse(url, extra).await
+    }
+
+    /// Makes a connection's token due for refresh now (as if its refresh time had
+    /// come), without touching the provider: the sweep will pick it up.
+    pub async fn make_due(&self, tenant: &str, id: &ConnectionId) {
+        use conduit::connections::Connection;
+        use conduit::store::{Keyed, keys};
+        let app = self.app();
+        let tenant = conduit::domain::TenantId::parse(tenant).expect("tenant");
+        let mut conn = app
+            .table
+            .get::<Keyed<Connection>>(&keys::tenant(&tenant), &keys::connection(id))
+            .await
+            .expect("read connection")
+            .expect("connection exists")
+            .item;
+        let now = conduit::domain::now();
+        let token = conn.token.as_mut().expect("an OAuth connection");
+        // Issued an hour ago, expiring in two minutes: inside the refresh window.
+        token.refresh_due = Some(now - time::Duration::seconds(1));
+        token.refreshed_at = Some(now - time::Duration::hours(1));
+        if token.expires_at.is_some() {
+            token.expires_at = Some(now + time::Duration::seconds(120));
+        }
+        self.dynamo()
+            .put_item()
+            .table_name(self.table())
+            .set_item(Some(conn.to_item().expect("item")))
+            .send()
+            .await
+            .expect("write connection");
+    }
+
+    /// A connection as stored.
+    pub async fn connection(
+        &self,
+        tenant: &str,
+        id: &ConnectionId,
+    ) -> conduit::connections::Connection {
+        use conduit::store::{Keyed, keys};
+        let tenant = conduit::domain::TenantId::parse(tenant).expect("tenant");
+        self.app()
+            .table
+            .get::<Keyed<conduit::connections::Connection>>(
+                &keys::tenant(&tenant),
+                &keys::connection(id),
+            )
+            .await
+            .expect("read connection")
+            .expect("connection exists")
+            .item
+    }
+
+    /// A connection's tokens, opened (to compare with what the sandbox issued).
+    pub async fn tokens(&self, tenant: &str, id: &ConnectionId) -> BTreeMap<String, String> {
+        let conn = self.connection(tenant, id).await;
+        self.envelope()
+            .await
+            .open_json(&conn.seal_context(), &conn.secrets)
+            .await
+            .expect("open secrets")
+    }
+}
+
+impl TestApp {
+    /// Runs the token-refresh function once through the dev host, on the Scheduled
+    /// Event its schedule sends.
+    pub async fn sweep(&self) -> Value {
+        let event = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../events/token-refresh/scheduled.json"
+        ))
+        .expect("events/token-refresh/scheduled.json");
+        let event: Value = serde_json::from_str(&event).expect("scheduled event");
+        self.invoke("TokenRefreshFunction", &event).await
+    }
+
+    /// Waits (up to 10 s) for an event Conduit published on its bus.
+    pub async fn wait_for_event(
+        &self,
+        detail_type: &str,
+        predicate: impl Fn(&Value) -> bool,
+    ) -> Value {
+        self.shared
+            .events
+            .wait_for(detail_type, predicate, Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|e| panic!("no {detail_type} event: {e:#}"))
+    }
+}
+
+/// A tokio mutex per provider: tests that turn a provider's knobs (or depend on its
+/// defaults) hold it, so tests running in parallel do not see each other's knobs.
+pub async fn provider_lock(provider: &str) -> tokio::sync::OwnedMutexGuard<()> {
+    static LOCKS: OnceLock<Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>> = OnceLock::new();
+    let lock = {
+        let mut map = LOCKS
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        map.entry(provider.to_owned()).or_default().clone()
+    };
+    lock.lock_owned().await
 }

@@ -12,7 +12,7 @@ use conduit::connector::{CheckOutcome, Connector};
 use conduit::crypto::Sealed;
 use conduit::domain::{ConnectionId, ConnectionStatus, Identity, Label, TenantId, now, rfc3339};
 use conduit::http::{self, ApiError};
-use conduit::oauth::lifecycle::{RevokeOutcome, TokenError, Tokens};
+use conduit::oauth::lifecycle::{self, RevokeOutcome, TokenError, Tokens};
 use conduit::providers::{AuthMethod, AuthType, FieldError, Fields, Provider};
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Response};
@@ -594,7 +594,10 @@ async fn check_oauth(
             .check(&call.app.http)
             .await;
         match outcome {
-            CheckOutcome::Rejected { status: 401 } if attempt == 0 => {
+            // HubSpot's token-info answers 404 for a token it no longer knows.
+            CheckOutcome::Rejected {
+                status: 401 | 403 | 404,
+            } if attempt == 0 => {
                 creds = tokens
                     .after_unauthorized(&creds)
                     .await
@@ -650,6 +653,12 @@ async fn save_status(
         .save(prev, &next, &audit)
         .await
         .map_err(write_error)?;
+    if next.token.is_some()
+        && next.status == ConnectionStatus::NeedsReauth
+        && prev.status != ConnectionStatus::NeedsReauth
+    {
+        lifecycle::publish_reauth(call.app, &next, "credentials_rejected").await;
+    }
     Ok(next)
 }
 

@@ -602,15 +602,22 @@ pub fn classify(status: u16, body: &[u8], retry_after: Option<u64>) -> OAuthErro
     };
     match code.as_str() {
         // RFC 6749 invalid_grant; Zoho's invalid_code (answered with a 200); Google's
-        // invalid_token on a revoked grant; HubSpot's BAD_REFRESH_TOKEN / BAD_AUTH_CODE.
-        "invalid_grant" | "invalid_code" | "invalid_token" | "access_denied"
-        | "BAD_REFRESH_TOKEN" | "BAD_AUTH_CODE" | "BAD_GRANT" => OAuthError::Grant { code },
+        // invalid_token on a revoked grant; HubSpot's BAD_REFRESH_TOKEN / BAD_AUTH_CODE;
+        // a code presented with another redirect URI than it was issued for.
+        "invalid_grant"
+        | "invalid_code"
+        | "invalid_token"
+        | "access_denied"
+        | "BAD_REFRESH_TOKEN"
+        | "BAD_AUTH_CODE"
+        | "EXPIRED_AUTH_CODE"
+        | "BAD_REDIRECT_URI"
+        | "redirect_uri_mismatch" => OAuthError::Grant { code },
         "invalid_client"
+        | "invalid_client_secret"
         | "unauthorized_client"
         | "BAD_CLIENT_ID"
-        | "BAD_CLIENT_SECRET"
-        | "BAD_REDIRECT_URI"
-        | "redirect_uri_mismatch" => OAuthError::Client { code },
+        | "BAD_CLIENT_SECRET" => OAuthError::Client { code },
         "temporarily_unavailable" | "server_error" => OAuthError::Transient {
             reason: code,
             retry_after,

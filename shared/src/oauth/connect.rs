@@ -486,8 +486,16 @@ impl From<ApiError> for Failure {
 }
 
 impl From<OAuthError> for Failure {
+    /// The reason the dashboard is sent: what went wrong, as far as it can act on it.
     fn from(e: OAuthError) -> Self {
-        Self::Reason(e.code().to_owned())
+        Self::Reason(match e {
+            OAuthError::Grant { .. } => "code_rejected".to_owned(),
+            OAuthError::Client { .. } => "oauth_app_rejected".to_owned(),
+            OAuthError::Refused { code } => reason(&code),
+            OAuthError::Transient { .. } => "provider_unavailable".to_owned(),
+            OAuthError::Malformed(_) => "invalid_token_response".to_owned(),
+            OAuthError::Config(_) => "oauth_config".to_owned(),
+        })
     }
 }
 

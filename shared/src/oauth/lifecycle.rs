@@ -427,6 +427,7 @@ impl<'a> Tokens<'a> {
     ) -> Result<Credentials, TokenError> {
         let holder = ulid::Ulid::new().to_string();
         let started = tokio::time::Instant::now();
+        let mut failures_seen: Option<u32> = None;
         loop {
             if let Some(leased) = self.lease(tenant, id, &holder).await? {
                 if let Err(e) = Self::usable(&leased) {
@@ -456,6 +457,19 @@ impl<'a> Tokens<'a> {
             tokio::time::sleep(POLL).await;
             let conn = self.read(tenant, id).await?;
             Self::usable(&conn)?;
+            // The holder failed (transiently) while we waited: do not hammer the
+            // provider again; use the current token while it lasts.
+            let failures = conn.token.as_ref().map_or(0, |t| t.failures);
+            if failures_seen.is_some_and(|f| failures > f) {
+                return if conn_expired(&conn) {
+                    Err(TokenError::Unavailable(
+                        "the provider could not refresh the token; retrying later".into(),
+                    ))
+                } else {
+                    self.open(conn).await
+                };
+            }
+            failures_seen.get_or_insert(failures);
             let lease_free = conn.lease_until.is_none_or(|u| u < millis(now()));
             let replaced = match trigger {
                 Trigger::Rejected(g) => conn.token.as_ref().is_some_and(|t| t.generation != g),
@@ -669,21 +683,7 @@ impl<'a> Tokens<'a> {
         );
         let saved = self.save(&leased, next, extra).await?;
         if matches!(outcome, Refreshed::Reauth) {
-            let detail = ReauthEvent {
-                tenant_id: leased.tenant.as_str(),
-                connection_id: leased.id.as_str(),
-                provider: &leased.provider,
-                reason: e.code(),
-                at: rfc3339(at),
-            };
-            if let Err(err) = self
-                .app
-                .events
-                .publish(crate::events::REAUTH_REQUIRED, &detail)
-                .await
-            {
-                tracing::error!(connection_id = %leased.id, error = %err, "reauth event not published");
-            }
+            publish_reauth(self.app, &leased, e.code()).await;
         }
         Ok(match outcome {
             Refreshed::Kept(_) => Refreshed::Kept(saved),
@@ -828,6 +828,26 @@ impl<'a> Tokens<'a> {
             Ok(false) => RevokeOutcome::Unsupported,
             Err(e) => RevokeOutcome::Failed(e.code().to_owned()),
         }
+    }
+}
+
+/// Tells the dashboard a connection needs reconnecting
+/// (`integration.connection.reauth_required`). Publishing is best effort: the status is
+/// already stored; a failure is logged.
+pub async fn publish_reauth(app: &App, conn: &Connection, reason: &str) {
+    let detail = ReauthEvent {
+        tenant_id: conn.tenant.as_str(),
+        connection_id: conn.id.as_str(),
+        provider: &conn.provider,
+        reason,
+        at: rfc3339(now()),
+    };
+    if let Err(err) = app
+        .events
+        .publish(crate::events::REAUTH_REQUIRED, &detail)
+        .await
+    {
+        tracing::error!(connection_id = %conn.id, error = %err, "reauth event not published");
     }
 }
 
