@@ -27,7 +27,7 @@ pub struct LastError {
 }
 
 /// Where an OAuth connection's client app comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AppSource {
     /// The tenant's own app credentials.

@@ -240,10 +240,19 @@ impl Table {
 
     /// Overwrites an item only if its `version` is still `expected`.
     pub async fn replace<T: Serialize>(&self, value: &T, expected: u64) -> Result<(), StoreError> {
+        self.replace_item(to_item(value)?, expected).await
+    }
+
+    /// [`Table::replace`] for an item already converted.
+    pub async fn replace_item(
+        &self,
+        item: HashMap<String, AttributeValue>,
+        expected: u64,
+    ) -> Result<(), StoreError> {
         self.client
             .put_item()
             .table_name(&self.name)
-            .set_item(Some(to_item(value)?))
+            .set_item(Some(item))
             .condition_expression("version = :v")
             .expression_attribute_values(":v", AttributeValue::N(expected.to_string()))
             .send()

@@ -421,6 +421,7 @@ async fn without_any_app_start_says_to_add_app_credentials() {
 #[tokio::test]
 async fn a_custom_oauth_provider_connects_through_the_tenants_endpoints() {
     let app = TestApp::spawn().await;
+    let _lock = scenarios::provider_lock("custom_oauth").await;
     let tenant = app.tenant();
     let admin = app.token(&tenant, Role::Admin);
     let base = format!("{}/oauth.custom.example", app.sandbox_url());

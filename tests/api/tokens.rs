@@ -57,12 +57,14 @@ async fn the_sweep_refreshes_before_expiry_and_keeps_the_refresh_token() {
     let first_expiry = conn["token"]["expires_at"].clone();
 
     app.make_due(&tenant, &id).await;
-    app.sweep().await;
+    let report = app.sweep_settled(&tenant, &id).await;
 
     let after = app.tokens(&tenant, &id).await;
+    let diag = app.connection(&tenant, &id).await;
     assert_ne!(
         after["access_token"], before["access_token"],
-        "a new access token"
+        "a new access token; sweep {report}; token {:?}; error {:?}; lease {:?}",
+        diag.token, diag.last_error, diag.lease_until
     );
     assert_eq!(
         after["refresh_token"], before["refresh_token"],
@@ -103,7 +105,7 @@ async fn rotating_refresh_tokens_are_stored_and_never_reused() {
     let mut previous = app.tokens(&tenant, &id).await;
     for round in 1..=3 {
         app.make_due(&tenant, &id).await;
-        app.sweep().await;
+        app.sweep_settled(&tenant, &id).await;
         let now = app.tokens(&tenant, &id).await;
         assert_ne!(
             now["refresh_token"], previous["refresh_token"],
@@ -192,7 +194,7 @@ async fn a_revoked_grant_moves_the_connection_to_needs_reauth_with_an_event() {
         1
     );
     app.make_due(&tenant, &id).await;
-    app.sweep().await;
+    app.sweep_settled(&tenant, &id).await;
 
     let (_, conn) = app.get(&format!("/v1/connections/{id}"), &admin).await;
     assert_eq!(conn["status"], "needs_reauth", "{conn}");
@@ -259,7 +261,7 @@ async fn transient_failures_are_counted_and_retried_without_changing_status() {
             .force_token_error(OAuthProvider::Hubspot, fault, 1)
             .expect("fault");
         app.make_due(&tenant, &id).await;
-        app.sweep().await;
+        app.sweep_settled(&tenant, &id).await;
     }
     let (_, conn) = app.get(&format!("/v1/connections/{id}"), &admin).await;
     assert_eq!(conn["status"], "connected", "{conn}");
@@ -274,7 +276,7 @@ async fn transient_failures_are_counted_and_retried_without_changing_status() {
     );
 
     app.make_due(&tenant, &id).await;
-    app.sweep().await;
+    app.sweep_settled(&tenant, &id).await;
     let (_, conn) = app.get(&format!("/v1/connections/{id}"), &admin).await;
     assert_eq!(conn["token"]["refresh_failures"], 0);
     assert!(conn["last_error"].is_null());
@@ -325,7 +327,7 @@ async fn salesforce_tokens_are_checked_by_introspection_not_assumed() {
     let first = app.tokens(&tenant, &id).await;
     // Due for a check: the token is active, so it is kept (and its expiry learnt).
     app.make_due(&tenant, &id).await;
-    app.sweep().await;
+    app.sweep_settled(&tenant, &id).await;
     assert_eq!(
         app.tokens(&tenant, &id).await["access_token"],
         first["access_token"]
@@ -341,10 +343,15 @@ async fn salesforce_tokens_are_checked_by_introspection_not_assumed() {
     app.sandbox()
         .expire_access_tokens(OAuthProvider::Salesforce);
     app.make_due(&tenant, &id).await;
-    app.sweep().await;
+    let report = app.sweep_settled(&tenant, &id).await;
+    let diag = app.connection(&tenant, &id).await;
     assert_ne!(
         app.tokens(&tenant, &id).await["access_token"],
-        first["access_token"]
+        first["access_token"],
+        "sweep {report}; token {:?}; error {:?}; lease {:?}",
+        diag.token,
+        diag.last_error,
+        diag.lease_until
     );
     let grant = &app
         .sandbox()
@@ -406,20 +413,58 @@ async fn disconnect_revokes_at_the_provider_then_destroys_the_secrets() {
 #[tokio::test]
 async fn a_failed_revocation_is_recorded_and_the_disconnect_completes() {
     let app = TestApp::spawn().await;
-    let _lock = provider_lock("hubspot").await;
-    let (tenant, admin, id, email) = connected(&app, "hubspot", hubspot_user(), json!({})).await;
+    // The custom provider's host serves only the tests holding its lock, so the forced
+    // failure meets this revocation and nothing else.
+    let _lock = provider_lock("custom_oauth").await;
+    let tenant = app.tenant();
+    let admin = app.token(&tenant, Role::Admin);
+    custom_app(&app, &admin).await;
+    let out = app
+        .oauth_connect(&admin, "custom_oauth", json!({"return_to": RETURN_TO}), "")
+        .await;
+    assert_eq!(out.status, "connected", "{}", out.return_url);
+    let id = out.connection_id.expect("id");
+    let tokens = app.tokens(&tenant, &id).await;
     app.sandbox()
-        .force_status(500, 1, Some(Provider::Hubspot))
+        .force_status(500, 1, Some(Provider::CustomOauth))
         .expect("fault");
     let (status, _) = app.delete(&format!("/v1/connections/{id}"), &admin).await;
     assert_eq!(status, 204);
-    let grant = &app
+    let grant = app
         .sandbox()
-        .oauth_grants_for_user(OAuthProvider::Hubspot, &email)[0];
+        .oauth_grant(&tokens["refresh_token"])
+        .expect("grant");
     assert!(!grant.revoked, "the provider failed the revocation");
-    assert_eq!(app.config_items(&tenant).await, 0, "disconnected anyway");
+    let (status, _) = app.get(&format!("/v1/connections/{id}"), &admin).await;
+    assert_eq!(status, 404, "disconnected anyway");
+    assert_eq!(app.config_items(&tenant).await, 1, "only the app credentials remain");
     let detail = app.audit_detail(&tenant, "connection.delete").await;
     assert!(detail.contains("failed"), "{detail}");
+}
+
+/// Registers the tenant's app for the sandbox's custom OAuth provider.
+async fn custom_app(app: &TestApp, admin: &str) {
+    let base = format!("{}/oauth.custom.example", app.sandbox_url());
+    let (status, body) = app
+        .send(
+            "PUT",
+            "/v1/providers/custom_oauth/app-credentials",
+            admin,
+            Some(json!({
+                "client_id": "custom_oauth-sandbox-client-id",
+                "client_secret": "custom_oauth-sandbox-client-secret",
+                "scopes": ["profile"],
+                "settings": {
+                    "authorize_url": format!("{base}/authorize"),
+                    "token_url": format!("{base}/token"),
+                    "revoke_url": format!("{base}/revoke"),
+                    "userinfo_url": format!("{base}/userinfo"),
+                    "api_base_url": format!("{base}/api"),
+                },
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
 }
 
 #[tokio::test]
@@ -429,7 +474,7 @@ async fn no_token_code_state_or_client_secret_ever_reaches_the_logs() {
     // A whole life: connect, refresh, 401 → refresh, disconnect.
     let (tenant, admin, id, _email) = connected(&app, "hubspot", hubspot_user(), json!({})).await;
     app.make_due(&tenant, &id).await;
-    app.sweep().await;
+    app.sweep_settled(&tenant, &id).await;
     app.sandbox().expire_access_tokens(OAuthProvider::Hubspot);
     let (status, _) = app
         .post(&format!("/v1/connections/{id}/test"), &admin, json!({}))
@@ -469,4 +514,85 @@ async fn no_token_code_state_or_client_secret_ever_reaches_the_logs() {
         "no PKCE verifier in the logs"
     );
     assert!(!logs.contains("state="), "no state in the logs");
+}
+
+#[tokio::test]
+async fn google_sends_no_refresh_token_on_refresh_so_the_old_one_is_kept() {
+    let app = TestApp::spawn().await;
+    let (tenant, _admin, id, email) = connected_kind(&app, "google", "gmail").await;
+    let before = app.tokens(&tenant, &id).await;
+    app.make_due(&tenant, &id).await;
+    app.sweep_settled(&tenant, &id).await;
+    let after = app.tokens(&tenant, &id).await;
+    assert_ne!(after["access_token"], before["access_token"]);
+    assert_eq!(after["refresh_token"], before["refresh_token"], "kept");
+    let grant = &app
+        .sandbox()
+        .oauth_grants_for_user(OAuthProvider::Google, &email)[0];
+    assert_eq!(grant.refreshes, 1);
+}
+
+async fn connected_kind(
+    app: &TestApp,
+    provider: &str,
+    kind: &str,
+) -> (String, String, ConnectionId, String) {
+    let u = app
+        .sandbox()
+        .add_oauth_user(OAuthUser::new(OAuthProvider::Google, unique(kind)))
+        .expect("user");
+    let tenant = app.tenant();
+    let admin = app.token(&tenant, Role::Admin);
+    let out = app
+        .oauth_connect(
+            &admin,
+            provider,
+            json!({"return_to": RETURN_TO, "kind": kind}),
+            &format!("login_hint={}", u.email),
+        )
+        .await;
+    assert_eq!(out.status, "connected", "{}", out.return_url);
+    (tenant, admin, out.connection_id.expect("id"), u.email)
+}
+
+#[tokio::test]
+async fn a_custom_provider_rotates_refresh_tokens_with_basic_client_auth() {
+    let app = TestApp::spawn().await;
+    let _lock = provider_lock("custom_oauth").await;
+    let tenant = app.tenant();
+    let admin = app.token(&tenant, Role::Admin);
+    custom_app(&app, &admin).await;
+    let out = app
+        .oauth_connect(&admin, "custom_oauth", json!({"return_to": RETURN_TO}), "")
+        .await;
+    assert_eq!(out.status, "connected", "{}", out.return_url);
+    let id = out.connection_id.expect("id");
+    let first = app.tokens(&tenant, &id).await;
+    for _ in 0..2 {
+        app.make_due(&tenant, &id).await;
+        app.sweep_settled(&tenant, &id).await;
+    }
+    let now = app.tokens(&tenant, &id).await;
+    assert_ne!(
+        now["refresh_token"], first["refresh_token"],
+        "rotated and stored"
+    );
+    let grant = app
+        .sandbox()
+        .oauth_grant(&now["refresh_token"])
+        .expect("the grant of the stored token");
+    assert_eq!(grant.refreshes, 2);
+    assert!(!grant.reuse_detected && !grant.revoked);
+    // Disconnect revokes through RFC 7009.
+    let (status, _) = app.delete(&format!("/v1/connections/{id}"), &admin).await;
+    assert_eq!(status, 204);
+    assert!(
+        app.sandbox()
+            .oauth_grant(&now["refresh_token"])
+            .expect("grant")
+            .revoked,
+        "{}\n{}",
+        app.audit_detail(&tenant, "connection.delete").await,
+        app.logs_about(id.as_str())
+    );
 }

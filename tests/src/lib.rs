@@ -468,6 +468,15 @@ impl TestApp {
         &self.shared.sandbox
     }
 
+    /// The log lines that mention `needle` (for failure messages).
+    pub fn logs_about(&self, needle: &str) -> String {
+        self.logs()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// Every log line written so far.
     pub fn logs(&self) -> String {
         String::from_utf8_lossy(&self.shared.logs.0.lock().unwrap_or_else(|p| p.into_inner()))
@@ -556,34 +565,41 @@ impl TestApp {
     }
 
     /// Makes a connection's token due for refresh now (as if its refresh time had
-    /// come), without touching the provider: the sweep will pick it up.
+    /// come), without touching the provider: the sweep will pick it up. Written like
+    /// any change (at the version read, never over a held lease), since other tests'
+    /// sweeps run concurrently on the same table.
     pub async fn make_due(&self, tenant: &str, id: &ConnectionId) {
-        use conduit::connections::Connection;
-        use conduit::store::{Keyed, keys};
         let app = self.app();
-        let tenant = conduit::domain::TenantId::parse(tenant).expect("tenant");
-        let mut conn = app
-            .table
-            .get::<Keyed<Connection>>(&keys::tenant(&tenant), &keys::connection(id))
-            .await
-            .expect("read connection")
-            .expect("connection exists")
-            .item;
-        let now = conduit::domain::now();
-        let token = conn.token.as_mut().expect("an OAuth connection");
-        // Issued an hour ago, expiring in two minutes: inside the refresh window.
-        token.refresh_due = Some(now - time::Duration::seconds(1));
-        token.refreshed_at = Some(now - time::Duration::hours(1));
-        if token.expires_at.is_some() {
-            token.expires_at = Some(now + time::Duration::seconds(120));
+        for _ in 0..200 {
+            let mut conn = self.connection(tenant, id).await;
+            let now = conduit::domain::now();
+            if conn
+                .lease_until
+                .is_some_and(|u| u > now.unix_timestamp() * 1000)
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+            let version = conn.version;
+            conn.version += 1;
+            let token = conn.token.as_mut().expect("an OAuth connection");
+            // Issued an hour ago, expiring in two minutes: inside the refresh window.
+            token.refresh_due = Some(now - time::Duration::seconds(1));
+            token.refreshed_at = Some(now - time::Duration::hours(1));
+            if token.expires_at.is_some() {
+                token.expires_at = Some(now + time::Duration::seconds(120));
+            }
+            match app
+                .table
+                .replace_item(conn.to_item().expect("item"), version)
+                .await
+            {
+                Ok(()) => return,
+                Err(conduit::store::StoreError::ConditionFailed) => continue,
+                Err(e) => panic!("make due: {e}"),
+            }
         }
-        self.dynamo()
-            .put_item()
-            .table_name(self.table())
-            .set_item(Some(conn.to_item().expect("item")))
-            .send()
-            .await
-            .expect("write connection");
+        panic!("the connection stayed busy");
     }
 
     /// A connection as stored.
@@ -628,6 +644,22 @@ impl TestApp {
         .expect("events/token-refresh/scheduled.json");
         let event: Value = serde_json::from_str(&event).expect("scheduled event");
         self.invoke("TokenRefreshFunction", &event).await
+    }
+
+    /// Runs the sweep, then waits until nobody holds the connection's lease: other
+    /// tests' sweeps run concurrently on the same table and may be the ones refreshing
+    /// it (ours then reports it busy).
+    pub async fn sweep_settled(&self, tenant: &str, id: &ConnectionId) -> Value {
+        let report = self.sweep().await;
+        for _ in 0..500 {
+            let conn = self.connection(tenant, id).await;
+            let now_ms = conduit::domain::now().unix_timestamp() * 1000;
+            if conn.lease_until.is_none_or(|u| u < now_ms) {
+                return report;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the connection's lease was never released");
     }
 
     /// Waits (up to 10 s) for an event Conduit published on its bus.

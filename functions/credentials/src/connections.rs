@@ -628,6 +628,10 @@ fn token_error(e: TokenError) -> ApiError {
             code: "provider_unavailable",
             message,
         },
+        TokenError::Changed => ApiError::Conflict {
+            code: "concurrent_update",
+            message: "the connection changed concurrently; retry".into(),
+        },
         TokenError::Internal(m) => ApiError::internal(m),
     }
 }

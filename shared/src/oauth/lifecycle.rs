@@ -28,7 +28,7 @@ use super::connect::resolve_app;
 use super::tokens;
 use crate::app::App;
 use crate::audit::{AuditEntry, Outcome};
-use crate::connections::{Connection, LastError, TokenState};
+use crate::connections::{AppSource, Connection, LastError, TokenState};
 use crate::connector::Connector;
 use crate::domain::{ConnectionId, ConnectionStatus, TenantId, now, rfc3339, sortable_time};
 use crate::providers::{AuthMethod, AuthType, Fields, Provider};
@@ -58,6 +58,9 @@ pub enum TokenError {
     /// The provider could not refresh the token now; try later.
     #[error("the provider is unavailable: {0}")]
     Unavailable(String),
+    /// The connection kept changing while it was being saved.
+    #[error("the connection changed while its token was being refreshed")]
+    Changed,
     /// Something of ours failed.
     #[error("internal: {0}")]
     Internal(String),
@@ -207,7 +210,13 @@ pub struct Tokens<'a> {
     app: &'a App,
     actor: &'a str,
     request_id: String,
+    /// Client apps read during this service's life (one sweep, one request): a sweep
+    /// of thousands of connections reads each tenant's app once.
+    apps: std::sync::Mutex<AppCache>,
 }
+
+type AppCache =
+    std::collections::HashMap<(String, String, AppSource), Option<std::sync::Arc<ClientApp>>>;
 
 impl<'a> Tokens<'a> {
     /// The service, acting as `actor` (the function's name, for audit entries).
@@ -216,7 +225,29 @@ impl<'a> Tokens<'a> {
             app,
             actor,
             request_id: request_id.into(),
+            apps: std::sync::Mutex::new(AppCache::new()),
         }
+    }
+
+    /// The client app of a grant (cached for this service's life).
+    async fn client_app(
+        &self,
+        tenant: &TenantId,
+        provider: &str,
+        source: AppSource,
+    ) -> Result<Option<std::sync::Arc<ClientApp>>, TokenError> {
+        let key = (tenant.as_str().to_owned(), provider.to_owned(), source);
+        if let Some(hit) = self.apps.lock().ok().and_then(|c| c.get(&key).cloned()) {
+            return Ok(hit);
+        }
+        let app = resolve_app(self.app, tenant, provider, Some(source))
+            .await
+            .map_err(|e| TokenError::Internal(e.to_string()))?
+            .map(std::sync::Arc::new);
+        if let Ok(mut cache) = self.apps.lock() {
+            cache.insert(key, app.clone());
+        }
+        Ok(app)
     }
 
     fn provider(
@@ -547,25 +578,38 @@ impl<'a> Tokens<'a> {
                     .seal_json(&leased.seal_context(), &plain)
                     .await
                     .map_err(|e| TokenError::Internal(e.to_string()))?;
-                let mut next = leased.clone();
-                next.settings.extend(settings);
-                next.secrets = sealed;
-                next.token = Some(tokens::state(
+                let new_token = tokens::state(
                     method,
                     &grant,
                     secrets.contains_key("refresh_token"),
                     token.app,
                     at,
                     Some(&token),
-                ));
-                if next.status == ConnectionStatus::Error {
-                    next.status = ConnectionStatus::Connected;
+                );
+                // The new tokens must never be lost (a rotated refresh token is the
+                // only one that still works): if the item changed under the lease,
+                // apply them to the item as it is now and save again.
+                let mut prev = leased;
+                for attempt in 0..3 {
+                    let mut next = prev.clone();
+                    next.settings.extend(settings.clone());
+                    next.secrets = sealed.clone();
+                    next.token = Some(new_token.clone());
+                    if next.status == ConnectionStatus::Error {
+                        next.status = ConnectionStatus::Connected;
+                    }
+                    next.last_error = None;
+                    next.updated_at = at;
+                    match self.save(&prev, next, Vec::new()).await {
+                        Ok(saved) => return Ok(Refreshed::Done(saved)),
+                        Err(TokenError::Changed) if attempt < 2 => {
+                            tracing::warn!(connection_id = %prev.id, "connection changed during refresh; saving the new tokens again");
+                            prev = self.read(&prev.tenant, &prev.id).await?;
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
-                next.last_error = None;
-                next.updated_at = at;
-                self.save(&leased, next, Vec::new())
-                    .await
-                    .map(Refreshed::Done)
+                Err(TokenError::Changed)
             }
             Err(e) => self.record_failure(leased, &e).await,
         }
@@ -583,12 +627,18 @@ impl<'a> Tokens<'a> {
         next.lease_holder = None;
         next.lease_until = None;
         next.version = prev.version + 1;
-        let mut writes = vec![Write::Replace(next.to_item()?, prev.version)];
-        writes.extend(extra);
-        self.app.table.transact(writes).await.map_err(|e| match e {
-            StoreError::ConditionFailed => {
-                TokenError::Internal("the connection changed while its lease was held".into())
-            }
+        let item = next.to_item()?;
+        // One conditional put when nothing else is written (every successful refresh);
+        // a transaction only when a failure record and audit entry go with it.
+        let result = if extra.is_empty() {
+            self.app.table.replace_item(item, prev.version).await
+        } else {
+            let mut writes = vec![Write::Replace(item, prev.version)];
+            writes.extend(extra);
+            self.app.table.transact(writes).await
+        };
+        result.map_err(|e| match e {
+            StoreError::ConditionFailed => TokenError::Changed,
             other => other.into(),
         })?;
         Ok(next)
@@ -602,7 +652,7 @@ impl<'a> Tokens<'a> {
         let at = now();
         let mut next = leased.clone();
         let mut token = next.token.clone().unwrap_or(TokenState {
-            app: crate::connections::AppSource::Platform,
+            app: AppSource::Platform,
             expires_at: None,
             refresh_due: None,
             refreshed_at: None,
@@ -768,7 +818,8 @@ impl<'a> Tokens<'a> {
         let Some(access) = creds.access_token() else {
             return Ok(None);
         };
-        let client = resolve_app(self.app, &conn.tenant, &conn.provider, Some(token.app))
+        let client = self
+            .client_app(&conn.tenant, &conn.provider, token.app)
             .await
             .map_err(|e| OAuthError::Config(e.to_string()))?
             .ok_or_else(|| OAuthError::Client {
