@@ -437,7 +437,11 @@ async fn a_failed_revocation_is_recorded_and_the_disconnect_completes() {
     assert!(!grant.revoked, "the provider failed the revocation");
     let (status, _) = app.get(&format!("/v1/connections/{id}"), &admin).await;
     assert_eq!(status, 404, "disconnected anyway");
-    assert_eq!(app.config_items(&tenant).await, 1, "only the app credentials remain");
+    assert_eq!(
+        app.config_items(&tenant).await,
+        1,
+        "only the app credentials remain"
+    );
     let detail = app.audit_detail(&tenant, "connection.delete").await;
     assert!(detail.contains("failed"), "{detail}");
 }
