@@ -26,7 +26,7 @@ venv:
 	@bash infra/venv.sh
 
 dev: venv
-	$(CARGO) run --quiet -p devhost -- up
+	$(CARGO) run --quiet -p devhost -- up $(if $(SCHEDULE_EVERY),--schedule-every $(SCHEDULE_EVERY))
 
 test: venv fmt lint unit infra
 	@echo "make test: all checks passed"

@@ -11,26 +11,39 @@ use serde_json::json;
 
 const RETURN_TO: &str = "http://localhost:5173/integrations";
 
-/// Connects `provider` as a fresh sandbox user; returns (tenant, admin token, id, email).
+/// Connects `provider` as a fresh sandbox user, with `extra` members in the start body
+/// (`kind`, `fields`); returns (tenant, admin token, id, email).
 async fn connected(
     app: &TestApp,
     provider: &str,
     sandbox_user: OAuthUser,
-    fields: serde_json::Value,
+    extra: serde_json::Value,
 ) -> (String, String, ConnectionId, String) {
     let u = app.sandbox().add_oauth_user(sandbox_user).expect("user");
     let tenant = app.tenant();
     let admin = app.token(&tenant, Role::Admin);
+    let mut body = json!({ "return_to": RETURN_TO });
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        b.extend(e.clone());
+    }
     let out = app
-        .oauth_connect(
-            &admin,
-            provider,
-            json!({"return_to": RETURN_TO, "fields": fields}),
-            &format!("login_hint={}", u.email),
-        )
+        .oauth_connect(&admin, provider, body, &format!("login_hint={}", u.email))
         .await;
     assert_eq!(out.status, "connected", "{}", out.return_url);
     (tenant, admin, out.connection_id.expect("id"), u.email)
+}
+
+/// Registers the tenant's app for the sandbox's custom OAuth provider and connects it;
+/// returns (tenant, admin token, id).
+async fn custom_connected(app: &TestApp) -> (String, String, ConnectionId) {
+    let tenant = app.tenant();
+    let admin = app.token(&tenant, Role::Admin);
+    custom_app(app, &admin).await;
+    let out = app
+        .oauth_connect(&admin, "custom_oauth", json!({"return_to": RETURN_TO}), "")
+        .await;
+    assert_eq!(out.status, "connected", "{}", out.return_url);
+    (tenant, admin, out.connection_id.expect("id"))
 }
 
 fn unique(prefix: &str) -> String {
@@ -416,14 +429,7 @@ async fn a_failed_revocation_is_recorded_and_the_disconnect_completes() {
     // The custom provider's host serves only the tests holding its lock, so the forced
     // failure meets this revocation and nothing else.
     let _lock = provider_lock("custom_oauth").await;
-    let tenant = app.tenant();
-    let admin = app.token(&tenant, Role::Admin);
-    custom_app(&app, &admin).await;
-    let out = app
-        .oauth_connect(&admin, "custom_oauth", json!({"return_to": RETURN_TO}), "")
-        .await;
-    assert_eq!(out.status, "connected", "{}", out.return_url);
-    let id = out.connection_id.expect("id");
+    let (tenant, admin, id) = custom_connected(&app).await;
     let tokens = app.tokens(&tenant, &id).await;
     app.sandbox()
         .force_status(500, 1, Some(Provider::CustomOauth))
@@ -523,7 +529,13 @@ async fn no_token_code_state_or_client_secret_ever_reaches_the_logs() {
 #[tokio::test]
 async fn google_sends_no_refresh_token_on_refresh_so_the_old_one_is_kept() {
     let app = TestApp::spawn().await;
-    let (tenant, _admin, id, email) = connected_kind(&app, "google", "gmail").await;
+    let (tenant, _admin, id, email) = connected(
+        &app,
+        "google",
+        OAuthUser::new(OAuthProvider::Google, unique("gmail")),
+        json!({"kind": "gmail"}),
+    )
+    .await;
     let before = app.tokens(&tenant, &id).await;
     app.make_due(&tenant, &id).await;
     app.sweep_settled(&tenant, &id).await;
@@ -536,41 +548,11 @@ async fn google_sends_no_refresh_token_on_refresh_so_the_old_one_is_kept() {
     assert_eq!(grant.refreshes, 1);
 }
 
-async fn connected_kind(
-    app: &TestApp,
-    provider: &str,
-    kind: &str,
-) -> (String, String, ConnectionId, String) {
-    let u = app
-        .sandbox()
-        .add_oauth_user(OAuthUser::new(OAuthProvider::Google, unique(kind)))
-        .expect("user");
-    let tenant = app.tenant();
-    let admin = app.token(&tenant, Role::Admin);
-    let out = app
-        .oauth_connect(
-            &admin,
-            provider,
-            json!({"return_to": RETURN_TO, "kind": kind}),
-            &format!("login_hint={}", u.email),
-        )
-        .await;
-    assert_eq!(out.status, "connected", "{}", out.return_url);
-    (tenant, admin, out.connection_id.expect("id"), u.email)
-}
-
 #[tokio::test]
 async fn a_custom_provider_rotates_refresh_tokens_with_basic_client_auth() {
     let app = TestApp::spawn().await;
     let _lock = provider_lock("custom_oauth").await;
-    let tenant = app.tenant();
-    let admin = app.token(&tenant, Role::Admin);
-    custom_app(&app, &admin).await;
-    let out = app
-        .oauth_connect(&admin, "custom_oauth", json!({"return_to": RETURN_TO}), "")
-        .await;
-    assert_eq!(out.status, "connected", "{}", out.return_url);
-    let id = out.connection_id.expect("id");
+    let (tenant, admin, id) = custom_connected(&app).await;
     let first = app.tokens(&tenant, &id).await;
     for _ in 0..2 {
         app.make_due(&tenant, &id).await;
