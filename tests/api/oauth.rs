@@ -731,3 +731,44 @@ async fn start_refuses_bad_input_and_members() {
     assert_eq!(status, 400, "{body}");
     assert_eq!(app.config_items(&tenant).await, 0);
 }
+
+#[tokio::test]
+async fn malformed_callbacks_are_refused_without_a_redirect() {
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant();
+    let admin = app.token(&tenant, Role::Admin);
+    let (_, started) = app.oauth_start(&admin, "hubspot", start(json!({}))).await;
+    let url = started["authorize_url"].as_str().expect("url");
+    let (_, callback) = app.get_no_redirect(url).await;
+    let callback = callback.expect("callback");
+    let base = callback.split('?').next().expect("base").to_owned();
+    let state = query_param(&callback, "state").expect("state");
+    for bad in [
+        format!("{base}?state={state}&state=other&code=x"),
+        format!("{base}?state={state}&code={}", "x".repeat(9000)),
+        format!(
+            "{base}?{}",
+            (0..40)
+                .map(|i| format!("p{i}=1"))
+                .collect::<Vec<_>>()
+                .join("&")
+        ),
+        format!("{base}?state=%FF%FE&code=x"),
+    ] {
+        let (status, location) = app.get_no_redirect(&bad).await;
+        assert_eq!(status, 400, "{}", &bad[..bad.len().min(120)]);
+        assert!(location.is_none());
+    }
+    // None of that consumed the flow: the real callback still connects.
+    let (status, back) = app.get_no_redirect(&callback).await;
+    assert_eq!(status, 302);
+    assert_eq!(
+        query_param(&back.expect("location"), "status").as_deref(),
+        Some("connected")
+    );
+    // An unknown provider's callback is refused too.
+    let (status, _) = app
+        .get_no_redirect(&base.replace("/hubspot/", "/nope/"))
+        .await;
+    assert_eq!(status, 400);
+}
