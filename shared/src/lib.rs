@@ -21,4 +21,5 @@ pub mod providers;
 pub mod queue;
 pub mod secrets;
 pub mod store;
+pub mod sync;
 pub mod telemetry;
