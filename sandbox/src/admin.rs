@@ -2,6 +2,7 @@
 //! so a developer can drive a running sandbox with curl. Errors use the project's shape
 //! `{"error":{"code","message"}}`.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::Router;
@@ -15,6 +16,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::oauth::{OAuthClient, OAuthFault, OAuthProvider, OAuthUser};
+use crate::providers::hubspot_crm::{self, CrmObject};
 use crate::state::{Account, Fault, Provider, SandboxState};
 use crate::wire;
 
@@ -50,6 +52,131 @@ pub(crate) fn routes() -> Router<SandboxState> {
         )
         .route("/_sandbox/oauth/grants", get(oauth_grants).post(seed_grant))
         .route("/_sandbox/oauth/grants/lookup", post(oauth_grant_lookup))
+        .route("/_sandbox/hubspot/seed", post(hubspot_seed))
+        .route("/_sandbox/hubspot/records", get(hubspot_records))
+        .route("/_sandbox/hubspot/update", post(hubspot_update))
+        .route("/_sandbox/hubspot/archive", post(hubspot_archive))
+        .route("/_sandbox/hubspot/malformed", post(hubspot_malformed))
+}
+
+/// The default private app's portal, used when a HubSpot knob names none.
+const DEFAULT_PORTAL: u64 = 62515;
+
+fn default_portal() -> u64 {
+    DEFAULT_PORTAL
+}
+
+/// Body of `POST /_sandbox/hubspot/seed`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HubspotSeedRequest {
+    #[serde(default = "default_portal")]
+    portal: u64,
+    object: CrmObject,
+    count: usize,
+}
+
+async fn hubspot_seed(State(state): State<SandboxState>, body: Bytes) -> Response {
+    let request: HubspotSeedRequest = match parse(&body) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let ids = state.seed_hubspot(request.portal, request.object, request.count);
+    wire::json(StatusCode::CREATED, json!({ "ids": ids }))
+}
+
+/// `GET /_sandbox/hubspot/records?object=contacts&portal=62515`.
+async fn hubspot_records(State(state): State<SandboxState>, RawQuery(query): RawQuery) -> Response {
+    let object = wire::query_param(query.as_deref(), "object")
+        .as_deref()
+        .and_then(CrmObject::parse);
+    let Some(object) = object else {
+        return bad_request("invalid_query", "give object=contacts or object=companies");
+    };
+    let portal = match wire::query_param(query.as_deref(), "portal") {
+        None => DEFAULT_PORTAL,
+        Some(portal) => match portal.parse() {
+            Ok(portal) => portal,
+            Err(_) => return bad_request("invalid_query", "portal must be a number"),
+        },
+    };
+    if let Some(id) = wire::query_param(query.as_deref(), "id") {
+        return match state.hubspot_record(portal, object, &id) {
+            Some(record) => wire::json(StatusCode::OK, json!({ "record": record })),
+            None => wire::json(
+                StatusCode::NOT_FOUND,
+                json!({"error": {"code": "not_found", "message": "no such record"}}),
+            ),
+        };
+    }
+    wire::json(
+        StatusCode::OK,
+        json!({"results": state.hubspot_records(portal, object)}),
+    )
+}
+
+/// Body of `POST /_sandbox/hubspot/update` and `/archive`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HubspotRecordRequest {
+    #[serde(default = "default_portal")]
+    portal: u64,
+    object: CrmObject,
+    id: String,
+    #[serde(default)]
+    properties: BTreeMap<String, String>,
+}
+
+async fn hubspot_update(State(state): State<SandboxState>, body: Bytes) -> Response {
+    let request: HubspotRecordRequest = match parse(&body) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    match state.update_hubspot_record(
+        request.portal,
+        request.object,
+        &request.id,
+        &request.properties,
+    ) {
+        Some(record) => wire::json(StatusCode::OK, json!({ "record": record })),
+        None => bad_request("not_found", "no such live record"),
+    }
+}
+
+async fn hubspot_archive(State(state): State<SandboxState>, body: Bytes) -> Response {
+    let request: HubspotRecordRequest = match parse(&body) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let archived = state.archive_hubspot_record(request.portal, request.object, &request.id);
+    wire::json(StatusCode::OK, json!({ "archived": archived }))
+}
+
+/// Body of `POST /_sandbox/hubspot/malformed`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MalformedRequest {
+    route: String,
+    #[serde(default = "one")]
+    count: u32,
+}
+
+async fn hubspot_malformed(State(state): State<SandboxState>, body: Bytes) -> Response {
+    let request: MalformedRequest = match parse(&body) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    if !hubspot_crm::ROUTES.contains(&request.route.as_str()) {
+        return bad_request(
+            "invalid_route",
+            &format!("route must be one of {:?}", hubspot_crm::ROUTES),
+        );
+    }
+    state.malform_hubspot_responses(&request.route, request.count);
+    wire::json(
+        StatusCode::OK,
+        json!({"route": request.route, "count": request.count}),
+    )
 }
 
 async fn health() -> Response {

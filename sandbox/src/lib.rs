@@ -222,6 +222,7 @@ pub use oauth::{
     OAuthClient, OAuthClientView, OAuthError, OAuthFault, OAuthGrantView, OAuthProvider,
     OAuthSettingsView, OAuthUser, SeededGrant, default_oauth_clients, default_oauth_users,
 };
+pub use providers::hubspot_crm::{CrmObject, CrmRecord};
 pub use state::{
     Account, AccountError, AccountView, CallsView, Fault, FaultError, FaultsView, Provider,
     ProviderAccount, SandboxState, Secret, default_accounts,

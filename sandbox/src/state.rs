@@ -409,6 +409,8 @@ pub struct SandboxState {
     /// OAuth clients, users, codes, grants and tokens, behind their own lock so the token
     /// endpoint does not contend with the counters.
     oauth: Arc<Mutex<crate::oauth::Store>>,
+    /// HubSpot CRM records per portal, behind their own lock.
+    crm: Arc<Mutex<crate::providers::hubspot_crm::CrmStore>>,
 }
 
 impl fmt::Debug for SandboxState {
@@ -578,6 +580,12 @@ impl SandboxState {
     pub fn reset(&self) {
         *self.lock() = Inner::default();
         *self.oauth_store() = crate::oauth::Store::default();
+        *self.crm_store() = crate::providers::hubspot_crm::CrmStore::default();
+    }
+
+    /// The HubSpot CRM store, locked.
+    pub(crate) fn crm_store(&self) -> MutexGuard<'_, crate::providers::hubspot_crm::CrmStore> {
+        self.crm.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The OAuth store, locked. Hold it briefly: every OAuth request takes it.

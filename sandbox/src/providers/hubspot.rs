@@ -8,7 +8,8 @@
 //! `{"status":"error","message":"…","correlationId":"…","category":"…"}`; OAuth token
 //! errors: `{"status":"BAD_REFRESH_TOKEN","message":"…","correlationId":"…"}` (400).
 //!
-//! Later endpoints (CRM objects) call `authorize` first so they share the same budget.
+//! The CRM endpoints ([`super::hubspot_crm`]) call `authorize` first so they share the same
+//! budget.
 
 use std::time::{Duration, Instant};
 
@@ -74,6 +75,8 @@ pub(crate) enum Endpoint {
     RefreshTokenInfo,
     /// `DELETE /oauth/v1/refresh-tokens/{token}`.
     RefreshTokenDelete,
+    /// A CRM objects or properties route (see [`super::hubspot_crm`]).
+    Crm(super::hubspot_crm::CrmRoute),
 }
 
 impl Endpoint {
@@ -85,6 +88,7 @@ impl Endpoint {
             Endpoint::OAuthToken => OAUTH_TOKEN,
             Endpoint::AccessTokenInfo | Endpoint::RefreshTokenInfo => OAUTH_INTROSPECT,
             Endpoint::RefreshTokenDelete => OAUTH_REVOKE,
+            Endpoint::Crm(route) => route.name(),
         }
     }
 }
@@ -119,13 +123,14 @@ pub(crate) fn route(req: &ProviderRequest) -> Option<Endpoint> {
         (&Method::DELETE, _) if path_token(path, "refresh-tokens").is_some() => {
             Some(Endpoint::RefreshTokenDelete)
         }
-        _ => None,
+        _ => super::hubspot_crm::route(&req.method, path).map(Endpoint::Crm),
     }
 }
 
 /// Serves a matched HubSpot route.
 pub(crate) fn handle(endpoint: Endpoint, state: &SandboxState, req: &ProviderRequest) -> Response {
     match endpoint {
+        Endpoint::Crm(route) => super::hubspot_crm::handle(route, state, req),
         Endpoint::AccountInfo => match authorize(state, req) {
             Ok(authorized) => account_info(state, &authorized),
             Err(response) => response,
@@ -363,7 +368,7 @@ fn token_not_found(kind: &str) -> Response {
     )
 }
 
-fn error_body(status: StatusCode, message: &str, category: &str) -> Response {
+pub(crate) fn error_body(status: StatusCode, message: &str, category: &str) -> Response {
     wire::json(
         status,
         json!({
@@ -471,7 +476,7 @@ pub(crate) fn finish(state: &SandboxState, req: &ProviderRequest, response: Resp
 const HEADER_MAX: &str = "x-hubspot-ratelimit-max";
 
 /// Writes `X-HubSpot-RateLimit-*` from usage in [`policies`] order.
-fn with_rate_headers(mut response: Response, usage: &[Usage]) -> Response {
+pub(crate) fn with_rate_headers(mut response: Response, usage: &[Usage]) -> Response {
     let find = |name: &str| usage.iter().find(|u| u.policy == name);
     let headers = response.headers_mut();
     let mut put = |name: &'static str, value: u64| {

@@ -15,6 +15,7 @@ pub mod freshdesk;
 pub mod genesys;
 pub mod google;
 pub mod hubspot;
+pub mod hubspot_crm;
 pub mod pipedrive;
 pub mod salesforce;
 pub mod zendesk;
