@@ -20,6 +20,43 @@
 //! Unmatched paths of a provider count as `{provider}.unknown` and get that provider's
 //! 404; hosts no provider owns count as `unknown_host`.
 //!
+//! # HubSpot CRM records (record-sync milestone)
+//! A stateful stand-in for HubSpot's CRM objects API ([`providers::hubspot_crm`]):
+//! contacts and companies kept in memory per portal (the portal of the authenticating
+//! token: the OAuth grant user's `hub_id`, 62515 for `pat-na1-sandbox-0001`). Records
+//! carry `id` (numeric string, increasing), `properties` (all strings), `createdAt`,
+//! `updatedAt` (RFC 3339 with ms) and `archived`; `hs_object_id`, `createdate`,
+//! `lastmodifieddate` and `hs_lastmodifieddate` are derived and present on **both**
+//! object types (HubSpot uses `lastmodifieddate` on contacts and `hs_lastmodifieddate` on
+//! companies), both equal to `updatedAt`. `{object}` is `contacts`/`0-1` or
+//! `companies`/`0-2`; other types get HubSpot's 404, bad JSON its 400
+//! (`{"status":"error","message","correlationId","category":"VALIDATION_ERROR"}`).
+//! Every call authenticates first (401 `INVALID_AUTHENTICATION` / `EXPIRED_AUTHENTICATION`)
+//! and counts against the token's 10-second budget (HubSpot's 429 past it), then gets the
+//! latency and fault knobs like any route.
+//!
+//! | Route name | Request (host `api.hubapi.com`) |
+//! |---|---|
+//! | `hubspot.crm_list` | `GET /crm/v3/objects/{object}?limit=&after=&properties=&archived=` → `{results, paging:{next:{after,link}}}` (limit 1–100, default 10; no `paging` on the last page; `archived=true` lists only archived) |
+//! | `hubspot.crm_get` | `GET /crm/v3/objects/{object}/{id}?properties=&archived=` |
+//! | `hubspot.crm_create` | `POST /crm/v3/objects/{object}` `{properties}` → 201 |
+//! | `hubspot.crm_update` | `PATCH /crm/v3/objects/{object}/{id}` `{properties}` (`""`/null clears) |
+//! | `hubspot.crm_archive` | `DELETE /crm/v3/objects/{object}/{id}` → 204 (archives) |
+//! | `hubspot.crm_batch_read` | `POST …/{object}/batch/read` `{inputs:[{id}], properties}` → 200, or 207 with `errors` for missing ids |
+//! | `hubspot.crm_batch_create` | `POST …/{object}/batch/create` `{inputs:[{properties}]}` → 201 `{status:"COMPLETE",results,startedAt,completedAt}` |
+//! | `hubspot.crm_batch_update` | `POST …/{object}/batch/update` `{inputs:[{id,properties}]}` → 200 (207 for missing ids) |
+//! | `hubspot.crm_batch_archive` | `POST …/{object}/batch/archive` `{inputs:[{id}]}` → 204 |
+//! | `hubspot.crm_search` | `POST /crm/v3/objects/{object}/search` `{filterGroups, sorts, properties, limit (≤ 200), after}` → `{total, results, paging}` |
+//! | `hubspot.crm_properties` | `GET /crm/v3/properties/{object}` → `{results:[{name,label,type,fieldType,groupName,description,options,…}]}` |
+//!
+//! Batches take at most 100 inputs (more: 400 `VALIDATION_ERROR`). Search: filter groups
+//! are OR-ed (at most 5), filters in a group AND-ed, operators `EQ NEQ GT GTE LT LTE
+//! HAS_PROPERTY NOT_HAS_PROPERTY CONTAINS_TOKEN` (`*` wildcards at the token's ends); date
+//! properties compare as times (values as epoch-ms strings or RFC 3339), numbers as
+//! numbers, other text case-insensitively; one sort (`ASCENDING`/`DESCENDING`, default id
+//! order). `after` is an offset: `total` is the true count, but asking for results past the
+//! 10,000th (`after` ≥ 10000) answers 400 `VALIDATION_ERROR`, as HubSpot does.
+//!
 //! # OAuth 2.0 stand-ins
 //! Authorization code grant (RFC 6749) with PKCE (RFC 7636, `S256` or `plain`) and
 //! revocation (RFC 7009) for nine providers, sharing one grant engine ([`oauth`]). The
@@ -157,7 +194,7 @@
 //!   `{"status":503,"count":2,"provider":"zendesk","retry_after_secs":1}` and/or
 //!   `{"latency_ms":250,"provider":"hubspot"}` (provider optional); `DELETE` clears them
 //! - `POST /_sandbox/reset`: back to the seeded accounts, OAuth clients and users, zero
-//!   counters, no faults, no grants, default OAuth knobs.
+//!   counters, no faults, no grants, default OAuth knobs, no CRM records.
 //!
 //! OAuth knobs (each also a [`SandboxState`] method):
 //! - `GET|POST /_sandbox/oauth/clients` — an [`OAuthClient`]:
@@ -178,6 +215,22 @@
 //!   "scopes":["oauth"]}` seeds a grant → a [`SeededGrant`]; `GET
 //!   /_sandbox/oauth/grants?provider=hubspot&email=…` lists [`OAuthGrantView`]s;
 //!   `POST /_sandbox/oauth/grants/lookup` `{"token":"…"}` finds the grant of any token.
+//!
+//! HubSpot CRM knobs (each also a [`SandboxState`] method; `portal` defaults to 62515):
+//! - `POST /_sandbox/hubspot/seed` `{"object":"contacts","count":100000,"portal":62515}`
+//!   → `{"ids":[…]}` ([`SandboxState::seed_hubspot`]; 100,000 records take well under a
+//!   second).
+//! - `GET /_sandbox/hubspot/records?object=contacts[&portal=…][&id=…]` → every record,
+//!   archived too ([`SandboxState::hubspot_records`], [`SandboxState::hubspot_record`]).
+//! - `POST /_sandbox/hubspot/update` `{"object","id","properties":{…}}`: a change as a
+//!   HubSpot user would make it, bumping `updatedAt`
+//!   ([`SandboxState::update_hubspot_record`]).
+//! - `POST /_sandbox/hubspot/archive` `{"object","id"}`
+//!   ([`SandboxState::archive_hubspot_record`]).
+//! - `POST /_sandbox/hubspot/malformed` `{"route":"hubspot.crm_list","count":2}`: the next
+//!   responses of that CRM route carry truncated JSON with their usual status
+//!   ([`SandboxState::malform_hubspot_responses`]).
+//! - `POST /_sandbox/reset` also empties every portal.
 //!
 //! Each provider request is counted, then delayed by the configured latency, then answered
 //! with a pending forced status (in the provider's own error body) or by the route. Paths

@@ -575,7 +575,8 @@ impl SandboxState {
     }
 
     /// Back to a freshly started sandbox: seeded accounts, OAuth clients and users only,
-    /// zero counters, no faults, no OAuth grants, default OAuth knobs, empty rate-limit
+    /// zero counters, no faults, no OAuth grants, default OAuth knobs, no HubSpot CRM
+    /// records or malformed-response knobs, empty rate-limit
     /// windows.
     pub fn reset(&self) {
         *self.lock() = Inner::default();
