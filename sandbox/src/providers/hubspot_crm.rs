@@ -1132,249 +1132,107 @@ fn compare_for_sort(a: &Record, b: &Record, name: &str) -> std::cmp::Ordering {
     order.then(a.id.cmp(&b.id))
 }
 
-/// One property definition.
-fn property(
-    name: &str,
-    label: &str,
-    kind: &str,
-    field_type: &str,
-    group: &str,
-    description: &str,
-    options: Value,
-) -> Value {
-    json!({
-        "name": name,
-        "label": label,
-        "type": kind,
-        "fieldType": field_type,
-        "groupName": group,
-        "description": description,
-        "options": options,
-        "displayOrder": -1,
-        "calculated": false,
-        "externalOptions": false,
-        "hasUniqueValue": false,
-        "hidden": false,
-        "hubspotDefined": true,
-        "formField": !matches!(field_type, "date" | "datetime") && kind != "datetime",
-        "modificationMetadata": {
-            "archivable": true,
-            "readOnlyDefinition": true,
-            "readOnlyValue": DATE_PROPERTIES.contains(&name) || name == "hs_object_id",
-        },
-        "createdAt": "2019-08-06T02:41:08.029Z",
-        "updatedAt": "2019-08-06T02:41:08.029Z",
-        "archived": false,
-    })
-}
+/// A property definition: name, label, type, fieldType, description.
+type PropertyDef = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+);
+
+#[rustfmt::skip]
+const CONTACT_PROPERTIES: [PropertyDef; 10] = [
+    ("email", "Email", "string", "text", "A contact's email address"),
+    ("firstname", "First Name", "string", "text", "A contact's first name"),
+    ("lastname", "Last Name", "string", "text", "A contact's last name"),
+    ("phone", "Phone Number", "string", "phonenumber", "A contact's primary phone number"),
+    ("company", "Company Name", "string", "text", "Name of the contact's company"),
+    ("jobtitle", "Job Title", "string", "text", "A contact's job title"),
+    ("lifecyclestage", "Lifecycle Stage", "enumeration", "radio",
+     "The qualification of contacts to sales readiness"),
+    ("lastmodifieddate", "Last Modified Date", "datetime", "date",
+     "Most recent timestamp of any property update for this contact"),
+    ("createdate", "Create Date", "datetime", "date", "The date that a contact entered the system"),
+    ("hs_object_id", "Record ID", "number", "number", "The unique ID for this record"),
+];
+
+#[rustfmt::skip]
+const COMPANY_PROPERTIES: [PropertyDef; 10] = [
+    ("name", "Company name", "string", "text", "The name of the company or organization"),
+    ("domain", "Company Domain Name", "string", "text",
+     "The domain name of the company or organization"),
+    ("industry", "Industry", "string", "text", "The type of business the company performs"),
+    ("phone", "Phone Number", "string", "phonenumber", "A company's primary phone number"),
+    ("city", "City", "string", "text", "The city where the company is located"),
+    ("country", "Country/Region", "string", "text",
+     "The country/region in which the company is located"),
+    ("numberofemployees", "Number of Employees", "number", "number",
+     "The total number of employees who work for the company"),
+    ("hs_lastmodifieddate", "Last Modified Date", "datetime", "date",
+     "Most recent timestamp of any property update for this company"),
+    ("createdate", "Create Date", "datetime", "date",
+     "The date the company was added to your account"),
+    ("hs_object_id", "Record ID", "number", "number", "The unique ID for this record"),
+];
+
+const LIFECYCLE_STAGES: [(&str, &str); 8] = [
+    ("subscriber", "Subscriber"),
+    ("lead", "Lead"),
+    ("marketingqualifiedlead", "Marketing Qualified Lead"),
+    ("salesqualifiedlead", "Sales Qualified Lead"),
+    ("opportunity", "Opportunity"),
+    ("customer", "Customer"),
+    ("evangelist", "Evangelist"),
+    ("other", "Other"),
+];
 
 /// `GET /crm/v3/properties/{object}`: a realistic subset of HubSpot's definitions.
 fn properties_of(object: CrmObject) -> Value {
-    let none = || json!([]);
-    let results = match object {
-        CrmObject::Contacts => {
-            let stages: Vec<Value> = [
-                ("subscriber", "Subscriber"),
-                ("lead", "Lead"),
-                ("marketingqualifiedlead", "Marketing Qualified Lead"),
-                ("salesqualifiedlead", "Sales Qualified Lead"),
-                ("opportunity", "Opportunity"),
-                ("customer", "Customer"),
-                ("evangelist", "Evangelist"),
-                ("other", "Other"),
-            ]
-            .iter()
-            .enumerate()
-            .map(|(i, (value, label))| {
-                json!({"label": label, "value": value, "displayOrder": i, "hidden": false})
-            })
-            .collect();
-            vec![
-                property(
-                    "email",
-                    "Email",
-                    "string",
-                    "text",
-                    "contactinformation",
-                    "A contact's email address",
-                    none(),
-                ),
-                property(
-                    "firstname",
-                    "First Name",
-                    "string",
-                    "text",
-                    "contactinformation",
-                    "A contact's first name",
-                    none(),
-                ),
-                property(
-                    "lastname",
-                    "Last Name",
-                    "string",
-                    "text",
-                    "contactinformation",
-                    "A contact's last name",
-                    none(),
-                ),
-                property(
-                    "phone",
-                    "Phone Number",
-                    "string",
-                    "phonenumber",
-                    "contactinformation",
-                    "A contact's primary phone number",
-                    none(),
-                ),
-                property(
-                    "company",
-                    "Company Name",
-                    "string",
-                    "text",
-                    "contactinformation",
-                    "Name of the contact's company",
-                    none(),
-                ),
-                property(
-                    "jobtitle",
-                    "Job Title",
-                    "string",
-                    "text",
-                    "contactinformation",
-                    "A contact's job title",
-                    none(),
-                ),
-                property(
-                    "lifecyclestage",
-                    "Lifecycle Stage",
-                    "enumeration",
-                    "radio",
-                    "contactinformation",
-                    "The qualification of contacts to sales readiness",
-                    json!(stages),
-                ),
-                property(
-                    "lastmodifieddate",
-                    "Last Modified Date",
-                    "datetime",
-                    "date",
-                    "contactinformation",
-                    "Most recent timestamp of any property update for this contact",
-                    none(),
-                ),
-                property(
-                    "createdate",
-                    "Create Date",
-                    "datetime",
-                    "date",
-                    "contactinformation",
-                    "The date that a contact entered the system",
-                    none(),
-                ),
-                property(
-                    "hs_object_id",
-                    "Record ID",
-                    "number",
-                    "number",
-                    "contactinformation",
-                    "The unique ID for this record",
-                    none(),
-                ),
-            ]
-        }
-        CrmObject::Companies => vec![
-            property(
-                "name",
-                "Company name",
-                "string",
-                "text",
-                "companyinformation",
-                "The name of the company or organization",
-                none(),
-            ),
-            property(
-                "domain",
-                "Company Domain Name",
-                "string",
-                "text",
-                "companyinformation",
-                "The domain name of the company or organization",
-                none(),
-            ),
-            property(
-                "industry",
-                "Industry",
-                "string",
-                "text",
-                "companyinformation",
-                "The type of business the company performs",
-                none(),
-            ),
-            property(
-                "phone",
-                "Phone Number",
-                "string",
-                "phonenumber",
-                "companyinformation",
-                "A company's primary phone number",
-                none(),
-            ),
-            property(
-                "city",
-                "City",
-                "string",
-                "text",
-                "companyinformation",
-                "The city where the company is located",
-                none(),
-            ),
-            property(
-                "country",
-                "Country/Region",
-                "string",
-                "text",
-                "companyinformation",
-                "The country/region in which the company is located",
-                none(),
-            ),
-            property(
-                "numberofemployees",
-                "Number of Employees",
-                "number",
-                "number",
-                "companyinformation",
-                "The total number of employees who work for the company",
-                none(),
-            ),
-            property(
-                "hs_lastmodifieddate",
-                "Last Modified Date",
-                "datetime",
-                "date",
-                "companyinformation",
-                "Most recent timestamp of any property update for this company",
-                none(),
-            ),
-            property(
-                "createdate",
-                "Create Date",
-                "datetime",
-                "date",
-                "companyinformation",
-                "The date the company was added to your account",
-                none(),
-            ),
-            property(
-                "hs_object_id",
-                "Record ID",
-                "number",
-                "number",
-                "companyinformation",
-                "The unique ID for this record",
-                none(),
-            ),
-        ],
+    let (defs, group) = match object {
+        CrmObject::Contacts => (&CONTACT_PROPERTIES, "contactinformation"),
+        CrmObject::Companies => (&COMPANY_PROPERTIES, "companyinformation"),
     };
+    let results: Vec<Value> = defs
+        .iter()
+        .map(|(name, label, kind, field_type, description)| {
+            let options: Vec<Value> = if *name == "lifecyclestage" {
+                LIFECYCLE_STAGES
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (value, label))| {
+                        json!({"label": label, "value": value, "displayOrder": i, "hidden": false})
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            json!({
+                "name": name,
+                "label": label,
+                "type": kind,
+                "fieldType": field_type,
+                "groupName": group,
+                "description": description,
+                "options": options,
+                "displayOrder": -1,
+                "calculated": false,
+                "externalOptions": false,
+                "hasUniqueValue": false,
+                "hidden": false,
+                "hubspotDefined": true,
+                "formField": *kind != "datetime" && *name != "hs_object_id",
+                "modificationMetadata": {
+                    "archivable": true,
+                    "readOnlyDefinition": true,
+                    "readOnlyValue": DATE_PROPERTIES.contains(name) || *name == "hs_object_id",
+                },
+                "createdAt": "2019-08-06T02:41:08.029Z",
+                "updatedAt": "2019-08-06T02:41:08.029Z",
+                "archived": false,
+            })
+        })
+        .collect();
     json!({ "results": results })
 }
 
