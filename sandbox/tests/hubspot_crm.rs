@@ -577,3 +577,30 @@ async fn malformed_knob_and_control_routes() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["results"].as_array().map(Vec::len), Some(2));
 }
+
+#[tokio::test]
+async fn faults_apply_and_reset_empties_portals() {
+    let h = Harness::start().await;
+    h.sandbox
+        .state()
+        .seed_hubspot(PORTAL, CrmObject::Contacts, 3);
+    h.sandbox
+        .state()
+        .force_status(503, 1, Some(sandbox::Provider::Hubspot))
+        .expect("fault");
+    let (status, body) = h.call(Method::GET, "/objects/contacts", None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["status"], "error");
+    let (status, body) = h.call(Method::GET, "/objects/contacts", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["results"].as_array().map(Vec::len), Some(3));
+    h.sandbox.state().reset();
+    assert!(
+        h.sandbox
+            .state()
+            .hubspot_records(PORTAL, CrmObject::Contacts)
+            .is_empty()
+    );
+    let (_, body) = h.call(Method::GET, "/objects/contacts", None).await;
+    assert_eq!(body["results"].as_array().map(Vec::len), Some(0));
+}
