@@ -39,7 +39,7 @@
 //! |---|---|
 //! | `hubspot.crm_list` | `GET /crm/v3/objects/{object}?limit=&after=&properties=&archived=` → `{results, paging:{next:{after,link}}}` (limit 1–100, default 10; no `paging` on the last page; `archived=true` lists only archived) |
 //! | `hubspot.crm_get` | `GET /crm/v3/objects/{object}/{id}?properties=&archived=` |
-//! | `hubspot.crm_create` | `POST /crm/v3/objects/{object}` `{properties}` → 201 |
+//! | `hubspot.crm_create` | `POST /crm/v3/objects/{object}` `{properties}` → 201; a contact email another live contact has (case-insensitive) → 409 `CONFLICT` "Contact already exists. Existing ID: N" (also on update and batches) |
 //! | `hubspot.crm_update` | `PATCH /crm/v3/objects/{object}/{id}` `{properties}` (`""`/null clears) |
 //! | `hubspot.crm_archive` | `DELETE /crm/v3/objects/{object}/{id}` → 204 (archives) |
 //! | `hubspot.crm_batch_read` | `POST …/{object}/batch/read` `{inputs:[{id}], properties}` → 200, or 207 with `errors` for missing ids |

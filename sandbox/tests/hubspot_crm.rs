@@ -604,3 +604,62 @@ async fn faults_apply_and_reset_empties_portals() {
     let (_, body) = h.call(Method::GET, "/objects/contacts", None).await;
     assert_eq!(body["results"].as_array().map(Vec::len), Some(0));
 }
+
+#[tokio::test]
+async fn contact_emails_are_unique() {
+    let h = Harness::start().await;
+    let (status, first) = h
+        .call(
+            Method::POST,
+            "/objects/contacts",
+            Some(json!({"properties": {"email": "ada@acme.test"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, body) = h
+        .call(
+            Method::POST,
+            "/objects/contacts",
+            Some(json!({"properties": {"email": "ADA@acme.test"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_hubspot_error(&body, "CONFLICT");
+    let id = first["id"].as_str().expect("id");
+    assert!(body["message"].as_str().is_some_and(|m| m.ends_with(id)));
+    // Re-saving its own email is fine; batches see existing and in-batch duplicates.
+    let (status, _) = h
+        .call(
+            Method::PATCH,
+            &format!("/objects/contacts/{id}"),
+            Some(json!({"properties": {"email": "ada@acme.test"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = h
+        .call(
+            Method::POST,
+            "/objects/contacts/batch/create",
+            Some(json!({"inputs": [{"properties": {"email": "x@acme.test"}}, {"properties": {"email": "x@acme.test"}}]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    // Companies have no such rule.
+    for _ in 0..2 {
+        let (status, _) = h
+            .call(
+                Method::POST,
+                "/objects/companies",
+                Some(json!({"properties": {"email": "same@acme.test"}})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    assert_eq!(
+        h.sandbox
+            .state()
+            .hubspot_records(PORTAL, CrmObject::Contacts)
+            .len(),
+        1
+    );
+}

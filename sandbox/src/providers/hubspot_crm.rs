@@ -287,6 +287,37 @@ impl Table {
         self.records.get(&id).filter(|r| !r.archived)
     }
 
+    /// For contacts: the id of another live contact already holding the input's email
+    /// (HubSpot keeps contact emails unique, case-insensitively).
+    fn email_owner(
+        &self,
+        object: CrmObject,
+        input: &Map<String, Value>,
+        except: u64,
+    ) -> Option<u64> {
+        if object != CrmObject::Contacts {
+            return None;
+        }
+        let email = input
+            .get("email")
+            .and_then(value_text)?
+            .trim()
+            .to_lowercase();
+        if email.is_empty() {
+            return None;
+        }
+        self.records
+            .values()
+            .find(|r| {
+                !r.archived
+                    && r.id != except
+                    && r.properties
+                        .get("email")
+                        .is_some_and(|e| e.to_lowercase() == email)
+            })
+            .map(|r| r.id)
+    }
+
     fn live_mut(&mut self, id: &str) -> Option<&mut Record> {
         let id: u64 = id.trim().parse().ok()?;
         self.records.get_mut(&id).filter(|r| !r.archived)
@@ -546,6 +577,15 @@ fn error(status: StatusCode, message: &str, category: &str) -> Response {
     error_body(status, message, category)
 }
 
+/// 409 for a contact email another contact already has, as HubSpot words it.
+fn conflict(existing: u64) -> Response {
+    error(
+        StatusCode::CONFLICT,
+        &format!("Contact already exists. Existing ID: {existing}"),
+        "CONFLICT",
+    )
+}
+
 fn validation(message: &str) -> Response {
     error(StatusCode::BAD_REQUEST, message, "VALIDATION_ERROR")
 }
@@ -685,6 +725,9 @@ fn serve(
             let body = body_json(req)?;
             let input = input_properties(&body)?;
             let mut store = state.crm_store();
+            if let Some(owner) = store.table(portal, object).email_owner(object, &input, 0) {
+                return Err(conflict(owner));
+            }
             let record = store
                 .table(portal, object)
                 .insert(BTreeMap::new(), now_ms());
@@ -699,8 +742,15 @@ fn serve(
             let body = body_json(req)?;
             let input = input_properties(&body)?;
             let mut store = state.crm_store();
-            let record = store
-                .table(portal, object)
+            let table = store.table(portal, object);
+            let own_id = table
+                .live(id)
+                .map(|r| r.id)
+                .ok_or_else(|| not_found_record(object, id))?;
+            if let Some(owner) = table.email_owner(object, &input, own_id) {
+                return Err(conflict(owner));
+            }
+            let record = table
                 .live_mut(id)
                 .ok_or_else(|| not_found_record(object, id))?;
             record.apply(&input, now_ms());
@@ -844,8 +894,24 @@ fn batch(
         CrmRoute::BatchCreate => {
             let now = now_ms();
             let mut created = Vec::with_capacity(inputs.len());
+            let mut emails = HashSet::new();
             for input in &inputs {
-                created.push(input_properties(input)?);
+                let properties = input_properties(input)?;
+                if let Some(owner) = table.email_owner(object, &properties, 0) {
+                    return Err(conflict(owner));
+                }
+                if object == CrmObject::Contacts
+                    && let Some(email) = properties.get("email").and_then(value_text)
+                    && !email.trim().is_empty()
+                    && !emails.insert(email.trim().to_lowercase())
+                {
+                    return Err(error(
+                        StatusCode::CONFLICT,
+                        "Duplicate email addresses within the batch",
+                        "CONFLICT",
+                    ));
+                }
+                created.push(properties);
             }
             for properties in &created {
                 let id = table.insert(BTreeMap::new(), now).id;
@@ -860,7 +926,13 @@ fn batch(
             let now = now_ms();
             let mut updates = Vec::with_capacity(inputs.len());
             for input in &inputs {
-                updates.push((input_id(input), input_properties(input)?));
+                let id = input_id(input);
+                let properties = input_properties(input)?;
+                let own_id = table.live(&id).map_or(0, |r| r.id);
+                if let Some(owner) = table.email_owner(object, &properties, own_id) {
+                    return Err(conflict(owner));
+                }
+                updates.push((id, properties));
             }
             for (id, properties) in &updates {
                 match table.live_mut(id) {
