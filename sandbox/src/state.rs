@@ -783,8 +783,9 @@ fn normalise(account: &mut ProviderAccount) -> Result<(), AccountError> {
     }
 }
 
-/// A lower-cased DNS label (letters, digits, inner hyphens).
-fn subdomain_label(raw: &str) -> Result<String, AccountError> {
+/// `raw` trimmed and lower-cased, if it is a DNS label (letters, digits, inner
+/// hyphens, at most 63 characters).
+pub(crate) fn dns_label(raw: &str) -> Option<String> {
     let label = raw.trim().to_ascii_lowercase();
     let valid = !label.is_empty()
         && label.len() <= 63
@@ -793,11 +794,12 @@ fn subdomain_label(raw: &str) -> Result<String, AccountError> {
         && label
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-');
-    if valid {
-        Ok(label)
-    } else {
-        Err(AccountError(format!("invalid subdomain {raw:?}")))
-    }
+    valid.then_some(label)
+}
+
+/// A lower-cased DNS label (letters, digits, inner hyphens).
+fn subdomain_label(raw: &str) -> Result<String, AccountError> {
+    dns_label(raw).ok_or_else(|| AccountError(format!("invalid subdomain {raw:?}")))
 }
 
 /// A lower-cased host name, optionally with a port.

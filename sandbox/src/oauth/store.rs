@@ -1362,19 +1362,7 @@ fn default_string(field: &mut String, value: &str) {
 }
 
 fn dns_label(raw: &str, what: &str) -> Result<String, OAuthError> {
-    let label = raw.trim().to_ascii_lowercase();
-    let valid = !label.is_empty()
-        && label.len() <= 63
-        && !label.starts_with('-')
-        && !label.ends_with('-')
-        && label
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-');
-    if valid {
-        Ok(label)
-    } else {
-        Err(OAuthError(format!("invalid {what} {raw:?}")))
-    }
+    crate::state::dns_label(raw).ok_or_else(|| OAuthError(format!("invalid {what} {raw:?}")))
 }
 
 /// The refresh-token lifetime a provider gives (Zendesk only).
