@@ -1,9 +1,12 @@
 //! Creates the resources of `template.yaml` on moto — DynamoDB tables, KMS keys and
-//! aliases, Secrets Manager secrets, SQS queues, EventBridge buses — and resolves the
-//! template's intrinsics (`Ref`, `Fn::GetAtt`, `Fn::Sub`, `Fn::Join`, …) against them,
+//! aliases, Secrets Manager secrets, SQS queues, EventBridge buses, EventBridge
+//! Scheduler schedule groups — and resolves the template's intrinsics (`Ref`, `Fn::GetAtt`, `Fn::Sub`, `Fn::Join`, …) against them,
 //! so every function gets exactly the environment the template gives it when deployed.
 //!
 //! Physical names are `{stack_name}-{LogicalId}` unless the template names the resource.
+//! Functions, log groups, HTTP APIs and IAM roles are not created, but `Ref` and
+//! `Fn::GetAtt .Arn` give what their deployed counterparts would (a function's
+//! `FunctionName` or `{stack_name}-{LogicalId}`, a role's `RoleName` or likewise).
 //! Bootstrapping is idempotent: run twice against the same moto, it reuses what exists.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -26,7 +29,18 @@ const KMS_ALIAS: &str = "AWS::KMS::Alias";
 const SECRET: &str = "AWS::SecretsManager::Secret";
 const QUEUE: &str = "AWS::SQS::Queue";
 const EVENT_BUS: &str = "AWS::Events::EventBus";
-const CREATED: [&str; 6] = [TABLE, KMS_KEY, KMS_ALIAS, SECRET, QUEUE, EVENT_BUS];
+/// The resource type of an EventBridge Scheduler schedule group.
+pub const SCHEDULE_GROUP: &str = "AWS::Scheduler::ScheduleGroup";
+const IAM_ROLE: &str = "AWS::IAM::Role";
+const CREATED: [&str; 7] = [
+    TABLE,
+    KMS_KEY,
+    KMS_ALIAS,
+    SECRET,
+    QUEUE,
+    EVENT_BUS,
+    SCHEDULE_GROUP,
+];
 
 /// What the caller decides about a local stack.
 #[derive(Debug, Clone, Default)]
@@ -153,6 +167,7 @@ pub async fn bootstrap(
             }
             QUEUE => stack.ensure_queue(&id, &props).await,
             EVENT_BUS => stack.ensure_event_bus(&props).await,
+            SCHEDULE_GROUP => stack.ensure_schedule_group(&id, &props).await,
             other => Err(anyhow!("unexpected resource type {other}")),
         }
         .with_context(|| format!("creating {id} ({}) on the local stack", res.kind))?;
@@ -620,14 +635,36 @@ impl LocalStack {
         for res in self.template.resources.values() {
             let name = self.physical_name(&res.logical_id);
             let physical = match res.kind.as_str() {
-                crate::template::FUNCTION_TYPE | "AWS::Lambda::Function" => PhysicalResource {
-                    kind: res.kind.clone(),
-                    attributes: BTreeMap::from([(
-                        "Arn".to_owned(),
-                        self.arn("lambda", &format!("function:{name}")),
-                    )]),
-                    reference: name,
-                },
+                crate::template::FUNCTION_TYPE | "AWS::Lambda::Function" => {
+                    let name = self.given_name(res, "FunctionName").unwrap_or(name);
+                    PhysicalResource {
+                        kind: res.kind.clone(),
+                        attributes: BTreeMap::from([(
+                            "Arn".to_owned(),
+                            self.arn("lambda", &format!("function:{name}")),
+                        )]),
+                        reference: name,
+                    }
+                }
+                // Not created on moto (nothing checks roles locally); its name and ARN
+                // are what a deployed role's would look like.
+                IAM_ROLE => {
+                    let name = self.given_name(res, "RoleName").unwrap_or(name);
+                    let path = self
+                        .given_name(res, "Path")
+                        .unwrap_or_else(|| "/".to_owned());
+                    PhysicalResource {
+                        kind: res.kind.clone(),
+                        attributes: BTreeMap::from([
+                            (
+                                "Arn".to_owned(),
+                                format!("arn:aws:iam::{}:role{path}{name}", self.account_id),
+                            ),
+                            ("RoleId".to_owned(), local_role_id(&name)),
+                        ]),
+                        reference: name,
+                    }
+                }
                 "AWS::Logs::LogGroup" => {
                     let name = format!("/aws/{}/{}", self.stack_name, res.logical_id);
                     PhysicalResource {
@@ -655,6 +692,20 @@ impl LocalStack {
             derived.push((res.logical_id.clone(), physical));
         }
         self.resources.extend(derived);
+    }
+
+    /// A name property of a resource that is not created locally, if the template
+    /// gives one that resolves before any resource exists (text or `!Sub` of
+    /// parameters and pseudo parameters).
+    fn given_name(&self, res: &crate::template::Resource, property: &str) -> Option<String> {
+        let value = res.property(property)?;
+        match self.resolve(value) {
+            Ok(Some(Json::String(name))) if !name.is_empty() => Some(name),
+            _ => {
+                tracing::debug!(logical_id = %res.logical_id, property, "name not resolvable locally; using the derived one");
+                None
+            }
+        }
     }
 
     async fn ensure_table(&self, logical_id: &str, props: &Json) -> Result<PhysicalResource> {
@@ -1188,6 +1239,89 @@ impl LocalStack {
     }
 }
 
+impl LocalStack {
+    async fn ensure_schedule_group(
+        &self,
+        logical_id: &str,
+        props: &Json,
+    ) -> Result<PhysicalResource> {
+        let client = aws_sdk_scheduler::Client::new(&self.aws);
+        let name = str_prop(props, "Name")
+            .map(str::to_owned)
+            .unwrap_or_else(|| self.physical_name(logical_id));
+        // Look first: moto's CreateScheduleGroup replaces an existing group (and its
+        // schedules) instead of refusing.
+        let arn = match client.get_schedule_group().name(&name).send().await {
+            Ok(out) => out.arn,
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_resource_not_found_exception()) =>
+            {
+                Some(
+                    client
+                        .create_schedule_group()
+                        .name(&name)
+                        .send()
+                        .await
+                        .map_err(sdk_error)?
+                        .schedule_group_arn,
+                )
+            }
+            Err(err) => return Err(sdk_error(err)),
+        }
+        .unwrap_or_else(|| self.arn("scheduler", &format!("schedule-group/{name}")));
+        Ok(PhysicalResource {
+            kind: SCHEDULE_GROUP.to_owned(),
+            attributes: BTreeMap::from([
+                ("Arn".to_owned(), arn),
+                ("State".to_owned(), "ACTIVE".to_owned()),
+            ]),
+            reference: name,
+        })
+    }
+
+    /// The schedule group names of the stack's `AWS::Scheduler::ScheduleGroup`s, by
+    /// logical id.
+    pub fn schedule_groups(&self) -> BTreeMap<String, String> {
+        self.resources
+            .iter()
+            .filter(|(_, r)| r.kind == SCHEDULE_GROUP)
+            .map(|(id, r)| (id.clone(), r.reference.clone()))
+            .collect()
+    }
+
+    /// The stack's queues (`AWS::SQS::Queue`) by logical id: (URL, ARN).
+    pub fn queues(&self) -> BTreeMap<String, (String, String)> {
+        self.resources
+            .iter()
+            .filter(|(_, r)| r.kind == QUEUE)
+            .map(|(id, r)| {
+                (
+                    id.clone(),
+                    (
+                        r.reference.clone(),
+                        r.attributes.get("Arn").cloned().unwrap_or_default(),
+                    ),
+                )
+            })
+            .collect()
+    }
+}
+
+/// A plausible IAM role id (`AROA` and 17 characters) derived from its name.
+fn local_role_id(name: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    name.hash(&mut hasher);
+    let digest = format!(
+        "{:016X}{:016X}",
+        hasher.finish(),
+        hasher.finish().rotate_left(17)
+    );
+    format!("AROA{}", &digest[..17])
+}
+
 fn get_att_args(arg: &Value) -> Result<(String, String)> {
     match arg {
         Value::String(s) => s
@@ -1389,6 +1523,11 @@ mod tests {
                 r#"!GetAtt CredentialsFunction.Arn"#,
                 "arn:aws:lambda:us-east-1:123456789012:function:unit-CredentialsFunction",
             ),
+            (
+                r#"!GetAtt SyncSchedulerRole.Arn"#,
+                "arn:aws:iam::123456789012:role/unit-SyncSchedulerRole",
+            ),
+            (r#"!Ref SyncSchedulerRole"#, "unit-SyncSchedulerRole"),
         ];
         for (text, want) in cases {
             assert_eq!(stack.resolve_text(&yaml(text)).unwrap(), want, "{text}");

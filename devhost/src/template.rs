@@ -85,8 +85,41 @@ pub struct Function {
     pub routes: Vec<Route>,
     /// Its `Schedule` and `ScheduleV2` events.
     pub schedules: Vec<Schedule>,
-    /// Its other events as (name, type); the dev host does not drive these yet.
+    /// Its `SQS` events: the queues Lambda polls into it.
+    pub sqs_sources: Vec<SqsSource>,
+    /// `ReservedConcurrentExecutions`, if given.
+    pub reserved_concurrency: Option<u32>,
+    /// `FunctionName`, unresolved, if given (else the name is generated).
+    pub function_name: Option<Value>,
+    /// Its other events as (name, type); the dev host does not drive these.
     pub other_events: Vec<(String, String)>,
+}
+
+/// The largest `BatchSize` of an SQS event source on a standard queue.
+pub const MAX_SQS_BATCH_SIZE: u32 = 10_000;
+/// The `BatchSize` of an SQS event source that gives none.
+pub const DEFAULT_SQS_BATCH_SIZE: u32 = 10;
+
+/// An `SQS` event: a Lambda event source mapping polling a queue into the function.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SqsSource {
+    /// The logical id of the function it invokes.
+    pub function: String,
+    /// The event's name in the template.
+    pub event: String,
+    /// `Queue`: the queue's ARN, unresolved (e.g. `!GetAtt SyncQueue.Arn`).
+    pub queue: Value,
+    /// `BatchSize` (default 10; up to 10,000, more than 10 only with a batching window).
+    pub batch_size: u32,
+    /// `MaximumBatchingWindowInSeconds` (default: none, a batch is what one poll
+    /// returns).
+    pub batching_window: Option<Duration>,
+    /// Whether `FunctionResponseTypes` holds `ReportBatchItemFailures`.
+    pub report_batch_item_failures: bool,
+    /// `ScalingConfig.MaximumConcurrency`, if given.
+    pub maximum_concurrency: Option<u32>,
+    /// `Enabled` (default: true).
+    pub enabled: bool,
 }
 
 /// A `Schedule` (or `ScheduleV2`) event: EventBridge invokes the function at a fixed
@@ -653,6 +686,7 @@ fn parse_function(
 
     let mut routes = Vec::new();
     let mut schedules = Vec::new();
+    let mut sqs_sources = Vec::new();
     let mut other_events = Vec::new();
     let empty = Mapping::new();
     let events = props
@@ -675,6 +709,13 @@ fn parse_function(
             );
             continue;
         }
+        if kind == "SQS" {
+            sqs_sources.push(
+                parse_sqs(logical_id, &name, event.get("Properties"))
+                    .with_context(|| format!("event {name}"))?,
+            );
+            continue;
+        }
         if kind != "HttpApi" {
             other_events.push((name, kind.to_owned()));
             continue;
@@ -691,7 +732,87 @@ fn parse_function(
         timeout_secs,
         routes,
         schedules,
+        sqs_sources,
+        reserved_concurrency: match props.and_then(|p| p.get("ReservedConcurrentExecutions")) {
+            None => None,
+            Some(v) => Some(
+                scalar_text(v)
+                    .and_then(|t| t.parse().ok())
+                    .ok_or_else(|| anyhow!("ReservedConcurrentExecutions must be a number"))?,
+            ),
+        },
+        function_name: props.and_then(|p| p.get("FunctionName")).cloned(),
         other_events,
+    })
+}
+
+fn parse_sqs(function: &str, event: &str, props: Option<&Value>) -> Result<SqsSource> {
+    let props = props.ok_or_else(|| anyhow!("no Properties"))?;
+    let queue = props
+        .get("Queue")
+        .cloned()
+        .ok_or_else(|| anyhow!("no Queue (the queue's ARN)"))?;
+    let number = |key: &str| -> Result<Option<u64>> {
+        match props.get(key) {
+            None => Ok(None),
+            Some(v) => scalar_text(v)
+                .and_then(|t| t.parse().ok())
+                .map(Some)
+                .ok_or_else(|| anyhow!("{key} must be a literal whole number for the local stack")),
+        }
+    };
+    let batch_size = match number("BatchSize")? {
+        None => DEFAULT_SQS_BATCH_SIZE,
+        Some(n) if (1..=u64::from(MAX_SQS_BATCH_SIZE)).contains(&n) => n as u32,
+        Some(n) => bail!("BatchSize {n} is not within 1..={MAX_SQS_BATCH_SIZE}"),
+    };
+    let batching_window = match number("MaximumBatchingWindowInSeconds")? {
+        None => None,
+        Some(n) if n <= 300 => Some(Duration::from_secs(n)),
+        Some(n) => bail!("MaximumBatchingWindowInSeconds {n} is more than 300"),
+    };
+    if batch_size > 10 && batching_window.is_none_or(|w| w.is_zero()) {
+        bail!(
+            "BatchSize {batch_size} needs MaximumBatchingWindowInSeconds of at least 1 (Lambda \
+             refuses more than 10 without a batching window)"
+        );
+    }
+    let report_batch_item_failures = match props.get("FunctionResponseTypes") {
+        None => false,
+        Some(Value::Sequence(seq)) => {
+            for t in seq {
+                if t.as_str() != Some("ReportBatchItemFailures") {
+                    bail!("FunctionResponseTypes may only hold ReportBatchItemFailures");
+                }
+            }
+            !seq.is_empty()
+        }
+        Some(_) => bail!("FunctionResponseTypes must be a list"),
+    };
+    let maximum_concurrency = match props
+        .get("ScalingConfig")
+        .and_then(|c| c.get("MaximumConcurrency"))
+    {
+        None => None,
+        Some(v) => match scalar_text(v).and_then(|t| t.parse::<u32>().ok()) {
+            Some(n) if (2..=1000).contains(&n) => Some(n),
+            _ => bail!("ScalingConfig.MaximumConcurrency must be a number within 2..=1000"),
+        },
+    };
+    let enabled = match props.get("Enabled") {
+        None => true,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => bail!("Enabled must be true or false"),
+    };
+    Ok(SqsSource {
+        function: function.to_owned(),
+        event: event.to_owned(),
+        queue,
+        batch_size,
+        batching_window,
+        report_batch_item_failures,
+        maximum_concurrency,
+        enabled,
     })
 }
 
@@ -945,7 +1066,10 @@ Resources:
         let scoped = f.routes.iter().find(|r| r.event == "Scoped").unwrap();
         assert_eq!(scoped.authorizer.as_deref(), Some("Jwt"));
         assert_eq!(scoped.scopes, vec!["conduit"]);
-        assert_eq!(f.other_events, vec![("Queue".to_owned(), "SQS".to_owned())]);
+        assert!(f.other_events.is_empty());
+        assert_eq!(f.sqs_sources.len(), 1);
+        assert_eq!(f.sqs_sources[0].batch_size, 10);
+        assert!(!f.sqs_sources[0].report_batch_item_failures);
 
         let err = Template::parse(
             r#"
@@ -1045,7 +1169,8 @@ Resources:
             ScheduleExpression::Cron(_)
         ));
         assert!(!by_name("V2").enabled);
-        assert_eq!(f.other_events, vec![("Q".to_owned(), "SQS".to_owned())]);
+        assert!(f.other_events.is_empty());
+        assert_eq!(f.sqs_sources[0].event, "Q");
 
         for (props, wanted) in [
             ("{ Schedule: rate(5 minute) }", "rate(5 minutes)"),
@@ -1056,6 +1181,65 @@ Resources:
         ] {
             let err = Template::parse(&format!(
                 "Resources:\n  Fn:\n    Type: AWS::Serverless::Function\n    Metadata: {{ BuildProperties: {{ Binary: x }} }}\n    Properties:\n      Events:\n        E: {{ Type: Schedule, Properties: {props} }}\n"
+            ))
+            .unwrap_err();
+            assert!(format!("{err:#}").contains(wanted), "{props}: {err:#}");
+        }
+    }
+
+    #[test]
+    fn sqs_events_are_read_as_event_source_mappings() {
+        let t = Template::parse(
+            r#"
+Resources:
+  Fn:
+    Type: AWS::Serverless::Function
+    Metadata: { BuildProperties: { Binary: worker } }
+    Properties:
+      FunctionName: !Sub "${AWS::StackName}-worker"
+      ReservedConcurrentExecutions: 3
+      Events:
+        Work:
+          Type: SQS
+          Properties:
+            Queue: !GetAtt Q.Arn
+            BatchSize: 50
+            MaximumBatchingWindowInSeconds: 2
+            FunctionResponseTypes: [ReportBatchItemFailures]
+            ScalingConfig: { MaximumConcurrency: 5 }
+        Plain: { Type: SQS, Properties: { Queue: arn, Enabled: false } }
+"#,
+        )
+        .unwrap();
+        let f = &t.functions["Fn"];
+        assert_eq!(f.reserved_concurrency, Some(3));
+        assert!(f.function_name.is_some());
+        let work = f.sqs_sources.iter().find(|s| s.event == "Work").unwrap();
+        assert_eq!(work.batch_size, 50);
+        assert_eq!(work.batching_window, Some(Duration::from_secs(2)));
+        assert!(work.report_batch_item_failures);
+        assert_eq!(work.maximum_concurrency, Some(5));
+        assert!(work.enabled);
+        assert_eq!(intrinsic(&work.queue).unwrap().0, "Fn::GetAtt");
+        let plain = f.sqs_sources.iter().find(|s| s.event == "Plain").unwrap();
+        assert_eq!(plain.batch_size, DEFAULT_SQS_BATCH_SIZE);
+        assert!(!plain.enabled && !plain.report_batch_item_failures);
+
+        for (props, wanted) in [
+            ("{ BatchSize: 5 }", "no Queue"),
+            ("{ Queue: a, BatchSize: 0 }", "BatchSize"),
+            ("{ Queue: a, BatchSize: 11 }", "batching window"),
+            (
+                "{ Queue: a, FunctionResponseTypes: [Other] }",
+                "ReportBatchItemFailures",
+            ),
+            (
+                "{ Queue: a, ScalingConfig: { MaximumConcurrency: 1 } }",
+                "MaximumConcurrency",
+            ),
+        ] {
+            let err = Template::parse(&format!(
+                "Resources:\n  Fn:\n    Type: AWS::Serverless::Function\n    Metadata: {{ BuildProperties: {{ Binary: x }} }}\n    Properties:\n      Events:\n        E: {{ Type: SQS, Properties: {props} }}\n"
             ))
             .unwrap_err();
             assert!(format!("{err:#}").contains(wanted), "{props}: {err:#}");

@@ -45,6 +45,7 @@ async fn the_real_template_bootstraps_twice() {
         "PlatformSecret",
         "SyncQueue",
         "SyncDeadLetterQueue",
+        "SyncScheduleGroup",
     ] {
         assert!(first.resource(id).is_some(), "{id} missing");
         assert_eq!(
