@@ -205,6 +205,54 @@ prefixed_id!(
     AuditId,
     "aud"
 );
+prefixed_id!(
+    /// A sync configuration's id.
+    SyncConfigId,
+    "scfg"
+);
+prefixed_id!(
+    /// A field mapping's id.
+    MappingId,
+    "fmap"
+);
+prefixed_id!(
+    /// An app record's id (contact or company).
+    RecordId,
+    "rec"
+);
+prefixed_id!(
+    /// A sync run's id (one trigger, every entity it covers).
+    JobId,
+    "job"
+);
+prefixed_id!(
+    /// A sync log's id (one run of one entity).
+    SyncLogId,
+    "slog"
+);
+prefixed_id!(
+    /// A stored sync conflict's id.
+    ConflictId,
+    "cfl"
+);
+
+impl RecordId {
+    /// The id of the app record a pull creates for a CRM record: derived from where it
+    /// came from, so a retried or duplicated pull finds the record it made before.
+    pub fn derived(parts: &[&str]) -> Self {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for p in parts {
+            h.update((p.len() as u64).to_be_bytes());
+            h.update(p.as_bytes());
+        }
+        let digest = h.finalize();
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        let ulid = ulid::Ulid::from_bytes(bytes);
+        Self(format!("{}_{}", Self::PREFIX, ulid.to_string().to_lowercase()))
+    }
+}
 
 /// A human label (connection names and such): trimmed, 1–100 characters, no control
 /// characters.

@@ -134,6 +134,9 @@ pub struct QueryOpts<'a> {
     pub cursor: Option<&'a str>,
     /// Newest (highest sort key) first.
     pub descending: bool,
+    /// Only items matching this filter expression (applied after the key condition, so
+    /// pages may hold fewer than `limit` items), with its `:value` placeholders.
+    pub filter: Option<(&'a str, Vec<(&'a str, AttributeValue)>)>,
 }
 
 /// One write of a transaction.
@@ -441,6 +444,12 @@ impl Table {
                 .expression_attribute_values(":from", AttributeValue::S(from.to_owned()))
                 .expression_attribute_values(":to", AttributeValue::S(to.to_owned()));
         }
+        if let Some((expr, values)) = opts.filter {
+            req = req.filter_expression(expr);
+            for (name, value) in values {
+                req = req.expression_attribute_values(name, value);
+            }
+        }
         if let Some(cursor) = opts.cursor {
             let start = decode_cursor(cursor)?;
             let owner = start.get(pk_attr).and_then(|v| v.as_s().ok());
@@ -465,6 +474,124 @@ impl Table {
             .map(|k| encode_cursor(&k))
             .transpose()?;
         Ok(Page { items, cursor })
+    }
+
+    /// Reads up to 100 items by key in one round (more are read in rounds of 100);
+    /// absent items are simply missing from the answer. Eventually consistent unless
+    /// `consistent`.
+    pub async fn batch_get<T: DeserializeOwned>(
+        &self,
+        keys: &[(String, String)],
+        consistent: bool,
+    ) -> Result<Vec<T>, StoreError> {
+        use aws_sdk_dynamodb::types::KeysAndAttributes;
+        let mut out = Vec::with_capacity(keys.len());
+        let mut unique: Vec<&(String, String)> = keys.iter().collect();
+        unique.sort();
+        unique.dedup();
+        for chunk in unique.chunks(100) {
+            let mut pending: Vec<HashMap<String, AttributeValue>> =
+                chunk.iter().map(|(pk, sk)| Self::key(pk, sk)).collect();
+            let mut rounds = 0u32;
+            while !pending.is_empty() {
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut pending)))
+                    .consistent_read(consistent)
+                    .build()
+                    .map_err(|e| StoreError::Conversion(e.to_string()))?;
+                let resp = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.name, request)
+                    .send()
+                    .await
+                    .map_err(service)?;
+                for item in resp
+                    .responses
+                    .and_then(|mut r| r.remove(&self.name))
+                    .unwrap_or_default()
+                {
+                    out.push(
+                        serde_dynamo::from_item(item)
+                            .map_err(|e| StoreError::Conversion(e.to_string()))?,
+                    );
+                }
+                pending = resp
+                    .unprocessed_keys
+                    .and_then(|mut u| u.remove(&self.name))
+                    .map(|k| k.keys)
+                    .unwrap_or_default();
+                rounds += 1;
+                if !pending.is_empty() {
+                    if rounds > 8 {
+                        return Err(StoreError::Service("batch read kept being throttled".into()));
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(20 << rounds.min(5))).await;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes and deletes items in rounds of 25, unconditionally (callers use it where
+    /// a blind write is safe: items nobody else writes, or content-addressed ones).
+    pub async fn batch_write(
+        &self,
+        puts: Vec<HashMap<String, AttributeValue>>,
+        deletes: Vec<(String, String)>,
+    ) -> Result<(), StoreError> {
+        use aws_sdk_dynamodb::types::{DeleteRequest, PutRequest, WriteRequest};
+        let mut requests = Vec::with_capacity(puts.len() + deletes.len());
+        for item in puts {
+            requests.push(
+                WriteRequest::builder()
+                    .put_request(
+                        PutRequest::builder()
+                            .set_item(Some(item))
+                            .build()
+                            .map_err(|e| StoreError::Conversion(e.to_string()))?,
+                    )
+                    .build(),
+            );
+        }
+        for (pk, sk) in deletes {
+            requests.push(
+                WriteRequest::builder()
+                    .delete_request(
+                        DeleteRequest::builder()
+                            .set_key(Some(Self::key(&pk, &sk)))
+                            .build()
+                            .map_err(|e| StoreError::Conversion(e.to_string()))?,
+                    )
+                    .build(),
+            );
+        }
+        while !requests.is_empty() {
+            let rest = requests.split_off(requests.len().min(25));
+            let mut pending = std::mem::replace(&mut requests, rest);
+            let mut rounds = 0u32;
+            while !pending.is_empty() {
+                let resp = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.name, pending)
+                    .send()
+                    .await
+                    .map_err(service)?;
+                pending = resp
+                    .unprocessed_items
+                    .and_then(|mut u| u.remove(&self.name))
+                    .unwrap_or_default();
+                rounds += 1;
+                if !pending.is_empty() {
+                    if rounds > 8 {
+                        return Err(StoreError::Service("batch write kept being throttled".into()));
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(20 << rounds.min(5))).await;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Every item of a partition matching `prefix`, following pages.

@@ -1,5 +1,8 @@
-//! Record sync (issue 4), built up piece by piece: field-mapping transforms and
-//! field-level conflict detection first.
+//! Record sync: the app's entities and fields, sync configurations and field
+//! mappings, field-mapping transforms and field-level conflict detection.
 
+pub mod config;
 pub mod conflict;
+pub mod records;
+pub mod schema;
 pub mod transform;

@@ -1,0 +1,552 @@
+//! Sync configurations: per connection, which entities sync which way, how often,
+//! which CRM records (filters), how conflicts settle, and the field mappings.
+//!
+//! A config is one item (`T#{tenant}` / `SYNCCFG#{id}`) holding its mappings, so the
+//! worker reads everything it needs in one read.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::conflict::{Direction, Strategy};
+use super::schema::{CrmField, Entity};
+use super::transform::Transform;
+use crate::domain::{ConnectionId, JobId, MappingId, SyncConfigId, TenantId, UserId};
+use crate::store::{Keyed, StoreError, Table, keys};
+
+/// Which way records flow for a whole config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncDirection {
+    /// App → CRM.
+    Push,
+    /// CRM → app.
+    Pull,
+    /// Both.
+    Bidirectional,
+}
+
+impl SyncDirection {
+    /// Whether records flow from the CRM.
+    pub fn pulls(self) -> bool {
+        matches!(self, Self::Pull | Self::Bidirectional)
+    }
+    /// Whether records flow to the CRM.
+    pub fn pushes(self) -> bool {
+        matches!(self, Self::Push | Self::Bidirectional)
+    }
+    /// Whether `narrower` is this direction or a part of it.
+    pub fn covers(self, narrower: SyncDirection) -> bool {
+        self == Self::Bidirectional || self == narrower
+    }
+}
+
+/// How often a config runs by itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum Frequency {
+    /// As soon as possible: every minute, and app writes are pushed at once.
+    Realtime,
+    /// Every hour.
+    Hourly,
+    /// Once a day at `at` (`HH:MM`, UTC).
+    Daily {
+        /// `HH:MM` in UTC.
+        at: String,
+    },
+    /// Only when triggered.
+    Manual,
+}
+
+impl Frequency {
+    /// The EventBridge Scheduler expression, if the config runs by itself.
+    pub fn schedule_expression(&self) -> Option<String> {
+        match self {
+            Frequency::Realtime => Some("rate(1 minute)".into()),
+            Frequency::Hourly => Some("rate(1 hour)".into()),
+            Frequency::Daily { at } => {
+                let (h, m) = parse_hh_mm(at)?;
+                Some(format!("cron({m} {h} * * ? *)"))
+            }
+            Frequency::Manual => None,
+        }
+    }
+}
+
+fn parse_hh_mm(at: &str) -> Option<(u8, u8)> {
+    let (h, m) = at.split_once(':')?;
+    if h.len() != 2 || m.len() != 2 {
+        return None;
+    }
+    let h: u8 = h.parse().ok()?;
+    let m: u8 = m.parse().ok()?;
+    (h < 24 && m < 60).then_some((h, m))
+}
+
+/// Whether a config runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConfigStatus {
+    /// Runs on schedule and on demand.
+    Active,
+    /// Neither; runs in flight stop at their next chunk.
+    Paused,
+}
+
+/// A filter operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FilterOp {
+    /// Equal.
+    Eq,
+    /// Not equal.
+    Neq,
+    /// Contains the word.
+    Contains,
+    /// Greater than.
+    Gt,
+    /// Greater or equal.
+    Gte,
+    /// Less than.
+    Lt,
+    /// Less or equal.
+    Lte,
+    /// One of `values`.
+    In,
+    /// Has any value.
+    HasValue,
+    /// Has no value.
+    NoValue,
+}
+
+/// Only CRM records matching every filter of an entity sync (applied by the CRM on
+/// pulls, and to the mapped values before a push).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Filter {
+    /// The entity it applies to.
+    pub entity: Entity,
+    /// A CRM field.
+    pub field: String,
+    /// How to compare.
+    pub operator: FilterOp,
+    /// The value (all operators but `in`, `has_value`, `no_value`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// The values of `in`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+}
+
+impl Filter {
+    /// Whether mapped CRM values match this filter (a missing field has no value).
+    pub fn matches(&self, value: Option<&str>) -> bool {
+        let want = self.value.as_deref().unwrap_or_default();
+        match (self.operator, value) {
+            (FilterOp::HasValue, v) => v.is_some_and(|v| !v.is_empty()),
+            (FilterOp::NoValue, v) => v.is_none_or(str::is_empty),
+            (_, None) => self.operator == FilterOp::Neq,
+            (FilterOp::Eq, Some(v)) => v.eq_ignore_ascii_case(want),
+            (FilterOp::Neq, Some(v)) => !v.eq_ignore_ascii_case(want),
+            (FilterOp::Contains, Some(v)) => {
+                v.to_lowercase().contains(&want.to_lowercase())
+            }
+            (FilterOp::In, Some(v)) => self.values.iter().any(|x| x.eq_ignore_ascii_case(v)),
+            (op, Some(v)) => {
+                let ord = match (v.parse::<f64>(), want.parse::<f64>()) {
+                    (Ok(a), Ok(b)) => a.partial_cmp(&b),
+                    _ => Some(v.cmp(want)),
+                };
+                let Some(ord) = ord else { return false };
+                match op {
+                    FilterOp::Gt => ord.is_gt(),
+                    FilterOp::Gte => ord.is_ge(),
+                    FilterOp::Lt => ord.is_lt(),
+                    _ => ord.is_le(),
+                }
+            }
+        }
+    }
+}
+
+/// What a config does beyond copying changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncOptions {
+    /// Create records missing on the other side (else only linked records sync).
+    #[serde(default = "yes")]
+    pub create_missing: bool,
+    /// Delete on one side what was deleted on the other.
+    #[serde(default)]
+    pub propagate_deletes: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        Self {
+            create_missing: true,
+            propagate_deletes: false,
+        }
+    }
+}
+
+/// One CRM field ↔ app field pairing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldMapping {
+    /// Its id.
+    pub id: MappingId,
+    /// The entity.
+    pub entity: Entity,
+    /// The CRM field's API name.
+    pub crm_field: String,
+    /// The app field.
+    pub app_field: String,
+    /// Which way it flows.
+    pub direction: Direction,
+    /// Applied to CRM values on the way in (pull), in the transform language.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transform: Option<String>,
+    /// Applied to app values on the way out (push).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_transform: Option<String>,
+}
+
+/// A sync configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SyncConfig {
+    /// Its id.
+    pub id: SyncConfigId,
+    /// Its tenant.
+    pub tenant: TenantId,
+    /// The connection it syncs with.
+    pub connection_id: ConnectionId,
+    /// The connection's provider (hubspot, salesforce).
+    pub provider: String,
+    /// A human name.
+    pub name: String,
+    /// Which way records flow.
+    pub direction: SyncDirection,
+    /// How often it runs.
+    pub frequency: Frequency,
+    /// The entities it syncs.
+    pub entities: Vec<Entity>,
+    /// Which CRM records.
+    #[serde(default)]
+    pub filters: Vec<Filter>,
+    /// How conflicts settle.
+    pub conflict_strategy: Strategy,
+    /// Creation and delete behaviour.
+    #[serde(default)]
+    pub options: SyncOptions,
+    /// Active or paused.
+    pub status: ConfigStatus,
+    /// The field mappings of every entity.
+    #[serde(default)]
+    pub mappings: Vec<FieldMapping>,
+    /// The EventBridge Scheduler schedule's name, when it runs by itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule_name: Option<String>,
+    /// The latest run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_job: Option<JobId>,
+    /// Creation time.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Who created it.
+    pub created_by: UserId,
+    /// Last change.
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    /// Optimistic-concurrency version, +1 per change.
+    pub version: u64,
+}
+
+impl SyncConfig {
+    /// The mappings of `entity`.
+    pub fn mappings_of(&self, entity: Entity) -> impl Iterator<Item = &FieldMapping> {
+        self.mappings.iter().filter(move |m| m.entity == entity)
+    }
+
+    /// The filters of `entity`.
+    pub fn filters_of(&self, entity: Entity) -> impl Iterator<Item = &Filter> {
+        self.filters.iter().filter(move |f| f.entity == entity)
+    }
+}
+
+/// One problem with a mapping set, for a 4xx answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MappingProblem {
+    /// The mapping (its index or id) and field at fault.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Checks every mapping of `entity` against the CRM's fields and the app's, and the
+/// set as a whole: known fields on both sides, compatible types, valid transforms
+/// whose field references exist, no two mappings writing one target.
+pub fn check_mappings(
+    entity: Entity,
+    mappings: &[&FieldMapping],
+    crm_fields: &[CrmField],
+) -> Vec<MappingProblem> {
+    let mut problems = Vec::new();
+    let mut pull_targets: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut push_targets: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, m) in mappings.iter().enumerate() {
+        let at = |what: &str| format!("mappings[{i}].{what}");
+        let app = entity.field(&m.app_field);
+        let crm = crm_fields.iter().find(|f| f.name == m.crm_field);
+        if app.is_none() {
+            problems.push(MappingProblem {
+                field: at("app_field"),
+                message: format!("{entity} have no app field {:?}", clip(&m.app_field)),
+            });
+        }
+        let Some(crm) = crm else {
+            problems.push(MappingProblem {
+                field: at("crm_field"),
+                message: format!("the CRM has no {entity} field {:?}", clip(&m.crm_field)),
+            });
+            continue;
+        };
+        let pulls = matches!(m.direction, Direction::Pull | Direction::Bidirectional);
+        let pushes = matches!(m.direction, Direction::Push | Direction::Bidirectional);
+        if pushes && !crm.writable {
+            problems.push(MappingProblem {
+                field: at("direction"),
+                message: format!("CRM field {:?} is read-only: it cannot be pushed", crm.name),
+            });
+        }
+        for (name, src, side_fields) in [
+            ("transform", &m.transform, Side::Crm),
+            ("push_transform", &m.push_transform, Side::App),
+        ] {
+            let Some(src) = src else { continue };
+            match Transform::parse(src) {
+                Err(e) => problems.push(MappingProblem {
+                    field: at(name),
+                    message: e.to_string(),
+                }),
+                Ok(t) => {
+                    for f in t.fields() {
+                        let known = match side_fields {
+                            Side::Crm => crm_fields.iter().any(|c| c.name == f),
+                            Side::App => entity.field(f).is_some(),
+                        };
+                        if !known {
+                            problems.push(MappingProblem {
+                                field: at(name),
+                                message: format!("the transform refers to an unknown field {:?}", clip(f)),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(app) = app {
+            let transformed = m.transform.is_some() || m.push_transform.is_some();
+            if !transformed && !app.kind.accepts(crm.kind) {
+                problems.push(MappingProblem {
+                    field: at("crm_field"),
+                    message: format!(
+                        "type mismatch: CRM field {:?} is {}, app field {:?} is {}",
+                        crm.name,
+                        crm.kind.as_str(),
+                        app.name,
+                        app.kind.as_str()
+                    ),
+                });
+            }
+            if pulls && let Some(j) = pull_targets.insert(app.name, i) {
+                problems.push(MappingProblem {
+                    field: at("app_field"),
+                    message: format!("mappings[{j}] already writes app field {:?}", app.name),
+                });
+            }
+        }
+        if pushes && let Some(j) = push_targets.insert(crm.name.as_str(), i) {
+            problems.push(MappingProblem {
+                field: at("crm_field"),
+                message: format!("mappings[{j}] already writes CRM field {:?}", crm.name),
+            });
+        }
+    }
+    problems
+}
+
+enum Side {
+    Crm,
+    App,
+}
+
+fn clip(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+/// The config store.
+pub struct Configs {
+    table: Table,
+}
+
+/// The key prefix of configs in a tenant's partition.
+pub const CONFIG_PREFIX: &str = "SYNCCFG#";
+
+fn sk(id: &SyncConfigId) -> String {
+    format!("{CONFIG_PREFIX}{id}")
+}
+
+impl Configs {
+    /// Configs in `table`.
+    pub fn new(table: Table) -> Self {
+        Self { table }
+    }
+
+    /// One config.
+    pub async fn get(
+        &self,
+        tenant: &TenantId,
+        id: &SyncConfigId,
+    ) -> Result<Option<SyncConfig>, StoreError> {
+        let item: Option<Keyed<SyncConfig>> =
+            self.table.get(&keys::tenant(tenant), &sk(id)).await?;
+        Ok(item.map(|k| k.item))
+    }
+
+    /// Every config of a tenant, oldest first.
+    pub async fn list(&self, tenant: &TenantId) -> Result<Vec<SyncConfig>, StoreError> {
+        let items: Vec<Keyed<SyncConfig>> = self
+            .table
+            .query_all(&keys::tenant(tenant), CONFIG_PREFIX)
+            .await?;
+        Ok(items.into_iter().map(|k| k.item).collect())
+    }
+
+    fn keyed(c: &SyncConfig) -> Keyed<&SyncConfig> {
+        Keyed {
+            pk: keys::tenant(&c.tenant),
+            sk: sk(&c.id),
+            item: c,
+        }
+    }
+
+    /// Stores a new config.
+    pub async fn insert(&self, c: &SyncConfig) -> Result<(), StoreError> {
+        self.table.insert(&Self::keyed(c)).await
+    }
+
+    /// Saves a changed config whose stored version is `c.version - 1`.
+    pub async fn save(&self, c: &SyncConfig) -> Result<(), StoreError> {
+        self.table
+            .replace(&Self::keyed(c), c.version.saturating_sub(1))
+            .await
+    }
+
+    /// Deletes a config at `version`.
+    pub async fn delete(&self, c: &SyncConfig) -> Result<(), StoreError> {
+        self.table
+            .delete(&keys::tenant(&c.tenant), &sk(&c.id), Some(c.version))
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::schema::FieldType;
+
+    fn crm(name: &str, kind: FieldType, writable: bool) -> CrmField {
+        CrmField {
+            name: name.into(),
+            label: name.into(),
+            kind,
+            provider_type: "string".into(),
+            required: false,
+            writable,
+            options: vec![],
+        }
+    }
+
+    fn m(crm_field: &str, app_field: &str, direction: Direction) -> FieldMapping {
+        FieldMapping {
+            id: MappingId::generate(),
+            entity: Entity::Contacts,
+            crm_field: crm_field.into(),
+            app_field: app_field.into(),
+            direction,
+            transform: None,
+            push_transform: None,
+        }
+    }
+
+    #[test]
+    fn a_sound_mapping_set_passes() {
+        let fields = vec![
+            crm("email", FieldType::Email, true),
+            crm("firstname", FieldType::String, true),
+            crm("hs_object_id", FieldType::Id, false),
+        ];
+        let mut first = m("firstname", "first_name", Direction::Bidirectional);
+        first.transform = Some("trim | upper".into());
+        let set = [
+            &m("email", "email", Direction::Bidirectional),
+            &first,
+            &m("hs_object_id", "notes", Direction::Pull),
+        ];
+        assert_eq!(check_mappings(Entity::Contacts, &set, &fields), vec![]);
+    }
+
+    #[test]
+    fn bad_mappings_are_named() {
+        let fields = vec![
+            crm("email", FieldType::Email, true),
+            crm("age", FieldType::Number, true),
+            crm("hs_object_id", FieldType::Id, false),
+        ];
+        let mut bad_transform = m("email", "notes", Direction::Pull);
+        bad_transform.transform = Some("concat(nope)".into());
+        let set = [
+            &m("email", "email", Direction::Bidirectional),
+            &m("missing", "email", Direction::Pull),
+            &m("email", "not_a_field", Direction::Pull),
+            &m("age", "birth_date", Direction::Pull),
+            &m("hs_object_id", "notes", Direction::Push),
+            &m("email", "email", Direction::Bidirectional),
+            &bad_transform,
+        ];
+        let problems = check_mappings(Entity::Contacts, &set, &fields);
+        let text = format!("{problems:?}");
+        assert!(text.contains("no contacts field \\\"missing\\\""), "{text}");
+        assert!(text.contains("not_a_field"), "{text}");
+        assert!(text.contains("type mismatch"), "{text}");
+        assert!(text.contains("read-only"), "{text}");
+        assert!(text.contains("already writes app field"), "{text}");
+        assert!(text.contains("already writes CRM field"), "{text}");
+        assert!(text.contains("unknown field \\\"nope\\\""), "{text}");
+    }
+
+    #[test]
+    fn schedules_and_filters() {
+        assert_eq!(
+            Frequency::Daily { at: "02:30".into() }.schedule_expression(),
+            Some("cron(30 2 * * ? *)".into())
+        );
+        assert_eq!(Frequency::Daily { at: "24:00".into() }.schedule_expression(), None);
+        assert_eq!(Frequency::Manual.schedule_expression(), None);
+        let f = Filter {
+            entity: Entity::Companies,
+            field: "employees".into(),
+            operator: FilterOp::Gte,
+            value: Some("50".into()),
+            values: vec![],
+        };
+        assert!(f.matches(Some("120")));
+        assert!(!f.matches(Some("9")));
+        assert!(!f.matches(None));
+    }
+}
