@@ -336,6 +336,25 @@ impl<'a> Tokens<'a> {
         }
     }
 
+    /// Sends a request built by `build` with credentials the caller keeps between
+    /// requests (from [`Tokens::credentials`]); after a 401, refreshes once and retries,
+    /// leaving the fresh credentials in `creds`.
+    pub async fn send_using<F>(
+        &self,
+        creds: &mut Credentials,
+        build: F,
+    ) -> Result<reqwest::Response, TokenError>
+    where
+        F: Fn(&Connector<'_>, &reqwest::Client) -> Result<reqwest::RequestBuilder, String>,
+    {
+        let resp = self.send_once(creds, &build).await?;
+        if resp.status() != reqwest::StatusCode::UNAUTHORIZED {
+            return Ok(resp);
+        }
+        *creds = self.after_unauthorized(creds).await?;
+        self.send_once(creds, &build).await
+    }
+
     /// Sends a provider request with valid credentials; on a 401 refreshes once and
     /// sends it again. `build` makes the request from a connector (which puts the
     /// credentials on it).

@@ -1,0 +1,107 @@
+//! Links: which CRM record an app record is paired with under a sync config, and what
+//! both sides held when they last agreed (the base the conflict check compares with).
+//!
+//! | item | pk                                   | sk            |
+//! |------|--------------------------------------|---------------|
+//! | link | `LINK#{tenant}#{config}#{entity}`    | `{record id}` |
+//!
+//! A link is written only by its config's worker, after the CRM write it records, so a
+//! worker killed between the two redoes the CRM write idempotently: updates carry the
+//! same values, and creates are found again by the record id the CRM record carries
+//! (its `conduit_id` property / `Conduit_Id__c` field).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::conflict::Values;
+use super::schema::Entity;
+use crate::domain::{RecordId, SyncConfigId, TenantId};
+use crate::store::{StoreError, Table, to_item};
+
+/// A link between an app record and a CRM record.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Link {
+    /// The CRM record (None until a create went through).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crm_id: Option<String>,
+    /// The mapped values both sides held at the last sync (app field names).
+    #[serde(default)]
+    pub base: Values,
+    /// The app record's field version the base reflects.
+    #[serde(default)]
+    pub synced_version: u64,
+    /// The CRM record's modification time at the last sync (Unix ms).
+    #[serde(default)]
+    pub crm_modified_ms: i64,
+    /// Fields with an open conflict (kept out of both directions until resolved).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub conflicted: BTreeSet<String>,
+    /// The CRM record was deleted (and the delete was not propagated).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub crm_deleted: bool,
+    /// The app record was deleted and the delete propagated (or not wanted).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub app_deleted: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Item {
+    pk: String,
+    sk: String,
+    body: String,
+}
+
+/// The partition of one config's links of one entity.
+pub fn partition(tenant: &TenantId, config: &SyncConfigId, entity: Entity) -> String {
+    format!("LINK#{tenant}#{config}#{entity}")
+}
+
+/// The links of one config and entity.
+#[derive(Clone, Debug)]
+pub struct Links {
+    table: Table,
+    pk: String,
+}
+
+impl Links {
+    /// The links of `config` for `entity`.
+    pub fn new(table: Table, tenant: &TenantId, config: &SyncConfigId, entity: Entity) -> Self {
+        Self {
+            table,
+            pk: partition(tenant, config, entity),
+        }
+    }
+
+    /// The links of these records, by record id (records without one are left out).
+    pub async fn get_many(&self, ids: &[RecordId]) -> Result<BTreeMap<String, Link>, StoreError> {
+        let keys: Vec<(String, String)> = ids
+            .iter()
+            .map(|id| (self.pk.clone(), id.to_string()))
+            .collect();
+        let items: Vec<Item> = self.table.batch_get(&keys, true).await?;
+        items
+            .into_iter()
+            .map(|i| {
+                let link: Link = serde_json::from_str(&i.body)
+                    .map_err(|e| StoreError::Conversion(e.to_string()))?;
+                Ok((i.sk, link))
+            })
+            .collect()
+    }
+
+    /// Writes links (this config's worker is their only writer).
+    pub async fn put_many(&self, links: &[(RecordId, Link)]) -> Result<(), StoreError> {
+        let mut puts = Vec::with_capacity(links.len());
+        for (id, link) in links {
+            let body =
+                serde_json::to_string(link).map_err(|e| StoreError::Conversion(e.to_string()))?;
+            puts.push(to_item(&Item {
+                pk: self.pk.clone(),
+                sk: id.to_string(),
+                body,
+            })?);
+        }
+        self.table.batch_write(puts, Vec::new()).await
+    }
+}
