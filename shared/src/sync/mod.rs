@@ -1,8 +1,11 @@
 //! Record sync: the app's entities and fields, sync configurations and field
 //! mappings, field-mapping transforms and field-level conflict detection.
 
+pub mod budget;
 pub mod config;
 pub mod conflict;
+pub mod crm;
+pub mod links;
 pub mod records;
 pub mod schema;
 pub mod transform;
