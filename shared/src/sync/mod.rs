@@ -6,6 +6,7 @@ pub mod config;
 pub mod conflict;
 pub mod crm;
 pub mod links;
+pub mod mapping;
 pub mod records;
 pub mod schema;
 pub mod transform;
