@@ -47,15 +47,36 @@
 //! | `hubspot.crm_batch_update` | `POST …/{object}/batch/update` `{inputs:[{id,properties}]}` → 200 (207 for missing ids) |
 //! | `hubspot.crm_batch_archive` | `POST …/{object}/batch/archive` `{inputs:[{id}]}` → 204 |
 //! | `hubspot.crm_search` | `POST /crm/v3/objects/{object}/search` `{filterGroups, sorts, properties, limit (≤ 200), after}` → `{total, results, paging}` |
-//! | `hubspot.crm_properties` | `GET /crm/v3/properties/{object}` → `{results:[{name,label,type,fieldType,groupName,description,options,…}]}` |
+//! | `hubspot.crm_properties` | `GET /crm/v3/properties/{object}` → `{results:[{name,label,type,fieldType,groupName,description,options,hasUniqueValue,…}]}` (built-in and custom) |
+//! | `hubspot.crm_property_get` | `GET /crm/v3/properties/{object}/{name}` → one definition; unknown → 404 `OBJECT_NOT_FOUND` "Unable to find property {name} …" |
+//! | `hubspot.crm_property_create` | `POST /crm/v3/properties/{object}` `{name,label,type,fieldType,groupName,hasUniqueValue,description?,options?}` → 201 with the definition; taken name → 409 `OBJECT_ALREADY_EXISTS`; bad name/type → 400 |
+//!
+//! Built-in properties — contacts: `email firstname lastname phone mobilephone jobtitle
+//! company website city country lifecyclestage` (enumeration with HubSpot's stages)
+//! `date_of_birth` (date); companies: `name domain website phone industry` (enumeration)
+//! `city country numberofemployees annualrevenue` (numbers) `description` (textarea); plus
+//! the derived ones. Writes (create, update, batch create/update) naming any other
+//! property get HubSpot's 400 `{"status":"error","message":"Property values were not
+//! valid: [{…}]","category":"VALIDATION_ERROR","errors":[{"message":"Property \"x\" does
+//! not exist","code":"PROPERTY_DOESNT_EXIST","context":{"propertyName":["x"]}}]}` (a batch
+//! fails as a whole). Custom properties with `hasUniqueValue` reject a value another live
+//! record holds (case-insensitive) with 409 `CONFLICT`, as contact emails do; in a batch,
+//! the whole batch. Enumeration values are not checked against their options.
 //!
 //! Batches take at most 100 inputs (more: 400 `VALIDATION_ERROR`). Search: filter groups
 //! are OR-ed (at most 5), filters in a group AND-ed, operators `EQ NEQ GT GTE LT LTE
-//! HAS_PROPERTY NOT_HAS_PROPERTY CONTAINS_TOKEN` (`*` wildcards at the token's ends); date
-//! properties compare as times (values as epoch-ms strings or RFC 3339), numbers as
-//! numbers, other text case-insensitively; one sort (`ASCENDING`/`DESCENDING`, default id
-//! order). `after` is an offset: `total` is the true count, but asking for results past the
-//! 10,000th (`after` ≥ 10000) answers 400 `VALIDATION_ERROR`, as HubSpot does.
+//! HAS_PROPERTY NOT_HAS_PROPERTY CONTAINS_TOKEN` (`*` wildcards at the token's ends), `IN`
+//! and `NOT_IN` (`values: [..]`; `NOT_IN` and `NEQ` also match records without the
+//! property) and `BETWEEN` (`value` to `highValue`, inclusive); date properties compare as
+//! times (values as epoch-ms strings or RFC 3339), numbers as numbers, other text
+//! case-insensitively; one sort (`ASCENDING`/`DESCENDING`, default id order). `after` is
+//! an offset: `total` is the true count, but asking for results past the 10,000th
+//! (`after` ≥ 10000) answers 400 `VALIDATION_ERROR`, as HubSpot does. Search requests also
+//! obey HubSpot's separate limit of 4 per account (portal) per rolling second: the fifth
+//! gets the 429 `RATE_LIMIT` body with `"policyName":"SECONDLY"` (and is not counted
+//! against the 10-second budget). Every CRM response, errors and 429s included, carries
+//! `X-HubSpot-RateLimit-Max`, `-Remaining`, `-Interval-Milliseconds`, `-Secondly`,
+//! `-Secondly-Remaining`, `-Daily` and `-Daily-Remaining`.
 //!
 //! # OAuth 2.0 stand-ins
 //! Authorization code grant (RFC 6749) with PKCE (RFC 7636, `S256` or `plain`) and
@@ -218,8 +239,11 @@
 //!
 //! HubSpot CRM knobs (each also a [`SandboxState`] method; `portal` defaults to 62515):
 //! - `POST /_sandbox/hubspot/seed` `{"object":"contacts","count":100000,"portal":62515}`
-//!   → `{"ids":[…]}` ([`SandboxState::seed_hubspot`]; 100,000 records take well under a
-//!   second).
+//!   → `{"ids":[…]}` ([`SandboxState::seed_hubspot`]; realistic, deterministic values for
+//!   every built-in writable property, unique contact emails; 100,000 records take well
+//!   under a second).
+//! - [`SandboxState::hubspot_define_property`] `(portal, object, name, unique)` defines a
+//!   custom text property (no control route: use `POST /crm/v3/properties/{object}`).
 //! - `GET /_sandbox/hubspot/records?object=contacts[&portal=…][&id=…]` → every record,
 //!   archived too ([`SandboxState::hubspot_records`], [`SandboxState::hubspot_record`]).
 //! - `POST /_sandbox/hubspot/update` `{"object","id","properties":{…}}`: a change as a
@@ -252,6 +276,7 @@
 #![warn(missing_docs)]
 
 mod admin;
+mod clock;
 pub mod oauth;
 pub mod providers;
 pub mod ratelimit;

@@ -51,7 +51,8 @@ pub(crate) fn is_host(host: &str) -> bool {
 pub const TEN_SECONDLY_ROLLING: &str = "TEN_SECONDLY_ROLLING";
 /// Name of the daily policy, as in HubSpot's 429 `policyName`.
 pub const DAILY: &str = "DAILY";
-const SECONDLY: &str = "SECONDLY";
+/// Name of the per-second policy, as in HubSpot's 429 `policyName` (enforced on search).
+pub const SECONDLY: &str = "SECONDLY";
 
 const TEN_SECONDS: Duration = Duration::from_secs(10);
 const ONE_DAY: Duration = Duration::from_secs(24 * 60 * 60);
@@ -229,6 +230,51 @@ pub(crate) fn authorize(
     match state.with_limiter(|limiter| limiter.acquire(&key, &policies, Instant::now())) {
         Verdict::Allowed { usage } => Ok(Authorized { principal, usage }),
         Verdict::Denied { policy, usage, .. } => {
+            Err(with_rate_headers(rate_limited(policy), &usage))
+        }
+    }
+}
+
+/// Search requests allowed per account and rolling second (HubSpot: about 4).
+pub const SEARCH_PER_SECOND: u64 = 4;
+
+/// Like [`authorize`] for the CRM search routes, which also obey HubSpot's separate
+/// limit of [`SEARCH_PER_SECOND`] requests per account (portal) and rolling second: past
+/// it, a 429 with `policyName` `SECONDLY` (the search window is checked first, so such a
+/// refusal does not count against the 10-second budget).
+#[allow(clippy::result_large_err)] // The error is the finished response.
+pub(crate) fn authorize_search(
+    state: &SandboxState,
+    req: &ProviderRequest,
+) -> Result<Authorized, Response> {
+    let principal = principal(state, &req.headers)?;
+    let policies = principal.policies();
+    let key = principal.limiter_key();
+    let search_key = format!("hubspot-search:{}", principal.portal_id());
+    let search = [Policy::rolling(
+        SECONDLY,
+        SEARCH_PER_SECOND,
+        Duration::from_secs(1),
+    )];
+    let verdict = state.with_limiter(|limiter| {
+        let now = Instant::now();
+        let full = limiter
+            .peek(&search_key, &search, now)
+            .first()
+            .is_some_and(|usage| usage.remaining == 0);
+        if full {
+            return Err(limiter.peek(&key, &policies, now));
+        }
+        let verdict = limiter.acquire(&key, &policies, now);
+        if verdict.is_allowed() {
+            limiter.acquire(&search_key, &search, now);
+        }
+        Ok(verdict)
+    });
+    match verdict {
+        Err(usage) => Err(with_rate_headers(rate_limited(SECONDLY), &usage)),
+        Ok(Verdict::Allowed { usage }) => Ok(Authorized { principal, usage }),
+        Ok(Verdict::Denied { policy, usage, .. }) => {
             Err(with_rate_headers(rate_limited(policy), &usage))
         }
     }

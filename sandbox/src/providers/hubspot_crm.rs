@@ -9,12 +9,19 @@
 //! present on **both** object types (HubSpot itself uses `lastmodifieddate` on contacts and
 //! `hs_lastmodifieddate` on companies); both equal `updatedAt`.
 //!
+//! Property definitions are real: each portal has the built-in definitions plus the
+//! custom ones created through `POST /crm/v3/properties/{object}` (or
+//! [`SandboxState::hubspot_define_property`]); writes naming an undefined property fail
+//! with `PROPERTY_DOESNT_EXIST`, and `hasUniqueValue` properties (and contact `email`)
+//! are kept unique among live records through a per-table index.
+//!
 //! Every CRM request authenticates and counts against the token's rate-limit budget
-//! first (so a burst meets HubSpot's 429), then runs. Errors use HubSpot's body
+//! first (so a burst meets HubSpot's 429; search also has its own 4-per-second limit),
+//! then runs. Errors use HubSpot's body
 //! `{"status":"error","message","correlationId","category"}`.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderValue, Method, StatusCode};
@@ -22,8 +29,9 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::ProviderRequest;
-use super::hubspot::{self, authorize, error_body, with_rate_headers};
+use super::hubspot::{self, authorize, authorize_search, error_body, with_rate_headers};
+use super::{ProviderRequest, sample};
+use crate::clock::{civil_from_days, days_from_civil, now_ms};
 use crate::state::SandboxState;
 use crate::wire;
 
@@ -49,9 +57,13 @@ pub const CRM_BATCH_ARCHIVE: &str = "hubspot.crm_batch_archive";
 pub const CRM_SEARCH: &str = "hubspot.crm_search";
 /// Route name of `GET /crm/v3/properties/{object}`.
 pub const CRM_PROPERTIES: &str = "hubspot.crm_properties";
+/// Route name of `GET /crm/v3/properties/{object}/{propertyName}`.
+pub const CRM_PROPERTY_GET: &str = "hubspot.crm_property_get";
+/// Route name of `POST /crm/v3/properties/{object}`.
+pub const CRM_PROPERTY_CREATE: &str = "hubspot.crm_property_create";
 
 /// Every CRM route name.
-pub const ROUTES: [&str; 11] = [
+pub const ROUTES: [&str; 13] = [
     CRM_LIST,
     CRM_GET,
     CRM_CREATE,
@@ -63,6 +75,8 @@ pub const ROUTES: [&str; 11] = [
     CRM_BATCH_ARCHIVE,
     CRM_SEARCH,
     CRM_PROPERTIES,
+    CRM_PROPERTY_GET,
+    CRM_PROPERTY_CREATE,
 ];
 
 /// Most inputs of one batch request.
@@ -101,6 +115,22 @@ impl CrmObject {
         match self {
             CrmObject::Contacts => "contacts",
             CrmObject::Companies => "companies",
+        }
+    }
+
+    /// The singular noun, for messages.
+    fn singular(self) -> &'static str {
+        match self {
+            CrmObject::Contacts => "contact",
+            CrmObject::Companies => "company",
+        }
+    }
+
+    /// The property group of its main built-in properties.
+    fn group_name(self) -> &'static str {
+        match self {
+            CrmObject::Contacts => "contactinformation",
+            CrmObject::Companies => "companyinformation",
         }
     }
 
@@ -143,11 +173,56 @@ pub struct CrmRecord {
     pub archived: bool,
 }
 
+/// A stored property name or value: borrowed for the built-in names and the sample
+/// values of seeded records (so seeding 100,000 records stays cheap), owned otherwise.
+type Text = Cow<'static, str>;
+
+/// A record's set properties, sorted by name: a small vector map, far cheaper to build
+/// than a `BTreeMap` for the handful of properties a record has.
+#[derive(Clone, Debug, Default)]
+struct Props(Vec<(Text, Text)>);
+
+impl Props {
+    /// From pairs already sorted by name, without duplicates.
+    fn from_sorted(pairs: Vec<(Text, Text)>) -> Self {
+        debug_assert!(pairs.windows(2).all(|w| w[0].0 < w[1].0));
+        Self(pairs)
+    }
+
+    fn position(&self, name: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(k, _)| k.as_ref().cmp(name))
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        let index = self.position(name).ok()?;
+        self.0.get(index).map(|(_, v)| v.as_ref())
+    }
+
+    fn insert(&mut self, name: &str, value: String) {
+        match self.position(name) {
+            Ok(index) => self.0[index].1 = Cow::Owned(value),
+            Err(index) => self
+                .0
+                .insert(index, (Cow::Owned(name.to_owned()), Cow::Owned(value))),
+        }
+    }
+
+    fn remove(&mut self, name: &str) {
+        if let Ok(index) = self.position(name) {
+            self.0.remove(index);
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_ref(), v.as_ref()))
+    }
+}
+
 /// One stored record.
 #[derive(Clone, Debug)]
 struct Record {
     id: u64,
-    properties: BTreeMap<String, String>,
+    properties: Props,
     created_ms: i64,
     updated_ms: i64,
     archived: bool,
@@ -162,7 +237,7 @@ impl Record {
             "hs_object_id" => Some(self.id.to_string()),
             "createdate" => Some(rfc3339(self.created_ms)),
             "lastmodifieddate" | "hs_lastmodifieddate" => Some(rfc3339(self.updated_ms)),
-            _ => self.properties.get(name).cloned(),
+            _ => self.properties.get(name).map(str::to_owned),
         }
     }
 
@@ -171,12 +246,16 @@ impl Record {
         match name {
             "createdate" => Some(self.created_ms),
             "lastmodifieddate" | "hs_lastmodifieddate" => Some(self.updated_ms),
-            _ => self.properties.get(name).and_then(|v| parse_time(v)),
+            _ => self.properties.get(name).and_then(parse_time),
         }
     }
 
     fn all_properties(&self) -> BTreeMap<String, String> {
-        let mut properties = self.properties.clone();
+        let mut properties: BTreeMap<String, String> = self
+            .properties
+            .iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
         for name in [
             "hs_object_id",
             "createdate",
@@ -239,10 +318,10 @@ impl Record {
             }
             match value_text(value) {
                 Some(text) if !text.is_empty() => {
-                    self.properties.insert(name.clone(), text);
+                    self.properties.insert(name, text);
                 }
                 _ => {
-                    self.properties.remove(name);
+                    self.properties.remove(name.as_str());
                 }
             }
         }
@@ -264,76 +343,166 @@ fn value_text(value: &Value) -> Option<String> {
 struct Table {
     records: BTreeMap<u64, Record>,
     next_id: u64,
+    /// Live records' values of unique properties (contact `email`, custom properties
+    /// with `hasUniqueValue`): property → trimmed, lower-cased value → record id.
+    unique: HashMap<String, HashMap<String, u64>>,
+}
+
+/// A unique property's value as the index keys it; `None` when empty.
+fn unique_key(value: &str) -> Option<String> {
+    let key = value.trim().to_lowercase();
+    (!key.is_empty()).then_some(key)
 }
 
 impl Table {
-    fn insert(&mut self, properties: BTreeMap<String, String>, now: i64) -> &Record {
+    /// Starts indexing `name` (no-op when already indexed).
+    fn index_property(&mut self, name: &str) {
+        if self.unique.contains_key(name) {
+            return;
+        }
+        let index: HashMap<String, u64> = self
+            .records
+            .values()
+            .filter(|r| !r.archived)
+            .filter_map(|r| Some((unique_key(r.properties.get(name)?)?, r.id)))
+            .collect();
+        self.unique.insert(name.to_owned(), index);
+    }
+
+    fn unindex(&mut self, id: u64) {
+        let Some(record) = self.records.get(&id) else {
+            return;
+        };
+        for (name, index) in &mut self.unique {
+            if let Some(key) = record.properties.get(name).and_then(unique_key)
+                && index.get(&key) == Some(&id)
+            {
+                index.remove(&key);
+            }
+        }
+    }
+
+    fn reindex(&mut self, id: u64) {
+        let Some(record) = self.records.get(&id).filter(|r| !r.archived) else {
+            return;
+        };
+        for (name, index) in &mut self.unique {
+            if let Some(key) = record.properties.get(name).and_then(unique_key) {
+                index.entry(key).or_insert(id);
+            }
+        }
+    }
+
+    /// The first unique property of `input` whose value another live record (not
+    /// `except`) holds: `(property, value, owner id)`.
+    fn conflict(&self, input: &Map<String, Value>, except: u64) -> Option<(String, String, u64)> {
+        self.unique.iter().find_map(|(name, index)| {
+            let value = input.get(name).and_then(value_text)?;
+            let owner = *index.get(&unique_key(&value)?)?;
+            (owner != except).then(|| (name.clone(), value, owner))
+        })
+    }
+
+    /// Adds a record; returns its id.
+    fn insert(&mut self, properties: Props, now: i64) -> u64 {
         if self.next_id == 0 {
             self.next_id = 1001;
         }
         let id = self.next_id;
         self.next_id += 1;
-        self.records.entry(id).or_insert(Record {
+        self.records.insert(
             id,
-            properties,
-            created_ms: now,
-            updated_ms: now,
-            archived: false,
-        })
+            Record {
+                id,
+                properties,
+                created_ms: now,
+                updated_ms: now,
+                archived: false,
+            },
+        );
+        self.reindex(id);
+        id
+    }
+
+    /// Applies input properties to a live record; `None` when there is none.
+    fn set(&mut self, id: u64, input: &Map<String, Value>, now: i64) -> Option<&Record> {
+        self.records.get(&id).filter(|r| !r.archived)?;
+        self.unindex(id);
+        if let Some(record) = self.records.get_mut(&id) {
+            record.apply(input, now);
+        }
+        self.reindex(id);
+        self.records.get(&id)
+    }
+
+    /// Archives a live record; false when there is none.
+    fn archive(&mut self, id: u64, now: i64) -> bool {
+        if self.records.get(&id).is_none_or(|r| r.archived) {
+            return false;
+        }
+        self.unindex(id);
+        if let Some(record) = self.records.get_mut(&id) {
+            record.archived = true;
+            record.updated_ms = now.max(record.updated_ms);
+        }
+        true
     }
 
     fn live(&self, id: &str) -> Option<&Record> {
         let id: u64 = id.trim().parse().ok()?;
         self.records.get(&id).filter(|r| !r.archived)
     }
-
-    /// For contacts: the id of another live contact already holding the input's email
-    /// (HubSpot keeps contact emails unique, case-insensitively).
-    fn email_owner(
-        &self,
-        object: CrmObject,
-        input: &Map<String, Value>,
-        except: u64,
-    ) -> Option<u64> {
-        if object != CrmObject::Contacts {
-            return None;
-        }
-        let email = input
-            .get("email")
-            .and_then(value_text)?
-            .trim()
-            .to_lowercase();
-        if email.is_empty() {
-            return None;
-        }
-        self.records
-            .values()
-            .find(|r| {
-                !r.archived
-                    && r.id != except
-                    && r.properties
-                        .get("email")
-                        .is_some_and(|e| e.to_lowercase() == email)
-            })
-            .map(|r| r.id)
-    }
-
-    fn live_mut(&mut self, id: &str) -> Option<&mut Record> {
-        let id: u64 = id.trim().parse().ok()?;
-        self.records.get_mut(&id).filter(|r| !r.archived)
-    }
 }
 
-/// All CRM records and the malformed-response knob.
+/// A custom property created through the API or [`SandboxState::hubspot_define_property`].
+#[derive(Clone, Debug)]
+struct CustomProperty {
+    name: String,
+    label: String,
+    kind: String,
+    field_type: String,
+    group: String,
+    description: String,
+    unique: bool,
+    /// `options` as given, for enumeration properties.
+    options: Vec<Value>,
+    created_at: String,
+}
+
+/// All CRM records, custom property definitions and the malformed-response knob.
 #[derive(Debug, Default)]
 pub(crate) struct CrmStore {
     tables: HashMap<(u64, CrmObject), Table>,
+    custom: HashMap<(u64, CrmObject), Vec<CustomProperty>>,
     malformed: HashMap<String, u32>,
 }
 
 impl CrmStore {
+    /// The table of `object` in `portal`, indexing every unique property.
     fn table(&mut self, portal: u64, object: CrmObject) -> &mut Table {
-        self.tables.entry((portal, object)).or_default()
+        let table = self.tables.entry((portal, object)).or_default();
+        if object == CrmObject::Contacts {
+            table.index_property("email");
+        }
+        for custom in self.custom.get(&(portal, object)).into_iter().flatten() {
+            if custom.unique {
+                table.index_property(&custom.name);
+            }
+        }
+        table
+    }
+
+    fn customs(&self, portal: u64, object: CrmObject) -> &[CustomProperty] {
+        self.custom
+            .get(&(portal, object))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether `name` is a property of `object` in `portal` (built-in, derived or custom).
+    fn is_defined(&self, portal: u64, object: CrmObject, name: &str) -> bool {
+        DERIVED_PROPERTIES.contains(&name)
+            || builtin_properties(object).iter().any(|def| def.0 == name)
+            || self.customs(portal, object).iter().any(|c| c.name == name)
     }
 
     /// Takes one pending malformed answer of `route`.
@@ -351,10 +520,73 @@ impl CrmStore {
     }
 }
 
+/// Sample properties of the `n`th seeded record (a realistic value for every built-in
+/// writable property; contact emails unique), in name order.
+fn seed_properties(object: CrmObject, n: u64) -> Props {
+    let pairs: Vec<(&'static str, Text)> = match object {
+        CrmObject::Contacts => {
+            let p = sample::person(n);
+            vec![
+                ("city", p.city.into()),
+                ("company", p.company.into()),
+                ("country", p.country.into()),
+                ("date_of_birth", p.birthdate.into()),
+                ("email", p.email.into()),
+                ("firstname", p.first.into()),
+                ("jobtitle", p.title.into()),
+                ("lastname", p.last.into()),
+                (
+                    "lifecyclestage",
+                    LIFECYCLE_STAGES[[1, 2, 4, 5][p.stage % 4]].0.into(),
+                ),
+                ("mobilephone", p.mobile.into()),
+                ("phone", p.phone.into()),
+                ("website", p.website.into()),
+            ]
+        }
+        CrmObject::Companies => {
+            let c = sample::company(n);
+            vec![
+                ("annualrevenue", c.revenue.to_string().into()),
+                ("city", c.city.into()),
+                ("country", c.country.into()),
+                ("description", c.description.into()),
+                ("domain", c.domain.clone().into()),
+                ("industry", hubspot_industry(c.industry).into()),
+                ("name", c.name.into()),
+                ("numberofemployees", c.employees.to_string().into()),
+                ("phone", c.phone.into()),
+                ("website", format!("https://www.{}", c.domain).into()),
+            ]
+        }
+    };
+    Props::from_sorted(
+        pairs
+            .into_iter()
+            .map(|(name, value)| (Cow::Borrowed(name), value))
+            .collect(),
+    )
+}
+
+fn hubspot_industry(industry: sample::Industry) -> &'static str {
+    match industry {
+        sample::Industry::Technology => "COMPUTER_SOFTWARE",
+        sample::Industry::Finance => "FINANCIAL_SERVICES",
+        sample::Industry::Retail => "RETAIL",
+        sample::Industry::Healthcare => "HOSPITAL_HEALTH_CARE",
+        sample::Industry::Other => "BUSINESS_SUPPLIES_AND_EQUIPMENT",
+    }
+}
+
 impl SandboxState {
     /// Adds `n` contacts or companies to HubSpot portal `portal` (62515 is the default
-    /// private app's) and returns their ids in order. Records get sample properties
-    /// (contacts: `email`, `firstname`, `lastname`; companies: `name`, `domain`).
+    /// private app's) and returns their ids in order. Records get a realistic value for
+    /// every built-in writable property (contacts: `email` (unique), `firstname`,
+    /// `lastname`, `phone`, `mobilephone`, `jobtitle`, `company`, `website`, `city`,
+    /// `country`, `lifecyclestage`, `date_of_birth`; companies: `name`, `domain`,
+    /// `website`, `phone`, `industry`, `city`, `country`, `numberofemployees`,
+    /// `annualrevenue`, `description`). Deterministic: the same portal state seeds the
+    /// same values.
     pub fn seed_hubspot(&self, portal: u64, object: CrmObject, n: usize) -> Vec<String> {
         let now = now_ms();
         let mut store = self.crm_store();
@@ -362,18 +594,8 @@ impl SandboxState {
         let mut ids = Vec::with_capacity(n);
         for _ in 0..n {
             let next = table.next_id.max(1001);
-            let properties = match object {
-                CrmObject::Contacts => BTreeMap::from([
-                    ("email".to_owned(), format!("contact{next}@seed.test")),
-                    ("firstname".to_owned(), "Seed".to_owned()),
-                    ("lastname".to_owned(), format!("Contact {next}")),
-                ]),
-                CrmObject::Companies => BTreeMap::from([
-                    ("name".to_owned(), format!("Company {next}")),
-                    ("domain".to_owned(), format!("company{next}.test")),
-                ]),
-            };
-            ids.push(table.insert(properties, now).id.to_string());
+            let id = table.insert(seed_properties(object, next), now);
+            ids.push(id.to_string());
         }
         ids
     }
@@ -411,27 +633,52 @@ impl SandboxState {
         properties: &BTreeMap<String, String>,
     ) -> Option<CrmRecord> {
         let mut store = self.crm_store();
-        let record = store.table(portal, object).live_mut(id)?;
+        let table = store.table(portal, object);
+        let record = table.live(id)?;
+        let (id, now) = (record.id, now_ms().max(record.updated_ms + 1));
         let input: Map<String, Value> = properties
             .iter()
             .map(|(k, v)| (k.clone(), Value::String(v.clone())))
             .collect();
-        let now = now_ms().max(record.updated_ms + 1);
-        record.apply(&input, now);
-        Some(record.view())
+        table.set(id, &input, now).map(Record::view)
     }
 
     /// Archives a live record as a HubSpot user would; false when there is none.
     pub fn archive_hubspot_record(&self, portal: u64, object: CrmObject, id: &str) -> bool {
         let mut store = self.crm_store();
-        match store.table(portal, object).live_mut(id) {
+        let table = store.table(portal, object);
+        match table.live(id) {
             Some(record) => {
-                record.archived = true;
-                record.updated_ms = now_ms().max(record.updated_ms + 1);
-                true
+                let (id, now) = (record.id, now_ms().max(record.updated_ms + 1));
+                table.archive(id, now)
             }
             None => false,
         }
+    }
+
+    /// Defines a custom text property `name` on `object` in `portal` (as an admin would in
+    /// HubSpot's settings), so writes may name it; `unique` makes it a `hasUniqueValue`
+    /// property (a value held by another live record is a 409 `CONFLICT`). Returns false
+    /// when a property of that name already exists (nothing changes).
+    pub fn hubspot_define_property(
+        &self,
+        portal: u64,
+        object: CrmObject,
+        name: &str,
+        unique: bool,
+    ) -> bool {
+        let property = CustomProperty {
+            name: name.to_owned(),
+            label: name.to_owned(),
+            kind: "string".to_owned(),
+            field_type: "text".to_owned(),
+            group: object.group_name().to_owned(),
+            description: String::new(),
+            unique,
+            options: Vec::new(),
+            created_at: rfc3339(now_ms()),
+        };
+        self.crm_store().define(portal, object, property).is_ok()
     }
 
     /// Makes the next `count` responses of CRM route `route` (e.g. `hubspot.crm_list`)
@@ -471,6 +718,10 @@ pub enum CrmRoute {
     Search,
     /// `GET /crm/v3/properties/{object}`.
     Properties,
+    /// `GET /crm/v3/properties/{object}/{propertyName}`.
+    PropertyGet,
+    /// `POST /crm/v3/properties/{object}`.
+    PropertyCreate,
 }
 
 impl CrmRoute {
@@ -488,7 +739,16 @@ impl CrmRoute {
             CrmRoute::BatchArchive => CRM_BATCH_ARCHIVE,
             CrmRoute::Search => CRM_SEARCH,
             CrmRoute::Properties => CRM_PROPERTIES,
+            CrmRoute::PropertyGet => CRM_PROPERTY_GET,
+            CrmRoute::PropertyCreate => CRM_PROPERTY_CREATE,
         }
+    }
+
+    fn is_property_route(self) -> bool {
+        matches!(
+            self,
+            CrmRoute::Properties | CrmRoute::PropertyGet | CrmRoute::PropertyCreate
+        )
     }
 }
 
@@ -502,7 +762,12 @@ fn segments<'a>(path: &'a str, prefix: &str) -> Option<Vec<&'a str>> {
 /// Matches a CRM path (any object type; unknown types answer 404 in the handler).
 pub(crate) fn route(method: &Method, path: &str) -> Option<CrmRoute> {
     if let Some(parts) = segments(path, "/crm/v3/properties/") {
-        return (method == Method::GET && parts.len() == 1).then_some(CrmRoute::Properties);
+        return match (method, parts.len()) {
+            (&Method::GET, 1) => Some(CrmRoute::Properties),
+            (&Method::POST, 1) => Some(CrmRoute::PropertyCreate),
+            (&Method::GET, 2) => Some(CrmRoute::PropertyGet),
+            _ => None,
+        };
     }
     let parts = segments(path, "/crm/v3/objects/")?;
     match (method, parts.as_slice()) {
@@ -526,12 +791,17 @@ type Reply = (StatusCode, Option<Value>);
 /// Serves a CRM route: authenticate and count against the budget, run, then add the
 /// rate-limit headers (and malform the body when asked to).
 pub(crate) fn handle(route: CrmRoute, state: &SandboxState, req: &ProviderRequest) -> Response {
-    let authorized = match authorize(state, req) {
+    let authorized = if route == CrmRoute::Search {
+        authorize_search(state, req)
+    } else {
+        authorize(state, req)
+    };
+    let authorized = match authorized {
         Ok(authorized) => authorized,
         Err(response) => return response,
     };
     let portal = authorized.principal.portal_id();
-    let prefix = if route == CrmRoute::Properties {
+    let prefix = if route.is_property_route() {
         "/crm/v3/properties/"
     } else {
         "/crm/v3/objects/"
@@ -577,13 +847,87 @@ fn error(status: StatusCode, message: &str, category: &str) -> Response {
     error_body(status, message, category)
 }
 
-/// 409 for a contact email another contact already has, as HubSpot words it.
-fn conflict(existing: u64) -> Response {
-    error(
-        StatusCode::CONFLICT,
-        &format!("Contact already exists. Existing ID: {existing}"),
-        "CONFLICT",
+/// 409 for a unique value another live record already holds: HubSpot's wording for a
+/// contact email, a similar one for custom `hasUniqueValue` properties.
+fn conflict(object: CrmObject, (property, value, existing): (String, String, u64)) -> Response {
+    let message = if object == CrmObject::Contacts && property == "email" {
+        format!("Contact already exists. Existing ID: {existing}")
+    } else {
+        format!(
+            "A {} with the unique value \"{value}\" for property \"{property}\" already exists. Existing ID: {existing}",
+            object.singular()
+        )
+    };
+    error(StatusCode::CONFLICT, &message, "CONFLICT")
+}
+
+/// 409 for two inputs of one batch sharing a unique value.
+fn batch_duplicate(property: &str) -> Response {
+    let message = if property == "email" {
+        "Duplicate email addresses within the batch".to_owned()
+    } else {
+        format!("Duplicate values of the unique property \"{property}\" within the batch")
+    };
+    error(StatusCode::CONFLICT, &message, "CONFLICT")
+}
+
+/// HubSpot's 400 for writes naming properties the object does not define.
+fn undefined_properties(names: &[String]) -> Response {
+    let details: Vec<Value> = names
+        .iter()
+        .map(|name| {
+            let message = format!("Property \"{name}\" does not exist");
+            json!({
+                "isValid": false,
+                "message": message,
+                "error": "PROPERTY_DOESNT_EXIST",
+                "name": name,
+                "localizedErrorMessage": message,
+            })
+        })
+        .collect();
+    let errors: Vec<Value> = names
+        .iter()
+        .map(|name| {
+            json!({
+                "message": format!("Property \"{name}\" does not exist"),
+                "code": "PROPERTY_DOESNT_EXIST",
+                "context": {"propertyName": [name]},
+            })
+        })
+        .collect();
+    wire::json(
+        StatusCode::BAD_REQUEST,
+        json!({
+            "status": "error",
+            "message": format!("Property values were not valid: {}", Value::Array(details)),
+            "correlationId": wire::correlation_id(),
+            "category": "VALIDATION_ERROR",
+            "errors": errors,
+        }),
     )
+}
+
+/// Fails (the whole request) when any input names a property `object` does not define.
+#[allow(clippy::result_large_err)] // The error is the finished response.
+fn check_defined<'a>(
+    store: &CrmStore,
+    portal: u64,
+    object: CrmObject,
+    inputs: impl IntoIterator<Item = &'a Map<String, Value>>,
+) -> Result<(), Response> {
+    let mut missing: Vec<String> = inputs
+        .into_iter()
+        .flat_map(Map::keys)
+        .filter(|name| !store.is_defined(portal, object, name))
+        .cloned()
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    missing.sort();
+    missing.dedup();
+    Err(undefined_properties(&missing))
 }
 
 fn validation(message: &str) -> Response {
@@ -701,7 +1045,25 @@ fn serve(
     req: &ProviderRequest,
 ) -> Result<Reply, Response> {
     match route {
-        CrmRoute::Properties => Ok((StatusCode::OK, Some(properties_of(object)))),
+        CrmRoute::Properties => {
+            let store = state.crm_store();
+            Ok((StatusCode::OK, Some(properties_of(&store, portal, object))))
+        }
+        CrmRoute::PropertyGet => {
+            let store = state.crm_store();
+            match property_json(&store, portal, object, id) {
+                Some(definition) => Ok((StatusCode::OK, Some(definition))),
+                None => Err(error(
+                    StatusCode::NOT_FOUND,
+                    &format!(
+                        "Unable to find property {id} for object type {}",
+                        object.as_str()
+                    ),
+                    "OBJECT_NOT_FOUND",
+                )),
+            }
+        }
+        CrmRoute::PropertyCreate => create_property(object, state, portal, req),
         CrmRoute::List => list(object, state, portal, req),
         CrmRoute::Get => {
             let archived =
@@ -725,43 +1087,40 @@ fn serve(
             let body = body_json(req)?;
             let input = input_properties(&body)?;
             let mut store = state.crm_store();
-            if let Some(owner) = store.table(portal, object).email_owner(object, &input, 0) {
-                return Err(conflict(owner));
-            }
-            let record = store
-                .table(portal, object)
-                .insert(BTreeMap::new(), now_ms());
-            let id = record.id;
+            check_defined(&store, portal, object, [&input])?;
             let table = store.table(portal, object);
-            let record = table.records.get_mut(&id).ok_or_else(hubspot::not_found)?;
-            let created = record.created_ms;
-            record.apply(&input, created);
+            if let Some(clash) = table.conflict(&input, 0) {
+                return Err(conflict(object, clash));
+            }
+            let now = now_ms();
+            let id = table.insert(Props::default(), now);
+            let record = table.set(id, &input, now).ok_or_else(hubspot::not_found)?;
             Ok((StatusCode::CREATED, Some(record.to_json(None))))
         }
         CrmRoute::Update => {
             let body = body_json(req)?;
             let input = input_properties(&body)?;
             let mut store = state.crm_store();
+            check_defined(&store, portal, object, [&input])?;
             let table = store.table(portal, object);
             let own_id = table
                 .live(id)
                 .map(|r| r.id)
                 .ok_or_else(|| not_found_record(object, id))?;
-            if let Some(owner) = table.email_owner(object, &input, own_id) {
-                return Err(conflict(owner));
+            if let Some(clash) = table.conflict(&input, own_id) {
+                return Err(conflict(object, clash));
             }
             let record = table
-                .live_mut(id)
+                .set(own_id, &input, now_ms())
                 .ok_or_else(|| not_found_record(object, id))?;
-            record.apply(&input, now_ms());
             Ok((StatusCode::OK, Some(record.to_json(None))))
         }
         CrmRoute::Archive => {
             let mut store = state.crm_store();
+            let table = store.table(portal, object);
             // HubSpot answers 204 whether or not the record existed.
-            if let Some(record) = store.table(portal, object).live_mut(id) {
-                record.archived = true;
-                record.updated_ms = now_ms().max(record.updated_ms);
+            if let Some(own_id) = table.live(id).map(|r| r.id) {
+                table.archive(own_id, now_ms());
             }
             Ok((StatusCode::NO_CONTENT, None))
         }
@@ -872,6 +1231,15 @@ fn batch(
     let inputs = batch_inputs(&body)?;
     let started = rfc3339(now_ms());
     let mut store = state.crm_store();
+    // Which property names the object defines, decided before borrowing the table.
+    let defined: HashSet<String> = inputs
+        .iter()
+        .filter_map(|input| input.get("properties").and_then(Value::as_object))
+        .flat_map(Map::keys)
+        .filter(|name| store.is_defined(portal, object, name))
+        .cloned()
+        .collect();
+    let store_defined = &defined;
     let table = store.table(portal, object);
     let mut results = Vec::with_capacity(inputs.len());
     let mut missing = Vec::new();
@@ -892,54 +1260,38 @@ fn batch(
             StatusCode::OK
         }
         CrmRoute::BatchCreate => {
+            let created = inputs
+                .iter()
+                .map(input_properties)
+                .collect::<Result<Vec<_>, _>>()?;
+            let checked: Vec<(u64, &Map<String, Value>)> =
+                created.iter().map(|properties| (0, properties)).collect();
+            check_batch(store_defined, object, table, &checked)?;
             let now = now_ms();
-            let mut created = Vec::with_capacity(inputs.len());
-            let mut emails = HashSet::new();
-            for input in &inputs {
-                let properties = input_properties(input)?;
-                if let Some(owner) = table.email_owner(object, &properties, 0) {
-                    return Err(conflict(owner));
-                }
-                if object == CrmObject::Contacts
-                    && let Some(email) = properties.get("email").and_then(value_text)
-                    && !email.trim().is_empty()
-                    && !emails.insert(email.trim().to_lowercase())
-                {
-                    return Err(error(
-                        StatusCode::CONFLICT,
-                        "Duplicate email addresses within the batch",
-                        "CONFLICT",
-                    ));
-                }
-                created.push(properties);
-            }
             for properties in &created {
-                let id = table.insert(BTreeMap::new(), now).id;
-                if let Some(record) = table.records.get_mut(&id) {
-                    record.apply(properties, now);
+                let id = table.insert(Props::default(), now);
+                if let Some(record) = table.set(id, properties, now) {
                     results.push(record.to_json(None));
                 }
             }
             StatusCode::CREATED
         }
         CrmRoute::BatchUpdate => {
-            let now = now_ms();
             let mut updates = Vec::with_capacity(inputs.len());
             for input in &inputs {
                 let id = input_id(input);
-                let properties = input_properties(input)?;
                 let own_id = table.live(&id).map_or(0, |r| r.id);
-                if let Some(owner) = table.email_owner(object, &properties, own_id) {
-                    return Err(conflict(owner));
-                }
-                updates.push((id, properties));
+                updates.push((id, own_id, input_properties(input)?));
             }
-            for (id, properties) in &updates {
-                match table.live_mut(id) {
-                    Some(record) => {
-                        record.apply(properties, now);
-                        results.push(record.to_json(None));
-                    }
+            let checked: Vec<(u64, &Map<String, Value>)> = updates
+                .iter()
+                .map(|(_, own_id, properties)| (*own_id, properties))
+                .collect();
+            check_batch(store_defined, object, table, &checked)?;
+            let now = now_ms();
+            for (id, own_id, properties) in &updates {
+                match table.set(*own_id, properties, now) {
+                    Some(record) => results.push(record.to_json(None)),
                     None => missing.push(id.clone()),
                 }
             }
@@ -948,9 +1300,8 @@ fn batch(
         _ => {
             let now = now_ms();
             for input in &inputs {
-                if let Some(record) = table.live_mut(&input_id(input)) {
-                    record.archived = true;
-                    record.updated_ms = now.max(record.updated_ms);
+                if let Some(own_id) = table.live(&input_id(input)).map(|r| r.id) {
+                    table.archive(own_id, now);
                 }
             }
             return Ok((StatusCode::NO_CONTENT, None));
@@ -975,6 +1326,46 @@ fn batch(
     Ok((StatusCode::MULTI_STATUS, Some(answer)))
 }
 
+/// Checks a batch of writes `(own id or 0, properties)` before any is applied: every
+/// property defined (`defined` holds the defined names among them), no unique value held
+/// by another live record or by two inputs. Any failure fails the whole batch.
+#[allow(clippy::result_large_err)] // The error is the finished response.
+fn check_batch(
+    defined: &HashSet<String>,
+    object: CrmObject,
+    table: &Table,
+    inputs: &[(u64, &Map<String, Value>)],
+) -> Result<(), Response> {
+    let mut missing: Vec<String> = inputs
+        .iter()
+        .flat_map(|(_, properties)| properties.keys())
+        .filter(|name| !defined.contains(*name))
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        missing.sort();
+        missing.dedup();
+        return Err(undefined_properties(&missing));
+    }
+    let mut claimed: HashSet<(&str, String)> = HashSet::new();
+    for (own_id, properties) in inputs {
+        if let Some(clash) = table.conflict(properties, *own_id) {
+            return Err(conflict(object, clash));
+        }
+        for name in table.unique.keys() {
+            if let Some(key) = properties
+                .get(name)
+                .and_then(value_text)
+                .and_then(|v| unique_key(&v))
+                && !claimed.insert((name.as_str(), key))
+            {
+                return Err(batch_duplicate(name));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// One search filter.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -983,6 +1374,12 @@ struct Filter {
     operator: String,
     #[serde(default)]
     value: Option<Value>,
+    /// `IN` / `NOT_IN` values.
+    #[serde(default)]
+    values: Option<Vec<Value>>,
+    /// `BETWEEN`'s upper bound (`value` is the lower), inclusive.
+    #[serde(default)]
+    high_value: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1014,7 +1411,7 @@ struct SearchRequest {
     after: Option<Value>,
 }
 
-const OPERATORS: [&str; 9] = [
+const OPERATORS: [&str; 12] = [
     "EQ",
     "NEQ",
     "GT",
@@ -1024,6 +1421,9 @@ const OPERATORS: [&str; 9] = [
     "HAS_PROPERTY",
     "NOT_HAS_PROPERTY",
     "CONTAINS_TOKEN",
+    "IN",
+    "NOT_IN",
+    "BETWEEN",
 ];
 
 #[allow(clippy::result_large_err)] // The error is the finished response.
@@ -1060,13 +1460,7 @@ fn search(
                 filter.operator, filter.property_name
             )));
         }
-        let needs_value = !filter.operator.ends_with("HAS_PROPERTY");
-        if needs_value && filter.value.as_ref().and_then(value_text).is_none() {
-            return Err(validation(&format!(
-                "Filter on {} with operator {} needs a value",
-                filter.property_name, filter.operator
-            )));
-        }
+        check_filter(filter)?;
     }
     let sort = match request.sorts.first() {
         None => None,
@@ -1117,6 +1511,36 @@ fn search(
     Ok((StatusCode::OK, Some(answer)))
 }
 
+/// A filter's operands fit its operator: `values` for `IN`/`NOT_IN`, `value` and
+/// `highValue` for `BETWEEN`, `value` for the rest but `(NOT_)HAS_PROPERTY`.
+#[allow(clippy::result_large_err)] // The error is the finished response.
+fn check_filter(filter: &Filter) -> Result<(), Response> {
+    let has = |value: Option<&Value>| value.and_then(value_text).is_some();
+    let (ok, needs) = match filter.operator.as_str() {
+        "HAS_PROPERTY" | "NOT_HAS_PROPERTY" => (true, ""),
+        "IN" | "NOT_IN" => (
+            filter
+                .values
+                .as_ref()
+                .is_some_and(|values| !values.is_empty() && values.iter().all(|v| has(Some(v)))),
+            "a non-empty values array",
+        ),
+        "BETWEEN" => (
+            has(filter.value.as_ref()) && has(filter.high_value.as_ref()),
+            "a value and a highValue",
+        ),
+        _ => (has(filter.value.as_ref()), "a value"),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(validation(&format!(
+            "Filter on {} with operator {} needs {needs}",
+            filter.property_name, filter.operator
+        )))
+    }
+}
+
 fn matches_groups(record: &Record, groups: &[FilterGroup]) -> bool {
     groups.is_empty()
         || groups
@@ -1147,10 +1571,15 @@ fn matches_filter(record: &Record, filter: &Filter) -> bool {
         .and_then(value_text)
         .unwrap_or_default();
     use std::cmp::Ordering::{Equal, Greater, Less};
+    let any_of = |actual: &str| {
+        filter.values.iter().flatten().any(|v| {
+            value_text(v).is_some_and(|v| compare_values(record, name, actual, &v) == Equal)
+        })
+    };
     match (filter.operator.as_str(), actual) {
         ("HAS_PROPERTY", actual) => actual.is_some(),
         ("NOT_HAS_PROPERTY", actual) => actual.is_none(),
-        ("NEQ", None) => true,
+        ("NEQ" | "NOT_IN", None) => true,
         (_, None) => false,
         ("EQ", Some(a)) => compare_values(record, name, &a, &wanted) == Equal,
         ("NEQ", Some(a)) => compare_values(record, name, &a, &wanted) != Equal,
@@ -1159,6 +1588,17 @@ fn matches_filter(record: &Record, filter: &Filter) -> bool {
         ("LT", Some(a)) => compare_values(record, name, &a, &wanted) == Less,
         ("LTE", Some(a)) => compare_values(record, name, &a, &wanted) != Greater,
         ("CONTAINS_TOKEN", Some(a)) => contains_token(&a, &wanted),
+        ("IN", Some(a)) => any_of(&a),
+        ("NOT_IN", Some(a)) => !any_of(&a),
+        ("BETWEEN", Some(a)) => {
+            let high = filter
+                .high_value
+                .as_ref()
+                .and_then(value_text)
+                .unwrap_or_default();
+            compare_values(record, name, &a, &wanted) != Less
+                && compare_values(record, name, &a, &high) != Greater
+        }
         _ => false,
     }
 }
@@ -1204,7 +1644,7 @@ fn compare_for_sort(a: &Record, b: &Record, name: &str) -> std::cmp::Ordering {
     order.then(a.id.cmp(&b.id))
 }
 
-/// A property definition: name, label, type, fieldType, description.
+/// A built-in property definition: name, label, type, fieldType, description.
 type PropertyDef = (
     &'static str,
     &'static str,
@@ -1213,16 +1653,30 @@ type PropertyDef = (
     &'static str,
 );
 
+/// Properties derived from the record itself: always defined, never written.
+const DERIVED_PROPERTIES: [&str; 4] = [
+    "hs_object_id",
+    "createdate",
+    "lastmodifieddate",
+    "hs_lastmodifieddate",
+];
+
 #[rustfmt::skip]
-const CONTACT_PROPERTIES: [PropertyDef; 10] = [
+const CONTACT_PROPERTIES: [PropertyDef; 15] = [
     ("email", "Email", "string", "text", "A contact's email address"),
     ("firstname", "First Name", "string", "text", "A contact's first name"),
     ("lastname", "Last Name", "string", "text", "A contact's last name"),
     ("phone", "Phone Number", "string", "phonenumber", "A contact's primary phone number"),
-    ("company", "Company Name", "string", "text", "Name of the contact's company"),
+    ("mobilephone", "Mobile Phone Number", "string", "phonenumber",
+     "A contact's mobile phone number"),
     ("jobtitle", "Job Title", "string", "text", "A contact's job title"),
+    ("company", "Company Name", "string", "text", "Name of the contact's company"),
+    ("website", "Website URL", "string", "text", "Associated company website"),
+    ("city", "City", "string", "text", "A contact's city of residence"),
+    ("country", "Country/Region", "string", "text", "The contact's country/region of residence"),
     ("lifecyclestage", "Lifecycle Stage", "enumeration", "radio",
      "The qualification of contacts to sales readiness"),
+    ("date_of_birth", "Date of birth", "date", "date", "The contact's date of birth"),
     ("lastmodifieddate", "Last Modified Date", "datetime", "date",
      "Most recent timestamp of any property update for this contact"),
     ("createdate", "Create Date", "datetime", "date", "The date that a contact entered the system"),
@@ -1230,17 +1684,22 @@ const CONTACT_PROPERTIES: [PropertyDef; 10] = [
 ];
 
 #[rustfmt::skip]
-const COMPANY_PROPERTIES: [PropertyDef; 10] = [
+const COMPANY_PROPERTIES: [PropertyDef; 13] = [
     ("name", "Company name", "string", "text", "The name of the company or organization"),
     ("domain", "Company Domain Name", "string", "text",
      "The domain name of the company or organization"),
-    ("industry", "Industry", "string", "text", "The type of business the company performs"),
+    ("website", "Website URL", "string", "text", "The main website of the company"),
     ("phone", "Phone Number", "string", "phonenumber", "A company's primary phone number"),
+    ("industry", "Industry", "enumeration", "select", "The type of business the company performs"),
     ("city", "City", "string", "text", "The city where the company is located"),
     ("country", "Country/Region", "string", "text",
      "The country/region in which the company is located"),
     ("numberofemployees", "Number of Employees", "number", "number",
      "The total number of employees who work for the company"),
+    ("annualrevenue", "Annual Revenue", "number", "number",
+     "The actual or estimated annual revenue of the company"),
+    ("description", "Description", "string", "textarea",
+     "A short statement about the company's mission and goals"),
     ("hs_lastmodifieddate", "Last Modified Date", "datetime", "date",
      "Most recent timestamp of any property update for this company"),
     ("createdate", "Create Date", "datetime", "date",
@@ -1248,6 +1707,7 @@ const COMPANY_PROPERTIES: [PropertyDef; 10] = [
     ("hs_object_id", "Record ID", "number", "number", "The unique ID for this record"),
 ];
 
+/// `lifecyclestage` options: internal value, label.
 const LIFECYCLE_STAGES: [(&str, &str); 8] = [
     ("subscriber", "Subscriber"),
     ("lead", "Lead"),
@@ -1259,85 +1719,252 @@ const LIFECYCLE_STAGES: [(&str, &str); 8] = [
     ("other", "Other"),
 ];
 
-/// `GET /crm/v3/properties/{object}`: a realistic subset of HubSpot's definitions.
-fn properties_of(object: CrmObject) -> Value {
-    let (defs, group) = match object {
-        CrmObject::Contacts => (&CONTACT_PROPERTIES, "contactinformation"),
-        CrmObject::Companies => (&COMPANY_PROPERTIES, "companyinformation"),
-    };
-    let results: Vec<Value> = defs
+/// A realistic subset of HubSpot's `industry` options: internal value, label.
+#[rustfmt::skip]
+const INDUSTRIES: [(&str, &str); 14] = [
+    ("ACCOUNTING", "Accounting"),
+    ("BANKING", "Banking"),
+    ("BIOTECHNOLOGY", "Biotechnology"),
+    ("BUSINESS_SUPPLIES_AND_EQUIPMENT", "Business Supplies and Equipment"),
+    ("COMPUTER_SOFTWARE", "Computer Software"),
+    ("CONSUMER_GOODS", "Consumer Goods"),
+    ("FINANCIAL_SERVICES", "Financial Services"),
+    ("HOSPITAL_HEALTH_CARE", "Hospital & Health Care"),
+    ("INFORMATION_TECHNOLOGY_AND_SERVICES", "Information Technology and Services"),
+    ("INSURANCE", "Insurance"),
+    ("LOGISTICS_AND_SUPPLY_CHAIN", "Logistics and Supply Chain"),
+    ("MARKETING_AND_ADVERTISING", "Marketing and Advertising"),
+    ("RETAIL", "Retail"),
+    ("TELECOMMUNICATIONS", "Telecommunications"),
+];
+
+/// The built-in definitions of `object`.
+fn builtin_properties(object: CrmObject) -> &'static [PropertyDef] {
+    match object {
+        CrmObject::Contacts => &CONTACT_PROPERTIES,
+        CrmObject::Companies => &COMPANY_PROPERTIES,
+    }
+}
+
+fn options_json(options: &[(&str, &str)]) -> Vec<Value> {
+    options
         .iter()
-        .map(|(name, label, kind, field_type, description)| {
-            let options: Vec<Value> = if *name == "lifecyclestage" {
-                LIFECYCLE_STAGES
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (value, label))| {
-                        json!({"label": label, "value": value, "displayOrder": i, "hidden": false})
-                    })
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            json!({
-                "name": name,
-                "label": label,
-                "type": kind,
-                "fieldType": field_type,
-                "groupName": group,
-                "description": description,
-                "options": options,
-                "displayOrder": -1,
-                "calculated": false,
-                "externalOptions": false,
-                "hasUniqueValue": false,
-                "hidden": false,
-                "hubspotDefined": true,
-                "formField": *kind != "datetime" && *name != "hs_object_id",
-                "modificationMetadata": {
-                    "archivable": true,
-                    "readOnlyDefinition": true,
-                    "readOnlyValue": DATE_PROPERTIES.contains(name) || *name == "hs_object_id",
-                },
-                "createdAt": "2019-08-06T02:41:08.029Z",
-                "updatedAt": "2019-08-06T02:41:08.029Z",
-                "archived": false,
-            })
+        .enumerate()
+        .map(|(i, (value, label))| {
+            json!({"label": label, "value": value, "displayOrder": i, "hidden": false})
         })
+        .collect()
+}
+
+/// A built-in definition as HubSpot's `Property`.
+fn builtin_json(object: CrmObject, def: &PropertyDef) -> Value {
+    let (name, label, kind, field_type, description) = *def;
+    let options = match name {
+        "lifecyclestage" => options_json(&LIFECYCLE_STAGES),
+        "industry" => options_json(&INDUSTRIES),
+        _ => Vec::new(),
+    };
+    let read_only = DERIVED_PROPERTIES.contains(&name);
+    json!({
+        "name": name,
+        "label": label,
+        "type": kind,
+        "fieldType": field_type,
+        "groupName": object.group_name(),
+        "description": description,
+        "options": options,
+        "displayOrder": -1,
+        "calculated": false,
+        "externalOptions": false,
+        "hasUniqueValue": false,
+        "hidden": false,
+        "hubspotDefined": true,
+        "formField": !read_only,
+        "modificationMetadata": {
+            "archivable": true,
+            "readOnlyDefinition": true,
+            "readOnlyValue": read_only,
+        },
+        "createdAt": "2019-08-06T02:41:08.029Z",
+        "updatedAt": "2019-08-06T02:41:08.029Z",
+        "archived": false,
+    })
+}
+
+impl CustomProperty {
+    /// The definition as HubSpot's `Property`.
+    fn to_json(&self) -> Value {
+        json!({
+            "name": self.name,
+            "label": self.label,
+            "type": self.kind,
+            "fieldType": self.field_type,
+            "groupName": self.group,
+            "description": self.description,
+            "options": self.options,
+            "displayOrder": -1,
+            "calculated": false,
+            "externalOptions": false,
+            "hasUniqueValue": self.unique,
+            "hidden": false,
+            "formField": true,
+            "modificationMetadata": {
+                "archivable": true,
+                "readOnlyDefinition": false,
+                "readOnlyValue": false,
+            },
+            "createdAt": self.created_at,
+            "updatedAt": self.created_at,
+            "archived": false,
+        })
+    }
+}
+
+impl CrmStore {
+    /// Adds a custom property; `Err` when the name is taken (built-in or custom).
+    fn define(
+        &mut self,
+        portal: u64,
+        object: CrmObject,
+        property: CustomProperty,
+    ) -> Result<&CustomProperty, ()> {
+        if self.is_defined(portal, object, &property.name) {
+            return Err(());
+        }
+        if property.unique {
+            self.table(portal, object).index_property(&property.name);
+        }
+        let customs = self.custom.entry((portal, object)).or_default();
+        customs.push(property);
+        customs.last().ok_or(())
+    }
+}
+
+/// `GET /crm/v3/properties/{object}`: the built-in definitions and the portal's own.
+fn properties_of(store: &CrmStore, portal: u64, object: CrmObject) -> Value {
+    let results: Vec<Value> = builtin_properties(object)
+        .iter()
+        .map(|def| builtin_json(object, def))
+        .chain(
+            store
+                .customs(portal, object)
+                .iter()
+                .map(CustomProperty::to_json),
+        )
         .collect();
     json!({ "results": results })
 }
 
-/// Milliseconds since the Unix epoch.
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+/// `GET /crm/v3/properties/{object}/{name}`.
+fn property_json(store: &CrmStore, portal: u64, object: CrmObject, name: &str) -> Option<Value> {
+    builtin_properties(object)
+        .iter()
+        .find(|def| def.0 == name)
+        .map(|def| builtin_json(object, def))
+        .or_else(|| {
+            store
+                .customs(portal, object)
+                .iter()
+                .find(|c| c.name == name)
+                .map(CustomProperty::to_json)
+        })
 }
 
-/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+const PROPERTY_TYPES: [&str; 6] = [
+    "string",
+    "number",
+    "date",
+    "datetime",
+    "enumeration",
+    "bool",
+];
+const FIELD_TYPES: [&str; 10] = [
+    "text",
+    "textarea",
+    "number",
+    "date",
+    "select",
+    "radio",
+    "checkbox",
+    "booleancheckbox",
+    "phonenumber",
+    "html",
+];
+
+/// Body of `POST /crm/v3/properties/{object}`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PropertyCreate {
+    name: String,
+    label: String,
+    #[serde(rename = "type")]
+    kind: String,
+    field_type: String,
+    group_name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    has_unique_value: bool,
+    #[serde(default)]
+    options: Vec<Value>,
 }
 
-/// The civil date of a day count since 1970-01-01.
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+/// Whether `name` is a valid internal property name (lower-case letter, then lower-case
+/// letters, digits and underscores).
+fn valid_property_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// `POST /crm/v3/properties/{object}`: 201 with the new definition, 409 when taken.
+#[allow(clippy::result_large_err)] // The error is the finished response.
+fn create_property(
+    object: CrmObject,
+    state: &SandboxState,
+    portal: u64,
+    req: &ProviderRequest,
+) -> Result<Reply, Response> {
+    let body = body_json(req)?;
+    let request: PropertyCreate = serde_json::from_value(Value::Object(body))
+        .map_err(|e| validation(&format!("Invalid property definition: {e}")))?;
+    if !valid_property_name(&request.name) {
+        return Err(validation(&format!(
+            "Property name {:?} is invalid: use lower-case letters, digits and underscores, starting with a letter",
+            request.name
+        )));
+    }
+    if !PROPERTY_TYPES.contains(&request.kind.as_str())
+        || !FIELD_TYPES.contains(&request.field_type.as_str())
+    {
+        return Err(validation(&format!(
+            "Invalid type/fieldType combination {}/{}",
+            request.kind, request.field_type
+        )));
+    }
+    if request.label.trim().is_empty() || request.group_name.trim().is_empty() {
+        return Err(validation("label and groupName must not be empty"));
+    }
+    let property = CustomProperty {
+        name: request.name.clone(),
+        label: request.label,
+        kind: request.kind,
+        field_type: request.field_type,
+        group: request.group_name,
+        description: request.description,
+        unique: request.has_unique_value,
+        options: request.options,
+        created_at: rfc3339(now_ms()),
+    };
+    let mut store = state.crm_store();
+    match store.define(portal, object, property) {
+        Ok(property) => Ok((StatusCode::CREATED, Some(property.to_json()))),
+        Err(()) => Err(error(
+            StatusCode::CONFLICT,
+            &format!("Property named '{}' already exists.", request.name),
+            "OBJECT_ALREADY_EXISTS",
+        )),
+    }
 }
 
 /// Epoch milliseconds as RFC 3339 UTC with milliseconds, e.g. `2024-05-01T12:00:00.000Z`.

@@ -18,6 +18,7 @@ pub mod hubspot;
 pub mod hubspot_crm;
 pub mod pipedrive;
 pub mod salesforce;
+pub(crate) mod sample;
 pub mod zendesk;
 pub mod zoho;
 
