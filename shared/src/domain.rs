@@ -236,21 +236,34 @@ prefixed_id!(
     "cfl"
 );
 
+/// A prefixed id derived from `parts` (SHA-256, shaped as a ULID): the same parts give
+/// the same id, so a retried step finds what an earlier attempt made.
+fn derived_id(prefix: &str, parts: &[&str]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_be_bytes());
+        h.update(p.as_bytes());
+    }
+    let digest = h.finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    let ulid = ulid::Ulid::from_bytes(bytes);
+    format!("{prefix}_{}", ulid.to_string().to_lowercase())
+}
+
 impl RecordId {
     /// The id of the app record a pull creates for a CRM record: derived from where it
     /// came from, so a retried or duplicated pull finds the record it made before.
     pub fn derived(parts: &[&str]) -> Self {
-        use sha2::{Digest, Sha256};
-        let mut h = Sha256::new();
-        for p in parts {
-            h.update((p.len() as u64).to_be_bytes());
-            h.update(p.as_bytes());
-        }
-        let digest = h.finalize();
-        let mut bytes = [0u8; 16];
-        bytes.copy_from_slice(&digest[..16]);
-        let ulid = ulid::Ulid::from_bytes(bytes);
-        Self(format!("{}_{}", Self::PREFIX, ulid.to_string().to_lowercase()))
+        Self(derived_id(Self::PREFIX, parts))
+    }
+}
+
+impl ConflictId {
+    /// The id of the one open conflict of a record under a config.
+    pub fn derived(parts: &[&str]) -> Self {
+        Self(derived_id(Self::PREFIX, parts))
     }
 }
 

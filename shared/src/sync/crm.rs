@@ -117,6 +117,9 @@ pub struct Cursor {
     /// When this pass started (the next pass starts from here when it completes).
     #[serde(default)]
     pub pass_started_ms: i64,
+    /// Deletes are looked for from this time (Unix ms) at the end of each pass.
+    #[serde(default)]
+    pub deletes_since_ms: i64,
 }
 
 /// One page of a pull.

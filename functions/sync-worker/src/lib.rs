@@ -1,0 +1,73 @@
+//! The sync worker: takes batches of sync tasks from SQS and does each as one chunk
+//! (a bounded number of pages of one entity's pull or push), then reports the
+//! messages that must come back (partial batch failures). A message that cannot be
+//! understood is reported too, so after the queue's receive limit it lands in the
+//! dead-letter queue instead of being lost.
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use conduit::app::App;
+use conduit::sync::engine::{self, ChunkError};
+use conduit::sync::runs::Task;
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+/// Chunks done at once within one batch.
+pub const CONCURRENCY: usize = 4;
+
+/// Handles one SQS batch; answers `{"batchItemFailures": [...]}`.
+pub async fn handle_event(app: &App, event: Value) -> Result<Value, lambda_runtime::Error> {
+    let event: SqsEvent = serde_json::from_value(event)
+        .map_err(|e| lambda_runtime::Error::from(format!("not an SQS event: {e}")))?;
+    let publisher = sync_queue(app)?;
+    let publisher = &publisher;
+    let failures: Vec<String> = futures::stream::iter(event.records)
+        .map(|record| async move {
+            let id = record.message_id.clone().unwrap_or_default();
+            let Some(body) = record.body.as_deref() else {
+                tracing::error!(message_id = %id, "sync message without a body");
+                return Some(id);
+            };
+            let task: Task = match serde_json::from_str(body) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::error!(message_id = %id, error = %e, "sync message is not a task");
+                    return Some(id);
+                }
+            };
+            let started = std::time::Instant::now();
+            match engine::run_chunk(app, publisher, &task, &id).await {
+                Ok(()) => {
+                    tracing::info!(
+                        message_id = %id,
+                        log_id = %task.log_id,
+                        chunk = %task.chunk_id(),
+                        ms = started.elapsed().as_millis() as u64,
+                        "sync chunk done"
+                    );
+                    None
+                }
+                Err(ChunkError::Retry(why)) => {
+                    tracing::warn!(message_id = %id, log_id = %task.log_id, chunk = %task.chunk_id(), reason = %why, "sync chunk will be retried");
+                    Some(id)
+                }
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .filter_map(|f| async move { f })
+        .collect()
+        .await;
+    Ok(json!({
+        "batchItemFailures": failures.iter().map(|id| json!({"itemIdentifier": id})).collect::<Vec<_>>()
+    }))
+}
+
+fn sync_queue(app: &App) -> Result<conduit::queue::Publisher, lambda_runtime::Error> {
+    let url = std::env::var("CONDUIT_SYNC_QUEUE_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+        .ok_or_else(|| lambda_runtime::Error::from("missing required setting CONDUIT_SYNC_QUEUE_URL"))?;
+    Ok(conduit::queue::Publisher::new(
+        aws_sdk_sqs::Client::new(&app.aws),
+        url,
+    ))
+}

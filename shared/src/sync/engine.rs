@@ -1,0 +1,1310 @@
+//! The sync engine: planning a run (the trigger) and doing one chunk of it (the
+//! worker).
+//!
+//! A run of a config is one job with one log per entity. Each entity's work is a
+//! chain of SQS messages ([`Task`]): pull chunks walk the CRM from the checkpoint,
+//! push chunks walk the app's records (all of them the first time, then the change
+//! feed). A chunk handles a bounded number of pages, saves its position, and hands on
+//! the rest as the next message, so no invocation walks 100,000 records and a killed
+//! worker resumes from its last checkpoint. Every step is idempotent: app records a
+//! pull creates have ids derived from their CRM record, CRM records a push creates
+//! carry the app record's id (found again if the link write was lost), and links are
+//! written after the writes they record.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use time::OffsetDateTime;
+
+use super::config::{ConfigStatus, Configs, SyncConfig, SyncDirection};
+use super::conflict::{self, Direction, Side, Strategy, Values};
+use super::crm::{CrmClient, CrmError, CrmKind, CrmRecord, Cursor, WriteOutcome};
+use super::links::{Link, Links};
+use super::mapping::Mapper;
+use super::records::{LinkedRecord, Record, Records, Source, normalise_key};
+use super::runs::{
+    Phase, Progress, PushCursor, RecordError, RunStatus, Runs, StoredConflict, SyncLog, Task,
+    conflict_id,
+};
+use super::schema::Entity;
+use crate::app::App;
+use crate::domain::{JobId, RecordId, SyncLogId, now, sortable_time};
+use crate::queue::Publisher;
+use crate::store::StoreError;
+
+/// Pages one chunk handles before it hands on.
+pub const PAGES_PER_CHUNK: usize = 30;
+/// Wall time one chunk works before it hands on.
+pub const CHUNK_TIME: Duration = Duration::from_secs(40);
+/// How far a completed pass's next start reaches back (clock skew between systems).
+const OVERLAP_MS: i64 = 2_000;
+/// App records read per push page.
+const PUSH_PAGE: i32 = 100;
+
+/// Why a run could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Another run of the config is in progress.
+    #[error("a run of this config is in progress ({0})")]
+    Busy(JobId),
+    /// The config is paused.
+    #[error("the config is paused")]
+    Paused,
+    /// Nothing to run (no entity in both the request and the config).
+    #[error("{0}")]
+    Invalid(String),
+    /// The store or the queue failed.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for StartError {
+    fn from(e: StoreError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+/// What a trigger asks for.
+#[derive(Debug, Clone, Default)]
+pub struct RunRequest {
+    /// Narrower than the config's direction (None: the config's).
+    pub direction: Option<SyncDirection>,
+    /// A subset of the config's entities (None: all).
+    pub entities: Option<Vec<Entity>>,
+    /// `manual`, `schedule`, `retry`.
+    pub trigger: String,
+    /// Only these records (retry): per entity, the phase and ids.
+    pub only: Option<(Phase, Vec<String>)>,
+}
+
+/// A started run.
+#[derive(Debug, Clone)]
+pub struct Started {
+    /// The run.
+    pub job_id: JobId,
+    /// One log per entity.
+    pub logs: Vec<SyncLog>,
+}
+
+/// Plans a run of `config` and enqueues its first chunks.
+pub async fn start(
+    app: &App,
+    queue: &Publisher,
+    config: &SyncConfig,
+    req: RunRequest,
+) -> Result<Started, StartError> {
+    if config.status == ConfigStatus::Paused {
+        return Err(StartError::Paused);
+    }
+    let direction = match req.direction {
+        Some(d) if config.direction.covers(d) => d,
+        Some(d) => {
+            return Err(StartError::Invalid(format!(
+                "the config syncs {:?}, not {:?}",
+                config.direction, d
+            )));
+        }
+        None => config.direction,
+    };
+    let entities: Vec<Entity> = match &req.entities {
+        Some(wanted) => {
+            if let Some(e) = wanted.iter().find(|e| !config.entities.contains(e)) {
+                return Err(StartError::Invalid(format!("the config does not sync {e}")));
+            }
+            wanted.clone()
+        }
+        None => config.entities.clone(),
+    };
+    if entities.is_empty() {
+        return Err(StartError::Invalid("no entity to sync".into()));
+    }
+    let runs = Runs::new(app.table.clone());
+    let job = JobId::generate();
+    if runs
+        .start_job(&config.tenant, &config.id, &job, entities.len() as i64)
+        .await?
+        .is_none()
+    {
+        let holder = runs
+            .active_job(&config.tenant, &config.id)
+            .await?
+            .unwrap_or_else(|| job.clone());
+        return Err(StartError::Busy(holder));
+    }
+    let at = now();
+    let mut logs = Vec::new();
+    let mut tasks = Vec::new();
+    for entity in entities {
+        let log = SyncLog {
+            id: SyncLogId::generate(),
+            tenant: config.tenant.clone(),
+            config_id: config.id.clone(),
+            job_id: job.clone(),
+            entity,
+            direction: match direction {
+                SyncDirection::Pull => "pull",
+                SyncDirection::Push => "push",
+                SyncDirection::Bidirectional => "bidirectional",
+            }
+            .into(),
+            trigger: req.trigger.clone(),
+            status: RunStatus::Running,
+            stage: if direction.pulls() { "pulling" } else { "pushing" }.into(),
+            estimated_total: None,
+            counts: super::runs::COUNTERS
+                .iter()
+                .map(|c| ((*c).to_owned(), 0))
+                .collect(),
+            pending: 1,
+            error: None,
+            started_at: at,
+            updated_at: at,
+            finished_at: None,
+        };
+        runs.create_log(&log).await?;
+        let only = req.only.as_ref().map(|(_, ids)| ids.clone());
+        let phase = match &req.only {
+            Some((phase, _)) => *phase,
+            None if direction.pulls() => Phase::Pull,
+            None => Phase::Push,
+        };
+        let mut task = Task {
+            tenant: config.tenant.clone(),
+            config_id: config.id.clone(),
+            job_id: job.clone(),
+            log_id: log.id.clone(),
+            entity,
+            phase,
+            seq: 0,
+            cursor: None,
+            push_cursor: None,
+            then_push: phase == Phase::Pull && direction.pushes() && only.is_none(),
+            only,
+        };
+        if task.only.is_none() {
+            match phase {
+                Phase::Pull => {
+                    let mut c: Cursor = runs
+                        .checkpoint(&config.tenant, &config.id, entity, Phase::Pull)
+                        .await?
+                        .unwrap_or_default();
+                    if c.page.is_none() {
+                        c.pass_started_ms = unix_ms(at);
+                        c.high_water_ms = 0;
+                    }
+                    task.cursor = Some(c);
+                }
+                Phase::Push => task.push_cursor = Some(push_start(&runs, config, entity, at).await?),
+            }
+        }
+        tasks.push(task);
+        logs.push(log);
+    }
+    queue
+        .send_all(&tasks)
+        .await
+        .map_err(|e| StartError::Internal(e.to_string()))?;
+    Ok(Started { job_id: job, logs })
+}
+
+async fn push_start(
+    runs: &Runs,
+    config: &SyncConfig,
+    entity: Entity,
+    at: OffsetDateTime,
+) -> Result<PushCursor, StoreError> {
+    let mut c: PushCursor = runs
+        .checkpoint(&config.tenant, &config.id, entity, Phase::Push)
+        .await?
+        .unwrap_or_default();
+    if c.page.is_none() {
+        c.pass_started = sortable_time(at - time::Duration::milliseconds(5 * OVERLAP_MS));
+    }
+    Ok(c)
+}
+
+fn unix_ms(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// How a chunk ended, for the worker's answer to SQS.
+#[derive(Debug)]
+pub enum ChunkError {
+    /// Retry the message later (provider or store trouble); progress is checkpointed.
+    Retry(String),
+}
+
+/// Everything one chunk works with.
+struct Chunk<'a> {
+    app: &'a App,
+    queue: &'a Publisher,
+    task: &'a Task,
+    config: SyncConfig,
+    mapper: Mapper,
+    records: Records,
+    links: Links,
+    runs: Runs,
+    crm: CrmClient<'a>,
+    progress: Progress,
+    errors: Vec<RecordError>,
+    provider: String,
+}
+
+/// Does one chunk of a run: the worker's unit of work.
+pub async fn run_chunk(
+    app: &App,
+    queue: &Publisher,
+    task: &Task,
+    request_id: &str,
+) -> Result<(), ChunkError> {
+    let runs = Runs::new(app.table.clone());
+    let retry = |e: StoreError| ChunkError::Retry(e.to_string());
+    let config = Configs::new(app.table.clone())
+        .get(&task.tenant, &task.config_id)
+        .await
+        .map_err(retry)?;
+    let Some(config) = config else {
+        return close(&runs, task, 0, Progress::default(), Some("the sync config was deleted"))
+            .await;
+    };
+    if config.status == ConfigStatus::Paused {
+        return close(&runs, task, 0, Progress::default(), Some("paused")).await;
+    }
+    let Some(kind) = CrmKind::of(&config.provider) else {
+        return close(&runs, task, 0, Progress::default(), Some("the provider does not sync records"))
+            .await;
+    };
+    let crm = match CrmClient::new(
+        app,
+        kind,
+        task.tenant.clone(),
+        config.connection_id.clone(),
+        "sync-worker",
+        request_id,
+    ) {
+        Ok(c) => c,
+        Err(e) => return Err(ChunkError::Retry(e.to_string())),
+    };
+    let mut chunk = Chunk {
+        app,
+        queue,
+        task,
+        mapper: Mapper::new(config.mappings_of(task.entity)),
+        records: Records::new(app.table.clone()),
+        links: Links::new(app.table.clone(), &task.tenant, &config.id, task.entity),
+        runs: runs.clone(),
+        crm,
+        progress: Progress::default(),
+        errors: Vec::new(),
+        provider: config.provider.clone(),
+        config,
+    };
+    let outcome = match task.phase {
+        Phase::Pull => chunk.pull().await,
+        Phase::Push => chunk.push().await,
+    };
+    chunk.progress.add("requests", chunk.crm.requests);
+    chunk.progress.add("rate_limited", chunk.crm.rate_limited);
+    if !chunk.errors.is_empty() {
+        chunk
+            .runs
+            .record_errors(&task.tenant, &task.log_id, &chunk.errors)
+            .await
+            .map_err(retry)?;
+    }
+    match outcome {
+        Ok(next) => {
+            let handed_on = i64::from(next.is_some());
+            if let Some(next) = next {
+                chunk
+                    .queue
+                    .send(&next)
+                    .await
+                    .map_err(|e| ChunkError::Retry(e.to_string()))?;
+            }
+            close(&runs, task, handed_on, chunk.progress, None).await
+        }
+        Err(e) if e.is_transient() => {
+            // Keep the counts of the pages already done; the message comes back and
+            // resumes from the checkpoint.
+            let mut p = std::mem::take(&mut chunk.progress);
+            p.error = Some(e.to_string());
+            runs.progress(&task.tenant, &task.log_id, &p)
+                .await
+                .map_err(retry)?;
+            Err(ChunkError::Retry(e.to_string()))
+        }
+        Err(e) => {
+            let p = std::mem::take(&mut chunk.progress);
+            close(&runs, task, 0, p, Some(&e.to_string())).await
+        }
+    }
+}
+
+/// Records the chunk's completion; the chunk that empties the log closes it.
+async fn close(
+    runs: &Runs,
+    task: &Task,
+    handed_on: i64,
+    mut progress: Progress,
+    error: Option<&str>,
+) -> Result<(), ChunkError> {
+    let retry = |e: StoreError| ChunkError::Retry(e.to_string());
+    if let Some(e) = error {
+        progress.error = Some(e.to_owned());
+    }
+    let Some(log) = runs
+        .complete_chunk(&task.tenant, &task.log_id, &task.chunk_id(), handed_on, &progress)
+        .await
+        .map_err(retry)?
+    else {
+        return Ok(()); // a redelivery of a chunk already recorded
+    };
+    if log.pending > 0 {
+        return Ok(());
+    }
+    let failed = log.counts.get("failed").copied().unwrap_or(0);
+    let status = match (&log.error, error) {
+        (_, Some(_)) if log.counts.get("processed").copied().unwrap_or(0) == 0 => {
+            RunStatus::Failed
+        }
+        (Some(_), _) => RunStatus::Partial,
+        _ if failed > 0 => RunStatus::Partial,
+        _ => RunStatus::Completed,
+    };
+    if runs
+        .finish(&task.tenant, &task.log_id, status)
+        .await
+        .map_err(retry)?
+        .is_some()
+    {
+        runs.log_closed(&task.tenant, &task.config_id, &task.job_id)
+            .await
+            .map_err(retry)?;
+    }
+    Ok(())
+}
+
+impl Chunk<'_> {
+    fn next_task(&self, phase: Phase) -> Task {
+        Task {
+            seq: if phase == self.task.phase {
+                self.task.seq + 1
+            } else {
+                0
+            },
+            phase,
+            cursor: None,
+            push_cursor: None,
+            only: None,
+            ..self.task.clone()
+        }
+    }
+
+    // ---------------------------------------------------------------------- pull
+
+    async fn pull(&mut self) -> Result<Option<Task>, CrmError> {
+        let entity = self.task.entity;
+        if let Some(ids) = self.task.only.clone() {
+            let fields = self.mapper.crm_fields();
+            let records = self.crm.read(entity, &ids, &fields).await?;
+            self.pull_page(records).await?;
+            return Ok(None);
+        }
+        let fields = self.mapper.crm_fields();
+        let filters: Vec<_> = self.config.filters_of(entity).cloned().collect();
+        let filter_refs: Vec<_> = filters.iter().collect();
+        let mut cursor = self.task.cursor.clone().unwrap_or_default();
+        let started = Instant::now();
+        let mut pages = 0;
+        let mut page = self.crm.pull(entity, &cursor, &fields, &filter_refs).await?;
+        loop {
+            if let Some(total) = page.total {
+                self.progress.estimated_total = Some(total);
+            }
+            let next = page.next.take();
+            let records = std::mem::take(&mut page.records);
+            pages += 1;
+            let more = next.is_some() && pages < PAGES_PER_CHUNK && started.elapsed() < CHUNK_TIME;
+            // Read the next page while this one is written.
+            let (written, fetched) = if more {
+                let next_cursor = next.clone().unwrap_or_default();
+                let (w, f) = tokio::join!(
+                    Self::pull_page_detached(self.snapshot(), records),
+                    self.crm.pull(entity, &next_cursor, &fields, &filter_refs)
+                );
+                (w, Some(f))
+            } else {
+                (Self::pull_page_detached(self.snapshot(), records).await, None)
+            };
+            let (progress, errors) = written?;
+            self.merge(progress, errors);
+            let checkpoint = match &next {
+                Some(n) => n.clone(),
+                None => self.finish_pull_pass(&cursor).await?,
+            };
+            self.runs
+                .save_checkpoint(&self.task.tenant, &self.config.id, entity, Phase::Pull, &checkpoint)
+                .await
+                .map_err(store)?;
+            self.flush_progress().await?;
+            match (next, fetched) {
+                (Some(n), Some(f)) => {
+                    cursor = n;
+                    page = f?;
+                }
+                (Some(n), None) => {
+                    let mut t = self.next_task(Phase::Pull);
+                    t.cursor = Some(n);
+                    return Ok(Some(t));
+                }
+                (None, _) => {
+                    if self.task.then_push {
+                        let mut t = self.next_task(Phase::Push);
+                        t.then_push = false;
+                        t.push_cursor = Some(
+                            push_start(&self.runs, &self.config, entity, now())
+                                .await
+                                .map_err(store)?,
+                        );
+                        self.progress.stage = Some("pushing");
+                        return Ok(Some(t));
+                    }
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    /// The end of a pull pass: deletes since the last pass, then where the next pass
+    /// starts.
+    async fn finish_pull_pass(&mut self, cursor: &Cursor) -> Result<Cursor, CrmError> {
+        let entity = self.task.entity;
+        let pass_started = if cursor.pass_started_ms > 0 {
+            cursor.pass_started_ms
+        } else {
+            unix_ms(now())
+        };
+        let deleted = if cursor.since_ms.is_some() || cursor.deletes_since_ms > 0 {
+            self.crm
+                .deleted_since(entity, cursor.deletes_since_ms.max(1))
+                .await?
+        } else {
+            Vec::new()
+        };
+        if !deleted.is_empty() {
+            self.apply_crm_deletes(&deleted).await?;
+        }
+        let since = if cursor.high_water_ms > 0 {
+            cursor.high_water_ms.min(pass_started)
+        } else {
+            pass_started
+        } - OVERLAP_MS;
+        Ok(Cursor {
+            since_ms: Some(since),
+            page: None,
+            high_water_ms: 0,
+            pass_started_ms: 0,
+            deletes_since_ms: pass_started - OVERLAP_MS,
+        })
+    }
+
+    async fn apply_crm_deletes(&mut self, deleted: &[(String, i64)]) -> Result<(), CrmError> {
+        let entity = self.task.entity;
+        // Pull-created records have derived ids; others are found through the links.
+        let mut candidates: Vec<RecordId> = deleted
+            .iter()
+            .map(|(id, _)| self.derived_id(id))
+            .collect();
+        let all_links = self
+            .app
+            .table
+            .query_all::<serde_json::Value>(
+                &super::links::partition(&self.task.tenant, &self.config.id, entity),
+                "",
+            )
+            .await
+            .map_err(store)?;
+        let gone: BTreeSet<&str> = deleted.iter().map(|(id, _)| id.as_str()).collect();
+        for item in &all_links {
+            let body: Option<Link> = item
+                .get("body")
+                .and_then(|b| b.as_str())
+                .and_then(|b| serde_json::from_str(b).ok());
+            if let (Some(link), Some(sk)) = (body, item.get("sk").and_then(|s| s.as_str()))
+                && link.crm_id.as_deref().is_some_and(|c| gone.contains(c))
+                && let Ok(id) = RecordId::parse(sk)
+            {
+                candidates.push(id);
+            }
+        }
+        candidates.sort();
+        candidates.dedup();
+        let links = self.links.get_many(&candidates).await.map_err(store)?;
+        let records = self
+            .records
+            .get_many(&self.task.tenant, entity, &candidates)
+            .await
+            .map_err(store)?;
+        let mut changed_links = Vec::new();
+        for r in records {
+            let Some(mut link) = links.get(r.id.as_str()).cloned() else {
+                continue;
+            };
+            if !link.crm_id.as_deref().is_some_and(|c| gone.contains(c)) || link.crm_deleted {
+                continue;
+            }
+            link.crm_deleted = true;
+            if self.config.options.propagate_deletes && r.deleted_at.is_none() {
+                let mut r = r.clone();
+                let old_key = r.key();
+                r.deleted_at = Some(now());
+                r.updated_at = now();
+                r.version += 1;
+                r.rev += 1;
+                match self.records.save(&r, old_key.as_deref()).await {
+                    Ok(()) => self.progress.add("deleted", 1),
+                    Err(StoreError::ConditionFailed) => {
+                        return Err(CrmError::Transient("a record changed meanwhile".into()));
+                    }
+                    Err(e) => return Err(store(e)),
+                }
+                link.app_deleted = true;
+            } else {
+                self.progress.add("skipped", 1);
+            }
+            changed_links.push((r.id.clone(), link));
+        }
+        self.links.put_many(&changed_links).await.map_err(store)
+    }
+
+    fn derived_id(&self, crm_id: &str) -> RecordId {
+        RecordId::derived(&[
+            self.task.tenant.as_str(),
+            self.config.id.as_str(),
+            self.task.entity.as_str(),
+            crm_id,
+        ])
+    }
+
+    fn snapshot(&self) -> PullContext {
+        PullContext {
+            task: self.task.clone(),
+            config: self.config.clone(),
+            mapper: self.mapper.clone(),
+            records: self.records.clone(),
+            links: self.links.clone(),
+            runs: self.runs.clone(),
+            provider: self.provider.clone(),
+        }
+    }
+
+    fn merge(&mut self, p: Progress, errors: Vec<RecordError>) {
+        for (k, v) in p.counts {
+            self.progress.add(k, v);
+        }
+        self.errors.extend(errors);
+    }
+
+    async fn flush_progress(&mut self) -> Result<(), CrmError> {
+        let mut p = std::mem::take(&mut self.progress);
+        p.add("requests", std::mem::take(&mut self.crm.requests));
+        p.add("rate_limited", std::mem::take(&mut self.crm.rate_limited));
+        if !self.errors.is_empty() {
+            self.runs
+                .record_errors(&self.task.tenant, &self.task.log_id, &self.errors)
+                .await
+                .map_err(store)?;
+            self.errors.clear();
+        }
+        self.runs
+            .progress(&self.task.tenant, &self.task.log_id, &p)
+            .await
+            .map_err(store)
+    }
+
+    async fn pull_page(&mut self, records: Vec<CrmRecord>) -> Result<(), CrmError> {
+        let (p, e) = Self::pull_page_detached(self.snapshot(), records).await?;
+        self.merge(p, e);
+        Ok(())
+    }
+
+    async fn pull_page_detached(
+        ctx: PullContext,
+        records: Vec<CrmRecord>,
+    ) -> Result<(Progress, Vec<RecordError>), CrmError> {
+        ctx.pull_page(records).await
+    }
+
+    // ---------------------------------------------------------------------- push
+
+    async fn push(&mut self) -> Result<Option<Task>, CrmError> {
+        let entity = self.task.entity;
+        self.crm.ensure_marker(entity).await?;
+        if let Some(ids) = self.task.only.clone() {
+            let ids: Vec<RecordId> = ids.iter().filter_map(|i| RecordId::parse(i).ok()).collect();
+            let records = self
+                .records
+                .get_many(&self.task.tenant, entity, &ids)
+                .await
+                .map_err(store)?;
+            self.push_page(records).await?;
+            return Ok(None);
+        }
+        let mut cursor = self.task.push_cursor.clone().unwrap_or_default();
+        let started = Instant::now();
+        let mut pages = 0;
+        loop {
+            let page = match &cursor.since {
+                None => self
+                    .records
+                    .scan_partition(&self.task.tenant, entity, PUSH_PAGE, cursor.page.as_deref())
+                    .await,
+                Some(since) => self
+                    .records
+                    .changes(&self.task.tenant, entity, since, PUSH_PAGE, cursor.page.as_deref())
+                    .await,
+            }
+            .map_err(store)?;
+            pages += 1;
+            self.push_page(page.items).await?;
+            cursor.page = page.cursor;
+            let checkpoint = if cursor.page.is_some() {
+                cursor.clone()
+            } else {
+                PushCursor {
+                    since: Some(cursor.pass_started.clone()),
+                    page: None,
+                    pass_started: String::new(),
+                }
+            };
+            self.runs
+                .save_checkpoint(&self.task.tenant, &self.config.id, entity, Phase::Push, &checkpoint)
+                .await
+                .map_err(store)?;
+            self.flush_progress().await?;
+            if cursor.page.is_none() {
+                return Ok(None);
+            }
+            if pages >= PAGES_PER_CHUNK || started.elapsed() >= CHUNK_TIME {
+                let mut t = self.next_task(Phase::Push);
+                t.push_cursor = Some(cursor);
+                return Ok(Some(t));
+            }
+        }
+    }
+
+    async fn push_page(&mut self, records: Vec<Record>) -> Result<(), CrmError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let entity = self.task.entity;
+        let ids: Vec<RecordId> = records.iter().map(|r| r.id.clone()).collect();
+        let links = self.links.get_many(&ids).await.map_err(store)?;
+        let filters: Vec<_> = self.config.filters_of(entity).cloned().collect();
+        let bidirectional = self.config.direction == SyncDirection::Bidirectional;
+        let directions = self.mapper.directions();
+        let mut creates: Vec<(Record, Values)> = Vec::new();
+        let mut updates: Vec<(Record, Link, Values)> = Vec::new();
+        let mut deletes: Vec<(RecordId, Link)> = Vec::new();
+        for r in records {
+            let link = links.get(r.id.as_str()).cloned();
+            if r.deleted_at.is_some() {
+                if let Some(l) = link
+                    && l.crm_id.is_some()
+                    && !l.crm_deleted
+                    && !l.app_deleted
+                {
+                    deletes.push((r.id.clone(), l));
+                }
+                continue;
+            }
+            let app_values = self.mapper.app_values(&r.fields);
+            let crm_view = self.mapper.to_crm(&app_values, &r.fields);
+            let passes = filters
+                .iter()
+                .all(|f| f.matches(crm_view.get(&f.field).and_then(|v| v.as_deref())));
+            match link {
+                Some(l) if l.crm_id.is_some() && !l.crm_deleted && !l.app_deleted => {
+                    let changed: Values = directions
+                        .iter()
+                        .filter(|(f, d)| {
+                            matches!(d, Direction::Push | Direction::Bidirectional)
+                                && !l.conflicted.contains(f)
+                                && app_values.get(f) != l.base.get(f).or(Some(&None))
+                        })
+                        .map(|(f, _)| (f.clone(), app_values.get(f).cloned().flatten()))
+                        .collect();
+                    if changed.is_empty() {
+                        continue;
+                    }
+                    self.progress.add("processed", 1);
+                    updates.push((r, l, changed));
+                }
+                Some(l) if l.crm_deleted || l.app_deleted => {}
+                _ => {
+                    if !self.config.options.create_missing || !passes {
+                        self.progress.add("skipped", 1);
+                        continue;
+                    }
+                    self.progress.add("processed", 1);
+                    creates.push((r, app_values));
+                }
+            }
+        }
+        let mut new_links: Vec<(RecordId, Link)> = Vec::new();
+        // Creates: each CRM record carries the app id; a clash means an earlier attempt
+        // created it (or the CRM already has one with the same unique email).
+        if !creates.is_empty() {
+            for batch in creates.chunks(self.crm.kind().batch_size()) {
+                let inputs: Vec<(String, BTreeMap<String, Option<String>>)> = batch
+                    .iter()
+                    .map(|(r, values)| {
+                        let mut out = self.mapper.to_crm(values, &r.fields);
+                        out.retain(|_, v| v.is_some());
+                        (r.id.to_string(), out)
+                    })
+                    .collect();
+                let outcomes = self.crm.create(entity, &inputs).await?;
+                let mut find = Vec::new();
+                for ((r, values), outcome) in batch.iter().zip(outcomes) {
+                    match outcome {
+                        WriteOutcome::Done(crm_id) => {
+                            self.progress.add("created", 1);
+                            self.progress.add("pushed", 1);
+                            new_links.push((r.id.clone(), pushed_link(crm_id, values)));
+                        }
+                        WriteOutcome::Exists(Some(crm_id)) => {
+                            // Linked with an empty base: the next pull reconciles both.
+                            self.progress.add("skipped", 1);
+                            new_links.push((
+                                r.id.clone(),
+                                Link {
+                                    crm_id: Some(crm_id),
+                                    ..Link::default()
+                                },
+                            ));
+                        }
+                        WriteOutcome::Exists(None) => find.push((r.id.clone(), values.clone())),
+                        WriteOutcome::Failed(message) => {
+                            self.progress.add("failed", 1);
+                            self.errors.push(RecordError {
+                                phase: Phase::Push,
+                                record_id: Some(r.id.to_string()),
+                                crm_id: None,
+                                message,
+                                at: now(),
+                            });
+                        }
+                    }
+                }
+                if !find.is_empty() {
+                    let app_ids: Vec<String> = find.iter().map(|(id, _)| id.to_string()).collect();
+                    let found = self.crm.find_by_marker(entity, &app_ids).await?;
+                    for (id, values) in find {
+                        match found.get(id.as_str()) {
+                            Some(crm_id) => {
+                                self.progress.add("created", 1);
+                                self.progress.add("pushed", 1);
+                                new_links.push((id, pushed_link(crm_id.clone(), &values)));
+                            }
+                            None => {
+                                self.progress.add("failed", 1);
+                                self.errors.push(RecordError {
+                                    phase: Phase::Push,
+                                    record_id: Some(id.to_string()),
+                                    crm_id: None,
+                                    message: "the CRM reported a duplicate it does not show"
+                                        .into(),
+                                    at: now(),
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Updates: in a bidirectional config, the CRM's current values are read first
+        // so a change made there since the last pull is a conflict, not overwritten.
+        if !updates.is_empty() {
+            let mut current: BTreeMap<String, CrmRecord> = BTreeMap::new();
+            if bidirectional {
+                let crm_ids: Vec<String> = updates
+                    .iter()
+                    .filter_map(|(_, l, _)| l.crm_id.clone())
+                    .collect();
+                for rec in self
+                    .crm
+                    .read(entity, &crm_ids, &self.mapper.crm_fields())
+                    .await?
+                {
+                    current.insert(rec.id.clone(), rec);
+                }
+            }
+            let mut writes: Vec<(String, BTreeMap<String, Option<String>>)> = Vec::new();
+            let mut pending: Vec<(RecordId, Link, Values)> = Vec::new();
+            for (r, mut link, changed) in updates {
+                let Some(crm_id) = link.crm_id.clone() else {
+                    continue;
+                };
+                let mut to_push = changed.clone();
+                if bidirectional {
+                    let Some(now_crm) = current.get(&crm_id) else {
+                        // Gone from the CRM: the next pull's delete check settles it.
+                        self.progress.add("skipped", 1);
+                        continue;
+                    };
+                    let crm_values = self.mapper.to_app(&now_crm.values);
+                    let app_values = self.mapper.app_values(&r.fields);
+                    let plan = conflict::reconcile(
+                        &directions,
+                        &link.base,
+                        Side {
+                            values: &app_values,
+                            modified_at: r.updated_at,
+                        },
+                        Side {
+                            values: &crm_values,
+                            modified_at: ms_time(now_crm.modified_ms),
+                        },
+                        self.config.conflict_strategy,
+                    );
+                    self.progress.add("conflicts_resolved", plan.resolved as u64);
+                    if !plan.conflicts.is_empty() {
+                        self.store_conflict(&r, &crm_id, &plan.conflicts).await?;
+                        for c in &plan.conflicts {
+                            link.conflicted.insert(c.field.clone());
+                        }
+                    }
+                    to_push = plan.push;
+                    // CRM-side changes are left for the next pull (it owns app writes).
+                }
+                if to_push.is_empty() {
+                    new_links.push((r.id.clone(), link));
+                    continue;
+                }
+                writes.push((crm_id, self.mapper.to_crm(&to_push, &r.fields)));
+                pending.push((r.id.clone(), link, to_push));
+            }
+            for (batch, links_batch) in writes
+                .chunks(self.crm.kind().batch_size())
+                .zip(pending.chunks(self.crm.kind().batch_size()))
+            {
+                let outcomes = self.crm.update(entity, batch).await?;
+                for ((id, link, pushed), outcome) in links_batch.iter().cloned().zip(outcomes) {
+                    let mut link = link;
+                    match outcome {
+                        WriteOutcome::Done(_) => {
+                            for (f, v) in pushed {
+                                link.base.insert(f, v);
+                            }
+                            self.progress.add("updated", 1);
+                            self.progress.add("pushed", 1);
+                        }
+                        WriteOutcome::Failed(m) if m.contains("gone") => {
+                            link.crm_deleted = true;
+                            self.progress.add("skipped", 1);
+                        }
+                        other => {
+                            let message = match other {
+                                WriteOutcome::Failed(m) => outcome_message(&m),
+                                _ => None,
+                            }
+                            .unwrap_or_else(|| "refused".into());
+                            self.progress.add("failed", 1);
+                            self.errors.push(RecordError {
+                                phase: Phase::Push,
+                                record_id: Some(id.to_string()),
+                                crm_id: link.crm_id.clone(),
+                                message,
+                                at: now(),
+                            });
+                        }
+                    }
+                    new_links.push((id, link));
+                }
+            }
+        }
+        if !deletes.is_empty() {
+            let ids: Vec<String> = deletes
+                .iter()
+                .filter_map(|(_, l)| l.crm_id.clone())
+                .collect();
+            if self.config.options.propagate_deletes {
+                self.crm.delete(entity, &ids).await?;
+                self.progress.add("deleted", ids.len() as u64);
+            } else {
+                self.progress.add("skipped", ids.len() as u64);
+            }
+            for (id, mut l) in deletes {
+                l.app_deleted = true;
+                new_links.push((id, l));
+            }
+        }
+        self.links.put_many(&new_links).await.map_err(store)
+    }
+
+    async fn store_conflict(
+        &mut self,
+        r: &Record,
+        crm_id: &str,
+        fields: &[conflict::FieldConflict],
+    ) -> Result<(), CrmError> {
+        self.progress.add("conflicts_detected", fields.len() as u64);
+        let c = StoredConflict {
+            id: conflict_id(&self.config.id, self.task.entity, &r.id),
+            config_id: self.config.id.clone(),
+            provider: self.provider.clone(),
+            entity: self.task.entity,
+            record_id: r.id.clone(),
+            crm_id: crm_id.to_owned(),
+            fields: fields.to_vec(),
+            status: "open".into(),
+            detected_at: now(),
+            settled_at: None,
+            resolution: BTreeMap::new(),
+        };
+        self.runs
+            .put_conflict(&self.task.tenant, &c)
+            .await
+            .map_err(store)
+    }
+}
+
+fn outcome_message(m: &str) -> Option<String> {
+    (!m.is_empty()).then(|| m.to_owned())
+}
+
+fn pushed_link(crm_id: String, values: &Values) -> Link {
+    Link {
+        crm_id: Some(crm_id),
+        base: values.clone(),
+        ..Link::default()
+    }
+}
+
+fn ms_time(ms: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+fn store(e: StoreError) -> CrmError {
+    CrmError::Internal(e.to_string())
+}
+
+/// What writing one pull page needs (owned, so it can run beside the next fetch).
+struct PullContext {
+    task: Task,
+    config: SyncConfig,
+    mapper: Mapper,
+    records: Records,
+    links: Links,
+    runs: Runs,
+    provider: String,
+}
+
+impl PullContext {
+    fn derived_id(&self, crm_id: &str) -> RecordId {
+        RecordId::derived(&[
+            self.task.tenant.as_str(),
+            self.config.id.as_str(),
+            self.task.entity.as_str(),
+            crm_id,
+        ])
+    }
+
+    async fn pull_page(
+        &self,
+        page: Vec<CrmRecord>,
+    ) -> Result<(Progress, Vec<RecordError>), CrmError> {
+        let mut progress = Progress::default();
+        let mut errors = Vec::new();
+        if page.is_empty() {
+            return Ok((progress, errors));
+        }
+        let entity = self.task.entity;
+        let tenant = &self.task.tenant;
+        let at = now();
+        let source = Source {
+            origin: self.provider.clone(),
+            config_id: Some(self.config.id.to_string()),
+            at,
+        };
+        let marker = CrmKind::of(&self.provider).map(|k| k.marker()).unwrap_or_default();
+        // 1. Which app record each CRM record belongs to: the id it carries (Conduit
+        //    created it), the id derived from it (a pull created the app record), or
+        //    an app record with the same key (email / domain).
+        let mut candidate: Vec<RecordId> = Vec::with_capacity(page.len());
+        for rec in &page {
+            let carried = rec
+                .values
+                .get(marker)
+                .and_then(|id| RecordId::parse(id).ok());
+            candidate.push(carried.unwrap_or_else(|| self.derived_id(&rec.id)));
+        }
+        let mut lookup: Vec<RecordId> = candidate.clone();
+        lookup.sort();
+        lookup.dedup();
+        let mut links = self.links.get_many(&lookup).await.map_err(store)?;
+        let mut existing: BTreeMap<String, Record> = self
+            .records
+            .get_many(tenant, entity, &lookup)
+            .await
+            .map_err(store)?
+            .into_iter()
+            .map(|r| (r.id.to_string(), r))
+            .collect();
+        let key_field = entity.key_field();
+        let mut crm_values: Vec<Values> = Vec::with_capacity(page.len());
+        let mut want_keys: Vec<String> = Vec::new();
+        for (i, rec) in page.iter().enumerate() {
+            let values = self.mapper.to_app(&rec.values);
+            if !existing.contains_key(candidate[i].as_str())
+                && let Some(Some(k)) = values.get(key_field)
+            {
+                want_keys.push(normalise_key(entity, k));
+            }
+            crm_values.push(values);
+        }
+        if !want_keys.is_empty() {
+            want_keys.sort();
+            want_keys.dedup();
+            let by_key = self
+                .records
+                .ids_by_key(tenant, entity, &want_keys)
+                .await
+                .map_err(store)?;
+            if !by_key.is_empty() {
+                let ids: Vec<RecordId> = by_key.values().cloned().collect();
+                let found = self
+                    .records
+                    .get_many(tenant, entity, &ids)
+                    .await
+                    .map_err(store)?;
+                let found_links = self.links.get_many(&ids).await.map_err(store)?;
+                for r in found {
+                    // Only records not already linked to another CRM record here.
+                    if found_links
+                        .get(r.id.as_str())
+                        .is_some_and(|l| l.crm_id.is_some())
+                    {
+                        continue;
+                    }
+                    if let Some(k) = r.key()
+                        && by_key.get(&k) == Some(&r.id)
+                    {
+                        for (i, rec) in page.iter().enumerate() {
+                            let _ = rec;
+                            let wants = crm_values[i]
+                                .get(key_field)
+                                .and_then(|v| v.as_deref())
+                                .map(|v| normalise_key(entity, v));
+                            if wants.as_deref() == Some(k.as_str())
+                                && !existing.contains_key(candidate[i].as_str())
+                            {
+                                candidate[i] = r.id.clone();
+                            }
+                        }
+                        existing.insert(r.id.to_string(), r);
+                    }
+                }
+                for (k, v) in found_links {
+                    links.entry(k).or_insert(v);
+                }
+            }
+        }
+        // 2. Decide per record.
+        let directions = self.mapper.directions();
+        let pull_fields: Vec<&str> = directions
+            .iter()
+            .filter(|(_, d)| matches!(d, Direction::Pull | Direction::Bidirectional))
+            .map(|(f, _)| f.as_str())
+            .collect();
+        let mut new_records: Vec<Record> = Vec::new();
+        let mut saves: Vec<(Record, Option<String>)> = Vec::new();
+        let mut new_links: Vec<(RecordId, Link)> = Vec::new();
+        let mut conflicts: Vec<StoredConflict> = Vec::new();
+        let mut seen: BTreeSet<String> = BTreeSet::new();
+        for (i, rec) in page.iter().enumerate() {
+            let id = candidate[i].clone();
+            if !seen.insert(id.to_string()) {
+                continue; // the same record twice in one page (re-anchored search)
+            }
+            progress.add("processed", 1);
+            let values = &crm_values[i];
+            let link = links.get(id.as_str()).cloned();
+            match existing.get(id.as_str()).cloned() {
+                None => {
+                    if !self.config.options.create_missing {
+                        progress.add("skipped", 1);
+                        continue;
+                    }
+                    let mut r = Record::new(id.clone(), tenant.clone(), entity, at);
+                    for f in &pull_fields {
+                        r.set(f, values.get(*f).and_then(|v| v.as_deref()), &source);
+                    }
+                    r.version = 1;
+                    r.rev = 1;
+                    r.links.insert(
+                        self.config.id.to_string(),
+                        LinkedRecord {
+                            provider: self.provider.clone(),
+                            connection_id: self.config.connection_id.to_string(),
+                            crm_id: rec.id.clone(),
+                        },
+                    );
+                    new_links.push((
+                        id,
+                        Link {
+                            crm_id: Some(rec.id.clone()),
+                            base: values.clone(),
+                            synced_version: 1,
+                            crm_modified_ms: rec.modified_ms,
+                            ..Link::default()
+                        },
+                    ));
+                    progress.add("created", 1);
+                    progress.add("pulled", 1);
+                    new_records.push(r);
+                }
+                Some(r) if r.deleted_at.is_some() => {
+                    progress.add("skipped", 1);
+                }
+                Some(mut r) => {
+                    let mut link = link.unwrap_or_default();
+                    if link.crm_id.as_deref().is_some_and(|c| c != rec.id) {
+                        // The app record is linked to another CRM record (a duplicate
+                        // on the CRM side): leave this one alone.
+                        progress.add("skipped", 1);
+                        continue;
+                    }
+                    let fresh_link = link.crm_id.is_none();
+                    link.crm_id = Some(rec.id.clone());
+                    link.crm_deleted = false;
+                    if !fresh_link
+                        && rec.modified_ms <= link.crm_modified_ms
+                        && link.base == *values
+                    {
+                        progress.add("skipped", 1);
+                        continue;
+                    }
+                    let app_values = self.mapper.app_values(&r.fields);
+                    let mut strategy = self.config.conflict_strategy;
+                    if fresh_link && strategy == Strategy::ManualReview {
+                        // Linking by key: fill gaps both ways, CRM wins real differences.
+                        strategy = Strategy::CrmWins;
+                    }
+                    let plan = conflict::reconcile(
+                        &directions,
+                        &link.base,
+                        Side {
+                            values: &app_values,
+                            modified_at: r.updated_at,
+                        },
+                        Side {
+                            values,
+                            modified_at: ms_time(rec.modified_ms),
+                        },
+                        strategy,
+                    );
+                    progress.add("conflicts_resolved", plan.resolved as u64);
+                    let old_key = r.key();
+                    let mut changed = false;
+                    for (f, v) in &plan.pull {
+                        if !link.conflicted.contains(f) {
+                            changed |= r.set(f, v.as_deref(), &source);
+                        }
+                    }
+                    // The base becomes the CRM's values, except open conflicts: fields
+                    // the app changed are then pushed by the push phase.
+                    let mut base = values.clone();
+                    for f in &link.conflicted {
+                        if let Some(old) = link.base.get(f) {
+                            base.insert(f.clone(), old.clone());
+                        }
+                    }
+                    if !plan.conflicts.is_empty() {
+                        progress.add("conflicts_detected", plan.conflicts.len() as u64);
+                        for c in &plan.conflicts {
+                            link.conflicted.insert(c.field.clone());
+                            base.insert(c.field.clone(), link.base.get(&c.field).cloned().flatten());
+                        }
+                        conflicts.push(StoredConflict {
+                            id: conflict_id(&self.config.id, entity, &r.id),
+                            config_id: self.config.id.clone(),
+                            provider: self.provider.clone(),
+                            entity,
+                            record_id: r.id.clone(),
+                            crm_id: rec.id.clone(),
+                            fields: plan.conflicts.clone(),
+                            status: "open".into(),
+                            detected_at: at,
+                            settled_at: None,
+                            resolution: BTreeMap::new(),
+                        });
+                    }
+                    link.base = base;
+                    link.crm_modified_ms = rec.modified_ms;
+                    let newly_linked = !r.links.contains_key(self.config.id.as_str());
+                    if newly_linked {
+                        r.links.insert(
+                            self.config.id.to_string(),
+                            LinkedRecord {
+                                provider: self.provider.clone(),
+                                connection_id: self.config.connection_id.to_string(),
+                                crm_id: rec.id.clone(),
+                            },
+                        );
+                    }
+                    if changed {
+                        r.version += 1;
+                        r.updated_at = at;
+                        progress.add("updated", 1);
+                        progress.add("pulled", 1);
+                    } else {
+                        progress.add("skipped", 1);
+                    }
+                    if changed || newly_linked {
+                        r.rev += 1;
+                        link.synced_version = r.version;
+                        saves.push((r, old_key));
+                    }
+                    new_links.push((id, link));
+                }
+            }
+        }
+        // 3. Write: new records (ids nobody else writes) in batches, changed records
+        //    conditionally, then the links that record it all.
+        self.records.put_new(&new_records).await.map_err(store)?;
+        let results = futures::future::join_all(saves.iter().map(|(r, old_key)| async move {
+            (r, self.records.save(r, old_key.as_deref()).await)
+        }))
+        .await;
+        let mut lost: BTreeSet<String> = BTreeSet::new();
+        for (r, result) in results {
+            match result {
+                Ok(()) => {}
+                Err(StoreError::ConditionFailed) => {
+                    // Edited meanwhile: the link is not advanced, so the next pull
+                    // reconciles this record again against the new app values.
+                    lost.insert(r.id.to_string());
+                    progress.add("failed", 1);
+                    errors.push(RecordError {
+                        phase: Phase::Pull,
+                        record_id: Some(r.id.to_string()),
+                        crm_id: r.links.get(self.config.id.as_str()).map(|l| l.crm_id.clone()),
+                        message: "the app record changed during the sync; retried next run".into(),
+                        at,
+                    });
+                }
+                Err(e) => return Err(store(e)),
+            }
+        }
+        new_links.retain(|(id, _)| !lost.contains(id.as_str()));
+        for c in &conflicts {
+            self.runs.put_conflict(tenant, c).await.map_err(store)?;
+        }
+        self.links.put_many(&new_links).await.map_err(store)?;
+        Ok((progress, errors))
+    }
+}

@@ -1,0 +1,711 @@
+//! Sync runs: the work messages, the logs that count a run of one entity (and tell
+//! when all of its chunks are done), checkpoints, per-record errors and conflicts.
+//!
+//! | item            | pk                              | sk                         | gsi1                                       |
+//! |-----------------|---------------------------------|----------------------------|--------------------------------------------|
+//! | sync log        | `SYNCLOG#{tenant}`              | `{log id}`                 | `SYNCLOGCFG#{tenant}#{config}` / `{log id}` |
+//! | record error    | `SYNCERR#{tenant}#{log id}`     | `{phase}#{record or crm id}` |                                          |
+//! | checkpoint      | `SYNC#{tenant}#{config}`        | `CKPT#{entity}#{phase}`    |                                            |
+//! | running job     | `SYNC#{tenant}#{config}`        | `ACTIVE`                   |                                            |
+//! | conflict        | `SYNCCONF#{tenant}`             | `{conflict id}`            |                                            |
+//!
+//! A log counts its outstanding chunks (`pending`): the trigger sets it to 1, a chunk
+//! that hands on work adds what it enqueued before it subtracts itself, and a chunk's
+//! completion is recorded once (`done` holds the chunk ids), so a redelivered message
+//! neither double-counts nor closes the log early. The chunk that brings `pending` to
+//! zero closes the log.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::conflict::FieldConflict;
+use super::crm::Cursor;
+use super::schema::Entity;
+use crate::domain::{ConflictId, JobId, RecordId, SyncConfigId, SyncLogId, TenantId, now};
+use crate::store::{Keyed, Page, QueryOpts, StoreError, Table};
+
+/// Which way a chunk moves records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// CRM → app.
+    Pull,
+    /// App → CRM.
+    Push,
+}
+
+impl Phase {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pull => "pull",
+            Phase::Push => "push",
+        }
+    }
+}
+
+/// Where a push stands: a full walk of the records (by id) or the change feed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushCursor {
+    /// Change-feed position to start from; None: every record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// The store's paging cursor within the pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<String>,
+    /// The change-feed position when the pass started.
+    #[serde(default)]
+    pub pass_started: String,
+}
+
+/// One unit of sync work: an SQS message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Task {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The config.
+    pub config_id: SyncConfigId,
+    /// The run.
+    pub job_id: JobId,
+    /// The run's log for this entity.
+    pub log_id: SyncLogId,
+    /// The entity.
+    pub entity: Entity,
+    /// Pull or push.
+    pub phase: Phase,
+    /// The chunk's number within (log, phase).
+    pub seq: u32,
+    /// Pull position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<Cursor>,
+    /// Push position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_cursor: Option<PushCursor>,
+    /// After the pull completes, push (bidirectional runs).
+    #[serde(default)]
+    pub then_push: bool,
+    /// Only these records (a retry of failed ones): CRM ids for a pull, record ids for
+    /// a push.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub only: Option<Vec<String>>,
+}
+
+impl Task {
+    /// The chunk's id within its log.
+    pub fn chunk_id(&self) -> String {
+        format!("{}:{}", self.phase.as_str(), self.seq)
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Chunks are outstanding.
+    Running,
+    /// Everything synced.
+    Completed,
+    /// Some records failed (see the record errors) or a phase stopped early.
+    Partial,
+    /// The run could not proceed (connection unusable, config gone).
+    Failed,
+}
+
+/// Counters of a log (all ADDed by chunks).
+pub const COUNTERS: [&str; 12] = [
+    "processed",
+    "created",
+    "updated",
+    "deleted",
+    "skipped",
+    "failed",
+    "conflicts_detected",
+    "conflicts_resolved",
+    "pulled",
+    "pushed",
+    "requests",
+    "rate_limited",
+];
+
+/// The log of one run of one entity.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SyncLog {
+    /// Its id.
+    pub id: SyncLogId,
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The config.
+    pub config_id: SyncConfigId,
+    /// The run.
+    pub job_id: JobId,
+    /// The entity.
+    pub entity: Entity,
+    /// `pull`, `push` or `bidirectional`.
+    pub direction: String,
+    /// `manual`, `schedule` or `retry`.
+    pub trigger: String,
+    /// Where it stands.
+    pub status: RunStatus,
+    /// `pulling`, `pushing`, `done`.
+    pub stage: String,
+    /// The provider's count of records to pull, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_total: Option<u64>,
+    /// Counters.
+    #[serde(default)]
+    pub counts: BTreeMap<String, u64>,
+    /// Outstanding chunks.
+    #[serde(default)]
+    pub pending: i64,
+    /// Why the run failed or stopped early.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Start.
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    /// Last progress.
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    /// End.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub finished_at: Option<OffsetDateTime>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct LogItem {
+    pk: String,
+    sk: String,
+    gsi1pk: String,
+    gsi1sk: String,
+    #[serde(flatten)]
+    log: SyncLog,
+}
+
+/// What a chunk adds to its log.
+#[derive(Debug, Clone, Default)]
+pub struct Progress {
+    /// Counter increments.
+    pub counts: BTreeMap<&'static str, u64>,
+    /// A new estimate of the total.
+    pub estimated_total: Option<u64>,
+    /// The stage now.
+    pub stage: Option<&'static str>,
+    /// An error to record on the log.
+    pub error: Option<String>,
+}
+
+impl Progress {
+    /// Adds `n` to counter `name`.
+    pub fn add(&mut self, name: &'static str, n: u64) {
+        if n > 0 {
+            *self.counts.entry(name).or_default() += n;
+        }
+    }
+}
+
+/// A record that failed in a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordError {
+    /// Pull or push.
+    pub phase: Phase,
+    /// The app record, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_id: Option<String>,
+    /// The CRM record, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crm_id: Option<String>,
+    /// What went wrong (the provider's message; never a value or a secret).
+    pub message: String,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+/// A stored conflict, waiting for review.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredConflict {
+    /// Its id (one per config, entity and record).
+    pub id: ConflictId,
+    /// The config.
+    pub config_id: SyncConfigId,
+    /// The provider.
+    pub provider: String,
+    /// The entity.
+    pub entity: Entity,
+    /// The app record.
+    pub record_id: RecordId,
+    /// The CRM record.
+    pub crm_id: String,
+    /// The fields in conflict.
+    pub fields: Vec<FieldConflict>,
+    /// `open`, `resolved`, `ignored`.
+    pub status: String,
+    /// Detected.
+    #[serde(with = "time::serde::rfc3339")]
+    pub detected_at: OffsetDateTime,
+    /// Settled.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub settled_at: Option<OffsetDateTime>,
+    /// How it was settled (field → app|crm|custom).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub resolution: BTreeMap<String, String>,
+}
+
+/// The run store.
+#[derive(Clone, Debug)]
+pub struct Runs {
+    table: Table,
+}
+
+fn log_pk(tenant: &TenantId) -> String {
+    format!("SYNCLOG#{tenant}")
+}
+fn log_by_config(tenant: &TenantId, config: &SyncConfigId) -> String {
+    format!("SYNCLOGCFG#{tenant}#{config}")
+}
+fn sync_pk(tenant: &TenantId, config: &SyncConfigId) -> String {
+    format!("SYNC#{tenant}#{config}")
+}
+fn error_pk(tenant: &TenantId, log: &SyncLogId) -> String {
+    format!("SYNCERR#{tenant}#{log}")
+}
+fn conflict_pk(tenant: &TenantId) -> String {
+    format!("SYNCCONF#{tenant}")
+}
+
+/// How long a run holds its config before another may start (a crashed run's hold
+/// lapses).
+pub const ACTIVE_HOLD: time::Duration = time::Duration::minutes(30);
+
+#[derive(Serialize, Deserialize)]
+struct Active {
+    pk: String,
+    sk: String,
+    job_id: JobId,
+    open_logs: i64,
+    until: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CheckpointItem {
+    pk: String,
+    sk: String,
+    cursor: String,
+    #[serde(with = "time::serde::rfc3339")]
+    at: OffsetDateTime,
+}
+
+impl Runs {
+    /// Runs in `table`.
+    pub fn new(table: Table) -> Self {
+        Self { table }
+    }
+
+    /// Stores a new log.
+    pub async fn create_log(&self, log: &SyncLog) -> Result<(), StoreError> {
+        self.table
+            .insert(&LogItem {
+                pk: log_pk(&log.tenant),
+                sk: log.id.to_string(),
+                gsi1pk: log_by_config(&log.tenant, &log.config_id),
+                gsi1sk: log.id.to_string(),
+                log: log.clone(),
+            })
+            .await
+    }
+
+    /// One log.
+    pub async fn log(
+        &self,
+        tenant: &TenantId,
+        id: &SyncLogId,
+    ) -> Result<Option<SyncLog>, StoreError> {
+        let item: Option<LogItem> = self.table.get(&log_pk(tenant), id.as_str()).await?;
+        Ok(item.map(|i| i.log))
+    }
+
+    /// A page of logs, newest first (of one config, or of the tenant).
+    pub async fn logs(
+        &self,
+        tenant: &TenantId,
+        config: Option<&SyncConfigId>,
+        limit: i32,
+        cursor: Option<&str>,
+    ) -> Result<Page<SyncLog>, StoreError> {
+        let (index, pk) = match config {
+            Some(c) => (Some("gsi1"), log_by_config(tenant, c)),
+            None => (None, log_pk(tenant)),
+        };
+        let page: Page<LogItem> = self
+            .table
+            .query(
+                index,
+                &pk,
+                QueryOpts {
+                    limit: Some(limit),
+                    cursor,
+                    descending: true,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        Ok(Page {
+            items: page.items.into_iter().map(|i| i.log).collect(),
+            cursor: page.cursor,
+        })
+    }
+
+    /// Adds a chunk's progress (no completion).
+    pub async fn progress(
+        &self,
+        tenant: &TenantId,
+        id: &SyncLogId,
+        p: &Progress,
+    ) -> Result<(), StoreError> {
+        self.apply(tenant, id, p, None).await.map(|_| ())
+    }
+
+    /// Records a chunk's completion once: adds its progress, adds `handed_on` chunks
+    /// and removes itself from `pending`. Returns the log after the update, or None if
+    /// this chunk was already recorded (a redelivery).
+    pub async fn complete_chunk(
+        &self,
+        tenant: &TenantId,
+        id: &SyncLogId,
+        chunk: &str,
+        handed_on: i64,
+        p: &Progress,
+    ) -> Result<Option<SyncLog>, StoreError> {
+        match self.apply(tenant, id, p, Some((chunk, handed_on - 1))).await {
+            Ok(log) => Ok(Some(log)),
+            Err(StoreError::ConditionFailed) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn apply(
+        &self,
+        tenant: &TenantId,
+        id: &SyncLogId,
+        p: &Progress,
+        chunk: Option<(&str, i64)>,
+    ) -> Result<SyncLog, StoreError> {
+        let mut sets = vec!["updated_at = :now".to_owned()];
+        let mut adds = Vec::new();
+        let mut values: Vec<(String, AttributeValue)> =
+            vec![(":now".into(), AttributeValue::S(crate::domain::rfc3339(now())))];
+        let mut names: Vec<(String, String)> = Vec::new();
+        for (i, (name, n)) in p.counts.iter().enumerate() {
+            names.push((format!("#c{i}"), (*name).to_owned()));
+            adds.push(format!("counts.#c{i} :c{i}"));
+            values.push((format!(":c{i}"), AttributeValue::N(n.to_string())));
+        }
+        if let Some(t) = p.estimated_total {
+            sets.push("estimated_total = :total".into());
+            values.push((":total".into(), AttributeValue::N(t.to_string())));
+        }
+        if let Some(stage) = p.stage {
+            sets.push("stage = :stage".into());
+            values.push((":stage".into(), AttributeValue::S(stage.to_owned())));
+        }
+        if let Some(e) = &p.error {
+            sets.push("#error = :error".into());
+            names.push(("#error".into(), "error".into()));
+            values.push((":error".into(), AttributeValue::S(e.chars().take(500).collect())));
+        }
+        let mut condition = "attribute_exists(pk)".to_owned();
+        if let Some((chunk_id, delta)) = chunk {
+            adds.push("pending :delta".into());
+            adds.push("done :chunk".into());
+            values.push((":delta".into(), AttributeValue::N(delta.to_string())));
+            values.push((":chunk".into(), AttributeValue::Ss(vec![chunk_id.to_owned()])));
+            values.push((":chunk_id".into(), AttributeValue::S(chunk_id.to_owned())));
+            condition.push_str(" AND NOT contains(done, :chunk_id)");
+        }
+        let mut update = format!("SET {}", sets.join(", "));
+        if !adds.is_empty() {
+            update.push_str(&format!(" ADD {}", adds.join(", ")));
+        }
+        // The counters map must exist before ADD can reach into it.
+        self.ensure_counts(tenant, id).await?;
+        let values_ref: Vec<(&str, AttributeValue)> =
+            values.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        let names_ref: Vec<(&str, &str)> =
+            names.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let item: LogItem = self
+            .table
+            .update(
+                &log_pk(tenant),
+                id.as_str(),
+                &update,
+                &condition,
+                values_ref,
+                &names_ref,
+            )
+            .await?;
+        Ok(item.log)
+    }
+
+    async fn ensure_counts(&self, tenant: &TenantId, id: &SyncLogId) -> Result<(), StoreError> {
+        // Logs are created with every counter present; nothing to do. Kept as the one
+        // place to evolve the counters of old logs.
+        let _ = (tenant, id);
+        Ok(())
+    }
+
+    /// Closes a log whose chunks are all done (once: only while it is running).
+    pub async fn finish(
+        &self,
+        tenant: &TenantId,
+        id: &SyncLogId,
+        status: RunStatus,
+    ) -> Result<Option<SyncLog>, StoreError> {
+        let at = now();
+        let status_value = serde_json::to_value(status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_else(|| "completed".into());
+        let result: Result<LogItem, StoreError> = self
+            .table
+            .update(
+                &log_pk(tenant),
+                id.as_str(),
+                "SET #status = :status, stage = :done, finished_at = :at, updated_at = :at",
+                "#status = :running",
+                vec![
+                    (":status", AttributeValue::S(status_value)),
+                    (":done", AttributeValue::S("done".into())),
+                    (":at", AttributeValue::S(crate::domain::rfc3339(at))),
+                    (":running", AttributeValue::S("running".into())),
+                ],
+                &[("#status", "status")],
+            )
+            .await;
+        match result {
+            Ok(item) => Ok(Some(item.log)),
+            Err(StoreError::ConditionFailed) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Takes the config for a run with `logs` entity logs; None if another run holds it.
+    pub async fn start_job(
+        &self,
+        tenant: &TenantId,
+        config: &SyncConfigId,
+        job: &JobId,
+        logs: i64,
+    ) -> Result<Option<()>, StoreError> {
+        let now_s = now().unix_timestamp();
+        let item = Active {
+            pk: sync_pk(tenant, config),
+            sk: "ACTIVE".into(),
+            job_id: job.clone(),
+            open_logs: logs,
+            until: now_s + ACTIVE_HOLD.whole_seconds(),
+        };
+        let result = self
+            .table
+            .client()
+            .put_item()
+            .table_name(self.table.name())
+            .set_item(Some(crate::store::to_item(&item)?))
+            .condition_expression("attribute_not_exists(pk) OR #until < :now")
+            .expression_attribute_names("#until", "until")
+            .expression_attribute_values(":now", AttributeValue::N(now_s.to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Some(())),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(StoreError::Service(
+                aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string(),
+            )),
+        }
+    }
+
+    /// The job currently holding the config, if any (and not lapsed).
+    pub async fn active_job(
+        &self,
+        tenant: &TenantId,
+        config: &SyncConfigId,
+    ) -> Result<Option<JobId>, StoreError> {
+        let item: Option<Active> = self.table.get(&sync_pk(tenant, config), "ACTIVE").await?;
+        Ok(item
+            .filter(|a| a.until >= now().unix_timestamp())
+            .map(|a| a.job_id))
+    }
+
+    /// One of the job's logs closed; the last one releases the config.
+    pub async fn log_closed(
+        &self,
+        tenant: &TenantId,
+        config: &SyncConfigId,
+        job: &JobId,
+    ) -> Result<(), StoreError> {
+        let result: Result<Active, StoreError> = self
+            .table
+            .update(
+                &sync_pk(tenant, config),
+                "ACTIVE",
+                "ADD open_logs :minus",
+                "job_id = :job",
+                vec![
+                    (":minus", AttributeValue::N("-1".into())),
+                    (":job", AttributeValue::S(job.to_string())),
+                ],
+                &[],
+            )
+            .await;
+        match result {
+            Ok(a) if a.open_logs <= 0 => {
+                match self
+                    .table
+                    .take::<Active>(
+                        &sync_pk(tenant, config),
+                        "ACTIVE",
+                        "job_id = :job",
+                        vec![(":job", AttributeValue::S(job.to_string()))],
+                        &[],
+                    )
+                    .await
+                {
+                    Ok(_) | Err(StoreError::ConditionFailed) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
+            Ok(_) | Err(StoreError::ConditionFailed) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The saved position of (config, entity, phase).
+    pub async fn checkpoint<T: serde::de::DeserializeOwned>(
+        &self,
+        tenant: &TenantId,
+        config: &SyncConfigId,
+        entity: Entity,
+        phase: Phase,
+    ) -> Result<Option<T>, StoreError> {
+        let item: Option<CheckpointItem> = self
+            .table
+            .get(
+                &sync_pk(tenant, config),
+                &format!("CKPT#{entity}#{}", phase.as_str()),
+            )
+            .await?;
+        item.map(|i| {
+            serde_json::from_str(&i.cursor).map_err(|e| StoreError::Conversion(e.to_string()))
+        })
+        .transpose()
+    }
+
+    /// Saves the position of (config, entity, phase).
+    pub async fn save_checkpoint<T: Serialize>(
+        &self,
+        tenant: &TenantId,
+        config: &SyncConfigId,
+        entity: Entity,
+        phase: Phase,
+        cursor: &T,
+    ) -> Result<(), StoreError> {
+        self.table
+            .put(&CheckpointItem {
+                pk: sync_pk(tenant, config),
+                sk: format!("CKPT#{entity}#{}", phase.as_str()),
+                cursor: serde_json::to_string(cursor)
+                    .map_err(|e| StoreError::Conversion(e.to_string()))?,
+                at: now(),
+            })
+            .await
+    }
+
+    /// Records failed records of a log (one item each; a retry overwrites).
+    pub async fn record_errors(
+        &self,
+        tenant: &TenantId,
+        log: &SyncLogId,
+        errors: &[RecordError],
+    ) -> Result<(), StoreError> {
+        let mut puts = Vec::with_capacity(errors.len());
+        for e in errors {
+            let reference = e
+                .record_id
+                .as_deref()
+                .or(e.crm_id.as_deref())
+                .unwrap_or("unknown");
+            puts.push(crate::store::to_item(&Keyed {
+                pk: error_pk(tenant, log),
+                sk: format!("{}#{reference}", e.phase.as_str()),
+                item: e,
+            })?);
+        }
+        self.table.batch_write(puts, Vec::new()).await
+    }
+
+    /// The failed records of a log.
+    pub async fn errors(
+        &self,
+        tenant: &TenantId,
+        log: &SyncLogId,
+    ) -> Result<Vec<RecordError>, StoreError> {
+        let items: Vec<Keyed<RecordError>> =
+            self.table.query_all(&error_pk(tenant, log), "").await?;
+        Ok(items.into_iter().map(|k| k.item).collect())
+    }
+
+    /// Stores (or refreshes) an open conflict.
+    pub async fn put_conflict(
+        &self,
+        tenant: &TenantId,
+        c: &StoredConflict,
+    ) -> Result<(), StoreError> {
+        self.table
+            .put(&Keyed {
+                pk: conflict_pk(tenant),
+                sk: c.id.to_string(),
+                item: c,
+            })
+            .await
+    }
+
+    /// One conflict.
+    pub async fn conflict(
+        &self,
+        tenant: &TenantId,
+        id: &ConflictId,
+    ) -> Result<Option<StoredConflict>, StoreError> {
+        let item: Option<Keyed<StoredConflict>> =
+            self.table.get(&conflict_pk(tenant), id.as_str()).await?;
+        Ok(item.map(|k| k.item))
+    }
+
+    /// Every conflict of a tenant.
+    pub async fn conflicts(&self, tenant: &TenantId) -> Result<Vec<StoredConflict>, StoreError> {
+        let items: Vec<Keyed<StoredConflict>> =
+            self.table.query_all(&conflict_pk(tenant), "").await?;
+        Ok(items.into_iter().map(|k| k.item).collect())
+    }
+}
+
+/// The id of the conflict of one record under one config.
+pub fn conflict_id(config: &SyncConfigId, entity: Entity, record: &RecordId) -> ConflictId {
+    ConflictId::derived(&[config.as_str(), entity.as_str(), record.as_str()])
+}
