@@ -23,6 +23,9 @@ pub enum ConfigError {
     },
 }
 
+/// The prefix of Conduit's settings.
+pub const ENV_PREFIX: &str = "CONDUIT_";
+
 /// Settings shared by every function.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -46,18 +49,34 @@ pub struct Config {
     pub event_bus: Option<String>,
     /// The log level filter (`error` … `debug`).
     pub log_level: String,
+    /// Every `CONDUIT_*` setting of the function as given (empty from
+    /// [`Config::from_lookup`]): settings only one function reads are parsed, typed,
+    /// by that function's crate from here, so they reach it the same way on Lambda
+    /// and in the dev host.
+    pub env: BTreeMap<String, String>,
 }
 
 impl Config {
     /// Reads the configuration from the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+        let mut config = Self::from_lookup(|name| std::env::var(name).ok())?;
+        config.env = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
+        Ok(config)
     }
 
     /// Reads the configuration from a map of settings (the dev host's per-function
     /// environment, resolved from template.yaml).
     pub fn from_map(vars: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| vars.get(name).cloned())
+        let mut config = Self::from_lookup(|name| vars.get(name).cloned())?;
+        config.env = vars
+            .iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        Ok(config)
     }
 
     /// Reads the configuration through `get`, which returns a setting by name.
@@ -114,6 +133,7 @@ impl Config {
             public_base_url,
             event_bus,
             log_level,
+            env: BTreeMap::new(),
         })
     }
 }
@@ -159,6 +179,7 @@ mod tests {
         assert!(!cfg.allow_loopback_http);
         assert!(cfg.provider_origin_override.is_none());
         assert_eq!(cfg.log_level, "info");
+        assert_eq!(cfg.env.get("CONDUIT_TABLE").map(String::as_str), Some("t"));
     }
 
     #[test]
