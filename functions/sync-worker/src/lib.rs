@@ -62,9 +62,12 @@ pub async fn handle_event(app: &App, event: Value) -> Result<Value, lambda_runti
 }
 
 fn sync_queue(app: &App) -> Result<conduit::queue::Publisher, lambda_runtime::Error> {
-    let url = std::env::var("CONDUIT_SYNC_QUEUE_URL")
-        .ok()
+    let url = app
+        .config
+        .env
+        .get("CONDUIT_SYNC_QUEUE_URL")
         .filter(|u| !u.trim().is_empty())
+        .cloned()
         .ok_or_else(|| lambda_runtime::Error::from("missing required setting CONDUIT_SYNC_QUEUE_URL"))?;
     Ok(conduit::queue::Publisher::new(
         aws_sdk_sqs::Client::new(&app.aws),
