@@ -90,6 +90,7 @@ impl FunctionRegistry {
             .register("credentials", handler!(credentials::handle))
             .register("oauth-start", handler!(oauth_start::handle))
             .register("oauth-callback", handler!(oauth_callback::handle))
+            .register("sync-config", handler!(sync_config::handle))
             .register_event("token-refresh", event_handler!(token_refresh::handle_event))
     }
 

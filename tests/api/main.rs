@@ -11,4 +11,5 @@ mod isolation;
 mod oauth;
 mod queue;
 mod secrets;
+mod sync_config;
 mod tokens;
