@@ -1019,3 +1019,101 @@ async fn sample_events_invoke_the_sync_config_function() {
     }
     assert_eq!(seen, expected.len());
 }
+
+/// Runs the sync-config handler in-process on `event` (an API Gateway payload from
+/// events/), as tenant `tenant`'s admin, with the function's settings changed by
+/// `settings`.
+async fn invoke_with_settings(
+    app: &TestApp,
+    tenant: &str,
+    mut event: Value,
+    settings: &[(&str, &str)],
+) -> (u16, Value) {
+    let mut fn_app = app.app();
+    for (k, v) in settings {
+        fn_app.config.env.insert((*k).to_owned(), (*v).to_owned());
+    }
+    event["requestContext"]["authorizer"]["jwt"]["claims"]["tenant_id"] = json!(tenant);
+    let req = devhost::event::parse_request(&event.to_string()).expect("request");
+    let resp = sync_config::handle(&fn_app, req).await.expect("infallible");
+    let status = resp.status().as_u16();
+    let body: Value = serde_json::from_slice(resp.body().as_ref()).unwrap_or(Value::Null);
+    (status, body)
+}
+
+fn sample(name: &str) -> Value {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../events/sync-config")
+        .join(name);
+    serde_json::from_str(&std::fs::read_to_string(path).expect("sample event")).expect("JSON")
+}
+
+#[tokio::test]
+async fn a_failed_schedule_change_leaves_the_config_as_it_was() {
+    let app = TestApp::spawn().await;
+    let t = connected(&app).await;
+    // The scheduler refuses: the group does not exist.
+    let broken = [
+        ("CONDUIT_SYNC_SCHEDULE_GROUP", "no-such-group"),
+        (
+            "CONDUIT_SYNC_SCHEDULER_ROLE_ARN",
+            "arn:aws:iam::123456789012:role/r",
+        ),
+        (
+            "CONDUIT_SYNC_TRIGGER_ARN",
+            "arn:aws:lambda:us-east-1:123456789012:function:x-sync-trigger",
+        ),
+    ];
+
+    // A create whose schedule fails is taken back.
+    let mut create = sample("create-config.json");
+    let mut body: Value = serde_json::from_str(create["body"].as_str().unwrap()).unwrap();
+    body["connection_id"] = json!(t.connection);
+    create["body"] = json!(body.to_string());
+    let (status, err) = invoke_with_settings(&app, &t.id, create, &broken).await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (502, Some("scheduler_unavailable")),
+        "{err}"
+    );
+    let (_, list) = app.get(CONFIGS, &t.admin).await;
+    assert_eq!(list["configs"], json!([]), "the config was taken back");
+    let actions = app.audit_actions(&t.id).await;
+    assert!(actions.contains(&("sync_config.create".into(), "failure".into())));
+
+    // A change whose schedule fails is undone (as a new version).
+    let c = create_manual(&app, &t).await;
+    let mut patch = sample("get-config-bad-id.json");
+    let p = path(&c, "");
+    patch["routeKey"] = json!("PATCH /v1/sync/configs/{id}");
+    patch["requestContext"]["routeKey"] = patch["routeKey"].clone();
+    patch["requestContext"]["http"]["method"] = json!("PATCH");
+    patch["rawPath"] = json!(p);
+    patch["requestContext"]["http"]["path"] = json!(p);
+    patch["pathParameters"]["id"] = json!(id(&c));
+    patch["requestContext"]["authorizer"]["jwt"]["claims"]["role"] = json!("admin");
+    patch["body"] = json!(json!({"frequency": {"type": "hourly"}}).to_string());
+    let (status, err) = invoke_with_settings(&app, &t.id, patch, &broken).await;
+    assert_eq!(status, 502, "{err}");
+    let (_, now) = app.get(&path(&c, ""), &t.admin).await;
+    assert_eq!(now["frequency"], json!({"type": "manual"}));
+    assert_eq!(now["version"], 3, "changed, then changed back");
+    assert!(schedule(&app, &id(&c)).await.is_none());
+    // With the scheduler working, the same change goes through.
+    let (status, ok) = app
+        .patch(
+            &path(&c, ""),
+            &t.admin,
+            json!({"frequency": {"type": "hourly"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{ok}");
+    assert_eq!(
+        schedule(&app, &id(&c)).await.expect("schedule").expression,
+        "rate(1 hour)"
+    );
+}
+
+async fn create_manual(app: &TestApp, t: &Tenant) -> Value {
+    create(app, t, json!({"frequency": {"type": "manual"}})).await
+}

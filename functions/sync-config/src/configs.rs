@@ -122,17 +122,10 @@ pub async fn save(
     let Err(e) = call.schedules().apply(next).await else {
         return Ok(());
     };
-    let mut back = next_version(next);
-    back.status = prev.status;
-    back.frequency = prev.frequency.clone();
-    back.schedule_name = prev.schedule_name.clone();
-    back.name = prev.name.clone();
-    back.direction = prev.direction;
-    back.entities = prev.entities.clone();
-    back.filters = prev.filters.clone();
-    back.conflict_strategy = prev.conflict_strategy;
-    back.options = prev.options;
-    back.mappings = prev.mappings.clone();
+    // Back to `prev` as a new version (the store only moves forward).
+    let mut back = prev.clone();
+    back.version = next.version + 1;
+    back.updated_at = now();
     let undo = call
         .audit(&audit.action, &next.id)
         .failed(Outcome::Failure, "schedule_failed")
@@ -427,8 +420,12 @@ pub async fn delete(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
         .detail("connection_id", c.connection_id.as_str())
         .detail("provider", &c.provider);
     if let Err(e) = call.store().delete(&c, &audit).await {
-        // The config stays: give it its schedule back.
-        if let Err(again) = call.schedules().apply(&c).await {
+        // The config stays (it changed meanwhile): give it its schedule back, as it
+        // is now.
+        let now = call.store().get(&c.tenant, &c.id).await;
+        if let Ok(Some(current)) = now
+            && let Err(again) = call.schedules().apply(&current).await
+        {
             tracing::error!(config = %c.id, error = %again, "could not restore a config's schedule");
         }
         return Err(write_error(e));

@@ -27,12 +27,13 @@ pub fn api_error(e: CrmError) -> ApiError {
             code: "provider_rate_limited",
             message: format!("the CRM's request allowance is used up: {why}"),
         },
-        CrmError::Rejected { status, message } if matches!(status, 400 | 404 | 422) => {
-            ApiError::bad_request(
-                "provider_rejected",
-                format!("the CRM refused the request: {message}"),
-            )
-        }
+        CrmError::Rejected {
+            status: 400 | 404 | 422,
+            message,
+        } => ApiError::bad_request(
+            "provider_rejected",
+            format!("the CRM refused the request: {message}"),
+        ),
         CrmError::Rejected { status, message } => ApiError::BadGateway {
             code: "provider_rejected",
             message: format!("the CRM refused the request ({status}): {message}"),
