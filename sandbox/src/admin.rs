@@ -17,6 +17,7 @@ use serde_json::json;
 
 use crate::oauth::{OAuthClient, OAuthFault, OAuthProvider, OAuthUser};
 use crate::providers::hubspot_crm::{self, CrmObject};
+use crate::providers::salesforce_crm::{self, DEFAULT_SALESFORCE_ORG, SfObject};
 use crate::state::{Account, Fault, Provider, SandboxState};
 use crate::wire;
 
@@ -57,6 +58,15 @@ pub(crate) fn routes() -> Router<SandboxState> {
         .route("/_sandbox/hubspot/update", post(hubspot_update))
         .route("/_sandbox/hubspot/archive", post(hubspot_archive))
         .route("/_sandbox/hubspot/malformed", post(hubspot_malformed))
+        .route("/_sandbox/salesforce/seed", post(salesforce_seed))
+        .route("/_sandbox/salesforce/records", get(salesforce_records))
+        .route("/_sandbox/salesforce/update", post(salesforce_update))
+        .route("/_sandbox/salesforce/delete", post(salesforce_delete))
+        .route(
+            "/_sandbox/salesforce/limit",
+            get(salesforce_limit).post(set_salesforce_limit),
+        )
+        .route("/_sandbox/salesforce/malformed", post(salesforce_malformed))
 }
 
 /// The default private app's portal, used when a HubSpot knob names none.
@@ -173,6 +183,145 @@ async fn hubspot_malformed(State(state): State<SandboxState>, body: Bytes) -> Re
         );
     }
     state.malform_hubspot_responses(&request.route, request.count);
+    wire::json(
+        StatusCode::OK,
+        json!({"route": request.route, "count": request.count}),
+    )
+}
+
+fn default_org() -> String {
+    DEFAULT_SALESFORCE_ORG.to_owned()
+}
+
+/// Body of `POST /_sandbox/salesforce/seed`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SalesforceSeedRequest {
+    #[serde(default = "default_org")]
+    org: String,
+    object: SfObject,
+    count: usize,
+}
+
+async fn salesforce_seed(State(state): State<SandboxState>, body: Bytes) -> Response {
+    let request: SalesforceSeedRequest = match parse(&body) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let ids = state.seed_salesforce(&request.org, request.object, request.count);
+    wire::json(StatusCode::CREATED, json!({ "ids": ids }))
+}
+
+/// `GET /_sandbox/salesforce/records?object=Contact[&org=…][&id=…]`.
+async fn salesforce_records(
+    State(state): State<SandboxState>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let object = wire::query_param(query.as_deref(), "object")
+        .as_deref()
+        .and_then(SfObject::parse);
+    let Some(object) = object else {
+        return bad_request("invalid_query", "give object=Contact or object=Account");
+    };
+    let org = wire::query_param(query.as_deref(), "org").unwrap_or_else(default_org);
+    if let Some(id) = wire::query_param(query.as_deref(), "id") {
+        return match state.salesforce_record(&org, object, &id) {
+            Some(record) => wire::json(StatusCode::OK, json!({ "record": record })),
+            None => wire::json(
+                StatusCode::NOT_FOUND,
+                json!({"error": {"code": "not_found", "message": "no such record"}}),
+            ),
+        };
+    }
+    wire::json(
+        StatusCode::OK,
+        json!({"results": state.salesforce_records(&org, object)}),
+    )
+}
+
+/// Body of `POST /_sandbox/salesforce/update` and `/delete`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SalesforceRecordRequest {
+    #[serde(default = "default_org")]
+    org: String,
+    object: SfObject,
+    id: String,
+    #[serde(default)]
+    fields: serde_json::Map<String, serde_json::Value>,
+}
+
+async fn salesforce_update(State(state): State<SandboxState>, body: Bytes) -> Response {
+    let request: SalesforceRecordRequest = match parse(&body) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    if !state.update_salesforce_record(&request.org, request.object, &request.id, &request.fields) {
+        return bad_request(
+            "not_updated",
+            "no such live record, or a field is unknown, read-only or invalid",
+        );
+    }
+    let record = state.salesforce_record(&request.org, request.object, &request.id);
+    wire::json(StatusCode::OK, json!({ "record": record }))
+}
+
+async fn salesforce_delete(State(state): State<SandboxState>, body: Bytes) -> Response {
+    let request: SalesforceRecordRequest = match parse(&body) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let deleted = state.delete_salesforce_record(&request.org, request.object, &request.id);
+    wire::json(StatusCode::OK, json!({ "deleted": deleted }))
+}
+
+/// Body of `POST /_sandbox/salesforce/limit`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SalesforceLimitRequest {
+    #[serde(default = "default_org")]
+    org: String,
+    max: u64,
+}
+
+fn salesforce_usage(state: &SandboxState, org: &str) -> Response {
+    let usage = state.salesforce_api_usage(org);
+    wire::json(
+        StatusCode::OK,
+        json!({"org": org, "max": usage.max, "used": usage.used}),
+    )
+}
+
+/// `GET /_sandbox/salesforce/limit[?org=…]`.
+async fn salesforce_limit(
+    State(state): State<SandboxState>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let org = wire::query_param(query.as_deref(), "org").unwrap_or_else(default_org);
+    salesforce_usage(&state, &org)
+}
+
+async fn set_salesforce_limit(State(state): State<SandboxState>, body: Bytes) -> Response {
+    let request: SalesforceLimitRequest = match parse(&body) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    state.set_salesforce_api_limit(&request.org, request.max);
+    salesforce_usage(&state, &request.org)
+}
+
+async fn salesforce_malformed(State(state): State<SandboxState>, body: Bytes) -> Response {
+    let request: MalformedRequest = match parse(&body) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    if !salesforce_crm::ROUTES.contains(&request.route.as_str()) {
+        return bad_request(
+            "invalid_route",
+            &format!("route must be one of {:?}", salesforce_crm::ROUTES),
+        );
+    }
+    state.malform_salesforce_responses(&request.route, request.count);
     wire::json(
         StatusCode::OK,
         json!({"route": request.route, "count": request.count}),

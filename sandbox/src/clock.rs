@@ -3,6 +3,9 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// Milliseconds in a day.
+pub(crate) const DAY_MS: i64 = 86_400_000;
+
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
@@ -35,14 +38,47 @@ pub(crate) fn civil_from_days(z: i64) -> (i64, i64, i64) {
     (y, m, d)
 }
 
+/// Whether `day` exists in `month` of `year`.
+pub(crate) fn valid_date(year: i64, month: i64, day: i64) -> bool {
+    if !(1..=12).contains(&month) || day < 1 {
+        return false;
+    }
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    let days = match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    day <= days
+}
+
+/// `YYYY-MM-DD` as days since 1970-01-01, if it is a real date.
+pub(crate) fn parse_date(text: &str) -> Option<i64> {
+    let bytes = text.as_bytes();
+    if bytes.len() != 10 || bytes[4] != b'-' || bytes[7] != b'-' {
+        return None;
+    }
+    let num = |s: &str| -> Option<i64> {
+        s.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| s.parse().ok())?
+    };
+    let (y, m, d) = (num(&text[0..4])?, num(&text[5..7])?, num(&text[8..10])?);
+    valid_date(y, m, d).then(|| days_from_civil(y, m, d))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn days_round_trip() {
-        assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(civil_from_days(days_from_civil(2024, 2, 29)), (2024, 2, 29));
+    fn dates_round_trip_and_are_checked() {
+        assert_eq!(parse_date("1970-01-01"), Some(0));
+        assert_eq!(parse_date("2024-02-29"), Some(days_from_civil(2024, 2, 29)));
+        assert_eq!(parse_date("2023-02-29"), None);
+        assert_eq!(parse_date("2024-1-01"), None);
+        assert_eq!(parse_date("2024-13-01"), None);
         assert!(now_ms() > 1_600_000_000_000);
     }
 }

@@ -78,6 +78,82 @@
 //! `X-HubSpot-RateLimit-Max`, `-Remaining`, `-Interval-Milliseconds`, `-Secondly`,
 //! `-Secondly-Remaining`, `-Daily` and `-Daily-Remaining`.
 //!
+//! # Salesforce REST data (record-sync milestone)
+//! A stateful stand-in for Salesforce's REST API ([`providers::salesforce_crm`]) at the
+//! instance host, `/{instance}/services/data/vNN.N/…` (any version), for the Bearer
+//! session of a Salesforce OAuth grant (401 `INVALID_SESSION_ID` otherwise, also at
+//! another org's instance). Records are kept per org, the org of the grant's user:
+//! [`DEFAULT_SALESFORCE_ORG`] (`00DDn00000AcmeOEAA`) for the default user
+//! `admin@acme.test` at `acme.my.salesforce.com`; a test finds a token's org with
+//! [`SandboxState::salesforce_org_of_token`] (or in the token response's `id`,
+//! `…/id/{org}/{user}`). Objects: `Contact` (ids `003…`) and `Account` (`001…`), 18-character
+//! ids with the case-safe suffix (15-character ids accepted). Fields — Contact: `Id
+//! FirstName LastName (required) Email Phone MobilePhone Title Department AccountId
+//! MailingCity MailingCountry LeadSource (picklist) Birthdate (date) Conduit_Id__c
+//! (external id, unique) CreatedDate LastModifiedDate SystemModstamp IsDeleted`; Account:
+//! `Id Name (required) Website Phone Industry (picklist) BillingCity BillingCountry
+//! NumberOfEmployees (int) AnnualRevenue (double) Description (textarea) Conduit_Id__c
+//! CreatedDate LastModifiedDate SystemModstamp IsDeleted`. Times are
+//! `2024-01-15T09:00:00.000+0000`; every write stamps `LastModifiedDate` =
+//! `SystemModstamp` strictly later than any earlier stamp of the org (one request, one
+//! stamp). Deleting an account deletes its contacts.
+//!
+//! | Route name | Request (under `/services/data/vNN.N`) |
+//! |---|---|
+//! | `salesforce.query` | `GET /query?q=SOQL` → `{totalSize, done, records:[{attributes:{type,url}, …fields}], nextRecordsUrl?}` |
+//! | `salesforce.query_all` | `GET /queryAll?q=SOQL`: deleted records too (`IsDeleted` true) |
+//! | `salesforce.query_more` | `GET /query/{queryId}-{offset}` (the `nextRecordsUrl`); unknown or expired → 400 `INVALID_QUERY_LOCATOR` |
+//! | `salesforce.describe` | `GET /sobjects/{S}/describe` → `{name,label,labelPlural,keyPrefix,fields:[{name,label,type,length,nillable,createable,updateable,externalId,unique,defaultedOnCreate,picklistValues,referenceTo,…}]}` |
+//! | `salesforce.sobject_get` | `GET /sobjects/{S}/{id}[?fields=a,b]`, `GET /sobjects/{S}/Conduit_Id__c/{value}` |
+//! | `salesforce.sobject_create` | `POST /sobjects/{S}` → 201 `{id,success:true,errors:[]}` |
+//! | `salesforce.sobject_update` | `PATCH /sobjects/{S}/{id}` → 204 |
+//! | `salesforce.sobject_upsert` | `PATCH /sobjects/{S}/Conduit_Id__c/{value}` → 201 (created) or 200 `{id,success,errors,created}` |
+//! | `salesforce.sobject_delete` | `DELETE /sobjects/{S}/{id}` → 204; deleted → 404 `ENTITY_IS_DELETED`; unknown → 404 `NOT_FOUND` |
+//! | `salesforce.deleted` | `GET /sobjects/{S}/deleted/?start=&end=` → `{deletedRecords:[{id,deletedDate}],earliestDateAvailable,latestDateCovered}` |
+//! | `salesforce.updated` | `GET /sobjects/{S}/updated/?start=&end=` → `{ids,latestDateCovered}` |
+//! | `salesforce.composite_create` | `POST /composite/sobjects` `{allOrNone, records:[{attributes:{type}, …}]}` → 200 `[{id,success,errors}]` |
+//! | `salesforce.composite_update` | `PATCH /composite/sobjects` (records carry `Id`) |
+//! | `salesforce.composite_upsert` | `PATCH /composite/sobjects/{S}/Conduit_Id__c` (results add `created`) |
+//! | `salesforce.composite_delete` | `DELETE /composite/sobjects?ids=a,b&allOrNone=false` |
+//! | `salesforce.composite_retrieve` | `GET /composite/sobjects/{S}?ids=&fields=` (or `POST` `{ids,fields}`) → array, null for missing |
+//! | `salesforce.limits` | `GET /limits` → `{DailyApiRequests:{Max,Remaining},…}` (not counted) |
+//!
+//! SOQL: `SELECT f, … | COUNT() FROM Contact|Account [WHERE …] [ORDER BY f [ASC|DESC]
+//! [NULLS FIRST|LAST], …] [LIMIT n] [OFFSET n]`; conditions `field = != <> < <= > >=
+//! literal`, `[NOT] IN (…)`, `LIKE`, `NOT`, parentheses (mixing `AND`/`OR` needs them, as
+//! in Salesforce); literals typed per field (quoted text and ids, numbers,
+//! `true`/`false`/`null`, dates, date-times with `Z`/`+0000`/`+01:00`). Errors: 400
+//! `MALFORMED_QUERY`, `INVALID_FIELD`, `INVALID_TYPE` with Salesforce's caret message.
+//! Without `ORDER BY` rows come in `Id` (creation) order; ties always break by `Id`. Pages
+//! hold 2,000 records, or `Sforce-Query-Options: batchSize=N` (clamped to 200–2000);
+//! cursors are snapshots taken when the query ran, expire after 15 idle minutes (50 open
+//! per org, least recently used dropped first, or [`SandboxState::expire_salesforce_query_locators`]).
+//!
+//! Writes check each record: unknown field `INVALID_FIELD`, read-only field
+//! `INVALID_FIELD_FOR_INSERT_UPDATE`, required field `REQUIRED_FIELD_MISSING`, email
+//! `INVALID_EMAIL_ADDRESS`, text length `STRING_TOO_LONG`, `AccountId`
+//! `FIELD_INTEGRITY_EXCEPTION` / `INVALID_CROSS_REFERENCE_KEY` / `ENTITY_IS_DELETED`,
+//! duplicate `Conduit_Id__c` (case-insensitive) `DUPLICATE_VALUE`; picklists are
+//! unrestricted. Single-record routes answer 400 `[{message,errorCode,fields}]`;
+//! collections report `{success:false,errors:[{statusCode,message,fields}]}` per record
+//! (over 200 records: 400 `EXCEEDED_ID_LIMIT`; `allOrNone: true` rolls back every change
+//! on any failure, the others reporting `ALL_OR_NONE_OPERATION_ROLLED_BACK`). A value of
+//! the wrong JSON type (`"many"` for an int, a non-ISO date) fails the whole request: 400
+//! `JSON_PARSER_ERROR`.
+//!
+//! `/deleted` and `/updated` take ISO 8601 `start`/`end` with a zone (`+00:00`, `Z`;
+//! seconds are honoured, unlike Salesforce); `latestDateCovered` is `end` capped at now,
+//! so it is the next window's `start`. `start` after `end`, or before
+//! `earliestDateAvailable` (15 days back; older tombstones are purged): 400
+//! `INVALID_REPLICATION_DATE`; missing: 400 `MISSING_ARGUMENT`.
+//!
+//! Every data call counts against the org's daily allowance (100,000 per 24 h, see
+//! [`SandboxState::set_salesforce_api_limit`]) and answers with `Sforce-Limit-Info:
+//! api-usage=N/MAX`; past it: 403 `[{"message":"TotalRequests Limit
+//! exceeded.","errorCode":"REQUEST_LIMIT_EXCEEDED"}]`. Forced faults and latency apply
+//! as to any route (Salesforce error bodies, e.g. 503 `SERVER_UNAVAILABLE`), and so does
+//! [`SandboxState::malform_salesforce_responses`].
+//!
 //! # OAuth 2.0 stand-ins
 //! Authorization code grant (RFC 6749) with PKCE (RFC 7636, `S256` or `plain`) and
 //! revocation (RFC 7009) for nine providers, sharing one grant engine ([`oauth`]). The
@@ -149,7 +225,7 @@
 //! | `salesforce.oauth_revoke` | `POST {login}/services/oauth2/revoke` form `token=` → 200, revokes the grant; unknown → 400 `invalid_token` |
 //! | `salesforce.oauth_introspect` | `POST {login}/services/oauth2/introspect` form `token`, client creds → `{active,scope,client_id,username,sub,token_type,exp,iat,nbf}` or `{active:false}` |
 //! | `salesforce.userinfo` | `GET {instance or login}/services/oauth2/userinfo`, `GET {login}/id/{org}/{user}` — Bearer (401 `Bad_OAuth_Token`) |
-//! | `salesforce.data` | `GET {instance}/services/data[/vNN.N/]` — Bearer; 401 `[{"message":"Session expired or invalid","errorCode":"INVALID_SESSION_ID"}]` |
+//! | `salesforce.data` | `GET {instance}/services/data[/vNN.N/]` — Bearer; 401 `[{"message":"Session expired or invalid","errorCode":"INVALID_SESSION_ID"}]` (records: see "Salesforce REST data") |
 //! | `zoho.oauth_revoke` | `POST accounts.zoho.{dc}/oauth/v2/token/revoke?token=…` → 200 `{"status":"success"}` |
 //! | `zoho.userinfo` | `GET www.zohoapis.{dc}/crm/v2/users?type=CurrentUser` — `Authorization: Zoho-oauthtoken …`; 401 `INVALID_TOKEN` |
 //! | `pipedrive.oauth_revoke` | `POST oauth.pipedrive.com/oauth/revoke` (Basic; form `token`, `token_type_hint`) → 200; a refresh token revokes the grant |
@@ -215,7 +291,8 @@
 //!   `{"status":503,"count":2,"provider":"zendesk","retry_after_secs":1}` and/or
 //!   `{"latency_ms":250,"provider":"hubspot"}` (provider optional); `DELETE` clears them
 //! - `POST /_sandbox/reset`: back to the seeded accounts, OAuth clients and users, zero
-//!   counters, no faults, no grants, default OAuth knobs, no CRM records.
+//!   counters, no faults, no grants, default OAuth knobs, no CRM records (HubSpot or
+//!   Salesforce).
 //!
 //! OAuth knobs (each also a [`SandboxState`] method):
 //! - `GET|POST /_sandbox/oauth/clients` — an [`OAuthClient`]:
@@ -255,6 +332,25 @@
 //!   responses of that CRM route carry truncated JSON with their usual status
 //!   ([`SandboxState::malform_hubspot_responses`]).
 //! - `POST /_sandbox/reset` also empties every portal.
+//!
+//! Salesforce knobs (each also a [`SandboxState`] method; `org` defaults to
+//! [`DEFAULT_SALESFORCE_ORG`], `object` is `Contact` or `Account`):
+//! - `POST /_sandbox/salesforce/seed` `{"object":"Contact","count":100000,"org":"…"}` →
+//!   `{"ids":[…]}` ([`SandboxState::seed_salesforce`]; realistic values, contacts spread
+//!   over the org's accounts; 100,000 records take well under a second or two).
+//! - `GET /_sandbox/salesforce/records?object=Contact[&org=…][&id=…]` → live records
+//!   ([`SandboxState::salesforce_records`]) or one, deleted too
+//!   ([`SandboxState::salesforce_record`]), as [`SfRecord`]s.
+//! - `POST /_sandbox/salesforce/update` `{"object","id","fields":{…}}`: a change as a
+//!   Salesforce user would make it, bumping the stamps
+//!   ([`SandboxState::update_salesforce_record`]; 400 when nothing was changed).
+//! - `POST /_sandbox/salesforce/delete` `{"object","id"}` → `{"deleted":bool}`
+//!   ([`SandboxState::delete_salesforce_record`]; leaves a tombstone for `/deleted`).
+//! - `GET|POST /_sandbox/salesforce/limit` `{"max":N}` → `{"org","max","used"}`
+//!   ([`SandboxState::set_salesforce_api_limit`], [`SandboxState::salesforce_api_usage`]).
+//! - `POST /_sandbox/salesforce/malformed` `{"route":"salesforce.query","count":1}`
+//!   ([`SandboxState::malform_salesforce_responses`]).
+//! - `POST /_sandbox/reset` also empties every org and restores default allowances.
 //!
 //! Each provider request is counted, then delayed by the configured latency, then answered
 //! with a pending forced status (in the provider's own error body) or by the route. Paths
@@ -301,6 +397,7 @@ pub use oauth::{
     OAuthSettingsView, OAuthUser, SeededGrant, default_oauth_clients, default_oauth_users,
 };
 pub use providers::hubspot_crm::{CrmObject, CrmRecord};
+pub use providers::salesforce_crm::{DEFAULT_SALESFORCE_ORG, SfApiUsage, SfObject, SfRecord};
 pub use state::{
     Account, AccountError, AccountView, CallsView, Fault, FaultError, FaultsView, Provider,
     ProviderAccount, SandboxState, Secret, default_accounts,

@@ -411,6 +411,8 @@ pub struct SandboxState {
     oauth: Arc<Mutex<crate::oauth::Store>>,
     /// HubSpot CRM records per portal, behind their own lock.
     crm: Arc<Mutex<crate::providers::hubspot_crm::CrmStore>>,
+    /// Salesforce records per org, behind their own lock.
+    sf: Arc<Mutex<crate::providers::salesforce_crm::SfStore>>,
 }
 
 impl fmt::Debug for SandboxState {
@@ -576,12 +578,18 @@ impl SandboxState {
 
     /// Back to a freshly started sandbox: seeded accounts, OAuth clients and users only,
     /// zero counters, no faults, no OAuth grants, default OAuth knobs, no HubSpot CRM
-    /// records or malformed-response knobs, empty rate-limit
-    /// windows.
+    /// or Salesforce records, custom properties, query locators, API allowances or
+    /// malformed-response knobs, empty rate-limit windows.
     pub fn reset(&self) {
         *self.lock() = Inner::default();
         *self.oauth_store() = crate::oauth::Store::default();
         *self.crm_store() = crate::providers::hubspot_crm::CrmStore::default();
+        *self.sf_store() = crate::providers::salesforce_crm::SfStore::default();
+    }
+
+    /// The Salesforce record store, locked.
+    pub(crate) fn sf_store(&self) -> MutexGuard<'_, crate::providers::salesforce_crm::SfStore> {
+        self.sf.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The HubSpot CRM store, locked.

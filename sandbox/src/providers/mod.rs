@@ -18,6 +18,7 @@ pub mod hubspot;
 pub mod hubspot_crm;
 pub mod pipedrive;
 pub mod salesforce;
+pub mod salesforce_crm;
 pub(crate) mod sample;
 pub mod zendesk;
 pub mod zoho;
@@ -254,7 +255,8 @@ fn fault_response(provider: Provider, route_name: &str, fault: &Fault) -> Respon
     }
 }
 
-/// Headers a provider puts on every response (HubSpot's rate-limit headers).
+/// Headers a provider puts on every response (HubSpot's rate-limit headers,
+/// Salesforce's `Sforce-Limit-Info`).
 fn finish(
     provider: Provider,
     state: &SandboxState,
@@ -263,6 +265,7 @@ fn finish(
 ) -> Response {
     match provider {
         Provider::Hubspot => hubspot::finish(state, req, response),
+        Provider::Salesforce => salesforce::finish(state, req, response),
         _ => response,
     }
 }

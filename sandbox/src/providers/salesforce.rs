@@ -1,6 +1,7 @@
 //! Salesforce stand-in: OAuth at `/{login|test}.salesforce.com/services/oauth2/…` (also
 //! served at instance hosts, as My Domain does), identity, and the REST API root at the
-//! instance host (`/acme.my.salesforce.com/services/data/…`).
+//! instance host (`/acme.my.salesforce.com/services/data/…`); the record routes under
+//! it (query, sObjects, collections, limits) are [`super::salesforce_crm`]'s.
 //!
 //! Token responses carry no `expires_in`; sessions still expire after the configured
 //! lifetime (7200 s by default). OAuth errors: `{"error":"invalid_grant",
@@ -66,6 +67,8 @@ pub(crate) enum Endpoint {
     Identity,
     /// `GET /services/data[/…]`.
     Data,
+    /// A REST data route under `/services/data/vNN.N/` (see [`super::salesforce_crm`]).
+    Crm(super::salesforce_crm::SfRoute),
 }
 
 impl Endpoint {
@@ -78,12 +81,16 @@ impl Endpoint {
             Endpoint::OAuthIntrospect => OAUTH_INTROSPECT,
             Endpoint::UserInfo | Endpoint::Identity => USERINFO,
             Endpoint::Data => DATA,
+            Endpoint::Crm(route) => route.name(),
         }
     }
 }
 
 /// Matches a request to a Salesforce route.
 pub(crate) fn route(req: &ProviderRequest) -> Option<Endpoint> {
+    if let Some(route) = super::salesforce_crm::route(&req.method, &req.path) {
+        return Some(Endpoint::Crm(route));
+    }
     let path = req.path.trim_end_matches('/');
     match (&req.method, path) {
         (&Method::GET, "/services/oauth2/authorize") => Some(Endpoint::OAuthAuthorize),
@@ -128,6 +135,26 @@ pub(crate) fn handle(endpoint: Endpoint, state: &SandboxState, req: &ProviderReq
             Some(grant) if grant.user.instance_host == req.host => data(req),
             _ => invalid_session(),
         },
+        Endpoint::Crm(route) => match session(state, req) {
+            Some(grant) if grant.user.instance_host == req.host => {
+                super::salesforce_crm::handle(route, state, req, &grant.user.org_id)
+            }
+            _ => invalid_session(),
+        },
+    }
+}
+
+/// Adds `Sforce-Limit-Info` to REST API answers of a valid session that lack it (the
+/// version root and list, forced faults).
+pub(crate) fn finish(state: &SandboxState, req: &ProviderRequest, response: Response) -> Response {
+    if !req.path.starts_with("/services/data") || response.status() == StatusCode::UNAUTHORIZED {
+        return response;
+    }
+    match session(state, req) {
+        Some(grant) if grant.user.instance_host == req.host => {
+            super::salesforce_crm::finish(state, &grant.user.org_id, response)
+        }
+        _ => response,
     }
 }
 

@@ -128,6 +128,7 @@ pub(crate) struct Person {
     pub(crate) phone: String,
     pub(crate) mobile: String,
     pub(crate) title: &'static str,
+    pub(crate) department: &'static str,
     pub(crate) city: &'static str,
     pub(crate) country: &'static str,
     /// `YYYY-MM-DD`.
@@ -219,7 +220,7 @@ pub(crate) fn person(n: u64) -> Person {
     let bits = mix(n);
     let (first, first_slug) = pick(&FIRST_NAMES, bits);
     let (last, last_slug) = pick(&LAST_NAMES, bits >> 8);
-    let (title, _department) = pick(&TITLES, bits >> 16);
+    let (title, department) = pick(&TITLES, bits >> 16);
     let (city, country, prefix) = pick(&PLACES, bits >> 24);
     let (company, domain) = company_name(n / 3);
     let year = 1955 + (bits >> 32) % 50;
@@ -232,6 +233,7 @@ pub(crate) fn person(n: u64) -> Person {
         phone: phone(prefix, bits >> 48),
         mobile: phone(prefix, bits >> 56),
         title,
+        department,
         city,
         country,
         birthdate: format!("{year:04}-{month:02}-{day:02}"),
@@ -294,7 +296,7 @@ mod tests {
     fn values_look_real() {
         let p = person(7);
         assert!(p.email.contains('@') && p.email.ends_with(".example"));
-        assert_eq!(p.birthdate.len(), 10);
+        assert!(crate::clock::parse_date(&p.birthdate).is_some());
         assert!(p.phone.contains(" 555 01"));
         let c = company(7);
         assert!(c.revenue > 0 && c.employees > 0);
