@@ -24,6 +24,7 @@
 
 pub mod aws;
 pub mod capture;
+pub mod cron;
 pub mod env;
 pub mod event;
 pub mod invoke;
