@@ -56,8 +56,9 @@ pub async fn invoke_from_files(
 /// Runs `function` (logical id or binary name) of `stack` once on `event` and returns
 /// what it returns: for a function with an event handler (see
 /// [`FunctionRegistry::register_event`]) the handler's JSON result, the event being any
-/// JSON (e.g. an EventBridge scheduled event); for an HTTP function the response as it
-/// hands it to API Gateway, the event being an API Gateway HTTP API 2.0 request.
+/// JSON (e.g. an EventBridge scheduled event, an SQS event); for an HTTP function the
+/// response as it hands it to API Gateway, the event being an API Gateway HTTP API 2.0
+/// request. A function with both handlers gets HTTP API requests through its HTTP one.
 pub async fn invoke(
     stack: &LocalStack,
     functions: &FunctionRegistry,
@@ -65,7 +66,12 @@ pub async fn invoke(
     event: &str,
 ) -> Result<Value> {
     let def = find_function(stack, function)?;
-    if let Some(handler) = functions.get_event(&def.binary) {
+    let event_handler = functions.get_event(&def.binary);
+    // A function with both (an HTTP API route and, say, a schedule) takes HTTP API
+    // requests through its HTTP handler and every other event through its event one.
+    let http = functions.get(&def.binary).is_some()
+        && (event_handler.is_none() || is_http_api_event(&parse_event_json(event)?));
+    if let Some(handler) = event_handler.filter(|_| !http) {
         let event = parse_event_json(event)?;
         let app = function_app(stack, &def.logical_id)?;
         return call_event_handler(
@@ -105,6 +111,13 @@ pub async fn invoke(
         Ok(Ok(Ok(response))) => response,
     };
     Ok(gateway_response(response))
+}
+
+/// Whether `event` is an API Gateway HTTP API (payload 2.0) request.
+pub fn is_http_api_event(event: &Value) -> bool {
+    event.get("version").and_then(Value::as_str) == Some("2.0")
+        && event.get("routeKey").is_some()
+        && event.pointer("/requestContext/http").is_some()
 }
 
 /// The template function with this logical id or binary name; the error lists the
@@ -220,6 +233,20 @@ pub fn gateway_response(response: lambda_http::Response<lambda_http::Body>) -> V
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_api_requests_are_told_from_other_events() {
+        let path = crate::paths::repo_root()
+            .unwrap()
+            .join("events/credentials/list-providers.json");
+        let request = parse_event_json(&std::fs::read_to_string(path).unwrap()).unwrap();
+        assert!(is_http_api_event(&request));
+        assert!(!is_http_api_event(&json!({"Records": []})));
+        assert!(!is_http_api_event(
+            &json!({"version": "0", "detail-type": "Scheduled Event"})
+        ));
+        assert!(!is_http_api_event(&json!({"sync_config_id": "cfg-1"})));
+    }
 
     #[test]
     fn responses_render_like_payload_2() {
