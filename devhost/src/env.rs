@@ -18,7 +18,9 @@ use crate::jwt::LocalJwt;
 use crate::moto::MotoServer;
 use crate::registry::FunctionRegistry;
 use crate::schedule::SchedulerOptions;
+use crate::scheduler::SchedulerSchedule;
 use crate::server::{DevHost, DevHostOptions};
+use crate::sqs::{QueueDepth, QueueOptions};
 use crate::stack::{LocalStack, StackOptions, bootstrap};
 use crate::template::Template;
 
@@ -74,8 +76,9 @@ pub fn sandbox_platform_secret() -> String {
 }
 
 /// How to start a [`LocalEnv`]; `Default` suits tests (free ports, a unique stack on
-/// the process-wide moto, an in-memory JWT key, every registered function).
-#[derive(Debug, Clone, Default)]
+/// the process-wide moto, an in-memory JWT key, every registered function, the SQS
+/// event sources polled, schedules not fired on their own).
+#[derive(Debug, Clone)]
 pub struct LocalEnvOptions {
     /// The template (default: the repository's `template.yaml`).
     pub template: Option<PathBuf>,
@@ -97,12 +100,41 @@ pub struct LocalEnvOptions {
     pub secret_values: BTreeMap<String, String>,
     /// The handlers (default: [`FunctionRegistry::conduit`]).
     pub functions: Option<FunctionRegistry>,
-    /// Fire the template's rate schedules (default: off, so tests are deterministic;
-    /// [`LocalEnv::run_schedule`] runs one on demand either way).
+    /// Fire the template's rate schedules and the stack's EventBridge Scheduler
+    /// schedules when due (default: off, so tests are deterministic;
+    /// [`LocalEnv::run_schedule`] and [`LocalEnv::fire_scheduler_schedule`] run one on
+    /// demand either way).
     pub run_schedules: bool,
-    /// With `run_schedules`, fire every schedule this often instead of its template
-    /// rate (for demos).
+    /// With `run_schedules`, fire every template schedule and every `rate(…)` Scheduler
+    /// schedule this often instead of at its rate (for demos).
     pub schedule_every: Option<Duration>,
+    /// Poll the template's SQS event sources into their functions, as Lambda's event
+    /// source mappings do (default: on; see [`crate::sqs`]).
+    pub poll_queues: bool,
+    /// Local-only speed-up: the messages of a failed SQS invocation become visible
+    /// again after this delay instead of the queue's visibility timeout (default: none,
+    /// as in AWS). Tests of retries and dead-letter queues set it (e.g. to zero).
+    pub sqs_retry_delay: Option<Duration>,
+}
+
+impl Default for LocalEnvOptions {
+    fn default() -> Self {
+        Self {
+            template: None,
+            stack_name: None,
+            aws_endpoint: None,
+            port: 0,
+            sandbox_port: 0,
+            jwt_key: None,
+            parameters: BTreeMap::new(),
+            secret_values: BTreeMap::new(),
+            functions: None,
+            run_schedules: false,
+            schedule_every: None,
+            poll_queues: true,
+            sqs_retry_delay: None,
+        }
+    }
 }
 
 /// A running local environment.
@@ -211,6 +243,10 @@ impl LocalEnv {
                     run: options.run_schedules,
                     every: options.schedule_every,
                 },
+                queues: QueueOptions {
+                    run: options.poll_queues,
+                    retry_delay: options.sqs_retry_delay,
+                },
             },
         )
         .await?;
@@ -236,6 +272,70 @@ impl LocalEnv {
     /// function's JSON result (the token sweep's report).
     pub async fn run_schedule(&self, function: &str) -> Result<serde_json::Value> {
         self.devhost.run_schedule(function).await
+    }
+
+    /// How many messages the stack's queue `logical_id` (e.g. `SyncQueue`) holds:
+    /// visible, in flight, delayed.
+    pub async fn queue_depth(&self, logical_id: &str) -> Result<QueueDepth> {
+        self.devhost.queue_depth(logical_id).await
+    }
+
+    /// Waits up to `timeout` until every queue the dev host polls holds no message
+    /// (visible, in flight or delayed) and no invocation of a poller is running; fails
+    /// with the queues' depths when they don't. Failed messages stay in flight for the
+    /// queue's visibility timeout unless [`LocalEnvOptions::sqs_retry_delay`] is set.
+    pub async fn wait_queues_idle(&self, timeout: Duration) -> Result<()> {
+        self.devhost.wait_queues_idle(timeout).await
+    }
+
+    /// The bodies of the messages in the dead-letter queue of the stack's queue
+    /// `logical_id` (the target of its redrive policy; a queue without one, e.g.
+    /// `SyncDeadLetterQueue`, is read itself), left in the queue.
+    pub async fn dead_letters(&self, logical_id: &str) -> Result<Vec<String>> {
+        self.devhost.dead_letters(logical_id).await
+    }
+
+    /// Like [`LocalEnv::dead_letters`], deleting what it returns.
+    pub async fn drain_dead_letters(&self, logical_id: &str) -> Result<Vec<String>> {
+        self.devhost.drain_dead_letters(logical_id).await
+    }
+
+    /// Crash simulator: the next `count` invocations of the function built as `binary`
+    /// by the SQS pollers and the Scheduler schedules are killed `after` into their
+    /// run — a handler still running then is cancelled (its future dropped, as a Lambda
+    /// timeout or crash stops it), one that finished sooner has its result thrown away.
+    /// Their messages are not deleted and are delivered again (after the visibility
+    /// timeout, or [`LocalEnvOptions::sqs_retry_delay`]).
+    pub fn kill_next_invocations(&self, binary: &str, count: usize, after: Duration) {
+        self.devhost.kill_next_invocations(binary, count, after);
+    }
+
+    /// Stops the SQS pollers invoking their functions: invocations under way finish; a
+    /// batch a poller was receiving meanwhile is held, in flight, until resumed.
+    pub fn pause_pollers(&self) {
+        self.devhost.pause_pollers();
+    }
+
+    /// Lets the SQS pollers take batches again.
+    pub fn resume_pollers(&self) {
+        self.devhost.resume_pollers();
+    }
+
+    /// Every EventBridge Scheduler schedule in the stack's schedule groups (e.g. the
+    /// sync schedules in `SyncScheduleGroup`), enabled or not.
+    pub async fn scheduler_schedules(&self) -> Result<Vec<SchedulerSchedule>> {
+        self.devhost.scheduler_schedules().await
+    }
+
+    /// Fires the EventBridge Scheduler schedule `name` of `group` (the group's name or
+    /// its logical id, e.g. `SyncScheduleGroup`) now, whatever its expression and
+    /// state: its target function runs on the target's `Input`; returns its result.
+    pub async fn fire_scheduler_schedule(
+        &self,
+        group: &str,
+        name: &str,
+    ) -> Result<serde_json::Value> {
+        self.devhost.fire_scheduler_schedule(group, name).await
     }
 
     /// The dev host's base URL.

@@ -3,8 +3,12 @@
 //! an emulated JWT authorizer — the same handlers a deployed Lambda runs, in-process.
 //!
 //! Non-HTTP functions run through event handlers: `devhost invoke` on an event file,
-//! and the template's `Schedule` events through the local [`Scheduler`]. What the stack
-//! publishes on EventBridge is captured ([`EventCapture`], `GET /_devhost/events`).
+//! the template's `Schedule` events through the local [`Scheduler`], its `SQS` events
+//! through pollers that play Lambda's event source mappings ([`sqs`]: batches, partial
+//! batch failures, redrive to the dead-letter queue, `GET /_devhost/queues`), and the
+//! EventBridge Scheduler schedules the functions create in the stack's schedule groups
+//! through [`scheduler`]. What the stack publishes on EventBridge is captured
+//! ([`EventCapture`], `GET /_devhost/events`).
 //!
 //! Each piece works alone ([`MotoServer`], [`bootstrap`], [`DevHost`], [`LocalJwt`]);
 //! [`LocalEnv`] starts them all for scenario tests:
@@ -16,7 +20,9 @@
 //! let url = format!("{}/v1/providers", env.url());
 //! let sweep = env.run_schedule("TokenRefreshFunction").await?;
 //! let published = env.events().drain().await?;
-//! # let _ = (token, url, sweep, published);
+//! env.wait_queues_idle(std::time::Duration::from_secs(10)).await?;
+//! let dead = env.dead_letters("SyncQueue").await?;
+//! # let _ = (token, url, sweep, published, dead);
 //! # Ok(()) }
 //! ```
 
@@ -28,13 +34,16 @@ pub mod cron;
 pub mod env;
 pub mod event;
 pub mod invoke;
+pub mod invoker;
 pub mod jwt;
 pub mod moto;
 pub mod paths;
 pub mod registry;
 pub mod routes;
 pub mod schedule;
+pub mod scheduler;
 pub mod server;
+pub mod sqs;
 pub mod stack;
 pub mod state;
 pub mod template;
@@ -46,6 +55,8 @@ pub use jwt::LocalJwt;
 pub use moto::MotoServer;
 pub use registry::FunctionRegistry;
 pub use schedule::{Scheduler, SchedulerOptions};
+pub use scheduler::SchedulerSchedule;
 pub use server::{DevHost, DevHostOptions};
+pub use sqs::{QueueDepth, QueueOptions};
 pub use stack::{LocalStack, StackOptions, bootstrap};
 pub use template::Template;

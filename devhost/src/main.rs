@@ -24,15 +24,18 @@ devhost — run Conduit locally (moto + provider sandbox + every HTTP function o
 USAGE:
   devhost up [--port 3000] [--sandbox-port 9100] [--stack-name conduit-local] [--schedule-every SECONDS]
       Starts moto (unless AWS_ENDPOINT_URL is set), the provider sandbox, creates the
-      template's tables, keys, secrets, queues and event bus, serves the HTTP API and
-      runs the template's rate schedules (every SECONDS instead, with
-      --schedule-every). Prints the URL, tokens and a curl session; runs until Ctrl-C.
+      template's tables, keys, secrets, queues, event bus and schedule groups, serves
+      the HTTP API, polls the queues of the template's SQS events into their functions
+      and fires the template's rate schedules and the EventBridge Scheduler schedules
+      of the stack (rate schedules every SECONDS instead, with --schedule-every).
+      Prints the URL, tokens and a curl session; runs until Ctrl-C.
   devhost token --tenant T --user U --role admin|member [--ttl 3600]
       Prints a token the running dev host accepts (signed with .local/jwt.key).
   devhost invoke <FunctionLogicalId|binary> <event.json>
       Runs one function once on an event file against the running local stack, like
       `sam local invoke -e`: an HTTP function on an API Gateway HTTP API event (prints
-      its response), a scheduled one on an EventBridge event (prints its result).
+      its response), an event-driven one on its event — an EventBridge scheduled event,
+      an SQS event, a Scheduler schedule's Input (prints its result).
 ";
 
 /// Tokens printed by `up` last this long.
@@ -245,6 +248,7 @@ Connect HubSpot through OAuth (the sandbox approves at once; or open $AUTH_URL i
   curl -s -o /dev/null -w '%{{redirect_url}}\n' "$CALLBACK"              # → {LOCAL_DASHBOARD_ORIGIN}/integrations?status=connected&connection_id=con_…
   curl -s "$CONDUIT_URL/v1/connections?provider=hubspot" -H "authorization: Bearer $TOKEN"
   curl -s "$CONDUIT_URL/_devhost/events"                                # what Conduit published on EventBridge
+  curl -s "$CONDUIT_URL/_devhost/queues"                                # the queues' depths and their pollers
 
 {schedules}
 Ctrl-C stops everything.
@@ -283,6 +287,15 @@ fn schedule_lines(env: &LocalEnv, every: Option<Duration>) -> String {
         out.push_str(
             "  once, now: make invoke FN=TokenRefreshFunction EVENT=events/token-refresh/scheduled.json\n",
         );
+    }
+    for (id, group) in env.stack.schedule_groups() {
+        let how = match every {
+            Some(every) => format!("rate() ones every {}s (--schedule-every)", every.as_secs()),
+            None => "when due".to_owned(),
+        };
+        out.push_str(&format!(
+            "  EventBridge Scheduler schedules in {group} ({id}): fired {how}\n"
+        ));
     }
     out
 }

@@ -3,9 +3,11 @@
 //! API Gateway's own error bodies — and calls each function's handler in-process with
 //! the payload-2.0 event a deployed function receives.
 //!
-//! It also owns the local [`Scheduler`] (the template's schedules) and serves what
-//! the stack published on EventBridge at `GET /_devhost/events` (no auth; loopback
-//! only). Its request log line holds the method, route key, status and latency —
+//! It also owns the local [`Scheduler`] (the template's schedules), the pollers of the
+//! template's SQS event sources ([`QueuePollers`]) and the firing of EventBridge
+//! Scheduler schedules ([`SchedulerRunner`]), and serves what the stack published on
+//! EventBridge at `GET /_devhost/events` and the queues' depths at
+//! `GET /_devhost/queues` (no auth; loopback only). Its request log line holds the method, route key, status and latency —
 //! never the query string, a header or a body.
 
 use std::collections::BTreeMap;
@@ -31,14 +33,19 @@ use tokio::task::JoinHandle;
 
 use crate::capture::EventCapture;
 use crate::event::{EventInput, JwtContext, build_event, new_request_id, to_request};
+use crate::invoker::{EventFunctions, KillSwitch};
 use crate::jwt::{LocalJwt, flatten_claim, scopes_of};
 use crate::registry::{FunctionRegistry, Handler};
 use crate::routes::RouteTable;
 use crate::schedule::{Scheduler, SchedulerOptions};
+use crate::scheduler::{SchedulerRunner, SchedulerSchedule, SchedulerSchedules};
+use crate::sqs::{QueueDepth, QueueMonitor, QueueOptions, QueuePollers};
 use crate::stack::{LOCAL_API_ID, LocalStack};
 
 /// The dev host's own endpoint listing the captured events.
 pub const EVENTS_PATH: &str = "/_devhost/events";
+/// The dev host's own endpoint showing the queues' depths and the pollers' counters.
+pub const QUEUES_PATH: &str = "/_devhost/queues";
 
 /// The largest request API Gateway's HTTP API accepts.
 pub const MAX_REQUEST_BYTES: usize = 10 * 1024 * 1024;
@@ -56,6 +63,11 @@ pub struct DevHost {
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
     scheduler: Option<Scheduler>,
+    pollers: Option<QueuePollers>,
+    runner: Option<SchedulerRunner>,
+    queues: QueueMonitor,
+    scheduler_schedules: SchedulerSchedules,
+    kills: KillSwitch,
     events: EventCapture,
 }
 
@@ -65,9 +77,13 @@ pub struct DevHostOptions {
     /// The capture served at `GET /_devhost/events` (default: off, the endpoint
     /// answers 503).
     pub events: EventCapture,
-    /// Whether and how often the template's schedules fire (default: they don't;
-    /// [`DevHost::run_schedule`] still runs them on demand).
+    /// Whether and how often the template's schedules and the stack's EventBridge
+    /// Scheduler schedules fire (default: they don't; [`DevHost::run_schedule`] and
+    /// [`DevHost::fire_scheduler_schedule`] still run them on demand).
     pub schedules: SchedulerOptions,
+    /// Whether the template's SQS event sources are polled (default: yes) and how fast
+    /// failed messages come back.
+    pub queues: QueueOptions,
 }
 
 impl Default for DevHostOptions {
@@ -75,6 +91,7 @@ impl Default for DevHostOptions {
         Self {
             events: EventCapture::off("the dev host was started without an event capture"),
             schedules: SchedulerOptions::default(),
+            queues: QueueOptions::default(),
         }
     }
 }
@@ -109,6 +126,7 @@ struct Inner {
     account_id: String,
     port: u16,
     events: EventCapture,
+    queues: QueueMonitor,
 }
 
 impl DevHost {
@@ -233,6 +251,20 @@ impl DevHost {
             );
         }
 
+        let kills = KillSwitch::default();
+        let event_functions = EventFunctions::new(stack, &functions, &kills)?;
+        let pollers = QueuePollers::start(stack, &event_functions, options.queues)
+            .await
+            .context("starting the SQS pollers")?;
+        let queues = pollers.monitor();
+        let runner = SchedulerRunner::start(
+            stack,
+            &event_functions,
+            options.schedules.run,
+            options.schedules.every,
+        );
+        let scheduler_schedules = runner.schedules();
+
         let addr = listener
             .local_addr()
             .context("reading the dev host's address")?;
@@ -245,6 +277,7 @@ impl DevHost {
             account_id: stack.account_id().to_owned(),
             port: addr.port(),
             events: options.events.clone(),
+            queues: queues.clone(),
         });
         let scheduler = Scheduler::start(stack, &functions, options.schedules)
             .context("starting the local scheduler")?;
@@ -268,8 +301,69 @@ impl DevHost {
             stop: Some(stop),
             task: Some(task),
             scheduler: Some(scheduler),
+            pollers: Some(pollers),
+            runner: Some(runner),
+            queues,
+            scheduler_schedules,
+            kills,
             events: options.events,
         })
+    }
+
+    /// How many messages the stack's queue `logical_id` holds.
+    pub async fn queue_depth(&self, logical_id: &str) -> Result<QueueDepth> {
+        self.queues.queue_depth(logical_id).await
+    }
+
+    /// Waits up to `timeout` until every polled queue is empty and no poller's
+    /// invocation is running (see [`QueueMonitor::wait_queues_idle`]).
+    pub async fn wait_queues_idle(&self, timeout: Duration) -> Result<()> {
+        self.queues.wait_queues_idle(timeout).await
+    }
+
+    /// The bodies in the dead-letter queue of `logical_id`, left there (see
+    /// [`QueueMonitor::dead_letters`]).
+    pub async fn dead_letters(&self, logical_id: &str) -> Result<Vec<String>> {
+        self.queues.dead_letters(logical_id).await
+    }
+
+    /// The bodies in the dead-letter queue of `logical_id`, deleted.
+    pub async fn drain_dead_letters(&self, logical_id: &str) -> Result<Vec<String>> {
+        self.queues.drain_dead_letters(logical_id).await
+    }
+
+    /// Stops the SQS pollers invoking their functions (see
+    /// [`QueueMonitor::pause_pollers`]).
+    pub fn pause_pollers(&self) {
+        self.queues.pause_pollers();
+    }
+
+    /// Lets the SQS pollers take batches again.
+    pub fn resume_pollers(&self) {
+        self.queues.resume_pollers();
+    }
+
+    /// The queues and the pollers, as `GET /_devhost/queues` shows them.
+    pub fn queues(&self) -> QueueMonitor {
+        self.queues.clone()
+    }
+
+    /// Kills the next `count` invocations of `binary` by the SQS pollers and the
+    /// Scheduler schedules `after` into their run (see
+    /// [`KillSwitch::kill_next_invocations`]).
+    pub fn kill_next_invocations(&self, binary: &str, count: usize, after: Duration) {
+        self.kills.kill_next_invocations(binary, count, after);
+    }
+
+    /// Every EventBridge Scheduler schedule of the stack's schedule groups.
+    pub async fn scheduler_schedules(&self) -> Result<Vec<SchedulerSchedule>> {
+        self.scheduler_schedules.list().await
+    }
+
+    /// Fires the Scheduler schedule `name` of `group` (name or logical id) now,
+    /// whatever its expression and state; returns the target function's result.
+    pub async fn fire_scheduler_schedule(&self, group: &str, name: &str) -> Result<Json> {
+        self.scheduler_schedules.fire(group, name).await
     }
 
     /// Fires the schedule of `function` (logical id or binary name) now, through the
@@ -308,6 +402,12 @@ impl DevHost {
     /// Stops the scheduler and accepting, lets in-flight runs and requests finish (up
     /// to 5 s each), then returns.
     pub async fn shutdown(mut self) {
+        if let Some(pollers) = self.pollers.take() {
+            pollers.shutdown().await;
+        }
+        if let Some(runner) = self.runner.take() {
+            runner.shutdown().await;
+        }
         if let Some(scheduler) = self.scheduler.take() {
             scheduler.shutdown().await;
         }
@@ -540,6 +640,12 @@ async fn handle(inner: &Inner, peer: SocketAddr, req: Request, request_id: &str)
             &format!("{method} {EVENTS_PATH}"),
         );
     }
+    if raw_path == QUEUES_PATH {
+        return outcome(
+            devhost_queues(inner, &parts.method).await,
+            &format!("{method} {QUEUES_PATH}"),
+        );
+    }
 
     let matched = inner.routes.find(&method, &raw_path);
     if parts.method == Method::OPTIONS
@@ -722,6 +828,30 @@ async fn devhost_events(inner: &Inner, method: &Method) -> Response {
         }
         Err(error) => {
             tracing::warn!(target: "devhost", error = %format!("{error:#}"), "listing captured events failed");
+            gateway(StatusCode::SERVICE_UNAVAILABLE, &format!("{error:#}"))
+        }
+    }
+}
+
+/// `GET /_devhost/queues`: every queue of the stack with its depth, and every polled
+/// SQS event source with its counters.
+async fn devhost_queues(inner: &Inner, method: &Method) -> Response {
+    if method != Method::GET {
+        return gateway(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+    }
+    match inner.queues.report().await {
+        Ok(report) => {
+            let mut text = serde_json::to_string_pretty(&report).unwrap_or_else(|_| "{}".into());
+            text.push('\n');
+            let mut resp = Response::new(axum::body::Body::from(text));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            resp
+        }
+        Err(error) => {
+            tracing::warn!(target: "devhost", error = %format!("{error:#}"), "reading the queues failed");
             gateway(StatusCode::SERVICE_UNAVAILABLE, &format!("{error:#}"))
         }
     }

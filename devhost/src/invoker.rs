@@ -1,0 +1,186 @@
+//! The template's event-driven functions as the dev host's event sources call them (the
+//! SQS pollers of [`crate::sqs`] and the EventBridge Scheduler schedules of
+//! [`crate::scheduler`]): each function with a registered event handler, with its own
+//! `App` and template timeout, and a [`KillSwitch`] that makes chosen invocations crash
+//! as a Lambda timeout or a dying runtime would.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+use conduit::app::App;
+use serde_json::Value;
+
+use crate::invoke::{call_event_handler, function_app, function_timeout};
+use crate::registry::{EventHandler, FunctionRegistry};
+use crate::stack::LocalStack;
+
+/// Makes the next invocations of a function crash (see
+/// [`KillSwitch::kill_next_invocations`]); cheap to clone, clones share the plan.
+#[derive(Debug, Clone, Default)]
+pub struct KillSwitch {
+    planned: Arc<Mutex<HashMap<String, VecDeque<Duration>>>>,
+}
+
+impl KillSwitch {
+    /// The next `count` invocations of `binary` by the dev host's event sources are
+    /// killed `after` into their run: a handler still running then is cancelled (its
+    /// future dropped, as a Lambda timeout or crash stops it); one that finished sooner
+    /// has its result thrown away, as if the runtime died before reporting it. Either
+    /// way the invocation fails, so a queue's messages are not deleted and come back.
+    /// Adds to kills planned earlier.
+    pub fn kill_next_invocations(&self, binary: &str, count: usize, after: Duration) {
+        let mut planned = self
+            .planned
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        planned
+            .entry(binary.to_owned())
+            .or_default()
+            .extend(std::iter::repeat_n(after, count));
+    }
+
+    /// How many kills of `binary` are still planned.
+    pub fn planned(&self, binary: &str) -> usize {
+        self.planned
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(binary)
+            .map_or(0, VecDeque::len)
+    }
+
+    fn take(&self, binary: &str) -> Option<Duration> {
+        self.planned
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get_mut(binary)
+            .and_then(VecDeque::pop_front)
+    }
+}
+
+/// How an invocation ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The handler returned this JSON.
+    Returned(Value),
+    /// The handler returned an error, panicked or timed out.
+    Failed(anyhow::Error),
+    /// The [`KillSwitch`] killed it this long into its run.
+    Killed(Duration),
+}
+
+impl Outcome {
+    /// The result as the caller of a synchronous invoke sees it.
+    pub fn into_result(self, name: &str) -> Result<Value> {
+        match self {
+            Outcome::Returned(value) => Ok(value),
+            Outcome::Failed(error) => Err(error),
+            Outcome::Killed(after) => Err(anyhow!(
+                "{name} was killed {} ms into its run (kill_next_invocations)",
+                after.as_millis()
+            )),
+        }
+    }
+}
+
+/// A template function with an event handler, ready to invoke.
+pub struct EventFunction {
+    /// The logical id.
+    pub logical_id: String,
+    /// The build binary name.
+    pub binary: String,
+    handler: EventHandler,
+    app: App,
+    timeout: Duration,
+    kills: KillSwitch,
+}
+
+impl std::fmt::Debug for EventFunction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventFunction")
+            .field("logical_id", &self.logical_id)
+            .field("binary", &self.binary)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl EventFunction {
+    /// Runs the handler once on `event` as Lambda would (bounded by the function's
+    /// timeout, a panic a failure), unless the kill switch has a kill planned for it.
+    pub async fn invoke(&self, event: Value) -> Outcome {
+        let run = call_event_handler(
+            &self.handler,
+            &self.app,
+            event,
+            self.timeout,
+            &self.logical_id,
+        );
+        let Some(after) = self.kills.take(&self.binary) else {
+            return match run.await {
+                Ok(value) => Outcome::Returned(value),
+                Err(error) => Outcome::Failed(error),
+            };
+        };
+        let started = Instant::now();
+        // Dropping the future at `after` cancels the handler where it stands.
+        let _ = tokio::time::timeout(after, run).await;
+        tokio::time::sleep(after.saturating_sub(started.elapsed())).await;
+        tracing::warn!(
+            target: "devhost",
+            function = %self.logical_id,
+            after_ms = after.as_millis() as u64,
+            "invocation killed (kill_next_invocations)"
+        );
+        Outcome::Killed(after)
+    }
+}
+
+/// Every function of the stack with a registered event handler, by logical id.
+#[derive(Debug, Clone, Default)]
+pub struct EventFunctions {
+    by_id: BTreeMap<String, Arc<EventFunction>>,
+}
+
+impl EventFunctions {
+    /// Builds each function of `stack`'s template that has an event handler in
+    /// `functions`, with the `App` its template environment gives it.
+    pub fn new(
+        stack: &LocalStack,
+        functions: &FunctionRegistry,
+        kills: &KillSwitch,
+    ) -> Result<Self> {
+        let mut by_id = BTreeMap::new();
+        for function in stack.template().functions.values() {
+            let Some(handler) = functions.get_event(&function.binary) else {
+                continue;
+            };
+            let app = function_app(stack, &function.logical_id).with_context(|| {
+                format!("preparing {} for its event sources", function.logical_id)
+            })?;
+            by_id.insert(
+                function.logical_id.clone(),
+                Arc::new(EventFunction {
+                    logical_id: function.logical_id.clone(),
+                    binary: function.binary.clone(),
+                    handler,
+                    app,
+                    timeout: function_timeout(function),
+                    kills: kills.clone(),
+                }),
+            );
+        }
+        Ok(Self { by_id })
+    }
+
+    /// The function with this logical id, if it has an event handler.
+    pub fn get(&self, logical_id: &str) -> Option<Arc<EventFunction>> {
+        self.by_id.get(logical_id).cloned()
+    }
+
+    /// Every function with an event handler.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<EventFunction>> {
+        self.by_id.values()
+    }
+}
