@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use conduit::domain::TenantId;
 use conduit::sync::schema::Entity;
-use sandbox::{CrmObject, OAuthProvider, OAuthUser};
+use sandbox::{CrmObject, OAuthProvider, OAuthUser, SfObject};
 use scenarios::{Role, TestApp, zendesk};
 use serde_json::{Value, json};
 
@@ -1116,4 +1116,111 @@ async fn a_failed_schedule_change_leaves_the_config_as_it_was() {
 
 async fn create_manual(app: &TestApp, t: &Tenant) -> Value {
     create(app, t, json!({"frequency": {"type": "manual"}})).await
+}
+
+#[tokio::test]
+async fn salesforce_configs_map_by_describe_and_flag_required_fields() {
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant();
+    let admin = app.token(&tenant, Role::Admin);
+    let n = portal();
+    let org = format!("00DSC{n:010}AAA");
+    let email = format!("sync-config-sf-{n}@sandbox.test");
+    app.sandbox()
+        .add_oauth_user(OAuthUser {
+            org_id: org.clone(),
+            ..OAuthUser::new(OAuthProvider::Salesforce, email.clone())
+        })
+        .expect("sandbox user");
+    let out = app
+        .oauth_connect(
+            &admin,
+            "salesforce",
+            json!({ "return_to": RETURN_TO }),
+            &format!("login_hint={email}"),
+        )
+        .await;
+    assert_eq!(out.status, "connected", "{}", out.return_url);
+    app.sandbox().seed_salesforce(&org, SfObject::Contact, 4);
+
+    let (status, c) = app
+        .post(
+            CONFIGS,
+            &admin,
+            json!({"connection_id": out.connection_id.expect("id").to_string(),
+                   "direction": "pull", "frequency": {"type": "manual"},
+                   "entities": ["contacts", "companies"], "conflict_strategy": "crm_wins",
+                   "filters": [{"entity": "contacts", "field": "LeadSource", "operator": "in",
+                                "values": ["Web", "Phone Inquiry", "Partner Referral", "Other"]}]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{c}");
+    let got = pairs(&c["mappings"]);
+    for want in [
+        ("email", "Email"),
+        ("first_name", "FirstName"),
+        ("last_name", "LastName"),
+        ("job_title", "Title"),
+        ("city", "MailingCity"),
+        ("lifecycle_stage", "LeadSource"),
+        ("birth_date", "Birthdate"),
+        ("name", "Name"),
+        ("domain", "Website"),
+        ("employees", "NumberOfEmployees"),
+        ("city", "BillingCity"),
+    ] {
+        assert!(
+            got.contains(&(want.0.to_owned(), want.1.to_owned())),
+            "{want:?} in {got:?}"
+        );
+    }
+    assert!(
+        !got.iter()
+            .any(|(_, crm)| crm == "Conduit_Id__c" || crm == "Id")
+    );
+
+    let (status, p) = app
+        .post(&path(&c, "/preview"), &admin, json!({"entity": "contacts"}))
+        .await;
+    assert_eq!(status, 200, "{p}");
+    let held = app.sandbox().salesforce_records(&org, SfObject::Contact);
+    let records = p["records"].as_array().unwrap();
+    assert_eq!(records.len(), 4, "{p}");
+    for r in records {
+        let sf = held
+            .iter()
+            .find(|h| h.id == r["crm_id"].as_str().unwrap())
+            .expect("a real record");
+        assert_eq!(r["app"]["email"], sf.fields["Email"]);
+        assert_eq!(r["app"]["last_name"], sf.fields["LastName"]);
+    }
+    assert_eq!(p["unmapped_required"], json!([]));
+
+    // LastName is required on create: pulled only, nothing pushes it.
+    let last = c["mappings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["crm_field"] == "LastName")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _) = app
+        .patch(
+            &path(&c, &format!("/field-mappings/{last}")),
+            &admin,
+            json!({"direction": "pull"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (_, p) = app
+        .post(
+            &path(&c, "/preview"),
+            &admin,
+            json!({"entity": "contacts", "limit": 1}),
+        )
+        .await;
+    assert_eq!(p["records"].as_array().map(Vec::len), Some(1));
+    assert_eq!(p["unmapped_required"][0]["name"], "LastName", "{p}");
 }
