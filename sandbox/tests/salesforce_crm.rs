@@ -274,6 +274,17 @@ async fn incremental_sync_across_pages_while_records_change() {
         BTreeSet::from([seeded[10].as_str(), seeded[2500].as_str()])
     );
     assert!(second.iter().all(|(_, stamp)| *stamp > watermark));
+    // Records written together share a stamp; resuming after one of them uses the Id
+    // as the tie-breaker, as a (SystemModstamp, Id) keyset page does.
+    let (seed_stamp, first_id) = (&first[0].1, &first[0].0);
+    let resume = h
+        .query(&format!(
+            "SELECT Id FROM Contact WHERE SystemModstamp > {seed_stamp} OR (SystemModstamp = {seed_stamp} AND Id > '{first_id}') ORDER BY SystemModstamp, Id"
+        ))
+        .await;
+    assert_eq!(resume.status, StatusCode::OK, "{}", resume.body);
+    // Everything but the first row and the deleted one.
+    assert_eq!(resume.body["totalSize"], 2998);
     // Stamps of separate writes differ; the later write has the later stamp.
     assert!(second[0].1 < second[1].1);
     assert_eq!(second[0].0, seeded[10]);

@@ -624,7 +624,9 @@ impl SandboxState {
 
     /// Changes a live record as a HubSpot user would in the UI: sets the properties
     /// (empty clears) and bumps `updatedAt` (strictly, so a change is always visible to a
-    /// `lastmodifieddate` filter). `None` when there is no such live record.
+    /// `lastmodifieddate` filter). `None` when there is no such live record. Unlike the
+    /// API, property names are not checked against the definitions, nor values for
+    /// uniqueness.
     pub fn update_hubspot_record(
         &self,
         portal: u64,
