@@ -91,6 +91,7 @@ impl FunctionRegistry {
             .register("oauth-start", handler!(oauth_start::handle))
             .register("oauth-callback", handler!(oauth_callback::handle))
             .register("sync-config", handler!(sync_config::handle))
+            .register("records", handler!(records::handle))
             .register_event("token-refresh", event_handler!(token_refresh::handle_event))
     }
 

@@ -10,6 +10,7 @@ mod events;
 mod isolation;
 mod oauth;
 mod queue;
+mod records;
 mod secrets;
 mod sync_config;
 mod tokens;

@@ -10,16 +10,22 @@
 //! records are read and written whole, and a compact item is cheap to move.
 //! `version` counts field changes (the API's ETag, and what a push compares with the
 //! link's synced version); `rev` counts every write and guards conditional writes.
+//!
+//! A key marker belongs to one live record: the API's writes ([`Records::create_unique`],
+//! [`Records::save_unique`]) check and move it in the same transaction as the record
+//! (and its audit entry), so two records never hold one email or domain through the API.
+//! A marker left pointing at a record that no longer holds its key is stale and may be
+//! taken over.
 
 use std::collections::{BTreeMap, HashMap};
 
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::schema::Entity;
 use crate::domain::{RecordId, TenantId, sortable_time};
-use crate::store::{Page, QueryOpts, StoreError, Table, to_item};
+use crate::store::{Page, QueryOpts, StoreError, Table, Write, to_item};
 
 /// Where a field's current value came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,7 +165,10 @@ pub fn normalise_key(entity: Entity, value: &str) -> String {
                 .or_else(|| v.strip_prefix("http://"))
                 .unwrap_or(&v);
             let v = v.strip_prefix("www.").unwrap_or(v);
-            v.split(['/', '?', '#']).next().unwrap_or_default().to_owned()
+            v.split(['/', '?', '#'])
+                .next()
+                .unwrap_or_default()
+                .to_owned()
         }
     }
 }
@@ -290,6 +299,23 @@ pub struct Records {
     table: Table,
 }
 
+/// Why a key-checked write of a record did not happen (nothing was written).
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// Another live record holds the key (email, domain).
+    #[error("record {0} already holds this key")]
+    DuplicateKey(RecordId),
+    /// The record, or the marker of its key, changed since it was read: read again.
+    #[error("the record changed concurrently")]
+    Stale,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// How many queries one listing may take to fill a page past filtered-out items.
+const FILL_ROUNDS: usize = 8;
+
 /// How to list records.
 #[derive(Debug, Clone, Default)]
 pub struct ListQuery<'a> {
@@ -356,7 +382,9 @@ impl Records {
     pub async fn create(&self, r: &Record) -> Result<(), StoreError> {
         self.table.insert(&to_stored(r)?).await?;
         if let Some(key) = r.key() {
-            self.table.put(&marker(&r.tenant, r.entity, &key, &r.id)).await?;
+            self.table
+                .put(&marker(&r.tenant, r.entity, &key, &r.id))
+                .await?;
         }
         Ok(())
     }
@@ -364,14 +392,164 @@ impl Records {
     /// Saves a record read at revision `r.rev - 1` (conditional); moves its key marker
     /// when the key changed from `old_key`.
     pub async fn save(&self, r: &Record, old_key: Option<&str>) -> Result<(), StoreError> {
+        // The condition is on `rev` (every write), not `version` (field changes only).
         self.table
-            .replace(&to_stored(r)?, r.rev.saturating_sub(1))
-            .await?;
+            .client()
+            .put_item()
+            .table_name(self.table.name())
+            .set_item(Some(to_item(&to_stored(r)?)?))
+            .condition_expression("rev = :rev")
+            .expression_attribute_values(":rev", rev_value(r.rev.saturating_sub(1)))
+            .send()
+            .await
+            .map_err(|e| {
+                let code = e.as_service_error().and_then(|se| {
+                    aws_sdk_dynamodb::error::ProvideErrorMetadata::code(se).map(str::to_owned)
+                });
+                if code.as_deref() == Some("ConditionalCheckFailedException") {
+                    StoreError::ConditionFailed
+                } else {
+                    StoreError::Service(aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())
+                }
+            })?;
         self.move_marker(r, old_key).await
     }
 
+    /// Creates a record through the API together with its key marker and `extra`
+    /// writes (its audit entry), in one transaction: refused with `DuplicateKey` when
+    /// another live record holds its key, `Stale` when a concurrent write got there
+    /// first (the id is taken, or the marker changed: try again).
+    pub async fn create_unique(&self, r: &Record, extra: Vec<Write>) -> Result<(), WriteError> {
+        let record = Put::builder()
+            .table_name(self.table.name())
+            .set_item(Some(to_item(&to_stored(r)?)?))
+            .condition_expression("attribute_not_exists(pk)");
+        self.write_unique(r, record, None, extra).await
+    }
+
+    /// Saves a record read at revision `r.rev - 1` through the API, moving its key
+    /// marker when its key changed from `old_key` (a deleted record holds no key), with
+    /// `extra` writes, in one transaction. Refused with `DuplicateKey` when another live
+    /// record holds the new key, `Stale` when the record or the marker changed since
+    /// they were read.
+    pub async fn save_unique(
+        &self,
+        r: &Record,
+        old_key: Option<&str>,
+        extra: Vec<Write>,
+    ) -> Result<(), WriteError> {
+        let record = Put::builder()
+            .table_name(self.table.name())
+            .set_item(Some(to_item(&to_stored(r)?)?))
+            .condition_expression("rev = :rev")
+            .expression_attribute_values(":rev", rev_value(r.rev.saturating_sub(1)));
+        self.write_unique(r, record, old_key, extra).await
+    }
+
+    /// The live record holding `key`, if any: a marker whose record is gone, deleted
+    /// or holds another key now holds nothing.
+    async fn holder(
+        &self,
+        tenant: &TenantId,
+        entity: Entity,
+        key: &str,
+        marked: &RecordId,
+    ) -> Result<Option<RecordId>, StoreError> {
+        let held = self.get(tenant, entity, marked).await?;
+        Ok(held
+            .filter(|h| h.deleted_at.is_none() && h.key().as_deref() == Some(key))
+            .map(|h| h.id))
+    }
+
+    async fn write_unique(
+        &self,
+        r: &Record,
+        record: aws_sdk_dynamodb::types::builders::PutBuilder,
+        old_key: Option<&str>,
+        extra: Vec<Write>,
+    ) -> Result<(), WriteError> {
+        let table = self.table.name();
+        let mut items = vec![TransactWriteItem::builder().put(build(record)?).build()];
+        let new_key = if r.deleted_at.is_some() {
+            None
+        } else {
+            r.key()
+        };
+        if new_key.as_deref() != old_key {
+            let wanted: Vec<String> = new_key
+                .iter()
+                .cloned()
+                .chain(old_key.map(str::to_owned))
+                .collect();
+            let markers = self.ids_by_key(&r.tenant, r.entity, &wanted).await?;
+            if let Some(key) = &new_key {
+                let marker = Put::builder()
+                    .table_name(table)
+                    .set_item(Some(to_item(&marker(&r.tenant, r.entity, key, &r.id))?));
+                let marker = match markers.get(key) {
+                    None => marker.condition_expression("attribute_not_exists(pk)"),
+                    Some(marked) => {
+                        if marked != &r.id
+                            && let Some(holder) =
+                                self.holder(&r.tenant, r.entity, key, marked).await?
+                        {
+                            return Err(WriteError::DuplicateKey(holder));
+                        }
+                        marker
+                            .condition_expression("record_id = :marked")
+                            .expression_attribute_values(
+                                ":marked",
+                                AttributeValue::S(marked.to_string()),
+                            )
+                    }
+                };
+                items.push(TransactWriteItem::builder().put(build(marker)?).build());
+            }
+            // The old marker goes only if it is still this record's.
+            if let Some(key) = old_key
+                && markers.get(key) == Some(&r.id)
+            {
+                let delete = Delete::builder()
+                    .table_name(table)
+                    .key("pk", AttributeValue::S(key_partition(&r.tenant, r.entity)))
+                    .key("sk", AttributeValue::S(key.to_owned()))
+                    .condition_expression("record_id = :me")
+                    .expression_attribute_values(":me", AttributeValue::S(r.id.to_string()))
+                    .build()
+                    .map_err(conversion)?;
+                items.push(TransactWriteItem::builder().delete(delete).build());
+            }
+        }
+        for w in extra {
+            items.push(transact_item(table, w)?);
+        }
+        self.table
+            .client()
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+            .map_err(|e| {
+                let cancelled = e
+                    .as_service_error()
+                    .is_some_and(|se| se.is_transaction_canceled_exception());
+                if cancelled {
+                    WriteError::Stale
+                } else {
+                    WriteError::Store(StoreError::Service(
+                        aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string(),
+                    ))
+                }
+            })?;
+        Ok(())
+    }
+
     async fn move_marker(&self, r: &Record, old_key: Option<&str>) -> Result<(), StoreError> {
-        let new_key = if r.deleted_at.is_some() { None } else { r.key() };
+        let new_key = if r.deleted_at.is_some() {
+            None
+        } else {
+            r.key()
+        };
         if new_key.as_deref() == old_key {
             return Ok(());
         }
@@ -408,75 +586,111 @@ impl Records {
         self.table.batch_write(Vec::new(), deletes).await
     }
 
-    /// A page of live records: by name prefix, exact key, or id order.
+    /// A page of live records: by name prefix, exact key, or id order. Pages are
+    /// filled past filtered-out items (deleted, other platforms) within a few queries,
+    /// so a page may hold fewer than `limit` records and still have a cursor. A cursor
+    /// only continues the listing it came from (same search and platform).
     pub async fn list(
         &self,
         tenant: &TenantId,
         entity: Entity,
         q: &ListQuery<'_>,
     ) -> Result<Page<Record>, StoreError> {
-        let platform_filter = q.platform.map(|p| {
-            (
-                "contains(platforms, :platform) AND attribute_not_exists(deleted_at)",
-                vec![(":platform", AttributeValue::S(format!(",{p},")))],
-            )
-        });
-        let live = ("attribute_not_exists(deleted_at)", Vec::new());
-        if let Some(s) = q.search.map(str::trim).filter(|s| !s.is_empty()) {
-            let key = normalise_key(entity, s);
-            let looks_like_key = match entity {
-                Entity::Contacts => s.contains('@'),
-                Entity::Companies => s.contains('.'),
-            };
+        let search = q.search.map(str::trim).filter(|s| !s.is_empty());
+        if let Some(s) = search {
+            // An email / domain is one word; "Acme Inc." is a name.
+            let looks_like_key = !s.contains(char::is_whitespace)
+                && match entity {
+                    Entity::Contacts => s.contains('@'),
+                    Entity::Companies => s.contains('.'),
+                };
             if looks_like_key {
-                let ids = self.ids_by_key(tenant, entity, &[key.clone()]).await?;
-                let found = self
-                    .get_many(tenant, entity, &ids.into_values().collect::<Vec<_>>())
-                    .await?;
-                let items = found
-                    .into_iter()
-                    .filter(|r| r.deleted_at.is_none() && r.key().as_deref() == Some(&key))
-                    .filter(|r| {
-                        q.platform
-                            .is_none_or(|p| r.links.values().any(|l| l.provider == p))
-                    })
-                    .collect();
-                return Ok(Page {
-                    items,
-                    cursor: None,
-                });
+                if q.cursor.is_some() {
+                    // An exact search answers in one page and never gives a cursor.
+                    return Err(StoreError::BadCursor);
+                }
+                return self.by_key(tenant, entity, s, q.platform).await;
             }
-            let prefix = s.to_lowercase();
+        }
+        let prefix = search.map(str::to_lowercase);
+        let tag = cursor_tag(prefix.as_deref(), q.platform);
+        let cursor = q
+            .cursor
+            .map(|c| match c.split_once('.') {
+                Some((t, rest)) if t == tag => Ok(rest),
+                _ => Err(StoreError::BadCursor),
+            })
+            .transpose()?;
+        let (index, pk) = match &prefix {
+            Some(_) => (Some("gsi2"), name_partition(tenant, entity)),
+            // Deleted records leave the name index; in id order they are filtered out.
+            None => (None, partition(tenant, entity)),
+        };
+        let filter = match (q.platform, prefix.is_some()) {
+            (Some(_), _) => {
+                Some("contains(platforms, :platform) AND attribute_not_exists(deleted_at)")
+            }
+            (None, false) => Some("attribute_not_exists(deleted_at)"),
+            (None, true) => None,
+        };
+        let mut items = Vec::new();
+        let mut next = cursor.map(str::to_owned);
+        for _ in 0..FILL_ROUNDS {
+            let want = q.limit.saturating_sub(items.len() as i32).max(1);
+            let values = q
+                .platform
+                .map(|p| vec![(":platform", AttributeValue::S(format!(",{p},")))])
+                .unwrap_or_default();
             let page: Page<Item> = self
                 .table
                 .query(
-                    Some("gsi2"),
-                    &name_partition(tenant, entity),
+                    index,
+                    &pk,
                     QueryOpts {
-                        prefix: Some(&prefix),
-                        limit: Some(q.limit),
-                        cursor: q.cursor,
-                        filter: platform_filter,
+                        prefix: prefix.as_deref(),
+                        limit: Some(want),
+                        cursor: next.as_deref(),
+                        filter: filter.map(|f| (f, values)),
                         ..Default::default()
                     },
                 )
                 .await?;
-            return convert(page);
+            items.extend(page.items);
+            next = page.cursor;
+            if next.is_none() || items.len() as i32 >= q.limit {
+                break;
+            }
         }
-        let page: Page<Item> = self
-            .table
-            .query(
-                None,
-                &partition(tenant, entity),
-                QueryOpts {
-                    limit: Some(q.limit),
-                    cursor: q.cursor,
-                    filter: Some(platform_filter.unwrap_or(live)),
-                    ..Default::default()
-                },
-            )
+        convert(Page {
+            items,
+            cursor: next.map(|c| format!("{tag}.{c}")),
+        })
+    }
+
+    /// The live record holding exactly this email / domain (a one-item page at most).
+    async fn by_key(
+        &self,
+        tenant: &TenantId,
+        entity: Entity,
+        search: &str,
+        platform: Option<&str>,
+    ) -> Result<Page<Record>, StoreError> {
+        let key = normalise_key(entity, search);
+        let ids = self
+            .ids_by_key(tenant, entity, std::slice::from_ref(&key))
             .await?;
-        convert(page)
+        let found = self
+            .get_many(tenant, entity, &ids.into_values().collect::<Vec<_>>())
+            .await?;
+        let items = found
+            .into_iter()
+            .filter(|r| r.deleted_at.is_none() && r.key().as_deref() == Some(&key))
+            .filter(|r| platform.is_none_or(|p| r.links.values().any(|l| l.provider == p)))
+            .collect();
+        Ok(Page {
+            items,
+            cursor: None,
+        })
     }
 
     /// A page of every record (deleted too) in id order: what a full push walks.
@@ -527,6 +741,70 @@ impl Records {
             .await?;
         convert(page)
     }
+}
+
+/// What a listing's cursor is bound to: its index, search and platform (FNV-1a), so a
+/// cursor of one listing is refused by another instead of confusing the query.
+fn cursor_tag(prefix: Option<&str>, platform: Option<&str>) -> String {
+    let mut h = 0xcbf2_9ce4_8422_2325_u64;
+    for part in [
+        prefix.unwrap_or_default(),
+        "\u{0}",
+        platform.unwrap_or_default(),
+    ] {
+        for b in part.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    let mode = if prefix.is_some() { 'n' } else { 'i' };
+    format!("{mode}{:08x}", h as u32)
+}
+
+fn rev_value(rev: u64) -> AttributeValue {
+    AttributeValue::N(rev.to_string())
+}
+
+fn conversion(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Conversion(e.to_string())
+}
+
+fn build(put: aws_sdk_dynamodb::types::builders::PutBuilder) -> Result<Put, StoreError> {
+    put.build().map_err(conversion)
+}
+
+/// A store write (an audit entry) as an item of a record's transaction.
+fn transact_item(table: &str, w: Write) -> Result<TransactWriteItem, StoreError> {
+    Ok(match w {
+        Write::Insert(item) => TransactWriteItem::builder()
+            .put(build(
+                Put::builder()
+                    .table_name(table)
+                    .set_item(Some(item))
+                    .condition_expression("attribute_not_exists(pk)"),
+            )?)
+            .build(),
+        Write::Replace(item, v) => TransactWriteItem::builder()
+            .put(build(
+                Put::builder()
+                    .table_name(table)
+                    .set_item(Some(item))
+                    .condition_expression("version = :v")
+                    .expression_attribute_values(":v", AttributeValue::N(v.to_string())),
+            )?)
+            .build(),
+        Write::Delete { pk, sk, must_exist } => {
+            let mut d = Delete::builder()
+                .table_name(table)
+                .key("pk", AttributeValue::S(pk))
+                .key("sk", AttributeValue::S(sk));
+            if must_exist {
+                d = d.condition_expression("attribute_exists(pk)");
+            }
+            TransactWriteItem::builder()
+                .delete(d.build().map_err(conversion)?)
+                .build()
+        }
+    })
 }
 
 fn convert(page: Page<Item>) -> Result<Page<Record>, StoreError> {

@@ -1,0 +1,291 @@
+//! `/v1/records/{entity}…`: list and search, create, read, replace, update and delete.
+//!
+//! Writes are read-modify-write on the record's revision: a concurrent write (a sync
+//! pulling into the same record) makes the save fail, and it is applied again on the
+//! fresh record unless the caller pinned a version with `If-Match`. The key marker and
+//! the audit entry are written in the same transaction as the record.
+
+use conduit::domain::{RecordId, now};
+use conduit::http::{self, ApiError};
+use conduit::store::StoreError;
+use conduit::sync::records::{ListQuery, Record, Records, Source, WriteError};
+use conduit::sync::schema::Entity;
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::Call;
+use crate::validate::{self, Changes};
+use crate::view::view;
+
+/// Default and largest page size of a listing.
+const DEFAULT_LIMIT: i32 = 50;
+const MAX_LIMIT: i32 = 200;
+/// Longest search text, in characters.
+const MAX_SEARCH_CHARS: usize = 200;
+/// How often a write is tried again after a concurrent change.
+const ATTEMPTS: usize = 4;
+
+fn store(call: &Call<'_>) -> Records {
+    Records::new(call.app.table.clone())
+}
+
+fn path_entity(call: &Call<'_>) -> Result<Entity, ApiError> {
+    let raw = http::path_param(&call.req, "entity")?;
+    Entity::parse(&raw).ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "no record type {:?}; expected contacts or companies",
+            raw.chars().take(64).collect::<String>()
+        ))
+    })
+}
+
+fn path_id(call: &Call<'_>) -> Result<RecordId, ApiError> {
+    let raw = http::path_param(&call.req, "id")?;
+    RecordId::parse(&raw).map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))
+}
+
+fn target(r: &Record) -> String {
+    format!("{}/{}", r.entity, r.id)
+}
+
+/// A live record of the caller's tenant (a deleted one is not found).
+async fn load(call: &Call<'_>, entity: Entity, id: &RecordId) -> Result<Record, ApiError> {
+    store(call)
+        .get(&call.who.tenant, entity, id)
+        .await
+        .map_err(ApiError::internal)?
+        .filter(|r| r.deleted_at.is_none())
+        .ok_or_else(|| ApiError::NotFound(format!("no {} record {id}", entity.as_str())))
+}
+
+fn respond(status: StatusCode, r: &Record) -> Result<Response<Body>, ApiError> {
+    http::json_versioned(status, &view(r), r.version)
+}
+
+fn write_error(e: WriteError) -> ApiError {
+    match e {
+        WriteError::DuplicateKey(existing) => ApiError::Conflict {
+            code: "duplicate_key",
+            message: format!("record {existing} already has this email / domain"),
+        },
+        WriteError::Stale => ApiError::Conflict {
+            code: "concurrent_update",
+            message: "the record kept changing concurrently; read it and retry".into(),
+        },
+        WriteError::Store(e) => ApiError::internal(e),
+    }
+}
+
+/// Applies `changes` from the app at `source`; the names of the fields that changed.
+fn apply(r: &mut Record, changes: &Changes, source: &Source) -> Vec<&'static str> {
+    changes
+        .iter()
+        .filter(|(field, value)| r.set(field, value.as_deref(), source))
+        .map(|(field, _)| *field)
+        .collect()
+}
+
+fn app_source(at: time::OffsetDateTime) -> Source {
+    Source {
+        origin: "app".into(),
+        config_id: None,
+        at,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FieldsBody {
+    fields: serde_json::Map<String, serde_json::Value>,
+}
+
+fn parse_changes(call: &Call<'_>, entity: Entity) -> Result<Changes, ApiError> {
+    let body: FieldsBody = http::json_body(&call.req)?;
+    validate::changes(entity, &body.fields).map_err(ApiError::invalid_fields)
+}
+
+/// `GET /v1/records/{entity}?search=&platform=&limit=&cursor=`.
+pub async fn list(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
+    let entity = path_entity(call)?;
+    let q = http::query(&call.req, &["search", "platform", "limit", "cursor"])?;
+    let search = q.get("search").map(|s| s.trim()).filter(|s| !s.is_empty());
+    if search.is_some_and(|s| s.chars().count() > MAX_SEARCH_CHARS) {
+        return Err(ApiError::bad_request(
+            "invalid_search",
+            format!("search must be at most {MAX_SEARCH_CHARS} characters"),
+        ));
+    }
+    let platform = q.get("platform").map(String::as_str);
+    if let Some(p) = platform
+        && call.app.catalogue.provider(p).is_none()
+    {
+        return Err(ApiError::bad_request(
+            "unknown_provider",
+            "platform names no provider; see GET /v1/providers",
+        ));
+    }
+    let limit = match q.get("limit") {
+        None => DEFAULT_LIMIT,
+        Some(l) => l
+            .parse::<i32>()
+            .ok()
+            .filter(|l| (1..=MAX_LIMIT).contains(l))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_limit",
+                    format!("limit must be a whole number from 1 to {MAX_LIMIT}"),
+                )
+            })?,
+    };
+    let query = ListQuery {
+        search,
+        platform,
+        limit,
+        cursor: q.get("cursor").map(String::as_str),
+    };
+    let page = store(call)
+        .list(&call.who.tenant, entity, &query)
+        .await
+        .map_err(|e| match e {
+            StoreError::BadCursor => ApiError::bad_request(
+                "invalid_cursor",
+                "cursor is not one this listing gave; start again without it",
+            ),
+            e => ApiError::internal(e),
+        })?;
+    let records: Vec<_> = page.items.iter().map(view).collect();
+    http::json(
+        StatusCode::OK,
+        &json!({ "records": records, "next_cursor": page.cursor }),
+    )
+}
+
+/// `POST /v1/records/{entity}` `{"fields": {…}}`: a new record, its values from the app.
+pub async fn create(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
+    let entity = path_entity(call)?;
+    let changes = parse_changes(call, entity)?;
+    if changes.values().all(Option::is_none) {
+        return Err(ApiError::bad_request(
+            "empty_record",
+            "give at least one field with a value",
+        ));
+    }
+    let at = now();
+    let mut r = Record::new(RecordId::generate(), call.who.tenant.clone(), entity, at);
+    let changed = apply(&mut r, &changes, &app_source(at));
+    r.version = 1;
+    r.rev = 1;
+    let audit = call
+        .audit("record.create", target(&r))
+        .detail("fields", &changed);
+    let write = audit.to_write().map_err(ApiError::internal)?;
+    let mut outcome = store(call).create_unique(&r, vec![write]).await;
+    for _ in 1..ATTEMPTS {
+        // A concurrent create took the key's marker: look again (now a duplicate?).
+        if !matches!(outcome, Err(WriteError::Stale)) {
+            break;
+        }
+        let write = audit.to_write().map_err(ApiError::internal)?;
+        outcome = store(call).create_unique(&r, vec![write]).await;
+    }
+    outcome.map_err(write_error)?;
+    respond(StatusCode::CREATED, &r)
+}
+
+/// `GET /v1/records/{entity}/{id}`.
+pub async fn get(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
+    let entity = path_entity(call)?;
+    let id = path_id(call)?;
+    respond(StatusCode::OK, &load(call, entity, &id).await?)
+}
+
+/// How a write's fields combine with the record's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// PUT: the body is every field; the others are cleared.
+    Replace,
+    /// PATCH: the body's fields change, null clears; the others stay.
+    Merge,
+}
+
+/// `PUT` / `PATCH /v1/records/{entity}/{id}` `{"fields": {…}}`, honouring `If-Match`.
+/// The version moves only when a value changed; an update changing nothing writes
+/// nothing.
+pub async fn update(call: &Call<'_>, mode: Mode) -> Result<Response<Body>, ApiError> {
+    let entity = path_entity(call)?;
+    let id = path_id(call)?;
+    let mut changes = parse_changes(call, entity)?;
+    if mode == Mode::Merge && changes.is_empty() {
+        return Err(ApiError::bad_request(
+            "empty_update",
+            "give the fields to change",
+        ));
+    }
+    if mode == Mode::Replace {
+        for f in entity.fields() {
+            changes.entry(f.name).or_insert(None);
+        }
+    }
+    let expected = http::if_match(&call.req)?;
+    for _ in 0..ATTEMPTS {
+        let prev = load(call, entity, &id).await?;
+        if expected.is_some_and(|v| v != prev.version) {
+            return Err(ApiError::PreconditionFailed);
+        }
+        let at = now();
+        let mut next = prev.clone();
+        let changed = apply(&mut next, &changes, &app_source(at));
+        if changed.is_empty() {
+            return respond(StatusCode::OK, &prev);
+        }
+        next.version += 1;
+        next.rev += 1;
+        next.updated_at = at;
+        let audit = call
+            .audit("record.update", target(&next))
+            .detail("fields", &changed);
+        let write = audit.to_write().map_err(ApiError::internal)?;
+        match store(call)
+            .save_unique(&next, prev.key().as_deref(), vec![write])
+            .await
+        {
+            Ok(()) => return respond(StatusCode::OK, &next),
+            Err(WriteError::Stale) => continue,
+            Err(e) => return Err(write_error(e)),
+        }
+    }
+    Err(write_error(WriteError::Stale))
+}
+
+/// `DELETE /v1/records/{entity}/{id}`, honouring `If-Match`: a soft delete (the change
+/// feed sees it, so pushes can propagate it); the key is free again at once.
+pub async fn delete(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
+    let entity = path_entity(call)?;
+    let id = path_id(call)?;
+    let expected = http::if_match(&call.req)?;
+    for _ in 0..ATTEMPTS {
+        let prev = load(call, entity, &id).await?;
+        if expected.is_some_and(|v| v != prev.version) {
+            return Err(ApiError::PreconditionFailed);
+        }
+        let at = now();
+        let mut next = prev.clone();
+        next.deleted_at = Some(at);
+        next.updated_at = at;
+        next.version += 1;
+        next.rev += 1;
+        let audit = call.audit("record.delete", target(&next));
+        let write = audit.to_write().map_err(ApiError::internal)?;
+        match store(call)
+            .save_unique(&next, prev.key().as_deref(), vec![write])
+            .await
+        {
+            Ok(()) => return http::no_content(),
+            Err(WriteError::Stale) => continue,
+            Err(e) => return Err(write_error(e)),
+        }
+    }
+    Err(write_error(WriteError::Stale))
+}
