@@ -191,8 +191,23 @@ async fn the_real_template_bootstraps_twice() {
         .await
         .unwrap();
     let attrs = attrs.attributes().unwrap();
-    assert_eq!(attrs[&QueueAttributeName::VisibilityTimeout], "180");
-    assert_eq!(attrs[&QueueAttributeName::MessageRetentionPeriod], "345600");
+    // As the template sets them.
+    let declared = |name: &str| {
+        let value = &template.resources["SyncQueue"].properties[name];
+        value
+            .as_u64()
+            .map(|n| n.to_string())
+            .or_else(|| value.as_str().map(str::to_owned))
+            .unwrap()
+    };
+    assert_eq!(
+        attrs[&QueueAttributeName::VisibilityTimeout],
+        declared("VisibilityTimeout")
+    );
+    assert_eq!(
+        attrs[&QueueAttributeName::MessageRetentionPeriod],
+        declared("MessageRetentionPeriod")
+    );
     let redrive: Value = serde_json::from_str(&attrs[&QueueAttributeName::RedrivePolicy]).unwrap();
     assert_eq!(
         redrive["deadLetterTargetArn"],
