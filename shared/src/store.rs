@@ -524,7 +524,9 @@ impl Table {
                 rounds += 1;
                 if !pending.is_empty() {
                     if rounds > 8 {
-                        return Err(StoreError::Service("batch read kept being throttled".into()));
+                        return Err(StoreError::Service(
+                            "batch read kept being throttled".into(),
+                        ));
                     }
                     tokio::time::sleep(std::time::Duration::from_millis(20 << rounds.min(5))).await;
                 }
@@ -585,7 +587,9 @@ impl Table {
                 rounds += 1;
                 if !pending.is_empty() {
                     if rounds > 8 {
-                        return Err(StoreError::Service("batch write kept being throttled".into()));
+                        return Err(StoreError::Service(
+                            "batch write kept being throttled".into(),
+                        ));
                     }
                     tokio::time::sleep(std::time::Duration::from_millis(20 << rounds.min(5))).await;
                 }

@@ -12,8 +12,8 @@ use conduit::sync::conflict::{Direction, Strategy};
 use conduit::sync::records::{ListQuery, Records};
 use conduit::sync::runs::{RunStatus, Runs, SyncLog};
 use conduit::sync::schema::Entity;
-use sandbox::oauth::{OAuthProvider, OAuthUser};
 use sandbox::CrmObject;
+use sandbox::oauth::{OAuthProvider, OAuthUser};
 use scenarios::{Role, TestApp};
 use serde_json::json;
 
@@ -93,7 +93,10 @@ async fn config(
         updated_at: at,
         version: 1,
     };
-    Configs::new(app.app().table.clone()).insert(&c).await.unwrap();
+    Configs::new(app.app().table.clone())
+        .insert(&c)
+        .await
+        .unwrap();
     c
 }
 
@@ -102,7 +105,12 @@ async fn run(app: &TestApp, admin: &str, tenant: &str, config: &SyncConfigId) ->
     let (status, started) = app
         .post("/v1/sync/trigger", admin, json!({"config_id": config}))
         .await;
-    assert_eq!(status, 202, "{started}\n{}", app.logs_about("request failed"));
+    assert_eq!(
+        status,
+        202,
+        "{started}\n{}",
+        app.logs_about("request failed")
+    );
     let ids: Vec<SyncLogId> = started["logs"]
         .as_array()
         .unwrap()
@@ -157,7 +165,14 @@ async fn a_bidirectional_hubspot_sync_pulls_then_pushes_changes_both_ways() {
     let app = TestApp::spawn().await;
     let (tenant, admin, conn, portal) = hubspot_tenant(&app).await;
     app.sandbox().seed_hubspot(portal, CrmObject::Contacts, 250);
-    let cfg = config(&app, &tenant, &conn, SyncDirection::Bidirectional, Strategy::LastWriteWins).await;
+    let cfg = config(
+        &app,
+        &tenant,
+        &conn,
+        SyncDirection::Bidirectional,
+        Strategy::LastWriteWins,
+    )
+    .await;
 
     let logs = run(&app, &admin, &tenant, &cfg.id).await;
     assert_eq!(logs[0].status, RunStatus::Completed, "{:?}", logs[0]);
@@ -167,7 +182,9 @@ async fn a_bidirectional_hubspot_sync_pulls_then_pushes_changes_both_ways() {
     let crm = app.sandbox().hubspot_records(portal, CrmObject::Contacts);
     for r in &crm {
         let email = r.properties.get("email").unwrap();
-        let mine = contacts.get(email).expect("every CRM contact is in the app");
+        let mine = contacts
+            .get(email)
+            .expect("every CRM contact is in the app");
         assert_eq!(mine.get("first_name"), r.properties.get("firstname"));
     }
 
@@ -175,7 +192,12 @@ async fn a_bidirectional_hubspot_sync_pulls_then_pushes_changes_both_ways() {
     let logs = run(&app, &admin, &tenant, &cfg.id).await;
     assert_eq!(logs[0].status, RunStatus::Completed, "{:?}", logs[0]);
     assert_eq!(logs[0].counts["created"], 0, "{:?}", logs[0].counts);
-    assert_eq!(app.sandbox().hubspot_records(portal, CrmObject::Contacts).len(), 250);
+    assert_eq!(
+        app.sandbox()
+            .hubspot_records(portal, CrmObject::Contacts)
+            .len(),
+        250
+    );
 
     // An app-side create and edit are pushed; a CRM-side edit is pulled.
     let (status, created) = app
@@ -204,6 +226,9 @@ async fn a_bidirectional_hubspot_sync_pulls_then_pushes_changes_both_ways() {
         .iter()
         .find(|r| r.properties.get("email").map(String::as_str) == Some("new.person@acme.test"))
         .expect("the app's new contact is in HubSpot");
-    assert_eq!(pushed.properties.get("firstname").map(String::as_str), Some("New"));
+    assert_eq!(
+        pushed.properties.get("firstname").map(String::as_str),
+        Some("New")
+    );
     assert!(pushed.properties.contains_key("conduit_id"));
 }

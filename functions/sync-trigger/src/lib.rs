@@ -81,7 +81,12 @@ async fn trigger(app: &App, req: Request, meta: RequestMeta) -> Result<Response<
         StartError::Invalid(m) => ApiError::bad_request("invalid_trigger", m),
         StartError::Internal(m) => ApiError::internal(m),
     })?;
-    let entry = AuditEntry::by(&who, &meta.request_id, "sync.trigger", config.id.to_string());
+    let entry = AuditEntry::by(
+        &who,
+        &meta.request_id,
+        "sync.trigger",
+        config.id.to_string(),
+    );
     if let Err(e) = app.audit.record(&entry).await {
         tracing::error!(error = %e, "audit write failed");
     }
@@ -110,8 +115,10 @@ pub async fn handle_event(app: &App, event: Value) -> Result<Value, lambda_runti
         tracing::warn!("scheduled event without tenant and config_id; ignored");
         return Ok(json!({"started": false, "reason": "malformed event"}));
     };
-    let (Ok(tenant), Ok(id)) = (TenantId::parse(&s.tenant), SyncConfigId::parse(&s.config_id))
-    else {
+    let (Ok(tenant), Ok(id)) = (
+        TenantId::parse(&s.tenant),
+        SyncConfigId::parse(&s.config_id),
+    ) else {
         tracing::warn!("scheduled event with a malformed tenant or config id; ignored");
         return Ok(json!({"started": false, "reason": "malformed event"}));
     };
@@ -132,7 +139,9 @@ pub async fn handle_event(app: &App, event: Value) -> Result<Value, lambda_runti
     };
     match engine::start(app, &publisher, &config, request).await {
         Ok(started) => Ok(json!({"started": true, "job_id": started.job_id})),
-        Err(StartError::Busy(job)) => Ok(json!({"started": false, "reason": "running", "job_id": job})),
+        Err(StartError::Busy(job)) => {
+            Ok(json!({"started": false, "reason": "running", "job_id": job}))
+        }
         Err(StartError::Paused) => Ok(json!({"started": false, "reason": "paused"})),
         Err(StartError::Invalid(m)) => Ok(json!({"started": false, "reason": m})),
         Err(StartError::Internal(m)) => Err(lambda_runtime::Error::from(m)),
@@ -140,7 +149,11 @@ pub async fn handle_event(app: &App, event: Value) -> Result<Value, lambda_runti
 }
 
 /// The Lambda entry: an API Gateway HTTP request or a scheduled event.
-pub async fn dispatch(app: &App, payload: Value, _request_id: &str) -> Result<Value, lambda_runtime::Error> {
+pub async fn dispatch(
+    app: &App,
+    payload: Value,
+    _request_id: &str,
+) -> Result<Value, lambda_runtime::Error> {
     if payload.get("requestContext").is_none() {
         return handle_event(app, payload).await;
     }

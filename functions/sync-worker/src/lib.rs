@@ -68,7 +68,9 @@ fn sync_queue(app: &App) -> Result<conduit::queue::Publisher, lambda_runtime::Er
         .get("CONDUIT_SYNC_QUEUE_URL")
         .filter(|u| !u.trim().is_empty())
         .cloned()
-        .ok_or_else(|| lambda_runtime::Error::from("missing required setting CONDUIT_SYNC_QUEUE_URL"))?;
+        .ok_or_else(|| {
+            lambda_runtime::Error::from("missing required setting CONDUIT_SYNC_QUEUE_URL")
+        })?;
     Ok(conduit::queue::Publisher::new(
         aws_sdk_sqs::Client::new(&app.aws),
         url,

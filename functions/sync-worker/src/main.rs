@@ -10,8 +10,10 @@ async fn main() -> Result<(), Error> {
     conduit::telemetry::init(&config.log_level);
     let app = App::new(config).await?;
     let app = &app;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
-        sync_worker::handle_event(app, event.payload).await
-    }))
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<serde_json::Value>| async move {
+            sync_worker::handle_event(app, event.payload).await
+        },
+    ))
     .await
 }

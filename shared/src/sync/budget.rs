@@ -56,7 +56,12 @@ fn now_ms() -> i64 {
 
 impl Budget {
     /// The budget of a connection, spacing requests by `interval`.
-    pub fn new(table: Table, tenant: &TenantId, connection: &ConnectionId, interval: Duration) -> Self {
+    pub fn new(
+        table: Table,
+        tenant: &TenantId,
+        connection: &ConnectionId,
+        interval: Duration,
+    ) -> Self {
         Self {
             table,
             pk: format!("RATE#{tenant}#{connection}"),
@@ -105,7 +110,9 @@ impl Budget {
             let start = old.max(now);
             if start - now > MAX_WAIT.as_millis() as i64 {
                 self.known_tat = None;
-                return Err(BudgetError::Exhausted(Duration::from_millis((start - now) as u64)));
+                return Err(BudgetError::Exhausted(Duration::from_millis(
+                    (start - now) as u64,
+                )));
             }
             if self.swap(old, start + self.interval_ms).await? {
                 self.known_tat = Some(start + self.interval_ms);

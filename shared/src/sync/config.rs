@@ -149,9 +149,7 @@ impl Filter {
             (_, None) => self.operator == FilterOp::Neq,
             (FilterOp::Eq, Some(v)) => v.eq_ignore_ascii_case(want),
             (FilterOp::Neq, Some(v)) => !v.eq_ignore_ascii_case(want),
-            (FilterOp::Contains, Some(v)) => {
-                v.to_lowercase().contains(&want.to_lowercase())
-            }
+            (FilterOp::Contains, Some(v)) => v.to_lowercase().contains(&want.to_lowercase()),
             (FilterOp::In, Some(v)) => self.values.iter().any(|x| x.eq_ignore_ascii_case(v)),
             (op, Some(v)) => {
                 let ord = match (v.parse::<f64>(), want.parse::<f64>()) {
@@ -342,7 +340,10 @@ pub fn check_mappings(
                         if !known {
                             problems.push(MappingProblem {
                                 field: at(name),
-                                message: format!("the transform refers to an unknown field {:?}", clip(f)),
+                                message: format!(
+                                    "the transform refers to an unknown field {:?}",
+                                    clip(f)
+                                ),
                             });
                         }
                     }
@@ -536,7 +537,10 @@ mod tests {
             Frequency::Daily { at: "02:30".into() }.schedule_expression(),
             Some("cron(30 2 * * ? *)".into())
         );
-        assert_eq!(Frequency::Daily { at: "24:00".into() }.schedule_expression(), None);
+        assert_eq!(
+            Frequency::Daily { at: "24:00".into() }.schedule_expression(),
+            None
+        );
         assert_eq!(Frequency::Manual.schedule_expression(), None);
         let f = Filter {
             entity: Entity::Companies,

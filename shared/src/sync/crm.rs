@@ -406,8 +406,7 @@ impl<'a> CrmClient<'a> {
                 tokio::time::sleep(jitter(wait)).await;
                 continue;
             }
-            if status == StatusCode::NO_CONTENT || (status.is_success() && text.trim().is_empty())
-            {
+            if status == StatusCode::NO_CONTENT || (status.is_success() && text.trim().is_empty()) {
                 return Ok(Value::Null);
             }
             let parsed: Result<Value, _> = serde_json::from_str(&text);
@@ -454,7 +453,13 @@ impl<'a> CrmClient<'a> {
         let fields = match self.kind {
             CrmKind::Hubspot => {
                 let v = self
-                    .call(Method::GET, &format!("/crm/v3/properties/{object}"), &[], None, &[])
+                    .call(
+                        Method::GET,
+                        &format!("/crm/v3/properties/{object}"),
+                        &[],
+                        None,
+                        &[],
+                    )
                     .await?;
                 hubspot_fields(&v)?
             }
@@ -578,16 +583,24 @@ impl<'a> CrmClient<'a> {
                 query.push(("after", after.clone()));
             }
             let v = self
-                .call(Method::GET, &format!("/crm/v3/objects/{object}"), &query, None, &[])
+                .call(
+                    Method::GET,
+                    &format!("/crm/v3/objects/{object}"),
+                    &query,
+                    None,
+                    &[],
+                )
                 .await?;
             let records = hubspot_records(&v, modified)?;
             let mut next = cursor.clone();
             for r in &records {
                 next.high_water_ms = next.high_water_ms.max(r.modified_ms);
             }
-            let after = v
-                .pointer("/paging/next/after")
-                .and_then(|a| a.as_str().map(str::to_owned).or_else(|| a.as_u64().map(|n| n.to_string())));
+            let after = v.pointer("/paging/next/after").and_then(|a| {
+                a.as_str()
+                    .map(str::to_owned)
+                    .or_else(|| a.as_u64().map(|n| n.to_string()))
+            });
             next.page = after;
             return Ok(PullPage {
                 records,
@@ -629,9 +642,11 @@ impl<'a> CrmClient<'a> {
         for r in &records {
             next.high_water_ms = next.high_water_ms.max(r.modified_ms);
         }
-        let after: Option<u64> = v
-            .pointer("/paging/next/after")
-            .and_then(|a| a.as_str().and_then(|s| s.parse().ok()).or_else(|| a.as_u64()));
+        let after: Option<u64> = v.pointer("/paging/next/after").and_then(|a| {
+            a.as_str()
+                .and_then(|s| s.parse().ok())
+                .or_else(|| a.as_u64())
+        });
         next.page = match after {
             // Re-anchor before the cap: start a new search from the latest time seen
             // (GTE: records sharing that millisecond are seen again, harmlessly).
@@ -771,9 +786,9 @@ impl<'a> CrmClient<'a> {
                             &[],
                         )
                         .await?;
-                    let rows = v
-                        .as_array()
-                        .ok_or_else(|| CrmError::Malformed("retrieve answer is not a list".into()))?;
+                    let rows = v.as_array().ok_or_else(|| {
+                        CrmError::Malformed("retrieve answer is not a list".into())
+                    })?;
                     for row in rows.iter().filter(|r| !r.is_null()) {
                         out.push(salesforce_record(row)?);
                     }
@@ -935,7 +950,13 @@ impl<'a> CrmClient<'a> {
                         query.push(("after", a.clone()));
                     }
                     let v = self
-                        .call(Method::GET, &format!("/crm/v3/objects/{object}"), &query, None, &[])
+                        .call(
+                            Method::GET,
+                            &format!("/crm/v3/objects/{object}"),
+                            &query,
+                            None,
+                            &[],
+                        )
                         .await?;
                     let results = v
                         .get("results")
@@ -1075,7 +1096,8 @@ impl<'a> CrmClient<'a> {
                     Some(ids) => (Some(&ids[..mid]), Some(&ids[mid..])),
                     None => (None, None),
                 };
-                let mut out = Box::pin(self.hubspot_write(entity, &inputs[..mid], left_ids)).await?;
+                let mut out =
+                    Box::pin(self.hubspot_write(entity, &inputs[..mid], left_ids)).await?;
                 out.extend(Box::pin(self.hubspot_write(entity, &inputs[mid..], right_ids)).await?);
                 Ok(out)
             }
@@ -1107,14 +1129,20 @@ impl<'a> CrmClient<'a> {
             })
             .collect();
         let body = json!({"allOrNone": false, "records": records});
-        let method = if ids.is_some() { Method::PATCH } else { Method::POST };
+        let method = if ids.is_some() {
+            Method::PATCH
+        } else {
+            Method::POST
+        };
         let v = self
             .call(method, "/composite/sobjects", &[], Some(&body), &[])
             .await?;
         let rows = v
             .as_array()
             .filter(|rows| rows.len() == inputs.len())
-            .ok_or_else(|| CrmError::Malformed("collection answer does not match the request".into()))?;
+            .ok_or_else(|| {
+                CrmError::Malformed("collection answer does not match the request".into())
+            })?;
         Ok(rows
             .iter()
             .enumerate()
@@ -1143,7 +1171,9 @@ impl<'a> CrmClient<'a> {
                             .map(|e| {
                                 format!(
                                     "{}: {}",
-                                    e.get("statusCode").and_then(Value::as_str).unwrap_or("ERROR"),
+                                    e.get("statusCode")
+                                        .and_then(Value::as_str)
+                                        .unwrap_or("ERROR"),
                                     e.get("message").and_then(Value::as_str).unwrap_or("")
                                 )
                             })
@@ -1160,7 +1190,9 @@ impl<'a> CrmClient<'a> {
 fn token_error(e: TokenError) -> CrmError {
     match e {
         TokenError::NotFound => CrmError::Auth("the connection no longer exists".into()),
-        TokenError::NeedsReauth => CrmError::Auth("the connection needs to be re-authorised".into()),
+        TokenError::NeedsReauth => {
+            CrmError::Auth("the connection needs to be re-authorised".into())
+        }
         TokenError::Unusable(why) => CrmError::Auth(why.to_owned()),
         TokenError::Unavailable(why) => CrmError::Transient(why),
         TokenError::Changed => CrmError::Transient("the connection changed".into()),
@@ -1176,7 +1208,9 @@ fn error_message(v: &Value) -> String {
             .map(|e| {
                 format!(
                     "{}: {}",
-                    e.get("errorCode").and_then(Value::as_str).unwrap_or("ERROR"),
+                    e.get("errorCode")
+                        .and_then(Value::as_str)
+                        .unwrap_or("ERROR"),
                     e.get("message").and_then(Value::as_str).unwrap_or("")
                 )
             })
@@ -1322,7 +1356,11 @@ fn hubspot_records(v: &Value, modified: &str) -> Result<Vec<CrmRecord>, CrmError
     for r in results {
         let id = r
             .get("id")
-            .and_then(|id| id.as_str().map(str::to_owned).or_else(|| id.as_u64().map(|n| n.to_string())))
+            .and_then(|id| {
+                id.as_str()
+                    .map(str::to_owned)
+                    .or_else(|| id.as_u64().map(|n| n.to_string()))
+            })
             .ok_or_else(|| CrmError::Malformed("record without id".into()))?;
         let props = r
             .get("properties")
@@ -1346,7 +1384,11 @@ fn hubspot_records(v: &Value, modified: &str) -> Result<Vec<CrmRecord>, CrmError
         let modified_ms = values
             .get(modified)
             .and_then(|t| parse_time_ms(t))
-            .or_else(|| r.get("updatedAt").and_then(Value::as_str).and_then(parse_time_ms))
+            .or_else(|| {
+                r.get("updatedAt")
+                    .and_then(Value::as_str)
+                    .and_then(parse_time_ms)
+            })
             .unwrap_or(0);
         out.push(CrmRecord {
             id,
@@ -1451,7 +1493,9 @@ fn hubspot_fields(v: &Value) -> Result<Vec<CrmField>, CrmError> {
             .pointer("/modificationMetadata/readOnlyValue")
             .and_then(Value::as_bool)
             .unwrap_or(false)
-            || p.get("calculated").and_then(Value::as_bool).unwrap_or(false);
+            || p.get("calculated")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
         out.push(CrmField {
             name: name.to_owned(),
             label: p
@@ -1560,7 +1604,10 @@ mod tests {
             value: Some("50".into()),
             values: vec![],
         };
-        assert_eq!(soql_condition(&f, &describe).unwrap(), "NumberOfEmployees >= 50");
+        assert_eq!(
+            soql_condition(&f, &describe).unwrap(),
+            "NumberOfEmployees >= 50"
+        );
         let bad = Filter {
             field: "Nope".into(),
             ..f
@@ -1582,8 +1629,14 @@ mod tests {
         let sf = json!({"attributes": {"type": "Account"}, "Id": "001A", "NumberOfEmployees": 120.0,
             "Name": "Acme", "Website": null, "SystemModstamp": "2024-01-15T09:00:00.000+0000"});
         let r = salesforce_record(&sf).unwrap();
-        assert_eq!(r.values.get("NumberOfEmployees").map(String::as_str), Some("120"));
+        assert_eq!(
+            r.values.get("NumberOfEmployees").map(String::as_str),
+            Some("120")
+        );
         assert!(!r.values.contains_key("Website"));
-        assert_eq!(existing_id("Contact already exists. Existing ID: 9012"), Some("9012".into()));
+        assert_eq!(
+            existing_id("Contact already exists. Existing ID: 9012"),
+            Some("9012".into())
+        );
     }
 }

@@ -149,7 +149,12 @@ pub async fn start(
             .into(),
             trigger: req.trigger.clone(),
             status: RunStatus::Running,
-            stage: if direction.pulls() { "pulling" } else { "pushing" }.into(),
+            stage: if direction.pulls() {
+                "pulling"
+            } else {
+                "pushing"
+            }
+            .into(),
             estimated_total: None,
             counts: super::runs::COUNTERS
                 .iter()
@@ -194,7 +199,9 @@ pub async fn start(
                     }
                     task.cursor = Some(c);
                 }
-                Phase::Push => task.push_cursor = Some(push_start(&runs, config, entity, at).await?),
+                Phase::Push => {
+                    task.push_cursor = Some(push_start(&runs, config, entity, at).await?)
+                }
             }
         }
         tasks.push(task);
@@ -264,15 +271,27 @@ pub async fn run_chunk(
         .await
         .map_err(retry)?;
     let Some(config) = config else {
-        return close(&runs, task, 0, Progress::default(), Some("the sync config was deleted"))
-            .await;
+        return close(
+            &runs,
+            task,
+            0,
+            Progress::default(),
+            Some("the sync config was deleted"),
+        )
+        .await;
     };
     if config.status == ConfigStatus::Paused {
         return close(&runs, task, 0, Progress::default(), Some("paused")).await;
     }
     let Some(kind) = CrmKind::of(&config.provider) else {
-        return close(&runs, task, 0, Progress::default(), Some("the provider does not sync records"))
-            .await;
+        return close(
+            &runs,
+            task,
+            0,
+            Progress::default(),
+            Some("the provider does not sync records"),
+        )
+        .await;
     };
     let crm = match CrmClient::new(
         app,
@@ -354,7 +373,13 @@ async fn close(
         progress.error = Some(e.to_owned());
     }
     let Some(log) = runs
-        .complete_chunk(&task.tenant, &task.log_id, &task.chunk_id(), handed_on, &progress)
+        .complete_chunk(
+            &task.tenant,
+            &task.log_id,
+            &task.chunk_id(),
+            handed_on,
+            &progress,
+        )
         .await
         .map_err(retry)?
     else {
@@ -365,9 +390,7 @@ async fn close(
     }
     let failed = log.counts.get("failed").copied().unwrap_or(0);
     let status = match (&log.error, error) {
-        (_, Some(_)) if log.counts.get("processed").copied().unwrap_or(0) == 0 => {
-            RunStatus::Failed
-        }
+        (_, Some(_)) if log.counts.get("processed").copied().unwrap_or(0) == 0 => RunStatus::Failed,
         (Some(_), _) => RunStatus::Partial,
         _ if failed > 0 => RunStatus::Partial,
         _ => RunStatus::Completed,
@@ -417,7 +440,10 @@ impl Chunk<'_> {
         let mut cursor = self.task.cursor.clone().unwrap_or_default();
         let started = Instant::now();
         let mut pages = 0;
-        let mut page = self.crm.pull(entity, &cursor, &fields, &filter_refs).await?;
+        let mut page = self
+            .crm
+            .pull(entity, &cursor, &fields, &filter_refs)
+            .await?;
         loop {
             if let Some(total) = page.total {
                 self.progress.estimated_total = Some(total);
@@ -435,7 +461,10 @@ impl Chunk<'_> {
                 );
                 (w, Some(f))
             } else {
-                (Self::pull_page_detached(self.snapshot(), records).await, None)
+                (
+                    Self::pull_page_detached(self.snapshot(), records).await,
+                    None,
+                )
             };
             let (progress, errors) = written?;
             self.merge(progress, errors);
@@ -444,7 +473,13 @@ impl Chunk<'_> {
                 None => self.finish_pull_pass(&cursor).await?,
             };
             self.runs
-                .save_checkpoint(&self.task.tenant, &self.config.id, entity, Phase::Pull, &checkpoint)
+                .save_checkpoint(
+                    &self.task.tenant,
+                    &self.config.id,
+                    entity,
+                    Phase::Pull,
+                    &checkpoint,
+                )
                 .await
                 .map_err(store)?;
             self.flush_progress().await?;
@@ -512,10 +547,8 @@ impl Chunk<'_> {
     async fn apply_crm_deletes(&mut self, deleted: &[(String, i64)]) -> Result<(), CrmError> {
         let entity = self.task.entity;
         // Pull-created records have derived ids; others are found through the links.
-        let mut candidates: Vec<RecordId> = deleted
-            .iter()
-            .map(|(id, _)| self.derived_id(id))
-            .collect();
+        let mut candidates: Vec<RecordId> =
+            deleted.iter().map(|(id, _)| self.derived_id(id)).collect();
         let all_links = self
             .app
             .table
@@ -656,14 +689,27 @@ impl Chunk<'_> {
         let mut pages = 0;
         loop {
             let page = match &cursor.since {
-                None => self
-                    .records
-                    .scan_partition(&self.task.tenant, entity, PUSH_PAGE, cursor.page.as_deref())
-                    .await,
-                Some(since) => self
-                    .records
-                    .changes(&self.task.tenant, entity, since, PUSH_PAGE, cursor.page.as_deref())
-                    .await,
+                None => {
+                    self.records
+                        .scan_partition(
+                            &self.task.tenant,
+                            entity,
+                            PUSH_PAGE,
+                            cursor.page.as_deref(),
+                        )
+                        .await
+                }
+                Some(since) => {
+                    self.records
+                        .changes(
+                            &self.task.tenant,
+                            entity,
+                            since,
+                            PUSH_PAGE,
+                            cursor.page.as_deref(),
+                        )
+                        .await
+                }
             }
             .map_err(store)?;
             pages += 1;
@@ -679,7 +725,13 @@ impl Chunk<'_> {
                 }
             };
             self.runs
-                .save_checkpoint(&self.task.tenant, &self.config.id, entity, Phase::Push, &checkpoint)
+                .save_checkpoint(
+                    &self.task.tenant,
+                    &self.config.id,
+                    entity,
+                    Phase::Push,
+                    &checkpoint,
+                )
                 .await
                 .map_err(store)?;
             self.flush_progress().await?;
@@ -814,8 +866,7 @@ impl Chunk<'_> {
                                     phase: Phase::Push,
                                     record_id: Some(id.to_string()),
                                     crm_id: None,
-                                    message: "the CRM reported a duplicate it does not show"
-                                        .into(),
+                                    message: "the CRM reported a duplicate it does not show".into(),
                                     at: now(),
                                 });
                             }
@@ -869,7 +920,8 @@ impl Chunk<'_> {
                         },
                         self.config.conflict_strategy,
                     );
-                    self.progress.add("conflicts_resolved", plan.resolved as u64);
+                    self.progress
+                        .add("conflicts_resolved", plan.resolved as u64);
                     if !plan.conflicts.is_empty() {
                         self.store_conflict(&r, &crm_id, &plan.conflicts).await?;
                         for c in &plan.conflicts {
@@ -1030,7 +1082,9 @@ impl PullContext {
             config_id: Some(self.config.id.to_string()),
             at,
         };
-        let marker = CrmKind::of(&self.provider).map(|k| k.marker()).unwrap_or_default();
+        let marker = CrmKind::of(&self.provider)
+            .map(|k| k.marker())
+            .unwrap_or_default();
         // 1. Which app record each CRM record belongs to: the id it carries (Conduit
         //    created it), the id derived from it (a pull created the app record), or
         //    an app record with the same key (email / domain).
@@ -1227,7 +1281,10 @@ impl PullContext {
                         progress.add("conflicts_detected", plan.conflicts.len() as u64);
                         for c in &plan.conflicts {
                             link.conflicted.insert(c.field.clone());
-                            base.insert(c.field.clone(), link.base.get(&c.field).cloned().flatten());
+                            base.insert(
+                                c.field.clone(),
+                                link.base.get(&c.field).cloned().flatten(),
+                            );
                         }
                         conflicts.push(StoredConflict {
                             id: conflict_id(&self.config.id, entity, &r.id),
@@ -1292,7 +1349,10 @@ impl PullContext {
                     errors.push(RecordError {
                         phase: Phase::Pull,
                         record_id: Some(r.id.to_string()),
-                        crm_id: r.links.get(self.config.id.as_str()).map(|l| l.crm_id.clone()),
+                        crm_id: r
+                            .links
+                            .get(self.config.id.as_str())
+                            .map(|l| l.crm_id.clone()),
                         message: "the app record changed during the sync; retried next run".into(),
                         at,
                     });

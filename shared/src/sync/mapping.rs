@@ -32,7 +32,10 @@ impl Mapper {
                 .into_iter()
                 .filter(|m| m.direction != Direction::None)
                 .map(|m| Compiled {
-                    pull: m.transform.as_deref().and_then(|t| Transform::parse(t).ok()),
+                    pull: m
+                        .transform
+                        .as_deref()
+                        .and_then(|t| Transform::parse(t).ok()),
                     push: m
                         .push_transform
                         .as_deref()
@@ -111,7 +114,10 @@ impl Mapper {
     ) -> BTreeMap<String, Option<String>> {
         let mut out = BTreeMap::new();
         for m in &self.mappings {
-            if !matches!(m.mapping.direction, Direction::Push | Direction::Bidirectional) {
+            if !matches!(
+                m.mapping.direction,
+                Direction::Push | Direction::Bidirectional
+            ) {
                 continue;
             }
             let Some(value) = changed.get(&m.mapping.app_field) else {
@@ -148,9 +154,21 @@ mod tests {
     #[test]
     fn maps_both_ways_through_transforms() {
         let mappings = [
-            m("email", "email", Direction::Bidirectional, Some("trim | lower"), None),
+            m(
+                "email",
+                "email",
+                Direction::Bidirectional,
+                Some("trim | lower"),
+                None,
+            ),
             m("firstname", "first_name", Direction::Pull, None, None),
-            m("jobtitle", "job_title", Direction::Push, None, Some("upper")),
+            m(
+                "jobtitle",
+                "job_title",
+                Direction::Push,
+                None,
+                Some("upper"),
+            ),
             m("phone", "phone", Direction::None, None, None),
         ];
         let mapper = Mapper::new(&mappings);
@@ -167,6 +185,9 @@ mod tests {
         let changed = mapper.app_values(&record);
         let out = mapper.to_crm(&changed, &record);
         assert_eq!(out.get("jobtitle"), Some(&Some("CTO".to_owned())));
-        assert!(!out.contains_key("firstname"), "pull-only fields are never pushed");
+        assert!(
+            !out.contains_key("firstname"),
+            "pull-only fields are never pushed"
+        );
     }
 }

@@ -847,4 +847,21 @@ mod tests {
         assert!(!r.fields.contains_key("name"));
         assert_eq!(normalise_key(Entity::Contacts, " Ann@X.io "), "ann@x.io");
     }
+
+    #[test]
+    fn cursors_are_bound_to_their_listing() {
+        let all = cursor_tag(None, None);
+        assert!(all.starts_with('i') && !all.contains('.'));
+        assert!(cursor_tag(Some("ann"), None).starts_with('n'));
+        assert_eq!(cursor_tag(Some("ann"), None), cursor_tag(Some("ann"), None));
+        assert_ne!(
+            cursor_tag(Some("ann"), None),
+            cursor_tag(Some("anna"), None)
+        );
+        assert_ne!(cursor_tag(None, Some("hubspot")), all);
+        assert_ne!(
+            cursor_tag(Some("a"), Some("b")),
+            cursor_tag(Some("ab"), None)
+        );
+    }
 }

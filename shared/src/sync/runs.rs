@@ -388,7 +388,10 @@ impl Runs {
         handed_on: i64,
         p: &Progress,
     ) -> Result<Option<SyncLog>, StoreError> {
-        match self.apply(tenant, id, p, Some((chunk, handed_on - 1))).await {
+        match self
+            .apply(tenant, id, p, Some((chunk, handed_on - 1)))
+            .await
+        {
             Ok(log) => Ok(Some(log)),
             Err(StoreError::ConditionFailed) => Ok(None),
             Err(e) => Err(e),
@@ -404,8 +407,10 @@ impl Runs {
     ) -> Result<SyncLog, StoreError> {
         let mut sets = vec!["updated_at = :now".to_owned()];
         let mut adds = Vec::new();
-        let mut values: Vec<(String, AttributeValue)> =
-            vec![(":now".into(), AttributeValue::S(crate::domain::rfc3339(now())))];
+        let mut values: Vec<(String, AttributeValue)> = vec![(
+            ":now".into(),
+            AttributeValue::S(crate::domain::rfc3339(now())),
+        )];
         let mut names: Vec<(String, String)> = Vec::new();
         for (i, (name, n)) in p.counts.iter().enumerate() {
             names.push((format!("#c{i}"), (*name).to_owned()));
@@ -423,14 +428,20 @@ impl Runs {
         if let Some(e) = &p.error {
             sets.push("#error = :error".into());
             names.push(("#error".into(), "error".into()));
-            values.push((":error".into(), AttributeValue::S(e.chars().take(500).collect())));
+            values.push((
+                ":error".into(),
+                AttributeValue::S(e.chars().take(500).collect()),
+            ));
         }
         let mut condition = "attribute_exists(pk)".to_owned();
         if let Some((chunk_id, delta)) = chunk {
             adds.push("pending :delta".into());
             adds.push("done :chunk".into());
             values.push((":delta".into(), AttributeValue::N(delta.to_string())));
-            values.push((":chunk".into(), AttributeValue::Ss(vec![chunk_id.to_owned()])));
+            values.push((
+                ":chunk".into(),
+                AttributeValue::Ss(vec![chunk_id.to_owned()]),
+            ));
             values.push((":chunk_id".into(), AttributeValue::S(chunk_id.to_owned())));
             condition.push_str(" AND NOT contains(done, :chunk_id)");
         }
@@ -440,10 +451,14 @@ impl Runs {
         }
         // The counters map must exist before ADD can reach into it.
         self.ensure_counts(tenant, id).await?;
-        let values_ref: Vec<(&str, AttributeValue)> =
-            values.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-        let names_ref: Vec<(&str, &str)> =
-            names.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let values_ref: Vec<(&str, AttributeValue)> = values
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        let names_ref: Vec<(&str, &str)> = names
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         let item: LogItem = self
             .table
             .update(

@@ -165,32 +165,107 @@ const fn field(
 /// Contact fields.
 pub const CONTACT_FIELDS: &[AppField] = &[
     field("email", "Email", FieldType::Email, &["emailaddress"]),
-    field("first_name", "First name", FieldType::String, &["firstname", "givenname"]),
-    field("last_name", "Last name", FieldType::String, &["lastname", "surname", "familyname"]),
-    field("phone", "Phone", FieldType::Phone, &["phonenumber", "workphone"]),
-    field("mobile_phone", "Mobile phone", FieldType::Phone, &["mobilephone", "mobile", "mobilephonenumber"]),
-    field("job_title", "Job title", FieldType::String, &["jobtitle", "title"]),
+    field(
+        "first_name",
+        "First name",
+        FieldType::String,
+        &["firstname", "givenname"],
+    ),
+    field(
+        "last_name",
+        "Last name",
+        FieldType::String,
+        &["lastname", "surname", "familyname"],
+    ),
+    field(
+        "phone",
+        "Phone",
+        FieldType::Phone,
+        &["phonenumber", "workphone"],
+    ),
+    field(
+        "mobile_phone",
+        "Mobile phone",
+        FieldType::Phone,
+        &["mobilephone", "mobile", "mobilephonenumber"],
+    ),
+    field(
+        "job_title",
+        "Job title",
+        FieldType::String,
+        &["jobtitle", "title"],
+    ),
     field("department", "Department", FieldType::String, &[]),
-    field("company_name", "Company name", FieldType::String, &["company", "companyname", "accountname"]),
+    field(
+        "company_name",
+        "Company name",
+        FieldType::String,
+        &["company", "companyname", "accountname"],
+    ),
     field("city", "City", FieldType::String, &["mailingcity"]),
-    field("country", "Country", FieldType::String, &["mailingcountry", "countryregion"]),
-    field("lifecycle_stage", "Lifecycle stage", FieldType::Enumeration, &["lifecyclestage", "leadsource"]),
+    field(
+        "country",
+        "Country",
+        FieldType::String,
+        &["mailingcountry", "countryregion"],
+    ),
+    field(
+        "lifecycle_stage",
+        "Lifecycle stage",
+        FieldType::Enumeration,
+        &["lifecyclestage", "leadsource"],
+    ),
     field("website", "Website", FieldType::Url, &["websiteurl"]),
-    field("birth_date", "Birth date", FieldType::Date, &["birthdate", "dateofbirth"]),
+    field(
+        "birth_date",
+        "Birth date",
+        FieldType::Date,
+        &["birthdate", "dateofbirth"],
+    ),
     field("notes", "Notes", FieldType::String, &["description"]),
 ];
 
 /// Company fields.
 pub const COMPANY_FIELDS: &[AppField] = &[
-    field("name", "Name", FieldType::String, &["companyname", "accountname"]),
-    field("domain", "Domain", FieldType::Url, &["website", "companydomainname", "websiteurl"]),
+    field(
+        "name",
+        "Name",
+        FieldType::String,
+        &["companyname", "accountname"],
+    ),
+    field(
+        "domain",
+        "Domain",
+        FieldType::Url,
+        &["website", "companydomainname", "websiteurl"],
+    ),
     field("phone", "Phone", FieldType::Phone, &["phonenumber"]),
     field("industry", "Industry", FieldType::Enumeration, &[]),
     field("city", "City", FieldType::String, &["billingcity"]),
-    field("country", "Country", FieldType::String, &["billingcountry", "countryregion"]),
-    field("employees", "Number of employees", FieldType::Number, &["numberofemployees"]),
-    field("annual_revenue", "Annual revenue", FieldType::Number, &["annualrevenue"]),
-    field("description", "Description", FieldType::String, &["about", "aboutus"]),
+    field(
+        "country",
+        "Country",
+        FieldType::String,
+        &["billingcountry", "countryregion"],
+    ),
+    field(
+        "employees",
+        "Number of employees",
+        FieldType::Number,
+        &["numberofemployees"],
+    ),
+    field(
+        "annual_revenue",
+        "Annual revenue",
+        FieldType::Number,
+        &["annualrevenue"],
+    ),
+    field(
+        "description",
+        "Description",
+        FieldType::String,
+        &["about", "aboutus"],
+    ),
 ];
 
 /// Lower-case ASCII letters and digits only: "First Name", "first_name" and
