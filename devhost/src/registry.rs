@@ -93,6 +93,9 @@ impl FunctionRegistry {
             .register("sync-config", handler!(sync_config::handle))
             .register("records", handler!(records::handle))
             .register_event("token-refresh", event_handler!(token_refresh::handle_event))
+            .register("sync-trigger", handler!(sync_trigger::handle))
+            .register_event("sync-trigger", event_handler!(sync_trigger::handle_event))
+            .register_event("sync-worker", event_handler!(sync_worker::handle_event))
     }
 
     /// Registers `handler` for the binary `binary` (replacing any earlier one).

@@ -12,5 +12,6 @@ mod oauth;
 mod queue;
 mod records;
 mod secrets;
+mod sync;
 mod sync_config;
 mod tokens;
