@@ -6,9 +6,12 @@ use serde_json::json;
 
 #[tokio::test]
 async fn the_publisher_delivers_batches_to_the_sync_queue() {
-    let env = devhost::LocalEnv::start(devhost::LocalEnvOptions::default())
-        .await
-        .unwrap();
+    let env = devhost::LocalEnv::start(devhost::LocalEnvOptions {
+        poll_queues: false,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let url = env.stack.ref_value("SyncQueue").unwrap();
     let sqs = aws_sdk_sqs::Client::new(&env.aws);
     let publisher = Publisher::new(sqs.clone(), &url);
