@@ -74,8 +74,11 @@ fn shared() -> &'static Shared {
         std::thread::Builder::new()
             .name("local-env".into())
             .spawn(move || {
+                // The handlers run in-process on these threads; their futures (the
+                // sync engine's especially) need more than tokio's 2 MiB default.
                 let rt = match tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(2)
+                    .thread_stack_size(16 * 1024 * 1024)
                     .enable_all()
                     .build()
                 {
