@@ -81,3 +81,19 @@ impl Publisher {
         Ok(())
     }
 }
+
+/// The sync work queue of a function (its `CONDUIT_SYNC_QUEUE_URL` setting).
+pub fn sync_queue(app: &crate::app::App) -> Result<Publisher, QueueError> {
+    let url = app
+        .config
+        .env
+        .get("CONDUIT_SYNC_QUEUE_URL")
+        .filter(|u| !u.trim().is_empty())
+        .ok_or_else(|| {
+            QueueError::Service("missing required setting CONDUIT_SYNC_QUEUE_URL".into())
+        })?;
+    Ok(Publisher::new(
+        aws_sdk_sqs::Client::new(&app.aws),
+        url.clone(),
+    ))
+}

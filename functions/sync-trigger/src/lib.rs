@@ -19,14 +19,7 @@ use serde_json::{Value, json};
 
 /// The queue of sync work (`CONDUIT_SYNC_QUEUE_URL`).
 pub fn queue(app: &App) -> Result<Publisher, String> {
-    let url = app
-        .config
-        .env
-        .get("CONDUIT_SYNC_QUEUE_URL")
-        .filter(|u| !u.trim().is_empty())
-        .cloned()
-        .ok_or("missing required setting CONDUIT_SYNC_QUEUE_URL")?;
-    Ok(Publisher::new(aws_sdk_sqs::Client::new(&app.aws), url))
+    conduit::queue::sync_queue(app).map_err(|e| e.to_string())
 }
 
 /// Handles `POST /v1/sync/trigger`.

@@ -18,7 +18,8 @@ pub const CONCURRENCY: usize = 4;
 pub async fn handle_event(app: &App, event: Value) -> Result<Value, lambda_runtime::Error> {
     let event: SqsEvent = serde_json::from_value(event)
         .map_err(|e| lambda_runtime::Error::from(format!("not an SQS event: {e}")))?;
-    let publisher = sync_queue(app)?;
+    let publisher =
+        conduit::queue::sync_queue(app).map_err(|e| lambda_runtime::Error::from(e.to_string()))?;
     let publisher = &publisher;
     let failures: Vec<String> = futures::stream::iter(event.records)
         .map(|record| async move {
@@ -59,20 +60,4 @@ pub async fn handle_event(app: &App, event: Value) -> Result<Value, lambda_runti
     Ok(json!({
         "batchItemFailures": failures.iter().map(|id| json!({"itemIdentifier": id})).collect::<Vec<_>>()
     }))
-}
-
-fn sync_queue(app: &App) -> Result<conduit::queue::Publisher, lambda_runtime::Error> {
-    let url = app
-        .config
-        .env
-        .get("CONDUIT_SYNC_QUEUE_URL")
-        .filter(|u| !u.trim().is_empty())
-        .cloned()
-        .ok_or_else(|| {
-            lambda_runtime::Error::from("missing required setting CONDUIT_SYNC_QUEUE_URL")
-        })?;
-    Ok(conduit::queue::Publisher::new(
-        aws_sdk_sqs::Client::new(&app.aws),
-        url,
-    ))
 }

@@ -547,8 +547,10 @@ impl Chunk<'_> {
     async fn apply_crm_deletes(&mut self, deleted: &[(String, i64)]) -> Result<(), CrmError> {
         let entity = self.task.entity;
         // Pull-created records have derived ids; others are found through the links.
-        let mut candidates: Vec<RecordId> =
-            deleted.iter().map(|(id, _)| self.derived_id(id)).collect();
+        let mut candidates: Vec<RecordId> = deleted
+            .iter()
+            .map(|(id, _)| derived_id(self.task, &self.config, id))
+            .collect();
         let all_links = self
             .app
             .table
@@ -609,15 +611,6 @@ impl Chunk<'_> {
             changed_links.push((r.id.clone(), link));
         }
         self.links.put_many(&changed_links).await.map_err(store)
-    }
-
-    fn derived_id(&self, crm_id: &str) -> RecordId {
-        RecordId::derived(&[
-            self.task.tenant.as_str(),
-            self.config.id.as_str(),
-            self.task.entity.as_str(),
-            crm_id,
-        ])
     }
 
     fn snapshot(&self) -> PullContext {
@@ -1044,6 +1037,16 @@ fn store(e: StoreError) -> CrmError {
     CrmError::Internal(e.to_string())
 }
 
+/// The id of the app record a pull creates for CRM record `crm_id`.
+fn derived_id(task: &Task, config: &SyncConfig, crm_id: &str) -> RecordId {
+    RecordId::derived(&[
+        task.tenant.as_str(),
+        config.id.as_str(),
+        task.entity.as_str(),
+        crm_id,
+    ])
+}
+
 /// What writing one pull page needs (owned, so it can run beside the next fetch).
 struct PullContext {
     task: Task,
@@ -1056,15 +1059,6 @@ struct PullContext {
 }
 
 impl PullContext {
-    fn derived_id(&self, crm_id: &str) -> RecordId {
-        RecordId::derived(&[
-            self.task.tenant.as_str(),
-            self.config.id.as_str(),
-            self.task.entity.as_str(),
-            crm_id,
-        ])
-    }
-
     async fn pull_page(
         &self,
         page: Vec<CrmRecord>,
@@ -1094,7 +1088,8 @@ impl PullContext {
                 .values
                 .get(marker)
                 .and_then(|id| RecordId::parse(id).ok());
-            candidate.push(carried.unwrap_or_else(|| self.derived_id(&rec.id)));
+            candidate
+                .push(carried.unwrap_or_else(|| derived_id(&self.task, &self.config, &rec.id)));
         }
         let mut lookup: Vec<RecordId> = candidate.clone();
         lookup.sort();

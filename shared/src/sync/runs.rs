@@ -449,8 +449,7 @@ impl Runs {
         if !adds.is_empty() {
             update.push_str(&format!(" ADD {}", adds.join(", ")));
         }
-        // The counters map must exist before ADD can reach into it.
-        self.ensure_counts(tenant, id).await?;
+        // Logs are created with every counter present, so ADD can reach into the map.
         let values_ref: Vec<(&str, AttributeValue)> = values
             .iter()
             .map(|(k, v)| (k.as_str(), v.clone()))
@@ -471,13 +470,6 @@ impl Runs {
             )
             .await?;
         Ok(item.log)
-    }
-
-    async fn ensure_counts(&self, tenant: &TenantId, id: &SyncLogId) -> Result<(), StoreError> {
-        // Logs are created with every counter present; nothing to do. Kept as the one
-        // place to evolve the counters of old logs.
-        let _ = (tenant, id);
-        Ok(())
     }
 
     /// Closes a log whose chunks are all done (once: only while it is running).
