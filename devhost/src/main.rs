@@ -116,13 +116,8 @@ fn main() -> ExitCode {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    // Every function's handler runs in-process on these threads: give them Lambda's
-    // room rather than tokio's 2 MiB default.
-    tokio::runtime::Builder::new_multi_thread()
-        .thread_stack_size(16 * 1024 * 1024)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
+    // Every function's handler runs in-process on these threads.
+    conduit::app::runtime().context("starting the async runtime")
 }
 
 async fn up(raw: &[String]) -> Result<()> {

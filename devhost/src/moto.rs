@@ -23,6 +23,36 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How many times a port race (moto could not bind) is retried.
 const PORT_ATTEMPTS: usize = 5;
 
+/// Runs moto's own server entry point with one change: DynamoDB requests are served one
+/// at a time. moto's `TransactWriteItems` deep-copies the tables to roll back on failure
+/// without taking a lock, so a write racing a transaction could fail with a 500 that
+/// real DynamoDB never returns. Other services (SQS long polls in particular) keep
+/// moto's threaded server.
+const LAUNCHER: &str = r#"
+import sys, threading
+import moto.server as server
+
+dynamodb = threading.Lock()
+run_simple = server.run_simple
+
+def serialised(app):
+    def serve(environ, start_response):
+        if not environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB_"):
+            return app(environ, start_response)
+        with dynamodb:
+            result = app(environ, start_response)
+            try:
+                return [b"".join(result)]
+            finally:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+    return serve
+
+server.run_simple = lambda host, port, app, **kw: run_simple(host, port, serialised(app), **kw)
+server.main(sys.argv[1:])
+"#;
+
 /// A running `moto_server`, killed on drop.
 #[derive(Debug)]
 pub struct MotoServer {
@@ -95,7 +125,15 @@ impl MotoServer {
             File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
         let log_err = log.try_clone().context("duplicating the moto log handle")?;
 
-        let mut cmd = Command::new(binary);
+        // The virtualenv's interpreter sits beside its `moto_server` script.
+        let python = binary.with_file_name("python");
+        let mut cmd = if python.is_file() {
+            let mut cmd = Command::new(&python);
+            cmd.args(["-c", LAUNCHER]);
+            cmd
+        } else {
+            Command::new(binary)
+        };
         cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .env("PYTHONUNBUFFERED", "1")
             .stdin(Stdio::null())

@@ -10,6 +10,19 @@ use crate::providers::Catalogue;
 use crate::secrets::PlatformSecretStore;
 use crate::store::Table;
 
+/// Stack size of every runtime thread that runs handlers: Lambda gives a function's
+/// threads far more than tokio's 2 MiB default, and the sync engine's futures need it.
+pub const THREAD_STACK_SIZE: usize = 16 * 1024 * 1024;
+
+/// The multi-threaded runtime functions (and the dev host, which runs them in-process)
+/// are driven by, with [`THREAD_STACK_SIZE`] stacks.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .thread_stack_size(THREAD_STACK_SIZE)
+        .enable_all()
+        .build()
+}
+
 /// Start-up failed; the message names what.
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {

@@ -78,7 +78,7 @@ fn shared() -> &'static Shared {
                 // sync engine's especially) need more than tokio's 2 MiB default.
                 let rt = match tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(2)
-                    .thread_stack_size(16 * 1024 * 1024)
+                    .thread_stack_size(conduit::app::THREAD_STACK_SIZE)
                     .enable_all()
                     .build()
                 {

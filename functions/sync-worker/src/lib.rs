@@ -36,7 +36,7 @@ pub async fn handle_event(app: &App, event: Value) -> Result<Value, lambda_runti
                 }
             };
             let started = std::time::Instant::now();
-            match engine::run_chunk(app, publisher, &task, &id).await {
+            match Box::pin(engine::run_chunk(app, publisher, &task, &id)).await {
                 Ok(()) => {
                     tracing::info!(
                         message_id = %id,

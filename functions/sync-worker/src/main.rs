@@ -4,8 +4,11 @@ use conduit::app::App;
 use conduit::config::Config;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 
-#[tokio::main]
-async fn main() -> Result<(), Error> {
+fn main() -> Result<(), Error> {
+    conduit::app::runtime()?.block_on(run())
+}
+
+async fn run() -> Result<(), Error> {
     let config = Config::from_env()?;
     conduit::telemetry::init(&config.log_level);
     let app = App::new(config).await?;
