@@ -58,7 +58,7 @@ async fn trigger(app: &App, req: Request, meta: RequestMeta) -> Result<Response<
             direction: body.direction,
             entities: body.entities,
             trigger: "manual".into(),
-            only: None,
+            only: Vec::new(),
         },
     )
     .await

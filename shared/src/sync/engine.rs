@@ -73,8 +73,9 @@ pub struct RunRequest {
     pub entities: Option<Vec<Entity>>,
     /// `manual`, `schedule`, `retry`.
     pub trigger: String,
-    /// Only these records (retry): per entity, the phase and ids.
-    pub only: Option<(Phase, Vec<String>)>,
+    /// Only these records (a retry): the phases to redo, each with its ids (CRM ids
+    /// for pull, app record ids for push). Empty: a full run.
+    pub only: Vec<(Phase, Vec<String>)>,
 }
 
 /// A started run.
@@ -166,12 +167,34 @@ pub async fn start(
             updated_at: at,
             finished_at: None,
         };
+        // A retry: one task per phase with failed records, all under this log.
+        if !req.only.is_empty() {
+            let mut log = log;
+            log.pending = req.only.len() as i64;
+            runs.create_log(&log).await?;
+            for (phase, ids) in &req.only {
+                tasks.push(Task {
+                    tenant: config.tenant.clone(),
+                    config_id: config.id.clone(),
+                    job_id: job.clone(),
+                    log_id: log.id.clone(),
+                    entity,
+                    phase: *phase,
+                    seq: 0,
+                    cursor: None,
+                    push_cursor: None,
+                    then_push: false,
+                    only: Some(ids.clone()),
+                });
+            }
+            logs.push(log);
+            continue;
+        }
         runs.create_log(&log).await?;
-        let only = req.only.as_ref().map(|(_, ids)| ids.clone());
-        let phase = match &req.only {
-            Some((phase, _)) => *phase,
-            None if direction.pulls() => Phase::Pull,
-            None => Phase::Push,
+        let phase = if direction.pulls() {
+            Phase::Pull
+        } else {
+            Phase::Push
         };
         let mut task = Task {
             tenant: config.tenant.clone(),
@@ -183,26 +206,22 @@ pub async fn start(
             seq: 0,
             cursor: None,
             push_cursor: None,
-            then_push: phase == Phase::Pull && direction.pushes() && only.is_none(),
-            only,
+            then_push: phase == Phase::Pull && direction.pushes(),
+            only: None,
         };
-        if task.only.is_none() {
-            match phase {
-                Phase::Pull => {
-                    let mut c: Cursor = runs
-                        .checkpoint(&config.tenant, &config.id, entity, Phase::Pull)
-                        .await?
-                        .unwrap_or_default();
-                    if c.page.is_none() {
-                        c.pass_started_ms = unix_ms(at);
-                        c.high_water_ms = 0;
-                    }
-                    task.cursor = Some(c);
+        match phase {
+            Phase::Pull => {
+                let mut c: Cursor = runs
+                    .checkpoint(&config.tenant, &config.id, entity, Phase::Pull)
+                    .await?
+                    .unwrap_or_default();
+                if c.page.is_none() {
+                    c.pass_started_ms = unix_ms(at);
+                    c.high_water_ms = 0;
                 }
-                Phase::Push => {
-                    task.push_cursor = Some(push_start(&runs, config, entity, at).await?)
-                }
+                task.cursor = Some(c);
             }
+            Phase::Push => task.push_cursor = Some(push_start(&runs, config, entity, at).await?),
         }
         tasks.push(task);
         logs.push(log);
