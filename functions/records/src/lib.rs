@@ -7,7 +7,6 @@
 //! another tenant's ids simply are not found.
 
 mod routes;
-mod validate;
 mod view;
 
 use std::convert::Infallible;

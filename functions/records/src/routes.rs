@@ -16,8 +16,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::Call;
-use crate::validate::{self, Changes};
 use crate::view::view;
+use conduit::sync::values::{self, Changes};
 
 /// Default and largest page size of a listing.
 const DEFAULT_LIMIT: i32 = 50;
@@ -103,7 +103,7 @@ struct FieldsBody {
 
 fn parse_changes(call: &Call<'_>, entity: Entity) -> Result<Changes, ApiError> {
     let body: FieldsBody = http::json_body(&call.req)?;
-    validate::changes(entity, &body.fields).map_err(ApiError::invalid_fields)
+    values::changes(entity, &body.fields).map_err(ApiError::invalid_fields)
 }
 
 /// `GET /v1/records/{entity}?search=&platform=&limit=&cursor=`.

@@ -934,8 +934,16 @@ impl Chunk<'_> {
                     );
                     self.progress
                         .add("conflicts_resolved", plan.resolved as u64);
-                    if !plan.conflicts.is_empty() {
-                        self.store_conflict(&r, &crm_id, &plan.conflicts).await?;
+                    // A conflict already under review (open or ignored) is not
+                    // detected again; a new field in conflict reopens it with all.
+                    let new_fields = plan
+                        .conflicts
+                        .iter()
+                        .filter(|c| !link.conflicted.contains(&c.field))
+                        .count();
+                    if new_fields > 0 {
+                        self.store_conflict(&r, &crm_id, &plan.conflicts, new_fields)
+                            .await?;
                         for c in &plan.conflicts {
                             link.conflicted.insert(c.field.clone());
                         }
@@ -1013,8 +1021,9 @@ impl Chunk<'_> {
         r: &Record,
         crm_id: &str,
         fields: &[conflict::FieldConflict],
+        new_fields: usize,
     ) -> Result<(), CrmError> {
-        self.progress.add("conflicts_detected", fields.len() as u64);
+        self.progress.add("conflicts_detected", new_fields as u64);
         let c = StoredConflict {
             id: conflict_id(&self.config.id, self.task.entity, &r.id),
             config_id: self.config.id.clone(),
@@ -1291,8 +1300,15 @@ impl PullContext {
                             base.insert(f.clone(), old.clone());
                         }
                     }
-                    if !plan.conflicts.is_empty() {
-                        progress.add("conflicts_detected", plan.conflicts.len() as u64);
+                    // A conflict already under review (open or ignored) is not
+                    // detected again; a new field in conflict reopens it with all.
+                    let new_fields = plan
+                        .conflicts
+                        .iter()
+                        .filter(|c| !link.conflicted.contains(&c.field))
+                        .count();
+                    if new_fields > 0 {
+                        progress.add("conflicts_detected", new_fields as u64);
                         for c in &plan.conflicts {
                             link.conflicted.insert(c.field.clone());
                             base.insert(

@@ -9,6 +9,8 @@ pub mod engine;
 pub mod links;
 pub mod mapping;
 pub mod records;
+pub mod resolve;
 pub mod runs;
 pub mod schema;
 pub mod transform;
+pub mod values;

@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use conduit::providers::FieldError;
-use conduit::sync::schema::{Entity, FieldType};
+use super::schema::{Entity, FieldType};
+use crate::providers::FieldError;
 use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
