@@ -612,7 +612,8 @@ impl Table {
                     None,
                     pk,
                     QueryOpts {
-                        prefix: Some(prefix),
+                        // DynamoDB refuses `begins_with(sk, "")`: no prefix is all.
+                        prefix: (!prefix.is_empty()).then_some(prefix),
                         cursor: cursor.as_deref(),
                         ..Default::default()
                     },

@@ -2,6 +2,15 @@
 //! /v1/sync/trigger`) or from the config's EventBridge Scheduler schedule. It only
 //! plans: one log per entity and the first chunk of each on the sync queue; the
 //! workers do the rest.
+//!
+//! It also answers for the runs it starts: their logs (and the retry of a log's failed
+//! records), a config's live status, and the conflicts runs store for review (resolve,
+//! ignore). Routing follows the HTTP API's route key, so template.yaml is the one
+//! routing table. Members read; admins trigger, retry and settle.
+
+mod conflicts;
+mod logs;
+mod status;
 
 use std::convert::Infallible;
 
@@ -22,9 +31,122 @@ pub fn queue(app: &App) -> Result<Publisher, String> {
     conduit::queue::sync_queue(app).map_err(|e| e.to_string())
 }
 
-/// Handles `POST /v1/sync/trigger`.
+/// Handles one HTTP API request routed to this function.
 pub async fn handle(app: &App, req: Request) -> Result<Response<Body>, Infallible> {
-    http::serve(req, |req, meta| trigger(app, req, meta)).await
+    http::serve(req, |req, meta| route(app, req, meta)).await
+}
+
+async fn route(app: &App, req: Request, meta: RequestMeta) -> Result<Response<Body>, ApiError> {
+    match meta.route_key.as_str() {
+        "POST /v1/sync/trigger" => trigger(app, req, meta).await,
+        "GET /v1/sync/logs" => logs::list(app, &req).await,
+        "GET /v1/sync/logs/{id}" => logs::get(app, &req).await,
+        "POST /v1/sync/logs/{id}/retry" => logs::retry(app, &req, &meta).await,
+        "GET /v1/sync/configs/{id}/status" => status::get(app, &req).await,
+        "GET /v1/sync/conflicts" => conflicts::list(app, &req).await,
+        "GET /v1/sync/conflicts/{id}" => conflicts::get(app, &req).await,
+        "POST /v1/sync/conflicts/{id}/resolve" => conflicts::resolve(app, &req, &meta).await,
+        "POST /v1/sync/conflicts/{id}/ignore" => conflicts::ignore(app, &req, &meta).await,
+        other => Err(ApiError::NotFound(format!("no route {other}"))),
+    }
+}
+
+/// The caller, who must be an admin of their tenant.
+fn admin(req: &Request) -> Result<conduit::domain::Principal, ApiError> {
+    let who = http::principal(req)?;
+    tracing::Span::current().record("tenant", who.tenant.as_str());
+    http::require_admin(&who)?;
+    Ok(who)
+}
+
+/// The caller (any member).
+fn member(req: &Request) -> Result<conduit::domain::Principal, ApiError> {
+    let who = http::principal(req)?;
+    tracing::Span::current().record("tenant", who.tenant.as_str());
+    Ok(who)
+}
+
+/// A `limit` query parameter: 1 to `max`, `default` when absent.
+fn limit(
+    q: &std::collections::BTreeMap<String, String>,
+    default: i32,
+    max: i32,
+) -> Result<i32, ApiError> {
+    match q.get("limit") {
+        None => Ok(default),
+        Some(l) => l
+            .parse::<i32>()
+            .ok()
+            .filter(|l| (1..=max).contains(l))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_limit",
+                    format!("limit must be a whole number from 1 to {max}"),
+                )
+            }),
+    }
+}
+
+/// A bad-cursor store error as the caller's mistake.
+fn listing_error(e: conduit::store::StoreError) -> ApiError {
+    match e {
+        conduit::store::StoreError::BadCursor => ApiError::bad_request(
+            "invalid_cursor",
+            "cursor is not one this listing gave; start again without it",
+        ),
+        e => ApiError::internal(e),
+    }
+}
+
+/// A config of the caller's tenant, by the id in the path or body.
+async fn load_config(
+    app: &App,
+    tenant: &TenantId,
+    raw: &str,
+) -> Result<conduit::sync::config::SyncConfig, ApiError> {
+    let id =
+        SyncConfigId::parse(raw).map_err(|_| ApiError::NotFound("no such sync config".into()))?;
+    Configs::new(app.table.clone())
+        .get(tenant, &id)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::NotFound("no such sync config".into()))
+}
+
+/// A start refusal as the API's answer.
+fn start_error(e: StartError) -> ApiError {
+    match e {
+        StartError::Busy(job) => ApiError::Conflict {
+            code: "sync_running",
+            message: format!("a run of this config is in progress ({job})"),
+        },
+        StartError::Paused => ApiError::Conflict {
+            code: "sync_paused",
+            message: "the config is paused; resume it first".into(),
+        },
+        StartError::Invalid(m) => ApiError::bad_request("invalid_trigger", m),
+        StartError::Internal(m) => ApiError::internal(m),
+    }
+}
+
+/// What a started run answers (202).
+fn started(s: &engine::Started) -> Result<Response<Body>, ApiError> {
+    http::json(
+        lambda_http::http::StatusCode::ACCEPTED,
+        &json!({
+            "job_id": s.job_id,
+            "logs": s.logs.iter().map(|l| json!({
+                "id": l.id, "entity": l.entity, "direction": l.direction, "status": l.status,
+            })).collect::<Vec<_>>(),
+        }),
+    )
+}
+
+/// Records an audit entry (a failed write is logged, the action stands).
+async fn audit(app: &App, entry: &AuditEntry) {
+    if let Err(e) = app.audit.record(entry).await {
+        tracing::error!(error = %e, action = %entry.action, "audit write failed");
+    }
 }
 
 #[derive(Deserialize)]
@@ -38,19 +160,11 @@ struct TriggerBody {
 }
 
 async fn trigger(app: &App, req: Request, meta: RequestMeta) -> Result<Response<Body>, ApiError> {
-    let who = http::principal(&req)?;
-    tracing::Span::current().record("tenant", who.tenant.as_str());
-    http::require_admin(&who)?;
+    let who = admin(&req)?;
     let body: TriggerBody = http::json_body(&req)?;
-    let id = SyncConfigId::parse(&body.config_id)
-        .map_err(|_| ApiError::NotFound("no such sync config".into()))?;
-    let config = Configs::new(app.table.clone())
-        .get(&who.tenant, &id)
-        .await
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::NotFound("no such sync config".into()))?;
+    let config = load_config(app, &who.tenant, &body.config_id).await?;
     let publisher = queue(app).map_err(ApiError::internal)?;
-    let started = engine::start(
+    let run = engine::start(
         app,
         &publisher,
         &config,
@@ -62,36 +176,18 @@ async fn trigger(app: &App, req: Request, meta: RequestMeta) -> Result<Response<
         },
     )
     .await
-    .map_err(|e| match e {
-        StartError::Busy(job) => ApiError::Conflict {
-            code: "sync_running",
-            message: format!("a run of this config is in progress ({job})"),
-        },
-        StartError::Paused => ApiError::Conflict {
-            code: "sync_paused",
-            message: "the config is paused; resume it first".into(),
-        },
-        StartError::Invalid(m) => ApiError::bad_request("invalid_trigger", m),
-        StartError::Internal(m) => ApiError::internal(m),
-    })?;
-    let entry = AuditEntry::by(
-        &who,
-        &meta.request_id,
-        "sync.trigger",
-        config.id.to_string(),
-    );
-    if let Err(e) = app.audit.record(&entry).await {
-        tracing::error!(error = %e, "audit write failed");
-    }
-    http::json(
-        lambda_http::http::StatusCode::ACCEPTED,
-        &json!({
-            "job_id": started.job_id,
-            "logs": started.logs.iter().map(|l| json!({
-                "id": l.id, "entity": l.entity, "direction": l.direction, "status": l.status,
-            })).collect::<Vec<_>>(),
-        }),
+    .map_err(start_error)?;
+    audit(
+        app,
+        &AuditEntry::by(
+            &who,
+            &meta.request_id,
+            "sync.trigger",
+            config.id.to_string(),
+        ),
     )
+    .await;
+    started(&run)
 }
 
 #[derive(Deserialize)]

@@ -1090,6 +1090,7 @@ fn serve(
             let input = input_properties(&body)?;
             let mut store = state.crm_store();
             check_defined(&store, portal, object, [&input])?;
+            check_options([&input])?;
             let table = store.table(portal, object);
             if let Some(clash) = table.conflict(&input, 0) {
                 return Err(conflict(object, clash));
@@ -1104,6 +1105,7 @@ fn serve(
             let input = input_properties(&body)?;
             let mut store = state.crm_store();
             check_defined(&store, portal, object, [&input])?;
+            check_options([&input])?;
             let table = store.table(portal, object);
             let own_id = table
                 .live(id)
@@ -1349,6 +1351,7 @@ fn check_batch(
         missing.dedup();
         return Err(undefined_properties(&missing));
     }
+    check_options(inputs.iter().map(|(_, properties)| *properties))?;
     let mut claimed: HashSet<(&str, String)> = HashSet::new();
     for (own_id, properties) in inputs {
         if let Some(clash) = table.conflict(properties, *own_id) {
@@ -1363,6 +1366,56 @@ fn check_batch(
             {
                 return Err(batch_duplicate(name));
             }
+        }
+    }
+    Ok(())
+}
+
+/// Fails (the whole request, as HubSpot does) when an enumeration property is given a
+/// value that is not one of its options.
+#[allow(clippy::result_large_err)] // The error is the finished response.
+fn check_options<'a>(
+    inputs: impl IntoIterator<Item = &'a Map<String, Value>>,
+) -> Result<(), Response> {
+    for properties in inputs {
+        for (name, value) in properties {
+            let options: &[(&str, &str)] = match name.as_str() {
+                "lifecyclestage" => &LIFECYCLE_STAGES,
+                "industry" => &INDUSTRIES,
+                _ => continue,
+            };
+            let Some(text) = value_text(value).filter(|t| !t.is_empty()) else {
+                continue;
+            };
+            if options.iter().any(|(v, _)| *v == text) {
+                continue;
+            }
+            let allowed: Vec<&str> = options.iter().map(|(v, _)| *v).collect();
+            let message = format!(
+                "{text} was not one of the allowed options: [{}]",
+                allowed.join(", ")
+            );
+            let detail = json!([{
+                "isValid": false,
+                "message": message,
+                "error": "INVALID_OPTION",
+                "name": name,
+                "localizedErrorMessage": message,
+            }]);
+            return Err(wire::json(
+                StatusCode::BAD_REQUEST,
+                json!({
+                    "status": "error",
+                    "message": format!("Property values were not valid: {detail}"),
+                    "correlationId": wire::correlation_id(),
+                    "category": "VALIDATION_ERROR",
+                    "errors": [{
+                        "message": message,
+                        "code": "INVALID_OPTION",
+                        "context": {"propertyName": [name]},
+                    }],
+                }),
+            ));
         }
     }
     Ok(())

@@ -72,6 +72,36 @@ impl Frequency {
             Frequency::Manual => None,
         }
     }
+
+    /// When the schedule fires next after `after` (UTC, as the schedules are created);
+    /// rate schedules count from `anchor`, when the schedule was last written.
+    pub fn next_run(
+        &self,
+        after: OffsetDateTime,
+        anchor: OffsetDateTime,
+    ) -> Option<OffsetDateTime> {
+        let every = match self {
+            Frequency::Realtime => time::Duration::minutes(1),
+            Frequency::Hourly => time::Duration::hours(1),
+            Frequency::Daily { at } => {
+                let (h, m) = parse_hh_mm(at)?;
+                let time = time::Time::from_hms(h, m, 0).ok()?;
+                let after = after.to_offset(time::UtcOffset::UTC);
+                let today = after.date().with_time(time).assume_utc();
+                return Some(if today > after {
+                    today
+                } else {
+                    today + time::Duration::days(1)
+                });
+            }
+            Frequency::Manual => return None,
+        };
+        if anchor > after {
+            return Some(anchor + every);
+        }
+        let periods = (after - anchor).whole_seconds() / every.whole_seconds() + 1;
+        Some(anchor + every * periods as i32)
+    }
 }
 
 fn parse_hh_mm(at: &str) -> Option<(u8, u8)> {
@@ -542,6 +572,21 @@ mod tests {
             None
         );
         assert_eq!(Frequency::Manual.schedule_expression(), None);
+        let t = time::macros::datetime!(2026-11-22 03:10 UTC);
+        let anchor = time::macros::datetime!(2026-11-21 00:20:30 UTC);
+        assert_eq!(
+            Frequency::Daily { at: "02:30".into() }.next_run(t, anchor),
+            Some(time::macros::datetime!(2026-11-23 02:30 UTC))
+        );
+        assert_eq!(
+            Frequency::Daily { at: "04:00".into() }.next_run(t, anchor),
+            Some(time::macros::datetime!(2026-11-22 04:00 UTC))
+        );
+        assert_eq!(
+            Frequency::Hourly.next_run(t, anchor),
+            Some(time::macros::datetime!(2026-11-22 03:20:30 UTC))
+        );
+        assert_eq!(Frequency::Manual.next_run(t, anchor), None);
         let f = Filter {
             entity: Entity::Companies,
             field: "employees".into(),

@@ -712,6 +712,160 @@ impl Runs {
     }
 }
 
+/// How to list logs.
+#[derive(Debug, Clone, Default)]
+pub struct LogQuery<'a> {
+    /// Only this config's.
+    pub config: Option<&'a SyncConfigId>,
+    /// Only logs in this state.
+    pub status: Option<RunStatus>,
+    /// Only this entity's.
+    pub entity: Option<Entity>,
+    /// Only runs started at or after this.
+    pub from: Option<OffsetDateTime>,
+    /// Only runs started at or before this.
+    pub to: Option<OffsetDateTime>,
+    /// Page size.
+    pub limit: i32,
+    /// Continue after a previous page.
+    pub cursor: Option<&'a str>,
+}
+
+/// How to list conflicts.
+#[derive(Debug, Clone, Default)]
+pub struct ConflictQuery<'a> {
+    /// Only conflicts in this state (`open`, `resolved`, `ignored`); None: all.
+    pub status: Option<&'a str>,
+    /// Only this config's.
+    pub config: Option<&'a SyncConfigId>,
+    /// Only this entity's.
+    pub entity: Option<Entity>,
+    /// Only this record's.
+    pub record: Option<&'a RecordId>,
+    /// Page size.
+    pub limit: i32,
+    /// Continue after a previous page.
+    pub cursor: Option<&'a str>,
+}
+
+/// How many queries one listing may take to fill a page past filtered-out items.
+const FILL_ROUNDS: usize = 8;
+
+/// The smallest or largest log id of a run started at `t` (log ids are ULIDs, so they
+/// sort by start time).
+fn log_id_bound(t: OffsetDateTime, upper: bool) -> String {
+    let ms = u64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+    let random = if upper { u128::MAX } else { 0 };
+    let id = ulid::Ulid::from_parts(ms, random);
+    format!("slog_{}", id.to_string().to_lowercase())
+}
+
+impl Runs {
+    /// A page of logs, newest first, filtered as `q` says.
+    pub async fn search_logs(
+        &self,
+        tenant: &TenantId,
+        q: &LogQuery<'_>,
+    ) -> Result<Page<SyncLog>, StoreError> {
+        let (index, pk) = match q.config {
+            Some(c) => (Some("gsi1"), log_by_config(tenant, c)),
+            None => (None, log_pk(tenant)),
+        };
+        let from = log_id_bound(q.from.unwrap_or(OffsetDateTime::UNIX_EPOCH), false);
+        let to = log_id_bound(
+            q.to.unwrap_or_else(|| now() + time::Duration::days(1)),
+            true,
+        );
+        self.fill(
+            index,
+            &pk,
+            Some((&from, &to)),
+            true,
+            q.limit,
+            q.cursor,
+            |i: &LogItem| {
+                q.status.is_none_or(|s| i.log.status == s)
+                    && q.entity.is_none_or(|e| i.log.entity == e)
+            },
+        )
+        .await
+        .map(|page| Page {
+            items: page.items.into_iter().map(|i| i.log).collect(),
+            cursor: page.cursor,
+        })
+    }
+
+    /// A page of conflicts, filtered as `q` says.
+    pub async fn search_conflicts(
+        &self,
+        tenant: &TenantId,
+        q: &ConflictQuery<'_>,
+    ) -> Result<Page<StoredConflict>, StoreError> {
+        self.fill(
+            None,
+            &conflict_pk(tenant),
+            None,
+            false,
+            q.limit,
+            q.cursor,
+            |k: &Keyed<StoredConflict>| {
+                let c = &k.item;
+                q.status.is_none_or(|s| c.status == s)
+                    && q.config.is_none_or(|id| &c.config_id == id)
+                    && q.entity.is_none_or(|e| c.entity == e)
+                    && q.record.is_none_or(|r| &c.record_id == r)
+            },
+        )
+        .await
+        .map(|page| Page {
+            items: page.items.into_iter().map(|k| k.item).collect(),
+            cursor: page.cursor,
+        })
+    }
+
+    /// Fills a page of up to `limit` items that `keep`, querying at most
+    /// [`FILL_ROUNDS`] times; each query asks for no more than the page still lacks,
+    /// so the cursor never skips an item.
+    #[allow(clippy::too_many_arguments)]
+    async fn fill<T: serde::de::DeserializeOwned>(
+        &self,
+        index: Option<&str>,
+        pk: &str,
+        between: Option<(&str, &str)>,
+        descending: bool,
+        limit: i32,
+        cursor: Option<&str>,
+        keep: impl Fn(&T) -> bool,
+    ) -> Result<Page<T>, StoreError> {
+        let limit = limit.max(1);
+        let mut items: Vec<T> = Vec::new();
+        let mut cursor = cursor.map(str::to_owned);
+        for _ in 0..FILL_ROUNDS {
+            let want = limit - items.len() as i32;
+            let page: Page<T> = self
+                .table
+                .query(
+                    index,
+                    pk,
+                    QueryOpts {
+                        between,
+                        limit: Some(want),
+                        cursor: cursor.as_deref(),
+                        descending,
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            items.extend(page.items.into_iter().filter(|i| keep(i)));
+            cursor = page.cursor;
+            if cursor.is_none() || items.len() as i32 >= limit {
+                break;
+            }
+        }
+        Ok(Page { items, cursor })
+    }
+}
+
 /// The id of the conflict of one record under one config.
 pub fn conflict_id(config: &SyncConfigId, entity: Entity, record: &RecordId) -> ConflictId {
     ConflictId::derived(&[config.as_str(), entity.as_str(), record.as_str()])
