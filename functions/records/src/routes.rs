@@ -8,6 +8,10 @@
 use conduit::domain::{RecordId, now};
 use conduit::http::{self, ApiError};
 use conduit::store::StoreError;
+use std::collections::BTreeMap;
+
+use conduit::sync::config::Configs;
+use conduit::sync::links::{Linked, linked};
 use conduit::sync::records::{ListQuery, Record, Records, Source, WriteError};
 use conduit::sync::schema::Entity;
 use lambda_http::http::StatusCode;
@@ -60,8 +64,33 @@ async fn load(call: &Call<'_>, entity: Entity, id: &RecordId) -> Result<Record, 
         .ok_or_else(|| ApiError::NotFound(format!("no {} record {id}", entity.as_str())))
 }
 
-fn respond(status: StatusCode, r: &Record) -> Result<Response<Body>, ApiError> {
-    http::json_versioned(status, &view(r), r.version)
+/// The live links of `records`, by record id.
+async fn links_of(
+    call: &Call<'_>,
+    entity: Entity,
+    records: &[Record],
+) -> Result<BTreeMap<String, Vec<Linked>>, ApiError> {
+    if records.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let configs = Configs::new(call.app.table.clone())
+        .list(&call.who.tenant)
+        .await
+        .map_err(ApiError::internal)?;
+    let ids: Vec<RecordId> = records.iter().map(|r| r.id.clone()).collect();
+    linked(&call.app.table, &call.who.tenant, entity, &configs, &ids)
+        .await
+        .map_err(ApiError::internal)
+}
+
+async fn respond(
+    call: &Call<'_>,
+    status: StatusCode,
+    r: &Record,
+) -> Result<Response<Body>, ApiError> {
+    let links = links_of(call, r.entity, std::slice::from_ref(r)).await?;
+    let mine = links.get(r.id.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+    http::json_versioned(status, &view(r, mine), r.version)
 }
 
 fn write_error(e: WriteError) -> ApiError {
@@ -155,7 +184,17 @@ pub async fn list(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
             ),
             e => ApiError::internal(e),
         })?;
-    let records: Vec<_> = page.items.iter().map(view).collect();
+    let links = links_of(call, entity, &page.items).await?;
+    let records: Vec<_> = page
+        .items
+        .iter()
+        .map(|r| {
+            view(
+                r,
+                links.get(r.id.as_str()).map(Vec::as_slice).unwrap_or(&[]),
+            )
+        })
+        .collect();
     http::json(
         StatusCode::OK,
         &json!({ "records": records, "next_cursor": page.cursor }),
@@ -191,14 +230,14 @@ pub async fn create(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
         outcome = store(call).create_unique(&r, vec![write]).await;
     }
     outcome.map_err(write_error)?;
-    respond(StatusCode::CREATED, &r)
+    respond(call, StatusCode::CREATED, &r).await
 }
 
 /// `GET /v1/records/{entity}/{id}`.
 pub async fn get(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     let entity = path_entity(call)?;
     let id = path_id(call)?;
-    respond(StatusCode::OK, &load(call, entity, &id).await?)
+    respond(call, StatusCode::OK, &load(call, entity, &id).await?).await
 }
 
 /// How a write's fields combine with the record's.
@@ -238,7 +277,7 @@ pub async fn update(call: &Call<'_>, mode: Mode) -> Result<Response<Body>, ApiEr
         let mut next = prev.clone();
         let changed = apply(&mut next, &changes, &app_source(at));
         if changed.is_empty() {
-            return respond(StatusCode::OK, &prev);
+            return respond(call, StatusCode::OK, &prev).await;
         }
         next.version += 1;
         next.rev += 1;
@@ -251,7 +290,7 @@ pub async fn update(call: &Call<'_>, mode: Mode) -> Result<Response<Body>, ApiEr
             .save_unique(&next, prev.key().as_deref(), vec![write])
             .await
         {
-            Ok(()) => return respond(StatusCode::OK, &next),
+            Ok(()) => return respond(call, StatusCode::OK, &next).await,
             Err(WriteError::Stale) => continue,
             Err(e) => return Err(write_error(e)),
         }

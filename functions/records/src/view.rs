@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use conduit::domain::rfc3339;
+use conduit::sync::links::Linked;
 use conduit::sync::records::{Record, Source};
 use serde::Serialize;
 
@@ -23,7 +24,7 @@ pub struct View<'a> {
     updated_at: String,
 }
 
-#[derive(Serialize)]
+#[derive(Clone, Serialize)]
 struct Link<'a> {
     config_id: &'a str,
     provider: &'a str,
@@ -31,8 +32,37 @@ struct Link<'a> {
     crm_id: &'a str,
 }
 
-/// The view of `r`.
-pub fn view(r: &Record) -> View<'_> {
+/// The view of `r`, linked with `links` (its live links, from the link items).
+pub fn view<'a>(r: &'a Record, links: &'a [Linked]) -> View<'a> {
+    // The record's own links (written by pulls) and the link items (pushes make them
+    // too); the link item speaks for its config.
+    let mut by_config: BTreeMap<&str, Link<'a>> = r
+        .links
+        .iter()
+        .map(|(config_id, l)| {
+            (
+                config_id.as_str(),
+                Link {
+                    config_id,
+                    provider: &l.provider,
+                    connection_id: &l.connection_id,
+                    crm_id: &l.crm_id,
+                },
+            )
+        })
+        .collect();
+    for l in links {
+        by_config.insert(
+            l.config_id.as_str(),
+            Link {
+                config_id: l.config_id.as_str(),
+                provider: &l.provider,
+                connection_id: &l.connection_id,
+                crm_id: &l.crm_id,
+            },
+        );
+    }
+    let all_links: Vec<Link<'a>> = by_config.into_values().collect();
     View {
         id: r.id.as_str(),
         entity: r.entity.as_str(),
@@ -44,17 +74,8 @@ pub fn view(r: &Record) -> View<'_> {
             .filter(|(field, _)| r.fields.contains_key(*field))
             .map(|(field, source)| (field.as_str(), source))
             .collect(),
-        links: r
-            .links
-            .iter()
-            .map(|(config_id, l)| Link {
-                config_id,
-                provider: &l.provider,
-                connection_id: &l.connection_id,
-                crm_id: &l.crm_id,
-            })
-            .collect(),
-        platforms: r.links.values().map(|l| l.provider.as_str()).collect(),
+        links: all_links.clone(),
+        platforms: all_links.iter().map(|l| l.provider).collect(),
         version: r.version,
         created_at: rfc3339(r.created_at),
         updated_at: rfc3339(r.updated_at),

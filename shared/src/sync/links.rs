@@ -105,3 +105,52 @@ impl Links {
         self.table.batch_write(puts, Vec::new()).await
     }
 }
+
+/// A live link of a record, as the records view shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Linked {
+    /// The sync config that keeps it.
+    pub config_id: SyncConfigId,
+    /// The provider.
+    pub provider: String,
+    /// The connection.
+    pub connection_id: String,
+    /// The CRM record.
+    pub crm_id: String,
+}
+
+/// The live links of `ids` under every config of `configs` that syncs `entity`, by
+/// record id: links made by pulls and by pushes alike, without those whose CRM or app
+/// record is gone (a deleted config's links are not read).
+pub async fn linked(
+    table: &Table,
+    tenant: &TenantId,
+    entity: Entity,
+    configs: &[super::config::SyncConfig],
+    ids: &[RecordId],
+) -> Result<BTreeMap<String, Vec<Linked>>, StoreError> {
+    let mut out: BTreeMap<String, Vec<Linked>> = BTreeMap::new();
+    if ids.is_empty() {
+        return Ok(out);
+    }
+    for config in configs.iter().filter(|c| c.entities.contains(&entity)) {
+        let links = Links::new(table.clone(), tenant, &config.id, entity)
+            .get_many(ids)
+            .await?;
+        for (record, link) in links {
+            let Some(crm_id) = link
+                .crm_id
+                .filter(|_| !link.crm_deleted && !link.app_deleted)
+            else {
+                continue;
+            };
+            out.entry(record).or_default().push(Linked {
+                config_id: config.id.clone(),
+                provider: config.provider.clone(),
+                connection_id: config.connection_id.to_string(),
+                crm_id,
+            });
+        }
+    }
+    Ok(out)
+}
