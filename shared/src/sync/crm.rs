@@ -574,6 +574,23 @@ impl<'a> CrmClient<'a> {
         // everything else searches on the modification time (200 a page, re-anchored
         // on the last time seen before the 10,000-result cap).
         if cursor.since_ms.is_none() && filters.is_empty() {
+            // The list endpoint tells no total: at the start of the pass, one search
+            // of a single record counts them (the run's "of estimated total").
+            let total = if cursor.page.is_none() {
+                let count = json!({"limit": 1, "properties": ["hs_object_id"]});
+                let v = self
+                    .call(
+                        Method::POST,
+                        &format!("/crm/v3/objects/{object}/search"),
+                        &[],
+                        Some(&count),
+                        &[],
+                    )
+                    .await?;
+                v.get("total").and_then(Value::as_u64)
+            } else {
+                None
+            };
             let mut query = vec![
                 ("limit", "100".to_owned()),
                 ("properties", props.join(",")),
@@ -605,7 +622,7 @@ impl<'a> CrmClient<'a> {
             return Ok(PullPage {
                 records,
                 next: next.page.is_some().then_some(next),
-                total: None,
+                total,
             });
         }
         let since = cursor.since_ms.unwrap_or(0);
@@ -637,7 +654,13 @@ impl<'a> CrmClient<'a> {
             )
             .await?;
         let records = hubspot_records(&v, modified)?;
-        let total = v.get("total").and_then(Value::as_u64);
+        // The total of the pass's first search (a re-anchored one counts only what
+        // is left).
+        let total = if cursor.page.is_none() {
+            v.get("total").and_then(Value::as_u64)
+        } else {
+            None
+        };
         let mut next = cursor.clone();
         for r in &records {
             next.high_water_ms = next.high_water_ms.max(r.modified_ms);
