@@ -40,6 +40,9 @@ pub const CHUNK_TIME: Duration = Duration::from_secs(40);
 const OVERLAP_MS: i64 = 2_000;
 /// App records read per push page.
 const PUSH_PAGE: i32 = 100;
+/// How the log's error starts when a chunk failed transiently and its message is
+/// retried (the run can still complete).
+const RETRY_NOTE: &str = "retrying after: ";
 
 /// Why a run could not start.
 #[derive(Debug, thiserror::Error)]
@@ -366,7 +369,7 @@ pub async fn run_chunk(
             // Keep the counts of the pages already done; the message comes back and
             // resumes from the checkpoint.
             let mut p = std::mem::take(&mut chunk.progress);
-            p.error = Some(e.to_string());
+            p.error = Some(format!("{RETRY_NOTE}{e}"));
             runs.progress(&task.tenant, &task.log_id, &p)
                 .await
                 .map_err(retry)?;
@@ -410,7 +413,8 @@ async fn close(
     let failed = log.counts.get("failed").copied().unwrap_or(0);
     let status = match (&log.error, error) {
         (_, Some(_)) if log.counts.get("processed").copied().unwrap_or(0) == 0 => RunStatus::Failed,
-        (Some(_), _) => RunStatus::Partial,
+        // A chunk that failed and then succeeded on redelivery left only a note.
+        (Some(e), _) if !e.starts_with(RETRY_NOTE) => RunStatus::Partial,
         _ if failed > 0 => RunStatus::Partial,
         _ => RunStatus::Completed,
     };
