@@ -1234,11 +1234,21 @@ impl PullContext {
                             crm_id: rec.id.clone(),
                         },
                     );
+                    // Fields the pull does not write (push-only) are empty in the new
+                    // record; so is their base, or the push would take the gap for an
+                    // app-side change and empty them in the CRM.
+                    let base: Values = values
+                        .iter()
+                        .map(|(f, v)| {
+                            let pulled = pull_fields.contains(&f.as_str());
+                            (f.clone(), if pulled { v.clone() } else { None })
+                        })
+                        .collect();
                     new_links.push((
                         id,
                         Link {
                             crm_id: Some(rec.id.clone()),
-                            base: values.clone(),
+                            base,
                             synced_version: 1,
                             crm_modified_ms: rec.modified_ms,
                             ..Link::default()
@@ -1303,6 +1313,14 @@ impl PullContext {
                         if let Some(old) = link.base.get(f) {
                             base.insert(f.clone(), old.clone());
                         }
+                    }
+                    // Push-only fields keep their base: a CRM-side change to one is
+                    // not pulled, and must not look like an app-side change either.
+                    for (f, _) in directions
+                        .iter()
+                        .filter(|(f, _)| !pull_fields.contains(&f.as_str()))
+                    {
+                        base.insert(f.clone(), link.base.get(f).cloned().flatten());
                     }
                     // A conflict already under review (open or ignored) is not
                     // detected again; a new field in conflict reopens it with all.
