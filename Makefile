@@ -20,7 +20,7 @@ help:
 	@echo "make token TENANT=demo USER_ID=dev-admin ROLE=admin   mint a token for the running dev host"
 	@echo "make invoke FN=credentials EVENT=events/credentials/list-connections.json   run a function once"
 	@echo "make sandbox  run the provider sandbox alone on :9100"
-	@echo "make bench    benchmarks on the local stack (OAuth flow, 10,000-connection refresh sweep)"
+	@echo "make bench    benchmarks on the local stack (OAuth flow, refresh sweep, record sync 1k/10k/100k both ways, conflict detection)"
 
 venv:
 	@bash infra/venv.sh
@@ -41,7 +41,7 @@ unit: venv
 	$(CARGO) test --workspace --quiet
 
 # Benchmarks print figures and their ratio to the goals (README: Performance).
-# BENCH_ARGS e.g. "--flows 500 --connections 20000".
+# BENCH_ARGS e.g. "--only sync,conflict --sync 1000,10000 --directions pull" or "--flows 500 --connections 20000".
 bench: venv
 	$(CARGO) run --quiet --profile bench-local -p bench -- $(BENCH_ARGS)
 
