@@ -14,6 +14,7 @@ use conduit::domain::{ConnectionId, SyncConfigId, now};
 use conduit::http::{self, ApiError};
 use conduit::sync::config::{ConfigStatus, FieldMapping, SyncConfig};
 use conduit::sync::crm::CrmKind;
+use conduit::sync::purge::{Purge, PurgeMessage};
 use conduit::sync::schema::{CrmField, Entity};
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Response};
@@ -429,6 +430,25 @@ pub async fn delete(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
             tracing::error!(config = %c.id, error = %again, "could not restore a config's schedule");
         }
         return Err(write_error(e));
+    }
+    // Its links, checkpoints and conflicts go in the background (there can be a
+    // hundred thousand links); a failure to enqueue leaves orphans no one reads.
+    let purge = PurgeMessage {
+        purge: Purge {
+            tenant: c.tenant.clone(),
+            config_id: c.id.clone(),
+            entities: c.entities.clone(),
+        },
+    };
+    match conduit::queue::sync_queue(call.app) {
+        Ok(queue) => {
+            if let Err(e) = queue.send(&purge).await {
+                tracing::error!(config = %c.id, error = %e, "could not enqueue the clean-up of a deleted config");
+            }
+        }
+        Err(e) => {
+            tracing::error!(config = %c.id, error = %e, "no sync queue to clean up a deleted config")
+        }
     }
     http::no_content()
 }

@@ -8,6 +8,7 @@ pub mod crm;
 pub mod engine;
 pub mod links;
 pub mod mapping;
+pub mod purge;
 pub mod records;
 pub mod resolve;
 pub mod runs;
