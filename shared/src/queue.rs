@@ -45,6 +45,27 @@ impl Publisher {
         Ok(())
     }
 
+    /// Sends one message that becomes visible after `delay_secs` (at most 900).
+    pub async fn send_delayed<T: Serialize>(
+        &self,
+        message: &T,
+        delay_secs: i32,
+    ) -> Result<(), QueueError> {
+        let body =
+            serde_json::to_string(message).map_err(|e| QueueError::Encoding(e.to_string()))?;
+        self.client
+            .send_message()
+            .queue_url(&self.queue_url)
+            .message_body(body)
+            .delay_seconds(delay_secs.clamp(0, 900))
+            .send()
+            .await
+            .map_err(|e| {
+                QueueError::Service(aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
+            })?;
+        Ok(())
+    }
+
     /// Sends many messages, ten per request; fails if any message was refused.
     pub async fn send_all<T: Serialize>(&self, messages: &[T]) -> Result<(), QueueError> {
         for chunk in messages.chunks(10) {

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 
 use conduit::sync::config::Configs;
 use conduit::sync::links::{Linked, linked};
+use conduit::sync::realtime;
 use conduit::sync::records::{ListQuery, Record, Records, Source, WriteError};
 use conduit::sync::schema::Entity;
 use lambda_http::http::StatusCode;
@@ -230,7 +231,20 @@ pub async fn create(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
         outcome = store(call).create_unique(&r, vec![write]).await;
     }
     outcome.map_err(write_error)?;
+    pushed(call, entity).await;
     respond(call, StatusCode::CREATED, &r).await
+}
+
+/// A write went through: realtime configs push it now (the others at their next run).
+async fn pushed(call: &Call<'_>, entity: Entity) {
+    match conduit::queue::sync_queue(call.app) {
+        Ok(queue) => {
+            realtime::push_change(call.app, &queue, &call.who.tenant, entity).await;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no sync queue: realtime configs push at their schedule")
+        }
+    }
 }
 
 /// `GET /v1/records/{entity}/{id}`.
@@ -290,7 +304,10 @@ pub async fn update(call: &Call<'_>, mode: Mode) -> Result<Response<Body>, ApiEr
             .save_unique(&next, prev.key().as_deref(), vec![write])
             .await
         {
-            Ok(()) => return respond(call, StatusCode::OK, &next).await,
+            Ok(()) => {
+                pushed(call, entity).await;
+                return respond(call, StatusCode::OK, &next).await;
+            }
             Err(WriteError::Stale) => continue,
             Err(e) => return Err(write_error(e)),
         }
@@ -321,7 +338,10 @@ pub async fn delete(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
             .save_unique(&next, prev.key().as_deref(), vec![write])
             .await
         {
-            Ok(()) => return http::no_content(),
+            Ok(()) => {
+                pushed(call, entity).await;
+                return http::no_content();
+            }
             Err(WriteError::Stale) => continue,
             Err(e) => return Err(write_error(e)),
         }

@@ -1,6 +1,6 @@
 //! The sync worker: takes batches of sync tasks from SQS and does each as one chunk
 //! (a bounded number of pages of one entity's pull or push) — or a page of a deleted
-//! config's clean-up (`{"purge": …}`) — then reports the
+//! config's clean-up (`{"purge": …}`) or a realtime follow-up (`{"realtime": …}`) — then reports the
 //! messages that must come back (partial batch failures). A message that cannot be
 //! understood is reported too, so after the queue's receive limit it lands in the
 //! dead-letter queue instead of being lost.
@@ -9,6 +9,7 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use conduit::app::App;
 use conduit::sync::engine::{self, ChunkError};
 use conduit::sync::purge::{self, PurgeMessage};
+use conduit::sync::realtime::{self, FollowUpMessage};
 use conduit::sync::runs::Task;
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -33,6 +34,15 @@ pub async fn handle_event(app: &App, event: Value) -> Result<Value, lambda_runti
             let task: Task = match serde_json::from_str(body) {
                 Ok(t) => t,
                 Err(e) => {
+                    if let Ok(m) = serde_json::from_str::<FollowUpMessage>(body) {
+                        return match realtime::follow_up(app, publisher, &m.realtime).await {
+                            Ok(_) => None,
+                            Err(e) => {
+                                tracing::warn!(message_id = %id, config = %m.realtime.config_id, error = %e, "realtime follow-up will be retried");
+                                Some(id)
+                            }
+                        };
+                    }
                     if let Ok(m) = serde_json::from_str::<PurgeMessage>(body) {
                         return match purge::run(app, publisher, &m.purge).await {
                             Ok(()) => None,

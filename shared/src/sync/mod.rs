@@ -9,6 +9,7 @@ pub mod engine;
 pub mod links;
 pub mod mapping;
 pub mod purge;
+pub mod realtime;
 pub mod records;
 pub mod resolve;
 pub mod runs;

@@ -560,6 +560,40 @@ impl Runs {
             .map(|a| a.job_id))
     }
 
+    /// Asks the run holding the config for a follow-up: true if this call is the first
+    /// to ask (the caller then schedules it), false if one was asked for already; None
+    /// if no run holds the config any more.
+    pub async fn ask_followup(
+        &self,
+        tenant: &TenantId,
+        config: &SyncConfigId,
+    ) -> Result<Option<bool>, StoreError> {
+        let result: Result<Active, StoreError> = self
+            .table
+            .update(
+                &sync_pk(tenant, config),
+                "ACTIVE",
+                "SET followup = :yes",
+                "attribute_exists(pk) AND attribute_not_exists(followup) AND #until >= :now",
+                vec![
+                    (":yes", AttributeValue::Bool(true)),
+                    (
+                        ":now",
+                        AttributeValue::N(now().unix_timestamp().to_string()),
+                    ),
+                ],
+                &[("#until", "until")],
+            )
+            .await;
+        match result {
+            Ok(_) => Ok(Some(true)),
+            Err(StoreError::ConditionFailed) => {
+                Ok(self.active_job(tenant, config).await?.map(|_| false))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// One of the job's logs closed; the last one releases the config.
     pub async fn log_closed(
         &self,
