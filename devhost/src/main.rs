@@ -248,11 +248,47 @@ Connect HubSpot through OAuth (the sandbox approves at once; or open $AUTH_URL i
   curl -s "$CONDUIT_URL/_devhost/events"                                # what Conduit published on EventBridge
   curl -s "$CONDUIT_URL/_devhost/queues"                                # the queues' depths and their pollers
 
+Sync its contacts both ways (after connecting HubSpot above):
+
+{sync}
 {schedules}
 Ctrl-C stops everything.
 "#,
         sandbox = env.sandbox.url(),
+        sync = sync_demo(&env.sandbox.url()),
     );
+}
+
+/// The banner's record-sync walk-through: seed the sandbox portal, configure a
+/// bidirectional sync, run it, read records, logs and status, then make a conflict on
+/// both sides and resolve it.
+fn sync_demo(sandbox: &str) -> String {
+    let auth = r#"-H "authorization: Bearer $TOKEN""#;
+    let json = r#"-H 'content-type: application/json'"#;
+    let config = r#"'{"connection_id":"'$CONN'","name":"HubSpot contacts","direction":"bidirectional","frequency":{"type":"manual"},"entities":["contacts"],"conflict_strategy":"manual_review"}'"#;
+    let lines = [
+        format!(r#"  export SANDBOX={sandbox}"#),
+        r#"  curl -s -X POST "$SANDBOX/_sandbox/hubspot/seed" -d '{"object":"contacts","count":200}' -o /dev/null   # 200 contacts in the sandbox portal"#.to_owned(),
+        format!(r#"  CONN=$(curl -s "$CONDUIT_URL/v1/connections?provider=hubspot" {auth} | grep -o '"id":"con_[^"]*"' | head -1 | cut -d'"' -f4)"#),
+        format!(r#"  CFG=$(curl -s -X POST "$CONDUIT_URL/v1/sync/configs" {auth} {json} -d {config} \"#),
+        r#"    | grep -o '"id":"scfg_[^"]*"' | head -1 | cut -d'"' -f4); echo "$CFG"   # fields auto-mapped"#.to_owned(),
+        format!(r#"  curl -s -X POST "$CONDUIT_URL/v1/sync/trigger" {auth} {json} -d '{{"config_id":"'$CFG'"}}'"#),
+        format!(r#"  curl -s "$CONDUIT_URL/v1/sync/configs/$CFG/status" {auth}           # live progress, then the finished run"#),
+        format!(r#"  curl -s "$CONDUIT_URL/v1/records/contacts?limit=2" {auth}           # records, their HubSpot links, where each value came from"#),
+        format!(r#"  curl -s "$CONDUIT_URL/v1/sync/logs?config_id=$CFG" {auth}"#),
+        String::new(),
+        "Make a conflict — one contact changed on both sides — run again, and resolve it:".to_owned(),
+        String::new(),
+        format!(r#"  REC=$(curl -s "$CONDUIT_URL/v1/records/contacts?limit=1" {auth} | grep -o '"id":"rec_[^"]*"' | head -1 | cut -d'"' -f4)"#),
+        format!(r#"  CRM=$(curl -s "$CONDUIT_URL/v1/records/contacts/$REC" {auth} | grep -o '"crm_id":"[^"]*"' | head -1 | cut -d'"' -f4)"#),
+        format!(r#"  curl -s -X PATCH "$CONDUIT_URL/v1/records/contacts/$REC" {auth} {json} -d '{{"fields":{{"job_title":"CTO (app)"}}}}' -o /dev/null"#),
+        r#"  curl -s -X POST "$SANDBOX/_sandbox/hubspot/update" -d '{"object":"contacts","id":"'$CRM'","properties":{"jobtitle":"CTO (HubSpot)"}}' -o /dev/null"#.to_owned(),
+        format!(r#"  curl -s -X POST "$CONDUIT_URL/v1/sync/trigger" {auth} {json} -d '{{"config_id":"'$CFG'"}}'; sleep 2"#),
+        format!(r#"  CFL=$(curl -s "$CONDUIT_URL/v1/sync/conflicts" {auth} | tee /dev/stderr | grep -o '"id":"cfl_[^"]*"' | head -1 | cut -d'"' -f4)"#),
+        format!(r#"  curl -s -X POST "$CONDUIT_URL/v1/sync/conflicts/$CFL/resolve" {auth} {json} -d '{{"values":{{"job_title":"CTO and co-founder"}}}}'"#),
+        r#"  curl -s "$SANDBOX/_sandbox/hubspot/records?object=contacts" | grep -o '"jobtitle":"CTO and co-founder"'   # pushed to HubSpot"#.to_owned(),
+    ];
+    lines.join("\n") + "\n"
 }
 
 /// The banner's lines about the template's schedules.
