@@ -14,4 +14,7 @@ mod records;
 mod secrets;
 mod sync;
 mod sync_config;
+mod sync_faults;
+mod sync_salesforce;
+mod sync_support;
 mod tokens;

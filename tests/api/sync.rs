@@ -1,21 +1,24 @@
 //! Record sync end to end: a HubSpot connection, a config, a triggered run through
 //! the sync queue and the worker, and the records on both sides afterwards.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use conduit::domain::{ConnectionId, MappingId, SyncConfigId, SyncLogId, TenantId, UserId, now};
 use conduit::sync::config::{
-    ConfigStatus, Configs, FieldMapping, Frequency, SyncConfig, SyncDirection, SyncOptions,
+    ConfigStatus, Configs, FieldMapping, Filter, FilterOp, Frequency, SyncConfig, SyncDirection,
+    SyncOptions,
 };
 use conduit::sync::conflict::{Direction, Strategy};
-use conduit::sync::records::{ListQuery, Records};
+use conduit::sync::records::{ListQuery, Record, Records};
 use conduit::sync::runs::{RunStatus, Runs, SyncLog};
 use conduit::sync::schema::Entity;
 use sandbox::CrmObject;
 use sandbox::oauth::{OAuthProvider, OAuthUser};
 use scenarios::{Role, TestApp};
 use serde_json::json;
+
+use crate::sync_support::{self as s, Tenant};
 
 const RETURN_TO: &str = "http://localhost:5173/integrations";
 
@@ -231,4 +234,370 @@ async fn a_bidirectional_hubspot_sync_pulls_then_pushes_changes_both_ways() {
         Some("New")
     );
     assert!(pushed.properties.contains_key("conduit_id"));
+}
+
+// ------------------------------------------------------------------------------
+// HubSpot: each direction for each entity, each conflict strategy, deletes, filters,
+// field directions and transforms, pause and resume, duplicate deliveries.
+
+#[tokio::test]
+async fn hubspot_contacts_pull() {
+    let app = TestApp::spawn().await;
+    s::directions(&app, "hubspot", Entity::Contacts, SyncDirection::Pull).await;
+}
+
+#[tokio::test]
+async fn hubspot_contacts_push() {
+    let app = TestApp::spawn().await;
+    s::directions(&app, "hubspot", Entity::Contacts, SyncDirection::Push).await;
+}
+
+#[tokio::test]
+async fn hubspot_contacts_bidirectional() {
+    let app = TestApp::spawn().await;
+    s::directions(
+        &app,
+        "hubspot",
+        Entity::Contacts,
+        SyncDirection::Bidirectional,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn hubspot_companies_pull() {
+    let app = TestApp::spawn().await;
+    s::directions(&app, "hubspot", Entity::Companies, SyncDirection::Pull).await;
+}
+
+#[tokio::test]
+async fn hubspot_companies_push() {
+    let app = TestApp::spawn().await;
+    s::directions(&app, "hubspot", Entity::Companies, SyncDirection::Push).await;
+}
+
+#[tokio::test]
+async fn hubspot_companies_bidirectional() {
+    let app = TestApp::spawn().await;
+    s::directions(
+        &app,
+        "hubspot",
+        Entity::Companies,
+        SyncDirection::Bidirectional,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn hubspot_conflicts_last_write_wins() {
+    let app = TestApp::spawn().await;
+    s::conflicts(&app, "hubspot", Strategy::LastWriteWins).await;
+}
+
+#[tokio::test]
+async fn hubspot_conflicts_crm_wins() {
+    let app = TestApp::spawn().await;
+    s::conflicts(&app, "hubspot", Strategy::CrmWins).await;
+}
+
+#[tokio::test]
+async fn hubspot_conflicts_app_wins() {
+    let app = TestApp::spawn().await;
+    s::conflicts(&app, "hubspot", Strategy::AppWins).await;
+}
+
+#[tokio::test]
+async fn hubspot_conflicts_manual_review_stores_them_and_freezes_the_fields() {
+    let app = TestApp::spawn().await;
+    s::conflicts(&app, "hubspot", Strategy::ManualReview).await;
+}
+
+#[tokio::test]
+async fn hubspot_deletes_propagate_when_enabled() {
+    let app = TestApp::spawn().await;
+    s::deletes(&app, "hubspot", Entity::Contacts, true).await;
+}
+
+#[tokio::test]
+async fn hubspot_deletes_stay_put_when_disabled() {
+    let app = TestApp::spawn().await;
+    s::deletes(&app, "hubspot", Entity::Companies, false).await;
+}
+
+/// Only CRM records matching the filter are pulled, only app records matching it are
+/// pushed.
+#[tokio::test]
+async fn hubspot_filters_limit_both_directions() {
+    let app = TestApp::spawn().await;
+    let entity = Entity::Contacts;
+    let t = s::connect(&app, "hubspot").await;
+    s::seed(&app, &t, entity, 20);
+    let rows = s::crm_rows(&app, &t, entity);
+    let stage = rows[0].values["lifecyclestage"].clone();
+    let matching: BTreeSet<String> = rows
+        .iter()
+        .filter(|r| r.values.get("lifecyclestage") == Some(&stage))
+        .map(|r| r.values["email"].to_lowercase())
+        .collect();
+    assert!(matching.len() < rows.len(), "the filter leaves some out");
+    for i in 0..4 {
+        let mut fields = s::app_fields(entity, i);
+        let value = if i % 2 == 0 { stage.as_str() } else { "other" };
+        fields["lifecycle_stage"] = json!(value);
+        s::app_create(&app, &t, entity, fields).await;
+    }
+    let mut c = s::new_config(&t, SyncDirection::Bidirectional, &[entity]);
+    c.mappings.push(s::mapping(
+        entity,
+        "lifecyclestage",
+        "lifecycle_stage",
+        Direction::Bidirectional,
+    ));
+    c.filters = vec![Filter {
+        entity,
+        field: "lifecyclestage".into(),
+        operator: FilterOp::Eq,
+        value: Some(stage.clone()),
+        values: vec![],
+    }];
+    s::store(&app, &c).await;
+    s::run_ok(&app, &t, &c.id).await;
+
+    let app_keys: BTreeSet<String> = s::app_view(&app, &t, entity).await.into_keys().collect();
+    let mut want: BTreeSet<String> = matching.clone();
+    want.extend((0..4).map(|i| format!("app.person{i}@app-made.test")));
+    assert_eq!(app_keys, want);
+    let crm = s::crm_view(&app, &t, entity);
+    assert_eq!(crm.len(), 22);
+    assert!(crm.contains_key("app.person0@app-made.test"));
+    assert!(crm.contains_key("app.person2@app-made.test"));
+    assert!(!crm.contains_key("app.person1@app-made.test"));
+    let pulled = s::app_view(&app, &t, entity).await;
+    for k in &matching {
+        assert_eq!(pulled[k], crm[k]);
+    }
+}
+
+/// Push-only, pull-only and unsynced fields, and transforms both ways.
+#[tokio::test]
+async fn hubspot_field_directions_and_transforms() {
+    let app = TestApp::spawn().await;
+    let entity = Entity::Contacts;
+    let t = s::connect(&app, "hubspot").await;
+    let ids = s::seed(&app, &t, entity, 5);
+    s::crm_update(&app, &t, entity, &ids[0], &[("city", "")]);
+    let seeded = s::crm_rows(&app, &t, entity);
+    let mut c = s::new_config(&t, SyncDirection::Bidirectional, &[entity]);
+    let mut jobtitle = s::mapping(entity, "jobtitle", "job_title", Direction::Bidirectional);
+    jobtitle.transform = Some("upper".into());
+    jobtitle.push_transform = Some("lower".into());
+    let mut city = s::mapping(entity, "city", "city", Direction::Pull);
+    city.transform = Some("default(\"Unknown\")".into());
+    let mut email = s::mapping(entity, "email", "email", Direction::Bidirectional);
+    email.transform = Some("trim | lower".into());
+    c.mappings = vec![
+        email,
+        s::mapping(entity, "firstname", "first_name", Direction::Pull),
+        s::mapping(entity, "lastname", "last_name", Direction::Push),
+        s::mapping(entity, "phone", "phone", Direction::None),
+        jobtitle,
+        city,
+    ];
+    s::store(&app, &c).await;
+    s::run_ok(&app, &t, &c.id).await;
+
+    let by_email = |rows: &[Record]| -> BTreeMap<String, Record> {
+        rows.iter()
+            .map(|r| (r.fields["email"].clone(), r.clone()))
+            .collect()
+    };
+    let mine = by_email(&s::app_rows(&app, &t, entity).await);
+    assert_eq!(mine.len(), 5);
+    for r in &seeded {
+        let a = &mine[&r.values["email"].to_lowercase()];
+        assert_eq!(a.fields.get("first_name"), r.values.get("firstname"));
+        assert_eq!(a.fields.get("last_name"), None, "push-only: not pulled");
+        assert_eq!(a.fields.get("phone"), None, "not synced");
+        assert_eq!(
+            a.fields.get("job_title"),
+            r.values.get("jobtitle").map(|j| j.to_uppercase()).as_ref()
+        );
+        let city = r.values.get("city").map_or("Unknown", String::as_str);
+        assert_eq!(a.fields.get("city").map(String::as_str), Some(city));
+    }
+    // Pulling wrote nothing back to the CRM.
+    let crm_now = s::crm_rows(&app, &t, entity);
+    for (before, after) in seeded.iter().zip(&crm_now) {
+        for f in ["firstname", "lastname", "phone", "jobtitle", "city"] {
+            assert_eq!(
+                before.values.get(f),
+                after.values.get(f),
+                "{f} of {}",
+                before.id
+            );
+        }
+    }
+
+    // App edits of every kind of field; CRM edits of a pull-only and a push-only one.
+    let one = &seeded[1];
+    let one_id = mine[&one.values["email"].to_lowercase()].id.to_string();
+    s::app_update(
+        &app,
+        &t,
+        entity,
+        &one_id,
+        json!({"first_name": "Appfirst", "last_name": "Applast", "phone": "+15550009999",
+               "job_title": "Chief Tester"}),
+    )
+    .await;
+    let two = &seeded[2];
+    s::crm_update(
+        &app,
+        &t,
+        entity,
+        &two.id,
+        &[("firstname", "Crmfirst"), ("lastname", "Crmlast")],
+    );
+    s::run_ok(&app, &t, &c.id).await;
+    let crm: BTreeMap<String, s::CrmRow> = s::crm_rows(&app, &t, entity)
+        .into_iter()
+        .map(|r| (r.id.clone(), r))
+        .collect();
+    let got = |id: &str, f: &str| crm[id].values.get(f).cloned();
+    assert_eq!(got(&one.id, "lastname").as_deref(), Some("Applast"));
+    assert_eq!(got(&one.id, "jobtitle").as_deref(), Some("chief tester"));
+    assert_eq!(
+        got(&one.id, "firstname"),
+        one.values.get("firstname").cloned()
+    );
+    assert_eq!(got(&one.id, "phone"), one.values.get("phone").cloned());
+    assert_eq!(got(&two.id, "lastname").as_deref(), Some("Crmlast"));
+    let mine = by_email(&s::app_rows(&app, &t, entity).await);
+    let a2 = &mine[&two.values["email"].to_lowercase()];
+    assert_eq!(
+        a2.fields.get("first_name").map(String::as_str),
+        Some("Crmfirst")
+    );
+    assert_eq!(a2.fields.get("last_name"), None, "push-only: not pulled");
+    let a1 = &mine[&one.values["email"].to_lowercase()];
+    assert_eq!(
+        a1.fields.get("first_name").map(String::as_str),
+        Some("Appfirst")
+    );
+    assert_eq!(mine.len(), 5);
+    assert_eq!(crm.len(), 5);
+}
+
+/// A paused config refuses triggers and syncs nothing; resumed, it runs.
+#[tokio::test]
+async fn hubspot_paused_configs_do_not_run_until_resumed() {
+    let app = TestApp::spawn().await;
+    let entity = Entity::Contacts;
+    let t = s::connect(&app, "hubspot").await;
+    s::seed(&app, &t, entity, 10);
+    let c = s::new_config(&t, SyncDirection::Pull, &[entity]);
+    s::store(&app, &c).await;
+    let path = format!("/v1/sync/configs/{}", c.id);
+    let (status, body) = app
+        .post(&format!("{path}/pause"), &t.admin, json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = s::trigger(&app, &t, &c.id).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(s::app_rows(&app, &t, entity).await.is_empty());
+
+    let (status, body) = app
+        .post(&format!("{path}/resume"), &t.admin, json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    s::run_ok(&app, &t, &c.id).await;
+    s::assert_same(
+        &s::app_view(&app, &t, entity).await,
+        &s::crm_view(&app, &t, entity),
+        "after the resumed run",
+    );
+}
+
+/// The same task message delivered twice (both copies through the sync queue, so
+/// possibly in one batch, side by side) creates nothing twice on either side.
+#[tokio::test]
+async fn hubspot_duplicate_task_deliveries_duplicate_nothing() {
+    let app = TestApp::spawn().await;
+    duplicate_deliveries(&app, "hubspot").await;
+}
+
+/// Starts a bidirectional run whose first task messages are each sent to the sync
+/// queue twice; the end state equals a single delivery's.
+pub(crate) async fn duplicate_deliveries(app: &TestApp, provider: &str) {
+    let entity = Entity::Contacts;
+    let t: Tenant = s::connect(app, provider).await;
+    s::seed(app, &t, entity, 60);
+    s::app_create_many(app, &t, entity, 5).await;
+    let c = s::new_config(&t, SyncDirection::Bidirectional, &[entity]);
+    s::store(app, &c).await;
+
+    let local = app.local();
+    let sqs = aws_sdk_sqs::Client::new(&local.aws);
+    let side = sqs
+        .create_queue()
+        .queue_name(format!("dup-{}", s::fresh()))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let a = app.app();
+    let started = conduit::sync::engine::start(
+        &a,
+        &conduit::queue::Publisher::new(sqs.clone(), &side),
+        &c,
+        conduit::sync::engine::RunRequest {
+            trigger: "manual".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut bodies = Vec::new();
+    while bodies.is_empty() {
+        let out = sqs
+            .receive_message()
+            .queue_url(&side)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .unwrap();
+        bodies.extend(
+            out.messages
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|m| m.body),
+        );
+    }
+    assert_eq!(bodies.len(), 1);
+    let task: serde_json::Value = serde_json::from_str(&bodies[0]).unwrap();
+    let queue = conduit::queue::Publisher::new(sqs, local.stack.ref_value("SyncQueue").unwrap());
+    queue.send_all(&[task.clone(), task]).await.unwrap();
+
+    let runs = Runs::new(a.table.clone());
+    let log = loop {
+        let log = runs.log(&t.id, &started.logs[0].id).await.unwrap().unwrap();
+        if log.status != RunStatus::Running {
+            break log;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(log.status, RunStatus::Completed, "{log:?}");
+    let crm = s::crm_view(app, &t, entity);
+    assert_eq!(crm.len(), 65);
+    s::assert_same(
+        &s::app_view(app, &t, entity).await,
+        &crm,
+        "after duplicates",
+    );
+    // Let any straggling duplicate chunk finish, then check again.
+    s::run_ok(app, &t, &c.id).await;
+    let crm = s::crm_view(app, &t, entity);
+    assert_eq!(crm.len(), 65);
+    s::assert_same(&s::app_view(app, &t, entity).await, &crm, "after a rerun");
 }

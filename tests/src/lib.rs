@@ -61,73 +61,84 @@ struct Shared {
     env: BTreeMap<String, String>,
     aws: aws_config::SdkConfig,
     logs: Capture,
+    local: Arc<devhost::LocalEnv>,
 }
 
 static SHARED: OnceLock<Shared> = OnceLock::new();
 
-fn shared() -> &'static Shared {
-    SHARED.get_or_init(|| {
+/// The log capture, installed as the process's tracing writer on first use.
+fn logs() -> Capture {
+    static LOGS: OnceLock<Capture> = OnceLock::new();
+    LOGS.get_or_init(|| {
         let logs = Capture::default();
         let writer = logs.clone();
         conduit::telemetry::init_with_writer("debug", move || writer.clone());
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name("local-env".into())
-            .spawn(move || {
-                // The handlers run in-process on these threads; their futures (the
-                // sync engine's especially) need more than tokio's 2 MiB default.
-                let rt = match tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .thread_stack_size(conduit::app::THREAD_STACK_SIZE)
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = tx.send(Err(e.to_string()));
-                        return;
-                    }
-                };
-                rt.block_on(async move {
-                    match devhost::LocalEnv::start(devhost::LocalEnvOptions::default()).await {
-                        Ok(env) => {
-                            let _ = tx.send(Ok((
-                                env.url(),
-                                env.sandbox.url(),
-                                env.jwt.clone(),
-                                env.stack.function_env("CredentialsFunction").ok(),
-                                env.aws.clone(),
-                                env.sandbox.state(),
-                                env.stack.clone(),
-                                env.events(),
-                            )));
-                            // Serve for as long as the test process lives.
-                            std::future::pending::<()>().await;
-                            drop(env);
-                        }
-                        Err(e) => {
-                            let _ = tx.send(Err(format!("{e:#}")));
-                        }
-                    }
-                });
-            })
-            .expect("spawn the local environment thread");
-        let (url, sandbox_url, jwt, env, aws, sandbox, stack, events) = rx
-            .recv()
-            .expect("local environment thread ended")
-            .unwrap_or_else(|e| panic!("local environment failed to start: {e}"));
-        Shared {
-            url,
-            sandbox_url,
-            sandbox,
-            stack,
-            events,
-            jwt,
-            env: env.expect("template has CredentialsFunction"),
-            aws,
-            logs,
-        }
+        logs
     })
+    .clone()
+}
+
+fn shared() -> &'static Shared {
+    SHARED.get_or_init(|| start_local(devhost::LocalEnvOptions::default()))
+}
+
+/// Starts a local environment on a runtime thread of its own, serving for as long as
+/// the test process lives.
+fn start_local(options: devhost::LocalEnvOptions) -> Shared {
+    let logs = logs();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("local-env".into())
+        .spawn(move || {
+            // The handlers run in-process on these threads; their futures (the
+            // sync engine's especially) need more than tokio's 2 MiB default.
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_stack_size(conduit::app::THREAD_STACK_SIZE)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                match devhost::LocalEnv::start(options).await {
+                    Ok(env) => {
+                        let env = Arc::new(env);
+                        let _ = tx.send(Ok(env.clone()));
+                        // Serve for as long as the test process lives.
+                        std::future::pending::<()>().await;
+                        drop(env);
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(format!("{e:#}")));
+                    }
+                }
+            });
+        })
+        .expect("spawn the local environment thread");
+    let local = rx
+        .recv()
+        .expect("local environment thread ended")
+        .unwrap_or_else(|e| panic!("local environment failed to start: {e}"));
+    Shared {
+        url: local.url(),
+        sandbox_url: local.sandbox.url(),
+        sandbox: local.sandbox.state(),
+        stack: local.stack.clone(),
+        events: local.events(),
+        jwt: local.jwt.clone(),
+        env: local
+            .stack
+            .function_env("CredentialsFunction")
+            .expect("template has CredentialsFunction"),
+        aws: local.aws.clone(),
+        logs,
+        local,
+    }
 }
 
 /// A test's handle on the shared environment.
@@ -155,6 +166,36 @@ impl TestApp {
             shared,
             http: reqwest::Client::new(),
         }
+    }
+
+    /// An environment of its own (its own stack, dev host, pollers and sandbox), for
+    /// tests that turn process-wide knobs: crashes, paused pollers, SQS retry delays,
+    /// provider faults. It serves until the process ends.
+    pub async fn isolated(options: devhost::LocalEnvOptions) -> Self {
+        let shared = tokio::task::spawn_blocking(move || -> &'static Shared {
+            Box::leak(Box::new(start_local(options)))
+        })
+        .await
+        .expect("environment start");
+        Self {
+            shared,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Another handle on the same environment, with an HTTP client of its own (a
+    /// client must not outlive the test runtime that used it).
+    pub fn handle(&self) -> Self {
+        Self {
+            shared: self.shared,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// The local environment itself (queues, crash simulator, pollers). Its knobs act
+    /// on every test sharing it: turn them only on an [`TestApp::isolated`] one.
+    pub fn local(&self) -> &devhost::LocalEnv {
+        &self.shared.local
     }
 
     /// A tenant id no other test uses.

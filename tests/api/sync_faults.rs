@@ -1,0 +1,224 @@
+//! Sync runs through trouble, on an environment of their own (its pollers, crash
+//! simulator and provider sandbox are not shared with other tests; failed messages
+//! come back after a short delay instead of the queue's visibility timeout): a worker
+//! killed mid-chunk, 429 storms, 5xx answers, gateway timeouts and malformed bodies,
+//! and a config paused while its run waits in the queue. Each faulted run must end
+//! with exactly the records a fault-free run of the same scenario leaves on both
+//! sides: nothing lost, nothing duplicated.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use conduit::sync::config::SyncDirection;
+use conduit::sync::runs::RunStatus;
+use conduit::sync::schema::Entity;
+use sandbox::{Fault, Provider};
+use scenarios::TestApp;
+use tokio::sync::{Mutex, MutexGuard, OnceCell};
+
+use crate::sync_support::{self as s, Tenant, View};
+
+const ENTITY: Entity = Entity::Contacts;
+const SEEDED: usize = 150;
+const APP_MADE: usize = 10;
+
+/// The fault environment, and a lock that lets one fault scenario use it at a time.
+async fn faulty_env() -> (TestApp, MutexGuard<'static, ()>) {
+    static ENV: OnceCell<TestApp> = OnceCell::const_new();
+    static LOCK: Mutex<()> = Mutex::const_new(());
+    let guard = LOCK.lock().await;
+    let env = ENV
+        .get_or_init(|| async {
+            TestApp::isolated(devhost::LocalEnvOptions {
+                sqs_retry_delay: Some(Duration::from_millis(300)),
+                ..Default::default()
+            })
+            .await
+        })
+        .await;
+    let app = env.handle();
+    app.sandbox().clear_faults();
+    app.local().resume_pollers();
+    (app, guard)
+}
+
+/// Both sides after a scenario run.
+#[derive(Debug, Clone, PartialEq)]
+struct Snapshot {
+    app: View,
+    crm: View,
+}
+
+/// A fresh tenant with 150 CRM contacts and 10 app contacts, and its bidirectional
+/// config (stored, not run).
+async fn scenario(app: &TestApp, provider: &str) -> (Tenant, conduit::domain::SyncConfigId) {
+    let t = s::connect(app, provider).await;
+    s::seed(app, &t, ENTITY, SEEDED);
+    s::app_create_many(app, &t, ENTITY, APP_MADE).await;
+    let c = s::new_config(&t, SyncDirection::Bidirectional, &[ENTITY]);
+    s::store(app, &c).await;
+    (t, c.id)
+}
+
+async fn snapshot(app: &TestApp, t: &Tenant) -> Snapshot {
+    let snap = Snapshot {
+        app: s::app_view(app, t, ENTITY).await,
+        crm: s::crm_view(app, t, ENTITY),
+    };
+    assert_eq!(snap.crm.len(), SEEDED + APP_MADE);
+    s::assert_same(&snap.app, &snap.crm, "app and CRM");
+    snap
+}
+
+/// What a fault-free run of the scenario leaves (computed once per provider).
+async fn baseline(app: &TestApp, provider: &str) -> Snapshot {
+    static DONE: Mutex<BTreeMap<String, Snapshot>> = Mutex::const_new(BTreeMap::new());
+    let mut done = DONE.lock().await;
+    if let Some(s) = done.get(provider) {
+        return s.clone();
+    }
+    let (t, c) = scenario(app, provider).await;
+    let logs = s::run_ok(app, &t, &c).await;
+    assert_eq!(logs[0].counts["rate_limited"], 0, "{:?}", logs[0].counts);
+    let snap = snapshot(app, &t).await;
+    done.insert(provider.to_owned(), snap.clone());
+    snap
+}
+
+/// Runs the scenario with `faults` injected once the run has made `after` provider
+/// requests; asserts it ends where the fault-free run did, and answers its counters.
+async fn faulted(
+    app: &TestApp,
+    provider: &str,
+    faults: Vec<(u64, Fault)>,
+) -> BTreeMap<String, u64> {
+    let want = baseline(app, provider).await;
+    let (t, c) = scenario(app, provider).await;
+    let sandbox = app.sandbox().clone();
+    let start = sandbox.total_calls();
+    let injector = tokio::spawn(async move {
+        for (after, fault) in faults {
+            while sandbox.total_calls() < start + after {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            sandbox.add_fault(fault).unwrap();
+        }
+    });
+    let logs = s::run(app, &t, &c).await;
+    injector.abort();
+    app.sandbox().clear_faults();
+    assert_eq!(logs[0].status, RunStatus::Completed, "{:?}", logs[0]);
+    let got = snapshot(app, &t).await;
+    s::assert_same(&got.app, &want.app, "app, against the fault-free run");
+    s::assert_same(&got.crm, &want.crm, "CRM, against the fault-free run");
+    // And a rerun finds nothing left to do.
+    let again = s::run_ok(app, &t, &c).await;
+    assert_eq!(again[0].counts["created"], 0, "{:?}", again[0].counts);
+    assert_eq!(snapshot(app, &t).await, got);
+    logs[0].counts.clone()
+}
+
+fn fault(provider: Provider, status: u16, count: u32) -> Fault {
+    Fault {
+        retry_after_secs: 1,
+        ..Fault::new(status, count).for_provider(provider)
+    }
+}
+
+#[tokio::test]
+async fn hubspot_429_storms_slow_a_sync_down_and_lose_nothing() {
+    let (app, _env) = faulty_env().await;
+    let counts = faulted(
+        &app,
+        "hubspot",
+        vec![
+            (1, fault(Provider::Hubspot, 429, 2)),
+            (4, fault(Provider::Hubspot, 429, 1)),
+        ],
+    )
+    .await;
+    assert!(counts["rate_limited"] >= 3, "{counts:?}");
+}
+
+#[tokio::test]
+async fn hubspot_5xx_and_timeouts_during_a_sync_lose_nothing() {
+    let (app, _env) = faulty_env().await;
+    // Two 502s are retried in place; six 504s outlast the client's attempts, so the
+    // chunk fails and its message comes back to resume from the checkpoint.
+    faulted(
+        &app,
+        "hubspot",
+        vec![
+            (3, fault(Provider::Hubspot, 502, 2)),
+            (7, fault(Provider::Hubspot, 504, 6)),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn salesforce_5xx_and_timeouts_during_a_sync_lose_nothing() {
+    let (app, _env) = faulty_env().await;
+    faulted(
+        &app,
+        "salesforce",
+        vec![
+            (2, fault(Provider::Salesforce, 503, 2)),
+            (5, fault(Provider::Salesforce, 504, 6)),
+            (9, fault(Provider::Salesforce, 500, 1)),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_chunk_is_retried_to_the_same_end_state() {
+    let (app, _env) = faulty_env().await;
+    for provider in ["hubspot", "salesforce"] {
+        let want = baseline(&app, provider).await;
+        let (t, c) = scenario(&app, provider).await;
+        // Slow answers keep each chunk busy long enough to be killed inside it.
+        app.sandbox().set_latency(None, Duration::from_millis(15));
+        app.local()
+            .kill_next_invocations("sync-worker", 2, Duration::from_millis(250));
+        let logs = s::run(&app, &t, &c).await;
+        app.sandbox().set_latency(None, Duration::ZERO);
+        assert_eq!(logs[0].status, RunStatus::Completed, "{:?}", logs[0]);
+        let got = snapshot(&app, &t).await;
+        s::assert_same(&got.app, &want.app, "app, against the fault-free run");
+        s::assert_same(&got.crm, &want.crm, "CRM, against the fault-free run");
+        let again = s::run_ok(&app, &t, &c).await;
+        assert_eq!(again[0].counts["created"], 0, "{:?}", again[0].counts);
+        assert_eq!(snapshot(&app, &t).await, got);
+    }
+}
+
+#[tokio::test]
+async fn a_config_paused_while_its_run_waits_stops_there_and_resumes_later() {
+    let (app, _env) = faulty_env().await;
+    let (t, c) = scenario(&app, "hubspot").await;
+    let crm_before = s::crm_view(&app, &t, ENTITY);
+    app.local().pause_pollers();
+    let (status, started) = s::trigger(&app, &t, &c).await;
+    assert_eq!(status, 202, "{started}");
+    let path = format!("/v1/sync/configs/{c}");
+    let (status, body) = app
+        .post(&format!("{path}/pause"), &t.admin, serde_json::json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    app.local().resume_pollers();
+    let logs = s::wait(&app, &t, &started).await;
+    assert_ne!(logs[0].status, RunStatus::Completed, "{:?}", logs[0]);
+    assert_eq!(logs[0].error.as_deref(), Some("paused"), "{:?}", logs[0]);
+    assert_eq!(s::app_rows(&app, &t, ENTITY).await.len(), APP_MADE);
+    s::assert_same(&s::crm_view(&app, &t, ENTITY), &crm_before, "CRM untouched");
+
+    let (status, body) = app
+        .post(&format!("{path}/resume"), &t.admin, serde_json::json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    s::run_ok(&app, &t, &c).await;
+    let want = baseline(&app, "hubspot").await;
+    let got = snapshot(&app, &t).await;
+    assert_eq!(got, want);
+}

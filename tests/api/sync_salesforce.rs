@@ -1,0 +1,127 @@
+//! Record sync with a sandbox Salesforce org: each direction for contacts (Contact)
+//! and companies (Account), conflicts, deletes (the org's recycle bin and
+//! `getDeleted`), SOQL filters and duplicate deliveries, each ending with both sides'
+//! records compared whole.
+
+use std::collections::BTreeSet;
+
+use conduit::sync::config::{Filter, FilterOp, SyncDirection};
+use conduit::sync::conflict::Strategy;
+use conduit::sync::schema::Entity;
+use scenarios::TestApp;
+
+use crate::sync_support as s;
+
+#[tokio::test]
+async fn salesforce_contacts_pull() {
+    let app = TestApp::spawn().await;
+    s::directions(&app, "salesforce", Entity::Contacts, SyncDirection::Pull).await;
+}
+
+#[tokio::test]
+async fn salesforce_contacts_push() {
+    let app = TestApp::spawn().await;
+    s::directions(&app, "salesforce", Entity::Contacts, SyncDirection::Push).await;
+}
+
+#[tokio::test]
+async fn salesforce_contacts_bidirectional() {
+    let app = TestApp::spawn().await;
+    s::directions(
+        &app,
+        "salesforce",
+        Entity::Contacts,
+        SyncDirection::Bidirectional,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn salesforce_companies_pull() {
+    let app = TestApp::spawn().await;
+    s::directions(&app, "salesforce", Entity::Companies, SyncDirection::Pull).await;
+}
+
+#[tokio::test]
+async fn salesforce_companies_push() {
+    let app = TestApp::spawn().await;
+    s::directions(&app, "salesforce", Entity::Companies, SyncDirection::Push).await;
+}
+
+#[tokio::test]
+async fn salesforce_companies_bidirectional() {
+    let app = TestApp::spawn().await;
+    s::directions(
+        &app,
+        "salesforce",
+        Entity::Companies,
+        SyncDirection::Bidirectional,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn salesforce_conflicts_manual_review_stores_them_and_freezes_the_fields() {
+    let app = TestApp::spawn().await;
+    s::conflicts(&app, "salesforce", Strategy::ManualReview).await;
+}
+
+#[tokio::test]
+async fn salesforce_conflicts_last_write_wins() {
+    let app = TestApp::spawn().await;
+    s::conflicts(&app, "salesforce", Strategy::LastWriteWins).await;
+}
+
+#[tokio::test]
+async fn salesforce_deletes_propagate_when_enabled() {
+    let app = TestApp::spawn().await;
+    s::deletes(&app, "salesforce", Entity::Contacts, true).await;
+}
+
+#[tokio::test]
+async fn salesforce_deletes_stay_put_when_disabled() {
+    let app = TestApp::spawn().await;
+    s::deletes(&app, "salesforce", Entity::Contacts, false).await;
+}
+
+/// A SOQL filter (`LeadSource IN (…)`) decides which contacts are pulled.
+#[tokio::test]
+async fn salesforce_filters_limit_the_pull() {
+    let app = TestApp::spawn().await;
+    let entity = Entity::Contacts;
+    let t = s::connect(&app, "salesforce").await;
+    s::seed(&app, &t, entity, 24);
+    let sources = ["Web", "Other"];
+    let matching: BTreeSet<String> = s::crm_rows(&app, &t, entity)
+        .iter()
+        .filter(|r| {
+            r.values
+                .get("LeadSource")
+                .is_some_and(|v| sources.contains(&v.as_str()))
+        })
+        .map(|r| r.values["Email"].to_lowercase())
+        .collect();
+    assert!(!matching.is_empty() && matching.len() < 24);
+    let mut c = s::new_config(&t, SyncDirection::Pull, &[entity]);
+    c.filters = vec![Filter {
+        entity,
+        field: "LeadSource".into(),
+        operator: FilterOp::In,
+        value: None,
+        values: sources.iter().map(|v| (*v).to_owned()).collect(),
+    }];
+    s::store(&app, &c).await;
+    s::run_ok(&app, &t, &c.id).await;
+    let pulled = s::app_view(&app, &t, entity).await;
+    assert_eq!(pulled.keys().cloned().collect::<BTreeSet<_>>(), matching);
+    let crm = s::crm_view(&app, &t, entity);
+    for (k, v) in &pulled {
+        assert_eq!(v, &crm[k]);
+    }
+}
+
+#[tokio::test]
+async fn salesforce_duplicate_task_deliveries_duplicate_nothing() {
+    let app = TestApp::spawn().await;
+    crate::sync::duplicate_deliveries(&app, "salesforce").await;
+}
