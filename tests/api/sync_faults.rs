@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use conduit::sync::config::SyncDirection;
-use conduit::sync::runs::RunStatus;
+use conduit::sync::runs::{RunStatus, SyncLog};
 use conduit::sync::schema::Entity;
 use sandbox::{Fault, Provider};
 use scenarios::TestApp;
@@ -86,14 +86,21 @@ async fn baseline(app: &TestApp, provider: &str) -> Snapshot {
 }
 
 /// Runs the scenario with `faults` injected once the run has made `after` provider
-/// requests; asserts it ends where the fault-free run did, and answers its counters.
+/// requests, and the first answer of route `malformed` unreadable; asserts it ends where the fault-free run did, and answers its log.
 async fn faulted(
     app: &TestApp,
     provider: &str,
     faults: Vec<(u64, Fault)>,
-) -> BTreeMap<String, u64> {
+    malformed: Option<&str>,
+) -> SyncLog {
     let want = baseline(app, provider).await;
     let (t, c) = scenario(app, provider).await;
+    // The next answer of this route is cut short (after the CRM did the work).
+    match malformed {
+        Some(route) if provider == "hubspot" => app.sandbox().malform_hubspot_responses(route, 1),
+        Some(route) => app.sandbox().malform_salesforce_responses(route, 1),
+        None => {}
+    }
     let sandbox = app.sandbox().clone();
     let start = sandbox.total_calls();
     let injector = tokio::spawn(async move {
@@ -115,7 +122,17 @@ async fn faulted(
     let again = s::run_ok(app, &t, &c).await;
     assert_eq!(again[0].counts["created"], 0, "{:?}", again[0].counts);
     assert_eq!(snapshot(app, &t).await, got);
-    logs[0].counts.clone()
+    logs[0].clone()
+}
+
+/// The run went through a failed chunk whose message came back.
+fn assert_redelivered(log: &SyncLog) {
+    assert!(
+        log.error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("retrying after: ")),
+        "{log:?}"
+    );
 }
 
 fn fault(provider: Provider, status: u16, count: u32) -> Fault {
@@ -128,38 +145,43 @@ fn fault(provider: Provider, status: u16, count: u32) -> Fault {
 #[tokio::test]
 async fn hubspot_429_storms_slow_a_sync_down_and_lose_nothing() {
     let (app, _env) = faulty_env().await;
-    let counts = faulted(
+    let log = faulted(
         &app,
         "hubspot",
         vec![
             (1, fault(Provider::Hubspot, 429, 2)),
             (4, fault(Provider::Hubspot, 429, 1)),
         ],
+        None,
     )
     .await;
-    assert!(counts["rate_limited"] >= 3, "{counts:?}");
+    // Every 429 was sat out in place: no chunk failed.
+    assert!(log.counts["rate_limited"] >= 3, "{log:?}");
+    assert_eq!(log.error, None, "{log:?}");
 }
 
 #[tokio::test]
-async fn hubspot_5xx_and_timeouts_during_a_sync_lose_nothing() {
+async fn hubspot_5xx_timeouts_and_a_malformed_answer_during_a_sync_lose_nothing() {
     let (app, _env) = faulty_env().await;
     // Two 502s are retried in place; six 504s outlast the client's attempts, so the
     // chunk fails and its message comes back to resume from the checkpoint.
-    faulted(
+    let log = faulted(
         &app,
         "hubspot",
         vec![
             (3, fault(Provider::Hubspot, 502, 2)),
             (7, fault(Provider::Hubspot, 504, 6)),
         ],
+        Some("hubspot.crm_batch_create"),
     )
     .await;
+    assert_redelivered(&log);
 }
 
 #[tokio::test]
-async fn salesforce_5xx_and_timeouts_during_a_sync_lose_nothing() {
+async fn salesforce_5xx_timeouts_and_a_malformed_answer_during_a_sync_lose_nothing() {
     let (app, _env) = faulty_env().await;
-    faulted(
+    let log = faulted(
         &app,
         "salesforce",
         vec![
@@ -167,8 +189,10 @@ async fn salesforce_5xx_and_timeouts_during_a_sync_lose_nothing() {
             (5, fault(Provider::Salesforce, 504, 6)),
             (9, fault(Provider::Salesforce, 500, 1)),
         ],
+        Some("salesforce.composite_create"),
     )
     .await;
+    assert_redelivered(&log);
 }
 
 #[tokio::test]
@@ -179,11 +203,14 @@ async fn a_worker_killed_mid_chunk_is_retried_to_the_same_end_state() {
         let (t, c) = scenario(&app, provider).await;
         // Slow answers keep each chunk busy long enough to be killed inside it.
         app.sandbox().set_latency(None, Duration::from_millis(15));
+        let kills = app.logs_about("invocation killed").lines().count();
         app.local()
             .kill_next_invocations("sync-worker", 2, Duration::from_millis(250));
         let logs = s::run(&app, &t, &c).await;
         app.sandbox().set_latency(None, Duration::ZERO);
         assert_eq!(logs[0].status, RunStatus::Completed, "{:?}", logs[0]);
+        let killed = app.logs_about("invocation killed").lines().count() - kills;
+        assert_eq!(killed, 2, "both planned kills happened");
         let got = snapshot(&app, &t).await;
         s::assert_same(&got.app, &want.app, "app, against the fault-free run");
         s::assert_same(&got.crm, &want.crm, "CRM, against the fault-free run");
