@@ -14,32 +14,28 @@ use conduit::sync::runs::{RunStatus, SyncLog};
 use conduit::sync::schema::Entity;
 use sandbox::{Fault, Provider};
 use scenarios::TestApp;
-use tokio::sync::{Mutex, MutexGuard, OnceCell};
+use tokio::sync::Mutex;
 
 use crate::sync_support::{self as s, Tenant, View};
 
 const ENTITY: Entity = Entity::Contacts;
-const SEEDED: usize = 150;
-const APP_MADE: usize = 10;
+const SEEDED: usize = 60;
+const APP_MADE: usize = 5;
 
-/// The fault environment, and a lock that lets one fault scenario use it at a time.
-async fn faulty_env() -> (TestApp, MutexGuard<'static, ()>) {
-    static ENV: OnceCell<TestApp> = OnceCell::const_new();
-    static LOCK: Mutex<()> = Mutex::const_new(());
-    let guard = LOCK.lock().await;
-    let env = ENV
-        .get_or_init(|| async {
-            TestApp::isolated(devhost::LocalEnvOptions {
-                sqs_retry_delay: Some(Duration::from_millis(300)),
-                ..Default::default()
-            })
-            .await
-        })
-        .await;
-    let app = env.handle();
-    app.sandbox().clear_faults();
-    app.local().resume_pollers();
-    (app, guard)
+/// One test, so the scenarios take turns on the environment (their knobs act on all
+/// of it) without holding a second test thread idle.
+#[tokio::test]
+async fn faults_during_sync_runs_end_where_fault_free_runs_do() {
+    let app = TestApp::isolated(devhost::LocalEnvOptions {
+        sqs_retry_delay: Some(Duration::from_millis(300)),
+        ..Default::default()
+    })
+    .await;
+    a_config_paused_while_its_run_waits_stops_there_and_resumes_later(&app).await;
+    hubspot_429_storms_slow_a_sync_down_and_lose_nothing(&app).await;
+    hubspot_5xx_timeouts_and_a_malformed_answer_during_a_sync_lose_nothing(&app).await;
+    salesforce_5xx_timeouts_and_a_malformed_answer_during_a_sync_lose_nothing(&app).await;
+    a_worker_killed_mid_chunk_is_retried_to_the_same_end_state(&app).await;
 }
 
 /// Both sides after a scenario run.
@@ -49,7 +45,7 @@ struct Snapshot {
     crm: View,
 }
 
-/// A fresh tenant with 150 CRM contacts and 10 app contacts, and its bidirectional
+/// A fresh tenant with 60 CRM contacts and 5 app contacts, and its bidirectional
 /// config (stored, not run).
 async fn scenario(app: &TestApp, provider: &str) -> (Tenant, conduit::domain::SyncConfigId) {
     let t = s::connect(app, provider).await;
@@ -142,11 +138,9 @@ fn fault(provider: Provider, status: u16, count: u32) -> Fault {
     }
 }
 
-#[tokio::test]
-async fn hubspot_429_storms_slow_a_sync_down_and_lose_nothing() {
-    let (app, _env) = faulty_env().await;
+async fn hubspot_429_storms_slow_a_sync_down_and_lose_nothing(app: &TestApp) {
     let log = faulted(
-        &app,
+        app,
         "hubspot",
         vec![
             (1, fault(Provider::Hubspot, 429, 2)),
@@ -160,13 +154,11 @@ async fn hubspot_429_storms_slow_a_sync_down_and_lose_nothing() {
     assert_eq!(log.error, None, "{log:?}");
 }
 
-#[tokio::test]
-async fn hubspot_5xx_timeouts_and_a_malformed_answer_during_a_sync_lose_nothing() {
-    let (app, _env) = faulty_env().await;
+async fn hubspot_5xx_timeouts_and_a_malformed_answer_during_a_sync_lose_nothing(app: &TestApp) {
     // Two 502s are retried in place; six 504s outlast the client's attempts, so the
     // chunk fails and its message comes back to resume from the checkpoint.
     let log = faulted(
-        &app,
+        app,
         "hubspot",
         vec![
             (3, fault(Provider::Hubspot, 502, 2)),
@@ -178,11 +170,9 @@ async fn hubspot_5xx_timeouts_and_a_malformed_answer_during_a_sync_lose_nothing(
     assert_redelivered(&log);
 }
 
-#[tokio::test]
-async fn salesforce_5xx_timeouts_and_a_malformed_answer_during_a_sync_lose_nothing() {
-    let (app, _env) = faulty_env().await;
+async fn salesforce_5xx_timeouts_and_a_malformed_answer_during_a_sync_lose_nothing(app: &TestApp) {
     let log = faulted(
-        &app,
+        app,
         "salesforce",
         vec![
             (2, fault(Provider::Salesforce, 503, 2)),
@@ -195,38 +185,34 @@ async fn salesforce_5xx_timeouts_and_a_malformed_answer_during_a_sync_lose_nothi
     assert_redelivered(&log);
 }
 
-#[tokio::test]
-async fn a_worker_killed_mid_chunk_is_retried_to_the_same_end_state() {
-    let (app, _env) = faulty_env().await;
+async fn a_worker_killed_mid_chunk_is_retried_to_the_same_end_state(app: &TestApp) {
     for provider in ["hubspot", "salesforce"] {
-        let want = baseline(&app, provider).await;
-        let (t, c) = scenario(&app, provider).await;
+        let want = baseline(app, provider).await;
+        let (t, c) = scenario(app, provider).await;
         // Slow answers keep each chunk busy long enough to be killed inside it.
-        app.sandbox().set_latency(None, Duration::from_millis(15));
+        app.sandbox().set_latency(None, Duration::from_millis(30));
         let kills = app.logs_about("invocation killed").lines().count();
         app.local()
-            .kill_next_invocations("sync-worker", 2, Duration::from_millis(250));
-        let logs = s::run(&app, &t, &c).await;
+            .kill_next_invocations("sync-worker", 2, Duration::from_millis(150));
+        let logs = s::run(app, &t, &c).await;
         app.sandbox().set_latency(None, Duration::ZERO);
         assert_eq!(logs[0].status, RunStatus::Completed, "{:?}", logs[0]);
         let killed = app.logs_about("invocation killed").lines().count() - kills;
         assert_eq!(killed, 2, "both planned kills happened");
-        let got = snapshot(&app, &t).await;
+        let got = snapshot(app, &t).await;
         s::assert_same(&got.app, &want.app, "app, against the fault-free run");
         s::assert_same(&got.crm, &want.crm, "CRM, against the fault-free run");
-        let again = s::run_ok(&app, &t, &c).await;
+        let again = s::run_ok(app, &t, &c).await;
         assert_eq!(again[0].counts["created"], 0, "{:?}", again[0].counts);
-        assert_eq!(snapshot(&app, &t).await, got);
+        assert_eq!(snapshot(app, &t).await, got);
     }
 }
 
-#[tokio::test]
-async fn a_config_paused_while_its_run_waits_stops_there_and_resumes_later() {
-    let (app, _env) = faulty_env().await;
-    let (t, c) = scenario(&app, "hubspot").await;
-    let crm_before = s::crm_view(&app, &t, ENTITY);
+async fn a_config_paused_while_its_run_waits_stops_there_and_resumes_later(app: &TestApp) {
+    let (t, c) = scenario(app, "hubspot").await;
+    let crm_before = s::crm_view(app, &t, ENTITY);
     app.local().pause_pollers();
-    let (status, started) = s::trigger(&app, &t, &c).await;
+    let (status, started) = s::trigger(app, &t, &c).await;
     assert_eq!(status, 202, "{started}");
     let path = format!("/v1/sync/configs/{c}");
     let (status, body) = app
@@ -234,18 +220,18 @@ async fn a_config_paused_while_its_run_waits_stops_there_and_resumes_later() {
         .await;
     assert_eq!(status, 200, "{body}");
     app.local().resume_pollers();
-    let logs = s::wait(&app, &t, &started).await;
+    let logs = s::wait(app, &t, &started).await;
     assert_ne!(logs[0].status, RunStatus::Completed, "{:?}", logs[0]);
     assert_eq!(logs[0].error.as_deref(), Some("paused"), "{:?}", logs[0]);
-    assert_eq!(s::app_rows(&app, &t, ENTITY).await.len(), APP_MADE);
-    s::assert_same(&s::crm_view(&app, &t, ENTITY), &crm_before, "CRM untouched");
+    assert_eq!(s::app_rows(app, &t, ENTITY).await.len(), APP_MADE);
+    s::assert_same(&s::crm_view(app, &t, ENTITY), &crm_before, "CRM untouched");
 
     let (status, body) = app
         .post(&format!("{path}/resume"), &t.admin, serde_json::json!({}))
         .await;
     assert_eq!(status, 200, "{body}");
-    s::run_ok(&app, &t, &c).await;
-    let want = baseline(&app, "hubspot").await;
-    let got = snapshot(&app, &t).await;
+    s::run_ok(app, &t, &c).await;
+    let want = baseline(app, "hubspot").await;
+    let got = snapshot(app, &t).await;
     assert_eq!(got, want);
 }

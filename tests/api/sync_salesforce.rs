@@ -13,75 +13,32 @@ use scenarios::TestApp;
 use crate::sync_support as s;
 
 #[tokio::test]
-async fn salesforce_contacts_pull() {
+async fn salesforce_contacts_pull_push_and_bidirectional() {
     let app = TestApp::spawn().await;
-    s::directions(&app, "salesforce", Entity::Contacts, SyncDirection::Pull).await;
+    s::all_directions(&app, "salesforce", Entity::Contacts).await;
 }
 
 #[tokio::test]
-async fn salesforce_contacts_push() {
+async fn salesforce_companies_pull_push_and_bidirectional() {
     let app = TestApp::spawn().await;
-    s::directions(&app, "salesforce", Entity::Contacts, SyncDirection::Push).await;
+    s::all_directions(&app, "salesforce", Entity::Companies).await;
 }
 
 #[tokio::test]
-async fn salesforce_contacts_bidirectional() {
+async fn salesforce_conflicts_manual_review_and_last_write_wins() {
     let app = TestApp::spawn().await;
-    s::directions(
+    s::all_conflicts(
         &app,
         "salesforce",
-        Entity::Contacts,
-        SyncDirection::Bidirectional,
+        &[Strategy::ManualReview, Strategy::LastWriteWins],
     )
     .await;
 }
 
 #[tokio::test]
-async fn salesforce_companies_pull() {
+async fn salesforce_deletes_propagate_only_when_enabled() {
     let app = TestApp::spawn().await;
-    s::directions(&app, "salesforce", Entity::Companies, SyncDirection::Pull).await;
-}
-
-#[tokio::test]
-async fn salesforce_companies_push() {
-    let app = TestApp::spawn().await;
-    s::directions(&app, "salesforce", Entity::Companies, SyncDirection::Push).await;
-}
-
-#[tokio::test]
-async fn salesforce_companies_bidirectional() {
-    let app = TestApp::spawn().await;
-    s::directions(
-        &app,
-        "salesforce",
-        Entity::Companies,
-        SyncDirection::Bidirectional,
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn salesforce_conflicts_manual_review_stores_them_and_freezes_the_fields() {
-    let app = TestApp::spawn().await;
-    s::conflicts(&app, "salesforce", Strategy::ManualReview).await;
-}
-
-#[tokio::test]
-async fn salesforce_conflicts_last_write_wins() {
-    let app = TestApp::spawn().await;
-    s::conflicts(&app, "salesforce", Strategy::LastWriteWins).await;
-}
-
-#[tokio::test]
-async fn salesforce_deletes_propagate_when_enabled() {
-    let app = TestApp::spawn().await;
-    s::deletes(&app, "salesforce", Entity::Contacts, true).await;
-}
-
-#[tokio::test]
-async fn salesforce_deletes_stay_put_when_disabled() {
-    let app = TestApp::spawn().await;
-    s::deletes(&app, "salesforce", Entity::Contacts, false).await;
+    s::both_deletes(&app, "salesforce", Entity::Contacts).await;
 }
 
 /// A SOQL filter (`LeadSource IN (…)`) decides which contacts are pulled.
@@ -90,7 +47,7 @@ async fn salesforce_filters_limit_the_pull() {
     let app = TestApp::spawn().await;
     let entity = Entity::Contacts;
     let t = s::connect(&app, "salesforce").await;
-    s::seed(&app, &t, entity, 24);
+    s::seed(&app, &t, entity, 12);
     let sources = ["Web", "Other"];
     let matching: BTreeSet<String> = s::crm_rows(&app, &t, entity)
         .iter()
@@ -101,7 +58,7 @@ async fn salesforce_filters_limit_the_pull() {
         })
         .map(|r| r.values["Email"].to_lowercase())
         .collect();
-    assert!(!matching.is_empty() && matching.len() < 24);
+    assert!(!matching.is_empty() && matching.len() < 12);
     let mut c = s::new_config(&t, SyncDirection::Pull, &[entity]);
     c.filters = vec![Filter {
         entity,

@@ -555,16 +555,38 @@ pub fn edited_field(entity: Entity) -> &'static str {
 
 // --------------------------------------------------------------------- scenarios
 
-/// Pull, push or both between 30 CRM records and 4 app records: the first run brings
+/// Pull, push and bidirectional configs side by side, each on a tenant of its own.
+pub async fn all_directions(app: &TestApp, provider: &str, entity: Entity) {
+    tokio::join!(
+        directions(app, provider, entity, SyncDirection::Pull),
+        directions(app, provider, entity, SyncDirection::Push),
+        directions(app, provider, entity, SyncDirection::Bidirectional),
+    );
+}
+
+/// Each strategy side by side, each on a tenant of its own.
+pub async fn all_conflicts(app: &TestApp, provider: &str, strategies: &[Strategy]) {
+    futures::future::join_all(strategies.iter().map(|s| conflicts(app, provider, *s))).await;
+}
+
+/// Deletes propagated and not, side by side.
+pub async fn both_deletes(app: &TestApp, provider: &str, entity: Entity) {
+    tokio::join!(
+        deletes(app, provider, entity, true),
+        deletes(app, provider, entity, false),
+    );
+}
+
+/// Pull, push or both between 20 CRM records and 3 app records: the first run brings
 /// each side what the direction says (and nothing else), a second carries one edit on
 /// each side the same way.
 pub async fn directions(app: &TestApp, provider: &str, entity: Entity, direction: SyncDirection) {
     let t = connect(app, provider).await;
-    let seeded = seed(app, &t, entity, 30);
-    let mine = app_create_many(app, &t, entity, 4).await;
+    let seeded = seed(app, &t, entity, 20);
+    let mine = app_create_many(app, &t, entity, 3).await;
     let crm_before = crm_view(app, &t, entity);
     let app_before = app_view(app, &t, entity).await;
-    assert_eq!((crm_before.len(), app_before.len()), (30, 4));
+    assert_eq!((crm_before.len(), app_before.len()), (20, 3));
     let c = new_config(&t, direction, &[entity]);
     store(app, &c).await;
 
@@ -587,9 +609,9 @@ pub async fn directions(app: &TestApp, provider: &str, entity: Entity, direction
         "CRM after the first run",
     );
     let created = match direction {
-        SyncDirection::Pull => 30,
-        SyncDirection::Push => 4,
-        SyncDirection::Bidirectional => 34,
+        SyncDirection::Pull => 20,
+        SyncDirection::Push => 3,
+        SyncDirection::Bidirectional => 23,
     };
     assert_eq!(logs[0].counts["created"], created, "{:?}", logs[0].counts);
     assert_eq!(logs[0].counts["failed"], 0, "{:?}", logs[0].counts);

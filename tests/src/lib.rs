@@ -183,15 +183,6 @@ impl TestApp {
         }
     }
 
-    /// Another handle on the same environment, with an HTTP client of its own (a
-    /// client must not outlive the test runtime that used it).
-    pub fn handle(&self) -> Self {
-        Self {
-            shared: self.shared,
-            http: reqwest::Client::new(),
-        }
-    }
-
     /// The local environment itself (queues, crash simulator, pollers). Its knobs act
     /// on every test sharing it: turn them only on an [`TestApp::isolated`] one.
     pub fn local(&self) -> &devhost::LocalEnv {
