@@ -76,13 +76,16 @@ async fn baseline(app: &TestApp, provider: &str) -> Snapshot {
     let (t, c) = scenario(app, provider).await;
     let logs = s::run_ok(app, &t, &c).await;
     assert_eq!(logs[0].counts["rate_limited"], 0, "{:?}", logs[0].counts);
+    let processed = (SEEDED + APP_MADE) as u64;
+    assert_eq!(logs[0].counts["processed"], processed, "{:?}", logs[0]);
     let snap = snapshot(app, &t).await;
     done.insert(provider.to_owned(), snap.clone());
     snap
 }
 
 /// Runs the scenario with `faults` injected once the run has made `after` provider
-/// requests, and the first answer of route `malformed` unreadable; asserts it ends where the fault-free run did, and answers its log.
+/// requests, and the first answer of route `malformed` unreadable; asserts it ends
+/// where the fault-free run did, each record counted once, and answers its log.
 async fn faulted(
     app: &TestApp,
     provider: &str,
@@ -111,6 +114,8 @@ async fn faulted(
     injector.abort();
     app.sandbox().clear_faults();
     assert_eq!(logs[0].status, RunStatus::Completed, "{:?}", logs[0]);
+    let processed = (SEEDED + APP_MADE) as u64;
+    assert_eq!(logs[0].counts["processed"], processed, "{:?}", logs[0]);
     let got = snapshot(app, &t).await;
     s::assert_same(&got.app, &want.app, "app, against the fault-free run");
     s::assert_same(&got.crm, &want.crm, "CRM, against the fault-free run");

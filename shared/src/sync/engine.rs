@@ -346,7 +346,10 @@ pub async fn run_chunk(
     };
     chunk.progress.add("requests", chunk.crm.requests);
     chunk.progress.add("rate_limited", chunk.crm.rate_limited);
-    if !chunk.errors.is_empty() {
+    // A transient failure redoes everything since the last checkpoint: its record
+    // errors and counts come again then.
+    let redone = matches!(&outcome, Err(e) if e.is_transient());
+    if !chunk.errors.is_empty() && !redone {
         chunk
             .runs
             .record_errors(&task.tenant, &task.log_id, &chunk.errors)
@@ -366,9 +369,13 @@ pub async fn run_chunk(
             close(&runs, task, handed_on, chunk.progress, None).await
         }
         Err(e) if e.is_transient() => {
-            // Keep the counts of the pages already done; the message comes back and
-            // resumes from the checkpoint.
-            let mut p = std::mem::take(&mut chunk.progress);
+            // Pages already done were counted as they were checkpointed; the message
+            // comes back and resumes from the checkpoint, so of the rest only the
+            // requests made count now.
+            let mut p = Progress::default();
+            for counter in ["requests", "rate_limited"] {
+                p.add(counter, chunk.progress.counts.get(counter).copied().unwrap_or(0));
+            }
             p.error = Some(format!("{RETRY_NOTE}{e}"));
             runs.progress(&task.tenant, &task.log_id, &p)
                 .await
