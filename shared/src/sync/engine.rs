@@ -374,7 +374,8 @@ pub async fn run_chunk(
             // requests made count now.
             let mut p = Progress::default();
             for counter in ["requests", "rate_limited"] {
-                p.add(counter, chunk.progress.counts.get(counter).copied().unwrap_or(0));
+                let n = chunk.progress.counts.get(counter).copied().unwrap_or(0);
+                p.add(counter, n);
             }
             p.error = Some(format!("{RETRY_NOTE}{e}"));
             runs.progress(&task.tenant, &task.log_id, &p)
