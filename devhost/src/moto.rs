@@ -50,6 +50,104 @@ def serialised(app):
     return serve
 
 server.run_simple = lambda host, port, app, **kw: run_simple(host, port, serialised(app), **kw)
+
+# moto answers a table query by sorting every item of the table (all partitions, with
+# Python-level comparisons), then skipping to the start key item by item: a 100-item
+# page of a 100,000-item partition took seconds. A query of the table itself (not an
+# index) only needs its own partition, in key order from the start key on, and (with
+# no key condition or filter to skip items) one item past the limit: hand moto's own
+# query just those. Same answers, in the time of the page.
+from bisect import bisect_left, bisect_right
+from moto.dynamodb.models.table import Table
+from moto.dynamodb.models.dynamo_type import DynamoType
+
+query = Table.query
+
+def sort_key(key):
+    # cast_value, without its chain of type tests for the usual string keys.
+    return key.value if key.type == "S" else key.cast_value
+
+def partition_query(self, hash_key, range_comparison, range_objs, limit,
+                    exclusive_start_key, scan_index_forward, projection_expressions,
+                    index_name=None, *args, **kwargs):
+    if index_name or hash_key is None or not self.range_key_attr:
+        return query(self, hash_key, range_comparison, range_objs, limit,
+                     exclusive_start_key, scan_index_forward, projection_expressions,
+                     index_name, *args, **kwargs)
+    part = self.items.get(hash_key)
+    keyed = sorted(((sort_key(k), i) for k, i in part.items()), key=lambda p: p[0]) if part else []
+    start = (exclusive_start_key or {}).get(self.range_key_attr)
+    lo, hi = 0, len(keyed)
+    if start is not None:
+        start = sort_key(DynamoType(start))
+        keys = [k for k, _ in keyed]
+        if scan_index_forward is False:
+            hi = bisect_left(keys, start)
+        else:
+            lo = bisect_right(keys, start)
+    simple = not range_comparison and not kwargs.get("range_key_conditions") and not any(
+        k not in ("hash_key_conditions", "range_key_conditions") for k in kwargs)
+    if simple and limit:
+        if scan_index_forward is False:
+            lo = max(lo, hi - (limit + 1))
+        else:
+            hi = min(hi, lo + limit + 1)
+    items = [i for _, i in keyed[lo:hi]]
+    self.all_items = lambda: items
+    try:
+        return query(self, hash_key, range_comparison, range_objs, limit,
+                     None, scan_index_forward, projection_expressions,
+                     index_name, *args, **kwargs)
+    finally:
+        del self.all_items
+
+Table.query = partition_query
+
+# A new item checked its size attribute by attribute, summing every attribute so far
+# each time (quadratic in the attributes): the same check with a running total.
+from moto.dynamodb.exceptions import ItemSizeTooLarge
+from moto.dynamodb.models import dynamo_type
+
+def item_init(self, hash_key, range_key, attrs):
+    self.hash_key = hash_key
+    self.range_key = range_key
+    self.attrs = dynamo_type.LimitedSizeDict()
+    total = 0
+    for key, value in attrs.items():
+        value = dynamo_type.DynamoType(value)
+        total += dynamo_type.bytesize(key) + value.size()
+        if total > 405000:
+            raise ItemSizeTooLarge
+        dict.__setitem__(self.attrs, key, value)
+
+dynamo_type.Item.__init__ = item_init
+
+# moto serialises every attribute value of an answer through the service model, looking
+# up each of AttributeValue's ten members by several spellings: most of a query's time.
+# A value of one scalar member is already in wire form: copy it.
+from moto.core.serialize import BaseJSONSerializer
+
+serialize_structure = BaseJSONSerializer._serialize_type_structure
+SCALARS = {"S": str, "N": str, "BOOL": bool, "NULL": bool}
+
+def fast_structure(self, serialized, value, shape, key):
+    if key and shape.name == "AttributeValue" and type(value) is dict and len(value) == 1:
+        ((kind, scalar),) = value.items()
+        if type(scalar) is SCALARS.get(kind, type(None)) and (kind != "NULL" or scalar):
+            self._default_serialize(serialized, {kind: scalar}, shape, key)
+            return
+    serialize_structure(self, serialized, value, shape, key)
+
+BaseJSONSerializer._serialize_type_structure = fast_structure
+
+# Per request, moto lists its own package directory to find the backend, and werkzeug
+# logs a line: list it once, log warnings and errors only.
+import logging
+from moto import backends
+
+modules = tuple(backends.list_of_moto_modules())
+backends.list_of_moto_modules = lambda: iter(modules)
+logging.getLogger("werkzeug").setLevel(logging.WARNING)
 server.main(sys.argv[1:])
 "#;
 

@@ -38,8 +38,9 @@ pub const PAGES_PER_CHUNK: usize = 30;
 pub const CHUNK_TIME: Duration = Duration::from_secs(40);
 /// How far a completed pass's next start reaches back (clock skew between systems).
 const OVERLAP_MS: i64 = 2_000;
-/// App records read per push page.
-const PUSH_PAGE: i32 = 100;
+/// App records read per push page (five CRM batches; a DynamoDB page of compact
+/// records stays far under 1 MB).
+const PUSH_PAGE: i32 = 500;
 /// How the log's error starts when a chunk failed transiently and its message is
 /// retried (the run can still complete).
 const RETRY_NOTE: &str = "retrying after: ";
@@ -711,34 +712,30 @@ impl Chunk<'_> {
         let mut cursor = self.task.push_cursor.clone().unwrap_or_default();
         let started = Instant::now();
         let mut pages = 0;
-        loop {
-            let page = match &cursor.since {
-                None => {
-                    self.records
-                        .scan_partition(
-                            &self.task.tenant,
-                            entity,
-                            PUSH_PAGE,
-                            cursor.page.as_deref(),
-                        )
-                        .await
-                }
-                Some(since) => {
-                    self.records
-                        .changes(
-                            &self.task.tenant,
-                            entity,
-                            since,
-                            PUSH_PAGE,
-                            cursor.page.as_deref(),
-                        )
-                        .await
-                }
-            }
+        let tenant = &self.task.tenant;
+        let mut page = push_read(&self.records, tenant, entity, &cursor.since, &cursor.page)
+            .await
             .map_err(store)?;
+        loop {
             pages += 1;
-            self.push_page(page.items).await?;
-            cursor.page = page.cursor;
+            let more =
+                page.cursor.is_some() && pages < PAGES_PER_CHUNK && started.elapsed() < CHUNK_TIME;
+            let items = std::mem::take(&mut page.items);
+            // Read the next page while this one is pushed (pushing writes links only).
+            let next = if more {
+                let records = self.records.clone();
+                let tenant = self.task.tenant.clone();
+                let (since, after) = (cursor.since.clone(), page.cursor.clone());
+                let (pushed, next) = tokio::join!(self.push_page(items), async move {
+                    push_read(&records, &tenant, entity, &since, &after).await
+                });
+                pushed?;
+                Some(next.map_err(store)?)
+            } else {
+                self.push_page(items).await?;
+                None
+            };
+            cursor.page = page.cursor.take();
             let checkpoint = if cursor.page.is_some() {
                 cursor.clone()
             } else {
@@ -762,10 +759,13 @@ impl Chunk<'_> {
             if cursor.page.is_none() {
                 return Ok(None);
             }
-            if pages >= PAGES_PER_CHUNK || started.elapsed() >= CHUNK_TIME {
-                let mut t = self.next_task(Phase::Push);
-                t.push_cursor = Some(cursor);
-                return Ok(Some(t));
+            match next {
+                Some(n) => page = n,
+                None => {
+                    let mut t = self.next_task(Phase::Push);
+                    t.push_cursor = Some(cursor);
+                    return Ok(Some(t));
+                }
             }
         }
     }
@@ -1085,6 +1085,29 @@ fn derived_id(task: &Task, config: &SyncConfig, crm_id: &str) -> RecordId {
         task.entity.as_str(),
         crm_id,
     ])
+}
+
+/// A page of app records for a push: all of them in id order (a full pass), or the
+/// change feed from `since`.
+async fn push_read(
+    records: &Records,
+    tenant: &crate::domain::TenantId,
+    entity: Entity,
+    since: &Option<String>,
+    after: &Option<String>,
+) -> Result<crate::store::Page<Record>, StoreError> {
+    match since {
+        None => {
+            records
+                .scan_partition(tenant, entity, PUSH_PAGE, after.as_deref())
+                .await
+        }
+        Some(since) => {
+            records
+                .changes(tenant, entity, since, PUSH_PAGE, after.as_deref())
+                .await
+        }
+    }
 }
 
 /// What writing one pull page needs (owned, so it can run beside the next fetch).
