@@ -578,7 +578,7 @@ async fn a_realtime_config_pushes_an_app_change_as_it_is_made() {
     )
     .await;
     let mut rows = Vec::new();
-    for _ in 0..100 {
+    for _ in 0..400 {
         rows = crm_rows(&app, &t, C);
         if !rows.is_empty() {
             break;
@@ -596,7 +596,7 @@ async fn a_realtime_config_pushes_an_app_change_as_it_is_made() {
     );
     app_update(&app, &t, C, &id, json!({"job_title": "Founder"})).await;
     let mut title = None;
-    for _ in 0..100 {
+    for _ in 0..400 {
         title = crm_value(&app, &t, &rows[0].id, "jobtitle");
         if title.as_deref() == Some("Founder") {
             break;
