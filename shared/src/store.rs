@@ -100,6 +100,9 @@ where
     StoreError::Service(aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())
 }
 
+/// BatchWriteItem rounds of one `batch_write` in flight at once.
+const BATCH_WRITES_IN_FLIGHT: usize = 4;
+
 /// An item with its keys.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Keyed<T> {
@@ -568,31 +571,47 @@ impl Table {
                     .build(),
             );
         }
+        // Rounds of 25 go out a few at a time (DynamoDB's own advice for bulk writes);
+        // each round retries its unprocessed items with backoff.
+        let mut rounds: Vec<Vec<WriteRequest>> = Vec::new();
         while !requests.is_empty() {
             let rest = requests.split_off(requests.len().min(25));
-            let mut pending = std::mem::replace(&mut requests, rest);
-            let mut rounds = 0u32;
-            while !pending.is_empty() {
-                let resp = self
-                    .client
-                    .batch_write_item()
-                    .request_items(&self.name, pending)
-                    .send()
-                    .await
-                    .map_err(service)?;
-                pending = resp
-                    .unprocessed_items
-                    .and_then(|mut u| u.remove(&self.name))
-                    .unwrap_or_default();
-                rounds += 1;
-                if !pending.is_empty() {
-                    if rounds > 8 {
-                        return Err(StoreError::Service(
-                            "batch write kept being throttled".into(),
-                        ));
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(20 << rounds.min(5))).await;
+            rounds.push(std::mem::replace(&mut requests, rest));
+        }
+        use futures::{StreamExt, TryStreamExt};
+        futures::stream::iter(rounds.into_iter().map(|round| self.write_round(round)))
+            .buffer_unordered(BATCH_WRITES_IN_FLIGHT)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
+    }
+
+    /// One BatchWriteItem round, its unprocessed items retried with backoff.
+    async fn write_round(
+        &self,
+        mut pending: Vec<aws_sdk_dynamodb::types::WriteRequest>,
+    ) -> Result<(), StoreError> {
+        let mut rounds = 0u32;
+        while !pending.is_empty() {
+            let resp = self
+                .client
+                .batch_write_item()
+                .request_items(&self.name, pending)
+                .send()
+                .await
+                .map_err(service)?;
+            pending = resp
+                .unprocessed_items
+                .and_then(|mut u| u.remove(&self.name))
+                .unwrap_or_default();
+            rounds += 1;
+            if !pending.is_empty() {
+                if rounds > 8 {
+                    return Err(StoreError::Service(
+                        "batch write kept being throttled".into(),
+                    ));
                 }
+                tokio::time::sleep(std::time::Duration::from_millis(20 << rounds.min(5))).await;
             }
         }
         Ok(())
