@@ -899,53 +899,6 @@ impl Chunk<'_> {
                 }
             }
         }
-        // Records now linked by a create carry the link summary too (the records
-        // listing's platform filter reads it). Their fields and change-feed position
-        // stay; a record written meanwhile keeps its link item, which the view reads.
-        if !creates.is_empty() {
-            let created: BTreeMap<&str, &str> = new_links
-                .iter()
-                .filter_map(|(id, l)| l.crm_id.as_deref().map(|c| (id.as_str(), c)))
-                .collect();
-            let mut linked: Vec<Record> = Vec::new();
-            for (r, _) in &creates {
-                let Some(crm_id) = created.get(r.id.as_str()) else {
-                    continue;
-                };
-                if r.links.contains_key(self.config.id.as_str()) {
-                    continue;
-                }
-                let mut r = r.clone();
-                r.links.insert(
-                    self.config.id.to_string(),
-                    LinkedRecord {
-                        provider: self.provider.clone(),
-                        connection_id: self.config.connection_id.to_string(),
-                        crm_id: (*crm_id).to_owned(),
-                    },
-                );
-                r.rev += 1;
-                linked.push(r);
-            }
-            let records = &self.records;
-            for group in linked.chunks(25) {
-                let results = futures::future::join_all(group.iter().map(|r| async move {
-                    let key = if r.deleted_at.is_some() {
-                        None
-                    } else {
-                        r.key()
-                    };
-                    records.save(r, key.as_deref()).await
-                }))
-                .await;
-                for result in results {
-                    match result {
-                        Ok(()) | Err(StoreError::ConditionFailed) => {}
-                        Err(e) => return Err(store(e)),
-                    }
-                }
-            }
-        }
         // Updates: in a bidirectional config, the CRM's current values are read first
         // so a change made there since the last pull is a conflict, not overwritten.
         if !updates.is_empty() {
