@@ -49,7 +49,21 @@ def serialised(app):
                     close()
     return serve
 
-server.run_simple = lambda host, port, app, **kw: run_simple(host, port, serialised(app), **kw)
+# werkzeug's development server answers every request on a new connection and a new
+# thread ("Connection: close"), then waits up to 10 ms for stray bytes: a third of
+# moto's time under a sync's load went there. waitress (a production WSGI server, in
+# the project's requirements) keeps connections alive and serves them from a pool; a
+# thread may wait out an SQS long poll, so the pool is large.
+def serve(host, port, app, **kw):
+    try:
+        import waitress
+    except ImportError:
+        return run_simple(host, port, serialised(app), **kw)
+    waitress.serve(serialised(app), host=host, port=port, threads=64,
+                   connection_limit=1000, channel_timeout=600, asyncore_use_poll=True,
+                   _quiet=True)
+
+server.run_simple = serve
 
 # moto answers a table query by sorting every item of the table (all partitions, with
 # Python-level comparisons), then skipping to the start key item by item: a 100-item
@@ -67,6 +81,43 @@ def sort_key(key):
     # cast_value, without its chain of type tests for the usual string keys.
     return key.value if key.type == "S" else key.cast_value
 
+# A partition's range keys in order, kept per table until a key is added to it or
+# removed from it (a write that replaces an item keeps its key). Outside the table, so
+# a transaction's copy of the tables does not copy it.
+import weakref
+sorted_cache = weakref.WeakKeyDictionary()
+
+def sorted_keys(table, hash_key, part):
+    cache = sorted_cache.setdefault(table, {})
+    entry = cache.get(hash_key)
+    if entry is None:
+        pairs = sorted(((sort_key(r), r) for r in part), key=lambda p: p[0])
+        entry = ([k for k, _ in pairs], [r for _, r in pairs])
+        cache[hash_key] = entry
+    return entry
+
+put_item = Table.put_item
+delete_item = Table.delete_item
+
+def keyed_put_item(self, item_attrs, *args, **kwargs):
+    cache = sorted_cache.get(self)
+    if cache and self.range_key_attr:
+        hash_value = DynamoType(item_attrs.get(self.hash_key_attr))
+        part = self.items.get(hash_value)
+        range_attr = item_attrs.get(self.range_key_attr)
+        if part is None or range_attr is None or DynamoType(range_attr) not in part:
+            cache.pop(hash_value, None)
+    return put_item(self, item_attrs, *args, **kwargs)
+
+def keyed_delete_item(self, hash_key, range_key):
+    cache = sorted_cache.get(self)
+    if cache:
+        cache.pop(hash_key, None)
+    return delete_item(self, hash_key, range_key)
+
+Table.put_item = keyed_put_item
+Table.delete_item = keyed_delete_item
+
 def partition_query(self, hash_key, range_comparison, range_objs, limit,
                     exclusive_start_key, scan_index_forward, projection_expressions,
                     index_name=None, *args, **kwargs):
@@ -75,12 +126,11 @@ def partition_query(self, hash_key, range_comparison, range_objs, limit,
                      exclusive_start_key, scan_index_forward, projection_expressions,
                      index_name, *args, **kwargs)
     part = self.items.get(hash_key)
-    keyed = sorted(((sort_key(k), i) for k, i in part.items()), key=lambda p: p[0]) if part else []
+    keys, ranges = sorted_keys(self, hash_key, part) if part else ([], [])
     start = (exclusive_start_key or {}).get(self.range_key_attr)
-    lo, hi = 0, len(keyed)
+    lo, hi = 0, len(keys)
     if start is not None:
         start = sort_key(DynamoType(start))
-        keys = [k for k, _ in keyed]
         if scan_index_forward is False:
             hi = bisect_left(keys, start)
         else:
@@ -92,7 +142,7 @@ def partition_query(self, hash_key, range_comparison, range_objs, limit,
             lo = max(lo, hi - (limit + 1))
         else:
             hi = min(hi, lo + limit + 1)
-    items = [i for _, i in keyed[lo:hi]]
+    items = [part[r] for r in ranges[lo:hi]]
     self.all_items = lambda: items
     try:
         return query(self, hash_key, range_comparison, range_objs, limit,
@@ -139,6 +189,44 @@ def fast_structure(self, serialized, value, shape, key):
     serialize_structure(self, serialized, value, shape, key)
 
 BaseJSONSerializer._serialize_type_structure = fast_structure
+
+# The same on the way in: the request parser walks the service model for every
+# attribute value of every item; a value of one scalar member parses to itself. And
+# answers convert each stored value to a dict recursively; a scalar one is one dict.
+from moto.core.parse import BaseJSONParser
+from moto.dynamodb import responses as dynamodb_responses
+from moto.dynamodb.models import utilities as dynamodb_utilities
+
+parse_structure = BaseJSONParser._parse_structure
+
+def fast_parse_structure(self, shape, value):
+    if shape.name == "AttributeValue" and type(value) is dict and len(value) == 1:
+        ((kind, scalar),) = value.items()
+        if type(scalar) is SCALARS.get(kind, type(None)):
+            return {kind: scalar}
+    return parse_structure(self, shape, value)
+
+BaseJSONParser._parse_structure = fast_parse_structure
+
+to_dict = dynamodb_utilities.dynamo_to_dict
+SCALAR_KINDS = frozenset(SCALARS)
+
+def fast_to_dict(obj):
+    kind = type(obj)
+    if kind is DynamoType:
+        if obj.type in SCALAR_KINDS:
+            return {obj.type: obj.value}
+        return to_dict(obj)
+    if kind is dict:
+        return {k: fast_to_dict(v) for k, v in obj.items()}
+    if kind is list:
+        return [fast_to_dict(v) for v in obj]
+    if kind is str or kind is int or kind is bool or obj is None:
+        return obj
+    return to_dict(obj)
+
+dynamodb_utilities.dynamo_to_dict = fast_to_dict
+dynamodb_responses.dynamo_to_dict = fast_to_dict
 
 # Per request, moto lists its own package directory to find the backend, and werkzeug
 # logs a line: list it once, log warnings and errors only.
