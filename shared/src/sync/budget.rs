@@ -16,6 +16,7 @@ use serde::Deserialize;
 use crate::domain::{ConnectionId, TenantId};
 use crate::providers::Provider;
 use crate::store::{StoreError, Table};
+use tokio::task::JoinHandle;
 
 /// How long one taker may wait for its slot before it gives up (and its message is
 /// retried later): far more than any provider's window.
@@ -24,10 +25,26 @@ pub const MAX_WAIT: Duration = Duration::from_secs(60);
 /// A connection's shared request budget.
 #[derive(Debug)]
 pub struct Budget {
+    schedule: Schedule,
+    known_tat: Option<i64>,
+    /// The next slot, taken while the current one is waited for and used: the taker
+    /// then finds its slot without a store round trip.
+    ahead: Option<JoinHandle<Result<Slot, BudgetError>>>,
+}
+
+/// The shared schedule: where it is kept and its spacing.
+#[derive(Debug, Clone)]
+struct Schedule {
     table: Table,
     pk: String,
     interval_ms: i64,
-    known_tat: Option<i64>,
+}
+
+/// A slot taken: when the request may start, and the schedule after it.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    start: i64,
+    tat: i64,
 }
 
 #[derive(Deserialize)]
@@ -54,22 +71,7 @@ fn now_ms() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
-impl Budget {
-    /// The budget of a connection, spacing requests by `interval`.
-    pub fn new(
-        table: Table,
-        tenant: &TenantId,
-        connection: &ConnectionId,
-        interval: Duration,
-    ) -> Self {
-        Self {
-            table,
-            pk: format!("RATE#{tenant}#{connection}"),
-            interval_ms: interval.as_millis().max(1) as i64,
-            known_tat: None,
-        }
-    }
-
+impl Schedule {
     async fn read(&self) -> Result<i64, StoreError> {
         let item: Option<Item> = self.table.get(&self.pk, SK).await?;
         Ok(item.map_or(0, |i| i.tat))
@@ -98,52 +100,115 @@ impl Budget {
         }
     }
 
-    /// Takes the next slot and waits for it. Fails if the wait would exceed
-    /// [`MAX_WAIT`] (the caller retries the work later) or the store fails.
-    pub async fn acquire(&mut self) -> Result<(), BudgetError> {
+    /// Takes the next free slot that starts at `not_before` or later (`known_tat`:
+    /// where this taker last left the schedule, tried before reading it).
+    async fn take(&self, mut known_tat: Option<i64>, not_before: i64) -> Result<Slot, BudgetError> {
         for _ in 0..50 {
-            let old = match self.known_tat {
+            let old = match known_tat {
                 Some(t) => t,
                 None => self.read().await?,
             };
             let now = now_ms();
-            let start = old.max(now);
+            let start = old.max(now).max(not_before);
             if start - now > MAX_WAIT.as_millis() as i64 {
-                self.known_tat = None;
                 return Err(BudgetError::Exhausted(Duration::from_millis(
                     (start - now) as u64,
                 )));
             }
-            if self.swap(old, start + self.interval_ms).await? {
-                self.known_tat = Some(start + self.interval_ms);
-                if start > now {
-                    tokio::time::sleep(Duration::from_millis((start - now) as u64)).await;
-                }
-                return Ok(());
+            let tat = start + self.interval_ms;
+            if self.swap(old, tat).await? {
+                return Ok(Slot { start, tat });
             }
-            self.known_tat = None;
+            known_tat = None;
         }
         Err(BudgetError::Contended)
+    }
+}
+
+impl Budget {
+    /// The budget of a connection, spacing requests by `interval`.
+    pub fn new(
+        table: Table,
+        tenant: &TenantId,
+        connection: &ConnectionId,
+        interval: Duration,
+    ) -> Self {
+        Self {
+            schedule: Schedule {
+                table,
+                pk: format!("RATE#{tenant}#{connection}"),
+                interval_ms: interval.as_millis().max(1) as i64,
+            },
+            known_tat: None,
+            ahead: None,
+        }
+    }
+
+    /// Takes the next slot and waits for it. Fails if the wait would exceed
+    /// [`MAX_WAIT`] (the caller retries the work later) or the store fails.
+    pub async fn acquire(&mut self) -> Result<(), BudgetError> {
+        let ahead = match self.ahead.take() {
+            Some(taken) => taken.await.ok().and_then(Result::ok),
+            None => None,
+        };
+        let slot = match ahead {
+            Some(slot) => slot,
+            None => match self.schedule.take(self.known_tat, 0).await {
+                Ok(slot) => slot,
+                Err(e) => {
+                    self.known_tat = None;
+                    return Err(e);
+                }
+            },
+        };
+        // A taker late for its slot starts now, and the next slot is an interval after.
+        let start = slot.start.max(now_ms());
+        self.known_tat = Some(slot.tat);
+        let schedule = self.schedule.clone();
+        let not_before = start + self.schedule.interval_ms;
+        self.ahead = Some(tokio::spawn(async move {
+            schedule.take(Some(slot.tat), not_before).await
+        }));
+        let wait = start - now_ms();
+        if wait > 0 {
+            tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+        }
+        Ok(())
     }
 
     /// The provider refused a request for `wait`: nobody starts another before then.
     pub async fn hold_off(&mut self, wait: Duration) -> Result<(), BudgetError> {
+        // A slot taken ahead may fall inside the hold: it is given up.
+        if let Some(taken) = self.ahead.take() {
+            taken.abort();
+        }
         let until = now_ms() + wait.as_millis() as i64;
+        let mut known_tat = self.known_tat;
         for _ in 0..20 {
-            let old = match self.known_tat {
+            let old = match known_tat {
                 Some(t) => t,
-                None => self.read().await?,
+                None => self.schedule.read().await?,
             };
             if old >= until {
+                self.known_tat = Some(old);
                 return Ok(());
             }
-            if self.swap(old, until).await? {
+            if self.schedule.swap(old, until).await? {
                 self.known_tat = Some(until);
                 return Ok(());
             }
-            self.known_tat = None;
+            known_tat = None;
         }
+        self.known_tat = None;
         Err(BudgetError::Contended)
+    }
+}
+
+impl Drop for Budget {
+    fn drop(&mut self) {
+        if let Some(taken) = self.ahead.take() {
+            taken.abort();
+        }
     }
 }
 
