@@ -11,11 +11,12 @@
 //! carry the app record's id (found again if the link write was lost), and links are
 //! written after the writes they record.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 
+use super::behind::WriteBehind;
 use super::config::{ConfigStatus, Configs, SyncConfig, SyncDirection};
 use super::conflict::{self, Direction, Side, Strategy, Values};
 use super::crm::{CrmClient, CrmError, CrmKind, CrmRecord, Cursor, WriteOutcome};
@@ -32,8 +33,10 @@ use crate::domain::{JobId, RecordId, SyncLogId, now, sortable_time};
 use crate::queue::Publisher;
 use crate::store::StoreError;
 
-/// Pages one chunk handles before it hands on.
-pub const PAGES_PER_CHUNK: usize = 30;
+/// Pages one chunk handles before it hands on (a pull's 12,000 records take about 11 s
+/// at HubSpot's pace; a push page is 500 records, so the wall time bounds it first).
+/// Every hand-on costs a queue round trip and a new chunk's set-up.
+pub const PAGES_PER_CHUNK: usize = 120;
 /// Wall time one chunk works before it hands on.
 pub const CHUNK_TIME: Duration = Duration::from_secs(40);
 /// How far a completed pass's next start reaches back (clock skew between systems).
@@ -278,6 +281,8 @@ struct Chunk<'a> {
     progress: Progress,
     errors: Vec<RecordError>,
     provider: String,
+    /// The push's store writes (links, checkpoints and counts) behind its CRM requests.
+    behind: WriteBehind,
 }
 
 /// Does one chunk of a run: the worker's unit of work.
@@ -340,6 +345,7 @@ pub async fn run_chunk(
         errors: Vec::new(),
         provider: config.provider.clone(),
         config,
+        behind: WriteBehind::default(),
     };
     let outcome = match task.phase {
         Phase::Pull => chunk.pull().await,
@@ -476,6 +482,9 @@ impl Chunk<'_> {
             .crm
             .pull(entity, &cursor, &fields, &filter_refs)
             .await?;
+        // Up to two pages are written at once, while the next one is fetched; each
+        // page's checkpoint is saved once it and every page before it are written.
+        let mut writing: Option<PageWrite> = None;
         loop {
             if let Some(total) = page.total {
                 self.progress.estimated_total = Some(total);
@@ -484,63 +493,125 @@ impl Chunk<'_> {
             let records = std::mem::take(&mut page.records);
             pages += 1;
             let more = next.is_some() && pages < PAGES_PER_CHUNK && started.elapsed() < CHUNK_TIME;
-            // Read the next page while this one is written.
-            let (written, fetched) = if more {
+            let footprint = self.footprint(&records);
+            if let Some(before) = writing.take_if(|w| !w.footprint.is_disjoint(&footprint)) {
+                // The same CRM record (or key) as the page being written: wait for it.
+                self.page_written(before).await?;
+            }
+            let this = PageWrite {
+                task: {
+                    let ctx = self.snapshot();
+                    tokio::spawn(async move { ctx.pull_page(records).await })
+                },
+                after: match &next {
+                    Some(n) => After::Page(n.clone()),
+                    None => After::Pass(cursor.clone()),
+                },
+                footprint,
+            };
+            let before = writing.replace(this);
+            let fetched = if more {
                 let next_cursor = next.clone().unwrap_or_default();
-                let (w, f) = tokio::join!(
-                    Self::pull_page_detached(self.snapshot(), records),
+                let (written, fetched) = tokio::join!(
+                    wait_written(before),
                     self.crm.pull(entity, &next_cursor, &fields, &filter_refs)
                 );
-                (w, Some(f))
-            } else {
-                (
-                    Self::pull_page_detached(self.snapshot(), records).await,
-                    None,
-                )
-            };
-            let (progress, errors) = written?;
-            self.merge(progress, errors);
-            let checkpoint = match &next {
-                Some(n) => n.clone(),
-                None => self.finish_pull_pass(&cursor).await?,
-            };
-            self.runs
-                .save_checkpoint(
-                    &self.task.tenant,
-                    &self.config.id,
-                    entity,
-                    Phase::Pull,
-                    &checkpoint,
-                )
-                .await
-                .map_err(store)?;
-            self.flush_progress().await?;
-            match (next, fetched) {
-                (Some(n), Some(f)) => {
-                    cursor = n;
-                    page = f?;
+                match written {
+                    Ok(done) => self.checkpoint_pull(done).await,
+                    Err(e) => Err(e),
                 }
-                (Some(n), None) => {
+                .and(fetched.map(Some))
+            } else {
+                match wait_written(before).await {
+                    Ok(done) => self.checkpoint_pull(done).await.map(|()| None),
+                    Err(e) => Err(e),
+                }
+            };
+            let fetched = match fetched {
+                Ok(f) => f,
+                Err(e) => {
+                    // The page still being written finishes first (no checkpoint).
+                    let _ = wait_written(writing.take()).await;
+                    return Err(e);
+                }
+            };
+            match fetched {
+                Some(f) => {
+                    cursor = next.unwrap_or_default();
+                    page = f;
+                }
+                None => {
+                    if let Some(last) = writing.take() {
+                        self.page_written(last).await?;
+                    }
+                    let Some(n) = next else {
+                        if self.task.then_push {
+                            let mut t = self.next_task(Phase::Push);
+                            t.then_push = false;
+                            t.push_cursor = Some(
+                                push_start(&self.runs, &self.config, entity, now())
+                                    .await
+                                    .map_err(store)?,
+                            );
+                            self.progress.stage = Some("pushing");
+                            return Ok(Some(t));
+                        }
+                        return Ok(None);
+                    };
                     let mut t = self.next_task(Phase::Pull);
                     t.cursor = Some(n);
                     return Ok(Some(t));
                 }
-                (None, _) => {
-                    if self.task.then_push {
-                        let mut t = self.next_task(Phase::Push);
-                        t.then_push = false;
-                        t.push_cursor = Some(
-                            push_start(&self.runs, &self.config, entity, now())
-                                .await
-                                .map_err(store)?,
-                        );
-                        self.progress.stage = Some("pushing");
-                        return Ok(Some(t));
-                    }
-                    return Ok(None);
-                }
             }
         }
+    }
+
+    /// What a page written in the background may touch: its CRM records, the app
+    /// records they carry the id of, and their keys (email, domain).
+    fn footprint(&self, records: &[CrmRecord]) -> HashSet<String> {
+        let entity = self.task.entity;
+        let marker = self.crm.kind().marker();
+        let mut out = HashSet::with_capacity(records.len() * 3);
+        for r in records {
+            out.insert(format!("c{}", r.id));
+            if let Some(id) = r.values.get(marker) {
+                out.insert(format!("a{id}"));
+            }
+            if let Some(Some(k)) = self.mapper.to_app(&r.values).get(entity.key_field()) {
+                out.insert(format!("k{}", normalise_key(entity, k)));
+            }
+        }
+        out
+    }
+
+    /// Waits for a page written in the background, then saves its checkpoint.
+    async fn page_written(&mut self, write: PageWrite) -> Result<(), CrmError> {
+        let done = wait_written(Some(write)).await?;
+        self.checkpoint_pull(done).await
+    }
+
+    /// Counts a written page and saves the checkpoint after it (at the end of a pass,
+    /// once the pass's deletes are applied).
+    async fn checkpoint_pull(&mut self, done: Option<Written>) -> Result<(), CrmError> {
+        let Some((progress, errors, after)) = done else {
+            return Ok(());
+        };
+        self.merge(progress, errors);
+        let checkpoint = match after {
+            After::Page(next) => next,
+            After::Pass(cursor) => self.finish_pull_pass(&cursor).await?,
+        };
+        self.runs
+            .save_checkpoint(
+                &self.task.tenant,
+                &self.config.id,
+                self.task.entity,
+                Phase::Pull,
+                &checkpoint,
+            )
+            .await
+            .map_err(store)?;
+        self.flush_progress().await
     }
 
     /// The end of a pull pass: deletes since the last pass, then where the next pass
@@ -665,20 +736,32 @@ impl Chunk<'_> {
     }
 
     async fn flush_progress(&mut self) -> Result<(), CrmError> {
+        let (progress, errors) = self.take_progress();
+        flush(&self.runs, self.task, &progress, &errors)
+            .await
+            .map_err(store)
+    }
+
+    /// The counts and record errors since the last flush (with the requests made).
+    fn take_progress(&mut self) -> (Progress, Vec<RecordError>) {
         let mut p = std::mem::take(&mut self.progress);
         p.add("requests", std::mem::take(&mut self.crm.requests));
         p.add("rate_limited", std::mem::take(&mut self.crm.rate_limited));
-        if !self.errors.is_empty() {
-            self.runs
-                .record_errors(&self.task.tenant, &self.task.log_id, &self.errors)
-                .await
-                .map_err(store)?;
-            self.errors.clear();
-        }
-        self.runs
-            .progress(&self.task.tenant, &self.task.log_id, &p)
-            .await
-            .map_err(store)
+        (p, std::mem::take(&mut self.errors))
+    }
+
+    /// Queues `write` behind the push's earlier store writes: they go out in order
+    /// while the next CRM request is under way.
+    async fn write_behind(
+        &mut self,
+        write: impl Future<Output = Result<(), StoreError>> + Send + 'static,
+    ) -> Result<(), CrmError> {
+        self.behind.push(write).await.map_err(store)
+    }
+
+    /// Waits for the queued store writes.
+    async fn settle_writes(&mut self) -> Result<(), CrmError> {
+        self.behind.settle().await.map_err(store)
     }
 
     async fn pull_page(&mut self, records: Vec<CrmRecord>) -> Result<(), CrmError> {
@@ -697,6 +780,16 @@ impl Chunk<'_> {
     // ---------------------------------------------------------------------- push
 
     async fn push(&mut self) -> Result<Option<Task>, CrmError> {
+        let outcome = self.push_pages().await;
+        // Writes still in flight finish (or fail) before the chunk reports: a
+        // checkpoint is only ever saved after the links it covers.
+        let written = self.settle_writes().await;
+        let next = outcome?;
+        written?;
+        Ok(next)
+    }
+
+    async fn push_pages(&mut self) -> Result<Option<Task>, CrmError> {
         let entity = self.task.entity;
         self.crm.ensure_marker(entity).await?;
         if let Some(ids) = self.task.only.clone() {
@@ -706,33 +799,59 @@ impl Chunk<'_> {
                 .get_many(&self.task.tenant, entity, &ids)
                 .await
                 .map_err(store)?;
-            self.push_page(records).await?;
+            let links = self.links.get_many(&ids).await.map_err(store)?;
+            self.push_page(records, links).await?;
             return Ok(None);
         }
         let mut cursor = self.task.push_cursor.clone().unwrap_or_default();
         let started = Instant::now();
         let mut pages = 0;
         let tenant = &self.task.tenant;
-        let mut page = push_read(&self.records, tenant, entity, &cursor.since, &cursor.page)
-            .await
-            .map_err(store)?;
+        let mut page = push_read(
+            &self.records,
+            &self.links,
+            tenant,
+            entity,
+            &cursor.since,
+            &cursor.page,
+        )
+        .await
+        .map_err(store)?;
+        // Records pushed by this chunk: one seen again (changed during the push, so
+        // later in the change feed) is read again once its link is written.
+        let mut pushed: HashSet<String> = HashSet::new();
         loop {
             pages += 1;
             let more =
                 page.cursor.is_some() && pages < PAGES_PER_CHUNK && started.elapsed() < CHUNK_TIME;
-            let items = std::mem::take(&mut page.items);
-            // Read the next page while this one is pushed (pushing writes links only).
+            let records = std::mem::take(&mut page.records);
+            let mut links = std::mem::take(&mut page.links);
+            if records.iter().any(|r| pushed.contains(r.id.as_str())) {
+                self.settle_writes().await?;
+                let ids: Vec<RecordId> = records.iter().map(|r| r.id.clone()).collect();
+                links = self.links.get_many(&ids).await.map_err(store)?;
+            }
+            pushed.extend(records.iter().map(|r| r.id.to_string()));
+            // Read the next page and its links while this one is pushed.
             let next = if more {
-                let records = self.records.clone();
+                let (records_store, links_store) = (self.records.clone(), self.links.clone());
                 let tenant = self.task.tenant.clone();
                 let (since, after) = (cursor.since.clone(), page.cursor.clone());
-                let (pushed, next) = tokio::join!(self.push_page(items), async move {
-                    push_read(&records, &tenant, entity, &since, &after).await
+                let (done, next) = tokio::join!(self.push_page(records, links), async move {
+                    push_read(
+                        &records_store,
+                        &links_store,
+                        &tenant,
+                        entity,
+                        &since,
+                        &after,
+                    )
+                    .await
                 });
-                pushed?;
+                done?;
                 Some(next.map_err(store)?)
             } else {
-                self.push_page(items).await?;
+                self.push_page(records, links).await?;
                 None
             };
             cursor.page = page.cursor.take();
@@ -745,17 +864,17 @@ impl Chunk<'_> {
                     pass_started: String::new(),
                 }
             };
-            self.runs
-                .save_checkpoint(
-                    &self.task.tenant,
-                    &self.config.id,
-                    entity,
-                    Phase::Push,
-                    &checkpoint,
-                )
-                .await
-                .map_err(store)?;
-            self.flush_progress().await?;
+            // The checkpoint and the page's counts follow its links, behind the next
+            // page's CRM writes.
+            let (runs, task, config_id) =
+                (self.runs.clone(), self.task.clone(), self.config.id.clone());
+            let (progress, errors) = self.take_progress();
+            self.write_behind(async move {
+                runs.save_checkpoint(&task.tenant, &config_id, entity, Phase::Push, &checkpoint)
+                    .await?;
+                flush(&runs, &task, &progress, &errors).await
+            })
+            .await?;
             if cursor.page.is_none() {
                 return Ok(None);
             }
@@ -770,13 +889,15 @@ impl Chunk<'_> {
         }
     }
 
-    async fn push_page(&mut self, records: Vec<Record>) -> Result<(), CrmError> {
+    async fn push_page(
+        &mut self,
+        records: Vec<Record>,
+        links: BTreeMap<String, Link>,
+    ) -> Result<(), CrmError> {
         if records.is_empty() {
             return Ok(());
         }
         let entity = self.task.entity;
-        let ids: Vec<RecordId> = records.iter().map(|r| r.id.clone()).collect();
-        let links = self.links.get_many(&ids).await.map_err(store)?;
         let filters: Vec<_> = self.config.filters_of(entity).cloned().collect();
         let bidirectional = self.config.direction == SyncDirection::Bidirectional;
         let directions = self.mapper.directions();
@@ -897,6 +1018,7 @@ impl Chunk<'_> {
                         }
                     }
                 }
+                self.store_links(std::mem::take(&mut new_links)).await?;
             }
         }
         // Updates: in a bidirectional config, the CRM's current values are read first
@@ -1007,6 +1129,7 @@ impl Chunk<'_> {
                     }
                     new_links.push((id, link));
                 }
+                self.store_links(std::mem::take(&mut new_links)).await?;
             }
         }
         if !deletes.is_empty() {
@@ -1025,7 +1148,17 @@ impl Chunk<'_> {
                 new_links.push((id, l));
             }
         }
-        self.links.put_many(&new_links).await.map_err(store)
+        self.store_links(new_links).await
+    }
+
+    /// Writes links behind the next CRM request.
+    async fn store_links(&mut self, links: Vec<(RecordId, Link)>) -> Result<(), CrmError> {
+        if links.is_empty() {
+            return Ok(());
+        }
+        let store = self.links.clone();
+        self.write_behind(async move { store.put_many(&links).await })
+            .await
     }
 
     async fn store_conflict(
@@ -1054,6 +1187,20 @@ impl Chunk<'_> {
             .await
             .map_err(store)
     }
+}
+
+/// Stores a chunk's record errors and counts on its log.
+async fn flush(
+    runs: &Runs,
+    task: &Task,
+    progress: &Progress,
+    errors: &[RecordError],
+) -> Result<(), StoreError> {
+    if !errors.is_empty() {
+        runs.record_errors(&task.tenant, &task.log_id, errors)
+            .await?;
+    }
+    runs.progress(&task.tenant, &task.log_id, progress).await
 }
 
 fn outcome_message(m: &str) -> Option<String> {
@@ -1087,27 +1234,70 @@ fn derived_id(task: &Task, config: &SyncConfig, crm_id: &str) -> RecordId {
     ])
 }
 
-/// A page of app records for a push: all of them in id order (a full pass), or the
-/// change feed from `since`.
+/// A pull page being written in the background.
+struct PageWrite {
+    task: tokio::task::JoinHandle<Result<(Progress, Vec<RecordError>), CrmError>>,
+    after: After,
+    footprint: HashSet<String>,
+}
+
+/// Where a pull stands once a page is written.
+enum After {
+    /// The next page of the pass.
+    Page(Cursor),
+    /// The pass's end (from the cursor of its last page).
+    Pass(Cursor),
+}
+
+type Written = (Progress, Vec<RecordError>, After);
+
+/// Waits for a page written in the background (if any): its counts and errors.
+async fn wait_written(write: Option<PageWrite>) -> Result<Option<Written>, CrmError> {
+    let Some(w) = write else {
+        return Ok(None);
+    };
+    let (progress, errors) = w
+        .task
+        .await
+        .map_err(|e| CrmError::Internal(format!("a page write stopped: {e}")))??;
+    Ok(Some((progress, errors, w.after)))
+}
+
+/// A page of app records to push, with their links.
+struct PushPage {
+    records: Vec<Record>,
+    links: BTreeMap<String, Link>,
+    cursor: Option<String>,
+}
+
+/// A page of app records for a push (all of them in id order for a full pass, else
+/// the change feed from `since`) and their links.
 async fn push_read(
     records: &Records,
+    links: &Links,
     tenant: &crate::domain::TenantId,
     entity: Entity,
     since: &Option<String>,
     after: &Option<String>,
-) -> Result<crate::store::Page<Record>, StoreError> {
-    match since {
+) -> Result<PushPage, StoreError> {
+    let page = match since {
         None => {
             records
                 .scan_partition(tenant, entity, PUSH_PAGE, after.as_deref())
-                .await
+                .await?
         }
         Some(since) => {
             records
                 .changes(tenant, entity, since, PUSH_PAGE, after.as_deref())
-                .await
+                .await?
         }
-    }
+    };
+    let ids: Vec<RecordId> = page.items.iter().map(|r| r.id.clone()).collect();
+    Ok(PushPage {
+        links: links.get_many(&ids).await?,
+        records: page.items,
+        cursor: page.cursor,
+    })
 }
 
 /// What writing one pull page needs (owned, so it can run beside the next fetch).

@@ -1,6 +1,7 @@
 //! Record sync: the app's entities and fields, sync configurations and field
 //! mappings, field-mapping transforms and field-level conflict detection.
 
+pub mod behind;
 pub mod budget;
 pub mod config;
 pub mod conflict;
