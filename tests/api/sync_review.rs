@@ -387,6 +387,34 @@ async fn logs_are_filtered_show_record_errors_and_retry_only_the_failed_records(
         .get(&format!("/v1/records/contacts/{}", ids[1]), &t.admin)
         .await;
     assert_eq!(view["links"], json!([]), "{view}");
+    // The platform filter goes by the links too: the pushed records are on HubSpot,
+    // the refused one on no platform.
+    let mut pushed = vec![ids[0].as_str(), ids[2].as_str()];
+    pushed.sort_unstable();
+    for (query, expected) in [
+        ("?platform=hubspot", pushed.clone()),
+        ("?platform=hubspot&limit=1", pushed[..1].to_vec()),
+        ("?platform=salesforce", vec![]),
+        (
+            "?platform=hubspot&search=app.person0@app-made.test",
+            vec![ids[0].as_str()],
+        ),
+        ("?platform=hubspot&search=app.person1@app-made.test", vec![]),
+        ("?platform=hubspot&search=appfirst", pushed.clone()),
+    ] {
+        let (status, listed) = app
+            .get(&format!("/v1/records/contacts{query}"), &t.admin)
+            .await;
+        assert_eq!(status, 200, "{query}: {listed}");
+        let mut found: Vec<&str> = listed["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["id"].as_str())
+            .collect();
+        found.sort_unstable();
+        assert_eq!(found, expected, "{query}: {listed}");
+    }
 
     // Filters.
     let member = app.token(t.id.as_str(), Role::Member);

@@ -10,10 +10,10 @@ use conduit::http::{self, ApiError};
 use conduit::store::StoreError;
 use std::collections::BTreeMap;
 
-use conduit::sync::config::Configs;
+use conduit::sync::config::{Configs, SyncConfig};
 use conduit::sync::links::{Linked, linked};
 use conduit::sync::realtime;
-use conduit::sync::records::{ListQuery, Record, Records, Source, WriteError};
+use conduit::sync::records::{ListQuery, Platform, Record, Records, Source, WriteError};
 use conduit::sync::schema::Entity;
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Response};
@@ -65,21 +65,26 @@ async fn load(call: &Call<'_>, entity: Entity, id: &RecordId) -> Result<Record, 
         .ok_or_else(|| ApiError::NotFound(format!("no {} record {id}", entity.as_str())))
 }
 
-/// The live links of `records`, by record id.
+/// The tenant's sync configs.
+async fn configs(call: &Call<'_>) -> Result<Vec<SyncConfig>, ApiError> {
+    Configs::new(call.app.table.clone())
+        .list(&call.who.tenant)
+        .await
+        .map_err(ApiError::internal)
+}
+
+/// The live links of `records` under `configs`, by record id.
 async fn links_of(
     call: &Call<'_>,
     entity: Entity,
+    configs: &[SyncConfig],
     records: &[Record],
 ) -> Result<BTreeMap<String, Vec<Linked>>, ApiError> {
     if records.is_empty() {
         return Ok(BTreeMap::new());
     }
-    let configs = Configs::new(call.app.table.clone())
-        .list(&call.who.tenant)
-        .await
-        .map_err(ApiError::internal)?;
     let ids: Vec<RecordId> = records.iter().map(|r| r.id.clone()).collect();
-    linked(&call.app.table, &call.who.tenant, entity, &configs, &ids)
+    linked(&call.app.table, &call.who.tenant, entity, configs, &ids)
         .await
         .map_err(ApiError::internal)
 }
@@ -89,7 +94,8 @@ async fn respond(
     status: StatusCode,
     r: &Record,
 ) -> Result<Response<Body>, ApiError> {
-    let links = links_of(call, r.entity, std::slice::from_ref(r)).await?;
+    let configs = configs(call).await?;
+    let links = links_of(call, r.entity, &configs, std::slice::from_ref(r)).await?;
     let mine = links.get(r.id.as_str()).map(Vec::as_slice).unwrap_or(&[]);
     http::json_versioned(status, &view(r, mine), r.version)
 }
@@ -169,9 +175,13 @@ pub async fn list(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
                 )
             })?,
     };
+    let configs = configs(call).await?;
     let query = ListQuery {
         search,
-        platform,
+        platform: platform.map(|provider| Platform {
+            provider,
+            configs: &configs,
+        }),
         limit,
         cursor: q.get("cursor").map(String::as_str),
     };
@@ -185,7 +195,7 @@ pub async fn list(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
             ),
             e => ApiError::internal(e),
         })?;
-    let links = links_of(call, entity, &page.items).await?;
+    let links = links_of(call, entity, &configs, &page.items).await?;
     let records: Vec<_> = page
         .items
         .iter()

@@ -23,6 +23,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use super::config::SyncConfig;
 use super::schema::Entity;
 use crate::domain::{RecordId, TenantId, sortable_time};
 use crate::store::{Page, QueryOpts, StoreError, Table, Write, to_item};
@@ -143,14 +144,6 @@ impl Record {
         self.sources.insert(field.to_owned(), source.clone());
         true
     }
-
-    /// The providers it is linked with, comma-separated (a filterable attribute).
-    fn platforms(&self) -> String {
-        let mut p: Vec<&str> = self.links.values().map(|l| l.provider.as_str()).collect();
-        p.sort_unstable();
-        p.dedup();
-        format!(",{},", p.join(","))
-    }
 }
 
 /// The canonical form of a key value: trimmed, lower-case; a domain loses its scheme,
@@ -198,7 +191,6 @@ struct Item {
     tenant: TenantId,
     entity: Entity,
     body: String,
-    platforms: String,
     version: u64,
     rev: u64,
     #[serde(with = "time::serde::rfc3339")]
@@ -258,7 +250,6 @@ fn to_stored(r: &Record) -> Result<Item, StoreError> {
         tenant: r.tenant.clone(),
         entity: r.entity,
         body,
-        platforms: r.platforms(),
         version: r.version,
         rev: r.rev,
         created_at: r.created_at,
@@ -321,12 +312,23 @@ const FILL_ROUNDS: usize = 8;
 pub struct ListQuery<'a> {
     /// A name prefix, or an exact email / domain (contains `@` or `.`).
     pub search: Option<&'a str>,
-    /// Only records linked with this provider.
-    pub platform: Option<&'a str>,
+    /// Only records with a live link to this provider.
+    pub platform: Option<Platform<'a>>,
     /// Page size.
     pub limit: i32,
     /// Continue after a previous page.
     pub cursor: Option<&'a str>,
+}
+
+/// A platform filter: a provider, and the tenant's sync configs (the links of those
+/// of this provider are what a record is on the platform by, whichever side created
+/// them).
+#[derive(Debug, Clone, Copy)]
+pub struct Platform<'a> {
+    /// The provider.
+    pub provider: &'a str,
+    /// The tenant's sync configs.
+    pub configs: &'a [SyncConfig],
 }
 
 impl Records {
@@ -613,7 +615,7 @@ impl Records {
             }
         }
         let prefix = search.map(str::to_lowercase);
-        let tag = cursor_tag(prefix.as_deref(), q.platform);
+        let tag = cursor_tag(prefix.as_deref(), q.platform.map(|p| p.provider));
         let cursor = q
             .cursor
             .map(|c| match c.split_once('.') {
@@ -626,21 +628,11 @@ impl Records {
             // Deleted records leave the name index; in id order they are filtered out.
             None => (None, partition(tenant, entity)),
         };
-        let filter = match (q.platform, prefix.is_some()) {
-            (Some(_), _) => {
-                Some("contains(platforms, :platform) AND attribute_not_exists(deleted_at)")
-            }
-            (None, false) => Some("attribute_not_exists(deleted_at)"),
-            (None, true) => None,
-        };
+        let filter = (prefix.is_none()).then_some("attribute_not_exists(deleted_at)");
         let mut items = Vec::new();
         let mut next = cursor.map(str::to_owned);
         for _ in 0..FILL_ROUNDS {
             let want = q.limit.saturating_sub(items.len() as i32).max(1);
-            let values = q
-                .platform
-                .map(|p| vec![(":platform", AttributeValue::S(format!(",{p},")))])
-                .unwrap_or_default();
             let page: Page<Item> = self
                 .table
                 .query(
@@ -650,21 +642,63 @@ impl Records {
                         prefix: prefix.as_deref(),
                         limit: Some(want),
                         cursor: next.as_deref(),
-                        filter: filter.map(|f| (f, values)),
+                        filter: filter.map(|f| (f, Vec::new())),
                         ..Default::default()
                     },
                 )
                 .await?;
-            items.extend(page.items);
+            let found = convert(Page {
+                items: page.items,
+                cursor: None,
+            })?
+            .items;
+            items.extend(self.on_platform(tenant, entity, q.platform, found).await?);
             next = page.cursor;
             if next.is_none() || items.len() as i32 >= q.limit {
                 break;
             }
         }
-        convert(Page {
+        Ok(Page {
             items,
             cursor: next.map(|c| format!("{tag}.{c}")),
         })
+    }
+
+    /// Those of `records` linked with the platform's provider (all of them without a
+    /// platform): by their own link summary (pulls write it), or else by a live link
+    /// item under one of the provider's configs (pushes make those too) — the links
+    /// the records view shows.
+    async fn on_platform(
+        &self,
+        tenant: &TenantId,
+        entity: Entity,
+        platform: Option<Platform<'_>>,
+        records: Vec<Record>,
+    ) -> Result<Vec<Record>, StoreError> {
+        let Some(p) = platform else {
+            return Ok(records);
+        };
+        let summarised = |r: &Record| r.links.values().any(|l| l.provider == p.provider);
+        let configs: Vec<SyncConfig> = p
+            .configs
+            .iter()
+            .filter(|c| c.provider == p.provider)
+            .cloned()
+            .collect();
+        let ids: Vec<RecordId> = records
+            .iter()
+            .filter(|r| !summarised(r))
+            .map(|r| r.id.clone())
+            .collect();
+        let linked = if configs.is_empty() {
+            BTreeMap::new()
+        } else {
+            super::links::linked(&self.table, tenant, entity, &configs, &ids).await?
+        };
+        Ok(records
+            .into_iter()
+            .filter(|r| summarised(r) || linked.contains_key(r.id.as_str()))
+            .collect())
     }
 
     /// The live record holding exactly this email / domain (a one-item page at most).
@@ -673,7 +707,7 @@ impl Records {
         tenant: &TenantId,
         entity: Entity,
         search: &str,
-        platform: Option<&str>,
+        platform: Option<Platform<'_>>,
     ) -> Result<Page<Record>, StoreError> {
         let key = normalise_key(entity, search);
         let ids = self
@@ -682,13 +716,12 @@ impl Records {
         let found = self
             .get_many(tenant, entity, &ids.into_values().collect::<Vec<_>>())
             .await?;
-        let items = found
+        let live = found
             .into_iter()
             .filter(|r| r.deleted_at.is_none() && r.key().as_deref() == Some(&key))
-            .filter(|r| platform.is_none_or(|p| r.links.values().any(|l| l.provider == p)))
             .collect();
         Ok(Page {
-            items,
+            items: self.on_platform(tenant, entity, platform, live).await?,
             cursor: None,
         })
     }
