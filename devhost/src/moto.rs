@@ -35,8 +35,25 @@ import moto.server as server
 dynamodb = threading.Lock()
 run_simple = server.run_simple
 
+# Python's full collections walk every tracked object, and moto keeps every stored
+# item as a few dozen of them: with 100,000 records a full collection stopped moto for
+# hundreds of milliseconds, longer as the tables grew. What survived a full collection
+# is long-lived (stored items, mostly acyclic, freed by reference counting when they
+# are replaced or deleted): freeze it, so later full collections see only what is new.
+import gc
+full_collection = threading.Event()
+
+def collected(phase, info):
+    if phase == "stop" and info.get("generation") == 2:
+        full_collection.set()
+
+gc.callbacks.append(collected)
+
 def serialised(app):
     def serve(environ, start_response):
+        if full_collection.is_set():
+            full_collection.clear()
+            gc.freeze()
         if not environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB_"):
             return app(environ, start_response)
         with dynamodb:
