@@ -765,16 +765,9 @@ impl Chunk<'_> {
     }
 
     async fn pull_page(&mut self, records: Vec<CrmRecord>) -> Result<(), CrmError> {
-        let (p, e) = Self::pull_page_detached(self.snapshot(), records).await?;
+        let (p, e) = self.snapshot().pull_page(records).await?;
         self.merge(p, e);
         Ok(())
-    }
-
-    async fn pull_page_detached(
-        ctx: PullContext,
-        records: Vec<CrmRecord>,
-    ) -> Result<(Progress, Vec<RecordError>), CrmError> {
-        ctx.pull_page(records).await
     }
 
     // ---------------------------------------------------------------------- push
