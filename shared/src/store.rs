@@ -100,6 +100,17 @@ where
     StoreError::Service(aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())
 }
 
+/// Waits before a batch call's next try at the items DynamoDB left unprocessed
+/// (exponential, from 40 ms); gives up after 8 tries.
+async fn back_off(tries: &mut u32, what: &str) -> Result<(), StoreError> {
+    *tries += 1;
+    if *tries > 8 {
+        return Err(StoreError::Service(format!("{what} kept being throttled")));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(20 << (*tries).min(5))).await;
+    Ok(())
+}
+
 /// BatchWriteItem rounds of one `batch_write` in flight at once.
 const BATCH_WRITES_IN_FLIGHT: usize = 4;
 
@@ -524,14 +535,8 @@ impl Table {
                     .and_then(|mut u| u.remove(&self.name))
                     .map(|k| k.keys)
                     .unwrap_or_default();
-                rounds += 1;
                 if !pending.is_empty() {
-                    if rounds > 8 {
-                        return Err(StoreError::Service(
-                            "batch read kept being throttled".into(),
-                        ));
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(20 << rounds.min(5))).await;
+                    back_off(&mut rounds, "batch read").await?;
                 }
             }
         }
@@ -604,14 +609,8 @@ impl Table {
                 .unprocessed_items
                 .and_then(|mut u| u.remove(&self.name))
                 .unwrap_or_default();
-            rounds += 1;
             if !pending.is_empty() {
-                if rounds > 8 {
-                    return Err(StoreError::Service(
-                        "batch write kept being throttled".into(),
-                    ));
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(20 << rounds.min(5))).await;
+                back_off(&mut rounds, "batch write").await?;
             }
         }
         Ok(())
