@@ -189,6 +189,11 @@ pub enum ProviderAccount {
         /// Requests allowed per day (HubSpot: 250,000 for Free and Starter).
         #[serde(default = "default_daily_limit")]
         daily_limit: u64,
+        /// The private app's scopes (default: `oauth` and read/write of the objects and
+        /// schemas of contacts, companies and deals); CRM calls outside them answer 403
+        /// `MISSING_SCOPES`.
+        #[serde(default = "crate::oauth::hubspot_crm_scopes")]
+        scopes: Vec<String>,
     },
     /// Chatwoot: header `api_access_token`.
     Chatwoot {
@@ -741,10 +746,16 @@ fn normalise(account: &mut ProviderAccount) -> Result<(), AccountError> {
             access_token,
             ten_secondly_limit,
             daily_limit,
+            scopes,
             ..
         } => {
             if *ten_secondly_limit == 0 || *daily_limit == 0 {
                 return Err(AccountError("rate limits must be at least 1".to_owned()));
+            }
+            if let Some(unknown) = scopes.iter().find(|scope| {
+                !crate::oauth::known_scope(crate::oauth::OAuthProvider::Hubspot, scope)
+            }) {
+                return Err(AccountError(format!("unknown HubSpot scope {unknown:?}")));
             }
             require(access_token, "access_token")
         }
@@ -867,6 +878,7 @@ pub fn default_accounts() -> Vec<Account> {
                 time_zone: default_time_zone(),
                 ten_secondly_limit: default_ten_secondly_limit(),
                 daily_limit: default_daily_limit(),
+                scopes: crate::oauth::hubspot_crm_scopes(),
             },
         },
         Account {

@@ -179,6 +179,18 @@ impl Principal {
         }
     }
 
+    /// Whether the token carries one of `any_of`: a private app's configured scopes, an
+    /// OAuth token's granted (and possibly narrowed) ones.
+    pub(crate) fn has_any_scope(&self, any_of: &[String]) -> bool {
+        match self {
+            Principal::PrivateApp(account) => match &account.provider {
+                ProviderAccount::Hubspot { scopes, .. } => oauth::scopes_satisfy(scopes, any_of),
+                _ => false,
+            },
+            Principal::OAuth(grant) => oauth::scopes_satisfy(&grant.scopes, any_of),
+        }
+    }
+
     fn limiter_key(&self) -> String {
         match self {
             Principal::PrivateApp(account) => limiter_key(account),
@@ -426,6 +438,24 @@ pub(crate) fn error_body(status: StatusCode, message: &str, category: &str) -> R
     )
 }
 
+/// HubSpot's 403 `MISSING_SCOPES` for a token lacking every one of `any_of`.
+pub(crate) fn missing_scopes(any_of: &[String]) -> Response {
+    wire::json(
+        StatusCode::FORBIDDEN,
+        json!({
+            "status": "error",
+            "message": "This app hasn't been granted all required scopes to make this call. Read more about required scopes here: https://developers.hubspot.com/scopes.",
+            "correlationId": wire::correlation_id(),
+            "errors": [{
+                "message": "One or more of the following scopes are required.",
+                "context": {"requiredGranularScopes": any_of},
+            }],
+            "links": {"scopes": "https://developers.hubspot.com/scopes"},
+            "category": "MISSING_SCOPES",
+        }),
+    )
+}
+
 /// 401 for a missing or unknown token.
 fn unauthorized() -> Response {
     error_body(
@@ -480,7 +510,7 @@ pub(crate) fn error_for_status(status: StatusCode) -> Response {
         StatusCode::UNAUTHORIZED => return unauthorized(),
         StatusCode::TOO_MANY_REQUESTS => return rate_limited(TEN_SECONDLY_ROLLING),
         StatusCode::BAD_REQUEST => "VALIDATION_ERROR",
-        StatusCode::FORBIDDEN => "MISSING_SCOPES",
+        StatusCode::FORBIDDEN => return missing_scopes(&[]),
         StatusCode::NOT_FOUND => "OBJECT_NOT_FOUND",
         StatusCode::CONFLICT => "CONFLICT",
         StatusCode::LOCKED => "LOCKED",
