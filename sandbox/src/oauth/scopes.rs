@@ -165,16 +165,6 @@ const GENESYS: [&str; 18] = [
     "groups",
 ];
 
-/// Scopes of the generic `custom_oauth` server.
-const CUSTOM: [&str; 6] = [
-    "openid",
-    "profile",
-    "email",
-    "offline_access",
-    "read",
-    "write",
-];
-
 /// Zoho CRM scope groups (`ZohoCRM.{group}.…`).
 const ZOHO_GROUPS: [&str; 10] = [
     "modules",
@@ -203,7 +193,7 @@ pub(crate) fn known(provider: OAuthProvider, scope: &str) -> bool {
         OAuthProvider::Google => GOOGLE.contains(&scope),
         OAuthProvider::Zendesk => zendesk_known(scope),
         OAuthProvider::Genesys => genesys_known(scope),
-        OAuthProvider::CustomOauth => CUSTOM.contains(&scope),
+        OAuthProvider::CustomOauth => rfc6749_scope_token(scope),
     }
 }
 
@@ -267,6 +257,15 @@ fn zendesk_known(scope: &str) -> bool {
     scope.split_once(':').is_some_and(|(resource, access)| {
         ZENDESK_RESOURCES.contains(&resource) && matches!(access, "read" | "write")
     })
+}
+
+/// RFC 6749 §3.3 `scope-token`: the generic server defines no vocabulary of its own, so
+/// any well-formed token is known.
+fn rfc6749_scope_token(scope: &str) -> bool {
+    !scope.is_empty()
+        && scope
+            .bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
 }
 
 fn genesys_known(scope: &str) -> bool {
