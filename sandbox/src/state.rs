@@ -418,6 +418,8 @@ pub struct SandboxState {
     crm: Arc<Mutex<crate::providers::hubspot_crm::CrmStore>>,
     /// Salesforce records per org, behind their own lock.
     sf: Arc<Mutex<crate::providers::salesforce_crm::SfStore>>,
+    /// Gmail messages and Calendar events per Google user, behind their own lock.
+    google: Arc<Mutex<crate::providers::google_api::GoogleStore>>,
 }
 
 impl fmt::Debug for SandboxState {
@@ -476,6 +478,35 @@ impl SandboxState {
     /// Registers an account (replacing one of the same provider and id); returns its id.
     pub fn add_account(&self, account: Account) -> Result<u64, AccountError> {
         self.lock().add_account(account)
+    }
+
+    /// Sets the scopes of the HubSpot private app(s) of `portal` (an admin edited the
+    /// app); CRM calls outside them answer 403 `MISSING_SCOPES`. Returns how many private
+    /// apps changed; unknown scopes are refused and change nothing.
+    pub fn set_hubspot_private_app_scopes(
+        &self,
+        portal: u64,
+        scopes: &[String],
+    ) -> Result<usize, AccountError> {
+        let hubspot = crate::oauth::OAuthProvider::Hubspot;
+        if let Some(unknown) = scopes
+            .iter()
+            .find(|scope| !crate::oauth::known_scope(hubspot, scope))
+        {
+            return Err(AccountError(format!("unknown HubSpot scope {unknown:?}")));
+        }
+        let mut inner = self.lock();
+        let mut changed = 0;
+        for account in inner.accounts.iter_mut().filter(|a| a.id == portal) {
+            if let ProviderAccount::Hubspot {
+                scopes: current, ..
+            } = &mut account.provider
+            {
+                *current = scopes.to_vec();
+                changed += 1;
+            }
+        }
+        Ok(changed)
     }
 
     /// Every registered account (credentials stay redacted in `Debug`).
@@ -584,12 +615,19 @@ impl SandboxState {
     /// Back to a freshly started sandbox: seeded accounts, OAuth clients and users only,
     /// zero counters, no faults, no OAuth grants, default OAuth knobs, no HubSpot CRM
     /// or Salesforce records, custom properties, query locators, API allowances or
-    /// malformed-response knobs, empty rate-limit windows.
+    /// malformed-response knobs, empty rate-limit windows, no Gmail messages or Calendar
+    /// events.
     pub fn reset(&self) {
         *self.lock() = Inner::default();
         *self.oauth_store() = crate::oauth::Store::default();
         *self.crm_store() = crate::providers::hubspot_crm::CrmStore::default();
         *self.sf_store() = crate::providers::salesforce_crm::SfStore::default();
+        *self.google_store() = crate::providers::google_api::GoogleStore::default();
+    }
+
+    /// The Gmail and Calendar store, locked.
+    pub(crate) fn google_store(&self) -> MutexGuard<'_, crate::providers::google_api::GoogleStore> {
+        self.google.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The Salesforce record store, locked.
