@@ -270,7 +270,8 @@ pub(crate) fn handle(route: ApiRoute, state: &SandboxState, req: &ProviderReques
                     StatusCode::FORBIDDEN,
                     &format!("Delegation denied for {}", grant.user.email),
                     "forbidden",
-                );
+                )
+                .into_response();
             }
             if route == ApiRoute::GmailSend {
                 gmail_send(state, &grant, &req.body)
@@ -283,7 +284,7 @@ pub(crate) fn handle(route: ApiRoute, state: &SandboxState, req: &ProviderReques
             // A calendar id is an email address; clients escape its `@`.
             let calendar = calendar.replace("%40", "@");
             if calendar != "primary" && !calendar.eq_ignore_ascii_case(&grant.user.email) {
-                return api_error(StatusCode::NOT_FOUND, "Not Found", "notFound");
+                return not_found().into_response();
             }
             let event_id = parts.get(5).copied().unwrap_or("");
             calendar_method(route, state, &grant, event_id, req)
@@ -292,12 +293,12 @@ pub(crate) fn handle(route: ApiRoute, state: &SandboxState, req: &ProviderReques
     match reply {
         Ok((status, Some(body))) => wire::json(status, body),
         Ok((status, None)) => status.into_response(),
-        Err(response) => response,
+        Err(error) => error.into_response(),
     }
 }
 
 /// A method's answer before rendering: status and body (`None`: empty).
-type Reply = Result<(StatusCode, Option<Value>), Response>;
+type Reply = Result<(StatusCode, Option<Value>), ApiError>;
 
 fn gmail_send(state: &SandboxState, grant: &AccessGrant, body: &[u8]) -> Reply {
     let object = json_object(body)?;
@@ -558,7 +559,7 @@ const READ_ONLY: [&str; 10] = [
 fn event_times(
     fields: &Map<String, Value>,
     current: Option<&Value>,
-) -> Result<(Value, Value), Response> {
+) -> Result<(Value, Value), ApiError> {
     let pick = |name: &str| {
         fields
             .get(name)
@@ -600,7 +601,7 @@ fn event_times(
 }
 
 /// An `EventDateTime`'s instant (ms) and whether it is an all-day `date`.
-fn event_time(value: &Value) -> Result<(i64, bool), Response> {
+fn event_time(value: &Value) -> Result<(i64, bool), ApiError> {
     let invalid = || {
         api_error(
             StatusCode::BAD_REQUEST,
@@ -621,8 +622,7 @@ fn event_time(value: &Value) -> Result<(i64, bool), Response> {
 }
 
 /// The body as exactly one JSON object.
-#[allow(clippy::result_large_err)] // The error is the finished response.
-fn json_object(body: &[u8]) -> Result<Map<String, Value>, Response> {
+fn json_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(map)) => Ok(map),
         _ => Err(api_error(
@@ -633,21 +633,38 @@ fn json_object(body: &[u8]) -> Result<Map<String, Value>, Response> {
     }
 }
 
-fn not_found() -> Response {
+fn not_found() -> ApiError {
     api_error(StatusCode::NOT_FOUND, "Not Found", "notFound")
 }
 
-/// Google's API error body with one `errors` entry.
-fn api_error(status: StatusCode, message: &str, reason: &str) -> Response {
-    wire::json(
+/// A method's failure, rendered as Google's API error body with one `errors` entry.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    message: String,
+    reason: &'static str,
+}
+
+fn api_error(status: StatusCode, message: &str, reason: &'static str) -> ApiError {
+    ApiError {
         status,
-        json!({"error": {
-            "code": status.as_u16(),
-            "message": message,
-            "errors": [{"message": message, "domain": "global", "reason": reason}],
-            "status": grpc_status(status),
-        }}),
-    )
+        message: message.to_owned(),
+        reason,
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        wire::json(
+            self.status,
+            json!({"error": {
+                "code": self.status.as_u16(),
+                "message": self.message,
+                "errors": [{"message": self.message, "domain": "global", "reason": self.reason}],
+                "status": grpc_status(self.status),
+            }}),
+        )
+    }
 }
 
 /// The gRPC status name Google pairs with an HTTP status.
