@@ -9,7 +9,12 @@
 //! errors: `{"status":"BAD_REFRESH_TOKEN","message":"…","correlationId":"…"}` (400).
 //!
 //! The CRM endpoints ([`super::hubspot_crm`]) call `authorize` first so they share the same
-//! budget.
+//! budget, then check the route's granular scopes against the token's: an OAuth grant's
+//! (possibly narrowed) scopes or the private app's configured ones; lacking all of the
+//! route's alternatives → 403 `MISSING_SCOPES` with `requiredGranularScopes`.
+//! Authorize refuses scopes HubSpot does not know or the app is not
+//! configured with (error page); `optional_scope` members are granted when the app has
+//! them. Token info (`/oauth/v1/access-tokens/{token}`) reports the granted scopes.
 
 use std::time::{Duration, Instant};
 
