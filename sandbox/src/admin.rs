@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::oauth::{OAuthClient, OAuthFault, OAuthProvider, OAuthUser};
+use crate::oauth::{GrantSelector, OAuthClient, OAuthFault, OAuthProvider, OAuthUser};
 use crate::providers::hubspot_crm::{self, CrmObject};
 use crate::providers::salesforce_crm::{self, DEFAULT_SALESFORCE_ORG, SfObject};
 use crate::state::{Account, Fault, Provider, SandboxState};
@@ -694,12 +694,20 @@ async fn oauth_withhold_scopes(State(state): State<SandboxState>, body: Bytes) -
     oauth_settings(State(state)).await
 }
 
-/// Body of `POST /_sandbox/oauth/narrow`.
+/// Body of `POST /_sandbox/oauth/narrow`: which grants (one of `token`, `grant_id`,
+/// `email` with an optional `client_id`) and how.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NarrowRequest {
     provider: OAuthProvider,
-    token: String,
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    grant_id: Option<u64>,
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    client_id: Option<String>,
     #[serde(default)]
     keep: Option<Vec<String>>,
     #[serde(default)]
@@ -714,18 +722,35 @@ async fn oauth_narrow(State(state): State<SandboxState>, body: Bytes) -> Respons
     if request.keep.is_none() && request.remove.is_empty() {
         return bad_request("invalid_body", "give keep and/or remove");
     }
-    match state.narrow_grant(
+    let selector = match (
+        request.token,
+        request.grant_id,
+        request.email,
+        request.client_id,
+    ) {
+        (Some(token), None, None, None) => GrantSelector::Token(token),
+        (None, Some(id), None, None) => GrantSelector::GrantId(id),
+        (None, None, Some(email), client_id) => GrantSelector::User { email, client_id },
+        _ => {
+            return bad_request(
+                "invalid_body",
+                "name the grants by exactly one of token, grant_id, or email (with an optional client_id)",
+            );
+        }
+    };
+    let grants = state.narrow_grants(
         request.provider,
-        &request.token,
+        &selector,
         request.keep.as_deref(),
         &request.remove,
-    ) {
-        Some(grant) => wire::json(StatusCode::OK, json!({ "grant": grant })),
-        None => wire::json(
+    );
+    if grants.is_empty() {
+        return wire::json(
             StatusCode::NOT_FOUND,
-            json!({"error": {"code": "unknown_token", "message": "no grant of that provider has this token"}}),
-        ),
+            json!({"error": {"code": "unknown_grant", "message": "no grant of that provider matches"}}),
+        );
     }
+    wire::json(StatusCode::OK, json!({ "grants": grants }))
 }
 
 /// Body of `POST /_sandbox/hubspot/private_app_scopes`.

@@ -337,9 +337,9 @@
 //!   the app's configured scopes ([`SandboxState::set_oauth_client_scopes`]).
 //! - `POST /_sandbox/oauth/withhold_scopes` `{"provider","scopes":[…]}`: partial consent
 //!   for new authorizations ([`SandboxState::withhold_scopes`]).
-//! - `POST /_sandbox/oauth/narrow` `{"provider","token","keep"?,"remove"?}`: an admin
-//!   narrowed the app; the grant's tokens lose the scopes at once
-//!   ([`SandboxState::narrow_grant`]).
+//! - `POST /_sandbox/oauth/narrow` `{"provider","token"|"grant_id"|"email"(+"client_id"),
+//!   "keep"?,"remove"?}`: an admin narrowed the app; the grants' tokens lose the scopes at
+//!   once ([`SandboxState::narrow_grants`]).
 //! - `POST /_sandbox/hubspot/private_app_scopes` `{"portal"?,"scopes":[…]}`
 //!   ([`SandboxState::set_hubspot_private_app_scopes`]).
 //!
@@ -422,8 +422,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use oauth::{
-    OAuthClient, OAuthClientView, OAuthError, OAuthFault, OAuthGrantView, OAuthProvider,
-    OAuthSettingsView, OAuthUser, SeededGrant, default_oauth_clients, default_oauth_users,
+    GrantSelector, OAuthClient, OAuthClientView, OAuthError, OAuthFault, OAuthGrantView,
+    OAuthProvider, OAuthSettingsView, OAuthUser, SeededGrant, default_oauth_clients,
+    default_oauth_users,
 };
 pub use providers::hubspot_crm::{CrmObject, CrmRecord};
 pub use providers::salesforce_crm::{DEFAULT_SALESFORCE_ORG, SfApiUsage, SfObject, SfRecord};

@@ -386,7 +386,7 @@ async fn narrowing_a_grant_takes_effect_at_once_and_survives_refresh() {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
-        body["grant"]["scopes"],
+        body["grants"][0]["scopes"],
         json!(["oauth", "crm.objects.contacts.read"])
     );
     let (status, body) = h
@@ -429,7 +429,7 @@ async fn narrowing_a_grant_takes_effect_at_once_and_survives_refresh() {
             json!({"provider": "hubspot", "token": access, "keep": ["oauth"]}),
         )
         .await;
-    assert_eq!(body["grant"]["scopes"], json!(["oauth"]));
+    assert_eq!(body["grants"][0]["scopes"], json!(["oauth"]));
     let (status, _) = h
         .control(
             "/_sandbox/oauth/narrow",
@@ -444,6 +444,55 @@ async fn narrowing_a_grant_takes_effect_at_once_and_survives_refresh() {
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = h
+        .control(
+            "/_sandbox/oauth/narrow",
+            json!({"provider": "hubspot", "token": access, "grant_id": 1, "keep": []}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn narrowing_by_user_reaches_grants_whose_tokens_the_test_never_saw() {
+    let h = Harness::start().await;
+    let scopes = [
+        "oauth",
+        "crm.objects.contacts.read",
+        "crm.objects.contacts.write",
+    ];
+    let first = h.token(OAuthProvider::Hubspot, &scopes);
+    let second = h.token(OAuthProvider::Hubspot, &scopes);
+    let (status, body) = h
+        .control(
+            "/_sandbox/oauth/narrow",
+            json!({"provider": "hubspot", "email": "admin@acme.test",
+                   "client_id": "hubspot-sandbox-client-id", "remove": ["crm.objects.contacts.write"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["grants"].as_array().map(Vec::len), Some(2));
+    let batch = json!({"inputs": [{"properties": {"email": "x@y.test"}}]});
+    for token in [&first, &second] {
+        let (status, body) = h
+            .status_and_body(
+                h.post(&format!("{CONTACTS}/batch/create"))
+                    .bearer_auth(token)
+                    .json(&batch),
+            )
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_missing_scopes(body, &["crm.objects.contacts.write"]);
+        let (status, _) = h.status_and_body(h.get(CONTACTS).bearer_auth(token)).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (status, _) = h
+        .control(
+            "/_sandbox/oauth/narrow",
+            json!({"provider": "hubspot", "email": "nobody@acme.test", "keep": []}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]

@@ -331,6 +331,25 @@ pub struct OAuthGrantView {
     pub reuse_detected: bool,
 }
 
+/// Which grants a knob acts on (`POST /_sandbox/oauth/narrow` takes `token`, `grant_id`,
+/// or `email` with an optional `client_id`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GrantSelector {
+    /// The grant of any code or token ever issued for it (what a test holding the
+    /// tokens knows).
+    Token(String),
+    /// A grant by id (as listed by `GET /_sandbox/oauth/grants`).
+    GrantId(u64),
+    /// Every grant of a user, optionally only those to one client (what a test that
+    /// never sees the tokens knows).
+    User {
+        /// The approving user's email.
+        email: String,
+        /// Only grants to this client.
+        client_id: Option<String>,
+    },
+}
+
 /// An OAuth provider's knobs, as served by `GET /_sandbox/oauth/settings`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct OAuthSettingsView {
@@ -506,18 +525,18 @@ impl SandboxState {
         self.oauth_store().knobs_mut(provider).withheld = scopes;
     }
 
-    /// An admin narrowed the app in the provider: the grant behind `token` (any code or
-    /// token of it) keeps only the members of `keep` (when given) and loses those of
-    /// `remove`. Its live access tokens lose them at once (later calls get the
-    /// provider's missing-scope answer), token info reports the narrower set, and
-    /// refreshes issue it. `None` when no such grant exists at `provider`.
-    pub fn narrow_grant(
+    /// An admin narrowed the app in the provider: every grant `selector` names keeps
+    /// only the members of `keep` (when given) and loses those of `remove`. Their live
+    /// access tokens lose them at once (later calls get the provider's missing-scope
+    /// answer), token info reports the narrower set, and refreshes issue it. Returns the
+    /// grants as they are now; empty when none matched at `provider`.
+    pub fn narrow_grants(
         &self,
         provider: OAuthProvider,
-        token: &str,
+        selector: &GrantSelector,
         keep: Option<&[String]>,
         remove: &[String],
-    ) -> Option<OAuthGrantView> {
-        self.oauth_store().narrow(provider, token, keep, remove)
+    ) -> Vec<OAuthGrantView> {
+        self.oauth_store().narrow(provider, selector, keep, remove)
     }
 }

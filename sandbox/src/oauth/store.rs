@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use super::shape::{self, TokenUse};
 use super::{
-    OAuthClient, OAuthClientView, OAuthError, OAuthFault, OAuthGrantView, OAuthProvider,
-    OAuthSettingsView, OAuthUser,
+    GrantSelector, OAuthClient, OAuthClientView, OAuthError, OAuthFault, OAuthGrantView,
+    OAuthProvider, OAuthSettingsView, OAuthUser,
 };
 use super::{scopes, util};
 use crate::state::Secret;
@@ -1397,28 +1397,62 @@ impl Store {
         RevokeOutcome::Revoked
     }
 
-    /// An admin narrowed the app: the grant behind `token` (any token or code of it)
-    /// keeps only `keep`'s members it has, or loses `remove`'s. Its live access tokens
-    /// lose them at once; later refreshes issue the narrower set. Returns the grant.
+    /// The ids of the grants of `provider` that `selector` names (live or not).
+    fn select_grants(&self, provider: OAuthProvider, selector: &GrantSelector) -> Vec<u64> {
+        let ids: Vec<u64> = match selector {
+            GrantSelector::Token(token) => self
+                .tokens
+                .get(token)
+                .map(|record| record.grant)
+                .or_else(|| self.codes.get(token).and_then(|code| code.redeemed))
+                .into_iter()
+                .collect(),
+            GrantSelector::GrantId(id) => vec![*id],
+            GrantSelector::User { email, client_id } => self
+                .user_by_email(provider, email)
+                .map(|user| {
+                    self.user_grants[user]
+                        .iter()
+                        .copied()
+                        .filter(|&id| {
+                            client_id
+                                .as_deref()
+                                .is_none_or(|c| self.grants[index_of(id)].client_id == c)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        ids.into_iter()
+            .filter(|&id| {
+                self.grants
+                    .get(index_of(id))
+                    .is_some_and(|g| g.provider == provider)
+            })
+            .collect()
+    }
+
+    /// An admin narrowed the app: each grant `selector` names keeps only `keep`'s members
+    /// it has and loses `remove`'s. Live access tokens lose them at once; later refreshes
+    /// issue the narrower set. Returns the grants as they are now.
     pub(crate) fn narrow(
         &mut self,
         provider: OAuthProvider,
-        token: &str,
+        selector: &GrantSelector,
         keep: Option<&[String]>,
         remove: &[String],
-    ) -> Option<OAuthGrantView> {
-        let grant_id = match self.tokens.get(token) {
-            Some(record) => record.grant,
-            None => self.codes.get(token)?.redeemed?,
-        };
-        let grant = self.grants.get_mut(index_of(grant_id))?;
-        if grant.provider != provider {
-            return None;
+    ) -> Vec<OAuthGrantView> {
+        let ids = self.select_grants(provider, selector);
+        for &id in &ids {
+            if let Some(grant) = self.grants.get_mut(index_of(id)) {
+                grant.scopes.retain(|scope| {
+                    keep.is_none_or(|keep| keep.contains(scope)) && !remove.contains(scope)
+                });
+            }
         }
-        grant.scopes.retain(|scope| {
-            keep.is_none_or(|keep| keep.contains(scope)) && !remove.contains(scope)
-        });
-        self.grant_view(grant_id)
+        ids.into_iter()
+            .filter_map(|id| self.grant_view(id))
+            .collect()
     }
 
     pub(crate) fn revoke_user(&mut self, provider: OAuthProvider, email: &str) -> usize {

@@ -51,7 +51,9 @@ use serde_json::{Map, Value, json};
 
 use super::ProviderRequest;
 use crate::clock;
+// RFC 3339 UTC with milliseconds, as Calendar's `created`/`updated`.
 use crate::oauth::{self, AccessCheck, AccessGrant, OAuthProvider};
+use crate::providers::hubspot_crm::rfc3339;
 use crate::state::SandboxState;
 use crate::wire;
 
@@ -431,7 +433,7 @@ fn calendar_method(
                 "kind": "calendar#events",
                 "etag": format!("\"{}\"", clock::now_ms()),
                 "summary": user.email,
-                "updated": crate::providers::hubspot_crm::rfc3339(clock::now_ms()),
+                "updated": rfc3339(clock::now_ms()),
                 "timeZone": "UTC",
                 "accessRole": "owner",
                 "defaultReminders": [{"method": "popup", "minutes": 10}],
@@ -447,7 +449,7 @@ fn calendar_method(
             let times = event_times(&fields, None)?;
             let mut store = state.google_store();
             let id = store.new_id();
-            let now = crate::providers::hubspot_crm::rfc3339(clock::now_ms());
+            let now = rfc3339(clock::now_ms());
             let mut event = Map::new();
             for (key, value) in fields {
                 if !READ_ONLY.contains(&key.as_str()) {
@@ -512,10 +514,7 @@ fn calendar_method(
             event.insert("end".into(), times.1);
             let sequence = event.get("sequence").and_then(Value::as_u64).unwrap_or(0);
             event.insert("sequence".into(), json!(sequence + 1));
-            event.insert(
-                "updated".into(),
-                json!(crate::providers::hubspot_crm::rfc3339(clock::now_ms())),
-            );
+            event.insert("updated".into(), json!(rfc3339(clock::now_ms())));
             event.insert("etag".into(), json!(format!("\"{}\"", clock::now_ms())));
             let event = Value::Object(event);
             mailbox.events.insert(event_id.to_owned(), event.clone());
