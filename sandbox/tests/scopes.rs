@@ -785,6 +785,7 @@ async fn calendar_events_check_scopes_and_validate() {
     );
     let event = json!({
         "summary": "Call with Acme",
+        "notAField": true,
         "start": {"dateTime": "2026-12-07T10:00:00+01:00"},
         "end": {"dateTime": "2026-12-07T09:30:00Z"},
     });
@@ -795,6 +796,7 @@ async fn calendar_events_check_scopes_and_validate() {
     assert_eq!(created["status"], "confirmed");
     assert_eq!(created["kind"], "calendar#event");
     assert_eq!(created["organizer"]["email"], "admin@acme.test");
+    assert!(created.get("notAField").is_none(), "{created}");
     let id = created["id"].as_str().unwrap().to_owned();
 
     let response = h

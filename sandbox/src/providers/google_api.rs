@@ -32,8 +32,9 @@
 //! carry a `To`, `Cc` or `Bcc` header ("Recipient address required"); events need
 //! `start` and `end` (400 `required` "Missing end time."), each a `dateTime` (RFC 3339
 //! with offset) or a `date` (`YYYY-MM-DD`), the same kind for both, end after start (400
-//! `timeRangeEmpty` "The specified time range is empty."). `maxResults` 1–2500 (default
-//! 250); page tokens are opaque offsets.
+//! `timeRangeEmpty` "The specified time range is empty."); members the discovery
+//! document's `Event` does not list, and server-owned ones (`id`, `created`, …), are
+//! ignored. `maxResults` 1–2500 (default 250); page tokens are opaque offsets.
 //!
 //! Not reproduced: sending mail anywhere, threads and labels beyond `SENT`, recurring
 //! events, attendees' notifications, `sendUpdates`, sync tokens, ETag preconditions,
@@ -452,7 +453,7 @@ fn calendar_method(
             let now = rfc3339(clock::now_ms());
             let mut event = Map::new();
             for (key, value) in fields {
-                if !READ_ONLY.contains(&key.as_str()) {
+                if WRITABLE.contains(&key.as_str()) {
                     event.insert(key, value);
                 }
             }
@@ -501,7 +502,7 @@ fn calendar_method(
             let times = event_times(&fields, Some(current))?;
             let mut event = current.as_object().cloned().unwrap_or_default();
             for (key, value) in fields {
-                if READ_ONLY.contains(&key.as_str()) {
+                if !WRITABLE.contains(&key.as_str()) {
                     continue;
                 }
                 if value.is_null() {
@@ -540,18 +541,42 @@ fn calendar_method(
     }
 }
 
-/// Event members the server owns; a request's values for them are ignored.
-const READ_ONLY: [&str; 10] = [
-    "kind",
-    "etag",
-    "id",
-    "htmlLink",
-    "created",
-    "updated",
-    "creator",
-    "organizer",
-    "iCalUID",
-    "sequence",
+/// Event members a client may set (the discovery document's `Event`, less what the
+/// server owns: `kind etag id htmlLink created updated creator organizer iCalUID
+/// sequence`); others in a request are ignored, as Calendar does.
+const WRITABLE: [&str; 32] = [
+    "anyoneCanAddSelf",
+    "attachments",
+    "attendees",
+    "attendeesOmitted",
+    "colorId",
+    "conferenceData",
+    "description",
+    "end",
+    "endTimeUnspecified",
+    "eventType",
+    "extendedProperties",
+    "focusTimeProperties",
+    "gadget",
+    "guestsCanInviteOthers",
+    "guestsCanModify",
+    "guestsCanSeeOtherGuests",
+    "hangoutLink",
+    "location",
+    "locked",
+    "originalStartTime",
+    "outOfOfficeProperties",
+    "privateCopy",
+    "recurrence",
+    "recurringEventId",
+    "reminders",
+    "source",
+    "start",
+    "status",
+    "summary",
+    "transparency",
+    "visibility",
+    "workingLocationProperties",
 ];
 
 /// The event's validated `(start, end)`: from `fields`, falling back to `current`'s.
