@@ -345,7 +345,14 @@ async fn hubspot_consent_refuses_scopes_the_app_lacks_and_keeps_optional_semanti
     assert_eq!(status, StatusCode::OK);
     assert_eq!(info["scopes"], granted);
 
-    // Bad knob input is refused.
+    // Bad knob input is refused: unknown scopes in an app's set or a seeded grant.
+    let (status, body) = h
+        .control(
+            "/_sandbox/oauth/grants",
+            json!({"provider": "hubspot", "client_id": "hubspot-sandbox-client-id", "scopes": ["contacts"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     let (status, _) = h
         .control(
             "/_sandbox/oauth/client_scopes",

@@ -465,6 +465,8 @@ impl SandboxState {
     /// Creates a grant directly, as if `user_email` (or the provider's default user for
     /// `None`) had approved `client_id` for `scopes` and the code had been exchanged.
     /// Always issues a refresh token. Cheap: fit for seeding thousands of connections.
+    /// The scopes are granted as given (the consent is taken as read), but each must be
+    /// one the provider knows.
     pub fn seed_grant(
         &self,
         provider: OAuthProvider,

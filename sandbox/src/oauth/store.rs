@@ -1218,6 +1218,11 @@ impl Store {
                 "{provider} has no client {client_id:?}"
             )));
         }
+        if let Some(unknown) = scopes.iter().find(|scope| !scopes::known(provider, scope)) {
+            return Err(OAuthError(format!(
+                "{provider} does not know scope {unknown:?}"
+            )));
+        }
         let user = match email {
             Some(email) => self
                 .user_by_email(provider, email)
