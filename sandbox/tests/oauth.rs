@@ -152,7 +152,7 @@ fn spec(provider: OAuthProvider) -> Spec {
                 "/oauth.custom.example/authorize",
                 "/oauth.custom.example/token",
                 Auth::Basic,
-                "read write",
+                "openid read write",
                 &[],
             ),
         };
@@ -1779,7 +1779,7 @@ async fn views_find_grants_by_any_token_and_secrets_are_listed() {
         let view = state.oauth_grant(token).expect("found by any token");
         assert_eq!(view.client_id, "custom_oauth-sandbox-client-id");
         assert_eq!(view.email, "ops@custom.example");
-        assert_eq!(view.scopes, ["read", "write"]);
+        assert_eq!(view.scopes, ["openid", "read", "write"]);
     }
     assert!(state.oauth_grant("nope").is_none());
     let secrets = state.issued_secrets();
