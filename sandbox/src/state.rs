@@ -413,6 +413,8 @@ pub struct SandboxState {
     crm: Arc<Mutex<crate::providers::hubspot_crm::CrmStore>>,
     /// Salesforce records per org, behind their own lock.
     sf: Arc<Mutex<crate::providers::salesforce_crm::SfStore>>,
+    /// The exchange recording for contract tests (off unless started).
+    recorder: crate::record::Recorder,
 }
 
 impl fmt::Debug for SandboxState {
@@ -460,6 +462,11 @@ impl SandboxState {
     /// A fresh state holding the default seeded accounts.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The recording of provider exchanges ([`crate::record`]), off until started.
+    pub fn recorder(&self) -> &crate::record::Recorder {
+        &self.recorder
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
