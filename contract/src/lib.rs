@@ -227,24 +227,24 @@ impl Specs {
                 if m != method {
                     continue;
                 }
-                if let Some((literals, params)) = match_template(template, rest) {
-                    if best.as_ref().is_none_or(|(l, _)| literals > *l) {
-                        best = Some((
-                            literals,
-                            Operation {
-                                spec,
-                                key: format!(
-                                    "{} {}{}",
-                                    method.to_ascii_uppercase(),
-                                    spec.base,
-                                    template
-                                ),
-                                item,
-                                op,
-                                path_params: params,
-                            },
-                        ));
-                    }
+                if let Some((literals, params)) = match_template(template, rest)
+                    && best.as_ref().is_none_or(|(l, _)| literals > *l)
+                {
+                    best = Some((
+                        literals,
+                        Operation {
+                            spec,
+                            key: format!(
+                                "{} {}{}",
+                                method.to_ascii_uppercase(),
+                                spec.base,
+                                template
+                            ),
+                            item,
+                            op,
+                            path_params: params,
+                        },
+                    ));
                 }
             }
         }
