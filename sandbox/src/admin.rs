@@ -53,6 +53,16 @@ pub(crate) fn routes() -> Router<SandboxState> {
         )
         .route("/_sandbox/oauth/grants", get(oauth_grants).post(seed_grant))
         .route("/_sandbox/oauth/grants/lookup", post(oauth_grant_lookup))
+        .route("/_sandbox/oauth/client_scopes", post(oauth_client_scopes))
+        .route(
+            "/_sandbox/oauth/withhold_scopes",
+            post(oauth_withhold_scopes),
+        )
+        .route("/_sandbox/oauth/narrow", post(oauth_narrow))
+        .route(
+            "/_sandbox/hubspot/private_app_scopes",
+            post(hubspot_private_app_scopes),
+        )
         .route("/_sandbox/hubspot/seed", post(hubspot_seed))
         .route("/_sandbox/hubspot/records", get(hubspot_records))
         .route("/_sandbox/hubspot/update", post(hubspot_update))
@@ -637,6 +647,112 @@ async fn oauth_grant_lookup(State(state): State<SandboxState>, body: Bytes) -> R
         StatusCode::OK,
         json!({"grant": state.oauth_grant(&request.token)}),
     )
+}
+
+/// Body of `POST /_sandbox/oauth/client_scopes`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientScopesRequest {
+    provider: OAuthProvider,
+    client_id: String,
+    /// `null` allows every scope the provider knows.
+    scopes: Option<Vec<String>>,
+}
+
+async fn oauth_client_scopes(State(state): State<SandboxState>, body: Bytes) -> Response {
+    let request: ClientScopesRequest = match parse(&body) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    match state.set_oauth_client_scopes(
+        request.provider,
+        &request.client_id,
+        request.scopes.clone(),
+    ) {
+        Ok(()) => wire::json(
+            StatusCode::OK,
+            json!({"provider": request.provider, "client_id": request.client_id, "scopes": request.scopes}),
+        ),
+        Err(error) => bad_request("invalid_scopes", &error.to_string()),
+    }
+}
+
+/// Body of `POST /_sandbox/oauth/withhold_scopes`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WithholdRequest {
+    provider: OAuthProvider,
+    scopes: Vec<String>,
+}
+
+async fn oauth_withhold_scopes(State(state): State<SandboxState>, body: Bytes) -> Response {
+    let request: WithholdRequest = match parse(&body) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    state.withhold_scopes(request.provider, request.scopes);
+    oauth_settings(State(state)).await
+}
+
+/// Body of `POST /_sandbox/oauth/narrow`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NarrowRequest {
+    provider: OAuthProvider,
+    token: String,
+    #[serde(default)]
+    keep: Option<Vec<String>>,
+    #[serde(default)]
+    remove: Vec<String>,
+}
+
+async fn oauth_narrow(State(state): State<SandboxState>, body: Bytes) -> Response {
+    let request: NarrowRequest = match parse(&body) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    if request.keep.is_none() && request.remove.is_empty() {
+        return bad_request("invalid_body", "give keep and/or remove");
+    }
+    match state.narrow_grant(
+        request.provider,
+        &request.token,
+        request.keep.as_deref(),
+        &request.remove,
+    ) {
+        Some(grant) => wire::json(StatusCode::OK, json!({ "grant": grant })),
+        None => wire::json(
+            StatusCode::NOT_FOUND,
+            json!({"error": {"code": "unknown_token", "message": "no grant of that provider has this token"}}),
+        ),
+    }
+}
+
+/// Body of `POST /_sandbox/hubspot/private_app_scopes`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PrivateAppScopesRequest {
+    #[serde(default = "default_portal")]
+    portal: u64,
+    scopes: Vec<String>,
+}
+
+async fn hubspot_private_app_scopes(State(state): State<SandboxState>, body: Bytes) -> Response {
+    let request: PrivateAppScopesRequest = match parse(&body) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    match state.set_hubspot_private_app_scopes(request.portal, &request.scopes) {
+        Ok(0) => wire::json(
+            StatusCode::NOT_FOUND,
+            json!({"error": {"code": "unknown_portal", "message": format!("no HubSpot private app for portal {}", request.portal)}}),
+        ),
+        Ok(changed) => wire::json(
+            StatusCode::OK,
+            json!({"portal": request.portal, "changed": changed, "scopes": request.scopes}),
+        ),
+        Err(error) => bad_request("invalid_scopes", &error.to_string()),
+    }
 }
 
 /// Parses a JSON body, or answers 400 saying what is wrong (to the caller; nothing is logged).

@@ -12,6 +12,7 @@
 //! of it. Views ([`OAuthGrantView`]) never carry tokens.
 
 mod flow;
+mod scopes;
 mod shape;
 mod store;
 mod util;
@@ -20,6 +21,8 @@ pub(crate) use flow::{
     AccessCheck, authenticate_client, authorize, bearer_access, client_error, introspect_response,
     params, revoke, token,
 };
+pub use scopes::hubspot_crm_scopes;
+pub(crate) use scopes::{known as known_scope, satisfies as scopes_satisfy};
 pub(crate) use shape::{forced_status, salesforce_id_url};
 pub(crate) use store::{
     AccessDenied, AccessGrant, GENESYS_REGIONS, RevokeOutcome, RevokeReach, SALESFORCE_LOGIN,
@@ -341,6 +344,8 @@ pub struct OAuthSettingsView {
     pub pending_token_faults: Vec<(OAuthFault, u32)>,
     /// Authorizations still to be denied.
     pub pending_denials: u32,
+    /// Scopes every new authorization leaves out (partial consent).
+    pub withheld_scopes: Vec<String>,
 }
 
 /// Why an OAuth client, user or seeded grant was refused.
@@ -478,5 +483,41 @@ impl SandboxState {
     /// Every OAuth provider's knobs.
     pub fn oauth_settings(&self) -> Vec<OAuthSettingsView> {
         self.oauth_store().settings_views()
+    }
+
+    /// Configures the scopes an app (client) may be granted, as in the provider's app
+    /// settings; `None` (the default) allows every scope the provider knows. An
+    /// authorization asking for others is refused the provider's way; Pipedrive grants
+    /// exactly this set. Unknown scopes are refused here.
+    pub fn set_oauth_client_scopes(
+        &self,
+        provider: OAuthProvider,
+        client_id: &str,
+        scopes: Option<Vec<String>>,
+    ) -> Result<(), OAuthError> {
+        self.oauth_store()
+            .set_client_scopes(provider, client_id, scopes)
+    }
+
+    /// Partial consent: from now on, authorizations at `provider` grant every asked
+    /// scope except these (the user unticked them, or the account lacks the feature).
+    /// An empty list grants in full again.
+    pub fn withhold_scopes(&self, provider: OAuthProvider, scopes: Vec<String>) {
+        self.oauth_store().knobs_mut(provider).withheld = scopes;
+    }
+
+    /// An admin narrowed the app in the provider: the grant behind `token` (any code or
+    /// token of it) keeps only the members of `keep` (when given) and loses those of
+    /// `remove`. Its live access tokens lose them at once (later calls get the
+    /// provider's missing-scope answer), token info reports the narrower set, and
+    /// refreshes issue it. `None` when no such grant exists at `provider`.
+    pub fn narrow_grant(
+        &self,
+        provider: OAuthProvider,
+        token: &str,
+        keep: Option<&[String]>,
+        remove: &[String],
+    ) -> Option<OAuthGrantView> {
+        self.oauth_store().narrow(provider, token, keep, remove)
     }
 }
