@@ -18,6 +18,8 @@ pub struct Exception {
     pub rule: Rule,
     /// Only when the value found has this JSON type (`null`, `object`, `missing`, …).
     pub found: Option<&'static str>,
+    /// Only in exchanges answered with this status.
+    pub status: Option<u16>,
     /// What is allowed instead, in words.
     pub relaxation: &'static str,
     /// Why the live API differs from the description.
@@ -32,6 +34,7 @@ impl Exception {
         self.side == v.side
             && self.rule == v.rule
             && self.found.is_none_or(|f| f == v.found)
+            && self.status.is_none_or(|s| s == v.status)
             && segments_match(self.operation, &v.operation, ' ')
             && segments_match(self.pointer, &v.pointer, '/')
     }
@@ -65,21 +68,45 @@ fn segments_match(pattern: &str, text: &str, sep: char) -> bool {
 /// objects).
 const HUBSPOT_SEARCH_GUIDE: &str =
     "HubSpot CRM search guide, developers.hubspot.com/docs/api-reference/legacy/crm/search-the-crm";
+/// HubSpot's rate-limit guide (the 429 body).
+const HUBSPOT_LIMITS_GUIDE: &str = "HubSpot API usage guidelines and limits, developers.hubspot.com/docs/guides/apps/api-usage/usage-details";
+/// Why a 429 body has no `category`.
+const HUBSPOT_429: &str = "HubSpot's 429 body is {status, message, errorType: RATE_LIMIT, correlationId, policyName} (DESIGN.md provider facts)";
 /// Why a requested property without a value is `null`.
 const NULL_PROPERTIES: &str = "HubSpot answers null for a requested property the record has no value for \
      (issue 11 \u{a7}2, seen live); the spec types the map's values as string, not nullable";
 
 /// A read whose requested property values may be `null` (see [`NULL_PROPERTIES`]).
-const fn null_property_values(operation: &'static str, doc: &'static str) -> Exception {
+const fn null_property_values(
+    operation: &'static str,
+    pointer: &'static str,
+    doc: &'static str,
+) -> Exception {
     Exception {
         operation,
         side: Side::Response,
-        pointer: "/body/results/*/properties/*",
+        pointer,
         rule: Rule::Schema(Keyword::Type),
         found: Some("null"),
+        status: None,
         relaxation: "a property value may be null",
         reason: NULL_PROPERTIES,
         doc,
+    }
+}
+
+/// An operation whose 429 answer carries HubSpot's rate-limit body.
+const fn rate_limited(operation: &'static str) -> Exception {
+    Exception {
+        operation,
+        side: Side::Response,
+        pointer: "/body/category",
+        rule: Rule::Schema(Keyword::Required),
+        found: Some("missing"),
+        status: Some(429),
+        relaxation: "a 429 body has errorType and policyName instead of category",
+        reason: HUBSPOT_429,
+        doc: HUBSPOT_LIMITS_GUIDE,
     }
 }
 
@@ -87,19 +114,55 @@ const fn null_property_values(operation: &'static str, doc: &'static str) -> Exc
 pub const EXCEPTIONS: &[Exception] = &[
     null_property_values(
         "GET /crm/v3/objects/*",
+        "/body/results/*/properties/*",
         "HubSpot CRM objects guide (properties=…: requested properties are returned), developers.hubspot.com/docs/api-reference/latest/crm/objects/contacts/guide",
     ),
-    null_property_values("POST /crm/v3/objects/*/search", HUBSPOT_SEARCH_GUIDE),
+    null_property_values(
+        "POST /crm/v3/objects/*/search",
+        "/body/results/*/properties/*",
+        HUBSPOT_SEARCH_GUIDE,
+    ),
     null_property_values(
         "POST /crm/v3/objects/*/batch/read",
+        "/body/results/*/properties/*",
         "HubSpot CRM objects guide, batch read, developers.hubspot.com/docs/api-reference/latest/crm/objects/objects/batch/get-objects",
     ),
+    null_property_values(
+        "GET /crm/v3/objects/*/*",
+        "/body/properties/*",
+        "HubSpot CRM objects guide (retrieve one record with properties=…), developers.hubspot.com/docs/api-reference/latest/crm/objects/contacts/guide",
+    ),
+    rate_limited("GET /crm/v3/objects/*"),
+    rate_limited("POST /crm/v3/objects/*/search"),
+    Exception {
+        operation: "POST /oauth/v1/token",
+        side: Side::Response,
+        pointer: "/body/category",
+        rule: Rule::Schema(Keyword::Required),
+        found: Some("missing"),
+        status: Some(400),
+        relaxation: "a token error is {status, message, correlationId}",
+        reason: "OAuth v1 token errors name the failure in status (BAD_AUTH_CODE, BAD_REFRESH_TOKEN, BAD_CLIENT_ID…), not in category",
+        doc: "HubSpot OAuth guide, refreshing tokens and errors, developers.hubspot.com/docs/api/oauth/tokens",
+    },
+    Exception {
+        operation: "POST /crm/v3/objects/*",
+        side: Side::Request,
+        pointer: "/body/associations",
+        rule: Rule::Schema(Keyword::Required),
+        found: Some("missing"),
+        status: None,
+        relaxation: "optional (no associations to make)",
+        reason: "the guide: 'you can also add an associations object'; its create examples send properties only",
+        doc: "HubSpot contacts guide, developers.hubspot.com/docs/api-reference/latest/crm/objects/contacts/guide",
+    },
     Exception {
         operation: "POST /crm/v3/objects/*/search",
         side: Side::Request,
         pointer: "/body/after",
         rule: Rule::Schema(Keyword::Required),
         found: Some("missing"),
+        status: None,
         relaxation: "optional (the first page has no cursor)",
         reason: "the guide's requests leave it out; a basic search may send only {}",
         doc: HUBSPOT_SEARCH_GUIDE,
@@ -110,6 +173,7 @@ pub const EXCEPTIONS: &[Exception] = &[
         pointer: "/body/filterGroups",
         rule: Rule::Schema(Keyword::Required),
         found: Some("missing"),
+        status: None,
         relaxation: "optional (no filter: every record, used to count them)",
         reason: "'to make a basic search with no additional filtering or sorting, include only an empty object in the request body'",
         doc: HUBSPOT_SEARCH_GUIDE,
@@ -120,6 +184,7 @@ pub const EXCEPTIONS: &[Exception] = &[
         pointer: "/body/sorts",
         rule: Rule::Schema(Keyword::Required),
         found: Some("missing"),
+        status: None,
         relaxation: "optional (default order)",
         reason: "'a basic search with no additional filtering or sorting' sends no sorts",
         doc: HUBSPOT_SEARCH_GUIDE,
@@ -130,6 +195,7 @@ pub const EXCEPTIONS: &[Exception] = &[
         pointer: "/body/sorts/*",
         rule: Rule::Schema(Keyword::Type),
         found: Some("object"),
+        status: None,
         relaxation: "a sort may be {propertyName, direction}",
         reason: "the spec types sorts as strings; the guide documents object-form sorts, e.g. {\"propertyName\":\"createdate\",\"direction\":\"DESCENDING\"}",
         doc: HUBSPOT_SEARCH_GUIDE,
@@ -140,6 +206,7 @@ pub const EXCEPTIONS: &[Exception] = &[
         pointer: "/body/inputs/*/associations",
         rule: Rule::Schema(Keyword::Required),
         found: Some("missing"),
+        status: None,
         relaxation: "optional (no associations to make)",
         reason: "the guide: 'you can also add an associations object'; its create examples send properties only",
         doc: "HubSpot contacts guide, developers.hubspot.com/docs/api-reference/latest/crm/objects/contacts/guide",
@@ -150,6 +217,7 @@ pub const EXCEPTIONS: &[Exception] = &[
         pointer: "/body/propertiesWithHistory",
         rule: Rule::Schema(Keyword::Required),
         found: Some("missing"),
+        status: None,
         relaxation: "optional (no property history wanted)",
         reason: "history is opt-in: the v3 read endpoints return it only for properties named there",
         doc: "HubSpot batch read reference, developers.hubspot.com/docs/api-reference/latest/crm/objects/objects/batch/get-objects; specs/hubspot/SOURCES.txt",
@@ -160,9 +228,21 @@ pub const EXCEPTIONS: &[Exception] = &[
         pointer: "/content-type",
         rule: Rule::ContentType,
         found: Some("application/json"),
+        status: None,
         relaxation: "a JSON Message body ({raw}) is accepted",
         reason: "the discovery document's request is a Message resource in JSON; the OpenAPI conversion kept only the media-upload (message/*) types",
         doc: "Gmail API reference, users.messages.send: 'The request body contains an instance of Message', developers.google.com/gmail/api/reference/rest/v1/users.messages/send",
+    },
+    Exception {
+        operation: "DELETE /calendar/v3/calendars/{calendarId}/events/{eventId}",
+        side: Side::Response,
+        pointer: "/status",
+        rule: Rule::UndeclaredStatus,
+        found: Some("204"),
+        status: None,
+        relaxation: "204 with an empty body",
+        reason: "the discovery document declares no response for a delete and the conversion wrote 200; Google answers 204 No Content",
+        doc: "Calendar API reference, events.delete: 'If successful, this method returns an empty response body', developers.google.com/calendar/api/v3/reference/events/delete",
     },
 ];
 
@@ -185,6 +265,7 @@ mod tests {
             pointer: pointer.into(),
             rule: Rule::Schema(Keyword::Type),
             found: found.into(),
+            status: 200,
             expected: "string".into(),
         }
     }

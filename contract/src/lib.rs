@@ -85,8 +85,10 @@ pub struct Violation {
     pub pointer: String,
     /// The rule broken.
     pub rule: Rule,
-    /// The JSON type found (`missing` when absent).
+    /// The JSON type found (`missing` when absent; the status for `/status`).
     pub found: String,
+    /// The exchange's response status (for either side).
+    pub status: u16,
     /// What the description expects.
     pub expected: String,
 }
@@ -95,8 +97,14 @@ impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} {:?} {}: {} (found {}, expected {})",
-            self.operation, self.side, self.pointer, self.rule, self.found, self.expected
+            "{} {:?} {} [{}]: {} (found {}, expected {})",
+            self.operation,
+            self.side,
+            self.pointer,
+            self.status,
+            self.rule,
+            self.found,
+            self.expected
         )
     }
 }
@@ -328,6 +336,9 @@ impl Operation<'_> {
         self.check_parameters(exchange, &mut out);
         self.check_request_body(exchange, &mut out);
         self.check_response(exchange, &mut out);
+        for v in &mut out {
+            v.status = exchange.status;
+        }
         out
     }
 
@@ -345,6 +356,7 @@ impl Operation<'_> {
             pointer,
             rule,
             found: found.to_owned(),
+            status: 0,
             expected,
         }
     }
