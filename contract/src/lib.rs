@@ -56,6 +56,8 @@ pub enum Rule {
     NotJson,
     /// A response status the operation does not declare (and no `default`).
     UndeclaredStatus,
+    /// No credentials on a request to an operation whose `security` asks for OAuth 2.0.
+    MissingCredentials,
 }
 
 impl fmt::Display for Rule {
@@ -69,6 +71,7 @@ impl fmt::Display for Rule {
             Self::MissingBody => f.write_str("missing body"),
             Self::NotJson => f.write_str("not JSON"),
             Self::UndeclaredStatus => f.write_str("undeclared status"),
+            Self::MissingCredentials => f.write_str("missing credentials"),
         }
     }
 }
@@ -333,6 +336,7 @@ impl Operation<'_> {
     /// Every way `exchange` departs from this operation.
     pub fn check(&self, exchange: &Exchange) -> Vec<Violation> {
         let mut out = Vec::new();
+        self.check_credentials(exchange, &mut out);
         self.check_parameters(exchange, &mut out);
         self.check_request_body(exchange, &mut out);
         self.check_response(exchange, &mut out);
@@ -377,6 +381,45 @@ impl Operation<'_> {
                 e.expected,
             )
         }));
+    }
+
+    /// An OAuth 2.0 `security` requirement (the operation's, else the document's) means
+    /// a bearer token: an `authorization` header, or Google's `access_token` /
+    /// `oauth_token` query parameter.
+    fn check_credentials(&self, exchange: &Exchange, out: &mut Vec<Violation>) {
+        let security = self
+            .op
+            .get("security")
+            .or_else(|| self.doc().get("security"))
+            .and_then(Value::as_array);
+        let schemes = self.doc().pointer("/components/securitySchemes");
+        let wants_oauth = security.into_iter().flatten().any(|requirement| {
+            requirement
+                .as_object()
+                .into_iter()
+                .flatten()
+                .any(|(name, _)| {
+                    schemes
+                        .and_then(|s| s.get(name))
+                        .and_then(|s| s.get("type"))
+                        .and_then(Value::as_str)
+                        == Some("oauth2")
+                })
+        });
+        let has_token = exchange.header_names.iter().any(|h| h == "authorization")
+            || exchange
+                .query
+                .iter()
+                .any(|(k, _)| k == "access_token" || k == "oauth_token");
+        if wants_oauth && !has_token {
+            out.push(self.violation(
+                Side::Request,
+                "/headers/authorization".into(),
+                Rule::MissingCredentials,
+                "missing",
+                "a bearer token".into(),
+            ));
+        }
     }
 
     fn check_parameters(&self, exchange: &Exchange, out: &mut Vec<Violation>) {
@@ -812,6 +855,91 @@ mod tests {
             )
             .expect("calendar insert");
         assert_eq!(op.key, "POST /calendar/v3/calendars/{calendarId}/events");
+    }
+
+    fn exchange(
+        method: &str,
+        path: &str,
+        headers: &[&str],
+        body: &str,
+        status: u16,
+        answer: &str,
+    ) -> Exchange {
+        Exchange {
+            method: method.into(),
+            host: "api.hubapi.com".into(),
+            path: path.into(),
+            query: vec![("limit".into(), "ten".into())],
+            header_names: headers.iter().map(|h| (*h).to_owned()).collect(),
+            content_type: Some("application/json".into()),
+            request_body: body.as_bytes().to_vec().into(),
+            status,
+            response_content_type: Some("application/json".into()),
+            response_body: answer.as_bytes().to_vec().into(),
+        }
+    }
+
+    #[test]
+    fn an_exchange_is_checked_on_both_sides() {
+        let specs = Specs::load("hubspot").expect("specs");
+        let list = exchange(
+            "GET",
+            "/crm/v3/objects/contacts",
+            &[],
+            "",
+            200,
+            r#"{"results":[{"id":"1"}]}"#,
+        );
+        let report = check_with(&specs, &[list], &[]);
+        let got: Vec<(Side, &str, Rule)> = report
+            .violations
+            .iter()
+            .map(|(_, v)| (v.side, v.pointer.as_str(), v.rule))
+            .collect();
+        assert!(
+            got.contains(&(
+                Side::Request,
+                "/headers/authorization",
+                Rule::MissingCredentials
+            )),
+            "{got:?}"
+        );
+        assert!(
+            got.contains(&(Side::Request, "/query/limit", Rule::Schema(Keyword::Type))),
+            "{got:?}"
+        );
+        assert!(
+            got.contains(&(
+                Side::Response,
+                "/body/results/0/createdAt",
+                Rule::Schema(Keyword::Required)
+            )),
+            "{got:?}"
+        );
+        let search = exchange(
+            "POST",
+            "/crm/v3/objects/contacts/search",
+            &["authorization"],
+            r#"{"limit":"ten","after":"0","sorts":[],"properties":[],"filterGroups":[],"extra":1}"#,
+            418,
+            "",
+        );
+        let report = check_with(&specs, &[search], &[]);
+        let got: Vec<(&str, Rule)> = report
+            .violations
+            .iter()
+            .map(|(_, v)| (v.pointer.as_str(), v.rule))
+            .collect();
+        assert!(
+            got.contains(&("/body/limit", Rule::Schema(Keyword::Type))),
+            "{got:?}"
+        );
+        assert!(
+            got.contains(&("/query/limit", Rule::UnknownParameter)),
+            "{got:?}"
+        );
+        let unknown = exchange("GET", "/crm/v3/nowhere", &["authorization"], "", 200, "{}");
+        assert_eq!(check_with(&specs, &[unknown], &[]).unmatched.len(), 1);
     }
 
     #[test]
