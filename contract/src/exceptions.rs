@@ -42,13 +42,16 @@ impl Exception {
     /// One line: where, what, why.
     pub fn summary(&self) -> String {
         format!(
-            "{} {:?} {} {}{}: {} — {} [{}]",
+            "{} {:?} {} {}{}{}: {} — {} [{}]",
             self.operation,
             self.side,
             self.pointer,
             self.rule,
             self.found
                 .map(|f| format!(" (found {f})"))
+                .unwrap_or_default(),
+            self.status
+                .map(|s| format!(" (status {s})"))
                 .unwrap_or_default(),
             self.relaxation,
             self.reason,
