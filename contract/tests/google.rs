@@ -40,16 +40,15 @@ async fn json_of(resp: reqwest::Response) -> (u16, Option<String>, Value) {
     (status, ct, v)
 }
 
-/// Authorizes (offline, consent) and exchanges the code: the token response.
-async fn connect(base: &str, http: &reqwest::Client) -> (u16, Option<String>, Value) {
-    let scope = format!("openid email {GMAIL_SEND} {CALENDAR_EVENTS}");
+/// Authorizes `scope` (offline, consent) and exchanges the code: the token response.
+async fn connect(base: &str, http: &reqwest::Client, scope: &str) -> (u16, Option<String>, Value) {
     let resp = http
         .get(format!("{base}/accounts.google.com/o/oauth2/v2/auth"))
         .query(&[
             ("client_id", CLIENT_ID),
             ("redirect_uri", REDIRECT),
             ("response_type", "code"),
-            ("scope", scope.as_str()),
+            ("scope", scope),
             ("state", "st-1"),
             ("access_type", "offline"),
             ("prompt", "consent"),
@@ -176,6 +175,36 @@ fn assert_token_response(v: &Value, first: bool) {
     }
 }
 
+/// Google's API error, per its error model (AIP-193, "Standard error responses" of the
+/// Gmail and Calendar guides): `{"error": {"code": HTTP status, "message", "status":
+/// canonical code name, "errors": [{"message","domain","reason"}] (legacy), "details":
+/// [{"@type", …}]}}`. The discovery documents describe no error answers, so these are
+/// written assertions.
+fn assert_google_error(status: u16, v: &Value, canonical: &str) -> Value {
+    let e = &v["error"];
+    assert_eq!(
+        e["code"].as_u64(),
+        Some(u64::from(status)),
+        "code is the HTTP status: {v}"
+    );
+    assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    assert_eq!(e["status"], canonical, "{v}");
+    for legacy in e["errors"].as_array().into_iter().flatten() {
+        for k in ["message", "domain", "reason"] {
+            assert!(legacy[k].is_string(), "errors[].{k}: {v}");
+        }
+    }
+    for detail in e["details"].as_array().into_iter().flatten() {
+        assert!(
+            detail["@type"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("type.googleapis.com/")),
+            "{v}"
+        );
+    }
+    e.clone()
+}
+
 /// Google's OAuth error: `{"error": code, "error_description"?: text}` with a 400 for a
 /// bad grant (RFC 6749 §5.2, as Google's token endpoint answers).
 fn assert_oauth_error(status: u16, v: &Value, code: &str) {
@@ -196,7 +225,8 @@ async fn the_google_stand_in_answers_as_googles_descriptions_say() {
     let http = client();
 
     // ---- OAuth: not in the discovery documents; Google's OAuth docs, as assertions.
-    let (status, ct, first) = connect(&base, &http).await;
+    let all = format!("openid email {GMAIL_SEND} {CALENDAR_EVENTS}");
+    let (status, ct, first) = connect(&base, &http, &all).await;
     assert_eq!(status, 200, "{first}");
     assert!(is_json(&ct), "token answers JSON");
     assert_token_response(&first, true);
@@ -419,5 +449,56 @@ async fn the_google_stand_in_answers_as_googles_descriptions_say() {
         report.exchanges + requests_only.exchanges >= 3,
         "the Gmail and Calendar calls were recorded"
     );
+
+    // Errors, outside the recording (no discovery document describes them).
+    let (_, _, narrow) = connect(&base, &http, GMAIL_SEND).await;
+    let narrow = narrow["access_token"].as_str().expect("access").to_owned();
+    let resp = http
+        .post(&events)
+        .bearer_auth(&narrow)
+        .json(&event)
+        .send()
+        .await
+        .expect("insert");
+    assert!(
+        resp.headers()
+            .contains_key(reqwest::header::WWW_AUTHENTICATE),
+        "403 names the scopes"
+    );
+    let (status, _, denied) = json_of(resp).await;
+    let e = assert_google_error(status, &denied, "PERMISSION_DENIED");
+    assert_eq!(status, 403);
+    assert_eq!(
+        e["details"][0]["reason"], "ACCESS_TOKEN_SCOPE_INSUFFICIENT",
+        "{denied}"
+    );
+    let (status, _, unauthenticated) = json_of(
+        http.post(&gmail)
+            .bearer_auth("ya29.unknown")
+            .json(&json!({"raw": raw}))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert_google_error(status, &unauthenticated, "UNAUTHENTICATED");
+    let (status, _, invalid) = json_of(
+        http.post(&events)
+            .bearer_auth(&fresh_access(&base, &http, &all).await)
+            .json(&json!({"summary": "No end", "start": {"dateTime": "2026-12-05T10:00:00Z"}}))
+            .send()
+            .await
+            .expect("insert"),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_google_error(status, &invalid, "INVALID_ARGUMENT");
     sandbox.shutdown().await;
+}
+
+/// A fresh access token with every scope (the first grant was revoked above).
+async fn fresh_access(base: &str, http: &reqwest::Client, scope: &str) -> String {
+    let (_, _, v) = connect(base, http, scope).await;
+    v["access_token"].as_str().expect("access").to_owned()
 }
