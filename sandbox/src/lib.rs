@@ -396,6 +396,12 @@
 //!   -d client_id=hubspot-sandbox-client-id -d client_secret=hubspot-sandbox-client-secret
 //! ```
 //!
+//! # Recording (contract tests)
+//! [`SandboxState::recorder`] records every provider exchange (not the control routes)
+//! while started: method, host, path, decoded query, header names, content types, both
+//! bodies and the status ([`record::Exchange`]), for checking against the providers'
+//! published specs. Off by default; `reset` leaves it as it is.
+//!
 //! The server never logs credentials, codes, tokens, query strings or request bodies.
 
 #![warn(missing_docs)]
@@ -405,6 +411,7 @@ mod clock;
 pub mod oauth;
 pub mod providers;
 pub mod ratelimit;
+pub mod record;
 pub mod state;
 mod wire;
 
@@ -428,6 +435,7 @@ pub use oauth::{
 };
 pub use providers::hubspot_crm::{CrmObject, CrmRecord};
 pub use providers::salesforce_crm::{DEFAULT_SALESFORCE_ORG, SfApiUsage, SfObject, SfRecord};
+pub use record::{Exchange, Recorder};
 pub use state::{
     Account, AccountError, AccountView, CallsView, Fault, FaultError, FaultsView, Provider,
     ProviderAccount, SandboxState, Secret, default_accounts,
@@ -527,11 +535,22 @@ async fn provider_request(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match providers::ProviderRequest::new(method, &uri, headers, body) {
-        Some(request) => providers::dispatch(&state, request).await,
-        None => {
-            state.record_call(state::UNKNOWN_HOST_ROUTE);
-            providers::unknown_host("")
-        }
-    }
+    let recorder = state.recorder().clone();
+    recorder
+        .around(
+            method,
+            uri,
+            headers,
+            body,
+            |method, uri, headers, body| async move {
+                match providers::ProviderRequest::new(method, &uri, headers, body) {
+                    Some(request) => providers::dispatch(&state, request).await,
+                    None => {
+                        state.record_call(state::UNKNOWN_HOST_ROUTE);
+                        providers::unknown_host("")
+                    }
+                }
+            },
+        )
+        .await
 }

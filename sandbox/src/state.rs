@@ -420,6 +420,8 @@ pub struct SandboxState {
     sf: Arc<Mutex<crate::providers::salesforce_crm::SfStore>>,
     /// Gmail messages and Calendar events per Google user, behind their own lock.
     google: Arc<Mutex<crate::providers::google_api::GoogleStore>>,
+    /// The exchange recording for contract tests (off unless started).
+    recorder: crate::record::Recorder,
 }
 
 impl fmt::Debug for SandboxState {
@@ -467,6 +469,11 @@ impl SandboxState {
     /// A fresh state holding the default seeded accounts.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The recording of provider exchanges ([`crate::record`]), off until started.
+    pub fn recorder(&self) -> &crate::record::Recorder {
+        &self.recorder
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {

@@ -6,6 +6,7 @@ mod app_credentials;
 mod bad_input;
 mod catalogue;
 mod connections;
+mod contract;
 mod events;
 mod isolation;
 mod oauth;

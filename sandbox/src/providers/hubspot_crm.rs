@@ -1356,6 +1356,9 @@ fn batch(
         "category": "OBJECT_NOT_FOUND",
         "message": format!("Could not get some {} objects, they may be deleted or not exist. Check that ids are valid.", object.as_str()),
         "context": {"ids": missing},
+        // Required members of the spec's StandardError, empty here.
+        "links": {},
+        "errors": [],
     }]);
     Ok((StatusCode::MULTI_STATUS, Some(answer)))
 }
