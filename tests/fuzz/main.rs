@@ -10,7 +10,7 @@
 //! status. Deterministic: a fixed seed and a fixed number of examples per operation.
 //!
 //! ```text
-//! cargo run -p scenarios --bin fuzz [-- --max-examples 20 --seed 11]
+//! cargo run -p scenarios --bin fuzz [-- --max-examples 20 --seed 11 [-- ST-RUN-ARGS…]]
 //! ```
 
 use std::fmt::Write as _;
@@ -70,20 +70,29 @@ fn main() -> ExitCode {
 struct Options {
     max_examples: u32,
     seed: u64,
+    /// Arguments after `--`, passed on to `st run` (e.g. `--include-name 'GET /v1/providers'`).
+    extra: Vec<String>,
 }
 
 fn options() -> Result<Options> {
     let mut out = Options {
         max_examples: MAX_EXAMPLES,
         seed: SEED,
+        extra: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
+        if arg == "--" {
+            out.extra = args.by_ref().collect();
+            break;
+        }
         let value = args.next().ok_or_else(|| anyhow!("{arg} needs a value"))?;
         match arg.as_str() {
             "--max-examples" => out.max_examples = value.parse().context("--max-examples")?,
             "--seed" => out.seed = value.parse().context("--seed")?,
-            other => bail!("unknown option {other}; expected --max-examples N, --seed N"),
+            other => bail!(
+                "unknown option {other}; expected --max-examples N, --seed N, -- ST-RUN-ARGS…"
+            ),
         }
     }
     Ok(out)
@@ -124,7 +133,7 @@ async fn run() -> Result<ExitCode> {
     let config = work.join("schemathesis.toml");
     std::fs::write(&config, schemathesis_config(&options, &api, &seeds))
         .context("writing schemathesis.toml")?;
-    let status = schemathesis(&root, &work, &config).await?;
+    let status = schemathesis(&root, &work, &config, &options.extra).await?;
     eprintln!(
         "fuzz: schemathesis {} after {:.0}s (seed {}, {} examples per operation and phase; dev host log: {})",
         if status.success() { "passed" } else { "FAILED" },
@@ -142,7 +151,12 @@ async fn run() -> Result<ExitCode> {
 }
 
 /// Runs `schemathesis run` from the project's venv; its output goes to ours.
-async fn schemathesis(root: &Path, work: &Path, config: &Path) -> Result<std::process::ExitStatus> {
+async fn schemathesis(
+    root: &Path,
+    work: &Path,
+    config: &Path,
+    extra: &[String],
+) -> Result<std::process::ExitStatus> {
     let venv = devhost::paths::venv_dir().ok_or_else(|| anyhow!("no venv directory"))?;
     let st = venv.join("bin").join("st");
     ensure!(
@@ -157,6 +171,7 @@ async fn schemathesis(root: &Path, work: &Path, config: &Path) -> Result<std::pr
         .arg(config)
         .arg("run")
         .arg(&spec)
+        .args(extra)
         .current_dir(work)
         .env("SCHEMATHESIS_HOOKS", "")
         .kill_on_drop(true)
@@ -495,58 +510,77 @@ fn schemathesis_config(options: &Options, api: &Api, seeds: &Seeds) -> String {
             );
         }
     }
-    let bindings: [(&str, &[(&str, &str)]); 10] = [
+    // Path parameters of the operations that read or change a seeded resource are
+    // fixed to it in every phase (DELETEs keep generated ids, so the seeds live through
+    // the run); ids in queries and bodies are drawn from the seeds in half the
+    // fuzzing phase's cases and generated otherwise.
+    let first = |ids: &[String]| ids.first().cloned().unwrap_or_default();
+    let fixed: [(&str, Vec<(&str, String)>); 6] = [
         (
             "^(GET|POST|PATCH) /v1/connections/\\{id\\}",
-            &[("path.id", "connections")],
+            vec![("path.id", first(&seeds.connections))],
         ),
         (
             "^(GET|POST|PATCH) /v1/sync/configs/\\{id\\}(/[a-z-]+)?$",
-            &[("path.id", "configs")],
+            vec![("path.id", first(&seeds.configs))],
         ),
         (
             "^PATCH /v1/sync/configs/\\{id\\}/field-mappings/\\{mapping_id\\}$",
-            &[("path.id", "configs"), ("path.mapping_id", "mappings")],
+            vec![
+                ("path.id", first(&seeds.configs)),
+                ("path.mapping_id", first(&seeds.mappings)),
+            ],
         ),
         (
             "^(GET|PUT|PATCH) /v1/records/\\{entity\\}/\\{id\\}$",
-            &[("path.id", "records")],
+            vec![("path.id", first(&seeds.records))],
         ),
-        ("^(GET|POST) /v1/sync/logs/\\{id\\}", &[("path.id", "logs")]),
+        (
+            "^(GET|POST) /v1/sync/logs/\\{id\\}",
+            vec![("path.id", first(&seeds.logs))],
+        ),
         (
             "^(GET|POST) /v1/sync/conflicts/\\{id\\}",
-            &[("path.id", "conflicts")],
-        ),
-        ("^POST /v1/sync/trigger$", &[("body.config_id", "configs")]),
-        (
-            "^GET /v1/sync/(logs|conflicts)$",
-            &[("query.config_id", "configs")],
-        ),
-        (
-            "^GET /v1/sync/configs$",
-            &[("query.connection_id", "connections")],
-        ),
-        (
-            "^POST /v1/sync/configs$",
-            &[("body.connection_id", "connections")],
+            vec![("path.id", first(&seeds.conflicts))],
         ),
     ];
-    for (name, parameters) in bindings {
+    for (name, parameters) in fixed {
         let bound: Vec<String> = parameters
             .iter()
-            .map(|(parameter, dictionary)| {
-                format!(
-                    "{} = {{ dictionary = {}, probability = 0.5 }}",
-                    toml_str(parameter),
-                    toml_str(dictionary)
-                )
-            })
+            .map(|(parameter, value)| format!("{} = {}", toml_str(parameter), toml_str(value)))
             .collect();
         let _ = writeln!(
             out,
             "\n[[operations]]\ninclude-name-regex = {}\nparameters = {{ {} }}",
             toml_str(name),
             bound.join(", ")
+        );
+    }
+    let drawn: [(&str, &str, &str); 4] = [
+        ("^POST /v1/sync/trigger$", "body.config_id", "configs"),
+        (
+            "^GET /v1/sync/(logs|conflicts)$",
+            "query.config_id",
+            "configs",
+        ),
+        (
+            "^GET /v1/sync/configs$",
+            "query.connection_id",
+            "connections",
+        ),
+        (
+            "^POST /v1/sync/configs$",
+            "body.connection_id",
+            "connections",
+        ),
+    ];
+    for (name, parameter, dictionary) in drawn {
+        let _ = writeln!(
+            out,
+            "\n[[operations]]\ninclude-name-regex = {}\nparameters = {{ {} = {{ dictionary = {}, probability = 0.5 }} }}",
+            toml_str(name),
+            toml_str(parameter),
+            toml_str(dictionary)
         );
     }
     out
