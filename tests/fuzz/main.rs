@@ -164,7 +164,7 @@ async fn schemathesis(
         "{} is missing: run `make venv` (schemathesis is pinned in infra/requirements.txt)",
         st.display()
     );
-    let spec: PathBuf = root.join("infra").join("openapi.yaml");
+    let spec = fuzzed_spec(root, work)?;
     let mut child = tokio::process::Command::new(&st)
         .arg("--no-color")
         .arg("--config-file")
@@ -180,6 +180,41 @@ async fn schemathesis(
     child.wait().await.context("waiting for schemathesis")
 }
 
+/// `infra/openapi.yaml` without the optional `If-Match` header, written to `work`.
+/// With it, most generated bodies would be refused with 412 (a random version never
+/// matches, and handlers check it before they look at the body), so body
+/// validation would go untested.
+fn fuzzed_spec(root: &Path, work: &Path) -> Result<PathBuf> {
+    let source = root.join("infra").join("openapi.yaml");
+    let text = std::fs::read_to_string(&source)
+        .with_context(|| format!("reading {}", source.display()))?;
+    let mut spec: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&text).with_context(|| format!("parsing {}", source.display()))?;
+    let if_match = serde_yaml_ng::Value::from("#/components/parameters/IfMatch");
+    if let Some(paths) = spec
+        .get_mut("paths")
+        .and_then(serde_yaml_ng::Value::as_mapping_mut)
+    {
+        for (_, item) in paths.iter_mut() {
+            let Some(item) = item.as_mapping_mut() else {
+                continue;
+            };
+            for (_, op) in item.iter_mut() {
+                if let Some(params) = op
+                    .get_mut("parameters")
+                    .and_then(serde_yaml_ng::Value::as_sequence_mut)
+                {
+                    params.retain(|p| p.get("$ref") != Some(&if_match));
+                }
+            }
+        }
+    }
+    let out = work.join("openapi.yaml");
+    std::fs::write(&out, serde_yaml_ng::to_string(&spec)?)
+        .with_context(|| format!("writing {}", out.display()))?;
+    Ok(out)
+}
+
 /// Ids of what the seeding created.
 #[derive(Default)]
 struct Seeds {
@@ -189,6 +224,10 @@ struct Seeds {
     records: Vec<String>,
     logs: Vec<String>,
     conflicts: Vec<String>,
+    /// A config, a mapping and a record that the DELETE operations may remove.
+    doomed_config: String,
+    doomed_mapping: String,
+    doomed_record: String,
 }
 
 impl Seeds {
@@ -440,6 +479,36 @@ async fn seed(api: &Api) -> Result<Seeds> {
         )
         .await?;
     s.records.push(text(&company, "id")?);
+    let doomed = api
+        .expect(
+            201,
+            "POST",
+            "/v1/records/companies",
+            Some(json!({"fields": {"name": "Doomed Ltd", "domain": "doomed.example"}})),
+        )
+        .await?;
+    s.doomed_record = text(&doomed, "id")?;
+    let companies = api
+        .expect(
+            201,
+            "POST",
+            "/v1/sync/configs",
+            Some(json!({
+                "connection_id": s.connections[1],
+                "name": "Fuzz companies",
+                "direction": "pull",
+                "frequency": {"type": "hourly"},
+                "entities": ["companies"],
+                "conflict_strategy": "crm_wins",
+            })),
+        )
+        .await?;
+    s.doomed_config = text(&companies, "id")?;
+    s.doomed_mapping = s
+        .mappings
+        .last()
+        .cloned()
+        .ok_or_else(|| anyhow!("the contacts config has no mappings"))?;
     api.expect(
         201,
         "PUT",
@@ -471,6 +540,8 @@ fn schemathesis_config(options: &Options, api: &Api, seeds: &Seeds) -> String {
     let _ = writeln!(out, "base-url = {}", toml_str(&api.base));
     let _ = writeln!(out, "workers = 2");
     let _ = writeln!(out, "request-timeout = 30.0");
+    // Report every distinct failure of an operation, not only its first.
+    let _ = writeln!(out, "continue-on-failure = true");
     let _ = writeln!(
         out,
         "headers = {{ Authorization = {} }}",
@@ -481,6 +552,14 @@ fn schemathesis_config(options: &Options, api: &Api, seeds: &Seeds) -> String {
     let _ = writeln!(out, "max-examples = {}", options.max_examples);
     let _ = writeln!(out, "database = \"none\"");
     let _ = writeln!(out, "\n[phases.stateful]\nenabled = false");
+    // Ids seen in responses would let a DELETE remove the seeds early; DELETEs get
+    // their own seeds below.
+    for phase in ["examples", "coverage", "fuzzing"] {
+        let _ = writeln!(
+            out,
+            "\n[phases.{phase}]\nextra-data-sources = {{ responses = false }}"
+        );
+    }
     let _ = writeln!(out, "\n[checks]\nenabled = false");
     for check in CHECKS {
         let _ = writeln!(out, "{check}.enabled = true");
@@ -511,11 +590,27 @@ fn schemathesis_config(options: &Options, api: &Api, seeds: &Seeds) -> String {
         }
     }
     // Path parameters of the operations that read or change a seeded resource are
-    // fixed to it in every phase (DELETEs keep generated ids, so the seeds live through
-    // the run); ids in queries and bodies are drawn from the seeds in half the
-    // fuzzing phase's cases and generated otherwise.
+    // fixed to it in every phase (DELETEs to seeds of their own, so the others live
+    // through the run; connections are deleted by generated ids only); ids in queries
+    // and bodies are drawn from the seeds in half the fuzzing phase's cases and
+    // generated otherwise.
     let first = |ids: &[String]| ids.first().cloned().unwrap_or_default();
-    let fixed: [(&str, Vec<(&str, String)>); 6] = [
+    let fixed: [(&str, Vec<(&str, String)>); 9] = [
+        (
+            "^DELETE /v1/sync/configs/\\{id\\}$",
+            vec![("path.id", seeds.doomed_config.clone())],
+        ),
+        (
+            "^DELETE /v1/sync/configs/\\{id\\}/field-mappings/\\{mapping_id\\}$",
+            vec![
+                ("path.id", first(&seeds.configs)),
+                ("path.mapping_id", seeds.doomed_mapping.clone()),
+            ],
+        ),
+        (
+            "^DELETE /v1/records/\\{entity\\}/\\{id\\}$",
+            vec![("path.id", seeds.doomed_record.clone())],
+        ),
         (
             "^(GET|POST|PATCH) /v1/connections/\\{id\\}",
             vec![("path.id", first(&seeds.connections))],
