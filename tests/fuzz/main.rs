@@ -110,7 +110,11 @@ async fn run() -> Result<ExitCode> {
 
     let started = Instant::now();
     eprintln!("fuzz: starting moto, the sandbox and the dev host…");
-    let env = LocalEnv::start(LocalEnvOptions::default()).await?;
+    let env = LocalEnv::start(LocalEnvOptions {
+        throttle: true,
+        ..LocalEnvOptions::default()
+    })
+    .await?;
     let admin = env
         .jwt
         .mint(TENANT, "fuzz-admin", "admin", Duration::from_secs(3600))?;
