@@ -228,6 +228,8 @@ struct Seeds {
     records: Vec<String>,
     logs: Vec<String>,
     conflicts: Vec<String>,
+    /// The config whose mappings the field-mapping operations change.
+    mapping_config: String,
     /// A config, a mapping and a record that the DELETE operations may remove.
     doomed_config: String,
     doomed_mapping: String,
@@ -323,6 +325,23 @@ impl Api {
             .ok_or_else(|| anyhow!("GET {url}: no Location"))
     }
 
+    /// Connects `provider` through OAuth: start, the sandbox approves, the callback
+    /// connects; returns the connection's id.
+    async fn oauth_connect(&self, provider: &str) -> Result<String> {
+        let start = self
+            .expect(
+                200,
+                "POST",
+                &format!("/v1/oauth/{provider}/start"),
+                Some(json!({"return_to": RETURN_TO})),
+            )
+            .await?;
+        let callback = self.location(&text(&start, "authorize_url")?).await?;
+        let back = self.location(&callback).await?;
+        query_param(&back, "connection_id")
+            .ok_or_else(|| anyhow!("the {provider} OAuth callback did not connect: {back}"))
+    }
+
     /// Triggers a run of `config` and waits until it is over.
     async fn run_sync(&self, config: &str) -> Result<Vec<String>> {
         let started = self
@@ -400,19 +419,7 @@ async fn seed(api: &Api) -> Result<Seeds> {
         .await?;
     s.connections.push(text(&zendesk, "id")?);
 
-    // HubSpot through OAuth: start, the sandbox approves, the callback connects.
-    let start = api
-        .expect(
-            200,
-            "POST",
-            "/v1/oauth/hubspot/start",
-            Some(json!({"return_to": RETURN_TO})),
-        )
-        .await?;
-    let callback = api.location(&text(&start, "authorize_url")?).await?;
-    let back = api.location(&callback).await?;
-    let hubspot = query_param(&back, "connection_id")
-        .ok_or_else(|| anyhow!("the OAuth callback did not connect: {back}"))?;
+    let hubspot = api.oauth_connect("hubspot").await?;
     s.connections.push(hubspot.clone());
 
     api.sandbox(
@@ -437,7 +444,6 @@ async fn seed(api: &Api) -> Result<Seeds> {
         .await?;
     let config_id = text(&config, "id")?;
     s.configs.push(config_id.clone());
-    s.mappings = strings(&config["mappings"], "id");
     s.logs.extend(api.run_sync(&config_id).await?);
 
     // A conflict: one contact changed on both sides, then a second run.
@@ -508,11 +514,33 @@ async fn seed(api: &Api) -> Result<Seeds> {
         )
         .await?;
     s.doomed_config = text(&companies, "id")?;
-    s.doomed_mapping = s
-        .mappings
-        .last()
-        .cloned()
-        .ok_or_else(|| anyhow!("the contacts config has no mappings"))?;
+
+    // The field-mapping operations work on a config of their own (a config PATCH
+    // changing entities would drop the contacts config's mappings under them).
+    let salesforce = api.oauth_connect("salesforce").await?;
+    s.connections.push(salesforce.clone());
+    let mapped = api
+        .expect(
+            201,
+            "POST",
+            "/v1/sync/configs",
+            Some(json!({
+                "connection_id": salesforce,
+                "name": "Fuzz Salesforce contacts",
+                "direction": "pull",
+                "frequency": {"type": "manual"},
+                "entities": ["contacts"],
+                "conflict_strategy": "last_write_wins",
+            })),
+        )
+        .await?;
+    s.mapping_config = text(&mapped, "id")?;
+    s.mappings = strings(&mapped["mappings"], "id");
+    ensure!(
+        s.mappings.len() >= 2,
+        "the Salesforce config has too few mappings: {mapped}"
+    );
+    s.doomed_mapping = s.mappings.last().cloned().unwrap_or_default();
     api.expect(
         201,
         "PUT",
@@ -555,6 +583,9 @@ fn schemathesis_config(options: &Options, api: &Api, seeds: &Seeds) -> String {
     let _ = writeln!(out, "mode = \"all\"");
     let _ = writeln!(out, "max-examples = {}", options.max_examples);
     let _ = writeln!(out, "database = \"none\"");
+    // Negative cases may add keys the schema does not allow (bodies refuse unknown
+    // keys at every depth, queries unknown parameters).
+    let _ = writeln!(out, "allow-extra-parameters = true");
     let _ = writeln!(out, "\n[phases.stateful]\nenabled = false");
     // Ids seen in responses would let a DELETE remove the seeds early; DELETEs get
     // their own seeds below.
@@ -599,7 +630,7 @@ fn schemathesis_config(options: &Options, api: &Api, seeds: &Seeds) -> String {
     // and bodies are drawn from the seeds in half the fuzzing phase's cases and
     // generated otherwise.
     let first = |ids: &[String]| ids.first().cloned().unwrap_or_default();
-    let fixed: [(&str, Vec<(&str, String)>); 9] = [
+    let fixed: [(&str, Vec<(&str, String)>); 10] = [
         (
             "^DELETE /v1/sync/configs/\\{id\\}$",
             vec![("path.id", seeds.doomed_config.clone())],
@@ -607,7 +638,7 @@ fn schemathesis_config(options: &Options, api: &Api, seeds: &Seeds) -> String {
         (
             "^DELETE /v1/sync/configs/\\{id\\}/field-mappings/\\{mapping_id\\}$",
             vec![
-                ("path.id", first(&seeds.configs)),
+                ("path.id", seeds.mapping_config.clone()),
                 ("path.mapping_id", seeds.doomed_mapping.clone()),
             ],
         ),
@@ -620,13 +651,17 @@ fn schemathesis_config(options: &Options, api: &Api, seeds: &Seeds) -> String {
             vec![("path.id", first(&seeds.connections))],
         ),
         (
-            "^(GET|POST|PATCH) /v1/sync/configs/\\{id\\}(/[a-z-]+)?$",
+            "^(GET|POST|PATCH) /v1/sync/configs/\\{id\\}(/(pause|resume|available-fields|auto-map|preview|status))?$",
             vec![("path.id", first(&seeds.configs))],
+        ),
+        (
+            "^(GET|POST) /v1/sync/configs/\\{id\\}/field-mappings$",
+            vec![("path.id", seeds.mapping_config.clone())],
         ),
         (
             "^PATCH /v1/sync/configs/\\{id\\}/field-mappings/\\{mapping_id\\}$",
             vec![
-                ("path.id", first(&seeds.configs)),
+                ("path.id", seeds.mapping_config.clone()),
                 ("path.mapping_id", first(&seeds.mappings)),
             ],
         ),
