@@ -46,12 +46,8 @@ const REFUSALS: [&str; 13] = [
 const RETURN_TO: &str = "http://localhost:5173/integrations";
 
 fn main() -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_stack_size(conduit::app::THREAD_STACK_SIZE)
-        .enable_all()
-        .build()
-    {
+    // The handlers run in-process on this runtime, as under `devhost up`.
+    let runtime = match conduit::app::runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("fuzz: starting the runtime: {e}");
@@ -239,9 +235,9 @@ struct Seeds {
 impl Seeds {
     fn summary(&self) -> String {
         format!(
-            "{} connections, {} config, {} mappings, {} records, {} logs, {} conflicts",
+            "{} connections, {} configs, {} mappings, {} records, {} logs, {} conflicts",
             self.connections.len(),
-            self.configs.len(),
+            self.configs.len() + 2,
             self.mappings.len(),
             self.records.len(),
             self.logs.len(),
@@ -342,6 +338,31 @@ impl Api {
             .ok_or_else(|| anyhow!("the {provider} OAuth callback did not connect: {back}"))
     }
 
+    /// Creates a sync config of one entity on `connection` (mappings auto-mapped).
+    async fn create_config(
+        &self,
+        connection: &str,
+        entity: &str,
+        direction: &str,
+        frequency: &str,
+        strategy: &str,
+    ) -> Result<Value> {
+        self.expect(
+            201,
+            "POST",
+            "/v1/sync/configs",
+            Some(json!({
+                "connection_id": connection,
+                "name": format!("Fuzz {entity} ({direction})"),
+                "direction": direction,
+                "frequency": {"type": frequency},
+                "entities": [entity],
+                "conflict_strategy": strategy,
+            })),
+        )
+        .await
+    }
+
     /// Triggers a run of `config` and waits until it is over.
     async fn run_sync(&self, config: &str) -> Result<Vec<String>> {
         let started = self
@@ -428,18 +449,12 @@ async fn seed(api: &Api) -> Result<Seeds> {
     )
     .await?;
     let config = api
-        .expect(
-            201,
-            "POST",
-            "/v1/sync/configs",
-            Some(json!({
-                "connection_id": hubspot,
-                "name": "Fuzz contacts",
-                "direction": "bidirectional",
-                "frequency": {"type": "manual"},
-                "entities": ["contacts"],
-                "conflict_strategy": "manual_review",
-            })),
+        .create_config(
+            &hubspot,
+            "contacts",
+            "bidirectional",
+            "manual",
+            "manual_review",
         )
         .await?;
     let config_id = text(&config, "id")?;
@@ -499,19 +514,7 @@ async fn seed(api: &Api) -> Result<Seeds> {
         .await?;
     s.doomed_record = text(&doomed, "id")?;
     let companies = api
-        .expect(
-            201,
-            "POST",
-            "/v1/sync/configs",
-            Some(json!({
-                "connection_id": s.connections[1],
-                "name": "Fuzz companies",
-                "direction": "pull",
-                "frequency": {"type": "hourly"},
-                "entities": ["companies"],
-                "conflict_strategy": "crm_wins",
-            })),
-        )
+        .create_config(&hubspot, "companies", "pull", "hourly", "crm_wins")
         .await?;
     s.doomed_config = text(&companies, "id")?;
 
@@ -520,19 +523,7 @@ async fn seed(api: &Api) -> Result<Seeds> {
     let salesforce = api.oauth_connect("salesforce").await?;
     s.connections.push(salesforce.clone());
     let mapped = api
-        .expect(
-            201,
-            "POST",
-            "/v1/sync/configs",
-            Some(json!({
-                "connection_id": salesforce,
-                "name": "Fuzz Salesforce contacts",
-                "direction": "pull",
-                "frequency": {"type": "manual"},
-                "entities": ["contacts"],
-                "conflict_strategy": "last_write_wins",
-            })),
-        )
+        .create_config(&salesforce, "contacts", "pull", "manual", "last_write_wins")
         .await?;
     s.mapping_config = text(&mapped, "id")?;
     s.mappings = strings(&mapped["mappings"], "id");
