@@ -12,11 +12,12 @@ export CONDUIT_VENV := $(CURDIR)/.venv
 export SAM_CLI_TELEMETRY := 0
 CARGO ?= cargo
 
-.PHONY: dev test bench venv fmt lint unit infra infra-fast token invoke sandbox clean help
+.PHONY: dev test bench venv fmt lint unit fuzz infra infra-fast token invoke sandbox clean help
 
 help:
 	@echo "make dev      start moto, the provider sandbox and the dev host (prints URL, tokens, curl)"
-	@echo "make test     fmt + clippy + unit and scenario tests + template checks + sam build"
+	@echo "make test     fmt + clippy + unit and scenario tests + API fuzzing + template checks + sam build"
+	@echo "make fuzz     schemathesis against a fresh dev host from infra/openapi.yaml (SEED=11 EXAMPLES=20)"
 	@echo "make token TENANT=demo USER_ID=dev-admin ROLE=admin   mint a token for the running dev host"
 	@echo "make invoke FN=credentials EVENT=events/credentials/list-connections.json   run a function once"
 	@echo "make sandbox  run the provider sandbox alone on :9100"
@@ -28,7 +29,7 @@ venv:
 dev: venv
 	$(CARGO) run --quiet -p devhost -- up $(if $(SCHEDULE_EVERY),--schedule-every $(SCHEDULE_EVERY))
 
-test: venv fmt lint unit infra
+test: venv fmt lint unit fuzz infra
 	@echo "make test: all checks passed"
 
 fmt:
@@ -39,6 +40,11 @@ lint:
 
 unit: venv
 	$(CARGO) test --workspace --quiet
+
+# schemathesis against a fresh local stack (its own moto, sandbox and dev host on free
+# ports), from infra/openapi.yaml; deterministic for a given SEED and EXAMPLES.
+fuzz: venv
+	$(CARGO) run --quiet -p scenarios --bin fuzz -- --seed $(or $(SEED),11) --max-examples $(or $(EXAMPLES),20)
 
 # Benchmarks print figures and their ratio to the goals (README: Performance).
 # BENCH_ARGS e.g. "--only sync,conflict --sync 1000,10000 --directions pull" or "--flows 500 --connections 20000".

@@ -115,6 +115,10 @@ pub struct LocalEnvOptions {
     /// again after this delay instead of the queue's visibility timeout (default: none,
     /// as in AWS). Tests of retries and dead-letter queues set it (e.g. to zero).
     pub sqs_retry_delay: Option<Duration>,
+    /// Throttle like the stage (`DefaultRouteSettings`: 429 `{"message":"Too Many
+    /// Requests"}`) — on for `devhost up` and the fuzzer; off by default, so tests and
+    /// benchmarks measure Conduit rather than the stage limit.
+    pub throttle: bool,
 }
 
 impl Default for LocalEnvOptions {
@@ -133,6 +137,7 @@ impl Default for LocalEnvOptions {
             schedule_every: None,
             poll_queues: true,
             sqs_retry_delay: None,
+            throttle: false,
         }
     }
 }
@@ -247,6 +252,7 @@ impl LocalEnv {
                     run: options.poll_queues,
                     retry_delay: options.sqs_retry_delay,
                 },
+                throttle: options.throttle,
             },
         )
         .await?;

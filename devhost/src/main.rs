@@ -164,6 +164,7 @@ async fn up(raw: &[String]) -> Result<()> {
         jwt_key: Some(key),
         run_schedules: true,
         schedule_every,
+        throttle: true,
         ..LocalEnvOptions::default()
     })
     .await?;

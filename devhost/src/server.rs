@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -84,6 +84,8 @@ pub struct DevHostOptions {
     /// Whether the template's SQS event sources are polled (default: yes) and how fast
     /// failed messages come back.
     pub queues: QueueOptions,
+    /// Whether the stage's throttling (`DefaultRouteSettings`) applies (default: no).
+    pub throttle: bool,
 }
 
 impl Default for DevHostOptions {
@@ -92,6 +94,7 @@ impl Default for DevHostOptions {
             events: EventCapture::off("the dev host was started without an event capture"),
             schedules: SchedulerOptions::default(),
             queues: QueueOptions::default(),
+            throttle: false,
         }
     }
 }
@@ -117,8 +120,53 @@ struct Cors {
     allow_credentials: bool,
 }
 
+/// API Gateway's stage throttling (`DefaultRouteSettings`): a token bucket holding
+/// `burst` requests, refilled at `rate` a second; a request finding it empty gets
+/// 429 `{"message":"Too Many Requests"}`.
+#[derive(Debug)]
+struct Throttle {
+    rate: f64,
+    burst: f64,
+    bucket: Mutex<(f64, Instant)>,
+}
+
+impl Throttle {
+    fn new(rate: f64, burst: f64) -> Self {
+        Self {
+            rate,
+            burst,
+            bucket: Mutex::new((burst, Instant::now())),
+        }
+    }
+
+    /// The limits of resolved `DefaultRouteSettings`; none without both limits.
+    fn from_settings(settings: &Json) -> Option<Self> {
+        let rate = settings.get("ThrottlingRateLimit")?.as_f64()?;
+        let burst = settings.get("ThrottlingBurstLimit")?.as_f64()?;
+        Some(Self::new(rate, burst))
+    }
+
+    /// Takes a token at `now`, if one is left.
+    fn admit(&self, now: Instant) -> bool {
+        let Ok(mut bucket) = self.bucket.lock() else {
+            return true;
+        };
+        let (tokens, last) = &mut *bucket;
+        let refill = now.saturating_duration_since(*last).as_secs_f64() * self.rate;
+        *tokens = (*tokens + refill).min(self.burst);
+        *last = now.max(*last);
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 struct Inner {
     routes: RouteTable,
+    throttle: Option<Throttle>,
     functions: BTreeMap<String, FunctionEntry>,
     authorizers: BTreeMap<String, Authorizer>,
     jwt: LocalJwt,
@@ -220,6 +268,20 @@ impl DevHost {
             )),
         };
 
+        let settings = template
+            .apis
+            .values()
+            .find_map(|a| a.route_settings.as_ref())
+            .filter(|_| options.throttle);
+        let throttle = match settings {
+            None => None,
+            Some(value) => stack
+                .resolve(value)
+                .context("resolving DefaultRouteSettings")?
+                .as_ref()
+                .and_then(Throttle::from_settings),
+        };
+
         let mut entries = BTreeMap::new();
         for (id, function) in &template.functions {
             let handler = match functions.get(&function.binary) {
@@ -270,6 +332,7 @@ impl DevHost {
             .context("reading the dev host's address")?;
         let inner = Arc::new(Inner {
             routes,
+            throttle,
             functions: entries,
             authorizers,
             jwt,
@@ -675,6 +738,14 @@ async fn handle(inner: &Inner, peer: SocketAddr, req: Request, request_id: &str)
     };
     let route = matched.route;
     let route_key = route.route_key();
+    if let Some(throttle) = &inner.throttle
+        && !throttle.admit(Instant::now())
+    {
+        return outcome(
+            gateway(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests"),
+            &route_key,
+        );
+    }
 
     let jwt_context = match &route.authorizer {
         None => None,
@@ -879,6 +950,23 @@ fn into_http(response: lambda_http::Response<lambda_http::Body>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_throttle_lets_a_burst_through_then_refills_at_its_rate() {
+        let throttle =
+            Throttle::from_settings(&json!({"ThrottlingRateLimit": 10, "ThrottlingBurstLimit": 3}))
+                .unwrap();
+        let t0 = Instant::now();
+        assert!((0..3).all(|_| throttle.admit(t0)));
+        assert!(!throttle.admit(t0), "the burst is spent");
+        assert!(!throttle.admit(t0 + Duration::from_millis(50)));
+        assert!(
+            throttle.admit(t0 + Duration::from_millis(150)),
+            "one token after 0.1 s"
+        );
+        assert!(!throttle.admit(t0 + Duration::from_millis(150)));
+        assert!(Throttle::from_settings(&json!({"ThrottlingRateLimit": 10})).is_none());
+    }
 
     #[test]
     fn bearer_prefixes_are_optional() {

@@ -266,6 +266,8 @@ pub struct HttpApi {
     pub authorizers: BTreeMap<String, JwtAuthorizer>,
     /// `CorsConfiguration`, unresolved.
     pub cors: Option<Value>,
+    /// `DefaultRouteSettings` (throttling), unresolved.
+    pub route_settings: Option<Value>,
 }
 
 /// A JWT authorizer of an HTTP API.
@@ -659,6 +661,7 @@ fn parse_api(res: &Resource) -> Result<HttpApi> {
         default_authorizer,
         authorizers,
         cors: res.property("CorsConfiguration").cloned(),
+        route_settings: res.property("DefaultRouteSettings").cloned(),
     })
 }
 
