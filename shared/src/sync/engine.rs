@@ -22,6 +22,7 @@ use super::conflict::{self, Direction, Side, Strategy, Values};
 use super::crm::{CrmClient, CrmError, CrmKind, CrmRecord, Cursor, WriteOutcome};
 use super::links::{Link, Links};
 use super::mapping::Mapper;
+use super::purge;
 use super::records::{LinkedRecord, Record, Records, Source, normalise_key};
 use super::runs::{
     Phase, Progress, PushCursor, RecordError, RunStatus, Runs, StoredConflict, SyncLog, Task,
@@ -299,6 +300,11 @@ pub async fn run_chunk(
         .await
         .map_err(retry)?;
     let Some(config) = config else {
+        // An earlier delivery of this message may have written before it failed: the
+        // purge goes again (see `purge`), and the chain of chunks ends here.
+        purge::recheck(app, queue, &task.tenant, &task.config_id, &[task.entity])
+            .await
+            .map_err(|e| ChunkError::Retry(e.to_string()))?;
         return close(
             &runs,
             task,
@@ -353,6 +359,11 @@ pub async fn run_chunk(
     };
     chunk.progress.add("requests", chunk.crm.requests);
     chunk.progress.add("rate_limited", chunk.crm.rate_limited);
+    // Write, then check: every write of this chunk is done; a config deleted meanwhile
+    // gets its purge again, after them (see `purge`).
+    let deleted = !purge::recheck(app, queue, &task.tenant, &task.config_id, &[task.entity])
+        .await
+        .map_err(|e| ChunkError::Retry(e.to_string()))?;
     // A transient failure redoes everything since the last checkpoint: its record
     // errors and counts come again then.
     let redone = matches!(&outcome, Err(e) if e.is_transient());
@@ -364,6 +375,16 @@ pub async fn run_chunk(
             .map_err(retry)?;
     }
     match outcome {
+        Ok(_) if deleted => {
+            close(
+                &runs,
+                task,
+                0,
+                chunk.progress,
+                Some("the sync config was deleted"),
+            )
+            .await
+        }
         Ok(next) => {
             let handed_on = i64::from(next.is_some());
             if let Some(next) = next {

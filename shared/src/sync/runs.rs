@@ -296,6 +296,10 @@ struct Active {
     job_id: JobId,
     open_logs: i64,
     until: i64,
+    /// DynamoDB removes a hold nothing released a day after it lapsed (a trigger that
+    /// died before enqueueing its run, of a config deleted meanwhile).
+    #[serde(default)]
+    ttl: i64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -522,6 +526,7 @@ impl Runs {
             job_id: job.clone(),
             open_logs: logs,
             until: now_s + ACTIVE_HOLD.whole_seconds(),
+            ttl: now_s + ACTIVE_HOLD.whole_seconds() + 86_400,
         };
         let result = self
             .table
@@ -725,6 +730,75 @@ impl Runs {
                 item: c,
             })
             .await
+    }
+
+    /// Saves a change to a conflict that must still exist (a deleted config's purge may
+    /// have removed it meanwhile: then `ConditionFailed`, and nothing is re-created).
+    pub async fn update_conflict(
+        &self,
+        tenant: &TenantId,
+        c: &StoredConflict,
+    ) -> Result<(), StoreError> {
+        let item = crate::store::to_item(&Keyed {
+            pk: conflict_pk(tenant),
+            sk: c.id.to_string(),
+            item: c,
+        })?;
+        let result = self
+            .table
+            .client()
+            .put_item()
+            .table_name(self.table.name())
+            .set_item(Some(item))
+            .condition_expression("attribute_exists(pk)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Err(StoreError::ConditionFailed)
+            }
+            Err(e) => Err(StoreError::Service(
+                aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string(),
+            )),
+        }
+    }
+
+    /// The ids of every conflict of one config, read consistently (the purge's sweep
+    /// must see every conflict written before it began).
+    pub async fn conflict_ids_of(
+        &self,
+        tenant: &TenantId,
+        config: &SyncConfigId,
+    ) -> Result<Vec<ConflictId>, StoreError> {
+        let mut ids = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page: Page<Keyed<StoredConflict>> = self
+                .table
+                .query(
+                    None,
+                    &conflict_pk(tenant),
+                    QueryOpts {
+                        cursor: cursor.as_deref(),
+                        filter: Some((
+                            "config_id = :config",
+                            vec![(":config", AttributeValue::S(config.to_string()))],
+                        )),
+                        consistent: true,
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            ids.extend(page.items.into_iter().map(|k| k.item.id));
+            match page.cursor {
+                Some(c) => cursor = Some(c),
+                None => return Ok(ids),
+            }
+        }
     }
 
     /// One conflict.
