@@ -528,24 +528,49 @@ impl Runs {
             until: now_s + ACTIVE_HOLD.whole_seconds(),
             ttl: now_s + ACTIVE_HOLD.whole_seconds() + 86_400,
         };
-        let result = self
+        let put = self
+            .put_if(
+                crate::store::to_item(&item)?,
+                "attribute_not_exists(pk) OR #until < :now",
+                Some(("#until", "until")),
+                Some((":now", AttributeValue::N(now_s.to_string()))),
+            )
+            .await;
+        match put {
+            Ok(()) => Ok(Some(())),
+            Err(StoreError::ConditionFailed) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Puts `item` if `condition` holds (else `ConditionFailed`).
+    async fn put_if(
+        &self,
+        item: std::collections::HashMap<String, AttributeValue>,
+        condition: &str,
+        name: Option<(&str, &str)>,
+        value: Option<(&str, AttributeValue)>,
+    ) -> Result<(), StoreError> {
+        let mut req = self
             .table
             .client()
             .put_item()
             .table_name(self.table.name())
-            .set_item(Some(crate::store::to_item(&item)?))
-            .condition_expression("attribute_not_exists(pk) OR #until < :now")
-            .expression_attribute_names("#until", "until")
-            .expression_attribute_values(":now", AttributeValue::N(now_s.to_string()))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(Some(())),
+            .set_item(Some(item))
+            .condition_expression(condition);
+        if let Some((k, v)) = name {
+            req = req.expression_attribute_names(k, v);
+        }
+        if let Some((k, v)) = value {
+            req = req.expression_attribute_values(k, v);
+        }
+        match req.send().await {
+            Ok(_) => Ok(()),
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
             {
-                Ok(None)
+                Err(StoreError::ConditionFailed)
             }
             Err(e) => Err(StoreError::Service(
                 aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string(),
@@ -744,27 +769,7 @@ impl Runs {
             sk: c.id.to_string(),
             item: c,
         })?;
-        let result = self
-            .table
-            .client()
-            .put_item()
-            .table_name(self.table.name())
-            .set_item(Some(item))
-            .condition_expression("attribute_exists(pk)")
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Err(StoreError::ConditionFailed)
-            }
-            Err(e) => Err(StoreError::Service(
-                aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string(),
-            )),
-        }
+        self.put_if(item, "attribute_exists(pk)", None, None).await
     }
 
     /// The ids of every conflict of one config, read consistently (the purge's sweep
