@@ -183,21 +183,26 @@ async fn delete(app: &TestApp, t: &Tenant, c: &SyncConfigId) {
     assert_eq!(status, 204, "{body}");
 }
 
-/// After the delete: the run's logs close, the queues go idle, and nothing of the
-/// config is left but its logs.
-async fn assert_nothing_left(app: &TestApp, t: &Tenant, c: &SyncConfigId, started: &Value) {
-    let logs = s::wait(app, t, started).await;
+/// After the deletes: the runs' logs close, the queues go idle (the delete's backstop
+/// purge included, 30 s on), and nothing of any config is left but its logs.
+async fn assert_nothing_left(app: &TestApp, deleted: &[(Tenant, SyncConfigId, Value)]) {
+    let mut closed = Vec::new();
+    for (t, _, started) in deleted {
+        closed.push(s::wait(app, t, started).await.len());
+    }
     app.local()
-        .wait_queues_idle(Duration::from_secs(60))
+        .wait_queues_idle(Duration::from_secs(90))
         .await
         .expect("queues idle");
-    let left = leftovers(app, t, c).await;
-    assert!(left.is_empty(), "left behind: {left:?}");
-    let kept = Runs::new(app.app().table.clone())
-        .logs(&t.id, Some(c), 10, None)
-        .await
-        .unwrap();
-    assert_eq!(kept.items.len(), logs.len(), "logs stay, as history");
+    for ((t, c, _), logs) in deleted.iter().zip(closed) {
+        let left = leftovers(app, t, c).await;
+        assert!(left.is_empty(), "left behind: {left:?}");
+        let kept = Runs::new(app.app().table.clone())
+            .logs(&t.id, Some(c), 10, None)
+            .await
+            .unwrap();
+        assert_eq!(kept.items.len(), logs, "logs stay, as history");
+    }
 }
 
 /// A tenant with `n` CRM contacts and 5 app contacts, and a bidirectional config.
@@ -237,7 +242,7 @@ async fn a_config_deleted_while_its_run_is_under_way_leaves_nothing_behind() {
     let (status, started) = s::trigger(&app, &t, &c).await;
     assert_eq!(status, 202, "{started}");
     delete(&app, &t, &c).await;
-    assert_nothing_left(&app, &t, &c, &started).await;
+    let mut deleted = vec![(t, c, started)];
 
     // Delete while a chunk is writing its pages: some links are in, more to come.
     let (t, c) = scenario(&app, 600).await;
@@ -253,7 +258,7 @@ async fn a_config_deleted_while_its_run_is_under_way_leaves_nothing_behind() {
     }
     assert!(seen > 0, "the chunk wrote links before the delete");
     delete(&app, &t, &c).await;
-    assert_nothing_left(&app, &t, &c, &started).await;
+    deleted.push((t, c, started));
 
     // Delete between chunks: the pull's chunk is done and has handed on the push,
     // which waits in the queue while the delete and its purge go through.
@@ -277,7 +282,9 @@ async fn a_config_deleted_while_its_run_is_under_way_leaves_nothing_behind() {
     assert!(links(&app, &t, &c).await > 0);
     delete(&app, &t, &c).await;
     app.local().resume_pollers();
-    assert_nothing_left(&app, &t, &c, &started).await;
+    deleted.push((t, c, started));
+
+    assert_nothing_left(&app, &deleted).await;
 
     app.sandbox().set_latency(None, Duration::ZERO);
 }

@@ -114,7 +114,7 @@ pub async fn run(app: &App, queue: &Publisher, p: &Purge) -> Result<(), PurgeErr
         .await?
         .is_some()
     {
-        tracing::warn!(config = %p.config_id, "a purge of a config that exists was ignored");
+        tracing::info!(config = %p.config_id, "a purge of a config that exists (its delete failed) was ignored");
         return Ok(());
     }
     let records = Records::new(app.table.clone());
