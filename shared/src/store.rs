@@ -151,6 +151,9 @@ pub struct QueryOpts<'a> {
     /// Only items matching this filter expression (applied after the key condition, so
     /// pages may hold fewer than `limit` items), with its `:value` placeholders.
     pub filter: Option<(&'a str, Vec<(&'a str, AttributeValue)>)>,
+    /// A strongly consistent read (the table only; an index cannot give one): what
+    /// every write finished before the query began is in its answer.
+    pub consistent: bool,
 }
 
 /// One write of a transaction.
@@ -445,7 +448,8 @@ impl Table {
             .expression_attribute_names("#pk", pk_attr)
             .expression_attribute_values(":pk", AttributeValue::S(pk.to_owned()))
             .scan_index_forward(!opts.descending)
-            .set_limit(opts.limit);
+            .set_limit(opts.limit)
+            .consistent_read(opts.consistent && index.is_none());
         if let Some(prefix) = opts.prefix {
             condition.push_str(" AND begins_with(#sk, :prefix)");
             req = req

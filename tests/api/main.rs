@@ -16,6 +16,7 @@ mod secrets;
 mod sync;
 mod sync_config;
 mod sync_faults;
+mod sync_holes;
 mod sync_review;
 mod sync_salesforce;
 mod sync_support;

@@ -412,9 +412,30 @@ pub async fn update(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     respond(StatusCode::OK, &next)
 }
 
-/// `DELETE /v1/sync/configs/{id}`: the schedule first, then the config.
+/// How long a delete's backstop purge waits: past this function's time limit (29 s),
+/// so it finds the delete done, or (had the delete failed) a live config, which a purge
+/// leaves alone.
+const PURGE_BACKSTOP_SECS: i32 = 30;
+
+/// `DELETE /v1/sync/configs/{id}`: the schedule first, then the config; what it owns
+/// goes in the background (`conduit::sync::purge`).
 pub async fn delete(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     let c = call.load().await?;
+    // Its links, checkpoints and conflicts go in the background (there can be a
+    // hundred thousand links). The purge is queued before anything changes, so a
+    // queue that cannot take it refuses the delete instead of leaving orphans.
+    let purge = PurgeMessage {
+        purge: Purge {
+            tenant: c.tenant.clone(),
+            config_id: c.id.clone(),
+            entities: c.entities.clone(),
+        },
+    };
+    let queue = conduit::queue::sync_queue(call.app).map_err(ApiError::internal)?;
+    queue
+        .send_delayed(&purge, PURGE_BACKSTOP_SECS)
+        .await
+        .map_err(ApiError::internal)?;
     call.schedules().remove(&c).await.map_err(schedule_error)?;
     let audit = call
         .audit("sync_config.delete", &c.id)
@@ -431,24 +452,9 @@ pub async fn delete(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
         }
         return Err(write_error(e));
     }
-    // Its links, checkpoints and conflicts go in the background (there can be a
-    // hundred thousand links); a failure to enqueue leaves orphans no one reads.
-    let purge = PurgeMessage {
-        purge: Purge {
-            tenant: c.tenant.clone(),
-            config_id: c.id.clone(),
-            entities: c.entities.clone(),
-        },
-    };
-    match conduit::queue::sync_queue(call.app) {
-        Ok(queue) => {
-            if let Err(e) = queue.send(&purge).await {
-                tracing::error!(config = %c.id, error = %e, "could not enqueue the clean-up of a deleted config");
-            }
-        }
-        Err(e) => {
-            tracing::error!(config = %c.id, error = %e, "no sync queue to clean up a deleted config")
-        }
+    // The purge starts now; should this send fail, the backstop does the work.
+    if let Err(e) = queue.send(&purge).await {
+        tracing::warn!(config = %c.id, error = %e, "the clean-up of a deleted config waits for its backstop");
     }
     http::no_content()
 }

@@ -105,11 +105,20 @@ fn record(
         .filter_map(|f| r.values.get(f).map(|v| (f.as_str(), v.as_str())))
         .collect();
     let mut warnings = Vec::new();
-    let app: BTreeMap<String, Option<String>> = mapper
-        .to_app(&r.values)
-        .into_iter()
-        .filter(|(f, _)| pulled.contains(&f.as_str()))
-        .collect();
+    // A transform that passes its cap on this record fails it alone, as a run would.
+    let app: BTreeMap<String, Option<String>> = match mapper.to_app(&r.values) {
+        Ok(values) => values
+            .into_iter()
+            .filter(|(f, _)| pulled.contains(&f.as_str()))
+            .collect(),
+        Err(e) => {
+            warnings.push(format!("CRM record {}: {e}", r.id));
+            return (
+                json!({ "crm_id": r.id, "crm": crm, "app": {}, "error": e.to_string() }),
+                warnings,
+            );
+        }
+    };
     for (field, value) in &app {
         if let (Some(v), Some(def)) = (value, entity.field(field))
             && let Some(why) = misfit(def.kind, v)

@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 
 use super::conflict::{Direction, Strategy};
 use super::schema::{CrmField, Entity};
-use super::transform::Transform;
+use super::transform::{INPUT_CHARS, MAX_OUTPUT, Transform};
 use crate::domain::{ConnectionId, JobId, MappingId, SyncConfigId, TenantId, UserId};
 use crate::store::{Keyed, StoreError, Table, keys};
 
@@ -362,6 +362,16 @@ pub fn check_mappings(
                     message: e.to_string(),
                 }),
                 Ok(t) => {
+                    let bound = t.bound();
+                    if bound > MAX_OUTPUT as u64 {
+                        problems.push(MappingProblem {
+                            field: at(name),
+                            message: format!(
+                                "the transform can produce {} bytes from values of {INPUT_CHARS} characters; at most {MAX_OUTPUT} are allowed",
+                                if bound == u64::MAX { "unboundedly many".to_owned() } else { bound.to_string() }
+                            ),
+                        });
+                    }
                     for f in t.fields() {
                         let known = match side_fields {
                             Side::Crm => crm_fields.iter().any(|c| c.name == f),
@@ -541,6 +551,8 @@ mod tests {
         ];
         let mut bad_transform = m("email", "notes", Direction::Pull);
         bad_transform.transform = Some("concat(nope)".into());
+        let mut growing = m("email", "department", Direction::Pull);
+        growing.transform = Some("concat(_, _, _, _, _) | concat(_, _, _, _, _)".into());
         let set = [
             &m("email", "email", Direction::Bidirectional),
             &m("missing", "email", Direction::Pull),
@@ -549,6 +561,7 @@ mod tests {
             &m("hs_object_id", "notes", Direction::Push),
             &m("email", "email", Direction::Bidirectional),
             &bad_transform,
+            &growing,
         ];
         let problems = check_mappings(Entity::Contacts, &set, &fields);
         let text = format!("{problems:?}");
@@ -559,6 +572,10 @@ mod tests {
         assert!(text.contains("already writes app field"), "{text}");
         assert!(text.contains("already writes CRM field"), "{text}");
         assert!(text.contains("unknown field \\\"nope\\\""), "{text}");
+        assert!(
+            text.contains("mappings[7].transform") && text.contains("can produce 200000 bytes"),
+            "{text}"
+        );
     }
 
     #[test]

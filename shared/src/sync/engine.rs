@@ -22,6 +22,7 @@ use super::conflict::{self, Direction, Side, Strategy, Values};
 use super::crm::{CrmClient, CrmError, CrmKind, CrmRecord, Cursor, WriteOutcome};
 use super::links::{Link, Links};
 use super::mapping::Mapper;
+use super::purge;
 use super::records::{LinkedRecord, Record, Records, Source, normalise_key};
 use super::runs::{
     Phase, Progress, PushCursor, RecordError, RunStatus, Runs, StoredConflict, SyncLog, Task,
@@ -299,6 +300,11 @@ pub async fn run_chunk(
         .await
         .map_err(retry)?;
     let Some(config) = config else {
+        // An earlier delivery of this message may have written before it failed: the
+        // purge goes again (see `purge`), and the chain of chunks ends here.
+        purge::recheck(app, queue, &task.tenant, &task.config_id, &[task.entity])
+            .await
+            .map_err(|e| ChunkError::Retry(e.to_string()))?;
         return close(
             &runs,
             task,
@@ -353,6 +359,11 @@ pub async fn run_chunk(
     };
     chunk.progress.add("requests", chunk.crm.requests);
     chunk.progress.add("rate_limited", chunk.crm.rate_limited);
+    // Write, then check: every write of this chunk is done; a config deleted meanwhile
+    // gets its purge again, after them (see `purge`).
+    let deleted = !purge::recheck(app, queue, &task.tenant, &task.config_id, &[task.entity])
+        .await
+        .map_err(|e| ChunkError::Retry(e.to_string()))?;
     // A transient failure redoes everything since the last checkpoint: its record
     // errors and counts come again then.
     let redone = matches!(&outcome, Err(e) if e.is_transient());
@@ -364,6 +375,16 @@ pub async fn run_chunk(
             .map_err(retry)?;
     }
     match outcome {
+        Ok(_) if deleted => {
+            close(
+                &runs,
+                task,
+                0,
+                chunk.progress,
+                Some("the sync config was deleted"),
+            )
+            .await
+        }
         Ok(next) => {
             let handed_on = i64::from(next.is_some());
             if let Some(next) = next {
@@ -577,7 +598,10 @@ impl Chunk<'_> {
             if let Some(id) = r.values.get(marker) {
                 out.insert(format!("a{id}"));
             }
-            if let Some(Some(k)) = self.mapper.to_app(&r.values).get(entity.key_field()) {
+            // A record whose transform overflows fails on its own page; no key here.
+            if let Ok(values) = self.mapper.to_app(&r.values)
+                && let Some(Some(k)) = values.get(entity.key_field())
+            {
                 out.insert(format!("k{}", normalise_key(entity, k)));
             }
         }
@@ -894,7 +918,7 @@ impl Chunk<'_> {
         let filters: Vec<_> = self.config.filters_of(entity).cloned().collect();
         let bidirectional = self.config.direction == SyncDirection::Bidirectional;
         let directions = self.mapper.directions();
-        let mut creates: Vec<(Record, Values)> = Vec::new();
+        let mut creates: Vec<(Record, Values, BTreeMap<String, Option<String>>)> = Vec::new();
         let mut updates: Vec<(Record, Link, Values)> = Vec::new();
         let mut deletes: Vec<(RecordId, Link)> = Vec::new();
         for r in records {
@@ -910,7 +934,13 @@ impl Chunk<'_> {
                 continue;
             }
             let app_values = self.mapper.app_values(&r.fields);
-            let crm_view = self.mapper.to_crm(&app_values, &r.fields);
+            let crm_view = match self.mapper.to_crm(&app_values, &r.fields) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.transform_failed(Some(&r.id), None, &e);
+                    continue;
+                }
+            };
             let passes = filters
                 .iter()
                 .all(|f| f.matches(crm_view.get(&f.field).and_then(|v| v.as_deref())));
@@ -938,7 +968,7 @@ impl Chunk<'_> {
                         continue;
                     }
                     self.progress.add("processed", 1);
-                    creates.push((r, app_values));
+                    creates.push((r, app_values, crm_view));
                 }
             }
         }
@@ -949,15 +979,15 @@ impl Chunk<'_> {
             for batch in creates.chunks(self.crm.kind().batch_size()) {
                 let inputs: Vec<(String, BTreeMap<String, Option<String>>)> = batch
                     .iter()
-                    .map(|(r, values)| {
-                        let mut out = self.mapper.to_crm(values, &r.fields);
+                    .map(|(r, _, crm_view)| {
+                        let mut out = crm_view.clone();
                         out.retain(|_, v| v.is_some());
                         (r.id.to_string(), out)
                     })
                     .collect();
                 let outcomes = self.crm.create(entity, &inputs).await?;
                 let mut find = Vec::new();
-                for ((r, values), outcome) in batch.iter().zip(outcomes) {
+                for ((r, values, _), outcome) in batch.iter().zip(outcomes) {
                     match outcome {
                         WriteOutcome::Done(crm_id) => {
                             self.progress.add("created", 1);
@@ -1044,7 +1074,13 @@ impl Chunk<'_> {
                         self.progress.add("skipped", 1);
                         continue;
                     };
-                    let crm_values = self.mapper.to_app(&now_crm.values);
+                    let crm_values = match self.mapper.to_app(&now_crm.values) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            self.transform_failed(Some(&r.id), Some(&crm_id), &e);
+                            continue;
+                        }
+                    };
                     let app_values = self.mapper.app_values(&r.fields);
                     let plan = conflict::reconcile(
                         &directions,
@@ -1082,7 +1118,14 @@ impl Chunk<'_> {
                     new_links.push((r.id.clone(), link));
                     continue;
                 }
-                writes.push((crm_id, self.mapper.to_crm(&to_push, &r.fields)));
+                let crm_values = match self.mapper.to_crm(&to_push, &r.fields) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        self.transform_failed(Some(&r.id), Some(&crm_id), &e);
+                        continue;
+                    }
+                };
+                writes.push((crm_id, crm_values));
                 pending.push((r.id.clone(), link, to_push));
             }
             for (batch, links_batch) in writes
@@ -1145,6 +1188,24 @@ impl Chunk<'_> {
     }
 
     /// Writes links behind the next CRM request.
+    /// A push record whose transform passed its cap: it fails alone.
+    fn transform_failed(
+        &mut self,
+        record: Option<&RecordId>,
+        crm_id: Option<&str>,
+        e: &super::mapping::TransformFailed,
+    ) {
+        self.progress.add("processed", 1);
+        self.progress.add("failed", 1);
+        self.errors.push(RecordError {
+            phase: Phase::Push,
+            record_id: record.map(ToString::to_string),
+            crm_id: crm_id.map(str::to_owned),
+            message: e.to_string(),
+            at: now(),
+        });
+    }
+
     async fn store_links(&mut self, links: Vec<(RecordId, Link)>) -> Result<(), CrmError> {
         if links.is_empty() {
             return Ok(());
@@ -1351,9 +1412,17 @@ impl PullContext {
             .collect();
         let key_field = entity.key_field();
         let mut crm_values: Vec<Values> = Vec::with_capacity(page.len());
+        // Records whose transform passed its cap fail alone (by page index).
+        let mut overflowed: BTreeMap<usize, super::mapping::TransformFailed> = BTreeMap::new();
         let mut want_keys: Vec<String> = Vec::new();
         for (i, rec) in page.iter().enumerate() {
-            let values = self.mapper.to_app(&rec.values);
+            let values = match self.mapper.to_app(&rec.values) {
+                Ok(v) => v,
+                Err(e) => {
+                    overflowed.insert(i, e);
+                    Values::new()
+                }
+            };
             if !existing.contains_key(candidate[i].as_str())
                 && let Some(Some(k)) = values.get(key_field)
             {
@@ -1426,6 +1495,17 @@ impl PullContext {
                 continue; // the same record twice in one page (re-anchored search)
             }
             progress.add("processed", 1);
+            if let Some(e) = overflowed.get(&i) {
+                progress.add("failed", 1);
+                errors.push(RecordError {
+                    phase: Phase::Pull,
+                    record_id: None,
+                    crm_id: Some(rec.id.clone()),
+                    message: e.to_string(),
+                    at,
+                });
+                continue;
+            }
             let values = &crm_values[i];
             let link = links.get(id.as_str()).cloned();
             match existing.get(id.as_str()).cloned() {

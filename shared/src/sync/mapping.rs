@@ -6,7 +6,21 @@ use std::collections::BTreeMap;
 
 use super::config::FieldMapping;
 use super::conflict::{Direction, Values};
-use super::transform::Transform;
+use super::transform::{Overflow, Transform};
+use crate::domain::MappingId;
+
+/// A mapping's transform stopped for one record (its output or work passed the cap):
+/// the record fails, the run goes on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{overflow} in mapping {mapping} (app field {app_field})")]
+pub struct TransformFailed {
+    /// The mapping.
+    pub mapping: MappingId,
+    /// Its app field.
+    pub app_field: String,
+    /// What passed the cap.
+    pub overflow: Overflow,
+}
 
 /// A mapping with its transforms parsed once.
 #[derive(Debug, Clone)]
@@ -78,16 +92,16 @@ impl Mapper {
 
     /// A CRM record's values in app fields (every mapped field, pulled or not, so the
     /// conflict check sees the CRM's side whole).
-    pub fn to_app(&self, crm: &BTreeMap<String, String>) -> Values {
+    pub fn to_app(&self, crm: &BTreeMap<String, String>) -> Result<Values, TransformFailed> {
         self.mappings
             .iter()
             .map(|m| {
                 let raw = crm.get(&m.mapping.crm_field).map(String::as_str);
                 let value = match &m.pull {
-                    Some(t) => t.apply(raw, crm),
+                    Some(t) => t.apply(raw, crm).map_err(|o| m.failed(o))?,
                     None => raw.map(str::to_owned),
                 };
-                (m.mapping.app_field.clone(), value.filter(|v| !v.is_empty()))
+                Ok((m.mapping.app_field.clone(), value.filter(|v| !v.is_empty())))
             })
             .collect()
     }
@@ -111,7 +125,7 @@ impl Mapper {
         &self,
         changed: &Values,
         app: &BTreeMap<String, String>,
-    ) -> BTreeMap<String, Option<String>> {
+    ) -> Result<BTreeMap<String, Option<String>>, TransformFailed> {
         let mut out = BTreeMap::new();
         for m in &self.mappings {
             if !matches!(
@@ -124,19 +138,28 @@ impl Mapper {
                 continue;
             };
             let value = match &m.push {
-                Some(t) => t.apply(value.as_deref(), app),
+                Some(t) => t.apply(value.as_deref(), app).map_err(|o| m.failed(o))?,
                 None => value.clone(),
             };
             out.insert(m.mapping.crm_field.clone(), value.filter(|v| !v.is_empty()));
         }
-        out
+        Ok(out)
+    }
+}
+
+impl Compiled {
+    fn failed(&self, overflow: Overflow) -> TransformFailed {
+        TransformFailed {
+            mapping: self.mapping.id.clone(),
+            app_field: self.mapping.app_field.clone(),
+            overflow,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::MappingId;
     use crate::sync::schema::Entity;
 
     fn m(crm: &str, app: &str, dir: Direction, t: Option<&str>, pt: Option<&str>) -> FieldMapping {
@@ -177,13 +200,13 @@ mod tests {
             ("email".to_owned(), " Ann@X.IO ".to_owned()),
             ("firstname".to_owned(), "Ann".to_owned()),
         ]);
-        let app = mapper.to_app(&crm);
+        let app = mapper.to_app(&crm).expect("within the cap");
         assert_eq!(app["email"].as_deref(), Some("ann@x.io"));
         assert_eq!(app["first_name"].as_deref(), Some("Ann"));
         assert_eq!(app["job_title"], None);
         let record = BTreeMap::from([("job_title".to_owned(), "cto".to_owned())]);
         let changed = mapper.app_values(&record);
-        let out = mapper.to_crm(&changed, &record);
+        let out = mapper.to_crm(&changed, &record).expect("within the cap");
         assert_eq!(out.get("jobtitle"), Some(&Some("CTO".to_owned())));
         assert!(
             !out.contains_key("firstname"),

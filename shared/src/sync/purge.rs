@@ -1,21 +1,43 @@
 //! What a deleted sync config leaves behind, removed in the background: its links (a
 //! config can have a hundred thousand, too many for the API call that deletes it), the
 //! link summaries on the app records, its checkpoints, its run hold and its conflicts.
-//! Its logs stay, as history.
+//! Its logs and their per-record errors stay, as history (counts, ids and messages,
+//! never CRM values); the app records its pulls created are the tenant's and stay too.
 //!
 //! The config API enqueues one [`Purge`] on the sync queue; the worker does a page of
 //! links per message and hands the rest on as the same message. Every step can run
 //! twice: deleting what is gone, or unlinking an unlinked record, changes nothing.
+//!
+//! ## A run that interleaves with the delete
+//! A chunk reads its config when it starts and may then write for up to a chunk's time
+//! (links, checkpoints, conflicts, link summaries), and a trigger may have read the
+//! config just before the delete. Writes cannot be conditioned on the config (links go
+//! out in batches, which take no condition), so every writer of a config's items
+//! **writes, then checks**: after its last write it reads the config again (strongly
+//! consistent) and, if it is gone, enqueues this purge again ([`recheck`]). Either
+//! - the check found the config: the check, and so every write before it, happened
+//!   before the delete, and the delete happened before its purge was enqueued; the
+//!   purge's reads are strongly consistent and it runs until its queries come back
+//!   empty, so it sees and removes those writes; or
+//! - the check found it gone: the writer enqueued a purge after its writes, which sees
+//!   and removes them.
+//!
+//! A chunk that fails or is killed after writing did not check, but its message comes
+//! back, and a chunk that starts without its config enqueues the purge too (a chain
+//! of chunks ends there). A trigger's hold and logs are released by its first chunks,
+//! which find the config gone; a hold nothing releases expires by TTL. Conflict
+//! updates (resolve, ignore) only change a conflict that still exists.
 
 use serde::{Deserialize, Serialize};
 
+use super::config::Configs;
 use super::links;
 use super::records::Records;
-use super::runs::{ConflictQuery, Phase, Runs};
+use super::runs::{Phase, Runs};
 use super::schema::Entity;
 use crate::app::App;
 use crate::domain::{RecordId, SyncConfigId, TenantId};
-use crate::queue::Publisher;
+use crate::queue::{Publisher, QueueError};
 use crate::store::{Page, QueryOpts, StoreError};
 
 /// Links removed per message.
@@ -42,13 +64,59 @@ pub struct PurgeMessage {
     pub purge: Purge,
 }
 
+/// Why a purge step, or a writer's check, failed (the message is retried).
+#[derive(Debug, thiserror::Error)]
+pub enum PurgeError {
+    /// The table failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The queue failed.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+/// Whether the config still exists, checked after a writer's last write to its items:
+/// if it is gone, the purge is enqueued again to remove what was just written (see the
+/// module doc). Returns whether the config exists.
+pub async fn recheck(
+    app: &App,
+    queue: &Publisher,
+    tenant: &TenantId,
+    config: &SyncConfigId,
+    entities: &[Entity],
+) -> Result<bool, PurgeError> {
+    if Configs::new(app.table.clone())
+        .get(tenant, config)
+        .await?
+        .is_some()
+    {
+        return Ok(true);
+    }
+    let purge = Purge {
+        tenant: tenant.clone(),
+        config_id: config.clone(),
+        entities: entities.to_vec(),
+    };
+    queue.send(&PurgeMessage { purge }).await?;
+    Ok(false)
+}
+
 #[derive(Deserialize)]
 struct LinkKey {
     sk: String,
 }
 
 /// Does a page of the clean-up; enqueues the rest as the same message.
-pub async fn run(app: &App, queue: &Publisher, p: &Purge) -> Result<(), StoreError> {
+pub async fn run(app: &App, queue: &Publisher, p: &Purge) -> Result<(), PurgeError> {
+    // Only a deleted config's items go (a stray message for a live one does nothing).
+    if Configs::new(app.table.clone())
+        .get(&p.tenant, &p.config_id)
+        .await?
+        .is_some()
+    {
+        tracing::info!(config = %p.config_id, "a purge of a config that exists (its delete failed) was ignored");
+        return Ok(());
+    }
     let records = Records::new(app.table.clone());
     for entity in &p.entities {
         let pk = links::partition(&p.tenant, &p.config_id, *entity);
@@ -59,6 +127,7 @@ pub async fn run(app: &App, queue: &Publisher, p: &Purge) -> Result<(), StoreErr
                 &pk,
                 QueryOpts {
                     limit: Some(LINKS_PER_MESSAGE),
+                    consistent: true,
                     ..Default::default()
                 },
             )
@@ -77,10 +146,7 @@ pub async fn run(app: &App, queue: &Publisher, p: &Purge) -> Result<(), StoreErr
         app.table.batch_write(Vec::new(), deletes).await?;
         // Whatever is left of this partition (or the next entity's) is the next
         // message's.
-        queue
-            .send(&PurgeMessage { purge: p.clone() })
-            .await
-            .map_err(|e| StoreError::Service(e.to_string()))?;
+        queue.send(&PurgeMessage { purge: p.clone() }).await?;
         return Ok(());
     }
     let runs = Runs::new(app.table.clone());
@@ -91,30 +157,13 @@ pub async fn run(app: &App, queue: &Publisher, p: &Purge) -> Result<(), StoreErr
             deletes.push((sync_pk.clone(), format!("CKPT#{entity}#{}", phase.as_str())));
         }
     }
-    let mut cursor: Option<String> = None;
-    loop {
-        let page = runs
-            .search_conflicts(
-                &p.tenant,
-                &ConflictQuery {
-                    config: Some(&p.config_id),
-                    limit: 200,
-                    cursor: cursor.as_deref(),
-                    ..Default::default()
-                },
-            )
-            .await?;
-        deletes.extend(
-            page.items
-                .iter()
-                .map(|c| (format!("SYNCCONF#{}", p.tenant), c.id.to_string())),
-        );
-        match page.cursor {
-            Some(c) => cursor = Some(c),
-            None => break,
-        }
-    }
-    app.table.batch_write(Vec::new(), deletes).await
+    deletes.extend(
+        runs.conflict_ids_of(&p.tenant, &p.config_id)
+            .await?
+            .into_iter()
+            .map(|id| (format!("SYNCCONF#{}", p.tenant), id.to_string())),
+    );
+    Ok(app.table.batch_write(Vec::new(), deletes).await?)
 }
 
 /// Removes the config's link summary from each of these records.

@@ -20,6 +20,7 @@ use super::config::{Configs, SyncConfig, SyncDirection};
 use super::conflict::Strategy;
 use super::engine::{self, RunRequest, StartError};
 use super::links::Links;
+use super::purge::{self, PurgeError};
 use super::records::{Records, Source, WriteError};
 use super::runs::{Phase, Runs, StoredConflict};
 use crate::app::App;
@@ -147,10 +148,23 @@ pub async fn resolve(
         return Err(ResolveError::Busy(holder));
     }
     let outcome = apply(app, &config, &conflict, &finals, resolution.always).await;
+    // Write, then check: a config deleted meanwhile gets its purge again, after the
+    // link written here (see `purge`).
+    let exists = purge::recheck(app, queue, tenant, &config.id, &[conflict.entity]).await;
     if let Err(e) = runs.log_closed(tenant, &config.id, &hold).await {
         tracing::error!(error = %e, "releasing the config after a resolution failed");
     }
     let strategy = outcome?;
+    match exists {
+        Ok(true) => {}
+        Ok(false) => return Err(ResolveError::Gone("the sync config was deleted")),
+        Err(PurgeError::Store(e)) => return Err(e.into()),
+        Err(e @ PurgeError::Queue(_)) => {
+            // Only a deleted config's purge is enqueued; an HTTP retry would not redo it.
+            tracing::error!(config = %config.id, error = %e, "could not enqueue the purge of a config deleted during a resolution");
+            return Err(ResolveError::Gone("the sync config was deleted"));
+        }
+    }
 
     conflict.status = "resolved".into();
     conflict.settled_at = Some(now());
@@ -158,7 +172,13 @@ pub async fn resolve(
         .iter()
         .map(|(f, (how, _))| (f.clone(), (*how).to_owned()))
         .collect();
-    runs.put_conflict(tenant, &conflict).await?;
+    match runs.update_conflict(tenant, &conflict).await {
+        Ok(()) => {}
+        Err(StoreError::ConditionFailed) => {
+            return Err(ResolveError::Gone("the sync config was deleted"));
+        }
+        Err(e) => return Err(e.into()),
+    }
 
     let differs = finals.iter().any(|(f, (_, v))| {
         conflict
@@ -212,7 +232,12 @@ pub async fn ignore(
     if conflict.status != "ignored" {
         conflict.status = "ignored".into();
         conflict.settled_at = Some(now());
-        runs.put_conflict(tenant, &conflict).await?;
+        // Only while it exists: a deleted config's purge may have removed it.
+        match runs.update_conflict(tenant, &conflict).await {
+            Ok(()) => {}
+            Err(StoreError::ConditionFailed) => return Err(ResolveError::NotFound),
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(conflict)
 }

@@ -296,6 +296,10 @@ struct Active {
     job_id: JobId,
     open_logs: i64,
     until: i64,
+    /// DynamoDB removes a hold nothing released a day after it lapsed (a trigger that
+    /// died before enqueueing its run, of a config deleted meanwhile).
+    #[serde(default)]
+    ttl: i64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -522,25 +526,51 @@ impl Runs {
             job_id: job.clone(),
             open_logs: logs,
             until: now_s + ACTIVE_HOLD.whole_seconds(),
+            ttl: now_s + ACTIVE_HOLD.whole_seconds() + 86_400,
         };
-        let result = self
+        let put = self
+            .put_if(
+                crate::store::to_item(&item)?,
+                "attribute_not_exists(pk) OR #until < :now",
+                Some(("#until", "until")),
+                Some((":now", AttributeValue::N(now_s.to_string()))),
+            )
+            .await;
+        match put {
+            Ok(()) => Ok(Some(())),
+            Err(StoreError::ConditionFailed) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Puts `item` if `condition` holds (else `ConditionFailed`).
+    async fn put_if(
+        &self,
+        item: std::collections::HashMap<String, AttributeValue>,
+        condition: &str,
+        name: Option<(&str, &str)>,
+        value: Option<(&str, AttributeValue)>,
+    ) -> Result<(), StoreError> {
+        let mut req = self
             .table
             .client()
             .put_item()
             .table_name(self.table.name())
-            .set_item(Some(crate::store::to_item(&item)?))
-            .condition_expression("attribute_not_exists(pk) OR #until < :now")
-            .expression_attribute_names("#until", "until")
-            .expression_attribute_values(":now", AttributeValue::N(now_s.to_string()))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(Some(())),
+            .set_item(Some(item))
+            .condition_expression(condition);
+        if let Some((k, v)) = name {
+            req = req.expression_attribute_names(k, v);
+        }
+        if let Some((k, v)) = value {
+            req = req.expression_attribute_values(k, v);
+        }
+        match req.send().await {
+            Ok(_) => Ok(()),
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
             {
-                Ok(None)
+                Err(StoreError::ConditionFailed)
             }
             Err(e) => Err(StoreError::Service(
                 aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string(),
@@ -725,6 +755,55 @@ impl Runs {
                 item: c,
             })
             .await
+    }
+
+    /// Saves a change to a conflict that must still exist (a deleted config's purge may
+    /// have removed it meanwhile: then `ConditionFailed`, and nothing is re-created).
+    pub async fn update_conflict(
+        &self,
+        tenant: &TenantId,
+        c: &StoredConflict,
+    ) -> Result<(), StoreError> {
+        let item = crate::store::to_item(&Keyed {
+            pk: conflict_pk(tenant),
+            sk: c.id.to_string(),
+            item: c,
+        })?;
+        self.put_if(item, "attribute_exists(pk)", None, None).await
+    }
+
+    /// The ids of every conflict of one config, read consistently (the purge's sweep
+    /// must see every conflict written before it began).
+    pub async fn conflict_ids_of(
+        &self,
+        tenant: &TenantId,
+        config: &SyncConfigId,
+    ) -> Result<Vec<ConflictId>, StoreError> {
+        let mut ids = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page: Page<Keyed<StoredConflict>> = self
+                .table
+                .query(
+                    None,
+                    &conflict_pk(tenant),
+                    QueryOpts {
+                        cursor: cursor.as_deref(),
+                        filter: Some((
+                            "config_id = :config",
+                            vec![(":config", AttributeValue::S(config.to_string()))],
+                        )),
+                        consistent: true,
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            ids.extend(page.items.into_iter().map(|k| k.item.id));
+            match page.cursor {
+                Some(c) => cursor = Some(c),
+                None => return Ok(ids),
+            }
+        }
     }
 
     /// One conflict.
