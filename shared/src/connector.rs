@@ -143,7 +143,7 @@ impl Connector<'_> {
     }
 
     /// Tests the credentials against the provider's check endpoint.
-    pub async fn check(&self, http: &reqwest::Client) -> CheckOutcome {
+    pub async fn check(&self, http: &crate::egress::Egress) -> CheckOutcome {
         self.check_detail(http).await.0
     }
 
@@ -151,7 +151,7 @@ impl Connector<'_> {
     /// response lists them (HubSpot's token info).
     pub async fn check_detail(
         &self,
-        http: &reqwest::Client,
+        http: &crate::egress::Egress,
     ) -> (CheckOutcome, Option<Vec<String>>) {
         let mut scopes = None;
         let outcome = self.check_inner(http, &mut scopes).await;
@@ -160,7 +160,7 @@ impl Connector<'_> {
 
     async fn check_inner(
         &self,
-        http: &reqwest::Client,
+        http: &crate::egress::Egress,
         scopes: &mut Option<Vec<String>>,
     ) -> CheckOutcome {
         let url = match self.check_url() {
@@ -174,7 +174,7 @@ impl Connector<'_> {
             Ok(r) => r,
             Err(e) => return CheckOutcome::Unavailable(e.to_string()),
         };
-        let resp = match req.send().await {
+        let resp = match http.send(req).await {
             Ok(r) => r,
             // The URL may carry credentials (query auth): never let it into messages.
             Err(e) if e.is_timeout() => {

@@ -395,7 +395,7 @@ impl<'a> Tokens<'a> {
         let req = connector
             .authorize(req)
             .map_err(|e| TokenError::Internal(e.to_string()))?;
-        req.send().await.map_err(|e| {
+        self.app.http.send(req).await.map_err(|e| {
             TokenError::Unavailable(format!("provider unreachable: {}", e.without_url()))
         })
     }
