@@ -386,16 +386,17 @@ pub async fn list(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
             ConnectionStatus::parse(s).map_err(|e| ApiError::bad_request("invalid_status", e.0))
         })
         .transpose()?;
-    let all = store(call)
+    let listing = store(call)
         .list(&call.who.tenant)
         .await
         .map_err(ApiError::internal)?;
+    let all = &listing.connections;
     let mut by_status: BTreeMap<&str, usize> = ConnectionStatus::ALL
         .iter()
         .map(|s| (s.as_str(), 0))
         .collect();
     let mut by_provider: BTreeMap<&str, usize> = BTreeMap::new();
-    for c in &all {
+    for c in all {
         *by_status.entry(c.status.as_str()).or_default() += 1;
         *by_provider.entry(c.provider.as_str()).or_default() += 1;
     }
@@ -410,6 +411,7 @@ pub async fn list(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
         &json!({
             "connections": connections,
             "stats": { "total": all.len(), "by_status": by_status, "by_provider": by_provider },
+            "skipped": listing.skipped,
         }),
     )
 }
@@ -513,7 +515,15 @@ pub async fn delete(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
         .detail("provider", &conn.provider)
         .detail("revocation", &revoke);
     match store(call).delete(&conn, &audit).await {
-        Ok(()) => http::no_content(),
+        // The connection is gone either way; a grant still live at the provider is
+        // the caller's to know (and to revoke there), not only the audit's.
+        Ok(()) => match &revoke {
+            RevokeOutcome::Failed(code) => http::json(
+                StatusCode::OK,
+                &json!({"revocation": {"status": "failed", "reason": code}}),
+            ),
+            _ => http::no_content(),
+        },
         Err(WriteError::Stale) => Err(ApiError::NotFound(format!("no connection {}", conn.id))),
         Err(e) => Err(write_error(e)),
     }
