@@ -379,7 +379,12 @@ mod tests {
                 )
             },
         ];
-        proptest!(ProptestConfig::with_cases(2000), |(v4 in any::<u32>(), layout in 0..6usize)| {
+        let config = ProptestConfig {
+            cases: 2000,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        };
+        proptest!(config.clone(), |(v4 in any::<u32>(), layout in 0..6usize)| {
             let v6 = layouts[layout](v4);
             prop_assert_eq!(
                 is_public(IpAddr::V6(v6)),
@@ -394,7 +399,7 @@ mod tests {
             );
         });
         // Whatever the local-use NAT64 prefix carries is never public.
-        proptest!(|(low in any::<u64>(), mid in any::<u16>())| {
+        proptest!(config, |(low in any::<u64>(), mid in any::<u16>())| {
             let v6 = Ipv6Addr::from((0x0064_ff9b_0001_u128 << 80) | (u128::from(mid) << 64) | u128::from(low));
             prop_assert!(!is_public(IpAddr::V6(v6)));
         });
