@@ -328,6 +328,26 @@ impl Connections {
             .map(|m| m.item.connection_id))
     }
 
+    /// The connection holding a provider account under a marker written before
+    /// account keys were hashed (see `Connector::legacy_account_key`), if any. A key
+    /// too long for a DynamoDB sort key was never written, so it is not looked up.
+    pub async fn legacy_owner(
+        &self,
+        tenant: &TenantId,
+        provider: &str,
+        legacy_key: &str,
+    ) -> Result<Option<ConnectionId>, StoreError> {
+        let sk = keys::account_marker(provider, legacy_key);
+        if sk.len() > keys::MAX_SORT_KEY_BYTES {
+            return Ok(None);
+        }
+        Ok(self
+            .table
+            .get::<Keyed<Marker>>(&keys::tenant(tenant), &sk)
+            .await?
+            .map(|m| m.item.connection_id))
+    }
+
     async fn existing_owner(&self, conn: &Connection) -> Option<ConnectionId> {
         let marker = conn.marker()?;
         self.table

@@ -9,7 +9,7 @@
 //! | item              | pk              | sk                          |
 //! |-------------------|-----------------|-----------------------------|
 //! | connection        | `T#{tenant}`    | `CONN#{id}`                 |
-//! | account marker    | `T#{tenant}`    | `CONNKEY#{provider}#{acct}` |
+//! | account marker    | `T#{tenant}`    | `CONNKEY#{provider}#v2.{sha256}` |
 //! | app credentials   | `T#{tenant}`    | `APP#{provider}`            |
 //! | audit entry       | `AUDIT#{tenant}`| `{rfc3339 time}#{id}`       |
 
@@ -38,7 +38,10 @@ pub mod keys {
     }
     /// Sort-key prefix of connections.
     pub const CONNECTION_PREFIX: &str = "CONN#";
-    /// The uniqueness marker of a provider account within a tenant.
+    /// DynamoDB's limit on a sort key's size.
+    pub const MAX_SORT_KEY_BYTES: usize = 1024;
+    /// The uniqueness marker of a provider account within a tenant (`account` is a
+    /// fixed-length hash from `Connector::account_key`; the provider a catalogue id).
     pub fn account_marker(provider: &str, account: &str) -> String {
         format!("CONNKEY#{provider}#{account}")
     }

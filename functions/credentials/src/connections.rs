@@ -256,6 +256,27 @@ async fn load(call: &Call<'_>) -> Result<Connection, ApiError> {
     Ok(conn)
 }
 
+/// Refuses an account another connection holds under a marker written before
+/// account keys were hashed (those markers are read, never written).
+async fn legacy_duplicate(
+    call: &Call<'_>,
+    connector: &Connector<'_>,
+    identity: &Identity,
+    own: &ConnectionId,
+) -> Result<(), ApiError> {
+    let Some(key) = connector.legacy_account_key(identity) else {
+        return Ok(());
+    };
+    match store(call)
+        .legacy_owner(&call.who.tenant, &connector.provider.id, &key)
+        .await
+        .map_err(ApiError::internal)?
+    {
+        Some(owner) if owner != *own => Err(write_error(WriteError::Duplicate(owner))),
+        _ => Ok(()),
+    }
+}
+
 fn write_error(e: WriteError) -> ApiError {
     match e {
         WriteError::Duplicate(existing) => ApiError::Conflict {
@@ -332,6 +353,13 @@ pub async fn create(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
         }
     };
     let at = now();
+    legacy_duplicate(
+        call,
+        &connector(call, provider, method, &fields),
+        &identity,
+        &id,
+    )
+    .await?;
     let conn = Connection {
         account_key: connector(call, provider, method, &fields).account_key(&identity),
         label: label.unwrap_or_else(|| default_label(provider, &identity)),
@@ -470,7 +498,9 @@ pub async fn update(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
                 return Err(e);
             }
         };
-        next.account_key = connector(call, provider, method, &fields).account_key(&identity);
+        let account = connector(call, provider, method, &fields);
+        legacy_duplicate(call, &account, &identity, &prev.id).await?;
+        next.account_key = account.account_key(&identity);
         next.secrets = seal(call, &prev.tenant, &prev.id, &fields).await?;
         next.masked = masked_secrets(&fields);
         next.settings = fields.public.clone();

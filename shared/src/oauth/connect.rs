@@ -585,10 +585,21 @@ async fn connect(
     let existing_id = match &pending.connection_id {
         Some(id) => Some(id.clone()),
         None => match &account_key {
-            Some(key) => store
+            Some(key) => match store
                 .owner_of(&pending.tenant, &provider.id, key)
                 .await
-                .map_err(ApiError::internal)?,
+                .map_err(ApiError::internal)?
+            {
+                Some(owner) => Some(owner),
+                // An account connected before keys were hashed holds the old marker.
+                None => match connector.legacy_account_key(&identity) {
+                    Some(legacy) => store
+                        .legacy_owner(&pending.tenant, &provider.id, &legacy)
+                        .await
+                        .map_err(ApiError::internal)?,
+                    None => None,
+                },
+            },
             None => None,
         },
     };
