@@ -258,3 +258,42 @@ async fn revocation_with_a_secret_that_needs_form_encoding_revokes_the_grant() {
     assert!(grant.revoked, "the grant is still live at the provider");
     app.assert_secret_absent(secret, &t).await;
 }
+
+#[tokio::test]
+async fn concurrent_connection_tests_while_a_token_is_due_all_record_their_result() {
+    let app = TestApp::spawn().await;
+    let _lock = provider_lock("hubspot").await;
+    let u = app
+        .sandbox()
+        .add_oauth_user(sandbox::OAuthUser::new(
+            OAuthProvider::Hubspot,
+            format!("race-{}@sandbox.test", app.tenant()),
+        ))
+        .expect("user");
+    let t = app.tenant();
+    let admin = app.token(&t, Role::Admin);
+    let out = app
+        .oauth_connect(
+            &admin,
+            "hubspot",
+            json!({"return_to": "http://localhost:5173/integrations"}),
+            &format!("login_hint={}", u.email),
+        )
+        .await;
+    assert_eq!(out.status, "connected", "{}", out.return_url);
+    let id = out.connection_id.expect("id");
+    // Rounds of six tests at once, each starting inside the refresh window: one
+    // refreshes under the lease, the others wait for it, and all of them write their
+    // result over versions the others moved.
+    for _ in 0..3 {
+        app.make_due(&t, &id).await;
+        let path = format!("/v1/connections/{id}/test");
+        let tests = (0..6).map(|_| app.post(&path, &admin, json!({})));
+        for (status, body) in futures::future::join_all(tests).await {
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(body["ok"], true, "{body}");
+        }
+    }
+    let (_, got) = app.get(&format!("/v1/connections/{id}"), &admin).await;
+    assert_eq!(got["status"], "connected", "{got}");
+}

@@ -680,9 +680,57 @@ fn token_error(e: TokenError) -> ApiError {
 async fn save_status(
     call: &Call<'_>,
     prev: &Connection,
-    mut next: Connection,
+    next: Connection,
     action: &str,
 ) -> Result<Connection, ApiError> {
+    try_save_status(call, prev, next, action)
+        .await
+        .map_err(write_error)
+}
+
+/// How often a check's outcome is re-applied after losing a version race.
+const CHECK_SAVE_ATTEMPTS: usize = 6;
+
+/// Records a check's outcome (and, for activate, the status asked for) on the
+/// connection as it is now. A check decides only status, error, identity and when it
+/// ran — nothing another check or the refresh lease writes — so losing a version race
+/// to them re-reads the connection and re-applies the outcome instead of answering
+/// 409.
+async fn record_check(
+    call: &Call<'_>,
+    read: Connection,
+    outcome: &Result<Identity, ApiError>,
+    action: &str,
+    status: Option<ConnectionStatus>,
+) -> Result<Connection, ApiError> {
+    let mut prev = reload(call, read).await?;
+    let mut attempt = 1;
+    loop {
+        let mut next = prev.clone();
+        if let Some(status) = status {
+            next.status = status;
+        }
+        apply_check(&mut next, outcome);
+        match try_save_status(call, &prev, next, action).await {
+            Err(WriteError::Stale) if attempt < CHECK_SAVE_ATTEMPTS => {
+                attempt += 1;
+                prev = store(call)
+                    .get(&prev.tenant, &prev.id)
+                    .await
+                    .map_err(ApiError::internal)?
+                    .ok_or_else(|| ApiError::NotFound(format!("no connection {}", prev.id)))?;
+            }
+            done => return done.map_err(write_error),
+        }
+    }
+}
+
+async fn try_save_status(
+    call: &Call<'_>,
+    prev: &Connection,
+    mut next: Connection,
+    action: &str,
+) -> Result<Connection, WriteError> {
     next.updated_at = now();
     next.updated_by = call.who.user.clone();
     next.version = prev.version + 1;
@@ -693,10 +741,7 @@ async fn save_status(
     if let Some(e) = &next.last_error {
         audit = audit.detail("error", &e.code);
     }
-    store(call)
-        .save(prev, &next, &audit)
-        .await
-        .map_err(write_error)?;
+    store(call).save(prev, &next, &audit).await?;
     if next.token.is_some()
         && next.status == ConnectionStatus::NeedsReauth
         && prev.status != ConnectionStatus::NeedsReauth
@@ -711,11 +756,14 @@ async fn save_status(
 pub async fn activate(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     let prev = load(call).await?;
     let outcome = check_stored(call, &prev).await?;
-    let prev = reload(call, prev).await?;
-    let mut next = prev.clone();
-    next.status = ConnectionStatus::Connected;
-    apply_check(&mut next, &outcome);
-    let next = save_status(call, &prev, next, "connection.activate").await?;
+    let next = record_check(
+        call,
+        prev,
+        &outcome,
+        "connection.activate",
+        Some(ConnectionStatus::Connected),
+    )
+    .await?;
     match outcome {
         Ok(_) => respond(call, StatusCode::OK, &next),
         Err(e) => Err(e),
@@ -737,10 +785,7 @@ pub async fn deactivate(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
 pub async fn test_existing(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     let prev = load(call).await?;
     let outcome = check_stored(call, &prev).await?;
-    let prev = reload(call, prev).await?;
-    let mut next = prev.clone();
-    apply_check(&mut next, &outcome);
-    let next = save_status(call, &prev, next, "connection.test").await?;
+    let next = record_check(call, prev, &outcome, "connection.test", None).await?;
     let mut body = json!({ "ok": outcome.is_ok(), "connection": view(call, &next) });
     if let Err(e) = &outcome {
         body["error"] = json!({ "code": e.code(), "message": e.to_string() });
