@@ -297,3 +297,85 @@ async fn concurrent_connection_tests_while_a_token_is_due_all_record_their_resul
     let (_, got) = app.get(&format!("/v1/connections/{id}"), &admin).await;
     assert_eq!(got["status"], "connected", "{got}");
 }
+
+/// Registers the tenant's custom OAuth app with an issuer (the sandbox's seeded client).
+async fn custom_app_with_issuer(app: &TestApp, admin: &str, issuer: &str) {
+    let base = format!("{}/oauth.custom.example", app.sandbox_url());
+    let (status, body) = app
+        .send(
+            "PUT",
+            "/v1/providers/custom_oauth/app-credentials",
+            admin,
+            Some(json!({
+                "client_id": "custom_oauth-sandbox-client-id",
+                "client_secret": "custom_oauth-sandbox-client-secret",
+                "scopes": ["profile"],
+                "settings": {
+                    "authorize_url": format!("{base}/authorize"),
+                    "token_url": format!("{base}/token"),
+                    "userinfo_url": format!("{base}/userinfo"),
+                    "api_base_url": format!("{base}/api"),
+                    "issuer": issuer,
+                },
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+}
+
+#[tokio::test]
+async fn a_callback_from_another_issuer_is_refused_and_consumes_the_flow() {
+    let app = TestApp::spawn().await;
+    let _lock = provider_lock("custom_oauth").await;
+    let t = app.tenant();
+    let admin = app.token(&t, Role::Admin);
+    let issuer = "https://issuer.custom.example";
+    custom_app_with_issuer(&app, &admin, issuer).await;
+    let start = json!({"return_to": "http://localhost:5173/integrations"});
+
+    // A mix-up attack: the authorization response names another server.
+    let (status, started) = app.oauth_start(&admin, "custom_oauth", start.clone()).await;
+    assert_eq!(status, 200, "{started}");
+    let (_, callback) = app
+        .get_no_redirect(started["authorize_url"].as_str().unwrap())
+        .await;
+    let callback = callback.expect("callback URL");
+    let (status, back) = app
+        .get_no_redirect(&format!("{callback}&iss=https%3A%2F%2Fevil.example"))
+        .await;
+    assert_eq!(status, 302);
+    let back = back.expect("return URL");
+    assert_eq!(
+        scenarios::query_param(&back, "reason").as_deref(),
+        Some("issuer_mismatch"),
+        "{back}"
+    );
+    // The flow is consumed: the genuine response cannot be replayed after it.
+    let (status, again) = app.get_no_redirect(&callback).await;
+    assert_eq!(status, 400, "replayed callback: {again:?}");
+    let (_, list) = app.get("/v1/connections", &admin).await;
+    assert_eq!(list["connections"], json!([]), "{list}");
+
+    // The right issuer, and no issuer at all (not required), connect.
+    for iss in [Some(issuer), None] {
+        let (_, started) = app.oauth_start(&admin, "custom_oauth", start.clone()).await;
+        let (_, callback) = app
+            .get_no_redirect(started["authorize_url"].as_str().unwrap())
+            .await;
+        let callback = callback.expect("callback URL");
+        let url = match iss {
+            Some(i) => format!(
+                "{callback}&iss={}",
+                i.replace(':', "%3A").replace('/', "%2F")
+            ),
+            None => callback,
+        };
+        let (_, back) = app.get_no_redirect(&url).await;
+        let back = back.expect("return URL");
+        assert_eq!(
+            scenarios::query_param(&back, "status").as_deref(),
+            Some("connected"),
+            "{iss:?}: {back}"
+        );
+    }
+}

@@ -474,6 +474,31 @@ pub async fn finish(
     }
 }
 
+/// RFC 9207: an `iss` on the callback must be the provider's issuer (catalogue data,
+/// or the custom app's setting), compared as a simple string; a provider that always
+/// sends it must have sent it. Without a known issuer, `iss` cannot be checked.
+fn check_issuer(
+    method: &AuthMethod,
+    fields: &Fields,
+    query: &BTreeMap<String, String>,
+) -> Result<(), Failure> {
+    let expected = method
+        .issuer
+        .as_deref()
+        .and_then(|t| render(t, |name| fields.value(name)).ok())
+        .filter(|i| !i.is_empty());
+    match (query.get("iss"), expected) {
+        (Some(sent), Some(expected)) if *sent != expected => {
+            tracing::warn!(expected = %expected, "oauth callback from another issuer");
+            Err(Failure::Reason("issuer_mismatch".into()))
+        }
+        (None, Some(_)) if method.authorization_response_iss_parameter_supported => {
+            Err(Failure::Reason("issuer_missing".into()))
+        }
+        _ => Ok(()),
+    }
+}
+
 enum Failure {
     Reason(String),
     Api(ApiError),
@@ -532,6 +557,7 @@ async fn connect(
         public: pending.settings.clone(),
         secret: BTreeMap::new(),
     };
+    check_issuer(method, &fields, query)?;
     let origin = app.config.provider_origin_override.as_ref();
     let grant = Endpoints {
         provider,
