@@ -778,3 +778,67 @@ fn zoho_data_centre(
         settings.insert("data_centre".into(), dc.to_owned());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::Catalogue;
+
+    fn reason(r: Result<(), Failure>) -> Option<String> {
+        match r {
+            Ok(()) => None,
+            Err(Failure::Reason(r)) => Some(r),
+            Err(Failure::Api(e)) => panic!("unexpected {e:?}"),
+        }
+    }
+
+    #[test]
+    fn the_callback_issuer_follows_rfc_9207() {
+        let catalogue = Catalogue::get().unwrap();
+        let salesforce = catalogue.provider("salesforce").unwrap();
+        let mut method = salesforce.auth_method(Some("oauth2")).unwrap().clone();
+        let fields = Fields {
+            public: [("login_domain".to_owned(), "test.salesforce.com".to_owned())].into(),
+            secret: BTreeMap::new(),
+        };
+        let iss = |v: &str| BTreeMap::from([("iss".to_owned(), v.to_owned())]);
+        assert_eq!(
+            reason(check_issuer(
+                &method,
+                &fields,
+                &iss("https://test.salesforce.com")
+            )),
+            None
+        );
+        assert_eq!(
+            reason(check_issuer(
+                &method,
+                &fields,
+                &iss("https://login.salesforce.com")
+            ))
+            .as_deref(),
+            Some("issuer_mismatch")
+        );
+        // Absent: accepted unless the server always sends it.
+        assert_eq!(
+            reason(check_issuer(&method, &fields, &BTreeMap::new())),
+            None
+        );
+        method.authorization_response_iss_parameter_supported = true;
+        assert_eq!(
+            reason(check_issuer(&method, &fields, &BTreeMap::new())).as_deref(),
+            Some("issuer_missing")
+        );
+        // No issuer known (a custom app without the setting): nothing to compare.
+        let custom = catalogue.provider("custom_oauth").unwrap();
+        let custom = custom.auth_method(Some("oauth2")).unwrap();
+        let none = Fields {
+            public: BTreeMap::new(),
+            secret: BTreeMap::new(),
+        };
+        assert_eq!(
+            reason(check_issuer(custom, &none, &iss("https://any.example"))),
+            None
+        );
+    }
+}
