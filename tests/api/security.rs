@@ -379,3 +379,100 @@ async fn a_callback_from_another_issuer_is_refused_and_consumes_the_flow() {
         );
     }
 }
+
+/// Whether the tenant's partition holds an item at `sk`.
+async fn has_item(app: &TestApp, tenant: &str, sk: &str) -> bool {
+    app.dynamo()
+        .get_item()
+        .table_name(app.table())
+        .key("pk", AttributeValue::S(format!("T#{tenant}")))
+        .key("sk", AttributeValue::S(sk.to_owned()))
+        .send()
+        .await
+        .expect("get item")
+        .item
+        .is_some()
+}
+
+#[tokio::test]
+async fn an_account_marked_under_the_old_joined_key_stays_taken_and_moves_on_save() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant();
+    let admin = app.token(&t, Role::Admin);
+    let (status, created) = app
+        .post("/v1/connections", &admin, zendesk("zd-sandbox-token-0001"))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = conduit::domain::ConnectionId::parse(created["id"].as_str().unwrap()).unwrap();
+    // Rewind the connection to how it was stored before keys were hashed.
+    let conn = app.connection(&t, &id).await;
+    let lib = app.app();
+    let provider = lib.catalogue.provider("zendesk").unwrap();
+    let method = provider.auth_method(Some(&conn.auth_method)).unwrap();
+    let fields = conduit::providers::Fields {
+        public: conn.settings.clone(),
+        secret: Default::default(),
+    };
+    let connector = conduit::connector::Connector {
+        provider,
+        method,
+        fields: &fields,
+        origin_override: lib.config.provider_origin_override.as_ref(),
+    };
+    let identity = conn.identity.clone().expect("identity");
+    let new_key = connector.account_key(&identity).expect("key");
+    let legacy = connector.legacy_account_key(&identity).expect("legacy key");
+    assert_eq!(conn.account_key.as_deref(), Some(new_key.as_str()));
+    assert!(new_key.len() < 80 && !new_key.contains('|'), "{new_key}");
+    let new_sk = format!("CONNKEY#zendesk#{new_key}");
+    let legacy_sk = format!("CONNKEY#zendesk#{legacy}");
+    assert!(has_item(&app, &t, &new_sk).await);
+    let ddb = app.dynamo();
+    ddb.delete_item()
+        .table_name(app.table())
+        .key("pk", AttributeValue::S(format!("T#{t}")))
+        .key("sk", AttributeValue::S(new_sk.clone()))
+        .send()
+        .await
+        .expect("delete marker");
+    ddb.put_item()
+        .table_name(app.table())
+        .item("pk", AttributeValue::S(format!("T#{t}")))
+        .item("sk", AttributeValue::S(legacy_sk.clone()))
+        .item("connection_id", AttributeValue::S(id.to_string()))
+        .send()
+        .await
+        .expect("put legacy marker");
+    ddb.update_item()
+        .table_name(app.table())
+        .key("pk", AttributeValue::S(format!("T#{t}")))
+        .key("sk", AttributeValue::S(format!("CONN#{id}")))
+        .update_expression("SET account_key = :k")
+        .expression_attribute_values(":k", AttributeValue::S(legacy.clone()))
+        .send()
+        .await
+        .expect("rewind account key");
+
+    // The account is still taken.
+    let (status, dup) = app
+        .post("/v1/connections", &admin, zendesk("zd-sandbox-token-0001"))
+        .await;
+    assert_eq!(status, 409, "{dup}");
+    assert_eq!(dup["error"]["code"], "connection_exists", "{dup}");
+
+    // Saving its credentials moves the marker to the new key.
+    let (status, saved) = app
+        .patch(
+            &format!("/v1/connections/{id}"),
+            &admin,
+            json!({"credentials": {"api_token": "zd-sandbox-token-0001"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{saved}");
+    assert!(has_item(&app, &t, &new_sk).await, "new marker written");
+    assert!(!has_item(&app, &t, &legacy_sk).await, "old marker removed");
+    let (status, dup) = app
+        .post("/v1/connections", &admin, zendesk("zd-sandbox-token-0001"))
+        .await;
+    assert_eq!(status, 409, "{dup}");
+}
