@@ -489,6 +489,63 @@ mod tests {
         );
     }
 
+    /// Runs [`proxy_from_the_environment_is_ignored_child`] in a process of its own,
+    /// since it sets proxy variables, which are process-wide.
+    #[test]
+    fn proxy_from_the_environment_is_ignored() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "egress::tests::proxy_from_the_environment_is_ignored_child",
+                "--ignored",
+                "--nocapture",
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}");
+        assert!(text.contains("1 passed"), "{text}");
+    }
+
+    #[tokio::test]
+    #[ignore = "run by proxy_from_the_environment_is_ignored in its own process"]
+    async fn proxy_from_the_environment_is_ignored_child() {
+        let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        proxy.set_nonblocking(true).unwrap();
+        let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target_port = target.local_addr().unwrap().port();
+        let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+        // SAFETY: this test runs alone in its own process (see the test above).
+        unsafe {
+            for name in ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "ALL_PROXY"] {
+                std::env::set_var(name, &proxy_url);
+            }
+            std::env::remove_var("NO_PROXY");
+            std::env::remove_var("no_proxy");
+        }
+        let server = tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let (mut socket, _) = target.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = socket.read(&mut buf).await;
+            socket
+                .write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+                .await
+                .unwrap();
+        });
+        let client = Egress::new(&UrlPolicy {
+            allow_loopback_http: true,
+        })
+        .unwrap();
+        let resp = client
+            .send(client.get(format!("http://127.0.0.1:{target_port}/")))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 204, "answered by the target itself");
+        server.await.unwrap();
+        assert!(proxy.accept().is_err(), "the proxy was contacted");
+    }
+
     #[tokio::test]
     async fn the_client_refuses_ip_literals_at_send_time() {
         let strict = Egress::new(&UrlPolicy::default()).unwrap();
