@@ -52,7 +52,7 @@ pub struct App {
     /// The audit log.
     pub audit: AuditLog,
     /// The outbound HTTP client (SSRF-guarded, no redirects).
-    pub http: reqwest::Client,
+    pub http: crate::egress::Egress,
     /// Events for the rest of the product (EventBridge).
     pub events: crate::events::EventPublisher,
     /// The AWS SDK configuration, for clients a function adds.
@@ -82,7 +82,7 @@ impl App {
             &config.platform_secret_id,
             Duration::from_secs(300),
         );
-        let http = crate::egress::client(&UrlPolicy {
+        let http = crate::egress::Egress::new(&UrlPolicy {
             allow_loopback_http: config.allow_loopback_http,
         })
         .map_err(|e| BootError::Http(e.to_string()))?;

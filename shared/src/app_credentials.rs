@@ -77,11 +77,24 @@ impl AppCredentialStore {
         tenant: &TenantId,
         provider: &str,
     ) -> Result<Option<AppCredentials>, StoreError> {
-        Ok(self
+        let item = self
             .table
             .get::<Keyed<AppCredentials>>(&keys::tenant(tenant), &keys::app_credentials(provider))
-            .await?
-            .map(|k| k.item))
+            .await?;
+        // An item naming another tenant or provider than its key (copied, restored
+        // wrongly) is never used: its secret would open under its own attributes.
+        Ok(item.and_then(|k| {
+            if k.item.tenant == *tenant && k.item.provider == provider {
+                Some(k.item)
+            } else {
+                tracing::error!(
+                    tenant = %tenant,
+                    key = %k.sk,
+                    "app credentials item names another tenant or provider than its key; ignored"
+                );
+                None
+            }
+        }))
     }
 
     /// Writes `next`: creates it when `prev_version` is None, else replaces that

@@ -12,7 +12,7 @@ use crate::crypto::{SealContext, Sealed};
 use crate::domain::{
     ConnectionId, ConnectionStatus, Identity, Label, TenantId, UserId, sortable_time,
 };
-use crate::store::{Keyed, StoreError, Table, Write, keys, to_item};
+use crate::store::{Keyed, Skipped, StoreError, Table, Write, keys, split_listing, to_item};
 
 /// A failure recorded on a connection (never holds provider bodies or secrets).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -215,6 +215,35 @@ impl Connection {
     }
 }
 
+/// The connection an item read from `tenant`'s partition holds, or `None` when the
+/// item names another tenant or id than its key (a bad restore, a key bug, a copy):
+/// such an item is never shown or used, and its secrets are never opened, since its
+/// own attributes would choose the decryption context. Logged by key, never by value.
+pub fn under_key(tenant: &TenantId, k: Keyed<Connection>) -> Option<Connection> {
+    if !belongs(tenant, &k) {
+        tracing::error!(
+            tenant = %tenant,
+            key = %k.sk,
+            "connection item names another tenant or id than its key; ignored"
+        );
+        return None;
+    }
+    Some(k.item)
+}
+
+fn belongs(tenant: &TenantId, k: &Keyed<Connection>) -> bool {
+    k.pk == keys::tenant(tenant) && k.item.tenant == *tenant && k.sk == keys::connection(&k.item.id)
+}
+
+/// A tenant's connections as listed: those read, and those left out by id.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    /// The connections, oldest first.
+    pub connections: Vec<Connection>,
+    /// Items that could not be read or are misplaced.
+    pub skipped: Vec<Skipped>,
+}
+
 /// The seal context of connection `id`'s secrets.
 pub fn seal_context(tenant: &TenantId, id: &ConnectionId) -> SealContext {
     SealContext::new(tenant, format!("connection/{id}"))
@@ -258,22 +287,28 @@ impl Connections {
         tenant: &TenantId,
         id: &ConnectionId,
     ) -> Result<Option<Connection>, StoreError> {
-        Ok(self
+        let item = self
             .table
             .get::<Keyed<Connection>>(&keys::tenant(tenant), &keys::connection(id))
-            .await?
-            .map(|k| k.item))
+            .await?;
+        Ok(item.and_then(|k| under_key(tenant, k)))
     }
 
-    /// Every connection of a tenant, oldest first.
-    pub async fn list(&self, tenant: &TenantId) -> Result<Vec<Connection>, StoreError> {
-        Ok(self
+    /// Every connection of a tenant, oldest first; items that cannot be read or are
+    /// misplaced are left out and named in [`Listing::skipped`].
+    pub async fn list(&self, tenant: &TenantId) -> Result<Listing, StoreError> {
+        let items = self
             .table
-            .query_all::<Keyed<Connection>>(&keys::tenant(tenant), keys::CONNECTION_PREFIX)
-            .await?
-            .into_iter()
-            .map(|k| k.item)
-            .collect())
+            .query_all_lenient::<Keyed<Connection>>(&keys::tenant(tenant), keys::CONNECTION_PREFIX)
+            .await?;
+        let (connections, skipped) =
+            split_listing(items, keys::CONNECTION_PREFIX, "connection", |k| {
+                belongs(tenant, k)
+            });
+        Ok(Listing {
+            connections,
+            skipped,
+        })
     }
 
     /// The connection of a tenant that holds a provider account, if any.
@@ -289,6 +324,26 @@ impl Connections {
                 &keys::tenant(tenant),
                 &keys::account_marker(provider, account_key),
             )
+            .await?
+            .map(|m| m.item.connection_id))
+    }
+
+    /// The connection holding a provider account under a marker written before
+    /// account keys were hashed (see `Connector::legacy_account_key`), if any. A key
+    /// too long for a DynamoDB sort key was never written, so it is not looked up.
+    pub async fn legacy_owner(
+        &self,
+        tenant: &TenantId,
+        provider: &str,
+        legacy_key: &str,
+    ) -> Result<Option<ConnectionId>, StoreError> {
+        let sk = keys::account_marker(provider, legacy_key);
+        if sk.len() > keys::MAX_SORT_KEY_BYTES {
+            return Ok(None);
+        }
+        Ok(self
+            .table
+            .get::<Keyed<Marker>>(&keys::tenant(tenant), &sk)
             .await?
             .map(|m| m.item.connection_id))
     }

@@ -143,7 +143,7 @@ impl Connector<'_> {
     }
 
     /// Tests the credentials against the provider's check endpoint.
-    pub async fn check(&self, http: &reqwest::Client) -> CheckOutcome {
+    pub async fn check(&self, http: &crate::egress::Egress) -> CheckOutcome {
         self.check_detail(http).await.0
     }
 
@@ -151,7 +151,7 @@ impl Connector<'_> {
     /// response lists them (HubSpot's token info).
     pub async fn check_detail(
         &self,
-        http: &reqwest::Client,
+        http: &crate::egress::Egress,
     ) -> (CheckOutcome, Option<Vec<String>>) {
         let mut scopes = None;
         let outcome = self.check_inner(http, &mut scopes).await;
@@ -160,7 +160,7 @@ impl Connector<'_> {
 
     async fn check_inner(
         &self,
-        http: &reqwest::Client,
+        http: &crate::egress::Egress,
         scopes: &mut Option<Vec<String>>,
     ) -> CheckOutcome {
         let url = match self.check_url() {
@@ -174,7 +174,7 @@ impl Connector<'_> {
             Ok(r) => r,
             Err(e) => return CheckOutcome::Unavailable(e.to_string()),
         };
-        let resp = match req.send().await {
+        let resp = match http.send(req).await {
             Ok(r) => r,
             // The URL may carry credentials (query auth): never let it into messages.
             Err(e) if e.is_timeout() => {
@@ -242,8 +242,36 @@ impl Connector<'_> {
     }
 
     /// A key naming the provider account a connection acts as, to keep one
-    /// connection per account: the API base plus the account or user id.
+    /// connection per account: SHA-256 (hex) over the length-prefixed auth method, API
+    /// base and account (or user) id. Parts are never joined by a separator or cut, so
+    /// two different accounts never share a key whatever their parts hold, and the key
+    /// has one short length (DynamoDB caps sort keys at 1,024 bytes).
     pub fn account_key(&self, identity: &Identity) -> Option<String> {
+        use sha2::Digest as _;
+        let (base, who) = self.account_parts(identity)?;
+        let mut hash = sha2::Sha256::new();
+        for part in [self.method.id.as_str(), base.as_str(), who] {
+            hash.update((part.len() as u64).to_be_bytes());
+            hash.update(part.as_bytes());
+        }
+        let hex: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        Some(format!("{ACCOUNT_KEY_VERSION}{hex}"))
+    }
+
+    /// The key markers written before [`Connector::account_key`] used (parts joined by
+    /// `|`, cut at 512 characters), read only so an account connected then still
+    /// counts as taken; a connection's marker moves to the new key when it is saved.
+    pub fn legacy_account_key(&self, identity: &Identity) -> Option<String> {
+        let (base, who) = self.account_parts(identity)?;
+        Some(
+            format!("{}|{}|{}", self.method.id, base, who)
+                .chars()
+                .take(512)
+                .collect(),
+        )
+    }
+
+    fn account_parts<'i>(&self, identity: &'i Identity) -> Option<(String, &'i str)> {
         let who = identity.account.as_ref().or(identity.id.as_ref())?;
         let base = self.api_base().ok()?;
         let base = base
@@ -251,14 +279,13 @@ impl Connector<'_> {
             .nth(1)
             .unwrap_or(&base)
             .to_ascii_lowercase();
-        Some(
-            format!("{}|{}|{}", self.method.id, base.trim_end_matches('/'), who)
-                .chars()
-                .take(512)
-                .collect(),
-        )
+        Some((base.trim_end_matches('/').to_owned(), who.as_str()))
     }
 }
+
+/// Marks account keys of the hashed form (legacy keys never start with it: they start
+/// with an auth method id followed by `|`).
+const ACCOUNT_KEY_VERSION: &str = "v2.";
 
 /// Scopes as a provider lists them: an array of strings or one space-separated string.
 fn scope_list(v: &serde_json::Value) -> Vec<String> {
@@ -301,5 +328,53 @@ async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>,
                 body.extend_from_slice(&chunk);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::Catalogue;
+
+    fn key(base: &str, account: &str) -> String {
+        let catalogue = Catalogue::get().unwrap();
+        let provider = catalogue.provider("custom_api").unwrap();
+        let method = provider.auth_method(Some("bearer")).unwrap();
+        let fields = Fields {
+            public: [("base_url".to_owned(), base.to_owned())].into(),
+            secret: Default::default(),
+        };
+        let connector = Connector {
+            provider,
+            method,
+            fields: &fields,
+            origin_override: None,
+        };
+        let identity = Identity {
+            account: Some(account.to_owned()),
+            ..Default::default()
+        };
+        connector.account_key(&identity).unwrap()
+    }
+
+    #[test]
+    fn account_keys_are_unambiguous_and_short() {
+        // A separator inside a part moves no boundary.
+        assert_ne!(
+            key("https://api.example.com/k1|x", "y"),
+            key("https://api.example.com/k1", "x|y")
+        );
+        // Parts past the old 512-character cut still count.
+        let long = format!("https://api.example.com/{}", "a".repeat(600));
+        assert_ne!(key(&long, "one"), key(&long, "two"));
+        // 400 emoji (1,600 bytes) still make a key that fits a sort key.
+        let emoji = "😀".repeat(400);
+        let k = key("https://api.example.com", &emoji);
+        assert!(crate::store::keys::account_marker("custom_api", &k).len() < 128);
+        // Stable: the same account is the same key.
+        assert_eq!(
+            key("https://API.example.com/", "7"),
+            key("https://api.example.com", "7")
+        );
     }
 }

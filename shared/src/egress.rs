@@ -80,26 +80,80 @@ fn host_is_loopback(url: &Url) -> bool {
 
 /// True for addresses on the public internet: not loopback, private, link-local
 /// (cloud metadata), carrier-grade NAT, unspecified, multicast, broadcast,
-/// documentation or unique-local, including IPv4 addresses mapped into IPv6.
+/// documentation, benchmarking, reserved or unique-local. An IPv6 address that
+/// carries an IPv4 address (mapped, compatible, SIIT, NAT64, 6to4, Teredo) is public
+/// only if every IPv4 address it carries is, since the network may deliver it there.
+/// The URL check and the resolver's filter both ask this one function.
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_public_v4(v4),
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public_v4(v4);
+        IpAddr::V6(v6) => match embedded_v4(v6) {
+            Embedded::Carries(first, second) => {
+                is_public_v4(first) && second.is_none_or(is_public_v4)
             }
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || v6.is_unique_local()
-                || v6.is_unicast_link_local()
-                || is_documentation_v6(v6))
-        }
+            Embedded::LocalOnly => false,
+            Embedded::None => is_public_v6(v6),
+        },
     }
 }
 
+/// What an IPv6 address says about IPv4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Embedded {
+    /// It stands for one IPv4 address (two for Teredo: server and client).
+    Carries(Ipv4Addr, Option<Ipv4Addr>),
+    /// A translation prefix whose layout is local to a network (RFC 8215
+    /// `64:ff9b:1::/48`): whatever it carries cannot be read, so it is never public.
+    LocalOnly,
+    /// Plain IPv6.
+    None,
+}
+
+fn v4_at(s: &[u16; 8], i: usize) -> Ipv4Addr {
+    let [a, b] = s[i].to_be_bytes();
+    let [c, d] = s[i + 1].to_be_bytes();
+    Ipv4Addr::new(a, b, c, d)
+}
+
+/// The IPv4 addresses an IPv6 address embeds, by the standard layouts.
+fn embedded_v4(ip: Ipv6Addr) -> Embedded {
+    let s = ip.segments();
+    match s {
+        // ::a.b.c.d (IPv4-compatible, which also covers :: and ::1) and
+        // ::ffff:a.b.c.d (IPv4-mapped).
+        [0, 0, 0, 0, 0, 0 | 0xffff, _, _] => Embedded::Carries(v4_at(&s, 6), None),
+        // ::ffff:0:a.b.c.d (SIIT, RFC 6145).
+        [0, 0, 0, 0, 0xffff, 0, _, _] => Embedded::Carries(v4_at(&s, 6), None),
+        // 64:ff9b::/96 (NAT64 well-known prefix, RFC 6052).
+        [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Embedded::Carries(v4_at(&s, 6), None),
+        // 64:ff9b:1::/48 (NAT64 local-use prefix, RFC 8215).
+        [0x64, 0xff9b, 1, ..] => Embedded::LocalOnly,
+        // 2002::/16 (6to4, RFC 3056): the IPv4 address follows the prefix.
+        [0x2002, ..] => Embedded::Carries(v4_at(&s, 1), None),
+        // 2001::/32 (Teredo, RFC 4380): server address, then the client's, inverted.
+        [0x2001, 0, ..] => {
+            let client = Ipv4Addr::from(!u32::from(v4_at(&s, 6)));
+            Embedded::Carries(v4_at(&s, 2), Some(client))
+        }
+        _ => Embedded::None,
+    }
+}
+
+fn is_public_v6(ip: Ipv6Addr) -> bool {
+    let s = ip.segments();
+    // Only 2000::/3 is allocated as global unicast: everything else (unspecified,
+    // loopback, discard-only 100::/64, unique-local fc00::/7, link-local fe80::/10,
+    // site-local fec0::/10, multicast ff00::/8, reserved) is not public.
+    let global_unicast = (s[0] & 0xe000) == 0x2000;
+    // 2001::/23: IETF protocol assignments (benchmarking 2001:2::/48, ORCHID…).
+    let protocol = s[0] == 0x2001 && s[1] < 0x0200;
+    // 2001:db8::/32 and 3fff::/20: documentation.
+    let documentation = (s[0] == 0x2001 && s[1] == 0x0db8) || (s[0] & 0xfff0) == 0x3ff0;
+    global_unicast && !protocol && !documentation
+}
+
 fn is_public_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, ..] = ip.octets();
+    let [a, b, c, _] = ip.octets();
     !(ip.is_loopback()
         || ip.is_private()
         || ip.is_link_local()
@@ -107,33 +161,39 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
         || ip.is_broadcast()
         || ip.is_multicast()
         || ip.is_documentation()
+        // 0.0.0.0/8: "this network".
         || a == 0
+        // 100.64.0.0/10: carrier-grade NAT.
         || (a == 100 && (64..128).contains(&b))
-        || (a == 192 && b == 0 && ip.octets()[2] == 0)
+        // 192.0.0.0/24: IETF protocol assignments; 192.88.99.0/24: 6to4 relays.
+        || (a == 192 && b == 0 && c == 0)
+        || (a == 192 && b == 88 && c == 99)
+        // 198.18.0.0/15: benchmarking.
         || (a == 198 && (b == 18 || b == 19))
+        // 240.0.0.0/4: reserved (and broadcast).
         || a >= 240)
 }
 
-fn is_documentation_v6(ip: Ipv6Addr) -> bool {
-    let s = ip.segments();
-    s[0] == 0x2001 && s[1] == 0x0db8
+/// Whether the client may connect to the IP address `ip` under `policy`.
+fn may_connect(ip: IpAddr, policy: &UrlPolicy) -> bool {
+    is_public(ip) || (policy.allow_loopback_http && ip.is_loopback())
 }
 
 /// Resolves host names and drops every address that is not public (unless loopback
 /// is allowed for local use), so no DNS answer can steer a request inside.
 #[derive(Debug, Clone)]
 struct GuardedResolver {
-    allow_loopback: bool,
+    policy: UrlPolicy,
 }
 
 impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
-        let allow_loopback = self.allow_loopback;
+        let policy = self.policy;
         Box::pin(async move {
             let host = name.as_str().to_owned();
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
                 .await?
-                .filter(|a| is_public(a.ip()) || (allow_loopback && a.ip().is_loopback()))
+                .filter(|a| may_connect(a.ip(), &policy))
                 .collect();
             if addrs.is_empty() {
                 return Err(format!("{host} does not resolve to a public address").into());
@@ -144,18 +204,84 @@ impl Resolve for GuardedResolver {
     }
 }
 
-/// Builds the outbound client: no redirects, bounded time, guarded DNS.
-pub fn client(policy: &UrlPolicy) -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(20))
-        .pool_idle_timeout(Duration::from_secs(60))
-        .user_agent(concat!("conduit/", env!("CARGO_PKG_VERSION")))
-        .dns_resolver(Arc::new(GuardedResolver {
-            allow_loopback: policy.allow_loopback_http,
-        }))
-        .build()
+/// The outbound client: no redirects, bounded time, no proxy taken from the
+/// environment, guarded DNS, and IP-literal hosts checked on every send (reqwest
+/// connects to literals without asking the resolver). Derefs to the reqwest client to
+/// build requests; send them with [`Egress::send`].
+#[derive(Debug, Clone)]
+pub struct Egress {
+    client: reqwest::Client,
+    policy: UrlPolicy,
+}
+
+/// Why an outbound request was not answered.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The URL names an IP address the policy forbids; nothing was sent.
+    #[error("the host is not a public address")]
+    NotPublic,
+    /// The request could not be built or the transport failed.
+    #[error(transparent)]
+    Http(#[from] reqwest::Error),
+}
+
+impl SendError {
+    /// Whether the provider did not answer in time.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Http(e) if e.is_timeout())
+    }
+
+    /// The error without the URL (which may carry credentials in its query).
+    pub fn without_url(self) -> Self {
+        match self {
+            Self::Http(e) => Self::Http(e.without_url()),
+            other => other,
+        }
+    }
+}
+
+impl Egress {
+    /// Builds the client for `policy`.
+    pub fn new(policy: &UrlPolicy) -> reqwest::Result<Self> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            // HTTP(S)_PROXY in the environment would send tenant URLs through a host
+            // this guard never checks.
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(20))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("conduit/", env!("CARGO_PKG_VERSION")))
+            .dns_resolver(Arc::new(GuardedResolver { policy: *policy }))
+            .build()?;
+        Ok(Self {
+            client,
+            policy: *policy,
+        })
+    }
+
+    /// Sends `req` unless its host is an IP address the policy forbids.
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, SendError> {
+        let (client, req) = req.build_split();
+        let req = req?;
+        let literal = match req.url().host() {
+            Some(Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+            Some(Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+            _ => None,
+        };
+        if literal.is_some_and(|ip| !may_connect(ip, &self.policy)) {
+            return Err(SendError::NotPublic);
+        }
+        Ok(client.execute(req).await?)
+    }
+}
+
+impl std::ops::Deref for Egress {
+    type Target = reqwest::Client;
+
+    fn deref(&self) -> &reqwest::Client {
+        &self.client
+    }
 }
 
 /// Sends a catalogue URL to the local sandbox when deployment config says so:
@@ -183,18 +309,100 @@ mod tests {
             "169.254.169.254",
             "100.64.0.1",
             "0.0.0.0",
+            "0.1.2.3",
             "255.255.255.255",
+            "240.0.0.1",
+            "198.18.0.1",
+            "198.19.255.255",
+            "192.0.0.8",
+            "192.0.2.1",
+            "192.88.99.1",
+            "224.0.0.1",
+            "::",
             "::1",
             "fd00::1",
+            "fc00::1",
             "fe80::1",
+            "fec0::1",
+            "ff02::1",
+            "100::1",
+            "2001:db8::1",
+            "3fff::1",
+            "2001:2::1",
+            "2001:10::1",
+            // IPv4 embedded in IPv6: the metadata service 169.254.169.254 and loopback.
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
+            "::169.254.169.254",
+            "::ffff:0:169.254.169.254",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b::127.0.0.1",
+            "64:ff9b:1::808:808",
+            "2002:a9fe:a9fe::1",
+            "2002:7f00:1::",
+            // Teredo: public server 8.8.8.8, client 169.254.169.254 inverted.
+            "2001:0:808:808:0:0:5601:5601",
+            // Teredo: private server.
+            "2001:0:a00:1::f7f7:f7f7",
         ] {
             assert!(!is_public(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["8.8.8.8", "104.16.0.1", "2606:4700::1111"] {
+        for ip in [
+            "8.8.8.8",
+            "104.16.0.1",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+            // Teredo: server 8.8.8.8, client 1.1.1.1 (inverted: fefe:fefe).
+            "2001:0:808:808:0:0:fefe:fefe",
+        ] {
             assert!(is_public(ip.parse().unwrap()), "{ip}");
         }
+    }
+
+    /// Any IPv4 address in every IPv6 layout that embeds one: the IPv6 address is
+    /// public exactly when the IPv4 address is.
+    #[test]
+    fn embedded_ipv4_decides_for_its_ipv6_address() {
+        use proptest::prelude::*;
+        let layouts: [fn(u32) -> Ipv6Addr; 6] = [
+            |v4| Ipv4Addr::from(v4).to_ipv6_mapped(),
+            |v4| Ipv6Addr::from(u128::from(v4)),
+            |v4| Ipv6Addr::from((0xffff_u128 << 48) | u128::from(v4)),
+            |v4| Ipv6Addr::from((0x0064_ff9b_u128 << 96) | u128::from(v4)),
+            |v4| Ipv6Addr::from((0x2002_u128 << 112) | (u128::from(v4) << 80) | 1),
+            // Teredo with a public server (8.8.8.8): the client decides.
+            |v4| {
+                Ipv6Addr::from(
+                    (0x2001_0000_u128 << 96) | (0x0808_0808_u128 << 64) | u128::from(!v4),
+                )
+            },
+        ];
+        let config = ProptestConfig {
+            cases: 2000,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        };
+        proptest!(config.clone(), |(v4 in any::<u32>(), layout in 0..6usize)| {
+            let v6 = layouts[layout](v4);
+            prop_assert_eq!(
+                is_public(IpAddr::V6(v6)),
+                is_public(IpAddr::V4(Ipv4Addr::from(v4))),
+                "{} carrying {}", v6, Ipv4Addr::from(v4)
+            );
+            // The URL check agrees with the resolver's filter.
+            let url = format!("https://[{v6}]/token");
+            prop_assert_eq!(
+                validate_tenant_url(&url, &UrlPolicy::default()).is_ok(),
+                may_connect(IpAddr::V6(v6), &UrlPolicy::default())
+            );
+        });
+        // Whatever the local-use NAT64 prefix carries is never public.
+        proptest!(config, |(low in any::<u64>(), mid in any::<u16>())| {
+            let v6 = Ipv6Addr::from((0x0064_ff9b_0001_u128 << 80) | (u128::from(mid) << 64) | u128::from(low));
+            prop_assert!(!is_public(IpAddr::V6(v6)));
+        });
     }
 
     #[test]
@@ -216,6 +424,18 @@ mod tests {
             validate_tenant_url("https://[::1]/x", &strict),
             Err(UrlError::NotPublic)
         );
+        for embedded in [
+            "https://[64:ff9b::a9fe:a9fe]/token",
+            "https://[::a9fe:a9fe]/token",
+            "https://[::ffff:0:a9fe:a9fe]/token",
+            "https://[2002:a9fe:a9fe::]/token",
+        ] {
+            assert_eq!(
+                validate_tenant_url(embedded, &strict),
+                Err(UrlError::NotPublic),
+                "{embedded}"
+            );
+        }
         assert_eq!(
             validate_tenant_url("https://localhost/x", &strict),
             Err(UrlError::NotPublic)
@@ -258,8 +478,100 @@ mod tests {
 
     #[tokio::test]
     async fn the_client_refuses_names_that_resolve_to_loopback() {
-        let client = client(&UrlPolicy::default()).unwrap();
-        let err = client.get("http://localhost:9/").send().await.unwrap_err();
-        assert!(err.is_connect() || err.is_request(), "{err:?}");
+        let client = Egress::new(&UrlPolicy::default()).unwrap();
+        let err = client
+            .send(client.get("http://localhost:9/"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, SendError::Http(e) if e.is_connect() || e.is_request()),
+            "{err:?}"
+        );
+    }
+
+    /// Runs [`proxy_from_the_environment_is_ignored_child`] in a process of its own,
+    /// since it sets proxy variables, which are process-wide.
+    #[test]
+    fn proxy_from_the_environment_is_ignored() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "egress::tests::proxy_from_the_environment_is_ignored_child",
+                "--ignored",
+                "--nocapture",
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}");
+        assert!(text.contains("1 passed"), "{text}");
+    }
+
+    #[tokio::test]
+    #[ignore = "run by proxy_from_the_environment_is_ignored in its own process"]
+    async fn proxy_from_the_environment_is_ignored_child() {
+        let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        proxy.set_nonblocking(true).unwrap();
+        let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target_port = target.local_addr().unwrap().port();
+        let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+        // SAFETY: this test runs alone in its own process (see the test above).
+        unsafe {
+            for name in ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "ALL_PROXY"] {
+                std::env::set_var(name, &proxy_url);
+            }
+            std::env::remove_var("NO_PROXY");
+            std::env::remove_var("no_proxy");
+        }
+        let server = tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let (mut socket, _) = target.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = socket.read(&mut buf).await;
+            socket
+                .write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+                .await
+                .unwrap();
+        });
+        let client = Egress::new(&UrlPolicy {
+            allow_loopback_http: true,
+        })
+        .unwrap();
+        let resp = client
+            .send(client.get(format!("http://127.0.0.1:{target_port}/")))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 204, "answered by the target itself");
+        server.await.unwrap();
+        assert!(proxy.accept().is_err(), "the proxy was contacted");
+    }
+
+    #[tokio::test]
+    async fn the_client_refuses_ip_literals_at_send_time() {
+        let strict = Egress::new(&UrlPolicy::default()).unwrap();
+        for url in [
+            "https://[64:ff9b::a9fe:a9fe]/token",
+            "https://169.254.169.254/latest/meta-data/",
+            "http://127.0.0.1:9/",
+            "https://[::ffff:7f00:1]/",
+        ] {
+            let err = strict.send(strict.post(url)).await.unwrap_err();
+            assert!(matches!(err, SendError::NotPublic), "{url}: {err:?}");
+        }
+        // Local use reaches loopback (the sandbox) and nothing else inside.
+        let local = Egress::new(&UrlPolicy {
+            allow_loopback_http: true,
+        })
+        .unwrap();
+        let err = local
+            .send(local.get("http://127.0.0.1:9/"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SendError::Http(_)), "{err:?}");
+        let err = local
+            .send(local.get("https://10.0.0.1/"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SendError::NotPublic), "{err:?}");
     }
 }

@@ -97,6 +97,16 @@ pub struct AuthMethod {
     /// OAuth: the token introspection endpoint, where the provider has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub introspect_url: Option<String>,
+    /// OAuth: the authorization server's issuer identifier (RFC 8414), a template
+    /// filled like the endpoints; an `iss` sent on the callback must equal it
+    /// (RFC 9207). Absent where the issuer is not known before the callback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// OAuth: the server always sends `iss` on the callback (RFC 9207's
+    /// `authorization_response_iss_parameter_supported`), so a callback without it
+    /// is refused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub authorization_response_iss_parameter_supported: bool,
     /// OAuth: whether the provider accepts PKCE (S256).
     #[serde(default)]
     pub pkce: bool,

@@ -9,7 +9,7 @@
 //! | item              | pk              | sk                          |
 //! |-------------------|-----------------|-----------------------------|
 //! | connection        | `T#{tenant}`    | `CONN#{id}`                 |
-//! | account marker    | `T#{tenant}`    | `CONNKEY#{provider}#{acct}` |
+//! | account marker    | `T#{tenant}`    | `CONNKEY#{provider}#v2.{sha256}` |
 //! | app credentials   | `T#{tenant}`    | `APP#{provider}`            |
 //! | audit entry       | `AUDIT#{tenant}`| `{rfc3339 time}#{id}`       |
 
@@ -38,7 +38,10 @@ pub mod keys {
     }
     /// Sort-key prefix of connections.
     pub const CONNECTION_PREFIX: &str = "CONN#";
-    /// The uniqueness marker of a provider account within a tenant.
+    /// DynamoDB's limit on a sort key's size.
+    pub const MAX_SORT_KEY_BYTES: usize = 1024;
+    /// The uniqueness marker of a provider account within a tenant (`account` is a
+    /// fixed-length hash from `Connector::account_key`; the provider a catalogue id).
     pub fn account_marker(provider: &str, account: &str) -> String {
         format!("CONNKEY#{provider}#{account}")
     }
@@ -92,6 +95,23 @@ pub enum StoreError {
     Service(String),
 }
 
+/// A conversion failure without the stored value: serde quotes the offending value
+/// in most messages (`invalid type: string "…"`, `unknown variant \`…\``), and an
+/// item may hold personal data; what was expected comes from our own types.
+fn conversion(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Conversion(without_values(&e.to_string()))
+}
+
+fn without_values(msg: &str) -> String {
+    if msg.starts_with("missing field") {
+        return msg.to_owned();
+    }
+    match msg.find(", expected") {
+        Some(i) => format!("unexpected value{}", &msg[i..]),
+        None => "an attribute does not have its expected form".to_owned(),
+    }
+}
+
 fn service<E, R>(e: aws_sdk_dynamodb::error::SdkError<E, R>) -> StoreError
 where
     E: std::error::Error + 'static,
@@ -133,6 +153,100 @@ pub struct Page<T> {
     pub items: Vec<T>,
     /// Where the next page starts, if there is one.
     pub cursor: Option<String>,
+}
+
+/// An item of a query: converted, or not convertible (named by its sort key, never
+/// by its values).
+#[derive(Debug, Clone)]
+pub enum Readable<T> {
+    /// The item.
+    Item(T),
+    /// An item whose attributes do not have the expected form.
+    Unreadable {
+        /// Its sort key (of the queried table or index).
+        sk: String,
+        /// What did not convert, without the stored value.
+        error: String,
+    },
+}
+
+impl<T: DeserializeOwned> Readable<T> {
+    fn read(item: HashMap<String, AttributeValue>, sk_attr: &str) -> Self {
+        let sk = item
+            .get(sk_attr)
+            .and_then(|v| v.as_s().ok())
+            .cloned()
+            .unwrap_or_default();
+        match serde_dynamo::from_item(item) {
+            Ok(v) => Self::Item(v),
+            Err(e) => Self::Unreadable {
+                sk,
+                error: without_values(&e.to_string()),
+            },
+        }
+    }
+}
+
+impl<T> Readable<T> {
+    /// The item, or the conversion error.
+    pub fn into_result(self) -> Result<T, StoreError> {
+        match self {
+            Self::Item(v) => Ok(v),
+            Self::Unreadable { error, .. } => Err(StoreError::Conversion(error)),
+        }
+    }
+}
+
+/// An item a listing left out, by id: the rest of the list is still answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Skipped {
+    /// The item's id (from its key).
+    pub id: String,
+    /// Why: `unreadable` (an attribute does not have its form) or `misplaced` (the item
+    /// names another tenant or id than its key, e.g. copied from elsewhere).
+    pub reason: SkipReason,
+}
+
+/// Why a listing left an item out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipReason {
+    /// An attribute does not have its expected form.
+    Unreadable,
+    /// The item's own tenant or id differ from its key.
+    Misplaced,
+}
+
+/// Splits a lenient listing of `what` items (sort keys `{prefix}{id}`) into the items
+/// that `belongs` accepts (their own tenant and id are their key's) and the rest, named
+/// by id and logged by key, never by value.
+pub fn split_listing<T>(
+    items: Vec<Readable<Keyed<T>>>,
+    prefix: &str,
+    what: &str,
+    belongs: impl Fn(&Keyed<T>) -> bool,
+) -> (Vec<T>, Vec<Skipped>) {
+    let mut kept = Vec::with_capacity(items.len());
+    let mut skipped = Vec::new();
+    for item in items {
+        let (sk, reason) = match item {
+            Readable::Item(k) if belongs(&k) => {
+                kept.push(k.item);
+                continue;
+            }
+            Readable::Item(k) => {
+                tracing::error!(key = %k.sk, what, "item names another tenant or id than its key; skipped");
+                (k.sk, SkipReason::Misplaced)
+            }
+            Readable::Unreadable { sk, error } => {
+                tracing::error!(key = %sk, what, %error, "item unreadable; skipped");
+                (sk, SkipReason::Unreadable)
+            }
+        };
+        let id = sk.strip_prefix(prefix).unwrap_or(&sk).to_owned();
+        skipped.push(Skipped { id, reason });
+    }
+    (kept, skipped)
 }
 
 /// How to query.
@@ -182,7 +296,7 @@ pub struct Table {
 
 /// Converts a value to a DynamoDB item.
 pub fn to_item<T: Serialize>(value: &T) -> Result<HashMap<String, AttributeValue>, StoreError> {
-    serde_dynamo::to_item(value).map_err(|e| StoreError::Conversion(e.to_string()))
+    serde_dynamo::to_item(value).map_err(conversion)
 }
 
 impl Table {
@@ -227,9 +341,7 @@ impl Table {
             .await
             .map_err(service)?;
         out.item
-            .map(|item| {
-                serde_dynamo::from_item(item).map_err(|e| StoreError::Conversion(e.to_string()))
-            })
+            .map(|item| serde_dynamo::from_item(item).map_err(conversion))
             .transpose()
     }
 
@@ -329,7 +441,7 @@ impl Table {
         }
         let out = req.send().await.map_err(condition_or)?;
         let item = out.attributes.ok_or(StoreError::ConditionFailed)?;
-        serde_dynamo::from_item(item).map_err(|e| StoreError::Conversion(e.to_string()))
+        serde_dynamo::from_item(item).map_err(conversion)
     }
 
     /// Updates an item with `update` only if `condition` holds, returning the item
@@ -362,7 +474,7 @@ impl Table {
         let item = out
             .attributes
             .ok_or_else(|| StoreError::Service("update returned no item".into()))?;
-        serde_dynamo::from_item(item).map_err(|e| StoreError::Conversion(e.to_string()))
+        serde_dynamo::from_item(item).map_err(conversion)
     }
 
     /// Writes up to 100 items atomically; any failed condition fails them all.
@@ -377,7 +489,7 @@ impl Table {
                             .set_item(Some(item))
                             .condition_expression("attribute_not_exists(pk)")
                             .build()
-                            .map_err(|e| StoreError::Conversion(e.to_string()))?,
+                            .map_err(conversion)?,
                     )
                     .build(),
                 Write::Replace(item, v) => TransactWriteItem::builder()
@@ -388,7 +500,7 @@ impl Table {
                             .condition_expression("version = :v")
                             .expression_attribute_values(":v", AttributeValue::N(v.to_string()))
                             .build()
-                            .map_err(|e| StoreError::Conversion(e.to_string()))?,
+                            .map_err(conversion)?,
                     )
                     .build(),
                 Write::Delete { pk, sk, must_exist } => {
@@ -399,10 +511,7 @@ impl Table {
                         d = d.condition_expression("attribute_exists(pk)");
                     }
                     TransactWriteItem::builder()
-                        .delete(
-                            d.build()
-                                .map_err(|e| StoreError::Conversion(e.to_string()))?,
-                        )
+                        .delete(d.build().map_err(conversion)?)
                         .build()
                 }
             };
@@ -426,13 +535,33 @@ impl Table {
         Ok(())
     }
 
-    /// Queries one partition (of the table, or of an index with `index`).
+    /// Queries one partition (of the table, or of an index with `index`); one item
+    /// that does not convert fails the page (see [`Table::query_lenient`]).
     pub async fn query<T: DeserializeOwned>(
         &self,
         index: Option<&str>,
         pk: &str,
         opts: QueryOpts<'_>,
     ) -> Result<Page<T>, StoreError> {
+        let page = self.query_lenient::<T>(index, pk, opts).await?;
+        Ok(Page {
+            items: page
+                .items
+                .into_iter()
+                .map(Readable::into_result)
+                .collect::<Result<_, _>>()?,
+            cursor: page.cursor,
+        })
+    }
+
+    /// Queries one partition like [`Table::query`], keeping items that do not convert
+    /// as [`Readable::Unreadable`] so a listing can skip them and say which.
+    pub async fn query_lenient<T: DeserializeOwned>(
+        &self,
+        index: Option<&str>,
+        pk: &str,
+        opts: QueryOpts<'_>,
+    ) -> Result<Page<Readable<T>>, StoreError> {
         let (pk_attr, sk_attr) = match index {
             Some("gsi1") => ("gsi1pk", "gsi1sk"),
             Some("gsi2") => ("gsi2pk", "gsi2sk"),
@@ -485,8 +614,8 @@ impl Table {
             .items
             .unwrap_or_default()
             .into_iter()
-            .map(|i| serde_dynamo::from_item(i).map_err(|e| StoreError::Conversion(e.to_string())))
-            .collect::<Result<Vec<T>, _>>()?;
+            .map(|i| Readable::read(i, sk_attr))
+            .collect::<Vec<Readable<T>>>();
         let cursor = out
             .last_evaluated_key
             .map(|k| encode_cursor(&k))
@@ -516,7 +645,7 @@ impl Table {
                     .set_keys(Some(std::mem::take(&mut pending)))
                     .consistent_read(consistent)
                     .build()
-                    .map_err(|e| StoreError::Conversion(e.to_string()))?;
+                    .map_err(conversion)?;
                 let resp = self
                     .client
                     .batch_get_item()
@@ -529,10 +658,7 @@ impl Table {
                     .and_then(|mut r| r.remove(&self.name))
                     .unwrap_or_default()
                 {
-                    out.push(
-                        serde_dynamo::from_item(item)
-                            .map_err(|e| StoreError::Conversion(e.to_string()))?,
-                    );
+                    out.push(serde_dynamo::from_item(item).map_err(conversion)?);
                 }
                 pending = resp
                     .unprocessed_keys
@@ -563,7 +689,7 @@ impl Table {
                         PutRequest::builder()
                             .set_item(Some(item))
                             .build()
-                            .map_err(|e| StoreError::Conversion(e.to_string()))?,
+                            .map_err(conversion)?,
                     )
                     .build(),
             );
@@ -575,7 +701,7 @@ impl Table {
                         DeleteRequest::builder()
                             .set_key(Some(Self::key(&pk, &sk)))
                             .build()
-                            .map_err(|e| StoreError::Conversion(e.to_string()))?,
+                            .map_err(conversion)?,
                     )
                     .build(),
             );
@@ -626,11 +752,25 @@ impl Table {
         pk: &str,
         prefix: &str,
     ) -> Result<Vec<T>, StoreError> {
+        self.query_all_lenient::<T>(pk, prefix)
+            .await?
+            .into_iter()
+            .map(Readable::into_result)
+            .collect()
+    }
+
+    /// Every item of a partition matching `prefix`, following pages, keeping the
+    /// ones that do not convert as [`Readable::Unreadable`].
+    pub async fn query_all_lenient<T: DeserializeOwned>(
+        &self,
+        pk: &str,
+        prefix: &str,
+    ) -> Result<Vec<Readable<T>>, StoreError> {
         let mut all = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
             let page = self
-                .query::<T>(
+                .query_lenient::<T>(
                     None,
                     pk,
                     QueryOpts {
@@ -668,7 +808,7 @@ fn encode_cursor(key: &HashMap<String, AttributeValue>) -> Result<String, StoreE
         .iter()
         .filter_map(|(k, v)| v.as_s().ok().map(|s| (k.as_str(), s.as_str())))
         .collect();
-    let json = serde_json::to_vec(&plain).map_err(|e| StoreError::Conversion(e.to_string()))?;
+    let json = serde_json::to_vec(&plain).map_err(conversion)?;
     Ok(B64URL.encode(json))
 }
 
@@ -692,6 +832,36 @@ fn decode_cursor(cursor: &str) -> Result<HashMap<String, AttributeValue>, StoreE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn conversion_errors_never_quote_stored_values() {
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Item {
+            n: u64,
+            kind: Kind,
+        }
+        #[derive(Debug, Deserialize)]
+        enum Kind {
+            A,
+        }
+        let item = |n: AttributeValue, kind: &str| {
+            HashMap::from([
+                ("n".to_owned(), n),
+                ("kind".to_owned(), AttributeValue::S(kind.to_owned())),
+            ])
+        };
+        for bad in [
+            item(AttributeValue::S("hunter2-secret".into()), "A"),
+            item(AttributeValue::N("1".into()), "hunter2-secret"),
+        ] {
+            let Readable::<Item>::Unreadable { error, .. } = Readable::read(bad, "sk") else {
+                panic!("must not convert");
+            };
+            assert!(!error.contains("hunter2"), "{error}");
+            assert!(error.contains("expected"), "{error}");
+        }
+    }
 
     #[test]
     fn cursors_round_trip_and_reject_garbage() {

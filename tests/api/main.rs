@@ -13,6 +13,7 @@ mod oauth;
 mod queue;
 mod records;
 mod secrets;
+mod security;
 mod sync;
 mod sync_config;
 mod sync_faults;

@@ -434,8 +434,13 @@ async fn a_failed_revocation_is_recorded_and_the_disconnect_completes() {
     app.sandbox()
         .force_status(500, 1, Some(Provider::CustomOauth))
         .expect("fault");
-    let (status, _) = app.delete(&format!("/v1/connections/{id}"), &admin).await;
-    assert_eq!(status, 204);
+    let (status, body) = app.delete(&format!("/v1/connections/{id}"), &admin).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["revocation"]["status"], "failed", "{body}");
+    assert_eq!(
+        body["revocation"]["reason"], "provider_unavailable",
+        "{body}"
+    );
     let grant = app
         .sandbox()
         .oauth_grant(&tokens["refresh_token"])

@@ -295,11 +295,13 @@ impl TestApp {
         self.send("DELETE", path, token, None).await
     }
 
-    fn dynamo(&self) -> aws_sdk_dynamodb::Client {
+    /// The local stack's DynamoDB client (to plant or inspect raw items).
+    pub fn dynamo(&self) -> aws_sdk_dynamodb::Client {
         aws_sdk_dynamodb::Client::new(&self.shared.aws)
     }
 
-    fn table(&self) -> &str {
+    /// The table's name.
+    pub fn table(&self) -> &str {
         &self.shared.env["CONDUIT_TABLE"]
     }
 

@@ -256,6 +256,27 @@ async fn load(call: &Call<'_>) -> Result<Connection, ApiError> {
     Ok(conn)
 }
 
+/// Refuses an account another connection holds under a marker written before
+/// account keys were hashed (those markers are read, never written).
+async fn legacy_duplicate(
+    call: &Call<'_>,
+    connector: &Connector<'_>,
+    identity: &Identity,
+    own: &ConnectionId,
+) -> Result<(), ApiError> {
+    let Some(key) = connector.legacy_account_key(identity) else {
+        return Ok(());
+    };
+    match store(call)
+        .legacy_owner(&call.who.tenant, &connector.provider.id, &key)
+        .await
+        .map_err(ApiError::internal)?
+    {
+        Some(owner) if owner != *own => Err(write_error(WriteError::Duplicate(owner))),
+        _ => Ok(()),
+    }
+}
+
 fn write_error(e: WriteError) -> ApiError {
     match e {
         WriteError::Duplicate(existing) => ApiError::Conflict {
@@ -332,6 +353,13 @@ pub async fn create(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
         }
     };
     let at = now();
+    legacy_duplicate(
+        call,
+        &connector(call, provider, method, &fields),
+        &identity,
+        &id,
+    )
+    .await?;
     let conn = Connection {
         account_key: connector(call, provider, method, &fields).account_key(&identity),
         label: label.unwrap_or_else(|| default_label(provider, &identity)),
@@ -386,16 +414,17 @@ pub async fn list(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
             ConnectionStatus::parse(s).map_err(|e| ApiError::bad_request("invalid_status", e.0))
         })
         .transpose()?;
-    let all = store(call)
+    let listing = store(call)
         .list(&call.who.tenant)
         .await
         .map_err(ApiError::internal)?;
+    let all = &listing.connections;
     let mut by_status: BTreeMap<&str, usize> = ConnectionStatus::ALL
         .iter()
         .map(|s| (s.as_str(), 0))
         .collect();
     let mut by_provider: BTreeMap<&str, usize> = BTreeMap::new();
-    for c in &all {
+    for c in all {
         *by_status.entry(c.status.as_str()).or_default() += 1;
         *by_provider.entry(c.provider.as_str()).or_default() += 1;
     }
@@ -410,6 +439,7 @@ pub async fn list(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
         &json!({
             "connections": connections,
             "stats": { "total": all.len(), "by_status": by_status, "by_provider": by_provider },
+            "skipped": listing.skipped,
         }),
     )
 }
@@ -468,7 +498,9 @@ pub async fn update(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
                 return Err(e);
             }
         };
-        next.account_key = connector(call, provider, method, &fields).account_key(&identity);
+        let account = connector(call, provider, method, &fields);
+        legacy_duplicate(call, &account, &identity, &prev.id).await?;
+        next.account_key = account.account_key(&identity);
         next.secrets = seal(call, &prev.tenant, &prev.id, &fields).await?;
         next.masked = masked_secrets(&fields);
         next.settings = fields.public.clone();
@@ -513,7 +545,15 @@ pub async fn delete(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
         .detail("provider", &conn.provider)
         .detail("revocation", &revoke);
     match store(call).delete(&conn, &audit).await {
-        Ok(()) => http::no_content(),
+        // The connection is gone either way; a grant still live at the provider is
+        // the caller's to know (and to revoke there), not only the audit's.
+        Ok(()) => match &revoke {
+            RevokeOutcome::Failed(code) => http::json(
+                StatusCode::OK,
+                &json!({"revocation": {"status": "failed", "reason": code}}),
+            ),
+            _ => http::no_content(),
+        },
         Err(WriteError::Stale) => Err(ApiError::NotFound(format!("no connection {}", conn.id))),
         Err(e) => Err(write_error(e)),
     }
@@ -640,9 +680,57 @@ fn token_error(e: TokenError) -> ApiError {
 async fn save_status(
     call: &Call<'_>,
     prev: &Connection,
-    mut next: Connection,
+    next: Connection,
     action: &str,
 ) -> Result<Connection, ApiError> {
+    try_save_status(call, prev, next, action)
+        .await
+        .map_err(write_error)
+}
+
+/// How often a check's outcome is re-applied after losing a version race.
+const CHECK_SAVE_ATTEMPTS: usize = 6;
+
+/// Records a check's outcome (and, for activate, the status asked for) on the
+/// connection as it is now. A check decides only status, error, identity and when it
+/// ran — nothing another check or the refresh lease writes — so losing a version race
+/// to them re-reads the connection and re-applies the outcome instead of answering
+/// 409.
+async fn record_check(
+    call: &Call<'_>,
+    read: Connection,
+    outcome: &Result<Identity, ApiError>,
+    action: &str,
+    status: Option<ConnectionStatus>,
+) -> Result<Connection, ApiError> {
+    let mut prev = reload(call, read).await?;
+    let mut attempt = 1;
+    loop {
+        let mut next = prev.clone();
+        if let Some(status) = status {
+            next.status = status;
+        }
+        apply_check(&mut next, outcome);
+        match try_save_status(call, &prev, next, action).await {
+            Err(WriteError::Stale) if attempt < CHECK_SAVE_ATTEMPTS => {
+                attempt += 1;
+                prev = store(call)
+                    .get(&prev.tenant, &prev.id)
+                    .await
+                    .map_err(ApiError::internal)?
+                    .ok_or_else(|| ApiError::NotFound(format!("no connection {}", prev.id)))?;
+            }
+            done => return done.map_err(write_error),
+        }
+    }
+}
+
+async fn try_save_status(
+    call: &Call<'_>,
+    prev: &Connection,
+    mut next: Connection,
+    action: &str,
+) -> Result<Connection, WriteError> {
     next.updated_at = now();
     next.updated_by = call.who.user.clone();
     next.version = prev.version + 1;
@@ -653,10 +741,7 @@ async fn save_status(
     if let Some(e) = &next.last_error {
         audit = audit.detail("error", &e.code);
     }
-    store(call)
-        .save(prev, &next, &audit)
-        .await
-        .map_err(write_error)?;
+    store(call).save(prev, &next, &audit).await?;
     if next.token.is_some()
         && next.status == ConnectionStatus::NeedsReauth
         && prev.status != ConnectionStatus::NeedsReauth
@@ -671,11 +756,14 @@ async fn save_status(
 pub async fn activate(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     let prev = load(call).await?;
     let outcome = check_stored(call, &prev).await?;
-    let prev = reload(call, prev).await?;
-    let mut next = prev.clone();
-    next.status = ConnectionStatus::Connected;
-    apply_check(&mut next, &outcome);
-    let next = save_status(call, &prev, next, "connection.activate").await?;
+    let next = record_check(
+        call,
+        prev,
+        &outcome,
+        "connection.activate",
+        Some(ConnectionStatus::Connected),
+    )
+    .await?;
     match outcome {
         Ok(_) => respond(call, StatusCode::OK, &next),
         Err(e) => Err(e),
@@ -697,10 +785,7 @@ pub async fn deactivate(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
 pub async fn test_existing(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     let prev = load(call).await?;
     let outcome = check_stored(call, &prev).await?;
-    let prev = reload(call, prev).await?;
-    let mut next = prev.clone();
-    apply_check(&mut next, &outcome);
-    let next = save_status(call, &prev, next, "connection.test").await?;
+    let next = record_check(call, prev, &outcome, "connection.test", None).await?;
     let mut body = json!({ "ok": outcome.is_ok(), "connection": view(call, &next) });
     if let Err(e) = &outcome {
         body["error"] = json!({ "code": e.code(), "message": e.to_string() });

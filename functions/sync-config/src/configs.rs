@@ -150,7 +150,7 @@ pub async fn list(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
             })
         })
         .transpose()?;
-    let configs = call
+    let (configs, skipped) = call
         .store()
         .list(&call.who.tenant)
         .await
@@ -160,7 +160,10 @@ pub async fn list(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
         .filter(|c| connection.as_ref().is_none_or(|id| c.connection_id == *id))
         .map(view)
         .collect();
-    http::json(StatusCode::OK, &json!({ "configs": shown }))
+    http::json(
+        StatusCode::OK,
+        &json!({ "configs": shown, "skipped": skipped }),
+    )
 }
 
 /// `GET /v1/sync/configs/{id}`.

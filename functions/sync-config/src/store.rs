@@ -66,9 +66,12 @@ impl ConfigStore {
         self.configs.get(tenant, id).await
     }
 
-    /// Every config of a tenant, oldest first.
-    pub async fn list(&self, tenant: &TenantId) -> Result<Vec<SyncConfig>, StoreError> {
-        self.configs.list(tenant).await
+    /// Every config of a tenant, oldest first, with the items left out by id.
+    pub async fn list(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<(Vec<SyncConfig>, Vec<conduit::store::Skipped>), StoreError> {
+        self.configs.listing(tenant).await
     }
 
     fn item(c: &SyncConfig) -> Result<Write, StoreError> {

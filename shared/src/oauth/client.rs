@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::connections::AppSource;
 use crate::connector::Connector;
+use crate::egress::Egress;
 use crate::providers::{AuthMethod, ClientAuth, Fields, Provider, RevokeStyle};
 
 /// The largest token-endpoint body read.
@@ -262,7 +263,7 @@ impl Endpoints<'_> {
     /// Exchanges an authorization code (with the PKCE verifier, when one was used).
     pub async fn exchange_code(
         &self,
-        http: &reqwest::Client,
+        http: &Egress,
         app: &ClientApp,
         redirect_uri: &str,
         code: &str,
@@ -281,7 +282,7 @@ impl Endpoints<'_> {
     /// Trades a refresh token for a new access token.
     pub async fn refresh(
         &self,
-        http: &reqwest::Client,
+        http: &Egress,
         app: &ClientApp,
         refresh_token: &SecretString,
     ) -> Result<Grant, OAuthError> {
@@ -295,11 +296,7 @@ impl Endpoints<'_> {
 
     /// Revokes the grant at the provider, in the provider's own way. `Ok(false)` when
     /// the provider has no revocation endpoint.
-    pub async fn revoke(
-        &self,
-        http: &reqwest::Client,
-        app: &ClientApp,
-    ) -> Result<bool, OAuthError> {
+    pub async fn revoke(&self, http: &Egress, app: &ClientApp) -> Result<bool, OAuthError> {
         let Some(template) = self.method.revoke_url.as_deref() else {
             return Ok(false);
         };
@@ -328,11 +325,11 @@ impl Endpoints<'_> {
                 if self.method.revoke_style == RevokeStyle::Query {
                     http.post(&url).query(&form[..1])
                 } else {
-                    post_form(http, &url, app, self.method, &form)
+                    post_form(http, &url, app, self.method, &form)?
                 }
             }
         };
-        let resp = send_capped(req).await?;
+        let resp = send_capped(http, req).await?;
         match resp.status {
             200..=299 => Ok(true),
             // Already gone at the provider: what revocation wanted.
@@ -345,7 +342,7 @@ impl Endpoints<'_> {
     /// expiry when the provider says. `None` when the provider cannot introspect.
     pub async fn introspect(
         &self,
-        http: &reqwest::Client,
+        http: &Egress,
         app: &ClientApp,
         access_token: &SecretString,
     ) -> Result<Option<Introspection>, OAuthError> {
@@ -357,7 +354,7 @@ impl Endpoints<'_> {
             ("token", access_token.expose_secret()),
             ("token_type_hint", "access_token"),
         ];
-        let resp = send_capped(post_form(http, &url, app, self.method, &form)).await?;
+        let resp = send_capped(http, post_form(http, &url, app, self.method, &form)?).await?;
         if !(200..=299).contains(&resp.status) {
             return Err(classify(resp.status, &resp.body, resp.retry_after));
         }
@@ -380,24 +377,42 @@ pub struct Introspection {
 /// A form POST with client authentication (revoke, introspect): HTTP Basic, or the
 /// client's id and secret in the form.
 fn post_form(
-    http: &reqwest::Client,
+    http: &Egress,
     url: &str,
     app: &ClientApp,
     method: &AuthMethod,
     form: &[(&str, &str)],
-) -> reqwest::RequestBuilder {
+) -> Result<reqwest::RequestBuilder, OAuthError> {
     let mut pairs: Vec<(&str, &str)> = form.to_vec();
     let req = http.post(url);
-    match app.client_auth(method) {
+    Ok(match app.client_auth(method) {
         ClientAuth::Basic => req
-            .basic_auth(&app.client_id, Some(app.client_secret.expose_secret()))
+            .header(reqwest::header::AUTHORIZATION, client_basic(app)?)
             .form(&pairs),
         ClientAuth::RequestBody => {
             pairs.push(("client_id", &app.client_id));
             pairs.push(("client_secret", app.client_secret.expose_secret()));
             req.form(&pairs)
         }
-    }
+    })
+}
+
+/// HTTP Basic client authentication as RFC 6749 §2.3.1 wants it: id and secret each
+/// form-urlencoded, then joined by `:` and base64-encoded. The `oauth2` crate encodes
+/// the token endpoint's the same way (a test holds the two together), so a secret with
+/// `+`, `/`, `=` or `%` authenticates at every endpoint alike.
+fn client_basic(app: &ClientApp) -> Result<reqwest::header::HeaderValue, OAuthError> {
+    let encode = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let pair = zeroize::Zeroizing::new(format!(
+        "{}:{}",
+        encode(&app.client_id),
+        encode(app.client_secret.expose_secret())
+    ));
+    let value = zeroize::Zeroizing::new(format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair.as_bytes())
+    ));
+    sensitive(&value)
 }
 
 fn sensitive(v: &str) -> Result<reqwest::header::HeaderValue, OAuthError> {
@@ -426,11 +441,16 @@ impl Raw {
     }
 }
 
-async fn send_capped(req: reqwest::RequestBuilder) -> Result<Raw, OAuthError> {
-    let resp = tokio::time::timeout(TIMEOUT, req.send())
+async fn send_capped(http: &Egress, req: reqwest::RequestBuilder) -> Result<Raw, OAuthError> {
+    let resp = tokio::time::timeout(TIMEOUT, http.send(req))
         .await
         .map_err(|_| transient("timed out"))?
-        .map_err(|e| transient(&format!("unreachable: {}", e.without_url())))?;
+        .map_err(|e| match e {
+            crate::egress::SendError::NotPublic => {
+                OAuthError::Config("the endpoint is not a public address".into())
+            }
+            e => transient(&format!("unreachable: {}", e.without_url())),
+        })?;
     let status = resp.status().as_u16();
     let retry_after = retry_after(resp.headers());
     let body = read_capped(resp).await?;
@@ -475,7 +495,7 @@ fn transient(reason: &str) -> OAuthError {
 /// The `oauth2` crate's HTTP client: our reqwest client (guarded, no redirects),
 /// remembering the last status and Retry-After for classification.
 struct Sender<'a> {
-    http: &'a reqwest::Client,
+    http: &'a Egress,
     last: std::sync::Mutex<Option<(u16, Option<u64>)>>,
 }
 
@@ -496,7 +516,7 @@ impl<'c> oauth2::AsyncHttpClient<'c> for Sender<'_> {
 struct SendError(OAuthError);
 
 impl<'a> Sender<'a> {
-    fn new(http: &'a reqwest::Client) -> Self {
+    fn new(http: &'a Egress) -> Self {
         Self {
             http,
             last: std::sync::Mutex::new(None),
@@ -516,7 +536,7 @@ impl<'a> Sender<'a> {
             }
             builder = builder.header(name, value);
         }
-        let raw = send_capped(builder).await.map_err(SendError)?;
+        let raw = send_capped(self.http, builder).await.map_err(SendError)?;
         if let Ok(mut last) = self.last.lock() {
             *last = Some((raw.status, raw.retry_after));
         }
@@ -691,6 +711,57 @@ mod tests {
             panic!("expected refused");
         };
         assert_eq!(code, "badscriptcode");
+    }
+
+    /// A secret with `+`, `/`, `=` and `%` authenticates the same way at the token
+    /// endpoint (the `oauth2` crate) and at revocation and introspection (ours).
+    #[tokio::test]
+    async fn basic_client_auth_is_form_encoded_like_the_token_endpoint() {
+        let app = ClientApp {
+            source: AppSource::Tenant,
+            client_id: "id+with/odd=chars".into(),
+            client_secret: SecretString::from("s3+cr/et==%41 x".to_owned()),
+            redirect_uri: None,
+            scopes: None,
+            settings: BTreeMap::new(),
+        };
+        let ours = client_basic(&app).unwrap();
+        let client = oauth2::basic::BasicClient::new(ClientId::new(app.client_id.clone()))
+            .set_client_secret(ClientSecret::new(
+                app.client_secret.expose_secret().to_owned(),
+            ))
+            .set_token_uri(TokenUrl::new("https://example.com/token".into()).unwrap())
+            .set_auth_type(oauth2::AuthType::BasicAuth);
+        let seen = std::sync::Mutex::new(None);
+        let capture = |req: oauth2::HttpRequest| {
+            *seen.lock().unwrap() = req.headers().get(http::header::AUTHORIZATION).cloned();
+            async { Err::<oauth2::HttpResponse, _>(std::io::Error::other("captured")) }
+        };
+        let _ = client
+            .exchange_refresh_token(&RefreshToken::new("r".into()))
+            .request_async(&capture)
+            .await;
+        let theirs = seen.lock().unwrap().clone().unwrap();
+        assert_eq!(ours.as_bytes(), theirs.as_bytes());
+        // And it decodes per RFC 6749 §2.3.1: base64, split at ':', form-urldecode.
+        let b64 = ours.to_str().unwrap().strip_prefix("Basic ").unwrap();
+        let plain = String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap(),
+        )
+        .unwrap();
+        let (id, secret) = plain.split_once(':').unwrap();
+        let decode = |s: &str| {
+            url::form_urlencoded::parse(format!("v={s}").as_bytes())
+                .next()
+                .unwrap()
+                .1
+                .into_owned()
+        };
+        assert_eq!(decode(id), app.client_id);
+        assert_eq!(decode(secret), "s3+cr/et==%41 x");
+        assert!(ours.is_sensitive());
     }
 
     #[test]

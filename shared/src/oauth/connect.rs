@@ -474,6 +474,31 @@ pub async fn finish(
     }
 }
 
+/// RFC 9207: an `iss` on the callback must be the provider's issuer (catalogue data,
+/// or the custom app's setting), compared as a simple string; a provider that always
+/// sends it must have sent it. Without a known issuer, `iss` cannot be checked.
+fn check_issuer(
+    method: &AuthMethod,
+    fields: &Fields,
+    query: &BTreeMap<String, String>,
+) -> Result<(), Failure> {
+    let expected = method
+        .issuer
+        .as_deref()
+        .and_then(|t| render(t, |name| fields.value(name)).ok())
+        .filter(|i| !i.is_empty());
+    match (query.get("iss"), expected) {
+        (Some(sent), Some(expected)) if *sent != expected => {
+            tracing::warn!(expected = %expected, "oauth callback from another issuer");
+            Err(Failure::Reason("issuer_mismatch".into()))
+        }
+        (None, Some(_)) if method.authorization_response_iss_parameter_supported => {
+            Err(Failure::Reason("issuer_missing".into()))
+        }
+        _ => Ok(()),
+    }
+}
+
 enum Failure {
     Reason(String),
     Api(ApiError),
@@ -532,6 +557,7 @@ async fn connect(
         public: pending.settings.clone(),
         secret: BTreeMap::new(),
     };
+    check_issuer(method, &fields, query)?;
     let origin = app.config.provider_origin_override.as_ref();
     let grant = Endpoints {
         provider,
@@ -585,10 +611,21 @@ async fn connect(
     let existing_id = match &pending.connection_id {
         Some(id) => Some(id.clone()),
         None => match &account_key {
-            Some(key) => store
+            Some(key) => match store
                 .owner_of(&pending.tenant, &provider.id, key)
                 .await
-                .map_err(ApiError::internal)?,
+                .map_err(ApiError::internal)?
+            {
+                Some(owner) => Some(owner),
+                // An account connected before keys were hashed holds the old marker.
+                None => match connector.legacy_account_key(&identity) {
+                    Some(legacy) => store
+                        .legacy_owner(&pending.tenant, &provider.id, &legacy)
+                        .await
+                        .map_err(ApiError::internal)?,
+                    None => None,
+                },
+            },
             None => None,
         },
     };
@@ -739,5 +776,69 @@ fn zoho_data_centre(
         && field.options.iter().any(|o| o == dc)
     {
         settings.insert("data_centre".into(), dc.to_owned());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::Catalogue;
+
+    fn reason(r: Result<(), Failure>) -> Option<String> {
+        match r {
+            Ok(()) => None,
+            Err(Failure::Reason(r)) => Some(r),
+            Err(Failure::Api(e)) => panic!("unexpected {e:?}"),
+        }
+    }
+
+    #[test]
+    fn the_callback_issuer_follows_rfc_9207() {
+        let catalogue = Catalogue::get().unwrap();
+        let salesforce = catalogue.provider("salesforce").unwrap();
+        let mut method = salesforce.auth_method(Some("oauth2")).unwrap().clone();
+        let fields = Fields {
+            public: [("login_domain".to_owned(), "test.salesforce.com".to_owned())].into(),
+            secret: BTreeMap::new(),
+        };
+        let iss = |v: &str| BTreeMap::from([("iss".to_owned(), v.to_owned())]);
+        assert_eq!(
+            reason(check_issuer(
+                &method,
+                &fields,
+                &iss("https://test.salesforce.com")
+            )),
+            None
+        );
+        assert_eq!(
+            reason(check_issuer(
+                &method,
+                &fields,
+                &iss("https://login.salesforce.com")
+            ))
+            .as_deref(),
+            Some("issuer_mismatch")
+        );
+        // Absent: accepted unless the server always sends it.
+        assert_eq!(
+            reason(check_issuer(&method, &fields, &BTreeMap::new())),
+            None
+        );
+        method.authorization_response_iss_parameter_supported = true;
+        assert_eq!(
+            reason(check_issuer(&method, &fields, &BTreeMap::new())).as_deref(),
+            Some("issuer_missing")
+        );
+        // No issuer known (a custom app without the setting): nothing to compare.
+        let custom = catalogue.provider("custom_oauth").unwrap();
+        let custom = custom.auth_method(Some("oauth2")).unwrap();
+        let none = Fields {
+            public: BTreeMap::new(),
+            secret: BTreeMap::new(),
+        };
+        assert_eq!(
+            reason(check_issuer(custom, &none, &iss("https://any.example"))),
+            None
+        );
     }
 }

@@ -28,7 +28,7 @@ use super::connect::resolve_app;
 use super::tokens;
 use crate::app::App;
 use crate::audit::{AuditEntry, Outcome};
-use crate::connections::{AppSource, Connection, LastError, TokenState};
+use crate::connections::{self, AppSource, Connection, LastError, TokenState};
 use crate::connector::Connector;
 use crate::domain::{ConnectionId, ConnectionStatus, TenantId, now, rfc3339, sortable_time};
 use crate::providers::{AuthMethod, AuthType, Fields, Provider};
@@ -271,7 +271,7 @@ impl<'a> Tokens<'a> {
             .table
             .get::<Keyed<Connection>>(&keys::tenant(tenant), &keys::connection(id))
             .await?
-            .map(|k| k.item)
+            .and_then(|k| connections::under_key(tenant, k))
             .ok_or(TokenError::NotFound)
     }
 
@@ -395,7 +395,7 @@ impl<'a> Tokens<'a> {
         let req = connector
             .authorize(req)
             .map_err(|e| TokenError::Internal(e.to_string()))?;
-        req.send().await.map_err(|e| {
+        self.app.http.send(req).await.map_err(|e| {
             TokenError::Unavailable(format!("provider unreachable: {}", e.without_url()))
         })
     }
@@ -427,7 +427,9 @@ impl<'a> Tokens<'a> {
             )
             .await;
         match result {
-            Ok(k) => Ok(Some(k.item)),
+            Ok(k) => connections::under_key(tenant, k)
+                .map(Some)
+                .ok_or(TokenError::NotFound),
             Err(StoreError::ConditionFailed) => {
                 // Held by someone else, or the connection is gone.
                 self.read(tenant, id).await?;
@@ -454,7 +456,7 @@ impl<'a> Tokens<'a> {
                 &[],
             )
             .await?;
-        Ok(k.item)
+        connections::under_key(&conn.tenant, k).ok_or(TokenError::NotFound)
     }
 
     fn still_needed(conn: &Connection, trigger: Trigger, at: OffsetDateTime) -> bool {

@@ -456,16 +456,33 @@ impl Configs {
     ) -> Result<Option<SyncConfig>, StoreError> {
         let item: Option<Keyed<SyncConfig>> =
             self.table.get(&keys::tenant(tenant), &sk(id)).await?;
-        Ok(item.map(|k| k.item))
+        // A copied or misplaced item (naming another tenant or id) is never used.
+        Ok(item
+            .map(|k| k.item)
+            .filter(|c| c.tenant == *tenant && c.id == *id))
     }
 
-    /// Every config of a tenant, oldest first.
+    /// Every config of a tenant, oldest first; configs that cannot be read or are
+    /// misplaced are left out (and logged by key).
     pub async fn list(&self, tenant: &TenantId) -> Result<Vec<SyncConfig>, StoreError> {
-        let items: Vec<Keyed<SyncConfig>> = self
+        Ok(self.listing(tenant).await?.0)
+    }
+
+    /// Every config of a tenant, oldest first, with the items left out by id.
+    pub async fn listing(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<(Vec<SyncConfig>, Vec<crate::store::Skipped>), StoreError> {
+        let items = self
             .table
-            .query_all(&keys::tenant(tenant), CONFIG_PREFIX)
+            .query_all_lenient::<Keyed<SyncConfig>>(&keys::tenant(tenant), CONFIG_PREFIX)
             .await?;
-        Ok(items.into_iter().map(|k| k.item).collect())
+        Ok(crate::store::split_listing(
+            items,
+            CONFIG_PREFIX,
+            "sync config",
+            |k| k.item.tenant == *tenant && k.sk == sk(&k.item.id),
+        ))
     }
 
     fn keyed(c: &SyncConfig) -> Keyed<&SyncConfig> {
