@@ -277,9 +277,17 @@ pub fn if_match(req: &Request) -> Result<Option<u64>, ApiError> {
     }
 }
 
-/// Parses a JSON body: at most 256 KiB, application/json, every field known and typed.
-/// Error messages name the field but never repeat the value sent (it may be a secret).
+/// Parses a JSON body: at most 256 KiB, application/json, exactly one JSON object and
+/// then only whitespace, every field known (at every depth) and typed; an array never
+/// stands in for an object. Error messages name the field but never repeat the value
+/// sent (it may be a secret).
 pub fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
+    from_body(&body_object(req)?)
+}
+
+/// The body as one JSON object (the checks of [`json_body`] before typing), for routes
+/// that look at its shape before choosing a type.
+pub fn body_object(req: &Request) -> Result<serde_json::Value, ApiError> {
     let bytes: &[u8] = req.body().as_ref();
     if bytes.len() > MAX_BODY_BYTES {
         return Err(ApiError::PayloadTooLarge);
@@ -296,17 +304,44 @@ pub fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
             "a JSON body is required",
         ));
     }
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    // `from_slice` reads one document and refuses anything after it but whitespace.
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::bad_request("invalid_body", sanitize_serde_message(&e.to_string()))
+    })?;
+    if !value.is_object() {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "the body must be one JSON object",
+        ));
+    }
+    Ok(value)
+}
+
+/// Types a body [`body_object`] returned, strictly: an unknown key at any depth is a
+/// 400 `invalid_fields` naming its path; any other mismatch a 400 `invalid_body`
+/// naming the field.
+pub fn from_body<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(strict::Strict(value)).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner();
-        let message = sanitize_serde_message(&inner.to_string());
-        let message = if path == "." || path.is_empty() {
-            message
-        } else {
-            format!("{path}: {message}")
-        };
-        ApiError::bad_request("invalid_body", message)
+        let path = (path != ".").then_some(path);
+        let message = e.into_inner().to_string();
+        if strict::is_unknown_key(&message) {
+            // The path ends with the key itself (a key, never a value).
+            return ApiError::invalid_fields(vec![FieldError {
+                field: path
+                    .map(|p| p.chars().take(200).collect())
+                    .unwrap_or_else(|| "body".to_owned()),
+                message: "unknown field".into(),
+            }]);
+        }
+        let message = sanitize_serde_message(&message);
+        ApiError::bad_request(
+            "invalid_body",
+            match path {
+                Some(p) => format!("{p}: {message}"),
+                None => message,
+            },
+        )
     })
 }
 
@@ -427,6 +462,274 @@ where
     .await
 }
 
+/// A deserializer over a parsed body that is stricter than serde's defaults: a struct
+/// or map only from a JSON object (serde would take a positional array), and a key a
+/// struct would skip is an error (whether or not the type says `deny_unknown_fields`).
+mod strict {
+    use serde::de::{self, DeserializeSeed, Error as _, IntoDeserializer, Visitor};
+    use serde_json::{Error, Map, Value};
+
+    /// The message of an unknown key found by [`StrictMap`].
+    const SKIPPED: &str = "unknown field";
+
+    /// Whether `message` reports an unknown key: serde's `deny_unknown_fields` message
+    /// or ours.
+    pub(super) fn is_unknown_key(message: &str) -> bool {
+        message == SKIPPED || message.starts_with("unknown field `")
+    }
+
+    /// A JSON value read strictly.
+    pub(super) struct Strict<'a>(pub &'a Value);
+
+    fn unexpected(v: &Value) -> de::Unexpected<'_> {
+        match v {
+            Value::Null => de::Unexpected::Unit,
+            Value::Bool(b) => de::Unexpected::Bool(*b),
+            Value::Number(_) => de::Unexpected::Other("number"),
+            Value::String(_) => de::Unexpected::Other("string"),
+            Value::Array(_) => de::Unexpected::Seq,
+            Value::Object(_) => de::Unexpected::Map,
+        }
+    }
+
+    impl<'de> Strict<'de> {
+        fn object<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+            match self.0 {
+                Value::Object(m) => visitor.visit_map(StrictMap::new(m)),
+                other => Err(Error::invalid_type(unexpected(other), &visitor)),
+            }
+        }
+
+        fn array<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+            match self.0 {
+                Value::Array(a) => visitor.visit_seq(StrictSeq(a.iter())),
+                other => Err(Error::invalid_type(unexpected(other), &visitor)),
+            }
+        }
+    }
+
+    impl<'de> de::Deserializer<'de> for Strict<'de> {
+        type Error = Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+            match self.0 {
+                Value::Object(_) => self.object(visitor),
+                Value::Array(_) => self.array(visitor),
+                other => other.deserialize_any(visitor),
+            }
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            _fields: &'static [&'static str],
+            visitor: V,
+        ) -> Result<V::Value, Error> {
+            self.object(visitor)
+        }
+
+        fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+            self.object(visitor)
+        }
+
+        fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+            self.array(visitor)
+        }
+
+        fn deserialize_tuple<V: Visitor<'de>>(
+            self,
+            _len: usize,
+            visitor: V,
+        ) -> Result<V::Value, Error> {
+            self.array(visitor)
+        }
+
+        fn deserialize_tuple_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            _len: usize,
+            visitor: V,
+        ) -> Result<V::Value, Error> {
+            self.array(visitor)
+        }
+
+        fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+            match self.0 {
+                Value::Null => visitor.visit_none(),
+                _ => visitor.visit_some(self),
+            }
+        }
+
+        fn deserialize_newtype_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            visitor: V,
+        ) -> Result<V::Value, Error> {
+            visitor.visit_newtype_struct(self)
+        }
+
+        fn deserialize_enum<V: Visitor<'de>>(
+            self,
+            name: &'static str,
+            variants: &'static [&'static str],
+            visitor: V,
+        ) -> Result<V::Value, Error> {
+            match self.0 {
+                // A variant with data (`{"variant": …}`) has its data read strictly too.
+                Value::Object(m) if m.len() == 1 => visitor.visit_enum(StrictEnum(m)),
+                other => other.deserialize_enum(name, variants, visitor),
+            }
+        }
+
+        fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+            visitor.visit_unit()
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf unit unit_struct identifier
+        }
+    }
+
+    /// What an unknown key's value reads as: an error.
+    struct Skipped;
+
+    impl<'de> de::Deserializer<'de> for Skipped {
+        type Error = Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Error> {
+            Err(Error::custom(SKIPPED))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf option unit unit_struct newtype_struct seq tuple
+            tuple_struct map struct enum identifier ignored_any
+        }
+    }
+
+    struct StrictSeq<'a>(std::slice::Iter<'a, Value>);
+
+    impl<'de> de::SeqAccess<'de> for StrictSeq<'de> {
+        type Error = Error;
+
+        fn next_element_seed<S: DeserializeSeed<'de>>(
+            &mut self,
+            seed: S,
+        ) -> Result<Option<S::Value>, Error> {
+            self.0
+                .next()
+                .map(|v| seed.deserialize(Strict(v)))
+                .transpose()
+        }
+
+        fn size_hint(&self) -> Option<usize> {
+            Some(self.0.len())
+        }
+    }
+
+    struct StrictMap<'a> {
+        entries: serde_json::map::Iter<'a>,
+        value: Option<&'a Value>,
+    }
+
+    impl<'a> StrictMap<'a> {
+        fn new(map: &'a Map<String, Value>) -> Self {
+            Self {
+                entries: map.iter(),
+                value: None,
+            }
+        }
+    }
+
+    impl<'de> de::MapAccess<'de> for StrictMap<'de> {
+        type Error = Error;
+
+        fn next_key_seed<S: DeserializeSeed<'de>>(
+            &mut self,
+            seed: S,
+        ) -> Result<Option<S::Value>, Error> {
+            match self.entries.next() {
+                Some((k, v)) => {
+                    self.value = Some(v);
+                    seed.deserialize(k.as_str().into_deserializer()).map(Some)
+                }
+                None => Ok(None),
+            }
+        }
+
+        fn next_value_seed<S: DeserializeSeed<'de>>(&mut self, seed: S) -> Result<S::Value, Error> {
+            // A derived struct reads a key it does not know as `IgnoredAny` and drops it;
+            // nothing else in a request body asks for one, so this is the generic
+            // unknown-key check.
+            // Refused through the seed, so the error's path ends with the key.
+            if std::any::type_name::<S>().contains("IgnoredAny") {
+                return seed.deserialize(Skipped);
+            }
+            let value = self
+                .value
+                .take()
+                .ok_or_else(|| Error::custom("value asked for before its key"))?;
+            seed.deserialize(Strict(value))
+        }
+
+        fn size_hint(&self) -> Option<usize> {
+            Some(self.entries.len())
+        }
+    }
+
+    struct StrictEnum<'a>(&'a Map<String, Value>);
+
+    impl<'de> de::EnumAccess<'de> for StrictEnum<'de> {
+        type Error = Error;
+        type Variant = Strict<'de>;
+
+        fn variant_seed<S: DeserializeSeed<'de>>(
+            self,
+            seed: S,
+        ) -> Result<(S::Value, Strict<'de>), Error> {
+            let (k, v) = self
+                .0
+                .iter()
+                .next()
+                .ok_or_else(|| Error::custom("an enum variant needs a name"))?;
+            let variant = seed.deserialize(k.as_str().into_deserializer())?;
+            Ok((variant, Strict(v)))
+        }
+    }
+
+    impl<'de> de::VariantAccess<'de> for Strict<'de> {
+        type Error = Error;
+
+        fn unit_variant(self) -> Result<(), Error> {
+            match self.0 {
+                Value::Null => Ok(()),
+                other => Err(Error::invalid_type(unexpected(other), &"unit variant")),
+            }
+        }
+
+        fn newtype_variant_seed<S: DeserializeSeed<'de>>(self, seed: S) -> Result<S::Value, Error> {
+            seed.deserialize(self)
+        }
+
+        fn tuple_variant<V: Visitor<'de>>(
+            self,
+            _len: usize,
+            visitor: V,
+        ) -> Result<V::Value, Error> {
+            self.array(visitor)
+        }
+
+        fn struct_variant<V: Visitor<'de>>(
+            self,
+            _fields: &'static [&'static str],
+            visitor: V,
+        ) -> Result<V::Value, Error> {
+            self.object(visitor)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -445,6 +748,96 @@ mod tests {
         assert_eq!(m, "unknown field `bogus`, expected one of `a`, `b`");
         let m = sanitize_serde_message("unknown variant `s3cr3t`, expected `a` or `b`");
         assert!(!m.contains("s3cr3t"), "{m}");
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Outer {
+        name: String,
+        #[serde(default)]
+        inner: Option<Inner>,
+        #[serde(default)]
+        list: Vec<Inner>,
+        #[serde(default)]
+        free: serde_json::Map<String, serde_json::Value>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Inner {
+        a: u32,
+        #[serde(default)]
+        denying: Option<Denying>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Denying {
+        #[serde(default)]
+        b: u32,
+    }
+
+    fn typed(v: serde_json::Value) -> Result<Outer, ApiError> {
+        from_body(&v)
+    }
+
+    #[test]
+    fn bodies_are_typed_strictly_at_every_depth() {
+        use serde_json::json;
+        let ok = typed(json!({"name": "x", "inner": {"a": 1}, "list": [{"a": 2}],
+            "free": {"anything": [1, {"b": 2}]}}));
+        assert!(ok.is_ok(), "{ok:?}");
+        let details = |e: ApiError| match e {
+            ApiError::BadRequest { code, details, .. } => (code, details),
+            other => panic!("{other:?}"),
+        };
+        let (code, d) = details(typed(json!({"name": "x", "extra": 1})).unwrap_err());
+        assert_eq!(code, "invalid_fields");
+        assert_eq!(d[0].field, "extra");
+        let (code, d) =
+            details(typed(json!({"name": "x", "inner": {"a": 1, "b": 2}})).unwrap_err());
+        assert_eq!(code, "invalid_fields");
+        assert_eq!(d[0].field, "inner.b");
+        let (_, d) = details(typed(json!({"name": "x", "list": [{"a": 1, "zz": 0}]})).unwrap_err());
+        assert_eq!(d[0].field, "list[0].zz");
+        let (_, d) = details(
+            typed(json!({"name": "x", "inner": {"a": 1, "denying": {"c": 1}}})).unwrap_err(),
+        );
+        assert_eq!(d[0].field, "inner.denying.c");
+        let e = typed(json!({"name": "x", "inner": [1]})).unwrap_err();
+        assert_eq!(e.code(), "invalid_body");
+        assert!(
+            e.to_string().starts_with("inner: invalid type: sequence"),
+            "{e}"
+        );
+        let e = from_body::<Outer>(&json!(["x"])).unwrap_err();
+        assert_eq!(e.code(), "invalid_body");
+    }
+
+    #[test]
+    fn a_body_is_one_json_object() {
+        let req = |body: &str| {
+            let mut r = Request::new(Body::Text(body.to_owned()));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            r
+        };
+        assert!(body_object(&req(" {\"a\": 1} \n")).is_ok());
+        for bad in [
+            "{\"a\": 1} xyz",
+            "{\"a\": 1}{\"a\": 2}",
+            "[\"freshdesk\", \"api_key\"]",
+            "\"text\"",
+            "3",
+            "null",
+        ] {
+            let e = body_object(&req(bad)).unwrap_err();
+            assert_eq!(e.code(), "invalid_body", "{bad}");
+            assert!(!e.to_string().contains("xyz") && !e.to_string().contains("freshdesk"));
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod oauth;
 mod queue;
 mod records;
 mod secrets;
+mod strict_input;
 mod sync;
 mod sync_config;
 mod sync_faults;

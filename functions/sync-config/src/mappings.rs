@@ -107,12 +107,12 @@ struct ManyBody {
 
 /// `POST …/field-mappings`: one mapping, or `{"mappings": […]}`.
 pub async fn add(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
-    let raw: Value = http::json_body(&call.req)?;
+    let raw = http::body_object(&call.req)?;
     let many = raw.get("mappings").is_some();
     let inputs = if many {
-        http::json_body::<ManyBody>(&call.req)?.mappings
+        http::from_body::<ManyBody>(&raw)?.mappings
     } else {
-        vec![http::json_body::<MappingInput>(&call.req)?]
+        vec![http::from_body::<MappingInput>(&raw)?]
     };
     if inputs.is_empty() {
         return Err(ApiError::bad_request(

@@ -1,0 +1,235 @@
+//! Strict input (issue 11 §3) and one route table (§4 "Unaudited denials"): a body is
+//! exactly one JSON object; unknown keys are refused at every depth; one rule for an
+//! empty PATCH and for If-Match losers; client cursors the store would reject are a
+//! 400; a member's attempt on any admin route is a 403 with one audit entry.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sandbox::{OAuthProvider, OAuthUser};
+use scenarios::{Role, TestApp, zendesk};
+use serde_json::{Value, json};
+
+const RETURN_TO: &str = "http://localhost:5173/integrations";
+
+/// A tenant with a Zendesk connection (API key) and a connected HubSpot portal.
+struct Tenant {
+    id: String,
+    admin: String,
+    member: String,
+    zendesk: String,
+    hubspot: String,
+}
+
+async fn tenant(app: &TestApp) -> Tenant {
+    static PORTAL: AtomicU64 = AtomicU64::new(0);
+    let id = app.tenant();
+    let admin = app.token(&id, Role::Admin);
+    let member = app.token(&id, Role::Member);
+    let (status, c) = app
+        .post("/v1/connections", &admin, zendesk("zd-sandbox-token-0001"))
+        .await;
+    assert_eq!(status, 201, "{c}");
+    let portal = 8_700_000 + PORTAL.fetch_add(1, Ordering::SeqCst);
+    let email = format!("strict-{portal}@sandbox.test");
+    app.sandbox()
+        .add_oauth_user(OAuthUser {
+            hub_id: portal,
+            ..OAuthUser::new(OAuthProvider::Hubspot, email.clone())
+        })
+        .expect("sandbox user");
+    let out = app
+        .oauth_connect(
+            &admin,
+            "hubspot",
+            json!({ "return_to": RETURN_TO }),
+            &format!("login_hint={email}"),
+        )
+        .await;
+    assert_eq!(out.status, "connected", "{}", out.return_url);
+    Tenant {
+        zendesk: c["id"].as_str().expect("id").to_owned(),
+        hubspot: out.connection_id.expect("connection id").to_string(),
+        id,
+        admin,
+        member,
+    }
+}
+
+fn config_body(t: &Tenant) -> Value {
+    json!({
+        "connection_id": t.hubspot,
+        "direction": "pull",
+        "frequency": {"type": "manual"},
+        "entities": ["contacts"],
+        "conflict_strategy": "crm_wins",
+    })
+}
+
+async fn config(app: &TestApp, t: &Tenant) -> Value {
+    let (status, c) = app.post("/v1/sync/configs", &t.admin, config_body(t)).await;
+    assert_eq!(status, 201, "{c}");
+    c
+}
+
+async fn connection_count(app: &TestApp, t: &Tenant) -> usize {
+    let (status, list) = app.get("/v1/connections", &t.admin).await;
+    assert_eq!(status, 200, "{list}");
+    list["connections"].as_array().map_or(0, Vec::len)
+}
+
+#[tokio::test]
+async fn a_body_is_exactly_one_json_object() {
+    let app = TestApp::spawn().await;
+    let t = tenant(&app).await;
+    let before = connection_count(&app, &t).await;
+    let one = zendesk("zd-sandbox-token-0001").to_string();
+    let cases = [
+        format!("{one} xyz"),
+        format!("{one}{one}"),
+        format!("{one}\n{one}"),
+        r#"["zendesk","api_key","label",{"subdomain":"acme","email":"admin@acme.test","api_token":"zd-sandbox-token-0001"}]"#.to_owned(),
+        "\"zendesk\"".to_owned(),
+        "null".to_owned(),
+    ];
+    for body in &cases {
+        let (status, err) = app
+            .send_raw(
+                "POST",
+                "/v1/connections",
+                &t.admin,
+                body.clone(),
+                "application/json",
+            )
+            .await;
+        assert_eq!(status, 400, "{body}: {err}");
+        assert_eq!(err["error"]["code"], "invalid_body", "{body}: {err}");
+        assert!(!err.to_string().contains("xyz"), "{err}");
+    }
+    // Trailing whitespace is fine.
+    let mut check = zendesk("zd-sandbox-token-0001");
+    check.as_object_mut().map(|b| b.remove("label"));
+    let (status, err) = app
+        .send_raw(
+            "POST",
+            "/v1/connections/test",
+            &t.admin,
+            format!("  {check} \n\t "),
+            "application/json",
+        )
+        .await;
+    assert_eq!(status, 200, "{err}");
+    assert_eq!(connection_count(&app, &t).await, before);
+
+    // The same on a route that acts at once: a trigger followed by junk starts nothing.
+    let c = config(&app, &t).await;
+    let body = json!({"config_id": c["id"]}).to_string();
+    for junk in [
+        format!("{body} xyz"),
+        format!("{body}{body}"),
+        format!("[{body}]"),
+    ] {
+        let (status, err) = app
+            .send_raw(
+                "POST",
+                "/v1/sync/trigger",
+                &t.admin,
+                junk.clone(),
+                "application/json",
+            )
+            .await;
+        assert_eq!(
+            (status, err["error"]["code"].as_str()),
+            (400, Some("invalid_body")),
+            "{junk}"
+        );
+    }
+    let (_, logs) = app.get("/v1/sync/logs", &t.admin).await;
+    assert_eq!(logs["logs"], json!([]), "{logs}");
+}
+
+#[tokio::test]
+async fn unknown_keys_are_refused_at_every_depth() {
+    let app = TestApp::spawn().await;
+    let t = tenant(&app).await;
+    let with = |path: &[&str], value: Value| {
+        let mut body = config_body(&t);
+        let mut at = &mut body;
+        for key in &path[..path.len() - 1] {
+            at = &mut at[*key];
+        }
+        at[path[path.len() - 1]] = value;
+        body
+    };
+    let cases = [
+        (with(&["frequency", "every"], json!(1)), "frequency.every"),
+        (
+            with(
+                &["frequency"],
+                json!({"type": "daily", "at": "02:00", "tz": "UTC"}),
+            ),
+            "frequency.tz",
+        ),
+        (
+            with(
+                &["filters"],
+                json!([{"entity": "contacts", "field": "email", "operator": "has_value", "note": "x"}]),
+            ),
+            "filters[0].note",
+        ),
+        (
+            with(&["options"], json!({"surprise": true})),
+            "options.surprise",
+        ),
+        (
+            with(
+                &["mappings"],
+                json!([{"entity": "contacts", "crm_field": "email", "app_field": "email", "why": 1}]),
+            ),
+            "mappings[0].why",
+        ),
+        (with(&["extra"], json!({})), "extra"),
+    ];
+    for (body, field) in cases {
+        let (status, err) = app.post("/v1/sync/configs", &t.admin, body.clone()).await;
+        assert_eq!(status, 400, "{body}: {err}");
+        assert_eq!(err["error"]["code"], "invalid_fields", "{err}");
+        assert_eq!(err["error"]["details"][0]["field"], field, "{err}");
+    }
+    // Arrays where an object belongs are refused, naming the field.
+    for (body, field) in [
+        (with(&["frequency"], json!(["manual"])), "frequency"),
+        (with(&["options"], json!([true])), "options"),
+        (
+            with(&["filters"], json!([["contacts", "email", "has_value"]])),
+            "filters[0]",
+        ),
+    ] {
+        let (status, err) = app.post("/v1/sync/configs", &t.admin, body.clone()).await;
+        assert_eq!(
+            (status, err["error"]["code"].as_str()),
+            (400, Some("invalid_body")),
+            "{body}: {err}"
+        );
+        let message = err["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.starts_with(&format!("{field}: ")), "{message}");
+    }
+    let (_, list) = app.get("/v1/sync/configs", &t.admin).await;
+    assert_eq!(list["configs"], json!([]), "{list}");
+    // Nested on a PATCH too.
+    let c = config(&app, &t).await;
+    let path = format!("/v1/sync/configs/{}", c["id"].as_str().unwrap_or_default());
+    let (status, err) = app
+        .patch(
+            &path,
+            &t.admin,
+            json!({"frequency": {"type": "manual", "every": 1}}),
+        )
+        .await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (400, Some("invalid_fields")),
+        "{err}"
+    );
+    let (_, now) = app.get(&path, &t.admin).await;
+    assert_eq!(now["version"], c["version"]);
+}
