@@ -4,6 +4,7 @@
 //! request id on every response and log line.
 
 use std::collections::BTreeMap;
+use std::pin::Pin;
 use std::time::Instant;
 
 use lambda_http::http::{HeaderValue, StatusCode, header};
@@ -13,6 +14,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
+use crate::app::App;
+use crate::audit::{AuditEntry, Outcome};
 use crate::domain::{Principal, Role, TenantId, UserId};
 use crate::providers::FieldError;
 
@@ -459,6 +462,109 @@ where
         Ok(resp)
     }
     .instrument(span)
+    .await
+}
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Any member of the tenant (reads, previews).
+    Member,
+    /// Admins only; a member's attempt is a 403 audited as this action.
+    Admin(&'static str),
+}
+
+/// What a route handler returns.
+pub type Reply<'a> = Pin<Box<dyn Future<Output = Result<Response<Body>, ApiError>> + Send + 'a>>;
+
+/// A route handler: `|call| Box::pin(module::handler(call))`.
+pub type Handler<S> = for<'a> fn(&'a Call<'a, S>) -> Reply<'a>;
+
+/// One route of a function: the HTTP API's route key (template.yaml is the one
+/// routing table), who may call it, and its handler.
+pub struct Route<S: 'static = ()> {
+    /// The route key, e.g. `PATCH /v1/connections/{id}`.
+    pub key: &'static str,
+    /// Who may call it.
+    pub access: Access,
+    /// What answers it.
+    pub handler: Handler<S>,
+}
+
+/// Everything a handler needs about the call: the shared context, the function's own
+/// service, the request, its meta and the authenticated caller.
+pub struct Call<'a, S = ()> {
+    /// The shared context.
+    pub app: &'a App,
+    /// What the function built besides the shared context.
+    pub service: &'a S,
+    /// The request.
+    pub req: Request,
+    /// Its request id and route key.
+    pub meta: RequestMeta,
+    /// The caller (role already checked against the route's access).
+    pub who: Principal,
+}
+
+impl<S> Call<'_, S> {
+    /// An audit entry by this caller for this request.
+    pub fn audit(&self, action: &str, target: impl Into<String>) -> AuditEntry {
+        AuditEntry::by(&self.who, &self.meta.request_id, action, target)
+    }
+
+    /// Records an audit entry that is not part of a transaction (a refused or failed
+    /// attempt, or an action already done); a failure to record is logged, not
+    /// returned, since the action's outcome stands either way.
+    pub async fn record(&self, entry: &AuditEntry) {
+        if let Err(e) = self.app.audit.record(entry).await {
+            tracing::error!(error = %e, action = %entry.action, "audit write failed");
+        }
+    }
+
+    /// A path parameter the route declares.
+    pub fn path_param(&self, name: &str) -> Result<String, ApiError> {
+        path_param(&self.req, name)
+    }
+}
+
+/// Serves one request from a function's route table: the span and outcome log
+/// ([`serve`]), the caller (401 without one), the tenant on the span, the role check
+/// with its denial audited (one entry per refused attempt), then the handler. A route
+/// key not in the table is a 404.
+pub async fn serve_routes<S: Sync>(
+    app: &App,
+    service: &S,
+    routes: &'static [Route<S>],
+    req: Request,
+) -> Result<Response<Body>, std::convert::Infallible> {
+    serve(req, |req, meta| async move {
+        let who = principal(&req)?;
+        tracing::Span::current().record("tenant", who.tenant.as_str());
+        let route = routes
+            .iter()
+            .find(|r| r.key == meta.route_key)
+            .ok_or_else(|| ApiError::NotFound(format!("no route {}", meta.route_key)))?;
+        let call = Call {
+            app,
+            service,
+            req,
+            meta,
+            who,
+        };
+        if let Access::Admin(action) = route.access
+            && !call.who.is_admin()
+        {
+            let target: String = call.req.uri().path().chars().take(256).collect();
+            call.record(
+                &call
+                    .audit(action, target)
+                    .failed(Outcome::Denied, "forbidden"),
+            )
+            .await;
+            require_admin(&call.who)?;
+        }
+        (route.handler)(&call).await
+    })
     .await
 }
 

@@ -233,3 +233,159 @@ async fn unknown_keys_are_refused_at_every_depth() {
     let (_, now) = app.get(&path, &t.admin).await;
     assert_eq!(now["version"], c["version"]);
 }
+
+#[tokio::test]
+async fn a_member_on_any_admin_route_gets_403_and_one_audit_entry() {
+    let app = TestApp::spawn().await;
+    let t = tenant(&app).await;
+    let c = config(&app, &t).await;
+    let cfg = c["id"].as_str().unwrap_or_default().to_owned();
+    let mapping = c["mappings"][0]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let zd = &t.zendesk;
+    let body = json!({});
+    let routes: Vec<(&str, String, &str)> = vec![
+        (
+            "PUT",
+            "/v1/providers/hubspot/app-credentials".into(),
+            "app_credentials.put",
+        ),
+        (
+            "DELETE",
+            "/v1/providers/hubspot/app-credentials".into(),
+            "app_credentials.delete",
+        ),
+        ("POST", "/v1/connections".into(), "connection.create"),
+        ("POST", "/v1/connections/test".into(), "connection.test"),
+        (
+            "PATCH",
+            format!("/v1/connections/{zd}"),
+            "connection.update",
+        ),
+        (
+            "DELETE",
+            format!("/v1/connections/{zd}"),
+            "connection.delete",
+        ),
+        (
+            "POST",
+            format!("/v1/connections/{zd}/activate"),
+            "connection.activate",
+        ),
+        (
+            "POST",
+            format!("/v1/connections/{zd}/deactivate"),
+            "connection.deactivate",
+        ),
+        (
+            "POST",
+            format!("/v1/connections/{zd}/test"),
+            "connection.test",
+        ),
+        ("POST", "/v1/oauth/hubspot/start".into(), "oauth.start"),
+        ("POST", "/v1/records/contacts".into(), "record.create"),
+        (
+            "PUT",
+            "/v1/records/contacts/rec_01J00000000000000000000000".into(),
+            "record.update",
+        ),
+        (
+            "PATCH",
+            "/v1/records/contacts/rec_01J00000000000000000000000".into(),
+            "record.update",
+        ),
+        (
+            "DELETE",
+            "/v1/records/contacts/rec_01J00000000000000000000000".into(),
+            "record.delete",
+        ),
+        ("POST", "/v1/sync/configs".into(), "sync_config.create"),
+        (
+            "PATCH",
+            format!("/v1/sync/configs/{cfg}"),
+            "sync_config.update",
+        ),
+        (
+            "DELETE",
+            format!("/v1/sync/configs/{cfg}"),
+            "sync_config.delete",
+        ),
+        (
+            "POST",
+            format!("/v1/sync/configs/{cfg}/pause"),
+            "sync_config.pause",
+        ),
+        (
+            "POST",
+            format!("/v1/sync/configs/{cfg}/resume"),
+            "sync_config.resume",
+        ),
+        (
+            "POST",
+            format!("/v1/sync/configs/{cfg}/field-mappings"),
+            "sync_config.mappings",
+        ),
+        (
+            "PATCH",
+            format!("/v1/sync/configs/{cfg}/field-mappings/{mapping}"),
+            "sync_config.mappings",
+        ),
+        (
+            "DELETE",
+            format!("/v1/sync/configs/{cfg}/field-mappings/{mapping}"),
+            "sync_config.mappings",
+        ),
+        (
+            "POST",
+            format!("/v1/sync/configs/{cfg}/auto-map"),
+            "sync_config.auto_map",
+        ),
+        ("POST", "/v1/sync/trigger".into(), "sync.trigger"),
+        (
+            "POST",
+            "/v1/sync/logs/log_01J00000000000000000000000/retry".into(),
+            "sync.retry",
+        ),
+        (
+            "POST",
+            "/v1/sync/conflicts/cfl_01J00000000000000000000000/resolve".into(),
+            "sync.conflict.resolve",
+        ),
+        (
+            "POST",
+            "/v1/sync/conflicts/cfl_01J00000000000000000000000/ignore".into(),
+            "sync.conflict.ignore",
+        ),
+    ];
+    let denied = |audit: Vec<(String, String)>| {
+        audit
+            .into_iter()
+            .filter(|(_, outcome)| outcome == "denied")
+            .map(|(action, _)| action)
+            .collect::<Vec<_>>()
+    };
+    let mut before = denied(app.audit_actions(&t.id).await);
+    assert!(before.is_empty(), "{before:?}");
+    for (method, path, action) in routes {
+        let (status, err) = app.send(method, &path, &t.member, Some(body.clone())).await;
+        assert_eq!(status, 403, "{method} {path}: {err}");
+        assert_eq!(err["error"]["code"], "forbidden", "{method} {path}");
+        let after = denied(app.audit_actions(&t.id).await);
+        assert_eq!(after.len(), before.len() + 1, "{method} {path}: {after:?}");
+        let mut new = after.clone();
+        for seen in &before {
+            if let Some(i) = new.iter().position(|a| a == seen) {
+                new.remove(i);
+            }
+        }
+        assert_eq!(new, vec![action.to_owned()], "{method} {path}");
+        before = after;
+    }
+    // Nothing changed: the config and the connection are as they were.
+    let (_, now) = app.get(&format!("/v1/sync/configs/{cfg}"), &t.admin).await;
+    assert_eq!(now["version"], c["version"]);
+    let (status, _) = app.get(&format!("/v1/connections/{zd}"), &t.admin).await;
+    assert_eq!(status, 200);
+}

@@ -67,7 +67,7 @@ fn view(a: &AppCredentials) -> View<'_> {
 }
 
 fn oauth_provider(call: &Call<'_>) -> Result<&'static Provider, ApiError> {
-    let provider = call.path_provider()?;
+    let provider = crate::path_provider(call)?;
     if provider.auth.iter().any(|m| m.kind == AuthType::Oauth2) {
         Ok(provider)
     } else {

@@ -326,8 +326,7 @@ pub async fn create(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
             let entry = call
                 .audit("connection.create", &target)
                 .detail("provider", &provider.id);
-            call.audit_failure(entry.failed(Outcome::Failure, e.code()))
-                .await;
+            call.record(&entry.failed(Outcome::Failure, e.code())).await;
             return Err(e);
         }
     };
@@ -463,8 +462,7 @@ pub async fn update(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
             Ok(identity) => identity,
             Err(e) => {
                 let entry = call.audit("connection.update", format!("connection/{}", prev.id));
-                call.audit_failure(entry.failed(Outcome::Failure, e.code()))
-                    .await;
+                call.record(&entry.failed(Outcome::Failure, e.code())).await;
                 return Err(e);
             }
         };

@@ -16,11 +16,11 @@ use lambda_http::{Body, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::Call;
 use crate::automap;
 use crate::configs::{next_version, save};
 use crate::crm::{self, is_system, kind_of, usable_connection};
 use crate::validate::{self, MappingInput, MappingPatch, Problems};
+use crate::{Call, ConfigCall};
 
 fn entity_param(call: &Call<'_>, required: bool) -> Result<Option<Entity>, ApiError> {
     let q = http::query(&call.req, &["entity"])?;
@@ -158,7 +158,7 @@ pub async fn add(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     p.check()?;
     validate::check_size(&next)?;
     let audit = call
-        .audit("sync_config.mappings", &next.id)
+        .audit_config("sync_config.mappings", &next.id)
         .detail("added", added.len())
         .detail("version", next.version);
     save(call, &prev, &next, audit, false).await?;
@@ -204,7 +204,7 @@ pub async fn update(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     };
     check(kind, &next, changed.entity, fields, &label)?;
     let audit = call
-        .audit("sync_config.mappings", &next.id)
+        .audit_config("sync_config.mappings", &next.id)
         .detail("updated", changed.id.as_str())
         .detail("version", next.version);
     save(call, &prev, &next, audit, false).await?;
@@ -219,7 +219,7 @@ pub async fn delete(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     let mut next = next_version(&prev);
     let removed = next.mappings.remove(i);
     let audit = call
-        .audit("sync_config.mappings", &next.id)
+        .audit_config("sync_config.mappings", &next.id)
         .detail("removed", removed.id.as_str())
         .detail("version", next.version);
     save(call, &prev, &next, audit, false).await?;
@@ -317,7 +317,7 @@ pub async fn auto_map(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     }
     check(kind, &next, body.entity, fields, &by_id)?;
     let audit = call
-        .audit("sync_config.auto_map", &next.id)
+        .audit_config("sync_config.auto_map", &next.id)
         .detail("entity", body.entity)
         .detail("added", proposal.added.len())
         .detail("replace", body.replace)
