@@ -26,6 +26,9 @@ pub const CLAIM_TENANT: &str = "tenant_id";
 /// The JWT claim naming the caller's role (`admin` or `member`).
 pub const CLAIM_ROLE: &str = "role";
 
+/// The code of a write that lost a version race to another.
+pub const CONCURRENT_UPDATE: &str = "concurrent_update";
+
 /// Every way a request can fail, each with its status and stable code.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -106,6 +109,15 @@ impl ApiError {
             code: "invalid_fields",
             message: summary.join("; "),
             details,
+        }
+    }
+
+    /// A 409 `concurrent_update`: another write landed on the version this request
+    /// read. A request that sent `If-Match` gets a 412 instead ([`serve_routes`]).
+    pub fn concurrent_update(message: impl Into<String>) -> Self {
+        Self::Conflict {
+            code: CONCURRENT_UPDATE,
+            message: message.into(),
         }
     }
 
@@ -320,6 +332,24 @@ pub fn body_object(req: &Request) -> Result<serde_json::Value, ApiError> {
     Ok(value)
 }
 
+/// The body of a PATCH: as [`json_body`], and it must name at least one field (400
+/// `empty_update` otherwise; the one rule for every PATCH route).
+pub fn patch_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
+    let body = body_object(req)?;
+    if body.as_object().is_some_and(serde_json::Map::is_empty) {
+        return Err(empty_update());
+    }
+    from_body(&body)
+}
+
+/// A PATCH that changes nothing it names (400 `empty_update`).
+pub fn empty_update() -> ApiError {
+    ApiError::bad_request(
+        "empty_update",
+        "a PATCH must name at least one field to change",
+    )
+}
+
 /// Types a body [`body_object`] returned, strictly: an unknown key at any depth is a
 /// 400 `invalid_fields` naming its path; any other mismatch a 400 `invalid_body`
 /// naming the field.
@@ -530,7 +560,8 @@ impl<S> Call<'_, S> {
 /// Serves one request from a function's route table: the span and outcome log
 /// ([`serve`]), the caller (401 without one), the tenant on the span, the role check
 /// with its denial audited (one entry per refused attempt), then the handler. A route
-/// key not in the table is a 404.
+/// key not in the table is a 404. A request with `If-Match` that loses a version race
+/// is a 412, like one whose If-Match was already stale when read.
 pub async fn serve_routes<S: Sync>(
     app: &App,
     service: &S,
@@ -563,7 +594,17 @@ pub async fn serve_routes<S: Sync>(
             .await;
             require_admin(&call.who)?;
         }
-        (route.handler)(&call).await
+        match (route.handler)(&call).await {
+            // One rule for If-Match losers: whether the version moved before the read or
+            // between the read and the conditional write, the If-Match did not match.
+            Err(ApiError::Conflict { code, .. })
+                if code == CONCURRENT_UPDATE
+                    && call.req.headers().contains_key(header::IF_MATCH) =>
+            {
+                Err(ApiError::PreconditionFailed)
+            }
+            other => other,
+        }
     })
     .await
 }

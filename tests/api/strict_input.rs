@@ -389,3 +389,141 @@ async fn a_member_on_any_admin_route_gets_403_and_one_audit_entry() {
     let (status, _) = app.get(&format!("/v1/connections/{zd}"), &t.admin).await;
     assert_eq!(status, 200);
 }
+
+/// The PATCH routes of a tenant's resources: a connection, a config, one of its
+/// mappings and a record.
+async fn patch_targets(app: &TestApp, t: &Tenant) -> Vec<(String, Value)> {
+    let c = config(app, t).await;
+    let cfg = c["id"].as_str().unwrap_or_default();
+    let mapping = c["mappings"][0]["id"].as_str().unwrap_or_default();
+    let (status, r) = app
+        .post(
+            "/v1/records/contacts",
+            &t.admin,
+            json!({"fields": {"first_name": "Ada", "email": format!("ada-{}@strict.test", t.id)}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{r}");
+    let rec = r["id"].as_str().unwrap_or_default();
+    vec![
+        (
+            format!("/v1/connections/{}", t.zendesk),
+            json!({"label": "L"}),
+        ),
+        (format!("/v1/sync/configs/{cfg}"), json!({"name": "N"})),
+        (
+            format!("/v1/sync/configs/{cfg}/field-mappings/{mapping}"),
+            json!({"transform": "trim"}),
+        ),
+        (
+            format!("/v1/records/contacts/{rec}"),
+            json!({"fields": {"last_name": "L"}}),
+        ),
+    ]
+}
+
+async fn version(app: &TestApp, t: &Tenant, path: &str) -> Value {
+    // A mapping has no version of its own: its config's stands for it.
+    let path = path.split("/field-mappings/").next().unwrap_or(path);
+    let (status, v) = app.get(path, &t.admin).await;
+    assert_eq!(status, 200, "{path}: {v}");
+    v["version"].clone()
+}
+
+#[tokio::test]
+async fn an_empty_patch_is_one_400_everywhere() {
+    let app = TestApp::spawn().await;
+    let t = tenant(&app).await;
+    for (path, _) in patch_targets(&app, &t).await {
+        let before = version(&app, &t, &path).await;
+        for body in [
+            json!({}),
+            json!({"fields": {}}),
+            json!({"name": null, "label": null}),
+        ] {
+            let (status, err) = app.patch(&path, &t.admin, body.clone()).await;
+            assert_eq!(status, 400, "{path} {body}: {err}");
+            let code = err["error"]["code"].as_str().unwrap_or_default();
+            // `{}` names nothing anywhere; the others name nothing on the route they
+            // fit and are unknown keys on the others.
+            assert!(
+                code == "empty_update" || code == "invalid_fields",
+                "{path} {body}: {err}"
+            );
+            if body == json!({}) {
+                assert_eq!(code, "empty_update", "{path}");
+            }
+        }
+        for raw in ["[]", "[{}]", "\"\"", "{} {}"] {
+            let (status, err) = app
+                .send_raw("PATCH", &path, &t.admin, raw.to_owned(), "application/json")
+                .await;
+            assert_eq!(
+                (status, err["error"]["code"].as_str()),
+                (400, Some("invalid_body")),
+                "{path} {raw}"
+            );
+        }
+        assert_eq!(version(&app, &t, &path).await, before, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn if_match_losers_always_get_412() {
+    let app = TestApp::spawn().await;
+    let t = tenant(&app).await;
+    for (path, body) in patch_targets(&app, &t).await {
+        let v = version(&app, &t, &path).await;
+        let tag = format!("\"{v}\"");
+        // Writers racing from the same version: one wins, every other gets 412 — never
+        // a 409, whether it lost before its read or between its read and its write.
+        let writers = (0..4).map(|i| {
+            let mut body = body.clone();
+            if let Some(label) = body.get_mut("label") {
+                *label = json!(format!("L{i}"));
+            }
+            if let Some(name) = body.get_mut("name") {
+                *name = json!(format!("N{i}"));
+            }
+            if let Some(t) = body.get_mut("transform") {
+                *t = json!(if i % 2 == 0 { "trim" } else { "lower" });
+            }
+            if let Some(f) = body.get_mut("fields") {
+                f["last_name"] = json!(format!("L{i}"));
+            }
+            let (app, path, tag, admin) = (&app, path.clone(), tag.clone(), t.admin.clone());
+            async move {
+                app.send_with("PATCH", &path, &admin, Some(body), &[("if-match", &tag)])
+                    .await
+            }
+        });
+        let results = futures::future::join_all(writers).await;
+        let statuses: Vec<u16> = results.iter().map(|(s, _)| *s).collect();
+        assert_eq!(
+            statuses.iter().filter(|s| **s == 200).count(),
+            1,
+            "{path}: {results:?}"
+        );
+        assert_eq!(
+            statuses.iter().filter(|s| **s == 412).count(),
+            3,
+            "{path}: {results:?}"
+        );
+        for (s, err) in &results {
+            if *s == 412 {
+                assert_eq!(err["error"]["code"], "precondition_failed", "{path}");
+            }
+        }
+        // A stale If-Match read after the fact: 412 too; a current one goes through.
+        let (status, _) = app
+            .send_with(
+                "PATCH",
+                &path,
+                &t.admin,
+                Some(body.clone()),
+                &[("if-match", &tag)],
+            )
+            .await;
+        assert_eq!(status, 412, "{path}");
+    }
+}

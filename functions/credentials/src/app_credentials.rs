@@ -225,10 +225,9 @@ pub async fn put(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     {
         Ok(()) => {}
         Err(StoreError::ConditionFailed) => {
-            return Err(ApiError::Conflict {
-                code: "concurrent_update",
-                message: "the app credentials changed concurrently; read them and retry".into(),
-            });
+            return Err(ApiError::concurrent_update(
+                "the app credentials changed concurrently; read them and retry",
+            ));
         }
         Err(e) => return Err(ApiError::internal(e)),
     }

@@ -59,10 +59,9 @@ pub fn write_error(e: WriteError) -> ApiError {
                 "sync config {config} already syncs this connection's {entity}; change that config instead"
             ),
         },
-        WriteError::Stale => ApiError::Conflict {
-            code: "concurrent_update",
-            message: "the sync config changed concurrently; read it and retry".into(),
-        },
+        WriteError::Stale => {
+            ApiError::concurrent_update("the sync config changed concurrently; read it and retry")
+        }
         WriteError::Store(e) => ApiError::internal(e),
     }
 }
@@ -323,11 +322,11 @@ pub async fn create(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
 /// `PATCH /v1/sync/configs/{id}`: changes what the body names; filters and entities
 /// are checked against the CRM again, and new entities get auto-mapped mappings.
 pub async fn update(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
-    let body: PatchBody = http::json_body(&call.req)?;
-    let prev = call.load().await?;
+    let body: PatchBody = http::patch_body(&call.req)?;
     if body.is_empty() {
-        return respond(StatusCode::OK, &prev);
+        return Err(http::empty_update());
     }
+    let prev = call.load().await?;
     let kind = kind_of(&prev.provider)?;
     let mut next = next_version(&prev);
     let mut p = Problems::default();

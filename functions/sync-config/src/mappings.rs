@@ -182,7 +182,7 @@ fn mapping_index(call: &Call<'_>, c: &SyncConfig) -> Result<usize, ApiError> {
 
 /// `PATCH …/field-mappings/{mapping_id}`.
 pub async fn update(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
-    let patch: MappingPatch = http::json_body(&call.req)?;
+    let patch: MappingPatch = http::patch_body(&call.req)?;
     let prev = call.load().await?;
     let i = mapping_index(call, &prev)?;
     let mut next = next_version(&prev);
