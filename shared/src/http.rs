@@ -171,6 +171,19 @@ impl ApiError {
     }
 }
 
+/// A store failure while listing: a cursor the store refused (malformed, another
+/// listing's or tenant's, or not a start key of the query) is the caller's mistake, a
+/// 400 `invalid_cursor`; anything else is ours.
+pub fn listing_error(e: crate::store::StoreError) -> ApiError {
+    match e {
+        crate::store::StoreError::BadCursor => ApiError::bad_request(
+            "invalid_cursor",
+            "cursor is not one this listing gave; start again without it",
+        ),
+        e => ApiError::internal(e),
+    }
+}
+
 /// Facts about the current request.
 #[derive(Debug, Clone)]
 pub struct RequestMeta {

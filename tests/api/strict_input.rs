@@ -527,3 +527,104 @@ async fn if_match_losers_always_get_412() {
         assert_eq!(status, 412, "{path}");
     }
 }
+
+/// A listing cursor (`{tag}.{base64url JSON key}`) with its key changed by `edit`.
+fn edited_cursor(cursor: &str, edit: impl FnOnce(&mut serde_json::Map<String, Value>)) -> String {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+    let (tag, key) = cursor.split_once('.').expect("tagged cursor");
+    let mut key: serde_json::Map<String, Value> =
+        serde_json::from_slice(&B64URL.decode(key).expect("base64")).expect("json");
+    edit(&mut key);
+    format!(
+        "{tag}.{}",
+        B64URL.encode(serde_json::to_vec(&key).expect("json"))
+    )
+}
+
+#[tokio::test]
+async fn cursors_the_store_would_refuse_are_400() {
+    let app = TestApp::spawn().await;
+    let t = tenant(&app).await;
+    for name in ["Curie", "Curtis", "Cursor"] {
+        let (status, r) = app
+            .post(
+                "/v1/records/contacts",
+                &t.admin,
+                json!({"fields": {"first_name": name, "last_name": "X"}}),
+            )
+            .await;
+        assert_eq!(status, 201, "{r}");
+    }
+    for listing in [
+        "/v1/records/contacts?limit=1",
+        "/v1/records/contacts?search=cur&limit=1",
+    ] {
+        let (status, page) = app.get(listing, &t.admin).await;
+        assert_eq!(status, 200, "{page}");
+        let cursor = page["next_cursor"]
+            .as_str()
+            .expect("a next page")
+            .to_owned();
+        let key: Vec<String> = {
+            let mut seen = Vec::new();
+            edited_cursor(&cursor, |k| seen = k.keys().cloned().collect());
+            seen
+        };
+        let mut bad = Vec::new();
+        // Every key attribute removed in turn (moto would take several of these).
+        for attr in &key {
+            bad.push(edited_cursor(&cursor, |k| {
+                k.remove(attr);
+            }));
+        }
+        bad.push(edited_cursor(&cursor, |k| {
+            k.insert("gsi1pk".into(), json!("x"));
+        }));
+        bad.push(edited_cursor(&cursor, |k| {
+            k.insert("pk".into(), json!(12));
+        }));
+        // The queried partition's key: another tenant's partition is refused; on the
+        // name index, a sort key outside the searched prefix too.
+        let on_index = key.iter().any(|a| a == "gsi2pk");
+        let partition = if on_index { "gsi2pk" } else { "pk" };
+        bad.push(edited_cursor(&cursor, |k| {
+            let other = k[partition]
+                .as_str()
+                .unwrap_or_default()
+                .replace(&t.id, "someone-else");
+            k.insert(partition.into(), json!(other));
+        }));
+        if on_index {
+            bad.push(edited_cursor(&cursor, |k| {
+                k.insert("gsi2sk".into(), json!("zzz"));
+            }));
+        }
+        for c in bad {
+            let (status, err) = app.get(&format!("{listing}&cursor={c}"), &t.admin).await;
+            assert_eq!(
+                (status, err["error"]["code"].as_str()),
+                (400, Some("invalid_cursor")),
+                "{listing} {c}: {err}"
+            );
+        }
+        // The real cursor still pages on.
+        let (status, next) = app
+            .get(&format!("{listing}&cursor={cursor}"), &t.admin)
+            .await;
+        assert_eq!(status, 200, "{next}");
+    }
+    // The logs and conflicts listings share the check.
+    for listing in ["/v1/sync/logs", "/v1/sync/conflicts"] {
+        let c = edited_cursor("t.e30", |k| {
+            k.insert("pk".into(), json!(format!("T#{}", t.id)));
+        });
+        let c = c.trim_start_matches("t.");
+        let (status, err) = app.get(&format!("{listing}?cursor={c}"), &t.admin).await;
+        assert_eq!(
+            (status, err["error"]["code"].as_str()),
+            (400, Some("invalid_cursor")),
+            "{listing}: {err}"
+        );
+    }
+}

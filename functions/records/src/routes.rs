@@ -7,7 +7,6 @@
 
 use conduit::domain::{RecordId, now};
 use conduit::http::{self, ApiError};
-use conduit::store::StoreError;
 use std::collections::BTreeMap;
 
 use conduit::sync::config::{Configs, SyncConfig};
@@ -190,13 +189,7 @@ pub async fn list(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     let page = store(call)
         .list(&call.who.tenant, entity, &query)
         .await
-        .map_err(|e| match e {
-            StoreError::BadCursor => ApiError::bad_request(
-                "invalid_cursor",
-                "cursor is not one this listing gave; start again without it",
-            ),
-            e => ApiError::internal(e),
-        })?;
+        .map_err(http::listing_error)?;
     let links = links_of(call, entity, &configs, &page.items).await?;
     let records: Vec<_> = page
         .items

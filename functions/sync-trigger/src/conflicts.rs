@@ -16,7 +16,7 @@ use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::{Call, limit, listing_error, load_config, queue};
+use crate::{Call, limit, load_config, queue};
 
 /// What the API shows of a conflict.
 fn view(c: &StoredConflict) -> Value {
@@ -92,7 +92,7 @@ pub async fn list(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     let page = Runs::new(app.table.clone())
         .search_conflicts(&who.tenant, &query)
         .await
-        .map_err(listing_error)?;
+        .map_err(http::listing_error)?;
     http::json(
         StatusCode::OK,
         &json!({

@@ -109,17 +109,6 @@ fn limit(
     }
 }
 
-/// A bad-cursor store error as the caller's mistake.
-fn listing_error(e: conduit::store::StoreError) -> ApiError {
-    match e {
-        conduit::store::StoreError::BadCursor => ApiError::bad_request(
-            "invalid_cursor",
-            "cursor is not one this listing gave; start again without it",
-        ),
-        e => ApiError::internal(e),
-    }
-}
-
 /// A config of the caller's tenant, by the id in the path or body.
 async fn load_config(
     app: &App,

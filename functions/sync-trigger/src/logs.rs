@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::{Call, limit, listing_error, load_config, queue, start_error};
+use crate::{Call, limit, load_config, queue, start_error};
 
 /// Most per-record errors one log shows.
 const MAX_ERRORS_SHOWN: usize = 1_000;
@@ -114,7 +114,7 @@ pub async fn list(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     let page = Runs::new(app.table.clone())
         .search_logs(&who.tenant, &query)
         .await
-        .map_err(listing_error)?;
+        .map_err(http::listing_error)?;
     http::json(
         StatusCode::OK,
         &json!({
