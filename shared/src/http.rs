@@ -332,8 +332,7 @@ pub fn body_object(req: &Request) -> Result<serde_json::Value, ApiError> {
             "a JSON body is required",
         ));
     }
-    // `from_slice` reads one document and refuses anything after it but whitespace.
-    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+    let value = strict::parse(bytes).map_err(|e| {
         ApiError::bad_request("invalid_body", sanitize_serde_message(&e.to_string()))
     })?;
     if !value.is_object() {
@@ -636,6 +635,86 @@ mod strict {
     /// or ours.
     pub(super) fn is_unknown_key(message: &str) -> bool {
         message == SKIPPED || message.starts_with("unknown field `")
+    }
+
+    /// Parses exactly one JSON document (only whitespace after it) whose objects never
+    /// repeat a key: `{"label":"a","label":"b"}` is ambiguous, so it is refused rather
+    /// than read as its last value.
+    pub(super) fn parse(bytes: &[u8]) -> Result<Value, Error> {
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let value = de::Deserializer::deserialize_any(&mut de, Unique)?;
+        de.end()?;
+        Ok(value)
+    }
+
+    /// Builds a [`Value`], refusing a key given twice in one object.
+    struct Unique;
+
+    impl<'de> DeserializeSeed<'de> for Unique {
+        type Value = Value;
+
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Unique {
+        type Value = Value;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON value")
+        }
+
+        fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+            Ok(Value::Bool(v))
+        }
+
+        fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+            Ok(Value::from(v))
+        }
+
+        fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+            Ok(Value::from(v))
+        }
+
+        fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+            Ok(Value::from(v))
+        }
+
+        fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+            Ok(Value::String(v.to_owned()))
+        }
+
+        fn visit_string<E>(self, v: String) -> Result<Value, E> {
+            Ok(Value::String(v))
+        }
+
+        fn visit_unit<E>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(v) = seq.next_element_seed(Unique)? {
+                out.push(v);
+            }
+            Ok(Value::Array(out))
+        }
+
+        fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+            let mut out = Map::new();
+            while let Some(key) = map.next_key::<String>()? {
+                let value = map.next_value_seed(Unique)?;
+                if out.contains_key(&key) {
+                    return Err(A::Error::custom(format!(
+                        "duplicate key `{}`",
+                        key.chars().take(64).collect::<String>()
+                    )));
+                }
+                out.insert(key, value);
+            }
+            Ok(Value::Object(out))
+        }
     }
 
     /// A JSON value read strictly.
@@ -989,6 +1068,8 @@ mod tests {
         for bad in [
             "{\"a\": 1} xyz",
             "{\"a\": 1}{\"a\": 2}",
+            "{\"a\": 1, \"a\": 2}",
+            "{\"b\": {\"a\": 1, \"a\": 1}}",
             "[\"freshdesk\", \"api_key\"]",
             "\"text\"",
             "3",
