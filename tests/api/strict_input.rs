@@ -628,3 +628,35 @@ async fn cursors_the_store_would_refuse_are_400() {
         );
     }
 }
+
+#[tokio::test]
+async fn every_template_route_is_in_its_functions_route_table() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant();
+    let member = app.token(&t, Role::Member);
+    let mut seen = 0;
+    for function in app.local().stack.template().functions.values() {
+        for route in function.routes.iter().filter(|r| r.authorizer.is_some()) {
+            // Placeholder path parameters: the route key matches whatever they are.
+            let path: String = route
+                .path
+                .split('/')
+                .map(|part| if part.starts_with('{') { "x" } else { part })
+                .collect::<Vec<_>>()
+                .join("/");
+            let (status, body) = app
+                .send(&route.method, &path, &member, Some(json!({})))
+                .await;
+            let message = body["error"]["message"].as_str().unwrap_or_default();
+            assert!(
+                !(status == 404 && message.starts_with("no route")),
+                "{} {} is not in {}'s route table",
+                route.method,
+                route.path,
+                function.logical_id
+            );
+            seen += 1;
+        }
+    }
+    assert!(seen >= 40, "only {seen} routes in the template");
+}
