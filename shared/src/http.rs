@@ -624,6 +624,8 @@ pub async fn serve_routes<S: Sync>(
 /// A deserializer over a parsed body that is stricter than serde's defaults: a struct
 /// or map only from a JSON object (serde would take a positional array), and a key a
 /// struct would skip is an error (whether or not the type says `deny_unknown_fields`).
+/// serde buffers `#[serde(flatten)]` fields and internally tagged enums past this
+/// check, so request types use neither (see `Frequency`, read through a plain struct).
 mod strict {
     use serde::de::{self, DeserializeSeed, Error as _, IntoDeserializer, Visitor};
     use serde_json::{Error, Map, Value};
