@@ -599,17 +599,33 @@ impl Table {
         }
         if let Some(cursor) = opts.cursor {
             let start = decode_cursor(cursor)?;
-            let owner = start.get(pk_attr).and_then(|v| v.as_s().ok());
-            if owner.map(String::as_str) != Some(pk) {
-                return Err(StoreError::BadCursor);
-            }
+            check_start(
+                &start,
+                index.map(|_| (pk_attr, sk_attr)),
+                pk,
+                (opts.prefix, opts.between),
+            )?;
             req = req.set_exclusive_start_key(Some(start));
         }
         let out = req
             .key_condition_expression(condition)
             .send()
             .await
-            .map_err(service)?;
+            .map_err(|e| {
+                // A start key DynamoDB refuses that the check above let through is
+                // still the client's cursor, not our failure.
+                use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+                let bad_start = opts.cursor.is_some()
+                    && e.code() == Some("ValidationException")
+                    && e.message()
+                        .is_some_and(|m| m.to_ascii_lowercase().contains("start"));
+                if bad_start {
+                    tracing::warn!(error = %aws_sdk_dynamodb::error::DisplayErrorContext(&e), "query start key refused");
+                    StoreError::BadCursor
+                } else {
+                    service(e)
+                }
+            })?;
         let items = out
             .items
             .unwrap_or_default()
@@ -812,6 +828,44 @@ fn encode_cursor(key: &HashMap<String, AttributeValue>) -> Result<String, StoreE
     Ok(B64URL.encode(json))
 }
 
+/// Whether a decoded cursor is a start key DynamoDB takes for this query: exactly the
+/// table's key attributes and, on an index, the index's; in the queried partition; and
+/// a sort key inside the query's key condition. moto is laxer than DynamoDB here, so a
+/// cursor that passes locally but fails in production is refused the same way in both.
+fn check_start(
+    start: &HashMap<String, AttributeValue>,
+    index: Option<(&str, &str)>,
+    pk: &str,
+    (prefix, between): (Option<&str>, Option<(&str, &str)>),
+) -> Result<(), StoreError> {
+    let s = |name: &str| {
+        start
+            .get(name)
+            .and_then(|v| v.as_s().ok())
+            .map(String::as_str)
+    };
+    let mut expected = vec!["pk", "sk"];
+    let (pk_attr, sk_attr) = match index {
+        Some((p, k)) => {
+            expected.extend([p, k]);
+            (p, k)
+        }
+        None => ("pk", "sk"),
+    };
+    let exact = start.len() == expected.len() && expected.iter().all(|a| s(a).is_some());
+    let sk = s(sk_attr).unwrap_or_default();
+    let in_range = match (prefix, between) {
+        (Some(prefix), _) => sk.starts_with(prefix),
+        (None, Some((from, to))) => (from..=to).contains(&sk),
+        (None, None) => true,
+    };
+    if exact && s(pk_attr) == Some(pk) && in_range {
+        Ok(())
+    } else {
+        Err(StoreError::BadCursor)
+    }
+}
+
 fn decode_cursor(cursor: &str) -> Result<HashMap<String, AttributeValue>, StoreError> {
     if cursor.len() > 2048 {
         return Err(StoreError::BadCursor);
@@ -861,6 +915,40 @@ mod tests {
             assert!(!error.contains("hunter2"), "{error}");
             assert!(error.contains("expected"), "{error}");
         }
+    }
+
+    #[test]
+    fn cursors_must_be_start_keys_of_the_query() {
+        let key = |pairs: &[(&str, &str)]| -> HashMap<String, AttributeValue> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), AttributeValue::S((*v).to_owned())))
+                .collect()
+        };
+        let all = (None, None);
+        let table = key(&[("pk", "T#a"), ("sk", "x#1")]);
+        assert!(check_start(&table, None, "T#a", all).is_ok());
+        // The sort key removed, another partition, extra attributes: refused.
+        assert!(check_start(&key(&[("pk", "T#a")]), None, "T#a", all).is_err());
+        assert!(check_start(&table, None, "T#b", all).is_err());
+        let extra = key(&[("pk", "T#a"), ("sk", "x#1"), ("gsi1pk", "T#a")]);
+        assert!(check_start(&extra, None, "T#a", all).is_err());
+        // An index needs its own keys and the table's.
+        let gsi = Some(("gsi1pk", "gsi1sk"));
+        let on_index = key(&[("pk", "R"), ("sk", "1"), ("gsi1pk", "F#a"), ("gsi1sk", "5")]);
+        assert!(check_start(&on_index, gsi, "F#a", all).is_ok());
+        assert!(check_start(&table, gsi, "T#a", all).is_err());
+        let no_table_sk = key(&[("pk", "R"), ("gsi1pk", "F#a"), ("gsi1sk", "5")]);
+        assert!(check_start(&no_table_sk, gsi, "F#a", all).is_err());
+        // Outside the key condition.
+        let prefix = (Some("x#"), None);
+        assert!(check_start(&table, None, "T#a", prefix).is_ok());
+        let other = key(&[("pk", "T#a"), ("sk", "y#1")]);
+        assert!(check_start(&other, None, "T#a", prefix).is_err());
+        let between = (None, Some(("3", "~")));
+        assert!(check_start(&on_index, gsi, "F#a", between).is_ok());
+        let before = key(&[("pk", "R"), ("sk", "1"), ("gsi1pk", "F#a"), ("gsi1sk", "2")]);
+        assert!(check_start(&before, gsi, "F#a", between).is_err());
     }
 
     #[test]

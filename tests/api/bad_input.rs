@@ -71,7 +71,7 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
             "/v1/connections",
             json!({"provider": "zendesk", "credentials": {}, "extra": 1}),
             400,
-            "invalid_body",
+            "invalid_fields",
         ),
         (
             "POST",
@@ -183,7 +183,7 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
             "/v1/providers/hubspot/app-credentials",
             json!({"client_id": "c", "client_secret": SENT_SECRET, "shoe_size": 9}),
             400,
-            "invalid_body",
+            "invalid_fields",
         ),
         (
             "PUT",

@@ -14,6 +14,7 @@ mod queue;
 mod records;
 mod secrets;
 mod security;
+mod strict_input;
 mod sync;
 mod sync_config;
 mod sync_faults;

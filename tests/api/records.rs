@@ -344,14 +344,14 @@ async fn bad_input_is_refused_and_stores_nothing() {
             "/v1/records/contacts",
             Some(json!({"fields": {"first_name": "A"}, "id": "rec_x"})),
             400,
-            "invalid_body",
+            "invalid_fields",
         ),
         (
             "POST",
             "/v1/records/contacts",
             Some(json!({"first_name": "A"})),
             400,
-            "invalid_body",
+            "invalid_fields",
         ),
         (
             "POST",

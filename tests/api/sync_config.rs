@@ -826,8 +826,6 @@ async fn bad_configurations_and_mappings_are_refused_with_nothing_stored() {
                "entities": ["contacts"], "conflict_strategy": "crm_wins"}),
         json!({"connection_id": t.connection, "direction": "push", "frequency": {"type": "hourly"},
                "entities": ["deals"], "conflict_strategy": "crm_wins"}),
-        json!({"connection_id": t.connection, "direction": "push", "frequency": {"type": "hourly"},
-               "entities": ["contacts"], "conflict_strategy": "crm_wins", "bogus": 1}),
     ] {
         let (status, err) = app.post(CONFIGS, &t.admin, body.clone()).await;
         assert_eq!(
@@ -836,6 +834,16 @@ async fn bad_configurations_and_mappings_are_refused_with_nothing_stored() {
             "{body}"
         );
     }
+    // Unknown keys, named by their path.
+    let body = json!({"connection_id": t.connection, "direction": "push", "frequency": {"type": "hourly"},
+           "entities": ["contacts"], "conflict_strategy": "crm_wins", "bogus": 1});
+    let (status, err) = app.post(CONFIGS, &t.admin, body).await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (400, Some("invalid_fields")),
+        "{err}"
+    );
+    assert_eq!(err["error"]["details"][0]["field"], "bogus");
 
     let (_, list) = app.get(CONFIGS, &t.admin).await;
     assert_eq!(list["configs"], json!([]));

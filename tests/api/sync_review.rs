@@ -674,3 +674,42 @@ async fn no_token_reaches_the_logs_the_sync_items_or_the_api() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_resolution_followed_by_junk_settles_nothing() {
+    let app = TestApp::spawn().await;
+    let (t, config) = reviewed(&app, 2).await;
+    let (id, crm_id) = diverge(&app, &t, &config, &[("job_title", "Chief")]).await;
+    run_ok(&app, &t, &config).await;
+    let conflict = open_conflicts(&app, &t, "").await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/v1/sync/conflicts/{conflict}/resolve");
+    let one = json!({"values": {"job_title": "x"}}).to_string();
+    for junk in [
+        format!("{one} xyz"),
+        format!("{one}{one}"),
+        format!("[{one}]"),
+        r#"{"values": {"job_title": "x"}, "values": {"job_title": "y"}}"#.to_owned(),
+    ] {
+        let (status, err) = app
+            .send_raw("POST", &path, &t.admin, junk.clone(), "application/json")
+            .await;
+        assert_eq!(
+            (status, err["error"]["code"].as_str()),
+            (400, Some("invalid_body")),
+            "{junk}: {err}"
+        );
+    }
+    // Still open, and neither side took the value.
+    assert_eq!(open_conflicts(&app, &t, "").await.len(), 1);
+    assert_eq!(
+        app_value(&app, &t, &id, "job_title").await.as_deref(),
+        Some("app Chief")
+    );
+    assert_eq!(
+        crm_value(&app, &t, &crm_id, "jobtitle").as_deref(),
+        Some("crm Chief")
+    );
+}

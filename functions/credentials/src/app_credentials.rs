@@ -67,7 +67,7 @@ fn view(a: &AppCredentials) -> View<'_> {
 }
 
 fn oauth_provider(call: &Call<'_>) -> Result<&'static Provider, ApiError> {
-    let provider = call.path_provider()?;
+    let provider = crate::path_provider(call)?;
     if provider.auth.iter().any(|m| m.kind == AuthType::Oauth2) {
         Ok(provider)
     } else {
@@ -225,10 +225,9 @@ pub async fn put(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     {
         Ok(()) => {}
         Err(StoreError::ConditionFailed) => {
-            return Err(ApiError::Conflict {
-                code: "concurrent_update",
-                message: "the app credentials changed concurrently; read them and retry".into(),
-            });
+            return Err(ApiError::concurrent_update(
+                "the app credentials changed concurrently; read them and retry",
+            ));
         }
         Err(e) => return Err(ApiError::internal(e)),
     }

@@ -20,7 +20,7 @@ pub async fn list(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
 
 /// One provider; OAuth providers also say whose app a connection would use.
 pub async fn get(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
-    let provider = call.path_provider()?;
+    let provider = crate::path_provider(call)?;
     let mut body = json!({ "provider": provider });
     if provider.auth.iter().any(|m| m.kind == AuthType::Oauth2) {
         let tenant_app = crate::app_credentials::store(call)

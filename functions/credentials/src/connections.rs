@@ -283,10 +283,9 @@ fn write_error(e: WriteError) -> ApiError {
             code: "connection_exists",
             message: format!("connection {existing} already connects this account"),
         },
-        WriteError::Stale => ApiError::Conflict {
-            code: "concurrent_update",
-            message: "the connection changed concurrently; read it and retry".into(),
-        },
+        WriteError::Stale => {
+            ApiError::concurrent_update("the connection changed concurrently; read it and retry")
+        }
         WriteError::Store(e) => ApiError::internal(e),
     }
 }
@@ -347,8 +346,7 @@ pub async fn create(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
             let entry = call
                 .audit("connection.create", &target)
                 .detail("provider", &provider.id);
-            call.audit_failure(entry.failed(Outcome::Failure, e.code()))
-                .await;
+            call.record(&entry.failed(Outcome::Failure, e.code())).await;
             return Err(e);
         }
     };
@@ -462,12 +460,9 @@ struct UpdateBody {
 /// `PATCH /v1/connections/{id}`: rename, or change some credentials (checked with the
 /// provider before anything is saved).
 pub async fn update(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
-    let body: UpdateBody = http::json_body(&call.req)?;
+    let body: UpdateBody = http::patch_body(&call.req)?;
     if body.label.is_none() && body.credentials.is_none() {
-        return Err(ApiError::bad_request(
-            "empty_update",
-            "give label and/or credentials to change",
-        ));
+        return Err(http::empty_update());
     }
     let label = parse_label(body.label.as_deref())?;
     let prev = load(call).await?;
@@ -493,8 +488,7 @@ pub async fn update(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
             Ok(identity) => identity,
             Err(e) => {
                 let entry = call.audit("connection.update", format!("connection/{}", prev.id));
-                call.audit_failure(entry.failed(Outcome::Failure, e.code()))
-                    .await;
+                call.record(&entry.failed(Outcome::Failure, e.code())).await;
                 return Err(e);
             }
         };

@@ -8,8 +8,7 @@
 use std::convert::Infallible;
 
 use conduit::app::App;
-use conduit::audit::{AuditEntry, Outcome};
-use conduit::http::{self, ApiError, RequestMeta};
+use conduit::http::{self, Access, ApiError, Call, Route};
 use conduit::oauth::connect::{self, StartBody};
 use conduit::oauth::flow::FLOW_TTL;
 use lambda_http::http::StatusCode;
@@ -18,28 +17,21 @@ use serde_json::json;
 
 /// Handles one HTTP API request routed to this function.
 pub async fn handle(app: &App, req: Request) -> Result<Response<Body>, Infallible> {
-    http::serve(req, |req, meta| route(app, req, meta)).await
+    http::serve_routes(app, &(), ROUTES, req).await
 }
 
-async fn route(app: &App, req: Request, meta: RequestMeta) -> Result<Response<Body>, ApiError> {
-    let who = http::principal(&req)?;
-    tracing::Span::current().record("tenant", who.tenant.as_str());
-    let provider = http::path_param(&req, "provider")?;
-    if !who.is_admin() {
-        let entry = AuditEntry::by(
-            &who,
-            &meta.request_id,
-            "oauth.start",
-            format!("provider/{provider}"),
-        )
-        .failed(Outcome::Denied, "forbidden");
-        if let Err(e) = app.audit.record(&entry).await {
-            tracing::error!(error = %e, "audit write failed");
-        }
-        http::require_admin(&who)?;
-    }
-    let body: StartBody = http::json_body(&req)?;
-    let authorize_url = connect::start(app, &who, &meta.request_id, &provider, body).await?;
+/// The function's one route, for admins; a member's attempt is refused and audited.
+const ROUTES: &[Route] = &[Route {
+    key: "POST /v1/oauth/{provider}/start",
+    access: Access::Admin("oauth.start"),
+    handler: |c| Box::pin(start(c)),
+}];
+
+async fn start(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
+    let provider = call.path_param("provider")?;
+    let body: StartBody = http::json_body(&call.req)?;
+    let authorize_url =
+        connect::start(call.app, &call.who, &call.meta.request_id, &provider, body).await?;
     http::json(
         StatusCode::OK,
         &json!({ "authorize_url": authorize_url, "expires_in": FLOW_TTL.whole_seconds() }),

@@ -7,7 +7,6 @@
 
 use conduit::domain::{RecordId, now};
 use conduit::http::{self, ApiError};
-use conduit::store::StoreError;
 use std::collections::BTreeMap;
 
 use conduit::sync::config::{Configs, SyncConfig};
@@ -106,10 +105,9 @@ fn write_error(e: WriteError) -> ApiError {
             code: "duplicate_key",
             message: format!("record {existing} already has this email / domain"),
         },
-        WriteError::Stale => ApiError::Conflict {
-            code: "concurrent_update",
-            message: "the record kept changing concurrently; read it and retry".into(),
-        },
+        WriteError::Stale => {
+            ApiError::concurrent_update("the record kept changing concurrently; read it and retry")
+        }
         WriteError::Store(e) => ApiError::internal(e),
     }
 }
@@ -137,8 +135,11 @@ struct FieldsBody {
     fields: serde_json::Map<String, serde_json::Value>,
 }
 
-fn parse_changes(call: &Call<'_>, entity: Entity) -> Result<Changes, ApiError> {
-    let body: FieldsBody = http::json_body(&call.req)?;
+fn parse_changes(call: &Call<'_>, entity: Entity, mode: Mode) -> Result<Changes, ApiError> {
+    let body: FieldsBody = match mode {
+        Mode::Merge => http::patch_body(&call.req)?,
+        Mode::Replace => http::json_body(&call.req)?,
+    };
     values::changes(entity, &body.fields).map_err(ApiError::invalid_fields)
 }
 
@@ -188,13 +189,7 @@ pub async fn list(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     let page = store(call)
         .list(&call.who.tenant, entity, &query)
         .await
-        .map_err(|e| match e {
-            StoreError::BadCursor => ApiError::bad_request(
-                "invalid_cursor",
-                "cursor is not one this listing gave; start again without it",
-            ),
-            e => ApiError::internal(e),
-        })?;
+        .map_err(http::listing_error)?;
     let links = links_of(call, entity, &configs, &page.items).await?;
     let records: Vec<_> = page
         .items
@@ -215,7 +210,7 @@ pub async fn list(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
 /// `POST /v1/records/{entity}` `{"fields": {…}}`: a new record, its values from the app.
 pub async fn create(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     let entity = path_entity(call)?;
-    let changes = parse_changes(call, entity)?;
+    let changes = parse_changes(call, entity, Mode::Replace)?;
     if changes.values().all(Option::is_none) {
         return Err(ApiError::bad_request(
             "empty_record",
@@ -279,12 +274,9 @@ pub enum Mode {
 pub async fn update(call: &Call<'_>, mode: Mode) -> Result<Response<Body>, ApiError> {
     let entity = path_entity(call)?;
     let id = path_id(call)?;
-    let mut changes = parse_changes(call, entity)?;
+    let mut changes = parse_changes(call, entity, mode)?;
     if mode == Mode::Merge && changes.is_empty() {
-        return Err(ApiError::bad_request(
-            "empty_update",
-            "give the fields to change",
-        ));
+        return Err(http::empty_update());
     }
     if mode == Mode::Replace {
         for f in entity.fields() {

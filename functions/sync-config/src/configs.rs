@@ -20,12 +20,12 @@ use lambda_http::http::StatusCode;
 use lambda_http::{Body, Response};
 use serde_json::{Value, json};
 
-use crate::Call;
 use crate::automap;
 use crate::crm::{self, kind_of, usable_connection};
 use crate::schedules::{self, ScheduleError};
 use crate::store::WriteError;
 use crate::validate::{self, CreateBody, PatchBody, Problems};
+use crate::{Call, ConfigCall};
 
 /// What the API shows of a config: the config and its schedule.
 pub fn view(c: &SyncConfig) -> Value {
@@ -59,10 +59,9 @@ pub fn write_error(e: WriteError) -> ApiError {
                 "sync config {config} already syncs this connection's {entity}; change that config instead"
             ),
         },
-        WriteError::Stale => ApiError::Conflict {
-            code: "concurrent_update",
-            message: "the sync config changed concurrently; read it and retry".into(),
-        },
+        WriteError::Stale => {
+            ApiError::concurrent_update("the sync config changed concurrently; read it and retry")
+        }
         WriteError::Store(e) => ApiError::internal(e),
     }
 }
@@ -128,7 +127,7 @@ pub async fn save(
     back.version = next.version + 1;
     back.updated_at = now();
     let undo = call
-        .audit(&audit.action, &next.id)
+        .audit_config(&audit.action, &next.id)
         .failed(Outcome::Failure, "schedule_failed")
         .detail("rolled_back_to", prev.version);
     if let Err(undo_error) = store.save(next, &back, &undo).await {
@@ -300,7 +299,7 @@ pub async fn create(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
 
     let entities: Vec<&str> = c.entities.iter().map(|e| e.as_str()).collect();
     let audit = call
-        .audit("sync_config.create", &c.id)
+        .audit_config("sync_config.create", &c.id)
         .detail("connection_id", c.connection_id.as_str())
         .detail("provider", &c.provider)
         .detail("entities", &entities)
@@ -312,7 +311,7 @@ pub async fn create(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     store.create(&c, &audit).await.map_err(write_error)?;
     if let Err(e) = call.schedules().apply(&c).await {
         let undo = call
-            .audit("sync_config.create", &c.id)
+            .audit_config("sync_config.create", &c.id)
             .failed(Outcome::Failure, "schedule_failed")
             .detail("rolled_back", true);
         if let Err(undo_error) = store.delete(&c, &undo).await {
@@ -326,11 +325,11 @@ pub async fn create(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
 /// `PATCH /v1/sync/configs/{id}`: changes what the body names; filters and entities
 /// are checked against the CRM again, and new entities get auto-mapped mappings.
 pub async fn update(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
-    let body: PatchBody = http::json_body(&call.req)?;
-    let prev = call.load().await?;
+    let body: PatchBody = http::patch_body(&call.req)?;
     if body.is_empty() {
-        return respond(StatusCode::OK, &prev);
+        return Err(http::empty_update());
     }
+    let prev = call.load().await?;
     let kind = kind_of(&prev.provider)?;
     let mut next = next_version(&prev);
     let mut p = Problems::default();
@@ -408,7 +407,7 @@ pub async fn update(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
         .schedule_expression()
         .map(|_| schedules::name(&next));
     let audit = call
-        .audit("sync_config.update", &next.id)
+        .audit_config("sync_config.update", &next.id)
         .detail("changed", &changed)
         .detail("version", next.version);
     save(call, &prev, &next, audit, false).await?;
@@ -441,7 +440,7 @@ pub async fn delete(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
         .map_err(ApiError::internal)?;
     call.schedules().remove(&c).await.map_err(schedule_error)?;
     let audit = call
-        .audit("sync_config.delete", &c.id)
+        .audit_config("sync_config.delete", &c.id)
         .detail("connection_id", c.connection_id.as_str())
         .detail("provider", &c.provider);
     if let Err(e) = call.store().delete(&c, &audit).await {
@@ -478,7 +477,9 @@ async fn set_status(
     }
     let mut next = next_version(&prev);
     next.status = status;
-    let audit = call.audit(action, &next.id).detail("version", next.version);
+    let audit = call
+        .audit_config(action, &next.id)
+        .detail("version", next.version);
     save(call, &prev, &next, audit, true).await?;
     respond(StatusCode::OK, &next)
 }

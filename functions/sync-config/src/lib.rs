@@ -21,10 +21,10 @@ mod validate;
 use std::convert::Infallible;
 
 use conduit::app::App;
-use conduit::audit::{AuditEntry, Outcome};
+use conduit::audit::AuditEntry;
 use conduit::config::ConfigError;
-use conduit::domain::{Principal, SyncConfigId};
-use conduit::http::{self, ApiError, RequestMeta};
+use conduit::domain::SyncConfigId;
+use conduit::http::{self, Access, ApiError, Route};
 use conduit::sync::config::SyncConfig;
 use lambda_http::{Body, Request, Response};
 
@@ -62,49 +62,39 @@ pub async fn handle_with(
     service: &Service,
     req: Request,
 ) -> Result<Response<Body>, Infallible> {
-    http::serve(req, |req, meta| route(app, service, req, meta)).await
+    http::serve_routes(app, service, ROUTES, req).await
 }
 
 /// Everything a route needs about the call.
-pub(crate) struct Call<'a> {
-    pub app: &'a App,
-    pub service: &'a Service,
-    pub req: Request,
-    pub meta: RequestMeta,
-    pub who: Principal,
+pub(crate) type Call<'a> = http::Call<'a, Service>;
+
+/// What the routes of this function read through the call.
+pub(crate) trait ConfigCall {
+    /// An audit entry for this call about config `id`.
+    fn audit_config(&self, action: &str, id: &SyncConfigId) -> AuditEntry;
+    /// The configs of the tenant.
+    fn store(&self) -> store::ConfigStore;
+    /// The schedules of configs.
+    fn schedules(&self) -> schedules::Schedules<'_>;
+    /// The config named by the path, as stored; with `If-Match`, only at that version.
+    async fn load(&self) -> Result<SyncConfig, ApiError>;
 }
 
-impl Call<'_> {
-    /// An audit entry for this call about config `id`.
-    pub fn audit(&self, action: &str, id: &SyncConfigId) -> AuditEntry {
-        AuditEntry::by(
-            &self.who,
-            &self.meta.request_id,
-            action,
-            format!("sync_config/{id}"),
-        )
+impl ConfigCall for Call<'_> {
+    fn audit_config(&self, action: &str, id: &SyncConfigId) -> AuditEntry {
+        self.audit(action, format!("sync_config/{id}"))
     }
 
-    /// Records an attempt that changed nothing; a failure to record is logged.
-    pub async fn audit_failure(&self, entry: AuditEntry) {
-        if let Err(e) = self.app.audit.record(&entry).await {
-            tracing::error!(error = %e, action = %entry.action, "audit write failed");
-        }
-    }
-
-    /// The configs of the tenant.
-    pub fn store(&self) -> store::ConfigStore {
+    fn store(&self) -> store::ConfigStore {
         store::ConfigStore::new(self.app.table.clone())
     }
 
-    /// The schedules of configs.
-    pub fn schedules(&self) -> schedules::Schedules<'_> {
+    fn schedules(&self) -> schedules::Schedules<'_> {
         schedules::Schedules::new(&self.service.scheduler, &self.service.settings)
     }
 
-    /// The config named by the path, as stored; with `If-Match`, only at that version.
-    pub async fn load(&self) -> Result<SyncConfig, ApiError> {
-        let raw = http::path_param(&self.req, "id")?;
+    async fn load(&self) -> Result<SyncConfig, ApiError> {
+        let raw = self.path_param("id")?;
         let id = SyncConfigId::parse(&raw)
             .map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))?;
         let c = self
@@ -120,74 +110,77 @@ impl Call<'_> {
     }
 }
 
-/// Write routes, by route key, with the audit action a refused member attempt records.
-const WRITES: &[(&str, &str)] = &[
-    ("POST /v1/sync/configs", "sync_config.create"),
-    ("PATCH /v1/sync/configs/{id}", "sync_config.update"),
-    ("DELETE /v1/sync/configs/{id}", "sync_config.delete"),
-    ("POST /v1/sync/configs/{id}/pause", "sync_config.pause"),
-    ("POST /v1/sync/configs/{id}/resume", "sync_config.resume"),
-    (
-        "POST /v1/sync/configs/{id}/field-mappings",
-        "sync_config.mappings",
-    ),
-    (
-        "PATCH /v1/sync/configs/{id}/field-mappings/{mapping_id}",
-        "sync_config.mappings",
-    ),
-    (
-        "DELETE /v1/sync/configs/{id}/field-mappings/{mapping_id}",
-        "sync_config.mappings",
-    ),
-    (
-        "POST /v1/sync/configs/{id}/auto-map",
-        "sync_config.auto_map",
-    ),
+/// The function's routes: members read (a preview reads too); admins write, and a
+/// member's attempt to write is refused and audited as the action named.
+const ROUTES: &[Route<Service>] = &[
+    Route {
+        key: "GET /v1/sync/configs",
+        access: Access::Member,
+        handler: |c| Box::pin(configs::list(c)),
+    },
+    Route {
+        key: "POST /v1/sync/configs",
+        access: Access::Admin("sync_config.create"),
+        handler: |c| Box::pin(configs::create(c)),
+    },
+    Route {
+        key: "GET /v1/sync/configs/{id}",
+        access: Access::Member,
+        handler: |c| Box::pin(configs::get(c)),
+    },
+    Route {
+        key: "PATCH /v1/sync/configs/{id}",
+        access: Access::Admin("sync_config.update"),
+        handler: |c| Box::pin(configs::update(c)),
+    },
+    Route {
+        key: "DELETE /v1/sync/configs/{id}",
+        access: Access::Admin("sync_config.delete"),
+        handler: |c| Box::pin(configs::delete(c)),
+    },
+    Route {
+        key: "POST /v1/sync/configs/{id}/pause",
+        access: Access::Admin("sync_config.pause"),
+        handler: |c| Box::pin(configs::pause(c)),
+    },
+    Route {
+        key: "POST /v1/sync/configs/{id}/resume",
+        access: Access::Admin("sync_config.resume"),
+        handler: |c| Box::pin(configs::resume(c)),
+    },
+    Route {
+        key: "GET /v1/sync/configs/{id}/field-mappings",
+        access: Access::Member,
+        handler: |c| Box::pin(mappings::list(c)),
+    },
+    Route {
+        key: "POST /v1/sync/configs/{id}/field-mappings",
+        access: Access::Admin("sync_config.mappings"),
+        handler: |c| Box::pin(mappings::add(c)),
+    },
+    Route {
+        key: "PATCH /v1/sync/configs/{id}/field-mappings/{mapping_id}",
+        access: Access::Admin("sync_config.mappings"),
+        handler: |c| Box::pin(mappings::update(c)),
+    },
+    Route {
+        key: "DELETE /v1/sync/configs/{id}/field-mappings/{mapping_id}",
+        access: Access::Admin("sync_config.mappings"),
+        handler: |c| Box::pin(mappings::delete(c)),
+    },
+    Route {
+        key: "GET /v1/sync/configs/{id}/available-fields",
+        access: Access::Member,
+        handler: |c| Box::pin(mappings::available(c)),
+    },
+    Route {
+        key: "POST /v1/sync/configs/{id}/auto-map",
+        access: Access::Admin("sync_config.auto_map"),
+        handler: |c| Box::pin(mappings::auto_map(c)),
+    },
+    Route {
+        key: "POST /v1/sync/configs/{id}/preview",
+        access: Access::Member,
+        handler: |c| Box::pin(preview::preview(c)),
+    },
 ];
-
-async fn route(
-    app: &App,
-    service: &Service,
-    req: Request,
-    meta: RequestMeta,
-) -> Result<Response<Body>, ApiError> {
-    let who = http::principal(&req)?;
-    tracing::Span::current().record("tenant", who.tenant.as_str());
-    let call = Call {
-        app,
-        service,
-        req,
-        meta,
-        who,
-    };
-    if let Some((_, action)) = WRITES.iter().find(|(r, _)| *r == call.meta.route_key)
-        && !call.who.is_admin()
-    {
-        let entry = AuditEntry::by(
-            &call.who,
-            &call.meta.request_id,
-            action,
-            call.req.uri().path().to_owned(),
-        )
-        .failed(Outcome::Denied, "forbidden");
-        call.audit_failure(entry).await;
-        http::require_admin(&call.who)?;
-    }
-    match call.meta.route_key.as_str() {
-        "GET /v1/sync/configs" => configs::list(&call).await,
-        "POST /v1/sync/configs" => configs::create(&call).await,
-        "GET /v1/sync/configs/{id}" => configs::get(&call).await,
-        "PATCH /v1/sync/configs/{id}" => configs::update(&call).await,
-        "DELETE /v1/sync/configs/{id}" => configs::delete(&call).await,
-        "POST /v1/sync/configs/{id}/pause" => configs::pause(&call).await,
-        "POST /v1/sync/configs/{id}/resume" => configs::resume(&call).await,
-        "GET /v1/sync/configs/{id}/field-mappings" => mappings::list(&call).await,
-        "POST /v1/sync/configs/{id}/field-mappings" => mappings::add(&call).await,
-        "PATCH /v1/sync/configs/{id}/field-mappings/{mapping_id}" => mappings::update(&call).await,
-        "DELETE /v1/sync/configs/{id}/field-mappings/{mapping_id}" => mappings::delete(&call).await,
-        "GET /v1/sync/configs/{id}/available-fields" => mappings::available(&call).await,
-        "POST /v1/sync/configs/{id}/auto-map" => mappings::auto_map(&call).await,
-        "POST /v1/sync/configs/{id}/preview" => preview::preview(&call).await,
-        other => Err(ApiError::NotFound(format!("no route {other}"))),
-    }
-}

@@ -16,11 +16,11 @@ use lambda_http::{Body, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::Call;
 use crate::automap;
 use crate::configs::{next_version, save};
 use crate::crm::{self, is_system, kind_of, usable_connection};
 use crate::validate::{self, MappingInput, MappingPatch, Problems};
+use crate::{Call, ConfigCall};
 
 fn entity_param(call: &Call<'_>, required: bool) -> Result<Option<Entity>, ApiError> {
     let q = http::query(&call.req, &["entity"])?;
@@ -107,12 +107,12 @@ struct ManyBody {
 
 /// `POST …/field-mappings`: one mapping, or `{"mappings": […]}`.
 pub async fn add(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
-    let raw: Value = http::json_body(&call.req)?;
+    let raw = http::body_object(&call.req)?;
     let many = raw.get("mappings").is_some();
     let inputs = if many {
-        http::json_body::<ManyBody>(&call.req)?.mappings
+        http::from_body::<ManyBody>(&raw)?.mappings
     } else {
-        vec![http::json_body::<MappingInput>(&call.req)?]
+        vec![http::from_body::<MappingInput>(&raw)?]
     };
     if inputs.is_empty() {
         return Err(ApiError::bad_request(
@@ -158,7 +158,7 @@ pub async fn add(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     p.check()?;
     validate::check_size(&next)?;
     let audit = call
-        .audit("sync_config.mappings", &next.id)
+        .audit_config("sync_config.mappings", &next.id)
         .detail("added", added.len())
         .detail("version", next.version);
     save(call, &prev, &next, audit, false).await?;
@@ -182,7 +182,7 @@ fn mapping_index(call: &Call<'_>, c: &SyncConfig) -> Result<usize, ApiError> {
 
 /// `PATCH …/field-mappings/{mapping_id}`.
 pub async fn update(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
-    let patch: MappingPatch = http::json_body(&call.req)?;
+    let patch: MappingPatch = http::patch_body(&call.req)?;
     let prev = call.load().await?;
     let i = mapping_index(call, &prev)?;
     let mut next = next_version(&prev);
@@ -204,7 +204,7 @@ pub async fn update(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     };
     check(kind, &next, changed.entity, fields, &label)?;
     let audit = call
-        .audit("sync_config.mappings", &next.id)
+        .audit_config("sync_config.mappings", &next.id)
         .detail("updated", changed.id.as_str())
         .detail("version", next.version);
     save(call, &prev, &next, audit, false).await?;
@@ -219,7 +219,7 @@ pub async fn delete(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     let mut next = next_version(&prev);
     let removed = next.mappings.remove(i);
     let audit = call
-        .audit("sync_config.mappings", &next.id)
+        .audit_config("sync_config.mappings", &next.id)
         .detail("removed", removed.id.as_str())
         .detail("version", next.version);
     save(call, &prev, &next, audit, false).await?;
@@ -317,7 +317,7 @@ pub async fn auto_map(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     }
     check(kind, &next, body.entity, fields, &by_id)?;
     let audit = call
-        .audit("sync_config.auto_map", &next.id)
+        .audit_config("sync_config.auto_map", &next.id)
         .detail("entity", body.entity)
         .detail("added", proposal.added.len())
         .detail("replace", body.replace)

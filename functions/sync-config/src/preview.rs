@@ -17,10 +17,10 @@ use lambda_http::{Body, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::Call;
 use crate::crm::{self, is_system};
 use crate::mappings::describe;
 use crate::validate::Problems;
+use crate::{Call, ConfigCall};
 
 /// The most records a preview shows.
 pub const MAX_LIMIT: usize = 20;

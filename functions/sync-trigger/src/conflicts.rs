@@ -5,10 +5,8 @@
 
 use std::collections::BTreeMap;
 
-use conduit::app::App;
-use conduit::audit::AuditEntry;
 use conduit::domain::{ConflictId, RecordId, rfc3339};
-use conduit::http::{self, ApiError, RequestMeta};
+use conduit::http::{self, ApiError};
 use conduit::sync::resolve::{self, Always, Choice, Push, Resolution, ResolveError};
 use conduit::sync::runs::{ConflictQuery, Runs, StoredConflict};
 use conduit::sync::schema::Entity;
@@ -18,7 +16,7 @@ use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::{admin, audit, limit, listing_error, load_config, member, queue};
+use crate::{Call, limit, load_config, queue};
 
 /// What the API shows of a conflict.
 fn view(c: &StoredConflict) -> Value {
@@ -39,8 +37,8 @@ fn view(c: &StoredConflict) -> Value {
 
 /// `GET /v1/sync/conflicts?status=open|resolved|ignored|all&config_id=&entity=&record_id=&limit=&cursor=`
 /// (open ones by default).
-pub async fn list(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
-    let who = member(req)?;
+pub async fn list(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
+    let (app, req, who) = (call.app, &call.req, &call.who);
     let q = http::query(
         req,
         &[
@@ -94,7 +92,7 @@ pub async fn list(app: &App, req: &Request) -> Result<Response<Body>, ApiError> 
     let page = Runs::new(app.table.clone())
         .search_conflicts(&who.tenant, &query)
         .await
-        .map_err(listing_error)?;
+        .map_err(http::listing_error)?;
     http::json(
         StatusCode::OK,
         &json!({
@@ -110,9 +108,9 @@ fn path_id(req: &Request) -> Result<ConflictId, ApiError> {
 }
 
 /// `GET /v1/sync/conflicts/{id}`.
-pub async fn get(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
-    let who = member(req)?;
-    let id = path_id(req)?;
+pub async fn get(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
+    let (app, who) = (call.app, &call.who);
+    let id = path_id(&call.req)?;
     let c = Runs::new(app.table.clone())
         .conflict(&who.tenant, &id)
         .await
@@ -168,14 +166,10 @@ fn resolve_error(e: ResolveError) -> ApiError {
 
 /// `POST /v1/sync/conflicts/{id}/resolve` `{"fields": {"phone": "app"}, "values":
 /// {"last_name": "Lovelace"}, "always": "crm"}`.
-pub async fn resolve(
-    app: &App,
-    req: &Request,
-    meta: &RequestMeta,
-) -> Result<Response<Body>, ApiError> {
-    let who = admin(req)?;
-    let id = path_id(req)?;
-    let body: ResolveBody = http::json_body(req)?;
+pub async fn resolve(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
+    let (app, who) = (call.app, &call.who);
+    let id = path_id(&call.req)?;
+    let body: ResolveBody = http::json_body(&call.req)?;
     if let Some(both) = body.values.keys().find(|f| body.fields.contains_key(*f)) {
         return Err(ApiError::bad_request(
             "invalid_resolution",
@@ -221,17 +215,13 @@ pub async fn resolve(
     let settled = resolve::resolve(app, &publisher, &who.tenant, &id, &resolution)
         .await
         .map_err(resolve_error)?;
-    let mut entry = AuditEntry::by(
-        &who,
-        &meta.request_id,
-        "sync.conflict.resolve",
-        id.to_string(),
-    )
-    .detail("resolution", &settled.conflict.resolution);
+    let mut entry = call
+        .audit("sync.conflict.resolve", id.to_string())
+        .detail("resolution", &settled.conflict.resolution);
     if let Some(s) = settled.strategy {
         entry = entry.detail("strategy", s);
     }
-    audit(app, &entry).await;
+    call.record(&entry).await;
     let push = match &settled.push {
         Push::NotNeeded => json!({"status": "not_needed"}),
         Push::NotPushed => json!({"status": "not_pushed"}),
@@ -245,25 +235,13 @@ pub async fn resolve(
 }
 
 /// `POST /v1/sync/conflicts/{id}/ignore`.
-pub async fn ignore(
-    app: &App,
-    req: &Request,
-    meta: &RequestMeta,
-) -> Result<Response<Body>, ApiError> {
-    let who = admin(req)?;
-    let id = path_id(req)?;
+pub async fn ignore(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
+    let (app, who) = (call.app, &call.who);
+    let id = path_id(&call.req)?;
     let c = resolve::ignore(app, &who.tenant, &id)
         .await
         .map_err(resolve_error)?;
-    audit(
-        app,
-        &AuditEntry::by(
-            &who,
-            &meta.request_id,
-            "sync.conflict.ignore",
-            id.to_string(),
-        ),
-    )
-    .await;
+    call.record(&call.audit("sync.conflict.ignore", id.to_string()))
+        .await;
     http::json(StatusCode::OK, &view(&c))
 }

@@ -15,9 +15,8 @@ mod status;
 use std::convert::Infallible;
 
 use conduit::app::App;
-use conduit::audit::AuditEntry;
 use conduit::domain::{SyncConfigId, TenantId};
-use conduit::http::{self, ApiError, RequestMeta};
+use conduit::http::{self, Access, ApiError, Route};
 use conduit::queue::Publisher;
 use conduit::sync::config::{Configs, SyncDirection};
 use conduit::sync::engine::{self, RunRequest, StartError};
@@ -33,38 +32,61 @@ pub fn queue(app: &App) -> Result<Publisher, String> {
 
 /// Handles one HTTP API request routed to this function.
 pub async fn handle(app: &App, req: Request) -> Result<Response<Body>, Infallible> {
-    http::serve(req, |req, meta| route(app, req, meta)).await
+    http::serve_routes(app, &(), ROUTES, req).await
 }
 
-async fn route(app: &App, req: Request, meta: RequestMeta) -> Result<Response<Body>, ApiError> {
-    match meta.route_key.as_str() {
-        "POST /v1/sync/trigger" => trigger(app, req, meta).await,
-        "GET /v1/sync/logs" => logs::list(app, &req).await,
-        "GET /v1/sync/logs/{id}" => logs::get(app, &req).await,
-        "POST /v1/sync/logs/{id}/retry" => logs::retry(app, &req, &meta).await,
-        "GET /v1/sync/configs/{id}/status" => status::get(app, &req).await,
-        "GET /v1/sync/conflicts" => conflicts::list(app, &req).await,
-        "GET /v1/sync/conflicts/{id}" => conflicts::get(app, &req).await,
-        "POST /v1/sync/conflicts/{id}/resolve" => conflicts::resolve(app, &req, &meta).await,
-        "POST /v1/sync/conflicts/{id}/ignore" => conflicts::ignore(app, &req, &meta).await,
-        other => Err(ApiError::NotFound(format!("no route {other}"))),
-    }
-}
+/// Everything a route needs about the call.
+pub(crate) type Call<'a> = http::Call<'a>;
 
-/// The caller, who must be an admin of their tenant.
-fn admin(req: &Request) -> Result<conduit::domain::Principal, ApiError> {
-    let who = http::principal(req)?;
-    tracing::Span::current().record("tenant", who.tenant.as_str());
-    http::require_admin(&who)?;
-    Ok(who)
-}
-
-/// The caller (any member).
-fn member(req: &Request) -> Result<conduit::domain::Principal, ApiError> {
-    let who = http::principal(req)?;
-    tracing::Span::current().record("tenant", who.tenant.as_str());
-    Ok(who)
-}
+/// The function's routes: members read; admins trigger, retry and settle, and a
+/// member's attempt is refused and audited as the action named.
+const ROUTES: &[Route] = &[
+    Route {
+        key: "POST /v1/sync/trigger",
+        access: Access::Admin("sync.trigger"),
+        handler: |c| Box::pin(trigger(c)),
+    },
+    Route {
+        key: "GET /v1/sync/logs",
+        access: Access::Member,
+        handler: |c| Box::pin(logs::list(c)),
+    },
+    Route {
+        key: "GET /v1/sync/logs/{id}",
+        access: Access::Member,
+        handler: |c| Box::pin(logs::get(c)),
+    },
+    Route {
+        key: "POST /v1/sync/logs/{id}/retry",
+        access: Access::Admin("sync.retry"),
+        handler: |c| Box::pin(logs::retry(c)),
+    },
+    Route {
+        key: "GET /v1/sync/configs/{id}/status",
+        access: Access::Member,
+        handler: |c| Box::pin(status::get(c)),
+    },
+    Route {
+        key: "GET /v1/sync/conflicts",
+        access: Access::Member,
+        handler: |c| Box::pin(conflicts::list(c)),
+    },
+    Route {
+        key: "GET /v1/sync/conflicts/{id}",
+        access: Access::Member,
+        handler: |c| Box::pin(conflicts::get(c)),
+    },
+    Route {
+        key: "POST /v1/sync/conflicts/{id}/resolve",
+        access: Access::Admin("sync.conflict.resolve"),
+        handler: |c| Box::pin(conflicts::resolve(c)),
+    },
+    Route {
+        key: "POST /v1/sync/conflicts/{id}/ignore",
+        access: Access::Admin("sync.conflict.ignore"),
+        handler: |c| Box::pin(conflicts::ignore(c)),
+    },
+];
 
 /// A `limit` query parameter: 1 to `max`, `default` when absent.
 fn limit(
@@ -84,17 +106,6 @@ fn limit(
                     format!("limit must be a whole number from 1 to {max}"),
                 )
             }),
-    }
-}
-
-/// A bad-cursor store error as the caller's mistake.
-fn listing_error(e: conduit::store::StoreError) -> ApiError {
-    match e {
-        conduit::store::StoreError::BadCursor => ApiError::bad_request(
-            "invalid_cursor",
-            "cursor is not one this listing gave; start again without it",
-        ),
-        e => ApiError::internal(e),
     }
 }
 
@@ -142,13 +153,6 @@ fn started(s: &engine::Started) -> Result<Response<Body>, ApiError> {
     )
 }
 
-/// Records an audit entry (a failed write is logged, the action stands).
-async fn audit(app: &App, entry: &AuditEntry) {
-    if let Err(e) = app.audit.record(entry).await {
-        tracing::error!(error = %e, action = %entry.action, "audit write failed");
-    }
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TriggerBody {
@@ -159,10 +163,10 @@ struct TriggerBody {
     entities: Option<Vec<Entity>>,
 }
 
-async fn trigger(app: &App, req: Request, meta: RequestMeta) -> Result<Response<Body>, ApiError> {
-    let who = admin(&req)?;
-    let body: TriggerBody = http::json_body(&req)?;
-    let config = load_config(app, &who.tenant, &body.config_id).await?;
+async fn trigger(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
+    let app = call.app;
+    let body: TriggerBody = http::json_body(&call.req)?;
+    let config = load_config(app, &call.who.tenant, &body.config_id).await?;
     let publisher = queue(app).map_err(ApiError::internal)?;
     let run = engine::start(
         app,
@@ -177,16 +181,8 @@ async fn trigger(app: &App, req: Request, meta: RequestMeta) -> Result<Response<
     )
     .await
     .map_err(start_error)?;
-    audit(
-        app,
-        &AuditEntry::by(
-            &who,
-            &meta.request_id,
-            "sync.trigger",
-            config.id.to_string(),
-        ),
-    )
-    .await;
+    call.record(&call.audit("sync.trigger", config.id.to_string()))
+        .await;
     started(&run)
 }
 

@@ -1,20 +1,18 @@
 //! `/v1/sync/logs…`: the logs of runs (one per run and entity) with their counts and
 //! per-record errors, and the retry of a log's failed records.
 
-use conduit::app::App;
-use conduit::audit::AuditEntry;
 use conduit::domain::{SyncLogId, rfc3339};
-use conduit::http::{self, ApiError, RequestMeta};
+use conduit::http::{self, ApiError};
 use conduit::sync::engine::{self, RunRequest};
 use conduit::sync::runs::{LogQuery, Phase, RecordError, RunStatus, Runs, SyncLog};
 use conduit::sync::schema::Entity;
 use lambda_http::http::StatusCode;
-use lambda_http::{Body, Request, Response};
+use lambda_http::{Body, Response};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::{admin, audit, limit, listing_error, load_config, member, queue, start_error};
+use crate::{Call, limit, load_config, queue, start_error};
 
 /// Most per-record errors one log shows.
 const MAX_ERRORS_SHOWN: usize = 1_000;
@@ -67,8 +65,8 @@ fn parse_time(name: &str, raw: &str) -> Result<OffsetDateTime, ApiError> {
 }
 
 /// `GET /v1/sync/logs?config_id=&status=&entity=&from=&to=&limit=&cursor=`, newest first.
-pub async fn list(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
-    let who = member(req)?;
+pub async fn list(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
+    let (app, req, who) = (call.app, &call.req, &call.who);
     let q = http::query(
         req,
         &[
@@ -116,7 +114,7 @@ pub async fn list(app: &App, req: &Request) -> Result<Response<Body>, ApiError> 
     let page = Runs::new(app.table.clone())
         .search_logs(&who.tenant, &query)
         .await
-        .map_err(listing_error)?;
+        .map_err(http::listing_error)?;
     http::json(
         StatusCode::OK,
         &json!({
@@ -126,12 +124,9 @@ pub async fn list(app: &App, req: &Request) -> Result<Response<Body>, ApiError> 
     )
 }
 
-async fn load(
-    app: &App,
-    req: &Request,
-    who: &conduit::domain::Principal,
-) -> Result<SyncLog, ApiError> {
-    let raw = http::path_param(req, "id")?;
+async fn load(call: &Call<'_>) -> Result<SyncLog, ApiError> {
+    let (app, who) = (call.app, &call.who);
+    let raw = call.path_param("id")?;
     let id = SyncLogId::parse(&raw).map_err(|_| ApiError::NotFound("no such sync log".into()))?;
     Runs::new(app.table.clone())
         .log(&who.tenant, &id)
@@ -151,9 +146,9 @@ fn error_view(e: &RecordError) -> Value {
 }
 
 /// `GET /v1/sync/logs/{id}`: the log and its per-record errors.
-pub async fn get(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
-    let who = member(req)?;
-    let log = load(app, req, &who).await?;
+pub async fn get(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
+    let (app, who) = (call.app, &call.who);
+    let log = load(call).await?;
     let errors = Runs::new(app.table.clone())
         .errors(&who.tenant, &log.id)
         .await
@@ -193,13 +188,9 @@ fn failed(errors: &[RecordError]) -> Vec<(Phase, Vec<String>)> {
 }
 
 /// `POST /v1/sync/logs/{id}/retry`: a new run of the log's failed records only.
-pub async fn retry(
-    app: &App,
-    req: &Request,
-    meta: &RequestMeta,
-) -> Result<Response<Body>, ApiError> {
-    let who = admin(req)?;
-    let log = load(app, req, &who).await?;
+pub async fn retry(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
+    let (app, who) = (call.app, &call.who);
+    let log = load(call).await?;
     if log.status == RunStatus::Running {
         return Err(ApiError::Conflict {
             code: "sync_running",
@@ -237,9 +228,9 @@ pub async fn retry(
     )
     .await
     .map_err(start_error)?;
-    audit(
-        app,
-        &AuditEntry::by(&who, &meta.request_id, "sync.retry", log.id.to_string())
+    call.record(
+        &call
+            .audit("sync.retry", log.id.to_string())
             .detail("job_id", run.job_id.as_str()),
     )
     .await;

@@ -2,16 +2,15 @@
 //! entity with live progress (the workers write their counts after every page), the
 //! open conflicts waiting for review, and when the schedule fires next.
 
-use conduit::app::App;
 use conduit::domain::{now, rfc3339};
 use conduit::http::{self, ApiError};
 use conduit::sync::config::ConfigStatus;
 use conduit::sync::runs::{ConflictQuery, RunStatus, Runs, SyncLog};
 use lambda_http::http::StatusCode;
-use lambda_http::{Body, Request, Response};
+use lambda_http::{Body, Response};
 use serde_json::{Value, json};
 
-use crate::{load_config, logs, member};
+use crate::{Call, load_config, logs};
 
 /// How many recent logs are read to find the latest run's.
 const RECENT_LOGS: i32 = 20;
@@ -40,9 +39,9 @@ fn run_status(logs: &[&SyncLog]) -> Option<RunStatus> {
 }
 
 /// `GET /v1/sync/configs/{id}/status`.
-pub async fn get(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
-    let who = member(req)?;
-    let raw = http::path_param(req, "id")?;
+pub async fn get(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
+    let (app, who) = (call.app, &call.who);
+    let raw = call.path_param("id")?;
     let config = load_config(app, &who.tenant, &raw).await?;
     let runs = Runs::new(app.table.clone());
     let recent = runs

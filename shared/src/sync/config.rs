@@ -44,7 +44,7 @@ impl SyncDirection {
 
 /// How often a config runs by itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "type")]
+#[serde(rename_all = "snake_case", tag = "type", try_from = "FrequencyFields")]
 pub enum Frequency {
     /// As soon as possible: every minute, and app writes are pushed at once.
     Realtime,
@@ -57,6 +57,42 @@ pub enum Frequency {
     },
     /// Only when triggered.
     Manual,
+}
+
+/// A frequency as written, read as a plain struct: serde's internally tagged enums
+/// ignore unknown keys on unit variants (`{"type":"manual","every":1}`) and take
+/// arrays for objects, which a request must not get away with.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FrequencyFields {
+    #[serde(rename = "type")]
+    kind: FrequencyKind,
+    #[serde(default)]
+    at: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum FrequencyKind {
+    Realtime,
+    Hourly,
+    Daily,
+    Manual,
+}
+
+impl TryFrom<FrequencyFields> for Frequency {
+    type Error = &'static str;
+
+    fn try_from(f: FrequencyFields) -> Result<Self, Self::Error> {
+        match (f.kind, f.at) {
+            (FrequencyKind::Daily, Some(at)) => Ok(Self::Daily { at }),
+            (FrequencyKind::Daily, None) => Err("a daily frequency needs `at` (HH:MM, UTC)"),
+            (_, Some(_)) => Err("only a daily frequency takes `at`"),
+            (FrequencyKind::Realtime, None) => Ok(Self::Realtime),
+            (FrequencyKind::Hourly, None) => Ok(Self::Hourly),
+            (FrequencyKind::Manual, None) => Ok(Self::Manual),
+        }
+    }
 }
 
 impl Frequency {
@@ -631,5 +667,30 @@ mod tests {
         assert!(f.matches(Some("120")));
         assert!(!f.matches(Some("9")));
         assert!(!f.matches(None));
+    }
+
+    #[test]
+    fn frequencies_read_back_and_refuse_extra_keys() {
+        use serde_json::json;
+        for f in [
+            Frequency::Realtime,
+            Frequency::Hourly,
+            Frequency::Manual,
+            Frequency::Daily { at: "02:30".into() },
+        ] {
+            let v = serde_json::to_value(&f).unwrap();
+            assert_eq!(serde_json::from_value::<Frequency>(v).unwrap(), f);
+        }
+        for bad in [
+            json!({"type": "manual", "every": 1}),
+            json!({"type": "hourly", "at": "02:00"}),
+            json!({"type": "daily"}),
+            json!({"type": "weekly"}),
+        ] {
+            assert!(
+                serde_json::from_value::<Frequency>(bad.clone()).is_err(),
+                "{bad}"
+            );
+        }
     }
 }
