@@ -149,12 +149,7 @@ pub async fn start(
             config_id: config.id.clone(),
             job_id: job.clone(),
             entity,
-            direction: match direction {
-                SyncDirection::Pull => "pull",
-                SyncDirection::Push => "push",
-                SyncDirection::Bidirectional => "bidirectional",
-            }
-            .into(),
+            direction: direction.as_str().into(),
             trigger: req.trigger.clone(),
             status: RunStatus::Running,
             stage: if direction.pulls() {
