@@ -8,11 +8,16 @@
 //! for a missing scope). Connections whose grants Conduit cannot read (API keys,
 //! custom providers) are not checked: the provider's answer at run time decides.
 
+use serde::Serialize;
 use serde_json::json;
 
-use crate::connections::Connection;
+use crate::app::App;
+use crate::audit::AuditEntry;
+use crate::connections::{Connection, Connections, WriteError};
+use crate::domain::{ConnectionId, TenantId, now, rfc3339};
 use crate::http::ApiError;
 use crate::providers::{Catalogue, render};
+use crate::store::StoreError;
 use crate::sync::config::SyncDirection;
 use crate::sync::schema::Entity;
 
@@ -69,6 +74,88 @@ pub fn check(
             uses: uses.to_vec(),
         })
     }
+}
+
+/// The event detail of `integration.connection.scopes_missing`.
+#[derive(Debug, Serialize)]
+struct ScopesMissingEvent<'a> {
+    tenant_id: &'a str,
+    connection_id: &'a str,
+    provider: &'a str,
+    missing_scopes: &'a [String],
+    at: String,
+}
+
+/// How often marking a connection is retried when another write got there first.
+const MARK_ATTEMPTS: u32 = 5;
+
+/// Records that the provider refused `connection` for missing `scopes` (an admin
+/// narrowed the grant): they leave its granted scopes and join `scopes_missing`
+/// (the dashboard asks for a reconnect; config checks see them missing), with an
+/// audit entry and an `integration.connection.scopes_missing` event. Once per
+/// narrowing: a connection already marked is left as it is.
+pub async fn mark_missing(
+    app: &App,
+    tenant: &TenantId,
+    connection: &ConnectionId,
+    scopes: &[String],
+    actor: &str,
+    request_id: &str,
+) -> Result<(), StoreError> {
+    let store = Connections::new(app.table.clone());
+    for _ in 0..MARK_ATTEMPTS {
+        let Some(prev) = store.get(tenant, connection).await? else {
+            return Ok(());
+        };
+        let new: Vec<String> = scopes
+            .iter()
+            .filter(|s| !prev.scopes_missing.contains(s))
+            .cloned()
+            .collect();
+        // HubSpot names the scopes; a refusal that names none still marks the grant.
+        if !scopes.is_empty() && new.is_empty() {
+            return Ok(());
+        }
+        let mut next = prev.clone();
+        next.scopes.retain(|s| !scopes.contains(s));
+        next.scopes_missing.extend(new);
+        if scopes.is_empty() && next.scopes_missing.is_empty() {
+            next.scopes_missing.push("unknown".into());
+        }
+        next.updated_at = now();
+        next.version = prev.version + 1;
+        let audit = AuditEntry::system(
+            tenant,
+            actor,
+            request_id,
+            "connection.scopes_missing",
+            format!("connection/{connection}"),
+        )
+        .detail("provider", &prev.provider)
+        .detail("missing_scopes", &next.scopes_missing);
+        match store.save(&prev, &next, &audit).await {
+            Ok(()) => {
+                let detail = ScopesMissingEvent {
+                    tenant_id: tenant.as_str(),
+                    connection_id: connection.as_str(),
+                    provider: &prev.provider,
+                    missing_scopes: &next.scopes_missing,
+                    at: rfc3339(next.updated_at),
+                };
+                if let Err(e) = app
+                    .events
+                    .publish(crate::events::SCOPES_MISSING, &detail)
+                    .await
+                {
+                    tracing::error!(connection_id = %connection, error = %e, "scopes_missing event not published");
+                }
+                return Ok(());
+            }
+            Err(WriteError::Stale) | Err(WriteError::Duplicate(_)) => continue,
+            Err(WriteError::Store(e)) => return Err(e),
+        }
+    }
+    Err(StoreError::ConditionFailed)
 }
 
 impl From<ScopesMissing> for ApiError {
