@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::oauth::{OAuthClient, OAuthFault, OAuthProvider, OAuthUser};
+use crate::oauth::{GrantSelector, OAuthClient, OAuthFault, OAuthProvider, OAuthUser};
 use crate::providers::hubspot_crm::{self, CrmObject};
 use crate::providers::salesforce_crm::{self, DEFAULT_SALESFORCE_ORG, SfObject};
 use crate::state::{Account, Fault, Provider, SandboxState};
@@ -53,6 +53,16 @@ pub(crate) fn routes() -> Router<SandboxState> {
         )
         .route("/_sandbox/oauth/grants", get(oauth_grants).post(seed_grant))
         .route("/_sandbox/oauth/grants/lookup", post(oauth_grant_lookup))
+        .route("/_sandbox/oauth/client_scopes", post(oauth_client_scopes))
+        .route(
+            "/_sandbox/oauth/withhold_scopes",
+            post(oauth_withhold_scopes),
+        )
+        .route("/_sandbox/oauth/narrow", post(oauth_narrow))
+        .route(
+            "/_sandbox/hubspot/private_app_scopes",
+            post(hubspot_private_app_scopes),
+        )
         .route("/_sandbox/hubspot/seed", post(hubspot_seed))
         .route("/_sandbox/hubspot/records", get(hubspot_records))
         .route("/_sandbox/hubspot/update", post(hubspot_update))
@@ -637,6 +647,137 @@ async fn oauth_grant_lookup(State(state): State<SandboxState>, body: Bytes) -> R
         StatusCode::OK,
         json!({"grant": state.oauth_grant(&request.token)}),
     )
+}
+
+/// Body of `POST /_sandbox/oauth/client_scopes`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientScopesRequest {
+    provider: OAuthProvider,
+    client_id: String,
+    /// `null` allows every scope the provider knows.
+    scopes: Option<Vec<String>>,
+}
+
+async fn oauth_client_scopes(State(state): State<SandboxState>, body: Bytes) -> Response {
+    let request: ClientScopesRequest = match parse(&body) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    match state.set_oauth_client_scopes(
+        request.provider,
+        &request.client_id,
+        request.scopes.clone(),
+    ) {
+        Ok(()) => wire::json(
+            StatusCode::OK,
+            json!({"provider": request.provider, "client_id": request.client_id, "scopes": request.scopes}),
+        ),
+        Err(error) => bad_request("invalid_scopes", &error.to_string()),
+    }
+}
+
+/// Body of `POST /_sandbox/oauth/withhold_scopes`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WithholdRequest {
+    provider: OAuthProvider,
+    scopes: Vec<String>,
+}
+
+async fn oauth_withhold_scopes(State(state): State<SandboxState>, body: Bytes) -> Response {
+    let request: WithholdRequest = match parse(&body) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    state.withhold_scopes(request.provider, request.scopes);
+    oauth_settings(State(state)).await
+}
+
+/// Body of `POST /_sandbox/oauth/narrow`: which grants (one of `token`, `grant_id`,
+/// `email` with an optional `client_id`) and how.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NarrowRequest {
+    provider: OAuthProvider,
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    grant_id: Option<u64>,
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    keep: Option<Vec<String>>,
+    #[serde(default)]
+    remove: Vec<String>,
+}
+
+async fn oauth_narrow(State(state): State<SandboxState>, body: Bytes) -> Response {
+    let request: NarrowRequest = match parse(&body) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    if request.keep.is_none() && request.remove.is_empty() {
+        return bad_request("invalid_body", "give keep and/or remove");
+    }
+    let selector = match (
+        request.token,
+        request.grant_id,
+        request.email,
+        request.client_id,
+    ) {
+        (Some(token), None, None, None) => GrantSelector::Token(token),
+        (None, Some(id), None, None) => GrantSelector::GrantId(id),
+        (None, None, Some(email), client_id) => GrantSelector::User { email, client_id },
+        _ => {
+            return bad_request(
+                "invalid_body",
+                "name the grants by exactly one of token, grant_id, or email (with an optional client_id)",
+            );
+        }
+    };
+    let grants = state.narrow_grants(
+        request.provider,
+        &selector,
+        request.keep.as_deref(),
+        &request.remove,
+    );
+    if grants.is_empty() {
+        return wire::json(
+            StatusCode::NOT_FOUND,
+            json!({"error": {"code": "unknown_grant", "message": "no grant of that provider matches"}}),
+        );
+    }
+    wire::json(StatusCode::OK, json!({ "grants": grants }))
+}
+
+/// Body of `POST /_sandbox/hubspot/private_app_scopes`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PrivateAppScopesRequest {
+    #[serde(default = "default_portal")]
+    portal: u64,
+    scopes: Vec<String>,
+}
+
+async fn hubspot_private_app_scopes(State(state): State<SandboxState>, body: Bytes) -> Response {
+    let request: PrivateAppScopesRequest = match parse(&body) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    match state.set_hubspot_private_app_scopes(request.portal, &request.scopes) {
+        Ok(0) => wire::json(
+            StatusCode::NOT_FOUND,
+            json!({"error": {"code": "unknown_portal", "message": format!("no HubSpot private app for portal {}", request.portal)}}),
+        ),
+        Ok(changed) => wire::json(
+            StatusCode::OK,
+            json!({"portal": request.portal, "changed": changed, "scopes": request.scopes}),
+        ),
+        Err(error) => bad_request("invalid_scopes", &error.to_string()),
+    }
 }
 
 /// Parses a JSON body, or answers 400 saying what is wrong (to the caller; nothing is logged).

@@ -32,8 +32,9 @@
 //! `companies`/`0-2`; other types get HubSpot's 404, bad JSON its 400
 //! (`{"status":"error","message","correlationId","category":"VALIDATION_ERROR"}`).
 //! Every call authenticates first (401 `INVALID_AUTHENTICATION` / `EXPIRED_AUTHENTICATION`)
-//! and counts against the token's 10-second budget (HubSpot's 429 past it), then gets the
-//! latency and fault knobs like any route.
+//! and counts against the token's 10-second budget (HubSpot's 429 past it), then needs the
+//! route's granular scope (403 `MISSING_SCOPES`, see "Scopes"); latency and forced faults
+//! apply before all of it, as on any route.
 //!
 //! | Route name | Request (host `api.hubapi.com`) |
 //! |---|---|
@@ -242,6 +243,23 @@
 //! | `custom_oauth.oauth_introspect` | `POST oauth.custom.example/introspect` (client auth; RFC 7662) |
 //! | `custom_oauth.userinfo` | `GET oauth.custom.example/userinfo` — Bearer → `{sub,email,name}` |
 //!
+//! | `google.gmail_send`, `google.gmail_profile` | `POST gmail.googleapis.com/gmail/v1/users/me/messages/send` `{raw}`, `GET …/users/me/profile` ([`providers::google_api`]) |
+//! | `google.calendar_events_{list,insert,get,patch,delete}` | `www.googleapis.com/calendar/v3/calendars/{primary}/events[/{eventId}]` ([`providers::google_api`]) |
+//!
+//! # Scopes
+//! Every OAuth stand-in grants only scopes its provider knows and the app (client) is
+//! configured with, refusing others its provider's way (HubSpot, Google and Zoho: an
+//! error page; the others: a redirect with `error=invalid_scope`; Pipedrive grants the
+//! app's set whatever was asked). HubSpot's `optional_scope` members are granted when
+//! the app has them; Google's `include_granted_scopes=true` adds the user's live grants to
+//! the same client. Protected endpoints check the token's scopes and answer with the
+//! provider's own missing-scope error (HubSpot 403 `MISSING_SCOPES`, Salesforce 401
+//! "This session is not valid for use with the REST API", Google 403
+//! `ACCESS_TOKEN_SCOPE_INSUFFICIENT`, Zoho 401 `OAUTH_SCOPE_MISMATCH`, Pipedrive 403
+//! "Scope and URL mismatch", Dataverse 401 for another audience, Zendesk 403
+//! `Forbidden`, Genesys 403, custom RFC 6750 `insufficient_scope`). `sandbox/README.md`
+//! has the table per endpoint and what each stand-in does not reproduce.
+//!
 //! Authorize and token endpoints count as `{provider}.oauth_authorize` and
 //! `{provider}.oauth_token`. Access tokens die at their TTL, when their grant is revoked,
 //! or by [`SandboxState::expire_access_tokens`]; every protected endpoint then answers
@@ -254,7 +272,8 @@
 //! - Freshdesk: subdomain `acme`, API key `fd-sandbox-key-0001` (agent `agent@acme.test`).
 //! - Pipedrive: API token `pd-sandbox-token-0001`, company domain `acme`.
 //! - HubSpot: private app token `pat-na1-sandbox-0001` (portal 62515, 110 requests per
-//!   rolling 10 s, 250,000 per day).
+//!   rolling 10 s, 250,000 per day; scopes `oauth` and read/write of the objects and
+//!   schemas of contacts, companies and deals, [`oauth::hubspot_crm_scopes`]).
 //! - Chatwoot: API access token `cw-sandbox-token-0001` at host `app.chatwoot.com`
 //!   (Chatwoot account 1, "Acme").
 //! - Custom API at `custom.example/api`: bearer `custom-sandbox-token-0001`, header
@@ -291,8 +310,9 @@
 //!   `{"status":503,"count":2,"provider":"zendesk","retry_after_secs":1}` and/or
 //!   `{"latency_ms":250,"provider":"hubspot"}` (provider optional); `DELETE` clears them
 //! - `POST /_sandbox/reset`: back to the seeded accounts, OAuth clients and users, zero
-//!   counters, no faults, no grants, default OAuth knobs, no CRM records (HubSpot or
-//!   Salesforce).
+//!   counters, no faults, no grants, default OAuth knobs (no app scope sets, nothing
+//!   withheld), no CRM records (HubSpot or Salesforce), no Gmail messages or Calendar
+//!   events.
 //!
 //! OAuth knobs (each also a [`SandboxState`] method):
 //! - `GET|POST /_sandbox/oauth/clients` — an [`OAuthClient`]:
@@ -313,6 +333,15 @@
 //!   "scopes":["oauth"]}` seeds a grant → a [`SeededGrant`]; `GET
 //!   /_sandbox/oauth/grants?provider=hubspot&email=…` lists [`OAuthGrantView`]s;
 //!   `POST /_sandbox/oauth/grants/lookup` `{"token":"…"}` finds the grant of any token.
+//! - `POST /_sandbox/oauth/client_scopes` `{"provider","client_id","scopes":[…]|null}`:
+//!   the app's configured scopes ([`SandboxState::set_oauth_client_scopes`]).
+//! - `POST /_sandbox/oauth/withhold_scopes` `{"provider","scopes":[…]}`: partial consent
+//!   for new authorizations ([`SandboxState::withhold_scopes`]).
+//! - `POST /_sandbox/oauth/narrow` `{"provider","token"|"grant_id"|"email"(+"client_id"),
+//!   "keep"?,"remove"?}`: an admin narrowed the app; the grants' tokens lose the scopes at
+//!   once ([`SandboxState::narrow_grants`]).
+//! - `POST /_sandbox/hubspot/private_app_scopes` `{"portal"?,"scopes":[…]}`
+//!   ([`SandboxState::set_hubspot_private_app_scopes`]).
 //!
 //! HubSpot CRM knobs (each also a [`SandboxState`] method; `portal` defaults to 62515):
 //! - `POST /_sandbox/hubspot/seed` `{"object":"contacts","count":100000,"portal":62515}`
@@ -393,8 +422,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use oauth::{
-    OAuthClient, OAuthClientView, OAuthError, OAuthFault, OAuthGrantView, OAuthProvider,
-    OAuthSettingsView, OAuthUser, SeededGrant, default_oauth_clients, default_oauth_users,
+    GrantSelector, OAuthClient, OAuthClientView, OAuthError, OAuthFault, OAuthGrantView,
+    OAuthProvider, OAuthSettingsView, OAuthUser, SeededGrant, default_oauth_clients,
+    default_oauth_users,
 };
 pub use providers::hubspot_crm::{CrmObject, CrmRecord};
 pub use providers::salesforce_crm::{DEFAULT_SALESFORCE_ORG, SfApiUsage, SfObject, SfRecord};

@@ -189,6 +189,11 @@ pub enum ProviderAccount {
         /// Requests allowed per day (HubSpot: 250,000 for Free and Starter).
         #[serde(default = "default_daily_limit")]
         daily_limit: u64,
+        /// The private app's scopes (default: `oauth` and read/write of the objects and
+        /// schemas of contacts, companies and deals); CRM calls outside them answer 403
+        /// `MISSING_SCOPES`.
+        #[serde(default = "crate::oauth::hubspot_crm_scopes")]
+        scopes: Vec<String>,
     },
     /// Chatwoot: header `api_access_token`.
     Chatwoot {
@@ -413,6 +418,8 @@ pub struct SandboxState {
     crm: Arc<Mutex<crate::providers::hubspot_crm::CrmStore>>,
     /// Salesforce records per org, behind their own lock.
     sf: Arc<Mutex<crate::providers::salesforce_crm::SfStore>>,
+    /// Gmail messages and Calendar events per Google user, behind their own lock.
+    google: Arc<Mutex<crate::providers::google_api::GoogleStore>>,
 }
 
 impl fmt::Debug for SandboxState {
@@ -471,6 +478,35 @@ impl SandboxState {
     /// Registers an account (replacing one of the same provider and id); returns its id.
     pub fn add_account(&self, account: Account) -> Result<u64, AccountError> {
         self.lock().add_account(account)
+    }
+
+    /// Sets the scopes of the HubSpot private app(s) of `portal` (an admin edited the
+    /// app); CRM calls outside them answer 403 `MISSING_SCOPES`. Returns how many private
+    /// apps changed; unknown scopes are refused and change nothing.
+    pub fn set_hubspot_private_app_scopes(
+        &self,
+        portal: u64,
+        scopes: &[String],
+    ) -> Result<usize, AccountError> {
+        let hubspot = crate::oauth::OAuthProvider::Hubspot;
+        if let Some(unknown) = scopes
+            .iter()
+            .find(|scope| !crate::oauth::known_scope(hubspot, scope))
+        {
+            return Err(AccountError(format!("unknown HubSpot scope {unknown:?}")));
+        }
+        let mut inner = self.lock();
+        let mut changed = 0;
+        for account in inner.accounts.iter_mut().filter(|a| a.id == portal) {
+            if let ProviderAccount::Hubspot {
+                scopes: current, ..
+            } = &mut account.provider
+            {
+                *current = scopes.to_vec();
+                changed += 1;
+            }
+        }
+        Ok(changed)
     }
 
     /// Every registered account (credentials stay redacted in `Debug`).
@@ -579,12 +615,19 @@ impl SandboxState {
     /// Back to a freshly started sandbox: seeded accounts, OAuth clients and users only,
     /// zero counters, no faults, no OAuth grants, default OAuth knobs, no HubSpot CRM
     /// or Salesforce records, custom properties, query locators, API allowances or
-    /// malformed-response knobs, empty rate-limit windows.
+    /// malformed-response knobs, empty rate-limit windows, no Gmail messages or Calendar
+    /// events.
     pub fn reset(&self) {
         *self.lock() = Inner::default();
         *self.oauth_store() = crate::oauth::Store::default();
         *self.crm_store() = crate::providers::hubspot_crm::CrmStore::default();
         *self.sf_store() = crate::providers::salesforce_crm::SfStore::default();
+        *self.google_store() = crate::providers::google_api::GoogleStore::default();
+    }
+
+    /// The Gmail and Calendar store, locked.
+    pub(crate) fn google_store(&self) -> MutexGuard<'_, crate::providers::google_api::GoogleStore> {
+        self.google.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The Salesforce record store, locked.
@@ -741,10 +784,16 @@ fn normalise(account: &mut ProviderAccount) -> Result<(), AccountError> {
             access_token,
             ten_secondly_limit,
             daily_limit,
+            scopes,
             ..
         } => {
             if *ten_secondly_limit == 0 || *daily_limit == 0 {
                 return Err(AccountError("rate limits must be at least 1".to_owned()));
+            }
+            if let Some(unknown) = scopes.iter().find(|scope| {
+                !crate::oauth::known_scope(crate::oauth::OAuthProvider::Hubspot, scope)
+            }) {
+                return Err(AccountError(format!("unknown HubSpot scope {unknown:?}")));
             }
             require(access_token, "access_token")
         }
@@ -867,6 +916,7 @@ pub fn default_accounts() -> Vec<Account> {
                 time_zone: default_time_zone(),
                 ten_secondly_limit: default_ten_secondly_limit(),
                 daily_limit: default_daily_limit(),
+                scopes: crate::oauth::hubspot_crm_scopes(),
             },
         },
         Account {

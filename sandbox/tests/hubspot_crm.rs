@@ -506,7 +506,7 @@ async fn oauth_tokens_act_for_their_portal() {
             sandbox::OAuthProvider::Hubspot,
             "hubspot-sandbox-client-id",
             None,
-            &["oauth"],
+            &["oauth", "crm.objects.contacts.read"],
         )
         .expect("grant");
     let token = seeded.access_token;

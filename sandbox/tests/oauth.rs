@@ -152,7 +152,7 @@ fn spec(provider: OAuthProvider) -> Spec {
                 "/oauth.custom.example/authorize",
                 "/oauth.custom.example/token",
                 Auth::Basic,
-                "read write",
+                "openid read write",
                 &[],
             ),
         };

@@ -375,6 +375,7 @@ async fn hubspot_111th_request_in_ten_seconds_is_429() {
                 time_zone: "US/Eastern".into(),
                 ten_secondly_limit: 110,
                 daily_limit: 1000,
+                scopes: sandbox::oauth::hubspot_crm_scopes(),
             },
         })
         .unwrap();

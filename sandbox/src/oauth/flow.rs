@@ -85,9 +85,9 @@ fn token_params(
     Ok(map)
 }
 
-/// Space-separated scopes (Zoho and Pipedrive also accept commas), with a provider's
-/// spellings: Google's long names for `email`/`profile`; HubSpot's `optional_scope`.
-fn scopes(provider: OAuthProvider, query: &HashMap<String, String>) -> Vec<String> {
+/// Space-separated scopes (Zoho and Pipedrive also accept commas) of the `name`
+/// parameter, with a provider's spellings: Google's long names for `email`/`profile`.
+fn scope_list(provider: OAuthProvider, query: &HashMap<String, String>, name: &str) -> Vec<String> {
     let split = |text: &str| -> Vec<String> {
         text.split(|c: char| {
             c.is_whitespace()
@@ -97,12 +97,16 @@ fn scopes(provider: OAuthProvider, query: &HashMap<String, String>) -> Vec<Strin
         .map(str::to_owned)
         .collect()
     };
-    let mut scopes = query.get("scope").map(|s| split(s)).unwrap_or_default();
-    if provider == OAuthProvider::Hubspot
-        && let Some(optional) = query.get("optional_scope")
-    {
-        scopes.extend(split(optional));
-    }
+    let mut scopes = query.get(name).map(|s| split(s)).unwrap_or_default();
+    let mut seen = std::collections::HashSet::new();
+    scopes.retain(|s| seen.insert(s.clone()));
+    scopes
+}
+
+/// The asked scopes (see [`scope_list`]), or what the app's configuration grants when
+/// the request names none.
+fn scopes(provider: OAuthProvider, query: &HashMap<String, String>) -> Vec<String> {
+    let mut scopes = scope_list(provider, query, "scope");
     if provider == OAuthProvider::Google {
         scopes = scopes.iter().map(|s| shape::google_scope(s)).collect();
     }
@@ -222,6 +226,7 @@ pub(crate) fn authorize(
             "Only response_type=code is supported.",
         );
     }
+    let asked = scopes(provider, &query);
     let challenge = match (get("code_challenge"), get("code_challenge_method")) {
         (None, None) => None,
         (None, Some(_)) => {
@@ -250,11 +255,23 @@ pub(crate) fn authorize(
             }
         }
     };
+    // HubSpot's `optional_scope`: granted if the app and account have them.
+    let optional_scopes = if provider == OAuthProvider::Hubspot {
+        scope_list(provider, &query, "optional_scope")
+            .into_iter()
+            .filter(|scope| !asked.contains(scope))
+            .collect()
+    } else {
+        Vec::new()
+    };
     let request = AuthorizeRequest {
         provider,
         client_id: client_id.to_owned(),
         redirect_uri: redirect_uri.to_owned(),
-        scopes: scopes(provider, &query),
+        scopes: asked,
+        optional_scopes,
+        include_granted: provider == OAuthProvider::Google
+            && get("include_granted_scopes") == Some("true"),
         challenge,
         login_hint: get("login_hint").map(str::to_owned),
         site: site.to_owned(),
@@ -273,7 +290,7 @@ pub(crate) fn authorize(
                     pairs.push(("accounts-server", format!("https://accounts.zoho.{dc}")));
                 }
                 OAuthProvider::Google => {
-                    pairs.push(("scope", scopes(provider, &query).join(" ")));
+                    pairs.push(("scope", authorized.scopes.join(" ")));
                 }
                 _ => {}
             }
@@ -294,6 +311,52 @@ pub(crate) fn authorize(
             "access_denied",
             "There is no user to sign in as; register one first.",
         ),
+        Err(AuthorizeRefusal::InvalidScope(refused)) => {
+            invalid_scope(provider, &refused, |description| {
+                refuse("invalid_scope", description)
+            })
+        }
+    }
+}
+
+/// A provider's answer to scopes it does not know or the app is not configured with:
+/// HubSpot, Google and Zoho show an error page (no redirect); the others redirect with
+/// RFC 6749 `error=invalid_scope` (`refuse`) in their own wording.
+fn invalid_scope(
+    provider: OAuthProvider,
+    refused: &[String],
+    refuse: impl Fn(&str) -> Response,
+) -> Response {
+    let list = refused.join(" ");
+    match provider {
+        OAuthProvider::Hubspot => error_page(
+            provider,
+            "invalid_scope",
+            &format!(
+                "Couldn't complete the connection. Authorization failed because the provided scopes are insufficient or not allowed for this app: {list}. Please contact the app developer."
+            ),
+        ),
+        OAuthProvider::Google => error_page(
+            provider,
+            "Error 400: invalid_scope",
+            &format!(
+                "Some requested scopes were invalid. {{invalid=[{}]}}",
+                refused.join(", ")
+            ),
+        ),
+        OAuthProvider::Zoho => error_page(
+            provider,
+            "Invalid OAuth Scope",
+            &format!("Scope does not exist: {list}"),
+        ),
+        OAuthProvider::Salesforce => refuse("the requested scope is not allowed"),
+        OAuthProvider::Dynamics365 => refuse(&format!(
+            "AADSTS70011: The provided request must include a 'scope' input parameter. The provided value for the input parameter 'scope' is not valid. The scope {list} is not valid."
+        )),
+        OAuthProvider::Zendesk => refuse("The requested scope is invalid, unknown, or malformed."),
+        OAuthProvider::Genesys | OAuthProvider::CustomOauth | OAuthProvider::Pipedrive => {
+            refuse(&format!("Unknown scope: {list}"))
+        }
     }
 }
 
@@ -550,11 +613,12 @@ mod tests {
             ["A.READ", "B.ALL"]
         );
         assert_eq!(
-            scopes(
+            scope_list(
                 OAuthProvider::Hubspot,
-                &query(&[("scope", "oauth crm.a"), ("optional_scope", "crm.b oauth")])
+                &query(&[("scope", "oauth crm.a"), ("optional_scope", "crm.b oauth")]),
+                "optional_scope"
             ),
-            ["oauth", "crm.a", "crm.b"]
+            ["crm.b", "oauth"]
         );
         assert_eq!(
             scopes(OAuthProvider::Salesforce, &query(&[])),

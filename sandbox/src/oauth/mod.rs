@@ -12,6 +12,7 @@
 //! of it. Views ([`OAuthGrantView`]) never carry tokens.
 
 mod flow;
+mod scopes;
 mod shape;
 mod store;
 mod util;
@@ -20,6 +21,8 @@ pub(crate) use flow::{
     AccessCheck, authenticate_client, authorize, bearer_access, client_error, introspect_response,
     params, revoke, token,
 };
+pub use scopes::hubspot_crm_scopes;
+pub(crate) use scopes::{known as known_scope, satisfies as scopes_satisfy};
 pub(crate) use shape::{forced_status, salesforce_id_url};
 pub(crate) use store::{
     AccessDenied, AccessGrant, GENESYS_REGIONS, RevokeOutcome, RevokeReach, SALESFORCE_LOGIN,
@@ -328,6 +331,25 @@ pub struct OAuthGrantView {
     pub reuse_detected: bool,
 }
 
+/// Which grants a knob acts on (`POST /_sandbox/oauth/narrow` takes `token`, `grant_id`,
+/// or `email` with an optional `client_id`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GrantSelector {
+    /// The grant of any code or token ever issued for it (what a test holding the
+    /// tokens knows).
+    Token(String),
+    /// A grant by id (as listed by `GET /_sandbox/oauth/grants`).
+    GrantId(u64),
+    /// Every grant of a user, optionally only those to one client (what a test that
+    /// never sees the tokens knows).
+    User {
+        /// The approving user's email.
+        email: String,
+        /// Only grants to this client.
+        client_id: Option<String>,
+    },
+}
+
 /// An OAuth provider's knobs, as served by `GET /_sandbox/oauth/settings`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct OAuthSettingsView {
@@ -341,6 +363,8 @@ pub struct OAuthSettingsView {
     pub pending_token_faults: Vec<(OAuthFault, u32)>,
     /// Authorizations still to be denied.
     pub pending_denials: u32,
+    /// Scopes every new authorization leaves out (partial consent).
+    pub withheld_scopes: Vec<String>,
 }
 
 /// Why an OAuth client, user or seeded grant was refused.
@@ -478,5 +502,41 @@ impl SandboxState {
     /// Every OAuth provider's knobs.
     pub fn oauth_settings(&self) -> Vec<OAuthSettingsView> {
         self.oauth_store().settings_views()
+    }
+
+    /// Configures the scopes an app (client) may be granted, as in the provider's app
+    /// settings; `None` (the default) allows every scope the provider knows. An
+    /// authorization asking for others is refused the provider's way; Pipedrive grants
+    /// exactly this set. Unknown scopes are refused here.
+    pub fn set_oauth_client_scopes(
+        &self,
+        provider: OAuthProvider,
+        client_id: &str,
+        scopes: Option<Vec<String>>,
+    ) -> Result<(), OAuthError> {
+        self.oauth_store()
+            .set_client_scopes(provider, client_id, scopes)
+    }
+
+    /// Partial consent: from now on, authorizations at `provider` grant every asked
+    /// scope except these (the user unticked them, or the account lacks the feature).
+    /// An empty list grants in full again.
+    pub fn withhold_scopes(&self, provider: OAuthProvider, scopes: Vec<String>) {
+        self.oauth_store().knobs_mut(provider).withheld = scopes;
+    }
+
+    /// An admin narrowed the app in the provider: every grant `selector` names keeps
+    /// only the members of `keep` (when given) and loses those of `remove`. Their live
+    /// access tokens lose them at once (later calls get the provider's missing-scope
+    /// answer), token info reports the narrower set, and refreshes issue it. Returns the
+    /// grants as they are now; empty when none matched at `provider`.
+    pub fn narrow_grants(
+        &self,
+        provider: OAuthProvider,
+        selector: &GrantSelector,
+        keep: Option<&[String]>,
+        remove: &[String],
+    ) -> Vec<OAuthGrantView> {
+        self.oauth_store().narrow(provider, selector, keep, remove)
     }
 }

@@ -10,11 +10,11 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::shape::{self, TokenUse};
-use super::util;
 use super::{
-    OAuthClient, OAuthClientView, OAuthError, OAuthFault, OAuthGrantView, OAuthProvider,
-    OAuthSettingsView, OAuthUser,
+    GrantSelector, OAuthClient, OAuthClientView, OAuthError, OAuthFault, OAuthGrantView,
+    OAuthProvider, OAuthSettingsView, OAuthUser,
 };
+use super::{scopes, util};
 use crate::state::Secret;
 
 /// How long an authorization code can be exchanged.
@@ -63,6 +63,9 @@ pub(crate) struct Knobs {
     pub(crate) denials: u32,
     /// Access tokens with a sequence number up to this one are expired.
     expired_up_to: u64,
+    /// Scopes the consenting user (or the account's plan) withholds from every new
+    /// authorization: a partial grant.
+    pub(crate) withheld: Vec<String>,
 }
 
 impl Knobs {
@@ -73,6 +76,7 @@ impl Knobs {
             faults: VecDeque::new(),
             denials: 0,
             expired_up_to: 0,
+            withheld: Vec::new(),
         }
     }
 }
@@ -81,6 +85,8 @@ impl Knobs {
 struct ClientRecord {
     secret: Secret,
     app_id: u64,
+    /// The scopes the app is configured with; `None`: every scope the provider knows.
+    scopes: Option<Vec<String>>,
 }
 
 /// A PKCE code challenge.
@@ -234,6 +240,12 @@ pub(crate) struct AuthorizeRequest {
     pub(crate) client_id: String,
     pub(crate) redirect_uri: String,
     pub(crate) scopes: Vec<String>,
+    /// HubSpot's `optional_scope`: granted when the app and account have them, else
+    /// silently left out.
+    pub(crate) optional_scopes: Vec<String>,
+    /// Google's `include_granted_scopes=true`: add the scopes of the user's live grants
+    /// to this client.
+    pub(crate) include_granted: bool,
     pub(crate) challenge: Option<Challenge>,
     pub(crate) login_hint: Option<String>,
     /// Where the request was made: Zendesk subdomain, Genesys region, Salesforce host,
@@ -249,6 +261,8 @@ pub(crate) struct AuthorizeRequest {
 pub(crate) struct Authorized {
     pub(crate) code: String,
     pub(crate) user: OAuthUser,
+    /// The scopes the code grants.
+    pub(crate) scopes: Vec<String>,
 }
 
 /// Why an authorization request was not approved.
@@ -260,6 +274,8 @@ pub(crate) enum AuthorizeRefusal {
     Denied,
     /// The provider has no user to approve: error page.
     NoUser,
+    /// Scopes the provider does not know or the app is not configured with.
+    InvalidScope(Vec<String>),
 }
 
 /// Tokens just issued by a code exchange, a refresh or a seed, with everything the
@@ -429,11 +445,11 @@ impl Store {
             return Err(OAuthError("client_secret must not be empty".to_owned()));
         }
         let key = (client.provider, client_id.clone());
-        let app_id = match self.clients.get(&key) {
-            Some(existing) => existing.app_id,
+        let (app_id, scopes) = match self.clients.get(&key) {
+            Some(existing) => (existing.app_id, existing.scopes.clone()),
             None => {
                 self.next_app_id += 1;
-                self.next_app_id - 1
+                (self.next_app_id - 1, None)
             }
         };
         self.clients.insert(
@@ -441,6 +457,7 @@ impl Store {
             ClientRecord {
                 secret: client.client_secret,
                 app_id,
+                scopes,
             },
         );
         Ok(OAuthClientView {
@@ -476,6 +493,42 @@ impl Store {
             Some(secret) if util::secure_eq(record.secret.expose(), secret) => Ok(()),
             _ => Err(ClientProblem::BadSecret),
         }
+    }
+
+    /// Configures the scopes an app may be granted (`None`: every scope the provider
+    /// knows). Unknown scopes are refused.
+    pub(crate) fn set_client_scopes(
+        &mut self,
+        provider: OAuthProvider,
+        client_id: &str,
+        scopes: Option<Vec<String>>,
+    ) -> Result<(), OAuthError> {
+        if let Some(unknown) = scopes
+            .iter()
+            .flatten()
+            .find(|scope| !scopes::known(provider, scope))
+        {
+            return Err(OAuthError(format!(
+                "{provider} does not know scope {unknown:?}"
+            )));
+        }
+        let record = self
+            .clients
+            .get_mut(&(provider, client_id.to_owned()))
+            .ok_or_else(|| OAuthError(format!("{provider} has no client {client_id:?}")))?;
+        record.scopes = scopes;
+        Ok(())
+    }
+
+    /// The scopes an app is configured with (`None`: unrestricted).
+    pub(crate) fn client_scopes(
+        &self,
+        provider: OAuthProvider,
+        client_id: &str,
+    ) -> Option<Vec<String>> {
+        self.clients
+            .get(&(provider, client_id.to_owned()))
+            .and_then(|record| record.scopes.clone())
     }
 
     /// Whether `client_id` is a client of `provider`.
@@ -693,6 +746,7 @@ impl Store {
                 rotation: knobs.rotation,
                 pending_token_faults: knobs.faults.iter().copied().collect(),
                 pending_denials: knobs.denials,
+                withheld_scopes: knobs.withheld.clone(),
             })
             .collect()
     }
@@ -842,6 +896,7 @@ impl Store {
         if !self.has_client(provider, &request.client_id) {
             return Err(AuthorizeRefusal::UnknownClient);
         }
+        let granted = self.scopes_to_grant(&request)?;
         if deny {
             return Err(AuthorizeRefusal::Denied);
         }
@@ -858,6 +913,22 @@ impl Store {
             OAuthProvider::Zoho => self.users[user].data_centre.clone(),
             _ => request.site,
         };
+        let mut granted = granted;
+        if request.include_granted {
+            // Google's incremental authorization: the new grant also carries what the
+            // user already granted this client.
+            let earlier: Vec<String> = self.user_grants[user]
+                .iter()
+                .map(|&id| &self.grants[index_of(id)])
+                .filter(|g| !g.revoked && g.client_id == request.client_id)
+                .flat_map(|g| g.scopes.iter().cloned())
+                .collect();
+            for scope in earlier {
+                if !granted.contains(&scope) {
+                    granted.push(scope);
+                }
+            }
+        }
         let code = self.mint(provider, TokenUse::Code, user);
         self.codes.insert(
             code.clone(),
@@ -865,7 +936,7 @@ impl Store {
                 provider,
                 client_id: request.client_id,
                 redirect_uri: request.redirect_uri,
-                scopes: request.scopes,
+                scopes: granted.clone(),
                 challenge: request.challenge,
                 user,
                 site,
@@ -878,7 +949,56 @@ impl Store {
         Ok(Authorized {
             code,
             user: self.users[user].clone(),
+            scopes: granted,
         })
+    }
+
+    /// What an authorization grants: every asked scope must be one the provider knows
+    /// and the app is configured with (else the request is refused, naming them);
+    /// optional scopes are granted only when both hold; scopes the user withholds (the
+    /// partial-grant knob) are left out. Pipedrive ignores the asked scopes: its users
+    /// accept the app's configured set (with `base` always), or, for an app configured
+    /// with no set, what was asked that Pipedrive knows.
+    fn scopes_to_grant(&self, request: &AuthorizeRequest) -> Result<Vec<String>, AuthorizeRefusal> {
+        let provider = request.provider;
+        let app = self.client_scopes(provider, &request.client_id);
+        let allowed = |scope: &String| {
+            scopes::known(provider, scope) && app.as_ref().is_none_or(|app| app.contains(scope))
+        };
+        let mut granted: Vec<String> = if provider == OAuthProvider::Pipedrive {
+            let mut set = app.clone().unwrap_or_else(|| {
+                request
+                    .scopes
+                    .iter()
+                    .filter(|s| allowed(s))
+                    .cloned()
+                    .collect()
+            });
+            if !set.iter().any(|s| s == "base") {
+                set.insert(0, "base".to_owned());
+            }
+            set
+        } else {
+            let refused: Vec<String> = request
+                .scopes
+                .iter()
+                .filter(|s| !allowed(s))
+                .cloned()
+                .collect();
+            if !refused.is_empty() {
+                return Err(AuthorizeRefusal::InvalidScope(refused));
+            }
+            request.scopes.clone()
+        };
+        for scope in &request.optional_scopes {
+            if allowed(scope) && !granted.contains(scope) {
+                granted.push(scope.clone());
+            }
+        }
+        if let Some(knobs) = self.knobs.get(&provider) {
+            granted.retain(|scope| !knobs.withheld.contains(scope));
+        }
+        Ok(granted)
     }
 
     // ------------------------------------------------------------ token endpoint
@@ -1169,7 +1289,7 @@ impl Store {
             client_id: grant.client_id.clone(),
             app_id: self.app_id(provider, &grant.client_id),
             user: self.users[grant.user].clone(),
-            scopes: scopes.clone().unwrap_or_else(|| grant.scopes.clone()),
+            scopes: effective_scopes(scopes, grant),
             site: grant.site.clone(),
             issued_unix,
             ttl,
@@ -1195,7 +1315,7 @@ impl Store {
                 refresh,
                 client_id: grant.client_id.clone(),
                 user: self.users[grant.user].clone(),
-                scopes: scopes.clone().unwrap_or_else(|| grant.scopes.clone()),
+                scopes: effective_scopes(scopes, grant),
                 issued_unix,
                 expires_unix,
             };
@@ -1277,6 +1397,64 @@ impl Store {
         RevokeOutcome::Revoked
     }
 
+    /// The ids of the grants of `provider` that `selector` names (live or not).
+    fn select_grants(&self, provider: OAuthProvider, selector: &GrantSelector) -> Vec<u64> {
+        let ids: Vec<u64> = match selector {
+            GrantSelector::Token(token) => self
+                .tokens
+                .get(token)
+                .map(|record| record.grant)
+                .or_else(|| self.codes.get(token).and_then(|code| code.redeemed))
+                .into_iter()
+                .collect(),
+            GrantSelector::GrantId(id) => vec![*id],
+            GrantSelector::User { email, client_id } => self
+                .user_by_email(provider, email)
+                .map(|user| {
+                    self.user_grants[user]
+                        .iter()
+                        .copied()
+                        .filter(|&id| {
+                            client_id
+                                .as_deref()
+                                .is_none_or(|c| self.grants[index_of(id)].client_id == c)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        ids.into_iter()
+            .filter(|&id| {
+                self.grants
+                    .get(index_of(id))
+                    .is_some_and(|g| g.provider == provider)
+            })
+            .collect()
+    }
+
+    /// An admin narrowed the app: each grant `selector` names keeps only `keep`'s members
+    /// it has and loses `remove`'s. Live access tokens lose them at once; later refreshes
+    /// issue the narrower set. Returns the grants as they are now.
+    pub(crate) fn narrow(
+        &mut self,
+        provider: OAuthProvider,
+        selector: &GrantSelector,
+        keep: Option<&[String]>,
+        remove: &[String],
+    ) -> Vec<OAuthGrantView> {
+        let ids = self.select_grants(provider, selector);
+        for &id in &ids {
+            if let Some(grant) = self.grants.get_mut(index_of(id)) {
+                grant.scopes.retain(|scope| {
+                    keep.is_none_or(|keep| keep.contains(scope)) && !remove.contains(scope)
+                });
+            }
+        }
+        ids.into_iter()
+            .filter_map(|id| self.grant_view(id))
+            .collect()
+    }
+
     pub(crate) fn revoke_user(&mut self, provider: OAuthProvider, email: &str) -> usize {
         let Some(user) = self.user_by_email(provider, email) else {
             return 0;
@@ -1348,6 +1526,19 @@ impl Store {
         self.provider_users
             .get(&provider)
             .is_some_and(|users| users.iter().any(|&index| predicate(&self.users[index])))
+    }
+}
+
+/// A token's scopes: those asked at its refresh (or the grant's), less any the grant
+/// lost since (narrowing).
+fn effective_scopes(token_scopes: &Option<Vec<String>>, grant: &Grant) -> Vec<String> {
+    match token_scopes {
+        Some(scopes) => scopes
+            .iter()
+            .filter(|scope| grant.scopes.contains(scope))
+            .cloned()
+            .collect(),
+        None => grant.scopes.clone(),
     }
 }
 

@@ -5,6 +5,13 @@
 //!
 //! Refresh-token rotation is on by default. Errors: `{"error":"…","error_description":"…"}`;
 //! bad bearer tokens get 401 with `WWW-Authenticate: Bearer error="invalid_token"`.
+//!
+//! Scopes: any RFC 6749 scope-token is accepted at authorize (a tenant's server defines
+//! its own; malformed ones are redirected with `error=invalid_scope`). A grant that asked
+//! for none carries the server's default, everything. `userinfo` needs `openid`,
+//! `profile` or `email` (OpenID Connect's claims scopes); without: RFC 6750 §3.1's 403
+//! `{"error":"insufficient_scope",…}` with `WWW-Authenticate: Bearer …,
+//! error="insufficient_scope", scope="openid profile email"`.
 
 use axum::http::header::WWW_AUTHENTICATE;
 use axum::http::{HeaderValue, Method, StatusCode};
@@ -128,6 +135,12 @@ pub(crate) fn handle(endpoint: Endpoint, state: &SandboxState, req: &ProviderReq
         }
         Endpoint::UserInfo => {
             match oauth::bearer_access(state, provider, wire::bearer_token(&req.headers)) {
+                AccessCheck::Granted(grant)
+                    if !grant.scopes.is_empty()
+                        && !oauth::scopes_satisfy(&grant.scopes, &userinfo_scopes()) =>
+                {
+                    insufficient_scope()
+                }
                 AccessCheck::Granted(grant) => wire::json(
                     StatusCode::OK,
                     json!({
@@ -141,6 +154,30 @@ pub(crate) fn handle(endpoint: Endpoint, state: &SandboxState, req: &ProviderReq
             }
         }
     }
+}
+
+/// Scopes of which `userinfo` needs one.
+fn userinfo_scopes() -> [String; 3] {
+    [
+        "openid".to_owned(),
+        "profile".to_owned(),
+        "email".to_owned(),
+    ]
+}
+
+/// RFC 6750 §3.1: 403 `insufficient_scope`, naming the scopes that would do.
+fn insufficient_scope() -> Response {
+    let mut response = wire::json(
+        StatusCode::FORBIDDEN,
+        json!({"error": "insufficient_scope", "error_description": "The access token lacks the scope this resource needs"}),
+    );
+    let challenge = format!(
+        "Bearer realm=\"{HOST}\", error=\"insufficient_scope\", scope=\"openid profile email\""
+    );
+    if let Ok(value) = HeaderValue::from_str(&challenge) {
+        response.headers_mut().insert(WWW_AUTHENTICATE, value);
+    }
+    response
 }
 
 /// RFC 6750 §3: 401 with a bearer challenge (and an error code when a token was sent).

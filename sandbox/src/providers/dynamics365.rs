@@ -2,8 +2,16 @@
 //! `/login.microsoftonline.com/{tenant}/oauth2/v2.0/{authorize,token}` and the Dataverse
 //! Web API's `WhoAmI` at `/{org}.{crm_region}.dynamics.com/api/data/v9.2/WhoAmI`.
 //!
-//! An access token is good at an environment its scopes name (`https://{env}/…`), or at
-//! the user's own environment when it names none. There is no revocation endpoint.
+//! An access token is good only at the environment its scopes name as the resource
+//! (`https://{env}/user_impersonation` or `https://{env}/.default`): the token's audience.
+//! A token for another resource, or with only `openid profile email offline_access`
+//! (Microsoft then issues a Graph token), gets the Web API's 401 with an empty body and
+//! `WWW-Authenticate: Bearer authorization_uri=…, resource_id=https://{env}/`, as
+//! Dataverse answers a token whose `aud` is not the environment. Scopes at authorize:
+//! `openid profile email offline_access` and `https://{resource}/{permission}`; others
+//! are redirected with `error=invalid_scope` (AADSTS70011). Not reproduced: Dataverse
+//! security roles and privileges, service-protection limits (only forced 429s). There
+//! is no revocation endpoint.
 //! OAuth errors carry `error_codes`, `trace_id`, `correlation_id` and `timestamp`; the
 //! Web API's 401 has an empty body and a `WWW-Authenticate: Bearer …` challenge.
 
@@ -117,21 +125,18 @@ pub(crate) fn handle(endpoint: Endpoint, state: &SandboxState, req: &ProviderReq
     }
 }
 
-/// Whether the token was issued for this environment.
+/// Whether the token was issued for this environment: one of its scopes is the
+/// environment's `user_impersonation` or `.default` permission.
 fn audience_ok(grant: &AccessGrant, host: &str) -> bool {
-    let resources: Vec<&str> = grant
-        .scopes
-        .iter()
-        .filter_map(|scope| scope.strip_prefix("https://"))
-        .filter_map(|rest| rest.split('/').next())
-        .collect();
-    if resources.is_empty() {
-        grant.user.environment_host == host
-    } else {
-        resources
-            .iter()
-            .any(|resource| resource.eq_ignore_ascii_case(host))
-    }
+    grant.scopes.iter().any(|scope| {
+        scope
+            .strip_prefix("https://")
+            .and_then(|rest| rest.split_once('/'))
+            .is_some_and(|(resource, permission)| {
+                resource.eq_ignore_ascii_case(host)
+                    && matches!(permission, "user_impersonation" | ".default")
+            })
+    })
 }
 
 /// The Web API's 401: empty body, bearer challenge naming the authority and resource.

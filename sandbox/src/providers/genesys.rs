@@ -5,6 +5,13 @@
 //! A grant lives in the region that issued it. Errors: OAuth `{"error":"invalid_grant",
 //! "description":"…","error_description":"…"}`; API `{"message":"…","code":"…",
 //! "status":N}`.
+//!
+//! Scopes: `{family}` and `{family}:readonly` of Genesys's scope families (`users`,
+//! `conversations`, `analytics`, …); others are redirected with `error=invalid_scope`. A
+//! grant that asked for none carries every scope (a client with no scopes assigned).
+//! `GET users/me` needs `users` or `users:readonly`; without: 403 with
+//! `"code":"missing.any.scopes"` (Genesys's error shape; the exact code and wording are
+//! not verified against the live API). `DELETE tokens/me` needs no scope.
 
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -91,6 +98,16 @@ pub(crate) fn handle(endpoint: Endpoint, state: &SandboxState, req: &ProviderReq
         Endpoint::OAuthAuthorize => oauth::authorize(state, req, provider, region),
         Endpoint::OAuthToken => oauth::token(state, req, provider, region),
         Endpoint::UsersMe => match grant(state, req, region) {
+            Some(grant)
+                if !grant.scopes.is_empty()
+                    && !oauth::scopes_satisfy(&grant.scopes, &users_me_scopes()) =>
+            {
+                api_error(
+                    StatusCode::FORBIDDEN,
+                    "missing.any.scopes",
+                    "Missing any scopes: users, users:readonly",
+                )
+            }
             Some(grant) => {
                 let user = &grant.user;
                 wire::json(
@@ -134,6 +151,11 @@ pub(crate) fn handle(endpoint: Endpoint, state: &SandboxState, req: &ProviderReq
             None => unauthorized(),
         },
     }
+}
+
+/// Scopes of which `GET /api/v2/users/me` needs one.
+fn users_me_scopes() -> [String; 2] {
+    ["users".to_owned(), "users:readonly".to_owned()]
 }
 
 /// The grant of the request's bearer token, if it is valid in this region.

@@ -2,6 +2,16 @@
 //! `/oauth2.googleapis.com/{token,revoke,tokeninfo}`, identity at
 //! `/openidconnect.googleapis.com/v1/userinfo` (and `www.googleapis.com/oauth2/v3/userinfo`).
 //!
+//! Gmail and Calendar methods are [`super::google_api`]'s.
+//!
+//! Scopes: an authorization may ask only for scopes the sandbox knows for Google
+//! (`openid`, `email`, `profile`, the Gmail, Calendar, Drive, Contacts and Sheets scopes)
+//! that the client is configured with; others get Google's error page "Error 400:
+//! invalid_scope" (no redirect). `include_granted_scopes=true` adds the user's live grants
+//! to the same client (incremental authorization); the redirect's `scope` lists what was
+//! granted, which the partial-consent knob can make less than asked (Google's granular
+//! consent).
+//!
 //! Refresh tokens come only from a code exchange whose authorization asked for
 //! `access_type=offline`, never from a refresh. `email`/`profile` scopes are granted
 //! under their long names; userinfo shows `email` only with the email scope and `name`
@@ -41,7 +51,14 @@ pub const API_HOST: &str = "www.googleapis.com";
 
 /// Whether `host` is one of Google's the stand-in serves.
 pub(crate) fn is_host(host: &str) -> bool {
-    [ACCOUNTS_HOST, OAUTH2_HOST, OIDC_HOST, API_HOST].contains(&host)
+    [
+        ACCOUNTS_HOST,
+        OAUTH2_HOST,
+        OIDC_HOST,
+        API_HOST,
+        super::google_api::GMAIL_HOST,
+    ]
+    .contains(&host)
 }
 
 /// A Google route.
@@ -57,6 +74,8 @@ pub(crate) enum Endpoint {
     TokenInfo,
     /// `GET openidconnect.googleapis.com/v1/userinfo`.
     UserInfo,
+    /// A Gmail or Calendar method ([`super::google_api`]).
+    Api(super::google_api::ApiRoute),
 }
 
 impl Endpoint {
@@ -68,6 +87,7 @@ impl Endpoint {
             Endpoint::OAuthRevoke => OAUTH_REVOKE,
             Endpoint::TokenInfo => OAUTH_INTROSPECT,
             Endpoint::UserInfo => USERINFO,
+            Endpoint::Api(route) => route.name(),
         }
     }
 }
@@ -86,7 +106,7 @@ pub(crate) fn route(req: &ProviderRequest) -> Option<Endpoint> {
         (OIDC_HOST, "/v1/userinfo") | (API_HOST, "/oauth2/v3/userinfo") if get || post => {
             Some(Endpoint::UserInfo)
         }
-        _ => None,
+        (host, path) => super::google_api::route(host, &req.method, path).map(Endpoint::Api),
     }
 }
 
@@ -137,6 +157,7 @@ pub(crate) fn handle(endpoint: Endpoint, state: &SandboxState, req: &ProviderReq
                 _ => unauthorized(),
             }
         }
+        Endpoint::Api(route) => super::google_api::handle(route, state, req),
     }
 }
 
@@ -194,15 +215,7 @@ fn unauthorized() -> Response {
 }
 
 fn api_error(status: StatusCode) -> Response {
-    let text = match status {
-        StatusCode::TOO_MANY_REQUESTS => "RESOURCE_EXHAUSTED",
-        StatusCode::SERVICE_UNAVAILABLE => "UNAVAILABLE",
-        StatusCode::NOT_FOUND => "NOT_FOUND",
-        StatusCode::UNAUTHORIZED => "UNAUTHENTICATED",
-        StatusCode::FORBIDDEN => "PERMISSION_DENIED",
-        s if s.is_server_error() => "INTERNAL",
-        _ => "INVALID_ARGUMENT",
-    };
+    let text = super::google_api::grpc_status(status);
     wire::json(
         status,
         json!({"error": {"code": status.as_u16(), "message": wire::reason(status), "status": text}}),

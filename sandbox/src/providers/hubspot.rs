@@ -9,7 +9,12 @@
 //! errors: `{"status":"BAD_REFRESH_TOKEN","message":"…","correlationId":"…"}` (400).
 //!
 //! The CRM endpoints ([`super::hubspot_crm`]) call `authorize` first so they share the same
-//! budget.
+//! budget, then check the route's granular scopes against the token's: an OAuth grant's
+//! (possibly narrowed) scopes or the private app's configured ones; lacking all of the
+//! route's alternatives → 403 `MISSING_SCOPES` with `requiredGranularScopes`.
+//! Authorize refuses scopes HubSpot does not know or the app is not
+//! configured with (error page); `optional_scope` members are granted when the app has
+//! them. Token info (`/oauth/v1/access-tokens/{token}`) reports the granted scopes.
 
 use std::time::{Duration, Instant};
 
@@ -176,6 +181,18 @@ impl Principal {
         match self {
             Principal::PrivateApp(account) => account.id,
             Principal::OAuth(grant) => grant.user.hub_id,
+        }
+    }
+
+    /// Whether the token carries one of `any_of`: a private app's configured scopes, an
+    /// OAuth token's granted (and possibly narrowed) ones.
+    pub(crate) fn has_any_scope(&self, any_of: &[String]) -> bool {
+        match self {
+            Principal::PrivateApp(account) => match &account.provider {
+                ProviderAccount::Hubspot { scopes, .. } => oauth::scopes_satisfy(scopes, any_of),
+                _ => false,
+            },
+            Principal::OAuth(grant) => oauth::scopes_satisfy(&grant.scopes, any_of),
         }
     }
 
@@ -426,6 +443,24 @@ pub(crate) fn error_body(status: StatusCode, message: &str, category: &str) -> R
     )
 }
 
+/// HubSpot's 403 `MISSING_SCOPES` for a token lacking every one of `any_of`.
+pub(crate) fn missing_scopes(any_of: &[String]) -> Response {
+    wire::json(
+        StatusCode::FORBIDDEN,
+        json!({
+            "status": "error",
+            "message": "This app hasn't been granted all required scopes to make this call. Read more about required scopes here: https://developers.hubspot.com/scopes.",
+            "correlationId": wire::correlation_id(),
+            "errors": [{
+                "message": "One or more of the following scopes are required.",
+                "context": {"requiredGranularScopes": any_of},
+            }],
+            "links": {"scopes": "https://developers.hubspot.com/scopes"},
+            "category": "MISSING_SCOPES",
+        }),
+    )
+}
+
 /// 401 for a missing or unknown token.
 fn unauthorized() -> Response {
     error_body(
@@ -480,7 +515,7 @@ pub(crate) fn error_for_status(status: StatusCode) -> Response {
         StatusCode::UNAUTHORIZED => return unauthorized(),
         StatusCode::TOO_MANY_REQUESTS => return rate_limited(TEN_SECONDLY_ROLLING),
         StatusCode::BAD_REQUEST => "VALIDATION_ERROR",
-        StatusCode::FORBIDDEN => "MISSING_SCOPES",
+        StatusCode::FORBIDDEN => return missing_scopes(&[]),
         StatusCode::NOT_FOUND => "OBJECT_NOT_FOUND",
         StatusCode::CONFLICT => "CONFLICT",
         StatusCode::LOCKED => "LOCKED",

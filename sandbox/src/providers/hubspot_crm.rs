@@ -746,6 +746,31 @@ impl CrmRoute {
         }
     }
 
+    /// The scopes of which a token needs one, per HubSpot's OpenAPI `security`: the
+    /// object's read scope for reads and searches, its write scope for writes; reading
+    /// property definitions takes the object's schema read scope or either object scope
+    /// (the spec lists them as alternatives), creating one its schema write scope.
+    pub fn required_scopes(self, object: CrmObject) -> Vec<String> {
+        let object = object.as_str();
+        match self {
+            CrmRoute::List | CrmRoute::Get | CrmRoute::BatchRead | CrmRoute::Search => {
+                vec![format!("crm.objects.{object}.read")]
+            }
+            CrmRoute::Create
+            | CrmRoute::Update
+            | CrmRoute::Archive
+            | CrmRoute::BatchCreate
+            | CrmRoute::BatchUpdate
+            | CrmRoute::BatchArchive => vec![format!("crm.objects.{object}.write")],
+            CrmRoute::Properties | CrmRoute::PropertyGet => vec![
+                format!("crm.schemas.{object}.read"),
+                format!("crm.objects.{object}.read"),
+                format!("crm.objects.{object}.write"),
+            ],
+            CrmRoute::PropertyCreate => vec![format!("crm.schemas.{object}.write")],
+        }
+    }
+
     fn is_property_route(self) -> bool {
         matches!(
             self,
@@ -817,8 +842,13 @@ pub(crate) fn handle(route: CrmRoute, state: &SandboxState, req: &ProviderReques
             "OBJECT_NOT_FOUND",
         )),
         Some(object) => {
-            let id = parts.get(1).copied().unwrap_or("");
-            serve(route, object, id, state, portal, req)
+            let required = route.required_scopes(object);
+            if authorized.principal.has_any_scope(&required) {
+                let id = parts.get(1).copied().unwrap_or("");
+                serve(route, object, id, state, portal, req)
+            } else {
+                Err(hubspot::missing_scopes(&required))
+            }
         }
     };
     let response = match reply {

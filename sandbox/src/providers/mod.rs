@@ -14,6 +14,7 @@ pub mod dynamics365;
 pub mod freshdesk;
 pub mod genesys;
 pub mod google;
+pub mod google_api;
 pub mod hubspot;
 pub mod hubspot_crm;
 pub mod pipedrive;

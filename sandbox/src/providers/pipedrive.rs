@@ -8,6 +8,14 @@
 //!
 //! OAuth at `oauth.pipedrive.com`: `/oauth/authorize`, `/oauth/token` and `/oauth/revoke`,
 //! with client authentication by HTTP Basic only.
+//!
+//! Scopes live on the app: the user accepts the app's whole configured set (always with
+//! `base`), and the authorize request's `scope` is ignored, except that an app the
+//! sandbox has no set for is granted what was asked that Pipedrive knows (`base`,
+//! `deals:read|full`, `contacts:read|full`, `users:read`, …). `GET users/me` needs `base`;
+//! an OAuth token without it gets 403 `{"success":false,"error":"Scope and URL
+//! mismatch","errorCode":403}`. API tokens carry the user's full access. Not reproduced:
+//! the token-based rate limits and daily budget.
 
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -110,6 +118,12 @@ pub(crate) fn handle(endpoint: Endpoint, state: &SandboxState, req: &ProviderReq
 fn users_me(state: &SandboxState, req: &ProviderRequest) -> Response {
     if let Some(token) = wire::bearer_token(&req.headers) {
         return match oauth::bearer_access(state, OAuthProvider::Pipedrive, Some(token)) {
+            AccessCheck::Granted(grant)
+                if company_of(&req.host).is_none_or(|c| c == grant.user.company_domain)
+                    && !grant.scopes.iter().any(|scope| scope == "base") =>
+            {
+                scope_mismatch()
+            }
             AccessCheck::Granted(grant)
                 if company_of(&req.host).is_none_or(|c| c == grant.user.company_domain) =>
             {
@@ -249,6 +263,14 @@ fn error_body(status: StatusCode, message: &str) -> Response {
             "errorCode": status.as_u16(),
             "error_info": ERROR_INFO,
         }),
+    )
+}
+
+/// 403 for an OAuth token whose scopes do not cover the endpoint.
+fn scope_mismatch() -> Response {
+    wire::json(
+        StatusCode::FORBIDDEN,
+        json!({"success": false, "error": "Scope and URL mismatch", "errorCode": 403}),
     )
 }
 

@@ -7,6 +7,16 @@
 //! lifetime (7200 s by default). OAuth errors: `{"error":"invalid_grant",
 //! "error_description":"…"}` (400, also for client errors). REST errors: a JSON array,
 //! `[{"message":"Session expired or invalid","errorCode":"INVALID_SESSION_ID"}]` (401).
+//!
+//! Scopes: an authorization may ask only for scopes Salesforce knows and the connected
+//! app is configured with (else a redirect with `error=invalid_scope`, "the requested
+//! scope is not allowed"); no `scope` means the app's default `api refresh_token`. The
+//! REST API (`/services/data/…`, every record route) needs `api` or `full`: a live session
+//! without either gets 401 `[{"message":"This session is not valid for use with the REST
+//! API","errorCode":"INVALID_SESSION_ID"}]`. A refresh token is issued only with
+//! `refresh_token` or `offline_access`. Not reproduced: userinfo and the identity URL take
+//! any live session (Salesforce wants one of `id profile email address phone openid`);
+//! the `web`, `chatter_api`, `visualforce`… scopes open nothing here.
 
 use axum::http::header::WWW_AUTHENTICATE;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
@@ -132,12 +142,22 @@ pub(crate) fn handle(endpoint: Endpoint, state: &SandboxState, req: &ProviderReq
             None => bad_oauth_token(&req.headers),
         },
         Endpoint::Data => match session(state, req) {
-            Some(grant) if grant.user.instance_host == req.host => data(req),
+            Some(grant) if grant.user.instance_host == req.host => {
+                if rest_allowed(&grant) {
+                    data(req)
+                } else {
+                    not_for_rest()
+                }
+            }
             _ => invalid_session(),
         },
         Endpoint::Crm(route) => match session(state, req) {
             Some(grant) if grant.user.instance_host == req.host => {
-                super::salesforce_crm::handle(route, state, req, &grant.user.org_id)
+                if rest_allowed(&grant) {
+                    super::salesforce_crm::handle(route, state, req, &grant.user.org_id)
+                } else {
+                    not_for_rest()
+                }
             }
             _ => invalid_session(),
         },
@@ -369,6 +389,29 @@ fn invalid_session() -> Response {
     let mut response = wire::json(
         StatusCode::UNAUTHORIZED,
         json!([{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]),
+    );
+    response
+        .headers_mut()
+        .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Token"));
+    response
+}
+
+/// Scopes that open the REST API to a session: `api`, or `full` (which includes it).
+const REST_SCOPES: [&str; 2] = ["api", "full"];
+
+/// Whether the session's scopes open the REST API.
+fn rest_allowed(grant: &AccessGrant) -> bool {
+    grant
+        .scopes
+        .iter()
+        .any(|scope| REST_SCOPES.contains(&scope.as_str()))
+}
+
+/// 401 of the REST API for a live session without the `api` (or `full`) scope.
+fn not_for_rest() -> Response {
+    let mut response = wire::json(
+        StatusCode::UNAUTHORIZED,
+        json!([{"message": "This session is not valid for use with the REST API", "errorCode": "INVALID_SESSION_ID"}]),
     );
     response
         .headers_mut()

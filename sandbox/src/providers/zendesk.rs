@@ -8,6 +8,14 @@
 //!
 //! OAuth: `/oauth/authorizations/new`, `/oauth/tokens` (form or JSON body), and
 //! `DELETE /api/v2/oauth/tokens/current.json` to revoke the caller's token.
+//!
+//! Scopes: `read`, `write`, `impersonate` and `{resource}:{read|write}` for Zendesk's
+//! resources (`tickets`, `users`, `organizations`, `hc`, …); others are redirected with
+//! `error=invalid_scope` ("The requested scope is invalid, unknown, or malformed.").
+//! `users/me` with an OAuth token needs `read` or `users:read`; without: 403
+//! `{"error":"Forbidden","description":"You are missing the following required scopes:
+//! read"}`. API tokens carry the agent's full access. Not reproduced: `write` implying
+//! nothing for reads (no write endpoint is served), role permissions, rate limits.
 
 use axum::http::header::WWW_AUTHENTICATE;
 use axum::http::{HeaderValue, Method, StatusCode};
@@ -111,6 +119,9 @@ pub(crate) fn handle(endpoint: Endpoint, state: &SandboxState, req: &ProviderReq
 fn users_me(state: &SandboxState, sub: &str, req: &ProviderRequest) -> Response {
     if wire::bearer_token(&req.headers).is_some() {
         return match oauth_grant(state, sub, req) {
+            Ok(grant) if !oauth::scopes_satisfy(&grant.scopes, &users_read_scopes()) => {
+                missing_scopes("read")
+            }
             Ok(grant) => {
                 let user = &grant.user;
                 let id = user
@@ -149,6 +160,23 @@ fn oauth_grant(
         AccessCheck::Granted(grant) if grant.site == sub => Ok(grant),
         _ => Err(invalid_token()),
     }
+}
+
+/// Scopes of which `GET /api/v2/users/me` needs one with an OAuth token.
+fn users_read_scopes() -> [String; 2] {
+    ["read".to_owned(), "users:read".to_owned()]
+}
+
+/// Zendesk's 403 for an OAuth token without the endpoint's scope (it names the broad
+/// scope even when a resource scope would also do).
+fn missing_scopes(named: &str) -> Response {
+    wire::json(
+        StatusCode::FORBIDDEN,
+        json!({
+            "error": "Forbidden",
+            "description": format!("You are missing the following required scopes: {named}"),
+        }),
+    )
 }
 
 /// 401 for a missing, expired, revoked or unknown OAuth token.

@@ -7,6 +7,15 @@
 //! with `{"error":"invalid_code"}` (Zoho's quirk). API auth:
 //! `Authorization: Zoho-oauthtoken {access_token}`; API errors:
 //! `{"code":"INVALID_TOKEN","details":{},"message":"invalid oauth token","status":"error"}`.
+//!
+//! Scopes: an authorization may ask only for scopes Zoho knows (`ZohoCRM.{group}.{OP}`,
+//! `ZohoCRM.{group}.{item}.{OP}` with `OP` one of `ALL READ CREATE UPDATE DELETE WRITE`,
+//! `AaaServer.profile.READ`) and the client is configured with; others get Zoho's error
+//! page ("Invalid OAuth Scope"). `/crm/v{n}/users` needs `ZohoCRM.users.READ` or
+//! `ZohoCRM.users.ALL`; a token without gets 401 `{"code":"OAUTH_SCOPE_MISMATCH",
+//! "details":{},"message":"invalid oauth scope to access this URL","status":"error"}`.
+//! Not reproduced: record modules (the sandbox serves no Zoho records), Zoho's per-profile
+//! permissions, API credits.
 
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
@@ -132,6 +141,15 @@ fn zoho_token(headers: &HeaderMap) -> Option<&str> {
 
 fn users(state: &SandboxState, req: &ProviderRequest, dc: &str) -> Response {
     match oauth::bearer_access(state, OAuthProvider::Zoho, zoho_token(&req.headers)) {
+        AccessCheck::Granted(grant)
+            if grant.site == dc && !oauth::scopes_satisfy(&grant.scopes, &users_read_scopes()) =>
+        {
+            api_error(
+                StatusCode::UNAUTHORIZED,
+                "OAUTH_SCOPE_MISMATCH",
+                "invalid oauth scope to access this URL",
+            )
+        }
         AccessCheck::Granted(grant) if grant.site == dc => wire::json(
             StatusCode::OK,
             json!({
@@ -146,6 +164,14 @@ fn users(state: &SandboxState, req: &ProviderRequest, dc: &str) -> Response {
         ),
         _ => invalid_token(),
     }
+}
+
+/// Scopes of which `GET /crm/v{n}/users` needs one.
+fn users_read_scopes() -> [String; 2] {
+    [
+        "ZohoCRM.users.READ".to_owned(),
+        "ZohoCRM.users.ALL".to_owned(),
+    ]
 }
 
 fn user_json(user: &OAuthUser) -> Value {

@@ -655,59 +655,7 @@ pub(crate) fn sf_datetime(ms: i64) -> String {
     )
 }
 
-/// An ISO 8601 date-time with a zone (`Z`, `+0000`, `+00:00`, `-08:00`) and optional
-/// fraction, as epoch milliseconds. A space before the offset is read as `+` (an
-/// unencoded `+` in a query string arrives as a space).
-pub(crate) fn parse_datetime(text: &str) -> Option<i64> {
-    let text = text.trim();
-    let (date, rest) = text.split_once('T')?;
-    let days = clock::parse_date(date)?;
-    let zone_at = rest.find(['Z', 'z', '+', '-', ' '])?;
-    let (time, zone) = rest.split_at(zone_at);
-    let offset_min = match zone {
-        "Z" | "z" => 0,
-        _ => {
-            let sign = if zone.starts_with('-') { -1 } else { 1 };
-            let digits: String = zone[1..].chars().filter(|c| *c != ':').collect();
-            if digits.len() != 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-                return None;
-            }
-            let (h, m) = (
-                digits[..2].parse::<i64>().ok()?,
-                digits[2..].parse::<i64>().ok()?,
-            );
-            if h > 14 || m > 59 {
-                return None;
-            }
-            sign * (h * 60 + m)
-        }
-    };
-    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
-    let parts: Vec<&str> = hms.split(':').collect();
-    if parts.len() != 3
-        || parts
-            .iter()
-            .any(|p| p.len() != 2 || !p.bytes().all(|b| b.is_ascii_digit()))
-    {
-        return None;
-    }
-    let (h, mi, s) = (
-        parts[0].parse::<i64>().ok()?,
-        parts[1].parse::<i64>().ok()?,
-        parts[2].parse::<i64>().ok()?,
-    );
-    if h > 23 || mi > 59 || s > 59 || !frac.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let ms: i64 = frac
-        .chars()
-        .chain("000".chars())
-        .take(3)
-        .collect::<String>()
-        .parse()
-        .ok()?;
-    Some(days * clock::DAY_MS + ((h * 60 + mi) * 60 + s) * 1000 + ms - offset_min * 60_000)
-}
+pub(crate) use crate::clock::parse_datetime;
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,821 @@
+//! Minimal stateful stand-ins for the Google APIs Conduit calls next, shaped as their
+//! discovery documents (`../shared/specs/google`) say, kept in memory per user:
+//!
+//! | Route name | Request | Scopes (any of, from the discovery document) |
+//! |---|---|---|
+//! | `google.gmail_send` | `POST gmail.googleapis.com/gmail/v1/users/{userId}/messages/send` `{raw}` → `{id,threadId,labelIds:["SENT"]}` | `mail.google.com`, `gmail.modify`, `gmail.compose`, `gmail.send`, `gmail.addons.current.action.compose` |
+//! | `google.gmail_profile` | `GET …/gmail/v1/users/{userId}/profile` → `{emailAddress,messagesTotal,threadsTotal,historyId}` | `mail.google.com`, `gmail.modify`, `gmail.compose`, `gmail.readonly`, `gmail.metadata` |
+//! | `google.calendar_events_list` | `GET www.googleapis.com/calendar/v3/calendars/{calendarId}/events?maxResults=&pageToken=` → `{kind:"calendar#events",summary,updated,timeZone,accessRole,defaultReminders,items,nextPageToken?}` | `calendar`, `calendar.readonly`, `calendar.events`, `calendar.events.readonly` |
+//! | `google.calendar_events_insert` | `POST …/events` → the event | `calendar`, `calendar.events` |
+//! | `google.calendar_events_get` | `GET …/events/{eventId}` | as list |
+//! | `google.calendar_events_patch` | `PATCH …/events/{eventId}` (merges members) | as insert |
+//! | `google.calendar_events_delete` | `DELETE …/events/{eventId}` → 204 (then `status:"cancelled"`; a second delete is 410 `deleted`) | as insert |
+//!
+//! Gmail is also served at `www.googleapis.com/gmail/v1/…`. `{userId}` is `me` or the
+//! token user's email (another: 403 "Delegation denied for …"); `{calendarId}` is
+//! `primary` or the user's email (another: 404 `notFound`).
+//!
+//! Auth: `Authorization: Bearer` with a Google access token. No token: 401
+//! `UNAUTHENTICATED` ("Login Required", reason `required`); a dead one: 401 "Invalid
+//! Credentials" (reason `authError`), both with `WWW-Authenticate: Bearer
+//! realm="https://accounts.google.com/"`. A live token without one of the method's
+//! scopes: 403 `{"error":{"code":403,"message":"Request had insufficient authentication
+//! scopes.","errors":[{"message":"Insufficient Permission","domain":"global","reason":
+//! "insufficientPermissions"}],"status":"PERMISSION_DENIED","details":[{"@type":
+//! "type.googleapis.com/google.rpc.ErrorInfo","reason":"ACCESS_TOKEN_SCOPE_INSUFFICIENT",
+//! "domain":"googleapis.com","metadata":{"service","method"}}]}}` with
+//! `WWW-Authenticate: Bearer realm="https://accounts.google.com/",
+//! error="insufficient_scope", scope="…"` (the method's scopes).
+//!
+//! Validation: bodies must be one JSON object (400 `INVALID_ARGUMENT` "Invalid JSON
+//! payload received."); Gmail `raw` is required, base64url (padding optional) and must
+//! carry a `To`, `Cc` or `Bcc` header ("Recipient address required"); events need
+//! `start` and `end` (400 `required` "Missing end time."), each a `dateTime` (RFC 3339
+//! with offset) or a `date` (`YYYY-MM-DD`), the same kind for both, end after start (400
+//! `timeRangeEmpty` "The specified time range is empty."); members the discovery
+//! document's `Event` does not list, and server-owned ones (`id`, `created`, …), are
+//! ignored. `maxResults` 1–2500 (default 250); page tokens are opaque offsets.
+//!
+//! Not reproduced: sending mail anywhere, threads and labels beyond `SENT`, recurring
+//! events, attendees' notifications, `sendUpdates`, sync tokens, ETag preconditions,
+//! free/busy, quotas and per-user rate limits (only forced 429/503 faults), other
+//! calendars than the user's primary one.
+
+use std::collections::BTreeMap;
+
+use axum::http::header::WWW_AUTHENTICATE;
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
+use serde_json::{Map, Value, json};
+
+use super::ProviderRequest;
+use crate::clock;
+// RFC 3339 UTC with milliseconds, as Calendar's `created`/`updated`.
+use crate::oauth::{self, AccessCheck, AccessGrant, OAuthProvider};
+use crate::providers::hubspot_crm::rfc3339;
+use crate::state::SandboxState;
+use crate::wire;
+
+/// Route name of Gmail's `users.messages.send`.
+pub const GMAIL_SEND: &str = "google.gmail_send";
+/// Route name of Gmail's `users.getProfile`.
+pub const GMAIL_PROFILE: &str = "google.gmail_profile";
+/// Route name of Calendar's `events.list`.
+pub const EVENTS_LIST: &str = "google.calendar_events_list";
+/// Route name of Calendar's `events.insert`.
+pub const EVENTS_INSERT: &str = "google.calendar_events_insert";
+/// Route name of Calendar's `events.get`.
+pub const EVENTS_GET: &str = "google.calendar_events_get";
+/// Route name of Calendar's `events.patch`.
+pub const EVENTS_PATCH: &str = "google.calendar_events_patch";
+/// Route name of Calendar's `events.delete`.
+pub const EVENTS_DELETE: &str = "google.calendar_events_delete";
+
+/// Gmail's API host.
+pub const GMAIL_HOST: &str = "gmail.googleapis.com";
+
+const AUTH: &str = "https://www.googleapis.com/auth/";
+
+/// A Gmail or Calendar method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ApiRoute {
+    /// `POST /gmail/v1/users/{userId}/messages/send`.
+    GmailSend,
+    /// `GET /gmail/v1/users/{userId}/profile`.
+    GmailProfile,
+    /// `GET /calendar/v3/calendars/{calendarId}/events`.
+    EventsList,
+    /// `POST /calendar/v3/calendars/{calendarId}/events`.
+    EventsInsert,
+    /// `GET /calendar/v3/calendars/{calendarId}/events/{eventId}`.
+    EventsGet,
+    /// `PATCH /calendar/v3/calendars/{calendarId}/events/{eventId}`.
+    EventsPatch,
+    /// `DELETE /calendar/v3/calendars/{calendarId}/events/{eventId}`.
+    EventsDelete,
+}
+
+impl ApiRoute {
+    /// The route's counter name.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            ApiRoute::GmailSend => GMAIL_SEND,
+            ApiRoute::GmailProfile => GMAIL_PROFILE,
+            ApiRoute::EventsList => EVENTS_LIST,
+            ApiRoute::EventsInsert => EVENTS_INSERT,
+            ApiRoute::EventsGet => EVENTS_GET,
+            ApiRoute::EventsPatch => EVENTS_PATCH,
+            ApiRoute::EventsDelete => EVENTS_DELETE,
+        }
+    }
+
+    /// The method id and service, as in the discovery document and Google's `ErrorInfo`.
+    fn method(self) -> (&'static str, &'static str) {
+        match self {
+            ApiRoute::GmailSend => ("gmail.users.messages.send", "gmail.googleapis.com"),
+            ApiRoute::GmailProfile => ("gmail.users.getProfile", "gmail.googleapis.com"),
+            ApiRoute::EventsList => ("calendar.v3.Events.List", "calendar-json.googleapis.com"),
+            ApiRoute::EventsInsert => ("calendar.v3.Events.Insert", "calendar-json.googleapis.com"),
+            ApiRoute::EventsGet => ("calendar.v3.Events.Get", "calendar-json.googleapis.com"),
+            ApiRoute::EventsPatch => ("calendar.v3.Events.Patch", "calendar-json.googleapis.com"),
+            ApiRoute::EventsDelete => ("calendar.v3.Events.Delete", "calendar-json.googleapis.com"),
+        }
+    }
+
+    /// The scopes of which the method needs one (the discovery document's `scopes`).
+    pub(crate) fn scopes(self) -> Vec<String> {
+        let names: &[&str] = match self {
+            ApiRoute::GmailSend => &[
+                "https://mail.google.com/",
+                "gmail.addons.current.action.compose",
+                "gmail.compose",
+                "gmail.modify",
+                "gmail.send",
+            ],
+            ApiRoute::GmailProfile => &[
+                "https://mail.google.com/",
+                "gmail.compose",
+                "gmail.metadata",
+                "gmail.modify",
+                "gmail.readonly",
+            ],
+            ApiRoute::EventsList | ApiRoute::EventsGet => &[
+                "calendar",
+                "calendar.events",
+                "calendar.events.readonly",
+                "calendar.readonly",
+            ],
+            ApiRoute::EventsInsert | ApiRoute::EventsPatch | ApiRoute::EventsDelete => {
+                &["calendar", "calendar.events"]
+            }
+        };
+        names
+            .iter()
+            .map(|name| {
+                if name.starts_with("https://") {
+                    (*name).to_owned()
+                } else {
+                    format!("{AUTH}{name}")
+                }
+            })
+            .collect()
+    }
+}
+
+/// Matches a Gmail or Calendar path at `host`.
+pub(crate) fn route(host: &str, method: &Method, path: &str) -> Option<ApiRoute> {
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let gmail_host = host == GMAIL_HOST || host == super::google::API_HOST;
+    match (method, parts.as_slice()) {
+        (&Method::POST, ["gmail", "v1", "users", user, "messages", "send"])
+            if gmail_host && !user.is_empty() =>
+        {
+            Some(ApiRoute::GmailSend)
+        }
+        (&Method::GET, ["gmail", "v1", "users", user, "profile"])
+            if gmail_host && !user.is_empty() =>
+        {
+            Some(ApiRoute::GmailProfile)
+        }
+        (_, ["calendar", "v3", "calendars", calendar, "events", rest @ ..])
+            if host == super::google::API_HOST && !calendar.is_empty() =>
+        {
+            match (method, rest) {
+                (&Method::GET, []) => Some(ApiRoute::EventsList),
+                (&Method::POST, []) => Some(ApiRoute::EventsInsert),
+                (&Method::GET, [id]) if !id.is_empty() => Some(ApiRoute::EventsGet),
+                (&Method::PATCH, [id]) if !id.is_empty() => Some(ApiRoute::EventsPatch),
+                (&Method::DELETE, [id]) if !id.is_empty() => Some(ApiRoute::EventsDelete),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// One user's mailbox and primary calendar.
+#[derive(Debug, Default)]
+struct Mailbox {
+    /// Sent messages: id → raw RFC 2822 bytes.
+    sent: BTreeMap<String, Vec<u8>>,
+    /// Events by id, in creation order of their ids.
+    events: BTreeMap<String, Value>,
+    history_id: u64,
+}
+
+/// Gmail and Calendar state of every Google user (by user id).
+#[derive(Debug, Default)]
+pub struct GoogleStore {
+    users: BTreeMap<String, Mailbox>,
+    next_id: u64,
+}
+
+impl GoogleStore {
+    fn mailbox(&mut self, user_id: &str) -> &mut Mailbox {
+        self.users.entry(user_id.to_owned()).or_default()
+    }
+
+    fn new_id(&mut self) -> String {
+        self.next_id += 1;
+        // Gmail ids are 16 hex digits; Calendar ids base32hex, lower case: both fit.
+        format!("18c{:013x}", 0x5a_0000_0000 + self.next_id)
+    }
+}
+
+/// What Google users did through the stand-in, for tests to check.
+impl SandboxState {
+    /// The raw RFC 2822 messages `email` (a Google OAuth user) sent, oldest first.
+    pub fn gmail_sent(&self, email: &str) -> Vec<String> {
+        let Some(user) = self
+            .oauth_users()
+            .into_iter()
+            .find(|u| u.provider == OAuthProvider::Google && u.email.eq_ignore_ascii_case(email))
+        else {
+            return Vec::new();
+        };
+        self.google_store()
+            .users
+            .get(&user.user_id)
+            .map(|mailbox| {
+                mailbox
+                    .sent
+                    .values()
+                    .map(|raw| String::from_utf8_lossy(raw).into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Serves a Gmail or Calendar method: authenticate, check scopes, run.
+pub(crate) fn handle(route: ApiRoute, state: &SandboxState, req: &ProviderRequest) -> Response {
+    let grant = match oauth::bearer_access(
+        state,
+        OAuthProvider::Google,
+        wire::bearer_token(&req.headers),
+    ) {
+        AccessCheck::Granted(grant) => grant,
+        AccessCheck::Missing => return unauthenticated(false),
+        AccessCheck::Denied(_) => return unauthenticated(true),
+    };
+    let needed = route.scopes();
+    if !oauth::scopes_satisfy(&grant.scopes, &needed) {
+        return insufficient_scope(route, &needed);
+    }
+    let parts: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
+    let reply = match route {
+        ApiRoute::GmailSend | ApiRoute::GmailProfile => {
+            let user = parts.get(3).copied().unwrap_or("");
+            if user != "me" && !user.eq_ignore_ascii_case(&grant.user.email) {
+                return api_error(
+                    StatusCode::FORBIDDEN,
+                    &format!("Delegation denied for {}", grant.user.email),
+                    "forbidden",
+                )
+                .into_response();
+            }
+            if route == ApiRoute::GmailSend {
+                gmail_send(state, &grant, &req.body)
+            } else {
+                Ok(gmail_profile(state, &grant))
+            }
+        }
+        _ => {
+            let calendar = parts.get(3).copied().unwrap_or("");
+            // A calendar id is an email address; clients escape its `@`.
+            let calendar = calendar.replace("%40", "@");
+            if calendar != "primary" && !calendar.eq_ignore_ascii_case(&grant.user.email) {
+                return not_found().into_response();
+            }
+            let event_id = parts.get(5).copied().unwrap_or("");
+            calendar_method(route, state, &grant, event_id, req)
+        }
+    };
+    match reply {
+        Ok((status, Some(body))) => wire::json(status, body),
+        Ok((status, None)) => status.into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// A method's answer before rendering: status and body (`None`: empty).
+type Reply = Result<(StatusCode, Option<Value>), ApiError>;
+
+fn gmail_send(state: &SandboxState, grant: &AccessGrant, body: &[u8]) -> Reply {
+    let object = json_object(body)?;
+    let raw = match object.get("raw") {
+        Some(Value::String(raw)) if !raw.is_empty() => raw,
+        Some(Value::String(_)) | None => {
+            return Err(api_error(
+                StatusCode::BAD_REQUEST,
+                "'raw' RFC822 payload message string or uploading message via /upload/* URL required",
+                "invalidArgument",
+            ));
+        }
+        Some(_) => {
+            return Err(api_error(
+                StatusCode::BAD_REQUEST,
+                "Invalid value at 'message.raw' (TYPE_BYTES), expected a base64url string",
+                "invalid",
+            ));
+        }
+    };
+    let bytes = URL_SAFE_NO_PAD
+        .decode(raw.trim_end_matches('='))
+        .or_else(|_| URL_SAFE.decode(raw))
+        .map_err(|_| {
+            api_error(
+                StatusCode::BAD_REQUEST,
+                "Invalid value at 'message.raw' (TYPE_BYTES), Base64 decoding failed",
+                "invalid",
+            )
+        })?;
+    if !has_recipient(&bytes) {
+        return Err(api_error(
+            StatusCode::BAD_REQUEST,
+            "Recipient address required",
+            "invalidArgument",
+        ));
+    }
+    let mut store = state.google_store();
+    let id = store.new_id();
+    let mailbox = store.mailbox(&grant.user.user_id);
+    mailbox.sent.insert(id.clone(), bytes);
+    mailbox.history_id += 1;
+    Ok((
+        StatusCode::OK,
+        Some(json!({"id": id, "threadId": id, "labelIds": ["SENT"]})),
+    ))
+}
+
+/// Whether the message's header section has a `To`, `Cc` or `Bcc` with an address.
+fn has_recipient(message: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(message);
+    let headers = text
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or("")
+        .split("\n\n")
+        .next()
+        .unwrap_or("");
+    headers.lines().any(|line| {
+        line.split_once(':').is_some_and(|(name, value)| {
+            ["to", "cc", "bcc"].contains(&name.trim().to_ascii_lowercase().as_str())
+                && value.contains('@')
+        })
+    })
+}
+
+fn gmail_profile(state: &SandboxState, grant: &AccessGrant) -> (StatusCode, Option<Value>) {
+    let mut store = state.google_store();
+    let mailbox = store.mailbox(&grant.user.user_id);
+    let total = mailbox.sent.len();
+    (
+        StatusCode::OK,
+        Some(json!({
+            "emailAddress": grant.user.email,
+            "messagesTotal": total,
+            "threadsTotal": total,
+            "historyId": (1000 + mailbox.history_id).to_string(),
+        })),
+    )
+}
+
+/// Default and largest `maxResults` of `events.list`.
+const DEFAULT_PAGE: usize = 250;
+const MAX_PAGE: usize = 2500;
+
+fn calendar_method(
+    route: ApiRoute,
+    state: &SandboxState,
+    grant: &AccessGrant,
+    event_id: &str,
+    req: &ProviderRequest,
+) -> Reply {
+    let user = &grant.user;
+    match route {
+        ApiRoute::EventsList => {
+            let query = req.query.as_deref();
+            let limit = match wire::query_param(query, "maxResults") {
+                None => DEFAULT_PAGE,
+                Some(text) => match text.parse::<usize>() {
+                    Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
+                    _ => {
+                        return Err(api_error(
+                            StatusCode::BAD_REQUEST,
+                            "Invalid value for: maxResults",
+                            "invalid",
+                        ));
+                    }
+                },
+            };
+            let offset = match wire::query_param(query, "pageToken") {
+                None => 0,
+                Some(token) => token.parse::<usize>().map_err(|_| {
+                    api_error(StatusCode::BAD_REQUEST, "Invalid page token", "invalid")
+                })?,
+            };
+            let mut store = state.google_store();
+            let mailbox = store.mailbox(&user.user_id);
+            let live: Vec<&Value> = mailbox
+                .events
+                .values()
+                .filter(|event| event["status"] != "cancelled")
+                .collect();
+            let items: Vec<Value> = live
+                .iter()
+                .skip(offset)
+                .take(limit)
+                .map(|event| (*event).clone())
+                .collect();
+            let mut body = json!({
+                "kind": "calendar#events",
+                "etag": format!("\"{}\"", clock::now_ms()),
+                "summary": user.email,
+                "updated": rfc3339(clock::now_ms()),
+                "timeZone": "UTC",
+                "accessRole": "owner",
+                "defaultReminders": [{"method": "popup", "minutes": 10}],
+                "items": items,
+            });
+            if offset + limit < live.len() {
+                body["nextPageToken"] = json!((offset + limit).to_string());
+            }
+            Ok((StatusCode::OK, Some(body)))
+        }
+        ApiRoute::EventsInsert => {
+            let fields = json_object(&req.body)?;
+            let times = event_times(&fields, None)?;
+            let mut store = state.google_store();
+            let id = store.new_id();
+            let now = rfc3339(clock::now_ms());
+            let mut event = Map::new();
+            for (key, value) in fields {
+                if WRITABLE.contains(&key.as_str()) {
+                    event.insert(key, value);
+                }
+            }
+            event.insert("start".into(), times.0);
+            event.insert("end".into(), times.1);
+            let person = json!({"email": user.email, "self": true});
+            let extra = json!({
+                "kind": "calendar#event",
+                "etag": format!("\"{}\"", clock::now_ms()),
+                "id": id,
+                "status": "confirmed",
+                "htmlLink": format!("https://www.google.com/calendar/event?eid={id}"),
+                "created": now,
+                "updated": now,
+                "creator": person,
+                "organizer": person,
+                "iCalUID": format!("{id}@google.com"),
+                "sequence": 0,
+                "reminders": {"useDefault": true},
+                "eventType": "default",
+            });
+            if let Value::Object(extra) = extra {
+                event.extend(extra);
+            }
+            let event = Value::Object(event);
+            store
+                .mailbox(&user.user_id)
+                .events
+                .insert(id, event.clone());
+            Ok((StatusCode::OK, Some(event)))
+        }
+        ApiRoute::EventsGet => {
+            let mut store = state.google_store();
+            match store.mailbox(&user.user_id).events.get(event_id) {
+                Some(event) => Ok((StatusCode::OK, Some(event.clone()))),
+                None => Err(not_found()),
+            }
+        }
+        ApiRoute::EventsPatch => {
+            let fields = json_object(&req.body)?;
+            let mut store = state.google_store();
+            let mailbox = store.mailbox(&user.user_id);
+            let Some(current) = mailbox.events.get(event_id) else {
+                return Err(not_found());
+            };
+            let times = event_times(&fields, Some(current))?;
+            let mut event = current.as_object().cloned().unwrap_or_default();
+            for (key, value) in fields {
+                if !WRITABLE.contains(&key.as_str()) {
+                    continue;
+                }
+                if value.is_null() {
+                    event.remove(&key);
+                } else {
+                    event.insert(key, value);
+                }
+            }
+            event.insert("start".into(), times.0);
+            event.insert("end".into(), times.1);
+            let sequence = event.get("sequence").and_then(Value::as_u64).unwrap_or(0);
+            event.insert("sequence".into(), json!(sequence + 1));
+            event.insert("updated".into(), json!(rfc3339(clock::now_ms())));
+            event.insert("etag".into(), json!(format!("\"{}\"", clock::now_ms())));
+            let event = Value::Object(event);
+            mailbox.events.insert(event_id.to_owned(), event.clone());
+            Ok((StatusCode::OK, Some(event)))
+        }
+        ApiRoute::EventsDelete => {
+            let mut store = state.google_store();
+            let mailbox = store.mailbox(&user.user_id);
+            match mailbox.events.get_mut(event_id) {
+                None => Err(not_found()),
+                Some(event) if event["status"] == "cancelled" => Err(api_error(
+                    StatusCode::GONE,
+                    "Resource has been deleted",
+                    "deleted",
+                )),
+                Some(event) => {
+                    event["status"] = json!("cancelled");
+                    Ok((StatusCode::NO_CONTENT, None))
+                }
+            }
+        }
+        ApiRoute::GmailSend | ApiRoute::GmailProfile => Err(not_found()),
+    }
+}
+
+/// Event members a client may set (the discovery document's `Event`, less what the
+/// server owns: `kind etag id htmlLink created updated creator organizer iCalUID
+/// sequence`); others in a request are ignored, as Calendar does.
+const WRITABLE: [&str; 32] = [
+    "anyoneCanAddSelf",
+    "attachments",
+    "attendees",
+    "attendeesOmitted",
+    "colorId",
+    "conferenceData",
+    "description",
+    "end",
+    "endTimeUnspecified",
+    "eventType",
+    "extendedProperties",
+    "focusTimeProperties",
+    "gadget",
+    "guestsCanInviteOthers",
+    "guestsCanModify",
+    "guestsCanSeeOtherGuests",
+    "hangoutLink",
+    "location",
+    "locked",
+    "originalStartTime",
+    "outOfOfficeProperties",
+    "privateCopy",
+    "recurrence",
+    "recurringEventId",
+    "reminders",
+    "source",
+    "start",
+    "status",
+    "summary",
+    "transparency",
+    "visibility",
+    "workingLocationProperties",
+];
+
+/// The event's validated `(start, end)`: from `fields`, falling back to `current`'s.
+fn event_times(
+    fields: &Map<String, Value>,
+    current: Option<&Value>,
+) -> Result<(Value, Value), ApiError> {
+    let pick = |name: &str| {
+        fields
+            .get(name)
+            .filter(|v| !v.is_null())
+            .or_else(|| current.and_then(|c| c.get(name)))
+            .cloned()
+    };
+    let Some(start) = pick("start") else {
+        return Err(api_error(
+            StatusCode::BAD_REQUEST,
+            "Missing start time.",
+            "required",
+        ));
+    };
+    let Some(end) = pick("end") else {
+        return Err(api_error(
+            StatusCode::BAD_REQUEST,
+            "Missing end time.",
+            "required",
+        ));
+    };
+    let (start_at, start_all_day) = event_time(&start)?;
+    let (end_at, end_all_day) = event_time(&end)?;
+    if start_all_day != end_all_day {
+        return Err(api_error(
+            StatusCode::BAD_REQUEST,
+            "Start and end times must either both be date or both be dateTime.",
+            "invalid",
+        ));
+    }
+    if end_at <= start_at {
+        return Err(api_error(
+            StatusCode::BAD_REQUEST,
+            "The specified time range is empty.",
+            "timeRangeEmpty",
+        ));
+    }
+    Ok((start, end))
+}
+
+/// An `EventDateTime`'s instant (ms) and whether it is an all-day `date`.
+fn event_time(value: &Value) -> Result<(i64, bool), ApiError> {
+    let invalid = || {
+        api_error(
+            StatusCode::BAD_REQUEST,
+            "Invalid start or end time: give dateTime (RFC 3339 with an offset) or date (YYYY-MM-DD).",
+            "invalid",
+        )
+    };
+    let object = value.as_object().ok_or_else(invalid)?;
+    match (object.get("dateTime"), object.get("date")) {
+        (Some(Value::String(text)), None) => clock::parse_datetime(text)
+            .map(|ms| (ms, false))
+            .ok_or_else(invalid),
+        (None, Some(Value::String(text))) => clock::parse_date(text)
+            .map(|days| (days * 86_400_000, true))
+            .ok_or_else(invalid),
+        _ => Err(invalid()),
+    }
+}
+
+/// The body as exactly one JSON object.
+fn json_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        _ => Err(api_error(
+            StatusCode::BAD_REQUEST,
+            "Invalid JSON payload received.",
+            "parseError",
+        )),
+    }
+}
+
+fn not_found() -> ApiError {
+    api_error(StatusCode::NOT_FOUND, "Not Found", "notFound")
+}
+
+/// A method's failure, rendered as Google's API error body with one `errors` entry.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    message: String,
+    reason: &'static str,
+}
+
+fn api_error(status: StatusCode, message: &str, reason: &'static str) -> ApiError {
+    ApiError {
+        status,
+        message: message.to_owned(),
+        reason,
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        wire::json(
+            self.status,
+            json!({"error": {
+                "code": self.status.as_u16(),
+                "message": self.message,
+                "errors": [{"message": self.message, "domain": "global", "reason": self.reason}],
+                "status": grpc_status(self.status),
+            }}),
+        )
+    }
+}
+
+/// The gRPC status name Google pairs with an HTTP status.
+pub(crate) fn grpc_status(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "INVALID_ARGUMENT",
+        StatusCode::UNAUTHORIZED => "UNAUTHENTICATED",
+        StatusCode::FORBIDDEN => "PERMISSION_DENIED",
+        StatusCode::NOT_FOUND | StatusCode::GONE => "NOT_FOUND",
+        StatusCode::CONFLICT => "ABORTED",
+        StatusCode::TOO_MANY_REQUESTS => "RESOURCE_EXHAUSTED",
+        StatusCode::SERVICE_UNAVAILABLE => "UNAVAILABLE",
+        s if s.is_server_error() => "INTERNAL",
+        _ => "FAILED_PRECONDITION",
+    }
+}
+
+fn with_challenge(mut response: Response, challenge: &str) -> Response {
+    if let Ok(value) = HeaderValue::from_str(challenge) {
+        response.headers_mut().insert(WWW_AUTHENTICATE, value);
+    }
+    response
+}
+
+/// 401 for a missing (`invalid` false) or dead token.
+fn unauthenticated(invalid: bool) -> Response {
+    let (message, detail, reason, challenge) = if invalid {
+        (
+            "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project.",
+            "Invalid Credentials",
+            "authError",
+            "Bearer realm=\"https://accounts.google.com/\", error=\"invalid_token\"",
+        )
+    } else {
+        (
+            "Request is missing required authentication credential. Expected OAuth 2 access token, login cookie or other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project.",
+            "Login Required.",
+            "required",
+            "Bearer realm=\"https://accounts.google.com/\"",
+        )
+    };
+    let response = wire::json(
+        StatusCode::UNAUTHORIZED,
+        json!({"error": {
+            "code": 401,
+            "message": message,
+            "errors": [{
+                "message": detail,
+                "domain": "global",
+                "reason": reason,
+                "location": "Authorization",
+                "locationType": "header",
+            }],
+            "status": "UNAUTHENTICATED",
+        }}),
+    );
+    with_challenge(response, challenge)
+}
+
+/// 403 `ACCESS_TOKEN_SCOPE_INSUFFICIENT` naming the method's scopes.
+fn insufficient_scope(route: ApiRoute, needed: &[String]) -> Response {
+    let (method, service) = route.method();
+    let response = wire::json(
+        StatusCode::FORBIDDEN,
+        json!({"error": {
+            "code": 403,
+            "message": "Request had insufficient authentication scopes.",
+            "errors": [{
+                "message": "Insufficient Permission",
+                "domain": "global",
+                "reason": "insufficientPermissions",
+            }],
+            "status": "PERMISSION_DENIED",
+            "details": [{
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": "ACCESS_TOKEN_SCOPE_INSUFFICIENT",
+                "domain": "googleapis.com",
+                "metadata": {"service": service, "method": method},
+            }],
+        }}),
+    );
+    with_challenge(
+        response,
+        &format!(
+            "Bearer realm=\"https://accounts.google.com/\", error=\"insufficient_scope\", scope=\"{}\"",
+            needed.join(" ")
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_and_scopes() {
+        let api = super::super::google::API_HOST;
+        assert_eq!(
+            route(
+                GMAIL_HOST,
+                &Method::POST,
+                "/gmail/v1/users/me/messages/send"
+            ),
+            Some(ApiRoute::GmailSend)
+        );
+        assert_eq!(
+            route(
+                api,
+                &Method::PATCH,
+                "/calendar/v3/calendars/primary/events/abc"
+            ),
+            Some(ApiRoute::EventsPatch)
+        );
+        assert_eq!(
+            route(
+                GMAIL_HOST,
+                &Method::GET,
+                "/calendar/v3/calendars/primary/events"
+            ),
+            None
+        );
+        assert!(
+            ApiRoute::GmailSend
+                .scopes()
+                .contains(&"https://www.googleapis.com/auth/gmail.send".to_owned())
+        );
+        assert!(has_recipient(b"To: a@b.test\r\nSubject: x\r\n\r\nhello"));
+        assert!(!has_recipient(b"Subject: x\r\n\r\nTo: a@b.test"));
+    }
+}
