@@ -11,6 +11,7 @@ mod isolation;
 mod oauth;
 mod queue;
 mod records;
+mod scopes;
 mod secrets;
 mod sync;
 mod sync_config;

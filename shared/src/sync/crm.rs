@@ -1149,14 +1149,21 @@ impl<'a> CrmClient<'a> {
             .await;
         match result {
             Ok(v) => {
-                // Results come in no particular order: match creates by their marker,
-                // updates by id.
+                // Results come in no particular order: match creates by their marker
+                // (without one, by their unique key: email / domain), updates by id.
                 let records = hubspot_records(&v, self.kind.modified_field(entity))?;
+                let field = if self.has_marker(entity) {
+                    HUBSPOT_MARKER
+                } else {
+                    self.kind.key_field(entity)
+                };
+                let matched =
+                    |v: Option<&String>| v.map(|s| s.trim().to_lowercase()).unwrap_or_default();
                 let mut by_key: BTreeMap<String, String> = BTreeMap::new();
                 for r in records {
                     let key = match ids {
                         Some(_) => r.id.clone(),
-                        None => r.values.get(HUBSPOT_MARKER).cloned().unwrap_or_default(),
+                        None => matched(r.values.get(field)),
                     };
                     by_key.insert(key, r.id);
                 }
@@ -1166,11 +1173,7 @@ impl<'a> CrmClient<'a> {
                     .map(|(i, values)| {
                         let key = match ids {
                             Some(ids) => ids[i].clone(),
-                            None => values
-                                .get(HUBSPOT_MARKER)
-                                .cloned()
-                                .flatten()
-                                .unwrap_or_default(),
+                            None => matched(values.get(field).and_then(Option::as_ref)),
                         };
                         match by_key.get(&key) {
                             Some(id) => WriteOutcome::Done(id.clone()),

@@ -1495,10 +1495,12 @@ impl PullContext {
                     .map_err(store)?;
                 let found_links = self.links.get_many(&ids).await.map_err(store)?;
                 for r in found {
-                    // Only records not already linked to another CRM record here.
+                    // Only records not already linked to another CRM record here (a
+                    // push without the marker field linked its creates to these).
                     if found_links
                         .get(r.id.as_str())
-                        .is_some_and(|l| l.crm_id.is_some())
+                        .and_then(|l| l.crm_id.as_deref())
+                        .is_some_and(|c| !page.iter().any(|rec| rec.id == c))
                     {
                         continue;
                     }
