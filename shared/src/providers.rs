@@ -262,7 +262,7 @@ impl Scopes {
     }
 
     /// What a connect asks for: the identity scopes, then what the uses need and may
-    /// use, each once.
+    /// use, each once, leaving out those another asked scope includes.
     pub fn to_ask(
         &self,
         uses: &[String],
@@ -274,7 +274,13 @@ impl Scopes {
                 out.push(s);
             }
         }
-        Ok(out)
+        let implies = |a: &str, b: &str| {
+            self.implies
+                .iter()
+                .any(|(from, to)| fill(from) == a && to.iter().any(|t| fill(t) == b))
+        };
+        let covered = |s: &String| out.iter().any(|t| implies(t, s) && !implies(s, t));
+        Ok(out.iter().filter(|s| !covered(s)).cloned().collect())
     }
 
     /// Of `needed`, the scopes `granted` covers neither itself nor through `implies`.
@@ -1174,6 +1180,23 @@ mod tests {
             .unwrap();
         assert!(sf.missing(&needed, &[id("full")], &id).is_empty());
         assert_eq!(sf.missing(&needed, &[id("refresh_token")], &id), ["api"]);
+        let calendar = c
+            .provider("google")
+            .unwrap()
+            .auth_method(Some("oauth2"))
+            .unwrap()
+            .scope_model(Some("calendar"))
+            .unwrap();
+        let asked = calendar.to_ask(&calendar.default_uses, &id).unwrap();
+        assert_eq!(
+            asked,
+            [
+                "openid",
+                "email",
+                "https://www.googleapis.com/auth/calendar.events"
+            ],
+            "readonly is included in events"
+        );
     }
 
     #[test]
