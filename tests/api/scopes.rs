@@ -121,15 +121,54 @@ async fn a_connect_asks_for_what_its_uses_need_and_no_more() {
         )
         .await;
     assert_eq!(scope(&started).as_deref(), Some("api refresh_token"));
-    // Google: a reconnect adds to the earlier grant (incremental authorization) is
-    // covered by the unit of `with_params`; here the kind's default.
-    let (_, started) = app
-        .oauth_start(&admin, "google", start(json!({"kind": "calendar"})))
+    // Google: a reconnect asks for the earlier grant and the new uses, with
+    // incremental authorization.
+    let google = app
+        .sandbox()
+        .add_oauth_user(sandbox::oauth::OAuthUser::new(
+            OAuthProvider::Google,
+            format!("scopes-{}@sandbox.test", s::fresh()),
+        ))
+        .expect("sandbox user");
+    let first = app
+        .oauth_connect(
+            &admin,
+            "google",
+            start(json!({"kind": "gmail"})),
+            &format!("login_hint={}", google.email),
+        )
         .await;
-    assert!(
-        scope(&started).is_some_and(|s| s.contains("calendar.events")),
-        "{started}"
+    assert_eq!(first.status, "connected", "{}", first.return_url);
+    assert_eq!(
+        query_param(&first.authorize_url, "include_granted_scopes").as_deref(),
+        Some("false"),
+        "a first connect asks for its kind's scopes alone"
     );
+    let (status, again) = app
+        .oauth_start(
+            &admin,
+            "google",
+            start(json!({"kind": "gmail", "connection_id": first.connection_id, "uses": ["action:send_email"]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{again}");
+    let url = again["authorize_url"].as_str().unwrap_or("");
+    assert_eq!(
+        query_param(url, "include_granted_scopes").as_deref(),
+        Some("true")
+    );
+    assert!(
+        scope(&again).is_some_and(|s| s.contains("gmail.send") && s.starts_with("openid email")),
+        "{again}"
+    );
+    let (status, refused) = app
+        .oauth_start(
+            &admin,
+            "google",
+            start(json!({"kind": "calendar", "connection_id": first.connection_id})),
+        )
+        .await;
+    assert_eq!(status, 400, "a reconnect keeps the kind: {refused}");
 
     // Uses are validated strictly; nothing is stored for a refused start.
     for (body, code) in [

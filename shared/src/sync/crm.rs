@@ -1721,6 +1721,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn missing_scope_refusals_are_told_from_other_refusals() {
+        let hubspot = json!({
+            "status": "error",
+            "message": "This app hasn't been granted all required scopes to make this call.",
+            "errors": [{"message": "One or more of the following scopes are required.",
+                        "context": {"requiredGranularScopes": ["crm.objects.contacts.write"]}}],
+            "category": "MISSING_SCOPES",
+        });
+        assert_eq!(
+            missing_scopes(StatusCode::FORBIDDEN, Some(&hubspot)),
+            Some(vec!["crm.objects.contacts.write".to_owned()])
+        );
+        let salesforce = json!([{"message": "This session is not valid for use with the REST API",
+                                 "errorCode": "INVALID_SESSION_ID"}]);
+        assert_eq!(
+            missing_scopes(StatusCode::FORBIDDEN, Some(&salesforce)),
+            Some(vec!["api".to_owned()])
+        );
+        let expired =
+            json!([{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]);
+        assert_eq!(
+            missing_scopes(StatusCode::UNAUTHORIZED, Some(&expired)),
+            None
+        );
+        let other = json!({"category": "VALIDATION_ERROR", "message": "bad"});
+        assert_eq!(missing_scopes(StatusCode::BAD_REQUEST, Some(&other)), None);
+        assert_eq!(missing_scopes(StatusCode::FORBIDDEN, Some(&other)), None);
+        assert!(!CrmError::ScopesMissing(vec![]).is_transient());
+    }
+
+    #[test]
     fn times_parse_in_every_provider_format() {
         let a = parse_time_ms("2024-01-15T09:00:00.000+0000").unwrap();
         let b = parse_time_ms("2024-01-15T09:00:00.000Z").unwrap();
