@@ -120,7 +120,7 @@ async fn a_connect_asks_for_what_its_uses_need_and_no_more() {
             start(json!({"uses": ["sync:companies:push", "kb_import"]})),
         )
         .await;
-    assert_eq!(scope(&started).as_deref(), Some("api refresh_token"));
+    assert_eq!(scope(&started).as_deref(), Some("api refresh_token id"));
     // Google: a reconnect asks for the earlier grant and the new uses, with
     // incremental authorization.
     let google = app
@@ -385,12 +385,18 @@ async fn pushes_without_schema_write_create_each_record_once() {
     s::app_create_many(&app, &t, Entity::Contacts, 6).await;
     let c = s::new_config(&t, SyncDirection::Bidirectional, &[Entity::Contacts]);
     s::store(&app, &c).await;
-    let properties = app.sandbox().calls("hubspot.crm_property_create");
     let logs = s::run_ok(&app, &t, &c.id).await;
-    assert_eq!(
-        app.sandbox().calls("hubspot.crm_property_create"),
-        properties,
-        "no attempt to define the marker without schema write"
+    let s::Crm::Hubspot(portal) = t.crm else {
+        panic!("a HubSpot tenant")
+    };
+    let records = app
+        .sandbox()
+        .hubspot_records(portal, sandbox::CrmObject::Contacts);
+    assert!(
+        records
+            .iter()
+            .all(|r| !r.properties.contains_key("conduit_id")),
+        "no marker without schema write"
     );
     assert_eq!(logs[0].counts["processed"], 10, "{:?}", logs[0]);
     let crm = s::crm_view(&app, &t, Entity::Contacts);
@@ -406,4 +412,41 @@ async fn pushes_without_schema_write_create_each_record_once() {
     let again = s::run_ok(&app, &t, &c.id).await;
     assert_eq!(again[0].counts["created"], 0, "{:?}", again[0].counts);
     assert_eq!(s::crm_view(&app, &t, Entity::Contacts).len(), 10);
+}
+
+#[tokio::test]
+async fn salesforce_without_the_api_scope_fails_the_run_with_scopes_missing() {
+    let app = TestApp::spawn().await;
+    let t = s::connect(&app, "salesforce").await;
+    let email = connection(&app, &t).await["connected_as"]["email"]
+        .as_str()
+        .expect("connected as")
+        .to_owned();
+    s::seed(&app, &t, Entity::Contacts, 3);
+    let c = s::new_config(&t, SyncDirection::Pull, &[Entity::Contacts]);
+    s::store(&app, &c).await;
+    let narrowed = app.sandbox().narrow_grants(
+        OAuthProvider::Salesforce,
+        &GrantSelector::User {
+            email,
+            client_id: None,
+        },
+        None,
+        &["api".to_owned()],
+    );
+    assert!(!narrowed.is_empty(), "the connection's grant was narrowed");
+    let logs = s::run(&app, &t, &c.id).await;
+    assert_eq!(logs[0].status, RunStatus::Failed, "{:?}", logs[0]);
+    assert_eq!(
+        logs[0].error_code.as_deref(),
+        Some("scopes_missing"),
+        "{:?}",
+        logs[0]
+    );
+    let conn = connection(&app, &t).await;
+    assert_eq!(conn["scopes_missing"], json!(["api"]), "{conn}");
+    assert_eq!(
+        conn["status"], "connected",
+        "what it may still do keeps working"
+    );
 }
