@@ -459,6 +459,7 @@ async fn refresh_sweep(env: &devhost::LocalEnv, n: usize) -> Result<()> {
             secrets: sealed,
             identity: Some(Identity::default()),
             scopes: vec!["oauth".into()],
+            scopes_missing: Vec::new(),
             account_key: None,
             last_error: None,
             checked_at: Some(at),

@@ -114,6 +114,10 @@ pub struct Connection {
     /// Granted scopes (OAuth).
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// Scopes the provider said were missing at run time (an admin narrowed the
+    /// grant): the dashboard asks for a reconnect; a reconnect clears them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes_missing: Vec<String>,
     /// The provider account, for one connection per account.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account_key: Option<String>,

@@ -1,5 +1,6 @@
 //! Events Conduit publishes on its EventBridge bus for the rest of the product (the
-//! dashboard listens for `integration.connection.reauth_required`).
+//! dashboard listens for `integration.connection.reauth_required` and
+//! `integration.connection.scopes_missing`).
 //!
 //! Every event has source [`SOURCE`], a detail-type naming what happened, and a JSON
 //! detail holding ids and codes only — never a token, secret or provider body.
@@ -13,6 +14,10 @@ pub const SOURCE: &str = "conduit.integrations";
 
 /// A connection's grant is gone; an admin must reconnect.
 pub const REAUTH_REQUIRED: &str = "integration.connection.reauth_required";
+
+/// A provider refused a call for scopes the connection lacks; an admin must
+/// reconnect it with them.
+pub const SCOPES_MISSING: &str = "integration.connection.scopes_missing";
 
 /// Publishing failed.
 #[derive(Debug, thiserror::Error)]

@@ -59,6 +59,17 @@ pub enum ApiError {
         /// What conflicts.
         message: String,
     },
+    /// The state forbids it (409), with members saying how to get past it (the
+    /// missing scopes and the reconnect call).
+    #[error("{message}")]
+    ConflictWith {
+        /// Stable code.
+        code: &'static str,
+        /// What conflicts.
+        message: String,
+        /// Extra members of the error object.
+        extra: serde_json::Map<String, serde_json::Value>,
+    },
     /// If-Match did not match (412).
     #[error("the resource changed since it was read; fetch it again")]
     PreconditionFailed,
@@ -133,7 +144,7 @@ impl ApiError {
             Self::Unauthenticated => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::Conflict { .. } | Self::ConflictWith { .. } => StatusCode::CONFLICT,
             Self::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -148,6 +159,7 @@ impl ApiError {
         match self {
             Self::BadRequest { code, .. }
             | Self::Conflict { code, .. }
+            | Self::ConflictWith { code, .. }
             | Self::Unprocessable { code, .. }
             | Self::BadGateway { code, .. } => code,
             Self::Unauthenticated => "unauthenticated",
@@ -166,6 +178,11 @@ impl ApiError {
             && !details.is_empty()
         {
             error["details"] = serde_json::json!(details);
+        }
+        if let Self::ConflictWith { extra, .. } = self {
+            for (k, v) in extra {
+                error[k] = v.clone();
+            }
         }
         serde_json::json!({ "error": error })
     }

@@ -19,6 +19,7 @@ pub mod http;
 pub mod oauth;
 pub mod providers;
 pub mod queue;
+pub mod scopes;
 pub mod secrets;
 pub mod store;
 pub mod sync;

@@ -2,7 +2,7 @@
 //! (`shared/providers.yaml`, embedded at build time), and the rules for the
 //! credentials a tenant gives for each auth method.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -150,14 +150,211 @@ pub enum RevokeStyle {
     Query,
 }
 
-/// Scopes of an OAuth method.
+/// Scopes of an OAuth method: what each use of the connection needs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Scopes {
-    /// Requested when the admin does not choose.
-    pub default: Vec<String>,
-    /// The least a connection needs to work.
-    pub minimal: Vec<String>,
+    /// Every scope Conduit may ask this provider for (templates over the fields).
+    pub offered: Vec<String>,
+    /// Scopes a granted scope includes (Zoho `.ALL`, Salesforce `full`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub implies: BTreeMap<String, Vec<String>>,
+    /// Asked on every connect: what the "who am I" check and offline access need.
+    pub identity: Vec<String>,
+    /// What each use needs, by use id (`sync:contacts:pull`, `action:log_call`,
+    /// `kb_import`).
+    pub uses: BTreeMap<String, UseScopes>,
+    /// The uses a connect asks for when the caller names none.
+    pub default_uses: Vec<String>,
+    /// Authorize parameters that add scopes to the earlier grant on a reconnect.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub incremental: BTreeMap<String, String>,
+    /// The tenant's own provider: any well-formed scope may be asked for.
+    #[serde(default)]
+    pub free_form: bool,
+}
+
+/// The scopes one use needs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UseScopes {
+    /// Without these the use fails: checked before use.
+    pub needs: Vec<String>,
+    /// Asked for and used when granted; the use works without them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub optional: Vec<String>,
+}
+
+/// A use of a connection, as a caller names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use<'a> {
+    /// Record sync of an entity in a direction (`pull`, `push`, `bidirectional`).
+    Sync(&'a str, &'a str),
+    /// An outbound action.
+    Action(&'a str),
+    /// Knowledge-base import.
+    KbImport,
+}
+
+impl<'a> Use<'a> {
+    /// Parses `sync:{entity}:{pull|push|bidirectional}`, `action:{name}` or `kb_import`.
+    pub fn parse(text: &'a str) -> Option<Self> {
+        let mut parts = text.split(':');
+        let use_ = match (parts.next(), parts.next(), parts.next()) {
+            (Some("sync"), Some(entity), Some(d @ ("pull" | "push" | "bidirectional")))
+                if !entity.is_empty() =>
+            {
+                Self::Sync(entity, d)
+            }
+            (Some("action"), Some(name), None) if !name.is_empty() => Self::Action(name),
+            (Some("kb_import"), None, None) => Self::KbImport,
+            _ => return None,
+        };
+        parts.next().is_none().then_some(use_)
+    }
+
+    /// The catalogue's use ids this use stands for (a bidirectional sync is both).
+    pub fn keys(self) -> Vec<String> {
+        match self {
+            Self::Sync(e, "bidirectional") => {
+                vec![format!("sync:{e}:pull"), format!("sync:{e}:push")]
+            }
+            Self::Sync(e, d) => vec![format!("sync:{e}:{d}")],
+            Self::Action(a) => vec![format!("action:{a}")],
+            Self::KbImport => vec!["kb_import".to_owned()],
+        }
+    }
+}
+
+/// A use the provider's catalogue entry does not have.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UnknownUse(pub String);
+
+impl Scopes {
+    /// The scopes `uses` need (`optional` ones too when `with_optional`), in catalogue
+    /// order, each once; `fill` renders templates (Dynamics' environment).
+    pub fn for_uses(
+        &self,
+        uses: &[String],
+        with_optional: bool,
+        fill: &dyn Fn(&str) -> String,
+    ) -> Result<Vec<String>, UnknownUse> {
+        let mut out: Vec<String> = Vec::new();
+        for text in uses {
+            let parsed = Use::parse(text).ok_or_else(|| {
+                UnknownUse(format!(
+                    "use {:?} is not sync:{{entity}}:{{pull|push|bidirectional}}, action:{{name}} or kb_import",
+                    text.chars().take(64).collect::<String>()
+                ))
+            })?;
+            for key in parsed.keys() {
+                let found = self.uses.get(&key).ok_or_else(|| {
+                    UnknownUse(format!(
+                        "this connection offers no {key}; available: {}",
+                        self.uses.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ))
+                })?;
+                let optional = if with_optional {
+                    &found.optional[..]
+                } else {
+                    &[]
+                };
+                for s in found.needs.iter().chain(optional) {
+                    let s = fill(s);
+                    if !out.contains(&s) {
+                        out.push(s);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// What a connect asks for: the identity scopes, then what the uses need and may
+    /// use, each once, leaving out those another asked scope includes.
+    pub fn to_ask(
+        &self,
+        uses: &[String],
+        fill: &dyn Fn(&str) -> String,
+    ) -> Result<Vec<String>, UnknownUse> {
+        let mut out: Vec<String> = self.identity.iter().map(|s| fill(s)).collect();
+        for s in self.for_uses(uses, true, fill)? {
+            if !out.contains(&s) {
+                out.push(s);
+            }
+        }
+        let implies = |a: &str, b: &str| {
+            self.implies
+                .iter()
+                .any(|(from, to)| fill(from) == a && to.iter().any(|t| fill(t) == b))
+        };
+        let covered = |s: &String| out.iter().any(|t| implies(t, s) && !implies(s, t));
+        Ok(out.iter().filter(|s| !covered(s)).cloned().collect())
+    }
+
+    /// Of `needed`, the scopes `granted` covers neither itself nor through `implies`.
+    pub fn missing(
+        &self,
+        needed: &[String],
+        granted: &[String],
+        fill: &dyn Fn(&str) -> String,
+    ) -> Vec<String> {
+        let mut covered: BTreeSet<String> = granted.iter().cloned().collect();
+        for g in granted {
+            for (from, implied) in &self.implies {
+                if fill(from) == *g {
+                    covered.extend(implied.iter().map(|s| fill(s)));
+                }
+            }
+        }
+        needed
+            .iter()
+            .filter(|s| !covered.contains(*s))
+            .cloned()
+            .collect()
+    }
+
+    /// Checks the scope data of one method (or kind) against the provider's
+    /// capabilities: every use is a capability, every scope is offered.
+    fn check(&self, provider: &Provider) -> Result<(), String> {
+        let offered = |s: &String| self.free_form || self.offered.contains(s);
+        let caps = &provider.capabilities;
+        for (key, scopes) in &self.uses {
+            let ok = match Use::parse(key) {
+                Some(Use::Sync(entity, "pull" | "push")) => caps.sync.iter().any(|e| e == entity),
+                Some(Use::Action(a)) => caps.actions.iter().any(|x| x == a),
+                Some(Use::KbImport) => caps.kb_import,
+                _ => false,
+            };
+            if !ok {
+                return Err(format!(
+                    "use {key} is not one of the provider's capabilities"
+                ));
+            }
+            if let Some(s) = scopes
+                .needs
+                .iter()
+                .chain(&scopes.optional)
+                .find(|s| !offered(s))
+            {
+                return Err(format!("use {key} names scope {s}, which is not offered"));
+            }
+        }
+        let implied = self
+            .implies
+            .iter()
+            .flat_map(|(k, v)| std::iter::once(k).chain(v));
+        if let Some(s) = self.identity.iter().chain(implied).find(|s| !offered(s)) {
+            return Err(format!("scope {s} is not offered"));
+        }
+        for u in &self.default_uses {
+            if Use::parse(u).is_none_or(|p| p.keys().iter().any(|k| !self.uses.contains_key(k))) {
+                return Err(format!("default use {u} is not one of the uses"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A connection kind of an OAuth method (Gmail, Calendar).
@@ -438,6 +635,15 @@ impl AuthMethod {
         self.api_base.as_deref().unwrap_or(&provider.api_base)
     }
 
+    /// The scope model of the method, or of one of its kinds (Google gmail/calendar);
+    /// None: Conduit cannot know what the credentials are granted (API keys).
+    pub fn scope_model(&self, kind: Option<&str>) -> Option<&Scopes> {
+        match kind {
+            Some(k) => self.kinds.get(k).map(|k| &k.scopes),
+            None => self.scopes.as_ref(),
+        }
+    }
+
     /// A field by name (of the connection form, or of the app credentials).
     pub fn field(&self, name: &str) -> Option<&Field> {
         self.fields
@@ -468,8 +674,13 @@ impl AuthMethod {
         templates.extend(self.token_url.as_deref());
         templates.extend(self.revoke_url.as_deref());
         templates.extend(self.introspect_url.as_deref());
-        if let Some(scopes) = &self.scopes {
-            templates.extend(scopes.default.iter().map(String::as_str));
+        for scopes in self
+            .scopes
+            .iter()
+            .chain(self.kinds.values().map(|k| &k.scopes))
+        {
+            templates.extend(scopes.offered.iter().map(String::as_str));
+            scopes.check(provider)?;
         }
         match &self.apply {
             Some(Apply::Basic { username, password }) => {
@@ -862,6 +1073,200 @@ mod tests {
             Some("offline")
         );
         assert!(g.kinds.contains_key("gmail") && g.kinds.contains_key("calendar"));
+    }
+
+    fn id(s: &str) -> String {
+        s.to_owned()
+    }
+
+    #[test]
+    fn every_capability_of_an_oauth_method_has_its_scopes() {
+        for p in &Catalogue::get().unwrap().providers {
+            for m in p.auth.iter().filter(|m| m.kind == AuthType::Oauth2) {
+                let models: Vec<&Scopes> = m
+                    .scopes
+                    .iter()
+                    .chain(m.kinds.values().map(|k| &k.scopes))
+                    .collect();
+                if models.iter().all(|s| s.free_form) {
+                    continue;
+                }
+                let has = |key: &str| models.iter().any(|s| s.uses.contains_key(key));
+                for e in &p.capabilities.sync {
+                    for d in ["pull", "push"] {
+                        assert!(has(&format!("sync:{e}:{d}")), "{}: sync:{e}:{d}", p.id);
+                    }
+                }
+                for a in &p.capabilities.actions {
+                    assert!(has(&format!("action:{a}")), "{}: action:{a}", p.id);
+                }
+                assert_eq!(
+                    has("kb_import"),
+                    p.capabilities.kb_import,
+                    "{}: kb_import",
+                    p.id
+                );
+                for s in &models {
+                    let asked = s.to_ask(&s.default_uses, &id).unwrap();
+                    assert!(!asked.is_empty(), "{}: the default asks for nothing", p.id);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn hubspot_defaults_cover_sync_both_ways_with_the_marker_optional() {
+        let m = Catalogue::get()
+            .unwrap()
+            .provider("hubspot")
+            .unwrap()
+            .auth_method(Some("oauth2"))
+            .unwrap();
+        let s = m.scope_model(None).unwrap();
+        let asked = s.to_ask(&s.default_uses, &id).unwrap();
+        for scope in [
+            "oauth",
+            "crm.objects.contacts.write",
+            "crm.objects.companies.read",
+            "crm.schemas.contacts.write",
+            "crm.schemas.companies.write",
+        ] {
+            assert!(asked.iter().any(|a| a == scope), "{scope} in {asked:?}");
+        }
+        assert_eq!(asked[0], "oauth", "identity first");
+        let needed = s
+            .for_uses(&["sync:contacts:push".into()], false, &id)
+            .unwrap();
+        assert!(
+            !needed.iter().any(|n| n.starts_with("crm.schemas")),
+            "schema write is optional: {needed:?}"
+        );
+        let read_only = vec![id("oauth"), id("crm.objects.contacts.read")];
+        assert_eq!(
+            s.missing(&needed, &read_only, &id),
+            ["crm.objects.contacts.write"]
+        );
+        assert!(
+            s.for_uses(&["sync:tickets:pull".into()], false, &id)
+                .is_err()
+        );
+        assert!(s.for_uses(&["sync:contacts".into()], false, &id).is_err());
+        assert!(
+            s.for_uses(&["action:create_ticket".into()], false, &id)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn broader_grants_cover_narrower_needs() {
+        let c = Catalogue::get().unwrap();
+        let zoho = c
+            .provider("zoho")
+            .unwrap()
+            .auth_method(Some("oauth2"))
+            .unwrap()
+            .scope_model(None)
+            .unwrap();
+        let needed = zoho
+            .for_uses(&["sync:contacts:bidirectional".into()], false, &id)
+            .unwrap();
+        let granted = vec![
+            id("ZohoCRM.modules.contacts.ALL"),
+            id("ZohoCRM.settings.ALL"),
+        ];
+        assert!(
+            zoho.missing(&needed, &granted, &id).is_empty(),
+            "{needed:?}"
+        );
+        let sf = c
+            .provider("salesforce")
+            .unwrap()
+            .auth_method(Some("oauth2"))
+            .unwrap()
+            .scope_model(None)
+            .unwrap();
+        let needed = sf
+            .for_uses(&["sync:companies:push".into()], false, &id)
+            .unwrap();
+        assert!(sf.missing(&needed, &[id("full")], &id).is_empty());
+        assert_eq!(sf.missing(&needed, &[id("refresh_token")], &id), ["api"]);
+        let calendar = c
+            .provider("google")
+            .unwrap()
+            .auth_method(Some("oauth2"))
+            .unwrap()
+            .scope_model(Some("calendar"))
+            .unwrap();
+        let asked = calendar.to_ask(&calendar.default_uses, &id).unwrap();
+        assert_eq!(
+            asked,
+            [
+                "openid",
+                "email",
+                "https://www.googleapis.com/auth/calendar.events"
+            ],
+            "readonly is included in events"
+        );
+    }
+
+    #[test]
+    fn uses_parse_strictly() {
+        assert_eq!(
+            Use::parse("sync:contacts:bidirectional"),
+            Some(Use::Sync("contacts", "bidirectional"))
+        );
+        assert_eq!(Use::parse("action:log_call"), Some(Use::Action("log_call")));
+        assert_eq!(Use::parse("kb_import"), Some(Use::KbImport));
+        for bad in [
+            "",
+            "sync",
+            "sync::pull",
+            "sync:contacts:both",
+            "sync:contacts:pull:x",
+            "action:",
+            "action:a:b",
+            "kb_import:x",
+        ] {
+            assert_eq!(Use::parse(bad), None, "{bad}");
+        }
+        assert_eq!(
+            Use::parse("sync:contacts:bidirectional").unwrap().keys(),
+            ["sync:contacts:pull", "sync:contacts:push"]
+        );
+    }
+
+    #[test]
+    fn scopes_outside_the_offered_ones_are_caught() {
+        let bad = r#"
+providers:
+  - id: x
+    name: X
+    category: crm
+    description: d
+    docs_url: https://x
+    api_base: https://x.example.com
+    auth:
+      - id: oauth2
+        type: oauth2
+        label: O
+        authorize_url: https://x.example.com/a
+        token_url: https://x.example.com/t
+        client_auth: basic
+        scopes:
+          offered: [read]
+          identity: [read]
+          default_uses: ["sync:contacts:pull"]
+          uses:
+            "sync:contacts:pull": { needs: [read, write] }
+        check: { method: GET, path: /me }
+    capabilities: { sync: [contacts], actions: [], kb_import: false, webhooks: false }
+    rate_limit: { scope: account }
+"#;
+        let err = Catalogue::parse(bad).unwrap_err();
+        assert!(err.contains("scope write"), "{err}");
+        let not_capable = bad.replace("sync: [contacts]", "sync: []");
+        let err = Catalogue::parse(&not_capable).unwrap_err();
+        assert!(err.contains("capabilities"), "{err}");
     }
 
     #[test]

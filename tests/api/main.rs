@@ -12,6 +12,7 @@ mod isolation;
 mod oauth;
 mod queue;
 mod records;
+mod scopes;
 mod secrets;
 mod security;
 mod strict_input;

@@ -68,8 +68,11 @@ async fn hubspot_connects_with_identity_portal_and_scopes() {
     );
     assert_eq!(
         query_param(url, "scope").as_deref(),
-        Some("oauth crm.objects.contacts.read"),
-        "the catalogue's minimal scopes"
+        Some(
+            "oauth crm.objects.contacts.read crm.objects.contacts.write crm.schemas.contacts.write \
+             crm.objects.companies.read crm.objects.companies.write crm.schemas.companies.write"
+        ),
+        "the catalogue's default uses: contacts and companies both ways"
     );
     let redirect = query_param(url, "redirect_uri").expect("redirect_uri");
     assert!(
@@ -95,7 +98,15 @@ async fn hubspot_connects_with_identity_portal_and_scopes() {
     );
     assert_eq!(
         conn["scopes"],
-        json!(["oauth", "crm.objects.contacts.read"]),
+        json!([
+            "oauth",
+            "crm.objects.contacts.read",
+            "crm.objects.contacts.write",
+            "crm.schemas.contacts.write",
+            "crm.objects.companies.read",
+            "crm.objects.companies.write",
+            "crm.schemas.companies.write"
+        ]),
         "granted scopes"
     );
     assert_eq!(conn["token"]["app"], "platform");

@@ -19,6 +19,9 @@ use tokio::sync::Mutex;
 use crate::sync_support::{self as s, Tenant, View};
 
 const ENTITY: Entity = Entity::Contacts;
+/// HubSpot through a grant without `crm.schemas.contacts.write`: no `conduit_id`
+/// marker property, so pushes de-duplicate creates by email.
+const HUBSPOT_NO_SCHEMA_WRITE: &str = "hubspot without schema write";
 const SEEDED: usize = 60;
 const APP_MADE: usize = 5;
 
@@ -35,6 +38,7 @@ async fn faults_during_sync_runs_end_where_fault_free_runs_do() {
     hubspot_429_storms_slow_a_sync_down_and_lose_nothing(&app).await;
     hubspot_5xx_timeouts_and_a_malformed_answer_during_a_sync_lose_nothing(&app).await;
     salesforce_5xx_timeouts_and_a_malformed_answer_during_a_sync_lose_nothing(&app).await;
+    hubspot_without_schema_write_loses_nothing_to_5xx_and_a_malformed_create_answer(&app).await;
     a_worker_killed_mid_chunk_is_retried_to_the_same_end_state(&app).await;
 }
 
@@ -48,7 +52,17 @@ struct Snapshot {
 /// A fresh tenant with 60 CRM contacts and 5 app contacts, and its bidirectional
 /// config (stored, not run).
 async fn scenario(app: &TestApp, provider: &str) -> (Tenant, conduit::domain::SyncConfigId) {
-    let t = s::connect(app, provider).await;
+    let t = match provider {
+        HUBSPOT_NO_SCHEMA_WRITE => {
+            let scopes = [
+                "oauth",
+                "crm.objects.contacts.read",
+                "crm.objects.contacts.write",
+            ];
+            s::connect_asking(app, "hubspot", serde_json::json!({ "scopes": scopes })).await
+        }
+        p => s::connect(app, p).await,
+    };
     s::seed(app, &t, ENTITY, SEEDED);
     s::app_create_many(app, &t, ENTITY, APP_MADE).await;
     let c = s::new_config(&t, SyncDirection::Bidirectional, &[ENTITY]);
@@ -96,7 +110,9 @@ async fn faulted(
     let (t, c) = scenario(app, provider).await;
     // The next answer of this route is cut short (after the CRM did the work).
     match malformed {
-        Some(route) if provider == "hubspot" => app.sandbox().malform_hubspot_responses(route, 1),
+        Some(route) if provider.starts_with("hubspot") => {
+            app.sandbox().malform_hubspot_responses(route, 1)
+        }
         Some(route) => app.sandbox().malform_salesforce_responses(route, 1),
         None => {}
     }
@@ -175,6 +191,22 @@ async fn hubspot_5xx_timeouts_and_a_malformed_answer_during_a_sync_lose_nothing(
     assert_redelivered(&log);
 }
 
+async fn hubspot_without_schema_write_loses_nothing_to_5xx_and_a_malformed_create_answer(
+    app: &TestApp,
+) {
+    let log = faulted(
+        app,
+        HUBSPOT_NO_SCHEMA_WRITE,
+        vec![
+            (3, fault(Provider::Hubspot, 502, 1)),
+            (6, fault(Provider::Hubspot, 504, 4)),
+        ],
+        Some("hubspot.crm_batch_create"),
+    )
+    .await;
+    assert_redelivered(&log);
+}
+
 async fn salesforce_5xx_timeouts_and_a_malformed_answer_during_a_sync_lose_nothing(app: &TestApp) {
     let log = faulted(
         app,
@@ -190,7 +222,7 @@ async fn salesforce_5xx_timeouts_and_a_malformed_answer_during_a_sync_lose_nothi
 }
 
 async fn a_worker_killed_mid_chunk_is_retried_to_the_same_end_state(app: &TestApp) {
-    for provider in ["hubspot", "salesforce"] {
+    for provider in ["hubspot", HUBSPOT_NO_SCHEMA_WRITE, "salesforce"] {
         let want = baseline(app, provider).await;
         let (t, c) = scenario(app, provider).await;
         // Slow answers keep each chunk busy long enough to be killed inside it.

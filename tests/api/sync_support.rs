@@ -20,7 +20,7 @@ use sandbox::{CrmObject, SfObject};
 use scenarios::{Role, TestApp};
 use serde_json::{Value, json};
 
-const RETURN_TO: &str = "http://localhost:5173/integrations";
+pub const RETURN_TO: &str = "http://localhost:5173/integrations";
 
 /// Which CRM a tenant is connected to, and its account there.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +57,11 @@ pub fn fresh() -> u64 {
 
 /// A new tenant connected (OAuth through the dev host) to a CRM account of its own.
 pub async fn connect(app: &TestApp, provider: &str) -> Tenant {
+    connect_asking(app, provider, json!({})).await
+}
+
+/// Like [`connect`], with more members of the OAuth start body (`uses`, `scopes`).
+pub async fn connect_asking(app: &TestApp, provider: &str, start: Value) -> Tenant {
     let n = fresh();
     let email = format!("sync-{provider}-{n}@sandbox.test");
     let (user, crm) = match provider {
@@ -88,7 +93,11 @@ pub async fn connect(app: &TestApp, provider: &str) -> Tenant {
         .oauth_connect(
             &admin,
             provider,
-            json!({"return_to": RETURN_TO}),
+            {
+                let mut body = start;
+                body["return_to"] = json!(RETURN_TO);
+                body
+            },
             &format!("login_hint={email}"),
         )
         .await;

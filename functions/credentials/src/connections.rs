@@ -41,6 +41,8 @@ struct View<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     connected_as: Option<serde_json::Value>,
     scopes: &'a [String],
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    scopes_missing: &'a [String],
     #[serde(skip_serializing_if = "Option::is_none")]
     last_error: Option<&'a LastError>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -77,6 +79,7 @@ fn view<'a>(call: &'a Call<'_>, c: &'a Connection) -> View<'a> {
         credentials,
         connected_as: c.identity.as_ref().map(identity_json),
         scopes: &c.scopes,
+        scopes_missing: &c.scopes_missing,
         last_error: c.last_error.as_ref(),
         checked_at: c.checked_at.map(rfc3339),
         token: c.token.as_ref().map(token_json),
@@ -372,6 +375,7 @@ pub async fn create(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
         status: ConnectionStatus::Connected,
         identity: Some(identity),
         scopes: Vec::new(),
+        scopes_missing: Vec::new(),
         last_error: None,
         checked_at: Some(at),
         created_at: at,

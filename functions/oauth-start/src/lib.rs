@@ -1,9 +1,16 @@
-//! The OAuth start function: `POST /v1/oauth/{provider}/start` `{label?, scopes?,
+//! The OAuth start function: `POST /v1/oauth/{provider}/start` `{label?, uses? | scopes?,
 //! return_to, kind?, fields?, connection_id?}` → `{authorize_url, expires_in}`.
 //!
 //! Admins only. The tenant's own app for the provider is used, else the platform's,
-//! else a 409 says to add app credentials. The flow (state hash, sealed PKCE verifier,
-//! scopes, redirect URI, return_to) is stored for ten minutes.
+//! else a 409 says to add app credentials. What is asked for follows the connection's
+//! uses: `"uses": ["sync:contacts:bidirectional", "sync:companies:pull",
+//! "action:log_call", "kb_import"]` asks for exactly the scopes the catalogue lists for
+//! them (plus the identity scopes); no `uses` asks for the tenant app's scopes, else
+//! the catalogue's default uses (sync of contacts and companies both ways); `scopes`
+//! asks for explicit scopes the provider offers instead. A reconnect (`connection_id`)
+//! asks for the connection's granted scopes and the new ones together. The flow (state
+//! hash, sealed PKCE verifier, scopes, redirect URI, return_to) is stored for ten
+//! minutes.
 
 use std::convert::Infallible;
 

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use conduit::audit::{AuditEntry, Outcome};
 use conduit::domain::{ConnectionId, SyncConfigId, now};
 use conduit::http::{self, ApiError};
+use conduit::scopes;
 use conduit::sync::config::{ConfigStatus, FieldMapping, SyncConfig};
 use conduit::sync::crm::CrmKind;
 use conduit::sync::purge::{Purge, PurgeMessage};
@@ -261,9 +262,15 @@ pub async fn create(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
         version: 1,
     };
     p.extend(validate::check_shape(kind, &c));
-    if found.is_none() {
+    let Some((conn, _)) = &found else {
         // The connection is one of the problems.
         return Err(p.into_error());
+    };
+    // Before the CRM is asked anything: a grant that cannot serve the config is a 409
+    // naming the reconnect, not a run that fails later (bad input is a 400 first).
+    if p.0.is_empty() {
+        let uses = scopes::sync_uses(c.direction, &c.entities);
+        scopes::check(call.app.catalogue, conn, &uses)?;
     }
     let described = describe(call, kind, &c.connection_id, &c.entities).await?;
     p.extend(validate::check_filters(kind, &c, &described));
@@ -372,11 +379,9 @@ pub async fn update(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
         changed.push("filters");
     }
     p.extend(validate::check_shape(kind, &next));
-    if recheck && p.0.is_empty() {
-        if usable_connection(call, &prev.connection_id)
-            .await?
-            .is_none()
-        {
+    let widened = next.direction != prev.direction || next.entities != prev.entities;
+    if (recheck || widened) && p.0.is_empty() {
+        let Some((conn, _)) = usable_connection(call, &prev.connection_id).await? else {
             return Err(ApiError::Conflict {
                 code: "connection_unusable",
                 message: format!(
@@ -384,7 +389,16 @@ pub async fn update(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
                     prev.connection_id
                 ),
             });
+        };
+        if widened {
+            scopes::check(
+                call.app.catalogue,
+                &conn,
+                &scopes::sync_uses(next.direction, &next.entities),
+            )?;
         }
+    }
+    if recheck && p.0.is_empty() {
         let described = describe(call, kind, &prev.connection_id, &next.entities).await?;
         p.extend(validate::check_filters(kind, &next, &described));
         let added: Vec<Entity> = next

@@ -38,6 +38,18 @@ pub fn api_error(e: CrmError) -> ApiError {
             code: "provider_rejected",
             message: format!("the CRM refused the request ({status}): {message}"),
         },
+        CrmError::ScopesMissing(missing) => {
+            let mut extra = serde_json::Map::new();
+            extra.insert("missing_scopes".into(), serde_json::json!(missing));
+            ApiError::ConflictWith {
+                code: "scopes_missing",
+                message: format!(
+                    "the CRM refused: the connection lacks {}; reconnect it to add them",
+                    missing.join(", ")
+                ),
+                extra,
+            }
+        }
         CrmError::Internal(why) => ApiError::internal(why),
     }
 }

@@ -40,6 +40,7 @@ pub fn view(l: &SyncLog) -> Value {
         "counts": l.counts,
         "duration_ms": (end - l.started_at).whole_milliseconds().max(0) as u64,
         "error": l.error,
+        "error_code": l.error_code,
         "started_at": rfc3339(l.started_at),
         "updated_at": rfc3339(l.updated_at),
         "finished_at": l.finished_at.map(rfc3339),

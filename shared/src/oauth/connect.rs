@@ -27,7 +27,12 @@ pub struct StartBody {
     /// Label of the new connection.
     #[serde(default)]
     pub label: Option<String>,
-    /// Scopes to request (default: the app's, else the catalogue's minimal ones).
+    /// What the connection is for (`sync:contacts:bidirectional`, `action:log_call`,
+    /// `kb_import`); its scopes are asked for. Default: the catalogue's default uses
+    /// (sync of contacts and companies both ways), or the tenant app's own scopes.
+    #[serde(default)]
+    pub uses: Option<Vec<String>>,
+    /// Explicit scopes to request instead (each one the provider offers).
     #[serde(default)]
     pub scopes: Option<Vec<String>>,
     /// Where the browser returns; must be on the dashboard allow-list.
@@ -38,7 +43,8 @@ pub struct StartBody {
     /// The method's connection fields (Salesforce environment, Zoho data centre, …).
     #[serde(default)]
     pub fields: BTreeMap<String, String>,
-    /// Reconnect this existing connection (after `needs_reauth`).
+    /// Reconnect this existing connection (any status): asks for its granted scopes
+    /// together with the new ones.
     #[serde(default)]
     pub connection_id: Option<String>,
 }
@@ -144,62 +150,122 @@ pub fn redirect_uri(app: &App, client: &ClientApp, provider: &str) -> Result<Str
     ))
 }
 
+/// Most uses or scopes one start may name.
+const MAX_ASKED: usize = 50;
+
+/// What a start asks for: the scopes, and the authorize parameters of an incremental
+/// reconnect.
+struct Asked {
+    scopes: Vec<String>,
+    extra_params: BTreeMap<String, String>,
+}
+
+/// The scopes a start asks for: those `uses` need (default: the catalogue's default
+/// uses, or the tenant app's own scopes), or explicit `scopes` the provider offers;
+/// on a reconnect, together with what the connection was already granted.
 fn scopes_for(
     method: &AuthMethod,
     kind: Option<&str>,
     client: &ClientApp,
-    asked: Option<Vec<String>>,
+    body: (Option<Vec<String>>, Option<Vec<String>>),
     fields: &Fields,
-) -> Result<Vec<String>, ApiError> {
-    let catalogue = match kind {
-        Some(k) => method.kinds.get(k).map(|k| &k.scopes),
-        None => method.scopes.as_ref(),
+    granted_before: Option<&[String]>,
+) -> Result<Asked, ApiError> {
+    let model = method.scope_model(kind);
+    let fill = |s: &str| render(s, |n| fields.value(n)).unwrap_or_else(|_| s.to_owned());
+    let invalid = |m: &str| ApiError::bad_request("invalid_scopes", m.to_owned());
+    let well_formed = |s: &String| {
+        !s.is_empty() && s.len() <= 256 && !s.chars().any(|c| c.is_whitespace() || c.is_control())
     };
-    let fill = |s: &String| render(s, |n| fields.value(n)).unwrap_or_else(|_| s.clone());
-    let mut known: BTreeSet<String> = BTreeSet::new();
-    if let Some(c) = catalogue {
-        known.extend(c.default.iter().chain(&c.minimal).map(fill));
-    }
-    known.extend(client.scopes.iter().flatten().cloned());
-    let custom = !method.app_fields.is_empty();
-    let chosen = match asked {
-        Some(asked) => {
-            if asked.len() > 50 {
-                return Err(ApiError::bad_request("invalid_scopes", "at most 50 scopes"));
+    let chosen = match body {
+        (Some(_), Some(_)) => return Err(invalid("give uses or scopes, not both")),
+        (Some(uses), None) => {
+            if uses.is_empty() || uses.len() > MAX_ASKED {
+                return Err(ApiError::bad_request(
+                    "invalid_uses",
+                    format!("uses: 1 to {MAX_ASKED} entries"),
+                ));
             }
-            for s in &asked {
-                let well_formed = !s.is_empty()
-                    && s.len() <= 256
-                    && !s.chars().any(|c| c.is_whitespace() || c.is_control());
-                if !well_formed {
-                    return Err(ApiError::bad_request(
-                        "invalid_scopes",
-                        "scopes are non-empty strings of at most 256 characters without spaces",
-                    ));
-                }
-                if !custom && !known.contains(s) {
-                    return Err(ApiError::bad_request(
-                        "unknown_scope",
-                        format!(
-                            "scope {s:?} is not one this provider offers; choose from: {}",
-                            known.iter().cloned().collect::<Vec<_>>().join(", ")
-                        ),
-                    ));
-                }
+            let model = model.ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_uses",
+                    "this provider's scopes are not modelled; give scopes",
+                )
+            })?;
+            model
+                .to_ask(&uses, &fill)
+                .map_err(|e| ApiError::bad_request("invalid_uses", e.0))?
+        }
+        (None, Some(asked)) => {
+            if asked.len() > MAX_ASKED {
+                return Err(invalid("at most 50 scopes"));
+            }
+            if !asked.iter().all(well_formed) {
+                return Err(invalid(
+                    "scopes are non-empty strings of at most 256 characters without spaces",
+                ));
+            }
+            let mut known: BTreeSet<String> = BTreeSet::new();
+            if let Some(m) = model {
+                known.extend(m.offered.iter().map(|s| fill(s)));
+            }
+            known.extend(client.scopes.iter().flatten().cloned());
+            let free = model.is_none_or(|m| m.free_form);
+            if let Some(s) = asked.iter().find(|s| !free && !known.contains(*s)) {
+                return Err(ApiError::bad_request(
+                    "unknown_scope",
+                    format!(
+                        "scope {s:?} is not one this provider offers; choose from: {}",
+                        known.iter().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                ));
             }
             asked
         }
-        None => match (&client.scopes, catalogue) {
+        (None, None) => match (&client.scopes, model) {
             (Some(app_scopes), _) => app_scopes.clone(),
-            (None, Some(c)) => c.minimal.iter().map(fill).collect(),
+            (None, Some(m)) => m
+                .to_ask(&m.default_uses, &fill)
+                .map_err(|e| ApiError::internal(format!("catalogue default uses: {e}")))?,
             (None, None) => Vec::new(),
         },
     };
-    let mut seen = BTreeSet::new();
-    Ok(chosen
+    let mut scopes: Vec<String> = Vec::new();
+    for s in chosen
         .into_iter()
-        .filter(|s| seen.insert(s.clone()))
-        .collect())
+        .chain(granted_before.into_iter().flatten().cloned())
+    {
+        if !scopes.contains(&s) {
+            scopes.push(s);
+        }
+    }
+    let extra_params = match (granted_before, model) {
+        (Some(_), Some(m)) => m.incremental.clone(),
+        _ => BTreeMap::new(),
+    };
+    Ok(Asked {
+        scopes,
+        extra_params,
+    })
+}
+
+/// `url` with `params` set (replacing any earlier value of the same name).
+fn with_params(url: &str, params: &BTreeMap<String, String>) -> Result<String, ApiError> {
+    if params.is_empty() {
+        return Ok(url.to_owned());
+    }
+    let mut parsed = Url::parse(url).map_err(ApiError::internal)?;
+    let kept: Vec<(String, String)> = parsed
+        .query_pairs()
+        .filter(|(k, _)| !params.contains_key(k.as_ref()))
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    parsed
+        .query_pairs_mut()
+        .clear()
+        .extend_pairs(kept)
+        .extend_pairs(params);
+    Ok(parsed.to_string())
 }
 
 /// `POST /v1/oauth/{provider}/start`: the URL to send the admin's browser to.
@@ -245,7 +311,7 @@ pub async fn start(
     let fields = method
         .validate(&body.fields, &app.url_policy())
         .map_err(ApiError::invalid_fields)?;
-    let connection_id = match &body.connection_id {
+    let reconnecting = match &body.connection_id {
         None => None,
         Some(raw) => {
             let id = ConnectionId::parse(raw)
@@ -256,7 +322,13 @@ pub async fn start(
                 .map_err(ApiError::internal)?
                 .filter(|c| c.provider == provider.id)
                 .ok_or_else(|| ApiError::NotFound(format!("no {} connection {id}", provider.id)))?;
-            Some(conn.id)
+            if conn.kind != kind {
+                return Err(ApiError::bad_request(
+                    "invalid_kind",
+                    "a reconnect keeps the connection's kind",
+                ));
+            }
+            Some(conn)
         }
     };
     let client = resolve_app(app, &who.tenant, &provider.id, None)
@@ -278,7 +350,16 @@ pub async fn start(
             ),
         });
     }
-    let scopes = scopes_for(method, kind.as_deref(), &client, body.scopes, &fields)?;
+    let asked = scopes_for(
+        method,
+        kind.as_deref(),
+        &client,
+        (body.uses, body.scopes),
+        &fields,
+        reconnecting.as_ref().map(|c| c.scopes.as_slice()),
+    )?;
+    let connection_id = reconnecting.map(|c| c.id);
+    let scopes = asked.scopes;
     let redirect_uri = redirect_uri(app, &client, &provider.id)?;
     let mut settings = fields.public.clone();
     settings.extend(client.settings.clone());
@@ -303,6 +384,7 @@ pub async fn start(
     let authorize_url = endpoints
         .authorize_url(&client, &redirect_uri, &state, &scopes, challenge)
         .map_err(|e| ApiError::internal(e.to_string()))?;
+    let authorize_url = with_params(&authorize_url, &asked.extra_params)?;
     let sealed = match &verifier {
         Some(v) => Some(
             app.envelope
@@ -656,6 +738,7 @@ async fn connect(
             next.secrets = sealed;
             next.identity = Some(identity);
             next.scopes = scopes;
+            next.scopes_missing = Vec::new();
             next.account_key = account_key;
             next.last_error = None;
             next.checked_at = Some(at);
@@ -719,6 +802,7 @@ async fn connect(
                 secrets: sealed,
                 identity: Some(identity),
                 scopes,
+                scopes_missing: Vec::new(),
                 account_key,
                 last_error: None,
                 checked_at: Some(at),

@@ -36,6 +36,14 @@ impl SyncDirection {
     pub fn pushes(self) -> bool {
         matches!(self, Self::Push | Self::Bidirectional)
     }
+    /// Its name in the API (`pull`, `push`, `bidirectional`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pull => "pull",
+            Self::Push => "push",
+            Self::Bidirectional => "bidirectional",
+        }
+    }
     /// Whether `narrower` is this direction or a part of it.
     pub fn covers(self, narrower: SyncDirection) -> bool {
         self == Self::Bidirectional || self == narrower

@@ -12,7 +12,7 @@
 //! Values cross this boundary as strings (None: empty); Salesforce's typed JSON values
 //! are converted with the object's describe.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -76,6 +76,17 @@ impl CrmKind {
         match self {
             Self::Hubspot => HUBSPOT_MARKER,
             Self::Salesforce => SALESFORCE_MARKER,
+        }
+    }
+
+    /// The field that identifies a record by its key (the app's email / domain): how
+    /// creates are de-duplicated when the marker field cannot be defined.
+    pub fn key_field(self, entity: Entity) -> &'static str {
+        match (self, entity) {
+            (Self::Hubspot, Entity::Contacts) => "email",
+            (Self::Hubspot, Entity::Companies) => "domain",
+            (Self::Salesforce, Entity::Contacts) => "Email",
+            (Self::Salesforce, Entity::Companies) => "Website",
         }
     }
 
@@ -162,6 +173,10 @@ pub enum CrmError {
         /// The provider's message (never a credential).
         message: String,
     },
+    /// The connection was not granted scopes this call needs (an admin narrowed the
+    /// grant): retrying will not help, a reconnect will.
+    #[error("the connection lacks scopes: {}", .0.join(", "))]
+    ScopesMissing(Vec<String>),
     /// The provider's allowance is used up for a long time (Salesforce daily limit).
     #[error("provider allowance exhausted: {0}")]
     LimitExhausted(String),
@@ -213,6 +228,8 @@ pub struct CrmClient<'a> {
     /// The provider's latest usage report (Salesforce `Sforce-Limit-Info`).
     pub usage: Option<String>,
     describe_cache: BTreeMap<Entity, Vec<CrmField>>,
+    /// Entities whose CRM object has no marker field (pushes de-duplicate by key).
+    unmarked: BTreeSet<Entity>,
 }
 
 impl std::fmt::Debug for CrmClient<'_> {
@@ -267,6 +284,7 @@ impl<'a> CrmClient<'a> {
             rate_limited: 0,
             usage: None,
             describe_cache: BTreeMap::new(),
+            unmarked: BTreeSet::new(),
         })
     }
 
@@ -426,6 +444,9 @@ impl<'a> CrmClient<'a> {
                 .as_ref()
                 .map(error_message)
                 .unwrap_or_else(|_| clip(&text));
+            if let Some(scopes) = missing_scopes(status, parsed.as_ref().ok()) {
+                return Err(CrmError::ScopesMissing(scopes));
+            }
             if status == StatusCode::UNAUTHORIZED {
                 return Err(CrmError::Auth(message));
             }
@@ -480,17 +501,36 @@ impl<'a> CrmClient<'a> {
         Ok(fields)
     }
 
+    /// Whether the CRM holds the app record id of `entity`'s records (as far as
+    /// [`CrmClient::ensure_marker`] found; assumed until it says otherwise).
+    pub fn has_marker(&self, entity: Entity) -> bool {
+        !self.unmarked.contains(&entity)
+    }
+
     /// Makes sure the CRM can hold the app record id (HubSpot: defines the unique
     /// `conduit_id` property once; Salesforce: the `Conduit_Id__c` external id field
-    /// must exist — an admin adds it with the managed package).
-    pub async fn ensure_marker(&mut self, entity: Entity) -> Result<(), CrmError> {
+    /// must exist — an admin adds it with the managed package). Returns whether it
+    /// can: a HubSpot grant without the object's schema write scope cannot define the
+    /// property, and pushes then de-duplicate creates by key instead.
+    pub async fn ensure_marker(&mut self, entity: Entity) -> Result<bool, CrmError> {
         let fields = self.describe(entity).await?;
         if fields.iter().any(|f| f.name == self.kind.marker()) {
-            return Ok(());
+            self.unmarked.remove(&entity);
+            return Ok(true);
         }
         match self.kind {
             CrmKind::Hubspot => {
                 let object = self.kind.object(entity);
+                let schema_write = format!("crm.schemas.{object}.write");
+                let creds = self.credentials().await?;
+                // An OAuth grant says its scopes; an API key's are unknown: try.
+                let lacks = creds.connection.token.is_some()
+                    && !creds.connection.scopes.contains(&schema_write);
+                self.creds = Some((creds, Instant::now()));
+                if lacks {
+                    self.unmarked.insert(entity);
+                    return Ok(false);
+                }
                 let group = match entity {
                     Entity::Contacts => "contactinformation",
                     Entity::Companies => "companyinformation",
@@ -516,7 +556,12 @@ impl<'a> CrmClient<'a> {
                 {
                     Ok(_) | Err(CrmError::Rejected { status: 409, .. }) => {
                         self.describe_cache.remove(&entity);
-                        Ok(())
+                        self.unmarked.remove(&entity);
+                        Ok(true)
+                    }
+                    Err(CrmError::ScopesMissing(_)) => {
+                        self.unmarked.insert(entity);
+                        Ok(false)
                     }
                     Err(e) => Err(e),
                 }
@@ -827,10 +872,37 @@ impl<'a> CrmClient<'a> {
         entity: Entity,
         app_ids: &[String],
     ) -> Result<BTreeMap<String, String>, CrmError> {
-        let object = self.kind.object(entity);
         let marker = self.kind.marker();
+        self.find_by(entity, marker, app_ids).await
+    }
+
+    /// Finds the CRM records whose key field (email / domain) holds one of `keys`
+    /// (compared lower-cased): key → CRM id.
+    pub async fn find_by_key(
+        &mut self,
+        entity: Entity,
+        keys: &[String],
+    ) -> Result<BTreeMap<String, String>, CrmError> {
+        let lower: Vec<String> = keys.iter().map(|k| k.trim().to_lowercase()).collect();
+        let found = self
+            .find_by(entity, self.kind.key_field(entity), &lower)
+            .await?;
+        Ok(found
+            .into_iter()
+            .map(|(k, id)| (k.trim().to_lowercase(), id))
+            .collect())
+    }
+
+    /// Finds the CRM records whose `field` holds one of `values`: value → CRM id.
+    async fn find_by(
+        &mut self,
+        entity: Entity,
+        marker: &str,
+        values: &[String],
+    ) -> Result<BTreeMap<String, String>, CrmError> {
+        let object = self.kind.object(entity);
         let mut found = BTreeMap::new();
-        for chunk in app_ids.chunks(100) {
+        for chunk in values.chunks(100) {
             let records = match self.kind {
                 CrmKind::Hubspot => {
                     let body = json!({
@@ -882,19 +954,23 @@ impl<'a> CrmClient<'a> {
 
     // --------------------------------------------------------------------- write
 
-    /// Creates records (each carrying its app record id in the marker field); one
-    /// outcome per input, in order. At most one batch (HubSpot 100, Salesforce 200).
+    /// Creates records (each carrying its app record id in the marker field, when
+    /// the CRM has it); one outcome per input, in order. At most one batch (HubSpot
+    /// 100, Salesforce 200).
     pub async fn create(
         &mut self,
         entity: Entity,
         records: &[(String, BTreeMap<String, Option<String>>)],
     ) -> Result<Vec<WriteOutcome>, CrmError> {
         let marker = self.kind.marker();
+        let marked = self.has_marker(entity);
         let inputs: Vec<BTreeMap<String, Option<String>>> = records
             .iter()
             .map(|(app_id, values)| {
                 let mut v = values.clone();
-                v.insert(marker.to_owned(), Some(app_id.clone()));
+                if marked {
+                    v.insert(marker.to_owned(), Some(app_id.clone()));
+                }
                 v
             })
             .collect();
@@ -1073,14 +1149,21 @@ impl<'a> CrmClient<'a> {
             .await;
         match result {
             Ok(v) => {
-                // Results come in no particular order: match creates by their marker,
-                // updates by id.
+                // Results come in no particular order: match creates by their marker
+                // (without one, by their unique key: email / domain), updates by id.
                 let records = hubspot_records(&v, self.kind.modified_field(entity))?;
+                let field = if self.has_marker(entity) {
+                    HUBSPOT_MARKER
+                } else {
+                    self.kind.key_field(entity)
+                };
+                let matched =
+                    |v: Option<&String>| v.map(|s| s.trim().to_lowercase()).unwrap_or_default();
                 let mut by_key: BTreeMap<String, String> = BTreeMap::new();
                 for r in records {
                     let key = match ids {
                         Some(_) => r.id.clone(),
-                        None => r.values.get(HUBSPOT_MARKER).cloned().unwrap_or_default(),
+                        None => matched(r.values.get(field)),
                     };
                     by_key.insert(key, r.id);
                 }
@@ -1090,11 +1173,7 @@ impl<'a> CrmClient<'a> {
                     .map(|(i, values)| {
                         let key = match ids {
                             Some(ids) => ids[i].clone(),
-                            None => values
-                                .get(HUBSPOT_MARKER)
-                                .cloned()
-                                .flatten()
-                                .unwrap_or_default(),
+                            None => matched(values.get(field).and_then(Option::as_ref)),
                         };
                         match by_key.get(&key) {
                             Some(id) => WriteOutcome::Done(id.clone()),
@@ -1221,6 +1300,49 @@ fn token_error(e: TokenError) -> CrmError {
         TokenError::Changed => CrmError::Transient("the connection changed".into()),
         TokenError::Internal(why) => CrmError::Internal(why),
     }
+}
+
+/// The scopes a refusal says are missing, when it is a missing-scope refusal:
+/// HubSpot's 403 `MISSING_SCOPES` (naming them in `errors[].context`), Salesforce's
+/// answer to a token without `api` ("not valid for use with the REST API").
+fn missing_scopes(status: StatusCode, body: Option<&Value>) -> Option<Vec<String>> {
+    if status != StatusCode::FORBIDDEN && status != StatusCode::UNAUTHORIZED {
+        return None;
+    }
+    let body = body?;
+    if body.get("category").and_then(Value::as_str) == Some("MISSING_SCOPES") {
+        let mut scopes: Vec<String> = Vec::new();
+        for e in body
+            .get("errors")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let context = e.get("context");
+            for key in ["requiredGranularScopes", "requiredScopes"] {
+                for s in context
+                    .and_then(|c| c.get(key))
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                {
+                    if !scopes.iter().any(|x| x == s) {
+                        scopes.push(clip(s));
+                    }
+                }
+            }
+        }
+        return Some(scopes);
+    }
+    let salesforce_no_api = body.as_array().is_some_and(|items| {
+        items.iter().any(|e| {
+            e.get("message")
+                .and_then(Value::as_str)
+                .is_some_and(|m| m.contains("not valid for use with the REST API"))
+        })
+    });
+    salesforce_no_api.then(|| vec!["api".to_owned()])
 }
 
 /// The human part of a provider error body (HubSpot object, Salesforce array).
@@ -1597,6 +1719,37 @@ fn salesforce_fields(v: &Value) -> Result<Vec<CrmField>, CrmError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn missing_scope_refusals_are_told_from_other_refusals() {
+        let hubspot = json!({
+            "status": "error",
+            "message": "This app hasn't been granted all required scopes to make this call.",
+            "errors": [{"message": "One or more of the following scopes are required.",
+                        "context": {"requiredGranularScopes": ["crm.objects.contacts.write"]}}],
+            "category": "MISSING_SCOPES",
+        });
+        assert_eq!(
+            missing_scopes(StatusCode::FORBIDDEN, Some(&hubspot)),
+            Some(vec!["crm.objects.contacts.write".to_owned()])
+        );
+        let salesforce = json!([{"message": "This session is not valid for use with the REST API",
+                                 "errorCode": "INVALID_SESSION_ID"}]);
+        assert_eq!(
+            missing_scopes(StatusCode::FORBIDDEN, Some(&salesforce)),
+            Some(vec!["api".to_owned()])
+        );
+        let expired =
+            json!([{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]);
+        assert_eq!(
+            missing_scopes(StatusCode::UNAUTHORIZED, Some(&expired)),
+            None
+        );
+        let other = json!({"category": "VALIDATION_ERROR", "message": "bad"});
+        assert_eq!(missing_scopes(StatusCode::BAD_REQUEST, Some(&other)), None);
+        assert_eq!(missing_scopes(StatusCode::FORBIDDEN, Some(&other)), None);
+        assert!(!CrmError::ScopesMissing(vec![]).is_transient());
+    }
 
     #[test]
     fn times_parse_in_every_provider_format() {

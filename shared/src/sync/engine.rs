@@ -150,12 +150,7 @@ pub async fn start(
             config_id: config.id.clone(),
             job_id: job.clone(),
             entity,
-            direction: match direction {
-                SyncDirection::Pull => "pull",
-                SyncDirection::Push => "push",
-                SyncDirection::Bidirectional => "bidirectional",
-            }
-            .into(),
+            direction: direction.as_str().into(),
             trigger: req.trigger.clone(),
             status: RunStatus::Running,
             stage: if direction.pulls() {
@@ -171,6 +166,7 @@ pub async fn start(
                 .collect(),
             pending: 1,
             error: None,
+            error_code: None,
             started_at: at,
             updated_at: at,
             finished_at: None,
@@ -412,7 +408,22 @@ pub async fn run_chunk(
             Err(ChunkError::Retry(e.to_string()))
         }
         Err(e) => {
-            let p = std::mem::take(&mut chunk.progress);
+            let mut p = std::mem::take(&mut chunk.progress);
+            if let CrmError::ScopesMissing(missing) = &e {
+                // Not transient: the message is acknowledged, the connection shows
+                // what to reconnect for, and the dashboard hears of it.
+                p.error_code = Some("scopes_missing");
+                crate::scopes::mark_missing(
+                    app,
+                    &task.tenant,
+                    &chunk.config.connection_id,
+                    missing,
+                    "sync-worker",
+                    request_id,
+                )
+                .await
+                .map_err(retry)?;
+            }
             close(&runs, task, 0, p, Some(&e.to_string())).await
         }
     }
@@ -449,6 +460,9 @@ async fn close(
     let failed = log.counts.get("failed").copied().unwrap_or(0);
     let status = match (&log.error, error) {
         (_, Some(_)) if log.counts.get("processed").copied().unwrap_or(0) == 0 => RunStatus::Failed,
+        // A refusal the run cannot get past (missing scopes) fails it however far
+        // it got.
+        _ if log.error_code.is_some() => RunStatus::Failed,
         // A chunk that failed and then succeeded on redelivery left only a note.
         (Some(e), _) if !e.starts_with(RETRY_NOTE) => RunStatus::Partial,
         _ if failed > 0 => RunStatus::Partial,
@@ -974,9 +988,20 @@ impl Chunk<'_> {
         }
         let mut new_links: Vec<(RecordId, Link)> = Vec::new();
         // Creates: each CRM record carries the app id; a clash means an earlier attempt
-        // created it (or the CRM already has one with the same unique email).
+        // created it (or the CRM already has one with the same unique email). Without
+        // the marker field, records are first looked up by key.
         if !creates.is_empty() {
+            let marked = self.crm.has_marker(entity);
             for batch in creates.chunks(self.crm.kind().batch_size()) {
+                let batch: Vec<&(Record, Values)> = if marked {
+                    batch.iter().collect()
+                } else {
+                    self.unmarked_creates(batch, &mut new_links).await?
+                };
+                if batch.is_empty() {
+                    self.store_links(std::mem::take(&mut new_links)).await?;
+                    continue;
+                }
                 let inputs: Vec<(String, BTreeMap<String, Option<String>>)> = batch
                     .iter()
                     .map(|(r, _, crm_view)| {
@@ -1019,8 +1044,13 @@ impl Chunk<'_> {
                     }
                 }
                 if !find.is_empty() {
-                    let app_ids: Vec<String> = find.iter().map(|(id, _)| id.to_string()).collect();
-                    let found = self.crm.find_by_marker(entity, &app_ids).await?;
+                    let found = if marked {
+                        let app_ids: Vec<String> =
+                            find.iter().map(|(id, _)| id.to_string()).collect();
+                        self.crm.find_by_marker(entity, &app_ids).await?
+                    } else {
+                        self.find_created_by_key(&batch, &find).await?
+                    };
                     for (id, values) in find {
                         match found.get(id.as_str()) {
                             Some(crm_id) => {
@@ -1185,6 +1215,93 @@ impl Chunk<'_> {
             }
         }
         self.store_links(new_links).await
+    }
+
+    /// The key (email / domain) a create of `values` sends the CRM, lower-cased.
+    fn crm_key(&self, record: &Record, values: &Values) -> Option<String> {
+        let field = self.crm.kind().key_field(self.task.entity);
+        self.mapper
+            .to_crm(values, &record.fields)
+            .remove(field)
+            .flatten()
+            .map(|k| k.trim().to_lowercase())
+            .filter(|k| !k.is_empty())
+    }
+
+    /// Creates where the CRM has no marker field (a HubSpot grant without schema
+    /// write): a record whose key the CRM already holds is linked to that record (an
+    /// earlier attempt made it, or it was there), one without a key is not created
+    /// (it could not be found again after a lost answer); the rest are returned.
+    async fn unmarked_creates<'r>(
+        &mut self,
+        batch: &'r [(Record, Values)],
+        links: &mut Vec<(RecordId, Link)>,
+    ) -> Result<Vec<&'r (Record, Values)>, CrmError> {
+        let keyed: Vec<(&(Record, Values), Option<String>)> = batch
+            .iter()
+            .map(|item| (item, self.crm_key(&item.0, &item.1)))
+            .collect();
+        let keys: Vec<String> = keyed.iter().filter_map(|(_, k)| k.clone()).collect();
+        let found = self.crm.find_by_key(self.task.entity, &keys).await?;
+        let mut out = Vec::new();
+        for (item, key) in keyed {
+            let Some(key) = key else {
+                self.progress.add("failed", 1);
+                self.errors.push(RecordError {
+                    phase: Phase::Push,
+                    record_id: Some(item.0.id.to_string()),
+                    crm_id: None,
+                    message: format!(
+                        "not created: without the marker field (the connection lacks schema \
+                         write) a record needs its {} to be created exactly once",
+                        self.crm.kind().key_field(self.task.entity)
+                    ),
+                    at: now(),
+                });
+                continue;
+            };
+            match found.get(&key) {
+                Some(crm_id) => {
+                    // Linked with an empty base: the next pull reconciles both.
+                    self.progress.add("skipped", 1);
+                    links.push((
+                        item.0.id.clone(),
+                        Link {
+                            crm_id: Some(crm_id.clone()),
+                            ..Link::default()
+                        },
+                    ));
+                }
+                None => out.push(item),
+            }
+        }
+        Ok(out)
+    }
+
+    /// For creates the CRM refused as duplicates without naming the record: app id →
+    /// CRM id, found by key.
+    async fn find_created_by_key(
+        &mut self,
+        batch: &[&(Record, Values)],
+        find: &[(RecordId, Values)],
+    ) -> Result<BTreeMap<String, String>, CrmError> {
+        let mut key_of: BTreeMap<String, String> = BTreeMap::new();
+        for (id, values) in find {
+            if let Some((r, _)) = batch
+                .iter()
+                .map(|i| (&i.0, &i.1))
+                .find(|(r, _)| r.id == *id)
+                && let Some(k) = self.crm_key(r, values)
+            {
+                key_of.insert(k, id.to_string());
+            }
+        }
+        let keys: Vec<String> = key_of.keys().cloned().collect();
+        let found = self.crm.find_by_key(self.task.entity, &keys).await?;
+        Ok(found
+            .into_iter()
+            .filter_map(|(k, crm_id)| key_of.get(&k).map(|id| (id.clone(), crm_id)))
+            .collect())
     }
 
     /// Writes links behind the next CRM request.
@@ -1447,10 +1564,12 @@ impl PullContext {
                     .map_err(store)?;
                 let found_links = self.links.get_many(&ids).await.map_err(store)?;
                 for r in found {
-                    // Only records not already linked to another CRM record here.
+                    // Only records not already linked to another CRM record here (a
+                    // push without the marker field linked its creates to these).
                     if found_links
                         .get(r.id.as_str())
-                        .is_some_and(|l| l.crm_id.is_some())
+                        .and_then(|l| l.crm_id.as_deref())
+                        .is_some_and(|c| !page.iter().any(|rec| rec.id == c))
                     {
                         continue;
                     }

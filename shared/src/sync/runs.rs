@@ -164,6 +164,10 @@ pub struct SyncLog {
     /// Why the run failed or stopped early.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The failure's stable code, when it is one the caller acts on
+    /// (`scopes_missing`: reconnect the connection with the missing scopes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
     /// Start.
     #[serde(with = "time::serde::rfc3339")]
     pub started_at: OffsetDateTime,
@@ -200,6 +204,8 @@ pub struct Progress {
     pub stage: Option<&'static str>,
     /// An error to record on the log.
     pub error: Option<String>,
+    /// The error's stable code (fails the log).
+    pub error_code: Option<&'static str>,
 }
 
 impl Progress {
@@ -436,6 +442,10 @@ impl Runs {
                 ":error".into(),
                 AttributeValue::S(e.chars().take(500).collect()),
             ));
+        }
+        if let Some(code) = p.error_code {
+            sets.push("error_code = :error_code".into());
+            values.push((":error_code".into(), AttributeValue::S(code.to_owned())));
         }
         let mut condition = "attribute_exists(pk)".to_owned();
         if let Some((chunk_id, delta)) = chunk {
