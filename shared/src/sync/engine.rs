@@ -932,7 +932,7 @@ impl Chunk<'_> {
         let filters: Vec<_> = self.config.filters_of(entity).cloned().collect();
         let bidirectional = self.config.direction == SyncDirection::Bidirectional;
         let directions = self.mapper.directions();
-        let mut creates: Vec<(Record, Values, BTreeMap<String, Option<String>>)> = Vec::new();
+        let mut creates: Vec<Create> = Vec::new();
         let mut updates: Vec<(Record, Link, Values)> = Vec::new();
         let mut deletes: Vec<(RecordId, Link)> = Vec::new();
         for r in records {
@@ -993,7 +993,7 @@ impl Chunk<'_> {
         if !creates.is_empty() {
             let marked = self.crm.has_marker(entity);
             for batch in creates.chunks(self.crm.kind().batch_size()) {
-                let batch: Vec<&(Record, Values)> = if marked {
+                let batch: Vec<&Create> = if marked {
                     batch.iter().collect()
                 } else {
                     self.unmarked_creates(batch, &mut new_links).await?
@@ -1217,12 +1217,12 @@ impl Chunk<'_> {
         self.store_links(new_links).await
     }
 
-    /// The key (email / domain) a create of `values` sends the CRM, lower-cased.
-    fn crm_key(&self, record: &Record, values: &Values) -> Option<String> {
+    /// The key (email / domain) a create sends the CRM (its CRM view), lower-cased.
+    fn crm_key(&self, crm_view: &Values) -> Option<String> {
         let field = self.crm.kind().key_field(self.task.entity);
-        self.mapper
-            .to_crm(values, &record.fields)
-            .remove(field)
+        crm_view
+            .get(field)
+            .cloned()
             .flatten()
             .map(|k| k.trim().to_lowercase())
             .filter(|k| !k.is_empty())
@@ -1234,12 +1234,12 @@ impl Chunk<'_> {
     /// (it could not be found again after a lost answer); the rest are returned.
     async fn unmarked_creates<'r>(
         &mut self,
-        batch: &'r [(Record, Values)],
+        batch: &'r [Create],
         links: &mut Vec<(RecordId, Link)>,
-    ) -> Result<Vec<&'r (Record, Values)>, CrmError> {
-        let keyed: Vec<(&(Record, Values), Option<String>)> = batch
+    ) -> Result<Vec<&'r Create>, CrmError> {
+        let keyed: Vec<(&Create, Option<String>)> = batch
             .iter()
-            .map(|item| (item, self.crm_key(&item.0, &item.1)))
+            .map(|item| (item, self.crm_key(&item.2)))
             .collect();
         let keys: Vec<String> = keyed.iter().filter_map(|(_, k)| k.clone()).collect();
         let found = self.crm.find_by_key(self.task.entity, &keys).await?;
@@ -1282,16 +1282,13 @@ impl Chunk<'_> {
     /// CRM id, found by key.
     async fn find_created_by_key(
         &mut self,
-        batch: &[&(Record, Values)],
+        batch: &[&Create],
         find: &[(RecordId, Values)],
     ) -> Result<BTreeMap<String, String>, CrmError> {
         let mut key_of: BTreeMap<String, String> = BTreeMap::new();
-        for (id, values) in find {
-            if let Some((r, _)) = batch
-                .iter()
-                .map(|i| (&i.0, &i.1))
-                .find(|(r, _)| r.id == *id)
-                && let Some(k) = self.crm_key(r, values)
+        for (id, _) in find {
+            if let Some((_, _, crm_view)) = batch.iter().find(|(r, _, _)| r.id == *id)
+                && let Some(k) = self.crm_key(crm_view)
             {
                 key_of.insert(k, id.to_string());
             }
@@ -1304,7 +1301,6 @@ impl Chunk<'_> {
             .collect())
     }
 
-    /// Writes links behind the next CRM request.
     /// A push record whose transform passed its cap: it fails alone.
     fn transform_failed(
         &mut self,
@@ -1323,6 +1319,7 @@ impl Chunk<'_> {
         });
     }
 
+    /// Writes links behind the next CRM request.
     async fn store_links(&mut self, links: Vec<(RecordId, Link)>) -> Result<(), CrmError> {
         if links.is_empty() {
             return Ok(());
@@ -1421,6 +1418,9 @@ enum After {
 }
 
 type Written = (Progress, Vec<RecordError>, After);
+
+/// A push create: the record, its app values and the CRM values it sends.
+type Create = (Record, Values, Values);
 
 /// Waits for a page written in the background (if any): its counts and errors.
 async fn wait_written(write: Option<PageWrite>) -> Result<Option<Written>, CrmError> {
