@@ -172,8 +172,10 @@ pub enum Readable<T> {
 
 impl<T: DeserializeOwned> Readable<T> {
     fn read(item: HashMap<String, AttributeValue>, sk_attr: &str) -> Self {
+        // The table's own sort key names the item (index keys need not hold its id).
         let sk = item
-            .get(sk_attr)
+            .get("sk")
+            .or_else(|| item.get(sk_attr))
             .and_then(|v| v.as_s().ok())
             .cloned()
             .unwrap_or_default();
@@ -205,6 +207,47 @@ pub struct Skipped {
     /// Why: `unreadable` (an attribute does not have its form) or `misplaced` (the item
     /// names another tenant or id than its key, e.g. copied from elsewhere).
     pub reason: SkipReason,
+}
+
+/// A page of a listing, with the items it left out because they did not convert.
+#[derive(Debug, Clone)]
+pub struct Listing<T> {
+    /// The items, in order.
+    pub items: Vec<T>,
+    /// Where the next page starts.
+    pub cursor: Option<String>,
+    /// Items of this page left out, by id.
+    pub skipped: Vec<Skipped>,
+}
+
+/// Keeps the items of a lenient query that converted; the others (sort keys
+/// `{prefix}{id}`) go to `skipped` by id, logged by key and never by value.
+pub fn keep_readable<T>(
+    items: Vec<Readable<T>>,
+    prefix: &str,
+    what: &str,
+    skipped: &mut Vec<Skipped>,
+) -> Vec<T> {
+    let mut kept = Vec::with_capacity(items.len());
+    for item in items {
+        match item {
+            Readable::Item(v) => kept.push(v),
+            Readable::Unreadable { sk, error } => {
+                tracing::error!(key = %sk, what, %error, "item unreadable; skipped");
+                let id = sk.strip_prefix(prefix).unwrap_or(&sk).to_owned();
+                skipped.push(Skipped {
+                    id,
+                    reason: SkipReason::Unreadable,
+                });
+            }
+        }
+    }
+    kept
+}
+
+/// A conversion error's message without the values it may quote.
+pub fn redacted(error: &impl std::fmt::Display) -> String {
+    without_values(&error.to_string())
 }
 
 /// Why a listing left an item out.

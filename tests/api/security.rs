@@ -1,6 +1,6 @@
-//! Issue 11 §4: a connection copied into another tenant, unreadable items in lists,
-//! tenant URLs carrying internal IPv4 addresses inside IPv6, and revocation with a
-//! client secret that needs form-encoding.
+//! Issue 11 §4: a connection copied into another tenant, unreadable items in lists
+//! (connections, configs, records, logs, conflicts), tenant URLs carrying internal IPv4
+//! addresses inside IPv6, and revocation with a client secret that needs form-encoding.
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use sandbox::{OAuthClient, OAuthProvider};
@@ -475,4 +475,94 @@ async fn an_account_marked_under_the_old_joined_key_stays_taken_and_moves_on_sav
         .post("/v1/connections", &admin, zendesk("zd-sandbox-token-0001"))
         .await;
     assert_eq!(status, 409, "{dup}");
+}
+
+#[tokio::test]
+async fn unreadable_records_logs_and_conflicts_are_skipped_not_fatal() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant();
+    let admin = app.token(&t, Role::Admin);
+    let member = app.token(&t, Role::Member);
+    let marker = "stored-value-a91c44";
+    let mut ids = Vec::new();
+    for email in ["ok@example.com", "broken@example.com"] {
+        let (status, rec) = app
+            .post(
+                "/v1/records/contacts",
+                &admin,
+                json!({"fields": {"email": email, "first_name": "Ann"}}),
+            )
+            .await;
+        assert_eq!(status, 201, "{rec}");
+        ids.push(rec["id"].as_str().unwrap().to_owned());
+    }
+    // The second record's body no longer parses (and would quote the marker).
+    app.dynamo()
+        .update_item()
+        .table_name(app.table())
+        .key("pk", AttributeValue::S(format!("REC#{t}#contacts")))
+        .key("sk", AttributeValue::S(ids[1].clone()))
+        .update_expression("SET body = :b")
+        .expression_attribute_values(
+            ":b",
+            AttributeValue::S(format!("{{\"first_name\": {marker}")),
+        )
+        .send()
+        .await
+        .expect("update item");
+    let (status, list) = app.get("/v1/records/contacts", &member).await;
+    assert_eq!(status, 200, "{list}");
+    let listed: Vec<&str> = list["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["id"].as_str())
+        .collect();
+    assert_eq!(listed, vec![ids[0].as_str()], "{list}");
+    assert_eq!(
+        list["skipped"],
+        json!([{"id": ids[1], "reason": "unreadable"}]),
+        "{list}"
+    );
+
+    // A log and a conflict item with attributes no version of Conduit wrote.
+    let log_id = "slog_01jz0000000000000000000000";
+    let conflict_id = "sconf_broken";
+    for (pk, sk) in [
+        (format!("SYNCLOG#{t}"), log_id),
+        (format!("SYNCCONF#{t}"), conflict_id),
+    ] {
+        app.dynamo()
+            .put_item()
+            .table_name(app.table())
+            .item("pk", AttributeValue::S(pk))
+            .item("sk", AttributeValue::S(sk.to_owned()))
+            .item("tenant", AttributeValue::S(t.clone()))
+            .item("status", AttributeValue::N("7".into()))
+            .item("entity", AttributeValue::S(marker.into()))
+            .send()
+            .await
+            .expect("put item");
+    }
+    let (status, logs) = app.get("/v1/sync/logs", &member).await;
+    assert_eq!(status, 200, "{logs}");
+    assert_eq!(logs["logs"], json!([]), "{logs}");
+    assert_eq!(
+        logs["skipped"],
+        json!([{"id": log_id, "reason": "unreadable"}]),
+        "{logs}"
+    );
+    let (status, conflicts) = app.get("/v1/sync/conflicts?status=all", &member).await;
+    assert_eq!(status, 200, "{conflicts}");
+    assert_eq!(conflicts["conflicts"], json!([]), "{conflicts}");
+    assert_eq!(
+        conflicts["skipped"],
+        json!([{"id": conflict_id, "reason": "unreadable"}]),
+        "{conflicts}"
+    );
+    assert!(
+        !app.logs().contains(marker),
+        "logs quote a stored value: {}",
+        app.logs_about(marker)
+    );
 }

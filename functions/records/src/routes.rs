@@ -203,7 +203,7 @@ pub async fn list(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
         .collect();
     http::json(
         StatusCode::OK,
-        &json!({ "records": records, "next_cursor": page.cursor }),
+        &json!({ "records": records, "next_cursor": page.cursor, "skipped": page.skipped }),
     )
 }
 

@@ -98,6 +98,7 @@ pub async fn list(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
         &json!({
             "conflicts": page.items.iter().map(view).collect::<Vec<_>>(),
             "next_cursor": page.cursor,
+            "skipped": page.skipped,
         }),
     )
 }

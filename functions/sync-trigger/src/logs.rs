@@ -121,6 +121,7 @@ pub async fn list(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
         &json!({
             "logs": page.items.iter().map(view).collect::<Vec<_>>(),
             "next_cursor": page.cursor,
+            "skipped": page.skipped,
         }),
     )
 }

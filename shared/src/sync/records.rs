@@ -26,7 +26,10 @@ use time::OffsetDateTime;
 use super::config::SyncConfig;
 use super::schema::Entity;
 use crate::domain::{RecordId, TenantId, sortable_time};
-use crate::store::{Page, QueryOpts, StoreError, Table, Write, to_item};
+use crate::store::{
+    Listing, Page, QueryOpts, Readable, SkipReason, Skipped, StoreError, Table, Write,
+    keep_readable, redacted, to_item,
+};
 
 /// Where a field's current value came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -260,7 +263,7 @@ fn to_stored(r: &Record) -> Result<Item, StoreError> {
 
 fn from_stored(i: Item) -> Result<Record, StoreError> {
     let body: Body =
-        serde_json::from_str(&i.body).map_err(|e| StoreError::Conversion(e.to_string()))?;
+        serde_json::from_str(&i.body).map_err(|e| StoreError::Conversion(redacted(&e)))?;
     Ok(Record {
         id: i.id,
         tenant: i.tenant,
@@ -591,13 +594,14 @@ impl Records {
     /// A page of live records: by name prefix, exact key, or id order. Pages are
     /// filled past filtered-out items (deleted, other platforms) within a few queries,
     /// so a page may hold fewer than `limit` records and still have a cursor. A cursor
-    /// only continues the listing it came from (same search and platform).
+    /// only continues the listing it came from (same search and platform). A record
+    /// that does not convert is left out and named in `skipped`.
     pub async fn list(
         &self,
         tenant: &TenantId,
         entity: Entity,
         q: &ListQuery<'_>,
-    ) -> Result<Page<Record>, StoreError> {
+    ) -> Result<Listing<Record>, StoreError> {
         let search = q.search.map(str::trim).filter(|s| !s.is_empty());
         if let Some(s) = search {
             // An email / domain is one word; "Acme Inc." is a name.
@@ -611,7 +615,12 @@ impl Records {
                     // An exact search answers in one page and never gives a cursor.
                     return Err(StoreError::BadCursor);
                 }
-                return self.by_key(tenant, entity, s, q.platform).await;
+                let page = self.by_key(tenant, entity, s, q.platform).await?;
+                return Ok(Listing {
+                    items: page.items,
+                    cursor: page.cursor,
+                    skipped: Vec::new(),
+                });
             }
         }
         let prefix = search.map(str::to_lowercase);
@@ -630,12 +639,13 @@ impl Records {
         };
         let filter = (prefix.is_none()).then_some("attribute_not_exists(deleted_at)");
         let mut items = Vec::new();
+        let mut skipped = Vec::new();
         let mut next = cursor.map(str::to_owned);
         for _ in 0..FILL_ROUNDS {
             let want = q.limit.saturating_sub(items.len() as i32).max(1);
-            let page: Page<Item> = self
+            let page = self
                 .table
-                .query(
+                .query_lenient::<Item>(
                     index,
                     &pk,
                     QueryOpts {
@@ -647,20 +657,17 @@ impl Records {
                     },
                 )
                 .await?;
-            let found = convert(Page {
-                items: page.items,
-                cursor: None,
-            })?
-            .items;
+            let found = readable_records(page.items, &mut skipped);
             items.extend(self.on_platform(tenant, entity, q.platform, found).await?);
             next = page.cursor;
             if next.is_none() || items.len() as i32 >= q.limit {
                 break;
             }
         }
-        Ok(Page {
+        Ok(Listing {
             items,
             cursor: next.map(|c| format!("{tag}.{c}")),
+            skipped,
         })
     }
 
@@ -838,6 +845,26 @@ fn transact_item(table: &str, w: Write) -> Result<TransactWriteItem, StoreError>
                 .build()
         }
     })
+}
+
+/// The records of a lenient page whose items and bodies convert; the others go to
+/// `skipped` by id, logged by key and never by value.
+fn readable_records(items: Vec<Readable<Item>>, skipped: &mut Vec<Skipped>) -> Vec<Record> {
+    let mut records = Vec::with_capacity(items.len());
+    for item in keep_readable(items, "", "record", skipped) {
+        let id = item.id.to_string();
+        match from_stored(item) {
+            Ok(r) => records.push(r),
+            Err(e) => {
+                tracing::error!(key = %id, what = "record", error = %redacted(&e), "record body unreadable; skipped");
+                skipped.push(Skipped {
+                    id,
+                    reason: SkipReason::Unreadable,
+                });
+            }
+        }
+    }
+    records
 }
 
 fn convert(page: Page<Item>) -> Result<Page<Record>, StoreError> {

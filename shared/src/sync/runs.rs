@@ -25,7 +25,7 @@ use super::conflict::FieldConflict;
 use super::crm::Cursor;
 use super::schema::Entity;
 use crate::domain::{ConflictId, JobId, RecordId, SyncConfigId, SyncLogId, TenantId, now};
-use crate::store::{Keyed, Page, QueryOpts, StoreError, Table};
+use crate::store::{Keyed, Listing, Page, QueryOpts, StoreError, Table, keep_readable};
 
 /// Which way a chunk moves records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -889,7 +889,7 @@ impl Runs {
         &self,
         tenant: &TenantId,
         q: &LogQuery<'_>,
-    ) -> Result<Page<SyncLog>, StoreError> {
+    ) -> Result<Listing<SyncLog>, StoreError> {
         let (index, pk) = match q.config {
             Some(c) => (Some("gsi1"), log_by_config(tenant, c)),
             None => (None, log_pk(tenant)),
@@ -912,9 +912,10 @@ impl Runs {
             },
         )
         .await
-        .map(|page| Page {
+        .map(|page| Listing {
             items: page.items.into_iter().map(|i| i.log).collect(),
             cursor: page.cursor,
+            skipped: page.skipped,
         })
     }
 
@@ -923,7 +924,7 @@ impl Runs {
         &self,
         tenant: &TenantId,
         q: &ConflictQuery<'_>,
-    ) -> Result<Page<StoredConflict>, StoreError> {
+    ) -> Result<Listing<StoredConflict>, StoreError> {
         self.fill(
             None,
             &conflict_pk(tenant),
@@ -940,15 +941,18 @@ impl Runs {
             },
         )
         .await
-        .map(|page| Page {
+        .map(|page| Listing {
             items: page.items.into_iter().map(|k| k.item).collect(),
             cursor: page.cursor,
+            skipped: page.skipped,
         })
     }
 
     /// Fills a page of up to `limit` items that `keep`, querying at most
     /// [`FILL_ROUNDS`] times; each query asks for no more than the page still lacks,
-    /// so the cursor never skips an item.
+    /// so the cursor never skips an item. Items that do not convert are left out and
+    /// named in `skipped` (their sort key is their id), so one bad item never fails
+    /// the listing.
     #[allow(clippy::too_many_arguments)]
     async fn fill<T: serde::de::DeserializeOwned>(
         &self,
@@ -959,15 +963,16 @@ impl Runs {
         limit: i32,
         cursor: Option<&str>,
         keep: impl Fn(&T) -> bool,
-    ) -> Result<Page<T>, StoreError> {
+    ) -> Result<Listing<T>, StoreError> {
         let limit = limit.max(1);
         let mut items: Vec<T> = Vec::new();
+        let mut skipped = Vec::new();
         let mut cursor = cursor.map(str::to_owned);
         for _ in 0..FILL_ROUNDS {
             let want = limit - items.len() as i32;
-            let page: Page<T> = self
+            let page = self
                 .table
-                .query(
+                .query_lenient::<T>(
                     index,
                     pk,
                     QueryOpts {
@@ -979,13 +984,18 @@ impl Runs {
                     },
                 )
                 .await?;
-            items.extend(page.items.into_iter().filter(|i| keep(i)));
+            let read = keep_readable(page.items, "", "sync listing", &mut skipped);
+            items.extend(read.into_iter().filter(|i| keep(i)));
             cursor = page.cursor;
-            if cursor.is_none() || items.len() as i32 >= limit {
+            if cursor.is_none() || items.len() as i32 + skipped.len() as i32 >= limit {
                 break;
             }
         }
-        Ok(Page { items, cursor })
+        Ok(Listing {
+            items,
+            cursor,
+            skipped,
+        })
     }
 }
 
