@@ -99,7 +99,7 @@ pub enum StoreError {
 /// in most messages (`invalid type: string "…"`, `unknown variant \`…\``), and an
 /// item may hold personal data; what was expected comes from our own types.
 fn conversion(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Conversion(without_values(&e.to_string()))
+    StoreError::Conversion(redacted(&e))
 }
 
 fn without_values(msg: &str) -> String {
@@ -234,9 +234,8 @@ pub fn keep_readable<T>(
             Readable::Item(v) => kept.push(v),
             Readable::Unreadable { sk, error } => {
                 tracing::error!(key = %sk, what, %error, "item unreadable; skipped");
-                let id = sk.strip_prefix(prefix).unwrap_or(&sk).to_owned();
                 skipped.push(Skipped {
-                    id,
+                    id: id_of(&sk, prefix),
                     reason: SkipReason::Unreadable,
                 });
             }
@@ -269,27 +268,25 @@ pub fn split_listing<T>(
     what: &str,
     belongs: impl Fn(&Keyed<T>) -> bool,
 ) -> (Vec<T>, Vec<Skipped>) {
-    let mut kept = Vec::with_capacity(items.len());
     let mut skipped = Vec::new();
-    for item in items {
-        let (sk, reason) = match item {
-            Readable::Item(k) if belongs(&k) => {
-                kept.push(k.item);
-                continue;
-            }
-            Readable::Item(k) => {
-                tracing::error!(key = %k.sk, what, "item names another tenant or id than its key; skipped");
-                (k.sk, SkipReason::Misplaced)
-            }
-            Readable::Unreadable { sk, error } => {
-                tracing::error!(key = %sk, what, %error, "item unreadable; skipped");
-                (sk, SkipReason::Unreadable)
-            }
-        };
-        let id = sk.strip_prefix(prefix).unwrap_or(&sk).to_owned();
-        skipped.push(Skipped { id, reason });
+    let mut kept = Vec::with_capacity(items.len());
+    for k in keep_readable(items, prefix, what, &mut skipped) {
+        if belongs(&k) {
+            kept.push(k.item);
+            continue;
+        }
+        tracing::error!(key = %k.sk, what, "item names another tenant or id than its key; skipped");
+        skipped.push(Skipped {
+            id: id_of(&k.sk, prefix),
+            reason: SkipReason::Misplaced,
+        });
     }
     (kept, skipped)
+}
+
+/// The id in a sort key `{prefix}{id}`.
+fn id_of(sk: &str, prefix: &str) -> String {
+    sk.strip_prefix(prefix).unwrap_or(sk).to_owned()
 }
 
 /// How to query.
