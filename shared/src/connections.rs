@@ -315,6 +315,25 @@ impl Connections {
         })
     }
 
+    /// One page of a tenant's connections, oldest first, from `cursor` (a previous
+    /// page's); items that cannot be read or are misplaced are left out and named.
+    pub async fn page(
+        &self,
+        tenant: &TenantId,
+        limit: i32,
+        cursor: Option<&str>,
+    ) -> Result<crate::store::Listing<Connection>, StoreError> {
+        crate::store::list_page(
+            &self.table,
+            &keys::tenant(tenant),
+            keys::CONNECTION_PREFIX,
+            (limit, cursor),
+            "connection",
+            |k| belongs(tenant, k),
+        )
+        .await
+    }
+
     /// The connection of a tenant that holds a provider account, if any.
     pub async fn owner_of(
         &self,

@@ -1,7 +1,8 @@
 //! The HTTP layer over `lambda_http`: who is calling (from the HTTP API's JWT
 //! authorizer claims), JSON bodies with a size limit, one error type and the one place
-//! that maps it to a status and the `{"error":{"code","message"}}` body, and the
-//! request id on every response and log line.
+//! that maps it to a status and the `{"error":{"code","message","request_id"}}` body,
+//! the request id on every response and log line, and `Idempotency-Key` on every POST
+//! of a route table.
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -172,8 +173,14 @@ impl ApiError {
         }
     }
 
-    fn body(&self) -> serde_json::Value {
-        let mut error = serde_json::json!({ "code": self.code(), "message": self.to_string() });
+    /// The `{"error":{"code","message","request_id",…}}` body: the request id lets a
+    /// caller quote the one request support should look up in the logs.
+    fn body(&self, request_id: &str) -> serde_json::Value {
+        let mut error = serde_json::json!({
+            "code": self.code(),
+            "message": self.to_string(),
+            "request_id": request_id,
+        });
         if let Self::BadRequest { details, .. } = self
             && !details.is_empty()
         {
@@ -198,6 +205,30 @@ pub fn listing_error(e: crate::store::StoreError) -> ApiError {
             "cursor is not one this listing gave; start again without it",
         ),
         e => ApiError::internal(e),
+    }
+}
+
+/// The page size of a listing when the caller names none.
+pub const DEFAULT_PAGE: i32 = 50;
+/// The largest page size a listing accepts.
+pub const MAX_PAGE: i32 = 200;
+
+/// The `limit` query parameter of a listing: 1 to [`MAX_PAGE`], [`DEFAULT_PAGE`] when
+/// absent; anything else is a 400 `invalid_limit`. Every listing pages alike (`limit`,
+/// `cursor`, `next_cursor`).
+pub fn page_limit(q: &BTreeMap<String, String>) -> Result<i32, ApiError> {
+    match q.get("limit") {
+        None => Ok(DEFAULT_PAGE),
+        Some(l) => l
+            .parse::<i32>()
+            .ok()
+            .filter(|l| (1..=MAX_PAGE).contains(l))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_limit",
+                    format!("limit must be a whole number from 1 to {MAX_PAGE}"),
+                )
+            }),
     }
 }
 
@@ -462,8 +493,8 @@ pub fn no_content() -> Result<Response<Body>, ApiError> {
         .map_err(ApiError::internal)
 }
 
-fn error_response(err: &ApiError) -> Response<Body> {
-    let bytes = serde_json::to_vec(&err.body()).unwrap_or_default();
+fn error_response(err: &ApiError, request_id: &str) -> Response<Body> {
+    let bytes = serde_json::to_vec(&err.body(request_id)).unwrap_or_default();
     let mut resp = Response::new(Body::Binary(bytes));
     *resp.status_mut() = err.status();
     resp.headers_mut().insert(
@@ -507,7 +538,7 @@ where
                     }
                     _ => tracing::info!(code = err.code(), "request refused"),
                 }
-                error_response(&err)
+                error_response(&err, &request_id)
             }
         };
         if let Ok(v) = HeaderValue::from_str(&request_id) {
@@ -1105,10 +1136,11 @@ mod tests {
         let e = ApiError::bad_request("invalid_body", "label: too long");
         assert_eq!(e.status(), StatusCode::BAD_REQUEST);
         assert_eq!(
-            e.body(),
-            serde_json::json!({"error": {"code": "invalid_body", "message": "label: too long"}})
+            e.body("req-1"),
+            serde_json::json!({"error": {"code": "invalid_body", "message": "label: too long",
+                "request_id": "req-1"}})
         );
         let e = ApiError::internal("dynamo exploded");
-        assert_eq!(e.body()["error"]["message"], "internal error");
+        assert_eq!(e.body("req-2")["error"]["message"], "internal error");
     }
 }

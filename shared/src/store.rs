@@ -284,6 +284,32 @@ pub fn split_listing<T>(
     (kept, skipped)
 }
 
+/// One page of a listing of `what` items (sort keys `{prefix}{id}` under `pk`), from
+/// `cursor`, split as [`split_listing`] does: the paging every short list shares.
+pub async fn list_page<T: DeserializeOwned>(
+    table: &Table,
+    pk: &str,
+    prefix: &str,
+    page: (i32, Option<&str>),
+    what: &str,
+    belongs: impl Fn(&Keyed<T>) -> bool,
+) -> Result<Listing<T>, StoreError> {
+    let (limit, cursor) = page;
+    let opts = QueryOpts {
+        prefix: Some(prefix),
+        limit: Some(limit),
+        cursor,
+        ..Default::default()
+    };
+    let page = table.query_lenient::<Keyed<T>>(None, pk, opts).await?;
+    let (items, skipped) = split_listing(page.items, prefix, what, belongs);
+    Ok(Listing {
+        items,
+        cursor: page.cursor,
+        skipped,
+    })
+}
+
 /// The id in a sort key `{prefix}{id}`.
 fn id_of(sk: &str, prefix: &str) -> String {
     sk.strip_prefix(prefix).unwrap_or(sk).to_owned()

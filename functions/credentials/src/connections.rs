@@ -398,10 +398,12 @@ pub async fn create(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     respond(call, StatusCode::CREATED, &conn)
 }
 
-/// `GET /v1/connections?provider=&status=`: the tenant's connections with counts by
-/// status and provider (over all of them, for the dashboard's summary).
+/// `GET /v1/connections?provider=&status=&limit=&cursor=`: a page of the tenant's
+/// connections, oldest first, paged like every listing; the filters apply within the
+/// page (so a page may hold fewer than `limit`). `stats` counts all of them by status
+/// and provider, for the dashboard's summary.
 pub async fn list(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
-    let q = http::query(&call.req, &["provider", "status"])?;
+    let q = http::query(&call.req, &["provider", "status", "limit", "cursor"])?;
     if let Some(p) = q.get("provider")
         && call.app.catalogue.provider(p).is_none()
     {
@@ -416,21 +418,28 @@ pub async fn list(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
             ConnectionStatus::parse(s).map_err(|e| ApiError::bad_request("invalid_status", e.0))
         })
         .transpose()?;
-    let listing = store(call)
+    let limit = http::page_limit(&q)?;
+    let page = store(call)
+        .page(&call.who.tenant, limit, q.get("cursor").map(String::as_str))
+        .await
+        .map_err(http::listing_error)?;
+    // A tenant holds tens of connections, so the summary reads them all.
+    let all = store(call)
         .list(&call.who.tenant)
         .await
-        .map_err(ApiError::internal)?;
-    let all = &listing.connections;
+        .map_err(ApiError::internal)?
+        .connections;
     let mut by_status: BTreeMap<&str, usize> = ConnectionStatus::ALL
         .iter()
         .map(|s| (s.as_str(), 0))
         .collect();
     let mut by_provider: BTreeMap<&str, usize> = BTreeMap::new();
-    for c in all {
+    for c in &all {
         *by_status.entry(c.status.as_str()).or_default() += 1;
         *by_provider.entry(c.provider.as_str()).or_default() += 1;
     }
-    let connections: Vec<View<'_>> = all
+    let connections: Vec<View<'_>> = page
+        .items
         .iter()
         .filter(|c| q.get("provider").is_none_or(|p| *p == c.provider))
         .filter(|c| status.is_none_or(|s| s == c.status))
@@ -440,8 +449,9 @@ pub async fn list(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
         StatusCode::OK,
         &json!({
             "connections": connections,
+            "next_cursor": page.cursor,
             "stats": { "total": all.len(), "by_status": by_status, "by_provider": by_provider },
-            "skipped": listing.skipped,
+            "skipped": page.skipped,
         }),
     )
 }

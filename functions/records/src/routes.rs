@@ -23,9 +23,6 @@ use crate::Call;
 use crate::view::view;
 use conduit::sync::values::{self, Changes};
 
-/// Default and largest page size of a listing.
-const DEFAULT_LIMIT: i32 = 50;
-const MAX_LIMIT: i32 = 200;
 /// Longest search text, in characters.
 const MAX_SEARCH_CHARS: usize = 200;
 /// How often a write is tried again after a concurrent change.
@@ -163,19 +160,7 @@ pub async fn list(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
             "platform names no provider; see GET /v1/providers",
         ));
     }
-    let limit = match q.get("limit") {
-        None => DEFAULT_LIMIT,
-        Some(l) => l
-            .parse::<i32>()
-            .ok()
-            .filter(|l| (1..=MAX_LIMIT).contains(l))
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_limit",
-                    format!("limit must be a whole number from 1 to {MAX_LIMIT}"),
-                )
-            })?,
-    };
+    let limit = http::page_limit(&q)?;
     let configs = configs(call).await?;
     let query = ListQuery {
         search,

@@ -139,9 +139,10 @@ pub async fn save(
     Err(schedule_error(e))
 }
 
-/// `GET /v1/sync/configs[?connection_id=]`.
+/// `GET /v1/sync/configs?connection_id=&limit=&cursor=`: a page of the tenant's
+/// configs, oldest first, paged like every listing; the filter applies within the page.
 pub async fn list(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
-    let q = http::query(&call.req, &["connection_id"])?;
+    let q = http::query(&call.req, &["connection_id", "limit", "cursor"])?;
     let connection = q
         .get("connection_id")
         .map(|raw| {
@@ -150,19 +151,21 @@ pub async fn list(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
             })
         })
         .transpose()?;
-    let (configs, skipped) = call
+    let limit = http::page_limit(&q)?;
+    let page = call
         .store()
-        .list(&call.who.tenant)
+        .page(&call.who.tenant, limit, q.get("cursor").map(String::as_str))
         .await
-        .map_err(ApiError::internal)?;
-    let shown: Vec<Value> = configs
+        .map_err(http::listing_error)?;
+    let shown: Vec<Value> = page
+        .items
         .iter()
         .filter(|c| connection.as_ref().is_none_or(|id| c.connection_id == *id))
         .map(view)
         .collect();
     http::json(
         StatusCode::OK,
-        &json!({ "configs": shown, "skipped": skipped }),
+        &json!({ "configs": shown, "next_cursor": page.cursor, "skipped": page.skipped }),
     )
 }
 

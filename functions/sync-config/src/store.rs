@@ -66,12 +66,15 @@ impl ConfigStore {
         self.configs.get(tenant, id).await
     }
 
-    /// Every config of a tenant, oldest first, with the items left out by id.
-    pub async fn list(
+    /// One page of a tenant's configs, oldest first, with the page's items left out
+    /// by id.
+    pub async fn page(
         &self,
         tenant: &TenantId,
-    ) -> Result<(Vec<SyncConfig>, Vec<conduit::store::Skipped>), StoreError> {
-        self.configs.listing(tenant).await
+        limit: i32,
+        cursor: Option<&str>,
+    ) -> Result<conduit::store::Listing<SyncConfig>, StoreError> {
+        self.configs.page(tenant, limit, cursor).await
     }
 
     fn item(c: &SyncConfig) -> Result<Write, StoreError> {

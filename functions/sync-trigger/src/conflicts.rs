@@ -16,7 +16,7 @@ use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::{Call, limit, load_config, queue};
+use crate::{Call, load_config, queue};
 
 /// What the API shows of a conflict.
 fn view(c: &StoredConflict) -> Value {
@@ -86,7 +86,7 @@ pub async fn list(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
         config: config.as_ref(),
         entity,
         record: record.as_ref(),
-        limit: limit(&q, 50, 200)?,
+        limit: http::page_limit(&q)?,
         cursor: q.get("cursor").map(String::as_str),
     };
     let page = Runs::new(app.table.clone())

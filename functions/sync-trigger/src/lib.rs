@@ -88,27 +88,6 @@ const ROUTES: &[Route] = &[
     },
 ];
 
-/// A `limit` query parameter: 1 to `max`, `default` when absent.
-fn limit(
-    q: &std::collections::BTreeMap<String, String>,
-    default: i32,
-    max: i32,
-) -> Result<i32, ApiError> {
-    match q.get("limit") {
-        None => Ok(default),
-        Some(l) => l
-            .parse::<i32>()
-            .ok()
-            .filter(|l| (1..=max).contains(l))
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_limit",
-                    format!("limit must be a whole number from 1 to {max}"),
-                )
-            }),
-    }
-}
-
 /// A config of the caller's tenant, by the id in the path or body.
 async fn load_config(
     app: &App,

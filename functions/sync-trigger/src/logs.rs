@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::{Call, limit, load_config, queue, start_error};
+use crate::{Call, load_config, queue, start_error};
 
 /// Most per-record errors one log shows.
 const MAX_ERRORS_SHOWN: usize = 1_000;
@@ -109,7 +109,7 @@ pub async fn list(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
         entity,
         from,
         to,
-        limit: limit(&q, 50, 200)?,
+        limit: http::page_limit(&q)?,
         cursor: q.get("cursor").map(String::as_str),
     };
     let page = Runs::new(app.table.clone())

@@ -529,6 +529,25 @@ impl Configs {
         ))
     }
 
+    /// One page of a tenant's configs, oldest first, from `cursor` (a previous page's),
+    /// with the items of the page left out by id.
+    pub async fn page(
+        &self,
+        tenant: &TenantId,
+        limit: i32,
+        cursor: Option<&str>,
+    ) -> Result<crate::store::Listing<SyncConfig>, StoreError> {
+        crate::store::list_page(
+            &self.table,
+            &keys::tenant(tenant),
+            CONFIG_PREFIX,
+            (limit, cursor),
+            "sync config",
+            |k: &Keyed<SyncConfig>| k.item.tenant == *tenant && k.sk == sk(&k.item.id),
+        )
+        .await
+    }
+
     fn keyed(c: &SyncConfig) -> Keyed<&SyncConfig> {
         Keyed {
             pk: keys::tenant(&c.tenant),
