@@ -621,7 +621,8 @@ impl<S> Call<'_, S> {
 /// ([`serve`]), the caller (401 without one), the tenant on the span, the role check
 /// with its denial audited (one entry per refused attempt), then the handler. A route
 /// key not in the table is a 404. A request with `If-Match` that loses a version race
-/// is a 412, like one whose If-Match was already stale when read.
+/// is a 412, like one whose If-Match was already stale when read. A POST with
+/// `Idempotency-Key` runs once per key; the same request again replays its success.
 pub async fn serve_routes<S: Sync>(
     app: &App,
     service: &S,
@@ -654,7 +655,11 @@ pub async fn serve_routes<S: Sync>(
             .await;
             require_admin(&call.who)?;
         }
-        match (route.handler)(&call).await {
+        let ticket = match idempotency::begin(&call).await? {
+            idempotency::Started::Run(ticket) => ticket,
+            idempotency::Started::Replayed(resp) => return Ok(resp),
+        };
+        let outcome = match (route.handler)(&call).await {
             // One rule for If-Match losers: whether the version moved before the read or
             // between the read and the conditional write, the If-Match did not match.
             Err(ApiError::Conflict { code, .. })
@@ -664,9 +669,139 @@ pub async fn serve_routes<S: Sync>(
                 Err(ApiError::PreconditionFailed)
             }
             other => other,
+        };
+        if let Some(ticket) = ticket {
+            idempotency::finish(call.app, ticket, &outcome).await;
         }
+        outcome
     })
     .await
+}
+
+/// `Idempotency-Key` on the POSTs of a route table (see [`crate::idempotency`]): the
+/// same request again replays the first success, marked `Idempotent-Replayed: true`.
+mod idempotency {
+    use super::*;
+    use crate::idempotency::{Answer, Begin, IdempotencyKey, REPLAYED_HEADERS, Scope, Ticket};
+
+    /// The request header carrying the key.
+    const HEADER: &str = "idempotency-key";
+    /// The response header marking a replayed answer.
+    const REPLAYED: &str = "idempotent-replayed";
+
+    /// What to do with a request.
+    pub(super) enum Started {
+        /// Run it (holding the key's claim, if it sent one).
+        Run(Option<Ticket>),
+        /// Answer with the first request's answer.
+        Replayed(Response<Body>),
+    }
+
+    /// The request's key, if it is a POST that sent one; a malformed key is a 400.
+    fn key(req: &Request) -> Result<Option<IdempotencyKey>, ApiError> {
+        if req.method() != lambda_http::http::Method::POST {
+            return Ok(None);
+        }
+        let mut sent = req.headers().get_all(HEADER).iter();
+        let Some(value) = sent.next() else {
+            return Ok(None);
+        };
+        let invalid = |message: &str| ApiError::bad_request("invalid_idempotency_key", message);
+        if sent.next().is_some() {
+            return Err(invalid("Idempotency-Key given twice"));
+        }
+        let raw = value
+            .to_str()
+            .map_err(|_| invalid("Idempotency-Key must be printable ASCII"))?;
+        IdempotencyKey::parse(raw).map(Some).map_err(invalid)
+    }
+
+    /// Claims the call's key, or answers for it: a replay, 422
+    /// `idempotency_key_reused` (another request under the key) or 409
+    /// `idempotency_in_flight` (the same request is running).
+    pub(super) async fn begin<S>(call: &Call<'_, S>) -> Result<Started, ApiError> {
+        let Some(key) = key(&call.req)? else {
+            return Ok(Started::Run(None));
+        };
+        let scope = Scope {
+            tenant: &call.who.tenant,
+            route: &call.meta.route_key,
+            key: &key,
+        };
+        let fingerprint = crate::idempotency::fingerprint(
+            call.req.method().as_str(),
+            &call.meta.route_key,
+            call.req.uri().path(),
+            call.req.uri().query().unwrap_or(""),
+            call.req.body().as_ref(),
+        );
+        let store = crate::idempotency::Idempotency::new(call.app.table.clone());
+        match store
+            .begin(&call.app.envelope, &scope, &fingerprint)
+            .await
+            .map_err(ApiError::internal)?
+        {
+            Begin::Claimed(ticket) => Ok(Started::Run(Some(ticket))),
+            Begin::Replay(answer) => replay(answer).map(Started::Replayed),
+            Begin::Reused => Err(ApiError::Unprocessable {
+                code: "idempotency_key_reused",
+                message: "this Idempotency-Key was used with another request; \
+                          use a new key for a new request"
+                    .into(),
+            }),
+            Begin::InFlight => Err(ApiError::Conflict {
+                code: "idempotency_in_flight",
+                message: "a request with this Idempotency-Key is still running; \
+                          try again when it has finished"
+                    .into(),
+            }),
+        }
+    }
+
+    fn replay(answer: Answer) -> Result<Response<Body>, ApiError> {
+        let mut resp = Response::builder()
+            .status(answer.status)
+            .header(REPLAYED, "true");
+        for (name, value) in &answer.headers {
+            resp = resp.header(name.as_str(), value.as_str());
+        }
+        let body = match answer.body.is_empty() {
+            true => Body::Empty,
+            false => Body::Binary(answer.body),
+        };
+        resp.body(body).map_err(ApiError::internal)
+    }
+
+    /// Stores a success for replay, or gives the key back; a failure here is logged,
+    /// since the request's own outcome stands either way (an unstored key frees itself
+    /// when its lease ends).
+    pub(super) async fn finish(
+        app: &App,
+        ticket: Ticket,
+        outcome: &Result<Response<Body>, ApiError>,
+    ) {
+        let store = crate::idempotency::Idempotency::new(app.table.clone());
+        let done = match outcome {
+            Ok(resp) if resp.status().is_success() => {
+                let answer = Answer {
+                    status: resp.status().as_u16(),
+                    headers: REPLAYED_HEADERS
+                        .iter()
+                        .filter_map(|h| {
+                            let v = resp.headers().get(*h)?.to_str().ok()?;
+                            Some(((*h).to_owned(), v.to_owned()))
+                        })
+                        .collect(),
+                    body: resp.body().as_ref().to_vec(),
+                };
+                store.complete(&app.envelope, ticket, &answer).await
+            }
+            _ => store.release(ticket).await,
+        };
+        if let Err(e) = done {
+            tracing::error!(error = %e, "idempotency key not recorded");
+        }
+    }
 }
 
 /// A deserializer over a parsed body that is stricter than serde's defaults: a struct

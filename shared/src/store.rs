@@ -872,7 +872,7 @@ impl Table {
     }
 }
 
-fn condition_or<E, R>(e: aws_sdk_dynamodb::error::SdkError<E, R>) -> StoreError
+pub(crate) fn condition_or<E, R>(e: aws_sdk_dynamodb::error::SdkError<E, R>) -> StoreError
 where
     E: std::error::Error + aws_sdk_dynamodb::error::ProvideErrorMetadata + 'static,
     R: std::fmt::Debug,

@@ -241,6 +241,19 @@ impl TestApp {
         body: Option<Value>,
         headers: &[(&str, &str)],
     ) -> (u16, Value) {
+        let (status, _, body) = self.send_headed(method, path, token, body, headers).await;
+        (status, body)
+    }
+
+    /// Sends a request with extra headers; returns the response headers too.
+    pub async fn send_headed(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
         let mut req = self.http.request(
             Method::from_bytes(method.as_bytes()).expect("method"),
             format!("{}{path}", self.shared.url),
@@ -254,7 +267,10 @@ impl TestApp {
         if let Some(body) = body {
             req = req.json(&body);
         }
-        read(req.send().await.expect("request")).await
+        let resp = req.send().await.expect("request");
+        let headers = resp.headers().clone();
+        let (status, body) = read(resp).await;
+        (status, headers, body)
     }
 
     /// Sends a raw body with a content type.
@@ -282,6 +298,35 @@ impl TestApp {
     pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
         self.send("GET", path, token, None).await
     }
+    /// Every item of a listing (`path` may carry a query, e.g. `limit=1`), following
+    /// its `next_cursor` page by page; each page must be a 200 with `skipped`.
+    pub async fn all_pages(&self, path: &str, token: &str, list: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..100 {
+            let sep = if path.contains('?') { '&' } else { '?' };
+            let url = match &cursor {
+                Some(c) => format!("{path}{sep}cursor={c}"),
+                None => path.to_owned(),
+            };
+            let (status, page) = self.get(&url, token).await;
+            assert_eq!(status, 200, "{url}: {page}");
+            assert!(page["skipped"].is_array(), "{url}: {page}");
+            let items = page[list].as_array();
+            out.extend(
+                items
+                    .unwrap_or_else(|| panic!("{list} in {page}"))
+                    .iter()
+                    .cloned(),
+            );
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => return out,
+            }
+        }
+        panic!("{path}: the listing never ended");
+    }
+
     /// POST with a JSON body.
     pub async fn post(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
         self.send("POST", path, token, Some(body)).await
