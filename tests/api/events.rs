@@ -16,6 +16,7 @@ async fn every_sample_event_invokes_its_function() {
         ("get-provider.json", 200),
         ("create-connection.json", 201),
         ("list-connections.json", 200),
+        ("list-connections-paged.json", 200),
         ("test-new-connection.json", 200),
         ("get-connection-bad-id.json", 400),
         ("put-app-credentials.json", 201),
@@ -39,4 +40,196 @@ async fn every_sample_event_invokes_its_function() {
     }
     assert_eq!(seen, expected.len());
     env.shutdown().await;
+}
+
+/// What a sample event is there to show.
+enum Shows {
+    /// An HTTP function's answer with this status.
+    Status(u16),
+    /// An event function's JSON result.
+    Result(serde_json::Value),
+    /// An event function's JSON result, with these members.
+    ResultWith(&'static [&'static str]),
+}
+
+/// The samples of the functions whose own scenario files do not run them (credentials,
+/// records and sync-config are run above and in records.rs / sync_config.rs).
+fn expectations() -> Vec<(&'static str, &'static str, Shows)> {
+    use serde_json::json;
+    vec![
+        ("oauth-start", "start-hubspot.json", Shows::Status(200)),
+        (
+            "oauth-start",
+            "member-start-forbidden.json",
+            Shows::Status(403),
+        ),
+        (
+            "oauth-callback",
+            "callback-unknown-state.json",
+            Shows::Status(400),
+        ),
+        (
+            "sync-trigger",
+            "trigger-unknown-config.json",
+            Shows::Status(404),
+        ),
+        ("sync-trigger", "list-logs.json", Shows::Status(200)),
+        ("sync-trigger", "list-conflicts.json", Shows::Status(200)),
+        (
+            "sync-trigger",
+            "config-status-unknown.json",
+            Shows::Status(404),
+        ),
+        (
+            "sync-trigger",
+            "scheduled-run.json",
+            Shows::Result(json!({"started": false, "reason": "config deleted"})),
+        ),
+        (
+            "sync-worker",
+            "chunk-of-a-deleted-config.json",
+            Shows::Result(json!({"batchItemFailures": []})),
+        ),
+        (
+            "sync-worker",
+            "purge.json",
+            Shows::Result(json!({"batchItemFailures": []})),
+        ),
+        (
+            "sync-worker",
+            "not-a-task.json",
+            Shows::Result(json!({"batchItemFailures": [
+                {"itemIdentifier": "5f1e0c4a-0000-4000-8000-000000000003"}
+            ]})),
+        ),
+        (
+            "token-refresh",
+            "scheduled.json",
+            Shows::ResultWith(&["due", "refreshed", "reauth", "failed"]),
+        ),
+    ]
+}
+
+fn events_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../events")
+}
+
+#[test]
+fn every_function_of_the_template_has_sample_events() {
+    let template = devhost::template::load_repo_template().unwrap();
+    let mut binaries: Vec<&str> = template
+        .functions
+        .values()
+        .map(|f| f.binary.as_str())
+        .collect();
+    binaries.sort_unstable();
+    binaries.dedup();
+    assert!(binaries.len() >= 8, "{binaries:?}");
+    for binary in binaries {
+        let dir = events_dir().join(binary);
+        let samples = std::fs::read_dir(&dir)
+            .unwrap_or_else(|_| panic!("no events/{binary}/"))
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "json"))
+            })
+            .count();
+        assert!(samples > 0, "events/{binary}/ holds no sample");
+    }
+    // Every sample of the functions checked here has its expectation, and back.
+    for binary in [
+        "oauth-start",
+        "oauth-callback",
+        "sync-trigger",
+        "sync-worker",
+        "token-refresh",
+    ] {
+        for entry in std::fs::read_dir(events_dir().join(binary)).unwrap() {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            assert!(
+                expectations()
+                    .iter()
+                    .any(|(b, n, _)| *b == binary && *n == name),
+                "no expectation for events/{binary}/{name}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_other_functions_sample_events_answer_as_documented() {
+    let app = scenarios::TestApp::spawn().await;
+    for (binary, name, shows) in expectations() {
+        let path = events_dir().join(binary).join(name);
+        let event: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let resp = app.invoke(binary, &event).await;
+        match shows {
+            Shows::Status(status) => {
+                assert_eq!(resp["statusCode"], status, "{binary}/{name}: {resp}");
+                let body: serde_json::Value =
+                    serde_json::from_str(resp["body"].as_str().unwrap_or("null"))
+                        .unwrap_or_default();
+                if status >= 400 && body.is_object() {
+                    assert_eq!(
+                        body["error"]["request_id"], event["requestContext"]["requestId"],
+                        "{binary}/{name}: the error names the event's request"
+                    );
+                }
+            }
+            Shows::Result(expected) => assert_eq!(resp, expected, "{binary}/{name}"),
+            Shows::ResultWith(members) => {
+                for m in members {
+                    assert!(resp.get(m).is_some(), "{binary}/{name}: {m} in {resp}");
+                }
+            }
+        }
+    }
+    // The start sample carries an Idempotency-Key: run again, it replays its answer.
+    let path = events_dir().join("oauth-start/start-hubspot.json");
+    let event: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let first = app.invoke("oauth-start", &event).await;
+    let again = app.invoke("oauth-start", &event).await;
+    assert_eq!(again["statusCode"], 200, "{again}");
+    assert_eq!(again["body"], first["body"]);
+    let replayed = again["headers"]["idempotent-replayed"]
+        .as_str()
+        .or_else(|| again["multiValueHeaders"]["idempotent-replayed"][0].as_str());
+    assert_eq!(replayed, Some("true"), "{again}");
+}
+
+#[test]
+fn env_json_sets_what_the_template_declares_for_each_function() {
+    use std::collections::{BTreeMap, BTreeSet};
+    let template = devhost::template::load_repo_template().unwrap();
+    let path = events_dir().join("../env.json");
+    let env: BTreeMap<String, BTreeMap<String, String>> =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let functions: Vec<&String> = template.functions.keys().collect();
+    assert_eq!(
+        env.keys().collect::<Vec<_>>(),
+        functions,
+        "env.json names each function of template.yaml by its logical id"
+    );
+    for (id, function) in &template.functions {
+        // `sam local invoke --env-vars` sets only the variables the template declares,
+        // so env.json gives exactly those.
+        let declared: BTreeSet<&String> = function.environment.keys().collect();
+        let given: BTreeSet<&String> = env[id].keys().collect();
+        assert_eq!(
+            given, declared,
+            "env.json's {id} must set exactly the variables template.yaml declares for it"
+        );
+        conduit::config::Config::from_map(&env[id])
+            .unwrap_or_else(|e| panic!("env.json's {id} is not a valid configuration: {e}"));
+        for (name, value) in &env[id] {
+            if let Some((_, rest)) = value.split_once("://") {
+                assert!(
+                    rest.starts_with("127.0.0.1") || rest.starts_with("localhost"),
+                    "env.json's {id}.{name} points away from this machine: {value}"
+                );
+            }
+        }
+    }
 }

@@ -982,6 +982,7 @@ async fn sample_events_invoke_the_sync_config_function() {
         ("get-config-bad-id.json", 400),
         ("member-create-forbidden.json", 403),
         ("auto-map-unknown-config.json", 404),
+        ("list-field-mappings-unknown-config.json", 404),
     ];
     // The samples act in tenant "demo": give it a connected HubSpot, and point the
     // create at it (as written, the sample's placeholder connection is a 400).
