@@ -248,6 +248,39 @@ async fn a_duplicate_of_a_running_request_is_409_until_its_lease_ends() {
 }
 
 #[tokio::test]
+async fn concurrent_duplicates_create_one_connection() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant();
+    let admin = app.token(&t, Role::Admin);
+    let key = [("idempotency-key", "double-click")];
+    let send = || {
+        app.send_with(
+            "POST",
+            "/v1/connections",
+            &admin,
+            Some(zendesk("zd-sandbox-token-0001")),
+            &key,
+        )
+    };
+    let (a, b, c) = tokio::join!(send(), send(), send());
+    let mut created = Vec::new();
+    for (status, body) in [a, b, c] {
+        match status {
+            201 => created.push(body["id"].clone()),
+            409 => assert_eq!(body["error"]["code"], "idempotency_in_flight", "{body}"),
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert!(!created.is_empty());
+    assert!(created.iter().all(|id| *id == created[0]), "{created:?}");
+    let (_, list) = app.get("/v1/connections", &admin).await;
+    assert_eq!(list["stats"]["total"], 1, "{list}");
+    // Once the first has finished, the duplicate gets its answer.
+    let (status, again) = send().await;
+    assert_eq!((status, &again["id"]), (201, &created[0]));
+}
+
+#[tokio::test]
 async fn an_oauth_start_replays_without_its_state_in_the_clear() {
     let app = TestApp::spawn().await;
     let t = app.tenant();
