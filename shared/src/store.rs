@@ -872,6 +872,7 @@ impl Table {
     }
 }
 
+/// A failed condition as [`StoreError::ConditionFailed`]; any other failure as a service error.
 pub(crate) fn condition_or<E, R>(e: aws_sdk_dynamodb::error::SdkError<E, R>) -> StoreError
 where
     E: std::error::Error + aws_sdk_dynamodb::error::ProvideErrorMetadata + 'static,
