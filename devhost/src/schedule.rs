@@ -26,6 +26,7 @@ use crate::invoke::{call_event_handler, function_app, function_timeout};
 use crate::registry::{EventHandler, FunctionRegistry};
 use crate::stack::LocalStack;
 use crate::template::{Schedule, ScheduleExpression};
+use crate::trace::TraceHeader;
 
 /// How long [`Scheduler::shutdown`] lets a run in progress finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -250,6 +251,7 @@ impl Job {
             event,
             self.timeout,
             &self.logical_id,
+            TraceHeader::new_root(),
         )
         .await;
         let ms = started.elapsed().as_millis() as u64;

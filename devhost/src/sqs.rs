@@ -22,6 +22,15 @@
 //! once (default [`DEFAULT_CONCURRENCY`], at most the function's
 //! `ReservedConcurrentExecutions`). Each invocation is logged with the function, the
 //! number of messages, how many failed and how long it took — never a message body.
+//!
+//! Recursive loop detection ([`crate::trace`]): each message's `AWSTraceHeader` says
+//! which chain it continues; the invocation runs with that chain's trace header (of a
+//! batch, the message furthest along its chain), so what the function sends carries
+//! it on. A message that would invoke a function more than 16 times in one chain,
+//! when the function's `RecursiveLoop` is not `Allow`, is stopped as Lambda stops it:
+//! it is not handed to the function, it moves to the queue's dead-letter queue (or is
+//! dropped when the queue has none), a warning is logged and the event source's
+//! `recursive_invocations_dropped` (Lambda's `RecursiveInvocationsDropped`) counts it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -42,6 +51,7 @@ use tokio::task::JoinHandle;
 
 use crate::invoker::{EventFunction, EventFunctions, Outcome};
 use crate::stack::LocalStack;
+use crate::trace::{self, TraceHeader};
 
 /// Batches of one event source in flight at once when the template sets no
 /// `ScalingConfig.MaximumConcurrency`.
@@ -114,6 +124,8 @@ struct Source {
     messages: AtomicU64,
     failed_messages: AtomicU64,
     failed_invocations: AtomicU64,
+    /// Messages stopped as recursive loops.
+    recursive_dropped: AtomicU64,
 }
 
 struct Shared {
@@ -218,6 +230,7 @@ impl QueuePollers {
                     messages: AtomicU64::new(0),
                     failed_messages: AtomicU64::new(0),
                     failed_invocations: AtomicU64::new(0),
+                    recursive_dropped: AtomicU64::new(0),
                 }));
             }
         }
@@ -430,15 +443,45 @@ async fn receive(
     Ok(out.messages.unwrap_or_default())
 }
 
-/// Invokes the function on one batch and settles it.
+/// Invokes the function on one batch (less the messages loop detection stops) and
+/// settles it.
 async fn process(shared: &Shared, source: &Source, batch: Vec<Message>) {
+    let function = &source.function.logical_id;
+    let mut trace: Option<TraceHeader> = None;
+    let mut kept = Vec::with_capacity(batch.len());
+    let mut stopped = Vec::new();
+    for message in batch {
+        let header = message
+            .attributes()
+            .and_then(|a| a.get(&MessageSystemAttributeName::AwsTraceHeader))
+            .map(String::as_str);
+        let (chain, stop) = trace::admit(header, function, source.function.recursive_loop);
+        if stop {
+            stopped.push((message, chain));
+            continue;
+        }
+        if trace
+            .as_ref()
+            .is_none_or(|t| chain.invocations(function) > t.invocations(function))
+        {
+            trace = Some(chain);
+        }
+        kept.push(message);
+    }
+    if !stopped.is_empty() {
+        stop_recursion(shared, source, &stopped).await;
+    }
+    let Some(trace) = trace else {
+        return;
+    };
+    let batch = kept;
     let ids: Vec<String> = batch
         .iter()
         .map(|m| m.message_id().unwrap_or_default().to_owned())
         .collect();
     let event = sqs_event(&batch, &source.queue_arn, &shared.region);
     let started = Instant::now();
-    let outcome = source.function.invoke(event).await;
+    let outcome = source.function.invoke(event, trace).await;
     let ms = started.elapsed().as_millis() as u64;
     let verdict = match &outcome {
         Outcome::Returned(value) => judge(value, source.report_batch_item_failures, &ids),
@@ -500,6 +543,53 @@ async fn process(shared: &Shared, source: &Source, batch: Vec<Message>) {
             "SQS batch"
         ),
     }
+}
+
+/// Stops messages that would continue a recursive loop: each moves to the queue's
+/// dead-letter queue (sent there with its body and message attributes, then deleted
+/// here) or, when the queue has none, is deleted. If that fails they stay, come back
+/// after the visibility timeout and are stopped again.
+async fn stop_recursion(shared: &Shared, source: &Source, stopped: &[(Message, TraceHeader)]) {
+    let function = &source.function.logical_id;
+    let queue = source.queue_id.as_deref().unwrap_or(&source.queue_arn);
+    let target = match redrive_target(&shared.sqs, &source.queue_url, queue).await {
+        Ok(target) => target,
+        Err(error) => {
+            tracing::warn!(target: "devhost", function = %function, queue, error = %format!("{error:#}"), "reading the redrive policy failed; the stopped messages stay in the queue");
+            return;
+        }
+    };
+    let mut settled = Vec::new();
+    for (message, chain) in stopped {
+        if let Some(dlq) = &target {
+            let sent = shared
+                .sqs
+                .send_message()
+                .queue_url(dlq)
+                .message_body(message.body().unwrap_or_default())
+                .set_message_attributes(message.message_attributes().cloned())
+                .send()
+                .await;
+            if let Err(error) = sent {
+                tracing::warn!(target: "devhost", function = %function, queue, error = %sdk_error(error), "moving a stopped message to the dead-letter queue failed; it stays in the queue");
+                continue;
+            }
+        }
+        source.recursive_dropped.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            target: "devhost",
+            function = %function,
+            queue,
+            message_id = message.message_id().unwrap_or_default(),
+            trace_root = chain.root(),
+            invocations = chain.invocations(function),
+            limit = trace::CHAIN_LIMIT,
+            moved_to = if target.is_some() { "dead-letter queue" } else { "nowhere (dropped)" },
+            "recursive loop detected: invocation stopped (RecursiveInvocationsDropped); set RecursiveLoop: Allow if the chain is intended"
+        );
+        settled.push(message);
+    }
+    delete(shared, source, &settled).await;
 }
 
 /// What becomes of a batch.
@@ -819,35 +909,9 @@ impl QueueMonitor {
     /// or of `logical_id` itself when it has no redrive policy.
     async fn dead_letter_url(&self, logical_id: &str) -> Result<String> {
         let url = self.queue_url(logical_id)?;
-        let attributes = self
-            .shared
-            .sqs
-            .get_queue_attributes()
-            .queue_url(url)
-            .attribute_names(QueueAttributeName::RedrivePolicy)
-            .send()
-            .await
-            .map_err(sdk_error)
-            .with_context(|| format!("reading the redrive policy of {logical_id}"))?;
-        let Some(policy) = attributes
-            .attributes()
-            .and_then(|a| a.get(&QueueAttributeName::RedrivePolicy))
-            .filter(|p| !p.trim().is_empty())
-        else {
-            return Ok(url.to_owned());
-        };
-        let policy: Value = serde_json::from_str(policy)
-            .with_context(|| format!("the redrive policy of {logical_id} is not JSON"))?;
-        let target = policy
-            .get("deadLetterTargetArn")
-            .and_then(Value::as_str)
-            .ok_or_else(|| {
-                anyhow!("the redrive policy of {logical_id} has no deadLetterTargetArn")
-            })?;
-        match self.shared.queues.values().find(|(_, arn)| arn == target) {
-            Some((url, _)) => Ok(url.clone()),
-            None => queue_url_of(&self.shared.sqs, target).await,
-        }
+        Ok(redrive_target(&self.shared.sqs, url, logical_id)
+            .await?
+            .unwrap_or_else(|| url.to_owned()))
     }
 
     /// The bodies of the messages in the dead-letter queue of `logical_id` (the queue
@@ -998,6 +1062,7 @@ impl QueueMonitor {
                     "failed_invocations": s.failed_invocations.load(Ordering::Relaxed),
                     "messages": s.messages.load(Ordering::Relaxed),
                     "failed_messages": s.failed_messages.load(Ordering::Relaxed),
+                    "recursive_invocations_dropped": s.recursive_dropped.load(Ordering::Relaxed),
                 })
             })
             .collect();
@@ -1009,6 +1074,37 @@ impl QueueMonitor {
             "event_sources": sources,
         }))
     }
+}
+
+/// The URL of the dead-letter queue the redrive policy of the queue at `url` (called
+/// `name` in errors) names, if it has one.
+async fn redrive_target(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    name: &str,
+) -> Result<Option<String>> {
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::RedrivePolicy)
+        .send()
+        .await
+        .map_err(sdk_error)
+        .with_context(|| format!("reading the redrive policy of {name}"))?;
+    let Some(policy) = attributes
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::RedrivePolicy))
+        .filter(|p| !p.trim().is_empty())
+    else {
+        return Ok(None);
+    };
+    let policy: Value = serde_json::from_str(policy)
+        .with_context(|| format!("the redrive policy of {name} is not JSON"))?;
+    let target = policy
+        .get("deadLetterTargetArn")
+        .and_then(Value::as_str)
+        .ok_or_else(|| anyhow!("the redrive policy of {name} has no deadLetterTargetArn"))?;
+    queue_url_of(sqs, target).await.map(Some)
 }
 
 fn bodies(messages: &[Message]) -> Vec<String> {
