@@ -766,6 +766,19 @@ async fn due_scheduler_schedules_fire_when_schedules_run() {
 /// The length of the recursive-loop test's chain: more than Lambda's 16.
 const HOPS: u64 = 20;
 
+/// A relay's message.
+#[derive(serde::Serialize)]
+struct Hop {
+    hop: u64,
+    until: u64,
+}
+
+impl conduit::queue::TenantWork for Hop {
+    fn tenant(&self) -> &str {
+        "relay"
+    }
+}
+
 /// Each hop a relay ran: (hop, the `AWSTraceHeader` its message carried), by binary.
 type Hops = Arc<Mutex<BTreeMap<&'static str, Vec<(u64, Option<String>)>>>>;
 
@@ -791,9 +804,13 @@ fn relay(
                     .entry(binary)
                     .or_default()
                     .push((hop, trace));
-                if hop < body["until"].as_u64().unwrap() {
+                let until = body["until"].as_u64().unwrap();
+                if hop < until {
                     conduit::queue::sync_queue(app)?
-                        .send(&json!({"hop": hop + 1, "until": body["until"]}))
+                        .send(&Hop {
+                            hop: hop + 1,
+                            until,
+                        })
                         .await?;
                 }
             }
