@@ -53,6 +53,8 @@ struct Seen {
     most_at_once: AtomicUsize,
     /// Events the sync-trigger function received.
     triggers: Mutex<Vec<Value>>,
+    /// The ids the fair-queue worker took, in the order it took them.
+    fair_order: Mutex<Vec<String>>,
 }
 
 /// Bodies are `{"id": "m1", "fail": N, "sleep_ms": M}`: the worker fails a message its
@@ -62,8 +64,26 @@ struct Seen {
 fn registry(seen: Arc<Seen>) -> FunctionRegistry {
     let worker = seen.clone();
     let plain = seen.clone();
-    let trigger = seen;
+    let trigger = seen.clone();
+    let fair = seen;
     FunctionRegistry::new()
+        .register_event(
+            "test-fair-worker",
+            move |_app: &conduit::app::App, event: Value| {
+                let seen = fair.clone();
+                Box::pin(async move {
+                    for record in event["Records"].as_array().unwrap() {
+                        let body: Value =
+                            serde_json::from_str(record["body"].as_str().unwrap()).unwrap();
+                        let id = body["id"].as_str().unwrap().to_owned();
+                        seen.fair_order.lock().unwrap().push(id);
+                        let sleep = body["sleep_ms"].as_u64().unwrap_or(0);
+                        tokio::time::sleep(Duration::from_millis(sleep)).await;
+                    }
+                    EventResult::Ok(json!({}))
+                })
+            },
+        )
         .register_event(
             "test-worker",
             move |_app: &conduit::app::App, event: Value| {
@@ -908,4 +928,55 @@ async fn a_20_hop_chain_runs_only_with_recursive_loop_allow() {
     };
     assert_eq!(dropped("RelayFunction"), json!(1));
     assert_eq!(dropped("AllowedRelayFunction"), json!(0));
+}
+
+#[tokio::test]
+async fn a_tenant_with_a_backlog_does_not_hold_back_another_on_a_fair_queue() {
+    let Some(endpoint) = moto().await else { return };
+    let seen = Arc::new(Seen::default());
+    let env = start(endpoint, seen.clone(), LocalEnvOptions::default()).await;
+    let sqs = aws_sdk_sqs::Client::new(&env.aws);
+    let url = env.stack.ref_value("FairQueue").unwrap();
+    // 40 messages of a noisy tenant, then one of a quiet one; two at a time, 100 ms each.
+    let backlog: Vec<_> = (0..40)
+        .map(|i| {
+            aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .message_body(json!({"id": format!("big{i}"), "sleep_ms": 100}).to_string())
+                .message_group_id("big")
+                .build()
+                .unwrap()
+        })
+        .collect();
+    for chunk in backlog.chunks(10) {
+        sqs.send_message_batch()
+            .queue_url(&url)
+            .set_entries(Some(chunk.to_vec()))
+            .send()
+            .await
+            .unwrap();
+    }
+    sqs.send_message()
+        .queue_url(&url)
+        .message_body(json!({"id": "small", "sleep_ms": 100}).to_string())
+        .message_group_id("small")
+        .send()
+        .await
+        .unwrap();
+    env.wait_queues_idle(Duration::from_secs(60)).await.unwrap();
+
+    let order = seen.fair_order.lock().unwrap().clone();
+    let mut all = order.clone();
+    all.sort();
+    let mut expected: Vec<String> = (0..40).map(|i| format!("big{i}")).collect();
+    expected.push("small".to_owned());
+    expected.sort();
+    assert_eq!(all, expected, "each message once");
+    let small = order.iter().position(|id| id == "small").unwrap();
+    // In send order it would be the 41st; the noisy tenant had at most a few taken
+    // (two at a time) before the quiet one's message was sent.
+    assert!(
+        small < 8,
+        "the quiet tenant's message was taken {small}th: {order:?}"
+    );
 }
