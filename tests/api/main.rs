@@ -8,6 +8,7 @@ mod catalogue;
 mod connections;
 mod contract;
 mod events;
+mod fairness;
 mod isolation;
 mod oauth;
 mod queue;
