@@ -2,9 +2,11 @@
 //! function with a registered event handler fires every period (first firing one
 //! period after start), with a fresh EventBridge "Scheduled Event" as its event — the
 //! JSON a deployed function receives. `cron(…)` and disabled schedules are listed, not
-//! run. A function's runs overlap up to its template `ReservedConcurrentExecutions`
-//! (unbounded without one): a firing that finds them all taken is skipped, as Lambda
-//! throttles it (EventBridge would retry it later; the next firing comes soon enough).
+//! run. A function's runs (its timers' and [`Scheduler::run_now`]'s) overlap up to its
+//! template `ReservedConcurrentExecutions`, without limit when it has none (a timer
+//! waits for its own run before its next firing): a firing that finds every reserved
+//! place taken is skipped, as Lambda throttles it (EventBridge would retry it later;
+//! the next firing comes soon enough).
 //!
 //! [`Scheduler::run_now`] fires a function's schedule immediately through the same path
 //! (tests run the token sweep this way).
