@@ -9,12 +9,16 @@ pub const REGION: &str = "us-east-1";
 /// moto's default account id.
 pub const ACCOUNT_ID: &str = "123456789012";
 
-/// An SDK configuration for the moto server at `endpoint`.
+/// An SDK configuration for the moto server at `endpoint`; requests made inside an
+/// invocation carry its trace header ([`crate::trace`]).
 pub async fn moto_sdk_config(endpoint: &str) -> SdkConfig {
+    // moto speaks plain HTTP: no TLS, no proxy.
+    let http = aws_smithy_http_client::Builder::new().build_http();
     aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(REGION))
         .credentials_provider(Credentials::new("test", "test", None, None, "local"))
         .endpoint_url(endpoint)
+        .http_client(crate::trace::traced_http_client(http))
         .load()
         .await
 }

@@ -20,6 +20,7 @@ use crate::registry::{EventHandler, FunctionRegistry};
 use crate::stack::{LocalStack, StackOptions, bootstrap};
 use crate::state::StackFile;
 use crate::template::{Function, Template};
+use crate::trace::{TraceHeader, within};
 
 /// Lambda's default timeout, for functions whose template gives none.
 const DEFAULT_TIMEOUT_SECS: u64 = 3;
@@ -80,6 +81,7 @@ pub async fn invoke(
             event,
             function_timeout(def),
             &def.logical_id,
+            TraceHeader::new_root(),
         )
         .await;
     }
@@ -95,7 +97,10 @@ pub async fn invoke(
     let timeout = function_timeout(def);
     let response = match tokio::time::timeout(
         timeout,
-        AssertUnwindSafe(handler(&app, request)).catch_unwind(),
+        within(
+            TraceHeader::new_root(),
+            AssertUnwindSafe(handler(&app, request)).catch_unwind(),
+        ),
     )
     .await
     {
@@ -165,17 +170,19 @@ pub fn parse_event_json(text: &str) -> Result<Value> {
 }
 
 /// Calls an event handler as Lambda would: bounded by `timeout`, a panic reported as
-/// a failed invocation. `name` (the function's logical id) names it in errors.
+/// a failed invocation, its AWS requests carrying `trace`. `name` (the function's
+/// logical id) names it in errors.
 pub async fn call_event_handler(
     handler: &EventHandler,
     app: &App,
     event: Value,
     timeout: Duration,
     name: &str,
+    trace: TraceHeader,
 ) -> Result<Value> {
     match tokio::time::timeout(
         timeout,
-        AssertUnwindSafe(handler(app, event)).catch_unwind(),
+        within(trace, AssertUnwindSafe(handler(app, event)).catch_unwind()),
     )
     .await
     {

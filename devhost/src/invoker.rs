@@ -15,6 +15,8 @@ use serde_json::Value;
 use crate::invoke::{call_event_handler, function_app, function_timeout};
 use crate::registry::{EventHandler, FunctionRegistry};
 use crate::stack::LocalStack;
+use crate::template::RecursiveLoop;
+use crate::trace::TraceHeader;
 
 /// Makes the next invocations of a function crash (see
 /// [`KillSwitch::kill_next_invocations`]); cheap to clone, clones share the plan.
@@ -90,6 +92,8 @@ pub struct EventFunction {
     pub logical_id: String,
     /// The build binary name.
     pub binary: String,
+    /// Whether Lambda stops it when it continues a recursive loop.
+    pub recursive_loop: RecursiveLoop,
     handler: EventHandler,
     app: App,
     timeout: Duration,
@@ -108,14 +112,16 @@ impl std::fmt::Debug for EventFunction {
 
 impl EventFunction {
     /// Runs the handler once on `event` as Lambda would (bounded by the function's
-    /// timeout, a panic a failure), unless the kill switch has a kill planned for it.
-    pub async fn invoke(&self, event: Value) -> Outcome {
+    /// timeout, a panic a failure, its AWS requests carrying `trace`), unless the kill
+    /// switch has a kill planned for it.
+    pub async fn invoke(&self, event: Value, trace: TraceHeader) -> Outcome {
         let run = call_event_handler(
             &self.handler,
             &self.app,
             event,
             self.timeout,
             &self.logical_id,
+            trace,
         );
         let Some(after) = self.kills.take(&self.binary) else {
             return match run.await {
@@ -164,6 +170,7 @@ impl EventFunctions {
                 Arc::new(EventFunction {
                     logical_id: function.logical_id.clone(),
                     binary: function.binary.clone(),
+                    recursive_loop: function.recursive_loop,
                     handler,
                     app,
                     timeout: function_timeout(function),

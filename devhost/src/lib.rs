@@ -47,6 +47,7 @@ pub mod sqs;
 pub mod stack;
 pub mod state;
 pub mod template;
+pub mod trace;
 
 pub use aws::moto_sdk_config;
 pub use capture::EventCapture;

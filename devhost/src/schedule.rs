@@ -2,9 +2,11 @@
 //! function with a registered event handler fires every period (first firing one
 //! period after start), with a fresh EventBridge "Scheduled Event" as its event — the
 //! JSON a deployed function receives. `cron(…)` and disabled schedules are listed, not
-//! run. Runs of one function never overlap: a firing that finds the previous run still
-//! going is skipped, as a function with `ReservedConcurrentExecutions: 1` would be
-//! throttled.
+//! run. A function's runs (its timers' and [`Scheduler::run_now`]'s) overlap up to its
+//! template `ReservedConcurrentExecutions`, without limit when it has none (a timer
+//! waits for its own run before its next firing): a firing that finds every reserved
+//! place taken is skipped, as Lambda throttles it (EventBridge would retry it later;
+//! the next firing comes soon enough).
 //!
 //! [`Scheduler::run_now`] fires a function's schedule immediately through the same path
 //! (tests run the token sweep this way).
@@ -19,13 +21,14 @@ use rand::RngCore;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use tokio::sync::{Mutex, watch};
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use crate::invoke::{call_event_handler, function_app, function_timeout};
 use crate::registry::{EventHandler, FunctionRegistry};
 use crate::stack::LocalStack;
 use crate::template::{Schedule, ScheduleExpression};
+use crate::trace::TraceHeader;
 
 /// How long [`Scheduler::shutdown`] lets a run in progress finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -47,8 +50,9 @@ struct Job {
     app: App,
     timeout: Duration,
     schedules: Vec<Schedule>,
-    /// Held for the length of a run: runs of one function never overlap.
-    running: Mutex<()>,
+    /// Its `ReservedConcurrentExecutions`, as permits held for the length of a run;
+    /// `None`: not reserved, runs are never throttled.
+    reserved: Option<Semaphore>,
     rule_prefix: String,
     region: String,
     account_id: String,
@@ -108,7 +112,9 @@ impl Scheduler {
                     app,
                     timeout: function_timeout(function),
                     schedules: function.schedules.clone(),
-                    running: Mutex::new(()),
+                    reserved: function
+                        .reserved_concurrency
+                        .map(|n| Semaphore::new(n as usize)),
                     rule_prefix,
                     region: stack.region().to_owned(),
                     account_id: stack.account_id().to_owned(),
@@ -191,7 +197,11 @@ impl Scheduler {
             .schedules
             .first()
             .ok_or_else(|| anyhow!("{} has no Schedule event", job.logical_id))?;
-        let _running = job.running.lock().await;
+        // Waits for a place rather than being throttled: the caller asked for this run.
+        let _running = match &job.reserved {
+            Some(reserved) => Some(reserved.acquire().await?),
+            None => None,
+        };
         job.fire(schedule).await
     }
 
@@ -243,6 +253,7 @@ impl Job {
             event,
             self.timeout,
             &self.logical_id,
+            TraceHeader::new_root(),
         )
         .await;
         let ms = started.elapsed().as_millis() as u64;
@@ -284,14 +295,18 @@ async fn timer(
         if *stop.borrow() {
             return;
         }
-        let Ok(_running) = job.running.try_lock() else {
-            tracing::info!(
-                target: "devhost",
-                function = %job.logical_id,
-                schedule = %schedule.event,
-                "scheduled run skipped: the previous run is still going"
-            );
-            continue;
+        let _running = match job.reserved.as_ref().map(Semaphore::try_acquire) {
+            None => None,
+            Some(Ok(permit)) => Some(permit),
+            Some(Err(_)) => {
+                tracing::info!(
+                    target: "devhost",
+                    function = %job.logical_id,
+                    schedule = %schedule.event,
+                    "scheduled run throttled: its reserved concurrency is in use"
+                );
+                continue;
+            }
         };
         // The outcome is logged by `fire`; the timer keeps going either way.
         let _ = job.fire(&schedule).await;

@@ -519,7 +519,7 @@ impl Shared {
         };
         let started = Instant::now();
         let result = function
-            .invoke(payload)
+            .invoke(payload, crate::trace::TraceHeader::new_root())
             .await
             .into_result(&function.logical_id);
         let ms = started.elapsed().as_millis() as u64;

@@ -862,7 +862,11 @@ async fn handle(inner: &Inner, peer: SocketAddr, req: Request, request_id: &str)
         }
     };
 
-    let invocation = AssertUnwindSafe(handler(app, request)).catch_unwind();
+    // API Gateway starts a new trace per request; the function's AWS requests carry it.
+    let invocation = crate::trace::within(
+        crate::trace::TraceHeader::new_root(),
+        AssertUnwindSafe(handler(app, request)).catch_unwind(),
+    );
     let result = match tokio::time::timeout(function.timeout, invocation).await {
         Err(_) => Err(anyhow!("timed out after {}s", function.timeout.as_secs())),
         Ok(Err(_panic)) => Err(anyhow!("the handler panicked")),

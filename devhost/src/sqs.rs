@@ -22,10 +22,33 @@
 //! once (default [`DEFAULT_CONCURRENCY`], at most the function's
 //! `ReservedConcurrentExecutions`). Each invocation is logged with the function, the
 //! number of messages, how many failed and how long it took — never a message body.
+//!
+//! Recursive loop detection ([`crate::trace`]): each message's `AWSTraceHeader` says
+//! which chain it continues; the invocation runs with that chain's trace header (of a
+//! batch, the message furthest along its chain), so what the function sends carries
+//! it on. A message that would invoke a function more than 16 times in one chain,
+//! when the function's `RecursiveLoop` is not `Allow`, is stopped as Lambda stops it:
+//! it is not handed to the function, it moves to the queue's dead-letter queue (or is
+//! dropped when the queue has none), a warning is logged and the event source's
+//! `recursive_invocations_dropped` (Lambda's `RecursiveInvocationsDropped`) counts it.
+//!
+//! Fair queues: messages sent with a `MessageGroupId` to a standard queue make it an
+//! SQS fair queue, where the group is the tenant. moto delivers them in send order, so
+//! the pollers play SQS's part: once received messages carry groups, they look up to
+//! [`FAIR_LOOKAHEAD`] messages into the queue, hold what they received (in flight
+//! in moto) and hand the function, one message at a time, the held message of the
+//! group with the fewest messages in flight (the earliest received among equals); a
+//! message without a group is a group of its own. So a tenant with a backlog never
+//! holds back another tenant's message that is within the look-ahead. Not reproduced:
+//! SQS only reorders once a tenant counts as noisy (over 10% of the messages in flight
+//! and at least 30 of them, or over 10% of the processing time) and sees the whole
+//! backlog; here the fewest-in-flight rule always applies and sees 100 messages. A
+//! held message is handed back to the queue (visible at once) after half the queue's
+//! visibility timeout, so that it is never delivered twice.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -42,6 +65,7 @@ use tokio::task::JoinHandle;
 
 use crate::invoker::{EventFunction, EventFunctions, Outcome};
 use crate::stack::LocalStack;
+use crate::trace::{self, TraceHeader};
 
 /// Batches of one event source in flight at once when the template sets no
 /// `ScalingConfig.MaximumConcurrency`.
@@ -56,6 +80,11 @@ const ERROR_BACKOFF: Duration = Duration::from_secs(1);
 const IDLE_POLL: Duration = Duration::from_millis(50);
 /// How long [`QueueMonitor::dead_letters`] hides the messages it reads while it reads.
 const PEEK_VISIBILITY_SECS: i32 = 30;
+/// How many messages of a fair queue (messages with groups) the pollers of one event
+/// source hold to choose from.
+pub const FAIR_LOOKAHEAD: usize = 100;
+/// A queue's visibility timeout when SQS does not say (SQS's default).
+const DEFAULT_VISIBILITY: Duration = Duration::from_secs(30);
 
 /// Whether and how the queues are polled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +143,100 @@ struct Source {
     messages: AtomicU64,
     failed_messages: AtomicU64,
     failed_invocations: AtomicU64,
+    /// Messages stopped as recursive loops.
+    recursive_dropped: AtomicU64,
+    /// Fair queue emulation: what the pollers hold and what is in flight per group.
+    fair: Mutex<FairShare>,
+    /// How long a message may be held before it goes back to the queue.
+    hold_limit: Duration,
+}
+
+/// The messages of a fair queue the pollers of one event source hold, and how many of
+/// each group the function has in hand.
+#[derive(Default)]
+struct FairShare {
+    /// Received and not yet handed to the function, oldest first.
+    held: Vec<Held>,
+    /// Handed to the function and not yet settled, by group.
+    in_flight: BTreeMap<String, usize>,
+}
+
+struct Held {
+    message: Message,
+    group: String,
+    received: Instant,
+}
+
+impl FairShare {
+    fn hold(&mut self, messages: Vec<Message>) {
+        let received = Instant::now();
+        for message in messages {
+            self.held.push(Held {
+                group: group_key(&message),
+                message,
+                received,
+            });
+        }
+    }
+
+    /// Takes out the messages held `limit` or longer.
+    fn take_stale(&mut self, limit: Duration) -> Vec<Message> {
+        let (stale, fresh): (Vec<Held>, Vec<Held>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|h| h.received.elapsed() >= limit);
+        self.held = fresh;
+        stale.into_iter().map(|h| h.message).collect()
+    }
+
+    /// Up to `n` held messages, each from the group with the fewest messages in
+    /// flight (the earliest received among equals), now counted in flight.
+    fn pick(&mut self, n: usize) -> Vec<Message> {
+        let mut batch = Vec::new();
+        while batch.len() < n {
+            let Some(i) = (0..self.held.len()).min_by_key(|&i| {
+                let group = &self.held[i].group;
+                (self.in_flight.get(group).copied().unwrap_or(0), i)
+            }) else {
+                break;
+            };
+            let held = self.held.remove(i);
+            *self.in_flight.entry(held.group).or_default() += 1;
+            batch.push(held.message);
+        }
+        batch
+    }
+
+    /// The function is done with messages of these groups.
+    fn settle(&mut self, groups: &[String]) {
+        for group in groups {
+            if let Some(n) = self.in_flight.get_mut(group) {
+                *n -= 1;
+                if *n == 0 {
+                    self.in_flight.remove(group);
+                }
+            }
+        }
+    }
+}
+
+/// A message's `MessageGroupId`, if it was sent with one.
+fn group_of(message: &Message) -> Option<&str> {
+    message
+        .attributes()
+        .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
+        .map(String::as_str)
+}
+
+/// The group a message counts in: its `MessageGroupId`, else a group of its own.
+fn group_key(message: &Message) -> String {
+    match group_of(message) {
+        Some(group) => format!("group:{group}"),
+        None => format!("message:{}", message.message_id().unwrap_or_default()),
+    }
+}
+
+fn lock(fair: &Mutex<FairShare>) -> std::sync::MutexGuard<'_, FairShare> {
+    fair.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 struct Shared {
@@ -203,6 +326,12 @@ impl QueuePollers {
                 if let Some(reserved) = def.reserved_concurrency {
                     concurrency = concurrency.min(reserved as usize);
                 }
+                let visibility = visibility_of(&sqs, &queue_url).await.with_context(|| {
+                    format!(
+                        "reading the visibility timeout of the queue of {}",
+                        def.logical_id
+                    )
+                })?;
                 sources.push(Arc::new(Source {
                     function,
                     event: source.event.clone(),
@@ -218,6 +347,9 @@ impl QueuePollers {
                     messages: AtomicU64::new(0),
                     failed_messages: AtomicU64::new(0),
                     failed_invocations: AtomicU64::new(0),
+                    recursive_dropped: AtomicU64::new(0),
+                    fair: Mutex::default(),
+                    hold_limit: (visibility / 2).max(Duration::from_secs(1)),
                 }));
             }
         }
@@ -327,6 +459,11 @@ async fn poller(
     let mut failing = false;
     loop {
         if *stop.borrow() {
+            let held: Vec<Message> = std::mem::take(&mut lock(&source.fair).held)
+                .into_iter()
+                .map(|h| h.message)
+                .collect();
+            release(&shared, &source, &held, Duration::ZERO).await;
             return;
         }
         if *paused.borrow() {
@@ -338,7 +475,7 @@ async fn poller(
         }
         // A receive under way is not cut short: the messages it returns would stay
         // hidden for the visibility timeout.
-        let batch = match receive_batch(&shared, &source).await {
+        let batch = match next_batch(&shared, &source).await {
             Ok(batch) => {
                 failing = false;
                 batch
@@ -372,9 +509,42 @@ async fn poller(
             return;
         }
         source.running.fetch_add(1, Ordering::SeqCst);
+        let groups: Vec<String> = batch.iter().map(group_key).collect();
         process(&shared, &source, batch).await;
+        lock(&source.fair).settle(&groups);
         source.running.fetch_sub(1, Ordering::SeqCst);
     }
+}
+
+/// The next batch to invoke: what [`receive_batch`] returns while no message carries
+/// a group; on a fair queue, the held messages [`FairShare::pick`] chooses after a
+/// look further into the queue (see the module doc).
+async fn next_batch(shared: &Shared, source: &Source) -> Result<Vec<Message>> {
+    let holding = !lock(&source.fair).held.is_empty();
+    let received = if holding {
+        Vec::new()
+    } else {
+        receive_batch(shared, source).await?
+    };
+    if !holding && received.iter().all(|m| group_of(m).is_none()) {
+        return Ok(received);
+    }
+    let mut incoming = received;
+    while lock(&source.fair).held.len() + incoming.len() < FAIR_LOOKAHEAD {
+        // What is already received is handed out even when looking further fails.
+        match receive(shared, source, 10, 0).await {
+            Ok(more) if !more.is_empty() => incoming.extend(more),
+            _ => break,
+        }
+    }
+    let (batch, stale) = {
+        let mut fair = lock(&source.fair);
+        fair.hold(incoming);
+        let stale = fair.take_stale(source.hold_limit);
+        (fair.pick(source.batch_size), stale)
+    };
+    release(shared, source, &stale, Duration::ZERO).await;
+    Ok(batch)
 }
 
 /// Up to `BatchSize` messages: what one long poll returns or, with a batching window,
@@ -430,15 +600,45 @@ async fn receive(
     Ok(out.messages.unwrap_or_default())
 }
 
-/// Invokes the function on one batch and settles it.
+/// Invokes the function on one batch (less the messages loop detection stops) and
+/// settles it.
 async fn process(shared: &Shared, source: &Source, batch: Vec<Message>) {
+    let function = &source.function.logical_id;
+    let mut trace: Option<TraceHeader> = None;
+    let mut kept = Vec::with_capacity(batch.len());
+    let mut stopped = Vec::new();
+    for message in batch {
+        let header = message
+            .attributes()
+            .and_then(|a| a.get(&MessageSystemAttributeName::AwsTraceHeader))
+            .map(String::as_str);
+        let (chain, stop) = trace::admit(header, function, source.function.recursive_loop);
+        if stop {
+            stopped.push((message, chain));
+            continue;
+        }
+        if trace
+            .as_ref()
+            .is_none_or(|t| chain.invocations(function) > t.invocations(function))
+        {
+            trace = Some(chain);
+        }
+        kept.push(message);
+    }
+    if !stopped.is_empty() {
+        stop_recursion(shared, source, &stopped).await;
+    }
+    let Some(trace) = trace else {
+        return;
+    };
+    let batch = kept;
     let ids: Vec<String> = batch
         .iter()
         .map(|m| m.message_id().unwrap_or_default().to_owned())
         .collect();
     let event = sqs_event(&batch, &source.queue_arn, &shared.region);
     let started = Instant::now();
-    let outcome = source.function.invoke(event).await;
+    let outcome = source.function.invoke(event, trace).await;
     let ms = started.elapsed().as_millis() as u64;
     let verdict = match &outcome {
         Outcome::Returned(value) => judge(value, source.report_batch_item_failures, &ids),
@@ -500,6 +700,53 @@ async fn process(shared: &Shared, source: &Source, batch: Vec<Message>) {
             "SQS batch"
         ),
     }
+}
+
+/// Stops messages that would continue a recursive loop: each moves to the queue's
+/// dead-letter queue (sent there with its body and message attributes, then deleted
+/// here) or, when the queue has none, is deleted. If that fails they stay, come back
+/// after the visibility timeout and are stopped again.
+async fn stop_recursion(shared: &Shared, source: &Source, stopped: &[(Message, TraceHeader)]) {
+    let function = &source.function.logical_id;
+    let queue = source.queue_id.as_deref().unwrap_or(&source.queue_arn);
+    let target = match redrive_target(&shared.sqs, &source.queue_url, queue).await {
+        Ok(target) => target,
+        Err(error) => {
+            tracing::warn!(target: "devhost", function = %function, queue, error = %format!("{error:#}"), "reading the redrive policy failed; the stopped messages stay in the queue");
+            return;
+        }
+    };
+    let mut settled = Vec::new();
+    for (message, chain) in stopped {
+        if let Some(dlq) = &target {
+            let sent = shared
+                .sqs
+                .send_message()
+                .queue_url(dlq)
+                .message_body(message.body().unwrap_or_default())
+                .set_message_attributes(message.message_attributes().cloned())
+                .send()
+                .await;
+            if let Err(error) = sent {
+                tracing::warn!(target: "devhost", function = %function, queue, error = %sdk_error(error), "moving a stopped message to the dead-letter queue failed; it stays in the queue");
+                continue;
+            }
+        }
+        source.recursive_dropped.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            target: "devhost",
+            function = %function,
+            queue,
+            message_id = message.message_id().unwrap_or_default(),
+            trace_root = chain.root(),
+            invocations = chain.invocations(function),
+            limit = trace::CHAIN_LIMIT,
+            moved_to = if target.is_some() { "dead-letter queue" } else { "nowhere (dropped)" },
+            "recursive loop detected: invocation stopped (RecursiveInvocationsDropped); set RecursiveLoop: Allow if the chain is intended"
+        );
+        settled.push(message);
+    }
+    delete(shared, source, &settled).await;
 }
 
 /// What becomes of a batch.
@@ -819,35 +1066,9 @@ impl QueueMonitor {
     /// or of `logical_id` itself when it has no redrive policy.
     async fn dead_letter_url(&self, logical_id: &str) -> Result<String> {
         let url = self.queue_url(logical_id)?;
-        let attributes = self
-            .shared
-            .sqs
-            .get_queue_attributes()
-            .queue_url(url)
-            .attribute_names(QueueAttributeName::RedrivePolicy)
-            .send()
-            .await
-            .map_err(sdk_error)
-            .with_context(|| format!("reading the redrive policy of {logical_id}"))?;
-        let Some(policy) = attributes
-            .attributes()
-            .and_then(|a| a.get(&QueueAttributeName::RedrivePolicy))
-            .filter(|p| !p.trim().is_empty())
-        else {
-            return Ok(url.to_owned());
-        };
-        let policy: Value = serde_json::from_str(policy)
-            .with_context(|| format!("the redrive policy of {logical_id} is not JSON"))?;
-        let target = policy
-            .get("deadLetterTargetArn")
-            .and_then(Value::as_str)
-            .ok_or_else(|| {
-                anyhow!("the redrive policy of {logical_id} has no deadLetterTargetArn")
-            })?;
-        match self.shared.queues.values().find(|(_, arn)| arn == target) {
-            Some((url, _)) => Ok(url.clone()),
-            None => queue_url_of(&self.shared.sqs, target).await,
-        }
+        Ok(redrive_target(&self.shared.sqs, url, logical_id)
+            .await?
+            .unwrap_or_else(|| url.to_owned()))
     }
 
     /// The bodies of the messages in the dead-letter queue of `logical_id` (the queue
@@ -998,6 +1219,8 @@ impl QueueMonitor {
                     "failed_invocations": s.failed_invocations.load(Ordering::Relaxed),
                     "messages": s.messages.load(Ordering::Relaxed),
                     "failed_messages": s.failed_messages.load(Ordering::Relaxed),
+                    "recursive_invocations_dropped": s.recursive_dropped.load(Ordering::Relaxed),
+                    "fair_held": lock(&s.fair).held.len(),
                 })
             })
             .collect();
@@ -1011,11 +1234,58 @@ impl QueueMonitor {
     }
 }
 
+/// The URL of the dead-letter queue the redrive policy of the queue at `url` (called
+/// `name` in errors) names, if it has one.
+async fn redrive_target(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    name: &str,
+) -> Result<Option<String>> {
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::RedrivePolicy)
+        .send()
+        .await
+        .map_err(sdk_error)
+        .with_context(|| format!("reading the redrive policy of {name}"))?;
+    let Some(policy) = attributes
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::RedrivePolicy))
+        .filter(|p| !p.trim().is_empty())
+    else {
+        return Ok(None);
+    };
+    let policy: Value = serde_json::from_str(policy)
+        .with_context(|| format!("the redrive policy of {name} is not JSON"))?;
+    let target = policy
+        .get("deadLetterTargetArn")
+        .and_then(Value::as_str)
+        .ok_or_else(|| anyhow!("the redrive policy of {name} has no deadLetterTargetArn"))?;
+    queue_url_of(sqs, target).await.map(Some)
+}
+
 fn bodies(messages: &[Message]) -> Vec<String> {
     messages
         .iter()
         .map(|m| m.body().unwrap_or_default().to_owned())
         .collect()
+}
+
+/// The queue's `VisibilityTimeout`.
+async fn visibility_of(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<Duration> {
+    let out = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::VisibilityTimeout)
+        .send()
+        .await
+        .map_err(sdk_error)?;
+    Ok(out
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::VisibilityTimeout))
+        .and_then(|v| v.parse().ok())
+        .map_or(DEFAULT_VISIBILITY, Duration::from_secs))
 }
 
 async fn depth_of(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<QueueDepth> {
@@ -1051,6 +1321,44 @@ mod tests {
 
     fn ids() -> Vec<String> {
         vec!["m1".into(), "m2".into(), "m3".into()]
+    }
+
+    fn grouped(id: &str, group: Option<&str>) -> Message {
+        let mut message = Message::builder().message_id(id);
+        if let Some(group) = group {
+            message = message.attributes(MessageSystemAttributeName::MessageGroupId, group);
+        }
+        message.build()
+    }
+
+    fn ids_of(batch: &[Message]) -> Vec<&str> {
+        batch.iter().filter_map(Message::message_id).collect()
+    }
+
+    #[test]
+    fn fair_picks_go_to_the_group_with_the_fewest_in_flight() {
+        let mut fair = FairShare::default();
+        fair.hold(vec![
+            grouped("a1", Some("a")),
+            grouped("a2", Some("a")),
+            grouped("a3", Some("a")),
+            grouped("b1", Some("b")),
+            grouped("n1", None),
+        ]);
+        assert_eq!(ids_of(&fair.pick(1)), ["a1"]);
+        // a has one in flight: b's and the ungrouped message's groups have none.
+        assert_eq!(ids_of(&fair.pick(2)), ["b1", "n1"]);
+        assert_eq!(ids_of(&fair.pick(1)), ["a2"]);
+        fair.settle(&["group:a".to_owned(), "group:a".to_owned()]);
+        assert!(!fair.in_flight.contains_key("group:a"));
+        fair.hold(vec![grouped("b2", Some("b")), grouped("c1", Some("c"))]);
+        // a: 0 in flight, b: 1, c: 0 — a3 was received first.
+        assert_eq!(ids_of(&fair.pick(3)), ["a3", "c1", "b2"]);
+        assert!(fair.pick(1).is_empty());
+        fair.hold(vec![grouped("late", Some("a"))]);
+        assert!(fair.take_stale(Duration::from_secs(60)).is_empty());
+        assert_eq!(ids_of(&fair.take_stale(Duration::ZERO)), ["late"]);
+        assert!(fair.held.is_empty());
     }
 
     #[test]

@@ -89,10 +89,23 @@ pub struct Function {
     pub sqs_sources: Vec<SqsSource>,
     /// `ReservedConcurrentExecutions`, if given.
     pub reserved_concurrency: Option<u32>,
+    /// `RecursiveLoop`: what Lambda does with an invocation that continues a loop.
+    pub recursive_loop: RecursiveLoop,
     /// `FunctionName`, unresolved, if given (else the name is generated).
     pub function_name: Option<Value>,
     /// Its other events as (name, type); the dev host does not drive these.
     pub other_events: Vec<(String, String)>,
+}
+
+/// A function's `RecursiveLoop` setting: whether Lambda stops a chain of invocations
+/// it sees looping through SQS, SNS or S3 (see [`crate::trace`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RecursiveLoop {
+    /// Lambda's default: the invocation after the 16th of one chain is stopped.
+    #[default]
+    Terminate,
+    /// The chain is intended; nothing is stopped.
+    Allow,
 }
 
 /// The largest `BatchSize` of an SQS event source on a standard queue.
@@ -744,6 +757,15 @@ fn parse_function(
                     .ok_or_else(|| anyhow!("ReservedConcurrentExecutions must be a number"))?,
             ),
         },
+        recursive_loop: match props
+            .and_then(|p| p.get("RecursiveLoop"))
+            .map(|v| scalar_text(v).unwrap_or_default())
+            .as_deref()
+        {
+            None | Some("Terminate") => RecursiveLoop::Terminate,
+            Some("Allow") => RecursiveLoop::Allow,
+            Some(other) => bail!("RecursiveLoop must be Allow or Terminate, not {other:?}"),
+        },
         function_name: props.and_then(|p| p.get("FunctionName")).cloned(),
         other_events,
     })
@@ -1191,6 +1213,27 @@ Resources:
     }
 
     #[test]
+    fn recursive_loop_defaults_to_terminate_and_takes_only_its_two_values() {
+        let fn_with = |setting: &str| {
+            Template::parse(&format!(
+                "Resources:\n  Fn:\n    Type: AWS::Serverless::Function\n    Metadata: {{ BuildProperties: {{ Binary: w }} }}\n    Properties: {{ {setting} }}\n"
+            ))
+        };
+        let plain = fn_with("").unwrap();
+        assert_eq!(
+            plain.functions["Fn"].recursive_loop,
+            RecursiveLoop::Terminate
+        );
+        let terminate = fn_with("RecursiveLoop: Terminate").unwrap();
+        assert_eq!(
+            terminate.functions["Fn"].recursive_loop,
+            RecursiveLoop::Terminate
+        );
+        let error = fn_with("RecursiveLoop: allow").unwrap_err();
+        assert!(format!("{error:#}").contains("RecursiveLoop"), "{error:#}");
+    }
+
+    #[test]
     fn sqs_events_are_read_as_event_source_mappings() {
         let t = Template::parse(
             r#"
@@ -1201,6 +1244,7 @@ Resources:
     Properties:
       FunctionName: !Sub "${AWS::StackName}-worker"
       ReservedConcurrentExecutions: 3
+      RecursiveLoop: Allow
       Events:
         Work:
           Type: SQS
@@ -1216,6 +1260,7 @@ Resources:
         .unwrap();
         let f = &t.functions["Fn"];
         assert_eq!(f.reserved_concurrency, Some(3));
+        assert_eq!(f.recursive_loop, RecursiveLoop::Allow);
         assert!(f.function_name.is_some());
         let work = f.sqs_sources.iter().find(|s| s.event == "Work").unwrap();
         assert_eq!(work.batch_size, 50);

@@ -2,8 +2,12 @@
 //! moto, on a small template of their own (`fixtures/queues_and_schedules.yaml`) whose
 //! functions are test handlers: batches, partial batch failures, the dead-letter queue,
 //! crashed invocations, pausing, and Scheduler schedules created with the SDK, listed,
-//! fired on demand and when due. Skipped, with a message, when no `moto_server` is
-//! installed.
+//! fired on demand and when due; and Lambda's recursive loop detection on a template
+//! of its own (`fixtures/recursive_loops.yaml`): a function that queues its own next
+//! hop (through Conduit's SQS publisher, as the sync worker queues its continuations)
+//! runs a 20-hop chain only with `RecursiveLoop: Allow`, and without it the 17th
+//! invocation is stopped and its message moved to the dead-letter queue. Skipped, with
+//! a message, when no `moto_server` is installed.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -49,6 +53,8 @@ struct Seen {
     most_at_once: AtomicUsize,
     /// Events the sync-trigger function received.
     triggers: Mutex<Vec<Value>>,
+    /// The ids the fair-queue worker took, in the order it took them.
+    fair_order: Mutex<Vec<String>>,
 }
 
 /// Bodies are `{"id": "m1", "fail": N, "sleep_ms": M}`: the worker fails a message its
@@ -58,8 +64,26 @@ struct Seen {
 fn registry(seen: Arc<Seen>) -> FunctionRegistry {
     let worker = seen.clone();
     let plain = seen.clone();
-    let trigger = seen;
+    let trigger = seen.clone();
+    let fair = seen;
     FunctionRegistry::new()
+        .register_event(
+            "test-fair-worker",
+            move |_app: &conduit::app::App, event: Value| {
+                let seen = fair.clone();
+                Box::pin(async move {
+                    for record in event["Records"].as_array().unwrap() {
+                        let body: Value =
+                            serde_json::from_str(record["body"].as_str().unwrap()).unwrap();
+                        let id = body["id"].as_str().unwrap().to_owned();
+                        seen.fair_order.lock().unwrap().push(id);
+                        let sleep = body["sleep_ms"].as_u64().unwrap_or(0);
+                        tokio::time::sleep(Duration::from_millis(sleep)).await;
+                    }
+                    EventResult::Ok(json!({}))
+                })
+            },
+        )
         .register_event(
             "test-worker",
             move |_app: &conduit::app::App, event: Value| {
@@ -757,4 +781,202 @@ async fn due_scheduler_schedules_fire_when_schedules_run() {
         .collect();
     assert_eq!(names, ["lost", "off", "rate"]);
     env.shutdown().await;
+}
+
+/// The length of the recursive-loop test's chain: more than Lambda's 16.
+const HOPS: u64 = 20;
+
+/// A relay's message.
+#[derive(serde::Serialize)]
+struct Hop {
+    hop: u64,
+    until: u64,
+}
+
+impl conduit::queue::TenantWork for Hop {
+    fn tenant(&self) -> &str {
+        "relay"
+    }
+}
+
+/// Each hop a relay ran: (hop, the `AWSTraceHeader` its message carried), by binary.
+type Hops = Arc<Mutex<BTreeMap<&'static str, Vec<(u64, Option<String>)>>>>;
+
+/// A relay: records its hop and, below `until`, sends the next one to its queue.
+fn relay(
+    binary: &'static str,
+    hops: Hops,
+) -> impl for<'a> Fn(&'a conduit::app::App, Value) -> futures::future::BoxFuture<'a, EventResult>
++ Send
++ Sync
++ 'static {
+    move |app: &conduit::app::App, event: Value| {
+        let hops = hops.clone();
+        Box::pin(async move {
+            for record in event["Records"].as_array().unwrap() {
+                let body: Value = serde_json::from_str(record["body"].as_str().unwrap()).unwrap();
+                let hop = body["hop"].as_u64().unwrap();
+                let trace = record["attributes"]["AWSTraceHeader"]
+                    .as_str()
+                    .map(str::to_owned);
+                hops.lock()
+                    .unwrap()
+                    .entry(binary)
+                    .or_default()
+                    .push((hop, trace));
+                let until = body["until"].as_u64().unwrap();
+                if hop < until {
+                    conduit::queue::sync_queue(app)?
+                        .send(&Hop {
+                            hop: hop + 1,
+                            until,
+                        })
+                        .await?;
+                }
+            }
+            EventResult::Ok(json!({}))
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_20_hop_chain_runs_only_with_recursive_loop_allow() {
+    let Some(endpoint) = moto().await else { return };
+    let hops: Hops = Arc::default();
+    let functions = FunctionRegistry::new()
+        .register_event("test-relay", relay("test-relay", hops.clone()))
+        .register_event(
+            "test-allowed-relay",
+            relay("test-allowed-relay", hops.clone()),
+        );
+    let env = LocalEnv::start(LocalEnvOptions {
+        aws_endpoint: Some(endpoint),
+        template: Some(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/recursive_loops.yaml"),
+        ),
+        functions: Some(functions),
+        ..LocalEnvOptions::default()
+    })
+    .await
+    .expect("the local environment starts");
+
+    // The first hop is sent from outside any invocation: it starts the chain.
+    let sqs = aws_sdk_sqs::Client::new(&env.aws);
+    for queue in ["LoopQueue", "AllowedQueue"] {
+        sqs.send_message()
+            .queue_url(env.stack.ref_value(queue).unwrap())
+            .message_body(json!({"hop": 1, "until": HOPS}).to_string())
+            .send()
+            .await
+            .unwrap();
+    }
+    env.wait_queues_idle(Duration::from_secs(90)).await.unwrap();
+
+    let hops = hops.lock().unwrap().clone();
+    let numbers = |binary: &str| -> Vec<u64> { hops[binary].iter().map(|(n, _)| *n).collect() };
+    assert_eq!(
+        numbers("test-allowed-relay"),
+        (1..=HOPS).collect::<Vec<_>>()
+    );
+    assert_eq!(numbers("test-relay"), (1..=16).collect::<Vec<_>>());
+
+    // Every hop after the first carried the chain's trace header, one root throughout.
+    for binary in ["test-relay", "test-allowed-relay"] {
+        let traces = &hops[binary];
+        assert!(
+            traces[0].1.is_none(),
+            "{binary}: the first message had no trace"
+        );
+        let roots: std::collections::BTreeSet<&str> = traces[1..]
+            .iter()
+            .map(|(n, t)| {
+                let t = t
+                    .as_deref()
+                    .unwrap_or_else(|| panic!("{binary} hop {n} had no trace"));
+                t.split(';').find(|f| f.starts_with("Root=")).unwrap()
+            })
+            .collect();
+        assert_eq!(roots.len(), 1, "{binary}: {roots:?}");
+    }
+
+    // The stopped 17th hop went to the dead-letter queue; nothing of the allowed chain.
+    let stopped: Vec<Value> = env
+        .dead_letters("LoopQueue")
+        .await
+        .unwrap()
+        .iter()
+        .map(|b| serde_json::from_str(b).unwrap())
+        .collect();
+    assert_eq!(stopped, vec![json!({"hop": 17, "until": HOPS})]);
+    assert!(env.dead_letters("AllowedQueue").await.unwrap().is_empty());
+
+    let report: Value = reqwest::get(format!("{}/_devhost/queues", env.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let dropped = |function: &str| {
+        report["event_sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["function"] == function)
+            .unwrap()["recursive_invocations_dropped"]
+            .clone()
+    };
+    assert_eq!(dropped("RelayFunction"), json!(1));
+    assert_eq!(dropped("AllowedRelayFunction"), json!(0));
+}
+
+#[tokio::test]
+async fn a_tenant_with_a_backlog_does_not_hold_back_another_on_a_fair_queue() {
+    let Some(endpoint) = moto().await else { return };
+    let seen = Arc::new(Seen::default());
+    let env = start(endpoint, seen.clone(), LocalEnvOptions::default()).await;
+    let sqs = aws_sdk_sqs::Client::new(&env.aws);
+    let url = env.stack.ref_value("FairQueue").unwrap();
+    // 40 messages of a noisy tenant, then one of a quiet one; two at a time, 100 ms each.
+    let backlog: Vec<_> = (0..40)
+        .map(|i| {
+            aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .message_body(json!({"id": format!("big{i}"), "sleep_ms": 100}).to_string())
+                .message_group_id("big")
+                .build()
+                .unwrap()
+        })
+        .collect();
+    for chunk in backlog.chunks(10) {
+        sqs.send_message_batch()
+            .queue_url(&url)
+            .set_entries(Some(chunk.to_vec()))
+            .send()
+            .await
+            .unwrap();
+    }
+    sqs.send_message()
+        .queue_url(&url)
+        .message_body(json!({"id": "small", "sleep_ms": 100}).to_string())
+        .message_group_id("small")
+        .send()
+        .await
+        .unwrap();
+    env.wait_queues_idle(Duration::from_secs(60)).await.unwrap();
+
+    let order = seen.fair_order.lock().unwrap().clone();
+    let mut all = order.clone();
+    all.sort();
+    let mut expected: Vec<String> = (0..40).map(|i| format!("big{i}")).collect();
+    expected.push("small".to_owned());
+    expected.sort();
+    assert_eq!(all, expected, "each message once");
+    let small = order.iter().position(|id| id == "small").unwrap();
+    // In send order it would be the 41st; the noisy tenant had at most a few taken
+    // (two at a time) before the quiet one's message was sent.
+    assert!(
+        small < 8,
+        "the quiet tenant's message was taken {small}th: {order:?}"
+    );
 }

@@ -1,6 +1,17 @@
-//! The SQS publisher: JSON messages, batched by ten.
+//! The SQS publisher: JSON messages, batched by ten, each sent with its tenant as
+//! `MessageGroupId`. On a standard queue that makes it an SQS fair queue: when one
+//! tenant has a disproportionate share of the messages in flight, SQS hands the
+//! consumers the other tenants' messages first, so one tenant's long sync does not
+//! delay everyone else's (the order within a tenant stays best-effort, as on any
+//! standard queue).
 
 use serde::Serialize;
+
+/// Work for one tenant: what the publisher sends.
+pub trait TenantWork: Serialize {
+    /// The tenant whose work it is: the message's group on a fair queue.
+    fn tenant(&self) -> &str;
+}
 
 /// Publishing failed.
 #[derive(Debug, thiserror::Error)]
@@ -30,13 +41,14 @@ impl Publisher {
     }
 
     /// Sends one message.
-    pub async fn send<T: Serialize>(&self, message: &T) -> Result<(), QueueError> {
+    pub async fn send<T: TenantWork>(&self, message: &T) -> Result<(), QueueError> {
         let body =
             serde_json::to_string(message).map_err(|e| QueueError::Encoding(e.to_string()))?;
         self.client
             .send_message()
             .queue_url(&self.queue_url)
             .message_body(body)
+            .message_group_id(message.tenant())
             .send()
             .await
             .map_err(|e| {
@@ -46,7 +58,7 @@ impl Publisher {
     }
 
     /// Sends one message that becomes visible after `delay_secs` (at most 900).
-    pub async fn send_delayed<T: Serialize>(
+    pub async fn send_delayed<T: TenantWork>(
         &self,
         message: &T,
         delay_secs: i32,
@@ -57,6 +69,7 @@ impl Publisher {
             .send_message()
             .queue_url(&self.queue_url)
             .message_body(body)
+            .message_group_id(message.tenant())
             .delay_seconds(delay_secs.clamp(0, 900))
             .send()
             .await
@@ -67,7 +80,7 @@ impl Publisher {
     }
 
     /// Sends many messages, ten per request; fails if any message was refused.
-    pub async fn send_all<T: Serialize>(&self, messages: &[T]) -> Result<(), QueueError> {
+    pub async fn send_all<T: TenantWork>(&self, messages: &[T]) -> Result<(), QueueError> {
         for chunk in messages.chunks(10) {
             let mut entries = Vec::with_capacity(chunk.len());
             for (i, m) in chunk.iter().enumerate() {
@@ -77,6 +90,7 @@ impl Publisher {
                     aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
                         .id(i.to_string())
                         .message_body(body)
+                        .message_group_id(m.tenant())
                         .build()
                         .map_err(|e| QueueError::Encoding(e.to_string()))?,
                 );

@@ -8,6 +8,7 @@ mod catalogue;
 mod connections;
 mod contract;
 mod events;
+mod fairness;
 mod idempotency;
 mod isolation;
 mod oauth;

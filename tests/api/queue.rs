@@ -1,8 +1,29 @@
 //! The SQS publisher delivers to the template's queues on the local stack, whose
-//! redrive policy points at the dead-letter queue.
+//! redrive policy points at the dead-letter queue, each message with its tenant as
+//! `MessageGroupId` (a fair queue's tenant).
 
-use conduit::queue::Publisher;
-use serde_json::json;
+use conduit::queue::{Publisher, TenantWork};
+use serde::Serialize;
+
+/// A message of one tenant's.
+#[derive(Serialize)]
+struct Work {
+    tenant: String,
+    n: u64,
+}
+
+impl TenantWork for Work {
+    fn tenant(&self) -> &str {
+        &self.tenant
+    }
+}
+
+fn work(n: u64) -> Work {
+    Work {
+        tenant: format!("t{}", n % 3),
+        n,
+    }
+}
 
 #[tokio::test]
 async fn the_publisher_delivers_batches_to_the_sync_queue() {
@@ -15,9 +36,9 @@ async fn the_publisher_delivers_batches_to_the_sync_queue() {
     let url = env.stack.ref_value("SyncQueue").unwrap();
     let sqs = aws_sdk_sqs::Client::new(&env.aws);
     let publisher = Publisher::new(sqs.clone(), &url);
-    let messages: Vec<_> = (0..23).map(|i| json!({"n": i})).collect();
+    let messages: Vec<_> = (0..23).map(work).collect();
     publisher.send_all(&messages).await.unwrap();
-    publisher.send(&json!({"n": 23})).await.unwrap();
+    publisher.send(&work(23)).await.unwrap();
 
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..20 {
@@ -25,12 +46,23 @@ async fn the_publisher_delivers_batches_to_the_sync_queue() {
             .receive_message()
             .queue_url(&url)
             .max_number_of_messages(10)
+            .message_system_attribute_names(
+                aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId,
+            )
             .send()
             .await
             .unwrap();
         for m in out.messages.unwrap_or_default() {
             let body: serde_json::Value = serde_json::from_str(m.body().unwrap()).unwrap();
-            seen.insert(body["n"].as_u64().unwrap());
+            let n = body["n"].as_u64().unwrap();
+            assert_eq!(body["tenant"], format!("t{}", n % 3));
+            assert_eq!(
+                m.attributes().unwrap()
+                    [&aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId],
+                format!("t{}", n % 3),
+                "message {n}'s group is its tenant"
+            );
+            seen.insert(n);
             sqs.delete_message()
                 .queue_url(&url)
                 .receipt_handle(m.receipt_handle().unwrap())

@@ -64,6 +64,12 @@ pub struct PurgeMessage {
     pub purge: Purge,
 }
 
+impl crate::queue::TenantWork for PurgeMessage {
+    fn tenant(&self) -> &str {
+        self.purge.tenant.as_str()
+    }
+}
+
 /// Why a purge step, or a writer's check, failed (the message is retried).
 #[derive(Debug, thiserror::Error)]
 pub enum PurgeError {

@@ -43,6 +43,12 @@ pub struct FollowUpMessage {
     pub realtime: FollowUp,
 }
 
+impl crate::queue::TenantWork for FollowUpMessage {
+    fn tenant(&self) -> &str {
+        self.realtime.tenant.as_str()
+    }
+}
+
 /// What became of one config's push.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pushed {
