@@ -16,6 +16,7 @@ pub mod domain;
 pub mod egress;
 pub mod events;
 pub mod http;
+pub mod metrics;
 pub mod oauth;
 pub mod providers;
 pub mod queue;

@@ -31,6 +31,7 @@ use super::runs::{
 use super::schema::Entity;
 use crate::app::App;
 use crate::domain::{JobId, RecordId, SyncLogId, now, sortable_time};
+use crate::metrics::{Dimension, Metric};
 use crate::queue::Publisher;
 use crate::store::StoreError;
 
@@ -454,6 +455,20 @@ async fn close(
     else {
         return Ok(()); // a redelivery of a chunk already recorded
     };
+    let count = |name| progress.counts.get(name).copied().unwrap_or(0);
+    crate::metrics::emit(
+        &[
+            (Dimension::Entity, task.entity.as_str()),
+            (Dimension::Direction, task.phase.as_str()),
+        ],
+        &[
+            (
+                Metric::RecordsSynced,
+                count("created") + count("updated") + count("deleted"),
+            ),
+            (Metric::SyncFailures, count("failed")),
+        ],
+    );
     if log.pending > 0 {
         return Ok(());
     }
