@@ -16,15 +16,12 @@ use tracing::Instrument;
 
 use crate::app::App;
 use crate::audit::{AuditEntry, Outcome};
+use crate::config::ClaimNames;
 use crate::domain::{Principal, Role, TenantId, UserId};
 use crate::providers::FieldError;
 
 /// The largest JSON body accepted.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
-/// The JWT claim naming the caller's tenant.
-pub const CLAIM_TENANT: &str = "tenant_id";
-/// The JWT claim naming the caller's role (`admin` or `member`).
-pub const CLAIM_ROLE: &str = "role";
 
 /// The code of a write that lost a version race to another.
 pub const CONCURRENT_UPDATE: &str = "concurrent_update";
@@ -229,8 +226,9 @@ impl RequestMeta {
     }
 }
 
-/// The caller, from the JWT authorizer's claims. Missing or malformed claims are a 401.
-pub fn principal(req: &Request) -> Result<Principal, ApiError> {
+/// The caller, from the JWT authorizer's claims, the tenant and role read from the
+/// deployment's claim names. Missing or malformed claims are a 401.
+pub fn principal(req: &Request, names: &ClaimNames) -> Result<Principal, ApiError> {
     let claims = match req.request_context_ref() {
         Some(ctx) => ctx
             .authorizer()
@@ -246,9 +244,9 @@ pub fn principal(req: &Request) -> Result<Principal, ApiError> {
             .ok_or(ApiError::Unauthenticated)
     };
     Ok(Principal {
-        tenant: TenantId::parse(get(CLAIM_TENANT)?).map_err(|_| ApiError::Unauthenticated)?,
+        tenant: TenantId::parse(get(&names.tenant)?).map_err(|_| ApiError::Unauthenticated)?,
         user: UserId::parse(get("sub")?).map_err(|_| ApiError::Unauthenticated)?,
-        role: Role::parse(get(CLAIM_ROLE)?).map_err(|_| ApiError::Unauthenticated)?,
+        role: Role::parse(get(&names.role)?).map_err(|_| ApiError::Unauthenticated)?,
     })
 }
 
@@ -598,7 +596,7 @@ pub async fn serve_routes<S: Sync>(
     req: Request,
 ) -> Result<Response<Body>, std::convert::Infallible> {
     serve(req, |req, meta| async move {
-        let who = principal(&req)?;
+        let who = principal(&req, &app.config.claims)?;
         tracing::Span::current().record("tenant", who.tenant.as_str());
         let route = routes
             .iter()
