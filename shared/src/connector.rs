@@ -195,6 +195,7 @@ impl Connector<'_> {
                 crate::metrics::count(
                     crate::metrics::Metric::ProviderRateLimited,
                     &self.provider.id,
+                    None,
                 );
                 let retry_after = resp
                     .headers()

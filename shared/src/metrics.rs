@@ -5,8 +5,10 @@
 //! Rules: dimensions are a closed set ([`Dimension`]: provider, entity, direction), so
 //! no tenant, connection or record id ever becomes a dimension (each distinct value is
 //! a billed metric, and ids would be unbounded); every line also feeds the same
-//! metric without dimensions, which the alarms watch. A line carries only counts and
-//! those dimension values — never a secret, a token or a tenant's data.
+//! metric without dimensions, which the alarms watch. Ids that say which run or
+//! connection a line is about (`log_id`, `connection_id`) are plain properties: kept in
+//! the log line for Logs Insights, never metrics. A line carries only counts, those
+//! names and ids — never a secret, a token or a tenant's data.
 
 use serde_json::{Map, Value, json};
 
@@ -63,10 +65,30 @@ impl Dimension {
     }
 }
 
+/// A property that is not a dimension: which run or connection (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Context {
+    /// The sync log (run) a chunk belongs to.
+    LogId,
+    /// The connection a refresh or a provider call was for.
+    ConnectionId,
+}
+
+impl Context {
+    /// The property's name in the line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Context::LogId => "log_id",
+            Context::ConnectionId => "connection_id",
+        }
+    }
+}
+
 /// The EMF document of one observation at `timestamp_ms` (Unix milliseconds).
 pub fn document(
     dimensions: &[(Dimension, &str)],
     values: &[(Metric, u64)],
+    context: &[(Context, &str)],
     timestamp_ms: i64,
 ) -> Value {
     let names: Vec<&str> = dimensions.iter().map(|(d, _)| d.name()).collect();
@@ -98,6 +120,9 @@ pub fn document(
             Value::from(v.chars().take(250).collect::<String>()),
         );
     }
+    for (c, v) in context {
+        doc.insert(c.name().into(), Value::from(*v));
+    }
     for (m, n) in values {
         doc.insert(m.name().into(), Value::from(*n));
     }
@@ -105,20 +130,30 @@ pub fn document(
 }
 
 /// Writes one observation to the log stream (see [`crate::telemetry`]).
-pub fn emit(dimensions: &[(Dimension, &str)], values: &[(Metric, u64)]) {
+pub fn emit(
+    dimensions: &[(Dimension, &str)],
+    values: &[(Metric, u64)],
+    context: &[(Context, &str)],
+) {
     if values.is_empty() {
         return;
     }
     let now = time::OffsetDateTime::now_utc();
     let ms = (now.unix_timestamp_nanos() / 1_000_000) as i64;
-    let mut line = document(dimensions, values, ms).to_string().into_bytes();
+    let mut line = document(dimensions, values, context, ms)
+        .to_string()
+        .into_bytes();
     line.push(b'\n');
     crate::telemetry::write_line(&line);
 }
 
-/// Counts one `metric` for `provider`.
-pub fn count(metric: Metric, provider: &str) {
-    emit(&[(Dimension::Provider, provider)], &[(metric, 1)]);
+/// Counts one `metric` for `provider`, about `connection` when known.
+pub fn count(metric: Metric, provider: &str, connection: Option<&str>) {
+    let context: Vec<(Context, &str)> = connection
+        .map(|c| (Context::ConnectionId, c))
+        .into_iter()
+        .collect();
+    emit(&[(Dimension::Provider, provider)], &[(metric, 1)], &context);
 }
 
 #[cfg(test)]
@@ -133,6 +168,7 @@ mod tests {
                 (Dimension::Direction, "pull"),
             ],
             &[(Metric::RecordsSynced, 250), (Metric::SyncFailures, 2)],
+            &[(Context::LogId, "slog_1")],
             1_700_000_000_123,
         );
         assert_eq!(
@@ -151,6 +187,7 @@ mod tests {
                 },
                 "Entity": "contacts",
                 "Direction": "pull",
+                "log_id": "slog_1",
                 "RecordsSynced": 250,
                 "SyncFailures": 2,
             })
@@ -163,6 +200,7 @@ mod tests {
         let doc = document(
             &[(Dimension::Provider, "hubspot")],
             &[(Metric::RefreshFailed, 1)],
+            &[],
             0,
         );
         let directive = &doc["_aws"]["CloudWatchMetrics"][0];
@@ -174,7 +212,7 @@ mod tests {
         for m in directive["Metrics"].as_array().unwrap() {
             assert!(doc[m["Name"].as_str().unwrap()].is_u64());
         }
-        let plain = document(&[], &[(Metric::RefreshOk, 1)], 0);
+        let plain = document(&[], &[(Metric::RefreshOk, 1)], &[], 0);
         assert_eq!(
             plain["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
             json!([[]])

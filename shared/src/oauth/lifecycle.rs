@@ -624,7 +624,11 @@ impl<'a> Tokens<'a> {
                     next.updated_at = at;
                     match self.save(&prev, next, Vec::new()).await {
                         Ok(saved) => {
-                            metrics::count(Metric::RefreshOk, &saved.provider);
+                            metrics::count(
+                                Metric::RefreshOk,
+                                &saved.provider,
+                                Some(saved.id.as_str()),
+                            );
                             return Ok(Refreshed::Done(saved));
                         }
                         Err(TokenError::Changed) if attempt < 2 => {
@@ -674,7 +678,11 @@ impl<'a> Tokens<'a> {
         leased: Connection,
         e: &OAuthError,
     ) -> Result<Refreshed, TokenError> {
-        metrics::count(Metric::RefreshFailed, &leased.provider);
+        metrics::count(
+            Metric::RefreshFailed,
+            &leased.provider,
+            Some(leased.id.as_str()),
+        );
         let at = now();
         let mut next = leased.clone();
         let mut token = next.token.clone().unwrap_or(TokenState {

@@ -402,6 +402,7 @@ impl<'a> CrmClient<'a> {
                 crate::metrics::count(
                     crate::metrics::Metric::ProviderRateLimited,
                     self.kind.provider(),
+                    Some(self.connection.as_str()),
                 );
                 limited += 1;
                 if limited > RATE_LIMIT_RETRIES {
