@@ -152,6 +152,12 @@ pub async fn bootstrap(
     }
     for id in creation_order(template)? {
         let res = &template.resources[&id];
+        if let Some(condition) = &res.condition
+            && !stack.condition(condition)?
+        {
+            tracing::debug!(logical_id = %id, %condition, "not created: its condition is false");
+            continue;
+        }
         let props = stack
             .resolve(&res.properties)
             .with_context(|| format!("resolving the properties of {id}"))?

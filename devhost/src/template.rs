@@ -62,6 +62,8 @@ pub struct Resource {
     pub properties: Value,
     /// The explicit `DependsOn` logical ids.
     pub depends_on: Vec<String>,
+    /// The `Condition` it is created under, if any.
+    pub condition: Option<String>,
 }
 
 impl Resource {
@@ -471,6 +473,11 @@ impl Template {
                 Some(_) => bail!("resource {logical_id}: DependsOn must be a string or a list"),
             };
             let properties = body.get("Properties").cloned().unwrap_or(Value::Null);
+            let condition = match body.get("Condition") {
+                None => None,
+                Some(Value::String(name)) => Some(name.clone()),
+                Some(_) => bail!("resource {logical_id}: Condition must be a condition's name"),
+            };
             resources.insert(
                 logical_id.clone(),
                 Resource {
@@ -478,6 +485,7 @@ impl Template {
                     kind,
                     properties,
                     depends_on,
+                    condition,
                 },
             );
         }
@@ -979,6 +987,12 @@ mod tests {
         assert!(t.parameters["JwtIssuer"].default.is_none());
         assert_eq!(t.resources["Table"].kind, "AWS::DynamoDB::Table");
         assert_eq!(t.resources["SyncQueue"].kind, "AWS::SQS::Queue");
+        assert_eq!(
+            t.resources["ApiDomain"].condition.as_deref(),
+            Some("HasCustomDomain")
+        );
+        assert!(t.resources["SyncQueue"].condition.is_none());
+        assert!(t.conditions.contains_key("HasAlarmEmail"));
 
         let f = &t.functions["CredentialsFunction"];
         assert_eq!(f.binary, "credentials");
