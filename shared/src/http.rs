@@ -990,6 +990,45 @@ mod strict {
 mod tests {
     use super::*;
 
+    /// The sample list-connections event with its JWT claims replaced by `claims`.
+    fn request_with_claims(claims: serde_json::Value) -> Request {
+        let text = include_str!("../../events/credentials/list-connections.json");
+        let mut event: serde_json::Value = serde_json::from_str(text).unwrap();
+        event["requestContext"]["authorizer"]["jwt"]["claims"] = claims;
+        lambda_http::request::from_str(&event.to_string()).unwrap()
+    }
+
+    #[test]
+    fn the_tenant_and_role_are_read_under_the_configured_claim_names() {
+        let cognito = ClaimNames {
+            tenant: "custom:tenant_id".into(),
+            role: "custom:role".into(),
+        };
+        let req = request_with_claims(serde_json::json!({
+            "sub": "u-1", "custom:tenant_id": "acme", "custom:role": "admin",
+        }));
+        let who = principal(&req, &cognito).unwrap();
+        assert_eq!(who.tenant.as_str(), "acme");
+        assert!(who.is_admin());
+        // The default names find nothing in that token: no identity.
+        assert!(matches!(
+            principal(&req, &ClaimNames::default()),
+            Err(ApiError::Unauthenticated)
+        ));
+        let plain = request_with_claims(serde_json::json!({
+            "sub": "u-1", "tenant_id": "acme", "role": "member",
+        }));
+        assert!(
+            !principal(&plain, &ClaimNames::default())
+                .unwrap()
+                .is_admin()
+        );
+        assert!(matches!(
+            principal(&plain, &cognito),
+            Err(ApiError::Unauthenticated)
+        ));
+    }
+
     #[test]
     fn serde_messages_lose_their_values() {
         let m = sanitize_serde_message(
