@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Offline infrastructure checks of template.yaml, in order, stopping at the first failure:
-#   (a) cfn-lint template.yaml is clean
+#   (a) cfn-lint template.yaml is clean, with the serverless rules (cfn-lint-serverless);
+#       a true exception is ignored on its resource (Metadata.cfn-lint.config.ignore_checks,
+#       with a comment saying why)
 #   (b) sam validate --lint passes (dummy credentials, no AWS account or network needed)
 #   (c) checkov (cloudformation, --skip-download) has no failed check; the checks that do
 #       not apply are skipped by id, each with its reason, in infra/checkov.yaml
@@ -62,8 +64,9 @@ fail() {
 total_t0="$(now)"
 
 # (a) ---------------------------------------------------------------------------------
-step_start "(a) cfn-lint"
-cfn-lint "$template" || fail "cfn-lint reported the findings above"
+step_start "(a) cfn-lint (+ serverless rules)"
+cfn-lint "$template" --append-rules cfn_lint_serverless.rules \
+    || fail "cfn-lint reported the findings above"
 step_ok
 
 # (b) ---------------------------------------------------------------------------------

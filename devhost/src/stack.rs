@@ -152,6 +152,12 @@ pub async fn bootstrap(
     }
     for id in creation_order(template)? {
         let res = &template.resources[&id];
+        if let Some(condition) = &res.condition
+            && !stack.condition(condition)?
+        {
+            tracing::debug!(logical_id = %id, %condition, "not created: its condition is false");
+            continue;
+        }
         let props = stack
             .resolve(&res.properties)
             .with_context(|| format!("resolving the properties of {id}"))?
@@ -474,6 +480,21 @@ impl LocalStack {
                         base64::engine::general_purpose::STANDARD.encode(text),
                     )))
                 }
+                "Fn::If" => {
+                    let seq = arg
+                        .as_sequence()
+                        .filter(|s| s.len() == 3)
+                        .ok_or_else(|| anyhow!("Fn::If takes [condition, then, else]"))?;
+                    let name = seq[0]
+                        .as_str()
+                        .ok_or_else(|| anyhow!("Fn::If's condition must be a name"))?;
+                    let chosen = if self.condition(name)? {
+                        &seq[1]
+                    } else {
+                        &seq[2]
+                    };
+                    self.resolve(chosen)
+                }
                 other => bail!("{other} is not supported by the local stack"),
             };
         }
@@ -508,6 +529,58 @@ impl LocalStack {
             }
             Value::Tagged(tagged) => bail!("unknown tag {}", tagged.tag),
         }))
+    }
+
+    /// Whether the template's condition `name` holds for the stack's parameters.
+    pub fn condition(&self, name: &str) -> Result<bool> {
+        let expr = self
+            .template
+            .conditions
+            .get(name)
+            .ok_or_else(|| anyhow!("no condition {name} in the template"))?;
+        self.truth(expr)
+            .with_context(|| format!("evaluating condition {name}"))
+    }
+
+    /// Evaluates a condition expression (`Fn::Equals`, `Fn::Not`, `Fn::And`,
+    /// `Fn::Or`, `Condition`).
+    fn truth(&self, value: &Value) -> Result<bool> {
+        let (name, arg) = intrinsic(value).ok_or_else(|| anyhow!("not a condition function"))?;
+        let args = || {
+            arg.as_sequence()
+                .ok_or_else(|| anyhow!("{name} takes a list"))
+        };
+        match name.as_str() {
+            "Condition" => self.condition(arg.as_str().unwrap_or_default()),
+            "Fn::Equals" => {
+                let seq = args()?;
+                if seq.len() != 2 {
+                    bail!("Fn::Equals takes two values");
+                }
+                Ok(self.resolve(&seq[0])? == self.resolve(&seq[1])?)
+            }
+            "Fn::Not" => match args()?.as_slice() {
+                [one] => Ok(!self.truth(one)?),
+                _ => bail!("Fn::Not takes one condition"),
+            },
+            "Fn::And" => {
+                for c in args()? {
+                    if !self.truth(c)? {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            }
+            "Fn::Or" => {
+                for c in args()? {
+                    if self.truth(c)? {
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
+            }
+            other => bail!("{other} is not a condition function"),
+        }
     }
 
     /// Resolves a template value that must be text.
@@ -1446,7 +1519,7 @@ mod tests {
 
     #[test]
     fn intrinsics_resolve_against_the_real_template() {
-        let stack = offline_stack();
+        let mut stack = offline_stack();
         let t = stack.template().clone();
         let env = &t.functions["CredentialsFunction"].environment;
         assert_eq!(
@@ -1464,9 +1537,19 @@ mod tests {
             "http://localhost:5173,https://app.example.com"
         );
         assert_eq!(
-            stack.resolve_text(&env["CONDUIT_LOG_LEVEL"]).unwrap(),
-            "info"
+            stack.resolve_text(&env["AWS_LAMBDA_LOG_LEVEL"]).unwrap(),
+            "INFO"
         );
+        // Without DomainName the public origin is the parameter; with one, the domain.
+        let base = &env["CONDUIT_PUBLIC_BASE_URL"];
+        assert_eq!(stack.resolve_text(base).unwrap(), "http://127.0.0.1:3000");
+        assert!(!stack.condition("HasCustomDomain").unwrap());
+        stack.parameters.insert(
+            "DomainName".to_owned(),
+            Json::String("api.example.com".to_owned()),
+        );
+        assert!(stack.condition("HasCustomDomain").unwrap());
+        assert_eq!(stack.resolve_text(base).unwrap(), "https://api.example.com");
         // The secret is not created offline: resolving it names the problem.
         let err = stack
             .resolve_text(&env["CONDUIT_PLATFORM_SECRET_ID"])
@@ -1504,7 +1587,7 @@ mod tests {
                 r#"{ "Fn::GetAtt": [Table, Arn] }"#,
                 "arn:aws:dynamodb:us-east-1:123456789012:table/unit-Table",
             ),
-            (r#"{ Ref: LogLevel }"#, "info"),
+            (r#"{ Ref: LogLevel }"#, "INFO"),
             (r#"{ "Fn::Sub": "${AWS::StackName}-x" }"#, "unit-x"),
             (
                 r#"{ "Fn::Sub": ["${A}/${!Lit}", { A: !Ref Table }] }"#,
@@ -1564,7 +1647,7 @@ mod tests {
                 .to_string()
                 .contains("LogLevel")
         );
-        p.insert("LogLevel".into(), "debug".into());
+        p.insert("LogLevel".into(), "DEBUG".into());
         p.insert("Bogus".into(), "x".into());
         assert!(
             resolve_parameters(&t, &p)

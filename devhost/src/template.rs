@@ -27,6 +27,8 @@ pub struct Template {
     pub functions: BTreeMap<String, Function>,
     /// Every `AWS::Serverless::HttpApi` by logical id.
     pub apis: BTreeMap<String, HttpApi>,
+    /// The `Conditions` section: each condition's expression by name.
+    pub conditions: BTreeMap<String, Value>,
 }
 
 /// A template parameter.
@@ -60,6 +62,8 @@ pub struct Resource {
     pub properties: Value,
     /// The explicit `DependsOn` logical ids.
     pub depends_on: Vec<String>,
+    /// The `Condition` it is created under, if any.
+    pub condition: Option<String>,
 }
 
 impl Resource {
@@ -444,6 +448,17 @@ impl Template {
         let global_timeout = globals_fn
             .and_then(|g| g.get("Timeout"))
             .and_then(Value::as_u64);
+        let mut global_env = global_env;
+        global_env.extend(log_level_of(globals_fn));
+        let conditions = root
+            .get("Conditions")
+            .and_then(Value::as_mapping)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.as_str()?.to_owned(), v.clone())))
+                    .collect()
+            })
+            .unwrap_or_default();
 
         let resources_map = root
             .get("Resources")
@@ -471,6 +486,11 @@ impl Template {
                 Some(_) => bail!("resource {logical_id}: DependsOn must be a string or a list"),
             };
             let properties = body.get("Properties").cloned().unwrap_or(Value::Null);
+            let condition = match body.get("Condition") {
+                None => None,
+                Some(Value::String(name)) => Some(name.clone()),
+                Some(_) => bail!("resource {logical_id}: Condition must be a condition's name"),
+            };
             resources.insert(
                 logical_id.clone(),
                 Resource {
@@ -478,6 +498,7 @@ impl Template {
                     kind,
                     properties,
                     depends_on,
+                    condition,
                 },
             );
         }
@@ -506,6 +527,7 @@ impl Template {
             resources,
             functions,
             apis,
+            conditions,
         })
     }
 
@@ -694,6 +716,7 @@ fn parse_function(
         .to_owned();
     let props = body.get("Properties");
     let mut environment = global_env.clone();
+    environment.extend(log_level_of(props));
     environment.extend(environment_of(props).context("Environment")?);
     let timeout_secs = props
         .and_then(|p| p.get("Timeout"))
@@ -769,6 +792,12 @@ fn parse_function(
         function_name: props.and_then(|p| p.get("FunctionName")).cloned(),
         other_events,
     })
+}
+
+/// `LoggingConfig.ApplicationLogLevel` as Lambda passes it: `AWS_LAMBDA_LOG_LEVEL`.
+fn log_level_of(owner: Option<&Value>) -> Option<(String, Value)> {
+    let level = owner?.get("LoggingConfig")?.get("ApplicationLogLevel")?;
+    Some(("AWS_LAMBDA_LOG_LEVEL".to_owned(), level.clone()))
 }
 
 fn parse_sqs(function: &str, event: &str, props: Option<&Value>) -> Result<SqsSource> {
@@ -971,7 +1000,7 @@ mod tests {
     #[test]
     fn the_real_template_parses() {
         let t = load_repo_template().unwrap();
-        assert_eq!(t.parameters["LogLevel"].default.as_deref(), Some("info"));
+        assert_eq!(t.parameters["LogLevel"].default.as_deref(), Some("INFO"));
         assert_eq!(
             t.parameters["LogRetentionDays"].default.as_deref(),
             Some("90")
@@ -980,6 +1009,12 @@ mod tests {
         assert!(t.parameters["JwtIssuer"].default.is_none());
         assert_eq!(t.resources["Table"].kind, "AWS::DynamoDB::Table");
         assert_eq!(t.resources["SyncQueue"].kind, "AWS::SQS::Queue");
+        assert_eq!(
+            t.resources["ApiDomain"].condition.as_deref(),
+            Some("HasCustomDomain")
+        );
+        assert!(t.resources["SyncQueue"].condition.is_none());
+        assert!(t.conditions.contains_key("HasAlarmEmail"));
 
         let f = &t.functions["CredentialsFunction"];
         assert_eq!(f.binary, "credentials");
@@ -989,7 +1024,8 @@ mod tests {
             "CONDUIT_KMS_KEY_ID",
             "CONDUIT_PLATFORM_SECRET_ID",
             "CONDUIT_DASHBOARD_ORIGINS",
-            "CONDUIT_LOG_LEVEL",
+            "CONDUIT_TENANT_CLAIM",
+            "AWS_LAMBDA_LOG_LEVEL",
         ] {
             assert!(f.environment.contains_key(var), "{var} missing");
         }

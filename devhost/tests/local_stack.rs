@@ -58,7 +58,9 @@ async fn the_real_template_bootstraps_twice() {
     let env = second.function_env("CredentialsFunction").unwrap();
     assert_eq!(env["CONDUIT_TABLE"], "twice-Table");
     assert_eq!(env["CONDUIT_DASHBOARD_ORIGINS"], "http://localhost:5173");
-    assert_eq!(env["CONDUIT_LOG_LEVEL"], "info");
+    assert_eq!(env["AWS_LAMBDA_LOG_LEVEL"], "INFO");
+    assert_eq!(env["CONDUIT_PUBLIC_BASE_URL"], "http://127.0.0.1:3000");
+    assert_eq!(env["CONDUIT_TENANT_CLAIM"], "tenant_id");
     assert_eq!(
         env["CONDUIT_PROVIDER_ORIGIN_OVERRIDE"],
         "http://127.0.0.1:9100"

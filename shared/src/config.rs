@@ -23,6 +23,26 @@ pub enum ConfigError {
     },
 }
 
+/// The JWT claims the caller's tenant and role are read from: the identity
+/// provider's names (a Cognito user pool emits custom attributes as
+/// `custom:tenant_id`). `CONDUIT_TENANT_CLAIM` and `CONDUIT_ROLE_CLAIM`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimNames {
+    /// The claim naming the tenant.
+    pub tenant: String,
+    /// The claim naming the role (`admin` or `member`).
+    pub role: String,
+}
+
+impl Default for ClaimNames {
+    fn default() -> Self {
+        Self {
+            tenant: "tenant_id".to_owned(),
+            role: "role".to_owned(),
+        }
+    }
+}
+
 /// The prefix of Conduit's settings.
 pub const ENV_PREFIX: &str = "CONDUIT_";
 
@@ -47,8 +67,12 @@ pub struct Config {
     /// `CONDUIT_EVENT_BUS`: the EventBridge bus Conduit publishes its events on.
     /// Optional: only functions that publish need it.
     pub event_bus: Option<String>,
-    /// The log level filter (`error` … `debug`).
+    /// The log level filter (`error` … `trace`): Lambda's `AWS_LAMBDA_LOG_LEVEL`
+    /// (the function's `ApplicationLogLevel`) when set, else `CONDUIT_LOG_LEVEL`, else
+    /// `info`.
     pub log_level: String,
+    /// Which JWT claims name the caller's tenant and role.
+    pub claims: ClaimNames,
     /// Every `CONDUIT_*` setting of the function as given (empty from
     /// [`Config::from_lookup`]): settings only one function reads are parsed, typed,
     /// by that function's crate from here, so they reach it the same way on Lambda
@@ -116,13 +140,46 @@ impl Config {
             .map(|s| parse_origin("CONDUIT_PUBLIC_BASE_URL", &s))
             .transpose()?;
         let event_bus = optional("CONDUIT_EVENT_BUS");
-        let log_level = optional("CONDUIT_LOG_LEVEL").unwrap_or_else(|| "info".to_owned());
-        if !["error", "warn", "info", "debug", "trace"].contains(&log_level.as_str()) {
-            return Err(ConfigError::Invalid {
-                name: "CONDUIT_LOG_LEVEL",
-                reason: format!("expected error, warn, info, debug or trace, got {log_level:?}"),
-            });
-        }
+        let log_level = match optional(crate::telemetry::LAMBDA_LOG_LEVEL) {
+            // Lambda's own names (FATAL too); one it may add later is not ours to refuse.
+            Some(lambda) => crate::telemetry::effective_level(Some(&lambda), "info"),
+            None => {
+                let level = optional("CONDUIT_LOG_LEVEL")
+                    .unwrap_or_else(|| "info".to_owned())
+                    .to_ascii_lowercase();
+                if !["error", "warn", "info", "debug", "trace"].contains(&level.as_str()) {
+                    return Err(ConfigError::Invalid {
+                        name: "CONDUIT_LOG_LEVEL",
+                        reason: format!(
+                            "expected error, warn, info, debug or trace, got {level:?}"
+                        ),
+                    });
+                }
+                level
+            }
+        };
+        let claim = |name: &'static str, default: String| -> Result<String, ConfigError> {
+            match optional(name) {
+                None => Ok(default),
+                Some(v)
+                    if v.len() <= 128
+                        && v.chars().all(|c| {
+                            c.is_ascii_alphanumeric() || matches!(c, '_' | ':' | '.' | '-')
+                        }) =>
+                {
+                    Ok(v)
+                }
+                Some(_) => Err(ConfigError::Invalid {
+                    name,
+                    reason: "expected a claim name ([A-Za-z0-9_:.-]{1,128})".into(),
+                }),
+            }
+        };
+        let defaults = ClaimNames::default();
+        let claims = ClaimNames {
+            tenant: claim("CONDUIT_TENANT_CLAIM", defaults.tenant)?,
+            role: claim("CONDUIT_ROLE_CLAIM", defaults.role)?,
+        };
         Ok(Self {
             table: required("CONDUIT_TABLE")?,
             kms_key_id: required("CONDUIT_KMS_KEY_ID")?,
@@ -133,6 +190,7 @@ impl Config {
             public_base_url,
             event_bus,
             log_level,
+            claims,
             env: BTreeMap::new(),
         })
     }
@@ -180,6 +238,24 @@ mod tests {
         assert!(cfg.provider_origin_override.is_none());
         assert_eq!(cfg.log_level, "info");
         assert_eq!(cfg.env.get("CONDUIT_TABLE").map(String::as_str), Some("t"));
+    }
+
+    #[test]
+    fn claim_names_and_the_lambda_log_level_are_read() {
+        let cfg = Config::from_map(&base()).unwrap();
+        assert_eq!(cfg.claims, ClaimNames::default());
+        let mut vars = base();
+        vars.insert("CONDUIT_TENANT_CLAIM".into(), "custom:tenant_id".into());
+        vars.insert("CONDUIT_ROLE_CLAIM".into(), "custom:role".into());
+        vars.insert("AWS_LAMBDA_LOG_LEVEL".into(), "DEBUG".into());
+        vars.insert("CONDUIT_LOG_LEVEL".into(), "warn".into());
+        let cfg = Config::from_map(&vars).unwrap();
+        assert_eq!(cfg.claims.tenant, "custom:tenant_id");
+        assert_eq!(cfg.claims.role, "custom:role");
+        assert_eq!(cfg.log_level, "debug");
+        vars.insert("CONDUIT_TENANT_CLAIM".into(), "tenant id".into());
+        let err = Config::from_map(&vars).unwrap_err().to_string();
+        assert!(err.contains("CONDUIT_TENANT_CLAIM"), "{err}");
     }
 
     #[test]

@@ -192,6 +192,11 @@ impl Connector<'_> {
             200..=299 => {}
             401 | 403 | 404 => return CheckOutcome::Rejected { status },
             429 => {
+                crate::metrics::count(
+                    crate::metrics::Metric::ProviderRateLimited,
+                    &self.provider.id,
+                    None,
+                );
                 let retry_after = resp
                     .headers()
                     .get(reqwest::header::RETRY_AFTER)

@@ -17,15 +17,12 @@ use tracing::Instrument;
 
 use crate::app::App;
 use crate::audit::{AuditEntry, Outcome};
+use crate::config::ClaimNames;
 use crate::domain::{Principal, Role, TenantId, UserId};
 use crate::providers::FieldError;
 
 /// The largest JSON body accepted.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
-/// The JWT claim naming the caller's tenant.
-pub const CLAIM_TENANT: &str = "tenant_id";
-/// The JWT claim naming the caller's role (`admin` or `member`).
-pub const CLAIM_ROLE: &str = "role";
 
 /// The code of a write that lost a version race to another.
 pub const CONCURRENT_UPDATE: &str = "concurrent_update";
@@ -260,8 +257,9 @@ impl RequestMeta {
     }
 }
 
-/// The caller, from the JWT authorizer's claims. Missing or malformed claims are a 401.
-pub fn principal(req: &Request) -> Result<Principal, ApiError> {
+/// The caller, from the JWT authorizer's claims, the tenant and role read from the
+/// deployment's claim names. Missing or malformed claims are a 401.
+pub fn principal(req: &Request, names: &ClaimNames) -> Result<Principal, ApiError> {
     let claims = match req.request_context_ref() {
         Some(ctx) => ctx
             .authorizer()
@@ -277,9 +275,9 @@ pub fn principal(req: &Request) -> Result<Principal, ApiError> {
             .ok_or(ApiError::Unauthenticated)
     };
     Ok(Principal {
-        tenant: TenantId::parse(get(CLAIM_TENANT)?).map_err(|_| ApiError::Unauthenticated)?,
+        tenant: TenantId::parse(get(&names.tenant)?).map_err(|_| ApiError::Unauthenticated)?,
         user: UserId::parse(get("sub")?).map_err(|_| ApiError::Unauthenticated)?,
-        role: Role::parse(get(CLAIM_ROLE)?).map_err(|_| ApiError::Unauthenticated)?,
+        role: Role::parse(get(&names.role)?).map_err(|_| ApiError::Unauthenticated)?,
     })
 }
 
@@ -630,7 +628,7 @@ pub async fn serve_routes<S: Sync>(
     req: Request,
 ) -> Result<Response<Body>, std::convert::Infallible> {
     serve(req, |req, meta| async move {
-        let who = principal(&req)?;
+        let who = principal(&req, &app.config.claims)?;
         tracing::Span::current().record("tenant", who.tenant.as_str());
         let route = routes
             .iter()
@@ -1157,6 +1155,45 @@ mod strict {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The sample list-connections event with its JWT claims replaced by `claims`.
+    fn request_with_claims(claims: serde_json::Value) -> Request {
+        let text = include_str!("../../events/credentials/list-connections.json");
+        let mut event: serde_json::Value = serde_json::from_str(text).unwrap();
+        event["requestContext"]["authorizer"]["jwt"]["claims"] = claims;
+        lambda_http::request::from_str(&event.to_string()).unwrap()
+    }
+
+    #[test]
+    fn the_tenant_and_role_are_read_under_the_configured_claim_names() {
+        let cognito = ClaimNames {
+            tenant: "custom:tenant_id".into(),
+            role: "custom:role".into(),
+        };
+        let req = request_with_claims(serde_json::json!({
+            "sub": "u-1", "custom:tenant_id": "acme", "custom:role": "admin",
+        }));
+        let who = principal(&req, &cognito).unwrap();
+        assert_eq!(who.tenant.as_str(), "acme");
+        assert!(who.is_admin());
+        // The default names find nothing in that token: no identity.
+        assert!(matches!(
+            principal(&req, &ClaimNames::default()),
+            Err(ApiError::Unauthenticated)
+        ));
+        let plain = request_with_claims(serde_json::json!({
+            "sub": "u-1", "tenant_id": "acme", "role": "member",
+        }));
+        assert!(
+            !principal(&plain, &ClaimNames::default())
+                .unwrap()
+                .is_admin()
+        );
+        assert!(matches!(
+            principal(&plain, &cognito),
+            Err(ApiError::Unauthenticated)
+        ));
+    }
 
     #[test]
     fn serde_messages_lose_their_values() {

@@ -17,6 +17,7 @@ pub mod egress;
 pub mod events;
 pub mod http;
 pub mod idempotency;
+pub mod metrics;
 pub mod oauth;
 pub mod providers;
 pub mod queue;

@@ -25,4 +25,5 @@ mod sync_holes;
 mod sync_review;
 mod sync_salesforce;
 mod sync_support;
+mod telemetry;
 mod tokens;

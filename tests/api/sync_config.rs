@@ -98,6 +98,7 @@ struct Schedule {
     state: String,
     target_arn: String,
     role_arn: String,
+    dead_letter_arn: Option<String>,
     input: Value,
     window: String,
 }
@@ -130,6 +131,10 @@ async fn schedule(app: &TestApp, config_id: &str) -> Option<Schedule> {
         state: s.state().map(|x| x.as_str().to_owned()).unwrap_or_default(),
         target_arn: target.arn().to_owned(),
         role_arn: target.role_arn().to_owned(),
+        dead_letter_arn: target
+            .dead_letter_config()
+            .and_then(|d| d.arn())
+            .map(str::to_owned),
         input: serde_json::from_str(target.input().unwrap_or("null")).expect("input JSON"),
         window: s
             .flexible_time_window()
@@ -222,6 +227,13 @@ async fn a_config_gets_default_mappings_and_an_enabled_schedule() {
     assert!(s.target_arn.ends_with("-sync-trigger"), "{s:?}");
     assert!(s.target_arn.starts_with("arn:aws:lambda:"), "{s:?}");
     assert!(s.role_arn.contains(":role/"), "{s:?}");
+    // What the target cannot deliver goes to the stack's schedule dead-letter queue.
+    assert!(
+        s.dead_letter_arn
+            .as_deref()
+            .is_some_and(|a| a.starts_with("arn:aws:sqs:") && a.contains("ScheduleDeadLetterQueue")),
+        "{s:?}"
+    );
     assert_eq!(
         s.input,
         json!({"source": "conduit.schedule", "tenant": t.id, "config_id": id(&c)})
@@ -1071,6 +1083,10 @@ async fn a_failed_schedule_change_leaves_the_config_as_it_was() {
         (
             "CONDUIT_SYNC_TRIGGER_ARN",
             "arn:aws:lambda:us-east-1:123456789012:function:x-sync-trigger",
+        ),
+        (
+            "CONDUIT_SYNC_SCHEDULE_DLQ_ARN",
+            "arn:aws:sqs:us-east-1:123456789012:x-schedule-dlq",
         ),
     ];
 

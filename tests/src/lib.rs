@@ -212,6 +212,23 @@ impl TestApp {
             .expect("mint token")
     }
 
+    /// A valid token (issuer, audience, 10 minutes) for user `sub` carrying `claims`
+    /// besides: an identity provider's own claim names (Cognito's `custom:tenant_id`).
+    pub fn token_with_claims(&self, sub: &str, claims: Value) -> String {
+        let jwt = &self.shared.jwt;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let mut all = json!({
+            "iss": jwt.issuer, "aud": jwt.audience, "sub": sub, "iat": now, "exp": now + 600,
+        });
+        if let (Some(all), Some(extra)) = (all.as_object_mut(), claims.as_object()) {
+            all.extend(extra.clone());
+        }
+        jwt.mint_claims(&all).expect("mint token")
+    }
+
     /// A token signed with another key (the authorizer must refuse it).
     pub fn token_with_key(&self, tenant: &str, role: Role, key: &[u8]) -> String {
         let mut other = self.shared.jwt.clone();

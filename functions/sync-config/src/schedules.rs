@@ -10,7 +10,8 @@
 use aws_sdk_scheduler::Client;
 use aws_sdk_scheduler::error::ProvideErrorMetadata;
 use aws_sdk_scheduler::types::{
-    FlexibleTimeWindow, FlexibleTimeWindowMode, RetryPolicy, ScheduleState, Target,
+    DeadLetterConfig, FlexibleTimeWindow, FlexibleTimeWindowMode, RetryPolicy, ScheduleState,
+    Target,
 };
 use conduit::sync::config::{ConfigStatus, SyncConfig};
 use serde_json::json;
@@ -95,6 +96,8 @@ impl<'a> Schedules<'a> {
                     .maximum_event_age_in_seconds(900)
                     .build(),
             )
+            // What could not be delivered after those retries is kept, not dropped.
+            .dead_letter_config(DeadLetterConfig::builder().arn(t.dead_letter_arn).build())
             .build()
             .map_err(|e| ScheduleError::Service(e.to_string()))?;
         let window = FlexibleTimeWindow::builder()

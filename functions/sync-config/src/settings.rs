@@ -14,6 +14,9 @@ pub const SCHEDULE_GROUP: &str = "CONDUIT_SYNC_SCHEDULE_GROUP";
 pub const SCHEDULER_ROLE_ARN: &str = "CONDUIT_SYNC_SCHEDULER_ROLE_ARN";
 /// `CONDUIT_SYNC_TRIGGER_ARN`: the sync-trigger function the schedules invoke.
 pub const TRIGGER_ARN: &str = "CONDUIT_SYNC_TRIGGER_ARN";
+/// `CONDUIT_SYNC_SCHEDULE_DLQ_ARN`: the SQS queue a schedule sends an event it could
+/// not deliver to.
+pub const DEAD_LETTER_ARN: &str = "CONDUIT_SYNC_SCHEDULE_DLQ_ARN";
 
 /// The schedule settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -24,6 +27,8 @@ pub struct Settings {
     pub scheduler_role_arn: Option<String>,
     /// The sync-trigger function's ARN.
     pub trigger_arn: Option<String>,
+    /// The schedules' dead-letter queue's ARN.
+    pub dead_letter_arn: Option<String>,
 }
 
 /// What a schedule needs, all present.
@@ -35,6 +40,8 @@ pub struct Target<'a> {
     pub role_arn: &'a str,
     /// The sync-trigger function's ARN.
     pub trigger_arn: &'a str,
+    /// The dead-letter queue's ARN.
+    pub dead_letter_arn: &'a str,
 }
 
 impl Settings {
@@ -73,6 +80,7 @@ impl Settings {
             schedule_group,
             scheduler_role_arn: arn(SCHEDULER_ROLE_ARN)?,
             trigger_arn: arn(TRIGGER_ARN)?,
+            dead_letter_arn: arn(DEAD_LETTER_ARN)?,
         })
     }
 
@@ -85,6 +93,7 @@ impl Settings {
                 .as_deref()
                 .ok_or(SCHEDULER_ROLE_ARN)?,
             trigger_arn: self.trigger_arn.as_deref().ok_or(TRIGGER_ARN)?,
+            dead_letter_arn: self.dead_letter_arn.as_deref().ok_or(DEAD_LETTER_ARN)?,
         })
     }
 }
@@ -101,7 +110,7 @@ mod tests {
     }
 
     #[test]
-    fn reads_all_three() {
+    fn reads_them_all() {
         let s = Settings::from_env(&env(&[
             (SCHEDULE_GROUP, "conduit-sync"),
             (SCHEDULER_ROLE_ARN, "arn:aws:iam::123456789012:role/r"),
@@ -109,10 +118,15 @@ mod tests {
                 TRIGGER_ARN,
                 "arn:aws:lambda:eu-west-1:123456789012:function:conduit-sync-trigger",
             ),
+            (
+                DEAD_LETTER_ARN,
+                "arn:aws:sqs:eu-west-1:123456789012:conduit-ScheduleDeadLetterQueue",
+            ),
         ]))
         .unwrap();
         let t = s.target().unwrap();
         assert_eq!(t.group, "conduit-sync");
+        assert!(t.dead_letter_arn.ends_with("ScheduleDeadLetterQueue"));
         assert!(t.trigger_arn.ends_with("sync-trigger"));
     }
 

@@ -31,6 +31,7 @@ use crate::audit::{AuditEntry, Outcome};
 use crate::connections::{self, AppSource, Connection, LastError, TokenState};
 use crate::connector::Connector;
 use crate::domain::{ConnectionId, ConnectionStatus, TenantId, now, rfc3339, sortable_time};
+use crate::metrics::{self, Metric};
 use crate::providers::{AuthMethod, AuthType, Fields, Provider};
 use crate::store::{Keyed, QueryOpts, StoreError, Write, keys, to_item};
 
@@ -622,7 +623,14 @@ impl<'a> Tokens<'a> {
                     next.last_error = None;
                     next.updated_at = at;
                     match self.save(&prev, next, Vec::new()).await {
-                        Ok(saved) => return Ok(Refreshed::Done(saved)),
+                        Ok(saved) => {
+                            metrics::count(
+                                Metric::RefreshOk,
+                                &saved.provider,
+                                Some(saved.id.as_str()),
+                            );
+                            return Ok(Refreshed::Done(saved));
+                        }
                         Err(TokenError::Changed) if attempt < 2 => {
                             tracing::warn!(connection_id = %prev.id, "connection changed during refresh; saving the new tokens again");
                             prev = self.read(&prev.tenant, &prev.id).await?;
@@ -670,6 +678,11 @@ impl<'a> Tokens<'a> {
         leased: Connection,
         e: &OAuthError,
     ) -> Result<Refreshed, TokenError> {
+        metrics::count(
+            Metric::RefreshFailed,
+            &leased.provider,
+            Some(leased.id.as_str()),
+        );
         let at = now();
         let mut next = leased.clone();
         let mut token = next.token.clone().unwrap_or(TokenState {

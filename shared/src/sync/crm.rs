@@ -53,6 +53,14 @@ impl CrmKind {
         }
     }
 
+    /// The catalogue provider of this kind.
+    pub fn provider(self) -> &'static str {
+        match self {
+            Self::Hubspot => "hubspot",
+            Self::Salesforce => "salesforce",
+        }
+    }
+
     /// The CRM object of an entity.
     pub fn object(self, entity: Entity) -> &'static str {
         match (self, entity) {
@@ -262,10 +270,7 @@ impl<'a> CrmClient<'a> {
     ) -> Result<Self, CrmError> {
         let provider = app
             .catalogue
-            .provider(match kind {
-                CrmKind::Hubspot => "hubspot",
-                CrmKind::Salesforce => "salesforce",
-            })
+            .provider(kind.provider())
             .ok_or_else(|| CrmError::Internal("provider missing from the catalogue".into()))?;
         let budget = Budget::new(
             app.table.clone(),
@@ -394,6 +399,11 @@ impl<'a> CrmClient<'a> {
             };
             if status == StatusCode::TOO_MANY_REQUESTS {
                 self.rate_limited += 1;
+                crate::metrics::count(
+                    crate::metrics::Metric::ProviderRateLimited,
+                    self.kind.provider(),
+                    Some(self.connection.as_str()),
+                );
                 limited += 1;
                 if limited > RATE_LIMIT_RETRIES {
                     return Err(CrmError::Transient("rate limited for too long".into()));

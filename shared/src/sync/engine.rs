@@ -31,6 +31,7 @@ use super::runs::{
 use super::schema::Entity;
 use crate::app::App;
 use crate::domain::{JobId, RecordId, SyncLogId, now, sortable_time};
+use crate::metrics::{Context, Dimension, Metric};
 use crate::queue::Publisher;
 use crate::store::StoreError;
 
@@ -454,6 +455,7 @@ async fn close(
     else {
         return Ok(()); // a redelivery of a chunk already recorded
     };
+    emit_metrics(task, &progress);
     if log.pending > 0 {
         return Ok(());
     }
@@ -1368,7 +1370,29 @@ async fn flush(
         runs.record_errors(&task.tenant, &task.log_id, errors)
             .await?;
     }
-    runs.progress(&task.tenant, &task.log_id, progress).await
+    runs.progress(&task.tenant, &task.log_id, progress).await?;
+    emit_metrics(task, progress);
+    Ok(())
+}
+
+/// The records synced and failed of `progress`, once it is recorded on the log (so
+/// a redelivered chunk is not counted twice).
+fn emit_metrics(task: &Task, progress: &Progress) {
+    let count = |name| progress.counts.get(name).copied().unwrap_or(0);
+    crate::metrics::emit(
+        &[
+            (Dimension::Entity, task.entity.as_str()),
+            (Dimension::Direction, task.phase.as_str()),
+        ],
+        &[
+            (
+                Metric::RecordsSynced,
+                count("created") + count("updated") + count("deleted"),
+            ),
+            (Metric::SyncFailures, count("failed")),
+        ],
+        &[(Context::LogId, task.log_id.as_str())],
+    );
 }
 
 fn outcome_message(m: &str) -> Option<String> {
