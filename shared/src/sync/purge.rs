@@ -38,7 +38,7 @@ use super::schema::Entity;
 use crate::app::App;
 use crate::domain::{RecordId, SyncConfigId, TenantId};
 use crate::queue::{Publisher, QueueError};
-use crate::store::{Page, QueryOpts, StoreError};
+use crate::store::{Page, QueryOpts, StoreError, keys};
 
 /// Links removed per message.
 const LINKS_PER_MESSAGE: i32 = 500;
@@ -150,18 +150,18 @@ pub async fn run(app: &App, queue: &Publisher, p: &Purge) -> Result<(), PurgeErr
         return Ok(());
     }
     let runs = Runs::new(app.table.clone());
-    let sync_pk = format!("SYNC#{}#{}", p.tenant, p.config_id);
-    let mut deletes = vec![(sync_pk.clone(), "ACTIVE".to_owned())];
+    let sync_pk = keys::sync_state(&p.tenant, &p.config_id);
+    let mut deletes = vec![(sync_pk.clone(), keys::RUN_HOLD_SK.to_owned())];
     for entity in &p.entities {
         for phase in [Phase::Pull, Phase::Push] {
-            deletes.push((sync_pk.clone(), format!("CKPT#{entity}#{}", phase.as_str())));
+            deletes.push((sync_pk.clone(), keys::checkpoint(*entity, phase.as_str())));
         }
     }
     deletes.extend(
         runs.conflict_ids_of(&p.tenant, &p.config_id)
             .await?
             .into_iter()
-            .map(|id| (format!("SYNCCONF#{}", p.tenant), id.to_string())),
+            .map(|id| (keys::conflicts(&p.tenant), id.to_string())),
     );
     Ok(app.table.batch_write(Vec::new(), deletes).await?)
 }

@@ -22,59 +22,39 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{ConnectionId, TenantId};
+pub mod keys;
 
-/// Key builders: the only place key strings are spelled.
-pub mod keys {
-    use super::*;
+/// An item as DynamoDB holds it (attribute name to value).
+pub type Item = HashMap<String, AttributeValue>;
 
-    /// The partition of a tenant's configuration items.
-    pub fn tenant(t: &TenantId) -> String {
-        format!("T#{t}")
+/// A value in a condition, update or filter expression (`:name` placeholders).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// A string.
+    S(String),
+    /// A number, in its decimal form.
+    N(String),
+    /// A boolean.
+    Bool(bool),
+    /// A string set.
+    Ss(Vec<String>),
+}
+
+impl Value {
+    /// A number.
+    pub fn num(n: impl std::fmt::Display) -> Self {
+        Self::N(n.to_string())
     }
-    /// A connection's sort key.
-    pub fn connection(id: &ConnectionId) -> String {
-        format!("CONN#{id}")
-    }
-    /// Sort-key prefix of connections.
-    pub const CONNECTION_PREFIX: &str = "CONN#";
-    /// DynamoDB's limit on a sort key's size.
-    pub const MAX_SORT_KEY_BYTES: usize = 1024;
-    /// The uniqueness marker of a provider account within a tenant (`account` is a
-    /// fixed-length hash from `Connector::account_key`; the provider a catalogue id).
-    pub fn account_marker(provider: &str, account: &str) -> String {
-        format!("CONNKEY#{provider}#{account}")
-    }
-    /// A tenant's app credentials for a provider.
-    pub fn app_credentials(provider: &str) -> String {
-        format!("APP#{provider}")
-    }
-    /// The partition of a tenant's audit log.
-    pub fn audit(t: &TenantId) -> String {
-        format!("AUDIT#{t}")
-    }
-    /// The partition of a pending OAuth flow, by the hash of its state.
-    pub fn oauth_flow(state_hash: &str) -> String {
-        format!("OAUTH#{state_hash}")
-    }
-    /// The sort key of a pending OAuth flow.
-    pub const OAUTH_FLOW_SK: &str = "FLOW";
-    /// How many partitions the token-refresh index is spread over.
-    pub const TOKEN_DUE_SHARDS: u32 = 8;
-    /// A partition of the token-refresh index.
-    pub fn token_due(shard: u32) -> String {
-        format!("TOKENDUE#{shard}")
-    }
-    /// The refresh-index shard of a connection (FNV-1a of its id: stable forever).
-    pub fn token_due_shard(id: &ConnectionId) -> u32 {
-        let hash = id.as_str().bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
-        (hash % u64::from(TOKEN_DUE_SHARDS)) as u32
-    }
-    /// A refresh failure of a connection.
-    pub fn token_failure(id: &ConnectionId, at: &str) -> String {
-        format!("TOKENFAIL#{id}#{at}")
+}
+
+impl From<Value> for AttributeValue {
+    fn from(v: Value) -> Self {
+        match v {
+            Value::S(s) => Self::S(s),
+            Value::N(n) => Self::N(n),
+            Value::Bool(b) => Self::Bool(b),
+            Value::Ss(ss) => Self::Ss(ss),
+        }
     }
 }
 
@@ -304,7 +284,7 @@ pub struct QueryOpts<'a> {
     pub descending: bool,
     /// Only items matching this filter expression (applied after the key condition, so
     /// pages may hold fewer than `limit` items), with its `:value` placeholders.
-    pub filter: Option<(&'a str, Vec<(&'a str, AttributeValue)>)>,
+    pub filter: Option<(&'a str, Vec<(&'a str, Value)>)>,
     /// A strongly consistent read (the table only; an index cannot give one): what
     /// every write finished before the query began is in its answer.
     pub consistent: bool,
@@ -410,6 +390,31 @@ impl Table {
         Ok(())
     }
 
+    /// Writes an item only if `condition` holds (else `ConditionFailed`), with at most
+    /// one attribute name and one value placeholder.
+    pub async fn put_if(
+        &self,
+        item: Item,
+        condition: &str,
+        name: Option<(&str, &str)>,
+        value: Option<(&str, Value)>,
+    ) -> Result<(), StoreError> {
+        let mut req = self
+            .client
+            .put_item()
+            .table_name(&self.name)
+            .set_item(Some(item))
+            .condition_expression(condition);
+        if let Some((k, v)) = name {
+            req = req.expression_attribute_names(k, v);
+        }
+        if let Some((k, v)) = value {
+            req = req.expression_attribute_values(k, v.into());
+        }
+        req.send().await.map_err(condition_or)?;
+        Ok(())
+    }
+
     /// Overwrites an item only if its `version` is still `expected`.
     pub async fn replace<T: Serialize>(&self, value: &T, expected: u64) -> Result<(), StoreError> {
         self.replace_item(to_item(value)?, expected).await
@@ -463,7 +468,7 @@ impl Table {
         pk: &str,
         sk: &str,
         condition: &str,
-        values: Vec<(&str, AttributeValue)>,
+        values: Vec<(&str, Value)>,
         names: &[(&str, &str)],
     ) -> Result<T, StoreError> {
         let mut req = self
@@ -474,7 +479,7 @@ impl Table {
             .condition_expression(condition)
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld);
         for (name, value) in values {
-            req = req.expression_attribute_values(name, value);
+            req = req.expression_attribute_values(name, value.into());
         }
         for (alias, name) in names {
             req = req.expression_attribute_names(*alias, *name);
@@ -493,7 +498,7 @@ impl Table {
         sk: &str,
         update: &str,
         condition: &str,
-        values: Vec<(&str, AttributeValue)>,
+        values: Vec<(&str, Value)>,
         names: &[(&str, &str)],
     ) -> Result<T, StoreError> {
         let mut req = self
@@ -505,7 +510,7 @@ impl Table {
             .condition_expression(condition)
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew);
         for (name, value) in values {
-            req = req.expression_attribute_values(name, value);
+            req = req.expression_attribute_values(name, value.into());
         }
         for (alias, name) in names {
             req = req.expression_attribute_names(*alias, *name);
@@ -634,7 +639,7 @@ impl Table {
         if let Some((expr, values)) = opts.filter {
             req = req.filter_expression(expr);
             for (name, value) in values {
-                req = req.expression_attribute_values(name, value);
+                req = req.expression_attribute_values(name, value.into());
             }
         }
         if let Some(cursor) = opts.cursor {
