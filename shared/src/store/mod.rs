@@ -23,6 +23,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 pub mod keys;
+pub mod links;
+pub mod records;
 
 /// An item as DynamoDB holds it (attribute name to value).
 pub type Item = HashMap<String, AttributeValue>;
@@ -276,6 +278,8 @@ pub struct QueryOpts<'a> {
     pub prefix: Option<&'a str>,
     /// Only sort keys within this inclusive range.
     pub between: Option<(&'a str, &'a str)>,
+    /// Only sort keys after this one (exclusive; with neither `prefix` nor `between`).
+    pub after: Option<&'a str>,
     /// Page size.
     pub limit: Option<i32>,
     /// Continue after a previous page.
@@ -304,6 +308,26 @@ pub enum Write {
         sk: String,
         /// Fail unless the item is there.
         must_exist: bool,
+    },
+    /// Put an item if `condition` holds (with at most one value placeholder).
+    PutIf {
+        /// The item.
+        item: Item,
+        /// The condition expression.
+        condition: &'static str,
+        /// Its value placeholder.
+        value: Option<(&'static str, Value)>,
+    },
+    /// Delete an item if `condition` holds (with at most one value placeholder).
+    DeleteIf {
+        /// Partition key.
+        pk: String,
+        /// Sort key.
+        sk: String,
+        /// The condition expression.
+        condition: &'static str,
+        /// Its value placeholder.
+        value: Option<(&'static str, Value)>,
     },
 }
 
@@ -559,6 +583,39 @@ impl Table {
                         .delete(d.build().map_err(conversion)?)
                         .build()
                 }
+                Write::PutIf {
+                    item,
+                    condition,
+                    value,
+                } => {
+                    let mut p = Put::builder()
+                        .table_name(&self.name)
+                        .set_item(Some(item))
+                        .condition_expression(condition);
+                    if let Some((k, v)) = value {
+                        p = p.expression_attribute_values(k, v.into());
+                    }
+                    TransactWriteItem::builder()
+                        .put(p.build().map_err(conversion)?)
+                        .build()
+                }
+                Write::DeleteIf {
+                    pk,
+                    sk,
+                    condition,
+                    value,
+                } => {
+                    let mut d = Delete::builder()
+                        .table_name(&self.name)
+                        .set_key(Some(Self::key(&pk, &sk)))
+                        .condition_expression(condition);
+                    if let Some((k, v)) = value {
+                        d = d.expression_attribute_values(k, v.into());
+                    }
+                    TransactWriteItem::builder()
+                        .delete(d.build().map_err(conversion)?)
+                        .build()
+                }
             };
             items.push(item);
         }
@@ -607,12 +664,86 @@ impl Table {
         pk: &str,
         opts: QueryOpts<'_>,
     ) -> Result<Page<Readable<T>>, StoreError> {
-        let (pk_attr, sk_attr) = match index {
-            Some("gsi1") => ("gsi1pk", "gsi1sk"),
-            Some("gsi2") => ("gsi2pk", "gsi2sk"),
-            Some(other) => return Err(StoreError::Conversion(format!("unknown index {other}"))),
-            None => ("pk", "sk"),
+        let (_, sk_attr) = index_keys(index)?;
+        let (items, last) = self.query_raw(index, pk, opts).await?;
+        let items = items
+            .into_iter()
+            .map(|i| Readable::read(i, sk_attr))
+            .collect::<Vec<Readable<T>>>();
+        let cursor = last.map(|k| encode_cursor(&k)).transpose()?;
+        Ok(Page { items, cursor })
+    }
+
+    /// One round of the same query over several partitions (the shards of one
+    /// family) whose sort keys share one order, merged: up to `want` items in sort-key
+    /// order after `after`, and where the next round starts (None when every shard is
+    /// done). Items past what some unfinished shard has answered are left for the next
+    /// round, so nothing is skipped or repeated; a round may hold fewer than `want`.
+    pub async fn query_shards(
+        &self,
+        index: Option<&str>,
+        pks: &[String],
+        range: SkRange<'_>,
+        after: Option<&str>,
+        want: usize,
+        filter: Option<&str>,
+    ) -> Result<(Vec<Item>, Option<String>), StoreError> {
+        let (_, sk_attr) = index_keys(index)?;
+        let per_shard = (want.div_ceil(pks.len().max(1)) * 2 + 2).min(1000) as i32;
+        let (low, high);
+        let mut opts = QueryOpts {
+            limit: Some(per_shard),
+            filter: filter.map(|f| (f, Vec::new())),
+            ..Default::default()
         };
+        match (range, after) {
+            (SkRange::Prefix(p), None) => opts.prefix = Some(p),
+            (SkRange::Prefix(p), Some(a)) => {
+                // Keys of the prefix after `a`: those of the prefix sort below it
+                // followed by the highest character.
+                low = format!("{a}\u{0}");
+                high = format!("{p}\u{10FFFF}");
+                if low > high {
+                    return Ok((Vec::new(), None));
+                }
+                opts.between = Some((low.as_str(), high.as_str()));
+            }
+            (SkRange::From(f), None) => opts.between = Some((f, "\u{10FFFF}")),
+            (_, Some(a)) => opts.after = Some(a),
+            (SkRange::All, None) => {}
+        }
+        let rounds = pks.iter().map(|pk| self.query_raw(index, pk, opts.clone()));
+        let answers = futures::future::try_join_all(rounds).await?;
+        // Only keys up to the lowest point an unfinished shard reached are complete.
+        let sk = |item: &Item| item.get(sk_attr).and_then(|v| v.as_s().ok()).cloned();
+        let boundary = answers
+            .iter()
+            .filter_map(|(_, last)| last.as_ref().and_then(&sk))
+            .min();
+        let mut items: Vec<(String, Item)> = answers
+            .into_iter()
+            .flat_map(|(items, _)| items)
+            .filter_map(|i| sk(&i).map(|k| (k, i)))
+            .filter(|(k, _)| boundary.as_ref().is_none_or(|b| k <= b))
+            .collect();
+        items.sort_by(|a, b| a.0.cmp(&b.0));
+        let next = if items.len() > want {
+            items.truncate(want);
+            items.last().map(|(k, _)| k.clone())
+        } else {
+            boundary
+        };
+        Ok((items.into_iter().map(|(_, i)| i).collect(), next))
+    }
+
+    /// A query's items as DynamoDB answered them, and its last evaluated key.
+    async fn query_raw(
+        &self,
+        index: Option<&str>,
+        pk: &str,
+        opts: QueryOpts<'_>,
+    ) -> Result<(Vec<Item>, Option<Item>), StoreError> {
+        let (pk_attr, sk_attr) = index_keys(index)?;
         let mut condition = "#pk = :pk".to_owned();
         let mut req = self
             .client
@@ -635,6 +766,11 @@ impl Table {
                 .expression_attribute_names("#sk", sk_attr)
                 .expression_attribute_values(":from", AttributeValue::S(from.to_owned()))
                 .expression_attribute_values(":to", AttributeValue::S(to.to_owned()));
+        } else if let Some(after) = opts.after {
+            condition.push_str(" AND #sk > :after");
+            req = req
+                .expression_attribute_names("#sk", sk_attr)
+                .expression_attribute_values(":after", AttributeValue::S(after.to_owned()));
         }
         if let Some((expr, values)) = opts.filter {
             req = req.filter_expression(expr);
@@ -671,17 +807,7 @@ impl Table {
                     service(e)
                 }
             })?;
-        let items = out
-            .items
-            .unwrap_or_default()
-            .into_iter()
-            .map(|i| Readable::read(i, sk_attr))
-            .collect::<Vec<Readable<T>>>();
-        let cursor = out
-            .last_evaluated_key
-            .map(|k| encode_cursor(&k))
-            .transpose()?;
-        Ok(Page { items, cursor })
+        Ok((out.items.unwrap_or_default(), out.last_evaluated_key))
     }
 
     /// Reads up to 100 items by key in one round (more are read in rounds of 100);
@@ -692,6 +818,19 @@ impl Table {
         keys: &[(String, String)],
         consistent: bool,
     ) -> Result<Vec<T>, StoreError> {
+        self.batch_get_raw(keys, consistent)
+            .await?
+            .into_iter()
+            .map(|item| serde_dynamo::from_item(item).map_err(conversion))
+            .collect()
+    }
+
+    /// [`Table::batch_get`], the items as DynamoDB answered them.
+    pub async fn batch_get_raw(
+        &self,
+        keys: &[(String, String)],
+        consistent: bool,
+    ) -> Result<Vec<Item>, StoreError> {
         use aws_sdk_dynamodb::types::KeysAndAttributes;
         let mut out = Vec::with_capacity(keys.len());
         let mut unique: Vec<&(String, String)> = keys.iter().collect();
@@ -719,7 +858,7 @@ impl Table {
                     .and_then(|mut r| r.remove(&self.name))
                     .unwrap_or_default()
                 {
-                    out.push(serde_dynamo::from_item(item).map_err(conversion)?);
+                    out.push(item);
                 }
                 pending = resp
                     .unprocessed_keys
@@ -851,6 +990,28 @@ impl Table {
     }
 }
 
+/// Which sort keys a sharded query reads.
+#[derive(Debug, Clone, Copy)]
+pub enum SkRange<'a> {
+    /// Every key.
+    All,
+    /// Keys starting with this.
+    Prefix(&'a str),
+    /// Keys from this one on (inclusive).
+    From(&'a str),
+}
+
+/// The key attributes of the table (None) or of an index.
+fn index_keys(index: Option<&str>) -> Result<(&'static str, &'static str), StoreError> {
+    Ok(match index {
+        None => ("pk", "sk"),
+        Some("gsi1") => ("gsi1pk", "gsi1sk"),
+        Some("gsi2") => ("gsi2pk", "gsi2sk"),
+        Some("gsi3") => ("gsi3pk", "gsi3sk"),
+        Some(other) => return Err(StoreError::Conversion(format!("unknown index {other}"))),
+    })
+}
+
 fn condition_or<E, R>(e: aws_sdk_dynamodb::error::SdkError<E, R>) -> StoreError
 where
     E: std::error::Error + aws_sdk_dynamodb::error::ProvideErrorMetadata + 'static,
@@ -861,6 +1022,20 @@ where
     } else {
         service(e)
     }
+}
+
+/// The cursor of a merged listing: the last sort key it answered, base64url.
+pub fn encode_after(after: &str) -> String {
+    B64URL.encode(after.as_bytes())
+}
+
+/// The sort key a merged listing's cursor continues after.
+pub fn decode_after(cursor: &str) -> Result<String, StoreError> {
+    if cursor.is_empty() || cursor.len() > 2048 {
+        return Err(StoreError::BadCursor);
+    }
+    let bytes = B64URL.decode(cursor).map_err(|_| StoreError::BadCursor)?;
+    String::from_utf8(bytes).map_err(|_| StoreError::BadCursor)
 }
 
 /// Cursors are the last evaluated key's string attributes, as base64url JSON.
@@ -918,7 +1093,9 @@ fn decode_cursor(cursor: &str) -> Result<HashMap<String, AttributeValue>, StoreE
     let json = B64URL.decode(cursor).map_err(|_| StoreError::BadCursor)?;
     let plain: HashMap<String, String> =
         serde_json::from_slice(&json).map_err(|_| StoreError::BadCursor)?;
-    const KEY_ATTRS: [&str; 6] = ["pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk"];
+    const KEY_ATTRS: [&str; 8] = [
+        "pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk", "gsi3pk", "gsi3sk",
+    ];
     if plain.is_empty() || plain.keys().any(|k| !KEY_ATTRS.contains(&k.as_str())) {
         return Err(StoreError::BadCursor);
     }

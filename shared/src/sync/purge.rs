@@ -38,7 +38,7 @@ use super::schema::Entity;
 use crate::app::App;
 use crate::domain::{RecordId, SyncConfigId, TenantId};
 use crate::queue::{Publisher, QueueError};
-use crate::store::{Page, QueryOpts, StoreError, keys};
+use crate::store::{StoreError, keys};
 
 /// Links removed per message.
 const LINKS_PER_MESSAGE: i32 = 500;
@@ -101,11 +101,6 @@ pub async fn recheck(
     Ok(false)
 }
 
-#[derive(Deserialize)]
-struct LinkKey {
-    sk: String,
-}
-
 /// Does a page of the clean-up; enqueues the rest as the same message.
 pub async fn run(app: &App, queue: &Publisher, p: &Purge) -> Result<(), PurgeError> {
     // Only a deleted config's items go (a stray message for a live one does nothing).
@@ -119,31 +114,17 @@ pub async fn run(app: &App, queue: &Publisher, p: &Purge) -> Result<(), PurgeErr
     }
     let records = Records::new(app.table.clone());
     for entity in &p.entities {
-        let pk = links::partition(&p.tenant, &p.config_id, *entity);
-        let page: Page<LinkKey> = app
-            .table
-            .query(
-                None,
-                &pk,
-                QueryOpts {
-                    limit: Some(LINKS_PER_MESSAGE),
-                    consistent: true,
-                    ..Default::default()
-                },
-            )
-            .await?;
-        if page.items.is_empty() {
+        let links = links::Links::new(app.table.clone(), &p.tenant, &p.config_id, *entity);
+        let page = links.some_ids(LINKS_PER_MESSAGE).await?;
+        if page.is_empty() {
             continue;
         }
         let ids: Vec<RecordId> = page
-            .items
             .iter()
-            .filter_map(|k| RecordId::parse(&k.sk).ok())
+            .filter_map(|k| RecordId::parse(k).ok())
             .collect();
         unlink(&records, p, *entity, &ids).await?;
-        let deletes: Vec<(String, String)> =
-            page.items.into_iter().map(|k| (pk.clone(), k.sk)).collect();
-        app.table.batch_write(Vec::new(), deletes).await?;
+        links.remove(&page).await?;
         // Whatever is left of this partition (or the next entity's) is the next
         // message's.
         queue.send(&PurgeMessage { purge: p.clone() }).await?;

@@ -681,7 +681,7 @@ impl Runs {
                 .unwrap_or("unknown");
             puts.push(crate::store::to_item(&Keyed {
                 pk: error_pk(tenant, log),
-                sk: keys::record_error(e.phase.as_str(), &reference),
+                sk: keys::record_error(e.phase.as_str(), reference),
                 item: e,
             })?);
         }
