@@ -125,7 +125,7 @@ pub fn conflicts(tenant: &TenantId) -> String {
 
 /// How many key values each record family (records, their change and name indexes,
 /// key markers, links) is spread over; see README, "Data layout and partition limits".
-pub const RECORD_SHARDS: u32 = 8;
+pub const RECORD_SHARDS: u32 = 16;
 
 /// The shard of a record id or a key marker's key (FNV-1a: stable forever).
 pub fn shard_of(value: &str) -> u32 {

@@ -22,6 +22,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+#[cfg(test)]
+mod capacity;
 pub mod keys;
 pub mod links;
 pub mod records;

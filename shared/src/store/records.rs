@@ -137,6 +137,12 @@ fn record_item(r: &Record) -> Result<Item, StoreError> {
     to_item(&to_stored(r)?)
 }
 
+/// A record's item, for the capacity arithmetic.
+#[cfg(test)]
+pub(super) fn item_for_test(r: &Record) -> Item {
+    record_item(r).unwrap()
+}
+
 fn marker(tenant: &TenantId, entity: Entity, key: &str, id: &RecordId) -> Result<Item, StoreError> {
     to_item(&Marker {
         pk: keys::record_key(tenant, entity, key),
