@@ -35,6 +35,9 @@ pub struct CapacityReport {
     pub keys_over_limit: u64,
     /// Whether any key value went over its limit.
     pub exceeded: bool,
+    /// Faults the knobs injected so far, by kind (`conflict`, `throttle`).
+    #[serde(default)]
+    pub faults_injected: std::collections::BTreeMap<String, u64>,
     /// The hottest key values, hottest first.
     pub keys: Vec<KeyCapacity>,
 }

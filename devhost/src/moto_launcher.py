@@ -276,6 +276,7 @@ class Capacity:
             "rcu_limit": RCU_LIMIT,
             "faults": FAULTS,
             "fault_seed": FAULT_SEED,
+            "faults_injected": dict(injected),
             "gsi_delay_ms": int(GSI_DELAY * 1000),
             "key_count": len(self.keys),
             "keys_over_limit": len(over),
@@ -296,6 +297,8 @@ class Capacity:
 
 
 capacity = Capacity()
+# Faults answered so far, by kind (the report shows that a knob did act).
+injected = {"conflict": 0, "throttle": 0}
 
 
 if PATCHED:
@@ -813,10 +816,13 @@ if PATCHED:
             return None
         roll = faults.random()
         if roll < FAULTS["conflict"]:
-            return "conflict"
-        if roll < FAULTS["conflict"] + FAULTS["throttle"]:
-            return "throttle"
-        return None
+            fault = "conflict"
+        elif roll < FAULTS["conflict"] + FAULTS["throttle"]:
+            fault = "throttle"
+        else:
+            return None
+        injected[fault] += 1
+        return fault
 
     def faulty_transaction(original):
         def handle(self):
