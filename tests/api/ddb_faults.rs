@@ -86,6 +86,9 @@ async fn oauth_and_refresh(app: &TestApp) -> Value {
     };
     let before = app.tokens(&tenant, &t.conn).await;
     app.make_due(&tenant, &t.conn).await;
+    // The sweep finds due connections through an index; its next run comes minutes
+    // after a token falls due, long after the index shows it.
+    tokio::time::sleep(GSI_DELAY * 2).await;
     app.sweep_settled(&tenant, &t.conn).await;
     let after = app.tokens(&tenant, &t.conn).await;
     // Not due any more: another sweep leaves it alone.
