@@ -628,12 +628,16 @@ if PATCHED:
         if entry is None:
             entry = versions[key] = [old, []]
         entry[1].append((time.monotonic(), copy.deepcopy(new) if new is not None else None))
+        # Written to but never queried through an index: keep the history short.
+        if len(versions) > 10000:
+            settled_versions(table.name)
 
-    def delayed_items(table, items):
-        """`items` (the table's items) as an index written GSI_DELAY ago shows them."""
-        versions = gsi_history.get(table.name)
+    def settled_versions(table_name):
+        """{item key: version an index still shows} of the items written less than
+        GSI_DELAY ago; forgets the rest."""
+        versions = gsi_history.get(table_name)
         if not versions:
-            return items
+            return {}
         cutoff = time.monotonic() - GSI_DELAY
         young = {}
         for key, entry in list(versions.items()):
@@ -645,6 +649,11 @@ if PATCHED:
                 young[key] = base
             else:
                 del versions[key]
+        return young
+
+    def delayed_items(table, items):
+        """`items` (the table's items) as an index written GSI_DELAY ago shows them."""
+        young = settled_versions(table.name)
         if not young:
             return items
         shown = [i for i in items if (i.hash_key, i.range_key) not in young]
