@@ -27,6 +27,7 @@ mod capacity;
 pub mod keys;
 pub mod links;
 pub mod records;
+mod transactions;
 
 /// An item as DynamoDB holds it (attribute name to value).
 pub type Item = HashMap<String, AttributeValue>;
@@ -74,9 +75,26 @@ pub enum StoreError {
     /// An item could not be converted.
     #[error("item conversion: {0}")]
     Conversion(String),
+    /// DynamoDB throttled the request (after the SDK's and our own retries): retry
+    /// later (a worker leaves its message for redelivery).
+    #[error("dynamodb throttled the request")]
+    Throttled,
+    /// Another transaction kept writing the same items (after our retries): retry.
+    #[error("a concurrent transaction kept writing the same items")]
+    Conflict,
+    /// DynamoDB refused the request as malformed: a bug, never retried.
+    #[error("request refused: {0}")]
+    Invalid(String),
     /// DynamoDB failed.
     #[error("dynamodb: {0}")]
     Service(String),
+}
+
+impl StoreError {
+    /// Whether trying again later can succeed (throttled, conflicting, unavailable).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Throttled | Self::Conflict | Self::Service(_))
+    }
 }
 
 /// A conversion failure without the stored value: serde quotes the offending value
@@ -96,11 +114,19 @@ fn without_values(msg: &str) -> String {
     }
 }
 
+/// A failed call as a store error: throttling that outlasted the SDK's standard
+/// retries (which retry `ProvisionedThroughputExceededException` and
+/// `ThrottlingException`) is [`StoreError::Throttled`], like a throttled transaction.
 fn service<E, R>(e: aws_sdk_dynamodb::error::SdkError<E, R>) -> StoreError
 where
-    E: std::error::Error + 'static,
+    E: std::error::Error + aws_sdk_dynamodb::error::ProvideErrorMetadata + 'static,
     R: std::fmt::Debug,
 {
+    use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+    if transactions::is_throttle(e.code()) {
+        tracing::warn!(code = ?e.code(), "dynamodb throttled a request past its retries");
+        return StoreError::Throttled;
+    }
     StoreError::Service(aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())
 }
 
@@ -109,7 +135,8 @@ where
 async fn back_off(tries: &mut u32, what: &str) -> Result<(), StoreError> {
     *tries += 1;
     if *tries > 8 {
-        return Err(StoreError::Service(format!("{what} kept being throttled")));
+        tracing::warn!(what, "dynamodb kept leaving items unprocessed");
+        return Err(StoreError::Throttled);
     }
     tokio::time::sleep(std::time::Duration::from_millis(20 << (*tries).min(5))).await;
     Ok(())
@@ -548,7 +575,9 @@ impl Table {
         serde_dynamo::from_item(item).map_err(conversion)
     }
 
-    /// Writes up to 100 items atomically; any failed condition fails them all.
+    /// Writes up to 100 items atomically; any failed condition fails them all
+    /// (`ConditionFailed`). A transaction cancelled by a conflict or throttling is
+    /// tried again (full jitter, a few times), then `Conflict` / `Throttled`.
     pub async fn transact(&self, writes: Vec<Write>) -> Result<(), StoreError> {
         let mut items = Vec::with_capacity(writes.len());
         for w in writes {
@@ -621,22 +650,40 @@ impl Table {
             };
             items.push(item);
         }
-        self.client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await
-            .map_err(|e| {
-                let cancelled = e
-                    .as_service_error()
-                    .is_some_and(|se| se.is_transaction_canceled_exception());
-                if cancelled {
-                    StoreError::ConditionFailed
-                } else {
-                    service(e)
+        // A conflict or a throttle cancels the whole transaction and is gone on a
+        // later try: tried again after a jittered wait, a bounded number of times.
+        let mut retry = 0;
+        loop {
+            let e = match self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) => e,
+            };
+            let Some(aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(cancelled)) =
+                e.as_service_error()
+            else {
+                return Err(service(e));
+            };
+            let codes = transactions::reason_codes(cancelled);
+            let meaning = transactions::cancellation(codes.iter().map(String::as_str));
+            let again = matches!(
+                meaning,
+                transactions::Cancellation::Conflict | transactions::Cancellation::Throttled
+            );
+            if !again || retry + 1 >= transactions::ATTEMPTS {
+                if meaning != transactions::Cancellation::ConditionFailed {
+                    tracing::warn!(?codes, tries = retry + 1, "transaction cancelled");
                 }
-            })?;
-        Ok(())
+                return Err(transactions::error_of(meaning, &codes));
+            }
+            tokio::time::sleep(transactions::full_jitter(retry)).await;
+            retry += 1;
+        }
     }
 
     /// Queries one partition (of the table, or of an index with `index`); one item
