@@ -360,10 +360,29 @@ impl Runs {
                 },
             )
             .await?;
+        // The by-config index may lag the run's writes: its logs are read again from
+        // the table, so a run's counts and status are never older than the table's.
+        let items = match index {
+            Some(_) => self.current(page.items).await?,
+            None => page.items,
+        };
         Ok(Page {
-            items: page.items.into_iter().map(|i| i.log).collect(),
+            items: items.into_iter().map(|i| i.log).collect(),
             cursor: page.cursor,
         })
+    }
+
+    /// Logs an index answered, as the table holds them now (in the index's order).
+    async fn current(&self, found: Vec<LogItem>) -> Result<Vec<LogItem>, StoreError> {
+        let keys: Vec<(String, String)> =
+            found.iter().map(|i| (i.pk.clone(), i.sk.clone())).collect();
+        let fresh: Vec<LogItem> = self.table.batch_get(&keys, true).await?;
+        let mut by_sk: std::collections::HashMap<String, LogItem> =
+            fresh.into_iter().map(|i| (i.sk.clone(), i)).collect();
+        Ok(found
+            .into_iter()
+            .filter_map(|i| by_sk.remove(&i.sk))
+            .collect())
     }
 
     /// Adds a chunk's progress (no completion).
