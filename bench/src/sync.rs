@@ -33,6 +33,7 @@ use sandbox::{CrmObject, OAuthProvider, OAuthUser};
 use serde_json::json;
 
 use crate::alloc;
+use devhost::CapacityReport;
 
 /// HubSpot's ceiling: 110 requests per 10 s, 100 records per batch request.
 pub const CEILING: f64 = 1_100.0;
@@ -89,6 +90,8 @@ pub struct Figures {
     pub retained_heap: usize,
     /// Set-up time (seeding, connecting).
     pub setup: Duration,
+    /// What the run (trigger to close) put on DynamoDB's partitions.
+    pub capacity: CapacityReport,
 }
 
 impl Figures {
@@ -391,24 +394,33 @@ pub async fn run(env: &devhost::LocalEnv, way: Way, n: usize, c: Connected) -> R
     let cfg = insert_config(&app, &tenant, &connection, direction).await?;
     let setup = setup_started.elapsed();
 
+    // Count the run's own DynamoDB traffic, not the seeding's.
+    let endpoint = env.aws_endpoint.clone();
+    tokio::task::spawn_blocking(move || CapacityReport::reset(&endpoint)).await??;
     let base = alloc::reset_peak();
     let t = Instant::now();
     // Generous: ten times the ceiling's time plus a minute.
     let timeout = Duration::from_secs_f64(n as f64 / CEILING * 10.0 + 60.0);
-    let logs = trigger_and_wait(env, &http, &app, &admin, &tenant, &cfg.id, timeout).await?;
+    let logs = trigger_and_wait(env, &http, &app, &admin, &tenant, &cfg.id, timeout).await;
     let wall = t.elapsed();
     let peak_heap = alloc::peak().saturating_sub(base);
     let retained_heap = alloc::live().saturating_sub(base);
+    let endpoint = env.aws_endpoint.clone();
+    let capacity = tokio::task::spawn_blocking(move || CapacityReport::fetch(&endpoint)).await??;
+    // A run that fails under the partition limits says where they were exceeded.
+    let logs = logs
+        .with_context(|| format!("DynamoDB partitions during the run:\n{}", capacity.render()))?;
 
     let log = logs.first().context("no log")?;
     let count = |k: &str| log.counts.get(k).copied().unwrap_or(0);
     if log.status != RunStatus::Completed || count("failed") > 0 || count("created") != n as u64 {
         bail!(
-            "{} of {n}: the run ended {:?} with counts {:?} ({:?})",
+            "{} of {n}: the run ended {:?} with counts {:?} ({:?})\nDynamoDB partitions during the run:\n{}",
             way.label(),
             log.status,
             log.counts,
-            log.error
+            log.error,
+            capacity.render()
         );
     }
     match way {
@@ -444,6 +456,7 @@ pub async fn run(env: &devhost::LocalEnv, way: Way, n: usize, c: Connected) -> R
         peak_heap,
         retained_heap,
         setup,
+        capacity,
     })
 }
 
@@ -468,15 +481,20 @@ pub async fn bench(env: &devhost::LocalEnv, sizes: &[usize], ways: &[Way]) -> Re
             f.rate(),
             f.setup.as_secs_f64()
         );
+        println!(
+            "{} {n}, DynamoDB partitions:\n```\n{}```\n",
+            way.label(),
+            f.capacity.render()
+        );
         all.push(f);
     }
     println!(
-        "| direction | records | seconds | rec/s | ratio to 1,100 rec/s | HubSpot requests | 429s | peak heap above start | heap still held after |"
+        "| direction | records | seconds | rec/s | ratio to 1,100 rec/s | HubSpot requests | 429s | peak heap above start | heap still held after | keys over a partition limit |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for f in &all {
         println!(
-            "| {} | {} | {:.2} | {:.0} | {:.3} | {} | {} | {:.1} MiB | {:.1} MiB |",
+            "| {} | {} | {:.2} | {:.0} | {:.3} | {} | {} | {:.1} MiB | {:.1} MiB | {} |",
             f.way.label(),
             f.records,
             f.wall.as_secs_f64(),
@@ -486,6 +504,7 @@ pub async fn bench(env: &devhost::LocalEnv, sizes: &[usize], ways: &[Way]) -> Re
             f.rate_limited,
             alloc::mib(f.peak_heap),
             alloc::mib(f.retained_heap),
+            f.capacity.keys_over_limit,
         );
     }
     println!(

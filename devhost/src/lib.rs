@@ -31,6 +31,7 @@
 pub mod aws;
 pub mod capture;
 pub mod cron;
+pub mod ddb_capacity;
 pub mod env;
 pub mod event;
 pub mod invoke;
@@ -51,9 +52,10 @@ pub mod trace;
 
 pub use aws::moto_sdk_config;
 pub use capture::EventCapture;
+pub use ddb_capacity::CapacityReport;
 pub use env::{LocalEnv, LocalEnvOptions};
 pub use jwt::LocalJwt;
-pub use moto::MotoServer;
+pub use moto::{DdbKnobs, MotoServer};
 pub use registry::FunctionRegistry;
 pub use schedule::{Scheduler, SchedulerOptions};
 pub use scheduler::SchedulerSchedule;

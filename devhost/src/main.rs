@@ -196,6 +196,16 @@ async fn up(raw: &[String]) -> Result<()> {
     wait_for_stop().await;
     eprintln!("stopping…");
     env.shutdown().await;
+    // What the run put on DynamoDB's partitions: a key over its limit here would be
+    // throttled in an account.
+    if moto.is_some() {
+        let endpoint = aws_endpoint.clone();
+        match tokio::task::spawn_blocking(move || devhost::CapacityReport::fetch(&endpoint)).await {
+            Ok(Ok(report)) => eprint!("{}", report.render()),
+            Ok(Err(error)) => eprintln!("no capacity report from the local DynamoDB: {error:#}"),
+            Err(error) => eprintln!("no capacity report from the local DynamoDB: {error}"),
+        }
+    }
     StackFile::remove();
     drop(moto);
     Ok(())

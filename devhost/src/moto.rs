@@ -23,238 +23,67 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How many times a port race (moto could not bind) is retried.
 const PORT_ATTEMPTS: usize = 5;
 
-/// Runs moto's own server entry point with one change: DynamoDB requests are served one
-/// at a time. moto's `TransactWriteItems` deep-copies the tables to roll back on failure
-/// without taking a lock, so a write racing a transaction could fail with a 500 that
-/// real DynamoDB never returns. Other services (SQS long polls in particular) keep
-/// moto's threaded server.
-const LAUNCHER: &str = r#"
-import sys, threading
-import moto.server as server
+/// Runs moto's own server entry point with DynamoDB requests served one at a time
+/// (moto's `TransactWriteItems` deep-copies the tables to roll back without a lock, so a
+/// write racing a transaction could fail with a 500 real DynamoDB never returns), moto's
+/// hot paths patched for speed, and DynamoDB made as strict as DynamoDB: partition
+/// throughput per key value, fault knobs, delayed GSIs (see [`DdbKnobs`]). The patches
+/// apply only to the moto version they were written for; see the file's header.
+const LAUNCHER: &str = include_str!("moto_launcher.py");
 
-dynamodb = threading.Lock()
-run_simple = server.run_simple
+/// How strict the local DynamoDB is (the launcher's knobs). [`MotoServer::start`] leaves
+/// them to the environment it inherits (`CONDUIT_DDB_*`, so `make dev` passes them
+/// through); [`MotoServer::start_with_knobs`] sets them for one server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DdbKnobs {
+    /// Throttle beyond 1,000 WCU/s and 3,000 RCU/s per partition-key value (counted
+    /// either way).
+    pub partition_limits: bool,
+    /// Share of `TransactWriteItems` cancelled with a `TransactionConflict` reason.
+    pub conflict: f64,
+    /// Share of `TransactWriteItems` cancelled with a `ThrottlingError` reason and of
+    /// plain writes answered `ProvisionedThroughputExceededException`.
+    pub throttle: f64,
+    /// Seed of the fault draws.
+    pub fault_seed: u64,
+    /// A GSI query sees no item version younger than this.
+    pub gsi_delay: Duration,
+    /// Apply the launcher's patches to moto (false: moto as released, for comparison).
+    pub patched: bool,
+}
 
-# Python's full collections walk every tracked object, and moto keeps every stored
-# item as a few dozen of them: with 100,000 records a full collection stopped moto for
-# hundreds of milliseconds, longer as the tables grew. What survived a full collection
-# is long-lived (stored items, mostly acyclic, freed by reference counting when they
-# are replaced or deleted): freeze it, so later full collections see only what is new.
-import gc
-full_collection = threading.Event()
+impl Default for DdbKnobs {
+    fn default() -> Self {
+        Self {
+            partition_limits: true,
+            conflict: 0.0,
+            throttle: 0.0,
+            fault_seed: 1,
+            gsi_delay: Duration::ZERO,
+            patched: true,
+        }
+    }
+}
 
-def collected(phase, info):
-    if phase == "stop" and info.get("generation") == 2:
-        full_collection.set()
-
-gc.callbacks.append(collected)
-
-def serialised(app):
-    def serve(environ, start_response):
-        if full_collection.is_set():
-            full_collection.clear()
-            gc.freeze()
-        if not environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB_"):
-            return app(environ, start_response)
-        with dynamodb:
-            result = app(environ, start_response)
-            try:
-                return [b"".join(result)]
-            finally:
-                close = getattr(result, "close", None)
-                if close is not None:
-                    close()
-    return serve
-
-# werkzeug's development server answers every request on a new connection and a new
-# thread ("Connection: close"), then waits up to 10 ms for stray bytes: a third of
-# moto's time under a sync's load went there. waitress (a production WSGI server, in
-# the project's requirements) keeps connections alive and serves them from a pool; a
-# thread may wait out an SQS long poll, so the pool is large.
-def serve(host, port, app, **kw):
-    try:
-        import waitress
-    except ImportError:
-        return run_simple(host, port, serialised(app), **kw)
-    waitress.serve(serialised(app), host=host, port=port, threads=64,
-                   connection_limit=1000, channel_timeout=600, asyncore_use_poll=True,
-                   _quiet=True)
-
-server.run_simple = serve
-
-# moto answers a table query by sorting every item of the table (all partitions, with
-# Python-level comparisons), then skipping to the start key item by item: a 100-item
-# page of a 100,000-item partition took seconds. A query of the table itself (not an
-# index) only needs its own partition, in key order from the start key on, and (with
-# no key condition or filter to skip items) one item past the limit: hand moto's own
-# query just those. Same answers, in the time of the page.
-from bisect import bisect_left, bisect_right
-from moto.dynamodb.models.table import Table
-from moto.dynamodb.models.dynamo_type import DynamoType
-
-query = Table.query
-
-def sort_key(key):
-    # cast_value, without its chain of type tests for the usual string keys.
-    return key.value if key.type == "S" else key.cast_value
-
-# A partition's range keys in order, kept per table until a key is added to it or
-# removed from it (a write that replaces an item keeps its key). Outside the table, so
-# a transaction's copy of the tables does not copy it.
-import weakref
-sorted_cache = weakref.WeakKeyDictionary()
-
-def sorted_keys(table, hash_key, part):
-    cache = sorted_cache.setdefault(table, {})
-    entry = cache.get(hash_key)
-    if entry is None:
-        pairs = sorted(((sort_key(r), r) for r in part), key=lambda p: p[0])
-        entry = ([k for k, _ in pairs], [r for _, r in pairs])
-        cache[hash_key] = entry
-    return entry
-
-put_item = Table.put_item
-delete_item = Table.delete_item
-
-def keyed_put_item(self, item_attrs, *args, **kwargs):
-    cache = sorted_cache.get(self)
-    if cache and self.range_key_attr:
-        hash_value = DynamoType(item_attrs.get(self.hash_key_attr))
-        part = self.items.get(hash_value)
-        range_attr = item_attrs.get(self.range_key_attr)
-        if part is None or range_attr is None or DynamoType(range_attr) not in part:
-            cache.pop(hash_value, None)
-    return put_item(self, item_attrs, *args, **kwargs)
-
-def keyed_delete_item(self, hash_key, range_key):
-    cache = sorted_cache.get(self)
-    if cache:
-        cache.pop(hash_key, None)
-    return delete_item(self, hash_key, range_key)
-
-Table.put_item = keyed_put_item
-Table.delete_item = keyed_delete_item
-
-def partition_query(self, hash_key, range_comparison, range_objs, limit,
-                    exclusive_start_key, scan_index_forward, projection_expressions,
-                    index_name=None, *args, **kwargs):
-    if index_name or hash_key is None or not self.range_key_attr:
-        return query(self, hash_key, range_comparison, range_objs, limit,
-                     exclusive_start_key, scan_index_forward, projection_expressions,
-                     index_name, *args, **kwargs)
-    part = self.items.get(hash_key)
-    keys, ranges = sorted_keys(self, hash_key, part) if part else ([], [])
-    start = (exclusive_start_key or {}).get(self.range_key_attr)
-    lo, hi = 0, len(keys)
-    if start is not None:
-        start = sort_key(DynamoType(start))
-        if scan_index_forward is False:
-            hi = bisect_left(keys, start)
-        else:
-            lo = bisect_right(keys, start)
-    simple = not range_comparison and not kwargs.get("range_key_conditions") and not any(
-        k not in ("hash_key_conditions", "range_key_conditions") for k in kwargs)
-    if simple and limit:
-        if scan_index_forward is False:
-            lo = max(lo, hi - (limit + 1))
-        else:
-            hi = min(hi, lo + limit + 1)
-    items = [part[r] for r in ranges[lo:hi]]
-    self.all_items = lambda: items
-    try:
-        return query(self, hash_key, range_comparison, range_objs, limit,
-                     None, scan_index_forward, projection_expressions,
-                     index_name, *args, **kwargs)
-    finally:
-        del self.all_items
-
-Table.query = partition_query
-
-# A new item checked its size attribute by attribute, summing every attribute so far
-# each time (quadratic in the attributes): the same check with a running total.
-from moto.dynamodb.exceptions import ItemSizeTooLarge
-from moto.dynamodb.models import dynamo_type
-
-def item_init(self, hash_key, range_key, attrs):
-    self.hash_key = hash_key
-    self.range_key = range_key
-    self.attrs = dynamo_type.LimitedSizeDict()
-    total = 0
-    for key, value in attrs.items():
-        value = dynamo_type.DynamoType(value)
-        total += dynamo_type.bytesize(key) + value.size()
-        if total > 405000:
-            raise ItemSizeTooLarge
-        dict.__setitem__(self.attrs, key, value)
-
-dynamo_type.Item.__init__ = item_init
-
-# moto serialises every attribute value of an answer through the service model, looking
-# up each of AttributeValue's ten members by several spellings: most of a query's time.
-# A value of one scalar member is already in wire form: copy it.
-from moto.core.serialize import BaseJSONSerializer
-
-serialize_structure = BaseJSONSerializer._serialize_type_structure
-SCALARS = {"S": str, "N": str, "BOOL": bool, "NULL": bool}
-
-def fast_structure(self, serialized, value, shape, key):
-    if key and shape.name == "AttributeValue" and type(value) is dict and len(value) == 1:
-        ((kind, scalar),) = value.items()
-        if type(scalar) is SCALARS.get(kind, type(None)) and (kind != "NULL" or scalar):
-            self._default_serialize(serialized, {kind: scalar}, shape, key)
-            return
-    serialize_structure(self, serialized, value, shape, key)
-
-BaseJSONSerializer._serialize_type_structure = fast_structure
-
-# The same on the way in: the request parser walks the service model for every
-# attribute value of every item; a value of one scalar member parses to itself. And
-# answers convert each stored value to a dict recursively; a scalar one is one dict.
-from moto.core.parse import BaseJSONParser
-from moto.dynamodb import responses as dynamodb_responses
-from moto.dynamodb.models import utilities as dynamodb_utilities
-
-parse_structure = BaseJSONParser._parse_structure
-
-def fast_parse_structure(self, shape, value):
-    if shape.name == "AttributeValue" and type(value) is dict and len(value) == 1:
-        ((kind, scalar),) = value.items()
-        if type(scalar) is SCALARS.get(kind, type(None)):
-            return {kind: scalar}
-    return parse_structure(self, shape, value)
-
-BaseJSONParser._parse_structure = fast_parse_structure
-
-to_dict = dynamodb_utilities.dynamo_to_dict
-SCALAR_KINDS = frozenset(SCALARS)
-
-def fast_to_dict(obj):
-    kind = type(obj)
-    if kind is DynamoType:
-        if obj.type in SCALAR_KINDS:
-            return {obj.type: obj.value}
-        return to_dict(obj)
-    if kind is dict:
-        return {k: fast_to_dict(v) for k, v in obj.items()}
-    if kind is list:
-        return [fast_to_dict(v) for v in obj]
-    if kind is str or kind is int or kind is bool or obj is None:
-        return obj
-    return to_dict(obj)
-
-dynamodb_utilities.dynamo_to_dict = fast_to_dict
-dynamodb_responses.dynamo_to_dict = fast_to_dict
-
-# Per request, moto lists its own package directory to find the backend, and werkzeug
-# logs a line: list it once, log warnings and errors only.
-import logging
-from moto import backends
-
-modules = tuple(backends.list_of_moto_modules())
-backends.list_of_moto_modules = lambda: iter(modules)
-logging.getLogger("werkzeug").setLevel(logging.WARNING)
-server.main(sys.argv[1:])
-"#;
+impl DdbKnobs {
+    /// The launcher's environment for these knobs.
+    fn env(&self) -> [(&'static str, String); 5] {
+        let flag = |on: bool| if on { "1" } else { "0" }.to_owned();
+        [
+            ("CONDUIT_MOTO_PATCHES", flag(self.patched)),
+            ("CONDUIT_DDB_PARTITION_LIMITS", flag(self.partition_limits)),
+            (
+                "CONDUIT_DDB_FAULTS",
+                format!("conflict:{},throttle:{}", self.conflict, self.throttle),
+            ),
+            ("CONDUIT_DDB_FAULT_SEED", self.fault_seed.to_string()),
+            (
+                "CONDUIT_DDB_GSI_DELAY_MS",
+                self.gsi_delay.as_millis().to_string(),
+            ),
+        ]
+    }
+}
 
 /// A running `moto_server`, killed on drop.
 #[derive(Debug)]
@@ -284,12 +113,25 @@ impl MotoServer {
         Self::start_with(&bin)
     }
 
+    /// Like [`MotoServer::start`], with the local DynamoDB's knobs set to `knobs`
+    /// whatever the environment says.
+    pub fn start_with_knobs(knobs: &DdbKnobs) -> Result<Self> {
+        let bin = Self::find_binary().ok_or_else(|| {
+            anyhow!("moto_server not found: install the project's virtualenv or set CONDUIT_VENV")
+        })?;
+        Self::start_inner(&bin, Some(knobs))
+    }
+
     /// Starts `binary` (a `moto_server`) on a free loopback port and waits until it
     /// answers. Blocks the calling thread for as long as moto takes to start.
     pub fn start_with(binary: &Path) -> Result<Self> {
+        Self::start_inner(binary, None)
+    }
+
+    fn start_inner(binary: &Path, knobs: Option<&DdbKnobs>) -> Result<Self> {
         let mut last_error = None;
         for _ in 0..PORT_ATTEMPTS {
-            match Self::try_start(binary)? {
+            match Self::try_start(binary, knobs)? {
                 Ok(server) => return Ok(server),
                 Err(port_race) => last_error = Some(port_race),
             }
@@ -313,7 +155,7 @@ impl MotoServer {
     }
 
     /// One attempt: `Ok(Err(_))` when moto lost a race for the port (retry).
-    fn try_start(binary: &Path) -> Result<Result<Self>> {
+    fn try_start(binary: &Path, knobs: Option<&DdbKnobs>) -> Result<Result<Self>> {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         sweep_stale_dirs();
         let port = free_port()?;
@@ -342,6 +184,9 @@ impl MotoServer {
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_err));
+        for (name, value) in knobs.map(DdbKnobs::env).into_iter().flatten() {
+            cmd.env(name, value);
+        }
         let mut child =
             spawn_tied_to_process(cmd).with_context(|| format!("starting {}", binary.display()))?;
 
@@ -383,6 +228,11 @@ impl MotoServer {
     /// The port moto listens on.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The local DynamoDB's hottest-key report so far.
+    pub fn capacity(&self) -> Result<crate::ddb_capacity::CapacityReport> {
+        crate::ddb_capacity::CapacityReport::fetch(&self.endpoint())
     }
 
     /// The file moto's output goes to.

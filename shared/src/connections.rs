@@ -199,12 +199,7 @@ impl Connection {
     }
 
     /// Writes the item whatever is there (first load, benchmarks' bulk set-up).
-    pub fn to_item(
-        &self,
-    ) -> Result<
-        std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,
-        StoreError,
-    > {
+    pub fn to_item(&self) -> Result<crate::store::Item, StoreError> {
         to_item(&self.keyed())
     }
 

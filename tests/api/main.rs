@@ -7,6 +7,7 @@ mod bad_input;
 mod catalogue;
 mod connections;
 mod contract;
+mod ddb_faults;
 mod events;
 mod fairness;
 mod idempotency;

@@ -500,7 +500,14 @@ async fn unreadable_records_logs_and_conflicts_are_skipped_not_fatal() {
     app.dynamo()
         .update_item()
         .table_name(app.table())
-        .key("pk", AttributeValue::S(format!("REC#{t}#contacts")))
+        .key(
+            "pk",
+            AttributeValue::S(conduit::store::keys::record(
+                &conduit::domain::TenantId::parse(&t).unwrap(),
+                conduit::sync::schema::Entity::Contacts,
+                &conduit::domain::RecordId::parse(&ids[1]).unwrap(),
+            )),
+        )
         .key("sk", AttributeValue::S(ids[1].clone()))
         .update_expression("SET body = :b")
         .expression_attribute_values(

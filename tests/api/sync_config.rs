@@ -713,9 +713,8 @@ async fn preview_maps_real_crm_records_through_the_transforms_and_writes_nothing
     let tenant = TenantId::parse(&t.id).unwrap();
     let table = app.app().table;
     for entity in Entity::ALL {
-        let partition = conduit::sync::records::partition(&tenant, entity);
-        let page = table
-            .query::<Value>(None, &partition, Default::default())
+        let page = conduit::sync::records::Records::new(table.clone())
+            .scan_partition(&tenant, entity, 100, None)
             .await
             .expect("query");
         assert!(page.items.is_empty(), "{entity}: {:?}", page.items);

@@ -148,17 +148,22 @@ async fn a_multiplying_transform_is_refused_when_saved_and_cut_off_when_applied(
 async fn leftovers(app: &TestApp, t: &Tenant, c: &SyncConfigId) -> Vec<String> {
     let table = &app.app().table;
     let mut left = Vec::new();
-    let mut partitions: Vec<String> = Entity::ALL
-        .iter()
-        .map(|e| conduit::sync::links::partition(&t.id, c, *e))
-        .collect();
-    partitions.push(format!("SYNC#{}#{c}", t.id));
-    for pk in partitions {
-        let items: Vec<Value> = table.query_all(&pk, "").await.unwrap();
-        left.extend(items.iter().map(|i| format!("{pk} {}", i["sk"])));
+    for e in Entity::ALL {
+        let links = conduit::sync::links::Links::new(table.clone(), &t.id, c, e);
+        left.extend(
+            links
+                .all()
+                .await
+                .unwrap()
+                .keys()
+                .map(|id| format!("{e} link {id}")),
+        );
     }
+    let pk = conduit::store::keys::sync_state(&t.id, c);
+    let items: Vec<Value> = table.query_all(&pk, "").await.unwrap();
+    left.extend(items.iter().map(|i| format!("{pk} {}", i["sk"])));
     let conflicts: Vec<Value> = table
-        .query_all(&format!("SYNCCONF#{}", t.id), "")
+        .query_all(&conduit::store::keys::conflicts(&t.id), "")
         .await
         .unwrap();
     left.extend(
@@ -216,13 +221,11 @@ async fn scenario(app: &TestApp, n: usize) -> (Tenant, SyncConfigId) {
 }
 
 async fn links(app: &TestApp, t: &Tenant, c: &SyncConfigId) -> usize {
-    let items: Vec<Value> = app
-        .app()
-        .table
-        .query_all(&conduit::sync::links::partition(&t.id, c, C), "")
+    conduit::sync::links::Links::new(app.app().table, &t.id, c, C)
+        .all()
         .await
-        .unwrap();
-    items.len()
+        .unwrap()
+        .len()
 }
 
 /// One test: the scenarios slow the sandbox and pause the pollers, knobs that act on

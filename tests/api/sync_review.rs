@@ -537,16 +537,8 @@ async fn a_deleted_config_leaves_no_links_conflicts_or_link_summaries_behind() {
     diverge(&app, &t, &config, &[("phone", "+15550002")]).await;
     run_ok(&app, &t, &config).await;
     assert_eq!(open_conflicts(&app, &t, "").await.len(), 1);
-    let pk = conduit::sync::links::partition(&t.id, &config, C);
-    let links = || async {
-        let page: conduit::store::Page<serde_json::Value> = app
-            .app()
-            .table
-            .query(None, &pk, Default::default())
-            .await
-            .unwrap();
-        page.items.len()
-    };
+    let store = conduit::sync::links::Links::new(app.app().table, &t.id, &config, C);
+    let links = || async { store.all().await.unwrap().len() };
     assert_eq!(links().await, 4);
 
     let (status, body) = app

@@ -183,6 +183,32 @@ impl TestApp {
         }
     }
 
+    /// Like [`TestApp::isolated`], on a moto of its own whose DynamoDB turns `knobs`
+    /// (transaction conflicts, throttles, GSI delay). The moto lives as long as the
+    /// process (it is killed with it).
+    pub async fn isolated_with_ddb(
+        mut options: devhost::LocalEnvOptions,
+        knobs: devhost::DdbKnobs,
+    ) -> Self {
+        let moto =
+            tokio::task::spawn_blocking(move || devhost::MotoServer::start_with_knobs(&knobs))
+                .await
+                .expect("moto start")
+                .unwrap_or_else(|e| panic!("moto with DynamoDB knobs: {e:#}"));
+        options.aws_endpoint = Some(moto.endpoint());
+        Box::leak(Box::new(moto));
+        Self::isolated(options).await
+    }
+
+    /// What the local DynamoDB counted: hottest keys, throttles, faults injected.
+    pub async fn ddb_capacity(&self) -> devhost::CapacityReport {
+        let endpoint = self.shared.local.aws_endpoint.clone();
+        tokio::task::spawn_blocking(move || devhost::CapacityReport::fetch(&endpoint))
+            .await
+            .expect("capacity fetch")
+            .unwrap_or_else(|e| panic!("capacity report: {e:#}"))
+    }
+
     /// The local environment itself (queues, crash simulator, pollers). Its knobs act
     /// on every test sharing it: turn them only on an [`TestApp::isolated`] one.
     pub fn local(&self) -> &devhost::LocalEnv {

@@ -5,18 +5,13 @@
 //! even for concurrent creates.
 
 use conduit::audit::AuditEntry;
-use conduit::domain::{ConnectionId, SyncConfigId, TenantId};
+use conduit::domain::{SyncConfigId, TenantId};
 use conduit::store::{Keyed, StoreError, Table, Write, keys, to_item};
 use conduit::sync::config::{CONFIG_PREFIX, Configs, SyncConfig};
 use conduit::sync::schema::Entity;
 use serde::{Deserialize, Serialize};
 
-/// The sort-key prefix of entity claims in a tenant's partition.
-const CLAIM_PREFIX: &str = "SYNCENT#";
-
-fn claim_sk(connection: &ConnectionId, entity: Entity) -> String {
-    format!("{CLAIM_PREFIX}{connection}#{entity}")
-}
+use keys::entity_claim as claim_sk;
 
 #[derive(Serialize, Deserialize)]
 struct Claim {

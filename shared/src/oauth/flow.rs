@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use aws_sdk_dynamodb::types::AttributeValue;
+use crate::store::Value;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
@@ -112,8 +112,8 @@ impl Flows {
                 keys::OAUTH_FLOW_SK,
                 "attribute_exists(pk) AND provider = :provider AND #ttl > :now",
                 vec![
-                    (":provider", AttributeValue::S(provider.to_owned())),
-                    (":now", AttributeValue::N(now.unix_timestamp().to_string())),
+                    (":provider", Value::S(provider.to_owned())),
+                    (":now", Value::N(now.unix_timestamp().to_string())),
                 ],
                 &[("#ttl", "ttl")],
             )

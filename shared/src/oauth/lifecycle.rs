@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration as StdDuration;
 
-use aws_sdk_dynamodb::types::AttributeValue;
+use crate::store::Value;
 use futures::StreamExt;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -419,10 +419,10 @@ impl<'a> Tokens<'a> {
                 "SET lease_holder = :h, lease_until = :until, version = version + :one",
                 "attribute_exists(pk) AND (attribute_not_exists(lease_until) OR lease_until < :now)",
                 vec![
-                    (":h", AttributeValue::S(holder.to_owned())),
-                    (":until", AttributeValue::N(millis(at + LEASE).to_string())),
-                    (":now", AttributeValue::N(millis(at).to_string())),
-                    (":one", AttributeValue::N("1".into())),
+                    (":h", Value::S(holder.to_owned())),
+                    (":until", Value::N(millis(at + LEASE).to_string())),
+                    (":now", Value::N(millis(at).to_string())),
+                    (":one", Value::N("1".into())),
                 ],
                 &[],
             )
@@ -451,8 +451,8 @@ impl<'a> Tokens<'a> {
                 "REMOVE lease_holder, lease_until SET version = version + :one",
                 "lease_holder = :h",
                 vec![
-                    (":h", AttributeValue::S(holder.to_owned())),
-                    (":one", AttributeValue::N("1".into())),
+                    (":h", Value::S(holder.to_owned())),
+                    (":one", Value::N("1".into())),
                 ],
                 &[],
             )

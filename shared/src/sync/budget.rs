@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::AttributeValue;
+use crate::store::Value;
 use serde::Deserialize;
 
 use crate::domain::{ConnectionId, TenantId};
@@ -87,8 +87,8 @@ impl Schedule {
                 "SET tat = :new",
                 "attribute_not_exists(tat) OR tat = :old",
                 vec![
-                    (":new", AttributeValue::N(new.to_string())),
-                    (":old", AttributeValue::N(old.to_string())),
+                    (":new", Value::N(new.to_string())),
+                    (":old", Value::N(old.to_string())),
                 ],
                 &[],
             )
@@ -136,7 +136,7 @@ impl Budget {
         Self {
             schedule: Schedule {
                 table,
-                pk: format!("RATE#{tenant}#{connection}"),
+                pk: crate::store::keys::rate(tenant, connection),
                 interval_ms: interval.as_millis().max(1) as i64,
             },
             known_tat: None,

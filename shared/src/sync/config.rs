@@ -480,11 +480,9 @@ pub struct Configs {
 }
 
 /// The key prefix of configs in a tenant's partition.
-pub const CONFIG_PREFIX: &str = "SYNCCFG#";
+pub use crate::store::keys::SYNC_CONFIG_PREFIX as CONFIG_PREFIX;
 
-fn sk(id: &SyncConfigId) -> String {
-    format!("{CONFIG_PREFIX}{id}")
-}
+use crate::store::keys::sync_config as sk;
 
 impl Configs {
     /// Configs in `table`.

@@ -267,7 +267,6 @@ pub enum ChunkError {
 
 /// Everything one chunk works with.
 struct Chunk<'a> {
-    app: &'a App,
     queue: &'a Publisher,
     task: &'a Task,
     config: SyncConfig,
@@ -336,7 +335,6 @@ pub async fn run_chunk(
         Err(e) => return Err(ChunkError::Retry(e.to_string())),
     };
     let mut chunk = Chunk {
-        app,
         queue,
         task,
         mapper: Mapper::new(config.mappings_of(task.entity)),
@@ -694,24 +692,10 @@ impl Chunk<'_> {
             .iter()
             .map(|(id, _)| derived_id(self.task, &self.config, id))
             .collect();
-        let all_links = self
-            .app
-            .table
-            .query_all::<serde_json::Value>(
-                &super::links::partition(&self.task.tenant, &self.config.id, entity),
-                "",
-            )
-            .await
-            .map_err(store)?;
         let gone: BTreeSet<&str> = deleted.iter().map(|(id, _)| id.as_str()).collect();
-        for item in &all_links {
-            let body: Option<Link> = item
-                .get("body")
-                .and_then(|b| b.as_str())
-                .and_then(|b| serde_json::from_str(b).ok());
-            if let (Some(link), Some(sk)) = (body, item.get("sk").and_then(|s| s.as_str()))
-                && link.crm_id.as_deref().is_some_and(|c| gone.contains(c))
-                && let Ok(id) = RecordId::parse(sk)
+        for (sk, link) in self.links.all().await.map_err(store)? {
+            if link.crm_id.as_deref().is_some_and(|c| gone.contains(c))
+                && let Ok(id) = RecordId::parse(&sk)
             {
                 candidates.push(id);
             }

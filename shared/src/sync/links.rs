@@ -1,9 +1,7 @@
 //! Links: which CRM record an app record is paired with under a sync config, and what
 //! both sides held when they last agreed (the base the conflict check compares with).
 //!
-//! | item | pk                                   | sk            |
-//! |------|--------------------------------------|---------------|
-//! | link | `LINK#{tenant}#{config}#{entity}`    | `{record id}` |
+//! Stored by `store::links`, keyed by config, entity and record id.
 //!
 //! A link is written only by its config's worker, after the CRM write it records, so a
 //! worker killed between the two redoes the CRM write idempotently: updates carry the
@@ -17,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::conflict::Values;
 use super::schema::Entity;
 use crate::domain::{RecordId, SyncConfigId, TenantId};
-use crate::store::{StoreError, Table, to_item};
+use crate::store::{StoreError, Table};
 
 /// A link between an app record and a CRM record.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,23 +43,13 @@ pub struct Link {
     pub app_deleted: bool,
 }
 
-#[derive(Serialize, Deserialize)]
-struct Item {
-    pk: String,
-    sk: String,
-    body: String,
-}
-
-/// The partition of one config's links of one entity.
-pub fn partition(tenant: &TenantId, config: &SyncConfigId, entity: Entity) -> String {
-    format!("LINK#{tenant}#{config}#{entity}")
-}
-
-/// The links of one config and entity.
+/// The links of one config and entity (stored by `store::links`).
 #[derive(Clone, Debug)]
 pub struct Links {
-    table: Table,
-    pk: String,
+    pub(crate) table: Table,
+    pub(crate) tenant: TenantId,
+    pub(crate) config: SyncConfigId,
+    pub(crate) entity: Entity,
 }
 
 impl Links {
@@ -69,40 +57,10 @@ impl Links {
     pub fn new(table: Table, tenant: &TenantId, config: &SyncConfigId, entity: Entity) -> Self {
         Self {
             table,
-            pk: partition(tenant, config, entity),
+            tenant: tenant.clone(),
+            config: config.clone(),
+            entity,
         }
-    }
-
-    /// The links of these records, by record id (records without one are left out).
-    pub async fn get_many(&self, ids: &[RecordId]) -> Result<BTreeMap<String, Link>, StoreError> {
-        let keys: Vec<(String, String)> = ids
-            .iter()
-            .map(|id| (self.pk.clone(), id.to_string()))
-            .collect();
-        let items: Vec<Item> = self.table.batch_get(&keys, true).await?;
-        items
-            .into_iter()
-            .map(|i| {
-                let link: Link = serde_json::from_str(&i.body)
-                    .map_err(|e| StoreError::Conversion(e.to_string()))?;
-                Ok((i.sk, link))
-            })
-            .collect()
-    }
-
-    /// Writes links (this config's worker is their only writer).
-    pub async fn put_many(&self, links: &[(RecordId, Link)]) -> Result<(), StoreError> {
-        let mut puts = Vec::with_capacity(links.len());
-        for (id, link) in links {
-            let body =
-                serde_json::to_string(link).map_err(|e| StoreError::Conversion(e.to_string()))?;
-            puts.push(to_item(&Item {
-                pk: self.pk.clone(),
-                sk: id.to_string(),
-                body,
-            })?);
-        }
-        self.table.batch_write(puts, Vec::new()).await
     }
 }
 

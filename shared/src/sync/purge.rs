@@ -38,7 +38,7 @@ use super::schema::Entity;
 use crate::app::App;
 use crate::domain::{RecordId, SyncConfigId, TenantId};
 use crate::queue::{Publisher, QueueError};
-use crate::store::{Page, QueryOpts, StoreError};
+use crate::store::{StoreError, keys};
 
 /// Links removed per message.
 const LINKS_PER_MESSAGE: i32 = 500;
@@ -107,11 +107,6 @@ pub async fn recheck(
     Ok(false)
 }
 
-#[derive(Deserialize)]
-struct LinkKey {
-    sk: String,
-}
-
 /// Does a page of the clean-up; enqueues the rest as the same message.
 pub async fn run(app: &App, queue: &Publisher, p: &Purge) -> Result<(), PurgeError> {
     // Only a deleted config's items go (a stray message for a live one does nothing).
@@ -125,49 +120,35 @@ pub async fn run(app: &App, queue: &Publisher, p: &Purge) -> Result<(), PurgeErr
     }
     let records = Records::new(app.table.clone());
     for entity in &p.entities {
-        let pk = links::partition(&p.tenant, &p.config_id, *entity);
-        let page: Page<LinkKey> = app
-            .table
-            .query(
-                None,
-                &pk,
-                QueryOpts {
-                    limit: Some(LINKS_PER_MESSAGE),
-                    consistent: true,
-                    ..Default::default()
-                },
-            )
-            .await?;
-        if page.items.is_empty() {
+        let links = links::Links::new(app.table.clone(), &p.tenant, &p.config_id, *entity);
+        let page = links.some_ids(LINKS_PER_MESSAGE).await?;
+        if page.is_empty() {
             continue;
         }
         let ids: Vec<RecordId> = page
-            .items
             .iter()
-            .filter_map(|k| RecordId::parse(&k.sk).ok())
+            .filter_map(|k| RecordId::parse(k).ok())
             .collect();
         unlink(&records, p, *entity, &ids).await?;
-        let deletes: Vec<(String, String)> =
-            page.items.into_iter().map(|k| (pk.clone(), k.sk)).collect();
-        app.table.batch_write(Vec::new(), deletes).await?;
+        links.remove(&page).await?;
         // Whatever is left of this partition (or the next entity's) is the next
         // message's.
         queue.send(&PurgeMessage { purge: p.clone() }).await?;
         return Ok(());
     }
     let runs = Runs::new(app.table.clone());
-    let sync_pk = format!("SYNC#{}#{}", p.tenant, p.config_id);
-    let mut deletes = vec![(sync_pk.clone(), "ACTIVE".to_owned())];
+    let sync_pk = keys::sync_state(&p.tenant, &p.config_id);
+    let mut deletes = vec![(sync_pk.clone(), keys::RUN_HOLD_SK.to_owned())];
     for entity in &p.entities {
         for phase in [Phase::Pull, Phase::Push] {
-            deletes.push((sync_pk.clone(), format!("CKPT#{entity}#{}", phase.as_str())));
+            deletes.push((sync_pk.clone(), keys::checkpoint(*entity, phase.as_str())));
         }
     }
     deletes.extend(
         runs.conflict_ids_of(&p.tenant, &p.config_id)
             .await?
             .into_iter()
-            .map(|id| (format!("SYNCCONF#{}", p.tenant), id.to_string())),
+            .map(|id| (keys::conflicts(&p.tenant), id.to_string())),
     );
     Ok(app.table.batch_write(Vec::new(), deletes).await?)
 }

@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 
-use aws_sdk_dynamodb::types::AttributeValue;
+use crate::store::Value;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -25,7 +25,7 @@ use super::conflict::FieldConflict;
 use super::crm::Cursor;
 use super::schema::Entity;
 use crate::domain::{ConflictId, JobId, RecordId, SyncConfigId, SyncLogId, TenantId, now};
-use crate::store::{Keyed, Listing, Page, QueryOpts, StoreError, Table, keep_readable};
+use crate::store::{Keyed, Listing, Page, QueryOpts, StoreError, Table, keep_readable, keys};
 
 /// Which way a chunk moves records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -281,21 +281,10 @@ pub struct Runs {
     table: Table,
 }
 
-fn log_pk(tenant: &TenantId) -> String {
-    format!("SYNCLOG#{tenant}")
-}
-fn log_by_config(tenant: &TenantId, config: &SyncConfigId) -> String {
-    format!("SYNCLOGCFG#{tenant}#{config}")
-}
-fn sync_pk(tenant: &TenantId, config: &SyncConfigId) -> String {
-    format!("SYNC#{tenant}#{config}")
-}
-fn error_pk(tenant: &TenantId, log: &SyncLogId) -> String {
-    format!("SYNCERR#{tenant}#{log}")
-}
-fn conflict_pk(tenant: &TenantId) -> String {
-    format!("SYNCCONF#{tenant}")
-}
+use crate::store::keys::{
+    conflicts as conflict_pk, record_errors as error_pk, sync_logs as log_pk,
+    sync_logs_of_config as log_by_config, sync_state as sync_pk,
+};
 
 /// How long a run holds its config before another may start (a crashed run's hold
 /// lapses).
@@ -377,10 +366,29 @@ impl Runs {
                 },
             )
             .await?;
+        // The by-config index may lag the run's writes: its logs are read again from
+        // the table, so a run's counts and status are never older than the table's.
+        let items = match index {
+            Some(_) => self.current(page.items).await?,
+            None => page.items,
+        };
         Ok(Page {
-            items: page.items.into_iter().map(|i| i.log).collect(),
+            items: items.into_iter().map(|i| i.log).collect(),
             cursor: page.cursor,
         })
+    }
+
+    /// Logs an index answered, as the table holds them now (in the index's order).
+    async fn current(&self, found: Vec<LogItem>) -> Result<Vec<LogItem>, StoreError> {
+        let keys: Vec<(String, String)> =
+            found.iter().map(|i| (i.pk.clone(), i.sk.clone())).collect();
+        let fresh: Vec<LogItem> = self.table.batch_get(&keys, true).await?;
+        let mut by_sk: std::collections::HashMap<String, LogItem> =
+            fresh.into_iter().map(|i| (i.sk.clone(), i)).collect();
+        Ok(found
+            .into_iter()
+            .filter_map(|i| by_sk.remove(&i.sk))
+            .collect())
     }
 
     /// Adds a chunk's progress (no completion).
@@ -423,46 +431,38 @@ impl Runs {
     ) -> Result<SyncLog, StoreError> {
         let mut sets = vec!["updated_at = :now".to_owned()];
         let mut adds = Vec::new();
-        let mut values: Vec<(String, AttributeValue)> = vec![(
-            ":now".into(),
-            AttributeValue::S(crate::domain::rfc3339(now())),
-        )];
+        let mut values: Vec<(String, Value)> =
+            vec![(":now".into(), Value::S(crate::domain::rfc3339(now())))];
         let mut names: Vec<(String, String)> = Vec::new();
         for (i, (name, n)) in p.counts.iter().enumerate() {
             names.push((format!("#c{i}"), (*name).to_owned()));
             adds.push(format!("counts.#c{i} :c{i}"));
-            values.push((format!(":c{i}"), AttributeValue::N(n.to_string())));
+            values.push((format!(":c{i}"), Value::N(n.to_string())));
         }
         if let Some(t) = p.estimated_total {
             sets.push("estimated_total = :total".into());
-            values.push((":total".into(), AttributeValue::N(t.to_string())));
+            values.push((":total".into(), Value::N(t.to_string())));
         }
         if let Some(stage) = p.stage {
             sets.push("stage = :stage".into());
-            values.push((":stage".into(), AttributeValue::S(stage.to_owned())));
+            values.push((":stage".into(), Value::S(stage.to_owned())));
         }
         if let Some(e) = &p.error {
             sets.push("#error = :error".into());
             names.push(("#error".into(), "error".into()));
-            values.push((
-                ":error".into(),
-                AttributeValue::S(e.chars().take(500).collect()),
-            ));
+            values.push((":error".into(), Value::S(e.chars().take(500).collect())));
         }
         if let Some(code) = p.error_code {
             sets.push("error_code = :error_code".into());
-            values.push((":error_code".into(), AttributeValue::S(code.to_owned())));
+            values.push((":error_code".into(), Value::S(code.to_owned())));
         }
         let mut condition = "attribute_exists(pk)".to_owned();
         if let Some((chunk_id, delta)) = chunk {
             adds.push("pending :delta".into());
             adds.push("done :chunk".into());
-            values.push((":delta".into(), AttributeValue::N(delta.to_string())));
-            values.push((
-                ":chunk".into(),
-                AttributeValue::Ss(vec![chunk_id.to_owned()]),
-            ));
-            values.push((":chunk_id".into(), AttributeValue::S(chunk_id.to_owned())));
+            values.push((":delta".into(), Value::N(delta.to_string())));
+            values.push((":chunk".into(), Value::Ss(vec![chunk_id.to_owned()])));
+            values.push((":chunk_id".into(), Value::S(chunk_id.to_owned())));
             condition.push_str(" AND NOT contains(done, :chunk_id)");
         }
         let mut update = format!("SET {}", sets.join(", "));
@@ -470,7 +470,7 @@ impl Runs {
             update.push_str(&format!(" ADD {}", adds.join(", ")));
         }
         // Logs are created with every counter present, so ADD can reach into the map.
-        let values_ref: Vec<(&str, AttributeValue)> = values
+        let values_ref: Vec<(&str, Value)> = values
             .iter()
             .map(|(k, v)| (k.as_str(), v.clone()))
             .collect();
@@ -512,10 +512,10 @@ impl Runs {
                 "SET #status = :status, stage = :done, finished_at = :at, updated_at = :at",
                 "#status = :running",
                 vec![
-                    (":status", AttributeValue::S(status_value)),
-                    (":done", AttributeValue::S("done".into())),
-                    (":at", AttributeValue::S(crate::domain::rfc3339(at))),
-                    (":running", AttributeValue::S("running".into())),
+                    (":status", Value::S(status_value)),
+                    (":done", Value::S("done".into())),
+                    (":at", Value::S(crate::domain::rfc3339(at))),
+                    (":running", Value::S("running".into())),
                 ],
                 &[("#status", "status")],
             )
@@ -538,18 +538,19 @@ impl Runs {
         let now_s = now().unix_timestamp();
         let item = Active {
             pk: sync_pk(tenant, config),
-            sk: "ACTIVE".into(),
+            sk: keys::RUN_HOLD_SK.to_owned(),
             job_id: job.clone(),
             open_logs: logs,
             until: now_s + ACTIVE_HOLD.whole_seconds(),
             ttl: now_s + ACTIVE_HOLD.whole_seconds() + 86_400,
         };
         let put = self
+            .table
             .put_if(
                 crate::store::to_item(&item)?,
                 "attribute_not_exists(pk) OR #until < :now",
                 Some(("#until", "until")),
-                Some((":now", AttributeValue::N(now_s.to_string()))),
+                Some((":now", Value::N(now_s.to_string()))),
             )
             .await;
         match put {
@@ -559,48 +560,16 @@ impl Runs {
         }
     }
 
-    /// Puts `item` if `condition` holds (else `ConditionFailed`).
-    async fn put_if(
-        &self,
-        item: std::collections::HashMap<String, AttributeValue>,
-        condition: &str,
-        name: Option<(&str, &str)>,
-        value: Option<(&str, AttributeValue)>,
-    ) -> Result<(), StoreError> {
-        let mut req = self
-            .table
-            .client()
-            .put_item()
-            .table_name(self.table.name())
-            .set_item(Some(item))
-            .condition_expression(condition);
-        if let Some((k, v)) = name {
-            req = req.expression_attribute_names(k, v);
-        }
-        if let Some((k, v)) = value {
-            req = req.expression_attribute_values(k, v);
-        }
-        match req.send().await {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Err(StoreError::ConditionFailed)
-            }
-            Err(e) => Err(StoreError::Service(
-                aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string(),
-            )),
-        }
-    }
-
     /// The job currently holding the config, if any (and not lapsed).
     pub async fn active_job(
         &self,
         tenant: &TenantId,
         config: &SyncConfigId,
     ) -> Result<Option<JobId>, StoreError> {
-        let item: Option<Active> = self.table.get(&sync_pk(tenant, config), "ACTIVE").await?;
+        let item: Option<Active> = self
+            .table
+            .get(&sync_pk(tenant, config), keys::RUN_HOLD_SK)
+            .await?;
         Ok(item
             .filter(|a| a.until >= now().unix_timestamp())
             .map(|a| a.job_id))
@@ -618,15 +587,12 @@ impl Runs {
             .table
             .update(
                 &sync_pk(tenant, config),
-                "ACTIVE",
+                keys::RUN_HOLD_SK,
                 "SET followup = :yes",
                 "attribute_exists(pk) AND attribute_not_exists(followup) AND #until >= :now",
                 vec![
-                    (":yes", AttributeValue::Bool(true)),
-                    (
-                        ":now",
-                        AttributeValue::N(now().unix_timestamp().to_string()),
-                    ),
+                    (":yes", Value::Bool(true)),
+                    (":now", Value::N(now().unix_timestamp().to_string())),
                 ],
                 &[("#until", "until")],
             )
@@ -651,12 +617,12 @@ impl Runs {
             .table
             .update(
                 &sync_pk(tenant, config),
-                "ACTIVE",
+                keys::RUN_HOLD_SK,
                 "ADD open_logs :minus",
                 "job_id = :job",
                 vec![
-                    (":minus", AttributeValue::N("-1".into())),
-                    (":job", AttributeValue::S(job.to_string())),
+                    (":minus", Value::N("-1".into())),
+                    (":job", Value::S(job.to_string())),
                 ],
                 &[],
             )
@@ -667,9 +633,9 @@ impl Runs {
                     .table
                     .take::<Active>(
                         &sync_pk(tenant, config),
-                        "ACTIVE",
+                        keys::RUN_HOLD_SK,
                         "job_id = :job",
-                        vec![(":job", AttributeValue::S(job.to_string()))],
+                        vec![(":job", Value::S(job.to_string()))],
                         &[],
                     )
                     .await
@@ -695,7 +661,7 @@ impl Runs {
             .table
             .get(
                 &sync_pk(tenant, config),
-                &format!("CKPT#{entity}#{}", phase.as_str()),
+                &keys::checkpoint(entity, phase.as_str()),
             )
             .await?;
         item.map(|i| {
@@ -716,7 +682,7 @@ impl Runs {
         self.table
             .put(&CheckpointItem {
                 pk: sync_pk(tenant, config),
-                sk: format!("CKPT#{entity}#{}", phase.as_str()),
+                sk: keys::checkpoint(entity, phase.as_str()),
                 cursor: serde_json::to_string(cursor)
                     .map_err(|e| StoreError::Conversion(e.to_string()))?,
                 at: now(),
@@ -740,7 +706,7 @@ impl Runs {
                 .unwrap_or("unknown");
             puts.push(crate::store::to_item(&Keyed {
                 pk: error_pk(tenant, log),
-                sk: format!("{}#{reference}", e.phase.as_str()),
+                sk: keys::record_error(e.phase.as_str(), reference),
                 item: e,
             })?);
         }
@@ -785,7 +751,9 @@ impl Runs {
             sk: c.id.to_string(),
             item: c,
         })?;
-        self.put_if(item, "attribute_exists(pk)", None, None).await
+        self.table
+            .put_if(item, "attribute_exists(pk)", None, None)
+            .await
     }
 
     /// The ids of every conflict of one config, read consistently (the purge's sweep
@@ -807,7 +775,7 @@ impl Runs {
                         cursor: cursor.as_deref(),
                         filter: Some((
                             "config_id = :config",
-                            vec![(":config", AttributeValue::S(config.to_string()))],
+                            vec![(":config", Value::S(config.to_string()))],
                         )),
                         consistent: true,
                         ..Default::default()

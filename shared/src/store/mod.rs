@@ -22,59 +22,44 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{ConnectionId, TenantId};
+#[cfg(test)]
+mod capacity;
+pub mod keys;
+pub mod links;
+pub mod records;
+mod transactions;
 
-/// Key builders: the only place key strings are spelled.
-pub mod keys {
-    use super::*;
+/// An item as DynamoDB holds it (attribute name to value).
+pub type Item = HashMap<String, AttributeValue>;
 
-    /// The partition of a tenant's configuration items.
-    pub fn tenant(t: &TenantId) -> String {
-        format!("T#{t}")
+/// A value in a condition, update or filter expression (`:name` placeholders).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// A string.
+    S(String),
+    /// A number, in its decimal form.
+    N(String),
+    /// A boolean.
+    Bool(bool),
+    /// A string set.
+    Ss(Vec<String>),
+}
+
+impl Value {
+    /// A number.
+    pub fn num(n: impl std::fmt::Display) -> Self {
+        Self::N(n.to_string())
     }
-    /// A connection's sort key.
-    pub fn connection(id: &ConnectionId) -> String {
-        format!("CONN#{id}")
-    }
-    /// Sort-key prefix of connections.
-    pub const CONNECTION_PREFIX: &str = "CONN#";
-    /// DynamoDB's limit on a sort key's size.
-    pub const MAX_SORT_KEY_BYTES: usize = 1024;
-    /// The uniqueness marker of a provider account within a tenant (`account` is a
-    /// fixed-length hash from `Connector::account_key`; the provider a catalogue id).
-    pub fn account_marker(provider: &str, account: &str) -> String {
-        format!("CONNKEY#{provider}#{account}")
-    }
-    /// A tenant's app credentials for a provider.
-    pub fn app_credentials(provider: &str) -> String {
-        format!("APP#{provider}")
-    }
-    /// The partition of a tenant's audit log.
-    pub fn audit(t: &TenantId) -> String {
-        format!("AUDIT#{t}")
-    }
-    /// The partition of a pending OAuth flow, by the hash of its state.
-    pub fn oauth_flow(state_hash: &str) -> String {
-        format!("OAUTH#{state_hash}")
-    }
-    /// The sort key of a pending OAuth flow.
-    pub const OAUTH_FLOW_SK: &str = "FLOW";
-    /// How many partitions the token-refresh index is spread over.
-    pub const TOKEN_DUE_SHARDS: u32 = 8;
-    /// A partition of the token-refresh index.
-    pub fn token_due(shard: u32) -> String {
-        format!("TOKENDUE#{shard}")
-    }
-    /// The refresh-index shard of a connection (FNV-1a of its id: stable forever).
-    pub fn token_due_shard(id: &ConnectionId) -> u32 {
-        let hash = id.as_str().bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
-        (hash % u64::from(TOKEN_DUE_SHARDS)) as u32
-    }
-    /// A refresh failure of a connection.
-    pub fn token_failure(id: &ConnectionId, at: &str) -> String {
-        format!("TOKENFAIL#{id}#{at}")
+}
+
+impl From<Value> for AttributeValue {
+    fn from(v: Value) -> Self {
+        match v {
+            Value::S(s) => Self::S(s),
+            Value::N(n) => Self::N(n),
+            Value::Bool(b) => Self::Bool(b),
+            Value::Ss(ss) => Self::Ss(ss),
+        }
     }
 }
 
@@ -90,9 +75,26 @@ pub enum StoreError {
     /// An item could not be converted.
     #[error("item conversion: {0}")]
     Conversion(String),
+    /// DynamoDB throttled the request (after the SDK's and our own retries): retry
+    /// later (a worker leaves its message for redelivery).
+    #[error("dynamodb throttled the request")]
+    Throttled,
+    /// Another transaction kept writing the same items (after our retries): retry.
+    #[error("a concurrent transaction kept writing the same items")]
+    Conflict,
+    /// DynamoDB refused the request as malformed: a bug, never retried.
+    #[error("request refused: {0}")]
+    Invalid(String),
     /// DynamoDB failed.
     #[error("dynamodb: {0}")]
     Service(String),
+}
+
+impl StoreError {
+    /// Whether trying again later can succeed (throttled, conflicting, unavailable).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Throttled | Self::Conflict | Self::Service(_))
+    }
 }
 
 /// A conversion failure without the stored value: serde quotes the offending value
@@ -112,11 +114,19 @@ fn without_values(msg: &str) -> String {
     }
 }
 
+/// A failed call as a store error: throttling that outlasted the SDK's standard
+/// retries (which retry `ProvisionedThroughputExceededException` and
+/// `ThrottlingException`) is [`StoreError::Throttled`], like a throttled transaction.
 fn service<E, R>(e: aws_sdk_dynamodb::error::SdkError<E, R>) -> StoreError
 where
-    E: std::error::Error + 'static,
+    E: std::error::Error + aws_sdk_dynamodb::error::ProvideErrorMetadata + 'static,
     R: std::fmt::Debug,
 {
+    use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+    if transactions::is_throttle(e.code()) {
+        tracing::warn!(code = ?e.code(), "dynamodb throttled a request past its retries");
+        return StoreError::Throttled;
+    }
     StoreError::Service(aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())
 }
 
@@ -125,7 +135,8 @@ where
 async fn back_off(tries: &mut u32, what: &str) -> Result<(), StoreError> {
     *tries += 1;
     if *tries > 8 {
-        return Err(StoreError::Service(format!("{what} kept being throttled")));
+        tracing::warn!(what, "dynamodb kept leaving items unprocessed");
+        return Err(StoreError::Throttled);
     }
     tokio::time::sleep(std::time::Duration::from_millis(20 << (*tries).min(5))).await;
     Ok(())
@@ -322,6 +333,8 @@ pub struct QueryOpts<'a> {
     pub prefix: Option<&'a str>,
     /// Only sort keys within this inclusive range.
     pub between: Option<(&'a str, &'a str)>,
+    /// Only sort keys after this one (exclusive; with neither `prefix` nor `between`).
+    pub after: Option<&'a str>,
     /// Page size.
     pub limit: Option<i32>,
     /// Continue after a previous page.
@@ -330,7 +343,7 @@ pub struct QueryOpts<'a> {
     pub descending: bool,
     /// Only items matching this filter expression (applied after the key condition, so
     /// pages may hold fewer than `limit` items), with its `:value` placeholders.
-    pub filter: Option<(&'a str, Vec<(&'a str, AttributeValue)>)>,
+    pub filter: Option<(&'a str, Vec<(&'a str, Value)>)>,
     /// A strongly consistent read (the table only; an index cannot give one): what
     /// every write finished before the query began is in its answer.
     pub consistent: bool,
@@ -350,6 +363,26 @@ pub enum Write {
         sk: String,
         /// Fail unless the item is there.
         must_exist: bool,
+    },
+    /// Put an item if `condition` holds (with at most one value placeholder).
+    PutIf {
+        /// The item.
+        item: Item,
+        /// The condition expression.
+        condition: &'static str,
+        /// Its value placeholder.
+        value: Option<(&'static str, Value)>,
+    },
+    /// Delete an item if `condition` holds (with at most one value placeholder).
+    DeleteIf {
+        /// Partition key.
+        pk: String,
+        /// Sort key.
+        sk: String,
+        /// The condition expression.
+        condition: &'static str,
+        /// Its value placeholder.
+        value: Option<(&'static str, Value)>,
     },
 }
 
@@ -436,6 +469,31 @@ impl Table {
         Ok(())
     }
 
+    /// Writes an item only if `condition` holds (else `ConditionFailed`), with at most
+    /// one attribute name and one value placeholder.
+    pub async fn put_if(
+        &self,
+        item: Item,
+        condition: &str,
+        name: Option<(&str, &str)>,
+        value: Option<(&str, Value)>,
+    ) -> Result<(), StoreError> {
+        let mut req = self
+            .client
+            .put_item()
+            .table_name(&self.name)
+            .set_item(Some(item))
+            .condition_expression(condition);
+        if let Some((k, v)) = name {
+            req = req.expression_attribute_names(k, v);
+        }
+        if let Some((k, v)) = value {
+            req = req.expression_attribute_values(k, v.into());
+        }
+        req.send().await.map_err(condition_or)?;
+        Ok(())
+    }
+
     /// Overwrites an item only if its `version` is still `expected`.
     pub async fn replace<T: Serialize>(&self, value: &T, expected: u64) -> Result<(), StoreError> {
         self.replace_item(to_item(value)?, expected).await
@@ -489,7 +547,7 @@ impl Table {
         pk: &str,
         sk: &str,
         condition: &str,
-        values: Vec<(&str, AttributeValue)>,
+        values: Vec<(&str, Value)>,
         names: &[(&str, &str)],
     ) -> Result<T, StoreError> {
         let mut req = self
@@ -500,7 +558,7 @@ impl Table {
             .condition_expression(condition)
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld);
         for (name, value) in values {
-            req = req.expression_attribute_values(name, value);
+            req = req.expression_attribute_values(name, value.into());
         }
         for (alias, name) in names {
             req = req.expression_attribute_names(*alias, *name);
@@ -519,7 +577,7 @@ impl Table {
         sk: &str,
         update: &str,
         condition: &str,
-        values: Vec<(&str, AttributeValue)>,
+        values: Vec<(&str, Value)>,
         names: &[(&str, &str)],
     ) -> Result<T, StoreError> {
         let mut req = self
@@ -531,7 +589,7 @@ impl Table {
             .condition_expression(condition)
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew);
         for (name, value) in values {
-            req = req.expression_attribute_values(name, value);
+            req = req.expression_attribute_values(name, value.into());
         }
         for (alias, name) in names {
             req = req.expression_attribute_names(*alias, *name);
@@ -543,7 +601,9 @@ impl Table {
         serde_dynamo::from_item(item).map_err(conversion)
     }
 
-    /// Writes up to 100 items atomically; any failed condition fails them all.
+    /// Writes up to 100 items atomically; any failed condition fails them all
+    /// (`ConditionFailed`). A transaction cancelled by a conflict or throttling is
+    /// tried again (full jitter, a few times), then `Conflict` / `Throttled`.
     pub async fn transact(&self, writes: Vec<Write>) -> Result<(), StoreError> {
         let mut items = Vec::with_capacity(writes.len());
         for w in writes {
@@ -580,25 +640,76 @@ impl Table {
                         .delete(d.build().map_err(conversion)?)
                         .build()
                 }
+                Write::PutIf {
+                    item,
+                    condition,
+                    value,
+                } => {
+                    let mut p = Put::builder()
+                        .table_name(&self.name)
+                        .set_item(Some(item))
+                        .condition_expression(condition);
+                    if let Some((k, v)) = value {
+                        p = p.expression_attribute_values(k, v.into());
+                    }
+                    TransactWriteItem::builder()
+                        .put(p.build().map_err(conversion)?)
+                        .build()
+                }
+                Write::DeleteIf {
+                    pk,
+                    sk,
+                    condition,
+                    value,
+                } => {
+                    let mut d = Delete::builder()
+                        .table_name(&self.name)
+                        .set_key(Some(Self::key(&pk, &sk)))
+                        .condition_expression(condition);
+                    if let Some((k, v)) = value {
+                        d = d.expression_attribute_values(k, v.into());
+                    }
+                    TransactWriteItem::builder()
+                        .delete(d.build().map_err(conversion)?)
+                        .build()
+                }
             };
             items.push(item);
         }
-        self.client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await
-            .map_err(|e| {
-                let cancelled = e
-                    .as_service_error()
-                    .is_some_and(|se| se.is_transaction_canceled_exception());
-                if cancelled {
-                    StoreError::ConditionFailed
-                } else {
-                    service(e)
+        // A conflict or a throttle cancels the whole transaction and is gone on a
+        // later try: tried again after a jittered wait, a bounded number of times.
+        let mut retry = 0;
+        loop {
+            let e = match self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) => e,
+            };
+            let Some(aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(cancelled)) =
+                e.as_service_error()
+            else {
+                return Err(service(e));
+            };
+            let codes = transactions::reason_codes(cancelled);
+            let meaning = transactions::cancellation(codes.iter().map(String::as_str));
+            let again = matches!(
+                meaning,
+                transactions::Cancellation::Conflict | transactions::Cancellation::Throttled
+            );
+            if !again || retry + 1 >= transactions::ATTEMPTS {
+                if meaning != transactions::Cancellation::ConditionFailed {
+                    tracing::warn!(?codes, tries = retry + 1, "transaction cancelled");
                 }
-            })?;
-        Ok(())
+                return Err(transactions::error_of(meaning, &codes));
+            }
+            tokio::time::sleep(transactions::full_jitter(retry)).await;
+            retry += 1;
+        }
     }
 
     /// Queries one partition (of the table, or of an index with `index`); one item
@@ -628,12 +739,86 @@ impl Table {
         pk: &str,
         opts: QueryOpts<'_>,
     ) -> Result<Page<Readable<T>>, StoreError> {
-        let (pk_attr, sk_attr) = match index {
-            Some("gsi1") => ("gsi1pk", "gsi1sk"),
-            Some("gsi2") => ("gsi2pk", "gsi2sk"),
-            Some(other) => return Err(StoreError::Conversion(format!("unknown index {other}"))),
-            None => ("pk", "sk"),
+        let (_, sk_attr) = index_keys(index)?;
+        let (items, last) = self.query_raw(index, pk, opts).await?;
+        let items = items
+            .into_iter()
+            .map(|i| Readable::read(i, sk_attr))
+            .collect::<Vec<Readable<T>>>();
+        let cursor = last.map(|k| encode_cursor(&k)).transpose()?;
+        Ok(Page { items, cursor })
+    }
+
+    /// One round of the same query over several partitions (the shards of one
+    /// family) whose sort keys share one order, merged: up to `want` items in sort-key
+    /// order after `after`, and where the next round starts (None when every shard is
+    /// done). Items past what some unfinished shard has answered are left for the next
+    /// round, so nothing is skipped or repeated; a round may hold fewer than `want`.
+    pub async fn query_shards(
+        &self,
+        index: Option<&str>,
+        pks: &[String],
+        range: SkRange<'_>,
+        after: Option<&str>,
+        want: usize,
+        filter: Option<&str>,
+    ) -> Result<(Vec<Item>, Option<String>), StoreError> {
+        let (_, sk_attr) = index_keys(index)?;
+        let per_shard = (want.div_ceil(pks.len().max(1)) * 2 + 2).min(1000) as i32;
+        let (low, high);
+        let mut opts = QueryOpts {
+            limit: Some(per_shard),
+            filter: filter.map(|f| (f, Vec::new())),
+            ..Default::default()
         };
+        match (range, after) {
+            (SkRange::Prefix(p), None) => opts.prefix = Some(p),
+            (SkRange::Prefix(p), Some(a)) => {
+                // Keys of the prefix after `a`: those of the prefix sort below it
+                // followed by the highest character.
+                low = format!("{a}\u{0}");
+                high = format!("{p}\u{10FFFF}");
+                if low > high {
+                    return Ok((Vec::new(), None));
+                }
+                opts.between = Some((low.as_str(), high.as_str()));
+            }
+            (SkRange::From(f), None) => opts.between = Some((f, "\u{10FFFF}")),
+            (_, Some(a)) => opts.after = Some(a),
+            (SkRange::All, None) => {}
+        }
+        let rounds = pks.iter().map(|pk| self.query_raw(index, pk, opts.clone()));
+        let answers = futures::future::try_join_all(rounds).await?;
+        // Only keys up to the lowest point an unfinished shard reached are complete.
+        let sk = |item: &Item| item.get(sk_attr).and_then(|v| v.as_s().ok()).cloned();
+        let boundary = answers
+            .iter()
+            .filter_map(|(_, last)| last.as_ref().and_then(&sk))
+            .min();
+        let mut items: Vec<(String, Item)> = answers
+            .into_iter()
+            .flat_map(|(items, _)| items)
+            .filter_map(|i| sk(&i).map(|k| (k, i)))
+            .filter(|(k, _)| boundary.as_ref().is_none_or(|b| k <= b))
+            .collect();
+        items.sort_by(|a, b| a.0.cmp(&b.0));
+        let next = if items.len() > want {
+            items.truncate(want);
+            items.last().map(|(k, _)| k.clone())
+        } else {
+            boundary
+        };
+        Ok((items.into_iter().map(|(_, i)| i).collect(), next))
+    }
+
+    /// A query's items as DynamoDB answered them, and its last evaluated key.
+    async fn query_raw(
+        &self,
+        index: Option<&str>,
+        pk: &str,
+        opts: QueryOpts<'_>,
+    ) -> Result<(Vec<Item>, Option<Item>), StoreError> {
+        let (pk_attr, sk_attr) = index_keys(index)?;
         let mut condition = "#pk = :pk".to_owned();
         let mut req = self
             .client
@@ -656,11 +841,16 @@ impl Table {
                 .expression_attribute_names("#sk", sk_attr)
                 .expression_attribute_values(":from", AttributeValue::S(from.to_owned()))
                 .expression_attribute_values(":to", AttributeValue::S(to.to_owned()));
+        } else if let Some(after) = opts.after {
+            condition.push_str(" AND #sk > :after");
+            req = req
+                .expression_attribute_names("#sk", sk_attr)
+                .expression_attribute_values(":after", AttributeValue::S(after.to_owned()));
         }
         if let Some((expr, values)) = opts.filter {
             req = req.filter_expression(expr);
             for (name, value) in values {
-                req = req.expression_attribute_values(name, value);
+                req = req.expression_attribute_values(name, value.into());
             }
         }
         if let Some(cursor) = opts.cursor {
@@ -692,17 +882,7 @@ impl Table {
                     service(e)
                 }
             })?;
-        let items = out
-            .items
-            .unwrap_or_default()
-            .into_iter()
-            .map(|i| Readable::read(i, sk_attr))
-            .collect::<Vec<Readable<T>>>();
-        let cursor = out
-            .last_evaluated_key
-            .map(|k| encode_cursor(&k))
-            .transpose()?;
-        Ok(Page { items, cursor })
+        Ok((out.items.unwrap_or_default(), out.last_evaluated_key))
     }
 
     /// Reads up to 100 items by key in one round (more are read in rounds of 100);
@@ -713,6 +893,19 @@ impl Table {
         keys: &[(String, String)],
         consistent: bool,
     ) -> Result<Vec<T>, StoreError> {
+        self.batch_get_raw(keys, consistent)
+            .await?
+            .into_iter()
+            .map(|item| serde_dynamo::from_item(item).map_err(conversion))
+            .collect()
+    }
+
+    /// [`Table::batch_get`], the items as DynamoDB answered them.
+    pub async fn batch_get_raw(
+        &self,
+        keys: &[(String, String)],
+        consistent: bool,
+    ) -> Result<Vec<Item>, StoreError> {
         use aws_sdk_dynamodb::types::KeysAndAttributes;
         let mut out = Vec::with_capacity(keys.len());
         let mut unique: Vec<&(String, String)> = keys.iter().collect();
@@ -740,7 +933,7 @@ impl Table {
                     .and_then(|mut r| r.remove(&self.name))
                     .unwrap_or_default()
                 {
-                    out.push(serde_dynamo::from_item(item).map_err(conversion)?);
+                    out.push(item);
                 }
                 pending = resp
                     .unprocessed_keys
@@ -872,6 +1065,28 @@ impl Table {
     }
 }
 
+/// Which sort keys a sharded query reads.
+#[derive(Debug, Clone, Copy)]
+pub enum SkRange<'a> {
+    /// Every key.
+    All,
+    /// Keys starting with this.
+    Prefix(&'a str),
+    /// Keys from this one on (inclusive).
+    From(&'a str),
+}
+
+/// The key attributes of the table (None) or of an index.
+fn index_keys(index: Option<&str>) -> Result<(&'static str, &'static str), StoreError> {
+    Ok(match index {
+        None => ("pk", "sk"),
+        Some("gsi1") => ("gsi1pk", "gsi1sk"),
+        Some("gsi2") => ("gsi2pk", "gsi2sk"),
+        Some("gsi3") => ("gsi3pk", "gsi3sk"),
+        Some(other) => return Err(StoreError::Conversion(format!("unknown index {other}"))),
+    })
+}
+
 /// A failed condition as [`StoreError::ConditionFailed`]; any other failure as a service error.
 pub(crate) fn condition_or<E, R>(e: aws_sdk_dynamodb::error::SdkError<E, R>) -> StoreError
 where
@@ -883,6 +1098,20 @@ where
     } else {
         service(e)
     }
+}
+
+/// The cursor of a merged listing: the last sort key it answered, base64url.
+pub fn encode_after(after: &str) -> String {
+    B64URL.encode(after.as_bytes())
+}
+
+/// The sort key a merged listing's cursor continues after.
+pub fn decode_after(cursor: &str) -> Result<String, StoreError> {
+    if cursor.is_empty() || cursor.len() > 2048 {
+        return Err(StoreError::BadCursor);
+    }
+    let bytes = B64URL.decode(cursor).map_err(|_| StoreError::BadCursor)?;
+    String::from_utf8(bytes).map_err(|_| StoreError::BadCursor)
 }
 
 /// Cursors are the last evaluated key's string attributes, as base64url JSON.
@@ -940,7 +1169,9 @@ fn decode_cursor(cursor: &str) -> Result<HashMap<String, AttributeValue>, StoreE
     let json = B64URL.decode(cursor).map_err(|_| StoreError::BadCursor)?;
     let plain: HashMap<String, String> =
         serde_json::from_slice(&json).map_err(|_| StoreError::BadCursor)?;
-    const KEY_ATTRS: [&str; 6] = ["pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk"];
+    const KEY_ATTRS: [&str; 8] = [
+        "pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk", "gsi3pk", "gsi3sk",
+    ];
     if plain.is_empty() || plain.keys().any(|k| !KEY_ATTRS.contains(&k.as_str())) {
         return Err(StoreError::BadCursor);
     }

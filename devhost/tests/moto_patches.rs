@@ -1,0 +1,212 @@
+//! The launcher's speed patches change how moto works, never what it answers: the
+//! same DynamoDB requests against a patched and an unpatched moto (the same version)
+//! get the same answers — items of every attribute type, queries of the table and of a
+//! GSI in both orders and across pages, conditions that fail, updates, transactions,
+//! batches and scans. Partition limits are counted on the patched one but these few
+//! requests are far below them.
+
+use devhost::{DdbKnobs, MotoServer};
+use serde_json::{Value, json};
+
+const TABLE: &str = "patches";
+
+/// Status and body of one DynamoDB call.
+async fn call(http: &reqwest::Client, endpoint: &str, action: &str, body: &Value) -> (u16, Value) {
+    let resp = http
+        .post(endpoint)
+        .header("x-amz-target", format!("DynamoDB_20120810.{action}"))
+        .header("content-type", "application/x-amz-json-1.0")
+        .header(
+            "authorization",
+            "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/dynamodb/aws4_request, SignedHeaders=host, Signature=0",
+        )
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("moto answers");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("body");
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}
+
+fn item(pk: &str, sk: &str, n: u32) -> Value {
+    json!({
+        "pk": {"S": pk}, "sk": {"S": sk},
+        "gsi1pk": {"S": format!("G#{}", n % 2)}, "gsi1sk": {"S": format!("{n:04}")},
+        "num": {"N": format!("{n}.5")}, "flag": {"BOOL": n.is_multiple_of(3)}, "none": {"NULL": true},
+        "list": {"L": [{"S": "a"}, {"N": "1"}, {"M": {"x": {"S": "y"}}}]},
+        "map": {"M": {"nested": {"S": format!("v{n}")}, "n": {"N": "2"}}},
+        "set": {"SS": ["b", "a"]}, "bin": {"B": "AAEC"}, "utf": {"S": "é✓ unicode"},
+    })
+}
+
+/// The requests, in order; every answer but CreateTable's (timestamps) is compared.
+fn requests() -> Vec<(&'static str, Value)> {
+    let mut out = Vec::new();
+    for n in 0..12 {
+        out.push((
+            "PutItem",
+            json!({"TableName": TABLE, "Item": item("P#1", &format!("S#{n:03}"), n), "ReturnValues": "ALL_OLD"}),
+        ));
+    }
+    out.push((
+        "PutItem",
+        json!({"TableName": TABLE, "Item": item("P#1", "S#003", 99), "ReturnValues": "ALL_OLD"}),
+    ));
+    out.push((
+        "PutItem",
+        json!({"TableName": TABLE, "Item": item("P#1", "S#004", 5), "ConditionExpression": "attribute_not_exists(pk)"}),
+    ));
+    out.push((
+        "GetItem",
+        json!({"TableName": TABLE, "Key": {"pk": {"S": "P#1"}, "sk": {"S": "S#003"}}, "ConsistentRead": true}),
+    ));
+    for (forward, start) in [
+        (true, None),
+        (false, None),
+        (true, Some("S#004")),
+        (false, Some("S#008")),
+    ] {
+        let mut q = json!({
+            "TableName": TABLE, "KeyConditionExpression": "pk = :p",
+            "ExpressionAttributeValues": {":p": {"S": "P#1"}}, "Limit": 4, "ScanIndexForward": forward,
+        });
+        if let Some(s) = start {
+            q["ExclusiveStartKey"] = json!({"pk": {"S": "P#1"}, "sk": {"S": s}});
+        }
+        out.push(("Query", q));
+    }
+    out.push((
+        "Query",
+        json!({"TableName": TABLE, "KeyConditionExpression": "pk = :p AND begins_with(sk, :s)",
+               "FilterExpression": "flag = :t", "ProjectionExpression": "sk, #m.nested",
+               "ExpressionAttributeNames": {"#m": "map"},
+               "ExpressionAttributeValues": {":p": {"S": "P#1"}, ":s": {"S": "S#00"}, ":t": {"BOOL": true}}}),
+    ));
+    out.push((
+        "Query",
+        json!({"TableName": TABLE, "IndexName": "gsi1", "KeyConditionExpression": "gsi1pk = :g AND gsi1sk > :s",
+               "ExpressionAttributeValues": {":g": {"S": "G#1"}, ":s": {"S": "0002"}}, "Limit": 3}),
+    ));
+    out.push((
+        "UpdateItem",
+        json!({"TableName": TABLE, "Key": {"pk": {"S": "P#1"}, "sk": {"S": "S#001"}},
+               "UpdateExpression": "SET num = num + :one, gsi1pk = :g REMOVE #l",
+               "ExpressionAttributeNames": {"#l": "list"},
+               "ExpressionAttributeValues": {":one": {"N": "1"}, ":g": {"S": "G#9"}}, "ReturnValues": "ALL_NEW"}),
+    ));
+    out.push((
+        "UpdateItem",
+        json!({"TableName": TABLE, "Key": {"pk": {"S": "P#2"}, "sk": {"S": "new"}},
+               "UpdateExpression": "SET v = :v", "ConditionExpression": "attribute_exists(pk)",
+               "ExpressionAttributeValues": {":v": {"S": "x"}}}),
+    ));
+    out.push((
+        "DeleteItem",
+        json!({"TableName": TABLE, "Key": {"pk": {"S": "P#1"}, "sk": {"S": "S#002"}}, "ReturnValues": "ALL_OLD"}),
+    ));
+    out.push((
+        "TransactWriteItems",
+        json!({"TransactItems": [
+            {"Put": {"TableName": TABLE, "Item": item("P#3", "a", 1)}},
+            {"Update": {"TableName": TABLE, "Key": {"pk": {"S": "P#1"}, "sk": {"S": "S#005"}},
+                        "UpdateExpression": "SET v = :v", "ExpressionAttributeValues": {":v": {"S": "tx"}}}},
+        ]}),
+    ));
+    out.push((
+        "TransactWriteItems",
+        json!({"TransactItems": [
+            {"Put": {"TableName": TABLE, "Item": item("P#3", "b", 2)}},
+            {"Put": {"TableName": TABLE, "Item": item("P#3", "a", 3), "ConditionExpression": "attribute_not_exists(pk)"}},
+        ]}),
+    ));
+    out.push((
+        "BatchWriteItem",
+        json!({"RequestItems": {TABLE: [
+            {"PutRequest": {"Item": item("P#4", "a", 4)}},
+            {"PutRequest": {"Item": item("P#4", "b", 5)}},
+            {"DeleteRequest": {"Key": {"pk": {"S": "P#1"}, "sk": {"S": "S#006"}}}},
+        ]}}),
+    ));
+    out.push((
+        "BatchGetItem",
+        json!({"RequestItems": {TABLE: {"Keys": [
+            {"pk": {"S": "P#4"}, "sk": {"S": "a"}}, {"pk": {"S": "P#3"}, "sk": {"S": "a"}},
+            {"pk": {"S": "P#1"}, "sk": {"S": "S#006"}},
+        ]}}}),
+    ));
+    out.push(("Scan", json!({"TableName": TABLE, "Limit": 50})));
+    out.push((
+        "Query",
+        json!({"TableName": TABLE, "KeyConditionExpression": "pk = :p",
+               "ExpressionAttributeValues": {":p": {"S": "P#1"}}}),
+    ));
+    out
+}
+
+async fn answers(endpoint: &str) -> Vec<(String, u16, Value)> {
+    let http = reqwest::Client::new();
+    let (status, body) = call(
+        &http,
+        endpoint,
+        "CreateTable",
+        &json!({
+            "TableName": TABLE, "BillingMode": "PAY_PER_REQUEST",
+            "AttributeDefinitions": [
+                {"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"},
+                {"AttributeName": "gsi1pk", "AttributeType": "S"}, {"AttributeName": "gsi1sk", "AttributeType": "S"}],
+            "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+            "GlobalSecondaryIndexes": [{"IndexName": "gsi1",
+                "KeySchema": [{"AttributeName": "gsi1pk", "KeyType": "HASH"}, {"AttributeName": "gsi1sk", "KeyType": "RANGE"}],
+                "Projection": {"ProjectionType": "ALL"}}],
+        }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let mut out = Vec::new();
+    for (action, body) in requests() {
+        let (status, answer) = call(&http, endpoint, action, &body).await;
+        out.push((action.to_owned(), status, answer));
+    }
+    out
+}
+
+#[tokio::test]
+async fn patched_moto_answers_as_unpatched_moto_does() {
+    let patched =
+        tokio::task::spawn_blocking(|| MotoServer::start_with_knobs(&DdbKnobs::default()))
+            .await
+            .expect("start")
+            .expect("patched moto");
+    let unpatched = tokio::task::spawn_blocking(|| {
+        MotoServer::start_with_knobs(&DdbKnobs {
+            patched: false,
+            partition_limits: false,
+            ..DdbKnobs::default()
+        })
+    })
+    .await
+    .expect("start")
+    .expect("unpatched moto");
+
+    let want = answers(&unpatched.endpoint()).await;
+    let got = answers(&patched.endpoint()).await;
+    assert_eq!(got.len(), want.len());
+    for ((action, status, body), (_, want_status, want_body)) in got.iter().zip(&want) {
+        assert_eq!(
+            (status, body),
+            (want_status, want_body),
+            "{action}: patched moto answered differently"
+        );
+    }
+    // The requests did reach every path compared: failures as well as successes.
+    assert!(want.iter().any(|(_, s, _)| *s == 400));
+    assert!(want.iter().filter(|(_, s, _)| *s == 200).count() > 20);
+
+    // Only the patched one counts capacity, and knows it is patched.
+    let counted = patched.capacity().expect("report");
+    assert!(counted.patched && counted.key_count > 0, "{counted:?}");
+    let plain = unpatched.capacity().expect("report");
+    assert!(!plain.patched && plain.key_count == 0, "{plain:?}");
+}

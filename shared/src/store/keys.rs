@@ -1,0 +1,227 @@
+//! Every key of the table, as typed constructors: the only place a key string is
+//! spelled. Domain code names the item it wants; how it is keyed is decided here.
+//!
+//! | item                 | pk                                        | sk                               | index                                   |
+//! |----------------------|-------------------------------------------|----------------------------------|-----------------------------------------|
+//! | connection           | `T#{tenant}`                              | `CONN#{id}`                      | gsi1 `TOKENDUE#{shard}` / `{due}#{tenant}#{id}` |
+//! | account marker       | `T#{tenant}`                              | `CONNKEY#{provider}#v2.{sha256}` |                                         |
+//! | app credentials      | `T#{tenant}`                              | `APP#{provider}`                 |                                         |
+//! | refresh failure      | `T#{tenant}`                              | `TOKENFAIL#{id}#{at}`            |                                         |
+//! | sync config          | `T#{tenant}`                              | `SYNCCFG#{id}`                   |                                         |
+//! | entity claim         | `T#{tenant}`                              | `SYNCENT#{connection}#{entity}`  |                                         |
+//! | audit entry          | `AUDIT#{tenant}`                          | `{time}#{id}`                    |                                         |
+//! | OAuth flow           | `OAUTH#{state hash}`                      | `FLOW`                           |                                         |
+//! | rate schedule        | `RATE#{tenant}#{connection}`              | (see budget)                     |                                         |
+//! | sync log             | `SYNCLOG#{tenant}`                        | `{log id}`                       | gsi1 `SYNCLOGCFG#{tenant}#{config}` / `{log id}` |
+//! | run hold             | `SYNC#{tenant}#{config}`                  | `ACTIVE`                         |                                         |
+//! | checkpoint           | `SYNC#{tenant}#{config}`                  | `CKPT#{entity}#{phase}`          |                                         |
+//! | record error         | `SYNCERR#{tenant}#{log}`                  | `{phase}#{reference}`            |                                         |
+//! | conflict             | `SYNCCONF#{tenant}`                       | `{conflict id}`                  |                                         |
+//! | record               | `REC#{tenant}#{entity}#{shard(id)}`       | `{id}`                           | gsi3 `RECCHG#{tenant}#{entity}#{shard(id)}` / `{updated}#{id}`; gsi2 `RECNAME#{tenant}#{entity}#{shard(id)}` / `{name}#{id}` |
+//! | record key marker    | `RECKEY#{tenant}#{entity}#{shard(key)}`   | `{key}`                          |                                         |
+//! | link                 | `LINK#{tenant}#{config}#{entity}#{shard(id)}` | `{record id}`                |                                         |
+//!
+//! The record families are written at a sync's full rate, so their partitions are
+//! spread over [`RECORD_SHARDS`] key values (see README, "Data layout and partition
+//! limits").
+
+use crate::domain::{ConnectionId, RecordId, SyncConfigId, SyncLogId, TenantId};
+use crate::sync::schema::Entity;
+
+/// The partition of a tenant's configuration items.
+pub fn tenant(t: &TenantId) -> String {
+    format!("T#{t}")
+}
+/// A connection's sort key.
+pub fn connection(id: &ConnectionId) -> String {
+    format!("CONN#{id}")
+}
+/// Sort-key prefix of connections.
+pub const CONNECTION_PREFIX: &str = "CONN#";
+/// DynamoDB's limit on a sort key's size.
+pub const MAX_SORT_KEY_BYTES: usize = 1024;
+/// The uniqueness marker of a provider account within a tenant (`account` is a
+/// fixed-length hash from `Connector::account_key`; the provider a catalogue id).
+pub fn account_marker(provider: &str, account: &str) -> String {
+    format!("CONNKEY#{provider}#{account}")
+}
+/// A tenant's app credentials for a provider.
+pub fn app_credentials(provider: &str) -> String {
+    format!("APP#{provider}")
+}
+/// The partition of a tenant's audit log.
+pub fn audit(t: &TenantId) -> String {
+    format!("AUDIT#{t}")
+}
+/// The partition of a pending OAuth flow, by the hash of its state.
+pub fn oauth_flow(state_hash: &str) -> String {
+    format!("OAUTH#{state_hash}")
+}
+/// The sort key of a pending OAuth flow.
+pub const OAUTH_FLOW_SK: &str = "FLOW";
+/// How many partitions the token-refresh index is spread over.
+pub const TOKEN_DUE_SHARDS: u32 = 8;
+/// A partition of the token-refresh index.
+pub fn token_due(shard: u32) -> String {
+    format!("TOKENDUE#{shard}")
+}
+/// The refresh-index shard of a connection (FNV-1a of its id: stable forever).
+pub fn token_due_shard(id: &ConnectionId) -> u32 {
+    (fnv1a(id.as_str()) % u64::from(TOKEN_DUE_SHARDS)) as u32
+}
+/// A refresh failure of a connection.
+pub fn token_failure(id: &ConnectionId, at: &str) -> String {
+    format!("TOKENFAIL#{id}#{at}")
+}
+
+/// The sort-key prefix of sync configs in a tenant's partition.
+pub const SYNC_CONFIG_PREFIX: &str = "SYNCCFG#";
+/// A sync config's sort key.
+pub fn sync_config(id: &SyncConfigId) -> String {
+    format!("{SYNC_CONFIG_PREFIX}{id}")
+}
+/// The sort-key prefix of entity claims in a tenant's partition.
+pub const ENTITY_CLAIM_PREFIX: &str = "SYNCENT#";
+/// The claim of a connection's entity by the one config that syncs it.
+pub fn entity_claim(connection: &ConnectionId, entity: Entity) -> String {
+    format!("{ENTITY_CLAIM_PREFIX}{connection}#{entity}")
+}
+
+/// The rate schedule (shared budget) of a connection.
+pub fn rate(tenant: &TenantId, connection: &ConnectionId) -> String {
+    format!("RATE#{tenant}#{connection}")
+}
+
+/// The partition of a tenant's sync logs.
+pub fn sync_logs(tenant: &TenantId) -> String {
+    format!("SYNCLOG#{tenant}")
+}
+/// The gsi1 partition of one config's sync logs.
+pub fn sync_logs_of_config(tenant: &TenantId, config: &SyncConfigId) -> String {
+    format!("SYNCLOGCFG#{tenant}#{config}")
+}
+/// The partition of a config's run state (hold and checkpoints).
+pub fn sync_state(tenant: &TenantId, config: &SyncConfigId) -> String {
+    format!("SYNC#{tenant}#{config}")
+}
+/// The sort key of a config's run hold.
+pub const RUN_HOLD_SK: &str = "ACTIVE";
+/// The sort key of an entity's checkpoint for one phase (`pull`, `push`).
+pub fn checkpoint(entity: Entity, phase: &str) -> String {
+    format!("CKPT#{entity}#{phase}")
+}
+/// The partition of one log's record errors.
+pub fn record_errors(tenant: &TenantId, log: &SyncLogId) -> String {
+    format!("SYNCERR#{tenant}#{log}")
+}
+/// A record error's sort key.
+pub fn record_error(phase: &str, reference: &str) -> String {
+    format!("{phase}#{reference}")
+}
+/// The partition of a tenant's conflicts.
+pub fn conflicts(tenant: &TenantId) -> String {
+    format!("SYNCCONF#{tenant}")
+}
+
+/// How many key values each record family (records, their change and name indexes,
+/// key markers, links) is spread over; see README, "Data layout and partition limits".
+pub const RECORD_SHARDS: u32 = 16;
+
+/// The shard of a record id or a key marker's key (FNV-1a: stable forever).
+pub fn shard_of(value: &str) -> u32 {
+    (fnv1a(value) % u64::from(RECORD_SHARDS)) as u32
+}
+
+/// One shard of a tenant's records of one entity.
+pub fn records(tenant: &TenantId, entity: Entity, shard: u32) -> String {
+    format!("REC#{tenant}#{entity}#{shard}")
+}
+/// The partition of a record.
+pub fn record(tenant: &TenantId, entity: Entity, id: &RecordId) -> String {
+    records(tenant, entity, shard_of(id.as_str()))
+}
+/// One shard of the change feed (gsi3) of a tenant's records of one entity.
+pub fn record_changes(tenant: &TenantId, entity: Entity, shard: u32) -> String {
+    format!("RECCHG#{tenant}#{entity}#{shard}")
+}
+/// One shard of the name index (gsi2) of a tenant's records of one entity.
+pub fn record_names(tenant: &TenantId, entity: Entity, shard: u32) -> String {
+    format!("RECNAME#{tenant}#{entity}#{shard}")
+}
+/// The partition of the marker of a record key (email, domain).
+pub fn record_key(tenant: &TenantId, entity: Entity, key: &str) -> String {
+    format!("RECKEY#{tenant}#{entity}#{}", shard_of(key))
+}
+/// One shard of one config's links of one entity.
+pub fn links(tenant: &TenantId, config: &SyncConfigId, entity: Entity, shard: u32) -> String {
+    format!("LINK#{tenant}#{config}#{entity}#{shard}")
+}
+/// The partition of a record's link under one config.
+pub fn link(tenant: &TenantId, config: &SyncConfigId, entity: Entity, id: &str) -> String {
+    links(tenant, config, entity, shard_of(id))
+}
+
+/// FNV-1a, 64-bit: a hash that never changes between builds or platforms.
+fn fnv1a(value: &str) -> u64 {
+    value.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_spread_ids_evenly() {
+        let mut counts = [0u32; RECORD_SHARDS as usize];
+        for _ in 0..20_000 {
+            counts[shard_of(RecordId::generate().as_str()) as usize] += 1;
+        }
+        let fair = 20_000 / RECORD_SHARDS;
+        for c in counts {
+            assert!(c < fair * 11 / 10 && c > fair * 9 / 10, "{counts:?}");
+        }
+    }
+
+    /// No key string is spelled outside this tree: a `"XYZ#"` literal or an
+    /// `AttributeValue` in the shared crate's non-test code outside `store/` fails.
+    #[test]
+    fn the_table_layout_lives_in_the_store_tree() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/src");
+        let mut offenders = Vec::new();
+        let mut stack = vec![std::path::PathBuf::from(root)];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    if !path.ends_with("store") {
+                        stack.push(path);
+                    }
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).unwrap();
+                let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+                for (n, line) in code.lines().enumerate() {
+                    if spells_a_key(line) || line.contains("AttributeValue") {
+                        offenders.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
+                    }
+                }
+            }
+        }
+        assert!(
+            offenders.is_empty(),
+            "outside store/:\n{}",
+            offenders.join("\n")
+        );
+    }
+
+    /// A string literal starting with an upper-case word and `#` (`"CONN#`, `"SYNC#`).
+    fn spells_a_key(line: &str) -> bool {
+        line.match_indices('"').any(|(i, _)| {
+            let rest = &line[i + 1..];
+            let word = rest.chars().take_while(|c| c.is_ascii_uppercase()).count();
+            word >= 2 && rest[word..].starts_with('#')
+        })
+    }
+}
