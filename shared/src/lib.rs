@@ -16,7 +16,6 @@ pub mod domain;
 pub mod egress;
 pub mod events;
 pub mod http;
-pub mod idempotency;
 pub mod metrics;
 pub mod oauth;
 pub mod providers;
@@ -26,3 +25,6 @@ pub mod secrets;
 pub mod store;
 pub mod sync;
 pub mod telemetry;
+
+/// Idempotency keys live in the store tree with the rest of the table layout.
+pub use store::idempotency;

@@ -50,6 +50,12 @@ pub fn app_credentials(provider: &str) -> String {
     format!("APP#{provider}")
 }
 /// The partition of a tenant's audit log.
+/// An idempotency key's item (pk, sk): its own partition per tenant and hashed
+/// (route, key), so keys never crowd a tenant's partition.
+pub fn idempotency(tenant: &TenantId, hash: &str) -> (String, String) {
+    (format!("IDEM#{tenant}#{hash}"), "IDEM".to_owned())
+}
+
 pub fn audit(t: &TenantId) -> String {
     format!("AUDIT#{t}")
 }

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 #[cfg(test)]
 mod capacity;
+pub mod idempotency;
 pub mod keys;
 pub mod links;
 pub mod records;

@@ -88,7 +88,7 @@ fn digest(parts: &[&[u8]]) -> String {
 /// so keys never crowd a tenant's partition, and one short length whatever the key.
 pub fn item_key(scope: &Scope<'_>) -> (String, String) {
     let hash = digest(&[scope.route.as_bytes(), scope.key.as_str().as_bytes()]);
-    (format!("IDEM#{}#{hash}", scope.tenant), "IDEM".to_owned())
+    super::keys::idempotency(scope.tenant, &hash)
 }
 
 /// Where a stored answer's body is sealed: bound to the tenant and to its key.
