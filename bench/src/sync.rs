@@ -28,7 +28,6 @@ use conduit::sync::conflict::{Direction, Strategy};
 use conduit::sync::records::{Record, Records, Source};
 use conduit::sync::runs::{RunStatus, Runs, SyncLog};
 use conduit::sync::schema::Entity;
-use futures::StreamExt;
 use sandbox::{CrmObject, OAuthProvider, OAuthUser};
 use serde_json::json;
 
@@ -200,6 +199,9 @@ async fn insert_config(
     Ok(c)
 }
 
+/// Times a seeding batch is written again after the store throttled it.
+const SEED_ATTEMPTS: u32 = 30;
+
 /// App contacts as the API or a pull leaves them (record + key marker), `n` of them.
 async fn seed_app_records(app: &App, tenant: &TenantId, n: usize) -> Result<()> {
     let records = Records::new(app.table.clone());
@@ -240,14 +242,22 @@ async fn seed_app_records(app: &App, tenant: &TenantId, n: usize) -> Result<()> 
                 .collect()
         })
         .collect();
-    let mut writes = futures::stream::iter(batches)
-        .map(|batch| {
-            let records = records.clone();
-            async move { records.put_new(&batch).await }
-        })
-        .buffer_unordered(4);
-    while let Some(r) = writes.next().await {
-        r?;
+    // One partition takes 1,000 WCU/s: the seeding goes one batch at a time and sits
+    // out a throttled one (its writes are plain puts, so writing it again is harmless).
+    for batch in batches {
+        let mut attempts = 0;
+        loop {
+            match records.put_new(&batch).await {
+                Ok(()) => break,
+                Err(e)
+                    if attempts < SEED_ATTEMPTS && e.to_string().contains("ThroughputExceeded") =>
+                {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
     Ok(())
 }

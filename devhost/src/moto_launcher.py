@@ -230,12 +230,16 @@ class Capacity:
             entry.demand += units
             entry.peak_demand = max(entry.peak_demand, entry.demand)
             entries.append((entry, units))
-        for (key, _), (entry, units) in zip(charges, entries):
-            if entry.wcu + units > WCU_LIMIT:
-                entry.mark_over()
-                if LIMITS and not force:
-                    entry.throttles += 1
-                    return key
+        # Every key over its limit is marked (and counts the refusal), not only the
+        # first, so the report names each partition a write would have overrun.
+        over = [(key, entry) for (key, _), (entry, units) in zip(charges, entries)
+                if entry.wcu + units > WCU_LIMIT]
+        for _, entry in over:
+            entry.mark_over()
+        if over and LIMITS and not force:
+            for _, entry in over:
+                entry.throttles += 1
+            return over[0][0]
         for entry, units in entries:
             entry.wcu += units
             entry.total_wcu += units
