@@ -90,7 +90,7 @@ async fn the_real_template_bootstraps_twice() {
         .filter_map(|g| g.index_name())
         .collect();
     gsis.sort();
-    assert_eq!(gsis, ["gsi1", "gsi2"]);
+    assert_eq!(gsis, ["gsi1", "gsi2", "gsi3"]);
     assert_eq!(table.key_schema().len(), 2);
     let ttl = ddb
         .describe_time_to_live()
