@@ -50,9 +50,10 @@ fuzz: venv
 # Benchmarks print figures and their ratio to the goals (README: Performance).
 # BENCH_ARGS e.g. "--only sync,conflict --sync 1000,10000 --directions pull" or "--flows 500 --connections 20000".
 # The cold-start bench starts the function binaries and the hello-world baseline built
-# beside it, with its profile.
+# beside it, with its profile; they are built on their own (not with the bench's
+# dependencies), so their features are the functions' own.
 bench: venv
-	$(CARGO) build --quiet --profile bench-local -p bench -p hello $(addprefix -p ,$(FUNCTION_CRATES))
+	$(CARGO) build --quiet --profile bench-local -p hello $(addprefix -p ,$(FUNCTION_CRATES))
 	$(CARGO) run --quiet --profile bench-local -p bench -- $(BENCH_ARGS)
 
 infra: venv

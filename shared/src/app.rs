@@ -1,6 +1,7 @@
 //! What every function builds once per cold start and shares across invocations.
 
 use std::future::Future;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::audit::AuditLog;
@@ -70,6 +71,58 @@ impl aws_smithy_runtime_api::client::http::HttpClient for LazyTlsClient {
         &self,
     ) -> Option<aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata> {
         self.0.connector_metadata()
+    }
+}
+
+/// An AWS SDK client built at its first use. Building one (its endpoint rules and
+/// partition table, its runtime plugins) is a fixed cost of every cold start, and most
+/// invocations never call KMS, Secrets Manager or EventBridge.
+pub struct LazyClient<C> {
+    client: Arc<OnceLock<C>>,
+    make: Arc<dyn Fn() -> C + Send + Sync>,
+}
+
+impl<C: Send + Sync + 'static> LazyClient<C> {
+    /// A client `make` builds from `aws` when first asked for.
+    pub fn new(aws: &aws_config::SdkConfig, make: fn(&aws_config::SdkConfig) -> C) -> Self {
+        let aws = aws.clone();
+        Self {
+            client: Arc::new(OnceLock::new()),
+            make: Arc::new(move || make(&aws)),
+        }
+    }
+
+    /// The client, built now if this is the first call.
+    pub fn get(&self) -> &C {
+        self.client.get_or_init(|| (self.make)())
+    }
+}
+
+/// A client already built (the dev host's and the tests' shared clients).
+impl<C: Clone + Send + Sync + 'static> From<C> for LazyClient<C> {
+    fn from(client: C) -> Self {
+        let built = client.clone();
+        Self {
+            client: Arc::new(OnceLock::from(client)),
+            make: Arc::new(move || built.clone()),
+        }
+    }
+}
+
+impl<C> Clone for LazyClient<C> {
+    fn clone(&self) -> Self {
+        Self {
+            client: Arc::clone(&self.client),
+            make: Arc::clone(&self.make),
+        }
+    }
+}
+
+impl<C> std::fmt::Debug for LazyClient<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LazyClient")
+            .field("built", &self.client.get().is_some())
+            .finish()
     }
 }
 
@@ -180,11 +233,14 @@ impl App {
         let catalogue = Catalogue::get()?;
         let table = Table::new(aws_sdk_dynamodb::Client::new(&aws), &config.table);
         let envelope = Envelope::new(
-            KmsKeys::new(aws_sdk_kms::Client::new(&aws), &config.kms_key_id),
+            KmsKeys::new(
+                LazyClient::new(&aws, aws_sdk_kms::Client::new),
+                &config.kms_key_id,
+            ),
             CacheLimits::default(),
         );
         let platform = PlatformSecretStore::new(
-            aws_sdk_secretsmanager::Client::new(&aws),
+            LazyClient::new(&aws, aws_sdk_secretsmanager::Client::new),
             &config.platform_secret_id,
             Duration::from_secs(300),
         );
@@ -193,7 +249,7 @@ impl App {
         })
         .map_err(|e| BootError::Http(e.to_string()))?;
         let events = crate::events::EventPublisher::new(
-            aws_sdk_eventbridge::Client::new(&aws),
+            LazyClient::new(&aws, aws_sdk_eventbridge::Client::new),
             config.event_bus.clone(),
         );
         Ok(Self {
