@@ -6,13 +6,15 @@
 #   (b) sam validate --lint passes (dummy credentials, no AWS account or network needed)
 #   (c) checkov (cloudformation, --skip-download) has no failed check; the checks that do
 #       not apply are skipped by id, each with its reason, in infra/checkov.yaml
-#   (d) sam build (rust-cargolambda) produces .aws-sam/build/<Function>/bootstrap, an
-#       aarch64 ELF, for every AWS::Serverless::Function in the template
+#   (d) .aws-sam/build/<Function>/bootstrap, an aarch64 ELF, exists for every
+#       AWS::Serverless::Function in the template: by default from ONE cargo-lambda build
+#       of every function's binary in the `ci` profile (one dependency build for all);
+#       with CHECK_RELEASE_PROFILE=1 from `sam build` itself, as a deployment builds
 #
 # Usage: infra/check.sh [--skip-build]
-#   --skip-build or CHECK_SKIP_BUILD=1   skip (d), the slow release cross-build
-#   CHECK_RELEASE_PROFILE=1              build (d) with the deployment's release profile (fat
-#                                        LTO, one codegen unit) instead of the quick one
+#   --skip-build or CHECK_SKIP_BUILD=1   skip (d), the slow cross-build
+#   CHECK_RELEASE_PROFILE=1              build (d) with `sam build` and the deployment's release
+#                                        profile (fat LTO, one codegen unit), one function at a time
 #   CARGO_TARGET_DIR                     cargo target dir for (d); default <repo>/target,
 #                                        shared with local builds so compiled deps are reused
 set -euo pipefail
@@ -131,34 +133,58 @@ else
     step_ok
 
     # sam build runs `cargo lambda build --release --arm64 --bin <Binary>` in the source dir
-    # (CodeUri: ., the workspace root), in place rather than in a scratch copy. An explicit
-    # CARGO_TARGET_DIR is passed through; without one aws-lambda-builders uses cargo's
-    # workspace target dir. Pinning it to <repo>/target keeps every run on the same dir,
-    # so the second build only recompiles what changed. The aarch64 release artifacts live
-    # in target/aarch64-unknown-linux-gnu/release, beside (not instead of) local builds.
+    # (CodeUri: ., the workspace root), in place rather than in a scratch copy, once per
+    # function. An explicit CARGO_TARGET_DIR is passed through; pinning it to <repo>/target
+    # keeps every run on the same dir, so a second build only recompiles what changed.
     export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
     case "$CARGO_TARGET_DIR" in /*) ;; *) CARGO_TARGET_DIR="$root/$CARGO_TARGET_DIR" ;; esac
 
-    # The check proves that the template builds an aarch64 bootstrap for every function;
-    # it does not need the deployment's fat-LTO, single-codegen-unit optimisation, which
-    # is most of the build's time (18.6 min of a 29 min CI run). So the check builds the
-    # release profile quickly (no LTO, 16 codegen units, opt-level 1) unless
-    # CHECK_RELEASE_PROFILE=1; a plain `sam build` (the deployment) is unchanged.
-    if [ "${CHECK_RELEASE_PROFILE:-0}" != 1 ]; then
-        export CARGO_PROFILE_RELEASE_LTO=false
-        export CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16
-        export CARGO_PROFILE_RELEASE_OPT_LEVEL=1
-        echo "    quick release profile for the check (CHECK_RELEASE_PROFILE=1 builds the deployment's)"
-    fi
+    # Every rust-cargolambda function of the template and its binary, "Function Binary" a line.
+    builds="$(python3 - "$template" <<'PY'
+import sys
+from samcli.yamlhelper import yaml_parse
+t = yaml_parse(open(sys.argv[1]).read())
+for name, r in (t.get("Resources") or {}).items():
+    if r.get("Type") == "AWS::Serverless::Function":
+        m = r.get("Metadata") or {}
+        binary = (m.get("BuildProperties") or {}).get("Binary")
+        if m.get("BuildMethod") != "rust-cargolambda" or not binary:
+            sys.exit(f"{name}: expected Metadata BuildMethod rust-cargolambda with BuildProperties.Binary")
+        print(name, binary)
+PY
+)" || fail "could not read the functions' builds from $template"
 
-    step_start "(d) sam build"
     mkdir -p .aws-sam
     log=.aws-sam/check-build.log
-    if ! sam build --template-file "$template" >"$log" 2>&1; then
-        tail -n 80 "$log" >&2
-        fail "sam build failed (last 80 lines above; full log: $log)"
+    if [ "${CHECK_RELEASE_PROFILE:-0}" = 1 ]; then
+        # The deployment's build: sam build, release profile (fat LTO), one function at a time.
+        step_start "(d) sam build (release profile)"
+        if ! sam build --template-file "$template" >"$log" 2>&1; then
+            tail -n 80 "$log" >&2
+            fail "sam build failed (last 80 lines above; full log: $log)"
+        fi
+        step_ok
+    else
+        # The check proves that every function builds to an aarch64 bootstrap; it needs
+        # neither the deployment's fat LTO nor sam's one cargo invocation per function,
+        # each resolving features for its own package. So: one cargo-lambda build of every
+        # function's binary in the `ci` profile (Cargo.toml: no LTO, 16 codegen units,
+        # opt-level 1), sharing one dependency build, placed where sam build would put it.
+        step_start "(d) cargo lambda build --arm64 --profile ci (every function at once)"
+        lambda_dir="$CARGO_TARGET_DIR/lambda-ci"
+        args=()
+        while read -r _fn binary; do args+=(-p "$binary" --bin "$binary"); done <<<"$builds"
+        if ! cargo lambda build --arm64 --profile ci --lambda-dir "$lambda_dir" "${args[@]}" >"$log" 2>&1; then
+            tail -n 80 "$log" >&2
+            fail "cargo lambda build failed (last 80 lines above; full log: $log)"
+        fi
+        while read -r fn binary; do
+            [ -f "$lambda_dir/$binary/bootstrap" ] || fail "no bootstrap for $binary in $lambda_dir"
+            mkdir -p ".aws-sam/build/$fn"
+            cp "$lambda_dir/$binary/bootstrap" ".aws-sam/build/$fn/bootstrap"
+        done <<<"$builds"
+        step_ok
     fi
-    step_ok
 
     step_start "(d) bootstrap binaries are aarch64"
     functions="$(python3 - "$template" <<'PY'

@@ -17,10 +17,12 @@
 //!   HubSpot's rate limit: seconds, records per second, the ratio to the ceiling
 //!   (1,100 records/s), the process's peak heap during the run.
 //! - **Conflict detection**: `reconcile` alone, per record pair of 10 mapped fields.
+//! - **Cold start** (see [`coldstart`]): each function binary's init and memory against
+//!   a hello-world `lambda_runtime` binary of the same profile. Goal: at most 2×.
 //!
-//! Usage: `conduit-bench [--only conflict,oauth,refresh,sync] [--flows N]
+//! Usage: `conduit-bench [--only coldstart,conflict,oauth,refresh,sync] [--flows N]
 //! [--connections N] [--sync 1000,10000,100000] [--directions pull,push] [--pairs N]
-//! [--log LEVEL]` (default: everything; `--log info` writes the handlers' JSON logs,
+//! [--starts N] [--bin-dir DIR] [--log LEVEL]` (default: everything; `--log info` writes the handlers' JSON logs,
 //! e.g. the worker's "sync chunk done", to stderr).
 
 use std::time::{Duration, Instant};
@@ -37,6 +39,7 @@ use serde_json::json;
 const RETURN_TO: &str = "http://localhost:5173/integrations";
 
 mod alloc;
+mod coldstart;
 mod sync;
 
 #[global_allocator]
@@ -49,10 +52,12 @@ struct Args {
     sizes: Vec<usize>,
     ways: Vec<sync::Way>,
     pairs: u32,
+    starts: usize,
+    bin_dir: Option<std::path::PathBuf>,
     log: Option<String>,
 }
 
-const BENCHES: [&str; 4] = ["conflict", "oauth", "refresh", "sync"];
+const BENCHES: [&str; 5] = ["coldstart", "conflict", "oauth", "refresh", "sync"];
 
 fn numbers(flag: &str, value: &str) -> Result<Vec<usize>> {
     value
@@ -74,6 +79,8 @@ fn args() -> Result<Args> {
         sizes: vec![1_000, 10_000, 100_000],
         ways: vec![sync::Way::Pull, sync::Way::Push],
         pairs: 100_000,
+        starts: 20,
+        bin_dir: None,
         log: None,
     };
     let mut it = std::env::args().skip(1);
@@ -112,9 +119,11 @@ fn args() -> Result<Args> {
                     bail!("--only takes {}, got {b:?}", BENCHES.join(","));
                 }
             }
+            "--starts" => out.starts = one()?.max(1),
+            "--bin-dir" => out.bin_dir = Some(value.into()),
             "--log" => out.log = Some(value),
             other => bail!(
-                "unknown flag {other}; use --only, --flows, --connections, --sync, --directions, --pairs, --log"
+                "unknown flag {other}; use --only, --flows, --connections, --sync, --directions, --pairs, --starts, --bin-dir, --log"
             ),
         }
     }
@@ -129,6 +138,13 @@ async fn main() -> Result<()> {
     }
     let wants = |b: &str| args.only.iter().any(|o| o == b);
     println!("# Conduit benchmarks (local stack: moto, provider sandbox, dev host)\n");
+    if wants("coldstart") {
+        let dir = match &args.bin_dir {
+            Some(dir) => dir.clone(),
+            None => coldstart::default_bin_dir()?,
+        };
+        coldstart::bench(&dir, args.starts)?;
+    }
     if wants("conflict") {
         conflict_detection(args.pairs);
     }

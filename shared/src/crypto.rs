@@ -104,15 +104,18 @@ pub trait DataKeySource: Send + Sync {
 /// KMS as the data-key source, with the tenant as encryption context.
 #[derive(Clone, Debug)]
 pub struct KmsKeys {
-    client: aws_sdk_kms::Client,
+    client: crate::app::LazyClient<aws_sdk_kms::Client>,
     key_id: String,
 }
 
 impl KmsKeys {
     /// Data keys from `key_id` (id, ARN or alias).
-    pub fn new(client: aws_sdk_kms::Client, key_id: impl Into<String>) -> Self {
+    pub fn new(
+        client: impl Into<crate::app::LazyClient<aws_sdk_kms::Client>>,
+        key_id: impl Into<String>,
+    ) -> Self {
         Self {
-            client,
+            client: client.into(),
             key_id: key_id.into(),
         }
     }
@@ -133,6 +136,7 @@ impl DataKeySource for KmsKeys {
     async fn generate(&self, tenant: &TenantId) -> Result<DataKey, CryptoError> {
         let out = self
             .client
+            .get()
             .generate_data_key()
             .key_id(&self.key_id)
             .key_spec(aws_sdk_kms::types::DataKeySpec::Aes256)
@@ -163,6 +167,7 @@ impl DataKeySource for KmsKeys {
     ) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
         let out = self
             .client
+            .get()
             .decrypt()
             .key_id(&self.key_id)
             .ciphertext_blob(aws_sdk_kms::primitives::Blob::new(encrypted))

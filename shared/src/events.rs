@@ -36,14 +36,17 @@ pub enum EventError {
 /// Puts events on the bus.
 #[derive(Clone, Debug)]
 pub struct EventPublisher {
-    client: Client,
+    client: crate::app::LazyClient<Client>,
     bus: Option<String>,
 }
 
 impl EventPublisher {
     /// A publisher to `bus` (none: every publish fails with [`EventError::NoBus`]).
-    pub fn new(client: Client, bus: Option<String>) -> Self {
-        Self { client, bus }
+    pub fn new(client: impl Into<crate::app::LazyClient<Client>>, bus: Option<String>) -> Self {
+        Self {
+            client: client.into(),
+            bus,
+        }
     }
 
     /// Publishes one event.
@@ -57,6 +60,7 @@ impl EventPublisher {
             serde_json::to_string(detail).map_err(|e| EventError::Detail(e.to_string()))?;
         let out = self
             .client
+            .get()
             .put_events()
             .entries(
                 PutEventsRequestEntry::builder()

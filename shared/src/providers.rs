@@ -1,5 +1,5 @@
 //! The provider catalogue: every provider Conduit can connect, as data
-//! (`shared/providers.yaml`, embedded at build time), and the rules for the
+//! (`shared/providers.yaml`, embedded at build time as JSON, see `build.rs`), and the rules for the
 //! credentials a tenant gives for each auth method.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::egress::{self, UrlPolicy};
 
-const CATALOGUE_YAML: &str = include_str!("../providers.yaml");
+/// The catalogue as `build.rs` converted it from `providers.yaml`.
+const CATALOGUE_JSON: &str = include_str!(concat!(env!("OUT_DIR"), "/providers.json"));
 
 /// The whole catalogue.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -574,12 +575,17 @@ impl Catalogue {
     /// The embedded catalogue, parsed and checked once per process.
     pub fn get() -> Result<&'static Catalogue, CatalogueError> {
         CATALOGUE
-            .get_or_init(|| Self::parse(CATALOGUE_YAML))
+            .get_or_init(|| {
+                let catalogue: Catalogue =
+                    serde_json::from_str(CATALOGUE_JSON).map_err(|e| e.to_string())?;
+                catalogue.check()?;
+                Ok(catalogue)
+            })
             .as_ref()
             .map_err(|e| CatalogueError(e.clone()))
     }
 
-    /// Parses and checks a catalogue document.
+    /// Parses and checks a catalogue document in YAML (the form `providers.yaml` has).
     pub fn parse(yaml: &str) -> Result<Catalogue, String> {
         let catalogue: Catalogue = serde_yaml_ng::from_str(yaml).map_err(|e| e.to_string())?;
         catalogue.check()?;
@@ -1267,6 +1273,17 @@ providers:
         let not_capable = bad.replace("sync: [contacts]", "sync: []");
         let err = Catalogue::parse(&not_capable).unwrap_err();
         assert!(err.contains("capabilities"), "{err}");
+    }
+
+    #[test]
+    fn embedded_json_reads_as_the_yaml_source() {
+        let from_yaml = Catalogue::parse(include_str!("../providers.yaml")).expect("yaml");
+        let embedded = Catalogue::get().expect("embedded");
+        assert!(!embedded.providers.is_empty());
+        assert_eq!(
+            serde_json::to_value(&from_yaml).expect("yaml as json"),
+            serde_json::to_value(embedded).expect("embedded as json")
+        );
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub enum SecretsError {
 
 /// Reads and caches the platform secret.
 pub struct PlatformSecretStore {
-    client: aws_sdk_secretsmanager::Client,
+    client: crate::app::LazyClient<aws_sdk_secretsmanager::Client>,
     secret_id: String,
     ttl: Duration,
     cache: Mutex<Option<(Instant, Arc<PlatformSecrets>)>>,
@@ -51,12 +51,12 @@ pub struct PlatformSecretStore {
 impl PlatformSecretStore {
     /// Reads `secret_id`, keeping it for `ttl` per container.
     pub fn new(
-        client: aws_sdk_secretsmanager::Client,
+        client: impl Into<crate::app::LazyClient<aws_sdk_secretsmanager::Client>>,
         secret_id: impl Into<String>,
         ttl: Duration,
     ) -> Self {
         Self {
-            client,
+            client: client.into(),
             secret_id: secret_id.into(),
             ttl,
             cache: Mutex::new(None),
@@ -73,6 +73,7 @@ impl PlatformSecretStore {
         }
         let out = self
             .client
+            .get()
             .get_secret_value()
             .secret_id(&self.secret_id)
             .send()

@@ -33,17 +33,26 @@ pub use settings::Settings;
 /// What the function builds once per cold start besides the shared [`App`].
 pub struct Service {
     settings: Settings,
-    scheduler: aws_sdk_scheduler::Client,
+    aws: aws_config::SdkConfig,
+    /// Built at the first schedule call, not at start-up: most requests never need it,
+    /// and an SDK client costs a cold start about a millisecond.
+    scheduler: std::sync::OnceLock<aws_sdk_scheduler::Client>,
 }
 
 impl Service {
     /// The service of `app`: its schedule settings (from the function's environment)
-    /// and a Scheduler client on its AWS configuration.
+    /// and, when first needed, a Scheduler client on its AWS configuration.
     pub fn new(app: &App) -> Result<Self, ConfigError> {
         Ok(Self {
             settings: Settings::from_env(&app.config.env)?,
-            scheduler: aws_sdk_scheduler::Client::new(&app.aws),
+            aws: app.aws.clone(),
+            scheduler: std::sync::OnceLock::new(),
         })
+    }
+
+    fn scheduler(&self) -> &aws_sdk_scheduler::Client {
+        self.scheduler
+            .get_or_init(|| aws_sdk_scheduler::Client::new(&self.aws))
     }
 }
 
@@ -90,7 +99,7 @@ impl ConfigCall for Call<'_> {
     }
 
     fn schedules(&self) -> schedules::Schedules<'_> {
-        schedules::Schedules::new(&self.service.scheduler, &self.service.settings)
+        schedules::Schedules::new(self.service.scheduler(), &self.service.settings)
     }
 
     async fn load(&self) -> Result<SyncConfig, ApiError> {
