@@ -22,3 +22,14 @@ pub async fn moto_sdk_config(endpoint: &str) -> SdkConfig {
         .load()
         .await
 }
+
+/// `config` with an HTTP client of its own. A pooled connection lives on the runtime
+/// that opened it: a caller on another runtime (each test has its own) must not share
+/// the environment's pool, or it meets connections whose runtime has ended.
+pub fn with_own_http_client(config: &SdkConfig) -> SdkConfig {
+    let http = aws_smithy_http_client::Builder::new().build_http();
+    config
+        .to_builder()
+        .http_client(crate::trace::traced_http_client(http))
+        .build()
+}

@@ -385,7 +385,7 @@ impl TestApp {
 
     /// The local stack's DynamoDB client (to plant or inspect raw items).
     pub fn dynamo(&self) -> aws_sdk_dynamodb::Client {
-        aws_sdk_dynamodb::Client::new(&self.shared.aws)
+        aws_sdk_dynamodb::Client::new(&devhost::aws::with_own_http_client(&self.shared.aws))
     }
 
     /// The table's name.
@@ -518,7 +518,7 @@ impl TestApp {
     /// The same envelope the functions use (KMS on moto).
     pub async fn envelope(&self) -> Envelope<KmsKeys> {
         let config = Config::from_map(&self.shared.env).expect("function config");
-        App::with_aws(config, self.shared.aws.clone())
+        App::with_aws(config, devhost::aws::with_own_http_client(&self.shared.aws))
             .expect("app")
             .envelope
     }
@@ -611,7 +611,9 @@ impl TestApp {
     /// An `App` like the functions', on the local stack (for library-level calls).
     pub fn app(&self) -> App {
         let config = Config::from_map(&self.shared.env).expect("function config");
-        App::with_aws(config, self.shared.aws.clone()).expect("app")
+        // Its own connection pool: this test's runtime, not the environment's.
+        let aws = devhost::aws::with_own_http_client(&self.shared.aws);
+        App::with_aws(config, aws).expect("app")
     }
 
     /// Runs a template function once on an event, as `devhost invoke` does.
