@@ -750,6 +750,69 @@ impl Table {
         Ok(Page { items, cursor })
     }
 
+    /// One page of the same query over several partitions (the shards of one family),
+    /// walked shard after shard rather than merged: for a reader that needs every item
+    /// once and no order across shards (a push pass). Each query asks for what the
+    /// page still lacks, so nothing is read twice — a merged round reads about twice
+    /// what it returns. Up to `want` items, and where the next page starts.
+    pub async fn walk_shards(
+        &self,
+        index: Option<&str>,
+        pks: &[String],
+        range: SkRange<'_>,
+        from: Option<ShardPosition>,
+        want: usize,
+        filter: Option<&str>,
+    ) -> Result<(Vec<Item>, Option<ShardPosition>), StoreError> {
+        let (_, sk_attr) = index_keys(index)?;
+        let sk = |item: &Item| item.get(sk_attr).and_then(|v| v.as_s().ok()).cloned();
+        let mut at = from.unwrap_or(ShardPosition {
+            shard: 0,
+            after: None,
+        });
+        if at.shard >= pks.len() {
+            return Err(StoreError::BadCursor);
+        }
+        let mut items = Vec::new();
+        while items.len() < want {
+            let Some(pk) = pks.get(at.shard) else {
+                return Ok((items, None));
+            };
+            let (low, high);
+            let mut opts = QueryOpts {
+                limit: Some(i32::try_from(want - items.len()).unwrap_or(1000).min(1000)),
+                filter: filter.map(|f| (f, Vec::new())),
+                ..Default::default()
+            };
+            match (range, at.after.as_deref()) {
+                (SkRange::Prefix(p), None) => opts.prefix = Some(p),
+                (SkRange::Prefix(p), Some(a)) => {
+                    // Keys of the prefix after `a` (as in query_shards).
+                    low = format!("{a}\u{0}");
+                    high = format!("{p}\u{10FFFF}");
+                    if low > high {
+                        at = at.next_shard();
+                        continue;
+                    }
+                    opts.between = Some((low.as_str(), high.as_str()));
+                }
+                (SkRange::From(f), None) => opts.between = Some((f, "\u{10FFFF}")),
+                (_, Some(a)) => opts.after = Some(a),
+                (SkRange::All, None) => {}
+            }
+            let (got, last) = self.query_raw(index, pk, opts).await?;
+            items.extend(got);
+            at = match last.as_ref().and_then(&sk) {
+                Some(key) => ShardPosition {
+                    shard: at.shard,
+                    after: Some(key),
+                },
+                None => at.next_shard(),
+            };
+        }
+        Ok((items, (at.shard < pks.len()).then_some(at)))
+    }
+
     /// One round of the same query over several partitions (the shards of one
     /// family) whose sort keys share one order, merged: up to `want` items in sort-key
     /// order after `after`, and where the next round starts (None when every shard is
@@ -1063,6 +1126,45 @@ impl Table {
                 None => return Ok(all),
             }
         }
+    }
+}
+
+/// Where a walk over shards ([`Table::walk_shards`]) stands: the shard, and the sort
+/// key it continues after (None: from the shard's start).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardPosition {
+    /// The shard's index in the walk's list of partitions.
+    pub shard: usize,
+    /// The last sort key read in that shard.
+    pub after: Option<String>,
+}
+
+impl ShardPosition {
+    fn next_shard(&self) -> Self {
+        Self {
+            shard: self.shard + 1,
+            after: None,
+        }
+    }
+
+    /// As a cursor: base64url of `{shard}|{sort key}`.
+    pub fn encode(&self) -> String {
+        encode_after(&format!(
+            "{}|{}",
+            self.shard,
+            self.after.as_deref().unwrap_or("")
+        ))
+    }
+
+    /// A cursor [`ShardPosition::encode`] made; anything else is [`StoreError::BadCursor`].
+    pub fn decode(cursor: &str) -> Result<Self, StoreError> {
+        let plain = decode_after(cursor)?;
+        let (shard, after) = plain.split_once('|').ok_or(StoreError::BadCursor)?;
+        let shard = shard.parse().map_err(|_| StoreError::BadCursor)?;
+        Ok(Self {
+            shard,
+            after: (!after.is_empty()).then(|| after.to_owned()),
+        })
     }
 }
 

@@ -477,7 +477,8 @@ impl Records {
         Ok(keys.iter().filter_map(|(_, id)| by_id.remove(id)).collect())
     }
 
-    /// A page of every record (deleted too) in id order: what a full push walks.
+    /// A page of every record (deleted too): what a full push walks, shard after
+    /// shard (in id order within a shard; no order across shards).
     pub async fn scan_partition(
         &self,
         tenant: &TenantId,
@@ -485,18 +486,30 @@ impl Records {
         limit: i32,
         cursor: Option<&str>,
     ) -> Result<Page<Record>, StoreError> {
-        let after = cursor.map(super::decode_after).transpose()?;
+        let from = cursor.map(super::ShardPosition::decode).transpose()?;
         let want = usize::try_from(limit.max(1)).unwrap_or(1);
-        let (records, skipped, next) = self
-            .round_by_id(tenant, entity, after.as_deref(), want, false)
+        let (items, next) = self
+            .table
+            .walk_shards(
+                None,
+                &shards(|s| keys::records(tenant, entity, s)),
+                SkRange::All,
+                from,
+                want,
+                None,
+            )
             .await?;
+        let mut skipped = Vec::new();
+        let readable = items.into_iter().map(|i| Readable::read(i, "sk")).collect();
+        let records = readable_records(readable, &mut skipped);
         push_page(records, &skipped, next)
     }
 
     /// A page of the change feed: records changed at or after `from` (a change
-    /// position), oldest first. The feed is an index and may lag a write: a record is
-    /// read as it is now, and a record whose newest change is not in the feed yet is
-    /// found by the next pass (pushes start each pass a margin before the last).
+    /// position), shard after shard (oldest first within a shard). The feed is an
+    /// index and may lag a write: a record is read as it is now, and a record whose
+    /// newest change is not in the feed yet is found by the next pass (pushes start
+    /// each pass a margin before the last).
     pub async fn changes(
         &self,
         tenant: &TenantId,
@@ -505,15 +518,15 @@ impl Records {
         limit: i32,
         cursor: Option<&str>,
     ) -> Result<Page<Record>, StoreError> {
-        let after = cursor.map(super::decode_after).transpose()?;
+        let position = cursor.map(super::ShardPosition::decode).transpose()?;
         let want = usize::try_from(limit.max(1)).unwrap_or(1);
         let (found, next) = self
             .table
-            .query_shards(
+            .walk_shards(
                 Some("gsi3"),
                 &shards(|s| keys::record_changes(tenant, entity, s)),
                 SkRange::From(from),
-                after.as_deref(),
+                position,
                 want,
                 None,
             )
@@ -528,7 +541,7 @@ impl Records {
 fn push_page(
     records: Vec<Record>,
     skipped: &[Skipped],
-    next: Option<String>,
+    next: Option<super::ShardPosition>,
 ) -> Result<Page<Record>, StoreError> {
     if let Some(s) = skipped.first() {
         tracing::error!(key = %s.id, "a record does not convert; the push stops here");
@@ -536,7 +549,7 @@ fn push_page(
     }
     Ok(Page {
         items: records,
-        cursor: next.as_deref().map(super::encode_after),
+        cursor: next.as_ref().map(super::ShardPosition::encode),
     })
 }
 
