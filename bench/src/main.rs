@@ -133,8 +133,10 @@ fn args() -> Result<Args> {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = args()?;
-    if let Some(level) = &args.log {
-        conduit::telemetry::init_with_writer(level, std::io::stderr);
+    match &args.log {
+        Some(level) => conduit::telemetry::init_with_writer(level, std::io::stderr),
+        // No logs, and the functions' metric lines (EMF) not among the figures either.
+        None => conduit::telemetry::init_with_writer("off", std::io::sink),
     }
     let wants = |b: &str| args.only.iter().any(|o| o == b);
     println!("# Conduit benchmarks (local stack: moto, provider sandbox, dev host)\n");
