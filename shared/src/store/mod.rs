@@ -751,48 +751,47 @@ impl Table {
     }
 
     /// One page of the same query over several partitions (the shards of one family),
-    /// walked shard after shard rather than merged: for a reader that needs every item
-    /// once and no order across shards (a push pass). Each query asks for what the
-    /// page still lacks, so nothing is read twice — a merged round reads about twice
-    /// what it returns. Up to `want` items, and where the next page starts.
+    /// every unfinished shard read side by side from its own position and the answers
+    /// joined without merging: for a reader that needs every item once and no order
+    /// across shards (a push pass). Each shard is asked for its share of the page, so
+    /// nothing is read twice (a merged round reads about twice what it returns) and a
+    /// page's writes spread over the shards like the records do. Up to about `want`
+    /// items, and where the next page starts (None when every shard is done).
     pub async fn walk_shards(
         &self,
         index: Option<&str>,
         pks: &[String],
         range: SkRange<'_>,
-        from: Option<ShardPosition>,
+        from: Option<ShardPositions>,
         want: usize,
-        filter: Option<&str>,
-    ) -> Result<(Vec<Item>, Option<ShardPosition>), StoreError> {
+    ) -> Result<(Vec<Item>, Option<ShardPositions>), StoreError> {
         let (_, sk_attr) = index_keys(index)?;
         let sk = |item: &Item| item.get(sk_attr).and_then(|v| v.as_s().ok()).cloned();
-        let mut at = from.unwrap_or(ShardPosition {
-            shard: 0,
-            after: None,
-        });
-        if at.shard >= pks.len() {
+        let at = from.unwrap_or_else(|| ShardPositions(vec![Some(String::new()); pks.len()]));
+        if at.0.len() != pks.len() {
             return Err(StoreError::BadCursor);
         }
-        let mut items = Vec::new();
-        while items.len() < want {
-            let Some(pk) = pks.get(at.shard) else {
-                return Ok((items, None));
+        let open = at.0.iter().filter(|p| p.is_some()).count().max(1);
+        let share = i32::try_from(want.div_ceil(open))
+            .unwrap_or(1000)
+            .clamp(1, 1000);
+        let reads = pks.iter().zip(&at.0).map(|(pk, position)| async move {
+            let Some(after) = position else {
+                return Ok::<_, StoreError>((Vec::new(), None));
             };
             let (low, high);
             let mut opts = QueryOpts {
-                limit: Some(i32::try_from(want - items.len()).unwrap_or(1000).min(1000)),
-                filter: filter.map(|f| (f, Vec::new())),
+                limit: Some(share),
                 ..Default::default()
             };
-            match (range, at.after.as_deref()) {
+            match (range, (!after.is_empty()).then_some(after.as_str())) {
                 (SkRange::Prefix(p), None) => opts.prefix = Some(p),
                 (SkRange::Prefix(p), Some(a)) => {
                     // Keys of the prefix after `a` (as in query_shards).
                     low = format!("{a}\u{0}");
                     high = format!("{p}\u{10FFFF}");
                     if low > high {
-                        at = at.next_shard();
-                        continue;
+                        return Ok((Vec::new(), None));
                     }
                     opts.between = Some((low.as_str(), high.as_str()));
                 }
@@ -800,17 +799,32 @@ impl Table {
                 (_, Some(a)) => opts.after = Some(a),
                 (SkRange::All, None) => {}
             }
-            let (got, last) = self.query_raw(index, pk, opts).await?;
-            items.extend(got);
-            at = match last.as_ref().and_then(&sk) {
-                Some(key) => ShardPosition {
-                    shard: at.shard,
-                    after: Some(key),
-                },
-                None => at.next_shard(),
+            let (items, last) = self.query_raw(index, pk, opts).await?;
+            Ok((items, last.as_ref().and_then(&sk)))
+        });
+        let mut answers = futures::future::try_join_all(reads).await?;
+        // Exactly `want` when there is more (a push sends full batches): the fullest
+        // shards give back their last items, their positions moved back to match.
+        let mut total: usize = answers.iter().map(|(got, _)| got.len()).sum();
+        while total > want {
+            let Some(i) = (0..answers.len()).max_by_key(|&i| answers[i].0.len()) else {
+                break;
+            };
+            answers[i].0.pop();
+            total -= 1;
+            answers[i].1 = match answers[i].0.last() {
+                Some(item) => sk(item),
+                None => at.0[i].clone(),
             };
         }
-        Ok((items, (at.shard < pks.len()).then_some(at)))
+        let mut items = Vec::new();
+        let mut next = Vec::with_capacity(answers.len());
+        for (got, last) in answers {
+            items.extend(got);
+            next.push(last);
+        }
+        let next = ShardPositions(next);
+        Ok((items, next.0.iter().any(Option::is_some).then_some(next)))
     }
 
     /// One round of the same query over several partitions (the shards of one
@@ -1129,42 +1143,23 @@ impl Table {
     }
 }
 
-/// Where a walk over shards ([`Table::walk_shards`]) stands: the shard, and the sort
-/// key it continues after (None: from the shard's start).
+/// Where a walk over shards ([`Table::walk_shards`]) stands, per shard: the sort key
+/// it continues after (empty: from the start), or None when the shard is done.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ShardPosition {
-    /// The shard's index in the walk's list of partitions.
-    pub shard: usize,
-    /// The last sort key read in that shard.
-    pub after: Option<String>,
-}
+pub struct ShardPositions(pub Vec<Option<String>>);
 
-impl ShardPosition {
-    fn next_shard(&self) -> Self {
-        Self {
-            shard: self.shard + 1,
-            after: None,
-        }
-    }
-
-    /// As a cursor: base64url of `{shard}|{sort key}`.
+impl ShardPositions {
+    /// As a cursor: base64url of the JSON list of positions.
     pub fn encode(&self) -> String {
-        encode_after(&format!(
-            "{}|{}",
-            self.shard,
-            self.after.as_deref().unwrap_or("")
-        ))
+        encode_after(&serde_json::to_string(&self.0).unwrap_or_default())
     }
 
-    /// A cursor [`ShardPosition::encode`] made; anything else is [`StoreError::BadCursor`].
+    /// A cursor [`ShardPositions::encode`] made; anything else is [`StoreError::BadCursor`].
     pub fn decode(cursor: &str) -> Result<Self, StoreError> {
         let plain = decode_after(cursor)?;
-        let (shard, after) = plain.split_once('|').ok_or(StoreError::BadCursor)?;
-        let shard = shard.parse().map_err(|_| StoreError::BadCursor)?;
-        Ok(Self {
-            shard,
-            after: (!after.is_empty()).then(|| after.to_owned()),
-        })
+        serde_json::from_str(&plain)
+            .map(Self)
+            .map_err(|_| StoreError::BadCursor)
     }
 }
 

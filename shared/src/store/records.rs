@@ -477,8 +477,8 @@ impl Records {
         Ok(keys.iter().filter_map(|(_, id)| by_id.remove(id)).collect())
     }
 
-    /// A page of every record (deleted too): what a full push walks, shard after
-    /// shard (in id order within a shard; no order across shards).
+    /// A page of every record (deleted too): what a full push walks, every shard side
+    /// by side (in id order within a shard; no order across shards).
     pub async fn scan_partition(
         &self,
         tenant: &TenantId,
@@ -486,7 +486,7 @@ impl Records {
         limit: i32,
         cursor: Option<&str>,
     ) -> Result<Page<Record>, StoreError> {
-        let from = cursor.map(super::ShardPosition::decode).transpose()?;
+        let from = cursor.map(super::ShardPositions::decode).transpose()?;
         let want = usize::try_from(limit.max(1)).unwrap_or(1);
         let (items, next) = self
             .table
@@ -496,7 +496,6 @@ impl Records {
                 SkRange::All,
                 from,
                 want,
-                None,
             )
             .await?;
         let mut skipped = Vec::new();
@@ -506,7 +505,7 @@ impl Records {
     }
 
     /// A page of the change feed: records changed at or after `from` (a change
-    /// position), shard after shard (oldest first within a shard). The feed is an
+    /// position), every shard side by side (oldest first within a shard). The feed is an
     /// index and may lag a write: a record is read as it is now, and a record whose
     /// newest change is not in the feed yet is found by the next pass (pushes start
     /// each pass a margin before the last).
@@ -518,7 +517,7 @@ impl Records {
         limit: i32,
         cursor: Option<&str>,
     ) -> Result<Page<Record>, StoreError> {
-        let position = cursor.map(super::ShardPosition::decode).transpose()?;
+        let position = cursor.map(super::ShardPositions::decode).transpose()?;
         let want = usize::try_from(limit.max(1)).unwrap_or(1);
         let (found, next) = self
             .table
@@ -528,7 +527,6 @@ impl Records {
                 SkRange::From(from),
                 position,
                 want,
-                None,
             )
             .await?;
         let mut skipped = Vec::new();
@@ -541,7 +539,7 @@ impl Records {
 fn push_page(
     records: Vec<Record>,
     skipped: &[Skipped],
-    next: Option<super::ShardPosition>,
+    next: Option<super::ShardPositions>,
 ) -> Result<Page<Record>, StoreError> {
     if let Some(s) = skipped.first() {
         tracing::error!(key = %s.id, "a record does not convert; the push stops here");
@@ -549,7 +547,7 @@ fn push_page(
     }
     Ok(Page {
         items: records,
-        cursor: next.as_ref().map(super::ShardPosition::encode),
+        cursor: next.as_ref().map(super::ShardPositions::encode),
     })
 }
 
