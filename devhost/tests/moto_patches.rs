@@ -84,6 +84,55 @@ fn requests() -> Vec<(&'static str, Value)> {
                "ExpressionAttributeNames": {"#m": "map"},
                "ExpressionAttributeValues": {":p": {"S": "P#1"}, ":s": {"S": "S#00"}, ":t": {"BOOL": true}}}),
     ));
+    // Key conditions on the range key, which the patched query seeks to: every
+    // comparison, with and without a limit, a start key and descending order.
+    let conditions: [(&str, Value); 8] = [
+        ("sk = :a", json!({":a": {"S": "S#005"}})),
+        ("sk > :a", json!({":a": {"S": "S#004"}})),
+        ("sk >= :a", json!({":a": {"S": "S#004"}})),
+        ("sk < :a", json!({":a": {"S": "S#007"}})),
+        ("sk <= :a", json!({":a": {"S": "S#007"}})),
+        (
+            "sk BETWEEN :a AND :b",
+            json!({":a": {"S": "S#002"}, ":b": {"S": "S#009"}}),
+        ),
+        ("begins_with(sk, :a)", json!({":a": {"S": "S#00"}})),
+        ("sk > :a", json!({":a": {"S": "S#0035"}})),
+    ];
+    for (condition, values) in conditions {
+        for (limit, forward, start) in [
+            (None, true, None),
+            (Some(3), true, None),
+            (Some(3), false, None),
+            (Some(2), true, Some("S#006")),
+            (Some(2), false, Some("S#006")),
+        ] {
+            let mut names = values.clone();
+            names[":p"] = json!({"S": "P#1"});
+            let mut q = json!({
+                "TableName": TABLE, "KeyConditionExpression": format!("pk = :p AND {condition}"),
+                "ExpressionAttributeValues": names, "ScanIndexForward": forward,
+            });
+            if let Some(l) = limit {
+                q["Limit"] = json!(l);
+            }
+            if let Some(s) = start {
+                q["ExclusiveStartKey"] = json!({"pk": {"S": "P#1"}, "sk": {"S": s}});
+            }
+            out.push(("Query", q));
+        }
+    }
+    out.push((
+        "Query",
+        json!({"TableName": TABLE, "KeyConditionExpression": "pk = :p AND sk > :a",
+               "FilterExpression": "flag = :t", "Limit": 4,
+               "ExpressionAttributeValues": {":p": {"S": "P#1"}, ":a": {"S": "S#001"}, ":t": {"BOOL": true}}}),
+    ));
+    out.push((
+        "Query",
+        json!({"TableName": TABLE, "KeyConditionExpression": "pk = :p AND begins_with(sk, :a)",
+               "ExpressionAttributeValues": {":p": {"S": "P#1"}, ":a": {"S": "T"}}}),
+    ));
     out.push((
         "Query",
         json!({"TableName": TABLE, "IndexName": "gsi1", "KeyConditionExpression": "gsi1pk = :g AND gsi1sk > :s",
