@@ -771,60 +771,94 @@ impl Table {
         if at.0.len() != pks.len() {
             return Err(StoreError::BadCursor);
         }
-        let open = at.0.iter().filter(|p| p.is_some()).count().max(1);
-        let share = i32::try_from(want.div_ceil(open))
-            .unwrap_or(1000)
-            .clamp(1, 1000);
-        let reads = pks.iter().zip(&at.0).map(|(pk, position)| async move {
-            let Some(after) = position else {
-                return Ok::<_, StoreError>((Vec::new(), None));
-            };
-            let (low, high);
-            let mut opts = QueryOpts {
-                limit: Some(share),
-                ..Default::default()
-            };
-            match (range, (!after.is_empty()).then_some(after.as_str())) {
-                (SkRange::Prefix(p), None) => opts.prefix = Some(p),
-                (SkRange::Prefix(p), Some(a)) => {
-                    // Keys of the prefix after `a` (as in query_shards).
-                    low = format!("{a}\u{0}");
-                    high = format!("{p}\u{10FFFF}");
-                    if low > high {
-                        return Ok((Vec::new(), None));
-                    }
-                    opts.between = Some((low.as_str(), high.as_str()));
-                }
-                (SkRange::From(f), None) => opts.between = Some((f, "\u{10FFFF}")),
-                (_, Some(a)) => opts.after = Some(a),
-                (SkRange::All, None) => {}
+        // Per shard: what it gave, where it stands (None: done).
+        let mut got: Vec<Vec<Item>> = vec![Vec::new(); pks.len()];
+        let mut position = at.0.clone();
+        // Round one asks every open shard for its share; a shard that ran out leaves
+        // the page short, and the shards that answered in full are asked for the rest
+        // (a push sends full batches), a few rounds at most.
+        let mut asking: Vec<usize> = (0..pks.len()).filter(|&i| position[i].is_some()).collect();
+        for _ in 0..4 {
+            let total: usize = got.iter().map(Vec::len).sum();
+            if asking.is_empty() || total >= want {
+                break;
             }
-            let (items, last) = self.query_raw(index, pk, opts).await?;
-            Ok((items, last.as_ref().and_then(&sk)))
-        });
-        let mut answers = futures::future::try_join_all(reads).await?;
-        // Exactly `want` when there is more (a push sends full batches): the fullest
-        // shards give back their last items, their positions moved back to match.
-        let mut total: usize = answers.iter().map(|(got, _)| got.len()).sum();
+            let share = i32::try_from((want - total).div_ceil(asking.len()))
+                .unwrap_or(1000)
+                .clamp(1, 1000);
+            let reads = asking.iter().map(|&i| {
+                let after = position[i].clone().unwrap_or_default();
+                async move {
+                    let (items, last) = self
+                        .shard_after(index, &pks[i], range, &after, share, None)
+                        .await?;
+                    Ok::<_, StoreError>((i, items, last.as_ref().and_then(&sk)))
+                }
+            });
+            let answers = futures::future::try_join_all(reads).await?;
+            asking.clear();
+            for (i, items, last) in answers {
+                // A shard that filled its share may have more.
+                if last.is_some() && items.len() == share as usize {
+                    asking.push(i);
+                }
+                position[i] = last;
+                got[i].extend(items);
+            }
+        }
+        // Exactly `want` when there is more: the fullest shards give back their last
+        // items, their positions moved back to match.
+        let mut total: usize = got.iter().map(Vec::len).sum();
         while total > want {
-            let Some(i) = (0..answers.len()).max_by_key(|&i| answers[i].0.len()) else {
+            let Some(i) = (0..got.len()).max_by_key(|&i| got[i].len()) else {
                 break;
             };
-            answers[i].0.pop();
+            got[i].pop();
             total -= 1;
-            answers[i].1 = match answers[i].0.last() {
+            position[i] = match got[i].last() {
                 Some(item) => sk(item),
                 None => at.0[i].clone(),
             };
         }
-        let mut items = Vec::new();
-        let mut next = Vec::with_capacity(answers.len());
-        for (got, last) in answers {
-            items.extend(got);
-            next.push(last);
-        }
-        let next = ShardPositions(next);
+        let items = got.into_iter().flatten().collect();
+        let next = ShardPositions(position);
         Ok((items, next.0.iter().any(Option::is_some).then_some(next)))
+    }
+
+    /// Up to `limit` items of one shard's partition in `range` after `after` (empty:
+    /// from the start) that pass `filter`, and its last evaluated key.
+    async fn shard_after(
+        &self,
+        index: Option<&str>,
+        pk: &str,
+        range: SkRange<'_>,
+        after: &str,
+        limit: i32,
+        filter: Option<&str>,
+    ) -> Result<(Vec<Item>, Option<Item>), StoreError> {
+        let (low, high);
+        let mut opts = QueryOpts {
+            limit: Some(limit),
+            filter: filter.map(|f| (f, Vec::new())),
+            ..Default::default()
+        };
+        match (range, (!after.is_empty()).then_some(after)) {
+            (SkRange::Prefix(p), None) => opts.prefix = Some(p),
+            (SkRange::Prefix(p), Some(a)) => {
+                // Keys of the prefix after `a`: those of the prefix sort below it
+                // followed by the highest character.
+                low = format!("{a}\u{0}");
+                high = format!("{p}\u{10FFFF}");
+                if low > high {
+                    return Ok((Vec::new(), None));
+                }
+                opts.between = Some((low.as_str(), high.as_str()));
+            }
+            (SkRange::From(f), None) => opts.between = Some((f, "\u{10FFFF}")),
+            (_, Some(a)) => opts.after = Some(a),
+            (SkRange::All, None) => {}
+        }
+        self.query_raw(index, pk, opts).await
     }
 
     /// One round of the same query over several partitions (the shards of one
@@ -843,29 +877,10 @@ impl Table {
     ) -> Result<(Vec<Item>, Option<String>), StoreError> {
         let (_, sk_attr) = index_keys(index)?;
         let per_shard = (want.div_ceil(pks.len().max(1)) * 2 + 2).min(1000) as i32;
-        let (low, high);
-        let mut opts = QueryOpts {
-            limit: Some(per_shard),
-            filter: filter.map(|f| (f, Vec::new())),
-            ..Default::default()
-        };
-        match (range, after) {
-            (SkRange::Prefix(p), None) => opts.prefix = Some(p),
-            (SkRange::Prefix(p), Some(a)) => {
-                // Keys of the prefix after `a`: those of the prefix sort below it
-                // followed by the highest character.
-                low = format!("{a}\u{0}");
-                high = format!("{p}\u{10FFFF}");
-                if low > high {
-                    return Ok((Vec::new(), None));
-                }
-                opts.between = Some((low.as_str(), high.as_str()));
-            }
-            (SkRange::From(f), None) => opts.between = Some((f, "\u{10FFFF}")),
-            (_, Some(a)) => opts.after = Some(a),
-            (SkRange::All, None) => {}
-        }
-        let rounds = pks.iter().map(|pk| self.query_raw(index, pk, opts.clone()));
+        let after = after.unwrap_or_default();
+        let rounds = pks
+            .iter()
+            .map(|pk| self.shard_after(index, pk, range, after, per_shard, filter));
         let answers = futures::future::try_join_all(rounds).await?;
         // Only keys up to the lowest point an unfinished shard reached are complete.
         let sk = |item: &Item| item.get(sk_attr).and_then(|v| v.as_s().ok()).cloned();
