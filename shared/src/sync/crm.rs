@@ -20,7 +20,7 @@ use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::budget::{Budget, BudgetError, interval_for};
+use super::budget::{Budget, BudgetError, interval_for, tolerance_for};
 use super::config::{Filter, FilterOp};
 use super::schema::{CrmField, Entity, FieldType};
 use crate::app::App;
@@ -277,6 +277,7 @@ impl<'a> CrmClient<'a> {
             &tenant,
             &connection,
             interval_for(provider),
+            tolerance_for(provider),
         );
         Ok(Self {
             kind,
@@ -523,66 +524,85 @@ impl<'a> CrmClient<'a> {
     /// can: a HubSpot grant without the object's schema write scope cannot define the
     /// property, and pushes then de-duplicate creates by key instead.
     pub async fn ensure_marker(&mut self, entity: Entity) -> Result<bool, CrmError> {
-        let fields = self.describe(entity).await?;
-        if fields.iter().any(|f| f.name == self.kind.marker()) {
-            self.unmarked.remove(&entity);
-            return Ok(true);
-        }
-        match self.kind {
-            CrmKind::Hubspot => {
-                let object = self.kind.object(entity);
-                let schema_write = format!("crm.schemas.{object}.write");
-                let creds = self.credentials().await?;
-                // An OAuth grant says its scopes; an API key's are unknown: try.
-                let lacks = creds.connection.token.is_some()
-                    && !creds.connection.scopes.contains(&schema_write);
-                self.creds = Some((creds, Instant::now()));
-                if lacks {
-                    self.unmarked.insert(entity);
-                    return Ok(false);
+        let marked = match self.kind {
+            // Defining the property answers whether it exists (201, or 409 when it
+            // does): one request where a describe and then a create were two. A grant
+            // that cannot define it is asked whether someone else did.
+            CrmKind::Hubspot => match self.define_hubspot_marker(entity).await? {
+                Some(defined) => defined,
+                None => self.describes_marker(entity).await?,
+            },
+            CrmKind::Salesforce => {
+                if !self.describes_marker(entity).await? {
+                    return Err(CrmError::Rejected {
+                        status: 400,
+                        message: format!(
+                            "the {} object has no {SALESFORCE_MARKER} external id field",
+                            self.kind.object(entity)
+                        ),
+                    });
                 }
-                let group = match entity {
-                    Entity::Contacts => "contactinformation",
-                    Entity::Companies => "companyinformation",
-                };
-                let body = json!({
-                    "name": HUBSPOT_MARKER,
-                    "label": "Conduit ID",
-                    "type": "string",
-                    "fieldType": "text",
-                    "groupName": group,
-                    "hasUniqueValue": true,
-                    "description": "The Conduit record this record is synced with.",
-                });
-                match self
-                    .call(
-                        Method::POST,
-                        &format!("/crm/v3/properties/{object}"),
-                        &[],
-                        Some(&body),
-                        &[],
-                    )
-                    .await
-                {
-                    Ok(_) | Err(CrmError::Rejected { status: 409, .. }) => {
-                        self.describe_cache.remove(&entity);
-                        self.unmarked.remove(&entity);
-                        Ok(true)
-                    }
-                    Err(CrmError::ScopesMissing(_)) => {
-                        self.unmarked.insert(entity);
-                        Ok(false)
-                    }
-                    Err(e) => Err(e),
-                }
+                true
             }
-            CrmKind::Salesforce => Err(CrmError::Rejected {
-                status: 400,
-                message: format!(
-                    "the {} object has no {SALESFORCE_MARKER} external id field",
-                    self.kind.object(entity)
-                ),
-            }),
+        };
+        if marked {
+            self.unmarked.remove(&entity);
+        } else {
+            self.unmarked.insert(entity);
+        }
+        Ok(marked)
+    }
+
+    /// Whether the CRM's description of `entity` lists the marker field.
+    async fn describes_marker(&mut self, entity: Entity) -> Result<bool, CrmError> {
+        let fields = self.describe(entity).await?;
+        Ok(fields.iter().any(|f| f.name == self.kind.marker()))
+    }
+
+    /// Defines HubSpot's `conduit_id` property: Some(true) when it now exists (made
+    /// or already there), None when this grant may not define properties (an OAuth
+    /// grant without the object's schema write scope, or an API key refused for it).
+    async fn define_hubspot_marker(&mut self, entity: Entity) -> Result<Option<bool>, CrmError> {
+        let object = self.kind.object(entity);
+        let schema_write = format!("crm.schemas.{object}.write");
+        let creds = self.credentials().await?;
+        // An OAuth grant says its scopes; an API key's are unknown: try.
+        let lacks =
+            creds.connection.token.is_some() && !creds.connection.scopes.contains(&schema_write);
+        self.creds = Some((creds, Instant::now()));
+        if lacks {
+            return Ok(None);
+        }
+        let group = match entity {
+            Entity::Contacts => "contactinformation",
+            Entity::Companies => "companyinformation",
+        };
+        let body = json!({
+            "name": HUBSPOT_MARKER,
+            "label": "Conduit ID",
+            "type": "string",
+            "fieldType": "text",
+            "groupName": group,
+            "hasUniqueValue": true,
+            "description": "The Conduit record this record is synced with.",
+        });
+        match self
+            .call(
+                Method::POST,
+                &format!("/crm/v3/properties/{object}"),
+                &[],
+                Some(&body),
+                &[],
+            )
+            .await
+        {
+            Ok(_) | Err(CrmError::Rejected { status: 409, .. }) => {
+                // A description cached before the property existed lacks it.
+                self.describe_cache.remove(&entity);
+                Ok(Some(true))
+            }
+            Err(CrmError::ScopesMissing(_)) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 

@@ -808,8 +808,8 @@ impl Chunk<'_> {
 
     async fn push_pages(&mut self) -> Result<Option<Task>, CrmError> {
         let entity = self.task.entity;
-        self.crm.ensure_marker(entity).await?;
         if let Some(ids) = self.task.only.clone() {
+            self.crm.ensure_marker(entity).await?;
             let ids: Vec<RecordId> = ids.iter().filter_map(|i| RecordId::parse(i).ok()).collect();
             let records = self
                 .records
@@ -824,16 +824,20 @@ impl Chunk<'_> {
         let started = Instant::now();
         let mut pages = 0;
         let tenant = &self.task.tenant;
-        let mut page = push_read(
-            &self.records,
-            &self.links,
-            tenant,
-            entity,
-            &cursor.since,
-            &cursor.page,
-        )
-        .await
-        .map_err(store)?;
+        // The first page is read while the CRM is asked about the marker.
+        let (marker, first) = tokio::join!(
+            self.crm.ensure_marker(entity),
+            push_read(
+                &self.records,
+                &self.links,
+                tenant,
+                entity,
+                &cursor.since,
+                &cursor.page,
+            )
+        );
+        marker?;
+        let mut page = first.map_err(store)?;
         // Records pushed by this chunk: one seen again (changed during the push, so
         // later in the change feed) is read again once its link is written.
         let mut pushed: HashSet<String> = HashSet::new();
