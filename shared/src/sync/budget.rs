@@ -6,7 +6,10 @@
 //! conditional write, so concurrent workers interleave instead of bursting; a provider's
 //! 429 pushes it past the provider's `Retry-After` for everyone. The interval is the
 //! provider's window divided by its allowance, with a 2% margin, so no window of the
-//! provider's length ever holds more than its allowance.
+//! provider's length ever holds more than its allowance. Where the margin leaves room
+//! for more than one request beyond a window's worth, a taker may start up to that many
+//! intervals early, less one kept for jitter (GCRA's tolerance): a run's first requests
+//! then go without waiting, and a window still holds fewer than the allowance.
 
 use std::time::Duration;
 
@@ -38,6 +41,8 @@ struct Schedule {
     table: Table,
     pk: String,
     interval_ms: i64,
+    /// How early a taker may start before the schedule's time (GCRA's tolerance).
+    tolerance_ms: i64,
 }
 
 /// A slot taken: when the request may start, and the schedule after it.
@@ -64,6 +69,23 @@ pub fn interval_for(provider: &Provider) -> Duration {
         }
         // Only a daily allowance: pace at 50 requests a second.
         _ => Duration::from_millis(20),
+    }
+}
+
+/// How early a request may start before its slot for a provider: in GCRA, a window
+/// of length W holds at most `1 + W / interval + k` requests when takers may start `k`
+/// intervals early; `k` is what the 2% margin leaves below the allowance, less one
+/// request kept for jitter (HubSpot's 110 per 10 s: one interval; none for small or
+/// daily allowances).
+pub fn tolerance_for(provider: &Provider) -> Duration {
+    let limit = &provider.rate_limit;
+    match limit.requests.zip(limit.window_seconds) {
+        Some((requests, _)) if requests > 0 => {
+            let in_window = u64::from(requests) * 100 / 102;
+            let spare = u64::from(requests).saturating_sub(2 + in_window);
+            interval_for(provider) * u32::try_from(spare).unwrap_or(0)
+        }
+        _ => Duration::ZERO,
     }
 }
 
@@ -109,13 +131,13 @@ impl Schedule {
                 None => self.read().await?,
             };
             let now = now_ms();
-            let start = old.max(now).max(not_before);
+            let start = (old - self.tolerance_ms).max(now).max(not_before);
             if start - now > MAX_WAIT.as_millis() as i64 {
                 return Err(BudgetError::Exhausted(Duration::from_millis(
                     (start - now) as u64,
                 )));
             }
-            let tat = start + self.interval_ms;
+            let tat = start.max(old) + self.interval_ms;
             if self.swap(old, tat).await? {
                 return Ok(Slot { start, tat });
             }
@@ -126,18 +148,22 @@ impl Schedule {
 }
 
 impl Budget {
-    /// The budget of a connection, spacing requests by `interval`.
+    /// The budget of a connection, spacing requests by `interval`, a taker starting up
+    /// to `tolerance` before its slot.
     pub fn new(
         table: Table,
         tenant: &TenantId,
         connection: &ConnectionId,
         interval: Duration,
+        tolerance: Duration,
     ) -> Self {
+        let interval_ms = interval.as_millis().max(1) as i64;
         Self {
             schedule: Schedule {
                 table,
                 pk: crate::store::keys::rate(tenant, connection),
-                interval_ms: interval.as_millis().max(1) as i64,
+                interval_ms,
+                tolerance_ms: (tolerance.as_millis() as i64).min(interval_ms * 10),
             },
             known_tat: None,
             ahead: None,
@@ -161,11 +187,12 @@ impl Budget {
                 }
             },
         };
-        // A taker late for its slot starts now, and the next slot is an interval after.
+        // A taker late for its slot starts now, and its next slot is an interval after
+        // (less the tolerance), as GCRA counts a late arrival.
         let start = slot.start.max(now_ms());
         self.known_tat = Some(slot.tat);
         let schedule = self.schedule.clone();
-        let not_before = start + self.schedule.interval_ms;
+        let not_before = start + self.schedule.interval_ms - self.schedule.tolerance_ms;
         self.ahead = Some(tokio::spawn(async move {
             schedule.take(Some(slot.tat), not_before).await
         }));
@@ -182,7 +209,8 @@ impl Budget {
         if let Some(taken) = self.ahead.take() {
             taken.abort();
         }
-        let until = now_ms() + wait.as_millis() as i64;
+        // Takers may start `tolerance` before the schedule: it is set that much later.
+        let until = now_ms() + wait.as_millis() as i64 + self.schedule.tolerance_ms;
         let mut known_tat = self.known_tat;
         for _ in 0..20 {
             let old = match known_tat {
@@ -224,4 +252,42 @@ pub enum BudgetError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::Catalogue;
+
+    /// In GCRA a window of length W holds at most 1 + ⌊W / interval⌋ + k requests when
+    /// takers may start k intervals early; every provider's stays under its allowance
+    /// with one request to spare.
+    #[test]
+    fn no_window_holds_the_allowance() {
+        let catalogue = Catalogue::get().unwrap();
+        let hubspot = catalogue.provider("hubspot").unwrap();
+        assert_eq!(tolerance_for(hubspot), interval_for(hubspot));
+        for id in [
+            "hubspot",
+            "salesforce",
+            "zoho",
+            "pipedrive",
+            "zendesk",
+            "dynamics365",
+        ] {
+            let Some(p) = catalogue.provider(id) else {
+                continue;
+            };
+            let (Some(requests), Some(window)) =
+                (p.rate_limit.requests, p.rate_limit.window_seconds)
+            else {
+                assert_eq!(tolerance_for(p), Duration::ZERO, "{id}");
+                continue;
+            };
+            let interval = interval_for(p).as_micros();
+            let k = tolerance_for(p).as_micros() / interval;
+            let most = 1 + u128::from(window) * 1_000_000 / interval + k;
+            assert!(most < u128::from(requests), "{id}: {most} of {requests}");
+        }
+    }
 }
