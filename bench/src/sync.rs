@@ -91,6 +91,49 @@ pub struct Figures {
     pub setup: Duration,
     /// What the run (trigger to close) put on DynamoDB's partitions.
     pub capacity: CapacityReport,
+    /// The run's provider requests per sandbox route (what the requests were).
+    pub routes: std::collections::BTreeMap<String, u64>,
+    /// Where the wall time went besides HubSpot's pace: trigger to the first provider
+    /// request, the last one to the log's close, and the time lost in gaps longer than
+    /// twice the budget's spacing (with the longest).
+    pub timeline: Timeline,
+}
+
+/// A run's provider-request timeline (see [`Figures::timeline`]).
+#[derive(Debug, Clone, Default)]
+pub struct Timeline {
+    /// Trigger to the first provider request.
+    pub lead: Duration,
+    /// Last provider request to the log's close.
+    pub tail: Duration,
+    /// Time in gaps longer than twice the spacing, beyond the spacing.
+    pub lost: Duration,
+    /// The longest gap between two requests.
+    pub longest: Duration,
+}
+
+impl Timeline {
+    fn of(start: Instant, end: Instant, calls: &[Instant]) -> Self {
+        let spacing = Duration::from_micros(10_000_000 * 102 / 100 / 110);
+        let (Some(first), Some(last)) = (calls.first(), calls.last()) else {
+            return Self::default();
+        };
+        let mut lost = Duration::ZERO;
+        let mut longest = Duration::ZERO;
+        for pair in calls.windows(2) {
+            let gap = pair[1].saturating_duration_since(pair[0]);
+            longest = longest.max(gap);
+            if gap > spacing * 2 {
+                lost += gap - spacing;
+            }
+        }
+        Self {
+            lead: first.saturating_duration_since(start),
+            tail: end.saturating_duration_since(*last),
+            lost,
+            longest,
+        }
+    }
 }
 
 impl Figures {
@@ -407,12 +450,30 @@ pub async fn run(env: &devhost::LocalEnv, way: Way, n: usize, c: Connected) -> R
     // Count the run's own DynamoDB traffic, not the seeding's.
     let endpoint = env.aws_endpoint.clone();
     tokio::task::spawn_blocking(move || CapacityReport::reset(&endpoint)).await??;
+    let calls_before = env.sandbox.state().calls_view().routes;
     let base = alloc::reset_peak();
     let t = Instant::now();
     // Generous: ten times the ceiling's time plus a minute.
     let timeout = Duration::from_secs_f64(n as f64 / CEILING * 10.0 + 60.0);
     let logs = trigger_and_wait(env, &http, &app, &admin, &tenant, &cfg.id, timeout).await;
     let wall = t.elapsed();
+    let end = Instant::now();
+    let calls: Vec<Instant> = env
+        .sandbox
+        .state()
+        .call_times()
+        .into_iter()
+        .filter(|(at, route)| *at >= t && route.starts_with("hubspot."))
+        .map(|(at, _)| at)
+        .collect();
+    let timeline = Timeline::of(t, end, &calls);
+    let mut routes = env.sandbox.state().calls_view().routes;
+    for (route, n) in &calls_before {
+        if let Some(count) = routes.get_mut(route) {
+            *count = count.saturating_sub(*n);
+        }
+    }
+    routes.retain(|_, n| *n > 0);
     let peak_heap = alloc::peak().saturating_sub(base);
     let retained_heap = alloc::live().saturating_sub(base);
     let endpoint = env.aws_endpoint.clone();
@@ -467,6 +528,8 @@ pub async fn run(env: &devhost::LocalEnv, way: Way, n: usize, c: Connected) -> R
         retained_heap,
         setup,
         capacity,
+        routes,
+        timeline,
     })
 }
 
@@ -484,12 +547,18 @@ pub async fn bench(env: &devhost::LocalEnv, sizes: &[usize], ways: &[Way]) -> Re
     let mut all = Vec::new();
     for (way, n, connected) in runs {
         let f = run(env, way, n, connected).await?;
+        let routes: Vec<String> = f.routes.iter().map(|(r, n)| format!("{r} {n}")).collect();
         eprintln!(
-            "bench: {} {n}: {:.2} s ({:.0} rec/s; set-up {:.1} s)",
+            "bench: {} {n}: {:.2} s ({:.0} rec/s; set-up {:.1} s; provider requests: {}; to the first {:.2} s, after the last {:.2} s, lost in gaps {:.2} s, longest gap {:.2} s)",
             way.label(),
             f.wall.as_secs_f64(),
             f.rate(),
-            f.setup.as_secs_f64()
+            f.setup.as_secs_f64(),
+            routes.join(", "),
+            f.timeline.lead.as_secs_f64(),
+            f.timeline.tail.as_secs_f64(),
+            f.timeline.lost.as_secs_f64(),
+            f.timeline.longest.as_secs_f64(),
         );
         println!(
             "{} {n}, DynamoDB partitions:\n```\n{}```\n",

@@ -430,6 +430,10 @@ impl fmt::Debug for SandboxState {
     }
 }
 
+/// How many request arrival times the sandbox keeps (a 100k-record sync makes about
+/// 1,000 requests).
+pub const CALL_TIMES: usize = 20_000;
+
 /// The data behind the mutex.
 #[derive(Debug)]
 pub(crate) struct Inner {
@@ -437,6 +441,8 @@ pub(crate) struct Inner {
     next_id: u64,
     calls: BTreeMap<String, u64>,
     total_calls: u64,
+    /// When the latest requests arrived (at most [`CALL_TIMES`]), for timelines.
+    call_times: VecDeque<(std::time::Instant, String)>,
     latency: Duration,
     provider_latency: BTreeMap<Provider, Duration>,
     faults: VecDeque<Fault>,
@@ -450,6 +456,7 @@ impl Default for Inner {
             next_id: 900_001,
             calls: BTreeMap::new(),
             total_calls: 0,
+            call_times: VecDeque::new(),
             latency: Duration::ZERO,
             provider_latency: BTreeMap::new(),
             faults: VecDeque::new(),
@@ -657,6 +664,18 @@ impl SandboxState {
         let mut inner = self.lock();
         inner.total_calls += 1;
         *inner.calls.entry(route.to_owned()).or_insert(0) += 1;
+        if inner.call_times.len() == CALL_TIMES {
+            inner.call_times.pop_front();
+        }
+        inner
+            .call_times
+            .push_back((std::time::Instant::now(), route.to_owned()));
+    }
+
+    /// When the latest requests (at most [`CALL_TIMES`]) arrived, oldest first, with
+    /// their routes: a bench's timeline of a run.
+    pub fn call_times(&self) -> Vec<(std::time::Instant, String)> {
+        self.lock().call_times.iter().cloned().collect()
     }
 
     /// Latency to add before answering a request of `provider`.
