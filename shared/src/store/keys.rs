@@ -49,15 +49,19 @@ pub fn account_marker(provider: &str, account: &str) -> String {
 pub fn app_credentials(provider: &str) -> String {
     format!("APP#{provider}")
 }
-/// The partition of a tenant's audit log.
 /// An idempotency key's item (pk, sk): its own partition per tenant and hashed
 /// (route, key), so keys never crowd a tenant's partition.
 pub fn idempotency(tenant: &TenantId, hash: &str) -> (String, String) {
     (format!("IDEM#{tenant}#{hash}"), "IDEM".to_owned())
 }
 
+/// The partition of a tenant's audit log.
 pub fn audit(t: &TenantId) -> String {
     format!("AUDIT#{t}")
+}
+/// An audit entry's sort key: its sortable time, then its id.
+pub fn audit_entry(at: &str, id: &str) -> String {
+    format!("{at}#{id}")
 }
 /// The partition of a pending OAuth flow, by the hash of its state.
 pub fn oauth_flow(state_hash: &str) -> String {
@@ -74,6 +78,10 @@ pub fn token_due(shard: u32) -> String {
 /// The refresh-index shard of a connection (FNV-1a of its id: stable forever).
 pub fn token_due_shard(id: &ConnectionId) -> u32 {
     (fnv1a(id.as_str()) % u64::from(TOKEN_DUE_SHARDS)) as u32
+}
+/// A connection's sort key in the token-refresh index: when it is due, then which.
+pub fn token_due_entry(due: &str, tenant: &TenantId, id: &ConnectionId) -> String {
+    format!("{due}#{tenant}#{id}")
 }
 /// A refresh failure of a connection.
 pub fn token_failure(id: &ConnectionId, at: &str) -> String {

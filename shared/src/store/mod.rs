@@ -22,11 +22,15 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+pub mod app_credentials;
+pub mod audit;
 #[cfg(test)]
 mod capacity;
+pub mod connections;
 pub mod idempotency;
 pub mod keys;
 pub mod links;
+pub mod oauth;
 pub mod records;
 mod transactions;
 
