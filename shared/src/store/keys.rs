@@ -11,7 +11,7 @@
 //! | entity claim         | `T#{tenant}`                              | `SYNCENT#{connection}#{entity}`  |                                         |
 //! | audit entry          | `AUDIT#{tenant}`                          | `{time}#{id}`                    |                                         |
 //! | OAuth flow           | `OAUTH#{state hash}`                      | `FLOW`                           |                                         |
-//! | rate schedule        | `RATE#{tenant}#{connection}`              | (see budget)                     |                                         |
+//! | rate schedule        | `RATE#{tenant}#{connection}`              | `BUDGET`                         |                                         |
 //! | sync log             | `SYNCLOG#{tenant}`                        | `{log id}`                       | gsi1 `SYNCLOGCFG#{tenant}#{config}` / `{log id}` |
 //! | run hold             | `SYNC#{tenant}#{config}`                  | `ACTIVE`                         |                                         |
 //! | checkpoint           | `SYNC#{tenant}#{config}`                  | `CKPT#{entity}#{phase}`          |                                         |
@@ -105,6 +105,8 @@ pub fn entity_claim(connection: &ConnectionId, entity: Entity) -> String {
 pub fn rate(tenant: &TenantId, connection: &ConnectionId) -> String {
     format!("RATE#{tenant}#{connection}")
 }
+/// The sort key of a rate schedule.
+pub const RATE_SK: &str = "BUDGET";
 
 /// The partition of a tenant's sync logs.
 pub fn sync_logs(tenant: &TenantId) -> String {

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod app_credentials;
 pub mod audit;
+pub mod budget;
 #[cfg(test)]
 mod capacity;
 pub mod connections;
@@ -32,6 +33,7 @@ pub mod keys;
 pub mod links;
 pub mod oauth;
 pub mod records;
+pub mod runs;
 mod transactions;
 
 /// An item as DynamoDB holds it (attribute name to value).
