@@ -535,6 +535,30 @@ impl Runs {
         }
     }
 
+    /// Deletes a deleted config's run state: its hold, the checkpoints of both
+    /// phases of `entities` and its conflicts (read consistently; see `sync::purge`).
+    pub async fn forget_config(
+        &self,
+        tenant: &TenantId,
+        config: &SyncConfigId,
+        entities: &[Entity],
+    ) -> Result<(), StoreError> {
+        let state = sync_pk(tenant, config);
+        let mut deletes = vec![(state.clone(), keys::RUN_HOLD_SK.to_owned())];
+        for entity in entities {
+            for phase in [Phase::Pull, Phase::Push] {
+                deletes.push((state.clone(), keys::checkpoint(*entity, phase.as_str())));
+            }
+        }
+        deletes.extend(
+            self.conflict_ids_of(tenant, config)
+                .await?
+                .into_iter()
+                .map(|id| (conflict_pk(tenant), id.to_string())),
+        );
+        self.table.batch_write(Vec::new(), deletes).await
+    }
+
     /// One conflict.
     pub async fn conflict(
         &self,
