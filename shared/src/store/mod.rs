@@ -27,6 +27,7 @@ pub mod audit;
 pub mod budget;
 #[cfg(test)]
 mod capacity;
+pub mod configs;
 pub mod connections;
 pub mod idempotency;
 pub mod keys;
