@@ -1,13 +1,7 @@
 //! Sync runs: the work messages, the logs that count a run of one entity (and tell
 //! when all of its chunks are done), checkpoints, per-record errors and conflicts.
 //!
-//! | item            | pk                              | sk                         | gsi1                                       |
-//! |-----------------|---------------------------------|----------------------------|--------------------------------------------|
-//! | sync log        | `SYNCLOG#{tenant}`              | `{log id}`                 | `SYNCLOGCFG#{tenant}#{config}` / `{log id}` |
-//! | record error    | `SYNCERR#{tenant}#{log id}`     | `{phase}#{record or crm id}` |                                          |
-//! | checkpoint      | `SYNC#{tenant}#{config}`        | `CKPT#{entity}#{phase}`    |                                            |
-//! | running job     | `SYNC#{tenant}#{config}`        | `ACTIVE`                   |                                            |
-//! | conflict        | `SYNCCONF#{tenant}`             | `{conflict id}`            |                                            |
+//! Stored by `store::runs` (keys in `store::keys`).
 //!
 //! A log counts its outstanding chunks (`pending`): the trigger sets it to 1, a chunk
 //! that hands on work adds what it enqueued before it subtracts itself, and a chunk's
