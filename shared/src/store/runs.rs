@@ -409,10 +409,8 @@ impl Runs {
                 &keys::checkpoint(entity, phase.as_str()),
             )
             .await?;
-        item.map(|i| {
-            serde_json::from_str(&i.cursor).map_err(|e| StoreError::Conversion(e.to_string()))
-        })
-        .transpose()
+        item.map(|i| serde_json::from_str(&i.cursor).map_err(super::conversion))
+            .transpose()
     }
 
     /// Saves the position of (config, entity, phase).
@@ -428,8 +426,7 @@ impl Runs {
             .put(&CheckpointItem {
                 pk: sync_pk(tenant, config),
                 sk: keys::checkpoint(entity, phase.as_str()),
-                cursor: serde_json::to_string(cursor)
-                    .map_err(|e| StoreError::Conversion(e.to_string()))?,
+                cursor: serde_json::to_string(cursor).map_err(super::conversion)?,
                 at: now(),
             })
             .await
