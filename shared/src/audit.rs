@@ -6,7 +6,6 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::domain::{AuditId, Principal, TenantId};
-use crate::store::{Keyed, Page, QueryOpts, StoreError, Table, Write, keys, to_item};
 
 /// How long audit entries are kept.
 pub const RETENTION_DAYS: i64 = 730;
@@ -116,67 +115,6 @@ impl AuditEntry {
         }
         self
     }
-
-    fn keyed(&self) -> Keyed<&Self> {
-        let at = crate::domain::sortable_time(self.at);
-        Keyed {
-            pk: keys::audit(&self.tenant),
-            sk: format!("{at}#{}", self.id),
-            item: self,
-        }
-    }
-
-    /// The entry as a transaction write, to commit it with the change it describes.
-    pub fn to_write(&self) -> Result<Write, StoreError> {
-        Ok(Write::Insert(to_item(&self.keyed())?))
-    }
 }
 
-/// Reads and writes the audit log.
-#[derive(Clone, Debug)]
-pub struct AuditLog {
-    table: Table,
-}
-
-impl AuditLog {
-    /// The audit log kept in `table`.
-    pub fn new(table: Table) -> Self {
-        Self { table }
-    }
-
-    /// Records an entry on its own (for outcomes that change nothing else).
-    pub async fn record(&self, entry: &AuditEntry) -> Result<(), StoreError> {
-        self.table.insert(&entry.keyed()).await
-    }
-
-    /// A tenant's entries in a time range, newest first.
-    pub async fn list(
-        &self,
-        tenant: &TenantId,
-        from: OffsetDateTime,
-        to: OffsetDateTime,
-        limit: i32,
-        cursor: Option<&str>,
-    ) -> Result<Page<AuditEntry>, StoreError> {
-        let from = crate::domain::sortable_time(from);
-        let to = format!("{}~", crate::domain::sortable_time(to));
-        let page = self
-            .table
-            .query::<Keyed<AuditEntry>>(
-                None,
-                &keys::audit(tenant),
-                QueryOpts {
-                    between: Some((&from, &to)),
-                    limit: Some(limit),
-                    cursor,
-                    descending: true,
-                    ..Default::default()
-                },
-            )
-            .await?;
-        Ok(Page {
-            items: page.items.into_iter().map(|k| k.item).collect(),
-            cursor: page.cursor,
-        })
-    }
-}
+pub use crate::store::audit::AuditLog;

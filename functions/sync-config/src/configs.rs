@@ -24,9 +24,9 @@ use serde_json::{Value, json};
 use crate::automap;
 use crate::crm::{self, kind_of, usable_connection};
 use crate::schedules::{self, ScheduleError};
-use crate::store::WriteError;
 use crate::validate::{self, CreateBody, PatchBody, Problems};
 use crate::{Call, ConfigCall};
+use conduit::sync::config::WriteError;
 
 /// What the API shows of a config: the config and its schedule.
 pub fn view(c: &SyncConfig) -> Value {

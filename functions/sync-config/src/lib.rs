@@ -15,7 +15,6 @@ mod mappings;
 mod preview;
 mod schedules;
 mod settings;
-mod store;
 mod validate;
 
 use std::convert::Infallible;
@@ -25,7 +24,7 @@ use conduit::audit::AuditEntry;
 use conduit::config::ConfigError;
 use conduit::domain::SyncConfigId;
 use conduit::http::{self, Access, ApiError, Route};
-use conduit::sync::config::SyncConfig;
+use conduit::sync::config::{Configs, SyncConfig};
 use lambda_http::{Body, Request, Response};
 
 pub use settings::Settings;
@@ -82,7 +81,7 @@ pub(crate) trait ConfigCall {
     /// An audit entry for this call about config `id`.
     fn audit_config(&self, action: &str, id: &SyncConfigId) -> AuditEntry;
     /// The configs of the tenant.
-    fn store(&self) -> store::ConfigStore;
+    fn store(&self) -> Configs;
     /// The schedules of configs.
     fn schedules(&self) -> schedules::Schedules<'_>;
     /// The config named by the path, as stored; with `If-Match`, only at that version.
@@ -94,8 +93,8 @@ impl ConfigCall for Call<'_> {
         self.audit(action, format!("sync_config/{id}"))
     }
 
-    fn store(&self) -> store::ConfigStore {
-        store::ConfigStore::new(self.app.table.clone())
+    fn store(&self) -> Configs {
+        Configs::new(self.app.table.clone())
     }
 
     fn schedules(&self) -> schedules::Schedules<'_> {

@@ -1,4 +1,6 @@
 //! Lambda entry point: builds the shared context once, then runs each scheduled sweep.
+// The sweep's future nests deeper than rustc's default layout query limit allows.
+#![recursion_limit = "256"]
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 

@@ -8,7 +8,6 @@
 
 use std::collections::BTreeMap;
 
-use crate::store::Value;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
@@ -16,7 +15,6 @@ use time::OffsetDateTime;
 use crate::connections::AppSource;
 use crate::crypto::{SealContext, Sealed};
 use crate::domain::{ConnectionId, TenantId, UserId};
-use crate::store::{Keyed, StoreError, Table, keys};
 
 /// How long a started flow may take.
 pub const FLOW_TTL: time::Duration = time::Duration::minutes(10);
@@ -73,55 +71,4 @@ pub fn seal_context(tenant: &TenantId, state_hash: &str) -> SealContext {
     SealContext::new(tenant, format!("oauth-flow/{state_hash}"))
 }
 
-/// Pending-flow storage.
-#[derive(Clone, Debug)]
-pub struct Flows {
-    table: Table,
-}
-
-impl Flows {
-    /// Flows kept in `table`.
-    pub fn new(table: Table) -> Self {
-        Self { table }
-    }
-
-    /// Stores a new flow under its state's hash.
-    pub async fn put(&self, state_hash: &str, flow: &PendingFlow) -> Result<(), StoreError> {
-        self.table
-            .insert(&Keyed {
-                pk: keys::oauth_flow(state_hash),
-                sk: keys::OAUTH_FLOW_SK.to_owned(),
-                item: flow,
-            })
-            .await
-    }
-
-    /// Consumes the flow of `state` for `provider`, once. `None` when there is no such
-    /// unexpired flow for that provider (replayed, expired, foreign or made up).
-    pub async fn take(
-        &self,
-        state: &str,
-        provider: &str,
-        now: OffsetDateTime,
-    ) -> Result<Option<(String, PendingFlow)>, StoreError> {
-        let hash = state_hash(state);
-        match self
-            .table
-            .take::<Keyed<PendingFlow>>(
-                &keys::oauth_flow(&hash),
-                keys::OAUTH_FLOW_SK,
-                "attribute_exists(pk) AND provider = :provider AND #ttl > :now",
-                vec![
-                    (":provider", Value::S(provider.to_owned())),
-                    (":now", Value::N(now.unix_timestamp().to_string())),
-                ],
-                &[("#ttl", "ttl")],
-            )
-            .await
-        {
-            Ok(k) => Ok(Some((hash, k.item))),
-            Err(StoreError::ConditionFailed) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-}
+pub use crate::store::oauth::Flows;

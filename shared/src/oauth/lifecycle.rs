@@ -17,7 +17,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration as StdDuration;
 
-use crate::store::Value;
 use futures::StreamExt;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -28,12 +27,12 @@ use super::connect::resolve_app;
 use super::tokens;
 use crate::app::App;
 use crate::audit::{AuditEntry, Outcome};
-use crate::connections::{self, AppSource, Connection, LastError, TokenState};
+use crate::connections::{AppSource, Connection, Connections, LastError, TokenState};
 use crate::connector::Connector;
-use crate::domain::{ConnectionId, ConnectionStatus, TenantId, now, rfc3339, sortable_time};
+use crate::domain::{ConnectionId, ConnectionStatus, TenantId, now, rfc3339};
 use crate::metrics::{self, Metric};
 use crate::providers::{AuthMethod, AuthType, Fields, Provider};
-use crate::store::{Keyed, QueryOpts, StoreError, Write, keys, to_item};
+use crate::store::StoreError;
 
 /// How long a lease holds if its holder dies.
 const LEASE: Duration = Duration::seconds(30);
@@ -267,12 +266,15 @@ impl<'a> Tokens<'a> {
         Ok((provider, method))
     }
 
+    /// The connections' store.
+    fn store(&self) -> Connections {
+        Connections::new(self.app.table.clone())
+    }
+
     async fn read(&self, tenant: &TenantId, id: &ConnectionId) -> Result<Connection, TokenError> {
-        self.app
-            .table
-            .get::<Keyed<Connection>>(&keys::tenant(tenant), &keys::connection(id))
+        self.store()
+            .get(tenant, id)
             .await?
-            .and_then(|k| connections::under_key(tenant, k))
             .ok_or(TokenError::NotFound)
     }
 
@@ -411,26 +413,11 @@ impl<'a> Tokens<'a> {
     ) -> Result<Option<Connection>, TokenError> {
         let at = now();
         let result = self
-            .app
-            .table
-            .update::<Keyed<Connection>>(
-                &keys::tenant(tenant),
-                &keys::connection(id),
-                "SET lease_holder = :h, lease_until = :until, version = version + :one",
-                "attribute_exists(pk) AND (attribute_not_exists(lease_until) OR lease_until < :now)",
-                vec![
-                    (":h", Value::S(holder.to_owned())),
-                    (":until", Value::N(millis(at + LEASE).to_string())),
-                    (":now", Value::N(millis(at).to_string())),
-                    (":one", Value::N("1".into())),
-                ],
-                &[],
-            )
+            .store()
+            .lease(tenant, id, holder, millis(at), millis(at + LEASE))
             .await;
         match result {
-            Ok(k) => connections::under_key(tenant, k)
-                .map(Some)
-                .ok_or(TokenError::NotFound),
+            Ok(conn) => conn.map(Some).ok_or(TokenError::NotFound),
             Err(StoreError::ConditionFailed) => {
                 // Held by someone else, or the connection is gone.
                 self.read(tenant, id).await?;
@@ -442,22 +429,10 @@ impl<'a> Tokens<'a> {
 
     /// Drops the lease without changing the tokens.
     async fn release(&self, conn: &Connection, holder: &str) -> Result<Connection, TokenError> {
-        let k = self
-            .app
-            .table
-            .update::<Keyed<Connection>>(
-                &keys::tenant(&conn.tenant),
-                &keys::connection(&conn.id),
-                "REMOVE lease_holder, lease_until SET version = version + :one",
-                "lease_holder = :h",
-                vec![
-                    (":h", Value::S(holder.to_owned())),
-                    (":one", Value::N("1".into())),
-                ],
-                &[],
-            )
-            .await?;
-        connections::under_key(&conn.tenant, k).ok_or(TokenError::NotFound)
+        self.store()
+            .release(conn, holder)
+            .await?
+            .ok_or(TokenError::NotFound)
     }
 
     fn still_needed(conn: &Connection, trigger: Trigger, at: OffsetDateTime) -> bool {
@@ -622,7 +597,7 @@ impl<'a> Tokens<'a> {
                     }
                     next.last_error = None;
                     next.updated_at = at;
-                    match self.save(&prev, next, Vec::new()).await {
+                    match self.save(&prev, next, None).await {
                         Ok(saved) => {
                             metrics::count(
                                 Metric::RefreshOk,
@@ -644,28 +619,23 @@ impl<'a> Tokens<'a> {
         }
     }
 
-    /// Saves `next` over the leased `prev` (dropping the lease), with extra writes in
-    /// the same transaction. The new tokens must not be lost: a concurrent change by an
-    /// admin makes it re-read and apply them again.
+    /// Saves `next` over the leased `prev` (dropping the lease), with a failure record
+    /// and audit entry in the same transaction when given. The new tokens must not be
+    /// lost: a concurrent change by an admin makes it re-read and apply them again.
     async fn save(
         &self,
         prev: &Connection,
         mut next: Connection,
-        extra: Vec<Write>,
+        failure: Option<(&TokenFailure, Option<&AuditEntry>)>,
     ) -> Result<Connection, TokenError> {
         next.lease_holder = None;
         next.lease_until = None;
         next.version = prev.version + 1;
-        let item = next.to_item()?;
-        // One conditional put when nothing else is written (every successful refresh);
-        // a transaction only when a failure record and audit entry go with it.
-        let result = if extra.is_empty() {
-            self.app.table.replace_item(item, prev.version).await
-        } else {
-            let mut writes = vec![Write::Replace(item, prev.version)];
-            writes.extend(extra);
-            self.app.table.transact(writes).await
-        };
+        let (failure, entry) = failure.unzip();
+        let result = self
+            .store()
+            .save_refreshed(&next, prev.version, failure, entry.flatten())
+            .await;
         result.map_err(|e| match e {
             StoreError::ConditionFailed => TokenError::Changed,
             other => other.into(),
@@ -738,14 +708,9 @@ impl<'a> Tokens<'a> {
             at,
             ttl: (at + FAILURE_RETENTION).unix_timestamp(),
         };
-        let mut extra = vec![Write::Insert(to_item(&Keyed {
-            pk: keys::tenant(&leased.tenant),
-            sk: keys::token_failure(&leased.id, &sortable_time(at)),
-            item: &failure,
-        })?)];
         let permanent = !matches!(outcome, Refreshed::Kept(_));
-        if permanent {
-            let audit = AuditEntry::system(
+        let audit = permanent.then(|| {
+            AuditEntry::system(
                 &leased.tenant,
                 self.actor,
                 &self.request_id,
@@ -755,9 +720,8 @@ impl<'a> Tokens<'a> {
             .failed(Outcome::Failure, e.code())
             .detail("provider", &leased.provider)
             .detail("status_before", leased.status)
-            .detail("status_after", next.status);
-            extra.push(audit.to_write()?);
-        }
+            .detail("status_after", next.status)
+        });
         tracing::warn!(
             connection_id = %leased.id,
             provider = %leased.provider,
@@ -765,7 +729,9 @@ impl<'a> Tokens<'a> {
             failures = token.failures,
             "token refresh failed"
         );
-        let saved = self.save(&leased, next, extra).await?;
+        let saved = self
+            .save(&leased, next, Some((&failure, audit.as_ref())))
+            .await?;
         if matches!(outcome, Refreshed::Reauth) {
             publish_reauth(self.app, &leased, e.code()).await;
         }
@@ -817,7 +783,7 @@ impl<'a> Tokens<'a> {
                     t.refresh_due = tokens::due(method, &t, None);
                     t.failures = 0;
                     next.token = Some(t);
-                    self.save(&leased, next, Vec::new()).await?;
+                    self.save(&leased, next, None).await?;
                     return Ok(SweepOutcome::Checked);
                 }
                 Ok(None) => {}
@@ -985,32 +951,9 @@ pub async fn sweep(
     deadline: tokio::time::Instant,
 ) -> Result<SweepReport, TokenError> {
     let at = now();
-    let upper = format!("{}~", sortable_time(at));
-    let mut due: Vec<(TenantId, ConnectionId)> = Vec::new();
-    for shard in 0..keys::TOKEN_DUE_SHARDS {
-        let pk = keys::token_due(shard);
-        let mut cursor: Option<String> = None;
-        loop {
-            let page = app
-                .table
-                .query::<Keyed<Connection>>(
-                    Some("gsi1"),
-                    &pk,
-                    QueryOpts {
-                        between: Some(("0", &upper)),
-                        cursor: cursor.as_deref(),
-                        limit: Some(500),
-                        ..Default::default()
-                    },
-                )
-                .await?;
-            due.extend(page.items.into_iter().map(|k| (k.item.tenant, k.item.id)));
-            match page.cursor {
-                Some(c) => cursor = Some(c),
-                None => break,
-            }
-        }
-    }
+    let due = Connections::new(app.table.clone())
+        .due_for_refresh(at)
+        .await?;
     let mut report = SweepReport {
         due: due.len() as u64,
         ..Default::default()

@@ -11,7 +11,7 @@
 //! | entity claim         | `T#{tenant}`                              | `SYNCENT#{connection}#{entity}`  |                                         |
 //! | audit entry          | `AUDIT#{tenant}`                          | `{time}#{id}`                    |                                         |
 //! | OAuth flow           | `OAUTH#{state hash}`                      | `FLOW`                           |                                         |
-//! | rate schedule        | `RATE#{tenant}#{connection}`              | (see budget)                     |                                         |
+//! | rate schedule        | `RATE#{tenant}#{connection}`              | `BUDGET`                         |                                         |
 //! | sync log             | `SYNCLOG#{tenant}`                        | `{log id}`                       | gsi1 `SYNCLOGCFG#{tenant}#{config}` / `{log id}` |
 //! | run hold             | `SYNC#{tenant}#{config}`                  | `ACTIVE`                         |                                         |
 //! | checkpoint           | `SYNC#{tenant}#{config}`                  | `CKPT#{entity}#{phase}`          |                                         |
@@ -49,15 +49,19 @@ pub fn account_marker(provider: &str, account: &str) -> String {
 pub fn app_credentials(provider: &str) -> String {
     format!("APP#{provider}")
 }
-/// The partition of a tenant's audit log.
 /// An idempotency key's item (pk, sk): its own partition per tenant and hashed
 /// (route, key), so keys never crowd a tenant's partition.
 pub fn idempotency(tenant: &TenantId, hash: &str) -> (String, String) {
     (format!("IDEM#{tenant}#{hash}"), "IDEM".to_owned())
 }
 
+/// The partition of a tenant's audit log.
 pub fn audit(t: &TenantId) -> String {
     format!("AUDIT#{t}")
+}
+/// An audit entry's sort key: its sortable time, then its id.
+pub fn audit_entry(at: &str, id: &str) -> String {
+    format!("{at}#{id}")
 }
 /// The partition of a pending OAuth flow, by the hash of its state.
 pub fn oauth_flow(state_hash: &str) -> String {
@@ -74,6 +78,10 @@ pub fn token_due(shard: u32) -> String {
 /// The refresh-index shard of a connection (FNV-1a of its id: stable forever).
 pub fn token_due_shard(id: &ConnectionId) -> u32 {
     (fnv1a(id.as_str()) % u64::from(TOKEN_DUE_SHARDS)) as u32
+}
+/// A connection's sort key in the token-refresh index: when it is due, then which.
+pub fn token_due_entry(due: &str, tenant: &TenantId, id: &ConnectionId) -> String {
+    format!("{due}#{tenant}#{id}")
 }
 /// A refresh failure of a connection.
 pub fn token_failure(id: &ConnectionId, at: &str) -> String {
@@ -97,6 +105,8 @@ pub fn entity_claim(connection: &ConnectionId, entity: Entity) -> String {
 pub fn rate(tenant: &TenantId, connection: &ConnectionId) -> String {
     format!("RATE#{tenant}#{connection}")
 }
+/// The sort key of a rate schedule.
+pub const RATE_SK: &str = "BUDGET";
 
 /// The partition of a tenant's sync logs.
 pub fn sync_logs(tenant: &TenantId) -> String {
@@ -190,15 +200,24 @@ mod tests {
         }
     }
 
-    /// No key string is spelled outside this tree: a `"XYZ#"` literal or an
-    /// `AttributeValue` in the shared crate's non-test code outside `store/` fails.
+    /// No key string, item conversion, expression or table call outside this tree: in
+    /// the non-test code of the shared crate outside `store/` and of every function, a
+    /// `"XYZ#"` literal, an `AttributeValue`, a condition or update expression, a
+    /// `store::Value` or a raw `Table` write or query fails.
     #[test]
     fn the_table_layout_lives_in_the_store_tree() {
-        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/src");
+        let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut stack = vec![manifest.join("src")];
+        let functions = manifest.join("../functions");
+        for entry in std::fs::read_dir(&functions).unwrap() {
+            stack.push(entry.unwrap().path().join("src"));
+        }
         let mut offenders = Vec::new();
-        let mut stack = vec![std::path::PathBuf::from(root)];
         while let Some(dir) = stack.pop() {
-            for entry in std::fs::read_dir(&dir).unwrap() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries {
                 let path = entry.unwrap().path();
                 if path.is_dir() {
                     if !path.ends_with("store") {
@@ -209,7 +228,7 @@ mod tests {
                 let text = std::fs::read_to_string(&path).unwrap();
                 let code = text.split("#[cfg(test)]").next().unwrap_or_default();
                 for (n, line) in code.lines().enumerate() {
-                    if spells_a_key(line) || line.contains("AttributeValue") {
+                    if spells_a_key(line) || STORE_ONLY.iter().any(|t| line.contains(t)) {
                         offenders.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
                     }
                 }
@@ -221,6 +240,28 @@ mod tests {
             offenders.join("\n")
         );
     }
+
+    /// What only the store tree writes: DynamoDB values, expressions (their functions,
+    /// clauses and `= :value` placeholders) and the table's raw calls.
+    const STORE_ONLY: &[&str] = &[
+        "AttributeValue",
+        "store::Value",
+        "attribute_exists",
+        "attribute_not_exists",
+        "\"SET ",
+        "\"REMOVE ",
+        "\"ADD ",
+        " = :",
+        ".transact(",
+        ".put_if(",
+        ".replace_item(",
+        ".query_lenient",
+        ".query_all",
+        ".batch_write(",
+        ".batch_get",
+        ".walk_shards(",
+        ".query_shards(",
+    ];
 
     /// A string literal starting with an upper-case word and `#` (`"CONN#`, `"SYNC#`).
     fn spells_a_key(line: &str) -> bool {

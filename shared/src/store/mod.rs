@@ -1,17 +1,13 @@
-//! The DynamoDB adapter: one table, every key prefixed by tenant.
+//! The DynamoDB adapter: one table, every key prefixed by tenant, and the only code
+//! that knows its layout. `keys` spells every key (its module doc lists every item);
+//! one submodule per item family holds the family's stored shape, its condition and
+//! update expressions and its transactions; domain modules call those typed stores.
 //!
 //! Items are (de)serialised with serde_dynamo. Writes that must not clobber use
 //! conditions: `insert` only creates, `replace` only overwrites the version it read
 //! (optimistic concurrency), and `transact` writes several items atomically (used for
-//! uniqueness markers). Listing is always a Query on a key — never a Scan.
-//!
-//! Key layout (see also template.yaml):
-//! | item              | pk              | sk                          |
-//! |-------------------|-----------------|-----------------------------|
-//! | connection        | `T#{tenant}`    | `CONN#{id}`                 |
-//! | account marker    | `T#{tenant}`    | `CONNKEY#{provider}#v2.{sha256}` |
-//! | app credentials   | `T#{tenant}`    | `APP#{provider}`            |
-//! | audit entry       | `AUDIT#{tenant}`| `{rfc3339 time}#{id}`       |
+//! uniqueness markers and audit entries). Listing is always a Query on a key — never a
+//! Scan.
 
 use std::collections::HashMap;
 
@@ -22,12 +18,19 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+pub mod app_credentials;
+pub mod audit;
+pub mod budget;
 #[cfg(test)]
 mod capacity;
+pub mod configs;
+pub mod connections;
 pub mod idempotency;
 pub mod keys;
 pub mod links;
+pub mod oauth;
 pub mod records;
+pub mod runs;
 mod transactions;
 
 /// An item as DynamoDB holds it (attribute name to value).

@@ -13,11 +13,9 @@
 
 use std::time::Duration;
 
-use crate::store::Value;
-use serde::Deserialize;
-
 use crate::domain::{ConnectionId, TenantId};
 use crate::providers::Provider;
+use crate::store::budget::RateSchedule;
 use crate::store::{StoreError, Table};
 use tokio::task::JoinHandle;
 
@@ -38,8 +36,7 @@ pub struct Budget {
 /// The shared schedule: where it is kept and its spacing.
 #[derive(Debug, Clone)]
 struct Schedule {
-    table: Table,
-    pk: String,
+    store: RateSchedule,
     interval_ms: i64,
     /// How early a taker may start before the schedule's time (GCRA's tolerance).
     tolerance_ms: i64,
@@ -51,14 +48,6 @@ struct Slot {
     start: i64,
     tat: i64,
 }
-
-#[derive(Deserialize)]
-struct Item {
-    #[serde(default)]
-    tat: i64,
-}
-
-const SK: &str = "BUDGET";
 
 /// The spacing of requests for a provider: its window over its allowance, +2%.
 pub fn interval_for(provider: &Provider) -> Duration {
@@ -94,41 +83,13 @@ fn now_ms() -> i64 {
 }
 
 impl Schedule {
-    async fn read(&self) -> Result<i64, StoreError> {
-        let item: Option<Item> = self.table.get(&self.pk, SK).await?;
-        Ok(item.map_or(0, |i| i.tat))
-    }
-
-    /// Moves the schedule from `old` to `new`; false if someone else moved it first.
-    async fn swap(&self, old: i64, new: i64) -> Result<bool, StoreError> {
-        let result: Result<Item, StoreError> = self
-            .table
-            .update(
-                &self.pk,
-                SK,
-                "SET tat = :new",
-                "attribute_not_exists(tat) OR tat = :old",
-                vec![
-                    (":new", Value::N(new.to_string())),
-                    (":old", Value::N(old.to_string())),
-                ],
-                &[],
-            )
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(StoreError::ConditionFailed) => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-
     /// Takes the next free slot that starts at `not_before` or later (`known_tat`:
     /// where this taker last left the schedule, tried before reading it).
     async fn take(&self, mut known_tat: Option<i64>, not_before: i64) -> Result<Slot, BudgetError> {
         for _ in 0..50 {
             let old = match known_tat {
                 Some(t) => t,
-                None => self.read().await?,
+                None => self.store.read().await?,
             };
             let now = now_ms();
             let start = (old - self.tolerance_ms).max(now).max(not_before);
@@ -138,7 +99,7 @@ impl Schedule {
                 )));
             }
             let tat = start.max(old) + self.interval_ms;
-            if self.swap(old, tat).await? {
+            if self.store.swap(old, tat).await? {
                 return Ok(Slot { start, tat });
             }
             known_tat = None;
@@ -160,8 +121,7 @@ impl Budget {
         let interval_ms = interval.as_millis().max(1) as i64;
         Self {
             schedule: Schedule {
-                table,
-                pk: crate::store::keys::rate(tenant, connection),
+                store: RateSchedule::new(table, tenant, connection),
                 interval_ms,
                 tolerance_ms: (tolerance.as_millis() as i64).min(interval_ms * 10),
             },
@@ -215,13 +175,13 @@ impl Budget {
         for _ in 0..20 {
             let old = match known_tat {
                 Some(t) => t,
-                None => self.schedule.read().await?,
+                None => self.schedule.store.read().await?,
             };
             if old >= until {
                 self.known_tat = Some(old);
                 return Ok(());
             }
-            if self.schedule.swap(old, until).await? {
+            if self.schedule.store.swap(old, until).await? {
                 self.known_tat = Some(until);
                 return Ok(());
             }

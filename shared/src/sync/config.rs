@@ -13,7 +13,6 @@ use super::conflict::{Direction, Strategy};
 use super::schema::{CrmField, Entity};
 use super::transform::{INPUT_CHARS, MAX_OUTPUT, Transform};
 use crate::domain::{ConnectionId, JobId, MappingId, SyncConfigId, TenantId, UserId};
-use crate::store::{Keyed, StoreError, Table, keys};
 
 /// Which way records flow for a whole config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -474,105 +473,7 @@ fn clip(s: &str) -> String {
     s.chars().take(64).collect()
 }
 
-/// The config store.
-pub struct Configs {
-    table: Table,
-}
-
-/// The key prefix of configs in a tenant's partition.
-pub use crate::store::keys::SYNC_CONFIG_PREFIX as CONFIG_PREFIX;
-
-use crate::store::keys::sync_config as sk;
-
-impl Configs {
-    /// Configs in `table`.
-    pub fn new(table: Table) -> Self {
-        Self { table }
-    }
-
-    /// One config.
-    pub async fn get(
-        &self,
-        tenant: &TenantId,
-        id: &SyncConfigId,
-    ) -> Result<Option<SyncConfig>, StoreError> {
-        let item: Option<Keyed<SyncConfig>> =
-            self.table.get(&keys::tenant(tenant), &sk(id)).await?;
-        // A copied or misplaced item (naming another tenant or id) is never used.
-        Ok(item
-            .map(|k| k.item)
-            .filter(|c| c.tenant == *tenant && c.id == *id))
-    }
-
-    /// Every config of a tenant, oldest first; configs that cannot be read or are
-    /// misplaced are left out (and logged by key).
-    pub async fn list(&self, tenant: &TenantId) -> Result<Vec<SyncConfig>, StoreError> {
-        Ok(self.listing(tenant).await?.0)
-    }
-
-    /// Every config of a tenant, oldest first, with the items left out by id.
-    pub async fn listing(
-        &self,
-        tenant: &TenantId,
-    ) -> Result<(Vec<SyncConfig>, Vec<crate::store::Skipped>), StoreError> {
-        let items = self
-            .table
-            .query_all_lenient::<Keyed<SyncConfig>>(&keys::tenant(tenant), CONFIG_PREFIX)
-            .await?;
-        Ok(crate::store::split_listing(
-            items,
-            CONFIG_PREFIX,
-            "sync config",
-            |k| k.item.tenant == *tenant && k.sk == sk(&k.item.id),
-        ))
-    }
-
-    /// One page of a tenant's configs, oldest first, from `cursor` (a previous page's),
-    /// with the items of the page left out by id.
-    pub async fn page(
-        &self,
-        tenant: &TenantId,
-        limit: i32,
-        cursor: Option<&str>,
-    ) -> Result<crate::store::Listing<SyncConfig>, StoreError> {
-        crate::store::list_page(
-            &self.table,
-            &keys::tenant(tenant),
-            CONFIG_PREFIX,
-            (limit, cursor),
-            "sync config",
-            |k: &Keyed<SyncConfig>| k.item.tenant == *tenant && k.sk == sk(&k.item.id),
-        )
-        .await
-    }
-
-    fn keyed(c: &SyncConfig) -> Keyed<&SyncConfig> {
-        Keyed {
-            pk: keys::tenant(&c.tenant),
-            sk: sk(&c.id),
-            item: c,
-        }
-    }
-
-    /// Stores a new config.
-    pub async fn insert(&self, c: &SyncConfig) -> Result<(), StoreError> {
-        self.table.insert(&Self::keyed(c)).await
-    }
-
-    /// Saves a changed config whose stored version is `c.version - 1`.
-    pub async fn save(&self, c: &SyncConfig) -> Result<(), StoreError> {
-        self.table
-            .replace(&Self::keyed(c), c.version.saturating_sub(1))
-            .await
-    }
-
-    /// Deletes a config at `version`.
-    pub async fn delete(&self, c: &SyncConfig) -> Result<(), StoreError> {
-        self.table
-            .delete(&keys::tenant(&c.tenant), &sk(&c.id), Some(c.version))
-            .await
-    }
-}
+pub use crate::store::configs::{Configs, WriteError};
 
 #[cfg(test)]
 mod tests {

@@ -33,12 +33,12 @@ use serde::{Deserialize, Serialize};
 use super::config::Configs;
 use super::links;
 use super::records::Records;
-use super::runs::{Phase, Runs};
+use super::runs::Runs;
 use super::schema::Entity;
 use crate::app::App;
 use crate::domain::{RecordId, SyncConfigId, TenantId};
 use crate::queue::{Publisher, QueueError};
-use crate::store::{StoreError, keys};
+use crate::store::StoreError;
 
 /// Links removed per message.
 const LINKS_PER_MESSAGE: i32 = 500;
@@ -136,21 +136,9 @@ pub async fn run(app: &App, queue: &Publisher, p: &Purge) -> Result<(), PurgeErr
         queue.send(&PurgeMessage { purge: p.clone() }).await?;
         return Ok(());
     }
-    let runs = Runs::new(app.table.clone());
-    let sync_pk = keys::sync_state(&p.tenant, &p.config_id);
-    let mut deletes = vec![(sync_pk.clone(), keys::RUN_HOLD_SK.to_owned())];
-    for entity in &p.entities {
-        for phase in [Phase::Pull, Phase::Push] {
-            deletes.push((sync_pk.clone(), keys::checkpoint(*entity, phase.as_str())));
-        }
-    }
-    deletes.extend(
-        runs.conflict_ids_of(&p.tenant, &p.config_id)
-            .await?
-            .into_iter()
-            .map(|id| (keys::conflicts(&p.tenant), id.to_string())),
-    );
-    Ok(app.table.batch_write(Vec::new(), deletes).await?)
+    Ok(Runs::new(app.table.clone())
+        .forget_config(&p.tenant, &p.config_id, &p.entities)
+        .await?)
 }
 
 /// Removes the config's link summary from each of these records.

@@ -365,7 +365,7 @@ async fn apply(
         current.conflict_strategy = strategy;
         current.version += 1;
         current.updated_at = now();
-        match configs.save(&current).await {
+        match configs.replace(&current).await {
             Ok(()) => return Ok(Some(strategy)),
             Err(StoreError::ConditionFailed) => continue,
             Err(e) => return Err(e.into()),

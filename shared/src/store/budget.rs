@@ -1,0 +1,56 @@
+//! The rate-schedule item of a connection's shared request budget: the earliest time
+//! the next request may start (`tat`, Unix ms), moved only by a compare-and-swap.
+
+use serde::Deserialize;
+
+use super::{StoreError, Table, Value, keys};
+use crate::domain::{ConnectionId, TenantId};
+
+#[derive(Deserialize)]
+struct Item {
+    #[serde(default)]
+    tat: i64,
+}
+
+/// Where a connection's schedule is kept.
+#[derive(Debug, Clone)]
+pub struct RateSchedule {
+    table: Table,
+    pk: String,
+}
+
+impl RateSchedule {
+    /// The schedule of `connection`, kept in `table`.
+    pub fn new(table: Table, tenant: &TenantId, connection: &ConnectionId) -> Self {
+        Self {
+            table,
+            pk: keys::rate(tenant, connection),
+        }
+    }
+
+    /// The schedule's `tat`; 0 when nothing was scheduled yet.
+    pub async fn read(&self) -> Result<i64, StoreError> {
+        let item: Option<Item> = self.table.get(&self.pk, keys::RATE_SK).await?;
+        Ok(item.map_or(0, |i| i.tat))
+    }
+
+    /// Moves the schedule from `old` to `new`; false if someone else moved it first.
+    pub async fn swap(&self, old: i64, new: i64) -> Result<bool, StoreError> {
+        let result: Result<Item, StoreError> = self
+            .table
+            .update(
+                &self.pk,
+                keys::RATE_SK,
+                "SET tat = :new",
+                "attribute_not_exists(tat) OR tat = :old",
+                vec![(":new", Value::num(new)), (":old", Value::num(old))],
+                &[],
+            )
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(StoreError::ConditionFailed) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! Connection items: a connection under its tenant's partition, in the token-refresh
+//! index while the sweep should look at it, and the uniqueness marker of its provider
+//! account; each change is written in one transaction with its audit entry.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Item, Keyed, Skipped, StoreError, Table, Write, audit, keys, split_listing, to_item};
+use crate::audit::AuditEntry;
+use crate::connections::Connection;
+use crate::domain::{ConnectionId, TenantId, sortable_time};
+
+/// A connection as stored: its keys, and its place in the refresh index when the
+/// scheduled sweep should look at it.
+#[derive(Serialize)]
+struct ConnectionItem<'a> {
+    pk: String,
+    sk: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gsi1pk: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gsi1sk: Option<String>,
+    #[serde(flatten)]
+    item: &'a Connection,
+}
+
+fn keyed(conn: &Connection) -> ConnectionItem<'_> {
+    let due = conn.refresh_due();
+    ConnectionItem {
+        pk: keys::tenant(&conn.tenant),
+        sk: keys::connection(&conn.id),
+        gsi1pk: due.map(|_| keys::token_due(keys::token_due_shard(&conn.id))),
+        gsi1sk: due.map(|t| keys::token_due_entry(&sortable_time(t), &conn.tenant, &conn.id)),
+        item: conn,
+    }
+}
+
+impl Connection {
+    /// The connection as an item, with its keys and refresh-index attributes (to write
+    /// it whatever is there: benchmarks' and tests' bulk set-up).
+    pub fn to_item(&self) -> Result<Item, StoreError> {
+        item(self)
+    }
+}
+
+/// A connection as an item, with its keys and refresh-index attributes.
+pub(crate) fn item(conn: &Connection) -> Result<Item, StoreError> {
+    to_item(&keyed(conn))
+}
+
+/// The uniqueness marker of the connection's provider account, if it has one.
+fn marker(conn: &Connection) -> Option<Keyed<Marker>> {
+    conn.account_key.as_ref().map(|acct| Keyed {
+        pk: keys::tenant(&conn.tenant),
+        sk: keys::account_marker(&conn.provider, acct),
+        item: Marker {
+            connection_id: conn.id.clone(),
+        },
+    })
+}
+
+/// The connection an item read from `tenant`'s partition holds, or `None` when the
+/// item names another tenant or id than its key (a bad restore, a key bug, a copy):
+/// such an item is never shown or used, and its secrets are never opened, since its
+/// own attributes would choose the decryption context. Logged by key, never by value.
+pub fn under_key(tenant: &TenantId, k: Keyed<Connection>) -> Option<Connection> {
+    if !belongs(tenant, &k) {
+        tracing::error!(
+            tenant = %tenant,
+            key = %k.sk,
+            "connection item names another tenant or id than its key; ignored"
+        );
+        return None;
+    }
+    Some(k.item)
+}
+
+fn belongs(tenant: &TenantId, k: &Keyed<Connection>) -> bool {
+    k.pk == keys::tenant(tenant) && k.item.tenant == *tenant && k.sk == keys::connection(&k.item.id)
+}
+
+/// A tenant's connections as listed: those read, and those left out by id.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    /// The connections, oldest first.
+    pub connections: Vec<Connection>,
+    /// Items that could not be read or are misplaced.
+    pub skipped: Vec<Skipped>,
+}
+
+/// Claims a provider account for one connection of a tenant.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Marker {
+    connection_id: ConnectionId,
+}
+
+/// Why a connection write failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// Another connection of the tenant already acts as this provider account.
+    #[error("a connection to this account exists: {0}")]
+    Duplicate(ConnectionId),
+    /// The connection changed (or vanished) since it was read.
+    #[error("the connection changed since it was read")]
+    Stale,
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Connection storage.
+#[derive(Clone, Debug)]
+pub struct Connections {
+    pub(super) table: Table,
+}
+
+impl Connections {
+    /// Connections kept in `table`.
+    pub fn new(table: Table) -> Self {
+        Self { table }
+    }
+
+    /// A tenant's connection by id.
+    pub async fn get(
+        &self,
+        tenant: &TenantId,
+        id: &ConnectionId,
+    ) -> Result<Option<Connection>, StoreError> {
+        let item = self
+            .table
+            .get::<Keyed<Connection>>(&keys::tenant(tenant), &keys::connection(id))
+            .await?;
+        Ok(item.and_then(|k| under_key(tenant, k)))
+    }
+
+    /// Every connection of a tenant, oldest first; items that cannot be read or are
+    /// misplaced are left out and named in [`Listing::skipped`].
+    pub async fn list(&self, tenant: &TenantId) -> Result<Listing, StoreError> {
+        let items = self
+            .table
+            .query_all_lenient::<Keyed<Connection>>(&keys::tenant(tenant), keys::CONNECTION_PREFIX)
+            .await?;
+        let (connections, skipped) =
+            split_listing(items, keys::CONNECTION_PREFIX, "connection", |k| {
+                belongs(tenant, k)
+            });
+        Ok(Listing {
+            connections,
+            skipped,
+        })
+    }
+
+    /// One page of a tenant's connections, oldest first, from `cursor` (a previous
+    /// page's); items that cannot be read or are misplaced are left out and named.
+    pub async fn page(
+        &self,
+        tenant: &TenantId,
+        limit: i32,
+        cursor: Option<&str>,
+    ) -> Result<crate::store::Listing<Connection>, StoreError> {
+        crate::store::list_page(
+            &self.table,
+            &keys::tenant(tenant),
+            keys::CONNECTION_PREFIX,
+            (limit, cursor),
+            "connection",
+            |k| belongs(tenant, k),
+        )
+        .await
+    }
+
+    /// The connection of a tenant that holds a provider account, if any.
+    pub async fn owner_of(
+        &self,
+        tenant: &TenantId,
+        provider: &str,
+        account_key: &str,
+    ) -> Result<Option<ConnectionId>, StoreError> {
+        Ok(self
+            .table
+            .get::<Keyed<Marker>>(
+                &keys::tenant(tenant),
+                &keys::account_marker(provider, account_key),
+            )
+            .await?
+            .map(|m| m.item.connection_id))
+    }
+
+    /// The connection holding a provider account under a marker written before
+    /// account keys were hashed (see `Connector::legacy_account_key`), if any. A key
+    /// too long for a DynamoDB sort key was never written, so it is not looked up.
+    pub async fn legacy_owner(
+        &self,
+        tenant: &TenantId,
+        provider: &str,
+        legacy_key: &str,
+    ) -> Result<Option<ConnectionId>, StoreError> {
+        let sk = keys::account_marker(provider, legacy_key);
+        if sk.len() > keys::MAX_SORT_KEY_BYTES {
+            return Ok(None);
+        }
+        Ok(self
+            .table
+            .get::<Keyed<Marker>>(&keys::tenant(tenant), &sk)
+            .await?
+            .map(|m| m.item.connection_id))
+    }
+
+    async fn existing_owner(&self, conn: &Connection) -> Option<ConnectionId> {
+        let marker = marker(conn)?;
+        self.table
+            .get::<Keyed<Marker>>(&marker.pk, &marker.sk)
+            .await
+            .ok()
+            .flatten()
+            .map(|m| m.item.connection_id)
+            .filter(|id| *id != conn.id)
+    }
+
+    /// Creates a connection, its account marker and its audit entry, atomically.
+    pub async fn create(&self, conn: &Connection, audit: &AuditEntry) -> Result<(), WriteError> {
+        let mut writes = vec![Write::Insert(item(conn)?), audit::insert(audit)?];
+        if let Some(m) = marker(conn) {
+            writes.push(Write::Insert(to_item(&m)?));
+        }
+        match self.table.transact(writes).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::ConditionFailed) => match self.existing_owner(conn).await {
+                Some(owner) => Err(WriteError::Duplicate(owner)),
+                None => Err(WriteError::Stale),
+            },
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Saves `next` over `prev` (which must still be current), moving the account
+    /// marker if the account changed, with its audit entry, atomically.
+    pub async fn save(
+        &self,
+        prev: &Connection,
+        next: &Connection,
+        audit: &AuditEntry,
+    ) -> Result<(), WriteError> {
+        let mut writes = vec![
+            Write::Replace(item(next)?, prev.version),
+            audit::insert(audit)?,
+        ];
+        if prev.account_key != next.account_key {
+            if let Some(old) = marker(prev) {
+                writes.push(Write::Delete {
+                    pk: old.pk,
+                    sk: old.sk,
+                    must_exist: false,
+                });
+            }
+            if let Some(new) = marker(next) {
+                writes.push(Write::Insert(to_item(&new)?));
+            }
+        }
+        match self.table.transact(writes).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::ConditionFailed) => match self.existing_owner(next).await {
+                Some(owner) if prev.account_key != next.account_key => {
+                    Err(WriteError::Duplicate(owner))
+                }
+                _ => Err(WriteError::Stale),
+            },
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes a connection (which must still be at its version) with its marker,
+    /// recording the audit entry, atomically. The sealed secrets go with the item.
+    pub async fn delete(&self, conn: &Connection, audit: &AuditEntry) -> Result<(), WriteError> {
+        let mut writes = vec![
+            Write::Delete {
+                pk: keys::tenant(&conn.tenant),
+                sk: keys::connection(&conn.id),
+                must_exist: true,
+            },
+            audit::insert(audit)?,
+        ];
+        if let Some(m) = marker(conn) {
+            writes.push(Write::Delete {
+                pk: m.pk,
+                sk: m.sk,
+                must_exist: false,
+            });
+        }
+        match self.table.transact(writes).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::ConditionFailed) => Err(WriteError::Stale),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
