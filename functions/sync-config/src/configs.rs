@@ -404,12 +404,7 @@ pub async fn update(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     if recheck && p.0.is_empty() {
         let described = describe(call, kind, &prev.connection_id, &next.entities).await?;
         p.extend(validate::check_filters(kind, &next, &described));
-        let added: Vec<Entity> = next
-            .entities
-            .iter()
-            .copied()
-            .filter(|e| !prev.entities.contains(e))
-            .collect();
+        let added = next.entities_added_since(&prev);
         next.mappings
             .extend(default_mappings(kind, &added, &described));
         let label = |m: &FieldMapping| format!("field_mappings[{}]", m.id);

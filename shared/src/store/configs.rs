@@ -206,12 +206,7 @@ impl Configs {
             Write::Replace(to_item(&keyed(next))?, prev.version),
             audit::insert(entry)?,
         ];
-        let added: Vec<Entity> = next
-            .entities
-            .iter()
-            .copied()
-            .filter(|e| !prev.entities.contains(e))
-            .collect();
+        let added = next.entities_added_since(prev);
         for &e in &added {
             writes.push(claim(next, e)?);
         }

@@ -338,6 +338,15 @@ pub struct SyncConfig {
 }
 
 impl SyncConfig {
+    /// The entities this config has that `prev` (an earlier version) did not.
+    pub fn entities_added_since(&self, prev: &SyncConfig) -> Vec<Entity> {
+        self.entities
+            .iter()
+            .copied()
+            .filter(|e| !prev.entities.contains(e))
+            .collect()
+    }
+
     /// The mappings of `entity`.
     pub fn mappings_of(&self, entity: Entity) -> impl Iterator<Item = &FieldMapping> {
         self.mappings.iter().filter(move |m| m.entity == entity)
