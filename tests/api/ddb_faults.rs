@@ -143,3 +143,66 @@ async fn bidirectional_sync(app: &TestApp) -> (View, View) {
     );
     (app_side, crm_side)
 }
+
+/// A DynamoDB that throttles every write past the store's retries: a POST that writes
+/// answers 503 `unavailable` with `Retry-After` and the standard error body (never a
+/// 500), and leaves nothing behind — no connection, marker, record or audit entry —
+/// whether the handler's write or the `Idempotency-Key` claim before it was refused.
+#[tokio::test]
+async fn writes_throttled_past_the_retries_are_503s_that_change_nothing() {
+    let app = TestApp::isolated_with_ddb(
+        devhost::LocalEnvOptions::default(),
+        devhost::DdbKnobs {
+            throttle: 1.0,
+            fault_seed: 5,
+            ..devhost::DdbKnobs::default()
+        },
+    )
+    .await;
+    let t = app.tenant();
+    let admin = app.token(&t, scenarios::Role::Admin);
+
+    let connection = scenarios::zendesk("zd-sandbox-token-0001");
+    let record = json!({"fields": {"email": "busy@example.com", "last_name": "Busy"}});
+    let keyed: &[(&str, &str)] = &[("idempotency-key", "busy-0001")];
+    for (path, body, headers) in [
+        ("/v1/connections", &connection, &[][..]),
+        ("/v1/connections", &connection, keyed),
+        ("/v1/records/contacts", &record, &[][..]),
+        ("/v1/records/contacts", &record, keyed),
+    ] {
+        let (status, headers, err) = app
+            .send_headed("POST", path, &admin, Some(body.clone()), headers)
+            .await;
+        assert_eq!(status, 503, "{path}: {err}");
+        assert_eq!(headers["retry-after"], "1", "{path}");
+        assert_eq!(err["error"]["code"], "unavailable", "{err}");
+        let request_id = err["error"]["request_id"].as_str().unwrap_or_default();
+        assert!(!request_id.is_empty(), "{err}");
+        assert_eq!(headers["x-request-id"], request_id);
+        // The cause is logged, never returned.
+        let text = err.to_string().to_lowercase();
+        assert!(
+            !text.contains("dynamo") && !text.contains("throttl"),
+            "{err}"
+        );
+    }
+
+    // Reads still work, and show nothing half-written.
+    let (status, list) = app.get("/v1/connections", &admin).await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["connections"], json!([]), "{list}");
+    let (status, records) = app.get("/v1/records/contacts", &admin).await;
+    assert_eq!(status, 200, "{records}");
+    assert_eq!(records["records"], json!([]), "{records}");
+    assert_eq!(app.config_items(&t).await, 0);
+    assert_eq!(app.audit_actions(&t).await, Vec::<(String, String)>::new());
+    app.assert_secret_absent("zd-sandbox-token-0001", &t).await;
+
+    let report = app.ddb_capacity().await;
+    assert!(
+        report.faults_injected.get("throttle").copied().unwrap_or(0) > 0,
+        "{:?}",
+        report.faults_injected
+    );
+}

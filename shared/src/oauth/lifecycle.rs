@@ -65,12 +65,9 @@ pub enum TokenError {
     /// Something of ours failed.
     #[error("internal: {0}")]
     Internal(String),
-}
-
-impl From<StoreError> for TokenError {
-    fn from(e: StoreError) -> Self {
-        Self::Internal(e.to_string())
-    }
+    /// The store failed (a throttle or conflict past its retries can be retried).
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// A connection with usable credentials.

@@ -62,15 +62,12 @@ pub enum StartError {
     /// Nothing to run (no entity in both the request and the config).
     #[error("{0}")]
     Invalid(String),
-    /// The store or the queue failed.
+    /// The queue failed.
     #[error("{0}")]
     Internal(String),
-}
-
-impl From<StoreError> for StartError {
-    fn from(e: StoreError) -> Self {
-        Self::Internal(e.to_string())
-    }
+    /// The store failed (a throttle or conflict past its retries can be retried).
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// What a trigger asks for.
@@ -1397,7 +1394,7 @@ fn ms_time(ms: i64) -> OffsetDateTime {
 }
 
 fn store(e: StoreError) -> CrmError {
-    CrmError::Internal(e.to_string())
+    CrmError::Store(e)
 }
 
 /// The id of the app record a pull creates for CRM record `crm_id`.
