@@ -24,7 +24,7 @@ const APP_MADE: usize = 5;
 const GSI_DELAY: Duration = Duration::from_millis(300);
 
 /// The knobs of the faulty DynamoDB.
-fn knobs() -> devhost::DdbKnobs {
+pub(crate) fn knobs() -> devhost::DdbKnobs {
     devhost::DdbKnobs {
         partition_limits: true,
         conflict: 0.1,
@@ -39,15 +39,7 @@ fn knobs() -> devhost::DdbKnobs {
 #[tokio::test]
 async fn sync_oauth_and_refresh_end_alike_with_conflicts_throttles_and_late_gsis() {
     let plain = TestApp::spawn().await;
-    let faulty = TestApp::isolated_with_ddb(
-        devhost::LocalEnvOptions {
-            // Failed chunks come back after a short delay, not the visibility timeout.
-            sqs_retry_delay: Some(Duration::from_millis(300)),
-            ..Default::default()
-        },
-        knobs(),
-    )
-    .await;
+    let faulty = busy_app().await;
 
     let want = oauth_and_refresh(&plain).await;
     let got = oauth_and_refresh(&faulty).await;
@@ -61,8 +53,26 @@ async fn sync_oauth_and_refresh_end_alike_with_conflicts_throttles_and_late_gsis
     s::assert_same(&got.0, &want.0, "app, against the plain DynamoDB");
     s::assert_same(&got.1, &want.1, "CRM, against the plain DynamoDB");
 
-    // The knobs did act: the scenarios met conflicts and throttles.
-    let report = faulty.ddb_capacity().await;
+    assert_knobs_acted(&faulty).await;
+}
+
+/// An environment of its own on the faulty DynamoDB ([`knobs`]); failed chunks come
+/// back after a short delay, not the visibility timeout.
+pub(crate) async fn busy_app() -> TestApp {
+    TestApp::isolated_with_ddb(
+        devhost::LocalEnvOptions {
+            sqs_retry_delay: Some(Duration::from_millis(300)),
+            ..Default::default()
+        },
+        knobs(),
+    )
+    .await
+}
+
+/// The knobs did act: the scenarios met conflicts and throttles, with partition
+/// limits enforced.
+pub(crate) async fn assert_knobs_acted(app: &TestApp) {
+    let report = app.ddb_capacity().await;
     assert!(report.limits_enforced, "{report:?}");
     for kind in ["conflict", "throttle"] {
         assert!(
