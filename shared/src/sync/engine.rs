@@ -465,17 +465,15 @@ async fn close(
         _ if failed > 0 => RunStatus::Partial,
         _ => RunStatus::Completed,
     };
-    if runs
-        .finish(&task.tenant, &task.log_id, status)
-        .await
-        .map_err(retry)?
-        .is_some()
-    {
-        runs.log_closed(&task.tenant, &task.config_id, &task.job_id)
-            .await
-            .map_err(retry)?;
-    }
-    Ok(())
+    runs.close_log(
+        &task.tenant,
+        &task.config_id,
+        &task.job_id,
+        &task.log_id,
+        status,
+    )
+    .await
+    .map_err(retry)
 }
 
 impl Chunk<'_> {
