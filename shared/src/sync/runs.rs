@@ -629,7 +629,7 @@ impl Runs {
         }
     }
 
-    /// The job currently holding the config, if any (and not lapsed).
+    /// The job currently holding the config, if any (not lapsed, a log still open).
     pub async fn active_job(
         &self,
         tenant: &TenantId,
@@ -640,7 +640,7 @@ impl Runs {
             .get(&sync_pk(tenant, config), keys::RUN_HOLD_SK)
             .await?;
         Ok(item
-            .filter(|a| a.until >= now().unix_timestamp())
+            .filter(|a| a.until >= now().unix_timestamp() && a.open_logs > 0)
             .map(|a| a.job_id))
     }
 
