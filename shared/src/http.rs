@@ -20,6 +20,7 @@ use crate::audit::{AuditEntry, Outcome};
 use crate::config::ClaimNames;
 use crate::domain::{Principal, Role, TenantId, UserId};
 use crate::providers::FieldError;
+use crate::store::StoreError;
 
 /// The largest JSON body accepted.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -96,6 +97,48 @@ pub enum ApiError {
     /// Something of ours failed (500); the cause is logged, not returned.
     #[error("internal error")]
     Internal(String),
+    /// The store stayed throttled or contended past its retries (503 with
+    /// `Retry-After`): nothing was written, and the same request may succeed shortly.
+    #[error("the service is busy; try again in a moment")]
+    Unavailable {
+        /// Seconds the caller should wait (the `Retry-After` header).
+        retry_after: u32,
+        /// What stayed busy, logged and never returned.
+        cause: &'static str,
+    },
+}
+
+/// An idempotency record that could not be read or written: the store's failure as
+/// the store's, a sealed answer that did not open as ours.
+impl From<crate::idempotency::IdempotencyError> for ApiError {
+    fn from(e: crate::idempotency::IdempotencyError) -> Self {
+        match e {
+            crate::idempotency::IdempotencyError::Store(e) => e.into(),
+            e => Self::internal(e),
+        }
+    }
+}
+
+/// Seconds a 503 asks the caller to wait: the store's own retries span about a
+/// second, so one more second lets a throttled partition refill.
+pub const RETRY_AFTER_SECS: u32 = 1;
+
+/// The store's failures as answers: a throttle or conflict that outlasted the store's
+/// retries is a 503 the caller may retry, a cursor the store refused (malformed,
+/// another listing's or tenant's) is the caller's 400 `invalid_cursor`, anything else
+/// is ours (500).
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Throttled => Self::unavailable("dynamodb throttled"),
+            StoreError::Conflict => Self::unavailable("dynamodb transaction conflict"),
+            StoreError::BadCursor => Self::bad_request(
+                "invalid_cursor",
+                "cursor is not one this listing gave; start again without it",
+            ),
+            e => Self::internal(e),
+        }
+    }
 }
 
 impl ApiError {
@@ -130,6 +173,14 @@ impl ApiError {
         }
     }
 
+    /// A 503 `unavailable` with `Retry-After`; `cause` is logged.
+    pub fn unavailable(cause: &'static str) -> Self {
+        Self::Unavailable {
+            retry_after: RETRY_AFTER_SECS,
+            cause,
+        }
+    }
+
     /// A 500 whose cause is logged.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         Self::Internal(cause.to_string())
@@ -149,6 +200,7 @@ impl ApiError {
             Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::BadGateway { .. } => StatusCode::BAD_GATEWAY,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -167,6 +219,7 @@ impl ApiError {
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Internal(_) => "internal",
+            Self::Unavailable { .. } => "unavailable",
         }
     }
 
@@ -189,19 +242,6 @@ impl ApiError {
             }
         }
         serde_json::json!({ "error": error })
-    }
-}
-
-/// A store failure while listing: a cursor the store refused (malformed, another
-/// listing's or tenant's, or not a start key of the query) is the caller's mistake, a
-/// 400 `invalid_cursor`; anything else is ours.
-pub fn listing_error(e: crate::store::StoreError) -> ApiError {
-    match e {
-        crate::store::StoreError::BadCursor => ApiError::bad_request(
-            "invalid_cursor",
-            "cursor is not one this listing gave; start again without it",
-        ),
-        e => ApiError::internal(e),
     }
 }
 
@@ -499,6 +539,10 @@ fn error_response(err: &ApiError, request_id: &str) -> Response<Body> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    if let ApiError::Unavailable { retry_after, .. } = err {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+    }
     resp
 }
 
@@ -533,6 +577,9 @@ where
                     }
                     ApiError::BadGateway { .. } => {
                         tracing::warn!(code = err.code(), message = %err, "provider failed")
+                    }
+                    ApiError::Unavailable { cause, .. } => {
+                        tracing::warn!(code = err.code(), cause, "store busy past its retries")
                     }
                     _ => tracing::info!(code = err.code(), "request refused"),
                 }
@@ -736,8 +783,7 @@ mod idempotency {
         let store = crate::idempotency::Idempotency::new(call.app.table.clone());
         match store
             .begin(&call.app.envelope, &scope, &fingerprint)
-            .await
-            .map_err(ApiError::internal)?
+            .await?
         {
             Begin::Claimed(ticket) => Ok(Started::Run(Some(ticket))),
             Begin::Replay(answer) => replay(answer).map(Started::Replayed),
@@ -1314,5 +1360,53 @@ mod tests {
         );
         let e = ApiError::internal("dynamo exploded");
         assert_eq!(e.body("req-2")["error"]["message"], "internal error");
+    }
+
+    #[test]
+    fn store_throttles_and_conflicts_are_503s_with_retry_after() {
+        for (e, cause) in [
+            (StoreError::Throttled, "dynamodb throttled"),
+            (StoreError::Conflict, "dynamodb transaction conflict"),
+        ] {
+            let e = ApiError::from(e);
+            assert!(
+                matches!(e, ApiError::Unavailable { cause: c, retry_after: 1 } if c == cause),
+                "{e:?}"
+            );
+            assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
+            let resp = error_response(&e, "req-3");
+            assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
+            let body: serde_json::Value = serde_json::from_slice(resp.body().as_ref()).unwrap();
+            assert_eq!(body["error"]["code"], "unavailable");
+            assert_eq!(body["error"]["request_id"], "req-3");
+            // What stayed busy is for the logs, not the caller.
+            assert!(!body.to_string().contains("dynamodb"), "{body}");
+        }
+        // A store error wrapped by a domain error keeps its kind through `?`.
+        let wrapped = crate::idempotency::IdempotencyError::Store(StoreError::Throttled);
+        assert_eq!(
+            ApiError::from(wrapped).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+
+    #[test]
+    fn other_store_failures_keep_their_answers() {
+        let e = ApiError::from(StoreError::BadCursor);
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(e.code(), "invalid_cursor");
+        for e in [
+            StoreError::ConditionFailed,
+            StoreError::Conversion("missing field `x`".into()),
+            StoreError::Invalid("bad expression".into()),
+            StoreError::Service("connection reset".into()),
+        ] {
+            let e = ApiError::from(e);
+            assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR, "{e:?}");
+            let resp = error_response(&e, "req-4");
+            assert!(resp.headers().get(header::RETRY_AFTER).is_none());
+            assert_eq!(e.body("req-4")["error"]["message"], "internal error");
+        }
     }
 }

@@ -24,7 +24,7 @@ const APP_MADE: usize = 5;
 const GSI_DELAY: Duration = Duration::from_millis(300);
 
 /// The knobs of the faulty DynamoDB.
-fn knobs() -> devhost::DdbKnobs {
+pub(crate) fn knobs() -> devhost::DdbKnobs {
     devhost::DdbKnobs {
         partition_limits: true,
         conflict: 0.1,
@@ -39,15 +39,7 @@ fn knobs() -> devhost::DdbKnobs {
 #[tokio::test]
 async fn sync_oauth_and_refresh_end_alike_with_conflicts_throttles_and_late_gsis() {
     let plain = TestApp::spawn().await;
-    let faulty = TestApp::isolated_with_ddb(
-        devhost::LocalEnvOptions {
-            // Failed chunks come back after a short delay, not the visibility timeout.
-            sqs_retry_delay: Some(Duration::from_millis(300)),
-            ..Default::default()
-        },
-        knobs(),
-    )
-    .await;
+    let faulty = busy_app().await;
 
     let want = oauth_and_refresh(&plain).await;
     let got = oauth_and_refresh(&faulty).await;
@@ -61,8 +53,26 @@ async fn sync_oauth_and_refresh_end_alike_with_conflicts_throttles_and_late_gsis
     s::assert_same(&got.0, &want.0, "app, against the plain DynamoDB");
     s::assert_same(&got.1, &want.1, "CRM, against the plain DynamoDB");
 
-    // The knobs did act: the scenarios met conflicts and throttles.
-    let report = faulty.ddb_capacity().await;
+    assert_knobs_acted(&faulty).await;
+}
+
+/// An environment of its own on the faulty DynamoDB ([`knobs`]); failed chunks come
+/// back after a short delay, not the visibility timeout.
+pub(crate) async fn busy_app() -> TestApp {
+    TestApp::isolated_with_ddb(
+        devhost::LocalEnvOptions {
+            sqs_retry_delay: Some(Duration::from_millis(300)),
+            ..Default::default()
+        },
+        knobs(),
+    )
+    .await
+}
+
+/// The knobs did act: the scenarios met conflicts and throttles, with partition
+/// limits enforced.
+pub(crate) async fn assert_knobs_acted(app: &TestApp) {
+    let report = app.ddb_capacity().await;
     assert!(report.limits_enforced, "{report:?}");
     for kind in ["conflict", "throttle"] {
         assert!(
@@ -142,4 +152,67 @@ async fn bidirectional_sync(app: &TestApp) -> (View, View) {
         "app after a rerun",
     );
     (app_side, crm_side)
+}
+
+/// A DynamoDB that throttles every write past the store's retries: a POST that writes
+/// answers 503 `unavailable` with `Retry-After` and the standard error body (never a
+/// 500), and leaves nothing behind — no connection, marker, record or audit entry —
+/// whether the handler's write or the `Idempotency-Key` claim before it was refused.
+#[tokio::test]
+async fn writes_throttled_past_the_retries_are_503s_that_change_nothing() {
+    let app = TestApp::isolated_with_ddb(
+        devhost::LocalEnvOptions::default(),
+        devhost::DdbKnobs {
+            throttle: 1.0,
+            fault_seed: 5,
+            ..devhost::DdbKnobs::default()
+        },
+    )
+    .await;
+    let t = app.tenant();
+    let admin = app.token(&t, scenarios::Role::Admin);
+
+    let connection = scenarios::zendesk("zd-sandbox-token-0001");
+    let record = json!({"fields": {"email": "busy@example.com", "last_name": "Busy"}});
+    let keyed: &[(&str, &str)] = &[("idempotency-key", "busy-0001")];
+    for (path, body, headers) in [
+        ("/v1/connections", &connection, &[][..]),
+        ("/v1/connections", &connection, keyed),
+        ("/v1/records/contacts", &record, &[][..]),
+        ("/v1/records/contacts", &record, keyed),
+    ] {
+        let (status, headers, err) = app
+            .send_headed("POST", path, &admin, Some(body.clone()), headers)
+            .await;
+        assert_eq!(status, 503, "{path}: {err}");
+        assert_eq!(headers["retry-after"], "1", "{path}");
+        assert_eq!(err["error"]["code"], "unavailable", "{err}");
+        let request_id = err["error"]["request_id"].as_str().unwrap_or_default();
+        assert!(!request_id.is_empty(), "{err}");
+        assert_eq!(headers["x-request-id"], request_id);
+        // The cause is logged, never returned.
+        let text = err.to_string().to_lowercase();
+        assert!(
+            !text.contains("dynamo") && !text.contains("throttl"),
+            "{err}"
+        );
+    }
+
+    // Reads still work, and show nothing half-written.
+    let (status, list) = app.get("/v1/connections", &admin).await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["connections"], json!([]), "{list}");
+    let (status, records) = app.get("/v1/records/contacts", &admin).await;
+    assert_eq!(status, 200, "{records}");
+    assert_eq!(records["records"], json!([]), "{records}");
+    assert_eq!(app.config_items(&t).await, 0);
+    assert_eq!(app.audit_actions(&t).await, Vec::<(String, String)>::new());
+    app.assert_secret_absent("zd-sandbox-token-0001", &t).await;
+
+    let report = app.ddb_capacity().await;
+    assert!(
+        report.faults_injected.get("throttle").copied().unwrap_or(0) > 0,
+        "{:?}",
+        report.faults_injected
+    );
 }

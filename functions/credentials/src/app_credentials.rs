@@ -166,10 +166,7 @@ pub async fn put(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     }
 
     let store = store(call);
-    let current = store
-        .get(&call.who.tenant, &provider.id)
-        .await
-        .map_err(ApiError::internal)?;
+    let current = store.get(&call.who.tenant, &provider.id).await?;
     if let (Some(expected), Some(cur)) = (expected, &current)
         && expected != cur.version
     {
@@ -229,7 +226,7 @@ pub async fn put(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
                 "the app credentials changed concurrently; read them and retry",
             ));
         }
-        Err(e) => return Err(ApiError::internal(e)),
+        Err(e) => return Err(ApiError::from(e)),
     }
     let status = if current.is_some() {
         StatusCode::OK
@@ -242,11 +239,7 @@ pub async fn put(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
 /// The tenant's app for a provider, secret masked.
 pub async fn get(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     let provider = oauth_provider(call)?;
-    match store(call)
-        .get(&call.who.tenant, &provider.id)
-        .await
-        .map_err(ApiError::internal)?
-    {
+    match store(call).get(&call.who.tenant, &provider.id).await? {
         Some(app) => http::json_versioned(StatusCode::OK, &view(&app), app.version),
         None => Err(ApiError::NotFound(format!(
             "no app credentials for {}; connections use the platform's app if it has one",
@@ -260,11 +253,7 @@ pub async fn delete(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     let provider = oauth_provider(call)?;
     let expected = http::if_match(&call.req)?;
     let store = store(call);
-    let Some(current) = store
-        .get(&call.who.tenant, &provider.id)
-        .await
-        .map_err(ApiError::internal)?
-    else {
+    let Some(current) = store.get(&call.who.tenant, &provider.id).await? else {
         return Err(ApiError::NotFound(format!(
             "no app credentials for {}",
             provider.name
@@ -285,6 +274,6 @@ pub async fn delete(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
             "no app credentials for {}",
             provider.name
         ))),
-        Err(e) => Err(ApiError::internal(e)),
+        Err(e) => Err(ApiError::from(e)),
     }
 }

@@ -25,8 +25,7 @@ pub async fn get(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     if provider.auth.iter().any(|m| m.kind == AuthType::Oauth2) {
         let tenant_app = crate::app_credentials::store(call)
             .get(&call.who.tenant, &provider.id)
-            .await
-            .map_err(ApiError::internal)?;
+            .await?;
         let source = if tenant_app.is_some() {
             "tenant"
         } else {

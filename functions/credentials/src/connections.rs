@@ -248,10 +248,7 @@ fn parse_id(call: &Call<'_>) -> Result<ConnectionId, ApiError> {
 
 async fn load(call: &Call<'_>) -> Result<Connection, ApiError> {
     let id = parse_id(call)?;
-    let conn = store(call)
-        .get(&call.who.tenant, &id)
-        .await
-        .map_err(ApiError::internal)?;
+    let conn = store(call).get(&call.who.tenant, &id).await?;
     let conn = conn.ok_or_else(|| ApiError::NotFound(format!("no connection {id}")))?;
     if http::if_match(&call.req)?.is_some_and(|v| v != conn.version) {
         return Err(ApiError::PreconditionFailed);
@@ -272,8 +269,7 @@ async fn legacy_duplicate(
     };
     match store(call)
         .legacy_owner(&call.who.tenant, &connector.provider.id, &key)
-        .await
-        .map_err(ApiError::internal)?
+        .await?
     {
         Some(owner) if owner != *own => Err(write_error(WriteError::Duplicate(owner))),
         _ => Ok(()),
@@ -289,7 +285,7 @@ fn write_error(e: WriteError) -> ApiError {
         WriteError::Stale => {
             ApiError::concurrent_update("the connection changed concurrently; read it and retry")
         }
-        WriteError::Store(e) => ApiError::internal(e),
+        WriteError::Store(e) => e.into(),
     }
 }
 
@@ -421,14 +417,9 @@ pub async fn list(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     let limit = http::page_limit(&q)?;
     let page = store(call)
         .page(&call.who.tenant, limit, q.get("cursor").map(String::as_str))
-        .await
-        .map_err(http::listing_error)?;
+        .await?;
     // A tenant holds tens of connections, so the summary reads them all.
-    let all = store(call)
-        .list(&call.who.tenant)
-        .await
-        .map_err(ApiError::internal)?
-        .connections;
+    let all = store(call).list(&call.who.tenant).await?.connections;
     let mut by_status: BTreeMap<&str, usize> = ConnectionStatus::ALL
         .iter()
         .map(|s| (s.as_str(), 0))
@@ -575,8 +566,7 @@ async fn reload(call: &Call<'_>, prev: Connection) -> Result<Connection, ApiErro
     }
     store(call)
         .get(&prev.tenant, &prev.id)
-        .await
-        .map_err(ApiError::internal)?
+        .await?
         .ok_or_else(|| ApiError::NotFound(format!("no connection {}", prev.id)))
 }
 
@@ -681,6 +671,7 @@ fn token_error(e: TokenError) -> ApiError {
             message: "the connection changed concurrently; retry".into(),
         },
         TokenError::Internal(m) => ApiError::internal(m),
+        TokenError::Store(e) => e.into(),
     }
 }
 
@@ -724,8 +715,7 @@ async fn record_check(
                 attempt += 1;
                 prev = store(call)
                     .get(&prev.tenant, &prev.id)
-                    .await
-                    .map_err(ApiError::internal)?
+                    .await?
                     .ok_or_else(|| ApiError::NotFound(format!("no connection {}", prev.id)))?;
             }
             done => return done.map_err(write_error),

@@ -55,8 +55,7 @@ fn target(r: &Record) -> String {
 async fn load(call: &Call<'_>, entity: Entity, id: &RecordId) -> Result<Record, ApiError> {
     store(call)
         .get(&call.who.tenant, entity, id)
-        .await
-        .map_err(ApiError::internal)?
+        .await?
         .filter(|r| r.deleted_at.is_none())
         .ok_or_else(|| ApiError::NotFound(format!("no {} record {id}", entity.as_str())))
 }
@@ -66,7 +65,7 @@ async fn configs(call: &Call<'_>) -> Result<Vec<SyncConfig>, ApiError> {
     Configs::new(call.app.table.clone())
         .list(&call.who.tenant)
         .await
-        .map_err(ApiError::internal)
+        .map_err(ApiError::from)
 }
 
 /// The live links of `records` under `configs`, by record id.
@@ -82,7 +81,7 @@ async fn links_of(
     let ids: Vec<RecordId> = records.iter().map(|r| r.id.clone()).collect();
     linked(&call.app.table, &call.who.tenant, entity, configs, &ids)
         .await
-        .map_err(ApiError::internal)
+        .map_err(ApiError::from)
 }
 
 async fn respond(
@@ -105,7 +104,7 @@ fn write_error(e: WriteError) -> ApiError {
         WriteError::Stale => {
             ApiError::concurrent_update("the record kept changing concurrently; read it and retry")
         }
-        WriteError::Store(e) => ApiError::internal(e),
+        WriteError::Store(e) => e.into(),
     }
 }
 
@@ -171,10 +170,7 @@ pub async fn list(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
         limit,
         cursor: q.get("cursor").map(String::as_str),
     };
-    let page = store(call)
-        .list(&call.who.tenant, entity, &query)
-        .await
-        .map_err(http::listing_error)?;
+    let page = store(call).list(&call.who.tenant, entity, &query).await?;
     let links = links_of(call, entity, &configs, &page.items).await?;
     let records: Vec<_> = page
         .items
@@ -210,14 +206,14 @@ pub async fn create(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     let audit = call
         .audit("record.create", target(&r))
         .detail("fields", &changed);
-    let write = audit.to_write().map_err(ApiError::internal)?;
+    let write = audit.to_write()?;
     let mut outcome = store(call).create_unique(&r, vec![write]).await;
     for _ in 1..ATTEMPTS {
         // A concurrent create took the key's marker: look again (now a duplicate?).
         if !matches!(outcome, Err(WriteError::Stale)) {
             break;
         }
-        let write = audit.to_write().map_err(ApiError::internal)?;
+        let write = audit.to_write()?;
         outcome = store(call).create_unique(&r, vec![write]).await;
     }
     outcome.map_err(write_error)?;
@@ -286,7 +282,7 @@ pub async fn update(call: &Call<'_>, mode: Mode) -> Result<Response<Body>, ApiEr
         let audit = call
             .audit("record.update", target(&next))
             .detail("fields", &changed);
-        let write = audit.to_write().map_err(ApiError::internal)?;
+        let write = audit.to_write()?;
         match store(call)
             .save_unique(&next, prev.key().as_deref(), vec![write])
             .await
@@ -320,7 +316,7 @@ pub async fn delete(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
         next.version += 1;
         next.rev += 1;
         let audit = call.audit("record.delete", target(&next));
-        let write = audit.to_write().map_err(ApiError::internal)?;
+        let write = audit.to_write()?;
         match store(call)
             .save_unique(&next, prev.key().as_deref(), vec![write])
             .await

@@ -63,7 +63,7 @@ pub fn write_error(e: WriteError) -> ApiError {
         WriteError::Stale => {
             ApiError::concurrent_update("the sync config changed concurrently; read it and retry")
         }
-        WriteError::Store(e) => ApiError::internal(e),
+        WriteError::Store(e) => e.into(),
     }
 }
 
@@ -155,8 +155,7 @@ pub async fn list(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     let page = call
         .store()
         .page(&call.who.tenant, limit, q.get("cursor").map(String::as_str))
-        .await
-        .map_err(http::listing_error)?;
+        .await?;
     let shown: Vec<Value> = page
         .items
         .iter()

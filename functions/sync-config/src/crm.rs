@@ -51,6 +51,7 @@ pub fn api_error(e: CrmError) -> ApiError {
             }
         }
         CrmError::Internal(why) => ApiError::internal(why),
+        CrmError::Store(e) => e.into(),
     }
 }
 
@@ -75,8 +76,7 @@ pub async fn usable_connection(
 ) -> Result<Option<(Connection, CrmKind)>, ApiError> {
     let Some(conn) = Connections::new(call.app.table.clone())
         .get(&call.who.tenant, id)
-        .await
-        .map_err(ApiError::internal)?
+        .await?
     else {
         return Ok(None);
     };

@@ -108,8 +108,7 @@ impl ConfigCall for Call<'_> {
         let c = self
             .store()
             .get(&self.who.tenant, &id)
-            .await
-            .map_err(ApiError::internal)?
+            .await?
             .ok_or_else(|| ApiError::NotFound(format!("no sync config {id}")))?;
         if http::if_match(&self.req)?.is_some_and(|v| v != c.version) {
             return Err(ApiError::PreconditionFailed);

@@ -91,8 +91,7 @@ pub async fn list(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     };
     let page = Runs::new(app.table.clone())
         .search_conflicts(&who.tenant, &query)
-        .await
-        .map_err(http::listing_error)?;
+        .await?;
     http::json(
         StatusCode::OK,
         &json!({
@@ -114,8 +113,7 @@ pub async fn get(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     let id = path_id(&call.req)?;
     let c = Runs::new(app.table.clone())
         .conflict(&who.tenant, &id)
-        .await
-        .map_err(ApiError::internal)?
+        .await?
         .ok_or_else(|| ApiError::NotFound("no such conflict".into()))?;
     http::json(StatusCode::OK, &view(&c))
 }
@@ -161,7 +159,7 @@ fn resolve_error(e: ResolveError) -> ApiError {
             code: "duplicate_key",
             message: e.to_string(),
         },
-        ResolveError::Store(e) => ApiError::internal(e),
+        ResolveError::Store(e) => e.into(),
     }
 }
 
@@ -186,8 +184,7 @@ pub async fn resolve(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     let runs = Runs::new(app.table.clone());
     let conflict = runs
         .conflict(&who.tenant, &id)
-        .await
-        .map_err(ApiError::internal)?
+        .await?
         .ok_or_else(|| ApiError::NotFound("no such conflict".into()))?;
     let merged =
         values::changes(conflict.entity, &body.values).map_err(ApiError::invalid_fields)?;

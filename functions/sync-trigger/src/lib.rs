@@ -98,8 +98,7 @@ async fn load_config(
         SyncConfigId::parse(raw).map_err(|_| ApiError::NotFound("no such sync config".into()))?;
     Configs::new(app.table.clone())
         .get(tenant, &id)
-        .await
-        .map_err(ApiError::internal)?
+        .await?
         .ok_or_else(|| ApiError::NotFound("no such sync config".into()))
 }
 
@@ -116,6 +115,7 @@ fn start_error(e: StartError) -> ApiError {
         },
         StartError::Invalid(m) => ApiError::bad_request("invalid_trigger", m),
         StartError::Internal(m) => ApiError::internal(m),
+        StartError::Store(e) => e.into(),
     }
 }
 
@@ -209,6 +209,8 @@ pub async fn handle_event(app: &App, event: Value) -> Result<Value, lambda_runti
         Err(StartError::Paused) => Ok(json!({"started": false, "reason": "paused"})),
         Err(StartError::Invalid(m)) => Ok(json!({"started": false, "reason": m})),
         Err(StartError::Internal(m)) => Err(lambda_runtime::Error::from(m)),
+        // Failing the invocation lets Lambda retry it (and then its failure destination).
+        Err(StartError::Store(e)) => Err(e.into()),
     }
 }
 

@@ -114,8 +114,7 @@ pub async fn list(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     };
     let page = Runs::new(app.table.clone())
         .search_logs(&who.tenant, &query)
-        .await
-        .map_err(http::listing_error)?;
+        .await?;
     http::json(
         StatusCode::OK,
         &json!({
@@ -132,8 +131,7 @@ async fn load(call: &Call<'_>) -> Result<SyncLog, ApiError> {
     let id = SyncLogId::parse(&raw).map_err(|_| ApiError::NotFound("no such sync log".into()))?;
     Runs::new(app.table.clone())
         .log(&who.tenant, &id)
-        .await
-        .map_err(ApiError::internal)?
+        .await?
         .ok_or_else(|| ApiError::NotFound("no such sync log".into()))
 }
 
@@ -153,8 +151,7 @@ pub async fn get(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     let log = load(call).await?;
     let errors = Runs::new(app.table.clone())
         .errors(&who.tenant, &log.id)
-        .await
-        .map_err(ApiError::internal)?;
+        .await?;
     let mut body = view(&log);
     body["errors"] = json!(
         errors
@@ -201,8 +198,7 @@ pub async fn retry(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     }
     let errors = Runs::new(app.table.clone())
         .errors(&who.tenant, &log.id)
-        .await
-        .map_err(ApiError::internal)?;
+        .await?;
     let only = failed(&errors);
     if only.is_empty() {
         return Err(ApiError::Conflict {

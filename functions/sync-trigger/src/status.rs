@@ -46,8 +46,7 @@ pub async fn get(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     let runs = Runs::new(app.table.clone());
     let recent = runs
         .logs(&who.tenant, Some(&config.id), RECENT_LOGS, None)
-        .await
-        .map_err(ApiError::internal)?;
+        .await?;
     let latest = latest_run(&recent.items);
     let status = run_status(&latest);
     let running = status == Some(RunStatus::Running);
@@ -77,8 +76,7 @@ pub async fn get(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
                 ..Default::default()
             },
         )
-        .await
-        .map_err(ApiError::internal)?;
+        .await?;
     let next_run = match config.status {
         ConfigStatus::Active => config.frequency.next_run(now(), config.updated_at),
         ConfigStatus::Paused => None,

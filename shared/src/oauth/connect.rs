@@ -73,8 +73,7 @@ pub async fn resolve_app(
     if only != Some(AppSource::Platform)
         && let Some(creds) = AppCredentialStore::new(app.table.clone())
             .get(tenant, provider)
-            .await
-            .map_err(ApiError::internal)?
+            .await?
     {
         let secret = app
             .envelope
@@ -318,8 +317,7 @@ pub async fn start(
                 .map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))?;
             let conn = Connections::new(app.table.clone())
                 .get(&who.tenant, &id)
-                .await
-                .map_err(ApiError::internal)?
+                .await?
                 .filter(|c| c.provider == provider.id)
                 .ok_or_else(|| ApiError::NotFound(format!("no {} connection {id}", provider.id)))?;
             if conn.kind != kind {
@@ -414,10 +412,7 @@ pub async fn start(
         created_at: created,
         ttl: (created + flow::FLOW_TTL).unix_timestamp(),
     };
-    Flows::new(app.table.clone())
-        .put(&hash, &pending)
-        .await
-        .map_err(ApiError::internal)?;
+    Flows::new(app.table.clone()).put(&hash, &pending).await?;
     let audit = AuditEntry::by(
         who,
         request_id,
@@ -427,7 +422,7 @@ pub async fn start(
     .detail("provider", &provider.id)
     .detail("app", client.source)
     .detail("scopes", &pending.scopes);
-    app.audit.record(&audit).await.map_err(ApiError::internal)?;
+    app.audit.record(&audit).await?;
     Ok(authorize_url)
 }
 
@@ -495,8 +490,7 @@ pub async fn finish(
     };
     let Some((hash, pending)) = Flows::new(app.table.clone())
         .take(state, &provider.id, now())
-        .await
-        .map_err(ApiError::internal)?
+        .await?
     else {
         tracing::warn!(provider = %provider.id, "oauth callback with an unknown, used, expired or foreign state");
         return Ok(INVALID);
@@ -523,7 +517,7 @@ pub async fn finish(
     let finish_failed = |code: String| async move {
         let (audit, finish) = fail(&code);
         tracing::info!(provider = %provider.id, reason = %code, "oauth connect failed");
-        app.audit.record(&audit).await.map_err(ApiError::internal)?;
+        app.audit.record(&audit).await?;
         Ok::<Finish, ApiError>(finish)
     };
     if let Some(error) = query.get("error") {
@@ -696,7 +690,7 @@ async fn connect(
             Some(key) => match store
                 .owner_of(&pending.tenant, &provider.id, key)
                 .await
-                .map_err(ApiError::internal)?
+                .map_err(ApiError::from)?
             {
                 Some(owner) => Some(owner),
                 // An account connected before keys were hashed holds the old marker.
@@ -704,7 +698,7 @@ async fn connect(
                     Some(legacy) => store
                         .legacy_owner(&pending.tenant, &provider.id, &legacy)
                         .await
-                        .map_err(ApiError::internal)?,
+                        .map_err(ApiError::from)?,
                     None => None,
                 },
             },
@@ -715,7 +709,7 @@ async fn connect(
         Some(id) => store
             .get(&pending.tenant, &id)
             .await
-            .map_err(ApiError::internal)?,
+            .map_err(ApiError::from)?,
         None => None,
     };
     let plain: BTreeMap<&str, &str> = fields
@@ -763,7 +757,7 @@ async fn connect(
                     Err(Failure::Reason("account_already_connected".into()))
                 }
                 Err(WriteError::Stale) => Err(Failure::Reason("connection_changed".into())),
-                Err(WriteError::Store(e)) => Err(ApiError::internal(e).into()),
+                Err(WriteError::Store(e)) => Err(ApiError::from(e).into()),
             }
         }
         None => {
@@ -831,7 +825,7 @@ async fn connect(
                     Err(Failure::Reason("account_already_connected".into()))
                 }
                 Err(WriteError::Stale) => Err(Failure::Reason("connection_changed".into())),
-                Err(WriteError::Store(e)) => Err(ApiError::internal(e).into()),
+                Err(WriteError::Store(e)) => Err(ApiError::from(e).into()),
             }
         }
     }

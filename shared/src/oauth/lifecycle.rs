@@ -64,11 +64,17 @@ pub enum TokenError {
     /// Something of ours failed.
     #[error("internal: {0}")]
     Internal(String),
+    /// The store failed (a throttle or conflict past its retries can be retried).
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
-impl From<StoreError> for TokenError {
-    fn from(e: StoreError) -> Self {
-        Self::Internal(e.to_string())
+/// The OAuth app could not be resolved: a store that stayed busy stays retryable (a
+/// 503 to an API caller, the connection left due in a sweep); anything else is ours.
+fn app_error(e: crate::http::ApiError) -> TokenError {
+    match e {
+        crate::http::ApiError::Unavailable { .. } => TokenError::Store(StoreError::Throttled),
+        e => TokenError::Internal(e.to_string()),
     }
 }
 
@@ -242,7 +248,7 @@ impl<'a> Tokens<'a> {
         }
         let app = resolve_app(self.app, tenant, provider, Some(source))
             .await
-            .map_err(|e| TokenError::Internal(e.to_string()))?
+            .map_err(app_error)?
             .map(std::sync::Arc::new);
         if let Ok(mut cache) = self.apps.lock() {
             cache.insert(key, app.clone());
@@ -546,7 +552,7 @@ impl<'a> Tokens<'a> {
                         )
                         .await;
                 }
-                Err(e) => return Err(TokenError::Internal(e.to_string())),
+                Err(e) => return Err(app_error(e)),
             };
         let endpoints = Endpoints {
             provider,
@@ -976,4 +982,21 @@ pub async fn sweep(
         }
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::ApiError;
+
+    #[test]
+    fn a_busy_store_behind_the_oauth_app_stays_a_503() {
+        let e = app_error(ApiError::from(StoreError::Conflict));
+        assert!(
+            matches!(e, TokenError::Store(StoreError::Throttled)),
+            "{e:?}"
+        );
+        let e = app_error(ApiError::internal("kms refused"));
+        assert!(matches!(e, TokenError::Internal(_)), "{e:?}");
+    }
 }

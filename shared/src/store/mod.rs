@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Update};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use serde::de::DeserializeOwned;
@@ -388,6 +388,21 @@ pub enum Write {
         /// Its value placeholder.
         value: Option<(&'static str, Value)>,
     },
+    /// Update an item with `update` if `condition` holds (as [`Table::update`]).
+    UpdateIf {
+        /// Partition key.
+        pk: String,
+        /// Sort key.
+        sk: String,
+        /// The update expression.
+        update: &'static str,
+        /// The condition expression.
+        condition: &'static str,
+        /// Its value placeholders.
+        values: Vec<(&'static str, Value)>,
+        /// Its name placeholders.
+        names: Vec<(&'static str, &'static str)>,
+    },
 }
 
 /// The table.
@@ -675,6 +690,29 @@ impl Table {
                     }
                     TransactWriteItem::builder()
                         .delete(d.build().map_err(conversion)?)
+                        .build()
+                }
+                Write::UpdateIf {
+                    pk,
+                    sk,
+                    update,
+                    condition,
+                    values,
+                    names,
+                } => {
+                    let mut u = Update::builder()
+                        .table_name(&self.name)
+                        .set_key(Some(Self::key(&pk, &sk)))
+                        .update_expression(update)
+                        .condition_expression(condition);
+                    for (k, v) in values {
+                        u = u.expression_attribute_values(k, v.into());
+                    }
+                    for (alias, name) in names {
+                        u = u.expression_attribute_names(alias, name);
+                    }
+                    TransactWriteItem::builder()
+                        .update(u.build().map_err(conversion)?)
                         .build()
                 }
             };

@@ -11,7 +11,9 @@ use super::keys::{
     conflicts as conflict_pk, record_errors as error_pk, sync_logs as log_pk,
     sync_logs_of_config as log_by_config, sync_state as sync_pk,
 };
-use super::{Keyed, Listing, Page, QueryOpts, StoreError, Table, Value, keep_readable, keys};
+use super::{
+    Keyed, Listing, Page, QueryOpts, StoreError, Table, Value, Write, keep_readable, keys,
+};
 use crate::domain::{ConflictId, JobId, SyncConfigId, SyncLogId, TenantId, now};
 use crate::sync::runs::{
     ACTIVE_HOLD, ConflictQuery, LogQuery, Phase, Progress, RecordError, RunStatus, StoredConflict,
@@ -237,6 +239,72 @@ impl Runs {
         Ok(item.log)
     }
 
+    /// Closes a log whose chunks are all done and counts it off its job's hold on the
+    /// config in one transaction, so a run never shows finished while its config is
+    /// still held, and a failure between the two cannot leave the hold behind until it
+    /// lapses. The hold of the job's last log is then deleted; left at zero (that
+    /// delete failed), it no longer holds the config ([`Runs::start_job`]).
+    pub async fn close_log(
+        &self,
+        tenant: &TenantId,
+        config: &SyncConfigId,
+        job: &JobId,
+        id: &SyncLogId,
+        status: RunStatus,
+    ) -> Result<(), StoreError> {
+        let at = Value::S(crate::domain::rfc3339(now()));
+        let finish = Write::UpdateIf {
+            pk: log_pk(tenant),
+            sk: id.as_str().to_owned(),
+            update: FINISH,
+            condition: "#status = :running",
+            values: vec![
+                (":status", Value::S(status_name(status))),
+                (":done", Value::S("done".into())),
+                (":at", at),
+                (":running", Value::S("running".into())),
+            ],
+            names: vec![("#status", "status")],
+        };
+        let count_off = Write::UpdateIf {
+            pk: sync_pk(tenant, config),
+            sk: keys::RUN_HOLD_SK.to_owned(),
+            update: "ADD open_logs :minus",
+            condition: "job_id = :job",
+            values: vec![
+                (":minus", Value::N("-1".into())),
+                (":job", Value::S(job.to_string())),
+            ],
+            names: Vec::new(),
+        };
+        match self.table.transact(vec![finish, count_off]).await {
+            Ok(()) => {}
+            // Closed already (a redelivery), or the hold lapsed and is no longer this
+            // job's: close the log alone if it is still open.
+            Err(StoreError::ConditionFailed) => {
+                return self.finish(tenant, id, status).await.map(|_| ());
+            }
+            Err(e) => return Err(e),
+        }
+        match self
+            .table
+            .take::<Active>(
+                &sync_pk(tenant, config),
+                keys::RUN_HOLD_SK,
+                "job_id = :job AND open_logs <= :zero",
+                vec![
+                    (":job", Value::S(job.to_string())),
+                    (":zero", Value::N("0".into())),
+                ],
+                &[],
+            )
+            .await
+        {
+            Ok(_) | Err(StoreError::ConditionFailed) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Closes a log whose chunks are all done (once: only while it is running).
     pub async fn finish(
         &self,
@@ -245,19 +313,15 @@ impl Runs {
         status: RunStatus,
     ) -> Result<Option<SyncLog>, StoreError> {
         let at = now();
-        let status_value = serde_json::to_value(status)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_else(|| "completed".into());
         let result: Result<LogItem, StoreError> = self
             .table
             .update(
                 &log_pk(tenant),
                 id.as_str(),
-                "SET #status = :status, stage = :done, finished_at = :at, updated_at = :at",
+                FINISH,
                 "#status = :running",
                 vec![
-                    (":status", Value::S(status_value)),
+                    (":status", Value::S(status_name(status))),
                     (":done", Value::S("done".into())),
                     (":at", Value::S(crate::domain::rfc3339(at))),
                     (":running", Value::S("running".into())),
@@ -273,6 +337,8 @@ impl Runs {
     }
 
     /// Takes the config for a run with `logs` entity logs; None if another run holds it.
+    /// A hold that lapsed, or whose logs are all closed ([`Runs::close_log`]), holds
+    /// nothing.
     pub async fn start_job(
         &self,
         tenant: &TenantId,
@@ -281,31 +347,34 @@ impl Runs {
         logs: i64,
     ) -> Result<Option<()>, StoreError> {
         let now_s = now().unix_timestamp();
-        let item = Active {
-            pk: sync_pk(tenant, config),
-            sk: keys::RUN_HOLD_SK.to_owned(),
-            job_id: job.clone(),
-            open_logs: logs,
-            until: now_s + ACTIVE_HOLD.whole_seconds(),
-            ttl: now_s + ACTIVE_HOLD.whole_seconds() + 86_400,
-        };
-        let put = self
+        let until = now_s + ACTIVE_HOLD.whole_seconds();
+        let taken: Result<Active, StoreError> = self
             .table
-            .put_if(
-                super::to_item(&item)?,
-                "attribute_not_exists(pk) OR #until < :now",
-                Some(("#until", "until")),
-                Some((":now", Value::N(now_s.to_string()))),
+            .update(
+                &sync_pk(tenant, config),
+                keys::RUN_HOLD_SK,
+                "SET job_id = :job, open_logs = :logs, #until = :until, #ttl = :ttl \
+                 REMOVE followup",
+                "attribute_not_exists(pk) OR #until < :now OR open_logs <= :zero",
+                vec![
+                    (":job", Value::S(job.to_string())),
+                    (":logs", Value::num(logs)),
+                    (":until", Value::num(until)),
+                    (":ttl", Value::num(until + 86_400)),
+                    (":now", Value::num(now_s)),
+                    (":zero", Value::num(0)),
+                ],
+                &[("#until", "until"), ("#ttl", "ttl")],
             )
             .await;
-        match put {
-            Ok(()) => Ok(Some(())),
+        match taken {
+            Ok(_) => Ok(Some(())),
             Err(StoreError::ConditionFailed) => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    /// The job currently holding the config, if any (and not lapsed).
+    /// The job currently holding the config, if any (not lapsed, a log still open).
     pub async fn active_job(
         &self,
         tenant: &TenantId,
@@ -316,7 +385,7 @@ impl Runs {
             .get(&sync_pk(tenant, config), keys::RUN_HOLD_SK)
             .await?;
         Ok(item
-            .filter(|a| a.until >= now().unix_timestamp())
+            .filter(|a| a.until >= now().unix_timestamp() && a.open_logs > 0)
             .map(|a| a.job_id))
     }
 
@@ -701,4 +770,15 @@ impl Runs {
             skipped,
         })
     }
+}
+
+/// The update that closes a log (its status, stage and end time).
+const FINISH: &str = "SET #status = :status, stage = :done, finished_at = :at, updated_at = :at";
+
+/// A run status as stored.
+fn status_name(status: RunStatus) -> String {
+    serde_json::to_value(status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "completed".into())
 }

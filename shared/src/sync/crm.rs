@@ -26,6 +26,7 @@ use super::schema::{CrmField, Entity, FieldType};
 use crate::app::App;
 use crate::domain::{ConnectionId, TenantId};
 use crate::oauth::lifecycle::{Credentials, TokenError, Tokens};
+use crate::store::StoreError;
 
 /// The CRM property holding the app record id of records Conduit created (HubSpot;
 /// a unique-value property Conduit defines once per portal).
@@ -194,6 +195,9 @@ pub enum CrmError {
     /// Something of ours failed.
     #[error("internal: {0}")]
     Internal(String),
+    /// The store failed; kept whole so an API caller gets a 503 for a throttle.
+    #[error(transparent)]
+    Store(StoreError),
 }
 
 impl CrmError {
@@ -201,7 +205,7 @@ impl CrmError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Self::Transient(_) | Self::Malformed(_) | Self::Internal(_)
+            Self::Transient(_) | Self::Malformed(_) | Self::Internal(_) | Self::Store(_)
         )
     }
 }
@@ -1329,6 +1333,7 @@ fn token_error(e: TokenError) -> CrmError {
         TokenError::Unavailable(why) => CrmError::Transient(why),
         TokenError::Changed => CrmError::Transient("the connection changed".into()),
         TokenError::Internal(why) => CrmError::Internal(why),
+        TokenError::Store(e) => CrmError::Store(e),
     }
 }
 

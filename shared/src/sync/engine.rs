@@ -62,15 +62,12 @@ pub enum StartError {
     /// Nothing to run (no entity in both the request and the config).
     #[error("{0}")]
     Invalid(String),
-    /// The store or the queue failed.
+    /// The queue failed.
     #[error("{0}")]
     Internal(String),
-}
-
-impl From<StoreError> for StartError {
-    fn from(e: StoreError) -> Self {
-        Self::Internal(e.to_string())
-    }
+    /// The store failed (a throttle or conflict past its retries can be retried).
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// What a trigger asks for.
@@ -468,17 +465,15 @@ async fn close(
         _ if failed > 0 => RunStatus::Partial,
         _ => RunStatus::Completed,
     };
-    if runs
-        .finish(&task.tenant, &task.log_id, status)
-        .await
-        .map_err(retry)?
-        .is_some()
-    {
-        runs.log_closed(&task.tenant, &task.config_id, &task.job_id)
-            .await
-            .map_err(retry)?;
-    }
-    Ok(())
+    runs.close_log(
+        &task.tenant,
+        &task.config_id,
+        &task.job_id,
+        &task.log_id,
+        status,
+    )
+    .await
+    .map_err(retry)
 }
 
 impl Chunk<'_> {
@@ -1401,7 +1396,7 @@ fn ms_time(ms: i64) -> OffsetDateTime {
 }
 
 fn store(e: StoreError) -> CrmError {
-    CrmError::Internal(e.to_string())
+    CrmError::Store(e)
 }
 
 /// The id of the app record a pull creates for CRM record `crm_id`.
