@@ -12,6 +12,7 @@ pub mod config;
 pub mod connections;
 pub mod connector;
 pub mod crypto;
+pub mod dispatch;
 pub mod domain;
 pub mod egress;
 pub mod events;
