@@ -478,7 +478,7 @@ pub fn from_body<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T, Ap
 
 /// serde's messages quote the offending value (`invalid type: string "hunter2"`);
 /// keep the kind, drop the value, and drop the line/column suffix.
-fn sanitize_serde_message(msg: &str) -> String {
+pub(crate) fn sanitize_serde_message(msg: &str) -> String {
     let msg = match msg.rfind(" at line ") {
         Some(i) => &msg[..i],
         None => msg,
