@@ -235,6 +235,16 @@ prefixed_id!(
     ConflictId,
     "cfl"
 );
+prefixed_id!(
+    /// An outbound integration's id (a connection + template action + triggers).
+    IntegrationId,
+    "int"
+);
+prefixed_id!(
+    /// A dispatch's id (one event's run through its chain of integrations).
+    DispatchId,
+    "dsp"
+);
 
 /// A prefixed id derived from `parts` (SHA-256, shaped as a ULID): the same parts give
 /// the same id, so a retried step finds what an earlier attempt made.
@@ -257,6 +267,26 @@ impl RecordId {
     /// came from, so a retried or duplicated pull finds the record it made before.
     pub fn derived(parts: &[&str]) -> Self {
         Self(derived_id(Self::PREFIX, parts))
+    }
+}
+
+impl DispatchId {
+    /// The id of one event's dispatch: ordered by when the event happened, its other
+    /// bits a hash of (tenant, event id), so every delivery of an event names the same
+    /// dispatch (at-least-once delivery resumes it instead of starting another).
+    pub fn for_event(tenant: &TenantId, event_id: &str, occurred_at: OffsetDateTime) -> Self {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for p in [tenant.as_str(), event_id] {
+            h.update((p.len() as u64).to_be_bytes());
+            h.update(p.as_bytes());
+        }
+        let digest = h.finalize();
+        let mut random = [0u8; 16];
+        random[6..].copy_from_slice(&digest[..10]);
+        let ms = (occurred_at.unix_timestamp_nanos() / 1_000_000).clamp(0, (1i128 << 48) - 1);
+        let ulid = ulid::Ulid::from_parts(ms as u64, u128::from_be_bytes(random));
+        Self(format!("{}_{}", Self::PREFIX, ulid.to_string().to_lowercase()))
     }
 }
 

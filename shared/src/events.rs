@@ -19,6 +19,18 @@ pub const REAUTH_REQUIRED: &str = "integration.connection.reauth_required";
 /// reconnect it with them.
 pub const SCOPES_MISSING: &str = "integration.connection.scopes_missing";
 
+/// A sync run (one entity of a config) completed.
+pub const SYNC_RUN_COMPLETED: &str = "integration.sync.run.completed";
+
+/// A sync run (one entity of a config) failed.
+pub const SYNC_RUN_FAILED: &str = "integration.sync.run.failed";
+
+/// A sync found a conflict an admin must review.
+pub const CONFLICT_OPENED: &str = "integration.sync.conflict.opened";
+
+/// A webhook endpoint failed for too long and was disabled.
+pub const WEBHOOK_DISABLED: &str = "integration.webhook.endpoint.disabled";
+
 /// Publishing failed.
 #[derive(Debug, thiserror::Error)]
 pub enum EventError {

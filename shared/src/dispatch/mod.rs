@@ -1,6 +1,10 @@
 //! Event dispatch (issue 13): product and Conduit events run chains of outbound
-//! integrations. So far: the product events read in, and the webhook destination's
-//! signatures.
+//! integrations. The product events read in ([`event`]), the queue's envelope
+//! ([`inbound`]), integrations and their chains ([`integration`]), and the webhook
+//! destination's signatures ([`webhook`]).
 
 pub mod event;
+pub mod inbound;
+pub mod integration;
+pub mod log;
 pub mod webhook;

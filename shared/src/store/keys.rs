@@ -20,12 +20,19 @@
 //! | record               | `REC#{tenant}#{entity}#{shard(id)}`       | `{id}`                           | gsi3 `RECCHG#{tenant}#{entity}#{shard(id)}` / `{updated}#{id}`; gsi2 `RECNAME#{tenant}#{entity}#{shard(id)}` / `{name}#{id}` |
 //! | record key marker    | `RECKEY#{tenant}#{entity}#{shard(key)}`   | `{key}`                          |                                         |
 //! | link                 | `LINK#{tenant}#{config}#{entity}#{shard(id)}` | `{record id}`                |                                         |
+//! | integration          | `T#{tenant}`                              | `INTEG#{id}`                     |                                         |
+//! | assistant settings   | `T#{tenant}`                              | `ASSIST#{assistant}`             |                                         |
+//! | dispatch             | `DISP#{tenant}#{shard(id)}`               | `{newest-first time}#{id}`       | gsi1 `DISPDUE#{shard(id)}` / `{due}#{tenant}#{id}` while a step waits |
+//! | dispatch event       | `DISPEVT#{tenant}#{shard(id)}`            | `{id}`                           |                                         |
+//! | integration log      | `INTLOG#{tenant}#{integration}`           | `{newest-first time}#{dispatch id}` |                                      |
 //!
 //! The record families are written at a sync's full rate, so their partitions are
 //! spread over [`RECORD_SHARDS`] key values (see README, "Data layout and partition
 //! limits").
 
-use crate::domain::{ConnectionId, RecordId, SyncConfigId, SyncLogId, TenantId};
+use crate::domain::{
+    ConnectionId, DispatchId, IntegrationId, RecordId, SyncConfigId, SyncLogId, TenantId,
+};
 use crate::sync::schema::Entity;
 
 /// The partition of a tenant's configuration items.
@@ -175,6 +182,59 @@ pub fn links(tenant: &TenantId, config: &SyncConfigId, entity: Entity, shard: u3
 /// The partition of a record's link under one config.
 pub fn link(tenant: &TenantId, config: &SyncConfigId, entity: Entity, id: &str) -> String {
     links(tenant, config, entity, shard_of(id))
+}
+
+/// The sort-key prefix of integrations in a tenant's partition.
+pub const INTEGRATION_PREFIX: &str = "INTEG#";
+/// An integration's sort key.
+pub fn integration(id: &IntegrationId) -> String {
+    format!("{INTEGRATION_PREFIX}{id}")
+}
+/// The sort-key prefix of assistants' settings in a tenant's partition.
+pub const ASSISTANT_PREFIX: &str = "ASSIST#";
+/// An assistant's integration settings' sort key.
+pub fn assistant(assistant_id: &str) -> String {
+    format!("{ASSISTANT_PREFIX}{assistant_id}")
+}
+/// One shard of a tenant's dispatches (spread like records: every event writes its
+/// dispatch a few times).
+pub fn dispatches(tenant: &TenantId, shard: u32) -> String {
+    format!("DISP#{tenant}#{shard}")
+}
+/// The partition of a dispatch.
+pub fn dispatch(tenant: &TenantId, id: &DispatchId) -> String {
+    dispatches(tenant, shard_of(id.as_str()))
+}
+/// A sort key that sorts newest first: the time part of a ULID-shaped id (`dsp_…`)
+/// counted down from the largest, then the id.
+pub fn newest_first(id: &str) -> String {
+    let ms = id
+        .split_once('_')
+        .and_then(|(_, u)| ulid::Ulid::from_string(u).ok())
+        .map_or(0, |u| u.timestamp_ms());
+    newest_first_at(ms, id)
+}
+/// [`newest_first`] for a time (Unix ms) and an id: every key of that time or later
+/// sorts before `newest_first_at(ms, "")`.
+pub fn newest_first_at(ms: u64, id: &str) -> String {
+    let max = (1u64 << 48) - 1;
+    format!("{:015}#{id}", max.saturating_sub(ms.min(max)))
+}
+/// The partition of a dispatch's event.
+pub fn dispatch_event(tenant: &TenantId, id: &DispatchId) -> String {
+    format!("DISPEVT#{tenant}#{}", shard_of(id.as_str()))
+}
+/// A partition of the index of waiting dispatches (gsi1).
+pub fn dispatch_due(shard: u32) -> String {
+    format!("DISPDUE#{shard}")
+}
+/// A waiting dispatch's sort key in that index: when it is due, then which.
+pub fn dispatch_due_entry(due_ms: i64, tenant: &TenantId, id: &DispatchId) -> String {
+    format!("{:015}#{tenant}#{id}", due_ms.max(0))
+}
+/// The partition of one integration's log (its steps, newest first).
+pub fn integration_log(tenant: &TenantId, id: &IntegrationId) -> String {
+    format!("INTLOG#{tenant}#{id}")
 }
 
 /// FNV-1a, 64-bit: a hash that never changes between builds or platforms.

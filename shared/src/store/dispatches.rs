@@ -1,0 +1,328 @@
+//! Dispatch items: a dispatch's state (`DISP#{tenant}#{shard}`, newest first), the
+//! event it renders from (`DISPEVT#…`, written once), each integration's log of steps
+//! (`INTLOG#{tenant}#{integration}`), and the index of waiting dispatches (gsi1
+//! `DISPDUE#{shard}`, present only while a step waits). Every item expires with
+//! DynamoDB's TTL after [`RETENTION_DAYS`].
+//!
+//! An event writes its dispatch about once per step, so the state items are spread
+//! over [`keys::RECORD_SHARDS`] partitions like records (a tenant's 10,000-event burst
+//! stays far below a partition's 1,000 WCU/s); the state item is kept small (the event
+//! lives apart) so each save is one or two write units.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+
+use super::{
+    Keyed, Listing, QueryOpts, Readable, SkRange, Skipped, StoreError, Table, decode_after,
+    encode_after, keep_readable, keys,
+};
+use crate::dispatch::integration::TriggerEvent;
+use crate::dispatch::log::{Dispatch, DispatchStatus, RETENTION_DAYS, Step};
+use crate::domain::{DispatchId, IntegrationId, TenantId};
+
+/// A dispatch as stored: with its expiry and, while a step waits, its entry in the
+/// index of waiting dispatches.
+#[derive(Serialize, Deserialize)]
+struct Stored<T> {
+    #[serde(flatten)]
+    item: T,
+    ttl: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gsi1pk: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gsi1sk: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct EventItem {
+    event: Json,
+}
+
+/// One step in an integration's log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepLog {
+    /// The dispatch.
+    pub dispatch_id: DispatchId,
+    /// The event's type.
+    pub event_type: TriggerEvent,
+    /// The event's id.
+    pub event_id: String,
+    /// The step as it ended.
+    pub step: Step,
+}
+
+/// What a dispatch listing keeps.
+#[derive(Debug, Clone, Default)]
+pub struct DispatchFilter {
+    /// Only this event type.
+    pub event_type: Option<TriggerEvent>,
+    /// Only this status.
+    pub status: Option<DispatchStatus>,
+    /// Only dispatches with a step of this integration.
+    pub integration: Option<IntegrationId>,
+    /// Only this assistant's.
+    pub assistant: Option<String>,
+    /// Events from this time on (Unix ms).
+    pub since_ms: Option<u64>,
+    /// Events up to this time (Unix ms).
+    pub until_ms: Option<u64>,
+}
+
+impl DispatchFilter {
+    fn keeps(&self, d: &Dispatch) -> bool {
+        self.event_type.is_none_or(|t| d.event_type == t)
+            && self.status.is_none_or(|s| d.status == s)
+            && self
+                .integration
+                .as_ref()
+                .is_none_or(|i| d.steps.iter().any(|s| s.integration_id == *i))
+            && self
+                .assistant
+                .as_ref()
+                .is_none_or(|a| d.assistant_id.as_deref() == Some(a.as_str()))
+    }
+}
+
+/// The dispatch store.
+#[derive(Clone, Debug)]
+pub struct Dispatches {
+    table: Table,
+}
+
+fn expiry() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp() + RETENTION_DAYS * 86_400
+}
+
+fn stored(d: &Dispatch) -> Keyed<Stored<&Dispatch>> {
+    let shard = keys::shard_of(d.id.as_str());
+    Keyed {
+        pk: keys::dispatch(&d.tenant, &d.id),
+        sk: keys::newest_first(d.id.as_str()),
+        item: Stored {
+            item: d,
+            ttl: expiry(),
+            gsi1pk: d.due_at.map(|_| keys::dispatch_due(shard)),
+            gsi1sk: d
+                .due_at
+                .map(|due| keys::dispatch_due_entry(due, &d.tenant, &d.id)),
+        },
+    }
+}
+
+fn shards(tenant: &TenantId) -> Vec<String> {
+    (0..keys::RECORD_SHARDS)
+        .map(|s| keys::dispatches(tenant, s))
+        .collect()
+}
+
+impl Dispatches {
+    /// Dispatches in `table`.
+    pub fn new(table: Table) -> Self {
+        Self { table }
+    }
+
+    /// One dispatch of `tenant`.
+    pub async fn get(
+        &self,
+        tenant: &TenantId,
+        id: &DispatchId,
+    ) -> Result<Option<Dispatch>, StoreError> {
+        let item: Option<Keyed<Stored<Dispatch>>> = self
+            .table
+            .get(&keys::dispatch(tenant, id), &keys::newest_first(id.as_str()))
+            .await?;
+        Ok(item
+            .map(|k| k.item.item)
+            .filter(|d| d.tenant == *tenant && d.id == *id))
+    }
+
+    /// Stores a new dispatch with its event; false when the dispatch already exists
+    /// (another delivery of the same event made it).
+    pub async fn create(&self, d: &Dispatch, event: &Json) -> Result<bool, StoreError> {
+        // The event first, unconditionally (every delivery stores the same): a
+        // dispatch is never stored without the event it renders from.
+        self.table
+            .put(&Keyed {
+                pk: keys::dispatch_event(&d.tenant, &d.id),
+                sk: d.id.to_string(),
+                item: Stored {
+                    item: EventItem {
+                        event: event.clone(),
+                    },
+                    ttl: expiry(),
+                    gsi1pk: None,
+                    gsi1sk: None,
+                },
+            })
+            .await?;
+        match self.table.insert(&stored(d)).await {
+            Ok(()) => Ok(true),
+            Err(StoreError::ConditionFailed) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The event a dispatch renders from.
+    pub async fn event(&self, tenant: &TenantId, id: &DispatchId) -> Result<Option<Json>, StoreError> {
+        let item: Option<Keyed<Stored<EventItem>>> = self
+            .table
+            .get(&keys::dispatch_event(tenant, id), id.as_str())
+            .await?;
+        Ok(item.map(|k| k.item.item.event))
+    }
+
+    /// Saves `d` over the version `prev_version` (`ConditionFailed` if another
+    /// writer saved it meanwhile).
+    pub async fn save(&self, d: &Dispatch, prev_version: u64) -> Result<(), StoreError> {
+        self.table.replace(&stored(d), prev_version).await
+    }
+
+    /// Adds a finished step to its integration's log.
+    pub async fn log_step(&self, d: &Dispatch, step: &Step) -> Result<(), StoreError> {
+        self.table
+            .put(&Keyed {
+                pk: keys::integration_log(&d.tenant, &step.integration_id),
+                sk: keys::newest_first(d.id.as_str()),
+                item: Stored {
+                    item: StepLog {
+                        dispatch_id: d.id.clone(),
+                        event_type: d.event_type,
+                        event_id: d.event_id.clone(),
+                        step: step.clone(),
+                    },
+                    ttl: expiry(),
+                    gsi1pk: None,
+                    gsi1sk: None,
+                },
+            })
+            .await
+    }
+
+    /// One page of an integration's log, newest first.
+    pub async fn integration_log(
+        &self,
+        tenant: &TenantId,
+        integration: &IntegrationId,
+        limit: i32,
+        cursor: Option<&str>,
+    ) -> Result<Listing<StepLog>, StoreError> {
+        let page = self
+            .table
+            .query_lenient::<Keyed<Stored<StepLog>>>(
+                None,
+                &keys::integration_log(tenant, integration),
+                QueryOpts {
+                    limit: Some(limit),
+                    cursor,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let mut skipped = Vec::new();
+        let items = keep_readable(page.items, "", "integration log", &mut skipped)
+            .into_iter()
+            .map(|k| k.item.item)
+            .filter(|l| l.step.integration_id == *integration)
+            .collect();
+        Ok(Listing {
+            items,
+            cursor: page.cursor,
+            skipped,
+        })
+    }
+
+    /// One page of a tenant's dispatches, newest first, kept by `filter`, from
+    /// `cursor` (a previous page's). A page may hold fewer than `limit` when the filter
+    /// leaves out much; its cursor then goes on where the reading stopped.
+    pub async fn page(
+        &self,
+        tenant: &TenantId,
+        filter: &DispatchFilter,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Listing<Dispatch>, StoreError> {
+        let mut after = cursor.map(decode_after).transpose()?;
+        let start = filter.until_ms.map(|ms| keys::newest_first_at(ms, ""));
+        let end = filter.since_ms.map(|ms| keys::newest_first_at(ms, "~"));
+        let pks = shards(tenant);
+        let mut items = Vec::new();
+        let mut skipped: Vec<Skipped> = Vec::new();
+        let mut rounds = 0;
+        loop {
+            rounds += 1;
+            let range = match (&after, &start) {
+                (None, Some(s)) => SkRange::From(s),
+                _ => SkRange::All,
+            };
+            let (found, next) = self
+                .table
+                .query_shards(None, &pks, range, after.as_deref(), limit - items.len(), None)
+                .await?;
+            let mut past_end = false;
+            let mut last = None;
+            for raw in found {
+                let read = Readable::<Keyed<Stored<Dispatch>>>::read(raw, "sk");
+                let sk = match &read {
+                    Readable::Item(k) => k.sk.clone(),
+                    Readable::Unreadable { sk, .. } => sk.clone(),
+                };
+                if end.as_ref().is_some_and(|e| sk > *e) {
+                    past_end = true;
+                    break;
+                }
+                last = Some(sk);
+                for k in keep_readable(vec![read], "", "dispatch", &mut skipped) {
+                    let d = k.item.item;
+                    if d.tenant == *tenant && filter.keeps(&d) {
+                        items.push(d);
+                    }
+                }
+            }
+            let more = !past_end && next.is_some();
+            after = if more { next.or(last) } else { None };
+            if !more || items.len() >= limit || rounds >= 4 {
+                break;
+            }
+        }
+        Ok(Listing {
+            items,
+            cursor: after.map(|a| encode_after(&a)),
+            skipped,
+        })
+    }
+
+    /// The waiting dispatches due by `now_ms`, from every shard of the index (at most
+    /// `max`).
+    pub async fn due(
+        &self,
+        now_ms: i64,
+        max: usize,
+    ) -> Result<Vec<(TenantId, DispatchId)>, StoreError> {
+        let upper = format!("{:015}~", now_ms.max(0));
+        let mut due = Vec::new();
+        for shard in 0..keys::RECORD_SHARDS {
+            let page = self
+                .table
+                .query::<Keyed<Stored<Dispatch>>>(
+                    Some("gsi1"),
+                    &keys::dispatch_due(shard),
+                    QueryOpts {
+                        between: Some(("0", &upper)),
+                        limit: Some(500),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            due.extend(
+                page.items
+                    .into_iter()
+                    .map(|k| (k.item.item.tenant, k.item.item.id)),
+            );
+            if due.len() >= max {
+                due.truncate(max);
+                break;
+            }
+        }
+        Ok(due)
+    }
+}
