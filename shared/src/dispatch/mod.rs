@@ -1,10 +1,13 @@
 //! Event dispatch (issue 13): product and Conduit events run chains of outbound
 //! integrations. The product events read in ([`event`]), the queue's envelope
-//! ([`inbound`]), integrations and their chains ([`integration`]), and the webhook
-//! destination's signatures ([`webhook`]).
+//! ([`inbound`]), integrations and their chains ([`integration`]), the integration
+//! templates as data ([`template`]) and their sandboxed rendering ([`render`]), the
+//! dispatch log ([`log`]), and the webhook destination's signatures ([`webhook`]).
 
 pub mod event;
 pub mod inbound;
 pub mod integration;
 pub mod log;
+pub mod render;
+pub mod template;
 pub mod webhook;

@@ -1,0 +1,810 @@
+//! Sandboxed rendering of integration templates: a request template and a render
+//! context (the event, settings, connection, earlier steps, captures) in, the request
+//! to send out.
+//!
+//! Threat model: templates are data a tenant may edit (overrides, custom requests), and
+//! the context holds text from the product's callers (names, summaries). So:
+//! - one minijinja environment with no loader (no includes, no imports), no macros,
+//!   strict undefined (a misspelt path is an error naming it, not an empty string), a
+//!   fuel budget per template (every instruction and every byte allocated costs fuel:
+//!   endless loops and memory blow-ups stop), a recursion limit, and size caps on each
+//!   rendered leaf and on the whole body;
+//! - bodies are JSON values rendered leaf by leaf, never JSON built as text: a summary
+//!   containing `"}` stays inside its string. A leaf that is exactly one `{{ expr }}`
+//!   keeps the expression's type;
+//! - every expression printed in a path is percent-encoded as one segment, so a value
+//!   cannot add segments, a query or `..`; header values cannot hold line breaks;
+//! - error messages never carry setting values (settings may be secrets).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use minijinja::value::{Serde, Value as JinjaValue};
+use minijinja::{AutoEscape, Environment, Error, ErrorKind, UndefinedBehavior};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::template::{Action, Idempotency, RequestTemplate};
+
+/// Fuel for one template: generous for the catalogue (a 20,000-character summary costs
+/// a few hundred), small enough that a hostile loop stops within milliseconds.
+pub const FUEL: u64 = 50_000;
+/// The deepest nesting a template may reach at run time.
+const RECURSION_LIMIT: usize = 32;
+/// The longest rendered leaf, in characters.
+pub const MAX_LEAF_CHARS: usize = 64 * 1024;
+/// The largest rendered body, in bytes of JSON.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+/// The name prefix of templates rendered into a URL path (their output is encoded).
+const PATH_TEMPLATE: &str = "path";
+
+/// A request ready to send: relative to the connection's API base.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RenderedRequest {
+    /// The HTTP method.
+    #[serde(serialize_with = "method_name")]
+    pub method: http::Method,
+    /// The path on the API base (`/…`, or empty for the base itself), segments encoded.
+    pub path: String,
+    /// Query parameters, not yet encoded.
+    pub query: Vec<(String, String)>,
+    /// Headers beyond auth and content type.
+    pub headers: Vec<(String, String)>,
+    /// The JSON body.
+    pub body: Option<Value>,
+    /// Fetch an SAP CSRF token (and its cookies) before sending.
+    pub csrf: bool,
+    /// The request creates or changes something.
+    pub effect: bool,
+}
+
+fn method_name<S: serde::Serializer>(m: &http::Method, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(m.as_str())
+}
+
+/// Why a template did not render: where (`requests[1].body.subject`), the line in that
+/// template when known, and what — never a setting's value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct RenderError {
+    /// The template's place (`body.ticket.comment.body`, `outputs.url`).
+    pub field: String,
+    /// The line within that template.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl RenderError {
+    fn new(field: &str, message: impl Into<String>) -> Self {
+        RenderError {
+            field: field.to_owned(),
+            line: None,
+            message: message.into(),
+        }
+    }
+
+    /// The same error placed under `prefix` (`requests[2]`).
+    pub fn under(mut self, prefix: &str) -> Self {
+        self.field = if self.field.is_empty() {
+            prefix.to_owned()
+        } else {
+            format!("{prefix}.{}", self.field)
+        };
+        self
+    }
+}
+
+/// The template engine, configured once (cheap to keep in a `LazyLock` or on the
+/// handler's state).
+pub struct Renderer {
+    env: Environment<'static>,
+}
+
+impl Default for Renderer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Renderer {
+    /// The sandboxed environment with Conduit's filters (minijinja's builtins, no
+    /// loader, no macros: the `macros` feature is off).
+    pub fn new() -> Self {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_fuel(Some(FUEL));
+        env.set_recursion_limit(RECURSION_LIMIT);
+        env.set_auto_escape_callback(|name| {
+            if name.starts_with(PATH_TEMPLATE) {
+                AutoEscape::Custom(PATH_TEMPLATE.into())
+            } else {
+                AutoEscape::None
+            }
+        });
+        env.set_formatter(format_value);
+        env.add_filter("e164", filter_e164);
+        env.add_filter("truncate", filter_truncate);
+        env.add_filter("date", filter_date);
+        env.add_filter("add_days", filter_add_days);
+        env.add_filter("mmss", filter_mmss);
+        env.add_filter("hhmm", filter_hhmm);
+        env.add_filter("first_name", filter_first_name);
+        env.add_filter("last_name", filter_last_name);
+        env.add_filter("soql", filter_soql);
+        env.add_filter("odata", filter_odata);
+        env.add_filter("origin", filter_origin);
+        Renderer { env }
+    }
+
+    /// Renders one request template against `ctx` (see [`super::template::render_context`]).
+    /// Error fields are relative to the request (`body.subject`).
+    pub fn render_request(
+        &self,
+        req: &RequestTemplate,
+        ctx: &Value,
+    ) -> Result<RenderedRequest, RenderError> {
+        let jctx = JinjaValue::from(Serde(ctx));
+        let method = http::Method::from_bytes(req.method.as_bytes())
+            .map_err(|_| RenderError::new("method", "not an HTTP method"))?;
+        let path = self.render_path(&req.path, &jctx, ctx)?;
+        let query = self.render_pairs(&req.query, "query", &jctx, ctx)?;
+        let headers = self.render_pairs(&req.headers, "headers", &jctx, ctx)?;
+        if let Some((name, _)) = headers.iter().find(|(_, v)| v.contains(['\r', '\n', '\0'])) {
+            return Err(RenderError::new(
+                &format!("headers.{name}"),
+                "a header value cannot hold line breaks",
+            ));
+        }
+        let body = match &req.body {
+            None => None,
+            Some(template) => {
+                let body = self
+                    .render_value(template, "body", &jctx, ctx)?
+                    .unwrap_or(Value::Null);
+                let size = serde_json::to_vec(&body).map(|b| b.len()).unwrap_or(0);
+                if size > MAX_BODY_BYTES {
+                    return Err(RenderError::new(
+                        "body",
+                        format!("the rendered body is larger than {MAX_BODY_BYTES} bytes"),
+                    ));
+                }
+                Some(body)
+            }
+        };
+        Ok(RenderedRequest {
+            method,
+            path,
+            query,
+            headers,
+            body,
+            csrf: req.csrf,
+            effect: req.effect,
+        })
+    }
+
+    /// Renders request `index` of `action`, error fields under `requests[index]`.
+    pub fn render_action_request(
+        &self,
+        action: &Action,
+        index: usize,
+        ctx: &Value,
+    ) -> Result<RenderedRequest, RenderError> {
+        let prefix = format!("requests[{index}]");
+        let req = action
+            .requests
+            .get(index)
+            .ok_or_else(|| RenderError::new(&prefix, "no such request"))?;
+        self.render_request(req, ctx).map_err(|e| e.under(&prefix))
+    }
+
+    /// Evaluates a condition (`skip_if`): true or false; an undefined result is an error.
+    pub fn condition(&self, expr: &str, ctx: &Value) -> Result<bool, RenderError> {
+        let jctx = JinjaValue::from(Serde(ctx));
+        let value = self.eval(expr, "skip_if", &jctx, ctx)?;
+        Ok(value.is_true())
+    }
+
+    /// The action's outputs after its requests ran: `id` (a capture) and `url` (a
+    /// template). A capture that the provider's answer did not hold is left out.
+    pub fn outputs(
+        &self,
+        action: &Action,
+        ctx: &Value,
+    ) -> Result<BTreeMap<String, String>, RenderError> {
+        let mut out = BTreeMap::new();
+        if let Some(name) = &action.outputs.id
+            && let Some(value) = ctx.pointer(&format!("/captures/{}", pointer_escape(name)))
+            && let Some(text) = scalar_text(value)
+        {
+            out.insert("id".to_owned(), text);
+        }
+        if let Some(template) = &action.outputs.url {
+            let jctx = JinjaValue::from(Serde(ctx));
+            let url = self.render_text(template, "outputs.url", None, &jctx, ctx)?;
+            out.insert("url".to_owned(), url);
+        }
+        Ok(out)
+    }
+
+    /// Stores what `req` captures from the provider's `answer` into `ctx.captures`.
+    /// A pointer the answer does not hold (or holds `null` at) captures nothing.
+    pub fn capture(&self, req: &RequestTemplate, answer: &Value, ctx: &mut Value) {
+        for (name, pointer) in &req.capture {
+            if let Some(value) = answer.pointer(pointer).filter(|v| !v.is_null()) {
+                set_capture(ctx, name, value.clone());
+            }
+        }
+    }
+
+    /// Reads the answer to a lookup request (`Idempotency::Lookup`): `Some(id)` when the
+    /// effect already happened — the id is then also captured under the lookup's
+    /// `into` — and `None` when it did not (the request may be sent again).
+    pub fn lookup_found(
+        &self,
+        req: &RequestTemplate,
+        answer: &Value,
+        ctx: &mut Value,
+    ) -> Result<Option<Value>, RenderError> {
+        let Some(Idempotency::Lookup {
+            found,
+            matcher,
+            into,
+            ..
+        }) = &req.idempotency
+        else {
+            return Err(RenderError::new("idempotency", "not a lookup"));
+        };
+        let hit = match matcher {
+            None => answer.pointer(found).cloned(),
+            Some(m) => {
+                let jctx = JinjaValue::from(Serde(&*ctx));
+                let (needle, exact) = match (&m.contains, &m.equals) {
+                    (Some(t), _) => (t, false),
+                    (None, Some(t)) => (t, true),
+                    (None, None) => {
+                        return Err(RenderError::new(
+                            "idempotency.match",
+                            "needs contains or equals",
+                        ));
+                    }
+                };
+                let needle = self.render_text(needle, "idempotency.match", None, &jctx, &*ctx)?;
+                let items = answer
+                    .pointer(&m.list)
+                    .and_then(Value::as_array)
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                items
+                    .iter()
+                    .find(|item| {
+                        item.pointer(&m.field)
+                            .and_then(scalar_text)
+                            .is_some_and(|text| {
+                                if exact {
+                                    text == needle
+                                } else {
+                                    text.contains(&needle)
+                                }
+                            })
+                    })
+                    .and_then(|item| item.pointer(found).cloned())
+            }
+        };
+        let hit = hit.filter(|v| !v.is_null());
+        if let Some(value) = &hit {
+            let name = into.clone().or_else(|| {
+                (req.capture.len() == 1)
+                    .then(|| req.capture.keys().next().cloned())
+                    .flatten()
+            });
+            if let Some(name) = name {
+                set_capture(ctx, &name, value.clone());
+            }
+        }
+        Ok(hit)
+    }
+
+    /// Compiles a template without rendering it: the minijinja error on bad syntax.
+    pub(crate) fn compile(&self, source: &str) -> Result<BTreeSet<String>, Error> {
+        let template = self.env.template_from_str(source)?;
+        Ok(template.undeclared_variables(true).into_iter().collect())
+    }
+
+    fn render_path(
+        &self,
+        source: &str,
+        jctx: &JinjaValue,
+        ctx: &Value,
+    ) -> Result<String, RenderError> {
+        let path = self.render_text(source, "path", Some(PATH_TEMPLATE), jctx, ctx)?;
+        if !(path.is_empty() || path.starts_with('/')) || path.starts_with("//") {
+            return Err(RenderError::new(
+                "path",
+                "a path starts with / (or is empty)",
+            ));
+        }
+        if path
+            .split(['/', '?', '#'])
+            .any(|segment| segment == ".." || segment == ".")
+        {
+            return Err(RenderError::new(
+                "path",
+                "a path cannot hold . or .. segments",
+            ));
+        }
+        Ok(path)
+    }
+
+    fn render_pairs(
+        &self,
+        map: &BTreeMap<String, String>,
+        kind: &str,
+        jctx: &JinjaValue,
+        ctx: &Value,
+    ) -> Result<Vec<(String, String)>, RenderError> {
+        let mut out = Vec::with_capacity(map.len());
+        for (key, template) in map {
+            let (name, optional) = optional_key(key);
+            let field = format!("{kind}.{name}");
+            let value = if let Some(expr) = single_expression(template) {
+                let value = self.eval(expr, &field, jctx, ctx)?;
+                if value.is_undefined() || value.is_none() {
+                    if optional {
+                        continue;
+                    }
+                    return Err(RenderError::new(
+                        &field,
+                        format!("undefined: {}", expr.trim()),
+                    ));
+                }
+                text_of(&value)
+            } else {
+                self.render_text(template, &field, None, jctx, ctx)?
+            };
+            if optional && value.is_empty() {
+                continue;
+            }
+            out.push((name.to_owned(), value));
+        }
+        Ok(out)
+    }
+
+    /// Renders a JSON template: `None` when an optional member renders to nothing.
+    fn render_value(
+        &self,
+        template: &Value,
+        field: &str,
+        jctx: &JinjaValue,
+        ctx: &Value,
+    ) -> Result<Option<Value>, RenderError> {
+        Ok(Some(match template {
+            Value::String(source) => match single_expression(source) {
+                Some(expr) => {
+                    let value = self.eval(expr, field, jctx, ctx)?;
+                    if value.is_undefined() {
+                        return Err(RenderError::new(
+                            field,
+                            format!("undefined: {}", expr.trim()),
+                        ));
+                    }
+                    let json = serde_json::to_value(&value)
+                        .map_err(|_| RenderError::new(field, "the value has no JSON form"))?;
+                    if json
+                        .as_str()
+                        .is_some_and(|s| s.chars().count() > MAX_LEAF_CHARS)
+                    {
+                        return Err(too_long(field));
+                    }
+                    json
+                }
+                None => Value::String(self.render_text(source, field, None, jctx, ctx)?),
+            },
+            Value::Array(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for (i, item) in items.iter().enumerate() {
+                    let field = format!("{field}[{i}]");
+                    out.push(
+                        self.render_value(item, &field, jctx, ctx)?
+                            .unwrap_or(Value::Null),
+                    );
+                }
+                Value::Array(out)
+            }
+            Value::Object(members) => {
+                let mut out = Map::with_capacity(members.len());
+                for (key, item) in members {
+                    let (name, optional) = optional_key(key);
+                    let field = format!("{field}.{name}");
+                    let rendered = if optional {
+                        match self.render_value(item, &field, jctx, ctx) {
+                            Err(e) if e.message.starts_with("undefined: ") => None,
+                            other => other?,
+                        }
+                    } else {
+                        self.render_value(item, &field, jctx, ctx)?
+                    };
+                    match rendered {
+                        Some(Value::Null) | None if optional => {}
+                        Some(Value::String(s)) if optional && s.is_empty() => {}
+                        Some(v) => {
+                            out.insert(name.to_owned(), v);
+                        }
+                        None => {}
+                    }
+                }
+                Value::Object(out)
+            }
+            other => other.clone(),
+        }))
+    }
+
+    fn render_text(
+        &self,
+        source: &str,
+        field: &str,
+        name: Option<&'static str>,
+        jctx: &JinjaValue,
+        ctx: &Value,
+    ) -> Result<String, RenderError> {
+        let compiled = match name {
+            Some(name) => self.env.template_from_named_str(name, source),
+            None => self.env.template_from_str(source),
+        };
+        let template = compiled.map_err(|e| engine_error(&e, field, source, ctx))?;
+        let text = template
+            .render(jctx.clone())
+            .map_err(|e| engine_error(&e, field, source, ctx))?;
+        if text.chars().count() > MAX_LEAF_CHARS {
+            return Err(too_long(field));
+        }
+        Ok(text)
+    }
+
+    fn eval(
+        &self,
+        expr: &str,
+        field: &str,
+        jctx: &JinjaValue,
+        ctx: &Value,
+    ) -> Result<JinjaValue, RenderError> {
+        let compiled = self
+            .env
+            .compile_expression(expr)
+            .map_err(|e| engine_error(&e, field, expr, ctx))?;
+        compiled
+            .eval(jctx.clone())
+            .map_err(|e| engine_error(&e, field, expr, ctx))
+    }
+}
+
+fn too_long(field: &str) -> RenderError {
+    RenderError::new(
+        field,
+        format!("the rendered value is longer than {MAX_LEAF_CHARS} characters"),
+    )
+}
+
+/// `name?` → (`name`, optional).
+fn optional_key(key: &str) -> (&str, bool) {
+    match key.strip_suffix('?') {
+        Some(name) => (name, true),
+        None => (key, false),
+    }
+}
+
+/// The expression of a leaf that is exactly one `{{ … }}`.
+fn single_expression(source: &str) -> Option<&str> {
+    let inner = source.strip_prefix("{{")?.strip_suffix("}}")?;
+    let inner = inner.strip_prefix('-').unwrap_or(inner);
+    let inner = inner.strip_suffix('-').unwrap_or(inner);
+    let nested = ["{{", "}}", "{%", "%}", "{#", "#}"];
+    (!nested.iter().any(|n| inner.contains(n))).then_some(inner)
+}
+
+fn set_capture(ctx: &mut Value, name: &str, value: Value) {
+    if let Some(root) = ctx.as_object_mut() {
+        let captures = root
+            .entry("captures")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Some(map) = captures.as_object_mut() {
+            map.insert(name.to_owned(), value);
+        }
+    }
+}
+
+fn scalar_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn pointer_escape(name: &str) -> String {
+    name.replace('~', "~0").replace('/', "~1")
+}
+
+/// A value as text in a query or header: strings as they are, others as JSON.
+fn text_of(value: &JinjaValue) -> String {
+    match value.as_str() {
+        Some(s) => s.to_owned(),
+        None => value.to_string(),
+    }
+}
+
+/// Maps an engine error to a [`RenderError`] that names undefined paths and never
+/// carries a setting's value.
+fn engine_error(e: &Error, field: &str, source: &str, ctx: &Value) -> RenderError {
+    let message = match e.kind() {
+        ErrorKind::UndefinedError => {
+            let missing = read_paths(source)
+                .into_iter()
+                .filter(|path| !path_present(ctx, path))
+                .collect::<Vec<_>>();
+            if missing.is_empty() {
+                "undefined value".to_owned()
+            } else {
+                format!("undefined: {}", missing.join(", "))
+            }
+        }
+        ErrorKind::OutOfFuel => "the template does too much work (out of fuel)".to_owned(),
+        kind => match e.detail() {
+            Some(detail) => format!("{kind}: {}", scrub(detail, ctx)),
+            None => kind.to_string(),
+        },
+    };
+    RenderError {
+        field: field.to_owned(),
+        line: e.line(),
+        message,
+    }
+}
+
+/// The nested variable paths a template (or expression) reads, sorted.
+pub(crate) fn read_paths(source: &str) -> Vec<String> {
+    let env = Environment::new();
+    let paths = match env.template_from_str(source) {
+        Ok(t) => t.undeclared_variables(true),
+        Err(_) => match env.compile_expression(source) {
+            Ok(e) => e.undeclared_variables(true),
+            Err(_) => Default::default(),
+        },
+    };
+    let mut paths: Vec<String> = paths.into_iter().collect();
+    paths.sort();
+    paths
+}
+
+/// Whether a dotted path (`contact.email`) resolves to a value in the context.
+pub(crate) fn path_present(ctx: &Value, path: &str) -> bool {
+    let mut at = ctx;
+    for part in path.split('.') {
+        match at.get(part) {
+            Some(next) => at = next,
+            None => return false,
+        }
+    }
+    !at.is_null() && at.as_str().is_none_or(|s| !s.is_empty())
+}
+
+/// Removes setting values from an engine message (settings may be secrets).
+fn scrub(detail: &str, ctx: &Value) -> String {
+    let mut out = detail.to_owned();
+    if let Some(settings) = ctx.get("settings").and_then(Value::as_object) {
+        for value in settings.values() {
+            if let Some(s) = value.as_str().filter(|s| s.len() >= 3) {
+                out = out.replace(s, "…");
+            }
+        }
+    }
+    out
+}
+
+/// Prints values: `none` as nothing, and — in path templates — every printed value
+/// percent-encoded as one path segment.
+fn format_value(
+    out: &mut minijinja::Output,
+    state: &mut minijinja::State,
+    value: &JinjaValue,
+) -> Result<(), Error> {
+    if value.is_undefined() {
+        return Err(Error::new(ErrorKind::UndefinedError, "printed"));
+    }
+    if value.is_none() {
+        return Ok(());
+    }
+    if *state.auto_escape() == AutoEscape::Custom(PATH_TEMPLATE.into()) {
+        let text = text_of(value);
+        if text.is_empty() {
+            return Err(Error::new(
+                ErrorKind::InvalidOperation,
+                "an empty path segment",
+            ));
+        }
+        let mut encoded = String::with_capacity(text.len());
+        for byte in text.bytes() {
+            if byte.is_ascii_alphanumeric()
+                || matches!(byte, b'-' | b'_' | b'.' | b'~' | b'\'' | b'(' | b')')
+            {
+                encoded.push(char::from(byte));
+            } else {
+                let _ = write!(encoded, "%{byte:02X}");
+            }
+        }
+        return out.write_str(&encoded).map_err(Error::from);
+    }
+    minijinja::escape_formatter(out, state, value)
+}
+
+// ---- Filters. Undefined and none pass through as none, so `key?` leaves drop them.
+
+fn absent(v: &JinjaValue) -> bool {
+    v.is_undefined() || v.is_none()
+}
+
+fn invalid(message: &str) -> Error {
+    Error::new(ErrorKind::InvalidOperation, message.to_owned())
+}
+
+/// `+` and digits: spaces, dashes, dots and brackets removed; `00` becomes `+`.
+fn filter_e164(v: &JinjaValue) -> Result<JinjaValue, Error> {
+    if absent(v) {
+        return Ok(JinjaValue::from(()));
+    }
+    let text = text_of(v);
+    let digits: String = text.chars().filter(char::is_ascii_digit).collect();
+    let digits = if !text.trim_start().starts_with('+') {
+        digits
+            .strip_prefix("00")
+            .map(str::to_owned)
+            .unwrap_or(digits)
+    } else {
+        digits
+    };
+    if !(8..=15).contains(&digits.len()) {
+        return Err(invalid("not a phone number"));
+    }
+    Ok(JinjaValue::from(format!("+{digits}")))
+}
+
+/// At most `length` characters (default 255), ending in `end` (default `…`) when cut.
+fn filter_truncate(v: &JinjaValue, length: Option<usize>, end: Option<String>) -> JinjaValue {
+    if absent(v) {
+        return JinjaValue::from(());
+    }
+    let text = text_of(v);
+    let length = length.unwrap_or(255);
+    if text.chars().count() <= length {
+        return JinjaValue::from(text);
+    }
+    let end = end.unwrap_or_else(|| "…".to_owned());
+    let keep = length.saturating_sub(end.chars().count());
+    let mut cut: String = text.chars().take(keep).collect();
+    cut.push_str(&end);
+    JinjaValue::from(cut)
+}
+
+fn parse_time(v: &JinjaValue) -> Result<OffsetDateTime, Error> {
+    let text = text_of(v);
+    OffsetDateTime::parse(&text, &Rfc3339)
+        .map(|t| t.to_offset(time::UtcOffset::UTC))
+        .map_err(|_| invalid("not an RFC 3339 time"))
+}
+
+/// An RFC 3339 time in UTC, formatted with a `time` format description
+/// (`[year]-[month]-[day] [hour]:[minute]`).
+fn filter_date(v: &JinjaValue, format: &str) -> Result<JinjaValue, Error> {
+    if absent(v) {
+        return Ok(JinjaValue::from(()));
+    }
+    let when = parse_time(v)?;
+    let description = time::format_description::parse_borrowed::<2>(format)
+        .map_err(|_| invalid("not a date format"))?;
+    when.format(&description)
+        .map(JinjaValue::from)
+        .map_err(|_| invalid("the date does not fit the format"))
+}
+
+/// An RFC 3339 time `days` later (UTC).
+fn filter_add_days(v: &JinjaValue, days: i64) -> Result<JinjaValue, Error> {
+    if absent(v) {
+        return Ok(JinjaValue::from(()));
+    }
+    if !(-3660..=3660).contains(&days) {
+        return Err(invalid("days out of range"));
+    }
+    let when = parse_time(v)? + time::Duration::days(days);
+    when.format(&Rfc3339)
+        .map(JinjaValue::from)
+        .map_err(|_| invalid("the date cannot be written"))
+}
+
+fn seconds(v: &JinjaValue) -> Result<u64, Error> {
+    u64::try_from(v.clone()).map_err(|_| invalid("not a number of seconds"))
+}
+
+/// Seconds as `mm:ss` (minutes may pass 59).
+fn filter_mmss(v: &JinjaValue) -> Result<JinjaValue, Error> {
+    if absent(v) {
+        return Ok(JinjaValue::from(()));
+    }
+    let s = seconds(v)?;
+    Ok(JinjaValue::from(format!("{:02}:{:02}", s / 60, s % 60)))
+}
+
+/// Seconds as `HH:MM` (minutes rounded down).
+fn filter_hhmm(v: &JinjaValue) -> Result<JinjaValue, Error> {
+    if absent(v) {
+        return Ok(JinjaValue::from(()));
+    }
+    let s = seconds(v)?;
+    Ok(JinjaValue::from(format!(
+        "{:02}:{:02}",
+        s / 3600,
+        (s % 3600) / 60
+    )))
+}
+
+/// All words of a name but the last (none for a one-word name).
+fn filter_first_name(v: &JinjaValue) -> JinjaValue {
+    if absent(v) {
+        return JinjaValue::from(());
+    }
+    let text = text_of(v);
+    let words: Vec<&str> = text.split_whitespace().collect();
+    match words.split_last() {
+        Some((_, rest)) if !rest.is_empty() => JinjaValue::from(rest.join(" ")),
+        _ => JinjaValue::from(()),
+    }
+}
+
+/// The last word of a name.
+fn filter_last_name(v: &JinjaValue) -> JinjaValue {
+    if absent(v) {
+        return JinjaValue::from(());
+    }
+    let text = text_of(v);
+    match text.split_whitespace().last() {
+        Some(last) => JinjaValue::from(last),
+        None => JinjaValue::from(()),
+    }
+}
+
+/// Escaped for a SOQL string literal (`\`, `'`, `"`, line breaks).
+fn filter_soql(v: &JinjaValue) -> Result<JinjaValue, Error> {
+    if absent(v) {
+        return Err(Error::new(ErrorKind::UndefinedError, "soql"));
+    }
+    let mut out = String::new();
+    for c in text_of(v).chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("\\'"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c => out.push(c),
+        }
+    }
+    Ok(JinjaValue::from(out))
+}
+
+/// Escaped for an OData string literal (`'` doubled).
+fn filter_odata(v: &JinjaValue) -> Result<JinjaValue, Error> {
+    if absent(v) {
+        return Err(Error::new(ErrorKind::UndefinedError, "odata"));
+    }
+    Ok(JinjaValue::from(text_of(v).replace('\'', "''")))
+}
+
+/// `scheme://host[:port]` of a URL.
+fn filter_origin(v: &JinjaValue) -> Result<JinjaValue, Error> {
+    let url = url::Url::parse(&text_of(v)).map_err(|_| invalid("not a URL"))?;
+    Ok(JinjaValue::from(url.origin().ascii_serialization()))
+}

@@ -1,0 +1,853 @@
+//! Integration templates as data (`shared/integration-templates.yaml`, embedded at
+//! build time as JSON): per provider, the actions a dispatch step can run — their
+//! requests (method, path on the connection's API base, query, headers, JSON body
+//! templates), what each captures from the answer, how each effect stays exactly once
+//! (idempotency header, upsert, or a lookup before a retry), the settings a tenant
+//! enters, the events an action suits and the context it requires.
+//!
+//! Also here: the render context every template sees ([`render_context`]), sample
+//! events for `POST /v1/integrations/{id}/test`, and save-time validation of a
+//! tenant's settings, payload overrides and custom requests (positions, no values).
+//! Rendering itself is [`super::render`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::LazyLock;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use super::event::{Channel, Contact, Conversation, Direction, EventType, ProductEvent, Sentiment};
+use super::render::{Renderer, path_present, read_paths};
+
+/// The catalogue as `build.rs` converted it from `integration-templates.yaml`.
+const TEMPLATES_JSON: &str = include_str!(concat!(env!("OUT_DIR"), "/integration-templates.json"));
+
+/// Conduit's own events, dispatchable like product events.
+pub const CONDUIT_EVENTS: [&str; 4] = [
+    "connection.reauth_required",
+    "sync.run.completed",
+    "sync.run.failed",
+    "conflict.opened",
+];
+
+/// Every provider's templates.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateCatalogue {
+    /// YAML anchors shared by the templates (nothing reads them after parsing).
+    #[serde(rename = "snippets", default, skip_serializing)]
+    _snippets: serde::de::IgnoredAny,
+    /// The providers, in display order.
+    pub templates: Vec<ProviderTemplates>,
+}
+
+/// One provider's actions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderTemplates {
+    /// The provider's catalogue id (`providers.yaml`), or `webhook`.
+    pub provider: String,
+    /// Display name.
+    pub name: String,
+    /// Reference pages the templates follow.
+    pub docs: Vec<String>,
+    /// What the templates assume and why (empty when everything is confirmed).
+    pub assumed: Vec<String>,
+    /// The actions.
+    pub actions: Vec<Action>,
+}
+
+/// One action (`log_call`, `create_ticket`…): requests run in order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Action {
+    /// Id within the provider.
+    pub id: String,
+    /// Display title.
+    pub title: String,
+    /// What it does.
+    pub description: String,
+    /// The event types it suits (product types and Conduit's own).
+    pub events: Vec<String>,
+    /// Context paths that must be present (`a|b`: either).
+    pub requires: Vec<String>,
+    /// What the tenant enters per integration.
+    pub settings: Vec<Setting>,
+    /// The requests, in order.
+    pub requests: Vec<RequestTemplate>,
+    /// What later steps see.
+    pub outputs: Outputs,
+}
+
+/// A per-integration setting of an action.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Setting {
+    /// Name (`settings.<name>` in templates).
+    pub name: String,
+    /// What it is for.
+    pub description: String,
+    /// Whether an integration must set it.
+    #[serde(default)]
+    pub required: bool,
+    /// Used when the tenant sets nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<Value>,
+    /// A sample value for tests and the dashboard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub example: Option<Value>,
+}
+
+/// One request of an action; every string leaf is a template.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestTemplate {
+    /// Name within the action (logs, captures).
+    pub name: String,
+    /// HTTP method.
+    pub method: String,
+    /// Path on the connection's API base (`/…`, or empty for the base itself).
+    pub path: String,
+    /// Query parameters (`name?` drops an empty one).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub query: BTreeMap<String, String>,
+    /// Headers beyond auth and content type (`name?` drops an empty one).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// JSON body template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<Value>,
+    /// An expression: the request is skipped when it is true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip_if: Option<String>,
+    /// Capture name → JSON pointer into the answer.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub capture: BTreeMap<String, String>,
+    /// The request creates or changes something.
+    #[serde(default)]
+    pub effect: bool,
+    /// SAP: fetch a CSRF token (and its cookies) first.
+    #[serde(default)]
+    pub csrf: bool,
+    /// How the effect stays exactly once (every effect has one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency: Option<Idempotency>,
+}
+
+/// How one effect stays exactly once under retries and redelivery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Idempotency {
+    /// The named header carries the idempotency key; the provider replays the first answer.
+    Header {
+        /// The header (`Idempotency-Key`).
+        name: String,
+    },
+    /// The request is idempotent by itself (an upsert on a key).
+    Upsert,
+    /// Before a retry after an unknown outcome, run `request`: a value at `found`
+    /// means the effect happened, with that id.
+    Lookup {
+        /// The lookup request (its captures are ignored).
+        request: Box<RequestTemplate>,
+        /// JSON pointer to the id (into the matching item when `match` is given).
+        found: String,
+        /// When the answer is a list to search.
+        #[serde(rename = "match", default, skip_serializing_if = "Option::is_none")]
+        matcher: Option<LookupMatch>,
+        /// The capture the found id goes to (default: the request's only capture).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        into: Option<String>,
+    },
+}
+
+/// Finds the item of a list answer that shows the effect happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LookupMatch {
+    /// JSON pointer to the list (empty: the answer is the list).
+    pub list: String,
+    /// JSON pointer, within an item, to the text compared.
+    pub field: String,
+    /// A template: the item's text contains it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contains: Option<String>,
+    /// A template: the item's text equals it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub equals: Option<String>,
+}
+
+/// What an action gives later steps.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Outputs {
+    /// The capture holding the created record's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// A template for the record's URL (may use captures and the connection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+static CATALOGUE: LazyLock<TemplateCatalogue> = LazyLock::new(|| {
+    match serde_json::from_str::<TemplateCatalogue>(TEMPLATES_JSON) {
+        Ok(catalogue) => catalogue,
+        Err(e) => {
+            // A unit test reads the same file: this only happens in a broken build.
+            tracing::error!(error = %e, "integration templates do not parse");
+            TemplateCatalogue {
+                _snippets: serde::de::IgnoredAny,
+                templates: Vec::new(),
+            }
+        }
+    }
+});
+
+/// The embedded catalogue, parsed once.
+pub fn catalogue() -> &'static TemplateCatalogue {
+    &CATALOGUE
+}
+
+impl TemplateCatalogue {
+    /// A provider's templates.
+    pub fn get(&self, provider: &str) -> Option<&ProviderTemplates> {
+        self.templates.iter().find(|p| p.provider == provider)
+    }
+
+    /// Every provider's templates, in display order.
+    pub fn iter(&self) -> impl Iterator<Item = &ProviderTemplates> {
+        self.templates.iter()
+    }
+}
+
+impl ProviderTemplates {
+    /// One action by id.
+    pub fn action(&self, id: &str) -> Option<&Action> {
+        self.actions.iter().find(|a| a.id == id)
+    }
+}
+
+impl Action {
+    /// Whether the action suits an event type (`conversation_ended`, `sync.run.failed`).
+    pub fn suits(&self, event_type: &str) -> bool {
+        self.events.iter().any(|e| e == event_type)
+    }
+
+    /// The request payload overrides apply to: the last effect.
+    pub fn primary_request(&self) -> Option<usize> {
+        self.requests.iter().rposition(|r| r.effect)
+    }
+
+    /// Every capture name its requests define.
+    pub fn capture_names(&self) -> BTreeSet<String> {
+        self.requests
+            .iter()
+            .flat_map(|r| r.capture.keys().cloned())
+            .collect()
+    }
+
+    /// The action with a tenant's payload overrides merged into its primary request's
+    /// body: `{"ticket.subject": "Call with {{ contact.name }}"}`. A path may add
+    /// members only where the body is an object.
+    pub fn with_overrides(&self, overrides: &Map<String, Value>) -> Result<Action, Vec<Problem>> {
+        let mut action = self.clone();
+        if overrides.is_empty() {
+            return Ok(action);
+        }
+        let Some(index) = action.primary_request() else {
+            return Err(vec![Problem::new(
+                "overrides",
+                "this action has no body to override",
+            )]);
+        };
+        let mut problems = Vec::new();
+        let body = action.requests[index]
+            .body
+            .get_or_insert_with(|| Value::Object(Map::new()));
+        for (path, template) in overrides {
+            let field = format!("overrides.{path}");
+            let parts: Vec<&str> = path.split('.').collect();
+            if parts.iter().any(|p| p.is_empty()) {
+                problems.push(Problem::new(
+                    &field,
+                    "a path of member names separated by dots",
+                ));
+                continue;
+            }
+            let (last, parents) = match parts.split_last() {
+                Some(split) => split,
+                None => continue,
+            };
+            let mut at = Some(&mut *body);
+            for part in parents {
+                at = at.and_then(Value::as_object_mut).map(|object| {
+                    object
+                        .entry((*part).to_owned())
+                        .or_insert_with(|| Value::Object(Map::new()))
+                });
+            }
+            match at.and_then(Value::as_object_mut) {
+                Some(object) => {
+                    // An optional member (`name?`) is replaced by the override.
+                    object.remove(&format!("{last}?"));
+                    object.insert((*last).to_owned(), template.clone());
+                }
+                _ => problems.push(Problem::new(
+                    &field,
+                    "the body is not an object at this path",
+                )),
+            }
+        }
+        if problems.is_empty() {
+            Ok(action)
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+/// One problem of a tenant's input: where, what, and for templates the line and column.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// The input's path (`overrides.ticket.subject`, `settings.queue_id`, `body.x`).
+    pub field: String,
+    /// What is wrong (never a setting's value).
+    pub message: String,
+    /// The line within the template.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    /// The column within that line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<usize>,
+}
+
+impl Problem {
+    fn new(field: &str, message: impl Into<String>) -> Self {
+        Problem {
+            field: field.to_owned(),
+            message: message.into(),
+            line: None,
+            column: None,
+        }
+    }
+}
+
+/// What the render context is built from.
+#[derive(Debug, Clone, Copy)]
+pub struct ContextParts<'a> {
+    /// The event as JSON (a product event, or one of Conduit's with `detail`).
+    pub event: &'a Value,
+    /// The action (its setting defaults fill what the tenant left out).
+    pub action: &'a Action,
+    /// The integration's settings.
+    pub settings: &'a Map<String, Value>,
+    /// `{api_base, account_id, account_name, identity}` of the connection.
+    pub connection: &'a Value,
+    /// `{"<step key>": {"outputs": {...}}}` of earlier steps.
+    pub steps: &'a Value,
+    /// `<event_id>:<integration_id>`, stable per event and step.
+    pub idempotency_key: &'a str,
+}
+
+/// The render context: the event spread at the top level and whole under `event`,
+/// `conversation`, `contact` (with `crm_ids`) and `custom_fields` always objects,
+/// settings over their defaults, the connection, earlier steps, empty captures and the
+/// idempotency key.
+pub fn render_context(parts: ContextParts<'_>) -> Value {
+    let mut ctx = match parts.event {
+        Value::Object(event) => event.clone(),
+        _ => Map::new(),
+    };
+    for name in ["conversation", "custom_fields"] {
+        if !ctx.get(name).is_some_and(Value::is_object) {
+            ctx.insert(name.to_owned(), Value::Object(Map::new()));
+        }
+    }
+    let mut contact = ctx
+        .get("contact")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    if !contact.get("crm_ids").is_some_and(Value::is_object) {
+        contact.insert("crm_ids".to_owned(), Value::Object(Map::new()));
+    }
+    ctx.insert("contact".to_owned(), Value::Object(contact));
+    let mut settings = Map::new();
+    for setting in &parts.action.settings {
+        if let Some(default) = &setting.default {
+            settings.insert(setting.name.clone(), default.clone());
+        }
+    }
+    for (name, value) in parts.settings {
+        if !value.is_null() {
+            settings.insert(name.clone(), value.clone());
+        }
+    }
+    ctx.insert("event".to_owned(), parts.event.clone());
+    ctx.insert("settings".to_owned(), Value::Object(settings));
+    ctx.insert("connection".to_owned(), parts.connection.clone());
+    ctx.insert("steps".to_owned(), parts.steps.clone());
+    ctx.insert("captures".to_owned(), Value::Object(Map::new()));
+    ctx.insert(
+        "idempotency_key".to_owned(),
+        Value::String(parts.idempotency_key.to_owned()),
+    );
+    Value::Object(ctx)
+}
+
+/// The `requires` paths the context lacks (an entry `a|b` is met by either).
+pub fn missing_required(action: &Action, ctx: &Value) -> Vec<String> {
+    action
+        .requires
+        .iter()
+        .filter(|entry| !entry.split('|').any(|path| path_present(ctx, path)))
+        .cloned()
+        .collect()
+}
+
+/// A complete sample of a product event type (every optional field set), built from
+/// [`ProductEvent`] so that it always parses.
+pub fn sample_event(kind: EventType) -> Value {
+    let at = time::macros::datetime!(2026-12-05 03:12:44 UTC);
+    let conversation = (kind != EventType::KbSync).then(|| Conversation {
+        id: "conv_8f2c".to_owned(),
+        channel: Channel::Voice,
+        direction: Some(Direction::Inbound),
+        started_at: Some(at - time::Duration::seconds(312)),
+        ended_at: Some(at),
+        duration_seconds: Some(312),
+        from_number: Some("+61412345678".to_owned()),
+        to_number: Some("+61290001234".to_owned()),
+        transcript_url: Some(
+            "https://app.example.com/conversations/conv_8f2c/transcript".to_owned(),
+        ),
+        summary: Some(
+            "Caller reported a broken streetlight outside 12 King St and asked for a callback."
+                .to_owned(),
+        ),
+        sentiment: Some(Sentiment::Neutral),
+        score: Some(if kind == EventType::LowScore {
+            31.0
+        } else {
+            82.0
+        }),
+    });
+    let crm_ids = [
+        ("salesforce", "003AAAAAAAAAAAAAAA"),
+        ("dynamics365", "9f1c2d3e-0000-4000-8000-00000000a001"),
+        ("zendesk", "381000000001"),
+        ("freshdesk", "43000000001"),
+        ("hubspot", "51"),
+        ("pipedrive", "1201"),
+        ("zoho", "5725767000000412001"),
+    ];
+    let Ok(tenant_id) = crate::domain::TenantId::parse("acme") else {
+        return Value::Null;
+    };
+    let event = ProductEvent {
+        schema_version: super::event::SCHEMA_VERSION,
+        kind,
+        event_id: "evt_01JEXAMPLE7Q".to_owned(),
+        tenant_id,
+        assistant_id: Some("asst_frontdesk".to_owned()),
+        occurred_at: at,
+        conversation,
+        contact: Some(Contact {
+            name: Some("Jane Citizen".to_owned()),
+            email: Some("jane@example.com".to_owned()),
+            phone: Some("+61412345678".to_owned()),
+            crm_ids: crm_ids
+                .iter()
+                .map(|(p, id)| ((*p).to_owned(), (*id).to_owned()))
+                .collect(),
+        }),
+        custom_fields: BTreeMap::from([("plan".to_owned(), json!("gold"))]),
+    };
+    serde_json::to_value(&event).unwrap_or(Value::Null)
+}
+
+/// A sample of one of Conduit's own events (`sync.run.failed`), or `None` for a name
+/// that is not one.
+pub fn sample_conduit_event(kind: &str) -> Option<Value> {
+    let detail = match kind {
+        "connection.reauth_required" => {
+            json!({"connection_id": "conn_01", "provider": "salesforce", "reason": "refresh token revoked"})
+        }
+        "sync.run.completed" => {
+            json!({"run_id": "run_01", "connection_id": "conn_01", "entity": "contacts", "created": 3, "updated": 5})
+        }
+        "sync.run.failed" => {
+            json!({"run_id": "run_02", "connection_id": "conn_01", "entity": "contacts", "error": "provider unavailable"})
+        }
+        "conflict.opened" => {
+            json!({"conflict_id": "cfl_01", "connection_id": "conn_01", "entity": "contacts", "record_id": "rec_01"})
+        }
+        _ => return None,
+    };
+    Some(json!({
+        "type": kind, "event_id": "evt_01JCONDUIT00", "tenant_id": "acme",
+        "occurred_at": "2026-12-05T03:12:44Z", "detail": detail,
+    }))
+}
+
+/// A sample connection for rendering tests and previews.
+pub fn sample_connection(api_base: &str) -> Value {
+    json!({
+        "api_base": api_base, "account_id": "42", "account_name": "Acme",
+        "identity": {"id": "3b1f2c4d-0000-4000-8000-0000000000aa", "email": "admin@example.com", "name": "Admin"},
+    })
+}
+
+/// Checks a tenant's settings and payload overrides for an action at save time: unknown
+/// and missing required settings (values never echoed), template syntax (with line and
+/// column), variables outside the context, and override paths the body cannot take.
+pub fn validate_action_input(
+    action: &Action,
+    settings: &Map<String, Value>,
+    overrides: &Map<String, Value>,
+) -> Result<(), Vec<Problem>> {
+    let mut problems = Vec::new();
+    for name in settings.keys() {
+        if !action.settings.iter().any(|s| &s.name == name) {
+            problems.push(Problem::new(
+                &format!("settings.{name}"),
+                "not a setting of this action",
+            ));
+        }
+    }
+    for setting in action.settings.iter().filter(|s| s.required) {
+        if settings
+            .get(&setting.name)
+            .is_none_or(|v| v.is_null() || v == "")
+        {
+            problems.push(Problem::new(
+                &format!("settings.{}", setting.name),
+                "required",
+            ));
+        }
+    }
+    if let Err(mut found) = action.with_overrides(overrides) {
+        problems.append(&mut found);
+    }
+    let known = Known::of(action);
+    for (path, template) in overrides {
+        check_templates(
+            template,
+            &format!("overrides.{path}"),
+            &known,
+            &mut problems,
+        );
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
+}
+
+/// A tenant-defined request (the Custom API action).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomRequest {
+    /// POST, PUT or PATCH (GET and DELETE too).
+    pub method: String,
+    /// A path on the connection's base (`/orders/{{ conversation.id }}`).
+    pub path: String,
+    /// Query templates.
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
+    /// Header templates (reserved names refused; no secrets: those live on the connection).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// The JSON body template.
+    #[serde(default)]
+    pub body: Option<Value>,
+    /// Output name → JSON pointer into the answer (`id` is the one later steps use).
+    #[serde(default)]
+    pub outputs: BTreeMap<String, String>,
+    /// A lookup that resolves an unknown outcome: a GET and where its answer holds the id.
+    #[serde(default)]
+    pub lookup: Option<CustomLookup>,
+    /// Send the Idempotency-Key as a quoted structured-field string (the draft's form);
+    /// `false` sends it bare.
+    #[serde(default = "yes")]
+    pub quote_key: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The lookup of a custom request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomLookup {
+    /// A path on the connection's base.
+    pub path: String,
+    /// Query templates.
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
+    /// JSON pointer to the id in the answer.
+    pub found: String,
+}
+
+/// Headers a tenant cannot set (the engine owns them).
+const RESERVED_HEADERS: [&str; 8] = [
+    "authorization",
+    "host",
+    "content-length",
+    "cookie",
+    "transfer-encoding",
+    "connection",
+    "idempotency-key",
+    "proxy-authorization",
+];
+
+/// Checks a custom request at save time and turns it into a request template that
+/// carries the Idempotency-Key (and the lookup, when given).
+pub fn validate_custom_request(req: &CustomRequest) -> Result<RequestTemplate, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let method = req.method.to_ascii_uppercase();
+    if !["POST", "PUT", "PATCH", "GET", "DELETE"].contains(&method.as_str()) {
+        problems.push(Problem::new("method", "POST, PUT, PATCH, GET or DELETE"));
+    }
+    check_path(&req.path, "path", &mut problems);
+    for name in req.headers.keys() {
+        let lower = name.to_ascii_lowercase();
+        if RESERVED_HEADERS.contains(&lower.as_str()) {
+            problems.push(Problem::new(
+                &format!("headers.{name}"),
+                "set by Conduit, not by a template",
+            ));
+        } else if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        {
+            problems.push(Problem::new(
+                &format!("headers.{name}"),
+                "not a header name",
+            ));
+        }
+    }
+    for (name, pointer) in &req.outputs {
+        if !(pointer.is_empty() || pointer.starts_with('/')) {
+            problems.push(Problem::new(
+                &format!("outputs.{name}"),
+                "a JSON pointer (/id)",
+            ));
+        }
+    }
+    let mut capture: BTreeMap<String, String> = req.outputs.clone();
+    if capture.is_empty() {
+        capture.insert("id".to_owned(), "/id".to_owned());
+    }
+    let key = if req.quote_key {
+        "\"{{ idempotency_key }}\""
+    } else {
+        "{{ idempotency_key }}"
+    };
+    let mut headers = req.headers.clone();
+    headers.insert("Idempotency-Key".to_owned(), key.to_owned());
+    let idempotency = match &req.lookup {
+        None => Idempotency::Header {
+            name: "Idempotency-Key".to_owned(),
+        },
+        Some(lookup) => {
+            check_path(&lookup.path, "lookup.path", &mut problems);
+            if !lookup.found.starts_with('/') {
+                problems.push(Problem::new("lookup.found", "a JSON pointer (/id)"));
+            }
+            Idempotency::Lookup {
+                request: Box::new(RequestTemplate {
+                    name: "lookup".to_owned(),
+                    method: "GET".to_owned(),
+                    path: lookup.path.clone(),
+                    query: lookup.query.clone(),
+                    headers: req.headers.clone(),
+                    body: None,
+                    skip_if: None,
+                    capture: BTreeMap::new(),
+                    effect: false,
+                    csrf: false,
+                    idempotency: None,
+                }),
+                found: lookup.found.clone(),
+                matcher: None,
+                into: capture.contains_key("id").then(|| "id".to_owned()),
+            }
+        }
+    };
+    let template = RequestTemplate {
+        name: "request".to_owned(),
+        method,
+        path: req.path.clone(),
+        query: req.query.clone(),
+        headers,
+        body: req.body.clone(),
+        skip_if: None,
+        capture,
+        effect: true,
+        csrf: false,
+        idempotency: Some(idempotency),
+    };
+    let known = Known {
+        settings: BTreeSet::new(),
+        captures: BTreeSet::new(),
+    };
+    check_templates(
+        &Value::String(req.path.clone()),
+        "path",
+        &known,
+        &mut problems,
+    );
+    for (kind, map) in [("query", &req.query), ("headers", &req.headers)] {
+        for (name, value) in map {
+            check_templates(
+                &Value::String(value.clone()),
+                &format!("{kind}.{name}"),
+                &known,
+                &mut problems,
+            );
+        }
+    }
+    if let Some(body) = &req.body {
+        check_templates(body, "body", &known, &mut problems);
+    }
+    if let Some(lookup) = &req.lookup {
+        check_templates(
+            &Value::String(lookup.path.clone()),
+            "lookup.path",
+            &known,
+            &mut problems,
+        );
+    }
+    if problems.is_empty() {
+        Ok(template)
+    } else {
+        Err(problems)
+    }
+}
+
+fn check_path(path: &str, field: &str, problems: &mut Vec<Problem>) {
+    if !path.starts_with('/') || path.starts_with("//") {
+        problems.push(Problem::new(
+            field,
+            "a path on the connection's base, starting with /",
+        ));
+    } else if path.contains("://") || path.split(['/', '?', '#']).any(|s| s == ".." || s == ".") {
+        problems.push(Problem::new(field, "no scheme, host, . or .. segments"));
+    }
+}
+
+/// The names templates may read: the context schema plus an action's settings and captures.
+pub(crate) struct Known {
+    settings: BTreeSet<String>,
+    captures: BTreeSet<String>,
+}
+
+/// The fields a conversation and a contact have (from the sample, which sets them all).
+static EVENT_FIELDS: LazyLock<(BTreeSet<String>, BTreeSet<String>)> = LazyLock::new(|| {
+    let sample = sample_event(EventType::ConversationEnded);
+    let keys = |name: &str| {
+        sample
+            .get(name)
+            .and_then(Value::as_object)
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    (keys("conversation"), keys("contact"))
+});
+
+impl Known {
+    pub(crate) fn of(action: &Action) -> Self {
+        Known {
+            settings: action.settings.iter().map(|s| s.name.clone()).collect(),
+            captures: action.capture_names(),
+        }
+    }
+
+    /// Whether a dotted path a template reads is in the context.
+    pub(crate) fn knows(&self, path: &str) -> bool {
+        let mut parts = path.split('.');
+        let root = parts.next().unwrap_or_default();
+        let second = parts.next();
+        let (conversation, contact) = &*EVENT_FIELDS;
+        match root {
+            "type" | "event_id" | "tenant_id" | "assistant_id" | "occurred_at"
+            | "schema_version" | "idempotency_key" => second.is_none(),
+            "event" | "detail" | "custom_fields" | "steps" => true,
+            "conversation" => second.is_none_or(|s| conversation.contains(s)),
+            "contact" => second.is_none_or(|s| contact.contains(s)),
+            "connection" => second.is_none_or(|s| {
+                ["api_base", "account_id", "account_name", "identity"].contains(&s)
+            }),
+            "settings" => second.is_none_or(|s| self.settings.contains(s)),
+            "captures" => second.is_none_or(|s| self.captures.contains(s)),
+            // minijinja's global functions.
+            "range" | "dict" | "namespace" => true,
+            _ => false,
+        }
+    }
+}
+
+/// Checks every string leaf of a template value: syntax and variables.
+pub(crate) fn check_templates(
+    template: &Value,
+    field: &str,
+    known: &Known,
+    problems: &mut Vec<Problem>,
+) {
+    match template {
+        Value::String(source) => check_template(source, field, known, problems),
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                check_templates(item, &format!("{field}[{i}]"), known, problems);
+            }
+        }
+        Value::Object(members) => {
+            for (key, item) in members {
+                let name = key.strip_suffix('?').unwrap_or(key);
+                check_templates(item, &format!("{field}.{name}"), known, problems);
+            }
+        }
+        _ => {}
+    }
+}
+
+static CHECKER: LazyLock<Renderer> = LazyLock::new(Renderer::new);
+
+fn check_template(source: &str, field: &str, known: &Known, problems: &mut Vec<Problem>) {
+    match CHECKER.compile(source) {
+        Err(e) => {
+            let (line, column) = position(source, &e);
+            problems.push(Problem {
+                field: field.to_owned(),
+                message: format!(
+                    "template syntax: {}",
+                    e.detail().unwrap_or("invalid template")
+                ),
+                line,
+                column,
+            });
+        }
+        Ok(_) => {
+            let unknown: Vec<String> = read_paths(source)
+                .into_iter()
+                .filter(|p| !known.knows(p))
+                .collect();
+            if !unknown.is_empty() {
+                problems.push(Problem::new(
+                    field,
+                    format!("not in the event context: {}", unknown.join(", ")),
+                ));
+            }
+        }
+    }
+}
+
+/// The line of a template error (the column needs minijinja's `debug` feature, which
+/// costs a copy of every template source; the line is enough to find it).
+fn position(_source: &str, e: &minijinja::Error) -> (Option<usize>, Option<usize>) {
+    (e.line(), None)
+}
