@@ -61,9 +61,20 @@ impl EventPublisher {
         }
     }
 
-    /// Publishes one event.
+    /// Publishes one of Conduit's events.
     pub async fn publish<T: Serialize>(
         &self,
+        detail_type: &str,
+        detail: &T,
+    ) -> Result<(), EventError> {
+        self.publish_from(SOURCE, detail_type, detail).await
+    }
+
+    /// Publishes one event with another source (`POST /v1/events` puts a test event
+    /// as the product would).
+    pub async fn publish_from<T: Serialize>(
+        &self,
+        source: &str,
         detail_type: &str,
         detail: &T,
     ) -> Result<(), EventError> {
@@ -77,7 +88,7 @@ impl EventPublisher {
             .entries(
                 PutEventsRequestEntry::builder()
                     .event_bus_name(bus)
-                    .source(SOURCE)
+                    .source(source)
                     .detail_type(detail_type)
                     .detail(detail)
                     .build(),

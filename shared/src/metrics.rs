@@ -28,6 +28,10 @@ pub enum Metric {
     RefreshFailed,
     /// 429 answers from a provider.
     ProviderRateLimited,
+    /// Dispatch steps that succeeded.
+    DispatchStepsSucceeded,
+    /// Dispatch steps that failed for good.
+    DispatchStepsFailed,
 }
 
 impl Metric {
@@ -39,6 +43,8 @@ impl Metric {
             Metric::RefreshOk => "RefreshOk",
             Metric::RefreshFailed => "RefreshFailed",
             Metric::ProviderRateLimited => "ProviderRateLimited",
+            Metric::DispatchStepsSucceeded => "DispatchStepsSucceeded",
+            Metric::DispatchStepsFailed => "DispatchStepsFailed",
         }
     }
 }

@@ -117,18 +117,56 @@ impl Publisher {
     }
 }
 
-/// The sync work queue of a function (its `CONDUIT_SYNC_QUEUE_URL` setting).
-pub fn sync_queue(app: &crate::app::App) -> Result<Publisher, QueueError> {
+/// A message set aside with why (a dead-letter queue's): the body exactly as it came,
+/// the reason as the `reason` message attribute (never the body's values).
+impl Publisher {
+    /// Sends `body` as it is, grouped under `group`, with `reason` as an attribute.
+    pub async fn set_aside(&self, body: &str, group: &str, reason: &str) -> Result<(), QueueError> {
+        let reason = aws_sdk_sqs::types::MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(reason.chars().take(1000).collect::<String>())
+            .build()
+            .map_err(|e| QueueError::Encoding(e.to_string()))?;
+        self.client
+            .send_message()
+            .queue_url(&self.queue_url)
+            .message_body(if body.is_empty() { "(empty)" } else { body })
+            .message_group_id(group)
+            .message_attributes("reason", reason)
+            .send()
+            .await
+            .map_err(|e| {
+                QueueError::Service(aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
+            })?;
+        Ok(())
+    }
+}
+
+/// The queue a function names in setting `var`.
+fn configured(app: &crate::app::App, var: &str) -> Result<Publisher, QueueError> {
     let url = app
         .config
         .env
-        .get("CONDUIT_SYNC_QUEUE_URL")
+        .get(var)
         .filter(|u| !u.trim().is_empty())
-        .ok_or_else(|| {
-            QueueError::Service("missing required setting CONDUIT_SYNC_QUEUE_URL".into())
-        })?;
+        .ok_or_else(|| QueueError::Service(format!("missing required setting {var}")))?;
     Ok(Publisher::new(
         aws_sdk_sqs::Client::new(&app.aws),
         url.clone(),
     ))
+}
+
+/// The dispatch queue (`CONDUIT_DISPATCH_QUEUE_URL`).
+pub fn dispatch_queue(app: &crate::app::App) -> Result<Publisher, QueueError> {
+    configured(app, "CONDUIT_DISPATCH_QUEUE_URL")
+}
+
+/// The dispatch queue's dead-letter queue (`CONDUIT_DISPATCH_DLQ_URL`).
+pub fn dispatch_dlq(app: &crate::app::App) -> Result<Publisher, QueueError> {
+    configured(app, "CONDUIT_DISPATCH_DLQ_URL")
+}
+
+/// The sync work queue of a function (its `CONDUIT_SYNC_QUEUE_URL` setting).
+pub fn sync_queue(app: &crate::app::App) -> Result<Publisher, QueueError> {
+    configured(app, "CONDUIT_SYNC_QUEUE_URL")
 }

@@ -271,25 +271,6 @@ pub struct WebhookEndpoint {
     pub disabled_at: Option<OffsetDateTime>,
 }
 
-/// A tenant-defined request (the Custom API action).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CustomRequest {
-    /// GET, POST, PUT, PATCH or DELETE.
-    pub method: String,
-    /// The path (a template) on the connection's base URL.
-    pub path: String,
-    /// Extra headers (templates; never authorization).
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    /// The body: JSON whose string leaves are templates.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub body: Option<serde_json::Value>,
-    /// Where the created id is in the answer (a JSON pointer), if anywhere.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id_pointer: Option<String>,
-}
-
 /// An outbound integration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Integration {
@@ -317,7 +298,7 @@ pub struct Integration {
     pub settings: BTreeMap<String, serde_json::Value>,
     /// Payload overrides: body fields (top-level names) → templates.
     #[serde(default)]
-    pub overrides: BTreeMap<String, String>,
+    pub overrides: BTreeMap<String, serde_json::Value>,
     /// What a failure does to the chain.
     #[serde(default)]
     pub on_failure: OnFailure,
@@ -326,7 +307,7 @@ pub struct Integration {
     pub retry: RetryPolicy,
     /// The Custom API action's request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request: Option<CustomRequest>,
+    pub request: Option<super::template::CustomRequest>,
     /// The webhook destination's endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookEndpoint>,
@@ -361,7 +342,7 @@ pub struct AssistantOverride {
     pub priority: Option<u32>,
     /// Payload overrides for this assistant, over the integration's.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub overrides: BTreeMap<String, String>,
+    pub overrides: BTreeMap<String, serde_json::Value>,
 }
 
 /// An assistant's integration settings.
@@ -388,7 +369,7 @@ pub struct ChainStep<'a> {
     /// Its priority for this event.
     pub priority: u32,
     /// Its payload overrides for this event (the assistant's over the integration's).
-    pub overrides: BTreeMap<String, String>,
+    pub overrides: BTreeMap<String, serde_json::Value>,
 }
 
 /// The chain `event` runs: the tenant's integrations it triggers, enabled for its
@@ -631,13 +612,13 @@ mod tests {
             integration("acme", 30, vec![ended.clone()]),
         ];
         all[2].enabled = false;
-        all[0].overrides.insert("subject".into(), "default".into());
+        all[0].overrides.insert("subject".into(), json!("default"));
         let mut per = BTreeMap::new();
         per.insert(
             all[0].id.clone(),
             AssistantOverride {
                 priority: Some(40),
-                overrides: BTreeMap::from([("subject".into(), "mine".into())]),
+                overrides: BTreeMap::from([("subject".into(), json!("mine"))]),
                 ..Default::default()
             },
         );

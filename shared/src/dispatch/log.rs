@@ -119,7 +119,7 @@ pub struct Progress {
     pub done: usize,
     /// Values captured from their answers.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub captures: BTreeMap<String, String>,
+    pub captures: BTreeMap<String, serde_json::Value>,
     /// A request that was sent without a known outcome (the attempt was cut off):
     /// before it is sent again, its lookup runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -143,7 +143,7 @@ pub struct Step {
     pub on_failure: OnFailure,
     /// Payload overrides for this event (the assistant's over the integration's).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub overrides: BTreeMap<String, String>,
+    pub overrides: BTreeMap<String, serde_json::Value>,
     /// Its state.
     pub status: StepStatus,
     /// Attempts made.
@@ -186,7 +186,7 @@ impl Step {
     pub fn pending(
         integration: &Integration,
         priority: u32,
-        overrides: BTreeMap<String, String>,
+        overrides: BTreeMap<String, serde_json::Value>,
     ) -> Self {
         Self {
             integration_id: integration.id.clone(),

@@ -4,6 +4,7 @@
 //! templates as data ([`template`]) and their sandboxed rendering ([`render`]), the
 //! dispatch log ([`log`]), and the webhook destination's signatures ([`webhook`]).
 
+pub mod engine;
 pub mod event;
 pub mod inbound;
 pub mod integration;

@@ -1,0 +1,10 @@
+//! Lambda entry point: builds the shared context once, then serves requests.
+
+use lambda_http::{Error, Request, service_fn};
+
+fn main() -> Result<(), Error> {
+    conduit::app::serve(|app| async move {
+        let app = &app;
+        lambda_http::run(service_fn(move |req: Request| integrations::handle(app, req))).await
+    })
+}
