@@ -312,7 +312,11 @@ mod tests {
 
     #[test]
     fn names_and_references_follow_cloudformation() {
-        let on_bus = RuleName::of("dev", "ProductEventsRule", &json!({"EventBusName": "dev-events"}));
+        let on_bus = RuleName::of(
+            "dev",
+            "ProductEventsRule",
+            &json!({"EventBusName": "dev-events"}),
+        );
         assert_eq!(on_bus.name, "dev-ProductEventsRule");
         assert_eq!(on_bus.reference(), "dev-events|dev-ProductEventsRule");
         let by_arn = RuleName::of(
@@ -339,12 +343,16 @@ mod tests {
         assert!(rules.len() >= 2, "the dispatch rules are in template.yaml");
         for rule in rules {
             // Resolved as the stack would, with the intrinsics replaced by text.
-            let targets = rule.property("Targets").and_then(|t| t.as_sequence()).unwrap();
+            let targets = rule
+                .property("Targets")
+                .and_then(|t| t.as_sequence())
+                .unwrap();
             for t in targets {
                 let mut spec: Json = serde_json::to_value(t).unwrap();
                 spec["Arn"] = json!("arn:aws:sqs:us-east-1:123456789012:q");
                 if spec.get("DeadLetterConfig").is_some() {
-                    spec["DeadLetterConfig"]["Arn"] = json!("arn:aws:sqs:us-east-1:123456789012:dlq");
+                    spec["DeadLetterConfig"]["Arn"] =
+                        json!("arn:aws:sqs:us-east-1:123456789012:dlq");
                 }
                 let built = target(&spec).unwrap();
                 assert_eq!(built.arn(), "arn:aws:sqs:us-east-1:123456789012:q");
@@ -362,7 +370,10 @@ mod tests {
     fn targets_are_checked() {
         assert!(target(&json!({"Arn": "a"})).is_err());
         assert!(target(&json!({"Id": "t"})).is_err());
-        assert!(target(&json!({"Id": "t", "Arn": "a", "RetryPolicy": {"MaximumRetryAttempts": "x"}})).is_err());
+        assert!(
+            target(&json!({"Id": "t", "Arn": "a", "RetryPolicy": {"MaximumRetryAttempts": "x"}}))
+                .is_err()
+        );
         let t = target(&json!({"Id": "t", "Arn": "a", "InputTransformer": {
             "InputPathsMap": {"d": "$.detail"}, "InputTemplate": "<d>"},
             "SqsParameters": {"MessageGroupId": "g"}}))
@@ -370,7 +381,9 @@ mod tests {
         assert_eq!(t.input_transformer().unwrap().input_template(), "<d>");
         assert_eq!(t.sqs_parameters().unwrap().message_group_id(), Some("g"));
         assert_eq!(
-            pattern_text(&json!({"EventPattern": {"source": ["x"]}})).unwrap().as_deref(),
+            pattern_text(&json!({"EventPattern": {"source": ["x"]}}))
+                .unwrap()
+                .as_deref(),
             Some(r#"{"source":["x"]}"#)
         );
         assert!(pattern_text(&json!({"EventPattern": "not json"})).is_err());

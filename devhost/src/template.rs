@@ -1071,7 +1071,10 @@ mod tests {
         let [due] = dispatch.schedules.as_slice() else {
             panic!("one schedule: {:?}", dispatch.schedules)
         };
-        assert_eq!(due.expression, ScheduleExpression::Rate(Duration::from_secs(60)));
+        assert_eq!(
+            due.expression,
+            ScheduleExpression::Rate(Duration::from_secs(60))
+        );
         assert_eq!(due.input.as_deref(), Some(r#"{"kind":"due_retries"}"#));
         assert_eq!(t.schedules().len(), 2);
         let integrations = &t.functions["IntegrationsFunction"];
