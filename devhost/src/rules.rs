@@ -31,8 +31,6 @@ use crate::stack::{LocalStack, PhysicalResource};
 
 /// The resource type of an EventBridge rule.
 pub const EVENT_RULE: &str = "AWS::Events::Rule";
-/// The resource type of an SQS queue policy, which the local stack does not create.
-pub const QUEUE_POLICY: &str = "AWS::SQS::QueuePolicy";
 /// The longest rule name EventBridge takes.
 const MAX_RULE_NAME: usize = 64;
 /// The bus a rule without `EventBusName` is on.
