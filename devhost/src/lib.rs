@@ -7,8 +7,10 @@
 //! through pollers that play Lambda's event source mappings ([`sqs`]: batches, partial
 //! batch failures, redrive to the dead-letter queue, `GET /_devhost/queues`), and the
 //! EventBridge Scheduler schedules the functions create in the stack's schedule groups
-//! through [`scheduler`]. What the stack publishes on EventBridge is captured
-//! ([`EventCapture`], `GET /_devhost/events`).
+//! through [`scheduler`]. The template's EventBridge rules are created on moto with their
+//! targets ([`rules`]), so an event put on the bus reaches the queue a rule names (the
+//! dispatch rules: `DispatchQueue`, polled into the event dispatcher). What the stack
+//! publishes on EventBridge is captured ([`EventCapture`], `GET /_devhost/events`).
 //!
 //! Each piece works alone ([`MotoServer`], [`bootstrap`], [`DevHost`], [`LocalJwt`]);
 //! [`LocalEnv`] starts them all for scenario tests:
@@ -41,6 +43,7 @@ pub mod moto;
 pub mod paths;
 pub mod registry;
 pub mod routes;
+pub mod rules;
 pub mod schedule;
 pub mod scheduler;
 pub mod server;

@@ -1,9 +1,10 @@
 //! Creates the resources of `template.yaml` on moto — DynamoDB tables, KMS keys and
-//! aliases, Secrets Manager secrets, SQS queues, EventBridge buses, EventBridge
-//! Scheduler schedule groups — and resolves the template's intrinsics (`Ref`, `Fn::GetAtt`, `Fn::Sub`, `Fn::Join`, …) against them,
+//! aliases, Secrets Manager secrets, SQS queues, EventBridge buses and rules (with
+//! their targets, [`crate::rules`]), EventBridge Scheduler schedule groups — and resolves the template's intrinsics (`Ref`, `Fn::GetAtt`, `Fn::Sub`, `Fn::Join`, …) against them,
 //! so every function gets exactly the environment the template gives it when deployed.
 //!
 //! Physical names are `{stack_name}-{LogicalId}` unless the template names the resource.
+//! Queue policies are not created: moto does not enforce them (see [`crate::rules`]).
 //! Functions, log groups, HTTP APIs and IAM roles are not created, but `Ref` and
 //! `Fn::GetAtt .Arn` give what their deployed counterparts would (a function's
 //! `FunctionName` or `{stack_name}-{LogicalId}`, a role's `RoleName` or likewise).
@@ -32,13 +33,15 @@ const EVENT_BUS: &str = "AWS::Events::EventBus";
 /// The resource type of an EventBridge Scheduler schedule group.
 pub const SCHEDULE_GROUP: &str = "AWS::Scheduler::ScheduleGroup";
 const IAM_ROLE: &str = "AWS::IAM::Role";
-const CREATED: [&str; 7] = [
+const EVENT_RULE: &str = crate::rules::EVENT_RULE;
+const CREATED: [&str; 8] = [
     TABLE,
     KMS_KEY,
     KMS_ALIAS,
     SECRET,
     QUEUE,
     EVENT_BUS,
+    EVENT_RULE,
     SCHEDULE_GROUP,
 ];
 
@@ -146,6 +149,9 @@ pub async fn bootstrap(
     stack.register_derived();
 
     for res in template.resources.values() {
+        // Queue policies (e.g. the dispatch rules' right to send to DispatchQueue)
+        // are skipped on purpose: moto does not enforce them, so a local queue takes
+        // every sender; cfn-lint and checkov check the template's policies instead.
         if !CREATED.contains(&res.kind.as_str()) {
             tracing::debug!(logical_id = %res.logical_id, kind = %res.kind, "not created by the local stack");
         }
@@ -173,6 +179,7 @@ pub async fn bootstrap(
             }
             QUEUE => stack.ensure_queue(&id, &props).await,
             EVENT_BUS => stack.ensure_event_bus(&props).await,
+            EVENT_RULE => stack.ensure_rule(&id, &props).await,
             SCHEDULE_GROUP => stack.ensure_schedule_group(&id, &props).await,
             other => Err(anyhow!("unexpected resource type {other}")),
         }
@@ -1666,5 +1673,13 @@ mod tests {
         assert!(pos("DataKey") < pos("DataKeyAlias"));
         assert!(pos("DataKey") < pos("PlatformSecret"));
         assert!(!order.contains(&"CredentialsFunction".to_owned()));
+        // A rule after the bus it is on and the queues it delivers to; queue policies
+        // are not created locally.
+        for rule in ["ProductEventsRule", "ConduitEventsRule"] {
+            assert!(pos("EventBus") < pos(rule));
+            assert!(pos("DispatchQueue") < pos(rule));
+            assert!(pos("DispatchDLQ") < pos(rule));
+        }
+        assert!(!order.contains(&"DispatchQueuePolicy".to_owned()));
     }
 }

@@ -1054,7 +1054,33 @@ mod tests {
                 input: None,
             }]
         );
-        assert_eq!(t.schedules().len(), 1);
+        // The dispatcher: the dispatch queue polled as Lambda would (batch 10, partial
+        // failures, at most 10 batches at once) and the due_retries schedule.
+        let dispatch = &t.functions["EventDispatchFunction"];
+        assert_eq!(dispatch.binary, "event-dispatch");
+        assert_eq!(dispatch.timeout_secs, Some(120));
+        assert_eq!(dispatch.reserved_concurrency, None);
+        assert_eq!(dispatch.recursive_loop, RecursiveLoop::Terminate);
+        let [source] = dispatch.sqs_sources.as_slice() else {
+            panic!("one SQS source: {:?}", dispatch.sqs_sources)
+        };
+        assert_eq!(references(&source.queue), ["DispatchQueue"]);
+        assert_eq!(source.batch_size, 10);
+        assert!(source.report_batch_item_failures);
+        assert_eq!(source.maximum_concurrency, Some(10));
+        let [due] = dispatch.schedules.as_slice() else {
+            panic!("one schedule: {:?}", dispatch.schedules)
+        };
+        assert_eq!(
+            due.expression,
+            ScheduleExpression::Rate(Duration::from_secs(60))
+        );
+        assert_eq!(due.input.as_deref(), Some(r#"{"kind":"due_retries"}"#));
+        assert_eq!(t.schedules().len(), 2);
+        let integrations = &t.functions["IntegrationsFunction"];
+        assert_eq!(integrations.binary, "integrations");
+        assert_eq!(integrations.routes.len(), 18);
+        assert!(integrations.routes.iter().all(|r| !r.is_public()));
         let callback = &t.functions["OAuthCallbackFunction"].routes[0];
         assert!(callback.is_public());
         assert_eq!(callback.route_key(), "GET /v1/oauth/{provider}/callback");

@@ -307,9 +307,20 @@ async fn the_token_sweep_runs_through_invoke_and_the_schedule() {
     env.run_schedule("token-refresh").await.unwrap();
     let err = env.run_schedule("CredentialsFunction").await.unwrap_err();
     assert!(err.to_string().contains("TokenRefreshFunction"), "{err}");
+    // Every schedule of the template is listed: the sweep and the dispatcher's
+    // due_retries.
     let schedules = env.devhost.schedules();
-    assert_eq!(schedules.len(), 1);
-    assert_eq!(schedules[0].expression.to_string(), "rate(5 minutes)");
+    let listed: Vec<(&str, String)> = schedules
+        .iter()
+        .map(|s| (s.function.as_str(), s.expression.to_string()))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("EventDispatchFunction", "rate(1 minute)".to_owned()),
+            ("TokenRefreshFunction", "rate(5 minutes)".to_owned()),
+        ]
+    );
     env.shutdown().await;
 }
 
