@@ -8,6 +8,7 @@ mod catalogue;
 mod connections;
 mod contract;
 mod ddb_faults;
+mod dispatch;
 mod events;
 mod fairness;
 mod idempotency;

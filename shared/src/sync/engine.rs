@@ -277,6 +277,8 @@ struct Chunk<'a> {
     provider: String,
     /// The push's store writes (links, checkpoints and counts) behind its CRM requests.
     behind: WriteBehind,
+    /// Where conflicts are told.
+    events: crate::events::EventPublisher,
 }
 
 /// Does one chunk of a run: the worker's unit of work.
@@ -299,6 +301,7 @@ pub async fn run_chunk(
             .await
             .map_err(|e| ChunkError::Retry(e.to_string()))?;
         return close(
+            app,
             &runs,
             task,
             0,
@@ -308,10 +311,11 @@ pub async fn run_chunk(
         .await;
     };
     if config.status == ConfigStatus::Paused {
-        return close(&runs, task, 0, Progress::default(), Some("paused")).await;
+        return close(app, &runs, task, 0, Progress::default(), Some("paused")).await;
     }
     let Some(kind) = CrmKind::of(&config.provider) else {
         return close(
+            app,
             &runs,
             task,
             0,
@@ -344,6 +348,7 @@ pub async fn run_chunk(
         provider: config.provider.clone(),
         config,
         behind: WriteBehind::default(),
+        events: app.events.clone(),
     };
     let outcome = match task.phase {
         Phase::Pull => chunk.pull().await,
@@ -369,6 +374,7 @@ pub async fn run_chunk(
     match outcome {
         Ok(_) if deleted => {
             close(
+                app,
                 &runs,
                 task,
                 0,
@@ -386,7 +392,7 @@ pub async fn run_chunk(
                     .await
                     .map_err(|e| ChunkError::Retry(e.to_string()))?;
             }
-            close(&runs, task, handed_on, chunk.progress, None).await
+            close(app, &runs, task, handed_on, chunk.progress, None).await
         }
         Err(e) if e.is_transient() => {
             // Pages already done were counted as they were checkpointed; the message
@@ -420,13 +426,14 @@ pub async fn run_chunk(
                 .await
                 .map_err(retry)?;
             }
-            close(&runs, task, 0, p, Some(&e.to_string())).await
+            close(app, &runs, task, 0, p, Some(&e.to_string())).await
         }
     }
 }
 
 /// Records the chunk's completion; the chunk that empties the log closes it.
 async fn close(
+    app: &App,
     runs: &Runs,
     task: &Task,
     handed_on: i64,
@@ -473,7 +480,51 @@ async fn close(
         status,
     )
     .await
-    .map_err(retry)
+    .map_err(retry)?;
+    publish_run(app, task, status, &log.counts).await;
+    Ok(())
+}
+
+/// Tells the bus a run ended (`integration.sync.run.completed`, with a partial run's
+/// status, or `…failed`), so dispatch chains and the dashboard can act on it. Best
+/// effort: the log is closed either way; a failure is logged.
+async fn publish_run(
+    app: &App,
+    task: &Task,
+    status: RunStatus,
+    counts: &std::collections::BTreeMap<String, u64>,
+) {
+    let detail_type = match status {
+        RunStatus::Failed => crate::events::SYNC_RUN_FAILED,
+        _ => crate::events::SYNC_RUN_COMPLETED,
+    };
+    let detail = serde_json::json!({
+        "tenant_id": task.tenant.as_str(),
+        "config_id": task.config_id.as_str(),
+        "job_id": task.job_id.as_str(),
+        "log_id": task.log_id.as_str(),
+        "entity": task.entity,
+        "status": status,
+        "counts": counts,
+    });
+    if let Err(e) = app.events.publish(detail_type, &detail).await {
+        tracing::warn!(log_id = %task.log_id, error = %e, "run event not published");
+    }
+}
+
+/// Tells the bus of a conflict stored for review (`integration.sync.conflict.opened`:
+/// ids only, never values). Best effort, like the run events.
+async fn publish_conflict(events: &crate::events::EventPublisher, task: &Task, c: &StoredConflict) {
+    let detail = serde_json::json!({
+        "tenant_id": task.tenant.as_str(),
+        "config_id": task.config_id.as_str(),
+        "entity": task.entity,
+        "conflict_id": c.id.as_str(),
+        "record_id": c.record_id.as_str(),
+    });
+    if let Err(e) = events.publish(crate::events::CONFLICT_OPENED, &detail).await {
+        tracing::warn!(conflict = %c.id, error = %e, "conflict event not published");
+    }
 }
 
 impl Chunk<'_> {
@@ -737,6 +788,7 @@ impl Chunk<'_> {
 
     fn snapshot(&self) -> PullContext {
         PullContext {
+            events: self.events.clone(),
             task: self.task.clone(),
             config: self.config.clone(),
             mapper: self.mapper.clone(),
@@ -1338,7 +1390,9 @@ impl Chunk<'_> {
         self.runs
             .put_conflict(&self.task.tenant, &c)
             .await
-            .map_err(store)
+            .map_err(store)?;
+        publish_conflict(&self.events, self.task, &c).await;
+        Ok(())
     }
 }
 
@@ -1480,6 +1534,7 @@ async fn push_read(
 
 /// What writing one pull page needs (owned, so it can run beside the next fetch).
 struct PullContext {
+    events: crate::events::EventPublisher,
     task: Task,
     config: SyncConfig,
     mapper: Mapper,
@@ -1835,6 +1890,7 @@ impl PullContext {
         new_links.retain(|(id, _)| !lost.contains(id.as_str()));
         for c in &conflicts {
             self.runs.put_conflict(tenant, c).await.map_err(store)?;
+            publish_conflict(&self.events, &self.task, c).await;
         }
         self.links.put_many(&new_links).await.map_err(store)?;
         Ok((progress, errors))

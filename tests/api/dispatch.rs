@@ -1,0 +1,395 @@
+//! Event dispatch through the real path: `POST /v1/events` puts a product event on the
+//! bus, the rule delivers it to the dispatch queue, the dev host's poller runs the
+//! event-dispatch function, which runs the tenant's chain and signs webhook deliveries;
+//! the dispatch log is read back over the API. The webhook endpoint here is a receiver
+//! in this test process that verifies every signature with the secret shown once.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use conduit::dispatch::webhook;
+use serde_json::{Value, json};
+use tests::{Role, TestApp};
+
+/// One delivery as the receiver got it.
+#[derive(Debug, Clone)]
+struct Delivery {
+    id: String,
+    body: Value,
+    verified: bool,
+}
+
+/// A webhook receiver: records deliveries, verifies them with the secrets it is given,
+/// and answers the statuses queued in `plan` (then 204).
+#[derive(Clone, Default)]
+struct Receiver {
+    got: Arc<Mutex<Vec<Delivery>>>,
+    plan: Arc<Mutex<VecDeque<u16>>>,
+    secrets: Arc<Mutex<Vec<String>>>,
+}
+
+impl Receiver {
+    async fn start() -> (Self, String) {
+        let r = Self::default();
+        let state = r.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(
+                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                    let state = state.clone();
+                    async move {
+                        let h = |n: &str| {
+                            headers
+                                .get(n)
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or_default()
+                                .to_owned()
+                        };
+                        let (id, ts, sig) =
+                            (h("webhook-id"), h("webhook-timestamp"), h("webhook-signature"));
+                        let secrets = state.secrets.lock().unwrap().clone();
+                        let verified = secrets.iter().any(|s| {
+                            let key = webhook::parse_secret(s).unwrap();
+                            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+                            webhook::verify(&[&key], &id, &ts, &sig, &body, now).is_ok()
+                        });
+                        state.got.lock().unwrap().push(Delivery {
+                            id,
+                            body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+                            verified,
+                        });
+                        let status = state.plan.lock().unwrap().pop_front().unwrap_or(204);
+                        axum::http::StatusCode::from_u16(status).unwrap()
+                    }
+                },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (r, url)
+    }
+
+    fn deliveries(&self) -> Vec<Delivery> {
+        self.got.lock().unwrap().clone()
+    }
+}
+
+/// Creates a webhook integration; returns its id and its secret (shown once).
+async fn webhook_integration(
+    app: &TestApp,
+    token: &str,
+    name: &str,
+    priority: u32,
+    url: &str,
+    trigger: Value,
+    extra: Value,
+) -> (String, String) {
+    let mut body = json!({
+        "name": name, "provider": "webhook", "action": "deliver",
+        "triggers": [trigger], "priority": priority, "webhook": {"url": url},
+        "retry": {"max_attempts": 2, "initial_backoff_seconds": 1, "max_backoff_seconds": 1},
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let (status, created) = app.post("/v1/integrations", token, body).await;
+    assert_eq!(status, 201, "{created}");
+    let secret = created["secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("whsec_"));
+    (created["id"].as_str().unwrap().to_owned(), secret)
+}
+
+fn event(tenant: &str, id: &str, kind: &str, score: Option<f64>, assistant: Option<&str>) -> Value {
+    let mut e = json!({
+        "schema_version": 1, "type": kind, "event_id": id, "tenant_id": tenant,
+        "occurred_at": "2026-12-05T03:12:44Z",
+        "conversation": {"id": "conv_1", "channel": "voice", "direction": "inbound",
+            "duration_seconds": 312, "summary": "Wants Friday instead of Thursday."},
+        "contact": {"name": "Dana Lee", "email": "dana@example.com", "phone": "+61290001234"},
+    });
+    if let Some(s) = score {
+        e["conversation"]["score"] = json!(s);
+    }
+    if let Some(a) = assistant {
+        e["assistant_id"] = json!(a);
+    }
+    e
+}
+
+/// Puts an event on the bus and waits for its dispatch to end; returns the dispatch.
+async fn dispatched(app: &TestApp, token: &str, event: Value) -> Value {
+    let (status, accepted) = app.post("/v1/events", token, event).await;
+    assert_eq!(status, 202, "{accepted}");
+    let id = accepted["dispatch_id"].as_str().unwrap().to_owned();
+    settled(app, token, &id).await
+}
+
+async fn settled(app: &TestApp, token: &str, id: &str) -> Value {
+    for _ in 0..150 {
+        let (status, d) = app.get(&format!("/v1/dispatches/{id}"), token).await;
+        if status == 200
+            && ["succeeded", "partial", "failed"].contains(&d["status"].as_str().unwrap_or(""))
+        {
+            return d;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("dispatch {id} did not end");
+}
+
+#[tokio::test]
+async fn a_chain_runs_in_priority_order_with_signed_deliveries_and_once_per_step() {
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant();
+    let admin = app.token(&tenant, Role::Admin);
+    let (rx, url) = Receiver::start().await;
+    let ended = json!({"event": "conversation_ended"});
+    let (second, s2) =
+        webhook_integration(&app, &admin, "second", 20, &url, ended.clone(), json!({})).await;
+    let (first, s1) = webhook_integration(&app, &admin, "first", 10, &url, ended, json!({})).await;
+    rx.secrets.lock().unwrap().extend([s1.clone(), s2.clone()]);
+
+    let e = event(&tenant, "evt_chain_1", "conversation_ended", None, None);
+    let d = dispatched(&app, &admin, e.clone()).await;
+    assert_eq!(d["status"], "succeeded", "{d}");
+    let steps: Vec<&str> = d["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["integration_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, [first.as_str(), second.as_str()]);
+    let got = rx.deliveries();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got.iter().all(|g| g.verified), "{got:?}");
+    assert_eq!(got[0].body["type"], "conversation_ended");
+    assert_eq!(got[0].body["data"]["event_id"], "evt_chain_1");
+    assert_ne!(got[0].id, got[1].id);
+
+    // The same event again (a duplicate delivery): the dispatch is the same one and
+    // nothing is sent twice.
+    let again = dispatched(&app, &admin, e).await;
+    assert_eq!(again["id"], d["id"]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(rx.deliveries().len(), 2);
+
+    // The log: listed newest first, filtered by integration; each integration's log.
+    let (status, list) = app
+        .get(&format!("/v1/dispatches?integration_id={first}"), &admin)
+        .await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["dispatches"][0]["id"], d["id"]);
+    let (status, logs) = app
+        .get(&format!("/v1/integrations/{second}/logs"), &admin)
+        .await;
+    assert_eq!(status, 200, "{logs}");
+    assert_eq!(logs["logs"][0]["dispatch_id"], d["id"]);
+    assert_eq!(logs["logs"][0]["step"]["status"], "succeeded");
+
+    // No secret in any answer or log line.
+    let (_, one) = app.get(&format!("/v1/integrations/{first}"), &admin).await;
+    for text in [one.to_string(), list.to_string(), logs.to_string(), app.logs()] {
+        assert!(!text.contains(&s1) && !text.contains(&s2));
+    }
+}
+
+#[tokio::test]
+async fn low_score_thresholds_and_assistant_settings_choose_the_chain() {
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant();
+    let admin = app.token(&tenant, Role::Admin);
+    let (rx, url) = Receiver::start().await;
+    let (low, s1) = webhook_integration(
+        &app,
+        &admin,
+        "low",
+        10,
+        &url,
+        json!({"event": "low_score", "conditions": {"score_below": 40}}),
+        json!({}),
+    )
+    .await;
+    let (other, s2) = webhook_integration(
+        &app,
+        &admin,
+        "also low",
+        20,
+        &url,
+        json!({"event": "low_score", "conditions": {"score_below": 60}}),
+        json!({}),
+    )
+    .await;
+    rx.secrets.lock().unwrap().extend([s1, s2]);
+
+    let d = dispatched(&app, &admin, event(&tenant, "evt_low_1", "low_score", Some(50.0), None)).await;
+    let ran: Vec<&str> = d["steps"].as_array().unwrap().iter().map(|s| s["integration_id"].as_str().unwrap()).collect();
+    assert_eq!(ran, [other.as_str()], "a score of 50 is below 60 only");
+
+    // One assistant turns `other` off and `low` first; another assistant keeps the defaults.
+    let (status, body) = app
+        .send(
+            "PUT",
+            "/v1/assistants/asst_front/integrations",
+            &admin,
+            Some(json!({"integrations": {other.clone(): {"enabled": false}}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let d = dispatched(&app, &admin, event(&tenant, "evt_low_2", "low_score", Some(10.0), Some("asst_front"))).await;
+    let ran: Vec<&str> = d["steps"].as_array().unwrap().iter().map(|s| s["integration_id"].as_str().unwrap()).collect();
+    assert_eq!(ran, [low.as_str()]);
+    let d = dispatched(&app, &admin, event(&tenant, "evt_low_3", "low_score", Some(10.0), Some("asst_back"))).await;
+    assert_eq!(d["steps"].as_array().unwrap().len(), 2);
+    let (status, view) = app.get("/v1/assistants/asst_front/integrations", &admin).await;
+    assert_eq!(status, 200);
+    assert_eq!(view["uses_defaults"], false);
+    let (_, view) = app.get("/v1/assistants/asst_back/integrations", &admin).await;
+    assert_eq!(view["uses_defaults"], true);
+}
+
+#[tokio::test]
+async fn a_failing_step_is_retried_then_continues_or_stops_the_chain() {
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant();
+    let admin = app.token(&tenant, Role::Admin);
+    let (rx, url) = Receiver::start().await;
+    let ended = json!({"event": "conversation_ended"});
+    let (a, s1) = webhook_integration(&app, &admin, "a", 10, &url, ended.clone(), json!({"on_failure": "continue"})).await;
+    let (_b, s2) = webhook_integration(&app, &admin, "b", 20, &url, ended, json!({})).await;
+    rx.secrets.lock().unwrap().extend([s1, s2]);
+
+    // The first step's endpoint fails both attempts (a 500, then a 503): the chain goes on.
+    rx.plan.lock().unwrap().extend([500, 500]);
+    let d = dispatched(&app, &admin, event(&tenant, "evt_fail_1", "conversation_ended", None, None)).await;
+    assert_eq!(d["status"], "partial", "{d}");
+    assert_eq!(d["steps"][0]["status"], "failed");
+    assert_eq!(d["steps"][0]["attempts"], 2);
+    assert_eq!(d["steps"][0]["error"]["code"], "endpoint_failed");
+    assert_eq!(d["steps"][1]["status"], "succeeded");
+    // Retried deliveries carry the same webhook-id.
+    let got = rx.deliveries();
+    assert_eq!(got.len(), 3);
+    assert_eq!(got[0].id, got[1].id);
+
+    // Retry: only the failed step runs again.
+    let id = d["id"].as_str().unwrap();
+    let (status, body) = app.post(&format!("/v1/dispatches/{id}/retry"), &admin, json!({})).await;
+    assert_eq!(status, 202, "{body}");
+    let d = settled(&app, &admin, id).await;
+    assert_eq!(d["status"], "succeeded", "{d}");
+    assert_eq!(rx.deliveries().len(), 4);
+
+    // With stop, a failure skips the rest.
+    let (status, _) = app.patch(&format!("/v1/integrations/{a}"), &admin, json!({"on_failure": "stop"})).await;
+    assert_eq!(status, 200);
+    rx.plan.lock().unwrap().extend([400, 400]);
+    let d = dispatched(&app, &admin, event(&tenant, "evt_fail_2", "conversation_ended", None, None)).await;
+    assert_eq!(d["status"], "failed", "{d}");
+    assert_eq!(d["steps"][1]["status"], "skipped");
+}
+
+#[tokio::test]
+async fn tenants_are_isolated_and_members_only_read() {
+    let app = TestApp::spawn().await;
+    let (a, b) = (app.tenant(), app.tenant());
+    let admin_a = app.token(&a, Role::Admin);
+    let admin_b = app.token(&b, Role::Admin);
+    let member_a = app.token(&a, Role::Member);
+    let (rx, url) = Receiver::start().await;
+    let (id, secret) = webhook_integration(&app, &admin_a, "a's", 10, &url, json!({"event": "escalation"}), json!({})).await;
+    rx.secrets.lock().unwrap().push(secret);
+
+    let (status, _) = app.get(&format!("/v1/integrations/{id}"), &admin_b).await;
+    assert_eq!(status, 404);
+    // B's escalation never runs A's integration (B has one of its own to be known).
+    let (_, _) = webhook_integration(&app, &admin_b, "b's", 10, &url, json!({"event": "kb_sync"}), json!({})).await;
+    let d = dispatched(&app, &admin_b, event(&b, "evt_iso_1", "escalation", None, None)).await;
+    assert_eq!(d["steps"], json!([]));
+    assert!(rx.deliveries().is_empty());
+    // An event naming another tenant is refused.
+    let (status, _) = app.post("/v1/events", &admin_b, event(&a, "evt_iso_2", "escalation", None, None)).await;
+    assert_eq!(status, 400);
+
+    let (status, _) = app.get("/v1/integrations", &member_a).await;
+    assert_eq!(status, 200);
+    for (method, path, body) in [
+        ("POST", "/v1/integrations".to_owned(), Some(json!({}))),
+        ("DELETE", format!("/v1/integrations/{id}"), None),
+        ("POST", "/v1/events".to_owned(), Some(event(&a, "e", "escalation", None, None))),
+        ("PUT", "/v1/assistants/x/integrations".to_owned(), Some(json!({"integrations": {}}))),
+    ] {
+        let (status, _) = app.send(method, &path, &member_a, body).await;
+        assert_eq!(status, 403, "{method} {path}");
+    }
+}
+
+#[tokio::test]
+async fn invalid_integrations_are_refused_with_their_positions() {
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant();
+    let admin = app.token(&tenant, Role::Admin);
+    let (status, body) = app
+        .post(
+            "/v1/integrations",
+            &admin,
+            json!({"name": "x", "provider": "webhook", "action": "deliver",
+                "triggers": [{"event": "low_score"}], "webhook": {"url": "http://10.0.0.1/x"},
+                "overrides": {"data": "{{ conversation.summary "}}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let fields: Vec<&str> = body["details"].as_array().unwrap().iter().map(|d| d["field"].as_str().unwrap()).collect();
+    assert!(fields.contains(&"triggers[0].conditions.score_below"), "{body}");
+    assert!(fields.contains(&"webhook.url"), "{body}");
+    assert!(fields.iter().any(|f| f.starts_with("overrides.data")), "{body}");
+    let (status, body) = app
+        .post("/v1/integrations", &admin, json!({"name": "x", "provider": "webhook", "action": "deliver", "triggers": [], "surprise": 1}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+}
+
+#[tokio::test]
+async fn poison_and_unknown_tenant_events_go_to_the_dead_letter_queue_with_their_reason() {
+    let app = TestApp::spawn().await;
+    let dlq = app.local().stack.ref_value("DispatchDLQ").unwrap();
+    let sqs = aws_sdk_sqs::Client::new(&app.local().aws);
+    let record = |body: &str| {
+        json!({"Records": [{"messageId": format!("m-{}", body.len()), "receiptHandle": "r", "body": body,
+            "attributes": {}, "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
+            "eventSourceARN": "arn:aws:sqs:ap-southeast-2:123456789012:q", "awsRegion": "ap-southeast-2"}]})
+    };
+    let unknown = json!({"id": "eb-unknown", "source": "conduit.product", "detail-type": "escalation",
+        "time": "2026-12-05T03:12:44Z", "detail": event("nobody-here", "evt_u", "escalation", None, None)});
+    for body in ["not json at all".to_owned(), json!({"source": "aws.s3"}).to_string(), unknown.to_string()] {
+        let out = app.invoke("event-dispatch", &record(&body)).await;
+        assert_eq!(out, json!({"batchItemFailures": []}), "{body}");
+    }
+    let mut reasons = Vec::new();
+    for _ in 0..10 {
+        let got = sqs
+            .receive_message()
+            .queue_url(&dlq)
+            .max_number_of_messages(10)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .unwrap();
+        for m in got.messages.unwrap_or_default() {
+            let reason = m
+                .message_attributes()
+                .and_then(|a| a.get("reason"))
+                .and_then(|v| v.string_value())
+                .unwrap_or_default()
+                .to_owned();
+            reasons.push(reason);
+        }
+        if reasons.len() >= 3 {
+            break;
+        }
+    }
+    assert!(reasons.iter().any(|r| r.contains("not JSON")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("source")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("unknown tenant")), "{reasons:?}");
+}
