@@ -959,6 +959,14 @@ mod tests {
             assert_eq!(err.field, "body.x");
             assert!(!err.message.is_empty());
         }
+        // A leaf that is one expression is bounded the same way.
+        for expr in [
+            "{{ 'x' * 50000000 }}",
+            "{{ range(100000) | map('string') | join(',') * 1000 }}",
+        ] {
+            let err = render_body(json!({ "x": expr })).unwrap_err();
+            assert!(err.message.contains("fuel"), "{expr}: {err}");
+        }
         let err = render_body(json!({"x": format!("a{endless}")})).unwrap_err();
         assert!(err.message.contains("fuel"), "{err}");
         // Within the fuel, the size caps hold.

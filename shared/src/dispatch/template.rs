@@ -9,6 +9,20 @@
 //! events for `POST /v1/integrations/{id}/test`, and save-time validation of a
 //! tenant's settings, payload overrides and custom requests (positions, no values).
 //! Rendering itself is [`super::render`].
+//!
+//! How the engine runs one step (an integration's action) with these:
+//! 1. `missing_required(action, ctx)` empty, else the step fails permanently (named paths);
+//!    `ctx` from [`render_context`], with the action's overrides merged first
+//!    ([`Action::with_overrides`]).
+//! 2. For each request in order: skip it when `skip_if` is true
+//!    ([`Renderer::condition`]); render it ([`Renderer::render_action_request`]) once and
+//!    store the rendered request with the step state (a retry resends the same bytes);
+//!    send it (`csrf` first fetches SAP's token); on success
+//!    [`Renderer::capture`] the answer into `ctx.captures`.
+//! 3. After an unknown outcome (timeout, reset, 5xx after sending) of an effect:
+//!    `header` and `upsert` → resend as is; `lookup` → render and send its request, then
+//!    [`Renderer::lookup_found`]: `Some(id)` = done (the id is captured), `None` = resend.
+//! 4. [`Renderer::outputs`] gives `{id, url}` for `steps.<key>.outputs` of later steps.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::LazyLock;
