@@ -116,6 +116,9 @@ impl Renderer {
     pub fn new() -> Self {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
+        // The `debug` feature gives errors their position; debug mode would also copy
+        // every template's source and context into errors: off.
+        env.set_debug(false);
         env.set_fuel(Some(FUEL));
         env.set_recursion_limit(RECURSION_LIMIT);
         env.set_auto_escape_callback(|name| {

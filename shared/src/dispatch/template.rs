@@ -860,10 +860,13 @@ fn check_template(source: &str, field: &str, known: &Known, problems: &mut Vec<P
     }
 }
 
-/// The line of a template error (the column needs minijinja's `debug` feature, which
-/// costs a copy of every template source; the line is enough to find it).
-fn position(_source: &str, e: &minijinja::Error) -> (Option<usize>, Option<usize>) {
-    (e.line(), None)
+/// The line and column (1-based, in characters) of a template error.
+fn position(source: &str, e: &minijinja::Error) -> (Option<usize>, Option<usize>) {
+    let column = e.range().and_then(|range| {
+        let before = source.get(..range.start)?;
+        Some(before.chars().rev().take_while(|c| *c != '\n').count() + 1)
+    });
+    (e.line(), column)
 }
 
 #[cfg(test)]
@@ -1379,6 +1382,7 @@ mod tests {
             (syntax.field.as_str(), syntax.line),
             ("overrides.ticket.subject", Some(2))
         );
+        assert!(syntax.column.is_some_and(|c| c > 1), "{syntax:?}");
         let unknown = problems
             .iter()
             .find(|p| p.field == "overrides.ticket.tags")
