@@ -635,7 +635,8 @@ fn scrub(detail: &str, ctx: &Value) -> String {
 }
 
 /// Prints values: `none` as nothing, and — in path templates — every printed value
-/// percent-encoded as one path segment.
+/// percent-encoded as one path segment (all but unreserved characters, so a value
+/// cannot close an OData key literal either); none or empty is an error there.
 fn format_value(
     out: &mut minijinja::Output,
     state: &mut minijinja::State,
@@ -644,12 +645,13 @@ fn format_value(
     if value.is_undefined() {
         return Err(Error::new(ErrorKind::UndefinedError, "printed"));
     }
-    if value.is_none() {
+    let in_path = *state.auto_escape() == AutoEscape::Custom(PATH_TEMPLATE.into());
+    if value.is_none() && !in_path {
         return Ok(());
     }
-    if *state.auto_escape() == AutoEscape::Custom(PATH_TEMPLATE.into()) {
+    if in_path {
         let text = text_of(value);
-        if text.is_empty() {
+        if text.is_empty() || value.is_none() {
             return Err(Error::new(
                 ErrorKind::InvalidOperation,
                 "an empty path segment",
@@ -657,9 +659,7 @@ fn format_value(
         }
         let mut encoded = String::with_capacity(text.len());
         for byte in text.bytes() {
-            if byte.is_ascii_alphanumeric()
-                || matches!(byte, b'-' | b'_' | b'.' | b'~' | b'\'' | b'(' | b')')
-            {
+            if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
                 encoded.push(char::from(byte));
             } else {
                 let _ = write!(encoded, "%{byte:02X}");
@@ -994,6 +994,17 @@ mod tests {
         req.path = "/contacts/{{ contact.crm_ids.x }}/notes".to_owned();
         let rendered = renderer.render_request(&req, &ctx()).unwrap();
         assert_eq!(rendered.path, "/contacts/..%2F..%2Fadmin%3Fx%3D1/notes");
+        req.path = "/ServiceRequestCollection('{{ contact.name }}')/x/{{ none }}".to_owned();
+        assert_eq!(
+            renderer.render_request(&req, &ctx()).unwrap_err().field,
+            "path"
+        );
+        req.path = "/ServiceRequestCollection('{{ contact.crm_ids.x ~ \"')(\" }}')".to_owned();
+        assert_eq!(
+            renderer.render_request(&req, &ctx()).unwrap().path,
+            "/ServiceRequestCollection('..%2F..%2Fadmin%3Fx%3D1%27%29%28')"
+        );
+        req.path = "/contacts/{{ contact.crm_ids.x }}/notes".to_owned();
         let mut dots = ctx();
         dots["contact"]["crm_ids"]["x"] = json!("..");
         assert_eq!(
