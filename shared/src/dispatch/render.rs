@@ -16,7 +16,7 @@
 //!   cannot add segments, a query or `..`; header values cannot hold line breaks;
 //! - error messages never carry setting values (settings may be secrets).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use minijinja::value::{Serde, Value as JinjaValue};
@@ -263,13 +263,7 @@ impl Renderer {
         answer: &Value,
         ctx: &mut Value,
     ) -> Result<Option<Value>, RenderError> {
-        let Some(Idempotency::Lookup {
-            found,
-            matcher,
-            into,
-            ..
-        }) = &req.idempotency
-        else {
+        let Some(Idempotency::Lookup { found, matcher, .. }) = &req.idempotency else {
             return Err(RenderError::new("idempotency", "not a lookup"));
         };
         let hit = match matcher {
@@ -287,6 +281,10 @@ impl Renderer {
                     }
                 };
                 let needle = self.render_text(needle, "idempotency.match", None, &jctx, &*ctx)?;
+                if needle.is_empty() {
+                    // Every item contains the empty string: that proves nothing.
+                    return Err(RenderError::new("idempotency.match", "renders empty"));
+                }
                 let items = answer
                     .pointer(&m.list)
                     .and_then(Value::as_array)
@@ -309,23 +307,17 @@ impl Renderer {
             }
         };
         let hit = hit.filter(|v| !v.is_null());
-        if let Some(value) = &hit {
-            let name = into.clone().or_else(|| {
-                (req.capture.len() == 1)
-                    .then(|| req.capture.keys().next().cloned())
-                    .flatten()
-            });
-            if let Some(name) = name {
-                set_capture(ctx, &name, value.clone());
-            }
+        if let Some(value) = &hit
+            && let Some(name) = req.lookup_capture()
+        {
+            set_capture(ctx, &name, value.clone());
         }
         Ok(hit)
     }
 
     /// Compiles a template without rendering it: the minijinja error on bad syntax.
-    pub(crate) fn compile(&self, source: &str) -> Result<BTreeSet<String>, Error> {
-        let template = self.env.template_from_str(source)?;
-        Ok(template.undeclared_variables(true).into_iter().collect())
+    pub(crate) fn compile(&self, source: &str) -> Result<(), Error> {
+        self.env.template_from_str(source).map(|_| ())
     }
 
     fn render_path(

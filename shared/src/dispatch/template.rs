@@ -148,6 +148,21 @@ pub struct RequestTemplate {
     pub idempotency: Option<Idempotency>,
 }
 
+impl RequestTemplate {
+    /// The capture a lookup's found id goes to: its `into`, else the request's only capture.
+    pub fn lookup_capture(&self) -> Option<String> {
+        match &self.idempotency {
+            Some(Idempotency::Lookup {
+                into: Some(name), ..
+            }) => Some(name.clone()),
+            Some(Idempotency::Lookup { into: None, .. }) if self.capture.len() == 1 => {
+                self.capture.keys().next().cloned()
+            }
+            _ => None,
+        }
+    }
+}
+
 /// How one effect stays exactly once under retries and redelivery.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -1109,18 +1124,9 @@ mod tests {
                             action.id
                         );
                     }
-                    if let Some(Idempotency::Lookup {
-                        found,
-                        into,
-                        matcher,
-                        ..
-                    }) = &req.idempotency
-                    {
+                    if let Some(Idempotency::Lookup { found, matcher, .. }) = &req.idempotency {
                         assert!(found.starts_with('/'));
-                        let target = into.clone().or_else(|| {
-                            (req.capture.len() == 1)
-                                .then(|| req.capture.keys().next().unwrap().clone())
-                        });
+                        let target = req.lookup_capture();
                         assert!(
                             target.is_some_and(|t| req.capture.contains_key(&t)),
                             "{}.{}.{}: where does the found id go?",
