@@ -568,10 +568,59 @@ pub fn validate_action_input(
         );
     }
     if problems.is_empty() {
+        // What the static checks cannot see (a comparison of a string with a number, a
+        // setting of the wrong type): render against a sample of every suited event.
+        if let Ok(merged) = action.with_overrides(overrides) {
+            problems.extend(sample_render_problems(&merged, settings));
+        }
+    }
+    if problems.is_empty() {
         Ok(())
     } else {
         Err(problems)
     }
+}
+
+/// Renders every request of an action against a sample of each event it suits, every
+/// capture set to a sample value: the first failure per event type.
+fn sample_render_problems(action: &Action, settings: &Map<String, Value>) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let connection = sample_connection("https://sample.example.com/api");
+    for event_type in &action.events {
+        let event = match serde_json::from_value::<EventType>(Value::String(event_type.clone())) {
+            Ok(kind) => sample_event(kind),
+            Err(_) => match sample_conduit_event(event_type) {
+                Some(event) => event,
+                None => continue,
+            },
+        };
+        let mut ctx = render_context(ContextParts {
+            event: &event,
+            action,
+            settings,
+            connection: &connection,
+            steps: &json!({}),
+            idempotency_key: "evt_sample:int_sample",
+        });
+        if !missing_required(action, &ctx).is_empty() {
+            continue;
+        }
+        for name in action.capture_names() {
+            ctx["captures"][name] = Value::String("sample-id".to_owned());
+        }
+        let failure = (0..action.requests.len())
+            .find_map(|i| CHECKER.render_action_request(action, i, &ctx).err())
+            .or_else(|| CHECKER.outputs(action, &ctx).err());
+        if let Some(e) = failure {
+            problems.push(Problem {
+                field: e.field,
+                message: format!("with a sample {event_type} event: {}", e.message),
+                line: e.line,
+                column: None,
+            });
+        }
+    }
+    problems
 }
 
 /// A tenant-defined request (the Custom API action).
@@ -1399,6 +1448,23 @@ mod tests {
                 .iter()
                 .any(|p| p.field == "overrides.ticket.subject.deeper"
                     && p.message.contains("not an object"))
+        );
+        // A type error only rendering finds.
+        let mut typed = Map::new();
+        typed.insert(
+            "ticket.priority".to_owned(),
+            json!("{{ 'high' if conversation.score + 'fifty' else 'low' }}"),
+        );
+        let problems = validate_action_input(action, &Map::new(), &typed).unwrap_err();
+        assert_eq!(
+            problems[0].field, "requests[0].body.ticket.priority",
+            "{problems:?}"
+        );
+        assert!(
+            problems[0]
+                .message
+                .starts_with("with a sample conversation_ended event"),
+            "{problems:?}"
         );
         // A body that is not an object (webhook's data is one expression) refuses new members.
         let webhook = catalogue()
