@@ -801,6 +801,20 @@ pub fn validate_custom_request(req: &CustomRequest) -> Result<RequestTemplate, V
         );
     }
     if problems.is_empty() {
+        // A sample conversation_ended event finds what only rendering can (types).
+        let action = Action {
+            id: "request".to_owned(),
+            title: String::new(),
+            description: String::new(),
+            events: vec!["conversation_ended".to_owned()],
+            requires: Vec::new(),
+            settings: Vec::new(),
+            requests: vec![template.clone()],
+            outputs: Outputs::default(),
+        };
+        problems.extend(sample_render_problems(&action, &Map::new()));
+    }
+    if problems.is_empty() {
         Ok(template)
     } else {
         Err(problems)
@@ -1514,6 +1528,11 @@ mod tests {
             "\"evt_01JEXAMPLE7Q:01JINTEGRATION0\"".to_owned()
         )));
         assert_eq!(rendered.body.unwrap()["seconds"], 312);
+
+        let mut typed = req.clone();
+        typed.body = Some(json!({"n": "{{ conversation.summary - 1 }}"}));
+        let problems = validate_custom_request(&typed).unwrap_err();
+        assert_eq!(problems[0].field, "requests[0].body.n", "{problems:?}");
 
         req.quote_key = false;
         req.path = "/v1/../admin".to_owned();
