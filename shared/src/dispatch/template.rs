@@ -833,7 +833,7 @@ fn check_path(path: &str, field: &str, problems: &mut Vec<Problem>) {
 }
 
 /// The names templates may read: the context schema plus an action's settings and captures.
-pub(crate) struct Known {
+struct Known {
     settings: BTreeSet<String>,
     captures: BTreeSet<String>,
 }
@@ -852,7 +852,7 @@ static EVENT_FIELDS: LazyLock<(BTreeSet<String>, BTreeSet<String>)> = LazyLock::
 });
 
 impl Known {
-    pub(crate) fn of(action: &Action) -> Self {
+    fn of(action: &Action) -> Self {
         Known {
             settings: action.settings.iter().map(|s| s.name.clone()).collect(),
             captures: action.capture_names(),
@@ -860,7 +860,7 @@ impl Known {
     }
 
     /// Whether a dotted path a template reads is in the context.
-    pub(crate) fn knows(&self, path: &str) -> bool {
+    fn knows(&self, path: &str) -> bool {
         let mut parts = path.split('.');
         let root = parts.next().unwrap_or_default();
         let second = parts.next();
@@ -884,7 +884,7 @@ impl Known {
 }
 
 /// Checks every string leaf of a template value: syntax and variables.
-pub(crate) fn check_templates(
+fn check_templates(
     template: &Value,
     field: &str,
     known: &Known,
