@@ -16,7 +16,7 @@
 //!   cannot add segments, a query or `..`; header values cannot hold line breaks;
 //! - error messages never carry setting values (settings may be secrets).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use minijinja::value::{Serde, Value as JinjaValue};
@@ -116,6 +116,9 @@ impl Renderer {
     pub fn new() -> Self {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
+        // The `debug` feature gives errors their position; debug mode would also copy
+        // every template's source and context into errors: off.
+        env.set_debug(false);
         env.set_fuel(Some(FUEL));
         env.set_recursion_limit(RECURSION_LIMIT);
         env.set_auto_escape_callback(|name| {
@@ -136,6 +139,7 @@ impl Renderer {
         env.add_filter("last_name", filter_last_name);
         env.add_filter("soql", filter_soql);
         env.add_filter("odata", filter_odata);
+        env.add_filter("html", filter_html);
         env.add_filter("origin", filter_origin);
         Renderer { env }
     }
@@ -205,6 +209,16 @@ impl Renderer {
     pub fn condition(&self, expr: &str, ctx: &Value) -> Result<bool, RenderError> {
         let jctx = JinjaValue::from(Serde(ctx));
         let value = self.eval(expr, "skip_if", &jctx, ctx)?;
+        if value.is_undefined() {
+            let missing = read_expression_paths(expr)
+                .into_iter()
+                .filter(|path| !path_present(ctx, path))
+                .collect::<Vec<_>>();
+            return Err(RenderError::new(
+                "skip_if",
+                format!("undefined: {}", missing.join(", ")),
+            ));
+        }
         Ok(value.is_true())
     }
 
@@ -249,13 +263,7 @@ impl Renderer {
         answer: &Value,
         ctx: &mut Value,
     ) -> Result<Option<Value>, RenderError> {
-        let Some(Idempotency::Lookup {
-            found,
-            matcher,
-            into,
-            ..
-        }) = &req.idempotency
-        else {
+        let Some(Idempotency::Lookup { found, matcher, .. }) = &req.idempotency else {
             return Err(RenderError::new("idempotency", "not a lookup"));
         };
         let hit = match matcher {
@@ -273,6 +281,10 @@ impl Renderer {
                     }
                 };
                 let needle = self.render_text(needle, "idempotency.match", None, &jctx, &*ctx)?;
+                if needle.is_empty() {
+                    // Every item contains the empty string: that proves nothing.
+                    return Err(RenderError::new("idempotency.match", "renders empty"));
+                }
                 let items = answer
                     .pointer(&m.list)
                     .and_then(Value::as_array)
@@ -295,23 +307,17 @@ impl Renderer {
             }
         };
         let hit = hit.filter(|v| !v.is_null());
-        if let Some(value) = &hit {
-            let name = into.clone().or_else(|| {
-                (req.capture.len() == 1)
-                    .then(|| req.capture.keys().next().cloned())
-                    .flatten()
-            });
-            if let Some(name) = name {
-                set_capture(ctx, &name, value.clone());
-            }
+        if let Some(value) = &hit
+            && let Some(name) = req.lookup_capture()
+        {
+            set_capture(ctx, &name, value.clone());
         }
         Ok(hit)
     }
 
     /// Compiles a template without rendering it: the minijinja error on bad syntax.
-    pub(crate) fn compile(&self, source: &str) -> Result<BTreeSet<String>, Error> {
-        let template = self.env.template_from_str(source)?;
-        Ok(template.undeclared_variables(true).into_iter().collect())
+    pub(crate) fn compile(&self, source: &str) -> Result<(), Error> {
+        self.env.template_from_str(source).map(|_| ())
     }
 
     fn render_path(
@@ -454,10 +460,10 @@ impl Renderer {
             Some(name) => self.env.template_from_named_str(name, source),
             None => self.env.template_from_str(source),
         };
-        let template = compiled.map_err(|e| engine_error(&e, field, source, ctx))?;
+        let template = compiled.map_err(|e| engine_error(&e, field, read_paths, source, ctx))?;
         let text = template
             .render(jctx.clone())
-            .map_err(|e| engine_error(&e, field, source, ctx))?;
+            .map_err(|e| engine_error(&e, field, read_paths, source, ctx))?;
         if text.chars().count() > MAX_LEAF_CHARS {
             return Err(too_long(field));
         }
@@ -474,10 +480,10 @@ impl Renderer {
         let compiled = self
             .env
             .compile_expression(expr)
-            .map_err(|e| engine_error(&e, field, expr, ctx))?;
+            .map_err(|e| engine_error(&e, field, read_expression_paths, expr, ctx))?;
         compiled
             .eval(jctx.clone())
-            .map_err(|e| engine_error(&e, field, expr, ctx))
+            .map_err(|e| engine_error(&e, field, read_expression_paths, expr, ctx))
     }
 }
 
@@ -539,10 +545,16 @@ fn text_of(value: &JinjaValue) -> String {
 
 /// Maps an engine error to a [`RenderError`] that names undefined paths and never
 /// carries a setting's value.
-fn engine_error(e: &Error, field: &str, source: &str, ctx: &Value) -> RenderError {
+fn engine_error(
+    e: &Error,
+    field: &str,
+    paths: fn(&str) -> Vec<String>,
+    source: &str,
+    ctx: &Value,
+) -> RenderError {
     let message = match e.kind() {
         ErrorKind::UndefinedError => {
-            let missing = read_paths(source)
+            let missing = paths(source)
                 .into_iter()
                 .filter(|path| !path_present(ctx, path))
                 .collect::<Vec<_>>();
@@ -565,17 +577,26 @@ fn engine_error(e: &Error, field: &str, source: &str, ctx: &Value) -> RenderErro
     }
 }
 
-/// The nested variable paths a template (or expression) reads, sorted.
+/// The nested variable paths a template reads, sorted.
 pub(crate) fn read_paths(source: &str) -> Vec<String> {
     let env = Environment::new();
-    let paths = match env.template_from_str(source) {
-        Ok(t) => t.undeclared_variables(true),
-        Err(_) => match env.compile_expression(source) {
-            Ok(e) => e.undeclared_variables(true),
-            Err(_) => Default::default(),
-        },
-    };
-    let mut paths: Vec<String> = paths.into_iter().collect();
+    sorted(
+        env.template_from_str(source)
+            .map(|t| t.undeclared_variables(true)),
+    )
+}
+
+/// The nested variable paths an expression reads, sorted.
+fn read_expression_paths(expr: &str) -> Vec<String> {
+    let env = Environment::new();
+    sorted(
+        env.compile_expression(expr)
+            .map(|e| e.undeclared_variables(true)),
+    )
+}
+
+fn sorted(paths: Result<std::collections::HashSet<String>, Error>) -> Vec<String> {
+    let mut paths: Vec<String> = paths.unwrap_or_default().into_iter().collect();
     paths.sort();
     paths
 }
@@ -606,7 +627,8 @@ fn scrub(detail: &str, ctx: &Value) -> String {
 }
 
 /// Prints values: `none` as nothing, and — in path templates — every printed value
-/// percent-encoded as one path segment.
+/// percent-encoded as one path segment (all but unreserved characters, so a value
+/// cannot close an OData key literal either); none or empty is an error there.
 fn format_value(
     out: &mut minijinja::Output,
     state: &mut minijinja::State,
@@ -615,12 +637,13 @@ fn format_value(
     if value.is_undefined() {
         return Err(Error::new(ErrorKind::UndefinedError, "printed"));
     }
-    if value.is_none() {
+    let in_path = *state.auto_escape() == AutoEscape::Custom(PATH_TEMPLATE.into());
+    if value.is_none() && !in_path {
         return Ok(());
     }
-    if *state.auto_escape() == AutoEscape::Custom(PATH_TEMPLATE.into()) {
+    if in_path {
         let text = text_of(value);
-        if text.is_empty() {
+        if text.is_empty() || value.is_none() {
             return Err(Error::new(
                 ErrorKind::InvalidOperation,
                 "an empty path segment",
@@ -628,9 +651,7 @@ fn format_value(
         }
         let mut encoded = String::with_capacity(text.len());
         for byte in text.bytes() {
-            if byte.is_ascii_alphanumeric()
-                || matches!(byte, b'-' | b'_' | b'.' | b'~' | b'\'' | b'(' | b')')
-            {
+            if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
                 encoded.push(char::from(byte));
             } else {
                 let _ = write!(encoded, "%{byte:02X}");
@@ -803,8 +824,313 @@ fn filter_odata(v: &JinjaValue) -> Result<JinjaValue, Error> {
     Ok(JinjaValue::from(text_of(v).replace('\'', "''")))
 }
 
+/// Escaped for HTML text and attributes (`&`, `<`, `>`, `"`, `'`); slashes stay.
+fn filter_html(v: &JinjaValue) -> JinjaValue {
+    if absent(v) {
+        return JinjaValue::from(());
+    }
+    let mut out = String::new();
+    for c in text_of(v).chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    JinjaValue::from(out)
+}
+
 /// `scheme://host[:port]` of a URL.
 fn filter_origin(v: &JinjaValue) -> Result<JinjaValue, Error> {
     let url = url::Url::parse(&text_of(v)).map_err(|_| invalid("not a URL"))?;
     Ok(JinjaValue::from(url.origin().ascii_serialization()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::dispatch::template::{LookupMatch, Outputs};
+
+    fn ctx() -> Value {
+        json!({
+            "type": "conversation_ended", "event_id": "evt_1", "tenant_id": "acme",
+            "occurred_at": "2026-12-05T10:00:00+10:00",
+            "conversation": {"id": "conv_9", "channel": "voice", "duration_seconds": 312,
+                "summary": "Broken \"}, \"admin\": true, {\" light"},
+            "contact": {"name": "Ada María Lovelace", "phone": "+61 2 5555 0100", "crm_ids": {"x": "../../admin?x=1"}},
+            "custom_fields": {}, "settings": {"token": "s3cr3t-value"},
+            "connection": {"api_base": "https://acme.example.test:8443/api/v2"},
+            "steps": {}, "captures": {}, "idempotency_key": "evt_1:int_1",
+        })
+    }
+
+    fn request(body: Value) -> RequestTemplate {
+        RequestTemplate {
+            name: "r".to_owned(),
+            method: "POST".to_owned(),
+            path: "/things".to_owned(),
+            query: BTreeMap::new(),
+            headers: BTreeMap::new(),
+            body: Some(body),
+            skip_if: None,
+            capture: BTreeMap::new(),
+            effect: true,
+            csrf: false,
+            idempotency: Some(Idempotency::Upsert),
+        }
+    }
+
+    fn render_body(body: Value) -> Result<Value, RenderError> {
+        Renderer::new()
+            .render_request(&request(body), &ctx())
+            .map(|r| r.body.unwrap())
+    }
+
+    #[test]
+    fn a_single_expression_keeps_its_type_and_text_stays_text() {
+        let body = render_body(json!({
+            "seconds": "{{ conversation.duration_seconds }}",
+            "minutes": "{{ conversation.duration_seconds // 60 }}",
+            "label": "{{ conversation.duration_seconds }}s",
+            "flag": "{{ conversation.channel == 'voice' }}",
+            "none": "{{ none }}",
+            "object": "{{ {'id': conversation.id} }}",
+            "literal": 7,
+            "list": ["{{ conversation.id }}", "x"],
+        }))
+        .unwrap();
+        assert_eq!(
+            body,
+            json!({"seconds": 312, "minutes": 5, "label": "312s", "flag": true, "none": null,
+                "object": {"id": "conv_9"}, "literal": 7, "list": ["conv_9", "x"]})
+        );
+    }
+
+    #[test]
+    fn event_text_cannot_break_out_of_its_string() {
+        let body = render_body(json!({"note": "Summary: {{ conversation.summary }}", "raw": "{{ conversation.summary }}"})).unwrap();
+        let summary = "Broken \"}, \"admin\": true, {\" light";
+        assert_eq!(body["note"], format!("Summary: {summary}"));
+        assert_eq!(body["raw"], summary);
+        assert_eq!(body.as_object().unwrap().len(), 2);
+        assert!(body.get("admin").is_none());
+    }
+
+    #[test]
+    fn strict_undefined_names_the_path() {
+        let err = render_body(json!({"subject": "Hello {{ contact.nmae }}"})).unwrap_err();
+        assert_eq!(err.field, "body.subject");
+        assert!(err.message.contains("contact.nmae"), "{err}");
+        let err = render_body(json!({"ticket": {"id": "{{ captures.ticket_id }}"}})).unwrap_err();
+        assert_eq!(err.field, "body.ticket.id");
+        assert!(err.message.contains("captures.ticket_id"), "{err}");
+        // An optional member is dropped instead.
+        let body = render_body(
+            json!({"email?": "{{ contact.email }}", "name?": "{{ contact.name }}", "empty?": ""}),
+        )
+        .unwrap();
+        assert_eq!(body, json!({"name": "Ada María Lovelace"}));
+    }
+
+    #[test]
+    fn hostile_templates_stop_with_an_error_not_a_hang() {
+        let started = Instant::now();
+        let endless = "{% for i in range(100000) %}{% for j in range(100000) %}{{ i }}{% endfor %}{% endfor %}";
+        let huge = "{{ 'x' * 50000000 }}";
+        let doubling = format!(
+            "{{% set a = 'x' * 1000 %}}{}{{{{ a|length }}}}",
+            "{% set a = a ~ a %}".repeat(40)
+        );
+        let nested = format!("{{{{ {}1{} }}}}", "(".repeat(400), ")".repeat(400));
+        for source in [endless, huge, doubling.as_str(), nested.as_str()] {
+            let err = render_body(json!({"x": format!("a{source}")})).unwrap_err();
+            assert_eq!(err.field, "body.x");
+            assert!(!err.message.is_empty());
+        }
+        // A leaf that is one expression is bounded the same way.
+        for expr in [
+            "{{ 'x' * 50000000 }}",
+            "{{ range(100000) | map('string') | join(',') * 1000 }}",
+        ] {
+            let err = render_body(json!({ "x": expr })).unwrap_err();
+            assert!(err.message.contains("fuel"), "{expr}: {err}");
+        }
+        let err = render_body(json!({"x": format!("a{endless}")})).unwrap_err();
+        assert!(err.message.contains("fuel"), "{err}");
+        // Within the fuel, the size caps hold.
+        let err = render_body(json!({"x": "{{ 'x' * 70000 }}"})).unwrap_err();
+        assert!(err.message.contains("longer than"), "{err}");
+        let leaves: Map<String, Value> = (0..6)
+            .map(|i| (format!("k{i}"), json!("{{ 'y' * 60000 }}")))
+            .collect();
+        let err = render_body(Value::Object(leaves)).unwrap_err();
+        assert!(err.message.contains("larger than"), "{err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn paths_encode_values_and_headers_refuse_line_breaks() {
+        let renderer = Renderer::new();
+        let mut req = request(json!({}));
+        req.path = "/contacts/{{ contact.crm_ids.x }}/notes".to_owned();
+        let rendered = renderer.render_request(&req, &ctx()).unwrap();
+        assert_eq!(rendered.path, "/contacts/..%2F..%2Fadmin%3Fx%3D1/notes");
+        req.path = "/ServiceRequestCollection('{{ contact.name }}')/x/{{ none }}".to_owned();
+        assert_eq!(
+            renderer.render_request(&req, &ctx()).unwrap_err().field,
+            "path"
+        );
+        req.path = "/ServiceRequestCollection('{{ contact.crm_ids.x ~ \"')(\" }}')".to_owned();
+        assert_eq!(
+            renderer.render_request(&req, &ctx()).unwrap().path,
+            "/ServiceRequestCollection('..%2F..%2Fadmin%3Fx%3D1%27%29%28')"
+        );
+        req.path = "/contacts/{{ contact.crm_ids.x }}/notes".to_owned();
+        let mut dots = ctx();
+        dots["contact"]["crm_ids"]["x"] = json!("..");
+        assert_eq!(
+            renderer.render_request(&req, &dots).unwrap_err().field,
+            "path"
+        );
+        req.path = "{{ connection.api_base }}".to_owned();
+        assert_eq!(
+            renderer.render_request(&req, &ctx()).unwrap_err().field,
+            "path"
+        );
+        req.path = "/x".to_owned();
+        req.headers.insert(
+            "X-Note".to_owned(),
+            "{{ conversation.summary }}\r\nX-Admin: 1".to_owned(),
+        );
+        assert_eq!(
+            renderer.render_request(&req, &ctx()).unwrap_err().field,
+            "headers.X-Note"
+        );
+        req.headers.clear();
+        req.query.insert(
+            "q".to_owned(),
+            "{{ conversation.duration_seconds }}".to_owned(),
+        );
+        req.query
+            .insert("email?".to_owned(), "{{ contact.email }}".to_owned());
+        assert_eq!(
+            renderer.render_request(&req, &ctx()).unwrap().query,
+            vec![("q".to_owned(), "312".to_owned())]
+        );
+    }
+
+    #[test]
+    fn errors_never_carry_setting_values() {
+        let err = render_body(json!({"n": "{{ settings.token | int }}"})).unwrap_err();
+        assert!(!err.to_string().contains("s3cr3t"), "{err}");
+    }
+
+    #[test]
+    fn filters() {
+        let body = render_body(json!({
+            "e164": "{{ contact.phone | e164 }}",
+            "first": "{{ contact.name | first_name }}",
+            "last": "{{ contact.name | last_name }}",
+            "cut": "{{ contact.name | truncate(8) }}",
+            "date": "{{ occurred_at | date('[year]-[month]-[day] [hour]:[minute]') }}",
+            "later": "{{ occurred_at | add_days(2) }}",
+            "mmss": "{{ conversation.duration_seconds | mmss }}",
+            "hhmm": "{{ 3720 | hhmm }}",
+            "soql": "{{ \"O'Brien\\\\\" | soql }}",
+            "odata": "{{ \"O'Brien\" | odata }}",
+            "html": "{{ '<b>\"Tom & Jerry\"</b>' | html }}",
+            "origin": "{{ connection.api_base | origin }}",
+        }))
+        .unwrap();
+        assert_eq!(
+            body,
+            json!({"e164": "+61255550100", "first": "Ada María", "last": "Lovelace", "cut": "Ada Mar…",
+                "date": "2026-12-05 00:00", "later": "2026-12-07T00:00:00Z", "mmss": "05:12", "hhmm": "01:02",
+                "soql": "O\\'Brien\\\\", "odata": "O''Brien",
+                "html": "&lt;b&gt;&quot;Tom &amp; Jerry&quot;&lt;/b&gt;", "origin": "https://acme.example.test:8443"})
+        );
+    }
+
+    #[test]
+    fn conditions_captures_lookups_and_outputs() {
+        let renderer = Renderer::new();
+        let mut c = ctx();
+        assert!(
+            !renderer
+                .condition("captures.contact_id is defined", &c)
+                .unwrap()
+        );
+        let err = renderer.condition("captures.contact_id", &c).unwrap_err();
+        assert!(err.message.contains("captures.contact_id"), "{err}");
+
+        let mut req = request(json!({}));
+        req.capture
+            .insert("contact_id".to_owned(), "/entities/0/id".to_owned());
+        req.capture.insert("absent".to_owned(), "/nope".to_owned());
+        renderer.capture(&req, &json!({"entities": [{"id": "c-1"}]}), &mut c);
+        assert_eq!(c["captures"], json!({"contact_id": "c-1"}));
+        assert!(
+            renderer
+                .condition("captures.contact_id is defined", &c)
+                .unwrap()
+        );
+
+        let lookup = RequestTemplate {
+            effect: false,
+            idempotency: None,
+            body: None,
+            ..request(json!({}))
+        };
+        let mut note = request(json!({}));
+        note.capture.insert("note_id".to_owned(), "/id".to_owned());
+        note.idempotency = Some(Idempotency::Lookup {
+            request: Box::new(lookup),
+            found: "/id".to_owned(),
+            matcher: Some(LookupMatch {
+                list: "/entities".to_owned(),
+                field: "/noteText".to_owned(),
+                contains: Some("Ref: {{ idempotency_key }}".to_owned()),
+                equals: None,
+            }),
+            into: None,
+        });
+        let other = json!({"entities": [{"id": 7, "noteText": "Ref: evt_0:int_1"}]});
+        assert_eq!(renderer.lookup_found(&note, &other, &mut c).unwrap(), None);
+        let answer = json!({"entities": [{"id": 7, "noteText": "x"}, {"id": 8, "noteText": "Summary\nRef: evt_1:int_1"}]});
+        assert_eq!(
+            renderer.lookup_found(&note, &answer, &mut c).unwrap(),
+            Some(json!(8))
+        );
+        assert_eq!(c["captures"]["note_id"], 8);
+
+        let action = Action {
+            id: "a".to_owned(),
+            title: String::new(),
+            description: String::new(),
+            events: vec![],
+            requires: vec![],
+            settings: vec![],
+            requests: vec![note],
+            outputs: Outputs {
+                id: Some("note_id".to_owned()),
+                url: Some(
+                    "{{ connection.api_base | origin }}/notes/{{ captures.note_id }}".to_owned(),
+                ),
+            },
+        };
+        let out = renderer.outputs(&action, &c).unwrap();
+        assert_eq!(out["id"], "8");
+        assert_eq!(out["url"], "https://acme.example.test:8443/notes/8");
+    }
 }

@@ -9,6 +9,20 @@
 //! events for `POST /v1/integrations/{id}/test`, and save-time validation of a
 //! tenant's settings, payload overrides and custom requests (positions, no values).
 //! Rendering itself is [`super::render`].
+//!
+//! How the engine runs one step (an integration's action) with these:
+//! 1. `missing_required(action, ctx)` empty, else the step fails permanently (named paths);
+//!    `ctx` from [`render_context`], with the action's overrides merged first
+//!    ([`Action::with_overrides`]).
+//! 2. For each request in order: skip it when `skip_if` is true
+//!    ([`Renderer::condition`]); render it ([`Renderer::render_action_request`]) once and
+//!    store the rendered request with the step state (a retry resends the same bytes);
+//!    send it (`csrf` first fetches SAP's token); on success
+//!    [`Renderer::capture`] the answer into `ctx.captures`.
+//! 3. After an unknown outcome (timeout, reset, 5xx after sending) of an effect:
+//!    `header` and `upsert` → resend as is; `lookup` → render and send its request, then
+//!    [`Renderer::lookup_found`]: `Some(id)` = done (the id is captured), `None` = resend.
+//! 4. [`Renderer::outputs`] gives `{id, url}` for `steps.<key>.outputs` of later steps.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::LazyLock;
@@ -132,6 +146,21 @@ pub struct RequestTemplate {
     /// How the effect stays exactly once (every effect has one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency: Option<Idempotency>,
+}
+
+impl RequestTemplate {
+    /// The capture a lookup's found id goes to: its `into`, else the request's only capture.
+    pub fn lookup_capture(&self) -> Option<String> {
+        match &self.idempotency {
+            Some(Idempotency::Lookup {
+                into: Some(name), ..
+            }) => Some(name.clone()),
+            Some(Idempotency::Lookup { into: None, .. }) if self.capture.len() == 1 => {
+                self.capture.keys().next().cloned()
+            }
+            _ => None,
+        }
+    }
 }
 
 /// How one effect stays exactly once under retries and redelivery.
@@ -539,10 +568,59 @@ pub fn validate_action_input(
         );
     }
     if problems.is_empty() {
+        // What the static checks cannot see (a comparison of a string with a number, a
+        // setting of the wrong type): render against a sample of every suited event.
+        if let Ok(merged) = action.with_overrides(overrides) {
+            problems.extend(sample_render_problems(&merged, settings));
+        }
+    }
+    if problems.is_empty() {
         Ok(())
     } else {
         Err(problems)
     }
+}
+
+/// Renders every request of an action against a sample of each event it suits, every
+/// capture set to a sample value: the first failure per event type.
+fn sample_render_problems(action: &Action, settings: &Map<String, Value>) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let connection = sample_connection("https://sample.example.com/api");
+    for event_type in &action.events {
+        let event = match serde_json::from_value::<EventType>(Value::String(event_type.clone())) {
+            Ok(kind) => sample_event(kind),
+            Err(_) => match sample_conduit_event(event_type) {
+                Some(event) => event,
+                None => continue,
+            },
+        };
+        let mut ctx = render_context(ContextParts {
+            event: &event,
+            action,
+            settings,
+            connection: &connection,
+            steps: &json!({}),
+            idempotency_key: "evt_sample:int_sample",
+        });
+        if !missing_required(action, &ctx).is_empty() {
+            continue;
+        }
+        for name in action.capture_names() {
+            ctx["captures"][name] = Value::String("sample-id".to_owned());
+        }
+        let failure = (0..action.requests.len())
+            .find_map(|i| CHECKER.render_action_request(action, i, &ctx).err())
+            .or_else(|| CHECKER.outputs(action, &ctx).err());
+        if let Some(e) = failure {
+            problems.push(Problem {
+                field: e.field,
+                message: format!("with a sample {event_type} event: {}", e.message),
+                line: e.line,
+                column: None,
+            });
+        }
+    }
+    problems
 }
 
 /// A tenant-defined request (the Custom API action).
@@ -723,6 +801,20 @@ pub fn validate_custom_request(req: &CustomRequest) -> Result<RequestTemplate, V
         );
     }
     if problems.is_empty() {
+        // A sample conversation_ended event finds what only rendering can (types).
+        let action = Action {
+            id: "request".to_owned(),
+            title: String::new(),
+            description: String::new(),
+            events: vec!["conversation_ended".to_owned()],
+            requires: Vec::new(),
+            settings: Vec::new(),
+            requests: vec![template.clone()],
+            outputs: Outputs::default(),
+        };
+        problems.extend(sample_render_problems(&action, &Map::new()));
+    }
+    if problems.is_empty() {
         Ok(template)
     } else {
         Err(problems)
@@ -741,7 +833,7 @@ fn check_path(path: &str, field: &str, problems: &mut Vec<Problem>) {
 }
 
 /// The names templates may read: the context schema plus an action's settings and captures.
-pub(crate) struct Known {
+struct Known {
     settings: BTreeSet<String>,
     captures: BTreeSet<String>,
 }
@@ -760,7 +852,7 @@ static EVENT_FIELDS: LazyLock<(BTreeSet<String>, BTreeSet<String>)> = LazyLock::
 });
 
 impl Known {
-    pub(crate) fn of(action: &Action) -> Self {
+    fn of(action: &Action) -> Self {
         Known {
             settings: action.settings.iter().map(|s| s.name.clone()).collect(),
             captures: action.capture_names(),
@@ -768,7 +860,7 @@ impl Known {
     }
 
     /// Whether a dotted path a template reads is in the context.
-    pub(crate) fn knows(&self, path: &str) -> bool {
+    fn knows(&self, path: &str) -> bool {
         let mut parts = path.split('.');
         let root = parts.next().unwrap_or_default();
         let second = parts.next();
@@ -792,7 +884,7 @@ impl Known {
 }
 
 /// Checks every string leaf of a template value: syntax and variables.
-pub(crate) fn check_templates(
+fn check_templates(
     template: &Value,
     field: &str,
     known: &Known,
@@ -846,8 +938,615 @@ fn check_template(source: &str, field: &str, known: &Known, problems: &mut Vec<P
     }
 }
 
-/// The line of a template error (the column needs minijinja's `debug` feature, which
-/// costs a copy of every template source; the line is enough to find it).
-fn position(_source: &str, e: &minijinja::Error) -> (Option<usize>, Option<usize>) {
-    (e.line(), None)
+/// The line and column (1-based, in characters) of a template error.
+fn position(source: &str, e: &minijinja::Error) -> (Option<usize>, Option<usize>) {
+    let column = e.range().and_then(|range| {
+        let before = source.get(..range.start)?;
+        Some(before.chars().rev().take_while(|c| *c != '\n').count() + 1)
+    });
+    (e.line(), column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dispatch::render::Renderer;
+
+    const PRODUCT_TYPES: [EventType; 5] = [
+        EventType::ConversationEnded,
+        EventType::ContactRequest,
+        EventType::Escalation,
+        EventType::LowScore,
+        EventType::KbSync,
+    ];
+
+    fn product_type(name: &str) -> Option<EventType> {
+        serde_json::from_value(Value::String(name.to_owned())).ok()
+    }
+
+    fn sample_for(name: &str) -> Value {
+        match product_type(name) {
+            Some(kind) => sample_event(kind),
+            None => sample_conduit_event(name).unwrap(),
+        }
+    }
+
+    /// Settings with every example and required value set.
+    fn example_settings(action: &Action) -> Map<String, Value> {
+        action
+            .settings
+            .iter()
+            .filter_map(|s| s.example.clone().map(|v| (s.name.clone(), v)))
+            .collect()
+    }
+
+    fn context(action: &Action, event: &Value, settings: &Map<String, Value>) -> Value {
+        render_context(ContextParts {
+            event,
+            action,
+            settings,
+            connection: &sample_connection("https://acme.example.test/api/v2"),
+            steps: &json!({"genesys_log_call": {"outputs": {"id": "note-77", "url": "https://x.test/n/77"}}}),
+            idempotency_key: "evt_01JEXAMPLE7Q:01JINTEGRATION0",
+        })
+    }
+
+    /// A provider answer that holds a value at every pointer given.
+    fn answer_with(pointers: &BTreeMap<String, String>) -> Value {
+        let mut answer = Value::Null;
+        for (name, pointer) in pointers {
+            let mut at = &mut answer;
+            for part in pointer.split('/').skip(1) {
+                at = match part.parse::<usize>() {
+                    Ok(i) => {
+                        if !at.is_array() {
+                            *at = Value::Array(Vec::new());
+                        }
+                        let items = at.as_array_mut().unwrap();
+                        while items.len() <= i {
+                            items.push(Value::Null);
+                        }
+                        &mut items[i]
+                    }
+                    Err(_) => {
+                        if !at.is_object() {
+                            *at = Value::Object(Map::new());
+                        }
+                        at.as_object_mut()
+                            .unwrap()
+                            .entry(part.to_owned())
+                            .or_insert(Value::Null)
+                    }
+                };
+            }
+            *at = Value::String(format!("{name}-1"));
+        }
+        answer
+    }
+
+    /// Runs an action's requests as the engine would, with answers that either hold
+    /// every capture (`found`) or only the effects' captures (searches find nothing).
+    fn run(
+        renderer: &Renderer,
+        action: &Action,
+        mut ctx: Value,
+        found: bool,
+    ) -> Vec<RenderedRequestSummary> {
+        let mut sent = Vec::new();
+        for (i, req) in action.requests.iter().enumerate() {
+            let place = format!("{}[{i}]", action.id);
+            if let Some(expr) = &req.skip_if
+                && renderer
+                    .condition(expr, &ctx)
+                    .unwrap_or_else(|e| panic!("{place}: {e}"))
+            {
+                continue;
+            }
+            let rendered = renderer
+                .render_action_request(action, i, &ctx)
+                .unwrap_or_else(|e| panic!("{place}: {e}"));
+            assert!(
+                rendered.path.is_empty() || rendered.path.starts_with('/'),
+                "{place}: {}",
+                rendered.path
+            );
+            if req.effect {
+                match req
+                    .idempotency
+                    .as_ref()
+                    .unwrap_or_else(|| panic!("{place}: an effect without idempotency"))
+                {
+                    Idempotency::Header { name } => {
+                        assert!(
+                            rendered
+                                .headers
+                                .iter()
+                                .any(|(h, v)| h == name && !v.is_empty()),
+                            "{place}: no {name}"
+                        );
+                    }
+                    Idempotency::Upsert => {}
+                    Idempotency::Lookup { request, .. } => {
+                        let lookup = renderer
+                            .render_request(request, &ctx)
+                            .unwrap_or_else(|e| panic!("{place} lookup: {e}"));
+                        assert!(
+                            lookup.path.starts_with('/'),
+                            "{place} lookup: {}",
+                            lookup.path
+                        );
+                        assert!(!lookup.effect, "{place}: a lookup has no effect");
+                        // An empty answer: the effect did not happen.
+                        let mut scratch = ctx.clone();
+                        assert_eq!(
+                            renderer
+                                .lookup_found(req, &json!({}), &mut scratch)
+                                .unwrap(),
+                            None,
+                            "{place}"
+                        );
+                    }
+                }
+            }
+            sent.push(RenderedRequestSummary {
+                name: req.name.clone(),
+                effect: rendered.effect,
+            });
+            if found || req.effect {
+                renderer.capture(req, &answer_with(&req.capture), &mut ctx);
+            }
+        }
+        let outputs = renderer
+            .outputs(action, &ctx)
+            .unwrap_or_else(|e| panic!("{} outputs: {e}", action.id));
+        if action.outputs.id.is_some() {
+            assert!(outputs.contains_key("id"), "{}: no id output", action.id);
+        }
+        sent
+    }
+
+    /// What was sent, for the tests' own checks.
+    #[derive(Debug)]
+    #[allow(dead_code)] // `name` shows in assertion messages.
+    struct RenderedRequestSummary {
+        name: String,
+        effect: bool,
+    }
+
+    #[test]
+    fn embedded_json_reads_as_the_yaml_source() {
+        let from_yaml: TemplateCatalogue =
+            serde_yaml_ng::from_str(include_str!("../../integration-templates.yaml")).unwrap();
+        assert_eq!(
+            serde_json::to_value(&from_yaml).unwrap(),
+            serde_json::to_value(catalogue()).unwrap()
+        );
+        assert!(catalogue().iter().count() >= 13);
+        for provider in [
+            "genesys",
+            "technologyone",
+            "sap",
+            "salesforce",
+            "dynamics365",
+            "zendesk",
+            "freshdesk",
+            "hubspot",
+            "pipedrive",
+            "zoho",
+            "chatwoot",
+            "custom_api",
+            "webhook",
+        ] {
+            assert!(catalogue().get(provider).is_some(), "{provider}");
+        }
+        assert!(
+            catalogue()
+                .get("genesys")
+                .unwrap()
+                .action("log_call")
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn the_catalogue_is_consistent() {
+        let providers = crate::providers::Catalogue::get().unwrap();
+        for p in catalogue().iter() {
+            assert!(
+                p.provider == "webhook" || providers.providers.iter().any(|c| c.id == p.provider),
+                "{} is not in providers.yaml",
+                p.provider
+            );
+            let mut ids = BTreeSet::new();
+            for action in &p.actions {
+                assert!(ids.insert(&action.id), "{}.{} twice", p.provider, action.id);
+                assert!(!action.events.is_empty(), "{}.{}", p.provider, action.id);
+                for event in &action.events {
+                    assert!(
+                        product_type(event).is_some() || CONDUIT_EVENTS.contains(&event.as_str()),
+                        "{}.{}: unknown event {event}",
+                        p.provider,
+                        action.id
+                    );
+                }
+                if let Some(id) = &action.outputs.id {
+                    assert!(
+                        action.capture_names().contains(id),
+                        "{}.{}: output {id} is no capture",
+                        p.provider,
+                        action.id
+                    );
+                }
+                for req in &action.requests {
+                    assert!(http::Method::from_bytes(req.method.as_bytes()).is_ok());
+                    for pointer in req.capture.values() {
+                        assert!(
+                            pointer.starts_with('/'),
+                            "{}.{}: {pointer}",
+                            p.provider,
+                            action.id
+                        );
+                    }
+                    if let Some(Idempotency::Lookup { found, matcher, .. }) = &req.idempotency {
+                        assert!(found.starts_with('/'));
+                        let target = req.lookup_capture();
+                        assert!(
+                            target.is_some_and(|t| req.capture.contains_key(&t)),
+                            "{}.{}.{}: where does the found id go?",
+                            p.provider,
+                            action.id,
+                            req.name
+                        );
+                        if let Some(m) = matcher {
+                            assert!(m.contains.is_some() != m.equals.is_some());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_template_reads_only_the_context() {
+        for p in catalogue().iter() {
+            for action in &p.actions {
+                let known = Known::of(action);
+                let mut problems = Vec::new();
+                for (i, req) in action.requests.iter().enumerate() {
+                    let at = format!("{}.{}.requests[{i}]", p.provider, action.id);
+                    check_templates(
+                        &serde_json::to_value(req).unwrap(),
+                        &at,
+                        &known,
+                        &mut problems,
+                    );
+                    if let Some(expr) = &req.skip_if {
+                        check_templates(
+                            &Value::String(format!("{{{{ {expr} }}}}")),
+                            &at,
+                            &known,
+                            &mut problems,
+                        );
+                    }
+                }
+                if let Some(url) = &action.outputs.url {
+                    check_templates(
+                        &Value::String(url.clone()),
+                        "outputs.url",
+                        &known,
+                        &mut problems,
+                    );
+                }
+                assert!(problems.is_empty(), "{problems:#?}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_action_renders_for_every_event_it_suits() {
+        let renderer = Renderer::new();
+        let mut rendered = 0;
+        for p in catalogue().iter() {
+            for action in &p.actions {
+                let settings = example_settings(action);
+                for event_type in &action.events {
+                    let event = sample_for(event_type);
+                    let ctx = context(action, &event, &settings);
+                    assert_eq!(
+                        missing_required(action, &ctx),
+                        Vec::<String>::new(),
+                        "{}.{} {event_type}",
+                        p.provider,
+                        action.id
+                    );
+                    let found = run(&renderer, action, ctx.clone(), true);
+                    let missed = run(&renderer, action, ctx, false);
+                    assert!(
+                        found.iter().any(|r| r.effect) || missed.iter().any(|r| r.effect),
+                        "{}.{}",
+                        p.provider,
+                        action.id
+                    );
+                    // When a search misses, the create runs.
+                    assert!(
+                        missed.len() >= found.len(),
+                        "{}.{}: {missed:?} {found:?}",
+                        p.provider,
+                        action.id
+                    );
+                    rendered += 1;
+                }
+            }
+        }
+        assert!(rendered > 100, "{rendered}");
+    }
+
+    #[test]
+    fn sparse_events_render_or_name_what_is_missing() {
+        // Only the required fields: no contact, no times, no summary.
+        let renderer = Renderer::new();
+        for kind in PRODUCT_TYPES {
+            let mut event = json!({"schema_version": 1, "type": kind, "event_id": "e1", "tenant_id": "acme",
+                "occurred_at": "2026-12-05T10:00:00Z"});
+            if kind != EventType::KbSync {
+                event["conversation"] = json!({"id": "c1", "channel": "chat"});
+            }
+            if kind == EventType::LowScore {
+                event["conversation"]["score"] = json!(12);
+            }
+            ProductEvent::parse(&event).unwrap();
+            let event_type = serde_json::to_value(kind).unwrap();
+            for p in catalogue().iter() {
+                for action in p
+                    .actions
+                    .iter()
+                    .filter(|a| a.suits(event_type.as_str().unwrap()))
+                {
+                    let ctx = context(action, &event, &example_settings(action));
+                    if missing_required(action, &ctx).is_empty() {
+                        run(&renderer, action, ctx, false);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sample_events_parse_and_requires_are_checked() {
+        for kind in PRODUCT_TYPES {
+            let event = ProductEvent::parse(&sample_event(kind)).unwrap();
+            assert_eq!(event.kind, kind);
+        }
+        for name in CONDUIT_EVENTS {
+            assert_eq!(sample_conduit_event(name).unwrap()["type"], name);
+        }
+        assert!(sample_conduit_event("nope").is_none());
+        let action = catalogue()
+            .get("salesforce")
+            .unwrap()
+            .action("add_note")
+            .unwrap();
+        let mut event = sample_event(EventType::ConversationEnded);
+        event["contact"]["crm_ids"] = json!({});
+        let ctx = context(action, &event, &Map::new());
+        assert_eq!(
+            missing_required(action, &ctx),
+            vec!["contact.crm_ids.salesforce"]
+        );
+        let action = catalogue()
+            .get("zendesk")
+            .unwrap()
+            .action("sync_contact")
+            .unwrap();
+        event["contact"] = json!({"phone": "+61412345678"});
+        assert!(missing_required(action, &context(action, &event, &Map::new())).is_empty());
+    }
+
+    #[test]
+    fn settings_defaults_fill_in_and_tenant_values_win() {
+        let action = catalogue()
+            .get("zendesk")
+            .unwrap()
+            .action("create_ticket")
+            .unwrap();
+        let event = sample_event(EventType::Escalation);
+        let ctx = context(action, &event, &Map::new());
+        assert_eq!(ctx["settings"]["priority"], "normal");
+        let mut settings = Map::new();
+        settings.insert("priority".to_owned(), json!("urgent"));
+        let ctx = context(action, &event, &settings);
+        let req = Renderer::new()
+            .render_action_request(action, 0, &ctx)
+            .unwrap();
+        let body = req.body.unwrap();
+        assert_eq!(body["ticket"]["priority"], "urgent");
+        assert_eq!(
+            body["ticket"]["external_id"],
+            "evt_01JEXAMPLE7Q:01JINTEGRATION0"
+        );
+        assert_eq!(body["ticket"]["comment"]["public"], false);
+        assert!(
+            body["ticket"]["comment"]["body"]
+                .as_str()
+                .unwrap()
+                .ends_with("Ref: evt_01JEXAMPLE7Q:01JINTEGRATION0")
+        );
+        assert_eq!(
+            req.headers,
+            vec![(
+                "Idempotency-Key".to_owned(),
+                "evt_01JEXAMPLE7Q:01JINTEGRATION0".to_owned()
+            )]
+        );
+    }
+
+    #[test]
+    fn validation_names_settings_without_their_values() {
+        let action = catalogue()
+            .get("genesys")
+            .unwrap()
+            .action("create_task")
+            .unwrap();
+        let mut settings = Map::new();
+        settings.insert("api_secret".to_owned(), json!("hunter2-secret"));
+        let problems = validate_action_input(action, &settings, &Map::new()).unwrap_err();
+        let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(fields, ["settings.api_secret", "settings.queue_id"]);
+        assert!(
+            !serde_json::to_string(&problems)
+                .unwrap()
+                .contains("hunter2")
+        );
+        settings.clear();
+        settings.insert("queue_id".to_owned(), json!("q-1"));
+        assert_eq!(
+            validate_action_input(action, &settings, &Map::new()),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn overrides_are_checked_with_lines_and_merged_into_the_body() {
+        let action = catalogue()
+            .get("zendesk")
+            .unwrap()
+            .action("create_ticket")
+            .unwrap();
+        let mut overrides = Map::new();
+        overrides.insert(
+            "ticket.subject".to_owned(),
+            json!("Call with {{ contact.name }}"),
+        );
+        overrides.insert(
+            "ticket.priority".to_owned(),
+            json!("{{ 'high' if conversation.score < 50 else settings.priority }}"),
+        );
+        assert_eq!(
+            validate_action_input(action, &Map::new(), &overrides),
+            Ok(())
+        );
+        let merged = action.with_overrides(&overrides).unwrap();
+        let ctx = context(&merged, &sample_event(EventType::LowScore), &Map::new());
+        let body = Renderer::new()
+            .render_action_request(&merged, 0, &ctx)
+            .unwrap()
+            .body
+            .unwrap();
+        assert_eq!(body["ticket"]["subject"], "Call with Jane Citizen");
+        assert_eq!(body["ticket"]["priority"], "high");
+
+        let mut bad = Map::new();
+        bad.insert(
+            "ticket.subject".to_owned(),
+            json!("Line one\nLine two {{ contact.name "),
+        );
+        bad.insert("ticket.tags".to_owned(), json!("{{ contact.shoe_size }}"));
+        bad.insert("ticket.subject.deeper".to_owned(), json!("x"));
+        let problems = validate_action_input(action, &Map::new(), &bad).unwrap_err();
+        let syntax = problems
+            .iter()
+            .find(|p| p.message.starts_with("template syntax"))
+            .unwrap();
+        assert_eq!(
+            (syntax.field.as_str(), syntax.line),
+            ("overrides.ticket.subject", Some(2))
+        );
+        assert!(syntax.column.is_some_and(|c| c > 1), "{syntax:?}");
+        let unknown = problems
+            .iter()
+            .find(|p| p.field == "overrides.ticket.tags")
+            .unwrap();
+        assert!(unknown.message.contains("contact.shoe_size"), "{unknown:?}");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.field == "overrides.ticket.subject.deeper"
+                    && p.message.contains("not an object"))
+        );
+        // A type error only rendering finds.
+        let mut typed = Map::new();
+        typed.insert(
+            "ticket.priority".to_owned(),
+            json!("{{ 'high' if conversation.score + 'fifty' else 'low' }}"),
+        );
+        let problems = validate_action_input(action, &Map::new(), &typed).unwrap_err();
+        assert_eq!(
+            problems[0].field, "requests[0].body.ticket.priority",
+            "{problems:?}"
+        );
+        assert!(
+            problems[0]
+                .message
+                .starts_with("with a sample conversation_ended event"),
+            "{problems:?}"
+        );
+        // A body that is not an object (webhook's data is one expression) refuses new members.
+        let webhook = catalogue()
+            .get("webhook")
+            .unwrap()
+            .action("deliver")
+            .unwrap();
+        let mut into_data = Map::new();
+        into_data.insert("data.extra".to_owned(), json!("x"));
+        assert!(webhook.with_overrides(&into_data).is_err());
+    }
+
+    #[test]
+    fn custom_requests_are_checked_and_carry_the_idempotency_key() {
+        let mut req: CustomRequest = serde_json::from_value(json!({
+            "method": "post", "path": "/v1/cases/{{ conversation.id }}",
+            "headers": {"X-Source": "conduit {{ tenant_id }}"},
+            "body": {"summary": "{{ conversation.summary }}", "seconds": "{{ conversation.duration_seconds }}"},
+            "outputs": {"id": "/case/id"}
+        })).unwrap();
+        let template = validate_custom_request(&req).unwrap();
+        assert_eq!(template.method, "POST");
+        let action = Action {
+            id: "request".to_owned(),
+            title: String::new(),
+            description: String::new(),
+            events: vec!["conversation_ended".to_owned()],
+            requires: vec![],
+            settings: vec![],
+            requests: vec![template],
+            outputs: Outputs {
+                id: Some("id".to_owned()),
+                url: None,
+            },
+        };
+        let ctx = context(
+            &action,
+            &sample_event(EventType::ConversationEnded),
+            &Map::new(),
+        );
+        let rendered = Renderer::new()
+            .render_action_request(&action, 0, &ctx)
+            .unwrap();
+        assert_eq!(rendered.path, "/v1/cases/conv_8f2c");
+        assert!(rendered.headers.contains(&(
+            "Idempotency-Key".to_owned(),
+            "\"evt_01JEXAMPLE7Q:01JINTEGRATION0\"".to_owned()
+        )));
+        assert_eq!(rendered.body.unwrap()["seconds"], 312);
+
+        let mut typed = req.clone();
+        typed.body = Some(json!({"n": "{{ conversation.summary - 1 }}"}));
+        let problems = validate_custom_request(&typed).unwrap_err();
+        assert_eq!(problems[0].field, "requests[0].body.n", "{problems:?}");
+
+        req.quote_key = false;
+        req.path = "/v1/../admin".to_owned();
+        req.method = "TRACE".to_owned();
+        req.headers.insert(
+            "Authorization".to_owned(),
+            "Bearer {{ settings.token }}".to_owned(),
+        );
+        req.body = Some(json!({"x": "{% for %}"}));
+        let problems = validate_custom_request(&req).unwrap_err();
+        let fields: BTreeSet<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            BTreeSet::from(["method", "path", "headers.Authorization", "body.x"])
+        );
+    }
 }
