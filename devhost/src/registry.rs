@@ -97,7 +97,10 @@ impl FunctionRegistry {
             .register_event("sync-trigger", event_handler!(sync_trigger::handle_event))
             .register_event("sync-worker", event_handler!(sync_worker::handle_event))
             .register("integrations", handler!(integrations::handle))
-            .register_event("event-dispatch", event_handler!(event_dispatch::handle_event))
+            .register_event(
+                "event-dispatch",
+                event_handler!(event_dispatch::handle_event),
+            )
     }
 
     /// Registers `handler` for the binary `binary` (replacing any earlier one).

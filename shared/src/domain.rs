@@ -286,7 +286,11 @@ impl DispatchId {
         random[6..].copy_from_slice(&digest[..10]);
         let ms = (occurred_at.unix_timestamp_nanos() / 1_000_000).clamp(0, (1i128 << 48) - 1);
         let ulid = ulid::Ulid::from_parts(ms as u64, u128::from_be_bytes(random));
-        Self(format!("{}_{}", Self::PREFIX, ulid.to_string().to_lowercase()))
+        Self(format!(
+            "{}_{}",
+            Self::PREFIX,
+            ulid.to_string().to_lowercase()
+        ))
     }
 }
 

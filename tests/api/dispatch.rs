@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use conduit::dispatch::webhook;
+use scenarios::{Role, TestApp};
 use serde_json::{Value, json};
-use tests::{Role, TestApp};
 
 /// One delivery as the receiver got it.
 #[derive(Debug, Clone)]
@@ -46,8 +46,11 @@ impl Receiver {
                                 .unwrap_or_default()
                                 .to_owned()
                         };
-                        let (id, ts, sig) =
-                            (h("webhook-id"), h("webhook-timestamp"), h("webhook-signature"));
+                        let (id, ts, sig) = (
+                            h("webhook-id"),
+                            h("webhook-timestamp"),
+                            h("webhook-signature"),
+                        );
                         let secrets = state.secrets.lock().unwrap().clone();
                         let verified = secrets.iter().any(|s| {
                             let key = webhook::parse_secret(s).unwrap();
@@ -190,7 +193,12 @@ async fn a_chain_runs_in_priority_order_with_signed_deliveries_and_once_per_step
 
     // No secret in any answer or log line.
     let (_, one) = app.get(&format!("/v1/integrations/{first}"), &admin).await;
-    for text in [one.to_string(), list.to_string(), logs.to_string(), app.logs()] {
+    for text in [
+        one.to_string(),
+        list.to_string(),
+        logs.to_string(),
+        app.logs(),
+    ] {
         assert!(!text.contains(&s1) && !text.contains(&s2));
     }
 }
@@ -223,8 +231,18 @@ async fn low_score_thresholds_and_assistant_settings_choose_the_chain() {
     .await;
     rx.secrets.lock().unwrap().extend([s1, s2]);
 
-    let d = dispatched(&app, &admin, event(&tenant, "evt_low_1", "low_score", Some(50.0), None)).await;
-    let ran: Vec<&str> = d["steps"].as_array().unwrap().iter().map(|s| s["integration_id"].as_str().unwrap()).collect();
+    let d = dispatched(
+        &app,
+        &admin,
+        event(&tenant, "evt_low_1", "low_score", Some(50.0), None),
+    )
+    .await;
+    let ran: Vec<&str> = d["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["integration_id"].as_str().unwrap())
+        .collect();
     assert_eq!(ran, [other.as_str()], "a score of 50 is below 60 only");
 
     // One assistant turns `other` off and `low` first; another assistant keeps the defaults.
@@ -237,15 +255,46 @@ async fn low_score_thresholds_and_assistant_settings_choose_the_chain() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    let d = dispatched(&app, &admin, event(&tenant, "evt_low_2", "low_score", Some(10.0), Some("asst_front"))).await;
-    let ran: Vec<&str> = d["steps"].as_array().unwrap().iter().map(|s| s["integration_id"].as_str().unwrap()).collect();
+    let d = dispatched(
+        &app,
+        &admin,
+        event(
+            &tenant,
+            "evt_low_2",
+            "low_score",
+            Some(10.0),
+            Some("asst_front"),
+        ),
+    )
+    .await;
+    let ran: Vec<&str> = d["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["integration_id"].as_str().unwrap())
+        .collect();
     assert_eq!(ran, [low.as_str()]);
-    let d = dispatched(&app, &admin, event(&tenant, "evt_low_3", "low_score", Some(10.0), Some("asst_back"))).await;
+    let d = dispatched(
+        &app,
+        &admin,
+        event(
+            &tenant,
+            "evt_low_3",
+            "low_score",
+            Some(10.0),
+            Some("asst_back"),
+        ),
+    )
+    .await;
     assert_eq!(d["steps"].as_array().unwrap().len(), 2);
-    let (status, view) = app.get("/v1/assistants/asst_front/integrations", &admin).await;
+    let (status, view) = app
+        .get("/v1/assistants/asst_front/integrations", &admin)
+        .await;
     assert_eq!(status, 200);
     assert_eq!(view["uses_defaults"], false);
-    let (_, view) = app.get("/v1/assistants/asst_back/integrations", &admin).await;
+    let (_, view) = app
+        .get("/v1/assistants/asst_back/integrations", &admin)
+        .await;
     assert_eq!(view["uses_defaults"], true);
 }
 
@@ -256,13 +305,27 @@ async fn a_failing_step_is_retried_then_continues_or_stops_the_chain() {
     let admin = app.token(&tenant, Role::Admin);
     let (rx, url) = Receiver::start().await;
     let ended = json!({"event": "conversation_ended"});
-    let (a, s1) = webhook_integration(&app, &admin, "a", 10, &url, ended.clone(), json!({"on_failure": "continue"})).await;
+    let (a, s1) = webhook_integration(
+        &app,
+        &admin,
+        "a",
+        10,
+        &url,
+        ended.clone(),
+        json!({"on_failure": "continue"}),
+    )
+    .await;
     let (_b, s2) = webhook_integration(&app, &admin, "b", 20, &url, ended, json!({})).await;
     rx.secrets.lock().unwrap().extend([s1, s2]);
 
     // The first step's endpoint fails both attempts (a 500, then a 503): the chain goes on.
     rx.plan.lock().unwrap().extend([500, 500]);
-    let d = dispatched(&app, &admin, event(&tenant, "evt_fail_1", "conversation_ended", None, None)).await;
+    let d = dispatched(
+        &app,
+        &admin,
+        event(&tenant, "evt_fail_1", "conversation_ended", None, None),
+    )
+    .await;
     assert_eq!(d["status"], "partial", "{d}");
     assert_eq!(d["steps"][0]["status"], "failed");
     assert_eq!(d["steps"][0]["attempts"], 2);
@@ -275,17 +338,30 @@ async fn a_failing_step_is_retried_then_continues_or_stops_the_chain() {
 
     // Retry: only the failed step runs again.
     let id = d["id"].as_str().unwrap();
-    let (status, body) = app.post(&format!("/v1/dispatches/{id}/retry"), &admin, json!({})).await;
+    let (status, body) = app
+        .post(&format!("/v1/dispatches/{id}/retry"), &admin, json!({}))
+        .await;
     assert_eq!(status, 202, "{body}");
     let d = settled(&app, &admin, id).await;
     assert_eq!(d["status"], "succeeded", "{d}");
     assert_eq!(rx.deliveries().len(), 4);
 
     // With stop, a failure skips the rest.
-    let (status, _) = app.patch(&format!("/v1/integrations/{a}"), &admin, json!({"on_failure": "stop"})).await;
+    let (status, _) = app
+        .patch(
+            &format!("/v1/integrations/{a}"),
+            &admin,
+            json!({"on_failure": "stop"}),
+        )
+        .await;
     assert_eq!(status, 200);
     rx.plan.lock().unwrap().extend([400, 400]);
-    let d = dispatched(&app, &admin, event(&tenant, "evt_fail_2", "conversation_ended", None, None)).await;
+    let d = dispatched(
+        &app,
+        &admin,
+        event(&tenant, "evt_fail_2", "conversation_ended", None, None),
+    )
+    .await;
     assert_eq!(d["status"], "failed", "{d}");
     assert_eq!(d["steps"][1]["status"], "skipped");
 }
@@ -298,18 +374,47 @@ async fn tenants_are_isolated_and_members_only_read() {
     let admin_b = app.token(&b, Role::Admin);
     let member_a = app.token(&a, Role::Member);
     let (rx, url) = Receiver::start().await;
-    let (id, secret) = webhook_integration(&app, &admin_a, "a's", 10, &url, json!({"event": "escalation"}), json!({})).await;
+    let (id, secret) = webhook_integration(
+        &app,
+        &admin_a,
+        "a's",
+        10,
+        &url,
+        json!({"event": "escalation"}),
+        json!({}),
+    )
+    .await;
     rx.secrets.lock().unwrap().push(secret);
 
     let (status, _) = app.get(&format!("/v1/integrations/{id}"), &admin_b).await;
     assert_eq!(status, 404);
     // B's escalation never runs A's integration (B has one of its own to be known).
-    let (_, _) = webhook_integration(&app, &admin_b, "b's", 10, &url, json!({"event": "kb_sync"}), json!({})).await;
-    let d = dispatched(&app, &admin_b, event(&b, "evt_iso_1", "escalation", None, None)).await;
+    let (_, _) = webhook_integration(
+        &app,
+        &admin_b,
+        "b's",
+        10,
+        &url,
+        json!({"event": "kb_sync"}),
+        json!({}),
+    )
+    .await;
+    let d = dispatched(
+        &app,
+        &admin_b,
+        event(&b, "evt_iso_1", "escalation", None, None),
+    )
+    .await;
     assert_eq!(d["steps"], json!([]));
     assert!(rx.deliveries().is_empty());
     // An event naming another tenant is refused.
-    let (status, _) = app.post("/v1/events", &admin_b, event(&a, "evt_iso_2", "escalation", None, None)).await;
+    let (status, _) = app
+        .post(
+            "/v1/events",
+            &admin_b,
+            event(&a, "evt_iso_2", "escalation", None, None),
+        )
+        .await;
     assert_eq!(status, 400);
 
     let (status, _) = app.get("/v1/integrations", &member_a).await;
@@ -317,8 +422,16 @@ async fn tenants_are_isolated_and_members_only_read() {
     for (method, path, body) in [
         ("POST", "/v1/integrations".to_owned(), Some(json!({}))),
         ("DELETE", format!("/v1/integrations/{id}"), None),
-        ("POST", "/v1/events".to_owned(), Some(event(&a, "e", "escalation", None, None))),
-        ("PUT", "/v1/assistants/x/integrations".to_owned(), Some(json!({"integrations": {}}))),
+        (
+            "POST",
+            "/v1/events".to_owned(),
+            Some(event(&a, "e", "escalation", None, None)),
+        ),
+        (
+            "PUT",
+            "/v1/assistants/x/integrations".to_owned(),
+            Some(json!({"integrations": {}})),
+        ),
     ] {
         let (status, _) = app.send(method, &path, &member_a, body).await;
         assert_eq!(status, 403, "{method} {path}");
@@ -340,10 +453,21 @@ async fn invalid_integrations_are_refused_with_their_positions() {
         )
         .await;
     assert_eq!(status, 400, "{body}");
-    let fields: Vec<&str> = body["details"].as_array().unwrap().iter().map(|d| d["field"].as_str().unwrap()).collect();
-    assert!(fields.contains(&"triggers[0].conditions.score_below"), "{body}");
+    let fields: Vec<&str> = body["error"]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["field"].as_str().unwrap())
+        .collect();
+    assert!(
+        fields.contains(&"triggers[0].conditions.score_below"),
+        "{body}"
+    );
     assert!(fields.contains(&"webhook.url"), "{body}");
-    assert!(fields.iter().any(|f| f.starts_with("overrides.data")), "{body}");
+    assert!(
+        fields.iter().any(|f| f.starts_with("overrides.data")),
+        "{body}"
+    );
     let (status, body) = app
         .post("/v1/integrations", &admin, json!({"name": "x", "provider": "webhook", "action": "deliver", "triggers": [], "surprise": 1}))
         .await;
@@ -362,7 +486,12 @@ async fn poison_and_unknown_tenant_events_go_to_the_dead_letter_queue_with_their
     };
     let unknown = json!({"id": "eb-unknown", "source": "conduit.product", "detail-type": "escalation",
         "time": "2026-12-05T03:12:44Z", "detail": event("nobody-here", "evt_u", "escalation", None, None)});
-    for body in ["not json at all".to_owned(), json!({"source": "aws.s3"}).to_string(), unknown.to_string()] {
+    for body in [
+        "not json at all".to_owned(),
+        json!({"id": "eb-s3", "source": "aws.s3", "detail-type": "Object Created", "detail": {}})
+            .to_string(),
+        unknown.to_string(),
+    ] {
         let out = app.invoke("event-dispatch", &record(&body)).await;
         assert_eq!(out, json!({"batchItemFailures": []}), "{body}");
     }
@@ -389,7 +518,13 @@ async fn poison_and_unknown_tenant_events_go_to_the_dead_letter_queue_with_their
             break;
         }
     }
-    assert!(reasons.iter().any(|r| r.contains("not JSON")), "{reasons:?}");
+    assert!(
+        reasons.iter().any(|r| r.contains("not JSON")),
+        "{reasons:?}"
+    );
     assert!(reasons.iter().any(|r| r.contains("source")), "{reasons:?}");
-    assert!(reasons.iter().any(|r| r.contains("unknown tenant")), "{reasons:?}");
+    assert!(
+        reasons.iter().any(|r| r.contains("unknown tenant")),
+        "{reasons:?}"
+    );
 }

@@ -114,7 +114,14 @@ async fn message(
     };
     if json.get("resume").is_some() {
         let Ok(m) = serde_json::from_value::<ResumeMessage>(json) else {
-            return set_aside(dlq, id, body, "-", "a resume message without a tenant and dispatch id").await;
+            return set_aside(
+                dlq,
+                id,
+                body,
+                "-",
+                "a resume message without a tenant and dispatch id",
+            )
+            .await;
         };
         return match Box::pin(dispatcher.resume(&m.resume.tenant_id, &m.resume.dispatch_id)).await {
             Ok(h) => {
@@ -122,7 +129,14 @@ async fn message(
                 Ok(())
             }
             Err(conduit::dispatch::engine::DispatchError::EventMissing) => {
-                set_aside(dlq, id, body, m.resume.tenant_id.as_str(), "the dispatch or its event is gone").await
+                set_aside(
+                    dlq,
+                    id,
+                    body,
+                    m.resume.tenant_id.as_str(),
+                    "the dispatch or its event is gone",
+                )
+                .await
             }
             Err(e) => Err(e.to_string()),
         };
@@ -140,7 +154,14 @@ async fn message(
     };
     match Box::pin(dispatcher.event(&event)).await {
         Ok(Handled::UnknownTenant) => {
-            set_aside(dlq, id, body, event.tenant().as_str(), "unknown tenant: Conduit has nothing stored for it").await
+            set_aside(
+                dlq,
+                id,
+                body,
+                event.tenant().as_str(),
+                "unknown tenant: Conduit has nothing stored for it",
+            )
+            .await
         }
         Ok(h) => {
             log(&h);
@@ -152,16 +173,26 @@ async fn message(
 
 fn log(h: &Handled) {
     match h {
-        Handled::Done(id, status) => tracing::info!(dispatch = %id, status = status.as_str(), "dispatch done"),
+        Handled::Done(id, status) => {
+            tracing::info!(dispatch = %id, status = status.as_str(), "dispatch done")
+        }
         Handled::Waiting(id) => tracing::info!(dispatch = %id, "dispatch waits for a retry"),
-        Handled::Busy(id) => tracing::info!(dispatch = %id, "dispatch is being run by another invocation"),
+        Handled::Busy(id) => {
+            tracing::info!(dispatch = %id, "dispatch is being run by another invocation")
+        }
         Handled::UnknownTenant => {}
     }
 }
 
 /// Sends a message to the dead-letter queue with its reason; Err (the message comes
 /// back) only if that send fails, so nothing is lost.
-async fn set_aside(dlq: &Publisher, id: &str, body: &str, group: &str, reason: &str) -> Result<(), String> {
+async fn set_aside(
+    dlq: &Publisher,
+    id: &str,
+    body: &str,
+    group: &str,
+    reason: &str,
+) -> Result<(), String> {
     tracing::error!(message_id = %id, reason = %reason, "dispatch message set aside in the dead-letter queue");
     dlq.set_aside(body, group, reason)
         .await

@@ -103,16 +103,29 @@ pub async fn put(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
             p.add(field, "no such integration in this workspace");
             continue;
         };
-        if o.priority.is_some_and(|n| n > conduit::dispatch::integration::MAX_PRIORITY) {
-            p.add(format!("{field}.priority"), "from 0 to 1000 (lower runs first)");
+        if o.priority
+            .is_some_and(|n| n > conduit::dispatch::integration::MAX_PRIORITY)
+        {
+            p.add(
+                format!("{field}.priority"),
+                "from 0 to 1000 (lower runs first)",
+            );
         }
         if !o.overrides.is_empty() {
-            match template::catalogue().get(&i.provider).and_then(|t| t.action(&i.action)) {
-                None => p.add(format!("{field}.overrides"), "the integration's action has no template"),
+            match template::catalogue()
+                .get(&i.provider)
+                .and_then(|t| t.action(&i.action))
+            {
+                None => p.add(
+                    format!("{field}.overrides"),
+                    "the integration's action has no template",
+                ),
                 Some(action) => {
                     let settings: Map<String, Value> = i.settings.clone().into_iter().collect();
                     let overrides: Map<String, Value> = o.overrides.clone().into_iter().collect();
-                    if let Err(found) = template::validate_action_input(action, &settings, &overrides) {
+                    if let Err(found) =
+                        template::validate_action_input(action, &settings, &overrides)
+                    {
                         for mut problem in found {
                             problem.field = format!("{field}.{}", problem.field);
                             p.template(problem);

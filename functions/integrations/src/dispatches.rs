@@ -40,7 +40,10 @@ fn invalid_query(field: &str, message: &str) -> ApiError {
     ApiError::bad_request("invalid_query", format!("{field}: {message}"))
 }
 
-fn time_ms(q: &std::collections::BTreeMap<String, String>, name: &str) -> Result<Option<u64>, ApiError> {
+fn time_ms(
+    q: &std::collections::BTreeMap<String, String>,
+    name: &str,
+) -> Result<Option<u64>, ApiError> {
     q.get(name)
         .map(|raw| {
             OffsetDateTime::parse(raw, &Rfc3339)
@@ -56,19 +59,32 @@ fn time_ms(q: &std::collections::BTreeMap<String, String>, name: &str) -> Result
 pub async fn list(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     let q = http::query(
         &call.req,
-        &["event_type", "status", "integration_id", "assistant_id", "since", "until", "limit", "cursor"],
+        &[
+            "event_type",
+            "status",
+            "integration_id",
+            "assistant_id",
+            "since",
+            "until",
+            "limit",
+            "cursor",
+        ],
     )?;
     let limit = http::page_limit(&q)?;
     let filter = DispatchFilter {
         event_type: q
             .get("event_type")
-            .map(|t| TriggerEvent::parse(t).ok_or_else(|| invalid_query("event_type", "not an event type")))
+            .map(|t| {
+                TriggerEvent::parse(t)
+                    .ok_or_else(|| invalid_query("event_type", "not an event type"))
+            })
             .transpose()?,
         status: q
             .get("status")
             .map(|s| {
-                serde_json::from_value::<DispatchStatus>(json!(s))
-                    .map_err(|_| invalid_query("status", "running, waiting, succeeded, partial or failed"))
+                serde_json::from_value::<DispatchStatus>(json!(s)).map_err(|_| {
+                    invalid_query("status", "running, waiting, succeeded, partial or failed")
+                })
             })
             .transpose()?,
         integration: q
@@ -154,7 +170,8 @@ pub async fn retry(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
         })
         .await
         .map_err(ApiError::internal)?;
-    call.record(&call.audit("dispatch.retry", id.to_string())).await;
+    call.record(&call.audit("dispatch.retry", id.to_string()))
+        .await;
     http::json(StatusCode::ACCEPTED, &view(&reset))
 }
 
@@ -197,7 +214,8 @@ pub async fn publish(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
             }
         })?;
     let id = DispatchId::for_event(&event.tenant_id, &event.event_id, event.occurred_at);
-    call.record(&call.audit("event.publish", event.event_id.clone())).await;
+    call.record(&call.audit("event.publish", event.event_id.clone()))
+        .await;
     http::json(
         StatusCode::ACCEPTED,
         &json!({ "event_id": event.event_id, "type": kind.as_str(), "dispatch_id": id }),

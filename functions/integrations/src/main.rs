@@ -5,6 +5,9 @@ use lambda_http::{Error, Request, service_fn};
 fn main() -> Result<(), Error> {
     conduit::app::serve(|app| async move {
         let app = &app;
-        lambda_http::run(service_fn(move |req: Request| integrations::handle(app, req))).await
+        lambda_http::run(service_fn(move |req: Request| {
+            integrations::handle(app, req)
+        }))
+        .await
     })
 }

@@ -70,7 +70,10 @@ fn write_error(e: StoreError) -> ApiError {
 /// `GET /v1/integration-templates`.
 pub async fn templates(_call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     let all: Vec<_> = template::catalogue().iter().collect();
-    http::json(StatusCode::OK, &json!({ "templates": all, "next_cursor": null }))
+    http::json(
+        StatusCode::OK,
+        &json!({ "templates": all, "next_cursor": null }),
+    )
 }
 
 /// `GET /v1/integration-templates/{provider}`.
@@ -98,8 +101,7 @@ pub async fn list(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
 
 pub(crate) async fn load(call: &Call<'_>) -> Result<Integration, ApiError> {
     let raw = call.path_param("id")?;
-    let id = IntegrationId::parse(&raw)
-        .map_err(|e| ApiError::bad_request("invalid_id", e.0))?;
+    let id = IntegrationId::parse(&raw).map_err(|e| ApiError::bad_request("invalid_id", e.0))?;
     store(call)
         .get(&call.who.tenant, &id)
         .await?
@@ -176,7 +178,10 @@ async fn new_secret(
     let sealed = call
         .app
         .envelope
-        .seal(&webhook_seal_context(i, &id), shown.expose_secret().as_bytes())
+        .seal(
+            &webhook_seal_context(i, &id),
+            shown.expose_secret().as_bytes(),
+        )
         .await
         .map_err(ApiError::internal)?;
     Ok((
@@ -211,7 +216,10 @@ pub async fn create(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
         shown = Some(text);
     }
     let entry = call.audit("integration.create", next.id.to_string());
-    store(call).create(&next, &entry).await.map_err(write_error)?;
+    store(call)
+        .create(&next, &entry)
+        .await
+        .map_err(write_error)?;
     let mut v = view(&next);
     if let Some(text) = shown {
         v["secret"] = json!(text);
@@ -385,9 +393,15 @@ async fn render_preview(call: &Call<'_>, i: &Integration, event: &DispatchEvent)
     let connection = match &i.connection_id {
         None => json!({"status": "not_applicable"}),
         Some(id) => {
-            let tokens = conduit::oauth::lifecycle::Tokens::new(call.app, "test", call.meta.request_id.clone());
+            let tokens = conduit::oauth::lifecycle::Tokens::new(
+                call.app,
+                "test",
+                call.meta.request_id.clone(),
+            );
             match tokens.credentials(&i.tenant, id).await {
-                Ok(c) => json!({"status": "ok", "provider": c.connection.provider, "connection_status": c.connection.status}),
+                Ok(c) => {
+                    json!({"status": "ok", "provider": c.connection.provider, "connection_status": c.connection.status})
+                }
                 Err(e) => json!({"status": "unusable", "reason": e.to_string()}),
             }
         }
@@ -408,7 +422,8 @@ async fn render_preview(call: &Call<'_>, i: &Integration, event: &DispatchEvent)
     let ctx_event = event.context();
     let key = format!("{}:{}", event.event_id(), i.id);
     let steps = json!({});
-    let conn_ctx = json!({"api_base": "", "identity": {}, "account_id": null, "account_name": null});
+    let conn_ctx =
+        json!({"api_base": "", "identity": {}, "account_id": null, "account_name": null});
     let ctx = template::render_context(ContextParts {
         event: &ctx_event,
         action: &action,
@@ -538,10 +553,12 @@ pub async fn rotate_secret(call: &Call<'_>) -> Result<Response<Body>, ApiError> 
         http::json_body(&call.req)?
     };
     if body.overlap_hours > 168 {
-        return Err(ApiError::invalid_fields(vec![conduit::providers::FieldError {
-            field: "overlap_hours".into(),
-            message: "from 0 to 168 hours".into(),
-        }]));
+        return Err(ApiError::invalid_fields(vec![
+            conduit::providers::FieldError {
+                field: "overlap_hours".into(),
+                message: "from 0 to 168 hours".into(),
+            },
+        ]));
     }
     if prev.webhook.is_none() {
         return Err(ApiError::Conflict {

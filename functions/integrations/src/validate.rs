@@ -7,9 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use conduit::dispatch::integration::{
-    self, Integration, OnFailure, RetryPolicy, Trigger, WEBHOOK,
-};
+use conduit::dispatch::integration::{self, Integration, OnFailure, RetryPolicy, Trigger, WEBHOOK};
 use conduit::dispatch::template::{self, CustomRequest, Problem as TemplateProblem};
 use conduit::domain::ConnectionId;
 use conduit::http::ApiError;
@@ -132,7 +130,10 @@ pub async fn check(call: &Call<'_>, next: &Integration) -> Result<(), ApiError> 
         }
     }
     match (next.provider == "custom_api", &next.request) {
-        (true, None) => p.add("request", "required for the custom API: method, path and body"),
+        (true, None) => p.add(
+            "request",
+            "required for the custom API: method, path and body",
+        ),
         (true, Some(req)) => {
             if let Err(found) = template::validate_custom_request(req) {
                 for problem in found {
@@ -149,7 +150,8 @@ pub async fn check(call: &Call<'_>, next: &Integration) -> Result<(), ApiError> 
         match &next.webhook {
             None => p.add("webhook", "required: the endpoint's url"),
             Some(w) => {
-                if let Err(e) = conduit::egress::validate_tenant_url(&w.url, &call.app.url_policy()) {
+                if let Err(e) = conduit::egress::validate_tenant_url(&w.url, &call.app.url_policy())
+                {
                     p.add("webhook.url", e.to_string());
                 }
             }

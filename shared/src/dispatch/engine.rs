@@ -144,7 +144,13 @@ impl<'a> Dispatcher<'a> {
                     Some(a) => self.integrations.assistant(tenant, a).await?,
                     None => None,
                 };
-                let d = new_dispatch(id.clone(), event, &integrations, assistant.as_ref(), Origin::Event);
+                let d = new_dispatch(
+                    id.clone(),
+                    event,
+                    &integrations,
+                    assistant.as_ref(),
+                    Origin::Event,
+                );
                 if self.store.create(&d, &event.to_envelope()).await? {
                     d
                 } else {
@@ -178,7 +184,11 @@ impl<'a> Dispatcher<'a> {
     }
 
     /// Resumes a stored dispatch (the due sweep, a retry).
-    pub async fn resume(&self, tenant: &TenantId, id: &DispatchId) -> Result<Handled, DispatchError> {
+    pub async fn resume(
+        &self,
+        tenant: &TenantId,
+        id: &DispatchId,
+    ) -> Result<Handled, DispatchError> {
         let Some(d) = self.store.get(tenant, id).await? else {
             return Err(DispatchError::EventMissing);
         };
@@ -194,7 +204,11 @@ impl<'a> Dispatcher<'a> {
 
     /// Sets a dispatch's failed steps (and the steps a failure skipped) back to
     /// pending, so the next run tries them again; finished steps stay finished.
-    pub async fn reset_failed(&self, tenant: &TenantId, id: &DispatchId) -> Result<Option<Dispatch>, DispatchError> {
+    pub async fn reset_failed(
+        &self,
+        tenant: &TenantId,
+        id: &DispatchId,
+    ) -> Result<Option<Dispatch>, DispatchError> {
         let Some(mut d) = self.store.get(tenant, id).await? else {
             return Ok(None);
         };
@@ -249,7 +263,11 @@ impl<'a> Dispatcher<'a> {
             if stopped {
                 let s = &mut d.steps[i];
                 s.status = StepStatus::Skipped;
-                s.error = Some(fail("chain_stopped", "an earlier step failed and stops the chain", None));
+                s.error = Some(fail(
+                    "chain_stopped",
+                    "an earlier step failed and stops the chain",
+                    None,
+                ));
                 continue;
             }
             if step.status == StepStatus::Waiting
@@ -292,14 +310,26 @@ impl<'a> Dispatcher<'a> {
     }
 
     /// Runs step `i` until it succeeds, fails for good, or must wait.
-    async fn step(&self, d: &mut Dispatch, i: usize, event: &DispatchEvent) -> Result<(), DispatchError> {
+    async fn step(
+        &self,
+        d: &mut Dispatch,
+        i: usize,
+        event: &DispatchEvent,
+    ) -> Result<(), DispatchError> {
         let started = Instant::now();
         if d.steps[i].started_at.is_none() {
             d.steps[i].started_at = Some(now());
         }
-        let integration = self.integrations.get(&d.tenant, &d.steps[i].integration_id).await?;
+        let integration = self
+            .integrations
+            .get(&d.tenant, &d.steps[i].integration_id)
+            .await?;
         let outcome = match integration {
-            None => Err(fail("integration_deleted", "the integration was deleted", None)),
+            None => Err(fail(
+                "integration_deleted",
+                "the integration was deleted",
+                None,
+            )),
             Some(integration) => self.attempts(d, i, event, &integration).await?,
         };
         let s = &mut d.steps[i];
@@ -313,7 +343,11 @@ impl<'a> Dispatcher<'a> {
                 s.error = None;
                 s.next_attempt_at = None;
                 s.finished_at = Some(now());
-                crate::metrics::count(crate::metrics::Metric::DispatchStepsSucceeded, &s.provider, None);
+                crate::metrics::count(
+                    crate::metrics::Metric::DispatchStepsSucceeded,
+                    &s.provider,
+                    None,
+                );
             }
             Ok(None) => {} // waiting: the attempt loop set the time
             Err(e) => {
@@ -321,7 +355,11 @@ impl<'a> Dispatcher<'a> {
                 s.error = Some(e);
                 s.next_attempt_at = None;
                 s.finished_at = Some(now());
-                crate::metrics::count(crate::metrics::Metric::DispatchStepsFailed, &s.provider, None);
+                crate::metrics::count(
+                    crate::metrics::Metric::DispatchStepsFailed,
+                    &s.provider,
+                    None,
+                );
                 tracing::warn!(dispatch = %d.id, integration = %s.integration_id, code = %s.error.as_ref().map_or("", |e| e.code.as_str()), "dispatch step failed");
             }
         }
@@ -377,7 +415,10 @@ impl<'a> Dispatcher<'a> {
         if !missing.is_empty() {
             return Ok(Err(fail(
                 "missing_fields",
-                format!("the event lacks what the action needs: {}", missing.join(", ")),
+                format!(
+                    "the event lacks what the action needs: {}",
+                    missing.join(", ")
+                ),
                 None,
             )));
         }
@@ -438,7 +479,13 @@ impl<'a> Dispatcher<'a> {
                         continue;
                     }
                     Ok(false) => {}
-                    Err(e) => return Ok(Err(Retry::Never(fail("render_failed", e.to_string(), None)))),
+                    Err(e) => {
+                        return Ok(Err(Retry::Never(fail(
+                            "render_failed",
+                            e.to_string(),
+                            None,
+                        ))));
+                    }
                 }
             }
             let lookup = matches!(req.idempotency, Some(Idempotency::Lookup { .. }));
@@ -455,7 +502,13 @@ impl<'a> Dispatcher<'a> {
             }
             let rendered = match RENDERER.render_request(req, ctx) {
                 Ok(r) => r,
-                Err(e) => return Ok(Err(Retry::Never(fail("render_failed", e.to_string(), None)))),
+                Err(e) => {
+                    return Ok(Err(Retry::Never(fail(
+                        "render_failed",
+                        e.to_string(),
+                        None,
+                    ))));
+                }
             };
             if lookup && d.steps[i].progress.in_flight != Some(k) {
                 d.steps[i].progress.in_flight = Some(k);
@@ -475,7 +528,10 @@ impl<'a> Dispatcher<'a> {
                         // Refused before it was done: no lookup needed next time.
                         d.steps[i].progress.in_flight = None;
                     }
-                    return Ok(Err(Retry::After(fail("rate_limited", "the provider asked to slow down", Some(429)), wait)));
+                    return Ok(Err(Retry::After(
+                        fail("rate_limited", "the provider asked to slow down", Some(429)),
+                        wait,
+                    )));
                 }
                 Sent::Unknown(e) => {
                     if let Some(r) = d.steps[i].request.as_mut() {
@@ -527,7 +583,11 @@ impl<'a> Dispatcher<'a> {
                 wait,
             )),
             Sent::Unknown(e) => Err(Retry::After(
-                fail("unknown_outcome", format!("the lookup before a retry failed: {}", e.message), e.status),
+                fail(
+                    "unknown_outcome",
+                    format!("the lookup before a retry failed: {}", e.message),
+                    e.status,
+                ),
                 None,
             )),
             Sent::Permanent(e) => Err(Retry::Never(e)),
@@ -605,10 +665,18 @@ impl<'a> Target<'a> {
     fn of(app: &'a App, integration: &Integration) -> Result<Self, StepError> {
         if integration.provider == WEBHOOK {
             let Some(w) = &integration.webhook else {
-                return Err(fail("integration_invalid", "a webhook without an endpoint", None));
+                return Err(fail(
+                    "integration_invalid",
+                    "a webhook without an endpoint",
+                    None,
+                ));
             };
             if w.disabled_at.is_some() {
-                return Err(fail("endpoint_disabled", "the endpoint was disabled after failing for days", None));
+                return Err(fail(
+                    "endpoint_disabled",
+                    "the endpoint was disabled after failing for days",
+                    None,
+                ));
             }
             return Ok(Self::Webhook {
                 url: w.url.clone(),
@@ -622,7 +690,13 @@ impl<'a> Target<'a> {
         let provider = app
             .catalogue
             .provider(&integration.provider)
-            .ok_or_else(|| fail("integration_invalid", "the provider is not in the catalogue", None))?;
+            .ok_or_else(|| {
+                fail(
+                    "integration_invalid",
+                    "the provider is not in the catalogue",
+                    None,
+                )
+            })?;
         Ok(Self::Connection {
             tokens: Tokens::new(app, "dispatch", format!("dispatch-{}", integration.id)),
             creds: None,
@@ -649,7 +723,12 @@ impl<'a> Target<'a> {
         let base = match &integration.request {
             Some(custom) => {
                 let request = template::validate_custom_request(custom).map_err(|p| {
-                    fail("integration_invalid", p.first().map_or(String::new(), |p| format!("{}: {}", p.field, p.message)), None)
+                    fail(
+                        "integration_invalid",
+                        p.first()
+                            .map_or(String::new(), |p| format!("{}: {}", p.field, p.message)),
+                        None,
+                    )
                 })?;
                 Action {
                     id: integration.action.clone(),
@@ -669,11 +748,22 @@ impl<'a> Target<'a> {
                 .get(&integration.provider)
                 .and_then(|t| t.action(&integration.action))
                 .cloned()
-                .ok_or_else(|| fail("integration_invalid", "the template action no longer exists", None))?,
+                .ok_or_else(|| {
+                    fail(
+                        "integration_invalid",
+                        "the template action no longer exists",
+                        None,
+                    )
+                })?,
         };
         let overrides: Map<String, Value> = overrides.clone().into_iter().collect();
         base.with_overrides(&overrides).map_err(|p| {
-            fail("render_failed", p.first().map_or(String::new(), |p| format!("{}: {}", p.field, p.message)), None)
+            fail(
+                "render_failed",
+                p.first()
+                    .map_or(String::new(), |p| format!("{}: {}", p.field, p.message)),
+                None,
+            )
         })
     }
 
@@ -691,33 +781,61 @@ impl<'a> Target<'a> {
                     .filter(|s| s.expires_at.is_none_or(|e| e > at))
                 {
                     let ctx = webhook_seal_context(integration, &secret.id);
-                    let plain = app
-                        .envelope
-                        .open(&ctx, &secret.sealed)
-                        .await
-                        .map_err(|_| fail("secret_unavailable", "the endpoint's signing secret could not be opened", None))?;
-                    let shown = std::str::from_utf8(&plain)
-                        .map_err(|_| fail("secret_unavailable", "the endpoint's signing secret is malformed", None))?;
-                    keys.push(
-                        super::webhook::parse_secret(shown)
-                            .map_err(|_| fail("secret_unavailable", "the endpoint's signing secret is malformed", None))?,
-                    );
+                    let plain = app.envelope.open(&ctx, &secret.sealed).await.map_err(|_| {
+                        fail(
+                            "secret_unavailable",
+                            "the endpoint's signing secret could not be opened",
+                            None,
+                        )
+                    })?;
+                    let shown = std::str::from_utf8(&plain).map_err(|_| {
+                        fail(
+                            "secret_unavailable",
+                            "the endpoint's signing secret is malformed",
+                            None,
+                        )
+                    })?;
+                    keys.push(super::webhook::parse_secret(shown).map_err(|_| {
+                        fail(
+                            "secret_unavailable",
+                            "the endpoint's signing secret is malformed",
+                            None,
+                        )
+                    })?);
                 }
                 if keys.is_empty() {
-                    return Err(fail("secret_unavailable", "the endpoint has no signing secret", None));
+                    return Err(fail(
+                        "secret_unavailable",
+                        "the endpoint has no signing secret",
+                        None,
+                    ));
                 }
                 Ok(json!({ "api_base": url }))
             }
-            Self::Connection { tokens, creds, tenant, connection, .. } => {
+            Self::Connection {
+                tokens,
+                creds,
+                tenant,
+                connection,
+                ..
+            } => {
                 let c = tokens
                     .credentials(tenant, connection)
                     .await
                     .map_err(token_failure)?;
                 let identity = c.connection.identity.clone().unwrap_or_default();
+                // The account a path names: a setting where the provider has one
+                // (Chatwoot's account id), else the account the check found.
+                let account = c
+                    .connection
+                    .settings
+                    .get("account_id")
+                    .cloned()
+                    .or_else(|| identity.account.clone());
                 let out = json!({
                     "id": c.connection.id.as_str(),
                     "provider": c.connection.provider,
-                    "account_id": identity.account,
+                    "account_id": account,
                     "account_name": c.connection.label.as_str(),
                     "identity": identity,
                     "settings": c.connection.settings,
@@ -752,7 +870,14 @@ impl<'a> Target<'a> {
     }
 
     async fn call(&mut self, r: &RenderedRequest) -> Sent {
-        let Self::Connection { tokens, creds, budget, provider, .. } = self else {
+        let Self::Connection {
+            tokens,
+            creds,
+            budget,
+            provider,
+            ..
+        } = self
+        else {
             return Sent::Permanent(fail("internal", "not a connection", None));
         };
         let mut limited = 0;
@@ -813,7 +938,13 @@ impl<'a> Target<'a> {
                 .map(|s| Duration::from_secs(s.clamp(1, 3600)));
             let text = match resp.text().await {
                 Ok(t) => t,
-                Err(e) => return Sent::Unknown(fail("timeout", format!("reading the answer: {}", e.without_url()), Some(status))),
+                Err(e) => {
+                    return Sent::Unknown(fail(
+                        "timeout",
+                        format!("reading the answer: {}", e.without_url()),
+                        Some(status),
+                    ));
+                }
             };
             if status == 429 {
                 crate::metrics::count(crate::metrics::Metric::ProviderRateLimited, provider, None);
@@ -861,7 +992,13 @@ impl<'a> Target<'a> {
             .body(payload);
         let resp = match d.app.http.send(req).await {
             Ok(r) => r,
-            Err(e) => return Sent::Unknown(fail("timeout", format!("endpoint unreachable: {}", e.without_url()), None)),
+            Err(e) => {
+                return Sent::Unknown(fail(
+                    "timeout",
+                    format!("endpoint unreachable: {}", e.without_url()),
+                    None,
+                ));
+            }
         };
         let status = resp.status().as_u16();
         if (200..300).contains(&status) {
@@ -876,18 +1013,29 @@ impl<'a> Target<'a> {
         // Standard Webhooks: any other answer is a failure to retry (a receiver
         // de-duplicates by webhook-id); 410 Gone says the endpoint is no more.
         if status == 410 {
-            return Sent::Permanent(fail("endpoint_gone", "the endpoint answered 410 Gone", Some(status)));
+            return Sent::Permanent(fail(
+                "endpoint_gone",
+                "the endpoint answered 410 Gone",
+                Some(status),
+            ));
         }
         if status == 429 {
             return Sent::RateLimited(retry_after);
         }
-        Sent::Unknown(fail("endpoint_failed", format!("the endpoint answered {status}"), Some(status)))
+        Sent::Unknown(fail(
+            "endpoint_failed",
+            format!("the endpoint answered {status}"),
+            Some(status),
+        ))
     }
 
     /// Bookkeeping after a success (a webhook endpoint's failure streak ends).
     async fn succeeded(&self, d: &Dispatcher<'_>, integration: &Integration) {
         if let Self::Webhook { .. } = self
-            && integration.webhook.as_ref().is_some_and(|w| w.failing_since.is_some())
+            && integration
+                .webhook
+                .as_ref()
+                .is_some_and(|w| w.failing_since.is_some())
         {
             let mut next = integration.clone();
             if let Some(w) = next.webhook.as_mut() {
@@ -904,7 +1052,9 @@ impl<'a> Target<'a> {
     /// is disabled, with an event.
     async fn failed(&self, d: &Dispatcher<'_>, integration: &Integration, _dispatch: &Dispatch) {
         let Self::Webhook { .. } = self else { return };
-        let Some(w) = &integration.webhook else { return };
+        let Some(w) = &integration.webhook else {
+            return;
+        };
         let at = now();
         let since = w.failing_since.unwrap_or(at);
         let mut next = integration.clone();
@@ -929,7 +1079,12 @@ impl<'a> Target<'a> {
                 "integration_id": integration.id.as_str(),
                 "failing_since": since.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
             });
-            if let Err(e) = d.app.events.publish(crate::events::WEBHOOK_DISABLED, &detail).await {
+            if let Err(e) = d
+                .app
+                .events
+                .publish(crate::events::WEBHOOK_DISABLED, &detail)
+                .await
+            {
                 tracing::error!(integration = %integration.id, error = %e, "endpoint-disabled event not published");
             }
         }
@@ -938,7 +1093,10 @@ impl<'a> Target<'a> {
 
 /// SAP's CSRF handshake: a GET of the service root with `x-csrf-token: Fetch`
 /// returns the token and the session cookies every write must carry.
-async fn csrf_token(tokens: &Tokens<'_>, creds: &mut Credentials) -> Result<(String, String), Sent> {
+async fn csrf_token(
+    tokens: &Tokens<'_>,
+    creds: &mut Credentials,
+) -> Result<(String, String), Sent> {
     let resp = tokens
         .send_using(creds, |connector, http| {
             let url = connector.url("/").map_err(|e| e.to_string())?;
@@ -958,7 +1116,13 @@ async fn csrf_token(tokens: &Tokens<'_>, creds: &mut Credentials) -> Result<(Str
         .and_then(|v| v.to_str().ok())
         .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("required"))
         .map(str::to_owned)
-        .ok_or_else(|| Sent::Permanent(fail("csrf_failed", "the service gave no CSRF token", Some(resp.status().as_u16()))))?;
+        .ok_or_else(|| {
+            Sent::Permanent(fail(
+                "csrf_failed",
+                "the service gave no CSRF token",
+                Some(resp.status().as_u16()),
+            ))
+        })?;
     let cookies: Vec<String> = resp
         .headers()
         .get_all(reqwest::header::SET_COOKIE)
@@ -971,7 +1135,11 @@ async fn csrf_token(tokens: &Tokens<'_>, creds: &mut Credentials) -> Result<(Str
 
 fn token_failure(e: TokenError) -> StepError {
     match e {
-        TokenError::NeedsReauth => fail("connection_unusable", "the connection needs to be reconnected", None),
+        TokenError::NeedsReauth => fail(
+            "connection_unusable",
+            "the connection needs to be reconnected",
+            None,
+        ),
         TokenError::NotFound => fail("connection_unusable", "the connection was deleted", None),
         TokenError::Unusable(why) => fail("connection_unusable", why, None),
         TokenError::Unavailable(why) => fail("timeout", why, None),
@@ -988,6 +1156,10 @@ fn classify(status: u16, text: &str, retry_after: Option<Duration>) -> Sent {
         } else {
             serde_json::from_str(text).unwrap_or(Value::Null)
         };
+        // Zoho answers a refused record inside a 2xx: `data[0].status` is "error".
+        if answer.pointer("/data/0/status").and_then(Value::as_str) == Some("error") {
+            return Sent::Permanent(fail("rejected", provider_message(text), Some(status)));
+        }
         return Sent::Ok(answer, status);
     }
     let message = provider_message(text);
@@ -1006,7 +1178,16 @@ fn provider_message(text: &str) -> String {
         return "the provider refused the request".to_owned();
     };
     let pick = |v: &Value| -> Option<String> {
-        for p in ["/message", "/error/message/value", "/error/message", "/description", "/error", "/0/message", "/data/0/message", "/errors/0/message"] {
+        for p in [
+            "/message",
+            "/error/message/value",
+            "/error/message",
+            "/description",
+            "/error",
+            "/0/message",
+            "/data/0/message",
+            "/errors/0/message",
+        ] {
             if let Some(s) = v.pointer(p).and_then(Value::as_str) {
                 return Some(s.to_owned());
             }
@@ -1018,7 +1199,10 @@ fn provider_message(text: &str) -> String {
 
 /// The sealing context of a webhook endpoint's secret: bound to its tenant, its
 /// integration and the secret's id.
-pub fn webhook_seal_context(integration: &Integration, secret_id: &str) -> crate::crypto::SealContext {
+pub fn webhook_seal_context(
+    integration: &Integration,
+    secret_id: &str,
+) -> crate::crypto::SealContext {
     crate::crypto::SealContext::new(
         &integration.tenant,
         format!("webhook#{}#{secret_id}", integration.id),

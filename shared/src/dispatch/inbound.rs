@@ -8,7 +8,7 @@
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use super::event::{Conversation, InvalidEvent, ProductEvent, Problem};
+use super::event::{Conversation, InvalidEvent, Problem, ProductEvent};
 use super::integration::TriggerEvent;
 use crate::domain::TenantId;
 
@@ -18,7 +18,10 @@ pub const PRODUCT_SOURCE: &str = "conduit.product";
 /// Conduit's own events that are dispatchable, by detail-type.
 pub const CONDUIT_TYPES: [(&str, TriggerEvent); 4] = [
     (crate::events::REAUTH_REQUIRED, TriggerEvent::ReauthRequired),
-    (crate::events::SYNC_RUN_COMPLETED, TriggerEvent::SyncRunCompleted),
+    (
+        crate::events::SYNC_RUN_COMPLETED,
+        TriggerEvent::SyncRunCompleted,
+    ),
     (crate::events::SYNC_RUN_FAILED, TriggerEvent::SyncRunFailed),
     (crate::events::CONFLICT_OPENED, TriggerEvent::ConflictOpened),
 ];

@@ -382,9 +382,8 @@ pub fn resolve_chain<'a>(
     event: &DispatchEvent,
 ) -> Vec<ChainStep<'a>> {
     let tenant = event.tenant();
-    let assistant = assistant.filter(|a| {
-        a.tenant == *tenant && Some(a.assistant_id.as_str()) == event.assistant_id()
-    });
+    let assistant = assistant
+        .filter(|a| a.tenant == *tenant && Some(a.assistant_id.as_str()) == event.assistant_id());
     let mut steps: Vec<ChainStep<'a>> = integrations
         .iter()
         .filter(|i| i.tenant == *tenant)
@@ -408,9 +407,7 @@ pub fn resolve_chain<'a>(
             })
         })
         .collect();
-    steps.sort_by(|a, b| {
-        (a.priority, &a.integration.id).cmp(&(b.priority, &b.integration.id))
-    });
+    steps.sort_by(|a, b| (a.priority, &a.integration.id).cmp(&(b.priority, &b.integration.id)));
     steps
 }
 
@@ -469,13 +466,19 @@ pub fn check_shape(i: &Integration) -> Vec<Problem> {
                 "at most 100 assistants and 20 custom fields",
             );
         }
-        if c.custom_fields.values().any(|v| v.is_object() || v.is_array()) {
+        if c.custom_fields
+            .values()
+            .any(|v| v.is_object() || v.is_array())
+        {
             add(
                 &format!("triggers[{n}].conditions.custom_fields"),
                 "values are strings, numbers, booleans or null",
             );
         }
-        if i.triggers[..n].iter().any(|e| e.event == t.event && e.conditions == t.conditions) {
+        if i.triggers[..n]
+            .iter()
+            .any(|e| e.event == t.event && e.conditions == t.conditions)
+        {
             add(&format!("triggers[{n}]"), "the same trigger twice");
         }
     }
@@ -501,7 +504,10 @@ pub fn check_shape(i: &Integration) -> Vec<Problem> {
         add("overrides", "at most 50 overrides");
     }
     match (i.provider == WEBHOOK, &i.connection_id) {
-        (true, Some(_)) => add("connection_id", "a webhook has an endpoint URL, not a connection"),
+        (true, Some(_)) => add(
+            "connection_id",
+            "a webhook has an endpoint URL, not a connection",
+        ),
         (false, None) => add("connection_id", "required for this provider"),
         _ => {}
     }
@@ -598,9 +604,11 @@ mod tests {
             1
         );
         assert!(resolve_chain(&all, None, &event("low_score", Some(50.0), None)).is_empty());
-        assert!(check_shape(&integration("acme", 1, vec![on(TriggerEvent::LowScore)]))
-            .iter()
-            .any(|p| p.field == "triggers[0].conditions.score_below"));
+        assert!(
+            check_shape(&integration("acme", 1, vec![on(TriggerEvent::LowScore)]))
+                .iter()
+                .any(|p| p.field == "triggers[0].conditions.score_below")
+        );
     }
 
     #[test]
@@ -673,9 +681,13 @@ mod tests {
         t.conditions.assistants = vec!["asst_1".into()];
         assert!(!t.matches(&event("conversation_ended", None, None)));
         assert!(t.matches(&event("conversation_ended", None, Some("asst_1"))));
-        t.conditions.custom_fields.insert("plan".into(), json!("silver"));
+        t.conditions
+            .custom_fields
+            .insert("plan".into(), json!("silver"));
         assert!(!t.matches(&event("conversation_ended", None, Some("asst_1"))));
-        t.conditions.custom_fields.insert("plan".into(), json!("gold"));
+        t.conditions
+            .custom_fields
+            .insert("plan".into(), json!("gold"));
         assert!(t.matches(&event("conversation_ended", None, Some("asst_1"))));
     }
 

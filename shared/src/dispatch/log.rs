@@ -306,7 +306,11 @@ impl Dispatch {
     /// Outputs of its finished steps by key, for templates (`steps`).
     pub fn outputs(&self) -> serde_json::Value {
         let mut steps = serde_json::Map::new();
-        for s in self.steps.iter().filter(|s| s.status == StepStatus::Succeeded) {
+        for s in self
+            .steps
+            .iter()
+            .filter(|s| s.status == StepStatus::Succeeded)
+        {
             steps
                 .entry(s.key())
                 .or_insert_with(|| serde_json::json!({ "outputs": s.outputs }));
@@ -373,10 +377,22 @@ mod tests {
         use StepStatus::*;
         for (steps, want) in [
             (vec![], DispatchStatus::Succeeded),
-            (vec![(Succeeded, Continue), (Pending, Continue)], DispatchStatus::Running),
-            (vec![(Succeeded, Continue), (Waiting, Continue)], DispatchStatus::Waiting),
-            (vec![(Failed, Continue), (Succeeded, Continue)], DispatchStatus::Partial),
-            (vec![(Failed, Stop), (Skipped, Continue)], DispatchStatus::Failed),
+            (
+                vec![(Succeeded, Continue), (Pending, Continue)],
+                DispatchStatus::Running,
+            ),
+            (
+                vec![(Succeeded, Continue), (Waiting, Continue)],
+                DispatchStatus::Waiting,
+            ),
+            (
+                vec![(Failed, Continue), (Succeeded, Continue)],
+                DispatchStatus::Partial,
+            ),
+            (
+                vec![(Failed, Stop), (Skipped, Continue)],
+                DispatchStatus::Failed,
+            ),
             (vec![(Failed, Continue)], DispatchStatus::Failed),
         ] {
             let mut d = dispatch(steps.into_iter().map(|(s, f)| step(s, f)).collect());

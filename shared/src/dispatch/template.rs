@@ -884,12 +884,7 @@ impl Known {
 }
 
 /// Checks every string leaf of a template value: syntax and variables.
-fn check_templates(
-    template: &Value,
-    field: &str,
-    known: &Known,
-    problems: &mut Vec<Problem>,
-) {
+fn check_templates(template: &Value, field: &str, known: &Known, problems: &mut Vec<Problem>) {
     match template {
         Value::String(source) => check_template(source, field, known, problems),
         Value::Array(items) => {

@@ -129,7 +129,10 @@ impl Dispatches {
     ) -> Result<Option<Dispatch>, StoreError> {
         let item: Option<Keyed<Stored<Dispatch>>> = self
             .table
-            .get(&keys::dispatch(tenant, id), &keys::newest_first(id.as_str()))
+            .get(
+                &keys::dispatch(tenant, id),
+                &keys::newest_first(id.as_str()),
+            )
             .await?;
         Ok(item
             .map(|k| k.item.item)
@@ -163,7 +166,11 @@ impl Dispatches {
     }
 
     /// The event a dispatch renders from.
-    pub async fn event(&self, tenant: &TenantId, id: &DispatchId) -> Result<Option<Json>, StoreError> {
+    pub async fn event(
+        &self,
+        tenant: &TenantId,
+        id: &DispatchId,
+    ) -> Result<Option<Json>, StoreError> {
         let item: Option<Keyed<Stored<EventItem>>> = self
             .table
             .get(&keys::dispatch_event(tenant, id), id.as_str())
@@ -256,7 +263,14 @@ impl Dispatches {
             };
             let (found, next) = self
                 .table
-                .query_shards(None, &pks, range, after.as_deref(), limit - items.len(), None)
+                .query_shards(
+                    None,
+                    &pks,
+                    range,
+                    after.as_deref(),
+                    limit - items.len(),
+                    None,
+                )
                 .await?;
             let mut past_end = false;
             let mut last = None;

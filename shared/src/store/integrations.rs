@@ -4,7 +4,10 @@
 //! change is conditional on the version read.
 
 use super::keys::{assistant as assistant_sk, integration as sk};
-use super::{Keyed, Listing, Skipped, StoreError, Table, Write, audit, keys, list_page, split_listing, to_item};
+use super::{
+    Keyed, Listing, Skipped, StoreError, Table, Write, audit, keys, list_page, split_listing,
+    to_item,
+};
 use crate::audit::AuditEntry;
 use crate::dispatch::integration::{AssistantSettings, Integration};
 use crate::domain::{IntegrationId, TenantId};
@@ -93,7 +96,10 @@ impl Integrations {
     /// Stores a new integration with its audit entry.
     pub async fn create(&self, i: &Integration, entry: &AuditEntry) -> Result<(), StoreError> {
         self.table
-            .transact(vec![Write::Insert(to_item(&keyed(i))?), audit::insert(entry)?])
+            .transact(vec![
+                Write::Insert(to_item(&keyed(i))?),
+                audit::insert(entry)?,
+            ])
             .await
     }
 
@@ -115,7 +121,11 @@ impl Integrations {
 
     /// Saves an integration's own bookkeeping (a webhook endpoint's failure state)
     /// without an audit entry, over the version read.
-    pub async fn save_state(&self, next: &Integration, prev_version: u64) -> Result<(), StoreError> {
+    pub async fn save_state(
+        &self,
+        next: &Integration,
+        prev_version: u64,
+    ) -> Result<(), StoreError> {
         self.table.replace(&keyed(next), prev_version).await
     }
 
@@ -162,7 +172,9 @@ impl Integrations {
             None => Write::Insert(item),
             Some(v) => Write::Replace(item, v),
         };
-        self.table.transact(vec![write, audit::insert(entry)?]).await
+        self.table
+            .transact(vec![write, audit::insert(entry)?])
+            .await
     }
 
     /// Whether a tenant has anything stored in its partition (a connection, an

@@ -522,7 +522,10 @@ async fn publish_conflict(events: &crate::events::EventPublisher, task: &Task, c
         "conflict_id": c.id.as_str(),
         "record_id": c.record_id.as_str(),
     });
-    if let Err(e) = events.publish(crate::events::CONFLICT_OPENED, &detail).await {
+    if let Err(e) = events
+        .publish(crate::events::CONFLICT_OPENED, &detail)
+        .await
+    {
         tracing::warn!(conflict = %c.id, error = %e, "conflict event not published");
     }
 }
