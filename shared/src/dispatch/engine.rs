@@ -144,13 +144,14 @@ impl<'a> Dispatcher<'a> {
                     Some(a) => self.integrations.assistant(tenant, a).await?,
                     None => None,
                 };
-                let d = new_dispatch(
+                let mut d = new_dispatch(
                     id.clone(),
                     event,
                     &integrations,
                     assistant.as_ref(),
                     Origin::Event,
                 );
+                d.lease = Some(self.lease());
                 if self.store.create(&d, &event.to_envelope()).await? {
                     d
                 } else {
@@ -179,6 +180,8 @@ impl<'a> Dispatcher<'a> {
             integration.priority,
             integration.overrides.clone(),
         )];
+        d.settle();
+        d.lease = Some(self.lease());
         self.store.create(&d, &event.to_envelope()).await?;
         Box::pin(self.run(d, event)).await
     }
@@ -230,27 +233,35 @@ impl<'a> Dispatcher<'a> {
         Ok(Some(d))
     }
 
+    /// A lease held by this invocation from now.
+    fn lease(&self) -> Lease {
+        Lease {
+            holder: self.holder.clone(),
+            until: ms(now()) + LEASE.as_millis() as i64,
+        }
+    }
+
     async fn run(&self, mut d: Dispatch, event: &DispatchEvent) -> Result<Handled, DispatchError> {
         let at = ms(now());
         if d.status.is_final() {
             return Ok(Handled::Done(d.id.clone(), d.status));
         }
-        if d.lease
-            .as_ref()
-            .is_some_and(|l| l.holder != self.holder && l.until > at)
-        {
+        let mine = d.lease.as_ref().is_some_and(|l| l.holder == self.holder);
+        if d.lease.as_ref().is_some_and(|l| !mine && l.until > at) {
             return Ok(Handled::Busy(d.id.clone()));
         }
-        let prev = d.version;
-        d.lease = Some(Lease {
-            holder: self.holder.clone(),
-            until: at + LEASE.as_millis() as i64,
-        });
-        d.version += 1;
-        match self.store.save(&d, prev).await {
-            Ok(()) => {}
-            Err(StoreError::ConditionFailed) => return Ok(Handled::Busy(d.id.clone())),
-            Err(e) => return Err(e.into()),
+        // A dispatch just created carries this invocation's lease already; one found
+        // is taken over (its holder's lease ran out, or this is that holder's message
+        // delivered again: SQS redelivers a message only once its invocation is over).
+        if !(mine && d.version == 1) {
+            let prev = d.version;
+            d.lease = Some(self.lease());
+            d.version += 1;
+            match self.store.save(&d, prev).await {
+                Ok(()) => {}
+                Err(StoreError::ConditionFailed) => return Ok(Handled::Busy(d.id.clone())),
+                Err(e) => return Err(e.into()),
+            }
         }
         let mut stopped = false;
         for i in 0..d.steps.len() {
@@ -283,6 +294,12 @@ impl<'a> Dispatcher<'a> {
                     stopped = s.on_failure == super::integration::OnFailure::Stop;
                 }
                 _ => {}
+            }
+            // Each finished step is stored before the next starts: a worker killed
+            // between steps resumes after the last one stored, never redoing it. (The
+            // last step's state goes with the dispatch's final save below.)
+            if i + 1 < d.steps.len() {
+                self.checkpoint(&mut d).await?;
             }
         }
         d.settle();
