@@ -406,6 +406,7 @@
 
 #![warn(missing_docs)]
 
+pub mod actions;
 mod admin;
 mod clock;
 pub mod oauth;
@@ -413,6 +414,7 @@ pub mod providers;
 pub mod ratelimit;
 pub mod record;
 pub mod state;
+pub mod webhooks;
 mod wire;
 
 use std::io;
@@ -428,6 +430,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use actions::{ActionFault, ActionFaultKind, FaultKnob, Received, StoredRecord};
 pub use oauth::{
     GrantSelector, OAuthClient, OAuthClientView, OAuthError, OAuthFault, OAuthGrantView,
     OAuthProvider, OAuthSettingsView, OAuthUser, SeededGrant, default_oauth_clients,
@@ -440,6 +443,7 @@ pub use state::{
     Account, AccountError, AccountView, CallsView, Fault, FaultError, FaultsView, Provider,
     ProviderAccount, SandboxState, Secret, default_accounts,
 };
+pub use webhooks::{Delivery, ReceiverView};
 
 /// How long [`Sandbox::shutdown`] waits for in-flight requests before aborting.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);

@@ -40,6 +40,7 @@ use crate::wire;
 use schema::{RecordError, normalize_id, parse_datetime, sf_datetime};
 use store::{Cursor, TOMBSTONE_DAYS, WriteError};
 
+pub(crate) use schema::make_id;
 pub(crate) use store::SfStore;
 
 /// The org id of the default Salesforce OAuth user (`admin@acme.test`); a grant's org is

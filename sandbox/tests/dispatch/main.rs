@@ -1,0 +1,6 @@
+//! Dispatch-action stand-ins and the webhook receiver, end to end: reqwest against a
+//! started sandbox. One module per provider; `harness` holds the shared client.
+
+mod genesys;
+mod harness;
+mod webhooks;
