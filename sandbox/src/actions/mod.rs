@@ -17,9 +17,9 @@ mod genesys;
 // mod hubspot;
 // mod pipedrive;
 // mod salesforce;
-// mod sap;
+mod sap;
 mod store;
-// mod technologyone;
+mod technologyone;
 // mod zendesk;
 // mod zoho;
 
@@ -204,8 +204,8 @@ pub(crate) fn route(
 ) -> Option<Action> {
     let (rest, table): (String, &[RouteDef]) = match provider {
         Provider::Genesys => (genesys::api_path(req)?, genesys::ROUTES),
-        //         Provider::Sap => (sap::api_path(req)?, sap::ROUTES),
-        //         Provider::Technologyone => (technologyone::api_path(req)?, technologyone::ROUTES),
+        Provider::Sap => (sap::api_path(req)?, sap::ROUTES),
+        Provider::Technologyone => (technologyone::api_path(req)?, technologyone::ROUTES),
         //         Provider::Zendesk => (zendesk::api_path(req)?, zendesk::ROUTES),
         //         Provider::Freshdesk => (freshdesk::api_path(req)?, freshdesk::ROUTES),
         //         Provider::Salesforce => (salesforce::api_path(req)?, salesforce::ROUTES),
@@ -541,6 +541,13 @@ async fn record(
 /// The time now as RFC 3339 with milliseconds (`2026-12-05T03:40:12.000Z`).
 pub(crate) fn now_rfc3339() -> String {
     crate::providers::hubspot_crm::rfc3339(crate::clock::now_ms())
+}
+
+/// `n` random bytes as lower-case hex.
+pub(crate) fn random_hex(n: usize) -> String {
+    (0..n)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect()
 }
 
 /// The JSON type name of a value, for type-mismatch messages.

@@ -40,7 +40,7 @@ pub(crate) fn error(status: StatusCode, message: &str) -> Response {
         status,
         json!({
             "DataSet": null,
-            "Messages": [{"MessageType": "Error", "Message": message}],
+            "Messages": [{"Type": "Error", "Message": message}],
             "TotalRecordCount": 0,
         }),
     )

@@ -3,4 +3,6 @@
 
 mod genesys;
 mod harness;
+mod sap;
+mod technologyone;
 mod webhooks;
