@@ -20,7 +20,7 @@ mod genesys;
 mod sap;
 mod store;
 mod technologyone;
-// mod zendesk;
+mod zendesk;
 // mod zoho;
 
 use std::time::{Duration, Instant};
@@ -206,7 +206,7 @@ pub(crate) fn route(
         Provider::Genesys => (genesys::api_path(req)?, genesys::ROUTES),
         Provider::Sap => (sap::api_path(req)?, sap::ROUTES),
         Provider::Technologyone => (technologyone::api_path(req)?, technologyone::ROUTES),
-        //         Provider::Zendesk => (zendesk::api_path(req)?, zendesk::ROUTES),
+        Provider::Zendesk => (zendesk::api_path(req)?, zendesk::ROUTES),
         //         Provider::Freshdesk => (freshdesk::api_path(req)?, freshdesk::ROUTES),
         //         Provider::Salesforce => (salesforce::api_path(req)?, salesforce::ROUTES),
         //         Provider::Hubspot => (req.path.clone(), hubspot::ROUTES),

@@ -6,3 +6,4 @@ mod harness;
 mod sap;
 mod technologyone;
 mod webhooks;
+mod zendesk;
