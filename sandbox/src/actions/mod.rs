@@ -10,9 +10,9 @@
 //! `(method, path pattern relative to the provider's API base)` to a handler.
 
 pub(crate) mod admin;
-// mod chatwoot;
+mod chatwoot;
 // mod dynamics;
-// mod freshdesk;
+mod freshdesk;
 mod genesys;
 // mod hubspot;
 // mod pipedrive;
@@ -207,13 +207,13 @@ pub(crate) fn route(
         Provider::Sap => (sap::api_path(req)?, sap::ROUTES),
         Provider::Technologyone => (technologyone::api_path(req)?, technologyone::ROUTES),
         Provider::Zendesk => (zendesk::api_path(req)?, zendesk::ROUTES),
-        //         Provider::Freshdesk => (freshdesk::api_path(req)?, freshdesk::ROUTES),
+        Provider::Freshdesk => (freshdesk::api_path(req)?, freshdesk::ROUTES),
         //         Provider::Salesforce => (salesforce::api_path(req)?, salesforce::ROUTES),
         //         Provider::Hubspot => (req.path.clone(), hubspot::ROUTES),
         //         Provider::Pipedrive => (pipedrive::api_path(req)?, pipedrive::ROUTES),
         //         Provider::Zoho => (zoho::api_path(req)?, zoho::ROUTES),
         //         Provider::Dynamics365 => (dynamics::api_path(req)?, dynamics::ROUTES),
-        //         Provider::Chatwoot => (chatwoot::api_path(req)?, chatwoot::ROUTES),
+        Provider::Chatwoot => (chatwoot::api_path(req)?, chatwoot::ROUTES),
         _ => return None,
     };
     table.iter().find_map(|def| {

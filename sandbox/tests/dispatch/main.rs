@@ -1,6 +1,8 @@
 //! Dispatch-action stand-ins and the webhook receiver, end to end: reqwest against a
 //! started sandbox. One module per provider; `harness` holds the shared client.
 
+mod chatwoot;
+mod freshdesk;
 mod genesys;
 mod harness;
 mod sap;
