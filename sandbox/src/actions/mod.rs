@@ -16,7 +16,7 @@ mod freshdesk;
 mod genesys;
 // mod hubspot;
 // mod pipedrive;
-// mod salesforce;
+mod salesforce;
 mod sap;
 mod store;
 mod technologyone;
@@ -208,7 +208,7 @@ pub(crate) fn route(
         Provider::Technologyone => (technologyone::api_path(req)?, technologyone::ROUTES),
         Provider::Zendesk => (zendesk::api_path(req)?, zendesk::ROUTES),
         Provider::Freshdesk => (freshdesk::api_path(req)?, freshdesk::ROUTES),
-        //         Provider::Salesforce => (salesforce::api_path(req)?, salesforce::ROUTES),
+        Provider::Salesforce => (salesforce::api_path(req)?, salesforce::ROUTES),
         //         Provider::Hubspot => (req.path.clone(), hubspot::ROUTES),
         //         Provider::Pipedrive => (pipedrive::api_path(req)?, pipedrive::ROUTES),
         //         Provider::Zoho => (zoho::api_path(req)?, zoho::ROUTES),
@@ -262,9 +262,9 @@ fn limiter_key(provider: Provider, req: &ProviderRequest) -> String {
 /// The provider's throttle answer: its 429 with `Retry-After` (Salesforce: 403
 /// `REQUEST_LIMIT_EXCEEDED`, which has no `Retry-After`).
 pub(crate) fn throttled(provider: Provider, route: &str, retry_after: u64) -> Response {
-    // if provider == Provider::Salesforce {
-    //     return salesforce::limit_exceeded();
-    // }
+    if provider == Provider::Salesforce {
+        return salesforce::limit_exceeded();
+    }
     let fault = crate::state::Fault {
         retry_after_secs: retry_after.max(1),
         ..crate::state::Fault::new(429, 1)
@@ -540,7 +540,12 @@ async fn record(
 
 /// The time now as RFC 3339 with milliseconds (`2026-12-05T03:40:12.000Z`).
 pub(crate) fn now_rfc3339() -> String {
-    crate::providers::hubspot_crm::rfc3339(crate::clock::now_ms())
+    now_rfc3339_at(crate::clock::now_ms())
+}
+
+/// An epoch-milliseconds time as RFC 3339 with milliseconds.
+pub(crate) fn now_rfc3339_at(ms: i64) -> String {
+    crate::providers::hubspot_crm::rfc3339(ms)
 }
 
 /// `n` random bytes as lower-case hex.

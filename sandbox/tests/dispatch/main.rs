@@ -5,6 +5,7 @@ mod chatwoot;
 mod freshdesk;
 mod genesys;
 mod harness;
+mod salesforce;
 mod sap;
 mod technologyone;
 mod webhooks;
