@@ -14,7 +14,7 @@ mod chatwoot;
 // mod dynamics;
 mod freshdesk;
 mod genesys;
-// mod hubspot;
+mod hubspot;
 // mod pipedrive;
 mod salesforce;
 mod sap;
@@ -209,7 +209,7 @@ pub(crate) fn route(
         Provider::Zendesk => (zendesk::api_path(req)?, zendesk::ROUTES),
         Provider::Freshdesk => (freshdesk::api_path(req)?, freshdesk::ROUTES),
         Provider::Salesforce => (salesforce::api_path(req)?, salesforce::ROUTES),
-        //         Provider::Hubspot => (req.path.clone(), hubspot::ROUTES),
+        Provider::Hubspot => (req.path.clone(), hubspot::ROUTES),
         //         Provider::Pipedrive => (pipedrive::api_path(req)?, pipedrive::ROUTES),
         //         Provider::Zoho => (zoho::api_path(req)?, zoho::ROUTES),
         //         Provider::Dynamics365 => (dynamics::api_path(req)?, dynamics::ROUTES),

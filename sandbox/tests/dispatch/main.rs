@@ -5,6 +5,7 @@ mod chatwoot;
 mod freshdesk;
 mod genesys;
 mod harness;
+mod hubspot;
 mod salesforce;
 mod sap;
 mod technologyone;
