@@ -11,7 +11,7 @@
 
 pub(crate) mod admin;
 mod chatwoot;
-// mod dynamics;
+mod dynamics;
 mod freshdesk;
 mod genesys;
 mod hubspot;
@@ -212,7 +212,7 @@ pub(crate) fn route(
         Provider::Hubspot => (req.path.clone(), hubspot::ROUTES),
         //         Provider::Pipedrive => (pipedrive::api_path(req)?, pipedrive::ROUTES),
         //         Provider::Zoho => (zoho::api_path(req)?, zoho::ROUTES),
-        //         Provider::Dynamics365 => (dynamics::api_path(req)?, dynamics::ROUTES),
+        Provider::Dynamics365 => (dynamics::api_path(req)?, dynamics::ROUTES),
         Provider::Chatwoot => (chatwoot::api_path(req)?, chatwoot::ROUTES),
         _ => return None,
     };
