@@ -15,7 +15,7 @@ mod dynamics;
 mod freshdesk;
 mod genesys;
 mod hubspot;
-// mod pipedrive;
+mod pipedrive;
 mod salesforce;
 mod sap;
 mod store;
@@ -210,7 +210,7 @@ pub(crate) fn route(
         Provider::Freshdesk => (freshdesk::api_path(req)?, freshdesk::ROUTES),
         Provider::Salesforce => (salesforce::api_path(req)?, salesforce::ROUTES),
         Provider::Hubspot => (req.path.clone(), hubspot::ROUTES),
-        //         Provider::Pipedrive => (pipedrive::api_path(req)?, pipedrive::ROUTES),
+        Provider::Pipedrive => (pipedrive::api_path(req)?, pipedrive::ROUTES),
         //         Provider::Zoho => (zoho::api_path(req)?, zoho::ROUTES),
         Provider::Dynamics365 => (dynamics::api_path(req)?, dynamics::ROUTES),
         Provider::Chatwoot => (chatwoot::api_path(req)?, chatwoot::ROUTES),

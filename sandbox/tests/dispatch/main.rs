@@ -7,6 +7,7 @@ mod freshdesk;
 mod genesys;
 mod harness;
 mod hubspot;
+mod pipedrive;
 mod salesforce;
 mod sap;
 mod technologyone;
