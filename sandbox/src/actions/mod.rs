@@ -21,7 +21,7 @@ mod sap;
 mod store;
 mod technologyone;
 mod zendesk;
-// mod zoho;
+mod zoho;
 
 use std::time::{Duration, Instant};
 
@@ -211,7 +211,7 @@ pub(crate) fn route(
         Provider::Salesforce => (salesforce::api_path(req)?, salesforce::ROUTES),
         Provider::Hubspot => (req.path.clone(), hubspot::ROUTES),
         Provider::Pipedrive => (pipedrive::api_path(req)?, pipedrive::ROUTES),
-        //         Provider::Zoho => (zoho::api_path(req)?, zoho::ROUTES),
+        Provider::Zoho => (zoho::api_path(req)?, zoho::ROUTES),
         Provider::Dynamics365 => (dynamics::api_path(req)?, dynamics::ROUTES),
         Provider::Chatwoot => (chatwoot::api_path(req)?, chatwoot::ROUTES),
         _ => return None,

@@ -13,3 +13,4 @@ mod sap;
 mod technologyone;
 mod webhooks;
 mod zendesk;
+mod zoho;
