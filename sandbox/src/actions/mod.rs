@@ -11,6 +11,7 @@
 
 pub(crate) mod admin;
 mod chatwoot;
+mod custom;
 mod dynamics;
 mod freshdesk;
 mod genesys;
@@ -199,9 +200,12 @@ fn match_path(pattern: &str, path: &str) -> Option<Vec<String>> {
 /// The action route `req` asks for, if `provider` serves it as a dispatch action.
 pub(crate) fn route(
     provider: Provider,
-    _state: &SandboxState,
+    state: &SandboxState,
     req: &ProviderRequest,
 ) -> Option<Action> {
+    if provider == Provider::Custom {
+        return custom::route(state, req);
+    }
     let (rest, table): (String, &[RouteDef]) = match provider {
         Provider::Genesys => (genesys::api_path(req)?, genesys::ROUTES),
         Provider::Sap => (sap::api_path(req)?, sap::ROUTES),
@@ -234,7 +238,7 @@ fn catalogue_limit(provider: Provider) -> Option<(u64, u64)> {
     match provider {
         Provider::Genesys => Some((300, 60)),
         Provider::Sap => Some((100, 1)),
-        Provider::Technologyone | Provider::Chatwoot => Some((60, 60)),
+        Provider::Technologyone | Provider::Chatwoot | Provider::Custom => Some((60, 60)),
         Provider::Zendesk => Some((700, 60)),
         Provider::Freshdesk => Some((200, 60)),
         Provider::Pipedrive => Some((80, 2)),

@@ -2,6 +2,7 @@
 //! started sandbox. One module per provider; `harness` holds the shared client.
 
 mod chatwoot;
+mod custom;
 mod dynamics;
 mod freshdesk;
 mod genesys;
