@@ -296,9 +296,9 @@ fn check(ctx: &Ctx<'_>, table: &Table, map: &Map<String, Value>) -> Result<(), R
             Col::Bool if !value.is_boolean() => return Err(type_error()),
             Col::Int if !value.is_i64() => return Err(type_error()),
             Col::Time
-                if !value
+                if value
                     .as_str()
-                    .is_some_and(|t| crate::clock::parse_datetime(t).is_some()) =>
+                    .is_none_or(|t| crate::clock::parse_datetime(t).is_none()) =>
             {
                 return Err(type_error());
             }

@@ -372,7 +372,7 @@ fn conversations(ctx: &Ctx<'_>) -> Outcome {
     let notes: Vec<Value> = ctx
         .list(NOTES)
         .into_iter()
-        .filter(|n| n["ticket_id"].to_string() == ticket_id)
+        .filter(|n| super::id_matches(&n["ticket_id"], &ticket_id))
         .collect();
     wire::json(StatusCode::OK, Value::Array(notes)).into()
 }

@@ -408,7 +408,7 @@ fn create_callback(ctx: &Ctx<'_>) -> Outcome {
     };
     if numbers
         .iter()
-        .any(|n| !n.as_str().is_some_and(|s| !s.trim().is_empty()))
+        .any(|n| n.as_str().is_none_or(|s| s.trim().is_empty()))
     {
         return bad_request(
             "callbackNumbers",
@@ -422,9 +422,9 @@ fn create_callback(ctx: &Ctx<'_>) -> Outcome {
         return bad_request("queueId", "Either queueId or routingData is required").into();
     }
     if let Some(time) = body.get("callbackScheduledTime")
-        && !time
+        && time
             .as_str()
-            .is_some_and(|t| crate::clock::parse_datetime(t).is_some())
+            .is_none_or(|t| crate::clock::parse_datetime(t).is_none())
     {
         return error(
             StatusCode::BAD_REQUEST,

@@ -288,7 +288,7 @@ fn list_notes(ctx: &Ctx<'_>) -> Outcome {
         .filter(|n| {
             person
                 .as_deref()
-                .is_none_or(|p| n["person_id"].to_string() == p)
+                .is_none_or(|p| super::id_matches(&n["person_id"], p))
         })
         .collect();
     match ctx.query("sort").as_deref() {

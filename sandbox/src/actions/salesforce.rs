@@ -671,7 +671,7 @@ fn query(ctx: &Ctx<'_>) -> Outcome {
                 Cond::LastNDays(n) => {
                     let created = r["CreatedDate"]
                         .as_str()
-                        .and_then(|d| crate::clock::parse_datetime(d))
+                        .and_then(crate::clock::parse_datetime)
                         .unwrap_or(0);
                     created >= now - (n + 1) * crate::clock::DAY_MS
                 }

@@ -309,7 +309,7 @@ fn check_ticket_fields(map: &Map<String, Value>) -> Result<(), Response> {
         ));
     }
     if let Some(external) = map.get("external_id")
-        && !external.as_str().is_some_and(|e| e.chars().count() <= 255)
+        && external.as_str().is_none_or(|e| e.chars().count() > 255)
     {
         return Err(record_invalid(
             "external_id",
@@ -402,7 +402,7 @@ fn list_comments(ctx: &Ctx<'_>) -> Outcome {
     let comments: Vec<Value> = ctx
         .list(COMMENTS)
         .into_iter()
-        .filter(|c| c["ticket_id"].to_string() == id)
+        .filter(|c| super::id_matches(&c["ticket_id"], &id))
         .collect();
     let count = comments.len();
     wire::json(
