@@ -905,22 +905,16 @@ fn normalise(account: &mut ProviderAccount) -> Result<(), AccountError> {
             Ok(())
         }
         ProviderAccount::Sap {
-            tenant,
+            tenant: label,
             username,
             password,
-        } => {
-            *tenant = subdomain_label(tenant)?;
-            if username.trim().is_empty() {
-                return Err(AccountError("username must not be empty".to_owned()));
-            }
-            require(password, "password")
         }
-        ProviderAccount::Technologyone {
-            site,
+        | ProviderAccount::Technologyone {
+            site: label,
             username,
             password,
         } => {
-            *site = subdomain_label(site)?;
+            *label = subdomain_label(label)?;
             if username.trim().is_empty() {
                 return Err(AccountError("username must not be empty".to_owned()));
             }

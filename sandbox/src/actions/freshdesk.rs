@@ -85,6 +85,12 @@ fn field_error(field: &str, message: &str, code: &str) -> Value {
     json!({"field": field, "message": message, "code": code})
 }
 
+/// Authenticates, then reads the body as an object of `known` keys.
+fn authenticated_object(ctx: &Ctx<'_>, known: &[&str]) -> Result<Map<String, Value>, Response> {
+    authenticate(ctx)?;
+    object(ctx, known)
+}
+
 fn object(ctx: &Ctx<'_>, known: &[&str]) -> Result<Map<String, Value>, Response> {
     let Ok(Value::Object(map)) = ctx.json() else {
         return Err(validation(
@@ -180,10 +186,7 @@ const REQUESTER: [&str; 6] = [
 ];
 
 fn create_ticket(ctx: &Ctx<'_>) -> Outcome {
-    if let Err(response) = authenticate(ctx) {
-        return response.into();
-    }
-    let map = match object(ctx, &TICKET_FIELDS) {
+    let map = match authenticated_object(ctx, &TICKET_FIELDS) {
         Ok(map) => map,
         Err(response) => return response.into(),
     };
@@ -420,10 +423,7 @@ const CONTACT_FIELDS: [&str; 14] = [
 ];
 
 fn create_contact(ctx: &Ctx<'_>) -> Outcome {
-    if let Err(response) = authenticate(ctx) {
-        return response.into();
-    }
-    let map = match object(ctx, &CONTACT_FIELDS) {
+    let map = match authenticated_object(ctx, &CONTACT_FIELDS) {
         Ok(map) => map,
         Err(response) => return response.into(),
     };

@@ -302,7 +302,13 @@ pub(crate) async fn serve(
     action: Action,
 ) -> Response {
     state.record_call(action.name);
-    let seq = state.dispatch_store().next_seq();
+    let seen = Seen {
+        state,
+        req,
+        provider,
+        route: action.name,
+        seq: state.dispatch_store().next_seq(),
+    };
     let latency = state.latency_for(provider);
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
@@ -323,32 +329,12 @@ pub(crate) async fn serve(
         if let Verdict::Denied { retry_after, .. } = verdict {
             let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
             let response = throttled(provider, action.name, secs);
-            return record(
-                state,
-                req,
-                provider,
-                action.name,
-                seq,
-                response,
-                None,
-                Some("rate_limit".into()),
-            )
-            .await;
+            return seen.record(response, None, Some("rate_limit"));
         }
     }
     if let Some(fault) = state.take_fault(provider) {
         let response = crate::providers::fault_response(provider, action.name, &fault);
-        return record(
-            state,
-            req,
-            provider,
-            action.name,
-            seq,
-            response,
-            None,
-            Some("status".into()),
-        )
-        .await;
+        return seen.record(response, None, Some("status"));
     }
     let fault = state.dispatch_store().take_fault(provider, action.name);
     let ctx = Ctx {
@@ -357,110 +343,41 @@ pub(crate) async fn serve(
         req,
         params: action.params,
     };
-    let Some(fault) = fault else {
+    let Some(fault) = fault.map(|f| f.knob) else {
         let outcome = (action.handler)(&ctx);
-        return record(
-            state,
-            req,
+        return seen.record(outcome.response, outcome.created, None);
+    };
+    let forced_status = || {
+        forced(
             provider,
             action.name,
-            seq,
-            outcome.response,
-            outcome.created,
-            None,
+            fault.status_or_default(),
+            fault.retry_after_secs,
         )
-        .await;
     };
-    let fault = fault.knob;
-    let label = Some(fault.kind.as_str().to_owned());
-    match fault.kind {
-        ActionFaultKind::Status => {
-            let response = forced(
-                provider,
-                action.name,
-                fault.status_or_default(),
-                fault.retry_after_secs,
-            );
-            record(
-                state,
-                req,
-                provider,
-                action.name,
-                seq,
-                response,
-                None,
-                label,
-            )
-            .await
-        }
-        ActionFaultKind::RateLimit => {
-            let response = throttled(provider, action.name, fault.retry_after_secs);
-            record(
-                state,
-                req,
-                provider,
-                action.name,
-                seq,
-                response,
-                None,
-                label,
-            )
-            .await
-        }
-        ActionFaultKind::Timeout => {
-            // Served and recorded first: a client that gives up drops this future, and
-            // the effect must have happened anyway (that is what makes lookups needed).
+    let (response, created) = match fault.kind {
+        ActionFaultKind::Status => (forced_status(), None),
+        ActionFaultKind::RateLimit => (
+            throttled(provider, action.name, fault.retry_after_secs),
+            None,
+        ),
+        ActionFaultKind::Timeout | ActionFaultKind::Drop => {
             let outcome = (action.handler)(&ctx);
-            let response = record(
-                state,
-                req,
-                provider,
-                action.name,
-                seq,
-                outcome.response,
-                outcome.created,
-                label,
-            )
-            .await;
+            (outcome.response, outcome.created)
+        }
+        ActionFaultKind::AfterEffect => (forced_status(), (action.handler)(&ctx).created),
+    };
+    let status = response.status();
+    // Recorded before any hold: a client that gives up drops this future, and the effect
+    // must be on record anyway (that is what makes lookups needed).
+    let response = seen.record(response, created, Some(fault.kind.as_str()));
+    match fault.kind {
+        ActionFaultKind::Timeout => {
             tokio::time::sleep(fault.hold()).await;
             response
         }
-        ActionFaultKind::AfterEffect => {
-            let outcome = (action.handler)(&ctx);
-            let response = forced(
-                provider,
-                action.name,
-                fault.status_or_default(),
-                fault.retry_after_secs,
-            );
-            record(
-                state,
-                req,
-                provider,
-                action.name,
-                seq,
-                response,
-                outcome.created,
-                label,
-            )
-            .await
-        }
-        ActionFaultKind::Drop => {
-            let outcome = (action.handler)(&ctx);
-            let status = outcome.response.status();
-            let _ = record(
-                state,
-                req,
-                provider,
-                action.name,
-                seq,
-                outcome.response,
-                outcome.created,
-                label,
-            )
-            .await;
-            dropped(status)
-        }
+        ActionFaultKind::Drop => dropped(status),
+        _ => response,
     }
 }
 
@@ -495,55 +412,57 @@ const SECRET_HEADERS: [&str; 7] = [
 /// Query parameters that carry credentials.
 const SECRET_PARAMS: [&str; 3] = ["api_token", "access_token", "token"];
 
-/// Records the exchange and hands the answer back intact.
-#[allow(clippy::too_many_arguments)] // One call site per outcome; a struct would only rename them.
-async fn record(
-    state: &SandboxState,
-    req: &ProviderRequest,
+/// One action request being served, for its record.
+struct Seen<'a> {
+    state: &'a SandboxState,
+    req: &'a ProviderRequest,
     provider: Provider,
-    route: &str,
+    route: &'static str,
     seq: u64,
-    response: Response,
-    created: Option<Value>,
-    fault: Option<String>,
-) -> Response {
-    let status = response.status().as_u16();
-    let headers = req
-        .headers
-        .iter()
-        .filter(|(name, _)| !SECRET_HEADERS.contains(&name.as_str()))
-        .filter_map(|(name, value)| {
-            Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
-        })
-        .collect();
-    let query = req
-        .query
-        .as_deref()
-        .map(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .into_owned()
-                .filter(|(k, _)| !SECRET_PARAMS.contains(&k.as_str()))
-                .collect()
-        })
-        .unwrap_or_default();
-    let body = serde_json::from_slice(&req.body)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&req.body).into_owned()));
-    let entry = Received {
-        seq,
-        provider,
-        route: route.to_owned(),
-        method: req.method.as_str().to_owned(),
-        host: req.host.clone(),
-        path: req.path.clone(),
-        query,
-        headers,
-        body,
-        status,
-        created,
-        fault,
-    };
-    state.dispatch_store().received.push(entry);
-    response
+}
+
+impl Seen<'_> {
+    /// Records the exchange (with the record it created and the fault that shaped it)
+    /// and hands the answer back intact.
+    fn record(&self, response: Response, created: Option<Value>, fault: Option<&str>) -> Response {
+        let req = self.req;
+        let headers = req
+            .headers
+            .iter()
+            .filter(|(name, _)| !SECRET_HEADERS.contains(&name.as_str()))
+            .filter_map(|(name, value)| {
+                Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+            })
+            .collect();
+        let query = req
+            .query
+            .as_deref()
+            .map(|q| {
+                url::form_urlencoded::parse(q.as_bytes())
+                    .into_owned()
+                    .filter(|(k, _)| !SECRET_PARAMS.contains(&k.as_str()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let body = serde_json::from_slice(&req.body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&req.body).into_owned()));
+        let entry = Received {
+            seq: self.seq,
+            provider: self.provider,
+            route: self.route.to_owned(),
+            method: req.method.as_str().to_owned(),
+            host: req.host.clone(),
+            path: req.path.clone(),
+            query,
+            headers,
+            body,
+            status: response.status().as_u16(),
+            created,
+            fault: fault.map(str::to_owned),
+        };
+        self.state.dispatch_store().received.push(entry);
+        response
+    }
 }
 
 /// The time now as RFC 3339 with milliseconds (`2026-12-05T03:40:12.000Z`).

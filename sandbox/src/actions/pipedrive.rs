@@ -110,6 +110,16 @@ fn matches_pattern(text: &str, pattern: &str) -> bool {
         })
 }
 
+/// A `person_id`, when given, is an integer naming a person that exists.
+fn check_person(ctx: &Ctx<'_>, map: &Map<String, Value>) -> Result<(), Response> {
+    match person_id(map)? {
+        Some(id) if ctx.find(PERSONS, &id).is_none() => {
+            Err(error_body(StatusCode::NOT_FOUND, "Person not found"))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn person_id(map: &Map<String, Value>) -> Result<Option<String>, Response> {
     match map.get("person_id") {
         None | Some(Value::Null) => Ok(None),
@@ -156,14 +166,8 @@ fn create_activity(ctx: &Ctx<'_>) -> Outcome {
     {
         return bad("Invalid due_date").into();
     }
-    let person = match person_id(&map) {
-        Ok(person) => person,
-        Err(response) => return response.into(),
-    };
-    if let Some(id) = &person
-        && ctx.find(PERSONS, id).is_none()
-    {
-        return error_body(StatusCode::NOT_FOUND, "Person not found").into();
+    if let Err(response) = check_person(ctx, &map) {
+        return response.into();
     }
     let done = match map.get("done") {
         None => false,
@@ -242,14 +246,8 @@ fn create_note(ctx: &Ctx<'_>) -> Outcome {
         return bad("Either deal_id, person_id, org_id, lead_id or project_id must be given")
             .into();
     }
-    let person = match person_id(&map) {
-        Ok(person) => person,
-        Err(response) => return response.into(),
-    };
-    if let Some(id) = &person
-        && ctx.find(PERSONS, id).is_none()
-    {
-        return error_body(StatusCode::NOT_FOUND, "Person not found").into();
+    if let Err(response) = check_person(ctx, &map) {
+        return response.into();
     }
     let id = ctx.next_number("note", 1);
     let mut record = map;

@@ -112,6 +112,17 @@ pub(crate) fn fixed_provider_for_host(host: &str) -> Option<Provider> {
     }
 }
 
+/// The first account whose Basic credentials are the request's: `matches(account, user,
+/// password)` says whether an account takes them.
+pub(crate) fn basic_account(
+    state: &SandboxState,
+    req: &ProviderRequest,
+    matches: impl Fn(&ProviderAccount, &str, &str) -> bool,
+) -> Option<crate::state::Account> {
+    let (user, password) = wire::basic_credentials(&req.headers)?;
+    state.find_account(|account| matches(&account.provider, &user, &password))
+}
+
 /// The provider owning `host`, including self-hosted Chatwoot and custom API hosts.
 fn provider_for_host(state: &SandboxState, host: &str) -> Option<Provider> {
     fixed_provider_for_host(host).or_else(|| {

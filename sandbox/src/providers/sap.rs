@@ -28,10 +28,9 @@ pub(crate) fn tenant(host: &str) -> Option<&str> {
 /// The account whose technical user is in the request's Basic credentials.
 pub(crate) fn authenticate(state: &SandboxState, req: &ProviderRequest) -> Option<Account> {
     let tenant_name = tenant(&req.host)?;
-    let (user, pass) = wire::basic_credentials(&req.headers)?;
-    state.find_account(|account| {
-        matches!(&account.provider, ProviderAccount::Sap { tenant, username, password }
-            if tenant == tenant_name && username.eq_ignore_ascii_case(&user) && password.matches(&pass))
+    super::basic_account(state, req, |account, user, pass| {
+        matches!(account, ProviderAccount::Sap { tenant, username, password }
+            if tenant == tenant_name && username.eq_ignore_ascii_case(user) && password.matches(pass))
     })
 }
 
@@ -100,12 +99,5 @@ pub(crate) fn error_for_status(status: StatusCode, retry_after: u64) -> Response
         &wire::snake_reason(status).to_ascii_uppercase(),
         wire::reason(status),
     );
-    if matches!(
-        status,
-        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
-    ) {
-        wire::with_retry_after(response, retry_after)
-    } else {
-        response
-    }
+    wire::with_retry_after_on_throttle(response, retry_after)
 }

@@ -27,10 +27,9 @@ pub(crate) fn site(host: &str) -> Option<&str> {
 /// compare case-insensitively: CiAnywhere upper-cases them).
 pub(crate) fn authenticate(state: &SandboxState, req: &ProviderRequest) -> Option<Account> {
     let site_name = site(&req.host)?;
-    let (user, pass) = wire::basic_credentials(&req.headers)?;
-    state.find_account(|account| {
-        matches!(&account.provider, ProviderAccount::Technologyone { site, username, password }
-            if site == site_name && username.eq_ignore_ascii_case(&user) && password.matches(&pass))
+    super::basic_account(state, req, |account, user, pass| {
+        matches!(account, ProviderAccount::Technologyone { site, username, password }
+            if site == site_name && username.eq_ignore_ascii_case(user) && password.matches(pass))
     })
 }
 
@@ -70,12 +69,5 @@ pub(crate) fn error_for_status(status: StatusCode, retry_after: u64) -> Response
         return unauthorized();
     }
     let response = error(status, wire::reason(status));
-    if matches!(
-        status,
-        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
-    ) {
-        wire::with_retry_after(response, retry_after)
-    } else {
-        response
-    }
+    wire::with_retry_after_on_throttle(response, retry_after)
 }
