@@ -396,6 +396,16 @@
 //!   -d client_id=hubspot-sandbox-client-id -d client_secret=hubspot-sandbox-client-secret
 //! ```
 //!
+//! # Dispatch actions and the webhook receiver (issue 13)
+//! [`actions`] serves every endpoint the integration templates call, strictly, with a
+//! per-provider record of what arrived ([`SandboxState::dispatch_requests`],
+//! `GET /_sandbox/dispatch/{provider}/requests`), the records created
+//! ([`SandboxState::dispatch_records`]) and fault knobs ([`ActionFault`]: 5xx, 429,
+//! timeout, fail-after-effect, dropped connection). [`webhooks`] is a Standard Webhooks
+//! receiver (`POST /_sandbox/webhooks` registers one and answers its URL).
+//! `sandbox/DISPATCH_STANDINS.md` lists the routes, the control API and, per endpoint,
+//! what is not reproduced.
+//!
 //! # Recording (contract tests)
 //! [`SandboxState::recorder`] records every provider exchange (not the control routes)
 //! while started: method, host, path, decoded query, header names, content types, both
