@@ -308,6 +308,7 @@ pub(crate) async fn serve(
         provider,
         route: action.name,
         seq: state.dispatch_store().next_seq(),
+        action: true,
     };
     let latency = state.latency_for(provider);
     if !latency.is_zero() {
@@ -381,6 +382,35 @@ pub(crate) async fn serve(
     }
 }
 
+/// Records a request to one of the provider's other routes (the CRM, identity and
+/// record-sync stand-ins), so a chain's order can be read across them: no created record,
+/// and no body over [`MAX_OTHER_BODY`] bytes. OAuth routes are never recorded (their
+/// bodies and queries carry client secrets, codes and tokens).
+pub(crate) fn record_other(
+    state: &SandboxState,
+    req: &ProviderRequest,
+    provider: Provider,
+    route: &'static str,
+    response: Response,
+) -> Response {
+    if route.contains("oauth") {
+        return response;
+    }
+    let seen = Seen {
+        state,
+        req,
+        provider,
+        route,
+        seq: state.dispatch_store().next_seq(),
+        action: false,
+    };
+    seen.record(response, None, None)
+}
+
+/// The largest body of a non-action request that is recorded (larger ones are recorded
+/// as a note of their size: record-sync batches would otherwise fill memory).
+pub const MAX_OTHER_BODY: usize = 16 * 1024;
+
 /// An answer whose body fails after its head: the client sees the connection drop.
 fn dropped(status: StatusCode) -> Response {
     let failing = futures::stream::once(async {
@@ -419,6 +449,8 @@ struct Seen<'a> {
     provider: Provider,
     route: &'static str,
     seq: u64,
+    /// True for action routes (bodies always recorded); false for the provider's others.
+    action: bool,
 }
 
 impl Seen<'_> {
@@ -444,8 +476,12 @@ impl Seen<'_> {
                     .collect()
             })
             .unwrap_or_default();
-        let body = serde_json::from_slice(&req.body)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&req.body).into_owned()));
+        let body = if req.body.len() > MAX_OTHER_BODY && !self.action {
+            Value::String(format!("({} bytes, not recorded)", req.body.len()))
+        } else {
+            serde_json::from_slice(&req.body)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&req.body).into_owned()))
+        };
         let entry = Received {
             seq: self.seq,
             provider: self.provider,

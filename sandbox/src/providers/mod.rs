@@ -329,6 +329,7 @@ pub(crate) async fn dispatch(state: &SandboxState, req: ProviderRequest) -> Resp
         },
     };
     let response = finish(provider, state, &req, response);
+    let response = crate::actions::record_other(state, &req, provider, route_name, response);
     // Only names and numbers: never the query, headers or body, which carry credentials.
     tracing::debug!(
         provider = provider.as_str(),

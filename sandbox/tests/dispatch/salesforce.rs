@@ -204,3 +204,52 @@ async fn throttling_is_the_daily_allowance_403() {
     assert_eq!(spent.status, StatusCode::FORBIDDEN);
     assert_eq!(spent.body[0]["errorCode"], "REQUEST_LIMIT_EXCEEDED");
 }
+
+#[tokio::test]
+async fn the_record_stand_in_routes_are_recorded_in_order_too_but_never_oauth() {
+    let h = Harness::start().await;
+    let token = h.token(OAuthProvider::Salesforce, &["api"]);
+    let token_request = h
+        .send(
+            h.request(Method::POST, "login.salesforce.com/services/oauth2/token")
+                .form(&[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", "nope"),
+                    ("client_id", "salesforce-sandbox-client-id"),
+                    ("client_secret", "salesforce-sandbox-client-secret"),
+                ]),
+        )
+        .await;
+    assert_eq!(token_request.status, StatusCode::BAD_REQUEST);
+    let contact = h
+        .send(
+            sf(&h, &token, Method::POST, "/sobjects/Contact")
+                .json(&json!({"LastName": "Lee", "Email": "dana@example.com"})),
+        )
+        .await;
+    assert_eq!(contact.status, StatusCode::CREATED, "{}", contact.body);
+    let contact_id = contact.body["id"].as_str().expect("id").to_owned();
+    let note = h
+        .send(
+            sf(&h, &token, Method::POST, "/sobjects/Note")
+                .json(&json!({"ParentId": contact_id, "Title": "Conversation"})),
+        )
+        .await;
+    assert_eq!(note.status, StatusCode::CREATED, "{}", note.body);
+    let received = h.received("salesforce").await;
+    let routes: Vec<&str> = received
+        .iter()
+        .filter_map(|r| r["route"].as_str())
+        .collect();
+    assert_eq!(
+        routes,
+        ["salesforce.sobject_create", "salesforce.note_create"]
+    );
+    assert_eq!(received[0]["body"]["LastName"], "Lee");
+    assert!(received[0]["seq"].as_u64() < received[1]["seq"].as_u64());
+    let all = serde_json::to_string(&h.admin_get("dispatch/requests").await).expect("json");
+    assert!(
+        !all.contains("salesforce-sandbox-client-secret"),
+        "OAuth requests are not recorded"
+    );
+}
