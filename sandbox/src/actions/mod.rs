@@ -37,7 +37,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 pub use store::{
-    ActionFault, ActionFaultKind, DEFAULT_HOLD_MS, DispatchStore, FaultKnob, Received, StoredRecord,
+    ActionFault, ActionFaultKind, DEFAULT_HOLD_MS, DispatchStore, FaultKnob, MAX_RECEIVED,
+    Received, StoredRecord,
 };
 pub(crate) use store::{Replay, take_knob};
 
@@ -496,7 +497,7 @@ impl Seen<'_> {
             created,
             fault: fault.map(str::to_owned),
         };
-        self.state.dispatch_store().received.push(entry);
+        self.state.dispatch_store().push_received(entry);
         response
     }
 }
