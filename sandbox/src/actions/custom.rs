@@ -1,5 +1,5 @@
 //! A tenant's own REST API (Custom API action) under any registered custom base path:
-//! writes (`POST {base}/{collection}` creates, `PUT`/`PATCH`/`DELETE
+//! writes (`POST {base}` and `POST {base}/{collection}` create, `PUT`/`PATCH`/`DELETE
 //! {base}/{collection}/{id}`) and reads of what was written (`GET {base}/{collection}`,
 //! `GET {base}/{collection}/{id}`; other `GET`s stay with `providers::custom`).
 //!
@@ -42,7 +42,8 @@ fn base_path(state: &SandboxState, req: &ProviderRequest) -> Option<String> {
 pub(crate) fn route(state: &SandboxState, req: &ProviderRequest) -> Option<Action> {
     let base = base_path(state, req)?;
     let rest = req.path.strip_prefix(&base)?.trim_matches('/').to_owned();
-    if rest.is_empty() {
+    // The base itself takes writes (the catalogue's default request is `POST /`).
+    if rest.is_empty() && req.method != Method::POST {
         return None;
     }
     let params = vec![base, rest.clone()];

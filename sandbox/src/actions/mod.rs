@@ -190,8 +190,9 @@ fn match_path(pattern: &str, path: &str) -> Option<Vec<String>> {
     loop {
         match (pattern_parts.next(), path_parts.next()) {
             (None, None) => return Some(params),
+            // Percent-decoded; a `+` stays a `+` (this is a path, not a form).
             (Some("{}"), Some(seg)) if !seg.is_empty() => params.push(
-                url::form_urlencoded::parse(format!("x={seg}").as_bytes())
+                url::form_urlencoded::parse(format!("x={}", seg.replace('+', "%2B")).as_bytes())
                     .next()
                     .map(|(_, v)| v.into_owned())
                     .unwrap_or_default(),
@@ -622,6 +623,10 @@ mod tests {
         assert_eq!(match_path("/a/{}/b", "/a//b"), None);
         assert_eq!(match_path("/a/{}", "/a/x/b"), None);
         assert_eq!(match_path("/a", "/a"), Some(vec![]));
+        assert_eq!(
+            match_path("/k/{}", "/k/evt_01%3Aint+1"),
+            Some(vec!["evt_01:int+1".to_owned()])
+        );
     }
 
     #[test]

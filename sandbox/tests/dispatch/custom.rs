@@ -85,4 +85,21 @@ async fn idempotency_keys_replay_refuse_reuse_and_malformed_keys() {
     let throttled = h.send(cu(&h, Method::POST, "/jobs").json(&body)).await;
     assert_eq!(throttled.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(throttled.header("retry-after"), Some("8"));
+
+    h.sandbox.state().clear_action_faults(None);
+    let default_request = json!({"type": "conversation_ended", "event_id": "evt_2",
+        "occurred_at": "2026-12-05T03:12:44Z", "data": {}});
+    let root = h
+        .send(
+            cu(&h, Method::POST, "")
+                .header("idempotency-key", "\"evt_2:int_c\"")
+                .json(&default_request),
+        )
+        .await;
+    assert_eq!(root.status, StatusCode::CREATED, "{}", root.body);
+    assert!(
+        root.body["id"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("cus_"))
+    );
 }

@@ -164,8 +164,10 @@ async fn external_id_upsert_creates_once_then_updates() {
         .await;
     assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
     assert_eq!(first.body["created"], true);
+    // The renderer percent-encodes the key's `:` in the path: the same key.
+    let encoded = "/sobjects/Task/Conduit_Key__c/evt_1%3Aint_up";
     let second = h
-        .send(sf(&h, &token, Method::PATCH, path).json(&body))
+        .send(sf(&h, &token, Method::PATCH, encoded).json(&body))
         .await;
     assert_eq!(second.status, StatusCode::OK, "{}", second.body);
     assert_eq!(second.body["created"], false);
