@@ -1,6 +1,7 @@
 //! Dispatch-action stand-ins and the webhook receiver, end to end: reqwest against a
 //! started sandbox. One module per provider; `harness` holds the shared client.
 
+mod chain;
 mod chatwoot;
 mod custom;
 mod dynamics;
