@@ -43,7 +43,7 @@ pub use store::{
 pub(crate) use store::{Replay, take_knob};
 
 use crate::providers::ProviderRequest;
-use crate::ratelimit::{Policy, Verdict};
+use crate::ratelimit::{Policy, Usage, Verdict};
 use crate::state::{Provider, SandboxState};
 use crate::wire;
 
@@ -304,13 +304,14 @@ pub(crate) async fn serve(
     action: Action,
 ) -> Response {
     state.record_call(action.name);
-    let seen = Seen {
+    let mut seen = Seen {
         state,
         req,
         provider,
         route: action.name,
         seq: state.dispatch_store().next_seq(),
         action: true,
+        usage: None,
     };
     let latency = state.latency_for(provider);
     if !latency.is_zero() {
@@ -329,6 +330,7 @@ pub(crate) async fn serve(
         )];
         let key = limiter_key(provider, req);
         let verdict = state.with_limiter(|l| l.acquire(&key, &policy, Instant::now()));
+        seen.usage = verdict.usage().first().copied();
         if let Verdict::Denied { retry_after, .. } = verdict {
             let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
             let response = throttled(provider, action.name, secs);
@@ -405,6 +407,7 @@ pub(crate) fn record_other(
         route,
         seq: state.dispatch_store().next_seq(),
         action: false,
+        usage: None,
     };
     seen.record(response, None, None)
 }
@@ -444,6 +447,41 @@ const SECRET_HEADERS: [&str; 7] = [
 /// Query parameters that carry credentials.
 const SECRET_PARAMS: [&str; 3] = ["api_token", "access_token", "token"];
 
+/// The rate-limit headers a provider sends on every answer (Zendesk `X-Rate-Limit*`,
+/// Freshdesk `X-Ratelimit-*`, Pipedrive `x-ratelimit-*`, Dataverse
+/// `x-ms-ratelimit-burst-remaining-xrm-requests`); Genesys removed its own in 2021, the
+/// others send none.
+fn rate_headers(provider: Provider, usage: &Usage, mut response: Response) -> Response {
+    let reset = usage.reset_after.as_secs() + u64::from(usage.reset_after.subsec_nanos() > 0);
+    let pairs: Vec<(&'static str, u64)> = match provider {
+        Provider::Zendesk => vec![
+            ("x-rate-limit", usage.limit),
+            ("x-rate-limit-remaining", usage.remaining),
+        ],
+        Provider::Freshdesk => vec![
+            ("x-ratelimit-total", usage.limit),
+            ("x-ratelimit-remaining", usage.remaining),
+            ("x-ratelimit-used-currentrequest", 1),
+        ],
+        Provider::Pipedrive => vec![
+            ("x-ratelimit-limit", usage.limit),
+            ("x-ratelimit-remaining", usage.remaining),
+            ("x-ratelimit-reset", reset),
+        ],
+        Provider::Dynamics365 => vec![(
+            "x-ms-ratelimit-burst-remaining-xrm-requests",
+            usage.remaining,
+        )],
+        _ => Vec::new(),
+    };
+    for (name, value) in pairs {
+        response
+            .headers_mut()
+            .insert(name, axum::http::HeaderValue::from(value));
+    }
+    response
+}
+
 /// One action request being served, for its record.
 struct Seen<'a> {
     state: &'a SandboxState,
@@ -453,12 +491,18 @@ struct Seen<'a> {
     seq: u64,
     /// True for action routes (bodies always recorded); false for the provider's others.
     action: bool,
+    /// The rate-limit budget after this request, for the provider's headers.
+    usage: Option<Usage>,
 }
 
 impl Seen<'_> {
     /// Records the exchange (with the record it created and the fault that shaped it)
     /// and hands the answer back intact.
     fn record(&self, response: Response, created: Option<Value>, fault: Option<&str>) -> Response {
+        let response = match &self.usage {
+            Some(usage) => rate_headers(self.provider, usage, response),
+            None => response,
+        };
         let req = self.req;
         let headers = req
             .headers

@@ -126,3 +126,18 @@ async fn contacts_are_unique_by_email_and_listed_by_email() {
     assert_eq!(throttled.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(throttled.header("retry-after"), Some("12"));
 }
+
+#[tokio::test]
+async fn answers_carry_the_rate_limit_headers() {
+    let h = Harness::start().await;
+    let first = h
+        .send(fd(&h, Method::GET, "/contacts?email=x%40y.test"))
+        .await;
+    assert_eq!(first.header("x-ratelimit-total"), Some("200"));
+    assert_eq!(first.header("x-ratelimit-remaining"), Some("199"));
+    assert_eq!(first.header("x-ratelimit-used-currentrequest"), Some("1"));
+    let second = h
+        .send(fd(&h, Method::GET, "/contacts?email=x%40y.test"))
+        .await;
+    assert_eq!(second.header("x-ratelimit-remaining"), Some("198"));
+}
