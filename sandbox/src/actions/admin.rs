@@ -8,6 +8,7 @@
 //!   /_sandbox/dispatch/faults[?provider=…]`.
 //! - `POST /_sandbox/dispatch/limits` `{"provider","requests","window_seconds"}` (both
 //!   `null`: the catalogue's limit again).
+//! - `POST /_sandbox/dispatch/index_delay` `{"provider","ms"}`: the provider's search lag.
 //! - `GET|POST /_sandbox/webhooks` `{"secrets":["whsec_…"],"tolerance_secs"?}` → 201 a
 //!   [`ReceiverView`] with its `url`; `GET /_sandbox/webhooks/{id}`;
 //!   `POST /_sandbox/webhooks/{id}/secrets` `{"secrets":[…]}` (rotation);
@@ -45,6 +46,7 @@ pub(crate) fn routes() -> Router<SandboxState> {
             get(faults).post(add_fault).delete(clear_faults),
         )
         .route("/_sandbox/dispatch/limits", post(set_limit))
+        .route("/_sandbox/dispatch/index_delay", post(set_index_delay))
         .route("/_sandbox/webhooks", get(receivers).post(add_receiver))
         .route("/_sandbox/webhooks/{id}", get(receiver))
         .route("/_sandbox/webhooks/{id}/secrets", post(rotate))
@@ -164,6 +166,29 @@ async fn set_limit(State(state): State<SandboxState>, body: Bytes) -> Response {
     wire::json(
         StatusCode::OK,
         json!({"provider": request.provider, "limit": limit.map(|(r, w)| json!({"requests": r, "window_seconds": w}))}),
+    )
+}
+
+/// Body of `POST /_sandbox/dispatch/index_delay`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IndexDelayRequest {
+    provider: Provider,
+    ms: u64,
+}
+
+async fn set_index_delay(State(state): State<SandboxState>, body: Bytes) -> Response {
+    let request: IndexDelayRequest = match parse(&body) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    state.set_index_delay(
+        request.provider,
+        std::time::Duration::from_millis(request.ms),
+    );
+    wire::json(
+        StatusCode::OK,
+        json!({"provider": request.provider, "ms": request.ms}),
     )
 }
 

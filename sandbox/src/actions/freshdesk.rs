@@ -285,7 +285,7 @@ fn search_tickets(ctx: &Ctx<'_>) -> Outcome {
         return invalid("The stand-in searches by tag:'…' only");
     };
     let results: Vec<Value> = ctx
-        .list(TICKETS)
+        .list_indexed(TICKETS)
         .into_iter()
         .filter(|t| {
             t["tags"]

@@ -419,7 +419,7 @@ fn search(ctx: &Ctx<'_>, kind: &Engagement) -> Outcome {
         return finish(invalid("limit must be between 1 and 200")).into();
     }
     let mut results = Vec::new();
-    for record in ctx.list(&format!("{portal}:{}", kind.object)) {
+    for record in ctx.list_indexed(&format!("{portal}:{}", kind.object)) {
         let mut hit = groups.is_empty();
         for group in &groups {
             let filters = group["filters"].as_array().cloned().unwrap_or_default();

@@ -122,6 +122,23 @@ impl Ctx<'_> {
             .collect()
     }
 
+    /// The records of a collection that the provider's search index holds already:
+    /// those older than the provider's index delay ([`SandboxState::set_index_delay`]).
+    pub(crate) fn list_indexed(&self, collection: &str) -> Vec<Value> {
+        let store = self.state.dispatch_store();
+        let delay = store
+            .index_delay_ms
+            .get(&self.provider)
+            .copied()
+            .unwrap_or(0);
+        let cutoff = crate::clock::now_ms() - delay;
+        store
+            .collection(self.provider, &self.req.host, collection)
+            .filter(|r| delay == 0 || r.created_ms <= cutoff)
+            .map(|r| r.record.clone())
+            .collect()
+    }
+
     /// One record of a collection at this host.
     pub(crate) fn find(&self, collection: &str, id: &str) -> Option<Value> {
         self.state
@@ -641,6 +658,19 @@ impl SandboxState {
         self.dispatch_store()
             .faults
             .retain(|f| provider.is_some_and(|p| f.provider != p));
+    }
+
+    /// Makes a provider's search lag: records stay out of its search answers for
+    /// `delay` after they are created (Freshdesk: "a few minutes"; HubSpot: seconds).
+    /// Zero turns the lag off (the default).
+    pub fn set_index_delay(&self, provider: Provider, delay: Duration) {
+        let ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+        let mut store = self.dispatch_store();
+        if ms == 0 {
+            store.index_delay_ms.remove(&provider);
+        } else {
+            store.index_delay_ms.insert(provider, ms);
+        }
     }
 
     /// Overrides a provider's action rate limit: `requests` per `window_secs` per

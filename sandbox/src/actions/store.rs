@@ -52,6 +52,8 @@ pub struct StoredRecord {
     pub id: String,
     /// Arrival number of the request that created it.
     pub seq: u64,
+    /// When it was created, epoch milliseconds.
+    pub created_ms: i64,
     /// The record as the provider would return it.
     pub record: Value,
 }
@@ -237,6 +239,8 @@ pub struct DispatchStore {
     pub(crate) records: Vec<StoredRecord>,
     pub(crate) faults: Vec<ActionFault>,
     pub(crate) limits: BTreeMap<Provider, (u64, u64)>,
+    /// How long new records stay invisible to a provider's search (its index lag).
+    pub(crate) index_delay_ms: BTreeMap<Provider, i64>,
     pub(crate) idempotency: HashMap<String, Replay>,
     pub(crate) csrf: HashMap<String, CsrfSession>,
     pub(crate) receivers: crate::webhooks::Receivers,
@@ -284,6 +288,7 @@ impl DispatchStore {
             collection: collection.to_owned(),
             id: id.to_owned(),
             seq,
+            created_ms: crate::clock::now_ms(),
             record,
         });
     }

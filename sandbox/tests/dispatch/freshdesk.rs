@@ -141,3 +141,25 @@ async fn answers_carry_the_rate_limit_headers() {
         .await;
     assert_eq!(second.header("x-ratelimit-remaining"), Some("198"));
 }
+
+#[tokio::test]
+async fn search_lags_behind_creates_when_an_index_delay_is_set() {
+    let h = Harness::start().await;
+    let lag = h
+        .admin_post(
+            "dispatch/index_delay",
+            json!({"provider": "freshdesk", "ms": 400}),
+        )
+        .await;
+    assert_eq!(lag.status, StatusCode::OK);
+    let created = h
+        .send(
+            fd(&h, Method::POST, "/tickets").json(&json!({"email": "a@b.test", "tags": ["k-lag"]})),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let search = || fd(&h, Method::GET, "/search/tickets").query(&[("query", "\"tag:'k-lag'\"")]);
+    assert_eq!(h.send(search()).await.body["total"], 0, "not indexed yet");
+    tokio::time::sleep(std::time::Duration::from_millis(450)).await;
+    assert_eq!(h.send(search()).await.body["total"], 1);
+}
