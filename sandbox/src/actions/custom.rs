@@ -6,7 +6,8 @@
 //! Auth: the account's bearer token, `X-Api-Key` or Basic pair → 401. Idempotency
 //! (draft-ietf-httpapi-idempotency-key-header): `Idempotency-Key` as an sf-string
 //! (`"…"`) or bare; a malformed one → 400; the same key with the same request → the first
-//! answer again; the same key with another request → 422.
+//! answer again; the same key with another request → 422; the same key while the first
+//! is still being answered (its answer held by a `timeout` fault) → 409.
 
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -133,6 +134,9 @@ fn write(ctx: &Ctx<'_>) -> Outcome {
     if let Some(key) = &key
         && let Some(stored) = ctx.state.dispatch_store().idempotency.get(key)
     {
+        if stored.in_flight() {
+            return error(StatusCode::CONFLICT, "request_in_progress").into();
+        }
         if stored.fingerprint != print {
             return error(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused").into();
         }
@@ -159,6 +163,7 @@ fn write(ctx: &Ctx<'_>) -> Outcome {
                 body,
                 location: None,
                 stored_ms: crate::clock::now_ms(),
+                in_flight_until_ms: ctx.in_flight_until_ms(),
             },
         );
     }

@@ -79,6 +79,16 @@ pub(crate) struct Ctx<'a> {
     pub(crate) req: &'a ProviderRequest,
     /// The `{}` segments of the route pattern, in order, percent-decoded.
     pub(crate) params: Vec<String>,
+    /// How long the answer will be held (a `timeout` fault), so idempotency keys can be
+    /// "in flight" meanwhile.
+    pub(crate) held_ms: u64,
+}
+
+impl Ctx<'_> {
+    /// Until when a request answered now stays in flight (epoch milliseconds).
+    pub(crate) fn in_flight_until_ms(&self) -> i64 {
+        crate::clock::now_ms() + i64::try_from(self.held_ms).unwrap_or(i64::MAX / 2)
+    }
 }
 
 impl Ctx<'_> {
@@ -359,11 +369,18 @@ pub(crate) async fn serve(
         return seen.record(response, None, Some("status"));
     }
     let fault = state.dispatch_store().take_fault(provider, action.name);
+    let held_ms = fault
+        .as_ref()
+        .filter(|f| f.knob.kind == ActionFaultKind::Timeout)
+        .map_or(0, |f| {
+            u64::try_from(f.knob.hold().as_millis()).unwrap_or(u64::MAX)
+        });
     let ctx = Ctx {
         provider,
         state,
         req,
         params: action.params,
+        held_ms,
     };
     let Some(fault) = fault.map(|f| f.knob) else {
         let outcome = (action.handler)(&ctx);

@@ -228,6 +228,16 @@ pub(crate) struct Replay {
     pub(crate) body: Value,
     pub(crate) location: Option<String>,
     pub(crate) stored_ms: i64,
+    /// Until when the first request is still "being processed" (a `timeout` fault holds
+    /// its answer): a repeat before then is refused with 409.
+    pub(crate) in_flight_until_ms: i64,
+}
+
+impl Replay {
+    /// Whether the first request of this key is still being answered.
+    pub(crate) fn in_flight(&self) -> bool {
+        crate::clock::now_ms() < self.in_flight_until_ms
+    }
 }
 
 /// The dispatch-action stand-ins' data; reset with the sandbox.

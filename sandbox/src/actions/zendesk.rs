@@ -8,7 +8,8 @@
 //! Validation: 422 `RecordInvalid` with `details`; unknown ticket 404 `RecordNotFound`.
 //! Idempotency: the same key and body within 2 hours replays the first 201 with
 //! `x-idempotency-lookup: hit` (the first answer carries `miss`); the same key with
-//! another body → 400 `IdempotentRequestError`.
+//! another body → 400 `IdempotentRequestError`; the same key while the first request is
+//! still being answered (held by a `timeout` fault) → 409 (assumed body).
 
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::Response;
@@ -216,6 +217,13 @@ fn create_ticket(ctx: &Ctx<'_>) -> Outcome {
             .idempotency
             .retain(|_, r| now - r.stored_ms < KEY_LIFETIME_MS);
         if let Some(stored) = store.idempotency.get(key) {
+            if stored.in_flight() {
+                return wire::json(
+                    StatusCode::CONFLICT,
+                    json!({"error": "IdempotentRequestInProgress", "description": "A request with this idempotency key is still being processed"}),
+                )
+                .into();
+            }
             if stored.fingerprint == print {
                 return replay(stored).into();
             }
@@ -281,6 +289,7 @@ fn create_ticket(ctx: &Ctx<'_>) -> Outcome {
                 body: body.clone(),
                 location: Some(location.clone()),
                 stored_ms: crate::clock::now_ms(),
+                in_flight_until_ms: ctx.in_flight_until_ms(),
             },
         );
     }

@@ -218,3 +218,35 @@ async fn users_create_or_update_matches_on_email() {
     assert_eq!(throttled.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(throttled.header("retry-after"), Some("30"));
 }
+
+#[tokio::test]
+async fn a_key_still_in_flight_gets_409_then_the_replay() {
+    let h = Harness::start().await;
+    h.fault(json!({"provider": "zendesk", "kind": "timeout", "hold_ms": 1200}))
+        .await;
+    let send = || {
+        zd(&h, Method::POST, "/tickets")
+            .header("idempotency-key", "k-held")
+            .json(&ticket("Held"))
+    };
+    let gave_up = send()
+        .timeout(std::time::Duration::from_millis(200))
+        .send()
+        .await;
+    assert!(gave_up.is_err(), "the client times out");
+    let busy = h.send(send()).await;
+    assert_eq!(busy.status, StatusCode::CONFLICT);
+    assert_eq!(busy.body["error"], "IdempotentRequestInProgress");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let done = h.send(send()).await;
+    assert_eq!(done.status, StatusCode::CREATED);
+    assert_eq!(done.header("x-idempotency-lookup"), Some("hit"));
+    assert_eq!(
+        h.records("zendesk")
+            .await
+            .iter()
+            .filter(|r| r["collection"] == "tickets")
+            .count(),
+        1
+    );
+}
