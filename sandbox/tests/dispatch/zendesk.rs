@@ -30,14 +30,13 @@ async fn auth_and_scope_are_refused() {
         .await;
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
     assert_eq!(anonymous.body["error"], "Couldn't authenticate you");
+    let post_as = |token: &str| {
+        h.request(Method::POST, &format!("{API}/tickets"))
+            .bearer_auth(token)
+            .json(&ticket("x"))
+    };
     let read_only = h.token(OAuthProvider::Zendesk, &["read"]);
-    let refused = h
-        .send(
-            h.request(Method::POST, &format!("{API}/tickets"))
-                .bearer_auth(&read_only)
-                .json(&ticket("x")),
-        )
-        .await;
+    let refused = h.send(post_as(&read_only)).await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN);
     assert_eq!(refused.body["error"], "Forbidden");
     assert!(
@@ -47,13 +46,7 @@ async fn auth_and_scope_are_refused() {
             .contains("write")
     );
     let writer = h.token(OAuthProvider::Zendesk, &["tickets:write"]);
-    let allowed = h
-        .send(
-            h.request(Method::POST, &format!("{API}/tickets"))
-                .bearer_auth(&writer)
-                .json(&ticket("x")),
-        )
-        .await;
+    let allowed = h.send(post_as(&writer)).await;
     assert_eq!(allowed.status, StatusCode::CREATED, "{}", allowed.body);
 }
 

@@ -108,28 +108,15 @@ async fn upserts_insert_once_then_update_and_notes_hang_on_contacts() {
         .as_str()
         .expect("id")
         .to_owned();
-    let empty = h
-        .send(zo(
-            &h,
-            &token,
-            Method::GET,
-            &format!("/Contacts/{contact_id}/Notes"),
-        ))
-        .await;
+    let notes_path = format!("/Contacts/{contact_id}/Notes");
+    let empty = h.send(zo(&h, &token, Method::GET, &notes_path)).await;
     assert_eq!(empty.status, StatusCode::NO_CONTENT);
     let note = h
         .send(zo(&h, &token, Method::POST, "/Notes").json(&json!({"data": [{"Note_Title": "Conversation summary",
             "Note_Content": "Summary\nRef: evt_1:int_zn", "Parent_Id": {"module": {"api_name": "Contacts"}, "id": contact_id}}]})))
         .await;
     assert_eq!(note.status, StatusCode::CREATED, "{}", note.body);
-    let notes = h
-        .send(zo(
-            &h,
-            &token,
-            Method::GET,
-            &format!("/Contacts/{contact_id}/Notes"),
-        ))
-        .await;
+    let notes = h.send(zo(&h, &token, Method::GET, &notes_path)).await;
     assert!(
         notes.body["data"][0]["Note_Content"]
             .as_str()
