@@ -71,7 +71,7 @@ pub(crate) fn api_path(req: &ProviderRequest) -> Option<String> {
     if rest == "/query" {
         let q = wire::query_param(req.query.as_deref(), "q")?;
         let object = from_object(&q)?;
-        if !OBJECTS.contains(&object.as_str()) {
+        if !OBJECTS.iter().any(|o| o.eq_ignore_ascii_case(&object)) {
             return None;
         }
     }
@@ -640,11 +640,10 @@ fn query(ctx: &Ctx<'_>) -> Outcome {
         Ok(parsed) => parsed,
         Err(message) => return malformed(&message).into(),
     };
-    let schema = match object.as_str() {
-        "Task" => &TASK,
-        "Case" => &CASE,
-        _ => &NOTE,
-    };
+    let schema = [&TASK, &CASE, &NOTE]
+        .into_iter()
+        .find(|schema| schema.object.eq_ignore_ascii_case(&object))
+        .unwrap_or(&NOTE);
     let known =
         |f: &str| f == "Id" || f == "CreatedDate" || schema.fields.iter().any(|(n, _)| *n == f);
     for field in fields.iter().chain(conds.iter().filter_map(|c| match c {
