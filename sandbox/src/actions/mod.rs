@@ -2,7 +2,7 @@
 //! templates call, one module per provider, strict on auth, scopes, required fields,
 //! enums and lengths, answering with each provider's own error body.
 //!
-//! Every action request goes through [`serve`]: it is counted under its route name,
+//! Every action request goes through `serve`: it is counted under its route name,
 //! delayed by the configured latency, checked against the provider's rate limit (the
 //! catalogue's `rate_limit`, or an override), answered by a pending generic fault or an
 //! action fault knob ([`ActionFault`]), else by the route's handler; then recorded

@@ -95,4 +95,14 @@ async fn agent_bots_are_created_listed_and_assigned() {
             .unwrap_or_default()
             .contains("cw-sandbox-token-0001")
     );
+
+    h.fault(json!({"provider": "chatwoot", "kind": "rate_limit", "retry_after_secs": 4}))
+        .await;
+    let throttled = h.send(cw(&h, Method::GET, "/agent_bots")).await;
+    assert_eq!(throttled.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(throttled.header("retry-after"), Some("4"));
+    assert_eq!(
+        throttled.body, "Retry later\n",
+        "Rack::Attack's plain-text body"
+    );
 }
