@@ -9,6 +9,7 @@
 //! - `POST /_sandbox/dispatch/limits` `{"provider","requests","window_seconds"}` (both
 //!   `null`: the catalogue's limit again).
 //! - `POST /_sandbox/dispatch/index_delay` `{"provider","ms"}`: the provider's search lag.
+//! - `POST /_sandbox/dispatch/csrf/expire`: every SAP CSRF session ends.
 //! - `GET|POST /_sandbox/webhooks` `{"secrets":["whsec_…"],"tolerance_secs"?}` → 201 a
 //!   [`ReceiverView`] with its `url`; `GET /_sandbox/webhooks/{id}`;
 //!   `POST /_sandbox/webhooks/{id}/secrets` `{"secrets":[…]}` (rotation);
@@ -47,6 +48,7 @@ pub(crate) fn routes() -> Router<SandboxState> {
         )
         .route("/_sandbox/dispatch/limits", post(set_limit))
         .route("/_sandbox/dispatch/index_delay", post(set_index_delay))
+        .route("/_sandbox/dispatch/csrf/expire", post(expire_csrf))
         .route("/_sandbox/webhooks", get(receivers).post(add_receiver))
         .route("/_sandbox/webhooks/{id}", get(receiver))
         .route("/_sandbox/webhooks/{id}/secrets", post(rotate))
@@ -190,6 +192,11 @@ async fn set_index_delay(State(state): State<SandboxState>, body: Bytes) -> Resp
         StatusCode::OK,
         json!({"provider": request.provider, "ms": request.ms}),
     )
+}
+
+async fn expire_csrf(State(state): State<SandboxState>) -> Response {
+    let ended = state.expire_csrf_tokens();
+    wire::json(StatusCode::OK, json!({"ended": ended}))
 }
 
 /// Body of `POST /_sandbox/webhooks`.

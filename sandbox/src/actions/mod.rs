@@ -677,6 +677,16 @@ impl SandboxState {
             .retain(|f| provider.is_some_and(|p| f.provider != p));
     }
 
+    /// Ends every SAP CSRF session (as a session timeout does): the next write with an
+    /// earlier token answers 403 `x-csrf-token: Required` until a new token is fetched.
+    /// Returns how many sessions ended.
+    pub fn expire_csrf_tokens(&self) -> usize {
+        let mut store = self.dispatch_store();
+        let ended = store.csrf.len();
+        store.csrf.clear();
+        ended
+    }
+
     /// Makes a provider's search lag: records stay out of its search answers for
     /// `delay` after they are created (Freshdesk: "a few minutes"; HubSpot: seconds).
     /// Zero turns the lag off (the default).

@@ -243,3 +243,31 @@ async fn a_forced_throttle_answers_429_with_retry_after() {
     assert_eq!(answer.header("retry-after"), Some("3"));
     assert!(answer.body["error"]["message"]["value"].is_string());
 }
+
+#[tokio::test]
+async fn an_expired_csrf_session_is_refused_until_a_new_fetch() {
+    let h = Harness::start().await;
+    let (token, cookie) = fetch_csrf(&h).await;
+    let ended = h.admin_post("dispatch/csrf/expire", json!({})).await;
+    assert_eq!(ended.body["ended"], 1);
+    let stale = h
+        .send(
+            sap(&h, Method::POST, "/ServiceRequestCollection")
+                .header("x-csrf-token", &token)
+                .header("cookie", &cookie)
+                .json(&ticket("k-stale")),
+        )
+        .await;
+    assert_eq!(stale.status, StatusCode::FORBIDDEN);
+    assert_eq!(stale.header("x-csrf-token"), Some("Required"));
+    let (token, cookie) = fetch_csrf(&h).await;
+    let fresh = h
+        .send(
+            sap(&h, Method::POST, "/ServiceRequestCollection")
+                .header("x-csrf-token", &token)
+                .header("cookie", &cookie)
+                .json(&ticket("k-stale")),
+        )
+        .await;
+    assert_eq!(fresh.status, StatusCode::CREATED);
+}
