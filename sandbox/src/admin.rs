@@ -77,6 +77,7 @@ pub(crate) fn routes() -> Router<SandboxState> {
             get(salesforce_limit).post(set_salesforce_limit),
         )
         .route("/_sandbox/salesforce/malformed", post(salesforce_malformed))
+        .merge(crate::actions::admin::routes())
 }
 
 /// The default private app's portal, used when a HubSpot knob names none.
@@ -782,11 +783,11 @@ async fn hubspot_private_app_scopes(State(state): State<SandboxState>, body: Byt
 
 /// Parses a JSON body, or answers 400 saying what is wrong (to the caller; nothing is logged).
 #[allow(clippy::result_large_err)] // The error is the finished response.
-fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
+pub(crate) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
     serde_json::from_slice(body).map_err(|error| bad_request("invalid_body", &error.to_string()))
 }
 
-fn bad_request(code: &str, message: &str) -> Response {
+pub(crate) fn bad_request(code: &str, message: &str) -> Response {
     wire::json(
         StatusCode::BAD_REQUEST,
         json!({"error": {"code": code, "message": message}}),

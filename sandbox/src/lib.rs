@@ -396,6 +396,16 @@
 //!   -d client_id=hubspot-sandbox-client-id -d client_secret=hubspot-sandbox-client-secret
 //! ```
 //!
+//! # Dispatch actions and the webhook receiver (issue 13)
+//! [`actions`] serves every endpoint the integration templates call, strictly, with a
+//! per-provider record of what arrived ([`SandboxState::dispatch_requests`],
+//! `GET /_sandbox/dispatch/{provider}/requests`), the records created
+//! ([`SandboxState::dispatch_records`]) and fault knobs ([`ActionFault`]: 5xx, 429,
+//! timeout, fail-after-effect, dropped connection). [`webhooks`] is a Standard Webhooks
+//! receiver (`POST /_sandbox/webhooks` registers one and answers its URL).
+//! `sandbox/DISPATCH_STANDINS.md` lists the routes, the control API and, per endpoint,
+//! what is not reproduced.
+//!
 //! # Recording (contract tests)
 //! [`SandboxState::recorder`] records every provider exchange (not the control routes)
 //! while started: method, host, path, decoded query, header names, content types, both
@@ -406,6 +416,7 @@
 
 #![warn(missing_docs)]
 
+pub mod actions;
 mod admin;
 mod clock;
 pub mod oauth;
@@ -413,6 +424,7 @@ pub mod providers;
 pub mod ratelimit;
 pub mod record;
 pub mod state;
+pub mod webhooks;
 mod wire;
 
 use std::io;
@@ -428,6 +440,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use actions::{ActionFault, ActionFaultKind, FaultKnob, Received, StoredRecord};
 pub use oauth::{
     GrantSelector, OAuthClient, OAuthClientView, OAuthError, OAuthFault, OAuthGrantView,
     OAuthProvider, OAuthSettingsView, OAuthUser, SeededGrant, default_oauth_clients,
@@ -440,6 +453,7 @@ pub use state::{
     Account, AccountError, AccountView, CallsView, Fault, FaultError, FaultsView, Provider,
     ProviderAccount, SandboxState, Secret, default_accounts,
 };
+pub use webhooks::{Delivery, ReceiverView};
 
 /// How long [`Sandbox::shutdown`] waits for in-flight requests before aborting.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);

@@ -39,11 +39,15 @@ pub enum Provider {
     Genesys,
     /// A tenant's own OAuth 2.0 authorization server (`oauth.custom.example`).
     CustomOauth,
+    /// SAP Sales and Service Cloud (C4C) OData v2 (`{tenant}.crm.ondemand.com`).
+    Sap,
+    /// TechnologyOne CiAnywhere (`{site}.t1cloud.com`).
+    Technologyone,
 }
 
 impl Provider {
     /// Every provider, in a stable order.
-    pub const ALL: [Provider; 12] = [
+    pub const ALL: [Provider; 14] = [
         Provider::Zendesk,
         Provider::Freshdesk,
         Provider::Pipedrive,
@@ -56,6 +60,8 @@ impl Provider {
         Provider::Google,
         Provider::Genesys,
         Provider::CustomOauth,
+        Provider::Sap,
+        Provider::Technologyone,
     ];
 
     /// The provider's snake_case name, as used in JSON and route names.
@@ -73,6 +79,8 @@ impl Provider {
             Provider::Google => "google",
             Provider::Genesys => "genesys",
             Provider::CustomOauth => "custom_oauth",
+            Provider::Sap => "sap",
+            Provider::Technologyone => "technologyone",
         }
     }
 }
@@ -230,6 +238,26 @@ pub enum ProviderAccount {
         #[serde(default)]
         password: Option<Secret>,
     },
+    /// SAP C4C: Basic `{username}:{password}` (a technical user) at
+    /// `{tenant}.crm.ondemand.com`.
+    Sap {
+        /// The `my000001` of `my000001.crm.ondemand.com`.
+        tenant: String,
+        /// The technical user.
+        username: String,
+        /// Its password.
+        password: Secret,
+    },
+    /// TechnologyOne CiAnywhere: Basic `{username}:{password}` (an integration user; the
+    /// user name is compared case-insensitively) at `{site}.t1cloud.com`.
+    Technologyone {
+        /// The `council` of `council.t1cloud.com`.
+        site: String,
+        /// The integration user.
+        username: String,
+        /// Its password.
+        password: Secret,
+    },
 }
 
 impl ProviderAccount {
@@ -242,6 +270,8 @@ impl ProviderAccount {
             ProviderAccount::Hubspot { .. } => Provider::Hubspot,
             ProviderAccount::Chatwoot { .. } => Provider::Chatwoot,
             ProviderAccount::Custom { .. } => Provider::Custom,
+            ProviderAccount::Sap { .. } => Provider::Sap,
+            ProviderAccount::Technologyone { .. } => Provider::Technologyone,
         }
     }
 
@@ -256,6 +286,8 @@ impl ProviderAccount {
             ProviderAccount::Custom {
                 host, base_path, ..
             } => format!("{host}{base_path}"),
+            ProviderAccount::Sap { tenant, .. } => format!("{tenant}.crm.ondemand.com"),
+            ProviderAccount::Technologyone { site, .. } => format!("{site}.t1cloud.com"),
         }
     }
 }
@@ -422,6 +454,9 @@ pub struct SandboxState {
     google: Arc<Mutex<crate::providers::google_api::GoogleStore>>,
     /// The exchange recording for contract tests (off unless started).
     recorder: crate::record::Recorder,
+    /// What the dispatch-action stand-ins received and created, their fault knobs, and
+    /// the webhook receivers, behind their own lock.
+    dispatch: Arc<Mutex<crate::actions::DispatchStore>>,
 }
 
 impl fmt::Debug for SandboxState {
@@ -637,6 +672,12 @@ impl SandboxState {
         *self.crm_store() = crate::providers::hubspot_crm::CrmStore::default();
         *self.sf_store() = crate::providers::salesforce_crm::SfStore::default();
         *self.google_store() = crate::providers::google_api::GoogleStore::default();
+        *self.dispatch_store() = crate::actions::DispatchStore::default();
+    }
+
+    /// The dispatch-action store, locked.
+    pub(crate) fn dispatch_store(&self) -> MutexGuard<'_, crate::actions::DispatchStore> {
+        self.dispatch.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The Gmail and Calendar store, locked.
@@ -863,6 +904,22 @@ fn normalise(account: &mut ProviderAccount) -> Result<(), AccountError> {
             }
             Ok(())
         }
+        ProviderAccount::Sap {
+            tenant: label,
+            username,
+            password,
+        }
+        | ProviderAccount::Technologyone {
+            site: label,
+            username,
+            password,
+        } => {
+            *label = subdomain_label(label)?;
+            if username.trim().is_empty() {
+                return Err(AccountError("username must not be empty".to_owned()));
+            }
+            require(password, "password")
+        }
     }
 }
 
@@ -967,6 +1024,26 @@ pub fn default_accounts() -> Vec<Account> {
                 api_key: Some("custom-sandbox-key-0001".into()),
                 username: Some("custom-user".to_owned()),
                 password: Some("custom-pass-0001".into()),
+            },
+        },
+        Account {
+            id: 1,
+            name: "Conduit Integration".to_owned(),
+            email: "integration@acme.test".to_owned(),
+            provider: ProviderAccount::Sap {
+                tenant: "my000001".to_owned(),
+                username: "CONDUIT_API".to_owned(),
+                password: "sap-sandbox-pass-0001".into(),
+            },
+        },
+        Account {
+            id: 1,
+            name: "Conduit Integration".to_owned(),
+            email: "integration@council.test".to_owned(),
+            provider: ProviderAccount::Technologyone {
+                site: "council".to_owned(),
+                username: "CONDUIT".to_owned(),
+                password: "t1-sandbox-pass-0001".into(),
             },
         },
     ]

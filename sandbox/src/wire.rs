@@ -20,6 +20,18 @@ pub(crate) fn with_retry_after(mut response: Response, secs: u64) -> Response {
     response
 }
 
+/// Adds `Retry-After: secs` to a 429 or 503 answer (the statuses providers send it with).
+pub(crate) fn with_retry_after_on_throttle(response: Response, secs: u64) -> Response {
+    if matches!(
+        response.status(),
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+    ) {
+        with_retry_after(response, secs)
+    } else {
+        response
+    }
+}
+
 /// A header's value as text, if present and printable.
 pub(crate) fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name)?.to_str().ok().map(str::trim)

@@ -122,7 +122,11 @@ impl OAuthProvider {
             Provider::Zendesk => Some(OAuthProvider::Zendesk),
             Provider::Genesys => Some(OAuthProvider::Genesys),
             Provider::CustomOauth => Some(OAuthProvider::CustomOauth),
-            Provider::Freshdesk | Provider::Chatwoot | Provider::Custom => None,
+            Provider::Freshdesk
+            | Provider::Chatwoot
+            | Provider::Custom
+            | Provider::Sap
+            | Provider::Technologyone => None,
         }
     }
 

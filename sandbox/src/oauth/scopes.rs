@@ -144,8 +144,9 @@ const ZENDESK_RESOURCES: [&str; 16] = [
 ];
 
 /// Genesys Cloud scope families (`{family}` and `{family}:readonly`).
-const GENESYS: [&str; 18] = [
+const GENESYS: [&str; 19] = [
     "users",
+    "external-contacts",
     "conversations",
     "analytics",
     "routing",

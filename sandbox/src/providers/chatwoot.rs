@@ -54,7 +54,7 @@ pub(crate) fn handle(endpoint: Endpoint, state: &SandboxState, req: &ProviderReq
 }
 
 /// The account of this host whose token is in the `api_access_token` header.
-fn authenticate(state: &SandboxState, req: &ProviderRequest) -> Option<Account> {
+pub(crate) fn authenticate(state: &SandboxState, req: &ProviderRequest) -> Option<Account> {
     let token = wire::header(&req.headers, "api_access_token")?;
     state.find_account(|account| {
         matches!(&account.provider, ProviderAccount::Chatwoot { host, api_access_token, .. }

@@ -75,7 +75,7 @@ pub(crate) fn route(state: &SandboxState, req: &ProviderRequest) -> Option<Endpo
 }
 
 /// Whether `path` is `base` or below it.
-fn under(path: &str, base: &str) -> bool {
+pub(crate) fn under(path: &str, base: &str) -> bool {
     path.strip_prefix(base)
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
@@ -96,7 +96,11 @@ pub(crate) fn handle(endpoint: Endpoint, state: &SandboxState, req: &ProviderReq
 }
 
 /// The account of this host and base path accepting any of the request's credentials.
-fn authenticate(state: &SandboxState, req: &ProviderRequest, base: &str) -> Option<Account> {
+pub(crate) fn authenticate(
+    state: &SandboxState,
+    req: &ProviderRequest,
+    base: &str,
+) -> Option<Account> {
     let bearer = wire::bearer_token(&req.headers);
     let api_key = wire::header(&req.headers, "x-api-key");
     let basic = wire::basic_credentials(&req.headers);
@@ -139,7 +143,7 @@ fn error_body(status: StatusCode, code: &str) -> Response {
 }
 
 /// 401 when no accepted credential is present.
-fn unauthorized() -> Response {
+pub(crate) fn unauthorized() -> Response {
     error_body(StatusCode::UNAUTHORIZED, "unauthorized")
 }
 

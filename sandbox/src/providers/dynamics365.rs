@@ -127,7 +127,7 @@ pub(crate) fn handle(endpoint: Endpoint, state: &SandboxState, req: &ProviderReq
 
 /// Whether the token was issued for this environment: one of its scopes is the
 /// environment's `user_impersonation` or `.default` permission.
-fn audience_ok(grant: &AccessGrant, host: &str) -> bool {
+pub(crate) fn audience_ok(grant: &AccessGrant, host: &str) -> bool {
     grant.scopes.iter().any(|scope| {
         scope
             .strip_prefix("https://")
@@ -140,7 +140,7 @@ fn audience_ok(grant: &AccessGrant, host: &str) -> bool {
 }
 
 /// The Web API's 401: empty body, bearer challenge naming the authority and resource.
-fn unauthorized(host: &str) -> Response {
+pub(crate) fn unauthorized(host: &str) -> Response {
     let mut response = StatusCode::UNAUTHORIZED.into_response();
     let challenge = format!(
         "Bearer authorization_uri=https://{LOGIN_HOST}/common/oauth2/authorize, resource_id=https://{host}/"
@@ -151,7 +151,7 @@ fn unauthorized(host: &str) -> Response {
     response
 }
 
-fn web_api_error(status: StatusCode, code: &str, message: &str) -> Response {
+pub(crate) fn web_api_error(status: StatusCode, code: &str, message: &str) -> Response {
     wire::json(status, json!({"error": {"code": code, "message": message}}))
 }
 

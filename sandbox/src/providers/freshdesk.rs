@@ -65,7 +65,11 @@ pub(crate) fn handle(endpoint: Endpoint, state: &SandboxState, req: &ProviderReq
 }
 
 /// The account whose API key is the Basic user.
-fn authenticate(state: &SandboxState, sub: &str, req: &ProviderRequest) -> Option<Account> {
+pub(crate) fn authenticate(
+    state: &SandboxState,
+    sub: &str,
+    req: &ProviderRequest,
+) -> Option<Account> {
     let (key, _password) = wire::basic_credentials(&req.headers)?;
     state.find_account(|account| {
         matches!(&account.provider, ProviderAccount::Freshdesk { subdomain, api_key }
@@ -73,7 +77,7 @@ fn authenticate(state: &SandboxState, sub: &str, req: &ProviderRequest) -> Optio
     })
 }
 
-fn helpdesk_exists(state: &SandboxState, sub: &str) -> bool {
+pub(crate) fn helpdesk_exists(state: &SandboxState, sub: &str) -> bool {
     state.any_account(|account| {
         matches!(&account.provider, ProviderAccount::Freshdesk { subdomain, .. } if subdomain == sub)
     })
@@ -113,7 +117,7 @@ fn agent_json(account: &Account) -> Value {
 }
 
 /// 401 for missing or wrong credentials.
-fn unauthorized() -> Response {
+pub(crate) fn unauthorized() -> Response {
     wire::json(
         StatusCode::UNAUTHORIZED,
         json!({
@@ -124,7 +128,7 @@ fn unauthorized() -> Response {
 }
 
 /// 404 for a subdomain with no account.
-fn unknown_helpdesk(host: &str) -> Response {
+pub(crate) fn unknown_helpdesk(host: &str) -> Response {
     wire::json(
         StatusCode::NOT_FOUND,
         json!({
@@ -134,7 +138,7 @@ fn unknown_helpdesk(host: &str) -> Response {
     )
 }
 
-fn not_found_body() -> Response {
+pub(crate) fn not_found_body() -> Response {
     wire::json(
         StatusCode::NOT_FOUND,
         json!({"code": "not_found", "message": "The requested resource could not be found."}),

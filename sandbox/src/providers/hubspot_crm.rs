@@ -865,6 +865,32 @@ pub(crate) fn handle(route: CrmRoute, state: &SandboxState, req: &ProviderReques
     with_rate_headers(response, &authorized.usage)
 }
 
+/// Upserts one contact by its email, as one input of `POST
+/// /crm/v3/objects/contacts/batch/upsert` with `idProperty: email`: the record as JSON
+/// and whether it was created. Properties are checked like a create's.
+#[allow(clippy::result_large_err)] // The error is the finished response.
+pub(crate) fn upsert_contact_by_email(
+    state: &SandboxState,
+    portal: u64,
+    email: &str,
+    properties: &Map<String, Value>,
+) -> Result<(Value, bool), Response> {
+    let mut input = properties.clone();
+    input.insert("email".into(), json!(email));
+    let mut store = state.crm_store();
+    check_defined(&store, portal, CrmObject::Contacts, [&input])?;
+    check_options([&input])?;
+    let table = store.table(portal, CrmObject::Contacts);
+    let now = now_ms();
+    let (id, created) = match table.conflict(&input, 0) {
+        Some((property, _, owner)) if property == "email" => (owner, false),
+        Some(clash) => return Err(conflict(CrmObject::Contacts, clash)),
+        None => (table.insert(Props::default(), now), true),
+    };
+    let record = table.set(id, &input, now).ok_or_else(hubspot::not_found)?;
+    Ok((record.to_json(None), created))
+}
+
 fn malformed(status: StatusCode, body: &Value) -> Response {
     let text = body.to_string();
     let cut: String = text.chars().take(text.chars().count() / 2).collect();

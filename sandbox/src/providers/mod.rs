@@ -21,6 +21,8 @@ pub mod pipedrive;
 pub mod salesforce;
 pub mod salesforce_crm;
 pub(crate) mod sample;
+pub mod sap;
+pub mod technologyone;
 pub mod zendesk;
 pub mod zoho;
 
@@ -101,9 +103,24 @@ pub(crate) fn fixed_provider_for_host(host: &str) -> Option<Provider> {
         Some(Provider::Genesys)
     } else if host == custom_oauth::HOST {
         Some(Provider::CustomOauth)
+    } else if sap::tenant(host).is_some() {
+        Some(Provider::Sap)
+    } else if technologyone::site(host).is_some() {
+        Some(Provider::Technologyone)
     } else {
         None
     }
+}
+
+/// The first account whose Basic credentials are the request's: `matches(account, user,
+/// password)` says whether an account takes them.
+pub(crate) fn basic_account(
+    state: &SandboxState,
+    req: &ProviderRequest,
+    matches: impl Fn(&ProviderAccount, &str, &str) -> bool,
+) -> Option<crate::state::Account> {
+    let (user, password) = wire::basic_credentials(&req.headers)?;
+    state.find_account(|account| matches(&account.provider, &user, &password))
 }
 
 /// The provider owning `host`, including self-hosted Chatwoot and custom API hosts.
@@ -186,6 +203,8 @@ fn route(provider: Provider, state: &SandboxState, req: &ProviderRequest) -> Opt
         Provider::Google => google::route(req).map(Endpoint::Google),
         Provider::Genesys => genesys::route(req).map(Endpoint::Genesys),
         Provider::CustomOauth => custom_oauth::route(req).map(Endpoint::CustomOauth),
+        // Every route of these two is a dispatch action (`crate::actions`).
+        Provider::Sap | Provider::Technologyone => None,
     }
 }
 
@@ -204,6 +223,8 @@ pub fn unknown_route(provider: Provider) -> &'static str {
         Provider::Google => google::UNKNOWN,
         Provider::Genesys => genesys::UNKNOWN,
         Provider::CustomOauth => custom_oauth::UNKNOWN,
+        Provider::Sap => sap::UNKNOWN,
+        Provider::Technologyone => technologyone::UNKNOWN,
     }
 }
 
@@ -222,12 +243,14 @@ fn not_found(provider: Provider, state: &SandboxState, req: &ProviderRequest) ->
         Provider::Google => google::not_found(),
         Provider::Genesys => genesys::not_found(),
         Provider::CustomOauth => custom_oauth::not_found(),
+        Provider::Sap => sap::not_found(),
+        Provider::Technologyone => technologyone::not_found(),
     }
 }
 
 /// The provider's own error answer for a forced status (its OAuth error shape at its
 /// token endpoint).
-fn fault_response(provider: Provider, route_name: &str, fault: &Fault) -> Response {
+pub(crate) fn fault_response(provider: Provider, route_name: &str, fault: &Fault) -> Response {
     let status = StatusCode::from_u16(fault.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let retry_after = fault.retry_after_secs;
     if route_name.ends_with(".oauth_token")
@@ -253,12 +276,14 @@ fn fault_response(provider: Provider, route_name: &str, fault: &Fault) -> Respon
         Provider::Google => google::error_for_status(status, retry_after),
         Provider::Genesys => genesys::error_for_status(status, retry_after),
         Provider::CustomOauth => custom_oauth::error_for_status(status, retry_after),
+        Provider::Sap => sap::error_for_status(status, retry_after),
+        Provider::Technologyone => technologyone::error_for_status(status, retry_after),
     }
 }
 
 /// Headers a provider puts on every response (HubSpot's rate-limit headers,
 /// Salesforce's `Sforce-Limit-Info`).
-fn finish(
+pub(crate) fn finish(
     provider: Provider,
     state: &SandboxState,
     req: &ProviderRequest,
@@ -273,11 +298,18 @@ fn finish(
 
 /// Serves one provider request.
 pub(crate) async fn dispatch(state: &SandboxState, req: ProviderRequest) -> Response {
+    if req.host == crate::webhooks::HOST {
+        return crate::webhooks::receive(state, &req).await;
+    }
     let Some(provider) = provider_for_host(state, &req.host) else {
         state.record_call(UNKNOWN_HOST_ROUTE);
         tracing::debug!(host = %req.host, "request for a host the sandbox does not serve");
         return unknown_host(&req.host);
     };
+    if let Some(action) = crate::actions::route(provider, state, &req) {
+        let response = crate::actions::serve(state, &req, provider, action).await;
+        return finish(provider, state, &req, response);
+    }
     let endpoint = route(provider, state, &req);
     let route_name = endpoint
         .as_ref()
@@ -297,6 +329,7 @@ pub(crate) async fn dispatch(state: &SandboxState, req: ProviderRequest) -> Resp
         },
     };
     let response = finish(provider, state, &req, response);
+    let response = crate::actions::record_other(state, &req, provider, route_name, response);
     // Only names and numbers: never the query, headers or body, which carry credentials.
     tracing::debug!(
         provider = provider.as_str(),

@@ -80,7 +80,7 @@ pub(crate) fn is_api_host(host: &str) -> bool {
 }
 
 /// The company of a company-domain host; `None` for `api.pipedrive.com`.
-fn company_of(host: &str) -> Option<&str> {
+pub(crate) fn company_of(host: &str) -> Option<&str> {
     if host == API_HOST {
         None
     } else {
@@ -181,7 +181,7 @@ fn revoke(state: &SandboxState, req: &ProviderRequest) -> Response {
 }
 
 /// The account whose API token is in the query or the `x-api-token` header.
-fn authenticate(state: &SandboxState, req: &ProviderRequest) -> Option<Account> {
+pub(crate) fn authenticate(state: &SandboxState, req: &ProviderRequest) -> Option<Account> {
     let token = wire::query_param(req.query.as_deref(), "api_token")
         .or_else(|| wire::header(&req.headers, "x-api-token").map(str::to_owned))?;
     let company = company_of(&req.host);
@@ -254,7 +254,7 @@ fn person_json(id: Value, name: &str, email: &str, company_id: u64, company_doma
     })
 }
 
-fn error_body(status: StatusCode, message: &str) -> Response {
+pub(crate) fn error_body(status: StatusCode, message: &str) -> Response {
     wire::json(
         status,
         json!({
@@ -267,7 +267,7 @@ fn error_body(status: StatusCode, message: &str) -> Response {
 }
 
 /// 403 for an OAuth token whose scopes do not cover the endpoint.
-fn scope_mismatch() -> Response {
+pub(crate) fn scope_mismatch() -> Response {
     wire::json(
         StatusCode::FORBIDDEN,
         json!({"success": false, "error": "Scope and URL mismatch", "errorCode": 403}),
@@ -275,7 +275,7 @@ fn scope_mismatch() -> Response {
 }
 
 /// 401 for a missing or wrong token.
-fn unauthorized() -> Response {
+pub(crate) fn unauthorized() -> Response {
     error_body(StatusCode::UNAUTHORIZED, "unauthorized access")
 }
 

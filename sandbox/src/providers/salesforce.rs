@@ -190,7 +190,7 @@ fn session_token(headers: &HeaderMap) -> Option<&str> {
 
 /// The grant of a valid session token used at a host that serves it (the login host
 /// that issued it, or the user's instance).
-fn session(state: &SandboxState, req: &ProviderRequest) -> Option<Box<AccessGrant>> {
+pub(crate) fn session(state: &SandboxState, req: &ProviderRequest) -> Option<Box<AccessGrant>> {
     match oauth::bearer_access(
         state,
         OAuthProvider::Salesforce,
@@ -385,7 +385,7 @@ fn data(req: &ProviderRequest) -> Response {
 }
 
 /// 401 of the REST API for an expired, revoked or unknown session.
-fn invalid_session() -> Response {
+pub(crate) fn invalid_session() -> Response {
     let mut response = wire::json(
         StatusCode::UNAUTHORIZED,
         json!([{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]),
@@ -400,7 +400,7 @@ fn invalid_session() -> Response {
 const REST_SCOPES: [&str; 2] = ["api", "full"];
 
 /// Whether the session's scopes open the REST API.
-fn rest_allowed(grant: &AccessGrant) -> bool {
+pub(crate) fn rest_allowed(grant: &AccessGrant) -> bool {
     grant
         .scopes
         .iter()
@@ -408,7 +408,7 @@ fn rest_allowed(grant: &AccessGrant) -> bool {
 }
 
 /// 401 of the REST API for a live session without the `api` (or `full`) scope.
-fn not_for_rest() -> Response {
+pub(crate) fn not_for_rest() -> Response {
     let mut response = wire::json(
         StatusCode::UNAUTHORIZED,
         json!([{"message": "This session is not valid for use with the REST API", "errorCode": "INVALID_SESSION_ID"}]),

@@ -147,7 +147,7 @@ fn users_me(state: &SandboxState, sub: &str, req: &ProviderRequest) -> Response 
 
 /// The OAuth grant of the request's bearer token, if it is valid at this subdomain.
 #[allow(clippy::result_large_err)] // The error is the finished response.
-fn oauth_grant(
+pub(crate) fn oauth_grant(
     state: &SandboxState,
     sub: &str,
     req: &ProviderRequest,
@@ -169,7 +169,7 @@ fn users_read_scopes() -> [String; 2] {
 
 /// Zendesk's 403 for an OAuth token without the endpoint's scope (it names the broad
 /// scope even when a resource scope would also do).
-fn missing_scopes(named: &str) -> Response {
+pub(crate) fn missing_scopes(named: &str) -> Response {
     wire::json(
         StatusCode::FORBIDDEN,
         json!({
@@ -198,7 +198,11 @@ fn invalid_token() -> Response {
 }
 
 /// The account whose email and API token are in the request's Basic credentials.
-fn authenticate(state: &SandboxState, sub: &str, req: &ProviderRequest) -> Option<Account> {
+pub(crate) fn authenticate(
+    state: &SandboxState,
+    sub: &str,
+    req: &ProviderRequest,
+) -> Option<Account> {
     let (user, token) = wire::basic_credentials(&req.headers)?;
     let email = user.strip_suffix("/token")?;
     state.find_account(|account| {
@@ -209,7 +213,7 @@ fn authenticate(state: &SandboxState, sub: &str, req: &ProviderRequest) -> Optio
 }
 
 /// Whether an account (API token) or an OAuth user lives at the subdomain.
-fn help_desk_exists(state: &SandboxState, sub: &str) -> bool {
+pub(crate) fn help_desk_exists(state: &SandboxState, sub: &str) -> bool {
     state.any_account(|account| {
         matches!(&account.provider, ProviderAccount::Zendesk { subdomain, .. } if subdomain == sub)
     }) || state
@@ -264,7 +268,7 @@ fn user_json(id: Value, name: &str, email: &str, sub: &str) -> Value {
 }
 
 /// 401 for missing or wrong credentials.
-fn unauthorized() -> Response {
+pub(crate) fn unauthorized() -> Response {
     let mut response = wire::json(
         StatusCode::UNAUTHORIZED,
         json!({"error": "Couldn't authenticate you"}),
@@ -277,7 +281,7 @@ fn unauthorized() -> Response {
 }
 
 /// 404 for a subdomain with no account: Zendesk's "No help desk" body.
-fn no_help_desk(host: &str) -> Response {
+pub(crate) fn no_help_desk(host: &str) -> Response {
     wire::json(
         StatusCode::NOT_FOUND,
         json!({"error": {

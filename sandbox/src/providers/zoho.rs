@@ -132,7 +132,7 @@ pub(crate) fn handle(endpoint: Endpoint, state: &SandboxState, req: &ProviderReq
 }
 
 /// The token of `Authorization: Zoho-oauthtoken …`.
-fn zoho_token(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn zoho_token(headers: &HeaderMap) -> Option<&str> {
     let value = wire::header(headers, "authorization")?;
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();
@@ -196,7 +196,7 @@ fn user_json(user: &OAuthUser) -> Value {
     })
 }
 
-fn api_error(status: StatusCode, code: &str, message: &str) -> Response {
+pub(crate) fn api_error(status: StatusCode, code: &str, message: &str) -> Response {
     wire::json(
         status,
         json!({"code": code, "details": {}, "message": message, "status": "error"}),
@@ -204,7 +204,7 @@ fn api_error(status: StatusCode, code: &str, message: &str) -> Response {
 }
 
 /// 401 for an expired, revoked, unknown or other-data-centre token.
-fn invalid_token() -> Response {
+pub(crate) fn invalid_token() -> Response {
     api_error(
         StatusCode::UNAUTHORIZED,
         "INVALID_TOKEN",

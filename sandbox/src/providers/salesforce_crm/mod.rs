@@ -37,9 +37,10 @@ use crate::clock::{self, now_ms};
 use crate::ratelimit::{Policy, Verdict};
 use crate::state::SandboxState;
 use crate::wire;
-use schema::{RecordError, normalize_id, parse_datetime, sf_datetime};
+use schema::{RecordError, parse_datetime};
 use store::{Cursor, TOMBSTONE_DAYS, WriteError};
 
+pub(crate) use schema::{make_id, normalize_id, sf_datetime};
 pub(crate) use store::SfStore;
 
 /// The org id of the default Salesforce OAuth user (`admin@acme.test`); a grant's org is
@@ -275,6 +276,24 @@ pub(crate) fn finish(state: &SandboxState, org: &str, response: Response) -> Res
     with_limit_info(response, api_usage(state, org, max))
 }
 
+/// Counts one REST call against the org's daily allowance (what every data route
+/// does); past it, the finished 403 `REQUEST_LIMIT_EXCEEDED` with `Sforce-Limit-Info`.
+#[allow(clippy::result_large_err)] // The error is the finished response.
+pub(crate) fn count_api_call(state: &SandboxState, org: &str) -> Result<(), Response> {
+    let max = state.sf_store().api_limit(org);
+    let (key, policies) = daily_policy(org, max);
+    let verdict = state.with_limiter(|l| l.acquire(&key, &policies, Instant::now()));
+    if let Verdict::Denied { .. } = verdict {
+        let response = error(
+            StatusCode::FORBIDDEN,
+            "REQUEST_LIMIT_EXCEEDED",
+            "TotalRequests Limit exceeded.",
+        );
+        return Err(with_limit_info(response, api_usage(state, org, max)));
+    }
+    Ok(())
+}
+
 /// Serves a data route for an authenticated session of `org`: counts the call against
 /// the org's allowance (403 past it), runs it, and adds `Sforce-Limit-Info`.
 pub(crate) fn handle(
@@ -283,19 +302,12 @@ pub(crate) fn handle(
     req: &ProviderRequest,
     org: &str,
 ) -> Response {
-    let max = state.sf_store().api_limit(org);
-    let (key, policies) = daily_policy(org, max);
-    if route != SfRoute::Limits {
-        let verdict = state.with_limiter(|l| l.acquire(&key, &policies, Instant::now()));
-        if let Verdict::Denied { .. } = verdict {
-            let response = error(
-                StatusCode::FORBIDDEN,
-                "REQUEST_LIMIT_EXCEEDED",
-                "TotalRequests Limit exceeded.",
-            );
-            return with_limit_info(response, api_usage(state, org, max));
-        }
+    if route != SfRoute::Limits
+        && let Err(response) = count_api_call(state, org)
+    {
+        return response;
     }
+    let max = state.sf_store().api_limit(org);
     let Some((version, segments)) = split_path(&req.path) else {
         return not_found();
     };
