@@ -997,10 +997,18 @@ impl<'a> Target<'a> {
             Ok(s) => s,
             Err(e) => return Sent::Permanent(fail("integration_invalid", e.to_string(), None)),
         };
+        // Locally, an endpoint on the provider sandbox's receiver host goes to the
+        // sandbox (deployments have no origin override, so nothing is rewritten there).
+        let target = match url::Url::parse(url) {
+            Ok(u) if u.host_str().is_some_and(|h| h.ends_with(".sandbox.test")) => {
+                crate::egress::rewrite_origin(url, d.app.config.provider_origin_override.as_ref())
+            }
+            _ => url.clone(),
+        };
         let req = d
             .app
             .http
-            .post(url.as_str())
+            .post(target.as_str())
             .timeout(Duration::from_secs(15))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header("webhook-id", message_id)
