@@ -569,12 +569,19 @@ async fn the_walk_through_chain_puts_the_genesys_note_inside_the_technologyone_j
     );
     let note_id = note["id"].as_str().expect("note id");
     assert_eq!(steps[0]["external_id"], note_id);
-    assert!(
-        text(&job["record"]["Notes"]).contains(&format!("genesys_log_call: {note_id}")),
+    assert_eq!(
+        job["record"]["Notes"],
+        format!("genesys_log_call: {note_id}; "),
         "{job}"
     );
     assert_eq!(steps[1]["external_id"], job["id"]);
     assert_eq!(steps[2]["external_id"], summary["id"]);
+    // The link is built on the provider's own address, not the sandbox's.
+    let url = steps[2]["external_url"].as_str().unwrap_or_default();
+    assert!(
+        url.starts_with("https://") && url.contains(".salesforce.com/lightning/r/Contact/"),
+        "{d}"
+    );
     assert!(
         text(&summary["record"]).contains("Wants the bin"),
         "{summary}"

@@ -1499,6 +1499,26 @@ mod tests {
     }
 
     #[test]
+    fn requests_the_settings_skip_are_not_checked_at_save_time() {
+        let log_call = catalogue()
+            .get("salesforce")
+            .unwrap()
+            .action("log_call")
+            .unwrap();
+        // Without external_id_field the upsert (whose path names it) is never sent.
+        assert_eq!(
+            validate_action_input(log_call, &Map::new(), &Map::new()),
+            Ok(())
+        );
+        let mut settings = Map::new();
+        settings.insert("external_id_field".to_owned(), json!("Conduit_Key__c"));
+        assert_eq!(
+            validate_action_input(log_call, &settings, &Map::new()),
+            Ok(())
+        );
+    }
+
+    #[test]
     fn custom_requests_are_checked_and_carry_the_idempotency_key() {
         let mut req: CustomRequest = serde_json::from_value(json!({
             "method": "post", "path": "/v1/cases/{{ conversation.id }}",
