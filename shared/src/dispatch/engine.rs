@@ -661,17 +661,20 @@ fn new_dispatch(
     d
 }
 
+/// A connection's side of a step: its tokens, credentials and rate budget.
+struct Connected<'a> {
+    tokens: Tokens<'a>,
+    creds: Option<Credentials>,
+    budget: Budget,
+    provider: String,
+    connection: crate::domain::ConnectionId,
+    tenant: TenantId,
+}
+
 /// Where a step's requests go: a connection (with its tokens and rate budget), or a
 /// webhook endpoint.
 enum Target<'a> {
-    Connection {
-        tokens: Tokens<'a>,
-        creds: Option<Credentials>,
-        budget: Budget,
-        provider: String,
-        connection: crate::domain::ConnectionId,
-        tenant: TenantId,
-    },
+    Connection(Box<Connected<'a>>),
     Webhook {
         url: String,
         keys: Vec<super::webhook::SigningKey>,
@@ -714,7 +717,7 @@ impl<'a> Target<'a> {
                     None,
                 )
             })?;
-        Ok(Self::Connection {
+        Ok(Self::Connection(Box::new(Connected {
             tokens: Tokens::new(app, "dispatch", format!("dispatch-{}", integration.id)),
             creds: None,
             budget: Budget::new(
@@ -727,7 +730,7 @@ impl<'a> Target<'a> {
             provider: integration.provider.clone(),
             connection,
             tenant: integration.tenant.clone(),
-        })
+        })))
     }
 
     /// The action to run: the template's (the Custom API's from the integration's own
@@ -829,13 +832,14 @@ impl<'a> Target<'a> {
                 }
                 Ok(json!({ "api_base": url }))
             }
-            Self::Connection {
-                tokens,
-                creds,
-                tenant,
-                connection,
-                ..
-            } => {
+            Self::Connection(conn) => {
+                let Connected {
+                    tokens,
+                    creds,
+                    tenant,
+                    connection,
+                    ..
+                } = &mut **conn;
                 let c = tokens
                     .credentials(tenant, connection)
                     .await
@@ -869,7 +873,7 @@ impl<'a> Target<'a> {
                 .ok()
                 .and_then(|u| u.host_str().map(str::to_owned))
                 .unwrap_or_default(),
-            Self::Connection { provider, .. } => provider.clone(),
+            Self::Connection(c) => c.provider.clone(),
         };
         RequestSummary {
             method: r.method.to_string(),
@@ -882,21 +886,21 @@ impl<'a> Target<'a> {
     async fn send(&mut self, d: &Dispatcher<'_>, r: &RenderedRequest) -> Sent {
         match self {
             Self::Webhook { .. } => self.deliver(d, r).await,
-            Self::Connection { .. } => self.call(r).await,
+            Self::Connection(_) => self.call(r).await,
         }
     }
 
     async fn call(&mut self, r: &RenderedRequest) -> Sent {
-        let Self::Connection {
+        let Self::Connection(conn) = self else {
+            return Sent::Permanent(fail("internal", "not a connection", None));
+        };
+        let Connected {
             tokens,
             creds,
             budget,
             provider,
             ..
-        } = self
-        else {
-            return Sent::Permanent(fail("internal", "not a connection", None));
-        };
+        } = &mut **conn;
         let mut limited = 0;
         loop {
             if let Err(e) = budget.acquire().await {
