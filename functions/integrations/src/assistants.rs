@@ -61,7 +61,7 @@ fn view(
         "assistant_id": assistant,
         "uses_defaults": settings.is_none(),
         "integrations": rows,
-        "updated_at": settings.map(|s| s.updated_at),
+        "updated_at": settings.and_then(|s| s.updated_at.format(&time::format_description::well_known::Rfc3339).ok()),
     })
 }
 

@@ -35,18 +35,12 @@ pub(crate) fn view(i: &Integration) -> Value {
     let mut v = json!(i);
     if let Some(obj) = v.as_object_mut() {
         obj.remove("tenant");
-        if let Some(w) = &i.webhook {
-            obj.insert(
-                "webhook".into(),
-                json!({
-                    "url": w.url,
-                    "secrets": w.secrets.iter().map(|s| json!({
-                        "id": s.id, "created_at": s.created_at, "expires_at": s.expires_at,
-                    })).collect::<Vec<_>>(),
-                    "failing_since": w.failing_since,
-                    "disabled_at": w.disabled_at,
-                }),
-            );
+        if let Some(w) = obj.get_mut("webhook").and_then(Value::as_object_mut)
+            && let Some(secrets) = w.get_mut("secrets").and_then(Value::as_array_mut)
+        {
+            for s in secrets.iter_mut().filter_map(Value::as_object_mut) {
+                s.remove("sealed");
+            }
         }
     }
     v
