@@ -358,25 +358,13 @@ impl<'a> Dispatcher<'a> {
                 s.external_url = outputs.get("url").cloned();
                 s.outputs = outputs;
                 s.error = None;
-                s.next_attempt_at = None;
-                s.finished_at = Some(now());
-                crate::metrics::count(
-                    crate::metrics::Metric::DispatchStepsSucceeded,
-                    &s.provider,
-                    None,
-                );
+                finish(s, crate::metrics::Metric::DispatchStepsSucceeded);
             }
             Ok(None) => {} // waiting: the attempt loop set the time
             Err(e) => {
                 s.status = StepStatus::Failed;
                 s.error = Some(e);
-                s.next_attempt_at = None;
-                s.finished_at = Some(now());
-                crate::metrics::count(
-                    crate::metrics::Metric::DispatchStepsFailed,
-                    &s.provider,
-                    None,
-                );
+                finish(s, crate::metrics::Metric::DispatchStepsFailed);
                 tracing::warn!(dispatch = %d.id, integration = %s.integration_id, code = %s.error.as_ref().map_or("", |e| e.code.as_str()), "dispatch step failed");
             }
         }
@@ -610,6 +598,13 @@ impl<'a> Dispatcher<'a> {
             Sent::Permanent(e) => Err(Retry::Never(e)),
         }
     }
+}
+
+/// A step that ended: its finish time and its metric.
+fn finish(s: &mut Step, metric: crate::metrics::Metric) {
+    s.next_attempt_at = None;
+    s.finished_at = Some(now());
+    crate::metrics::count(metric, &s.provider, None);
 }
 
 /// Why an attempt ended early.
