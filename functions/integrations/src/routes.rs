@@ -8,7 +8,7 @@ use conduit::dispatch::log::Origin;
 use conduit::dispatch::render::Renderer;
 use conduit::dispatch::template::{self, ContextParts};
 use conduit::dispatch::webhook;
-use conduit::domain::{IntegrationId, now};
+use conduit::domain::{IntegrationId, now, rfc3339};
 use conduit::http::{self, ApiError};
 use conduit::store::StoreError;
 use conduit::store::dispatches::Dispatches;
@@ -30,7 +30,8 @@ pub(crate) fn store(call: &Call<'_>) -> Integrations {
     Integrations::new(call.app.table.clone())
 }
 
-/// An integration as the API shows it: a webhook's secrets by id and dates only.
+/// An integration as the API shows it: a webhook's secrets by id and dates only (RFC
+/// 3339, as every time of the API).
 pub(crate) fn view(i: &Integration) -> Value {
     let mut v = json!(i);
     if let Some(obj) = v.as_object_mut() {
@@ -41,10 +42,12 @@ pub(crate) fn view(i: &Integration) -> Value {
                 json!({
                     "url": w.url,
                     "secrets": w.secrets.iter().map(|s| json!({
-                        "id": s.id, "created_at": s.created_at, "expires_at": s.expires_at,
+                        "id": s.id,
+                        "created_at": rfc3339(s.created_at),
+                        "expires_at": s.expires_at.map(rfc3339),
                     })).collect::<Vec<_>>(),
-                    "failing_since": w.failing_since,
-                    "disabled_at": w.disabled_at,
+                    "failing_since": w.failing_since.map(rfc3339),
+                    "disabled_at": w.disabled_at.map(rfc3339),
                 }),
             );
         }
