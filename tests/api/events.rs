@@ -154,7 +154,11 @@ fn expectations() -> Vec<(&'static str, &'static str, Shows)> {
             Shows::Status(404),
         ),
         ("integrations", "list-dispatches.json", Shows::Status(200)),
-        ("integrations", "get-dispatch-bad-id.json", Shows::Status(400)),
+        (
+            "integrations",
+            "get-dispatch-bad-id.json",
+            Shows::Status(400),
+        ),
         ("integrations", "post-test-event.json", Shows::Status(202)),
     ]
 }
