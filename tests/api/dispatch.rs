@@ -612,3 +612,45 @@ async fn a_rotated_secret_signs_beside_the_old_one_and_a_failing_endpoint_is_dis
         "a disabled endpoint is not in the chain"
     );
 }
+
+#[tokio::test]
+async fn conduits_own_events_run_chains_too() {
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant();
+    let admin = app.token(&tenant, Role::Admin);
+    let (rx, url) = Receiver::start().await;
+    let (_, secret) = webhook_integration(
+        &app,
+        &admin,
+        "ops",
+        10,
+        &url,
+        json!({"event": "sync.run.failed"}),
+        json!({}),
+    )
+    .await;
+    rx.secrets.lock().unwrap().push(secret);
+    // What the sync worker publishes when a run fails, through the bus and its rule.
+    let detail = json!({"tenant_id": tenant, "config_id": "scfg_x", "job_id": "job_x",
+        "log_id": "slog_x", "entity": "contacts", "status": "failed", "counts": {"processed": 0}});
+    app.app()
+        .events
+        .publish(conduit::events::SYNC_RUN_FAILED, &detail)
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        if !rx.deliveries().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let got = rx.deliveries();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].verified);
+    assert_eq!(got[0].body["type"], "sync.run.failed");
+    assert_eq!(got[0].body["data"]["detail"]["log_id"], "slog_x");
+    let (_, list) = app
+        .get("/v1/dispatches?event_type=sync.run.failed", &admin)
+        .await;
+    assert_eq!(list["dispatches"].as_array().unwrap().len(), 1, "{list}");
+}
