@@ -263,10 +263,15 @@ Sync its contacts both ways (after connecting HubSpot above):
 
 {sync}
 {schedules}
+Dispatch a product event through a chain — Genesys log_call (10) → TechnologyOne
+create_job (20) → Salesforce send_summary (30) on conversation_ended:
+
+{dispatch}
 Ctrl-C stops everything.
 "#,
         sandbox = env.sandbox.url(),
         sync = sync_demo(&env.sandbox.url()),
+        dispatch = dispatch_demo(&env.sandbox.url()),
     );
 }
 
@@ -298,6 +303,33 @@ fn sync_demo(sandbox: &str) -> String {
         format!(r#"  CFL=$(curl -s "$CONDUIT_URL/v1/sync/conflicts" {auth} | tee /dev/stderr | grep -o '"id":"cfl_[^"]*"' | head -1 | cut -d'"' -f4)"#),
         format!(r#"  curl -s -X POST "$CONDUIT_URL/v1/sync/conflicts/$CFL/resolve" {auth} {json} -d '{{"values":{{"job_title":"CTO and co-founder"}}}}'"#),
         r#"  curl -s "$SANDBOX/_sandbox/hubspot/records?object=contacts" | grep -o '"jobtitle":"CTO and co-founder"'   # pushed to HubSpot"#.to_owned(),
+    ];
+    lines.join("\n") + "\n"
+}
+
+/// The banner's dispatch walk-through: connect Genesys (OAuth), TechnologyOne
+/// (credentials) and Salesforce (OAuth) in the sandbox, create the three integrations
+/// on `conversation_ended`, publish an event, read the dispatch log, and see the three
+/// records in the sandbox in order, the Genesys note's id inside the TechnologyOne job.
+fn dispatch_demo(sandbox: &str) -> String {
+    let auth = r#"-H "authorization: Bearer $TOKEN""#;
+    let json = r#"-H 'content-type: application/json'"#;
+    let back = format!("{LOCAL_DASHBOARD_ORIGIN}/integrations");
+    let t1 = r#"'{"provider":"technologyone","label":"Council","credentials":{"subdomain":"council","username":"CONDUIT","password":"t1-sandbox-pass-0001"}}'"#;
+    let event = r#"'{"schema_version":1,"type":"conversation_ended","event_id":"evt_demo_1","tenant_id":"demo","occurred_at":"2026-12-05T03:12:44Z","conversation":{"id":"conv_demo_1","channel":"voice","direction":"inbound","duration_seconds":312,"summary":"Wants the bin collection moved to Friday."},"contact":{"name":"Dana Lee","email":"dana@example.com","phone":"+61290001234"}}'"#;
+    let lines = [
+        format!(r#"  export SANDBOX={sandbox}"#),
+        format!(r#"  connect() {{ A=$(curl -s -X POST "$CONDUIT_URL/v1/oauth/$1/start" {auth} {json} -d "$2" | grep -o '"authorize_url":"[^"]*"' | cut -d'"' -f4)"#),
+        r#"    curl -s -o /dev/null -w '%{redirect_url}' "$(curl -s -o /dev/null -w '%{redirect_url}' "$A")" | grep -o 'con_[0-9a-z]*'; }   # the sandbox approves at once"#.to_owned(),
+        format!(r#"  GEN=$(connect genesys '{{"return_to":"{back}","fields":{{"region":"mypurecloud.com"}}}}'); echo "$GEN""#),
+        format!(r#"  SF=$(connect salesforce '{{"return_to":"{back}"}}'); echo "$SF""#),
+        format!(r#"  T1=$(curl -s -X POST "$CONDUIT_URL/v1/connections" {auth} {json} -d {t1} | grep -o '"id":"con_[^"]*"' | head -1 | cut -d'"' -f4); echo "$T1""#),
+        format!(r#"  integrate() {{ curl -s -X POST "$CONDUIT_URL/v1/integrations" {auth} {json} -d '{{"name":"'$1'","provider":"'$1'","action":"'$2'","connection_id":"'$3'","priority":'$4',"triggers":[{{"event":"conversation_ended"}}]}}' | grep -o '"id":"int_[^"]*"' | head -1 | cut -d'"' -f4; }}"#),
+        "  integrate genesys log_call $GEN 10; integrate technologyone create_job $T1 20; integrate salesforce send_summary $SF 30".to_owned(),
+        format!(r#"  DSP=$(curl -s -X POST "$CONDUIT_URL/v1/events" {auth} {json} -d {event} | grep -o '"dispatch_id":"[^"]*"' | cut -d'"' -f4); sleep 3"#),
+        format!(r#"  curl -s "$CONDUIT_URL/v1/dispatches/$DSP" {auth}            # each step: status, attempts, external id, request summary"#),
+        r#"  curl -s "$SANDBOX/_sandbox/dispatch/requests" | grep -o '"method":"POST","path":"[^"]*","provider":"[a-z]*","query":\[[^]]*\],"route":"[a-z_.]*","seq":[0-9]*'   # what each stand-in received, in order"#.to_owned(),
+        r#"  curl -s "$SANDBOX/_sandbox/dispatch/technologyone/records" | grep -o '"Notes":"[^"]*"'   # genesys_log_call: <the Genesys note id>"#.to_owned(),
     ];
     lines.join("\n") + "\n"
 }

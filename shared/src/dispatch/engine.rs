@@ -848,7 +848,24 @@ impl<'a> Target<'a> {
                     .get("account_id")
                     .cloned()
                     .or_else(|| identity.account.clone());
+                // The provider's own address (what a person opens), never the
+                // deployment's redirect of it: templates build record links from it.
+                let api_base = app
+                    .catalogue
+                    .provider(&c.connection.provider)
+                    .and_then(|p| Some((p, p.auth_method(Some(&c.connection.auth_method))?)))
+                    .and_then(|(provider, method)| {
+                        crate::connector::Connector {
+                            provider,
+                            method,
+                            fields: &c.fields,
+                            origin_override: None,
+                        }
+                        .api_base()
+                        .ok()
+                    });
                 let out = json!({
+                    "api_base": api_base,
                     "id": c.connection.id.as_str(),
                     "provider": c.connection.provider,
                     "account_id": account,

@@ -238,8 +238,16 @@ impl Renderer {
         }
         if let Some(template) = &action.outputs.url {
             let jctx = JinjaValue::from(Serde(ctx));
-            let url = self.render_text(template, "outputs.url", None, &jctx, ctx)?;
-            out.insert("url".to_owned(), url);
+            // The effect has happened by now: a link that cannot be built is left out
+            // (and logged), never a reason to fail the step.
+            match self.render_text(template, "outputs.url", None, &jctx, ctx) {
+                Ok(url) => {
+                    out.insert("url".to_owned(), url);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, action = %action.id, "output URL not rendered")
+                }
+            }
         }
         Ok(out)
     }
