@@ -528,3 +528,129 @@ async fn poison_and_unknown_tenant_events_go_to_the_dead_letter_queue_with_their
         "{reasons:?}"
     );
 }
+
+#[tokio::test]
+async fn a_rotated_secret_signs_beside_the_old_one_and_a_failing_endpoint_is_disabled_after_days() {
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant();
+    let admin = app.token(&tenant, Role::Admin);
+    let (rx, url) = Receiver::start().await;
+    let (id, old) = webhook_integration(
+        &app,
+        &admin,
+        "hook",
+        10,
+        &url,
+        json!({"event": "contact_request"}),
+        json!({"retry": {"max_attempts": 1, "initial_backoff_seconds": 1, "max_backoff_seconds": 1}}),
+    )
+    .await;
+    let (status, rotated) = app
+        .post(
+            &format!("/v1/integrations/{id}/rotate-secret"),
+            &admin,
+            json!({"overlap_hours": 1}),
+        )
+        .await;
+    assert_eq!(status, 200, "{rotated}");
+    let new = rotated["secret"].as_str().unwrap().to_owned();
+    assert_ne!(new, old);
+    assert_eq!(rotated["webhook"]["secrets"].as_array().unwrap().len(), 2);
+    // A receiver that knows only the new secret, and one that knows only the old one,
+    // both verify the delivery while the overlap lasts.
+    for (n, secret) in [&new, &old].into_iter().enumerate() {
+        rx.secrets.lock().unwrap().clear();
+        rx.secrets.lock().unwrap().push(secret.clone());
+        let seen = rx.deliveries().len();
+        let e = event(
+            &tenant,
+            &format!("evt_rot_{n}"),
+            "contact_request",
+            None,
+            None,
+        );
+        let d = dispatched(&app, &admin, e).await;
+        assert_eq!(d["status"], "succeeded", "{d}");
+        assert!(rx.deliveries()[seen].verified);
+    }
+    assert!(!app.logs().contains(&new) && !app.logs().contains(&old));
+
+    // The endpoint has been failing for six days: the next failure disables it, with an
+    // event, and later events skip it.
+    let store = conduit::store::integrations::Integrations::new(app.app().table.clone());
+    let t = conduit::domain::TenantId::parse(&tenant).unwrap();
+    let iid = conduit::domain::IntegrationId::parse(&id).unwrap();
+    let mut i = store.get(&t, &iid).await.unwrap().unwrap();
+    let prev = i.version;
+    i.webhook.as_mut().unwrap().failing_since =
+        Some(time::OffsetDateTime::now_utc() - time::Duration::days(6));
+    i.version += 1;
+    store.save_state(&i, prev).await.unwrap();
+    rx.plan.lock().unwrap().push_back(503);
+    let d = dispatched(
+        &app,
+        &admin,
+        event(&tenant, "evt_dis_1", "contact_request", None, None),
+    )
+    .await;
+    assert_eq!(d["status"], "failed", "{d}");
+    app.wait_for_event("integration.webhook.endpoint.disabled", |e| {
+        e["integration_id"] == id.as_str()
+    })
+    .await;
+    let (_, shown) = app.get(&format!("/v1/integrations/{id}"), &admin).await;
+    assert!(shown["webhook"]["disabled_at"].is_string(), "{shown}");
+    let d = dispatched(
+        &app,
+        &admin,
+        event(&tenant, "evt_dis_2", "contact_request", None, None),
+    )
+    .await;
+    assert_eq!(
+        d["steps"],
+        json!([]),
+        "a disabled endpoint is not in the chain"
+    );
+}
+
+#[tokio::test]
+async fn conduits_own_events_run_chains_too() {
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant();
+    let admin = app.token(&tenant, Role::Admin);
+    let (rx, url) = Receiver::start().await;
+    let (_, secret) = webhook_integration(
+        &app,
+        &admin,
+        "ops",
+        10,
+        &url,
+        json!({"event": "sync.run.failed"}),
+        json!({}),
+    )
+    .await;
+    rx.secrets.lock().unwrap().push(secret);
+    // What the sync worker publishes when a run fails, through the bus and its rule.
+    let detail = json!({"tenant_id": tenant, "config_id": "scfg_x", "job_id": "job_x",
+        "log_id": "slog_x", "entity": "contacts", "status": "failed", "counts": {"processed": 0}});
+    app.app()
+        .events
+        .publish(conduit::events::SYNC_RUN_FAILED, &detail)
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        if !rx.deliveries().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let got = rx.deliveries();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].verified);
+    assert_eq!(got[0].body["type"], "sync.run.failed");
+    assert_eq!(got[0].body["data"]["detail"]["log_id"], "slog_x");
+    let (_, list) = app
+        .get("/v1/dispatches?event_type=sync.run.failed", &admin)
+        .await;
+    assert_eq!(list["dispatches"].as_array().unwrap().len(), 1, "{list}");
+}

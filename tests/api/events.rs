@@ -53,7 +53,8 @@ enum Shows {
 }
 
 /// The samples of the functions whose own scenario files do not run them (credentials,
-/// records and sync-config are run above and in records.rs / sync_config.rs).
+/// records and sync-config are run above and in records.rs / sync_config.rs), in the
+/// order they run.
 fn expectations() -> Vec<(&'static str, &'static str, Shows)> {
     use serde_json::json;
     vec![
@@ -107,6 +108,58 @@ fn expectations() -> Vec<(&'static str, &'static str, Shows)> {
             "scheduled.json",
             Shows::ResultWith(&["due", "refreshed", "reauth", "failed"]),
         ),
+        // Before the integrations samples: tenant "demo" has no integration yet, so its
+        // events go to the dead-letter queue ("unknown tenant", or nothing to run) and
+        // the batch still succeeds; a message that is no event is set aside alike.
+        (
+            "event-dispatch",
+            "conversation-ended.json",
+            Shows::Result(json!({"batchItemFailures": []})),
+        ),
+        (
+            "event-dispatch",
+            "reauth-required.json",
+            Shows::Result(json!({"batchItemFailures": []})),
+        ),
+        (
+            "event-dispatch",
+            "poison.json",
+            Shows::Result(json!({"batchItemFailures": []})),
+        ),
+        (
+            "event-dispatch",
+            "due-retries.json",
+            Shows::ResultWith(&["queued"]),
+        ),
+        ("integrations", "list-templates.json", Shows::Status(200)),
+        (
+            "integrations",
+            "get-template-salesforce.json",
+            Shows::Status(200),
+        ),
+        ("integrations", "list-integrations.json", Shows::Status(200)),
+        (
+            "integrations",
+            "member-create-forbidden.json",
+            Shows::Status(403),
+        ),
+        (
+            "integrations",
+            "create-webhook-integration.json",
+            Shows::Status(201),
+        ),
+        (
+            "integrations",
+            "test-unknown-integration.json",
+            Shows::Status(404),
+        ),
+        ("integrations", "list-dispatches.json", Shows::Status(200)),
+        (
+            "integrations",
+            "get-dispatch-bad-id.json",
+            Shows::Status(400),
+        ),
+        ("integrations", "post-test-event.json", Shows::Status(202)),
     ]
 }
 
@@ -143,6 +196,8 @@ fn every_function_of_the_template_has_sample_events() {
         "sync-trigger",
         "sync-worker",
         "token-refresh",
+        "event-dispatch",
+        "integrations",
     ] {
         for entry in std::fs::read_dir(events_dir().join(binary)).unwrap() {
             let name = entry.unwrap().file_name().to_string_lossy().into_owned();

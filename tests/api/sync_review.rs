@@ -136,6 +136,14 @@ async fn a_manual_review_conflict_is_resolved_per_field_and_both_sides_agree() {
     let c = &listed[0];
     assert_eq!(c["record_id"], id.as_str());
     assert_eq!(c["crm_id"], crm_id.as_str());
+    // The bus is told, with ids only (dispatch chains can act on it).
+    let opened = app
+        .wait_for_event("integration.sync.conflict.opened", |e| {
+            e["conflict_id"] == c["id"]
+        })
+        .await;
+    assert_eq!(opened["detail"]["record_id"], id.as_str());
+    assert_eq!(opened["detail"]["tenant_id"], t.id.as_str());
     let fields: Vec<&str> = c["fields"]
         .as_array()
         .unwrap()

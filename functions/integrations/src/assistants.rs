@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use conduit::dispatch::integration::{AssistantOverride, AssistantSettings, Integration};
 use conduit::dispatch::template;
-use conduit::domain::{IntegrationId, now};
+use conduit::domain::{IntegrationId, now, rfc3339};
 use conduit::http::{self, ApiError};
 use conduit::store::StoreError;
 use lambda_http::http::StatusCode;
@@ -61,7 +61,7 @@ fn view(
         "assistant_id": assistant,
         "uses_defaults": settings.is_none(),
         "integrations": rows,
-        "updated_at": settings.map(|s| s.updated_at),
+        "updated_at": settings.map(|s| rfc3339(s.updated_at)),
     })
 }
 

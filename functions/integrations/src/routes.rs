@@ -30,23 +30,18 @@ pub(crate) fn store(call: &Call<'_>) -> Integrations {
     Integrations::new(call.app.table.clone())
 }
 
-/// An integration as the API shows it: a webhook's secrets by id and dates only.
+/// An integration as the API shows it: a webhook's secrets by id and dates only (RFC
+/// 3339, as every time of the API).
 pub(crate) fn view(i: &Integration) -> Value {
     let mut v = json!(i);
     if let Some(obj) = v.as_object_mut() {
         obj.remove("tenant");
-        if let Some(w) = &i.webhook {
-            obj.insert(
-                "webhook".into(),
-                json!({
-                    "url": w.url,
-                    "secrets": w.secrets.iter().map(|s| json!({
-                        "id": s.id, "created_at": s.created_at, "expires_at": s.expires_at,
-                    })).collect::<Vec<_>>(),
-                    "failing_since": w.failing_since,
-                    "disabled_at": w.disabled_at,
-                }),
-            );
+        if let Some(w) = obj.get_mut("webhook").and_then(Value::as_object_mut)
+            && let Some(secrets) = w.get_mut("secrets").and_then(Value::as_array_mut)
+        {
+            for s in secrets.iter_mut().filter_map(Value::as_object_mut) {
+                s.remove("sealed");
+            }
         }
     }
     v
@@ -317,8 +312,8 @@ struct TestBody {
 /// The event a test or send renders: the caller's (its tenant must be the caller's),
 /// or the sample of `kind`.
 fn event_for(call: &Call<'_>, given: Option<Value>, kind: &str) -> Result<DispatchEvent, ApiError> {
-    let mut detail = match given {
-        Some(v) => v,
+    let detail = match given {
+        Some(v) => crate::dispatches::own_event(call, v, "event")?,
         None => {
             let kind: EventType = serde_json::from_value(json!(kind)).map_err(|_| {
                 ApiError::bad_request(
@@ -326,18 +321,11 @@ fn event_for(call: &Call<'_>, given: Option<Value>, kind: &str) -> Result<Dispat
                     "test with a product event type (conversation_ended, contact_request, escalation, low_score, kb_sync) or give an event",
                 )
             })?;
-            template::sample_event(kind)
+            let mut sample = template::sample_event(kind);
+            sample["tenant_id"] = json!(call.who.tenant.as_str());
+            sample
         }
     };
-    match detail.get("tenant_id").and_then(Value::as_str) {
-        Some(t) if t != call.who.tenant.as_str() => {
-            return Err(ApiError::bad_request(
-                "invalid_event",
-                "the event's tenant_id must be your workspace's",
-            ));
-        }
-        _ => detail["tenant_id"] = json!(call.who.tenant.as_str()),
-    }
     let kind = detail.get("type").cloned().unwrap_or(Value::Null);
     let envelope = json!({
         "id": format!("api-{}", ulid::Ulid::new().to_string().to_lowercase()),

@@ -358,25 +358,13 @@ impl<'a> Dispatcher<'a> {
                 s.external_url = outputs.get("url").cloned();
                 s.outputs = outputs;
                 s.error = None;
-                s.next_attempt_at = None;
-                s.finished_at = Some(now());
-                crate::metrics::count(
-                    crate::metrics::Metric::DispatchStepsSucceeded,
-                    &s.provider,
-                    None,
-                );
+                finish(s, crate::metrics::Metric::DispatchStepsSucceeded);
             }
             Ok(None) => {} // waiting: the attempt loop set the time
             Err(e) => {
                 s.status = StepStatus::Failed;
                 s.error = Some(e);
-                s.next_attempt_at = None;
-                s.finished_at = Some(now());
-                crate::metrics::count(
-                    crate::metrics::Metric::DispatchStepsFailed,
-                    &s.provider,
-                    None,
-                );
+                finish(s, crate::metrics::Metric::DispatchStepsFailed);
                 tracing::warn!(dispatch = %d.id, integration = %s.integration_id, code = %s.error.as_ref().map_or("", |e| e.code.as_str()), "dispatch step failed");
             }
         }
@@ -612,6 +600,13 @@ impl<'a> Dispatcher<'a> {
     }
 }
 
+/// A step that ended: its finish time and its metric.
+fn finish(s: &mut Step, metric: crate::metrics::Metric) {
+    s.next_attempt_at = None;
+    s.finished_at = Some(now());
+    crate::metrics::count(metric, &s.provider, None);
+}
+
 /// Why an attempt ended early.
 enum Retry {
     /// Try again after the backoff (at least the wait, when the provider gave one).
@@ -661,17 +656,20 @@ fn new_dispatch(
     d
 }
 
+/// A connection's side of a step: its tokens, credentials and rate budget.
+struct Connected<'a> {
+    tokens: Tokens<'a>,
+    creds: Option<Credentials>,
+    budget: Budget,
+    provider: String,
+    connection: crate::domain::ConnectionId,
+    tenant: TenantId,
+}
+
 /// Where a step's requests go: a connection (with its tokens and rate budget), or a
 /// webhook endpoint.
 enum Target<'a> {
-    Connection {
-        tokens: Tokens<'a>,
-        creds: Option<Credentials>,
-        budget: Budget,
-        provider: String,
-        connection: crate::domain::ConnectionId,
-        tenant: TenantId,
-    },
+    Connection(Box<Connected<'a>>),
     Webhook {
         url: String,
         keys: Vec<super::webhook::SigningKey>,
@@ -714,7 +712,7 @@ impl<'a> Target<'a> {
                     None,
                 )
             })?;
-        Ok(Self::Connection {
+        Ok(Self::Connection(Box::new(Connected {
             tokens: Tokens::new(app, "dispatch", format!("dispatch-{}", integration.id)),
             creds: None,
             budget: Budget::new(
@@ -727,7 +725,7 @@ impl<'a> Target<'a> {
             provider: integration.provider.clone(),
             connection,
             tenant: integration.tenant.clone(),
-        })
+        })))
     }
 
     /// The action to run: the template's (the Custom API's from the integration's own
@@ -829,13 +827,14 @@ impl<'a> Target<'a> {
                 }
                 Ok(json!({ "api_base": url }))
             }
-            Self::Connection {
-                tokens,
-                creds,
-                tenant,
-                connection,
-                ..
-            } => {
+            Self::Connection(conn) => {
+                let Connected {
+                    tokens,
+                    creds,
+                    tenant,
+                    connection,
+                    ..
+                } = &mut **conn;
                 let c = tokens
                     .credentials(tenant, connection)
                     .await
@@ -886,7 +885,7 @@ impl<'a> Target<'a> {
                 .ok()
                 .and_then(|u| u.host_str().map(str::to_owned))
                 .unwrap_or_default(),
-            Self::Connection { provider, .. } => provider.clone(),
+            Self::Connection(c) => c.provider.clone(),
         };
         RequestSummary {
             method: r.method.to_string(),
@@ -899,21 +898,21 @@ impl<'a> Target<'a> {
     async fn send(&mut self, d: &Dispatcher<'_>, r: &RenderedRequest) -> Sent {
         match self {
             Self::Webhook { .. } => self.deliver(d, r).await,
-            Self::Connection { .. } => self.call(r).await,
+            Self::Connection(_) => self.call(r).await,
         }
     }
 
     async fn call(&mut self, r: &RenderedRequest) -> Sent {
-        let Self::Connection {
+        let Self::Connection(conn) = self else {
+            return Sent::Permanent(fail("internal", "not a connection", None));
+        };
+        let Connected {
             tokens,
             creds,
             budget,
             provider,
             ..
-        } = self
-        else {
-            return Sent::Permanent(fail("internal", "not a connection", None));
-        };
+        } = &mut **conn;
         let mut limited = 0;
         loop {
             if let Err(e) = budget.acquire().await {

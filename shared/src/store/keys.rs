@@ -288,7 +288,9 @@ mod tests {
                 let text = std::fs::read_to_string(&path).unwrap();
                 let code = text.split("#[cfg(test)]").next().unwrap_or_default();
                 for (n, line) in code.lines().enumerate() {
-                    if spells_a_key(line) || STORE_ONLY.iter().any(|t| line.contains(t)) {
+                    // SQS has message attributes too; only DynamoDB's are the store's.
+                    let line_ = line.replace("MessageAttributeValue", "");
+                    if spells_a_key(line) || STORE_ONLY.iter().any(|t| line_.contains(t)) {
                         offenders.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
                     }
                 }

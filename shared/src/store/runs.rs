@@ -540,14 +540,29 @@ impl Runs {
         &self,
         tenant: &TenantId,
         c: &StoredConflict,
-    ) -> Result<(), StoreError> {
-        self.table
-            .put(&Keyed {
-                pk: conflict_pk(tenant),
-                sk: c.id.to_string(),
-                item: c,
-            })
+    ) -> Result<bool, StoreError> {
+        let keyed = Keyed {
+            pk: conflict_pk(tenant),
+            sk: c.id.to_string(),
+            item: c,
+        };
+        // True when this opens the conflict (new, or settled before): what the bus is
+        // told; a conflict found open again is only brought up to date.
+        let item = super::to_item(&keyed)?;
+        match self
+            .table
+            .put_if(
+                item,
+                "attribute_not_exists(pk) OR #st <> :open",
+                Some(("#st", "status")),
+                Some((":open", Value::S("open".into()))),
+            )
             .await
+        {
+            Ok(()) => Ok(true),
+            Err(StoreError::ConditionFailed) => self.table.put(&keyed).await.map(|()| false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Saves a change to a conflict that must still exist (a deleted config's purge may

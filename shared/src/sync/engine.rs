@@ -512,8 +512,9 @@ async fn publish_run(
     }
 }
 
-/// Tells the bus of a conflict stored for review (`integration.sync.conflict.opened`:
-/// ids only, never values). Best effort, like the run events.
+/// Tells the bus of a conflict opened for review (`integration.sync.conflict.opened`:
+/// ids only, never values) — new, or open again after it was settled; one found open
+/// again is not told twice. Best effort, like the run events.
 async fn publish_conflict(events: &crate::events::EventPublisher, task: &Task, c: &StoredConflict) {
     let detail = serde_json::json!({
         "tenant_id": task.tenant.as_str(),
@@ -1390,11 +1391,14 @@ impl Chunk<'_> {
             settled_at: None,
             resolution: BTreeMap::new(),
         };
-        self.runs
+        if self
+            .runs
             .put_conflict(&self.task.tenant, &c)
             .await
-            .map_err(store)?;
-        publish_conflict(&self.events, self.task, &c).await;
+            .map_err(store)?
+        {
+            publish_conflict(&self.events, self.task, &c).await;
+        }
         Ok(())
     }
 }
@@ -1892,8 +1896,9 @@ impl PullContext {
         }
         new_links.retain(|(id, _)| !lost.contains(id.as_str()));
         for c in &conflicts {
-            self.runs.put_conflict(tenant, c).await.map_err(store)?;
-            publish_conflict(&self.events, &self.task, c).await;
+            if self.runs.put_conflict(tenant, c).await.map_err(store)? {
+                publish_conflict(&self.events, &self.task, c).await;
+            }
         }
         self.links.put_many(&new_links).await.map_err(store)?;
         Ok((progress, errors))
