@@ -24,7 +24,10 @@ use crate::validate::{self, Problems};
 
 /// How long `send` and `test` may run a dispatch before answering (the rest waits
 /// for the sweep).
-const INLINE: std::time::Duration = std::time::Duration::from_secs(20);
+const INLINE: std::time::Duration = std::time::Duration::from_secs(25);
+/// A provider call's timeout when a route runs a dispatch inline: short enough that a
+/// retry after a 429 or a 5xx still fits within API Gateway's 30 s.
+const INLINE_CALL: std::time::Duration = std::time::Duration::from_secs(8);
 
 pub(crate) fn store(call: &Call<'_>) -> Integrations {
     Integrations::new(call.app.table.clone())
@@ -456,7 +459,8 @@ async fn run_one(
     origin: Origin,
 ) -> Result<Response<Body>, ApiError> {
     let deadline = std::time::Instant::now() + INLINE;
-    let dispatcher = Dispatcher::new(call.app, format!("api-{}", call.meta.request_id), deadline);
+    let dispatcher = Dispatcher::new(call.app, format!("api-{}", call.meta.request_id), deadline)
+        .with_call_timeout(INLINE_CALL);
     let handled = dispatcher
         .single(i, event, origin)
         .await

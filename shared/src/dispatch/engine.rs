@@ -100,6 +100,7 @@ pub struct Dispatcher<'a> {
     integrations: Integrations,
     holder: String,
     deadline: Instant,
+    call_timeout: Duration,
 }
 
 /// How one request went.
@@ -124,7 +125,15 @@ impl<'a> Dispatcher<'a> {
             integrations: Integrations::new(app.table.clone()),
             holder: holder.into(),
             deadline,
+            call_timeout: CALL_TIMEOUT,
         }
+    }
+
+    /// The same, with provider calls cut off after `timeout` (an API route that runs a
+    /// dispatch inline has less time than the queue's invocation).
+    pub fn with_call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = timeout;
+        self
     }
 
     /// Dispatches one event: resolves its chain (first delivery), then runs what is
@@ -451,7 +460,7 @@ impl<'a> Dispatcher<'a> {
                     }
                     let backoff = jitter(policy.backoff(attempt + 1)).max(wait.unwrap_or_default());
                     if backoff <= MAX_INLINE_WAIT
-                        && Instant::now() + backoff + CALL_TIMEOUT < self.deadline
+                        && Instant::now() + backoff + self.call_timeout < self.deadline
                     {
                         tokio::time::sleep(backoff).await;
                         continue;
@@ -898,11 +907,11 @@ impl<'a> Target<'a> {
     async fn send(&mut self, d: &Dispatcher<'_>, r: &RenderedRequest) -> Sent {
         match self {
             Self::Webhook { .. } => self.deliver(d, r).await,
-            Self::Connection(_) => self.call(r).await,
+            Self::Connection(_) => self.call(r, d.call_timeout).await,
         }
     }
 
-    async fn call(&mut self, r: &RenderedRequest) -> Sent {
+    async fn call(&mut self, r: &RenderedRequest, timeout: Duration) -> Sent {
         let Self::Connection(conn) = self else {
             return Sent::Permanent(fail("internal", "not a connection", None));
         };
@@ -923,7 +932,7 @@ impl<'a> Target<'a> {
                 return Sent::Permanent(fail("connection_unusable", "no credentials", None));
             };
             let csrf = if r.csrf {
-                match csrf_token(tokens, c).await {
+                match csrf_token(tokens, c, timeout).await {
                     Ok(t) => Some(t),
                     Err(sent) => return sent,
                 }
@@ -935,7 +944,7 @@ impl<'a> Target<'a> {
                     let url = connector.url(&r.path).map_err(|e| e.to_string())?;
                     let mut req = http
                         .request(r.method.clone(), url)
-                        .timeout(CALL_TIMEOUT)
+                        .timeout(timeout)
                         .header(reqwest::header::ACCEPT, "application/json");
                     if !r.query.is_empty() {
                         req = req.query(&r.query);
@@ -1137,13 +1146,14 @@ impl<'a> Target<'a> {
 async fn csrf_token(
     tokens: &Tokens<'_>,
     creds: &mut Credentials,
+    timeout: Duration,
 ) -> Result<(String, String), Sent> {
     let resp = tokens
         .send_using(creds, |connector, http| {
             let url = connector.url("/").map_err(|e| e.to_string())?;
             Ok(http
                 .get(url)
-                .timeout(CALL_TIMEOUT)
+                .timeout(timeout)
                 .header("x-csrf-token", "Fetch"))
         })
         .await
