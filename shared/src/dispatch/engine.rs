@@ -849,8 +849,25 @@ impl<'a> Target<'a> {
                     .get("account_id")
                     .cloned()
                     .or_else(|| identity.account.clone());
+                // The connection's public API base (the contract's `connection.api_base`,
+                // e.g. for a record's URL in `outputs`), never the local sandbox's.
+                let api_base = app
+                    .catalogue
+                    .provider(&c.connection.provider)
+                    .and_then(|p| Some((p, p.auth_method(Some(&c.connection.auth_method))?)))
+                    .and_then(|(provider, method)| {
+                        crate::connector::Connector {
+                            provider,
+                            method,
+                            fields: &c.fields,
+                            origin_override: None,
+                        }
+                        .api_base()
+                        .ok()
+                    });
                 let out = json!({
                     "id": c.connection.id.as_str(),
+                    "api_base": api_base,
                     "provider": c.connection.provider,
                     "account_id": account,
                     "account_name": c.connection.label.as_str(),
