@@ -22,7 +22,7 @@ help:
 	@echo "make token TENANT=demo USER_ID=dev-admin ROLE=admin   mint a token for the running dev host"
 	@echo "make invoke FN=credentials EVENT=events/credentials/list-connections.json   run a function once"
 	@echo "make sandbox  run the provider sandbox alone on :9100"
-	@echo "make bench    benchmarks on the local stack (cold start, OAuth flow, refresh sweep, record sync 1k/10k/100k both ways, conflict detection)"
+	@echo "make bench    benchmarks on the local stack (cold start, OAuth flow, refresh sweep, record sync 1k/10k/100k both ways, conflict detection, event dispatch 10k events × 3 steps)"
 
 venv:
 	@bash infra/venv.sh

@@ -17,12 +17,18 @@
 //!   HubSpot's rate limit: seconds, records per second, the ratio to the ceiling
 //!   (1,100 records/s), the process's peak heap during the run.
 //! - **Conflict detection**: `reconcile` alone, per record pair of 10 mapped fields.
+//! - **Event dispatch** (see [`dispatch`]): N `conversation_ended` events (default
+//!   10,000) with 3-step chains (HubSpot → Zendesk → webhook) over T tenants through
+//!   the bus, the rule, the dispatch queue and the event-dispatch function to the
+//!   sandbox: Conduit's CPU per step (goal ≤ 1 ms), event-to-chain-done p50/p99, the
+//!   drain rate against HubSpot's limit over the tenants' portals (goal ≥ 0.9), and
+//!   the effect count (exactly 3 × N).
 //! - **Cold start** (see [`coldstart`]): each function binary's init and memory against
 //!   a hello-world `lambda_runtime` binary of the same profile. Goal: at most 2×.
 //!
-//! Usage: `conduit-bench [--only coldstart,conflict,oauth,refresh,sync] [--flows N]
+//! Usage: `conduit-bench [--only coldstart,conflict,oauth,refresh,sync,dispatch] [--flows N]
 //! [--connections N] [--sync 1000,10000,100000] [--directions pull,push] [--pairs N]
-//! [--starts N] [--bin-dir DIR] [--log LEVEL]` (default: everything; `--log info` writes the handlers' JSON logs,
+//! [--starts N] [--events N] [--tenants N] [--bin-dir DIR] [--log LEVEL]` (default: everything; `--log info` writes the handlers' JSON logs,
 //! e.g. the worker's "sync chunk done", to stderr).
 
 use std::time::{Duration, Instant};
@@ -40,6 +46,7 @@ const RETURN_TO: &str = "http://localhost:5173/integrations";
 
 mod alloc;
 mod coldstart;
+mod dispatch;
 mod sync;
 
 #[global_allocator]
@@ -53,11 +60,20 @@ struct Args {
     ways: Vec<sync::Way>,
     pairs: u32,
     starts: usize,
+    events: usize,
+    tenants: usize,
     bin_dir: Option<std::path::PathBuf>,
     log: Option<String>,
 }
 
-const BENCHES: [&str; 5] = ["coldstart", "conflict", "oauth", "refresh", "sync"];
+const BENCHES: [&str; 6] = [
+    "coldstart",
+    "conflict",
+    "oauth",
+    "refresh",
+    "sync",
+    "dispatch",
+];
 
 fn numbers(flag: &str, value: &str) -> Result<Vec<usize>> {
     value
@@ -80,6 +96,8 @@ fn args() -> Result<Args> {
         ways: vec![sync::Way::Pull, sync::Way::Push],
         pairs: 100_000,
         starts: 20,
+        events: 10_000,
+        tenants: dispatch::TENANTS,
         bin_dir: None,
         log: None,
     };
@@ -120,10 +138,12 @@ fn args() -> Result<Args> {
                 }
             }
             "--starts" => out.starts = one()?.max(1),
+            "--events" => out.events = one()?.max(1),
+            "--tenants" => out.tenants = one()?.max(1),
             "--bin-dir" => out.bin_dir = Some(value.into()),
             "--log" => out.log = Some(value),
             other => bail!(
-                "unknown flag {other}; use --only, --flows, --connections, --sync, --directions, --pairs, --starts, --bin-dir, --log"
+                "unknown flag {other}; use --only, --flows, --connections, --sync, --directions, --pairs, --starts, --events, --tenants, --bin-dir, --log"
             ),
         }
     }
@@ -150,7 +170,7 @@ async fn main() -> Result<()> {
     if wants("conflict") {
         conflict_detection(args.pairs);
     }
-    if wants("oauth") || wants("refresh") || wants("sync") {
+    if wants("oauth") || wants("refresh") || wants("sync") || wants("dispatch") {
         let env = devhost::LocalEnv::start(devhost::LocalEnvOptions::default()).await?;
         if wants("oauth") {
             oauth_flow(&env, args.flows).await?;
@@ -160,6 +180,9 @@ async fn main() -> Result<()> {
         }
         if wants("sync") && !args.sizes.is_empty() && !args.ways.is_empty() {
             sync::bench(&env, &args.sizes, &args.ways).await?;
+        }
+        if wants("dispatch") {
+            dispatch::bench(&env, args.events, args.tenants).await?;
         }
         env.shutdown().await;
     }

@@ -874,8 +874,8 @@ impl<'a> Target<'a> {
                         .ok()
                     });
                 let out = json!({
-                    "api_base": api_base,
                     "id": c.connection.id.as_str(),
+                    "api_base": api_base,
                     "provider": c.connection.provider,
                     "account_id": account,
                     "account_name": c.connection.label.as_str(),

@@ -193,6 +193,8 @@ impl DispatchEvent {
         match self {
             Self::Product { event, .. } => {
                 let mut v = serde_json::to_value(event).unwrap_or_else(|_| json!({}));
+                // An absent field is absent to templates (`default()` fills it), never null.
+                drop_nulls(&mut v);
                 if let Some(o) = v.as_object_mut() {
                     o.entry("custom_fields").or_insert_with(|| json!({}));
                     o.entry("contact").or_insert_with(|| json!({}));
@@ -247,6 +249,18 @@ impl DispatchEvent {
     }
 }
 
+/// Removes null members of objects, at every depth.
+fn drop_nulls(v: &mut Value) {
+    match v {
+        Value::Object(o) => {
+            o.retain(|_, x| !x.is_null());
+            o.values_mut().for_each(drop_nulls);
+        }
+        Value::Array(a) => a.iter_mut().for_each(drop_nulls),
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,6 +285,8 @@ mod tests {
         let ctx = e.context();
         assert_eq!(ctx["conversation"]["channel"], "voice");
         assert_eq!(ctx["custom_fields"], json!({}));
+        // Absent times are absent, not null (templates' `default()` fills them).
+        assert!(ctx["conversation"].get("started_at").is_none(), "{ctx}");
 
         let reauth = json!({"id": "eb-2", "source": "conduit.integrations",
             "detail-type": "integration.connection.reauth_required", "time": "2026-12-05T10:00:01Z",
