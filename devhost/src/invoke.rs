@@ -152,8 +152,10 @@ pub fn function_app(stack: &LocalStack, logical_id: &str) -> Result<App> {
     let env = stack.function_env(logical_id)?;
     let config =
         Config::from_map(&env).with_context(|| format!("configuration of {logical_id}"))?;
-    App::with_aws(config, stack.sdk_config().clone())
-        .with_context(|| format!("building the App of {logical_id}"))
+    // Its own connection pool: an invocation runs on its caller's runtime (a test's),
+    // and a pooled connection of a runtime that has ended cannot be used by another.
+    let aws = crate::aws::with_own_http_client(stack.sdk_config());
+    App::with_aws(config, aws).with_context(|| format!("building the App of {logical_id}"))
 }
 
 /// Parses an event file's text as JSON; the error says where it is malformed (the
