@@ -141,37 +141,35 @@ impl<'a> Dispatcher<'a> {
     pub async fn event(&self, event: &DispatchEvent) -> Result<Handled, DispatchError> {
         let tenant = event.tenant();
         let id = DispatchId::for_event(tenant, event.event_id(), event.occurred_at());
-        let existing = self.store.get(tenant, &id).await?;
-        let d = match existing {
-            Some(d) => d,
-            None => {
-                let (integrations, _) = self.integrations.all(tenant).await?;
-                if integrations.is_empty() && !self.integrations.tenant_known(tenant).await? {
-                    return Ok(Handled::UnknownTenant);
-                }
-                let assistant = match event.assistant_id() {
-                    Some(a) => self.integrations.assistant(tenant, a).await?,
-                    None => None,
-                };
-                let mut d = new_dispatch(
-                    id.clone(),
-                    event,
-                    &integrations,
-                    assistant.as_ref(),
-                    Origin::Event,
-                );
-                d.lease = Some(self.lease());
-                if self.store.create(&d, &event.to_envelope()).await? {
-                    d
-                } else {
-                    self.store
-                        .get(tenant, &id)
-                        .await?
-                        .ok_or(StoreError::ConditionFailed)?
-                }
-            }
+        // The chain is resolved and the dispatch created in one conditional write; a
+        // later delivery of the same event finds it there and goes on with it.
+        let (integrations, _) = self.integrations.all(tenant).await?;
+        if integrations.is_empty() && !self.integrations.tenant_known(tenant).await? {
+            return match self.store.get(tenant, &id).await? {
+                Some(d) => Box::pin(self.run(d, event, &[])).await,
+                None => Ok(Handled::UnknownTenant),
+            };
+        }
+        let assistant = match event.assistant_id() {
+            Some(a) => self.integrations.assistant(tenant, a).await?,
+            None => None,
         };
-        Box::pin(self.run(d, event)).await
+        let mut d = new_dispatch(
+            id.clone(),
+            event,
+            &integrations,
+            assistant.as_ref(),
+            Origin::Event,
+        );
+        d.lease = Some(self.lease());
+        if !self.store.create(&d, &event.to_envelope()).await? {
+            d = self
+                .store
+                .get(tenant, &id)
+                .await?
+                .ok_or(StoreError::ConditionFailed)?;
+        }
+        Box::pin(self.run(d, event, &integrations)).await
     }
 
     /// Starts a dispatch of one integration alone (`send` / `test` with send), logged
@@ -192,7 +190,7 @@ impl<'a> Dispatcher<'a> {
         d.settle();
         d.lease = Some(self.lease());
         self.store.create(&d, &event.to_envelope()).await?;
-        Box::pin(self.run(d, event)).await
+        Box::pin(self.run(d, event, std::slice::from_ref(integration))).await
     }
 
     /// Resumes a stored dispatch (the due sweep, a retry).
@@ -211,7 +209,7 @@ impl<'a> Dispatcher<'a> {
             .ok_or(DispatchError::EventMissing)?;
         let event =
             DispatchEvent::from_envelope(&envelope).map_err(|_| DispatchError::EventMissing)?;
-        self.run(d, &event).await
+        self.run(d, &event, &[]).await
     }
 
     /// Sets a dispatch's failed steps (and the steps a failure skipped) back to
@@ -250,7 +248,14 @@ impl<'a> Dispatcher<'a> {
         }
     }
 
-    async fn run(&self, mut d: Dispatch, event: &DispatchEvent) -> Result<Handled, DispatchError> {
+    /// Runs what is left of `d`; `known`: the tenant's integrations as just read (a
+    /// step's integration not among them is read from the store).
+    async fn run(
+        &self,
+        mut d: Dispatch,
+        event: &DispatchEvent,
+        known: &[Integration],
+    ) -> Result<Handled, DispatchError> {
         let at = ms(now());
         if d.status.is_final() {
             return Ok(Handled::Done(d.id.clone(), d.status));
@@ -273,6 +278,8 @@ impl<'a> Dispatcher<'a> {
             }
         }
         let mut stopped = false;
+        // A step that just ended goes to its integration's log with the next save.
+        let mut unlogged: Option<Step> = None;
         for i in 0..d.steps.len() {
             let step = &d.steps[i];
             if step.status.is_final() {
@@ -295,8 +302,11 @@ impl<'a> Dispatcher<'a> {
             {
                 break;
             }
-            Box::pin(self.step(&mut d, i, event)).await?;
+            Box::pin(self.step(&mut d, i, event, known)).await?;
             let s = &d.steps[i];
+            if s.status.is_final() {
+                unlogged = Some(s.clone());
+            }
             match s.status {
                 StepStatus::Waiting => break,
                 StepStatus::Failed => {
@@ -308,7 +318,12 @@ impl<'a> Dispatcher<'a> {
             // between steps resumes after the last one stored, never redoing it. (The
             // last step's state goes with the dispatch's final save below.)
             if i + 1 < d.steps.len() {
-                self.checkpoint(&mut d).await?;
+                let prev = d.version;
+                d.version += 1;
+                d.updated_at = now();
+                self.store
+                    .save_logged(&d, prev, unlogged.take().as_ref())
+                    .await?;
             }
         }
         d.settle();
@@ -319,7 +334,9 @@ impl<'a> Dispatcher<'a> {
         d.updated_at = now();
         let prev = d.version;
         d.version += 1;
-        self.store.save(&d, prev).await?;
+        self.store
+            .save_logged(&d, prev, unlogged.take().as_ref())
+            .await?;
         Ok(match d.status {
             DispatchStatus::Waiting | DispatchStatus::Running => Handled::Waiting(d.id),
             status => Handled::Done(d.id, status),
@@ -341,15 +358,17 @@ impl<'a> Dispatcher<'a> {
         d: &mut Dispatch,
         i: usize,
         event: &DispatchEvent,
+        known: &[Integration],
     ) -> Result<(), DispatchError> {
         let started = Instant::now();
         if d.steps[i].started_at.is_none() {
             d.steps[i].started_at = Some(now());
         }
-        let integration = self
-            .integrations
-            .get(&d.tenant, &d.steps[i].integration_id)
-            .await?;
+        let id = &d.steps[i].integration_id;
+        let integration = match known.iter().find(|i| i.id == *id) {
+            Some(found) => Some(found.clone()),
+            None => self.integrations.get(&d.tenant, id).await?,
+        };
         let outcome = match integration {
             None => Err(fail(
                 "integration_deleted",
@@ -375,12 +394,6 @@ impl<'a> Dispatcher<'a> {
                 s.error = Some(e);
                 finish(s, crate::metrics::Metric::DispatchStepsFailed);
                 tracing::warn!(dispatch = %d.id, integration = %s.integration_id, code = %s.error.as_ref().map_or("", |e| e.code.as_str()), "dispatch step failed");
-            }
-        }
-        if d.steps[i].status.is_final() {
-            let step = d.steps[i].clone();
-            if let Err(e) = self.store.log_step(d, &step).await {
-                tracing::warn!(dispatch = %d.id, error = %e, "integration log entry not written");
             }
         }
         Ok(())
@@ -730,7 +743,8 @@ impl<'a> Target<'a> {
                 &connection,
                 interval_for(provider),
                 tolerance_for(provider),
-            ),
+            )
+            .without_look_ahead(),
             provider: integration.provider.clone(),
             connection,
             tenant: integration.tenant.clone(),

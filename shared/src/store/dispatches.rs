@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 use super::{
-    Keyed, Listing, QueryOpts, Readable, SkRange, Skipped, StoreError, Table, decode_after,
-    encode_after, keep_readable, keys,
+    Keyed, Listing, QueryOpts, Readable, SkRange, Skipped, StoreError, Table, Write,
+    decode_after, encode_after, keep_readable, keys, to_item,
 };
 use crate::dispatch::integration::TriggerEvent;
 use crate::dispatch::log::{Dispatch, DispatchStatus, RETENTION_DAYS, Step};
@@ -139,26 +139,26 @@ impl Dispatches {
             .filter(|d| d.tenant == *tenant && d.id == *id))
     }
 
-    /// Stores a new dispatch with its event; false when the dispatch already exists
-    /// (another delivery of the same event made it).
+    /// Stores a new dispatch with its event, both or neither; false when the dispatch
+    /// already exists (another delivery of the same event made it).
     pub async fn create(&self, d: &Dispatch, event: &Json) -> Result<bool, StoreError> {
-        // The event first, unconditionally (every delivery stores the same): a
-        // dispatch is never stored without the event it renders from.
-        self.table
-            .put(&Keyed {
-                pk: keys::dispatch_event(&d.tenant, &d.id),
-                sk: d.id.to_string(),
-                item: Stored {
-                    item: EventItem {
-                        event: event.clone(),
-                    },
-                    ttl: expiry(),
-                    gsi1pk: None,
-                    gsi1sk: None,
+        let event = Keyed {
+            pk: keys::dispatch_event(&d.tenant, &d.id),
+            sk: d.id.to_string(),
+            item: Stored {
+                item: EventItem {
+                    event: event.clone(),
                 },
-            })
-            .await?;
-        match self.table.insert(&stored(d)).await {
+                ttl: expiry(),
+                gsi1pk: None,
+                gsi1sk: None,
+            },
+        };
+        let writes = vec![
+            Write::Put(to_item(&event)?),
+            Write::Insert(to_item(&stored(d))?),
+        ];
+        match self.table.transact(writes).await {
             Ok(()) => Ok(true),
             Err(StoreError::ConditionFailed) => Ok(false),
             Err(e) => Err(e),
@@ -184,24 +184,37 @@ impl Dispatches {
         self.table.replace(&stored(d), prev_version).await
     }
 
-    /// Adds a finished step to its integration's log.
-    pub async fn log_step(&self, d: &Dispatch, step: &Step) -> Result<(), StoreError> {
-        self.table
-            .put(&Keyed {
-                pk: keys::integration_log(&d.tenant, &step.integration_id),
-                sk: keys::newest_first(d.id.as_str()),
-                item: Stored {
-                    item: StepLog {
-                        dispatch_id: d.id.clone(),
-                        event_type: d.event_type,
-                        event_id: d.event_id.clone(),
-                        step: step.clone(),
-                    },
-                    ttl: expiry(),
-                    gsi1pk: None,
-                    gsi1sk: None,
+    /// Saves `d` over `prev_version` as [`Dispatches::save`] does, with `finished`
+    /// (a step that just ended) added to its integration's log in the same write.
+    pub async fn save_logged(
+        &self,
+        d: &Dispatch,
+        prev_version: u64,
+        finished: Option<&Step>,
+    ) -> Result<(), StoreError> {
+        let Some(step) = finished else {
+            return self.save(d, prev_version).await;
+        };
+        let log = Keyed {
+            pk: keys::integration_log(&d.tenant, &step.integration_id),
+            sk: keys::newest_first(d.id.as_str()),
+            item: Stored {
+                item: StepLog {
+                    dispatch_id: d.id.clone(),
+                    event_type: d.event_type,
+                    event_id: d.event_id.clone(),
+                    step: step.clone(),
                 },
-            })
+                ttl: expiry(),
+                gsi1pk: None,
+                gsi1sk: None,
+            },
+        };
+        self.table
+            .transact(vec![
+                Write::Replace(to_item(&stored(d))?, prev_version),
+                Write::Put(to_item(&log)?),
+            ])
             .await
     }
 

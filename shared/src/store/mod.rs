@@ -357,6 +357,8 @@ pub struct QueryOpts<'a> {
 
 /// One write of a transaction.
 pub enum Write {
+    /// Write an item whatever is there.
+    Put(HashMap<String, AttributeValue>),
     /// Create an item that must not exist.
     Insert(HashMap<String, AttributeValue>),
     /// Overwrite an item whose `version` is the given one.
@@ -629,6 +631,15 @@ impl Table {
         let mut items = Vec::with_capacity(writes.len());
         for w in writes {
             let item = match w {
+                Write::Put(item) => TransactWriteItem::builder()
+                    .put(
+                        Put::builder()
+                            .table_name(&self.name)
+                            .set_item(Some(item))
+                            .build()
+                            .map_err(conversion)?,
+                    )
+                    .build(),
                 Write::Insert(item) => TransactWriteItem::builder()
                     .put(
                         Put::builder()

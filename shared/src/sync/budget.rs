@@ -11,6 +11,8 @@
 //! intervals early, less one kept for jitter (GCRA's tolerance): a run's first requests
 //! then go without waiting, and a window still holds fewer than the allowance.
 
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use crate::domain::{ConnectionId, TenantId};
@@ -31,12 +33,40 @@ pub struct Budget {
     /// The next slot, taken while the current one is waited for and used: the taker
     /// then finds its slot without a store round trip.
     ahead: Option<JoinHandle<Result<Slot, BudgetError>>>,
+    /// Whether the next slot is taken ahead (a taker of many requests, a sync page
+    /// run); a taker of one or two (a dispatch step) would leave it unused, a slot of
+    /// the connection's allowance wasted.
+    look_ahead: bool,
+}
+
+/// Where this process last left each connection's schedule (`tat`): a taker tries it
+/// before reading the item, so a warm worker takes a slot in one conditional write. A
+/// stale value (another process moved the schedule on) only costs the failed write and
+/// a read, as without it.
+static LAST_SEEN: LazyLock<Mutex<HashMap<String, i64>>> = LazyLock::new(Mutex::default);
+/// Connections remembered at most (the map is emptied beyond it).
+const LAST_SEEN_MAX: usize = 10_000;
+
+fn last_seen(key: &str) -> Option<i64> {
+    LAST_SEEN.lock().ok()?.get(key).copied()
+}
+
+fn remember(key: &str, tat: i64) {
+    if let Ok(mut seen) = LAST_SEEN.lock() {
+        if seen.len() >= LAST_SEEN_MAX && !seen.contains_key(key) {
+            seen.clear();
+        }
+        let at = seen.entry(key.to_owned()).or_insert(tat);
+        *at = (*at).max(tat);
+    }
 }
 
 /// The shared schedule: where it is kept and its spacing.
 #[derive(Debug, Clone)]
 struct Schedule {
     store: RateSchedule,
+    /// The connection, as [`LAST_SEEN`] keys it.
+    key: String,
     interval_ms: i64,
     /// How early a taker may start before the schedule's time (GCRA's tolerance).
     tolerance_ms: i64,
@@ -100,6 +130,7 @@ impl Schedule {
             }
             let tat = start.max(old) + self.interval_ms;
             if self.store.swap(old, tat).await? {
+                remember(&self.key, tat);
                 return Ok(Slot { start, tat });
             }
             known_tat = None;
@@ -119,15 +150,24 @@ impl Budget {
         tolerance: Duration,
     ) -> Self {
         let interval_ms = interval.as_millis().max(1) as i64;
+        let key = format!("{}/{}", tenant.as_str(), connection.as_str());
         Self {
+            known_tat: last_seen(&key),
             schedule: Schedule {
                 store: RateSchedule::new(table, tenant, connection),
+                key,
                 interval_ms,
                 tolerance_ms: (tolerance.as_millis() as i64).min(interval_ms * 10),
             },
-            known_tat: None,
             ahead: None,
+            look_ahead: true,
         }
+    }
+
+    /// The same, taking no slot ahead: for a taker of a request or two.
+    pub fn without_look_ahead(mut self) -> Self {
+        self.look_ahead = false;
+        self
     }
 
     /// Takes the next slot and waits for it. Fails if the wait would exceed
@@ -151,11 +191,13 @@ impl Budget {
         // (less the tolerance), as GCRA counts a late arrival.
         let start = slot.start.max(now_ms());
         self.known_tat = Some(slot.tat);
-        let schedule = self.schedule.clone();
-        let not_before = start + self.schedule.interval_ms - self.schedule.tolerance_ms;
-        self.ahead = Some(tokio::spawn(async move {
-            schedule.take(Some(slot.tat), not_before).await
-        }));
+        if self.look_ahead {
+            let schedule = self.schedule.clone();
+            let not_before = start + self.schedule.interval_ms - self.schedule.tolerance_ms;
+            self.ahead = Some(tokio::spawn(async move {
+                schedule.take(Some(slot.tat), not_before).await
+            }));
+        }
         let wait = start - now_ms();
         if wait > 0 {
             tokio::time::sleep(Duration::from_millis(wait as u64)).await;
@@ -182,6 +224,7 @@ impl Budget {
                 return Ok(());
             }
             if self.schedule.store.swap(old, until).await? {
+                remember(&self.schedule.key, until);
                 self.known_tat = Some(until);
                 return Ok(());
             }
