@@ -81,16 +81,25 @@ impl Publisher {
 
     /// Sends many messages, ten per request; fails if any message was refused.
     pub async fn send_all<T: TenantWork>(&self, messages: &[T]) -> Result<(), QueueError> {
-        for chunk in messages.chunks(10) {
+        let mut bodies = Vec::with_capacity(messages.len());
+        for m in messages {
+            let body = serde_json::to_string(m).map_err(|e| QueueError::Encoding(e.to_string()))?;
+            bodies.push((body, m.tenant().to_owned()));
+        }
+        self.send_bodies(&bodies).await
+    }
+
+    /// Sends bodies as they are, each `(body, group)` under its group, ten per
+    /// request; fails if any was refused.
+    pub async fn send_bodies(&self, bodies: &[(String, String)]) -> Result<(), QueueError> {
+        for chunk in bodies.chunks(10) {
             let mut entries = Vec::with_capacity(chunk.len());
-            for (i, m) in chunk.iter().enumerate() {
-                let body =
-                    serde_json::to_string(m).map_err(|e| QueueError::Encoding(e.to_string()))?;
+            for (i, (body, group)) in chunk.iter().enumerate() {
                 entries.push(
                     aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
                         .id(i.to_string())
                         .message_body(body)
-                        .message_group_id(m.tenant())
+                        .message_group_id(group)
                         .build()
                         .map_err(|e| QueueError::Encoding(e.to_string()))?,
                 );

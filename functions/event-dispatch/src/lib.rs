@@ -4,6 +4,9 @@
 //!   product event or one of Conduit's, delivered by the bus's rules) or a request to
 //!   resume a stored dispatch (`{"resume": …}`, from the sweep or `POST
 //!   /v1/dispatches/{id}/retry`). Each runs its chain ([`conduit::dispatch::engine`]).
+//!   An event straight from the bus has no message group: it is first sent back to the
+//!   queue grouped by its tenant (one batch send per batch), so the fair queue shares
+//!   the workers between tenants.
 //!   A message that is not a dispatchable event, or whose tenant Conduit does not know,
 //!   goes to the dead-letter queue at once with its reason (a `reason` attribute) and is
 //!   acknowledged: never dropped silently, never retried into a crash loop. A failure
@@ -15,7 +18,7 @@
 
 use std::time::{Duration, Instant};
 
-use aws_lambda_events::event::sqs::SqsEvent;
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use conduit::app::App;
 use conduit::dispatch::engine::{Dispatcher, Handled};
 use conduit::dispatch::inbound::DispatchEvent;
@@ -74,7 +77,17 @@ pub async fn handle_event(app: &App, event: Value) -> Result<Value, lambda_runti
     let dlq = conduit::queue::dispatch_dlq(app).map_err(error)?;
     let deadline = Instant::now() + TIMEOUT.saturating_sub(MARGIN);
     let dlq = &dlq;
-    let failures: Vec<String> = futures::stream::iter(batch.records)
+    // Events straight from the bus carry no group (an EventBridge rule cannot set one
+    // on a standard queue): they go back on the queue grouped by tenant, so the queue
+    // shares its workers fairly between tenants (SQS fair queues) and one tenant's
+    // burst or slow chain never holds up another's events.
+    let (ungrouped, records): (Vec<_>, Vec<_>) = batch
+        .records
+        .into_iter()
+        .map(|r| (tenant_to_group(&r), r))
+        .partition(|(tenant, _)| tenant.is_some());
+    let mut failures = regroup(app, ungrouped).await;
+    let run: Vec<String> = futures::stream::iter(records.into_iter().map(|(_, r)| r))
         .map(|record| async move {
             let id = record.message_id.clone().unwrap_or_default();
             let body = record.body.as_deref().unwrap_or_default();
@@ -90,12 +103,64 @@ pub async fn handle_event(app: &App, event: Value) -> Result<Value, lambda_runti
         .filter_map(|f| async move { f })
         .collect()
         .await;
+    failures.extend(run);
     Ok(json!({
         "batchItemFailures": failures
             .into_iter()
             .map(|id| json!({ "itemIdentifier": id }))
             .collect::<Vec<_>>()
     }))
+}
+
+/// The tenant of a record to put back on the queue under its group: a well-formed
+/// event that came without one. (Malformed ones go to the dead-letter queue as they
+/// are; resume messages are always sent grouped.)
+fn tenant_to_group(record: &SqsMessage) -> Option<TenantId> {
+    if record.attributes.contains_key("MessageGroupId") {
+        return None;
+    }
+    let json: Value = serde_json::from_str(record.body.as_deref()?).ok()?;
+    if json.get("resume").is_some() {
+        return None;
+    }
+    DispatchEvent::from_envelope(&json)
+        .ok()
+        .map(|e| e.tenant().clone())
+}
+
+/// Sends the ungrouped events back grouped by tenant; the ids of those that could not
+/// be sent (they come back from the queue and are tried again).
+async fn regroup(app: &App, records: Vec<(Option<TenantId>, SqsMessage)>) -> Vec<String> {
+    if records.is_empty() {
+        return Vec::new();
+    }
+    let ids = || {
+        records
+            .iter()
+            .map(|(_, r)| r.message_id.clone().unwrap_or_default())
+            .collect::<Vec<_>>()
+    };
+    let queue = match conduit::queue::dispatch_queue(app) {
+        Ok(q) => q,
+        Err(e) => {
+            tracing::error!(error = %e, "events not regrouped: no dispatch queue");
+            return ids();
+        }
+    };
+    let bodies: Vec<(String, String)> = records
+        .iter()
+        .filter_map(|(tenant, r)| Some((r.body.clone()?, tenant.as_ref()?.as_str().to_owned())))
+        .collect();
+    match queue.send_bodies(&bodies).await {
+        Ok(()) => {
+            tracing::debug!(events = bodies.len(), "events regrouped by tenant");
+            Vec::new()
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "events not regrouped; they will be retried");
+            ids()
+        }
+    }
 }
 
 /// One message: Ok when it is done with (dispatched, waiting, or set aside), Err when
