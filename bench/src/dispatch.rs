@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use conduit::app::App;
+use devhost::CapacityReport;
 use conduit::config::Config;
 use conduit::dispatch::log::StepStatus;
 use conduit::dispatch::webhook;
@@ -319,6 +320,8 @@ pub async fn bench(env: &devhost::LocalEnv, events: usize, tenants: usize) -> Re
     tokio::time::sleep(Duration::from_secs(3)).await;
     let idle_rate = process_cpu().saturating_sub(idle_from.0).as_secs_f64()
         / idle_from.1.elapsed().as_secs_f64();
+    let endpoint = env.aws_endpoint.clone();
+    tokio::task::spawn_blocking(move || CapacityReport::reset(&endpoint)).await??;
     let cpu_before = process_cpu();
     let moto_before = children_cpu();
     let t0 = Instant::now();
@@ -381,6 +384,10 @@ pub async fn bench(env: &devhost::LocalEnv, events: usize, tenants: usize) -> Re
     let wall = t0.elapsed();
     let cpu = process_cpu().saturating_sub(cpu_before);
     let moto = children_cpu().saturating_sub(moto_before);
+    let endpoint = env.aws_endpoint.clone();
+    let aws_calls = tokio::task::spawn_blocking(move || CapacityReport::fetch(&endpoint))
+        .await??
+        .requests;
 
     // The dispatches as stored.
     let store = Dispatches::new(app.table.clone());
@@ -507,6 +514,31 @@ pub async fn bench(env: &devhost::LocalEnv, events: usize, tenants: usize) -> Re
     println!(
         "| moto's CPU per step (its own process) | {:.3} ms |",
         moto.as_secs_f64() * 1000.0 / steps
+    );
+    // The AWS calls of the run (the dev host's long polls left out: they wait, they
+    // are not work), per step.
+    let per_step = |op: &str| aws_calls.get(op).copied().unwrap_or(0) as f64 / steps;
+    let ddb: u64 = aws_calls
+        .iter()
+        .filter(|(op, _)| op.starts_with("DynamoDB_"))
+        .map(|(_, n)| n)
+        .sum();
+    let ops: Vec<String> = aws_calls
+        .iter()
+        .filter(|(op, _)| !op.ends_with(".ReceiveMessage"))
+        .map(|(op, n)| {
+            let short = op.rsplit('.').next().unwrap_or(op);
+            format!("{short} {:.2}", *n as f64 / steps)
+        })
+        .collect();
+    println!(
+        "| DynamoDB requests per step | **{:.2}** (every AWS call per step, long polls left out: {}) |",
+        ddb as f64 / steps,
+        ops.join(", ")
+    );
+    println!(
+        "| KMS decrypts per step | {:.3} |",
+        per_step("TrentService.Decrypt")
     );
     println!("| dispatches | {statuses:?} ({missing} missing) |");
     println!("| steps | {step_statuses:?}, {attempts} attempts |");

@@ -38,6 +38,10 @@ pub struct CapacityReport {
     /// Faults the knobs injected so far, by kind (`conflict`, `throttle`).
     #[serde(default)]
     pub faults_injected: std::collections::BTreeMap<String, u64>,
+    /// Requests moto served since the last reset, by `X-Amz-Target`
+    /// (`DynamoDB_20120810.GetItem`, `TrentService.Decrypt`, …).
+    #[serde(default)]
+    pub requests: std::collections::BTreeMap<String, u64>,
     /// The hottest key values, hottest first.
     pub keys: Vec<KeyCapacity>,
 }

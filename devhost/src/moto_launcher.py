@@ -118,6 +118,9 @@ def serialised(app):
         if environ.get("PATH_INFO") == CAPACITY_PATH:
             return capacity_endpoint(environ, start_response)
         target = environ.get("HTTP_X_AMZ_TARGET", "")
+        if target:
+            with counting:
+                requests[target] = requests.get(target, 0) + 1
         if not target.startswith("DynamoDB_"):
             return app(environ, start_response)
         with dynamodb:
@@ -212,6 +215,7 @@ class Capacity:
 
     def reset(self):
         self.keys = {}
+        requests.clear()
 
     def entry(self, key):
         found = self.keys.get(key)
@@ -281,6 +285,7 @@ class Capacity:
             "faults": FAULTS,
             "fault_seed": FAULT_SEED,
             "faults_injected": dict(injected),
+            "requests": dict(requests),
             "gsi_delay_ms": int(GSI_DELAY * 1000),
             "key_count": len(self.keys),
             "keys_over_limit": len(over),
@@ -303,6 +308,10 @@ class Capacity:
 capacity = Capacity()
 # Faults answered so far, by kind (the report shows that a knob did act).
 injected = {"conflict": 0, "throttle": 0}
+# Requests served, by X-Amz-Target (DynamoDB_20120810.GetItem, TrentService.Decrypt,
+# AmazonSQS.SendMessage, ...): what a bench divides by its work for the calls per unit.
+requests = {}
+counting = threading.Lock()
 
 
 if PATCHED:
