@@ -1,5 +1,9 @@
 //! The rate-schedule item of a connection's shared request budget: the earliest time
-//! the next request may start (`tat`, Unix ms), moved only by a compare-and-swap.
+//! the next request may start (`tat`, Unix ms). A taker moves it with one write that
+//! never loses a race: an idle schedule is claimed by a conditional set, a busy one is
+//! advanced by an atomic add (DynamoDB serialises them, so concurrent takers get
+//! consecutive slots instead of retrying); a provider's hold moves it by a
+//! compare-and-swap.
 
 use serde::Deserialize;
 
@@ -32,6 +36,48 @@ impl RateSchedule {
     pub async fn read(&self) -> Result<i64, StoreError> {
         let item: Option<Item> = self.table.get(&self.pk, keys::RATE_SK).await?;
         Ok(item.map_or(0, |i| i.tat))
+    }
+
+    /// Claims an idle schedule: sets it to `new` if it is absent or earlier than
+    /// `floor`; false when it is busy (at or after `floor`).
+    pub async fn claim_idle(&self, floor: i64, new: i64) -> Result<bool, StoreError> {
+        let result: Result<Item, StoreError> = self
+            .table
+            .update(
+                &self.pk,
+                keys::RATE_SK,
+                "SET tat = :new",
+                "attribute_not_exists(tat) OR tat < :floor",
+                vec![(":new", Value::num(new)), (":floor", Value::num(floor))],
+                &[],
+            )
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(StoreError::ConditionFailed) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Advances a scheduled `tat` by `interval` atomically; the new `tat`, or `None`
+    /// when nothing is scheduled yet.
+    pub async fn advance(&self, interval: i64) -> Result<Option<i64>, StoreError> {
+        let result: Result<Item, StoreError> = self
+            .table
+            .update(
+                &self.pk,
+                keys::RATE_SK,
+                "ADD tat :interval",
+                "attribute_exists(tat)",
+                vec![(":interval", Value::num(interval))],
+                &[],
+            )
+            .await;
+        match result {
+            Ok(item) => Ok(Some(item.tat)),
+            Err(StoreError::ConditionFailed) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Moves the schedule from `old` to `new`; false if someone else moved it first.

@@ -2,8 +2,10 @@
 //! for it, kept in DynamoDB (not per process).
 //!
 //! The budget is a GCRA schedule: the item holds the earliest time the next request
-//! may start (`tat`, Unix ms). Taking a slot moves it one interval on with a
-//! conditional write, so concurrent workers interleave instead of bursting; a provider's
+//! may start (`tat`, Unix ms). Taking a slot moves it one interval on in one write that
+//! never loses a race (an idle schedule claimed by a conditional set, a busy one advanced
+//! by an atomic add), so concurrent workers interleave instead of bursting, and a
+//! hundred of them on one connection cost no retries; a provider's
 //! 429 pushes it past the provider's `Retry-After` for everyone. The interval is the
 //! provider's window divided by its allowance, with a 2% margin, so no window of the
 //! provider's length ever holds more than its allowance. Where the margin leaves room
@@ -113,27 +115,40 @@ fn now_ms() -> i64 {
 }
 
 impl Schedule {
-    /// Takes the next free slot that starts at `not_before` or later (`known_tat`:
-    /// where this taker last left the schedule, tried before reading it).
-    async fn take(&self, mut known_tat: Option<i64>, not_before: i64) -> Result<Slot, BudgetError> {
-        for _ in 0..50 {
-            let old = match known_tat {
-                Some(t) => t,
-                None => self.store.read().await?,
+    /// Takes the next free slot that starts at `not_before` or later, in one write
+    /// when `known_tat` (where this taker last saw the schedule) says it is busy, else
+    /// in at most two: an idle schedule is claimed at once (`tat` = now + interval); a
+    /// busy one is advanced by an interval (an atomic add, which concurrent takers never
+    /// lose), the slot starting `tolerance` before the `tat` it found. GCRA's spacing
+    /// either way: `tat' = max(tat, start) + interval`.
+    async fn take(&self, known_tat: Option<i64>, not_before: i64) -> Result<Slot, BudgetError> {
+        let floor = now_ms().max(not_before);
+        let mut busy = known_tat.is_some_and(|t| t >= floor);
+        for _ in 0..4 {
+            if !busy {
+                let tat = floor + self.interval_ms;
+                if self.store.claim_idle(floor, tat).await? {
+                    remember(&self.key, tat);
+                    return Ok(Slot { start: floor, tat });
+                }
+            }
+            // Busy: the schedule is at `floor` or later, and only ever moves on.
+            let Some(tat) = self.store.advance(self.interval_ms).await? else {
+                busy = false; // never written, or removed meanwhile: claim it
+                continue;
             };
+            remember(&self.key, tat);
+            let found = tat - self.interval_ms;
+            let start = (found - self.tolerance_ms).max(floor);
             let now = now_ms();
-            let start = (old - self.tolerance_ms).max(now).max(not_before);
             if start - now > MAX_WAIT.as_millis() as i64 {
+                // The slot is taken and stays unused: a gap in the schedule, never a
+                // second request in a window.
                 return Err(BudgetError::Exhausted(Duration::from_millis(
                     (start - now) as u64,
                 )));
             }
-            let tat = start.max(old) + self.interval_ms;
-            if self.store.swap(old, tat).await? {
-                remember(&self.key, tat);
-                return Ok(Slot { start, tat });
-            }
-            known_tat = None;
+            return Ok(Slot { start, tat });
         }
         Err(BudgetError::Contended)
     }
