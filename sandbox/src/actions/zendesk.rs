@@ -160,7 +160,8 @@ fn ticket_url(ctx: &Ctx<'_>, id: u64) -> String {
     format!("https://{}/api/v2/tickets/{id}.json", ctx.req.host)
 }
 
-fn store_comment(ctx: &Ctx<'_>, ticket_id: u64, comment: &Value) -> Value {
+/// Stores a comment of `ticket_id` added by the audit `audit_id` (its change).
+fn store_comment(ctx: &Ctx<'_>, ticket_id: u64, comment: &Value, audit_id: u64) -> Value {
     let id = ctx.next_number("comment", 3_000_000_001);
     let body = comment
         .get("body")
@@ -168,7 +169,7 @@ fn store_comment(ctx: &Ctx<'_>, ticket_id: u64, comment: &Value) -> Value {
         .cloned()
         .unwrap_or(Value::Null);
     let stored = json!({
-        "id": id, "type": "Comment", "ticket_id": ticket_id, "author_id": 123,
+        "id": id, "type": "Comment", "ticket_id": ticket_id, "audit_id": audit_id, "author_id": 123,
         "body": body, "html_body": body, "plain_body": body,
         "public": comment.get("public").cloned().unwrap_or(json!(true)),
         "created_at": now_rfc3339(),
@@ -277,7 +278,8 @@ fn create_ticket(ctx: &Ctx<'_>) -> Outcome {
         "updated_at": now,
     });
     ctx.insert(TICKETS, &id.to_string(), &ticket);
-    store_comment(ctx, id, &first);
+    let audit_id = ctx.next_number("audit", 9_000_000_001);
+    store_comment(ctx, id, &first, audit_id);
     let body = json!({"ticket": ticket});
     let location = ticket_url(ctx, id);
     if let Some(key) = key {
@@ -374,10 +376,11 @@ fn update_ticket(ctx: &Ctx<'_>) -> Outcome {
     if let Err(response) = enum_value(&map, "priority", &["urgent", "high", "normal", "low"]) {
         return response.into();
     }
+    let audit_id = ctx.next_number("audit", 9_000_000_001);
     let added = match map.get("comment") {
         None => None,
         Some(_) => match comment(&map) {
-            Ok(c) => Some(store_comment(ctx, id.parse().unwrap_or(0), &c)),
+            Ok(c) => Some(store_comment(ctx, id.parse().unwrap_or(0), &c, audit_id)),
             Err(response) => return response.into(),
         },
     };
@@ -391,7 +394,7 @@ fn update_ticket(ctx: &Ctx<'_>) -> Outcome {
     }
     ctx.replace(TICKETS, &id, &ticket);
     let events: Vec<Value> = added.iter().cloned().collect();
-    let audit = json!({"id": ctx.next_number("audit", 9_000_000_001), "ticket_id": ticket["id"],
+    let audit = json!({"id": audit_id, "ticket_id": ticket["id"],
         "created_at": now_rfc3339(), "author_id": 123, "events": events});
     let answer = json!({"ticket": ticket, "audit": audit});
     match added {

@@ -253,12 +253,44 @@ impl Renderer {
     }
 
     /// Stores what `req` captures from the provider's `answer` into `ctx.captures`.
-    /// A pointer the answer does not hold (or holds `null` at) captures nothing.
+    /// A pointer the answer does not hold (or holds `null` at) captures nothing; a
+    /// capture that is a template (a value known before the answer) is rendered.
     pub fn capture(&self, req: &RequestTemplate, answer: &Value, ctx: &mut Value) {
-        for (name, pointer) in &req.capture {
-            if let Some(value) = answer.pointer(pointer).filter(|v| !v.is_null()) {
+        for (name, source) in &req.capture {
+            if !source.starts_with('/') {
+                continue;
+            }
+            if let Some(value) = answer.pointer(source).filter(|v| !v.is_null()) {
                 set_capture(ctx, name, value.clone());
             }
+        }
+        self.known_captures(req, ctx);
+    }
+
+    /// The captures of `req` that are templates (values known before any answer, such
+    /// as the record a path names): rendered from the context; one that renders empty or
+    /// fails captures nothing.
+    fn known_captures(&self, req: &RequestTemplate, ctx: &mut Value) {
+        let known: Vec<(&String, &String)> = req
+            .capture
+            .iter()
+            .filter(|(_, source)| !source.starts_with('/'))
+            .collect();
+        if known.is_empty() {
+            return;
+        }
+        let jctx = JinjaValue::from(Serde(&*ctx));
+        let rendered: Vec<(String, String)> = known
+            .into_iter()
+            .filter_map(|(name, source)| {
+                self.render_text(source, "capture", None, &jctx, &*ctx)
+                    .ok()
+                    .filter(|v| !v.is_empty())
+                    .map(|v| (name.clone(), v))
+            })
+            .collect();
+        for (name, value) in rendered {
+            set_capture(ctx, &name, Value::String(value));
         }
     }
 
@@ -319,6 +351,7 @@ impl Renderer {
             && let Some(name) = req.lookup_capture()
         {
             set_capture(ctx, &name, value.clone());
+            self.known_captures(req, ctx);
         }
         Ok(hit)
     }

@@ -134,7 +134,8 @@ pub struct RequestTemplate {
     /// An expression: the request is skipped when it is true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skip_if: Option<String>,
-    /// Capture name → JSON pointer into the answer.
+    /// Capture name → JSON pointer into the answer, or a template of a value known
+    /// before the answer (kept once the request succeeded or its lookup found it).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub capture: BTreeMap<String, String>,
     /// The request creates or changes something.
@@ -1186,10 +1187,10 @@ mod tests {
                 }
                 for req in &action.requests {
                     assert!(http::Method::from_bytes(req.method.as_bytes()).is_ok());
-                    for pointer in req.capture.values() {
+                    for source in req.capture.values() {
                         assert!(
-                            pointer.starts_with('/'),
-                            "{}.{}: {pointer}",
+                            source.starts_with('/') || Renderer::new().compile(source).is_ok(),
+                            "{}.{}: {source}",
                             p.provider,
                             action.id
                         );
