@@ -9,6 +9,7 @@ mod connections;
 mod contract;
 mod ddb_faults;
 mod dispatch;
+mod dispatch_actions;
 mod dispatch_fairness;
 mod dispatch_templates;
 mod events;
