@@ -88,11 +88,8 @@ async fn backlog_done(store: &Dispatches, busy: &TenantId) -> usize {
 
 /// The dispatch of event `n` of `tenant`, if it ended.
 async fn ended(store: &Dispatches, tenant: &TenantId, n: usize) -> Option<Dispatch> {
-    let at = time::OffsetDateTime::parse(
-        OCCURRED,
-        &time::format_description::well_known::Rfc3339,
-    )
-    .expect("a time");
+    let at = time::OffsetDateTime::parse(OCCURRED, &time::format_description::well_known::Rfc3339)
+        .expect("a time");
     let id = DispatchId::for_event(tenant, &format!("evt_fair_{n:03}"), at);
     store
         .get(tenant, &id)
@@ -103,14 +100,14 @@ async fn ended(store: &Dispatches, tenant: &TenantId, n: usize) -> Option<Dispat
 
 #[tokio::test]
 async fn a_tenants_backlog_of_slow_chains_never_holds_up_another_tenants_event() {
-    let template = std::env::temp_dir().join(format!(
-        "conduit-fairness-{}.yaml",
-        std::process::id()
-    ));
+    let template =
+        std::env::temp_dir().join(format!("conduit-fairness-{}.yaml", std::process::id()));
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml"))
         .expect("the template");
     let marker = "Queue: !GetAtt DispatchQueue.Arn";
-    let at = text.find(marker).expect("the dispatch queue's event source");
+    let at = text
+        .find(marker)
+        .expect("the dispatch queue's event source");
     let (head, tail) = text.split_at(at);
     let tail = tail.replacen("MaximumConcurrency: 10", "MaximumConcurrency: 2", 1);
     assert_ne!(tail, text[at..], "the event source's MaximumConcurrency");

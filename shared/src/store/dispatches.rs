@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 use super::{
-    Keyed, Listing, QueryOpts, Readable, SkRange, Skipped, StoreError, Table, Write,
-    decode_after, encode_after, keep_readable, keys, to_item,
+    Keyed, Listing, QueryOpts, Readable, SkRange, Skipped, StoreError, Table, Write, decode_after,
+    encode_after, keep_readable, keys, to_item,
 };
 use crate::dispatch::integration::TriggerEvent;
 use crate::dispatch::log::{Dispatch, DispatchStatus, RETENTION_DAYS, Step};
