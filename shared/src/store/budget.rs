@@ -41,61 +41,40 @@ impl RateSchedule {
     /// Claims an idle schedule: sets it to `new` if it is absent or earlier than
     /// `floor`; false when it is busy (at or after `floor`).
     pub async fn claim_idle(&self, floor: i64, new: i64) -> Result<bool, StoreError> {
-        let result: Result<Item, StoreError> = self
-            .table
-            .update(
-                &self.pk,
-                keys::RATE_SK,
-                "SET tat = :new",
-                "attribute_not_exists(tat) OR tat < :floor",
-                vec![(":new", Value::num(new)), (":floor", Value::num(floor))],
-                &[],
-            )
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(StoreError::ConditionFailed) => Ok(false),
-            Err(e) => Err(e),
-        }
+        let values = vec![(":new", Value::num(new)), (":floor", Value::num(floor))];
+        let cond = "attribute_not_exists(tat) OR tat < :floor";
+        Ok(self.set("SET tat = :new", cond, values).await?.is_some())
     }
 
     /// Advances a scheduled `tat` by `interval` atomically; the new `tat`, or `None`
     /// when nothing is scheduled yet.
     pub async fn advance(&self, interval: i64) -> Result<Option<i64>, StoreError> {
-        let result: Result<Item, StoreError> = self
-            .table
-            .update(
-                &self.pk,
-                keys::RATE_SK,
-                "ADD tat :interval",
-                "attribute_exists(tat)",
-                vec![(":interval", Value::num(interval))],
-                &[],
-            )
-            .await;
-        match result {
-            Ok(item) => Ok(Some(item.tat)),
-            Err(StoreError::ConditionFailed) => Ok(None),
-            Err(e) => Err(e),
-        }
+        let values = vec![(":interval", Value::num(interval))];
+        self.set("ADD tat :interval", "attribute_exists(tat)", values)
+            .await
     }
 
     /// Moves the schedule from `old` to `new`; false if someone else moved it first.
     pub async fn swap(&self, old: i64, new: i64) -> Result<bool, StoreError> {
+        let values = vec![(":new", Value::num(new)), (":old", Value::num(old))];
+        let cond = "attribute_not_exists(tat) OR tat = :old";
+        Ok(self.set("SET tat = :new", cond, values).await?.is_some())
+    }
+
+    /// Applies `update` if `condition` holds: the new `tat`, or `None` when it does not.
+    async fn set(
+        &self,
+        update: &str,
+        condition: &str,
+        values: Vec<(&str, Value)>,
+    ) -> Result<Option<i64>, StoreError> {
         let result: Result<Item, StoreError> = self
             .table
-            .update(
-                &self.pk,
-                keys::RATE_SK,
-                "SET tat = :new",
-                "attribute_not_exists(tat) OR tat = :old",
-                vec![(":new", Value::num(new)), (":old", Value::num(old))],
-                &[],
-            )
+            .update(&self.pk, keys::RATE_SK, update, condition, values, &[])
             .await;
         match result {
-            Ok(_) => Ok(true),
-            Err(StoreError::ConditionFailed) => Ok(false),
+            Ok(item) => Ok(Some(item.tat)),
+            Err(StoreError::ConditionFailed) => Ok(None),
             Err(e) => Err(e),
         }
     }
