@@ -169,7 +169,7 @@ PY
         # neither the deployment's fat LTO nor sam's one cargo invocation per function,
         # each resolving features for its own package. So: one cargo-lambda build of every
         # function's binary in the `ci` profile (Cargo.toml: no LTO, 16 codegen units,
-        # opt-level 1), sharing one dependency build, placed where sam build would put it.
+        # opt-level 0), sharing one dependency build, placed where sam build would put it.
         step_start "(d) cargo lambda build --arm64 --profile ci (every function at once)"
         lambda_dir="$CARGO_TARGET_DIR/lambda-ci"
         args=()
