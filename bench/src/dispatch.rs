@@ -317,8 +317,11 @@ pub async fn bench(env: &devhost::LocalEnv, events: usize, tenants: usize) -> Re
     // What the process spends doing nothing (the dev host's pollers long-polling every
     // queue of the stack, the schedules): its rate, taken off the run's CPU below.
     let idle_from = (process_cpu(), Instant::now());
+    let moto_idle_from = children_cpu();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let idle_rate = process_cpu().saturating_sub(idle_from.0).as_secs_f64()
+        / idle_from.1.elapsed().as_secs_f64();
+    let moto_idle_rate = children_cpu().saturating_sub(moto_idle_from).as_secs_f64()
         / idle_from.1.elapsed().as_secs_f64();
     let endpoint = env.aws_endpoint.clone();
     tokio::task::spawn_blocking(move || CapacityReport::reset(&endpoint)).await??;
@@ -421,6 +424,12 @@ pub async fn bench(env: &devhost::LocalEnv, events: usize, tenants: usize) -> Re
                     .or_default() += 1;
             }
             attempts += u64::from(s.attempts);
+            if s.attempts > 1 {
+                println!(
+                    "step with {} attempts: {} {} {:?} {:?}",
+                    s.attempts, d.id, s.provider, s.request, s.progress
+                );
+            }
         }
         if let (Some(end), true) = (d.finished_at, d.status.is_final()) {
             last = last.max(end);
@@ -446,6 +455,23 @@ pub async fn bench(env: &devhost::LocalEnv, events: usize, tenants: usize) -> Re
         }
     }
     let fx = effects(env, &chains);
+    // An effect made twice: every request that carried its key, in arrival order, and
+    // its step as stored (what the provider saw against what the dispatcher recorded).
+    let mut by_key: BTreeMap<String, Vec<&sandbox::Received>> = BTreeMap::new();
+    for r in received.iter().skip(requests_before) {
+        if let Some(k) = key_of(&r.body) {
+            by_key.entry(k).or_default().push(r);
+        }
+    }
+    for (key, rs) in &by_key {
+        if rs.iter().filter(|r| r.created.is_some()).count() > 1 {
+            let seen: Vec<String> = rs
+                .iter()
+                .map(|r| format!("#{} {} {} {:?}", r.seq, r.route, r.status, r.fault))
+                .collect();
+            println!("made twice: {key}: {}", seen.join(", "));
+        }
+    }
     if let Some(r) = received
         .iter()
         .skip(requests_before)
@@ -512,8 +538,10 @@ pub async fn bench(env: &devhost::LocalEnv, events: usize, tenants: usize) -> Re
         (cpu_per_step - sandbox_per_step - idle_per_step).max(0.0)
     );
     println!(
-        "| moto's CPU per step (its own process) | {:.3} ms |",
-        moto.as_secs_f64() * 1000.0 / steps
+        "| moto's CPU per step (its own process; its idle rate, the pollers' long polls, {:.1} ms/s, not taken off) | {:.3} ms ({:.3} ms less the idle rate) |",
+        moto_idle_rate * 1000.0,
+        moto.as_secs_f64() * 1000.0 / steps,
+        (moto.as_secs_f64() - moto_idle_rate * wall.as_secs_f64()).max(0.0) * 1000.0 / steps
     );
     // The AWS calls of the run (the dev host's long polls left out: they wait, they
     // are not work), per step.

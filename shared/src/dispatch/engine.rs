@@ -523,7 +523,21 @@ impl<'a> Dispatcher<'a> {
                         self.captured(d, i, k, ctx);
                         continue;
                     }
-                    Ok(false) => {}
+                    Ok(false) => {
+                        // Not found proves nothing while a cut-off attempt may still
+                        // land: the lookup is trusted once it no longer can.
+                        if let Some(wait) = unsettled(&d.steps[i].progress) {
+                            return Ok(Err(Retry::After(
+                                fail(
+                                    "unknown_outcome",
+                                    "an earlier attempt was cut off and may still land; \
+                                     looking again once it cannot",
+                                    None,
+                                ),
+                                Some(wait),
+                            )));
+                        }
+                    }
                     Err(e) => return Ok(Err(e)),
                 }
             }
@@ -539,6 +553,8 @@ impl<'a> Dispatcher<'a> {
             };
             if lookup && d.steps[i].progress.in_flight != Some(k) {
                 d.steps[i].progress.in_flight = Some(k);
+                d.steps[i].progress.in_flight_at = Some(ms(now()));
+                d.steps[i].progress.in_flight_answered = false;
                 self.checkpoint(d).await?;
             }
             d.steps[i].request = Some(target.summary(&rendered));
@@ -554,6 +570,7 @@ impl<'a> Dispatcher<'a> {
                     if req.effect && lookup {
                         // Refused before it was done: no lookup needed next time.
                         d.steps[i].progress.in_flight = None;
+                        d.steps[i].progress.in_flight_at = None;
                     }
                     return Ok(Err(Retry::After(
                         fail("rate_limited", "the provider asked to slow down", Some(429)),
@@ -563,6 +580,13 @@ impl<'a> Dispatcher<'a> {
                 Sent::Unknown(e) => {
                     if let Some(r) = d.steps[i].request.as_mut() {
                         r.status = e.status;
+                    }
+                    if lookup {
+                        // Answered (a 5xx): the provider is done with it. Cut off: it
+                        // may still land, counted from now.
+                        let p = &mut d.steps[i].progress;
+                        p.in_flight_answered = e.status.is_some();
+                        p.in_flight_at = Some(ms(now()));
                     }
                     return Ok(Err(Retry::After(e, None)));
                 }
@@ -582,6 +606,8 @@ impl<'a> Dispatcher<'a> {
         let p = &mut d.steps[i].progress;
         p.done = k + 1;
         p.in_flight = None;
+        p.in_flight_at = None;
+        p.in_flight_answered = false;
         if let Some(c) = ctx.get("captures").and_then(Value::as_object) {
             p.captures = c.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         }
@@ -1155,6 +1181,20 @@ impl<'a> Target<'a> {
     }
 }
 
+/// How long a lookup that found nothing must still wait before it proves the effect
+/// was not made: an attempt that was cut off (a timeout, a lost connection, a killed
+/// worker) may land at the provider after its client gave up, for up to a call's timeout
+/// and as long again, counted from when it was cut off (or sent, for a killed worker).
+/// None when the lookup is proof now (the attempt was answered, or that time is past).
+fn unsettled(p: &super::log::Progress) -> Option<Duration> {
+    if p.in_flight_answered {
+        return None;
+    }
+    let until = p.in_flight_at? + (CALL_TIMEOUT * 2).as_millis() as i64;
+    let left = until - ms(now());
+    (left > 0).then(|| Duration::from_millis(left as u64))
+}
+
 /// SAP's CSRF handshake: a GET of the service root with `x-csrf-token: Fetch`
 /// returns the token and the session cookies every write must carry.
 async fn csrf_token(
@@ -1272,4 +1312,40 @@ pub fn webhook_seal_context(
         &integration.tenant,
         format!("webhook#{}#{secret_id}", integration.id),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dispatch::log::Progress;
+
+    #[test]
+    fn a_lookup_miss_is_proof_only_once_a_cut_off_attempt_can_no_longer_land() {
+        let at = ms(now());
+        let cut_off = Progress {
+            in_flight: Some(0),
+            in_flight_at: Some(at),
+            ..Progress::default()
+        };
+        let wait = unsettled(&cut_off).expect("a wait");
+        assert!(wait > CALL_TIMEOUT && wait <= CALL_TIMEOUT * 2, "{wait:?}");
+        // Long ago: proof now.
+        let old = Progress {
+            in_flight_at: Some(at - (CALL_TIMEOUT * 2).as_millis() as i64 - 1),
+            ..cut_off.clone()
+        };
+        assert_eq!(unsettled(&old), None);
+        // Answered with a 5xx: the provider is done with it.
+        let answered = Progress {
+            in_flight_answered: true,
+            ..cut_off.clone()
+        };
+        assert_eq!(unsettled(&answered), None);
+        // Marked before this field existed: as before, proof now.
+        let unmarked = Progress {
+            in_flight_at: None,
+            ..cut_off
+        };
+        assert_eq!(unsettled(&unmarked), None);
+    }
 }

@@ -124,6 +124,13 @@ pub struct Progress {
     /// before it is sent again, its lookup runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_flight: Option<usize>,
+    /// When that request was sent (Unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_flight_at: Option<i64>,
+    /// Whether it was answered (a 5xx: the provider is done with it) rather than cut
+    /// off (a timeout, a lost connection, a killed worker: it may still land).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub in_flight_answered: bool,
 }
 
 /// One step of a chain.
