@@ -709,8 +709,17 @@ async fn connect(app: &TestApp, admin: &str, provider: &str) -> String {
         "zendesk" => scenarios::zendesk("zd-sandbox-token-0001"),
         "freshdesk" => json!({"provider": provider, "credentials": {
             "subdomain": "acme", "api_key": "fd-sandbox-key-0001"}}),
-        "hubspot" => json!({"provider": provider, "auth_method": "private_app",
-            "credentials": {"access_token": "pat-na1-sandbox-0001"}}),
+        // A portal of its own: the default one (62515) is where `sync.rs` seeds and
+        // counts contacts, and sync_contact makes one.
+        "hubspot" => {
+            let token = format!("pat-na1-actions-{}", next());
+            let account: sandbox::Account = serde_json::from_value(json!({
+                "provider": "hubspot", "access_token": token, "email": "actions@hubspot.test"}))
+            .expect("an account");
+            app.sandbox().add_account(account).expect("sandbox account");
+            json!({"provider": provider, "auth_method": "private_app",
+                "credentials": {"access_token": token}})
+        }
         "pipedrive" => json!({"provider": provider, "auth_method": "api_token",
             "credentials": {"api_token": "pd-sandbox-token-0001"}}),
         // Tenant-entered URLs are never redirected: the sandbox's own address.

@@ -2,8 +2,8 @@
 //! the next request may start (`tat`, Unix ms). A taker moves it with one write that
 //! never loses a race: an idle schedule is claimed by a conditional set, a busy one is
 //! advanced by an atomic add (DynamoDB serialises them, so concurrent takers get
-//! consecutive slots instead of retrying); a provider's hold moves it by a
-//! compare-and-swap.
+//! consecutive slots instead of retrying); a provider's hold sets it later unless it
+//! is later already.
 
 use serde::Deserialize;
 
@@ -32,12 +32,6 @@ impl RateSchedule {
         }
     }
 
-    /// The schedule's `tat`; 0 when nothing was scheduled yet.
-    pub async fn read(&self) -> Result<i64, StoreError> {
-        let item: Option<Item> = self.table.get(&self.pk, keys::RATE_SK).await?;
-        Ok(item.map_or(0, |i| i.tat))
-    }
-
     /// Claims an idle schedule: sets it to `new` if it is absent or earlier than
     /// `floor`; false when it is busy (at or after `floor`).
     pub async fn claim_idle(&self, floor: i64, new: i64) -> Result<bool, StoreError> {
@@ -52,13 +46,6 @@ impl RateSchedule {
         let values = vec![(":interval", Value::num(interval))];
         self.set("ADD tat :interval", "attribute_exists(tat)", values)
             .await
-    }
-
-    /// Moves the schedule from `old` to `new`; false if someone else moved it first.
-    pub async fn swap(&self, old: i64, new: i64) -> Result<bool, StoreError> {
-        let values = vec![(":new", Value::num(new)), (":old", Value::num(old))];
-        let cond = "attribute_not_exists(tat) OR tat = :old";
-        Ok(self.set("SET tat = :new", cond, values).await?.is_some())
     }
 
     /// Applies `update` if `condition` holds: the new `tat`, or `None` when it does not.

@@ -122,7 +122,19 @@ impl Schedule {
     /// lose), the slot starting `tolerance` before the `tat` it found. GCRA's spacing
     /// either way: `tat' = max(tat, start) + interval`.
     async fn take(&self, known_tat: Option<i64>, not_before: i64) -> Result<Slot, BudgetError> {
-        let floor = now_ms().max(not_before);
+        let now = now_ms();
+        let floor = now.max(not_before);
+        // Where the schedule is at least (it only moves on): a slot further away than a
+        // taker may wait is refused without taking it, so takers that give up never
+        // push the schedule on for those that come after.
+        let known_tat = known_tat.max(last_seen(&self.key));
+        if let Some(t) = known_tat
+            && t - self.tolerance_ms - now > MAX_WAIT.as_millis() as i64
+        {
+            return Err(BudgetError::Exhausted(Duration::from_millis(
+                (t - self.tolerance_ms - now) as u64,
+            )));
+        }
         let mut busy = known_tat.is_some_and(|t| t >= floor);
         for _ in 0..4 {
             if !busy {
@@ -226,27 +238,13 @@ impl Budget {
         if let Some(taken) = self.ahead.take() {
             taken.abort();
         }
-        // Takers may start `tolerance` before the schedule: it is set that much later.
+        // Takers may start `tolerance` before the schedule: it is set that much later,
+        // in one write (a schedule already later stays as it is).
         let until = now_ms() + wait.as_millis() as i64 + self.schedule.tolerance_ms;
-        let mut known_tat = self.known_tat;
-        for _ in 0..20 {
-            let old = match known_tat {
-                Some(t) => t,
-                None => self.schedule.store.read().await?,
-            };
-            if old >= until {
-                self.known_tat = Some(old);
-                return Ok(());
-            }
-            if self.schedule.store.swap(old, until).await? {
-                remember(&self.schedule.key, until);
-                self.known_tat = Some(until);
-                return Ok(());
-            }
-            known_tat = None;
-        }
-        self.known_tat = None;
-        Err(BudgetError::Contended)
+        self.schedule.store.claim_idle(until, until).await?;
+        remember(&self.schedule.key, until);
+        self.known_tat = Some(self.known_tat.map_or(until, |t| t.max(until)));
+        Ok(())
     }
 }
 
