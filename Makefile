@@ -40,10 +40,10 @@ lint:
 	$(CARGO) clippy --workspace --all-targets --quiet -- -D warnings
 
 # The scenario suite waits on queues, schedules and the sandbox more than it computes:
-# three test threads keep the two cores busy (SCENARIO_THREADS to change it).
+# three test threads keep the two cores busy (TEST_THREADS to change it). One cargo
+# invocation, so the workspace's dependencies build once with one feature set.
 unit: venv
-	$(CARGO) test --workspace --quiet --exclude scenarios
-	$(CARGO) test -p scenarios --quiet -- --test-threads $(or $(SCENARIO_THREADS),3)
+	$(CARGO) test --workspace --quiet -- --test-threads $(or $(TEST_THREADS),3)
 
 # schemathesis against a fresh local stack (its own moto, sandbox and dev host on free
 # ports), from infra/openapi.yaml; deterministic for a given SEED and EXAMPLES.
