@@ -1,9 +1,8 @@
 //! The rate-schedule item of a connection's shared request budget: the earliest time
-//! the next request may start (`tat`, Unix ms). A taker moves it with one write that
-//! never loses a race: an idle schedule is claimed by a conditional set, a busy one is
-//! advanced by an atomic add (DynamoDB serialises them, so concurrent takers get
-//! consecutive slots instead of retrying); a provider's hold sets it later unless it
-//! is later already.
+//! the next request may start (`tat`, Unix ms). Moved by a compare-and-swap (sync's
+//! takers), or by one write that never loses a race (dispatch's): an idle schedule
+//! claimed by a conditional set, a busy one advanced by an atomic add (DynamoDB
+//! serialises them, so concurrent takers get consecutive slots instead of retrying).
 
 use serde::Deserialize;
 
@@ -30,6 +29,19 @@ impl RateSchedule {
             table,
             pk: keys::rate(tenant, connection),
         }
+    }
+
+    /// The schedule's `tat`; 0 when nothing was scheduled yet.
+    pub async fn read(&self) -> Result<i64, StoreError> {
+        let item: Option<Item> = self.table.get(&self.pk, keys::RATE_SK).await?;
+        Ok(item.map_or(0, |i| i.tat))
+    }
+
+    /// Moves the schedule from `old` to `new`; false if someone else moved it first.
+    pub async fn swap(&self, old: i64, new: i64) -> Result<bool, StoreError> {
+        let values = vec![(":new", Value::num(new)), (":old", Value::num(old))];
+        let cond = "attribute_not_exists(tat) OR tat = :old";
+        Ok(self.set("SET tat = :new", cond, values).await?.is_some())
     }
 
     /// Claims an idle schedule: sets it to `new` if it is absent or earlier than

@@ -2,16 +2,20 @@
 //! for it, kept in DynamoDB (not per process).
 //!
 //! The budget is a GCRA schedule: the item holds the earliest time the next request
-//! may start (`tat`, Unix ms). Taking a slot moves it one interval on in one write that
-//! never loses a race (an idle schedule claimed by a conditional set, a busy one advanced
-//! by an atomic add), so concurrent workers interleave instead of bursting, and a
-//! hundred of them on one connection cost no retries; a provider's
+//! may start (`tat`, Unix ms). Taking a slot moves it one interval on with a
+//! conditional write, so concurrent workers interleave instead of bursting; a provider's
 //! 429 pushes it past the provider's `Retry-After` for everyone. The interval is the
 //! provider's window divided by its allowance, with a 2% margin, so no window of the
 //! provider's length ever holds more than its allowance. Where the margin leaves room
 //! for more than one request beyond a window's worth, a taker may start up to that many
 //! intervals early, less one kept for jitter (GCRA's tolerance): a run's first requests
 //! then go without waiting, and a window still holds fewer than the allowance.
+//!
+//! Sync's workers (a few per connection, many requests each) take slots by
+//! compare-and-swap, one slot ahead. Dispatch steps (a request or two each, up to a
+//! hundred at once on one connection) take them by an atomic add that never loses a
+//! race ([`Budget::without_look_ahead`]): with compare-and-swap they spent seven store
+//! calls a step on retries.
 
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
@@ -67,6 +71,9 @@ fn remember(key: &str, tat: i64) {
 #[derive(Debug, Clone)]
 struct Schedule {
     store: RateSchedule,
+    /// Slots are taken by an atomic add (many takers of a request or two each), not
+    /// by a compare-and-swap.
+    adding: bool,
     /// The connection, as [`LAST_SEEN`] keys it.
     key: String,
     interval_ms: i64,
@@ -115,13 +122,54 @@ fn now_ms() -> i64 {
 }
 
 impl Schedule {
-    /// Takes the next free slot that starts at `not_before` or later, in one write
-    /// when `known_tat` (where this taker last saw the schedule) says it is busy, else
-    /// in at most two: an idle schedule is claimed at once (`tat` = now + interval); a
-    /// busy one is advanced by an interval (an atomic add, which concurrent takers never
-    /// lose), the slot starting `tolerance` before the `tat` it found. GCRA's spacing
-    /// either way: `tat' = max(tat, start) + interval`.
+    /// Takes the next free slot that starts at `not_before` or later.
     async fn take(&self, known_tat: Option<i64>, not_before: i64) -> Result<Slot, BudgetError> {
+        if self.adding {
+            self.take_adding(known_tat, not_before).await
+        } else {
+            self.take_swapping(known_tat, not_before).await
+        }
+    }
+
+    /// By compare-and-swap (`known_tat`: where this taker last left the schedule,
+    /// tried before reading it).
+    async fn take_swapping(
+        &self,
+        mut known_tat: Option<i64>,
+        not_before: i64,
+    ) -> Result<Slot, BudgetError> {
+        for _ in 0..50 {
+            let old = match known_tat {
+                Some(t) => t,
+                None => self.store.read().await?,
+            };
+            let now = now_ms();
+            let start = (old - self.tolerance_ms).max(now).max(not_before);
+            if start - now > MAX_WAIT.as_millis() as i64 {
+                return Err(BudgetError::Exhausted(Duration::from_millis(
+                    (start - now) as u64,
+                )));
+            }
+            let tat = start.max(old) + self.interval_ms;
+            if self.store.swap(old, tat).await? {
+                remember(&self.key, tat);
+                return Ok(Slot { start, tat });
+            }
+            known_tat = None;
+        }
+        Err(BudgetError::Contended)
+    }
+
+    /// In one write when `known_tat` (where the schedule was last seen) says it is
+    /// busy, else in at most two: an idle schedule is claimed at once (`tat` = now +
+    /// interval); a busy one is advanced by an interval (an atomic add, which concurrent
+    /// takers never lose), the slot starting `tolerance` before the `tat` it found.
+    /// GCRA's spacing either way: `tat' = max(tat, start) + interval`.
+    async fn take_adding(
+        &self,
+        known_tat: Option<i64>,
+        not_before: i64,
+    ) -> Result<Slot, BudgetError> {
         let now = now_ms();
         let floor = now.max(not_before);
         // Where the schedule is at least (it only moves on): a slot further away than a
@@ -179,9 +227,10 @@ impl Budget {
         let interval_ms = interval.as_millis().max(1) as i64;
         let key = format!("{}/{}", tenant.as_str(), connection.as_str());
         Self {
-            known_tat: last_seen(&key),
+            known_tat: None,
             schedule: Schedule {
                 store: RateSchedule::new(table, tenant, connection),
+                adding: false,
                 key,
                 interval_ms,
                 tolerance_ms: (tolerance.as_millis() as i64).min(interval_ms * 10),
@@ -191,9 +240,13 @@ impl Budget {
         }
     }
 
-    /// The same, taking no slot ahead: for a taker of a request or two.
+    /// The same for a taker of a request or two, of which there may be many at once
+    /// (dispatch steps): no slot taken ahead (it would go unused), slots taken by an
+    /// atomic add from where this process last saw the schedule.
     pub fn without_look_ahead(mut self) -> Self {
         self.look_ahead = false;
+        self.schedule.adding = true;
+        self.known_tat = last_seen(&self.schedule.key);
         self
     }
 
@@ -238,13 +291,35 @@ impl Budget {
         if let Some(taken) = self.ahead.take() {
             taken.abort();
         }
-        // Takers may start `tolerance` before the schedule: it is set that much later,
-        // in one write (a schedule already later stays as it is).
+        // Takers may start `tolerance` before the schedule: it is set that much later.
         let until = now_ms() + wait.as_millis() as i64 + self.schedule.tolerance_ms;
-        self.schedule.store.claim_idle(until, until).await?;
-        remember(&self.schedule.key, until);
-        self.known_tat = Some(self.known_tat.map_or(until, |t| t.max(until)));
-        Ok(())
+        if self.schedule.adding {
+            // One write (a schedule already later stays as it is): adders never make it
+            // lose a race.
+            self.schedule.store.claim_idle(until, until).await?;
+            remember(&self.schedule.key, until);
+            self.known_tat = Some(self.known_tat.map_or(until, |t| t.max(until)));
+            return Ok(());
+        }
+        let mut known_tat = self.known_tat;
+        for _ in 0..20 {
+            let old = match known_tat {
+                Some(t) => t,
+                None => self.schedule.store.read().await?,
+            };
+            if old >= until {
+                self.known_tat = Some(old);
+                return Ok(());
+            }
+            if self.schedule.store.swap(old, until).await? {
+                remember(&self.schedule.key, until);
+                self.known_tat = Some(until);
+                return Ok(());
+            }
+            known_tat = None;
+        }
+        self.known_tat = None;
+        Err(BudgetError::Contended)
     }
 }
 
