@@ -411,10 +411,17 @@ fn list_comments(ctx: &Ctx<'_>) -> Outcome {
     if ctx.find(TICKETS, &id).is_none() {
         return not_found().into();
     }
+    // Kept with its ticket here; Zendesk's comments do not name their ticket.
     let comments: Vec<Value> = ctx
         .list(COMMENTS)
         .into_iter()
         .filter(|c| super::id_matches(&c["ticket_id"], &id))
+        .map(|mut c| {
+            if let Some(fields) = c.as_object_mut() {
+                fields.remove("ticket_id");
+            }
+            c
+        })
         .collect();
     let count = comments.len();
     wire::json(
