@@ -1,11 +1,12 @@
 # The moto launcher (devhost/src/moto.rs runs it with the virtualenv's python): moto's
 # own server entry point, served one DynamoDB request at a time through waitress, with
-# two sets of patches to moto's internals, applied only to the moto version they were
+# three sets of patches to moto's internals, applied only to the moto version they were
 # written for (PATCHED_FOR):
 #   - speed: moto's query, item, (de)serialisation hot paths, same answers faster;
 #   - strictness: the local DynamoDB enforces what DynamoDB enforces — partition
 #     throughput per key value on the table and every GSI, fault knobs (transaction
-#     conflicts, throttles) and delayed GSI visibility.
+#     conflicts, throttles) and delayed GSI visibility;
+#   - SQS: one receive at a time takes messages, so no message goes to two receivers.
 #
 # Knobs (environment, read once at start):
 #   CONDUIT_MOTO_PATCHES=0          serve moto unpatched (the patch comparison test)
@@ -1005,6 +1006,37 @@ if PATCHED:
         return handle
 
     DynamoHandler.batch_write_item = batch_write(faulty_write(DynamoHandler.batch_write_item))
+
+# ---------------------------------------------------------------------------------------
+# SQS receives one at a time. moto's ReceiveMessage checks that a message is visible and
+# then marks it received, with nothing between the two holding other threads off: two
+# pollers receiving from one queue at once could both be handed the same message (a CI
+# run saw one message of 41 handled twice). SQS hides a message from every other
+# receive the moment one receive takes it. So the scan-and-mark of a receive runs under
+# one lock, released while a long poll waits for messages to arrive.
+# ---------------------------------------------------------------------------------------
+if PATCHED:
+    import moto.sqs.models as sqs_models
+
+    sqs_receiving = threading.Lock()
+    receive_message = sqs_models.SQSBackend.receive_message
+    wait_for_messages = sqs_models.Queue.wait_for_messages
+
+    def serial_receive(self, *args, **kwargs):
+        with sqs_receiving:
+            return receive_message(self, *args, **kwargs)
+
+    def unlocked_wait(self, timeout):
+        # Only a receive waits (moto calls it from receive_message alone), so the lock
+        # is held here.
+        sqs_receiving.release()
+        try:
+            wait_for_messages(self, timeout)
+        finally:
+            sqs_receiving.acquire()
+
+    sqs_models.SQSBackend.receive_message = serial_receive
+    sqs_models.Queue.wait_for_messages = unlocked_wait
 
 import logging
 logging.getLogger("werkzeug").setLevel(logging.WARNING)
