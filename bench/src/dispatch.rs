@@ -287,6 +287,33 @@ fn step_name(s: StepStatus) -> &'static str {
 }
 
 /// Runs the bench: `events` events over `tenants` tenants.
+/// The dispatch function's logical id in template.yaml.
+const DISPATCHER: &str = "EventDispatchFunction";
+
+/// The CPU time the dev host has counted for `function`'s invocations so far (its
+/// handler's polls; see `devhost::invoker::EventFunction::cpu`).
+async fn function_cpu(
+    http: &reqwest::Client,
+    env: &devhost::LocalEnv,
+    function: &str,
+) -> Result<Duration> {
+    let report: Value = http
+        .get(format!("{}/_devhost/queues", env.url()))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let ms = report["event_sources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["function"] == function)
+        .and_then(|s| s["function_cpu_ms"].as_f64())
+        .ok_or_else(|| anyhow::anyhow!("the dev host reports no CPU for {function}"))?;
+    Ok(Duration::from_secs_f64(ms / 1000.0))
+}
+
 pub async fn bench(env: &devhost::LocalEnv, events: usize, tenants: usize) -> Result<()> {
     let http = reqwest::Client::new();
     let setup = Instant::now();
@@ -298,7 +325,7 @@ pub async fn bench(env: &devhost::LocalEnv, events: usize, tenants: usize) -> Re
         .into_iter()
         .collect::<Result<_>>()?;
     let setup = setup.elapsed();
-    let config = Config::from_map(&env.stack.function_env("EventDispatchFunction")?)?;
+    let config = Config::from_map(&env.stack.function_env(DISPATCHER)?)?;
     let app = App::with_aws(config, env.aws.clone())?;
     let bus = env.stack.ref_value("EventBus")?;
     let bridge = aws_sdk_eventbridge::Client::new(&env.aws);
@@ -326,9 +353,11 @@ pub async fn bench(env: &devhost::LocalEnv, events: usize, tenants: usize) -> Re
     let endpoint = env.aws_endpoint.clone();
     tokio::task::spawn_blocking(move || CapacityReport::reset(&endpoint)).await??;
     let cpu_before = process_cpu();
+    let handler_before = function_cpu(&http, env, DISPATCHER).await?;
     let moto_before = children_cpu();
     let t0 = Instant::now();
     let started = OffsetDateTime::now_utc();
+    let late_before = conduit::sync::budget::lateness();
     let puts: Vec<Result<Vec<OffsetDateTime>>> = futures::stream::iter(bodies.chunks(10))
         .map(|batch| {
             let entries: Vec<PutEventsRequestEntry> = batch
@@ -386,6 +415,9 @@ pub async fn bench(env: &devhost::LocalEnv, events: usize, tenants: usize) -> Re
     }
     let wall = t0.elapsed();
     let cpu = process_cpu().saturating_sub(cpu_before);
+    let handler_cpu = function_cpu(&http, env, DISPATCHER)
+        .await?
+        .saturating_sub(handler_before);
     let moto = children_cpu().saturating_sub(moto_before);
     let endpoint = env.aws_endpoint.clone();
     let aws_calls = tokio::task::spawn_blocking(move || CapacityReport::fetch(&endpoint))
@@ -534,8 +566,12 @@ pub async fn bench(env: &devhost::LocalEnv, events: usize, tenants: usize) -> Re
         idle_rate * 1000.0
     );
     println!(
-        "| **Conduit's own CPU per step** (less the sandbox's share and the idle share) | **{:.3} ms** (goal ≤ 1 ms) |",
+        "| the process less the sandbox's share and the idle share | {:.3} ms |",
         (cpu_per_step - sandbox_per_step - idle_per_step).max(0.0)
+    );
+    println!(
+        "| **Conduit's own CPU per step** (the event-dispatch handler's polls on their threads' CPU clocks; its HTTP connections' socket tasks not included) | **{:.3} ms** (goal ≤ 1 ms) |",
+        handler_cpu.as_secs_f64() * 1000.0 / steps
     );
     println!(
         "| moto's CPU per step (its own process; its idle rate, the pollers' long polls, {:.1} ms/s, not taken off) | {:.3} ms ({:.3} ms less the idle rate) |",
@@ -591,6 +627,31 @@ pub async fn bench(env: &devhost::LocalEnv, events: usize, tenants: usize) -> Re
     for (e, n) in &errors {
         println!("| step error ×{n} | {e} |");
     }
+    let late = conduit::sync::budget::lateness();
+    let starts: Vec<String> = late
+        .starts
+        .iter()
+        .zip(&late_before.starts)
+        .enumerate()
+        .map(|(i, (n, before))| {
+            let label = match conduit::sync::budget::LATENESS_BOUNDS_MS.get(i) {
+                Some(bound) => format!("≤{bound}"),
+                None => format!(
+                    ">{}",
+                    conduit::sync::budget::LATENESS_BOUNDS_MS
+                        .last()
+                        .copied()
+                        .unwrap_or(0)
+                ),
+            };
+            format!("{label} ms: {}", n - before)
+        })
+        .collect();
+    println!(
+        "| budget takers' start after their slot | {}; slots given up for a late wake-up and taken again: {} |",
+        starts.join(", "),
+        late.retaken - late_before.retaken
+    );
     println!("\nProvider requests by route (429s):\n");
     for (route, (n, limited)) in &routes {
         println!("- {route}: {n} ({limited})");

@@ -5,6 +5,8 @@
 //! as a Lambda timeout or a dying runtime would.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -98,6 +100,21 @@ pub struct EventFunction {
     app: App,
     timeout: Duration,
     kills: KillSwitch,
+    /// CPU time spent polling its invocations (ns; see [`EventFunction::cpu`]).
+    cpu_ns: AtomicU64,
+}
+
+/// The CPU time the calling thread has used (user and system).
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for clock_gettime to fill.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return 0;
+    }
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 impl std::fmt::Debug for EventFunction {
@@ -115,14 +132,24 @@ impl EventFunction {
     /// timeout, a panic a failure, its AWS requests carrying `trace`), unless the kill
     /// switch has a kill planned for it.
     pub async fn invoke(&self, event: Value, trace: TraceHeader) -> Outcome {
-        let run = call_event_handler(
+        let mut handler = Box::pin(call_event_handler(
             &self.handler,
             &self.app,
             event,
             self.timeout,
             &self.logical_id,
             trace,
-        );
+        ));
+        // Each poll of the handler is timed on the polling thread's CPU clock: the
+        // function's own work, whichever worker thread runs it, apart from the dev host's
+        // and the in-process sandbox's.
+        let run = std::future::poll_fn(move |cx| {
+            let before = thread_cpu_ns();
+            let polled = handler.as_mut().poll(cx);
+            self.cpu_ns
+                .fetch_add(thread_cpu_ns().saturating_sub(before), Ordering::Relaxed);
+            polled
+        });
         let Some(after) = self.kills.take(&self.binary) else {
             return match run.await {
                 Ok(value) => Outcome::Returned(value),
@@ -140,6 +167,17 @@ impl EventFunction {
             "invocation killed (kill_next_invocations)"
         );
         Outcome::Killed(after)
+    }
+}
+
+impl EventFunction {
+    /// The CPU time its invocations have used so far: every poll of their handlers'
+    /// futures (their SDK calls' signing, encoding and decoding, rendering, the
+    /// dispatcher's logic, the system calls made inside them). Not counted: tasks the
+    /// handlers spawn and the connection tasks of their HTTP clients, which write and
+    /// read the sockets.
+    pub fn cpu(&self) -> Duration {
+        Duration::from_nanos(self.cpu_ns.load(Ordering::Relaxed))
     }
 }
 
@@ -175,6 +213,7 @@ impl EventFunctions {
                     app,
                     timeout: function_timeout(function),
                     kills: kills.clone(),
+                    cpu_ns: AtomicU64::new(0),
                 }),
             );
         }

@@ -1221,6 +1221,7 @@ impl QueueMonitor {
                     "failed_messages": s.failed_messages.load(Ordering::Relaxed),
                     "recursive_invocations_dropped": s.recursive_dropped.load(Ordering::Relaxed),
                     "fair_held": lock(&s.fair).held.len(),
+                    "function_cpu_ms": s.function.cpu().as_secs_f64() * 1000.0,
                 })
             })
             .collect();

@@ -4,6 +4,7 @@
 
 mod app_credentials;
 mod bad_input;
+mod budget;
 mod catalogue;
 mod connections;
 mod contract;

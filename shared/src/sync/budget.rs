@@ -16,8 +16,14 @@
 //! hundred at once on one connection) take them by an atomic add that never loses a
 //! race ([`Budget::without_look_ahead`]): with compare-and-swap they spent seven store
 //! calls a step on retries.
+//!
+//! GCRA bounds the slots' start times; a provider counts arrivals. A dispatch step woken
+//! more than an interval after its slot (a loaded process wakes its timers late, and
+//! those it wakes together would arrive together) gives the slot up, a gap, and takes
+//! the next one, up to three times. [`lateness`] reports how late takers woke.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
@@ -64,6 +70,66 @@ fn remember(key: &str, tat: i64) {
         }
         let at = seen.entry(key.to_owned()).or_insert(tat);
         *at = (*at).max(tat);
+    }
+}
+
+/// How often one dispatch step gives up a slot it woke too late for before it sends
+/// anyway (the wait is then a sign of a starved process, not of bunching).
+const MAX_RETAKES: u32 = 3;
+
+/// How late takers of this process started after their slots: buckets of lateness and
+/// the slots given up for it ([`lateness`]).
+static LATENESS: Lateness = Lateness::new();
+
+/// Upper bounds (ms, inclusive) of the lateness buckets; the last bucket is beyond.
+pub const LATENESS_BOUNDS_MS: [i64; 5] = [5, 20, 50, 100, 250];
+
+/// Counters of how late takers woke for their slots.
+#[derive(Debug)]
+struct Lateness {
+    buckets: [AtomicU64; LATENESS_BOUNDS_MS.len() + 1],
+    retaken: AtomicU64,
+}
+
+/// What [`lateness`] reports: starts per bucket of [`LATENESS_BOUNDS_MS`] (the last one:
+/// later than the last bound) and slots given up and taken again.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LatenessReport {
+    pub starts: Vec<u64>,
+    pub retaken: u64,
+}
+
+impl Lateness {
+    const fn new() -> Self {
+        Self {
+            buckets: [const { AtomicU64::new(0) }; LATENESS_BOUNDS_MS.len() + 1],
+            retaken: AtomicU64::new(0),
+        }
+    }
+
+    fn record(&self, late_ms: i64) {
+        let i = LATENESS_BOUNDS_MS
+            .iter()
+            .position(|&bound| late_ms <= bound)
+            .unwrap_or(LATENESS_BOUNDS_MS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn retaken(&self) {
+        self.retaken.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// How late this process's takers started after their slots since it began (a figure
+/// for benchmarks and operators: bunched late starts are what draw a provider's 429s).
+pub fn lateness() -> LatenessReport {
+    LatenessReport {
+        starts: LATENESS
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect(),
+        retaken: LATENESS.retaken.load(Ordering::Relaxed),
     }
 }
 
@@ -269,20 +335,42 @@ impl Budget {
         };
         // A taker late for its slot starts now, and its next slot is an interval after
         // (less the tolerance), as GCRA counts a late arrival.
-        let start = slot.start.max(now_ms());
-        self.known_tat = Some(slot.tat);
-        if self.look_ahead {
-            let schedule = self.schedule.clone();
-            let not_before = start + self.schedule.interval_ms - self.schedule.tolerance_ms;
-            self.ahead = Some(tokio::spawn(async move {
-                schedule.take(Some(slot.tat), not_before).await
-            }));
+        let mut slot = slot;
+        let mut retakes = 0;
+        loop {
+            let start = slot.start.max(now_ms());
+            self.known_tat = Some(slot.tat);
+            if self.look_ahead {
+                let schedule = self.schedule.clone();
+                let not_before = start + self.schedule.interval_ms - self.schedule.tolerance_ms;
+                self.ahead = Some(tokio::spawn(async move {
+                    schedule.take(Some(slot.tat), not_before).await
+                }));
+            }
+            let wait = start - now_ms();
+            if wait > 0 {
+                tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+            }
+            let late = now_ms() - start;
+            LATENESS.record(late);
+            // A dispatch step woken more than an interval after its slot would land in
+            // the window of the takers after it: GCRA's bound holds for start times
+            // within an interval of their slots, and a provider counts arrivals. It
+            // gives the slot up (a gap, never a second request) and takes the next.
+            if !self.schedule.adding || late <= self.schedule.interval_ms || retakes >= MAX_RETAKES
+            {
+                return Ok(());
+            }
+            retakes += 1;
+            LATENESS.retaken();
+            slot = match self.schedule.take(self.known_tat, 0).await {
+                Ok(slot) => slot,
+                Err(e) => {
+                    self.known_tat = None;
+                    return Err(e);
+                }
+            };
         }
-        let wait = start - now_ms();
-        if wait > 0 {
-            tokio::time::sleep(Duration::from_millis(wait as u64)).await;
-        }
-        Ok(())
     }
 
     /// The provider refused a request for `wait`: nobody starts another before then.
