@@ -409,7 +409,16 @@ pub async fn bench(env: &devhost::LocalEnv, events: usize, tenants: usize) -> Re
             quiet = 0;
         }
         if Instant::now() > deadline {
-            bail!("the dispatch queue did not drain: {depth:?}");
+            let report: Value = http
+                .get(format!("{}/_devhost/queues", env.url()))
+                .send()
+                .await?
+                .json()
+                .await?;
+            bail!(
+                "the dispatch queue did not drain: {depth:?}; the dev host's event sources: {}",
+                report["event_sources"]
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -648,9 +657,61 @@ pub async fn bench(env: &devhost::LocalEnv, events: usize, tenants: usize) -> Re
         })
         .collect();
     println!(
-        "| budget takers' start after their slot | {}; slots given up for a late wake-up and taken again: {} |",
+        "| budget takers' start after their slot's time | {}; slots given up for a late wake-up and taken again: {}; slots found behind the clock and claimed afresh: {} |",
         starts.join(", "),
-        late.retaken - late_before.retaken
+        late.retaken - late_before.retaken,
+        late.rebased - late_before.rebased
+    );
+    // How HubSpot's requests arrived: the most in one 10-s window (the sandbox's rolling
+    // window refuses the 111th), and how close together they came.
+    let mut arrivals: Vec<i64> = received
+        .iter()
+        .skip(requests_before)
+        .filter(|r| r.route.starts_with("hubspot.") && r.status != 429)
+        .map(|r| r.at_ms)
+        .collect();
+    arrivals.sort();
+    let window_ms = (HUBSPOT_LIMIT.1 * 1000.0) as i64;
+    let mut most = 0;
+    let mut from = 0;
+    for (i, at) in arrivals.iter().enumerate() {
+        while arrivals[from] <= at - window_ms {
+            from += 1;
+        }
+        most = most.max(i + 1 - from);
+    }
+    let gaps: Vec<i64> = arrivals.windows(2).map(|w| w[1] - w[0]).collect();
+    let close = gaps.iter().filter(|g| **g < 20).count();
+    let t0_ms = arrivals.first().copied().unwrap_or(0);
+    let limited_at: Vec<i64> = received
+        .iter()
+        .skip(requests_before)
+        .filter(|r| r.route.starts_with("hubspot.") && r.status == 429)
+        .map(|r| r.at_ms - t0_ms)
+        .collect();
+    let mut hist = [0usize; 6];
+    for g in &gaps {
+        let i = [20, 60, 85, 92, 100]
+            .iter()
+            .position(|b| g < b)
+            .unwrap_or(5);
+        hist[i] += 1;
+    }
+    println!(
+        "| HubSpot: time between arrivals | <20 ms: {}, 20–60: {}, 60–85: {}, 85–92: {}, 92–100: {}, ≥100: {} (the budget's interval: {:.1} ms); 429s at {limited_at:?} ms after the first |",
+        hist[0],
+        hist[1],
+        hist[2],
+        hist[3],
+        hist[4],
+        hist[5],
+        HUBSPOT_LIMIT.1 * 1000.0 * 1.02 / HUBSPOT_LIMIT.0
+    );
+
+    println!(
+        "| HubSpot requests answered (not 429) in the busiest 10-s window | {most} (limit {}); arrivals under 20 ms apart: {close} of {} |",
+        HUBSPOT_LIMIT.0,
+        gaps.len()
     );
     println!("\nProvider requests by route (429s):\n");
     for (route, (n, limited)) in &routes {

@@ -339,6 +339,7 @@ pub(crate) async fn serve(
         seq: state.dispatch_store().next_seq(),
         action: true,
         usage: None,
+        at_ms: crate::clock::now_ms(),
     };
     let latency = state.latency_for(provider);
     if !latency.is_zero() {
@@ -442,6 +443,7 @@ pub(crate) fn record_other(
         seq: state.dispatch_store().next_seq(),
         action: false,
         usage: None,
+        at_ms: crate::clock::now_ms(),
     };
     seen.record(response, None, None)
 }
@@ -527,6 +529,8 @@ struct Seen<'a> {
     action: bool,
     /// The rate-limit budget after this request, for the provider's headers.
     usage: Option<Usage>,
+    /// When serving began, epoch ms.
+    at_ms: i64,
 }
 
 impl Seen<'_> {
@@ -575,6 +579,7 @@ impl Seen<'_> {
             status: response.status().as_u16(),
             created,
             fault: fault.map(str::to_owned),
+            at_ms: self.at_ms,
         };
         self.state.dispatch_store().push_received(entry);
         response

@@ -37,6 +37,9 @@ pub struct Received {
     pub created: Option<Value>,
     /// The fault knob that shaped the answer, if any (`status`, `rate_limit`, …).
     pub fault: Option<String>,
+    /// When the stand-in began to serve it (before any latency knob and the rate
+    /// limit), epoch milliseconds.
+    pub at_ms: i64,
 }
 
 /// A record created by an action stand-in.

@@ -20,7 +20,11 @@
 //! GCRA bounds the slots' start times; a provider counts arrivals. A dispatch step woken
 //! more than an interval after its slot (a loaded process wakes its timers late, and
 //! those it wakes together would arrive together) gives the slot up, a gap, and takes
-//! the next one, up to three times. [`lateness`] reports how late takers woke.
+//! the next one, up to three times. An add that lands when the schedule has fallen
+//! behind the clock (idle by then, or the store answered late) would hand this taker and
+//! the next ones slots in the past, all starting at once: the slot is given up and the
+//! schedule claimed from now (GCRA's `max(tat, now)`, which an add alone cannot do).
+//! [`lateness`] reports how late takers started.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -89,14 +93,18 @@ pub const LATENESS_BOUNDS_MS: [i64; 5] = [5, 20, 50, 100, 250];
 struct Lateness {
     buckets: [AtomicU64; LATENESS_BOUNDS_MS.len() + 1],
     retaken: AtomicU64,
+    rebased: AtomicU64,
 }
 
 /// What [`lateness`] reports: starts per bucket of [`LATENESS_BOUNDS_MS`] (the last one:
-/// later than the last bound) and slots given up and taken again.
+/// later than the last bound; lateness counted from the slot's own time, so a slow
+/// store round trip counts), slots given up and taken again.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LatenessReport {
     pub starts: Vec<u64>,
     pub retaken: u64,
+    /// Slots an add found already behind the clock, given up for a claim from now.
+    pub rebased: u64,
 }
 
 impl Lateness {
@@ -104,6 +112,7 @@ impl Lateness {
         Self {
             buckets: [const { AtomicU64::new(0) }; LATENESS_BOUNDS_MS.len() + 1],
             retaken: AtomicU64::new(0),
+            rebased: AtomicU64::new(0),
         }
     }
 
@@ -118,6 +127,10 @@ impl Lateness {
     fn retaken(&self) {
         self.retaken.fetch_add(1, Ordering::Relaxed);
     }
+
+    fn rebased(&self) {
+        self.rebased.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// How late this process's takers started after their slots since it began (a figure
@@ -130,6 +143,7 @@ pub fn lateness() -> LatenessReport {
             .map(|b| b.load(Ordering::Relaxed))
             .collect(),
         retaken: LATENESS.retaken.load(Ordering::Relaxed),
+        rebased: LATENESS.rebased.load(Ordering::Relaxed),
     }
 }
 
@@ -237,7 +251,7 @@ impl Schedule {
         not_before: i64,
     ) -> Result<Slot, BudgetError> {
         let now = now_ms();
-        let floor = now.max(not_before);
+        let mut floor = now.max(not_before);
         // Where the schedule is at least (it only moves on): a slot further away than a
         // taker may wait is refused without taking it, so takers that give up never
         // push the schedule on for those that come after.
@@ -250,7 +264,7 @@ impl Schedule {
             )));
         }
         let mut busy = known_tat.is_some_and(|t| t >= floor);
-        for _ in 0..4 {
+        for _ in 0..6 {
             if !busy {
                 let tat = floor + self.interval_ms;
                 if self.store.claim_idle(floor, tat).await? {
@@ -265,8 +279,18 @@ impl Schedule {
             };
             remember(&self.key, tat);
             let found = tat - self.interval_ms;
-            let start = (found - self.tolerance_ms).max(floor);
             let now = now_ms();
+            if found < now - self.interval_ms / 2 {
+                // The schedule had fallen behind the clock when the add landed (idle by
+                // then, or the store answered late): this slot is in the past, and the
+                // next takers' would be too, all starting at once. It stays a gap; the
+                // schedule is claimed from now instead (GCRA: tat' = max(tat, now) + I).
+                LATENESS.rebased();
+                busy = false;
+                floor = now.max(not_before);
+                continue;
+            }
+            let start = (found - self.tolerance_ms).max(floor);
             if start - now > MAX_WAIT.as_millis() as i64 {
                 // The slot is taken and stays unused: a gap in the schedule, never a
                 // second request in a window.
@@ -351,12 +375,13 @@ impl Budget {
             if wait > 0 {
                 tokio::time::sleep(Duration::from_millis(wait as u64)).await;
             }
-            let late = now_ms() - start;
+            let late = now_ms() - slot.start;
             LATENESS.record(late);
-            // A dispatch step woken more than an interval after its slot would land in
-            // the window of the takers after it: GCRA's bound holds for start times
-            // within an interval of their slots, and a provider counts arrivals. It
-            // gives the slot up (a gap, never a second request) and takes the next.
+            // A dispatch step starting more than an interval after its slot's time (woken
+            // late, or its store round trip took that long) would land in the window of
+            // the takers after it: GCRA's bound holds for start times within an interval
+            // of their slots, and a provider counts arrivals. It gives the slot up (a
+            // gap, never a second request) and takes the next.
             if !self.schedule.adding || late <= self.schedule.interval_ms || retakes >= MAX_RETAKES
             {
                 return Ok(());
