@@ -6,7 +6,8 @@
 #   - strictness: the local DynamoDB enforces what DynamoDB enforces — partition
 #     throughput per key value on the table and every GSI, fault knobs (transaction
 #     conflicts, throttles) and delayed GSI visibility;
-#   - SQS: one receive at a time takes messages, so no message goes to two receivers.
+#   - SQS: one receive at a time takes messages, so no message goes to two receivers;
+#     visible messages and deletes found without walking every message twice.
 #
 # Knobs (environment, read once at start):
 #   CONDUIT_MOTO_PATCHES=0          serve moto unpatched (the patch comparison test)
@@ -1037,6 +1038,54 @@ if PATCHED:
 
     sqs_models.SQSBackend.receive_message = serial_receive
     sqs_models.Queue.wait_for_messages = unlocked_wait
+
+    # Speed, same answers: with 10,000 messages queued moto spent a core on SQS alone.
+    # A queue's visible messages were found by two clock reads through datetime per
+    # message on every receive (and every long poll's check), and a delete walked every
+    # message twice comparing receipt handles. The clock is read once per pass, and
+    # receipt handles are indexed as moto hands them out.
+    def now_ms():
+        return time.time() * 1000.0
+
+    def visible_messages(self):
+        now = now_ms()
+        return [m for m in self._messages if now > m.visible_at and not now < m.delayed_until]
+
+    def delayed_count(self):
+        now = now_ms()
+        return sum(1 for m in self._messages if now < m.delayed_until)
+
+    def not_visible_count(self):
+        now = now_ms()
+        return sum(1 for m in self._messages if not now > m.visible_at)
+
+    sqs_models.Queue.messages = property(visible_messages)
+    sqs_models.Queue.approximate_number_of_messages_delayed = property(delayed_count)
+    sqs_models.Queue.approximate_number_of_messages_not_visible = property(not_visible_count)
+
+    # Every receipt handle moto has given a message, to the message.
+    receipts = {}
+    mark_received = sqs_models.Message.mark_received
+
+    def indexed_mark_received(self, *args, **kwargs):
+        mark_received(self, *args, **kwargs)
+        receipts[self.receipt_handle] = self
+
+    def indexed_delete(self, receipt_handle):
+        if receipt_handle in self.deleted_messages:
+            return  # deleted before: SQS accepts it again
+        message = receipts.get(receipt_handle)
+        if message is None or not any(m is message for m in self._messages):
+            raise sqs_models.ReceiptHandleIsInvalid()
+        self.pending_messages.discard(message)
+        handles = message.all_receipt_handles
+        self.deleted_messages.update(handles)
+        for handle in handles:
+            receipts.pop(handle, None)
+        self._messages = [m for m in self._messages if m is not message]
+
+    sqs_models.Message.mark_received = indexed_mark_received
+    sqs_models.Queue.delete_message = indexed_delete
 
 import logging
 logging.getLogger("werkzeug").setLevel(logging.WARNING)

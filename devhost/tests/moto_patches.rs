@@ -3,7 +3,8 @@
 //! get the same answers — items of every attribute type, queries of the table and of a
 //! GSI in both orders and across pages, conditions that fail, updates, transactions,
 //! batches and scans. Partition limits are counted on the patched one but these few
-//! requests are far below them.
+//! requests are far below them. The SQS patches likewise: the same receives, deletes
+//! and counts get the same answers.
 
 use devhost::{DdbKnobs, MotoServer};
 use serde_json::{Value, json};
@@ -367,4 +368,156 @@ async fn concurrent_receives_never_share_a_message() {
     ids.dedup();
     assert_eq!(ids.len(), MESSAGES, "every message was received");
     assert_eq!(handed_out, MESSAGES, "no message went to two receivers");
+}
+
+/// The SQS requests of [`patched_sqs_answers_as_unpatched_sqs_does`], described as text:
+/// what was received, the queue's counts, deletes that succeed, repeat and fail.
+async fn sqs_answers(endpoint: &str) -> Vec<String> {
+    use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, QueueAttributeName};
+    let config = devhost::moto_sdk_config(endpoint).await;
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let url = sqs
+        .create_queue()
+        .queue_name("same")
+        .attributes(QueueAttributeName::VisibilityTimeout, "30")
+        .send()
+        .await
+        .expect("queue")
+        .queue_url
+        .expect("url");
+    for i in 0..6 {
+        let mut send = sqs
+            .send_message()
+            .queue_url(&url)
+            .message_body(format!("m{i}"));
+        if i == 5 {
+            send = send.delay_seconds(60);
+        }
+        send.send().await.expect("sent");
+    }
+    let mut out = Vec::new();
+    let counts = |sqs: aws_sdk_sqs::Client, url: String| async move {
+        let attrs = sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::All)
+            .send()
+            .await
+            .expect("attributes")
+            .attributes
+            .unwrap_or_default();
+        [
+            QueueAttributeName::ApproximateNumberOfMessages,
+            QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+            QueueAttributeName::ApproximateNumberOfMessagesDelayed,
+        ]
+        .iter()
+        .map(|a| format!("{a}={}", attrs.get(a).map_or("-", String::as_str)))
+        .collect::<Vec<_>>()
+        .join(" ")
+    };
+    let receive = |sqs: aws_sdk_sqs::Client, url: String, n: i32| async move {
+        sqs.receive_message()
+            .queue_url(url)
+            .max_number_of_messages(n)
+            .send()
+            .await
+            .expect("received")
+            .messages
+            .unwrap_or_default()
+    };
+    out.push(counts(sqs.clone(), url.clone()).await);
+    let first = receive(sqs.clone(), url.clone(), 3).await;
+    out.push(format!(
+        "{:?}",
+        first.iter().map(|m| m.body()).collect::<Vec<_>>()
+    ));
+    out.push(counts(sqs.clone(), url.clone()).await);
+    let handle =
+        |m: &aws_sdk_sqs::types::Message| m.receipt_handle().unwrap_or_default().to_owned();
+    for h in [
+        handle(&first[0]),
+        handle(&first[0]),
+        "not-a-handle".to_owned(),
+    ] {
+        let answer = sqs
+            .delete_message()
+            .queue_url(&url)
+            .receipt_handle(h)
+            .send()
+            .await;
+        out.push(match answer {
+            Ok(_) => "deleted".to_owned(),
+            Err(e) => format!("refused: {:?}", e.into_service_error().meta().code()),
+        });
+    }
+    sqs.change_message_visibility()
+        .queue_url(&url)
+        .receipt_handle(handle(&first[1]))
+        .visibility_timeout(0)
+        .send()
+        .await
+        .expect("visible again");
+    out.push(counts(sqs.clone(), url.clone()).await);
+    let second = receive(sqs.clone(), url.clone(), 10).await;
+    out.push(format!(
+        "{:?}",
+        second.iter().map(|m| m.body()).collect::<Vec<_>>()
+    ));
+    // The first handle of a message received twice still deletes it, as in SQS.
+    let entries = [handle(&first[1]), handle(&second[1]), "bogus".to_owned()]
+        .into_iter()
+        .enumerate()
+        .map(|(i, h)| {
+            DeleteMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .receipt_handle(h)
+                .build()
+                .expect("entry")
+        })
+        .collect();
+    let batch = sqs
+        .delete_message_batch()
+        .queue_url(&url)
+        .set_entries(Some(entries))
+        .send()
+        .await
+        .expect("batch");
+    let mut ok: Vec<&str> = batch.successful().iter().map(|s| s.id()).collect();
+    ok.sort();
+    let mut failed: Vec<String> = batch
+        .failed()
+        .iter()
+        .map(|f| format!("{} {}", f.id(), f.code()))
+        .collect();
+    failed.sort();
+    out.push(format!("batch ok {ok:?} failed {failed:?}"));
+    out.push(counts(sqs.clone(), url.clone()).await);
+    out
+}
+
+#[tokio::test]
+async fn patched_sqs_answers_as_unpatched_sqs_does() {
+    let patched =
+        tokio::task::spawn_blocking(|| MotoServer::start_with_knobs(&DdbKnobs::default()))
+            .await
+            .expect("start")
+            .expect("patched moto");
+    let unpatched = tokio::task::spawn_blocking(|| {
+        MotoServer::start_with_knobs(&DdbKnobs {
+            patched: false,
+            partition_limits: false,
+            ..DdbKnobs::default()
+        })
+    })
+    .await
+    .expect("start")
+    .expect("unpatched moto");
+    let want = sqs_answers(&unpatched.endpoint()).await;
+    let got = sqs_answers(&patched.endpoint()).await;
+    assert_eq!(got, want);
+    // The requests reached what the patches change: counts of each kind, a refused
+    // delete, a message received twice.
+    assert!(want.iter().any(|a| a.contains("Delayed=1")), "{want:?}");
+    assert!(want.iter().any(|a| a.starts_with("refused")), "{want:?}");
 }
