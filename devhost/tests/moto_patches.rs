@@ -427,6 +427,29 @@ async fn sqs_answers(endpoint: &str) -> Vec<String> {
             .unwrap_or_default()
     };
     out.push(counts(sqs.clone(), url.clone()).await);
+    for names in [
+        vec!["VisibilityTimeout", "ApproximateNumberOfMessages"],
+        vec!["Bogus"],
+    ] {
+        let answer = sqs
+            .get_queue_attributes()
+            .queue_url(&url)
+            .set_attribute_names(Some(
+                names.into_iter().map(QueueAttributeName::from).collect(),
+            ))
+            .send()
+            .await;
+        out.push(match answer {
+            Ok(a) => format!(
+                "{:?}",
+                a.attributes
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect::<std::collections::BTreeMap<_, _>>()
+            ),
+            Err(e) => format!("refused: {:?}", e.into_service_error().meta().code()),
+        });
+    }
     let first = receive(sqs.clone(), url.clone(), 3).await;
     out.push(format!(
         "{:?}",
@@ -520,4 +543,8 @@ async fn patched_sqs_answers_as_unpatched_sqs_does() {
     // delete, a message received twice.
     assert!(want.iter().any(|a| a.contains("Delayed=1")), "{want:?}");
     assert!(want.iter().any(|a| a.starts_with("refused")), "{want:?}");
+    assert!(
+        want.iter().any(|a| a.contains("VisibilityTimeout")),
+        "{want:?}"
+    );
 }
