@@ -451,9 +451,11 @@ pub async fn bench(env: &devhost::LocalEnv, events: usize, tenants: usize) -> Re
     let mut attempts = 0u64;
     let mut last = started;
     let mut missing = 0;
-    for (d, put) in got.into_iter().zip(&put_at) {
+    let mut missing_ids = Vec::new();
+    for ((d, put), (_, event_id, _)) in got.into_iter().zip(&put_at).zip(&bodies) {
         let Some(d) = d? else {
             missing += 1;
+            missing_ids.push(event_id.clone());
             continue;
         };
         *statuses.entry(d.status.as_str()).or_default() += 1;
@@ -719,6 +721,36 @@ pub async fn bench(env: &devhost::LocalEnv, events: usize, tenants: usize) -> Re
     }
     println!();
     let failed = step_statuses.get("failed").copied().unwrap_or(0);
+    if missing > 0 {
+        // Where the events without a dispatch went: the dead-letter queue (with the
+        // dev host's counts of what its event source did), or nowhere seen.
+        let dead = env.dead_letters("DispatchDLQ").await?;
+        let in_dlq = missing_ids
+            .iter()
+            .filter(|id| dead.iter().any(|b| b.contains(id.as_str())))
+            .count();
+        let report: Value = http
+            .get(format!("{}/_devhost/queues", env.url()))
+            .send()
+            .await?
+            .json()
+            .await?;
+        println!(
+            "missing: {missing} events without a dispatch, {in_dlq} of them in DispatchDLQ ({} messages there); first: {:?}; the dispatch event source: {}",
+            dead.len(),
+            &missing_ids[..missing_ids.len().min(5)],
+            report["event_sources"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|s| s["function"] == DISPATCHER)
+                .cloned()
+                .unwrap_or_default()
+        );
+        if let Some(b) = dead.first() {
+            println!("a dead letter: {}", b.chars().take(600).collect::<String>());
+        }
+    }
     if total != events * STEPS || distinct != total || failed > 0 || missing > 0 {
         bail!(
             "dispatch: {total} effects ({distinct} distinct) for {} steps, {failed} failed steps, {missing} dispatches missing",

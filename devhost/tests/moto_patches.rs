@@ -548,3 +548,121 @@ async fn patched_sqs_answers_as_unpatched_sqs_does() {
         "{want:?}"
     );
 }
+
+/// Messages sent while others are deleted, all received: every body each receiver
+/// was handed (deleting each batch at once), while `SENDERS` tasks send `SENT`.
+const SENDERS: usize = 4;
+const SENT: usize = 2000;
+
+async fn sent_while_deleting(endpoint: &str) -> Vec<String> {
+    use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, SendMessageBatchRequestEntry};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let config = devhost::moto_sdk_config(endpoint).await;
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let url = sqs
+        .create_queue()
+        .queue_name("kept")
+        .send()
+        .await
+        .expect("queue")
+        .queue_url
+        .expect("url");
+    let senders_left = Arc::new(AtomicUsize::new(SENDERS));
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|s| {
+            let (sqs, url, left) = (sqs.clone(), url.clone(), senders_left.clone());
+            tokio::spawn(async move {
+                for batch in 0..SENT / SENDERS / 10 {
+                    let entries = (0..10)
+                        .map(|i| {
+                            SendMessageBatchRequestEntry::builder()
+                                .id(i.to_string())
+                                .message_body(format!("s{s}-{batch}-{i}"))
+                                .build()
+                                .expect("entry")
+                        })
+                        .collect();
+                    sqs.send_message_batch()
+                        .queue_url(&url)
+                        .set_entries(Some(entries))
+                        .send()
+                        .await
+                        .expect("sent");
+                }
+                left.fetch_sub(1, Ordering::SeqCst);
+            })
+        })
+        .collect();
+    let receivers: Vec<_> = (0..6)
+        .map(|_| {
+            let (sqs, url, left) = (sqs.clone(), url.clone(), senders_left.clone());
+            tokio::spawn(async move {
+                let mut bodies = Vec::new();
+                let mut empty = 0;
+                while empty < 3 {
+                    let sending = left.load(Ordering::SeqCst) > 0;
+                    let messages = sqs
+                        .receive_message()
+                        .queue_url(&url)
+                        .max_number_of_messages(10)
+                        .send()
+                        .await
+                        .expect("received")
+                        .messages
+                        .unwrap_or_default();
+                    if messages.is_empty() {
+                        empty = if sending { 0 } else { empty + 1 };
+                        continue;
+                    }
+                    let entries = messages
+                        .iter()
+                        .enumerate()
+                        .map(|(i, m)| {
+                            DeleteMessageBatchRequestEntry::builder()
+                                .id(i.to_string())
+                                .receipt_handle(m.receipt_handle().unwrap_or_default())
+                                .build()
+                                .expect("entry")
+                        })
+                        .collect();
+                    sqs.delete_message_batch()
+                        .queue_url(&url)
+                        .set_entries(Some(entries))
+                        .send()
+                        .await
+                        .expect("deleted");
+                    bodies.extend(messages.into_iter().filter_map(|m| m.body));
+                }
+                bodies
+            })
+        })
+        .collect();
+    for sender in senders {
+        sender.await.expect("sender");
+    }
+    let mut bodies = Vec::new();
+    for receiver in receivers {
+        bodies.extend(receiver.await.expect("receiver"));
+    }
+    bodies
+}
+
+/// moto's delete rebuilt the queue's message list without the lock its sends append
+/// under: a message sent during a delete could vanish (57 of 10,000 in a dispatch
+/// bench run). Every message sent while others are deleted is received, and once: an
+/// unpatched moto handed out 2,003 for 2,000 here (concurrent receives sharing a
+/// message) in 46 s; the patched one answers in about 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn messages_sent_during_deletes_are_kept() {
+    let moto = tokio::task::spawn_blocking(|| MotoServer::start_with_knobs(&DdbKnobs::default()))
+        .await
+        .expect("start")
+        .expect("patched moto");
+    let mut bodies = sent_while_deleting(&moto.endpoint()).await;
+    let handed_out = bodies.len();
+    bodies.sort();
+    bodies.dedup();
+    assert_eq!(bodies.len(), SENT, "every message sent was received");
+    assert_eq!(handed_out, SENT, "and only once");
+}
