@@ -292,13 +292,12 @@ fn step_name(s: StepStatus) -> &'static str {
 /// The dispatch function's logical id in template.yaml.
 const DISPATCHER: &str = "EventDispatchFunction";
 
-/// The CPU time the dev host has counted for `function`'s invocations so far (its
-/// handler's polls; see `devhost::invoker::EventFunction::cpu`).
-async fn function_cpu(
+/// The dev host's report of `function`'s event source (`/_devhost/queues`).
+async fn event_source(
     http: &reqwest::Client,
     env: &devhost::LocalEnv,
     function: &str,
-) -> Result<Duration> {
+) -> Result<Value> {
     let report: Value = http
         .get(format!("{}/_devhost/queues", env.url()))
         .send()
@@ -306,12 +305,24 @@ async fn function_cpu(
         .error_for_status()?
         .json()
         .await?;
-    let ms = report["event_sources"]
+    Ok(report["event_sources"]
         .as_array()
         .into_iter()
         .flatten()
         .find(|s| s["function"] == function)
-        .and_then(|s| s["function_cpu_ms"].as_f64())
+        .cloned()
+        .unwrap_or_default())
+}
+
+/// The CPU time the dev host has counted for `function`'s invocations so far (its
+/// handler's polls; see `devhost::invoker::EventFunction::cpu`).
+async fn function_cpu(
+    http: &reqwest::Client,
+    env: &devhost::LocalEnv,
+    function: &str,
+) -> Result<Duration> {
+    let ms = event_source(http, env, function).await?["function_cpu_ms"]
+        .as_f64()
         .ok_or_else(|| anyhow::anyhow!("the dev host reports no CPU for {function}"))?;
     Ok(Duration::from_secs_f64(ms / 1000.0))
 }
@@ -411,15 +422,9 @@ pub async fn bench(env: &devhost::LocalEnv, events: usize, tenants: usize) -> Re
             quiet = 0;
         }
         if Instant::now() > deadline {
-            let report: Value = http
-                .get(format!("{}/_devhost/queues", env.url()))
-                .send()
-                .await?
-                .json()
-                .await?;
             bail!(
-                "the dispatch queue did not drain: {depth:?}; the dev host's event sources: {}",
-                report["event_sources"]
+                "the dispatch queue did not drain: {depth:?}; the dispatch event source: {}",
+                event_source(&http, env, DISPATCHER).await?
             );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -731,23 +736,11 @@ pub async fn bench(env: &devhost::LocalEnv, events: usize, tenants: usize) -> Re
             .iter()
             .filter(|id| dead.iter().any(|b| b.contains(id.as_str())))
             .count();
-        let report: Value = http
-            .get(format!("{}/_devhost/queues", env.url()))
-            .send()
-            .await?
-            .json()
-            .await?;
         println!(
             "missing: {missing} events without a dispatch, {in_dlq} of them in DispatchDLQ ({} messages there); first: {:?}; the dispatch event source: {}",
             dead.len(),
             &missing_ids[..missing_ids.len().min(5)],
-            report["event_sources"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|s| s["function"] == DISPATCHER)
-                .cloned()
-                .unwrap_or_default()
+            event_source(&http, env, DISPATCHER).await?
         );
         if let Some(b) = dead.first() {
             println!("a dead letter: {}", b.chars().take(600).collect::<String>());
