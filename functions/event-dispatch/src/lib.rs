@@ -16,12 +16,14 @@
 //!   step is due go back on the queue as resume messages (a fresh invocation per
 //!   message, so a long backoff is never a Lambda → SQS → Lambda chain).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use conduit::app::App;
 use conduit::dispatch::engine::{Dispatcher, Handled};
 use conduit::dispatch::inbound::DispatchEvent;
+use conduit::dispatch::reads::Reads;
 use conduit::domain::{DispatchId, TenantId};
 use conduit::queue::{Publisher, TenantWork};
 use futures::StreamExt;
@@ -87,11 +89,14 @@ pub async fn handle_event(app: &App, event: Value) -> Result<Value, lambda_runti
         .map(|r| (tenant_to_group(&r), r))
         .partition(|(tenant, _)| tenant.is_some());
     let mut failures = regroup(app, ungrouped).await;
+    // The batch's events share what they read (a batch is mostly one tenant's).
+    let reads = Arc::new(Reads::new());
+    let reads = &reads;
     let run: Vec<String> = futures::stream::iter(records.into_iter().map(|(_, r)| r))
         .map(|record| async move {
             let id = record.message_id.clone().unwrap_or_default();
             let body = record.body.as_deref().unwrap_or_default();
-            match Box::pin(message(app, dlq, &id, body, deadline)).await {
+            match Box::pin(message(app, dlq, reads, &id, body, deadline)).await {
                 Ok(()) => None,
                 Err(why) => {
                     tracing::warn!(message_id = %id, reason = %why, "dispatch message will be retried");
@@ -168,11 +173,13 @@ async fn regroup(app: &App, records: Vec<(Option<TenantId>, SqsMessage)>) -> Vec
 async fn message(
     app: &App,
     dlq: &Publisher,
+    reads: &Arc<Reads>,
     id: &str,
     body: &str,
     deadline: Instant,
 ) -> Result<(), String> {
-    let dispatcher = Dispatcher::new(app, format!("sqs-{id}"), deadline);
+    let dispatcher =
+        Dispatcher::new(app, format!("sqs-{id}"), deadline).with_reads(Arc::clone(reads));
     let json: Value = match serde_json::from_str(body) {
         Ok(v) => v,
         Err(_) => return set_aside(dlq, id, body, "-", "the message is not JSON").await,

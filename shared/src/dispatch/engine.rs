@@ -15,7 +15,7 @@
 //! goes on or stops, per the integration's `on_failure`.
 
 use std::collections::BTreeMap;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
@@ -26,6 +26,7 @@ use super::integration::{AssistantSettings, Integration, WEBHOOK, resolve_chain}
 use super::log::{
     Dispatch, DispatchStatus, Lease, Origin, RequestSummary, Step, StepError, StepStatus,
 };
+use super::reads::Reads;
 use super::render::{RenderedRequest, Renderer};
 use super::template::{self, Action, ContextParts, Idempotency, Outputs, RequestTemplate};
 use crate::app::App;
@@ -101,6 +102,8 @@ pub struct Dispatcher<'a> {
     holder: String,
     deadline: Instant,
     call_timeout: Duration,
+    /// What this dispatcher's invocation has read (shared by its events).
+    reads: Arc<Reads>,
 }
 
 /// How one request went.
@@ -126,7 +129,15 @@ impl<'a> Dispatcher<'a> {
             holder: holder.into(),
             deadline,
             call_timeout: CALL_TIMEOUT,
+            reads: Arc::new(Reads::new()),
         }
+    }
+
+    /// The same, sharing `reads` with the invocation's other dispatchers (its other
+    /// events read the tenant's integrations and connections once between them).
+    pub fn with_reads(mut self, reads: Arc<Reads>) -> Self {
+        self.reads = reads;
+        self
     }
 
     /// The same, with provider calls cut off after `timeout` (an API route that runs a
@@ -143,22 +154,23 @@ impl<'a> Dispatcher<'a> {
         let id = DispatchId::for_event(tenant, event.event_id(), event.occurred_at());
         // The chain is resolved and the dispatch created in one conditional write; a
         // later delivery of the same event finds it there and goes on with it.
-        let (integrations, _) = self.integrations.all(tenant).await?;
-        if integrations.is_empty() && !self.integrations.tenant_known(tenant).await? {
+        let read = self.reads.integrations(&self.integrations, tenant).await?;
+        let integrations = read.integrations.as_slice();
+        if !read.known {
             return match self.store.get(tenant, &id).await? {
                 Some(d) => Box::pin(self.run(d, event, &[])).await,
                 None => Ok(Handled::UnknownTenant),
             };
         }
         let assistant = match event.assistant_id() {
-            Some(a) => self.integrations.assistant(tenant, a).await?,
+            Some(a) => self.reads.assistant(&self.integrations, tenant, a).await?,
             None => None,
         };
         let mut d = new_dispatch(
             id.clone(),
             event,
-            &integrations,
-            assistant.as_ref(),
+            integrations,
+            assistant.as_deref(),
             Origin::Event,
         );
         d.lease = Some(self.lease());
@@ -169,7 +181,7 @@ impl<'a> Dispatcher<'a> {
                 .await?
                 .ok_or(StoreError::ConditionFailed)?;
         }
-        Box::pin(self.run(d, event, &integrations)).await
+        Box::pin(self.run(d, event, integrations)).await
     }
 
     /// Starts a dispatch of one integration alone (`send` / `test` with send), logged
@@ -416,7 +428,7 @@ impl<'a> Dispatcher<'a> {
             Ok(a) => a,
             Err(e) => return Ok(Err(e)),
         };
-        let connection = target.open(self.app, integration).await;
+        let connection = target.open(self, integration).await;
         let connection = match connection {
             Ok(c) => c,
             Err(e) => return Ok(Err(e)),
@@ -834,7 +846,12 @@ impl<'a> Target<'a> {
     /// Opens what the requests need — the connection's credentials, or the endpoint's
     /// signing keys (its secrets still in use) — and returns `connection` for the render
     /// context.
-    async fn open(&mut self, app: &App, integration: &Integration) -> Result<Value, StepError> {
+    async fn open(
+        &mut self,
+        d: &Dispatcher<'_>,
+        integration: &Integration,
+    ) -> Result<Value, StepError> {
+        let app = d.app;
         match self {
             Self::Webhook { url, keys } => {
                 let at = now();
@@ -884,8 +901,9 @@ impl<'a> Target<'a> {
                     connection,
                     ..
                 } = &mut **conn;
-                let c = tokens
-                    .credentials(tenant, connection)
+                let c = d
+                    .reads
+                    .credentials(tokens, tenant, connection)
                     .await
                     .map_err(token_failure)?;
                 let identity = c.connection.identity.clone().unwrap_or_default();
@@ -922,7 +940,7 @@ impl<'a> Target<'a> {
                     "identity": identity,
                     "settings": c.connection.settings,
                 });
-                *creds = Some(c);
+                *creds = Some(Credentials::clone(&c));
                 Ok(out)
             }
         }
@@ -947,11 +965,12 @@ impl<'a> Target<'a> {
     async fn send(&mut self, d: &Dispatcher<'_>, r: &RenderedRequest) -> Sent {
         match self {
             Self::Webhook { .. } => self.deliver(d, r).await,
-            Self::Connection(_) => self.call(r, d.call_timeout).await,
+            Self::Connection(_) => self.call(r, d).await,
         }
     }
 
-    async fn call(&mut self, r: &RenderedRequest, timeout: Duration) -> Sent {
+    async fn call(&mut self, r: &RenderedRequest, d: &Dispatcher<'_>) -> Sent {
+        let timeout = d.call_timeout;
         let Self::Connection(conn) = self else {
             return Sent::Permanent(fail("internal", "not a connection", None));
         };
@@ -979,6 +998,7 @@ impl<'a> Target<'a> {
             } else {
                 None
             };
+            let generation = c.generation();
             let sent = tokens
                 .send_using(c, |connector, http| {
                     let url = connector.url(&r.path).map_err(|e| e.to_string())?;
@@ -1004,6 +1024,10 @@ impl<'a> Target<'a> {
                     Ok(req)
                 })
                 .await;
+            if c.generation() != generation {
+                // Refreshed after a 401: the invocation's other events use these.
+                d.reads.refreshed(c);
+            }
             let resp = match sent {
                 Ok(resp) => resp,
                 Err(TokenError::Unavailable(why)) => {

@@ -9,6 +9,7 @@ pub mod event;
 pub mod inbound;
 pub mod integration;
 pub mod log;
+pub mod reads;
 pub mod render;
 pub mod template;
 pub mod webhook;

@@ -79,6 +79,7 @@ fn app_error(e: crate::http::ApiError) -> TokenError {
 }
 
 /// A connection with usable credentials.
+#[derive(Clone)]
 pub struct Credentials {
     /// The connection as read.
     pub connection: Connection,
