@@ -666,10 +666,12 @@ pub async fn bench(env: &devhost::LocalEnv, events: usize, tenants: usize) -> Re
         })
         .collect();
     println!(
-        "| budget takers' start after their slot's time | {}; slots given up for a late wake-up and taken again: {}; slots found behind the clock and claimed afresh: {} |",
+        "| budget takers' start after their slot's time | {}; slots given up for a late wake-up and taken again: {}; slots found behind the clock and claimed afresh: {}; slots handed out from the process's pool (taken by another taker's write): {}, expired unused: {} |",
         starts.join(", "),
         late.retaken - late_before.retaken,
-        late.rebased - late_before.rebased
+        late.rebased - late_before.rebased,
+        late.pooled - late_before.pooled,
+        late.expired - late_before.expired
     );
     // How HubSpot's requests arrived: the most in one 10-s window (the sandbox's rolling
     // window refuses the 111th), and how close together they came.

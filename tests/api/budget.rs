@@ -86,3 +86,89 @@ async fn takers_woken_late_give_up_their_slots_instead_of_bunching() {
     let taken = (tat - began) / interval;
     assert!(taken >= TAKERS as i64 + 3, "{taken} slots taken");
 }
+
+/// Ten dispatch steps of one process reaching one provider at once (a batch's events)
+/// take their slots in two writes, not ten, and still start an interval apart; a 429's
+/// hold empties the pool, so no kept slot starts inside it.
+#[tokio::test]
+async fn takers_of_one_process_share_their_writes_and_keep_the_spacing() {
+    const MANY: usize = 10;
+    // A moto of its own: its count of UpdateItem requests is this test's alone.
+    let app = TestApp::isolated_with_ddb(Default::default(), devhost::DdbKnobs::default()).await;
+    let table = app.app().table.clone();
+    let tenant = TenantId::parse(&app.tenant()).expect("tenant");
+    let connection = ConnectionId::generate();
+    let budget = || {
+        Budget::new(
+            table.clone(),
+            &tenant,
+            &connection,
+            INTERVAL,
+            Duration::ZERO,
+        )
+        .without_look_ahead()
+    };
+    let before = updates(&app).await;
+    let starts = Arc::new(Mutex::new(Vec::new()));
+    let takers: Vec<_> = (0..MANY)
+        .map(|_| {
+            let mut budget = budget();
+            let starts = starts.clone();
+            tokio::spawn(async move {
+                budget.acquire().await.expect("a slot");
+                starts.lock().unwrap().push(Instant::now());
+            })
+        })
+        .collect();
+    for taker in takers {
+        taker.await.expect("taker");
+    }
+    let writes = updates(&app).await - before;
+    // The first taker writes alone (the others are not waiting yet) and finds the
+    // schedule idle, so it takes a spare; the second takes the spare; the third writes
+    // for itself and the seven waiting behind it.
+    assert!(writes <= 3, "{writes} writes for {MANY} takers");
+    let mut starts = starts.lock().unwrap().clone();
+    starts.sort();
+    // Slots an interval apart; a taker may start up to an interval after its slot (it
+    // starts when it gets it), so the i-th start is at least i - 1 intervals after the
+    // first, and no two start together.
+    for (i, start) in starts.iter().enumerate().skip(1) {
+        let since_first = start.duration_since(starts[0]);
+        assert!(
+            since_first + Duration::from_millis(5) >= INTERVAL * (i as u32 - 1),
+            "taker {i} started {since_first:?} after the first (interval {INTERVAL:?}): {starts:?}"
+        );
+        let gap = start.duration_since(starts[i - 1]);
+        assert!(
+            gap >= INTERVAL / 4,
+            "two takers started {gap:?} apart: {starts:?}"
+        );
+    }
+
+    // A 429 holds everyone off; a slot kept in the pool from before is not used inside
+    // the hold. (The schedule is idle by then: the taker keeps a spare.)
+    tokio::time::sleep(INTERVAL * 2).await;
+    let mut one = budget();
+    one.acquire().await.expect("a slot");
+    let held_from = Instant::now();
+    let hold = Duration::from_millis(600);
+    one.hold_off(hold).await.expect("hold");
+    let mut next = budget();
+    next.acquire().await.expect("a slot after the hold");
+    assert!(
+        held_from.elapsed() + Duration::from_millis(5) >= hold,
+        "a taker started {:?} into a {hold:?} hold",
+        held_from.elapsed()
+    );
+}
+
+/// The UpdateItem requests `app`'s moto has served.
+async fn updates(app: &TestApp) -> u64 {
+    app.ddb_capacity()
+        .await
+        .requests
+        .get("DynamoDB_20120810.UpdateItem")
+        .copied()
+        .unwrap_or(0)
+}

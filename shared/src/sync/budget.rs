@@ -15,7 +15,12 @@
 //! compare-and-swap, one slot ahead. Dispatch steps (a request or two each, up to a
 //! hundred at once on one connection) take them by an atomic add that never loses a
 //! race ([`Budget::without_look_ahead`]): with compare-and-swap they spent seven store
-//! calls a step on retries.
+//! calls a step on retries. One taker of a process writes at a time for a connection,
+//! taking a slot for itself and one for each taker of the process waiting behind it
+//! (ten events of a batch reach one provider at once), plus a spare when it found the
+//! schedule idle (the next step within an interval then needs no write); the others
+//! take theirs from the process's pool. A pooled slot whose time has passed unused is
+//! dropped, a gap; a provider's 429 empties the pool.
 //!
 //! GCRA bounds the slots' start times; a provider counts arrivals. A dispatch step woken
 //! more than an interval after its slot (a loaded process wakes its timers late, and
@@ -77,6 +82,32 @@ fn remember(key: &str, tat: i64) {
     }
 }
 
+/// Slots a dispatch taker's process keeps for one connection: those it took in one
+/// write for the takers waiting behind the writer (and a spare when the schedule was
+/// idle), handed out in order. A slot whose time has passed is dropped (a gap).
+#[derive(Default)]
+struct Pool {
+    slots: tokio::sync::Mutex<std::collections::VecDeque<Slot>>,
+    /// Takers waiting for the pool (the writer counts them into its write).
+    waiting: std::sync::atomic::AtomicUsize,
+}
+
+static POOLS: LazyLock<Mutex<HashMap<String, std::sync::Arc<Pool>>>> =
+    LazyLock::new(Mutex::default);
+
+/// Slots one write takes at most (the dispatch function runs ten messages at once).
+const MAX_RUN: usize = 10;
+
+fn pool(key: &str) -> std::sync::Arc<Pool> {
+    let Ok(mut pools) = POOLS.lock() else {
+        return std::sync::Arc::default();
+    };
+    if pools.len() >= LAST_SEEN_MAX && !pools.contains_key(key) {
+        pools.clear();
+    }
+    pools.entry(key.to_owned()).or_default().clone()
+}
+
 /// How often one dispatch step gives up a slot it woke too late for before it sends
 /// anyway (the wait is then a sign of a starved process, not of bunching).
 const MAX_RETAKES: u32 = 3;
@@ -94,6 +125,8 @@ struct Lateness {
     buckets: [AtomicU64; LATENESS_BOUNDS_MS.len() + 1],
     retaken: AtomicU64,
     rebased: AtomicU64,
+    pooled: AtomicU64,
+    expired: AtomicU64,
 }
 
 /// What [`lateness`] reports: starts per bucket of [`LATENESS_BOUNDS_MS`] (the last one:
@@ -105,6 +138,10 @@ pub struct LatenessReport {
     pub retaken: u64,
     /// Slots an add found already behind the clock, given up for a claim from now.
     pub rebased: u64,
+    /// Slots handed out from a process's pool (taken by another taker's write).
+    pub pooled: u64,
+    /// Pooled slots whose time passed unused (gaps).
+    pub expired: u64,
 }
 
 impl Lateness {
@@ -113,6 +150,8 @@ impl Lateness {
             buckets: [const { AtomicU64::new(0) }; LATENESS_BOUNDS_MS.len() + 1],
             retaken: AtomicU64::new(0),
             rebased: AtomicU64::new(0),
+            pooled: AtomicU64::new(0),
+            expired: AtomicU64::new(0),
         }
     }
 
@@ -131,6 +170,14 @@ impl Lateness {
     fn rebased(&self) {
         self.rebased.fetch_add(1, Ordering::Relaxed);
     }
+
+    fn pooled(&self) {
+        self.pooled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn expired(&self) {
+        self.expired.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// How late this process's takers started after their slots since it began (a figure
@@ -144,6 +191,8 @@ pub fn lateness() -> LatenessReport {
             .collect(),
         retaken: LATENESS.retaken.load(Ordering::Relaxed),
         rebased: LATENESS.rebased.load(Ordering::Relaxed),
+        pooled: LATENESS.pooled.load(Ordering::Relaxed),
+        expired: LATENESS.expired.load(Ordering::Relaxed),
     }
 }
 
@@ -205,7 +254,7 @@ impl Schedule {
     /// Takes the next free slot that starts at `not_before` or later.
     async fn take(&self, known_tat: Option<i64>, not_before: i64) -> Result<Slot, BudgetError> {
         if self.adding {
-            self.take_adding(known_tat, not_before).await
+            self.take_pooled(known_tat, not_before).await
         } else {
             self.take_swapping(known_tat, not_before).await
         }
@@ -240,16 +289,63 @@ impl Schedule {
         Err(BudgetError::Contended)
     }
 
-    /// In one write when `known_tat` (where the schedule was last seen) says it is
-    /// busy, else in at most two: an idle schedule is claimed at once (`tat` = now +
-    /// interval); a busy one is advanced by an interval (an atomic add, which concurrent
-    /// takers never lose), the slot starting `tolerance` before the `tat` it found.
-    /// GCRA's spacing either way: `tat' = max(tat, start) + interval`.
-    async fn take_adding(
+    /// A slot from this process's pool for the connection, or from a write that takes
+    /// one for this taker and one for each taker of this process waiting behind it (and
+    /// a spare when the schedule was idle). One taker writes at a time; the others wait
+    /// for its write and find their slots in the pool.
+    async fn take_pooled(
         &self,
         known_tat: Option<i64>,
         not_before: i64,
     ) -> Result<Slot, BudgetError> {
+        let pool = pool(&self.key);
+        pool.waiting.fetch_add(1, Ordering::SeqCst);
+        let mut kept = pool.slots.lock().await;
+        pool.waiting.fetch_sub(1, Ordering::SeqCst);
+        let now = now_ms();
+        while let Some(slot) = kept.pop_front() {
+            if slot.start < now - self.interval_ms / 2 || slot.start < not_before {
+                // Its time has passed (a gap in the schedule, never a late start).
+                LATENESS.expired();
+                continue;
+            }
+            if slot.start - now > MAX_WAIT.as_millis() as i64 {
+                kept.push_front(slot);
+                return Err(BudgetError::Exhausted(Duration::from_millis(
+                    (slot.start - now) as u64,
+                )));
+            }
+            LATENESS.pooled();
+            return Ok(slot);
+        }
+        let behind = pool.waiting.load(Ordering::SeqCst).min(MAX_RUN - 1);
+        let mut run = self.take_adding(known_tat, not_before, 1 + behind).await?;
+        let first = run.remove(0);
+        kept.extend(run);
+        Ok(first)
+    }
+
+    /// `n` consecutive slots (or `n + 1` when the schedule was idle: the spare serves
+    /// the next taker within an interval without a write). In one write when
+    /// `known_tat` (where the schedule was last seen) says it is busy, else in at most
+    /// two: an idle schedule is claimed at once (`tat` = now + n intervals); a busy one
+    /// is advanced by n intervals (an atomic add, which concurrent takers never lose),
+    /// the first slot starting `tolerance` before the `tat` it found. GCRA's spacing
+    /// either way: `tat' = max(tat, start) + interval`, per slot.
+    async fn take_adding(
+        &self,
+        known_tat: Option<i64>,
+        not_before: i64,
+        n: usize,
+    ) -> Result<Vec<Slot>, BudgetError> {
+        let run = |first: i64, found: i64, count: usize| -> Vec<Slot> {
+            (0..count as i64)
+                .map(|k| Slot {
+                    start: (found + k * self.interval_ms - self.tolerance_ms).max(first),
+                    tat: found + (k + 1) * self.interval_ms,
+                })
+                .collect()
+        };
         let now = now_ms();
         let mut floor = now.max(not_before);
         // Where the schedule is at least (it only moves on): a slot further away than a
@@ -266,19 +362,28 @@ impl Schedule {
         let mut busy = known_tat.is_some_and(|t| t >= floor);
         for _ in 0..6 {
             if !busy {
-                let tat = floor + self.interval_ms;
+                let count = n + 1;
+                let tat = floor + count as i64 * self.interval_ms;
                 if self.store.claim_idle(floor, tat).await? {
                     remember(&self.key, tat);
-                    return Ok(Slot { start: floor, tat });
+                    // Idle: the slots start at `floor`, one interval apart (no
+                    // tolerance: nothing was waiting).
+                    return Ok((0..count as i64)
+                        .map(|k| Slot {
+                            start: floor + k * self.interval_ms,
+                            tat: floor + (k + 1) * self.interval_ms,
+                        })
+                        .collect());
                 }
             }
             // Busy: the schedule is at `floor` or later, and only ever moves on.
-            let Some(tat) = self.store.advance(self.interval_ms).await? else {
+            let span = n as i64 * self.interval_ms;
+            let Some(tat) = self.store.advance(span).await? else {
                 busy = false; // never written, or removed meanwhile: claim it
                 continue;
             };
             remember(&self.key, tat);
-            let found = tat - self.interval_ms;
+            let found = tat - span;
             let now = now_ms();
             if found < now - self.interval_ms / 2 {
                 // The schedule had fallen behind the clock when the add landed (idle by
@@ -290,15 +395,16 @@ impl Schedule {
                 floor = now.max(not_before);
                 continue;
             }
-            let start = (found - self.tolerance_ms).max(floor);
+            let slots = run(floor, found, n);
+            let start = slots[0].start;
             if start - now > MAX_WAIT.as_millis() as i64 {
-                // The slot is taken and stays unused: a gap in the schedule, never a
+                // The slots are taken and stay unused: a gap in the schedule, never a
                 // second request in a window.
                 return Err(BudgetError::Exhausted(Duration::from_millis(
                     (start - now) as u64,
                 )));
             }
-            return Ok(Slot { start, tat });
+            return Ok(slots);
         }
         Err(BudgetError::Contended)
     }
@@ -407,6 +513,8 @@ impl Budget {
         // Takers may start `tolerance` before the schedule: it is set that much later.
         let until = now_ms() + wait.as_millis() as i64 + self.schedule.tolerance_ms;
         if self.schedule.adding {
+            // Slots this process kept may fall inside the hold: given up.
+            pool(&self.schedule.key).slots.lock().await.clear();
             // One write (a schedule already later stays as it is): adders never make it
             // lose a race.
             self.schedule.store.claim_idle(until, until).await?;
