@@ -2,7 +2,11 @@
 //! for the whole bench process (the dev host, the real handlers, the in-process
 //! sandbox and this client; moto runs in its own process).
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
+
+/// The functions' allocator ([`conduit::app::Allocator`]), so the handlers run here as
+/// they do on Lambda.
+use conduit::app::Allocator as System;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The allocator the bench binary installs.
@@ -20,7 +24,7 @@ fn shrank(by: usize) {
     LIVE.fetch_sub(by, Ordering::Relaxed);
 }
 
-// SAFETY: every call is forwarded to the system allocator unchanged; only counters
+// SAFETY: every call is forwarded to the functions' allocator unchanged; only counters
 // are updated besides.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {

@@ -18,6 +18,9 @@ use devhost::moto::MotoServer;
 use devhost::registry::FunctionRegistry;
 use devhost::state::StackFile;
 
+#[global_allocator]
+static ALLOCATOR: conduit::app::Allocator = conduit::app::Allocator;
+
 const USAGE: &str = "\
 devhost — run Conduit locally (moto + provider sandbox + every HTTP function of template.yaml)
 

@@ -2,6 +2,9 @@
 
 use lambda_http::{Error, Request, service_fn};
 
+#[global_allocator]
+static ALLOCATOR: conduit::app::Allocator = conduit::app::Allocator;
+
 fn main() -> Result<(), Error> {
     conduit::app::serve(|app| async move {
         let app = &app;

@@ -4,6 +4,9 @@
 use lambda_http::{Error, Request, service_fn};
 use sync_config::Service;
 
+#[global_allocator]
+static ALLOCATOR: conduit::app::Allocator = conduit::app::Allocator;
+
 fn main() -> Result<(), Error> {
     conduit::app::serve(|app| async move {
         let service = Service::new(&app)?;

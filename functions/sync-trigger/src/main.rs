@@ -3,6 +3,9 @@
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 
+#[global_allocator]
+static ALLOCATOR: conduit::app::Allocator = conduit::app::Allocator;
+
 fn main() -> Result<(), Error> {
     conduit::app::serve(|app| async move {
         let app = &app;
