@@ -158,7 +158,7 @@ impl<'a> Dispatcher<'a> {
         let integrations = read.integrations.as_slice();
         if !read.known {
             return match self.store.get(tenant, &id).await? {
-                Some(d) => Box::pin(self.run(d, event, &[])).await,
+                Some(d) => Box::pin(self.run(d, event, &[], false)).await,
                 None => Ok(Handled::UnknownTenant),
             };
         }
@@ -174,14 +174,21 @@ impl<'a> Dispatcher<'a> {
             Origin::Event,
         );
         d.lease = Some(self.lease());
+        // The first step's in-flight mark goes with the creation.
+        let mut marked = d
+            .steps
+            .iter()
+            .position(|s| !s.status.is_final())
+            .is_some_and(|first| premark(&mut d, first, integrations));
         if !self.store.create(&d, &event.to_envelope()).await? {
             d = self
                 .store
                 .get(tenant, &id)
                 .await?
                 .ok_or(StoreError::ConditionFailed)?;
+            marked = false;
         }
-        Box::pin(self.run(d, event, integrations)).await
+        Box::pin(self.run(d, event, integrations, marked)).await
     }
 
     /// Starts a dispatch of one integration alone (`send` / `test` with send), logged
@@ -202,7 +209,7 @@ impl<'a> Dispatcher<'a> {
         d.settle();
         d.lease = Some(self.lease());
         self.store.create(&d, &event.to_envelope()).await?;
-        Box::pin(self.run(d, event, std::slice::from_ref(integration))).await
+        Box::pin(self.run(d, event, std::slice::from_ref(integration), false)).await
     }
 
     /// Resumes a stored dispatch (the due sweep, a retry).
@@ -221,7 +228,7 @@ impl<'a> Dispatcher<'a> {
             .ok_or(DispatchError::EventMissing)?;
         let event =
             DispatchEvent::from_envelope(&envelope).map_err(|_| DispatchError::EventMissing)?;
-        self.run(d, &event, &[]).await
+        self.run(d, &event, &[], false).await
     }
 
     /// Sets a dispatch's failed steps (and the steps a failure skipped) back to
@@ -261,12 +268,14 @@ impl<'a> Dispatcher<'a> {
     }
 
     /// Runs what is left of `d`; `known`: the tenant's integrations as just read (a
-    /// step's integration not among them is read from the store).
+    /// step's integration not among them is read from the store); `marked`: the first
+    /// step left was marked in flight by this invocation's last write ([`premark`]).
     async fn run(
         &self,
         mut d: Dispatch,
         event: &DispatchEvent,
         known: &[Integration],
+        marked: bool,
     ) -> Result<Handled, DispatchError> {
         let at = ms(now());
         if d.status.is_final() {
@@ -292,6 +301,12 @@ impl<'a> Dispatcher<'a> {
         let mut stopped = false;
         // A step that just ended goes to its integration's log with the next save.
         let mut unlogged: Option<Step> = None;
+        // The step whose in-flight mark this invocation stored without sending yet.
+        let mut marked = if marked {
+            d.steps.iter().position(|s| !s.status.is_final())
+        } else {
+            None
+        };
         for i in 0..d.steps.len() {
             let step = &d.steps[i];
             if step.status.is_final() {
@@ -314,7 +329,7 @@ impl<'a> Dispatcher<'a> {
             {
                 break;
             }
-            Box::pin(self.step(&mut d, i, event, known)).await?;
+            Box::pin(self.step(&mut d, i, event, known, marked == Some(i))).await?;
             let s = &d.steps[i];
             if s.status.is_final() {
                 unlogged = Some(s.clone());
@@ -330,6 +345,9 @@ impl<'a> Dispatcher<'a> {
             // between steps resumes after the last one stored, never redoing it. (The
             // last step's state goes with the dispatch's final save below.)
             if i + 1 < d.steps.len() {
+                // The next step's in-flight mark, when it needs one, goes with this save
+                // rather than in a write of its own.
+                marked = (!stopped && premark(&mut d, i + 1, known)).then_some(i + 1);
                 let prev = d.version;
                 d.version += 1;
                 d.updated_at = now();
@@ -371,6 +389,7 @@ impl<'a> Dispatcher<'a> {
         i: usize,
         event: &DispatchEvent,
         known: &[Integration],
+        marked: bool,
     ) -> Result<(), DispatchError> {
         let started = Instant::now();
         if d.steps[i].started_at.is_none() {
@@ -387,7 +406,7 @@ impl<'a> Dispatcher<'a> {
                 "the integration was deleted",
                 None,
             )),
-            Some(integration) => self.attempts(d, i, event, &integration).await?,
+            Some(integration) => self.attempts(d, i, event, &integration, marked).await?,
         };
         let s = &mut d.steps[i];
         s.duration_ms += started.elapsed().as_millis() as u64;
@@ -419,6 +438,7 @@ impl<'a> Dispatcher<'a> {
         i: usize,
         event: &DispatchEvent,
         integration: &Integration,
+        mut marked: bool,
     ) -> Result<Result<Option<BTreeMap<String, String>>, StepError>, DispatchError> {
         let mut target = match Target::of(self.app, integration) {
             Ok(t) => t,
@@ -465,7 +485,8 @@ impl<'a> Dispatcher<'a> {
         loop {
             d.steps[i].attempts += 1;
             let attempt = d.steps[i].attempts;
-            match Box::pin(self.requests(d, i, &action, &mut ctx, &mut target)).await? {
+            let requests = self.requests(d, i, &action, &mut ctx, &mut target, &mut marked);
+            match Box::pin(requests).await? {
                 Ok(()) => {
                     let outputs = match RENDERER.outputs(&action, &ctx) {
                         Ok(o) => o,
@@ -500,7 +521,9 @@ impl<'a> Dispatcher<'a> {
         }
     }
 
-    /// The action's requests from where the step stands.
+    /// The action's requests from where the step stands; `marked`: the first one's
+    /// in-flight mark was stored by this invocation, nothing sent yet (cleared once it
+    /// is).
     async fn requests(
         &self,
         d: &mut Dispatch,
@@ -508,9 +531,11 @@ impl<'a> Dispatcher<'a> {
         action: &Action,
         ctx: &mut Value,
         target: &mut Target<'_>,
+        marked: &mut bool,
     ) -> Result<Result<(), Retry>, DispatchError> {
         let start = d.steps[i].progress.done;
         for (k, req) in action.requests.iter().enumerate().skip(start) {
+            let unsent = std::mem::take(marked) && k == start;
             if let Some(cond) = &req.skip_if {
                 match RENDERER.condition(cond, ctx) {
                     Ok(true) => {
@@ -528,7 +553,7 @@ impl<'a> Dispatcher<'a> {
                 }
             }
             let lookup = matches!(req.idempotency, Some(Idempotency::Lookup { .. }));
-            if lookup && d.steps[i].progress.in_flight == Some(k) {
+            if lookup && d.steps[i].progress.in_flight == Some(k) && !unsent {
                 // An earlier attempt sent this effect without learning how it went.
                 match self.lookup(req, ctx, target).await {
                     Ok(true) => {
@@ -1203,6 +1228,44 @@ impl<'a> Target<'a> {
             }
         }
     }
+}
+
+/// Marks step `i`'s next request in flight when it is sent as soon as the step starts
+/// and its outcome, if cut off, is found by a lookup (see `requests`): the write about
+/// to be made (the dispatch's creation, the save of the step before) then carries the
+/// mark the step would otherwise store in a write of its own just before sending.
+/// Stored and not yet sent, the mark is what the step's own write would have left had
+/// the worker stopped right after it: a later run looks the effect up first. Whether
+/// it marked.
+fn premark(d: &mut Dispatch, i: usize, known: &[Integration]) -> bool {
+    let Some(step) = d.steps.get_mut(i) else {
+        return false;
+    };
+    if step.status != StepStatus::Pending || step.progress.in_flight.is_some() {
+        return false;
+    }
+    let Some(integration) = known.iter().find(|n| n.id == step.integration_id) else {
+        return false;
+    };
+    if integration.request.is_some() {
+        return false; // a Custom API request carries an idempotency key
+    }
+    let k = step.progress.done;
+    let first = template::catalogue()
+        .get(&integration.provider)
+        .and_then(|t| t.action(&integration.action))
+        .and_then(|a| a.requests.get(k));
+    let Some(req) = first else {
+        return false;
+    };
+    if req.skip_if.is_some() || !matches!(req.idempotency, Some(Idempotency::Lookup { .. })) {
+        return false;
+    }
+    let p = &mut step.progress;
+    p.in_flight = Some(k);
+    p.in_flight_at = Some(ms(now()));
+    p.in_flight_answered = false;
+    true
 }
 
 /// How long a lookup that found nothing must still wait before it proves the effect
