@@ -98,10 +98,19 @@ impl RenderError {
     }
 }
 
+/// Compiled templates a renderer keeps at most (then it starts afresh).
+const COMPILED_MAX: usize = 4096;
+
 /// The template engine, configured once (cheap to keep in a `LazyLock` or on the
 /// handler's state).
 pub struct Renderer {
     env: Environment<'static>,
+    /// The same engine holding the text templates rendered so far, compiled, by their
+    /// kind and source: a dispatch renders the same few templates for every event, and
+    /// compiling one cost as much as rendering it. Rendered under the read lock.
+    compiled: std::sync::RwLock<Environment<'static>>,
+    /// How many templates `compiled` holds.
+    kept: std::sync::atomic::AtomicUsize,
 }
 
 impl Default for Renderer {
@@ -110,38 +119,48 @@ impl Default for Renderer {
     }
 }
 
+/// The sandboxed environment with Conduit's filters (minijinja's builtins, no loader,
+/// no macros: the `macros` feature is off).
+fn configured() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    // The `debug` feature gives errors their position; debug mode would also copy
+    // every template's source and context into errors: off.
+    env.set_debug(false);
+    env.set_fuel(Some(FUEL));
+    env.set_recursion_limit(RECURSION_LIMIT);
+    env.set_auto_escape_callback(|name| {
+        if name.starts_with(PATH_TEMPLATE) {
+            AutoEscape::Custom(PATH_TEMPLATE.into())
+        } else {
+            AutoEscape::None
+        }
+    });
+    env.set_formatter(format_value);
+    env.add_filter("e164", filter_e164);
+    env.add_filter("truncate", filter_truncate);
+    env.add_filter("date", filter_date);
+    env.add_filter("add_days", filter_add_days);
+    env.add_filter("mmss", filter_mmss);
+    env.add_filter("hhmm", filter_hhmm);
+    env.add_filter("first_name", filter_first_name);
+    env.add_filter("last_name", filter_last_name);
+    env.add_filter("soql", filter_soql);
+    env.add_filter("odata", filter_odata);
+    env.add_filter("html", filter_html);
+    env.add_filter("origin", filter_origin);
+    env
+}
+
 impl Renderer {
     /// The sandboxed environment with Conduit's filters (minijinja's builtins, no
     /// loader, no macros: the `macros` feature is off).
     pub fn new() -> Self {
-        let mut env = Environment::new();
-        env.set_undefined_behavior(UndefinedBehavior::Strict);
-        // The `debug` feature gives errors their position; debug mode would also copy
-        // every template's source and context into errors: off.
-        env.set_debug(false);
-        env.set_fuel(Some(FUEL));
-        env.set_recursion_limit(RECURSION_LIMIT);
-        env.set_auto_escape_callback(|name| {
-            if name.starts_with(PATH_TEMPLATE) {
-                AutoEscape::Custom(PATH_TEMPLATE.into())
-            } else {
-                AutoEscape::None
-            }
-        });
-        env.set_formatter(format_value);
-        env.add_filter("e164", filter_e164);
-        env.add_filter("truncate", filter_truncate);
-        env.add_filter("date", filter_date);
-        env.add_filter("add_days", filter_add_days);
-        env.add_filter("mmss", filter_mmss);
-        env.add_filter("hhmm", filter_hhmm);
-        env.add_filter("first_name", filter_first_name);
-        env.add_filter("last_name", filter_last_name);
-        env.add_filter("soql", filter_soql);
-        env.add_filter("odata", filter_odata);
-        env.add_filter("html", filter_html);
-        env.add_filter("origin", filter_origin);
-        Renderer { env }
+        Renderer {
+            env: configured(),
+            compiled: std::sync::RwLock::new(configured()),
+            kept: std::sync::atomic::AtomicUsize::new(0),
+        }
     }
 
     /// Renders one request template against `ctx` (see [`super::template::render_context`]).
@@ -497,18 +516,55 @@ impl Renderer {
         jctx: &JinjaValue,
         ctx: &Value,
     ) -> Result<String, RenderError> {
-        let compiled = match name {
-            Some(name) => self.env.template_from_named_str(name, source),
-            None => self.env.template_from_str(source),
+        // Kept under its kind (the name its auto-escaping goes by) and source.
+        let key = format!("{}\u{1f}{source}", name.unwrap_or("text"));
+        let rendered = match self.render_kept(&key, jctx) {
+            Some(rendered) => rendered,
+            None => {
+                let compiled = match name {
+                    Some(name) => self.env.template_from_named_str(name, source),
+                    None => self.env.template_from_str(source),
+                };
+                // A template that does not compile is never kept.
+                compiled.map_err(|e| engine_error(&e, field, read_paths, source, ctx))?;
+                self.keep(key.clone(), source);
+                match self.render_kept(&key, jctx) {
+                    Some(rendered) => rendered,
+                    None => match name {
+                        Some(name) => self.env.template_from_named_str(name, source),
+                        None => self.env.template_from_str(source),
+                    }
+                    .and_then(|t| t.render(jctx.clone())),
+                }
+            }
         };
-        let template = compiled.map_err(|e| engine_error(&e, field, read_paths, source, ctx))?;
-        let text = template
-            .render(jctx.clone())
-            .map_err(|e| engine_error(&e, field, read_paths, source, ctx))?;
+        let text = rendered.map_err(|e| engine_error(&e, field, read_paths, source, ctx))?;
         if text.chars().count() > MAX_LEAF_CHARS {
             return Err(too_long(field));
         }
         Ok(text)
+    }
+
+    /// Renders the kept template `key`, if it is kept.
+    fn render_kept(&self, key: &str, jctx: &JinjaValue) -> Option<Result<String, Error>> {
+        let env = self.compiled.read().ok()?;
+        let template = env.get_template(key).ok()?;
+        Some(template.render(jctx.clone()))
+    }
+
+    /// Keeps `source` compiled under `key` (starting afresh beyond [`COMPILED_MAX`]).
+    fn keep(&self, key: String, source: &str) {
+        use std::sync::atomic::Ordering;
+        let Ok(mut env) = self.compiled.write() else {
+            return;
+        };
+        if self.kept.load(Ordering::Relaxed) >= COMPILED_MAX {
+            env.clear_templates();
+            self.kept.store(0, Ordering::Relaxed);
+        }
+        if env.add_template_owned(key, source.to_owned()).is_ok() {
+            self.kept.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     fn eval(
@@ -1018,6 +1074,42 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
+    }
+
+    #[test]
+    fn kept_templates_render_as_freshly_compiled_ones() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let renderer = Renderer::new();
+        let body = json!({"note": "Call with {{ contact.name }} ({{ conversation.channel }})"});
+        let first = renderer
+            .render_request(&request(body.clone()), &ctx())
+            .unwrap();
+        let kept = renderer.kept.load(Relaxed);
+        let mut other = ctx();
+        other["contact"]["name"] = json!("Grace / Hopper");
+        let second = renderer.render_request(&request(body), &other).unwrap();
+        assert_eq!(renderer.kept.load(Relaxed), kept, "compiled again");
+        assert_eq!(
+            first.body.unwrap()["note"],
+            "Call with Ada María Lovelace (voice)"
+        );
+        assert_eq!(
+            second.body.unwrap()["note"],
+            "Call with Grace / Hopper (voice)"
+        );
+        // The same source in a path is kept apart, and encoded there.
+        let mut req = request(json!({"n": "/n/{{ contact.name }}"}));
+        req.path = "/n/{{ contact.name }}".to_owned();
+        let rendered = renderer.render_request(&req, &other).unwrap();
+        assert_eq!(rendered.path, "/n/Grace%20%2F%20Hopper");
+        assert_eq!(rendered.body.unwrap()["n"], "/n/Grace / Hopper");
+        // A template that does not compile is refused every time, and never kept.
+        let kept = renderer.kept.load(Relaxed);
+        for _ in 0..2 {
+            let bad = renderer.render_request(&request(json!({"x": "a {{ oops "})), &ctx());
+            assert_eq!(bad.unwrap_err().field, "body.x");
+        }
+        assert_eq!(renderer.kept.load(Relaxed), kept);
     }
 
     #[test]
