@@ -98,8 +98,12 @@ impl RenderError {
     }
 }
 
-/// Compiled templates a renderer keeps at most (then it starts afresh).
-const COMPILED_MAX: usize = 4096;
+/// Bytes of template source a renderer keeps compiled at most (then it starts
+/// afresh): the catalogue's templates are a few hundred bytes each, tenants' Custom API
+/// bodies a few KiB.
+const COMPILED_MAX_BYTES: usize = 2 * 1024 * 1024;
+/// A template longer than this is compiled for each render, never kept.
+const COMPILED_MAX_SOURCE: usize = 32 * 1024;
 
 /// The template engine, configured once (cheap to keep in a `LazyLock` or on the
 /// handler's state).
@@ -109,7 +113,7 @@ pub struct Renderer {
     /// kind and source: a dispatch renders the same few templates for every event, and
     /// compiling one cost as much as rendering it. Rendered under the read lock.
     compiled: std::sync::RwLock<Environment<'static>>,
-    /// How many templates `compiled` holds.
+    /// Bytes of source `compiled` holds.
     kept: std::sync::atomic::AtomicUsize,
 }
 
@@ -552,18 +556,22 @@ impl Renderer {
         Some(template.render(jctx.clone()))
     }
 
-    /// Keeps `source` compiled under `key` (starting afresh beyond [`COMPILED_MAX`]).
+    /// Keeps `source` compiled under `key` (starting afresh beyond
+    /// [`COMPILED_MAX_BYTES`]; never one longer than [`COMPILED_MAX_SOURCE`]).
     fn keep(&self, key: String, source: &str) {
         use std::sync::atomic::Ordering;
+        if source.len() > COMPILED_MAX_SOURCE {
+            return;
+        }
         let Ok(mut env) = self.compiled.write() else {
             return;
         };
-        if self.kept.load(Ordering::Relaxed) >= COMPILED_MAX {
+        if self.kept.load(Ordering::Relaxed) + source.len() > COMPILED_MAX_BYTES {
             env.clear_templates();
             self.kept.store(0, Ordering::Relaxed);
         }
         if env.add_template_owned(key, source.to_owned()).is_ok() {
-            self.kept.fetch_add(1, Ordering::Relaxed);
+            self.kept.fetch_add(source.len(), Ordering::Relaxed);
         }
     }
 
@@ -1109,6 +1117,16 @@ mod tests {
             let bad = renderer.render_request(&request(json!({"x": "a {{ oops "})), &ctx());
             assert_eq!(bad.unwrap_err().field, "body.x");
         }
+        assert_eq!(renderer.kept.load(Relaxed), kept);
+        // Nor is a long one, which renders all the same.
+        let long = format!("{}{{{{ contact.name }}}}", "x".repeat(COMPILED_MAX_SOURCE));
+        let rendered = renderer.render_request(&request(json!({ "x": long })), &ctx());
+        assert!(
+            rendered.unwrap().body.unwrap()["x"]
+                .as_str()
+                .unwrap()
+                .ends_with("xAda María Lovelace")
+        );
         assert_eq!(renderer.kept.load(Relaxed), kept);
     }
 
