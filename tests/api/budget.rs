@@ -12,6 +12,9 @@ use scenarios::TestApp;
 
 const TAKERS: usize = 5;
 const INTERVAL: Duration = Duration::from_millis(200);
+/// The late-wake test's interval: long enough that a slow store (a loaded CI machine)
+/// still leaves most takers waiting when the runtime is blocked.
+const LATE_INTERVAL: Duration = Duration::from_millis(500);
 
 fn unix_ms() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
@@ -35,7 +38,7 @@ async fn takers_woken_late_give_up_their_slots_instead_of_bunching() {
                 table.clone(),
                 &tenant,
                 &connection,
-                INTERVAL,
+                LATE_INTERVAL,
                 Duration::ZERO,
             )
             .without_look_ahead();
@@ -50,7 +53,7 @@ async fn takers_woken_late_give_up_their_slots_instead_of_bunching() {
     // Once all five hold slots (the schedule five intervals on from when they began),
     // the runtime is blocked for longer than their slots span: they all wake late.
     let deadline = Instant::now() + Duration::from_secs(30);
-    let interval = INTERVAL.as_millis() as i64;
+    let interval = LATE_INTERVAL.as_millis() as i64;
     while schedule.read().await.expect("schedule") < began + TAKERS as i64 * interval {
         assert!(
             Instant::now() < deadline,
@@ -58,7 +61,8 @@ async fn takers_woken_late_give_up_their_slots_instead_of_bunching() {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    std::thread::sleep(INTERVAL * (TAKERS as u32 + 1));
+    std::thread::sleep(LATE_INTERVAL * (TAKERS as u32 + 1));
+    let blocked_until = Instant::now();
     for taker in takers {
         taker.await.expect("taker");
     }
@@ -72,19 +76,36 @@ async fn takers_woken_late_give_up_their_slots_instead_of_bunching() {
     for (i, start) in starts.iter().enumerate() {
         let close = starts[i..]
             .iter()
-            .take_while(|s| s.duration_since(*start) < INTERVAL / 2)
+            .take_while(|s| s.duration_since(*start) < LATE_INTERVAL / 2)
             .count();
         assert!(
             close <= 2,
             "{close} takers started within {:?}: {starts:?}",
-            INTERVAL / 2
+            LATE_INTERVAL / 2
         );
     }
-    assert!(lateness().retaken - retaken_before >= 3, "{:?}", lateness());
+    // The takers still waiting when the runtime was blocked all woke late; at most one
+    // of them (its slot within an interval of the block's end) was late by less than
+    // an interval, every other one gave its slot up. (A slow store can let the first
+    // takers start before the block; the interval is long enough that most still wait.)
+    let woke_late = starts.iter().filter(|s| **s >= blocked_until).count();
+    assert!(
+        woke_late >= 2,
+        "only {woke_late} takers were waiting: {starts:?}"
+    );
+    let retaken = lateness().retaken - retaken_before;
+    assert!(
+        retaken as usize + 1 >= woke_late,
+        "{woke_late} takers woke late, {retaken} slots given up: {:?}",
+        lateness()
+    );
     // The slots given up stay gaps: the schedule moved on once per slot taken.
     let tat = schedule.read().await.expect("schedule");
     let taken = (tat - began) / interval;
-    assert!(taken >= TAKERS as i64 + 3, "{taken} slots taken");
+    assert!(
+        taken as usize >= TAKERS + woke_late - 1,
+        "{taken} slots taken"
+    );
 }
 
 /// Ten dispatch steps of one process reaching one provider at once (a batch's events)
