@@ -525,21 +525,16 @@ impl Renderer {
         let rendered = match self.render_kept(&key, jctx) {
             Some(rendered) => rendered,
             None => {
-                let compiled = match name {
+                // A miss: compiled and rendered here, and kept for the next render (a
+                // template that does not compile is never kept).
+                let template = match name {
                     Some(name) => self.env.template_from_named_str(name, source),
                     None => self.env.template_from_str(source),
-                };
-                // A template that does not compile is never kept.
-                compiled.map_err(|e| engine_error(&e, field, read_paths, source, ctx))?;
-                self.keep(key.clone(), source);
-                match self.render_kept(&key, jctx) {
-                    Some(rendered) => rendered,
-                    None => match name {
-                        Some(name) => self.env.template_from_named_str(name, source),
-                        None => self.env.template_from_str(source),
-                    }
-                    .and_then(|t| t.render(jctx.clone())),
                 }
+                .map_err(|e| engine_error(&e, field, read_paths, source, ctx))?;
+                let rendered = template.render(jctx.clone());
+                self.keep(key, source);
+                rendered
             }
         };
         let text = rendered.map_err(|e| engine_error(&e, field, read_paths, source, ctx))?;

@@ -338,14 +338,6 @@ impl Schedule {
         not_before: i64,
         n: usize,
     ) -> Result<Vec<Slot>, BudgetError> {
-        let run = |first: i64, found: i64, count: usize| -> Vec<Slot> {
-            (0..count as i64)
-                .map(|k| Slot {
-                    start: (found + k * self.interval_ms - self.tolerance_ms).max(first),
-                    tat: found + (k + 1) * self.interval_ms,
-                })
-                .collect()
-        };
         let now = now_ms();
         let mut floor = now.max(not_before);
         // Where the schedule is at least (it only moves on): a slot further away than a
@@ -395,7 +387,13 @@ impl Schedule {
                 floor = now.max(not_before);
                 continue;
             }
-            let slots = run(floor, found, n);
+            // Each slot may start `tolerance` before its own time, none before `floor`.
+            let slots: Vec<Slot> = (0..n as i64)
+                .map(|k| Slot {
+                    start: (found + k * self.interval_ms - self.tolerance_ms).max(floor),
+                    tat: found + (k + 1) * self.interval_ms,
+                })
+                .collect();
             let start = slots[0].start;
             if start - now > MAX_WAIT.as_millis() as i64 {
                 // The slots are taken and stay unused: a gap in the schedule, never a
