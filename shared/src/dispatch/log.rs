@@ -330,10 +330,10 @@ impl Dispatch {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn step(status: StepStatus, on_failure: OnFailure) -> Step {
+    pub(crate) fn step(status: StepStatus, on_failure: OnFailure) -> Step {
         Step {
             integration_id: IntegrationId::generate(),
             name: "n".into(),
@@ -357,7 +357,7 @@ mod tests {
         }
     }
 
-    fn dispatch(steps: Vec<Step>) -> Dispatch {
+    pub(crate) fn dispatch(steps: Vec<Step>) -> Dispatch {
         let at = OffsetDateTime::UNIX_EPOCH;
         Dispatch {
             id: DispatchId::generate(),

@@ -8,6 +8,13 @@
 //! over [`keys::RECORD_SHARDS`] partitions like records (a tenant's 10,000-event burst
 //! stays far below a partition's 1,000 WCU/s); the state item is kept small (the event
 //! lives apart) so each save is one or two write units.
+//!
+//! Each item keeps what it holds as one JSON document (`doc`, a string attribute) beside
+//! the attributes DynamoDB itself reads — the keys, `version` (the saves' condition),
+//! `ttl` and the index keys: nothing filters on a dispatch's inner fields in a request
+//! (listings filter after reading), and a nested map of a dozen attributes per step
+//! cost more to build, encode and free than the calls that carried it (a save was
+//! mostly its item). Items written as nested maps before are read as they are.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
@@ -20,22 +27,77 @@ use crate::dispatch::integration::TriggerEvent;
 use crate::dispatch::log::{Dispatch, DispatchStatus, RETENTION_DAYS, Step};
 use crate::domain::{DispatchId, IntegrationId, TenantId};
 
-/// A dispatch as stored: with its expiry and, while a step waits, its entry in the
-/// index of waiting dispatches.
-#[derive(Serialize, Deserialize)]
-struct Stored<T> {
-    #[serde(flatten)]
-    item: T,
+/// An item as written: its content as a JSON document, with its version (for the
+/// dispatch's own item), its expiry and, while a step waits, its entry in the index of
+/// waiting dispatches.
+#[derive(Serialize)]
+struct Stored {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<u64>,
+    doc: String,
     ttl: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     gsi1pk: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     gsi1sk: Option<String>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct EventItem {
+impl Stored {
+    fn of<T: Serialize>(item: &T) -> Result<Self, StoreError> {
+        Ok(Stored {
+            version: None,
+            doc: serde_json::to_string(item).map_err(super::conversion)?,
+            ttl: expiry(),
+            gsi1pk: None,
+            gsi1sk: None,
+        })
+    }
+}
+
+/// An item as read: the document form, or the nested attributes of an item written
+/// before it (both carry the same fields).
+#[derive(Deserialize)]
+#[serde(untagged, bound(deserialize = "T: serde::de::DeserializeOwned"))]
+enum Read<T> {
+    Doc {
+        #[serde(deserialize_with = "json_doc")]
+        doc: T,
+    },
+    Nested(T),
+}
+
+impl<T> Read<T> {
+    fn into_inner(self) -> T {
+        match self {
+            Read::Doc { doc } | Read::Nested(doc) => doc,
+        }
+    }
+}
+
+fn json_doc<'de, D: serde::Deserializer<'de>, T: serde::de::DeserializeOwned>(
+    d: D,
+) -> Result<T, D::Error> {
+    let text = String::deserialize(d)?;
+    serde_json::from_str(&text).map_err(serde::de::Error::custom)
+}
+
+#[derive(Serialize)]
+struct EventItem<'a> {
+    event: &'a Json,
+}
+
+#[derive(Deserialize)]
+struct EventRead {
     event: Json,
+}
+
+/// [`StepLog`] as written, borrowing what it holds.
+#[derive(Serialize)]
+struct StepLogRef<'a> {
+    dispatch_id: &'a DispatchId,
+    event_type: TriggerEvent,
+    event_id: &'a str,
+    step: &'a Step,
 }
 
 /// One step in an integration's log.
@@ -93,20 +155,20 @@ fn expiry() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp() + RETENTION_DAYS * 86_400
 }
 
-fn stored(d: &Dispatch) -> Keyed<Stored<&Dispatch>> {
+fn stored(d: &Dispatch) -> Result<Keyed<Stored>, StoreError> {
     let shard = keys::shard_of(d.id.as_str());
-    Keyed {
+    Ok(Keyed {
         pk: keys::dispatch(&d.tenant, &d.id),
         sk: keys::newest_first(d.id.as_str()),
         item: Stored {
-            item: d,
-            ttl: expiry(),
+            version: Some(d.version),
             gsi1pk: d.due_at.map(|_| keys::dispatch_due(shard)),
             gsi1sk: d
                 .due_at
                 .map(|due| keys::dispatch_due_entry(due, &d.tenant, &d.id)),
+            ..Stored::of(d)?
         },
-    }
+    })
 }
 
 fn shards(tenant: &TenantId) -> Vec<String> {
@@ -127,7 +189,7 @@ impl Dispatches {
         tenant: &TenantId,
         id: &DispatchId,
     ) -> Result<Option<Dispatch>, StoreError> {
-        let item: Option<Keyed<Stored<Dispatch>>> = self
+        let item: Option<Keyed<Read<Dispatch>>> = self
             .table
             .get(
                 &keys::dispatch(tenant, id),
@@ -135,7 +197,7 @@ impl Dispatches {
             )
             .await?;
         Ok(item
-            .map(|k| k.item.item)
+            .map(|k| k.item.into_inner())
             .filter(|d| d.tenant == *tenant && d.id == *id))
     }
 
@@ -145,18 +207,11 @@ impl Dispatches {
         let event = Keyed {
             pk: keys::dispatch_event(&d.tenant, &d.id),
             sk: d.id.to_string(),
-            item: Stored {
-                item: EventItem {
-                    event: event.clone(),
-                },
-                ttl: expiry(),
-                gsi1pk: None,
-                gsi1sk: None,
-            },
+            item: Stored::of(&EventItem { event })?,
         };
         let writes = vec![
             Write::Put(to_item(&event)?),
-            Write::Insert(to_item(&stored(d))?),
+            Write::Insert(to_item(&stored(d)?)?),
         ];
         match self.table.transact(writes).await {
             Ok(()) => Ok(true),
@@ -171,17 +226,17 @@ impl Dispatches {
         tenant: &TenantId,
         id: &DispatchId,
     ) -> Result<Option<Json>, StoreError> {
-        let item: Option<Keyed<Stored<EventItem>>> = self
+        let item: Option<Keyed<Read<EventRead>>> = self
             .table
             .get(&keys::dispatch_event(tenant, id), id.as_str())
             .await?;
-        Ok(item.map(|k| k.item.item.event))
+        Ok(item.map(|k| k.item.into_inner().event))
     }
 
     /// Saves `d` over the version `prev_version` (`ConditionFailed` if another
     /// writer saved it meanwhile).
     pub async fn save(&self, d: &Dispatch, prev_version: u64) -> Result<(), StoreError> {
-        self.table.replace(&stored(d), prev_version).await
+        self.table.replace(&stored(d)?, prev_version).await
     }
 
     /// Saves `d` over `prev_version` as [`Dispatches::save`] does, with `finished`
@@ -198,21 +253,16 @@ impl Dispatches {
         let log = Keyed {
             pk: keys::integration_log(&d.tenant, &step.integration_id),
             sk: keys::newest_first(d.id.as_str()),
-            item: Stored {
-                item: StepLog {
-                    dispatch_id: d.id.clone(),
-                    event_type: d.event_type,
-                    event_id: d.event_id.clone(),
-                    step: step.clone(),
-                },
-                ttl: expiry(),
-                gsi1pk: None,
-                gsi1sk: None,
-            },
+            item: Stored::of(&StepLogRef {
+                dispatch_id: &d.id,
+                event_type: d.event_type,
+                event_id: &d.event_id,
+                step,
+            })?,
         };
         self.table
             .transact(vec![
-                Write::Replace(to_item(&stored(d))?, prev_version),
+                Write::Replace(to_item(&stored(d)?)?, prev_version),
                 Write::Put(to_item(&log)?),
             ])
             .await
@@ -228,7 +278,7 @@ impl Dispatches {
     ) -> Result<Listing<StepLog>, StoreError> {
         let page = self
             .table
-            .query_lenient::<Keyed<Stored<StepLog>>>(
+            .query_lenient::<Keyed<Read<StepLog>>>(
                 None,
                 &keys::integration_log(tenant, integration),
                 QueryOpts {
@@ -241,7 +291,7 @@ impl Dispatches {
         let mut skipped = Vec::new();
         let items = keep_readable(page.items, "", "integration log", &mut skipped)
             .into_iter()
-            .map(|k| k.item.item)
+            .map(|k| k.item.into_inner())
             .filter(|l| l.step.integration_id == *integration)
             .collect();
         Ok(Listing {
@@ -288,7 +338,7 @@ impl Dispatches {
             let mut past_end = false;
             let mut last = None;
             for raw in found {
-                let read = Readable::<Keyed<Stored<Dispatch>>>::read(raw, "sk");
+                let read = Readable::<Keyed<Read<Dispatch>>>::read(raw, "sk");
                 let sk = match &read {
                     Readable::Item(k) => k.sk.clone(),
                     Readable::Unreadable { sk, .. } => sk.clone(),
@@ -299,7 +349,7 @@ impl Dispatches {
                 }
                 last = Some(sk);
                 for k in keep_readable(vec![read], "", "dispatch", &mut skipped) {
-                    let d = k.item.item;
+                    let d = k.item.into_inner();
                     if d.tenant == *tenant && filter.keeps(&d) {
                         items.push(d);
                     }
@@ -330,7 +380,7 @@ impl Dispatches {
         for shard in 0..keys::RECORD_SHARDS {
             let page = self
                 .table
-                .query::<Keyed<Stored<Dispatch>>>(
+                .query::<Keyed<Read<Dispatch>>>(
                     Some("gsi1"),
                     &keys::dispatch_due(shard),
                     QueryOpts {
@@ -343,7 +393,8 @@ impl Dispatches {
             due.extend(
                 page.items
                     .into_iter()
-                    .map(|k| (k.item.item.tenant, k.item.item.id)),
+                    .map(|k| k.item.into_inner())
+                    .map(|d| (d.tenant, d.id)),
             );
             if due.len() >= max {
                 due.truncate(max);
@@ -351,5 +402,70 @@ impl Dispatches {
             }
         }
         Ok(due)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dispatch::integration::OnFailure;
+    use crate::dispatch::log::StepStatus;
+    use crate::dispatch::log::tests::{dispatch, step};
+
+    fn read(
+        item: std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,
+    ) -> Result<Dispatch, serde_dynamo::Error> {
+        serde_dynamo::from_item::<_, Keyed<Read<Dispatch>>>(item).map(|k| k.item.into_inner())
+    }
+
+    #[test]
+    fn a_dispatch_is_one_document_beside_the_attributes_dynamodb_reads() {
+        let mut d = dispatch(vec![
+            step(StepStatus::Succeeded, OnFailure::Continue),
+            step(StepStatus::Waiting, OnFailure::Stop),
+        ]);
+        d.due_at = Some(1_700_000_000_000);
+        d.version = 7;
+        let item = to_item(&stored(&d).unwrap()).unwrap();
+        let mut names: Vec<&str> = item.keys().map(String::as_str).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["doc", "gsi1pk", "gsi1sk", "pk", "sk", "ttl", "version"]
+        );
+        // The saves' condition reads the version as a number.
+        assert_eq!(item["version"].as_n().map(String::as_str), Ok("7"));
+        assert!(item["doc"].as_s().is_ok());
+        assert_eq!(read(item).unwrap(), d);
+    }
+
+    #[test]
+    fn an_item_written_as_nested_attributes_still_reads() {
+        #[derive(Serialize)]
+        struct Nested<'a> {
+            #[serde(flatten)]
+            item: &'a Dispatch,
+            ttl: i64,
+        }
+        let d = dispatch(vec![step(StepStatus::Succeeded, OnFailure::Continue)]);
+        let item = to_item(&Keyed {
+            pk: keys::dispatch(&d.tenant, &d.id),
+            sk: keys::newest_first(d.id.as_str()),
+            item: Nested { item: &d, ttl: 1 },
+        })
+        .unwrap();
+        assert!(item["steps"].as_l().is_ok());
+        assert_eq!(read(item).unwrap(), d);
+    }
+
+    #[test]
+    fn a_document_that_is_not_a_dispatch_is_an_error() {
+        let d = dispatch(vec![]);
+        let mut item = to_item(&stored(&d).unwrap()).unwrap();
+        item.insert(
+            "doc".into(),
+            aws_sdk_dynamodb::types::AttributeValue::S("{\"id\": 3".into()),
+        );
+        assert!(read(item).is_err());
     }
 }
