@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use minijinja::value::{Serde, Value as JinjaValue};
-use minijinja::{AutoEscape, Environment, Error, ErrorKind, UndefinedBehavior};
+use minijinja::{AutoEscape, Environment, Error, ErrorKind, Expression, UndefinedBehavior};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
@@ -115,7 +115,20 @@ pub struct Renderer {
     compiled: std::sync::RwLock<Environment<'static>>,
     /// Bytes of source `compiled` holds.
     kept: std::sync::atomic::AtomicUsize,
+    /// The single-expression leaves (`{{ contact.email }}`) evaluated so far, compiled,
+    /// by source, and the bytes of source they hold: compiling one cost more than
+    /// evaluating it.
+    expressions: std::sync::RwLock<(Expressions, usize)>,
 }
+
+/// Compiled expressions by their source, compiled in [`EXPRESSION_ENV`].
+type Expressions = std::collections::HashMap<String, std::sync::Arc<Expression<'static, 'static>>>;
+
+/// The environment kept expressions are compiled in (an expression borrows its
+/// environment, so theirs lives as long as the process; it is configured as every
+/// renderer's).
+static EXPRESSION_ENV: std::sync::LazyLock<Environment<'static>> =
+    std::sync::LazyLock::new(configured);
 
 impl Default for Renderer {
     fn default() -> Self {
@@ -164,6 +177,7 @@ impl Renderer {
             env: configured(),
             compiled: std::sync::RwLock::new(configured()),
             kept: std::sync::atomic::AtomicUsize::new(0),
+            expressions: std::sync::RwLock::new((Expressions::new(), 0)),
         }
     }
 
@@ -192,7 +206,7 @@ impl Renderer {
                 let body = self
                     .render_value(template, "body", &jctx, ctx)?
                     .unwrap_or(Value::Null);
-                let size = serde_json::to_vec(&body).map(|b| b.len()).unwrap_or(0);
+                let size = json_size(&body);
                 if size > MAX_BODY_BYTES {
                     return Err(RenderError::new(
                         "body",
@@ -577,14 +591,64 @@ impl Renderer {
         jctx: &JinjaValue,
         ctx: &Value,
     ) -> Result<JinjaValue, RenderError> {
-        let compiled = self
-            .env
-            .compile_expression(expr)
-            .map_err(|e| engine_error(&e, field, read_expression_paths, expr, ctx))?;
+        let kept = self
+            .expressions
+            .read()
+            .ok()
+            .and_then(|kept| kept.0.get(expr).cloned());
+        let compiled = match kept {
+            Some(compiled) => compiled,
+            None => {
+                let compiled = std::sync::Arc::new(
+                    EXPRESSION_ENV
+                        .compile_expression_owned(expr.to_owned())
+                        .map_err(|e| engine_error(&e, field, read_expression_paths, expr, ctx))?,
+                );
+                self.keep_expression(expr, &compiled);
+                compiled
+            }
+        };
         compiled
             .eval(jctx.clone())
             .map_err(|e| engine_error(&e, field, read_expression_paths, expr, ctx))
     }
+
+    /// Keeps a compiled expression (starting afresh beyond [`COMPILED_MAX_BYTES`];
+    /// never one longer than [`COMPILED_MAX_SOURCE`]).
+    fn keep_expression(&self, expr: &str, compiled: &std::sync::Arc<Expression<'static, 'static>>) {
+        if expr.len() > COMPILED_MAX_SOURCE {
+            return;
+        }
+        let Ok(mut kept) = self.expressions.write() else {
+            return;
+        };
+        let (map, bytes) = &mut *kept;
+        if *bytes + expr.len() > COMPILED_MAX_BYTES {
+            map.clear();
+            *bytes = 0;
+        }
+        if map.insert(expr.to_owned(), compiled.clone()).is_none() {
+            *bytes += expr.len();
+        }
+    }
+}
+
+/// Bytes of `value` as JSON, counted without building the text.
+fn json_size(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing to a counter cannot fail, and a JSON value always serialises.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 fn too_long(field: &str) -> RenderError {
@@ -1123,6 +1187,54 @@ mod tests {
                 .ends_with("xAda María Lovelace")
         );
         assert_eq!(renderer.kept.load(Relaxed), kept);
+    }
+
+    #[test]
+    fn json_size_counts_the_bytes_of_the_text() {
+        for v in [
+            json!(null),
+            json!({"a": [1, "é\n", {"b": true}]}),
+            json!("x".repeat(70_000)),
+        ] {
+            assert_eq!(json_size(&v), serde_json::to_vec(&v).unwrap().len());
+        }
+    }
+
+    #[test]
+    fn kept_expressions_evaluate_as_freshly_compiled_ones() {
+        let renderer = Renderer::new();
+        let kept = |r: &Renderer| r.expressions.read().unwrap().0.len();
+        let body = json!({"d": "{{ conversation.duration_seconds }}", "n": "{{ contact.name }}"});
+        let first = renderer
+            .render_request(&request(body.clone()), &ctx())
+            .unwrap();
+        assert_eq!(kept(&renderer), 2);
+        let mut other = ctx();
+        other["contact"]["name"] = json!("Grace Hopper");
+        let second = renderer
+            .render_request(&request(body.clone()), &other)
+            .unwrap();
+        assert_eq!(kept(&renderer), 2, "compiled again");
+        // Typed as evaluated (a number stays a number), each from its own context.
+        assert_eq!(
+            first.body.as_ref().unwrap()["d"],
+            ctx()["conversation"]["duration_seconds"]
+        );
+        assert_eq!(first.body.unwrap()["n"], "Ada María Lovelace");
+        assert_eq!(second.body.unwrap()["n"], "Grace Hopper");
+        // A kept expression that meets a context without its value names what is
+        // missing, as a fresh one does.
+        let mut bare = ctx();
+        bare["contact"].as_object_mut().unwrap().remove("name");
+        let err = renderer.render_request(&request(body), &bare).unwrap_err();
+        assert_eq!(err.field, "body.n");
+        assert_eq!(err.message, "undefined: contact.name");
+        // An expression that does not compile is refused every time and never kept.
+        for _ in 0..2 {
+            let bad = renderer.render_request(&request(json!({"x": "{{ a + }}"})), &ctx());
+            assert_eq!(bad.unwrap_err().field, "body.x");
+        }
+        assert_eq!(kept(&renderer), 2);
     }
 
     #[test]
