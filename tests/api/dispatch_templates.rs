@@ -412,6 +412,74 @@ async fn zoho_upserts_a_call_on_the_conduit_key() {
     assert!(text(&call["Conduit_Key"]).contains(&id), "{call}");
 }
 
+/// The provider expires its access tokens early, then a burst of events arrives: the
+/// events the dispatcher takes together read the connection once and share one
+/// refresh (the first 401 refreshes; the others go on with the token the invocation
+/// keeps, or find it stored), each call is logged once, and the connection's token
+/// moved on by exactly one generation.
+#[tokio::test]
+async fn a_burst_after_the_provider_expired_its_tokens_shares_one_refresh() {
+    let _g = provider_lock("zoho").await;
+    let mut t = Tenant::new().await;
+    let conn = t.connect("zoho").await;
+    let id = t
+        .integration("zoho", "log_call", Some(&conn), 10, json!({}))
+        .await;
+    let conn_id = conduit::domain::ConnectionId::parse(&conn).expect("connection id");
+    let generation = |c: conduit::connections::Connection| c.token.expect("a token").generation;
+    let before = generation(t.app.connection(&t.id, &conn_id).await);
+    t.app
+        .sandbox()
+        .expire_access_tokens(sandbox::OAuthProvider::Zoho);
+    let events: Vec<Value> = (0..8).map(|k| t.event(&format!("burst{k}"))).collect();
+    let accepted = futures::future::join_all(
+        events
+            .iter()
+            .map(|e| t.app.post("/v1/events", &t.admin, e.clone())),
+    )
+    .await;
+    let mut dispatches = Vec::new();
+    for (status, body) in accepted {
+        assert_eq!(status, 202, "{body}");
+        let d = t
+            .settled(body["dispatch_id"].as_str().expect("dispatch_id"))
+            .await;
+        one_step(&d);
+        dispatches.push(d);
+    }
+    assert_eq!(
+        generation(t.app.connection(&t.id, &conn_id).await),
+        before + 1,
+        "one refresh for the whole burst"
+    );
+    // The expiry reached the calls (refused with 401 before the refresh, a few at
+    // most: those sent before the first answer came back).
+    let refused = requests(&t.app, "zoho", &id)
+        .await
+        .into_iter()
+        .filter(|r| r["status"] == 401)
+        .count();
+    assert!((1..=8).contains(&refused), "{refused} refused");
+    // One call per event, each carrying its own key.
+    let calls = records(&t.app, "zoho", &id).await;
+    assert_eq!(calls.len(), 8, "{calls:?}");
+    for e in &events {
+        let key = format!("{}:{id}", e["event_id"].as_str().expect("event id"));
+        assert_eq!(
+            calls
+                .iter()
+                .filter(|c| text(&c["record"]).contains(&key))
+                .count(),
+            1,
+            "{key}"
+        );
+    }
+    t.learn_secrets(&conn).await;
+    for d in &dispatches {
+        t.assert_no_secret(d, &[&id], &[]).await;
+    }
+}
+
 #[tokio::test]
 async fn chatwoot_adds_a_private_note() {
     let _g = provider_lock("chatwoot").await;
