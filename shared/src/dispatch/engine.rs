@@ -299,6 +299,8 @@ impl<'a> Dispatcher<'a> {
             }
         }
         let mut stopped = false;
+        // What templates see of the event, built once for every step.
+        let event_json = event.context();
         // A step that just ended goes to its integration's log with the next save.
         let mut unlogged: Option<Step> = None;
         // The step whose in-flight mark this invocation stored without sending yet.
@@ -329,7 +331,8 @@ impl<'a> Dispatcher<'a> {
             {
                 break;
             }
-            Box::pin(self.step(&mut d, i, event, known, marked == Some(i))).await?;
+            let run = self.step(&mut d, i, (event, &event_json), known, marked == Some(i));
+            Box::pin(run).await?;
             let s = &d.steps[i];
             if s.status.is_final() {
                 unlogged = Some(s.clone());
@@ -387,7 +390,7 @@ impl<'a> Dispatcher<'a> {
         &self,
         d: &mut Dispatch,
         i: usize,
-        event: &DispatchEvent,
+        event: (&DispatchEvent, &Value),
         known: &[Integration],
         marked: bool,
     ) -> Result<(), DispatchError> {
@@ -436,7 +439,7 @@ impl<'a> Dispatcher<'a> {
         &self,
         d: &mut Dispatch,
         i: usize,
-        event: &DispatchEvent,
+        (event, event_json): (&DispatchEvent, &Value),
         integration: &Integration,
         mut marked: bool,
     ) -> Result<Result<Option<BTreeMap<String, String>>, StepError>, DispatchError> {
@@ -456,9 +459,8 @@ impl<'a> Dispatcher<'a> {
         let key = format!("{}:{}", event.event_id(), integration.id);
         let settings: Map<String, Value> = integration.settings.clone().into_iter().collect();
         let steps = d.outputs();
-        let event_json = event.context();
         let mut ctx = template::render_context(ContextParts {
-            event: &event_json,
+            event: event_json,
             action: &action,
             settings: &settings,
             connection: &connection,
@@ -831,7 +833,7 @@ impl<'a> Target<'a> {
                         None,
                     )
                 })?;
-                Action {
+                Some(Action {
                     id: integration.action.clone(),
                     title: String::new(),
                     description: String::new(),
@@ -843,12 +845,15 @@ impl<'a> Target<'a> {
                         id: custom.outputs.contains_key("id").then(|| "id".to_owned()),
                         url: None,
                     },
-                }
+                })
             }
+            None => None,
+        };
+        let base = match &base {
+            Some(custom) => custom,
             None => template::catalogue()
                 .get(&integration.provider)
                 .and_then(|t| t.action(&integration.action))
-                .cloned()
                 .ok_or_else(|| {
                     fail(
                         "integration_invalid",
