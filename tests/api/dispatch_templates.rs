@@ -379,6 +379,45 @@ async fn zendesk_opens_a_ticket_with_the_key_as_external_id() {
     assert!(text(&ticket).contains("Wants the bin"), "{ticket}");
 }
 
+/// A note on the ticket the event names: an add_note integration saved without a
+/// ticket setting comments on the ticket in the event's `custom_fields.zendesk_ticket_id`,
+/// and an event without one fails its step naming the field.
+#[tokio::test]
+async fn zendesk_comments_on_the_ticket_the_event_names() {
+    let mut t = Tenant::new().await;
+    let conn = t.connect("zendesk").await;
+    t.learn_secrets(&conn).await;
+    let opener = t
+        .integration("zendesk", "create_ticket", Some(&conn), 10, json!({}))
+        .await;
+    let opened = t.send(&opener, t.event("zd_open")).await;
+    let ticket = one_step(&opened)["external_id"]
+        .as_str()
+        .expect("ticket id")
+        .to_owned();
+    // Saved with no settings at all: the ticket comes with each event.
+    let noter = t
+        .integration("zendesk", "add_note", Some(&conn), 10, json!({}))
+        .await;
+    let mut e = t.event("zd_note");
+    e["custom_fields"] = json!({"zendesk_ticket_id": ticket});
+    let d = t.send(&noter, e).await;
+    assert_eq!(one_step(&d)["external_id"], ticket.as_str(), "{d}");
+    let sent = requests(&t.app, "zendesk", &noter).await;
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(text(&sent[0]["path"]).contains(&ticket), "{sent:?}");
+    // No ticket in the event and none in the settings: the step fails, naming both.
+    let d = t.send(&noter, t.event("zd_none")).await;
+    assert_eq!(d["status"], "failed", "{d}");
+    let error = &d["steps"][0]["error"];
+    assert_eq!(error["code"], "render_failed", "{d}");
+    assert!(
+        text(&error["message"]).contains("custom_fields.zendesk_ticket_id"),
+        "{d}"
+    );
+    t.assert_no_secret(&d, &[&opener, &noter], &[]).await;
+}
+
 #[tokio::test]
 async fn freshdesk_opens_a_ticket_tagged_with_the_key() {
     let _g = provider_lock("freshdesk").await;

@@ -587,14 +587,30 @@ pub fn validate_action_input(
 fn sample_render_problems(action: &Action, settings: &Map<String, Value>) -> Vec<Problem> {
     let mut problems = Vec::new();
     let connection = sample_connection("https://sample.example.com/api");
+    let custom = custom_fields_read(action);
     for event_type in &action.events {
-        let event = match serde_json::from_value::<EventType>(Value::String(event_type.clone())) {
+        let mut event = match serde_json::from_value::<EventType>(Value::String(event_type.clone()))
+        {
             Ok(kind) => sample_event(kind),
             Err(_) => match sample_conduit_event(event_type) {
                 Some(event) => event,
                 None => continue,
             },
         };
+        // The tenant's own event fields the templates read (a ticket id the product
+        // keeps as `custom_fields.zendesk_ticket_id`) are in the sample too: a sample
+        // cannot know them, and an event without one fails its step with the field
+        // named, where a setting does not stand in for it.
+        if let Some(fields) = event
+            .get_mut("custom_fields")
+            .and_then(Value::as_object_mut)
+        {
+            for name in &custom {
+                fields
+                    .entry(name.clone())
+                    .or_insert_with(|| Value::String("sample".to_owned()));
+            }
+        }
         let mut ctx = render_context(ContextParts {
             event: &event,
             action,
@@ -634,6 +650,26 @@ fn sample_render_problems(action: &Action, settings: &Map<String, Value>) -> Vec
         }
     }
     problems
+}
+
+/// The custom fields an action's templates read (`custom_fields.<name>` anywhere in its
+/// requests, lookups, captures and outputs).
+fn custom_fields_read(action: &Action) -> std::collections::BTreeSet<String> {
+    const NEEDLE: &str = "custom_fields.";
+    let text = serde_json::to_string(action).unwrap_or_default();
+    let mut names = std::collections::BTreeSet::new();
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find(NEEDLE) {
+        rest = &rest[at + NEEDLE.len()..];
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if !name.is_empty() {
+            names.insert(name);
+        }
+    }
+    names
 }
 
 /// A tenant-defined request (the Custom API action).
@@ -1348,6 +1384,45 @@ mod tests {
             .unwrap();
         event["contact"] = json!({"phone": "+61412345678"});
         assert!(missing_required(action, &context(action, &event, &Map::new())).is_empty());
+    }
+
+    #[test]
+    fn a_note_on_the_events_own_record_saves_without_the_setting() {
+        // Each of these names its record by a setting, else by the event's custom
+        // field: both ways save.
+        for (provider, setting, field) in [
+            ("zendesk", "ticket_id", "zendesk_ticket_id"),
+            ("freshdesk", "ticket_id", "freshdesk_ticket_id"),
+            ("sap", "ticket_object_id", "sap_ticket_object_id"),
+            ("chatwoot", "conversation_id", "chatwoot_conversation_id"),
+        ] {
+            let action = catalogue()
+                .get(provider)
+                .unwrap()
+                .action("add_note")
+                .unwrap();
+            assert!(custom_fields_read(action).contains(field), "{provider}");
+            assert_eq!(
+                validate_action_input(action, &Map::new(), &Map::new()),
+                Ok(()),
+                "{provider} without the setting"
+            );
+            let mut settings = Map::new();
+            settings.insert(setting.to_owned(), json!("381"));
+            assert_eq!(
+                validate_action_input(action, &settings, &Map::new()),
+                Ok(()),
+                "{provider} with the setting"
+            );
+            // An event with neither fails its step naming both.
+            let event = sample_event(EventType::ConversationEnded);
+            let ctx = context(action, &event, &Map::new());
+            let e = CHECKER.render_action_request(action, 0, &ctx).unwrap_err();
+            assert!(
+                e.message.contains(&format!("custom_fields.{field}")),
+                "{provider}: {e}"
+            );
+        }
     }
 
     #[test]
