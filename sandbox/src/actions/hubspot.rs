@@ -8,7 +8,9 @@
 //! `crm.objects.contacts.read` (the spec's `security` for calls and notes; tasks assumed)
 //! → 403 `MISSING_SCOPES`. Validation: `hs_timestamp` required, unknown properties
 //! `PROPERTY_DOESNT_EXIST`, enumerations, association types and that the associated
-//! contact exists → 400 `VALIDATION_ERROR`. Engagements are kept per portal.
+//! contact exists → 400 `VALIDATION_ERROR`. Engagements are kept per portal. A search
+//! answers each engagement's default properties (`hs_object_id`, `hs_createdate`,
+//! `hs_lastmodifieddate`) and only the others its `properties` names.
 
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
@@ -414,6 +416,26 @@ fn search(ctx: &Ctx<'_>, kind: &Engagement) -> Outcome {
     if groups.len() > 5 {
         return finish(invalid("Too many filter groups (max 5)")).into();
     }
+    // HubSpot returns an engagement's default properties (its id and its creation and
+    // change times) and, of the others, only those the request names.
+    let wanted: Vec<String> = match input.get("properties") {
+        None => Vec::new(),
+        Some(Value::Array(names)) => {
+            let mut out = Vec::new();
+            for name in names {
+                match name.as_str() {
+                    Some(n) => out.push(n.to_owned()),
+                    None => return finish(invalid("properties must be property names")).into(),
+                }
+            }
+            out
+        }
+        Some(_) => return finish(invalid("properties must be an array")).into(),
+    };
+    let shown_property = |name: &str| {
+        ["hs_object_id", "hs_createdate", "hs_lastmodifieddate"].contains(&name)
+            || wanted.iter().any(|w| w == name)
+    };
     let limit = input.get("limit").and_then(Value::as_u64).unwrap_or(10);
     if !(1..=200).contains(&limit) {
         return finish(invalid("limit must be between 1 and 200")).into();
@@ -437,6 +459,9 @@ fn search(ctx: &Ctx<'_>, kind: &Engagement) -> Outcome {
             let mut shown = record.clone();
             if let Some(map) = shown.as_object_mut() {
                 map.remove("associations");
+            }
+            if let Some(props) = shown.get_mut("properties").and_then(Value::as_object_mut) {
+                props.retain(|name, _| shown_property(name));
             }
             results.push(shown);
         }

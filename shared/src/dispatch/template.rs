@@ -1426,6 +1426,41 @@ mod tests {
     }
 
     #[test]
+    fn hubspots_note_lookup_finds_this_integrations_note_not_anothers() {
+        let action = catalogue()
+            .get("hubspot")
+            .unwrap()
+            .action("add_note")
+            .unwrap();
+        let req = &action.requests[0];
+        let mut ctx = context(
+            action,
+            &sample_event(EventType::ConversationEnded),
+            &Map::new(),
+        );
+        // Another integration noted the same event on the same contact at the same time.
+        let theirs = json!({"id": "901", "properties": {"hs_note_body": "<p>Ref: evt_01JEXAMPLE7Q:01JOTHER</p>"}});
+        let ours = json!({"id": "902", "properties": {"hs_note_body": "<p>Summary</p><p>Ref: evt_01JEXAMPLE7Q:01JINTEGRATION0</p>"}});
+        let found =
+            |answer: Value, ctx: &mut Value| CHECKER.lookup_found(req, &answer, ctx).unwrap();
+        assert_eq!(found(json!({"results": [theirs.clone()]}), &mut ctx), None);
+        assert_eq!(
+            found(json!({"results": [theirs, ours]}), &mut ctx),
+            Some(json!("902"))
+        );
+        assert_eq!(ctx["captures"]["note_id"], "902");
+        // The search asks for the body, which HubSpot leaves out unless asked.
+        let Some(Idempotency::Lookup { request, .. }) = &req.idempotency else {
+            panic!("a lookup")
+        };
+        let rendered = CHECKER.render_request(request, &ctx).unwrap();
+        assert_eq!(
+            rendered.body.unwrap()["properties"],
+            json!(["hs_note_body"])
+        );
+    }
+
+    #[test]
     fn settings_defaults_fill_in_and_tenant_values_win() {
         let action = catalogue()
             .get("zendesk")
