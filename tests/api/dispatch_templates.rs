@@ -800,6 +800,76 @@ async fn a_permanent_4xx_continues_or_stops_the_chain() {
     assert_eq!(records(&t.app, "salesforce", &ids[2]).await.len(), 1);
 }
 
+/// An effect cut off by the client's timeout that the provider made anyway, while the
+/// provider's search does not show it yet: the lookup before the retry finds nothing,
+/// which proves nothing until the cut-off attempt can no longer land (twice the call
+/// timeout from the cut); the step waits, looks again, finds the call, and never sends
+/// it a second time.
+#[tokio::test]
+async fn a_lookup_miss_waits_until_a_cut_off_effect_can_no_longer_land() {
+    /// Turns HubSpot's search lag off again however the test ends.
+    struct Lag<'a>(&'a TestApp);
+    impl Drop for Lag<'_> {
+        fn drop(&mut self) {
+            self.0
+                .sandbox()
+                .set_index_delay(sandbox::Provider::Hubspot, Duration::ZERO);
+        }
+    }
+    let _g = provider_lock("hubspot").await;
+    let t = Tenant::new().await;
+    let conn = t.connect("hubspot").await;
+    let id = t
+        .integration("hubspot", "log_call", Some(&conn), 10, json!({}))
+        .await;
+    let _lag = Lag(&t.app);
+    t.app
+        .sandbox()
+        .set_index_delay(sandbox::Provider::Hubspot, Duration::from_secs(4));
+    // The call is made at once; its answer is held past the client's 2-s timeout.
+    sandbox_post(
+        &t.app,
+        "/_sandbox/dispatch/faults",
+        json!({"provider": "hubspot", "route": "hubspot.call_create", "kind": "timeout", "hold_ms": 5000, "count": 1}),
+    )
+    .await;
+    let detail = t.event("settle");
+    let envelope = json!({"id": "eb-settle", "source": PRODUCT_SOURCE,
+        "detail-type": "conversation_ended", "time": detail["occurred_at"], "detail": detail});
+    let event = DispatchEvent::from_envelope(&envelope).expect("event");
+    let app = t.app.app();
+    let dispatcher = Dispatcher::new(
+        &app,
+        "sqs-m-settle",
+        Instant::now() + Duration::from_secs(90),
+    )
+    .with_call_timeout(Duration::from_secs(2));
+    let handled = dispatcher.event(&event).await.expect("dispatched");
+    let conduit::dispatch::engine::Handled::Done(dispatch_id, _) = handled else {
+        panic!("not done: {handled:?}");
+    };
+    let d = t.settled(dispatch_id.as_str()).await;
+    let step = one_step(&d);
+    let sent = requests(&t.app, "hubspot", &id).await;
+    let creates: Vec<&Value> = sent
+        .iter()
+        .filter(|r| r["route"] == "hubspot.call_create")
+        .collect();
+    assert_eq!(creates.len(), 1, "the call was sent again: {sent:?}");
+    let calls = records(&t.app, "hubspot", &id).await;
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(step["external_id"], calls[0]["id"], "{d}");
+    // Looked up at least twice: once too early (nothing yet), once after the wait.
+    let searches = t
+        .app
+        .sandbox()
+        .dispatch_requests(Some(sandbox::Provider::Hubspot))
+        .into_iter()
+        .filter(|r| r.route == "hubspot.call_search" && r.body.to_string().contains("settle"))
+        .count();
+    assert!(searches >= 2, "{searches} lookups");
+}
+
 #[tokio::test]
 async fn a_worker_killed_between_steps_resumes_without_redoing_the_first() {
     let _locks = (

@@ -565,7 +565,7 @@ impl<'a> Dispatcher<'a> {
                     Ok(false) => {
                         // Not found proves nothing while a cut-off attempt may still
                         // land: the lookup is trusted once it no longer can.
-                        if let Some(wait) = unsettled(&d.steps[i].progress) {
+                        if let Some(wait) = unsettled(&d.steps[i].progress, self.call_timeout) {
                             return Ok(Err(Retry::After(
                                 fail(
                                     "unknown_outcome",
@@ -1276,13 +1276,14 @@ fn premark(d: &mut Dispatch, i: usize, known: &[Integration]) -> bool {
 /// How long a lookup that found nothing must still wait before it proves the effect
 /// was not made: an attempt that was cut off (a timeout, a lost connection, a killed
 /// worker) may land at the provider after its client gave up, for up to a call's timeout
-/// and as long again, counted from when it was cut off (or sent, for a killed worker).
-/// None when the lookup is proof now (the attempt was answered, or that time is past).
-fn unsettled(p: &super::log::Progress) -> Option<Duration> {
+/// (`call_timeout`, the same for every invocation) and as long again, counted from when
+/// it was cut off (or sent, for a killed worker). None when the lookup is proof now (the
+/// attempt was answered, or that time is past).
+fn unsettled(p: &super::log::Progress, call_timeout: Duration) -> Option<Duration> {
     if p.in_flight_answered {
         return None;
     }
-    let until = p.in_flight_at? + (CALL_TIMEOUT * 2).as_millis() as i64;
+    let until = p.in_flight_at? + (call_timeout * 2).as_millis() as i64;
     let left = until - ms(now());
     (left > 0).then(|| Duration::from_millis(left as u64))
 }
@@ -1419,25 +1420,25 @@ mod tests {
             in_flight_at: Some(at),
             ..Progress::default()
         };
-        let wait = unsettled(&cut_off).expect("a wait");
+        let wait = unsettled(&cut_off, CALL_TIMEOUT).expect("a wait");
         assert!(wait > CALL_TIMEOUT && wait <= CALL_TIMEOUT * 2, "{wait:?}");
         // Long ago: proof now.
         let old = Progress {
             in_flight_at: Some(at - (CALL_TIMEOUT * 2).as_millis() as i64 - 1),
             ..cut_off.clone()
         };
-        assert_eq!(unsettled(&old), None);
+        assert_eq!(unsettled(&old, CALL_TIMEOUT), None);
         // Answered with a 5xx: the provider is done with it.
         let answered = Progress {
             in_flight_answered: true,
             ..cut_off.clone()
         };
-        assert_eq!(unsettled(&answered), None);
+        assert_eq!(unsettled(&answered, CALL_TIMEOUT), None);
         // Marked before this field existed: as before, proof now.
         let unmarked = Progress {
             in_flight_at: None,
             ..cut_off
         };
-        assert_eq!(unsettled(&unmarked), None);
+        assert_eq!(unsettled(&unmarked, CALL_TIMEOUT), None);
     }
 }
