@@ -702,13 +702,6 @@ async fn connect(app: &TestApp, admin: &str, provider: &str) -> String {
         return out.connection_id.expect("connected").to_string();
     }
     let body = match provider {
-        "technologyone" => json!({"provider": provider, "credentials": {
-            "subdomain": "council", "username": "CONDUIT", "password": "t1-sandbox-pass-0001"}}),
-        "sap" => json!({"provider": provider, "credentials": {
-            "tenant": "my000001", "username": "CONDUIT_API", "password": "sap-sandbox-pass-0001"}}),
-        "zendesk" => scenarios::zendesk("zd-sandbox-token-0001"),
-        "freshdesk" => json!({"provider": provider, "credentials": {
-            "subdomain": "acme", "api_key": "fd-sandbox-key-0001"}}),
         // A portal of its own: the default one (62515) is where `sync.rs` seeds and
         // counts contacts, and sync_contact makes one.
         "hubspot" => {
@@ -720,16 +713,8 @@ async fn connect(app: &TestApp, admin: &str, provider: &str) -> String {
             json!({"provider": provider, "auth_method": "private_app",
                 "credentials": {"access_token": token}})
         }
-        "pipedrive" => json!({"provider": provider, "auth_method": "api_token",
-            "credentials": {"api_token": "pd-sandbox-token-0001"}}),
-        // Tenant-entered URLs are never redirected: the sandbox's own address.
-        "chatwoot" => json!({"provider": provider, "credentials": {
-            "base_url": format!("{}/app.chatwoot.com", app.sandbox_url()),
-            "account_id": "1", "access_token": "cw-sandbox-token-0001"}}),
-        "custom_api" => json!({"provider": provider, "auth_method": "bearer",
-            "credentials": {"base_url": format!("{}/custom.example/api", app.sandbox_url()),
-            "check_path": "/me", "token": "custom-sandbox-token-0001"}}),
-        other => panic!("no connection for {other}"),
+        _ => scenarios::dispatch_credentials(provider, &app.sandbox_url())
+            .unwrap_or_else(|| panic!("no connection for {provider}")),
     };
     let (status, created) = app.post("/v1/connections", admin, body).await;
     assert_eq!(status, 201, "{provider}: {created}");

@@ -21,16 +21,7 @@ use serde_json::{Value, json};
 const RETURN_TO: &str = "http://localhost:5173/integrations";
 
 /// The secrets of the sandbox's default accounts used below (none may reach a log).
-const SECRETS: [&str; 8] = [
-    "t1-sandbox-pass-0001",
-    "sap-sandbox-pass-0001",
-    "zd-sandbox-token-0001",
-    "fd-sandbox-key-0001",
-    "pat-na1-sandbox-0001",
-    "pd-sandbox-token-0001",
-    "cw-sandbox-token-0001",
-    "custom-sandbox-token-0001",
-];
+const SECRETS: [&str; 8] = scenarios::DISPATCH_SECRETS;
 
 /// A tenant and its admin's token.
 struct Tenant {
@@ -75,27 +66,8 @@ impl Tenant {
             assert_eq!(out.status, "connected", "{provider}: {}", out.return_url);
             return out.connection_id.expect("connected").to_string();
         }
-        let body = match provider {
-            "technologyone" => json!({"provider": provider, "credentials": {
-                "subdomain": "council", "username": "CONDUIT", "password": SECRETS[0]}}),
-            "sap" => json!({"provider": provider, "credentials": {
-                "tenant": "my000001", "username": "CONDUIT_API", "password": SECRETS[1]}}),
-            "zendesk" => scenarios::zendesk(SECRETS[2]),
-            "freshdesk" => json!({"provider": provider, "credentials": {
-                "subdomain": "acme", "api_key": SECRETS[3]}}),
-            "hubspot" => json!({"provider": provider, "auth_method": "private_app",
-                "credentials": {"access_token": SECRETS[4]}}),
-            "pipedrive" => json!({"provider": provider, "auth_method": "api_token",
-                "credentials": {"api_token": SECRETS[5]}}),
-            // Tenant-entered URLs are never redirected: the sandbox's own address.
-            "chatwoot" => json!({"provider": provider, "credentials": {
-                "base_url": format!("{}/app.chatwoot.com", self.app.sandbox_url()),
-                "account_id": "1", "access_token": SECRETS[6]}}),
-            "custom_api" => json!({"provider": provider, "auth_method": "bearer",
-                "credentials": {"base_url": format!("{}/custom.example/api", self.app.sandbox_url()),
-                "check_path": "/me", "token": SECRETS[7]}}),
-            other => panic!("no connection for {other}"),
-        };
+        let body = scenarios::dispatch_credentials(provider, &self.app.sandbox_url())
+            .unwrap_or_else(|| panic!("no connection for {provider}"));
         let (status, created) = self.app.post("/v1/connections", &self.admin, body).await;
         assert_eq!(status, 201, "{provider}: {created}");
         created["id"].as_str().expect("connection id").to_owned()
@@ -151,6 +123,15 @@ impl Tenant {
                 "summary": "Wants the bin collection moved to Friday & asked about fees."},
             "contact": {"name": "Dana Lee", "email": "dana@example.com", "phone": "+61290001234"},
         })
+    }
+
+    /// `event(tag)` as the bus delivers it to the dispatcher (for tests that run the
+    /// engine themselves).
+    fn bus_event(&self, tag: &str) -> DispatchEvent {
+        let detail = self.event(tag);
+        let envelope = json!({"id": format!("eb-{tag}"), "source": PRODUCT_SOURCE,
+            "detail-type": "conversation_ended", "time": detail["occurred_at"], "detail": detail});
+        DispatchEvent::from_envelope(&envelope).expect("event")
     }
 
     /// Sends `event` through one integration now; returns the settled dispatch.
@@ -833,10 +814,7 @@ async fn a_lookup_miss_waits_until_a_cut_off_effect_can_no_longer_land() {
         json!({"provider": "hubspot", "route": "hubspot.call_create", "kind": "timeout", "hold_ms": 5000, "count": 1}),
     )
     .await;
-    let detail = t.event("settle");
-    let envelope = json!({"id": "eb-settle", "source": PRODUCT_SOURCE,
-        "detail-type": "conversation_ended", "time": detail["occurred_at"], "detail": detail});
-    let event = DispatchEvent::from_envelope(&envelope).expect("event");
+    let event = t.bus_event("settle");
     let app = t.app.app();
     let dispatcher = Dispatcher::new(
         &app,
@@ -884,10 +862,7 @@ async fn a_worker_killed_between_steps_resumes_without_redoing_the_first() {
         json!({"provider": "technologyone", "route": "technologyone.ws_create", "kind": "timeout", "hold_ms": 4000, "count": 1}),
     )
     .await;
-    let detail = t.event("killed");
-    let envelope = json!({"id": "eb-killed", "source": PRODUCT_SOURCE,
-        "detail-type": "conversation_ended", "time": detail["occurred_at"], "detail": detail});
-    let event = DispatchEvent::from_envelope(&envelope).expect("event");
+    let event = t.bus_event("killed");
     let holder = "sqs-m-killed-1";
     let app = t.app.app();
     let first = event.clone();

@@ -148,6 +148,47 @@ pub struct TestApp {
 }
 
 /// A Zendesk connection body for the sandbox's seeded account.
+/// The sandbox's default accounts' secrets that [`dispatch_credentials`] sends (none
+/// may reach a log).
+pub const DISPATCH_SECRETS: [&str; 8] = [
+    "t1-sandbox-pass-0001",
+    "sap-sandbox-pass-0001",
+    "zd-sandbox-token-0001",
+    "fd-sandbox-key-0001",
+    "pat-na1-sandbox-0001",
+    "pd-sandbox-token-0001",
+    "cw-sandbox-token-0001",
+    "custom-sandbox-token-0001",
+];
+
+/// The body of `POST /v1/connections` that connects `provider`'s default sandbox account
+/// with credentials, for the dispatch templates' providers that take no OAuth (`None`
+/// for the others). Tenant-entered URLs are never redirected, so Chatwoot's and the
+/// Custom API's are under `sandbox_url`, the sandbox's own address.
+pub fn dispatch_credentials(provider: &str, sandbox_url: &str) -> Option<Value> {
+    let [t1, sap, zd, fd, hubspot, pd, cw, custom] = DISPATCH_SECRETS;
+    Some(match provider {
+        "technologyone" => json!({"provider": provider, "credentials": {
+            "subdomain": "council", "username": "CONDUIT", "password": t1}}),
+        "sap" => json!({"provider": provider, "credentials": {
+            "tenant": "my000001", "username": "CONDUIT_API", "password": sap}}),
+        "zendesk" => zendesk(zd),
+        "freshdesk" => json!({"provider": provider, "credentials": {
+            "subdomain": "acme", "api_key": fd}}),
+        "hubspot" => json!({"provider": provider, "auth_method": "private_app",
+            "credentials": {"access_token": hubspot}}),
+        "pipedrive" => json!({"provider": provider, "auth_method": "api_token",
+            "credentials": {"api_token": pd}}),
+        "chatwoot" => json!({"provider": provider, "credentials": {
+            "base_url": format!("{sandbox_url}/app.chatwoot.com"),
+            "account_id": "1", "access_token": cw}}),
+        "custom_api" => json!({"provider": provider, "auth_method": "bearer",
+            "credentials": {"base_url": format!("{sandbox_url}/custom.example/api"),
+            "check_path": "/me", "token": custom}}),
+        _ => return None,
+    })
+}
+
 pub fn zendesk(token: &str) -> Value {
     json!({
         "provider": "zendesk",
