@@ -251,8 +251,17 @@ fn set_bot(ctx: &Ctx<'_>) -> Outcome {
         }
     };
     let assignment = json!({"inbox_id": inbox, "agent_bot": bot, "at": now_rfc3339()});
-    if !ctx.replace(ASSIGNMENTS, &inbox.to_string(), &assignment) {
-        ctx.insert(ASSIGNMENTS, &inbox.to_string(), &assignment);
+    // An inbox has one bot: setting the bot it already has changes nothing (a repeated
+    // request makes nothing); another bot replaces the assignment.
+    let inbox_key = inbox.to_string();
+    let same = ctx
+        .find(ASSIGNMENTS, &inbox_key)
+        .is_some_and(|a| a["agent_bot"] == assignment["agent_bot"]);
+    if same {
+        return StatusCode::NO_CONTENT.into_response().into();
+    }
+    if !ctx.replace(ASSIGNMENTS, &inbox_key, &assignment) {
+        ctx.insert(ASSIGNMENTS, &inbox_key, &assignment);
     }
     Outcome::created(StatusCode::NO_CONTENT.into_response(), assignment)
 }
