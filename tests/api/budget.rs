@@ -152,18 +152,22 @@ async fn takers_of_one_process_share_their_writes_and_keep_the_spacing() {
     let mut starts = starts.lock().unwrap().clone();
     starts.sort();
     // Slots an interval apart; a taker may start up to an interval after its slot (it
-    // starts when it gets it), so the i-th start is at least i - 1 intervals after the
-    // first, and no two start together.
+    // starts when it gets it: a slow store answer or a busy runtime makes it late), so
+    // the i-th start is at least i - 1 intervals after the first, and no three start
+    // within one interval (the (i+2)-th slot is two intervals after the i-th). Two may
+    // start close together — the first late, the next on time — as GCRA allows.
     for (i, start) in starts.iter().enumerate().skip(1) {
         let since_first = start.duration_since(starts[0]);
         assert!(
             since_first + Duration::from_millis(5) >= INTERVAL * (i as u32 - 1),
             "taker {i} started {since_first:?} after the first (interval {INTERVAL:?}): {starts:?}"
         );
-        let gap = start.duration_since(starts[i - 1]);
+    }
+    for (i, start) in starts.iter().enumerate().skip(2) {
+        let span = start.duration_since(starts[i - 2]);
         assert!(
-            gap >= INTERVAL / 4,
-            "two takers started {gap:?} apart: {starts:?}"
+            span + Duration::from_millis(5) >= INTERVAL,
+            "three takers started within {span:?}: {starts:?}"
         );
     }
 
