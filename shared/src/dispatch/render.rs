@@ -751,7 +751,7 @@ pub(crate) fn read_paths(source: &str) -> Vec<String> {
 }
 
 /// The nested variable paths an expression reads, sorted.
-fn read_expression_paths(expr: &str) -> Vec<String> {
+pub(crate) fn read_expression_paths(expr: &str) -> Vec<String> {
     let env = Environment::new();
     sorted(
         env.compile_expression(expr)

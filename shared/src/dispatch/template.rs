@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::event::{Channel, Contact, Conversation, Direction, EventType, ProductEvent, Sentiment};
-use super::render::{Renderer, path_present, read_paths};
+use super::render::{Renderer, path_present, read_expression_paths, read_paths};
 
 /// The catalogue as `build.rs` converted it from `integration-templates.yaml`.
 const TEMPLATES_JSON: &str = include_str!(concat!(env!("OUT_DIR"), "/integration-templates.json"));
@@ -652,24 +652,31 @@ fn sample_render_problems(action: &Action, settings: &Map<String, Value>) -> Vec
     problems
 }
 
-/// The custom fields an action's templates read (`custom_fields.<name>` anywhere in its
-/// requests, lookups, captures and outputs).
-fn custom_fields_read(action: &Action) -> std::collections::BTreeSet<String> {
-    const NEEDLE: &str = "custom_fields.";
-    let text = serde_json::to_string(action).unwrap_or_default();
-    let mut names = std::collections::BTreeSet::new();
-    let mut rest = text.as_str();
-    while let Some(at) = rest.find(NEEDLE) {
-        rest = &rest[at + NEEDLE.len()..];
-        let name: String = rest
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect();
-        if !name.is_empty() {
-            names.insert(name);
+/// The custom fields an action's templates read (`custom_fields.<name>` in any template
+/// of its requests, lookups, captures and outputs, or in a `skip_if`).
+fn custom_fields_read(action: &Action) -> BTreeSet<String> {
+    fn leaves(value: &Value, paths: &mut Vec<String>) {
+        match value {
+            Value::String(source) => paths.extend(read_paths(source)),
+            Value::Array(items) => items.iter().for_each(|v| leaves(v, paths)),
+            Value::Object(members) => members.values().for_each(|v| leaves(v, paths)),
+            _ => {}
         }
     }
-    names
+    let mut paths = Vec::new();
+    leaves(
+        &serde_json::to_value(action).unwrap_or_default(),
+        &mut paths,
+    );
+    for expr in action.requests.iter().filter_map(|r| r.skip_if.as_deref()) {
+        paths.extend(read_expression_paths(expr));
+    }
+    paths
+        .iter()
+        .filter_map(|p| p.strip_prefix("custom_fields."))
+        .filter_map(|rest| rest.split('.').next())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// A tenant-defined request (the Custom API action).
