@@ -421,14 +421,14 @@ fn search(ctx: &Ctx<'_>, kind: &Engagement) -> Outcome {
     let wanted: Vec<String> = match input.get("properties") {
         None => Vec::new(),
         Some(Value::Array(names)) => {
-            let mut out = Vec::new();
-            for name in names {
-                match name.as_str() {
-                    Some(n) => out.push(n.to_owned()),
-                    None => return finish(invalid("properties must be property names")).into(),
-                }
+            match names
+                .iter()
+                .map(|n| n.as_str().map(str::to_owned))
+                .collect()
+            {
+                Some(names) => names,
+                None => return finish(invalid("properties must be property names")).into(),
             }
-            out
         }
         Some(_) => return finish(invalid("properties must be an array")).into(),
     };
