@@ -23,12 +23,15 @@
 //!   sandbox: Conduit's CPU per step (goal ≤ 1 ms), event-to-chain-done p50/p99, the
 //!   drain rate against HubSpot's limit over the tenants' portals (goal ≥ 0.9), and
 //!   the effect count (exactly 3 × N).
+//! - **Store-call floor** (see [`store`]): one DynamoDB call's CPU through the SDK and
+//!   `Table` (GetItem, a conditional PutItem, a two-item transaction) beside a bare
+//!   GetItem sent with reqwest.
 //! - **Cold start** (see [`coldstart`]): each function binary's init and memory against
 //!   a hello-world `lambda_runtime` binary of the same profile. Goal: at most 2×.
 //!
-//! Usage: `conduit-bench [--only coldstart,conflict,oauth,refresh,sync,dispatch] [--flows N]
+//! Usage: `conduit-bench [--only coldstart,conflict,oauth,refresh,sync,dispatch,store] [--flows N]
 //! [--connections N] [--sync 1000,10000,100000] [--directions pull,push] [--pairs N]
-//! [--starts N] [--events N] [--tenants N] [--bin-dir DIR] [--log LEVEL]` (default: everything; `--log info` writes the handlers' JSON logs,
+//! [--starts N] [--events N] [--tenants N] [--calls N] [--bin-dir DIR] [--log LEVEL]` (default: everything; `--log info` writes the handlers' JSON logs,
 //! e.g. the worker's "sync chunk done", to stderr).
 
 use std::time::{Duration, Instant};
@@ -47,6 +50,7 @@ const RETURN_TO: &str = "http://localhost:5173/integrations";
 mod alloc;
 mod coldstart;
 mod dispatch;
+mod store;
 mod sync;
 
 #[global_allocator]
@@ -62,17 +66,19 @@ struct Args {
     starts: usize,
     events: usize,
     tenants: usize,
+    calls: usize,
     bin_dir: Option<std::path::PathBuf>,
     log: Option<String>,
 }
 
-const BENCHES: [&str; 6] = [
+const BENCHES: [&str; 7] = [
     "coldstart",
     "conflict",
     "oauth",
     "refresh",
     "sync",
     "dispatch",
+    "store",
 ];
 
 fn numbers(flag: &str, value: &str) -> Result<Vec<usize>> {
@@ -98,6 +104,7 @@ fn args() -> Result<Args> {
         starts: 20,
         events: 10_000,
         tenants: dispatch::TENANTS,
+        calls: 3_000,
         bin_dir: None,
         log: None,
     };
@@ -140,10 +147,11 @@ fn args() -> Result<Args> {
             "--starts" => out.starts = one()?.max(1),
             "--events" => out.events = one()?.max(1),
             "--tenants" => out.tenants = one()?.max(1),
+            "--calls" => out.calls = one()?.max(1),
             "--bin-dir" => out.bin_dir = Some(value.into()),
             "--log" => out.log = Some(value),
             other => bail!(
-                "unknown flag {other}; use --only, --flows, --connections, --sync, --directions, --pairs, --starts, --events, --tenants, --bin-dir, --log"
+                "unknown flag {other}; use --only, --flows, --connections, --sync, --directions, --pairs, --starts, --events, --tenants, --calls, --bin-dir, --log"
             ),
         }
     }
@@ -170,7 +178,10 @@ async fn main() -> Result<()> {
     if wants("conflict") {
         conflict_detection(args.pairs);
     }
-    if wants("oauth") || wants("refresh") || wants("sync") || wants("dispatch") {
+    if ["oauth", "refresh", "sync", "dispatch", "store"]
+        .iter()
+        .any(|b| wants(b))
+    {
         let env = devhost::LocalEnv::start(devhost::LocalEnvOptions::default()).await?;
         if wants("oauth") {
             oauth_flow(&env, args.flows).await?;
@@ -183,6 +194,9 @@ async fn main() -> Result<()> {
         }
         if wants("dispatch") {
             dispatch::bench(&env, args.events, args.tenants).await?;
+        }
+        if wants("store") {
+            store::bench(&env, args.calls).await?;
         }
         env.shutdown().await;
     }

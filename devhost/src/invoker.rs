@@ -104,8 +104,8 @@ pub struct EventFunction {
     cpu_ns: AtomicU64,
 }
 
-/// The CPU time the calling thread has used (user and system).
-fn thread_cpu_ns() -> u64 {
+/// The CPU time the calling thread has used (user and system), in nanoseconds.
+pub fn thread_cpu_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
