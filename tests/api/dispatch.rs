@@ -104,6 +104,23 @@ async fn webhook_integration(
     (created["id"].as_str().unwrap().to_owned(), secret)
 }
 
+/// A receiver and one webhook integration delivering `trigger` events to it.
+async fn one_hook(app: &TestApp, token: &str, trigger: &str) -> Receiver {
+    let (rx, url) = Receiver::start().await;
+    let (_, secret) = webhook_integration(
+        app,
+        token,
+        "hook",
+        10,
+        &url,
+        json!({ "event": trigger }),
+        json!({}),
+    )
+    .await;
+    rx.secrets.lock().unwrap().push(secret);
+    rx
+}
+
 fn event(tenant: &str, id: &str, kind: &str, score: Option<f64>, assistant: Option<&str>) -> Value {
     let mut e = json!({
         "schema_version": 1, "type": kind, "event_id": id, "tenant_id": tenant,
@@ -618,18 +635,7 @@ async fn conduits_own_events_run_chains_too() {
     let app = TestApp::spawn().await;
     let tenant = app.tenant();
     let admin = app.token(&tenant, Role::Admin);
-    let (rx, url) = Receiver::start().await;
-    let (_, secret) = webhook_integration(
-        &app,
-        &admin,
-        "ops",
-        10,
-        &url,
-        json!({"event": "sync.run.failed"}),
-        json!({}),
-    )
-    .await;
-    rx.secrets.lock().unwrap().push(secret);
+    let rx = one_hook(&app, &admin, "sync.run.failed").await;
     // What the sync worker publishes when a run fails, through the bus and its rule.
     let detail = json!({"tenant_id": tenant, "config_id": "scfg_x", "job_id": "job_x",
         "log_id": "slog_x", "entity": "contacts", "status": "failed", "counts": {"processed": 0}});
@@ -653,4 +659,93 @@ async fn conduits_own_events_run_chains_too() {
         .get("/v1/dispatches?event_type=sync.run.failed", &admin)
         .await;
     assert_eq!(list["dispatches"].as_array().unwrap().len(), 1, "{list}");
+}
+
+#[tokio::test]
+async fn a_batchs_events_are_created_in_one_write_and_each_chain_runs_once() {
+    // A moto of its own, so its request counts are this test's alone.
+    let app = TestApp::isolated_with_ddb(Default::default(), devhost::DdbKnobs::default()).await;
+    let tenant = app.tenant();
+    let admin = app.token(&tenant, Role::Admin);
+    let rx = one_hook(&app, &admin, "conversation_ended").await;
+    // One event dispatched before, through the bus.
+    let before = event(&tenant, "evt_batch_0", "conversation_ended", None, None);
+    let first = dispatched(&app, &admin, before.clone()).await;
+    assert_eq!(first["status"], "succeeded", "{first}");
+    assert_eq!(rx.deliveries().len(), 1);
+
+    // One invocation of ten messages of the tenant's group: seven new events, one of
+    // them delivered twice, and the event dispatched before.
+    let envelope = |e: &Value| {
+        json!({"id": format!("eb-{}", e["event_id"].as_str().unwrap()), "source": "conduit.product",
+            "detail-type": "conversation_ended", "time": "2026-12-05T03:12:44Z", "detail": e})
+        .to_string()
+    };
+    let fresh: Vec<Value> = (1..=7)
+        .map(|i| {
+            event(
+                &tenant,
+                &format!("evt_batch_{i}"),
+                "conversation_ended",
+                None,
+                None,
+            )
+        })
+        .collect();
+    let mut bodies: Vec<String> = fresh.iter().map(envelope).collect();
+    bodies.push(envelope(&fresh[0]));
+    bodies.push(envelope(&before));
+    bodies.push(envelope(&fresh[1]));
+    let records: Vec<Value> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, body)| {
+            json!({"messageId": format!("batch-m-{i}"), "receiptHandle": "r", "body": body,
+                "attributes": {"MessageGroupId": tenant}, "messageAttributes": {}, "md5OfBody": "",
+                "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:ap-southeast-2:123456789012:q",
+                "awsRegion": "ap-southeast-2"})
+        })
+        .collect();
+    let transactions = |report: &devhost::CapacityReport| {
+        report
+            .requests
+            .get("DynamoDB_20120810.TransactWriteItems")
+            .copied()
+            .unwrap_or(0)
+    };
+    let tx_before = transactions(&app.ddb_capacity().await);
+    let out = app
+        .invoke("event-dispatch", &json!({ "Records": records }))
+        .await;
+    assert_eq!(out, json!({"batchItemFailures": []}));
+    let tx = transactions(&app.ddb_capacity().await) - tx_before;
+
+    // Each chain ran once: seven new deliveries, none for the duplicates or the event
+    // dispatched before.
+    let got = rx.deliveries();
+    assert_eq!(got.len(), 8, "{got:?}");
+    let mut ids: Vec<&str> = got
+        .iter()
+        .map(|g| g.body["data"]["event_id"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 8, "{ids:?}");
+    assert!(got.iter().all(|g| g.verified));
+    let listed = app.all_pages("/v1/dispatches", &admin, "dispatches").await;
+    for e in fresh.iter().chain([&before]) {
+        let found = listed
+            .iter()
+            .filter(|d| d["event_id"] == e["event_id"])
+            .collect::<Vec<_>>();
+        assert_eq!(found.len(), 1, "{}: {listed:?}", e["event_id"]);
+        assert_eq!(found[0]["status"], "succeeded", "{:?}", found[0]);
+    }
+    // The creations went in shared writes: one for the group, and one more without the
+    // dispatch that existed (its condition failed), beside each new chain's final save.
+    // With a write each, the ten messages' creations alone were ten transactions.
+    assert!(
+        tx <= 7 + 3,
+        "{tx} transactions for seven new one-step chains"
+    );
 }

@@ -21,11 +21,13 @@ use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use conduit::app::App;
+use conduit::dispatch::creations::Creations;
 use conduit::dispatch::engine::{Dispatcher, Handled};
 use conduit::dispatch::inbound::DispatchEvent;
 use conduit::dispatch::reads::Reads;
 use conduit::domain::{DispatchId, TenantId};
 use conduit::queue::{Publisher, TenantWork};
+use conduit::store::dispatches::Dispatches;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -89,14 +91,17 @@ pub async fn handle_event(app: &App, event: Value) -> Result<Value, lambda_runti
         .map(|r| (tenant_to_group(&r), r))
         .partition(|(tenant, _)| tenant.is_some());
     let mut failures = regroup(app, ungrouped).await;
-    // The batch's events share what they read (a batch is mostly one tenant's).
+    // The batch's events share what they read (a batch is mostly one tenant's), and
+    // the creations of their dispatches go in shared writes.
     let reads = Arc::new(Reads::new());
     let reads = &reads;
+    let creations = Arc::new(Creations::new(Dispatches::new(app.table.clone())));
+    let creations = &creations;
     let run: Vec<String> = futures::stream::iter(records.into_iter().map(|(_, r)| r))
         .map(|record| async move {
             let id = record.message_id.clone().unwrap_or_default();
             let body = record.body.as_deref().unwrap_or_default();
-            match Box::pin(message(app, dlq, reads, &id, body, deadline)).await {
+            match Box::pin(message(app, dlq, (reads, creations), &id, body, deadline)).await {
                 Ok(()) => None,
                 Err(why) => {
                     tracing::warn!(message_id = %id, reason = %why, "dispatch message will be retried");
@@ -173,13 +178,14 @@ async fn regroup(app: &App, records: Vec<(Option<TenantId>, SqsMessage)>) -> Vec
 async fn message(
     app: &App,
     dlq: &Publisher,
-    reads: &Arc<Reads>,
+    (reads, creations): (&Arc<Reads>, &Arc<Creations>),
     id: &str,
     body: &str,
     deadline: Instant,
 ) -> Result<(), String> {
-    let dispatcher =
-        Dispatcher::new(app, format!("sqs-{id}"), deadline).with_reads(Arc::clone(reads));
+    let dispatcher = Dispatcher::new(app, format!("sqs-{id}"), deadline)
+        .with_reads(Arc::clone(reads))
+        .with_creations(Arc::clone(creations));
     let json: Value = match serde_json::from_str(body) {
         Ok(v) => v,
         Err(_) => return set_aside(dlq, id, body, "-", "the message is not JSON").await,

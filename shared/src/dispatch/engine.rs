@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
+use super::creations::Creations;
 use super::inbound::DispatchEvent;
 use super::integration::{AssistantSettings, Integration, WEBHOOK, resolve_chain};
 use super::log::{
@@ -104,6 +105,8 @@ pub struct Dispatcher<'a> {
     call_timeout: Duration,
     /// What this dispatcher's invocation has read (shared by its events).
     reads: Arc<Reads>,
+    /// The invocation's creations, written together (none: each alone).
+    creations: Option<Arc<Creations>>,
 }
 
 /// How one request went.
@@ -130,6 +133,7 @@ impl<'a> Dispatcher<'a> {
             deadline,
             call_timeout: CALL_TIMEOUT,
             reads: Arc::new(Reads::new()),
+            creations: None,
         }
     }
 
@@ -137,6 +141,13 @@ impl<'a> Dispatcher<'a> {
     /// events read the tenant's integrations and connections once between them).
     pub fn with_reads(mut self, reads: Arc<Reads>) -> Self {
         self.reads = reads;
+        self
+    }
+
+    /// The same, writing its dispatches' creations with those of the invocation's
+    /// other dispatchers that create theirs at the same moment.
+    pub fn with_creations(mut self, creations: Arc<Creations>) -> Self {
+        self.creations = Some(creations);
         self
     }
 
@@ -180,7 +191,12 @@ impl<'a> Dispatcher<'a> {
             .iter()
             .position(|s| !s.status.is_final())
             .is_some_and(|first| premark(&mut d, first, integrations));
-        if !self.store.create(&d, &event.to_envelope()).await? {
+        let envelope = event.to_envelope();
+        let created = match &self.creations {
+            Some(creations) => creations.create(&d, &envelope).await?,
+            None => self.store.create(&d, &envelope).await?,
+        };
+        if !created {
             d = self
                 .store
                 .get(tenant, &id)

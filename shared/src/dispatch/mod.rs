@@ -2,8 +2,10 @@
 //! integrations. The product events read in ([`event`]), the queue's envelope
 //! ([`inbound`]), integrations and their chains ([`integration`]), the integration
 //! templates as data ([`template`]) and their sandboxed rendering ([`render`]), the
-//! dispatch log ([`log`]), and the webhook destination's signatures ([`webhook`]).
+//! dispatch log ([`log`]), what an invocation's events read and create once between
+//! them ([`reads`], [`creations`]), and the webhook destination's signatures ([`webhook`]).
 
+pub mod creations;
 pub mod engine;
 pub mod event;
 pub mod inbound;

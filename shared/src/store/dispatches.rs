@@ -177,6 +177,27 @@ fn shards(tenant: &TenantId) -> Vec<String> {
         .collect()
 }
 
+/// Creations one transaction carries at most (two items each; DynamoDB allows 100).
+const CREATE_MAX: usize = 25;
+/// Bytes of events one transaction of creations carries at most (DynamoDB allows 4 MB
+/// a transaction; an event is at most EventBridge's 256 KB).
+const CREATE_BYTES: usize = 3 * 1024 * 1024;
+
+/// The writes creating `d` with its event, and the event's size.
+fn creation(d: &Dispatch, event: &Json) -> Result<(Write, Write, usize), StoreError> {
+    let event = Keyed {
+        pk: keys::dispatch_event(&d.tenant, &d.id),
+        sk: d.id.to_string(),
+        item: Stored::of(&EventItem { event })?,
+    };
+    let size = event.item.doc.len();
+    Ok((
+        Write::Put(to_item(&event)?),
+        Write::Insert(to_item(&stored(d)?)?),
+        size,
+    ))
+}
+
 impl Dispatches {
     /// Dispatches in `table`.
     pub fn new(table: Table) -> Self {
@@ -204,19 +225,79 @@ impl Dispatches {
     /// Stores a new dispatch with its event, both or neither; false when the dispatch
     /// already exists (another delivery of the same event made it).
     pub async fn create(&self, d: &Dispatch, event: &Json) -> Result<bool, StoreError> {
-        let event = Keyed {
-            pk: keys::dispatch_event(&d.tenant, &d.id),
-            sk: d.id.to_string(),
-            item: Stored::of(&EventItem { event })?,
-        };
-        let writes = vec![
-            Write::Put(to_item(&event)?),
-            Write::Insert(to_item(&stored(d)?)?),
-        ];
-        match self.table.transact(writes).await {
+        let (event, dispatch, _) = creation(d, event)?;
+        match self.table.transact(vec![event, dispatch]).await {
             Ok(()) => Ok(true),
             Err(StoreError::ConditionFailed) => Ok(false),
             Err(e) => Err(e),
+        }
+    }
+
+    /// Stores new dispatches with their events, as [`Dispatches::create`] does one, in
+    /// as few writes as a transaction's limits allow; for each, whether it was created
+    /// (false: it already existed, or it came twice and its first copy was created).
+    /// A dispatch that exists does not stop the others: DynamoDB names the items whose
+    /// condition failed, and the rest are written again without them.
+    pub async fn create_many(&self, new: &[(&Dispatch, &Json)]) -> Result<Vec<bool>, StoreError> {
+        let mut created = vec![false; new.len()];
+        // Each dispatch once: a transaction may not write one item twice.
+        let mut seen = std::collections::HashSet::new();
+        let mut chunk: Vec<(usize, Write, Write)> = Vec::new();
+        let mut bytes = 0;
+        for (i, (d, event)) in new.iter().enumerate() {
+            if !seen.insert(&d.id) {
+                continue;
+            }
+            let (event, dispatch, size) = creation(d, event)?;
+            if !chunk.is_empty() && (chunk.len() >= CREATE_MAX || bytes + size > CREATE_BYTES) {
+                self.create_chunk(std::mem::take(&mut chunk), new, &mut created)
+                    .await?;
+                bytes = 0;
+            }
+            bytes += size;
+            chunk.push((i, event, dispatch));
+        }
+        if !chunk.is_empty() {
+            self.create_chunk(chunk, new, &mut created).await?;
+        }
+        Ok(created)
+    }
+
+    /// One transaction of creations, written again without those that exist.
+    async fn create_chunk(
+        &self,
+        mut chunk: Vec<(usize, Write, Write)>,
+        new: &[(&Dispatch, &Json)],
+        created: &mut [bool],
+    ) -> Result<(), StoreError> {
+        loop {
+            let indices: Vec<usize> = chunk.iter().map(|(i, ..)| *i).collect();
+            let writes = chunk
+                .into_iter()
+                .flat_map(|(_, event, dispatch)| [event, dispatch])
+                .collect();
+            let failed = self.table.transact_or_failed(writes).await?;
+            if failed.is_empty() {
+                for i in indices {
+                    created[i] = true;
+                }
+                return Ok(());
+            }
+            // The writes go in pairs (event, dispatch); a failed condition is a
+            // dispatch that exists. The others are built again (the writes were sent).
+            let exists: std::collections::HashSet<usize> = failed.iter().map(|w| w / 2).collect();
+            chunk = Vec::new();
+            for (k, i) in indices.into_iter().enumerate() {
+                if exists.contains(&k) {
+                    continue;
+                }
+                let (d, event) = new[i];
+                let (event, dispatch, _) = creation(d, event)?;
+                chunk.push((i, event, dispatch));
+            }
+            if chunk.is_empty() {
+                return Ok(());
+            }
         }
     }
 

@@ -70,7 +70,7 @@ impl From<Value> for AttributeValue {
 }
 
 /// Store failures.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// A condition did not hold: the item exists, or changed since it was read.
     #[error("condition failed")]
@@ -628,6 +628,35 @@ impl Table {
     /// (`ConditionFailed`). A transaction cancelled by a conflict or throttling is
     /// tried again (full jitter, a few times), then `Conflict` / `Throttled`.
     pub async fn transact(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        self.transact_coded(writes).await.map_err(|(e, _)| e)
+    }
+
+    /// [`Table::transact`], telling which conditions failed: Ok with no positions when
+    /// it is written; when failed conditions cancelled it (nothing written), Ok with
+    /// the positions in `writes` of those that did not hold (DynamoDB names a reason
+    /// per item).
+    pub async fn transact_or_failed(&self, writes: Vec<Write>) -> Result<Vec<usize>, StoreError> {
+        match self.transact_coded(writes).await {
+            Ok(()) => Ok(Vec::new()),
+            Err((StoreError::ConditionFailed, codes)) => {
+                let failed: Vec<usize> = codes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| c.as_str() == "ConditionalCheckFailed")
+                    .map(|(i, _)| i)
+                    .collect();
+                if failed.is_empty() {
+                    Err(StoreError::ConditionFailed)
+                } else {
+                    Ok(failed)
+                }
+            }
+            Err((e, _)) => Err(e),
+        }
+    }
+
+    /// [`Table::transact`], with a cancellation's per-item reason codes.
+    async fn transact_coded(&self, writes: Vec<Write>) -> Result<(), (StoreError, Vec<String>)> {
         let mut items = Vec::with_capacity(writes.len());
         for w in writes {
             let item = match w {
@@ -637,7 +666,7 @@ impl Table {
                             .table_name(&self.name)
                             .set_item(Some(item))
                             .build()
-                            .map_err(conversion)?,
+                            .map_err(|e| (conversion(e), Vec::new()))?,
                     )
                     .build(),
                 Write::Insert(item) => TransactWriteItem::builder()
@@ -647,7 +676,7 @@ impl Table {
                             .set_item(Some(item))
                             .condition_expression("attribute_not_exists(pk)")
                             .build()
-                            .map_err(conversion)?,
+                            .map_err(|e| (conversion(e), Vec::new()))?,
                     )
                     .build(),
                 Write::Replace(item, v) => TransactWriteItem::builder()
@@ -658,7 +687,7 @@ impl Table {
                             .condition_expression("version = :v")
                             .expression_attribute_values(":v", AttributeValue::N(v.to_string()))
                             .build()
-                            .map_err(conversion)?,
+                            .map_err(|e| (conversion(e), Vec::new()))?,
                     )
                     .build(),
                 Write::Delete { pk, sk, must_exist } => {
@@ -669,7 +698,7 @@ impl Table {
                         d = d.condition_expression("attribute_exists(pk)");
                     }
                     TransactWriteItem::builder()
-                        .delete(d.build().map_err(conversion)?)
+                        .delete(d.build().map_err(|e| (conversion(e), Vec::new()))?)
                         .build()
                 }
                 Write::PutIf {
@@ -685,7 +714,7 @@ impl Table {
                         p = p.expression_attribute_values(k, v.into());
                     }
                     TransactWriteItem::builder()
-                        .put(p.build().map_err(conversion)?)
+                        .put(p.build().map_err(|e| (conversion(e), Vec::new()))?)
                         .build()
                 }
                 Write::DeleteIf {
@@ -702,7 +731,7 @@ impl Table {
                         d = d.expression_attribute_values(k, v.into());
                     }
                     TransactWriteItem::builder()
-                        .delete(d.build().map_err(conversion)?)
+                        .delete(d.build().map_err(|e| (conversion(e), Vec::new()))?)
                         .build()
                 }
                 Write::UpdateIf {
@@ -725,7 +754,7 @@ impl Table {
                         u = u.expression_attribute_names(alias, name);
                     }
                     TransactWriteItem::builder()
-                        .update(u.build().map_err(conversion)?)
+                        .update(u.build().map_err(|e| (conversion(e), Vec::new()))?)
                         .build()
                 }
             };
@@ -748,7 +777,7 @@ impl Table {
             let Some(aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(cancelled)) =
                 e.as_service_error()
             else {
-                return Err(service(e));
+                return Err((service(e), Vec::new()));
             };
             let codes = transactions::reason_codes(cancelled);
             let meaning = transactions::cancellation(codes.iter().map(String::as_str));
@@ -760,7 +789,7 @@ impl Table {
                 if meaning != transactions::Cancellation::ConditionFailed {
                     tracing::warn!(?codes, tries = retry + 1, "transaction cancelled");
                 }
-                return Err(transactions::error_of(meaning, &codes));
+                return Err((transactions::error_of(meaning, &codes), codes));
             }
             tokio::time::sleep(transactions::full_jitter(retry)).await;
             retry += 1;
