@@ -276,7 +276,17 @@ impl Dispatches {
                 .into_iter()
                 .flat_map(|(_, event, dispatch)| [event, dispatch])
                 .collect();
-            let failed = self.table.transact_or_failed(writes).await?;
+            let failed = match self.table.transact_or_failed(writes).await {
+                // A failed condition the cancellation does not place: each alone.
+                Err(StoreError::ConditionFailed) if indices.len() > 1 => {
+                    for i in indices {
+                        let (d, event) = new[i];
+                        created[i] = self.create(d, event).await?;
+                    }
+                    return Ok(());
+                }
+                other => other?,
+            };
             if failed.is_empty() {
                 for i in indices {
                     created[i] = true;
