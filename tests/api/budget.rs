@@ -28,6 +28,7 @@ async fn takers_woken_late_give_up_their_slots_instead_of_bunching() {
     let connection = ConnectionId::generate();
     let schedule = RateSchedule::new(table.clone(), &tenant, &connection);
     let retaken_before = lateness().retaken;
+    let rebased_before = lateness().rebased;
     let began = unix_ms();
 
     // Five dispatch-step takers on this test's (single-threaded) runtime.
@@ -93,9 +94,15 @@ async fn takers_woken_late_give_up_their_slots_instead_of_bunching() {
         woke_late >= 2,
         "only {woke_late} takers were waiting: {starts:?}"
     );
+    // That count assumes every taker held its slot before the block. A write that
+    // landed behind the clock (a slow store) claims the schedule afresh from then,
+    // which moves it past the wait's mark before the last takers hold slots: those take
+    // theirs after the block, on time, and are not late wakers. Then only the spacing
+    // above is the test.
     let retaken = lateness().retaken - retaken_before;
+    let rebased = lateness().rebased - rebased_before;
     assert!(
-        retaken as usize + 1 >= woke_late,
+        rebased > 0 || retaken as usize + 1 >= woke_late,
         "{woke_late} takers woke late, {retaken} slots given up: {:?}",
         lateness()
     );
