@@ -557,6 +557,7 @@ async fn refresh_sweep(env: &devhost::LocalEnv, n: usize) -> Result<()> {
             }),
             lease_holder: None,
             lease_until: None,
+            owner: None,
         };
         items.push(conn.to_item()?);
     }

@@ -97,6 +97,7 @@ impl FunctionRegistry {
             .register_event("sync-trigger", event_handler!(sync_trigger::handle_event))
             .register_event("sync-worker", event_handler!(sync_worker::handle_event))
             .register("integrations", handler!(integrations::handle))
+            .register("google", handler!(google::handle))
             .register_event(
                 "event-dispatch",
                 event_handler!(event_dispatch::handle_event),

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::crypto::{SealContext, Sealed};
-use crate::domain::{ConnectionId, ConnectionStatus, Identity, Label, TenantId, UserId};
+use crate::domain::{ConnectionId, ConnectionStatus, Identity, Label, Principal, TenantId, UserId};
 
 pub use crate::store::connections::{Connections, Listing, WriteError, under_key};
 
@@ -144,6 +144,11 @@ pub struct Connection {
     /// OAuth: the token lifecycle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<TokenState>,
+    /// A personal connection's user (Google's Gmail and Calendar): only they see it in
+    /// full and use it; others of the tenant see that it exists, and admins may delete
+    /// it. `None`: the tenant's connection, managed by its admins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<UserId>,
     /// Who holds the refresh lease (one refresher at a time), if anyone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_holder: Option<String>,
@@ -152,7 +157,30 @@ pub struct Connection {
     pub lease_until: Option<i64>,
 }
 
+/// What a caller may have of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// Everything the role allows: the tenant's connections, or the caller's own
+    /// personal one.
+    Full,
+    /// That it exists (owner, kind, status, connected address), and, for an admin,
+    /// deleting it: another user's personal connection seen by an admin.
+    Existence,
+    /// Nothing: another user's personal connection seen by a member.
+    Hidden,
+}
+
 impl Connection {
+    /// What `who` may have of this connection.
+    pub fn reach(&self, who: &Principal) -> Reach {
+        match &self.owner {
+            None => Reach::Full,
+            Some(owner) if *owner == who.user => Reach::Full,
+            Some(_) if who.is_admin() => Reach::Existence,
+            Some(_) => Reach::Hidden,
+        }
+    }
+
     /// Where its secrets are bound.
     pub fn seal_context(&self) -> SealContext {
         seal_context(&self.tenant, &self.id)

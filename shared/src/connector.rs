@@ -252,15 +252,8 @@ impl Connector<'_> {
     /// two different accounts never share a key whatever their parts hold, and the key
     /// has one short length (DynamoDB caps sort keys at 1,024 bytes).
     pub fn account_key(&self, identity: &Identity) -> Option<String> {
-        use sha2::Digest as _;
         let (base, who) = self.account_parts(identity)?;
-        let mut hash = sha2::Sha256::new();
-        for part in [self.method.id.as_str(), base.as_str(), who] {
-            hash.update((part.len() as u64).to_be_bytes());
-            hash.update(part.as_bytes());
-        }
-        let hex: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
-        Some(format!("{ACCOUNT_KEY_VERSION}{hex}"))
+        Some(hashed_key(&[self.method.id.as_str(), base.as_str(), who]))
     }
 
     /// The key markers written before [`Connector::account_key`] used (parts joined by
@@ -334,6 +327,26 @@ async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>,
             }
         }
     }
+}
+
+/// The account key of a personal connection ([`crate::providers::AuthMethod::personal`]):
+/// one per user, auth method and kind, whichever provider account the user signs in
+/// with (two users may connect one shared mailbox; one user has one Gmail).
+pub fn personal_key(method: &str, owner: &crate::domain::UserId, kind: Option<&str>) -> String {
+    hashed_key(&["personal", method, kind.unwrap_or(""), owner.as_str()])
+}
+
+/// SHA-256 (hex) over length-prefixed parts, versioned: never ambiguous, one short
+/// length whatever the parts hold.
+fn hashed_key(parts: &[&str]) -> String {
+    use sha2::Digest as _;
+    let mut hash = sha2::Sha256::new();
+    for part in parts {
+        hash.update((part.len() as u64).to_be_bytes());
+        hash.update(part.as_bytes());
+    }
+    let hex: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    format!("{ACCOUNT_KEY_VERSION}{hex}")
 }
 
 #[cfg(test)]

@@ -73,7 +73,9 @@ pub enum ApiError {
     #[error("the resource changed since it was read; fetch it again")]
     PreconditionFailed,
     /// Body over the limit (413).
-    #[error("request body exceeds {MAX_BODY_BYTES} bytes")]
+    #[error(
+        "the request body is larger than this route takes (256 KiB; mail with attachments 4 MiB)"
+    )]
     PayloadTooLarge,
     /// Not JSON (415).
     #[error("request body must be application/json")]
@@ -402,8 +404,18 @@ pub fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
 /// The body as one JSON object (the checks of [`json_body`] before typing), for routes
 /// that look at its shape before choosing a type.
 pub fn body_object(req: &Request) -> Result<serde_json::Value, ApiError> {
+    body_object_up_to(req, MAX_BODY_BYTES)
+}
+
+/// [`json_body`] for a route that takes bodies up to `max` bytes rather than
+/// [`MAX_BODY_BYTES`] (mail with attachments); larger is a 413.
+pub fn json_body_up_to<T: DeserializeOwned>(req: &Request, max: usize) -> Result<T, ApiError> {
+    from_body(&body_object_up_to(req, max)?)
+}
+
+fn body_object_up_to(req: &Request, max: usize) -> Result<serde_json::Value, ApiError> {
     let bytes: &[u8] = req.body().as_ref();
-    if bytes.len() > MAX_BODY_BYTES {
+    if bytes.len() > max {
         return Err(ApiError::PayloadTooLarge);
     }
     if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {

@@ -133,6 +133,10 @@ pub struct AuthMethod {
     /// connection (a custom provider's endpoints). Their values fill placeholders too.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub app_fields: Vec<Field>,
+    /// OAuth: each connection belongs to the user who connects it (Google's Gmail and
+    /// Calendar): one per user and kind, seen in full and used only by that user.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub personal: bool,
 }
 
 /// How a provider's revocation endpoint takes the token.

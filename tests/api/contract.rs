@@ -288,3 +288,68 @@ async fn conduits_hubspot_exchanges_conform_to_hubspots_published_specs() {
         "HubSpot exchanges that break the published specs:\n{report}"
     );
 }
+
+/// Conduit's Gmail calls (a send with text, HTML and an attachment; the profile with
+/// reading granted) and the stand-in's answers, checked against Google's discovery
+/// document for Gmail (`specs/google/gmail-v1.json`).
+#[tokio::test]
+async fn conduits_gmail_exchanges_conform_to_googles_published_specs() {
+    use base64::Engine as _;
+    let app = TestApp::isolated(devhost::LocalEnvOptions::default()).await;
+    let recorder = app.sandbox().recorder().clone();
+    let tenant = app.tenant();
+    let alice = app.user_token(&tenant, "alice", Role::Member);
+    let user = app
+        .sandbox()
+        .add_oauth_user(OAuthUser::new(
+            OAuthProvider::Google,
+            "contract-gmail@sandbox.test",
+        ))
+        .expect("sandbox user");
+    let out = app
+        .oauth_connect(
+            &alice,
+            "google",
+            json!({"return_to": "http://localhost:5173/settings", "kind": "gmail",
+                   "uses": ["action:send_email", "action:read_email"]}),
+            &format!("login_hint={}", user.email),
+        )
+        .await;
+    assert_eq!(out.status, "connected", "{}", out.return_url);
+
+    recorder.start();
+    let (status, sent) = app
+        .post(
+            "/v1/me/gmail/send",
+            &alice,
+            json!({"to": ["Zoë <zoe@example.com>"], "subject": "Résumé", "text": "hello",
+                   "html": "<p>hello</p>",
+                   "attachments": [{"filename": "a.txt", "content_type": "text/plain",
+                                    "content": base64::engine::general_purpose::STANDARD.encode("a")}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{sent}");
+    let (status, profile) = app.get("/v1/me/gmail/profile", &alice).await;
+    assert_eq!(status, 200, "{profile}");
+    assert_eq!(profile["email_address"], user.email);
+    assert!(
+        profile["messages_total"].is_number(),
+        "reading granted: Gmail's profile {profile}"
+    );
+    let exchanges = recorder.stop();
+
+    let specs = contract::Specs::load("google").expect("Google specs");
+    let report = contract::check_all(&specs, &exchanges);
+    println!("{report}");
+    let reached: BTreeSet<&str> = report.operations.keys().map(String::as_str).collect();
+    for op in [
+        "POST /gmail/v1/users/{userId}/messages/send",
+        "GET /gmail/v1/users/{userId}/profile",
+    ] {
+        assert!(reached.contains(op), "never called {op}\n{report}");
+    }
+    assert!(
+        report.passed(),
+        "Gmail exchanges that break Google's published spec:\n{report}"
+    );
+}

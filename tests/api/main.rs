@@ -18,6 +18,7 @@ mod fairness;
 mod idempotency;
 mod isolation;
 mod oauth;
+mod personal;
 mod queue;
 mod records;
 mod scopes;

@@ -279,6 +279,15 @@ impl TestApp {
             .expect("mint token")
     }
 
+    /// A valid token (10 minutes) for user `user` of `tenant` with `role`: users of one
+    /// tenant told apart (personal connections).
+    pub fn user_token(&self, tenant: &str, user: &str, role: Role) -> String {
+        self.shared
+            .jwt
+            .mint(tenant, user, role.as_str(), Duration::from_secs(600))
+            .expect("mint token")
+    }
+
     /// A valid token (issuer, audience, 10 minutes) for user `sub` carrying `claims`
     /// besides: an identity provider's own claim names (Cognito's `custom:tenant_id`).
     pub fn token_with_claims(&self, sub: &str, claims: Value) -> String {

@@ -1,12 +1,17 @@
 //! `/v1/connections…`: API-key and basic-auth connections. Credentials are checked
 //! against the provider's own "who am I" endpoint before anything is saved; secrets
 //! are sealed per connection and only ever shown masked.
+//!
+//! A personal connection (Google's Gmail and Calendar) is its user's: they see it in
+//! full and manage it; an admin sees that it exists (owner, kind, status, connected
+//! address) and may delete it, never change, test or reconnect it; other members do
+//! not see it. The tenant's connections are read by every member, changed by admins.
 
 use std::collections::BTreeMap;
 
 use conduit::audit::Outcome;
 use conduit::connections::{
-    Connection, Connections, LastError, TokenState, WriteError, seal_context,
+    Connection, Connections, LastError, Reach, TokenState, WriteError, seal_context,
 };
 use conduit::connector::{CheckOutcome, Connector};
 use conduit::crypto::Sealed;
@@ -49,6 +54,8 @@ struct View<'a> {
     checked_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     token: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner: Option<&'a str>,
     created_at: String,
     created_by: &'a str,
     updated_at: String,
@@ -56,12 +63,59 @@ struct View<'a> {
     version: u64,
 }
 
-fn view<'a>(call: &'a Call<'_>, c: &'a Connection) -> View<'a> {
-    let provider_name = call
-        .app
+/// What an admin sees of another user's personal connection: that it exists.
+#[derive(Serialize)]
+struct Existence<'a> {
+    id: &'a str,
+    provider: &'a str,
+    provider_name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kind: Option<&'a str>,
+    owner: &'a str,
+    status: ConnectionStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connected_email: Option<&'a str>,
+    created_at: String,
+    updated_at: String,
+    version: u64,
+}
+
+/// A connection as `call`'s caller may see it, if at all.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Shown<'a> {
+    Full(Box<View<'a>>),
+    Existence(Existence<'a>),
+}
+
+fn shown<'a>(call: &'a Call<'_>, c: &'a Connection) -> Option<Shown<'a>> {
+    match c.reach(&call.who) {
+        Reach::Full => Some(Shown::Full(Box::new(view(call, c)))),
+        Reach::Existence => Some(Shown::Existence(Existence {
+            id: c.id.as_str(),
+            provider: &c.provider,
+            provider_name: provider_name(call, c),
+            kind: c.kind.as_deref(),
+            owner: c.owner.as_ref().map_or("", |o| o.as_str()),
+            status: c.status,
+            connected_email: c.identity.as_ref().and_then(|i| i.email.as_deref()),
+            created_at: rfc3339(c.created_at),
+            updated_at: rfc3339(c.updated_at),
+            version: c.version,
+        })),
+        Reach::Hidden => None,
+    }
+}
+
+fn provider_name<'a>(call: &'a Call<'_>, c: &'a Connection) -> &'a str {
+    call.app
         .catalogue
         .provider(&c.provider)
-        .map_or(c.provider.as_str(), |p| p.name.as_str());
+        .map_or(c.provider.as_str(), |p| p.name.as_str())
+}
+
+fn view<'a>(call: &'a Call<'_>, c: &'a Connection) -> View<'a> {
+    let provider_name = provider_name(call, c);
     let credentials = c
         .settings
         .iter()
@@ -83,6 +137,7 @@ fn view<'a>(call: &'a Call<'_>, c: &'a Connection) -> View<'a> {
         last_error: c.last_error.as_ref(),
         checked_at: c.checked_at.map(rfc3339),
         token: c.token.as_ref().map(token_json),
+        owner: c.owner.as_ref().map(|o| o.as_str()),
         created_at: rfc3339(c.created_at),
         created_by: c.created_by.as_str(),
         updated_at: rfc3339(c.updated_at),
@@ -246,12 +301,44 @@ fn parse_id(call: &Call<'_>) -> Result<ConnectionId, ApiError> {
     ConnectionId::parse(&raw).map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))
 }
 
+/// The path's connection, if the caller may see it at all (another user's personal
+/// connection is not there for a member).
 async fn load(call: &Call<'_>) -> Result<Connection, ApiError> {
     let id = parse_id(call)?;
     let conn = store(call).get(&call.who.tenant, &id).await?;
-    let conn = conn.ok_or_else(|| ApiError::NotFound(format!("no connection {id}")))?;
+    let conn = conn
+        .filter(|c| c.reach(&call.who) != Reach::Hidden)
+        .ok_or_else(|| ApiError::NotFound(format!("no connection {id}")))?;
     if http::if_match(&call.req)?.is_some_and(|v| v != conn.version) {
         return Err(ApiError::PreconditionFailed);
+    }
+    Ok(conn)
+}
+
+/// The path's connection for `action` (an audit action): a personal connection is
+/// changed only by its user (an admin may only delete another user's); the tenant's
+/// only by admins. A refusal is a 403, audited.
+async fn load_for(call: &Call<'_>, action: &str) -> Result<Connection, ApiError> {
+    let conn = load(call).await?;
+    let refusal = match conn.reach(&call.who) {
+        Reach::Existence if action == "connection.delete" => None,
+        Reach::Existence | Reach::Hidden => {
+            Some("a personal connection is used and changed only by its owner")
+        }
+        Reach::Full if conn.owner.is_none() && !call.who.is_admin() => {
+            Some("this action needs the admin role")
+        }
+        Reach::Full => None,
+    };
+    if let Some(message) = refusal {
+        let target = format!("connection/{}", conn.id);
+        call.record(
+            &call
+                .audit(action, target)
+                .failed(Outcome::Denied, "forbidden"),
+        )
+        .await;
+        return Err(ApiError::Forbidden(message.into()));
     }
     Ok(conn)
 }
@@ -382,6 +469,7 @@ pub async fn create(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
         token: None,
         lease_holder: None,
         lease_until: None,
+        owner: None,
     };
     let audit = call
         .audit("connection.create", &target)
@@ -418,8 +506,15 @@ pub async fn list(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     let page = store(call)
         .page(&call.who.tenant, limit, q.get("cursor").map(String::as_str))
         .await?;
-    // A tenant holds tens of connections, so the summary reads them all.
-    let all = store(call).list(&call.who.tenant).await?.connections;
+    // A tenant holds tens of connections, so the summary reads them all (those the
+    // caller may see).
+    let all: Vec<Connection> = store(call)
+        .list(&call.who.tenant)
+        .await?
+        .connections
+        .into_iter()
+        .filter(|c| c.reach(&call.who) != Reach::Hidden)
+        .collect();
     let mut by_status: BTreeMap<&str, usize> = ConnectionStatus::ALL
         .iter()
         .map(|s| (s.as_str(), 0))
@@ -429,12 +524,12 @@ pub async fn list(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
         *by_status.entry(c.status.as_str()).or_default() += 1;
         *by_provider.entry(c.provider.as_str()).or_default() += 1;
     }
-    let connections: Vec<View<'_>> = page
+    let connections: Vec<Shown<'_>> = page
         .items
         .iter()
         .filter(|c| q.get("provider").is_none_or(|p| *p == c.provider))
         .filter(|c| status.is_none_or(|s| s == c.status))
-        .map(|c| view(call, c))
+        .filter_map(|c| shown(call, c))
         .collect();
     http::json(
         StatusCode::OK,
@@ -447,10 +542,28 @@ pub async fn list(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     )
 }
 
-/// `GET /v1/connections/{id}`.
+/// `GET /v1/connections/{id}`: in full, or that it exists (another user's personal
+/// connection, to an admin).
 pub async fn get(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     let conn = load(call).await?;
-    respond(call, StatusCode::OK, &conn)
+    match shown(call, &conn) {
+        Some(s) => http::json_versioned(StatusCode::OK, &s, conn.version),
+        None => Err(ApiError::NotFound(format!("no connection {}", conn.id))),
+    }
+}
+
+/// `GET /v1/me/connections`: the caller's own personal connections, in full, oldest
+/// first.
+pub async fn mine(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
+    http::query(&call.req, &[])?;
+    let all = store(call).list(&call.who.tenant).await?;
+    let connections: Vec<View<'_>> = all
+        .connections
+        .iter()
+        .filter(|c| c.owner.as_ref() == Some(&call.who.user))
+        .map(|c| view(call, c))
+        .collect();
+    http::json(StatusCode::OK, &json!({ "connections": connections }))
 }
 
 #[derive(Deserialize)]
@@ -465,12 +578,22 @@ struct UpdateBody {
 /// `PATCH /v1/connections/{id}`: rename, or change some credentials (checked with the
 /// provider before anything is saved).
 pub async fn update(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
+    // A member's right to change it is settled before the body is read (a 403 rather
+    // than a 400); an admin's body is checked before the connection is looked up.
+    let member_may = if call.who.is_admin() {
+        None
+    } else {
+        Some(load_for(call, "connection.update").await?)
+    };
     let body: UpdateBody = http::patch_body(&call.req)?;
     if body.label.is_none() && body.credentials.is_none() {
         return Err(http::empty_update());
     }
     let label = parse_label(body.label.as_deref())?;
-    let prev = load(call).await?;
+    let prev = match member_may {
+        Some(prev) => prev,
+        None => load_for(call, "connection.update").await?,
+    };
     let (provider, method) = method_of(call, &prev)?;
     let mut next = prev.clone();
     let mut changed: Vec<&str> = Vec::new();
@@ -532,7 +655,7 @@ pub async fn update(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
 /// revocation is recorded; the disconnect still completes), then removes the
 /// connection and its sealed secrets.
 pub async fn delete(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
-    let conn = load(call).await?;
+    let conn = load_for(call, "connection.delete").await?;
     let revoke = Tokens::new(call.app, "credentials", &call.meta.request_id)
         .revoke(&conn)
         .await;
@@ -752,7 +875,7 @@ async fn try_save_status(
 /// `POST /v1/connections/{id}/activate`: checks the credentials, then puts the
 /// connection back in use (or records why it cannot be).
 pub async fn activate(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
-    let prev = load(call).await?;
+    let prev = load_for(call, "connection.activate").await?;
     let outcome = check_stored(call, &prev).await?;
     let next = record_check(
         call,
@@ -771,7 +894,7 @@ pub async fn activate(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
 /// `POST /v1/connections/{id}/deactivate`: takes the connection out of use; nothing
 /// uses it until it is activated again.
 pub async fn deactivate(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
-    let prev = load(call).await?;
+    let prev = load_for(call, "connection.deactivate").await?;
     let mut next = prev.clone();
     next.status = ConnectionStatus::Inactive;
     let next = save_status(call, &prev, next, "connection.deactivate").await?;
@@ -781,7 +904,7 @@ pub async fn deactivate(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
 /// `POST /v1/connections/{id}/test`: checks the stored credentials now and records
 /// the result on the connection.
 pub async fn test_existing(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
-    let prev = load(call).await?;
+    let prev = load_for(call, "connection.test").await?;
     let outcome = check_stored(call, &prev).await?;
     let next = record_check(call, prev, &outcome, "connection.test", None).await?;
     let mut body = json!({ "ok": outcome.is_ok(), "connection": view(call, &next) });

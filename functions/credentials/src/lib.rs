@@ -3,8 +3,9 @@
 //! deactivate, test).
 //!
 //! Routing follows the HTTP API's route key, so template.yaml is the one routing
-//! table. Members read; admins write; every item key carries the caller's tenant, so
-//! another tenant's ids simply are not found.
+//! table. Members read; admins write the tenant's connections, and each user their
+//! own personal ones (`GET /v1/me/connections`); every item key carries the caller's
+//! tenant, so another tenant's ids simply are not found.
 
 mod app_credentials;
 mod catalogue;
@@ -75,6 +76,11 @@ const ROUTES: &[Route] = &[
         handler: |c| Box::pin(connections::list(c)),
     },
     Route {
+        key: "GET /v1/me/connections",
+        access: Access::Member,
+        handler: |c| Box::pin(connections::mine(c)),
+    },
+    Route {
         key: "POST /v1/connections/test",
         access: Access::Admin("connection.test"),
         handler: |c| Box::pin(connections::test_new(c)),
@@ -86,27 +92,32 @@ const ROUTES: &[Route] = &[
     },
     Route {
         key: "PATCH /v1/connections/{id}",
-        access: Access::Admin("connection.update"),
+        // Admins for the tenant's connections, the owner for a personal one.
+        access: Access::Member,
         handler: |c| Box::pin(connections::update(c)),
     },
     Route {
         key: "DELETE /v1/connections/{id}",
-        access: Access::Admin("connection.delete"),
+        // Admins for the tenant's connections, the owner for a personal one.
+        access: Access::Member,
         handler: |c| Box::pin(connections::delete(c)),
     },
     Route {
         key: "POST /v1/connections/{id}/activate",
-        access: Access::Admin("connection.activate"),
+        // Admins for the tenant's connections, the owner for a personal one.
+        access: Access::Member,
         handler: |c| Box::pin(connections::activate(c)),
     },
     Route {
         key: "POST /v1/connections/{id}/deactivate",
-        access: Access::Admin("connection.deactivate"),
+        // Admins for the tenant's connections, the owner for a personal one.
+        access: Access::Member,
         handler: |c| Box::pin(connections::deactivate(c)),
     },
     Route {
         key: "POST /v1/connections/{id}/test",
-        access: Access::Admin("connection.test"),
+        // Admins for the tenant's connections, the owner for a personal one.
+        access: Access::Member,
         handler: |c| Box::pin(connections::test_existing(c)),
     },
 ];

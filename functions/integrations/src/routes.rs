@@ -372,6 +372,7 @@ pub async fn test(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
         .unwrap_or_else(|| "conversation_ended".into());
     let event = event_for(call, body.event, &kind)?;
     if body.send {
+        validate::own_use(call, &i, "integration.test").await?;
         return run_one(call, &i, &event, Origin::Test).await;
     }
     let rendered = render_preview(call, &i, &event).await;
@@ -504,6 +505,7 @@ pub async fn send(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
         .or_else(|| i.triggers.first().map(|t| t.event.as_str().to_owned()))
         .unwrap_or_else(|| "conversation_ended".into());
     let event = event_for(call, body.event, &kind)?;
+    validate::own_use(call, &i, "integration.send").await?;
     run_one(call, &i, &event, Origin::Send).await
 }
 

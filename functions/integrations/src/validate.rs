@@ -169,10 +169,38 @@ pub async fn check(call: &Call<'_>, next: &Integration) -> Result<(), ApiError> 
                 "connection_id",
                 format!("a {} connection, not {}", c.provider, next.provider),
             ),
+            Some(c) if c.owner.as_ref().is_some_and(|o| *o != call.who.user) => p.add(
+                "connection_id",
+                "another user's personal connection: only its owner may use it",
+            ),
             Some(_) => {}
         }
     }
     p.into_result()
+}
+
+/// Refuses (403, audited as `action`) sending through an integration whose connection
+/// is another user's personal one: saved by its owner, it runs on events, but nobody
+/// else sends through it by hand.
+pub async fn own_use(call: &Call<'_>, i: &Integration, action: &str) -> Result<(), ApiError> {
+    let Some(id) = &i.connection_id else {
+        return Ok(());
+    };
+    let conn = conduit::connections::Connections::new(call.app.table.clone())
+        .get(&call.who.tenant, id)
+        .await?;
+    if conn.is_some_and(|c| c.owner.as_ref().is_some_and(|o| *o != call.who.user)) {
+        call.record(
+            &call
+                .audit(action, format!("integration/{}", i.id))
+                .failed(conduit::audit::Outcome::Denied, "forbidden"),
+        )
+        .await;
+        return Err(ApiError::Forbidden(
+            "the integration's connection is another user's personal connection".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The connection id of a body, if it names one.

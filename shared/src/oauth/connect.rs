@@ -14,8 +14,8 @@ use super::tokens;
 use crate::app::App;
 use crate::app_credentials::{self, AppCredentialStore};
 use crate::audit::AuditEntry;
-use crate::connections::{AppSource, Connection, Connections, WriteError};
-use crate::connector::{CheckOutcome, Connector};
+use crate::connections::{AppSource, Connection, Connections, Reach, WriteError};
+use crate::connector::{CheckOutcome, Connector, personal_key};
 use crate::domain::{ConnectionId, ConnectionStatus, Label, Principal, TenantId, now, rfc3339};
 use crate::http::ApiError;
 use crate::providers::{AuthMethod, AuthType, Fields, Provider, render};
@@ -275,11 +275,7 @@ pub async fn start(
     provider_id: &str,
     body: StartBody,
 ) -> Result<String, ApiError> {
-    let provider = app
-        .catalogue
-        .provider(provider_id)
-        .ok_or_else(|| ApiError::NotFound(format!("no provider {provider_id}")))?;
-    let method = oauth_method(provider)?;
+    let (provider, method) = may_start(app, who, request_id, provider_id).await?;
     let return_to = allowed_return_to(app, &body.return_to)?;
     let kind = match (&body.kind, method.kinds.is_empty()) {
         (None, true) => None,
@@ -310,16 +306,39 @@ pub async fn start(
     let fields = method
         .validate(&body.fields, &app.url_policy())
         .map_err(ApiError::invalid_fields)?;
+    let store = Connections::new(app.table.clone());
     let reconnecting = match &body.connection_id {
+        None if method.personal => {
+            // The user's own connection of this kind, if there is one, is asked again
+            // (one per user and kind; Google adds the new scopes to the grant).
+            let key = personal_key(&method.id, &who.user, kind.as_deref());
+            match store.owner_of(&who.tenant, &provider.id, &key).await? {
+                Some(id) => store
+                    .get(&who.tenant, &id)
+                    .await?
+                    .filter(|c| c.owner.as_ref() == Some(&who.user)),
+                None => None,
+            }
+        }
         None => None,
         Some(raw) => {
             let id = ConnectionId::parse(raw)
                 .map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))?;
-            let conn = Connections::new(app.table.clone())
+            let conn = store
                 .get(&who.tenant, &id)
                 .await?
-                .filter(|c| c.provider == provider.id)
+                .filter(|c| c.provider == provider.id && c.reach(who) != Reach::Hidden)
                 .ok_or_else(|| ApiError::NotFound(format!("no {} connection {id}", provider.id)))?;
+            if conn.reach(who) == Reach::Existence {
+                return Err(refused(
+                    app,
+                    who,
+                    request_id,
+                    &provider.id,
+                    "only its owner may reconnect a personal connection",
+                )
+                .await);
+            }
             if conn.kind != kind {
                 return Err(ApiError::bad_request(
                     "invalid_kind",
@@ -329,6 +348,23 @@ pub async fn start(
             Some(conn)
         }
     };
+    // A personal connection is its user's to connect; a tenant's (a reconnect keeps
+    // what the connection is: one made before connections were personal stays the
+    // tenant's) needs an admin.
+    let personal = match &reconnecting {
+        Some(c) => c.owner.is_some(),
+        None => method.personal,
+    };
+    if !personal && !who.is_admin() {
+        return Err(refused(
+            app,
+            who,
+            request_id,
+            &provider.id,
+            "this action needs the admin role",
+        )
+        .await);
+    }
     let client = resolve_app(app, &who.tenant, &provider.id, None)
         .await?
         .ok_or_else(|| ApiError::Conflict {
@@ -399,6 +435,7 @@ pub async fn start(
     let pending = PendingFlow {
         tenant: who.tenant.clone(),
         user: who.user.clone(),
+        personal,
         provider: provider.id.clone(),
         kind,
         label: label.map(|l| l.as_str().to_owned()),
@@ -424,6 +461,55 @@ pub async fn start(
     .detail("scopes", &pending.scopes);
     app.audit.record(&audit).await?;
     Ok(authorize_url)
+}
+
+/// The provider and its OAuth method, if `who` may start connecting it: an admin
+/// anything, another user only a personal connection (refused before the body is
+/// read: a 403, audited).
+pub async fn may_start<'a>(
+    app: &'a App,
+    who: &Principal,
+    request_id: &str,
+    provider_id: &str,
+) -> Result<(&'a Provider, &'a AuthMethod), ApiError> {
+    let provider = app
+        .catalogue
+        .provider(provider_id)
+        .ok_or_else(|| ApiError::NotFound(format!("no provider {provider_id}")))?;
+    let method = oauth_method(provider)?;
+    if !method.personal && !who.is_admin() {
+        return Err(refused(
+            app,
+            who,
+            request_id,
+            &provider.id,
+            "this action needs the admin role",
+        )
+        .await);
+    }
+    Ok((provider, method))
+}
+
+/// A start the caller may not make: audited as denied, a 403.
+async fn refused(
+    app: &App,
+    who: &Principal,
+    request_id: &str,
+    provider: &str,
+    message: &str,
+) -> ApiError {
+    let audit = AuditEntry::by(
+        who,
+        request_id,
+        "oauth.start",
+        format!("provider/{provider}"),
+    )
+    .failed(crate::audit::Outcome::Denied, "forbidden")
+    .detail("provider", provider);
+    if let Err(e) = app.audit.record(&audit).await {
+        tracing::error!(error = %e, "audit write failed");
+    }
+    ApiError::Forbidden(message.into())
 }
 
 /// How a callback ends.
@@ -672,7 +758,15 @@ async fn connect(
         .filter(|s| !s.is_empty())
         .or(checked_scopes.filter(|s| !s.is_empty()))
         .unwrap_or_else(|| pending.scopes.clone());
-    let account_key = connector.account_key(&identity);
+    let account_key = if pending.personal {
+        Some(personal_key(
+            &method.id,
+            &pending.user,
+            pending.kind.as_deref(),
+        ))
+    } else {
+        connector.account_key(&identity)
+    };
     let token = tokens::state(
         method,
         &grant,
@@ -694,6 +788,7 @@ async fn connect(
             {
                 Some(owner) => Some(owner),
                 // An account connected before keys were hashed holds the old marker.
+                None if pending.personal => None,
                 None => match connector.legacy_account_key(&identity) {
                     Some(legacy) => store
                         .legacy_owner(&pending.tenant, &provider.id, &legacy)
@@ -719,6 +814,9 @@ async fn connect(
         .collect();
     let public = fields.public.clone();
     match existing {
+        Some(prev) if prev.owner.is_some() && prev.owner.as_ref() != Some(&pending.user) => {
+            Err(Failure::Reason("not_owner".into()))
+        }
         Some(prev) => {
             let sealed = app
                 .envelope
@@ -808,6 +906,7 @@ async fn connect(
                 token: Some(token),
                 lease_holder: None,
                 lease_until: None,
+                owner: pending.personal.then(|| pending.user.clone()),
             };
             let audit = AuditEntry::by(
                 who,

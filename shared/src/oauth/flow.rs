@@ -24,8 +24,11 @@ pub const FLOW_TTL: time::Duration = time::Duration::minutes(10);
 pub struct PendingFlow {
     /// The tenant connecting.
     pub tenant: TenantId,
-    /// The admin who started it.
+    /// The user who started it (an admin, or the owner of a personal connection).
     pub user: UserId,
+    /// The connection is the user's own ([`crate::providers::AuthMethod::personal`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub personal: bool,
     /// Provider id.
     pub provider: String,
     /// Connection kind (Google gmail/calendar).

@@ -1,0 +1,439 @@
+//! Personal connections (issue 14): a user's own Google Gmail and Calendar. Only the
+//! owner sees one in full and uses it; an admin sees that it exists and may delete it,
+//! never test, change or reconnect it; other members and other tenants do not see it;
+//! one per user and kind (a second connect asks again for the same connection).
+
+use sandbox::{OAuthProvider, OAuthUser};
+use scenarios::{Role, TestApp, query_param};
+use serde_json::{Value, json};
+
+const RETURN_TO: &str = "http://localhost:5173/settings/integrations";
+const SEND: &str = "https://www.googleapis.com/auth/gmail.send";
+const READ: &str = "https://www.googleapis.com/auth/gmail.readonly";
+
+fn start(extra: Value) -> Value {
+    let mut body = json!({ "return_to": RETURN_TO });
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        b.extend(e.clone());
+    }
+    body
+}
+
+fn google_user(app: &TestApp, prefix: &str) -> OAuthUser {
+    let email = format!(
+        "{prefix}-{}@sandbox.test",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+    );
+    app.sandbox()
+        .add_oauth_user(OAuthUser::new(OAuthProvider::Google, email))
+        .expect("add sandbox user")
+}
+
+fn ids(list: &Value) -> Vec<String> {
+    list["connections"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c["id"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_users_gmail_is_theirs_alone_and_admins_see_only_that_it_exists() {
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant();
+    let alice = app.user_token(&tenant, "alice", Role::Member);
+    let bob = app.user_token(&tenant, "bob", Role::Member);
+    let admin = app.user_token(&tenant, "carol", Role::Admin);
+    let stranger = app.token(&app.tenant(), Role::Admin);
+    let u = google_user(&app, "alice");
+    let hint = format!("login_hint={}", u.email);
+
+    // A member connects their own Gmail: send only, offline, their connection.
+    let out = app
+        .oauth_connect(&alice, "google", start(json!({"kind": "gmail"})), &hint)
+        .await;
+    assert_eq!(out.status, "connected", "{}", out.return_url);
+    assert_eq!(
+        query_param(&out.authorize_url, "scope").as_deref(),
+        Some(&*format!("openid email {SEND}"))
+    );
+    let id = out.connection_id.expect("connection id").to_string();
+    let path = format!("/v1/connections/{id}");
+
+    let (status, mine) = app.get("/v1/me/connections", &alice).await;
+    assert_eq!(status, 200, "{mine}");
+    assert_eq!(ids(&mine), vec![id.clone()]);
+    let own = &mine["connections"][0];
+    assert_eq!(own["owner"], "alice");
+    assert_eq!(own["kind"], "gmail");
+    assert_eq!(own["connected_as"]["email"], u.email);
+    assert_eq!(own["token"]["has_refresh_token"], true);
+    let (status, full) = app.get(&path, &alice).await;
+    assert_eq!(status, 200, "{full}");
+    assert_eq!(full["owner"], "alice");
+    assert!(
+        full["scopes"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|x| x == SEND)),
+        "{full}"
+    );
+
+    // Another member: not there at all.
+    let (status, _) = app.get(&path, &bob).await;
+    assert_eq!(status, 404);
+    let (_, list) = app.get("/v1/connections", &bob).await;
+    assert!(!ids(&list).contains(&id), "{list}");
+    assert_eq!(list["stats"]["total"], 0, "{list}");
+    assert!(!list.to_string().contains(&u.email));
+    let (_, theirs) = app.get("/v1/me/connections", &bob).await;
+    assert_eq!(ids(&theirs), Vec::<String>::new());
+    for (method, p) in [
+        ("POST", format!("{path}/test")),
+        ("POST", format!("{path}/deactivate")),
+        ("DELETE", path.clone()),
+    ] {
+        let (status, body) = app.send(method, &p, &bob, None).await;
+        assert_eq!(status, 404, "{method} {p} by another member: {body}");
+    }
+    let (status, body) = app
+        .oauth_start(
+            &bob,
+            "google",
+            start(json!({"kind": "gmail", "connection_id": id})),
+        )
+        .await;
+    assert_eq!(status, 404, "another member reconnecting: {body}");
+
+    // An admin: that it exists (owner, kind, status, address), nothing to use.
+    let (status, seen) = app.get(&path, &admin).await;
+    assert_eq!(status, 200, "{seen}");
+    assert_eq!(seen["owner"], "alice");
+    assert_eq!(seen["kind"], "gmail");
+    assert_eq!(seen["status"], "connected");
+    assert_eq!(seen["connected_email"], u.email);
+    for hidden in ["credentials", "scopes", "token", "label", "connected_as"] {
+        assert!(
+            seen.get(hidden).is_none(),
+            "{hidden} shown to an admin: {seen}"
+        );
+    }
+    let (_, list) = app.get("/v1/connections", &admin).await;
+    assert!(ids(&list).contains(&id), "{list}");
+    assert_eq!(list["stats"]["total"], 1);
+    for (method, p, body) in [
+        ("POST", format!("{path}/test"), None),
+        ("POST", format!("{path}/activate"), None),
+        ("POST", format!("{path}/deactivate"), None),
+        ("PATCH", path.clone(), Some(json!({"label": "mine now"}))),
+    ] {
+        let (status, got) = app.send(method, &p, &admin, body).await;
+        assert_eq!(status, 403, "{method} {p} by an admin: {got}");
+    }
+    let (status, body) = app
+        .oauth_start(
+            &admin,
+            "google",
+            start(json!({"kind": "gmail", "connection_id": id})),
+        )
+        .await;
+    assert_eq!(status, 403, "an admin reconnecting someone's Gmail: {body}");
+    let denied = app
+        .audit_actions(&tenant)
+        .await
+        .into_iter()
+        .filter(|(_, outcome)| outcome == "denied")
+        .count();
+    assert!(denied >= 5, "each refusal is audited: {denied}");
+
+    // Another tenant: nothing.
+    let (status, _) = app.get(&path, &stranger).await;
+    assert_eq!(status, 404);
+
+    // The owner manages it: renames and tests it.
+    let (status, renamed) = app.patch(&path, &alice, json!({"label": "My Gmail"})).await;
+    assert_eq!(status, 200, "{renamed}");
+    let (status, tested) = app.post(&format!("{path}/test"), &alice, json!({})).await;
+    assert_eq!(status, 200, "{tested}");
+    assert_eq!(tested["ok"], true, "{tested}");
+
+    // A second connect of the same kind asks again for the same connection, adding
+    // reading to sending (incremental).
+    let again = app
+        .oauth_connect(
+            &alice,
+            "google",
+            start(json!({"kind": "gmail", "uses": ["action:send_email", "action:read_email"]})),
+            &hint,
+        )
+        .await;
+    assert_eq!(again.status, "connected", "{}", again.return_url);
+    assert_eq!(again.connection_id.map(|c| c.to_string()), Some(id.clone()));
+    assert_eq!(
+        query_param(&again.authorize_url, "include_granted_scopes").as_deref(),
+        Some("true")
+    );
+    let scope = query_param(&again.authorize_url, "scope").unwrap_or_default();
+    assert!(scope.contains(SEND) && scope.contains(READ), "{scope}");
+    let (_, mine) = app.get("/v1/me/connections", &alice).await;
+    assert_eq!(ids(&mine), vec![id.clone()], "still one Gmail for alice");
+    assert!(
+        mine["connections"][0]["scopes"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|x| x == READ)),
+        "{mine}"
+    );
+
+    // Bob may connect the same (shared) mailbox as his own: a connection of his.
+    let bobs = app
+        .oauth_connect(&bob, "google", start(json!({"kind": "gmail"})), &hint)
+        .await;
+    assert_eq!(bobs.status, "connected", "{}", bobs.return_url);
+    let bobs = bobs.connection_id.expect("bob's").to_string();
+    assert_ne!(bobs, id);
+    let (_, list) = app.get("/v1/connections", &alice).await;
+    assert_eq!(ids(&list), vec![id.clone()], "alice sees only hers: {list}");
+
+    // A member starts only personal connections.
+    let (status, body) = app.oauth_start(&alice, "hubspot", start(json!({}))).await;
+    assert_eq!(status, 403, "{body}");
+
+    // An admin removes a leaver's connection; it is gone for its owner too.
+    let (status, body) = app.delete(&path, &admin).await;
+    assert!(status == 204 || status == 200, "{status} {body}");
+    let (_, mine) = app.get("/v1/me/connections", &alice).await;
+    assert_eq!(ids(&mine), Vec::<String>::new());
+    let (_, list) = app.get("/v1/connections", &admin).await;
+    assert_eq!(ids(&list), vec![bobs]);
+}
+
+#[tokio::test]
+async fn gmail_and_calendar_are_one_each_per_user() {
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant();
+    let alice = app.user_token(&tenant, "alice", Role::Member);
+    let u = google_user(&app, "cal");
+    let hint = format!("login_hint={}", u.email);
+    let mut seen = Vec::new();
+    for kind in ["gmail", "calendar", "calendar"] {
+        let out = app
+            .oauth_connect(&alice, "google", start(json!({"kind": kind})), &hint)
+            .await;
+        assert_eq!(out.status, "connected", "{kind}: {}", out.return_url);
+        seen.push(out.connection_id.expect("id").to_string());
+    }
+    assert_ne!(seen[0], seen[1], "gmail and calendar are separate");
+    assert_eq!(
+        seen[1], seen[2],
+        "a second calendar connect is the same connection"
+    );
+    let (_, mine) = app.get("/v1/me/connections", &alice).await;
+    assert_eq!(ids(&mine).len(), 2, "{mine}");
+    // A reconnect keeps the kind.
+    let (status, body) = app
+        .oauth_start(
+            &alice,
+            "google",
+            start(json!({"kind": "gmail", "connection_id": seen[1]})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_kind");
+}
+
+#[tokio::test]
+async fn a_user_sends_mail_as_themselves_and_bad_mail_sends_nothing() {
+    use base64::Engine as _;
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant();
+    let alice = app.user_token(&tenant, "alice", Role::Member);
+    let bob = app.user_token(&tenant, "bob", Role::Member);
+    let u = google_user(&app, "mail");
+    let hint = format!("login_hint={}", u.email);
+    let notes = "Private notes of the call, body-secret-7731";
+    let mail = json!({
+        "to": ["Zoë Ü <zoe@example.com>"], "cc": ["c@example.com"], "bcc": ["b@example.com"],
+        "subject": "Résumé of your call — 通话摘要",
+        "text": notes, "html": format!("<p>{notes}</p>"),
+        "attachments": [{"filename": "notes.txt", "content_type": "text/plain",
+                         "content": base64::engine::general_purpose::STANDARD.encode("attached-secret-9120")}],
+        "in_reply_to": "<earlier@mail.example.com>",
+    });
+
+    // Nobody sends before connecting their own Gmail.
+    let (status, body) = app.post("/v1/me/gmail/send", &alice, mail.clone()).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "gmail_not_connected");
+    let out = app
+        .oauth_connect(&alice, "google", start(json!({"kind": "gmail"})), &hint)
+        .await;
+    assert_eq!(out.status, "connected", "{}", out.return_url);
+    let id = out.connection_id.expect("id");
+
+    // Alice's own Gmail sends it; Gmail receives the MIME message Conduit built.
+    let (status, sent) = app.post("/v1/me/gmail/send", &alice, mail.clone()).await;
+    assert_eq!(status, 200, "{sent}");
+    assert!(
+        sent["message_id"].as_str().is_some_and(|s| !s.is_empty()),
+        "{sent}"
+    );
+    assert!(
+        sent["thread_id"].as_str().is_some_and(|s| !s.is_empty()),
+        "{sent}"
+    );
+    let raw = app.sandbox().gmail_sent(&u.email);
+    assert_eq!(raw.len(), 1, "one message reached Gmail");
+    let headers = raw[0].split("\r\n\r\n").next().unwrap_or("");
+    assert!(
+        headers.contains(&format!("From: <{}>", u.email)),
+        "{headers}"
+    );
+    assert!(
+        headers.contains("Subject: =?utf-8?"),
+        "non-ASCII subject in encoded words: {headers}"
+    );
+    assert!(
+        headers.contains("zoe@example.com") && headers.contains("c@example.com"),
+        "{headers}"
+    );
+    assert!(
+        headers.contains("In-Reply-To: <earlier@mail.example.com>"),
+        "{headers}"
+    );
+    assert!(headers.contains("multipart/mixed"), "{headers}");
+    assert!(
+        raw[0].contains("multipart/alternative"),
+        "text and HTML as alternatives"
+    );
+    assert!(raw[0].contains("filename=\"notes.txt\""), "the attachment");
+
+    // Bob has no Gmail: Alice's is not his to use.
+    let (status, body) = app.post("/v1/me/gmail/send", &bob, mail.clone()).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "gmail_not_connected");
+
+    // Header injection, bad addresses, nothing to say: refused, nothing sent.
+    let mut injected = mail.clone();
+    injected["subject"] = json!("Hello\r\nBcc: everyone@evil.test");
+    let (status, body) = app.post("/v1/me/gmail/send", &alice, injected).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("header_injection")),
+        "{body}"
+    );
+    let mut injected = mail.clone();
+    injected["to"] = json!(["zoe@example.com\nBcc: everyone@evil.test"]);
+    let (status, body) = app.post("/v1/me/gmail/send", &alice, injected).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("header_injection")),
+        "{body}"
+    );
+    let mut bad = mail.clone();
+    bad["to"] = json!(["not an address"]);
+    bad["text"] = Value::Null;
+    bad["html"] = Value::Null;
+    let (status, body) = app.post("/v1/me/gmail/send", &alice, bad).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_fields")),
+        "{body}"
+    );
+    let fields: Vec<&str> = body["error"]["details"]
+        .as_array()
+        .map(|d| d.iter().filter_map(|f| f["field"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        fields.contains(&"to[0]") && fields.contains(&"text"),
+        "{body}"
+    );
+    assert_eq!(
+        app.sandbox().gmail_sent(&u.email).len(),
+        1,
+        "nothing more reached Gmail"
+    );
+
+    // A token due for refresh is refreshed during the send.
+    let before = app
+        .connection(&tenant, &id)
+        .await
+        .token
+        .map(|t| t.generation);
+    app.make_due(&tenant, &id).await;
+    let (status, body) = app.post("/v1/me/gmail/send", &alice, mail.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    let after = app
+        .connection(&tenant, &id)
+        .await
+        .token
+        .map(|t| t.generation);
+    assert!(after > before, "refreshed: {before:?} → {after:?}");
+    assert_eq!(app.sandbox().gmail_sent(&u.email).len(), 2);
+
+    // The profile is the connected address (send only: no mailbox totals).
+    let (status, profile) = app.get("/v1/me/gmail/profile", &alice).await;
+    assert_eq!(status, 200, "{profile}");
+    assert_eq!(profile["email_address"], u.email);
+    assert!(profile.get("messages_total").is_none(), "{profile}");
+
+    // No message body, attachment or token in the logs.
+    let logs = app.logs();
+    for secret in [
+        "body-secret-7731",
+        "attached-secret-9120",
+        "YXR0YWNoZWQtc2VjcmV0LTkxMjA",
+    ] {
+        assert!(!logs.contains(secret), "{secret} logged");
+    }
+    let tokens = app.tokens(&tenant, &id).await;
+    if let Some(token) = tokens.get("access_token") {
+        assert!(!logs.contains(token.as_str()), "the access token logged");
+    }
+}
+
+#[tokio::test]
+async fn a_revoked_grant_stops_that_users_gmail_only() {
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant();
+    let alice = app.user_token(&tenant, "alice", Role::Member);
+    let bob = app.user_token(&tenant, "bob", Role::Member);
+    let a = google_user(&app, "revoked");
+    let b = google_user(&app, "kept");
+    let mut ids = Vec::new();
+    for (token, u) in [(&alice, &a), (&bob, &b)] {
+        let out = app
+            .oauth_connect(
+                token,
+                "google",
+                start(json!({"kind": "gmail"})),
+                &format!("login_hint={}", u.email),
+            )
+            .await;
+        assert_eq!(out.status, "connected", "{}", out.return_url);
+        ids.push(out.connection_id.expect("id"));
+    }
+    let mail = json!({"to": ["x@example.com"], "subject": "s", "text": "t"});
+    // Alice removes Conduit from her Google account; her token is due.
+    assert_eq!(
+        app.sandbox().revoke_grants_for_user(OAuthProvider::Google, &a.email),
+        1
+    );
+    app.make_due(&tenant, &ids[0]).await;
+    let (status, body) = app.post("/v1/me/gmail/send", &alice, mail.clone()).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "needs_reauth", "{body}");
+    let (_, mine) = app.get("/v1/me/connections", &alice).await;
+    assert_eq!(mine["connections"][0]["status"], "needs_reauth", "{mine}");
+    assert!(app.sandbox().gmail_sent(&a.email).is_empty());
+    // Bob's Gmail is untouched.
+    let (status, body) = app.post("/v1/me/gmail/send", &bob, mail).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, his) = app.get("/v1/me/connections", &bob).await;
+    assert_eq!(his["connections"][0]["status"], "connected", "{his}");
+    assert_eq!(app.sandbox().gmail_sent(&b.email).len(), 1);
+}
