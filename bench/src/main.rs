@@ -29,9 +29,9 @@
 //! - **Cold start** (see [`coldstart`]): each function binary's init and memory against
 //!   a hello-world `lambda_runtime` binary of the same profile. Goal: at most 2×.
 //!
-//! Usage: `conduit-bench [--only coldstart,conflict,oauth,refresh,sync,dispatch,store] [--flows N]
+//! Usage: `conduit-bench [--only coldstart,conflict,oauth,refresh,sync,dispatch,store,gmail] [--flows N]
 //! [--connections N] [--sync 1000,10000,100000] [--directions pull,push] [--pairs N]
-//! [--starts N] [--events N] [--tenants N] [--calls N] [--bin-dir DIR] [--log LEVEL]` (default: everything; `--log info` writes the handlers' JSON logs,
+//! [--starts N] [--events N] [--tenants N] [--calls N] [--sends N] [--bin-dir DIR] [--log LEVEL]` (default: everything; `--log info` writes the handlers' JSON logs,
 //! e.g. the worker's "sync chunk done", to stderr).
 
 use std::time::{Duration, Instant};
@@ -50,6 +50,7 @@ const RETURN_TO: &str = "http://localhost:5173/integrations";
 mod alloc;
 mod coldstart;
 mod dispatch;
+mod gmail;
 mod store;
 mod sync;
 
@@ -67,11 +68,12 @@ struct Args {
     events: usize,
     tenants: usize,
     calls: usize,
+    sends: usize,
     bin_dir: Option<std::path::PathBuf>,
     log: Option<String>,
 }
 
-const BENCHES: [&str; 7] = [
+const BENCHES: [&str; 8] = [
     "coldstart",
     "conflict",
     "oauth",
@@ -79,6 +81,7 @@ const BENCHES: [&str; 7] = [
     "sync",
     "dispatch",
     "store",
+    "gmail",
 ];
 
 fn numbers(flag: &str, value: &str) -> Result<Vec<usize>> {
@@ -105,6 +108,7 @@ fn args() -> Result<Args> {
         events: 10_000,
         tenants: dispatch::TENANTS,
         calls: 3_000,
+        sends: 1_000,
         bin_dir: None,
         log: None,
     };
@@ -148,10 +152,11 @@ fn args() -> Result<Args> {
             "--events" => out.events = one()?.max(1),
             "--tenants" => out.tenants = one()?.max(1),
             "--calls" => out.calls = one()?.max(1),
+            "--sends" => out.sends = one()?.max(1),
             "--bin-dir" => out.bin_dir = Some(value.into()),
             "--log" => out.log = Some(value),
             other => bail!(
-                "unknown flag {other}; use --only, --flows, --connections, --sync, --directions, --pairs, --starts, --events, --tenants, --calls, --bin-dir, --log"
+                "unknown flag {other}; use --only, --flows, --connections, --sync, --directions, --pairs, --starts, --events, --tenants, --calls, --sends, --bin-dir, --log"
             ),
         }
     }
@@ -200,7 +205,7 @@ async fn main() -> Result<()> {
     if wants("conflict") {
         conflict_detection(args.pairs);
     }
-    if ["oauth", "refresh", "sync", "dispatch", "store"]
+    if ["oauth", "refresh", "sync", "dispatch", "store", "gmail"]
         .iter()
         .any(|b| wants(b))
     {
@@ -219,6 +224,9 @@ async fn main() -> Result<()> {
         }
         if wants("store") {
             store::bench(&env, args.calls).await?;
+        }
+        if wants("gmail") {
+            gmail::bench(&env, args.sends).await?;
         }
         env.shutdown().await;
     }

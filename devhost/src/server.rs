@@ -46,6 +46,9 @@ use crate::stack::{LOCAL_API_ID, LocalStack};
 pub const EVENTS_PATH: &str = "/_devhost/events";
 /// The dev host's own endpoint showing the queues' depths and the pollers' counters.
 pub const QUEUES_PATH: &str = "/_devhost/queues";
+/// The dev host's own endpoint showing each HTTP function's invocations and the CPU
+/// its handler used (benchmarks read it).
+pub const FUNCTIONS_PATH: &str = "/_devhost/functions";
 
 /// The largest request API Gateway's HTTP API accepts.
 pub const MAX_REQUEST_BYTES: usize = 10 * 1024 * 1024;
@@ -104,6 +107,11 @@ struct FunctionEntry {
     binary: String,
     handler: Option<(Handler, Arc<App>)>,
     timeout: Duration,
+    /// Invocations through the API so far.
+    invocations: std::sync::atomic::AtomicU64,
+    /// CPU time its handler's polls used (ns), as for the event functions
+    /// (`invoker::EventFunction::cpu`).
+    cpu_ns: std::sync::atomic::AtomicU64,
 }
 
 struct Authorizer {
@@ -309,6 +317,8 @@ impl DevHost {
                         .timeout_secs
                         .map(Duration::from_secs)
                         .unwrap_or(DEFAULT_TIMEOUT),
+                    invocations: std::sync::atomic::AtomicU64::new(0),
+                    cpu_ns: std::sync::atomic::AtomicU64::new(0),
                 },
             );
         }
@@ -709,6 +719,12 @@ async fn handle(inner: &Inner, peer: SocketAddr, req: Request, request_id: &str)
             &format!("{method} {QUEUES_PATH}"),
         );
     }
+    if raw_path == FUNCTIONS_PATH {
+        return outcome(
+            devhost_functions(inner, &parts.method),
+            &format!("{method} {FUNCTIONS_PATH}"),
+        );
+    }
 
     let matched = inner.routes.find(&method, &raw_path);
     if parts.method == Method::OPTIONS
@@ -863,9 +879,25 @@ async fn handle(inner: &Inner, peer: SocketAddr, req: Request, request_id: &str)
     };
 
     // API Gateway starts a new trace per request; the function's AWS requests carry it.
+    // Each poll of the handler is timed on the polling thread's CPU clock, as the event
+    // functions' are: the function's own work, apart from the dev host's.
+    let mut handled = Box::pin(handler(app, request));
+    let cpu = &function.cpu_ns;
+    let timed = std::future::poll_fn(move |cx| {
+        let before = crate::invoker::thread_cpu_ns();
+        let polled = handled.as_mut().poll(cx);
+        cpu.fetch_add(
+            crate::invoker::thread_cpu_ns().saturating_sub(before),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        polled
+    });
+    function
+        .invocations
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let invocation = crate::trace::within(
         crate::trace::TraceHeader::new_root(),
-        AssertUnwindSafe(handler(app, request)).catch_unwind(),
+        AssertUnwindSafe(timed).catch_unwind(),
     );
     let result = match tokio::time::timeout(function.timeout, invocation).await {
         Err(_) => Err(anyhow!("timed out after {}s", function.timeout.as_secs())),
@@ -891,21 +923,47 @@ async fn devhost_events(inner: &Inner, method: &Method) -> Response {
         return gateway(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
     }
     match inner.events.all().await {
-        Ok(events) => {
-            let mut text = serde_json::to_string_pretty(&events).unwrap_or_else(|_| "[]".into());
-            text.push('\n');
-            let mut resp = Response::new(axum::body::Body::from(text));
-            resp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            resp
-        }
+        Ok(events) => pretty_json(&events),
         Err(error) => {
             tracing::warn!(target: "devhost", error = %format!("{error:#}"), "listing captured events failed");
             gateway(StatusCode::SERVICE_UNAVAILABLE, &format!("{error:#}"))
         }
     }
+}
+
+/// `GET /_devhost/functions`: every HTTP function with a handler, its invocations and
+/// the CPU its handler's polls used.
+fn devhost_functions(inner: &Inner, method: &Method) -> Response {
+    if method != Method::GET {
+        return gateway(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+    }
+    let functions: Vec<serde_json::Value> = inner
+        .functions
+        .values()
+        .filter(|f| f.handler.is_some())
+        .map(|f| {
+            let ns = f.cpu_ns.load(std::sync::atomic::Ordering::Relaxed);
+            serde_json::json!({
+                "function": f.logical_id,
+                "binary": f.binary,
+                "invocations": f.invocations.load(std::sync::atomic::Ordering::Relaxed),
+                "cpu_ms": ns as f64 / 1e6,
+            })
+        })
+        .collect();
+    pretty_json(&serde_json::json!({ "functions": functions }))
+}
+
+/// A dev-host report: pretty JSON, one trailing newline.
+fn pretty_json<T: serde::Serialize>(value: &T) -> Response {
+    let mut text = serde_json::to_string_pretty(value).unwrap_or_else(|_| "null".into());
+    text.push('\n');
+    let mut resp = Response::new(axum::body::Body::from(text));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
 }
 
 /// `GET /_devhost/queues`: every queue of the stack with its depth, and every polled
@@ -915,16 +973,7 @@ async fn devhost_queues(inner: &Inner, method: &Method) -> Response {
         return gateway(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
     }
     match inner.queues.report().await {
-        Ok(report) => {
-            let mut text = serde_json::to_string_pretty(&report).unwrap_or_else(|_| "{}".into());
-            text.push('\n');
-            let mut resp = Response::new(axum::body::Body::from(text));
-            resp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            resp
-        }
+        Ok(report) => pretty_json(&report),
         Err(error) => {
             tracing::warn!(target: "devhost", error = %format!("{error:#}"), "reading the queues failed");
             gateway(StatusCode::SERVICE_UNAVAILABLE, &format!("{error:#}"))

@@ -381,6 +381,24 @@ async fn a_user_sends_mail_as_themselves_and_bad_mail_sends_nothing() {
     assert_eq!(profile["email_address"], u.email);
     assert!(profile.get("messages_total").is_none(), "{profile}");
 
+    // The dev host counts the google function's invocations and its handler's CPU
+    // (what `make bench` reads per send).
+    let (status, report) = app.get("/_devhost/functions", "").await;
+    assert_eq!(status, 200, "{report}");
+    let google = report["functions"]
+        .as_array()
+        .and_then(|f| f.iter().find(|f| f["function"] == "GoogleFunction"))
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        google["invocations"].as_u64().is_some_and(|n| n >= 7),
+        "{report}"
+    );
+    assert!(
+        google["cpu_ms"].as_f64().is_some_and(|ms| ms > 0.0),
+        "{report}"
+    );
+
     // No message body, attachment or token in the logs.
     let logs = app.logs();
     for secret in [
@@ -420,7 +438,8 @@ async fn a_revoked_grant_stops_that_users_gmail_only() {
     let mail = json!({"to": ["x@example.com"], "subject": "s", "text": "t"});
     // Alice removes Conduit from her Google account; her token is due.
     assert_eq!(
-        app.sandbox().revoke_grants_for_user(OAuthProvider::Google, &a.email),
+        app.sandbox()
+            .revoke_grants_for_user(OAuthProvider::Google, &a.email),
         1
     );
     app.make_due(&tenant, &ids[0]).await;

@@ -470,11 +470,9 @@ async fn refused(
 pub async fn send(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     let body: SendBody = http::json_body_up_to(&call.req, MAX_REQUEST_BYTES)?;
     let conn = own_connection(call, KIND).await?;
-    if let Err(missing) = scopes::check(
-        call.app.catalogue,
-        &conn,
-        &["action:send_email".to_owned()],
-    ) {
+    if let Err(missing) =
+        scopes::check(call.app.catalogue, &conn, &["action:send_email".to_owned()])
+    {
         let mut extra = serde_json::Map::new();
         extra.insert("missing_scopes".into(), json!(missing.missing));
         extra.insert(
@@ -545,11 +543,7 @@ pub async fn profile(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
         "status": conn.status,
         "scopes": conn.scopes,
     });
-    let reads = scopes::check(
-        call.app.catalogue,
-        &conn,
-        &["action:read_email".to_owned()],
-    );
+    let reads = scopes::check(call.app.catalogue, &conn, &["action:read_email".to_owned()]);
     if reads.is_ok() {
         let tokens = Tokens::new(call.app, "gmail", call.meta.request_id.clone());
         let resp = tokens
