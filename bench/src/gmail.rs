@@ -1,7 +1,8 @@
-//! Gmail sends (`--only gmail`, `--sends N`): a user connects their own Gmail (the
-//! personal OAuth flow through the sandbox), then sends N messages through `POST
+//! Gmail sends (`--only gmail`, `--sends N`): users connect their own Gmail (the
+//! personal OAuth flow through the sandbox), then send N messages through `POST
 //! /v1/me/gmail/send` — text, HTML and a 20 KB attachment each, 4 at a time — to the
-//! sandbox's Gmail stand-in. Figures: sends per second, latency, the google function's
+//! sandbox's Gmail stand-in. The stand-in holds each user to Gmail's quota (60 sends a
+//! minute), so the sends are spread over users, at most 50 each. Figures: sends per second, latency, the google function's
 //! own CPU per send (its handler's polls on their threads' CPU clocks, as the dev host
 //! counts them: `/_devhost/functions`), and the bench process's CPU per send.
 
@@ -21,6 +22,8 @@ const FUNCTION: &str = "GoogleFunction";
 const CONCURRENCY: usize = 4;
 /// Sends before the measured ones.
 const WARMUP: usize = 20;
+/// Sends per user, inside Gmail's per-user minute (6,000 units at 100 a send).
+const PER_USER: usize = 50;
 
 /// The CPU the dev host has counted for `function`'s handler, and its invocations.
 async fn function_cpu(
@@ -77,19 +80,24 @@ async fn connect(env: &devhost::LocalEnv, token: &str, email: &str) -> Result<()
 pub async fn bench(env: &devhost::LocalEnv, sends: usize) -> Result<()> {
     let http = reqwest::Client::new();
     let tenant = "bench-gmail";
-    let token = env.token(tenant, "bench-sender", "member")?;
-    let email = "bench-sender@bench.test";
-    env.sandbox
-        .state()
-        .add_oauth_user(OAuthUser::new(OAuthProvider::Google, email))
-        .map_err(|e| anyhow::anyhow!("sandbox user: {e}"))?;
-    connect(env, &token, email).await?;
+    let users = (WARMUP + sends).div_ceil(PER_USER);
+    let mut senders = Vec::with_capacity(users);
+    for u in 0..users {
+        let token = env.token(tenant, &format!("bench-sender-{u}"), "member")?;
+        let email = format!("bench-sender-{u}@bench.test");
+        env.sandbox
+            .state()
+            .add_oauth_user(OAuthUser::new(OAuthProvider::Google, email.clone()))
+            .map_err(|e| anyhow::anyhow!("sandbox user: {e}"))?;
+        connect(env, &token, &email).await?;
+        senders.push((token, email));
+    }
     let attachment = base64::engine::general_purpose::STANDARD.encode(vec![b'x'; 20_000]);
     let url = format!("{}/v1/me/gmail/send", env.url());
     let send = |i: usize| {
         let http = http.clone();
         let url = url.clone();
-        let token = token.clone();
+        let token = senders[i % users].0.clone();
         let body = json!({
             "to": [format!("Recipient {i} <r{i}@example.com>")],
             "subject": format!("Résumé de l'appel nº {i}"),
@@ -133,7 +141,10 @@ pub async fn bench(env: &devhost::LocalEnv, sends: usize) -> Result<()> {
     let process = process_cpu().saturating_sub(process_before);
     let (cpu_after, n_after) = function_cpu(&http, env, FUNCTION).await?;
     let handler = cpu_after.saturating_sub(cpu_before);
-    let received = env.sandbox.state().gmail_sent(email).len();
+    let received: usize = senders
+        .iter()
+        .map(|(_, email)| env.sandbox.state().gmail_sent(email).len())
+        .sum();
     if received != WARMUP + sends || n_after - n_before != sends as u64 {
         bail!(
             "{received} messages reached the stand-in and {} invocations counted for {} sends",
@@ -144,7 +155,7 @@ pub async fn bench(env: &devhost::LocalEnv, sends: usize) -> Result<()> {
     latencies.sort();
     let per = |d: Duration| ms(d) / sends as f64;
     println!(
-        "## Gmail sends (`--only gmail`, {sends} sends after {WARMUP}, {CONCURRENCY} at a time)\n"
+        "## Gmail sends (`--only gmail`, {sends} sends after {WARMUP}, {CONCURRENCY} at a time, over {users} users)\n"
     );
     println!("| figure | value |");
     println!("|---|---|");

@@ -456,3 +456,45 @@ async fn a_revoked_grant_stops_that_users_gmail_only() {
     assert_eq!(his["connections"][0]["status"], "connected", "{his}");
     assert_eq!(app.sandbox().gmail_sent(&b.email).len(), 1);
 }
+
+#[tokio::test]
+async fn gmail_holds_each_user_to_googles_per_user_quota() {
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant();
+    let alice = app.user_token(&tenant, "alice", Role::Member);
+    let bob = app.user_token(&tenant, "bob", Role::Member);
+    let a = google_user(&app, "quota-a");
+    let b = google_user(&app, "quota-b");
+    for (token, u) in [(&alice, &a), (&bob, &b)] {
+        let out = app
+            .oauth_connect(
+                token,
+                "google",
+                start(json!({"kind": "gmail"})),
+                &format!("login_hint={}", u.email),
+            )
+            .await;
+        assert_eq!(out.status, "connected", "{}", out.return_url);
+    }
+    let mail = json!({"to": ["x@example.com"], "subject": "s", "text": "t"});
+    // 6,000 units a minute at 100 a send: 60 sends, then Google refuses.
+    let per_minute = (sandbox::providers::google_api::GMAIL_USER_UNITS_PER_MINUTE / 100) as usize;
+    for i in 0..per_minute {
+        let (status, body) = app.post("/v1/me/gmail/send", &alice, mail.clone()).await;
+        assert_eq!(status, 200, "send {i}: {body}");
+    }
+    let (status, headers, body) = app
+        .send_headed("POST", "/v1/me/gmail/send", &alice, Some(mail.clone()), &[])
+        .await;
+    assert_eq!(status, 503, "past the user's quota: {body}");
+    let wait: u64 = headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_default();
+    assert!((1..=60).contains(&wait), "Retry-After {wait}");
+    assert_eq!(app.sandbox().gmail_sent(&a.email).len(), per_minute);
+    // The quota is per user: Bob still sends.
+    let (status, body) = app.post("/v1/me/gmail/send", &bob, mail).await;
+    assert_eq!(status, 200, "{body}");
+}

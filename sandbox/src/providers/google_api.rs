@@ -38,7 +38,9 @@
 //!
 //! Not reproduced: sending mail anywhere, threads and labels beyond `SENT`, recurring
 //! events, attendees' notifications, `sendUpdates`, sync tokens, ETag preconditions,
-//! free/busy, quotas and per-user rate limits (only forced 429/503 faults), other
+//! free/busy, Calendar's quotas and the per-project Gmail quota (Gmail's per-user quota
+//! is kept: 6,000 units a rolling minute, `messages.send` 100 and `getProfile` 1, then 429
+//! `userRateLimitExceeded` with `Retry-After`), other
 //! calendars than the user's primary one.
 
 use std::collections::BTreeMap;
@@ -200,6 +202,8 @@ pub(crate) fn route(host: &str, method: &Method, path: &str) -> Option<ApiRoute>
 struct Mailbox {
     /// Sent messages: id → raw RFC 2822 bytes.
     sent: BTreeMap<String, Vec<u8>>,
+    /// Gmail quota units spent in the last minute: (when, units), oldest first.
+    gmail_units: std::collections::VecDeque<(std::time::Instant, u32)>,
     /// Events by id, in creation order of their ids.
     events: BTreeMap<String, Value>,
     history_id: u64,
@@ -249,6 +253,59 @@ impl SandboxState {
     }
 }
 
+/// Gmail's per-user limit (developers.google.com/gmail/api/reference/quota, "Per minute
+/// per user per project"): 6,000 quota units a minute, a rolling minute here.
+pub const GMAIL_USER_UNITS_PER_MINUTE: u32 = 6_000;
+
+/// The quota units of a Gmail method (the reference's per-method table).
+fn gmail_units(route: ApiRoute) -> u32 {
+    match route {
+        ApiRoute::GmailSend => 100,
+        _ => 1,
+    }
+}
+
+/// Spends `units` of `user_id`'s Gmail quota (`None`), or refuses as Gmail does past the
+/// per-user limit: 429 `RESOURCE_EXHAUSTED`, reason `userRateLimitExceeded`, with the
+/// seconds until enough units are back in `Retry-After`.
+fn spend_gmail_quota(state: &SandboxState, user_id: &str, units: u32) -> Option<Response> {
+    let now = std::time::Instant::now();
+    let minute = std::time::Duration::from_secs(60);
+    let mut store = state.google_store();
+    let log = &mut store.mailbox(user_id).gmail_units;
+    while log
+        .front()
+        .is_some_and(|(at, _)| now.duration_since(*at) >= minute)
+    {
+        log.pop_front();
+    }
+    let used: u32 = log.iter().map(|(_, u)| *u).sum();
+    if used + units <= GMAIL_USER_UNITS_PER_MINUTE {
+        log.push_back((now, units));
+        return None;
+    }
+    // Enough units come back when the oldest entries leave the minute.
+    let mut freed = 0;
+    let mut wait = minute;
+    for (at, u) in log.iter() {
+        freed += *u;
+        if used - freed + units <= GMAIL_USER_UNITS_PER_MINUTE {
+            wait = minute.saturating_sub(now.duration_since(*at));
+            break;
+        }
+    }
+    let mut response = api_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "User-rate limit exceeded.",
+        "userRateLimitExceeded",
+    )
+    .into_response();
+    if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+        response.headers_mut().insert("retry-after", v);
+    }
+    Some(response)
+}
+
 /// Serves a Gmail or Calendar method: authenticate, check scopes, run.
 pub(crate) fn handle(route: ApiRoute, state: &SandboxState, req: &ProviderRequest) -> Response {
     let grant = match oauth::bearer_access(
@@ -275,6 +332,10 @@ pub(crate) fn handle(route: ApiRoute, state: &SandboxState, req: &ProviderReques
                     "forbidden",
                 )
                 .into_response();
+            }
+            if let Some(refused) = spend_gmail_quota(state, &grant.user.user_id, gmail_units(route))
+            {
+                return refused;
             }
             if route == ApiRoute::GmailSend {
                 gmail_send(state, &grant, &req.body)
@@ -684,10 +745,18 @@ impl IntoResponse for ApiError {
             json!({"error": {
                 "code": self.status.as_u16(),
                 "message": self.message,
-                "errors": [{"message": self.message, "domain": "global", "reason": self.reason}],
+                "errors": [{"message": self.message, "domain": domain(self.reason), "reason": self.reason}],
                 "status": grpc_status(self.status),
             }}),
         )
+    }
+}
+
+/// The `domain` Google gives an error reason: usage limits, or global.
+fn domain(reason: &str) -> &'static str {
+    match reason {
+        "userRateLimitExceeded" | "rateLimitExceeded" | "dailyLimitExceeded" => "usageLimits",
+        _ => "global",
     }
 }
 
