@@ -60,6 +60,21 @@ fn expectations() -> Vec<(&'static str, &'static str, Shows)> {
     vec![
         ("oauth-start", "start-hubspot.json", Shows::Status(200)),
         (
+            "google",
+            "send-gmail-not-connected.json",
+            Shows::Status(409),
+        ),
+        (
+            "google",
+            "send-gmail-header-injection.json",
+            Shows::Status(400),
+        ),
+        (
+            "google",
+            "list-calendar-events-not-connected.json",
+            Shows::Status(409),
+        ),
+        (
             "oauth-start",
             "member-start-forbidden.json",
             Shows::Status(403),
@@ -198,6 +213,7 @@ fn every_function_of_the_template_has_sample_events() {
         "token-refresh",
         "event-dispatch",
         "integrations",
+        "google",
     ] {
         for entry in std::fs::read_dir(events_dir().join(binary)).unwrap() {
             let name = entry.unwrap().file_name().to_string_lossy().into_owned();

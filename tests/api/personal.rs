@@ -498,3 +498,192 @@ async fn gmail_holds_each_user_to_googles_per_user_quota() {
     let (status, body) = app.post("/v1/me/gmail/send", &bob, mail).await;
     assert_eq!(status, 200, "{body}");
 }
+
+#[tokio::test]
+async fn a_users_calendar_events_are_created_changed_listed_incrementally_and_deleted() {
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant();
+    let alice = app.user_token(&tenant, "alice", Role::Member);
+    let bob = app.user_token(&tenant, "bob", Role::Member);
+    let u = google_user(&app, "calendar");
+    let (status, body) = app.get("/v1/me/calendar/events", &alice).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("calendar_not_connected")),
+        "{body}"
+    );
+    let out = app
+        .oauth_connect(
+            &alice,
+            "google",
+            start(json!({"kind": "calendar"})),
+            &format!("login_hint={}", u.email),
+        )
+        .await;
+    assert_eq!(out.status, "connected", "{}", out.return_url);
+
+    // Create: a timed event with an attendee and reminders, and an all-day one.
+    let (status, call) = app
+        .post(
+            "/v1/me/calendar/events?send_updates=all",
+            &alice,
+            json!({"summary": "Call back Zoë",
+                   "start": {"date_time": "2026-12-07T10:00:00+01:00", "time_zone": "Europe/Paris"},
+                   "end": {"date_time": "2026-12-07T10:30:00+01:00", "time_zone": "Europe/Paris"},
+                   "attendees": [{"email": "zoe@example.com", "display_name": "Zoë"}],
+                   "reminders": {"use_default": false, "overrides": [{"method": "popup", "minutes": 10}]}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{call}");
+    assert_eq!(call["attendees"][0]["email"], "zoe@example.com");
+    assert_eq!(call["start"]["timeZone"], "Europe/Paris");
+    let id = call["id"].as_str().expect("id").to_owned();
+    let etag = call["etag"].as_str().expect("etag").to_owned();
+    let (status, offsite) = app
+        .post(
+            "/v1/me/calendar/events",
+            &alice,
+            json!({"summary": "Offsite", "start": {"date": "2026-12-08"}, "end": {"date": "2026-12-09"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{offsite}");
+    // Refused before Google sees it: a date against a date_time, no end, a bad zone.
+    for bad in [
+        json!({"start": {"date": "2026-12-08"}, "end": {"date_time": "2026-12-08T10:00:00Z"}}),
+        json!({"start": {"date": "2026-12-08"}}),
+        json!({"start": {"date_time": "2026-12-08T10:00:00Z", "time_zone": "Not A Zone!"},
+               "end": {"date_time": "2026-12-08T11:00:00Z"}}),
+        json!({"start": {"date_time": "tomorrow"}, "end": {"date_time": "2026-12-08T11:00:00Z"}}),
+    ] {
+        let (status, body) = app
+            .post("/v1/me/calendar/events", &alice, bad.clone())
+            .await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (400, Some("invalid_fields")),
+            "{bad}: {body}"
+        );
+    }
+
+    // A time range; paging; the last page's sync token.
+    let (status, day) = app
+        .get(
+            "/v1/me/calendar/events?time_min=2026-12-07T00:00:00Z&time_max=2026-12-07T23:59:59Z",
+            &alice,
+        )
+        .await;
+    assert_eq!(status, 200, "{day}");
+    assert_eq!(ids_of(&day["events"]), vec![id.clone()]);
+    let (_, first) = app.get("/v1/me/calendar/events?limit=1", &alice).await;
+    assert_eq!(first["events"].as_array().map(Vec::len), Some(1), "{first}");
+    let cursor = first["next_cursor"]
+        .as_str()
+        .expect("a second page")
+        .to_owned();
+    assert!(first["next_sync_token"].is_null());
+    let (_, second) = app
+        .get(
+            &format!("/v1/me/calendar/events?limit=1&cursor={cursor}"),
+            &alice,
+        )
+        .await;
+    assert_eq!(
+        second["events"].as_array().map(Vec::len),
+        Some(1),
+        "{second}"
+    );
+    assert!(second["next_cursor"].is_null());
+    let sync = second["next_sync_token"]
+        .as_str()
+        .expect("sync token")
+        .to_owned();
+
+    // A change with the ETag read; a second change with the old one is a conflict.
+    let path = format!("/v1/me/calendar/events/{id}");
+    let (status, _, moved) = app
+        .send_headed(
+            "PATCH",
+            &path,
+            &alice,
+            Some(json!({"summary": "Call back Zoë (moved)"})),
+            &[("if-match", &etag)],
+        )
+        .await;
+    assert_eq!(status, 200, "{moved}");
+    let new_etag = moved["etag"].as_str().expect("etag").to_owned();
+    assert_ne!(new_etag, etag);
+    let (status, _, stale) = app
+        .send_headed(
+            "PATCH",
+            &path,
+            &alice,
+            Some(json!({"summary": "overwritten?"})),
+            &[("if-match", &etag)],
+        )
+        .await;
+    assert_eq!(
+        (status, stale["error"]["code"].as_str()),
+        (409, Some("event_changed")),
+        "{stale}"
+    );
+
+    // Incremental: only what changed since the token.
+    let (_, changes) = app
+        .get(&format!("/v1/me/calendar/events?sync_token={sync}"), &alice)
+        .await;
+    assert_eq!(ids_of(&changes["events"]), vec![id.clone()], "{changes}");
+    assert_eq!(changes["events"][0]["summary"], "Call back Zoë (moved)");
+    assert_eq!(changes["full_resync"], false);
+    let sync = changes["next_sync_token"]
+        .as_str()
+        .expect("sync")
+        .to_owned();
+
+    // Delete with the current ETag; the next incremental list shows it cancelled.
+    let (status, _, body) = app
+        .send_headed("DELETE", &path, &alice, None, &[("if-match", &new_etag)])
+        .await;
+    assert_eq!(status, 204, "{body}");
+    let (_, changes) = app
+        .get(&format!("/v1/me/calendar/events?sync_token={sync}"), &alice)
+        .await;
+    assert_eq!(changes["events"][0]["status"], "cancelled", "{changes}");
+    let sync = changes["next_sync_token"]
+        .as_str()
+        .expect("sync")
+        .to_owned();
+
+    // Google expires the token (410): the listing starts over in full, and says so.
+    app.sandbox().expire_calendar_sync_tokens(&u.email);
+    let (status, resync) = app
+        .get(&format!("/v1/me/calendar/events?sync_token={sync}"), &alice)
+        .await;
+    assert_eq!(status, 200, "{resync}");
+    assert_eq!(resync["full_resync"], true);
+    assert_eq!(
+        ids_of(&resync["events"]),
+        vec![offsite["id"].as_str().unwrap_or("").to_owned()]
+    );
+    assert!(resync["next_sync_token"].is_string());
+
+    // Bob has no Calendar connection: Alice's is not his.
+    let (status, body) = app.get("/v1/me/calendar/events", &bob).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("calendar_not_connected")),
+        "{body}"
+    );
+    let (status, _, body) = app.send_headed("DELETE", &path, &bob, None, &[]).await;
+    assert_eq!(status, 409, "{body}");
+}
+
+fn ids_of(events: &Value) -> Vec<String> {
+    events
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| e["id"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -26,7 +26,7 @@ use mail_builder::headers::address::Address;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::{Call, own_connection, token_error};
+use crate::{Call, own_connection, own_connection_for, token_error};
 
 /// The largest send request (JSON, attachments base64 inside).
 pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
@@ -213,7 +213,27 @@ struct Outgoing {
     attachments: usize,
 }
 
+/// A send body that passed every check, ready to become MIME.
+struct Checked {
+    body: SendBody,
+    to: Vec<Mailbox>,
+    cc: Vec<Mailbox>,
+    bcc: Vec<Mailbox>,
+    reply_to: Option<Mailbox>,
+    files: Vec<Vec<u8>>,
+    in_reply_to: Option<String>,
+    references: Vec<String>,
+    recipients: usize,
+}
+
+#[cfg(test)]
 fn build(body: SendBody, from: Option<&str>) -> Result<Outgoing, ApiError> {
+    check(body)?.mime(from)
+}
+
+/// Checks a send body against every limit (each problem named at once; a line break
+/// in a header value refused first).
+fn check(body: SendBody) -> Result<Checked, ApiError> {
     let mut p = Problems::default();
     no_line_breaks("subject", &body.subject)?;
     let to = mailboxes("to", &body.to, &mut p)?;
@@ -315,46 +335,75 @@ fn build(body: SendBody, from: Option<&str>) -> Result<Outgoing, ApiError> {
     if !p.0.is_empty() {
         return Err(ApiError::invalid_fields(p.0));
     }
-    let mut m = MessageBuilder::new().subject(body.subject.clone());
-    if let Some(from) = from {
-        m = m.from(Address::new_address(None::<String>, from.to_owned()));
-    }
-    let list = |boxes: &[Mailbox]| Address::new_list(boxes.iter().map(Mailbox::address).collect());
-    if !to.is_empty() {
-        m = m.to(list(&to));
-    }
-    if !cc.is_empty() {
-        m = m.cc(list(&cc));
-    }
-    if !bcc.is_empty() {
-        m = m.bcc(list(&bcc));
-    }
-    if let Some(r) = &reply_to {
-        m = m.reply_to(r.address());
-    }
-    if let Some(id) = in_reply_to {
-        m = m.in_reply_to(id);
-    }
-    if !references.is_empty() {
-        m = m.references(references);
-    }
-    if let Some(text) = body.text {
-        m = m.text_body(text);
-    }
-    if let Some(html) = body.html {
-        m = m.html_body(html);
-    }
-    let attachments = files.len();
-    for (a, bytes) in body.attachments.into_iter().zip(files) {
-        m = m.attachment(a.content_type, a.filename, bytes);
-    }
-    let mime = m.write_to_vec().map_err(ApiError::internal)?;
-    Ok(Outgoing {
-        mime,
-        thread_id: body.thread_id,
+    Ok(Checked {
+        body,
+        to,
+        cc,
+        bcc,
+        reply_to,
+        files,
+        in_reply_to,
+        references,
         recipients,
-        attachments,
     })
+}
+
+impl Checked {
+    /// The MIME message, `From` the connected address when known.
+    fn mime(self, from: Option<&str>) -> Result<Outgoing, ApiError> {
+        let Checked {
+            body,
+            to,
+            cc,
+            bcc,
+            reply_to,
+            files,
+            in_reply_to,
+            references,
+            recipients,
+        } = self;
+        let mut m = MessageBuilder::new().subject(body.subject.clone());
+        if let Some(from) = from {
+            m = m.from(Address::new_address(None::<String>, from.to_owned()));
+        }
+        let list =
+            |boxes: &[Mailbox]| Address::new_list(boxes.iter().map(Mailbox::address).collect());
+        if !to.is_empty() {
+            m = m.to(list(&to));
+        }
+        if !cc.is_empty() {
+            m = m.cc(list(&cc));
+        }
+        if !bcc.is_empty() {
+            m = m.bcc(list(&bcc));
+        }
+        if let Some(r) = &reply_to {
+            m = m.reply_to(r.address());
+        }
+        if let Some(id) = in_reply_to {
+            m = m.in_reply_to(id);
+        }
+        if !references.is_empty() {
+            m = m.references(references);
+        }
+        if let Some(text) = body.text {
+            m = m.text_body(text);
+        }
+        if let Some(html) = body.html {
+            m = m.html_body(html);
+        }
+        let attachments = files.len();
+        for (a, bytes) in body.attachments.into_iter().zip(files) {
+            m = m.attachment(a.content_type, a.filename, bytes);
+        }
+        let mime = m.write_to_vec().map_err(ApiError::internal)?;
+        Ok(Outgoing {
+            mime,
+            thread_id: body.thread_id,
+            recipients,
+            attachments,
+        })
+    }
 }
 
 /// `type/subtype` with RFC 2045 token characters, no parameters.
@@ -381,7 +430,7 @@ fn gmail_url(connector: &conduit::connector::Connector<'_>, rest: &str) -> Resul
 }
 
 /// Google's error body: `{"error":{"code","message","status","errors":[{"reason"}]}}`.
-fn google_error(status: u16, body: &Value) -> (String, String) {
+pub(crate) fn google_error(status: u16, body: &Value) -> (String, String) {
     let e = &body["error"];
     let reason = e["errors"][0]["reason"]
         .as_str()
@@ -469,25 +518,11 @@ async fn refused(
 /// attachments?, thread_id?, in_reply_to?, references?}` → `{message_id, thread_id}`.
 pub async fn send(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     let body: SendBody = http::json_body_up_to(&call.req, MAX_REQUEST_BYTES)?;
-    let conn = own_connection(call, KIND).await?;
-    if let Err(missing) =
-        scopes::check(call.app.catalogue, &conn, &["action:send_email".to_owned()])
-    {
-        let mut extra = serde_json::Map::new();
-        extra.insert("missing_scopes".into(), json!(missing.missing));
-        extra.insert(
-            "reconnect".into(),
-            json!({"method": "POST", "path": "/v1/oauth/google/start",
-                   "body": {"kind": KIND, "uses": missing.uses}}),
-        );
-        return Err(ApiError::ConflictWith {
-            code: "scopes_missing",
-            message: "your Gmail connection may not send mail; reconnect it".into(),
-            extra,
-        });
-    }
+    // Bad mail is refused whatever the connection: checked before it is looked up.
+    let checked = check(body)?;
+    let conn = own_connection_for(call, KIND, "action:send_email").await?;
     let from = conn.identity.as_ref().and_then(|i| i.email.clone());
-    let out = build(body, from.as_deref())?;
+    let out = checked.mime(from.as_deref())?;
     let mut payload = json!({ "raw": URL_SAFE_NO_PAD.encode(&out.mime) });
     if let Some(t) = &out.thread_id {
         payload["threadId"] = json!(t);

@@ -1,5 +1,6 @@
-//! The personal Google function: a user's own Gmail through their personal connection
-//! (issue 14). `GET /v1/me/gmail/profile`, `POST /v1/me/gmail/send`.
+//! The personal Google function: a user's own Gmail and Calendar through their personal
+//! connections (issue 14). `GET /v1/me/gmail/profile`, `POST /v1/me/gmail/send`;
+//! `GET|POST /v1/me/calendar/events`, `PATCH|DELETE /v1/me/calendar/events/{id}`.
 //!
 //! Every route acts for the caller alone: the connection is the caller's own (one per
 //! user and kind, found by its uniqueness marker), never another user's, whatever the
@@ -9,6 +10,7 @@
 //! reading). Tokens come through the token lifecycle (refreshed before expiry, and
 //! once after a 401).
 
+mod calendar;
 mod gmail;
 
 use std::convert::Infallible;
@@ -40,6 +42,26 @@ const ROUTES: &[Route] = &[
         access: Access::Member,
         handler: |c| Box::pin(gmail::send(c)),
     },
+    Route {
+        key: "GET /v1/me/calendar/events",
+        access: Access::Member,
+        handler: |c| Box::pin(calendar::list(c)),
+    },
+    Route {
+        key: "POST /v1/me/calendar/events",
+        access: Access::Member,
+        handler: |c| Box::pin(calendar::create(c)),
+    },
+    Route {
+        key: "PATCH /v1/me/calendar/events/{id}",
+        access: Access::Member,
+        handler: |c| Box::pin(calendar::update(c)),
+    },
+    Route {
+        key: "DELETE /v1/me/calendar/events/{id}",
+        access: Access::Member,
+        handler: |c| Box::pin(calendar::delete(c)),
+    },
 ];
 
 /// The Google provider's id in the catalogue.
@@ -62,12 +84,44 @@ pub(crate) async fn own_connection(call: &Call<'_>, kind: &str) -> Result<Connec
     found
         .filter(|c| c.owner.as_ref() == Some(&call.who.user) && c.kind.as_deref() == Some(kind))
         .ok_or_else(|| ApiError::Conflict {
-            code: "gmail_not_connected",
+            code: if kind == "gmail" {
+                "gmail_not_connected"
+            } else {
+                "calendar_not_connected"
+            },
             message: format!(
                 "connect your own Google {kind} first: POST /v1/oauth/google/start with \
                  {{\"kind\": \"{kind}\", \"return_to\": …}}"
             ),
         })
+}
+
+/// The caller's own Google connection of `kind`, granted what `use_` needs (the
+/// catalogue's use, e.g. `action:send_email`), or a 409 `scopes_missing` naming the
+/// scopes and the reconnect that adds them.
+pub(crate) async fn own_connection_for(
+    call: &Call<'_>,
+    kind: &str,
+    use_: &str,
+) -> Result<Connection, ApiError> {
+    let conn = own_connection(call, kind).await?;
+    if let Err(missing) = conduit::scopes::check(call.app.catalogue, &conn, &[use_.to_owned()]) {
+        let mut extra = serde_json::Map::new();
+        extra.insert("missing_scopes".into(), serde_json::json!(missing.missing));
+        extra.insert(
+            "reconnect".into(),
+            serde_json::json!({"method": "POST", "path": "/v1/oauth/google/start",
+                               "body": {"kind": kind, "uses": missing.uses}}),
+        );
+        return Err(ApiError::ConflictWith {
+            code: "scopes_missing",
+            message: format!(
+                "your Google {kind} connection lacks a scope this needs; reconnect it"
+            ),
+            extra,
+        });
+    }
+    Ok(conn)
 }
 
 /// A token failure as the caller sees it.

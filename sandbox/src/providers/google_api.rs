@@ -36,8 +36,16 @@
 //! document's `Event` does not list, and server-owned ones (`id`, `created`, …), are
 //! ignored. `maxResults` 1–2500 (default 250); page tokens are opaque offsets.
 //!
+//! Events carry a fresh ETag per change; `If-Match` on patch and delete must name it
+//! (else 412 `conditionNotMet`). `events.list` takes `timeMin`/`timeMax` (RFC 3339;
+//! events ending after the one and starting before the other) and gives `nextSyncToken`
+//! on its last page; `syncToken` lists every event changed since, deleted ones as
+//! `status: cancelled`, and may not go with `timeMin`/`timeMax` (400); an expired token
+//! (`SandboxState::expire_calendar_sync_tokens`) is 410 `fullSyncRequired`. A page
+//! token is an offset into the same query (the client repeats its parameters).
+//!
 //! Not reproduced: sending mail anywhere, threads and labels beyond `SENT`, recurring
-//! events, attendees' notifications, `sendUpdates`, sync tokens, ETag preconditions,
+//! events' instances, attendees' notifications, `sendUpdates`,
 //! free/busy, Calendar's quotas and the per-project Gmail quota (Gmail's per-user quota
 //! is kept: 6,000 units a rolling minute, `messages.send` 100 and `getProfile` 1, then 429
 //! `userRateLimitExceeded` with `Retry-After`), other
@@ -204,6 +212,12 @@ struct Mailbox {
     sent: BTreeMap<String, Vec<u8>>,
     /// Gmail quota units spent in the last minute: (when, units), oldest first.
     gmail_units: std::collections::VecDeque<(std::time::Instant, u32)>,
+    /// The calendar's change counter, and each event's last change under it (what a
+    /// sync token counts from).
+    changes: u64,
+    changed: BTreeMap<String, u64>,
+    /// Sync tokens of an earlier epoch are expired (410 `fullSyncRequired`).
+    sync_epoch: u64,
     /// Events by id, in creation order of their ids.
     events: BTreeMap<String, Value>,
     history_id: u64,
@@ -221,6 +235,12 @@ impl GoogleStore {
         self.users.entry(user_id.to_owned()).or_default()
     }
 
+    /// A fresh ETag, quoted as Calendar sends it.
+    fn new_etag(&mut self) -> String {
+        self.next_id += 1;
+        format!("\"{}\"", 3_400_000_000_000_000u64 + self.next_id)
+    }
+
     fn new_id(&mut self) -> String {
         self.next_id += 1;
         // Gmail ids are 16 hex digits; Calendar ids base32hex, lower case: both fit.
@@ -228,8 +248,29 @@ impl GoogleStore {
     }
 }
 
+impl Mailbox {
+    /// Records a change to event `id` (for sync tokens).
+    fn touch(&mut self, id: &str) {
+        self.changes += 1;
+        self.changed.insert(id.to_owned(), self.changes);
+    }
+}
+
 /// What Google users did through the stand-in, for tests to check.
 impl SandboxState {
+    /// Expires every Calendar sync token `email` (a Google OAuth user) holds, as Google
+    /// does after a while: the next incremental list is 410 `fullSyncRequired`.
+    pub fn expire_calendar_sync_tokens(&self, email: &str) {
+        let Some(user) = self
+            .oauth_users()
+            .into_iter()
+            .find(|u| u.provider == OAuthProvider::Google && u.email.eq_ignore_ascii_case(email))
+        else {
+            return;
+        };
+        self.google_store().mailbox(&user.user_id).sync_epoch += 1;
+    }
+
     /// The raw RFC 2822 messages `email` (a Google OAuth user) sent, oldest first.
     pub fn gmail_sent(&self, email: &str) -> Vec<String> {
         let Some(user) = self
@@ -478,12 +519,70 @@ fn calendar_method(
                     api_error(StatusCode::BAD_REQUEST, "Invalid page token", "invalid")
                 })?,
             };
+            let bound = |name: &str| -> Result<Option<i64>, ApiError> {
+                match wire::query_param(query, name) {
+                    None => Ok(None),
+                    Some(text) => clock::parse_datetime(&text).map(Some).ok_or_else(|| {
+                        api_error(
+                            StatusCode::BAD_REQUEST,
+                            &format!("Invalid value for: {name}"),
+                            "invalid",
+                        )
+                    }),
+                }
+            };
+            let (time_min, time_max) = (bound("timeMin")?, bound("timeMax")?);
+            let sync = wire::query_param(query, "syncToken");
+            if sync.is_some() && (time_min.is_some() || time_max.is_some()) {
+                return Err(api_error(
+                    StatusCode::BAD_REQUEST,
+                    "Sync token cannot be used with timeMin or timeMax",
+                    "invalid",
+                ));
+            }
             let mut store = state.google_store();
             let mailbox = store.mailbox(&user.user_id);
+            // A sync token names the epoch and the change it was given at.
+            let since = match &sync {
+                None => None,
+                Some(token) => {
+                    let parsed = token
+                        .strip_prefix('s')
+                        .and_then(|t| t.split_once('.'))
+                        .and_then(|(e, c)| Some((e.parse::<u64>().ok()?, c.parse::<u64>().ok()?)));
+                    match parsed {
+                        None => {
+                            return Err(api_error(
+                                StatusCode::BAD_REQUEST,
+                                "Invalid sync token value.",
+                                "invalid",
+                            ));
+                        }
+                        Some((epoch, _)) if epoch != mailbox.sync_epoch => {
+                            return Err(api_error(
+                                StatusCode::GONE,
+                                "Sync token is no longer valid, a full sync is required.",
+                                "fullSyncRequired",
+                            ));
+                        }
+                        Some((_, change)) => Some(change),
+                    }
+                }
+            };
+            let in_range = |event: &Value| {
+                let start = event_time(&event["start"]).map(|t| t.0).unwrap_or(i64::MIN);
+                let end = event_time(&event["end"]).map(|t| t.0).unwrap_or(i64::MAX);
+                time_min.is_none_or(|min| end > min) && time_max.is_none_or(|max| start < max)
+            };
             let live: Vec<&Value> = mailbox
                 .events
-                .values()
-                .filter(|event| event["status"] != "cancelled")
+                .iter()
+                .filter(|(id, event)| match since {
+                    // Incremental: every event changed since, deleted ones included.
+                    Some(change) => mailbox.changed.get(*id).is_some_and(|c| *c > change),
+                    None => event["status"] != "cancelled" && in_range(event),
+                })
+                .map(|(_, event)| event)
                 .collect();
             let items: Vec<Value> = live
                 .iter()
@@ -503,6 +602,10 @@ fn calendar_method(
             });
             if offset + limit < live.len() {
                 body["nextPageToken"] = json!((offset + limit).to_string());
+            } else {
+                // The last page gives the token the next incremental list starts from.
+                body["nextSyncToken"] =
+                    json!(format!("s{}.{}", mailbox.sync_epoch, mailbox.changes));
             }
             Ok((StatusCode::OK, Some(body)))
         }
@@ -511,6 +614,7 @@ fn calendar_method(
             let times = event_times(&fields, None)?;
             let mut store = state.google_store();
             let id = store.new_id();
+            let etag = store.new_etag();
             let now = rfc3339(clock::now_ms());
             let mut event = Map::new();
             for (key, value) in fields {
@@ -523,7 +627,7 @@ fn calendar_method(
             let person = json!({"email": user.email, "self": true});
             let extra = json!({
                 "kind": "calendar#event",
-                "etag": format!("\"{}\"", clock::now_ms()),
+                "etag": etag,
                 "id": id,
                 "status": "confirmed",
                 "htmlLink": format!("https://www.google.com/calendar/event?eid={id}"),
@@ -540,10 +644,9 @@ fn calendar_method(
                 event.extend(extra);
             }
             let event = Value::Object(event);
-            store
-                .mailbox(&user.user_id)
-                .events
-                .insert(id, event.clone());
+            let mailbox = store.mailbox(&user.user_id);
+            mailbox.events.insert(id.clone(), event.clone());
+            mailbox.touch(&id);
             Ok((StatusCode::OK, Some(event)))
         }
         ApiRoute::EventsGet => {
@@ -556,10 +659,12 @@ fn calendar_method(
         ApiRoute::EventsPatch => {
             let fields = json_object(&req.body)?;
             let mut store = state.google_store();
+            let etag = store.new_etag();
             let mailbox = store.mailbox(&user.user_id);
             let Some(current) = mailbox.events.get(event_id) else {
                 return Err(not_found());
             };
+            if_match(req, current)?;
             let times = event_times(&fields, Some(current))?;
             let mut event = current.as_object().cloned().unwrap_or_default();
             for (key, value) in fields {
@@ -577,13 +682,15 @@ fn calendar_method(
             let sequence = event.get("sequence").and_then(Value::as_u64).unwrap_or(0);
             event.insert("sequence".into(), json!(sequence + 1));
             event.insert("updated".into(), json!(rfc3339(clock::now_ms())));
-            event.insert("etag".into(), json!(format!("\"{}\"", clock::now_ms())));
+            event.insert("etag".into(), json!(etag));
             let event = Value::Object(event);
             mailbox.events.insert(event_id.to_owned(), event.clone());
+            mailbox.touch(event_id);
             Ok((StatusCode::OK, Some(event)))
         }
         ApiRoute::EventsDelete => {
             let mut store = state.google_store();
+            let etag = store.new_etag();
             let mailbox = store.mailbox(&user.user_id);
             match mailbox.events.get_mut(event_id) {
                 None => Err(not_found()),
@@ -593,12 +700,33 @@ fn calendar_method(
                     "deleted",
                 )),
                 Some(event) => {
+                    if_match(req, event)?;
                     event["status"] = json!("cancelled");
+                    event["etag"] = json!(etag);
+                    mailbox.touch(event_id);
                     Ok((StatusCode::NO_CONTENT, None))
                 }
             }
         }
         ApiRoute::GmailSend | ApiRoute::GmailProfile => Err(not_found()),
+    }
+}
+
+/// An `If-Match` that is not the event's current ETag: 412 `conditionNotMet`, as
+/// Calendar answers a write over a changed event.
+fn if_match(req: &ProviderRequest, event: &Value) -> Result<(), ApiError> {
+    let Some(expected) = req.headers.get("if-match").and_then(|v| v.to_str().ok()) else {
+        return Ok(());
+    };
+    let current = event["etag"].as_str().unwrap_or("");
+    if expected.trim() == "*" || expected.trim() == current {
+        Ok(())
+    } else {
+        Err(api_error(
+            StatusCode::PRECONDITION_FAILED,
+            "Precondition Failed",
+            "conditionNotMet",
+        ))
     }
 }
 
