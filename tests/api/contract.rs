@@ -289,11 +289,12 @@ async fn conduits_hubspot_exchanges_conform_to_hubspots_published_specs() {
     );
 }
 
-/// Conduit's Gmail calls (a send with text, HTML and an attachment; the profile with
-/// reading granted) and the stand-in's answers, checked against Google's discovery
-/// document for Gmail (`specs/google/gmail-v1.json`).
+/// Conduit's Gmail and Calendar calls (a send with text, HTML and an attachment; the
+/// profile with reading granted; an event created, listed by range and by sync token,
+/// changed with its ETag, deleted) and the stand-in's answers, checked against
+/// Google's discovery documents (`specs/google/`).
 #[tokio::test]
-async fn conduits_gmail_exchanges_conform_to_googles_published_specs() {
+async fn conduits_google_exchanges_conform_to_googles_published_specs() {
     use base64::Engine as _;
     let app = TestApp::isolated(devhost::LocalEnvOptions::default()).await;
     let recorder = app.sandbox().recorder().clone();
@@ -336,6 +337,54 @@ async fn conduits_gmail_exchanges_conform_to_googles_published_specs() {
         profile["messages_total"].is_number(),
         "reading granted: Gmail's profile {profile}"
     );
+
+    // Calendar: create, list (a range, then incrementally), change with its ETag, delete.
+    let out = app
+        .oauth_connect(
+            &alice,
+            "google",
+            json!({"return_to": "http://localhost:5173/settings", "kind": "calendar"}),
+            &format!("login_hint={}", user.email),
+        )
+        .await;
+    assert_eq!(out.status, "connected", "{}", out.return_url);
+    let (status, event) = app
+        .post(
+            "/v1/me/calendar/events?send_updates=none",
+            &alice,
+            json!({"summary": "Call back", "attendees": [{"email": "zoe@example.com"}],
+                   "start": {"date_time": "2026-12-07T10:00:00+01:00", "time_zone": "Europe/Paris"},
+                   "end": {"date_time": "2026-12-07T10:30:00+01:00", "time_zone": "Europe/Paris"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{event}");
+    let id = event["id"].as_str().expect("id").to_owned();
+    let etag = event["etag"].as_str().expect("etag").to_owned();
+    let (status, listed) = app
+        .get(
+            "/v1/me/calendar/events?time_min=2026-12-07T00:00:00Z&time_max=2026-12-08T00:00:00Z",
+            &alice,
+        )
+        .await;
+    assert_eq!(status, 200, "{listed}");
+    let sync = listed["next_sync_token"].as_str().expect("sync").to_owned();
+    let path = format!("/v1/me/calendar/events/{id}");
+    let (status, _, changed) = app
+        .send_headed(
+            "PATCH",
+            &path,
+            &alice,
+            Some(json!({"summary": "Call back (moved)"})),
+            &[("if-match", &etag)],
+        )
+        .await;
+    assert_eq!(status, 200, "{changed}");
+    let (status, changes) = app
+        .get(&format!("/v1/me/calendar/events?sync_token={sync}"), &alice)
+        .await;
+    assert_eq!(status, 200, "{changes}");
+    let (status, _, _) = app.send_headed("DELETE", &path, &alice, None, &[]).await;
+    assert_eq!(status, 204);
     let exchanges = recorder.stop();
 
     let specs = contract::Specs::load("google").expect("Google specs");
@@ -345,11 +394,15 @@ async fn conduits_gmail_exchanges_conform_to_googles_published_specs() {
     for op in [
         "POST /gmail/v1/users/{userId}/messages/send",
         "GET /gmail/v1/users/{userId}/profile",
+        "POST /calendar/v3/calendars/{calendarId}/events",
+        "GET /calendar/v3/calendars/{calendarId}/events",
+        "PATCH /calendar/v3/calendars/{calendarId}/events/{eventId}",
+        "DELETE /calendar/v3/calendars/{calendarId}/events/{eventId}",
     ] {
         assert!(reached.contains(op), "never called {op}\n{report}");
     }
     assert!(
         report.passed(),
-        "Gmail exchanges that break Google's published spec:\n{report}"
+        "Google exchanges that break Google's published specs:\n{report}"
     );
 }

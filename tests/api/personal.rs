@@ -687,3 +687,94 @@ fn ids_of(events: &Value) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+#[tokio::test]
+async fn calendars_and_free_busy_need_reading_asked_for_incrementally() {
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant();
+    let alice = app.user_token(&tenant, "alice", Role::Member);
+    let u = google_user(&app, "freebusy");
+    let hint = format!("login_hint={}", u.email);
+    let out = app
+        .oauth_connect(&alice, "google", start(json!({"kind": "calendar"})), &hint)
+        .await;
+    assert_eq!(out.status, "connected", "{}", out.return_url);
+    for (at, end) in [("10:00", "10:30"), ("14:00", "15:00")] {
+        let (status, body) = app
+            .post(
+                "/v1/me/calendar/events",
+                &alice,
+                json!({"summary": "busy",
+                       "start": {"date_time": format!("2026-12-07T{at}:00Z")},
+                       "end": {"date_time": format!("2026-12-07T{end}:00Z")}}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let query = json!({"time_min": "2026-12-07T00:00:00Z", "time_max": "2026-12-08T00:00:00Z"});
+    // Events only were granted: calendars and free/busy ask for more, with the way.
+    for (method, path, body) in [
+        ("GET", "/v1/me/calendar/calendars", None),
+        ("POST", "/v1/me/calendar/freebusy", Some(query.clone())),
+    ] {
+        let (status, err) = app.send(method, path, &alice, body).await;
+        assert_eq!(
+            (status, err["error"]["code"].as_str()),
+            (409, Some("scopes_missing")),
+            "{path}: {err}"
+        );
+        assert!(err.to_string().contains("calendar.readonly"), "{err}");
+    }
+    let again = app
+        .oauth_connect(
+            &alice,
+            "google",
+            start(json!({"kind": "calendar",
+                         "uses": ["action:create_event", "action:list_calendars", "action:free_busy"]})),
+            &hint,
+        )
+        .await;
+    assert_eq!(again.status, "connected", "{}", again.return_url);
+    assert_eq!(
+        again.connection_id, out.connection_id,
+        "the same connection, more scopes"
+    );
+
+    let (status, cals) = app.get("/v1/me/calendar/calendars", &alice).await;
+    assert_eq!(status, 200, "{cals}");
+    assert_eq!(cals["calendars"][0]["id"], u.email);
+    assert_eq!(cals["calendars"][0]["primary"], true);
+
+    let mut both = query.clone();
+    both["calendars"] = json!(["primary", "someone-else@example.com"]);
+    let (status, fb) = app.post("/v1/me/calendar/freebusy", &alice, both).await;
+    assert_eq!(status, 200, "{fb}");
+    let busy = fb["calendars"]["primary"]["busy"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(busy.len(), 2, "{fb}");
+    assert!(
+        busy[0]["start"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("2026-12-07T10:00")),
+        "{fb}"
+    );
+    assert_eq!(
+        fb["calendars"]["someone-else@example.com"]["errors"][0], "notFound",
+        "{fb}"
+    );
+
+    let (status, err) = app
+        .post(
+            "/v1/me/calendar/freebusy",
+            &alice,
+            json!({"time_min": "2026-12-08T00:00:00Z", "time_max": "2026-12-07T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (400, Some("invalid_fields")),
+        "{err}"
+    );
+}

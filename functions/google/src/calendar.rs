@@ -543,3 +543,123 @@ pub async fn delete(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     }
     http::no_content()
 }
+
+/// `GET /v1/me/calendar/calendars`: the caller's calendars (needs `calendar.readonly`,
+/// asked with `uses: ["action:list_calendars"]`).
+pub async fn calendars(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
+    http::query(&call.req, &[])?;
+    let conn = connection(call, "action:list_calendars").await?;
+    let tokens = Tokens::new(call.app, "calendar", call.meta.request_id.clone());
+    let resp = tokens
+        .send(&conn.tenant, &conn.id, |connector, client| {
+            let url = connector
+                .url("/calendar/v3/users/me/calendarList")
+                .map_err(|e| e.to_string())?;
+            Ok(client.get(url))
+        })
+        .await
+        .map_err(token_error)?;
+    let (status, body, retry_after) = answer(resp).await;
+    if !(200..300).contains(&status) {
+        return Err(refused(status, &body, retry_after));
+    }
+    let calendars: Vec<Value> = body["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            json!({
+                "id": c["id"],
+                "summary": c["summary"],
+                "primary": c["primary"].as_bool().unwrap_or(false),
+                "time_zone": c["timeZone"],
+                "access_role": c["accessRole"],
+            })
+        })
+        .collect();
+    http::json(StatusCode::OK, &json!({ "calendars": calendars }))
+}
+
+/// `POST /v1/me/calendar/freebusy`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FreeBusyBody {
+    time_min: String,
+    time_max: String,
+    /// Calendar ids (default: the primary one), at most 50.
+    #[serde(default)]
+    calendars: Option<Vec<String>>,
+}
+
+/// `POST /v1/me/calendar/freebusy` `{time_min, time_max, calendars?}` → the busy
+/// intervals of each calendar (needs `calendar.readonly`, asked with `uses:
+/// ["action:free_busy"]`).
+pub async fn free_busy(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
+    let body: FreeBusyBody = http::json_body(&call.req)?;
+    let mut p = Vec::new();
+    let parse = |s: &str| {
+        time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+    };
+    let (min, max) = (parse(&body.time_min), parse(&body.time_max));
+    if min.is_none() {
+        problem(&mut p, "time_min", "RFC 3339 with an offset");
+    }
+    if max.is_none() {
+        problem(&mut p, "time_max", "RFC 3339 with an offset");
+    }
+    if let (Some(min), Some(max)) = (min, max)
+        && max <= min
+    {
+        problem(&mut p, "time_max", "after time_min");
+    }
+    let calendars = body.calendars.unwrap_or_else(|| vec!["primary".to_owned()]);
+    if calendars.is_empty() || calendars.len() > 50 {
+        problem(&mut p, "calendars", "1 to 50 calendar ids");
+    }
+    for (i, c) in calendars.iter().enumerate() {
+        if c.is_empty()
+            || c.len() > 254
+            || c.chars().any(|ch| ch.is_whitespace() || ch.is_control())
+        {
+            problem(&mut p, format!("calendars[{i}]"), "a calendar id");
+        }
+    }
+    if !p.is_empty() {
+        return Err(ApiError::invalid_fields(p));
+    }
+    let conn = connection(call, "action:free_busy").await?;
+    let request = json!({
+        "timeMin": body.time_min,
+        "timeMax": body.time_max,
+        "items": calendars.iter().map(|c| json!({"id": c})).collect::<Vec<_>>(),
+    });
+    let tokens = Tokens::new(call.app, "calendar", call.meta.request_id.clone());
+    let resp = tokens
+        .send(&conn.tenant, &conn.id, |connector, client| {
+            let url = connector
+                .url("/calendar/v3/freeBusy")
+                .map_err(|e| e.to_string())?;
+            Ok(client.post(url).json(&request))
+        })
+        .await
+        .map_err(token_error)?;
+    let (status, answer, retry_after) = answer(resp).await;
+    if !(200..300).contains(&status) {
+        return Err(refused(status, &answer, retry_after));
+    }
+    let mut out = Map::new();
+    if let Some(map) = answer["calendars"].as_object() {
+        for (id, c) in map {
+            let mut entry = json!({ "busy": c["busy"].as_array().cloned().unwrap_or_default() });
+            if let Some(errors) = c["errors"].as_array() {
+                let reasons: Vec<Value> = errors.iter().map(|e| e["reason"].clone()).collect();
+                entry["errors"] = json!(reasons);
+            }
+            out.insert(id.clone(), entry);
+        }
+    }
+    http::json(
+        StatusCode::OK,
+        &json!({ "time_min": body.time_min, "time_max": body.time_max, "calendars": out }),
+    )
+}

@@ -1,6 +1,7 @@
 //! The personal Google function: a user's own Gmail and Calendar through their personal
 //! connections (issue 14). `GET /v1/me/gmail/profile`, `POST /v1/me/gmail/send`;
-//! `GET|POST /v1/me/calendar/events`, `PATCH|DELETE /v1/me/calendar/events/{id}`.
+//! `GET|POST /v1/me/calendar/events`, `PATCH|DELETE /v1/me/calendar/events/{id}`,
+//! `GET /v1/me/calendar/calendars`, `POST /v1/me/calendar/freebusy`.
 //!
 //! Every route acts for the caller alone: the connection is the caller's own (one per
 //! user and kind, found by its uniqueness marker), never another user's, whatever the
@@ -51,6 +52,16 @@ const ROUTES: &[Route] = &[
         key: "POST /v1/me/calendar/events",
         access: Access::Member,
         handler: |c| Box::pin(calendar::create(c)),
+    },
+    Route {
+        key: "GET /v1/me/calendar/calendars",
+        access: Access::Member,
+        handler: |c| Box::pin(calendar::calendars(c)),
+    },
+    Route {
+        key: "POST /v1/me/calendar/freebusy",
+        access: Access::Member,
+        handler: |c| Box::pin(calendar::free_busy(c)),
     },
     Route {
         key: "PATCH /v1/me/calendar/events/{id}",

@@ -45,8 +45,8 @@
 //! token is an offset into the same query (the client repeats its parameters).
 //!
 //! Not reproduced: sending mail anywhere, threads and labels beyond `SENT`, recurring
-//! events' instances, attendees' notifications, `sendUpdates`,
-//! free/busy, Calendar's quotas and the per-project Gmail quota (Gmail's per-user quota
+//! events' instances, attendees' notifications, `sendUpdates`, free/busy of other
+//! users' calendars (they answer `notFound`), Calendar's quotas and the per-project Gmail quota (Gmail's per-user quota
 //! is kept: 6,000 units a rolling minute, `messages.send` 100 and `getProfile` 1, then 429
 //! `userRateLimitExceeded` with `Retry-After`), other
 //! calendars than the user's primary one.
@@ -82,6 +82,10 @@ pub const EVENTS_GET: &str = "google.calendar_events_get";
 pub const EVENTS_PATCH: &str = "google.calendar_events_patch";
 /// Route name of Calendar's `events.delete`.
 pub const EVENTS_DELETE: &str = "google.calendar_events_delete";
+/// Route name of Calendar's `calendarList.list`.
+pub const CALENDAR_LIST: &str = "google.calendar_list";
+/// Route name of Calendar's `freebusy.query`.
+pub const FREEBUSY: &str = "google.calendar_freebusy";
 
 /// Gmail's API host.
 pub const GMAIL_HOST: &str = "gmail.googleapis.com";
@@ -105,6 +109,10 @@ pub(crate) enum ApiRoute {
     EventsPatch,
     /// `DELETE /calendar/v3/calendars/{calendarId}/events/{eventId}`.
     EventsDelete,
+    /// `GET /calendar/v3/users/me/calendarList`.
+    CalendarList,
+    /// `POST /calendar/v3/freeBusy`.
+    FreeBusy,
 }
 
 impl ApiRoute {
@@ -118,6 +126,8 @@ impl ApiRoute {
             ApiRoute::EventsGet => EVENTS_GET,
             ApiRoute::EventsPatch => EVENTS_PATCH,
             ApiRoute::EventsDelete => EVENTS_DELETE,
+            ApiRoute::CalendarList => CALENDAR_LIST,
+            ApiRoute::FreeBusy => FREEBUSY,
         }
     }
 
@@ -131,6 +141,11 @@ impl ApiRoute {
             ApiRoute::EventsGet => ("calendar.v3.Events.Get", "calendar-json.googleapis.com"),
             ApiRoute::EventsPatch => ("calendar.v3.Events.Patch", "calendar-json.googleapis.com"),
             ApiRoute::EventsDelete => ("calendar.v3.Events.Delete", "calendar-json.googleapis.com"),
+            ApiRoute::CalendarList => (
+                "calendar.v3.CalendarList.List",
+                "calendar-json.googleapis.com",
+            ),
+            ApiRoute::FreeBusy => ("calendar.v3.Freebusy.Query", "calendar-json.googleapis.com"),
         }
     }
 
@@ -160,6 +175,8 @@ impl ApiRoute {
             ApiRoute::EventsInsert | ApiRoute::EventsPatch | ApiRoute::EventsDelete => {
                 &["calendar", "calendar.events"]
             }
+            // The discovery document's scopes for both (none narrower).
+            ApiRoute::CalendarList | ApiRoute::FreeBusy => &["calendar", "calendar.readonly"],
         };
         names
             .iter()
@@ -188,6 +205,14 @@ pub(crate) fn route(host: &str, method: &Method, path: &str) -> Option<ApiRoute>
             if gmail_host && !user.is_empty() =>
         {
             Some(ApiRoute::GmailProfile)
+        }
+        (&Method::GET, ["calendar", "v3", "users", "me", "calendarList"])
+            if host == super::google::API_HOST =>
+        {
+            Some(ApiRoute::CalendarList)
+        }
+        (&Method::POST, ["calendar", "v3", "freeBusy"]) if host == super::google::API_HOST => {
+            Some(ApiRoute::FreeBusy)
         }
         (_, ["calendar", "v3", "calendars", calendar, "events", rest @ ..])
             if host == super::google::API_HOST && !calendar.is_empty() =>
@@ -384,6 +409,8 @@ pub(crate) fn handle(route: ApiRoute, state: &SandboxState, req: &ProviderReques
                 Ok(gmail_profile(state, &grant))
             }
         }
+        ApiRoute::CalendarList => Ok(calendar_list(&grant)),
+        ApiRoute::FreeBusy => free_busy(state, &grant, &req.body),
         _ => {
             let calendar = parts.get(3).copied().unwrap_or("");
             // A calendar id is an email address; clients escape its `@`.
@@ -708,8 +735,128 @@ fn calendar_method(
                 }
             }
         }
-        ApiRoute::GmailSend | ApiRoute::GmailProfile => Err(not_found()),
+        ApiRoute::GmailSend
+        | ApiRoute::GmailProfile
+        | ApiRoute::CalendarList
+        | ApiRoute::FreeBusy => Err(not_found()),
     }
+}
+
+/// `calendarList.list`: the user's one calendar, their primary.
+fn calendar_list(grant: &AccessGrant) -> (StatusCode, Option<Value>) {
+    let email = &grant.user.email;
+    (
+        StatusCode::OK,
+        Some(json!({
+            "kind": "calendar#calendarList",
+            "etag": format!("\"{}\"", clock::now_ms()),
+            "items": [{
+                "kind": "calendar#calendarListEntry",
+                "etag": format!("\"{}\"", clock::now_ms()),
+                "id": email,
+                "summary": email,
+                "timeZone": "UTC",
+                "accessRole": "owner",
+                "primary": true,
+                "defaultReminders": [{"method": "popup", "minutes": 10}],
+            }],
+        })),
+    )
+}
+
+/// `freebusy.query`: `{timeMin, timeMax, items: [{id}]}` (both times required, RFC 3339;
+/// at most 50 calendars, `calendarExpansionMax`); busy intervals of the user's own
+/// calendar (`primary` or their address), from events not cancelled nor
+/// `transparent`; any other calendar answers `notFound` in its entry, as Google does
+/// for one the user cannot see.
+fn free_busy(state: &SandboxState, grant: &AccessGrant, body: &[u8]) -> Reply {
+    let fields = json_object(body)?;
+    let time = |name: &str| -> Result<(i64, String), ApiError> {
+        let text = fields.get(name).and_then(Value::as_str).ok_or_else(|| {
+            api_error(
+                StatusCode::BAD_REQUEST,
+                &format!("Missing {name}."),
+                "required",
+            )
+        })?;
+        clock::parse_datetime(text)
+            .map(|ms| (ms, text.to_owned()))
+            .ok_or_else(|| {
+                api_error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("Invalid value for: {name}"),
+                    "invalid",
+                )
+            })
+    };
+    let (min, min_text) = time("timeMin")?;
+    let (max, max_text) = time("timeMax")?;
+    if max <= min {
+        return Err(api_error(
+            StatusCode::BAD_REQUEST,
+            "The specified time range is empty.",
+            "timeRangeEmpty",
+        ));
+    }
+    let items = fields
+        .get("items")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if items.len() > 50 {
+        return Err(api_error(
+            StatusCode::BAD_REQUEST,
+            "Too many calendars requested.",
+            "tooManyCalendarsRequested",
+        ));
+    }
+    let mut store = state.google_store();
+    let mailbox = store.mailbox(&grant.user.user_id);
+    let mut busy: Vec<(i64, Value, Value)> = mailbox
+        .events
+        .values()
+        .filter(|e| e["status"] != "cancelled" && e["transparency"] != "transparent")
+        .filter_map(|e| {
+            let start = event_time(&e["start"]).ok()?.0;
+            let end = event_time(&e["end"]).ok()?.0;
+            (end > min && start < max).then(|| {
+                (
+                    start,
+                    json!(rfc3339(start.max(min))),
+                    json!(rfc3339(end.min(max))),
+                )
+            })
+        })
+        .collect();
+    busy.sort_by_key(|b| b.0);
+    let busy: Vec<Value> = busy
+        .into_iter()
+        .map(|(_, start, end)| json!({"start": start, "end": end}))
+        .collect();
+    let mut calendars = Map::new();
+    for item in items {
+        let Some(id) = item.get("id").and_then(Value::as_str) else {
+            continue;
+        };
+        let own = id == "primary" || id.eq_ignore_ascii_case(&grant.user.email);
+        calendars.insert(
+            id.to_owned(),
+            if own {
+                json!({"busy": busy})
+            } else {
+                json!({"errors": [{"domain": "global", "reason": "notFound"}], "busy": []})
+            },
+        );
+    }
+    Ok((
+        StatusCode::OK,
+        Some(json!({
+            "kind": "calendar#freeBusy",
+            "timeMin": min_text,
+            "timeMax": max_text,
+            "calendars": calendars,
+        })),
+    ))
 }
 
 /// An `If-Match` that is not the event's current ETag: 412 `conditionNotMet`, as
