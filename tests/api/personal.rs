@@ -312,6 +312,19 @@ async fn a_user_sends_mail_as_themselves_and_bad_mail_sends_nothing() {
     );
     assert!(raw[0].contains("filename=\"notes.txt\""), "the attachment");
 
+    // A reply in the thread stays in it; an unknown thread is refused.
+    let mut reply = mail.clone();
+    reply["thread_id"] = sent["thread_id"].clone();
+    reply["subject"] = json!("Re: Résumé of your call");
+    let (status, replied) = app.post("/v1/me/gmail/send", &alice, reply.clone()).await;
+    assert_eq!(status, 200, "{replied}");
+    assert_eq!(replied["thread_id"], sent["thread_id"]);
+    assert_ne!(replied["message_id"], sent["message_id"]);
+    reply["thread_id"] = json!("18cffffffffffff0");
+    let (status, body) = app.post("/v1/me/gmail/send", &alice, reply).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(app.sandbox().gmail_sent(&u.email).len(), 2);
+
     // Bob has no Gmail: Alice's is not his to use.
     let (status, body) = app.post("/v1/me/gmail/send", &bob, mail.clone()).await;
     assert_eq!(status, 409, "{body}");
@@ -354,7 +367,7 @@ async fn a_user_sends_mail_as_themselves_and_bad_mail_sends_nothing() {
     );
     assert_eq!(
         app.sandbox().gmail_sent(&u.email).len(),
-        1,
+        2,
         "nothing more reached Gmail"
     );
 
@@ -373,7 +386,7 @@ async fn a_user_sends_mail_as_themselves_and_bad_mail_sends_nothing() {
         .token
         .map(|t| t.generation);
     assert!(after > before, "refreshed: {before:?} → {after:?}");
-    assert_eq!(app.sandbox().gmail_sent(&u.email).len(), 2);
+    assert_eq!(app.sandbox().gmail_sent(&u.email).len(), 3);
 
     // The profile is the connected address (send only: no mailbox totals).
     let (status, profile) = app.get("/v1/me/gmail/profile", &alice).await;

@@ -503,6 +503,8 @@ async fn refused(
         };
     }
     match status {
+        // A reply's thread Gmail does not know.
+        404 => ApiError::NotFound("Gmail knows no such thread in your mailbox".into()),
         400 => ApiError::bad_request(
             "provider_rejected",
             format!("Gmail refused the message: {message}"),

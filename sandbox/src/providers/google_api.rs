@@ -44,7 +44,11 @@
 //! (`SandboxState::expire_calendar_sync_tokens`) is 410 `fullSyncRequired`. A page
 //! token is an offset into the same query (the client repeats its parameters).
 //!
-//! Not reproduced: sending mail anywhere, threads and labels beyond `SENT`, recurring
+//! A send's `threadId` must name a thread of the sender's mailbox (else 404); without
+//! one the message starts its own. `sendUpdates` must be `all`, `externalOnly` or
+//! `none` (else 400).
+//!
+//! Not reproduced: sending mail anywhere, threading by headers, labels beyond `SENT`, recurring
 //! events' instances, attendees' notifications, `sendUpdates`, free/busy of other
 //! users' calendars (they answer `notFound`), Calendar's quotas and the per-project Gmail quota (Gmail's per-user quota
 //! is kept: 6,000 units a rolling minute, `messages.send` 100 and `getProfile` 1, then 429
@@ -235,6 +239,8 @@ pub(crate) fn route(host: &str, method: &Method, path: &str) -> Option<ApiRoute>
 struct Mailbox {
     /// Sent messages: id → raw RFC 2822 bytes.
     sent: BTreeMap<String, Vec<u8>>,
+    /// Each sent message's thread id.
+    threads: BTreeMap<String, String>,
     /// Gmail quota units spent in the last minute: (when, units), oldest first.
     gmail_units: std::collections::VecDeque<(std::time::Instant, u32)>,
     /// The calendar's change counter, and each event's last change under it (what a
@@ -468,14 +474,32 @@ fn gmail_send(state: &SandboxState, grant: &AccessGrant, body: &[u8]) -> Reply {
             "invalidArgument",
         ));
     }
+    let thread = match object.get("threadId") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(t)) => Some(t.clone()),
+        Some(_) => {
+            return Err(api_error(
+                StatusCode::BAD_REQUEST,
+                "Invalid value at 'message.thread_id' (TYPE_STRING)",
+                "invalid",
+            ));
+        }
+    };
     let mut store = state.google_store();
     let id = store.new_id();
     let mailbox = store.mailbox(&grant.user.user_id);
+    // A reply names a thread of the mailbox; an unknown one is Gmail's 404.
+    let thread = match thread {
+        Some(t) if mailbox.threads.values().any(|known| *known == t) => t,
+        Some(_) => return Err(not_found()),
+        None => id.clone(),
+    };
     mailbox.sent.insert(id.clone(), bytes);
+    mailbox.threads.insert(id.clone(), thread.clone());
     mailbox.history_id += 1;
     Ok((
         StatusCode::OK,
-        Some(json!({"id": id, "threadId": id, "labelIds": ["SENT"]})),
+        Some(json!({"id": id, "threadId": thread, "labelIds": ["SENT"]})),
     ))
 }
 
@@ -637,6 +661,7 @@ fn calendar_method(
             Ok((StatusCode::OK, Some(body)))
         }
         ApiRoute::EventsInsert => {
+            send_updates(req)?;
             let fields = json_object(&req.body)?;
             let times = event_times(&fields, None)?;
             let mut store = state.google_store();
@@ -684,6 +709,7 @@ fn calendar_method(
             }
         }
         ApiRoute::EventsPatch => {
+            send_updates(req)?;
             let fields = json_object(&req.body)?;
             let mut store = state.google_store();
             let etag = store.new_etag();
@@ -716,6 +742,7 @@ fn calendar_method(
             Ok((StatusCode::OK, Some(event)))
         }
         ApiRoute::EventsDelete => {
+            send_updates(req)?;
             let mut store = state.google_store();
             let etag = store.new_etag();
             let mailbox = store.mailbox(&user.user_id);
@@ -857,6 +884,19 @@ fn free_busy(state: &SandboxState, grant: &AccessGrant, body: &[u8]) -> Reply {
             "calendars": calendars,
         })),
     ))
+}
+
+/// `sendUpdates`, if given, is one of Calendar's values (else 400 `invalid`); whom it
+/// names is not notified here.
+fn send_updates(req: &ProviderRequest) -> Result<(), ApiError> {
+    match wire::query_param(req.query.as_deref(), "sendUpdates").as_deref() {
+        None | Some("all" | "externalOnly" | "none") => Ok(()),
+        Some(_) => Err(api_error(
+            StatusCode::BAD_REQUEST,
+            "Invalid value for: sendUpdates",
+            "invalid",
+        )),
+    }
 }
 
 /// An `If-Match` that is not the event's current ETag: 412 `conditionNotMet`, as
