@@ -343,7 +343,9 @@ async fn conduits_google_exchanges_conform_to_googles_published_specs() {
         .oauth_connect(
             &alice,
             "google",
-            json!({"return_to": "http://localhost:5173/settings", "kind": "calendar"}),
+            json!({"return_to": "http://localhost:5173/settings", "kind": "calendar",
+                   "uses": ["action:create_event", "action:list_events", "action:update_event",
+                            "action:delete_event", "action:list_calendars", "action:free_busy"]}),
             &format!("login_hint={}", user.email),
         )
         .await;
@@ -383,6 +385,16 @@ async fn conduits_google_exchanges_conform_to_googles_published_specs() {
         .get(&format!("/v1/me/calendar/events?sync_token={sync}"), &alice)
         .await;
     assert_eq!(status, 200, "{changes}");
+    let (status, cals) = app.get("/v1/me/calendar/calendars", &alice).await;
+    assert_eq!(status, 200, "{cals}");
+    let (status, busy) = app
+        .post(
+            "/v1/me/calendar/freebusy",
+            &alice,
+            json!({"time_min": "2026-12-07T00:00:00Z", "time_max": "2026-12-08T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{busy}");
     let (status, _, _) = app.send_headed("DELETE", &path, &alice, None, &[]).await;
     assert_eq!(status, 204);
     let exchanges = recorder.stop();
@@ -398,6 +410,8 @@ async fn conduits_google_exchanges_conform_to_googles_published_specs() {
         "GET /calendar/v3/calendars/{calendarId}/events",
         "PATCH /calendar/v3/calendars/{calendarId}/events/{eventId}",
         "DELETE /calendar/v3/calendars/{calendarId}/events/{eventId}",
+        "GET /calendar/v3/users/me/calendarList",
+        "POST /calendar/v3/freeBusy",
     ] {
         assert!(reached.contains(op), "never called {op}\n{report}");
     }
