@@ -679,6 +679,24 @@ async fn a_users_calendar_events_are_created_changed_listed_incrementally_and_de
     );
     assert!(resync["next_sync_token"].is_string());
 
+    // The calendar by its id (from the calendars' list) is the primary one; another
+    // user's is not found.
+    let (status, mine) = app
+        .get(
+            &format!("/v1/me/calendar/events?calendar={}", u.email),
+            &alice,
+        )
+        .await;
+    assert_eq!(status, 200, "{mine}");
+    assert_eq!(ids_of(&mine["events"]), ids_of(&resync["events"]));
+    let (status, body) = app
+        .get(
+            "/v1/me/calendar/events?calendar=someone-else@example.com",
+            &alice,
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+
     // Bob has no Calendar connection: Alice's is not his.
     let (status, body) = app.get("/v1/me/calendar/events", &bob).await;
     assert_eq!(

@@ -270,16 +270,39 @@ fn event_fields(body: &EventBody, creating: bool) -> Result<Map<String, Value>, 
     }
 }
 
-/// `send_updates` of the query: whom Google notifies of the change.
-fn send_updates(call: &Call<'_>) -> Result<Option<String>, ApiError> {
-    let q = http::query(&call.req, &["send_updates"])?;
-    match q.get("send_updates").map(String::as_str) {
-        None => Ok(None),
-        Some(v @ ("all" | "externalOnly" | "none")) => Ok(Some(v.to_owned())),
-        Some(_) => Err(ApiError::bad_request(
+/// A write's query: `send_updates` (whom Google notifies of the change) and
+/// `calendar`.
+fn write_query(call: &Call<'_>) -> Result<(Option<String>, String), ApiError> {
+    let q = http::query(&call.req, &["send_updates", "calendar"])?;
+    let updates = match q.get("send_updates").map(String::as_str) {
+        None => None,
+        Some(v @ ("all" | "externalOnly" | "none")) => Some(v.to_owned()),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "send_updates: all, externalOnly or none",
+            ));
+        }
+    };
+    Ok((updates, calendar_id(q.get("calendar").map(String::as_str))?))
+}
+
+/// The `calendar` of a query: `primary` (the default) or a calendar id from
+/// `GET /v1/me/calendar/calendars` (an address-like id).
+fn calendar_id(raw: Option<&str>) -> Result<String, ApiError> {
+    let id = raw.unwrap_or("primary");
+    let ok = !id.is_empty()
+        && id.len() <= 254
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "@._-+".contains(c));
+    if ok {
+        Ok(id.to_owned())
+    } else {
+        Err(ApiError::bad_request(
             "invalid_query",
-            "send_updates: all, externalOnly or none",
-        )),
+            "calendar: primary, or an id GET /v1/me/calendar/calendars lists",
+        ))
     }
 }
 
@@ -288,13 +311,15 @@ async fn connection(call: &Call<'_>, use_: &str) -> Result<Connection, ApiError>
     own_connection_for(call, KIND, use_).await
 }
 
-/// The primary calendar's events URL, or one event's.
+/// A calendar's events URL, or one event's (the id's `@` escaped, as clients do).
 fn events_url(
     connector: &conduit::connector::Connector<'_>,
+    calendar: &str,
     event: Option<&str>,
 ) -> Result<String, String> {
+    let calendar = calendar.replace('@', "%40").replace('+', "%2B");
     let mut url = connector
-        .url("/calendar/v3/calendars/primary/events")
+        .url(&format!("/calendar/v3/calendars/{calendar}/events"))
         .map_err(|e| e.to_string())?;
     if let Some(id) = event {
         url.push('/');
@@ -333,7 +358,7 @@ fn refused(status: u16, body: &Value, retry_after: Option<u32>) -> ApiError {
             code: "scopes_missing",
             message: format!("Calendar refused: {message}; reconnect your Calendar"),
         },
-        404 | 410 => ApiError::NotFound("no such event in your calendar".into()),
+        404 | 410 => ApiError::NotFound("no such event or calendar of yours".into()),
         412 => ApiError::Conflict {
             code: "event_changed",
             message: "the event changed since you read it (its ETag no longer matches): read it \
@@ -388,8 +413,16 @@ fn if_match(call: &Call<'_>) -> Result<Option<String>, ApiError> {
 pub async fn list(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     let q = http::query(
         &call.req,
-        &["time_min", "time_max", "limit", "cursor", "sync_token"],
+        &[
+            "time_min",
+            "time_max",
+            "limit",
+            "cursor",
+            "sync_token",
+            "calendar",
+        ],
     )?;
+    let calendar = calendar_id(q.get("calendar").map(String::as_str))?;
     let mut bad = Vec::new();
     for name in ["time_min", "time_max"] {
         if q.get(name).is_some_and(|v| !is_date_time(v)) {
@@ -437,10 +470,13 @@ pub async fn list(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
         }
         let tokens = &tokens;
         let conn = &conn;
+        let calendar = &calendar;
         async move {
             let resp = tokens
                 .send(&conn.tenant, &conn.id, |connector, client| {
-                    Ok(client.get(events_url(connector, None)?).query(&params))
+                    Ok(client
+                        .get(events_url(connector, calendar, None)?)
+                        .query(&params))
                 })
                 .await
                 .map_err(token_error)?;
@@ -476,12 +512,12 @@ async fn write(
     event: Option<&str>,
     fields: Option<&Map<String, Value>>,
 ) -> Result<(u16, Value, Option<u32>), ApiError> {
-    let updates = send_updates(call)?;
+    let (updates, calendar) = write_query(call)?;
     let etag = if_match(call)?;
     let tokens = Tokens::new(call.app, "calendar", call.meta.request_id.clone());
     let resp = tokens
         .send(&conn.tenant, &conn.id, |connector, client| {
-            let mut req = client.request(method.clone(), events_url(connector, event)?);
+            let mut req = client.request(method.clone(), events_url(connector, &calendar, event)?);
             if let Some(u) = &updates {
                 req = req.query(&[("sendUpdates", u)]);
             }
