@@ -311,6 +311,34 @@ async fn a_user_sends_mail_as_themselves_and_bad_mail_sends_nothing() {
         "text and HTML as alternatives"
     );
     assert!(raw[0].contains("filename=\"notes.txt\""), "the attachment");
+    // Read as a mail reader reads it: every part as it was sent.
+    let parsed = app.sandbox().gmail_sent_parsed(&u.email);
+    let m = &parsed[0];
+    assert_eq!(m.subject.as_deref(), Some("Résumé of your call — 通话摘要"));
+    assert_eq!(m.from, vec![u.email.clone()]);
+    assert_eq!(
+        (m.to.clone(), m.cc.clone(), m.bcc.clone()),
+        (
+            vec!["zoe@example.com".to_owned()],
+            vec!["c@example.com".to_owned()],
+            vec!["b@example.com".to_owned()]
+        )
+    );
+    assert_eq!(m.in_reply_to.as_deref(), Some("earlier@mail.example.com"));
+    assert_eq!(m.text.as_deref().map(str::trim), Some(notes));
+    assert!(
+        m.html.as_deref().is_some_and(|h| h.contains(notes)),
+        "{:?}",
+        m.html
+    );
+    assert_eq!(
+        m.attachments,
+        vec![(
+            "notes.txt".to_owned(),
+            "text/plain".to_owned(),
+            b"attached-secret-9120".to_vec()
+        )]
+    );
 
     // A reply in the thread stays in it; an unknown thread is refused.
     let mut reply = mail.clone();

@@ -44,6 +44,9 @@
 //! (`SandboxState::expire_calendar_sync_tokens`) is 410 `fullSyncRequired`. A page
 //! token is an offset into the same query (the client repeats its parameters).
 //!
+//! A send's `raw` must parse as a message (`mail-parser`, else 400 "Invalid RFC822
+//! message") and every `To`/`Cc`/`Bcc` entry carry an address (else 400 "Invalid To
+//! header"); tests read what was sent part by part (`SandboxState::gmail_sent_parsed`).
 //! A send's `threadId` must name a thread of the sender's mailbox (else 404); without
 //! one the message starts its own. `sendUpdates` must be `all`, `externalOnly` or
 //! `none` (else 400).
@@ -302,6 +305,14 @@ impl SandboxState {
         self.google_store().mailbox(&user.user_id).sync_epoch += 1;
     }
 
+    /// The messages `email` (a Google OAuth user) sent, oldest first, parsed.
+    pub fn gmail_sent_parsed(&self, email: &str) -> Vec<ParsedMail> {
+        self.gmail_sent(email)
+            .iter()
+            .filter_map(|raw| parse_mail(raw.as_bytes()))
+            .collect()
+    }
+
     /// The raw RFC 2822 messages `email` (a Google OAuth user) sent, oldest first.
     pub fn gmail_sent(&self, email: &str) -> Vec<String> {
         let Some(user) = self
@@ -474,6 +485,24 @@ fn gmail_send(state: &SandboxState, grant: &AccessGrant, body: &[u8]) -> Reply {
             "invalidArgument",
         ));
     }
+    // Read as a mail reader reads it: a message that does not parse, or a recipient
+    // header without an address, is refused as Gmail refuses it.
+    let Some(parsed) = parse_mail(&bytes) else {
+        return Err(api_error(
+            StatusCode::BAD_REQUEST,
+            "Invalid RFC822 message",
+            "invalidArgument",
+        ));
+    };
+    for (name, list) in [("To", &parsed.to), ("Cc", &parsed.cc), ("Bcc", &parsed.bcc)] {
+        if list.iter().any(|a| !a.contains('@')) {
+            return Err(api_error(
+                StatusCode::BAD_REQUEST,
+                &format!("Invalid {name} header"),
+                "invalidArgument",
+            ));
+        }
+    }
     let thread = match object.get("threadId") {
         None | Some(Value::Null) => None,
         Some(Value::String(t)) => Some(t.clone()),
@@ -501,6 +530,68 @@ fn gmail_send(state: &SandboxState, grant: &AccessGrant, body: &[u8]) -> Reply {
         StatusCode::OK,
         Some(json!({"id": id, "threadId": thread, "labelIds": ["SENT"]})),
     ))
+}
+
+/// A message the Gmail stand-in received, as a mail reader parses it (`mail-parser`):
+/// what tests assert on, part by part.
+#[derive(Debug, Clone, Default)]
+pub struct ParsedMail {
+    /// The decoded subject.
+    pub subject: Option<String>,
+    /// `From`, `To`, `Cc`, `Bcc` addresses.
+    pub from: Vec<String>,
+    /// `To` addresses.
+    pub to: Vec<String>,
+    /// `Cc` addresses.
+    pub cc: Vec<String>,
+    /// `Bcc` addresses.
+    pub bcc: Vec<String>,
+    /// `In-Reply-To`, without angle brackets.
+    pub in_reply_to: Option<String>,
+    /// The first text and HTML bodies, decoded.
+    pub text: Option<String>,
+    /// The first HTML body, decoded.
+    pub html: Option<String>,
+    /// Attachments: file name, content type (`type/subtype`), decoded bytes.
+    pub attachments: Vec<(String, String, Vec<u8>)>,
+}
+
+/// Parses a raw RFC 5322 message (`None`: not a message a reader can parse).
+pub fn parse_mail(raw: &[u8]) -> Option<ParsedMail> {
+    use mail_parser::{MessageParser, MimeHeaders};
+    let m = MessageParser::default().parse(raw)?;
+    let addrs = |a: Option<&mail_parser::Address<'_>>| -> Vec<String> {
+        a.map(|a| {
+            a.iter()
+                .map(|x| x.address().unwrap_or("").to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+    };
+    Some(ParsedMail {
+        subject: m.subject().map(str::to_owned),
+        from: addrs(m.from()),
+        to: addrs(m.to()),
+        cc: addrs(m.cc()),
+        bcc: addrs(m.bcc()),
+        in_reply_to: m.in_reply_to().as_text().map(str::to_owned),
+        text: m.body_text(0).map(|t| t.into_owned()),
+        html: m.body_html(0).map(|t| t.into_owned()),
+        attachments: m
+            .attachments()
+            .map(|a| {
+                let ct = a
+                    .content_type()
+                    .map(|c| format!("{}/{}", c.ctype(), c.subtype().unwrap_or("")))
+                    .unwrap_or_default();
+                (
+                    a.attachment_name().unwrap_or("").to_owned(),
+                    ct,
+                    a.contents().to_vec(),
+                )
+            })
+            .collect(),
+    })
 }
 
 /// Whether the message's header section has a `To`, `Cc` or `Bcc` with an address.
@@ -1201,5 +1292,33 @@ mod tests {
         );
         assert!(has_recipient(b"To: a@b.test\r\nSubject: x\r\n\r\nhello"));
         assert!(!has_recipient(b"Subject: x\r\n\r\nTo: a@b.test"));
+    }
+
+    #[test]
+    fn sent_mail_is_read_part_by_part_and_a_recipient_without_address_is_invalid() {
+        let raw = b"From: <me@b.test>\r\nTo: =?utf-8?q?Zo=C3=AB?= <zoe@b.test>\r\n\
+Subject: =?utf-8?q?R=C3=A9sum=C3=A9?=\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\n\
+Content-Type: text/plain; charset=utf-8\r\n\r\nhello\r\n--b1\r\n\
+Content-Type: text/plain; name=\"a.txt\"\r\nContent-Disposition: attachment; filename=\"a.txt\"\r\n\
+Content-Transfer-Encoding: base64\r\n\r\nYXR0YWNoZWQ=\r\n--b1--\r\n";
+        let m = parse_mail(raw).expect("parses");
+        assert_eq!(m.subject.as_deref(), Some("Résumé"));
+        assert_eq!(m.to, vec!["zoe@b.test".to_owned()]);
+        assert_eq!(m.text.as_deref().map(str::trim), Some("hello"));
+        assert_eq!(
+            m.attachments,
+            vec![(
+                "a.txt".to_owned(),
+                "text/plain".to_owned(),
+                b"attached".to_vec()
+            )]
+        );
+        let no_address = parse_mail(b"To: undisclosed\r\nSubject: x\r\n\r\nhi").expect("parses");
+        assert!(
+            no_address.to.iter().any(|a| !a.contains('@')),
+            "{:?}",
+            no_address.to
+        );
     }
 }
