@@ -18,7 +18,6 @@ use std::convert::Infallible;
 
 use conduit::app::App;
 use conduit::connections::{Connection, Connections};
-use conduit::connector::personal_key;
 use conduit::http::{self, Access, ApiError, Route};
 use conduit::oauth::lifecycle::TokenError;
 use lambda_http::{Body, Request, Response};
@@ -86,14 +85,9 @@ pub(crate) async fn own_connection(call: &Call<'_>, kind: &str) -> Result<Connec
         .provider(GOOGLE)
         .and_then(|p| conduit::oauth::connect::oauth_method(p).ok())
         .ok_or_else(|| ApiError::internal("the catalogue has no Google OAuth method"))?;
-    let store = Connections::new(call.app.table.clone());
-    let key = personal_key(&method.id, &call.who.user, Some(kind));
-    let found = match store.owner_of(&call.who.tenant, GOOGLE, &key).await? {
-        Some(id) => store.get(&call.who.tenant, &id).await?,
-        None => None,
-    };
-    found
-        .filter(|c| c.owner.as_ref() == Some(&call.who.user) && c.kind.as_deref() == Some(kind))
+    Connections::new(call.app.table.clone())
+        .personal(&call.who.tenant, GOOGLE, &method.id, &call.who.user, kind)
+        .await?
         .ok_or_else(|| ApiError::Conflict {
             code: if kind == "gmail" {
                 "gmail_not_connected"

@@ -185,6 +185,26 @@ impl Connections {
             .map(|m| m.item.connection_id))
     }
 
+    /// `user`'s personal connection of `kind` through the provider's OAuth `method`
+    /// (one per user, method and kind), if they have one.
+    pub async fn personal(
+        &self,
+        tenant: &TenantId,
+        provider: &str,
+        method: &str,
+        user: &crate::domain::UserId,
+        kind: &str,
+    ) -> Result<Option<Connection>, StoreError> {
+        let key = crate::connector::personal_key(method, user, Some(kind));
+        let Some(id) = self.owner_of(tenant, provider, &key).await? else {
+            return Ok(None);
+        };
+        Ok(self
+            .get(tenant, &id)
+            .await?
+            .filter(|c| c.owner.as_ref() == Some(user) && c.kind.as_deref() == Some(kind)))
+    }
+
     /// The connection holding a provider account under a marker written before
     /// account keys were hashed (see `Connector::legacy_account_key`), if any. A key
     /// too long for a DynamoDB sort key was never written, so it is not looked up.
