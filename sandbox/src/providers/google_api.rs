@@ -34,7 +34,9 @@
 //! with offset) or a `date` (`YYYY-MM-DD`), the same kind for both, end after start (400
 //! `timeRangeEmpty` "The specified time range is empty."); members the discovery
 //! document's `Event` does not list, and server-owned ones (`id`, `created`, …), are
-//! ignored. `maxResults` 1–2500 (default 250); page tokens are opaque offsets.
+//! ignored. An insert may choose the event's `id` (base32hex digits `0-9a-v`, 5–1024 of
+//! them; else 400 "Invalid resource id value."); one the calendar holds, deleted or
+//! not, is 409 `duplicate` "The requested identifier already exists.". `maxResults` 1–2500 (default 250); page tokens are opaque offsets.
 //!
 //! Events carry a fresh ETag per change; `If-Match` on patch and delete must name it
 //! (else 412 `conditionNotMet`). `events.list` takes `timeMin`/`timeMax` (RFC 3339;
@@ -262,6 +264,9 @@ struct Mailbox {
 pub struct GoogleStore {
     users: BTreeMap<String, Mailbox>,
     next_id: u64,
+    /// Fault knobs: "user route" → (status, how many more): the method is served (its
+    /// effect made), then answered with `status` and Google's `backendError` instead.
+    after_effect: BTreeMap<String, (u16, u32)>,
 }
 
 impl GoogleStore {
@@ -292,17 +297,33 @@ impl Mailbox {
 
 /// What Google users did through the stand-in, for tests to check.
 impl SandboxState {
+    /// The next `count` calls of `route` (`google.gmail_send`,
+    /// `google.calendar_events_insert`…) by `email` (a Google OAuth user) are served —
+    /// the message sent, the event made — then answered `status` (a 5xx) with Google's
+    /// `backendError`: the client cannot tell whether the effect happened. (Per user:
+    /// the sandbox is shared by concurrent tests.)
+    pub fn google_fail_after_effect(&self, email: &str, route: &str, status: u16, count: u32) {
+        if let Some(user_id) = self.google_user_id(email) {
+            self.google_store()
+                .after_effect
+                .insert(fault_key(&user_id, route), (status, count));
+        }
+    }
+
+    /// The user id of `email`, a Google OAuth user of the sandbox.
+    fn google_user_id(&self, email: &str) -> Option<String> {
+        self.oauth_users()
+            .into_iter()
+            .find(|u| u.provider == OAuthProvider::Google && u.email.eq_ignore_ascii_case(email))
+            .map(|u| u.user_id)
+    }
+
     /// Expires every Calendar sync token `email` (a Google OAuth user) holds, as Google
     /// does after a while: the next incremental list is 410 `fullSyncRequired`.
     pub fn expire_calendar_sync_tokens(&self, email: &str) {
-        let Some(user) = self
-            .oauth_users()
-            .into_iter()
-            .find(|u| u.provider == OAuthProvider::Google && u.email.eq_ignore_ascii_case(email))
-        else {
-            return;
-        };
-        self.google_store().mailbox(&user.user_id).sync_epoch += 1;
+        if let Some(user_id) = self.google_user_id(email) {
+            self.google_store().mailbox(&user_id).sync_epoch += 1;
+        }
     }
 
     /// The messages `email` (a Google OAuth user) sent, oldest first, parsed.
@@ -315,16 +336,12 @@ impl SandboxState {
 
     /// The raw RFC 2822 messages `email` (a Google OAuth user) sent, oldest first.
     pub fn gmail_sent(&self, email: &str) -> Vec<String> {
-        let Some(user) = self
-            .oauth_users()
-            .into_iter()
-            .find(|u| u.provider == OAuthProvider::Google && u.email.eq_ignore_ascii_case(email))
-        else {
+        let Some(user_id) = self.google_user_id(email) else {
             return Vec::new();
         };
         self.google_store()
             .users
-            .get(&user.user_id)
+            .get(&user_id)
             .map(|mailbox| {
                 mailbox
                     .sent
@@ -439,11 +456,34 @@ pub(crate) fn handle(route: ApiRoute, state: &SandboxState, req: &ProviderReques
             calendar_method(route, state, &grant, event_id, req)
         }
     };
+    if reply.is_ok()
+        && let Some(status) = take_after_effect(state, &grant.user.user_id, route)
+    {
+        return api_error(status, "Backend Error", "backendError").into_response();
+    }
     match reply {
         Ok((status, Some(body))) => wire::json(status, body),
         Ok((status, None)) => status.into_response(),
         Err(error) => error.into_response(),
     }
+}
+
+fn fault_key(user_id: &str, route: &str) -> String {
+    format!("{user_id} {route}")
+}
+
+/// The status a pending after-effect fault of `route` for `user_id` answers with, if
+/// one is left.
+fn take_after_effect(state: &SandboxState, user_id: &str, route: ApiRoute) -> Option<StatusCode> {
+    let key = fault_key(user_id, route.name());
+    let mut store = state.google_store();
+    let (status, left) = store.after_effect.get_mut(&key)?;
+    let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    *left = left.saturating_sub(1);
+    if *left == 0 {
+        store.after_effect.remove(&key);
+    }
+    Some(status)
 }
 
 /// A method's answer before rendering: status and body (`None`: empty).
@@ -756,7 +796,28 @@ fn calendar_method(
             let fields = json_object(&req.body)?;
             let times = event_times(&fields, None)?;
             let mut store = state.google_store();
-            let id = store.new_id();
+            // A client may choose the id (base32hex digits, 5–1024 of them), unique in
+            // the calendar — a deleted event's id included.
+            let id = match fields.get("id") {
+                None | Some(Value::Null) => store.new_id(),
+                Some(Value::String(id)) if client_event_id(id) => {
+                    if store.mailbox(&user.user_id).events.contains_key(id) {
+                        return Err(api_error(
+                            StatusCode::CONFLICT,
+                            "The requested identifier already exists.",
+                            "duplicate",
+                        ));
+                    }
+                    id.clone()
+                }
+                Some(_) => {
+                    return Err(api_error(
+                        StatusCode::BAD_REQUEST,
+                        "Invalid resource id value.",
+                        "invalid",
+                    ));
+                }
+            };
             let etag = store.new_etag();
             let now = rfc3339(clock::now_ms());
             let mut event = Map::new();
@@ -1046,6 +1107,15 @@ const WRITABLE: [&str; 32] = [
     "workingLocationProperties",
 ];
 
+/// Whether `id` is an event id a client may choose: base32hex digits (`0-9a-v`), 5 to
+/// 1024 of them.
+fn client_event_id(id: &str) -> bool {
+    (5..=1024).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'v').contains(&b))
+}
+
 /// The event's validated `(start, end)`: from `fields`, falling back to `current`'s.
 fn event_times(
     fields: &Map<String, Value>,
@@ -1292,6 +1362,22 @@ mod tests {
         );
         assert!(has_recipient(b"To: a@b.test\r\nSubject: x\r\n\r\nhello"));
         assert!(!has_recipient(b"Subject: x\r\n\r\nTo: a@b.test"));
+    }
+
+    #[test]
+    fn client_chosen_event_ids_are_base32hex_of_5_to_1024_digits() {
+        assert!(client_event_id("0123456789abcdefghijklmnopqrstuv"));
+        assert!(client_event_id(&"a".repeat(1024)));
+        for bad in [
+            "abcd",
+            "ABCDEF",
+            "abcdw",
+            "abc-de",
+            "abc de",
+            &"a".repeat(1025),
+        ] {
+            assert!(!client_event_id(bad), "{bad}");
+        }
     }
 
     #[test]
