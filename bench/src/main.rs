@@ -565,6 +565,7 @@ async fn refresh_sweep(env: &devhost::LocalEnv, n: usize) -> Result<()> {
             }),
             lease_holder: None,
             lease_until: None,
+            allow_automations: false,
             owner: None,
         };
         items.push(conn.to_item()?);

@@ -149,6 +149,12 @@ pub struct Connection {
     /// it. `None`: the tenant's connection, managed by its admins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<UserId>,
+    /// A personal connection's owner lets the tenant's automations act with it: the
+    /// dispatch steps that name them, or the assistants they own
+    /// (`gmail.send_summary`, `calendar.create_follow_up`). Only the owner changes it;
+    /// it is never set on the tenant's connections.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_automations: bool,
     /// Who holds the refresh lease (one refresher at a time), if anyone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_holder: Option<String>,

@@ -220,6 +220,7 @@ mod tests {
             token: None,
             lease_holder: None,
             lease_until: None,
+            allow_automations: false,
             owner: None,
         }
     }

@@ -138,27 +138,6 @@ fn event(tenant: &str, id: &str, kind: &str, score: Option<f64>, assistant: Opti
     e
 }
 
-/// Puts an event on the bus and waits for its dispatch to end; returns the dispatch.
-async fn dispatched(app: &TestApp, token: &str, event: Value) -> Value {
-    let (status, accepted) = app.post("/v1/events", token, event).await;
-    assert_eq!(status, 202, "{accepted}");
-    let id = accepted["dispatch_id"].as_str().unwrap().to_owned();
-    settled(app, token, &id).await
-}
-
-async fn settled(app: &TestApp, token: &str, id: &str) -> Value {
-    for _ in 0..150 {
-        let (status, d) = app.get(&format!("/v1/dispatches/{id}"), token).await;
-        if status == 200
-            && ["succeeded", "partial", "failed"].contains(&d["status"].as_str().unwrap_or(""))
-        {
-            return d;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("dispatch {id} did not end");
-}
-
 #[tokio::test]
 async fn a_chain_runs_in_priority_order_with_signed_deliveries_and_once_per_step() {
     let app = TestApp::spawn().await;
@@ -172,7 +151,7 @@ async fn a_chain_runs_in_priority_order_with_signed_deliveries_and_once_per_step
     rx.secrets.lock().unwrap().extend([s1.clone(), s2.clone()]);
 
     let e = event(&tenant, "evt_chain_1", "conversation_ended", None, None);
-    let d = dispatched(&app, &admin, e.clone()).await;
+    let d = app.dispatched(&admin, e.clone()).await;
     assert_eq!(d["status"], "succeeded", "{d}");
     let steps: Vec<&str> = d["steps"]
         .as_array()
@@ -190,7 +169,7 @@ async fn a_chain_runs_in_priority_order_with_signed_deliveries_and_once_per_step
 
     // The same event again (a duplicate delivery): the dispatch is the same one and
     // nothing is sent twice.
-    let again = dispatched(&app, &admin, e).await;
+    let again = app.dispatched(&admin, e).await;
     assert_eq!(again["id"], d["id"]);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(rx.deliveries().len(), 2);
@@ -248,12 +227,12 @@ async fn low_score_thresholds_and_assistant_settings_choose_the_chain() {
     .await;
     rx.secrets.lock().unwrap().extend([s1, s2]);
 
-    let d = dispatched(
-        &app,
-        &admin,
-        event(&tenant, "evt_low_1", "low_score", Some(50.0), None),
-    )
-    .await;
+    let d = app
+        .dispatched(
+            &admin,
+            event(&tenant, "evt_low_1", "low_score", Some(50.0), None),
+        )
+        .await;
     let ran: Vec<&str> = d["steps"]
         .as_array()
         .unwrap()
@@ -272,18 +251,18 @@ async fn low_score_thresholds_and_assistant_settings_choose_the_chain() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    let d = dispatched(
-        &app,
-        &admin,
-        event(
-            &tenant,
-            "evt_low_2",
-            "low_score",
-            Some(10.0),
-            Some("asst_front"),
-        ),
-    )
-    .await;
+    let d = app
+        .dispatched(
+            &admin,
+            event(
+                &tenant,
+                "evt_low_2",
+                "low_score",
+                Some(10.0),
+                Some("asst_front"),
+            ),
+        )
+        .await;
     let ran: Vec<&str> = d["steps"]
         .as_array()
         .unwrap()
@@ -291,18 +270,18 @@ async fn low_score_thresholds_and_assistant_settings_choose_the_chain() {
         .map(|s| s["integration_id"].as_str().unwrap())
         .collect();
     assert_eq!(ran, [low.as_str()]);
-    let d = dispatched(
-        &app,
-        &admin,
-        event(
-            &tenant,
-            "evt_low_3",
-            "low_score",
-            Some(10.0),
-            Some("asst_back"),
-        ),
-    )
-    .await;
+    let d = app
+        .dispatched(
+            &admin,
+            event(
+                &tenant,
+                "evt_low_3",
+                "low_score",
+                Some(10.0),
+                Some("asst_back"),
+            ),
+        )
+        .await;
     assert_eq!(d["steps"].as_array().unwrap().len(), 2);
     let (status, view) = app
         .get("/v1/assistants/asst_front/integrations", &admin)
@@ -337,12 +316,12 @@ async fn a_failing_step_is_retried_then_continues_or_stops_the_chain() {
 
     // The first step's endpoint fails both attempts (a 500, then a 503): the chain goes on.
     rx.plan.lock().unwrap().extend([500, 500]);
-    let d = dispatched(
-        &app,
-        &admin,
-        event(&tenant, "evt_fail_1", "conversation_ended", None, None),
-    )
-    .await;
+    let d = app
+        .dispatched(
+            &admin,
+            event(&tenant, "evt_fail_1", "conversation_ended", None, None),
+        )
+        .await;
     assert_eq!(d["status"], "partial", "{d}");
     assert_eq!(d["steps"][0]["status"], "failed");
     assert_eq!(d["steps"][0]["attempts"], 2);
@@ -359,7 +338,7 @@ async fn a_failing_step_is_retried_then_continues_or_stops_the_chain() {
         .post(&format!("/v1/dispatches/{id}/retry"), &admin, json!({}))
         .await;
     assert_eq!(status, 202, "{body}");
-    let d = settled(&app, &admin, id).await;
+    let d = app.dispatch_settled(&admin, id).await;
     assert_eq!(d["status"], "succeeded", "{d}");
     assert_eq!(rx.deliveries().len(), 4);
 
@@ -373,12 +352,12 @@ async fn a_failing_step_is_retried_then_continues_or_stops_the_chain() {
         .await;
     assert_eq!(status, 200);
     rx.plan.lock().unwrap().extend([400, 400]);
-    let d = dispatched(
-        &app,
-        &admin,
-        event(&tenant, "evt_fail_2", "conversation_ended", None, None),
-    )
-    .await;
+    let d = app
+        .dispatched(
+            &admin,
+            event(&tenant, "evt_fail_2", "conversation_ended", None, None),
+        )
+        .await;
     assert_eq!(d["status"], "failed", "{d}");
     assert_eq!(d["steps"][1]["status"], "skipped");
 }
@@ -416,12 +395,9 @@ async fn tenants_are_isolated_and_members_only_read() {
         json!({}),
     )
     .await;
-    let d = dispatched(
-        &app,
-        &admin_b,
-        event(&b, "evt_iso_1", "escalation", None, None),
-    )
-    .await;
+    let d = app
+        .dispatched(&admin_b, event(&b, "evt_iso_1", "escalation", None, None))
+        .await;
     assert_eq!(d["steps"], json!([]));
     assert!(rx.deliveries().is_empty());
     // An event naming another tenant is refused.
@@ -586,7 +562,7 @@ async fn a_rotated_secret_signs_beside_the_old_one_and_a_failing_endpoint_is_dis
             None,
             None,
         );
-        let d = dispatched(&app, &admin, e).await;
+        let d = app.dispatched(&admin, e).await;
         assert_eq!(d["status"], "succeeded", "{d}");
         assert!(rx.deliveries()[seen].verified);
     }
@@ -604,12 +580,12 @@ async fn a_rotated_secret_signs_beside_the_old_one_and_a_failing_endpoint_is_dis
     i.version += 1;
     store.save_state(&i, prev).await.unwrap();
     rx.plan.lock().unwrap().push_back(503);
-    let d = dispatched(
-        &app,
-        &admin,
-        event(&tenant, "evt_dis_1", "contact_request", None, None),
-    )
-    .await;
+    let d = app
+        .dispatched(
+            &admin,
+            event(&tenant, "evt_dis_1", "contact_request", None, None),
+        )
+        .await;
     assert_eq!(d["status"], "failed", "{d}");
     app.wait_for_event("integration.webhook.endpoint.disabled", |e| {
         e["integration_id"] == id.as_str()
@@ -617,12 +593,12 @@ async fn a_rotated_secret_signs_beside_the_old_one_and_a_failing_endpoint_is_dis
     .await;
     let (_, shown) = app.get(&format!("/v1/integrations/{id}"), &admin).await;
     assert!(shown["webhook"]["disabled_at"].is_string(), "{shown}");
-    let d = dispatched(
-        &app,
-        &admin,
-        event(&tenant, "evt_dis_2", "contact_request", None, None),
-    )
-    .await;
+    let d = app
+        .dispatched(
+            &admin,
+            event(&tenant, "evt_dis_2", "contact_request", None, None),
+        )
+        .await;
     assert_eq!(
         d["steps"],
         json!([]),
@@ -670,7 +646,7 @@ async fn a_batchs_events_are_created_in_one_write_and_each_chain_runs_once() {
     let rx = one_hook(&app, &admin, "conversation_ended").await;
     // One event dispatched before, through the bus.
     let before = event(&tenant, "evt_batch_0", "conversation_ended", None, None);
-    let first = dispatched(&app, &admin, before.clone()).await;
+    let first = app.dispatched(&admin, before.clone()).await;
     assert_eq!(first["status"], "succeeded", "{first}");
     assert_eq!(rx.deliveries().len(), 1);
 

@@ -158,21 +158,7 @@ impl Tenant {
 
     /// Waits for a dispatch to end.
     async fn settled(&self, id: &str) -> Value {
-        let mut last = Value::Null;
-        for _ in 0..300 {
-            let (status, d) = self
-                .app
-                .get(&format!("/v1/dispatches/{id}"), &self.admin)
-                .await;
-            if status == 200
-                && ["succeeded", "partial", "failed"].contains(&d["status"].as_str().unwrap_or(""))
-            {
-                return d;
-            }
-            last = d;
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        panic!("dispatch {id} did not end: {last}");
+        self.app.dispatch_settled(&self.admin, id).await
     }
 
     /// Fails if any default account's secret (or `more`) is in the dispatch, the

@@ -837,3 +837,372 @@ async fn calendars_and_free_busy_need_reading_asked_for_incrementally() {
         "{err}"
     );
 }
+
+/// A contact request from `email`, handled by an assistant `owner` owns (if any).
+fn contact_request(tenant: &str, n: &str, email: &str, owner: Option<&str>) -> Value {
+    let mut event = json!({
+        "schema_version": 1, "type": "contact_request", "event_id": format!("evt_personal_{n}"),
+        "tenant_id": tenant, "assistant_id": "asst_frontdesk",
+        "occurred_at": "2026-12-06T09:00:00Z",
+        "conversation": {"id": format!("conv_{n}"), "channel": "voice",
+                         "started_at": "2026-12-06T08:55:00Z",
+                         "summary": format!("Wants the bin day moved, private-summary-{n}"),
+                         "transcript_url": "https://app.example.com/t/1"},
+        "contact": {"name": "Jane Citizen", "email": email, "phone": "+61412345678"},
+    });
+    if let Some(o) = owner {
+        event["assistant_owner_id"] = json!(o);
+    }
+    event
+}
+
+/// Alice (`alice`) connects her own Gmail and Calendar as Google user `email` and, when
+/// `lend`, lets the tenant's automations use both; their connection ids.
+async fn connect_both(app: &TestApp, alice: &str, email: &str, lend: bool) -> (String, String) {
+    let hint = format!("login_hint={email}");
+    let mut ids = Vec::new();
+    for kind in ["gmail", "calendar"] {
+        let out = app
+            .oauth_connect(alice, "google", start(json!({"kind": kind})), &hint)
+            .await;
+        assert_eq!(out.status, "connected", "{}", out.return_url);
+        let id = out.connection_id.expect("connection id").to_string();
+        if lend {
+            let (status, body) = app
+                .patch(
+                    &format!("/v1/connections/{id}"),
+                    alice,
+                    json!({"allow_automations": true}),
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(body["allow_automations"], true, "{body}");
+        }
+        ids.push(id);
+    }
+    (ids.remove(0), ids.remove(0))
+}
+
+/// Two Google steps act as a user only with that user's consent: Alice owns the
+/// assistant and lends her Gmail and Calendar to automations; then a contact request
+/// runs the chain — a follow-up on her calendar with the contact invited, then the
+/// summary from her Gmail to the contact. An admin never names or sends through her
+/// connections; withdrawing the consent stops the next run.
+#[tokio::test]
+async fn the_gmail_and_calendar_steps_act_as_a_user_who_lets_them_in_a_chain() {
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant();
+    let alice = app.user_token(&tenant, "alice", Role::Member);
+    let admin = app.user_token(&tenant, "carol", Role::Admin);
+    let u = google_user(&app, "owner");
+    let (gmail, calendar) = connect_both(&app, &alice, &u.email, false).await;
+    let integration = |action: &str, priority: u32, who: Value| {
+        json!({"name": action, "provider": "google", "action": action, "acting_user": who,
+               "triggers": [{"event": "contact_request"}], "priority": priority,
+               "retry": {"max_attempts": 2, "initial_backoff_seconds": 1, "max_backoff_seconds": 1}})
+    };
+
+    // Not before Alice lets automations use them; an admin never names them.
+    let mut named = integration("gmail.send_summary", 20, Value::Null);
+    named["connection_id"] = json!(gmail);
+    named.as_object_mut().map(|o| o.remove("acting_user"));
+    let (status, body) = app.post("/v1/integrations", &admin, named).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("only its owner"), "{body}");
+    let (status, body) = app
+        .post(
+            "/v1/integrations",
+            &admin,
+            integration("calendar.create_follow_up", 10, json!({"user_id": "alice"})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("acting_user.user_id"), "{body}");
+    let (status, body) = app
+        .post(
+            "/v1/integrations",
+            &admin,
+            integration("log_call", 10, json!({"user_id": "alice"})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    for (who, why) in [
+        (json!({}), "exactly one"),
+        (
+            json!({"user_id": "alice", "assistant_owner": true}),
+            "exactly one",
+        ),
+    ] {
+        let (status, body) = app
+            .post(
+                "/v1/integrations",
+                &admin,
+                integration("gmail.send_summary", 20, who),
+            )
+            .await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body.to_string().contains(why), "{body}");
+    }
+
+    // Only Alice lends them; an admin sees that she did.
+    let (status, body) = app
+        .patch(
+            &format!("/v1/connections/{gmail}"),
+            &admin,
+            json!({"allow_automations": true}),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    for id in [&gmail, &calendar] {
+        let (status, body) = app
+            .patch(
+                &format!("/v1/connections/{id}"),
+                &alice,
+                json!({"allow_automations": true}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["allow_automations"], true, "{body}");
+    }
+    let (_, seen) = app.get(&format!("/v1/connections/{gmail}"), &admin).await;
+    assert_eq!(seen["allow_automations"], true, "{seen}");
+    assert!(
+        seen.get("scopes").is_none(),
+        "an admin sees existence only: {seen}"
+    );
+
+    let (status, follow_up) = app
+        .post(
+            "/v1/integrations",
+            &admin,
+            integration("calendar.create_follow_up", 10, json!({"user_id": "alice"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{follow_up}");
+    assert_eq!(follow_up["acting_user"]["user_id"], "alice");
+    let (status, summary) = app
+        .post(
+            "/v1/integrations",
+            &admin,
+            integration("gmail.send_summary", 20, json!({"assistant_owner": true})),
+        )
+        .await;
+    assert_eq!(status, 201, "{summary}");
+    let summary_id = summary["id"].as_str().expect("id").to_owned();
+    let follow_up_id = follow_up["id"].as_str().expect("id").to_owned();
+
+    // The chain: the follow-up on Alice's calendar, then the summary from her Gmail.
+    let contact = format!("jane-{}@example.com", &u.email[6..20]);
+    let d = app
+        .dispatched(
+            &admin,
+            contact_request(&tenant, "1", &contact, Some("alice")),
+        )
+        .await;
+    assert_eq!(d["status"], "succeeded", "{d}");
+    let steps = d["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), 2, "{d}");
+    assert_eq!(steps[0]["integration_id"], follow_up_id.as_str());
+    let event_id = steps[0]["external_id"]
+        .as_str()
+        .expect("event id")
+        .to_owned();
+    assert_eq!(event_id.len(), 64, "a base32hex id of the key: {event_id}");
+    let message_id = steps[1]["external_id"].as_str().expect("message id");
+    let (status, listed) = app
+        .get(
+            "/v1/me/calendar/events?time_min=2026-12-07T00:00:00Z&time_max=2026-12-08T00:00:00Z",
+            &alice,
+        )
+        .await;
+    assert_eq!(status, 200, "{listed}");
+    let events = listed["events"].as_array().expect("events");
+    let made: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["id"] == event_id.as_str())
+        .collect();
+    assert_eq!(made.len(), 1, "{listed}");
+    assert_eq!(made[0]["summary"], "Follow up: Jane Citizen");
+    assert_eq!(made[0]["attendees"][0]["email"], contact.as_str());
+    assert_eq!(made[0]["start"]["dateTime"], "2026-12-07T09:00:00Z");
+    assert_eq!(made[0]["end"]["dateTime"], "2026-12-07T09:30:00Z");
+    assert!(
+        made[0]["htmlLink"]
+            .as_str()
+            .is_some_and(|l| steps[0]["external_url"] == l),
+        "{d}"
+    );
+    let sent = app.sandbox().gmail_sent_parsed(&u.email);
+    assert_eq!(sent.len(), 1, "one message");
+    let m = &sent[0];
+    assert_eq!(m.from, vec![u.email.clone()]);
+    assert_eq!(m.to, vec![contact.clone()]);
+    assert_eq!(
+        m.subject.as_deref(),
+        Some("Summary of your voice conversation on 2026-12-06")
+    );
+    assert!(
+        m.text
+            .as_deref()
+            .is_some_and(|t| t.contains("private-summary-1")
+                && t.contains("Hello Jane,")
+                && t.contains("https://app.example.com/t/1")),
+        "{:?}",
+        m.text
+    );
+    assert!(
+        m.html
+            .as_deref()
+            .is_some_and(|h| h.contains("<blockquote>"))
+    );
+    assert!(!message_id.is_empty());
+
+    // An admin does not send through them by hand; nor does the test preview use them
+    // beyond saying whose they are.
+    for path in [
+        format!("/v1/integrations/{summary_id}/send"),
+        format!("/v1/integrations/{follow_up_id}/send"),
+    ] {
+        let event = contact_request(&tenant, "2", &contact, Some("alice"));
+        let (status, body) = app.post(&path, &admin, json!({"event": event})).await;
+        assert_eq!(status, 403, "{path}: {body}");
+    }
+    let (status, preview) = app
+        .post(
+            &format!("/v1/integrations/{follow_up_id}/test"),
+            &admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{preview}");
+    assert_eq!(preview["connection"]["status"], "ok", "{preview}");
+    assert_eq!(preview["connection"]["acting_user"], "alice", "{preview}");
+    assert_eq!(app.sandbox().gmail_sent_parsed(&u.email).len(), 1);
+
+    // An event naming no assistant owner: the summary cannot act as anyone.
+    let d = app
+        .dispatched(&admin, contact_request(&tenant, "3", &contact, None))
+        .await;
+    assert_eq!(d["status"], "partial", "{d}");
+    assert_eq!(d["steps"][1]["error"]["code"], "missing_fields", "{d}");
+
+    // Alice withdraws her Gmail: the next summary fails, her calendar still serves.
+    let (status, body) = app
+        .patch(
+            &format!("/v1/connections/{gmail}"),
+            &alice,
+            json!({"allow_automations": false}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let d = app
+        .dispatched(
+            &admin,
+            contact_request(&tenant, "4", &contact, Some("alice")),
+        )
+        .await;
+    assert_eq!(d["steps"][0]["status"], "succeeded", "{d}");
+    assert_eq!(d["steps"][1]["status"], "failed", "{d}");
+    assert_eq!(
+        d["steps"][1]["error"]["code"], "automations_not_allowed",
+        "{d}"
+    );
+    assert_eq!(
+        app.sandbox().gmail_sent_parsed(&u.email).len(),
+        1,
+        "nothing more sent"
+    );
+
+    // No summary, token or address book content in the logs.
+    let logs = app.logs();
+    for n in ["1", "3", "4"] {
+        let secret = format!("private-summary-{n}");
+        assert!(!logs.contains(&secret), "{secret} logged");
+    }
+    assert!(!logs.contains(&contact), "the contact's address logged");
+    for (_, token) in app
+        .tokens(
+            &tenant,
+            &conduit::domain::ConnectionId::parse(&gmail).expect("id"),
+        )
+        .await
+    {
+        assert!(!logs.contains(token.as_str()), "a token logged");
+    }
+}
+
+/// Neither step makes a second copy when an answer is lost: the calendar's follow-up is
+/// looked up by its key-derived id before a retry; Gmail, which has nothing to look up
+/// with a send-only grant, is not sent again by itself (`maybe_sent`) until an operator
+/// retries the dispatch.
+#[tokio::test]
+async fn a_lost_answer_makes_no_second_event_or_message() {
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant();
+    let alice = app.user_token(&tenant, "alice", Role::Member);
+    let admin = app.user_token(&tenant, "carol", Role::Admin);
+    let u = google_user(&app, "lost");
+    connect_both(&app, &alice, &u.email, true).await;
+    for (action, priority) in [
+        ("calendar.create_follow_up", 10),
+        ("gmail.send_summary", 20),
+    ] {
+        let (status, body) = app
+            .post(
+                "/v1/integrations",
+                &admin,
+                json!({"name": action, "provider": "google", "action": action,
+                       "acting_user": {"assistant_owner": true},
+                       "triggers": [{"event": "contact_request"}], "priority": priority,
+                       "retry": {"max_attempts": 3, "initial_backoff_seconds": 1, "max_backoff_seconds": 1}}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    // Both effects happen and their answers are lost (502).
+    app.sandbox()
+        .google_fail_after_effect(&u.email, "google.calendar_events_insert", 502, 1);
+    app.sandbox()
+        .google_fail_after_effect(&u.email, "google.gmail_send", 502, 1);
+    let contact = "jane-lost@example.com";
+    let d = app
+        .dispatched(
+            &admin,
+            contact_request(&tenant, "lost1", contact, Some("alice")),
+        )
+        .await;
+    assert_eq!(d["status"], "partial", "{d}");
+    let steps = d["steps"].as_array().expect("steps");
+    assert_eq!(steps[0]["status"], "succeeded", "the lookup found it: {d}");
+    assert!(steps[0]["attempts"].as_u64() >= Some(2), "{d}");
+    let event_id = steps[0]["external_id"].as_str().expect("event id");
+    let (_, listed) = app
+        .get(
+            "/v1/me/calendar/events?time_min=2026-12-07T00:00:00Z&time_max=2026-12-08T00:00:00Z",
+            &alice,
+        )
+        .await;
+    let ids = ids_of(&listed["events"]);
+    assert_eq!(ids, vec![event_id.to_owned()], "one follow-up: {listed}");
+    assert_eq!(steps[1]["status"], "failed", "{d}");
+    assert_eq!(steps[1]["error"]["code"], "maybe_sent", "{d}");
+    assert_eq!(steps[1]["attempts"], 1, "not sent again by itself: {d}");
+    assert_eq!(app.sandbox().gmail_sent_parsed(&u.email).len(), 1);
+
+    // An operator who decides it did not arrive retries: sent again, once.
+    let id = d["id"].as_str().expect("dispatch id");
+    let (status, body) = app
+        .post(&format!("/v1/dispatches/{id}/retry"), &admin, json!({}))
+        .await;
+    assert!(status == 200 || status == 202, "{status}: {body}");
+    let d = app.dispatch_settled(&admin, id).await;
+    assert_eq!(d["status"], "succeeded", "{d}");
+    assert_eq!(app.sandbox().gmail_sent_parsed(&u.email).len(), 2);
+    let (_, listed) = app
+        .get(
+            "/v1/me/calendar/events?time_min=2026-12-07T00:00:00Z&time_max=2026-12-08T00:00:00Z",
+            &alice,
+        )
+        .await;
+    assert_eq!(ids_of(&listed["events"]).len(), 1, "{listed}");
+}

@@ -851,6 +851,32 @@ impl TestApp {
             .await
             .unwrap_or_else(|e| panic!("no {detail_type} event: {e:#}"))
     }
+
+    /// Puts a product event on the bus as `token`'s caller (`POST /v1/events`) and waits
+    /// for its dispatch to end; returns the dispatch.
+    pub async fn dispatched(&self, token: &str, event: Value) -> Value {
+        let (status, accepted) = self.post("/v1/events", token, event).await;
+        assert_eq!(status, 202, "{accepted}");
+        let id = accepted["dispatch_id"].as_str().expect("dispatch_id");
+        self.dispatch_settled(token, id).await
+    }
+
+    /// Waits (up to a minute) for dispatch `id` to end — succeeded, partial or failed —
+    /// and returns it as `GET /v1/dispatches/{id}` shows it to `token`.
+    pub async fn dispatch_settled(&self, token: &str, id: &str) -> Value {
+        let mut last = Value::Null;
+        for _ in 0..300 {
+            let (status, d) = self.get(&format!("/v1/dispatches/{id}"), token).await;
+            if status == 200
+                && ["succeeded", "partial", "failed"].contains(&d["status"].as_str().unwrap_or(""))
+            {
+                return d;
+            }
+            last = d;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("dispatch {id} did not end: {last}");
+    }
 }
 
 /// A tokio mutex per provider: tests that turn a provider's knobs (or depend on its

@@ -56,6 +56,8 @@ struct View<'a> {
     token: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     owner: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allow_automations: Option<bool>,
     created_at: String,
     created_by: &'a str,
     updated_at: String,
@@ -75,6 +77,7 @@ struct Existence<'a> {
     status: ConnectionStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     connected_email: Option<&'a str>,
+    allow_automations: bool,
     created_at: String,
     updated_at: String,
     version: u64,
@@ -99,6 +102,7 @@ fn shown<'a>(call: &'a Call<'_>, c: &'a Connection) -> Option<Shown<'a>> {
             owner: c.owner.as_ref().map_or("", |o| o.as_str()),
             status: c.status,
             connected_email: c.identity.as_ref().and_then(|i| i.email.as_deref()),
+            allow_automations: c.allow_automations,
             created_at: rfc3339(c.created_at),
             updated_at: rfc3339(c.updated_at),
             version: c.version,
@@ -138,6 +142,7 @@ fn view<'a>(call: &'a Call<'_>, c: &'a Connection) -> View<'a> {
         checked_at: c.checked_at.map(rfc3339),
         token: c.token.as_ref().map(token_json),
         owner: c.owner.as_ref().map(|o| o.as_str()),
+        allow_automations: c.owner.is_some().then_some(c.allow_automations),
         created_at: rfc3339(c.created_at),
         created_by: c.created_by.as_str(),
         updated_at: rfc3339(c.updated_at),
@@ -469,6 +474,7 @@ pub async fn create(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
         token: None,
         lease_holder: None,
         lease_until: None,
+        allow_automations: false,
         owner: None,
     };
     let audit = call
@@ -573,10 +579,13 @@ struct UpdateBody {
     label: Option<String>,
     #[serde(default)]
     credentials: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    allow_automations: Option<bool>,
 }
 
-/// `PATCH /v1/connections/{id}`: rename, or change some credentials (checked with the
-/// provider before anything is saved).
+/// `PATCH /v1/connections/{id}`: rename, change some credentials (checked with the
+/// provider before anything is saved), or — the owner of a personal connection only —
+/// let the tenant's automations act with it or stop them.
 pub async fn update(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     // A member's right to change it is settled before the body is read (a 403 rather
     // than a 400); an admin's body is checked before the connection is looked up.
@@ -586,7 +595,7 @@ pub async fn update(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
         Some(load_for(call, "connection.update").await?)
     };
     let body: UpdateBody = http::patch_body(&call.req)?;
-    if body.label.is_none() && body.credentials.is_none() {
+    if body.label.is_none() && body.credentials.is_none() && body.allow_automations.is_none() {
         return Err(http::empty_update());
     }
     let label = parse_label(body.label.as_deref())?;
@@ -600,6 +609,18 @@ pub async fn update(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     if let Some(label) = label {
         next.label = label;
         changed.push("label");
+    }
+    if let Some(allow) = body.allow_automations {
+        // `load_for` let only the owner this far with a personal connection.
+        if prev.owner.is_none() {
+            return Err(ApiError::bad_request(
+                "not_personal",
+                "allow_automations: only a personal connection's owner lends it to \
+                 automations; the tenant's connections serve its integrations already",
+            ));
+        }
+        next.allow_automations = allow;
+        changed.push("allow_automations");
     }
     if let Some(input) = &body.credentials {
         if method.kind == AuthType::Oauth2 {

@@ -148,6 +148,7 @@ async fn from_body(
         provider: body.provider,
         action: body.action,
         connection_id,
+        acting_user: body.acting_user,
         triggers: body.triggers,
         priority: body.priority,
         enabled: body.enabled,
@@ -239,6 +240,7 @@ fn as_body(i: &Integration) -> Value {
         "provider": i.provider,
         "action": i.action,
         "connection_id": i.connection_id,
+        "acting_user": i.acting_user,
         "triggers": i.triggers,
         "priority": i.priority,
         "enabled": i.enabled,
@@ -372,7 +374,7 @@ pub async fn test(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
         .unwrap_or_else(|| "conversation_ended".into());
     let event = event_for(call, body.event, &kind)?;
     if body.send {
-        validate::own_use(call, &i, "integration.test").await?;
+        validate::own_use(call, &i, &event, "integration.test").await?;
         return run_one(call, &i, &event, Origin::Test).await;
     }
     let rendered = render_preview(call, &i, &event).await;
@@ -383,6 +385,7 @@ pub async fn test(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
 /// connection is.
 async fn render_preview(call: &Call<'_>, i: &Integration, event: &DispatchEvent) -> Value {
     let connection = match &i.connection_id {
+        None if i.acting_user.is_some() => validate::acting_preview(call, i, event).await,
         None => json!({"status": "not_applicable"}),
         Some(id) => {
             let tokens = conduit::oauth::lifecycle::Tokens::new(
@@ -505,7 +508,7 @@ pub async fn send(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
         .or_else(|| i.triggers.first().map(|t| t.event.as_str().to_owned()))
         .unwrap_or_else(|| "conversation_ended".into());
     let event = event_for(call, body.event, &kind)?;
-    validate::own_use(call, &i, "integration.send").await?;
+    validate::own_use(call, &i, &event, "integration.send").await?;
     run_one(call, &i, &event, Origin::Send).await
 }
 

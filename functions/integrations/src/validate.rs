@@ -7,7 +7,9 @@
 
 use std::collections::BTreeMap;
 
-use conduit::dispatch::integration::{self, Integration, OnFailure, RetryPolicy, Trigger, WEBHOOK};
+use conduit::dispatch::integration::{
+    self, ActingUser, Integration, OnFailure, RetryPolicy, Trigger, WEBHOOK,
+};
 use conduit::dispatch::template::{self, CustomRequest, Problem as TemplateProblem};
 use conduit::domain::ConnectionId;
 use conduit::http::ApiError;
@@ -26,6 +28,8 @@ pub struct Body {
     pub action: String,
     #[serde(default)]
     pub connection_id: Option<String>,
+    #[serde(default)]
+    pub acting_user: Option<ActingUser>,
     pub triggers: Vec<Trigger>,
     #[serde(default = "default_priority")]
     pub priority: u32,
@@ -114,6 +118,7 @@ pub async fn check(call: &Call<'_>, next: &Integration) -> Result<(), ApiError> 
         (None, _) => p.add("provider", "no integration template for this provider"),
         (Some(_), None) => p.add("action", "not an action of this provider's template"),
         (Some(_), Some(action)) => {
+            acting(call, next, action.connection_kind.as_deref(), &mut p).await?;
             for (n, t) in next.triggers.iter().enumerate() {
                 if !action.suits(t.event.as_str()) {
                     p.add(
@@ -173,34 +178,147 @@ pub async fn check(call: &Call<'_>, next: &Integration) -> Result<(), ApiError> 
                 "connection_id",
                 "another user's personal connection: only its owner may use it",
             ),
+            Some(c) if kind_of(next).is_some_and(|k| c.kind.as_deref() != Some(k)) => p.add(
+                "connection_id",
+                format!(
+                    "the action needs a {} connection",
+                    kind_of(next).unwrap_or_default()
+                ),
+            ),
             Some(_) => {}
         }
     }
     p.into_result()
 }
 
+/// The kind of personal connection the integration's action acts with, if any.
+fn kind_of(i: &Integration) -> Option<&'static str> {
+    template::catalogue()
+        .get(&i.provider)
+        .and_then(|t| t.action(&i.action))
+        .and_then(|a| a.connection_kind.as_deref())
+}
+
+/// How the connection an integration acting as a user would run with stands, for a
+/// test's preview: whose, and whether it may be used now.
+pub async fn acting_preview(
+    call: &Call<'_>,
+    i: &Integration,
+    event: &conduit::dispatch::inbound::DispatchEvent,
+) -> serde_json::Value {
+    let Some(user) = i.acting_user.as_ref().and_then(|a| a.user_for(event)) else {
+        return serde_json::json!({"status": "unusable", "reason": "the event names no assistant owner"});
+    };
+    let method = call
+        .app
+        .catalogue
+        .provider(&i.provider)
+        .and_then(|pr| conduit::oauth::connect::oauth_method(pr).ok());
+    let (Some(method), Some(kind)) = (method, kind_of(i)) else {
+        return serde_json::json!({"status": "unusable", "reason": "this action does not act as a user"});
+    };
+    let found = conduit::connections::Connections::new(call.app.table.clone())
+        .personal(&i.tenant, &i.provider, &method.id, user, kind)
+        .await;
+    match found {
+        Ok(Some(c)) if c.allow_automations => serde_json::json!({
+            "status": "ok", "acting_user": user, "provider": c.provider, "connection_status": c.status,
+        }),
+        Ok(Some(_)) => serde_json::json!({
+            "status": "unusable", "acting_user": user,
+            "reason": format!("the user does not let automations use their {kind} connection"),
+        }),
+        Ok(None) => serde_json::json!({
+            "status": "unusable", "acting_user": user,
+            "reason": format!("the user has no {kind} connection of their own"),
+        }),
+        Err(e) => serde_json::json!({"status": "unusable", "reason": e.to_string()}),
+    }
+}
+
+/// Checks `acting_user` against the action: only an action that acts as a user takes
+/// one, and a named user must have a connection of its kind that allows automations
+/// (the assistant owner's is known only when an event names them).
+async fn acting(
+    call: &Call<'_>,
+    next: &Integration,
+    kind: Option<&str>,
+    p: &mut Problems,
+) -> Result<(), ApiError> {
+    let Some(acting) = &next.acting_user else {
+        return Ok(());
+    };
+    let Some(kind) = kind else {
+        p.add("acting_user", "this action does not act as a user");
+        return Ok(());
+    };
+    let Some(user) = &acting.user_id else {
+        return Ok(());
+    };
+    let method = call
+        .app
+        .catalogue
+        .provider(&next.provider)
+        .and_then(|pr| conduit::oauth::connect::oauth_method(pr).ok());
+    let Some(method) = method else {
+        p.add(
+            "acting_user",
+            "the provider has no OAuth method to act with",
+        );
+        return Ok(());
+    };
+    let found = conduit::connections::Connections::new(call.app.table.clone())
+        .personal(&call.who.tenant, &next.provider, &method.id, user, kind)
+        .await?;
+    match found {
+        None => p.add(
+            "acting_user.user_id",
+            format!("this user has no {kind} connection of their own yet"),
+        ),
+        Some(c) if !c.allow_automations => p.add(
+            "acting_user.user_id",
+            format!(
+                "this user has not let automations use their {kind} connection \
+                 (they set allow_automations on it)"
+            ),
+        ),
+        Some(_) => {}
+    }
+    Ok(())
+}
+
 /// Refuses (403, audited as `action`) sending through an integration whose connection
 /// is another user's personal one: saved by its owner, it runs on events, but nobody
 /// else sends through it by hand.
-pub async fn own_use(call: &Call<'_>, i: &Integration, action: &str) -> Result<(), ApiError> {
-    let Some(id) = &i.connection_id else {
+pub async fn own_use(
+    call: &Call<'_>,
+    i: &Integration,
+    event: &conduit::dispatch::inbound::DispatchEvent,
+    action: &str,
+) -> Result<(), ApiError> {
+    let refusal = match (&i.acting_user, &i.connection_id) {
+        // Lent to automations, a user's connection sends on events, never by hand for
+        // someone else.
+        (Some(acting), _) if acting.user_for(event) != Some(&call.who.user) => {
+            Some("the integration acts as another user: only they send through it by hand")
+        }
+        (_, Some(id)) => conduit::connections::Connections::new(call.app.table.clone())
+            .get(&call.who.tenant, id)
+            .await?
+            .filter(|c| c.owner.as_ref().is_some_and(|o| *o != call.who.user))
+            .map(|_| "the integration's connection is another user's personal connection"),
+        _ => None,
+    };
+    let Some(message) = refusal else {
         return Ok(());
     };
-    let conn = conduit::connections::Connections::new(call.app.table.clone())
-        .get(&call.who.tenant, id)
-        .await?;
-    if conn.is_some_and(|c| c.owner.as_ref().is_some_and(|o| *o != call.who.user)) {
-        call.record(
-            &call
-                .audit(action, format!("integration/{}", i.id))
-                .failed(conduit::audit::Outcome::Denied, "forbidden"),
-        )
-        .await;
-        return Err(ApiError::Forbidden(
-            "the integration's connection is another user's personal connection".into(),
-        ));
-    }
-    Ok(())
+    call.record(
+        &call
+            .audit(action, format!("integration/{}", i.id))
+            .failed(conduit::audit::Outcome::Denied, "forbidden"),
+    )
+    .await;
+    Err(ApiError::Forbidden(message.into()))
 }
 
 /// The connection id of a body, if it names one.

@@ -260,6 +260,12 @@ impl<'a> Dispatcher<'a> {
         let prev = d.version;
         for s in &mut d.steps {
             if matches!(s.status, StepStatus::Failed | StepStatus::Skipped) {
+                if s.error.as_ref().is_some_and(|e| e.code == MAYBE_SENT) {
+                    // Sent at most once, its outcome unknown: whoever retries it has
+                    // chosen to send it again.
+                    s.progress.in_flight = None;
+                    s.progress.in_flight_at = None;
+                }
                 s.status = StepStatus::Pending;
                 s.attempts = 0;
                 s.error = None;
@@ -459,7 +465,14 @@ impl<'a> Dispatcher<'a> {
         integration: &Integration,
         mut marked: bool,
     ) -> Result<Result<Option<BTreeMap<String, String>>, StepError>, DispatchError> {
-        let mut target = match Target::of(self.app, integration) {
+        let connection = match &integration.acting_user {
+            None => integration.connection_id.clone(),
+            Some(acting) => match self.acting_connection(integration, acting, event).await? {
+                Ok(id) => Some(id),
+                Err(e) => return Ok(Err(e)),
+            },
+        };
+        let mut target = match Target::of(self.app, integration, connection) {
             Ok(t) => t,
             Err(e) => return Ok(Err(e)),
         };
@@ -539,6 +552,63 @@ impl<'a> Dispatcher<'a> {
         }
     }
 
+    /// The personal connection an integration acting as a user runs with: the named
+    /// user's, or the event's assistant owner's, of the action's kind — only while its
+    /// owner allows automations (checked at every attempt, so withdrawing it stops the
+    /// next one).
+    async fn acting_connection(
+        &self,
+        integration: &Integration,
+        acting: &super::integration::ActingUser,
+        event: &DispatchEvent,
+    ) -> Result<Result<crate::domain::ConnectionId, StepError>, DispatchError> {
+        let Some(user) = acting.user_for(event) else {
+            return Ok(Err(fail(
+                "missing_fields",
+                "the event names no assistant owner (assistant_owner_id) to act as",
+                None,
+            )));
+        };
+        let kind = template::catalogue()
+            .get(&integration.provider)
+            .and_then(|t| t.action(&integration.action))
+            .and_then(|a| a.connection_kind.clone());
+        let method = self
+            .app
+            .catalogue
+            .provider(&integration.provider)
+            .and_then(|p| crate::oauth::connect::oauth_method(p).ok());
+        let (Some(kind), Some(method)) = (kind, method) else {
+            return Ok(Err(fail(
+                "integration_invalid",
+                "this action does not act as a user",
+                None,
+            )));
+        };
+        let found = crate::connections::Connections::new(self.app.table.clone())
+            .personal(
+                &integration.tenant,
+                &integration.provider,
+                &method.id,
+                user,
+                &kind,
+            )
+            .await?;
+        match found {
+            None => Ok(Err(fail(
+                "personal_connection_missing",
+                format!("user {user} has no {kind} connection of their own"),
+                None,
+            ))),
+            Some(c) if !c.allow_automations => Ok(Err(fail(
+                "automations_not_allowed",
+                format!("user {user} does not let automations use their {kind} connection"),
+                None,
+            ))),
+            Some(c) => Ok(Ok(c.id)),
+        }
+    }
+
     /// The action's requests from where the step stands; `marked`: the first one's
     /// in-flight mark was stored by this invocation, nothing sent yet (cleared once it
     /// is).
@@ -571,6 +641,14 @@ impl<'a> Dispatcher<'a> {
                 }
             }
             let lookup = matches!(req.idempotency, Some(Idempotency::Lookup { .. }));
+            let once = matches!(req.idempotency, Some(Idempotency::AtMostOnce));
+            if once && d.steps[i].progress.in_flight == Some(k) && !unsent {
+                // An earlier attempt was sent and never answered: it may have landed.
+                return Ok(Err(Retry::Never(maybe_sent(
+                    "an earlier attempt was cut off".into(),
+                    None,
+                ))));
+            }
             if lookup && d.steps[i].progress.in_flight == Some(k) && !unsent {
                 // An earlier attempt sent this effect without learning how it went.
                 match self.lookup(req, ctx, target).await {
@@ -606,7 +684,7 @@ impl<'a> Dispatcher<'a> {
                     ))));
                 }
             };
-            if lookup && d.steps[i].progress.in_flight != Some(k) {
+            if (lookup || once) && d.steps[i].progress.in_flight != Some(k) {
                 d.steps[i].progress.in_flight = Some(k);
                 d.steps[i].progress.in_flight_at = Some(ms(now()));
                 d.steps[i].progress.in_flight_answered = false;
@@ -622,7 +700,7 @@ impl<'a> Dispatcher<'a> {
                     self.captured(d, i, k, ctx);
                 }
                 Sent::RateLimited(wait) => {
-                    if req.effect && lookup {
+                    if req.effect && (lookup || once) {
                         // Refused before it was done: no lookup needed next time.
                         d.steps[i].progress.in_flight = None;
                         d.steps[i].progress.in_flight_at = None;
@@ -635,6 +713,9 @@ impl<'a> Dispatcher<'a> {
                 Sent::Unknown(e) => {
                     if let Some(r) = d.steps[i].request.as_mut() {
                         r.status = e.status;
+                    }
+                    if once {
+                        return Ok(Err(Retry::Never(maybe_sent(e.message, e.status))));
                     }
                     if lookup {
                         // Answered (a 5xx): the provider is done with it. Cut off: it
@@ -701,6 +782,20 @@ impl<'a> Dispatcher<'a> {
             Sent::Permanent(e) => Err(Retry::Never(e)),
         }
     }
+}
+
+/// The code of an effect sent at most once whose outcome is unknown.
+pub const MAYBE_SENT: &str = "maybe_sent";
+
+/// An effect sent at most once (Gmail's send) whose attempt was cut off or answered
+/// with a 5xx: it may have landed, so it is not sent again by itself; an operator's
+/// retry (`POST …/retry`) sends it again.
+fn maybe_sent(why: String, status: Option<u16>) -> StepError {
+    fail(
+        MAYBE_SENT,
+        format!("{why}; it may have been sent, so it is not sent again unless retried by hand"),
+        status,
+    )
 }
 
 /// A step that ended: its finish time and its metric.
@@ -780,7 +875,11 @@ enum Target<'a> {
 }
 
 impl<'a> Target<'a> {
-    fn of(app: &'a App, integration: &Integration) -> Result<Self, StepError> {
+    fn of(
+        app: &'a App,
+        integration: &Integration,
+        connection: Option<crate::domain::ConnectionId>,
+    ) -> Result<Self, StepError> {
         if integration.provider == WEBHOOK {
             let Some(w) = &integration.webhook else {
                 return Err(fail(
@@ -801,10 +900,8 @@ impl<'a> Target<'a> {
                 keys: Vec::new(),
             });
         }
-        let connection = integration
-            .connection_id
-            .clone()
-            .ok_or_else(|| fail("integration_invalid", "no connection", None))?;
+        let connection =
+            connection.ok_or_else(|| fail("integration_invalid", "no connection", None))?;
         let provider = app
             .catalogue
             .provider(&integration.provider)
@@ -861,6 +958,7 @@ impl<'a> Target<'a> {
                         id: custom.outputs.contains_key("id").then(|| "id".to_owned()),
                         url: None,
                     },
+                    connection_kind: None,
                 })
             }
             None => None,
@@ -1279,7 +1377,11 @@ fn premark(d: &mut Dispatch, i: usize, known: &[Integration]) -> bool {
     let Some(req) = first else {
         return false;
     };
-    if req.skip_if.is_some() || !matches!(req.idempotency, Some(Idempotency::Lookup { .. })) {
+    let marked = matches!(
+        req.idempotency,
+        Some(Idempotency::Lookup { .. } | Idempotency::AtMostOnce)
+    );
+    if req.skip_if.is_some() || !marked {
         return false;
     }
     let p = &mut step.progress;

@@ -6,7 +6,8 @@
 //!
 //! ```json
 //! {"schema_version": 1, "type": "conversation_ended", "event_id": "evt_01…",
-//!  "tenant_id": "acme", "assistant_id": "asst_7", "occurred_at": "2026-12-05T10:00:00Z",
+//!  "tenant_id": "acme", "assistant_id": "asst_7", "assistant_owner_id": "user_42",
+//!  "occurred_at": "2026-12-05T10:00:00Z",
 //!  "conversation": {"id": "conv_9", "channel": "voice", "direction": "inbound",
 //!    "started_at": "…", "ended_at": "…", "duration_seconds": 312,
 //!    "from_number": "+61255550100", "to_number": "+61255550199",
@@ -21,7 +22,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::domain::TenantId;
+use crate::domain::{TenantId, UserId};
 
 /// The schema version this build reads.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -170,6 +171,11 @@ pub struct ProductEvent {
     /// The assistant that handled it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assistant_id: Option<String>,
+    /// The user who owns that assistant (a user id of the tenant): the steps that act
+    /// as the assistant's owner (`gmail.send_summary` with `acting_user.assistant_owner`)
+    /// use this user's personal connection, if they allow automations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assistant_owner_id: Option<UserId>,
     /// When it happened.
     #[serde(with = "time::serde::rfc3339")]
     pub occurred_at: OffsetDateTime,

@@ -166,6 +166,14 @@ impl DispatchEvent {
         }
     }
 
+    /// The owner of its assistant, if a product event names one.
+    pub fn assistant_owner(&self) -> Option<&crate::domain::UserId> {
+        match self {
+            Self::Product { event, .. } => event.assistant_owner_id.as_ref(),
+            Self::Conduit { .. } => None,
+        }
+    }
+
     /// Its conversation, if it has one.
     pub fn conversation(&self) -> Option<&Conversation> {
         match self {

@@ -271,6 +271,31 @@ pub struct WebhookEndpoint {
     pub disabled_at: Option<OffsetDateTime>,
 }
 
+/// Whose personal connection an integration acts with: a named user of the tenant,
+/// or the owner of the assistant an event names (the event's `assistant_owner_id`).
+/// Exactly one of the two.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActingUser {
+    /// This user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<UserId>,
+    /// The owner of the event's assistant.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub assistant_owner: bool,
+}
+
+impl ActingUser {
+    /// The user it names for `event`, if the event says (None: the event names no
+    /// assistant owner).
+    pub fn user_for<'a>(&'a self, event: &'a DispatchEvent) -> Option<&'a UserId> {
+        match &self.user_id {
+            Some(u) => Some(u),
+            None => event.assistant_owner(),
+        }
+    }
+}
+
 /// An outbound integration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Integration {
@@ -284,9 +309,15 @@ pub struct Integration {
     pub provider: String,
     /// The template action it runs.
     pub action: String,
-    /// The connection it calls (every provider but the webhook).
+    /// The connection it calls (every provider but the webhook, unless it acts as a
+    /// user).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection_id: Option<ConnectionId>,
+    /// Whose personal connection it acts with, for an action that acts as a user
+    /// (`gmail.send_summary`, `calendar.create_follow_up`) and names no connection:
+    /// resolved when it runs, used only while its owner allows automations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acting_user: Option<ActingUser>,
     /// What runs it.
     pub triggers: Vec<Trigger>,
     /// Its place in a chain: lower runs first.
@@ -503,13 +534,29 @@ pub fn check_shape(i: &Integration) -> Vec<Problem> {
     if i.overrides.len() > MAX_OVERRIDES {
         add("overrides", "at most 50 overrides");
     }
-    match (i.provider == WEBHOOK, &i.connection_id) {
-        (true, Some(_)) => add(
+    match (i.provider == WEBHOOK, &i.connection_id, &i.acting_user) {
+        (true, Some(_), _) => add(
             "connection_id",
             "a webhook has an endpoint URL, not a connection",
         ),
-        (false, None) => add("connection_id", "required for this provider"),
+        (true, None, Some(_)) => add("acting_user", "a webhook acts as no user"),
+        (false, None, None) => add(
+            "connection_id",
+            "required for this provider (or acting_user, for an action that acts as a user)",
+        ),
+        (false, Some(_), Some(_)) => add(
+            "acting_user",
+            "either a connection or a user to act as, not both",
+        ),
         _ => {}
+    }
+    if let Some(a) = &i.acting_user
+        && a.user_id.is_some() == a.assistant_owner
+    {
+        add(
+            "acting_user",
+            "exactly one of user_id or assistant_owner: true",
+        );
     }
     out
 }
@@ -548,6 +595,7 @@ mod tests {
             provider: "hubspot".into(),
             action: "log_call".into(),
             connection_id: Some(ConnectionId::generate()),
+            acting_user: None,
             triggers,
             priority,
             enabled: true,

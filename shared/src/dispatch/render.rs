@@ -54,6 +54,10 @@ pub struct RenderedRequest {
     pub headers: Vec<(String, String)>,
     /// The JSON body.
     pub body: Option<Value>,
+    /// The mail message the body carries built (`mail` templates), as rendered: what
+    /// a preview shows; never logged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mail: Option<Value>,
     /// Fetch an SAP CSRF token (and its cookies) before sending.
     pub csrf: bool,
     /// The request creates or changes something.
@@ -158,6 +162,7 @@ fn configured() -> Environment<'static> {
     env.add_filter("truncate", filter_truncate);
     env.add_filter("date", filter_date);
     env.add_filter("add_days", filter_add_days);
+    env.add_filter("add_minutes", filter_add_minutes);
     env.add_filter("mmss", filter_mmss);
     env.add_filter("hhmm", filter_hhmm);
     env.add_filter("first_name", filter_first_name);
@@ -166,7 +171,29 @@ fn configured() -> Environment<'static> {
     env.add_filter("odata", filter_odata);
     env.add_filter("html", filter_html);
     env.add_filter("origin", filter_origin);
+    env.add_filter("digest", filter_digest);
     env
+}
+
+/// A rendered mail draft built into Gmail's `raw` (base64url MIME) and its thread:
+/// the draft is read as `POST /v1/me/gmail/send` reads a body and checked the same
+/// way (addresses, line breaks in headers, limits) — a bad one is a render error
+/// naming the field, and nothing is sent.
+fn build_mail(draft: &Value, from: Option<&str>) -> Result<(String, Option<String>), RenderError> {
+    use base64::Engine as _;
+    let draft: crate::mail::Draft = serde_path_to_error::deserialize(draft).map_err(|e| {
+        let path = e.path().to_string();
+        RenderError::new(
+            &format!("mail.{path}"),
+            crate::http::sanitize_serde_message(&e.into_inner().to_string()),
+        )
+    })?;
+    let out =
+        crate::mail::build(draft, from).map_err(|e| RenderError::new("mail", e.to_string()))?;
+    Ok((
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&out.mime),
+        out.thread_id,
+    ))
 }
 
 impl Renderer {
@@ -216,12 +243,34 @@ impl Renderer {
                 Some(body)
             }
         };
+        let (body, mail) = match &req.mail {
+            None => (body, None),
+            Some(template) => {
+                let draft = self
+                    .render_value(template, "mail", &jctx, ctx)?
+                    .unwrap_or(Value::Null);
+                let from = ctx
+                    .pointer("/connection/identity/email")
+                    .and_then(Value::as_str);
+                let raw = build_mail(&draft, from)?;
+                let mut body = match body {
+                    Some(Value::Object(o)) => o,
+                    _ => Map::new(),
+                };
+                body.insert("raw".into(), Value::String(raw.0));
+                if let Some(thread) = raw.1 {
+                    body.insert("threadId".into(), Value::String(thread));
+                }
+                (Some(Value::Object(body)), Some(draft))
+            }
+        };
         Ok(RenderedRequest {
             method,
             path,
             query,
             headers,
             body,
+            mail,
             csrf: req.csrf,
             effect: req.effect,
         })
@@ -909,6 +958,20 @@ fn filter_add_days(v: &JinjaValue, days: i64) -> Result<JinjaValue, Error> {
         .map_err(|_| invalid("the date cannot be written"))
 }
 
+/// An RFC 3339 time `minutes` later (UTC), within a year either way.
+fn filter_add_minutes(v: &JinjaValue, minutes: i64) -> Result<JinjaValue, Error> {
+    if absent(v) {
+        return Ok(JinjaValue::from(()));
+    }
+    if !(-527_040..=527_040).contains(&minutes) {
+        return Err(invalid("minutes out of range (a year either way)"));
+    }
+    let when = parse_time(v)? + time::Duration::minutes(minutes);
+    when.format(&Rfc3339)
+        .map(JinjaValue::from)
+        .map_err(|_| invalid("the date cannot be written"))
+}
+
 fn seconds(v: &JinjaValue) -> Result<u64, Error> {
     u64::try_from(v.clone()).map_err(|_| invalid("not a number of seconds"))
 }
@@ -1007,6 +1070,18 @@ fn filter_html(v: &JinjaValue) -> JinjaValue {
     JinjaValue::from(out)
 }
 
+/// The SHA-256 of a text, in lowercase hex (64 characters of `0-9a-f`: an id a
+/// provider derives nothing from, valid where ids are base32hex, as Google Calendar's).
+fn filter_digest(v: &JinjaValue) -> JinjaValue {
+    use sha2::Digest as _;
+    let hash = sha2::Sha256::digest(text_of(v).as_bytes());
+    let mut out = String::with_capacity(64);
+    for b in hash {
+        let _ = write!(out, "{b:02x}");
+    }
+    JinjaValue::from(out)
+}
+
 /// `scheme://host[:port]` of a URL.
 fn filter_origin(v: &JinjaValue) -> Result<JinjaValue, Error> {
     let url = url::Url::parse(&text_of(v)).map_err(|_| invalid("not a URL"))?;
@@ -1043,6 +1118,7 @@ mod tests {
             query: BTreeMap::new(),
             headers: BTreeMap::new(),
             body: Some(body),
+            mail: None,
             skip_if: None,
             capture: BTreeMap::new(),
             effect: true,
@@ -1348,6 +1424,7 @@ mod tests {
             effect: false,
             idempotency: None,
             body: None,
+            mail: None,
             ..request(json!({}))
         };
         let mut note = request(json!({}));
@@ -1386,6 +1463,7 @@ mod tests {
                     "{{ connection.api_base | origin }}/notes/{{ captures.note_id }}".to_owned(),
                 ),
             },
+            connection_kind: None,
         };
         let out = renderer.outputs(&action, &c).unwrap();
         assert_eq!(out["id"], "8");

@@ -91,6 +91,10 @@ pub struct Action {
     pub requests: Vec<RequestTemplate>,
     /// What later steps see.
     pub outputs: Outputs,
+    /// The kind of personal connection it acts with (Google `gmail`, `calendar`): an
+    /// integration of it names its owner's connection, or a user to act as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_kind: Option<String>,
 }
 
 /// A per-integration setting of an action.
@@ -131,6 +135,12 @@ pub struct RequestTemplate {
     /// JSON body template.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<Value>,
+    /// A mail message template (`to`, `cc`, `bcc`, `reply_to`, `subject`, `text`,
+    /// `html`, `thread_id`… as `POST /v1/me/gmail/send` takes them): rendered, checked
+    /// and built into MIME (`conduit::mail`), `From` the connection's address, and sent
+    /// as Gmail's `{"raw": base64url, "threadId"?}` body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mail: Option<Value>,
     /// An expression: the request is skipped when it is true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skip_if: Option<String>,
@@ -175,6 +185,11 @@ pub enum Idempotency {
     },
     /// The request is idempotent by itself (an upsert on a key).
     Upsert,
+    /// The provider offers neither a key nor a way to look the effect up with the
+    /// scopes held (Gmail's send-only grant cannot search sent mail): sent at most
+    /// once — an attempt whose outcome is unknown fails the step (`unknown_outcome`)
+    /// rather than risk a second copy; a refusal before it was done (429) is retried.
+    AtMostOnce,
     /// Before a retry after an unknown outcome, run `request`: a value at `found`
     /// means the effect happened, with that id.
     Lookup {
@@ -480,6 +495,7 @@ pub fn sample_event(kind: EventType) -> Value {
         event_id: "evt_01JEXAMPLE7Q".to_owned(),
         tenant_id,
         assistant_id: Some("asst_frontdesk".to_owned()),
+        assistant_owner_id: crate::domain::UserId::parse("user_frontdesk_lead").ok(),
         occurred_at: at,
         conversation,
         contact: Some(Contact {
@@ -800,6 +816,7 @@ pub fn validate_custom_request(req: &CustomRequest) -> Result<RequestTemplate, V
                     query: lookup.query.clone(),
                     headers: req.headers.clone(),
                     body: None,
+                    mail: None,
                     skip_if: None,
                     capture: BTreeMap::new(),
                     effect: false,
@@ -819,6 +836,7 @@ pub fn validate_custom_request(req: &CustomRequest) -> Result<RequestTemplate, V
         query: req.query.clone(),
         headers,
         body: req.body.clone(),
+        mail: None,
         skip_if: None,
         capture,
         effect: true,
@@ -867,6 +885,7 @@ pub fn validate_custom_request(req: &CustomRequest) -> Result<RequestTemplate, V
             settings: Vec::new(),
             requests: vec![template.clone()],
             outputs: Outputs::default(),
+            connection_kind: None,
         };
         problems.extend(sample_render_problems(&action, &Map::new()));
     }
@@ -1117,6 +1136,10 @@ mod tests {
                         );
                     }
                     Idempotency::Upsert => {}
+                    Idempotency::AtMostOnce => {
+                        // Only where nothing else is possible: Gmail's send.
+                        assert!(req.mail.is_some(), "{place}: at most once, not mail");
+                    }
                     Idempotency::Lookup { request, .. } => {
                         let lookup = renderer
                             .render_request(request, &ctx)
@@ -1330,6 +1353,67 @@ mod tests {
             }
         }
         assert!(rendered > 100, "{rendered}");
+    }
+
+    #[test]
+    fn the_gmail_step_builds_a_checked_message_and_the_calendar_step_a_keyed_event() {
+        use base64::Engine as _;
+        let renderer = Renderer::new();
+        let google = catalogue().get("google").unwrap();
+        let gmail = google.action("gmail.send_summary").unwrap();
+        assert_eq!(gmail.connection_kind.as_deref(), Some("gmail"));
+        let event = sample_event(EventType::ContactRequest);
+        let mut settings = example_settings(gmail);
+        let ctx = context(gmail, &event, &settings);
+        let r = renderer.render_action_request(gmail, 0, &ctx).unwrap();
+        let raw = r.body.as_ref().unwrap()["raw"].as_str().unwrap().to_owned();
+        let mime = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(raw)
+            .unwrap();
+        let text = String::from_utf8_lossy(&mime);
+        assert!(text.contains("To: <followups@example.com>"), "{text}");
+        assert!(text.contains("Bcc: <records@example.com>"), "{text}");
+        assert!(text.contains("multipart/alternative"), "{text}");
+        assert_eq!(r.mail.as_ref().unwrap()["to"][0], "followups@example.com");
+        // Without the setting, the contact; a line break in an address builds nothing.
+        settings.remove("to");
+        let r = renderer
+            .render_action_request(gmail, 0, &context(gmail, &event, &settings))
+            .unwrap();
+        assert_eq!(r.mail.as_ref().unwrap()["to"][0], "jane@example.com");
+        settings.insert("to".into(), json!("a@example.com\r\nBcc: x@evil.test"));
+        let e = renderer
+            .render_action_request(gmail, 0, &context(gmail, &event, &settings))
+            .unwrap_err();
+        assert!(
+            e.field.contains("mail") && e.message.contains("line break"),
+            "{e}"
+        );
+        settings.insert("to".into(), json!("not an address"));
+        let e = renderer
+            .render_action_request(gmail, 0, &context(gmail, &event, &settings))
+            .unwrap_err();
+        assert!(e.message.contains("to[0]"), "{e}");
+
+        let calendar = google.action("calendar.create_follow_up").unwrap();
+        let ctx = context(calendar, &event, &example_settings(calendar));
+        let r = renderer.render_action_request(calendar, 0, &ctx).unwrap();
+        let body = r.body.unwrap();
+        let id = body["id"].as_str().unwrap();
+        assert_eq!(id.len(), 64);
+        assert!(
+            id.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'v').contains(&b))
+        );
+        assert_eq!(body["start"]["dateTime"], "2026-12-06T03:12:44Z");
+        assert_eq!(body["end"]["dateTime"], "2026-12-06T03:42:44Z");
+        assert_eq!(body["attendees"][0]["email"], "jane@example.com");
+        assert_eq!(r.query, vec![("sendUpdates".to_owned(), "none".to_owned())]);
+        let Some(Idempotency::Lookup { request, .. }) = &calendar.requests[0].idempotency else {
+            panic!("the follow-up is looked up");
+        };
+        let lookup = renderer.render_request(request, &ctx).unwrap();
+        assert!(lookup.path.ends_with(id), "{}", lookup.path);
     }
 
     #[test]
@@ -1658,6 +1742,7 @@ mod tests {
                 id: Some("id".to_owned()),
                 url: None,
             },
+            connection_kind: None,
         };
         let ctx = context(
             &action,

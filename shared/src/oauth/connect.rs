@@ -906,6 +906,7 @@ async fn connect(
                 token: Some(token),
                 lease_holder: None,
                 lease_until: None,
+                allow_automations: false,
                 owner: pending.personal.then(|| pending.user.clone()),
             };
             let audit = AuditEntry::by(
