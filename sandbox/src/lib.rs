@@ -539,7 +539,12 @@ impl Drop for Sandbox {
 /// The sandbox's routes over `state`: `/_sandbox/…` control routes, and every other path
 /// dispatched by its first segment (the provider host). Usable to embed the sandbox.
 pub fn router(state: SandboxState) -> Router {
-    admin::routes().fallback(provider_request).with_state(state)
+    // Gmail takes messages up to 35 MiB (a `raw` form inflated by base64 a third more):
+    // axum's 2 MB default would refuse what Google accepts.
+    admin::routes()
+        .fallback(provider_request)
+        .layer(axum::extract::DefaultBodyLimit::max(48 * 1024 * 1024))
+        .with_state(state)
 }
 
 async fn provider_request(

@@ -1206,3 +1206,58 @@ async fn a_lost_answer_makes_no_second_event_or_message() {
         .await;
     assert_eq!(ids_of(&listed["events"]).len(), 1, "{listed}");
 }
+
+/// Mail over 1 MiB goes to Gmail's upload URI as the message itself (multipart/related:
+/// the thread as JSON, then `message/rfc822`), and arrives whole — a reply in its thread
+/// included.
+#[tokio::test]
+async fn large_mail_goes_through_gmails_upload_uri_whole() {
+    use base64::Engine as _;
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant();
+    let alice = app.user_token(&tenant, "alice", Role::Member);
+    let u = google_user(&app, "large");
+    let out = app
+        .oauth_connect(
+            &alice,
+            "google",
+            start(json!({"kind": "gmail"})),
+            &format!("login_hint={}", u.email),
+        )
+        .await;
+    assert_eq!(out.status, "connected", "{}", out.return_url);
+    let big: Vec<u8> = (0..2_500_000u32).map(|i| (i % 251) as u8).collect();
+    let content = base64::engine::general_purpose::STANDARD.encode(&big);
+    let mut thread = Value::Null;
+    for n in 0..2 {
+        let before = app.sandbox().calls("google.gmail_send_upload");
+        let (status, sent) = app
+            .post(
+                "/v1/me/gmail/send",
+                &alice,
+                json!({"to": ["zoe@example.com"], "subject": format!("The plans ({n})"),
+                       "text": "Attached.", "thread_id": thread,
+                       "attachments": [{"filename": "plans.bin",
+                                        "content_type": "application/octet-stream",
+                                        "content": content}]}),
+            )
+            .await;
+        assert_eq!(status, 200, "{sent}");
+        assert_eq!(
+            app.sandbox().calls("google.gmail_send_upload"),
+            before + 1,
+            "through the upload URI"
+        );
+        if n == 1 {
+            assert_eq!(sent["thread_id"], thread, "the reply stays in its thread");
+        }
+        thread = sent["thread_id"].clone();
+    }
+    let parsed = app.sandbox().gmail_sent_parsed(&u.email);
+    assert_eq!(parsed.len(), 2);
+    for m in &parsed {
+        assert_eq!(m.to, vec!["zoe@example.com".to_owned()]);
+        assert_eq!(m.attachments.len(), 1);
+        assert!(m.attachments[0].2 == big, "the attachment arrived whole");
+    }
+}

@@ -11,6 +11,12 @@
 //! | `google.calendar_events_patch` | `PATCH …/events/{eventId}` (merges members) | as insert |
 //! | `google.calendar_events_delete` | `DELETE …/events/{eventId}` → 204 (then `status:"cancelled"`; a second delete is 410 `deleted`) | as insert |
 //!
+//! `google.gmail_send_upload`: `POST …/upload/gmail/v1/users/{userId}/messages/send` with
+//! `uploadType=media` (`Content-Type: message/*`) or `multipart` (`multipart/related`: a
+//! JSON `Message` with `threadId`, then the `message/*` part); another media type is 400
+//! `badContent`, a missing `uploadType` 400; `resumable` is not reproduced (400). Messages
+//! over 35 MiB (the method's `maxSize`) are 413, in either form.
+//!
 //! Gmail is also served at `www.googleapis.com/gmail/v1/…`. `{userId}` is `me` or the
 //! token user's email (another: 403 "Delegation denied for …"); `{calendarId}` is
 //! `primary` or the user's email (another: 404 `notFound`).
@@ -39,7 +45,8 @@
 //! not, is 409 `duplicate` "The requested identifier already exists.". `maxResults` 1–2500 (default 250); page tokens are opaque offsets.
 //!
 //! Events carry a fresh ETag per change; `If-Match` on patch and delete must name it
-//! (else 412 `conditionNotMet`). `events.list` takes `timeMin`/`timeMax` (RFC 3339;
+//! (else 412 `conditionNotMet`). A test may make a method serve its effect and then answer a
+//! 5xx `backendError` (`SandboxState::google_fail_after_effect`, per user). `events.list` takes `timeMin`/`timeMax` (RFC 3339;
 //! events ending after the one and starting before the other) and gives `nextSyncToken`
 //! on its last page; `syncToken` lists every event changed since, deleted ones as
 //! `status: cancelled`, and may not go with `timeMin`/`timeMax` (400); an expired token
@@ -79,6 +86,8 @@ use crate::wire;
 
 /// Route name of Gmail's `users.messages.send`.
 pub const GMAIL_SEND: &str = "google.gmail_send";
+/// `POST /upload/gmail/v1/users/{userId}/messages/send` (the media upload form).
+pub const GMAIL_SEND_UPLOAD: &str = "google.gmail_send_upload";
 /// Route name of Gmail's `users.getProfile`.
 pub const GMAIL_PROFILE: &str = "google.gmail_profile";
 /// Route name of Calendar's `events.list`.
@@ -106,6 +115,8 @@ const AUTH: &str = "https://www.googleapis.com/auth/";
 pub(crate) enum ApiRoute {
     /// `POST /gmail/v1/users/{userId}/messages/send`.
     GmailSend,
+    /// `POST /upload/gmail/v1/users/{userId}/messages/send?uploadType=media|multipart`.
+    GmailSendUpload,
     /// `GET /gmail/v1/users/{userId}/profile`.
     GmailProfile,
     /// `GET /calendar/v3/calendars/{calendarId}/events`.
@@ -129,6 +140,7 @@ impl ApiRoute {
     pub(crate) fn name(self) -> &'static str {
         match self {
             ApiRoute::GmailSend => GMAIL_SEND,
+            ApiRoute::GmailSendUpload => GMAIL_SEND_UPLOAD,
             ApiRoute::GmailProfile => GMAIL_PROFILE,
             ApiRoute::EventsList => EVENTS_LIST,
             ApiRoute::EventsInsert => EVENTS_INSERT,
@@ -143,7 +155,9 @@ impl ApiRoute {
     /// The method id and service, as in the discovery document and Google's `ErrorInfo`.
     fn method(self) -> (&'static str, &'static str) {
         match self {
-            ApiRoute::GmailSend => ("gmail.users.messages.send", "gmail.googleapis.com"),
+            ApiRoute::GmailSend | ApiRoute::GmailSendUpload => {
+                ("gmail.users.messages.send", "gmail.googleapis.com")
+            }
             ApiRoute::GmailProfile => ("gmail.users.getProfile", "gmail.googleapis.com"),
             ApiRoute::EventsList => ("calendar.v3.Events.List", "calendar-json.googleapis.com"),
             ApiRoute::EventsInsert => ("calendar.v3.Events.Insert", "calendar-json.googleapis.com"),
@@ -161,7 +175,7 @@ impl ApiRoute {
     /// The scopes of which the method needs one (the discovery document's `scopes`).
     pub(crate) fn scopes(self) -> Vec<String> {
         let names: &[&str] = match self {
-            ApiRoute::GmailSend => &[
+            ApiRoute::GmailSend | ApiRoute::GmailSendUpload => &[
                 "https://mail.google.com/",
                 "gmail.addons.current.action.compose",
                 "gmail.compose",
@@ -209,6 +223,11 @@ pub(crate) fn route(host: &str, method: &Method, path: &str) -> Option<ApiRoute>
             if gmail_host && !user.is_empty() =>
         {
             Some(ApiRoute::GmailSend)
+        }
+        (&Method::POST, ["upload", "gmail", "v1", "users", user, "messages", "send"])
+            if gmail_host && !user.is_empty() =>
+        {
+            Some(ApiRoute::GmailSendUpload)
         }
         (&Method::GET, ["gmail", "v1", "users", user, "profile"])
             if gmail_host && !user.is_empty() =>
@@ -360,7 +379,7 @@ pub const GMAIL_USER_UNITS_PER_MINUTE: u32 = 6_000;
 /// The quota units of a Gmail method (the reference's per-method table).
 fn gmail_units(route: ApiRoute) -> u32 {
     match route {
-        ApiRoute::GmailSend => 100,
+        ApiRoute::GmailSend | ApiRoute::GmailSendUpload => 100,
         _ => 1,
     }
 }
@@ -423,8 +442,14 @@ pub(crate) fn handle(route: ApiRoute, state: &SandboxState, req: &ProviderReques
     }
     let parts: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
     let reply = match route {
-        ApiRoute::GmailSend | ApiRoute::GmailProfile => {
-            let user = parts.get(3).copied().unwrap_or("");
+        ApiRoute::GmailSend | ApiRoute::GmailSendUpload | ApiRoute::GmailProfile => {
+            // `…/users/{userId}/…`, after `/upload` on the upload form.
+            let at = if route == ApiRoute::GmailSendUpload {
+                4
+            } else {
+                3
+            };
+            let user = parts.get(at).copied().unwrap_or("");
             if user != "me" && !user.eq_ignore_ascii_case(&grant.user.email) {
                 return api_error(
                     StatusCode::FORBIDDEN,
@@ -439,6 +464,8 @@ pub(crate) fn handle(route: ApiRoute, state: &SandboxState, req: &ProviderReques
             }
             if route == ApiRoute::GmailSend {
                 gmail_send(state, &grant, &req.body)
+            } else if route == ApiRoute::GmailSendUpload {
+                gmail_upload(state, &grant, req)
             } else {
                 Ok(gmail_profile(state, &grant))
             }
@@ -518,6 +545,151 @@ fn gmail_send(state: &SandboxState, grant: &AccessGrant, body: &[u8]) -> Reply {
                 "invalid",
             )
         })?;
+    deliver(state, grant, bytes, thread_id(&object)?)
+}
+
+/// A `Message`'s `threadId`, if it names one.
+fn thread_id(message: &Map<String, Value>) -> Result<Option<String>, ApiError> {
+    match message.get("threadId") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(t)) => Ok(Some(t.clone())),
+        Some(_) => Err(api_error(
+            StatusCode::BAD_REQUEST,
+            "Invalid value at 'message.thread_id' (TYPE_STRING)",
+            "invalid",
+        )),
+    }
+}
+
+/// The largest message `messages.send` takes (the discovery document's `maxSize` for
+/// its media upload, 35 MiB; applied to the `raw` form too).
+pub const GMAIL_MAX_MESSAGE_BYTES: usize = 36_700_160;
+
+/// `messages.send` through the upload URI: `uploadType=media` (the body is the
+/// message, `Content-Type: message/*`) or `multipart` (`multipart/related`: a JSON
+/// `Message` with the optional `threadId`, then the `message/*` part).
+/// `uploadType=resumable` is not reproduced (400).
+fn gmail_upload(state: &SandboxState, grant: &AccessGrant, req: &ProviderRequest) -> Reply {
+    let content_type = req
+        .headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let kind = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let unsupported = |kind: &str| {
+        api_error(
+            StatusCode::BAD_REQUEST,
+            &format!("Media type '{kind}' is not supported. Valid media types: [message/*]"),
+            "badContent",
+        )
+    };
+    let (bytes, thread) = match wire::query_param(req.query.as_deref(), "uploadType").as_deref() {
+        Some("media") => {
+            if !kind.starts_with("message/") {
+                return Err(unsupported(&kind));
+            }
+            (req.body.to_vec(), None)
+        }
+        Some("multipart") => {
+            let boundary = content_type
+                .split(';')
+                .filter_map(|p| p.trim().strip_prefix("boundary="))
+                .next()
+                .map(|b| b.trim_matches('"').to_owned());
+            let parts = match (kind.as_str(), boundary) {
+                ("multipart/related", Some(b)) if !b.is_empty() => related_parts(&req.body, &b),
+                _ => None,
+            };
+            let Some([(meta_type, meta), (media_type, media)]) =
+                parts.and_then(|p| <[(String, Vec<u8>); 2]>::try_from(p).ok())
+            else {
+                return Err(api_error(
+                    StatusCode::BAD_REQUEST,
+                    "Bad multipart request: a JSON metadata part and a media part expected",
+                    "badRequest",
+                ));
+            };
+            if !meta_type.starts_with("application/json") {
+                return Err(unsupported(&meta_type));
+            }
+            if !media_type.starts_with("message/") {
+                return Err(unsupported(&media_type));
+            }
+            (media, thread_id(&json_object(&meta)?)?)
+        }
+        Some("resumable") => {
+            return Err(api_error(
+                StatusCode::BAD_REQUEST,
+                "uploadType=resumable is not reproduced by the sandbox",
+                "badRequest",
+            ));
+        }
+        _ => {
+            return Err(api_error(
+                StatusCode::BAD_REQUEST,
+                "Upload requests must include an uploadType URL parameter and a URL path beginning with /upload/",
+                "badRequest",
+            ));
+        }
+    };
+    deliver(state, grant, bytes, thread)
+}
+
+/// The parts of a `multipart/related` body: each part's content type (lower case,
+/// without parameters) and its bytes. `None` when it is not well formed.
+fn related_parts(body: &[u8], boundary: &str) -> Option<Vec<(String, Vec<u8>)>> {
+    let delimiter = format!("--{boundary}");
+    let text = body;
+    let find = |from: usize, needle: &[u8]| {
+        text.get(from..)?
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .map(|i| from + i)
+    };
+    let mut at = find(0, delimiter.as_bytes())? + delimiter.len();
+    let mut parts = Vec::new();
+    loop {
+        if text.get(at..at + 2) == Some(b"--") {
+            return Some(parts);
+        }
+        let start = at + 2; // CRLF after the delimiter
+        let next = find(start, format!("\r\n{delimiter}").as_bytes())?;
+        let part = text.get(start..next)?;
+        let split = part.windows(4).position(|w| w == b"\r\n\r\n")?;
+        let headers = String::from_utf8_lossy(&part[..split]).to_ascii_lowercase();
+        let kind = headers
+            .lines()
+            .find_map(|l| l.strip_prefix("content-type:"))
+            .map(|v| v.split(';').next().unwrap_or("").trim().to_owned())
+            .unwrap_or_default();
+        parts.push((kind, part[split + 4..].to_vec()));
+        at = next + 2 + delimiter.len();
+        if parts.len() > 8 {
+            return None;
+        }
+    }
+}
+
+/// Sends `bytes` (an RFC 5322 message) as `grant`'s user, in `thread` or a new one.
+fn deliver(
+    state: &SandboxState,
+    grant: &AccessGrant,
+    bytes: Vec<u8>,
+    thread: Option<String>,
+) -> Reply {
+    if bytes.len() > GMAIL_MAX_MESSAGE_BYTES {
+        return Err(api_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Request Entity Too Large",
+            "uploadTooLarge",
+        ));
+    }
     if !has_recipient(&bytes) {
         return Err(api_error(
             StatusCode::BAD_REQUEST,
@@ -543,17 +715,6 @@ fn gmail_send(state: &SandboxState, grant: &AccessGrant, body: &[u8]) -> Reply {
             ));
         }
     }
-    let thread = match object.get("threadId") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(t)) => Some(t.clone()),
-        Some(_) => {
-            return Err(api_error(
-                StatusCode::BAD_REQUEST,
-                "Invalid value at 'message.thread_id' (TYPE_STRING)",
-                "invalid",
-            ));
-        }
-    };
     let mut store = state.google_store();
     let id = store.new_id();
     let mailbox = store.mailbox(&grant.user.user_id);
@@ -915,6 +1076,7 @@ fn calendar_method(
             }
         }
         ApiRoute::GmailSend
+        | ApiRoute::GmailSendUpload
         | ApiRoute::GmailProfile
         | ApiRoute::CalendarList
         | ApiRoute::FreeBusy => Err(not_found()),
@@ -1362,6 +1524,19 @@ mod tests {
         );
         assert!(has_recipient(b"To: a@b.test\r\nSubject: x\r\n\r\nhello"));
         assert!(!has_recipient(b"Subject: x\r\n\r\nTo: a@b.test"));
+    }
+
+    #[test]
+    fn multipart_related_bodies_split_into_their_parts() {
+        let body = b"--b1\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{\"threadId\":\"t1\"}\r\n--b1\r\nContent-Type: message/rfc822\r\n\r\nTo: <a@b.test>\r\n\r\nhi\r\n--b1--\r\n";
+        let parts = related_parts(body, "b1").expect("well formed");
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[0].0, "application/json");
+        assert_eq!(parts[0].1, b"{\"threadId\":\"t1\"}".to_vec());
+        assert_eq!(parts[1].0, "message/rfc822");
+        assert_eq!(parts[1].1, b"To: <a@b.test>\r\n\r\nhi".to_vec());
+        assert!(related_parts(b"--b1\r\nno end", "b1").is_none());
+        assert!(related_parts(body, "other").is_none());
     }
 
     #[test]
