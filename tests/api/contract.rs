@@ -317,6 +317,7 @@ async fn conduits_google_exchanges_conform_to_googles_published_specs() {
         )
         .await;
     assert_eq!(out.status, "connected", "{}", out.return_url);
+    let mut lent = vec![out.connection_id.expect("gmail connection").to_string()];
 
     recorder.start();
     let (status, sent) = app
@@ -350,6 +351,7 @@ async fn conduits_google_exchanges_conform_to_googles_published_specs() {
         )
         .await;
     assert_eq!(out.status, "connected", "{}", out.return_url);
+    lent.push(out.connection_id.expect("calendar connection").to_string());
     let (status, event) = app
         .post(
             "/v1/me/calendar/events?send_updates=none",
@@ -397,6 +399,45 @@ async fn conduits_google_exchanges_conform_to_googles_published_specs() {
     assert_eq!(status, 200, "{busy}");
     let (status, _, _) = app.send_headed("DELETE", &path, &alice, None, &[]).await;
     assert_eq!(status, 204);
+
+    // The dispatch steps acting as Alice (she lends both): the follow-up (an event id
+    // the client chooses) and the summary, in one chain.
+    let admin = app.user_token(&tenant, "carol", Role::Admin);
+    for id in &lent {
+        let (status, body) = app
+            .patch(
+                &format!("/v1/connections/{id}"),
+                &alice,
+                json!({"allow_automations": true}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    for (action, priority) in [
+        ("calendar.create_follow_up", 10),
+        ("gmail.send_summary", 20),
+    ] {
+        let (status, body) = app
+            .post(
+                "/v1/integrations",
+                &admin,
+                json!({"name": action, "provider": "google", "action": action,
+                       "acting_user": {"user_id": "alice"},
+                       "triggers": [{"event": "contact_request"}], "priority": priority}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let d = app
+        .dispatched(
+            &admin,
+            json!({"schema_version": 1, "type": "contact_request", "event_id": "evt_contract_google",
+                   "occurred_at": "2026-12-06T09:00:00Z",
+                   "conversation": {"id": "conv_1", "channel": "chat", "summary": "Wants a callback."},
+                   "contact": {"name": "Zoë", "email": "zoe@example.com"}}),
+        )
+        .await;
+    assert_eq!(d["status"], "succeeded", "{d}");
     let exchanges = recorder.stop();
 
     let specs = contract::Specs::load("google").expect("Google specs");

@@ -1145,7 +1145,13 @@ impl<'a> Target<'a> {
             let generation = c.generation();
             let sent = tokens
                 .send_using(c, |connector, http| {
-                    let url = connector.url(&r.path).map_err(|e| e.to_string())?;
+                    let url = match &r.origin {
+                        // The provider's own host for this API (redirected to the
+                        // sandbox locally, as every catalogue host is).
+                        Some(origin) => connector.endpoint(&format!("{origin}{}", r.path)),
+                        None => connector.url(&r.path),
+                    }
+                    .map_err(|e| e.to_string())?;
                     let mut req = http
                         .request(r.method.clone(), url)
                         .timeout(timeout)

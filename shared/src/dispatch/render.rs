@@ -48,6 +48,9 @@ pub struct RenderedRequest {
     pub method: http::Method,
     /// The path on the API base (`/…`, or empty for the base itself), segments encoded.
     pub path: String,
+    /// The origin the path is on instead of the API base (the template's `origin`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
     /// Query parameters, not yet encoded.
     pub query: Vec<(String, String)>,
     /// Headers beyond auth and content type.
@@ -267,6 +270,7 @@ impl Renderer {
         Ok(RenderedRequest {
             method,
             path,
+            origin: req.origin.clone(),
             query,
             headers,
             body,
@@ -1115,6 +1119,7 @@ mod tests {
             name: "r".to_owned(),
             method: "POST".to_owned(),
             path: "/things".to_owned(),
+            origin: None,
             query: BTreeMap::new(),
             headers: BTreeMap::new(),
             body: Some(body),

@@ -126,6 +126,11 @@ pub struct RequestTemplate {
     pub method: String,
     /// Path on the connection's API base (`/…`, or empty for the base itself).
     pub path: String,
+    /// The provider's origin for this API when it is not the connection's API base
+    /// (Gmail's `https://gmail.googleapis.com`, as its discovery document serves it):
+    /// the path is on it. Catalogue data, never a template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
     /// Query parameters (`name?` drops an empty one).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub query: BTreeMap<String, String>,
@@ -813,6 +818,7 @@ pub fn validate_custom_request(req: &CustomRequest) -> Result<RequestTemplate, V
                     name: "lookup".to_owned(),
                     method: "GET".to_owned(),
                     path: lookup.path.clone(),
+                    origin: None,
                     query: lookup.query.clone(),
                     headers: req.headers.clone(),
                     body: None,
@@ -833,6 +839,7 @@ pub fn validate_custom_request(req: &CustomRequest) -> Result<RequestTemplate, V
         name: "request".to_owned(),
         method,
         path: req.path.clone(),
+        origin: None,
         query: req.query.clone(),
         headers,
         body: req.body.clone(),
@@ -1253,6 +1260,15 @@ mod tests {
                 }
                 for req in &action.requests {
                     assert!(http::Method::from_bytes(req.method.as_bytes()).is_ok());
+                    if let Some(origin) = &req.origin {
+                        let url = url::Url::parse(origin).unwrap();
+                        assert!(
+                            url.scheme() == "https" && url.path() == "/" && url.query().is_none(),
+                            "{}.{}: {origin} is an https origin",
+                            p.provider,
+                            action.id
+                        );
+                    }
                     for source in req.capture.values() {
                         assert!(
                             source.starts_with('/') || Renderer::new().compile(source).is_ok(),
