@@ -155,6 +155,21 @@
 //! as to any route (Salesforce error bodies, e.g. 503 `SERVER_UNAVAILABLE`), and so does
 //! [`SandboxState::malform_salesforce_responses`].
 //!
+//! # Zendesk Help Center (knowledge-base import)
+//! [`providers::zendesk_hc`] serves a help centre per Zendesk subdomain at
+//! `/{sub}.zendesk.com/api/v2/help_center/…`, with the Support stand-in's credentials (API
+//! token, or OAuth with `read`/`hc:read`): the incremental article export
+//! (`zendesk.hc_incremental_articles`, `incremental/articles?start_time=`: 1,000 a page,
+//! `next_page`/`end_time`, resumable from `end_time` without gaps or repeats), articles by
+//! locale or not with offset or cursor pagination (`zendesk.hc_articles`), one article
+//! (`zendesk.hc_article`), sections, categories and locales (`zendesk.hc_sections`,
+//! `zendesk.hc_categories`, `zendesk.hc_locales`), a per-subdomain per-minute budget (429
+//! `text/plain` with `Retry-After`). Content comes from
+//! [`SandboxState::seed_help_center`] ([`HelpCenterSeed`]: thousands of articles in
+//! categories and sections, translations, drafts, labels, HTML bodies, optionally one over
+//! 400 KB and one hostile) and changes through `SandboxState::hc_*` (update, draft,
+//! archive, restore, add, rate limit, 429 storm, clock).
+//!
 //! # OAuth 2.0 stand-ins
 //! Authorization code grant (RFC 6749) with PKCE (RFC 7636, `S256` or `plain`) and
 //! revocation (RFC 7009) for nine providers, sharing one grant engine ([`oauth`]). The
@@ -448,6 +463,9 @@ pub use oauth::{
 };
 pub use providers::hubspot_crm::{CrmObject, CrmRecord};
 pub use providers::salesforce_crm::{DEFAULT_SALESFORCE_ORG, SfApiUsage, SfObject, SfRecord};
+pub use providers::zendesk_hc::{
+    HcArticle, HcArticleChange, HcNewArticle, HcTranslation, HelpCenterSeed, HelpCenterSummary,
+};
 pub use record::{Exchange, Recorder};
 pub use state::{
     Account, AccountError, AccountView, CallsView, Fault, FaultError, FaultsView, Provider,

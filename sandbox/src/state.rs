@@ -452,6 +452,9 @@ pub struct SandboxState {
     sf: Arc<Mutex<crate::providers::salesforce_crm::SfStore>>,
     /// Gmail messages and Calendar events per Google user, behind their own lock.
     google: Arc<Mutex<crate::providers::google_api::GoogleStore>>,
+    /// Zendesk help centres (articles, sections, categories) and their knobs per
+    /// subdomain, behind their own lock.
+    zendesk_hc: Arc<Mutex<crate::providers::zendesk_hc::HelpCenterStore>>,
     /// The exchange recording for contract tests (off unless started).
     recorder: crate::record::Recorder,
     /// What the dispatch-action stand-ins received and created, their fault knobs, and
@@ -665,19 +668,29 @@ impl SandboxState {
     /// zero counters, no faults, no OAuth grants, default OAuth knobs, no HubSpot CRM
     /// or Salesforce records, custom properties, query locators, API allowances or
     /// malformed-response knobs, empty rate-limit windows, no Gmail messages or Calendar
-    /// events.
+    /// events, no help centre content or Help Center knobs.
     pub fn reset(&self) {
         *self.lock() = Inner::default();
         *self.oauth_store() = crate::oauth::Store::default();
         *self.crm_store() = crate::providers::hubspot_crm::CrmStore::default();
         *self.sf_store() = crate::providers::salesforce_crm::SfStore::default();
         *self.google_store() = crate::providers::google_api::GoogleStore::default();
+        *self.zendesk_hc_store() = crate::providers::zendesk_hc::HelpCenterStore::default();
         *self.dispatch_store() = crate::actions::DispatchStore::default();
     }
 
     /// The dispatch-action store, locked.
     pub(crate) fn dispatch_store(&self) -> MutexGuard<'_, crate::actions::DispatchStore> {
         self.dispatch.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The Zendesk Help Center store, locked. Never held while taking another lock.
+    pub(crate) fn zendesk_hc_store(
+        &self,
+    ) -> MutexGuard<'_, crate::providers::zendesk_hc::HelpCenterStore> {
+        self.zendesk_hc
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The Gmail and Calendar store, locked.

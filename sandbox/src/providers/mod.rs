@@ -24,6 +24,7 @@ pub(crate) mod sample;
 pub mod sap;
 pub mod technologyone;
 pub mod zendesk;
+pub mod zendesk_hc;
 pub mod zoho;
 
 use axum::body::Bytes;

@@ -15,7 +15,11 @@
 //! `users/me` with an OAuth token needs `read` or `users:read`; without: 403
 //! `{"error":"Forbidden","description":"You are missing the following required scopes:
 //! read"}`. API tokens carry the agent's full access. Not reproduced: `write` implying
-//! nothing for reads (no write endpoint is served), role permissions, rate limits.
+//! nothing for reads (no write endpoint is served), role permissions, rate limits (but the
+//! Help Center routes keep their own per-minute budget).
+//!
+//! Help Center (Guide) routes under `/api/v2/help_center/…` (articles, the incremental
+//! article export, sections, categories, locales) are served by [`super::zendesk_hc`].
 
 use axum::http::header::WWW_AUTHENTICATE;
 use axum::http::{HeaderValue, Method, StatusCode};
@@ -51,6 +55,8 @@ pub(crate) enum Endpoint {
     OAuthToken,
     /// `DELETE /api/v2/oauth/tokens/current(.json)`.
     OAuthRevoke,
+    /// A Help Center route (`GET /api/v2/help_center/…`).
+    HelpCenter(super::zendesk_hc::HcRoute),
 }
 
 impl Endpoint {
@@ -61,6 +67,7 @@ impl Endpoint {
             Endpoint::OAuthAuthorize => OAUTH_AUTHORIZE,
             Endpoint::OAuthToken => OAUTH_TOKEN,
             Endpoint::OAuthRevoke => OAUTH_REVOKE,
+            Endpoint::HelpCenter(route) => route.name(),
         }
     }
 }
@@ -80,7 +87,7 @@ pub(crate) fn route(req: &ProviderRequest) -> Option<Endpoint> {
         (&Method::DELETE, "/api/v2/oauth/tokens/current.json" | "/api/v2/oauth/tokens/current") => {
             Some(Endpoint::OAuthRevoke)
         }
-        _ => None,
+        _ => super::zendesk_hc::route(req).map(Endpoint::HelpCenter),
     }
 }
 
@@ -94,6 +101,7 @@ pub(crate) fn handle(endpoint: Endpoint, state: &SandboxState, req: &ProviderReq
     }
     match endpoint {
         Endpoint::UsersMe => users_me(state, sub, req),
+        Endpoint::HelpCenter(route) => super::zendesk_hc::handle(route, state, sub, req),
         Endpoint::OAuthAuthorize => oauth::authorize(state, req, OAuthProvider::Zendesk, sub),
         Endpoint::OAuthToken => oauth::token(state, req, OAuthProvider::Zendesk, sub),
         Endpoint::OAuthRevoke => match oauth_grant(state, sub, req) {
