@@ -17,6 +17,7 @@ pub mod domain;
 pub mod egress;
 pub mod events;
 pub mod http;
+pub mod kb;
 pub mod mail;
 pub mod metrics;
 pub mod oauth;

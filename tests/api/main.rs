@@ -17,6 +17,7 @@ mod events;
 mod fairness;
 mod idempotency;
 mod isolation;
+mod kb;
 mod oauth;
 mod personal;
 mod queue;

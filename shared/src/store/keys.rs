@@ -25,6 +25,8 @@
 //! | dispatch             | `DISP#{tenant}#{shard(id)}`               | `{newest-first time}#{id}`       | gsi1 `DISPDUE#{shard(id)}` / `{due}#{tenant}#{id}` while a step waits |
 //! | dispatch event       | `DISPEVT#{tenant}#{shard(id)}`            | `{id}`                           |                                         |
 //! | integration log      | `INTLOG#{tenant}#{integration}`           | `{newest-first time}#{dispatch id}` |                                      |
+//! | KB document          | `KBDOC#{tenant}#{shard(id)}`              | `{document id}`                  |                                         |
+//! | KB body chunk        | `KBBODY#{tenant}#{document id}#{hash}#{n:04}` | `BODY`                       |                                         |
 //!
 //! The record families are written at a sync's full rate, so their partitions are
 //! spread over [`RECORD_SHARDS`] key values (see README, "Data layout and partition
@@ -243,6 +245,23 @@ fn fnv1a(value: &str) -> u64 {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
 }
+
+/// One shard of a tenant's knowledge-base documents.
+pub fn kb_documents(tenant: &TenantId, shard: u32) -> String {
+    format!("KBDOC#{tenant}#{shard}")
+}
+/// The partition of one chunk of a document version's body (each chunk its own: a
+/// partition takes 1,000 write units a second, a 350 KB chunk 350 of them).
+pub fn kb_body(
+    tenant: &TenantId,
+    id: &crate::kb::document::DocumentId,
+    hash: &str,
+    n: u32,
+) -> String {
+    format!("KBBODY#{tenant}#{id}#{hash}#{n:04}")
+}
+/// A body chunk's sort key.
+pub const KB_BODY_SK: &str = "BODY";
 
 #[cfg(test)]
 mod tests {

@@ -28,6 +28,7 @@ pub mod connections;
 pub mod dispatches;
 pub mod idempotency;
 pub mod integrations;
+pub mod kb;
 pub mod keys;
 pub mod links;
 pub mod oauth;
