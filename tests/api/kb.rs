@@ -236,3 +236,247 @@ async fn listings_filter_page_and_keep_tenants_apart() {
     .await;
     assert!(later.is_empty());
 }
+
+/// A help desk of its own in the sandbox (the Help Center is kept per subdomain), with
+/// a seeded help centre, and a tenant connected to it: (app, tenant, connection id,
+/// subdomain, what was seeded).
+async fn help_centre(
+    seed: sandbox::HelpCenterSeed,
+) -> (
+    TestApp,
+    TenantId,
+    conduit::domain::ConnectionId,
+    String,
+    sandbox::HelpCenterSummary,
+) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let app = TestApp::spawn().await;
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos() % 1_000_000_000;
+    let sub = format!("kb{n}x{nanos}");
+    let token = format!("zd-kb-token-{n}-{nanos}");
+    let account: sandbox::Account = serde_json::from_value(serde_json::json!({
+        "provider": "zendesk", "subdomain": sub, "api_token": token,
+        "email": format!("admin@{sub}.test")}))
+    .expect("an account");
+    app.sandbox().add_account(account).expect("sandbox account");
+    let summary = app.sandbox().seed_help_center(&sub, seed);
+    let tenant = app.tenant();
+    let admin = app.token(&tenant, scenarios::Role::Admin);
+    let (status, created) = app
+        .post(
+            "/v1/connections",
+            &admin,
+            serde_json::json!({"provider": "zendesk", "label": "Help centre",
+                "credentials": {"subdomain": sub, "email": format!("admin@{sub}.test"),
+                                "api_token": token}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = conduit::domain::ConnectionId::parse(created["id"].as_str().expect("id"))
+        .expect("connection id");
+    (
+        app,
+        TenantId::parse(&tenant).expect("tenant"),
+        id,
+        sub,
+        summary,
+    )
+}
+
+/// Runs one import to its end (one long invocation).
+async fn import(
+    app: &TestApp,
+    tenant: &TenantId,
+    connection: &conduit::domain::ConnectionId,
+    integration: &IntegrationId,
+    checkpoint: conduit::kb::import::Checkpoint,
+) -> conduit::kb::import::Progress {
+    let conduit = app.app();
+    let tokens = conduit::oauth::lifecycle::Tokens::new(&conduit, "kb-import", "test");
+    let creds = tokens
+        .credentials(tenant, connection)
+        .await
+        .expect("credentials");
+    let provider = conduit.catalogue.provider("zendesk").expect("zendesk");
+    let mut budget = conduit::sync::budget::Budget::new(
+        conduit.table.clone(),
+        tenant,
+        connection,
+        conduit::sync::budget::interval_for(provider),
+        conduit::sync::budget::tolerance_for(provider),
+    );
+    let mut source = conduit::kb::zendesk::Zendesk::new(&tokens, creds, &mut budget);
+    let store = KbDocuments::new(conduit.table.clone());
+    let progress = conduit::kb::import::run(
+        &store,
+        &mut source,
+        tenant,
+        integration,
+        checkpoint,
+        std::time::Instant::now() + std::time::Duration::from_secs(120),
+    )
+    .await
+    .expect("imported");
+    assert_eq!(
+        progress.checkpoint.phase,
+        conduit::kb::import::Phase::Done,
+        "{progress:?}"
+    );
+    progress
+}
+
+#[tokio::test]
+async fn a_zendesk_help_centre_imports_in_full_then_by_changes_and_a_full_run_sweeps_archived_articles()
+ {
+    use conduit::kb::import::{Checkpoint, Mode};
+    let (app, tenant, connection, sub, seeded) = help_centre(sandbox::HelpCenterSeed {
+        articles: 120,
+        large_article: true,
+        hostile_article: true,
+        ..Default::default()
+    })
+    .await;
+    let integration = IntegrationId::generate();
+    let store = KbDocuments::new(app.app().table.clone());
+
+    // Full: every translation of every article, drafts unpublished.
+    let first = import(
+        &app,
+        &tenant,
+        &connection,
+        &integration,
+        Checkpoint::start("run-1", Mode::Full, 0),
+    )
+    .await;
+    let c = &first.checkpoint.counts;
+    assert_eq!(c.seen as usize, seeded.translations, "{c:?}");
+    assert_eq!(c.created, c.seen);
+    assert_eq!((c.updated, c.unchanged, c.deleted), (0, 0, 0));
+    assert!(c.unpublished > 0, "drafts are stored unpublished: {c:?}");
+    assert_eq!(first.changed.len() as u64, c.created);
+    let end = first.checkpoint.start_time;
+    assert_eq!(Some(end), seeded.newest_updated_at);
+
+    // The hostile article is stored clean; the large one whole.
+    let doc_of = |id: u64, locale: &str| {
+        conduit::kb::document::DocumentId::of(&integration, &id.to_string(), Some(locale))
+    };
+    let hostile = store
+        .get(
+            &tenant,
+            &doc_of(seeded.hostile_article_id.expect("hostile"), "en-us"),
+        )
+        .await
+        .expect("read")
+        .expect("stored");
+    let body = store.body(&hostile).await.expect("read").expect("body");
+    let lower = body.html.to_ascii_lowercase();
+    for banned in [
+        "<script",
+        "onerror",
+        "onmouseover",
+        "javascript:",
+        "<iframe",
+        "<form",
+    ] {
+        assert!(!lower.contains(banned), "{banned} survived: {}", body.html);
+    }
+    let large = store
+        .get(
+            &tenant,
+            &doc_of(seeded.large_article_id.expect("large"), "en-us"),
+        )
+        .await
+        .expect("read")
+        .expect("stored");
+    assert!(large.body_bytes > 400_000 && large.chunks >= 2, "{large:?}");
+    let body = store.body(&large).await.expect("read").expect("whole");
+    assert_eq!(body.bytes(), large.body_bytes);
+
+    // Nothing changed: an incremental run reads nothing new.
+    let quiet = import(
+        &app,
+        &tenant,
+        &connection,
+        &integration,
+        Checkpoint::start("run-2", Mode::Incremental, end),
+    )
+    .await;
+    assert_eq!(quiet.checkpoint.counts, Default::default());
+    assert_eq!(quiet.checkpoint.start_time, end);
+
+    // One retitled, one unpublished, one archived; a second later the export has them.
+    let ids = &seeded.article_ids;
+    let (retitled, drafted, archived) = (ids[3], ids[4], ids[5]);
+    app.sandbox()
+        .hc_update_article(
+            &sub,
+            retitled,
+            sandbox::HcArticleChange {
+                title: Some("Renamed: how refunds work".to_owned()),
+                ..Default::default()
+            },
+        )
+        .expect("updated");
+    app.sandbox()
+        .hc_set_draft(&sub, drafted, true)
+        .expect("drafted");
+    assert!(app.sandbox().hc_archive_article(&sub, archived));
+    app.sandbox().hc_advance_clock(&sub, 2);
+    let changes = import(
+        &app,
+        &tenant,
+        &connection,
+        &integration,
+        Checkpoint::start("run-3", Mode::Incremental, end),
+    )
+    .await;
+    let c = &changes.checkpoint.counts;
+    // Every translation of the two changed articles is read again: the retitled
+    // translation and the drafted ones are stored anew, the rest skipped unchanged.
+    assert!(c.updated >= 2, "{c:?}");
+    assert_eq!(c.created, 0, "{c:?}");
+    assert_eq!(
+        c.deleted, 0,
+        "an incremental run cannot see an archive: {c:?}"
+    );
+    assert_eq!(c.seen, c.updated + c.unchanged);
+    let renamed = store
+        .get(&tenant, &doc_of(retitled, "en-us"))
+        .await
+        .expect("read")
+        .expect("stored");
+    assert_eq!(renamed.title, "Renamed: how refunds work");
+    assert_eq!(renamed.version, 2);
+    let unpublished = store
+        .get(&tenant, &doc_of(drafted, "en-us"))
+        .await
+        .expect("read")
+        .expect("stored");
+    assert!(!unpublished.published);
+
+    // A full run: the archived article's documents are swept; the rest unchanged.
+    let full = import(
+        &app,
+        &tenant,
+        &connection,
+        &integration,
+        Checkpoint::start("run-4", Mode::Full, 0),
+    )
+    .await;
+    let c = &full.checkpoint.counts;
+    let archived_docs = seeded.translations as u64 - c.seen;
+    assert!(archived_docs >= 1, "{c:?}");
+    assert_eq!(c.deleted, archived_docs, "{c:?}");
+    assert_eq!(c.unchanged, c.seen, "{c:?}");
+    assert!(full.changed.is_empty());
+    assert!(
+        store
+            .get(&tenant, &doc_of(archived, "en-us"))
+            .await
+            .expect("read")
+            .is_none()
+    );
+}

@@ -151,6 +151,9 @@ pub struct Document {
     /// When Conduit stored this version.
     #[serde(with = "time::serde::rfc3339")]
     pub imported_at: OffsetDateTime,
+    /// The last full import run that saw it (its sweep deletes what it did not see).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seen_run: Option<String>,
     /// +1 per stored change.
     pub version: u64,
 }
@@ -244,6 +247,7 @@ pub fn from_article(
         body_bytes: body.bytes(),
         chunks: body.chunks(),
         imported_at: now,
+        seen_run: None,
         version: 1,
     };
     (doc, body)

@@ -5,6 +5,10 @@
 //!   Markdown, and the content hash an import compares to skip unchanged articles.
 //! - [`document`]: a stored document (its metadata and its body) and how a source's
 //!   article becomes one; the store is [`crate::store::kb`].
+//! - [`zendesk`]: Zendesk Help Center as a source (the incremental article export).
+//! - [`import`]: one run of an import, from a checkpoint to a deadline.
 
 pub mod clean;
 pub mod document;
+pub mod import;
+pub mod zendesk;

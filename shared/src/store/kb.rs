@@ -237,6 +237,16 @@ impl KbDocuments {
         Ok(())
     }
 
+    /// Marks `d` (the version read) as seen by full run `run`.
+    pub async fn mark_seen(&self, d: &Document, run: &str) -> Result<(), StoreError> {
+        let mut next = d.clone();
+        next.seen_run = Some(run.to_owned());
+        next.version = d.version + 1;
+        self.table
+            .transact(vec![Write::Replace(to_item(&keyed(&next))?, d.version)])
+            .await
+    }
+
     /// Removes a document (the version read: `ConditionFailed` if it changed) and its
     /// body.
     pub async fn delete(&self, d: &Document) -> Result<(), StoreError> {
