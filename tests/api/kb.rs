@@ -480,3 +480,112 @@ async fn a_zendesk_help_centre_imports_in_full_then_by_changes_and_a_full_run_sw
             .is_none()
     );
 }
+
+/// Waits for `integration`'s run to end; its status.
+async fn run_ended(
+    app: &TestApp,
+    tenant: &TenantId,
+    integration: &IntegrationId,
+) -> conduit::kb::run::SourceStatus {
+    let conduit = app.app();
+    for _ in 0..600 {
+        let s = conduit::kb::run::status(&conduit, tenant, integration)
+            .await
+            .expect("status")
+            .expect("a status");
+        if s.run.is_none() {
+            return s;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    panic!("the import did not end");
+}
+
+/// In the background, through the sync queue and worker: a full import sits out a 429
+/// storm and still stores every article once; a second start meanwhile is refused; the
+/// completed event lists what changed; the next incremental run starts where it ended.
+#[tokio::test]
+async fn a_background_import_sits_out_a_429_storm_and_announces_what_changed() {
+    use conduit::kb::import::Mode;
+    use conduit::kb::run::{RunError, start};
+    let (app, tenant, connection, sub, seeded) = help_centre(sandbox::HelpCenterSeed {
+        articles: 60,
+        ..Default::default()
+    })
+    .await;
+    let integration = IntegrationId::generate();
+    let conduit = app.app();
+    let url = app
+        .local()
+        .stack
+        .ref_value("SyncQueue")
+        .expect("the sync queue");
+    let publisher = conduit::queue::Publisher::new(aws_sdk_sqs::Client::new(&app.local().aws), url);
+    // Zendesk answers the next six Help Center requests 429, Retry-After 1 s.
+    app.sandbox().hc_throttle_next(&sub, 6, 1);
+    let started = start(
+        &conduit,
+        &publisher,
+        &tenant,
+        &integration,
+        &connection,
+        Mode::Full,
+    )
+    .await
+    .expect("started");
+    let run_id = started.run.as_ref().expect("a run").run_id.clone();
+    let again = start(
+        &conduit,
+        &publisher,
+        &tenant,
+        &integration,
+        &connection,
+        Mode::Full,
+    )
+    .await;
+    assert!(matches!(again, Err(RunError::Busy)), "{again:?}");
+
+    let done = run_ended(&app, &tenant, &integration).await;
+    let last = done.last_run.as_ref().expect("a summary");
+    assert_eq!(last.run_id, run_id);
+    assert_eq!(last.status, "succeeded", "{last:?}");
+    assert_eq!(
+        last.counts.created as usize, seeded.translations,
+        "{last:?}"
+    );
+    assert_eq!(
+        last.counts.seen, last.counts.created,
+        "each article once: {last:?}"
+    );
+    assert_eq!(Some(done.cursor), seeded.newest_updated_at);
+    let event = app
+        .wait_for_event(conduit::kb::run::IMPORT_COMPLETED, |d| {
+            d["run_id"] == run_id.as_str()
+        })
+        .await;
+    let event = &event["detail"];
+    assert_eq!(event["status"], "succeeded");
+    assert_eq!(event["counts"]["created"], last.counts.created);
+    assert_eq!(
+        event["changed"].as_array().map(Vec::len),
+        Some(seeded.translations)
+    );
+    assert_eq!(event["ids_whole"], true);
+
+    // The next run is incremental from the cursor: nothing new.
+    start(
+        &conduit,
+        &publisher,
+        &tenant,
+        &integration,
+        &connection,
+        Mode::Incremental,
+    )
+    .await
+    .expect("started");
+    let quiet = run_ended(&app, &tenant, &integration).await;
+    let last = quiet.last_run.expect("a summary");
+    assert_eq!(last.mode, Mode::Incremental);
+    assert_eq!(last.counts, Default::default());
+    assert_eq!(quiet.cursor, done.cursor);
+}

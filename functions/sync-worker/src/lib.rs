@@ -1,12 +1,14 @@
 //! The sync worker: takes batches of sync tasks from SQS and does each as one chunk
 //! (a bounded number of pages of one entity's pull or push) — or a page of a deleted
-//! config's clean-up (`{"purge": …}`) or a realtime follow-up (`{"realtime": …}`) — then reports the
+//! config's clean-up (`{"purge": …}`), a realtime follow-up (`{"realtime": …}`) or a
+//! knowledge-base import step (`{"kb_import": …}`, up to 40 s) — then reports the
 //! messages that must come back (partial batch failures). A message that cannot be
 //! understood is reported too, so after the queue's receive limit it lands in the
 //! dead-letter queue instead of being lost.
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use conduit::app::App;
+use conduit::kb::run::{self as kb, KbImportMessage};
 use conduit::sync::engine::{self, ChunkError};
 use conduit::sync::purge::{self, PurgeMessage};
 use conduit::sync::realtime::{self, FollowUpMessage};
@@ -39,6 +41,15 @@ pub async fn handle_event(app: &App, event: Value) -> Result<Value, lambda_runti
                             Ok(_) => None,
                             Err(e) => {
                                 tracing::warn!(message_id = %id, config = %m.realtime.config_id, error = %e, "realtime follow-up will be retried");
+                                Some(id)
+                            }
+                        };
+                    }
+                    if let Ok(m) = serde_json::from_str::<KbImportMessage>(body) {
+                        return match kb::step(app, publisher, &m.kb_import).await {
+                            Ok(()) => None,
+                            Err(e) => {
+                                tracing::warn!(message_id = %id, run = %m.kb_import.run_id, error = %e, "knowledge-base import step will be retried");
                                 Some(id)
                             }
                         };

@@ -118,6 +118,9 @@ pub struct Progress {
     pub changed: Vec<DocumentId>,
     /// Documents deleted by this invocation.
     pub deleted: Vec<DocumentId>,
+    /// The source asked to slow down (or was unavailable): go on after this wait,
+    /// from `checkpoint` (the pages before it are stored and counted).
+    pub wait: Option<std::time::Duration>,
 }
 
 /// Documents swept per page.
@@ -135,10 +138,29 @@ pub async fn run(
 ) -> Result<Progress, ImportError> {
     let mut changed = Vec::new();
     let mut deleted = Vec::new();
+    let mut wait = None;
     if checkpoint.phase == Phase::Articles {
-        let sections = source.sections().await?;
+        let sections = match source.sections().await {
+            Ok(s) => s,
+            Err(SourceError::Later { wait }) => {
+                return Ok(Progress {
+                    checkpoint,
+                    changed,
+                    deleted,
+                    wait: Some(wait),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
         while Instant::now() < deadline {
-            let page = source.export(checkpoint.start_time, &sections).await?;
+            let page = match source.export(checkpoint.start_time, &sections).await {
+                Ok(p) => p,
+                Err(SourceError::Later { wait: w }) => {
+                    wait = Some(w);
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            };
             let now = OffsetDateTime::now_utc();
             for article in &page.articles {
                 let (mut doc, body) = from_article(tenant, integration, "zendesk", article, now);
@@ -182,7 +204,7 @@ pub async fn run(
             }
         }
     }
-    while checkpoint.phase == Phase::Sweep && Instant::now() < deadline {
+    while wait.is_none() && checkpoint.phase == Phase::Sweep && Instant::now() < deadline {
         let filter = Filter {
             integration: Some(integration.clone()),
             ..Filter::default()
@@ -211,5 +233,6 @@ pub async fn run(
         checkpoint,
         changed,
         deleted,
+        wait,
     })
 }

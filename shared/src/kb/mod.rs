@@ -7,8 +7,11 @@
 //!   article becomes one; the store is [`crate::store::kb`].
 //! - [`zendesk`]: Zendesk Help Center as a source (the incremental article export).
 //! - [`import`]: one run of an import, from a checkpoint to a deadline.
+//! - [`run`]: runs in the background — the source's status, starting a run, the sync
+//!   worker's steps, the completed event.
 
 pub mod clean;
 pub mod document;
 pub mod import;
+pub mod run;
 pub mod zendesk;

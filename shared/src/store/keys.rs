@@ -25,6 +25,7 @@
 //! | dispatch             | `DISP#{tenant}#{shard(id)}`               | `{newest-first time}#{id}`       | gsi1 `DISPDUE#{shard(id)}` / `{due}#{tenant}#{id}` while a step waits |
 //! | dispatch event       | `DISPEVT#{tenant}#{shard(id)}`            | `{id}`                           |                                         |
 //! | integration log      | `INTLOG#{tenant}#{integration}`           | `{newest-first time}#{dispatch id}` |                                      |
+//! | KB source status     | `T#{tenant}`                              | `KBSRC#{integration}`            |                                         |
 //! | KB document          | `KBDOC#{tenant}#{shard(id)}`              | `{document id}`                  |                                         |
 //! | KB body chunk        | `KBBODY#{tenant}#{document id}#{hash}#{n:04}` | `BODY`                       |                                         |
 //!
@@ -246,6 +247,10 @@ fn fnv1a(value: &str) -> u64 {
     })
 }
 
+/// A knowledge-base source's import status (in its tenant's partition).
+pub fn kb_source(integration: &IntegrationId) -> String {
+    format!("KBSRC#{integration}")
+}
 /// One shard of a tenant's knowledge-base documents.
 pub fn kb_documents(tenant: &TenantId, shard: u32) -> String {
     format!("KBDOC#{tenant}#{shard}")
