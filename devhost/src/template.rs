@@ -1079,7 +1079,7 @@ mod tests {
         assert_eq!(t.schedules().len(), 2);
         let integrations = &t.functions["IntegrationsFunction"];
         assert_eq!(integrations.binary, "integrations");
-        assert_eq!(integrations.routes.len(), 18);
+        assert_eq!(integrations.routes.len(), 22);
         assert!(integrations.routes.iter().all(|r| !r.is_public()));
         let callback = &t.functions["OAuthCallbackFunction"].routes[0];
         assert!(callback.is_public());

@@ -589,3 +589,141 @@ async fn a_background_import_sits_out_a_429_storm_and_announces_what_changed() {
     assert_eq!(last.counts, Default::default());
     assert_eq!(quiet.cursor, done.cursor);
 }
+
+/// Over the API: an admin starts the import of a Zendesk integration's help centre;
+/// its status shows the run and then its summary; members list documents (filtered)
+/// and read one with its clean body; another tenant sees none of it; an integration
+/// that is no knowledge-base source is refused.
+#[tokio::test]
+async fn the_api_imports_a_help_centre_and_serves_its_documents_to_the_tenant_alone() {
+    use serde_json::json;
+    let (app, tenant, connection, _sub, seeded) = help_centre(sandbox::HelpCenterSeed {
+        articles: 40,
+        hostile_article: true,
+        ..Default::default()
+    })
+    .await;
+    let admin = app.token(tenant.as_str(), scenarios::Role::Admin);
+    let member = app.token(tenant.as_str(), scenarios::Role::Member);
+    let (status, integration) = app
+        .post(
+            "/v1/integrations",
+            &admin,
+            json!({"name": "Help centre", "provider": "zendesk", "action": "create_ticket",
+                   "connection_id": connection.as_str(),
+                   "triggers": [{"event": "conversation_ended"}]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{integration}");
+    let id = integration["id"].as_str().expect("id").to_owned();
+    let path = format!("/v1/integrations/{id}/import-kb");
+
+    let (status, body) = app.post(&path, &member, json!({})).await;
+    assert_eq!(status, 403, "members do not start imports: {body}");
+    let (status, body) = app.post(&path, &admin, json!({"mode": "sideways"})).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, started) = app.post(&path, &admin, json!({})).await;
+    assert_eq!(status, 202, "{started}");
+    assert_eq!(started["state"], "running");
+    assert_eq!(
+        started["run"]["mode"], "full",
+        "a source's first run is full"
+    );
+
+    let status_path = format!("/v1/kb/sources/{id}/status");
+    let mut last = serde_json::Value::Null;
+    for _ in 0..300 {
+        let (status, s) = app.get(&status_path, &member).await;
+        assert_eq!(status, 200, "{s}");
+        if s["state"] == "idle" {
+            last = s;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(last["last_run"]["status"], "succeeded", "{last}");
+    assert_eq!(
+        last["last_run"]["counts"]["created"].as_u64(),
+        Some(seeded.translations as u64)
+    );
+
+    // Listed, filtered, paged; one read whole and clean.
+    let all = app
+        .all_pages(
+            &format!("/v1/kb/documents?integration_id={id}&limit=7"),
+            &member,
+            "documents",
+        )
+        .await;
+    assert_eq!(all.len(), seeded.translations);
+    let (status, german) = app
+        .get("/v1/kb/documents?locale=de&limit=100", &member)
+        .await;
+    assert_eq!(status, 200, "{german}");
+    assert!(
+        german["documents"]
+            .as_array()
+            .is_some_and(|d| !d.is_empty() && d.iter().all(|x| x["locale"] == "de")),
+        "{german}"
+    );
+    let hostile = conduit::kb::document::DocumentId::of(
+        &IntegrationId::parse(&id).expect("id"),
+        &seeded.hostile_article_id.expect("hostile").to_string(),
+        Some("en-us"),
+    );
+    let (status, doc) = app
+        .get(&format!("/v1/kb/documents/{hostile}"), &member)
+        .await;
+    assert_eq!(status, 200, "{doc}");
+    let html = doc["html"].as_str().expect("html").to_ascii_lowercase();
+    assert!(
+        !html.contains("<script") && !html.contains("onerror") && !html.contains("javascript:")
+    );
+    assert!(doc["markdown"].as_str().is_some_and(|m| !m.is_empty()));
+    for bad in [
+        "/v1/kb/documents/nope",
+        "/v1/kb/documents?updated_since=yesterday",
+        "/v1/kb/documents?colour=red",
+    ] {
+        let (status, body) = app.get(bad, &member).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+
+    // Another tenant: nothing.
+    let stranger = app.token(&app.tenant(), scenarios::Role::Admin);
+    let (status, _) = app
+        .get(&format!("/v1/kb/documents/{hostile}"), &stranger)
+        .await;
+    assert_eq!(status, 404);
+    let (status, theirs) = app.get("/v1/kb/documents", &stranger).await;
+    assert_eq!(status, 200);
+    assert_eq!(theirs["documents"], json!([]));
+    let (status, _) = app.get(&status_path, &stranger).await;
+    assert_eq!(status, 404);
+    let (status, _) = app.post(&path, &stranger, json!({})).await;
+    assert_eq!(status, 404);
+
+    // An integration that is no knowledge-base source.
+    let (status, hook) = app
+        .post(
+            "/v1/integrations",
+            &admin,
+            json!({"name": "Hook", "provider": "webhook", "action": "deliver",
+                   "webhook": {"url": "https://hooks.example.com/conduit"},
+                   "triggers": [{"event": "conversation_ended"}]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{hook}");
+    let (status, body) = app
+        .post(
+            &format!(
+                "/v1/integrations/{}/import-kb",
+                hook["id"].as_str().expect("id")
+            ),
+            &admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "not_a_kb_source");
+}

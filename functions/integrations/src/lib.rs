@@ -1,12 +1,14 @@
 //! The integrations function: outbound integration templates (read-only data), a
 //! tenant's integrations and their per-assistant settings, a test render and a one-off
-//! send, test events on the bus, and the dispatch log with retries.
+//! send, test events on the bus, the dispatch log with retries, and knowledge-base
+//! imports with their documents.
 //!
 //! Routing follows the HTTP API's route key, so template.yaml is the one routing table.
 //! Members read; admins write.
 
 mod assistants;
 mod dispatches;
+mod kb;
 mod routes;
 mod validate;
 
@@ -114,5 +116,25 @@ const ROUTES: &[Route] = &[
         key: "POST /v1/dispatches/{id}/retry",
         access: Access::Admin("dispatch.retry"),
         handler: |c| Box::pin(dispatches::retry(c)),
+    },
+    Route {
+        key: "POST /v1/integrations/{id}/import-kb",
+        access: Access::Admin("kb.import"),
+        handler: |c| Box::pin(kb::import(c)),
+    },
+    Route {
+        key: "GET /v1/kb/sources/{integration_id}/status",
+        access: Access::Member,
+        handler: |c| Box::pin(kb::status(c)),
+    },
+    Route {
+        key: "GET /v1/kb/documents",
+        access: Access::Member,
+        handler: |c| Box::pin(kb::list(c)),
+    },
+    Route {
+        key: "GET /v1/kb/documents/{id}",
+        access: Access::Member,
+        handler: |c| Box::pin(kb::get(c)),
     },
 ];
