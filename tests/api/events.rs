@@ -111,6 +111,12 @@ fn expectations() -> Vec<(&'static str, &'static str, Shows)> {
             "purge.json",
             Shows::Result(json!({"batchItemFailures": []})),
         ),
+        // A step of a run the source does not have (ended, or never started): dropped.
+        (
+            "sync-worker",
+            "kb-import-step-of-no-run.json",
+            Shows::Result(json!({"batchItemFailures": []})),
+        ),
         (
             "sync-worker",
             "not-a-task.json",
@@ -169,6 +175,7 @@ fn expectations() -> Vec<(&'static str, &'static str, Shows)> {
             Shows::Status(404),
         ),
         ("integrations", "list-dispatches.json", Shows::Status(200)),
+        ("integrations", "list-kb-documents.json", Shows::Status(200)),
         (
             "integrations",
             "get-dispatch-bad-id.json",
