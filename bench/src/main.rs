@@ -26,12 +26,15 @@
 //! - **Store-call floor** (see [`store`]): one DynamoDB call's CPU through the SDK and
 //!   `Table` (GetItem, a conditional PutItem, a two-item transaction) beside a bare
 //!   GetItem sent with reqwest.
+//! - **Knowledge-base import** (see [`kb`]): a Zendesk help centre of N articles
+//!   (default 10,000) imported in full through the API and the sync worker: seconds,
+//!   documents per second, requests against Zendesk's rate limit, peak heap.
 //! - **Cold start** (see [`coldstart`]): each function binary's init and memory against
 //!   a hello-world `lambda_runtime` binary of the same profile. Goal: at most 2×.
 //!
-//! Usage: `conduit-bench [--only coldstart,conflict,oauth,refresh,sync,dispatch,store,gmail] [--flows N]
+//! Usage: `conduit-bench [--only coldstart,conflict,oauth,refresh,sync,dispatch,store,gmail,kb] [--flows N]
 //! [--connections N] [--sync 1000,10000,100000] [--directions pull,push] [--pairs N]
-//! [--starts N] [--events N] [--tenants N] [--calls N] [--sends N] [--bin-dir DIR] [--log LEVEL]` (default: everything; `--log info` writes the handlers' JSON logs,
+//! [--starts N] [--events N] [--tenants N] [--calls N] [--sends N] [--articles N] [--bin-dir DIR] [--log LEVEL]` (default: everything; `--log info` writes the handlers' JSON logs,
 //! e.g. the worker's "sync chunk done", to stderr).
 
 use std::time::{Duration, Instant};
@@ -51,6 +54,7 @@ mod alloc;
 mod coldstart;
 mod dispatch;
 mod gmail;
+mod kb;
 mod store;
 mod sync;
 
@@ -69,11 +73,12 @@ struct Args {
     tenants: usize,
     calls: usize,
     sends: usize,
+    articles: usize,
     bin_dir: Option<std::path::PathBuf>,
     log: Option<String>,
 }
 
-const BENCHES: [&str; 8] = [
+const BENCHES: [&str; 9] = [
     "coldstart",
     "conflict",
     "oauth",
@@ -82,6 +87,7 @@ const BENCHES: [&str; 8] = [
     "dispatch",
     "store",
     "gmail",
+    "kb",
 ];
 
 fn numbers(flag: &str, value: &str) -> Result<Vec<usize>> {
@@ -109,6 +115,7 @@ fn args() -> Result<Args> {
         tenants: dispatch::TENANTS,
         calls: 3_000,
         sends: 1_000,
+        articles: 10_000,
         bin_dir: None,
         log: None,
     };
@@ -153,10 +160,11 @@ fn args() -> Result<Args> {
             "--tenants" => out.tenants = one()?.max(1),
             "--calls" => out.calls = one()?.max(1),
             "--sends" => out.sends = one()?.max(1),
+            "--articles" => out.articles = one()?.max(1),
             "--bin-dir" => out.bin_dir = Some(value.into()),
             "--log" => out.log = Some(value),
             other => bail!(
-                "unknown flag {other}; use --only, --flows, --connections, --sync, --directions, --pairs, --starts, --events, --tenants, --calls, --sends, --bin-dir, --log"
+                "unknown flag {other}; use --only, --flows, --connections, --sync, --directions, --pairs, --starts, --events, --tenants, --calls, --sends, --articles, --bin-dir, --log"
             ),
         }
     }
@@ -205,9 +213,11 @@ async fn main() -> Result<()> {
     if wants("conflict") {
         conflict_detection(args.pairs);
     }
-    if ["oauth", "refresh", "sync", "dispatch", "store", "gmail"]
-        .iter()
-        .any(|b| wants(b))
+    if [
+        "oauth", "refresh", "sync", "dispatch", "store", "gmail", "kb",
+    ]
+    .iter()
+    .any(|b| wants(b))
     {
         let env = devhost::LocalEnv::start(devhost::LocalEnvOptions::default()).await?;
         if wants("oauth") {
@@ -227,6 +237,9 @@ async fn main() -> Result<()> {
         }
         if wants("gmail") {
             gmail::bench(&env, args.sends).await?;
+        }
+        if wants("kb") {
+            kb::bench(&env, args.articles).await?;
         }
         env.shutdown().await;
     }

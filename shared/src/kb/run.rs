@@ -24,7 +24,8 @@ use super::zendesk::{SourceError, Zendesk};
 use crate::app::App;
 use crate::domain::{ConnectionId, IntegrationId, TenantId};
 use crate::queue::{Publisher, QueueError};
-use crate::store::{Keyed, StoreError, Write, keys, to_item};
+use crate::store::StoreError;
+use crate::store::kb::KbSources;
 
 /// Document ids a completed event lists at most, changed and deleted each.
 pub const EVENT_IDS: usize = 500;
@@ -139,36 +140,19 @@ pub enum RunError {
     Queue(#[from] QueueError),
 }
 
-fn keyed(s: &SourceStatus) -> Keyed<&SourceStatus> {
-    Keyed {
-        pk: keys::tenant(&s.tenant),
-        sk: keys::kb_source(&s.integration_id),
-        item: s,
-    }
-}
-
 /// A source's status, if it ever ran.
 pub async fn status(
     app: &App,
     tenant: &TenantId,
     integration: &IntegrationId,
 ) -> Result<Option<SourceStatus>, StoreError> {
-    let found: Option<Keyed<SourceStatus>> = app
-        .table
-        .get(&keys::tenant(tenant), &keys::kb_source(integration))
-        .await?;
-    Ok(found
-        .map(|k| k.item)
-        .filter(|s| s.tenant == *tenant && s.integration_id == *integration))
+    KbSources::new(app.table.clone())
+        .get(tenant, integration)
+        .await
 }
 
 async fn save(app: &App, next: &SourceStatus, prev: Option<u64>) -> Result<(), RunError> {
-    let item = to_item(&keyed(next))?;
-    let write = match prev {
-        None => Write::Insert(item),
-        Some(v) => Write::Replace(item, v),
-    };
-    match app.table.transact(vec![write]).await {
+    match KbSources::new(app.table.clone()).save(next, prev).await {
         Ok(()) => Ok(()),
         Err(StoreError::ConditionFailed) => Err(RunError::Changed),
         Err(e) => Err(e.into()),

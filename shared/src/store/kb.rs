@@ -28,6 +28,7 @@ use time::OffsetDateTime;
 use super::{Keyed, Readable, SkRange, Skipped, StoreError, Table, Write, keys, to_item};
 use crate::domain::{IntegrationId, TenantId};
 use crate::kb::document::{Body, Document, DocumentId};
+use crate::kb::run::SourceStatus;
 
 /// The largest chunk of a body's JSON text (bytes): well under DynamoDB's 400 KB item
 /// limit with the keys and attribute names.
@@ -317,6 +318,51 @@ impl KbDocuments {
             cursor: from.map(|p| p.encode()),
             skipped,
         })
+    }
+}
+
+/// Knowledge-base sources' import status, one item per integration in its tenant's
+/// partition (`T#{tenant}` / `KBSRC#{integration}`), changed conditionally on the
+/// version read.
+#[derive(Clone, Debug)]
+pub struct KbSources {
+    table: Table,
+}
+
+impl KbSources {
+    /// Statuses in `table`.
+    pub fn new(table: Table) -> Self {
+        Self { table }
+    }
+
+    /// A source's status, if it ever ran.
+    pub async fn get(
+        &self,
+        tenant: &TenantId,
+        integration: &IntegrationId,
+    ) -> Result<Option<SourceStatus>, StoreError> {
+        let found: Option<Keyed<SourceStatus>> = self
+            .table
+            .get(&keys::tenant(tenant), &keys::kb_source(integration))
+            .await?;
+        Ok(found
+            .map(|k| k.item)
+            .filter(|s| s.tenant == *tenant && s.integration_id == *integration))
+    }
+
+    /// Stores `next`: new when `prev` is None, else over that version
+    /// (`ConditionFailed` if it moved on).
+    pub async fn save(&self, next: &SourceStatus, prev: Option<u64>) -> Result<(), StoreError> {
+        let item = to_item(&Keyed {
+            pk: keys::tenant(&next.tenant),
+            sk: keys::kb_source(&next.integration_id),
+            item: next,
+        })?;
+        let write = match prev {
+            None => Write::Insert(item),
+            Some(v) => Write::Replace(item, v),
+        };
+        self.table.transact(vec![write]).await
     }
 }
 
