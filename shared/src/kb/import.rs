@@ -162,14 +162,21 @@ pub async fn run(
                 Err(e) => return Err(e.into()),
             };
             let now = OffsetDateTime::now_utc();
-            for article in &page.articles {
-                let (mut doc, body) = from_article(tenant, integration, "zendesk", article, now);
+            let cleaned: Vec<_> = page
+                .articles
+                .iter()
+                .map(|a| from_article(tenant, integration, "zendesk", a, now))
+                .collect();
+            // The page's stored versions in a few batch reads rather than one read each.
+            let ids: Vec<DocumentId> = cleaned.iter().map(|(d, _)| d.id.clone()).collect();
+            let mut stored = store.get_many(tenant, &ids).await?;
+            for (mut doc, body) in cleaned {
                 checkpoint.counts.seen += 1;
                 let full = checkpoint.mode == Mode::Full;
                 if full {
                     doc.seen_run = Some(checkpoint.run_id.clone());
                 }
-                match store.get(tenant, &doc.id).await? {
+                match stored.remove(&doc.id) {
                     Some(prev) if prev.hash == doc.hash => {
                         checkpoint.counts.unchanged += 1;
                         if full && prev.seen_run.as_deref() != Some(&checkpoint.run_id) {

@@ -166,6 +166,40 @@ impl KbDocuments {
             .filter(|d| d.tenant == *tenant && d.id == *id))
     }
 
+    /// Several documents' metadata at once (strongly consistent; 100 keys a request),
+    /// by id; ids not stored are absent.
+    pub async fn get_many(
+        &self,
+        tenant: &TenantId,
+        ids: &[DocumentId],
+    ) -> Result<std::collections::HashMap<DocumentId, Document>, StoreError> {
+        let wanted: Vec<(String, String)> = ids
+            .iter()
+            .map(|id| {
+                (
+                    keys::kb_documents(tenant, keys::shard_of(id.as_str())),
+                    id.to_string(),
+                )
+            })
+            .collect();
+        let items = self.table.batch_get_raw(&wanted, true).await?;
+        let mut out = std::collections::HashMap::with_capacity(items.len());
+        for item in items {
+            match Readable::<Keyed<Document>>::read(item, "sk") {
+                Readable::Item(k) if k.item.tenant == *tenant => {
+                    out.insert(k.item.id.clone(), k.item);
+                }
+                Readable::Item(k) => {
+                    tracing::warn!(key = %k.sk, "a document names another tenant than its key");
+                }
+                Readable::Unreadable { sk, error } => {
+                    tracing::warn!(key = %sk, error = %error, "a document does not convert");
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// A document's body (None when its chunks are missing or do not join up).
     pub async fn body(&self, d: &Document) -> Result<Option<Body>, StoreError> {
         let wanted = chunk_keys(&d.tenant, &d.id, &d.hash, d.chunks);
