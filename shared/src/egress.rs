@@ -295,6 +295,15 @@ pub fn rewrite_origin(url: &str, origin: Option<&Url>) -> String {
     }
 }
 
+/// A provider answer's `Retry-After` in seconds (1 s to an hour), if it gives one.
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<std::time::Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|s| std::time::Duration::from_secs(s.clamp(1, 3600)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1186,12 +1186,7 @@ impl<'a> Target<'a> {
                 Err(e) => return Sent::Permanent(token_failure(e)),
             };
             let status = resp.status().as_u16();
-            let retry_after = resp
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(|s| Duration::from_secs(s.clamp(1, 3600)));
+            let retry_after = crate::egress::retry_after(resp.headers());
             let text = match resp.text().await {
                 Ok(t) => t,
                 Err(e) => {
@@ -1268,12 +1263,7 @@ impl<'a> Target<'a> {
         if (200..300).contains(&status) {
             return Sent::Ok(Value::Null, status);
         }
-        let retry_after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(|s| Duration::from_secs(s.clamp(1, 3600)));
+        let retry_after = crate::egress::retry_after(resp.headers());
         // Standard Webhooks: any other answer is a failure to retry (a receiver
         // de-duplicates by webhook-id); 410 Gone says the endpoint is no more.
         if status == 410 {

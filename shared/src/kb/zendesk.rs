@@ -131,12 +131,7 @@ impl<'a> Zendesk<'a> {
                 Err(e) => return Err(SourceError::Connection(e)),
             };
             let status = resp.status().as_u16();
-            let retry_after = resp
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(|s| Duration::from_secs(s.clamp(1, 3600)));
+            let retry_after = crate::egress::retry_after(resp.headers());
             if status == 429 {
                 crate::metrics::count(crate::metrics::Metric::ProviderRateLimited, "zendesk", None);
                 let wait = retry_after.unwrap_or(Duration::from_secs(10));
