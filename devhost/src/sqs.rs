@@ -72,6 +72,8 @@ use crate::trace::{self, TraceHeader};
 pub const DEFAULT_CONCURRENCY: usize = 4;
 /// The longest a poller's `ReceiveMessage` waits for messages.
 const LONG_POLL_SECS: i32 = 1;
+/// The longest one SQS request of the pollers may take (a long poll is one second).
+const SQS_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long [`QueuePollers::shutdown`] lets invocations in progress finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How long a poller waits after SQS failed it before trying again.
@@ -291,7 +293,18 @@ impl QueuePollers {
         functions: &EventFunctions,
         options: QueueOptions,
     ) -> Result<Self> {
-        let sqs = aws_sdk_sqs::Client::new(stack.sdk_config());
+        // A request moto never answers would hold a poller (and its batch, invisible
+        // for the queue's visibility timeout) for good: each attempt is bounded and
+        // retried, as the event source mapping's own requests are.
+        let config = aws_sdk_sqs::config::Builder::from(stack.sdk_config())
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(3))
+                    .operation_attempt_timeout(SQS_ATTEMPT_TIMEOUT)
+                    .build(),
+            )
+            .build();
+        let sqs = aws_sdk_sqs::Client::from_conf(config);
         let queues = stack.queues();
         let mut sources = Vec::new();
         for def in stack.template().functions.values() {

@@ -197,10 +197,22 @@ async fn assert_nothing_left(app: &TestApp, deleted: &[(Tenant, SyncConfigId, Va
     }
     // Alone the runs settle in under half a minute; beside the rest of the suite on two
     // cores they took 80 s and more (the wait is a bound, not a measure).
-    app.local()
-        .wait_queues_idle(Duration::from_secs(300))
-        .await
-        .expect("queues idle");
+    if let Err(e) = app.local().wait_queues_idle(Duration::from_secs(300)).await {
+        // What the workers were doing, for the one who reads the failure.
+        let tail: Vec<String> = app
+            .logs()
+            .lines()
+            .filter(|l| {
+                deleted.iter().any(|(t, _, _)| l.contains(t.id.as_str())) || l.contains("devhost")
+            })
+            .map(str::to_owned)
+            .collect();
+        let from = tail.len().saturating_sub(60);
+        panic!(
+            "queues idle: {e:#}\nthe last log lines:\n{}",
+            tail[from..].join("\n")
+        );
+    }
     for ((t, c, _), logs) in deleted.iter().zip(closed) {
         let left = leftovers(app, t, c).await;
         assert!(left.is_empty(), "left behind: {left:?}");
