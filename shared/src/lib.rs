@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod oauth;
 pub mod providers;
 pub mod queue;
+pub mod schedule;
 pub mod scopes;
 pub mod secrets;
 pub mod store;

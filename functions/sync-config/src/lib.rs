@@ -14,7 +14,6 @@ mod crm;
 mod mappings;
 mod preview;
 mod schedules;
-mod settings;
 mod validate;
 
 use std::convert::Infallible;
@@ -27,7 +26,7 @@ use conduit::http::{self, Access, ApiError, Route};
 use conduit::sync::config::{Configs, SyncConfig};
 use lambda_http::{Body, Request, Response};
 
-pub use settings::Settings;
+pub use conduit::schedule::Settings;
 
 /// What the function builds once per cold start besides the shared [`App`].
 pub struct Service {

@@ -8,29 +8,13 @@
 //! change of the config.
 
 use aws_sdk_scheduler::Client;
-use aws_sdk_scheduler::error::ProvideErrorMetadata;
-use aws_sdk_scheduler::types::{
-    DeadLetterConfig, FlexibleTimeWindow, FlexibleTimeWindowMode, RetryPolicy, ScheduleState,
-    Target,
-};
+use aws_sdk_scheduler::types::ScheduleState;
+pub use conduit::schedule::ScheduleError;
+use conduit::schedule::{Settings, Spec};
 use conduit::sync::config::{ConfigStatus, SyncConfig};
 use serde_json::json;
 
-use crate::settings::Settings;
-
-/// The source name the trigger sees in a scheduled run's input.
-pub const SOURCE: &str = "conduit.schedule";
-
-/// A schedule change failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ScheduleError {
-    /// A setting the schedule needs is missing.
-    #[error("setting {0} is not configured")]
-    NotConfigured(&'static str),
-    /// EventBridge Scheduler failed.
-    #[error("scheduler: {0}")]
-    Service(String),
-}
+pub use conduit::schedule::SOURCE;
 
 /// The schedule of a config.
 pub fn name(c: &SyncConfig) -> String {
@@ -55,24 +39,13 @@ pub fn state(c: &SyncConfig) -> ScheduleState {
     }
 }
 
-fn service_error<E: ProvideErrorMetadata>(what: &str, e: &E) -> ScheduleError {
-    ScheduleError::Service(format!(
-        "{what}: {} {}",
-        e.code().unwrap_or("error"),
-        e.message().unwrap_or_default()
-    ))
-}
-
 /// The schedules of sync configs.
-pub struct Schedules<'a> {
-    client: &'a Client,
-    settings: &'a Settings,
-}
+pub struct Schedules<'a>(conduit::schedule::Schedules<'a>);
 
 impl<'a> Schedules<'a> {
     /// Schedules through `client`, placed as `settings` say.
     pub fn new(client: &'a Client, settings: &'a Settings) -> Self {
-        Self { client, settings }
+        Self(conduit::schedule::Schedules::new(client, settings))
     }
 
     /// Makes the config's schedule match it: created or updated when it runs by
@@ -81,102 +54,20 @@ impl<'a> Schedules<'a> {
         let Some(expression) = c.frequency.schedule_expression() else {
             return self.remove(c).await;
         };
-        let t = self
-            .settings
-            .target()
-            .map_err(ScheduleError::NotConfigured)?;
-        let target = Target::builder()
-            .arn(t.trigger_arn)
-            .role_arn(t.role_arn)
-            .input(input(c))
-            // A missed run is superseded by the next one; keep retries short.
-            .retry_policy(
-                RetryPolicy::builder()
-                    .maximum_retry_attempts(3)
-                    .maximum_event_age_in_seconds(900)
-                    .build(),
-            )
-            // What could not be delivered after those retries is kept, not dropped.
-            .dead_letter_config(DeadLetterConfig::builder().arn(t.dead_letter_arn).build())
-            .build()
-            .map_err(|e| ScheduleError::Service(e.to_string()))?;
-        let window = FlexibleTimeWindow::builder()
-            .mode(FlexibleTimeWindowMode::Off)
-            .build()
-            .map_err(|e| ScheduleError::Service(e.to_string()))?;
-        let description = format!("Conduit sync config {} of tenant {}", c.id, c.tenant);
-        let name = name(c);
-        for _ in 0..2 {
-            let updated = self
-                .client
-                .update_schedule()
-                .name(&name)
-                .group_name(t.group)
-                .schedule_expression(&expression)
-                .schedule_expression_timezone("UTC")
-                .flexible_time_window(window.clone())
-                .target(target.clone())
-                .state(state(c))
-                .description(&description)
-                .send()
-                .await;
-            match updated {
-                Ok(_) => return Ok(()),
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|e| e.is_resource_not_found_exception()) => {}
-                Err(e) => return Err(service_error("UpdateSchedule", &e)),
-            }
-            let created = self
-                .client
-                .create_schedule()
-                .name(&name)
-                .group_name(t.group)
-                .schedule_expression(&expression)
-                .schedule_expression_timezone("UTC")
-                .flexible_time_window(window.clone())
-                .target(target.clone())
-                .state(state(c))
-                .description(&description)
-                .send()
-                .await;
-            match created {
-                Ok(_) => return Ok(()),
-                // Created concurrently: update it to this config's state.
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|e| e.is_conflict_exception()) => {}
-                Err(e) => return Err(service_error("CreateSchedule", &e)),
-            }
-        }
-        Err(ScheduleError::Service(
-            "the schedule changed concurrently".into(),
-        ))
+        self.0
+            .apply(&Spec {
+                name: name(c),
+                expression,
+                enabled: state(c) == ScheduleState::Enabled,
+                input: input(c),
+                description: format!("Conduit sync config {} of tenant {}", c.id, c.tenant),
+            })
+            .await
     }
 
     /// Deletes the config's schedule; one that does not exist is fine.
     pub async fn remove(&self, c: &SyncConfig) -> Result<(), ScheduleError> {
-        // Without a group there cannot be a schedule to delete.
-        let Some(group) = self.settings.schedule_group.as_deref() else {
-            return Ok(());
-        };
-        match self
-            .client
-            .delete_schedule()
-            .name(name(c))
-            .group_name(group)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_resource_not_found_exception()) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(service_error("DeleteSchedule", &e)),
-        }
+        self.0.remove(&name(c)).await
     }
 }
 
