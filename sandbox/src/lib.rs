@@ -170,6 +170,35 @@
 //! 400 KB and one hostile) and changes through `SandboxState::hc_*` (update, draft,
 //! archive, restore, add, rate limit, 429 storm, clock).
 //!
+//! # Freshdesk Solutions (knowledge-base import)
+//! [`providers::freshdesk_kb`] serves a knowledge base per Freshdesk subdomain at
+//! `/{sub}.freshdesk.com/api/v2/…` with the Freshdesk credentials (Basic `{api_key}:X`): the
+//! helpdesk's languages (`freshdesk.settings_helpdesk`), categories, a category's folders and
+//! a folder's articles, each optionally in a `{language_code}` (`freshdesk.solution_*`; bare
+//! arrays, `per_page` ≤ 100, the `Link: <…?page=N+1>; rel="next"` header), Freshdesk's
+//! language errors (`require_feature`, `language_not_allowed`), the "View solutions" privilege
+//! and a per-helpdesk per-minute budget (`X-RateLimit-*`, 429 with `Retry-After`). Content
+//! comes from [`SandboxState::seed_solutions`] ([`SolutionsSeed`]) and changes through
+//! `SandboxState::fd_*` (update, delete, add, rate limit, 429 storm, privilege).
+//!
+//! # Dynamics 365 knowledge articles (knowledge-base import)
+//! [`providers::dynamics365_kb`] serves Dataverse's `knowledgearticles` (and
+//! `knowledgearticles({id})`, `languagelocale`) per environment at
+//! `/{org}.{crm_region}.dynamics.com/api/data/v9.2/…` to a bearer token for that environment:
+//! the OData subset an importer needs (`$select`, `$filter`, `$orderby`, `$top`, `$count`,
+//! `$expand=languagelocaleid($select=code)`), `Prefer: odata.maxpagesize` paging with a
+//! keyset `$skiptoken` in `@odata.nextLink`, Dataverse's error bodies, and the per-user
+//! service-protection request limit (429 `0x80072322` with `Retry-After`). Content comes from
+//! [`SandboxState::seed_dynamics_kb`] ([`DynKbSeed`]: roots, versions, translations, drafts,
+//! archived versions) and changes through `SandboxState::dyn_kb_*` and `dyn_throttle_next`.
+//!
+//! # Custom API knowledge base
+//! [`providers::custom_kb`] serves one seeded article list under every custom account's base
+//! path (`/custom.example/api/kb/{page,offset,cursor,link}`), one pagination style and one
+//! JSON shape each (escaped JSON Pointer keys included), with `updated_since`, the custom
+//! API's credentials and a per-minute limit. Content from [`SandboxState::seed_custom_kb`]
+//! ([`CustomKbSeed`]), changes through `SandboxState::custom_kb_*`.
+//!
 //! # OAuth 2.0 stand-ins
 //! Authorization code grant (RFC 6749) with PKCE (RFC 7636, `S256` or `plain`) and
 //! revocation (RFC 7009) for nine providers, sharing one grant engine ([`oauth`]). The
@@ -460,6 +489,15 @@ pub use oauth::{
     GrantSelector, OAuthClient, OAuthClientView, OAuthError, OAuthFault, OAuthGrantView,
     OAuthProvider, OAuthSettingsView, OAuthUser, SeededGrant, default_oauth_clients,
     default_oauth_users,
+};
+pub use providers::custom_kb::{
+    CustomKbArticle, CustomKbChange, CustomKbSeed, CustomKbSummary, KbStyle,
+};
+pub use providers::dynamics365_kb::{
+    DynKbArticle, DynKbChange, DynKbLanguage, DynKbSeed, DynKbSummary, DynKbVersion,
+};
+pub use providers::freshdesk_kb::{
+    FdArticle, FdArticleChange, FdNewArticle, FdTranslation, SolutionsSeed, SolutionsSummary,
 };
 pub use providers::hubspot_crm::{CrmObject, CrmRecord};
 pub use providers::salesforce_crm::{DEFAULT_SALESFORCE_ORG, SfApiUsage, SfObject, SfRecord};

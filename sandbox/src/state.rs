@@ -455,6 +455,13 @@ pub struct SandboxState {
     /// Zendesk help centres (articles, sections, categories) and their knobs per
     /// subdomain, behind their own lock.
     zendesk_hc: Arc<Mutex<crate::providers::zendesk_hc::HelpCenterStore>>,
+    /// Freshdesk knowledge bases (solution categories, folders, articles) and their knobs
+    /// per subdomain, behind their own lock.
+    freshdesk_kb: Arc<Mutex<crate::providers::freshdesk_kb::FdKbStore>>,
+    /// Dataverse knowledge articles and their knobs per environment, behind their own lock.
+    dynamics_kb: Arc<Mutex<crate::providers::dynamics365_kb::DynKbStore>>,
+    /// The custom API's knowledge-base articles and knobs, behind their own lock.
+    custom_kb: Arc<Mutex<crate::providers::custom_kb::CustomKbStore>>,
     /// The exchange recording for contract tests (off unless started).
     recorder: crate::record::Recorder,
     /// What the dispatch-action stand-ins received and created, their fault knobs, and
@@ -676,6 +683,9 @@ impl SandboxState {
         *self.sf_store() = crate::providers::salesforce_crm::SfStore::default();
         *self.google_store() = crate::providers::google_api::GoogleStore::default();
         *self.zendesk_hc_store() = crate::providers::zendesk_hc::HelpCenterStore::default();
+        *self.freshdesk_kb_store() = crate::providers::freshdesk_kb::FdKbStore::default();
+        *self.dynamics_kb_store() = crate::providers::dynamics365_kb::DynKbStore::default();
+        *self.custom_kb_store() = crate::providers::custom_kb::CustomKbStore::default();
         *self.dispatch_store() = crate::actions::DispatchStore::default();
     }
 
@@ -689,6 +699,33 @@ impl SandboxState {
         &self,
     ) -> MutexGuard<'_, crate::providers::zendesk_hc::HelpCenterStore> {
         self.zendesk_hc
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The Dataverse knowledge-article store, locked. Never held while taking another lock.
+    pub(crate) fn dynamics_kb_store(
+        &self,
+    ) -> MutexGuard<'_, crate::providers::dynamics365_kb::DynKbStore> {
+        self.dynamics_kb
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The custom API's knowledge-base store, locked. Never held while taking another lock.
+    pub(crate) fn custom_kb_store(
+        &self,
+    ) -> MutexGuard<'_, crate::providers::custom_kb::CustomKbStore> {
+        self.custom_kb
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The Freshdesk knowledge-base store, locked. Never held while taking another lock.
+    pub(crate) fn freshdesk_kb_store(
+        &self,
+    ) -> MutexGuard<'_, crate::providers::freshdesk_kb::FdKbStore> {
+        self.freshdesk_kb
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }

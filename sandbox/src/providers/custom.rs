@@ -33,6 +33,13 @@ pub(crate) enum Endpoint {
         /// The account's base path the request fell under.
         base_path: String,
     },
+    /// `GET {base}/kb/{style}`: knowledge-base articles ([`super::custom_kb`]).
+    Kb {
+        /// The account's base path the request fell under.
+        base_path: String,
+        /// Which pagination style.
+        style: super::custom_kb::KbStyle,
+    },
 }
 
 impl Endpoint {
@@ -41,12 +48,15 @@ impl Endpoint {
         match self {
             Endpoint::Me { .. } => ME,
             Endpoint::Get { .. } => GET,
+            Endpoint::Kb { style, .. } => style.name(),
         }
     }
 
     fn base_path(&self) -> &str {
         match self {
-            Endpoint::Me { base_path } | Endpoint::Get { base_path } => base_path,
+            Endpoint::Me { base_path }
+            | Endpoint::Get { base_path }
+            | Endpoint::Kb { base_path, .. } => base_path,
         }
     }
 }
@@ -67,6 +77,9 @@ pub(crate) fn route(state: &SandboxState, req: &ProviderRequest) -> Option<Endpo
             _ => None,
         })
         .max_by_key(String::len)?;
+    if let Some(style) = super::custom_kb::style(&req.path, &base_path) {
+        return Some(Endpoint::Kb { base_path, style });
+    }
     if req.path == format!("{base_path}/me") {
         Some(Endpoint::Me { base_path })
     } else {
@@ -82,6 +95,9 @@ pub(crate) fn under(path: &str, base: &str) -> bool {
 
 /// Serves a matched custom API route.
 pub(crate) fn handle(endpoint: Endpoint, state: &SandboxState, req: &ProviderRequest) -> Response {
+    if let Endpoint::Kb { base_path, style } = &endpoint {
+        return super::custom_kb::handle(*style, state, req, base_path);
+    }
     match authenticate(state, req, endpoint.base_path()) {
         Some(account) => wire::json(
             StatusCode::OK,

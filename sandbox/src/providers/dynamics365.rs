@@ -10,8 +10,9 @@
 //! Dataverse answers a token whose `aud` is not the environment. Scopes at authorize:
 //! `openid profile email offline_access` and `https://{resource}/{permission}`; others
 //! are redirected with `error=invalid_scope` (AADSTS70011). Not reproduced: Dataverse
-//! security roles and privileges, service-protection limits (only forced 429s). There
-//! is no revocation endpoint.
+//! security roles and privileges, service-protection limits on `WhoAmI` (only forced
+//! 429s; the knowledge routes of [`super::dynamics365_kb`] enforce the request count).
+//! There is no revocation endpoint.
 //! OAuth errors carry `error_codes`, `trace_id`, `correlation_id` and `timestamp`; the
 //! Web API's 401 has an empty body and a `WWW-Authenticate: Bearer …` challenge.
 
@@ -60,6 +61,8 @@ pub(crate) enum Endpoint {
     OAuthToken,
     /// `GET {env}/api/data/v9.x/WhoAmI`.
     WhoAmI,
+    /// Knowledge articles and languages ([`super::dynamics365_kb`]).
+    Kb(super::dynamics365_kb::KbRoute),
 }
 
 impl Endpoint {
@@ -69,6 +72,7 @@ impl Endpoint {
             Endpoint::OAuthAuthorize => OAUTH_AUTHORIZE,
             Endpoint::OAuthToken => OAUTH_TOKEN,
             Endpoint::WhoAmI => USERINFO,
+            Endpoint::Kb(route) => route.name(),
         }
     }
 }
@@ -92,6 +96,9 @@ pub(crate) fn route(req: &ProviderRequest) -> Option<Endpoint> {
             _ => None,
         };
     }
+    if let Some(kb) = super::dynamics365_kb::route(req) {
+        return Some(Endpoint::Kb(kb));
+    }
     let rest = path.strip_prefix("/api/data/v9.")?;
     let (minor, action) = rest.split_once('/')?;
     let known = !minor.is_empty() && minor.bytes().all(|b| b.is_ascii_digit());
@@ -105,6 +112,7 @@ pub(crate) fn handle(endpoint: Endpoint, state: &SandboxState, req: &ProviderReq
     match endpoint {
         Endpoint::OAuthAuthorize => oauth::authorize(state, req, provider, ""),
         Endpoint::OAuthToken => oauth::token(state, req, provider, ""),
+        Endpoint::Kb(route) => super::dynamics365_kb::handle(route, state, req),
         Endpoint::WhoAmI => {
             match oauth::bearer_access(state, provider, wire::bearer_token(&req.headers)) {
                 AccessCheck::Granted(grant) if audience_ok(&grant, &req.host) => {

@@ -2,6 +2,9 @@
 //!
 //! Auth: `Authorization: Basic base64("{api_key}:X")` (the password is ignored, as in
 //! Freshdesk). Errors: `{"code":"…","message":"…"}`; 429 carries `Retry-After`.
+//!
+//! Solutions (knowledge base) routes under `/api/v2/solutions/…` and `/api/v2/settings/helpdesk`
+//! are served by [`super::freshdesk_kb`].
 
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
@@ -23,6 +26,8 @@ const HOST_SUFFIX: &str = ".freshdesk.com";
 pub(crate) enum Endpoint {
     /// `GET /api/v2/agents/me`: the authenticated agent.
     AgentsMe,
+    /// A knowledge-base route (`GET /api/v2/solutions/…`, `/api/v2/settings/helpdesk`).
+    Solutions(super::freshdesk_kb::KbRoute),
 }
 
 impl Endpoint {
@@ -30,6 +35,7 @@ impl Endpoint {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Endpoint::AgentsMe => AGENTS_ME,
+            Endpoint::Solutions(route) => route.name(),
         }
     }
 }
@@ -44,7 +50,7 @@ pub(crate) fn subdomain(host: &str) -> Option<&str> {
 pub(crate) fn route(req: &ProviderRequest) -> Option<Endpoint> {
     match (&req.method, req.path.as_str()) {
         (&Method::GET, "/api/v2/agents/me") => Some(Endpoint::AgentsMe),
-        _ => None,
+        _ => super::freshdesk_kb::route(req).map(Endpoint::Solutions),
     }
 }
 
@@ -56,11 +62,16 @@ pub(crate) fn handle(endpoint: Endpoint, state: &SandboxState, req: &ProviderReq
     if !helpdesk_exists(state, sub) {
         return unknown_helpdesk(&req.host);
     }
+    if let Endpoint::Solutions(route) = endpoint {
+        // Its own budget, credentials and privilege checks.
+        return super::freshdesk_kb::handle(route, state, sub, req);
+    }
     let Some(account) = authenticate(state, sub, req) else {
         return unauthorized();
     };
     match endpoint {
         Endpoint::AgentsMe => wire::json(StatusCode::OK, agent_json(&account)),
+        Endpoint::Solutions(route) => super::freshdesk_kb::handle(route, state, sub, req),
     }
 }
 

@@ -9,9 +9,12 @@
 
 pub mod chatwoot;
 pub mod custom;
+pub mod custom_kb;
 pub mod custom_oauth;
 pub mod dynamics365;
+pub mod dynamics365_kb;
 pub mod freshdesk;
+pub mod freshdesk_kb;
 pub mod genesys;
 pub mod google;
 pub mod google_api;

@@ -18,6 +18,7 @@
 #![allow(clippy::result_large_err)]
 
 mod collections;
+mod knowledge;
 mod schema;
 mod soql;
 mod store;
@@ -29,6 +30,11 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
+pub use knowledge::{
+    BODY_FIELD, DEFAULT_KNOWLEDGE_LANGUAGE, DYNAMODB_ITEM_LIMIT, KbArticle, KbChange, KbNewArticle,
+    KbVersion, KnowledgeSeed, KnowledgeSummary, LANGUAGE_RESTRICTION, LONG_TEXT_BATCH,
+    LONG_TEXT_PAGE_BYTES, PUBLISH_STATUS_RESTRICTION, RICH_TEXT_MAX,
+};
 pub use schema::SfObject;
 pub use store::{DEFAULT_API_LIMIT, SfApiUsage, SfRecord};
 
@@ -82,9 +88,11 @@ pub const COMPOSITE_DELETE: &str = "salesforce.composite_delete";
 pub const COMPOSITE_RETRIEVE: &str = "salesforce.composite_retrieve";
 /// Route name of `GET /limits`.
 pub const LIMITS: &str = "salesforce.limits";
+/// Route name of `GET /knowledgeManagement/settings`.
+pub const KNOWLEDGE_SETTINGS: &str = "salesforce.knowledge_settings";
 
 /// Every data route name.
-pub const ROUTES: [&str; 17] = [
+pub const ROUTES: [&str; 18] = [
     QUERY,
     QUERY_ALL,
     QUERY_MORE,
@@ -102,6 +110,7 @@ pub const ROUTES: [&str; 17] = [
     COMPOSITE_DELETE,
     COMPOSITE_RETRIEVE,
     LIMITS,
+    KNOWLEDGE_SETTINGS,
 ];
 
 /// Records per query page unless `Sforce-Query-Options: batchSize=N` asks otherwise.
@@ -133,6 +142,7 @@ pub(crate) enum SfRoute {
     CompositeDelete,
     CompositeRetrieve,
     Limits,
+    KnowledgeSettings,
 }
 
 impl SfRoute {
@@ -156,6 +166,7 @@ impl SfRoute {
             SfRoute::CompositeDelete => COMPOSITE_DELETE,
             SfRoute::CompositeRetrieve => COMPOSITE_RETRIEVE,
             SfRoute::Limits => LIMITS,
+            SfRoute::KnowledgeSettings => KNOWLEDGE_SETTINGS,
         }
     }
 }
@@ -188,6 +199,7 @@ pub(crate) fn route(method: &Method, path: &str) -> Option<SfRoute> {
         (&Method::GET, ["queryAll"]) => SfRoute::QueryAll,
         (&Method::GET, ["query" | "queryAll", _]) => SfRoute::QueryMore,
         (&Method::GET, ["limits"]) => SfRoute::Limits,
+        (&Method::GET, ["knowledgeManagement", "settings"]) => SfRoute::KnowledgeSettings,
         (&Method::GET, ["sobjects", _, "describe"]) => SfRoute::Describe,
         (&Method::GET, ["sobjects", _, "deleted"]) => SfRoute::Deleted,
         (&Method::GET, ["sobjects", _, "updated"]) => SfRoute::Updated,
@@ -344,6 +356,9 @@ fn serve(
     version: &str,
     segments: &[&str],
 ) -> Handled {
+    if let Some(reply) = knowledge::serve(route, state, req, org, version, segments) {
+        return reply;
+    }
     // Segment 1 names the sObject on the sobjects routes, segment 2 on collections.
     let object_at = |index: usize| {
         segments
@@ -403,6 +418,8 @@ fn serve(
         SfRoute::CompositeRetrieve => {
             collections::retrieve(state, req, org, version, object_at(2)?)
         }
+        // Served by `knowledge::serve` above.
+        SfRoute::KnowledgeSettings => Err(not_found()),
     }
 }
 
@@ -423,7 +440,7 @@ fn batch_size(headers: &HeaderMap) -> Option<usize> {
 /// One page of a query answer.
 fn page(cursor: &Cursor, offset: usize, size: usize, version: &str, query_id: &str) -> Value {
     let total = cursor.rows.len();
-    let end = offset.saturating_add(size).min(total);
+    let end = knowledge::page_end(cursor, offset, size);
     let records: Vec<Value> = cursor.rows[offset.min(end)..end]
         .iter()
         .map(|rec| rec.to_json(cursor.object, &cursor.fields, version))
@@ -452,7 +469,9 @@ fn query(
         ));
     };
     let query = soql::parse(&text).map_err(|e| bad_request(e.code, &e.message))?;
+    let query = knowledge::check_query(state, org, version, &text, query)?;
     let size = batch_size(&req.headers).unwrap_or(DEFAULT_BATCH_SIZE);
+    let size = knowledge::batch_limit(query.object, query.fields.as_deref(), size);
     let mut store = state.sf_store();
     let rows = store.org(org).run(&query, all);
     let Some(fields) = query.fields else {
@@ -468,7 +487,7 @@ fn query(
         page_size: size,
         last_used: Instant::now(),
     };
-    if cursor.rows.len() <= size {
+    if knowledge::page_end(&cursor, 0, size) >= cursor.rows.len() {
         return Ok((StatusCode::OK, Some(page(&cursor, 0, size, version, ""))));
     }
     let query_id = store.open_cursor(org, cursor);
@@ -498,6 +517,7 @@ fn query_more(
         return Err(invalid());
     }
     let size = batch_size(&req.headers).unwrap_or(cursor.page_size);
+    let size = knowledge::batch_limit(cursor.object, Some(&cursor.fields), size);
     Ok((
         StatusCode::OK,
         Some(page(cursor, offset, size, version, query_id)),

@@ -33,6 +33,8 @@ pub(crate) struct Query {
     pub(crate) order: Vec<OrderKey>,
     pub(crate) limit: Option<usize>,
     pub(crate) offset: usize,
+    /// Byte offset of the object name after `FROM`.
+    pub(crate) from_at: usize,
 }
 
 /// A `WHERE` expression over field indices.
@@ -118,7 +120,7 @@ impl Tok {
 }
 
 /// Salesforce's caret-pointing message for a problem at byte offset `at`.
-fn located(source: &str, at: usize, detail: &str) -> String {
+pub(crate) fn located(source: &str, at: usize, detail: &str) -> String {
     let at = at.min(source.len());
     let before = &source[..at];
     let row = before.matches('\n').count() + 1;
@@ -383,7 +385,10 @@ impl Parser<'_> {
         let selected = self.select_list()?;
         self.expect_keyword("FROM")?;
         let (name, at) = self.word()?;
-        self.object = SfObject::parse(&name).ok_or_else(|| SoqlError {
+        let from_at = at;
+        self.object = SfObject::parse(&name)
+            .or_else(|| super::knowledge::object_named(&name))
+            .ok_or_else(|| SoqlError {
             code: "INVALID_TYPE",
             message: located(
                 self.source,
@@ -436,6 +441,7 @@ impl Parser<'_> {
             order,
             limit,
             offset,
+            from_at,
         })
     }
 
@@ -501,7 +507,7 @@ impl Parser<'_> {
         loop {
             let (name, at) = self.word()?;
             let (field, def) = self.field(&name, at)?;
-            if !def.filterable() {
+            if !def.sortable() {
                 return Err(SoqlError {
                     code: "INVALID_FIELD",
                     message: located(
@@ -711,6 +717,10 @@ pub(crate) fn cell<'a>(object: SfObject, rec: &'a Rec, index: usize) -> Cell<'a>
         Source::Modified => Cell::Time(rec.modified_ms),
         Source::Deleted => Cell::Bool(rec.deleted),
         Source::Stored => match rec.values.get(index) {
+            // Stored date-times (Knowledge's) are epoch milliseconds.
+            Some(serde_json::Value::Number(n)) if field.kind == FieldType::DateTime => {
+                n.as_i64().map_or(Cell::Null, Cell::Time)
+            }
             Some(serde_json::Value::String(s)) => Cell::Text(s),
             Some(serde_json::Value::Number(n)) => n.as_f64().map_or(Cell::Null, Cell::Number),
             Some(serde_json::Value::Bool(b)) => Cell::Bool(*b),

@@ -75,7 +75,13 @@ impl Rec {
             Source::Created => Value::String(sf_datetime(self.created_ms)),
             Source::Modified => Value::String(sf_datetime(self.modified_ms)),
             Source::Deleted => Value::Bool(self.deleted),
-            Source::Stored => self.values.get(index).cloned().unwrap_or(Value::Null),
+            Source::Stored => match self.values.get(index) {
+                // Stored date-times (Knowledge's) are epoch milliseconds.
+                Some(Value::Number(n)) if field.kind == FieldType::DateTime => n
+                    .as_i64()
+                    .map_or(Value::Null, |ms| Value::String(sf_datetime(ms))),
+                value => value.cloned().unwrap_or(Value::Null),
+            },
         }
     }
 
@@ -123,7 +129,7 @@ impl Rec {
 pub(crate) struct Table {
     /// Every record, deleted ones too, by id (ids sort in creation order).
     pub(crate) records: BTreeMap<String, Arc<Rec>>,
-    next_seq: u64,
+    pub(crate) next_seq: u64,
     /// Live records' `Conduit_Id__c`, lower-cased → id.
     external: HashMap<String, String>,
     /// `(id, deleted at)` in deletion order.
@@ -131,7 +137,7 @@ pub(crate) struct Table {
 }
 
 impl Table {
-    fn next_id(&mut self, object: SfObject) -> String {
+    pub(crate) fn next_id(&mut self, object: SfObject) -> String {
         // Start high enough that ids look like real ones (letters as well as digits).
         let id = make_id(object.key_prefix(), 916_132_832 + self.next_seq);
         self.next_seq += 1;
@@ -214,7 +220,7 @@ enum Undo {
 /// One org's data.
 #[derive(Debug, Default)]
 pub(crate) struct Org {
-    tables: [Table; 2],
+    tables: [Table; 3],
     /// The latest modification stamp handed out (epoch ms).
     last_stamp: i64,
     /// Open cursors by query id, least recently used first.
@@ -241,7 +247,7 @@ impl Org {
         &self.tables[object.index()]
     }
 
-    fn table_mut(&mut self, object: SfObject) -> &mut Table {
+    pub(crate) fn table_mut(&mut self, object: SfObject) -> &mut Table {
         &mut self.tables[object.index()]
     }
 
@@ -557,6 +563,8 @@ pub(crate) struct SfStore {
     api_limits: HashMap<String, u64>,
     next_locator: u64,
     malformed: HashMap<String, u32>,
+    /// Each org's Knowledge settings and counters (`knowledge.rs`).
+    pub(crate) knowledge: HashMap<String, super::knowledge::KbOrg>,
 }
 
 impl SfStore {
@@ -646,6 +654,7 @@ fn seed_fields(object: SfObject) -> &'static [&'static str] {
             "AnnualRevenue",
             "Description",
         ],
+        SfObject::Knowledge => &[],
     }
 }
 
@@ -700,6 +709,7 @@ fn seed_values(object: SfObject, n: u64, accounts: &[String]) -> Vec<Value> {
                 Value::from(c.description),
             ]
         }
+        SfObject::Knowledge => Vec::new(),
     }
 }
 
@@ -714,6 +724,15 @@ impl SandboxState {
     /// one call share one modification stamp (later than any earlier write), as one
     /// Salesforce transaction would.
     pub fn seed_salesforce(&self, org: &str, object: SfObject, n: usize) -> Vec<String> {
+        if object == SfObject::Knowledge {
+            // Article versions have a lifecycle of their own: seed `n` articles and
+            // answer their Online versions' ids.
+            let seed = super::knowledge::KnowledgeSeed {
+                articles: n,
+                ..super::knowledge::KnowledgeSeed::default()
+            };
+            return self.seed_knowledge(org, seed).online_version_ids;
+        }
         let mut store = self.sf_store();
         let org = store.org(org);
         let stamp = org.stamp();
