@@ -87,8 +87,8 @@ pub async fn bench(env: &devhost::LocalEnv, articles: usize) -> Result<()> {
         format!("{base}/v1/integrations"),
         &admin,
         Some(
-            json!({"name": "Help centre", "provider": "zendesk", "action": "create_ticket",
-            "connection_id": connection, "triggers": [{"event": "conversation_ended"}]}),
+            json!({"name": "Help centre", "provider": "zendesk", "action": "import_kb",
+            "connection_id": connection, "triggers": [{"event": "kb_sync"}]}),
         ),
     )
     .await?;

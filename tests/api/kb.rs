@@ -6,6 +6,7 @@ use conduit::domain::{IntegrationId, TenantId};
 use conduit::kb::document::{Article, from_article};
 use conduit::store::kb::{CHUNK_BYTES, Filter, KbDocuments};
 use scenarios::TestApp;
+use serde_json::Value;
 use time::OffsetDateTime;
 
 fn article(id: &str, title: &str, html: String) -> Article {
@@ -285,9 +286,30 @@ async fn help_centre(
     )
 }
 
-/// Runs one import to its end (one long invocation).
+/// A checkpoint of a new run of `S` (`since`: where the last run ended).
+fn checkpoint<S: conduit::kb::source::Source>(
+    run: &str,
+    mode: conduit::kb::import::Mode,
+    since: &Value,
+) -> conduit::kb::import::Checkpoint {
+    conduit::kb::import::Checkpoint::start(run, mode, S::start(mode, since))
+}
+
+/// Runs one import of a Zendesk help centre to its end (one long invocation).
 async fn import(
     app: &TestApp,
+    tenant: &TenantId,
+    connection: &conduit::domain::ConnectionId,
+    integration: &IntegrationId,
+    checkpoint: conduit::kb::import::Checkpoint,
+) -> conduit::kb::import::Progress {
+    import_from(app, "zendesk", tenant, connection, integration, checkpoint).await
+}
+
+/// Runs one import of `provider`'s source to its end (one long invocation).
+async fn import_from(
+    app: &TestApp,
+    provider: &'static str,
     tenant: &TenantId,
     connection: &conduit::domain::ConnectionId,
     integration: &IntegrationId,
@@ -299,25 +321,44 @@ async fn import(
         .credentials(tenant, connection)
         .await
         .expect("credentials");
-    let provider = conduit.catalogue.provider("zendesk").expect("zendesk");
+    let catalogued = conduit.catalogue.provider(provider).expect("provider");
     let mut budget = conduit::sync::budget::Budget::new(
         conduit.table.clone(),
         tenant,
         connection,
-        conduit::sync::budget::interval_for(provider),
-        conduit::sync::budget::tolerance_for(provider),
+        conduit::sync::budget::interval_for(catalogued),
+        conduit::sync::budget::tolerance_for(catalogued),
     );
-    let mut source = conduit::kb::zendesk::Zendesk::new(&tokens, creds, &mut budget);
+    let http = conduit::kb::source::Http::new(&tokens, creds, &mut budget, provider);
     let store = KbDocuments::new(conduit.table.clone());
-    let progress = conduit::kb::import::run(
-        &store,
-        &mut source,
-        tenant,
-        integration,
-        checkpoint,
-        std::time::Instant::now() + std::time::Duration::from_secs(120),
-    )
-    .await
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let progress = match provider {
+        "zendesk" => {
+            let mut source = conduit::kb::zendesk::Zendesk::new(http);
+            conduit::kb::import::run(
+                &store,
+                &mut source,
+                tenant,
+                integration,
+                checkpoint,
+                deadline,
+            )
+            .await
+        }
+        "freshdesk" => {
+            let mut source = conduit::kb::freshdesk::Freshdesk::new(http);
+            conduit::kb::import::run(
+                &store,
+                &mut source,
+                tenant,
+                integration,
+                checkpoint,
+                deadline,
+            )
+            .await
+        }
+        other => panic!("no source {other}"),
+    }
     .expect("imported");
     assert_eq!(
         progress.checkpoint.phase,
@@ -330,7 +371,8 @@ async fn import(
 #[tokio::test]
 async fn a_zendesk_help_centre_imports_in_full_then_by_changes_and_a_full_run_sweeps_archived_articles()
  {
-    use conduit::kb::import::{Checkpoint, Mode};
+    use conduit::kb::import::Mode;
+    use conduit::kb::zendesk::Zendesk;
     let (app, tenant, connection, sub, seeded) = help_centre(sandbox::HelpCenterSeed {
         articles: 120,
         large_article: true,
@@ -347,7 +389,7 @@ async fn a_zendesk_help_centre_imports_in_full_then_by_changes_and_a_full_run_sw
         &tenant,
         &connection,
         &integration,
-        Checkpoint::start("run-1", Mode::Full, 0),
+        checkpoint::<Zendesk>("run-1", Mode::Full, &Value::Null),
     )
     .await;
     let c = &first.checkpoint.counts;
@@ -356,8 +398,8 @@ async fn a_zendesk_help_centre_imports_in_full_then_by_changes_and_a_full_run_sw
     assert_eq!((c.updated, c.unchanged, c.deleted), (0, 0, 0));
     assert!(c.unpublished > 0, "drafts are stored unpublished: {c:?}");
     assert_eq!(first.changed.len() as u64, c.created);
-    let end = first.checkpoint.start_time;
-    assert_eq!(Some(end), seeded.newest_updated_at);
+    let end = first.checkpoint.cursor.clone();
+    assert_eq!(end["start_time"].as_i64(), seeded.newest_updated_at);
 
     // The hostile article is stored clean; the large one whole.
     let doc_of = |id: u64, locale: &str| {
@@ -401,11 +443,11 @@ async fn a_zendesk_help_centre_imports_in_full_then_by_changes_and_a_full_run_sw
         &tenant,
         &connection,
         &integration,
-        Checkpoint::start("run-2", Mode::Incremental, end),
+        checkpoint::<Zendesk>("run-2", Mode::Incremental, &end),
     )
     .await;
     assert_eq!(quiet.checkpoint.counts, Default::default());
-    assert_eq!(quiet.checkpoint.start_time, end);
+    assert_eq!(quiet.checkpoint.cursor, end);
 
     // One retitled, one unpublished, one archived; a second later the export has them.
     let ids = &seeded.article_ids;
@@ -430,7 +472,7 @@ async fn a_zendesk_help_centre_imports_in_full_then_by_changes_and_a_full_run_sw
         &tenant,
         &connection,
         &integration,
-        Checkpoint::start("run-3", Mode::Incremental, end),
+        checkpoint::<Zendesk>("run-3", Mode::Incremental, &end),
     )
     .await;
     let c = &changes.checkpoint.counts;
@@ -463,7 +505,7 @@ async fn a_zendesk_help_centre_imports_in_full_then_by_changes_and_a_full_run_sw
         &tenant,
         &connection,
         &integration,
-        Checkpoint::start("run-4", Mode::Full, 0),
+        checkpoint::<Zendesk>("run-4", Mode::Full, &Value::Null),
     )
     .await;
     let c = &full.checkpoint.counts;
@@ -521,28 +563,20 @@ async fn a_background_import_sits_out_a_429_storm_and_announces_what_changed() {
         .ref_value("SyncQueue")
         .expect("the sync queue");
     let publisher = conduit::queue::Publisher::new(aws_sdk_sqs::Client::new(&app.local().aws), url);
+    let source = || conduit::kb::run::SourceRef {
+        tenant: &tenant,
+        integration: &integration,
+        connection: &connection,
+        source: "zendesk",
+        settings: Value::Null,
+    };
     // Zendesk answers the next six Help Center requests 429, Retry-After 1 s.
     app.sandbox().hc_throttle_next(&sub, 6, 1);
-    let started = start(
-        &conduit,
-        &publisher,
-        &tenant,
-        &integration,
-        &connection,
-        Mode::Full,
-    )
-    .await
-    .expect("started");
+    let started = start(&conduit, &publisher, source(), Mode::Full)
+        .await
+        .expect("started");
     let run_id = started.run.as_ref().expect("a run").run_id.clone();
-    let again = start(
-        &conduit,
-        &publisher,
-        &tenant,
-        &integration,
-        &connection,
-        Mode::Full,
-    )
-    .await;
+    let again = start(&conduit, &publisher, source(), Mode::Full).await;
     assert!(matches!(again, Err(RunError::Busy)), "{again:?}");
 
     let done = run_ended(&app, &tenant, &integration).await;
@@ -557,7 +591,7 @@ async fn a_background_import_sits_out_a_429_storm_and_announces_what_changed() {
         last.counts.seen, last.counts.created,
         "each article once: {last:?}"
     );
-    assert_eq!(Some(done.cursor), seeded.newest_updated_at);
+    assert_eq!(done.cursor["start_time"].as_i64(), seeded.newest_updated_at);
     let event = app
         .wait_for_event(conduit::kb::run::IMPORT_COMPLETED, |d| {
             d["run_id"] == run_id.as_str()
@@ -573,16 +607,9 @@ async fn a_background_import_sits_out_a_429_storm_and_announces_what_changed() {
     assert_eq!(event["ids_whole"], true);
 
     // The next run is incremental from the cursor: nothing new.
-    start(
-        &conduit,
-        &publisher,
-        &tenant,
-        &integration,
-        &connection,
-        Mode::Incremental,
-    )
-    .await
-    .expect("started");
+    start(&conduit, &publisher, source(), Mode::Incremental)
+        .await
+        .expect("started");
     let quiet = run_ended(&app, &tenant, &integration).await;
     let last = quiet.last_run.expect("a summary");
     assert_eq!(last.mode, Mode::Incremental);
@@ -592,8 +619,9 @@ async fn a_background_import_sits_out_a_429_storm_and_announces_what_changed() {
 
 /// Over the API: an admin starts the import of a Zendesk integration's help centre;
 /// its status shows the run and then its summary; members list documents (filtered)
-/// and read one with its clean body; another tenant sees none of it; an integration
-/// that is no knowledge-base source is refused.
+/// and read one with its clean body; a `kb_sync` event and the integration's schedule
+/// start incremental runs; another tenant sees none of it; an integration that is no
+/// knowledge-base import is refused.
 #[tokio::test]
 async fn the_api_imports_a_help_centre_and_serves_its_documents_to_the_tenant_alone() {
     use serde_json::json;
@@ -605,16 +633,46 @@ async fn the_api_imports_a_help_centre_and_serves_its_documents_to_the_tenant_al
     .await;
     let admin = app.token(tenant.as_str(), scenarios::Role::Admin);
     let member = app.token(tenant.as_str(), scenarios::Role::Member);
+
+    // What an import integration may be: kb_source only on import_kb, a schedule of 15
+    // minutes to a week, a Custom API's import described.
+    for (body, field) in [
+        (
+            json!({"name": "Tickets", "provider": "zendesk", "action": "create_ticket",
+                   "connection_id": connection.as_str(), "kb_source": {"every_minutes": 60},
+                   "triggers": [{"event": "conversation_ended"}]}),
+            "kb_source",
+        ),
+        (
+            json!({"name": "Help centre", "provider": "zendesk", "action": "import_kb",
+                   "connection_id": connection.as_str(), "kb_source": {"every_minutes": 5},
+                   "triggers": [{"event": "kb_sync"}]}),
+            "kb_source.every_minutes",
+        ),
+        (
+            json!({"name": "Help centre", "provider": "zendesk", "action": "import_kb",
+                   "connection_id": connection.as_str(),
+                   "triggers": [{"event": "conversation_ended"}]}),
+            "triggers[0].event",
+        ),
+    ] {
+        let (status, body) = app.post("/v1/integrations", &admin, body).await;
+        assert_eq!(status, 400, "{body}");
+        let fields = body["error"]["details"].to_string();
+        assert!(fields.contains(&format!("\"{field}\"")), "{field}: {body}");
+    }
+
     let (status, integration) = app
         .post(
             "/v1/integrations",
             &admin,
-            json!({"name": "Help centre", "provider": "zendesk", "action": "create_ticket",
-                   "connection_id": connection.as_str(),
-                   "triggers": [{"event": "conversation_ended"}]}),
+            json!({"name": "Help centre", "provider": "zendesk", "action": "import_kb",
+                   "connection_id": connection.as_str(), "kb_source": {"every_minutes": 60},
+                   "triggers": [{"event": "kb_sync"}]}),
         )
         .await;
     assert_eq!(status, 201, "{integration}");
+    assert_eq!(integration["kb_source"]["every_minutes"], 60);
     let id = integration["id"].as_str().expect("id").to_owned();
     let path = format!("/v1/integrations/{id}/import-kb");
 
@@ -689,6 +747,79 @@ async fn the_api_imports_a_help_centre_and_serves_its_documents_to_the_tenant_al
         assert_eq!(status, 400, "{bad}: {body}");
     }
 
+    // A kb_sync event runs the integration's import_kb step: an incremental run.
+    let first_run = last["last_run"]["run_id"].clone();
+    let d = app
+        .dispatched(
+            &admin,
+            json!({"schema_version": 1, "type": "kb_sync", "event_id": "evt_kb_1",
+                   "tenant_id": tenant.as_str(), "occurred_at": "2026-12-06T03:12:44Z"}),
+        )
+        .await;
+    assert_eq!(d["status"], "succeeded", "{d}");
+    let step = &d["steps"][0];
+    assert_eq!(step["status"], "succeeded", "{d}");
+    let event_run = step["outputs"]["id"].clone();
+    assert!(
+        event_run.as_str().is_some_and(|r| r.starts_with("kbr_")),
+        "{d}"
+    );
+    let after_event = idle(&app, &status_path, &member).await;
+    assert_eq!(after_event["last_run"]["run_id"], event_run);
+    assert_ne!(after_event["last_run"]["run_id"], first_run);
+    assert_eq!(after_event["last_run"]["mode"], "incremental");
+    assert_eq!(
+        after_event["last_run"]["status"], "succeeded",
+        "{after_event}"
+    );
+
+    // Its schedule: every 60 minutes, invoking the sync trigger; fired now, it runs an
+    // incremental import too. Disabled with the integration; gone with it.
+    let group = app
+        .local()
+        .stack
+        .ref_value("SyncScheduleGroup")
+        .expect("the schedule group");
+    let name = format!("kb-{id}");
+    let scheduler = aws_sdk_scheduler::Client::new(&app.app().aws);
+    let s = scheduler
+        .get_schedule()
+        .group_name(&group)
+        .name(&name)
+        .send()
+        .await
+        .expect("the import's schedule");
+    assert_eq!(s.schedule_expression(), Some("rate(60 minutes)"));
+    assert_eq!(s.state().map(|x| x.as_str()), Some("ENABLED"));
+    let input: serde_json::Value =
+        serde_json::from_str(s.target().and_then(|t| t.input()).unwrap_or("null")).expect("input");
+    assert_eq!(input["kb_integration_id"], id.as_str());
+    let fired = app
+        .local()
+        .fire_scheduler_schedule(&group, &name)
+        .await
+        .expect("fired");
+    assert_eq!(fired["started"], true, "{fired}");
+    let after_schedule = idle(&app, &status_path, &member).await;
+    assert_eq!(after_schedule["last_run"]["run_id"], fired["run_id"]);
+    assert_eq!(after_schedule["last_run"]["mode"], "incremental");
+    let (status, body) = app
+        .patch(
+            &format!("/v1/integrations/{id}"),
+            &admin,
+            json!({"enabled": false}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let s = scheduler
+        .get_schedule()
+        .group_name(&group)
+        .name(&name)
+        .send()
+        .await
+        .expect("the import's schedule");
+    assert_eq!(s.state().map(|x| x.as_str()), Some("DISABLED"));
+
     // Another tenant: nothing.
     let stranger = app.token(&app.tenant(), scenarios::Role::Admin);
     let (status, _) = app
@@ -726,4 +857,28 @@ async fn the_api_imports_a_help_centre_and_serves_its_documents_to_the_tenant_al
         .await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["code"], "not_a_kb_source");
+
+    // Deleted, its schedule goes with it.
+    let (status, _) = app.delete(&format!("/v1/integrations/{id}"), &admin).await;
+    assert_eq!(status, 204);
+    let gone = scheduler
+        .get_schedule()
+        .group_name(&group)
+        .name(&name)
+        .send()
+        .await;
+    assert!(gone.is_err(), "the schedule is deleted");
+}
+
+/// Polls a source's status until it is idle.
+async fn idle(app: &TestApp, status_path: &str, token: &str) -> Value {
+    for _ in 0..300 {
+        let (status, s) = app.get(status_path, token).await;
+        assert_eq!(status, 200, "{s}");
+        if s["state"] == "idle" {
+            return s;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    panic!("the import did not end");
 }

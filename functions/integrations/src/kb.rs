@@ -3,11 +3,13 @@
 //! /v1/kb/sources/{integration_id}/status` shows its progress and last run, and the
 //! tenant's documents are listed and read under `/v1/kb/documents`.
 
+use conduit::dispatch::integration::Integration;
 use conduit::domain::IntegrationId;
 use conduit::http::{self, ApiError};
 use conduit::kb::document::DocumentId;
 use conduit::kb::import::Mode;
-use conduit::kb::run::{self, RunError};
+use conduit::kb::run::{self, RunError, StartError};
+use conduit::schedule::{ScheduleError, Spec};
 use conduit::store::kb::{Filter, KbDocuments};
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Response};
@@ -19,8 +21,64 @@ use time::format_description::well_known::Rfc3339;
 use crate::Call;
 use crate::routes::load;
 
-/// The providers a knowledge base is imported from today.
-const SOURCES: [&str; 1] = ["zendesk"];
+/// The schedule of an `import_kb` integration with `kb_source.every_minutes`.
+pub(crate) fn schedule_name(i: &Integration) -> String {
+    format!("kb-{}", i.id)
+}
+
+/// What `i`'s schedule should be, if it has one: an incremental import every
+/// `kb_source.every_minutes`, enabled while the integration is.
+pub(crate) fn schedule_spec(i: &Integration) -> Option<Spec> {
+    let minutes = i.kb_source.as_ref()?.every_minutes?;
+    (i.action == run::IMPORT_ACTION).then(|| Spec {
+        name: schedule_name(i),
+        expression: format!("rate({minutes} minutes)"),
+        enabled: i.enabled,
+        input: json!({
+            "source": conduit::schedule::SOURCE,
+            "tenant": i.tenant.as_str(),
+            "kb_integration_id": i.id.as_str(),
+        })
+        .to_string(),
+        description: format!(
+            "Conduit knowledge-base import {} of tenant {}",
+            i.id, i.tenant
+        ),
+    })
+}
+
+/// Brings `next`'s schedule in step with it when it changed from `prev` (created,
+/// updated, or deleted when `next` is `None` or no longer scheduled).
+pub(crate) async fn sync_schedule(
+    call: &Call<'_>,
+    prev: Option<&Integration>,
+    next: Option<&Integration>,
+) -> Result<(), ApiError> {
+    let before = prev.and_then(schedule_spec);
+    let after = next.and_then(schedule_spec);
+    if before == after {
+        return Ok(());
+    }
+    let settings = conduit::schedule::Settings::from_env(&call.app.config.env)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let client = aws_sdk_scheduler::Client::new(&call.app.aws);
+    let schedules = conduit::schedule::Schedules::new(&client, &settings);
+    let changed = match (&after, prev.or(next)) {
+        (Some(spec), _) => schedules.apply(spec).await,
+        (None, Some(i)) => schedules.remove(&schedule_name(i)).await,
+        (None, None) => Ok(()),
+    };
+    changed.map_err(|e| match e {
+        ScheduleError::NotConfigured(_) => ApiError::internal(e.to_string()),
+        ScheduleError::Service(why) => {
+            tracing::warn!(cause = %why, "knowledge-base schedule change failed");
+            ApiError::BadGateway {
+                code: "scheduler_unavailable",
+                message: "the integration's import schedule could not be changed; nothing was changed, retry".into(),
+            }
+        }
+    })
+}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,44 +96,27 @@ pub async fn import(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
         http::json_body(&call.req)?
     };
     let i = load(call).await?;
-    if !SOURCES.contains(&i.provider.as_str()) {
-        return Err(ApiError::bad_request(
-            "not_a_kb_source",
-            format!(
-                "knowledge bases are imported from {} integrations; this one is {}",
-                SOURCES.join(", "),
-                i.provider
-            ),
-        ));
-    }
-    let Some(connection) = &i.connection_id else {
-        return Err(ApiError::bad_request(
-            "not_a_kb_source",
-            "the integration has no connection to read from",
-        ));
-    };
-    let first = run::status(call.app, &i.tenant, &i.id).await?.is_none();
-    let mode = body
-        .mode
-        .unwrap_or(if first { Mode::Full } else { Mode::Incremental });
     let publisher =
         conduit::queue::sync_queue(call.app).map_err(|e| ApiError::internal(e.to_string()))?;
-    let started = run::start(call.app, &publisher, &i.tenant, &i.id, connection, mode).await;
+    let started = run::start_integration(call.app, &publisher, &i, body.mode).await;
     let status = match started {
         Ok(s) => s,
-        Err(RunError::Busy | RunError::Changed) => {
+        Err(StartError::NotASource(m)) => {
+            return Err(ApiError::bad_request("not_a_kb_source", m));
+        }
+        Err(StartError::Run(RunError::Busy | RunError::Changed)) => {
             return Err(ApiError::Conflict {
                 code: "import_running",
                 message: "an import of this source is under way; see its status".into(),
             });
         }
-        Err(RunError::Store(e)) => return Err(e.into()),
-        Err(RunError::Queue(e)) => return Err(ApiError::internal(e.to_string())),
+        Err(StartError::Run(RunError::Store(e))) => return Err(e.into()),
+        Err(StartError::Run(RunError::Queue(e))) => return Err(ApiError::internal(e.to_string())),
     };
     call.record(
         &call
             .audit("kb.import", format!("integration/{}", i.id))
-            .detail("mode", mode),
+            .detail("mode", status.run.as_ref().map(|r| r.mode)),
     )
     .await;
     http::json(StatusCode::ACCEPTED, &view(&status))

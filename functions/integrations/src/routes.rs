@@ -158,6 +158,7 @@ async fn from_body(
         retry,
         request: body.request,
         webhook,
+        kb_source: body.kb_source,
         created_at: base.map_or(at, |b| b.created_at),
         created_by: base.map_or_else(|| call.who.user.clone(), |b| b.created_by.clone()),
         updated_at: at,
@@ -219,6 +220,14 @@ pub async fn create(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
         .create(&next, &entry)
         .await
         .map_err(write_error)?;
+    if let Err(e) = crate::kb::sync_schedule(call, None, Some(&next)).await {
+        // Without its schedule the integration is not made.
+        let undo = call.audit("integration.create", next.id.to_string());
+        if let Err(undo_error) = store(call).delete(&next, &undo).await {
+            tracing::error!(integration = %next.id, error = %undo_error, "could not remove an integration whose schedule failed");
+        }
+        return Err(e);
+    }
     let mut v = view(&next);
     if let Some(text) = shown {
         v["secret"] = json!(text);
@@ -249,6 +258,7 @@ fn as_body(i: &Integration) -> Value {
         "on_failure": i.on_failure,
         "retry": i.retry,
         "request": i.request,
+        "kb_source": i.kb_source,
         "webhook": i.webhook.as_ref().map(|w| json!({"url": w.url})),
     })
 }
@@ -284,6 +294,16 @@ pub async fn update(call: &Call<'_>, mode: Mode) -> Result<Response<Body>, ApiEr
         .save(&next, prev.version, &entry)
         .await
         .map_err(write_error)?;
+    if let Err(e) = crate::kb::sync_schedule(call, Some(&prev), Some(&next)).await {
+        // Back to `prev` as a new version (the store only moves forward).
+        let mut back = prev.clone();
+        back.version = next.version + 1;
+        let undo = call.audit("integration.update", next.id.to_string());
+        if let Err(undo_error) = store(call).save(&back, next.version, &undo).await {
+            tracing::error!(integration = %next.id, error = %undo_error, "could not roll an integration back after its schedule failed");
+        }
+        return Err(e);
+    }
     respond(StatusCode::OK, &next)
 }
 
@@ -295,8 +315,17 @@ pub async fn delete(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     {
         return Err(ApiError::PreconditionFailed);
     }
+    crate::kb::sync_schedule(call, Some(&i), None).await?;
     let entry = call.audit("integration.delete", i.id.to_string());
-    store(call).delete(&i, &entry).await.map_err(write_error)?;
+    if let Err(e) = store(call).delete(&i, &entry).await {
+        // It stays (it changed meanwhile): give it its schedule back, as it is now.
+        if let Ok(Some(current)) = store(call).get(&i.tenant, &i.id).await
+            && let Err(again) = crate::kb::sync_schedule(call, None, Some(&current)).await
+        {
+            tracing::error!(integration = %i.id, error = %again, "could not restore an integration's schedule");
+        }
+        return Err(write_error(e));
+    }
     http::no_content()
 }
 

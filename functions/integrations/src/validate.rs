@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use conduit::dispatch::integration::{
-    self, ActingUser, Integration, OnFailure, RetryPolicy, Trigger, WEBHOOK,
+    self, ActingUser, Integration, KbSourceSettings, OnFailure, RetryPolicy, Trigger, WEBHOOK,
 };
 use conduit::dispatch::template::{self, CustomRequest, Problem as TemplateProblem};
 use conduit::domain::ConnectionId;
@@ -47,6 +47,8 @@ pub struct Body {
     pub request: Option<CustomRequest>,
     #[serde(default)]
     pub webhook: Option<WebhookBody>,
+    #[serde(default)]
+    pub kb_source: Option<KbSourceSettings>,
 }
 
 /// A webhook destination's endpoint as a caller gives it.
@@ -106,12 +108,70 @@ impl Problems {
     }
 }
 
+/// The checks of a knowledge-base import: `kb_source` belongs to an `import_kb`
+/// integration (of a knowledge-base source), which a Custom API's must describe.
+fn kb_source(next: &Integration, p: &mut Problems) {
+    use conduit::kb::run::{IMPORT_ACTION, SOURCES, source_of};
+    let imports = next.action == IMPORT_ACTION && source_of(&next.provider).is_some();
+    let Some(kb) = &next.kb_source else {
+        if imports && next.provider == "custom_api" {
+            p.add(
+                "kb_source.custom",
+                "required for a Custom API's import: the list request, its paging and the mapping",
+            );
+        }
+        return;
+    };
+    if !imports {
+        p.add(
+            "kb_source",
+            format!(
+                "only for an {IMPORT_ACTION} integration of a knowledge-base source ({})",
+                SOURCES.join(", ")
+            ),
+        );
+        return;
+    }
+    if let Some(m) = kb.every_minutes
+        && !(MIN_IMPORT_MINUTES..=MAX_IMPORT_MINUTES).contains(&m)
+    {
+        p.add(
+            "kb_source.every_minutes",
+            format!("from {MIN_IMPORT_MINUTES} to {MAX_IMPORT_MINUTES} (a week)"),
+        );
+    }
+    match (next.provider == "custom_api", &kb.custom) {
+        (true, None) => p.add(
+            "kb_source.custom",
+            "required for a Custom API's import: the list request, its paging and the mapping",
+        ),
+        (false, Some(_)) => p.add("kb_source.custom", "only for a Custom API integration"),
+        (true, Some(custom)) => {
+            for problem in custom.problems() {
+                p.add(
+                    format!("kb_source.custom.{}", problem.field),
+                    problem.message,
+                );
+            }
+        }
+        (false, None) => {}
+    }
+    if next.request.is_some() {
+        p.add("request", "an import sends no request of its own");
+    }
+}
+
+/// The shortest and longest period of a scheduled import.
+const MIN_IMPORT_MINUTES: u32 = 15;
+const MAX_IMPORT_MINUTES: u32 = 10_080;
+
 /// Checks `next` (built from a body over what was stored) as a whole.
 pub async fn check(call: &Call<'_>, next: &Integration) -> Result<(), ApiError> {
     let mut p = Problems::default();
     for shape in integration::check_shape(next) {
         p.add(shape.field, shape.message);
     }
+    kb_source(next, &mut p);
     let provider = template::catalogue().get(&next.provider);
     let action = provider.and_then(|t| t.action(&next.action));
     match (provider, action) {

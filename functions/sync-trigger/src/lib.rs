@@ -172,9 +172,65 @@ struct Scheduled {
     config_id: String,
 }
 
+#[derive(Deserialize)]
+struct ScheduledImport {
+    source: String,
+    tenant: String,
+    kb_integration_id: String,
+}
+
+/// Starts an integration's knowledge-base import from its schedule (input
+/// `{"source":"conduit.schedule","tenant","kb_integration_id"}`): an incremental run
+/// (the first one full). A run still in progress, a disabled or deleted integration, or
+/// one that no longer imports: nothing to do.
+async fn scheduled_import(app: &App, s: ScheduledImport) -> Result<Value, lambda_runtime::Error> {
+    use conduit::kb::run::{self, RunError, StartError};
+    let (Ok(tenant), Ok(id)) = (
+        TenantId::parse(&s.tenant),
+        conduit::domain::IntegrationId::parse(&s.kb_integration_id),
+    ) else {
+        tracing::warn!("scheduled import with a malformed tenant or integration id; ignored");
+        return Ok(json!({"started": false, "reason": "malformed event"}));
+    };
+    if s.source != conduit::schedule::SOURCE {
+        return Ok(json!({"started": false, "reason": "unknown source"}));
+    }
+    let found = conduit::store::integrations::Integrations::new(app.table.clone())
+        .get(&tenant, &id)
+        .await
+        .map_err(|e| lambda_runtime::Error::from(e.to_string()))?;
+    let Some(integration) = found else {
+        return Ok(json!({"started": false, "reason": "integration deleted"}));
+    };
+    if !integration.enabled {
+        return Ok(json!({"started": false, "reason": "disabled"}));
+    }
+    let publisher = queue(app).map_err(lambda_runtime::Error::from)?;
+    match run::start_integration(app, &publisher, &integration, None).await {
+        Ok(status) => Ok(json!({"started": true, "run_id": status.run.map(|r| r.run_id)})),
+        Err(StartError::Run(RunError::Busy | RunError::Changed)) => {
+            Ok(json!({"started": false, "reason": "running"}))
+        }
+        Err(StartError::NotASource(m)) => Ok(json!({"started": false, "reason": m})),
+        // Failing the invocation lets the scheduler retry it (then its dead letters).
+        Err(StartError::Run(RunError::Store(e))) => Err(e.into()),
+        Err(StartError::Run(RunError::Queue(e))) => Err(lambda_runtime::Error::from(e.to_string())),
+    }
+}
+
 /// Runs a config from its schedule (input `{"source":"conduit.schedule","tenant",
-/// "config_id"}`). A run still in progress, a paused or deleted config: nothing to do.
+/// "config_id"}`), or an integration's knowledge-base import (`"kb_integration_id"`
+/// instead). A run still in progress, a paused or deleted config: nothing to do.
 pub async fn handle_event(app: &App, event: Value) -> Result<Value, lambda_runtime::Error> {
+    if event.get("kb_integration_id").is_some() {
+        return match serde_json::from_value::<ScheduledImport>(event) {
+            Ok(s) => scheduled_import(app, s).await,
+            Err(_) => {
+                tracing::warn!("scheduled import without tenant and integration id; ignored");
+                Ok(json!({"started": false, "reason": "malformed event"}))
+            }
+        };
+    }
     let Ok(s) = serde_json::from_value::<Scheduled>(event) else {
         tracing::warn!("scheduled event without tenant and config_id; ignored");
         return Ok(json!({"started": false, "reason": "malformed event"}));

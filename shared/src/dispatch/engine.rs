@@ -465,6 +465,13 @@ impl<'a> Dispatcher<'a> {
         integration: &Integration,
         mut marked: bool,
     ) -> Result<Result<Option<BTreeMap<String, String>>, StepError>, DispatchError> {
+        let kb_import = template::catalogue()
+            .get(&integration.provider)
+            .and_then(|t| t.action(&integration.action))
+            .is_some_and(|a| a.kb_import);
+        if kb_import {
+            return self.import_kb(d, i, integration).await;
+        }
         let connection = match &integration.acting_user {
             None => integration.connection_id.clone(),
             Some(acting) => match self.acting_connection(integration, acting, event).await? {
@@ -550,6 +557,64 @@ impl<'a> Dispatcher<'a> {
                 }
             }
         }
+    }
+
+    /// An inbound step: starts an import of the integration's knowledge base (run by
+    /// the sync worker; its progress is the source's status). A run already under way
+    /// serves this event too. A queue that cannot be reached is retried as the
+    /// integration's retry policy says.
+    async fn import_kb(
+        &self,
+        d: &mut Dispatch,
+        i: usize,
+        integration: &Integration,
+    ) -> Result<Result<Option<BTreeMap<String, String>>, StepError>, DispatchError> {
+        use crate::kb::run::{self, RunError, StartError};
+        d.steps[i].attempts += 1;
+        let attempt = d.steps[i].attempts;
+        let publisher = match crate::queue::sync_queue(self.app) {
+            Ok(p) => p,
+            Err(e) => return Ok(Err(fail("not_configured", e.to_string(), None))),
+        };
+        let unavailable = match run::start_integration(self.app, &publisher, integration, None)
+            .await
+        {
+            Ok(status) => {
+                let run_id = status.run.map(|r| r.run_id).unwrap_or_default();
+                let outputs = BTreeMap::from([
+                    ("id".to_owned(), run_id),
+                    ("status".to_owned(), "started".to_owned()),
+                ]);
+                return Ok(Ok(Some(outputs)));
+            }
+            Err(StartError::Run(RunError::Busy | RunError::Changed)) => {
+                let running = run::status(self.app, &integration.tenant, &integration.id)
+                    .await?
+                    .and_then(|s| s.run)
+                    .map(|r| r.run_id)
+                    .unwrap_or_default();
+                let outputs = BTreeMap::from([
+                    ("id".to_owned(), running),
+                    ("status".to_owned(), "already_running".to_owned()),
+                ]);
+                return Ok(Ok(Some(outputs)));
+            }
+            Err(StartError::NotASource(m)) => return Ok(Err(fail("integration_invalid", m, None))),
+            Err(StartError::Run(RunError::Store(e))) => return Err(e.into()),
+            Err(StartError::Run(RunError::Queue(e))) => {
+                fail("queue_unavailable", e.to_string(), None)
+            }
+        };
+        let policy = integration.retry;
+        if attempt >= policy.max_attempts {
+            return Ok(Err(unavailable));
+        }
+        let backoff = jitter(policy.backoff(attempt + 1));
+        let s = &mut d.steps[i];
+        s.status = StepStatus::Waiting;
+        s.error = Some(unavailable);
+        s.next_attempt_at = Some(ms(now()) + backoff.as_millis() as i64);
+        Ok(Ok(None))
     }
 
     /// The personal connection an integration acting as a user runs with: the named
@@ -959,6 +1024,7 @@ impl<'a> Target<'a> {
                         url: None,
                     },
                     connection_kind: None,
+                    kb_import: false,
                 })
             }
             None => None,

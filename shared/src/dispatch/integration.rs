@@ -256,6 +256,19 @@ pub struct EndpointSecret {
     pub expires_at: Option<OffsetDateTime>,
 }
 
+/// How an integration imports a knowledge base.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KbSourceSettings {
+    /// An incremental import this often (minutes, 15 to 10,080), through an
+    /// EventBridge Scheduler schedule; none: only on demand and on `kb_sync` events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every_minutes: Option<u32>,
+    /// A Custom API integration's list request, paging and mapping (required for one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom: Option<crate::kb::custom::CustomSource>,
+}
+
 /// A webhook destination's endpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WebhookEndpoint {
@@ -342,6 +355,10 @@ pub struct Integration {
     /// The webhook destination's endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookEndpoint>,
+    /// How it imports a knowledge base (`POST /v1/integrations/{id}/import-kb`), for an
+    /// integration of a knowledge-base source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kb_source: Option<KbSourceSettings>,
     /// When it was created.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -605,6 +622,7 @@ mod tests {
             retry: RetryPolicy::default(),
             request: None,
             webhook: None,
+            kb_source: None,
             created_at: at,
             created_by: UserId::parse("u").unwrap(),
             updated_at: at,

@@ -1469,6 +1469,7 @@ mod tests {
                 ),
             },
             connection_kind: None,
+            kb_import: false,
         };
         let out = renderer.outputs(&action, &c).unwrap();
         assert_eq!(out["id"], "8");

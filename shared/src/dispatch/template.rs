@@ -95,6 +95,10 @@ pub struct Action {
     /// integration of it names its owner's connection, or a user to act as.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection_kind: Option<String>,
+    /// An inbound action: it sends nothing but starts an import of the provider's
+    /// knowledge base into Conduit's ([`crate::kb::run::start_integration`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub kb_import: bool,
 }
 
 /// A per-integration setting of an action.
@@ -893,6 +897,7 @@ pub fn validate_custom_request(req: &CustomRequest) -> Result<RequestTemplate, V
             requests: vec![template.clone()],
             outputs: Outputs::default(),
             connection_kind: None,
+            kb_import: false,
         };
         problems.extend(sample_render_problems(&action, &Map::new()));
     }
@@ -1337,7 +1342,7 @@ mod tests {
         let renderer = Renderer::new();
         let mut rendered = 0;
         for p in catalogue().iter() {
-            for action in &p.actions {
+            for action in p.actions.iter().filter(|a| !a.kb_import) {
                 let settings = example_settings(action);
                 for event_type in &action.events {
                     let event = sample_for(event_type);
@@ -1759,6 +1764,7 @@ mod tests {
                 url: None,
             },
             connection_kind: None,
+            kb_import: false,
         };
         let ctx = context(
             &action,

@@ -104,6 +104,16 @@ pub struct Article {
     pub updated_at: Option<OffsetDateTime>,
 }
 
+/// The id of the document a source's article (or a report that it is gone) is
+/// stored as: its locale clipped as stored.
+pub fn id_of(integration: &IntegrationId, external_id: &str, locale: Option<&str>) -> DocumentId {
+    DocumentId::of(
+        integration,
+        external_id,
+        locale.map(|l| clip(l, 35)).as_deref(),
+    )
+}
+
 /// A stored document's metadata (what listings show).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Document {
@@ -231,7 +241,7 @@ pub fn from_article(
     });
     let body = Body { html, markdown };
     let doc = Document {
-        id: DocumentId::of(integration, &article.external_id, locale.as_deref()),
+        id: id_of(integration, &article.external_id, article.locale.as_deref()),
         tenant: tenant.clone(),
         integration_id: integration.clone(),
         source: source.to_owned(),

@@ -1,26 +1,32 @@
 //! One import of a knowledge-base source into a tenant's documents, from a checkpoint
 //! to a deadline: what a worker runs, message after message, until the source is done.
+//! The source is any [`Source`] (Zendesk, Freshdesk, Salesforce Knowledge, Dynamics 365,
+//! a Custom API), read page by page from its own cursor.
 //!
 //! - **Incremental** (the usual run): the source's changes since the last run's end
-//!   (Zendesk's export from the stored `end_time`). Each article is cleaned and hashed;
-//!   unchanged ones (same hash) are skipped without a write; new and changed ones are
-//!   stored (a new version, conditional on the one read); drafts are stored unpublished.
+//!   (the cursor that run ended with: Zendesk's export `end_time`, Salesforce's last
+//!   publish date…). Each article is cleaned and hashed; unchanged ones (same hash) are
+//!   skipped without a write; new and changed ones are stored (a new version, conditional
+//!   on the one read); drafts are stored unpublished. What the source reports gone
+//!   (archived, unpublished for good) is deleted.
 //! - **Full**: the whole source from the start, then a sweep: every document of the
 //!   integration not seen by this run is deleted — the only way to notice an article
-//!   archived at a source whose export reports no deletions. Unchanged documents seen by
-//!   a full run are marked with its id (one small write each), so the sweep can tell.
-//! - The checkpoint (where the export stands, the sweep's cursor, the counts so far)
-//!   is returned whenever the deadline comes first; a run resumed from it neither
-//!   repeats an article's write nor misses one (the export's `end_time` moves only after
-//!   a page's documents are stored, and storing the same content again is a no-op).
+//!   removed at a source that reports no deletions. Unchanged documents seen by such a
+//!   run are marked with its id (one small write each), so the sweep can tell. A source
+//!   with no changes-since listing (Freshdesk) lists everything every time, so each of
+//!   its runs is read and swept this way.
+//! - The checkpoint (the source's cursor, the sweep's cursor, the counts so far) is
+//!   returned whenever the deadline comes first; a run resumed from it neither repeats
+//!   an article's write nor misses one (the cursor moves only after a page's documents
+//!   are stored, and storing the same content again is a no-op).
 
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::document::{DocumentId, from_article};
-use super::zendesk::{SourceError, Zendesk};
+use super::document::{DocumentId, from_article, id_of};
+use super::source::{Cursor, Source, SourceError};
 use crate::domain::{IntegrationId, TenantId};
 use crate::store::StoreError;
 use crate::store::kb::{Filter, KbDocuments};
@@ -60,7 +66,7 @@ pub struct Counts {
     pub unchanged: u64,
     /// Stored unpublished (drafts).
     pub unpublished: u64,
-    /// Deleted by a full run's sweep.
+    /// Deleted: reported gone by the source, or not seen by a run that sweeps.
     pub deleted: u64,
 }
 
@@ -73,8 +79,9 @@ pub struct Checkpoint {
     pub mode: Mode,
     /// Where the run stands.
     pub phase: Phase,
-    /// Zendesk: the export's next `start_time`.
-    pub start_time: i64,
+    /// The source's cursor: where its listing goes on from (at the end of the run,
+    /// where the next incremental run starts).
+    pub cursor: Cursor,
     /// The sweep's position.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sweep_cursor: Option<String>,
@@ -83,14 +90,13 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    /// A new run: full from the start, or incremental from `since` (the previous run's
-    /// end).
-    pub fn start(run_id: impl Into<String>, mode: Mode, since: i64) -> Self {
+    /// A new run from `cursor` (the source's [`Source::start`]).
+    pub fn start(run_id: impl Into<String>, mode: Mode, cursor: Cursor) -> Self {
         Self {
             run_id: run_id.into(),
             mode,
             phase: Phase::Articles,
-            start_time: if mode == Mode::Full { 0 } else { since },
+            cursor,
             sweep_cursor: None,
             counts: Counts::default(),
         }
@@ -126,11 +132,11 @@ pub struct Progress {
 /// Documents swept per page.
 const SWEEP_PAGE: usize = 200;
 
-/// Runs the import of `integration` (a Zendesk source) from `checkpoint` until it is
-/// done or `deadline` passes (checked between pages).
-pub async fn run(
+/// Runs the import of `integration` from `source` from `checkpoint` until it is done
+/// or `deadline` passes (checked between pages).
+pub async fn run<S: Source>(
     store: &KbDocuments,
-    source: &mut Zendesk<'_>,
+    source: &mut S,
     tenant: &TenantId,
     integration: &IntegrationId,
     mut checkpoint: Checkpoint,
@@ -139,9 +145,10 @@ pub async fn run(
     let mut changed = Vec::new();
     let mut deleted = Vec::new();
     let mut wait = None;
+    let sweeps = checkpoint.mode == Mode::Full || source.lists_everything();
     if checkpoint.phase == Phase::Articles {
-        let sections = match source.sections().await {
-            Ok(s) => s,
+        match source.prepare().await {
+            Ok(()) => {}
             Err(SourceError::Later { wait }) => {
                 return Ok(Progress {
                     checkpoint,
@@ -151,9 +158,9 @@ pub async fn run(
                 });
             }
             Err(e) => return Err(e.into()),
-        };
+        }
         while Instant::now() < deadline {
-            let page = match source.export(checkpoint.start_time, &sections).await {
+            let page = match source.page(&checkpoint.cursor).await {
                 Ok(p) => p,
                 Err(SourceError::Later { wait: w }) => {
                     wait = Some(w);
@@ -162,24 +169,30 @@ pub async fn run(
                 Err(e) => return Err(e.into()),
             };
             let now = OffsetDateTime::now_utc();
+            let provider = source.provider();
             let cleaned: Vec<_> = page
                 .articles
                 .iter()
-                .map(|a| from_article(tenant, integration, "zendesk", a, now))
+                .map(|a| from_article(tenant, integration, provider, a, now))
                 .collect();
             // The page's stored versions in a few batch reads rather than one read each.
-            let ids: Vec<DocumentId> = cleaned.iter().map(|(d, _)| d.id.clone()).collect();
+            let mut ids: Vec<DocumentId> = cleaned.iter().map(|(d, _)| d.id.clone()).collect();
+            let gone: Vec<DocumentId> = page
+                .gone
+                .iter()
+                .map(|g| id_of(integration, &g.external_id, g.locale.as_deref()))
+                .collect();
+            ids.extend(gone.iter().cloned());
             let mut stored = store.get_many(tenant, &ids).await?;
             for (mut doc, body) in cleaned {
                 checkpoint.counts.seen += 1;
-                let full = checkpoint.mode == Mode::Full;
-                if full {
+                if sweeps {
                     doc.seen_run = Some(checkpoint.run_id.clone());
                 }
                 match stored.remove(&doc.id) {
                     Some(prev) if prev.hash == doc.hash => {
                         checkpoint.counts.unchanged += 1;
-                        if full && prev.seen_run.as_deref() != Some(&checkpoint.run_id) {
+                        if sweeps && prev.seen_run.as_deref() != Some(&checkpoint.run_id) {
                             store.mark_seen(&prev, &checkpoint.run_id).await?;
                         }
                     }
@@ -198,15 +211,17 @@ pub async fn run(
                     }
                 }
             }
-            if let Some(end) = page.end_time {
-                checkpoint.start_time = end;
+            // What the source reports gone (and this page did not store again).
+            for id in gone {
+                if let Some(prev) = stored.remove(&id) {
+                    store.delete(&prev).await?;
+                    checkpoint.counts.deleted += 1;
+                    deleted.push(id);
+                }
             }
+            checkpoint.cursor = page.next;
             if page.last {
-                checkpoint.phase = if checkpoint.mode == Mode::Full {
-                    Phase::Sweep
-                } else {
-                    Phase::Done
-                };
+                checkpoint.phase = if sweeps { Phase::Sweep } else { Phase::Done };
                 break;
             }
         }

@@ -18,14 +18,108 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use super::custom::{Custom, CustomSource};
 use super::document::DocumentId;
+use super::freshdesk::Freshdesk;
 use super::import::{self, Checkpoint, Counts, ImportError, Mode, Phase};
-use super::zendesk::{SourceError, Zendesk};
+use super::source::{Cursor, Http, Source, SourceError};
+use super::zendesk::Zendesk;
 use crate::app::App;
 use crate::domain::{ConnectionId, IntegrationId, TenantId};
 use crate::queue::{Publisher, QueueError};
 use crate::store::StoreError;
 use crate::store::kb::KbSources;
+
+/// The providers a knowledge base is imported from.
+pub const SOURCES: [&str; 3] = ["zendesk", "freshdesk", "custom_api"];
+
+/// The provider of `name`, as one of [`SOURCES`].
+pub fn source_of(name: &str) -> Option<&'static str> {
+    SOURCES.iter().copied().find(|s| *s == name)
+}
+
+/// The template action of an integration that imports its provider's knowledge base.
+pub const IMPORT_ACTION: &str = "import_kb";
+
+/// Why an integration's import could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The integration does not import a knowledge base (a code's message says why).
+    #[error("{0}")]
+    NotASource(String),
+    /// The run could not start.
+    #[error(transparent)]
+    Run(#[from] RunError),
+}
+
+/// Starts an import of `i`'s knowledge base — from the API, its schedule or a
+/// `kb_sync` event alike: `mode` or, by default, a full run first and incremental
+/// ones after. Refused while one is under way ([`RunError::Busy`]).
+pub async fn start_integration(
+    app: &App,
+    publisher: &Publisher,
+    i: &crate::dispatch::integration::Integration,
+    mode: Option<Mode>,
+) -> Result<SourceStatus, StartError> {
+    let Some(source) = source_of(&i.provider) else {
+        return Err(StartError::NotASource(format!(
+            "knowledge bases are imported from {} integrations; this one is {}",
+            SOURCES.join(", "),
+            i.provider
+        )));
+    };
+    if i.action != IMPORT_ACTION {
+        return Err(StartError::NotASource(format!(
+            "the integration's action is {}; an {IMPORT_ACTION} integration imports a knowledge base",
+            i.action
+        )));
+    }
+    let Some(connection) = &i.connection_id else {
+        return Err(StartError::NotASource(
+            "the integration has no connection to read from".into(),
+        ));
+    };
+    let custom = i.kb_source.as_ref().and_then(|k| k.custom.as_ref());
+    let settings = match (source, custom) {
+        ("custom_api", None) => {
+            return Err(StartError::NotASource(
+                "describe the Custom API's list (request, paging, mapping) in the integration's kb_source.custom".into(),
+            ));
+        }
+        (_, Some(custom)) => {
+            serde_json::to_value(custom).map_err(|e| StartError::NotASource(e.to_string()))?
+        }
+        (_, None) => serde_json::Value::Null,
+    };
+    let mode = match mode {
+        Some(m) => m,
+        None if status(app, &i.tenant, &i.id).await?.is_none() => Mode::Full,
+        None => Mode::Incremental,
+    };
+    let src = SourceRef {
+        tenant: &i.tenant,
+        integration: &i.id,
+        connection,
+        source,
+        settings,
+    };
+    Ok(start(app, publisher, src, mode).await?)
+}
+
+impl From<StoreError> for StartError {
+    fn from(e: StoreError) -> Self {
+        Self::Run(RunError::Store(e))
+    }
+}
+
+/// Where a run of `source` starts.
+fn start_cursor(source: &str, mode: Mode, since: &Cursor) -> Cursor {
+    match source {
+        "freshdesk" => Freshdesk::start(mode, since),
+        "custom_api" => Custom::start(mode, since),
+        _ => Zendesk::start(mode, since),
+    }
+}
 
 /// Document ids a completed event lists at most, changed and deleted each.
 pub const EVENT_IDS: usize = 500;
@@ -65,8 +159,12 @@ pub struct SourceStatus {
     pub integration_id: IntegrationId,
     /// The connection it reads through.
     pub connection_id: ConnectionId,
-    /// The source's provider.
+    /// The source's provider (one of [`SOURCES`]).
     pub source: String,
+    /// The source's settings, as the run under way started with them (a Custom API's
+    /// request and mapping).
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub settings: serde_json::Value,
     /// The run under way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run: Option<Checkpoint>,
@@ -86,8 +184,10 @@ pub struct SourceStatus {
     /// Whether `changed` and `deleted` are every id.
     #[serde(default)]
     pub ids_whole: bool,
-    /// Where the next incremental run starts (Zendesk: the export's last `end_time`).
-    pub cursor: i64,
+    /// Where the next incremental run starts: the source's cursor at the end of the
+    /// last successful run (Zendesk: the export's last `end_time`).
+    #[serde(default)]
+    pub cursor: Cursor,
     /// The last finished run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run: Option<RunSummary>,
@@ -159,29 +259,54 @@ async fn save(app: &App, next: &SourceStatus, prev: Option<u64>) -> Result<(), R
     }
 }
 
-/// Starts a run of `integration`'s source (read through `connection`): refused while
-/// one is under way.
+/// What a run reads: which source, through which connection, with which settings.
+#[derive(Debug, Clone)]
+pub struct SourceRef<'a> {
+    /// The tenant.
+    pub tenant: &'a TenantId,
+    /// The integration whose source it is.
+    pub integration: &'a IntegrationId,
+    /// The connection it reads through.
+    pub connection: &'a ConnectionId,
+    /// The provider (one of [`SOURCES`]).
+    pub source: &'static str,
+    /// The source's settings.
+    pub settings: serde_json::Value,
+}
+
+/// Starts a run of a source: refused while one is under way.
 pub async fn start(
     app: &App,
     publisher: &Publisher,
-    tenant: &TenantId,
-    integration: &IntegrationId,
-    connection: &ConnectionId,
+    src: SourceRef<'_>,
     mode: Mode,
 ) -> Result<SourceStatus, RunError> {
+    let SourceRef {
+        tenant,
+        integration,
+        connection,
+        source,
+        settings,
+    } = src;
     let now = OffsetDateTime::now_utc();
     let prev = status(app, tenant, integration).await?;
     if prev.as_ref().is_some_and(|s| s.run.is_some()) {
         return Err(RunError::Busy);
     }
     let run_id = format!("kbr_{}", ulid::Ulid::new().to_string().to_lowercase());
-    let cursor = prev.as_ref().map_or(0, |s| s.cursor);
+    // A source changed since (another provider) starts over.
+    let cursor = prev
+        .as_ref()
+        .filter(|s| s.source == source)
+        .map_or(Cursor::Null, |s| s.cursor.clone());
+    let first = start_cursor(source, mode, &cursor);
     let next = SourceStatus {
         tenant: tenant.clone(),
         integration_id: integration.clone(),
         connection_id: connection.clone(),
-        source: "zendesk".to_owned(),
-        run: Some(Checkpoint::start(run_id.clone(), mode, cursor)),
+        source: source.to_owned(),
+        settings,
+        run: Some(Checkpoint::start(run_id.clone(), mode, first)),
         run_started_at: Some(now),
         changed: Vec::new(),
         deleted: Vec::new(),
@@ -243,17 +368,40 @@ pub async fn step(app: &App, publisher: &Publisher, step: &StepRef) -> Result<()
                 interval,
                 tolerance,
             );
-            let mut source = Zendesk::new(&tokens, creds, &mut budget);
             let store = crate::store::kb::KbDocuments::new(app.table.clone());
-            import::run(
-                &store,
-                &mut source,
-                &s.tenant,
-                &s.integration_id,
-                checkpoint.clone(),
-                Instant::now() + STEP,
-            )
-            .await
+            let deadline = Instant::now() + STEP;
+            match source_of(&s.source) {
+                Some(p @ "freshdesk") => {
+                    let http = Http::new(&tokens, creds, &mut budget, p);
+                    let mut source = Freshdesk::new(http);
+                    let (t, i) = (&s.tenant, &s.integration_id);
+                    import::run(&store, &mut source, t, i, checkpoint.clone(), deadline).await
+                }
+                Some(p @ "custom_api") => {
+                    match serde_json::from_value::<CustomSource>(s.settings.clone()) {
+                        Ok(spec) => {
+                            let http = Http::new(&tokens, creds, &mut budget, p);
+                            let mut source = Custom::new(http, spec);
+                            let (t, i) = (&s.tenant, &s.integration_id);
+                            import::run(&store, &mut source, t, i, checkpoint.clone(), deadline)
+                                .await
+                        }
+                        Err(e) => Err(ImportError::Source(SourceError::Malformed(format!(
+                            "the Custom API source's description: {e}"
+                        )))),
+                    }
+                }
+                Some(p @ "zendesk") => {
+                    let http = Http::new(&tokens, creds, &mut budget, p);
+                    let mut source = Zendesk::new(http);
+                    let (t, i) = (&s.tenant, &s.integration_id);
+                    import::run(&store, &mut source, t, i, checkpoint.clone(), deadline).await
+                }
+                _ => Err(ImportError::Source(SourceError::Malformed(format!(
+                    "{} is not a knowledge-base source",
+                    s.source
+                )))),
+            }
         }
     };
     let now = OffsetDateTime::now_utc();
@@ -278,7 +426,9 @@ pub async fn step(app: &App, publisher: &Publisher, step: &StepRef) -> Result<()
         Err(ImportError::Source(e)) => {
             let error = match &e {
                 SourceError::Connection(t) => format!("connection_unusable: {t}"),
-                SourceError::Refused { status, message } => {
+                SourceError::Refused {
+                    status, message, ..
+                } => {
                     format!("source_refused: {status} {message}")
                 }
                 other => format!("source_error: {other}"),
@@ -310,7 +460,7 @@ fn finish(
     now: OffsetDateTime,
 ) {
     if error.is_none() {
-        s.cursor = checkpoint.start_time;
+        s.cursor = checkpoint.cursor.clone();
     }
     s.last_run = Some(RunSummary {
         run_id: checkpoint.run_id.clone(),

@@ -13,63 +13,18 @@
 //!   listed, so only a full import (from `start_time=0`) can notice it — what it does
 //!   not see again is deleted (see [`super::import`]).
 //! - Section paths (category → section) come from `GET /api/v2/help_center/categories`
-//!   and `…/sections` (offset pages of 100), read once per import run.
-//! - Auth is the connection's (API token or OAuth with `hc:read`), through the token
-//!   lifecycle (a 401 refreshes once). Every request takes a slot of the connection's
-//!   shared rate budget (Zendesk's requests per minute, with sync and dispatch); a 429
-//!   holds the whole budget off for its `Retry-After`.
+//!   and `…/sections` (offset pages of 100), read once per worker step.
+//! - Auth is the connection's (API token or OAuth with `hc:read`); requests go through
+//!   [`Http`] (token lifecycle, the connection's shared rate budget — Zendesk's requests
+//!   per minute, with sync and dispatch — and 429s).
 
 use std::collections::HashMap;
-use std::time::Duration;
 
-use serde_json::Value;
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
+use serde_json::{Value, json};
 
 use super::document::Article;
-use crate::oauth::lifecycle::{Credentials, TokenError, Tokens};
-use crate::sync::budget::Budget;
-
-/// Why a source request failed.
-#[derive(Debug, thiserror::Error)]
-pub enum SourceError {
-    /// The connection cannot be used (needs a reconnect, switched off…).
-    #[error("the connection cannot be used: {0}")]
-    Connection(#[from] TokenError),
-    /// The provider refused (a 4xx other than 429): not worth retrying as is.
-    #[error("Zendesk answered {status}: {message}")]
-    Refused {
-        /// The HTTP status.
-        status: u16,
-        /// What it said (its error code), never a credential.
-        message: String,
-    },
-    /// Rate limited, unavailable, or unreachable: retry after `wait`.
-    #[error("Zendesk is unavailable or limiting; retry in {wait:?}")]
-    Later {
-        /// How long to wait.
-        wait: Duration,
-    },
-    /// The answer does not have the documented shape.
-    #[error("Zendesk's answer does not have the documented shape: {0}")]
-    Malformed(String),
-}
-
-/// 429s sat out inline (each holding the whole budget off) before giving up for now.
-const RATE_LIMIT_RETRIES: u32 = 3;
-/// The longest `Retry-After` waited inline.
-const MAX_INLINE_WAIT: Duration = Duration::from_secs(30);
-
-/// One page of the export, as documents-to-be.
-#[derive(Debug, Clone, Default)]
-pub struct ExportPage {
-    /// Every translation of every article on the page.
-    pub articles: Vec<Article>,
-    /// Where the next export starts (the page's `end_time`), if the page had any.
-    pub end_time: Option<i64>,
-    /// Whether this was the last page.
-    pub last: bool,
-}
+use super::import::Mode;
+use super::source::{Cursor, Http, Page, Source, SourceError, text, time_of};
 
 /// Category → section names by section id.
 #[derive(Debug, Clone, Default)]
@@ -77,96 +32,29 @@ pub struct Sections(HashMap<u64, Vec<String>>);
 
 /// A Zendesk Help Center read through one connection.
 pub struct Zendesk<'a> {
-    tokens: &'a Tokens<'a>,
-    creds: Credentials,
-    budget: &'a mut Budget,
-    timeout: Duration,
+    http: Http<'a>,
+    sections: Sections,
 }
 
 impl<'a> Zendesk<'a> {
-    /// Reads through `creds` (from [`Tokens::credentials`]), taking slots of `budget`.
-    pub fn new(tokens: &'a Tokens<'a>, creds: Credentials, budget: &'a mut Budget) -> Self {
+    /// Reads through `http`.
+    pub fn new(http: Http<'a>) -> Self {
         Self {
-            tokens,
-            creds,
-            budget,
-            timeout: Duration::from_secs(30),
+            http,
+            sections: Sections::default(),
         }
     }
 
-    /// GET `path_and_query` on the connection's API base, as JSON.
     async fn get(&mut self, path_and_query: &str) -> Result<Value, SourceError> {
-        let mut limited = 0;
-        loop {
-            match self.budget.acquire().await {
-                Ok(()) => {}
-                Err(crate::sync::budget::BudgetError::Exhausted(wait)) => {
-                    return Err(SourceError::Later { wait });
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "the rate budget could not be taken");
-                    return Err(SourceError::Later {
-                        wait: Duration::from_secs(1),
-                    });
-                }
-            }
-            let timeout = self.timeout;
-            let resp = self
-                .tokens
-                .send_using(&mut self.creds, |connector, http| {
-                    let url = connector.url(path_and_query).map_err(|e| e.to_string())?;
-                    Ok(http
-                        .get(url)
-                        .timeout(timeout)
-                        .header(reqwest::header::ACCEPT, "application/json"))
-                })
-                .await;
-            let resp = match resp {
-                Ok(r) => r,
-                Err(TokenError::Unavailable(_)) => {
-                    return Err(SourceError::Later {
-                        wait: Duration::from_secs(5),
-                    });
-                }
-                Err(e) => return Err(SourceError::Connection(e)),
-            };
-            let status = resp.status().as_u16();
-            let retry_after = crate::egress::retry_after(resp.headers());
-            if status == 429 {
-                crate::metrics::count(crate::metrics::Metric::ProviderRateLimited, "zendesk", None);
-                let wait = retry_after.unwrap_or(Duration::from_secs(10));
-                let _ = self.budget.hold_off(wait).await;
-                limited += 1;
-                if limited <= RATE_LIMIT_RETRIES && wait <= MAX_INLINE_WAIT {
-                    tokio::time::sleep(wait).await;
-                    continue;
-                }
-                return Err(SourceError::Later { wait });
-            }
-            let text = resp.text().await.map_err(|_| SourceError::Later {
-                wait: Duration::from_secs(5),
-            })?;
-            if status >= 500 {
-                return Err(SourceError::Later {
-                    wait: retry_after.unwrap_or(Duration::from_secs(5)),
-                });
-            }
-            let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-            if !(200..300).contains(&status) {
-                return Err(SourceError::Refused {
-                    status,
-                    message: error_code(&body),
-                });
-            }
-            if !body.is_object() {
-                return Err(SourceError::Malformed("not a JSON object".into()));
-            }
-            return Ok(body);
+        let body = self.http.get(path_and_query, &[]).await?.body;
+        if !body.is_object() {
+            return Err(SourceError::Malformed("not a JSON object".into()));
         }
+        Ok(body)
     }
 
     /// Every category and section, as section id → [category, section].
-    pub async fn sections(&mut self) -> Result<Sections, SourceError> {
+    async fn sections(&mut self) -> Result<Sections, SourceError> {
         let categories: HashMap<u64, String> = self
             .all("/help_center/categories", "categories")
             .await?
@@ -211,11 +99,7 @@ impl<'a> Zendesk<'a> {
     }
 
     /// One page of the export from `start_time`.
-    pub async fn export(
-        &mut self,
-        start_time: i64,
-        sections: &Sections,
-    ) -> Result<ExportPage, SourceError> {
+    async fn export(&mut self, start_time: i64) -> Result<Page, SourceError> {
         let body = self
             .get(&format!(
                 "/help_center/incremental/articles?start_time={start_time}&include=translations"
@@ -226,34 +110,47 @@ impl<'a> Zendesk<'a> {
             .ok_or_else(|| SourceError::Malformed("no articles list".into()))?;
         let mut articles = Vec::with_capacity(items.len() * 2);
         for a in items {
-            articles.extend(translations(a, sections));
+            articles.extend(translations(a, &self.sections));
         }
         let end_time = body["end_time"].as_i64();
-        Ok(ExportPage {
+        Ok(Page {
             articles,
-            end_time,
+            gone: Vec::new(),
+            next: json!({"start_time": end_time.unwrap_or(start_time)}),
             last: body["next_page"].is_null() || end_time.is_none(),
         })
     }
 }
 
-/// A short error code from a Zendesk error body (`{"error":…}` or `{"errors":[…]}`).
-fn error_code(body: &Value) -> String {
-    let code = body["error"]
-        .as_str()
-        .or_else(|| body["error"]["title"].as_str())
-        .or_else(|| body["errors"][0]["code"].as_str())
-        .unwrap_or("error");
-    code.chars().filter(|c| !c.is_control()).take(100).collect()
-}
+impl Source for Zendesk<'_> {
+    fn provider(&self) -> &'static str {
+        "zendesk"
+    }
 
-fn text(v: &Value) -> Option<String> {
-    v.as_str().map(str::to_owned)
-}
+    /// The export reports no deletions: only a full run (which sweeps) notices them.
+    fn lists_everything(&self) -> bool {
+        false
+    }
 
-fn time_of(v: &Value) -> Option<OffsetDateTime> {
-    v.as_str()
-        .and_then(|s| OffsetDateTime::parse(s, &Rfc3339).ok())
+    fn start(mode: Mode, since: &Cursor) -> Cursor {
+        let since = since["start_time"].as_i64().or_else(|| since.as_i64());
+        match (mode, since) {
+            (Mode::Incremental, Some(t)) => json!({"start_time": t}),
+            _ => json!({"start_time": 0}),
+        }
+    }
+
+    async fn prepare(&mut self) -> Result<(), SourceError> {
+        self.sections = self.sections().await?;
+        Ok(())
+    }
+
+    async fn page(&mut self, cursor: &Cursor) -> Result<Page, SourceError> {
+        let start_time = cursor["start_time"]
+            .as_i64()
+            .ok_or_else(|| SourceError::Malformed("the checkpoint has no start_time".into()))?;
+        self.export(start_time).await
+    }
 }
 
 /// The documents of one exported article: one per translation (the article itself
@@ -322,13 +219,5 @@ mod tests {
         let bare = json!({"id": 5, "title": "T", "body": "<p>x</p>", "locale": "en-us"});
         assert_eq!(translations(&bare, &sections).len(), 1);
         assert!(translations(&json!({"title": "no id"}), &sections).is_empty());
-        assert_eq!(
-            error_code(&json!({"error": "RecordNotFound"})),
-            "RecordNotFound"
-        );
-        assert_eq!(
-            error_code(&json!({"errors": [{"code": "InvalidPaginationDepth"}]})),
-            "InvalidPaginationDepth"
-        );
     }
 }
