@@ -72,6 +72,8 @@ use crate::trace::{self, TraceHeader};
 pub const DEFAULT_CONCURRENCY: usize = 4;
 /// The longest a poller's `ReceiveMessage` waits for messages.
 const LONG_POLL_SECS: i32 = 1;
+/// Numbers the batches being invoked (diagnostics).
+static BATCH_IDS: AtomicU64 = AtomicU64::new(0);
 /// The longest one SQS request of the pollers may take (a long poll is one second).
 const SQS_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long [`QueuePollers::shutdown`] lets invocations in progress finish.
@@ -141,6 +143,8 @@ struct Source {
     report_batch_item_failures: bool,
     concurrency: usize,
     running: AtomicUsize,
+    /// The batches being invoked now, by id: since when, and what (for diagnostics).
+    under_way: Mutex<BTreeMap<u64, (Instant, String)>>,
     invocations: AtomicU64,
     messages: AtomicU64,
     failed_messages: AtomicU64,
@@ -237,8 +241,8 @@ fn group_key(message: &Message) -> String {
     }
 }
 
-fn lock(fair: &Mutex<FairShare>) -> std::sync::MutexGuard<'_, FairShare> {
-    fair.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 struct Shared {
@@ -356,6 +360,7 @@ impl QueuePollers {
                     report_batch_item_failures: source.report_batch_item_failures,
                     concurrency,
                     running: AtomicUsize::new(0),
+                    under_way: Mutex::new(BTreeMap::new()),
                     invocations: AtomicU64::new(0),
                     messages: AtomicU64::new(0),
                     failed_messages: AtomicU64::new(0),
@@ -523,7 +528,14 @@ async fn poller(
         }
         source.running.fetch_add(1, Ordering::SeqCst);
         let groups: Vec<String> = batch.iter().map(group_key).collect();
+        let ticket = BATCH_IDS.fetch_add(1, Ordering::Relaxed);
+        let what: Vec<String> = batch
+            .iter()
+            .map(|m| m.body().unwrap_or_default().chars().take(160).collect())
+            .collect();
+        lock(&source.under_way).insert(ticket, (Instant::now(), what.join(" | ")));
         process(&shared, &source, batch).await;
+        lock(&source.under_way).remove(&ticket);
         lock(&source.fair).settle(&groups);
         source.running.fetch_sub(1, Ordering::SeqCst);
     }
@@ -1052,14 +1064,36 @@ impl QueueMonitor {
                 return Ok(());
             }
             if Instant::now() >= deadline {
+                let under_way: Vec<String> = self
+                    .shared
+                    .sources
+                    .iter()
+                    .flat_map(|s| {
+                        lock(&s.under_way)
+                            .values()
+                            .map(|(since, what)| {
+                                format!(
+                                    "{} for {} ms on {what}",
+                                    s.function.logical_id,
+                                    since.elapsed().as_millis()
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
                 bail!(
-                    "the queues did not become idle within {} ms: {} invocation(s) running; {}",
+                    "the queues did not become idle within {} ms: {} invocation(s) running; {}; under way: {}",
                     timeout.as_millis(),
                     running.max(running_after),
                     if busy.is_empty() {
                         "the queues are empty".to_owned()
                     } else {
                         busy.join("; ")
+                    },
+                    if under_way.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        under_way.join("; ")
                     }
                 );
             }

@@ -28,6 +28,7 @@
 //! which find the config gone; a hold nothing releases expires by TTL. Conflict
 //! updates (resolve, ignore) only change a conflict that still exists.
 
+use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 
 use super::config::Configs;
@@ -44,6 +45,8 @@ use crate::store::StoreError;
 const LINKS_PER_MESSAGE: i32 = 500;
 /// How often a record changed concurrently is read again.
 const ATTEMPTS: usize = 4;
+/// Records unlinked at once.
+const SAVES_AT_ONCE: usize = 8;
 
 /// The clean-up of one deleted config.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,22 +157,40 @@ async fn unlink(
         if pending.is_empty() {
             return Ok(());
         }
+        let linked: Vec<_> = records
+            .get_many(&p.tenant, entity, &pending)
+            .await?
+            .into_iter()
+            .filter_map(|mut r| {
+                r.links.remove(config)?;
+                r.rev += 1;
+                Some(r)
+            })
+            .collect();
+        // Distinct records: saved a few at once (a purge of a large config is a long
+        // chain of these pages).
+        let saved: Vec<Result<(), (RecordId, StoreError)>> = futures::stream::iter(linked)
+            .map(|r| async move {
+                // The key marker stays where it is (a deleted record holds none).
+                let key = if r.deleted_at.is_some() {
+                    None
+                } else {
+                    r.key()
+                };
+                records
+                    .save(&r, key.as_deref())
+                    .await
+                    .map_err(|e| (r.id.clone(), e))
+            })
+            .buffer_unordered(SAVES_AT_ONCE)
+            .collect()
+            .await;
         let mut stale = Vec::new();
-        for mut r in records.get_many(&p.tenant, entity, &pending).await? {
-            if r.links.remove(config).is_none() {
-                continue;
-            }
-            r.rev += 1;
-            // The key marker stays where it is (a deleted record holds none).
-            let key = if r.deleted_at.is_some() {
-                None
-            } else {
-                r.key()
-            };
-            match records.save(&r, key.as_deref()).await {
+        for outcome in saved {
+            match outcome {
                 Ok(()) => {}
-                Err(StoreError::ConditionFailed) => stale.push(r.id.clone()),
-                Err(e) => return Err(e),
+                Err((id, StoreError::ConditionFailed)) => stale.push(id),
+                Err((_, e)) => return Err(e),
             }
         }
         pending = stale;
