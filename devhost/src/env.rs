@@ -316,6 +316,17 @@ impl LocalEnv {
         self.devhost.kill_next_invocations(binary, count, after);
     }
 
+    /// Kills the next invocation of `binary` when `signal` is notified, at most `after`
+    /// into its run.
+    pub fn kill_next_invocation_on(
+        &self,
+        binary: &str,
+        signal: std::sync::Arc<tokio::sync::Notify>,
+        after: Duration,
+    ) {
+        self.devhost.kill_next_invocation_on(binary, signal, after);
+    }
+
     /// Stops the SQS pollers invoking their functions: invocations under way finish; a
     /// batch a poller was receiving meanwhile is held, in flight, until resumed.
     pub fn pause_pollers(&self) {

@@ -24,7 +24,14 @@ use crate::trace::TraceHeader;
 /// [`KillSwitch::kill_next_invocations`]); cheap to clone, clones share the plan.
 #[derive(Debug, Clone, Default)]
 pub struct KillSwitch {
-    planned: Arc<Mutex<HashMap<String, VecDeque<Duration>>>>,
+    planned: Arc<Mutex<HashMap<String, VecDeque<Kill>>>>,
+}
+
+/// When a planned kill strikes: `after` into the run, or at `signal`, if sooner.
+#[derive(Debug, Clone)]
+struct Kill {
+    after: Duration,
+    signal: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl KillSwitch {
@@ -42,7 +49,35 @@ impl KillSwitch {
         planned
             .entry(binary.to_owned())
             .or_default()
-            .extend(std::iter::repeat_n(after, count));
+            .extend(std::iter::repeat_n(
+                Kill {
+                    after,
+                    signal: None,
+                },
+                count,
+            ));
+    }
+
+    /// The next invocation of `binary` is killed when `signal` is notified (at most
+    /// `after` into its run): a test kills it at a point of its progress it observes
+    /// (a provider request counted), not at a time the machine's load would move.
+    pub fn kill_next_invocation_on(
+        &self,
+        binary: &str,
+        signal: Arc<tokio::sync::Notify>,
+        after: Duration,
+    ) {
+        let mut planned = self
+            .planned
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        planned
+            .entry(binary.to_owned())
+            .or_default()
+            .push_back(Kill {
+                after,
+                signal: Some(signal),
+            });
     }
 
     /// How many kills of `binary` are still planned.
@@ -54,7 +89,7 @@ impl KillSwitch {
             .map_or(0, VecDeque::len)
     }
 
-    fn take(&self, binary: &str) -> Option<Duration> {
+    fn take(&self, binary: &str) -> Option<Kill> {
         self.planned
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -150,16 +185,32 @@ impl EventFunction {
                 .fetch_add(thread_cpu_ns().saturating_sub(before), Ordering::Relaxed);
             polled
         });
-        let Some(after) = self.kills.take(&self.binary) else {
+        let Some(kill) = self.kills.take(&self.binary) else {
             return match run.await {
                 Ok(value) => Outcome::Returned(value),
                 Err(error) => Outcome::Failed(error),
             };
         };
         let started = Instant::now();
-        // Dropping the future at `after` cancels the handler where it stands.
-        let _ = tokio::time::timeout(after, run).await;
-        tokio::time::sleep(after.saturating_sub(started.elapsed())).await;
+        let strike = async {
+            match &kill.signal {
+                Some(signal) => {
+                    tokio::select! {
+                        _ = signal.notified() => {}
+                        _ = tokio::time::sleep(kill.after) => {}
+                    }
+                }
+                None => tokio::time::sleep(kill.after).await,
+            }
+        };
+        tokio::pin!(strike);
+        // Dropping the future at the strike cancels the handler where it stands; one
+        // that finished sooner has its result thrown away at the strike.
+        tokio::select! {
+            _ = run => strike.await,
+            () = &mut strike => {}
+        }
+        let after = started.elapsed();
         tracing::warn!(
             target: "devhost",
             function = %self.logical_id,

@@ -428,6 +428,17 @@ impl DevHost {
         self.kills.kill_next_invocations(binary, count, after);
     }
 
+    /// Kills the next invocation of `binary` when `signal` is notified (see
+    /// [`KillSwitch::kill_next_invocation_on`]).
+    pub fn kill_next_invocation_on(
+        &self,
+        binary: &str,
+        signal: std::sync::Arc<tokio::sync::Notify>,
+        after: Duration,
+    ) {
+        self.kills.kill_next_invocation_on(binary, signal, after);
+    }
+
     /// Every EventBridge Scheduler schedule of the stack's schedule groups.
     pub async fn scheduler_schedules(&self) -> Result<Vec<SchedulerSchedule>> {
         self.scheduler_schedules.list().await
