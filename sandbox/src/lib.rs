@@ -500,7 +500,10 @@ pub use providers::freshdesk_kb::{
     FdArticle, FdArticleChange, FdNewArticle, FdTranslation, SolutionsSeed, SolutionsSummary,
 };
 pub use providers::hubspot_crm::{CrmObject, CrmRecord};
-pub use providers::salesforce_crm::{DEFAULT_SALESFORCE_ORG, SfApiUsage, SfObject, SfRecord};
+pub use providers::salesforce_crm::{
+    DEFAULT_SALESFORCE_ORG, KbArticle as SfKbArticle, KbChange as SfKbChange, KnowledgeSeed,
+    KnowledgeSummary, SfApiUsage, SfObject, SfRecord,
+};
 pub use providers::zendesk_hc::{
     HcArticle, HcArticleChange, HcNewArticle, HcTranslation, HelpCenterSeed, HelpCenterSummary,
 };

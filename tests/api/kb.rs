@@ -871,7 +871,7 @@ async fn the_api_imports_a_help_centre_and_serves_its_documents_to_the_tenant_al
 }
 
 /// Polls a source's status until it is idle.
-async fn idle(app: &TestApp, status_path: &str, token: &str) -> Value {
+pub(crate) async fn idle(app: &TestApp, status_path: &str, token: &str) -> Value {
     for _ in 0..300 {
         let (status, s) = app.get(status_path, token).await;
         assert_eq!(status, 200, "{s}");

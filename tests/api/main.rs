@@ -18,6 +18,7 @@ mod fairness;
 mod idempotency;
 mod isolation;
 mod kb;
+mod kb_sources;
 mod oauth;
 mod personal;
 mod queue;

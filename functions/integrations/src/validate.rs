@@ -156,6 +156,14 @@ fn kb_source(next: &Integration, p: &mut Problems) {
         }
         (false, None) => {}
     }
+    match (&kb.body_field, next.provider == "salesforce") {
+        (Some(f), true) if !conduit::kb::salesforce::is_custom_field(f) => p.add(
+            "kb_source.body_field",
+            "a custom field's API name (Answer__c)",
+        ),
+        (Some(_), false) => p.add("kb_source.body_field", "only for Salesforce"),
+        _ => {}
+    }
     if next.request.is_some() {
         p.add("request", "an import sends no request of its own");
     }

@@ -267,6 +267,10 @@ pub struct KbSourceSettings {
     /// A Custom API integration's list request, paging and mapping (required for one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub custom: Option<crate::kb::custom::CustomSource>,
+    /// Salesforce: the rich-text field of `Knowledge__kav` that holds the body (default
+    /// `Answer__c`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_field: Option<String>,
 }
 
 /// A webhook destination's endpoint.

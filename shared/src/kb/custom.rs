@@ -23,7 +23,7 @@ use time::format_description::well_known::Rfc3339;
 
 use super::document::Article;
 use super::import::Mode;
-use super::source::{Cursor, Http, Page, Source, SourceError};
+use super::source::{Cursor, Http, Page, Source, SourceError, later, watermarked};
 
 /// Pages read at most in one run.
 pub const MAX_PAGES: u64 = 10_000;
@@ -423,17 +423,7 @@ impl Source for Custom<'_> {
     /// incremental run's: the last run's newest `updated_at`), `max` the newest seen so
     /// far, `n` the pages read, `next` the page or offset number, cursor or link.
     fn start(mode: Mode, since: &Cursor) -> Cursor {
-        let last = since["max"].clone();
-        let from = if mode == Mode::Incremental {
-            last.clone()
-        } else {
-            Value::Null
-        };
-        json!({"since": from, "max": last, "n": 0, "next": null})
-    }
-
-    async fn prepare(&mut self) -> Result<(), SourceError> {
-        Ok(())
+        watermarked(mode, since, json!({"n": 0, "next": null}))
     }
 
     async fn page(&mut self, cursor: &Cursor) -> Result<Page, SourceError> {
@@ -512,9 +502,7 @@ impl Source for Custom<'_> {
             .as_str()
             .and_then(|s| OffsetDateTime::parse(s, &Rfc3339).ok());
         for a in &articles {
-            if a.updated_at > max {
-                max = a.updated_at;
-            }
+            max = later(max, a.updated_at);
         }
         let count = items.len() as u64;
         let following: Option<Value> = match &self.spec.paging {

@@ -164,6 +164,10 @@ pub struct Document {
     /// The last full import run that saw it (its sweep deletes what it did not see).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seen_run: Option<String>,
+    /// The import run that stored this version: a step of that run retried after a
+    /// crash finds it unchanged, yet still reports it as the run's change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written_run: Option<String>,
     /// +1 per stored change.
     pub version: u64,
 }
@@ -258,6 +262,7 @@ pub fn from_article(
         chunks: body.chunks(),
         imported_at: now,
         seen_run: None,
+        written_run: None,
         version: 1,
     };
     (doc, body)

@@ -18,10 +18,14 @@
 //! - The checkpoint (the source's cursor, the sweep's cursor, the counts so far) is
 //!   returned whenever the deadline comes first; a run resumed from it neither repeats
 //!   an article's write nor misses one (the cursor moves only after a page's documents
-//!   are stored, and storing the same content again is a no-op).
+//!   are stored, and storing the same content again is a no-op). A step that crashed
+//!   after storing documents but before its checkpoint is redone from the last one:
+//!   what it stored is found unchanged but marked as written by this run, so it is
+//!   still counted and announced as the run's change, once.
 
 use std::time::Instant;
 
+use futures::{StreamExt as _, TryStreamExt as _};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -131,6 +135,22 @@ pub struct Progress {
 
 /// Documents swept per page.
 const SWEEP_PAGE: usize = 200;
+/// A page's document writes under way at once.
+const WRITES_AT_ONCE: usize = 8;
+
+/// One document write of a page.
+enum Write {
+    /// Mark an unchanged document seen by this run.
+    Seen(Box<super::document::Document>),
+    /// Store a new version (over the one read, if any).
+    Save(
+        Box<(
+            super::document::Document,
+            super::document::Body,
+            Option<super::document::Document>,
+        )>,
+    ),
+}
 
 /// Runs the import of `integration` from `source` from `checkpoint` until it is done
 /// or `deadline` passes (checked between pages).
@@ -184,33 +204,65 @@ pub async fn run<S: Source>(
                 .collect();
             ids.extend(gone.iter().cloned());
             let mut stored = store.get_many(tenant, &ids).await?;
+            // Each document's write is decided first, then the page's writes go out a
+            // few at a time (distinct documents: their order does not matter).
+            let mut writes = Vec::new();
             for (mut doc, body) in cleaned {
                 checkpoint.counts.seen += 1;
                 if sweeps {
                     doc.seen_run = Some(checkpoint.run_id.clone());
                 }
+                doc.written_run = Some(checkpoint.run_id.clone());
                 match stored.remove(&doc.id) {
+                    // Stored by this run, in a step that crashed before its checkpoint:
+                    // still this run's change (the completed event must list it).
+                    Some(prev)
+                        if prev.hash == doc.hash
+                            && prev.written_run.as_deref() == Some(&checkpoint.run_id) =>
+                    {
+                        if prev.version == 1 {
+                            checkpoint.counts.created += 1;
+                        } else {
+                            checkpoint.counts.updated += 1;
+                        }
+                        checkpoint.counts.unpublished += u64::from(!prev.published);
+                        changed.push(prev.id);
+                    }
                     Some(prev) if prev.hash == doc.hash => {
                         checkpoint.counts.unchanged += 1;
                         if sweeps && prev.seen_run.as_deref() != Some(&checkpoint.run_id) {
-                            store.mark_seen(&prev, &checkpoint.run_id).await?;
+                            writes.push(Write::Seen(Box::new(prev)));
                         }
                     }
                     Some(prev) => {
                         doc.version = prev.version + 1;
-                        store.save(&doc, &body, Some(&prev)).await?;
                         checkpoint.counts.updated += 1;
                         checkpoint.counts.unpublished += u64::from(!doc.published);
-                        changed.push(doc.id);
+                        changed.push(doc.id.clone());
+                        writes.push(Write::Save(Box::new((doc, body, Some(prev)))));
                     }
                     None => {
-                        store.save(&doc, &body, None).await?;
                         checkpoint.counts.created += 1;
                         checkpoint.counts.unpublished += u64::from(!doc.published);
-                        changed.push(doc.id);
+                        changed.push(doc.id.clone());
+                        writes.push(Write::Save(Box::new((doc, body, None))));
                     }
                 }
             }
+            let run_id = checkpoint.run_id.as_str();
+            futures::stream::iter(writes)
+                .map(|w| async move {
+                    match w {
+                        Write::Seen(prev) => store.mark_seen(&prev, run_id).await,
+                        Write::Save(save) => {
+                            let (doc, body, prev) = *save;
+                            store.save(&doc, &body, prev.as_ref()).await
+                        }
+                    }
+                })
+                .buffer_unordered(WRITES_AT_ONCE)
+                .try_collect::<Vec<()>>()
+                .await?;
             // What the source reports gone (and this page did not store again).
             for id in gone {
                 if let Some(prev) = stored.remove(&id) {

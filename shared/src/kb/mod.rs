@@ -9,6 +9,8 @@
 //!   errors, and HTTP reading through a connection under its rate budget.
 //! - [`zendesk`]: Zendesk Help Center as a source (the incremental article export).
 //! - [`freshdesk`]: Freshdesk solutions (categories → folders → articles, per language).
+//! - [`salesforce`]: Salesforce Knowledge (published versions through SOQL).
+//! - [`dynamics`]: Dynamics 365 knowledge articles (Dataverse Web API).
 //! - [`custom`]: a tenant-described Custom API (its paging and a JSON Pointer mapping).
 //! - [`import`]: one run of an import, from a checkpoint to a deadline.
 //! - [`run`]: runs in the background — the source's status, starting a run, the sync
@@ -17,8 +19,10 @@
 pub mod clean;
 pub mod custom;
 pub mod document;
+pub mod dynamics;
 pub mod freshdesk;
 pub mod import;
 pub mod run;
+pub mod salesforce;
 pub mod source;
 pub mod zendesk;

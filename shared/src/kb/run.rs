@@ -20,8 +20,10 @@ use time::OffsetDateTime;
 
 use super::custom::{Custom, CustomSource};
 use super::document::DocumentId;
+use super::dynamics::Dynamics;
 use super::freshdesk::Freshdesk;
 use super::import::{self, Checkpoint, Counts, ImportError, Mode, Phase};
+use super::salesforce::Salesforce;
 use super::source::{Cursor, Http, Source, SourceError};
 use super::zendesk::Zendesk;
 use crate::app::App;
@@ -31,7 +33,13 @@ use crate::store::StoreError;
 use crate::store::kb::KbSources;
 
 /// The providers a knowledge base is imported from.
-pub const SOURCES: [&str; 3] = ["zendesk", "freshdesk", "custom_api"];
+pub const SOURCES: [&str; 5] = [
+    "zendesk",
+    "freshdesk",
+    "salesforce",
+    "dynamics365",
+    "custom_api",
+];
 
 /// The provider of `name`, as one of [`SOURCES`].
 pub fn source_of(name: &str) -> Option<&'static str> {
@@ -80,7 +88,9 @@ pub async fn start_integration(
         ));
     };
     let custom = i.kb_source.as_ref().and_then(|k| k.custom.as_ref());
+    let body_field = i.kb_source.as_ref().and_then(|k| k.body_field.clone());
     let settings = match (source, custom) {
+        ("salesforce", _) => serde_json::json!({ "body_field": body_field }),
         ("custom_api", None) => {
             return Err(StartError::NotASource(
                 "describe the Custom API's list (request, paging, mapping) in the integration's kb_source.custom".into(),
@@ -117,6 +127,8 @@ fn start_cursor(source: &str, mode: Mode, since: &Cursor) -> Cursor {
     match source {
         "freshdesk" => Freshdesk::start(mode, since),
         "custom_api" => Custom::start(mode, since),
+        "salesforce" => Salesforce::start(mode, since),
+        "dynamics365" => Dynamics::start(mode, since),
         _ => Zendesk::start(mode, since),
     }
 }
@@ -331,6 +343,9 @@ pub async fn start(
 
 fn keep(list: &mut Vec<DocumentId>, more: Vec<DocumentId>, whole: &mut bool) {
     for id in more {
+        if list.contains(&id) {
+            continue;
+        }
         if list.len() < EVENT_IDS {
             list.push(id);
         } else {
@@ -390,6 +405,19 @@ pub async fn step(app: &App, publisher: &Publisher, step: &StepRef) -> Result<()
                             "the Custom API source's description: {e}"
                         )))),
                     }
+                }
+                Some(p @ "salesforce") => {
+                    let http = Http::new(&tokens, creds, &mut budget, p);
+                    let body_field = s.settings["body_field"].as_str().map(str::to_owned);
+                    let mut source = Salesforce::new(http, body_field);
+                    let (t, i) = (&s.tenant, &s.integration_id);
+                    import::run(&store, &mut source, t, i, checkpoint.clone(), deadline).await
+                }
+                Some(p @ "dynamics365") => {
+                    let http = Http::new(&tokens, creds, &mut budget, p);
+                    let mut source = Dynamics::new(http);
+                    let (t, i) = (&s.tenant, &s.integration_id);
+                    import::run(&store, &mut source, t, i, checkpoint.clone(), deadline).await
                 }
                 Some(p @ "zendesk") => {
                     let http = Http::new(&tokens, creds, &mut budget, p);

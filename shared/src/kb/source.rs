@@ -87,7 +87,9 @@ pub trait Source {
     where
         Self: Sized;
     /// Reads what every page needs (sections, languages…), once per worker step.
-    async fn prepare(&mut self) -> Result<(), SourceError>;
+    async fn prepare(&mut self) -> Result<(), SourceError> {
+        Ok(())
+    }
     /// The page at `cursor`.
     async fn page(&mut self, cursor: &Cursor) -> Result<Page, SourceError>;
 }
@@ -370,6 +372,32 @@ pub fn error_code(body: &Value) -> String {
         .or_else(|| body["message"].as_str())
         .unwrap_or("error");
     code.chars().filter(|c| !c.is_control()).take(100).collect()
+}
+
+/// The cursor a source with a time watermark starts from: `base` with `since` (where
+/// this run's window starts: the last run's newest time for an incremental run, none
+/// for a full one) and `max` (the newest time seen so far, which the next run starts
+/// from).
+pub(crate) fn watermarked(mode: Mode, since: &Cursor, mut base: Value) -> Cursor {
+    let last = since["max"].clone();
+    base["since"] = if mode == Mode::Incremental {
+        last.clone()
+    } else {
+        Value::Null
+    };
+    base["max"] = last;
+    base
+}
+
+/// The later of two times, either possibly unknown.
+pub(crate) fn later(
+    a: Option<time::OffsetDateTime>,
+    b: Option<time::OffsetDateTime>,
+) -> Option<time::OffsetDateTime> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// A string member, if it is one.
