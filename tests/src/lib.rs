@@ -145,6 +145,18 @@ fn start_local(options: devhost::LocalEnvOptions) -> Shared {
 pub struct TestApp {
     shared: &'static Shared,
     http: reqwest::Client,
+    /// An environment of its own ([`TestApp::isolated`]): when the test drops it, its
+    /// pollers stop taking work, so it no longer loads the shared moto for the tests
+    /// that run after it (each poller long-polls its queue every second).
+    isolated: bool,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if self.isolated {
+            self.shared.local.pause_pollers();
+        }
+    }
 }
 
 /// A Zendesk connection body for the sandbox's seeded account.
@@ -206,12 +218,14 @@ impl TestApp {
         Self {
             shared,
             http: reqwest::Client::new(),
+            isolated: false,
         }
     }
 
     /// An environment of its own (its own stack, dev host, pollers and sandbox), for
     /// tests that turn process-wide knobs: crashes, paused pollers, SQS retry delays,
-    /// provider faults. It serves until the process ends.
+    /// provider faults. It serves until the process ends; its pollers stop taking work
+    /// when the test drops it.
     pub async fn isolated(options: devhost::LocalEnvOptions) -> Self {
         let shared = tokio::task::spawn_blocking(move || -> &'static Shared {
             Box::leak(Box::new(start_local(options)))
@@ -221,6 +235,7 @@ impl TestApp {
         Self {
             shared,
             http: reqwest::Client::new(),
+            isolated: true,
         }
     }
 
