@@ -280,6 +280,8 @@ async fn freshdesk_solutions_import_in_every_language_and_each_run_notices_edits
         "{c}"
     );
     assert_eq!(c["unchanged"], c["seen"]);
+    // The helpdesk's API key (Basic auth on every request) is in no log line.
+    assert!(!app.logs().contains("fd-kb-key-"), "an API key was logged");
 }
 
 /// A Custom API described by the tenant: cursor paging with a JSON Pointer mapping
@@ -461,6 +463,11 @@ async fn a_custom_api_source_pages_by_cursor_page_offset_and_link_and_maps_by_po
             .await;
         assert_eq!(docs.len(), 1, "{path}: the edited title is found");
     }
+    // The API's bearer token is in no log line.
+    assert!(
+        !app.logs().contains("custom-sandbox-token-0001"),
+        "the Custom API's token was logged"
+    );
 }
 
 /// Salesforce Knowledge: every Online version (each language a document, the body
