@@ -572,11 +572,11 @@ async fn a_background_import_sits_out_a_429_storm_and_announces_what_changed() {
     };
     // Zendesk answers the next six Help Center requests 429, Retry-After 1 s.
     app.sandbox().hc_throttle_next(&sub, 6, 1);
-    let started = start(&conduit, &publisher, source(), Mode::Full)
+    let started = start(&conduit, &publisher, source(), Some(Mode::Full))
         .await
         .expect("started");
     let run_id = started.run.as_ref().expect("a run").run_id.clone();
-    let again = start(&conduit, &publisher, source(), Mode::Full).await;
+    let again = start(&conduit, &publisher, source(), Some(Mode::Full)).await;
     assert!(matches!(again, Err(RunError::Busy)), "{again:?}");
 
     let done = run_ended(&app, &tenant, &integration).await;
@@ -607,7 +607,7 @@ async fn a_background_import_sits_out_a_429_storm_and_announces_what_changed() {
     assert_eq!(event["ids_whole"], true);
 
     // The next run is incremental from the cursor: nothing new.
-    start(&conduit, &publisher, source(), Mode::Incremental)
+    start(&conduit, &publisher, source(), Some(Mode::Incremental))
         .await
         .expect("started");
     let quiet = run_ended(&app, &tenant, &integration).await;

@@ -101,11 +101,6 @@ pub async fn start_integration(
         }
         (_, None) => serde_json::Value::Null,
     };
-    let mode = match mode {
-        Some(m) => m,
-        None if status(app, &i.tenant, &i.id).await?.is_none() => Mode::Full,
-        None => Mode::Incremental,
-    };
     let src = SourceRef {
         tenant: &i.tenant,
         integration: &i.id,
@@ -114,12 +109,6 @@ pub async fn start_integration(
         settings,
     };
     Ok(start(app, publisher, src, mode).await?)
-}
-
-impl From<StoreError> for StartError {
-    fn from(e: StoreError) -> Self {
-        Self::Run(RunError::Store(e))
-    }
 }
 
 /// Where a run of `source` starts.
@@ -286,12 +275,13 @@ pub struct SourceRef<'a> {
     pub settings: serde_json::Value,
 }
 
-/// Starts a run of a source: refused while one is under way.
+/// Starts a run of a source — `mode`, or by default a full run first and incremental
+/// ones after: refused while one is under way.
 pub async fn start(
     app: &App,
     publisher: &Publisher,
     src: SourceRef<'_>,
-    mode: Mode,
+    mode: Option<Mode>,
 ) -> Result<SourceStatus, RunError> {
     let SourceRef {
         tenant,
@@ -305,6 +295,11 @@ pub async fn start(
     if prev.as_ref().is_some_and(|s| s.run.is_some()) {
         return Err(RunError::Busy);
     }
+    let mode = mode.unwrap_or(if prev.is_none() {
+        Mode::Full
+    } else {
+        Mode::Incremental
+    });
     let run_id = format!("kbr_{}", ulid::Ulid::new().to_string().to_lowercase());
     // A source changed since (another provider) starts over.
     let cursor = prev
@@ -384,48 +379,35 @@ pub async fn step(app: &App, publisher: &Publisher, step: &StepRef) -> Result<()
                 tolerance,
             );
             let store = crate::store::kb::KbDocuments::new(app.table.clone());
-            let deadline = Instant::now() + STEP;
+            let run = Run {
+                store: &store,
+                tenant: &s.tenant,
+                integration: &s.integration_id,
+                checkpoint: checkpoint.clone(),
+                deadline: Instant::now() + STEP,
+            };
             match source_of(&s.source) {
-                Some(p @ "freshdesk") => {
+                Some(p) => {
                     let http = Http::new(&tokens, creds, &mut budget, p);
-                    let mut source = Freshdesk::new(http);
-                    let (t, i) = (&s.tenant, &s.integration_id);
-                    import::run(&store, &mut source, t, i, checkpoint.clone(), deadline).await
-                }
-                Some(p @ "custom_api") => {
-                    match serde_json::from_value::<CustomSource>(s.settings.clone()) {
-                        Ok(spec) => {
-                            let http = Http::new(&tokens, creds, &mut budget, p);
-                            let mut source = Custom::new(http, spec);
-                            let (t, i) = (&s.tenant, &s.integration_id);
-                            import::run(&store, &mut source, t, i, checkpoint.clone(), deadline)
-                                .await
+                    match p {
+                        "freshdesk" => run.with(Freshdesk::new(http)).await,
+                        "salesforce" => {
+                            let body_field = s.settings["body_field"].as_str().map(str::to_owned);
+                            run.with(Salesforce::new(http, body_field)).await
                         }
-                        Err(e) => Err(ImportError::Source(SourceError::Malformed(format!(
-                            "the Custom API source's description: {e}"
-                        )))),
+                        "dynamics365" => run.with(Dynamics::new(http)).await,
+                        "custom_api" => {
+                            match serde_json::from_value::<CustomSource>(s.settings.clone()) {
+                                Ok(spec) => run.with(Custom::new(http, spec)).await,
+                                Err(e) => Err(ImportError::Source(SourceError::Malformed(
+                                    format!("the Custom API source's description: {e}"),
+                                ))),
+                            }
+                        }
+                        _ => run.with(Zendesk::new(http)).await,
                     }
                 }
-                Some(p @ "salesforce") => {
-                    let http = Http::new(&tokens, creds, &mut budget, p);
-                    let body_field = s.settings["body_field"].as_str().map(str::to_owned);
-                    let mut source = Salesforce::new(http, body_field);
-                    let (t, i) = (&s.tenant, &s.integration_id);
-                    import::run(&store, &mut source, t, i, checkpoint.clone(), deadline).await
-                }
-                Some(p @ "dynamics365") => {
-                    let http = Http::new(&tokens, creds, &mut budget, p);
-                    let mut source = Dynamics::new(http);
-                    let (t, i) = (&s.tenant, &s.integration_id);
-                    import::run(&store, &mut source, t, i, checkpoint.clone(), deadline).await
-                }
-                Some(p @ "zendesk") => {
-                    let http = Http::new(&tokens, creds, &mut budget, p);
-                    let mut source = Zendesk::new(http);
-                    let (t, i) = (&s.tenant, &s.integration_id);
-                    import::run(&store, &mut source, t, i, checkpoint.clone(), deadline).await
-                }
-                _ => Err(ImportError::Source(SourceError::Malformed(format!(
+                None => Err(ImportError::Source(SourceError::Malformed(format!(
                     "{} is not a knowledge-base source",
                     s.source
                 )))),
@@ -478,6 +460,29 @@ pub async fn step(app: &App, publisher: &Publisher, step: &StepRef) -> Result<()
         completed(app, &s).await;
     }
     Ok(())
+}
+
+/// One step's import, whatever the source.
+struct Run<'a> {
+    store: &'a crate::store::kb::KbDocuments,
+    tenant: &'a TenantId,
+    integration: &'a IntegrationId,
+    checkpoint: Checkpoint,
+    deadline: Instant,
+}
+
+impl Run<'_> {
+    async fn with<S: Source>(self, mut source: S) -> Result<import::Progress, ImportError> {
+        import::run(
+            self.store,
+            &mut source,
+            self.tenant,
+            self.integration,
+            self.checkpoint,
+            self.deadline,
+        )
+        .await
+    }
 }
 
 /// Ends the run in `s` (failed when `error`).
