@@ -43,6 +43,42 @@ pub struct Provider {
     pub capabilities: Capabilities,
     /// The provider's documented rate limits.
     pub rate_limit: RateLimit,
+    /// How records sync with this CRM (providers whose `capabilities.sync` is not empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crm: Option<CrmFacts>,
+}
+
+/// The facts about a CRM that are data, for record sync; its behaviour (paging, search,
+/// batch shapes, errors) is the dialect module `shared/src/sync/crm/{dialect}.rs`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrmFacts {
+    /// The dialect module that speaks this CRM's API.
+    pub dialect: String,
+    /// The most records one batch write, delete or read by id takes.
+    pub batch_size: usize,
+    /// The most filters a sync config may have (beside the modification time, in one
+    /// search or query).
+    pub filters_max: usize,
+    /// The field holding the app record id on the records Conduit writes.
+    pub marker: String,
+    /// Bookkeeping fields of every object (ids, stamps the CRM sets): never mapped.
+    pub system_fields: Vec<String>,
+    /// Each synced entity's CRM object, by entity (`contacts`, `companies`).
+    pub objects: BTreeMap<String, CrmObject>,
+}
+
+/// One CRM object a sync entity maps to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrmObject {
+    /// The object's API name (`contacts`, `Account`).
+    pub name: String,
+    /// The field holding a record's last modification time.
+    pub modified: String,
+    /// The field identifying a record by the app's key (email, domain): how creates are
+    /// de-duplicated without the marker.
+    pub key: String,
 }
 
 /// How credentials are obtained.
@@ -606,6 +642,18 @@ impl Catalogue {
         for p in &self.providers {
             if !ids.insert(p.id.as_str()) {
                 return Err(format!("duplicate provider id {}", p.id));
+            }
+            // What a dialect serves, the catalogue promises: the entities of
+            // `capabilities.sync` are exactly the CRM objects. (Providers without a
+            // `crm` block promise sync that is still to come: issue 16.)
+            let objects: Vec<&String> = p.crm.iter().flat_map(|c| c.objects.keys()).collect();
+            let mut promised: Vec<&String> = p.capabilities.sync.iter().collect();
+            promised.sort();
+            if p.crm.is_some() && promised != objects {
+                return Err(format!(
+                    "{}: capabilities.sync must list exactly the entities of crm.objects",
+                    p.id
+                ));
             }
             if p.auth.is_empty() {
                 return Err(format!("{} has no auth method", p.id));

@@ -102,6 +102,14 @@ pub fn propose(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn hubspot() -> CrmKind {
+        CrmKind::of("hubspot").expect("HubSpot syncs")
+    }
+
+    fn salesforce() -> CrmKind {
+        CrmKind::of("salesforce").expect("Salesforce syncs")
+    }
     use conduit::sync::config::check_mappings;
     use conduit::sync::schema::FieldType;
 
@@ -158,7 +166,7 @@ mod tests {
     #[test]
     fn maps_hubspot_contacts_by_name_label_and_alias() {
         let crm = hubspot_contacts();
-        let p = propose(CrmKind::Hubspot, Entity::Contacts, &[], &crm);
+        let p = propose(hubspot(), Entity::Contacts, &[], &crm);
         let got = pairs(&p);
         for (app, crm) in [
             ("email", "email"),
@@ -202,7 +210,7 @@ mod tests {
             transform: None,
             push_transform: None,
         };
-        let p = propose(CrmKind::Hubspot, Entity::Contacts, &[&mine], &crm);
+        let p = propose(hubspot(), Entity::Contacts, &[&mine], &crm);
         let got = pairs(&p);
         assert!(
             !got.iter().any(|(a, c)| a == "notes" || c == "company"),
@@ -218,7 +226,7 @@ mod tests {
             f("NumberOfEmployees", "Employees", FieldType::Number, false),
             f("Name", "Account Name", FieldType::String, true),
         ];
-        let p = propose(CrmKind::Salesforce, Entity::Companies, &[], &crm);
+        let p = propose(salesforce(), Entity::Companies, &[], &crm);
         let m = p
             .added
             .iter()
@@ -237,7 +245,7 @@ mod tests {
     fn one_crm_field_feeds_one_app_field() {
         // "company" matches company_name by label and nothing else may take it.
         let crm = vec![f("company", "Company Name", FieldType::String, true)];
-        let p = propose(CrmKind::Hubspot, Entity::Contacts, &[], &crm);
+        let p = propose(hubspot(), Entity::Contacts, &[], &crm);
         assert_eq!(p.added.len(), 1);
     }
 }

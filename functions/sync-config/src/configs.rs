@@ -223,8 +223,8 @@ pub async fn create(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     if connection_id.is_some() && found.is_none() {
         p.add("connection_id", "no such connection in this workspace");
     }
-    // Shape checks need the CRM's limits; without a connection, the looser ones.
-    let kind = found.as_ref().map_or(CrmKind::Salesforce, |(_, k)| *k);
+    // Shape checks need the CRM's limits; without a connection, the loosest.
+    let kind = found.as_ref().map(|(_, k)| *k);
     let provider = found
         .as_ref()
         .map(|(c, _)| c.provider.clone())
@@ -264,10 +264,11 @@ pub async fn create(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
         version: 1,
     };
     p.extend(validate::check_shape(kind, &c));
-    let Some((conn, _)) = &found else {
+    let Some((conn, kind)) = &found else {
         // The connection is one of the problems.
         return Err(p.into_error());
     };
+    let kind = *kind;
     // Before the CRM is asked anything: a grant that cannot serve the config is a 409
     // naming the reconnect, not a run that fails later (bad input is a 400 first).
     if p.0.is_empty() {
@@ -380,7 +381,7 @@ pub async fn update(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
         next.filters = filters;
         changed.push("filters");
     }
-    p.extend(validate::check_shape(kind, &next));
+    p.extend(validate::check_shape(Some(kind), &next));
     let widened = next.direction != prev.direction || next.entities != prev.entities;
     if (recheck || widened) && p.0.is_empty() {
         let Some((conn, _)) = usable_connection(call, &prev.connection_id).await? else {

@@ -61,7 +61,12 @@ pub fn kind_of(provider: &str) -> Result<CrmKind, ApiError> {
         ApiError::bad_request(
             "provider_not_syncable",
             format!(
-                "record sync works with HubSpot and Salesforce connections, not {:?}",
+                "record sync works with {} connections, not {:?}",
+                CrmKind::all()
+                    .iter()
+                    .map(|k| k.provider())
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 provider.chars().take(64).collect::<String>()
             ),
         )
@@ -126,28 +131,5 @@ pub async fn describe_all(
 /// Whether a CRM field is bookkeeping (ids, timestamps the CRM sets, Conduit's link
 /// field) rather than data a mapping or an auto-map should offer.
 pub fn is_system(kind: CrmKind, entity: Entity, field: &CrmField) -> bool {
-    if field.name == kind.marker() || field.name == kind.modified_field(entity) {
-        return true;
-    }
-    let fixed: &[&str] = match kind {
-        CrmKind::Hubspot => &[
-            "hs_object_id",
-            "createdate",
-            "lastmodifieddate",
-            "hs_lastmodifieddate",
-        ],
-        CrmKind::Salesforce => &[
-            "Id",
-            "IsDeleted",
-            "CreatedDate",
-            "CreatedById",
-            "LastModifiedDate",
-            "LastModifiedById",
-            "SystemModstamp",
-            "LastActivityDate",
-            "LastViewedDate",
-            "LastReferencedDate",
-        ],
-    };
-    fixed.contains(&field.name.as_str()) || (field.kind == FieldType::Id && !field.writable)
+    kind.is_system_field(entity, &field.name) || (field.kind == FieldType::Id && !field.writable)
 }

@@ -244,7 +244,7 @@ pub fn name(
 }
 
 /// Checks what a config says about itself: entities, frequency, filter shapes.
-pub fn check_shape(kind: CrmKind, c: &SyncConfig) -> Vec<FieldError> {
+pub fn check_shape(kind: Option<CrmKind>, c: &SyncConfig) -> Vec<FieldError> {
     let mut p = Problems::default();
     if c.entities.is_empty() {
         p.add("entities", "name at least one entity: contacts, companies");
@@ -265,12 +265,18 @@ pub fn check_shape(kind: CrmKind, c: &SyncConfig) -> Vec<FieldError> {
             ),
         );
     }
-    let max_filters = match kind {
-        // HubSpot allows 6 filters in a search group; the pull adds one on the
-        // modification time.
-        CrmKind::Hubspot => 5,
-        CrmKind::Salesforce => 20,
-    };
+    // The CRM's own limit (HubSpot: 6 filters in a search group, one of them the
+    // pull's modification time), from the catalogue.
+    let max_filters = kind.map_or_else(
+        || {
+            CrmKind::all()
+                .iter()
+                .map(|k| k.filters_max())
+                .max()
+                .unwrap_or(0)
+        },
+        CrmKind::filters_max,
+    );
     for e in Entity::ALL {
         let n = c.filters_of(e).count();
         if n > max_filters {
@@ -550,6 +556,10 @@ pub fn check_size(c: &SyncConfig) -> Result<(), ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn hubspot() -> CrmKind {
+        CrmKind::of("hubspot").expect("HubSpot syncs")
+    }
     use conduit::domain::{ConnectionId, SyncConfigId, TenantId, UserId, now};
     use conduit::sync::config::ConfigStatus;
 
@@ -626,7 +636,7 @@ mod tests {
             ],
             vec![],
         );
-        let p = check_shape(CrmKind::Hubspot, &c);
+        let p = check_shape(Some(hubspot()), &c);
         let f = fields_of(&p);
         for want in [
             "entities[1]",
@@ -684,7 +694,7 @@ mod tests {
                 crm("born", FieldType::Date, &[]),
             ],
         )]);
-        let p = check_filters(CrmKind::Hubspot, &c, &described);
+        let p = check_filters(hubspot(), &c, &described);
         assert_eq!(
             fields_of(&p),
             vec![
@@ -732,7 +742,7 @@ mod tests {
                 10 + ids.iter().position(|i| *i == m.id).unwrap_or(99)
             )
         };
-        let p = check_config_mappings(CrmKind::Hubspot, &c, &described, &label);
+        let p = check_config_mappings(hubspot(), &c, &described, &label);
         let text = format!("{p:?}");
         assert!(text.contains("mappings[12].crm_field"), "{text}");
         assert!(text.contains("mappings[10] already writes"), "{text}");

@@ -354,8 +354,9 @@ pub async fn run_chunk(
         Phase::Pull => chunk.pull().await,
         Phase::Push => chunk.push().await,
     };
-    chunk.progress.add("requests", chunk.crm.requests);
-    chunk.progress.add("rate_limited", chunk.crm.rate_limited);
+    let (requests, rate_limited) = chunk.crm.take_counts();
+    chunk.progress.add("requests", requests);
+    chunk.progress.add("rate_limited", rate_limited);
     // Write, then check: every write of this chunk is done; a config deleted meanwhile
     // gets its purge again, after them (see `purge`).
     let deleted = !purge::recheck(app, queue, &task.tenant, &task.config_id, &[task.entity])
@@ -820,8 +821,9 @@ impl Chunk<'_> {
     /// The counts and record errors since the last flush (with the requests made).
     fn take_progress(&mut self) -> (Progress, Vec<RecordError>) {
         let mut p = std::mem::take(&mut self.progress);
-        p.add("requests", std::mem::take(&mut self.crm.requests));
-        p.add("rate_limited", std::mem::take(&mut self.crm.rate_limited));
+        let (requests, rate_limited) = self.crm.take_counts();
+        p.add("requests", requests);
+        p.add("rate_limited", rate_limited);
         (p, std::mem::take(&mut self.errors))
     }
 

@@ -1,0 +1,724 @@
+//! The CRM side of a sync: every CRM's contacts and companies behind one client —
+//! describe fields, read changes page by page from a cursor, read, create, update and
+//! delete in batches, find the records Conduit created.
+//!
+//! Three layers:
+//! - **Facts that are data** — object names, the modification-time field, the key field,
+//!   the marker field, system fields, batch size, filter limit — live in the provider
+//!   catalogue (`providers.yaml`, `crm:`), read here as a [`CrmKind`].
+//! - **Behaviour that differs** — paging and cursors, search and filter syntax, batch
+//!   shapes, the marker strategy, deletes, error classification, usage headers — is one
+//!   [`Dialect`] per CRM, one module each ([`hubspot`], [`salesforce`]).
+//! - **The shared transport** — token, budget, 429 hold-off, retries — is
+//!   [`transport::Transport`], used by every dialect.
+//!
+//! Values cross this boundary as strings (None: empty); dialects with typed JSON values
+//! convert them with the object's description.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use async_trait::async_trait;
+use reqwest::Method;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::budget::{Budget, interval_for, tolerance_for};
+use super::config::Filter;
+use super::schema::{CrmField, Entity};
+use crate::app::App;
+use crate::domain::{ConnectionId, TenantId};
+use crate::oauth::lifecycle::{Credentials, Tokens};
+use crate::providers::{Catalogue, CrmFacts, CrmObject};
+use crate::store::StoreError;
+
+pub mod hubspot;
+pub mod salesforce;
+pub mod transport;
+
+pub use transport::clip;
+use transport::{Target, Transport, Wire};
+
+/// A CRM Conduit syncs records with: its catalogue facts and its dialect. Cheap to copy.
+#[derive(Clone, Copy)]
+pub struct CrmKind {
+    provider: &'static str,
+    facts: &'static CrmFacts,
+    contacts: &'static CrmObject,
+    companies: &'static CrmObject,
+    dialect: &'static dyn Dialect,
+}
+
+impl std::fmt::Debug for CrmKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.provider)
+    }
+}
+
+impl PartialEq for CrmKind {
+    fn eq(&self, other: &Self) -> bool {
+        self.provider == other.provider
+    }
+}
+
+impl Eq for CrmKind {}
+
+/// The dialect module a catalogue `crm.dialect` names (the catalogue loader).
+fn dialect_named(name: &str) -> Option<&'static dyn Dialect> {
+    match name {
+        "hubspot" => Some(&hubspot::HubSpot),
+        "salesforce" => Some(&salesforce::Salesforce),
+        _ => None,
+    }
+}
+
+impl CrmKind {
+    /// The CRM of a catalogue provider, if Conduit syncs records with it (it has a
+    /// `crm` block naming a dialect, with both entities).
+    pub fn of(provider: &str) -> Option<Self> {
+        let p = Catalogue::get().ok()?.provider(provider)?;
+        let facts = p.crm.as_ref()?;
+        Some(Self {
+            provider: p.id.as_str(),
+            contacts: facts.objects.get(Entity::Contacts.as_str())?,
+            companies: facts.objects.get(Entity::Companies.as_str())?,
+            dialect: dialect_named(&facts.dialect)?,
+            facts,
+        })
+    }
+
+    /// Every provider Conduit syncs records with, in catalogue order.
+    pub fn all() -> Vec<Self> {
+        Catalogue::get()
+            .map(|c| c.providers.iter().filter_map(|p| Self::of(&p.id)).collect())
+            .unwrap_or_default()
+    }
+
+    /// The catalogue provider.
+    pub fn provider(self) -> &'static str {
+        self.provider
+    }
+
+    fn object_facts(self, entity: Entity) -> &'static CrmObject {
+        match entity {
+            Entity::Contacts => self.contacts,
+            Entity::Companies => self.companies,
+        }
+    }
+
+    /// The CRM object of an entity.
+    pub fn object(self, entity: Entity) -> &'static str {
+        &self.object_facts(entity).name
+    }
+
+    /// The largest batch write.
+    pub fn batch_size(self) -> usize {
+        self.facts.batch_size.max(1)
+    }
+
+    /// The most filters a sync config may have.
+    pub fn filters_max(self) -> usize {
+        self.facts.filters_max
+    }
+
+    /// The field carrying the app record id.
+    pub fn marker(self) -> &'static str {
+        &self.facts.marker
+    }
+
+    /// The field that identifies a record by its key (the app's email / domain): how
+    /// creates are de-duplicated when the marker field cannot be defined.
+    pub fn key_field(self, entity: Entity) -> &'static str {
+        &self.object_facts(entity).key
+    }
+
+    /// The field holding a record's last modification time.
+    pub fn modified_field(self, entity: Entity) -> &'static str {
+        &self.object_facts(entity).modified
+    }
+
+    /// Whether a field is bookkeeping (ids, stamps the CRM sets, Conduit's marker)
+    /// rather than data a mapping should offer.
+    pub fn is_system_field(self, entity: Entity, name: &str) -> bool {
+        name == self.marker()
+            || name == self.modified_field(entity)
+            || self.facts.system_fields.iter().any(|f| f == name)
+    }
+}
+
+/// A CRM record as read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CrmRecord {
+    /// The CRM's id.
+    pub id: String,
+    /// Field values (absent or null fields are left out).
+    pub values: BTreeMap<String, String>,
+    /// Last modification (Unix ms).
+    pub modified_ms: i64,
+}
+
+/// Where a pull stands: a full pass or changes since a time, and the provider's
+/// position within the current pass.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// Only records modified at or after this (Unix ms); None: every record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_ms: Option<i64>,
+    /// The provider's paging token within the pass (HubSpot `after`, Salesforce
+    /// `nextRecordsUrl`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<String>,
+    /// The latest modification time seen in this pass.
+    #[serde(default)]
+    pub high_water_ms: i64,
+    /// When this pass started (the next pass starts from here when it completes).
+    #[serde(default)]
+    pub pass_started_ms: i64,
+    /// Deletes are looked for from this time (Unix ms) at the end of each pass.
+    #[serde(default)]
+    pub deletes_since_ms: i64,
+}
+
+impl Cursor {
+    /// The cursor after `records`: the high-water mark moved to their latest change,
+    /// the page set to `page` (None: the pass is complete).
+    pub fn after(&self, records: &[CrmRecord], page: Option<String>) -> Self {
+        let mut next = self.clone();
+        for r in records {
+            next.high_water_ms = next.high_water_ms.max(r.modified_ms);
+        }
+        next.page = page;
+        next
+    }
+}
+
+/// One page of a pull.
+#[derive(Debug)]
+pub struct PullPage {
+    /// The records.
+    pub records: Vec<CrmRecord>,
+    /// Where to continue; None: the pass is complete.
+    pub next: Option<Cursor>,
+    /// The provider's count of matching records, when it gives one.
+    pub total: Option<u64>,
+}
+
+impl PullPage {
+    /// A page whose continuation is `next`'s page, if it has one.
+    pub fn new(records: Vec<CrmRecord>, next: Cursor, total: Option<u64>) -> Self {
+        Self {
+            records,
+            next: next.page.is_some().then_some(next),
+            total,
+        }
+    }
+}
+
+/// What one record of a batch write came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteOutcome {
+    /// Written; the CRM id.
+    Done(String),
+    /// Refused for this record (validation); the message is the provider's.
+    Failed(String),
+    /// The create clashed with an existing record: the CRM id of that record, when
+    /// the provider named it (HubSpot's unique-email conflict).
+    Exists(Option<String>),
+}
+
+/// Values to write, by CRM field (None: clear the field).
+pub type WriteValues = BTreeMap<String, Option<String>>;
+
+/// A CRM call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CrmError {
+    /// The connection needs to be re-authorised, or cannot be used.
+    #[error("connection unusable: {0}")]
+    Auth(String),
+    /// The provider or the network failed repeatedly; retry later.
+    #[error("provider unavailable: {0}")]
+    Transient(String),
+    /// The provider refused the request (4xx); retrying the same will not help.
+    #[error("provider refused the request ({status}): {message}")]
+    Rejected {
+        /// HTTP status.
+        status: u16,
+        /// The provider's message (never a credential).
+        message: String,
+    },
+    /// The connection was not granted scopes this call needs (an admin narrowed the
+    /// grant): retrying will not help, a reconnect will.
+    #[error("the connection lacks scopes: {}", .0.join(", "))]
+    ScopesMissing(Vec<String>),
+    /// The provider's allowance is used up for a long time (Salesforce daily limit).
+    #[error("provider allowance exhausted: {0}")]
+    LimitExhausted(String),
+    /// The answer did not have the documented shape.
+    #[error("provider answered malformed data: {0}")]
+    Malformed(String),
+    /// Something of ours failed.
+    #[error("internal: {0}")]
+    Internal(String),
+    /// The store failed; kept whole so an API caller gets a 503 for a throttle.
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl CrmError {
+    /// Whether retrying later (the SQS message again) may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::Transient(_) | Self::Malformed(_) | Self::Internal(_) | Self::Store(_)
+        )
+    }
+
+    /// A 400 of our own making: the request cannot be expressed for this CRM.
+    pub fn refused(message: impl Into<String>) -> Self {
+        Self::Rejected {
+            status: 400,
+            message: message.into(),
+        }
+    }
+}
+
+/// How one CRM's API is spoken. Dialects are stateless; the per-connection state
+/// (transport, descriptions, marker knowledge) is the [`CrmClient`] they are handed.
+/// Each method does one request's worth of work or one documented sequence; batching
+/// to the catalogue's sizes is the client's.
+#[async_trait]
+pub trait Dialect: Wire {
+    /// The fields of `entity`'s object, as the CRM describes them.
+    async fn describe(
+        &self,
+        c: &mut CrmClient<'_>,
+        entity: Entity,
+    ) -> Result<Vec<CrmField>, CrmError>;
+
+    /// Makes sure the CRM can hold the app record id on `entity`'s records; whether it
+    /// can (when it cannot, pushes de-duplicate creates by key instead), or a refusal
+    /// when the CRM needs an admin to add the field.
+    async fn ensure_marker(&self, c: &mut CrmClient<'_>, entity: Entity) -> Result<bool, CrmError>;
+
+    /// The next page of records changed since the cursor, oldest change first.
+    async fn pull(
+        &self,
+        c: &mut CrmClient<'_>,
+        entity: Entity,
+        cursor: &Cursor,
+        fields: &[String],
+        filters: &[&Filter],
+    ) -> Result<PullPage, CrmError>;
+
+    /// Reads at most one batch of records by CRM id (missing ones are left out).
+    async fn read(
+        &self,
+        c: &mut CrmClient<'_>,
+        entity: Entity,
+        ids: &[String],
+        fields: &[String],
+    ) -> Result<Vec<CrmRecord>, CrmError>;
+
+    /// The records whose `field` holds one of at most [`Dialect::find_chunk`] `values`
+    /// (each record carrying at least `field`).
+    async fn find_by(
+        &self,
+        c: &mut CrmClient<'_>,
+        entity: Entity,
+        field: &str,
+        values: &[String],
+    ) -> Result<Vec<CrmRecord>, CrmError>;
+
+    /// How many values one [`Dialect::find_by`] takes.
+    fn find_chunk(&self) -> usize {
+        100
+    }
+
+    /// Creates (`ids` None) or updates (`ids`: the CRM ids, one per input) at most one
+    /// batch; one outcome per input, in order.
+    async fn write(
+        &self,
+        c: &mut CrmClient<'_>,
+        entity: Entity,
+        inputs: &[WriteValues],
+        ids: Option<&[String]>,
+    ) -> Result<Vec<WriteOutcome>, CrmError>;
+
+    /// Deletes at most one batch; already-gone records count as deleted.
+    async fn delete(
+        &self,
+        c: &mut CrmClient<'_>,
+        entity: Entity,
+        ids: &[String],
+    ) -> Result<(), CrmError>;
+
+    /// Records deleted since `since_ms`: (id, deleted at ms).
+    async fn deleted_since(
+        &self,
+        c: &mut CrmClient<'_>,
+        entity: Entity,
+        since_ms: i64,
+    ) -> Result<Vec<(String, i64)>, CrmError>;
+}
+
+/// A client for one connection's CRM.
+pub struct CrmClient<'a> {
+    kind: CrmKind,
+    transport: Transport<'a>,
+    describe_cache: BTreeMap<Entity, Vec<CrmField>>,
+    /// Entities whose CRM object has no marker field (pushes de-duplicate by key).
+    unmarked: BTreeSet<Entity>,
+}
+
+impl std::fmt::Debug for CrmClient<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CrmClient")
+            .field("kind", &self.kind)
+            .field("connection", self.transport.connection())
+            .finish()
+    }
+}
+
+impl<'a> CrmClient<'a> {
+    /// A client for `connection` of `tenant`, acting for `actor` in `request_id`.
+    pub fn new(
+        app: &'a App,
+        kind: CrmKind,
+        tenant: TenantId,
+        connection: ConnectionId,
+        actor: &'a str,
+        request_id: &str,
+    ) -> Result<Self, CrmError> {
+        let provider = app
+            .catalogue
+            .provider(kind.provider())
+            .ok_or_else(|| CrmError::Internal("provider missing from the catalogue".into()))?;
+        let budget = Budget::new(
+            app.table.clone(),
+            &tenant,
+            &connection,
+            interval_for(provider),
+            tolerance_for(provider),
+        );
+        let tokens = Tokens::new(app, actor, request_id.to_owned());
+        Ok(Self {
+            kind,
+            transport: Transport::new(kind.dialect, tokens, tenant, connection, budget),
+            describe_cache: BTreeMap::new(),
+            unmarked: BTreeSet::new(),
+        })
+    }
+
+    /// Which CRM.
+    pub fn kind(&self) -> CrmKind {
+        self.kind
+    }
+
+    /// The requests sent (including retries) and the 429s sat out since the last call.
+    pub fn take_counts(&mut self) -> (u64, u64) {
+        (
+            std::mem::take(&mut self.transport.requests),
+            std::mem::take(&mut self.transport.rate_limited),
+        )
+    }
+
+    /// The provider's latest usage report (Salesforce `Sforce-Limit-Info`).
+    pub fn usage(&self) -> Option<&str> {
+        self.transport.usage.as_deref()
+    }
+
+    /// One call under the API base (for dialects).
+    pub(crate) async fn call(
+        &mut self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> Result<Value, CrmError> {
+        self.transport
+            .call(method, Target::Api(path), query, body, &[])
+            .await
+    }
+
+    /// One call with extra headers, to a [`Target`] (for dialects).
+    pub(crate) async fn call_to(
+        &mut self,
+        method: Method,
+        target: Target<'_>,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+        headers: &[(&str, String)],
+    ) -> Result<Value, CrmError> {
+        self.transport
+            .call(method, target, query, body, headers)
+            .await
+    }
+
+    /// The connection's current credentials (for dialects that need to know the grant).
+    pub(crate) async fn credentials(&mut self) -> Result<Credentials, CrmError> {
+        self.transport.credentials().await
+    }
+
+    /// Gives credentials back for reuse.
+    pub(crate) fn keep_credentials(&mut self, creds: Credentials) {
+        self.transport.keep(creds);
+    }
+
+    /// Forgets a cached description (the object changed).
+    pub(crate) fn forget_description(&mut self, entity: Entity) {
+        self.describe_cache.remove(&entity);
+    }
+
+    /// The object's fields.
+    pub async fn describe(&mut self, entity: Entity) -> Result<Vec<CrmField>, CrmError> {
+        if let Some(f) = self.describe_cache.get(&entity) {
+            return Ok(f.clone());
+        }
+        let fields = self.kind.dialect.describe(self, entity).await?;
+        self.describe_cache.insert(entity, fields.clone());
+        Ok(fields)
+    }
+
+    /// Whether the CRM's description of `entity` lists the marker field.
+    pub(crate) async fn describes_marker(&mut self, entity: Entity) -> Result<bool, CrmError> {
+        let marker = self.kind.marker();
+        let fields = self.describe(entity).await?;
+        Ok(fields.iter().any(|f| f.name == marker))
+    }
+
+    /// Whether the CRM holds the app record id of `entity`'s records (as far as
+    /// [`CrmClient::ensure_marker`] found; assumed until it says otherwise).
+    pub fn has_marker(&self, entity: Entity) -> bool {
+        !self.unmarked.contains(&entity)
+    }
+
+    /// Makes sure the CRM can hold the app record id ([`Dialect::ensure_marker`]);
+    /// returns whether it can.
+    pub async fn ensure_marker(&mut self, entity: Entity) -> Result<bool, CrmError> {
+        let marked = self.kind.dialect.ensure_marker(self, entity).await?;
+        if marked {
+            self.unmarked.remove(&entity);
+        } else {
+            self.unmarked.insert(entity);
+        }
+        Ok(marked)
+    }
+
+    /// `fields` with the system fields every read needs (modification time, marker).
+    pub fn with_system_fields(&self, entity: Entity, fields: &[String]) -> Vec<String> {
+        let mut all: Vec<String> = fields.to_vec();
+        for f in [self.kind.modified_field(entity), self.kind.marker()] {
+            if !all.iter().any(|x| x == f) {
+                all.push(f.to_owned());
+            }
+        }
+        all
+    }
+
+    /// The next page of records changed since the cursor, oldest change first.
+    pub async fn pull(
+        &mut self,
+        entity: Entity,
+        cursor: &Cursor,
+        fields: &[String],
+        filters: &[&Filter],
+    ) -> Result<PullPage, CrmError> {
+        self.kind
+            .dialect
+            .pull(self, entity, cursor, fields, filters)
+            .await
+    }
+
+    /// Reads records by CRM id (missing ones are left out).
+    pub async fn read(
+        &mut self,
+        entity: Entity,
+        ids: &[String],
+        fields: &[String],
+    ) -> Result<Vec<CrmRecord>, CrmError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(self.kind.batch_size()) {
+            out.extend(self.kind.dialect.read(self, entity, chunk, fields).await?);
+        }
+        Ok(out)
+    }
+
+    /// Finds the CRM records carrying these app record ids: app id → CRM id.
+    pub async fn find_by_marker(
+        &mut self,
+        entity: Entity,
+        app_ids: &[String],
+    ) -> Result<BTreeMap<String, String>, CrmError> {
+        let marker = self.kind.marker();
+        self.find_by(entity, marker, app_ids).await
+    }
+
+    /// Finds the CRM records whose key field (email / domain) holds one of `keys`
+    /// (compared lower-cased): key → CRM id.
+    pub async fn find_by_key(
+        &mut self,
+        entity: Entity,
+        keys: &[String],
+    ) -> Result<BTreeMap<String, String>, CrmError> {
+        let lower: Vec<String> = keys.iter().map(|k| k.trim().to_lowercase()).collect();
+        let found = self
+            .find_by(entity, self.kind.key_field(entity), &lower)
+            .await?;
+        Ok(found
+            .into_iter()
+            .map(|(k, id)| (k.trim().to_lowercase(), id))
+            .collect())
+    }
+
+    /// Finds the CRM records whose `field` holds one of `values`: value → CRM id.
+    async fn find_by(
+        &mut self,
+        entity: Entity,
+        field: &str,
+        values: &[String],
+    ) -> Result<BTreeMap<String, String>, CrmError> {
+        let mut found = BTreeMap::new();
+        for chunk in values.chunks(self.kind.dialect.find_chunk().max(1)) {
+            let records = self
+                .kind
+                .dialect
+                .find_by(self, entity, field, chunk)
+                .await?;
+            for r in records {
+                if let Some(value) = r.values.get(field) {
+                    found.insert(value.clone(), r.id.clone());
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Creates records (each carrying its app record id in the marker field, when
+    /// the CRM has it); one outcome per input, in order. At most one batch.
+    pub async fn create(
+        &mut self,
+        entity: Entity,
+        records: &[(String, WriteValues)],
+    ) -> Result<Vec<WriteOutcome>, CrmError> {
+        let marker = self.kind.marker();
+        let marked = self.has_marker(entity);
+        let inputs: Vec<WriteValues> = records
+            .iter()
+            .map(|(app_id, values)| {
+                let mut v = values.clone();
+                if marked {
+                    v.insert(marker.to_owned(), Some(app_id.clone()));
+                }
+                v
+            })
+            .collect();
+        self.kind.dialect.write(self, entity, &inputs, None).await
+    }
+
+    /// Updates records: (CRM id, changed values); one outcome per input, in order.
+    pub async fn update(
+        &mut self,
+        entity: Entity,
+        records: &[(String, WriteValues)],
+    ) -> Result<Vec<WriteOutcome>, CrmError> {
+        let ids: Vec<String> = records.iter().map(|(id, _)| id.clone()).collect();
+        let values: Vec<WriteValues> = records.iter().map(|(_, v)| v.clone()).collect();
+        self.kind
+            .dialect
+            .write(self, entity, &values, Some(&ids))
+            .await
+    }
+
+    /// Deletes records; already-gone ones count as deleted.
+    pub async fn delete(&mut self, entity: Entity, ids: &[String]) -> Result<(), CrmError> {
+        for chunk in ids.chunks(self.kind.batch_size()) {
+            self.kind.dialect.delete(self, entity, chunk).await?;
+        }
+        Ok(())
+    }
+
+    /// CRM records deleted since `since_ms`: (id, deleted at ms).
+    pub async fn deleted_since(
+        &mut self,
+        entity: Entity,
+        since_ms: i64,
+    ) -> Result<Vec<(String, i64)>, CrmError> {
+        self.kind
+            .dialect
+            .deleted_since(self, entity, since_ms)
+            .await
+    }
+}
+
+/// Parses RFC 3339 / Salesforce (`+0000`) times and epoch milliseconds.
+pub fn parse_time_ms(text: &str) -> Option<i64> {
+    let t = text.trim();
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        return t.parse().ok();
+    }
+    let fixed;
+    let t = if t.len() > 5 && (t.ends_with("+0000") || t.ends_with("-0000")) {
+        fixed = format!("{}Z", &t[..t.len() - 5]);
+        fixed.as_str()
+    } else {
+        t
+    };
+    time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(|d| (d.unix_timestamp_nanos() / 1_000_000) as i64)
+}
+
+/// A JSON scalar as the string CRM values are carried in (None: null, empty, or not a
+/// scalar). Whole floats print without a fraction (`120.0` → `120`).
+pub fn scalar_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => i.to_string(),
+            (None, Some(f)) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", f as i64),
+            _ => n.to_string(),
+        }),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn times_parse_in_every_provider_format() {
+        let a = parse_time_ms("2024-01-15T09:00:00.000+0000").unwrap();
+        let b = parse_time_ms("2024-01-15T09:00:00.000Z").unwrap();
+        assert_eq!(a, b);
+        assert_eq!(parse_time_ms("1705309200000"), Some(1_705_309_200_000));
+        assert_eq!(parse_time_ms("yesterday"), None);
+    }
+
+    #[test]
+    fn every_syncing_provider_has_a_dialect_and_both_objects() {
+        let catalogue = Catalogue::get().unwrap();
+        for p in catalogue.providers.iter().filter(|p| p.crm.is_some()) {
+            let kind = CrmKind::of(&p.id).unwrap();
+            assert_eq!(kind.provider(), p.id);
+            for e in [Entity::Contacts, Entity::Companies] {
+                assert!(!kind.object(e).is_empty());
+                assert!(kind.is_system_field(e, kind.modified_field(e)));
+                assert!(kind.is_system_field(e, kind.marker()));
+                assert!(!kind.is_system_field(e, kind.key_field(e)));
+            }
+        }
+        assert!(CrmKind::all().len() >= 2);
+        assert!(CrmKind::of("zendesk").is_none());
+    }
+
+    #[test]
+    fn scalars_become_strings() {
+        assert_eq!(scalar_text(&json!(120.0)).as_deref(), Some("120"));
+        assert_eq!(scalar_text(&json!(1.5)).as_deref(), Some("1.5"));
+        assert_eq!(scalar_text(&json!(true)).as_deref(), Some("true"));
+        assert_eq!(scalar_text(&json!("")), None);
+        assert_eq!(scalar_text(&json!(null)), None);
+    }
+}

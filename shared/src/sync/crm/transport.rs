@@ -1,0 +1,341 @@
+//! The one way every dialect reaches its CRM: a request under the connection's API base,
+//! with the token from the token lifecycle ([`Tokens::credentials`], a refresh after a
+//! 401) and a slot from the connection's shared [`Budget`].
+//!
+//! A 429 holds the budget off for the provider's `Retry-After` and retries the same
+//! request, so a rate-limit storm slows a sync down and never fails it (unless the
+//! dialect says the answer means a long exhaustion, such as a daily limit); 5xx answers,
+//! timeouts and unreadable success bodies are retried with jittered backoff, then
+//! reported as transient (the message is retried later from its checkpoint). Refusals
+//! are classified by the dialect's [`Wire`] hooks: missing scopes, exhausted allowance,
+//! the human message of the provider's error body.
+
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use super::CrmError;
+use crate::domain::{ConnectionId, TenantId};
+use crate::oauth::lifecycle::{Credentials, TokenError, Tokens};
+use crate::sync::budget::{Budget, BudgetError};
+
+/// How many times one request is tried on 5xx / network failures.
+const ATTEMPTS: u32 = 4;
+/// How many 429s one request sits out before giving up (then: transient).
+const RATE_LIMIT_RETRIES: u32 = 30;
+/// How long credentials are reused before the lifecycle is asked again.
+const CREDENTIALS_TTL: Duration = Duration::from_secs(60);
+/// How long one request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What a 429 means, by the dialect's reading of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimited {
+    /// A short window is full: wait and retry.
+    Wait,
+    /// A long allowance (a day's) is used up: retrying now is pointless.
+    Exhausted,
+}
+
+/// How a CRM's wire answers are read: the parts of the transport that differ by CRM.
+pub trait Wire: Send + Sync {
+    /// The catalogue provider (metrics).
+    fn provider(&self) -> &'static str;
+
+    /// The response header reporting the provider's usage, if any (kept as
+    /// [`Transport::usage`]).
+    fn usage_header(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// What a 429 without `Retry-After` means, from its body.
+    fn rate_limited(&self, _body: &str) -> RateLimited {
+        RateLimited::Wait
+    }
+
+    /// A refusal that is not a plain [`CrmError::Rejected`]: missing scopes, an
+    /// exhausted allowance. `body` is the parsed JSON, when it is JSON.
+    fn refusal(&self, status: StatusCode, body: Option<&Value>, text: &str) -> Option<CrmError>;
+
+    /// The human part of an error body (never a credential), clipped.
+    fn error_message(&self, body: &Value) -> String;
+
+    /// Whether a non-2xx status carries an answer to read rather than a refusal
+    /// (HubSpot's 207 for a batch with some failures).
+    fn answers(&self, _status: StatusCode) -> bool {
+        false
+    }
+}
+
+/// Where a request goes.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'p> {
+    /// A path under the connection's API base.
+    Api(&'p str),
+    /// A path from the API base's origin and root (Salesforce's `nextRecordsUrl`,
+    /// `/services/data/…`): it must start with `root`.
+    Root {
+        /// The path, as the provider gave it.
+        path: &'p str,
+        /// The segment the API base and the path share (`/services/`).
+        root: &'static str,
+    },
+}
+
+/// One connection's CRM transport.
+pub struct Transport<'a> {
+    wire: &'static dyn Wire,
+    tenant: TenantId,
+    connection: ConnectionId,
+    tokens: Tokens<'a>,
+    creds: Option<(Credentials, Instant)>,
+    budget: Budget,
+    /// Requests sent (including retries).
+    pub requests: u64,
+    /// 429s sat out.
+    pub rate_limited: u64,
+    /// The provider's latest usage report ([`Wire::usage_header`]).
+    pub usage: Option<String>,
+}
+
+fn jitter(base: Duration) -> Duration {
+    let ms = base.as_millis() as u64;
+    Duration::from_millis(ms / 2 + rand::thread_rng().gen_range(0..=ms / 2 + 1))
+}
+
+/// At most 300 characters of a provider's text.
+pub fn clip(s: &str) -> String {
+    s.chars().take(300).collect()
+}
+
+impl From<BudgetError> for CrmError {
+    fn from(e: BudgetError) -> Self {
+        Self::Transient(e.to_string())
+    }
+}
+
+impl<'a> Transport<'a> {
+    /// A transport for `connection` of `tenant`.
+    pub fn new(
+        wire: &'static dyn Wire,
+        tokens: Tokens<'a>,
+        tenant: TenantId,
+        connection: ConnectionId,
+        budget: Budget,
+    ) -> Self {
+        Self {
+            wire,
+            tenant,
+            connection,
+            tokens,
+            creds: None,
+            budget,
+            requests: 0,
+            rate_limited: 0,
+            usage: None,
+        }
+    }
+
+    /// The connection this transport serves.
+    pub fn connection(&self) -> &ConnectionId {
+        &self.connection
+    }
+
+    /// The connection's current credentials (reused for a minute).
+    pub async fn credentials(&mut self) -> Result<Credentials, CrmError> {
+        if let Some((creds, at)) = self.creds.take()
+            && at.elapsed() < CREDENTIALS_TTL
+        {
+            return Ok(creds);
+        }
+        self.tokens
+            .credentials(&self.tenant, &self.connection)
+            .await
+            .map_err(token_error)
+    }
+
+    /// Gives credentials back for reuse.
+    pub fn keep(&mut self, creds: Credentials) {
+        self.creds = Some((creds, Instant::now()));
+    }
+
+    /// One API call, JSON in and out (`Null` for an empty answer).
+    pub async fn call(
+        &mut self,
+        method: Method,
+        target: Target<'_>,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+        headers: &[(&str, String)],
+    ) -> Result<Value, CrmError> {
+        let mut failures = 0u32;
+        let mut limited = 0u32;
+        loop {
+            self.budget.acquire().await?;
+            let mut creds = self.credentials().await?;
+            self.requests += 1;
+            let sent = self
+                .tokens
+                .send_using(&mut creds, |connector, http| {
+                    let url = match target {
+                        Target::Api(path) => connector.url(path).map_err(|e| e.to_string())?,
+                        Target::Root { path, root } => {
+                            if !path.starts_with(root) {
+                                return Err("a paging locator outside the API".to_owned());
+                            }
+                            let base = connector.api_base().map_err(|e| e.to_string())?;
+                            let origin = base.find(root).map_or(base.as_str(), |i| &base[..i]);
+                            format!("{origin}{path}")
+                        }
+                    };
+                    let mut req = http
+                        .request(method.clone(), url)
+                        .timeout(REQUEST_TIMEOUT)
+                        .header(reqwest::header::ACCEPT, "application/json");
+                    for (name, value) in headers {
+                        req = req.header(*name, value.as_str());
+                    }
+                    if !query.is_empty() {
+                        req = req.query(query);
+                    }
+                    if let Some(body) = body {
+                        req = req.json(body);
+                    }
+                    Ok(req)
+                })
+                .await;
+            let resp = match sent {
+                Ok(resp) => {
+                    self.keep(creds);
+                    resp
+                }
+                Err(TokenError::Unavailable(why)) => {
+                    self.keep(creds);
+                    failures += 1;
+                    if failures >= ATTEMPTS {
+                        return Err(CrmError::Transient(why));
+                    }
+                    tokio::time::sleep(jitter(Duration::from_millis(250 << failures))).await;
+                    continue;
+                }
+                Err(e) => return Err(token_error(e)),
+            };
+            let status = resp.status();
+            if let Some(usage) = self
+                .wire
+                .usage_header()
+                .and_then(|h| resp.headers().get(h))
+                .and_then(|v| v.to_str().ok())
+            {
+                self.usage = Some(clip(usage));
+            }
+            let retry_after = resp
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            let text = match resp.text().await {
+                Ok(t) => t,
+                Err(e) => {
+                    failures += 1;
+                    if failures >= ATTEMPTS {
+                        return Err(CrmError::Transient(format!(
+                            "reading the answer: {}",
+                            e.without_url()
+                        )));
+                    }
+                    tokio::time::sleep(jitter(Duration::from_millis(250 << failures))).await;
+                    continue;
+                }
+            };
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                self.rate_limited += 1;
+                crate::metrics::count(
+                    crate::metrics::Metric::ProviderRateLimited,
+                    self.wire.provider(),
+                    Some(self.connection.as_str()),
+                );
+                limited += 1;
+                if limited > RATE_LIMIT_RETRIES {
+                    return Err(CrmError::Transient("rate limited for too long".into()));
+                }
+                let wait = match retry_after {
+                    Some(s) => Duration::from_secs(s.clamp(1, 60)),
+                    None if self.wire.rate_limited(&text) == RateLimited::Exhausted => {
+                        return Err(CrmError::LimitExhausted(
+                            "the provider's daily request limit is reached".into(),
+                        ));
+                    }
+                    None => Duration::from_secs(1),
+                };
+                self.budget.hold_off(jitter(wait) + wait / 2).await?;
+                continue;
+            }
+            if status.is_server_error() {
+                failures += 1;
+                if failures >= ATTEMPTS {
+                    return Err(CrmError::Transient(format!(
+                        "{} after {ATTEMPTS} attempts",
+                        status.as_u16()
+                    )));
+                }
+                let wait = retry_after
+                    .map(|s| Duration::from_secs(s.min(30)))
+                    .unwrap_or(Duration::from_millis(250 << failures));
+                tokio::time::sleep(jitter(wait)).await;
+                continue;
+            }
+            if status == StatusCode::NO_CONTENT || (status.is_success() && text.trim().is_empty()) {
+                return Ok(Value::Null);
+            }
+            let parsed: Result<Value, _> = serde_json::from_str(&text);
+            if status.is_success() {
+                return match parsed {
+                    Ok(v) => Ok(v),
+                    Err(_) => {
+                        failures += 1;
+                        if failures >= ATTEMPTS {
+                            return Err(CrmError::Malformed("the answer is not JSON".into()));
+                        }
+                        continue;
+                    }
+                };
+            }
+            if let Some(refused) = self.wire.refusal(status, parsed.as_ref().ok(), &text) {
+                return Err(refused);
+            }
+            let message = parsed
+                .as_ref()
+                .map(|v| self.wire.error_message(v))
+                .unwrap_or_else(|_| clip(&text));
+            if status == StatusCode::UNAUTHORIZED {
+                return Err(CrmError::Auth(message));
+            }
+            if self.wire.answers(status) {
+                return parsed
+                    .map_err(|_| CrmError::Malformed(format!("{} without JSON", status.as_u16())));
+            }
+            return Err(CrmError::Rejected {
+                status: status.as_u16(),
+                message,
+            });
+        }
+    }
+}
+
+/// What a token lifecycle failure means for a CRM call.
+pub fn token_error(e: TokenError) -> CrmError {
+    match e {
+        TokenError::NotFound => CrmError::Auth("the connection no longer exists".into()),
+        TokenError::NeedsReauth => {
+            CrmError::Auth("the connection needs to be re-authorised".into())
+        }
+        TokenError::Unusable(why) => CrmError::Auth(why.to_owned()),
+        TokenError::Unavailable(why) => CrmError::Transient(why),
+        TokenError::Changed => CrmError::Transient("the connection changed".into()),
+        TokenError::Internal(why) => CrmError::Internal(why),
+        TokenError::Store(e) => CrmError::Store(e),
+    }
+}
