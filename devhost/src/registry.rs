@@ -61,6 +61,29 @@ macro_rules! event_handler {
     };
 }
 
+/// Wraps a typed Lambda handler (`async fn(&App, LambdaEvent<E>) -> Result<R, _>`) as
+/// an event handler: the event JSON is read as `E` (an event of another shape is the
+/// invocation's error, as the Lambda runtime reports it) and `R` answered as JSON.
+macro_rules! typed_event_handler {
+    ($f:path) => {
+        |app, event| {
+            ::std::boxed::Box::pin(async move {
+                let payload = ::serde_json::from_value(event).map_err(|e| {
+                    ::lambda_http::Error::from(format!("the event does not fit the handler: {e}"))
+                })?;
+                let event = ::lambda_runtime::LambdaEvent::new(
+                    payload,
+                    ::lambda_runtime::Context::default(),
+                );
+                let answer = $f(app, event)
+                    .await
+                    .map_err(|e| ::lambda_http::Error::from(e.to_string()))?;
+                ::serde_json::to_value(answer).map_err(::lambda_http::Error::from)
+            })
+        }
+    };
+}
+
 /// The handlers by template binary name (`Metadata.BuildProperties.Binary`): HTTP
 /// handlers for functions behind HttpApi routes, event handlers for the others.
 #[derive(Clone, Default)]
@@ -95,7 +118,7 @@ impl FunctionRegistry {
             .register_event("token-refresh", event_handler!(token_refresh::handle_event))
             .register("sync-trigger", handler!(sync_trigger::handle))
             .register_event("sync-trigger", event_handler!(sync_trigger::handle_event))
-            .register_event("sync-worker", event_handler!(sync_worker::handle_event))
+            .register_event("sync-worker", typed_event_handler!(sync_worker::handle))
             .register("integrations", handler!(integrations::handle))
             .register("google", handler!(google::handle))
             .register_event(

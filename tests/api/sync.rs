@@ -527,7 +527,8 @@ pub(crate) async fn duplicate_deliveries(app: &TestApp, provider: &str) {
         );
     }
     assert_eq!(bodies.len(), 1);
-    let task: conduit::sync::runs::Task = serde_json::from_str(&bodies[0]).unwrap();
+    let task = conduit::sync::message::SyncMessage::parse(&bodies[0]).unwrap();
+    assert_eq!(task.kind(), "chunk");
     let queue = conduit::queue::Publisher::new(sqs, local.stack.ref_value("SyncQueue").unwrap());
     queue.send_all(&[task.clone(), task]).await.unwrap();
 

@@ -15,7 +15,8 @@ use conduit::http::{self, ApiError};
 use conduit::scopes;
 use conduit::sync::config::{ConfigStatus, FieldMapping, SyncConfig};
 use conduit::sync::crm::CrmKind;
-use conduit::sync::purge::{Purge, PurgeMessage};
+use conduit::sync::message::SyncMessage;
+use conduit::sync::purge::Purge;
 use conduit::sync::schema::{CrmField, Entity};
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Response};
@@ -438,13 +439,11 @@ pub async fn delete(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     // Its links, checkpoints and conflicts go in the background (there can be a
     // hundred thousand links). The purge is queued before anything changes, so a
     // queue that cannot take it refuses the delete instead of leaving orphans.
-    let purge = PurgeMessage {
-        purge: Purge {
-            tenant: c.tenant.clone(),
-            config_id: c.id.clone(),
-            entities: c.entities.clone(),
-        },
-    };
+    let purge = SyncMessage::Purge(Purge {
+        tenant: c.tenant.clone(),
+        config_id: c.id.clone(),
+        entities: c.entities.clone(),
+    });
     let queue = conduit::queue::sync_queue(call.app).map_err(ApiError::internal)?;
     queue
         .send_delayed(&purge, PURGE_BACKSTOP_SECS)

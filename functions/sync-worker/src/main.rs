@@ -1,5 +1,6 @@
 //! Lambda entry point: builds the shared context once, then takes SQS batches.
 
+use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 
 #[global_allocator]
@@ -8,11 +9,9 @@ static ALLOCATOR: conduit::app::Allocator = conduit::app::Allocator;
 fn main() -> Result<(), Error> {
     conduit::app::serve(|app| async move {
         let app = &app;
-        lambda_runtime::run(service_fn(
-            move |event: LambdaEvent<serde_json::Value>| async move {
-                sync_worker::handle_event(app, event.payload).await
-            },
-        ))
+        lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
+            sync_worker::handle(app, event).await
+        }))
         .await
     })
 }

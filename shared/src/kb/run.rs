@@ -31,6 +31,7 @@ use crate::domain::{ConnectionId, IntegrationId, TenantId};
 use crate::queue::{Publisher, QueueError};
 use crate::store::StoreError;
 use crate::store::kb::KbSources;
+use crate::sync::message::SyncMessage;
 
 /// The providers a knowledge base is imported from.
 pub const SOURCES: [&str; 5] = [
@@ -199,14 +200,6 @@ pub struct SourceStatus {
     pub version: u64,
 }
 
-/// The queue message of a run's next step.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KbImportMessage {
-    /// The step.
-    pub kb_import: StepRef,
-}
-
 /// Which run a step belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepRef {
@@ -216,12 +209,6 @@ pub struct StepRef {
     pub integration_id: IntegrationId,
     /// The run.
     pub run_id: String,
-}
-
-impl crate::queue::TenantWork for KbImportMessage {
-    fn tenant(&self) -> &str {
-        self.kb_import.tenant.as_str()
-    }
 }
 
 /// Why a run could not start, or a step must be retried.
@@ -325,13 +312,11 @@ pub async fn start(
     };
     save(app, &next, prev.as_ref().map(|s| s.version)).await?;
     publisher
-        .send(&KbImportMessage {
-            kb_import: StepRef {
-                tenant: tenant.clone(),
-                integration_id: integration.clone(),
-                run_id,
-            },
-        })
+        .send(&SyncMessage::KbImport(StepRef {
+            tenant: tenant.clone(),
+            integration_id: integration.clone(),
+            run_id,
+        }))
         .await?;
     Ok(next)
 }
@@ -450,9 +435,7 @@ pub async fn step(app: &App, publisher: &Publisher, step: &StepRef) -> Result<()
     let done = s.run.is_none();
     save(app, &s, Some(prev_version)).await?;
     if let Some(wait) = again {
-        let message = KbImportMessage {
-            kb_import: step.clone(),
-        };
+        let message = SyncMessage::KbImport(step.clone());
         let secs = i32::try_from(wait.as_secs()).unwrap_or(900);
         publisher.send_delayed(&message, secs).await?;
     }

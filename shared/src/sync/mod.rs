@@ -9,6 +9,7 @@ pub mod crm;
 pub mod engine;
 pub mod links;
 pub mod mapping;
+pub mod message;
 pub mod purge;
 pub mod realtime;
 pub mod records;

@@ -40,6 +40,7 @@ use crate::app::App;
 use crate::domain::{RecordId, SyncConfigId, TenantId};
 use crate::queue::{Publisher, QueueError};
 use crate::store::StoreError;
+use crate::sync::message::SyncMessage;
 
 /// Links removed per message.
 const LINKS_PER_MESSAGE: i32 = 500;
@@ -57,20 +58,6 @@ pub struct Purge {
     pub config_id: SyncConfigId,
     /// The entities it synced.
     pub entities: Vec<Entity>,
-}
-
-/// The queue message: `{"purge": {…}}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PurgeMessage {
-    /// The work.
-    pub purge: Purge,
-}
-
-impl crate::queue::TenantWork for PurgeMessage {
-    fn tenant(&self) -> &str {
-        self.purge.tenant.as_str()
-    }
 }
 
 /// Why a purge step, or a writer's check, failed (the message is retried).
@@ -106,7 +93,7 @@ pub async fn recheck(
         config_id: config.clone(),
         entities: entities.to_vec(),
     };
-    queue.send(&PurgeMessage { purge }).await?;
+    queue.send(&SyncMessage::Purge(purge)).await?;
     Ok(false)
 }
 
@@ -136,7 +123,7 @@ pub async fn run(app: &App, queue: &Publisher, p: &Purge) -> Result<(), PurgeErr
         links.remove(&page).await?;
         // Whatever is left of this partition (or the next entity's) is the next
         // message's.
-        queue.send(&PurgeMessage { purge: p.clone() }).await?;
+        queue.send(&SyncMessage::Purge(p.clone())).await?;
         return Ok(());
     }
     Ok(Runs::new(app.table.clone())

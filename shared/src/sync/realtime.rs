@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::{ConfigStatus, Configs, Frequency, SyncConfig, SyncDirection};
 use super::engine::{self, RunRequest, StartError};
+use super::message::SyncMessage;
 use super::runs::Runs;
 use super::schema::Entity;
 use crate::app::App;
@@ -33,20 +34,6 @@ pub struct FollowUp {
     pub config_id: SyncConfigId,
     /// The entity changed.
     pub entity: Entity,
-}
-
-/// The queue message: `{"realtime": {…}}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FollowUpMessage {
-    /// The work.
-    pub realtime: FollowUp,
-}
-
-impl crate::queue::TenantWork for FollowUpMessage {
-    fn tenant(&self) -> &str {
-        self.realtime.tenant.as_str()
-    }
 }
 
 /// What became of one config's push.
@@ -131,13 +118,11 @@ async fn push(
             .map_err(|e| e.to_string())?
         {
             Some(true) => {
-                let message = FollowUpMessage {
-                    realtime: FollowUp {
-                        tenant: config.tenant.clone(),
-                        config_id: config.id.clone(),
-                        entity,
-                    },
-                };
+                let message = SyncMessage::Realtime(FollowUp {
+                    tenant: config.tenant.clone(),
+                    config_id: config.id.clone(),
+                    entity,
+                });
                 queue
                     .send_delayed(&message, FOLLOW_UP_DELAY.as_secs() as i32)
                     .await

@@ -88,12 +88,6 @@ pub struct Task {
     pub only: Option<Vec<String>>,
 }
 
-impl crate::queue::TenantWork for Task {
-    fn tenant(&self) -> &str {
-        self.tenant.as_str()
-    }
-}
-
 impl Task {
     /// The chunk's id within its log.
     pub fn chunk_id(&self) -> String {

@@ -1,0 +1,603 @@
+//! The pull: read the CRM page by page from the checkpoint, write each page to the
+//! app (beside the next page's fetch), apply the CRM's deletes when a pass completes.
+
+use super::*;
+
+impl Chunk<'_> {
+    pub(super) async fn pull(&mut self) -> Result<Option<Task>, CrmError> {
+        let entity = self.task.entity;
+        if let Some(ids) = self.task.only.clone() {
+            let fields = self.mapper.crm_fields();
+            let records = self.crm.read(entity, &ids, &fields).await?;
+            self.pull_page(records).await?;
+            return Ok(None);
+        }
+        let fields = self.mapper.crm_fields();
+        let filters: Vec<_> = self.config.filters_of(entity).cloned().collect();
+        let filter_refs: Vec<_> = filters.iter().collect();
+        let mut cursor = self.task.cursor.clone().unwrap_or_default();
+        let started = Instant::now();
+        let mut pages = 0;
+        let mut page = self
+            .crm
+            .pull(entity, &cursor, &fields, &filter_refs)
+            .await?;
+        // Up to two pages are written at once, while the next one is fetched; each
+        // page's checkpoint is saved once it and every page before it are written.
+        let mut writing: Option<PageWrite> = None;
+        loop {
+            if let Some(total) = page.total {
+                self.progress.estimated_total = Some(total);
+            }
+            let next = page.next.take();
+            let records = std::mem::take(&mut page.records);
+            pages += 1;
+            let more = next.is_some() && pages < PAGES_PER_CHUNK && started.elapsed() < CHUNK_TIME;
+            let footprint = self.footprint(&records);
+            if let Some(before) = writing.take_if(|w| !w.footprint.is_disjoint(&footprint)) {
+                // The same CRM record (or key) as the page being written: wait for it.
+                self.page_written(before).await?;
+            }
+            let this = PageWrite {
+                task: {
+                    let ctx = self.snapshot();
+                    tokio::spawn(async move { ctx.pull_page(records).await })
+                },
+                after: match &next {
+                    Some(n) => After::Page(n.clone()),
+                    None => After::Pass(cursor.clone()),
+                },
+                footprint,
+            };
+            let before = writing.replace(this);
+            let fetched = if more {
+                let next_cursor = next.clone().unwrap_or_default();
+                let (written, fetched) = tokio::join!(
+                    wait_written(before),
+                    self.crm.pull(entity, &next_cursor, &fields, &filter_refs)
+                );
+                match written {
+                    Ok(done) => self.checkpoint_pull(done).await,
+                    Err(e) => Err(e),
+                }
+                .and(fetched.map(Some))
+            } else {
+                match wait_written(before).await {
+                    Ok(done) => self.checkpoint_pull(done).await.map(|()| None),
+                    Err(e) => Err(e),
+                }
+            };
+            let fetched = match fetched {
+                Ok(f) => f,
+                Err(e) => {
+                    // The page still being written finishes first (no checkpoint).
+                    let _ = wait_written(writing.take()).await;
+                    return Err(e);
+                }
+            };
+            match fetched {
+                Some(f) => {
+                    cursor = next.unwrap_or_default();
+                    page = f;
+                }
+                None => {
+                    if let Some(last) = writing.take() {
+                        self.page_written(last).await?;
+                    }
+                    let Some(n) = next else {
+                        if self.task.then_push {
+                            let mut t = self.next_task(Phase::Push);
+                            t.then_push = false;
+                            t.push_cursor = Some(
+                                push_start(&self.runs, &self.config, entity, now())
+                                    .await
+                                    .map_err(store)?,
+                            );
+                            self.progress.stage = Some("pushing");
+                            return Ok(Some(t));
+                        }
+                        return Ok(None);
+                    };
+                    let mut t = self.next_task(Phase::Pull);
+                    t.cursor = Some(n);
+                    return Ok(Some(t));
+                }
+            }
+        }
+    }
+
+    /// What a page written in the background may touch: its CRM records, the app
+    /// records they carry the id of, and their keys (email, domain).
+    pub(super) fn footprint(&self, records: &[CrmRecord]) -> HashSet<String> {
+        let entity = self.task.entity;
+        let marker = self.crm.kind().marker();
+        let mut out = HashSet::with_capacity(records.len() * 3);
+        for r in records {
+            out.insert(format!("c{}", r.id));
+            if let Some(id) = r.values.get(marker) {
+                out.insert(format!("a{id}"));
+            }
+            // A record whose transform overflows fails on its own page; no key here.
+            if let Ok(values) = self.mapper.to_app(&r.values)
+                && let Some(Some(k)) = values.get(entity.key_field())
+            {
+                out.insert(format!("k{}", normalise_key(entity, k)));
+            }
+        }
+        out
+    }
+
+    /// Waits for a page written in the background, then saves its checkpoint.
+    pub(super) async fn page_written(&mut self, write: PageWrite) -> Result<(), CrmError> {
+        let done = wait_written(Some(write)).await?;
+        self.checkpoint_pull(done).await
+    }
+
+    /// Counts a written page and saves the checkpoint after it (at the end of a pass,
+    /// once the pass's deletes are applied).
+    pub(super) async fn checkpoint_pull(&mut self, done: Option<Written>) -> Result<(), CrmError> {
+        let Some((progress, errors, after)) = done else {
+            return Ok(());
+        };
+        self.merge(progress, errors);
+        let checkpoint = match after {
+            After::Page(next) => next,
+            After::Pass(cursor) => self.finish_pull_pass(&cursor).await?,
+        };
+        self.runs
+            .save_checkpoint(
+                &self.task.tenant,
+                &self.config.id,
+                self.task.entity,
+                Phase::Pull,
+                &checkpoint,
+            )
+            .await
+            .map_err(store)?;
+        self.flush_progress().await
+    }
+
+    /// The end of a pull pass: deletes since the last pass, then where the next pass
+    /// starts.
+    pub(super) async fn finish_pull_pass(&mut self, cursor: &Cursor) -> Result<Cursor, CrmError> {
+        let entity = self.task.entity;
+        let pass_started = if cursor.pass_started_ms > 0 {
+            cursor.pass_started_ms
+        } else {
+            unix_ms(now())
+        };
+        let deleted = if cursor.since_ms.is_some() || cursor.deletes_since_ms > 0 {
+            self.crm
+                .deleted_since(entity, cursor.deletes_since_ms.max(1))
+                .await?
+        } else {
+            Vec::new()
+        };
+        if !deleted.is_empty() {
+            self.apply_crm_deletes(&deleted).await?;
+        }
+        let since = if cursor.high_water_ms > 0 {
+            cursor.high_water_ms.min(pass_started)
+        } else {
+            pass_started
+        } - OVERLAP_MS;
+        Ok(Cursor {
+            since_ms: Some(since),
+            page: None,
+            high_water_ms: 0,
+            pass_started_ms: 0,
+            deletes_since_ms: pass_started - OVERLAP_MS,
+        })
+    }
+
+    pub(super) async fn apply_crm_deletes(
+        &mut self,
+        deleted: &[(String, i64)],
+    ) -> Result<(), CrmError> {
+        let entity = self.task.entity;
+        // Pull-created records have derived ids; others are found through the links.
+        let mut candidates: Vec<RecordId> = deleted
+            .iter()
+            .map(|(id, _)| derived_id(self.task, &self.config, id))
+            .collect();
+        let gone: BTreeSet<&str> = deleted.iter().map(|(id, _)| id.as_str()).collect();
+        for (sk, link) in self.links.all().await.map_err(store)? {
+            if link.crm_id.as_deref().is_some_and(|c| gone.contains(c))
+                && let Ok(id) = RecordId::parse(&sk)
+            {
+                candidates.push(id);
+            }
+        }
+        candidates.sort();
+        candidates.dedup();
+        let links = self.links.get_many(&candidates).await.map_err(store)?;
+        let records = self
+            .records
+            .get_many(&self.task.tenant, entity, &candidates)
+            .await
+            .map_err(store)?;
+        let mut changed_links = Vec::new();
+        for r in records {
+            let Some(mut link) = links.get(r.id.as_str()).cloned() else {
+                continue;
+            };
+            if !link.crm_id.as_deref().is_some_and(|c| gone.contains(c)) || link.crm_deleted {
+                continue;
+            }
+            link.crm_deleted = true;
+            if self.config.options.propagate_deletes && r.deleted_at.is_none() {
+                let mut r = r.clone();
+                let old_key = r.key();
+                r.deleted_at = Some(now());
+                r.updated_at = now();
+                r.version += 1;
+                r.rev += 1;
+                match self.records.save(&r, old_key.as_deref()).await {
+                    Ok(()) => self.progress.add("deleted", 1),
+                    Err(StoreError::ConditionFailed) => {
+                        return Err(CrmError::Transient("a record changed meanwhile".into()));
+                    }
+                    Err(e) => return Err(store(e)),
+                }
+                link.app_deleted = true;
+            } else {
+                self.progress.add("skipped", 1);
+            }
+            changed_links.push((r.id.clone(), link));
+        }
+        self.links.put_many(&changed_links).await.map_err(store)
+    }
+
+    pub(super) fn snapshot(&self) -> PullContext {
+        PullContext {
+            events: self.events.clone(),
+            task: self.task.clone(),
+            config: self.config.clone(),
+            mapper: self.mapper.clone(),
+            records: self.records.clone(),
+            links: self.links.clone(),
+            runs: self.runs.clone(),
+            provider: self.provider.clone(),
+        }
+    }
+
+    pub(super) async fn pull_page(&mut self, records: Vec<CrmRecord>) -> Result<(), CrmError> {
+        let (p, e) = self.snapshot().pull_page(records).await?;
+        self.merge(p, e);
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------------- push
+}
+
+/// A pull page being written in the background.
+pub(super) struct PageWrite {
+    task: tokio::task::JoinHandle<Result<(Progress, Vec<RecordError>), CrmError>>,
+    after: After,
+    footprint: HashSet<String>,
+}
+
+/// Where a pull stands once a page is written.
+pub(super) enum After {
+    /// The next page of the pass.
+    Page(Cursor),
+    /// The pass's end (from the cursor of its last page).
+    Pass(Cursor),
+}
+
+pub(super) type Written = (Progress, Vec<RecordError>, After);
+
+/// Waits for a page written in the background (if any): its counts and errors.
+pub(super) async fn wait_written(write: Option<PageWrite>) -> Result<Option<Written>, CrmError> {
+    let Some(w) = write else {
+        return Ok(None);
+    };
+    let (progress, errors) = w
+        .task
+        .await
+        .map_err(|e| CrmError::Internal(format!("a page write stopped: {e}")))??;
+    Ok(Some((progress, errors, w.after)))
+}
+
+/// What writing one pull page needs (owned, so it can run beside the next fetch).
+pub(super) struct PullContext {
+    events: crate::events::EventPublisher,
+    task: Task,
+    config: SyncConfig,
+    mapper: Mapper,
+    records: Records,
+    links: Links,
+    runs: Runs,
+    provider: String,
+}
+
+impl PullContext {
+    async fn pull_page(
+        &self,
+        page: Vec<CrmRecord>,
+    ) -> Result<(Progress, Vec<RecordError>), CrmError> {
+        let mut progress = Progress::default();
+        let mut errors = Vec::new();
+        if page.is_empty() {
+            return Ok((progress, errors));
+        }
+        let entity = self.task.entity;
+        let tenant = &self.task.tenant;
+        let at = now();
+        let source = Source {
+            origin: self.provider.clone(),
+            config_id: Some(self.config.id.to_string()),
+            at,
+        };
+        let marker = CrmKind::of(&self.provider)
+            .map(|k| k.marker())
+            .unwrap_or_default();
+        let mut crm_values: Vec<Values> = Vec::with_capacity(page.len());
+        // Records whose transform passed its cap fail alone (by page index).
+        let mut overflowed: BTreeMap<usize, crate::sync::mapping::TransformFailed> =
+            BTreeMap::new();
+        for (i, rec) in page.iter().enumerate() {
+            crm_values.push(self.mapper.to_app(&rec.values).unwrap_or_else(|e| {
+                overflowed.insert(i, e);
+                Values::new()
+            }));
+        }
+        // 1. Which app record each CRM record belongs to.
+        let ports = matching::Stored {
+            records: &self.records,
+            links: &self.links,
+        };
+        let matching::Matched {
+            candidate,
+            existing,
+            links,
+        } = matching::match_page(
+            &ports,
+            tenant,
+            entity,
+            marker,
+            &page,
+            &crm_values,
+            |crm_id| derived_id(&self.task, &self.config, crm_id),
+        )
+        .await
+        .map_err(store)?;
+        // 2. Decide per record.
+        let directions = self.mapper.directions();
+        let pull_fields: Vec<&str> = directions
+            .iter()
+            .filter(|(_, d)| matches!(d, Direction::Pull | Direction::Bidirectional))
+            .map(|(f, _)| f.as_str())
+            .collect();
+        let mut new_records: Vec<Record> = Vec::new();
+        let mut saves: Vec<(Record, Option<String>)> = Vec::new();
+        let mut new_links: Vec<(RecordId, Link)> = Vec::new();
+        let mut conflicts: Vec<StoredConflict> = Vec::new();
+        let mut seen: BTreeSet<String> = BTreeSet::new();
+        for (i, rec) in page.iter().enumerate() {
+            let id = candidate[i].clone();
+            if !seen.insert(id.to_string()) {
+                continue; // the same record twice in one page (re-anchored search)
+            }
+            progress.add("processed", 1);
+            if let Some(e) = overflowed.get(&i) {
+                progress.add("failed", 1);
+                errors.push(RecordError {
+                    phase: Phase::Pull,
+                    record_id: None,
+                    crm_id: Some(rec.id.clone()),
+                    message: e.to_string(),
+                    at,
+                });
+                continue;
+            }
+            let values = &crm_values[i];
+            let link = links.get(id.as_str()).cloned();
+            match existing.get(id.as_str()).cloned() {
+                None => {
+                    if !self.config.options.create_missing {
+                        progress.add("skipped", 1);
+                        continue;
+                    }
+                    let mut r = Record::new(id.clone(), tenant.clone(), entity, at);
+                    for f in &pull_fields {
+                        r.set(f, values.get(*f).and_then(|v| v.as_deref()), &source);
+                    }
+                    r.version = 1;
+                    r.rev = 1;
+                    r.links.insert(
+                        self.config.id.to_string(),
+                        LinkedRecord {
+                            provider: self.provider.clone(),
+                            connection_id: self.config.connection_id.to_string(),
+                            crm_id: rec.id.clone(),
+                        },
+                    );
+                    // Fields the pull does not write (push-only) are empty in the new
+                    // record; so is their base, or the push would take the gap for an
+                    // app-side change and empty them in the CRM.
+                    let base: Values = values
+                        .iter()
+                        .map(|(f, v)| {
+                            let pulled = pull_fields.contains(&f.as_str());
+                            (f.clone(), if pulled { v.clone() } else { None })
+                        })
+                        .collect();
+                    new_links.push((
+                        id,
+                        Link {
+                            crm_id: Some(rec.id.clone()),
+                            base,
+                            synced_version: 1,
+                            crm_modified_ms: rec.modified_ms,
+                            ..Link::default()
+                        },
+                    ));
+                    progress.add("created", 1);
+                    progress.add("pulled", 1);
+                    new_records.push(r);
+                }
+                Some(r) if r.deleted_at.is_some() => {
+                    progress.add("skipped", 1);
+                }
+                Some(mut r) => {
+                    let mut link = link.unwrap_or_default();
+                    if link.crm_id.as_deref().is_some_and(|c| c != rec.id) {
+                        // The app record is linked to another CRM record (a duplicate
+                        // on the CRM side): leave this one alone.
+                        progress.add("skipped", 1);
+                        continue;
+                    }
+                    let fresh_link = link.crm_id.is_none();
+                    link.crm_id = Some(rec.id.clone());
+                    link.crm_deleted = false;
+                    if !fresh_link
+                        && rec.modified_ms <= link.crm_modified_ms
+                        && link.base == *values
+                    {
+                        progress.add("skipped", 1);
+                        continue;
+                    }
+                    let app_values = self.mapper.app_values(&r.fields);
+                    let mut strategy = self.config.conflict_strategy;
+                    if fresh_link && strategy == Strategy::ManualReview {
+                        // Linking by key: fill gaps both ways, CRM wins real differences.
+                        strategy = Strategy::CrmWins;
+                    }
+                    let plan = conflict::reconcile(
+                        &directions,
+                        &link.base,
+                        Side {
+                            values: &app_values,
+                            modified_at: r.updated_at,
+                        },
+                        Side {
+                            values,
+                            modified_at: ms_time(rec.modified_ms),
+                        },
+                        strategy,
+                    );
+                    progress.add("conflicts_resolved", plan.resolved as u64);
+                    let old_key = r.key();
+                    let mut changed = false;
+                    for (f, v) in &plan.pull {
+                        if !link.conflicted.contains(f) {
+                            changed |= r.set(f, v.as_deref(), &source);
+                        }
+                    }
+                    // The base becomes the CRM's values, except open conflicts: fields
+                    // the app changed are then pushed by the push phase.
+                    let mut base = values.clone();
+                    for f in &link.conflicted {
+                        if let Some(old) = link.base.get(f) {
+                            base.insert(f.clone(), old.clone());
+                        }
+                    }
+                    // Push-only fields keep their base: a CRM-side change to one is
+                    // not pulled, and must not look like an app-side change either.
+                    for (f, _) in directions
+                        .iter()
+                        .filter(|(f, _)| !pull_fields.contains(&f.as_str()))
+                    {
+                        base.insert(f.clone(), link.base.get(f).cloned().flatten());
+                    }
+                    // A conflict already under review (open or ignored) is not
+                    // detected again; a new field in conflict reopens it with all.
+                    let new_fields = plan
+                        .conflicts
+                        .iter()
+                        .filter(|c| !link.conflicted.contains(&c.field))
+                        .count();
+                    if new_fields > 0 {
+                        progress.add("conflicts_detected", new_fields as u64);
+                        for c in &plan.conflicts {
+                            link.conflicted.insert(c.field.clone());
+                            base.insert(
+                                c.field.clone(),
+                                link.base.get(&c.field).cloned().flatten(),
+                            );
+                        }
+                        conflicts.push(StoredConflict {
+                            id: conflict_id(&self.config.id, entity, &r.id),
+                            config_id: self.config.id.clone(),
+                            provider: self.provider.clone(),
+                            entity,
+                            record_id: r.id.clone(),
+                            crm_id: rec.id.clone(),
+                            fields: plan.conflicts.clone(),
+                            status: "open".into(),
+                            detected_at: at,
+                            settled_at: None,
+                            resolution: BTreeMap::new(),
+                        });
+                    }
+                    link.base = base;
+                    link.crm_modified_ms = rec.modified_ms;
+                    let newly_linked = !r.links.contains_key(self.config.id.as_str());
+                    if newly_linked {
+                        r.links.insert(
+                            self.config.id.to_string(),
+                            LinkedRecord {
+                                provider: self.provider.clone(),
+                                connection_id: self.config.connection_id.to_string(),
+                                crm_id: rec.id.clone(),
+                            },
+                        );
+                    }
+                    if changed {
+                        r.version += 1;
+                        r.updated_at = at;
+                        progress.add("updated", 1);
+                        progress.add("pulled", 1);
+                    } else {
+                        progress.add("skipped", 1);
+                    }
+                    if changed || newly_linked {
+                        r.rev += 1;
+                        link.synced_version = r.version;
+                        saves.push((r, old_key));
+                    }
+                    new_links.push((id, link));
+                }
+            }
+        }
+        // 3. Write: new records (ids nobody else writes) in batches, changed records
+        //    conditionally, then the links that record it all.
+        self.records.put_new(&new_records).await.map_err(store)?;
+        let results = futures::future::join_all(saves.iter().map(|(r, old_key)| async move {
+            (r, self.records.save(r, old_key.as_deref()).await)
+        }))
+        .await;
+        let mut lost: BTreeSet<String> = BTreeSet::new();
+        for (r, result) in results {
+            match result {
+                Ok(()) => {}
+                Err(StoreError::ConditionFailed) => {
+                    // Edited meanwhile: the link is not advanced, so the next pull
+                    // reconciles this record again against the new app values.
+                    lost.insert(r.id.to_string());
+                    progress.add("failed", 1);
+                    errors.push(RecordError {
+                        phase: Phase::Pull,
+                        record_id: Some(r.id.to_string()),
+                        crm_id: r
+                            .links
+                            .get(self.config.id.as_str())
+                            .map(|l| l.crm_id.clone()),
+                        message: "the app record changed during the sync; retried next run".into(),
+                        at,
+                    });
+                }
+                Err(e) => return Err(store(e)),
+            }
+        }
+        new_links.retain(|(id, _)| !lost.contains(id.as_str()));
+        for c in &conflicts {
+            if self.runs.put_conflict(tenant, c).await.map_err(store)? {
+                publish_conflict(&self.events, &self.task, c).await;
+            }
+        }
+        self.links.put_many(&new_links).await.map_err(store)?;
+        Ok((progress, errors))
+    }
+}

@@ -1,0 +1,560 @@
+//! The push: walk the app's records (all of them the first time, then the change
+//! feed), create, update and delete their CRM records in the CRM's batches, and link
+//! what was written.
+
+use super::*;
+
+impl Chunk<'_> {
+    pub(super) async fn push(&mut self) -> Result<Option<Task>, CrmError> {
+        let outcome = self.push_pages().await;
+        // Writes still in flight finish (or fail) before the chunk reports: a
+        // checkpoint is only ever saved after the links it covers.
+        let written = self.settle_writes().await;
+        let next = outcome?;
+        written?;
+        Ok(next)
+    }
+
+    pub(super) async fn push_pages(&mut self) -> Result<Option<Task>, CrmError> {
+        let entity = self.task.entity;
+        if let Some(ids) = self.task.only.clone() {
+            self.crm.ensure_marker(entity).await?;
+            let ids: Vec<RecordId> = ids.iter().filter_map(|i| RecordId::parse(i).ok()).collect();
+            let records = self
+                .records
+                .get_many(&self.task.tenant, entity, &ids)
+                .await
+                .map_err(store)?;
+            let links = self.links.get_many(&ids).await.map_err(store)?;
+            self.push_page(records, links).await?;
+            return Ok(None);
+        }
+        let mut cursor = self.task.push_cursor.clone().unwrap_or_default();
+        let started = Instant::now();
+        let mut pages = 0;
+        let tenant = &self.task.tenant;
+        // The first page is read while the CRM is asked about the marker.
+        let (marker, first) = tokio::join!(
+            self.crm.ensure_marker(entity),
+            push_read(
+                &self.records,
+                &self.links,
+                tenant,
+                entity,
+                &cursor.since,
+                &cursor.page,
+            )
+        );
+        marker?;
+        let mut page = first.map_err(store)?;
+        // Records pushed by this chunk: one seen again (changed during the push, so
+        // later in the change feed) is read again once its link is written.
+        let mut pushed: HashSet<String> = HashSet::new();
+        loop {
+            pages += 1;
+            let more =
+                page.cursor.is_some() && pages < PAGES_PER_CHUNK && started.elapsed() < CHUNK_TIME;
+            let records = std::mem::take(&mut page.records);
+            let mut links = std::mem::take(&mut page.links);
+            if records.iter().any(|r| pushed.contains(r.id.as_str())) {
+                self.settle_writes().await?;
+                let ids: Vec<RecordId> = records.iter().map(|r| r.id.clone()).collect();
+                links = self.links.get_many(&ids).await.map_err(store)?;
+            }
+            pushed.extend(records.iter().map(|r| r.id.to_string()));
+            // Read the next page and its links while this one is pushed.
+            let next = if more {
+                let (records_store, links_store) = (self.records.clone(), self.links.clone());
+                let tenant = self.task.tenant.clone();
+                let (since, after) = (cursor.since.clone(), page.cursor.clone());
+                let (done, next) = tokio::join!(self.push_page(records, links), async move {
+                    push_read(
+                        &records_store,
+                        &links_store,
+                        &tenant,
+                        entity,
+                        &since,
+                        &after,
+                    )
+                    .await
+                });
+                done?;
+                Some(next.map_err(store)?)
+            } else {
+                self.push_page(records, links).await?;
+                None
+            };
+            cursor.page = page.cursor.take();
+            let checkpoint = if cursor.page.is_some() {
+                cursor.clone()
+            } else {
+                PushCursor {
+                    since: Some(cursor.pass_started.clone()),
+                    page: None,
+                    pass_started: String::new(),
+                }
+            };
+            // The checkpoint and the page's counts follow its links, behind the next
+            // page's CRM writes.
+            let (runs, task, config_id) =
+                (self.runs.clone(), self.task.clone(), self.config.id.clone());
+            let (progress, errors) = self.take_progress();
+            self.write_behind(async move {
+                runs.save_checkpoint(&task.tenant, &config_id, entity, Phase::Push, &checkpoint)
+                    .await?;
+                flush(&runs, &task, &progress, &errors).await
+            })
+            .await?;
+            if cursor.page.is_none() {
+                return Ok(None);
+            }
+            match next {
+                Some(n) => page = n,
+                None => {
+                    let mut t = self.next_task(Phase::Push);
+                    t.push_cursor = Some(cursor);
+                    return Ok(Some(t));
+                }
+            }
+        }
+    }
+
+    pub(super) async fn push_page(
+        &mut self,
+        records: Vec<Record>,
+        links: BTreeMap<String, Link>,
+    ) -> Result<(), CrmError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let entity = self.task.entity;
+        let filters: Vec<_> = self.config.filters_of(entity).cloned().collect();
+        let bidirectional = self.config.direction == SyncDirection::Bidirectional;
+        let directions = self.mapper.directions();
+        let mut creates: Vec<Create> = Vec::new();
+        let mut updates: Vec<(Record, Link, Values)> = Vec::new();
+        let mut deletes: Vec<(RecordId, Link)> = Vec::new();
+        for r in records {
+            let link = links.get(r.id.as_str()).cloned();
+            if r.deleted_at.is_some() {
+                if let Some(l) = link
+                    && l.crm_id.is_some()
+                    && !l.crm_deleted
+                    && !l.app_deleted
+                {
+                    deletes.push((r.id.clone(), l));
+                }
+                continue;
+            }
+            let app_values = self.mapper.app_values(&r.fields);
+            let crm_view = match self.mapper.to_crm(&app_values, &r.fields) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.transform_failed(Some(&r.id), None, &e);
+                    continue;
+                }
+            };
+            let passes = filters
+                .iter()
+                .all(|f| f.matches(crm_view.get(&f.field).and_then(|v| v.as_deref())));
+            match link {
+                Some(l) if l.crm_id.is_some() && !l.crm_deleted && !l.app_deleted => {
+                    let changed: Values = directions
+                        .iter()
+                        .filter(|(f, d)| {
+                            matches!(d, Direction::Push | Direction::Bidirectional)
+                                && !l.conflicted.contains(f)
+                                && app_values.get(f) != l.base.get(f).or(Some(&None))
+                        })
+                        .map(|(f, _)| (f.clone(), app_values.get(f).cloned().flatten()))
+                        .collect();
+                    if changed.is_empty() {
+                        continue;
+                    }
+                    self.progress.add("processed", 1);
+                    updates.push((r, l, changed));
+                }
+                Some(l) if l.crm_deleted || l.app_deleted => {}
+                _ => {
+                    if !self.config.options.create_missing || !passes {
+                        self.progress.add("skipped", 1);
+                        continue;
+                    }
+                    self.progress.add("processed", 1);
+                    creates.push((r, app_values, crm_view));
+                }
+            }
+        }
+        let mut new_links: Vec<(RecordId, Link)> = Vec::new();
+        // Creates: each CRM record carries the app id; a clash means an earlier attempt
+        // created it (or the CRM already has one with the same unique email). Without
+        // the marker field, records are first looked up by key.
+        if !creates.is_empty() {
+            let marked = self.crm.has_marker(entity);
+            for batch in creates.chunks(self.crm.kind().batch_size()) {
+                let batch: Vec<&Create> = if marked {
+                    batch.iter().collect()
+                } else {
+                    self.unmarked_creates(batch, &mut new_links).await?
+                };
+                if batch.is_empty() {
+                    self.store_links(std::mem::take(&mut new_links)).await?;
+                    continue;
+                }
+                let inputs: Vec<(String, BTreeMap<String, Option<String>>)> = batch
+                    .iter()
+                    .map(|(r, _, crm_view)| {
+                        let mut out = crm_view.clone();
+                        out.retain(|_, v| v.is_some());
+                        (r.id.to_string(), out)
+                    })
+                    .collect();
+                let outcomes = self.crm.create(entity, &inputs).await?;
+                let mut find = Vec::new();
+                for ((r, values, _), outcome) in batch.iter().zip(outcomes) {
+                    match outcome {
+                        WriteOutcome::Done(crm_id) => {
+                            self.progress.add("created", 1);
+                            self.progress.add("pushed", 1);
+                            new_links.push((r.id.clone(), pushed_link(crm_id, values)));
+                        }
+                        WriteOutcome::Exists(Some(crm_id)) => {
+                            // Linked with an empty base: the next pull reconciles both.
+                            self.progress.add("skipped", 1);
+                            new_links.push((
+                                r.id.clone(),
+                                Link {
+                                    crm_id: Some(crm_id),
+                                    ..Link::default()
+                                },
+                            ));
+                        }
+                        WriteOutcome::Exists(None) => find.push((r.id.clone(), values.clone())),
+                        WriteOutcome::Failed(message) => {
+                            self.progress.add("failed", 1);
+                            self.errors.push(RecordError {
+                                phase: Phase::Push,
+                                record_id: Some(r.id.to_string()),
+                                crm_id: None,
+                                message,
+                                at: now(),
+                            });
+                        }
+                    }
+                }
+                if !find.is_empty() {
+                    let found = if marked {
+                        let app_ids: Vec<String> =
+                            find.iter().map(|(id, _)| id.to_string()).collect();
+                        self.crm.find_by_marker(entity, &app_ids).await?
+                    } else {
+                        self.find_created_by_key(&batch, &find).await?
+                    };
+                    for (id, values) in find {
+                        match found.get(id.as_str()) {
+                            Some(crm_id) => {
+                                self.progress.add("created", 1);
+                                self.progress.add("pushed", 1);
+                                new_links.push((id, pushed_link(crm_id.clone(), &values)));
+                            }
+                            None => {
+                                self.progress.add("failed", 1);
+                                self.errors.push(RecordError {
+                                    phase: Phase::Push,
+                                    record_id: Some(id.to_string()),
+                                    crm_id: None,
+                                    message: "the CRM reported a duplicate it does not show".into(),
+                                    at: now(),
+                                });
+                            }
+                        }
+                    }
+                }
+                self.store_links(std::mem::take(&mut new_links)).await?;
+            }
+        }
+        // Updates: in a bidirectional config, the CRM's current values are read first
+        // so a change made there since the last pull is a conflict, not overwritten.
+        if !updates.is_empty() {
+            let mut current: BTreeMap<String, CrmRecord> = BTreeMap::new();
+            if bidirectional {
+                let crm_ids: Vec<String> = updates
+                    .iter()
+                    .filter_map(|(_, l, _)| l.crm_id.clone())
+                    .collect();
+                for rec in self
+                    .crm
+                    .read(entity, &crm_ids, &self.mapper.crm_fields())
+                    .await?
+                {
+                    current.insert(rec.id.clone(), rec);
+                }
+            }
+            let mut writes: Vec<(String, BTreeMap<String, Option<String>>)> = Vec::new();
+            let mut pending: Vec<(RecordId, Link, Values)> = Vec::new();
+            for (r, mut link, changed) in updates {
+                let Some(crm_id) = link.crm_id.clone() else {
+                    continue;
+                };
+                let mut to_push = changed.clone();
+                if bidirectional {
+                    let Some(now_crm) = current.get(&crm_id) else {
+                        // Gone from the CRM: the next pull's delete check settles it.
+                        self.progress.add("skipped", 1);
+                        continue;
+                    };
+                    let crm_values = match self.mapper.to_app(&now_crm.values) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            self.transform_failed(Some(&r.id), Some(&crm_id), &e);
+                            continue;
+                        }
+                    };
+                    let app_values = self.mapper.app_values(&r.fields);
+                    let plan = conflict::reconcile(
+                        &directions,
+                        &link.base,
+                        Side {
+                            values: &app_values,
+                            modified_at: r.updated_at,
+                        },
+                        Side {
+                            values: &crm_values,
+                            modified_at: ms_time(now_crm.modified_ms),
+                        },
+                        self.config.conflict_strategy,
+                    );
+                    self.progress
+                        .add("conflicts_resolved", plan.resolved as u64);
+                    // A conflict already under review (open or ignored) is not
+                    // detected again; a new field in conflict reopens it with all.
+                    let new_fields = plan
+                        .conflicts
+                        .iter()
+                        .filter(|c| !link.conflicted.contains(&c.field))
+                        .count();
+                    if new_fields > 0 {
+                        self.store_conflict(&r, &crm_id, &plan.conflicts, new_fields)
+                            .await?;
+                        for c in &plan.conflicts {
+                            link.conflicted.insert(c.field.clone());
+                        }
+                    }
+                    to_push = plan.push;
+                    // CRM-side changes are left for the next pull (it owns app writes).
+                }
+                if to_push.is_empty() {
+                    new_links.push((r.id.clone(), link));
+                    continue;
+                }
+                let crm_values = match self.mapper.to_crm(&to_push, &r.fields) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        self.transform_failed(Some(&r.id), Some(&crm_id), &e);
+                        continue;
+                    }
+                };
+                writes.push((crm_id, crm_values));
+                pending.push((r.id.clone(), link, to_push));
+            }
+            for (batch, links_batch) in writes
+                .chunks(self.crm.kind().batch_size())
+                .zip(pending.chunks(self.crm.kind().batch_size()))
+            {
+                let outcomes = self.crm.update(entity, batch).await?;
+                for ((id, link, pushed), outcome) in links_batch.iter().cloned().zip(outcomes) {
+                    let mut link = link;
+                    match outcome {
+                        WriteOutcome::Done(_) => {
+                            for (f, v) in pushed {
+                                link.base.insert(f, v);
+                            }
+                            self.progress.add("updated", 1);
+                            self.progress.add("pushed", 1);
+                        }
+                        WriteOutcome::Failed(m) if m.contains("gone") => {
+                            link.crm_deleted = true;
+                            self.progress.add("skipped", 1);
+                        }
+                        other => {
+                            let message = match other {
+                                WriteOutcome::Failed(m) => outcome_message(&m),
+                                _ => None,
+                            }
+                            .unwrap_or_else(|| "refused".into());
+                            self.progress.add("failed", 1);
+                            self.errors.push(RecordError {
+                                phase: Phase::Push,
+                                record_id: Some(id.to_string()),
+                                crm_id: link.crm_id.clone(),
+                                message,
+                                at: now(),
+                            });
+                        }
+                    }
+                    new_links.push((id, link));
+                }
+                self.store_links(std::mem::take(&mut new_links)).await?;
+            }
+        }
+        if !deletes.is_empty() {
+            let ids: Vec<String> = deletes
+                .iter()
+                .filter_map(|(_, l)| l.crm_id.clone())
+                .collect();
+            if self.config.options.propagate_deletes {
+                self.crm.delete(entity, &ids).await?;
+                self.progress.add("deleted", ids.len() as u64);
+            } else {
+                self.progress.add("skipped", ids.len() as u64);
+            }
+            for (id, mut l) in deletes {
+                l.app_deleted = true;
+                new_links.push((id, l));
+            }
+        }
+        self.store_links(new_links).await
+    }
+
+    /// The key (email / domain) a create sends the CRM (its CRM view), lower-cased.
+    pub(super) fn crm_key(&self, crm_view: &Values) -> Option<String> {
+        let field = self.crm.kind().key_field(self.task.entity);
+        crm_view
+            .get(field)
+            .cloned()
+            .flatten()
+            .map(|k| k.trim().to_lowercase())
+            .filter(|k| !k.is_empty())
+    }
+
+    /// Creates where the CRM has no marker field (a HubSpot grant without schema
+    /// write): a record whose key the CRM already holds is linked to that record (an
+    /// earlier attempt made it, or it was there), one without a key is not created
+    /// (it could not be found again after a lost answer); the rest are returned.
+    pub(super) async fn unmarked_creates<'r>(
+        &mut self,
+        batch: &'r [Create],
+        links: &mut Vec<(RecordId, Link)>,
+    ) -> Result<Vec<&'r Create>, CrmError> {
+        let keyed: Vec<(&Create, Option<String>)> = batch
+            .iter()
+            .map(|item| (item, self.crm_key(&item.2)))
+            .collect();
+        let keys: Vec<String> = keyed.iter().filter_map(|(_, k)| k.clone()).collect();
+        let found = self.crm.find_by_key(self.task.entity, &keys).await?;
+        let mut out = Vec::new();
+        for (item, key) in keyed {
+            let Some(key) = key else {
+                self.progress.add("failed", 1);
+                self.errors.push(RecordError {
+                    phase: Phase::Push,
+                    record_id: Some(item.0.id.to_string()),
+                    crm_id: None,
+                    message: format!(
+                        "not created: without the marker field (the connection lacks schema \
+                         write) a record needs its {} to be created exactly once",
+                        self.crm.kind().key_field(self.task.entity)
+                    ),
+                    at: now(),
+                });
+                continue;
+            };
+            match found.get(&key) {
+                Some(crm_id) => {
+                    // Linked with an empty base: the next pull reconciles both.
+                    self.progress.add("skipped", 1);
+                    links.push((
+                        item.0.id.clone(),
+                        Link {
+                            crm_id: Some(crm_id.clone()),
+                            ..Link::default()
+                        },
+                    ));
+                }
+                None => out.push(item),
+            }
+        }
+        Ok(out)
+    }
+
+    /// For creates the CRM refused as duplicates without naming the record: app id →
+    /// CRM id, found by key.
+    pub(super) async fn find_created_by_key(
+        &mut self,
+        batch: &[&Create],
+        find: &[(RecordId, Values)],
+    ) -> Result<BTreeMap<String, String>, CrmError> {
+        let mut key_of: BTreeMap<String, String> = BTreeMap::new();
+        for (id, _) in find {
+            if let Some((_, _, crm_view)) = batch.iter().find(|(r, _, _)| r.id == *id)
+                && let Some(k) = self.crm_key(crm_view)
+            {
+                key_of.insert(k, id.to_string());
+            }
+        }
+        let keys: Vec<String> = key_of.keys().cloned().collect();
+        let found = self.crm.find_by_key(self.task.entity, &keys).await?;
+        Ok(found
+            .into_iter()
+            .filter_map(|(k, crm_id)| key_of.get(&k).map(|id| (id.clone(), crm_id)))
+            .collect())
+    }
+
+    /// A push record whose transform passed its cap: it fails alone.
+    pub(super) fn transform_failed(
+        &mut self,
+        record: Option<&RecordId>,
+        crm_id: Option<&str>,
+        e: &crate::sync::mapping::TransformFailed,
+    ) {
+        self.progress.add("processed", 1);
+        self.progress.add("failed", 1);
+        self.errors.push(RecordError {
+            phase: Phase::Push,
+            record_id: record.map(ToString::to_string),
+            crm_id: crm_id.map(str::to_owned),
+            message: e.to_string(),
+            at: now(),
+        });
+    }
+}
+
+/// A push create: the record, its app values and the CRM values it sends.
+pub(super) type Create = (Record, Values, Values);
+
+/// A page of app records to push, with their links.
+pub(super) struct PushPage {
+    records: Vec<Record>,
+    links: BTreeMap<String, Link>,
+    cursor: Option<String>,
+}
+
+/// A page of app records for a push (all of them in id order for a full pass, else
+/// the change feed from `since`) and their links.
+pub(super) async fn push_read(
+    records: &Records,
+    links: &Links,
+    tenant: &crate::domain::TenantId,
+    entity: Entity,
+    since: &Option<String>,
+    after: &Option<String>,
+) -> Result<PushPage, StoreError> {
+    let page = match since {
+        None => {
+            records
+                .scan_partition(tenant, entity, PUSH_PAGE, after.as_deref())
+                .await?
+        }
+        Some(since) => {
+            records
+                .changes(tenant, entity, since, PUSH_PAGE, after.as_deref())
+                .await?
+        }
+    };
+    let ids: Vec<RecordId> = page.items.iter().map(|r| r.id.clone()).collect();
+    Ok(PushPage {
+        links: links.get_many(&ids).await?,
+        records: page.items,
+        cursor: page.cursor,
+    })
+}
