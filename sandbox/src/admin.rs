@@ -78,6 +78,7 @@ pub(crate) fn routes() -> Router<SandboxState> {
         )
         .route("/_sandbox/salesforce/malformed", post(salesforce_malformed))
         .merge(crate::actions::admin::routes())
+        .merge(crate::providers::dynamics365_crm::admin::routes())
 }
 
 /// The default private app's portal, used when a HubSpot knob names none.

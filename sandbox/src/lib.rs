@@ -493,6 +493,7 @@ pub use oauth::{
 pub use providers::custom_kb::{
     CustomKbArticle, CustomKbChange, CustomKbSeed, CustomKbSummary, KbStyle,
 };
+pub use providers::dynamics365_crm::{DynAttribute, DynCrmLimits, DynLimit, DynRecord, DynTable};
 pub use providers::dynamics365_kb::{
     DynKbArticle, DynKbChange, DynKbLanguage, DynKbSeed, DynKbSummary, DynKbVersion,
 };
@@ -500,6 +501,7 @@ pub use providers::freshdesk_kb::{
     FdArticle, FdArticleChange, FdNewArticle, FdTranslation, SolutionsSeed, SolutionsSummary,
 };
 pub use providers::hubspot_crm::{CrmObject, CrmRecord};
+pub use providers::pipedrive_crm::{PdLimits, PdObject, PdRecord};
 pub use providers::salesforce_crm::{
     DEFAULT_SALESFORCE_ORG, KbArticle as SfKbArticle, KbChange as SfKbChange, KnowledgeSeed,
     KnowledgeSummary, SfApiUsage, SfObject, SfRecord,

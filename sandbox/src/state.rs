@@ -450,6 +450,11 @@ pub struct SandboxState {
     crm: Arc<Mutex<crate::providers::hubspot_crm::CrmStore>>,
     /// Salesforce records per org, behind their own lock.
     sf: Arc<Mutex<crate::providers::salesforce_crm::SfStore>>,
+    /// Pipedrive persons, organizations, fields and budgets per company, behind their
+    /// own lock.
+    pipedrive_crm: Arc<Mutex<crate::providers::pipedrive_crm::PdStore>>,
+    /// Zoho CRM records, custom fields and page tokens per org, behind their own lock.
+    zoho_crm: Arc<Mutex<crate::providers::zoho_crm::ZohoStore>>,
     /// Gmail messages and Calendar events per Google user, behind their own lock.
     google: Arc<Mutex<crate::providers::google_api::GoogleStore>>,
     /// Zendesk help centres (articles, sections, categories) and their knobs per
@@ -460,6 +465,9 @@ pub struct SandboxState {
     freshdesk_kb: Arc<Mutex<crate::providers::freshdesk_kb::FdKbStore>>,
     /// Dataverse knowledge articles and their knobs per environment, behind their own lock.
     dynamics_kb: Arc<Mutex<crate::providers::dynamics365_kb::DynKbStore>>,
+    /// Dataverse contacts and accounts, their metadata and knobs per environment, behind
+    /// their own lock.
+    dynamics_crm: Arc<Mutex<crate::providers::dynamics365_crm::DynCrmStore>>,
     /// The custom API's knowledge-base articles and knobs, behind their own lock.
     custom_kb: Arc<Mutex<crate::providers::custom_kb::CustomKbStore>>,
     /// The exchange recording for contract tests (off unless started).
@@ -681,10 +689,13 @@ impl SandboxState {
         *self.oauth_store() = crate::oauth::Store::default();
         *self.crm_store() = crate::providers::hubspot_crm::CrmStore::default();
         *self.sf_store() = crate::providers::salesforce_crm::SfStore::default();
+        *self.pd_store() = crate::providers::pipedrive_crm::PdStore::default();
+        *self.zoho_crm_store() = crate::providers::zoho_crm::ZohoStore::default();
         *self.google_store() = crate::providers::google_api::GoogleStore::default();
         *self.zendesk_hc_store() = crate::providers::zendesk_hc::HelpCenterStore::default();
         *self.freshdesk_kb_store() = crate::providers::freshdesk_kb::FdKbStore::default();
         *self.dynamics_kb_store() = crate::providers::dynamics365_kb::DynKbStore::default();
+        *self.dynamics_crm_store() = crate::providers::dynamics365_crm::DynCrmStore::default();
         *self.custom_kb_store() = crate::providers::custom_kb::CustomKbStore::default();
         *self.dispatch_store() = crate::actions::DispatchStore::default();
     }
@@ -708,6 +719,15 @@ impl SandboxState {
         &self,
     ) -> MutexGuard<'_, crate::providers::dynamics365_kb::DynKbStore> {
         self.dynamics_kb
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The Dataverse contact/account store, locked. Never held while taking another lock.
+    pub(crate) fn dynamics_crm_store(
+        &self,
+    ) -> MutexGuard<'_, crate::providers::dynamics365_crm::DynCrmStore> {
+        self.dynamics_crm
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
@@ -738,6 +758,18 @@ impl SandboxState {
     /// The Salesforce record store, locked.
     pub(crate) fn sf_store(&self) -> MutexGuard<'_, crate::providers::salesforce_crm::SfStore> {
         self.sf.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The Zoho CRM store, locked. Never held while taking another lock.
+    pub(crate) fn zoho_crm_store(&self) -> MutexGuard<'_, crate::providers::zoho_crm::ZohoStore> {
+        self.zoho_crm.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The Pipedrive CRM store, locked. Never held while taking another lock.
+    pub(crate) fn pd_store(&self) -> MutexGuard<'_, crate::providers::pipedrive_crm::PdStore> {
+        self.pipedrive_crm
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The HubSpot CRM store, locked.

@@ -239,6 +239,13 @@ pub(crate) fn route(
     if provider == Provider::Custom {
         return custom::route(state, req);
     }
+    // An environment switched to the contact/account record stand-in serves `contacts`
+    // there (one store for sync), not as the dispatch actions' contacts.
+    if provider == Provider::Dynamics365
+        && crate::providers::dynamics365_crm::serves_contact_collection(state, req)
+    {
+        return None;
+    }
     let (rest, table): (String, &[RouteDef]) = match provider {
         Provider::Genesys => (genesys::api_path(req)?, genesys::ROUTES),
         Provider::Sap => (sap::api_path(req)?, sap::ROUTES),

@@ -12,7 +12,8 @@
 //! are redirected with `error=invalid_scope` (AADSTS70011). Not reproduced: Dataverse
 //! security roles and privileges, service-protection limits on `WhoAmI` (only forced
 //! 429s; the knowledge routes of [`super::dynamics365_kb`] enforce the request count).
-//! There is no revocation endpoint.
+//! There is no revocation endpoint. Contacts, accounts, their column metadata and
+//! `$batch` are [`super::dynamics365_crm`]'s.
 //! OAuth errors carry `error_codes`, `trace_id`, `correlation_id` and `timestamp`; the
 //! Web API's 401 has an empty body and a `WWW-Authenticate: Bearer …` challenge.
 
@@ -63,6 +64,8 @@ pub(crate) enum Endpoint {
     WhoAmI,
     /// Knowledge articles and languages ([`super::dynamics365_kb`]).
     Kb(super::dynamics365_kb::KbRoute),
+    /// Contacts, accounts, their metadata and `$batch` ([`super::dynamics365_crm`]).
+    Crm(super::dynamics365_crm::CrmRoute),
 }
 
 impl Endpoint {
@@ -73,6 +76,7 @@ impl Endpoint {
             Endpoint::OAuthToken => OAUTH_TOKEN,
             Endpoint::WhoAmI => USERINFO,
             Endpoint::Kb(route) => route.name(),
+            Endpoint::Crm(route) => route.name(),
         }
     }
 }
@@ -99,6 +103,9 @@ pub(crate) fn route(req: &ProviderRequest) -> Option<Endpoint> {
     if let Some(kb) = super::dynamics365_kb::route(req) {
         return Some(Endpoint::Kb(kb));
     }
+    if let Some(crm) = super::dynamics365_crm::route(req) {
+        return Some(Endpoint::Crm(crm));
+    }
     let rest = path.strip_prefix("/api/data/v9.")?;
     let (minor, action) = rest.split_once('/')?;
     let known = !minor.is_empty() && minor.bytes().all(|b| b.is_ascii_digit());
@@ -113,6 +120,7 @@ pub(crate) fn handle(endpoint: Endpoint, state: &SandboxState, req: &ProviderReq
         Endpoint::OAuthAuthorize => oauth::authorize(state, req, provider, ""),
         Endpoint::OAuthToken => oauth::token(state, req, provider, ""),
         Endpoint::Kb(route) => super::dynamics365_kb::handle(route, state, req),
+        Endpoint::Crm(route) => super::dynamics365_crm::handle(route, state, req),
         Endpoint::WhoAmI => {
             match oauth::bearer_access(state, provider, wire::bearer_token(&req.headers)) {
                 AccessCheck::Granted(grant) if audience_ok(&grant, &req.host) => {

@@ -205,7 +205,7 @@ impl KbRoute {
 }
 
 /// `(prefix "/api/data/v9.x", entity segment)` of a Web API path.
-fn split_path(path: &str) -> Option<(&str, &str)> {
+pub(crate) fn split_path(path: &str) -> Option<(&str, &str)> {
     let rest = path.strip_prefix("/api/data/v9.")?;
     let (minor, segment) = rest.split_once('/')?;
     if minor.is_empty() || !minor.bytes().all(|b| b.is_ascii_digit()) {
@@ -878,11 +878,11 @@ fn throttled(limit: u64, retry_after: u64) -> Response {
     wire::with_retry_after(response, retry_after.max(1))
 }
 
-fn syntax_error(message: &str) -> Response {
+pub(crate) fn syntax_error(message: &str) -> Response {
     web_api_error(StatusCode::BAD_REQUEST, SYNTAX_CODE, message)
 }
 
-fn unknown_property(name: &str, type_name: &str) -> Response {
+pub(crate) fn unknown_property(name: &str, type_name: &str) -> Response {
     web_api_error(
         StatusCode::BAD_REQUEST,
         "0x0",
@@ -892,7 +892,7 @@ fn unknown_property(name: &str, type_name: &str) -> Response {
     )
 }
 
-fn record_missing(type_name: &str, id: &str) -> Response {
+pub(crate) fn record_missing(type_name: &str, id: &str) -> Response {
     web_api_error(
         StatusCode::NOT_FOUND,
         "0x80040217",
@@ -974,7 +974,7 @@ fn answer(
 
 /// A property's EDM type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     Guid,
     Text,
     Int,
@@ -983,7 +983,7 @@ enum Kind {
 }
 
 impl Kind {
-    fn edm(self) -> &'static str {
+    pub(crate) fn edm(self) -> &'static str {
         match self {
             Kind::Guid => "Edm.Guid",
             Kind::Text => "Edm.String",
@@ -1004,6 +1004,25 @@ struct SetSpec {
 impl SetSpec {
     fn kind(&self, prop: &str) -> Option<Kind> {
         self.props.iter().find(|(p, _)| *p == prop).map(|(_, k)| *k)
+    }
+}
+
+/// What `$filter` and `$orderby` need to know of an entity type (shared with
+/// [`super::dynamics365_crm`], whose columns include custom ones).
+pub(crate) trait Schema {
+    /// The EDM kind of a property, `None` when the type has no such property.
+    fn kind(&self, prop: &str) -> Option<Kind>;
+    /// The entity type's logical name, e.g. `knowledgearticle`.
+    fn type_name(&self) -> &str;
+}
+
+impl Schema for SetSpec {
+    fn kind(&self, prop: &str) -> Option<Kind> {
+        SetSpec::kind(self, prop)
+    }
+
+    fn type_name(&self) -> &str {
+        self.type_name
     }
 }
 
@@ -1075,7 +1094,7 @@ const NAVIGATION: [(&str, &str, bool); 4] = [
 
 /// A property value of a row.
 #[derive(Clone, Copy, Debug)]
-enum Val<'a> {
+pub(crate) enum Val<'a> {
     Null,
     Int(i64),
     Bool(bool),
@@ -1086,7 +1105,7 @@ enum Val<'a> {
 }
 
 impl Val<'_> {
-    fn to_json(self) -> Value {
+    pub(crate) fn to_json(self) -> Value {
         match self {
             Val::Null => Value::Null,
             Val::Int(n) => json!(n),
@@ -1096,7 +1115,7 @@ impl Val<'_> {
         }
     }
 
-    fn sort_key(self) -> SortVal {
+    pub(crate) fn sort_key(self) -> SortVal {
         match self {
             Val::Null => SortVal::Null,
             Val::Int(n) | Val::Date(n) => SortVal::Int(n),
@@ -1107,7 +1126,7 @@ impl Val<'_> {
 }
 
 /// A row of an entity set.
-trait Row {
+pub(crate) trait Row {
     fn get(&self, prop: &str) -> Val<'_>;
     fn id(&self) -> &str;
 }
@@ -1214,8 +1233,8 @@ fn status_label(code: i64) -> &'static str {
 // ---------------------------------------------------------------------------------------
 
 /// The request's query options (decoded), `$`-options checked against the supported set.
-struct Query {
-    pairs: Vec<(String, String)>,
+pub(crate) struct Query {
+    pub(crate) pairs: Vec<(String, String)>,
 }
 
 const SUPPORTED_OPTIONS: [&str; 7] = [
@@ -1230,6 +1249,11 @@ const SUPPORTED_OPTIONS: [&str; 7] = [
 
 impl Query {
     fn parse(req: &ProviderRequest) -> Result<Self, Response> {
+        Self::parse_with(req, &SUPPORTED_OPTIONS)
+    }
+
+    /// The query options, `$`-options checked against `supported`.
+    pub(crate) fn parse_with(req: &ProviderRequest, supported: &[&str]) -> Result<Self, Response> {
         let pairs: Vec<(String, String)> = req
             .query
             .as_deref()
@@ -1240,13 +1264,13 @@ impl Query {
             })
             .unwrap_or_default();
         for (key, _) in &pairs {
-            if key.starts_with('$') && !SUPPORTED_OPTIONS.contains(&key.as_str()) {
+            if key.starts_with('$') && !supported.contains(&key.as_str()) {
                 return Err(syntax_error(&format!(
                     "The query parameter '{key}' is not supported."
                 )));
             }
         }
-        for option in SUPPORTED_OPTIONS {
+        for option in supported {
             if pairs.iter().filter(|(k, _)| k == option).count() > 1 {
                 return Err(syntax_error(&format!(
                     "Query option '{option}' was specified more than once, but it must be specified at most once."
@@ -1256,7 +1280,7 @@ impl Query {
         Ok(Self { pairs })
     }
 
-    fn get(&self, key: &str) -> Option<&str> {
+    pub(crate) fn get(&self, key: &str) -> Option<&str> {
         self.pairs
             .iter()
             .find(|(k, _)| k == key)
@@ -1310,7 +1334,7 @@ impl Prefer {
 }
 
 /// Splits at `sep` outside double quotes and parentheses.
-fn split_outside_quotes(text: &str, sep: char) -> Vec<&str> {
+pub(crate) fn split_outside_quotes(text: &str, sep: char) -> Vec<&str> {
     let mut parts = Vec::new();
     let (mut depth, mut quoted, mut start) = (0i32, false, 0usize);
     for (i, c) in text.char_indices() {
@@ -1683,7 +1707,7 @@ fn context_suffix(select: Option<&[String]>, expand: &[Expansion]) -> String {
 }
 
 /// Percent-encodes a query key or value, keeping what OData links show plainly.
-fn encode(raw: &str) -> String {
+pub(crate) fn encode(raw: &str) -> String {
     let mut out = String::with_capacity(raw.len());
     for b in raw.bytes() {
         if b.is_ascii_alphanumeric() || b"-_.~$,():'*".contains(&b) {
@@ -1701,14 +1725,14 @@ fn encode(raw: &str) -> String {
 
 /// A sortable value (also what a skiptoken remembers).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-enum SortVal {
+pub(crate) enum SortVal {
     Null,
     Int(i64),
     Text(String),
 }
 
 /// `$orderby` as `(property, descending)`; empty for the key order.
-fn parse_orderby(raw: &str, spec: &SetSpec) -> Result<Vec<(String, bool)>, Response> {
+pub(crate) fn parse_orderby(raw: &str, spec: &dyn Schema) -> Result<Vec<(String, bool)>, Response> {
     let mut order = Vec::new();
     for item in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let mut words = item.split_whitespace();
@@ -1730,7 +1754,7 @@ fn parse_orderby(raw: &str, spec: &SetSpec) -> Result<Vec<(String, bool)>, Respo
             )));
         }
         if spec.kind(prop).is_none() {
-            return Err(unknown_property(prop, spec.type_name));
+            return Err(unknown_property(prop, spec.type_name()));
         }
         order.push((prop.to_owned(), desc));
     }
@@ -1738,7 +1762,7 @@ fn parse_orderby(raw: &str, spec: &SetSpec) -> Result<Vec<(String, bool)>, Respo
 }
 
 /// Orders two rows by the `$orderby` keys, then by id ascending.
-fn compare(
+pub(crate) fn compare(
     order: &[(String, bool)],
     ka: &[SortVal],
     ida: &str,
@@ -1756,10 +1780,10 @@ fn compare(
 }
 
 /// Where a page ended.
-struct SkipToken {
-    page: u64,
-    key: Vec<SortVal>,
-    id: String,
+pub(crate) struct SkipToken {
+    pub(crate) page: u64,
+    pub(crate) key: Vec<SortVal>,
+    pub(crate) id: String,
 }
 
 /// FNV-1a over the parts.
@@ -1775,11 +1799,11 @@ fn fnv(parts: &[&str]) -> u64 {
 }
 
 /// Binds a skiptoken to the query it came from.
-fn fingerprint(parts: &[&str]) -> String {
+pub(crate) fn fingerprint(parts: &[&str]) -> String {
     format!("{:016x}", fnv(parts))
 }
 
-fn encode_skiptoken(page: u64, key: &[SortVal], id: &str, fingerprint: &str) -> String {
+pub(crate) fn encode_skiptoken(page: u64, key: &[SortVal], id: &str, fingerprint: &str) -> String {
     let inner = json!({"k": key, "id": id, "q": fingerprint, "p": page}).to_string();
     format!(
         "<cookie pagenumber=\"{page}\" pagingcookie=\"{}\" istracking=\"False\" />",
@@ -1787,7 +1811,7 @@ fn encode_skiptoken(page: u64, key: &[SortVal], id: &str, fingerprint: &str) -> 
     )
 }
 
-fn decode_skiptoken(raw: &str, fingerprint: &str) -> Option<SkipToken> {
+pub(crate) fn decode_skiptoken(raw: &str, fingerprint: &str) -> Option<SkipToken> {
     let start = raw.find("pagingcookie=\"")? + "pagingcookie=\"".len();
     let rest = &raw[start..];
     let cookie = &rest[..rest.find('"')?];
@@ -1808,7 +1832,7 @@ fn decode_skiptoken(raw: &str, fingerprint: &str) -> Option<SkipToken> {
 // ---------------------------------------------------------------------------------------
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Op {
+pub(crate) enum Op {
     Eq,
     Ne,
     Gt,
@@ -1843,7 +1867,7 @@ impl Op {
 }
 
 #[derive(Clone, Debug, PartialEq)]
-enum Lit {
+pub(crate) enum Lit {
     Null,
     Int(i64),
     Bool(bool),
@@ -1879,14 +1903,14 @@ impl Lit {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum TextFn {
+pub(crate) enum TextFn {
     Contains,
     StartsWith,
     EndsWith,
 }
 
 #[derive(Debug)]
-enum Expr {
+pub(crate) enum Expr {
     And(Box<Expr>, Box<Expr>),
     Or(Box<Expr>, Box<Expr>),
     Not(Box<Expr>),
@@ -1895,7 +1919,7 @@ enum Expr {
 }
 
 impl Expr {
-    fn eval<R: Row>(&self, row: &R) -> bool {
+    pub(crate) fn eval<R: Row>(&self, row: &R) -> bool {
         match self {
             Expr::And(a, b) => a.eval(row) && b.eval(row),
             Expr::Or(a, b) => a.eval(row) || b.eval(row),
@@ -2008,7 +2032,7 @@ fn tokenize(raw: &str) -> Result<Vec<(usize, Tok)>, usize> {
 
 struct FilterParser<'a> {
     raw: &'a str,
-    spec: &'a SetSpec,
+    spec: &'a dyn Schema,
     toks: Vec<(usize, Tok)>,
     at: usize,
 }
@@ -2074,7 +2098,7 @@ impl FilterParser<'_> {
         let kind = self
             .spec
             .kind(&name)
-            .ok_or_else(|| unknown_property(&name, self.spec.type_name))?;
+            .ok_or_else(|| unknown_property(&name, self.spec.type_name()))?;
         self.at += 1;
         Ok((name, kind))
     }
@@ -2180,7 +2204,7 @@ fn literal(word: &str) -> Option<Lit> {
     clock::parse_date(word).map(|days| Lit::Date(days * clock::DAY_MS))
 }
 
-fn parse_filter(raw: &str, spec: &SetSpec) -> Result<Expr, Response> {
+pub(crate) fn parse_filter(raw: &str, spec: &dyn Schema) -> Result<Expr, Response> {
     let toks = tokenize(raw)
         .map_err(|pos| syntax_error(&format!("Syntax error at position {pos} in '{raw}'.")))?;
     let mut parser = FilterParser {
@@ -2196,7 +2220,7 @@ fn parse_filter(raw: &str, spec: &SetSpec) -> Result<Expr, Response> {
     Ok(expr)
 }
 
-fn is_guid(raw: &str) -> bool {
+pub(crate) fn is_guid(raw: &str) -> bool {
     let parts: Vec<&str> = raw.split('-').collect();
     parts.len() == 5
         && parts
@@ -2210,7 +2234,7 @@ fn is_guid(raw: &str) -> bool {
 // ---------------------------------------------------------------------------------------
 
 /// Epoch seconds as the Web API prints them: `2024-01-15T09:00:00Z`.
-fn iso(secs: i64) -> String {
+pub(crate) fn iso(secs: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     let (y, m, d) = clock::civil_from_days(days);
@@ -2223,7 +2247,7 @@ fn iso(secs: i64) -> String {
 }
 
 /// SplitMix64.
-fn mix(x: u64) -> u64 {
+pub(crate) fn mix(x: u64) -> u64 {
     let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -2231,7 +2255,7 @@ fn mix(x: u64) -> u64 {
 }
 
 /// A deterministic version-4-shaped GUID.
-fn guid(salt: u64, n: u64) -> String {
+pub(crate) fn guid(salt: u64, n: u64) -> String {
     let a = mix(salt ^ n.wrapping_mul(0x2545_F491_4F6C_DD1D));
     let b = mix(a ^ n);
     format!(

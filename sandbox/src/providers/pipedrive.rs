@@ -14,8 +14,9 @@
 //! sandbox has no set for is granted what was asked that Pipedrive knows (`base`,
 //! `deals:read|full`, `contacts:read|full`, `users:read`, …). `GET users/me` needs `base`;
 //! an OAuth token without it gets 403 `{"success":false,"error":"Scope and URL
-//! mismatch","errorCode":403}`. API tokens carry the user's full access. Not reproduced:
-//! the token-based rate limits and daily budget.
+//! mismatch","errorCode":403}`. API tokens carry the user's full access. The persons and
+//! organizations routes ([`super::pipedrive_crm`]) add the token-based rate limits and
+//! daily budget; `users/me` and OAuth do not count against them.
 
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -58,6 +59,8 @@ pub(crate) enum Endpoint {
     OAuthToken,
     /// `POST oauth.pipedrive.com/oauth/revoke`.
     OAuthRevoke,
+    /// A persons/organizations route (see [`super::pipedrive_crm`]).
+    Crm(super::pipedrive_crm::PdRoute),
 }
 
 impl Endpoint {
@@ -68,6 +71,7 @@ impl Endpoint {
             Endpoint::OAuthAuthorize => OAUTH_AUTHORIZE,
             Endpoint::OAuthToken => OAUTH_TOKEN,
             Endpoint::OAuthRevoke => OAUTH_REVOKE,
+            Endpoint::Crm(route) => route.name(),
         }
     }
 }
@@ -101,7 +105,7 @@ pub(crate) fn route(req: &ProviderRequest) -> Option<Endpoint> {
     let path = req.path.strip_prefix("/api").unwrap_or(&req.path);
     match (&req.method, path) {
         (&Method::GET, "/v1/users/me") => Some(Endpoint::UsersMe),
-        _ => None,
+        _ => super::pipedrive_crm::route(&req.method, &req.path).map(Endpoint::Crm),
     }
 }
 
@@ -112,6 +116,7 @@ pub(crate) fn handle(endpoint: Endpoint, state: &SandboxState, req: &ProviderReq
         Endpoint::OAuthAuthorize => oauth::authorize(state, req, OAuthProvider::Pipedrive, ""),
         Endpoint::OAuthToken => oauth::token(state, req, OAuthProvider::Pipedrive, ""),
         Endpoint::OAuthRevoke => revoke(state, req),
+        Endpoint::Crm(route) => super::pipedrive_crm::handle(route, state, req),
     }
 }
 

@@ -14,8 +14,8 @@
 //! page ("Invalid OAuth Scope"). `/crm/v{n}/users` needs `ZohoCRM.users.READ` or
 //! `ZohoCRM.users.ALL`; a token without gets 401 `{"code":"OAUTH_SCOPE_MISMATCH",
 //! "details":{},"message":"invalid oauth scope to access this URL","status":"error"}`.
-//! Not reproduced: record modules (the sandbox serves no Zoho records), Zoho's per-profile
-//! permissions, API credits.
+//! The v8 record and field routes of `Contacts` and `Accounts` (with API credits) are
+//! [`super::zoho_crm`]. Not reproduced: Zoho's per-profile permissions.
 
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
@@ -73,6 +73,8 @@ pub(crate) enum Endpoint {
     OAuthRevoke,
     /// `GET www.zohoapis.{dc}/crm/v{n}/users`.
     Users,
+    /// A v8 record or field route (see [`super::zoho_crm`]).
+    Crm(super::zoho_crm::CrmRoute),
 }
 
 impl Endpoint {
@@ -83,6 +85,7 @@ impl Endpoint {
             Endpoint::OAuthToken => OAUTH_TOKEN,
             Endpoint::OAuthRevoke => OAUTH_REVOKE,
             Endpoint::Users => USERINFO,
+            Endpoint::Crm(route) => route.name(),
         }
     }
 }
@@ -102,6 +105,7 @@ pub(crate) fn route(req: &ProviderRequest) -> Option<Endpoint> {
         (Host::Accounts(_), &Method::POST, "/oauth/v2/token") => Some(Endpoint::OAuthToken),
         (Host::Accounts(_), &Method::POST, "/oauth/v2/token/revoke") => Some(Endpoint::OAuthRevoke),
         (Host::Api(_), &Method::GET, p) if is_users_path(p) => Some(Endpoint::Users),
+        (Host::Api(_), method, p) => super::zoho_crm::route(method, p).map(Endpoint::Crm),
         _ => None,
     }
 }
@@ -128,6 +132,7 @@ pub(crate) fn handle(endpoint: Endpoint, state: &SandboxState, req: &ProviderReq
             wire::json(StatusCode::OK, json!({"status": "success"}))
         }
         Endpoint::Users => users(state, req, dc),
+        Endpoint::Crm(route) => super::zoho_crm::handle(route, state, req, dc),
     }
 }
 

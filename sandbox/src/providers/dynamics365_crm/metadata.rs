@@ -1,0 +1,847 @@
+//! Column definitions: the standard columns of `contact` and `account`, `GET
+//! EntityDefinitions(LogicalName='…')[/Attributes[(LogicalName='…')]]` and creating a custom
+//! string column.
+
+use axum::http::StatusCode;
+use serde_json::{Map, Value, json};
+
+use super::super::ProviderRequest;
+use super::super::dynamics365_kb::{self as kb, Kind, Query, Row, Schema, Val};
+use super::{Answer, CrmEnv, Ctx, DynAttribute, DynTable, error, from_response, syntax};
+
+/// `(logical, schema, type, label, create, update, max length, required)`.
+type Column = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    bool,
+    bool,
+    Option<u32>,
+    &'static str,
+);
+
+const COMMON_TAIL: [Column; 6] = [
+    (
+        "statecode",
+        "StateCode",
+        "State",
+        "Status",
+        false,
+        true,
+        None,
+        "SystemRequired",
+    ),
+    (
+        "statuscode",
+        "StatusCode",
+        "Status",
+        "Status Reason",
+        true,
+        true,
+        None,
+        "None",
+    ),
+    (
+        "createdon",
+        "CreatedOn",
+        "DateTime",
+        "Created On",
+        false,
+        false,
+        None,
+        "None",
+    ),
+    (
+        "modifiedon",
+        "ModifiedOn",
+        "DateTime",
+        "Modified On",
+        false,
+        false,
+        None,
+        "None",
+    ),
+    (
+        "versionnumber",
+        "VersionNumber",
+        "BigInt",
+        "Version Number",
+        false,
+        false,
+        None,
+        "None",
+    ),
+    (
+        "ownerid",
+        "OwnerId",
+        "Owner",
+        "Owner",
+        true,
+        true,
+        None,
+        "SystemRequired",
+    ),
+];
+
+const CONTACT: [Column; 13] = [
+    (
+        "contactid",
+        "ContactId",
+        "Uniqueidentifier",
+        "Contact",
+        true,
+        false,
+        None,
+        "SystemRequired",
+    ),
+    (
+        "firstname",
+        "FirstName",
+        "String",
+        "First Name",
+        true,
+        true,
+        Some(50),
+        "Recommended",
+    ),
+    (
+        "lastname",
+        "LastName",
+        "String",
+        "Last Name",
+        true,
+        true,
+        Some(50),
+        "ApplicationRequired",
+    ),
+    (
+        "fullname",
+        "FullName",
+        "String",
+        "Full Name",
+        false,
+        false,
+        Some(160),
+        "None",
+    ),
+    (
+        "emailaddress1",
+        "EMailAddress1",
+        "String",
+        "Email",
+        true,
+        true,
+        Some(100),
+        "None",
+    ),
+    (
+        "emailaddress2",
+        "EMailAddress2",
+        "String",
+        "Email Address 2",
+        true,
+        true,
+        Some(100),
+        "None",
+    ),
+    (
+        "telephone1",
+        "Telephone1",
+        "String",
+        "Business Phone",
+        true,
+        true,
+        Some(50),
+        "None",
+    ),
+    (
+        "mobilephone",
+        "MobilePhone",
+        "String",
+        "Mobile Phone",
+        true,
+        true,
+        Some(50),
+        "None",
+    ),
+    (
+        "jobtitle",
+        "JobTitle",
+        "String",
+        "Job Title",
+        true,
+        true,
+        Some(100),
+        "None",
+    ),
+    (
+        "address1_city",
+        "Address1_City",
+        "String",
+        "Address 1: City",
+        true,
+        true,
+        Some(80),
+        "None",
+    ),
+    (
+        "address1_country",
+        "Address1_Country",
+        "String",
+        "Address 1: Country/Region",
+        true,
+        true,
+        Some(80),
+        "None",
+    ),
+    (
+        "description",
+        "Description",
+        "Memo",
+        "Description",
+        true,
+        true,
+        Some(2000),
+        "None",
+    ),
+    (
+        "parentcustomerid",
+        "ParentCustomerId",
+        "Customer",
+        "Company Name",
+        true,
+        true,
+        None,
+        "None",
+    ),
+];
+
+const ACCOUNT: [Column; 12] = [
+    (
+        "accountid",
+        "AccountId",
+        "Uniqueidentifier",
+        "Account",
+        true,
+        false,
+        None,
+        "SystemRequired",
+    ),
+    (
+        "name",
+        "Name",
+        "String",
+        "Account Name",
+        true,
+        true,
+        Some(160),
+        "ApplicationRequired",
+    ),
+    (
+        "accountnumber",
+        "AccountNumber",
+        "String",
+        "Account Number",
+        true,
+        true,
+        Some(20),
+        "None",
+    ),
+    (
+        "emailaddress1",
+        "EMailAddress1",
+        "String",
+        "Email",
+        true,
+        true,
+        Some(100),
+        "None",
+    ),
+    (
+        "telephone1",
+        "Telephone1",
+        "String",
+        "Main Phone",
+        true,
+        true,
+        Some(50),
+        "None",
+    ),
+    (
+        "websiteurl",
+        "WebSiteURL",
+        "String",
+        "Website",
+        true,
+        true,
+        Some(200),
+        "None",
+    ),
+    (
+        "address1_city",
+        "Address1_City",
+        "String",
+        "Address 1: City",
+        true,
+        true,
+        Some(80),
+        "None",
+    ),
+    (
+        "address1_country",
+        "Address1_Country",
+        "String",
+        "Address 1: Country/Region",
+        true,
+        true,
+        Some(80),
+        "None",
+    ),
+    (
+        "description",
+        "Description",
+        "Memo",
+        "Description",
+        true,
+        true,
+        Some(2000),
+        "None",
+    ),
+    (
+        "numberofemployees",
+        "NumberOfEmployees",
+        "Integer",
+        "Number of Employees",
+        true,
+        true,
+        None,
+        "None",
+    ),
+    (
+        "primarycontactid",
+        "PrimaryContactId",
+        "Lookup",
+        "Primary Contact",
+        true,
+        true,
+        None,
+        "None",
+    ),
+    (
+        "parentaccountid",
+        "ParentAccountId",
+        "Lookup",
+        "Parent Account",
+        true,
+        true,
+        None,
+        "None",
+    ),
+];
+
+/// The standard columns of `table`.
+pub(super) fn standard_attributes(table: DynTable) -> Vec<DynAttribute> {
+    let own: &[Column] = match table {
+        DynTable::Contact => &CONTACT,
+        DynTable::Account => &ACCOUNT,
+    };
+    own.iter()
+        .chain(COMMON_TAIL.iter())
+        .enumerate()
+        .map(|(i, c)| DynAttribute {
+            logical_name: c.0.to_owned(),
+            schema_name: c.1.to_owned(),
+            attribute_type: c.2.to_owned(),
+            display_name: c.3.to_owned(),
+            is_valid_for_create: c.4,
+            is_valid_for_update: c.5,
+            is_custom: false,
+            max_length: c.6,
+            required_level: c.7.to_owned(),
+            metadata_id: kb::guid(0xA77_0000 + table.object_type_code() as u64, i as u64 + 1),
+        })
+        .collect()
+}
+
+/// The `@odata.type` of a column's metadata.
+fn odata_type(attr: &DynAttribute) -> &'static str {
+    match attr.attribute_type.as_str() {
+        "String" => "#Microsoft.Dynamics.CRM.StringAttributeMetadata",
+        "Memo" => "#Microsoft.Dynamics.CRM.MemoAttributeMetadata",
+        "DateTime" => "#Microsoft.Dynamics.CRM.DateTimeAttributeMetadata",
+        "Uniqueidentifier" => "#Microsoft.Dynamics.CRM.UniqueIdentifierAttributeMetadata",
+        "Lookup" | "Customer" | "Owner" => "#Microsoft.Dynamics.CRM.LookupAttributeMetadata",
+        "Integer" => "#Microsoft.Dynamics.CRM.IntegerAttributeMetadata",
+        "BigInt" => "#Microsoft.Dynamics.CRM.BigIntAttributeMetadata",
+        "State" => "#Microsoft.Dynamics.CRM.StateAttributeMetadata",
+        "Status" => "#Microsoft.Dynamics.CRM.StatusAttributeMetadata",
+        "Boolean" => "#Microsoft.Dynamics.CRM.BooleanAttributeMetadata",
+        _ => "#Microsoft.Dynamics.CRM.AttributeMetadata",
+    }
+}
+
+fn label(text: &str) -> Value {
+    let localized = json!({
+        "Label": text,
+        "LanguageCode": 1033,
+        "IsManaged": false,
+        "MetadataId": kb::guid(0x1ABE1, text.len() as u64),
+        "HasChanged": null,
+    });
+    json!({"LocalizedLabels": [localized.clone()], "UserLocalizedLabel": localized})
+}
+
+/// Properties of `AttributeMetadata` a `$select` may name (and their kinds for `$filter`).
+const ATTRIBUTE_PROPS: [(&str, Kind); 13] = [
+    ("LogicalName", Kind::Text),
+    ("SchemaName", Kind::Text),
+    ("AttributeType", Kind::Text),
+    ("AttributeTypeName", Kind::Text),
+    ("DisplayName", Kind::Text),
+    ("IsValidForCreate", Kind::Bool),
+    ("IsValidForUpdate", Kind::Bool),
+    ("IsValidForRead", Kind::Bool),
+    ("IsCustomAttribute", Kind::Bool),
+    ("IsPrimaryId", Kind::Bool),
+    ("IsPrimaryName", Kind::Bool),
+    ("RequiredLevel", Kind::Text),
+    ("MetadataId", Kind::Guid),
+];
+
+/// `$filter`/`$select` schema over `AttributeMetadata` (or a derived type with `MaxLength`).
+struct AttrSchema {
+    string_cast: bool,
+}
+
+impl Schema for AttrSchema {
+    fn kind(&self, prop: &str) -> Option<Kind> {
+        if prop == "MaxLength" && self.string_cast {
+            return Some(Kind::Int);
+        }
+        if matches!(
+            prop,
+            "AttributeType" | "AttributeTypeName" | "DisplayName" | "RequiredLevel"
+        ) {
+            // Complex or enum values: selectable, not comparable here.
+            return None;
+        }
+        ATTRIBUTE_PROPS
+            .iter()
+            .find(|(p, _)| *p == prop)
+            .map(|(_, k)| *k)
+    }
+
+    fn type_name(&self) -> &str {
+        if self.string_cast {
+            "StringAttributeMetadata"
+        } else {
+            "AttributeMetadata"
+        }
+    }
+}
+
+/// A column seen by `$filter`.
+struct AttrRow<'a> {
+    attr: &'a DynAttribute,
+    table: DynTable,
+}
+
+impl Row for AttrRow<'_> {
+    fn get(&self, prop: &str) -> Val<'_> {
+        let a = self.attr;
+        match prop {
+            "LogicalName" => Val::Text(&a.logical_name),
+            "SchemaName" => Val::Text(&a.schema_name),
+            "IsValidForCreate" => Val::Bool(a.is_valid_for_create),
+            "IsValidForUpdate" => Val::Bool(a.is_valid_for_update),
+            "IsValidForRead" => Val::Bool(true),
+            "IsCustomAttribute" => Val::Bool(a.is_custom),
+            "IsPrimaryId" => Val::Bool(a.logical_name == self.table.key()),
+            "IsPrimaryName" => Val::Bool(a.logical_name == self.table.primary_name()),
+            "MaxLength" => a.max_length.map_or(Val::Null, |n| Val::Int(i64::from(n))),
+            "MetadataId" => Val::Guid(&a.metadata_id),
+            _ => Val::Null,
+        }
+    }
+
+    fn id(&self) -> &str {
+        &self.attr.metadata_id
+    }
+}
+
+fn attribute_json(table: DynTable, attr: &DynAttribute, select: Option<&[String]>) -> Value {
+    let type_name = match attr.attribute_type.as_str() {
+        "Uniqueidentifier" => "UniqueidentifierType".to_owned(),
+        "BigInt" => "BigIntType".to_owned(),
+        t => format!("{t}Type"),
+    };
+    let mut all = Map::new();
+    all.insert("@odata.type".to_owned(), json!(odata_type(attr)));
+    all.insert("LogicalName".to_owned(), json!(attr.logical_name));
+    all.insert("SchemaName".to_owned(), json!(attr.schema_name));
+    all.insert("AttributeType".to_owned(), json!(attr.attribute_type));
+    all.insert("AttributeTypeName".to_owned(), json!({"Value": type_name}));
+    all.insert("DisplayName".to_owned(), label(&attr.display_name));
+    all.insert(
+        "IsValidForCreate".to_owned(),
+        json!(attr.is_valid_for_create),
+    );
+    all.insert(
+        "IsValidForUpdate".to_owned(),
+        json!(attr.is_valid_for_update),
+    );
+    all.insert("IsValidForRead".to_owned(), json!(true));
+    all.insert("IsCustomAttribute".to_owned(), json!(attr.is_custom));
+    all.insert(
+        "IsPrimaryId".to_owned(),
+        json!(attr.logical_name == table.key()),
+    );
+    all.insert(
+        "IsPrimaryName".to_owned(),
+        json!(attr.logical_name == table.primary_name()),
+    );
+    all.insert(
+        "RequiredLevel".to_owned(),
+        json!({"Value": attr.required_level, "CanBeChanged": true, "ManagedPropertyLogicalName": "canmodifyrequirementlevelsettings"}),
+    );
+    all.insert("EntityLogicalName".to_owned(), json!(table.logical_name()));
+    all.insert("MetadataId".to_owned(), json!(attr.metadata_id));
+    if let Some(max) = attr.max_length {
+        all.insert("MaxLength".to_owned(), json!(max));
+    }
+    match select {
+        None => Value::Object(all),
+        Some(list) => {
+            let mut out = Map::new();
+            out.insert("@odata.type".to_owned(), json!(odata_type(attr)));
+            for prop in list {
+                out.insert(prop.clone(), all.get(prop).cloned().unwrap_or(Value::Null));
+            }
+            out.insert("MetadataId".to_owned(), json!(attr.metadata_id));
+            Value::Object(out)
+        }
+    }
+}
+
+/// The table of `EntityDefinitions(LogicalName='contact')…`.
+fn entity_of(segment: &str) -> Result<(DynTable, &str), Answer> {
+    let rest = segment
+        .strip_prefix("EntityDefinitions(")
+        .unwrap_or_default();
+    let (key, tail) = rest.split_once(')').unwrap_or_default();
+    let name = key
+        .strip_prefix("LogicalName='")
+        .and_then(|k| k.strip_suffix('\''))
+        .ok_or_else(|| {
+            // Sandbox: only the LogicalName alternate key is served.
+            syntax("Only EntityDefinitions(LogicalName='…') is served by the sandbox.")
+        })?;
+    let table = DynTable::from_logical(name).ok_or_else(|| {
+        error(
+            StatusCode::NOT_FOUND,
+            "0x80040217",
+            &format!("Could not find an entity with name {name}."),
+        )
+    })?;
+    Ok((table, tail))
+}
+
+fn metadata_select(
+    raw: Option<&str>,
+    known: &dyn Fn(&str) -> bool,
+    type_name: &str,
+) -> Result<Option<Vec<String>>, Answer> {
+    let Some(raw) = raw else { return Ok(None) };
+    let mut out = Vec::new();
+    for name in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if !known(name) {
+            return Err(from_response(kb::unknown_property(name, type_name)));
+        }
+        out.push(name.to_owned());
+    }
+    Ok(Some(out))
+}
+
+/// `GET EntityDefinitions(LogicalName='contact')`.
+pub(super) fn entity_definition(
+    env: &CrmEnv,
+    ctx: &Ctx,
+    segment: &str,
+    req: &ProviderRequest,
+) -> Answer {
+    let run = || -> Result<Answer, Answer> {
+        let (table, _) = entity_of(segment)?;
+        let query = Query::parse_with(req, &["$select"]).map_err(from_response)?;
+        let data = env.table(table);
+        let mut all = Map::new();
+        all.insert("LogicalName".to_owned(), json!(table.logical_name()));
+        all.insert(
+            "SchemaName".to_owned(),
+            json!(match table {
+                DynTable::Contact => "Contact",
+                DynTable::Account => "Account",
+            }),
+        );
+        all.insert("EntitySetName".to_owned(), json!(table.set_name()));
+        all.insert("LogicalCollectionName".to_owned(), json!(table.set_name()));
+        all.insert("PrimaryIdAttribute".to_owned(), json!(table.key()));
+        all.insert(
+            "PrimaryNameAttribute".to_owned(),
+            json!(table.primary_name()),
+        );
+        all.insert("ChangeTrackingEnabled".to_owned(), json!(data.tracking));
+        all.insert("ObjectTypeCode".to_owned(), json!(table.object_type_code()));
+        all.insert("IsCustomEntity".to_owned(), json!(false));
+        all.insert(
+            "DisplayName".to_owned(),
+            label(match table {
+                DynTable::Contact => "Contact",
+                DynTable::Account => "Account",
+            }),
+        );
+        all.insert("MetadataId".to_owned(), json!(table.metadata_id()));
+        let known = |p: &str| all.contains_key(p);
+        let select = metadata_select(query.get("$select"), &known, "EntityMetadata")?;
+        let mut out = Map::new();
+        out.insert(
+            "@odata.context".to_owned(),
+            json!(format!("{}/$metadata#EntityDefinitions/$entity", ctx.base)),
+        );
+        match select {
+            None => out.extend(all),
+            Some(list) => {
+                for p in list {
+                    out.insert(p.clone(), all.get(&p).cloned().unwrap_or(Value::Null));
+                }
+                out.insert("MetadataId".to_owned(), json!(table.metadata_id()));
+            }
+        }
+        Ok(Answer::json(StatusCode::OK, Value::Object(out)))
+    };
+    match run() {
+        Ok(answer) | Err(answer) => answer,
+    }
+}
+
+/// `GET EntityDefinitions(LogicalName='contact')/Attributes[/…StringAttributeMetadata]`.
+pub(super) fn attributes(env: &CrmEnv, ctx: &Ctx, segment: &str, req: &ProviderRequest) -> Answer {
+    let run = || -> Result<Answer, Answer> {
+        let (table, tail) = entity_of(segment)?;
+        let schema = AttrSchema {
+            string_cast: tail.ends_with("StringAttributeMetadata"),
+        };
+        let query = Query::parse_with(req, &["$select", "$filter"]).map_err(from_response)?;
+        let known = |p: &str| {
+            ATTRIBUTE_PROPS.iter().any(|(n, _)| *n == p) || (schema.string_cast && p == "MaxLength")
+        };
+        let select = metadata_select(query.get("$select"), &known, schema.type_name())?;
+        let filter = match query.get("$filter").filter(|f| !f.trim().is_empty()) {
+            Some(raw) => Some(kb::parse_filter(raw, &schema).map_err(from_response)?),
+            None => None,
+        };
+        let data = env.table(table);
+        let value: Vec<Value> = data
+            .attrs
+            .iter()
+            .filter(|a| !schema.string_cast || a.attribute_type == "String")
+            .filter(|a| {
+                filter
+                    .as_ref()
+                    .is_none_or(|f| f.eval(&AttrRow { attr: a, table }))
+            })
+            .map(|a| attribute_json(table, a, select.as_deref()))
+            .collect();
+        let cast = if schema.string_cast {
+            "/Microsoft.Dynamics.CRM.StringAttributeMetadata"
+        } else {
+            ""
+        };
+        let suffix = select
+            .as_ref()
+            .map(|s| format!("({})", s.join(",")))
+            .unwrap_or_default();
+        Ok(Answer::json(
+            StatusCode::OK,
+            json!({
+                "@odata.context": format!(
+                    "{}/$metadata#EntityDefinitions('{}')/Attributes{cast}{suffix}",
+                    ctx.base,
+                    table.metadata_id()
+                ),
+                "value": value,
+            }),
+        ))
+    };
+    match run() {
+        Ok(answer) | Err(answer) => answer,
+    }
+}
+
+/// `GET EntityDefinitions(LogicalName='contact')/Attributes(LogicalName='x')`.
+pub(super) fn attribute(env: &CrmEnv, ctx: &Ctx, segment: &str, req: &ProviderRequest) -> Answer {
+    let run = || -> Result<Answer, Answer> {
+        let (table, tail) = entity_of(segment)?;
+        let name = tail
+            .strip_prefix("/Attributes(LogicalName='")
+            .and_then(|t| t.strip_suffix("')"))
+            .ok_or_else(|| syntax("Only Attributes(LogicalName='…') is served by the sandbox."))?;
+        let query = Query::parse_with(req, &["$select"]).map_err(from_response)?;
+        let known = |p: &str| ATTRIBUTE_PROPS.iter().any(|(n, _)| *n == p);
+        let select = metadata_select(query.get("$select"), &known, "AttributeMetadata")?;
+        let attr = env.table(table).attr(name).ok_or_else(|| {
+            error(
+                StatusCode::NOT_FOUND,
+                "0x80040217",
+                &format!(
+                    "Could not find attribute with name {name} on entity {}.",
+                    table.logical_name()
+                ),
+            )
+        })?;
+        let mut body = attribute_json(table, attr, select.as_deref());
+        if let Value::Object(map) = &mut body {
+            map.insert(
+                "@odata.context".to_owned(),
+                json!(format!(
+                    "{}/$metadata#EntityDefinitions('{}')/Attributes/$entity",
+                    ctx.base,
+                    table.metadata_id()
+                )),
+            );
+        }
+        Ok(Answer::json(StatusCode::OK, body))
+    };
+    match run() {
+        Ok(answer) | Err(answer) => answer,
+    }
+}
+
+/// The 1033 (or first) label of a `Label` object.
+fn label_text(value: Option<&Value>) -> Option<String> {
+    let labels = value?.get("LocalizedLabels")?.as_array()?;
+    let pick = labels
+        .iter()
+        .find(|l| l.get("LanguageCode").and_then(Value::as_i64) == Some(1033))
+        .or_else(|| labels.first())?;
+    pick.get("Label")
+        .and_then(Value::as_str)
+        .filter(|s| !s.trim().is_empty())
+        .map(str::to_owned)
+}
+
+/// `POST EntityDefinitions(LogicalName='contact')/Attributes` with a string column.
+pub(super) fn create_attribute(
+    env: &mut CrmEnv,
+    ctx: &Ctx,
+    segment: &str,
+    req: &ProviderRequest,
+) -> Answer {
+    let run = |env: &mut CrmEnv| -> Result<Answer, Answer> {
+        let (table, _) = entity_of(segment)?;
+        let body: Map<String, Value> = match serde_json::from_slice(&req.body) {
+            Ok(Value::Object(map)) => map,
+            _ => {
+                return Err(syntax(
+                    "Invalid JSON. A token was not recognized in the JSON content.",
+                ));
+            }
+        };
+        let odata_type = body
+            .get("@odata.type")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .trim_start_matches('#');
+        if odata_type != "Microsoft.Dynamics.CRM.StringAttributeMetadata" {
+            // Sandbox: only string columns can be created here.
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "0x80040203",
+                &format!(
+                    "The sandbox creates only Microsoft.Dynamics.CRM.StringAttributeMetadata columns, not '{odata_type}'."
+                ),
+            ));
+        }
+        let invalid = |message: &str| error(StatusCode::BAD_REQUEST, "0x80040203", message);
+        let schema_name = body
+            .get("SchemaName")
+            .and_then(Value::as_str)
+            .ok_or_else(|| invalid("SchemaName is required."))?
+            .to_owned();
+        let (prefix, rest) = schema_name.split_once('_').unwrap_or(("", ""));
+        let valid_chars = schema_name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !valid_chars || rest.is_empty() || schema_name.len() > 50 {
+            return Err(invalid(&format!(
+                "Invalid schema name '{schema_name}': use letters, digits and underscores, at most 50 characters, after the publisher prefix and an underscore."
+            )));
+        }
+        if !env.prefixes.iter().any(|p| p.eq_ignore_ascii_case(prefix)) {
+            // Sandbox wording.
+            return Err(invalid(&format!(
+                "The schema name {schema_name} for type Attribute is not prefixed with a valid customization prefix: the publisher's prefix ({}) followed by an underscore.",
+                env.prefixes.join(", ")
+            )));
+        }
+        let display = label_text(body.get("DisplayName"))
+            .ok_or_else(|| invalid("DisplayName must have a localized label."))?;
+        let max_length = match body.get("MaxLength") {
+            None | Some(Value::Null) => 100,
+            Some(v) => v
+                .as_u64()
+                .filter(|n| (1..=4000).contains(n))
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| invalid("MaxLength must be between 1 and 4000."))?,
+        };
+        let required = body
+            .get("RequiredLevel")
+            .and_then(|r| r.get("Value"))
+            .and_then(Value::as_str)
+            .unwrap_or("None");
+        if !matches!(required, "None" | "Recommended" | "ApplicationRequired") {
+            return Err(invalid(&format!(
+                "RequiredLevel '{required}' is not valid for a custom column."
+            )));
+        }
+        let logical = schema_name.to_ascii_lowercase();
+        if env.table(table).attr(&logical).is_some() {
+            // Sandbox wording.
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "0x80047013",
+                &format!(
+                    "An attribute with the specified name {logical} already exists on entity {}.",
+                    table.logical_name()
+                ),
+            ));
+        }
+        let n = env.table(table).attrs.len() as u64;
+        let attr = DynAttribute {
+            logical_name: logical,
+            schema_name,
+            attribute_type: "String".to_owned(),
+            display_name: display,
+            is_valid_for_create: true,
+            is_valid_for_update: true,
+            is_custom: true,
+            max_length: Some(max_length),
+            required_level: required.to_owned(),
+            metadata_id: kb::guid(
+                env.salt ^ 0xC057_0000,
+                n + table.object_type_code() as u64 * 1000,
+            ),
+        };
+        let location = format!(
+            "{}/EntityDefinitions(LogicalName='{}')/Attributes({})",
+            ctx.base,
+            table.logical_name(),
+            attr.metadata_id
+        );
+        env.table_mut(table).attrs.push(attr);
+        Ok(Answer::empty(StatusCode::NO_CONTENT).with("OData-EntityId", location))
+    };
+    match run(env) {
+        Ok(answer) | Err(answer) => answer,
+    }
+}
