@@ -34,5 +34,6 @@ mod sync_holes;
 mod sync_review;
 mod sync_salesforce;
 mod sync_support;
+mod sync_zoho;
 mod telemetry;
 mod tokens;

@@ -2,7 +2,8 @@
 //! simulator and provider sandbox are not shared with other tests; failed messages
 //! come back after a short delay instead of the queue's visibility timeout): a worker
 //! killed mid-chunk, 429 storms, 5xx answers, gateway timeouts and malformed bodies,
-//! and a config paused while its run waits in the queue. Each faulted run must end
+//! and a config paused while its run waits in the queue — against HubSpot (with and
+//! without the marker property), Salesforce and Zoho. Each faulted run must end
 //! with exactly the records a fault-free run of the same scenario leaves on both
 //! sides: nothing lost, nothing duplicated. Every scenario then runs again on a
 //! second environment whose DynamoDB conflicts, throttles, enforces partition limits
@@ -24,6 +25,8 @@ const ENTITY: Entity = Entity::Contacts;
 /// HubSpot through a grant without `crm.schemas.contacts.write`: no `conduit_id`
 /// marker property, so pushes de-duplicate creates by email.
 const HUBSPOT_NO_SCHEMA_WRITE: &str = "hubspot without schema write";
+/// Every CRM (and grant) the scenarios run against.
+const PROVIDERS: [&str; 4] = ["hubspot", HUBSPOT_NO_SCHEMA_WRITE, "salesforce", "zoho"];
 const SEEDED: usize = 60;
 const APP_MADE: usize = 5;
 
@@ -41,7 +44,7 @@ async fn faults_during_sync_runs_end_where_fault_free_runs_do() {
     // The same trouble again on a DynamoDB that is busy as well: each run must still
     // end where the fault-free run on the plain DynamoDB above did (the baselines were
     // computed there and are kept per provider).
-    for provider in ["hubspot", HUBSPOT_NO_SCHEMA_WRITE, "salesforce"] {
+    for provider in PROVIDERS {
         baseline(&app, provider).await;
     }
     let busy = crate::ddb_faults::busy_app().await;
@@ -55,6 +58,7 @@ async fn every_scenario(app: &TestApp) {
     hubspot_429_storms_slow_a_sync_down_and_lose_nothing(app).await;
     hubspot_5xx_timeouts_and_a_malformed_answer_during_a_sync_lose_nothing(app).await;
     salesforce_5xx_timeouts_and_a_malformed_answer_during_a_sync_lose_nothing(app).await;
+    zoho_429_5xx_timeouts_and_a_malformed_answer_during_a_sync_lose_nothing(app).await;
     hubspot_without_schema_write_loses_nothing_to_5xx_and_a_malformed_create_answer(app).await;
     a_worker_killed_mid_chunk_is_retried_to_the_same_end_state(app).await;
 }
@@ -130,6 +134,7 @@ async fn faulted(
         Some(route) if provider.starts_with("hubspot") => {
             app.sandbox().malform_hubspot_responses(route, 1)
         }
+        Some(route) if provider == "zoho" => app.sandbox().malform_zoho_responses(route, 1),
         Some(route) => app.sandbox().malform_salesforce_responses(route, 1),
         None => {}
     }
@@ -238,8 +243,26 @@ async fn salesforce_5xx_timeouts_and_a_malformed_answer_during_a_sync_lose_nothi
     assert_redelivered(&log);
 }
 
+async fn zoho_429_5xx_timeouts_and_a_malformed_answer_during_a_sync_lose_nothing(app: &TestApp) {
+    // A 429 with Retry-After (the concurrency limit) is sat out in place; a 502 is
+    // retried in place; four 504s fail the chunk, whose message comes back.
+    let log = faulted(
+        app,
+        "zoho",
+        vec![
+            (1, fault(Provider::Zoho, 429, 2)),
+            (3, fault(Provider::Zoho, 502, 1)),
+            (6, fault(Provider::Zoho, 504, 4)),
+        ],
+        Some(sandbox::providers::zoho_crm::CRM_INSERT),
+    )
+    .await;
+    assert!(log.counts["rate_limited"] >= 2, "{log:?}");
+    assert_redelivered(&log);
+}
+
 async fn a_worker_killed_mid_chunk_is_retried_to_the_same_end_state(app: &TestApp) {
-    for provider in ["hubspot", HUBSPOT_NO_SCHEMA_WRITE, "salesforce"] {
+    for provider in PROVIDERS {
         let want = baseline(app, provider).await;
         let (t, c) = scenario(app, provider).await;
         // Slow answers keep each chunk busy long enough to be killed inside it.

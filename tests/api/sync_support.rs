@@ -1,5 +1,5 @@
-//! What the sync scenarios share: a tenant with a CRM of its own (a HubSpot portal or
-//! a Salesforce org no other test uses), configs stored as the config API stores them,
+//! What the sync scenarios share: a tenant with a CRM of its own (a HubSpot portal, a
+//! Salesforce org or a Zoho org no other test uses), configs stored as the config API stores them,
 //! triggered runs awaited to their end, and both sides' records read back in the app's
 //! field space so they can be compared whole.
 
@@ -16,6 +16,7 @@ use conduit::sync::records::{ListQuery, Record, Records, normalise_key};
 use conduit::sync::runs::{RunStatus, Runs, SyncLog};
 use conduit::sync::schema::Entity;
 use sandbox::oauth::{OAuthProvider, OAuthUser};
+use sandbox::providers::zoho_crm::ZohoModule;
 use sandbox::{CrmObject, SfObject};
 use scenarios::{Role, TestApp};
 use serde_json::{Value, json};
@@ -29,6 +30,8 @@ pub enum Crm {
     Hubspot(u64),
     /// A Salesforce org.
     Salesforce(String),
+    /// A Zoho CRM org.
+    Zoho(String),
 }
 
 /// A tenant with one CRM connection.
@@ -45,6 +48,7 @@ impl Tenant {
         match self.crm {
             Crm::Hubspot(_) => "hubspot",
             Crm::Salesforce(_) => "salesforce",
+            Crm::Zoho(_) => "zoho",
         }
     }
 }
@@ -73,6 +77,16 @@ pub async fn connect_asking(app: &TestApp, provider: &str, start: Value) -> Tena
                     ..OAuthUser::new(OAuthProvider::Hubspot, email.clone())
                 },
                 Crm::Hubspot(portal),
+            )
+        }
+        "zoho" => {
+            let org = format!("{}", 760_000_000 + n);
+            (
+                OAuthUser {
+                    org_id: org.clone(),
+                    ..OAuthUser::new(OAuthProvider::Zoho, email.clone())
+                },
+                Crm::Zoho(org),
             )
         }
         _ => {
@@ -137,6 +151,19 @@ pub fn default_pairs(provider: &str, entity: Entity) -> &'static [(&'static str,
             ("domain", "domain"),
             ("city", "city"),
             ("numberofemployees", "employees"),
+        ],
+        ("zoho", Entity::Contacts) => &[
+            ("Email", "email"),
+            ("First_Name", "first_name"),
+            ("Last_Name", "last_name"),
+            ("Phone", "phone"),
+            ("Title", "job_title"),
+        ],
+        ("zoho", Entity::Companies) => &[
+            ("Account_Name", "name"),
+            ("Website", "domain"),
+            ("Billing_City", "city"),
+            ("Employees", "employees"),
         ],
         (_, Entity::Contacts) => &[
             ("Email", "email"),
@@ -269,6 +296,14 @@ pub fn seed(app: &TestApp, t: &Tenant, entity: Entity, n: usize) -> Vec<String> 
     match &t.crm {
         Crm::Hubspot(portal) => app.sandbox().seed_hubspot(*portal, hs_object(entity), n),
         Crm::Salesforce(org) => app.sandbox().seed_salesforce(org, sf_object(entity), n),
+        Crm::Zoho(org) => app.sandbox().seed_zoho(org, zoho_module(entity), n),
+    }
+}
+
+fn zoho_module(entity: Entity) -> ZohoModule {
+    match entity {
+        Entity::Contacts => ZohoModule::Contacts,
+        Entity::Companies => ZohoModule::Accounts,
     }
 }
 
@@ -329,6 +364,19 @@ pub fn crm_rows(app: &TestApp, t: &Tenant, entity: Entity) -> Vec<CrmRow> {
                     .collect(),
             })
             .collect(),
+        Crm::Zoho(org) => app
+            .sandbox()
+            .zoho_records(org, zoho_module(entity))
+            .into_iter()
+            .map(|r| CrmRow {
+                id: r.id,
+                values: r
+                    .fields
+                    .iter()
+                    .filter_map(|(k, v)| sf_text(v).map(|v| (k.clone(), v)))
+                    .collect(),
+            })
+            .collect(),
     }
 }
 
@@ -355,6 +403,16 @@ pub fn crm_update(app: &TestApp, t: &Tenant, entity: Entity, id: &str, fields: &
                 .update_salesforce_record(org, sf_object(entity), id, &values);
             assert!(done, "Salesforce record {id} updated");
         }
+        Crm::Zoho(org) => {
+            let values = fields
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), json!(v)))
+                .collect();
+            let done = app
+                .sandbox()
+                .update_zoho_record(org, zoho_module(entity), id, &values);
+            assert!(done.is_some(), "Zoho record {id} updated");
+        }
     }
 }
 
@@ -368,6 +426,9 @@ pub fn crm_delete(app: &TestApp, t: &Tenant, entity: Entity, id: &str) {
         Crm::Salesforce(org) => app
             .sandbox()
             .delete_salesforce_record(org, sf_object(entity), id),
+        Crm::Zoho(org) => app
+            .sandbox()
+            .delete_zoho_record(org, zoho_module(entity), id),
     };
     assert!(done, "CRM record {id} deleted");
 }

@@ -69,7 +69,7 @@ impl Wire for HubSpot {
         clip(&text)
     }
 
-    fn answers(&self, status: StatusCode) -> bool {
+    fn answers(&self, status: StatusCode, _body: Option<&Value>) -> bool {
         status == StatusCode::MULTI_STATUS
     }
 }

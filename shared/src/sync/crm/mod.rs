@@ -8,7 +8,7 @@
 //!   catalogue (`providers.yaml`, `crm:`), read here as a [`CrmKind`].
 //! - **Behaviour that differs** — paging and cursors, search and filter syntax, batch
 //!   shapes, the marker strategy, deletes, error classification, usage headers — is one
-//!   [`Dialect`] per CRM, one module each ([`hubspot`], [`salesforce`]).
+//!   [`Dialect`] per CRM, one module each ([`hubspot`], [`salesforce`], [`zoho`]).
 //! - **The shared transport** — token, budget, 429 hold-off, retries — is
 //!   [`transport::Transport`], used by every dialect.
 //!
@@ -34,6 +34,7 @@ use crate::store::StoreError;
 pub mod hubspot;
 pub mod salesforce;
 pub mod transport;
+pub mod zoho;
 
 pub use transport::clip;
 use transport::{Target, Transport, Wire};
@@ -67,6 +68,7 @@ fn dialect_named(name: &str) -> Option<&'static dyn Dialect> {
     match name {
         "hubspot" => Some(&hubspot::HubSpot),
         "salesforce" => Some(&salesforce::Salesforce),
+        "zoho" => Some(&zoho::Zoho),
         _ => None,
     }
 }

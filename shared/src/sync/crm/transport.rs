@@ -62,9 +62,10 @@ pub trait Wire: Send + Sync {
     /// The human part of an error body (never a credential), clipped.
     fn error_message(&self, body: &Value) -> String;
 
-    /// Whether a non-2xx status carries an answer to read rather than a refusal
-    /// (HubSpot's 207 for a batch with some failures).
-    fn answers(&self, _status: StatusCode) -> bool {
+    /// Whether a non-2xx answer is to be read rather than refused (HubSpot's 207 for a
+    /// batch with some failures; Zoho's 400 whose `data` holds every record's
+    /// failure).
+    fn answers(&self, _status: StatusCode, _body: Option<&Value>) -> bool {
         false
     }
 }
@@ -287,7 +288,11 @@ impl<'a> Transport<'a> {
                 tokio::time::sleep(jitter(wait)).await;
                 continue;
             }
-            if status == StatusCode::NO_CONTENT || (status.is_success() && text.trim().is_empty()) {
+            // 204 and 304 (nothing modified since): no records.
+            if status == StatusCode::NO_CONTENT
+                || status == StatusCode::NOT_MODIFIED
+                || (status.is_success() && text.trim().is_empty())
+            {
                 return Ok(Value::Null);
             }
             let parsed: Result<Value, _> = serde_json::from_str(&text);
@@ -313,7 +318,7 @@ impl<'a> Transport<'a> {
             if status == StatusCode::UNAUTHORIZED {
                 return Err(CrmError::Auth(message));
             }
-            if self.wire.answers(status) {
+            if self.wire.answers(status, parsed.as_ref().ok()) {
                 return parsed
                     .map_err(|_| CrmError::Malformed(format!("{} without JSON", status.as_u16())));
             }
