@@ -178,6 +178,10 @@ pub struct Cursor {
     /// Deletes are looked for from this time (Unix ms) at the end of each pass.
     #[serde(default)]
     pub deletes_since_ms: i64,
+    /// Where the CRM's own change tracking stands (Dynamics 365's delta link): a pass
+    /// with it reads the changes and deletions since, instead of `since_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<String>,
 }
 
 impl Cursor {
@@ -202,6 +206,11 @@ pub struct PullPage {
     pub next: Option<Cursor>,
     /// The provider's count of matching records, when it gives one.
     pub total: Option<u64>,
+    /// Records the CRM reports deleted on this page (change tracking): (id, when).
+    pub deleted: Vec<(String, i64)>,
+    /// On a pass's last page, where the CRM's change tracking resumes next pass
+    /// ([`Cursor::delta`]).
+    pub resume: Option<String>,
 }
 
 impl PullPage {
@@ -211,6 +220,8 @@ impl PullPage {
             records,
             next: next.page.is_some().then_some(next),
             total,
+            deleted: Vec::new(),
+            resume: None,
         }
     }
 }

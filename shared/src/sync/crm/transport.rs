@@ -83,6 +83,18 @@ pub enum Target<'p> {
         /// The segment the API base and the path share (`/services/`).
         root: &'static str,
     },
+    /// An absolute URL the provider gave (OData `@odata.nextLink` / `deltaLink`): it
+    /// must be on the API base's origin, or it is not followed.
+    Link(&'p str),
+}
+
+/// `scheme://host[:port]` of a URL.
+fn origin(url: &str) -> Option<&str> {
+    let after_scheme = url.find("://")? + 3;
+    let end = url[after_scheme..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| after_scheme + i);
+    Some(&url[..end])
 }
 
 /// One connection's CRM transport.
@@ -189,6 +201,13 @@ impl<'a> Transport<'a> {
                             let base = connector.api_base().map_err(|e| e.to_string())?;
                             let origin = base.find(root).map_or(base.as_str(), |i| &base[..i]);
                             format!("{origin}{path}")
+                        }
+                        Target::Link(url) => {
+                            let base = connector.api_base().map_err(|e| e.to_string())?;
+                            if origin(url).is_none() || origin(url) != origin(&base) {
+                                return Err("a link outside the API's origin".to_owned());
+                            }
+                            url.to_owned()
                         }
                     };
                     let mut req = http
@@ -342,5 +361,28 @@ pub fn token_error(e: TokenError) -> CrmError {
         TokenError::Changed => CrmError::Transient("the connection changed".into()),
         TokenError::Internal(why) => CrmError::Internal(why),
         TokenError::Store(e) => CrmError::Store(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_are_scheme_host_and_port() {
+        assert_eq!(
+            origin("https://acme.crm.dynamics.com/api/data/v9.2/contacts?$x=1"),
+            Some("https://acme.crm.dynamics.com")
+        );
+        assert_eq!(
+            origin("http://127.0.0.1:8080"),
+            Some("http://127.0.0.1:8080")
+        );
+        assert_eq!(origin("https://a.b?q"), Some("https://a.b"));
+        assert_eq!(origin("/relative/path"), None);
+        assert_ne!(
+            origin("https://acme.crm.dynamics.com.evil.test/api"),
+            origin("https://acme.crm.dynamics.com/api")
+        );
     }
 }

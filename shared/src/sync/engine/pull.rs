@@ -31,6 +31,15 @@ impl Chunk<'_> {
             }
             let next = page.next.take();
             let records = std::mem::take(&mut page.records);
+            if !page.deleted.is_empty() {
+                // Deletions the CRM's change tracking reports: after every earlier
+                // page is written (a record changed there, then deleted here).
+                if let Some(before) = writing.take() {
+                    self.page_written(before).await?;
+                }
+                let deleted = std::mem::take(&mut page.deleted);
+                self.apply_crm_deletes(&deleted).await?;
+            }
             pages += 1;
             let more = next.is_some() && pages < PAGES_PER_CHUNK && started.elapsed() < CHUNK_TIME;
             let footprint = self.footprint(&records);
@@ -45,7 +54,10 @@ impl Chunk<'_> {
                 },
                 after: match &next {
                     Some(n) => After::Page(n.clone()),
-                    None => After::Pass(cursor.clone()),
+                    None => After::Pass(Cursor {
+                        delta: page.resume.take().or_else(|| cursor.delta.clone()),
+                        ..cursor.clone()
+                    }),
                 },
                 footprint,
             };
@@ -187,6 +199,7 @@ impl Chunk<'_> {
             high_water_ms: 0,
             pass_started_ms: 0,
             deletes_since_ms: pass_started - OVERLAP_MS,
+            delta: cursor.delta.clone(),
         })
     }
 
