@@ -31,6 +31,7 @@ mod sync;
 mod sync_config;
 mod sync_faults;
 mod sync_holes;
+mod sync_multi;
 mod sync_review;
 mod sync_salesforce;
 mod sync_support;

@@ -66,6 +66,23 @@ pub async fn connect(app: &TestApp, provider: &str) -> Tenant {
 
 /// Like [`connect`], with more members of the OAuth start body (`uses`, `scopes`).
 pub async fn connect_asking(app: &TestApp, provider: &str, start: Value) -> Tenant {
+    let tenant = app.tenant();
+    let admin = app.token(&tenant, Role::Admin);
+    connect_tenant(app, &tenant, admin, provider, start).await
+}
+
+/// Another CRM connection of `t`'s tenant (an account of its own there).
+pub async fn connect_also(app: &TestApp, t: &Tenant, provider: &str) -> Tenant {
+    connect_tenant(app, t.id.as_str(), t.admin.clone(), provider, json!({})).await
+}
+
+async fn connect_tenant(
+    app: &TestApp,
+    tenant: &str,
+    admin: String,
+    provider: &str,
+    start: Value,
+) -> Tenant {
     let n = fresh();
     let email = format!("sync-{provider}-{n}@sandbox.test");
     let (user, crm) = match provider {
@@ -101,8 +118,6 @@ pub async fn connect_asking(app: &TestApp, provider: &str, start: Value) -> Tena
         }
     };
     app.sandbox().add_oauth_user(user).expect("sandbox user");
-    let tenant = app.tenant();
-    let admin = app.token(&tenant, Role::Admin);
     let out = app
         .oauth_connect(
             &admin,
@@ -117,7 +132,7 @@ pub async fn connect_asking(app: &TestApp, provider: &str, start: Value) -> Tena
         .await;
     assert_eq!(out.status, "connected", "{}", out.return_url);
     Tenant {
-        id: TenantId::parse(&tenant).unwrap(),
+        id: TenantId::parse(tenant).unwrap(),
         admin,
         conn: out.connection_id.expect("connection id"),
         crm,
@@ -592,6 +607,11 @@ pub fn crm_key(app: &TestApp, t: &Tenant, entity: Entity, id: &str) -> String {
         .find(|r| r.id == id)
         .expect("a live CRM record");
     normalise_key(entity, &row.values[key_crm])
+}
+
+/// An email as keys compare it.
+pub fn normalise(email: &str) -> String {
+    normalise_key(Entity::Contacts, email)
 }
 
 /// The id of the app record with key `key`.

@@ -225,7 +225,7 @@ pub async fn create(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
 async fn pushed(call: &Call<'_>, entity: Entity) {
     match conduit::queue::sync_queue(call.app) {
         Ok(queue) => {
-            realtime::push_change(call.app, &queue, &call.who.tenant, entity).await;
+            realtime::push_change(call.app, &queue, &call.who.tenant, entity, None).await;
         }
         Err(e) => {
             tracing::warn!(error = %e, "no sync queue: realtime configs push at their schedule")

@@ -1,5 +1,6 @@
 //! The sync trigger: starts a run of a sync config — on demand (`POST
-//! /v1/sync/trigger`) or from the config's EventBridge Scheduler schedule. It only
+//! /v1/sync/trigger`, one config or `{"all": true}`: every active config of the
+//! tenant) or from the config's EventBridge Scheduler schedule. It only
 //! plans: one log per entity and the first chunk of each on the sync queue; the
 //! workers do the rest.
 //!
@@ -119,23 +120,30 @@ fn start_error(e: StartError) -> ApiError {
     }
 }
 
+/// A started run's logs, as answered.
+fn logs_of(s: &engine::Started) -> Vec<Value> {
+    s.logs
+        .iter()
+        .map(|l| json!({"id": l.id, "entity": l.entity, "direction": l.direction, "status": l.status}))
+        .collect()
+}
+
 /// What a started run answers (202).
 fn started(s: &engine::Started) -> Result<Response<Body>, ApiError> {
     http::json(
         lambda_http::http::StatusCode::ACCEPTED,
-        &json!({
-            "job_id": s.job_id,
-            "logs": s.logs.iter().map(|l| json!({
-                "id": l.id, "entity": l.entity, "direction": l.direction, "status": l.status,
-            })).collect::<Vec<_>>(),
-        }),
+        &json!({ "job_id": s.job_id, "logs": logs_of(s) }),
     )
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TriggerBody {
-    config_id: String,
+    #[serde(default)]
+    config_id: Option<String>,
+    /// Every active config of the tenant (the dashboard's "sync all").
+    #[serde(default)]
+    all: Option<bool>,
     #[serde(default)]
     direction: Option<SyncDirection>,
     #[serde(default)]
@@ -143,17 +151,100 @@ struct TriggerBody {
 }
 
 async fn trigger(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
-    let app = call.app;
     let body: TriggerBody = http::json_body(&call.req)?;
-    let config = load_config(app, &call.who.tenant, &body.config_id).await?;
+    match (body.config_id, body.all) {
+        (Some(id), None) => trigger_one(call, &id, body.direction, body.entities).await,
+        (None, Some(true)) if body.direction.is_none() && body.entities.is_none() => {
+            trigger_all(call).await
+        }
+        (None, Some(true)) => Err(ApiError::bad_request(
+            "invalid_trigger",
+            "\"all\" runs each config as it is configured; direction and entities go with \"config_id\"",
+        )),
+        (None, Some(false)) => Err(ApiError::bad_request(
+            "invalid_trigger",
+            "\"all\" may only be true",
+        )),
+        (Some(_), Some(_)) => Err(ApiError::bad_request(
+            "invalid_trigger",
+            "give \"config_id\" or \"all\", not both",
+        )),
+        (None, None) => Err(ApiError::bad_request(
+            "invalid_trigger",
+            "give \"config_id\" (one config) or \"all\": true (every active config)",
+        )),
+    }
+}
+
+/// Starts a run of every active config of the caller's tenant, each with its own job
+/// and logs; configs already running (or paused meanwhile) are listed as skipped.
+async fn trigger_all(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
+    let app = call.app;
+    let configs = Configs::new(app.table.clone())
+        .list(&call.who.tenant)
+        .await?;
+    let publisher = queue(app).map_err(ApiError::internal)?;
+    let mut runs = Vec::new();
+    let mut skipped = Vec::new();
+    for config in configs {
+        if config.status != conduit::sync::config::ConfigStatus::Active {
+            skipped.push(json!({
+                "config_id": config.id, "code": "sync_paused", "message": "the config is paused",
+            }));
+            continue;
+        }
+        let request = RunRequest {
+            trigger: "manual".into(),
+            ..RunRequest::default()
+        };
+        match engine::start(app, &publisher, &config, request).await {
+            Ok(run) => {
+                call.record(&call.audit("sync.trigger", config.id.to_string()))
+                    .await;
+                runs.push(json!({
+                    "config_id": config.id,
+                    "job_id": run.job_id,
+                    "logs": logs_of(&run),
+                }));
+            }
+            Err(StartError::Busy(job)) => skipped.push(json!({
+                "config_id": config.id,
+                "code": "sync_running",
+                "message": format!("a run of this config is in progress ({job})"),
+            })),
+            Err(StartError::Paused) => skipped.push(json!({
+                "config_id": config.id, "code": "sync_paused", "message": "the config is paused",
+            })),
+            Err(StartError::Invalid(m)) => skipped.push(json!({
+                "config_id": config.id, "code": "invalid_trigger", "message": m,
+            })),
+            // Runs started so far stand; the caller retries the rest (a started one is
+            // then skipped as running).
+            Err(e) => return Err(start_error(e)),
+        }
+    }
+    http::json(
+        lambda_http::http::StatusCode::ACCEPTED,
+        &json!({ "runs": runs, "skipped": skipped }),
+    )
+}
+
+async fn trigger_one(
+    call: &Call<'_>,
+    config_id: &str,
+    direction: Option<SyncDirection>,
+    entities: Option<Vec<Entity>>,
+) -> Result<Response<Body>, ApiError> {
+    let app = call.app;
+    let config = load_config(app, &call.who.tenant, config_id).await?;
     let publisher = queue(app).map_err(ApiError::internal)?;
     let run = engine::start(
         app,
         &publisher,
         &config,
         RunRequest {
-            direction: body.direction,
-            entities: body.entities,
+            direction,
+            entities,
             trigger: "manual".into(),
             only: Vec::new(),
         },

@@ -54,13 +54,15 @@ fn realtime_push(c: &SyncConfig, entity: Entity) -> bool {
         && c.entities.contains(&entity)
 }
 
-/// Starts the pushes an app change to `entity` calls for. Never fails the write that
-/// called it: problems are logged.
+/// Starts the pushes an app change to `entity` calls for — of every realtime config
+/// but `except` (the config whose pull made the change: its CRM has it). Never fails
+/// the write that called it: problems are logged.
 pub async fn push_change(
     app: &App,
     queue: &Publisher,
     tenant: &TenantId,
     entity: Entity,
+    except: Option<&SyncConfigId>,
 ) -> Vec<Pushed> {
     let configs = match Configs::new(app.table.clone()).list(tenant).await {
         Ok(c) => c,
@@ -70,7 +72,10 @@ pub async fn push_change(
         }
     };
     let mut out = Vec::new();
-    for config in configs.iter().filter(|c| realtime_push(c, entity)) {
+    for config in configs
+        .iter()
+        .filter(|c| realtime_push(c, entity) && Some(&c.id) != except)
+    {
         match push(app, queue, config, entity).await {
             Ok(p) => out.push(p),
             Err(e) => tracing::error!(config = %config.id, error = %e, "realtime push failed"),

@@ -23,6 +23,13 @@ impl Chunk<'_> {
     // ---------------------------------------------------------------------- pull
 
     pub(super) fn merge(&mut self, p: Progress, errors: Vec<RecordError>) {
+        if self.task.phase == Phase::Pull
+            && ["created", "updated", "deleted"]
+                .iter()
+                .any(|k| p.counts.get(*k).is_some_and(|n| *n > 0))
+        {
+            self.app_changed = true;
+        }
         for (k, v) in p.counts {
             self.progress.add(k, v);
         }
@@ -173,6 +180,7 @@ pub async fn run_chunk(
         config,
         behind: WriteBehind::default(),
         events: app.events.clone(),
+        app_changed: false,
     };
     let outcome = match task.phase {
         Phase::Pull => chunk.pull().await,
@@ -209,6 +217,18 @@ pub async fn run_chunk(
             .await
         }
         Ok(next) => {
+            if chunk.app_changed {
+                // Multi-way: what this CRM changed in the app reaches every other CRM
+                // a realtime config pushes it to now (not this one: no echo).
+                crate::sync::realtime::push_change(
+                    app,
+                    chunk.queue,
+                    &task.tenant,
+                    task.entity,
+                    Some(&task.config_id),
+                )
+                .await;
+            }
             let handed_on = i64::from(next.is_some());
             if let Some(next) = next {
                 chunk

@@ -89,6 +89,9 @@ struct Chunk<'a> {
     behind: WriteBehind,
     /// Where conflicts are told.
     events: crate::events::EventPublisher,
+    /// App records this chunk's pull created or changed (the other CRMs' realtime
+    /// pushes carry them on: the app is the hub).
+    app_changed: bool,
 }
 
 fn outcome_message(m: &str) -> Option<String> {
