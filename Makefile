@@ -11,7 +11,7 @@ export CARGO_TERM_COLOR ?= never
 export CONDUIT_VENV := $(CURDIR)/.venv
 export SAM_CLI_TELEMETRY := 0
 CARGO ?= cargo
-FUNCTION_CRATES := credentials oauth-start oauth-callback token-refresh records sync-config sync-trigger sync-worker integrations event-dispatch google
+FUNCTION_CRATES := credentials oauth-start oauth-callback token-refresh records sync-config sync-runs sync-worker integrations event-dispatch google
 
 .PHONY: dev test bench venv fmt lint unit fuzz infra infra-fast token invoke sandbox clean help
 

@@ -28,7 +28,7 @@ pub const FUNCTIONS: [&str; 8] = [
     "token-refresh",
     "records",
     "sync-config",
-    "sync-trigger",
+    "sync-runs",
     "sync-worker",
 ];
 
@@ -302,8 +302,8 @@ fn lambda_env(name: &str, runtime_api: &str) -> Vec<(String, String)> {
             format!("arn:aws:iam::{account}:role/conduit-scheduler"),
         ),
         (
-            "CONDUIT_SYNC_TRIGGER_ARN",
-            format!("arn:aws:lambda:{region}:{account}:function:conduit-sync-trigger"),
+            "CONDUIT_SYNC_RUNS_ARN",
+            format!("arn:aws:lambda:{region}:{account}:function:conduit-sync-runs"),
         ),
         (
             "CONDUIT_SYNC_QUEUE_URL",

@@ -654,7 +654,7 @@ mod tests {
             expression: expression.into(),
             timezone: None,
             state: "ENABLED".into(),
-            target_arn: "arn:aws:lambda:us-east-1:123456789012:function:s-sync-trigger".into(),
+            target_arn: "arn:aws:lambda:us-east-1:123456789012:function:s-sync-runs".into(),
             role_arn: "arn:aws:iam::123456789012:role/r".into(),
             input: None,
             function: None,

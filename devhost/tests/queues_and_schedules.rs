@@ -51,7 +51,7 @@ struct Seen {
     done: Mutex<Vec<String>>,
     running: AtomicUsize,
     most_at_once: AtomicUsize,
-    /// Events the sync-trigger function received.
+    /// Events the sync-runs function received.
     triggers: Mutex<Vec<Value>>,
     /// The ids the fair-queue worker took, in the order it took them.
     fair_order: Mutex<Vec<String>>,
@@ -156,7 +156,7 @@ fn registry(seen: Arc<Seen>) -> FunctionRegistry {
             },
         )
         .register_event(
-            "sync-trigger",
+            "sync-runs",
             move |_app: &conduit::app::App, event: Value| {
                 let seen = trigger.clone();
                 Box::pin(async move {
@@ -485,7 +485,7 @@ async fn sqs_events_run_through_invoke_and_polling_can_be_off() {
         json!({"batchItemFailures": [{"itemIdentifier": "19dd0b57-b21e-4ac1-bd88-01bbb068cb78"}]})
     );
     // A function with an HTTP handler too takes HTTP API requests through it.
-    let both = registry(seen.clone()).register("sync-trigger", |_app, _req| {
+    let both = registry(seen.clone()).register("sync-runs", |_app, _req| {
         Box::pin(async {
             Ok(lambda_http::Response::builder()
                 .status(202)
@@ -499,14 +499,14 @@ async fn sqs_events_run_through_invoke_and_polling_can_be_off() {
             .join("events/credentials/list-providers.json"),
     )
     .unwrap();
-    let resp = devhost::invoke::invoke(&env.stack, &both, "sync-trigger", &request)
+    let resp = devhost::invoke::invoke(&env.stack, &both, "sync-runs", &request)
         .await
         .unwrap();
     assert_eq!(resp["statusCode"], 202, "{resp}");
     let result = devhost::invoke::invoke(
         &env.stack,
         &both,
-        "sync-trigger",
+        "sync-runs",
         r#"{"sync_config_id":"c"}"#,
     )
     .await
@@ -553,8 +553,8 @@ async fn scheduler_schedules_are_listed_and_fired() {
     let env = start(endpoint, seen.clone(), LocalEnvOptions::default()).await;
     let stack = env.stack.stack_name().to_owned();
 
-    // What the sync-trigger function is told, through its environment.
-    let vars = env.stack.function_env("SyncTriggerFunction").unwrap();
+    // What the sync-runs function is told, through its environment.
+    let vars = env.stack.function_env("SyncRunsFunction").unwrap();
     let group = format!("{stack}-sync");
     assert_eq!(vars["CONDUIT_SYNC_SCHEDULE_GROUP"], group);
     assert_eq!(
@@ -562,10 +562,10 @@ async fn scheduler_schedules_are_listed_and_fired() {
         format!("arn:aws:iam::123456789012:role/{stack}-SyncSchedulerRole")
     );
     let trigger_arn =
-        format!("arn:aws:lambda:us-east-1:123456789012:function:{stack}-sync-trigger");
-    assert_eq!(vars["CONDUIT_SYNC_TRIGGER_ARN"], trigger_arn);
+        format!("arn:aws:lambda:us-east-1:123456789012:function:{stack}-sync-runs");
+    assert_eq!(vars["CONDUIT_SYNC_RUNS_ARN"], trigger_arn);
     assert_eq!(
-        env.stack.get_att("SyncTriggerFunction", "Arn").unwrap(),
+        env.stack.get_att("SyncRunsFunction", "Arn").unwrap(),
         trigger_arn
     );
     assert!(
@@ -610,7 +610,7 @@ async fn scheduler_schedules_are_listed_and_fired() {
     assert_eq!(cfg.state, "ENABLED");
     assert_eq!(cfg.target_arn, trigger_arn);
     assert_eq!(cfg.input.as_deref(), Some(input));
-    assert_eq!(cfg.function.as_deref(), Some("SyncTriggerFunction"));
+    assert_eq!(cfg.function.as_deref(), Some("SyncRunsFunction"));
     assert_eq!(listed[1].name, "nowhere");
     assert_eq!(listed[1].function, None);
 
@@ -699,7 +699,7 @@ async fn due_scheduler_schedules_fire_when_schedules_run() {
     .await;
     let stack = env.stack.stack_name().to_owned();
     let trigger_arn =
-        format!("arn:aws:lambda:us-east-1:123456789012:function:{stack}-sync-trigger");
+        format!("arn:aws:lambda:us-east-1:123456789012:function:{stack}-sync-runs");
 
     // rate(…) at the demo period; at(…) two seconds from now (UTC); a disabled one and
     // one with an unknown target never reach the function.

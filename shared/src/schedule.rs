@@ -1,6 +1,6 @@
 //! Conduit's own EventBridge Scheduler schedules: a sync config's runs and an
 //! integration's knowledge-base imports. Each is one schedule in the sync schedule
-//! group, named after what it runs, invoking the sync-trigger function with an input
+//! group, named after what it runs, invoking the sync-runs function with an input
 //! that names it (`{"source":"conduit.schedule","tenant",…}`); enabled or disabled with
 //! what it runs, absent when that runs only on demand.
 //!
@@ -31,8 +31,8 @@ pub const SOURCE: &str = "conduit.schedule";
 pub const SCHEDULE_GROUP: &str = "CONDUIT_SYNC_SCHEDULE_GROUP";
 /// `CONDUIT_SYNC_SCHEDULER_ROLE_ARN`: the role the schedules invoke the trigger as.
 pub const SCHEDULER_ROLE_ARN: &str = "CONDUIT_SYNC_SCHEDULER_ROLE_ARN";
-/// `CONDUIT_SYNC_TRIGGER_ARN`: the sync-trigger function the schedules invoke.
-pub const TRIGGER_ARN: &str = "CONDUIT_SYNC_TRIGGER_ARN";
+/// `CONDUIT_SYNC_RUNS_ARN`: the sync-runs function the schedules invoke.
+pub const TRIGGER_ARN: &str = "CONDUIT_SYNC_RUNS_ARN";
 /// `CONDUIT_SYNC_SCHEDULE_DLQ_ARN`: the SQS queue a schedule sends an event it could
 /// not deliver to.
 pub const DEAD_LETTER_ARN: &str = "CONDUIT_SYNC_SCHEDULE_DLQ_ARN";
@@ -44,7 +44,7 @@ pub struct Settings {
     pub schedule_group: Option<String>,
     /// The scheduler role's ARN.
     pub scheduler_role_arn: Option<String>,
-    /// The sync-trigger function's ARN.
+    /// The sync-runs function's ARN.
     pub trigger_arn: Option<String>,
     /// The schedules' dead-letter queue's ARN.
     pub dead_letter_arn: Option<String>,
@@ -57,7 +57,7 @@ pub struct Target<'a> {
     pub group: &'a str,
     /// The scheduler role's ARN.
     pub role_arn: &'a str,
-    /// The sync-trigger function's ARN.
+    /// The sync-runs function's ARN.
     pub trigger_arn: &'a str,
     /// The dead-letter queue's ARN.
     pub dead_letter_arn: &'a str,
@@ -285,7 +285,7 @@ mod tests {
             (SCHEDULER_ROLE_ARN, "arn:aws:iam::123456789012:role/r"),
             (
                 TRIGGER_ARN,
-                "arn:aws:lambda:eu-west-1:123456789012:function:conduit-sync-trigger",
+                "arn:aws:lambda:eu-west-1:123456789012:function:conduit-sync-runs",
             ),
             (
                 DEAD_LETTER_ARN,
@@ -296,7 +296,7 @@ mod tests {
         let t = s.target().unwrap();
         assert_eq!(t.group, "conduit-sync");
         assert!(t.dead_letter_arn.ends_with("ScheduleDeadLetterQueue"));
-        assert!(t.trigger_arn.ends_with("sync-trigger"));
+        assert!(t.trigger_arn.ends_with("sync-runs"));
     }
 
     #[test]
@@ -308,7 +308,7 @@ mod tests {
 
     #[test]
     fn malformed_ones_are_refused() {
-        let e = Settings::from_env(&env(&[(TRIGGER_ARN, "sync-trigger")])).unwrap_err();
+        let e = Settings::from_env(&env(&[(TRIGGER_ARN, "sync-runs")])).unwrap_err();
         assert!(e.to_string().contains(TRIGGER_ARN), "{e}");
         let e = Settings::from_env(&env(&[(SCHEDULE_GROUP, "a b")])).unwrap_err();
         assert!(e.to_string().contains(SCHEDULE_GROUP), "{e}");

@@ -85,19 +85,19 @@ fn expectations() -> Vec<(&'static str, &'static str, Shows)> {
             Shows::Status(400),
         ),
         (
-            "sync-trigger",
+            "sync-runs",
             "trigger-unknown-config.json",
             Shows::Status(404),
         ),
-        ("sync-trigger", "list-logs.json", Shows::Status(200)),
-        ("sync-trigger", "list-conflicts.json", Shows::Status(200)),
+        ("sync-runs", "list-logs.json", Shows::Status(200)),
+        ("sync-runs", "list-conflicts.json", Shows::Status(200)),
         (
-            "sync-trigger",
+            "sync-runs",
             "config-status-unknown.json",
             Shows::Status(404),
         ),
         (
-            "sync-trigger",
+            "sync-runs",
             "scheduled-run.json",
             Shows::Result(json!({"started": false, "reason": "config deleted"})),
         ),
@@ -215,7 +215,7 @@ fn every_function_of_the_template_has_sample_events() {
     for binary in [
         "oauth-start",
         "oauth-callback",
-        "sync-trigger",
+        "sync-runs",
         "sync-worker",
         "token-refresh",
         "event-dispatch",

@@ -224,7 +224,7 @@ async fn a_config_gets_default_mappings_and_an_enabled_schedule() {
     assert_eq!(s.state, "ENABLED");
     assert_eq!(s.window, "OFF");
     assert!(s.group.ends_with("-sync"), "{s:?}");
-    assert!(s.target_arn.ends_with("-sync-trigger"), "{s:?}");
+    assert!(s.target_arn.ends_with("-sync-runs"), "{s:?}");
     assert!(s.target_arn.starts_with("arn:aws:lambda:"), "{s:?}");
     assert!(s.role_arn.contains(":role/"), "{s:?}");
     // What the target cannot deliver goes to the stack's schedule dead-letter queue.
@@ -1080,8 +1080,8 @@ async fn a_failed_schedule_change_leaves_the_config_as_it_was() {
             "arn:aws:iam::123456789012:role/r",
         ),
         (
-            "CONDUIT_SYNC_TRIGGER_ARN",
-            "arn:aws:lambda:us-east-1:123456789012:function:x-sync-trigger",
+            "CONDUIT_SYNC_RUNS_ARN",
+            "arn:aws:lambda:us-east-1:123456789012:function:x-sync-runs",
         ),
         (
             "CONDUIT_SYNC_SCHEDULE_DLQ_ARN",

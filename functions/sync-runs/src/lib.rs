@@ -1,4 +1,4 @@
-//! The sync trigger: starts a run of a sync config — on demand (`POST
+//! Sync runs: starts a run of a sync config — on demand (`POST
 //! /v1/sync/trigger`, one config or `{"all": true}`: every active config of the
 //! tenant) or from the config's EventBridge Scheduler schedule. It only
 //! plans: one log per entity and the first chunk of each on the sync queue; the

@@ -11,7 +11,7 @@ fn main() -> Result<(), Error> {
         let app = &app;
         lambda_runtime::run(service_fn(
             move |event: LambdaEvent<serde_json::Value>| async move {
-                sync_trigger::dispatch(app, event.payload, &event.context.request_id).await
+                sync_runs::dispatch(app, event.payload, &event.context.request_id).await
             },
         ))
         .await
