@@ -24,10 +24,10 @@ use serde_json::{Value, json};
 
 use crate::automap;
 use crate::crm::{self, kind_of, usable_connection};
-use crate::schedules::{self, ScheduleError};
 use crate::validate::{self, CreateBody, PatchBody, Problems};
 use crate::{Call, ConfigCall};
 use conduit::sync::config::WriteError;
+use conduit::sync::schedules::{self, ScheduleError};
 
 /// What the API shows of a config: the config and its schedule.
 pub fn view(c: &SyncConfig) -> Value {

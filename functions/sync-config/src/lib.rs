@@ -13,7 +13,6 @@ mod configs;
 mod crm;
 mod mappings;
 mod preview;
-mod schedules;
 mod validate;
 
 use std::convert::Infallible;
@@ -24,6 +23,7 @@ use conduit::config::ConfigError;
 use conduit::domain::SyncConfigId;
 use conduit::http::{self, Access, ApiError, Route};
 use conduit::sync::config::{Configs, SyncConfig};
+use conduit::sync::schedules;
 use lambda_http::{Body, Request, Response};
 
 pub use conduit::schedule::Settings;

@@ -15,6 +15,7 @@ pub mod realtime;
 pub mod records;
 pub mod resolve;
 pub mod runs;
+pub mod schedules;
 pub mod schema;
 pub mod transform;
 pub mod values;

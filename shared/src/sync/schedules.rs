@@ -1,5 +1,5 @@
 //! One EventBridge Scheduler schedule per sync config that runs by itself: named after
-//! the config id, in the sync schedule group, invoking the sync trigger with the
+//! the config id, in the sync schedule group, invoking the sync-runs function with the
 //! config as its input; enabled while the config is active, disabled while it is
 //! paused; absent for manual configs.
 //!
@@ -7,21 +7,21 @@
 //! change interrupted half-way (or a schedule removed by hand) is healed by the next
 //! change of the config.
 
+pub use crate::schedule::ScheduleError;
+use crate::schedule::{Settings, Spec};
+use crate::sync::config::{ConfigStatus, SyncConfig};
 use aws_sdk_scheduler::Client;
 use aws_sdk_scheduler::types::ScheduleState;
-pub use conduit::schedule::ScheduleError;
-use conduit::schedule::{Settings, Spec};
-use conduit::sync::config::{ConfigStatus, SyncConfig};
 use serde_json::json;
 
-pub use conduit::schedule::SOURCE;
+pub use crate::schedule::SOURCE;
 
 /// The schedule of a config.
 pub fn name(c: &SyncConfig) -> String {
     c.id.to_string()
 }
 
-/// What the schedule passes to the sync trigger.
+/// What the schedule passes to the sync-runs function.
 pub fn input(c: &SyncConfig) -> String {
     json!({
         "source": SOURCE,
@@ -40,12 +40,12 @@ pub fn state(c: &SyncConfig) -> ScheduleState {
 }
 
 /// The schedules of sync configs.
-pub struct Schedules<'a>(conduit::schedule::Schedules<'a>);
+pub struct Schedules<'a>(crate::schedule::Schedules<'a>);
 
 impl<'a> Schedules<'a> {
     /// Schedules through `client`, placed as `settings` say.
     pub fn new(client: &'a Client, settings: &'a Settings) -> Self {
-        Self(conduit::schedule::Schedules::new(client, settings))
+        Self(crate::schedule::Schedules::new(client, settings))
     }
 
     /// Makes the config's schedule match it: created or updated when it runs by
@@ -74,10 +74,10 @@ impl<'a> Schedules<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use conduit::domain::{ConnectionId, SyncConfigId, TenantId, UserId, now};
-    use conduit::sync::config::{Frequency, SyncDirection, SyncOptions};
-    use conduit::sync::conflict::Strategy;
-    use conduit::sync::schema::Entity;
+    use crate::domain::{ConnectionId, SyncConfigId, TenantId, UserId, now};
+    use crate::sync::config::{Frequency, SyncDirection, SyncOptions};
+    use crate::sync::conflict::Strategy;
+    use crate::sync::schema::Entity;
 
     fn config() -> SyncConfig {
         SyncConfig {
