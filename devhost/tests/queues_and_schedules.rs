@@ -503,14 +503,10 @@ async fn sqs_events_run_through_invoke_and_polling_can_be_off() {
         .await
         .unwrap();
     assert_eq!(resp["statusCode"], 202, "{resp}");
-    let result = devhost::invoke::invoke(
-        &env.stack,
-        &both,
-        "sync-runs",
-        r#"{"sync_config_id":"c"}"#,
-    )
-    .await
-    .unwrap();
+    let result =
+        devhost::invoke::invoke(&env.stack, &both, "sync-runs", r#"{"sync_config_id":"c"}"#)
+            .await
+            .unwrap();
     assert_eq!(result, json!({"triggered": 1}));
 
     let err = env.queue_depth("NoSuchQueue").await.unwrap_err();
@@ -561,8 +557,7 @@ async fn scheduler_schedules_are_listed_and_fired() {
         vars["CONDUIT_SYNC_SCHEDULER_ROLE_ARN"],
         format!("arn:aws:iam::123456789012:role/{stack}-SyncSchedulerRole")
     );
-    let trigger_arn =
-        format!("arn:aws:lambda:us-east-1:123456789012:function:{stack}-sync-runs");
+    let trigger_arn = format!("arn:aws:lambda:us-east-1:123456789012:function:{stack}-sync-runs");
     assert_eq!(vars["CONDUIT_SYNC_RUNS_ARN"], trigger_arn);
     assert_eq!(
         env.stack.get_att("SyncRunsFunction", "Arn").unwrap(),
@@ -698,8 +693,7 @@ async fn due_scheduler_schedules_fire_when_schedules_run() {
     )
     .await;
     let stack = env.stack.stack_name().to_owned();
-    let trigger_arn =
-        format!("arn:aws:lambda:us-east-1:123456789012:function:{stack}-sync-runs");
+    let trigger_arn = format!("arn:aws:lambda:us-east-1:123456789012:function:{stack}-sync-runs");
 
     // rate(…) at the demo period; at(…) two seconds from now (UTC); a disabled one and
     // one with an unknown target never reach the function.

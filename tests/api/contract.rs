@@ -604,3 +604,177 @@ async fn conduits_zoho_exchanges_conform_to_zohos_published_specs() {
         "Zoho exchanges that break the published specs:\n{report}"
     );
 }
+
+/// The Pipedrive operations a sync reaches (v2 records and search, v1 fields and
+/// recents); the test fails if one goes missing.
+const PIPEDRIVE_EXPECTED: &[&str] = &[
+    "GET /v1/personFields",
+    "POST /v1/personFields",
+    "GET /v1/organizationFields",
+    "POST /v1/organizationFields",
+    "GET /v1/recents",
+    "GET /api/v2/persons",
+    "POST /api/v2/persons",
+    "PATCH /api/v2/persons/{id}",
+    "DELETE /api/v2/persons/{id}",
+    "GET /api/v2/persons/search",
+    "GET /api/v2/organizations",
+    "POST /api/v2/organizations",
+    "PATCH /api/v2/organizations/{id}",
+    "GET /api/v2/organizations/search",
+];
+
+/// Conduit's Pipedrive sync — a bidirectional persons-and-organizations config created
+/// over the API (auto-mapped from the field lists, available fields, preview), a first
+/// run (field lists, the marker fields created, lists, creates, the marker searches),
+/// edits and deletes on both sides and a second run (`updated_since` lists, reads by
+/// id, updates, deletes, recents) — and the stand-in's answers, checked against
+/// Pipedrive's own OpenAPI descriptions (`specs/pipedrive/`: v2 for records and search,
+/// v1 for fields and recents). The files describe `api.pipedrive.com`; Conduit calls
+/// the company domain, which serves the same API (v1 also under `/api/v1`), so the
+/// exchanges are checked as calls of `api.pipedrive.com` at the files' paths.
+#[tokio::test]
+async fn conduits_pipedrive_exchanges_conform_to_pipedrives_published_specs() {
+    let app = TestApp::isolated(devhost::LocalEnvOptions::default()).await;
+    let recorder = app.sandbox().recorder().clone();
+    let t = s::connect(&app, "pipedrive").await;
+    s::seed(&app, &t, Entity::Companies, 4);
+    s::seed(&app, &t, Entity::Contacts, 10);
+    let app_contacts = s::app_create_many(&app, &t, Entity::Contacts, 3).await;
+    let app_companies = s::app_create_many(&app, &t, Entity::Companies, 2).await;
+    recorder.start();
+
+    let mut mappings = Vec::new();
+    for entity in [Entity::Contacts, Entity::Companies] {
+        for (crm, field) in s::default_pairs("pipedrive", entity) {
+            mappings.push(json!({
+                "entity": entity.as_str(),
+                "crm_field": s::config_field(&t, crm),
+                "app_field": field,
+                "direction": "bidirectional",
+            }));
+        }
+    }
+    let (status, created) = app
+        .post(
+            "/v1/sync/configs",
+            &t.admin,
+            json!({
+                "connection_id": t.conn,
+                "name": "Pipedrive both ways",
+                "direction": "bidirectional",
+                "frequency": {"type": "manual"},
+                "entities": ["contacts", "companies"],
+                "conflict_strategy": "last_write_wins",
+                "options": {"create_missing": true, "propagate_deletes": true},
+                "mappings": mappings,
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let config_id = created["id"].as_str().expect("config id").to_owned();
+    let config = conduit::domain::SyncConfigId::parse(&config_id).expect("id");
+    for entity in ["contacts", "companies"] {
+        let (status, body) = app
+            .get(
+                &format!("/v1/sync/configs/{config_id}/available-fields?entity={entity}"),
+                &t.admin,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let (status, body) = app
+            .post(
+                &format!("/v1/sync/configs/{config_id}/preview"),
+                &t.admin,
+                json!({"entity": entity}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    s::run_ok(&app, &t, &config).await;
+
+    let crm_contacts = s::crm_rows(&app, &t, Entity::Contacts);
+    let crm_companies = s::crm_rows(&app, &t, Entity::Companies);
+    s::crm_update(
+        &app,
+        &t,
+        Entity::Contacts,
+        &crm_contacts[0].id,
+        &[("first_name", "Buyer")],
+    );
+    s::crm_update(
+        &app,
+        &t,
+        Entity::Companies,
+        &crm_companies[0].id,
+        &[("City", "Lyon")],
+    );
+    s::crm_delete(&app, &t, Entity::Contacts, &crm_contacts[1].id);
+    s::app_update(
+        &app,
+        &t,
+        Entity::Contacts,
+        &app_contacts[0],
+        json!({"last_name": "Owner"}),
+    )
+    .await;
+    s::app_update(
+        &app,
+        &t,
+        Entity::Companies,
+        &app_companies[0],
+        json!({"city": "Porto"}),
+    )
+    .await;
+    s::app_delete(&app, &t, Entity::Contacts, &app_contacts[1]).await;
+    // Pipedrive keeps seconds: the second run's changes are in a later second.
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    s::run_ok(&app, &t, &config).await;
+
+    let mut exchanges = recorder.stop();
+    for e in &mut exchanges {
+        let company_domain = e.host.ends_with(".pipedrive.com")
+            && !["api.pipedrive.com", "oauth.pipedrive.com"].contains(&e.host.as_str());
+        if company_domain {
+            e.host = "api.pipedrive.com".into();
+            if let Some(v1) = e.path.strip_prefix("/api/v1/") {
+                e.path = format!("/v1/{v1}");
+            }
+        }
+        // The v1 file's recents items are 12 `anyOf` alternatives whose nullable members
+        // (a person's `org_id` and `last_name`, an organization's `address`) are not
+        // marked nullable, and an exception cannot reach inside an alternative: the
+        // null members are left out of the checked copy (the other v2 files' same fault
+        // is a listed exception).
+        if e.path == "/v1/recents"
+            && let Ok(mut body) = serde_json::from_slice::<serde_json::Value>(&e.response_body)
+        {
+            for change in body["data"].as_array_mut().into_iter().flatten() {
+                if let Some(data) = change["data"].as_object_mut() {
+                    data.retain(|_, v| !v.is_null());
+                }
+            }
+            e.response_body = serde_json::to_vec(&body).unwrap_or_default().into();
+        }
+    }
+    let specs = contract::Specs::load("pipedrive").expect("Pipedrive specs");
+    let report = contract::check_all(&specs, &exchanges);
+    println!("{report}");
+    let reached: BTreeSet<&str> = report.operations.keys().map(String::as_str).collect();
+    let missing: Vec<&&str> = PIPEDRIVE_EXPECTED
+        .iter()
+        .filter(|o| !reached.contains(**o))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the flows never called {missing:?}\n{report}"
+    );
+    assert!(
+        report.unmatched.is_empty(),
+        "calls the descriptions lack: {report}"
+    );
+    assert!(
+        report.passed(),
+        "Pipedrive exchanges that break the published specs:\n{report}"
+    );
+}

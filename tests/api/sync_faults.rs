@@ -3,9 +3,9 @@
 //! come back after a short delay instead of the queue's visibility timeout): a worker
 //! killed mid-chunk, 429 storms, 5xx answers, gateway timeouts and malformed bodies,
 //! and a config paused while its run waits in the queue — against HubSpot (with and
-//! without the marker property), Salesforce and Zoho. Each faulted run must end
-//! with exactly the records a fault-free run of the same scenario leaves on both
-//! sides: nothing lost, nothing duplicated. Every scenario then runs again on a
+//! without the marker property), Salesforce, Zoho, Dynamics 365 and Pipedrive. Each faulted run
+//! must end with exactly the records a fault-free run of the same scenario leaves on
+//! both sides: nothing lost, nothing duplicated. Every scenario then runs again on a
 //! second environment whose DynamoDB conflicts, throttles, enforces partition limits
 //! and shows GSI writes late, and must end where the same fault-free run did.
 
@@ -26,7 +26,14 @@ const ENTITY: Entity = Entity::Contacts;
 /// marker property, so pushes de-duplicate creates by email.
 const HUBSPOT_NO_SCHEMA_WRITE: &str = "hubspot without schema write";
 /// Every CRM (and grant) the scenarios run against.
-const PROVIDERS: [&str; 4] = ["hubspot", HUBSPOT_NO_SCHEMA_WRITE, "salesforce", "zoho"];
+const PROVIDERS: [&str; 6] = [
+    "hubspot",
+    HUBSPOT_NO_SCHEMA_WRITE,
+    "salesforce",
+    "zoho",
+    "dynamics365",
+    "pipedrive",
+];
 const SEEDED: usize = 60;
 const APP_MADE: usize = 5;
 
@@ -59,6 +66,8 @@ async fn every_scenario(app: &TestApp) {
     hubspot_5xx_timeouts_and_a_malformed_answer_during_a_sync_lose_nothing(app).await;
     salesforce_5xx_timeouts_and_a_malformed_answer_during_a_sync_lose_nothing(app).await;
     zoho_429_5xx_timeouts_and_a_malformed_answer_during_a_sync_lose_nothing(app).await;
+    dynamics_429_5xx_timeouts_and_a_malformed_batch_answer_lose_nothing(app).await;
+    pipedrive_429_5xx_timeouts_and_a_malformed_create_answer_lose_nothing(app).await;
     hubspot_without_schema_write_loses_nothing_to_5xx_and_a_malformed_create_answer(app).await;
     a_worker_killed_mid_chunk_is_retried_to_the_same_end_state(app).await;
 }
@@ -135,6 +144,12 @@ async fn faulted(
             app.sandbox().malform_hubspot_responses(route, 1)
         }
         Some(route) if provider == "zoho" => app.sandbox().malform_zoho_responses(route, 1),
+        Some(route) if provider == "dynamics365" => {
+            app.sandbox().malform_dynamics_responses(route, 1)
+        }
+        Some(route) if provider == "pipedrive" => {
+            app.sandbox().malform_pipedrive_responses(route, 1)
+        }
         Some(route) => app.sandbox().malform_salesforce_responses(route, 1),
         None => {}
     }
@@ -255,6 +270,46 @@ async fn zoho_429_5xx_timeouts_and_a_malformed_answer_during_a_sync_lose_nothing
             (6, fault(Provider::Zoho, 504, 4)),
         ],
         Some(sandbox::providers::zoho_crm::CRM_INSERT),
+    )
+    .await;
+    assert!(log.counts["rate_limited"] >= 2, "{log:?}");
+    assert_redelivered(&log);
+}
+
+async fn dynamics_429_5xx_timeouts_and_a_malformed_batch_answer_lose_nothing(app: &TestApp) {
+    // Service protection's 429s come with Retry-After and are sat out in place; a 503
+    // is retried in place; four 504s fail the chunk, whose message comes back. The
+    // first $batch answer is cut short after Dataverse created the records: the retry's
+    // creates carry the same keys and are refused as existing, not duplicated.
+    let log = faulted(
+        app,
+        "dynamics365",
+        vec![
+            (1, fault(Provider::Dynamics365, 429, 2)),
+            (3, fault(Provider::Dynamics365, 503, 1)),
+            (6, fault(Provider::Dynamics365, 504, 4)),
+        ],
+        Some(sandbox::providers::dynamics365_crm::CRM_BATCH),
+    )
+    .await;
+    assert!(log.counts["rate_limited"] >= 2, "{log:?}");
+    assert_redelivered(&log);
+}
+
+async fn pipedrive_429_5xx_timeouts_and_a_malformed_create_answer_lose_nothing(app: &TestApp) {
+    // Burst 429s come with Retry-After and are sat out in place; a 502 is retried in
+    // place; four 504s fail the chunk, whose message comes back. The first create's
+    // answer is cut short after Pipedrive made the person: the transport sends it again,
+    // and the twin carrying the same app id is found and deleted (the older one wins).
+    let log = faulted(
+        app,
+        "pipedrive",
+        vec![
+            (1, fault(Provider::Pipedrive, 429, 2)),
+            (3, fault(Provider::Pipedrive, 502, 1)),
+            (6, fault(Provider::Pipedrive, 504, 4)),
+        ],
+        Some(sandbox::providers::pipedrive_crm::CRM_CREATE),
     )
     .await;
     assert!(log.counts["rate_limited"] >= 2, "{log:?}");

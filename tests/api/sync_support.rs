@@ -1,7 +1,8 @@
 //! What the sync scenarios share: a tenant with a CRM of its own (a HubSpot portal, a
-//! Salesforce org or a Zoho org no other test uses), configs stored as the config API stores them,
-//! triggered runs awaited to their end, and both sides' records read back in the app's
-//! field space so they can be compared whole.
+//! Salesforce org, a Zoho org, a Dynamics 365 environment or a Pipedrive company no other
+//! test uses), configs stored as the config API stores them, triggered runs awaited to
+//! their end, and both sides' records read back in the app's field space so they can be
+//! compared whole.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,8 +17,9 @@ use conduit::sync::records::{ListQuery, Record, Records, normalise_key};
 use conduit::sync::runs::{RunStatus, Runs, SyncLog};
 use conduit::sync::schema::Entity;
 use sandbox::oauth::{OAuthProvider, OAuthUser};
+use sandbox::providers::dynamics365_crm::DynTable;
 use sandbox::providers::zoho_crm::ZohoModule;
-use sandbox::{CrmObject, SfObject};
+use sandbox::{CrmObject, PdObject, SfObject};
 use scenarios::{Role, TestApp};
 use serde_json::{Value, json};
 
@@ -32,6 +34,10 @@ pub enum Crm {
     Salesforce(String),
     /// A Zoho CRM org.
     Zoho(String),
+    /// A Dynamics 365 environment (its host, `sync-N.crm.dynamics.com`).
+    Dynamics(String),
+    /// A Pipedrive company (its domain, `sync-pd-N` of `sync-pd-N.pipedrive.com`).
+    Pipedrive(String),
 }
 
 /// A tenant with one CRM connection.
@@ -49,6 +55,8 @@ impl Tenant {
             Crm::Hubspot(_) => "hubspot",
             Crm::Salesforce(_) => "salesforce",
             Crm::Zoho(_) => "zoho",
+            Crm::Dynamics(_) => "dynamics365",
+            Crm::Pipedrive(_) => "pipedrive",
         }
     }
 }
@@ -106,6 +114,31 @@ async fn connect_tenant(
                 Crm::Zoho(org),
             )
         }
+        "dynamics365" => {
+            let org = format!("sync-{n}");
+            let host = format!("{org}.crm.dynamics.com");
+            // The environment's own contacts collection, not the dispatch actions'.
+            app.sandbox().dyn_crm_serve_contacts(&host, true);
+            (
+                OAuthUser {
+                    environment_host: host.clone(),
+                    ..OAuthUser::new(OAuthProvider::Dynamics365, email.clone())
+                },
+                Crm::Dynamics(host),
+            )
+        }
+        "pipedrive" => {
+            let company = format!("sync-pd-{n}");
+            pd_define_fields(app, &company);
+            (
+                OAuthUser {
+                    company_domain: company.clone(),
+                    company_id: 5_200_000 + n,
+                    ..OAuthUser::new(OAuthProvider::Pipedrive, email.clone())
+                },
+                Crm::Pipedrive(company),
+            )
+        }
         _ => {
             let org = format!("00DSY{n:010}AAA");
             (
@@ -125,6 +158,10 @@ async fn connect_tenant(
             {
                 let mut body = start;
                 body["return_to"] = json!(RETURN_TO);
+                if let Crm::Dynamics(host) = &crm {
+                    let org = host.split('.').next().unwrap_or_default();
+                    body["fields"] = json!({"org": org, "crm_region": "crm"});
+                }
                 body
             },
             &format!("login_hint={email}"),
@@ -180,6 +217,33 @@ pub fn default_pairs(provider: &str, entity: Entity) -> &'static [(&'static str,
             ("Billing_City", "city"),
             ("Employees", "employees"),
         ],
+        // Pipedrive persons have no job title outside contact sync; organizations no
+        // domain, city or head count: custom fields by name (keys: `config_field`).
+        ("pipedrive", Entity::Contacts) => &[
+            ("email", "email"),
+            ("first_name", "first_name"),
+            ("last_name", "last_name"),
+            ("phone", "phone"),
+        ],
+        ("pipedrive", Entity::Companies) => &[
+            ("name", "name"),
+            ("Website", "domain"),
+            ("City", "city"),
+            ("Employees", "employees"),
+        ],
+        ("dynamics365", Entity::Contacts) => &[
+            ("emailaddress1", "email"),
+            ("firstname", "first_name"),
+            ("lastname", "last_name"),
+            ("telephone1", "phone"),
+            ("jobtitle", "job_title"),
+        ],
+        ("dynamics365", Entity::Companies) => &[
+            ("name", "name"),
+            ("websiteurl", "domain"),
+            ("address1_city", "city"),
+            ("numberofemployees", "employees"),
+        ],
         (_, Entity::Contacts) => &[
             ("Email", "email"),
             ("FirstName", "first_name"),
@@ -227,7 +291,7 @@ pub fn new_config(t: &Tenant, direction: SyncDirection, entities: &[Entity]) -> 
             .flat_map(|e| {
                 default_pairs(t.provider(), *e)
                     .iter()
-                    .map(|(c, a)| mapping(*e, c, a, Direction::Bidirectional))
+                    .map(|(c, a)| mapping(*e, &config_field(t, c), a, Direction::Bidirectional))
             })
             .collect(),
         schedule_name: None,
@@ -312,6 +376,153 @@ pub fn seed(app: &TestApp, t: &Tenant, entity: Entity, n: usize) -> Vec<String> 
         Crm::Hubspot(portal) => app.sandbox().seed_hubspot(*portal, hs_object(entity), n),
         Crm::Salesforce(org) => app.sandbox().seed_salesforce(org, sf_object(entity), n),
         Crm::Zoho(org) => app.sandbox().seed_zoho(org, zoho_module(entity), n),
+        Crm::Dynamics(host) => app
+            .sandbox()
+            .seed_dynamics_crm(host, dyn_table(entity), n, 1),
+        Crm::Pipedrive(company) => pd_seed(app, company, entity, n),
+    }
+}
+
+// ------------------------------------------------------------ Pipedrive's fields
+
+/// Organization custom fields the Pipedrive scenarios sync (name, type).
+const PD_ORG_FIELDS: [(&str, &str); 3] = [
+    ("Website", "varchar"),
+    ("City", "varchar"),
+    ("Employees", "double"),
+];
+
+/// Pipedrive custom-field keys (per-company hashes): (company, name) → (key, type).
+type PdKeys = BTreeMap<(String, String), (String, &'static str)>;
+
+fn pd_keys() -> &'static std::sync::Mutex<PdKeys> {
+    static KEYS: std::sync::OnceLock<std::sync::Mutex<PdKeys>> = std::sync::OnceLock::new();
+    KEYS.get_or_init(Default::default)
+}
+
+/// Defines the organization fields in a new Pipedrive company, as its admin would.
+fn pd_define_fields(app: &TestApp, company: &str) {
+    for (name, kind) in PD_ORG_FIELDS {
+        let key = app
+            .sandbox()
+            .pipedrive_define_field(company, PdObject::Organizations, name, kind)
+            .expect("a custom field");
+        pd_keys()
+            .lock()
+            .unwrap()
+            .insert((company.to_owned(), name.to_owned()), (key, kind));
+    }
+}
+
+/// The CRM field a config maps for `field` of the default pairs (a Pipedrive custom
+/// field by its key).
+pub fn config_field(t: &Tenant, field: &str) -> String {
+    match &t.crm {
+        Crm::Pipedrive(company) => pd_keys()
+            .lock()
+            .unwrap()
+            .get(&(company.clone(), field.to_owned()))
+            .map_or_else(|| field.to_owned(), |(key, _)| key.clone()),
+        _ => field.to_owned(),
+    }
+}
+
+fn pd_object(entity: Entity) -> PdObject {
+    match entity {
+        Entity::Contacts => PdObject::Persons,
+        Entity::Companies => PdObject::Organizations,
+    }
+}
+
+/// A Pipedrive record's values: primary email / phone, address text, custom fields by
+/// name.
+fn pd_values(company: &str, data: &Value) -> BTreeMap<String, String> {
+    let names: BTreeMap<String, String> = pd_keys()
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|((c, _), _)| c == company)
+        .map(|((_, name), (key, _))| (key.clone(), name.clone()))
+        .collect();
+    let primary = |v: &Value| {
+        v.as_array()?
+            .iter()
+            .find(|e| e["primary"] == true)
+            .and_then(|e| sf_text(&e["value"]))
+    };
+    let mut out = BTreeMap::new();
+    for (k, v) in data.as_object().into_iter().flatten() {
+        match k.as_str() {
+            "emails" => out.extend(primary(v).map(|e| ("email".to_owned(), e))),
+            "phones" => out.extend(primary(v).map(|p| ("phone".to_owned(), p))),
+            "address" => out.extend(sf_text(&v["value"]).map(|a| (k.clone(), a))),
+            "custom_fields" => {
+                for (key, cv) in v.as_object().into_iter().flatten() {
+                    let name = names.get(key).unwrap_or(key);
+                    out.extend(sf_text(cv).map(|t| (name.clone(), t)));
+                }
+            }
+            _ => out.extend(sf_text(v).map(|t| (k.clone(), t))),
+        }
+    }
+    out
+}
+
+/// A v2 PATCH body setting fields named as in [`pd_values`].
+fn pd_changes(company: &str, fields: &[(&str, &str)]) -> Value {
+    let keys = pd_keys().lock().unwrap();
+    let mut body = json!({});
+    for (field, value) in fields {
+        match (*field, keys.get(&(company.to_owned(), (*field).to_owned()))) {
+            ("email", _) => body["emails"] = json!([{"value": value, "primary": true}]),
+            ("phone", _) => body["phones"] = json!([{"value": value, "primary": true}]),
+            (_, Some((key, "double"))) => {
+                body["custom_fields"][key] = json!(value.parse::<f64>().expect("a number"))
+            }
+            (_, Some((key, _))) => body["custom_fields"][key] = json!(value),
+            (f, None) => body[f] = json!(value),
+        }
+    }
+    body
+}
+
+/// Seeds Pipedrive records; organizations get a website, a city and a head count.
+fn pd_seed(app: &TestApp, company: &str, entity: Entity, n: usize) -> Vec<String> {
+    let ids = app.sandbox().seed_pipedrive(company, pd_object(entity), n);
+    if entity == Entity::Companies {
+        for id in &ids {
+            let data = app
+                .sandbox()
+                .pipedrive_record(company, PdObject::Organizations, *id)
+                .expect("a seeded organization")
+                .data;
+            let name = data["name"].as_str().unwrap_or_default();
+            let site: String = name
+                .to_lowercase()
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+                .collect();
+            let city = data["address"]["locality"].as_str().unwrap_or("Paris");
+            let changes = pd_changes(
+                company,
+                &[
+                    ("Website", &format!("{site}.example")),
+                    ("City", city),
+                    ("Employees", &(10 + id * 7).to_string()),
+                ],
+            );
+            app.sandbox()
+                .update_pipedrive_record(company, PdObject::Organizations, *id, &changes)
+                .expect("seeded fields");
+        }
+    }
+    ids.iter().map(u64::to_string).collect()
+}
+
+fn dyn_table(entity: Entity) -> DynTable {
+    match entity {
+        Entity::Contacts => DynTable::Contact,
+        Entity::Companies => DynTable::Account,
     }
 }
 
@@ -392,6 +603,29 @@ pub fn crm_rows(app: &TestApp, t: &Tenant, entity: Entity) -> Vec<CrmRow> {
                     .collect(),
             })
             .collect(),
+        Crm::Dynamics(host) => app
+            .sandbox()
+            .dyn_crm_records(host, dyn_table(entity))
+            .into_iter()
+            .map(|r| CrmRow {
+                id: r.id,
+                values: r
+                    .values
+                    .iter()
+                    .filter_map(|(k, v)| sf_text(v).map(|v| (k.clone(), v)))
+                    .collect(),
+            })
+            .collect(),
+        Crm::Pipedrive(company) => app
+            .sandbox()
+            .pipedrive_records(company, pd_object(entity))
+            .into_iter()
+            .filter(|r| !r.deleted)
+            .map(|r| CrmRow {
+                id: r.id.to_string(),
+                values: pd_values(company, &r.data),
+            })
+            .collect(),
     }
 }
 
@@ -428,6 +662,25 @@ pub fn crm_update(app: &TestApp, t: &Tenant, entity: Entity, id: &str, fields: &
                 .update_zoho_record(org, zoho_module(entity), id, &values);
             assert!(done.is_some(), "Zoho record {id} updated");
         }
+        Crm::Dynamics(host) => {
+            let values = fields
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), json!(v)))
+                .collect();
+            let done = app
+                .sandbox()
+                .dyn_crm_update(host, dyn_table(entity), id, values);
+            assert!(done.is_some(), "Dynamics record {id} updated");
+        }
+        Crm::Pipedrive(company) => {
+            let done = app.sandbox().update_pipedrive_record(
+                company,
+                pd_object(entity),
+                id.parse().expect("a Pipedrive id"),
+                &pd_changes(company, fields),
+            );
+            assert!(done.is_ok(), "Pipedrive record {id} updated: {done:?}");
+        }
     }
 }
 
@@ -444,6 +697,12 @@ pub fn crm_delete(app: &TestApp, t: &Tenant, entity: Entity, id: &str) {
         Crm::Zoho(org) => app
             .sandbox()
             .delete_zoho_record(org, zoho_module(entity), id),
+        Crm::Dynamics(host) => app.sandbox().dyn_crm_delete(host, dyn_table(entity), id),
+        Crm::Pipedrive(company) => app.sandbox().delete_pipedrive_record(
+            company,
+            pd_object(entity),
+            id.parse().expect("a Pipedrive id"),
+        ),
     };
     assert!(done, "CRM record {id} deleted");
 }
@@ -841,9 +1100,13 @@ pub async fn conflicts(app: &TestApp, provider: &str, strategy: Strategy) {
         app_id(app, &t, entity, &b).await,
     );
     // b: the CRM first, then the app. a: the app first, then the CRM. The pauses keep
-    // the two sides' modification times apart.
+    // the two sides' modification times apart (Zoho and Pipedrive keep whole seconds).
+    let pause = Duration::from_millis(match provider {
+        "zoho" | "pipedrive" => 1_100,
+        _ => 30,
+    });
     crm_update(app, &t, entity, &seeded[1], &[(first, "Crmfirst1")]);
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    tokio::time::sleep(pause).await;
     app_update(
         app,
         &t,
@@ -853,7 +1116,7 @@ pub async fn conflicts(app: &TestApp, provider: &str, strategy: Strategy) {
     )
     .await;
     app_update(app, &t, entity, &b_id, json!({"first_name": "Appfirst1"})).await;
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    tokio::time::sleep(pause).await;
     crm_update(
         app,
         &t,

@@ -73,10 +73,11 @@
 //!
 //! ## Get / create / update / delete
 //! `GET /{id}`: 404 `"Person not found"` / `"Organization not found"` for unknown and
-//! deleted ids (400 for a non-integer id). `POST` needs `name`; `PATCH` changes only
-//! the members given (`emails`/`phones` replace the whole list; `null` clears
-//! `org_id`, `address` and a custom field). v2 is strict: members of the wrong JSON type,
-//! unknown members, `visible_to` outside 1/3/5/7, email/phone labels outside
+//! deleted ids (400 for a non-integer id). `POST` needs `name` (or `first_name` /
+//! `last_name`, which build it); `PATCH` changes only the members given (one name part
+//! alone keeps the other part of the current name; `emails`/`phones` replace the whole
+//! list; `null` clears `org_id`, `address` and a custom field). v2 is strict: members
+//! of the wrong JSON type, unknown members, `visible_to` outside 1/3/5/7, email/phone labels outside
 //! work/home/(mobile)/other, two primaries, an email/phone item without `value`, an
 //! `org_id` that is not a live organization, a custom-field key the object does not
 //! have, or a value of the wrong type for the field (`varchar` ≤ 255 chars, `text`,
@@ -1499,9 +1500,22 @@ fn apply(
             .as_u64()
             .ok_or_else(|| bad(&format!("Validation failed: {name}: must be integer")))
     };
-    // Name: required on create; first/last name build it when name is absent.
+    // Name: required on create; first/last name build it when name is absent (an
+    // update giving only one of them keeps the other part of the current name).
     let first = string("first_name")?;
     let last = string("last_name")?;
+    let (first, last) = match (first, last) {
+        (None, None) => (None, None),
+        (first, last) if create => (first, last),
+        (first, last) => {
+            let (cur_first, cur_last) = record.first_last();
+            let part = |v: Value| v.as_str().map(str::to_owned);
+            (
+                first.or_else(|| part(cur_first)),
+                last.or_else(|| part(cur_last)),
+            )
+        }
+    };
     let name = match string("name")? {
         Some(name) => Some(name),
         None if first.is_some() || last.is_some() => Some(
@@ -2465,6 +2479,41 @@ mod tests {
             Some(1_704_067_201_000)
         );
         assert_eq!(parse_v1_time("2024-01-01T00:00:01"), None);
+    }
+
+    #[tokio::test]
+    async fn an_update_of_one_name_part_keeps_the_other() {
+        let state = SandboxState::new();
+        let created = call(
+            &state,
+            Method::POST,
+            "/api/v2/persons",
+            Some(TOKEN),
+            Some(json!({"first_name": "Ada", "last_name": "Lovelace"})),
+        )
+        .await;
+        assert_eq!(created.body["data"]["name"], "Ada Lovelace");
+        let id = created.body["data"]["id"].as_u64().unwrap();
+        let path = format!("/api/v2/persons/{id}");
+        let first = call(
+            &state,
+            Method::PATCH,
+            &path,
+            Some(TOKEN),
+            Some(json!({"first_name": "Augusta"})),
+        )
+        .await;
+        assert_eq!(first.body["data"]["name"], "Augusta Lovelace");
+        let last = call(
+            &state,
+            Method::PATCH,
+            &path,
+            Some(TOKEN),
+            Some(json!({"last_name": "King"})),
+        )
+        .await;
+        assert_eq!(last.body["data"]["name"], "Augusta King");
+        assert_eq!(last.body["data"]["last_name"], "King");
     }
 
     #[tokio::test]

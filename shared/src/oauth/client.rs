@@ -582,9 +582,20 @@ fn grant(resp: TokenResp) -> Result<Grant, OAuthError> {
         expires_in: resp.expires_in().map(|d| d.as_secs()),
         scopes: resp
             .scopes()
-            .map(|s| s.iter().map(|s| s.to_string()).collect()),
+            .map(|s| granted_scopes(s.iter().map(|s| s.as_str()))),
         extra: resp.extra_fields().fields.clone(),
     })
+}
+
+/// The granted scopes of a token response: RFC 6749 separates them with spaces, but
+/// Pipedrive answers `"scope": "base,contacts:full"`; no provider's scope holds a comma.
+fn granted_scopes<'s>(parts: impl Iterator<Item = &'s str>) -> Vec<String> {
+    parts
+        .flat_map(|p| p.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// The error code of a provider error body: RFC 6749's `error`, or HubSpot's `status`.
@@ -668,6 +679,14 @@ pub fn new_state() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn comma_separated_scopes_are_split() {
+        assert_eq!(
+            granted_scopes(["base,contacts:full", "admin", ""].into_iter()),
+            ["base", "contacts:full", "admin"]
+        );
+    }
 
     #[test]
     fn classification_follows_provider_shapes() {

@@ -15,7 +15,7 @@ use crate::kb::run::StepRef;
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum SyncMessage {
     /// A chunk of a run: pages of one entity's pull or push.
-    Chunk(Task),
+    Chunk(Box<Task>),
     /// A page of a deleted config's clean-up.
     Purge(Purge),
     /// A realtime push's follow-up (more changes came while it ran).
@@ -41,7 +41,7 @@ impl SyncMessage {
     pub fn parse(body: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(body).or_else(|tagged| {
             serde_json::from_str::<Task>(body)
-                .map(Self::Chunk)
+                .map(|t| Self::Chunk(Box::new(t)))
                 .map_err(|_| tagged)
         })
     }
@@ -86,7 +86,7 @@ mod tests {
         let tenant = TenantId::parse("acme").unwrap();
         let config_id = SyncConfigId::generate();
         let messages = [
-            SyncMessage::Chunk(task()),
+            SyncMessage::Chunk(Box::new(task())),
             SyncMessage::Purge(Purge {
                 tenant: tenant.clone(),
                 config_id: config_id.clone(),
@@ -118,8 +118,11 @@ mod tests {
     fn a_bare_task_from_before_the_tag_is_a_chunk_and_strangers_are_refused() {
         let t = task();
         let bare = serde_json::to_string(&t).unwrap();
-        assert_eq!(SyncMessage::parse(&bare).unwrap(), SyncMessage::Chunk(t));
-        let mut extra = serde_json::to_value(SyncMessage::Chunk(task())).unwrap();
+        assert_eq!(
+            SyncMessage::parse(&bare).unwrap(),
+            SyncMessage::Chunk(Box::new(t))
+        );
+        let mut extra = serde_json::to_value(SyncMessage::Chunk(Box::new(task()))).unwrap();
         extra["purge"] = json!({});
         for bad in [
             json!({"purge": {"tenant": "acme"}}),

@@ -393,8 +393,11 @@ fn label(text: &str) -> Value {
 }
 
 /// Properties of `AttributeMetadata` a `$select` may name (and their kinds for `$filter`).
-const ATTRIBUTE_PROPS: [(&str, Kind); 13] = [
+const ATTRIBUTE_PROPS: [(&str, Kind); 14] = [
     ("LogicalName", Kind::Text),
+    // The column this one derives from (`parentcustomeridname` of `parentcustomerid`):
+    // such columns are not Web API properties. The stand-in has none: always null.
+    ("AttributeOf", Kind::Text),
     ("SchemaName", Kind::Text),
     ("AttributeType", Kind::Text),
     ("AttributeTypeName", Kind::Text),
@@ -453,6 +456,7 @@ impl Row for AttrRow<'_> {
         match prop {
             "LogicalName" => Val::Text(&a.logical_name),
             "SchemaName" => Val::Text(&a.schema_name),
+            "AttributeOf" => Val::Null,
             "IsValidForCreate" => Val::Bool(a.is_valid_for_create),
             "IsValidForUpdate" => Val::Bool(a.is_valid_for_update),
             "IsValidForRead" => Val::Bool(true),
@@ -481,6 +485,7 @@ fn attribute_json(table: DynTable, attr: &DynAttribute, select: Option<&[String]
     all.insert("LogicalName".to_owned(), json!(attr.logical_name));
     all.insert("SchemaName".to_owned(), json!(attr.schema_name));
     all.insert("AttributeType".to_owned(), json!(attr.attribute_type));
+    all.insert("AttributeOf".to_owned(), Value::Null);
     all.insert("AttributeTypeName".to_owned(), json!({"Value": type_name}));
     all.insert("DisplayName".to_owned(), label(&attr.display_name));
     all.insert(

@@ -20,7 +20,7 @@
 //! | `dynamics365.crm_delete` | `DELETE contacts({guid})`, `If-Match` as above | 204 |
 //! | `dynamics365.crm_batch` | `POST $batch` (`multipart/mixed`, change sets, `Content-ID`, `$n` references); `Prefer: odata.continue-on-error` | 200 `multipart/mixed` with one part per request (one per failed change set) |
 //! | `dynamics365.crm_entity_definition` | `GET EntityDefinitions(LogicalName='contact')` with `$select` | `LogicalName EntitySetName PrimaryIdAttribute PrimaryNameAttribute ChangeTrackingEnabled ObjectTypeCode MetadataId …` |
-//! | `dynamics365.crm_attributes` | `GET EntityDefinitions(LogicalName='contact')/Attributes[/Microsoft.Dynamics.CRM.StringAttributeMetadata]` with `$select`, `$filter` | `{"value": [{"@odata.type", LogicalName, SchemaName, AttributeType, IsValidForCreate, IsValidForUpdate, IsValidForRead, IsCustomAttribute, DisplayName, MetadataId, …}]}` |
+//! | `dynamics365.crm_attributes` | `GET EntityDefinitions(LogicalName='contact')/Attributes[/Microsoft.Dynamics.CRM.StringAttributeMetadata]` with `$select`, `$filter` | `{"value": [{"@odata.type", LogicalName, SchemaName, AttributeType, AttributeOf (always null), IsValidForCreate, IsValidForUpdate, IsValidForRead, IsCustomAttribute, DisplayName, MetadataId, …}]}` |
 //! | `dynamics365.crm_attribute` | `GET EntityDefinitions(LogicalName='contact')/Attributes(LogicalName='emailaddress1')` | one column |
 //! | `dynamics365.crm_create_attribute` | `POST EntityDefinitions(LogicalName='contact')/Attributes` with a `StringAttributeMetadata` | 204 + `OData-EntityId` |
 //!
@@ -668,7 +668,8 @@ impl SandboxState {
     /// `{org}.crm.dynamics.com`) with `n` deterministic ones (names, emails
     /// `first.last{i}@example.test`, phones, cities; accounts with `name`, `websiteurl`,
     /// `accountnumber`), `modifiedon` spread over the 30 days before the environment's
-    /// clock in id-creation order, one second or more apart. Custom columns are kept (and
+    /// clock in id-creation order, one second or more apart; the same `seed` gives the same
+    /// values in every environment (the ids differ). Custom columns are kept (and
     /// left empty); outstanding delta tokens of the table expire. 10,000 rows take well
     /// under a second. Answers the ids in `modifiedon` order.
     pub fn seed_dynamics_crm(

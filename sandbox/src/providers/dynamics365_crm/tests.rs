@@ -1057,3 +1057,25 @@ async fn delta_pages_and_reseeding_expires_tokens() {
         .to_owned();
     assert_eq!(get(&state, &auth, &link, None).await.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn attributes_answer_attribute_of() {
+    let state = SandboxState::new();
+    let auth = env_token(&state);
+    let attrs = get(
+        &state,
+        &auth,
+        &format!("{API}/EntityDefinitions(LogicalName='contact')/Attributes?$select=LogicalName,AttributeOf"),
+        None,
+    )
+    .await;
+    assert_eq!(attrs.status, StatusCode::OK, "{}", attrs.text);
+    let value = attrs.json()["value"].as_array().unwrap().clone();
+    assert!(!value.is_empty());
+    // No column of the stand-in derives from another: the member is there, null.
+    assert!(
+        value
+            .iter()
+            .all(|a| a.as_object().unwrap().get("AttributeOf") == Some(&Value::Null))
+    );
+}

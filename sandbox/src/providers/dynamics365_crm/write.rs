@@ -591,7 +591,8 @@ pub(super) fn seed_rows(
     let n_i = i64::try_from(n).unwrap_or(i64::MAX).max(1);
     let step = (span / n_i).max(1);
     let start = now - step * n_i - 60;
-    let salt = kb::mix(seed ^ (env.salt << 1) ^ (table as u64 + 1).wrapping_mul(0x9E37));
+    // Values depend on the seed only (the same in every environment); ids do not.
+    let salt = kb::mix(seed ^ (table as u64 + 1).wrapping_mul(0x9E37));
     let mut rows = Vec::with_capacity(n);
     for i in 0..n {
         let k = i as u64;

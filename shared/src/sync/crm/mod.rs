@@ -8,7 +8,8 @@
 //!   catalogue (`providers.yaml`, `crm:`), read here as a [`CrmKind`].
 //! - **Behaviour that differs** — paging and cursors, search and filter syntax, batch
 //!   shapes, the marker strategy, deletes, error classification, usage headers — is one
-//!   [`Dialect`] per CRM, one module each ([`hubspot`], [`salesforce`], [`zoho`]).
+//!   [`Dialect`] per CRM, one module each ([`hubspot`], [`salesforce`], [`zoho`],
+//!   [`dynamics`], [`pipedrive`]).
 //! - **The shared transport** — token, budget, 429 hold-off, retries — is
 //!   [`transport::Transport`], used by every dialect.
 //!
@@ -31,7 +32,9 @@ use crate::oauth::lifecycle::{Credentials, Tokens};
 use crate::providers::{Catalogue, CrmFacts, CrmObject};
 use crate::store::StoreError;
 
+pub mod dynamics;
 pub mod hubspot;
+pub mod pipedrive;
 pub mod salesforce;
 pub mod transport;
 pub mod zoho;
@@ -69,6 +72,8 @@ fn dialect_named(name: &str) -> Option<&'static dyn Dialect> {
         "hubspot" => Some(&hubspot::HubSpot),
         "salesforce" => Some(&salesforce::Salesforce),
         "zoho" => Some(&zoho::Zoho),
+        "pipedrive" => Some(&pipedrive::Pipedrive),
+        "dynamics" => Some(&dynamics::Dynamics),
         _ => None,
     }
 }
@@ -380,6 +385,8 @@ pub struct CrmClient<'a> {
     describe_cache: BTreeMap<Entity, Vec<CrmField>>,
     /// Entities whose CRM object has no marker field (pushes de-duplicate by key).
     unmarked: BTreeSet<Entity>,
+    /// What a dialect learned describing an object (Pipedrive's custom-field keys).
+    notes: BTreeMap<(Entity, &'static str), String>,
 }
 
 impl std::fmt::Debug for CrmClient<'_> {
@@ -418,6 +425,7 @@ impl<'a> CrmClient<'a> {
             transport: Transport::new(kind.dialect, tokens, tenant, connection, budget),
             describe_cache: BTreeMap::new(),
             unmarked: BTreeSet::new(),
+            notes: BTreeMap::new(),
         })
     }
 
@@ -466,6 +474,20 @@ impl<'a> CrmClient<'a> {
             .await
     }
 
+    /// One call with a non-JSON body (OData `$batch`), answered as text (for dialects).
+    pub(crate) async fn call_raw(
+        &mut self,
+        method: Method,
+        target: Target<'_>,
+        content_type: &str,
+        body: &str,
+        headers: &[(&str, String)],
+    ) -> Result<transport::RawAnswer, CrmError> {
+        self.transport
+            .call_raw(method, target, content_type, body, headers)
+            .await
+    }
+
     /// The connection's current credentials (for dialects that need to know the grant).
     pub(crate) async fn credentials(&mut self) -> Result<Credentials, CrmError> {
         self.transport.credentials().await
@@ -479,6 +501,18 @@ impl<'a> CrmClient<'a> {
     /// Forgets a cached description (the object changed).
     pub(crate) fn forget_description(&mut self, entity: Entity) {
         self.describe_cache.remove(&entity);
+        self.notes.retain(|(e, _), _| *e != entity);
+    }
+
+    /// Keeps a fact a dialect learned describing `entity` (for dialects; forgotten with
+    /// the description).
+    pub(crate) fn note(&mut self, entity: Entity, name: &'static str, value: String) {
+        self.notes.insert((entity, name), value);
+    }
+
+    /// A fact kept with [`CrmClient::note`] since the description was last read.
+    pub(crate) fn noted(&self, entity: Entity, name: &'static str) -> Option<&str> {
+        self.notes.get(&(entity, name)).map(String::as_str)
     }
 
     /// The object's fields.

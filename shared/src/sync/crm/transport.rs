@@ -4,7 +4,8 @@
 //!
 //! A 429 holds the budget off for the provider's `Retry-After` and retries the same
 //! request, so a rate-limit storm slows a sync down and never fails it (unless the
-//! dialect says the answer means a long exhaustion, such as a daily limit); 5xx answers,
+//! dialect says the answer means a long exhaustion, such as a daily limit, or the
+//! `Retry-After` is 15 minutes or more — a spent daily budget); 5xx answers,
 //! timeouts and unreadable success bodies are retried with jittered backoff, then
 //! reported as transient (the message is retried later from its checkpoint). Refusals
 //! are classified by the dialect's [`Wire`] hooks: missing scopes, exhausted allowance,
@@ -29,6 +30,8 @@ const RATE_LIMIT_RETRIES: u32 = 30;
 const CREDENTIALS_TTL: Duration = Duration::from_secs(60);
 /// How long one request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// A 429's `Retry-After` from which on the allowance counts as exhausted.
+const LONG_RETRY_AFTER: Duration = Duration::from_secs(15 * 60);
 
 /// What a 429 means, by the dialect's reading of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +87,7 @@ pub enum Target<'p> {
         root: &'static str,
     },
     /// An absolute URL the provider gave (OData `@odata.nextLink` / `deltaLink`): it
-    /// must be on the API base's origin, or it is not followed.
+    /// must be under the API base (its origin and path), or it is not followed.
     Link(&'p str),
 }
 
@@ -95,6 +98,50 @@ fn origin(url: &str) -> Option<&str> {
         .find(['/', '?', '#'])
         .map_or(url.len(), |i| after_scheme + i);
     Some(&url[..end])
+}
+
+/// Whether `url` is under the API base `base` (same origin, and the base's path a
+/// prefix of the URL's path).
+fn under(url: &str, base: &str) -> bool {
+    let base = base.trim_end_matches('/');
+    let (Some(url_origin), Some(base_origin)) = (origin(url), origin(base)) else {
+        return false;
+    };
+    if !url_origin.eq_ignore_ascii_case(base_origin) {
+        return false;
+    }
+    let (url_rest, base_rest) = (&url[url_origin.len()..], &base[base_origin.len()..]);
+    url_rest
+        .strip_prefix(base_rest)
+        .is_some_and(|tail| tail.is_empty() || tail.starts_with(['/', '?']))
+}
+
+/// A request body.
+#[derive(Clone, Copy)]
+enum Payload<'b> {
+    None,
+    Json(&'b Value),
+    Raw {
+        content_type: &'b str,
+        body: &'b str,
+    },
+}
+
+/// What a call came to.
+enum Answered {
+    Json(Value),
+    Raw(RawAnswer),
+}
+
+/// A successful answer read as text ([`Transport::call_raw`]).
+#[derive(Debug, Clone)]
+pub struct RawAnswer {
+    /// HTTP status (2xx).
+    pub status: u16,
+    /// The `Content-Type` header (empty when absent).
+    pub content_type: String,
+    /// The body.
+    pub text: String,
 }
 
 /// One connection's CRM transport.
@@ -183,6 +230,43 @@ impl<'a> Transport<'a> {
         body: Option<&Value>,
         headers: &[(&str, String)],
     ) -> Result<Value, CrmError> {
+        let payload = body.map_or(Payload::None, Payload::Json);
+        match self
+            .exchange(method, target, query, payload, headers)
+            .await?
+        {
+            Answered::Json(v) => Ok(v),
+            Answered::Raw(_) => Err(CrmError::Internal("a raw answer to a JSON call".into())),
+        }
+    }
+
+    /// One API call with a body of another content type (OData `$batch`), answered as
+    /// text: the same token, budget, 429 and retry handling as [`Transport::call`]; a
+    /// 2xx answer is returned whatever its content (the caller parses it), a refusal is
+    /// classified as for JSON calls.
+    pub async fn call_raw(
+        &mut self,
+        method: Method,
+        target: Target<'_>,
+        content_type: &str,
+        body: &str,
+        headers: &[(&str, String)],
+    ) -> Result<RawAnswer, CrmError> {
+        let payload = Payload::Raw { content_type, body };
+        match self.exchange(method, target, &[], payload, headers).await? {
+            Answered::Raw(a) => Ok(a),
+            Answered::Json(_) => Err(CrmError::Internal("a JSON answer to a raw call".into())),
+        }
+    }
+
+    async fn exchange(
+        &mut self,
+        method: Method,
+        target: Target<'_>,
+        query: &[(&str, String)],
+        payload: Payload<'_>,
+        headers: &[(&str, String)],
+    ) -> Result<Answered, CrmError> {
         let mut failures = 0u32;
         let mut limited = 0u32;
         loop {
@@ -204,10 +288,13 @@ impl<'a> Transport<'a> {
                         }
                         Target::Link(url) => {
                             let base = connector.api_base().map_err(|e| e.to_string())?;
-                            if origin(url).is_none() || origin(url) != origin(&base) {
-                                return Err("a link outside the API's origin".to_owned());
+                            // The link names the provider's host; locally it goes where
+                            // the API base goes.
+                            let url = crate::egress::rewrite_origin(url, connector.origin_override);
+                            if !under(&url, &base) {
+                                return Err("a link outside the API".to_owned());
                             }
-                            url.to_owned()
+                            url
                         }
                     };
                     let mut req = http
@@ -220,8 +307,14 @@ impl<'a> Transport<'a> {
                     if !query.is_empty() {
                         req = req.query(query);
                     }
-                    if let Some(body) = body {
-                        req = req.json(body);
+                    match payload {
+                        Payload::None => {}
+                        Payload::Json(body) => req = req.json(body),
+                        Payload::Raw { content_type, body } => {
+                            req = req
+                                .header(reqwest::header::CONTENT_TYPE, content_type)
+                                .body(body.to_owned());
+                        }
                     }
                     Ok(req)
                 })
@@ -251,6 +344,12 @@ impl<'a> Transport<'a> {
             {
                 self.usage = Some(clip(usage));
             }
+            let content_type = resp
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
             let retry_after = resp
                 .headers()
                 .get(reqwest::header::RETRY_AFTER)
@@ -282,6 +381,14 @@ impl<'a> Transport<'a> {
                     return Err(CrmError::Transient("rate limited for too long".into()));
                 }
                 let wait = match retry_after {
+                    // A wait this long is a spent daily allowance (Pipedrive's token
+                    // budget answers until midnight UTC): sitting it out is pointless.
+                    Some(s) if s >= LONG_RETRY_AFTER.as_secs() => {
+                        return Err(CrmError::LimitExhausted(format!(
+                            "the provider's allowance is spent for {} more minutes",
+                            s.div_ceil(60)
+                        )));
+                    }
                     Some(s) => Duration::from_secs(s.clamp(1, 60)),
                     None if self.wire.rate_limited(&text) == RateLimited::Exhausted => {
                         return Err(CrmError::LimitExhausted(
@@ -307,17 +414,24 @@ impl<'a> Transport<'a> {
                 tokio::time::sleep(jitter(wait)).await;
                 continue;
             }
+            if status.is_success() && matches!(payload, Payload::Raw { .. }) {
+                return Ok(Answered::Raw(RawAnswer {
+                    status: status.as_u16(),
+                    content_type,
+                    text,
+                }));
+            }
             // 204 and 304 (nothing modified since): no records.
             if status == StatusCode::NO_CONTENT
                 || status == StatusCode::NOT_MODIFIED
                 || (status.is_success() && text.trim().is_empty())
             {
-                return Ok(Value::Null);
+                return Ok(Answered::Json(Value::Null));
             }
             let parsed: Result<Value, _> = serde_json::from_str(&text);
             if status.is_success() {
                 return match parsed {
-                    Ok(v) => Ok(v),
+                    Ok(v) => Ok(Answered::Json(v)),
                     Err(_) => {
                         failures += 1;
                         if failures >= ATTEMPTS {
@@ -339,6 +453,7 @@ impl<'a> Transport<'a> {
             }
             if self.wire.answers(status, parsed.as_ref().ok()) {
                 return parsed
+                    .map(Answered::Json)
                     .map_err(|_| CrmError::Malformed(format!("{} without JSON", status.as_u16())));
             }
             return Err(CrmError::Rejected {
@@ -384,5 +499,31 @@ mod tests {
             origin("https://acme.crm.dynamics.com.evil.test/api"),
             origin("https://acme.crm.dynamics.com/api")
         );
+    }
+
+    #[test]
+    fn links_are_followed_only_under_the_api_base() {
+        let base = "https://acme.crm.dynamics.com/api/data/v9.2";
+        assert!(under(
+            "https://acme.crm.dynamics.com/api/data/v9.2/contacts?$deltatoken=1",
+            base
+        ));
+        assert!(under("https://ACME.crm.dynamics.com/api/data/v9.2", base));
+        assert!(!under(
+            "https://acme.crm.dynamics.com/api/data/v9.21/x",
+            base
+        ));
+        assert!(!under("https://acme.crm.dynamics.com/other", base));
+        assert!(!under("https://evil.test/api/data/v9.2/contacts", base));
+        // Locally every host goes to one origin: the host is in the path.
+        let local = "http://127.0.0.1:9/acme.crm.dynamics.com/api/data/v9.2";
+        assert!(under(
+            "http://127.0.0.1:9/acme.crm.dynamics.com/api/data/v9.2/contacts",
+            local
+        ));
+        assert!(!under(
+            "http://127.0.0.1:9/other.crm.dynamics.com/api/data/v9.2/contacts",
+            local
+        ));
     }
 }

@@ -233,7 +233,7 @@ pub async fn run_chunk(
             if let Some(next) = next {
                 chunk
                     .queue
-                    .send(&SyncMessage::Chunk(next))
+                    .send(&SyncMessage::Chunk(Box::new(next)))
                     .await
                     .map_err(|e| ChunkError::Retry(e.to_string()))?;
             }

@@ -181,7 +181,10 @@ pub async fn start(
         tasks.push(task);
         logs.push(log);
     }
-    let messages: Vec<SyncMessage> = tasks.into_iter().map(SyncMessage::Chunk).collect();
+    let messages: Vec<SyncMessage> = tasks
+        .into_iter()
+        .map(|t| SyncMessage::Chunk(Box::new(t)))
+        .collect();
     queue
         .send_all(&messages)
         .await
