@@ -811,14 +811,24 @@ fn key_of(entity: Entity, fields: &BTreeMap<String, String>) -> String {
 pub fn crm_view(app: &TestApp, t: &Tenant, entity: Entity) -> View {
     let pairs = default_pairs(t.provider(), entity);
     let mut out = View::new();
-    for row in crm_rows(app, t, entity) {
+    let rows = crm_rows(app, t, entity);
+    for row in &rows {
         let fields: BTreeMap<String, String> = pairs
             .iter()
             .filter_map(|(c, a)| row.values.get(*c).map(|v| ((*a).to_owned(), v.clone())))
             .collect();
         let key = key_of(entity, &fields);
         let before = out.insert(key.clone(), fields);
-        assert!(before.is_none(), "two CRM records with key {key}");
+        if before.is_some() {
+            let twins: Vec<&CrmRow> = rows
+                .iter()
+                .filter(|r| r.values.values().any(|v| normalise_key(entity, v) == key))
+                .collect();
+            panic!(
+                "two CRM records with key {key} in {}: {twins:?}",
+                t.provider()
+            );
+        }
     }
     out
 }

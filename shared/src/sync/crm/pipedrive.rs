@@ -37,13 +37,16 @@
 //!   past the plan's custom-field cap, creates de-duplicate by email / organization
 //!   name). Its hash key differs per company: describing the object finds it by name
 //!   (the oldest, should two have been made at once) and shows it as the catalogue's
-//!   `marker`; values are renamed both ways. Pipedrive has no unique fields, so a
-//!   create carrying the marker searches for it first (a record an earlier attempt
-//!   made is reported as existing, not made again) and after: when an older record
-//!   carries the same app id (a concurrent create), the new one is deleted and the
-//!   older one reported as existing. Two searches a create (40 tokens). The search
-//!   index is immediate in the sandbox; in Pipedrive a lagging index can let a
-//!   duplicate through.
+//!   `marker`; values are renamed both ways. Pipedrive has no unique fields, so each
+//!   create carrying the marker is followed by a search for its app id: the oldest
+//!   record carrying it wins and every newer one is deleted (this create's, or one an
+//!   earlier attempt left when its answer was lost or its worker stopped before this
+//!   check); the oldest is reported as existing when it is not this create's. A
+//!   search for app ids (a push looking for creates whose link was lost) settles
+//!   twins the same way and answers the oldest.
+//!   One search a create (20 tokens; searches have their own burst window, so creates
+//!   run at most five a second). The search index is immediate in the sandbox; in
+//!   Pipedrive a lagging index can let a duplicate through.
 //! - **Organizations' key**: Pipedrive has no domain field; the key is `name` (what
 //!   Pipedrive's own duplicate detection compares). Map the app's domain to a custom
 //!   field to sync it.
@@ -623,46 +626,39 @@ async fn search(
     search_hits(&v, field, value)
 }
 
-/// The oldest record carrying `app_id` in the marker field.
-async fn oldest_marked(
-    c: &mut CrmClient<'_>,
-    object: &str,
-    app_id: &str,
-) -> Result<Option<u64>, CrmError> {
-    let hits = search(c, object, "custom_fields", app_id).await?;
-    Ok(hits
-        .iter()
-        .filter_map(|(id, _)| id.parse::<u64>().ok())
-        .min())
-}
-
-/// A create's outcome once the marker is checked: the oldest record carrying the same
-/// app id wins; a newer one this create made is deleted.
+/// A create's outcome once the marker is checked: of the records carrying the same
+/// app id, the oldest wins and every newer one is deleted — this create's, and any an
+/// earlier attempt left (a worker stopped between its create and this check).
 async fn settle_create(
     c: &mut CrmClient<'_>,
     object: &str,
     created: String,
     app_id: &str,
 ) -> Result<WriteOutcome, CrmError> {
-    let oldest = oldest_marked(c, object, app_id).await?;
-    let mine = created.parse::<u64>().ok();
-    match (oldest, mine) {
-        (Some(oldest), Some(mine)) if oldest < mine => {
-            match call(
-                c,
-                Method::DELETE,
-                &v2(object, &format!("/{mine}")),
-                &[],
-                None,
-            )
-            .await
-            {
-                Ok(_) | Err(CrmError::Rejected { status: 404, .. }) => {}
-                Err(e) => return Err(e),
-            }
-            Ok(WriteOutcome::Exists(Some(oldest.to_string())))
+    let mut twins: Vec<u64> = search(c, object, "custom_fields", app_id)
+        .await?
+        .iter()
+        .filter_map(|(id, _)| id.parse::<u64>().ok())
+        .collect();
+    if let Ok(mine) = created.parse::<u64>()
+        && !twins.contains(&mine)
+    {
+        twins.push(mine); // not in the index yet
+    }
+    twins.sort_unstable();
+    let Some((&oldest, newer)) = twins.split_first() else {
+        return Ok(WriteOutcome::Done(created));
+    };
+    for id in newer {
+        match call(c, Method::DELETE, &v2(object, &format!("/{id}")), &[], None).await {
+            Ok(_) | Err(CrmError::Rejected { status: 404, .. }) => {}
+            Err(e) => return Err(e),
         }
-        _ => Ok(WriteOutcome::Done(created)),
+    }
+    if oldest.to_string() == created {
+        Ok(WriteOutcome::Done(created))
+    } else {
+        Ok(WriteOutcome::Exists(Some(oldest.to_string())))
     }
 }
 
@@ -816,9 +812,22 @@ impl Dialect for Pipedrive {
                 }
             }
         };
+        let marker = field == c.kind().marker();
         let mut out = Vec::new();
         for value in values.iter().filter(|v| !v.trim().is_empty()) {
-            for (id, held) in search(c, object, searched, value).await? {
+            let mut hits = search(c, object, searched, value).await?;
+            if marker && hits.len() > 1 {
+                // Twins of one app record (a worker stopped between a create and its
+                // check): the oldest is the record, the newer ones go.
+                hits.sort_by_key(|(id, _)| id.parse::<u64>().unwrap_or(u64::MAX));
+                for (id, _) in hits.split_off(1) {
+                    match call(c, Method::DELETE, &v2(object, &format!("/{id}")), &[], None).await {
+                        Ok(_) | Err(CrmError::Rejected { status: 404, .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            for (id, held) in hits {
                 out.push(CrmRecord {
                     id,
                     values: BTreeMap::from([(field.to_owned(), held)]),
@@ -881,13 +890,6 @@ impl Dialect for Pipedrive {
                 .cloned()
                 .flatten()
                 .filter(|_| key.is_some());
-            // A create an earlier attempt made (a redelivered chunk): found, not made again.
-            if let (None, Some(app_id)) = (id, &app_id)
-                && let Some(found) = oldest_marked(c, object, app_id).await?
-            {
-                out.push(WriteOutcome::Exists(Some(found.to_string())));
-                continue;
-            }
             let sent = match id {
                 Some(id) => {
                     let path = v2(object, &format!("/{id}"));

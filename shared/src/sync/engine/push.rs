@@ -33,6 +33,7 @@ impl Chunk<'_> {
         let started = Instant::now();
         let mut pages = 0;
         let tenant = &self.task.tenant;
+        let size = push_page_size(self.crm.kind());
         // The first page is read while the CRM is asked about the marker.
         let (marker, first) = tokio::join!(
             self.crm.ensure_marker(entity),
@@ -43,6 +44,7 @@ impl Chunk<'_> {
                 entity,
                 &cursor.since,
                 &cursor.page,
+                size,
             )
         );
         marker?;
@@ -75,6 +77,7 @@ impl Chunk<'_> {
                         entity,
                         &since,
                         &after,
+                        size,
                     )
                     .await
                 });
@@ -529,6 +532,16 @@ pub(super) struct PushPage {
     cursor: Option<String>,
 }
 
+/// App records a push page reads for `kind`: five of its batches, at most
+/// [`PUSH_PAGE`] — a page is the unit between checkpoints (and between the chunk's time
+/// checks), so a CRM that writes slowly (Pipedrive: a record a request) gets smaller
+/// pages and a chunk stays well inside the worker's time limit.
+pub(super) fn push_page_size(kind: CrmKind) -> i32 {
+    i32::try_from(kind.batch_size().saturating_mul(5))
+        .unwrap_or(PUSH_PAGE)
+        .clamp(1, PUSH_PAGE)
+}
+
 /// A page of app records for a push (all of them in id order for a full pass, else
 /// the change feed from `since`) and their links.
 pub(super) async fn push_read(
@@ -538,16 +551,17 @@ pub(super) async fn push_read(
     entity: Entity,
     since: &Option<String>,
     after: &Option<String>,
+    size: i32,
 ) -> Result<PushPage, StoreError> {
     let page = match since {
         None => {
             records
-                .scan_partition(tenant, entity, PUSH_PAGE, after.as_deref())
+                .scan_partition(tenant, entity, size, after.as_deref())
                 .await?
         }
         Some(since) => {
             records
-                .changes(tenant, entity, since, PUSH_PAGE, after.as_deref())
+                .changes(tenant, entity, since, size, after.as_deref())
                 .await?
         }
     };
@@ -557,4 +571,21 @@ pub(super) async fn push_read(
         records: page.items,
         cursor: page.cursor,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_pages_are_five_batches_of_the_crm_at_most_five_hundred_records() {
+        for kind in CrmKind::all() {
+            let size = push_page_size(kind);
+            assert!((1..=PUSH_PAGE).contains(&size), "{kind:?}: {size}");
+            let five = i32::try_from(kind.batch_size() * 5).unwrap();
+            assert_eq!(size, five.min(PUSH_PAGE), "{kind:?}");
+        }
+        let pipedrive = CrmKind::of("pipedrive").unwrap();
+        assert!(push_page_size(pipedrive) <= 100);
+    }
 }
