@@ -32,8 +32,12 @@
 //! - **Cold start** (see [`coldstart`]): each function binary's init and memory against
 //!   a hello-world `lambda_runtime` binary of the same profile. Goal: at most 2×.
 //!
-//! Usage: `conduit-bench [--only coldstart,conflict,oauth,refresh,sync,dispatch,store,gmail,kb] [--flows N]
-//! [--connections N] [--sync 1000,10000,100000] [--directions pull,push] [--pairs N]
+//! - **Every other CRM** (see [`crms`]): `--crm-records` contacts (default 10,000) each
+//!   way with each CRM of `--crms` (default all): seconds, records per second against
+//!   the CRM's ceiling, or the share of its daily allowance a run spends.
+//!
+//! Usage: `conduit-bench [--only coldstart,conflict,oauth,refresh,sync,crms,dispatch,store,gmail,kb] [--flows N]
+//! [--connections N] [--sync 1000,10000,100000] [--directions pull,push] [--crms zoho] [--crm-records N] [--pairs N]
 //! [--starts N] [--events N] [--tenants N] [--calls N] [--sends N] [--articles N] [--bin-dir DIR] [--log LEVEL]` (default: everything; `--log info` writes the handlers' JSON logs,
 //! e.g. the worker's "sync chunk done", to stderr).
 
@@ -52,6 +56,7 @@ const RETURN_TO: &str = "http://localhost:5173/integrations";
 
 mod alloc;
 mod coldstart;
+mod crms;
 mod dispatch;
 mod gmail;
 mod kb;
@@ -74,12 +79,15 @@ struct Args {
     calls: usize,
     sends: usize,
     articles: usize,
+    crms: Vec<crms::Crm>,
+    crm_records: usize,
     bin_dir: Option<std::path::PathBuf>,
     log: Option<String>,
 }
 
-const BENCHES: [&str; 9] = [
+const BENCHES: [&str; 10] = [
     "coldstart",
+    "crms",
     "conflict",
     "oauth",
     "refresh",
@@ -116,6 +124,8 @@ fn args() -> Result<Args> {
         calls: 3_000,
         sends: 1_000,
         articles: 10_000,
+        crms: crms::ALL.to_vec(),
+        crm_records: 10_000,
         bin_dir: None,
         log: None,
     };
@@ -155,6 +165,16 @@ fn args() -> Result<Args> {
                     bail!("--only takes {}, got {b:?}", BENCHES.join(","));
                 }
             }
+            "--crms" => {
+                out.crms = value
+                    .split(',')
+                    .map(|c| {
+                        crms::Crm::parse(c.trim())
+                            .with_context(|| format!("--crms takes CRM providers, got {c:?}"))
+                    })
+                    .collect::<Result<_>>()?;
+            }
+            "--crm-records" => out.crm_records = one()?.max(1),
             "--starts" => out.starts = one()?.max(1),
             "--events" => out.events = one()?.max(1),
             "--tenants" => out.tenants = one()?.max(1),
@@ -164,7 +184,7 @@ fn args() -> Result<Args> {
             "--bin-dir" => out.bin_dir = Some(value.into()),
             "--log" => out.log = Some(value),
             other => bail!(
-                "unknown flag {other}; use --only, --flows, --connections, --sync, --directions, --pairs, --starts, --events, --tenants, --calls, --sends, --articles, --bin-dir, --log"
+                "unknown flag {other}; use --only, --flows, --connections, --sync, --directions, --crms, --crm-records, --pairs, --starts, --events, --tenants, --calls, --sends, --articles, --bin-dir, --log"
             ),
         }
     }
@@ -214,7 +234,7 @@ async fn main() -> Result<()> {
         conflict_detection(args.pairs);
     }
     if [
-        "oauth", "refresh", "sync", "dispatch", "store", "gmail", "kb",
+        "oauth", "refresh", "sync", "crms", "dispatch", "store", "gmail", "kb",
     ]
     .iter()
     .any(|b| wants(b))
@@ -228,6 +248,9 @@ async fn main() -> Result<()> {
         }
         if wants("sync") && !args.sizes.is_empty() && !args.ways.is_empty() {
             sync::bench(&env, &args.sizes, &args.ways).await?;
+        }
+        if wants("crms") && !args.crms.is_empty() {
+            crms::bench(&env, &args.crms, args.crm_records).await?;
         }
         if wants("dispatch") {
             dispatch::bench(&env, args.events, args.tenants).await?;

@@ -38,7 +38,7 @@ use devhost::CapacityReport;
 pub const CEILING: f64 = 1_100.0;
 
 /// (HubSpot property, app field): the 10 mapped contact fields.
-const FIELDS: [(&str, &str); 10] = [
+pub(crate) const FIELDS: [(&str, &str); 10] = [
     ("email", "email"),
     ("firstname", "first_name"),
     ("lastname", "last_name"),
@@ -143,7 +143,7 @@ impl Figures {
     }
 }
 
-fn location(resp: &reqwest::Response) -> Result<String> {
+pub(crate) fn location(resp: &reqwest::Response) -> Result<String> {
     resp.headers()
         .get(reqwest::header::LOCATION)
         .and_then(|v| v.to_str().ok())
@@ -151,7 +151,7 @@ fn location(resp: &reqwest::Response) -> Result<String> {
         .context("a redirect without a Location")
 }
 
-fn query_param(url: &str, name: &str) -> Option<String> {
+pub(crate) fn query_param(url: &str, name: &str) -> Option<String> {
     let query = url.split_once('?')?.1;
     query.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=')?;
@@ -168,19 +168,36 @@ async fn connect(
     http: &reqwest::Client,
     tenant: &str,
 ) -> Result<(String, ConnectionId, u64)> {
+    let user = OAuthUser {
+        hub_id: 900_000 + PORTALS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        ..OAuthUser::new(OAuthProvider::Hubspot, format!("{tenant}@bench.test"))
+    };
+    let (admin, connection, user) = oauth_connect(env, http, tenant, user, json!({})).await?;
+    Ok((admin, connection, user.hub_id))
+}
+
+/// Adds `user` to the sandbox and connects `tenant` to it through the OAuth flow
+/// (`start`: more of the start body); answers the admin token, the connection and the
+/// user as the sandbox keeps it.
+pub(crate) async fn oauth_connect(
+    env: &devhost::LocalEnv,
+    http: &reqwest::Client,
+    tenant: &str,
+    user: OAuthUser,
+    mut start: serde_json::Value,
+) -> Result<(String, ConnectionId, OAuthUser)> {
+    let provider = user.provider.as_str();
     let user = env
         .sandbox
         .state()
-        .add_oauth_user(OAuthUser {
-            hub_id: 900_000 + PORTALS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            ..OAuthUser::new(OAuthProvider::Hubspot, format!("{tenant}@bench.test"))
-        })
+        .add_oauth_user(user)
         .map_err(|e| anyhow::anyhow!("sandbox user: {e}"))?;
     let admin = env.token(tenant, "bench-admin", "admin")?;
+    start["return_to"] = json!("http://localhost:5173/integrations");
     let resp = http
-        .post(format!("{}/v1/oauth/hubspot/start", env.url()))
+        .post(format!("{}/v1/oauth/{provider}/start", env.url()))
         .bearer_auth(&admin)
-        .json(&json!({"return_to": "http://localhost:5173/integrations"}))
+        .json(&start)
         .send()
         .await?;
     if !resp.status().is_success() {
@@ -196,7 +213,7 @@ async fn connect(
     let back = location(&resp)?;
     let id = query_param(&back, "connection_id")
         .with_context(|| format!("the flow did not connect: {back}"))?;
-    Ok((admin, ConnectionId::parse(&id)?, user.hub_id))
+    Ok((admin, ConnectionId::parse(&id)?, user))
 }
 
 async fn insert_config(
@@ -205,13 +222,27 @@ async fn insert_config(
     connection: &ConnectionId,
     direction: SyncDirection,
 ) -> Result<SyncConfig> {
+    let c = contacts_config(tenant, connection, "hubspot", direction, &FIELDS)?;
+    Configs::new(app.table.clone()).insert(&c).await?;
+    Ok(c)
+}
+
+/// A manual contacts config of `provider` mapping `fields` (CRM field, app field) both
+/// ways (not stored).
+pub(crate) fn contacts_config(
+    tenant: &TenantId,
+    connection: &ConnectionId,
+    provider: &str,
+    direction: SyncDirection,
+    fields: &[(&str, &str)],
+) -> Result<SyncConfig> {
     let at = now();
-    let c = SyncConfig {
+    Ok(SyncConfig {
         id: SyncConfigId::generate(),
         tenant: tenant.clone(),
         connection_id: connection.clone(),
-        provider: "hubspot".into(),
-        name: "HubSpot contacts (bench)".into(),
+        provider: provider.into(),
+        name: format!("{provider} contacts (bench)"),
         direction,
         frequency: Frequency::Manual,
         entities: vec![Entity::Contacts],
@@ -219,7 +250,7 @@ async fn insert_config(
         conflict_strategy: Strategy::LastWriteWins,
         options: SyncOptions::default(),
         status: ConfigStatus::Active,
-        mappings: FIELDS
+        mappings: fields
             .iter()
             .map(|(crm, app)| FieldMapping {
                 id: MappingId::generate(),
@@ -237,16 +268,14 @@ async fn insert_config(
         created_by: UserId::parse("bench-admin")?,
         updated_at: at,
         version: 1,
-    };
-    Configs::new(app.table.clone()).insert(&c).await?;
-    Ok(c)
+    })
 }
 
 /// Times a seeding batch is written again after the store throttled it.
 const SEED_ATTEMPTS: u32 = 30;
 
 /// App contacts as the API or a pull leaves them (record + key marker), `n` of them.
-async fn seed_app_records(app: &App, tenant: &TenantId, n: usize) -> Result<()> {
+pub(crate) async fn seed_app_records(app: &App, tenant: &TenantId, n: usize) -> Result<()> {
     let records = Records::new(app.table.clone());
     let at = now();
     let source = Source {
@@ -350,7 +379,7 @@ async fn pulled_matches(
 }
 
 /// Triggers a run of `config` and waits until every log of it is closed.
-async fn trigger_and_wait(
+pub(crate) async fn trigger_and_wait(
     env: &devhost::LocalEnv,
     http: &reqwest::Client,
     app: &App,
