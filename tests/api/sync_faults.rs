@@ -317,11 +317,7 @@ async fn pipedrive_429_5xx_timeouts_and_a_malformed_create_answer_lose_nothing(a
 }
 
 async fn a_worker_killed_mid_chunk_is_retried_to_the_same_end_state(app: &TestApp) {
-    // Pipedrive is left out: with no unique field to refuse a second create, a worker
-    // killed between creates can still leave two persons for one app record (seen in
-    // about one run of two here; the after-create check and the search for lost
-    // creates do not yet settle every interleaving). Issue 16 stays open on it.
-    for provider in PROVIDERS.into_iter().filter(|p| *p != "pipedrive") {
+    for provider in PROVIDERS {
         let want = baseline(app, provider).await;
         let (t, c) = scenario(app, provider).await;
         // Slow answers keep each chunk busy long enough to be killed inside it.

@@ -37,15 +37,15 @@
 //!   past the plan's custom-field cap, creates de-duplicate by email / organization
 //!   name). Its hash key differs per company: describing the object finds it by name
 //!   (the oldest, should two have been made at once) and shows it as the catalogue's
-//!   `marker`; values are renamed both ways. Pipedrive has no unique fields, so each
-//!   create carrying the marker is followed by a search for its app id: the oldest
-//!   record carrying it wins and every newer one is deleted (this create's, or one an
-//!   earlier attempt left when its answer was lost or its worker stopped before this
-//!   check); the oldest is reported as existing when it is not this create's. A
-//!   search for app ids (a push looking for creates whose link was lost) settles
-//!   twins the same way and answers the oldest.
-//!   One search a create (20 tokens; searches have their own burst window, so creates
-//!   run at most five a second). The search index is immediate in the sandbox; in
+//!   `marker`; values are renamed both ways. Pipedrive has no unique fields, so a
+//!   create carrying the marker searches for its app id first (a record an earlier
+//!   attempt made — its worker stopped before the link was written — is reported as
+//!   existing, not made again) and after: the oldest record carrying it wins and every
+//!   newer one is deleted (a concurrent create's, or one an earlier attempt left); the
+//!   oldest is reported as existing when it is not this create's. A search for app ids
+//!   (a push looking for creates whose link was lost) settles twins the same way. Two
+//!   searches a create (40 tokens; searches have their own burst window, so creates run
+//!   at most two and a half a second). The search index is immediate in the sandbox; in
 //!   Pipedrive a lagging index can let a duplicate through.
 //! - **Organizations' key**: Pipedrive has no domain field; the key is `name` (what
 //!   Pipedrive's own duplicate detection compares). Map the app's domain to a custom
@@ -626,6 +626,19 @@ async fn search(
     search_hits(&v, field, value)
 }
 
+/// The oldest record carrying `app_id` in the marker field.
+async fn oldest_marked(
+    c: &mut CrmClient<'_>,
+    object: &str,
+    app_id: &str,
+) -> Result<Option<u64>, CrmError> {
+    let hits = search(c, object, "custom_fields", app_id).await?;
+    Ok(hits
+        .iter()
+        .filter_map(|(id, _)| id.parse::<u64>().ok())
+        .min())
+}
+
 /// A create's outcome once the marker is checked: of the records carrying the same
 /// app id, the oldest wins and every newer one is deleted — this create's, and any an
 /// earlier attempt left (a worker stopped between its create and this check).
@@ -890,6 +903,14 @@ impl Dialect for Pipedrive {
                 .cloned()
                 .flatten()
                 .filter(|_| key.is_some());
+            // A create an earlier attempt made (a worker stopped after it, before its
+            // link was written): found, not made again.
+            if let (None, Some(app_id)) = (id, &app_id)
+                && let Some(found) = oldest_marked(c, object, app_id).await?
+            {
+                out.push(WriteOutcome::Exists(Some(found.to_string())));
+                continue;
+            }
             let sent = match id {
                 Some(id) => {
                     let path = v2(object, &format!("/{id}"));
