@@ -25,7 +25,7 @@ use serde_json::Value;
 
 use super::budget::{Budget, interval_for, tolerance_for};
 use super::config::Filter;
-use super::schema::{CrmField, Entity};
+use super::schema::{CrmField, Entity, FieldType};
 use crate::app::App;
 use crate::domain::{ConnectionId, TenantId};
 use crate::oauth::lifecycle::{Credentials, Tokens};
@@ -726,6 +726,27 @@ pub fn scalar_text(v: &Value) -> Option<String> {
         }),
         Value::Bool(b) => Some(b.to_string()),
         _ => None,
+    }
+}
+
+/// A string value as JSON typed by the object's description (numbers and booleans
+/// as such, when they parse; anything else as text); None or empty: null.
+pub fn typed_value(describe: &[CrmField], field: &str, value: Option<&str>) -> Value {
+    let Some(text) = value.filter(|v| !v.is_empty()) else {
+        return Value::Null;
+    };
+    match describe.iter().find(|f| f.name == field).map(|f| f.kind) {
+        Some(FieldType::Number) => text
+            .parse::<i64>()
+            .map(Value::from)
+            .or_else(|_| text.parse::<f64>().map(Value::from))
+            .unwrap_or_else(|_| Value::String(text.to_owned())),
+        Some(FieldType::Boolean) => match text {
+            "true" => Value::Bool(true),
+            "false" => Value::Bool(false),
+            other => Value::String(other.to_owned()),
+        },
+        _ => Value::String(text.to_owned()),
     }
 }
 

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use super::transport::{Target, Wire};
 use super::{
     CrmClient, CrmError, CrmRecord, Cursor, Dialect, PullPage, WriteOutcome, WriteValues, clip,
-    parse_time_ms, scalar_text,
+    parse_time_ms, scalar_text, typed_value,
 };
 use crate::sync::config::{Filter, FilterOp};
 use crate::sync::schema::{CrmField, Entity, FieldType};
@@ -266,7 +266,7 @@ impl Dialect for Salesforce {
                     m.insert("Id".into(), json!(id));
                 }
                 for (k, v) in values {
-                    m.insert(k.clone(), value(&describe, k, v.as_deref()));
+                    m.insert(k.clone(), typed_value(&describe, k, v.as_deref()));
                 }
                 Value::Object(m)
             })
@@ -480,25 +480,6 @@ fn record(row: &Value) -> Result<CrmRecord, CrmError> {
         values,
         modified_ms,
     })
-}
-
-fn value(describe: &[CrmField], field: &str, value: Option<&str>) -> Value {
-    let Some(value) = value.filter(|v| !v.is_empty()) else {
-        return Value::Null;
-    };
-    match describe.iter().find(|f| f.name == field).map(|f| f.kind) {
-        Some(FieldType::Number) => value
-            .parse::<i64>()
-            .map(Value::from)
-            .or_else(|_| value.parse::<f64>().map(Value::from))
-            .unwrap_or_else(|_| Value::String(value.to_owned())),
-        Some(FieldType::Boolean) => match value {
-            "true" => Value::Bool(true),
-            "false" => Value::Bool(false),
-            other => Value::String(other.to_owned()),
-        },
-        _ => Value::String(value.to_owned()),
-    }
 }
 
 fn fields(v: &Value) -> Result<Vec<CrmField>, CrmError> {

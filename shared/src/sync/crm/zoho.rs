@@ -34,7 +34,7 @@ use serde_json::{Value, json};
 use super::transport::{RateLimited, Target, Wire};
 use super::{
     CrmClient, CrmError, CrmRecord, Cursor, Dialect, PullPage, WriteOutcome, WriteValues, clip,
-    parse_time_ms, scalar_text,
+    parse_time_ms, scalar_text, typed_value,
 };
 use crate::sync::config::Filter;
 use crate::sync::schema::{CrmField, Entity, FieldType};
@@ -180,26 +180,6 @@ fn record(row: &Value, modified: &str) -> Result<CrmRecord, CrmError> {
         values,
         modified_ms,
     })
-}
-
-/// One value as Zoho types it.
-fn value(describe: &[CrmField], field: &str, value: Option<&str>) -> Value {
-    let Some(text) = value.filter(|v| !v.is_empty()) else {
-        return Value::Null;
-    };
-    match describe.iter().find(|f| f.name == field).map(|f| f.kind) {
-        Some(FieldType::Number) => text
-            .parse::<i64>()
-            .map(Value::from)
-            .or_else(|_| text.parse::<f64>().map(Value::from))
-            .unwrap_or_else(|_| Value::String(text.to_owned())),
-        Some(FieldType::Boolean) => match text {
-            "true" => Value::Bool(true),
-            "false" => Value::Bool(false),
-            other => Value::String(other.to_owned()),
-        },
-        _ => Value::String(text.to_owned()),
-    }
 }
 
 /// The fields a list asks for: `fields` with the system fields, those the module has
@@ -501,7 +481,7 @@ impl Dialect for Zoho {
                     m.insert("id".into(), json!(id));
                 }
                 for (k, v) in values {
-                    m.insert(k.clone(), value(&describe, k, v.as_deref()));
+                    m.insert(k.clone(), typed_value(&describe, k, v.as_deref()));
                 }
                 Value::Object(m)
             })
