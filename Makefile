@@ -10,6 +10,11 @@ SHELL := /bin/bash
 export CARGO_TERM_COLOR ?= never
 export CONDUIT_VENV := $(CURDIR)/.venv
 export SAM_CLI_TELEMETRY := 0
+# A clean CI clone builds everything once: incremental state would only cost time and
+# about 4 GB of disk (target/debug/incremental) there.
+ifeq ($(CI),true)
+export CARGO_INCREMENTAL ?= 0
+endif
 CARGO ?= cargo
 FUNCTION_CRATES := credentials oauth-start oauth-callback token-refresh records sync-config sync-runs sync-worker integrations event-dispatch google
 

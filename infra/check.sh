@@ -175,8 +175,11 @@ PY
         args=()
         while read -r _fn binary; do args+=(-p "$binary" --bin "$binary"); done <<<"$builds"
         if ! cargo lambda build --arm64 --profile ci --lambda-dir "$lambda_dir" "${args[@]}" >"$log" 2>&1; then
-            tail -n 80 "$log" >&2
-            fail "cargo lambda build failed (last 80 lines above; full log: $log)"
+            # The cause first (a reader of a truncated CI log sees it), then the end.
+            grep -v -E '^ +(Compiling|Checking|Downloaded|Downloading) ' "$log" | tail -n 40 >&2
+            echo "    disk: $(df -h "$CARGO_TARGET_DIR" | tail -n 1)" >&2
+            echo "    memory: $(free -m 2>/dev/null | sed -n 2p)" >&2
+            fail "cargo lambda build failed (its output without the Compiling lines above; full log: $log)"
         fi
         while read -r fn binary; do
             [ -f "$lambda_dir/$binary/bootstrap" ] || fail "no bootstrap for $binary in $lambda_dir"
