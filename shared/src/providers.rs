@@ -643,13 +643,13 @@ impl Catalogue {
             if !ids.insert(p.id.as_str()) {
                 return Err(format!("duplicate provider id {}", p.id));
             }
-            // What a dialect serves, the catalogue promises: the entities of
-            // `capabilities.sync` are exactly the CRM objects. (Providers without a
-            // `crm` block promise sync that is still to come: issue 16.)
+            // What a dialect serves, the catalogue promises, and nothing more: the
+            // entities of `capabilities.sync` are exactly the CRM objects (none without
+            // a `crm` block).
             let objects: Vec<&String> = p.crm.iter().flat_map(|c| c.objects.keys()).collect();
             let mut promised: Vec<&String> = p.capabilities.sync.iter().collect();
             promised.sort();
-            if p.crm.is_some() && promised != objects {
+            if promised != objects {
                 return Err(format!(
                     "{}: capabilities.sync must list exactly the entities of crm.objects",
                     p.id
@@ -1313,16 +1313,16 @@ providers:
         scopes:
           offered: [read]
           identity: [read]
-          default_uses: ["sync:contacts:pull"]
+          default_uses: ["action:log_call"]
           uses:
-            "sync:contacts:pull": { needs: [read, write] }
+            "action:log_call": { needs: [read, write] }
         check: { method: GET, path: /me }
-    capabilities: { sync: [contacts], actions: [], kb_import: false, webhooks: false }
+    capabilities: { sync: [], actions: [log_call], kb_import: false, webhooks: false }
     rate_limit: { scope: account }
 "#;
         let err = Catalogue::parse(bad).unwrap_err();
         assert!(err.contains("scope write"), "{err}");
-        let not_capable = bad.replace("sync: [contacts]", "sync: []");
+        let not_capable = bad.replace("actions: [log_call]", "actions: []");
         let err = Catalogue::parse(&not_capable).unwrap_err();
         assert!(err.contains("capabilities"), "{err}");
     }
