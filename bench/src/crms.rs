@@ -333,7 +333,7 @@ async fn run(env: &devhost::LocalEnv, crm: Crm, way: Way, n: usize) -> Result<Fi
     let calls_before = env.sandbox.state().calls_view().routes;
     let base = alloc::reset_peak();
     let t = Instant::now();
-    // Generous: Pipedrive writes about five records a second.
+    // Generous: Pipedrive writes at most forty records a second.
     let timeout = Duration::from_secs(n as u64 / 2 + 180);
     let logs = trigger_and_wait(env, &http, &app, &c.admin, &c.tenant, &cfg.id, timeout).await?;
     let wall = t.elapsed();

@@ -642,6 +642,14 @@ async fn conduits_pipedrive_exchanges_conform_to_pipedrives_published_specs() {
     s::seed(&app, &t, Entity::Contacts, 10);
     let app_contacts = s::app_create_many(&app, &t, Entity::Contacts, 3).await;
     let app_companies = s::app_create_many(&app, &t, Entity::Companies, 2).await;
+    let plain = s::connect_asking(
+        &app,
+        "pipedrive",
+        json!({"scopes": ["base", "contacts:full", "recents:read"]}),
+    )
+    .await;
+    s::app_create_many(&app, &plain, Entity::Contacts, 2).await;
+    s::app_create_many(&app, &plain, Entity::Companies, 2).await;
     recorder.start();
 
     let mut mappings = Vec::new();
@@ -730,6 +738,16 @@ async fn conduits_pipedrive_exchanges_conform_to_pipedrives_published_specs() {
     // Pipedrive keeps seconds: the second run's changes are in a later second.
     tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
     s::run_ok(&app, &t, &config).await;
+
+    // A grant without `admin` (no marker field): pushes look records up by email and
+    // by name through search before creating.
+    let push = s::new_config(
+        &plain,
+        conduit::sync::config::SyncDirection::Push,
+        &[Entity::Contacts, Entity::Companies],
+    );
+    s::store(&app, &push).await;
+    s::run_ok(&app, &plain, &push.id).await;
 
     let mut exchanges = recorder.stop();
     for e in &mut exchanges {

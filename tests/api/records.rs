@@ -1018,3 +1018,70 @@ async fn sample_events_invoke_the_records_function() {
     assert_eq!(resp["headers"]["etag"], "\"1\"");
     assert_eq!(created["headers"]["etag"], "\"1\"");
 }
+
+/// Two configs' pulls making the same person at once (claiming keys): one record gets
+/// the key, the other is reported as not written; a deleted record's marker (a
+/// tombstone after an API delete) holds nothing and is taken over, while the API
+/// still finds no live record under it.
+#[tokio::test]
+async fn racing_pull_creates_of_one_key_write_one_record() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant();
+    let tenant = TenantId::parse(&t).unwrap();
+    let admin = app.token(&t, Role::Admin);
+    let records = Records::new(app.app().table.clone());
+    let source = Source {
+        origin: "hubspot".into(),
+        config_id: None,
+        at: now(),
+    };
+    let made = |email: &str| {
+        let mut r = Record::new(
+            RecordId::generate(),
+            tenant.clone(),
+            Entity::Contacts,
+            now(),
+        );
+        r.set("email", Some(email), &source);
+        r
+    };
+    let racers: Vec<Record> = (0..6).map(|_| made("same@example.com")).collect();
+    let outcomes = futures::future::join_all(
+        racers
+            .iter()
+            .map(|r| records.put_new_claiming(std::slice::from_ref(r))),
+    )
+    .await;
+    let lost: Vec<bool> = outcomes
+        .into_iter()
+        .map(|o| !o.expect("written or refused").is_empty())
+        .collect();
+    assert_eq!(lost.iter().filter(|l| !**l).count(), 1, "{lost:?}");
+    let racer_ids: Vec<RecordId> = racers.iter().map(|r| r.id.clone()).collect();
+    let stored = records
+        .get_many(&tenant, Entity::Contacts, &racer_ids)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 1, "only the winner is stored");
+
+    // The winner deleted through the API: its marker stays, holding nothing.
+    let path = format!("/v1/records/contacts/{}", stored[0].id);
+    let (status, _) = app.send("DELETE", &path, &admin, None).await;
+    assert_eq!(status, 204);
+    let (_, found) = app
+        .get("/v1/records/contacts?search=same@example.com", &admin)
+        .await;
+    assert_eq!(ids(&found).len(), 0);
+    let next = made("Same@Example.com");
+    assert_eq!(
+        records
+            .put_new_claiming(std::slice::from_ref(&next))
+            .await
+            .unwrap(),
+        Vec::<RecordId>::new()
+    );
+    let (_, found) = app
+        .get("/v1/records/contacts?search=same@example.com", &admin)
+        .await;
+    assert_eq!(ids(&found), [next.id.to_string()]);
+}

@@ -276,6 +276,26 @@ async fn hubspot_deletes_propagate_only_when_enabled() {
     s::both_deletes(&app, "hubspot", Entity::Contacts).await;
 }
 
+/// Without the marker property (a grant without schema write), the CRM records Conduit
+/// created carry no app id: a record deleted in the app is still found by its linked
+/// CRM record, so a later pull neither brings it back nor deletes it in HubSpot unless
+/// the config propagates deletes.
+#[tokio::test]
+async fn hubspot_without_the_marker_keeps_app_deletes() {
+    let app = TestApp::spawn().await;
+    let scopes = [
+        "oauth",
+        "crm.objects.contacts.read",
+        "crm.objects.contacts.write",
+    ];
+    let ask = || s::connect_asking(&app, "hubspot", serde_json::json!({ "scopes": scopes }));
+    let (kept, propagated) = tokio::join!(ask(), ask());
+    tokio::join!(
+        s::deletes_of(&app, &kept, Entity::Contacts, false),
+        s::deletes_of(&app, &propagated, Entity::Contacts, true),
+    );
+}
+
 /// Only CRM records matching the filter are pulled, only app records matching it are
 /// pushed.
 #[tokio::test]

@@ -53,7 +53,10 @@ async fn wait_all(app: &TestApp, t: &Tenant, started: &Value) -> BTreeMap<String
             panic!("the runs of a sync all did not finish in time");
         };
         for l in &logs {
-            assert_eq!(l.status, RunStatus::Completed, "{l:?}");
+            if l.status != RunStatus::Completed {
+                let errors = runs.errors(&t.id, &l.id).await.unwrap();
+                panic!("{l:?}: {errors:?}");
+            }
         }
         out.insert(config, logs);
     }
@@ -153,31 +156,69 @@ async fn sync_all_runs_every_active_config_and_skips_paused_ones() {
 
 #[tokio::test]
 async fn three_crms_through_the_app_hub_one_record_per_person_and_no_echo() {
+    hub(&["hubspot", "salesforce", "zoho"]).await;
+}
+
+/// The same hub with every CRM: Pipedrive (no unique fields) and Dynamics 365 (change
+/// tracking) as well.
+#[tokio::test]
+async fn five_crms_through_the_app_hub_one_record_per_person_and_no_echo() {
+    hub(&["hubspot", "salesforce", "zoho", "pipedrive", "dynamics365"]).await;
+}
+
+/// `view` with only the fields `t`'s config maps (Pipedrive persons have no job title).
+fn mapped_of(t: &Tenant, view: &s::View) -> s::View {
+    let fields: BTreeSet<&str> = s::default_pairs(t.provider(), ENTITY)
+        .iter()
+        .map(|(_, app)| *app)
+        .collect();
+    view.iter()
+        .map(|(k, v)| {
+            let kept = v
+                .iter()
+                .filter(|(f, _)| fields.contains(f.as_str()))
+                .map(|(f, x)| (f.clone(), x.clone()))
+                .collect();
+            (k.clone(), kept)
+        })
+        .collect()
+}
+
+/// One tenant with a bidirectional contacts config for each of `providers` (the first
+/// holds the sync-all admin): the first and the last CRM share one person; two rounds
+/// of sync all carry everyone everywhere, a change in the first CRM reaches the others,
+/// and nothing echoes.
+async fn hub(providers: &[&str]) {
     let app = TestApp::spawn().await;
-    let hubspot = s::connect(&app, "hubspot").await;
-    let salesforce = s::connect_also(&app, &hubspot, "salesforce").await;
-    let zoho = s::connect_also(&app, &hubspot, "zoho").await;
-    let crms = [&hubspot, &salesforce, &zoho];
-    let h_ids = s::seed(&app, &hubspot, ENTITY, 4);
-    s::seed(&app, &salesforce, ENTITY, 3);
-    let z_ids = s::seed(&app, &zoho, ENTITY, 2);
-    // One person is in HubSpot and in Zoho already: the same email.
-    let shared = s::crm_key(&app, &hubspot, ENTITY, &h_ids[0]);
+    let first = s::connect(&app, providers[0]).await;
+    let mut crms = vec![first.clone()];
+    for p in &providers[1..] {
+        crms.push(s::connect_also(&app, &first, p).await);
+    }
+    let email = |t: &Tenant| s::crm_field(t.provider(), ENTITY, "email");
+    let first_ids = s::seed(&app, &first, ENTITY, 4);
+    let mut last_ids = Vec::new();
+    for (i, t) in crms.iter().enumerate().skip(1) {
+        last_ids = s::seed(&app, t, ENTITY, 3 - (i % 2));
+    }
+    let last = crms.last().expect("two CRMs at least");
+    // One person is in the first and the last CRM already: the same email.
+    let shared = s::crm_key(&app, &first, ENTITY, &first_ids[0]);
     s::crm_update(
         &app,
-        &zoho,
+        last,
         ENTITY,
-        &z_ids[0],
-        &[("Email", shared.as_str())],
+        &last_ids[0],
+        &[(email(last), shared.as_str())],
     );
     let mut configs = Vec::new();
-    for t in crms {
+    for t in &crms {
         let c = s::new_config(t, SyncDirection::Bidirectional, &[ENTITY]);
         s::store(&app, &c).await;
         configs.push(c);
     }
 
-    // Distinct emails across the three (seeding may give two CRMs the same person).
+    // Distinct emails across them (seeding may give two CRMs the same person).
     let people = crms
         .iter()
         .flat_map(|t| s::crm_view(&app, t, ENTITY).into_keys())
@@ -187,79 +228,79 @@ async fn three_crms_through_the_app_hub_one_record_per_person_and_no_echo() {
 
     // Two rounds carry every person everywhere (a config may push before another has
     // pulled); the third has nothing to do.
-    sync_all_ok(&app, &hubspot).await;
-    sync_all_ok(&app, &hubspot).await;
-    let app_view = s::app_view(&app, &hubspot, ENTITY).await;
+    sync_all_ok(&app, &first).await;
+    sync_all_ok(&app, &first).await;
+    let app_view = s::app_view(&app, &first, ENTITY).await;
     assert_eq!(app_view.len(), people, "one app record per person");
-    for t in crms {
+    // Not two records under one email either: the first round's pulls of the same
+    // person ran at once.
+    let rows = s::app_rows(&app, &first, ENTITY).await;
+    let live = rows.iter().filter(|r| r.deleted_at.is_none()).count();
+    assert_eq!(live, people, "one app record per person");
+    for t in &crms {
+        let app_view = mapped_of(t, &app_view);
         s::assert_same(&s::crm_view(&app, t, ENTITY), &app_view, t.provider());
     }
-    let settled = sync_all_ok(&app, &hubspot).await;
+    let settled = sync_all_ok(&app, &first).await;
     assert!(
         changes(&settled).values().all(|n| *n == 0),
         "a settled hub syncs nothing: {settled:?}"
     );
 
-    // The person both CRMs knew is one record with a link to each CRM.
-    let id = s::app_id(&app, &hubspot, ENTITY, &shared).await;
+    // The person the first and the last CRM knew is one record with a link to each CRM.
+    let id = s::app_id(&app, &first, ENTITY, &shared).await;
     let (status, record) = app
-        .get(&format!("/v1/records/contacts/{id}"), &hubspot.admin)
+        .get(&format!("/v1/records/contacts/{id}"), &first.admin)
         .await;
     assert_eq!(status, 200, "{record}");
-    let providers: BTreeSet<&str> = record["links"]
+    let linked: BTreeSet<&str> = record["links"]
         .as_array()
         .expect("links")
         .iter()
         .map(|l| l["provider"].as_str().unwrap())
         .collect();
     assert_eq!(
-        providers,
-        BTreeSet::from(["hubspot", "salesforce", "zoho"]),
+        linked,
+        providers.iter().copied().collect::<BTreeSet<_>>(),
         "{record}"
     );
 
-    // A change in one CRM reaches the other two, and does not come back.
-    let sf_person = s::crm_rows(&app, &salesforce, ENTITY)
+    // A change in the first CRM to a person another CRM brought reaches every other
+    // CRM, and does not come back.
+    let second = &crms[1];
+    let other = s::crm_rows(&app, second, ENTITY)
         .into_iter()
-        .find(|r| s::normalise(&r.values["Email"]) != shared)
-        .expect("a Salesforce contact");
-    let key = s::normalise(&sf_person.values["Email"]);
-    let h_id = s::crm_rows(&app, &hubspot, ENTITY)
+        .map(|r| s::normalise(&r.values[email(second)]))
+        .find(|k| *k != shared)
+        .expect("a contact of the second CRM");
+    let first_id = s::crm_rows(&app, &first, ENTITY)
         .into_iter()
-        .find(|r| s::normalise(&r.values["email"]) == key)
-        .expect("the person in HubSpot")
+        .find(|r| s::normalise(&r.values[email(&first)]) == other)
+        .expect("the person in the first CRM")
         .id;
-    s::crm_update(
-        &app,
-        &hubspot,
-        ENTITY,
-        &h_id,
-        &[("firstname", "Hubspotted")],
-    );
-    let round = sync_all_ok(&app, &hubspot).await;
-    let h_config = configs[0].id.to_string();
+    let first_name = s::crm_field(first.provider(), ENTITY, "first_name");
+    s::crm_update(&app, &first, ENTITY, &first_id, &[(first_name, "Hubbed")]);
+    let round = sync_all_ok(&app, &first).await;
+    let first_config = configs[0].id.to_string();
     let others: u64 = changes(&round)
         .iter()
-        .filter(|(c, _)| **c != h_config)
+        .filter(|(c, _)| **c != first_config)
         .map(|(_, n)| n)
         .sum();
-    let app_view = s::app_view(&app, &hubspot, ENTITY).await;
-    assert_eq!(app_view[&key]["first_name"], "Hubspotted");
-    // In one round when HubSpot's config pulled before the others pushed; else the
-    // next carries it.
-    let round = if others == 0 {
-        sync_all_ok(&app, &hubspot).await
-    } else {
-        round
-    };
-    let _ = round;
-    let app_view = s::app_view(&app, &hubspot, ENTITY).await;
-    for t in crms {
-        let crm = s::crm_view(&app, t, ENTITY);
-        assert_eq!(crm[&key]["first_name"], "Hubspotted", "{}", t.provider());
-        s::assert_same(&crm, &app_view, t.provider());
+    let app_view = s::app_view(&app, &first, ENTITY).await;
+    assert_eq!(app_view[&other]["first_name"], "Hubbed");
+    // In one round when the first CRM's config pulled before the others pushed; else
+    // the next carries it.
+    if others == 0 {
+        sync_all_ok(&app, &first).await;
     }
-    let settled = sync_all_ok(&app, &hubspot).await;
+    let app_view = s::app_view(&app, &first, ENTITY).await;
+    for t in &crms {
+        let crm = s::crm_view(&app, t, ENTITY);
+        assert_eq!(crm[&other]["first_name"], "Hubbed", "{}", t.provider());
+        s::assert_same(&crm, &mapped_of(t, &app_view), t.provider());
+    }
+    let settled = sync_all_ok(&app, &first).await;
     assert!(
         changes(&settled).values().all(|n| *n == 0),
         "the change echoed: {settled:?}"

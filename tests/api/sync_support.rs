@@ -1022,6 +1022,12 @@ pub async fn directions(app: &TestApp, provider: &str, entity: Entity, direction
 /// back on a later run.
 pub async fn deletes(app: &TestApp, provider: &str, entity: Entity, propagate: bool) {
     let t = connect(app, provider).await;
+    deletes_of(app, &t, entity, propagate).await;
+}
+
+/// [`deletes`] for a tenant already connected (a grant of its own).
+pub async fn deletes_of(app: &TestApp, t: &Tenant, entity: Entity, propagate: bool) {
+    let t = t.clone();
     let seeded = seed(app, &t, entity, 6);
     let mine = app_create_many(app, &t, entity, 2).await;
     let mut c = new_config(&t, SyncDirection::Bidirectional, &[entity]);

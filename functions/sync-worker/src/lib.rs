@@ -60,10 +60,16 @@ async fn one(app: &App, publisher: &Publisher, record: SqsMessage) -> Option<Str
         }
     };
     let kind = message.kind();
+    // SQS counts receives: past the first, an earlier attempt may have stopped midway.
+    let redelivered = record
+        .attributes
+        .get("ApproximateReceiveCount")
+        .and_then(|n| n.parse::<u32>().ok())
+        .is_some_and(|n| n > 1);
     let started = std::time::Instant::now();
     let failed: Option<String> = match &message {
         SyncMessage::Chunk(task) => {
-            match Box::pin(engine::run_chunk(app, publisher, task, &id)).await {
+            match Box::pin(engine::run_chunk(app, publisher, task, &id, redelivered)).await {
                 Ok(()) => {
                     tracing::info!(
                         message_id = %id,

@@ -299,8 +299,10 @@ impl Records {
         extra: Vec<Write>,
     ) -> Result<(), WriteError> {
         let mut writes = vec![record];
+        // A deleted record's marker stays (a tombstone: it holds nothing for
+        // uniqueness, see `holder`, and record matching finds the deleted record by it).
         let new_key = if r.deleted_at.is_some() {
-            None
+            old_key.map(str::to_owned)
         } else {
             r.key()
         };
@@ -351,8 +353,9 @@ impl Records {
     }
 
     async fn move_marker(&self, r: &Record, old_key: Option<&str>) -> Result<(), StoreError> {
+        // A deleted record keeps its marker (see `write_unique`).
         let new_key = if r.deleted_at.is_some() {
-            None
+            old_key.map(str::to_owned)
         } else {
             r.key()
         };
@@ -381,6 +384,83 @@ impl Records {
             }
         }
         self.table.batch_write(puts, Vec::new()).await
+    }
+
+    /// [`Records::put_new`] where another config's pull may be creating the same person
+    /// at the same time (the tenant syncs the entity with several CRMs): each key
+    /// marker is claimed first, conditionally (a marker that holds nothing — its record
+    /// gone, deleted or keyed otherwise — is taken over), and a record is written only
+    /// once its key is its own. Answers the ids of the records not written because a
+    /// live record holds their key (the caller matches them to it).
+    pub async fn put_new_claiming(&self, records: &[Record]) -> Result<Vec<RecordId>, StoreError> {
+        const AT_ONCE: usize = 16;
+        let mut puts = Vec::with_capacity(records.len());
+        let mut lost = Vec::new();
+        for group in records.chunks(AT_ONCE) {
+            let claims = futures::future::join_all(
+                group
+                    .iter()
+                    .cloned()
+                    .map(|r| async move { (self.claim_key(&r).await, r) }),
+            )
+            .await;
+            for (claim, r) in claims {
+                if claim? {
+                    puts.push(record_item(&r)?);
+                } else {
+                    lost.push(r.id);
+                }
+            }
+        }
+        self.table.batch_write(puts, Vec::new()).await?;
+        Ok(lost)
+    }
+
+    /// Claims a new record's key marker: true when the key is (now) this record's.
+    async fn claim_key(&self, r: &Record) -> Result<bool, StoreError> {
+        let Some(key) = r.key() else {
+            return Ok(true);
+        };
+        let item = marker(&r.tenant, r.entity, &key, &r.id)?;
+        let claim = self
+            .table
+            .put_if(item.clone(), "attribute_not_exists(pk)", None, None)
+            .await;
+        match claim {
+            Ok(()) => return Ok(true),
+            Err(StoreError::ConditionFailed) => {}
+            Err(e) => return Err(e),
+        }
+        let marked = self
+            .ids_by_key(&r.tenant, r.entity, std::slice::from_ref(&key))
+            .await?;
+        let Some(marked) = marked.get(&key) else {
+            return Ok(false); // claimed and let go meanwhile: matched again
+        };
+        if marked == &r.id {
+            return Ok(true);
+        }
+        if self
+            .holder(&r.tenant, r.entity, &key, marked)
+            .await?
+            .is_some()
+        {
+            return Ok(false);
+        }
+        let taken = self
+            .table
+            .put_if(
+                item,
+                "record_id = :marked",
+                None,
+                Some((":marked", Value::S(marked.to_string()))),
+            )
+            .await;
+        match taken {
+            Ok(()) => Ok(true),
+            Err(StoreError::ConditionFailed) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Removes a record and its marker for good (after its delete has been handled).

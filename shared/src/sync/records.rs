@@ -8,7 +8,9 @@
 //! [`Records::save_unique`]) check and move it in the same transaction as the record
 //! (and its audit entry), so two records never hold one email or domain through the API.
 //! A marker left pointing at a record that no longer holds its key is stale and may be
-//! taken over.
+//! taken over. A deleted record keeps its marker as a tombstone: it holds nothing for
+//! uniqueness (the key is free at once), and record matching finds the deleted record
+//! by it, so the CRM record linked to it is not pulled back as a new record.
 
 use std::collections::BTreeMap;
 

@@ -387,6 +387,16 @@ pub struct CrmClient<'a> {
     unmarked: BTreeSet<Entity>,
     /// What a dialect learned describing an object (Pipedrive's custom-field keys).
     notes: BTreeMap<(Entity, &'static str), String>,
+    /// An earlier delivery of this work may have written records it did not record
+    /// (its worker stopped between a create and its link).
+    redelivered: bool,
+    /// The work is a push's full pass (every app record, not the changes since the
+    /// last): records may already be in the CRM under their app ids (an earlier config's).
+    full_pass: bool,
+    /// Per entity, the CRM records carrying each app id in the marker field, as a
+    /// dialect read them (Pipedrive's index for a full pass; CRMs with unique marker
+    /// fields need none).
+    marked: BTreeMap<Entity, BTreeMap<String, String>>,
 }
 
 impl std::fmt::Debug for CrmClient<'_> {
@@ -426,7 +436,43 @@ impl<'a> CrmClient<'a> {
             describe_cache: BTreeMap::new(),
             unmarked: BTreeSet::new(),
             notes: BTreeMap::new(),
+            redelivered: false,
+            full_pass: false,
+            marked: BTreeMap::new(),
         })
+    }
+
+    /// Marks the work as a redelivery: an earlier attempt may have created records whose
+    /// links it did not write. CRMs without unique fields (Pipedrive) look for such
+    /// records before creating; the others refuse a second create by the marker.
+    pub fn set_redelivered(&mut self, redelivered: bool) {
+        self.redelivered = redelivered;
+    }
+
+    /// Whether an earlier attempt may have written without recording it.
+    pub fn redelivered(&self) -> bool {
+        self.redelivered
+    }
+
+    /// Marks the work as a push's full pass: creates may meet records an earlier
+    /// config made for the same app records.
+    pub fn set_full_pass(&mut self, full_pass: bool) {
+        self.full_pass = full_pass;
+    }
+
+    /// Whether the work is a push's full pass.
+    pub fn full_pass(&self) -> bool {
+        self.full_pass
+    }
+
+    /// The CRM records known to carry each app id (see [`Self::keep_marked`]).
+    pub(crate) fn marked(&self, entity: Entity) -> Option<&BTreeMap<String, String>> {
+        self.marked.get(&entity)
+    }
+
+    /// Keeps an index of the CRM records carrying each app id, for this client's life.
+    pub(crate) fn keep_marked(&mut self, entity: Entity, index: BTreeMap<String, String>) {
+        self.marked.insert(entity, index);
     }
 
     /// Which CRM.

@@ -37,16 +37,20 @@
 //!   past the plan's custom-field cap, creates de-duplicate by email / organization
 //!   name). Its hash key differs per company: describing the object finds it by name
 //!   (the oldest, should two have been made at once) and shows it as the catalogue's
-//!   `marker`; values are renamed both ways. Pipedrive has no unique fields, so a
-//!   create carrying the marker searches for its app id first (a record an earlier
-//!   attempt made — its worker stopped before the link was written — is reported as
-//!   existing, not made again) and after: the oldest record carrying it wins and every
-//!   newer one is deleted (a concurrent create's, or one an earlier attempt left); the
-//!   oldest is reported as existing when it is not this create's. A search for app ids
-//!   (a push looking for creates whose link was lost) settles twins the same way. Two
-//!   searches a create (40 tokens; searches have their own burst window, so creates run
-//!   at most two and a half a second). The search index is immediate in the sandbox; in
-//!   Pipedrive a lagging index can let a duplicate through.
+//!   `marker`; values are renamed both ways. Pipedrive has no unique fields, so creates
+//!   de-duplicate themselves: after a batch's creates, one recents read (the changes
+//!   since 10 s before its first create) finds every live record carrying one of the
+//!   batch's app ids; of each app id's records the oldest wins and newer ones are
+//!   deleted (an in-batch retry's or a concurrent delivery's twin), the oldest reported
+//!   as existing when it is not this create's. A create in a redelivered message (an
+//!   earlier attempt's worker may have stopped between a create and its link) searches
+//!   for its app id first and is reported as existing if found. A search for app ids (a
+//!   push looking for creates whose answer was lost) settles twins the same way. So a
+//!   first delivery costs a request a record and a recents read a batch (20 tokens); a
+//!   redelivery two requests a record, and searches have their own burst window (10 per
+//!   2 s). The search index is immediate in the sandbox; in Pipedrive a lagging index
+//!   can let a redelivery's duplicate through, which the next batch's recents read
+//!   does not see once it is older than its window.
 //! - **Organizations' key**: Pipedrive has no domain field; the key is `name` (what
 //!   Pipedrive's own duplicate detection compares). Map the app's domain to a custom
 //!   field to sync it.
@@ -64,7 +68,7 @@
 //! Not handled: v2 Fields API (2025-12), enum/set option labels (values are option
 //! ids), persons' secondary emails and phones as fields, merging, the 30-day purge.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 use reqwest::{Method, StatusCode};
@@ -86,6 +90,15 @@ const IDS_MAX: usize = 100;
 const RECENTS_PAGE: usize = 500;
 /// Recents pages one deletion check reads at most.
 const RECENTS_PAGES: usize = 200;
+/// How long before a batch's first create its twin check looks (a concurrent delivery's
+/// create of the same app record up to this much earlier is still seen).
+const TWIN_WINDOW_MS: i64 = 10_000;
+/// List pages a full pass's index of marked records reads at most (100,000 records).
+const INDEX_PAGES: usize = 200;
+/// The note kept when the object was too large to index.
+const INDEX_NOTE: &str = "marked_index";
+/// Recents pages one twin check reads at most.
+const TWIN_PAGES: usize = 10;
 /// Field-list pages one description reads at most.
 const FIELD_PAGES: usize = 20;
 /// The segment the API base (`…/api/v1`) and our paths share.
@@ -639,40 +652,182 @@ async fn oldest_marked(
         .min())
 }
 
-/// A create's outcome once the marker is checked: of the records carrying the same
-/// app id, the oldest wins and every newer one is deleted — this create's, and any an
-/// earlier attempt left (a worker stopped between its create and this check).
-async fn settle_create(
+/// Builds the index of the records carrying each app id for a full pass (every record
+/// listed once per client, 500 a page; the oldest record of an app id wins). False when
+/// the object holds more than `INDEX_PAGES` pages: creates search instead.
+async fn index_marked(
     c: &mut CrmClient<'_>,
-    object: &str,
-    created: String,
-    app_id: &str,
-) -> Result<WriteOutcome, CrmError> {
-    let mut twins: Vec<u64> = search(c, object, "custom_fields", app_id)
-        .await?
-        .iter()
-        .filter_map(|(id, _)| id.parse::<u64>().ok())
-        .collect();
-    if let Ok(mine) = created.parse::<u64>()
-        && !twins.contains(&mine)
-    {
-        twins.push(mine); // not in the index yet
+    entity: Entity,
+    names: &Names<'_>,
+) -> Result<bool, CrmError> {
+    if c.marked(entity).is_some() {
+        return Ok(true);
     }
-    twins.sort_unstable();
-    let Some((&oldest, newer)) = twins.split_first() else {
-        return Ok(WriteOutcome::Done(created));
-    };
-    for id in newer {
-        match call(c, Method::DELETE, &v2(object, &format!("/{id}")), &[], None).await {
-            Ok(_) | Err(CrmError::Rejected { status: 404, .. }) => {}
-            Err(e) => return Err(e),
+    if c.noted(entity, INDEX_NOTE).is_some() {
+        return Ok(false);
+    }
+    let object = c.kind().object(entity);
+    let mut index: BTreeMap<String, String> = BTreeMap::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..INDEX_PAGES {
+        let mut query = vec![("limit", PAGE.to_string())];
+        if let Some(at) = cursor.take() {
+            query.push(("cursor", at));
+        }
+        let v = call(c, Method::GET, &v2(object, ""), &query, None).await?;
+        let (records, next) = page(&v, names)?;
+        for r in records {
+            let (Some(app_id), Ok(id)) = (r.values.get(names.marker), r.id.parse::<u64>()) else {
+                continue;
+            };
+            let older = index
+                .get(app_id)
+                .and_then(|held| held.parse::<u64>().ok())
+                .is_some_and(|held| held < id);
+            if !older {
+                index.insert(app_id.clone(), r.id);
+            }
+        }
+        match next {
+            Some(n) => cursor = Some(n),
+            None => {
+                c.keep_marked(entity, index);
+                return Ok(true);
+            }
         }
     }
-    if oldest.to_string() == created {
-        Ok(WriteOutcome::Done(created))
-    } else {
-        Ok(WriteOutcome::Exists(Some(oldest.to_string())))
+    c.note(entity, INDEX_NOTE, "too many records to index".into());
+    Ok(false)
+}
+
+/// The v1 recents `item` of an entity.
+fn recents_item(entity: Entity) -> &'static str {
+    match entity {
+        Entity::Contacts => "person",
+        Entity::Companies => "organization",
     }
+}
+
+/// The changes to `entity`'s records at or after `from_ms` (whole seconds), oldest
+/// first, as `(id, v1 data)`: at most `max_pages` pages of 500; whether more remained.
+async fn recent_changes(
+    c: &mut CrmClient<'_>,
+    entity: Entity,
+    from_ms: i64,
+    max_pages: usize,
+) -> Result<(Vec<(String, Value)>, bool), CrmError> {
+    let item = recents_item(entity);
+    let mut out = Vec::new();
+    let mut start = 0usize;
+    for _ in 0..max_pages {
+        let query = [
+            ("since_timestamp", v1_time(from_ms)),
+            ("items", item.to_owned()),
+            ("start", start.to_string()),
+            ("limit", RECENTS_PAGE.to_string()),
+        ];
+        let mut v = call(c, Method::GET, "/api/v1/recents", &query, None).await?;
+        let rows = match v.get_mut("data").map(Value::take) {
+            Some(Value::Array(rows)) => rows,
+            Some(Value::Null) | None if v.get("success") == Some(&Value::Bool(true)) => Vec::new(),
+            _ => return Err(CrmError::Malformed("recents answer without data".into())),
+        };
+        out.extend(rows.into_iter().filter_map(|mut r| {
+            if r.get("item").and_then(Value::as_str) != Some(item) {
+                return None;
+            }
+            let data = r.get_mut("data").map(Value::take)?;
+            let id = r
+                .get("id")
+                .or_else(|| data.get("id"))
+                .and_then(scalar_text)?;
+            Some((id, data))
+        }));
+        let pagination = v.pointer("/additional_data/pagination");
+        let more = pagination
+            .and_then(|p| p.get("more_items_in_collection"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        if !more {
+            return Ok((out, false));
+        }
+        start = pagination
+            .and_then(|p| p.get("next_start"))
+            .and_then(Value::as_u64)
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(start + RECENTS_PAGE);
+    }
+    Ok((out, true))
+}
+
+/// Of recent changes, the live records carrying one of `app_ids` in the marker field
+/// (`marker_key`, flat in v1 data), by app id.
+fn marked_among(
+    changes: &[(String, Value)],
+    marker_key: &str,
+    app_ids: &BTreeSet<&str>,
+) -> BTreeMap<String, BTreeSet<u64>> {
+    let mut out: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
+    for (id, data) in changes {
+        if data.get("active_flag").and_then(Value::as_bool) == Some(false) {
+            continue;
+        }
+        let Some(app_id) = data.get(marker_key).and_then(custom_text) else {
+            continue;
+        };
+        if let (true, Ok(id)) = (app_ids.contains(app_id.as_str()), id.parse::<u64>()) {
+            out.entry(app_id).or_default().insert(id);
+        }
+    }
+    out
+}
+
+/// Settles the creates of one batch against twins: the records carrying the same app
+/// id that Pipedrive shows changed since just before the batch (one recents read for
+/// the batch). Of each app id's records the oldest wins and every newer one is deleted
+/// — this create's, or a concurrent delivery's; the oldest is reported as existing
+/// when it is not this create's.
+async fn settle_creates(
+    c: &mut CrmClient<'_>,
+    entity: Entity,
+    marker_key: &str,
+    from_ms: i64,
+    created: &[(usize, String, u64)],
+    out: &mut [WriteOutcome],
+) -> Result<(), CrmError> {
+    if created.is_empty() {
+        return Ok(());
+    }
+    let object = c.kind().object(entity);
+    let app_ids: BTreeSet<&str> = created.iter().map(|(_, a, _)| a.as_str()).collect();
+    let (changes, cut) = recent_changes(c, entity, from_ms, TWIN_PAGES).await?;
+    if cut {
+        tracing::warn!(
+            pages = TWIN_PAGES,
+            "pipedrive: more changes since the batch began than one twin check reads"
+        );
+    }
+    let mut marked = marked_among(&changes, marker_key, &app_ids);
+    for (at, app_id, mine) in created {
+        let twins = marked.entry(app_id.clone()).or_default();
+        twins.insert(*mine); // not in the changes yet, or already there
+        let Some(&oldest) = twins.first() else {
+            continue;
+        };
+        for id in twins.iter().skip(1) {
+            match call(c, Method::DELETE, &v2(object, &format!("/{id}")), &[], None).await {
+                Ok(_) | Err(CrmError::Rejected { status: 404, .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        twins.retain(|id| *id == oldest);
+        if oldest != *mine
+            && let Some(slot) = out.get_mut(*at)
+        {
+            *slot = WriteOutcome::Exists(Some(oldest.to_string()));
+        }
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -867,6 +1022,9 @@ impl Dialect for Pipedrive {
         };
         let object = c.kind().object(entity);
         let mut out = Vec::with_capacity(inputs.len());
+        // Twins are looked for among the changes since a little before the first create.
+        let batch_from = crate::domain::now().unix_timestamp() * 1000 - TWIN_WINDOW_MS;
+        let mut created: Vec<(usize, String, u64)> = Vec::new();
         for (i, values) in inputs.iter().enumerate() {
             let id = ids.and_then(|ids| ids.get(i));
             if ids.is_some() && id.is_none() {
@@ -903,13 +1061,26 @@ impl Dialect for Pipedrive {
                 .cloned()
                 .flatten()
                 .filter(|_| key.is_some());
-            // A create an earlier attempt made (a worker stopped after it, before its
-            // link was written): found, not made again.
-            if let (None, Some(app_id)) = (id, &app_id)
-                && let Some(found) = oldest_marked(c, object, app_id).await?
-            {
-                out.push(WriteOutcome::Exists(Some(found.to_string())));
-                continue;
+            // A record already carrying the app id is linked, not made again: one an
+            // earlier config made (a full pass looks in its index) or an earlier
+            // delivery of this work (its worker stopped between the create and the
+            // link: only a redelivered message searches). Incremental first deliveries
+            // save the lookup.
+            if let (None, Some(app_id)) = (id, &app_id) {
+                let indexed = c.full_pass() && index_marked(c, entity, &names).await?;
+                let found = if indexed {
+                    c.marked(entity).and_then(|m| m.get(app_id)).cloned()
+                } else if c.full_pass() || c.redelivered() {
+                    oldest_marked(c, object, app_id)
+                        .await?
+                        .map(|id| id.to_string())
+                } else {
+                    None
+                };
+                if let Some(found) = found {
+                    out.push(WriteOutcome::Exists(Some(found)));
+                    continue;
+                }
             }
             let sent = match id {
                 Some(id) => {
@@ -929,10 +1100,13 @@ impl Dialect for Pipedrive {
             let Some(written) = written else {
                 return Err(CrmError::Malformed("write answer without an id".into()));
             };
-            out.push(match (id, app_id) {
-                (None, Some(app_id)) => settle_create(c, object, written, &app_id).await?,
-                _ => WriteOutcome::Done(written),
-            });
+            if let (None, Some(app_id), Ok(mine)) = (id, app_id, written.parse::<u64>()) {
+                created.push((out.len(), app_id, mine));
+            }
+            out.push(WriteOutcome::Done(written));
+        }
+        if let Some(key) = &key {
+            settle_creates(c, entity, key, batch_from, &created, &mut out).await?;
         }
         Ok(out)
     }
@@ -962,59 +1136,21 @@ impl Dialect for Pipedrive {
         entity: Entity,
         since_ms: i64,
     ) -> Result<Vec<(String, i64)>, CrmError> {
-        let item = match entity {
-            Entity::Contacts => "person",
-            Entity::Companies => "organization",
-        };
         let from = since_ms.div_euclid(1000) * 1000;
-        let mut out = Vec::new();
-        let mut start = 0usize;
-        for _ in 0..RECENTS_PAGES {
-            let query = [
-                ("since_timestamp", v1_time(from)),
-                ("items", item.to_owned()),
-                ("start", start.to_string()),
-                ("limit", RECENTS_PAGE.to_string()),
-            ];
-            let v = call(c, Method::GET, "/api/v1/recents", &query, None).await?;
-            let rows = match v.get("data") {
-                Some(Value::Array(rows)) => rows.as_slice(),
-                Some(Value::Null) | None if v.get("success") == Some(&Value::Bool(true)) => &[],
-                _ => return Err(CrmError::Malformed("recents answer without data".into())),
-            };
-            out.extend(rows.iter().filter_map(|r| {
-                if r.get("item").and_then(Value::as_str) != Some(item) {
-                    return None;
-                }
-                let data = r.get("data")?;
+        let (changes, _) = recent_changes(c, entity, from, RECENTS_PAGES).await?;
+        Ok(changes
+            .into_iter()
+            .filter_map(|(id, data)| {
                 if data.get("active_flag").and_then(Value::as_bool) != Some(false) {
                     return None;
                 }
-                let id = r
-                    .get("id")
-                    .or_else(|| data.get("id"))
-                    .and_then(scalar_text)?;
                 let at = data
                     .get("update_time")
                     .and_then(Value::as_str)
                     .and_then(parse_any_time)?;
                 (at >= from).then_some((id, at))
-            }));
-            let pagination = v.pointer("/additional_data/pagination");
-            let more = pagination
-                .and_then(|p| p.get("more_items_in_collection"))
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
-            if !more {
-                break;
-            }
-            start = pagination
-                .and_then(|p| p.get("next_start"))
-                .and_then(Value::as_u64)
-                .and_then(|n| usize::try_from(n).ok())
-                .unwrap_or(start + RECENTS_PAGE);
-        }
-        Ok(out)
+            })
+            .collect())
     }
 }
 
@@ -1197,6 +1333,41 @@ mod tests {
         );
         assert_eq!(search_hits(&v, "name", "bob").unwrap().len(), 1);
         assert!(search_hits(&json!({"data": null}), "name", "x").is_err());
+    }
+
+    #[test]
+    fn twins_are_the_live_records_carrying_a_batch_app_id() {
+        let key = "abc0123456789abc0123456789abc0123456789a";
+        let changes = vec![
+            (
+                "7".to_owned(),
+                json!({"id": 7, key: "rec_1", "active_flag": true}),
+            ),
+            (
+                "3".to_owned(),
+                json!({"id": 3, key: "rec_1", "active_flag": true}),
+            ),
+            (
+                "4".to_owned(),
+                json!({"id": 4, key: "rec_1", "active_flag": false}),
+            ),
+            (
+                "5".to_owned(),
+                json!({"id": 5, key: "rec_2", "active_flag": true}),
+            ),
+            (
+                "6".to_owned(),
+                json!({"id": 6, key: null, "active_flag": true}),
+            ),
+            ("x".to_owned(), json!({key: "rec_1"})),
+        ];
+        let wanted: BTreeSet<&str> = BTreeSet::from(["rec_1", "rec_9"]);
+        let marked = marked_among(&changes, key, &wanted);
+        assert_eq!(marked.len(), 1);
+        assert_eq!(
+            marked["rec_1"].iter().copied().collect::<Vec<_>>(),
+            vec![3, 7]
+        );
     }
 
     #[test]

@@ -112,12 +112,15 @@ impl Chunk<'_> {
     }
 }
 
-/// Does one chunk of a run: the worker's unit of work.
+/// Does one chunk of a run: the worker's unit of work. `redelivered`: the queue has
+/// delivered this message before (an earlier attempt may have written to the CRM
+/// without recording it).
 pub async fn run_chunk(
     app: &App,
     queue: &Publisher,
     task: &Task,
     request_id: &str,
+    redelivered: bool,
 ) -> Result<(), ChunkError> {
     let runs = Runs::new(app.table.clone());
     let retry = |e: StoreError| ChunkError::Retry(e.to_string());
@@ -155,7 +158,7 @@ pub async fn run_chunk(
         )
         .await;
     };
-    let crm = match CrmClient::new(
+    let mut crm = match CrmClient::new(
         app,
         kind,
         task.tenant.clone(),
@@ -166,6 +169,19 @@ pub async fn run_chunk(
         Ok(c) => c,
         Err(e) => return Err(ChunkError::Retry(e.to_string())),
     };
+    crm.set_redelivered(redelivered);
+    let crowded = task.phase == Phase::Pull
+        && Configs::new(app.table.clone())
+            .list(&task.tenant)
+            .await
+            .map_err(retry)?
+            .iter()
+            .any(|c| {
+                c.id != config.id
+                    && c.status == ConfigStatus::Active
+                    && c.direction.pulls()
+                    && c.entities.contains(&task.entity)
+            });
     let mut chunk = Chunk {
         queue,
         task,
@@ -181,6 +197,7 @@ pub async fn run_chunk(
         behind: WriteBehind::default(),
         events: app.events.clone(),
         app_changed: false,
+        crowded,
     };
     let outcome = match task.phase {
         Phase::Pull => chunk.pull().await,

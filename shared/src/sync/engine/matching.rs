@@ -4,7 +4,10 @@
 //!    record);
 //! 3. an app record with the same key (email / domain) that no other CRM record of
 //!    this config is linked to — so a person matched in two CRMs, or created in the
-//!    app and then in the CRM, is one app record with two links, not two records.
+//!    app and then in the CRM, is one app record with two links, not two records. A
+//!    record deleted in the app keeps its key for the CRM record linked to it (so a
+//!    CRM record without the marker is not brought back as a new record) and matches
+//!    nothing else.
 //!
 //! Otherwise the derived id (the pull creates the record under it). Matching reads the
 //! store through [`MatchStore`], a narrow port, so it is tested here with an in-memory
@@ -149,19 +152,28 @@ pub(super) async fn match_page(
     for r in found {
         // Only records not already linked to another CRM record here (a push without
         // the marker field linked its creates to these).
-        if found_links
+        let linked = found_links
             .get(r.id.as_str())
-            .and_then(|l| l.crm_id.as_deref())
-            .is_some_and(|c| !page.iter().any(|rec| rec.id == c))
-        {
+            .and_then(|l| l.crm_id.as_deref());
+        if linked.is_some_and(|c| !page.iter().any(|rec| rec.id == c)) {
             continue;
         }
         let Some(k) = r.key() else { continue };
         if by_key.get(&k) != Some(&r.id) {
             continue;
         }
+        // A record deleted in the app keeps its key for the CRM record it is linked to
+        // (which a pull must not bring back as a new record), and for no other.
+        let only = match (r.deleted_at.is_some(), linked) {
+            (false, _) => None,
+            (true, Some(crm_id)) => Some(crm_id),
+            (true, None) => continue,
+        };
         for (i, slot) in candidate.iter_mut().enumerate() {
-            if key_of(i).as_deref() == Some(k.as_str()) && !existing.contains_key(slot.as_str()) {
+            if key_of(i).as_deref() == Some(k.as_str())
+                && !existing.contains_key(slot.as_str())
+                && only.is_none_or(|c| page.get(i).is_some_and(|rec| rec.id == c))
+            {
                 *slot = r.id.clone();
             }
         }
@@ -339,6 +351,38 @@ mod tests {
         ];
         let m = run(&mem, &page, &values).await;
         assert_eq!(m.candidate, vec![app.clone(), app.clone()]);
+    }
+
+    #[tokio::test]
+    async fn a_record_deleted_in_the_app_is_found_by_its_linked_crm_record_only() {
+        let mut mem = Memory::default();
+        let app = app_record(&mut mem, "ada@example.com");
+        if let Some(r) = mem.records.get_mut(app.as_str()) {
+            r.deleted_at = Some(now());
+        }
+        mem.links.insert(
+            app.to_string(),
+            Link {
+                crm_id: Some("hs-1".into()),
+                ..Link::default()
+            },
+        );
+        // Its CRM record, without the marker (pushed without the marker field): the
+        // deleted record, which the pull leaves deleted; another CRM record with the
+        // same email is a stranger.
+        let page = [crm("hs-1", None), crm("hs-2", None)];
+        let values = [
+            mapped(Some("ada@example.com")),
+            mapped(Some("ada@example.com")),
+        ];
+        let m = run(&mem, &page, &values).await;
+        assert_eq!(m.candidate, vec![app.clone(), derive("hs-2")]);
+        assert!(m.existing[app.as_str()].deleted_at.is_some());
+        // Unlinked, a deleted record matches nothing.
+        mem.links.clear();
+        let m = run(&mem, &page[..1], &values[..1]).await;
+        assert_eq!(m.candidate, vec![derive("hs-1")]);
+        assert!(m.existing.is_empty());
     }
 
     #[tokio::test]

@@ -92,6 +92,10 @@ struct Chunk<'a> {
     /// App records this chunk's pull created or changed (the other CRMs' realtime
     /// pushes carry them on: the app is the hub).
     app_changed: bool,
+    /// Another active config of the tenant pulls this entity (another CRM): a person
+    /// new to the app may be created by both pulls at once, so new records claim
+    /// their key first.
+    crowded: bool,
 }
 
 fn outcome_message(m: &str) -> Option<String> {

@@ -271,6 +271,7 @@ impl Chunk<'_> {
             links: self.links.clone(),
             runs: self.runs.clone(),
             provider: self.provider.clone(),
+            crowded: self.crowded,
         }
     }
 
@@ -322,6 +323,19 @@ pub(super) struct PullContext {
     links: Links,
     runs: Runs,
     provider: String,
+    crowded: bool,
+}
+
+/// Times a pull page's record is reconciled again when its app record changed between
+/// the read and the conditional write (another config's pull of the same person, an
+/// API edit); past them it fails for this run and the next run retries it.
+const WRITE_ATTEMPTS: usize = 3;
+
+/// Adds `other`'s counts to `progress`.
+fn absorb(progress: &mut Progress, other: Progress) {
+    for (name, n) in other.counts {
+        progress.add(name, n);
+    }
 }
 
 impl PullContext {
@@ -331,8 +345,34 @@ impl PullContext {
     ) -> Result<(Progress, Vec<RecordError>), CrmError> {
         let mut progress = Progress::default();
         let mut errors = Vec::new();
+        let mut page = page;
+        for attempt in 1..=WRITE_ATTEMPTS {
+            let (p, e, again) = self
+                .pull_page_once(page, attempt > 1, attempt == WRITE_ATTEMPTS)
+                .await?;
+            absorb(&mut progress, p);
+            errors.extend(e);
+            if again.is_empty() {
+                break;
+            }
+            page = again;
+        }
+        Ok((progress, errors))
+    }
+
+    /// Reconciles and writes a page once; answers the CRM records whose app record
+    /// changed before its write (unless `last`: then they fail). `again`: the records
+    /// were counted as processed by an earlier attempt.
+    async fn pull_page_once(
+        &self,
+        page: Vec<CrmRecord>,
+        again: bool,
+        last: bool,
+    ) -> Result<(Progress, Vec<RecordError>, Vec<CrmRecord>), CrmError> {
+        let mut progress = Progress::default();
+        let mut errors = Vec::new();
         if page.is_empty() {
-            return Ok((progress, errors));
+            return Ok((progress, errors, Vec::new()));
         }
         let entity = self.task.entity;
         let tenant = &self.task.tenant;
@@ -382,8 +422,10 @@ impl PullContext {
             .filter(|(_, d)| matches!(d, Direction::Pull | Direction::Bidirectional))
             .map(|(f, _)| f.as_str())
             .collect();
-        let mut new_records: Vec<Record> = Vec::new();
-        let mut saves: Vec<(Record, Option<String>)> = Vec::new();
+        // New records, with their page index.
+        let mut new_records: Vec<(Record, usize)> = Vec::new();
+        // Changed records, with the counts they add once written and their page index.
+        let mut saves: Vec<(Record, Option<String>, Progress, usize)> = Vec::new();
         let mut new_links: Vec<(RecordId, Link)> = Vec::new();
         let mut conflicts: Vec<StoredConflict> = Vec::new();
         let mut seen: BTreeSet<String> = BTreeSet::new();
@@ -392,7 +434,9 @@ impl PullContext {
             if !seen.insert(id.to_string()) {
                 continue; // the same record twice in one page (re-anchored search)
             }
-            progress.add("processed", 1);
+            if !again {
+                progress.add("processed", 1);
+            }
             if let Some(e) = overflowed.get(&i) {
                 progress.add("failed", 1);
                 errors.push(RecordError {
@@ -446,9 +490,7 @@ impl PullContext {
                             ..Link::default()
                         },
                     ));
-                    progress.add("created", 1);
-                    progress.add("pulled", 1);
-                    new_records.push(r);
+                    new_records.push((r, i));
                 }
                 Some(r) if r.deleted_at.is_some() => {
                     progress.add("skipped", 1);
@@ -490,7 +532,9 @@ impl PullContext {
                         },
                         strategy,
                     );
-                    progress.add("conflicts_resolved", plan.resolved as u64);
+                    // What this record adds to the counts, once it is written.
+                    let mut mine = Progress::default();
+                    mine.add("conflicts_resolved", plan.resolved as u64);
                     let old_key = r.key();
                     let mut changed = false;
                     for (f, v) in &plan.pull {
@@ -522,7 +566,7 @@ impl PullContext {
                         .filter(|c| !link.conflicted.contains(&c.field))
                         .count();
                     if new_fields > 0 {
-                        progress.add("conflicts_detected", new_fields as u64);
+                        mine.add("conflicts_detected", new_fields as u64);
                         for c in &plan.conflicts {
                             link.conflicted.insert(c.field.clone());
                             base.insert(
@@ -560,15 +604,17 @@ impl PullContext {
                     if changed {
                         r.version += 1;
                         r.updated_at = at;
-                        progress.add("updated", 1);
-                        progress.add("pulled", 1);
+                        mine.add("updated", 1);
+                        mine.add("pulled", 1);
                     } else {
-                        progress.add("skipped", 1);
+                        mine.add("skipped", 1);
                     }
                     if changed || newly_linked {
                         r.rev += 1;
                         link.synced_version = r.version;
-                        saves.push((r, old_key));
+                        saves.push((r, old_key, mine, i));
+                    } else {
+                        absorb(&mut progress, mine);
                     }
                     new_links.push((id, link));
                 }
@@ -576,17 +622,54 @@ impl PullContext {
         }
         // 3. Write: new records (ids nobody else writes) in batches, changed records
         //    conditionally, then the links that record it all.
-        self.records.put_new(&new_records).await.map_err(store)?;
-        let results = futures::future::join_all(saves.iter().map(|(r, old_key)| async move {
-            (r, self.records.save(r, old_key.as_deref()).await)
-        }))
-        .await;
+        let (fresh, fresh_at): (Vec<Record>, Vec<usize>) = new_records.into_iter().unzip();
         let mut lost: BTreeSet<String> = BTreeSet::new();
-        for (r, result) in results {
+        let mut retry: Vec<CrmRecord> = Vec::new();
+        let taken = if self.crowded {
+            self.records.put_new_claiming(&fresh).await.map_err(store)?
+        } else {
+            self.records.put_new(&fresh).await.map_err(store)?;
+            Vec::new()
+        };
+        for (r, i) in fresh.iter().zip(fresh_at) {
+            if !taken.contains(&r.id) {
+                progress.add("created", 1);
+                progress.add("pulled", 1);
+                continue;
+            }
+            // Another config's pull made the person meanwhile: matched to it again.
+            lost.insert(r.id.to_string());
+            if last {
+                progress.add("failed", 1);
+                errors.push(RecordError {
+                    phase: Phase::Pull,
+                    record_id: None,
+                    crm_id: page.get(i).map(|rec| rec.id.clone()),
+                    message: "another record took this record's key during the sync; \
+                              retried next run"
+                        .into(),
+                    at,
+                });
+            } else {
+                retry.extend(page.get(i).cloned());
+            }
+        }
+        let results =
+            futures::future::join_all(saves.into_iter().map(|(r, old_key, mine, i)| async move {
+                let result = self.records.save(&r, old_key.as_deref()).await;
+                (r, mine, i, result)
+            }))
+            .await;
+        for (r, mine, i, result) in results {
             match result {
-                Ok(()) => {}
+                Ok(()) => absorb(&mut progress, mine),
+                Err(StoreError::ConditionFailed) if !last => {
+                    // Edited meanwhile: reconciled again against the new app values.
+                    lost.insert(r.id.to_string());
+                    retry.extend(page.get(i).cloned());
+                }
                 Err(StoreError::ConditionFailed) => {
-                    // Edited meanwhile: the link is not advanced, so the next pull
+                    // Still edited: the link is not advanced, so the next pull
                     // reconciles this record again against the new app values.
                     lost.insert(r.id.to_string());
                     progress.add("failed", 1);
@@ -605,12 +688,13 @@ impl PullContext {
             }
         }
         new_links.retain(|(id, _)| !lost.contains(id.as_str()));
+        conflicts.retain(|c| !lost.contains(c.record_id.as_str()));
         for c in &conflicts {
             if self.runs.put_conflict(tenant, c).await.map_err(store)? {
                 publish_conflict(&self.events, &self.task, c).await;
             }
         }
         self.links.put_many(&new_links).await.map_err(store)?;
-        Ok((progress, errors))
+        Ok((progress, errors, retry))
     }
 }

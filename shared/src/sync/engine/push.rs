@@ -30,6 +30,7 @@ impl Chunk<'_> {
             return Ok(None);
         }
         let mut cursor = self.task.push_cursor.clone().unwrap_or_default();
+        self.crm.set_full_pass(cursor.since.is_none());
         let started = Instant::now();
         let mut pages = 0;
         let tenant = &self.task.tenant;
