@@ -143,7 +143,8 @@ async fn dynamics_filters_limit_the_pull() {
 
 /// Pulls after the first read only what the delta link reports (a change and a
 /// deletion); an expired delta token starts a new full tracked pass that brings the
-/// changes made meanwhile; a push creates the `new_conduitid` column and fills it.
+/// changes made meanwhile and, by its closing sweep, the deletions; a push creates the
+/// `new_conduitid` column and fills it.
 #[tokio::test]
 async fn dynamics_change_tracking_deltas_expired_tokens_and_the_marker_column() {
     let app = TestApp::spawn().await;
@@ -184,7 +185,8 @@ async fn dynamics_change_tracking_deltas_expired_tokens_and_the_marker_column() 
     assert!(!want.contains_key(&gone));
     s::assert_same(&s::app_view(&app, &t, entity).await, &want, "after a delta");
 
-    // The delta token expires; a change made meanwhile still arrives.
+    // The delta token expires; a change and a deletion made meanwhile still arrive
+    // (the deletion through the sweep that ends the new full pass).
     app.sandbox()
         .dyn_crm_expire_delta_tokens(&env, DynTable::Contact);
     s::crm_update(&app, &t, entity, &seeded[2], &[(field, "Afterexpiry")]);
@@ -192,7 +194,11 @@ async fn dynamics_change_tracking_deltas_expired_tokens_and_the_marker_column() 
     want.get_mut(&changed)
         .unwrap()
         .insert("first_name".into(), "Afterexpiry".into());
-    s::run_ok(&app, &t, &c.id).await;
+    let gone_in_gap = s::crm_key(&app, &t, entity, &seeded[3]);
+    s::crm_delete(&app, &t, entity, &seeded[3]);
+    want.remove(&gone_in_gap);
+    let logs = s::run_ok(&app, &t, &c.id).await;
+    assert_eq!(logs[0].counts["deleted"], 1, "{:?}", logs[0].counts);
     s::assert_same(
         &s::app_view(&app, &t, entity).await,
         &want,

@@ -21,8 +21,9 @@
 //!   values; rows come in the CRM's order, not by modification time. An expired or unknown delta token (400
 //!   `0x80044352` "Version stamp associated with the client has expired", after the
 //!   retention — 7 days by default — or a re-enabled tracking) starts a new full
-//!   tracked pass: it sees every current row again, but **not the deletions made
-//!   during the gap** (those records stay in the app). A table without change tracking
+//!   tracked pass ([`PullPage::restarted`]): it sees every current row again, and at
+//!   its end the engine reads back every linked record (100 ids a `$filter`) and takes
+//!   those gone as the deletions made during the gap. A table without change tracking
 //!   (400 `0x80072491`) is not served: tracking is on for `contact` and `account` by
 //!   default and an admin must turn it back on. `deleted_since` reports nothing: the
 //!   deletions come through the delta.
@@ -725,13 +726,18 @@ impl Dialect for Dynamics {
             }
             Step::Full => c.call_to(Method::GET, full, &select, None, &tracked).await,
         };
+        let mut restarted = false;
         let (v, step) = match answer {
-            // The delta token expired: a new full pass (deletions in the gap are lost).
-            Err(e) if step != Step::Full && expired_token(&e) => (
-                c.call_to(Method::GET, full, &select, None, &tracked)
-                    .await?,
-                Step::Full,
-            ),
+            // The delta token expired: a new full pass, swept at its end for the
+            // deletions made in the gap.
+            Err(e) if step != Step::Full && expired_token(&e) => {
+                restarted = true;
+                (
+                    c.call_to(Method::GET, full, &select, None, &tracked)
+                        .await?,
+                    Step::Full,
+                )
+            }
             other => (other?, step),
         };
         let mut page = changes(&v, &key, modified)?;
@@ -758,6 +764,7 @@ impl Dialect for Dynamics {
             })
             .collect();
         let mut out = PullPage::new(kept, next, None);
+        out.restarted = restarted;
         out.deleted = page.deleted.into_iter().map(|id| (id, at)).collect();
         if out.next.is_none() {
             out.resume = page.delta;

@@ -187,6 +187,11 @@ pub struct Cursor {
     /// with it reads the changes and deletions since, instead of `since_ms`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delta: Option<String>,
+    /// The pass restarted because the CRM lost its change position (an expired
+    /// Dataverse delta token): the deletions since the last pass are unknown, so at the
+    /// pass's end every linked record is read back and those gone count as deleted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sweep: bool,
 }
 
 impl Cursor {
@@ -216,6 +221,9 @@ pub struct PullPage {
     /// On a pass's last page, where the CRM's change tracking resumes next pass
     /// ([`Cursor::delta`]).
     pub resume: Option<String>,
+    /// This page starts a new full pass because the CRM lost its change position
+    /// ([`Cursor::sweep`]).
+    pub restarted: bool,
 }
 
 impl PullPage {
@@ -227,6 +235,7 @@ impl PullPage {
             total,
             deleted: Vec::new(),
             resume: None,
+            restarted: false,
         }
     }
 }

@@ -45,13 +45,18 @@ pub(crate) trait MatchStore {
     async fn links(&self, ids: &[RecordId]) -> Result<BTreeMap<String, Link>, StoreError>;
 }
 
-/// The store itself.
-pub(super) struct Stored<'a> {
-    pub records: &'a Records,
-    pub links: &'a Links,
+/// The store itself (and the bus conflicts are told on): what a pull page reads and
+/// writes in DynamoDB.
+#[derive(Clone)]
+pub(super) struct Stored {
+    pub records: Records,
+    pub links: Links,
+    pub runs: crate::sync::runs::Runs,
+    pub events: crate::events::EventPublisher,
+    pub task: crate::sync::runs::Task,
 }
 
-impl MatchStore for Stored<'_> {
+impl MatchStore for Stored {
     async fn records(
         &self,
         tenant: &TenantId,

@@ -2,6 +2,12 @@
 //! (the worker, [`chunk`]): a chunk pulls ([`pull`]) or pushes ([`push`]); which app
 //! record a CRM record is, is [`matching`]'s.
 //!
+//! A pull page's pipeline — matching, reconciling, the conditional writes and their
+//! retries, key claims, links and conflicts — reaches the store through two narrow
+//! ports, `matching::MatchStore` (what it reads) and `pull::PageStore` (what it
+//! writes), and is unit-tested against an in-memory store; the chunk around it (CRM
+//! paging, checkpoints, the push) speaks to the concrete store and `CrmClient`.
+//!
 //! A run of a config is one job with one log per entity. Each entity's work is a
 //! chain of SQS messages ([`Task`]): pull chunks walk the CRM from the checkpoint,
 //! push chunks walk the app's records (all of them the first time, then the change

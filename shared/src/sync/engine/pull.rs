@@ -29,7 +29,14 @@ impl Chunk<'_> {
             if let Some(total) = page.total {
                 self.progress.estimated_total = Some(total);
             }
-            let next = page.next.take();
+            let mut next = page.next.take();
+            if page.restarted {
+                // The CRM lost its change position: this pass ends with a sweep.
+                cursor.sweep = true;
+                if let Some(n) = next.as_mut() {
+                    n.sweep = true;
+                }
+            }
             let records = std::mem::take(&mut page.records);
             if !page.deleted.is_empty() {
                 // Deletions the CRM's change tracking reports: after every earlier
@@ -188,6 +195,12 @@ impl Chunk<'_> {
         if !deleted.is_empty() {
             self.apply_crm_deletes(&deleted).await?;
         }
+        if cursor.sweep {
+            let gone = self.sweep_linked().await?;
+            if !gone.is_empty() {
+                self.apply_crm_deletes(&gone).await?;
+            }
+        }
         let since = if cursor.high_water_ms > 0 {
             cursor.high_water_ms.min(pass_started)
         } else {
@@ -200,7 +213,35 @@ impl Chunk<'_> {
             pass_started_ms: 0,
             deletes_since_ms: pass_started - OVERLAP_MS,
             delta: cursor.delta.clone(),
+            sweep: false,
         })
+    }
+
+    /// The CRM records linked in this config that the CRM no longer has (read back in
+    /// its batches), as deletions now: for a pass whose CRM lost its change position.
+    pub(super) async fn sweep_linked(&mut self) -> Result<Vec<(String, i64)>, CrmError> {
+        let linked: Vec<String> = self
+            .links
+            .all()
+            .await
+            .map_err(store)?
+            .into_values()
+            .filter(|l| !l.crm_deleted && !l.app_deleted)
+            .filter_map(|l| l.crm_id)
+            .collect();
+        let found: BTreeSet<String> = self
+            .crm
+            .read(self.task.entity, &linked, &[])
+            .await?
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        let at = unix_ms(now());
+        Ok(linked
+            .into_iter()
+            .filter(|id| !found.contains(id))
+            .map(|id| (id, at))
+            .collect())
     }
 
     pub(super) async fn apply_crm_deletes(
@@ -263,15 +304,18 @@ impl Chunk<'_> {
 
     pub(super) fn snapshot(&self) -> PullContext {
         PullContext {
-            events: self.events.clone(),
             task: self.task.clone(),
             config: self.config.clone(),
             mapper: self.mapper.clone(),
-            records: self.records.clone(),
-            links: self.links.clone(),
-            runs: self.runs.clone(),
             provider: self.provider.clone(),
             crowded: self.crowded,
+            store: matching::Stored {
+                records: self.records.clone(),
+                links: self.links.clone(),
+                runs: self.runs.clone(),
+                events: self.events.clone(),
+                task: self.task.clone(),
+            },
         }
     }
 
@@ -313,17 +357,66 @@ pub(super) async fn wait_written(write: Option<PageWrite>) -> Result<Option<Writ
     Ok(Some((progress, errors, w.after)))
 }
 
+/// What a pull page writes, past what matching reads: the store's narrow port, so
+/// the page pipeline (matching, reconciling, conditional writes and their retries) is
+/// unit-tested in memory.
+pub(super) trait PageStore: matching::MatchStore {
+    /// Writes new records and their key markers; `claiming`: each claims its key
+    /// first, and the ids of those whose key a live record holds are answered, not
+    /// written.
+    async fn put_new(
+        &self,
+        records: &[Record],
+        claiming: bool,
+    ) -> Result<Vec<RecordId>, StoreError>;
+
+    /// Saves a record read at revision `r.rev - 1` (`ConditionFailed` if it moved on).
+    async fn save(&self, r: &Record, old_key: Option<&str>) -> Result<(), StoreError>;
+
+    /// Writes this config's links.
+    async fn put_links(&self, links: &[(RecordId, Link)]) -> Result<(), StoreError>;
+
+    /// Stores a conflict and, when it is new or changed, tells the bus.
+    async fn open_conflict(&self, c: &StoredConflict) -> Result<(), StoreError>;
+}
+
+impl PageStore for matching::Stored {
+    async fn put_new(
+        &self,
+        records: &[Record],
+        claiming: bool,
+    ) -> Result<Vec<RecordId>, StoreError> {
+        if claiming {
+            self.records.put_new_claiming(records).await
+        } else {
+            self.records.put_new(records).await.map(|()| Vec::new())
+        }
+    }
+
+    async fn save(&self, r: &Record, old_key: Option<&str>) -> Result<(), StoreError> {
+        self.records.save(r, old_key).await
+    }
+
+    async fn put_links(&self, links: &[(RecordId, Link)]) -> Result<(), StoreError> {
+        self.links.put_many(links).await
+    }
+
+    async fn open_conflict(&self, c: &StoredConflict) -> Result<(), StoreError> {
+        if self.runs.put_conflict(&self.task.tenant, c).await? {
+            publish_conflict(&self.events, &self.task, c).await;
+        }
+        Ok(())
+    }
+}
+
 /// What writing one pull page needs (owned, so it can run beside the next fetch).
-pub(super) struct PullContext {
-    events: crate::events::EventPublisher,
+pub(super) struct PullContext<S = matching::Stored> {
     task: Task,
     config: SyncConfig,
     mapper: Mapper,
-    records: Records,
-    links: Links,
-    runs: Runs,
     provider: String,
     crowded: bool,
+    store: S,
 }
 
 /// Times a pull page's record is reconciled again when its app record changed between
@@ -338,7 +431,7 @@ fn absorb(progress: &mut Progress, other: Progress) {
     }
 }
 
-impl PullContext {
+impl<S: PageStore> PullContext<S> {
     async fn pull_page(
         &self,
         page: Vec<CrmRecord>,
@@ -396,16 +489,12 @@ impl PullContext {
             }));
         }
         // 1. Which app record each CRM record belongs to.
-        let ports = matching::Stored {
-            records: &self.records,
-            links: &self.links,
-        };
         let matching::Matched {
             candidate,
             existing,
             links,
         } = matching::match_page(
-            &ports,
+            &self.store,
             tenant,
             entity,
             marker,
@@ -625,12 +714,11 @@ impl PullContext {
         let (fresh, fresh_at): (Vec<Record>, Vec<usize>) = new_records.into_iter().unzip();
         let mut lost: BTreeSet<String> = BTreeSet::new();
         let mut retry: Vec<CrmRecord> = Vec::new();
-        let taken = if self.crowded {
-            self.records.put_new_claiming(&fresh).await.map_err(store)?
-        } else {
-            self.records.put_new(&fresh).await.map_err(store)?;
-            Vec::new()
-        };
+        let taken = self
+            .store
+            .put_new(&fresh, self.crowded)
+            .await
+            .map_err(store)?;
         for (r, i) in fresh.iter().zip(fresh_at) {
             if !taken.contains(&r.id) {
                 progress.add("created", 1);
@@ -656,7 +744,7 @@ impl PullContext {
         }
         let results =
             futures::future::join_all(saves.into_iter().map(|(r, old_key, mine, i)| async move {
-                let result = self.records.save(&r, old_key.as_deref()).await;
+                let result = self.store.save(&r, old_key.as_deref()).await;
                 (r, mine, i, result)
             }))
             .await;
@@ -690,11 +778,364 @@ impl PullContext {
         new_links.retain(|(id, _)| !lost.contains(id.as_str()));
         conflicts.retain(|c| !lost.contains(c.record_id.as_str()));
         for c in &conflicts {
-            if self.runs.put_conflict(tenant, c).await.map_err(store)? {
-                publish_conflict(&self.events, &self.task, c).await;
-            }
+            self.store.open_conflict(c).await.map_err(store)?;
         }
-        self.links.put_many(&new_links).await.map_err(store)?;
+        self.store.put_links(&new_links).await.map_err(store)?;
         Ok((progress, errors, retry))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::domain::{ConnectionId, MappingId, SyncConfigId, TenantId, UserId};
+    use crate::sync::config::{FieldMapping, Frequency, SyncOptions};
+
+    /// The page pipeline's store in memory, with two ways to play another writer.
+    #[derive(Default)]
+    struct Memory {
+        records: Mutex<BTreeMap<String, Record>>,
+        markers: Mutex<BTreeMap<String, RecordId>>,
+        links: Mutex<BTreeMap<String, Link>>,
+        conflicts: Mutex<Vec<StoredConflict>>,
+        /// Saves that find the record changed first (an API edit of its phone).
+        interfere: Mutex<usize>,
+        /// A record another config's pull creates just before this pull claims its key.
+        claimed_meanwhile: Mutex<Option<Record>>,
+    }
+
+    impl Memory {
+        fn insert(&self, r: Record) {
+            if let Some(k) = r.key() {
+                self.markers.lock().unwrap().insert(k, r.id.clone());
+            }
+            self.records.lock().unwrap().insert(r.id.to_string(), r);
+        }
+
+        fn live_holder(&self, key: &str) -> Option<RecordId> {
+            let id = self.markers.lock().unwrap().get(key).cloned()?;
+            let records = self.records.lock().unwrap();
+            let r = records.get(id.as_str())?;
+            (r.deleted_at.is_none() && r.key().as_deref() == Some(key)).then_some(id)
+        }
+
+        fn record(&self, id: &RecordId) -> Record {
+            self.records.lock().unwrap()[id.as_str()].clone()
+        }
+    }
+
+    impl matching::MatchStore for Memory {
+        async fn records(
+            &self,
+            _tenant: &TenantId,
+            _entity: Entity,
+            ids: &[RecordId],
+        ) -> Result<Vec<Record>, StoreError> {
+            let records = self.records.lock().unwrap();
+            Ok(ids
+                .iter()
+                .filter_map(|id| records.get(id.as_str()).cloned())
+                .collect())
+        }
+
+        async fn ids_by_key(
+            &self,
+            _tenant: &TenantId,
+            _entity: Entity,
+            keys: &[String],
+        ) -> Result<std::collections::HashMap<String, RecordId>, StoreError> {
+            let markers = self.markers.lock().unwrap();
+            Ok(keys
+                .iter()
+                .filter_map(|k| Some((k.clone(), markers.get(k)?.clone())))
+                .collect())
+        }
+
+        async fn links(&self, ids: &[RecordId]) -> Result<BTreeMap<String, Link>, StoreError> {
+            let links = self.links.lock().unwrap();
+            Ok(ids
+                .iter()
+                .filter_map(|id| Some((id.to_string(), links.get(id.as_str())?.clone())))
+                .collect())
+        }
+    }
+
+    impl PageStore for Memory {
+        async fn put_new(
+            &self,
+            records: &[Record],
+            claiming: bool,
+        ) -> Result<Vec<RecordId>, StoreError> {
+            if let Some(other) = self.claimed_meanwhile.lock().unwrap().take() {
+                self.insert(other);
+            }
+            let mut lost = Vec::new();
+            for r in records {
+                let held = r.key().and_then(|k| self.live_holder(&k));
+                if claiming && held.is_some_and(|h| h != r.id) {
+                    lost.push(r.id.clone());
+                } else {
+                    self.insert(r.clone());
+                }
+            }
+            Ok(lost)
+        }
+
+        async fn save(&self, r: &Record, _old_key: Option<&str>) -> Result<(), StoreError> {
+            let mut records = self.records.lock().unwrap();
+            let stored = records
+                .get_mut(r.id.as_str())
+                .ok_or(StoreError::ConditionFailed)?;
+            {
+                let mut interfere = self.interfere.lock().unwrap();
+                if *interfere > 0 {
+                    *interfere -= 1;
+                    let source = Source {
+                        origin: "app".into(),
+                        config_id: None,
+                        at: now(),
+                    };
+                    let phone = format!("+1555000{}", *interfere);
+                    stored.set("phone", Some(phone.as_str()), &source);
+                    stored.rev += 1;
+                    stored.version += 1;
+                    return Err(StoreError::ConditionFailed);
+                }
+            }
+            if stored.rev + 1 != r.rev {
+                return Err(StoreError::ConditionFailed);
+            }
+            *stored = r.clone();
+            Ok(())
+        }
+
+        async fn put_links(&self, links: &[(RecordId, Link)]) -> Result<(), StoreError> {
+            let mut held = self.links.lock().unwrap();
+            for (id, l) in links {
+                held.insert(id.to_string(), l.clone());
+            }
+            Ok(())
+        }
+
+        async fn open_conflict(&self, c: &StoredConflict) -> Result<(), StoreError> {
+            self.conflicts.lock().unwrap().push(c.clone());
+            Ok(())
+        }
+    }
+
+    fn tenant() -> TenantId {
+        TenantId::parse("acme").unwrap()
+    }
+
+    fn context(store: Memory, crowded: bool) -> PullContext<Memory> {
+        let mapping = |field: &str| FieldMapping {
+            id: MappingId::generate(),
+            entity: Entity::Contacts,
+            crm_field: field.into(),
+            app_field: field.into(),
+            direction: Direction::Bidirectional,
+            transform: None,
+            push_transform: None,
+        };
+        let config = SyncConfig {
+            id: SyncConfigId::generate(),
+            tenant: tenant(),
+            connection_id: ConnectionId::generate(),
+            provider: "hubspot".into(),
+            name: "n".into(),
+            direction: SyncDirection::Bidirectional,
+            frequency: Frequency::Manual,
+            entities: vec![Entity::Contacts],
+            filters: vec![],
+            conflict_strategy: Strategy::LastWriteWins,
+            options: SyncOptions {
+                create_missing: true,
+                ..SyncOptions::default()
+            },
+            status: ConfigStatus::Active,
+            mappings: ["email", "first_name", "phone"].map(mapping).to_vec(),
+            schedule_name: None,
+            last_job: None,
+            created_at: now(),
+            created_by: UserId::parse("u").unwrap(),
+            updated_at: now(),
+            version: 1,
+        };
+        let task = Task {
+            tenant: tenant(),
+            config_id: config.id.clone(),
+            job_id: JobId::generate(),
+            log_id: SyncLogId::generate(),
+            entity: Entity::Contacts,
+            phase: Phase::Pull,
+            seq: 0,
+            cursor: None,
+            push_cursor: None,
+            then_push: false,
+            only: None,
+        };
+        PullContext {
+            mapper: Mapper::new(config.mappings_of(Entity::Contacts)),
+            task,
+            config,
+            provider: "hubspot".into(),
+            crowded,
+            store,
+        }
+    }
+
+    fn crm(id: &str, email: &str, first: &str, modified_ms: i64) -> CrmRecord {
+        CrmRecord {
+            id: id.into(),
+            values: BTreeMap::from([
+                ("email".to_owned(), email.to_owned()),
+                ("first_name".to_owned(), first.to_owned()),
+            ]),
+            modified_ms,
+        }
+    }
+
+    fn person(id: RecordId, email: &str, first: &str) -> Record {
+        let source = Source {
+            origin: "app".into(),
+            config_id: None,
+            at: now(),
+        };
+        let mut r = Record::new(id, tenant(), Entity::Contacts, now());
+        r.set("email", Some(email), &source);
+        r.set("first_name", Some(first), &source);
+        r.version = 1;
+        r.rev = 1;
+        r
+    }
+
+    /// A record pulled before (linked, base as the CRM had it), now changed in the CRM.
+    fn linked(ctx: &PullContext<Memory>, crm_id: &str) -> RecordId {
+        let id = derived_id(&ctx.task, &ctx.config, crm_id);
+        ctx.store
+            .insert(person(id.clone(), "ada@example.com", "Ada"));
+        let base: Values = [
+            ("email", Some("ada@example.com")),
+            ("first_name", Some("Ada")),
+            ("phone", None),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.map(str::to_owned)))
+        .collect();
+        ctx.store.links.lock().unwrap().insert(
+            id.to_string(),
+            Link {
+                crm_id: Some(crm_id.into()),
+                base,
+                synced_version: 1,
+                crm_modified_ms: 1,
+                ..Link::default()
+            },
+        );
+        id
+    }
+
+    #[tokio::test]
+    async fn a_write_that_loses_to_an_edit_is_reconciled_again() {
+        let ctx = context(Memory::default(), false);
+        let id = linked(&ctx, "c1");
+        *ctx.store.interfere.lock().unwrap() = 1;
+        let page = vec![crm("c1", "ada@example.com", "Adeline", 2)];
+        let (progress, errors) = ctx.pull_page(page).await.unwrap();
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(progress.counts.get("processed"), Some(&1));
+        assert_eq!(progress.counts.get("updated"), Some(&1));
+        assert_eq!(progress.counts.get("failed"), None);
+        // Both changes: the CRM's name and the edit that got there first.
+        let r = ctx.store.record(&id);
+        assert_eq!(r.fields["first_name"], "Adeline");
+        assert_eq!(r.fields["phone"], "+15550000");
+        assert_eq!(
+            ctx.store.links.lock().unwrap()[id.as_str()].crm_modified_ms,
+            2
+        );
+    }
+
+    #[tokio::test]
+    async fn a_write_that_keeps_losing_fails_for_this_run_only() {
+        let ctx = context(Memory::default(), false);
+        let id = linked(&ctx, "c1");
+        *ctx.store.interfere.lock().unwrap() = WRITE_ATTEMPTS;
+        let page = vec![crm("c1", "ada@example.com", "Adeline", 2)];
+        let (progress, errors) = ctx.pull_page(page).await.unwrap();
+        assert_eq!(progress.counts.get("processed"), Some(&1));
+        assert_eq!(progress.counts.get("failed"), Some(&1));
+        assert_eq!(progress.counts.get("updated"), None);
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].message.contains("changed during the sync"));
+        // The link is not advanced: the next run reconciles the record again.
+        assert_eq!(
+            ctx.store.links.lock().unwrap()[id.as_str()].crm_modified_ms,
+            1
+        );
+        assert_eq!(ctx.store.record(&id).fields["first_name"], "Ada");
+    }
+
+    #[tokio::test]
+    async fn a_person_another_pull_made_meanwhile_is_linked_not_made_twice() {
+        let ctx = context(Memory::default(), true);
+        let theirs = person(RecordId::generate(), "bob@example.com", "Bob");
+        *ctx.store.claimed_meanwhile.lock().unwrap() = Some(theirs.clone());
+        let page = vec![crm("c2", "Bob@Example.com", "Bob", 5)];
+        let (progress, errors) = ctx.pull_page(page).await.unwrap();
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(progress.counts.get("processed"), Some(&1));
+        assert_eq!(progress.counts.get("created"), None);
+        assert_eq!(ctx.store.records.lock().unwrap().len(), 1, "one record");
+        let links = ctx.store.links.lock().unwrap();
+        assert_eq!(links[theirs.id.as_str()].crm_id.as_deref(), Some("c2"));
+        let mine = derived_id(&ctx.task, &ctx.config, "c2");
+        assert!(!links.contains_key(mine.as_str()));
+    }
+
+    #[tokio::test]
+    async fn without_a_race_new_people_are_created_under_derived_ids() {
+        let ctx = context(Memory::default(), true);
+        let page = vec![
+            crm("c3", "cy@example.com", "Cy", 5),
+            crm("c4", "di@example.com", "Di", 5),
+        ];
+        let (progress, errors) = ctx.pull_page(page).await.unwrap();
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(progress.counts.get("created"), Some(&2));
+        for crm_id in ["c3", "c4"] {
+            let id = derived_id(&ctx.task, &ctx.config, crm_id);
+            assert_eq!(
+                ctx.store.links.lock().unwrap()[id.as_str()]
+                    .crm_id
+                    .as_deref(),
+                Some(crm_id)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_record_deleted_in_the_app_is_not_pulled_back() {
+        let ctx = context(Memory::default(), false);
+        // Pushed by this config without the marker, then deleted in the app.
+        let mut gone = person(RecordId::generate(), "eve@example.com", "Eve");
+        gone.deleted_at = Some(now());
+        ctx.store.insert(gone.clone());
+        ctx.store.links.lock().unwrap().insert(
+            gone.id.to_string(),
+            Link {
+                crm_id: Some("c5".into()),
+                ..Link::default()
+            },
+        );
+        let page = vec![crm("c5", "eve@example.com", "Eve", 9)];
+        let (progress, errors) = ctx.pull_page(page).await.unwrap();
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(progress.counts.get("skipped"), Some(&1));
+        assert_eq!(progress.counts.get("created"), None);
+        assert_eq!(ctx.store.records.lock().unwrap().len(), 1);
+        assert!(ctx.store.record(&gone.id).deleted_at.is_some());
     }
 }
