@@ -196,51 +196,10 @@ pub(super) async fn match_page(
 
 #[cfg(test)]
 mod tests {
+    use super::super::memory::Memory;
     use super::*;
     use crate::domain::now;
     use crate::sync::records::Source;
-
-    /// An in-memory store: records by id, this config's links by record id.
-    #[derive(Default)]
-    struct Memory {
-        records: BTreeMap<String, Record>,
-        links: BTreeMap<String, Link>,
-    }
-
-    impl MatchStore for Memory {
-        async fn records(
-            &self,
-            _tenant: &TenantId,
-            _entity: Entity,
-            ids: &[RecordId],
-        ) -> Result<Vec<Record>, StoreError> {
-            Ok(ids
-                .iter()
-                .filter_map(|id| self.records.get(id.as_str()).cloned())
-                .collect())
-        }
-
-        async fn ids_by_key(
-            &self,
-            _tenant: &TenantId,
-            _entity: Entity,
-            keys: &[String],
-        ) -> Result<HashMap<String, RecordId>, StoreError> {
-            Ok(self
-                .records
-                .values()
-                .filter_map(|r| Some((r.key()?, r.id.clone())))
-                .filter(|(k, _)| keys.contains(k))
-                .collect())
-        }
-
-        async fn links(&self, ids: &[RecordId]) -> Result<BTreeMap<String, Link>, StoreError> {
-            Ok(ids
-                .iter()
-                .filter_map(|id| Some((id.to_string(), self.links.get(id.as_str())?.clone())))
-                .collect())
-        }
-    }
 
     fn tenant() -> TenantId {
         TenantId::parse("acme").unwrap()
@@ -250,7 +209,7 @@ mod tests {
         RecordId::derived(&["acme", "scfg", "contacts", crm_id])
     }
 
-    fn app_record(mem: &mut Memory, email: &str) -> RecordId {
+    fn app_record(mem: &Memory, email: &str) -> RecordId {
         let id = RecordId::generate();
         let mut r = Record::new(id.clone(), tenant(), Entity::Contacts, now());
         let source = Source {
@@ -259,7 +218,7 @@ mod tests {
             at: now(),
         };
         r.set("email", Some(email), &source);
-        mem.records.insert(id.to_string(), r);
+        mem.insert(r);
         id
     }
 
@@ -297,9 +256,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_carried_id_wins_over_everything() {
-        let mut mem = Memory::default();
-        let mine = app_record(&mut mem, "ada@example.com");
-        let other = app_record(&mut mem, "grace@example.com");
+        let mem = Memory::default();
+        let mine = app_record(&mem, "ada@example.com");
+        let other = app_record(&mem, "grace@example.com");
         let page = [crm("1", Some(&mine))];
         let m = run(&mem, &page, &[mapped(Some("grace@example.com"))]).await;
         assert_eq!(m.candidate, vec![mine.clone()]);
@@ -309,10 +268,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_record_pulled_before_is_found_under_its_derived_id() {
-        let mut mem = Memory::default();
+        let mem = Memory::default();
         let id = derive("7");
         let r = Record::new(id.clone(), tenant(), Entity::Contacts, now());
-        mem.records.insert(id.to_string(), r);
+        mem.insert(r);
         let m = run(&mem, &[crm("7", None)], &[mapped(None)]).await;
         assert_eq!(m.candidate, vec![id.clone()]);
         assert!(m.existing.contains_key(id.as_str()));
@@ -320,8 +279,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_same_email_is_one_record_with_another_link_not_a_second_record() {
-        let mut mem = Memory::default();
-        let app = app_record(&mut mem, "Ada@Example.com");
+        let mem = Memory::default();
+        let app = app_record(&mem, "Ada@Example.com");
         // Linked in another config (another CRM): links here are this config's only.
         let page = [crm("hs-1", None)];
         let m = run(&mem, &page, &[mapped(Some(" ada@example.COM "))]).await;
@@ -331,9 +290,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_key_already_linked_to_another_crm_record_here_is_not_taken() {
-        let mut mem = Memory::default();
-        let app = app_record(&mut mem, "ada@example.com");
-        mem.links.insert(
+        let mem = Memory::default();
+        let app = app_record(&mem, "ada@example.com");
+        mem.links.lock().unwrap().insert(
             app.to_string(),
             Link {
                 crm_id: Some("sf-OTHER".into()),
@@ -360,12 +319,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_record_deleted_in_the_app_is_found_by_its_linked_crm_record_only() {
-        let mut mem = Memory::default();
-        let app = app_record(&mut mem, "ada@example.com");
-        if let Some(r) = mem.records.get_mut(app.as_str()) {
+        let mem = Memory::default();
+        let app = app_record(&mem, "ada@example.com");
+        if let Some(r) = mem.records.lock().unwrap().get_mut(app.as_str()) {
             r.deleted_at = Some(now());
         }
-        mem.links.insert(
+        mem.links.lock().unwrap().insert(
             app.to_string(),
             Link {
                 crm_id: Some("hs-1".into()),
@@ -384,7 +343,7 @@ mod tests {
         assert_eq!(m.candidate, vec![app.clone(), derive("hs-2")]);
         assert!(m.existing[app.as_str()].deleted_at.is_some());
         // Unlinked, a deleted record matches nothing.
-        mem.links.clear();
+        mem.links.lock().unwrap().clear();
         let m = run(&mem, &page[..1], &values[..1]).await;
         assert_eq!(m.candidate, vec![derive("hs-1")]);
         assert!(m.existing.is_empty());
@@ -392,8 +351,8 @@ mod tests {
 
     #[tokio::test]
     async fn no_key_no_match_and_strangers_get_derived_ids() {
-        let mut mem = Memory::default();
-        app_record(&mut mem, "ada@example.com");
+        let mem = Memory::default();
+        app_record(&mem, "ada@example.com");
         let page = [crm("1", None), crm("2", None)];
         let m = run(
             &mem,

@@ -43,6 +43,8 @@ use time::OffsetDateTime;
 
 mod chunk;
 mod matching;
+#[cfg(test)]
+mod memory;
 mod plan;
 mod pull;
 mod push;

@@ -1,0 +1,148 @@
+//! An in-memory store behind the engine's ports ([`MatchStore`], [`PageStore`]) for
+//! the unit tests of matching and of the pull page pipeline: records with their key
+//! markers (a deleted record keeps its marker, as in DynamoDB), this config's links,
+//! conflicts, and two ways to play another writer.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use super::matching::MatchStore;
+use super::pull::PageStore;
+use crate::domain::{RecordId, TenantId, now};
+use crate::store::StoreError;
+use crate::sync::links::Link;
+use crate::sync::records::{Record, Source};
+use crate::sync::runs::StoredConflict;
+use crate::sync::schema::Entity;
+
+/// The page pipeline's store in memory, with two ways to play another writer.
+#[derive(Default)]
+pub(super) struct Memory {
+    pub records: Mutex<BTreeMap<String, Record>>,
+    pub markers: Mutex<BTreeMap<String, RecordId>>,
+    pub links: Mutex<BTreeMap<String, Link>>,
+    pub conflicts: Mutex<Vec<StoredConflict>>,
+    /// Saves that find the record changed first (an API edit of its phone).
+    pub interfere: Mutex<usize>,
+    /// A record another config's pull creates just before this pull claims its key.
+    pub claimed_meanwhile: Mutex<Option<Record>>,
+}
+
+impl Memory {
+    pub fn insert(&self, r: Record) {
+        if let Some(k) = r.key() {
+            self.markers.lock().unwrap().insert(k, r.id.clone());
+        }
+        self.records.lock().unwrap().insert(r.id.to_string(), r);
+    }
+
+    fn live_holder(&self, key: &str) -> Option<RecordId> {
+        let id = self.markers.lock().unwrap().get(key).cloned()?;
+        let records = self.records.lock().unwrap();
+        let r = records.get(id.as_str())?;
+        (r.deleted_at.is_none() && r.key().as_deref() == Some(key)).then_some(id)
+    }
+
+    pub fn record(&self, id: &RecordId) -> Record {
+        self.records.lock().unwrap()[id.as_str()].clone()
+    }
+}
+
+impl MatchStore for Memory {
+    async fn records(
+        &self,
+        _tenant: &TenantId,
+        _entity: Entity,
+        ids: &[RecordId],
+    ) -> Result<Vec<Record>, StoreError> {
+        let records = self.records.lock().unwrap();
+        Ok(ids
+            .iter()
+            .filter_map(|id| records.get(id.as_str()).cloned())
+            .collect())
+    }
+
+    async fn ids_by_key(
+        &self,
+        _tenant: &TenantId,
+        _entity: Entity,
+        keys: &[String],
+    ) -> Result<HashMap<String, RecordId>, StoreError> {
+        let markers = self.markers.lock().unwrap();
+        Ok(keys
+            .iter()
+            .filter_map(|k| Some((k.clone(), markers.get(k)?.clone())))
+            .collect())
+    }
+
+    async fn links(&self, ids: &[RecordId]) -> Result<BTreeMap<String, Link>, StoreError> {
+        let links = self.links.lock().unwrap();
+        Ok(ids
+            .iter()
+            .filter_map(|id| Some((id.to_string(), links.get(id.as_str())?.clone())))
+            .collect())
+    }
+}
+
+impl PageStore for Memory {
+    async fn put_new(
+        &self,
+        records: &[Record],
+        claiming: bool,
+    ) -> Result<Vec<RecordId>, StoreError> {
+        if let Some(other) = self.claimed_meanwhile.lock().unwrap().take() {
+            self.insert(other);
+        }
+        let mut lost = Vec::new();
+        for r in records {
+            let held = r.key().and_then(|k| self.live_holder(&k));
+            if claiming && held.is_some_and(|h| h != r.id) {
+                lost.push(r.id.clone());
+            } else {
+                self.insert(r.clone());
+            }
+        }
+        Ok(lost)
+    }
+
+    async fn save(&self, r: &Record, _old_key: Option<&str>) -> Result<(), StoreError> {
+        let mut records = self.records.lock().unwrap();
+        let stored = records
+            .get_mut(r.id.as_str())
+            .ok_or(StoreError::ConditionFailed)?;
+        {
+            let mut interfere = self.interfere.lock().unwrap();
+            if *interfere > 0 {
+                *interfere -= 1;
+                let source = Source {
+                    origin: "app".into(),
+                    config_id: None,
+                    at: now(),
+                };
+                let phone = format!("+1555000{}", *interfere);
+                stored.set("phone", Some(phone.as_str()), &source);
+                stored.rev += 1;
+                stored.version += 1;
+                return Err(StoreError::ConditionFailed);
+            }
+        }
+        if stored.rev + 1 != r.rev {
+            return Err(StoreError::ConditionFailed);
+        }
+        *stored = r.clone();
+        Ok(())
+    }
+
+    async fn put_links(&self, links: &[(RecordId, Link)]) -> Result<(), StoreError> {
+        let mut held = self.links.lock().unwrap();
+        for (id, l) in links {
+            held.insert(id.to_string(), l.clone());
+        }
+        Ok(())
+    }
+
+    async fn open_conflict(&self, c: &StoredConflict) -> Result<(), StoreError> {
+        self.conflicts.lock().unwrap().push(c.clone());
+        Ok(())
+    }
+}
