@@ -65,51 +65,6 @@ impl Chunk<'_> {
     pub(super) async fn settle_writes(&mut self) -> Result<(), CrmError> {
         self.behind.settle().await.map_err(store)
     }
-
-    /// Writes links behind the next CRM request.
-    pub(super) async fn store_links(
-        &mut self,
-        links: Vec<(RecordId, Link)>,
-    ) -> Result<(), CrmError> {
-        if links.is_empty() {
-            return Ok(());
-        }
-        let store = self.links.clone();
-        self.write_behind(async move { store.put_many(&links).await })
-            .await
-    }
-
-    pub(super) async fn store_conflict(
-        &mut self,
-        r: &Record,
-        crm_id: &str,
-        fields: &[conflict::FieldConflict],
-        new_fields: usize,
-    ) -> Result<(), CrmError> {
-        self.progress.add("conflicts_detected", new_fields as u64);
-        let c = StoredConflict {
-            id: conflict_id(&self.config.id, self.task.entity, &r.id),
-            config_id: self.config.id.clone(),
-            provider: self.provider.clone(),
-            entity: self.task.entity,
-            record_id: r.id.clone(),
-            crm_id: crm_id.to_owned(),
-            fields: fields.to_vec(),
-            status: "open".into(),
-            detected_at: now(),
-            settled_at: None,
-            resolution: BTreeMap::new(),
-        };
-        if self
-            .runs
-            .put_conflict(&self.task.tenant, &c)
-            .await
-            .map_err(store)?
-        {
-            publish_conflict(&self.events, self.task, &c).await;
-        }
-        Ok(())
-    }
 }
 
 /// Does one chunk of a run: the worker's unit of work. `redelivered`: the queue has

@@ -8,11 +8,18 @@ use std::sync::Mutex;
 
 use super::matching::MatchStore;
 use super::pull::PageStore;
-use crate::domain::{RecordId, TenantId, now};
+use crate::domain::{
+    ConnectionId, JobId, MappingId, RecordId, SyncConfigId, SyncLogId, TenantId, UserId, now,
+};
 use crate::store::StoreError;
+use crate::sync::config::{
+    ConfigStatus, FieldMapping, Frequency, SyncConfig, SyncDirection, SyncOptions,
+};
+use crate::sync::conflict::{Direction, Strategy};
 use crate::sync::links::Link;
 use crate::sync::records::{Record, Source};
 use crate::sync::runs::StoredConflict;
+use crate::sync::runs::{Phase, Task};
 use crate::sync::schema::Entity;
 
 /// The page pipeline's store in memory, with two ways to play another writer.
@@ -145,4 +152,79 @@ impl PageStore for Memory {
         self.conflicts.lock().unwrap().push(c.clone());
         Ok(())
     }
+}
+
+/// The tenant of the tests.
+pub fn tenant() -> TenantId {
+    TenantId::parse("acme").unwrap()
+}
+
+/// A HubSpot contacts config mapping email, first name and phone both ways, creating
+/// missing records, last write wins.
+pub fn config(direction: SyncDirection) -> SyncConfig {
+    let mapping = |field: &str| FieldMapping {
+        id: MappingId::generate(),
+        entity: Entity::Contacts,
+        crm_field: field.into(),
+        app_field: field.into(),
+        direction: Direction::Bidirectional,
+        transform: None,
+        push_transform: None,
+    };
+    SyncConfig {
+        id: SyncConfigId::generate(),
+        tenant: tenant(),
+        connection_id: ConnectionId::generate(),
+        provider: "hubspot".into(),
+        name: "n".into(),
+        direction,
+        frequency: Frequency::Manual,
+        entities: vec![Entity::Contacts],
+        filters: vec![],
+        conflict_strategy: Strategy::LastWriteWins,
+        options: SyncOptions {
+            create_missing: true,
+            ..SyncOptions::default()
+        },
+        status: ConfigStatus::Active,
+        mappings: ["email", "first_name", "phone"].map(mapping).to_vec(),
+        schedule_name: None,
+        last_job: None,
+        created_at: now(),
+        created_by: UserId::parse("u").unwrap(),
+        updated_at: now(),
+        version: 1,
+    }
+}
+
+/// A chunk's task of `config`'s contacts.
+pub fn task(config: &SyncConfig, phase: Phase) -> Task {
+    Task {
+        tenant: tenant(),
+        config_id: config.id.clone(),
+        job_id: JobId::generate(),
+        log_id: SyncLogId::generate(),
+        entity: Entity::Contacts,
+        phase,
+        seq: 0,
+        cursor: None,
+        push_cursor: None,
+        then_push: false,
+        only: None,
+    }
+}
+
+/// An app contact (version and revision 1).
+pub fn person(id: RecordId, email: &str, first: &str) -> Record {
+    let source = Source {
+        origin: "app".into(),
+        config_id: None,
+        at: now(),
+    };
+    let mut r = Record::new(id, tenant(), Entity::Contacts, now());
+    r.set("email", Some(email), &source);
+    r.set("first_name", Some(first), &source);
+    r.version = 1;
+    r.rev = 1;
+    r
 }

@@ -2,11 +2,15 @@
 //! (the worker, [`chunk`]): a chunk pulls ([`pull`]) or pushes ([`push`]); which app
 //! record a CRM record is, is [`matching`]'s.
 //!
-//! A pull page's pipeline — matching, reconciling, the conditional writes and their
-//! retries, key claims, links and conflicts — reaches the store through two narrow
-//! ports, `matching::MatchStore` (what it reads) and `pull::PageStore` (what it
-//! writes), and is unit-tested against an in-memory store; the chunk around it (CRM
-//! paging, checkpoints, the push) speaks to the concrete store and `CrmClient`.
+//! The page work goes through narrow ports and is unit-tested in memory
+//! (`memory.rs`): a pull page's pipeline — matching, reconciling, the conditional
+//! writes and their retries, key claims, links and conflicts — reaches the store
+//! through `matching::MatchStore` (what it reads) and `pull::PageStore` (what it
+//! writes); a push page (`push::PagePush`: creates, lookups of lost creates, updates
+//! with their conflict check, deletes) reaches the CRM through `push::CrmWrites` and
+//! the store through `push::PushStore`, with a fake CRM in its tests. The chunk around
+//! them (CRM paging, checkpoints, run logs) speaks to the concrete store and
+//! `CrmClient`.
 //!
 //! A run of a config is one job with one log per entity. Each entity's work is a
 //! chain of SQS messages ([`Task`]): pull chunks walk the CRM from the checkpoint,

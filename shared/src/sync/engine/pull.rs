@@ -787,65 +787,14 @@ impl<S: PageStore> PullContext<S> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::memory::Memory;
+    use super::super::memory::{self, Memory, person};
     use super::*;
-    use crate::domain::{ConnectionId, MappingId, SyncConfigId, TenantId, UserId};
-    use crate::sync::config::{FieldMapping, Frequency, SyncOptions};
-
-    fn tenant() -> TenantId {
-        TenantId::parse("acme").unwrap()
-    }
 
     fn context(store: Memory, crowded: bool) -> PullContext<Memory> {
-        let mapping = |field: &str| FieldMapping {
-            id: MappingId::generate(),
-            entity: Entity::Contacts,
-            crm_field: field.into(),
-            app_field: field.into(),
-            direction: Direction::Bidirectional,
-            transform: None,
-            push_transform: None,
-        };
-        let config = SyncConfig {
-            id: SyncConfigId::generate(),
-            tenant: tenant(),
-            connection_id: ConnectionId::generate(),
-            provider: "hubspot".into(),
-            name: "n".into(),
-            direction: SyncDirection::Bidirectional,
-            frequency: Frequency::Manual,
-            entities: vec![Entity::Contacts],
-            filters: vec![],
-            conflict_strategy: Strategy::LastWriteWins,
-            options: SyncOptions {
-                create_missing: true,
-                ..SyncOptions::default()
-            },
-            status: ConfigStatus::Active,
-            mappings: ["email", "first_name", "phone"].map(mapping).to_vec(),
-            schedule_name: None,
-            last_job: None,
-            created_at: now(),
-            created_by: UserId::parse("u").unwrap(),
-            updated_at: now(),
-            version: 1,
-        };
-        let task = Task {
-            tenant: tenant(),
-            config_id: config.id.clone(),
-            job_id: JobId::generate(),
-            log_id: SyncLogId::generate(),
-            entity: Entity::Contacts,
-            phase: Phase::Pull,
-            seq: 0,
-            cursor: None,
-            push_cursor: None,
-            then_push: false,
-            only: None,
-        };
+        let config = memory::config(SyncDirection::Bidirectional);
         PullContext {
             mapper: Mapper::new(config.mappings_of(Entity::Contacts)),
-            task,
+            task: memory::task(&config, Phase::Pull),
             config,
             provider: "hubspot".into(),
             crowded,
@@ -862,20 +811,6 @@ mod tests {
             ]),
             modified_ms,
         }
-    }
-
-    fn person(id: RecordId, email: &str, first: &str) -> Record {
-        let source = Source {
-            origin: "app".into(),
-            config_id: None,
-            at: now(),
-        };
-        let mut r = Record::new(id, tenant(), Entity::Contacts, now());
-        r.set("email", Some(email), &source);
-        r.set("first_name", Some(first), &source);
-        r.version = 1;
-        r.rev = 1;
-        r
     }
 
     /// A record pulled before (linked, base as the CRM had it), now changed in the CRM.

@@ -3,6 +3,7 @@
 //! what was written.
 
 use super::*;
+use crate::sync::crm::WriteValues;
 
 impl Chunk<'_> {
     pub(super) async fn push(&mut self) -> Result<Option<Task>, CrmError> {
@@ -123,7 +124,189 @@ impl Chunk<'_> {
         }
     }
 
+    /// Pushes one page of app records (see [`PagePush`]).
     pub(super) async fn push_page(
+        &mut self,
+        records: Vec<Record>,
+        links: BTreeMap<String, Link>,
+    ) -> Result<(), CrmError> {
+        let mut store = ChunkStore {
+            behind: &mut self.behind,
+            links: &self.links,
+            runs: &self.runs,
+            events: &self.events,
+            task: self.task,
+        };
+        PagePush {
+            task: self.task,
+            config: &self.config,
+            mapper: &self.mapper,
+            provider: &self.provider,
+            crm: &mut self.crm,
+            store: &mut store,
+            progress: &mut self.progress,
+            errors: &mut self.errors,
+        }
+        .run(records, links)
+        .await
+    }
+}
+
+/// What a push page asks of the CRM: the CRM client's narrow port (a fake CRM in the
+/// unit tests).
+pub(super) trait CrmWrites {
+    /// Which CRM (its batch size, key fields).
+    fn kind(&self) -> CrmKind;
+    /// Whether the object carries the marker field (known once ensured).
+    fn has_marker(&self, entity: Entity) -> bool;
+    /// Creates records, one outcome each.
+    async fn create(
+        &mut self,
+        entity: Entity,
+        inputs: &[(String, WriteValues)],
+    ) -> Result<Vec<WriteOutcome>, CrmError>;
+    /// Updates records by CRM id, one outcome each.
+    async fn update(
+        &mut self,
+        entity: Entity,
+        inputs: &[(String, WriteValues)],
+    ) -> Result<Vec<WriteOutcome>, CrmError>;
+    /// Reads records by CRM id (missing ones left out).
+    async fn read(
+        &mut self,
+        entity: Entity,
+        ids: &[String],
+        fields: &[String],
+    ) -> Result<Vec<CrmRecord>, CrmError>;
+    /// App id → CRM id of the records carrying these app ids.
+    async fn find_by_marker(
+        &mut self,
+        entity: Entity,
+        app_ids: &[String],
+    ) -> Result<BTreeMap<String, String>, CrmError>;
+    /// Key → CRM id of the records holding these keys.
+    async fn find_by_key(
+        &mut self,
+        entity: Entity,
+        keys: &[String],
+    ) -> Result<BTreeMap<String, String>, CrmError>;
+    /// Deletes records by CRM id.
+    async fn delete(&mut self, entity: Entity, ids: &[String]) -> Result<(), CrmError>;
+}
+
+impl CrmWrites for CrmClient<'_> {
+    fn kind(&self) -> CrmKind {
+        CrmClient::kind(self)
+    }
+
+    fn has_marker(&self, entity: Entity) -> bool {
+        CrmClient::has_marker(self, entity)
+    }
+
+    async fn create(
+        &mut self,
+        entity: Entity,
+        inputs: &[(String, WriteValues)],
+    ) -> Result<Vec<WriteOutcome>, CrmError> {
+        CrmClient::create(self, entity, inputs).await
+    }
+
+    async fn update(
+        &mut self,
+        entity: Entity,
+        inputs: &[(String, WriteValues)],
+    ) -> Result<Vec<WriteOutcome>, CrmError> {
+        CrmClient::update(self, entity, inputs).await
+    }
+
+    async fn read(
+        &mut self,
+        entity: Entity,
+        ids: &[String],
+        fields: &[String],
+    ) -> Result<Vec<CrmRecord>, CrmError> {
+        CrmClient::read(self, entity, ids, fields).await
+    }
+
+    async fn find_by_marker(
+        &mut self,
+        entity: Entity,
+        app_ids: &[String],
+    ) -> Result<BTreeMap<String, String>, CrmError> {
+        CrmClient::find_by_marker(self, entity, app_ids).await
+    }
+
+    async fn find_by_key(
+        &mut self,
+        entity: Entity,
+        keys: &[String],
+    ) -> Result<BTreeMap<String, String>, CrmError> {
+        CrmClient::find_by_key(self, entity, keys).await
+    }
+
+    async fn delete(&mut self, entity: Entity, ids: &[String]) -> Result<(), CrmError> {
+        CrmClient::delete(self, entity, ids).await
+    }
+}
+
+/// Where a push page's links and conflicts go.
+pub(super) trait PushStore {
+    /// Writes links (behind the next CRM request, in the chunk).
+    async fn store_links(&mut self, links: Vec<(RecordId, Link)>) -> Result<(), CrmError>;
+    /// Stores a conflict and, when it is new or changed, tells the bus.
+    async fn open_conflict(&mut self, c: StoredConflict) -> Result<(), CrmError>;
+}
+
+/// The chunk's side of [`PushStore`]: links behind the CRM requests, conflicts in the
+/// runs store and on the bus.
+pub(super) struct ChunkStore<'s> {
+    behind: &'s mut WriteBehind,
+    links: &'s Links,
+    runs: &'s Runs,
+    events: &'s crate::events::EventPublisher,
+    task: &'s Task,
+}
+
+impl PushStore for ChunkStore<'_> {
+    async fn store_links(&mut self, links: Vec<(RecordId, Link)>) -> Result<(), CrmError> {
+        if links.is_empty() {
+            return Ok(());
+        }
+        let store = self.links.clone();
+        self.behind
+            .push(async move { store.put_many(&links).await })
+            .await
+            .map_err(super::store)
+    }
+
+    async fn open_conflict(&mut self, c: StoredConflict) -> Result<(), CrmError> {
+        if self
+            .runs
+            .put_conflict(&self.task.tenant, &c)
+            .await
+            .map_err(super::store)?
+        {
+            publish_conflict(self.events, self.task, &c).await;
+        }
+        Ok(())
+    }
+}
+
+/// One page of app records pushed: classified into creates, updates and deletes, sent
+/// in the CRM's batches, linked. It reaches the CRM and the store through their ports.
+pub(super) struct PagePush<'p, C, S> {
+    pub task: &'p Task,
+    pub config: &'p SyncConfig,
+    pub mapper: &'p Mapper,
+    pub provider: &'p str,
+    pub crm: &'p mut C,
+    pub store: &'p mut S,
+    pub progress: &'p mut Progress,
+    pub errors: &'p mut Vec<RecordError>,
+}
+
+impl<C: CrmWrites, S: PushStore> PagePush<'_, C, S> {
+    pub(super) async fn run(
         &mut self,
         records: Vec<Record>,
         links: BTreeMap<String, Link>,
@@ -202,7 +385,9 @@ impl Chunk<'_> {
                     self.unmarked_creates(batch, &mut new_links).await?
                 };
                 if batch.is_empty() {
-                    self.store_links(std::mem::take(&mut new_links)).await?;
+                    self.store
+                        .store_links(std::mem::take(&mut new_links))
+                        .await?;
                     continue;
                 }
                 let inputs: Vec<(String, BTreeMap<String, Option<String>>)> = batch
@@ -274,7 +459,9 @@ impl Chunk<'_> {
                         }
                     }
                 }
-                self.store_links(std::mem::take(&mut new_links)).await?;
+                self.store
+                    .store_links(std::mem::take(&mut new_links))
+                    .await?;
             }
         }
         // Updates: in a bidirectional config, the CRM's current values are read first
@@ -338,7 +525,7 @@ impl Chunk<'_> {
                         .filter(|c| !link.conflicted.contains(&c.field))
                         .count();
                     if new_fields > 0 {
-                        self.store_conflict(&r, &crm_id, &plan.conflicts, new_fields)
+                        self.open_conflict(&r, &crm_id, &plan.conflicts, new_fields)
                             .await?;
                         for c in &plan.conflicts {
                             link.conflicted.insert(c.field.clone());
@@ -398,7 +585,9 @@ impl Chunk<'_> {
                     }
                     new_links.push((id, link));
                 }
-                self.store_links(std::mem::take(&mut new_links)).await?;
+                self.store
+                    .store_links(std::mem::take(&mut new_links))
+                    .await?;
             }
         }
         if !deletes.is_empty() {
@@ -417,7 +606,7 @@ impl Chunk<'_> {
                 new_links.push((id, l));
             }
         }
-        self.store_links(new_links).await
+        self.store.store_links(new_links).await
     }
 
     /// The key (email / domain) a create sends the CRM (its CRM view), lower-cased.
@@ -521,6 +710,31 @@ impl Chunk<'_> {
             at: now(),
         });
     }
+
+    /// Counts and stores a conflict found before an update.
+    async fn open_conflict(
+        &mut self,
+        r: &Record,
+        crm_id: &str,
+        fields: &[conflict::FieldConflict],
+        new_fields: usize,
+    ) -> Result<(), CrmError> {
+        self.progress.add("conflicts_detected", new_fields as u64);
+        let c = StoredConflict {
+            id: conflict_id(&self.config.id, self.task.entity, &r.id),
+            config_id: self.config.id.clone(),
+            provider: self.provider.to_owned(),
+            entity: self.task.entity,
+            record_id: r.id.clone(),
+            crm_id: crm_id.to_owned(),
+            fields: fields.to_vec(),
+            status: "open".into(),
+            detected_at: now(),
+            settled_at: None,
+            resolution: BTreeMap::new(),
+        };
+        self.store.open_conflict(c).await
+    }
 }
 
 /// A push create: the record, its app values and the CRM values it sends.
@@ -576,7 +790,359 @@ pub(super) async fn push_read(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::VecDeque;
+
+    use super::super::memory::{self, person};
     use super::*;
+
+    /// A CRM that answers what the test says and remembers what it was asked.
+    #[derive(Default)]
+    struct FakeCrm {
+        marked: bool,
+        creates: VecDeque<WriteOutcome>,
+        updates: VecDeque<WriteOutcome>,
+        records: BTreeMap<String, CrmRecord>,
+        by_marker: BTreeMap<String, String>,
+        by_key: BTreeMap<String, String>,
+        created: Vec<(String, WriteValues)>,
+        updated: Vec<(String, WriteValues)>,
+        deleted: Vec<String>,
+    }
+
+    impl CrmWrites for FakeCrm {
+        fn kind(&self) -> CrmKind {
+            CrmKind::of("hubspot").unwrap()
+        }
+
+        fn has_marker(&self, _entity: Entity) -> bool {
+            self.marked
+        }
+
+        async fn create(
+            &mut self,
+            _entity: Entity,
+            inputs: &[(String, WriteValues)],
+        ) -> Result<Vec<WriteOutcome>, CrmError> {
+            self.created.extend(inputs.iter().cloned());
+            Ok(inputs
+                .iter()
+                .map(|(id, _)| {
+                    self.creates
+                        .pop_front()
+                        .unwrap_or_else(|| WriteOutcome::Done(format!("crm-{id}")))
+                })
+                .collect())
+        }
+
+        async fn update(
+            &mut self,
+            _entity: Entity,
+            inputs: &[(String, WriteValues)],
+        ) -> Result<Vec<WriteOutcome>, CrmError> {
+            self.updated.extend(inputs.iter().cloned());
+            Ok(inputs
+                .iter()
+                .map(|(id, _)| {
+                    self.updates
+                        .pop_front()
+                        .unwrap_or_else(|| WriteOutcome::Done(id.clone()))
+                })
+                .collect())
+        }
+
+        async fn read(
+            &mut self,
+            _entity: Entity,
+            ids: &[String],
+            _fields: &[String],
+        ) -> Result<Vec<CrmRecord>, CrmError> {
+            Ok(ids
+                .iter()
+                .filter_map(|id| self.records.get(id).cloned())
+                .collect())
+        }
+
+        async fn find_by_marker(
+            &mut self,
+            _entity: Entity,
+            app_ids: &[String],
+        ) -> Result<BTreeMap<String, String>, CrmError> {
+            Ok(app_ids
+                .iter()
+                .filter_map(|a| Some((a.clone(), self.by_marker.get(a)?.clone())))
+                .collect())
+        }
+
+        async fn find_by_key(
+            &mut self,
+            _entity: Entity,
+            keys: &[String],
+        ) -> Result<BTreeMap<String, String>, CrmError> {
+            Ok(keys
+                .iter()
+                .filter_map(|k| Some((k.clone(), self.by_key.get(k)?.clone())))
+                .collect())
+        }
+
+        async fn delete(&mut self, _entity: Entity, ids: &[String]) -> Result<(), CrmError> {
+            self.deleted.extend(ids.iter().cloned());
+            Ok(())
+        }
+    }
+
+    /// Links and conflicts as the page stores them.
+    #[derive(Default)]
+    struct Stash {
+        links: BTreeMap<String, Link>,
+        conflicts: Vec<StoredConflict>,
+    }
+
+    impl PushStore for Stash {
+        async fn store_links(&mut self, links: Vec<(RecordId, Link)>) -> Result<(), CrmError> {
+            for (id, l) in links {
+                self.links.insert(id.to_string(), l);
+            }
+            Ok(())
+        }
+
+        async fn open_conflict(&mut self, c: StoredConflict) -> Result<(), CrmError> {
+            self.conflicts.push(c);
+            Ok(())
+        }
+    }
+
+    /// Pushes `records` (with `links`) through a [`PagePush`] of a fresh config.
+    async fn push(
+        direction: SyncDirection,
+        crm: &mut FakeCrm,
+        records: Vec<Record>,
+        links: BTreeMap<String, Link>,
+        propagate_deletes: bool,
+    ) -> (Stash, Progress, Vec<RecordError>) {
+        let mut config = memory::config(direction);
+        config.options.propagate_deletes = propagate_deletes;
+        let task = memory::task(&config, Phase::Push);
+        let mapper = Mapper::new(config.mappings_of(Entity::Contacts));
+        let (mut stash, mut progress, mut errors) =
+            (Stash::default(), Progress::default(), Vec::new());
+        PagePush {
+            task: &task,
+            config: &config,
+            mapper: &mapper,
+            provider: "hubspot",
+            crm,
+            store: &mut stash,
+            progress: &mut progress,
+            errors: &mut errors,
+        }
+        .run(records, links)
+        .await
+        .unwrap();
+        (stash, progress, errors)
+    }
+
+    fn count(p: &Progress, name: &str) -> u64 {
+        p.counts.get(name).copied().unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn creates_carry_the_app_id_and_every_outcome_is_linked_or_reported() {
+        let people: Vec<Record> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|n| person(RecordId::generate(), &format!("{n}@example.com"), n))
+            .collect();
+        let mut crm = FakeCrm {
+            marked: true,
+            creates: VecDeque::from([
+                WriteOutcome::Done("crm-a".into()),
+                WriteOutcome::Exists(Some("crm-b".into())),
+                WriteOutcome::Exists(None),
+                WriteOutcome::Failed("INVALID_EMAIL".into()),
+            ]),
+            ..FakeCrm::default()
+        };
+        crm.by_marker
+            .insert(people[2].id.to_string(), "crm-c".into());
+        let (stash, progress, errors) = push(
+            SyncDirection::Push,
+            &mut crm,
+            people.clone(),
+            BTreeMap::new(),
+            false,
+        )
+        .await;
+        // Each create sent its app id as the marker.
+        assert_eq!(crm.created.len(), 4);
+        for ((app_id, values), r) in crm.created.iter().zip(&people) {
+            assert_eq!(app_id, r.id.as_str());
+            assert_eq!(
+                values["email"].as_deref(),
+                r.fields.get("email").map(String::as_str)
+            );
+        }
+        assert_eq!(count(&progress, "created"), 2, "{progress:?}");
+        assert_eq!(count(&progress, "skipped"), 1);
+        assert_eq!(count(&progress, "failed"), 1);
+        let link = |r: &Record| stash.links.get(r.id.as_str()).cloned();
+        assert_eq!(link(&people[0]).unwrap().crm_id.as_deref(), Some("crm-a"));
+        assert_eq!(
+            link(&people[0]).unwrap().base["first_name"].as_deref(),
+            Some("a")
+        );
+        // An existing record is linked with an empty base (the next pull reconciles).
+        assert_eq!(link(&people[1]).unwrap().crm_id.as_deref(), Some("crm-b"));
+        assert!(link(&people[1]).unwrap().base.is_empty());
+        // A duplicate without a name is found by its marker.
+        assert_eq!(link(&people[2]).unwrap().crm_id.as_deref(), Some("crm-c"));
+        assert!(link(&people[3]).is_none());
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].message, "INVALID_EMAIL");
+        assert_eq!(errors[0].record_id.as_deref(), Some(people[3].id.as_str()));
+    }
+
+    #[tokio::test]
+    async fn without_the_marker_creates_are_looked_up_by_key_first() {
+        let known = person(RecordId::generate(), "Known@Example.com", "K");
+        let new = person(RecordId::generate(), "new@example.com", "N");
+        let mut keyless = person(RecordId::generate(), "x@example.com", "X");
+        keyless.fields.remove("email");
+        let mut crm = FakeCrm::default();
+        crm.by_key
+            .insert("known@example.com".into(), "crm-known".into());
+        let (stash, progress, errors) = push(
+            SyncDirection::Push,
+            &mut crm,
+            vec![known.clone(), new.clone(), keyless.clone()],
+            BTreeMap::new(),
+            false,
+        )
+        .await;
+        assert_eq!(crm.created.len(), 1, "only the new one is created");
+        assert_eq!(crm.created[0].0, new.id.to_string());
+        assert_eq!(
+            stash.links[known.id.as_str()].crm_id.as_deref(),
+            Some("crm-known")
+        );
+        assert!(stash.links.contains_key(new.id.as_str()));
+        assert!(!stash.links.contains_key(keyless.id.as_str()));
+        assert_eq!(count(&progress, "failed"), 1);
+        assert!(errors[0].message.contains("without the marker field"));
+    }
+
+    #[tokio::test]
+    async fn updates_send_only_app_changes_and_a_crm_side_change_is_a_conflict() {
+        let mut r = person(RecordId::generate(), "ada@example.com", "Adeline");
+        r.updated_at = now();
+        let base: Values = [
+            ("email", "ada@example.com"),
+            ("first_name", "Ada"),
+            ("phone", "1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), Some(v.to_owned())))
+        .collect();
+        let links = BTreeMap::from([(
+            r.id.to_string(),
+            Link {
+                crm_id: Some("crm-1".into()),
+                base: base.clone(),
+                synced_version: 1,
+                ..Link::default()
+            },
+        )]);
+        // One way: the app's new name goes out; its cleared phone too.
+        let mut crm = FakeCrm::default();
+        let (stash, progress, _) = push(
+            SyncDirection::Push,
+            &mut crm,
+            vec![r.clone()],
+            links.clone(),
+            false,
+        )
+        .await;
+        assert_eq!(crm.updated.len(), 1);
+        let (crm_id, sent) = &crm.updated[0];
+        assert_eq!(crm_id, "crm-1");
+        assert_eq!(sent["first_name"].as_deref(), Some("Adeline"));
+        assert_eq!(sent.get("phone"), Some(&None));
+        assert!(!sent.contains_key("email"), "unchanged fields are not sent");
+        assert_eq!(count(&progress, "updated"), 1);
+        let link = &stash.links[r.id.as_str()];
+        assert_eq!(link.base["first_name"].as_deref(), Some("Adeline"));
+
+        // Both ways: the CRM changed the name too since the last sync (later than the
+        // app, last write wins): nothing is overwritten there, and the conflict waits
+        // for the next pull rather than being pushed.
+        let mut crm = FakeCrm::default();
+        crm.records.insert(
+            "crm-1".into(),
+            CrmRecord {
+                id: "crm-1".into(),
+                values: BTreeMap::from([
+                    ("email".to_owned(), "ada@example.com".to_owned()),
+                    ("first_name".to_owned(), "Ada Lovelace".to_owned()),
+                    ("phone".to_owned(), "1".to_owned()),
+                ]),
+                modified_ms: (now().unix_timestamp() + 60) * 1000,
+            },
+        );
+        let (_, _, _) = push(
+            SyncDirection::Bidirectional,
+            &mut crm,
+            vec![r.clone()],
+            links,
+            false,
+        )
+        .await;
+        assert_eq!(crm.updated.len(), 1, "the phone still goes out");
+        let sent = &crm.updated[0].1;
+        assert_eq!(sent.get("phone"), Some(&None));
+        assert!(
+            !sent.contains_key("first_name"),
+            "the CRM's later name stays: {sent:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_record_gone_from_the_crm_is_marked_and_app_deletes_follow_the_option() {
+        let kept = person(RecordId::generate(), "k@example.com", "Changed");
+        let mut gone = person(RecordId::generate(), "g@example.com", "G");
+        gone.deleted_at = Some(now());
+        let link = |crm_id: &str| Link {
+            crm_id: Some(crm_id.into()),
+            base: BTreeMap::from([("first_name".to_owned(), Some("Old".to_owned()))]),
+            synced_version: 1,
+            ..Link::default()
+        };
+        let links = BTreeMap::from([
+            (kept.id.to_string(), link("crm-k")),
+            (gone.id.to_string(), link("crm-g")),
+        ]);
+        for propagate in [false, true] {
+            let mut crm = FakeCrm {
+                updates: VecDeque::from([WriteOutcome::Failed("gone".into())]),
+                ..FakeCrm::default()
+            };
+            let (stash, progress, errors) = push(
+                SyncDirection::Push,
+                &mut crm,
+                vec![kept.clone(), gone.clone()],
+                links.clone(),
+                propagate,
+            )
+            .await;
+            assert!(errors.is_empty(), "{errors:?}");
+            assert!(stash.links[kept.id.as_str()].crm_deleted);
+            assert!(stash.links[gone.id.as_str()].app_deleted);
+            if propagate {
+                assert_eq!(crm.deleted, ["crm-g"]);
+                assert_eq!(count(&progress, "deleted"), 1);
+            } else {
+                assert!(crm.deleted.is_empty());
+                assert_eq!(count(&progress, "skipped"), 2, "{progress:?}");
+            }
+        }
+    }
 
     #[test]
     fn push_pages_are_five_batches_of_the_crm_at_most_five_hundred_records() {
