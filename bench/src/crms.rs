@@ -23,7 +23,7 @@ use conduit::sync::config::{Configs, SyncConfig, SyncDirection};
 use conduit::sync::runs::RunStatus;
 use sandbox::providers::dynamics365_crm::DynTable;
 use sandbox::providers::zoho_crm::ZohoModule;
-use sandbox::{OAuthProvider, OAuthUser, PdObject};
+use sandbox::{OAuthProvider, OAuthUser, PdObject, SfObject};
 use serde_json::json;
 
 use crate::alloc;
@@ -32,6 +32,8 @@ use crate::sync::{Way, contacts_config, oauth_connect, seed_app_records, trigger
 /// A CRM the bench runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Crm {
+    /// Salesforce.
+    Salesforce,
     /// Zoho CRM.
     Zoho,
     /// Dynamics 365 (Dataverse).
@@ -41,7 +43,7 @@ pub enum Crm {
 }
 
 /// Every CRM of this bench.
-pub const ALL: [Crm; 3] = [Crm::Zoho, Crm::Dynamics, Crm::Pipedrive];
+pub const ALL: [Crm; 4] = [Crm::Salesforce, Crm::Zoho, Crm::Dynamics, Crm::Pipedrive];
 
 /// Pipedrive's burst limit as the catalogue paces it: 80 requests per 2 s per token.
 const PIPEDRIVE_REQUESTS_PER_S: f64 = 40.0;
@@ -54,6 +56,7 @@ impl Crm {
     /// The catalogue provider.
     pub fn provider(self) -> &'static str {
         match self {
+            Crm::Salesforce => "salesforce",
             Crm::Zoho => "zoho",
             Crm::Dynamics => "dynamics365",
             Crm::Pipedrive => "pipedrive",
@@ -67,6 +70,7 @@ impl Crm {
 
     fn name(self) -> &'static str {
         match self {
+            Crm::Salesforce => "Salesforce",
             Crm::Zoho => "Zoho",
             Crm::Dynamics => "Dynamics 365",
             Crm::Pipedrive => "Pipedrive",
@@ -76,6 +80,16 @@ impl Crm {
     /// (CRM field, app field) pairs synced (the app fields `seed_app_records` fills).
     fn fields(self) -> &'static [(&'static str, &'static str)] {
         match self {
+            Crm::Salesforce => &[
+                ("Email", "email"),
+                ("FirstName", "first_name"),
+                ("LastName", "last_name"),
+                ("Phone", "phone"),
+                ("MobilePhone", "mobile_phone"),
+                ("Title", "job_title"),
+                ("MailingCity", "city"),
+                ("MailingCountry", "country"),
+            ],
             Crm::Zoho => &[
                 ("Email", "email"),
                 ("First_Name", "first_name"),
@@ -111,6 +125,9 @@ impl Crm {
         match (self, way) {
             // Credits per rolling 24 hours and a concurrency cap; no rate.
             (Crm::Zoho, _) => None,
+            // API requests per rolling 24 hours and 25 long-running requests at once;
+            // no rate.
+            (Crm::Salesforce, _) => None,
             // 500 rows a page; a `$batch` of 100 writes is one request (its 100
             // operations' 2 s of execution time leave a 5-minute window room for
             // 60,000 records; beyond, 200 records/s).
@@ -137,6 +154,12 @@ impl Crm {
                     credits as f64 / 50_000.0
                 )
             }
+            // The org's 24-hour API request allocation (the catalogue's 15,000: a
+            // Developer Edition's; Enterprise has 100,000 plus 1,000 a licence).
+            Crm::Salesforce => format!(
+                "{requests} API requests of 15,000 a day: {:.4}",
+                requests as f64 / 15_000.0
+            ),
             Crm::Dynamics | Crm::Pipedrive => format!("{requests} requests"),
         }
     }
@@ -144,6 +167,10 @@ impl Crm {
     fn user(self, tenant: &str, n: u64) -> OAuthUser {
         let email = format!("{tenant}@bench.test");
         match self {
+            Crm::Salesforce => OAuthUser {
+                org_id: format!("00DBE{n:010}AAA"),
+                ..OAuthUser::new(OAuthProvider::Salesforce, email)
+            },
             Crm::Zoho => OAuthUser {
                 org_id: format!("{}", 780_000_000 + n),
                 ..OAuthUser::new(OAuthProvider::Zoho, email)
@@ -163,7 +190,7 @@ impl Crm {
     /// More of the OAuth start body (the environment's fields).
     fn start_fields(self, user: &OAuthUser) -> Option<serde_json::Value> {
         match self {
-            Crm::Zoho | Crm::Pipedrive => None,
+            Crm::Salesforce | Crm::Zoho | Crm::Pipedrive => None,
             Crm::Dynamics => {
                 let org = user.environment_host.split('.').next().unwrap_or_default();
                 Some(json!({"org": org, "crm_region": "crm"}))
@@ -173,6 +200,11 @@ impl Crm {
 
     fn seed(self, env: &devhost::LocalEnv, user: &OAuthUser, n: usize) {
         match self {
+            Crm::Salesforce => {
+                env.sandbox
+                    .state()
+                    .seed_salesforce(&user.org_id, SfObject::Contact, n);
+            }
             Crm::Zoho => {
                 env.sandbox
                     .state()
@@ -197,6 +229,17 @@ impl Crm {
     /// (records, records carrying an app id in the marker) the CRM holds.
     fn held(self, env: &devhost::LocalEnv, user: &OAuthUser) -> (usize, usize) {
         match self {
+            Crm::Salesforce => {
+                let all = env
+                    .sandbox
+                    .state()
+                    .salesforce_records(&user.org_id, SfObject::Contact);
+                let marked = all
+                    .iter()
+                    .filter(|r| r.fields.get("Conduit_Id__c").is_some_and(|v| v.is_string()))
+                    .count();
+                (all.len(), marked)
+            }
             Crm::Zoho => {
                 let all = env
                     .sandbox

@@ -32,8 +32,9 @@
 //! - **Cold start** (see [`coldstart`]): each function binary's init and memory against
 //!   a hello-world `lambda_runtime` binary of the same profile. Goal: at most 2×.
 //!
-//! - **Every other CRM** (see [`crms`]): `--crm-records` contacts (default 10,000) each
-//!   way with each CRM of `--crms` (default all): seconds, records per second against
+//! - **Every other CRM** (see [`crms`]: Salesforce, Zoho, Dynamics 365, Pipedrive):
+//!   `--crm-records` contacts (default 10,000) each way with each CRM of `--crms`
+//!   (default all): seconds, records per second against
 //!   the CRM's ceiling, or the share of its daily allowance a run spends.
 //!
 //! Usage: `conduit-bench [--only coldstart,conflict,oauth,refresh,sync,crms,dispatch,store,gmail,kb] [--flows N]
