@@ -29,6 +29,7 @@ pub mod secrets;
 pub mod store;
 pub mod sync;
 pub mod telemetry;
+pub mod webhooks;
 
 /// Idempotency keys live in the store tree with the rest of the table layout.
 pub use store::idempotency;
