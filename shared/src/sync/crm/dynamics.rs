@@ -79,6 +79,7 @@ use super::{
     CrmClient, CrmError, CrmRecord, Cursor, Dialect, PullPage, WriteOutcome, WriteValues, clip,
     parse_time_ms, scalar_text,
 };
+use super::{holding, passing};
 use crate::sync::config::Filter;
 use crate::sync::schema::{CrmField, Entity, FieldType};
 
@@ -754,15 +755,7 @@ impl Dialect for Dynamics {
         };
         let next = cursor.after(&page.records, next_step.map(|s| s.to_string()));
         let at = now_ms();
-        let kept: Vec<CrmRecord> = page
-            .records
-            .into_iter()
-            .filter(|r| {
-                filters
-                    .iter()
-                    .all(|f| f.matches(r.values.get(&f.field).map(String::as_str)))
-            })
-            .collect();
+        let kept = passing(page.records, filters);
         let mut out = PullPage::new(kept, next, None);
         out.restarted = restarted;
         out.deleted = page.deleted.into_iter().map(|id| (id, at)).collect();
@@ -836,14 +829,7 @@ impl Dialect for Dynamics {
             .map(|row| record(row, &key, modified))
             .collect::<Result<_, _>>()?;
         // Dataverse compares text without case: keep the rows holding a value asked for.
-        Ok(found
-            .into_iter()
-            .filter(|r| {
-                r.values
-                    .get(field)
-                    .is_some_and(|x| values.iter().any(|v| v.eq_ignore_ascii_case(x)))
-            })
-            .collect())
+        Ok(holding(found, field, values))
     }
 
     async fn write(

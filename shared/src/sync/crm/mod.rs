@@ -769,6 +769,32 @@ pub fn parse_time_ms(text: &str) -> Option<i64> {
         .map(|d| (d.unix_timestamp_nanos() / 1_000_000) as i64)
 }
 
+/// The records of a pulled page that pass a config's filters, on the CRM's values (for
+/// CRMs whose list takes no filters: they are applied to each page).
+pub(crate) fn passing(records: Vec<CrmRecord>, filters: &[&Filter]) -> Vec<CrmRecord> {
+    records
+        .into_iter()
+        .filter(|r| {
+            filters
+                .iter()
+                .all(|f| f.matches(r.values.get(&f.field).map(String::as_str)))
+        })
+        .collect()
+}
+
+/// The records whose `field` holds one of `values`, compared without case (for CRMs
+/// whose search also matches other values or compares loosely).
+pub(crate) fn holding(records: Vec<CrmRecord>, field: &str, values: &[String]) -> Vec<CrmRecord> {
+    records
+        .into_iter()
+        .filter(|r| {
+            r.values
+                .get(field)
+                .is_some_and(|x| values.iter().any(|v| v.eq_ignore_ascii_case(x)))
+        })
+        .collect()
+}
+
 /// A JSON scalar as the string CRM values are carried in (None: null, empty, or not a
 /// scalar). Whole floats print without a fraction (`120.0` → `120`).
 pub fn scalar_text(v: &Value) -> Option<String> {

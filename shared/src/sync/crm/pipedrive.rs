@@ -74,6 +74,7 @@ use async_trait::async_trait;
 use reqwest::{Method, StatusCode};
 use serde_json::{Map, Value, json};
 
+use super::passing;
 use super::transport::{Target, Wire};
 use super::{
     CrmClient, CrmError, CrmRecord, Cursor, Dialect, PullPage, WriteOutcome, WriteValues, clip,
@@ -916,14 +917,7 @@ impl Dialect for Pipedrive {
         let v = call(c, Method::GET, &v2(object, ""), &query, None).await?;
         let (read, next_page) = page(&v, &names)?;
         let next = cursor.after(&read, next_page);
-        let kept: Vec<CrmRecord> = read
-            .into_iter()
-            .filter(|r| {
-                filters
-                    .iter()
-                    .all(|f| f.matches(r.values.get(&f.field).map(String::as_str)))
-            })
-            .collect();
+        let kept = passing(read, filters);
         Ok(PullPage::new(kept, next, None))
     }
 

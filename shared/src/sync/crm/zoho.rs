@@ -36,6 +36,7 @@ use super::{
     CrmClient, CrmError, CrmRecord, Cursor, Dialect, PullPage, WriteOutcome, WriteValues, clip,
     parse_time_ms, scalar_text, typed_value,
 };
+use super::{holding, passing};
 use crate::sync::config::Filter;
 use crate::sync::schema::{CrmField, Entity, FieldType};
 
@@ -402,14 +403,7 @@ impl Dialect for Zoho {
             }
         };
         let next = cursor.after(&read, next_page);
-        let kept: Vec<CrmRecord> = read
-            .into_iter()
-            .filter(|r| {
-                filters
-                    .iter()
-                    .all(|f| f.matches(r.values.get(&f.field).map(String::as_str)))
-            })
-            .collect();
+        let kept = passing(read, filters);
         Ok(PullPage::new(kept, next, None))
     }
 
@@ -453,14 +447,7 @@ impl Dialect for Zoho {
         .await?;
         // Search compares without case: keep the records whose value is one asked for.
         let found = records(&v, c.kind().modified_field(entity))?;
-        Ok(found
-            .into_iter()
-            .filter(|r| {
-                r.values
-                    .get(field)
-                    .is_some_and(|x| values.iter().any(|v| v.eq_ignore_ascii_case(x)))
-            })
-            .collect())
+        Ok(holding(found, field, values))
     }
 
     async fn write(

@@ -4,7 +4,7 @@
 //! conflicts, and two ways to play another writer.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::matching::MatchStore;
 use super::pull::PageStore;
@@ -35,23 +35,28 @@ pub(super) struct Memory {
     pub claimed_meanwhile: Mutex<Option<Record>>,
 }
 
+/// A lock that a panicking test thread left poisoned still gives its data.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl Memory {
     pub fn insert(&self, r: Record) {
         if let Some(k) = r.key() {
-            self.markers.lock().unwrap().insert(k, r.id.clone());
+            lock(&self.markers).insert(k, r.id.clone());
         }
-        self.records.lock().unwrap().insert(r.id.to_string(), r);
+        lock(&self.records).insert(r.id.to_string(), r);
     }
 
     fn live_holder(&self, key: &str) -> Option<RecordId> {
-        let id = self.markers.lock().unwrap().get(key).cloned()?;
-        let records = self.records.lock().unwrap();
+        let id = lock(&self.markers).get(key).cloned()?;
+        let records = lock(&self.records);
         let r = records.get(id.as_str())?;
         (r.deleted_at.is_none() && r.key().as_deref() == Some(key)).then_some(id)
     }
 
     pub fn record(&self, id: &RecordId) -> Record {
-        self.records.lock().unwrap()[id.as_str()].clone()
+        lock(&self.records)[id.as_str()].clone()
     }
 }
 
@@ -62,7 +67,7 @@ impl MatchStore for Memory {
         _entity: Entity,
         ids: &[RecordId],
     ) -> Result<Vec<Record>, StoreError> {
-        let records = self.records.lock().unwrap();
+        let records = lock(&self.records);
         Ok(ids
             .iter()
             .filter_map(|id| records.get(id.as_str()).cloned())
@@ -75,7 +80,7 @@ impl MatchStore for Memory {
         _entity: Entity,
         keys: &[String],
     ) -> Result<HashMap<String, RecordId>, StoreError> {
-        let markers = self.markers.lock().unwrap();
+        let markers = lock(&self.markers);
         Ok(keys
             .iter()
             .filter_map(|k| Some((k.clone(), markers.get(k)?.clone())))
@@ -83,7 +88,7 @@ impl MatchStore for Memory {
     }
 
     async fn links(&self, ids: &[RecordId]) -> Result<BTreeMap<String, Link>, StoreError> {
-        let links = self.links.lock().unwrap();
+        let links = lock(&self.links);
         Ok(ids
             .iter()
             .filter_map(|id| Some((id.to_string(), links.get(id.as_str())?.clone())))
@@ -97,7 +102,7 @@ impl PageStore for Memory {
         records: &[Record],
         claiming: bool,
     ) -> Result<Vec<RecordId>, StoreError> {
-        if let Some(other) = self.claimed_meanwhile.lock().unwrap().take() {
+        if let Some(other) = lock(&self.claimed_meanwhile).take() {
             self.insert(other);
         }
         let mut lost = Vec::new();
@@ -113,12 +118,12 @@ impl PageStore for Memory {
     }
 
     async fn save(&self, r: &Record, _old_key: Option<&str>) -> Result<(), StoreError> {
-        let mut records = self.records.lock().unwrap();
+        let mut records = lock(&self.records);
         let stored = records
             .get_mut(r.id.as_str())
             .ok_or(StoreError::ConditionFailed)?;
         {
-            let mut interfere = self.interfere.lock().unwrap();
+            let mut interfere = lock(&self.interfere);
             if *interfere > 0 {
                 *interfere -= 1;
                 let source = Source {
@@ -141,7 +146,7 @@ impl PageStore for Memory {
     }
 
     async fn put_links(&self, links: &[(RecordId, Link)]) -> Result<(), StoreError> {
-        let mut held = self.links.lock().unwrap();
+        let mut held = lock(&self.links);
         for (id, l) in links {
             held.insert(id.to_string(), l.clone());
         }
@@ -149,7 +154,7 @@ impl PageStore for Memory {
     }
 
     async fn open_conflict(&self, c: &StoredConflict) -> Result<(), StoreError> {
-        self.conflicts.lock().unwrap().push(c.clone());
+        lock(&self.conflicts).push(c.clone());
         Ok(())
     }
 }
