@@ -287,18 +287,20 @@ static ACCOUNTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::ne
 /// One run's figures.
 #[derive(Debug, Clone)]
 pub struct Figures {
-    crm: Crm,
-    way: Way,
-    records: usize,
-    wall: Duration,
-    requests: u64,
-    rate_limited: u64,
-    peak_heap: usize,
-    routes: std::collections::BTreeMap<String, u64>,
+    pub(crate) crm: Crm,
+    pub(crate) way: Way,
+    pub(crate) records: usize,
+    pub(crate) wall: Duration,
+    pub(crate) requests: u64,
+    pub(crate) rate_limited: u64,
+    pub(crate) peak_heap: usize,
+    pub(crate) routes: std::collections::BTreeMap<String, u64>,
+    /// The CRM account (a Salesforce org id).
+    pub(crate) account: String,
 }
 
 impl Figures {
-    fn rate(&self) -> f64 {
+    pub(crate) fn rate(&self) -> f64 {
         self.records as f64 / self.wall.as_secs_f64()
     }
 }
@@ -355,7 +357,8 @@ async fn insert_config(
     Ok(config)
 }
 
-async fn run(env: &devhost::LocalEnv, crm: Crm, way: Way, n: usize) -> Result<Figures> {
+/// Syncs `n` contacts one way with a new account of `crm`; checks the end state.
+pub(crate) async fn run(env: &devhost::LocalEnv, crm: Crm, way: Way, n: usize) -> Result<Figures> {
     let config = Config::from_map(&env.stack.function_env("SyncWorkerFunction")?)?;
     let app = App::with_aws(config, env.aws.clone())?;
     let http = reqwest::Client::builder()
@@ -417,10 +420,11 @@ async fn run(env: &devhost::LocalEnv, crm: Crm, way: Way, n: usize) -> Result<Fi
         rate_limited: count("rate_limited"),
         peak_heap,
         routes,
+        account: c.user.org_id.clone(),
     })
 }
 
-fn label(crm: Crm, way: Way) -> String {
+pub(crate) fn label(crm: Crm, way: Way) -> String {
     match way {
         Way::Pull => format!("{} → app", crm.name()),
         Way::Push => format!("app → {}", crm.name()),

@@ -56,6 +56,7 @@ use serde_json::json;
 const RETURN_TO: &str = "http://localhost:5173/integrations";
 
 mod alloc;
+mod bulk;
 mod coldstart;
 mod crms;
 mod dispatch;
@@ -82,6 +83,8 @@ struct Args {
     articles: usize,
     crms: Vec<crms::Crm>,
     crm_records: usize,
+    bulk_records: usize,
+    hook_changes: usize,
     bin_dir: Option<std::path::PathBuf>,
     log: Option<String>,
 }
@@ -127,6 +130,8 @@ fn args() -> Result<Args> {
         articles: 10_000,
         crms: crms::ALL.to_vec(),
         crm_records: 10_000,
+        bulk_records: 100_000,
+        hook_changes: 200,
         bin_dir: None,
         log: None,
     };
@@ -176,6 +181,8 @@ fn args() -> Result<Args> {
                     .collect::<Result<_>>()?;
             }
             "--crm-records" => out.crm_records = one()?.max(1),
+            "--bulk-records" => out.bulk_records = one()?.max(1),
+            "--hook-changes" => out.hook_changes = one()?.max(1),
             "--starts" => out.starts = one()?.max(1),
             "--events" => out.events = one()?.max(1),
             "--tenants" => out.tenants = one()?.max(1),
@@ -185,7 +192,7 @@ fn args() -> Result<Args> {
             "--bin-dir" => out.bin_dir = Some(value.into()),
             "--log" => out.log = Some(value),
             other => bail!(
-                "unknown flag {other}; use --only, --flows, --connections, --sync, --directions, --crms, --crm-records, --pairs, --starts, --events, --tenants, --calls, --sends, --articles, --bin-dir, --log"
+                "unknown flag {other}; use --only, --flows, --connections, --sync, --directions, --crms, --crm-records, --bulk-records, --hook-changes, --pairs, --starts, --events, --tenants, --calls, --sends, --articles, --bin-dir, --log"
             ),
         }
     }

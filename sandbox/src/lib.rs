@@ -504,7 +504,7 @@ pub use providers::hubspot_crm::{CrmObject, CrmRecord};
 pub use providers::pipedrive_crm::{PdLimits, PdObject, PdRecord};
 pub use providers::salesforce_crm::{
     DEFAULT_SALESFORCE_ORG, KbArticle as SfKbArticle, KbChange as SfKbChange, KnowledgeSeed,
-    KnowledgeSummary, SfApiUsage, SfObject, SfRecord,
+    KnowledgeSummary, SfApiUsage, SfBulkUsage, SfObject, SfRecord,
 };
 pub use providers::zendesk_hc::{
     HcArticle, HcArticleChange, HcNewArticle, HcTranslation, HelpCenterSeed, HelpCenterSummary,
@@ -600,11 +600,12 @@ impl Drop for Sandbox {
 /// The sandbox's routes over `state`: `/_sandbox/…` control routes, and every other path
 /// dispatched by its first segment (the provider host). Usable to embed the sandbox.
 pub fn router(state: SandboxState) -> Router {
-    // Gmail takes messages up to 35 MiB (a `raw` form inflated by base64 a third more):
-    // axum's 2 MB default would refuse what Google accepts.
+    // Gmail takes messages up to 35 MiB (a `raw` form inflated by base64 a third more),
+    // and a Salesforce Bulk API 2.0 upload up to 150 MB once base64-encoded (about
+    // 112 MiB as sent): axum's 2 MB default would refuse what the providers accept.
     admin::routes()
         .fallback(provider_request)
-        .layer(axum::extract::DefaultBodyLimit::max(48 * 1024 * 1024))
+        .layer(axum::extract::DefaultBodyLimit::max(160 * 1024 * 1024))
         .with_state(state)
 }
 

@@ -5,6 +5,9 @@
 //! The domain modules (`domain`, `providers`) know nothing of AWS or Lambda; the
 //! adapters (`store`, `crypto::kms`, `secrets`, `queue`) and the HTTP layer (`http`) do.
 
+// The Salesforce dialect's pull (REST or Bulk) is one deep async state machine.
+#![recursion_limit = "256"]
+
 pub mod app;
 pub mod app_credentials;
 pub mod audit;

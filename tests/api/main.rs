@@ -28,6 +28,7 @@ mod secrets;
 mod security;
 mod strict_input;
 mod sync;
+mod sync_bulk;
 mod sync_config;
 mod sync_dynamics;
 mod sync_faults;

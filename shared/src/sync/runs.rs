@@ -53,6 +53,10 @@ pub struct PushCursor {
     /// The change-feed position when the pass started.
     #[serde(default)]
     pub pass_started: String,
+    /// Bulk jobs the page at `page` started, by operation (`upsert`, `update`): the
+    /// page, pushed again after a redelivery, collects them instead of starting others.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub bulk: BTreeMap<String, String>,
 }
 
 /// One unit of sync work: an SQS message.

@@ -17,6 +17,7 @@
 // Handlers return the finished error response as their `Err`, as the HubSpot ones do.
 #![allow(clippy::result_large_err)]
 
+mod bulk;
 mod collections;
 mod knowledge;
 mod schema;
@@ -30,6 +31,10 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
+pub use bulk::{
+    BULK_BATCH_RECORDS, BULK_BATCHES_PER_DAY, BULK_INGEST_RECORDS_PER_DAY, BULK_QUERY_JOBS_PER_DAY,
+    BULK_UPLOAD_BASE64_MAX, DEFAULT_BULK_DELAY, SfBulkUsage,
+};
 pub use knowledge::{
     BODY_FIELD, DEFAULT_KNOWLEDGE_LANGUAGE, DYNAMODB_ITEM_LIMIT, KbArticle, KbChange, KbNewArticle,
     KbVersion, KnowledgeSeed, KnowledgeSummary, LANGUAGE_RESTRICTION, LONG_TEXT_BATCH,
@@ -90,9 +95,39 @@ pub const COMPOSITE_RETRIEVE: &str = "salesforce.composite_retrieve";
 pub const LIMITS: &str = "salesforce.limits";
 /// Route name of `GET /knowledgeManagement/settings`.
 pub const KNOWLEDGE_SETTINGS: &str = "salesforce.knowledge_settings";
+/// Route name of `POST /jobs/query` (Bulk API 2.0, `bulk.rs`).
+pub const BULK_QUERY_CREATE: &str = "salesforce.bulk_query_create";
+/// Route name of `GET /jobs/query`.
+pub const BULK_QUERY_LIST: &str = "salesforce.bulk_query_list";
+/// Route name of `GET /jobs/query/{id}`.
+pub const BULK_QUERY_INFO: &str = "salesforce.bulk_query_info";
+/// Route name of `PATCH /jobs/query/{id}` (abort).
+pub const BULK_QUERY_ABORT: &str = "salesforce.bulk_query_abort";
+/// Route name of `DELETE /jobs/query/{id}`.
+pub const BULK_QUERY_DELETE: &str = "salesforce.bulk_query_delete";
+/// Route name of `GET /jobs/query/{id}/results`.
+pub const BULK_QUERY_RESULTS: &str = "salesforce.bulk_query_results";
+/// Route name of `POST /jobs/ingest`.
+pub const BULK_INGEST_CREATE: &str = "salesforce.bulk_ingest_create";
+/// Route name of `GET /jobs/ingest`.
+pub const BULK_INGEST_LIST: &str = "salesforce.bulk_ingest_list";
+/// Route name of `GET /jobs/ingest/{id}`.
+pub const BULK_INGEST_INFO: &str = "salesforce.bulk_ingest_info";
+/// Route name of `PATCH /jobs/ingest/{id}` (close or abort).
+pub const BULK_INGEST_STATE: &str = "salesforce.bulk_ingest_state";
+/// Route name of `DELETE /jobs/ingest/{id}`.
+pub const BULK_INGEST_DELETE: &str = "salesforce.bulk_ingest_delete";
+/// Route name of `PUT /jobs/ingest/{id}/batches`.
+pub const BULK_INGEST_UPLOAD: &str = "salesforce.bulk_ingest_upload";
+/// Route name of `GET /jobs/ingest/{id}/successfulResults`.
+pub const BULK_INGEST_SUCCESSFUL: &str = "salesforce.bulk_ingest_successful";
+/// Route name of `GET /jobs/ingest/{id}/failedResults`.
+pub const BULK_INGEST_FAILED: &str = "salesforce.bulk_ingest_failed";
+/// Route name of `GET /jobs/ingest/{id}/unprocessedrecords`.
+pub const BULK_INGEST_UNPROCESSED: &str = "salesforce.bulk_ingest_unprocessed";
 
 /// Every data route name.
-pub const ROUTES: [&str; 18] = [
+pub const ROUTES: [&str; 33] = [
     QUERY,
     QUERY_ALL,
     QUERY_MORE,
@@ -111,6 +146,21 @@ pub const ROUTES: [&str; 18] = [
     COMPOSITE_RETRIEVE,
     LIMITS,
     KNOWLEDGE_SETTINGS,
+    BULK_QUERY_CREATE,
+    BULK_QUERY_LIST,
+    BULK_QUERY_INFO,
+    BULK_QUERY_ABORT,
+    BULK_QUERY_DELETE,
+    BULK_QUERY_RESULTS,
+    BULK_INGEST_CREATE,
+    BULK_INGEST_LIST,
+    BULK_INGEST_INFO,
+    BULK_INGEST_STATE,
+    BULK_INGEST_DELETE,
+    BULK_INGEST_UPLOAD,
+    BULK_INGEST_SUCCESSFUL,
+    BULK_INGEST_FAILED,
+    BULK_INGEST_UNPROCESSED,
 ];
 
 /// Records per query page unless `Sforce-Query-Options: batchSize=N` asks otherwise.
@@ -143,6 +193,21 @@ pub(crate) enum SfRoute {
     CompositeRetrieve,
     Limits,
     KnowledgeSettings,
+    BulkQueryCreate,
+    BulkQueryList,
+    BulkQueryInfo,
+    BulkQueryAbort,
+    BulkQueryDelete,
+    BulkQueryResults,
+    BulkIngestCreate,
+    BulkIngestList,
+    BulkIngestInfo,
+    BulkIngestState,
+    BulkIngestDelete,
+    BulkIngestUpload,
+    BulkIngestSuccessful,
+    BulkIngestFailed,
+    BulkIngestUnprocessed,
 }
 
 impl SfRoute {
@@ -167,7 +232,27 @@ impl SfRoute {
             SfRoute::CompositeRetrieve => COMPOSITE_RETRIEVE,
             SfRoute::Limits => LIMITS,
             SfRoute::KnowledgeSettings => KNOWLEDGE_SETTINGS,
+            SfRoute::BulkQueryCreate => BULK_QUERY_CREATE,
+            SfRoute::BulkQueryList => BULK_QUERY_LIST,
+            SfRoute::BulkQueryInfo => BULK_QUERY_INFO,
+            SfRoute::BulkQueryAbort => BULK_QUERY_ABORT,
+            SfRoute::BulkQueryDelete => BULK_QUERY_DELETE,
+            SfRoute::BulkQueryResults => BULK_QUERY_RESULTS,
+            SfRoute::BulkIngestCreate => BULK_INGEST_CREATE,
+            SfRoute::BulkIngestList => BULK_INGEST_LIST,
+            SfRoute::BulkIngestInfo => BULK_INGEST_INFO,
+            SfRoute::BulkIngestState => BULK_INGEST_STATE,
+            SfRoute::BulkIngestDelete => BULK_INGEST_DELETE,
+            SfRoute::BulkIngestUpload => BULK_INGEST_UPLOAD,
+            SfRoute::BulkIngestSuccessful => BULK_INGEST_SUCCESSFUL,
+            SfRoute::BulkIngestFailed => BULK_INGEST_FAILED,
+            SfRoute::BulkIngestUnprocessed => BULK_INGEST_UNPROCESSED,
         }
+    }
+
+    /// Whether the route is Bulk API 2.0's (`bulk.rs`: CSV answers, its own errors).
+    fn is_bulk(self) -> bool {
+        self.name().starts_with("salesforce.bulk_")
     }
 }
 
@@ -194,6 +279,9 @@ fn split_path(path: &str) -> Option<(&str, Vec<&str>)> {
 /// Matches a data path (`None`: not a data route, e.g. the version root).
 pub(crate) fn route(method: &Method, path: &str) -> Option<SfRoute> {
     let (_, segments) = split_path(path)?;
+    if segments.first() == Some(&"jobs") {
+        return bulk::route(method, &segments);
+    }
     let route = match (method, segments.as_slice()) {
         (&Method::GET, ["query"]) => SfRoute::Query,
         (&Method::GET, ["queryAll"]) => SfRoute::QueryAll,
@@ -323,6 +411,10 @@ pub(crate) fn handle(
     let Some((version, segments)) = split_path(&req.path) else {
         return not_found();
     };
+    if route.is_bulk() {
+        let response = bulk::serve(route, state, req, org, version, &segments);
+        return with_limit_info(response, api_usage(state, org, max));
+    }
     let reply = serve(route, state, req, org, version, &segments);
     let response = match reply {
         Ok((status, Some(body))) => {
@@ -374,14 +466,20 @@ fn serve(
         SfRoute::Limits => {
             let max = state.sf_store().api_limit(org);
             let usage = api_usage(state, org, max);
-            Ok((
-                StatusCode::OK,
-                Some(json!({
-                    "DailyApiRequests": {"Max": usage.max, "Remaining": usage.max - usage.used},
-                    "DataStorageMB": {"Max": 1024, "Remaining": 1000},
-                    "FileStorageMB": {"Max": 1024, "Remaining": 1024},
-                })),
-            ))
+            let mut limits = bulk::limits_json(&mut state.sf_store(), org);
+            limits.insert(
+                "DailyApiRequests".into(),
+                json!({"Max": usage.max, "Remaining": usage.max - usage.used}),
+            );
+            limits.insert(
+                "DataStorageMB".into(),
+                json!({"Max": 1024, "Remaining": 1000}),
+            );
+            limits.insert(
+                "FileStorageMB".into(),
+                json!({"Max": 1024, "Remaining": 1024}),
+            );
+            Ok((StatusCode::OK, Some(Value::Object(limits))))
         }
         SfRoute::Describe => Ok((
             StatusCode::OK,
@@ -418,8 +516,9 @@ fn serve(
         SfRoute::CompositeRetrieve => {
             collections::retrieve(state, req, org, version, object_at(2)?)
         }
-        // Served by `knowledge::serve` above.
+        // Served by `knowledge::serve` above, and by `bulk::serve` in `handle`.
         SfRoute::KnowledgeSettings => Err(not_found()),
+        _ => Err(not_found()),
     }
 }
 

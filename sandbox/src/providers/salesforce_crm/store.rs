@@ -565,6 +565,8 @@ pub(crate) struct SfStore {
     malformed: HashMap<String, u32>,
     /// Each org's Knowledge settings and counters (`knowledge.rs`).
     pub(crate) knowledge: HashMap<String, super::knowledge::KbOrg>,
+    /// Bulk API 2.0 jobs, usage and limits (`bulk.rs`).
+    pub(crate) bulk: super::bulk::Bulk,
 }
 
 impl SfStore {

@@ -36,6 +36,7 @@ pub mod dynamics;
 pub mod hubspot;
 pub mod pipedrive;
 pub mod salesforce;
+pub mod salesforce_bulk;
 pub mod transport;
 pub mod zoho;
 
@@ -141,6 +142,18 @@ impl CrmKind {
     /// The field holding a record's last modification time.
     pub fn modified_field(self, entity: Entity) -> &'static str {
         &self.object_facts(entity).modified
+    }
+
+    /// The fewest writes of one kind a push page sends through the CRM's bulk API (None:
+    /// it has none; everything goes through its batch writes).
+    pub fn bulk_min(self) -> Option<usize> {
+        self.dialect.bulk_min()
+    }
+
+    /// The app records a push page reads when the CRM has a bulk API (pages big enough
+    /// to fill a bulk job), in place of five batches.
+    pub fn bulk_page(self) -> Option<usize> {
+        self.dialect.bulk_page()
     }
 
     /// Whether a field is bookkeeping (ids, stamps the CRM sets, Conduit's marker)
@@ -254,6 +267,26 @@ pub enum WriteOutcome {
 
 /// Values to write, by CRM field (None: clear the field).
 pub type WriteValues = BTreeMap<String, Option<String>>;
+
+/// A bulk write: creates (upserted by the marker, so a job run twice creates nothing
+/// twice) or updates by CRM id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum BulkOp {
+    /// Creates, keyed by the app record id in the marker field.
+    Upsert,
+    /// Updates, keyed by the CRM id.
+    Update,
+}
+
+impl BulkOp {
+    /// The name a checkpoint keeps the op's job under.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BulkOp::Upsert => "upsert",
+            BulkOp::Update => "update",
+        }
+    }
+}
 
 /// A CRM call failed.
 #[derive(Debug, thiserror::Error)]
@@ -385,6 +418,69 @@ pub trait Dialect: Wire {
         entity: Entity,
         since_ms: i64,
     ) -> Result<Vec<(String, i64)>, CrmError>;
+
+    /// The fewest writes of one kind sent through the CRM's bulk API (None: none).
+    fn bulk_min(&self) -> Option<usize> {
+        None
+    }
+
+    /// The app records a push page reads to fill a bulk job (None: no bulk API).
+    fn bulk_page(&self) -> Option<usize> {
+        None
+    }
+
+    /// Starts a bulk job writing `rows` ((key, values): the app id for
+    /// [`BulkOp::Upsert`], the CRM id for [`BulkOp::Update`]); answers its id once the
+    /// CRM has the data and processes it.
+    async fn bulk_submit(
+        &self,
+        _c: &mut CrmClient<'_>,
+        _entity: Entity,
+        _op: BulkOp,
+        _rows: &[(String, WriteValues)],
+    ) -> Result<String, CrmError> {
+        Err(CrmError::Internal("this CRM has no bulk API".into()))
+    }
+
+    /// Waits for bulk job `job` and reads its results: one per row of `rows` (matched
+    /// by key), None for a row the job does not hold. A job still processing after a
+    /// while is a transient error (the work is retried and polls the job again).
+    async fn bulk_collect(
+        &self,
+        _c: &mut CrmClient<'_>,
+        _entity: Entity,
+        _op: BulkOp,
+        _job: &str,
+        _rows: &[(String, WriteValues)],
+    ) -> Result<Vec<Option<WriteOutcome>>, CrmError> {
+        Err(CrmError::Internal("this CRM has no bulk API".into()))
+    }
+
+    /// Whether Conduit creates webhook subscriptions for a realtime config itself
+    /// (false: the CRM has no per-account subscription API Conduit uses, or its
+    /// webhooks are set up once per app — HubSpot's).
+    fn subscribes(&self) -> bool {
+        false
+    }
+
+    /// Creates a webhook sending `entity`'s changes to `url` with HTTP basic
+    /// credentials `auth` (user, password); answers its id.
+    async fn subscribe(
+        &self,
+        _c: &mut CrmClient<'_>,
+        _entity: Entity,
+        _url: &str,
+        _auth: (&str, &str),
+    ) -> Result<String, CrmError> {
+        Err(CrmError::Internal(
+            "this CRM's webhooks are not created by Conduit".into(),
+        ))
+    }
+
+    /// Removes webhook `id` (one already gone counts as removed).
+    async fn unsubscribe(&self, _c: &mut CrmClient<'_>, _id: &str) -> Result<(), CrmError> {
+        Ok(())
+    }
 }
 
 /// A client for one connection's CRM.
@@ -526,6 +622,20 @@ impl<'a> CrmClient<'a> {
     ) -> Result<Value, CrmError> {
         self.transport
             .call(method, target, query, body, headers)
+            .await
+    }
+
+    /// One call without a body answered as text with its headers (CSV results; for
+    /// dialects).
+    pub(crate) async fn call_text(
+        &mut self,
+        method: Method,
+        target: Target<'_>,
+        query: &[(&str, String)],
+        headers: &[(&str, String)],
+    ) -> Result<transport::RawAnswer, CrmError> {
+        self.transport
+            .call_text(method, target, query, headers)
             .await
     }
 
@@ -730,12 +840,104 @@ impl<'a> CrmClient<'a> {
             .await
     }
 
+    /// Starts a bulk job of `op` over `rows` (app id or CRM id, values); creates carry
+    /// the app id in the marker field as [`CrmClient::create`]'s do. Answers its id.
+    pub async fn bulk_submit(
+        &mut self,
+        entity: Entity,
+        op: BulkOp,
+        rows: &[(String, WriteValues)],
+    ) -> Result<String, CrmError> {
+        let rows = self.bulk_rows(entity, op, rows);
+        self.kind.dialect.bulk_submit(self, entity, op, &rows).await
+    }
+
+    /// Waits for bulk job `job` of `rows` and answers one outcome per row, in order; rows
+    /// the job does not hold (the page changed since it was submitted) are written
+    /// through the CRM's batch writes instead.
+    pub async fn bulk_collect(
+        &mut self,
+        entity: Entity,
+        op: BulkOp,
+        job: &str,
+        rows: &[(String, WriteValues)],
+    ) -> Result<Vec<WriteOutcome>, CrmError> {
+        let marked = self.bulk_rows(entity, op, rows);
+        let found = self
+            .kind
+            .dialect
+            .bulk_collect(self, entity, op, job, &marked)
+            .await?;
+        let missing: Vec<usize> = (0..rows.len())
+            .filter(|i| found.get(*i).is_none_or(Option::is_none))
+            .collect();
+        let mut out: Vec<Option<WriteOutcome>> = found;
+        out.resize(rows.len(), None);
+        for chunk in missing.chunks(self.kind.batch_size()) {
+            let batch: Vec<(String, WriteValues)> =
+                chunk.iter().filter_map(|i| rows.get(*i).cloned()).collect();
+            let written = match op {
+                BulkOp::Upsert => self.create(entity, &batch).await?,
+                BulkOp::Update => self.update(entity, &batch).await?,
+            };
+            for (i, outcome) in chunk.iter().zip(written) {
+                if let Some(slot) = out.get_mut(*i) {
+                    *slot = Some(outcome);
+                }
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| WriteOutcome::Failed("no result".into())))
+            .collect())
+    }
+
+    /// A bulk job's rows: creates with the marker field set.
+    fn bulk_rows(
+        &self,
+        entity: Entity,
+        op: BulkOp,
+        rows: &[(String, WriteValues)],
+    ) -> Vec<(String, WriteValues)> {
+        let marker = self.kind.marker();
+        let marked = op == BulkOp::Upsert && self.has_marker(entity);
+        rows.iter()
+            .map(|(key, values)| {
+                let mut v = values.clone();
+                if marked {
+                    v.insert(marker.to_owned(), Some(key.clone()));
+                }
+                (key.clone(), v)
+            })
+            .collect()
+    }
+
     /// Deletes records; already-gone ones count as deleted.
     pub async fn delete(&mut self, entity: Entity, ids: &[String]) -> Result<(), CrmError> {
         for chunk in ids.chunks(self.kind.batch_size()) {
             self.kind.dialect.delete(self, entity, chunk).await?;
         }
         Ok(())
+    }
+
+    /// Whether Conduit creates this CRM's webhook subscriptions.
+    pub fn subscribes(&self) -> bool {
+        self.kind.dialect.subscribes()
+    }
+
+    /// Creates a webhook for `entity`'s changes; its id.
+    pub async fn subscribe(
+        &mut self,
+        entity: Entity,
+        url: &str,
+        auth: (&str, &str),
+    ) -> Result<String, CrmError> {
+        self.kind.dialect.subscribe(self, entity, url, auth).await
+    }
+
+    /// Removes a webhook.
+    pub async fn unsubscribe(&mut self, id: &str) -> Result<(), CrmError> {
+        self.kind.dialect.unsubscribe(self, id).await
     }
 
     /// CRM records deleted since `since_ms`: (id, deleted at ms).

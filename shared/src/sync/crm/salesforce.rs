@@ -2,7 +2,10 @@
 //!
 //! - **Pull**: one SOQL query per pass, `SystemModstamp >= since` plus the config's
 //!   filters (typed by the describe), `ORDER BY SystemModstamp ASC, Id ASC`, 2,000 a
-//!   batch (`Sforce-Query-Options`), continued by `nextRecordsUrl`.
+//!   batch (`Sforce-Query-Options`), continued by `nextRecordsUrl`; a full pass of 2,000
+//!   records or more is a Bulk API 2.0 query job instead ([`super::salesforce_bulk`]).
+//! - **Push**: a page's creates or updates, 2,000 or more, are one Bulk API 2.0 ingest
+//!   job each ([`super::salesforce_bulk`]).
 //! - **Find**: SOQL `IN` over up to 100 values.
 //! - **Read / write / delete**: sObject Collections (`/composite/sobjects`, 200 records,
 //!   `allOrNone: false`, one result per record in order); values typed by the describe.
@@ -17,10 +20,11 @@ use async_trait::async_trait;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use super::salesforce_bulk as bulk;
 use super::transport::{Target, Wire};
 use super::{
-    CrmClient, CrmError, CrmRecord, Cursor, Dialect, PullPage, WriteOutcome, WriteValues, clip,
-    parse_time_ms, scalar_text, typed_value,
+    BulkOp, CrmClient, CrmError, CrmRecord, Cursor, Dialect, PullPage, WriteOutcome, WriteValues,
+    clip, parse_time_ms, scalar_text, typed_value,
 };
 use crate::sync::config::{Filter, FilterOp};
 use crate::sync::schema::{CrmField, Entity, FieldType};
@@ -92,7 +96,7 @@ impl Wire for Salesforce {
 }
 
 /// The fields a read selects: `Id` first, then the client's system fields.
-fn select(c: &CrmClient<'_>, entity: Entity, fields: &[String]) -> Vec<String> {
+pub(super) fn select(c: &CrmClient<'_>, entity: Entity, fields: &[String]) -> Vec<String> {
     let mut all = c.with_system_fields(entity, fields);
     if !all.iter().any(|x| x == "Id") {
         all.insert(0, "Id".to_owned());
@@ -148,6 +152,22 @@ impl Dialect for Salesforce {
         filters: &[&Filter],
     ) -> Result<PullPage, CrmError> {
         let describe = c.describe(entity).await?;
+        // Boxed: the Bulk API futures are deep, and this one is already large.
+        if cursor.page.as_deref().is_some_and(bulk::is_bulk_page) {
+            return Box::pin(bulk::pull_next(
+                c, entity, cursor, fields, filters, &describe,
+            ))
+            .await;
+        }
+        if cursor.page.is_none()
+            && cursor.since_ms.is_none()
+            && let Some(page) = Box::pin(bulk::pull_start(
+                c, entity, cursor, fields, filters, &describe,
+            ))
+            .await?
+        {
+            return Ok(page);
+        }
         let options = [("Sforce-Query-Options", QUERY_OPTIONS.to_owned())];
         let v = match &cursor.page {
             Some(next) => {
@@ -309,6 +329,35 @@ impl Dialect for Salesforce {
         Ok(())
     }
 
+    fn bulk_min(&self) -> Option<usize> {
+        Some(bulk::BULK_MIN)
+    }
+
+    fn bulk_page(&self) -> Option<usize> {
+        Some(bulk::BULK_PAGE)
+    }
+
+    async fn bulk_submit(
+        &self,
+        c: &mut CrmClient<'_>,
+        entity: Entity,
+        op: BulkOp,
+        rows: &[(String, WriteValues)],
+    ) -> Result<String, CrmError> {
+        bulk::submit(c, entity, op, rows).await
+    }
+
+    async fn bulk_collect(
+        &self,
+        c: &mut CrmClient<'_>,
+        _entity: Entity,
+        op: BulkOp,
+        job: &str,
+        rows: &[(String, WriteValues)],
+    ) -> Result<Vec<Option<WriteOutcome>>, CrmError> {
+        bulk::collect(c, op, job, rows).await
+    }
+
     async fn deleted_since(
         &self,
         c: &mut CrmClient<'_>,
@@ -423,7 +472,7 @@ fn soql_literal(describe: &[CrmField], field: &str, value: &str) -> String {
     }
 }
 
-fn soql_condition(f: &Filter, describe: &[CrmField]) -> Result<String, CrmError> {
+pub(super) fn soql_condition(f: &Filter, describe: &[CrmField]) -> Result<String, CrmError> {
     if !describe.iter().any(|d| d.name == f.field) {
         return Err(CrmError::refused(format!(
             "filter on unknown field {:?}",

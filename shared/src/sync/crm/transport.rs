@@ -125,6 +125,8 @@ enum Payload<'b> {
         content_type: &'b str,
         body: &'b str,
     },
+    /// No body, and the answer read as text (CSV results).
+    Text,
 }
 
 /// What a call came to.
@@ -142,6 +144,8 @@ pub struct RawAnswer {
     pub content_type: String,
     /// The body.
     pub text: String,
+    /// The answer's headers (Salesforce's `Sforce-Locator` of a results set).
+    pub headers: reqwest::header::HeaderMap,
 }
 
 /// One connection's CRM transport.
@@ -259,6 +263,24 @@ impl<'a> Transport<'a> {
         }
     }
 
+    /// One call without a body whose 2xx answer is read as text (CSV results), with
+    /// the same token, budget, 429 and retry handling as [`Transport::call`].
+    pub async fn call_text(
+        &mut self,
+        method: Method,
+        target: Target<'_>,
+        query: &[(&str, String)],
+        headers: &[(&str, String)],
+    ) -> Result<RawAnswer, CrmError> {
+        match self
+            .exchange(method, target, query, Payload::Text, headers)
+            .await?
+        {
+            Answered::Raw(a) => Ok(a),
+            Answered::Json(_) => Err(CrmError::Internal("a JSON answer to a text call".into())),
+        }
+    }
+
     async fn exchange(
         &mut self,
         method: Method,
@@ -297,10 +319,13 @@ impl<'a> Transport<'a> {
                             url
                         }
                     };
-                    let mut req = http
-                        .request(method.clone(), url)
-                        .timeout(REQUEST_TIMEOUT)
-                        .header(reqwest::header::ACCEPT, "application/json");
+                    let mut req = http.request(method.clone(), url).timeout(REQUEST_TIMEOUT);
+                    if !headers
+                        .iter()
+                        .any(|(n, _)| n.eq_ignore_ascii_case("accept"))
+                    {
+                        req = req.header(reqwest::header::ACCEPT, "application/json");
+                    }
                     for (name, value) in headers {
                         req = req.header(*name, value.as_str());
                     }
@@ -308,7 +333,7 @@ impl<'a> Transport<'a> {
                         req = req.query(query);
                     }
                     match payload {
-                        Payload::None => {}
+                        Payload::None | Payload::Text => {}
                         Payload::Json(body) => req = req.json(body),
                         Payload::Raw { content_type, body } => {
                             req = req
@@ -344,6 +369,7 @@ impl<'a> Transport<'a> {
             {
                 self.usage = Some(clip(usage));
             }
+            let answer_headers = resp.headers().clone();
             let content_type = resp
                 .headers()
                 .get(reqwest::header::CONTENT_TYPE)
@@ -414,11 +440,12 @@ impl<'a> Transport<'a> {
                 tokio::time::sleep(jitter(wait)).await;
                 continue;
             }
-            if status.is_success() && matches!(payload, Payload::Raw { .. }) {
+            if status.is_success() && matches!(payload, Payload::Raw { .. } | Payload::Text) {
                 return Ok(Answered::Raw(RawAnswer {
                     status: status.as_u16(),
                     content_type,
                     text,
+                    headers: answer_headers,
                 }));
             }
             // 204 and 304 (nothing modified since): no records.

@@ -153,6 +153,7 @@ pub async fn run_chunk(
         events: app.events.clone(),
         app_changed: false,
         crowded,
+        bulk: Default::default(),
     };
     let outcome = match task.phase {
         Phase::Pull => chunk.pull().await,

@@ -108,6 +108,8 @@ struct Chunk<'a> {
     /// new to the app may be created by both pulls at once, so new records claim
     /// their key first.
     crowded: bool,
+    /// The push page's bulk jobs (checkpointed, found again by a redelivery).
+    bulk: push::BulkJobs,
 }
 
 fn outcome_message(m: &str) -> Option<String> {

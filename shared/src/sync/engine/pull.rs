@@ -16,6 +16,9 @@ impl Chunk<'_> {
         let filters: Vec<_> = self.config.filters_of(entity).cloned().collect();
         let filter_refs: Vec<_> = filters.iter().collect();
         let mut cursor = self.task.cursor.clone().unwrap_or_default();
+        if let Some(saved) = self.bulk_pass_resumed(&cursor).await? {
+            cursor = saved;
+        }
         let started = Instant::now();
         let mut pages = 0;
         let mut page = self
@@ -123,6 +126,31 @@ impl Chunk<'_> {
                 }
             }
         }
+    }
+
+    /// For a CRM with a bulk API, the checkpoint an earlier delivery of this chunk saved
+    /// further into the same full pass (a query job it started, and how far its results
+    /// were read): resuming there polls that job instead of starting another.
+    async fn bulk_pass_resumed(&self, cursor: &Cursor) -> Result<Option<Cursor>, CrmError> {
+        if cursor.page.is_some()
+            || cursor.since_ms.is_some()
+            || self.crm.kind().bulk_min().is_none()
+        {
+            return Ok(None);
+        }
+        let saved: Option<Cursor> = self
+            .runs
+            .checkpoint(
+                &self.task.tenant,
+                &self.config.id,
+                self.task.entity,
+                Phase::Pull,
+            )
+            .await
+            .map_err(store)?;
+        Ok(saved.filter(|s| {
+            s.page.is_some() && s.since_ms.is_none() && s.pass_started_ms == cursor.pass_started_ms
+        }))
     }
 
     /// What a page written in the background may touch: its CRM records, the app

@@ -3,7 +3,7 @@
 //! what was written.
 
 use super::*;
-use crate::sync::crm::WriteValues;
+use crate::sync::crm::{BulkOp, WriteValues};
 
 impl Chunk<'_> {
     pub(super) async fn push(&mut self) -> Result<Option<Task>, CrmError> {
@@ -31,6 +31,10 @@ impl Chunk<'_> {
             return Ok(None);
         }
         let mut cursor = self.task.push_cursor.clone().unwrap_or_default();
+        self.bulk = BulkJobs {
+            at: None,
+            resumed: self.bulk_resumed(&mut cursor).await?,
+        };
         self.crm.set_full_pass(cursor.since.is_none());
         let started = Instant::now();
         let mut pages = 0;
@@ -66,6 +70,8 @@ impl Chunk<'_> {
                 links = self.links.get_many(&ids).await.map_err(store)?;
             }
             pushed.extend(records.iter().map(|r| r.id.to_string()));
+            // Where this page starts: a bulk job it starts is checkpointed there.
+            self.bulk.at = Some(cursor.clone());
             // Read the next page and its links while this one is pushed.
             let next = if more {
                 let (records_store, links_store) = (self.records.clone(), self.links.clone());
@@ -97,6 +103,7 @@ impl Chunk<'_> {
                     since: Some(cursor.pass_started.clone()),
                     page: None,
                     pass_started: String::new(),
+                    bulk: BTreeMap::new(),
                 }
             };
             // The checkpoint and the page's counts follow its links, behind the next
@@ -124,6 +131,35 @@ impl Chunk<'_> {
         }
     }
 
+    /// Bulk jobs an earlier delivery of this chunk started for one of its pages (its
+    /// checkpoint, or the run's starting cursor, names them); `cursor` keeps none.
+    async fn bulk_resumed(
+        &mut self,
+        cursor: &mut PushCursor,
+    ) -> Result<Option<PushCursor>, CrmError> {
+        if !cursor.bulk.is_empty() {
+            let resumed = cursor.clone();
+            cursor.bulk.clear();
+            return Ok(Some(resumed));
+        }
+        if self.crm.kind().bulk_min().is_none() {
+            return Ok(None);
+        }
+        let saved: Option<PushCursor> = self
+            .runs
+            .checkpoint(
+                &self.task.tenant,
+                &self.config.id,
+                self.task.entity,
+                Phase::Push,
+            )
+            .await
+            .map_err(store)?;
+        Ok(saved.filter(|s| {
+            !s.bulk.is_empty() && s.since == cursor.since && s.pass_started == cursor.pass_started
+        }))
+    }
+
     /// Pushes one page of app records (see [`PagePush`]).
     pub(super) async fn push_page(
         &mut self,
@@ -136,6 +172,7 @@ impl Chunk<'_> {
             runs: &self.runs,
             events: &self.events,
             task: self.task,
+            bulk: &mut self.bulk,
         };
         PagePush {
             task: self.task,
@@ -192,6 +229,29 @@ pub(super) trait CrmWrites {
     ) -> Result<BTreeMap<String, String>, CrmError>;
     /// Deletes records by CRM id.
     async fn delete(&mut self, entity: Entity, ids: &[String]) -> Result<(), CrmError>;
+    /// The fewest writes of one kind sent through the CRM's bulk API (None: none).
+    fn bulk_min(&self) -> Option<usize> {
+        None
+    }
+    /// Starts a bulk job of `op` over `rows` (app id or CRM id, values); its id.
+    async fn bulk_submit(
+        &mut self,
+        _entity: Entity,
+        _op: BulkOp,
+        _rows: &[(String, WriteValues)],
+    ) -> Result<String, CrmError> {
+        Err(CrmError::Internal("no bulk API".into()))
+    }
+    /// Waits for bulk job `job` of `rows`: one outcome per row, in order.
+    async fn bulk_collect(
+        &mut self,
+        _entity: Entity,
+        _op: BulkOp,
+        _job: &str,
+        _rows: &[(String, WriteValues)],
+    ) -> Result<Vec<WriteOutcome>, CrmError> {
+        Err(CrmError::Internal("no bulk API".into()))
+    }
 }
 
 impl CrmWrites for CrmClient<'_> {
@@ -247,6 +307,29 @@ impl CrmWrites for CrmClient<'_> {
     async fn delete(&mut self, entity: Entity, ids: &[String]) -> Result<(), CrmError> {
         CrmClient::delete(self, entity, ids).await
     }
+
+    fn bulk_min(&self) -> Option<usize> {
+        CrmClient::kind(self).bulk_min()
+    }
+
+    async fn bulk_submit(
+        &mut self,
+        entity: Entity,
+        op: BulkOp,
+        rows: &[(String, WriteValues)],
+    ) -> Result<String, CrmError> {
+        CrmClient::bulk_submit(self, entity, op, rows).await
+    }
+
+    async fn bulk_collect(
+        &mut self,
+        entity: Entity,
+        op: BulkOp,
+        job: &str,
+        rows: &[(String, WriteValues)],
+    ) -> Result<Vec<WriteOutcome>, CrmError> {
+        CrmClient::bulk_collect(self, entity, op, job, rows).await
+    }
 }
 
 /// Where a push page's links and conflicts go.
@@ -255,6 +338,25 @@ pub(super) trait PushStore {
     async fn store_links(&mut self, links: Vec<(RecordId, Link)>) -> Result<(), CrmError>;
     /// Stores a conflict and, when it is new or changed, tells the bus.
     async fn open_conflict(&mut self, c: StoredConflict) -> Result<(), CrmError>;
+    /// The bulk job of `op` an earlier delivery started for this page, if any.
+    fn bulk_job(&self, _op: BulkOp) -> Option<String> {
+        None
+    }
+    /// Records that this page started bulk job `job` of `op` (in its checkpoint, behind
+    /// the earlier store writes).
+    async fn bulk_started(&mut self, _op: BulkOp, _job: &str) -> Result<(), CrmError> {
+        Ok(())
+    }
+}
+
+/// A push page's bulk jobs: where the page starts (its checkpoint, with the jobs it
+/// started) and the jobs an earlier delivery started, with the page they were for.
+#[derive(Debug, Default)]
+pub(super) struct BulkJobs {
+    /// The page being pushed: its start, and the jobs it started.
+    at: Option<PushCursor>,
+    /// What an earlier delivery checkpointed (jobs and the page they are for).
+    resumed: Option<PushCursor>,
 }
 
 /// The chunk's side of [`PushStore`]: links behind the CRM requests, conflicts in the
@@ -265,9 +367,43 @@ pub(super) struct ChunkStore<'s> {
     runs: &'s Runs,
     events: &'s crate::events::EventPublisher,
     task: &'s Task,
+    bulk: &'s mut BulkJobs,
 }
 
 impl PushStore for ChunkStore<'_> {
+    fn bulk_job(&self, op: BulkOp) -> Option<String> {
+        let at = self.bulk.at.as_ref()?;
+        if let Some(job) = at.bulk.get(op.as_str()) {
+            return Some(job.clone());
+        }
+        self.bulk
+            .resumed
+            .as_ref()
+            .filter(|r| r.page == at.page && r.since == at.since)
+            .and_then(|r| r.bulk.get(op.as_str()).cloned())
+    }
+
+    async fn bulk_started(&mut self, op: BulkOp, job: &str) -> Result<(), CrmError> {
+        let Some(at) = self.bulk.at.as_mut() else {
+            return Ok(());
+        };
+        at.bulk.insert(op.as_str().to_owned(), job.to_owned());
+        let (runs, task, checkpoint) = (self.runs.clone(), self.task.clone(), at.clone());
+        self.behind
+            .push(async move {
+                runs.save_checkpoint(
+                    &task.tenant,
+                    &task.config_id,
+                    task.entity,
+                    Phase::Push,
+                    &checkpoint,
+                )
+                .await
+            })
+            .await
+            .map_err(super::store)
+    }
+
     async fn store_links(&mut self, links: Vec<(RecordId, Link)>) -> Result<(), CrmError> {
         if links.is_empty() {
             return Ok(());
@@ -378,7 +514,14 @@ impl<C: CrmWrites, S: PushStore> PagePush<'_, C, S> {
         // the marker field, records are first looked up by key.
         if !creates.is_empty() {
             let marked = self.crm.has_marker(entity);
-            for batch in creates.chunks(self.crm.kind().batch_size()) {
+            // Enough creates for the CRM's bulk API: one job (upserts by the marker).
+            let bulk = marked && self.crm.bulk_min().is_some_and(|min| creates.len() >= min);
+            let size = if bulk {
+                creates.len()
+            } else {
+                self.crm.kind().batch_size()
+            };
+            for batch in creates.chunks(size) {
                 let batch: Vec<&Create> = if marked {
                     batch.iter().collect()
                 } else {
@@ -398,7 +541,11 @@ impl<C: CrmWrites, S: PushStore> PagePush<'_, C, S> {
                         (r.id.to_string(), out)
                     })
                     .collect();
-                let outcomes = self.crm.create(entity, &inputs).await?;
+                let outcomes = if bulk {
+                    self.bulk_write(BulkOp::Upsert, &inputs).await?
+                } else {
+                    self.crm.create(entity, &inputs).await?
+                };
                 let mut find = Vec::new();
                 for ((r, values, _), outcome) in batch.iter().zip(outcomes) {
                     match outcome {
@@ -548,11 +695,19 @@ impl<C: CrmWrites, S: PushStore> PagePush<'_, C, S> {
                 writes.push((crm_id, crm_values));
                 pending.push((r.id.clone(), link, to_push));
             }
-            for (batch, links_batch) in writes
-                .chunks(self.crm.kind().batch_size())
-                .zip(pending.chunks(self.crm.kind().batch_size()))
-            {
-                let outcomes = self.crm.update(entity, batch).await?;
+            // Enough updates for the CRM's bulk API: one job.
+            let bulk = self.crm.bulk_min().is_some_and(|min| writes.len() >= min);
+            let size = if bulk {
+                writes.len().max(1)
+            } else {
+                self.crm.kind().batch_size()
+            };
+            for (batch, links_batch) in writes.chunks(size).zip(pending.chunks(size)) {
+                let outcomes = if bulk {
+                    self.bulk_write(BulkOp::Update, batch).await?
+                } else {
+                    self.crm.update(entity, batch).await?
+                };
                 for ((id, link, pushed), outcome) in links_batch.iter().cloned().zip(outcomes) {
                     let mut link = link;
                     match outcome {
@@ -607,6 +762,25 @@ impl<C: CrmWrites, S: PushStore> PagePush<'_, C, S> {
             }
         }
         self.store.store_links(new_links).await
+    }
+
+    /// Writes `rows` through one bulk job of `op`: the job an earlier delivery of this
+    /// page started, or a new one (checkpointed before it is waited for).
+    pub(super) async fn bulk_write(
+        &mut self,
+        op: BulkOp,
+        rows: &[(String, WriteValues)],
+    ) -> Result<Vec<WriteOutcome>, CrmError> {
+        let entity = self.task.entity;
+        let job = match self.store.bulk_job(op) {
+            Some(job) => job,
+            None => {
+                let job = self.crm.bulk_submit(entity, op, rows).await?;
+                self.store.bulk_started(op, &job).await?;
+                job
+            }
+        };
+        self.crm.bulk_collect(entity, op, &job, rows).await
     }
 
     /// The key (email / domain) a create sends the CRM (its CRM view), lower-cased.
@@ -752,6 +926,10 @@ pub(super) struct PushPage {
 /// checks), so a CRM that writes slowly (Pipedrive: a record a request) gets smaller
 /// pages and a chunk stays well inside the worker's time limit.
 pub(super) fn push_page_size(kind: CrmKind) -> i32 {
+    if let Some(page) = kind.bulk_page() {
+        // A page that can fill a bulk job.
+        return i32::try_from(page).unwrap_or(PUSH_PAGE).max(1);
+    }
     i32::try_from(kind.batch_size().saturating_mul(5))
         .unwrap_or(PUSH_PAGE)
         .clamp(1, PUSH_PAGE)
@@ -807,6 +985,12 @@ mod tests {
         created: Vec<(String, WriteValues)>,
         updated: Vec<(String, WriteValues)>,
         deleted: Vec<String>,
+        /// The fewest writes it takes through its bulk API (None: none).
+        bulk_min: Option<usize>,
+        /// Bulk jobs submitted: (op, rows).
+        submitted: Vec<(BulkOp, usize)>,
+        /// Bulk jobs collected.
+        collected: Vec<String>,
     }
 
     impl CrmWrites for FakeCrm {
@@ -888,16 +1072,54 @@ mod tests {
             self.deleted.extend(ids.iter().cloned());
             Ok(())
         }
+
+        fn bulk_min(&self) -> Option<usize> {
+            self.bulk_min
+        }
+
+        async fn bulk_submit(
+            &mut self,
+            _entity: Entity,
+            op: BulkOp,
+            rows: &[(String, WriteValues)],
+        ) -> Result<String, CrmError> {
+            self.submitted.push((op, rows.len()));
+            Ok(format!("job-{}", self.submitted.len()))
+        }
+
+        async fn bulk_collect(
+            &mut self,
+            entity: Entity,
+            op: BulkOp,
+            job: &str,
+            rows: &[(String, WriteValues)],
+        ) -> Result<Vec<WriteOutcome>, CrmError> {
+            self.collected.push(job.to_owned());
+            match op {
+                BulkOp::Upsert => self.create(entity, rows).await,
+                BulkOp::Update => self.update(entity, rows).await,
+            }
+        }
     }
 
-    /// Links and conflicts as the page stores them.
+    /// Links and conflicts as the page stores them, and the bulk jobs it checkpointed.
     #[derive(Default)]
     struct Stash {
         links: BTreeMap<String, Link>,
         conflicts: Vec<StoredConflict>,
+        bulk: BTreeMap<&'static str, String>,
     }
 
     impl PushStore for Stash {
+        fn bulk_job(&self, op: BulkOp) -> Option<String> {
+            self.bulk.get(op.as_str()).cloned()
+        }
+
+        async fn bulk_started(&mut self, op: BulkOp, job: &str) -> Result<(), CrmError> {
+            self.bulk.insert(op.as_str(), job.to_owned());
+            Ok(())
+        }
+
         async fn store_links(&mut self, links: Vec<(RecordId, Link)>) -> Result<(), CrmError> {
             for (id, l) in links {
                 self.links.insert(id.to_string(), l);
@@ -919,12 +1141,31 @@ mod tests {
         links: BTreeMap<String, Link>,
         propagate_deletes: bool,
     ) -> (Stash, Progress, Vec<RecordError>) {
+        push_with(
+            direction,
+            crm,
+            Stash::default(),
+            records,
+            links,
+            propagate_deletes,
+        )
+        .await
+    }
+
+    /// [`push`] with a store that may already hold a page's bulk jobs.
+    async fn push_with(
+        direction: SyncDirection,
+        crm: &mut FakeCrm,
+        mut stash: Stash,
+        records: Vec<Record>,
+        links: BTreeMap<String, Link>,
+        propagate_deletes: bool,
+    ) -> (Stash, Progress, Vec<RecordError>) {
         let mut config = memory::config(direction);
         config.options.propagate_deletes = propagate_deletes;
         let task = memory::task(&config, Phase::Push);
         let mapper = Mapper::new(config.mappings_of(Entity::Contacts));
-        let (mut stash, mut progress, mut errors) =
-            (Stash::default(), Progress::default(), Vec::new());
+        let (mut progress, mut errors) = (Progress::default(), Vec::new());
         PagePush {
             task: &task,
             config: &config,
@@ -1144,10 +1385,96 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn enough_writes_go_through_one_bulk_job_checkpointed_before_it_is_collected() {
+        let people: Vec<Record> = ["a", "b", "c"]
+            .iter()
+            .map(|n| person(RecordId::generate(), &format!("{n}@example.com"), n))
+            .collect();
+        let mut crm = FakeCrm {
+            marked: true,
+            bulk_min: Some(3),
+            creates: VecDeque::from([
+                WriteOutcome::Done("crm-a".into()),
+                WriteOutcome::Failed(
+                    "REQUIRED_FIELD_MISSING: Required fields are missing: [LastName]".into(),
+                ),
+                WriteOutcome::Done("crm-c".into()),
+            ]),
+            ..FakeCrm::default()
+        };
+        let (stash, progress, errors) = push(
+            SyncDirection::Push,
+            &mut crm,
+            people.clone(),
+            BTreeMap::new(),
+            false,
+        )
+        .await;
+        assert_eq!(crm.submitted, vec![(BulkOp::Upsert, 3)]);
+        assert_eq!(crm.collected, vec!["job-1".to_owned()]);
+        assert_eq!(stash.bulk.get("upsert").map(String::as_str), Some("job-1"));
+        assert_eq!(count(&progress, "created"), 2, "{progress:?}");
+        assert_eq!(count(&progress, "failed"), 1);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].record_id.as_deref(), Some(people[1].id.as_str()));
+        assert!(errors[0].message.starts_with("REQUIRED_FIELD_MISSING"));
+        assert_eq!(
+            stash.links[people[2].id.as_str()].crm_id.as_deref(),
+            Some("crm-c")
+        );
+
+        // The page pushed again after a redelivery collects the job it checkpointed.
+        let mut again = FakeCrm {
+            marked: true,
+            bulk_min: Some(3),
+            ..FakeCrm::default()
+        };
+        let resumed = Stash {
+            bulk: BTreeMap::from([("upsert", "job-7".to_owned())]),
+            ..Stash::default()
+        };
+        let (_, progress, _) = push_with(
+            SyncDirection::Push,
+            &mut again,
+            resumed,
+            people.clone(),
+            BTreeMap::new(),
+            false,
+        )
+        .await;
+        assert!(again.submitted.is_empty());
+        assert_eq!(again.collected, vec!["job-7".to_owned()]);
+        assert_eq!(count(&progress, "created"), 3);
+
+        // Fewer writes than the bulk minimum stay on the batch writes.
+        let mut few = FakeCrm {
+            marked: true,
+            bulk_min: Some(4),
+            ..FakeCrm::default()
+        };
+        push(
+            SyncDirection::Push,
+            &mut few,
+            people,
+            BTreeMap::new(),
+            false,
+        )
+        .await;
+        assert!(few.submitted.is_empty() && few.collected.is_empty());
+        assert_eq!(few.created.len(), 3);
+    }
+
     #[test]
     fn push_pages_are_five_batches_of_the_crm_at_most_five_hundred_records() {
         for kind in CrmKind::all() {
             let size = push_page_size(kind);
+            if let Some(bulk) = kind.bulk_page() {
+                // A CRM with a bulk API reads pages that can fill a job.
+                assert_eq!(size, i32::try_from(bulk).unwrap(), "{kind:?}");
+                assert!(bulk >= kind.bulk_min().unwrap_or(0), "{kind:?}");
+                continue;
+            }
             assert!((1..=PUSH_PAGE).contains(&size), "{kind:?}: {size}");
             let five = i32::try_from(kind.batch_size() * 5).unwrap();
             assert_eq!(size, five.min(PUSH_PAGE), "{kind:?}");
