@@ -16,7 +16,7 @@ ifeq ($(CI),true)
 export CARGO_INCREMENTAL ?= 0
 endif
 CARGO ?= cargo
-FUNCTION_CRATES := credentials oauth-start oauth-callback token-refresh records sync-config sync-runs sync-worker integrations event-dispatch google
+FUNCTION_CRATES := credentials oauth-start oauth-callback token-refresh records sync-config sync-runs sync-worker integrations event-dispatch google webhooks
 
 .PHONY: dev test bench venv fmt lint unit fuzz infra infra-fast token invoke sandbox clean help
 

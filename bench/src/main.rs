@@ -37,8 +37,15 @@
 //!   (default all): seconds, records per second against
 //!   the CRM's ceiling, or the share of its daily allowance a run spends.
 //!
-//! Usage: `conduit-bench [--only coldstart,conflict,oauth,refresh,sync,crms,dispatch,store,gmail,kb] [--flows N]
-//! [--connections N] [--sync 1000,10000,100000] [--directions pull,push] [--crms zoho] [--crm-records N] [--pairs N]
+//! - **Salesforce Bulk API 2.0** (see [`bulk`]): `--bulk-records` contacts (default
+//!   100,000) each way through Bulk API 2.0: seconds, jobs, and the ratio to the Bulk
+//!   limits.
+//! - **Webhooks** (see [`webhooks`]): HubSpot change → app record through the signed
+//!   webhook and a targeted pull: `--hook-changes` single edits (default 200), p50 /
+//!   p90 / p99 / max, and a burst of 500 creations.
+//!
+//! Usage: `conduit-bench [--only coldstart,conflict,oauth,refresh,sync,crms,bulk,webhooks,dispatch,store,gmail,kb] [--hook-changes N] [--flows N]
+//! [--connections N] [--sync 1000,10000,100000] [--directions pull,push] [--crms zoho] [--crm-records N] [--bulk-records N] [--pairs N]
 //! [--starts N] [--events N] [--tenants N] [--calls N] [--sends N] [--articles N] [--bin-dir DIR] [--log LEVEL]` (default: everything; `--log info` writes the handlers' JSON logs,
 //! e.g. the worker's "sync chunk done", to stderr).
 
@@ -64,6 +71,7 @@ mod gmail;
 mod kb;
 mod store;
 mod sync;
+mod webhooks;
 
 #[global_allocator]
 static HEAP: alloc::Counting = alloc::Counting;
@@ -89,9 +97,11 @@ struct Args {
     log: Option<String>,
 }
 
-const BENCHES: [&str; 10] = [
+const BENCHES: [&str; 12] = [
     "coldstart",
     "crms",
+    "bulk",
+    "webhooks",
     "conflict",
     "oauth",
     "refresh",
@@ -242,7 +252,7 @@ async fn main() -> Result<()> {
         conflict_detection(args.pairs);
     }
     if [
-        "oauth", "refresh", "sync", "crms", "dispatch", "store", "gmail", "kb",
+        "oauth", "refresh", "sync", "crms", "bulk", "webhooks", "dispatch", "store", "gmail", "kb",
     ]
     .iter()
     .any(|b| wants(b))
@@ -259,6 +269,12 @@ async fn main() -> Result<()> {
         }
         if wants("crms") && !args.crms.is_empty() {
             crms::bench(&env, &args.crms, args.crm_records).await?;
+        }
+        if wants("bulk") {
+            bulk::bench(&env, args.bulk_records).await?;
+        }
+        if wants("webhooks") {
+            webhooks::bench(&env, args.hook_changes).await?;
         }
         if wants("dispatch") {
             dispatch::bench(&env, args.events, args.tenants).await?;

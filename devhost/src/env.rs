@@ -115,7 +115,8 @@ pub struct LocalEnvOptions {
     /// again after this delay instead of the queue's visibility timeout (default: none,
     /// as in AWS). Tests of retries and dead-letter queues set it (e.g. to zero).
     pub sqs_retry_delay: Option<Duration>,
-    /// Throttle like the stage (`DefaultRouteSettings`: 429 `{"message":"Too Many
+    /// Throttle like the stage (`DefaultRouteSettings`, and each route named in
+    /// `RouteSettings` with its own bucket: 429 `{"message":"Too Many
     /// Requests"}`) — on for `devhost up` and the fuzzer; off by default, so tests and
     /// benchmarks measure Conduit rather than the stage limit.
     pub throttle: bool,

@@ -121,6 +121,7 @@ impl FunctionRegistry {
             .register_event("sync-worker", typed_event_handler!(sync_worker::handle))
             .register("integrations", handler!(integrations::handle))
             .register("google", handler!(google::handle))
+            .register("webhooks", handler!(webhooks::handle))
             .register_event(
                 "event-dispatch",
                 event_handler!(event_dispatch::handle_event),

@@ -172,9 +172,24 @@ impl Throttle {
     }
 }
 
+/// Each route's own throttling (`RouteSettings`, by route key): routes named there
+/// have their own bucket too, on top of the stage's.
+fn route_throttles(settings: &Json) -> BTreeMap<String, Throttle> {
+    settings
+        .as_object()
+        .map(|routes| {
+            routes
+                .iter()
+                .filter_map(|(key, s)| Some((key.clone(), Throttle::from_settings(s)?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 struct Inner {
     routes: RouteTable,
     throttle: Option<Throttle>,
+    route_throttles: BTreeMap<String, Throttle>,
     functions: BTreeMap<String, FunctionEntry>,
     authorizers: BTreeMap<String, Authorizer>,
     jwt: LocalJwt,
@@ -290,6 +305,21 @@ impl DevHost {
                 .and_then(Throttle::from_settings),
         };
 
+        let per_route = template
+            .apis
+            .values()
+            .find_map(|a| a.per_route_settings.as_ref())
+            .filter(|_| options.throttle);
+        let route_throttles = match per_route {
+            None => BTreeMap::new(),
+            Some(value) => stack
+                .resolve(value)
+                .context("resolving RouteSettings")?
+                .as_ref()
+                .map(route_throttles)
+                .unwrap_or_default(),
+        };
+
         let mut entries = BTreeMap::new();
         for (id, function) in &template.functions {
             let handler = match functions.get(&function.binary) {
@@ -343,6 +373,7 @@ impl DevHost {
         let inner = Arc::new(Inner {
             routes,
             throttle,
+            route_throttles,
             functions: entries,
             authorizers,
             jwt,
@@ -765,9 +796,13 @@ async fn handle(inner: &Inner, peer: SocketAddr, req: Request, request_id: &str)
     };
     let route = matched.route;
     let route_key = route.route_key();
-    if let Some(throttle) = &inner.throttle
-        && !throttle.admit(Instant::now())
-    {
+    let now = Instant::now();
+    let stage = inner.throttle.as_ref().is_none_or(|t| t.admit(now));
+    let own = inner
+        .route_throttles
+        .get(&route_key)
+        .is_none_or(|t| t.admit(now));
+    if !stage || !own {
         return outcome(
             gateway(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests"),
             &route_key,
@@ -1014,6 +1049,19 @@ fn into_http(response: lambda_http::Response<lambda_http::Body>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn routes_named_in_route_settings_get_their_own_bucket() {
+        let t = route_throttles(&json!({
+            "POST /v1/webhooks/hubspot": {"ThrottlingBurstLimit": 2, "ThrottlingRateLimit": 1},
+            "GET /v1/oauth/{provider}/callback": {"ThrottlingBurstLimit": 20},
+        }));
+        assert_eq!(t.len(), 1, "a route without both limits has none");
+        let hook = &t["POST /v1/webhooks/hubspot"];
+        let t0 = Instant::now();
+        assert!(hook.admit(t0) && hook.admit(t0));
+        assert!(!hook.admit(t0), "its own burst is spent");
+    }
 
     #[test]
     fn the_throttle_lets_a_burst_through_then_refills_at_its_rate() {

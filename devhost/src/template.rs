@@ -285,6 +285,8 @@ pub struct HttpApi {
     pub cors: Option<Value>,
     /// `DefaultRouteSettings` (throttling), unresolved.
     pub route_settings: Option<Value>,
+    /// `RouteSettings` (each route's own throttling, by route key), unresolved.
+    pub per_route_settings: Option<Value>,
 }
 
 /// A JWT authorizer of an HTTP API.
@@ -697,6 +699,7 @@ fn parse_api(res: &Resource) -> Result<HttpApi> {
         authorizers,
         cors: res.property("CorsConfiguration").cloned(),
         route_settings: res.property("DefaultRouteSettings").cloned(),
+        per_route_settings: res.property("RouteSettings").cloned(),
     })
 }
 

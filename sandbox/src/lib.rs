@@ -540,6 +540,7 @@ impl Sandbox {
         let addr = listener.local_addr()?;
         let app = router(state.clone());
         let (stop, stopped) = oneshot::channel::<()>();
+        let deliveries = tokio::spawn(providers::hubspot_webhooks::deliver_forever(state.clone()));
         let task = tokio::spawn(async move {
             let served = axum::serve(listener, app)
                 .with_graceful_shutdown(async {
@@ -547,6 +548,7 @@ impl Sandbox {
                     let _ = stopped.await;
                 })
                 .await;
+            deliveries.abort();
             if let Err(error) = served {
                 tracing::error!(%error, "sandbox server failed");
             }

@@ -448,6 +448,8 @@ pub struct SandboxState {
     oauth: Arc<Mutex<crate::oauth::Store>>,
     /// HubSpot CRM records per portal, behind their own lock.
     crm: Arc<Mutex<crate::providers::hubspot_crm::CrmStore>>,
+    /// HubSpot apps' webhook settings, subscriptions and deliveries, behind their own lock.
+    hooks: Arc<Mutex<crate::providers::hubspot_webhooks::HookStore>>,
     /// Salesforce records per org, behind their own lock.
     sf: Arc<Mutex<crate::providers::salesforce_crm::SfStore>>,
     /// Pipedrive persons, organizations, fields and budgets per company, behind their
@@ -688,6 +690,7 @@ impl SandboxState {
         *self.lock() = Inner::default();
         *self.oauth_store() = crate::oauth::Store::default();
         *self.crm_store() = crate::providers::hubspot_crm::CrmStore::default();
+        *self.hook_store() = crate::providers::hubspot_webhooks::HookStore::default();
         *self.sf_store() = crate::providers::salesforce_crm::SfStore::default();
         *self.pd_store() = crate::providers::pipedrive_crm::PdStore::default();
         *self.zoho_crm_store() = crate::providers::zoho_crm::ZohoStore::default();
@@ -775,6 +778,13 @@ impl SandboxState {
     /// The HubSpot CRM store, locked.
     pub(crate) fn crm_store(&self) -> MutexGuard<'_, crate::providers::hubspot_crm::CrmStore> {
         self.crm.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The HubSpot webhooks store, locked. Never held with the CRM or OAuth store.
+    pub(crate) fn hook_store(
+        &self,
+    ) -> MutexGuard<'_, crate::providers::hubspot_webhooks::HookStore> {
+        self.hooks.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The OAuth store, locked. Hold it briefly: every OAuth request takes it.

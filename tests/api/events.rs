@@ -59,6 +59,17 @@ fn expectations() -> Vec<(&'static str, &'static str, Shows)> {
     use serde_json::json;
     vec![
         ("oauth-start", "start-hubspot.json", Shows::Status(200)),
+        // Signed long ago: refused as stale before any secret is used.
+        (
+            "webhooks",
+            "hubspot-stale-timestamp.json",
+            Shows::Status(401),
+        ),
+        (
+            "webhooks",
+            "hubspot-unknown-tenant.json",
+            Shows::Status(401),
+        ),
         (
             "google",
             "send-gmail-not-connected.json",
@@ -221,6 +232,7 @@ fn every_function_of_the_template_has_sample_events() {
         "event-dispatch",
         "integrations",
         "google",
+        "webhooks",
     ] {
         for entry in std::fs::read_dir(events_dir().join(binary)).unwrap() {
             let name = entry.unwrap().file_name().to_string_lossy().into_owned();

@@ -38,6 +38,7 @@ mod sync_pipedrive;
 mod sync_review;
 mod sync_salesforce;
 mod sync_support;
+mod sync_webhooks;
 mod sync_zoho;
 mod telemetry;
 mod tokens;

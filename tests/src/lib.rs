@@ -276,6 +276,11 @@ impl TestApp {
         format!("t-{}", ulid_like())
     }
 
+    /// The dev host's base URL (the API's public base URL locally).
+    pub fn url(&self) -> String {
+        self.shared.url.clone()
+    }
+
     /// The sandbox's base URL.
     pub fn sandbox_url(&self) -> String {
         self.shared.sandbox_url.clone()

@@ -94,6 +94,43 @@ fn can_schedule(call: &Call<'_>, c: &SyncConfig) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Brings the config's webhooks in the CRM in step (where Conduit creates them:
+/// Pipedrive). Never fails the change: the config still pulls every minute; a failure
+/// is audited (`sync_config.webhooks`, failed) and logged, and the next change of the
+/// config tries again.
+async fn webhooks(call: &Call<'_>, c: &SyncConfig, gone: bool) {
+    match conduit::sync::subscriptions::reconcile(
+        call.app,
+        c,
+        gone,
+        call.who.user.as_str(),
+        &call.meta.request_id,
+    )
+    .await
+    {
+        Ok(done) if done.created + done.removed > 0 => {
+            call.record(
+                &call
+                    .audit_config("sync_config.webhooks", &c.id)
+                    .detail("created", done.created)
+                    .detail("removed", done.removed),
+            )
+            .await;
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(config = %c.id, error = %e, "the config's webhooks could not be brought in step; it pulls every minute meanwhile");
+            call.record(
+                &call
+                    .audit_config("sync_config.webhooks", &c.id)
+                    .failed(Outcome::Failure, "webhooks_failed")
+                    .detail("reason", e.chars().take(300).collect::<String>()),
+            )
+            .await;
+        }
+    }
+}
+
 /// The next version of `prev`, to change.
 pub fn next_version(prev: &SyncConfig) -> SyncConfig {
     let mut next = prev.clone();
@@ -119,9 +156,13 @@ pub async fn save(
         || prev.status != next.status
         || prev.schedule_name != next.schedule_name;
     if !changed {
+        if prev.entities != next.entities || prev.direction != next.direction {
+            webhooks(call, next, false).await;
+        }
         return Ok(());
     }
     let Err(e) = call.schedules().apply(next).await else {
+        webhooks(call, next, false).await;
         return Ok(());
     };
     // Back to `prev` as a new version (the store only moves forward).
@@ -330,6 +371,7 @@ pub async fn create(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
         }
         return Err(schedule_error(e));
     }
+    webhooks(call, &c, false).await;
     respond(StatusCode::CREATED, &c)
 }
 
@@ -465,6 +507,7 @@ pub async fn delete(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
         }
         return Err(write_error(e));
     }
+    webhooks(call, &c, true).await;
     // The purge starts now; should this send fail, the backstop does the work.
     if let Err(e) = queue.send(&purge).await {
         tracing::warn!(config = %c.id, error = %e, "the clean-up of a deleted config waits for its backstop");
@@ -484,6 +527,7 @@ async fn set_status(
             .apply(&prev)
             .await
             .map_err(schedule_error)?;
+        webhooks(call, &prev, false).await;
         return respond(StatusCode::OK, &prev);
     }
     let mut next = next_version(&prev);

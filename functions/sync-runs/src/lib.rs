@@ -247,6 +247,7 @@ async fn trigger_one(
             entities,
             trigger: "manual".into(),
             only: Vec::new(),
+            gone: Vec::new(),
         },
     )
     .await

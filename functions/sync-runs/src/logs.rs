@@ -222,6 +222,7 @@ pub async fn retry(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
             entities: Some(vec![log.entity]),
             trigger: "retry".into(),
             only,
+            gone: Vec::new(),
         },
     )
     .await

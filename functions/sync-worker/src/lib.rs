@@ -1,6 +1,7 @@
 //! The sync worker: takes batches of sync-queue messages ([`SyncMessage`]) from SQS and
 //! does each — a chunk of a run (a bounded number of pages of one entity's pull or
-//! push), a page of a deleted config's clean-up, a realtime follow-up, or a
+//! push), a page of a deleted config's clean-up, a realtime follow-up, a webhook's
+//! targeted pull, or a
 //! knowledge-base import step (up to 40 s) — then reports the messages that must come
 //! back (partial batch failures). A message that cannot be understood is reported too,
 //! so after the queue's receive limit it lands in the dead-letter queue instead of
@@ -12,7 +13,7 @@ use conduit::kb::run as kb;
 use conduit::queue::Publisher;
 use conduit::sync::engine::{self, ChunkError};
 use conduit::sync::message::SyncMessage;
-use conduit::sync::{purge, realtime};
+use conduit::sync::{purge, realtime, webhook};
 use futures::StreamExt;
 use lambda_runtime::LambdaEvent;
 
@@ -99,6 +100,13 @@ async fn one(app: &App, publisher: &Publisher, record: SqsMessage) -> Option<Str
             .await
             .err()
             .map(|e| format!("run {}: {e}", step.run_id)),
+        SyncMessage::Webhook(h) => match webhook::pull(app, publisher, h).await {
+            Ok(pulled) => {
+                tracing::info!(message_id = %id, config = %h.config_id, entity = %h.entity, ?pulled, "webhook pull");
+                None
+            }
+            Err(e) => Some(format!("config {}: {e}", h.config_id)),
+        },
     };
     let why = failed?;
     tracing::warn!(message_id = %id, kind, reason = %why, "sync message will be retried");

@@ -1302,6 +1302,28 @@ impl Store {
         })
     }
 
+    /// A HubSpot app by its numeric id: its client id and client secret.
+    pub(crate) fn hubspot_app(&self, app_id: u64) -> Option<(String, String)> {
+        self.clients
+            .iter()
+            .find_map(|((provider, client_id), record)| {
+                (*provider == OAuthProvider::Hubspot && record.app_id == app_id)
+                    .then(|| (client_id.clone(), record.secret.expose().to_owned()))
+            })
+    }
+
+    /// The portals (hub ids) where a HubSpot app is installed: those with a grant to it
+    /// that is not revoked.
+    pub(crate) fn hubspot_installs(&self, client_id: &str) -> std::collections::BTreeSet<u64> {
+        self.grants
+            .iter()
+            .filter(|g| {
+                g.provider == OAuthProvider::Hubspot && g.client_id == client_id && !g.revoked
+            })
+            .filter_map(|g| self.users.get(g.user).map(|u| u.hub_id))
+            .collect()
+    }
+
     fn app_id(&self, provider: OAuthProvider, client_id: &str) -> u64 {
         self.clients
             .get(&(provider, client_id.to_owned()))

@@ -83,6 +83,8 @@ pub(crate) enum Endpoint {
     RefreshTokenDelete,
     /// A CRM objects or properties route (see [`super::hubspot_crm`]).
     Crm(super::hubspot_crm::CrmRoute),
+    /// A Webhooks API v3 route (see [`super::hubspot_webhooks`]).
+    Webhooks(super::hubspot_webhooks::Route),
 }
 
 impl Endpoint {
@@ -95,6 +97,7 @@ impl Endpoint {
             Endpoint::AccessTokenInfo | Endpoint::RefreshTokenInfo => OAUTH_INTROSPECT,
             Endpoint::RefreshTokenDelete => OAUTH_REVOKE,
             Endpoint::Crm(route) => route.name(),
+            Endpoint::Webhooks(route) => route.name(),
         }
     }
 }
@@ -129,6 +132,9 @@ pub(crate) fn route(req: &ProviderRequest) -> Option<Endpoint> {
         (&Method::DELETE, _) if path_token(path, "refresh-tokens").is_some() => {
             Some(Endpoint::RefreshTokenDelete)
         }
+        _ if path.starts_with("/webhooks/v3/") => {
+            super::hubspot_webhooks::route(path).map(Endpoint::Webhooks)
+        }
         _ => super::hubspot_crm::route(&req.method, path).map(Endpoint::Crm),
     }
 }
@@ -137,6 +143,7 @@ pub(crate) fn route(req: &ProviderRequest) -> Option<Endpoint> {
 pub(crate) fn handle(endpoint: Endpoint, state: &SandboxState, req: &ProviderRequest) -> Response {
     match endpoint {
         Endpoint::Crm(route) => super::hubspot_crm::handle(route, state, req),
+        Endpoint::Webhooks(route) => super::hubspot_webhooks::handle(route, state, req),
         Endpoint::AccountInfo => match authorize(state, req) {
             Ok(authorized) => account_info(state, &authorized),
             Err(response) => response,

@@ -343,10 +343,39 @@ fn value_text(value: &Value) -> Option<String> {
 struct Table {
     records: BTreeMap<u64, Record>,
     next_id: u64,
+    /// Changes not yet taken by the webhook deliveries (`hubspot_webhooks`).
+    changes: Vec<Change>,
+    /// The next changes are a user's in HubSpot's UI (`CRM_UI`), not the API's.
+    by_ui: bool,
     /// Live records' values of unique properties (contact `email`, custom properties
     /// with `hasUniqueValue`): property → trimmed, lower-cased value → record id.
     unique: HashMap<String, HashMap<String, u64>>,
 }
+
+/// What happened to a record, for the webhook deliveries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum ChangeKind {
+    /// Created.
+    Creation,
+    /// These properties' values changed.
+    PropertyChange(Vec<String>),
+    /// Archived.
+    Deletion,
+}
+
+/// One change of a record.
+#[derive(Clone, Debug)]
+pub(crate) struct Change {
+    pub(crate) id: u64,
+    pub(crate) kind: ChangeKind,
+    pub(crate) at_ms: i64,
+    /// `API` or `CRM_UI`.
+    pub(crate) source: &'static str,
+}
+
+/// Changes kept for deliveries at most (older ones are dropped, as if no app were
+/// subscribed when they happened).
+const CHANGES_KEPT: usize = 200_000;
 
 /// A unique property's value as the index keys it; `None` when empty.
 fn unique_key(value: &str) -> Option<String> {
@@ -355,6 +384,19 @@ fn unique_key(value: &str) -> Option<String> {
 }
 
 impl Table {
+    fn note(&mut self, id: u64, kind: ChangeKind, at_ms: i64) {
+        if self.changes.len() >= CHANGES_KEPT {
+            self.changes.drain(..CHANGES_KEPT / 2);
+        }
+        let source = if self.by_ui { "CRM_UI" } else { "API" };
+        self.changes.push(Change {
+            id,
+            kind,
+            at_ms,
+            source,
+        });
+    }
+
     /// Starts indexing `name` (no-op when already indexed).
     fn index_property(&mut self, name: &str) {
         if self.unique.contains_key(name) {
@@ -421,17 +463,35 @@ impl Table {
             },
         );
         self.reindex(id);
+        self.note(id, ChangeKind::Creation, now);
         id
     }
 
     /// Applies input properties to a live record; `None` when there is none.
     fn set(&mut self, id: u64, input: &Map<String, Value>, now: i64) -> Option<&Record> {
-        self.records.get(&id).filter(|r| !r.archived)?;
+        let before = self
+            .records
+            .get(&id)
+            .filter(|r| !r.archived)?
+            .properties
+            .clone();
         self.unindex(id);
         if let Some(record) = self.records.get_mut(&id) {
             record.apply(input, now);
         }
         self.reindex(id);
+        let changed: Vec<String> = input
+            .keys()
+            .filter(|k| {
+                self.records
+                    .get(&id)
+                    .is_some_and(|r| r.properties.get(k.as_str()) != before.get(k.as_str()))
+            })
+            .cloned()
+            .collect();
+        if !changed.is_empty() {
+            self.note(id, ChangeKind::PropertyChange(changed), now);
+        }
         self.records.get(&id)
     }
 
@@ -445,6 +505,7 @@ impl Table {
             record.archived = true;
             record.updated_ms = now.max(record.updated_ms);
         }
+        self.note(id, ChangeKind::Deletion, now);
         true
     }
 
@@ -490,6 +551,16 @@ impl CrmStore {
             }
         }
         table
+    }
+
+    /// Takes every table's changes since the last call: (portal, object, change).
+    pub(crate) fn take_changes(&mut self) -> Vec<(u64, CrmObject, Change)> {
+        let mut out = Vec::new();
+        for ((portal, object), table) in &mut self.tables {
+            out.extend(table.changes.drain(..).map(|c| (*portal, *object, c)));
+        }
+        out.sort_by_key(|(_, _, c)| c.at_ms);
+        out
     }
 
     fn customs(&self, portal: u64, object: CrmObject) -> &[CustomProperty] {
@@ -642,7 +713,10 @@ impl SandboxState {
             .iter()
             .map(|(k, v)| (k.clone(), Value::String(v.clone())))
             .collect();
-        table.set(id, &input, now).map(Record::view)
+        table.by_ui = true;
+        let view = table.set(id, &input, now).map(Record::view);
+        table.by_ui = false;
+        view
     }
 
     /// Archives a live record as a HubSpot user would; false when there is none.
@@ -652,7 +726,10 @@ impl SandboxState {
         match table.live(id) {
             Some(record) => {
                 let (id, now) = (record.id, now_ms().max(record.updated_ms + 1));
-                table.archive(id, now)
+                table.by_ui = true;
+                let archived = table.archive(id, now);
+                table.by_ui = false;
+                archived
             }
             None => false,
         }

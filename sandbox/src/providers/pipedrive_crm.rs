@@ -283,6 +283,12 @@ pub enum PdRoute {
     FieldCreate(PdObject),
     /// `GET /v1/recents`.
     Recents,
+    /// `GET /v1/webhooks` (see [`super::pipedrive_webhooks`]).
+    Webhooks,
+    /// `POST /v1/webhooks`.
+    WebhookCreate,
+    /// `DELETE /v1/webhooks/{id}`.
+    WebhookDelete,
 }
 
 impl PdRoute {
@@ -299,6 +305,9 @@ impl PdRoute {
             PdRoute::Fields(_) => CRM_FIELDS,
             PdRoute::FieldCreate(_) => CRM_FIELD_CREATE,
             PdRoute::Recents => RECENTS,
+            PdRoute::Webhooks | PdRoute::WebhookCreate | PdRoute::WebhookDelete => {
+                super::pipedrive_webhooks::ROUTE
+            }
         }
     }
 
@@ -314,6 +323,7 @@ impl PdRoute {
             PdRoute::Fields(_) => &["contacts:read", "contacts:full", "admin"],
             PdRoute::FieldCreate(_) => &["admin"],
             PdRoute::Recents => &["recents:read", "search:read"],
+            PdRoute::Webhooks | PdRoute::WebhookCreate | PdRoute::WebhookDelete => &["admin"],
         }
     }
 
@@ -326,6 +336,9 @@ impl PdRoute {
             PdRoute::Delete(_) => 3,
             PdRoute::Search(_) | PdRoute::Fields(_) | PdRoute::Recents => 20,
             PdRoute::FieldCreate(_) | PdRoute::BulkDelete(_) => 10,
+            PdRoute::Webhooks => 20,
+            PdRoute::WebhookCreate => 10,
+            PdRoute::WebhookDelete => 6,
         }
     }
 
@@ -355,6 +368,9 @@ pub(crate) fn route(method: &Method, path: &str) -> Option<PdRoute> {
         .trim_end_matches('/');
     match (method, rest) {
         (&Method::GET, "recents") => Some(PdRoute::Recents),
+        (&Method::GET, "webhooks") => Some(PdRoute::Webhooks),
+        (&Method::POST, "webhooks") => Some(PdRoute::WebhookCreate),
+        (&Method::DELETE, w) if w.starts_with("webhooks/") => Some(PdRoute::WebhookDelete),
         (&Method::DELETE, name) => PdObject::from_path(name).map(PdRoute::BulkDelete),
         (&Method::GET, name) => PdObject::from_fields_path(name).map(PdRoute::Fields),
         (&Method::POST, name) => PdObject::from_fields_path(name).map(PdRoute::FieldCreate),
@@ -712,7 +728,7 @@ struct NewField<'a> {
 
 /// One company's records, fields, limits and spent budget.
 #[derive(Debug)]
-struct Company {
+pub(crate) struct Company {
     company_id: u64,
     persons: Table,
     orgs: Table,
@@ -724,6 +740,8 @@ struct Company {
     tokens_used: u64,
     /// POST/PUT/PATCH calls per API-token user today.
     writes: HashMap<u64, u64>,
+    /// Webhooks, record changes not yet delivered (see [`super::pipedrive_webhooks`]).
+    pub(crate) hooks: super::pipedrive_webhooks::CompanyHooks,
 }
 
 impl Company {
@@ -757,6 +775,7 @@ impl Company {
             day: 0,
             tokens_used: 0,
             writes: HashMap::new(),
+            hooks: Default::default(),
         }
     }
 
@@ -854,7 +873,9 @@ impl Company {
 /// the malformed-response knob.
 #[derive(Debug, Default)]
 pub(crate) struct PdStore {
-    companies: HashMap<String, Company>,
+    pub(crate) companies: HashMap<String, Company>,
+    /// Webhook requests waiting and sent.
+    pub(crate) hook_out: super::pipedrive_webhooks::Outbox,
     bursts: HashMap<String, VecDeque<Instant>>,
     search_bursts: HashMap<String, VecDeque<Instant>>,
     malformed: HashMap<String, u32>,
@@ -1147,6 +1168,7 @@ fn serve(
             record.update_ms = now;
             let data = record.to_v2(object, None);
             company.table_mut(object).records.insert(id, record);
+            company.hooks.note(object, id, "create", "api", now);
             ok(json!({"success": true, "data": data}))
         }
         PdRoute::Update(object) => {
@@ -1161,6 +1183,7 @@ fn serve(
             record.update_ms = now.max(record.update_ms);
             let data = record.to_v2(object, None);
             company.table_mut(object).records.insert(id, record);
+            company.hooks.note(object, id, "change", "api", now);
             ok(json!({"success": true, "data": data}))
         }
         PdRoute::Delete(object) => {
@@ -1210,6 +1233,9 @@ fn serve(
         }
         PdRoute::FieldCreate(object) => create_field(company, &domain, object, caller, req, now),
         PdRoute::Recents => recents(company, req),
+        PdRoute::Webhooks | PdRoute::WebhookCreate | PdRoute::WebhookDelete => {
+            super::pipedrive_webhooks::serve(route, company, caller.user_id, &domain, req, now)
+        }
     }
 }
 
@@ -1229,10 +1255,21 @@ fn path_id(segment: &str) -> Result<u64, Reply> {
 }
 
 fn soft_delete(company: &mut Company, object: PdObject, id: u64, now: i64) -> bool {
+    soft_delete_by(company, object, id, now, "api")
+}
+
+fn soft_delete_by(
+    company: &mut Company,
+    object: PdObject,
+    id: u64,
+    now: i64,
+    source: &'static str,
+) -> bool {
     match company.table_mut(object).records.get_mut(&id) {
         Some(record) if !record.deleted => {
             record.deleted = true;
             record.update_ms = now.max(record.update_ms);
+            company.hooks.note(object, id, "delete", source, now);
             true
         }
         _ => false,
@@ -2189,6 +2226,21 @@ fn seed_record(company: &Company, object: PdObject, id: u64, n: u64, owner: u64,
     record
 }
 
+impl Company {
+    /// The company's numeric id.
+    pub(crate) fn company_id(&self) -> u64 {
+        self.company_id
+    }
+
+    /// The v2 view of a record (deleted or not), for webhook payloads.
+    pub(crate) fn record_data(&self, object: PdObject, id: u64) -> Option<Value> {
+        self.table(object)
+            .records
+            .get(&id)
+            .map(|r| r.to_v2(object, None))
+    }
+}
+
 fn view(object: PdObject, record: &Rec) -> PdRecord {
     PdRecord {
         id: record.id,
@@ -2216,6 +2268,7 @@ impl SandboxState {
             let id = company_data.table_mut(object).next();
             let record = seed_record(company_data, object, id, id - 1, 10_000_001, now);
             company_data.table_mut(object).records.insert(id, record);
+            company_data.hooks.note(object, id, "create", "app", now);
             ids.push(id);
         }
         ids
@@ -2273,8 +2326,10 @@ impl SandboxState {
         apply(company_data, object, &mut record, body, false)
             .map_err(|(_, body)| body["error"].as_str().unwrap_or_default().to_owned())?;
         record.update_ms = now_ms().max(record.update_ms + 1000);
+        let at = record.update_ms;
         let out = view(object, &record);
         company_data.table_mut(object).records.insert(id, record);
+        company_data.hooks.note(object, id, "change", "app", at);
         Ok(out)
     }
 
@@ -2287,7 +2342,7 @@ impl SandboxState {
             .table(object)
             .live(id)
             .map(|r| now_ms().max(r.update_ms + 1000));
-        now.is_some_and(|now| soft_delete(company_data, object, id, now))
+        now.is_some_and(|now| soft_delete_by(company_data, object, id, now, "app"))
     }
 
     /// Creates a custom field as an admin would in the app; its 40-hex `key`. `Err` for

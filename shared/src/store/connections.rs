@@ -19,19 +19,46 @@ struct ConnectionItem<'a> {
     gsi1pk: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     gsi1sk: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gsi2pk: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gsi2sk: Option<String>,
     #[serde(flatten)]
     item: &'a Connection,
 }
 
 fn keyed(conn: &Connection) -> ConnectionItem<'_> {
     let due = conn.refresh_due();
+    let account = webhook_account(conn);
     ConnectionItem {
         pk: keys::tenant(&conn.tenant),
         sk: keys::connection(&conn.id),
         gsi1pk: due.map(|_| keys::token_due(keys::token_due_shard(&conn.id))),
         gsi1sk: due.map(|t| keys::token_due_entry(&sortable_time(t), &conn.tenant, &conn.id)),
+        gsi2pk: account.map(|a| keys::provider_account(&conn.provider, a)),
+        gsi2sk: account.map(|_| keys::provider_account_entry(&conn.tenant, &conn.id)),
         item: conn,
     }
+}
+
+/// The provider account a tenant's connection acts in, as the provider's webhooks name
+/// it (a HubSpot portal id); personal connections are never found by account.
+fn webhook_account(conn: &Connection) -> Option<&str> {
+    if conn.owner.is_some() {
+        return None;
+    }
+    conn.identity
+        .as_ref()
+        .and_then(|i| i.account.as_deref())
+        .map(str::trim)
+        .filter(|a| !a.is_empty() && a.len() <= 256)
+}
+
+/// A connection's keys as its provider-account index holds them (keys only).
+#[derive(Deserialize)]
+struct AccountEntry {
+    pk: String,
+    sk: String,
 }
 
 impl Connection {
@@ -166,6 +193,42 @@ impl Connections {
             |k| belongs(tenant, k),
         )
         .await
+    }
+
+    /// The tenants' connections acting in `provider`'s account `account` (a HubSpot
+    /// portal), from the provider-account index (eventually consistent: a connection
+    /// made a moment ago may be missing). Entries whose keys do not read are skipped.
+    pub async fn by_account(
+        &self,
+        provider: &str,
+        account: &str,
+    ) -> Result<Vec<(TenantId, ConnectionId)>, StoreError> {
+        let pk = keys::provider_account(provider, account);
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self
+                .table
+                .query::<AccountEntry>(
+                    Some("gsi2"),
+                    &pk,
+                    crate::store::QueryOpts {
+                        limit: Some(100),
+                        cursor: cursor.as_deref(),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            out.extend(page.items.iter().filter_map(|e| {
+                let tenant = e.pk.strip_prefix("T#")?;
+                let id = e.sk.strip_prefix(keys::CONNECTION_PREFIX)?;
+                Some((TenantId::parse(tenant).ok()?, ConnectionId::parse(id).ok()?))
+            }));
+            match page.cursor {
+                Some(c) if out.len() < 1000 => cursor = Some(c),
+                _ => return Ok(out),
+            }
+        }
     }
 
     /// The connection of a tenant that holds a provider account, if any.

@@ -3,7 +3,7 @@
 //!
 //! | item                 | pk                                        | sk                               | index                                   |
 //! |----------------------|-------------------------------------------|----------------------------------|-----------------------------------------|
-//! | connection           | `T#{tenant}`                              | `CONN#{id}`                      | gsi1 `TOKENDUE#{shard}` / `{due}#{tenant}#{id}` |
+//! | connection           | `T#{tenant}`                              | `CONN#{id}`                      | gsi1 `TOKENDUE#{shard}` / `{due}#{tenant}#{id}`; gsi2 `ACCT#{provider}#{account}` / `{tenant}#{id}` |
 //! | account marker       | `T#{tenant}`                              | `CONNKEY#{provider}#v2.{sha256}` |                                         |
 //! | app credentials      | `T#{tenant}`                              | `APP#{provider}`                 |                                         |
 //! | refresh failure      | `T#{tenant}`                              | `TOKENFAIL#{id}#{at}`            |                                         |
@@ -27,6 +27,9 @@
 //! | integration log      | `INTLOG#{tenant}#{integration}`           | `{newest-first time}#{dispatch id}` |                                      |
 //! | KB source status     | `T#{tenant}`                              | `KBSRC#{integration}`            |                                         |
 //! | KB document          | `KBDOC#{tenant}#{shard(id)}`              | `{document id}`                  |                                         |
+//! | webhook registration | `T#{tenant}`                              | `HOOKREG#{config}`               |                                         |
+//! | webhook changes      | `HOOK#{tenant}#{config}`                  | `{entity}`                       |                                         |
+//! | webhook request seen | `HOOKSEEN#{provider}#{digest}`            | `SEEN`                           |                                         |
 //! | KB body chunk        | `KBBODY#{tenant}#{document id}#{hash}#{n:04}` | `BODY`                       |                                         |
 //!
 //! The record families are written at a sync's full rate, so their partitions are
@@ -54,6 +57,32 @@ pub const MAX_SORT_KEY_BYTES: usize = 1024;
 /// fixed-length hash from `Connector::account_key`; the provider a catalogue id).
 pub fn account_marker(provider: &str, account: &str) -> String {
     format!("CONNKEY#{provider}#{account}")
+}
+/// The gsi2 partition of the connections to one provider account (a HubSpot portal):
+/// where a provider's webhook finds the tenants it is about.
+pub fn provider_account(provider: &str, account: &str) -> String {
+    format!("ACCT#{provider}#{account}")
+}
+/// A connection's gsi2 sort key under its provider account.
+pub fn provider_account_entry(tenant: &TenantId, id: &ConnectionId) -> String {
+    format!("{tenant}#{id}")
+}
+/// The sort key of a config's webhooks in its CRM (the ones Conduit created).
+pub fn webhook_registration(config: &SyncConfigId) -> String {
+    format!("HOOKREG#{config}")
+}
+/// The item of a config's webhook changes waiting for a targeted pull, one per entity.
+pub fn webhook_changes(
+    tenant: &TenantId,
+    config: &SyncConfigId,
+    entity: Entity,
+) -> (String, String) {
+    (format!("HOOK#{tenant}#{config}"), entity.to_string())
+}
+/// A webhook request already taken (by the digest of its signature), kept while its
+/// timestamp is inside the provider's window: a replay finds it.
+pub fn webhook_seen(provider: &str, digest: &str) -> (String, String) {
+    (format!("HOOKSEEN#{provider}#{digest}"), "SEEN".to_owned())
 }
 /// A tenant's app credentials for a provider.
 pub fn app_credentials(provider: &str) -> String {

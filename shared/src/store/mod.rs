@@ -35,6 +35,7 @@ pub mod oauth;
 pub mod records;
 pub mod runs;
 mod transactions;
+pub mod webhooks;
 
 /// An item as DynamoDB holds it (attribute name to value).
 pub type Item = HashMap<String, AttributeValue>;
@@ -124,7 +125,7 @@ fn without_values(msg: &str) -> String {
 /// A failed call as a store error: throttling that outlasted the SDK's standard
 /// retries (which retry `ProvisionedThroughputExceededException` and
 /// `ThrottlingException`) is [`StoreError::Throttled`], like a throttled transaction.
-fn service<E, R>(e: aws_sdk_dynamodb::error::SdkError<E, R>) -> StoreError
+pub(crate) fn service<E, R>(e: aws_sdk_dynamodb::error::SdkError<E, R>) -> StoreError
 where
     E: std::error::Error + aws_sdk_dynamodb::error::ProvideErrorMetadata + 'static,
     R: std::fmt::Debug,

@@ -1,6 +1,6 @@
 //! What the sync queue carries: one tagged enum, one variant per kind of work, each
 //! a JSON object with one key — `{"chunk": …}`, `{"purge": …}`, `{"realtime": …}`,
-//! `{"kb_import": …}`. The sync worker handles each; nothing else is sent there (the
+//! `{"kb_import": …}`, `{"webhook": …}`. The sync worker handles each; nothing else is sent there (the
 //! queue's publisher takes only a [`SyncMessage`]).
 
 use serde::{Deserialize, Serialize};
@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::purge::Purge;
 use super::realtime::FollowUp;
 use super::runs::Task;
+use super::webhook::HookPull;
 use crate::kb::run::StepRef;
 
 /// One message of the sync queue.
@@ -22,6 +23,8 @@ pub enum SyncMessage {
     Realtime(FollowUp),
     /// A knowledge-base import step.
     KbImport(StepRef),
+    /// A config's webhook changes to pull.
+    Webhook(HookPull),
 }
 
 impl crate::queue::TenantWork for SyncMessage {
@@ -31,6 +34,7 @@ impl crate::queue::TenantWork for SyncMessage {
             Self::Purge(p) => p.tenant.as_str(),
             Self::Realtime(f) => f.tenant.as_str(),
             Self::KbImport(s) => s.tenant.as_str(),
+            Self::Webhook(h) => h.tenant.as_str(),
         }
     }
 }
@@ -53,6 +57,7 @@ impl SyncMessage {
             Self::Purge(_) => "purge",
             Self::Realtime(_) => "realtime",
             Self::KbImport(_) => "kb_import",
+            Self::Webhook(_) => "webhook",
         }
     }
 }
@@ -78,6 +83,7 @@ mod tests {
             push_cursor: None,
             then_push: true,
             only: None,
+            gone: Vec::new(),
         }
     }
 
@@ -98,9 +104,14 @@ mod tests {
                 entity: Entity::Companies,
             }),
             SyncMessage::KbImport(StepRef {
-                tenant,
+                tenant: tenant.clone(),
                 integration_id: IntegrationId::generate(),
                 run_id: "run".into(),
+            }),
+            SyncMessage::Webhook(crate::sync::webhook::HookPull {
+                tenant,
+                config_id: SyncConfigId::generate(),
+                entity: Entity::Contacts,
             }),
         ];
         for m in messages {

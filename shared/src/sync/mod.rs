@@ -17,5 +17,7 @@ pub mod resolve;
 pub mod runs;
 pub mod schedules;
 pub mod schema;
+pub mod subscriptions;
 pub mod transform;
 pub mod values;
+pub mod webhook;

@@ -110,6 +110,7 @@ async fn push(
             entities: Some(vec![entity]),
             trigger: "realtime".into(),
             only: Vec::new(),
+            gone: Vec::new(),
         };
         match engine::start(app, queue, config, request).await {
             Ok(run) => return Ok(Pushed::Started(run.job_id)),

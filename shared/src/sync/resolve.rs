@@ -197,6 +197,7 @@ pub async fn resolve(
             entities: Some(vec![conflict.entity]),
             trigger: "resolve".into(),
             only: vec![(Phase::Push, vec![conflict.record_id.to_string()])],
+            gone: Vec::new(),
         };
         match engine::start(app, queue, &config, request).await {
             Ok(started) => Push::Started(started.job_id),

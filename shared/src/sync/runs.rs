@@ -90,6 +90,10 @@ pub struct Task {
     /// a push.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub only: Option<Vec<String>>,
+    /// Of a targeted pull's `only` ids, those the CRM reported deleted (webhooks):
+    /// the ones the read-back does not find are applied as deletions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gone: Vec<String>,
 }
 
 impl Task {

@@ -184,13 +184,7 @@ impl Event {
 }
 
 /// A batch's changed and deleted record ids of one account and entity.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Changes {
-    /// Records to read again.
-    pub changed: BTreeSet<String>,
-    /// Records gone.
-    pub deleted: BTreeSet<String>,
-}
+pub use crate::sync::webhook::AccountChanges as Changes;
 
 /// A batch read: the changes per (portal, entity), and the events not about synced
 /// records.
@@ -198,7 +192,7 @@ pub struct Changes {
 pub struct Batch {
     /// Changes per account and entity, events of one record coalesced (a deletion wins
     /// over changes before it; a restore or change after a deletion wins over it).
-    pub changes: BTreeMap<(u64, Entity), Changes>,
+    pub changes: BTreeMap<(String, Entity), Changes>,
     /// Events of objects or changes record sync does not read.
     pub ignored: usize,
     /// The batch's event ids (for recognising a batch seen before).
@@ -229,7 +223,10 @@ pub fn parse(body: &[u8]) -> Result<Batch, WebhookError> {
             continue;
         };
         let id = e.object_id.to_string();
-        let slot = batch.changes.entry((e.portal_id, entity)).or_default();
+        let slot = batch
+            .changes
+            .entry((e.portal_id.to_string(), entity))
+            .or_default();
         match change {
             Change::Changed => {
                 slot.deleted.remove(&id);
@@ -359,11 +356,11 @@ mod tests {
         let batch = parse(body.to_string().as_bytes()).unwrap();
         assert_eq!(batch.ignored, 2);
         assert_eq!(batch.event_ids.len(), 8);
-        let contacts = &batch.changes[&(62515, Entity::Contacts)];
+        let contacts = &batch.changes[&("62515".to_owned(), Entity::Contacts)];
         let ids = |s: &BTreeSet<String>| s.iter().cloned().collect::<Vec<_>>();
         assert_eq!(ids(&contacts.changed), ["11", "12", "13"]);
         assert!(contacts.deleted.is_empty());
-        let companies = &batch.changes[&(62515, Entity::Companies)];
+        let companies = &batch.changes[&("62515".to_owned(), Entity::Companies)];
         assert_eq!(ids(&companies.deleted), ["21"]);
     }
 

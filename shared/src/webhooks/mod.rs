@@ -4,6 +4,7 @@
 //! into targeted pulls. The routes, subscriptions and replay store build on these.
 
 pub mod hubspot;
+pub mod pipedrive;
 
 /// Why a webhook request is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -21,6 +22,9 @@ pub enum WebhookError {
     /// The signature does not match the request.
     #[error("the signature does not match the request")]
     BadSignature,
+    /// The request's credentials are not the ones Conduit set for this webhook.
+    #[error("the credentials are not this webhook's")]
+    BadCredentials,
     /// The body is not the provider's event batch.
     #[error("the body is not an event batch: {0}")]
     Malformed(String),

@@ -1146,6 +1146,54 @@ impl Dialect for Pipedrive {
             })
             .collect())
     }
+
+    fn subscribes(&self) -> bool {
+        true
+    }
+
+    /// `POST /api/v1/webhooks` (scope `admin`): a version 2.0 webhook of every action
+    /// on the entity's object, with HTTP basic credentials Conduit made.
+    async fn subscribe(
+        &self,
+        c: &mut CrmClient<'_>,
+        entity: Entity,
+        url: &str,
+        auth: (&str, &str),
+    ) -> Result<String, CrmError> {
+        let body = json!({
+            "subscription_url": url,
+            "event_action": "*",
+            "event_object": recents_item(entity),
+            "http_auth_user": auth.0,
+            "http_auth_password": auth.1,
+            "version": "2.0",
+        });
+        let v = call(c, Method::POST, "/api/v1/webhooks", &[], Some(&body)).await?;
+        v.pointer("/data/id")
+            .and_then(|id| id.as_u64().map(|n| n.to_string()))
+            .ok_or_else(|| CrmError::Malformed("a created webhook without its id".into()))
+    }
+
+    async fn unsubscribe(&self, c: &mut CrmClient<'_>, id: &str) -> Result<(), CrmError> {
+        let id: u64 = id
+            .parse()
+            .map_err(|_| CrmError::Internal(format!("webhook id {id:?} is not a number")))?;
+        match call(
+            c,
+            Method::DELETE,
+            &format!("/api/v1/webhooks/{id}"),
+            &[],
+            None,
+        )
+        .await
+        {
+            Ok(_)
+            | Err(CrmError::Rejected {
+                status: 404 | 410, ..
+            }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 #[cfg(test)]

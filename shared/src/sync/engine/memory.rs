@@ -216,6 +216,7 @@ pub fn task(config: &SyncConfig, phase: Phase) -> Task {
         push_cursor: None,
         then_push: false,
         only: None,
+        gone: Vec::new(),
     }
 }
 

@@ -35,6 +35,10 @@ pub struct RunRequest {
     /// Only these records (a retry): the phases to redo, each with its ids (CRM ids
     /// for pull, app record ids for push). Empty: a full run.
     pub only: Vec<(Phase, Vec<String>)>,
+    /// Of a targeted pull's ids, those the CRM said were deleted (a webhook): each the
+    /// read-back does not find is applied as a deletion. A record it finds (restored
+    /// since) is pulled like the others.
+    pub gone: Vec<String>,
 }
 
 /// A started run.
@@ -140,6 +144,11 @@ pub async fn start(
                     push_cursor: None,
                     then_push: false,
                     only: Some(ids.clone()),
+                    gone: if *phase == Phase::Pull {
+                        req.gone.clone()
+                    } else {
+                        Vec::new()
+                    },
                 });
             }
             logs.push(log);
@@ -163,6 +172,7 @@ pub async fn start(
             push_cursor: None,
             then_push: phase == Phase::Pull && direction.pushes(),
             only: None,
+            gone: Vec::new(),
         };
         match phase {
             Phase::Pull => {

@@ -9,7 +9,21 @@ impl Chunk<'_> {
         if let Some(ids) = self.task.only.clone() {
             let fields = self.mapper.crm_fields();
             let records = self.crm.read(entity, &ids, &fields).await?;
+            // Deletions a webhook reported, confirmed by the read-back not finding them
+            // (a record restored since is read like the others).
+            let found: BTreeSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
+            let at = unix_ms(now());
+            let gone: Vec<(String, i64)> = self
+                .task
+                .gone
+                .iter()
+                .filter(|id| !found.contains(id.as_str()))
+                .map(|id| (id.clone(), at))
+                .collect();
             self.pull_page(records).await?;
+            if !gone.is_empty() {
+                self.apply_crm_deletes(&gone).await?;
+            }
             return Ok(None);
         }
         let fields = self.mapper.crm_fields();
