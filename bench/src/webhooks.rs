@@ -177,7 +177,17 @@ pub async fn bench(env: &devhost::LocalEnv, n: usize) -> Result<()> {
                 break;
             }
             if started.elapsed() > Duration::from_secs(60) {
-                bail!("change {i} did not arrive within 60 s");
+                let (ticks, waiting, sent) = state.hubspot_delivery_status();
+                let last: Vec<(Option<u16>, String, u32)> = state
+                    .hubspot_webhook_deliveries()
+                    .iter()
+                    .rev()
+                    .take(3)
+                    .map(|d| (d.status, d.url.clone(), d.attempt))
+                    .collect();
+                bail!(
+                    "change {i} did not arrive within 60 s (delivery rounds {ticks}, requests waiting {waiting}, sent {sent}; last {last:?})"
+                );
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }

@@ -434,7 +434,21 @@ fn object_name(object: CrmObject) -> &'static str {
     }
 }
 
+/// Rounds of the delivery loop so far (all sandboxes of the process).
+static TICKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 impl SandboxState {
+    /// Rounds the webhook delivery loops have run, and the HubSpot requests waiting
+    /// and sent: what an operator looks at when deliveries seem to stop.
+    pub fn hubspot_delivery_status(&self) -> (u64, usize, usize) {
+        let hooks = self.hook_store();
+        (
+            TICKS.load(std::sync::atomic::Ordering::Relaxed),
+            hooks.outgoing.len(),
+            hooks.deliveries.len(),
+        )
+    }
+
     /// The developer API key that manages HubSpot app `app_id`'s webhooks (derived
     /// from its client secret: stable, and only its owner knows it); `None` for an
     /// unknown app.
@@ -649,6 +663,7 @@ pub(crate) async fn deliver_forever(state: SandboxState) {
     let mut tick = tokio::time::interval(TICK);
     loop {
         tick.tick().await;
+        TICKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         super::pipedrive_webhooks::tick(&state, &client).await;
         state.collect_hubspot_events();
         let due = state.due_hubspot_requests();

@@ -19,24 +19,17 @@ struct ConnectionItem<'a> {
     gsi1pk: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     gsi1sk: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    gsi2pk: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    gsi2sk: Option<String>,
     #[serde(flatten)]
     item: &'a Connection,
 }
 
 fn keyed(conn: &Connection) -> ConnectionItem<'_> {
     let due = conn.refresh_due();
-    let account = webhook_account(conn);
     ConnectionItem {
         pk: keys::tenant(&conn.tenant),
         sk: keys::connection(&conn.id),
         gsi1pk: due.map(|_| keys::token_due(keys::token_due_shard(&conn.id))),
         gsi1sk: due.map(|t| keys::token_due_entry(&sortable_time(t), &conn.tenant, &conn.id)),
-        gsi2pk: account.map(|a| keys::provider_account(&conn.provider, a)),
-        gsi2sk: account.map(|_| keys::provider_account_entry(&conn.tenant, &conn.id)),
         item: conn,
     }
 }
@@ -54,11 +47,24 @@ fn webhook_account(conn: &Connection) -> Option<&str> {
         .filter(|a| !a.is_empty() && a.len() <= 256)
 }
 
-/// A connection's keys as its provider-account index holds them (keys only).
-#[derive(Deserialize)]
+/// A connection's entry in the index of its provider account (`ACCT#{provider}#{account}`
+/// / `{tenant}#{id}`), written in the same transaction as the connection: where a
+/// provider's webhook finds the tenants it is about, strongly consistent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct AccountEntry {
-    pk: String,
-    sk: String,
+    tenant: TenantId,
+    connection_id: ConnectionId,
+}
+
+fn account_entry(conn: &Connection) -> Option<Keyed<AccountEntry>> {
+    webhook_account(conn).map(|account| Keyed {
+        pk: keys::provider_account(&conn.provider, account),
+        sk: keys::provider_account_entry(&conn.tenant, &conn.id),
+        item: AccountEntry {
+            tenant: conn.tenant.clone(),
+            connection_id: conn.id.clone(),
+        },
+    })
 }
 
 impl Connection {
@@ -196,8 +202,8 @@ impl Connections {
     }
 
     /// The tenants' connections acting in `provider`'s account `account` (a HubSpot
-    /// portal), from the provider-account index (eventually consistent: a connection
-    /// made a moment ago may be missing). Entries whose keys do not read are skipped.
+    /// portal), from the provider-account index (at most 1,000). Entries that do not
+    /// read are skipped.
     pub async fn by_account(
         &self,
         provider: &str,
@@ -209,20 +215,22 @@ impl Connections {
         loop {
             let page = self
                 .table
-                .query::<AccountEntry>(
-                    Some("gsi2"),
+                .query_lenient::<Keyed<AccountEntry>>(
+                    None,
                     &pk,
                     crate::store::QueryOpts {
                         limit: Some(100),
                         cursor: cursor.as_deref(),
+                        consistent: true,
                         ..Default::default()
                     },
                 )
                 .await?;
-            out.extend(page.items.iter().filter_map(|e| {
-                let tenant = e.pk.strip_prefix("T#")?;
-                let id = e.sk.strip_prefix(keys::CONNECTION_PREFIX)?;
-                Some((TenantId::parse(tenant).ok()?, ConnectionId::parse(id).ok()?))
+            out.extend(page.items.into_iter().filter_map(|r| {
+                let k = r.into_result().ok()?;
+                // An entry is only taken for the connection its key names.
+                (k.sk == keys::provider_account_entry(&k.item.tenant, &k.item.connection_id))
+                    .then_some((k.item.tenant, k.item.connection_id))
             }));
             match page.cursor {
                 Some(c) if out.len() < 1000 => cursor = Some(c),
@@ -305,6 +313,9 @@ impl Connections {
         if let Some(m) = marker(conn) {
             writes.push(Write::Insert(to_item(&m)?));
         }
+        if let Some(e) = account_entry(conn) {
+            writes.push(Write::Put(to_item(&e)?));
+        }
         match self.table.transact(writes).await {
             Ok(()) => Ok(()),
             Err(StoreError::ConditionFailed) => match self.existing_owner(conn).await {
@@ -339,6 +350,21 @@ impl Connections {
                 writes.push(Write::Insert(to_item(&new)?));
             }
         }
+        // The account index follows the account (and is written again on every save,
+        // so a connection made before the index existed gets its entry).
+        let (old_entry, new_entry) = (account_entry(prev), account_entry(next));
+        if let Some(old) = old_entry
+            && new_entry.as_ref().is_none_or(|n| n.pk != old.pk)
+        {
+            writes.push(Write::Delete {
+                pk: old.pk,
+                sk: old.sk,
+                must_exist: false,
+            });
+        }
+        if let Some(e) = new_entry {
+            writes.push(Write::Put(to_item(&e)?));
+        }
         match self.table.transact(writes).await {
             Ok(()) => Ok(()),
             Err(StoreError::ConditionFailed) => match self.existing_owner(next).await {
@@ -366,6 +392,13 @@ impl Connections {
             writes.push(Write::Delete {
                 pk: m.pk,
                 sk: m.sk,
+                must_exist: false,
+            });
+        }
+        if let Some(e) = account_entry(conn) {
+            writes.push(Write::Delete {
+                pk: e.pk,
+                sk: e.sk,
                 must_exist: false,
             });
         }

@@ -3,7 +3,8 @@
 //!
 //! | item                 | pk                                        | sk                               | index                                   |
 //! |----------------------|-------------------------------------------|----------------------------------|-----------------------------------------|
-//! | connection           | `T#{tenant}`                              | `CONN#{id}`                      | gsi1 `TOKENDUE#{shard}` / `{due}#{tenant}#{id}`; gsi2 `ACCT#{provider}#{account}` / `{tenant}#{id}` |
+//! | connection           | `T#{tenant}`                              | `CONN#{id}`                      | gsi1 `TOKENDUE#{shard}` / `{due}#{tenant}#{id}` |
+//! | provider account entry | `ACCT#{provider}#{account}`             | `{tenant}#{id}`                  |                                         |
 //! | account marker       | `T#{tenant}`                              | `CONNKEY#{provider}#v2.{sha256}` |                                         |
 //! | app credentials      | `T#{tenant}`                              | `APP#{provider}`                 |                                         |
 //! | refresh failure      | `T#{tenant}`                              | `TOKENFAIL#{id}#{at}`            |                                         |
@@ -58,12 +59,13 @@ pub const MAX_SORT_KEY_BYTES: usize = 1024;
 pub fn account_marker(provider: &str, account: &str) -> String {
     format!("CONNKEY#{provider}#{account}")
 }
-/// The gsi2 partition of the connections to one provider account (a HubSpot portal):
-/// where a provider's webhook finds the tenants it is about.
+/// The partition of the connections to one provider account (a HubSpot portal), each
+/// an entry written with its connection: where a provider's webhook finds the tenants
+/// it is about.
 pub fn provider_account(provider: &str, account: &str) -> String {
     format!("ACCT#{provider}#{account}")
 }
-/// A connection's gsi2 sort key under its provider account.
+/// A connection's entry under its provider account.
 pub fn provider_account_entry(tenant: &TenantId, id: &ConnectionId) -> String {
     format!("{tenant}#{id}")
 }
