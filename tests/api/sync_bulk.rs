@@ -88,9 +88,21 @@ fn jobs(app: &TestApp, t: &Tenant, op: &str) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// An environment on a DynamoDB (moto) of its own: these runs write thousands of
+/// records, and moto answers an index query by sorting every item of the table, so in
+/// the shared table they slowed every other scenario's pushes (the change feed is an
+/// index) for the rest of the suite.
+async fn own_moto() -> TestApp {
+    TestApp::isolated_with_ddb(
+        devhost::LocalEnvOptions::default(),
+        devhost::DdbKnobs::default(),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn salesforce_large_jobs_go_through_bulk_with_record_errors() {
-    let app = TestApp::spawn().await;
+    let app = own_moto().await;
     let entity = Entity::Contacts;
     let t = s::connect(&app, "salesforce").await;
     s::seed(&app, &t, entity, PULLED);
@@ -249,7 +261,7 @@ async fn log_closed(
 
 #[tokio::test]
 async fn a_redelivered_bulk_chunk_collects_the_job_it_started() {
-    let app = TestApp::spawn().await;
+    let app = own_moto().await;
     let entity = Entity::Contacts;
     let runs = Runs::new(app.app().table.clone());
 
@@ -316,7 +328,7 @@ async fn a_redelivered_bulk_chunk_collects_the_job_it_started() {
 
 #[tokio::test]
 async fn salesforce_bulk_limits_are_counted_and_refused() {
-    let app = TestApp::spawn().await;
+    let app = own_moto().await;
     let entity = Entity::Contacts;
 
     // Past the day's query jobs, a full pull is refused (403 REQUEST_LIMIT_EXCEEDED):
