@@ -382,6 +382,8 @@ struct FaultRequest {
     provider: Option<Provider>,
     /// `Retry-After` seconds sent with forced 429/503 (default 1).
     retry_after_secs: Option<u64>,
+    /// Limits the status to one route (a name `GET /_sandbox/calls` lists).
+    route: Option<String>,
     /// Latency to add before every answer (0 removes it).
     latency_ms: Option<u64>,
 }
@@ -400,6 +402,7 @@ async fn set_faults(State(state): State<SandboxState>, body: Bytes) -> Response 
     if let Some(status) = request.status {
         let mut fault = Fault::new(status, request.count.unwrap_or(1));
         fault.provider = request.provider;
+        fault.route = request.route;
         if let Some(secs) = request.retry_after_secs {
             fault.retry_after_secs = secs;
         }

@@ -351,7 +351,8 @@
 //!   `{"provider":"zendesk","subdomain":"globex","email":"a@globex.test","api_token":"t"}`
 //! - `GET /_sandbox/calls` → `{"total":N,"routes":{"zendesk.users_me":N,…}}`
 //! - `GET /_sandbox/faults`; `POST /_sandbox/faults` with
-//!   `{"status":503,"count":2,"provider":"zendesk","retry_after_secs":1}` and/or
+//!   `{"status":503,"count":2,"provider":"zendesk","retry_after_secs":1}` (a `"route"`,
+//!   such as `"pipedrive.recents"`, limits the status to one route) and/or
 //!   `{"latency_ms":250,"provider":"hubspot"}` (provider optional); `DELETE` clears them
 //! - `POST /_sandbox/reset`: back to the seeded accounts, OAuth clients and users, zero
 //!   counters, no faults, no grants, default OAuth knobs (no app scope sets, nothing

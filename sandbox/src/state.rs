@@ -369,6 +369,10 @@ pub struct Fault {
     /// `Retry-After` seconds, for the providers that send it with 429 and 503.
     #[serde(default = "default_retry_after")]
     pub retry_after_secs: u64,
+    /// Only requests of this route (its name, such as `pipedrive.recents`); `None`
+    /// means any route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
 }
 
 fn default_fault_count() -> u32 {
@@ -386,6 +390,7 @@ impl Fault {
             count,
             provider: None,
             retry_after_secs: default_retry_after(),
+            route: None,
         }
     }
 
@@ -393,6 +398,15 @@ impl Fault {
     pub fn for_provider(self, provider: Provider) -> Self {
         Self {
             provider: Some(provider),
+            ..self
+        }
+    }
+
+    /// The same fault, limited to one route of its provider (a route name such as
+    /// `pipedrive.recents`).
+    pub fn for_route(self, route: &str) -> Self {
+        Self {
+            route: Some(route.to_owned()),
             ..self
         }
     }
@@ -822,12 +836,12 @@ impl SandboxState {
     }
 
     /// Takes one use of the first pending fault that applies to `provider`.
-    pub(crate) fn take_fault(&self, provider: Provider) -> Option<Fault> {
+    pub(crate) fn take_fault(&self, provider: Provider, route: &str) -> Option<Fault> {
         let mut inner = self.lock();
-        let index = inner
-            .faults
-            .iter()
-            .position(|fault| fault.provider.is_none_or(|p| p == provider))?;
+        let index = inner.faults.iter().position(|fault| {
+            fault.provider.is_none_or(|p| p == provider)
+                && fault.route.as_deref().is_none_or(|r| r == route)
+        })?;
         let fault = inner.faults.get_mut(index)?;
         let taken = Fault {
             count: 1,
@@ -1222,22 +1236,55 @@ mod tests {
             .unwrap();
         state.force_status(500, 1, None).unwrap();
         assert_eq!(
-            state.take_fault(Provider::Hubspot).map(|f| f.status),
+            state
+                .take_fault(Provider::Hubspot, "hubspot.x")
+                .map(|f| f.status),
             Some(500)
         );
-        assert_eq!(state.take_fault(Provider::Hubspot), None);
+        assert_eq!(state.take_fault(Provider::Hubspot, "hubspot.x"), None);
         assert_eq!(
-            state.take_fault(Provider::Zendesk).map(|f| f.status),
+            state
+                .take_fault(Provider::Zendesk, "zendesk.x")
+                .map(|f| f.status),
             Some(503)
         );
         assert_eq!(state.faults_view().pending[0].count, 1);
         assert_eq!(
-            state.take_fault(Provider::Zendesk).map(|f| f.status),
+            state
+                .take_fault(Provider::Zendesk, "zendesk.x")
+                .map(|f| f.status),
             Some(503)
         );
-        assert_eq!(state.take_fault(Provider::Zendesk), None);
+        assert_eq!(state.take_fault(Provider::Zendesk, "zendesk.x"), None);
         assert!(state.force_status(200, 1, None).is_err());
         assert!(state.force_status(503, 0, None).is_err());
+    }
+
+    #[test]
+    fn a_fault_for_one_route_waits_for_that_route() {
+        let state = SandboxState::new();
+        state
+            .add_fault(
+                Fault::new(504, 1)
+                    .for_provider(Provider::Pipedrive)
+                    .for_route("pipedrive.recents"),
+            )
+            .unwrap();
+        assert_eq!(
+            state.take_fault(Provider::Pipedrive, "pipedrive.crm_create"),
+            None
+        );
+        assert_eq!(
+            state.take_fault(Provider::Hubspot, "pipedrive.recents"),
+            None
+        );
+        assert_eq!(
+            state
+                .take_fault(Provider::Pipedrive, "pipedrive.recents")
+                .map(|f| f.status),
+            Some(504)
+        );
+        assert!(state.faults_view().pending.is_empty());
     }
 
     #[test]

@@ -310,3 +310,63 @@ async fn pipedrive_spent_daily_budget_stops_the_run_at_once() {
     );
     assert!(s::app_rows(&app, &t, entity).await.is_empty());
 }
+
+/// A create whose answer is cut short is sent again by the transport (Pipedrive made
+/// the person both times), and the batch's twin check — its recents read — then fails
+/// until the chunk gives up: the redelivered chunk finds the app id's records by
+/// search, keeps the oldest, deletes the twin and links the oldest, so Pipedrive ends
+/// with one person per app contact (before, a full pass's index showed the oldest and
+/// left the twin).
+#[tokio::test]
+async fn pipedrive_twin_left_by_a_failed_twin_check_is_deleted_on_redelivery() {
+    let app = TestApp::isolated(devhost::LocalEnvOptions {
+        sqs_retry_delay: Some(std::time::Duration::from_millis(300)),
+        ..Default::default()
+    })
+    .await;
+    let entity = Entity::Contacts;
+    let t = s::connect(&app, "pipedrive").await;
+    let s::Crm::Pipedrive(company) = t.crm.clone() else {
+        unreachable!()
+    };
+    s::app_create_many(&app, &t, entity, 3).await;
+    let c = s::new_config(&t, SyncDirection::Push, &[entity]);
+    s::store(&app, &c).await;
+    let creates = app
+        .sandbox()
+        .calls(sandbox::providers::pipedrive_crm::CRM_CREATE);
+    app.sandbox()
+        .malform_pipedrive_responses(sandbox::providers::pipedrive_crm::CRM_CREATE, 1);
+    app.sandbox()
+        .add_fault(
+            sandbox::Fault::new(504, 4)
+                .for_provider(sandbox::Provider::Pipedrive)
+                .for_route(sandbox::providers::pipedrive_crm::RECENTS),
+        )
+        .expect("a fault");
+    let logs = s::run(&app, &t, &c.id).await;
+    assert_eq!(logs[0].status, RunStatus::Completed, "{:?}", logs[0]);
+    // Three creates, the cut-short one twice; the twin check failed four times.
+    assert!(
+        app.sandbox()
+            .calls(sandbox::providers::pipedrive_crm::CRM_CREATE)
+            - creates
+            >= 4,
+        "the twin was made"
+    );
+    assert!(app.sandbox().faults_view().pending.is_empty());
+    let live: Vec<_> = app
+        .sandbox()
+        .pipedrive_records(&company, PdObject::Persons)
+        .into_iter()
+        .filter(|r| !r.deleted)
+        .collect();
+    assert_eq!(live.len(), 3, "one person per app contact");
+    s::assert_same(
+        &s::crm_view(&app, &t, entity),
+        &s::app_view(&app, &t, entity).await,
+        "after the redelivery",
+    );
+    let again = s::run_ok(&app, &t, &c.id).await;
+    assert_eq!(again[0].counts.get("created").copied().unwrap_or(0), 0);
+}

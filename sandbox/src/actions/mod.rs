@@ -372,7 +372,7 @@ pub(crate) async fn serve(
             return seen.record(response, None, Some("rate_limit"));
         }
     }
-    if let Some(fault) = state.take_fault(provider) {
+    if let Some(fault) = state.take_fault(provider, action.name) {
         let response = crate::providers::fault_response(provider, action.name, &fault);
         return seen.record(response, None, Some("status"));
     }

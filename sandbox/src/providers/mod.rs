@@ -332,7 +332,7 @@ pub(crate) async fn dispatch(state: &SandboxState, req: ProviderRequest) -> Resp
 
     let (response, forced) = match endpoint {
         None => (not_found(provider, state, &req), false),
-        Some(endpoint) => match state.take_fault(provider) {
+        Some(endpoint) => match state.take_fault(provider, route_name) {
             Some(fault) => (fault_response(provider, route_name, &fault), true),
             None => (endpoint.handle(state, &req), false),
         },

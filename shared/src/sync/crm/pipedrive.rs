@@ -43,8 +43,11 @@
 //!   batch's app ids; of each app id's records the oldest wins and newer ones are
 //!   deleted (an in-batch retry's or a concurrent delivery's twin), the oldest reported
 //!   as existing when it is not this create's. A create in a redelivered message (an
-//!   earlier attempt's worker may have stopped between a create and its link) searches
-//!   for its app id first and is reported as existing if found. A search for app ids (a
+//!   earlier attempt's worker may have stopped between a create and its link, or
+//!   between a retried create and the batch's recents read) searches for its app id
+//!   first — even in a full pass, whose index would show the oldest record and leave
+//!   the twin — keeps the oldest, deletes newer twins, and is reported as existing if
+//!   one was found. A search for app ids (a
 //!   push looking for creates whose answer was lost) settles twins the same way. So a
 //!   first delivery costs a request a record and a recents read a batch (20 tokens); a
 //!   redelivery two requests a record, and searches have their own burst window (10 per
@@ -640,17 +643,36 @@ async fn search(
     search_hits(&v, field, value)
 }
 
-/// The oldest record carrying `app_id` in the marker field.
+/// Of the records carrying one app id (search hits), keeps the oldest and deletes the
+/// newer ones — twins of one app record, made when a worker stopped between a create
+/// and its twin check — and returns what is left (the oldest first).
+async fn keep_oldest(
+    c: &mut CrmClient<'_>,
+    object: &str,
+    mut hits: Vec<(String, String)>,
+) -> Result<Vec<(String, String)>, CrmError> {
+    if hits.len() < 2 {
+        return Ok(hits);
+    }
+    hits.sort_by_key(|(id, _)| id.parse::<u64>().unwrap_or(u64::MAX));
+    for (id, _) in hits.split_off(1) {
+        match call(c, Method::DELETE, &v2(object, &format!("/{id}")), &[], None).await {
+            Ok(_) | Err(CrmError::Rejected { status: 404, .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(hits)
+}
+
+/// The oldest record carrying `app_id` in the marker field; newer twins are deleted.
 async fn oldest_marked(
     c: &mut CrmClient<'_>,
     object: &str,
     app_id: &str,
 ) -> Result<Option<u64>, CrmError> {
     let hits = search(c, object, "custom_fields", app_id).await?;
-    Ok(hits
-        .iter()
-        .filter_map(|(id, _)| id.parse::<u64>().ok())
-        .min())
+    let kept = keep_oldest(c, object, hits).await?;
+    Ok(kept.first().and_then(|(id, _)| id.parse::<u64>().ok()))
 }
 
 /// Builds the index of the records carrying each app id for a full pass (every record
@@ -978,16 +1000,8 @@ impl Dialect for Pipedrive {
         let mut out = Vec::new();
         for value in values.iter().filter(|v| !v.trim().is_empty()) {
             let mut hits = search(c, object, searched, value).await?;
-            if marker && hits.len() > 1 {
-                // Twins of one app record (a worker stopped between a create and its
-                // check): the oldest is the record, the newer ones go.
-                hits.sort_by_key(|(id, _)| id.parse::<u64>().unwrap_or(u64::MAX));
-                for (id, _) in hits.split_off(1) {
-                    match call(c, Method::DELETE, &v2(object, &format!("/{id}")), &[], None).await {
-                        Ok(_) | Err(CrmError::Rejected { status: 404, .. }) => {}
-                        Err(e) => return Err(e),
-                    }
-                }
+            if marker {
+                hits = keep_oldest(c, object, hits).await?;
             }
             for (id, held) in hits {
                 out.push(CrmRecord {
@@ -1058,10 +1072,12 @@ impl Dialect for Pipedrive {
             // A record already carrying the app id is linked, not made again: one an
             // earlier config made (a full pass looks in its index) or an earlier
             // delivery of this work (its worker stopped between the create and the
-            // link: only a redelivered message searches). Incremental first deliveries
-            // save the lookup.
+            // link, perhaps between a retried create and its twin check: a redelivered
+            // message searches, which also deletes such twins). Incremental first
+            // deliveries save the lookup.
             if let (None, Some(app_id)) = (id, &app_id) {
-                let indexed = c.full_pass() && index_marked(c, entity, &names).await?;
+                let indexed =
+                    !c.redelivered() && c.full_pass() && index_marked(c, entity, &names).await?;
                 let found = if indexed {
                     c.marked(entity).and_then(|m| m.get(app_id)).cloned()
                 } else if c.full_pass() || c.redelivered() {
