@@ -95,7 +95,8 @@ pub async fn bench(env: &devhost::LocalEnv, n: usize) -> Result<()> {
     );
     let target = format!("{}/v1/webhooks/hubspot/{tenant_name}", env.url());
     let resp = http
-        .put(format!("{base}/settings?hapikey={key}"))
+        .put(format!("{base}/settings"))
+        .bearer_auth(&key)
         .json(&json!({"targetUrl": target, "throttling": {"maxConcurrentRequests": 10}}))
         .send()
         .await?;
@@ -110,7 +111,8 @@ pub async fn bench(env: &devhost::LocalEnv, n: usize) -> Result<()> {
     }
     for sub in subs {
         let resp = http
-            .post(format!("{base}/subscriptions?hapikey={key}"))
+            .post(format!("{base}/subscriptions"))
+            .bearer_auth(&key)
             .json(&sub)
             .send()
             .await?;

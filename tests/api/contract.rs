@@ -622,15 +622,18 @@ const PIPEDRIVE_EXPECTED: &[&str] = &[
     "POST /api/v2/organizations",
     "PATCH /api/v2/organizations/{id}",
     "GET /api/v2/organizations/search",
+    "POST /v1/webhooks",
+    "DELETE /v1/webhooks/{id}",
 ];
 
 /// Conduit's Pipedrive sync — a bidirectional persons-and-organizations config created
 /// over the API (auto-mapped from the field lists, available fields, preview), a first
 /// run (field lists, the marker fields created, lists, creates, the marker searches),
 /// edits and deletes on both sides and a second run (`updated_since` lists, reads by
-/// id, updates, deletes, recents) — and the stand-in's answers, checked against
-/// Pipedrive's own OpenAPI descriptions (`specs/pipedrive/`: v2 for records and search,
-/// v1 for fields and recents). The files describe `api.pipedrive.com`; Conduit calls
+/// id, updates, deletes, recents), the switch to realtime (a webhook per entity created)
+/// and the config's deletion (its webhooks removed) — and the stand-in's answers,
+/// checked against Pipedrive's own OpenAPI descriptions (`specs/pipedrive/`: v2 for
+/// records and search, v1 for fields, recents and webhooks). The files describe `api.pipedrive.com`; Conduit calls
 /// the company domain, which serves the same API (v1 also under `/api/v1`), so the
 /// exchanges are checked as calls of `api.pipedrive.com` at the files' paths.
 #[tokio::test]
@@ -749,6 +752,32 @@ async fn conduits_pipedrive_exchanges_conform_to_pipedrives_published_specs() {
     s::store(&app, &push).await;
     s::run_ok(&app, &plain, &push.id).await;
 
+    // Realtime: Conduit creates the config's webhooks (one per entity); deleting the
+    // config removes them.
+    let (status, body) = app
+        .send(
+            "PATCH",
+            &format!("/v1/sync/configs/{config_id}"),
+            &t.admin,
+            Some(json!({"frequency": {"type": "realtime"}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let s::Crm::Pipedrive(company) = t.crm.clone() else {
+        unreachable!("a Pipedrive tenant")
+    };
+    assert_eq!(app.sandbox().pipedrive_webhooks(&company).len(), 2);
+    let (status, body) = app
+        .send(
+            "DELETE",
+            &format!("/v1/sync/configs/{config_id}"),
+            &t.admin,
+            None,
+        )
+        .await;
+    assert!(status == 200 || status == 204, "{status} {body}");
+    assert!(app.sandbox().pipedrive_webhooks(&company).is_empty());
+
     let mut exchanges = recorder.stop();
     for e in &mut exchanges {
         let company_domain = e.host.ends_with(".pipedrive.com")
@@ -794,5 +823,123 @@ async fn conduits_pipedrive_exchanges_conform_to_pipedrives_published_specs() {
     assert!(
         report.passed(),
         "Pipedrive exchanges that break the published specs:\n{report}"
+    );
+}
+
+/// What the HubSpot Webhooks API flow must reach.
+const HUBSPOT_WEBHOOKS_EXPECTED: &[&str] = &[
+    "GET /webhooks/v3/{appId}/settings",
+    "PUT /webhooks/v3/{appId}/settings",
+    "DELETE /webhooks/v3/{appId}/settings",
+    "GET /webhooks/v3/{appId}/subscriptions",
+    "POST /webhooks/v3/{appId}/subscriptions",
+    "GET /webhooks/v3/{appId}/subscriptions/{subscriptionId}",
+    "PATCH /webhooks/v3/{appId}/subscriptions/{subscriptionId}",
+    "DELETE /webhooks/v3/{appId}/subscriptions/{subscriptionId}",
+];
+
+/// The Webhooks API v3 stand-in as an operator (or a tenant's admin) drives it to point
+/// an app's webhooks at Conduit — settings configured (and refused without the developer
+/// key), subscriptions created, listed, read, changed and removed, settings cleared — with
+/// every request and answer checked against HubSpot's own description
+/// (`specs/hubspot/webhooks-v3.json`).
+#[tokio::test]
+async fn the_hubspot_webhooks_api_stand_in_conforms_to_webhooks_v3() {
+    let app = TestApp::isolated(devhost::LocalEnvOptions::default()).await;
+    let recorder = app.sandbox().recorder().clone();
+    recorder.start();
+    let (_t, app_id, _secret) = crate::sync_webhooks::hooked_tenant(&app).await;
+    let key = app
+        .sandbox()
+        .hubspot_developer_key(app_id)
+        .expect("a developer key");
+    let http = reqwest::Client::new();
+    let base = format!("{}/api.hubapi.com/webhooks/v3/{app_id}", app.sandbox_url());
+    let send = |method: reqwest::Method, path: &str, body: Option<serde_json::Value>| {
+        let mut r = http
+            .request(method, format!("{base}{path}"))
+            .bearer_auth(&key);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        r.send()
+    };
+    let settings = send(reqwest::Method::GET, "/settings", None).await.unwrap();
+    assert_eq!(settings.status(), 200);
+    let all = send(reqwest::Method::GET, "/subscriptions", None)
+        .await
+        .unwrap();
+    assert_eq!(all.status(), 200);
+    let all: serde_json::Value = all.json().await.unwrap();
+    let first = all["results"][0]["id"].clone();
+    let id = first
+        .as_u64()
+        .map(|n| n.to_string())
+        .or_else(|| first.as_str().map(str::to_owned))
+        .expect("a subscription id");
+    let one = send(reqwest::Method::GET, &format!("/subscriptions/{id}"), None)
+        .await
+        .unwrap();
+    assert_eq!(one.status(), 200);
+    let paused = send(
+        reqwest::Method::PATCH,
+        &format!("/subscriptions/{id}"),
+        Some(json!({"active": false})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(paused.status(), 200);
+    let duplicate = send(
+        reqwest::Method::POST,
+        "/subscriptions",
+        Some(json!({"eventType": "contact.creation", "active": true})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(duplicate.status(), 409, "a second subscription of one type");
+    let gone = send(
+        reqwest::Method::DELETE,
+        &format!("/subscriptions/{id}"),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(gone.status(), 204);
+    let cleared = send(reqwest::Method::DELETE, "/settings", None)
+        .await
+        .unwrap();
+    assert_eq!(cleared.status(), 204);
+
+    let exchanges: Vec<_> = recorder
+        .stop()
+        .into_iter()
+        .filter(|e| e.host == "api.hubapi.com" && e.path.starts_with("/webhooks/v3/"))
+        .collect();
+    // The legacy query parameter is not a credential the description declares.
+    let legacy = http
+        .get(format!("{base}/subscriptions?hapikey={key}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(legacy.status(), 401);
+    let specs = contract::Specs::load("hubspot").expect("HubSpot specs");
+    let report = contract::check_all(&specs, &exchanges);
+    println!("{report}");
+    let reached: BTreeSet<&str> = report.operations.keys().map(String::as_str).collect();
+    let missing: Vec<&&str> = HUBSPOT_WEBHOOKS_EXPECTED
+        .iter()
+        .filter(|o| !reached.contains(**o))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the flow never called {missing:?}\n{report}"
+    );
+    assert!(
+        report.unmatched.is_empty(),
+        "calls the description lacks: {report}"
+    );
+    assert!(
+        report.passed(),
+        "Webhooks API exchanges that break HubSpot's description:\n{report}"
     );
 }

@@ -20,7 +20,7 @@ use crate::sync_support::{self as s, Crm, Tenant};
 /// A tenant whose own HubSpot app is connected to a portal of its own, with the app's
 /// webhooks pointed at the tenant's route and subscribed to contact changes: (tenant,
 /// app id, client secret).
-async fn hooked_tenant(app: &TestApp) -> (Tenant, u64, String) {
+pub(crate) async fn hooked_tenant(app: &TestApp) -> (Tenant, u64, String) {
     let tenant = app.tenant();
     let admin = app.token(&tenant, Role::Admin);
     let client_id = format!("hooks-{tenant}");
@@ -81,7 +81,8 @@ async fn hooked_tenant(app: &TestApp) -> (Tenant, u64, String) {
     );
     let target = format!("{}/v1/webhooks/hubspot/{tenant}", app.url());
     let put = http
-        .put(format!("{base}/settings?hapikey={key}"))
+        .put(format!("{base}/settings"))
+        .bearer_auth(&key)
         .json(&json!({"targetUrl": target, "throttling": {"maxConcurrentRequests": 10}}))
         .send()
         .await
@@ -89,7 +90,8 @@ async fn hooked_tenant(app: &TestApp) -> (Tenant, u64, String) {
     assert_eq!(put.status(), 200);
     // Without the developer key, nothing changes.
     let refused = http
-        .put(format!("{base}/settings?hapikey=wrong"))
+        .put(format!("{base}/settings"))
+        .bearer_auth("wrong")
         .json(&json!({"targetUrl": target, "throttling": {"maxConcurrentRequests": 10}}))
         .send()
         .await
@@ -106,7 +108,8 @@ async fn hooked_tenant(app: &TestApp) -> (Tenant, u64, String) {
     }
     for sub in subscriptions {
         let r = http
-            .post(format!("{base}/subscriptions?hapikey={key}"))
+            .post(format!("{base}/subscriptions"))
+            .bearer_auth(&key)
             .json(&sub)
             .send()
             .await

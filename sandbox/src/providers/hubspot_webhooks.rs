@@ -3,9 +3,11 @@
 //! and the signed event batches HubSpot sends to the app's target URL when records of
 //! a portal where the app is installed change.
 //!
-//! **API.** Every call authenticates with the app's developer API key in the `hapikey`
-//! query parameter ([`SandboxState::hubspot_developer_key`]); a missing or wrong key
-//! is HubSpot's 401 `INVALID_AUTHENTICATION`, an unknown app 404. Settings need an
+//! **API.** Every call authenticates with the app's developer API key as a bearer token
+//! (`Authorization: Bearer …`, [`SandboxState::hubspot_developer_key`]), the only
+//! credential HubSpot's published description (`webhooks-v3.json`) declares; a missing
+//! or wrong key, or the legacy `hapikey` query parameter, is HubSpot's 401
+//! `INVALID_AUTHENTICATION`, an unknown app 404. Settings need an
 //! absolute `targetUrl` and `throttling.maxConcurrentRequests` of at least 5;
 //! subscriptions an `eventType` of the spec's enum, and a `propertyName` exactly when
 //! the type is a `propertyChange`; a second subscription of the same type (and
@@ -288,8 +290,10 @@ pub(crate) fn handle(route: Route, state: &SandboxState, req: &ProviderRequest) 
             "OBJECT_NOT_FOUND",
         );
     };
-    let given = query_param(req, "hapikey").unwrap_or_default();
-    if !crate::state::Secret::new(key).matches(&given) {
+    // The published description (webhooks-v3.json) takes a bearer token only: the
+    // developer key in `Authorization`, never in a `hapikey` query parameter.
+    let given = wire::bearer_token(&req.headers).unwrap_or_default();
+    if query_param(req, "hapikey").is_some() || !crate::state::Secret::new(key).matches(given) {
         return invalid_auth();
     }
     let now = now_ms();

@@ -101,7 +101,7 @@ impl Hook {
             "type": "general",
             "http_auth_user": self.auth.as_ref().map(|a| a.0.clone()),
             "http_auth_password": self.auth.as_ref().map(|a| a.1.clone()),
-            "additional_data": [],
+            "additional_data": {},
             "remove_reason": Value::Null,
             "last_delivery_time": Value::Null,
             "last_http_status": Value::Null,
