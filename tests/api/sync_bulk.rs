@@ -376,3 +376,85 @@ async fn salesforce_bulk_limits_are_counted_and_refused() {
     assert_eq!(usage.ingest_records, (2_060, 2_060));
     assert_eq!(usage.batches.0, 1);
 }
+
+/// App contacts deleted at once (past the threshold).
+const DELETED: usize = 2_050;
+
+/// After a first (Bulk) pull, a mass update in Salesforce — more changes than the
+/// threshold — makes the next incremental pass a query job of those changes, and a mass
+/// delete in the app one delete ingest job; both end where REST would have.
+#[tokio::test]
+async fn salesforce_mass_changes_and_deletes_go_through_bulk() {
+    let app = own_moto().await;
+    let entity = Entity::Contacts;
+    let t = s::connect(&app, "salesforce").await;
+    let ids = s::seed(&app, &t, entity, PULLED);
+    let mut c = s::new_config(&t, SyncDirection::Bidirectional, &[entity]);
+    c.options.propagate_deletes = true;
+    s::store(&app, &c).await;
+    s::run_ok(&app, &t, &c.id).await;
+    assert_eq!(jobs(&app, &t, "query").len(), 1);
+
+    // A mass update in Salesforce: the incremental pass sees 2,100 changes in its first
+    // REST page's totalSize and goes on as a query job of the changes since.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let changed = &ids[..PUSHED];
+    for (i, id) in changed.iter().enumerate() {
+        let fields = serde_json::Map::from_iter([(
+            "Title".to_owned(),
+            serde_json::json!(format!("Mass change {i}")),
+        )]);
+        assert!(
+            app.sandbox()
+                .update_salesforce_record(org(&t), SfObject::Contact, id, &fields)
+        );
+    }
+    let logs = s::run_ok(&app, &t, &c.id).await;
+    let count =
+        |log: &conduit::sync::runs::SyncLog, k: &str| log.counts.get(k).copied().unwrap_or(0);
+    assert_eq!(count(&logs[0], "updated"), PUSHED as u64, "{:?}", logs[0]);
+    let queries = jobs(&app, &t, "query");
+    assert_eq!(queries.len(), 2, "{queries:?}");
+    let rows = s::app_rows(&app, &t, entity).await;
+    let mass = rows
+        .iter()
+        .filter(|r| {
+            r.fields
+                .get("job_title")
+                .is_some_and(|v| v.starts_with("Mass change "))
+        })
+        .count();
+    assert_eq!(mass, PUSHED);
+
+    // A mass delete in the app: one delete job removes the records from Salesforce.
+    let records = Records::new(app.app().table.clone());
+    let at = now();
+    let doomed: Vec<&Record> = rows.iter().take(DELETED).collect();
+    for group in doomed.chunks(16) {
+        let saves = group.iter().map(|r| {
+            let mut next = (*r).clone();
+            next.deleted_at = Some(at);
+            next.updated_at = at;
+            next.version += 1;
+            next.rev += 1;
+            let records = &records;
+            async move {
+                let key = r.key();
+                records.save(&next, key.as_deref()).await
+            }
+        });
+        for saved in futures::future::join_all(saves).await {
+            saved.expect("an app delete");
+        }
+    }
+    let logs = s::run_ok(&app, &t, &c.id).await;
+    assert_eq!(count(&logs[0], "deleted"), DELETED as u64, "{:?}", logs[0]);
+    let deletes = jobs(&app, &t, "delete");
+    assert_eq!(deletes.len(), 1, "{deletes:?}");
+    assert_eq!(deletes[0].2, "JobComplete");
+    let left = app.sandbox().salesforce_records(org(&t), SfObject::Contact);
+    assert_eq!(left.len(), PULLED - DELETED);
+    let crm_view = s::crm_view(&app, &t, entity);
+    let app_view = s::app_view(&app, &t, entity).await;
+    s::assert_same(&crm_view, &app_view, "after the mass delete");
+}

@@ -276,6 +276,8 @@ pub enum BulkOp {
     Upsert,
     /// Updates, keyed by the CRM id.
     Update,
+    /// Deletes, keyed by the CRM id (rows carry no values).
+    Delete,
 }
 
 impl BulkOp {
@@ -284,6 +286,7 @@ impl BulkOp {
         match self {
             BulkOp::Upsert => "upsert",
             BulkOp::Update => "update",
+            BulkOp::Delete => "delete",
         }
     }
 }
@@ -430,7 +433,8 @@ pub trait Dialect: Wire {
     }
 
     /// Starts a bulk job writing `rows` ((key, values): the app id for
-    /// [`BulkOp::Upsert`], the CRM id for [`BulkOp::Update`]); answers its id once the
+    /// [`BulkOp::Upsert`], the CRM id for [`BulkOp::Update`] and [`BulkOp::Delete`]);
+    /// answers its id once the
     /// CRM has the data and processes it.
     async fn bulk_submit(
         &self,
@@ -879,6 +883,11 @@ impl<'a> CrmClient<'a> {
             let written = match op {
                 BulkOp::Upsert => self.create(entity, &batch).await?,
                 BulkOp::Update => self.update(entity, &batch).await?,
+                BulkOp::Delete => {
+                    let ids: Vec<String> = batch.iter().map(|(id, _)| id.clone()).collect();
+                    self.delete(entity, &ids).await?;
+                    ids.into_iter().map(WriteOutcome::Done).collect()
+                }
             };
             for (i, outcome) in chunk.iter().zip(written) {
                 if let Some(slot) = out.get_mut(*i) {

@@ -162,7 +162,7 @@ impl Dialect for Salesforce {
         if cursor.page.is_none()
             && cursor.since_ms.is_none()
             && let Some(page) = Box::pin(bulk::pull_start(
-                c, entity, cursor, fields, filters, &describe,
+                c, entity, cursor, fields, filters, &describe, None,
             ))
             .await?
         {
@@ -204,6 +204,24 @@ impl Dialect for Salesforce {
                     .await?
             }
         };
+        // An incremental pass with as many changes as a full pass would send through
+        // Bulk API 2.0 (a mass update in Salesforce) goes on as a query job of the same
+        // changes; the first page read here is dropped.
+        if cursor.page.is_none()
+            && cursor.since_ms.is_some()
+            && let Some(page) = Box::pin(bulk::pull_start(
+                c,
+                entity,
+                cursor,
+                fields,
+                filters,
+                &describe,
+                Some(&v),
+            ))
+            .await?
+        {
+            return Ok(page);
+        }
         let records = rows(&v)?;
         let done = v.get("done").and_then(Value::as_bool).unwrap_or(true);
         let page = if done {
@@ -436,7 +454,7 @@ fn outcome(row: &Value, id: Option<&String>) -> WriteOutcome {
     WriteOutcome::Failed(clip(&message))
 }
 
-fn soql_datetime(ms: i64) -> String {
+pub(super) fn soql_datetime(ms: i64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     crate::domain::sortable_time(t)

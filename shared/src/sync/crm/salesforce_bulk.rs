@@ -6,14 +6,19 @@
 //! - **Pull**: a full pass (no `since`) first counts its records (`SELECT COUNT()` with
 //!   the config's filters, one REST call); from 2,000 on, the pass is one query job,
 //!   read [`BULK_PULL_PAGE`] records a page (the REST path's page, so a page costs the
-//!   pipeline what a REST page does). Incremental passes (the minute's changes of a
-//!   realtime config) stay on REST: one query call, no job to wait for.
+//!   pipeline what a REST page does). An incremental pass (the minute's changes of a
+//!   realtime config) starts on REST — one query call, no job to wait for, no count —
+//!   and only when that first page's `totalSize` shows 2,000 changes or more (a mass
+//!   update in Salesforce) goes on as a query job of the same changes (`SystemModstamp`
+//!   at or after the pass's `since`, and the filters); the REST page is dropped.
 //! - **Push**: a Salesforce push page reads [`BULK_PAGE`] app records; its creates or
 //!   its updates, when 2,000 or more, are one ingest job each (creates as an `upsert`
 //!   on the marker field `Conduit_Id__c`, so a job submitted twice creates nothing
 //!   twice; updates by `Id`); smaller sets go through sObject Collections as before.
 //!   5,000 keeps a page's DynamoDB reads under the 1 MB a query answers per shard and a
-//!   job's CSV far under the 150 MB upload limit. Deletes stay on REST.
+//!   job's CSV far under the 150 MB upload limit. A page's deletes, when 2,000 or more,
+//!   are one `delete` job by `Id` (a row failing `ENTITY_IS_DELETED` counts as deleted,
+//!   other failures are record errors); fewer go through sObject Collections.
 //!
 //! **Resuming.** The pull cursor's page is `bulk:{jobId}` until the job is read, then
 //! `bulk:{jobId}:{locator}`: it is checkpointed like a REST locator, so a worker killed
@@ -39,7 +44,7 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::salesforce::{select, soql_condition};
+use super::salesforce::{select, soql_condition, soql_datetime};
 use super::transport::{RawAnswer, Target};
 use super::{
     BulkOp, CrmClient, CrmError, CrmRecord, Cursor, PullPage, WriteOutcome, WriteValues, clip,
@@ -70,12 +75,20 @@ pub(super) fn is_bulk_page(page: &str) -> bool {
     page.starts_with(PAGE_PREFIX)
 }
 
-/// The `WHERE` conditions of a full pass: the config's filters, typed by the describe.
-fn conditions(filters: &[&Filter], describe: &[CrmField]) -> Result<String, CrmError> {
-    let parts = filters
-        .iter()
-        .map(|f| soql_condition(f, describe))
-        .collect::<Result<Vec<_>, _>>()?;
+/// The `WHERE` conditions of a pass: the changes since `since` (`modified` at or after
+/// it, for an incremental pass), then the config's filters, typed by the describe.
+fn conditions(
+    filters: &[&Filter],
+    describe: &[CrmField],
+    since: Option<(&str, i64)>,
+) -> Result<String, CrmError> {
+    let mut parts: Vec<String> = since
+        .map(|(modified, ms)| format!("{modified} >= {}", soql_datetime(ms)))
+        .into_iter()
+        .collect();
+    for f in filters {
+        parts.push(soql_condition(f, describe)?);
+    }
     Ok(if parts.is_empty() {
         String::new()
     } else {
@@ -83,9 +96,11 @@ fn conditions(filters: &[&Filter], describe: &[CrmField]) -> Result<String, CrmE
     })
 }
 
-/// The start of a full pass: counts its records and, from [`BULK_MIN`] on, starts a
-/// query job (a page without records whose cursor names it). None: the pass stays on
-/// REST.
+/// The start of a pass on Bulk API 2.0, from [`BULK_MIN`] records on: a query job (a
+/// page without records whose cursor names it). A full pass counts its records first;
+/// an incremental one (`first`: its first REST page) takes that page's `totalSize` and
+/// queries the same changes (the REST page is dropped, its records come with the
+/// job's). None: the pass stays on REST.
 pub(super) async fn pull_start(
     c: &mut CrmClient<'_>,
     entity: Entity,
@@ -93,42 +108,52 @@ pub(super) async fn pull_start(
     fields: &[String],
     filters: &[&Filter],
     describe: &[CrmField],
+    first: Option<&Value>,
 ) -> Result<Option<PullPage>, CrmError> {
-    let object = c.kind().object(entity);
-    let filter = conditions(filters, describe)?;
-    let count = c
-        .call(
-            Method::GET,
-            "/query",
-            &[("q", format!("SELECT COUNT() FROM {object}{filter}"))],
-            None,
-        )
-        .await?;
-    let total = count
-        .get("totalSize")
-        .and_then(Value::as_u64)
-        .ok_or_else(|| CrmError::Malformed("count answer without totalSize".into()))?;
-    if total < BULK_MIN as u64 {
+    let total = match first {
+        Some(page) => page.get("totalSize").and_then(Value::as_u64),
+        None => {
+            let object = c.kind().object(entity);
+            let filter = conditions(filters, describe, None)?;
+            let q = format!("SELECT COUNT() FROM {object}{filter}");
+            let count = c.call(Method::GET, "/query", &[("q", q)], None).await?;
+            Some(
+                count
+                    .get("totalSize")
+                    .and_then(Value::as_u64)
+                    .ok_or_else(|| CrmError::Malformed("count answer without totalSize".into()))?,
+            )
+        }
+    };
+    if total.is_none_or(|n| n < BULK_MIN as u64) {
         return Ok(None);
     }
-    let job = create_query(c, entity, fields, filters, describe).await?;
+    let since = if first.is_some() {
+        cursor.since_ms
+    } else {
+        None
+    };
+    let job = create_query(c, entity, fields, filters, describe, since).await?;
     let next = cursor.after(&[], Some(format!("{PAGE_PREFIX}{job}")));
-    Ok(Some(PullPage::new(Vec::new(), next, Some(total))))
+    Ok(Some(PullPage::new(Vec::new(), next, total)))
 }
 
-/// Creates the query job of a full pass; answers its id.
+/// Creates the query job of a pass (of the changes since `since`, for an incremental
+/// one); answers its id.
 async fn create_query(
     c: &mut CrmClient<'_>,
     entity: Entity,
     fields: &[String],
     filters: &[&Filter],
     describe: &[CrmField],
+    since: Option<i64>,
 ) -> Result<String, CrmError> {
     let object = c.kind().object(entity);
+    let modified = c.kind().modified_field(entity);
     let soql = format!(
         "SELECT {} FROM {object}{}",
         select(c, entity, fields).join(", "),
-        conditions(filters, describe)?
+        conditions(filters, describe, since.map(|ms| (modified, ms)))?
     );
     let body = json!({
         "operation": "query",
@@ -211,7 +236,8 @@ pub(super) async fn pull_next(
                     state = state(&info),
                     "Bulk API query job ended without results"
                 );
-                let job = create_query(c, entity, fields, filters, describe).await?;
+                let job =
+                    create_query(c, entity, fields, filters, describe, cursor.since_ms).await?;
                 let next = cursor.after(&[], Some(format!("{PAGE_PREFIX}{job}")));
                 return Ok(PullPage::new(Vec::new(), next, None));
             }
@@ -317,7 +343,7 @@ pub(super) fn query_records(text: &str, describe: &[CrmField]) -> Result<Vec<Crm
 fn key_column(c: &CrmClient<'_>, op: BulkOp) -> String {
     match op {
         BulkOp::Upsert => c.kind().marker().to_owned(),
-        BulkOp::Update => "Id".to_owned(),
+        BulkOp::Update | BulkOp::Delete => "Id".to_owned(),
     }
 }
 

@@ -750,11 +750,38 @@ impl<C: CrmWrites, S: PushStore> PagePush<'_, C, S> {
                 .iter()
                 .filter_map(|(_, l)| l.crm_id.clone())
                 .collect();
-            if self.config.options.propagate_deletes {
+            if !self.config.options.propagate_deletes {
+                self.progress.add("skipped", ids.len() as u64);
+            } else if self.crm.bulk_min().is_some_and(|min| ids.len() >= min) {
+                // Enough for the CRM's bulk API: one delete job, its failed rows the
+                // run's record errors (a record already gone counts as deleted).
+                let rows: Vec<(String, WriteValues)> = ids
+                    .iter()
+                    .map(|id| (id.clone(), WriteValues::new()))
+                    .collect();
+                let outcomes = self.bulk_write(BulkOp::Delete, &rows).await?;
+                let app_ids = deletes
+                    .iter()
+                    .filter(|(_, l)| l.crm_id.is_some())
+                    .map(|(id, _)| id);
+                for ((crm_id, app_id), outcome) in ids.iter().zip(app_ids).zip(outcomes) {
+                    match outcome {
+                        WriteOutcome::Failed(m) if !m.starts_with("ENTITY_IS_DELETED") => {
+                            self.progress.add("failed", 1);
+                            self.errors.push(RecordError {
+                                phase: Phase::Push,
+                                record_id: Some(app_id.to_string()),
+                                crm_id: Some(crm_id.clone()),
+                                message: m,
+                                at: now(),
+                            });
+                        }
+                        _ => self.progress.add("deleted", 1),
+                    }
+                }
+            } else {
                 self.crm.delete(entity, &ids).await?;
                 self.progress.add("deleted", ids.len() as u64);
-            } else {
-                self.progress.add("skipped", ids.len() as u64);
             }
             for (id, mut l) in deletes {
                 l.app_deleted = true;
@@ -1098,6 +1125,11 @@ mod tests {
             match op {
                 BulkOp::Upsert => self.create(entity, rows).await,
                 BulkOp::Update => self.update(entity, rows).await,
+                BulkOp::Delete => {
+                    let ids: Vec<String> = rows.iter().map(|(id, _)| id.clone()).collect();
+                    self.delete(entity, &ids).await?;
+                    Ok(ids.into_iter().map(WriteOutcome::Done).collect())
+                }
             }
         }
     }
