@@ -19,6 +19,7 @@ pub mod freshdesk_kb;
 pub mod genesys;
 pub mod google;
 pub mod google_api;
+mod hook_delivery;
 pub mod hubspot;
 pub mod hubspot_crm;
 pub mod hubspot_webhooks;

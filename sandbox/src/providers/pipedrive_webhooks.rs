@@ -41,6 +41,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::ProviderRequest;
+use super::hook_delivery::{delivered, post, target_ok};
 use super::pipedrive_crm::{Company, PdObject, PdRoute, rfc3339};
 use crate::clock::now_ms;
 use crate::state::SandboxState;
@@ -210,17 +211,6 @@ fn fail(status: StatusCode, message: &str) -> Reply {
     )
 }
 
-fn url_ok(url: &str) -> bool {
-    let Ok(u) = url::Url::parse(url) else {
-        return false;
-    };
-    match u.scheme() {
-        "https" => u.host_str().is_some(),
-        "http" => matches!(u.host_str(), Some("127.0.0.1" | "localhost")),
-        _ => false,
-    }
-}
-
 fn text(body: &serde_json::Map<String, Value>, name: &str) -> Result<Option<String>, Reply> {
     match body.get(name) {
         None | Some(Value::Null) => Ok(None),
@@ -263,7 +253,7 @@ pub(crate) fn serve(
             let action = text(&body, "event_action")?.unwrap_or_default();
             let object = text(&body, "event_object")?.unwrap_or_default();
             let version = text(&body, "version")?.unwrap_or_else(|| "1.0".to_owned());
-            if !url_ok(&url) {
+            if !target_ok(&url) {
                 return Err(fail(
                     StatusCode::BAD_REQUEST,
                     "Validation failed: subscription_url: must be a valid, publicly accessible URL",
@@ -484,12 +474,10 @@ async fn send(client: &reqwest::Client, mut o: Outgoing) -> (Delivery, Option<Ou
             format!("Basic {}", STANDARD.encode(format!("{u}:{p}"))),
         ));
     }
-    let mut req = client.post(&o.url).timeout(TIMEOUT).body(body.clone());
-    for (k, v) in &headers {
-        req = req.header(k.as_str(), v.as_str());
-    }
-    let status = req.send().await.ok().map(|r| r.status().as_u16());
-    let ok = status.is_some_and(|s| (200..300).contains(&s));
+    let status = post(client, &o.url, &headers, &body, TIMEOUT)
+        .await
+        .map(|(s, _)| s);
+    let ok = delivered(status);
     let retry = (!ok && o.attempt < ATTEMPTS).then(|| Outgoing {
         attempt: o.attempt + 1,
         due_ms: now_ms() + RETRY_MS[(o.attempt as usize - 1).min(RETRY_MS.len() - 1)],
