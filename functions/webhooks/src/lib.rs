@@ -7,6 +7,8 @@
 //! - `POST /v1/webhooks/pipedrive/{tenant}/{config}`: events of the webhooks Conduit
 //!   created in Pipedrive for a realtime config (`conduit::sync::subscriptions`), with
 //!   the HTTP basic credentials it set for them.
+//! - `POST /v1/webhooks/zoho/{tenant}/{config}`: notifications of the channels Conduit
+//!   enabled in Zoho CRM for a realtime config, each carrying the channel token it set.
 //! - `POST /v1/webhooks/hubspot/{tenant}`: events of a tenant's own HubSpot app
 //!   (the target URL its admin sets in the app's webhook settings), signed with that
 //!   app's client secret; only that tenant's connections are looked at.
@@ -331,6 +333,11 @@ async fn route(app: &App, req: Request, meta: RequestMeta) -> Result<Response<Bo
             let out = pipedrive(&mut call, &req).await;
             call.finish(out).await
         }
+        "POST /v1/webhooks/zoho/{tenant}/{config}" => {
+            let mut call = Call::new(app, &meta, "zoho");
+            let out = zoho(&mut call, &req).await;
+            call.finish(out).await
+        }
         other => Err(ApiError::NotFound(format!("no route {other}"))),
     }
 }
@@ -407,15 +414,9 @@ async fn pipedrive(call: &mut Call<'_>, req: &Request) -> Result<Response<Body>,
     let reg = subscriptions::registration(app, &tenant, &config_id)
         .await?
         .ok_or_else(Refusal::unknown_app)?;
-    let password = app
-        .envelope
-        .open(
-            &subscriptions::seal_context(&tenant, &config_id),
-            &reg.password,
-        )
+    let password = subscriptions::password(app, &reg)
         .await
         .map_err(ApiError::internal)?;
-    let password = String::from_utf8(password.to_vec()).map_err(ApiError::internal)?;
     conduit::webhooks::pipedrive::check_auth(
         header_str(req.headers(), "authorization"),
         subscriptions::USER,
@@ -441,6 +442,69 @@ async fn pipedrive(call: &mut Call<'_>, req: &Request) -> Result<Response<Body>,
         call.provider,
         1,
         usize::from(event.change.is_none()),
+        &routed,
+    )
+}
+
+/// `POST /v1/webhooks/zoho/{tenant}/{config}`: a notification of a channel Conduit
+/// enabled for the config, carrying the channel token Conduit set (in the body, which
+/// must therefore be read first).
+async fn zoho(call: &mut Call<'_>, req: &Request) -> Result<Response<Body>, Stop> {
+    let app = call.app;
+    let tenant = path_id(req, "tenant", |s| TenantId::parse(s).ok())?;
+    let config_id = path_id(req, "config", |s| SyncConfigId::parse(s).ok())?;
+    call.for_tenant(&tenant);
+    let body = body_of(req)?;
+    let note = conduit::webhooks::zoho::parse(body)?;
+    let reg = subscriptions::registration(app, &tenant, &config_id)
+        .await?
+        .ok_or_else(Refusal::unknown_app)?;
+    let token = subscriptions::password(app, &reg)
+        .await
+        .map_err(ApiError::internal)?;
+    conduit::webhooks::zoho::check_token(&note.token, &token)?;
+    // The token is the config's; the channel must be one of its channels too, and the
+    // module the one that channel watches.
+    let entity = reg
+        .hooks
+        .iter()
+        .find(|(_, channel)| **channel == note.channel_id)
+        .map(|(e, _)| *e)
+        .ok_or(WebhookError::BadCredentials)?;
+    let module = conduit::sync::crm::CrmKind::of("zoho").map(|k| k.object(entity));
+    if module != Some(note.module.as_str()) {
+        return Err(WebhookError::Malformed(format!(
+            "module {} is not the channel's",
+            note.module.chars().take(40).collect::<String>()
+        ))
+        .into());
+    }
+    let now = now_ms();
+    // Zoho numbers nothing: the same body (server time, ids, operation) twice is a
+    // replay.
+    call.once(&[config_id.as_str().as_bytes(), b"#", body].concat(), now)
+        .await?;
+    let config = Configs::new(app.table.clone())
+        .get(&tenant, &config_id)
+        .await?;
+    let mut routed = webhook::Routed::default();
+    if let (Some(config), Some(change)) = (config, note.change) {
+        let mut c = AccountChanges::default();
+        let set = match change {
+            hubspot::Change::Changed => &mut c.changed,
+            hubspot::Change::Deleted => &mut c.deleted,
+        };
+        set.extend(note.ids.iter().cloned());
+        routed = enqueue_for(app, &config, &[(entity, c)].into(), now).await?;
+    }
+    taken(
+        call.provider,
+        note.ids.len(),
+        if note.change.is_none() {
+            note.ids.len()
+        } else {
+            0
+        },
         &routed,
     )
 }

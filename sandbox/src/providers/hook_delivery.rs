@@ -4,6 +4,23 @@
 
 use std::time::Duration;
 
+use serde::Serialize;
+
+/// One request sent to a subscription URL, as sent.
+#[derive(Clone, Debug, Serialize)]
+pub struct Delivery {
+    /// Where it went.
+    pub url: String,
+    /// Its headers (credentials among them, where the provider sends some).
+    pub headers: Vec<(String, String)>,
+    /// Its body.
+    pub body: String,
+    /// The answer's status; `None` when none came.
+    pub status: Option<u16>,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+}
+
 /// Whether a provider would accept `url` as a webhook target.
 pub(crate) fn target_ok(url: &str) -> bool {
     let Ok(u) = url::Url::parse(url) else {

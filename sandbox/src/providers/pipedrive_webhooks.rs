@@ -37,10 +37,10 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::ProviderRequest;
+pub use super::hook_delivery::Delivery;
 use super::hook_delivery::{delivered, post, target_ok};
 use super::pipedrive_crm::{Company, PdObject, PdRoute, rfc3339};
 use crate::clock::now_ms;
@@ -178,21 +178,6 @@ pub(crate) struct Outbox {
     waiting: Vec<Outgoing>,
     sent: Vec<Delivery>,
     next_event: u64,
-}
-
-/// One request sent to a subscription URL, as sent.
-#[derive(Clone, Debug, Serialize)]
-pub struct Delivery {
-    /// Where it went.
-    pub url: String,
-    /// Its headers (the basic credentials among them).
-    pub headers: Vec<(String, String)>,
-    /// Its body.
-    pub body: String,
-    /// The answer's status; `None` when none came.
-    pub status: Option<u16>,
-    /// 1 for the first attempt.
-    pub attempt: u32,
 }
 
 fn entity(object: PdObject) -> &'static str {

@@ -5,6 +5,7 @@
 
 pub mod hubspot;
 pub mod pipedrive;
+pub mod zoho;
 
 /// Why a webhook request is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
