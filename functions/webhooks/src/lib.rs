@@ -9,6 +9,9 @@
 //!   the HTTP basic credentials it set for them.
 //! - `POST /v1/webhooks/zoho/{tenant}/{config}`: notifications of the channels Conduit
 //!   enabled in Zoho CRM for a realtime config, each carrying the channel token it set.
+//! - `POST /v1/webhooks/dynamics365/{tenant}/{config}`: executions of the webhook steps
+//!   Conduit registered in Dataverse for a realtime config, each carrying the header
+//!   secret it set on the service endpoint.
 //! - `POST /v1/webhooks/hubspot/{tenant}`: events of a tenant's own HubSpot app
 //!   (the target URL its admin sets in the app's webhook settings), signed with that
 //!   app's client secret; only that tenant's connections are looked at.
@@ -338,6 +341,11 @@ async fn route(app: &App, req: Request, meta: RequestMeta) -> Result<Response<Bo
             let out = zoho(&mut call, &req).await;
             call.finish(out).await
         }
+        "POST /v1/webhooks/dynamics365/{tenant}/{config}" => {
+            let mut call = Call::new(app, &meta, "dynamics365");
+            let out = dynamics(&mut call, &req).await;
+            call.finish(out).await
+        }
         other => Err(ApiError::NotFound(format!("no route {other}"))),
     }
 }
@@ -507,6 +515,52 @@ async fn zoho(call: &mut Call<'_>, req: &Request) -> Result<Response<Body>, Stop
         },
         &routed,
     )
+}
+
+/// `POST /v1/webhooks/dynamics365/{tenant}/{config}`: an execution of a step Conduit
+/// registered for the config, carrying the header secret Conduit set on its endpoint.
+async fn dynamics(call: &mut Call<'_>, req: &Request) -> Result<Response<Body>, Stop> {
+    use conduit::webhooks::dynamics as dataverse;
+    let app = call.app;
+    let tenant = path_id(req, "tenant", |s| TenantId::parse(s).ok())?;
+    let config_id = path_id(req, "config", |s| SyncConfigId::parse(s).ok())?;
+    call.for_tenant(&tenant);
+    let body = body_of(req)?;
+    let reg = subscriptions::registration(app, &tenant, &config_id)
+        .await?
+        .ok_or_else(Refusal::unknown_app)?;
+    let key = subscriptions::password(app, &reg)
+        .await
+        .map_err(ApiError::internal)?;
+    dataverse::check_key(
+        header_str(req.headers(), conduit::sync::crm::dynamics::HOOK_HEADER),
+        &key,
+    )?;
+    let run = dataverse::parse(body)?;
+    let now = now_ms();
+    // A retried operation carries its id again; the body names it whole.
+    call.once(&[config_id.as_str().as_bytes(), b"#", body].concat(), now)
+        .await?;
+    let kind = conduit::sync::crm::CrmKind::of("dynamics365");
+    let entity = reg
+        .hooks
+        .keys()
+        .copied()
+        .find(|e| kind.map(|k| k.object(*e)) == Some(run.table.as_str()));
+    let config = Configs::new(app.table.clone())
+        .get(&tenant, &config_id)
+        .await?;
+    let mut routed = webhook::Routed::default();
+    if let (Some(config), Some(entity), Some(change)) = (config, entity, run.change) {
+        let mut c = AccountChanges::default();
+        match change {
+            hubspot::Change::Changed => c.changed.insert(run.id.clone()),
+            hubspot::Change::Deleted => c.deleted.insert(run.id.clone()),
+        };
+        routed = enqueue_for(app, &config, &[(entity, c)].into(), now).await?;
+    }
+    let ignored = usize::from(entity.is_none() || run.change.is_none());
+    taken(call.provider, 1, ignored, &routed)
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! record ids that changed, coalesced per account and entity, so a route can turn them
 //! into targeted pulls. The routes, subscriptions and replay store build on these.
 
+pub mod dynamics;
 pub mod hubspot;
 pub mod pipedrive;
 pub mod zoho;
