@@ -70,6 +70,8 @@ fn expectations() -> Vec<(&'static str, &'static str, Shows)> {
             "hubspot-unknown-tenant.json",
             Shows::Status(401),
         ),
+        // A config with no notification channel: refused before its token is looked at.
+        ("webhooks", "zoho-unknown-config.json", Shows::Status(401)),
         (
             "google",
             "send-gmail-not-connected.json",

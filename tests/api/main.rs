@@ -39,6 +39,7 @@ mod sync_review;
 mod sync_salesforce;
 mod sync_support;
 mod sync_webhooks;
+mod sync_webhooks_more;
 mod sync_zoho;
 mod telemetry;
 mod tokens;

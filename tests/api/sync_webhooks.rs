@@ -119,7 +119,7 @@ pub(crate) async fn hooked_tenant(app: &TestApp) -> (Tenant, u64, String) {
     (t, view.app_id, secret)
 }
 
-async fn wait_for<F, Fut>(what: &str, limit: Duration, mut check: F) -> Duration
+pub(crate) async fn wait_for<F, Fut>(what: &str, limit: Duration, mut check: F) -> Duration
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -134,7 +134,7 @@ where
     panic!("{what}: not within {limit:?}");
 }
 
-async fn app_contact(
+pub(crate) async fn app_contact(
     app: &TestApp,
     t: &Tenant,
     email: &str,
@@ -149,7 +149,7 @@ async fn app_contact(
         })
 }
 
-async fn webhook_logs(
+pub(crate) async fn webhook_logs(
     app: &TestApp,
     t: &Tenant,
     config: &conduit::domain::SyncConfigId,
@@ -164,12 +164,16 @@ async fn webhook_logs(
         .collect()
 }
 
-async fn webhook_runs(app: &TestApp, t: &Tenant, config: &conduit::domain::SyncConfigId) -> usize {
+pub(crate) async fn webhook_runs(
+    app: &TestApp,
+    t: &Tenant,
+    config: &conduit::domain::SyncConfigId,
+) -> usize {
     webhook_logs(app, t, config).await.len()
 }
 
 /// A counter summed over the config's webhook runs.
-async fn webhook_count(
+pub(crate) async fn webhook_count(
     app: &TestApp,
     t: &Tenant,
     config: &conduit::domain::SyncConfigId,
@@ -182,7 +186,7 @@ async fn webhook_count(
         .sum()
 }
 
-async fn post_hook(
+pub(crate) async fn post_hook(
     app: &TestApp,
     path: &str,
     headers: &[(String, String)],
@@ -212,7 +216,7 @@ fn signed(secret: &str, url: &str, body: &str, at_ms: i64) -> Vec<(String, Strin
     ]
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
@@ -440,7 +444,7 @@ async fn hubspot_changes_arrive_through_its_webhook_and_bad_requests_are_refused
 }
 
 /// Waits until the app's contacts are the CRM's, as the default mappings show them.
-async fn same_within(app: &TestApp, t: &Tenant, what: &str) {
+pub(crate) async fn same_within(app: &TestApp, t: &Tenant, what: &str) {
     wait_for(what, Duration::from_secs(20), || async {
         s::crm_view(app, t, Entity::Contacts) == s::app_view(app, t, Entity::Contacts).await
     })

@@ -344,6 +344,15 @@ pub async fn handle_event(app: &App, event: Value) -> Result<Value, lambda_runti
     else {
         return Ok(json!({"started": false, "reason": "config deleted"}));
     };
+    // Subscriptions that expire (Zoho's channels) are renewed here, a day ahead; a
+    // failure is tried again the next minute, and the run starts either way.
+    match conduit::sync::subscriptions::renew_due(app, &config, "schedule", "schedule").await {
+        Ok(0) => {}
+        Ok(renewed) => tracing::info!(config = %id, renewed, "webhook subscriptions renewed"),
+        Err(e) => {
+            tracing::warn!(config = %id, error = %e, "renewing the config's webhook subscriptions failed")
+        }
+    }
     let publisher = queue(app).map_err(lambda_runtime::Error::from)?;
     let request = RunRequest {
         trigger: "schedule".into(),

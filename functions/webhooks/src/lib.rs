@@ -7,6 +7,11 @@
 //! - `POST /v1/webhooks/pipedrive/{tenant}/{config}`: events of the webhooks Conduit
 //!   created in Pipedrive for a realtime config (`conduit::sync::subscriptions`), with
 //!   the HTTP basic credentials it set for them.
+//! - `POST /v1/webhooks/zoho/{tenant}/{config}`: notifications of the channels Conduit
+//!   enabled in Zoho CRM for a realtime config, each carrying the channel token it set.
+//! - `POST /v1/webhooks/dynamics365/{tenant}/{config}`: executions of the webhook steps
+//!   Conduit registered in Dataverse for a realtime config, each carrying the header
+//!   secret it set on the service endpoint.
 //! - `POST /v1/webhooks/hubspot/{tenant}`: events of a tenant's own HubSpot app
 //!   (the target URL its admin sets in the app's webhook settings), signed with that
 //!   app's client secret; only that tenant's connections are looked at.
@@ -20,6 +25,7 @@
 //! is audited in the tenant's log (tenant routes) and logged with its reason, never
 //! with its body or signature.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 
 use conduit::app::App;
@@ -144,58 +150,221 @@ fn called_uri(app: &App, req: &Request) -> Result<String, ApiError> {
     Ok(uri)
 }
 
-async fn audit_refusal(
-    app: &App,
-    tenant: Option<&TenantId>,
-    meta: &RequestMeta,
-    provider: &str,
-    refusal: &Refusal,
-) {
-    tracing::warn!(provider, code = refusal.code, reason = %refusal.message, "webhook refused");
-    let Some(tenant) = tenant else { return };
-    let entry = AuditEntry::system(
-        tenant,
-        "webhooks",
-        &meta.request_id,
-        "webhook.receive",
-        format!("webhook/{provider}"),
-    )
-    .failed(Outcome::Denied, refusal.code)
-    .detail("reason", &refusal.message);
-    if let Err(e) = AuditLog::new(app.table.clone()).record(&entry).await {
-        tracing::error!(error = %e, "auditing a refused webhook failed");
+/// Why a route stopped before answering 200: a refusal (answered 401/400 with its
+/// code, audited and logged) or a failure of Conduit's own (5xx; the provider retries).
+enum Stop {
+    Refused(Refusal),
+    Failed(ApiError),
+}
+
+impl From<Refusal> for Stop {
+    fn from(r: Refusal) -> Self {
+        Self::Refused(r)
     }
 }
 
-async fn route(app: &App, req: Request, meta: RequestMeta) -> Result<Response<Body>, ApiError> {
-    if meta.route_key == "POST /v1/webhooks/pipedrive/{tenant}/{config}" {
-        return pipedrive(app, req, meta).await;
+impl From<WebhookError> for Stop {
+    fn from(e: WebhookError) -> Self {
+        Self::Refused(Refusal::of(&e))
     }
-    let provider = "hubspot";
-    let tenant = match meta.route_key.as_str() {
-        "POST /v1/webhooks/hubspot" => None,
-        "POST /v1/webhooks/hubspot/{tenant}" => {
-            // An unknown or malformed tenant is refused like a bad signature: the
-            // route says nothing of which tenants exist.
-            match TenantId::parse(&http::path_param(&req, "tenant")?) {
-                Ok(t) => Some(t),
-                Err(_) => {
-                    let refusal = Refusal::unknown_app();
-                    audit_refusal(app, None, &meta, provider, &refusal).await;
-                    return refusal.response(&meta.request_id);
-                }
+}
+
+impl From<ApiError> for Stop {
+    fn from(e: ApiError) -> Self {
+        Self::Failed(e)
+    }
+}
+
+impl From<conduit::store::StoreError> for Stop {
+    fn from(e: conduit::store::StoreError) -> Self {
+        Self::Failed(e.into())
+    }
+}
+
+/// One webhook request being handled: who it is for, so far as the route knows.
+struct Call<'a> {
+    app: &'a App,
+    meta: &'a RequestMeta,
+    provider: &'static str,
+    /// The tenant, once the route has read it (refusals are audited in its log).
+    tenant: Option<TenantId>,
+}
+
+impl<'a> Call<'a> {
+    fn new(app: &'a App, meta: &'a RequestMeta, provider: &'static str) -> Self {
+        Self {
+            app,
+            meta,
+            provider,
+            tenant: None,
+        }
+    }
+
+    /// Notes the route's tenant (in the span, and for the audit of a refusal).
+    fn for_tenant(&mut self, tenant: &TenantId) {
+        tracing::Span::current().record("tenant", tenant.as_str());
+        self.tenant = Some(tenant.clone());
+    }
+
+    /// Refuses a second sight of a verified request, named by `identity` (its
+    /// signature, or the provider's event id): its digest is taken once for
+    /// [`SEEN_TTL_SECS`].
+    async fn once(&self, identity: &[u8], now: i64) -> Result<(), Stop> {
+        let digest = Sha256::digest(identity)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>();
+        if WebhookStore::new(self.app.table.clone())
+            .first_sight(self.provider, &digest, now, SEEN_TTL_SECS)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(Refusal::replayed().into())
+        }
+    }
+
+    /// The answer to a route's outcome: a refusal is logged, audited in the tenant's
+    /// log (when the route knew its tenant) and answered with its code.
+    async fn finish(
+        self,
+        outcome: Result<Response<Body>, Stop>,
+    ) -> Result<Response<Body>, ApiError> {
+        let refusal = match outcome {
+            Ok(r) => return Ok(r),
+            Err(Stop::Failed(e)) => return Err(e),
+            Err(Stop::Refused(r)) => r,
+        };
+        tracing::warn!(provider = self.provider, code = refusal.code, reason = %refusal.message, "webhook refused");
+        if let Some(tenant) = &self.tenant {
+            let entry = AuditEntry::system(
+                tenant,
+                "webhooks",
+                &self.meta.request_id,
+                "webhook.receive",
+                format!("webhook/{}", self.provider),
+            )
+            .failed(Outcome::Denied, refusal.code)
+            .detail("reason", &refusal.message);
+            if let Err(e) = AuditLog::new(self.app.table.clone()).record(&entry).await {
+                tracing::error!(error = %e, "auditing a refused webhook failed");
             }
         }
-        other => return Err(ApiError::NotFound(format!("no route {other}"))),
-    };
-    if let Some(t) = &tenant {
-        tracing::Span::current().record("tenant", t.as_str());
+        refusal.response(&self.meta.request_id)
     }
+}
+
+/// A path parameter that must parse; anything else is refused like a bad signature
+/// (the route says nothing of which tenants or configs exist).
+fn path_id<T>(req: &Request, name: &str, parse: impl Fn(&str) -> Option<T>) -> Result<T, Stop> {
+    parse(&http::path_param(req, name)?).ok_or_else(|| Refusal::unknown_app().into())
+}
+
+/// The body, when within [`MAX_BODY_BYTES`].
+fn body_of(req: &Request) -> Result<&[u8], Stop> {
     let body: &[u8] = req.body().as_ref();
     if body.len() > MAX_BODY_BYTES {
-        return Err(ApiError::PayloadTooLarge);
+        return Err(ApiError::PayloadTooLarge.into());
     }
-    let secret = match &tenant {
+    Ok(body)
+}
+
+/// Turns a config's changed and deleted ids into its targeted pull.
+async fn enqueue_for(
+    app: &App,
+    config: &conduit::sync::config::SyncConfig,
+    changes: &BTreeMap<conduit::sync::schema::Entity, AccountChanges>,
+    now: i64,
+) -> Result<webhook::Routed, Stop> {
+    if changes
+        .values()
+        .all(|c| c.changed.is_empty() && c.deleted.is_empty())
+    {
+        return Ok(webhook::Routed::default());
+    }
+    let queue = conduit::queue::sync_queue(app).map_err(ApiError::internal)?;
+    webhook::enqueue_for_config(app, &queue, config, changes, now)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "routing webhook changes failed");
+            Stop::Failed(ApiError::unavailable("webhook routing failed"))
+        })
+}
+
+/// The 200 answer.
+fn taken(
+    provider: &str,
+    events: usize,
+    ignored: usize,
+    routed: &webhook::Routed,
+) -> Result<Response<Body>, Stop> {
+    tracing::info!(
+        provider,
+        events,
+        ignored,
+        connections = routed.connections,
+        configs = routed.configs,
+        pulls = routed.pulls_enqueued,
+        "webhook taken"
+    );
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "events": events,
+            "ignored": ignored,
+            "connections": routed.connections,
+            "configs": routed.configs,
+            "pulls_enqueued": routed.pulls_enqueued,
+        }),
+    )?)
+}
+
+async fn route(app: &App, req: Request, meta: RequestMeta) -> Result<Response<Body>, ApiError> {
+    match meta.route_key.as_str() {
+        "POST /v1/webhooks/hubspot" => {
+            let mut call = Call::new(app, &meta, "hubspot");
+            let out = hubspot_route(&mut call, &req, false).await;
+            call.finish(out).await
+        }
+        "POST /v1/webhooks/hubspot/{tenant}" => {
+            let mut call = Call::new(app, &meta, "hubspot");
+            let out = hubspot_route(&mut call, &req, true).await;
+            call.finish(out).await
+        }
+        "POST /v1/webhooks/pipedrive/{tenant}/{config}" => {
+            let mut call = Call::new(app, &meta, "pipedrive");
+            let out = pipedrive(&mut call, &req).await;
+            call.finish(out).await
+        }
+        "POST /v1/webhooks/zoho/{tenant}/{config}" => {
+            let mut call = Call::new(app, &meta, "zoho");
+            let out = zoho(&mut call, &req).await;
+            call.finish(out).await
+        }
+        "POST /v1/webhooks/dynamics365/{tenant}/{config}" => {
+            let mut call = Call::new(app, &meta, "dynamics365");
+            let out = dynamics(&mut call, &req).await;
+            call.finish(out).await
+        }
+        other => Err(ApiError::NotFound(format!("no route {other}"))),
+    }
+}
+
+/// `POST /v1/webhooks/hubspot` (the platform's app; `own`: false) and
+/// `POST /v1/webhooks/hubspot/{tenant}` (a tenant's own app).
+async fn hubspot_route(
+    call: &mut Call<'_>,
+    req: &Request,
+    own: bool,
+) -> Result<Response<Body>, Stop> {
+    let app = call.app;
+    let provider = call.provider;
+    if own {
+        let tenant = path_id(req, "tenant", |s| TenantId::parse(s).ok())?;
+        call.for_tenant(&tenant);
+    }
+    let body = body_of(req)?;
+    let secret = match &call.tenant {
         Some(t) => resolve_app(app, t, provider, Some(AppSource::Tenant))
             .await?
             .map(|c| c.client_secret),
@@ -206,16 +375,12 @@ async fn route(app: &App, req: Request, meta: RequestMeta) -> Result<Response<Bo
             .map_err(ApiError::internal)?
             .map(|p| p.client_secret),
     };
-    let Some(secret) = secret else {
-        let refusal = Refusal::unknown_app();
-        audit_refusal(app, tenant.as_ref(), &meta, provider, &refusal).await;
-        return refusal.response(&meta.request_id);
-    };
-    let uri = called_uri(app, &req)?;
+    let secret = secret.ok_or_else(Refusal::unknown_app)?;
+    let uri = called_uri(app, req)?;
     let now = now_ms();
     let headers = req.headers();
     let signature = header_str(headers, hubspot::SIGNATURE);
-    if let Err(e) = hubspot::verify(
+    hubspot::verify(
         secret.expose_secret().as_bytes(),
         req.method().as_str(),
         &uri,
@@ -223,122 +388,52 @@ async fn route(app: &App, req: Request, meta: RequestMeta) -> Result<Response<Bo
         header_str(headers, hubspot::TIMESTAMP),
         signature,
         now,
-    ) {
-        let refusal = Refusal::of(&e);
-        audit_refusal(app, tenant.as_ref(), &meta, provider, &refusal).await;
-        return refusal.response(&meta.request_id);
-    }
+    )?;
     // Verified: the signature (over method, URI, body and timestamp) names this exact
     // request; a second sight of it is a replay.
-    let digest = Sha256::digest(signature.unwrap_or_default().trim().as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<String>();
-    let store = WebhookStore::new(app.table.clone());
-    if !store
-        .first_sight(provider, &digest, now, SEEN_TTL_SECS)
-        .await?
-    {
-        let refusal = Refusal::replayed();
-        audit_refusal(app, tenant.as_ref(), &meta, provider, &refusal).await;
-        return refusal.response(&meta.request_id);
-    }
-    let batch = match hubspot::parse(body) {
-        Ok(b) => b,
-        Err(e) => {
-            let refusal = Refusal::of(&e);
-            audit_refusal(app, tenant.as_ref(), &meta, provider, &refusal).await;
-            return refusal.response(&meta.request_id);
-        }
-    };
+    call.once(signature.unwrap_or_default().trim().as_bytes(), now)
+        .await?;
+    let batch = hubspot::parse(body)?;
     let queue = conduit::queue::sync_queue(app).map_err(ApiError::internal)?;
-    let routed = webhook::enqueue(app, &queue, provider, tenant.as_ref(), &batch.changes, now)
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "routing webhook changes failed");
-            ApiError::unavailable("webhook routing failed")
-        })?;
-    tracing::info!(
+    let routed = webhook::enqueue(
+        app,
+        &queue,
         provider,
-        events = batch.event_ids.len(),
-        ignored = batch.ignored,
-        connections = routed.connections,
-        configs = routed.configs,
-        pulls = routed.pulls_enqueued,
-        "webhook taken"
-    );
-    json(
-        StatusCode::OK,
-        &serde_json::json!({
-            "events": batch.event_ids.len(),
-            "ignored": batch.ignored,
-            "connections": routed.connections,
-            "configs": routed.configs,
-            "pulls_enqueued": routed.pulls_enqueued,
-        }),
+        call.tenant.as_ref(),
+        &batch.changes,
+        now,
     )
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "routing webhook changes failed");
+        ApiError::unavailable("webhook routing failed")
+    })?;
+    taken(provider, batch.event_ids.len(), batch.ignored, &routed)
 }
 
 /// `POST /v1/webhooks/pipedrive/{tenant}/{config}`: an event of a webhook Conduit created
 /// for the config, carrying the basic credentials Conduit set.
-async fn pipedrive(app: &App, req: Request, meta: RequestMeta) -> Result<Response<Body>, ApiError> {
-    let provider = "pipedrive";
-    let tenant = TenantId::parse(&http::path_param(&req, "tenant")?).ok();
-    let config_id = SyncConfigId::parse(&http::path_param(&req, "config")?).ok();
-    let (Some(tenant), Some(config_id)) = (tenant, config_id) else {
-        let refusal = Refusal::unknown_app();
-        audit_refusal(app, None, &meta, provider, &refusal).await;
-        return refusal.response(&meta.request_id);
-    };
-    tracing::Span::current().record("tenant", tenant.as_str());
-    let body: &[u8] = req.body().as_ref();
-    if body.len() > MAX_BODY_BYTES {
-        return Err(ApiError::PayloadTooLarge);
-    }
-    let Some(reg) = subscriptions::registration(app, &tenant, &config_id).await? else {
-        let refusal = Refusal::unknown_app();
-        audit_refusal(app, Some(&tenant), &meta, provider, &refusal).await;
-        return refusal.response(&meta.request_id);
-    };
-    let password = app
-        .envelope
-        .open(
-            &subscriptions::seal_context(&tenant, &config_id),
-            &reg.password,
-        )
+async fn pipedrive(call: &mut Call<'_>, req: &Request) -> Result<Response<Body>, Stop> {
+    let app = call.app;
+    let tenant = path_id(req, "tenant", |s| TenantId::parse(s).ok())?;
+    let config_id = path_id(req, "config", |s| SyncConfigId::parse(s).ok())?;
+    call.for_tenant(&tenant);
+    let body = body_of(req)?;
+    let reg = subscriptions::registration(app, &tenant, &config_id)
+        .await?
+        .ok_or_else(Refusal::unknown_app)?;
+    let password = subscriptions::password(app, &reg)
         .await
         .map_err(ApiError::internal)?;
-    let password = String::from_utf8(password.to_vec()).map_err(ApiError::internal)?;
-    if let Err(e) = conduit::webhooks::pipedrive::check_auth(
+    conduit::webhooks::pipedrive::check_auth(
         header_str(req.headers(), "authorization"),
         subscriptions::USER,
         &password,
-    ) {
-        let refusal = Refusal::of(&e);
-        audit_refusal(app, Some(&tenant), &meta, provider, &refusal).await;
-        return refusal.response(&meta.request_id);
-    }
-    let event = match conduit::webhooks::pipedrive::parse(body) {
-        Ok(e) => e,
-        Err(e) => {
-            let refusal = Refusal::of(&e);
-            audit_refusal(app, Some(&tenant), &meta, provider, &refusal).await;
-            return refusal.response(&meta.request_id);
-        }
-    };
+    )?;
+    let event = conduit::webhooks::pipedrive::parse(body)?;
     let now = now_ms();
-    let digest = Sha256::digest(format!("{config_id}#{}", event.key).as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<String>();
-    if !WebhookStore::new(app.table.clone())
-        .first_sight(provider, &digest, now, SEEN_TTL_SECS)
-        .await?
-    {
-        let refusal = Refusal::replayed();
-        audit_refusal(app, Some(&tenant), &meta, provider, &refusal).await;
-        return refusal.response(&meta.request_id);
-    }
+    call.once(format!("{config_id}#{}", event.key).as_bytes(), now)
+        .await?;
     let config = Configs::new(app.table.clone())
         .get(&tenant, &config_id)
         .await?;
@@ -349,28 +444,173 @@ async fn pipedrive(app: &App, req: Request, meta: RequestMeta) -> Result<Respons
             hubspot::Change::Changed => c.changed.insert(event.entity_id.clone()),
             hubspot::Change::Deleted => c.deleted.insert(event.entity_id.clone()),
         };
-        let queue = conduit::queue::sync_queue(app).map_err(ApiError::internal)?;
-        routed = webhook::enqueue_for_config(app, &queue, &config, &[(entity, c)].into(), now)
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "routing a webhook change failed");
-                ApiError::unavailable("webhook routing failed")
-            })?;
+        routed = enqueue_for(app, &config, &[(entity, c)].into(), now).await?;
     }
-    tracing::info!(
-        provider,
-        configs = routed.configs,
-        pulls = routed.pulls_enqueued,
-        "webhook taken"
-    );
-    json(
-        StatusCode::OK,
-        &serde_json::json!({
-            "events": 1,
-            "ignored": usize::from(event.change.is_none()),
-            "connections": routed.connections,
-            "configs": routed.configs,
-            "pulls_enqueued": routed.pulls_enqueued,
-        }),
+    taken(
+        call.provider,
+        1,
+        usize::from(event.change.is_none()),
+        &routed,
     )
+}
+
+/// `POST /v1/webhooks/zoho/{tenant}/{config}`: a notification of a channel Conduit
+/// enabled for the config, carrying the channel token Conduit set (in the body, which
+/// must therefore be read first).
+async fn zoho(call: &mut Call<'_>, req: &Request) -> Result<Response<Body>, Stop> {
+    let app = call.app;
+    let tenant = path_id(req, "tenant", |s| TenantId::parse(s).ok())?;
+    let config_id = path_id(req, "config", |s| SyncConfigId::parse(s).ok())?;
+    call.for_tenant(&tenant);
+    let body = body_of(req)?;
+    let note = conduit::webhooks::zoho::parse(body)?;
+    let reg = subscriptions::registration(app, &tenant, &config_id)
+        .await?
+        .ok_or_else(Refusal::unknown_app)?;
+    let token = subscriptions::password(app, &reg)
+        .await
+        .map_err(ApiError::internal)?;
+    conduit::webhooks::zoho::check_token(&note.token, &token)?;
+    // The token is the config's; the channel must be one of its channels too, and the
+    // module the one that channel watches.
+    let entity = reg
+        .hooks
+        .iter()
+        .find(|(_, channel)| **channel == note.channel_id)
+        .map(|(e, _)| *e)
+        .ok_or(WebhookError::BadCredentials)?;
+    let module = conduit::sync::crm::CrmKind::of("zoho").map(|k| k.object(entity));
+    if module != Some(note.module.as_str()) {
+        return Err(WebhookError::Malformed(format!(
+            "module {} is not the channel's",
+            note.module.chars().take(40).collect::<String>()
+        ))
+        .into());
+    }
+    let now = now_ms();
+    // Zoho numbers nothing: the same body (server time, ids, operation) twice is a
+    // replay.
+    call.once(&[config_id.as_str().as_bytes(), b"#", body].concat(), now)
+        .await?;
+    let config = Configs::new(app.table.clone())
+        .get(&tenant, &config_id)
+        .await?;
+    let mut routed = webhook::Routed::default();
+    if let (Some(config), Some(change)) = (config, note.change) {
+        let mut c = AccountChanges::default();
+        let set = match change {
+            hubspot::Change::Changed => &mut c.changed,
+            hubspot::Change::Deleted => &mut c.deleted,
+        };
+        set.extend(note.ids.iter().cloned());
+        routed = enqueue_for(app, &config, &[(entity, c)].into(), now).await?;
+    }
+    taken(
+        call.provider,
+        note.ids.len(),
+        if note.change.is_none() {
+            note.ids.len()
+        } else {
+            0
+        },
+        &routed,
+    )
+}
+
+/// `POST /v1/webhooks/dynamics365/{tenant}/{config}`: an execution of a step Conduit
+/// registered for the config, carrying the header secret Conduit set on its endpoint.
+async fn dynamics(call: &mut Call<'_>, req: &Request) -> Result<Response<Body>, Stop> {
+    use conduit::webhooks::dynamics as dataverse;
+    let app = call.app;
+    let tenant = path_id(req, "tenant", |s| TenantId::parse(s).ok())?;
+    let config_id = path_id(req, "config", |s| SyncConfigId::parse(s).ok())?;
+    call.for_tenant(&tenant);
+    let body = body_of(req)?;
+    let reg = subscriptions::registration(app, &tenant, &config_id)
+        .await?
+        .ok_or_else(Refusal::unknown_app)?;
+    let key = subscriptions::password(app, &reg)
+        .await
+        .map_err(ApiError::internal)?;
+    dataverse::check_key(
+        header_str(req.headers(), conduit::sync::crm::dynamics::HOOK_HEADER),
+        &key,
+    )?;
+    let run = dataverse::parse(body)?;
+    let now = now_ms();
+    // A retried operation carries its id again; the body names it whole.
+    call.once(&[config_id.as_str().as_bytes(), b"#", body].concat(), now)
+        .await?;
+    let kind = conduit::sync::crm::CrmKind::of("dynamics365");
+    let entity = reg
+        .hooks
+        .keys()
+        .copied()
+        .find(|e| kind.map(|k| k.object(*e)) == Some(run.table.as_str()));
+    let config = Configs::new(app.table.clone())
+        .get(&tenant, &config_id)
+        .await?;
+    let mut routed = webhook::Routed::default();
+    if let (Some(config), Some(entity), Some(change)) = (config, entity, run.change) {
+        let mut c = AccountChanges::default();
+        match change {
+            hubspot::Change::Changed => c.changed.insert(run.id.clone()),
+            hubspot::Change::Deleted => c.deleted.insert(run.id.clone()),
+        };
+        routed = enqueue_for(app, &config, &[(entity, c)].into(), now).await?;
+    }
+    let ignored = usize::from(entity.is_none() || run.change.is_none());
+    taken(call.provider, 1, ignored, &routed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_refusal_has_its_status_and_code() {
+        let cases = [
+            (
+                WebhookError::MissingHeader("x"),
+                401,
+                "webhook_signature_missing",
+            ),
+            (WebhookError::BadTimestamp, 401, "webhook_timestamp_stale"),
+            (WebhookError::Stale(400), 401, "webhook_timestamp_stale"),
+            (WebhookError::BadSignature, 401, "webhook_signature_invalid"),
+            (
+                WebhookError::BadCredentials,
+                401,
+                "webhook_credentials_invalid",
+            ),
+            (
+                WebhookError::Malformed("x".into()),
+                400,
+                "webhook_malformed",
+            ),
+        ];
+        for (e, status, code) in cases {
+            let r = Refusal::of(&e);
+            assert_eq!((r.status.as_u16(), r.code), (status, code), "{e:?}");
+            assert_eq!(r.message, e.to_string());
+        }
+        assert_eq!(Refusal::replayed().code, "webhook_replayed");
+        assert_eq!(Refusal::unknown_app().status, StatusCode::UNAUTHORIZED);
+        let Stop::Refused(r) = Stop::from(WebhookError::BadSignature) else {
+            panic!("a webhook error is a refusal");
+        };
+        assert_eq!(r.code, "webhook_signature_invalid");
+        let response = r.response("req-1").unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        let Body::Text(text) = response.body() else {
+            panic!("a JSON body");
+        };
+        let v: serde_json::Value = serde_json::from_str(text).unwrap();
+        assert_eq!(v["error"]["code"], "webhook_signature_invalid");
+        assert_eq!(v["error"]["request_id"], "req-1");
+        assert!(matches!(
+            Stop::from(ApiError::PayloadTooLarge),
+            Stop::Failed(_)
+        ));
+    }
 }

@@ -52,6 +52,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 use super::ProviderRequest;
+use super::hook_delivery::{delivered, post, target_ok};
 use super::hubspot::error_body;
 use super::hubspot_crm::{ChangeKind, CrmObject, rfc3339};
 use crate::clock::now_ms;
@@ -214,17 +215,6 @@ fn query_param(req: &ProviderRequest, name: &str) -> Option<String> {
     url::form_urlencoded::parse(q.as_bytes())
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())
-}
-
-fn target_ok(url: &str) -> bool {
-    let Ok(u) = url::Url::parse(url) else {
-        return false;
-    };
-    match u.scheme() {
-        "https" => u.host_str().is_some(),
-        "http" => matches!(u.host_str(), Some("127.0.0.1" | "localhost")),
-        _ => false,
-    }
 }
 
 fn settings_view(s: &Settings) -> Value {
@@ -630,12 +620,10 @@ async fn send(
             TIMEOUT.as_millis().to_string(),
         ),
     ];
-    let mut req = client.post(&url).timeout(TIMEOUT).body(body.clone());
-    for (k, v) in &headers {
-        req = req.header(k.as_str(), v.as_str());
-    }
-    let status = req.send().await.ok().map(|r| r.status().as_u16());
-    let ok = status.is_some_and(|s| (200..300).contains(&s));
+    let status = post(client, &url, &headers, &body, TIMEOUT)
+        .await
+        .map(|(s, _)| s);
+    let ok = delivered(status);
     let attempt = o.attempt;
     let retry = (!ok && attempt + 1 < ATTEMPTS).then(|| {
         let delay = (500_i64 << attempt.min(6)).min(30_000);
@@ -660,7 +648,8 @@ async fn send(
 }
 
 /// Runs the webhook deliveries of the stand-ins (HubSpot's here, Pipedrive's in
-/// [`super::pipedrive_webhooks`]) until the task is aborted: every 100 ms, new changes
+/// [`super::pipedrive_webhooks`], Zoho's in [`super::zoho_webhooks`], Dynamics 365's in
+/// [`super::dynamics365_crm::hooks`]) until the task is aborted: every 100 ms, new changes
 /// become events and due requests are sent (one at a time per app).
 pub(crate) async fn deliver_forever(state: SandboxState) {
     let client = reqwest::Client::new();
@@ -669,6 +658,8 @@ pub(crate) async fn deliver_forever(state: SandboxState) {
         tick.tick().await;
         TICKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         super::pipedrive_webhooks::tick(&state, &client).await;
+        super::zoho_webhooks::tick(&state, &client).await;
+        super::dynamics365_crm::hooks::tick(&state, &client).await;
         state.collect_hubspot_events();
         let due = state.due_hubspot_requests();
         if due.is_empty() {
@@ -709,15 +700,6 @@ mod tests {
         );
         assert_eq!(route("/webhooks/v3/x/settings"), None);
         assert_eq!(route("/webhooks/v3/7/other"), None);
-    }
-
-    #[test]
-    fn targets_are_https_or_loopback_http() {
-        assert!(target_ok("https://hooks.example.com/h"));
-        assert!(target_ok("http://127.0.0.1:3000/v1/webhooks/hubspot"));
-        assert!(!target_ok("http://hooks.example.com/h"));
-        assert!(!target_ok("ftp://x/y"));
-        assert!(!target_ok("/relative"));
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod freshdesk_kb;
 pub mod genesys;
 pub mod google;
 pub mod google_api;
+pub mod hook_delivery;
 pub mod hubspot;
 pub mod hubspot_crm;
 pub mod hubspot_webhooks;
@@ -34,6 +35,7 @@ pub mod zendesk;
 pub mod zendesk_hc;
 pub mod zoho;
 pub mod zoho_crm;
+pub mod zoho_webhooks;
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};

@@ -37,10 +37,11 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::ProviderRequest;
+pub use super::hook_delivery::Delivery;
+use super::hook_delivery::{delivered, post, target_ok};
 use super::pipedrive_crm::{Company, PdObject, PdRoute, rfc3339};
 use crate::clock::now_ms;
 use crate::state::SandboxState;
@@ -179,21 +180,6 @@ pub(crate) struct Outbox {
     next_event: u64,
 }
 
-/// One request sent to a subscription URL, as sent.
-#[derive(Clone, Debug, Serialize)]
-pub struct Delivery {
-    /// Where it went.
-    pub url: String,
-    /// Its headers (the basic credentials among them).
-    pub headers: Vec<(String, String)>,
-    /// Its body.
-    pub body: String,
-    /// The answer's status; `None` when none came.
-    pub status: Option<u16>,
-    /// 1 for the first attempt.
-    pub attempt: u32,
-}
-
 fn entity(object: PdObject) -> &'static str {
     match object {
         PdObject::Persons => "person",
@@ -208,17 +194,6 @@ fn fail(status: StatusCode, message: &str) -> Reply {
         status,
         json!({"success": false, "error": message, "error_info": "Please check developers.pipedrive.com for more information about Pipedrive API.", "data": Value::Null, "additional_data": Value::Null}),
     )
-}
-
-fn url_ok(url: &str) -> bool {
-    let Ok(u) = url::Url::parse(url) else {
-        return false;
-    };
-    match u.scheme() {
-        "https" => u.host_str().is_some(),
-        "http" => matches!(u.host_str(), Some("127.0.0.1" | "localhost")),
-        _ => false,
-    }
 }
 
 fn text(body: &serde_json::Map<String, Value>, name: &str) -> Result<Option<String>, Reply> {
@@ -263,7 +238,7 @@ pub(crate) fn serve(
             let action = text(&body, "event_action")?.unwrap_or_default();
             let object = text(&body, "event_object")?.unwrap_or_default();
             let version = text(&body, "version")?.unwrap_or_else(|| "1.0".to_owned());
-            if !url_ok(&url) {
+            if !target_ok(&url) {
                 return Err(fail(
                     StatusCode::BAD_REQUEST,
                     "Validation failed: subscription_url: must be a valid, publicly accessible URL",
@@ -484,12 +459,10 @@ async fn send(client: &reqwest::Client, mut o: Outgoing) -> (Delivery, Option<Ou
             format!("Basic {}", STANDARD.encode(format!("{u}:{p}"))),
         ));
     }
-    let mut req = client.post(&o.url).timeout(TIMEOUT).body(body.clone());
-    for (k, v) in &headers {
-        req = req.header(k.as_str(), v.as_str());
-    }
-    let status = req.send().await.ok().map(|r| r.status().as_u16());
-    let ok = status.is_some_and(|s| (200..300).contains(&s));
+    let status = post(client, &o.url, &headers, &body, TIMEOUT)
+        .await
+        .map(|(s, _)| s);
+    let ok = delivered(status);
     let retry = (!ok && o.attempt < ATTEMPTS).then(|| Outgoing {
         attempt: o.attempt + 1,
         due_ms: now_ms() + RETRY_MS[(o.attempt as usize - 1).min(RETRY_MS.len() - 1)],

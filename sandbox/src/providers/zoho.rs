@@ -75,6 +75,8 @@ pub(crate) enum Endpoint {
     Users,
     /// A v8 record or field route (see [`super::zoho_crm`]).
     Crm(super::zoho_crm::CrmRoute),
+    /// `/crm/v8/actions/watch` (see [`super::zoho_webhooks`]).
+    Watch,
 }
 
 impl Endpoint {
@@ -86,6 +88,7 @@ impl Endpoint {
             Endpoint::OAuthRevoke => OAUTH_REVOKE,
             Endpoint::Users => USERINFO,
             Endpoint::Crm(route) => route.name(),
+            Endpoint::Watch => super::zoho_webhooks::ROUTE,
         }
     }
 }
@@ -105,6 +108,7 @@ pub(crate) fn route(req: &ProviderRequest) -> Option<Endpoint> {
         (Host::Accounts(_), &Method::POST, "/oauth/v2/token") => Some(Endpoint::OAuthToken),
         (Host::Accounts(_), &Method::POST, "/oauth/v2/token/revoke") => Some(Endpoint::OAuthRevoke),
         (Host::Api(_), &Method::GET, p) if is_users_path(p) => Some(Endpoint::Users),
+        (Host::Api(_), _, p) if super::zoho_webhooks::is_watch_path(p) => Some(Endpoint::Watch),
         (Host::Api(_), method, p) => super::zoho_crm::route(method, p).map(Endpoint::Crm),
         _ => None,
     }
@@ -133,6 +137,7 @@ pub(crate) fn handle(endpoint: Endpoint, state: &SandboxState, req: &ProviderReq
         }
         Endpoint::Users => users(state, req, dc),
         Endpoint::Crm(route) => super::zoho_crm::handle(route, state, req, dc),
+        Endpoint::Watch => super::zoho_webhooks::handle(state, req, dc),
     }
 }
 

@@ -459,6 +459,8 @@ struct Org {
     tokens: HashMap<String, PageToken>,
     next_token: u64,
     last_ms: i64,
+    /// Notification channels and the changes they may want.
+    watch: super::zoho_webhooks::Channels,
 }
 
 impl Org {
@@ -511,9 +513,23 @@ impl Org {
 pub(crate) struct ZohoStore {
     orgs: HashMap<String, Org>,
     malformed: HashMap<String, u32>,
+    /// Notifications waiting and sent.
+    pub(crate) watch_out: super::zoho_webhooks::Outbox,
 }
 
 impl ZohoStore {
+    /// An org's notification channels.
+    pub(crate) fn channels(&mut self, org: &str) -> &mut super::zoho_webhooks::Channels {
+        &mut self.org(org).watch
+    }
+
+    /// Every org's notification channels.
+    pub(crate) fn all_channels(
+        &mut self,
+    ) -> impl Iterator<Item = &mut super::zoho_webhooks::Channels> {
+        self.orgs.values_mut().map(|o| &mut o.watch)
+    }
+
     fn org(&mut self, org: &str) -> &mut Org {
         self.orgs.entry(org.to_owned()).or_default()
     }
@@ -683,6 +699,8 @@ impl SandboxState {
             table.reindex(id);
             ids.push(id.to_string());
         }
+        let made = ids.iter().filter_map(|id| id.parse().ok()).collect();
+        org.watch.note(module, "insert", made, Vec::new(), now);
         ids
     }
 
@@ -739,6 +757,8 @@ impl SandboxState {
         record.modified_ms = now;
         let view = record.view();
         table.reindex(id);
+        let names = fields.keys().cloned().collect();
+        org.watch.note(module, "update", vec![id], names, now);
         Some(view)
     }
 
@@ -750,7 +770,11 @@ impl SandboxState {
         let mut store = self.zoho_crm_store();
         let org = store.org(org);
         let now = org.stamp();
-        delete_record(org.table(module), module, id, now)
+        let gone = delete_record(org.table(module), module, id, now);
+        if gone {
+            org.watch.note(module, "delete", vec![id], Vec::new(), now);
+        }
+        gone
     }
 
     /// Empties the recycle bin of `module` (an admin did, or 60 days passed): its records
@@ -876,7 +900,7 @@ fn credit_limit(state: &SandboxState, org: &str) -> u64 {
 }
 
 /// Spends `credits` of the org's budget, all or none; the error is Zoho's 429.
-fn spend(state: &SandboxState, org: &str, credits: u64) -> Result<(), Response> {
+pub(crate) fn spend(state: &SandboxState, org: &str, credits: u64) -> Result<(), Response> {
     let limit = credit_limit(state, org);
     let policies = credit_policy(limit);
     let key = credit_key(org);
@@ -1621,6 +1645,8 @@ fn write(
         }
     }
     let mut results = Vec::with_capacity(inputs.len());
+    // What the channels of the org hear: ids inserted, ids updated, fields written.
+    let (mut inserted, mut updated, mut written) = (Vec::new(), Vec::new(), Vec::new());
     for (index, input) in inputs.iter().enumerate() {
         let Some(input) = input.as_object() else {
             results.push(outcome_error(
@@ -1727,6 +1753,9 @@ fn write(
             continue;
         };
         for (name, value) in values {
+            if !created && !written.contains(&name) {
+                written.push(name.clone());
+            }
             if value.is_null() {
                 record.fields.remove(&name);
             } else {
@@ -1734,6 +1763,11 @@ fn write(
             }
         }
         record.modified_ms = now;
+        if created {
+            inserted.push(id);
+        } else {
+            updated.push(id);
+        }
         let record = record.clone();
         table.reindex(id);
         let record = &record;
@@ -1749,6 +1783,8 @@ fn write(
         }
         results.push(outcome);
     }
+    org.watch.note(module, "insert", inserted, Vec::new(), now);
+    org.watch.note(module, "update", updated, written, now);
     Ok((
         write_status(route, &results),
         Some(json!({"data": results})),
@@ -1804,15 +1840,19 @@ fn delete(
     let org = store.org(&caller.org);
     let now = org.stamp();
     let table = org.table(module);
+    let mut gone = Vec::new();
     let results: Vec<Value> = ids
         .iter()
         .map(|id| match id.parse::<u64>() {
-            Ok(n) if delete_record(table, module, n, now) => json!({
+            Ok(n) if delete_record(table, module, n, now) => {
+                gone.push(n);
+                json!({
                 "code": "SUCCESS",
                 "details": {"id": id},
                 "message": "record deleted",
                 "status": "success",
-            }),
+                })
+            }
             _ => outcome_error(
                 "INVALID_DATA",
                 "the id given seems to be invalid",
@@ -1820,6 +1860,7 @@ fn delete(
             ),
         })
         .collect();
+    org.watch.note(module, "delete", gone, Vec::new(), now);
     Ok((
         write_status(CrmRoute::Delete, &results),
         Some(json!({"data": results})),

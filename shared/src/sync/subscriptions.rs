@@ -1,5 +1,6 @@
 //! Webhook subscriptions Conduit creates in the CRM for its realtime configs, where the
-//! CRM has a per-account API for them (Pipedrive; see `Dialect::subscribes`).
+//! CRM has a per-account API for them (Pipedrive's webhooks, Zoho's notification
+//! channels; see `Dialect::subscribes`).
 //!
 //! A config that pulls in realtime and is active has one webhook per entity, sending
 //! to `{public base}/v1/webhooks/{provider}/{tenant}/{config}` with HTTP basic
@@ -9,6 +10,10 @@
 //! `HOOKREG#{config}`) is saved after every webhook created, so a failure midway leaves
 //! no webhook Conduit does not know of. A failure never fails the config's change: the
 //! config still pulls every minute, and the next change of the config tries again.
+//!
+//! Subscriptions that expire (Zoho's channels live at most a week) are renewed by the
+//! config's every-minute scheduled run ([`renew_due`]) once less than [`RENEW_MARGIN`]
+//! of their life is left; Zoho's channel `token` is the same sealed password.
 
 use std::collections::BTreeMap;
 
@@ -29,6 +34,18 @@ use crate::store::{Keyed, StoreError, keys};
 /// The basic-auth user of every webhook Conduit creates.
 pub const USER: &str = "conduit";
 
+/// How long before its expiry a subscription is renewed: a day, so a day of failed
+/// renewals (the CRM down, a revoked grant) still leaves time.
+pub const RENEW_MARGIN: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+fn now_ms() -> i64 {
+    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+fn ms(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2)
+}
+
 /// A config's webhooks in its CRM.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Registration {
@@ -42,8 +59,11 @@ pub struct Registration {
     pub provider: String,
     /// Webhook id per entity.
     pub hooks: BTreeMap<Entity, String>,
-    /// The basic-auth password, sealed for the tenant.
+    /// The basic-auth password (Zoho: the channel token), sealed for the tenant.
     pub password: Sealed,
+    /// When each expiring subscription expires (Unix ms; none for those that do not).
+    #[serde(default)]
+    pub expires: BTreeMap<Entity, i64>,
     /// When the first webhook was made.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -150,6 +170,7 @@ pub async fn reconcile(
                     .await
                     .map_err(|e| e.to_string())?,
                 created_at: crate::domain::now(),
+                expires: BTreeMap::new(),
             }
         }
     };
@@ -166,6 +187,7 @@ pub async fn reconcile(
     for (entity, id) in stale {
         client.unsubscribe(&id).await.map_err(|e| e.to_string())?;
         reg.hooks.remove(&entity);
+        reg.expires.remove(&entity);
         done.removed += 1;
         save(app, &reg).await.map_err(|e| e.to_string())?;
     }
@@ -185,32 +207,144 @@ pub async fn reconcile(
     if missing.is_empty() {
         return Ok(done);
     }
-    let base = app
-        .config
-        .public_base_url
-        .as_ref()
-        .ok_or("CONDUIT_PUBLIC_BASE_URL is not set")?;
-    let url = format!(
-        "{}/v1/webhooks/{}/{}/{}",
-        base.as_str().trim_end_matches('/'),
-        config.provider,
-        config.tenant,
-        config.id
-    );
-    let password = app
-        .envelope
-        .open(&seal_context(&config.tenant, &config.id), &reg.password)
-        .await
-        .map_err(|e| e.to_string())?;
-    let password = String::from_utf8(password.to_vec()).map_err(|e| e.to_string())?;
+    let url = hook_url(app, config)?;
+    let password = password(app, &reg).await?;
+    let lifetime = client.subscription_lifetime();
     for entity in missing {
+        let at = now_ms();
         let id = client
             .subscribe(entity, &url, (USER, &password))
             .await
             .map_err(|e| e.to_string())?;
         reg.hooks.insert(entity, id);
+        if let Some(l) = lifetime {
+            reg.expires.insert(entity, at + ms(l));
+        }
         done.created += 1;
         save(app, &reg).await.map_err(|e| e.to_string())?;
     }
     Ok(done)
+}
+
+/// Where a config's webhooks send: `{public base}/v1/webhooks/{provider}/{tenant}/{config}`.
+fn hook_url(app: &App, config: &SyncConfig) -> Result<String, String> {
+    let base = app
+        .config
+        .public_base_url
+        .as_ref()
+        .ok_or("CONDUIT_PUBLIC_BASE_URL is not set")?;
+    Ok(format!(
+        "{}/v1/webhooks/{}/{}/{}",
+        base.as_str().trim_end_matches('/'),
+        config.provider,
+        config.tenant,
+        config.id
+    ))
+}
+
+/// A registration's password (Zoho: channel token), opened.
+pub async fn password(app: &App, reg: &Registration) -> Result<String, String> {
+    let password = app
+        .envelope
+        .open(&seal_context(&reg.tenant, &reg.config_id), &reg.password)
+        .await
+        .map_err(|e| e.to_string())?;
+    String::from_utf8(password.to_vec()).map_err(|e| e.to_string())
+}
+
+/// The entities whose subscriptions expire within [`RENEW_MARGIN`] of `now_ms`.
+fn due(reg: &Registration, now_ms: i64) -> Vec<(Entity, String)> {
+    reg.hooks
+        .iter()
+        .filter(|(e, _)| {
+            reg.expires
+                .get(e)
+                .is_some_and(|at| *at - now_ms < ms(RENEW_MARGIN))
+        })
+        .map(|(e, id)| (*e, id.clone()))
+        .collect()
+}
+
+/// Renews the config's subscriptions that expire within [`RENEW_MARGIN`] (the config's
+/// every-minute scheduled run calls it); answers how many. A config that should have
+/// none is left to [`reconcile`].
+pub async fn renew_due(
+    app: &App,
+    config: &SyncConfig,
+    actor: &str,
+    request_id: &str,
+) -> Result<usize, String> {
+    if !wanted(config) {
+        return Ok(0);
+    }
+    let Some(kind) = CrmKind::of(&config.provider) else {
+        return Ok(0);
+    };
+    let Some(mut reg) = registration(app, &config.tenant, &config.id)
+        .await
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(0);
+    };
+    let due = due(&reg, now_ms());
+    if due.is_empty() || reg.connection_id != config.connection_id {
+        return Ok(0);
+    }
+    let mut client = CrmClient::new(
+        app,
+        kind,
+        config.tenant.clone(),
+        config.connection_id.clone(),
+        actor,
+        request_id,
+    )
+    .map_err(|e| e.to_string())?;
+    let Some(lifetime) = client.subscription_lifetime() else {
+        return Ok(0);
+    };
+    let url = hook_url(app, config)?;
+    let password = password(app, &reg).await?;
+    let mut renewed = 0;
+    for (entity, id) in due {
+        let at = now_ms();
+        client
+            .renew(entity, &id, &url, (USER, &password))
+            .await
+            .map_err(|e| e.to_string())?;
+        reg.expires.insert(entity, at + ms(lifetime));
+        renewed += 1;
+        save(app, &reg).await.map_err(|e| e.to_string())?;
+    }
+    Ok(renewed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_subscriptions_near_their_expiry_are_due() {
+        let now = 1_700_000_000_000;
+        let reg = Registration {
+            tenant: TenantId::parse("acme").unwrap(),
+            config_id: SyncConfigId::generate(),
+            connection_id: ConnectionId::generate(),
+            provider: "zoho".into(),
+            hooks: [
+                (Entity::Contacts, "1".to_owned()),
+                (Entity::Companies, "2".to_owned()),
+            ]
+            .into(),
+            password: Sealed {
+                v: 1,
+                edk: String::new(),
+                nonce: String::new(),
+                ct: String::new(),
+            },
+            expires: [(Entity::Contacts, now + ms(RENEW_MARGIN) - 1)].into(),
+            created_at: OffsetDateTime::UNIX_EPOCH,
+        };
+        assert_eq!(due(&reg, now), vec![(Entity::Contacts, "1".to_owned())]);
+        assert!(due(&reg, now - 10).is_empty());
+    }
 }

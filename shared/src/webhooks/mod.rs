@@ -3,8 +3,10 @@
 //! record ids that changed, coalesced per account and entity, so a route can turn them
 //! into targeted pulls. The routes, subscriptions and replay store build on these.
 
+pub mod dynamics;
 pub mod hubspot;
 pub mod pipedrive;
+pub mod zoho;
 
 /// Why a webhook request is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -178,6 +178,7 @@
 
 pub(crate) mod admin;
 mod batch;
+pub(crate) mod hooks;
 mod metadata;
 mod query;
 mod write;
@@ -444,6 +445,8 @@ pub struct DynCrmStore {
     /// Environments whose `GET`/`POST contacts` this module serves rather than the
     /// dispatch actions ([`SandboxState::dyn_crm_serve_contacts`]).
     contact_collection: std::collections::BTreeSet<String>,
+    /// Webhook requests waiting and sent ([`hooks`]).
+    hook_out: hooks::Outbox,
 }
 
 /// Per-environment knobs and service-protection windows.
@@ -500,6 +503,8 @@ struct CrmEnv {
     prefixes: Vec<String>,
     /// Changes made while a change set runs.
     journal: Option<Vec<Undo>>,
+    /// Webhook registrations ([`hooks`]).
+    hooks: hooks::Hooks,
 }
 
 impl CrmEnv {
@@ -517,6 +522,7 @@ impl CrmEnv {
             next_id: 0,
             prefixes: vec!["new".to_owned()],
             journal: None,
+            hooks: hooks::Hooks::default(),
         }
     }
 
@@ -544,6 +550,18 @@ impl CrmEnv {
             .table_mut(table)
             .rows
             .insert(record.id.clone(), record.clone());
+        match &before {
+            None => self.hooks.note("Create", table, &record.id, Vec::new()),
+            Some(old) => {
+                let changed = record
+                    .values
+                    .iter()
+                    .filter(|(k, v)| old.values.get(*k) != Some(*v))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                self.hooks.note("Update", table, &record.id, changed);
+            }
+        }
         if let Some(journal) = self.journal.as_mut() {
             journal.push(Undo {
                 table,
@@ -562,6 +580,7 @@ impl CrmEnv {
             version,
             id: id.to_owned(),
         });
+        self.hooks.note("Delete", table, id, Vec::new());
         if let Some(journal) = self.journal.as_mut() {
             journal.push(Undo {
                 table,
@@ -910,6 +929,8 @@ pub(crate) enum CrmRoute {
     Attribute,
     /// `POST EntityDefinitions(LogicalName='…')/Attributes`.
     CreateAttribute,
+    /// A webhook registration table ([`hooks`]).
+    Hooks(hooks::HookRoute),
 }
 
 impl CrmRoute {
@@ -926,6 +947,7 @@ impl CrmRoute {
             CrmRoute::Attributes => CRM_ATTRIBUTES,
             CrmRoute::Attribute => CRM_ATTRIBUTE,
             CrmRoute::CreateAttribute => CRM_CREATE_ATTRIBUTE,
+            CrmRoute::Hooks(r) => r.name(),
         }
     }
 }
@@ -973,6 +995,9 @@ fn match_segment(method: &Method, segment: &str) -> Option<CrmRoute> {
         Some(_) => return None,
         None => (segment, false),
     };
+    if let Some(r) = hooks::HookRoute::of(method, set, keyed) {
+        return Some(CrmRoute::Hooks(r));
+    }
     let table = DynTable::from_set(set)?;
     match (method, keyed) {
         (&Method::GET, false) => Some(CrmRoute::List(table)),
@@ -1110,6 +1135,8 @@ struct Ctx {
     /// `https://{env}/api/data/v9.x`.
     base: String,
     now: i64,
+    /// The calling user's id.
+    user: String,
 }
 
 /// Serves a contact/account route: token, then service protection, then the route.
@@ -1133,7 +1160,11 @@ pub(crate) fn handle(route: CrmRoute, state: &SandboxState, req: &ProviderReques
     let answer = match admitted {
         Err(refused) => refused,
         Ok(()) => {
-            let ctx = Ctx { base, now };
+            let ctx = Ctx {
+                base,
+                now,
+                user: user.clone(),
+            };
             let env = store.env_mut(&req.host);
             let (answer, operations) = match route {
                 CrmRoute::Batch => batch::run(env, &ctx, req),
@@ -1205,6 +1236,7 @@ fn execute(
         CrmRoute::Attributes => metadata::attributes(env, ctx, segment, req),
         CrmRoute::Attribute => metadata::attribute(env, ctx, segment, req),
         CrmRoute::CreateAttribute => metadata::create_attribute(env, ctx, segment, req),
+        CrmRoute::Hooks(r) => hooks::serve(&mut env.hooks, ctx, r, req),
     }
 }
 

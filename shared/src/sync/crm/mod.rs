@@ -485,6 +485,25 @@ pub trait Dialect: Wire {
     async fn unsubscribe(&self, _c: &mut CrmClient<'_>, _id: &str) -> Result<(), CrmError> {
         Ok(())
     }
+
+    /// How long a subscription lives unless renewed (`None`: until removed). The
+    /// subscription made or renewed now lasts at least this long.
+    fn subscription_lifetime(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// Renews subscription `id` of `entity` (made with the same `url` and `auth`) for
+    /// another [`Dialect::subscription_lifetime`].
+    async fn renew(
+        &self,
+        _c: &mut CrmClient<'_>,
+        _entity: Entity,
+        _id: &str,
+        _url: &str,
+        _auth: (&str, &str),
+    ) -> Result<(), CrmError> {
+        Ok(())
+    }
 }
 
 /// A client for one connection's CRM.
@@ -947,6 +966,22 @@ impl<'a> CrmClient<'a> {
     /// Removes a webhook.
     pub async fn unsubscribe(&mut self, id: &str) -> Result<(), CrmError> {
         self.kind.dialect.unsubscribe(self, id).await
+    }
+
+    /// How long this CRM's subscriptions live unless renewed.
+    pub fn subscription_lifetime(&self) -> Option<std::time::Duration> {
+        self.kind.dialect.subscription_lifetime()
+    }
+
+    /// Renews a subscription for another lifetime.
+    pub async fn renew(
+        &mut self,
+        entity: Entity,
+        id: &str,
+        url: &str,
+        auth: (&str, &str),
+    ) -> Result<(), CrmError> {
+        self.kind.dialect.renew(self, entity, id, url, auth).await
     }
 
     /// CRM records deleted since `since_ms`: (id, deleted at ms).

@@ -24,6 +24,12 @@
 //!   `OAUTH_SCOPE_MISMATCH` (Zoho does not name the scope); 429 `TOO_MANY_REQUESTS`
 //!   for the API credits of a rolling 24 hours (exhaustion: retrying within the chunk
 //!   does not help) or the concurrency limit (a short wait does).
+//! - **Notifications** (realtime configs, `sync::subscriptions`): one channel per
+//!   module, enabled with `POST /actions/watch` (`{"watch":[{channel_id, events:
+//!   ["{Module}.all"], channel_expiry, token, notify_url, notify_on_related_action:
+//!   false}]}`; scope `ZohoCRM.notifications.CREATE`/`WRITE`/`ALL`), renewed the same
+//!   way before it expires (Zoho keeps a channel at most a week from v4 on), removed
+//!   with `DELETE /actions/watch?channel_ids=`.
 
 use std::collections::BTreeMap;
 
@@ -52,6 +58,10 @@ const ROOT: &str = "/crm/";
 const MARKER_LABEL: &str = "Conduit Id";
 /// The scope that lets a grant create fields.
 const FIELDS_CREATE: &str = "ZohoCRM.settings.fields.CREATE";
+
+/// How long a notification channel is asked to live: Zoho's maximum is one week
+/// (v4 and later); an hour less leaves room for clocks.
+const CHANNEL_LIFETIME: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600 - 3600);
 
 /// The Zoho dialect.
 #[derive(Debug)]
@@ -300,6 +310,49 @@ fn fields(v: &Value) -> Result<Vec<CrmField>, CrmError> {
         });
     }
     Ok(out)
+}
+
+/// `POST /actions/watch`: enables (or, for a channel that exists, re-enables with a new
+/// expiry) channel `channel` for every operation on the entity's module.
+async fn watch(
+    c: &mut CrmClient<'_>,
+    entity: Entity,
+    channel: &str,
+    url: &str,
+    token: &str,
+) -> Result<(), CrmError> {
+    let channel_id: u64 = channel
+        .parse()
+        .map_err(|_| CrmError::Internal(format!("channel id {channel:?} is not a number")))?;
+    let module = c.kind().object(entity);
+    let expiry = (time::OffsetDateTime::now_utc().unix_timestamp() * 1000)
+        + i64::try_from(CHANNEL_LIFETIME.as_millis()).unwrap_or(i64::MAX / 2);
+    let body = json!({"watch": [{
+        "channel_id": channel_id,
+        "events": [format!("{module}.all")],
+        "channel_expiry": zoho_time(expiry),
+        "token": token,
+        "notify_url": url,
+        "notify_on_related_action": false,
+    }]});
+    let v = send(c, Method::POST, "/actions/watch", &[], Some(&body)).await?;
+    let first = v.pointer("/watch/0");
+    match first.and_then(|w| w.get("status")).and_then(Value::as_str) {
+        Some("success") => Ok(()),
+        Some(_) => Err(CrmError::Rejected {
+            status: 400,
+            message: first
+                .and_then(|w| w.get("message"))
+                .and_then(Value::as_str)
+                .unwrap_or("the channel was not enabled")
+                .chars()
+                .take(200)
+                .collect(),
+        }),
+        None => Err(CrmError::Malformed(
+            "an actions/watch answer without its result".into(),
+        )),
+    }
 }
 
 #[async_trait]
@@ -553,6 +606,64 @@ impl Dialect for Zoho {
             }
         }
         Ok(out)
+    }
+
+    fn subscribes(&self) -> bool {
+        true
+    }
+
+    fn subscription_lifetime(&self) -> Option<std::time::Duration> {
+        Some(CHANNEL_LIFETIME)
+    }
+
+    /// Enables a notification channel of a new id for every operation on the entity's
+    /// module, with the webhook's password as the channel `token`.
+    async fn subscribe(
+        &self,
+        c: &mut CrmClient<'_>,
+        entity: Entity,
+        url: &str,
+        auth: (&str, &str),
+    ) -> Result<String, CrmError> {
+        // Zoho's channel ids are longs the subscriber picks; 16 digits keep clear of
+        // another app's small ones.
+        let channel = 1_000_000_000_000_000 + rand::random::<u64>() % 8_000_000_000_000_000;
+        watch(c, entity, &channel.to_string(), url, auth.1).await?;
+        Ok(channel.to_string())
+    }
+
+    async fn renew(
+        &self,
+        c: &mut CrmClient<'_>,
+        entity: Entity,
+        id: &str,
+        url: &str,
+        auth: (&str, &str),
+    ) -> Result<(), CrmError> {
+        watch(c, entity, id, url, auth.1).await
+    }
+
+    async fn unsubscribe(&self, c: &mut CrmClient<'_>, id: &str) -> Result<(), CrmError> {
+        if !id.bytes().all(|b| b.is_ascii_digit()) || id.is_empty() {
+            return Err(CrmError::Internal(format!(
+                "channel id {id:?} is not a number"
+            )));
+        }
+        match send(
+            c,
+            Method::DELETE,
+            "/actions/watch",
+            &[("channel_ids", id.to_owned())],
+            None,
+        )
+        .await
+        {
+            Ok(_)
+            | Err(CrmError::Rejected {
+                status: 404 | 410, ..
+            }) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 }
 

@@ -1,0 +1,490 @@
+//! Provider webhooks of the CRMs whose subscriptions Conduit makes and renews itself
+//! (Zoho's notification channels): a change made in the CRM stand-in reaches the app's
+//! records within seconds through the webhook alone (the runs that bring it are the
+//! webhook's, `trigger: "webhook"`); forged, replayed and malformed notifications are
+//! refused, audited and enqueue nothing; Conduit's own push does not echo back; the
+//! channel follows the config (created, renewed before it expires by the every-minute
+//! schedule, removed on pause and delete); its token is never stored or logged plain.
+
+use std::time::Duration;
+
+use conduit::store::{Keyed, keys};
+use conduit::sync::schema::Entity;
+use conduit::sync::subscriptions;
+use scenarios::TestApp;
+use serde_json::{Value, json};
+
+use crate::sync_support::{self as s, Crm};
+use crate::sync_webhooks::{
+    app_contact, now_ms, post_hook, same_within, wait_for, webhook_count, webhook_runs,
+};
+
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+fn refused(out: &(u16, Value)) -> (u16, Option<&str>) {
+    (out.0, out.1["error"]["code"].as_str())
+}
+
+#[tokio::test]
+async fn zoho_changes_arrive_through_its_notification_channel_which_follows_the_config() {
+    let app = TestApp::spawn().await;
+    let t = s::connect(&app, "zoho").await;
+    let Crm::Zoho(org) = t.crm.clone() else {
+        unreachable!()
+    };
+    let (status, config) = app
+        .post(
+            "/v1/sync/configs",
+            &t.admin,
+            json!({
+                "connection_id": t.conn,
+                "direction": "bidirectional",
+                "frequency": {"type": "realtime"},
+                "entities": ["contacts"],
+                "conflict_strategy": "last_write_wins",
+                "options": {"propagate_deletes": true},
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "{config}");
+    let config_id = conduit::domain::SyncConfigId::parse(config["id"].as_str().unwrap()).unwrap();
+
+    // One channel: every operation on Contacts, to the config's route, with a token of
+    // Conduit's, living (almost) the week Zoho allows.
+    let channels = app.sandbox().zoho_channels(&org);
+    assert_eq!(channels.len(), 1, "{channels:?}");
+    let channel = &channels[0];
+    assert_eq!(channel["events"], json!(["Contacts.all"]));
+    let path = format!("/v1/webhooks/zoho/{}/{config_id}", t.id);
+    assert_eq!(channel["notify_url"], format!("{}{path}", app.url()));
+    let token = channel["token"].as_str().unwrap().to_owned();
+    assert!((40..=50).contains(&token.len()), "{token}");
+    let expiry = channel["expiry_ms"].as_i64().unwrap();
+    assert!(expiry > now_ms() + 6 * DAY_MS && expiry <= now_ms() + 7 * DAY_MS);
+    let channel_id = channel["channel_id"].as_str().unwrap().to_owned();
+    s::run_ok(&app, &t, &config_id).await;
+
+    // Created, changed and deleted in Zoho: in Conduit within seconds, by webhook runs.
+    let ids = s::seed(&app, &t, Entity::Contacts, 2);
+    same_within(&app, &t, "the created contacts").await;
+    s::crm_update(
+        &app,
+        &t,
+        Entity::Contacts,
+        &ids[0],
+        &[("First_Name", "Hooked")],
+    );
+    same_within(&app, &t, "the changed contact").await;
+    s::crm_delete(&app, &t, Entity::Contacts, &ids[1]);
+    same_within(&app, &t, "the deleted contact").await;
+
+    // Conduit's own create comes back as a notification and writes nothing.
+    let inserts_before =
+        app.sandbox().calls("zoho.crm_insert") + app.sandbox().calls("zoho.crm_upsert");
+    let mine = s::app_create(
+        &app,
+        &t,
+        Entity::Contacts,
+        s::app_fields(Entity::Contacts, 7),
+    )
+    .await;
+    let mine_email = s::app_fields(Entity::Contacts, 7)["email"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_for(
+        "the app's contact in Zoho",
+        Duration::from_secs(20),
+        || async {
+            app.sandbox()
+                .zoho_records(&org, sandbox::providers::zoho_crm::ZohoModule::Contacts)
+                .iter()
+                .any(|r| r.fields.get("Email").and_then(Value::as_str) == Some(mine_email.as_str()))
+        },
+    )
+    .await;
+    let skipped_before = webhook_count(&app, &t, &config_id, "skipped").await;
+    wait_for("the echo read back", Duration::from_secs(20), || async {
+        webhook_count(&app, &t, &config_id, "skipped").await > skipped_before
+    })
+    .await;
+    let record = app_contact(&app, &t, &mine_email)
+        .await
+        .expect("the app's contact");
+    assert_eq!(record.id.as_str(), mine, "one record, the app's");
+    let version = record.version;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        app_contact(&app, &t, &mine_email).await.unwrap().version,
+        version,
+        "the echo wrote nothing"
+    );
+    let inserts_after =
+        app.sandbox().calls("zoho.crm_insert") + app.sandbox().calls("zoho.crm_upsert");
+    assert_eq!(
+        inserts_after - inserts_before,
+        1,
+        "one create, no echo pushed back"
+    );
+
+    assert_eq!(webhook_count(&app, &t, &config_id, "created").await, 2);
+    assert_eq!(webhook_count(&app, &t, &config_id, "updated").await, 1);
+    assert_eq!(webhook_count(&app, &t, &config_id, "deleted").await, 1);
+    let deliveries = app.sandbox().zoho_notification_deliveries();
+    let ours: Vec<_> = deliveries
+        .iter()
+        .filter(|d| d.url.ends_with(&path))
+        .collect();
+    assert!(ours.len() >= 4, "{ours:?}");
+    assert!(ours.iter().all(|d| d.status == Some(200)), "{ours:?}");
+
+    // Refused: a forged token, another channel, a replay, a body that is not a
+    // notification; each audited, nothing enqueued.
+    let runs_before = webhook_runs(&app, &t, &config_id).await;
+    let json_type = [("content-type".to_owned(), "application/json".to_owned())];
+    let mut forged: Value = serde_json::from_str(&ours[0].body).unwrap();
+    forged["token"] = json!("x".repeat(token.len()));
+    forged["server_time"] = json!(now_ms());
+    let out = post_hook(&app, &path, &json_type, &forged.to_string()).await;
+    assert_eq!(
+        refused(&out),
+        (401, Some("webhook_credentials_invalid")),
+        "{}",
+        out.1
+    );
+    let mut other: Value = serde_json::from_str(&ours[0].body).unwrap();
+    other["channel_id"] = json!("1234567");
+    other["server_time"] = json!(now_ms());
+    let out = post_hook(&app, &path, &json_type, &other.to_string()).await;
+    assert_eq!(
+        refused(&out),
+        (401, Some("webhook_credentials_invalid")),
+        "{}",
+        out.1
+    );
+    let out = post_hook(&app, &path, &json_type, &ours[0].body).await;
+    assert_eq!(refused(&out), (401, Some("webhook_replayed")), "{}", out.1);
+    let out = post_hook(&app, &path, &json_type, "{\"ids\": [").await;
+    assert_eq!(refused(&out), (400, Some("webhook_malformed")), "{}", out.1);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        webhook_runs(&app, &t, &config_id).await,
+        runs_before,
+        "nothing enqueued"
+    );
+    let denied = app
+        .audit_actions(t.id.as_str())
+        .await
+        .into_iter()
+        .filter(|(a, o)| a == "webhook.receive" && o == "denied")
+        .count();
+    assert_eq!(denied, 4);
+    app.assert_secret_absent(&token, t.id.as_str()).await;
+    assert!(
+        !app.logs().contains(&token),
+        "the channel token is never logged"
+    );
+
+    // Renewal: the every-minute schedule leaves a channel far from its expiry alone
+    // and renews one that expires within a day.
+    let group = app
+        .local()
+        .stack
+        .ref_value("SyncScheduleGroup")
+        .expect("the schedule group");
+    let watch_calls = app.sandbox().calls("zoho.actions_watch");
+    let fired = app
+        .local()
+        .fire_scheduler_schedule(&group, config_id.as_str())
+        .await
+        .expect("fired");
+    assert!(fired.get("started").is_some(), "{fired}");
+    assert_eq!(
+        app.sandbox().calls("zoho.actions_watch"),
+        watch_calls,
+        "not due"
+    );
+    let mut reg = subscriptions::registration(&app.app(), &t.id, &config_id)
+        .await
+        .unwrap()
+        .expect("the registration");
+    assert_eq!(reg.hooks.get(&Entity::Contacts), Some(&channel_id));
+    reg.expires.insert(Entity::Contacts, now_ms() + 3_600_000);
+    app.app()
+        .table
+        .put(&Keyed {
+            pk: keys::tenant(&t.id),
+            sk: keys::webhook_registration(&config_id),
+            item: &reg,
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    app.local()
+        .fire_scheduler_schedule(&group, config_id.as_str())
+        .await
+        .expect("fired");
+    assert_eq!(
+        app.sandbox().calls("zoho.actions_watch"),
+        watch_calls + 1,
+        "renewed"
+    );
+    let channels = app.sandbox().zoho_channels(&org);
+    assert_eq!(channels.len(), 1, "the same channel, renewed: {channels:?}");
+    assert_eq!(channels[0]["channel_id"], channel_id.as_str());
+    assert!(channels[0]["expiry_ms"].as_i64().unwrap() > expiry);
+    let reg = subscriptions::registration(&app.app(), &t.id, &config_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(reg.expires[&Entity::Contacts] > now_ms() + 6 * DAY_MS);
+
+    // Paused: the channel is gone; resumed: a new one; deleted: gone again.
+    let (status, _) = app
+        .post(
+            &format!("/v1/sync/configs/{config_id}/pause"),
+            &t.admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(app.sandbox().zoho_channels(&org).is_empty());
+    let (status, _) = app
+        .post(
+            &format!("/v1/sync/configs/{config_id}/resume"),
+            &t.admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let channels = app.sandbox().zoho_channels(&org);
+    assert_eq!(channels.len(), 1);
+    assert_ne!(
+        channels[0]["channel_id"],
+        channel_id.as_str(),
+        "a new channel"
+    );
+    let (status, _) = app
+        .delete(&format!("/v1/sync/configs/{config_id}"), &t.admin)
+        .await;
+    assert_eq!(status, 204);
+    assert!(app.sandbox().zoho_channels(&org).is_empty());
+}
+
+/// A realtime config of `t` pulling and pushing contacts, made through the API (so its
+/// webhooks are registered); its id.
+async fn realtime_config(app: &TestApp, t: &s::Tenant) -> conduit::domain::SyncConfigId {
+    let (status, config) = app
+        .post(
+            "/v1/sync/configs",
+            &t.admin,
+            json!({
+                "connection_id": t.conn,
+                "direction": "bidirectional",
+                "frequency": {"type": "realtime"},
+                "entities": ["contacts"],
+                "conflict_strategy": "last_write_wins",
+                "options": {"propagate_deletes": true},
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "{config}");
+    conduit::domain::SyncConfigId::parse(config["id"].as_str().unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn dynamics_changes_arrive_through_its_webhook_steps_which_follow_the_config() {
+    use sandbox::providers::dynamics365_crm::DynTable;
+    let app = TestApp::spawn().await;
+    let t = s::connect(&app, "dynamics365").await;
+    let Crm::Dynamics(host) = t.crm.clone() else {
+        unreachable!()
+    };
+    let config_id = realtime_config(&app, &t).await;
+
+    // One webhook endpoint (HttpHeader auth, to the config's route) and an async
+    // post-operation step for each of Create, Update and Delete of contact.
+    let (endpoints, steps) = app.sandbox().dyn_crm_webhooks(&host);
+    assert_eq!(endpoints.len(), 1, "{endpoints:?}");
+    let endpoint = &endpoints[0];
+    let path = format!("/v1/webhooks/dynamics365/{}/{config_id}", t.id);
+    assert_eq!(endpoint["url"], format!("{}{path}", app.url()));
+    assert_eq!(
+        (endpoint["contract"].as_i64(), endpoint["authtype"].as_i64()),
+        (Some(8), Some(5))
+    );
+    let key = endpoint["settings"][0][1].as_str().unwrap().to_owned();
+    assert_eq!(endpoint["settings"][0][0], "x-conduit-webhook-key");
+    assert!(key.len() >= 40);
+    assert_eq!(steps.len(), 3, "{steps:?}");
+    assert!(steps.iter().all(|s| s["mode"] == 1
+        && s["stage"] == 40
+        && s["_eventhandler_value"] == endpoint["serviceendpointid"]));
+    s::run_ok(&app, &t, &config_id).await;
+
+    // Created, changed and deleted in Dynamics: in Conduit within seconds, by webhook runs.
+    let made = app.sandbox().dyn_crm_create(
+        &host,
+        DynTable::Contact,
+        json!({"firstname": "Hooked", "lastname": "Dataverse", "emailaddress1": "hooked.dataverse@sandbox.test"})
+            .as_object()
+            .unwrap()
+            .clone(),
+    );
+    same_within(&app, &t, "the created contact").await;
+    s::crm_update(
+        &app,
+        &t,
+        Entity::Contacts,
+        &made.id,
+        &[("jobtitle", "Webhook tester")],
+    );
+    same_within(&app, &t, "the changed contact").await;
+    assert_eq!(webhook_count(&app, &t, &config_id, "created").await, 1);
+    assert_eq!(webhook_count(&app, &t, &config_id, "updated").await, 1);
+
+    // Conduit's own create comes back as an execution and writes nothing.
+    let mine = s::app_create(
+        &app,
+        &t,
+        Entity::Contacts,
+        s::app_fields(Entity::Contacts, 8),
+    )
+    .await;
+    let mine_email = s::app_fields(Entity::Contacts, 8)["email"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let skipped_before = webhook_count(&app, &t, &config_id, "skipped").await;
+    wait_for("the echo read back", Duration::from_secs(20), || async {
+        webhook_count(&app, &t, &config_id, "skipped").await > skipped_before
+    })
+    .await;
+    let record = app_contact(&app, &t, &mine_email)
+        .await
+        .expect("the app's contact");
+    assert_eq!(record.id.as_str(), mine, "one record, the app's");
+    let version = record.version;
+    s::crm_delete(&app, &t, Entity::Contacts, &made.id);
+    // (The app's own contact keeps a phone the Dynamics mapping does not carry, so
+    // the views are not compared here.)
+    wait_for("the deleted contact", Duration::from_secs(20), || async {
+        app_contact(&app, &t, "hooked.dataverse@sandbox.test")
+            .await
+            .is_none_or(|r| r.deleted_at.is_some())
+    })
+    .await;
+    assert_eq!(webhook_count(&app, &t, &config_id, "deleted").await, 1);
+    assert_eq!(
+        app_contact(&app, &t, &mine_email).await.unwrap().version,
+        version,
+        "the echo wrote nothing"
+    );
+    let deliveries = app.sandbox().dyn_crm_webhook_deliveries();
+    let ours: Vec<_> = deliveries
+        .iter()
+        .filter(|d| d.url.ends_with(&path))
+        .collect();
+    assert!(ours.len() >= 4, "{ours:?}");
+    assert!(ours.iter().all(|d| d.status == Some(200)), "{ours:?}");
+
+    // Refused: no key, a wrong key, a replay, a body that is not an execution.
+    let runs_before = webhook_runs(&app, &t, &config_id).await;
+    let json_type = ("content-type".to_owned(), "application/json".to_owned());
+    let body = ours[0].body.clone();
+    let out = post_hook(&app, &path, std::slice::from_ref(&json_type), &body).await;
+    assert_eq!(
+        refused(&out),
+        (401, Some("webhook_signature_missing")),
+        "{}",
+        out.1
+    );
+    let wrong = ("x-conduit-webhook-key".to_owned(), "x".repeat(key.len()));
+    let out = post_hook(&app, &path, &[json_type.clone(), wrong], &body).await;
+    assert_eq!(
+        refused(&out),
+        (401, Some("webhook_credentials_invalid")),
+        "{}",
+        out.1
+    );
+    let out = post_hook(&app, &path, &ours[0].headers, &body).await;
+    assert_eq!(refused(&out), (401, Some("webhook_replayed")), "{}", out.1);
+    let right = ("x-conduit-webhook-key".to_owned(), key.clone());
+    let out = post_hook(
+        &app,
+        &path,
+        &[json_type, right],
+        r#"{"MessageName": "Update"}"#,
+    )
+    .await;
+    assert_eq!(refused(&out), (400, Some("webhook_malformed")), "{}", out.1);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        webhook_runs(&app, &t, &config_id).await,
+        runs_before,
+        "nothing enqueued"
+    );
+    let denied = app
+        .audit_actions(t.id.as_str())
+        .await
+        .into_iter()
+        .filter(|(a, o)| a == "webhook.receive" && o == "denied")
+        .count();
+    assert_eq!(denied, 4);
+    app.assert_secret_absent(&key, t.id.as_str()).await;
+    assert!(
+        !app.logs().contains(&key),
+        "the webhook key is never logged"
+    );
+
+    // Paused: endpoint and steps gone; resumed: new ones; deleted: gone again.
+    let (status, _) = app
+        .post(
+            &format!("/v1/sync/configs/{config_id}/pause"),
+            &t.admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (endpoints, steps) = app.sandbox().dyn_crm_webhooks(&host);
+    assert!(
+        endpoints.is_empty() && steps.is_empty(),
+        "{endpoints:?} {steps:?}"
+    );
+    let (status, _) = app
+        .post(
+            &format!("/v1/sync/configs/{config_id}/resume"),
+            &t.admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (endpoints, steps) = app.sandbox().dyn_crm_webhooks(&host);
+    assert_eq!((endpoints.len(), steps.len()), (1, 3));
+    let (status, _) = app
+        .delete(&format!("/v1/sync/configs/{config_id}"), &t.admin)
+        .await;
+    assert_eq!(status, 204);
+    let (endpoints, steps) = app.sandbox().dyn_crm_webhooks(&host);
+    assert!(endpoints.is_empty() && steps.is_empty());
+
+    // A user without the customizer role: the config stands, pulls every minute, and
+    // the refusal is audited; nothing is left half-registered.
+    app.sandbox().dyn_crm_set_customizer(&host, false);
+    let other = realtime_config(&app, &t).await;
+    let (endpoints, _) = app.sandbox().dyn_crm_webhooks(&host);
+    assert!(endpoints.is_empty());
+    assert!(
+        subscriptions::registration(&app.app(), &t.id, &other)
+            .await
+            .unwrap()
+            .is_none_or(|r| r.hooks.is_empty())
+    );
+    let failed = app
+        .audit_actions(t.id.as_str())
+        .await
+        .into_iter()
+        .filter(|(a, o)| a == "sync_config.webhooks" && o == "failure")
+        .count();
+    assert_eq!(failed, 1);
+}
