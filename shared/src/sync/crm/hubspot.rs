@@ -267,6 +267,7 @@ async fn define_marker(c: &mut CrmClient<'_>, entity: Entity) -> Result<Option<b
     let group = match entity {
         Entity::Contacts => "contactinformation",
         Entity::Companies => "companyinformation",
+        Entity::Deals => "dealinformation",
     };
     let body = json!({
         "name": c.kind().marker(),
@@ -452,7 +453,7 @@ async fn write(
             let field = if c.has_marker(entity) {
                 c.kind().marker()
             } else {
-                c.kind().key_field(entity)
+                c.kind().key_field(entity).unwrap_or_default()
             };
             let matched =
                 |v: Option<&String>| v.map(|s| s.trim().to_lowercase()).unwrap_or_default();

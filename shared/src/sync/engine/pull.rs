@@ -180,7 +180,8 @@ impl Chunk<'_> {
             }
             // A record whose transform overflows fails on its own page; no key here.
             if let Ok(values) = self.mapper.to_app(&r.values)
-                && let Some(Some(k)) = values.get(entity.key_field())
+                && let Some(key_field) = entity.key_field()
+                && let Some(Some(k)) = values.get(key_field)
             {
                 out.insert(format!("k{}", normalise_key(entity, k)));
             }

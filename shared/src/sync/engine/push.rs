@@ -785,7 +785,7 @@ impl<C: CrmWrites, S: PushStore> PagePush<'_, C, S> {
 
     /// The key (email / domain) a create sends the CRM (its CRM view), lower-cased.
     pub(super) fn crm_key(&self, crm_view: &Values) -> Option<String> {
-        let field = self.crm.kind().key_field(self.task.entity);
+        let field = self.crm.kind().key_field(self.task.entity)?;
         crm_view
             .get(field)
             .cloned()
@@ -817,11 +817,17 @@ impl<C: CrmWrites, S: PushStore> PagePush<'_, C, S> {
                     phase: Phase::Push,
                     record_id: Some(item.0.id.to_string()),
                     crm_id: None,
-                    message: format!(
-                        "not created: without the marker field (the connection lacks schema \
-                         write) a record needs its {} to be created exactly once",
-                        self.crm.kind().key_field(self.task.entity)
-                    ),
+                    message: match self.crm.kind().key_field(self.task.entity) {
+                        Some(key) => format!(
+                            "not created: without the marker field (the connection lacks \
+                             schema write) a record needs its {key} to be created exactly once"
+                        ),
+                        None => format!(
+                            "not created: {} have no key, so without the marker field (the \
+                             connection lacks schema write) a create could not be found again",
+                            self.task.entity
+                        ),
+                    },
                     at: now(),
                 });
                 continue;
