@@ -572,7 +572,7 @@ fn sf_object(entity: Entity) -> SfObject {
     match entity {
         Entity::Contacts => SfObject::Contact,
         Entity::Companies => SfObject::Account,
-        Entity::Deals => SfObject::Opportunity,
+        Entity::Deals => unimplemented!("Salesforce deals come with the Opportunity stand-in"),
     }
 }
 
@@ -780,6 +780,11 @@ pub fn app_fields(entity: Entity, i: usize) -> Value {
             "city": "Lyon",
             "employees": "42",
         }),
+        Entity::Deals => json!({
+            "name": format!("App Deal {i}"),
+            "amount": format!("{}", 1000 + i),
+            "close_date": "2027-03-31",
+        }),
     }
 }
 
@@ -938,6 +943,7 @@ pub fn edited_field(entity: Entity) -> &'static str {
     match entity {
         Entity::Contacts => "first_name",
         Entity::Companies => "city",
+        Entity::Deals => "name",
     }
 }
 

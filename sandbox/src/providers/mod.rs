@@ -20,6 +20,7 @@ pub mod genesys;
 pub mod google;
 pub mod google_api;
 pub mod hubspot;
+pub mod hubspot_associations;
 pub mod hubspot_crm;
 pub mod hubspot_webhooks;
 pub mod pipedrive;

@@ -9,6 +9,7 @@ impl Chunk<'_> {
         if let Some(ids) = self.task.only.clone() {
             let fields = self.mapper.crm_fields();
             let records = self.crm.read(entity, &ids, &fields).await?;
+            let records = self.associations_pulled(records).await?;
             // Deletions a webhook reported, confirmed by the read-back not finding them
             // (a record restored since is read like the others).
             let found: BTreeSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
@@ -54,7 +55,7 @@ impl Chunk<'_> {
                     n.sweep = true;
                 }
             }
-            let records = std::mem::take(&mut page.records);
+            let records = self.associations_pulled(std::mem::take(&mut page.records)).await?;
             if !page.deleted.is_empty() {
                 // Deletions the CRM's change tracking reports: after every earlier
                 // page is written (a record changed there, then deleted here).
@@ -345,6 +346,33 @@ impl Chunk<'_> {
         self.links.put_many(&changed_links).await.map_err(store)
     }
 
+    /// A page writer for `entity` (an associated one) with its `mapper`: what a deal
+    /// pull uses to pull a company or contact not linked yet.
+    pub(super) fn snapshot_for(&self, entity: Entity, mapper: Mapper) -> PullContext {
+        let mut task = self.task.clone();
+        task.entity = entity;
+        PullContext {
+            task: task.clone(),
+            config: self.config.clone(),
+            mapper,
+            provider: self.provider.clone(),
+            // Another pull may be making the same person: claim keys first.
+            crowded: true,
+            store: matching::Stored {
+                records: self.records.clone(),
+                links: Links::new(
+                    self.links.table.clone(),
+                    &self.task.tenant,
+                    &self.config.id,
+                    entity,
+                ),
+                runs: self.runs.clone(),
+                events: self.events.clone(),
+                task,
+            },
+        }
+    }
+
     pub(super) fn snapshot(&self) -> PullContext {
         PullContext {
             task: self.task.clone(),
@@ -475,7 +503,7 @@ fn absorb(progress: &mut Progress, other: Progress) {
 }
 
 impl<S: PageStore> PullContext<S> {
-    async fn pull_page(
+    pub(super) async fn pull_page(
         &self,
         page: Vec<CrmRecord>,
     ) -> Result<(Progress, Vec<RecordError>), CrmError> {
