@@ -2155,7 +2155,7 @@ fn check_deals(
             return Err(invalid_property(
                 "dealstage",
                 &format!(
-                    "{stage} is not a valid stage of pipeline {pipeline}: [{}]",
+                    "{stage} is not a valid dealstage of pipeline {pipeline}: [{}]",
                     allowed.join(", ")
                 ),
                 "INVALID_OPTION",
