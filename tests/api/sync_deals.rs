@@ -282,6 +282,109 @@ async fn hubspot_deals_wait_for_their_company_to_be_linked() {
 }
 
 #[tokio::test]
+async fn salesforce_opportunities_round_trip_with_their_account_and_contact() {
+    let app = TestApp::spawn().await;
+    let t = s::connect(&app, "salesforce").await;
+    let Crm::Salesforce(org) = t.crm.clone() else {
+        unreachable!()
+    };
+    let company = s::app_create(&app, &t, Entity::Companies, s::app_fields(Entity::Companies, 0)).await;
+    let person = s::app_create(&app, &t, Entity::Contacts, s::app_fields(Entity::Contacts, 0)).await;
+    let mut fields = s::app_fields(Entity::Deals, 0);
+    fields["stage"] = json!("qualified");
+    fields["company_id"] = json!(company);
+    fields["contact_id"] = json!(person);
+    let deal = s::app_create(&app, &t, Entity::Deals, fields).await;
+    let mut config = s::new_config(
+        &t,
+        SyncDirection::Bidirectional,
+        &[Entity::Contacts, Entity::Companies, Entity::Deals],
+    );
+    config.options.propagate_deletes = true;
+    for m in config.mappings.iter_mut() {
+        if m.entity == Entity::Deals && m.app_field == "stage" {
+            m.transform = Some(
+                r#"map({"Prospecting": "new", "Qualification": "qualified", "Closed Won": "won", "Closed Lost": "lost"})"#.into(),
+            );
+            m.push_transform = Some(
+                r#"map({"new": "Prospecting", "qualified": "Qualification", "won": "Closed Won", "lost": "Closed Lost"})"#.into(),
+            );
+        }
+    }
+    s::store(&app, &config).await;
+    let logs = s::run(&app, &t, &config.id).await;
+    for l in &logs {
+        assert_eq!(l.status, RunStatus::Completed, "{l:?} {:?}", errors(&app, &t, l).await);
+    }
+    let sf_account = hs_id(&app, &t, Entity::Companies, "Website", "app-made-0.test");
+    let sf_contact = hs_id(&app, &t, Entity::Contacts, "Email", "app.person0@app-made.test");
+    let opp = hs_id(&app, &t, Entity::Deals, "Name", "App Deal 0");
+    let row = s::crm_rows(&app, &t, Entity::Deals)
+        .into_iter()
+        .find(|r| r.id == opp)
+        .unwrap();
+    assert_eq!(row.values["StageName"], "Qualification");
+    assert_eq!(row.values["CloseDate"], "2027-03-31");
+    assert_eq!(row.values["AccountId"], sf_account);
+    assert_eq!(row.values["ContactId"], sf_contact);
+
+    // In Salesforce: won, and moved to an account the app has never seen.
+    let other = app
+        .sandbox()
+        .seed_salesforce(&org, sandbox::SfObject::Account, 1)
+        .remove(0);
+    let other_key = s::crm_key(&app, &t, Entity::Companies, &other);
+    s::crm_update(
+        &app,
+        &t,
+        Entity::Deals,
+        &opp,
+        &[("StageName", "Closed Won"), ("AccountId", &other)],
+    );
+    let (status, started) = app
+        .post(
+            "/v1/sync/trigger",
+            &t.admin,
+            json!({"config_id": config.id, "entities": ["deals"]}),
+        )
+        .await;
+    assert_eq!(status, 202, "{started}");
+    let logs = s::wait(&app, &t, &started).await;
+    assert_eq!(logs[0].status, RunStatus::Completed, "{logs:?} {:?}", errors(&app, &t, &logs[0]).await);
+    let other_app = s::app_id(&app, &t, Entity::Companies, &other_key).await;
+    let pulled = app_deal(&app, &t, &deal).await.expect("the deal");
+    assert_eq!(pulled["stage"], "won", "{pulled}");
+    assert_eq!(pulled["company_id"], json!(other_app), "{pulled}");
+    assert_eq!(pulled["contact_id"], json!(person), "{pulled}");
+
+    // In the app: back to the first company; Salesforce follows.
+    s::app_update(&app, &t, Entity::Deals, &deal, json!({"company_id": company})).await;
+    s::run_ok(&app, &t, &config.id).await;
+    let row = s::crm_rows(&app, &t, Entity::Deals)
+        .into_iter()
+        .find(|r| r.id == opp)
+        .unwrap();
+    assert_eq!(row.values["AccountId"], sf_account);
+
+    // Deletes, both ways.
+    s::app_delete(&app, &t, Entity::Deals, &deal).await;
+    s::run(&app, &t, &config.id).await;
+    assert!(s::crm_rows(&app, &t, Entity::Deals).iter().all(|r| r.id != opp));
+    let in_crm = s::seed(&app, &t, Entity::Deals, 1).remove(0);
+    s::run(&app, &t, &config.id).await;
+    let seeded = s::app_rows(&app, &t, Entity::Deals)
+        .await
+        .into_iter()
+        .find(|r| r.deleted_at.is_none() && r.fields.get("name").is_some_and(|n| n.starts_with("Opportunity ")))
+        .expect("the CRM-made opportunity pulled")
+        .id
+        .to_string();
+    s::crm_delete(&app, &t, Entity::Deals, &in_crm);
+    s::run(&app, &t, &config.id).await;
+    assert!(app_deal(&app, &t, &seeded).await.is_none(), "deleted in the app too");
+}
+
+#[tokio::test]
 async fn deals_configs_need_the_deal_scopes_and_a_crm_with_deals() {
     let app = TestApp::spawn().await;
     // Connected for contacts and companies only (the default uses).

@@ -572,7 +572,7 @@ fn sf_object(entity: Entity) -> SfObject {
     match entity {
         Entity::Contacts => SfObject::Contact,
         Entity::Companies => SfObject::Account,
-        Entity::Deals => unimplemented!("Salesforce deals come with the Opportunity stand-in"),
+        Entity::Deals => SfObject::Opportunity,
     }
 }
 
