@@ -90,8 +90,20 @@ async fn app_deal(app: &TestApp, t: &Tenant, id: &str) -> Option<Value> {
 async fn hubspot_deals_round_trip_with_their_company_and_contact() {
     let app = TestApp::spawn().await;
     let (t, portal) = hubspot(&app).await;
-    let company = s::app_create(&app, &t, Entity::Companies, s::app_fields(Entity::Companies, 0)).await;
-    let person = s::app_create(&app, &t, Entity::Contacts, s::app_fields(Entity::Contacts, 0)).await;
+    let company = s::app_create(
+        &app,
+        &t,
+        Entity::Companies,
+        s::app_fields(Entity::Companies, 0),
+    )
+    .await;
+    let person = s::app_create(
+        &app,
+        &t,
+        Entity::Contacts,
+        s::app_fields(Entity::Contacts, 0),
+    )
+    .await;
     let mut fields = s::app_fields(Entity::Deals, 0);
     fields["stage"] = json!("qualified");
     fields["pipeline"] = json!("default");
@@ -115,12 +127,18 @@ async fn hubspot_deals_round_trip_with_their_company_and_contact() {
     assert_eq!(deals_log.counts["failed"], 1, "{deals_log:?}");
     let messages = errors(&app, &t, deals_log).await;
     assert!(
-        messages.len() == 1 && messages[0].contains("dealstage") && messages[0].contains("negotiation"),
+        messages.len() == 1
+            && messages[0].contains("dealstage")
+            && messages[0].contains("negotiation"),
         "{messages:?}"
     );
-    assert!(s::crm_rows(&app, &t, Entity::Deals)
-        .iter()
-        .all(|r| r.values.get("dealname").map(String::as_str) != Some("App Deal 1")));
+    assert!(
+        s::crm_rows(&app, &t, Entity::Deals).iter().all(|r| r
+            .values
+            .get("dealname")
+            .map(String::as_str)
+            != Some("App Deal 1"))
+    );
     // Failed creates are tried again by every run (as for any entity): away with it.
     s::app_delete(&app, &t, Entity::Deals, &odd).await;
 
@@ -135,14 +153,22 @@ async fn hubspot_deals_round_trip_with_their_company_and_contact() {
     assert_eq!(row.values["pipeline"], "default");
     assert_eq!(row.values["amount"], "1000");
     let hs_company = hs_id(&app, &t, Entity::Companies, "domain", "app-made-0.test");
-    let hs_person = hs_id(&app, &t, Entity::Contacts, "email", "app.person0@app-made.test");
-    assert_eq!(
-        app.sandbox().hubspot_deal_associations(portal, &hs_deal, CrmObject::Companies),
-        [hs_company.clone()]
+    let hs_person = hs_id(
+        &app,
+        &t,
+        Entity::Contacts,
+        "email",
+        "app.person0@app-made.test",
     );
     assert_eq!(
-        app.sandbox().hubspot_deal_associations(portal, &hs_deal, CrmObject::Contacts),
-        [hs_person.clone()]
+        app.sandbox()
+            .hubspot_deal_associations(portal, &hs_deal, CrmObject::Companies),
+        [hs_company]
+    );
+    assert_eq!(
+        app.sandbox()
+            .hubspot_deal_associations(portal, &hs_deal, CrmObject::Contacts),
+        [hs_person]
     );
 
     // In HubSpot: the deal is won, and moves to a company the app has never seen.
@@ -153,9 +179,19 @@ async fn hubspot_deals_round_trip_with_their_company_and_contact() {
         .unwrap()
         .values["domain"]
         .clone();
-    s::crm_update(&app, &t, Entity::Deals, &hs_deal, &[("dealstage", "closedwon")]);
-    app.sandbox()
-        .hubspot_set_deal_association(portal, &hs_deal, CrmObject::Companies, &new_company);
+    s::crm_update(
+        &app,
+        &t,
+        Entity::Deals,
+        &hs_deal,
+        &[("dealstage", "closedwon")],
+    );
+    app.sandbox().hubspot_set_deal_association(
+        portal,
+        &hs_deal,
+        CrmObject::Companies,
+        &new_company,
+    );
     // Only the deals run: the new company is pulled first, for the deal's sake.
     let (status, started) = app
         .post(
@@ -194,13 +230,15 @@ async fn hubspot_deals_round_trip_with_their_company_and_contact() {
         .find(|r| r.id == hs_deal)
         .unwrap();
     assert_eq!(row.values["dealname"], "Renamed deal");
-    assert!(app
-        .sandbox()
-        .hubspot_deal_associations(portal, &hs_deal, CrmObject::Contacts)
-        .is_empty());
+    assert!(
+        app.sandbox()
+            .hubspot_deal_associations(portal, &hs_deal, CrmObject::Contacts)
+            .is_empty()
+    );
     assert_eq!(
-        app.sandbox().hubspot_deal_associations(portal, &hs_deal, CrmObject::Companies),
-        [new_company.clone()],
+        app.sandbox()
+            .hubspot_deal_associations(portal, &hs_deal, CrmObject::Companies),
+        [new_company],
         "the company is kept"
     );
 
@@ -208,7 +246,11 @@ async fn hubspot_deals_round_trip_with_their_company_and_contact() {
     s::app_delete(&app, &t, Entity::Deals, &deal).await;
     let in_crm = s::seed(&app, &t, Entity::Deals, 1).remove(0);
     s::run(&app, &t, &config.id).await;
-    assert!(s::crm_rows(&app, &t, Entity::Deals).iter().all(|r| r.id != hs_deal));
+    assert!(
+        s::crm_rows(&app, &t, Entity::Deals)
+            .iter()
+            .all(|r| r.id != hs_deal)
+    );
     let pulled: Vec<_> = s::app_rows(&app, &t, Entity::Deals).await;
     let seeded = pulled
         .iter()
@@ -218,7 +260,10 @@ async fn hubspot_deals_round_trip_with_their_company_and_contact() {
         .to_string();
     s::crm_delete(&app, &t, Entity::Deals, &in_crm);
     s::run(&app, &t, &config.id).await;
-    assert!(app_deal(&app, &t, &seeded).await.is_none(), "deleted in the app too");
+    assert!(
+        app_deal(&app, &t, &seeded).await.is_none(),
+        "deleted in the app too"
+    );
 }
 
 #[tokio::test]
@@ -260,7 +305,14 @@ async fn hubspot_deals_wait_for_their_company_to_be_linked() {
     );
 
     // The company moves to Lyon and is pushed; the deal's retry then goes through.
-    s::app_update(&app, &t, Entity::Companies, &company, json!({"city": "Lyon"})).await;
+    s::app_update(
+        &app,
+        &t,
+        Entity::Companies,
+        &company,
+        json!({"city": "Lyon"}),
+    )
+    .await;
     s::run_ok(&app, &t, &config.id).await;
     let (status, retried) = app
         .post(
@@ -275,7 +327,8 @@ async fn hubspot_deals_wait_for_their_company_to_be_linked() {
     let hs_deal = hs_id(&app, &t, Entity::Deals, "dealname", "App Deal 0");
     let hs_company = hs_id(&app, &t, Entity::Companies, "domain", "app-made-0.test");
     assert_eq!(
-        app.sandbox().hubspot_deal_associations(portal, &hs_deal, CrmObject::Companies),
+        app.sandbox()
+            .hubspot_deal_associations(portal, &hs_deal, CrmObject::Companies),
         [hs_company]
     );
     let _ = deal;
@@ -288,8 +341,20 @@ async fn salesforce_opportunities_round_trip_with_their_account_and_contact() {
     let Crm::Salesforce(org) = t.crm.clone() else {
         unreachable!()
     };
-    let company = s::app_create(&app, &t, Entity::Companies, s::app_fields(Entity::Companies, 0)).await;
-    let person = s::app_create(&app, &t, Entity::Contacts, s::app_fields(Entity::Contacts, 0)).await;
+    let company = s::app_create(
+        &app,
+        &t,
+        Entity::Companies,
+        s::app_fields(Entity::Companies, 0),
+    )
+    .await;
+    let person = s::app_create(
+        &app,
+        &t,
+        Entity::Contacts,
+        s::app_fields(Entity::Contacts, 0),
+    )
+    .await;
     let mut fields = s::app_fields(Entity::Deals, 0);
     fields["stage"] = json!("qualified");
     fields["company_id"] = json!(company);
@@ -311,13 +376,30 @@ async fn salesforce_opportunities_round_trip_with_their_account_and_contact() {
             );
         }
     }
+    let mut odd = s::app_fields(Entity::Deals, 1);
+    odd["stage"] = json!("negotiation");
+    let odd = s::app_create(&app, &t, Entity::Deals, odd).await;
     s::store(&app, &config).await;
     let logs = s::run(&app, &t, &config.id).await;
-    for l in &logs {
-        assert_eq!(l.status, RunStatus::Completed, "{l:?} {:?}", errors(&app, &t, l).await);
+    for e in [Entity::Contacts, Entity::Companies] {
+        assert_eq!(log_of(&logs, e).status, RunStatus::Completed, "{logs:?}");
     }
+    let messages = errors(&app, &t, log_of(&logs, Entity::Deals)).await;
+    assert!(
+        messages.len() == 1
+            && messages[0].contains("INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST")
+            && messages[0].contains("negotiation"),
+        "{messages:?}"
+    );
+    s::app_delete(&app, &t, Entity::Deals, &odd).await;
     let sf_account = hs_id(&app, &t, Entity::Companies, "Website", "app-made-0.test");
-    let sf_contact = hs_id(&app, &t, Entity::Contacts, "Email", "app.person0@app-made.test");
+    let sf_contact = hs_id(
+        &app,
+        &t,
+        Entity::Contacts,
+        "Email",
+        "app.person0@app-made.test",
+    );
     let opp = hs_id(&app, &t, Entity::Deals, "Name", "App Deal 0");
     let row = s::crm_rows(&app, &t, Entity::Deals)
         .into_iter()
@@ -350,7 +432,12 @@ async fn salesforce_opportunities_round_trip_with_their_account_and_contact() {
         .await;
     assert_eq!(status, 202, "{started}");
     let logs = s::wait(&app, &t, &started).await;
-    assert_eq!(logs[0].status, RunStatus::Completed, "{logs:?} {:?}", errors(&app, &t, &logs[0]).await);
+    assert_eq!(
+        logs[0].status,
+        RunStatus::Completed,
+        "{logs:?} {:?}",
+        errors(&app, &t, &logs[0]).await
+    );
     let other_app = s::app_id(&app, &t, Entity::Companies, &other_key).await;
     let pulled = app_deal(&app, &t, &deal).await.expect("the deal");
     assert_eq!(pulled["stage"], "won", "{pulled}");
@@ -358,7 +445,14 @@ async fn salesforce_opportunities_round_trip_with_their_account_and_contact() {
     assert_eq!(pulled["contact_id"], json!(person), "{pulled}");
 
     // In the app: back to the first company; Salesforce follows.
-    s::app_update(&app, &t, Entity::Deals, &deal, json!({"company_id": company})).await;
+    s::app_update(
+        &app,
+        &t,
+        Entity::Deals,
+        &deal,
+        json!({"company_id": company}),
+    )
+    .await;
     s::run_ok(&app, &t, &config.id).await;
     let row = s::crm_rows(&app, &t, Entity::Deals)
         .into_iter()
@@ -369,19 +463,31 @@ async fn salesforce_opportunities_round_trip_with_their_account_and_contact() {
     // Deletes, both ways.
     s::app_delete(&app, &t, Entity::Deals, &deal).await;
     s::run(&app, &t, &config.id).await;
-    assert!(s::crm_rows(&app, &t, Entity::Deals).iter().all(|r| r.id != opp));
+    assert!(
+        s::crm_rows(&app, &t, Entity::Deals)
+            .iter()
+            .all(|r| r.id != opp)
+    );
     let in_crm = s::seed(&app, &t, Entity::Deals, 1).remove(0);
     s::run(&app, &t, &config.id).await;
     let seeded = s::app_rows(&app, &t, Entity::Deals)
         .await
         .into_iter()
-        .find(|r| r.deleted_at.is_none() && r.fields.get("name").is_some_and(|n| n.starts_with("Opportunity ")))
+        .find(|r| {
+            r.deleted_at.is_none()
+                && r.fields
+                    .get("name")
+                    .is_some_and(|n| n.starts_with("Opportunity "))
+        })
         .expect("the CRM-made opportunity pulled")
         .id
         .to_string();
     s::crm_delete(&app, &t, Entity::Deals, &in_crm);
     s::run(&app, &t, &config.id).await;
-    assert!(app_deal(&app, &t, &seeded).await.is_none(), "deleted in the app too");
+    assert!(
+        app_deal(&app, &t, &seeded).await.is_none(),
+        "deleted in the app too"
+    );
 }
 
 #[tokio::test]
@@ -399,7 +505,11 @@ async fn deals_configs_need_the_deal_scopes_and_a_crm_with_deals() {
         })
     };
     let (status, refused) = app
-        .post("/v1/sync/configs", &t.admin, body(&t, json!(["companies", "deals"])))
+        .post(
+            "/v1/sync/configs",
+            &t.admin,
+            body(&t, json!(["companies", "deals"])),
+        )
         .await;
     assert_eq!(status, 409, "{refused}");
     assert_eq!(refused["error"]["code"], "scopes_missing");
@@ -418,7 +528,10 @@ async fn deals_configs_need_the_deal_scopes_and_a_crm_with_deals() {
         .post("/v1/sync/configs", &z.admin, body(&z, json!(["deals"])))
         .await;
     assert_eq!(status, 400, "{refused}");
-    assert!(refused.to_string().contains("does not sync deals"), "{refused}");
+    assert!(
+        refused.to_string().contains("does not sync deals"),
+        "{refused}"
+    );
     // An association mapping needs its entity in the config.
     let (t2, _) = hubspot(&app).await;
     let mut b = body(&t2, json!(["deals"]));

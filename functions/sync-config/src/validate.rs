@@ -247,7 +247,10 @@ pub fn name(
 pub fn check_shape(kind: Option<CrmKind>, c: &SyncConfig) -> Vec<FieldError> {
     let mut p = Problems::default();
     if c.entities.is_empty() {
-        p.add("entities", "name at least one entity: contacts, companies, deals");
+        p.add(
+            "entities",
+            "name at least one entity: contacts, companies, deals",
+        );
     }
     for (i, e) in c.entities.iter().enumerate() {
         if c.entities[..i].contains(e) {

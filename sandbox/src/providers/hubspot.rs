@@ -150,9 +150,7 @@ pub(crate) fn handle(endpoint: Endpoint, state: &SandboxState, req: &ProviderReq
     match endpoint {
         Endpoint::Crm(route) => super::hubspot_crm::handle(route, state, req),
         Endpoint::Webhooks(route) => super::hubspot_webhooks::handle(route, state, req),
-        Endpoint::Associations(route) => {
-            super::hubspot_associations::handle(route, state, req)
-        }
+        Endpoint::Associations(route) => super::hubspot_associations::handle(route, state, req),
         Endpoint::AccountInfo => match authorize(state, req) {
             Ok(authorized) => account_info(state, &authorized),
             Err(response) => response,

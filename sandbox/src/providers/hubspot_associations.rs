@@ -29,9 +29,9 @@ use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use serde_json::{Map, Value, json};
 
+use super::ProviderRequest;
 use super::hubspot::{self, authorize, with_rate_headers};
 use super::hubspot_crm::{CrmObject, rfc3339};
-use super::ProviderRequest;
 use crate::clock::now_ms;
 use crate::state::SandboxState;
 use crate::wire;
@@ -143,8 +143,8 @@ pub(crate) fn handle(route: Route, state: &SandboxState, req: &ProviderRequest) 
         Err(response) => return response,
     };
     let portal = authorized.principal.portal_id();
-    let response = serve(route, state, portal, &authorized.principal, req)
-        .unwrap_or_else(|response| response);
+    let response =
+        serve(route, state, portal, &authorized.principal, req).unwrap_or_else(|response| response);
     with_rate_headers(response, &authorized.usage)
 }
 
@@ -186,7 +186,11 @@ fn serve(
     }
     let body: Map<String, Value> = match serde_json::from_slice::<Value>(&req.body) {
         Ok(Value::Object(map)) => map,
-        _ => return Err(validation("Invalid input JSON: expected an object with inputs")),
+        _ => {
+            return Err(validation(
+                "Invalid input JSON: expected an object with inputs",
+            ));
+        }
     };
     let inputs: Vec<Map<String, Value>> = match body.get("inputs") {
         Some(Value::Array(items)) => items
@@ -313,7 +317,12 @@ fn serve(
                 pairs.push((from_id, to_id, types));
             }
             let mut store = state.crm_store();
-            check_ids(&store, portal, to_object, pairs.iter().map(|(f, t, _)| (*f, *t)))?;
+            check_ids(
+                &store,
+                portal,
+                to_object,
+                pairs.iter().map(|(f, t, _)| (*f, *t)),
+            )?;
             let mut results = Vec::new();
             for (from_id, to_id, types) in pairs {
                 let entry = store
@@ -357,7 +366,8 @@ fn serve(
                     .and_then(Value::as_array)
                     .ok_or_else(|| validation("every input needs to: [{id}]"))?;
                 for t in to {
-                    let to_id = object_id(Some(t)).ok_or_else(|| validation("to ids must be ids"))?;
+                    let to_id =
+                        object_id(Some(t)).ok_or_else(|| validation("to ids must be ids"))?;
                     pairs.push((from_id, to_id));
                 }
             }
@@ -416,7 +426,8 @@ pub(crate) fn create_associations(
         .ok_or_else(|| validation("associations must be an array"))?;
     let mut out = Vec::new();
     for a in list {
-        let to_id = object_id(a.get("to")).ok_or_else(|| validation("associations[].to.id is required"))?;
+        let to_id =
+            object_id(a.get("to")).ok_or_else(|| validation("associations[].to.id is required"))?;
         let specs = a
             .get("types")
             .and_then(Value::as_array)

@@ -686,10 +686,7 @@ fn seed_properties(object: CrmObject, n: u64) -> Props {
             let (_, _, stages) = PIPELINES[0];
             vec![
                 ("amount", (1_000 + (n % 97) * 250).to_string().into()),
-                (
-                    "closedate",
-                    format!("2027-{:02}-15", 1 + n % 12).into(),
-                ),
+                ("closedate", format!("2027-{:02}-15", 1 + n % 12).into()),
                 ("dealname", format!("Deal {n}").into()),
                 ("dealstage", stages[(n as usize) % stages.len()].0.into()),
                 ("pipeline", PIPELINES[0].0.into()),
@@ -2051,10 +2048,18 @@ const DEAL_PROPERTIES: [PropertyDef; 10] = [
 ];
 
 /// `deal_currency_code` options offered.
-const CURRENCIES: [(&str, &str); 3] = [("USD", "US Dollar"), ("EUR", "Euro"), ("GBP", "British Pound")];
+const CURRENCIES: [(&str, &str); 3] = [
+    ("USD", "US Dollar"),
+    ("EUR", "Euro"),
+    ("GBP", "British Pound"),
+];
 
 /// A pipeline: id, label, stages (id, label).
-type Pipeline = (&'static str, &'static str, &'static [(&'static str, &'static str)]);
+type Pipeline = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
 
 /// Every portal's deal pipelines: HubSpot's default one and a custom one.
 #[rustfmt::skip]

@@ -313,7 +313,11 @@ pub const DEAL_FIELDS: &[AppField] = &[
         "currency",
         "Currency",
         FieldType::String,
-        &["dealcurrencycode", "currencyisocode", "transactioncurrencyid"],
+        &[
+            "dealcurrencycode",
+            "currencyisocode",
+            "transactioncurrencyid",
+        ],
     ),
     field(
         "close_date",
@@ -337,13 +341,25 @@ pub const DEAL_FIELDS: &[AppField] = &[
         "company_id",
         "Company",
         FieldType::Id,
-        &["accountid", "orgid", "accountname", "parentaccountid", "associationscompanies"],
+        &[
+            "accountid",
+            "orgid",
+            "accountname",
+            "parentaccountid",
+            "associationscompanies",
+        ],
     ),
     field(
         "contact_id",
         "Primary contact",
         FieldType::Id,
-        &["contactid", "personid", "contactname", "parentcontactid", "associationscontacts"],
+        &[
+            "contactid",
+            "personid",
+            "contactname",
+            "parentcontactid",
+            "associationscontacts",
+        ],
     ),
 ];
 
@@ -397,7 +413,10 @@ mod tests {
             assert_eq!(names.len(), e.fields().len());
         }
         assert_eq!(Entity::parse("opportunities"), None);
-        assert_eq!(Entity::Deals.association("company_id"), Some(Entity::Companies));
+        assert_eq!(
+            Entity::Deals.association("company_id"),
+            Some(Entity::Companies)
+        );
         assert_eq!(Entity::Deals.association("name"), None);
         for e in Entity::ALL {
             for f in e.fields() {

@@ -20,7 +20,11 @@ pub enum SfObject {
     /// process's picklist) and `CloseDate` required; `AccountId` and `ContactId` (the
     /// primary contact: set on create only, as Salesforce's derived field) reference
     /// the org's accounts and contacts.
-    #[serde(alias = "opportunity", alias = "opportunities", alias = "Opportunities")]
+    #[serde(
+        alias = "opportunity",
+        alias = "opportunities",
+        alias = "Opportunities"
+    )]
     Opportunity,
     /// `Knowledge__kav`, Lightning Knowledge article versions, ids starting `ka0`: only
     /// queried and read (see `knowledge.rs`); not in [`SfObject::ALL`], so the generic
@@ -220,6 +224,9 @@ pub(crate) struct Field {
     pub(crate) external_id: bool,
     pub(crate) custom: bool,
     pub(crate) picklist: &'static [&'static str],
+    /// A value outside `picklist` is refused (`StageName`, whose values are the sales
+    /// process's stages).
+    pub(crate) restricted: bool,
     pub(crate) reference_to: Option<SfObject>,
     pub(crate) source: Source,
     /// SOQL may filter on it (`WHERE`).
@@ -248,6 +255,7 @@ impl Field {
             external_id: false,
             custom: false,
             picklist: &[],
+            restricted: false,
             reference_to: None,
             source: Source::Stored,
             filter: plain,
@@ -347,7 +355,7 @@ impl Field {
             "sortable": self.sortable(),
             "groupable": self.filterable() && self.kind != FieldType::Double,
             "nameField": self.name == "Name",
-            "restrictedPicklist": false,
+            "restrictedPicklist": self.restricted,
             "picklistValues": picklist,
             "referenceTo": self.reference_to.map_or_else(Vec::new, |to| vec![to.name()]),
             "relationshipName": self.reference_to.map(SfObject::name),
@@ -439,9 +447,12 @@ const OPPORTUNITY_FIELDS: [Field; 13] = [
     Field::text("Name", "Name", T::String, 120).required(),
     Field::text("Amount", "Amount", T::Double, 0),
     Field::text("CloseDate", "Close Date", T::Date, 0).required(),
-    Field::text("StageName", "Stage", T::Picklist, 255)
-        .picklist(&STAGES)
-        .required(),
+    Field {
+        restricted: true,
+        ..Field::text("StageName", "Stage", T::Picklist, 255)
+            .picklist(&STAGES)
+            .required()
+    },
     Field::text("AccountId", "Account ID", T::Reference, 18).reference(SfObject::Account),
     Field {
         updateable: false,
@@ -584,6 +595,18 @@ pub(crate) fn coerce(field: &Field, value: &Value) -> Result<Value, BadValue> {
                         format!(
                             "{}: data value too large: {text} (max length={})",
                             field.label, field.length
+                        ),
+                    )
+                    .on(field.name),
+                ));
+            }
+            if field.restricted && !field.picklist.contains(&text.as_str()) {
+                return Err(BadValue::Record(
+                    RecordError::new(
+                        "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+                        format!(
+                            "{}: bad value for restricted picklist field: {text}",
+                            field.label
                         ),
                     )
                     .on(field.name),

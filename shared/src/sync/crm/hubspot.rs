@@ -492,10 +492,8 @@ async fn search_page(
 }
 
 /// The deal pseudo-fields holding associations, and the object each points at.
-const ASSOCIATIONS: [(&str, &str); 2] = [
-    (ASSOC_COMPANIES, "companies"),
-    (ASSOC_CONTACTS, "contacts"),
-];
+const ASSOCIATIONS: [(&str, &str); 2] =
+    [(ASSOC_COMPANIES, "companies"), (ASSOC_CONTACTS, "contacts")];
 /// The deal's company (CRM id).
 pub const ASSOC_COMPANIES: &str = "associations.companies";
 /// The deal's contact (CRM id).
@@ -624,7 +622,12 @@ async fn write_associations(
         let mut archive = Vec::new();
         let mut create = Vec::new();
         for (i, deal, want) in &deals {
-            let have: Vec<&String> = current.get(deal).into_iter().flatten().map(|(id, _)| id).collect();
+            let have: Vec<&String> = current
+                .get(deal)
+                .into_iter()
+                .flatten()
+                .map(|(id, _)| id)
+                .collect();
             let stale: Vec<Value> = have
                 .iter()
                 .filter(|id| Some(id.as_str()) != want.as_deref())
@@ -634,7 +637,7 @@ async fn write_associations(
                 archive.push(json!({"from": {"id": deal}, "to": stale}));
             }
             if let Some(w) = want
-                && !have.iter().any(|h| *h == w)
+                && !have.contains(&w)
             {
                 create.push((*i, json!({
                     "from": {"id": deal},
@@ -666,7 +669,10 @@ async fn write_associations(
                 Ok(_) => {}
                 // One bad target fails the request: each deal of it is tried alone, so
                 // only the deal whose target is refused fails.
-                Err(CrmError::Rejected { status: 400, message }) if chunk.len() == 1 => {
+                Err(CrmError::Rejected {
+                    status: 400,
+                    message,
+                }) if chunk.len() == 1 => {
                     if let Some(o) = outcomes.get_mut(chunk[0].0) {
                         *o = WriteOutcome::Failed(format!("its {to} association: {message}"));
                     }
@@ -684,7 +690,10 @@ async fn write_associations(
                             .await
                         {
                             match e {
-                                CrmError::Rejected { status: 400, message } => {
+                                CrmError::Rejected {
+                                    status: 400,
+                                    message,
+                                } => {
                                     if let Some(o) = outcomes.get_mut(*i) {
                                         *o = WriteOutcome::Failed(format!(
                                             "its {to} association: {message}"

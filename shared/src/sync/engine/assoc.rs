@@ -196,7 +196,10 @@ impl super::Chunk<'_> {
     }
 
     /// Before a push page: the links of the records its association fields name.
-    pub(super) async fn associations_to_push(&mut self, records: &[Record]) -> Result<(), CrmError> {
+    pub(super) async fn associations_to_push(
+        &mut self,
+        records: &[Record],
+    ) -> Result<(), CrmError> {
         if self.assoc.is_empty() {
             return Ok(());
         }
@@ -238,7 +241,11 @@ impl super::Chunk<'_> {
                         ])
                     })
                     .collect();
-                let links = self.links_of(entity).get_many(&derived).await.map_err(store)?;
+                let links = self
+                    .links_of(entity)
+                    .get_many(&derived)
+                    .await
+                    .map_err(store)?;
                 self.assoc.learn(entity, &links);
                 let left: Vec<String> = ids
                     .into_iter()
@@ -266,7 +273,8 @@ impl super::Chunk<'_> {
                     let fields = mapper.crm_fields();
                     let found = self.crm.read(entity, &left, &fields).await?;
                     if !found.is_empty() {
-                        let (_, errors) = self.snapshot_for(entity, mapper).pull_page(found).await?;
+                        let (_, errors) =
+                            self.snapshot_for(entity, mapper).pull_page(found).await?;
                         self.errors.extend(errors);
                         // Its new links are read again on the next pass.
                         self.assoc.set_read_all(entity, false);
@@ -364,7 +372,10 @@ mod tests {
         ]);
         a.to_crm(&mut push).unwrap();
         assert_eq!(push["AccountId"].as_deref(), Some("001A"));
-        assert_eq!(push["ContactId"], None, "a cleared association stays cleared");
+        assert_eq!(
+            push["ContactId"], None,
+            "a cleared association stays cleared"
+        );
         let mut bad = BTreeMap::from([("ContactId".to_owned(), Some("app-gone".to_owned()))]);
         let e = a.to_crm(&mut bad).unwrap_err();
         assert!(e.contains("contact_id") && e.contains("app-gone"), "{e}");

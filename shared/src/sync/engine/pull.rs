@@ -55,7 +55,9 @@ impl Chunk<'_> {
                     n.sweep = true;
                 }
             }
-            let records = self.associations_pulled(std::mem::take(&mut page.records)).await?;
+            let records = self
+                .associations_pulled(std::mem::take(&mut page.records))
+                .await?;
             if !page.deleted.is_empty() {
                 // Deletions the CRM's change tracking reports: after every earlier
                 // page is written (a record changed there, then deleted here).
