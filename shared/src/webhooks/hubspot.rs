@@ -172,6 +172,9 @@ impl Event {
         let entity = match object {
             "contact" => Entity::Contacts,
             "company" => Entity::Companies,
+            // `deal.associationChange` events (their own payload) are not read: an
+            // association change alone reaches the app with the config's next pull.
+            "deal" => Entity::Deals,
             _ => return None,
         };
         let change = match change {
