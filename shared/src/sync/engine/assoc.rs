@@ -4,12 +4,12 @@
 //! - **Push**: each association value (an app id) becomes the CRM id of the record the
 //!   config links it to. An app id without a live link (its company was not pushed, or
 //!   failed) fails the deal for this run with a record error: nothing is written, so
-//!   no wrong id reaches the CRM and the change is pushed once the company is linked
-//!   (the deal's values still differ from its link's base).
+//!   no wrong id reaches the CRM; the run's retry (`POST /v1/sync/logs/{id}/retry`)
+//!   pushes it once the company is linked, and so does the deal's next change.
 //! - **Pull**: each CRM id becomes the app id linked to it — through the id a pull
 //!   derives for it, else the entity's links read once per chunk. A CRM record not yet
-//!   linked is pulled first (read from the CRM and written like a page of its entity),
-//!   then looked up again. One that still has no app record (gone from the CRM, or its
+//!   linked is pulled first (read from the CRM and, if it passes the config's filters
+//!   of its entity, written like a page of that entity), then looked up again. One that still has no app record (gone from the CRM, or its
 //!   pull refused) fails the deal with a record error: the deal is not written, so the
 //!   app keeps what it had rather than a wrong or lost association.
 //! - **Conflict check** of a bidirectional push: CRM ids are translated where a link is
@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::store;
 use crate::domain::{RecordId, now};
-use crate::sync::crm::{CrmError, CrmRecord};
+use crate::sync::crm::{CrmError, CrmRecord, passing};
 use crate::sync::links::{Link, Links};
 use crate::sync::mapping::Mapper;
 use crate::sync::records::Record;
@@ -140,8 +140,8 @@ impl Assoc {
                 None => {
                     return Err(format!(
                         "not pushed: its {app} names app record {app_id}, which is not in the \
-                         CRM under this config ({e} not linked yet); it is pushed once that \
-                         record is"
+                         CRM under this config ({e} not linked yet); a retry pushes it once \
+                         that record is linked"
                     ));
                 }
             }
@@ -271,7 +271,8 @@ impl super::Chunk<'_> {
                     // Not linked yet: pulled first, as a page of its own entity.
                     let mapper = Mapper::new(self.config.mappings_of(entity));
                     let fields = mapper.crm_fields();
-                    let found = self.crm.read(entity, &left, &fields).await?;
+                    let filters: Vec<_> = self.config.filters_of(entity).collect();
+                    let found = passing(self.crm.read(entity, &left, &fields).await?, &filters);
                     if !found.is_empty() {
                         let (_, errors) =
                             self.snapshot_for(entity, mapper).pull_page(found).await?;
@@ -293,11 +294,13 @@ impl super::Chunk<'_> {
                         record_id: None,
                         crm_id: Some(r.id.clone()),
                         message: format!(
-                            "not pulled: its {field} is CRM record {crm_id}, which has no app                              record under this config ({entity} {} ); it is pulled with its                              next change, or retried once that record is synced",
+                            "not pulled: its {field} is CRM record {crm_id}, which has no app \
+                             record under this config ({entity}: {}); the deal is pulled with \
+                             its next change, or by a retry once that record is synced",
                             if self.config.entities.contains(&entity) {
-                                "not found in the CRM or refused"
+                                "not in the CRM, outside the config's filters, or refused"
                             } else {
-                                "are not synced by this config"
+                                "not synced by this config"
                             }
                         ),
                         at: now(),

@@ -9,7 +9,6 @@ impl Chunk<'_> {
         if let Some(ids) = self.task.only.clone() {
             let fields = self.mapper.crm_fields();
             let records = self.crm.read(entity, &ids, &fields).await?;
-            let records = self.associations_pulled(records).await?;
             // Deletions a webhook reported, confirmed by the read-back not finding them
             // (a record restored since is read like the others).
             let found: BTreeSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
@@ -21,6 +20,7 @@ impl Chunk<'_> {
                 .filter(|id| !found.contains(id.as_str()))
                 .map(|id| (id.clone(), at))
                 .collect();
+            let records = self.associations_pulled(records).await?;
             self.pull_page(records).await?;
             if !gone.is_empty() {
                 self.apply_crm_deletes(&gone).await?;
