@@ -12,8 +12,11 @@
 //! - **Ids**: every from and to id must be a live record of its object: an unknown one
 //!   fails the whole request with a 400 `VALIDATION_ERROR` naming it (nothing is
 //!   applied). Associations to an archived record are not read back.
-//! - **Read**: a deal without associations, or unknown, is listed in `errors` (207)
-//!   with `NO_ASSOCIATIONS_FOUND` / `OBJECT_NOT_FOUND`, the others in `results`.
+//! - **Read**: a deal without associations, or unknown, is listed in `errors` (207,
+//!   `OBJECT_NOT_FOUND`), the others in `results`; ids are strings, a type without a
+//!   label has no `label`. `batch/create` answers 201, `batch/associate/default` 200,
+//!   `batch/archive` 204 (as the spec lists them; `contract/tests/hubspot.rs` checks the
+//!   answers against it).
 //! - **Scopes**: the spec accepts any of a long list of object scopes; the stand-in asks
 //!   for the deals read scope to read and the deals write scope to write (what a deals
 //!   integration holds).
@@ -26,7 +29,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use axum::http::{Method, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use super::ProviderRequest;
@@ -231,11 +234,16 @@ fn serve(
                     })
                     .map(|((_, to_id), types)| {
                         json!({
-                            "toObjectId": to_id,
+                            "toObjectId": to_id.to_string(),
                             "associationTypes": types.iter().map(|t| json!({
                                 "category": "HUBSPOT_DEFINED",
                                 "typeId": t,
                                 "label": label(*t),
+                            }).as_object().map(|o| {
+                                // A type without a label has no `label` (never null).
+                                let mut o = o.clone();
+                                o.retain(|_, v| !v.is_null());
+                                Value::Object(o)
                             })).collect::<Vec<_>>(),
                         })
                     })
@@ -257,7 +265,6 @@ fn serve(
                 errors.push(json!({
                     "status": "error",
                     "category": "OBJECT_NOT_FOUND",
-                    "subCategory": "crm.associations.NO_ASSOCIATIONS_FOUND",
                     "message": format!("No {} is associated with deals {}.", to_object.as_str(), none.join(", ")),
                     "context": {"fromObjectId": none},
                     "links": {}, "errors": [],
@@ -337,16 +344,33 @@ fn serve(
                 // The primary association includes the unlabeled one.
                 entry.insert(default);
                 store.touch(portal, from_id);
+                if route == Route::Default {
+                    results.push(json!({
+                        "from": {"id": from_id.to_string()},
+                        "to": {"id": to_id.to_string()},
+                        "associationSpec": {
+                            "associationCategory": "HUBSPOT_DEFINED",
+                            "associationTypeId": default,
+                        },
+                    }));
+                    continue;
+                }
                 results.push(json!({
                     "fromObjectTypeId": "0-3",
-                    "fromObjectId": from_id,
+                    "fromObjectId": from_id.to_string(),
                     "toObjectTypeId": if to_object == CrmObject::Companies { "0-2" } else { "0-1" },
-                    "toObjectId": to_id,
+                    "toObjectId": to_id.to_string(),
                     "labels": types.iter().filter(|t| **t == DEAL_TO_PRIMARY_COMPANY).map(|_| "Primary").collect::<Vec<_>>(),
                 }));
             }
+            // The default route answers 200, the typed one 201 (as the spec lists them).
+            let status = if route == Route::Default {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            };
             Ok(wire::json(
-                StatusCode::CREATED,
+                status,
                 json!({
                     "status": "COMPLETE",
                     "results": results,
@@ -382,7 +406,7 @@ fn serve(
                     store.touch(portal, from_id);
                 }
             }
-            Ok(wire::json(StatusCode::NO_CONTENT, Value::Null))
+            Ok(StatusCode::NO_CONTENT.into_response())
         }
     }
 }
