@@ -545,5 +545,21 @@ async fn deals_configs_need_the_deal_scopes_and_a_crm_with_deals() {
         refused.to_string().contains("must sync companies too"),
         "{refused}"
     );
+    // A stage value map writing a stage HubSpot does not have: refused when saved.
+    let mut b = body(&t2, json!(["deals"]));
+    b["mappings"] = json!([
+        {"entity": "deals", "crm_field": "dealname", "app_field": "name", "direction": "bidirectional"},
+        {"entity": "deals", "crm_field": "dealstage", "app_field": "stage", "direction": "bidirectional",
+         "push_transform": "map({\"won\": \"closed_won\"})"},
+    ]);
+    let (status, refused) = app.post("/v1/sync/configs", &t2.admin, b).await;
+    assert_eq!(status, 400, "{refused}");
+    let text = refused.to_string();
+    assert!(
+        text.contains("push_transform")
+            && text.contains("closed_won")
+            && text.contains("dealstage"),
+        "{refused}"
+    );
     let _ = Direction::Bidirectional;
 }
