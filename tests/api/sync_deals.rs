@@ -335,6 +335,63 @@ async fn hubspot_deals_wait_for_their_company_to_be_linked() {
 }
 
 #[tokio::test]
+async fn hubspot_deals_whose_company_cannot_be_pulled_are_set_aside_not_mislinked() {
+    let app = TestApp::spawn().await;
+    let (t, portal) = hubspot(&app).await;
+    // A company the config's filters leave out, and a deal of it.
+    let company = s::seed(&app, &t, Entity::Companies, 1).remove(0);
+    s::crm_update(&app, &t, Entity::Companies, &company, &[("city", "Paris")]);
+    let deal = s::seed(&app, &t, Entity::Deals, 1).remove(0);
+    app.sandbox()
+        .hubspot_set_deal_association(portal, &deal, CrmObject::Companies, &company);
+    let mut config = deals_config(&t);
+    config.direction = SyncDirection::Pull;
+    config.filters.push(Filter {
+        entity: Entity::Companies,
+        field: "city".into(),
+        operator: FilterOp::Eq,
+        value: Some("Lyon".into()),
+        values: vec![],
+    });
+    s::store(&app, &config).await;
+    let logs = s::run(&app, &t, &config.id).await;
+    let deals_log = log_of(&logs, Entity::Deals).clone();
+    assert_eq!(deals_log.status, RunStatus::Partial, "{deals_log:?}");
+    let messages = errors(&app, &t, &deals_log).await;
+    assert!(
+        messages.len() == 1
+            && messages[0].contains("company_id")
+            && messages[0].contains(&company)
+            && messages[0].contains("filters"),
+        "{messages:?}"
+    );
+    assert!(
+        s::app_rows(&app, &t, Entity::Deals).await.is_empty(),
+        "the deal is not written without its company"
+    );
+    assert!(s::app_rows(&app, &t, Entity::Companies).await.is_empty());
+
+    // The company moves to Lyon: the next run pulls it, the retry brings the deal.
+    s::crm_update(&app, &t, Entity::Companies, &company, &[("city", "Lyon")]);
+    s::run_ok(&app, &t, &config.id).await;
+    let (status, retried) = app
+        .post(
+            &format!("/v1/sync/logs/{}/retry", deals_log.id),
+            &t.admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 202, "{retried}");
+    let logs = s::wait(&app, &t, &retried).await;
+    assert_eq!(logs[0].status, RunStatus::Completed, "{logs:?}");
+    let key = s::crm_key(&app, &t, Entity::Companies, &company);
+    let app_company = s::app_id(&app, &t, Entity::Companies, &key).await;
+    let deals = s::app_rows(&app, &t, Entity::Deals).await;
+    assert_eq!(deals.len(), 1);
+    assert_eq!(deals[0].fields.get("company_id"), Some(&app_company));
+}
+
+#[tokio::test]
 async fn salesforce_opportunities_round_trip_with_their_account_and_contact() {
     let app = TestApp::spawn().await;
     let t = s::connect(&app, "salesforce").await;
