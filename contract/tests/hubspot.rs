@@ -274,3 +274,116 @@ async fn the_hubspot_stand_ins_other_answers_conform_to_hubspots_specs() {
     );
     sandbox.shutdown().await;
 }
+
+/// The associations v4 stand-in (deals to companies and contacts) against HubSpot's
+/// `crm-associations-v4.json`: batch read (200, and 207 for a deal without any), batch
+/// create with types, default associations, archive, and its 400 for an unknown id.
+#[tokio::test]
+async fn the_hubspot_associations_stand_in_conforms_to_the_v4_spec() {
+    let sandbox = Sandbox::start(0).await.expect("sandbox");
+    let state = sandbox.state();
+    let hub = Hub {
+        base: sandbox.url(),
+        http: Client::builder().no_proxy().build().expect("client"),
+    };
+    let portal = 62_515;
+    let deals = state.seed_hubspot(portal, sandbox::CrmObject::Deals, 2);
+    let companies = state.seed_hubspot(portal, sandbox::CrmObject::Companies, 2);
+    let contacts = state.seed_hubspot(portal, sandbox::CrmObject::Contacts, 1);
+    state.recorder().start();
+    let path = |to: &str, op: &str| format!("/crm/v4/associations/deals/{to}/batch/{op}");
+    let (status, created) = hub
+        .call(
+            PAT,
+            Method::POST,
+            &path("companies", "create"),
+            Some(json!({"inputs": [{
+                "from": {"id": deals[0]}, "to": {"id": companies[0]},
+                "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 5}],
+            }]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let (status, v) = hub
+        .call(
+            PAT,
+            Method::POST,
+            &path("contacts", "associate/default"),
+            Some(json!({"inputs": [{"from": {"id": deals[0]}, "to": {"id": contacts[0]}}]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let (status, read) = hub
+        .call(
+            PAT,
+            Method::POST,
+            &path("companies", "read"),
+            Some(json!({"inputs": [{"id": deals[0]}]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{read}");
+    assert_eq!(
+        read["results"][0]["to"][0]["toObjectId"],
+        json!(companies[0])
+    );
+    let labels: Vec<&Value> = read["results"][0]["to"][0]["associationTypes"]
+        .as_array()
+        .expect("types")
+        .iter()
+        .map(|t| &t["label"])
+        .collect();
+    assert!(labels.contains(&&json!("Primary")), "{read}");
+    // A deal without associations: a 207 naming it.
+    let (status, partial) = hub
+        .call(
+            PAT,
+            Method::POST,
+            &path("companies", "read"),
+            Some(json!({"inputs": [{"id": deals[0]}, {"id": deals[1]}]})),
+        )
+        .await;
+    assert_eq!(status, 207, "{partial}");
+    // An unknown target: the whole request refused, nothing applied.
+    let (status, refused) = hub
+        .call(
+            PAT,
+            Method::POST,
+            &path("companies", "create"),
+            Some(json!({"inputs": [{
+                "from": {"id": deals[1]}, "to": {"id": "999999"},
+                "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 341}],
+            }]})),
+        )
+        .await;
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(refused["category"], "VALIDATION_ERROR");
+    assert!(
+        state
+            .hubspot_deal_associations(portal, &deals[1], sandbox::CrmObject::Companies)
+            .is_empty()
+    );
+    let (status, _) = hub
+        .call(
+            PAT,
+            Method::POST,
+            &path("companies", "archive"),
+            Some(json!({"inputs": [{"from": {"id": deals[0]}, "to": [{"id": companies[0]}]}]})),
+        )
+        .await;
+    assert_eq!(status, 204);
+    assert!(
+        state
+            .hubspot_deal_associations(portal, &deals[0], sandbox::CrmObject::Companies)
+            .is_empty()
+    );
+    let _ = &companies[1];
+    let exchanges = state.recorder().stop();
+    let specs = contract::Specs::load("hubspot").expect("HubSpot specs");
+    let report = contract::check_all(&specs, &exchanges);
+    println!("{report}");
+    assert!(
+        report.passed(),
+        "HubSpot associations stand-in answers that break the v4 spec:\n{report}"
+    );
+    sandbox.shutdown().await;
+}

@@ -77,7 +77,8 @@ pub struct CrmObject {
     /// The field holding a record's last modification time.
     pub modified: String,
     /// The field identifying a record by the app's key (email, domain): how creates are
-    /// de-duplicated without the marker.
+    /// de-duplicated without the marker. Empty: the entity has no key (deals).
+    #[serde(default)]
     pub key: String,
 }
 

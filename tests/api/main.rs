@@ -30,6 +30,7 @@ mod strict_input;
 mod sync;
 mod sync_bulk;
 mod sync_config;
+mod sync_deals;
 mod sync_dynamics;
 mod sync_faults;
 mod sync_holes;

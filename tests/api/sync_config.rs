@@ -836,7 +836,7 @@ async fn bad_configurations_and_mappings_are_refused_with_nothing_stored() {
         json!({"connection_id": t.connection, "direction": "push", "frequency": {"type": "weekly"},
                "entities": ["contacts"], "conflict_strategy": "crm_wins"}),
         json!({"connection_id": t.connection, "direction": "push", "frequency": {"type": "hourly"},
-               "entities": ["deals"], "conflict_strategy": "crm_wins"}),
+               "entities": ["tickets"], "conflict_strategy": "crm_wins"}),
     ] {
         let (status, err) = app.post(CONFIGS, &t.admin, body.clone()).await;
         assert_eq!(

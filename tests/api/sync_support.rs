@@ -188,6 +188,13 @@ pub fn mapping(entity: Entity, crm: &str, app: &str, direction: Direction) -> Fi
     }
 }
 
+/// The key field of an entity the shared scenarios sync (contacts, companies).
+fn key_field(entity: Entity) -> &'static str {
+    entity
+        .key_field()
+        .expect("the shared CRM scenarios sync entities with a key")
+}
+
 /// (CRM field, app field) pairs the scenarios sync by default.
 pub fn default_pairs(provider: &str, entity: Entity) -> &'static [(&'static str, &'static str)] {
     match (provider, entity) {
@@ -256,6 +263,23 @@ pub fn default_pairs(provider: &str, entity: Entity) -> &'static [(&'static str,
             ("Website", "domain"),
             ("BillingCity", "city"),
             ("NumberOfEmployees", "employees"),
+        ],
+        ("hubspot", Entity::Deals) => &[
+            ("dealname", "name"),
+            ("amount", "amount"),
+            ("closedate", "close_date"),
+            ("dealstage", "stage"),
+            ("pipeline", "pipeline"),
+            ("associations.companies", "company_id"),
+            ("associations.contacts", "contact_id"),
+        ],
+        (_, Entity::Deals) => &[
+            ("Name", "name"),
+            ("Amount", "amount"),
+            ("CloseDate", "close_date"),
+            ("StageName", "stage"),
+            ("AccountId", "company_id"),
+            ("ContactId", "contact_id"),
         ],
     }
 }
@@ -431,6 +455,7 @@ fn pd_object(entity: Entity) -> PdObject {
     match entity {
         Entity::Contacts => PdObject::Persons,
         Entity::Companies => PdObject::Organizations,
+        Entity::Deals => unimplemented!("the shared CRM scenarios sync contacts and companies"),
     }
 }
 
@@ -523,6 +548,7 @@ fn dyn_table(entity: Entity) -> DynTable {
     match entity {
         Entity::Contacts => DynTable::Contact,
         Entity::Companies => DynTable::Account,
+        Entity::Deals => unimplemented!("Dynamics 365 deals are not synced yet"),
     }
 }
 
@@ -530,6 +556,7 @@ fn zoho_module(entity: Entity) -> ZohoModule {
     match entity {
         Entity::Contacts => ZohoModule::Contacts,
         Entity::Companies => ZohoModule::Accounts,
+        Entity::Deals => unimplemented!("Zoho deals are not synced yet"),
     }
 }
 
@@ -537,6 +564,7 @@ fn hs_object(entity: Entity) -> CrmObject {
     match entity {
         Entity::Contacts => CrmObject::Contacts,
         Entity::Companies => CrmObject::Companies,
+        Entity::Deals => CrmObject::Deals,
     }
 }
 
@@ -544,6 +572,7 @@ fn sf_object(entity: Entity) -> SfObject {
     match entity {
         Entity::Contacts => SfObject::Contact,
         Entity::Companies => SfObject::Account,
+        Entity::Deals => SfObject::Opportunity,
     }
 }
 
@@ -751,6 +780,11 @@ pub fn app_fields(entity: Entity, i: usize) -> Value {
             "city": "Lyon",
             "employees": "42",
         }),
+        Entity::Deals => json!({
+            "name": format!("App Deal {i}"),
+            "amount": format!("{}", 1000 + i),
+            "close_date": "2027-03-31",
+        }),
     }
 }
 
@@ -802,7 +836,7 @@ pub async fn app_delete(app: &TestApp, t: &Tenant, entity: Entity, id: &str) {
 pub type View = BTreeMap<String, BTreeMap<String, String>>;
 
 fn key_of(entity: Entity, fields: &BTreeMap<String, String>) -> String {
-    let k = fields.get(entity.key_field()).cloned().unwrap_or_default();
+    let k = fields.get(key_field(entity)).cloned().unwrap_or_default();
     normalise_key(entity, &k)
 }
 
@@ -868,7 +902,7 @@ pub fn crm_key(app: &TestApp, t: &Tenant, entity: Entity, id: &str) -> String {
     let pairs = default_pairs(t.provider(), entity);
     let key_crm = pairs
         .iter()
-        .find(|(_, a)| *a == entity.key_field())
+        .find(|(_, a)| *a == key_field(entity))
         .map(|(c, _)| *c)
         .unwrap();
     let row = crm_rows(app, t, entity)
@@ -890,7 +924,7 @@ pub async fn app_id(app: &TestApp, t: &Tenant, entity: Entity, key: &str) -> Str
         .into_iter()
         .find(|r| {
             r.fields
-                .get(entity.key_field())
+                .get(key_field(entity))
                 .map(|k| normalise_key(entity, k))
                 == Some(key.to_owned())
         })
@@ -909,6 +943,7 @@ pub fn edited_field(entity: Entity) -> &'static str {
     match entity {
         Entity::Contacts => "first_name",
         Entity::Companies => "city",
+        Entity::Deals => "name",
     }
 }
 
@@ -1044,7 +1079,7 @@ pub async fn deletes_of(app: &TestApp, t: &Tenant, entity: Entity, propagate: bo
 
     let crm_gone = crm_key(app, &t, entity, &seeded[0]);
     crm_delete(app, &t, entity, &seeded[0]);
-    let app_gone = app_fields(entity, 0)[entity.key_field()]
+    let app_gone = app_fields(entity, 0)[key_field(entity)]
         .as_str()
         .map(|k| normalise_key(entity, k))
         .unwrap();

@@ -168,22 +168,24 @@ fn config_warnings(c: &SyncConfig, entity: Entity, fields: &[CrmField]) -> Vec<S
         ));
         return w;
     }
-    let key = entity.key_field();
-    let pulls_key = mappings.iter().any(|m| {
-        m.app_field == key && matches!(m.direction, Direction::Pull | Direction::Bidirectional)
-    });
-    if c.direction.pulls() && !pulls_key {
-        w.push(format!(
-            "app field {key} is not pulled: CRM {entity} cannot be matched to existing app records"
-        ));
-    }
-    let pushes_key = mappings.iter().any(|m| {
-        m.app_field == key && matches!(m.direction, Direction::Push | Direction::Bidirectional)
-    });
-    if c.direction.pushes() && !pushes_key {
-        w.push(format!(
-            "app field {key} is not pushed: {entity} created in the CRM will lack it"
-        ));
+    // Deals have no key: they are matched only through links and the marker.
+    if let Some(key) = entity.key_field() {
+        let pulls_key = mappings.iter().any(|m| {
+            m.app_field == key && matches!(m.direction, Direction::Pull | Direction::Bidirectional)
+        });
+        if c.direction.pulls() && !pulls_key {
+            w.push(format!(
+                "app field {key} is not pulled: CRM {entity} cannot be matched to existing app records"
+            ));
+        }
+        let pushes_key = mappings.iter().any(|m| {
+            m.app_field == key && matches!(m.direction, Direction::Push | Direction::Bidirectional)
+        });
+        if c.direction.pushes() && !pushes_key {
+            w.push(format!(
+                "app field {key} is not pushed: {entity} created in the CRM will lack it"
+            ));
+        }
     }
     for m in &mappings {
         if !fields.iter().any(|f| f.name == m.crm_field) {

@@ -247,11 +247,22 @@ pub fn name(
 pub fn check_shape(kind: Option<CrmKind>, c: &SyncConfig) -> Vec<FieldError> {
     let mut p = Problems::default();
     if c.entities.is_empty() {
-        p.add("entities", "name at least one entity: contacts, companies");
+        p.add(
+            "entities",
+            "name at least one entity: contacts, companies, deals",
+        );
     }
     for (i, e) in c.entities.iter().enumerate() {
         if c.entities[..i].contains(e) {
             p.add(format!("entities[{i}]"), format!("{e} is listed twice"));
+        }
+        if let Some(k) = kind
+            && !k.syncs(*e)
+        {
+            p.add(
+                format!("entities[{i}]"),
+                format!("{} does not sync {e} (yet)", k.provider()),
+            );
         }
     }
     if let Frequency::Daily { at } = &c.frequency
@@ -519,6 +530,25 @@ pub fn check_config_mappings(
             continue;
         }
         for m in &subset {
+            // Associations hold app ids the engine translates through the links of the
+            // associated entity: that entity is synced too, and no transform applies.
+            if let Some(to) = entity.association(&m.app_field) {
+                if !c.entities.contains(&to) {
+                    p.add(
+                        format!("{}.app_field", label(m)),
+                        format!(
+                            "{} holds {to} ids: the config must sync {to} too",
+                            m.app_field
+                        ),
+                    );
+                }
+                if m.transform.is_some() || m.push_transform.is_some() {
+                    p.add(
+                        format!("{}.transform", label(m)),
+                        format!("{} is an association: it takes no transform", m.app_field),
+                    );
+                }
+            }
             if m.crm_field == kind.marker() {
                 p.add(
                     format!("{}.crm_field", label(m)),

@@ -85,6 +85,8 @@ pub(crate) enum Endpoint {
     Crm(super::hubspot_crm::CrmRoute),
     /// A Webhooks API v3 route (see [`super::hubspot_webhooks`]).
     Webhooks(super::hubspot_webhooks::Route),
+    /// An associations v4 route (see [`super::hubspot_associations`]).
+    Associations(super::hubspot_associations::Route),
 }
 
 impl Endpoint {
@@ -98,6 +100,7 @@ impl Endpoint {
             Endpoint::RefreshTokenDelete => OAUTH_REVOKE,
             Endpoint::Crm(route) => route.name(),
             Endpoint::Webhooks(route) => route.name(),
+            Endpoint::Associations(route) => route.name(),
         }
     }
 }
@@ -135,6 +138,9 @@ pub(crate) fn route(req: &ProviderRequest) -> Option<Endpoint> {
         _ if path.starts_with("/webhooks/v3/") => {
             super::hubspot_webhooks::route(path).map(Endpoint::Webhooks)
         }
+        _ if path.starts_with("/crm/v4/associations/") => {
+            super::hubspot_associations::route(&req.method, path).map(Endpoint::Associations)
+        }
         _ => super::hubspot_crm::route(&req.method, path).map(Endpoint::Crm),
     }
 }
@@ -144,6 +150,7 @@ pub(crate) fn handle(endpoint: Endpoint, state: &SandboxState, req: &ProviderReq
     match endpoint {
         Endpoint::Crm(route) => super::hubspot_crm::handle(route, state, req),
         Endpoint::Webhooks(route) => super::hubspot_webhooks::handle(route, state, req),
+        Endpoint::Associations(route) => super::hubspot_associations::handle(route, state, req),
         Endpoint::AccountInfo => match authorize(state, req) {
             Ok(authorized) => account_info(state, &authorized),
             Err(response) => response,

@@ -1,6 +1,16 @@
-//! HubSpot CRM stand-in: contacts and companies kept in memory per portal (the portal of
-//! the authenticating token), served at HubSpot's `/crm/v3/objects/…` and
-//! `/crm/v3/properties/…` paths on `api.hubapi.com`.
+//! HubSpot CRM stand-in: contacts, companies and deals kept in memory per portal (the
+//! portal of the authenticating token), served at HubSpot's `/crm/v3/objects/…` and
+//! `/crm/v3/properties/…` paths on `api.hubapi.com` (deal associations: see
+//! [`super::hubspot_associations`]).
+//!
+//! Deals: a create needs `dealname` and `dealstage` (HubSpot's documented required
+//! properties; `pipeline` defaults to `default`), and `dealstage` must be a stage of the
+//! deal's pipeline, on create and update (`INVALID_OPTION`, as for other enumerations).
+//! Each portal has two pipelines: `default` (HubSpot's "Sales Pipeline" with its seven
+//! stock stages) and `75e28846` ("Renewals", three stages with numeric ids, as custom
+//! stages have). Not reproduced: pipeline and stage management (`/crm/v3/pipelines`),
+//! stage probabilities and `hs_is_closed*` calculations, currency settings (any
+//! `deal_currency_code` of the three offered is taken).
 //!
 //! Records have a numeric string `id` (increasing per portal and object type),
 //! `properties` (every value a string), `createdAt`, `updatedAt` (RFC 3339 with
@@ -98,6 +108,8 @@ pub enum CrmObject {
     Contacts,
     /// `companies` (object type id `0-2`).
     Companies,
+    /// `deals` (object type id `0-3`).
+    Deals,
 }
 
 impl CrmObject {
@@ -106,6 +118,7 @@ impl CrmObject {
         match name.to_ascii_lowercase().as_str() {
             "contacts" | "contact" | "0-1" => Some(CrmObject::Contacts),
             "companies" | "company" | "0-2" => Some(CrmObject::Companies),
+            "deals" | "deal" | "0-3" => Some(CrmObject::Deals),
             _ => None,
         }
     }
@@ -115,6 +128,7 @@ impl CrmObject {
         match self {
             CrmObject::Contacts => "contacts",
             CrmObject::Companies => "companies",
+            CrmObject::Deals => "deals",
         }
     }
 
@@ -123,6 +137,7 @@ impl CrmObject {
         match self {
             CrmObject::Contacts => "contact",
             CrmObject::Companies => "company",
+            CrmObject::Deals => "deal",
         }
     }
 
@@ -131,6 +146,7 @@ impl CrmObject {
         match self {
             CrmObject::Contacts => "contactinformation",
             CrmObject::Companies => "companyinformation",
+            CrmObject::Deals => "dealinformation",
         }
     }
 
@@ -151,6 +167,16 @@ impl CrmObject {
                 "hs_lastmodifieddate",
                 "hs_object_id",
                 "name",
+            ],
+            CrmObject::Deals => &[
+                "amount",
+                "closedate",
+                "createdate",
+                "dealname",
+                "dealstage",
+                "hs_lastmodifieddate",
+                "hs_object_id",
+                "pipeline",
             ],
         }
     }
@@ -536,6 +562,8 @@ pub(crate) struct CrmStore {
     tables: HashMap<(u64, CrmObject), Table>,
     custom: HashMap<(u64, CrmObject), Vec<CustomProperty>>,
     malformed: HashMap<String, u32>,
+    /// Deals' associations (see [`super::hubspot_associations`]).
+    pub(crate) associations: super::hubspot_associations::Associations,
 }
 
 impl CrmStore {
@@ -561,6 +589,30 @@ impl CrmStore {
         }
         out.sort_by_key(|(_, _, c)| c.at_ms);
         out
+    }
+
+    /// Whether record `id` of `object` in `portal` exists and is not archived.
+    pub(crate) fn is_live(&self, portal: u64, object: CrmObject, id: u64) -> bool {
+        self.tables
+            .get(&(portal, object))
+            .and_then(|t| t.records.get(&id))
+            .is_some_and(|r| !r.archived)
+    }
+
+    /// A deal's associations changed: its `hs_lastmodifieddate` moves (HubSpot
+    /// recalculates `num_associated_contacts` and the like), and a change is noted.
+    pub(crate) fn touch(&mut self, portal: u64, deal: u64) {
+        let now = now_ms();
+        let table = self.table(portal, CrmObject::Deals);
+        if let Some(record) = table.records.get_mut(&deal).filter(|r| !r.archived) {
+            record.updated_ms = now.max(record.updated_ms + 1);
+            let at = record.updated_ms;
+            table.note(
+                deal,
+                ChangeKind::PropertyChange(vec!["num_associated_contacts".into()]),
+                at,
+            );
+        }
     }
 
     fn customs(&self, portal: u64, object: CrmObject) -> &[CustomProperty] {
@@ -628,6 +680,16 @@ fn seed_properties(object: CrmObject, n: u64) -> Props {
                 ("numberofemployees", c.employees.to_string().into()),
                 ("phone", c.phone.into()),
                 ("website", format!("https://www.{}", c.domain).into()),
+            ]
+        }
+        CrmObject::Deals => {
+            let (_, _, stages) = PIPELINES[0];
+            vec![
+                ("amount", (1_000 + (n % 97) * 250).to_string().into()),
+                ("closedate", format!("2027-{:02}-15", 1 + n % 12).into()),
+                ("dealname", format!("Deal {n}").into()),
+                ("dealstage", stages[(n as usize) % stages.len()].0.into()),
+                ("pipeline", PIPELINES[0].0.into()),
             ]
         }
     };
@@ -1225,13 +1287,22 @@ fn serve(
             check_defined(&store, portal, object, [&input])?;
             check_options([&input])?;
             let table = store.table(portal, object);
+            if object == CrmObject::Deals {
+                check_deals(table, &[(0, &input)], true)?;
+            }
             if let Some(clash) = table.conflict(&input, 0) {
                 return Err(conflict(object, clash));
             }
+            let associations = associations_of(&store, portal, object, &body)?;
+            let table = store.table(portal, object);
             let now = now_ms();
             let id = table.insert(Props::default(), now);
-            let record = table.set(id, &input, now).ok_or_else(hubspot::not_found)?;
-            Ok((StatusCode::CREATED, Some(record.to_json(None))))
+            let record = table
+                .set(id, &input, now)
+                .ok_or_else(hubspot::not_found)?
+                .to_json(None);
+            associate(&mut store, portal, id, associations);
+            Ok((StatusCode::CREATED, Some(record)))
         }
         CrmRoute::Update => {
             let body = body_json(req)?;
@@ -1244,6 +1315,9 @@ fn serve(
                 .live(id)
                 .map(|r| r.id)
                 .ok_or_else(|| not_found_record(object, id))?;
+            if object == CrmObject::Deals {
+                check_deals(table, &[(own_id, &input)], false)?;
+            }
             if let Some(clash) = table.conflict(&input, own_id) {
                 return Err(conflict(object, clash));
             }
@@ -1266,6 +1340,52 @@ fn serve(
         | CrmRoute::BatchUpdate
         | CrmRoute::BatchArchive => batch(route, object, state, portal, req),
         CrmRoute::Search => search(object, state, portal, req),
+    }
+}
+
+/// The associations a create input carries (only deals take them here), checked:
+/// types valid, targets live.
+#[allow(clippy::result_large_err)] // The error is the finished response.
+fn associations_of(
+    store: &CrmStore,
+    portal: u64,
+    object: CrmObject,
+    input: &Map<String, Value>,
+) -> Result<Vec<(CrmObject, u64, Vec<u64>)>, Response> {
+    if !input.contains_key("associations") {
+        return Ok(Vec::new());
+    }
+    if object != CrmObject::Deals {
+        return Err(validation(
+            "the stand-in takes associations on deal creates only",
+        ));
+    }
+    let list = super::hubspot_associations::create_associations(input)?;
+    for (to, id, _) in &list {
+        super::hubspot_associations::check_ids(store, portal, *to, [(0, *id)])?;
+    }
+    Ok(list)
+}
+
+/// Stores a new deal's associations (checked by [`associations_of`]).
+fn associate(
+    store: &mut CrmStore,
+    portal: u64,
+    deal: u64,
+    associations: Vec<(CrmObject, u64, Vec<u64>)>,
+) {
+    for (to, id, types) in associations {
+        let entry = store
+            .associations
+            .entry((portal, deal))
+            .or_default()
+            .entry((to, id))
+            .or_default();
+        entry.extend(types);
+        entry.insert(match to {
+            CrmObject::Companies => super::hubspot_associations::DEAL_TO_COMPANY,
+            _ => super::hubspot_associations::DEAL_TO_CONTACT,
+        });
     }
 }
 
@@ -1403,13 +1523,19 @@ fn batch(
                 .collect::<Result<Vec<_>, _>>()?;
             let checked: Vec<(u64, &Map<String, Value>)> =
                 created.iter().map(|properties| (0, properties)).collect();
-            check_batch(store_defined, object, table, &checked)?;
+            check_batch(store_defined, object, table, &checked, true)?;
+            let associations = inputs
+                .iter()
+                .map(|input| associations_of(&store, portal, object, input))
+                .collect::<Result<Vec<_>, _>>()?;
             let now = now_ms();
-            for properties in &created {
+            for (properties, associations) in created.iter().zip(associations) {
+                let table = store.table(portal, object);
                 let id = table.insert(Props::default(), now);
                 if let Some(record) = table.set(id, properties, now) {
                     results.push(record.to_json(None));
                 }
+                associate(&mut store, portal, id, associations);
             }
             StatusCode::CREATED
         }
@@ -1424,7 +1550,7 @@ fn batch(
                 .iter()
                 .map(|(_, own_id, properties)| (*own_id, properties))
                 .collect();
-            check_batch(store_defined, object, table, &checked)?;
+            check_batch(store_defined, object, table, &checked, false)?;
             let now = now_ms();
             for (id, own_id, properties) in &updates {
                 match table.set(*own_id, properties, now) {
@@ -1475,6 +1601,7 @@ fn check_batch(
     object: CrmObject,
     table: &Table,
     inputs: &[(u64, &Map<String, Value>)],
+    creating: bool,
 ) -> Result<(), Response> {
     let mut missing: Vec<String> = inputs
         .iter()
@@ -1488,6 +1615,9 @@ fn check_batch(
         return Err(undefined_properties(&missing));
     }
     check_options(inputs.iter().map(|(_, properties)| *properties))?;
+    if object == CrmObject::Deals {
+        check_deals(table, inputs, creating)?;
+    }
     let mut claimed: HashSet<(&str, String)> = HashSet::new();
     for (own_id, properties) in inputs {
         if let Some(clash) = table.conflict(properties, *own_id) {
@@ -1518,6 +1648,7 @@ fn check_options<'a>(
             let options: &[(&str, &str)] = match name.as_str() {
                 "lifecyclestage" => &LIFECYCLE_STAGES,
                 "industry" => &INDUSTRIES,
+                "deal_currency_code" => &CURRENCIES,
                 _ => continue,
             };
             let Some(text) = value_text(value).filter(|t| !t.is_empty()) else {
@@ -1898,6 +2029,147 @@ const COMPANY_PROPERTIES: [PropertyDef; 13] = [
     ("hs_object_id", "Record ID", "number", "number", "The unique ID for this record"),
 ];
 
+#[rustfmt::skip]
+const DEAL_PROPERTIES: [PropertyDef; 10] = [
+    ("dealname", "Deal Name", "string", "text", "The name given to this deal."),
+    ("amount", "Amount", "number", "number", "The total amount of the deal"),
+    ("deal_currency_code", "Currency", "enumeration", "select",
+     "Currency code for the deal."),
+    ("closedate", "Close Date", "datetime", "date",
+     "Date the deal was closed. Set automatically by HubSpot."),
+    ("dealstage", "Deal Stage", "enumeration", "radio",
+     "The stage of the deal. Deal stages allow you to categorize and track the progress of the deals that you are working on."),
+    ("pipeline", "Pipeline", "enumeration", "select", "The pipeline the deal is in."),
+    ("description", "Deal Description", "string", "textarea", "Description of the deal"),
+    ("hs_lastmodifieddate", "Last Modified Date", "datetime", "date",
+     "Most recent timestamp of any property update for this deal."),
+    ("createdate", "Create Date", "datetime", "date", "Date the deal was created."),
+    ("hs_object_id", "Record ID", "number", "number", "The unique ID for this record"),
+];
+
+/// `deal_currency_code` options offered.
+const CURRENCIES: [(&str, &str); 3] = [
+    ("USD", "US Dollar"),
+    ("EUR", "Euro"),
+    ("GBP", "British Pound"),
+];
+
+/// A pipeline: id, label, stages (id, label).
+type Pipeline = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
+
+/// Every portal's deal pipelines: HubSpot's default one and a custom one.
+#[rustfmt::skip]
+pub const PIPELINES: [Pipeline; 2] = [
+    ("default", "Sales Pipeline", &[
+        ("appointmentscheduled", "Appointment Scheduled"),
+        ("qualifiedtobuy", "Qualified To Buy"),
+        ("presentationscheduled", "Presentation Scheduled"),
+        ("decisionmakerboughtin", "Decision Maker Bought-In"),
+        ("contractsent", "Contract Sent"),
+        ("closedwon", "Closed Won"),
+        ("closedlost", "Closed Lost"),
+    ]),
+    ("75e28846", "Renewals", &[
+        ("1031923", "Renewal Due"),
+        ("1031924", "Renewed"),
+        ("1031925", "Churned"),
+    ]),
+];
+
+/// A 400 `VALIDATION_ERROR` naming one invalid property value, as HubSpot words it.
+fn invalid_property(name: &str, message: &str, code: &str) -> Response {
+    let detail = json!([{
+        "isValid": false,
+        "message": message,
+        "error": code,
+        "name": name,
+        "localizedErrorMessage": message,
+    }]);
+    wire::json(
+        StatusCode::BAD_REQUEST,
+        json!({
+            "status": "error",
+            "message": format!("Property values were not valid: {detail}"),
+            "correlationId": wire::correlation_id(),
+            "category": "VALIDATION_ERROR",
+            "errors": [{
+                "message": message,
+                "code": code,
+                "context": {"propertyName": [name]},
+            }],
+        }),
+    )
+}
+
+/// Checks deal writes `(own id or 0 for a create, properties)` before any is applied:
+/// a create names `dealname` and `dealstage`; the stage (given, or kept when only the
+/// pipeline changes) is one of the deal's pipeline's stages.
+#[allow(clippy::result_large_err)] // The error is the finished response.
+fn check_deals(
+    table: &Table,
+    inputs: &[(u64, &Map<String, Value>)],
+    creating: bool,
+) -> Result<(), Response> {
+    for (own_id, properties) in inputs {
+        let given = |name: &str| {
+            properties
+                .get(name)
+                .map(|v| value_text(v).unwrap_or_default())
+        };
+        let current = |name: &str| {
+            table
+                .records
+                .get(own_id)
+                .and_then(|r| r.properties.get(name).map(str::to_owned))
+        };
+        if creating {
+            for required in ["dealname", "dealstage"] {
+                if given(required).is_none_or(|v| v.is_empty()) {
+                    return Err(invalid_property(
+                        required,
+                        &format!("{required} is required"),
+                        "REQUIRED_PROPERTY",
+                    ));
+                }
+            }
+        }
+        let pipeline = given("pipeline")
+            .filter(|p| !p.is_empty())
+            .or_else(|| current("pipeline"))
+            .unwrap_or_else(|| PIPELINES[0].0.to_owned());
+        let Some((_, _, stages)) = PIPELINES.iter().find(|(id, _, _)| *id == pipeline) else {
+            let allowed: Vec<&str> = PIPELINES.iter().map(|(id, _, _)| *id).collect();
+            return Err(invalid_property(
+                "pipeline",
+                &format!(
+                    "{pipeline} was not one of the allowed options: [{}]",
+                    allowed.join(", ")
+                ),
+                "INVALID_OPTION",
+            ));
+        };
+        let stage = given("dealstage").or_else(|| current("dealstage"));
+        if let Some(stage) = stage.filter(|s| !s.is_empty())
+            && !stages.iter().any(|(id, _)| *id == stage)
+        {
+            let allowed: Vec<&str> = stages.iter().map(|(id, _)| *id).collect();
+            return Err(invalid_property(
+                "dealstage",
+                &format!(
+                    "{stage} is not a valid dealstage of pipeline {pipeline}: [{}]",
+                    allowed.join(", ")
+                ),
+                "INVALID_OPTION",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// `lifecyclestage` options: internal value, label.
 const LIFECYCLE_STAGES: [(&str, &str); 8] = [
     ("subscriber", "Subscriber"),
@@ -1934,6 +2206,7 @@ fn builtin_properties(object: CrmObject) -> &'static [PropertyDef] {
     match object {
         CrmObject::Contacts => &CONTACT_PROPERTIES,
         CrmObject::Companies => &COMPANY_PROPERTIES,
+        CrmObject::Deals => &DEAL_PROPERTIES,
     }
 }
 
@@ -1953,6 +2226,15 @@ fn builtin_json(object: CrmObject, def: &PropertyDef) -> Value {
     let options = match name {
         "lifecyclestage" => options_json(&LIFECYCLE_STAGES),
         "industry" => options_json(&INDUSTRIES),
+        "deal_currency_code" => options_json(&CURRENCIES),
+        "pipeline" => options_json(&PIPELINES.map(|(id, label, _)| (id, label))),
+        // Every pipeline's stages, as HubSpot lists them on the property.
+        "dealstage" => options_json(
+            &PIPELINES
+                .iter()
+                .flat_map(|(_, _, stages)| stages.iter().copied())
+                .collect::<Vec<_>>(),
+        ),
         _ => Vec::new(),
     };
     let read_only = DERIVED_PROPERTIES.contains(&name);

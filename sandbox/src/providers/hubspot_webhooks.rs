@@ -425,6 +425,7 @@ fn object_name(object: CrmObject) -> &'static str {
     match object {
         CrmObject::Contacts => "contact",
         CrmObject::Companies => "company",
+        CrmObject::Deals => "deal",
     }
 }
 

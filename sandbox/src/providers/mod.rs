@@ -21,6 +21,7 @@ pub mod google;
 pub mod google_api;
 pub mod hook_delivery;
 pub mod hubspot;
+pub mod hubspot_associations;
 pub mod hubspot_crm;
 pub mod hubspot_webhooks;
 pub mod pipedrive;

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::conflict::{Direction, Strategy};
-use super::schema::{CrmField, Entity};
+use super::schema::{CrmField, Entity, FieldType};
 use super::transform::{INPUT_CHARS, MAX_OUTPUT, Transform};
 use crate::domain::{ConnectionId, JobId, MappingId, SyncConfigId, TenantId, UserId};
 
@@ -414,6 +414,27 @@ pub fn check_mappings(
                     message: e.to_string(),
                 }),
                 Ok(t) => {
+                    // A value map pushed into a CRM picklist (a deal stage, a lifecycle
+                    // stage) writes only the CRM's options: a target it does not list is
+                    // refused now, not record by record at run time.
+                    if matches!(side_fields, Side::App)
+                        && pushes
+                        && crm.kind == FieldType::Enumeration
+                        && !crm.options.is_empty()
+                        && let Some(targets) = t.map_targets()
+                        && let Some(bad) = targets
+                            .iter()
+                            .find(|v| !v.is_empty() && !crm.options.iter().any(|o| o == *v))
+                    {
+                        problems.push(MappingProblem {
+                            field: at(name),
+                            message: format!(
+                                "the value map writes {:?}, which is not one of CRM field {:?}'s options",
+                                clip(bad),
+                                crm.name
+                            ),
+                        });
+                    }
                     let bound = t.bound();
                     if bound > MAX_OUTPUT as u64 {
                         problems.push(MappingProblem {
@@ -563,6 +584,34 @@ mod tests {
         assert!(
             text.contains("mappings[7].transform") && text.contains("can produce 200000 bytes"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn a_stage_value_map_writes_only_the_crms_options() {
+        let mut stage = crm("dealstage", FieldType::Enumeration, true);
+        stage.options = vec!["appointmentscheduled".into(), "closedwon".into()];
+        let fields = vec![stage];
+        let mapped = |push: &str| {
+            let mut m = m("dealstage", "stage", Direction::Bidirectional);
+            m.entity = Entity::Deals;
+            m.transform = Some(r#"map({"closedwon": "won"})"#.into());
+            m.push_transform = Some(push.into());
+            m
+        };
+        let good = mapped(r#"map({"new": "appointmentscheduled", "won": "closedwon"})"#);
+        assert_eq!(check_mappings(Entity::Deals, &[&good], &fields), vec![]);
+        let bad = mapped(r#"map({"new": "appointmentscheduled", "won": "closed_won"})"#);
+        let problems = check_mappings(Entity::Deals, &[&bad], &fields);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].field, "mappings[0].push_transform");
+        assert!(problems[0].message.contains("closed_won"), "{problems:?}");
+        // A value the map does not know passes through unchanged: the CRM refuses it
+        // record by record (a run-time record error), as any other enumeration value.
+        let pass_through = mapped(r#"trim | map({"won": "closedwon"})"#);
+        assert_eq!(
+            check_mappings(Entity::Deals, &[&pass_through], &fields),
+            vec![]
         );
     }
 

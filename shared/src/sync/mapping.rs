@@ -82,6 +82,13 @@ impl Mapper {
         f
     }
 
+    /// (app field, CRM field) of every mapping.
+    pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.mappings
+            .iter()
+            .map(|m| (m.mapping.app_field.as_str(), m.mapping.crm_field.as_str()))
+    }
+
     /// (app field, direction) of every mapping, for the conflict check.
     pub fn directions(&self) -> Vec<(String, Direction)> {
         self.mappings

@@ -105,7 +105,7 @@ impl Record {
     /// Its key (lower-cased email or domain), if it has one.
     pub fn key(&self) -> Option<String> {
         self.fields
-            .get(self.entity.key_field())
+            .get(self.entity.key_field()?)
             .map(|k| normalise_key(self.entity, k))
             .filter(|k| !k.is_empty())
     }
@@ -159,6 +159,7 @@ pub fn normalise_key(entity: Entity, value: &str) -> String {
                 .unwrap_or_default()
                 .to_owned()
         }
+        Entity::Deals => v,
     }
 }
 
@@ -233,6 +234,7 @@ impl Records {
                 && match entity {
                     Entity::Contacts => s.contains('@'),
                     Entity::Companies => s.contains('.'),
+                    Entity::Deals => false,
                 };
             if looks_like_key {
                 if q.cursor.is_some() {

@@ -1,5 +1,10 @@
-//! The app's side of a sync: the entities Conduit keeps (contacts, companies), their
-//! fields and types, and how a CRM field's type relates to an app field's.
+//! The app's side of a sync: the entities Conduit keeps (contacts, companies, deals),
+//! their fields and types, and how a CRM field's type relates to an app field's.
+//!
+//! Deals carry associations: `company_id` and `contact_id` hold the app ids of the
+//! deal's company and primary contact. The engine translates them through the config's
+//! links of those entities (app id ↔ CRM id), so a CRM never sees an app id and the app
+//! never a CRM id.
 
 use std::fmt;
 
@@ -13,17 +18,21 @@ pub enum Entity {
     Contacts,
     /// Organisations (HubSpot companies, Salesforce accounts).
     Companies,
+    /// Sales opportunities (HubSpot deals, Salesforce opportunities), with their
+    /// company and primary contact.
+    Deals,
 }
 
 impl Entity {
     /// Every entity.
-    pub const ALL: [Entity; 2] = [Entity::Contacts, Entity::Companies];
+    pub const ALL: [Entity; 3] = [Entity::Contacts, Entity::Companies, Entity::Deals];
 
     /// The path and wire name.
     pub fn as_str(self) -> &'static str {
         match self {
             Entity::Contacts => "contacts",
             Entity::Companies => "companies",
+            Entity::Deals => "deals",
         }
     }
 
@@ -32,6 +41,7 @@ impl Entity {
         match value {
             "contacts" => Some(Entity::Contacts),
             "companies" => Some(Entity::Companies),
+            "deals" => Some(Entity::Deals),
             _ => None,
         }
     }
@@ -41,6 +51,7 @@ impl Entity {
         match self {
             Entity::Contacts => CONTACT_FIELDS,
             Entity::Companies => COMPANY_FIELDS,
+            Entity::Deals => DEAL_FIELDS,
         }
     }
 
@@ -50,11 +61,31 @@ impl Entity {
     }
 
     /// The field that identifies a record across systems (contacts: email, companies:
-    /// domain): pulls link a CRM record to an app record with the same key.
-    pub fn key_field(self) -> &'static str {
+    /// domain): pulls link a CRM record to an app record with the same key. Deals have
+    /// none: they are linked only through links and Conduit's marker.
+    pub fn key_field(self) -> Option<&'static str> {
         match self {
-            Entity::Contacts => "email",
-            Entity::Companies => "domain",
+            Entity::Contacts => Some("email"),
+            Entity::Companies => Some("domain"),
+            Entity::Deals => None,
+        }
+    }
+
+    /// The entity an association field of this entity holds app ids of (deals'
+    /// `company_id` and `contact_id`).
+    pub fn association(self, field: &str) -> Option<Entity> {
+        match (self, field) {
+            (Entity::Deals, "company_id") => Some(Entity::Companies),
+            (Entity::Deals, "contact_id") => Some(Entity::Contacts),
+            _ => None,
+        }
+    }
+
+    /// The entities this one's associations point at (synced before it in a run).
+    pub fn associated(self) -> &'static [Entity] {
+        match self {
+            Entity::Deals => &[Entity::Companies, Entity::Contacts],
+            _ => &[],
         }
     }
 
@@ -63,6 +94,7 @@ impl Entity {
         match self {
             Entity::Contacts => &["first_name", "last_name"],
             Entity::Companies => &["name"],
+            Entity::Deals => &["name"],
         }
     }
 }
@@ -268,6 +300,69 @@ pub const COMPANY_FIELDS: &[AppField] = &[
     ),
 ];
 
+/// Deal fields (`company_id` / `contact_id`: app ids of associated records).
+pub const DEAL_FIELDS: &[AppField] = &[
+    field(
+        "name",
+        "Deal name",
+        FieldType::String,
+        &["dealname", "opportunityname", "title"],
+    ),
+    field("amount", "Amount", FieldType::Number, &["value"]),
+    field(
+        "currency",
+        "Currency",
+        FieldType::String,
+        &[
+            "dealcurrencycode",
+            "currencyisocode",
+            "transactioncurrencyid",
+        ],
+    ),
+    field(
+        "close_date",
+        "Close date",
+        FieldType::Date,
+        &["closedate", "expectedclosedate", "estimatedclosedate"],
+    ),
+    field(
+        "stage",
+        "Stage",
+        FieldType::Enumeration,
+        &["dealstage", "stagename", "stageid", "salesstage"],
+    ),
+    field(
+        "pipeline",
+        "Pipeline",
+        FieldType::Enumeration,
+        &["pipelineid"],
+    ),
+    field(
+        "company_id",
+        "Company",
+        FieldType::Id,
+        &[
+            "accountid",
+            "orgid",
+            "accountname",
+            "parentaccountid",
+            "associationscompanies",
+        ],
+    ),
+    field(
+        "contact_id",
+        "Primary contact",
+        FieldType::Id,
+        &[
+            "contactid",
+            "personid",
+            "contactname",
+            "parentcontactid",
+            "associationscontacts",
+        ],
+    ),
+];
+
 /// Lower-case ASCII letters and digits only: "First Name", "first_name" and
 /// "FirstName" all become "firstname" (auto-map compares these).
 pub fn normalise(name: &str) -> String {
@@ -306,7 +401,9 @@ mod tests {
     fn entities_and_fields_are_named_once() {
         for e in Entity::ALL {
             assert_eq!(Entity::parse(e.as_str()), Some(e));
-            assert!(e.field(e.key_field()).is_some());
+            if let Some(k) = e.key_field() {
+                assert!(e.field(k).is_some());
+            }
             for n in e.name_fields() {
                 assert!(e.field(n).is_some());
             }
@@ -315,7 +412,22 @@ mod tests {
             names.dedup();
             assert_eq!(names.len(), e.fields().len());
         }
-        assert_eq!(Entity::parse("deals"), None);
+        assert_eq!(Entity::parse("opportunities"), None);
+        assert_eq!(
+            Entity::Deals.association("company_id"),
+            Some(Entity::Companies)
+        );
+        assert_eq!(Entity::Deals.association("name"), None);
+        for e in Entity::ALL {
+            for f in e.fields() {
+                assert_eq!(
+                    e.association(f.name).is_some(),
+                    f.kind == FieldType::Id,
+                    "{e}.{}",
+                    f.name
+                );
+            }
+        }
     }
 
     #[test]

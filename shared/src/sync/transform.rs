@@ -401,6 +401,21 @@ impl Transform {
             .collect()
     }
 
+    /// When the last step is a `map`, the values it writes (its targets and fallback):
+    /// what a value map can put in a CRM field, for checking against its options.
+    pub fn map_targets(&self) -> Option<Vec<&str>> {
+        match self.steps.last()? {
+            Step::Map(entries, fallback) => Some(
+                entries
+                    .values()
+                    .map(String::as_str)
+                    .chain(fallback.as_deref())
+                    .collect(),
+            ),
+            _ => None,
+        }
+    }
+
     /// The most bytes any step of this transform can produce when every value it reads
     /// holds [`INPUT_CHARS`] characters (saturating; see the module doc).
     pub fn bound(&self) -> u64 {

@@ -172,6 +172,9 @@ impl Event {
         let entity = match object {
             "contact" => Entity::Contacts,
             "company" => Entity::Companies,
+            // `deal.associationChange` events (their own payload) are not read: an
+            // association change alone reaches the app with the config's next pull.
+            "deal" => Entity::Deals,
             _ => return None,
         };
         let change = match change {
@@ -352,16 +355,19 @@ mod tests {
             event(6, "company.privacyDeletion", 21, 106),
             event(7, "deal.creation", 31, 107),
             event(8, "contact.associationChange", 11, 108),
+            event(9, "ticket.creation", 41, 109),
         ]);
         let batch = parse(body.to_string().as_bytes()).unwrap();
         assert_eq!(batch.ignored, 2);
-        assert_eq!(batch.event_ids.len(), 8);
+        assert_eq!(batch.event_ids.len(), 9);
         let contacts = &batch.changes[&("62515".to_owned(), Entity::Contacts)];
         let ids = |s: &BTreeSet<String>| s.iter().cloned().collect::<Vec<_>>();
         assert_eq!(ids(&contacts.changed), ["11", "12", "13"]);
         assert!(contacts.deleted.is_empty());
         let companies = &batch.changes[&("62515".to_owned(), Entity::Companies)];
         assert_eq!(ids(&companies.deleted), ["21"]);
+        let deals = &batch.changes[&("62515".to_owned(), Entity::Deals)];
+        assert_eq!(ids(&deals.changed), ["31"]);
     }
 
     #[test]

@@ -149,7 +149,7 @@ fn run(
                 given_id,
                 RecordError::new(
                     "INVALID_TYPE",
-                    "Each record needs attributes.type naming a supported sObject type (Contact, Account)",
+                    "Each record needs attributes.type naming a supported sObject type (Contact, Account, Opportunity)",
                 ),
             )),
             Some(object) => match write(org, object, record, stamp) {

@@ -1,4 +1,4 @@
-//! Salesforce REST data stand-in: `Contact` and `Account` records per org, served at the
+//! Salesforce REST data stand-in: `Contact`, `Account` and `Opportunity` records per org, served at the
 //! instance host under `/services/data/vNN.N/…` (any version) to the Bearer session of a
 //! Salesforce OAuth grant. The org is the grant user's (`00DDn00000AcmeOEAA`,
 //! [`DEFAULT_SALESFORCE_ORG`], for the default user `admin@acme.test`).
@@ -13,6 +13,16 @@
 //! incremental `WHERE SystemModstamp > :last ORDER BY SystemModstamp, Id` never misses
 //! or double-counts a change. Query cursors are snapshots: later pages show records as
 //! they were when the query ran.
+//!
+//! `Opportunity`: `Name`, `StageName` and `CloseDate` required on create; `StageName`
+//! is a restricted picklist of the standard sales process's ten stages
+//! (`INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST`); `AccountId` and `ContactId` must name
+//! live records (`INVALID_CROSS_REFERENCE_KEY`); `ContactId` is createable, not
+//! updateable (Salesforce derives it from the primary `OpportunityContactRole`). Not
+//! reproduced: `OpportunityContactRole` itself, sales processes and record types (one
+//! stage list for every opportunity), `Probability` / `ForecastCategory` /
+//! `IsClosed` / `IsWon` derived from the stage, currencies (`Amount` is a plain
+//! number), and the cascade delete of an account's opportunities.
 
 // Handlers return the finished error response as their `Err`, as the HubSpot ones do.
 #![allow(clippy::result_large_err)]

@@ -16,6 +16,16 @@ pub enum SfObject {
     /// `Account`, ids starting `001`.
     #[serde(alias = "account", alias = "accounts", alias = "Accounts")]
     Account,
+    /// `Opportunity`, ids starting `006`: `Name`, `StageName` (the standard sales
+    /// process's picklist) and `CloseDate` required; `AccountId` and `ContactId` (the
+    /// primary contact: set on create only, as Salesforce's derived field) reference
+    /// the org's accounts and contacts.
+    #[serde(
+        alias = "opportunity",
+        alias = "opportunities",
+        alias = "Opportunities"
+    )]
+    Opportunity,
     /// `Knowledge__kav`, Lightning Knowledge article versions, ids starting `ka0`: only
     /// queried and read (see `knowledge.rs`); not in [`SfObject::ALL`], so the generic
     /// sObject write routes do not take it.
@@ -24,8 +34,8 @@ pub enum SfObject {
 }
 
 impl SfObject {
-    /// Both objects.
-    pub const ALL: [SfObject; 2] = [SfObject::Contact, SfObject::Account];
+    /// The sObjects the generic routes serve.
+    pub const ALL: [SfObject; 3] = [SfObject::Contact, SfObject::Account, SfObject::Opportunity];
 
     /// The object from its API name, case-insensitively (`Contact`, `account`).
     pub fn parse(name: &str) -> Option<Self> {
@@ -39,6 +49,7 @@ impl SfObject {
         match self {
             SfObject::Contact => "Contact",
             SfObject::Account => "Account",
+            SfObject::Opportunity => "Opportunity",
             SfObject::Knowledge => "Knowledge__kav",
         }
     }
@@ -48,6 +59,7 @@ impl SfObject {
         match self {
             SfObject::Contact => "003",
             SfObject::Account => "001",
+            SfObject::Opportunity => "006",
             SfObject::Knowledge => "ka0",
         }
     }
@@ -63,6 +75,7 @@ impl SfObject {
         match self {
             SfObject::Contact => "Contacts",
             SfObject::Account => "Accounts",
+            SfObject::Opportunity => "Opportunities",
             SfObject::Knowledge => "Knowledge",
         }
     }
@@ -72,6 +85,7 @@ impl SfObject {
             SfObject::Contact => 0,
             SfObject::Account => 1,
             SfObject::Knowledge => 2,
+            SfObject::Opportunity => 3,
         }
     }
 
@@ -80,6 +94,7 @@ impl SfObject {
         match self {
             SfObject::Contact => &CONTACT_FIELDS,
             SfObject::Account => &ACCOUNT_FIELDS,
+            SfObject::Opportunity => &OPPORTUNITY_FIELDS,
             SfObject::Knowledge => &super::knowledge::FIELDS,
         }
     }
@@ -209,6 +224,9 @@ pub(crate) struct Field {
     pub(crate) external_id: bool,
     pub(crate) custom: bool,
     pub(crate) picklist: &'static [&'static str],
+    /// A value outside `picklist` is refused (`StageName`, whose values are the sales
+    /// process's stages).
+    pub(crate) restricted: bool,
     pub(crate) reference_to: Option<SfObject>,
     pub(crate) source: Source,
     /// SOQL may filter on it (`WHERE`).
@@ -237,6 +255,7 @@ impl Field {
             external_id: false,
             custom: false,
             picklist: &[],
+            restricted: false,
             reference_to: None,
             source: Source::Stored,
             filter: plain,
@@ -336,7 +355,7 @@ impl Field {
             "sortable": self.sortable(),
             "groupable": self.filterable() && self.kind != FieldType::Double,
             "nameField": self.name == "Name",
-            "restrictedPicklist": false,
+            "restrictedPicklist": self.restricted,
             "picklistValues": picklist,
             "referenceTo": self.reference_to.map_or_else(Vec::new, |to| vec![to.name()]),
             "relationshipName": self.reference_to.map(SfObject::name),
@@ -399,6 +418,47 @@ const ACCOUNT_FIELDS: [Field; 15] = [
     Field::text("NumberOfEmployees", "Employees", T::Int, 0),
     Field::text("AnnualRevenue", "Annual Revenue", T::Double, 0),
     Field::text("Description", "Account Description", T::Textarea, 32_000),
+    CONDUIT_ID,
+    CREATED,
+    MODIFIED,
+    MODSTAMP,
+    DELETED,
+];
+
+/// The standard sales process's stages (`StageName`).
+pub(crate) const STAGES: [&str; 10] = [
+    "Prospecting",
+    "Qualification",
+    "Needs Analysis",
+    "Value Proposition",
+    "Id. Decision Makers",
+    "Perception Analysis",
+    "Proposal/Price Quote",
+    "Negotiation/Review",
+    "Closed Won",
+    "Closed Lost",
+];
+
+const OPPORTUNITY_FIELDS: [Field; 13] = [
+    Field {
+        label: "Opportunity ID",
+        ..ID
+    },
+    Field::text("Name", "Name", T::String, 120).required(),
+    Field::text("Amount", "Amount", T::Double, 0),
+    Field::text("CloseDate", "Close Date", T::Date, 0).required(),
+    Field {
+        restricted: true,
+        ..Field::text("StageName", "Stage", T::Picklist, 255)
+            .picklist(&STAGES)
+            .required()
+    },
+    Field::text("AccountId", "Account ID", T::Reference, 18).reference(SfObject::Account),
+    Field {
+        updateable: false,
+        ..Field::text("ContactId", "Contact ID", T::Reference, 18).reference(SfObject::Contact)
+    },
+    Field::text("Description", "Description", T::Textarea, 32_000),
     CONDUIT_ID,
     CREATED,
     MODIFIED,
@@ -535,6 +595,18 @@ pub(crate) fn coerce(field: &Field, value: &Value) -> Result<Value, BadValue> {
                         format!(
                             "{}: data value too large: {text} (max length={})",
                             field.label, field.length
+                        ),
+                    )
+                    .on(field.name),
+                ));
+            }
+            if field.restricted && !field.picklist.contains(&text.as_str()) {
+                return Err(BadValue::Record(
+                    RecordError::new(
+                        "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+                        format!(
+                            "{}: bad value for restricted picklist field: {text}",
+                            field.label
                         ),
                     )
                     .on(field.name),

@@ -220,7 +220,7 @@ enum Undo {
 /// One org's data.
 #[derive(Debug, Default)]
 pub(crate) struct Org {
-    tables: [Table; 3],
+    tables: [Table; 4],
     /// The latest modification stamp handed out (epoch ms).
     last_stamp: i64,
     /// Open cursors by query id, least recently used first.
@@ -645,6 +645,7 @@ fn seed_fields(object: SfObject) -> &'static [&'static str] {
             "Birthdate",
             "AccountId",
         ],
+        SfObject::Opportunity => &["Name", "Amount", "CloseDate", "StageName"],
         SfObject::Account => &[
             "Name",
             "Website",
@@ -711,6 +712,12 @@ fn seed_values(object: SfObject, n: u64, accounts: &[String]) -> Vec<Value> {
                 Value::from(c.description),
             ]
         }
+        SfObject::Opportunity => vec![
+            Value::from(format!("Opportunity {n}")),
+            json!((1_000 + (n % 97) * 250) as f64),
+            Value::from(format!("2027-{:02}-15", 1 + n % 12)),
+            Value::from(super::schema::STAGES[usize::try_from(n).unwrap_or(0) % 8]),
+        ],
         SfObject::Knowledge => Vec::new(),
     }
 }

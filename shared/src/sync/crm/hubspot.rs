@@ -1,4 +1,4 @@
-//! HubSpot CRM v3: contacts and companies.
+//! HubSpot CRM v3: contacts, companies and deals.
 //!
 //! - **Pull**: a full pass without filters walks `GET /crm/v3/objects/{object}` (100 a
 //!   page, `after`, no depth cap; one single-record search first counts them); anything
@@ -15,6 +15,13 @@
 //! - **Errors**: `{"status":"error","message","category"}`; 403 `MISSING_SCOPES` names
 //!   the scopes in `errors[].context`; a 429 whose policy is `DAILY` is exhaustion; 207
 //!   is a batch answer with some failures.
+//! - **Deal associations**: the pseudo-fields `associations.companies` and
+//!   `associations.contacts` (described with the deal's properties, type id) hold the
+//!   CRM id of the deal's company (its primary one, else the lowest id) and contact
+//!   (the lowest id). They are read with the associations v4 `batch/read` after each
+//!   page, written with the create (`associations` of the input: type 5 "Primary" to
+//!   the company, 3 to the contact) or, on update, with v4 `batch/archive` of the old
+//!   ones and `batch/create` of the new one.
 
 use std::collections::BTreeMap;
 
@@ -90,7 +97,24 @@ impl Dialect for HubSpot {
                 None,
             )
             .await?;
-        fields(&v)
+        let mut out = fields(&v)?;
+        if entity == Entity::Deals {
+            for (name, label) in [
+                (ASSOC_COMPANIES, "Associated company"),
+                (ASSOC_CONTACTS, "Associated contact"),
+            ] {
+                out.push(CrmField {
+                    name: name.into(),
+                    label: label.into(),
+                    kind: FieldType::Id,
+                    provider_type: "association".into(),
+                    required: false,
+                    writable: true,
+                    options: Vec::new(),
+                });
+            }
+        }
+        Ok(out)
     }
 
     async fn ensure_marker(&self, c: &mut CrmClient<'_>, entity: Entity) -> Result<bool, CrmError> {
@@ -111,11 +135,14 @@ impl Dialect for HubSpot {
         fields: &[String],
         filters: &[&Filter],
     ) -> Result<PullPage, CrmError> {
-        if cursor.since_ms.is_none() && filters.is_empty() {
-            list_page(c, entity, cursor, fields).await
+        let (fields, assoc) = split_associations(fields);
+        let mut page = if cursor.since_ms.is_none() && filters.is_empty() {
+            list_page(c, entity, cursor, &fields).await?
         } else {
-            search_page(c, entity, cursor, fields, filters).await
-        }
+            search_page(c, entity, cursor, &fields, filters).await?
+        };
+        read_associations(c, &mut page.records, &assoc).await?;
+        Ok(page)
     }
 
     async fn read(
@@ -126,8 +153,9 @@ impl Dialect for HubSpot {
         fields: &[String],
     ) -> Result<Vec<CrmRecord>, CrmError> {
         let object = c.kind().object(entity);
+        let (fields, assoc) = split_associations(fields);
         let body = json!({
-            "properties": c.with_system_fields(entity, fields),
+            "properties": c.with_system_fields(entity, &fields),
             "inputs": ids.iter().map(|id| json!({"id": id})).collect::<Vec<_>>(),
         });
         let v = c
@@ -138,7 +166,9 @@ impl Dialect for HubSpot {
                 Some(&body),
             )
             .await?;
-        records(&v, c.kind().modified_field(entity))
+        let mut out = records(&v, c.kind().modified_field(entity))?;
+        read_associations(c, &mut out, &assoc).await?;
+        Ok(out)
     }
 
     async fn find_by(
@@ -174,7 +204,52 @@ impl Dialect for HubSpot {
         inputs: &[WriteValues],
         ids: Option<&[String]>,
     ) -> Result<Vec<WriteOutcome>, CrmError> {
-        write(c, entity, inputs, ids).await
+        if entity != Entity::Deals {
+            return write(c, entity, inputs, ids, &[]).await;
+        }
+        // Associations leave the properties: a create carries them, an update sets
+        // them through the v4 API once the properties are written.
+        let mut plain = Vec::with_capacity(inputs.len());
+        let mut wanted: Vec<Vec<(&'static str, Option<String>)>> = Vec::new();
+        for values in inputs {
+            let mut props = values.clone();
+            let mut assoc = Vec::new();
+            for (field, to) in ASSOCIATIONS {
+                if let Some(v) = props.remove(field) {
+                    assoc.push((to, v));
+                }
+            }
+            plain.push(props);
+            wanted.push(assoc);
+        }
+        match ids {
+            None => {
+                let with: Vec<Vec<Value>> = wanted
+                    .iter()
+                    .map(|assoc| {
+                        assoc
+                            .iter()
+                            .filter_map(|(to, id)| {
+                                let id = id.as_deref()?;
+                                Some(json!({
+                                    "to": {"id": id},
+                                    "types": [{
+                                        "associationCategory": "HUBSPOT_DEFINED",
+                                        "associationTypeId": type_to(to),
+                                    }],
+                                }))
+                            })
+                            .collect()
+                    })
+                    .collect();
+                write(c, entity, &plain, None, &with).await
+            }
+            Some(ids) => {
+                let mut out = write(c, entity, &plain, Some(ids), &[]).await?;
+                write_associations(c, &mut out, &wanted).await?;
+                Ok(out)
+            }
+        }
     }
 
     async fn delete(
@@ -267,6 +342,7 @@ async fn define_marker(c: &mut CrmClient<'_>, entity: Entity) -> Result<Option<b
     let group = match entity {
         Entity::Contacts => "contactinformation",
         Entity::Companies => "companyinformation",
+        Entity::Deals => "dealinformation",
     };
     let body = json!({
         "name": c.kind().marker(),
@@ -415,12 +491,235 @@ async fn search_page(
     Ok(PullPage::new(records, next, total))
 }
 
-/// One batch create or update.
+/// The deal pseudo-fields holding associations, and the object each points at.
+const ASSOCIATIONS: [(&str, &str); 2] =
+    [(ASSOC_COMPANIES, "companies"), (ASSOC_CONTACTS, "contacts")];
+/// The deal's company (CRM id).
+pub const ASSOC_COMPANIES: &str = "associations.companies";
+/// The deal's contact (CRM id).
+pub const ASSOC_CONTACTS: &str = "associations.contacts";
+/// Most inputs of one associations v4 request.
+const ASSOC_BATCH: usize = 1_000;
+
+/// The association type a deal's link to `to` is written with: the primary company
+/// (5), a contact (3).
+fn type_to(to: &str) -> u64 {
+    if to == "companies" { 5 } else { 3 }
+}
+
+/// Properties to read, and the association pseudo-fields asked for (their objects).
+fn split_associations(fields: &[String]) -> (Vec<String>, Vec<(&'static str, &'static str)>) {
+    let assoc = ASSOCIATIONS
+        .iter()
+        .filter(|(f, _)| fields.iter().any(|x| x == f))
+        .copied()
+        .collect();
+    let plain = fields
+        .iter()
+        .filter(|f| !ASSOCIATIONS.iter().any(|(a, _)| a == f))
+        .cloned()
+        .collect();
+    (plain, assoc)
+}
+
+/// The current associations of `deals` to `to`: deal → [(CRM id, primary)].
+async fn current_associations(
+    c: &mut CrmClient<'_>,
+    deals: &[String],
+    to: &str,
+) -> Result<BTreeMap<String, Vec<(String, bool)>>, CrmError> {
+    let mut out: BTreeMap<String, Vec<(String, bool)>> = BTreeMap::new();
+    for chunk in deals.chunks(ASSOC_BATCH) {
+        let body = json!({"inputs": chunk.iter().map(|id| json!({"id": id})).collect::<Vec<_>>()});
+        let v = c
+            .call(
+                Method::POST,
+                &format!("/crm/v4/associations/deals/{to}/batch/read"),
+                &[],
+                Some(&body),
+            )
+            .await?;
+        for r in v
+            .get("results")
+            .and_then(Value::as_array)
+            .ok_or_else(|| CrmError::Malformed("associations answer without results".into()))?
+        {
+            let Some(from) = r.pointer("/from/id").and_then(scalar_text) else {
+                continue;
+            };
+            for t in r.get("to").and_then(Value::as_array).into_iter().flatten() {
+                let Some(id) = t.get("toObjectId").and_then(scalar_text) else {
+                    continue;
+                };
+                let primary = t
+                    .get("associationTypes")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .any(|a| a.get("typeId").and_then(Value::as_u64) == Some(5));
+                out.entry(from.clone()).or_default().push((id, primary));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Adds the asked-for association pseudo-fields to deal records.
+async fn read_associations(
+    c: &mut CrmClient<'_>,
+    records: &mut [CrmRecord],
+    assoc: &[(&'static str, &'static str)],
+) -> Result<(), CrmError> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
+    for (field, to) in assoc {
+        let current = current_associations(c, &ids, to).await?;
+        for r in records.iter_mut() {
+            if let Some(id) = current.get(&r.id).and_then(|list| chosen(list)) {
+                r.values.insert((*field).to_owned(), id);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The one association a deal's field shows: the primary one, else the lowest id.
+fn chosen(list: &[(String, bool)]) -> Option<String> {
+    let by_number = |id: &String| (id.len(), id.clone());
+    list.iter()
+        .filter(|(_, p)| *p)
+        .map(|(id, _)| id)
+        .min_by_key(|id| by_number(id))
+        .or_else(|| list.iter().map(|(id, _)| id).min_by_key(|id| by_number(id)))
+        .cloned()
+}
+
+/// Sets updated deals' associations: those no longer wanted archived, the wanted one
+/// created. A deal whose association was refused fails with the CRM's message.
+async fn write_associations(
+    c: &mut CrmClient<'_>,
+    outcomes: &mut [WriteOutcome],
+    wanted: &[Vec<(&'static str, Option<String>)>],
+) -> Result<(), CrmError> {
+    for to in ["companies", "contacts"] {
+        // (outcome index, deal id, wanted CRM id)
+        let mut deals: Vec<(usize, String, Option<String>)> = Vec::new();
+        for (i, (outcome, assoc)) in outcomes.iter().zip(wanted).enumerate() {
+            let WriteOutcome::Done(id) = outcome else {
+                continue;
+            };
+            if let Some((_, want)) = assoc.iter().find(|(t, _)| *t == to) {
+                deals.push((i, id.clone(), want.clone()));
+            }
+        }
+        if deals.is_empty() {
+            continue;
+        }
+        let ids: Vec<String> = deals.iter().map(|(_, id, _)| id.clone()).collect();
+        let current = current_associations(c, &ids, to).await?;
+        let mut archive = Vec::new();
+        let mut create = Vec::new();
+        for (i, deal, want) in &deals {
+            let have: Vec<&String> = current
+                .get(deal)
+                .into_iter()
+                .flatten()
+                .map(|(id, _)| id)
+                .collect();
+            let stale: Vec<Value> = have
+                .iter()
+                .filter(|id| Some(id.as_str()) != want.as_deref())
+                .map(|id| json!({"id": id}))
+                .collect();
+            if !stale.is_empty() {
+                archive.push(json!({"from": {"id": deal}, "to": stale}));
+            }
+            if let Some(w) = want
+                && !have.contains(&w)
+            {
+                create.push((*i, json!({
+                    "from": {"id": deal},
+                    "to": {"id": w},
+                    "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": type_to(to)}],
+                })));
+            }
+        }
+        for chunk in archive.chunks(ASSOC_BATCH) {
+            c.call(
+                Method::POST,
+                &format!("/crm/v4/associations/deals/{to}/batch/archive"),
+                &[],
+                Some(&json!({"inputs": chunk})),
+            )
+            .await?;
+        }
+        for chunk in create.chunks(ASSOC_BATCH) {
+            let body = json!({"inputs": chunk.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>()});
+            match c
+                .call(
+                    Method::POST,
+                    &format!("/crm/v4/associations/deals/{to}/batch/create"),
+                    &[],
+                    Some(&body),
+                )
+                .await
+            {
+                Ok(_) => {}
+                // One bad target fails the request: each deal of it is tried alone, so
+                // only the deal whose target is refused fails.
+                Err(CrmError::Rejected {
+                    status: 400,
+                    message,
+                }) if chunk.len() == 1 => {
+                    if let Some(o) = outcomes.get_mut(chunk[0].0) {
+                        *o = WriteOutcome::Failed(format!("its {to} association: {message}"));
+                    }
+                }
+                Err(CrmError::Rejected { status: 400, .. }) => {
+                    for (i, input) in chunk {
+                        let one = json!({"inputs": [input]});
+                        if let Err(e) = c
+                            .call(
+                                Method::POST,
+                                &format!("/crm/v4/associations/deals/{to}/batch/create"),
+                                &[],
+                                Some(&one),
+                            )
+                            .await
+                        {
+                            match e {
+                                CrmError::Rejected {
+                                    status: 400,
+                                    message,
+                                } => {
+                                    if let Some(o) = outcomes.get_mut(*i) {
+                                        *o = WriteOutcome::Failed(format!(
+                                            "its {to} association: {message}"
+                                        ));
+                                    }
+                                }
+                                other => return Err(other),
+                            }
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One batch create or update; `associations`: per create input, what it is
+/// associated with (deals; empty: none).
 async fn write(
     c: &mut CrmClient<'_>,
     entity: Entity,
     inputs: &[WriteValues],
     ids: Option<&[String]>,
+    associations: &[Vec<Value>],
 ) -> Result<Vec<WriteOutcome>, CrmError> {
     let object = c.kind().object(entity);
     let op = if ids.is_some() { "update" } else { "create" };
@@ -432,7 +731,10 @@ async fn write(
                 .collect();
             match ids.and_then(|ids| ids.get(i)) {
                 Some(id) => json!({"id": id, "properties": props}),
-                None => json!({"properties": props}),
+                None => match associations.get(i).filter(|a| !a.is_empty()) {
+                    Some(a) => json!({"properties": props, "associations": a}),
+                    None => json!({"properties": props}),
+                },
             }
         }).collect::<Vec<_>>()
     });
@@ -452,7 +754,7 @@ async fn write(
             let field = if c.has_marker(entity) {
                 c.kind().marker()
             } else {
-                c.kind().key_field(entity)
+                c.kind().key_field(entity).unwrap_or_default()
             };
             let matched =
                 |v: Option<&String>| v.map(|s| s.trim().to_lowercase()).unwrap_or_default();
@@ -495,8 +797,13 @@ async fn write(
                 Some(ids) => (ids.get(..mid), ids.get(mid..)),
                 None => (None, None),
             };
-            let mut out = Box::pin(write(c, entity, &inputs[..mid], left_ids)).await?;
-            out.extend(Box::pin(write(c, entity, &inputs[mid..], right_ids)).await?);
+            let (left_a, right_a) = if associations.len() > mid {
+                associations.split_at(mid)
+            } else {
+                (associations, &[][..])
+            };
+            let mut out = Box::pin(write(c, entity, &inputs[..mid], left_ids, left_a)).await?;
+            out.extend(Box::pin(write(c, entity, &inputs[mid..], right_ids, right_a)).await?);
             Ok(out)
         }
         Err(e) => Err(e),

@@ -50,6 +50,8 @@ pub struct CrmKind {
     facts: &'static CrmFacts,
     contacts: &'static CrmObject,
     companies: &'static CrmObject,
+    /// Deals, where the CRM syncs them (its catalogue `crm.objects` lists them).
+    deals: Option<&'static CrmObject>,
     dialect: &'static dyn Dialect,
 }
 
@@ -89,6 +91,7 @@ impl CrmKind {
             provider: p.id.as_str(),
             contacts: facts.objects.get(Entity::Contacts.as_str())?,
             companies: facts.objects.get(Entity::Companies.as_str())?,
+            deals: facts.objects.get(Entity::Deals.as_str()),
             dialect: dialect_named(&facts.dialect)?,
             facts,
         })
@@ -110,7 +113,16 @@ impl CrmKind {
         match entity {
             Entity::Contacts => self.contacts,
             Entity::Companies => self.companies,
+            // A config syncs deals only with a CRM that has them (validated on save);
+            // the companies' facts stand in so nothing here panics.
+            Entity::Deals => self.deals.unwrap_or(self.companies),
         }
+    }
+
+    /// Whether this CRM syncs `entity` (contacts and companies always; deals where the
+    /// catalogue lists the object).
+    pub fn syncs(self, entity: Entity) -> bool {
+        entity != Entity::Deals || self.deals.is_some()
     }
 
     /// The CRM object of an entity.
@@ -134,9 +146,12 @@ impl CrmKind {
     }
 
     /// The field that identifies a record by its key (the app's email / domain): how
-    /// creates are de-duplicated when the marker field cannot be defined.
-    pub fn key_field(self, entity: Entity) -> &'static str {
-        &self.object_facts(entity).key
+    /// creates are de-duplicated when the marker field cannot be defined. None: the
+    /// entity has no key (deals).
+    pub fn key_field(self, entity: Entity) -> Option<&'static str> {
+        entity.key_field()?;
+        let key = self.object_facts(entity).key.as_str();
+        (!key.is_empty()).then_some(key)
     }
 
     /// The field holding a record's last modification time.
@@ -794,10 +809,11 @@ impl<'a> CrmClient<'a> {
         entity: Entity,
         keys: &[String],
     ) -> Result<BTreeMap<String, String>, CrmError> {
+        let Some(field) = self.kind.key_field(entity) else {
+            return Ok(BTreeMap::new());
+        };
         let lower: Vec<String> = keys.iter().map(|k| k.trim().to_lowercase()).collect();
-        let found = self
-            .find_by(entity, self.kind.key_field(entity), &lower)
-            .await?;
+        let found = self.find_by(entity, field, &lower).await?;
         Ok(found
             .into_iter()
             .map(|(k, id)| (k.trim().to_lowercase(), id))
@@ -1101,7 +1117,12 @@ mod tests {
                 assert!(!kind.object(e).is_empty());
                 assert!(kind.is_system_field(e, kind.modified_field(e)));
                 assert!(kind.is_system_field(e, kind.marker()));
-                assert!(!kind.is_system_field(e, kind.key_field(e)));
+                let key = kind.key_field(e).unwrap();
+                assert!(!kind.is_system_field(e, key));
+            }
+            if kind.syncs(Entity::Deals) {
+                assert!(!kind.object(Entity::Deals).is_empty());
+                assert_eq!(kind.key_field(Entity::Deals), None);
             }
         }
         assert!(CrmKind::all().len() >= 2);

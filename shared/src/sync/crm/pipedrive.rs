@@ -144,6 +144,7 @@ fn fields_path(entity: Entity) -> &'static str {
     match entity {
         Entity::Contacts => "/api/v1/personFields",
         Entity::Companies => "/api/v1/organizationFields",
+        Entity::Deals => "/api/v1/dealFields",
     }
 }
 
@@ -163,6 +164,19 @@ fn writable_builtin(entity: Entity, key: &str) -> bool {
                 | "marketing_status"
         ),
         Entity::Companies => matches!(key, "name" | "owner_id" | "address" | "visible_to"),
+        Entity::Deals => matches!(
+            key,
+            "title"
+                | "owner_id"
+                | "person_id"
+                | "org_id"
+                | "pipeline_id"
+                | "stage_id"
+                | "value"
+                | "currency"
+                | "expected_close_date"
+                | "visible_to"
+        ),
     }
 }
 
@@ -728,6 +742,7 @@ fn recents_item(entity: Entity) -> &'static str {
     match entity {
         Entity::Contacts => "person",
         Entity::Companies => "organization",
+        Entity::Deals => "deal",
     }
 }
 

@@ -102,6 +102,18 @@ pub async fn run_chunk(
     if config.status == ConfigStatus::Paused {
         return close(app, &runs, task, 0, Progress::default(), Some("paused")).await;
     }
+    if associated_running(&runs, &config, task)
+        .await
+        .map_err(retry)?
+    {
+        // Deals wait for this run's companies and contacts (their links translate the
+        // deals' associations): the same chunk comes back shortly.
+        queue
+            .send_delayed(&SyncMessage::Chunk(Box::new(task.clone())), ASSOCIATED_WAIT)
+            .await
+            .map_err(|e| ChunkError::Retry(e.to_string()))?;
+        return Ok(());
+    }
     let Some(kind) = CrmKind::of(&config.provider) else {
         return close(
             app,
@@ -137,10 +149,12 @@ pub async fn run_chunk(
                     && c.direction.pulls()
                     && c.entities.contains(&task.entity)
             });
+    let mapper = Mapper::new(config.mappings_of(task.entity));
     let mut chunk = Chunk {
         queue,
         task,
-        mapper: Mapper::new(config.mappings_of(task.entity)),
+        assoc: assoc::Assoc::of(task.entity, &mapper),
+        mapper,
         records: Records::new(app.table.clone()),
         links: Links::new(app.table.clone(), &task.tenant, &config.id, task.entity),
         runs: runs.clone(),
@@ -247,6 +261,49 @@ pub async fn run_chunk(
             close(app, &runs, task, 0, p, Some(&e.to_string())).await
         }
     }
+}
+
+/// Seconds a deal chunk waits for its run's companies and contacts before it looks
+/// again.
+const ASSOCIATED_WAIT: i32 = 2;
+
+/// How long a deal run waits for them at most (a stuck log does not hold it forever).
+const ASSOCIATED_WAIT_MAX: time::Duration = time::Duration::minutes(15);
+
+/// Whether `task` is the first chunk of a phase of an entity with associations (deals)
+/// whose run also syncs the associated entities (companies, contacts) and they are not
+/// through that phase yet: a deal pull starts once their pulls are done, a deal push
+/// once they are done, so the links that translate associations exist.
+async fn associated_running(
+    runs: &Runs,
+    config: &SyncConfig,
+    task: &Task,
+) -> Result<bool, StoreError> {
+    let before: Vec<Entity> = task
+        .entity
+        .associated()
+        .iter()
+        .copied()
+        .filter(|e| config.entities.contains(e))
+        .collect();
+    if before.is_empty() || task.seq != 0 || task.only.is_some() {
+        return Ok(false);
+    }
+    let logs = runs.logs(&task.tenant, Some(&config.id), 10, None).await?;
+    let started = logs
+        .items
+        .iter()
+        .find(|l| l.id == task.log_id)
+        .map(|l| l.started_at);
+    if started.is_some_and(|at| now() - at > ASSOCIATED_WAIT_MAX) {
+        return Ok(false);
+    }
+    Ok(logs.items.iter().any(|l| {
+        l.job_id == task.job_id
+            && before.contains(&l.entity)
+            && l.status == RunStatus::Running
+            && (task.phase == Phase::Push || l.stage == "pulling")
+    }))
 }
 
 /// Records the chunk's completion; the chunk that empties the log closes it.

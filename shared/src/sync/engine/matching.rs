@@ -125,7 +125,7 @@ pub(super) async fn match_page(
     let key_of = |i: usize| {
         crm_values
             .get(i)
-            .and_then(|v| v.get(key_field))
+            .and_then(|v| v.get(key_field?))
             .and_then(|v| v.as_deref())
             .map(|v| normalise_key(entity, v))
             .filter(|k| !k.is_empty())

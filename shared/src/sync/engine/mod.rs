@@ -45,6 +45,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
+mod assoc;
 mod chunk;
 mod matching;
 #[cfg(test)]
@@ -110,6 +111,8 @@ struct Chunk<'a> {
     crowded: bool,
     /// The push page's bulk jobs (checkpointed, found again by a redelivery).
     bulk: push::BulkJobs,
+    /// The entity's associations and the ids known to translate them.
+    assoc: assoc::Assoc,
 }
 
 fn outcome_message(m: &str) -> Option<String> {

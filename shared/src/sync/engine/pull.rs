@@ -20,6 +20,7 @@ impl Chunk<'_> {
                 .filter(|id| !found.contains(id.as_str()))
                 .map(|id| (id.clone(), at))
                 .collect();
+            let records = self.associations_pulled(records).await?;
             self.pull_page(records).await?;
             if !gone.is_empty() {
                 self.apply_crm_deletes(&gone).await?;
@@ -54,7 +55,9 @@ impl Chunk<'_> {
                     n.sweep = true;
                 }
             }
-            let records = std::mem::take(&mut page.records);
+            let records = self
+                .associations_pulled(std::mem::take(&mut page.records))
+                .await?;
             if !page.deleted.is_empty() {
                 // Deletions the CRM's change tracking reports: after every earlier
                 // page is written (a record changed there, then deleted here).
@@ -180,7 +183,8 @@ impl Chunk<'_> {
             }
             // A record whose transform overflows fails on its own page; no key here.
             if let Ok(values) = self.mapper.to_app(&r.values)
-                && let Some(Some(k)) = values.get(entity.key_field())
+                && let Some(key_field) = entity.key_field()
+                && let Some(Some(k)) = values.get(key_field)
             {
                 out.insert(format!("k{}", normalise_key(entity, k)));
             }
@@ -344,6 +348,33 @@ impl Chunk<'_> {
         self.links.put_many(&changed_links).await.map_err(store)
     }
 
+    /// A page writer for `entity` (an associated one) with its `mapper`: what a deal
+    /// pull uses to pull a company or contact not linked yet.
+    pub(super) fn snapshot_for(&self, entity: Entity, mapper: Mapper) -> PullContext {
+        let mut task = self.task.clone();
+        task.entity = entity;
+        PullContext {
+            task: task.clone(),
+            config: self.config.clone(),
+            mapper,
+            provider: self.provider.clone(),
+            // Another pull may be making the same person: claim keys first.
+            crowded: true,
+            store: matching::Stored {
+                records: self.records.clone(),
+                links: Links::new(
+                    self.links.table.clone(),
+                    &self.task.tenant,
+                    &self.config.id,
+                    entity,
+                ),
+                runs: self.runs.clone(),
+                events: self.events.clone(),
+                task,
+            },
+        }
+    }
+
     pub(super) fn snapshot(&self) -> PullContext {
         PullContext {
             task: self.task.clone(),
@@ -474,7 +505,7 @@ fn absorb(progress: &mut Progress, other: Progress) {
 }
 
 impl<S: PageStore> PullContext<S> {
-    async fn pull_page(
+    pub(super) async fn pull_page(
         &self,
         page: Vec<CrmRecord>,
     ) -> Result<(Progress, Vec<RecordError>), CrmError> {

@@ -166,6 +166,7 @@ impl Chunk<'_> {
         records: Vec<Record>,
         links: BTreeMap<String, Link>,
     ) -> Result<(), CrmError> {
+        self.associations_to_push(&records).await?;
         let mut store = ChunkStore {
             behind: &mut self.behind,
             links: &self.links,
@@ -178,6 +179,7 @@ impl Chunk<'_> {
             task: self.task,
             config: &self.config,
             mapper: &self.mapper,
+            assoc: &self.assoc,
             provider: &self.provider,
             crm: &mut self.crm,
             store: &mut store,
@@ -434,6 +436,7 @@ pub(super) struct PagePush<'p, C, S> {
     pub task: &'p Task,
     pub config: &'p SyncConfig,
     pub mapper: &'p Mapper,
+    pub assoc: &'p super::assoc::Assoc,
     pub provider: &'p str,
     pub crm: &'p mut C,
     pub store: &'p mut S,
@@ -470,7 +473,7 @@ impl<C: CrmWrites, S: PushStore> PagePush<'_, C, S> {
                 continue;
             }
             let app_values = self.mapper.app_values(&r.fields);
-            let crm_view = match self.mapper.to_crm(&app_values, &r.fields) {
+            let mut crm_view = match self.mapper.to_crm(&app_values, &r.fields) {
                 Ok(v) => v,
                 Err(e) => {
                     self.transform_failed(Some(&r.id), None, &e);
@@ -501,6 +504,10 @@ impl<C: CrmWrites, S: PushStore> PagePush<'_, C, S> {
                 _ => {
                     if !self.config.options.create_missing || !passes {
                         self.progress.add("skipped", 1);
+                        continue;
+                    }
+                    if let Err(message) = self.assoc.to_crm(&mut crm_view) {
+                        self.association_failed(&r.id, None, message);
                         continue;
                     }
                     self.progress.add("processed", 1);
@@ -641,7 +648,10 @@ impl<C: CrmWrites, S: PushStore> PagePush<'_, C, S> {
                         self.progress.add("skipped", 1);
                         continue;
                     };
-                    let crm_values = match self.mapper.to_app(&now_crm.values) {
+                    let crm_values = match self
+                        .mapper
+                        .to_app(&self.assoc.to_app_lenient(&now_crm.values))
+                    {
                         Ok(v) => v,
                         Err(e) => {
                             self.transform_failed(Some(&r.id), Some(&crm_id), &e);
@@ -685,13 +695,18 @@ impl<C: CrmWrites, S: PushStore> PagePush<'_, C, S> {
                     new_links.push((r.id.clone(), link));
                     continue;
                 }
-                let crm_values = match self.mapper.to_crm(&to_push, &r.fields) {
+                let mut crm_values = match self.mapper.to_crm(&to_push, &r.fields) {
                     Ok(v) => v,
                     Err(e) => {
                         self.transform_failed(Some(&r.id), Some(&crm_id), &e);
                         continue;
                     }
                 };
+                if let Err(message) = self.assoc.to_crm(&mut crm_values) {
+                    self.association_failed(&r.id, Some(&link), message);
+                    new_links.push((r.id.clone(), link));
+                    continue;
+                }
                 writes.push((crm_id, crm_values));
                 pending.push((r.id.clone(), link, to_push));
             }
@@ -812,7 +827,7 @@ impl<C: CrmWrites, S: PushStore> PagePush<'_, C, S> {
 
     /// The key (email / domain) a create sends the CRM (its CRM view), lower-cased.
     pub(super) fn crm_key(&self, crm_view: &Values) -> Option<String> {
-        let field = self.crm.kind().key_field(self.task.entity);
+        let field = self.crm.kind().key_field(self.task.entity)?;
         crm_view
             .get(field)
             .cloned()
@@ -844,11 +859,17 @@ impl<C: CrmWrites, S: PushStore> PagePush<'_, C, S> {
                     phase: Phase::Push,
                     record_id: Some(item.0.id.to_string()),
                     crm_id: None,
-                    message: format!(
-                        "not created: without the marker field (the connection lacks schema \
-                         write) a record needs its {} to be created exactly once",
-                        self.crm.kind().key_field(self.task.entity)
-                    ),
+                    message: match self.crm.kind().key_field(self.task.entity) {
+                        Some(key) => format!(
+                            "not created: without the marker field (the connection lacks \
+                             schema write) a record needs its {key} to be created exactly once"
+                        ),
+                        None => format!(
+                            "not created: {} have no key, so without the marker field (the \
+                             connection lacks schema write) a create could not be found again",
+                            self.task.entity
+                        ),
+                    },
                     at: now(),
                 });
                 continue;
@@ -892,6 +913,19 @@ impl<C: CrmWrites, S: PushStore> PagePush<'_, C, S> {
             .into_iter()
             .filter_map(|(k, crm_id)| key_of.get(&k).map(|id| (id.clone(), crm_id)))
             .collect())
+    }
+
+    /// A push record naming an associated record the CRM does not have under this
+    /// config: it fails alone, nothing of it is written.
+    fn association_failed(&mut self, id: &RecordId, link: Option<&Link>, message: String) {
+        self.progress.add("failed", 1);
+        self.errors.push(RecordError {
+            phase: Phase::Push,
+            record_id: Some(id.to_string()),
+            crm_id: link.and_then(|l| l.crm_id.clone()),
+            message,
+            at: now(),
+        });
     }
 
     /// A push record whose transform passed its cap: it fails alone.
@@ -1202,6 +1236,7 @@ mod tests {
             task: &task,
             config: &config,
             mapper: &mapper,
+            assoc: &super::super::assoc::Assoc::default(),
             provider: "hubspot",
             crm,
             store: &mut stash,

@@ -1,0 +1,622 @@
+//! Deals and their associations, end to end against the CRM stand-ins: a deal made in
+//! the app reaches the CRM with its company and contact (as the CRM's own ids), a stage
+//! and an association changed in the CRM come back as app ids, deletes follow both
+//! ways; a deal whose company is not linked yet ends as a record error and goes
+//! through once it is (push) or pulls that company first (pull); a stage the value map
+//! does not know is a record error naming the CRM's refusal; a deals config needs the
+//! deal scopes, and a CRM without deals refuses them.
+
+use conduit::sync::config::{Filter, FilterOp, SyncConfig, SyncDirection};
+use conduit::sync::conflict::Direction;
+use conduit::sync::runs::{RunStatus, Runs, SyncLog};
+use conduit::sync::schema::Entity;
+use sandbox::CrmObject;
+use scenarios::TestApp;
+use serde_json::{Value, json};
+
+use crate::sync_support::{self as s, Crm, Tenant};
+
+/// App stages ↔ HubSpot's default pipeline stages (the value map both ways).
+const PULL_STAGES: &str = r#"map({"appointmentscheduled": "new", "qualifiedtobuy": "qualified", "closedwon": "won", "closedlost": "lost"})"#;
+const PUSH_STAGES: &str = r#"map({"new": "appointmentscheduled", "qualified": "qualifiedtobuy", "won": "closedwon", "lost": "closedlost"})"#;
+
+async fn hubspot(app: &TestApp) -> (Tenant, u64) {
+    let t = s::connect_asking(
+        app,
+        "hubspot",
+        json!({"uses": [
+            "sync:contacts:bidirectional",
+            "sync:companies:bidirectional",
+            "sync:deals:bidirectional",
+        ]}),
+    )
+    .await;
+    let Crm::Hubspot(portal) = t.crm else {
+        unreachable!()
+    };
+    (t, portal)
+}
+
+/// A bidirectional config of contacts, companies and deals, stages through the value
+/// map, deletes propagated.
+fn deals_config(t: &Tenant) -> SyncConfig {
+    let mut c = s::new_config(
+        t,
+        SyncDirection::Bidirectional,
+        &[Entity::Contacts, Entity::Companies, Entity::Deals],
+    );
+    c.options.propagate_deletes = true;
+    for m in c.mappings.iter_mut() {
+        if m.entity == Entity::Deals && m.app_field == "stage" {
+            m.transform = Some(PULL_STAGES.into());
+            m.push_transform = Some(PUSH_STAGES.into());
+        }
+    }
+    c
+}
+
+fn log_of(logs: &[SyncLog], entity: Entity) -> &SyncLog {
+    logs.iter().find(|l| l.entity == entity).expect("a log")
+}
+
+async fn errors(app: &TestApp, t: &Tenant, log: &SyncLog) -> Vec<String> {
+    Runs::new(app.app().table.clone())
+        .errors(&t.id, &log.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.message)
+        .collect()
+}
+
+/// The HubSpot id of the live record whose `field` is `value`.
+fn hs_id(app: &TestApp, t: &Tenant, entity: Entity, field: &str, value: &str) -> String {
+    s::crm_rows(app, t, entity)
+        .into_iter()
+        .find(|r| r.values.get(field).map(String::as_str) == Some(value))
+        .unwrap_or_else(|| panic!("a HubSpot {entity} with {field} {value}"))
+        .id
+}
+
+async fn app_deal(app: &TestApp, t: &Tenant, id: &str) -> Option<Value> {
+    s::app_rows(app, t, Entity::Deals)
+        .await
+        .into_iter()
+        .find(|r| r.id.as_str() == id)
+        .map(|r| json!(r.fields))
+}
+
+#[tokio::test]
+async fn hubspot_deals_round_trip_with_their_company_and_contact() {
+    let app = TestApp::spawn().await;
+    let (t, portal) = hubspot(&app).await;
+    let company = s::app_create(
+        &app,
+        &t,
+        Entity::Companies,
+        s::app_fields(Entity::Companies, 0),
+    )
+    .await;
+    let person = s::app_create(
+        &app,
+        &t,
+        Entity::Contacts,
+        s::app_fields(Entity::Contacts, 0),
+    )
+    .await;
+    let mut fields = s::app_fields(Entity::Deals, 0);
+    fields["stage"] = json!("qualified");
+    fields["pipeline"] = json!("default");
+    fields["company_id"] = json!(company);
+    fields["contact_id"] = json!(person);
+    let deal = s::app_create(&app, &t, Entity::Deals, fields).await;
+    // A stage the value map does not know reaches HubSpot unchanged and is refused
+    // there, as any other enumeration value: a record error, the rest goes on.
+    let mut odd = s::app_fields(Entity::Deals, 1);
+    odd["stage"] = json!("negotiation");
+    let odd = s::app_create(&app, &t, Entity::Deals, odd).await;
+    let config = deals_config(&t);
+    s::store(&app, &config).await;
+
+    let logs = s::run(&app, &t, &config.id).await;
+    for e in [Entity::Contacts, Entity::Companies] {
+        assert_eq!(log_of(&logs, e).status, RunStatus::Completed, "{logs:?}");
+    }
+    let deals_log = log_of(&logs, Entity::Deals);
+    assert_eq!(deals_log.status, RunStatus::Partial, "{deals_log:?}");
+    assert_eq!(deals_log.counts["failed"], 1, "{deals_log:?}");
+    let messages = errors(&app, &t, deals_log).await;
+    assert!(
+        messages.len() == 1
+            && messages[0].contains("dealstage")
+            && messages[0].contains("negotiation"),
+        "{messages:?}"
+    );
+    assert!(
+        s::crm_rows(&app, &t, Entity::Deals).iter().all(|r| r
+            .values
+            .get("dealname")
+            .map(String::as_str)
+            != Some("App Deal 1"))
+    );
+    // Failed creates are tried again by every run (as for any entity): away with it.
+    s::app_delete(&app, &t, Entity::Deals, &odd).await;
+
+    // In HubSpot: the deal, its stage through the map, its company and contact by their
+    // HubSpot ids.
+    let hs_deal = hs_id(&app, &t, Entity::Deals, "dealname", "App Deal 0");
+    let row = s::crm_rows(&app, &t, Entity::Deals)
+        .into_iter()
+        .find(|r| r.id == hs_deal)
+        .unwrap();
+    assert_eq!(row.values["dealstage"], "qualifiedtobuy");
+    assert_eq!(row.values["pipeline"], "default");
+    assert_eq!(row.values["amount"], "1000");
+    let hs_company = hs_id(&app, &t, Entity::Companies, "domain", "app-made-0.test");
+    let hs_person = hs_id(
+        &app,
+        &t,
+        Entity::Contacts,
+        "email",
+        "app.person0@app-made.test",
+    );
+    assert_eq!(
+        app.sandbox()
+            .hubspot_deal_associations(portal, &hs_deal, CrmObject::Companies),
+        [hs_company]
+    );
+    assert_eq!(
+        app.sandbox()
+            .hubspot_deal_associations(portal, &hs_deal, CrmObject::Contacts),
+        [hs_person]
+    );
+
+    // In HubSpot: the deal is won, and moves to a company the app has never seen.
+    let new_company = s::seed(&app, &t, Entity::Companies, 1).remove(0);
+    let new_domain = s::crm_rows(&app, &t, Entity::Companies)
+        .into_iter()
+        .find(|r| r.id == new_company)
+        .unwrap()
+        .values["domain"]
+        .clone();
+    s::crm_update(
+        &app,
+        &t,
+        Entity::Deals,
+        &hs_deal,
+        &[("dealstage", "closedwon")],
+    );
+    app.sandbox().hubspot_set_deal_association(
+        portal,
+        &hs_deal,
+        CrmObject::Companies,
+        &new_company,
+    );
+    // Only the deals run: the new company is pulled first, for the deal's sake.
+    let (status, started) = app
+        .post(
+            "/v1/sync/trigger",
+            &t.admin,
+            json!({"config_id": config.id, "entities": ["deals"]}),
+        )
+        .await;
+    assert_eq!(status, 202, "{started}");
+    let logs = s::wait(&app, &t, &started).await;
+    assert_eq!(
+        logs[0].status,
+        RunStatus::Completed,
+        "{logs:?} {:?}",
+        errors(&app, &t, &logs[0]).await
+    );
+    let new_app_company = s::app_id(&app, &t, Entity::Companies, &new_domain).await;
+    let pulled = app_deal(&app, &t, &deal).await.expect("the deal");
+    assert_eq!(pulled["stage"], "won", "{pulled}");
+    assert_eq!(pulled["company_id"], json!(new_app_company), "{pulled}");
+    assert_eq!(pulled["contact_id"], json!(person), "{pulled}");
+
+    // In the app: the contact is cleared and the deal renamed; HubSpot follows.
+    s::app_update(
+        &app,
+        &t,
+        Entity::Deals,
+        &deal,
+        json!({"name": "Renamed deal", "contact_id": null}),
+    )
+    .await;
+    let logs = s::run(&app, &t, &config.id).await;
+    assert_eq!(log_of(&logs, Entity::Deals).counts["failed"], 0, "{logs:?}");
+    let row = s::crm_rows(&app, &t, Entity::Deals)
+        .into_iter()
+        .find(|r| r.id == hs_deal)
+        .unwrap();
+    assert_eq!(row.values["dealname"], "Renamed deal");
+    assert!(
+        app.sandbox()
+            .hubspot_deal_associations(portal, &hs_deal, CrmObject::Contacts)
+            .is_empty()
+    );
+    assert_eq!(
+        app.sandbox()
+            .hubspot_deal_associations(portal, &hs_deal, CrmObject::Companies),
+        [new_company],
+        "the company is kept"
+    );
+
+    // Deletes, both ways.
+    s::app_delete(&app, &t, Entity::Deals, &deal).await;
+    let in_crm = s::seed(&app, &t, Entity::Deals, 1).remove(0);
+    s::run(&app, &t, &config.id).await;
+    assert!(
+        s::crm_rows(&app, &t, Entity::Deals)
+            .iter()
+            .all(|r| r.id != hs_deal)
+    );
+    let pulled: Vec<_> = s::app_rows(&app, &t, Entity::Deals).await;
+    let seeded = pulled
+        .iter()
+        .find(|r| r.fields.get("name").is_some_and(|n| n.starts_with("Deal ")))
+        .expect("the CRM-made deal pulled")
+        .id
+        .to_string();
+    s::crm_delete(&app, &t, Entity::Deals, &in_crm);
+    s::run(&app, &t, &config.id).await;
+    assert!(
+        app_deal(&app, &t, &seeded).await.is_none(),
+        "deleted in the app too"
+    );
+}
+
+#[tokio::test]
+async fn hubspot_deals_wait_for_their_company_to_be_linked() {
+    let app = TestApp::spawn().await;
+    let (t, portal) = hubspot(&app).await;
+    // Companies are pushed only from Lyon: this one is not, so its deal cannot name it.
+    let mut far = s::app_fields(Entity::Companies, 0);
+    far["city"] = json!("Paris");
+    let company = s::app_create(&app, &t, Entity::Companies, far).await;
+    let mut fields = s::app_fields(Entity::Deals, 0);
+    fields["stage"] = json!("new");
+    fields["company_id"] = json!(company);
+    let deal = s::app_create(&app, &t, Entity::Deals, fields).await;
+    let mut config = deals_config(&t);
+    config.direction = SyncDirection::Push;
+    config.filters.push(Filter {
+        entity: Entity::Companies,
+        field: "city".into(),
+        operator: FilterOp::Eq,
+        value: Some("Lyon".into()),
+        values: vec![],
+    });
+    s::store(&app, &config).await;
+    let logs = s::run(&app, &t, &config.id).await;
+    let deals_log = log_of(&logs, Entity::Deals).clone();
+    assert_eq!(deals_log.status, RunStatus::Partial, "{deals_log:?}");
+    let messages = errors(&app, &t, &deals_log).await;
+    assert!(
+        messages.len() == 1
+            && messages[0].contains("company_id")
+            && messages[0].contains(&company)
+            && messages[0].contains("not linked"),
+        "{messages:?}"
+    );
+    assert!(
+        s::crm_rows(&app, &t, Entity::Deals).is_empty(),
+        "nothing written without its company"
+    );
+
+    // The company moves to Lyon and is pushed; the deal's retry then goes through.
+    s::app_update(
+        &app,
+        &t,
+        Entity::Companies,
+        &company,
+        json!({"city": "Lyon"}),
+    )
+    .await;
+    s::run_ok(&app, &t, &config.id).await;
+    let (status, retried) = app
+        .post(
+            &format!("/v1/sync/logs/{}/retry", deals_log.id),
+            &t.admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 202, "{retried}");
+    let logs = s::wait(&app, &t, &retried).await;
+    assert_eq!(logs[0].status, RunStatus::Completed, "{logs:?}");
+    let hs_deal = hs_id(&app, &t, Entity::Deals, "dealname", "App Deal 0");
+    let hs_company = hs_id(&app, &t, Entity::Companies, "domain", "app-made-0.test");
+    assert_eq!(
+        app.sandbox()
+            .hubspot_deal_associations(portal, &hs_deal, CrmObject::Companies),
+        [hs_company]
+    );
+    let _ = deal;
+}
+
+#[tokio::test]
+async fn hubspot_deals_whose_company_cannot_be_pulled_are_set_aside_not_mislinked() {
+    let app = TestApp::spawn().await;
+    let (t, portal) = hubspot(&app).await;
+    // A company the config's filters leave out, and a deal of it.
+    let company = s::seed(&app, &t, Entity::Companies, 1).remove(0);
+    s::crm_update(&app, &t, Entity::Companies, &company, &[("city", "Paris")]);
+    let deal = s::seed(&app, &t, Entity::Deals, 1).remove(0);
+    app.sandbox()
+        .hubspot_set_deal_association(portal, &deal, CrmObject::Companies, &company);
+    let mut config = deals_config(&t);
+    config.direction = SyncDirection::Pull;
+    config.filters.push(Filter {
+        entity: Entity::Companies,
+        field: "city".into(),
+        operator: FilterOp::Eq,
+        value: Some("Lyon".into()),
+        values: vec![],
+    });
+    s::store(&app, &config).await;
+    let logs = s::run(&app, &t, &config.id).await;
+    let deals_log = log_of(&logs, Entity::Deals).clone();
+    assert_eq!(deals_log.status, RunStatus::Partial, "{deals_log:?}");
+    let messages = errors(&app, &t, &deals_log).await;
+    assert!(
+        messages.len() == 1
+            && messages[0].contains("company_id")
+            && messages[0].contains(&company)
+            && messages[0].contains("filters"),
+        "{messages:?}"
+    );
+    assert!(
+        s::app_rows(&app, &t, Entity::Deals).await.is_empty(),
+        "the deal is not written without its company"
+    );
+    assert!(s::app_rows(&app, &t, Entity::Companies).await.is_empty());
+
+    // The company moves to Lyon: the next run pulls it, the retry brings the deal.
+    s::crm_update(&app, &t, Entity::Companies, &company, &[("city", "Lyon")]);
+    s::run_ok(&app, &t, &config.id).await;
+    let (status, retried) = app
+        .post(
+            &format!("/v1/sync/logs/{}/retry", deals_log.id),
+            &t.admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 202, "{retried}");
+    let logs = s::wait(&app, &t, &retried).await;
+    assert_eq!(logs[0].status, RunStatus::Completed, "{logs:?}");
+    let key = s::crm_key(&app, &t, Entity::Companies, &company);
+    let app_company = s::app_id(&app, &t, Entity::Companies, &key).await;
+    let deals = s::app_rows(&app, &t, Entity::Deals).await;
+    assert_eq!(deals.len(), 1);
+    assert_eq!(deals[0].fields.get("company_id"), Some(&app_company));
+}
+
+#[tokio::test]
+async fn salesforce_opportunities_round_trip_with_their_account_and_contact() {
+    let app = TestApp::spawn().await;
+    let t = s::connect(&app, "salesforce").await;
+    let Crm::Salesforce(org) = t.crm.clone() else {
+        unreachable!()
+    };
+    let company = s::app_create(
+        &app,
+        &t,
+        Entity::Companies,
+        s::app_fields(Entity::Companies, 0),
+    )
+    .await;
+    let person = s::app_create(
+        &app,
+        &t,
+        Entity::Contacts,
+        s::app_fields(Entity::Contacts, 0),
+    )
+    .await;
+    let mut fields = s::app_fields(Entity::Deals, 0);
+    fields["stage"] = json!("qualified");
+    fields["company_id"] = json!(company);
+    fields["contact_id"] = json!(person);
+    let deal = s::app_create(&app, &t, Entity::Deals, fields).await;
+    let mut config = s::new_config(
+        &t,
+        SyncDirection::Bidirectional,
+        &[Entity::Contacts, Entity::Companies, Entity::Deals],
+    );
+    config.options.propagate_deletes = true;
+    for m in config.mappings.iter_mut() {
+        if m.entity == Entity::Deals && m.app_field == "stage" {
+            m.transform = Some(
+                r#"map({"Prospecting": "new", "Qualification": "qualified", "Closed Won": "won", "Closed Lost": "lost"})"#.into(),
+            );
+            m.push_transform = Some(
+                r#"map({"new": "Prospecting", "qualified": "Qualification", "won": "Closed Won", "lost": "Closed Lost"})"#.into(),
+            );
+        }
+    }
+    let mut odd = s::app_fields(Entity::Deals, 1);
+    odd["stage"] = json!("negotiation");
+    let odd = s::app_create(&app, &t, Entity::Deals, odd).await;
+    s::store(&app, &config).await;
+    let logs = s::run(&app, &t, &config.id).await;
+    for e in [Entity::Contacts, Entity::Companies] {
+        assert_eq!(log_of(&logs, e).status, RunStatus::Completed, "{logs:?}");
+    }
+    let messages = errors(&app, &t, log_of(&logs, Entity::Deals)).await;
+    assert!(
+        messages.len() == 1
+            && messages[0].contains("INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST")
+            && messages[0].contains("negotiation"),
+        "{messages:?}"
+    );
+    s::app_delete(&app, &t, Entity::Deals, &odd).await;
+    let sf_account = hs_id(&app, &t, Entity::Companies, "Website", "app-made-0.test");
+    let sf_contact = hs_id(
+        &app,
+        &t,
+        Entity::Contacts,
+        "Email",
+        "app.person0@app-made.test",
+    );
+    let opp = hs_id(&app, &t, Entity::Deals, "Name", "App Deal 0");
+    let row = s::crm_rows(&app, &t, Entity::Deals)
+        .into_iter()
+        .find(|r| r.id == opp)
+        .unwrap();
+    assert_eq!(row.values["StageName"], "Qualification");
+    assert_eq!(row.values["CloseDate"], "2027-03-31");
+    assert_eq!(row.values["AccountId"], sf_account);
+    assert_eq!(row.values["ContactId"], sf_contact);
+
+    // In Salesforce: won, and moved to an account the app has never seen.
+    let other = app
+        .sandbox()
+        .seed_salesforce(&org, sandbox::SfObject::Account, 1)
+        .remove(0);
+    let other_key = s::crm_key(&app, &t, Entity::Companies, &other);
+    s::crm_update(
+        &app,
+        &t,
+        Entity::Deals,
+        &opp,
+        &[("StageName", "Closed Won"), ("AccountId", &other)],
+    );
+    let (status, started) = app
+        .post(
+            "/v1/sync/trigger",
+            &t.admin,
+            json!({"config_id": config.id, "entities": ["deals"]}),
+        )
+        .await;
+    assert_eq!(status, 202, "{started}");
+    let logs = s::wait(&app, &t, &started).await;
+    assert_eq!(
+        logs[0].status,
+        RunStatus::Completed,
+        "{logs:?} {:?}",
+        errors(&app, &t, &logs[0]).await
+    );
+    let other_app = s::app_id(&app, &t, Entity::Companies, &other_key).await;
+    let pulled = app_deal(&app, &t, &deal).await.expect("the deal");
+    assert_eq!(pulled["stage"], "won", "{pulled}");
+    assert_eq!(pulled["company_id"], json!(other_app), "{pulled}");
+    assert_eq!(pulled["contact_id"], json!(person), "{pulled}");
+
+    // In the app: back to the first company; Salesforce follows.
+    s::app_update(
+        &app,
+        &t,
+        Entity::Deals,
+        &deal,
+        json!({"company_id": company}),
+    )
+    .await;
+    s::run_ok(&app, &t, &config.id).await;
+    let row = s::crm_rows(&app, &t, Entity::Deals)
+        .into_iter()
+        .find(|r| r.id == opp)
+        .unwrap();
+    assert_eq!(row.values["AccountId"], sf_account);
+
+    // Deletes, both ways.
+    s::app_delete(&app, &t, Entity::Deals, &deal).await;
+    s::run(&app, &t, &config.id).await;
+    assert!(
+        s::crm_rows(&app, &t, Entity::Deals)
+            .iter()
+            .all(|r| r.id != opp)
+    );
+    let in_crm = s::seed(&app, &t, Entity::Deals, 1).remove(0);
+    s::run(&app, &t, &config.id).await;
+    let seeded = s::app_rows(&app, &t, Entity::Deals)
+        .await
+        .into_iter()
+        .find(|r| {
+            r.deleted_at.is_none()
+                && r.fields
+                    .get("name")
+                    .is_some_and(|n| n.starts_with("Opportunity "))
+        })
+        .expect("the CRM-made opportunity pulled")
+        .id
+        .to_string();
+    s::crm_delete(&app, &t, Entity::Deals, &in_crm);
+    s::run(&app, &t, &config.id).await;
+    assert!(
+        app_deal(&app, &t, &seeded).await.is_none(),
+        "deleted in the app too"
+    );
+}
+
+#[tokio::test]
+async fn deals_configs_need_the_deal_scopes_and_a_crm_with_deals() {
+    let app = TestApp::spawn().await;
+    // Connected for contacts and companies only (the default uses).
+    let t = s::connect(&app, "hubspot").await;
+    let body = |t: &Tenant, entities: Value| {
+        json!({
+            "connection_id": t.conn,
+            "direction": "bidirectional",
+            "frequency": {"type": "manual"},
+            "entities": entities,
+            "conflict_strategy": "last_write_wins",
+        })
+    };
+    let (status, refused) = app
+        .post(
+            "/v1/sync/configs",
+            &t.admin,
+            body(&t, json!(["companies", "deals"])),
+        )
+        .await;
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(refused["error"]["code"], "scopes_missing");
+    let missing = refused["error"]["missing_scopes"].to_string();
+    assert!(
+        missing.contains("crm.objects.deals.read") && missing.contains("crm.objects.deals.write"),
+        "{missing}"
+    );
+    assert_eq!(
+        refused["error"]["reconnect"]["body"]["uses"],
+        json!(["sync:companies:bidirectional", "sync:deals:bidirectional"])
+    );
+    // Zoho does not sync deals (yet): refused before any scope is looked at.
+    let z = s::connect(&app, "zoho").await;
+    let (status, refused) = app
+        .post("/v1/sync/configs", &z.admin, body(&z, json!(["deals"])))
+        .await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(
+        refused.to_string().contains("does not sync deals"),
+        "{refused}"
+    );
+    // An association mapping needs its entity in the config.
+    let (t2, _) = hubspot(&app).await;
+    let mut b = body(&t2, json!(["deals"]));
+    b["mappings"] = json!([
+        {"entity": "deals", "crm_field": "dealname", "app_field": "name", "direction": "bidirectional"},
+        {"entity": "deals", "crm_field": "associations.companies", "app_field": "company_id", "direction": "bidirectional"},
+    ]);
+    let (status, refused) = app.post("/v1/sync/configs", &t2.admin, b).await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(
+        refused.to_string().contains("must sync companies too"),
+        "{refused}"
+    );
+    // A stage value map writing a stage HubSpot does not have: refused when saved.
+    let mut b = body(&t2, json!(["deals"]));
+    b["mappings"] = json!([
+        {"entity": "deals", "crm_field": "dealname", "app_field": "name", "direction": "bidirectional"},
+        {"entity": "deals", "crm_field": "dealstage", "app_field": "stage", "direction": "bidirectional",
+         "push_transform": "map({\"won\": \"closed_won\"})"},
+    ]);
+    let (status, refused) = app.post("/v1/sync/configs", &t2.admin, b).await;
+    assert_eq!(status, 400, "{refused}");
+    let text = refused.to_string();
+    assert!(
+        text.contains("push_transform")
+            && text.contains("closed_won")
+            && text.contains("dealstage"),
+        "{refused}"
+    );
+    let _ = Direction::Bidirectional;
+}
