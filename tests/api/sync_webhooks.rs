@@ -21,6 +21,25 @@ use crate::sync_support::{self as s, Crm, Tenant};
 /// webhooks pointed at the tenant's route and subscribed to contact changes: (tenant,
 /// app id, client secret).
 pub(crate) async fn hooked_tenant(app: &TestApp) -> (Tenant, u64, String) {
+    let mut subscriptions = vec![
+        json!({"eventType": "contact.creation", "active": true}),
+        json!({"eventType": "contact.deletion", "active": true}),
+    ];
+    for p in ["email", "firstname", "lastname", "phone"] {
+        subscriptions.push(
+            json!({"eventType": "contact.propertyChange", "propertyName": p, "active": true}),
+        );
+    }
+    hooked_tenant_with(app, json!({}), subscriptions).await
+}
+
+/// [`hooked_tenant`] with `connect` added to the connect request (such as `uses`) and
+/// the app subscribed to `subscriptions`.
+async fn hooked_tenant_with(
+    app: &TestApp,
+    connect: Value,
+    subscriptions: Vec<Value>,
+) -> (Tenant, u64, String) {
     let tenant = app.tenant();
     let admin = app.token(&tenant, Role::Admin);
     let client_id = format!("hooks-{tenant}");
@@ -57,7 +76,13 @@ pub(crate) async fn hooked_tenant(app: &TestApp) -> (Tenant, u64, String) {
         .oauth_connect(
             &admin,
             "hubspot",
-            json!({"return_to": "http://localhost:5173/integrations"}),
+            {
+                let mut body = json!({"return_to": "http://localhost:5173/integrations"});
+                if let (Some(b), Some(extra)) = (body.as_object_mut(), connect.as_object()) {
+                    b.extend(extra.clone());
+                }
+                body
+            },
             &format!("login_hint={}", u.email),
         )
         .await;
@@ -97,15 +122,6 @@ pub(crate) async fn hooked_tenant(app: &TestApp) -> (Tenant, u64, String) {
         .await
         .unwrap();
     assert_eq!(refused.status(), 401);
-    let mut subscriptions = vec![
-        json!({"eventType": "contact.creation", "active": true}),
-        json!({"eventType": "contact.deletion", "active": true}),
-    ];
-    for p in ["email", "firstname", "lastname", "phone"] {
-        subscriptions.push(
-            json!({"eventType": "contact.propertyChange", "propertyName": p, "active": true}),
-        );
-    }
     for sub in subscriptions {
         let r = http
             .post(format!("{base}/subscriptions"))
@@ -597,4 +613,115 @@ async fn pipedrive_webhooks_come_and_go_with_the_config_and_bring_changes() {
             >= 3,
         "{actions:?}"
     );
+}
+
+/// A deal's company changed in HubSpot reaches the app record through the webhook alone:
+/// the `deal.associationChange` event (no `objectId`, both ends named) becomes a targeted
+/// pull of the deal, which pulls the company the app has not seen first and links the
+/// deal to it; a deal created in HubSpot arrives the same way.
+#[tokio::test]
+async fn hubspot_deal_association_changes_arrive_through_the_webhook() {
+    let app = TestApp::spawn().await;
+    let subscriptions = vec![
+        json!({"eventType": "deal.creation", "active": true}),
+        json!({"eventType": "deal.deletion", "active": true}),
+        json!({"eventType": "deal.associationChange", "active": true}),
+        json!({"eventType": "deal.propertyChange", "propertyName": "dealname", "active": true}),
+    ];
+    let uses = json!({"uses": [
+        "sync:contacts:bidirectional",
+        "sync:companies:bidirectional",
+        "sync:deals:bidirectional",
+    ]});
+    let (t, _, _) = hooked_tenant_with(&app, uses, subscriptions).await;
+    let Crm::Hubspot(portal) = t.crm else {
+        unreachable!()
+    };
+    let mut config = s::new_config(
+        &t,
+        SyncDirection::Bidirectional,
+        &[Entity::Contacts, Entity::Companies, Entity::Deals],
+    );
+    config.frequency = Frequency::Realtime;
+    // Stages pass through as HubSpot's own ids.
+    s::store(&app, &config).await;
+    let first = s::seed(&app, &t, Entity::Companies, 1).remove(0);
+    s::run_ok(&app, &t, &config.id).await;
+    let runs = webhook_runs(&app, &t, &config.id).await;
+
+    // A deal created in HubSpot with the known company: in the app within seconds.
+    let deal = s::seed(&app, &t, Entity::Deals, 1).remove(0);
+    app.sandbox()
+        .hubspot_set_deal_association(portal, &deal, CrmObject::Companies, &first);
+    let first_app = company_app_id(&app, &t, &first).await;
+    let app_deal = wait_for_deal(&app, &t, |d| {
+        d.fields.get("company_id").map(String::as_str) == Some(first_app.as_str())
+    })
+    .await;
+
+    // Moved to a company the app has never seen: the association change alone brings
+    // it, the company pulled first.
+    let second = s::seed(&app, &t, Entity::Companies, 1).remove(0);
+    app.sandbox()
+        .hubspot_set_deal_association(portal, &deal, CrmObject::Companies, &second);
+    let moved = wait_for_deal(&app, &t, |d| {
+        d.id == app_deal
+            && d.fields
+                .get("company_id")
+                .is_some_and(|c| c.as_str() != first_app.as_str())
+    })
+    .await;
+    let second_app = company_app_id(&app, &t, &second).await;
+    let rows = s::app_rows(&app, &t, Entity::Deals).await;
+    let row = rows.iter().find(|r| r.id == moved).expect("the deal");
+    assert_eq!(row.fields.get("company_id"), Some(&second_app));
+    assert!(webhook_runs(&app, &t, &config.id).await > runs);
+    let sent = app.sandbox().hubspot_webhook_deliveries();
+    assert!(
+        sent.iter()
+            .any(|d| d.body.contains("deal.associationChange") && d.status == Some(200)),
+        "an association event was delivered and taken"
+    );
+}
+
+/// The app id of the company pulled from HubSpot company `crm_id`, once it is there.
+async fn company_app_id(app: &TestApp, t: &Tenant, crm_id: &str) -> String {
+    let domain = s::crm_rows(app, t, Entity::Companies)
+        .into_iter()
+        .find(|r| r.id == crm_id)
+        .expect("the company")
+        .values["domain"]
+        .clone();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(20) {
+        let found = s::app_rows(app, t, Entity::Companies)
+            .await
+            .into_iter()
+            .find(|r| r.fields.get("domain").map(String::as_str) == Some(domain.as_str()));
+        if let Some(r) = found {
+            return r.id.to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("company {crm_id} not in the app within 20 s");
+}
+
+/// Waits for an app deal that `check` accepts; its id.
+async fn wait_for_deal(
+    app: &TestApp,
+    t: &Tenant,
+    check: impl Fn(&conduit::sync::records::Record) -> bool,
+) -> conduit::domain::RecordId {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(20) {
+        if let Some(d) = s::app_rows(app, t, Entity::Deals)
+            .await
+            .into_iter()
+            .find(|d| check(d))
+        {
+            return d.id;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no such deal in the app within 20 s");
 }

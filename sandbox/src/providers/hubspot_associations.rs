@@ -343,7 +343,7 @@ fn serve(
                 }
                 // The primary association includes the unlabeled one.
                 entry.insert(default);
-                store.touch(portal, from_id);
+                store.touch(portal, from_id, to_object, to_id, false);
                 if route == Route::Default {
                     results.push(json!({
                         "from": {"id": from_id.to_string()},
@@ -403,7 +403,7 @@ fn serve(
                     .and_then(|m| m.remove(&(to_object, to_id)))
                     .is_some();
                 if removed {
-                    store.touch(portal, from_id);
+                    store.touch(portal, from_id, to_object, to_id, true);
                 }
             }
             Ok(StatusCode::NO_CONTENT.into_response())
@@ -512,8 +512,16 @@ impl SandboxState {
         let mut store = self.crm_store();
         let (_, default) = types_to(to);
         let map = store.associations.entry((portal, deal)).or_default();
+        let before: Vec<u64> = map
+            .keys()
+            .filter(|(o, other)| *o == to && *other != id)
+            .map(|(_, other)| *other)
+            .collect();
         map.retain(|(o, _), _| *o != to);
         map.insert((to, id), BTreeSet::from([default]));
-        store.touch(portal, deal);
+        for other in before {
+            store.touch(portal, deal, to, other, true);
+        }
+        store.touch(portal, deal, to, id, false);
     }
 }

@@ -387,6 +387,16 @@ pub(crate) enum ChangeKind {
     PropertyChange(Vec<String>),
     /// Archived.
     Deletion,
+    /// An association of this (deal) record to `to` record `to_id` was added or
+    /// removed.
+    Association {
+        /// The associated object.
+        to: CrmObject,
+        /// The associated record.
+        to_id: u64,
+        /// Removed rather than added.
+        removed: bool,
+    },
 }
 
 /// One change of a record.
@@ -599,9 +609,17 @@ impl CrmStore {
             .is_some_and(|r| !r.archived)
     }
 
-    /// A deal's associations changed: its `hs_lastmodifieddate` moves (HubSpot
-    /// recalculates `num_associated_contacts` and the like), and a change is noted.
-    pub(crate) fn touch(&mut self, portal: u64, deal: u64) {
+    /// A deal's association to `to` record `to_id` was added (or `removed`): its
+    /// `hs_lastmodifieddate` moves (HubSpot recalculates `num_associated_contacts` and
+    /// the like), and both changes are noted for the webhook deliveries.
+    pub(crate) fn touch(
+        &mut self,
+        portal: u64,
+        deal: u64,
+        to: CrmObject,
+        to_id: u64,
+        removed: bool,
+    ) {
         let now = now_ms();
         let table = self.table(portal, CrmObject::Deals);
         if let Some(record) = table.records.get_mut(&deal).filter(|r| !r.archived) {
@@ -612,6 +630,7 @@ impl CrmStore {
                 ChangeKind::PropertyChange(vec!["num_associated_contacts".into()]),
                 at,
             );
+            table.note(deal, ChangeKind::Association { to, to_id, removed }, at);
         }
     }
 

@@ -33,8 +33,11 @@
 //! after 0.5, 1, 2, 4 … s (capped at 30 s) so tests see them; HubSpot requires an HTTPS
 //! target URL — plain `http` is accepted for loopback hosts only (the dev host);
 //! `maxConcurrentRequests` is stored but deliveries go one request at a time per app;
-//! merge, restore, association and privacy-deletion events are never sent (the CRM
-//! stand-in has no such operations); HubSpot batches events over a short window —
+//! merge, restore and privacy-deletion events are never sent (the CRM stand-in has no
+//! such operations); association changes are sent for deals only (`deal.associationChange`
+//! with `fromObjectId`, `toObjectId`, `associationType` `DEAL_TO_COMPANY` /
+//! `DEAL_TO_CONTACT`, `associationRemoved`, `isPrimaryAssociation` true for companies),
+//! not the other side's `company.associationChange` / `contact.associationChange`; HubSpot batches events over a short window —
 //! here every 100 ms; `changeSource` is `API` for API writes and `CRM_UI` for the
 //! control API's user edits (HubSpot distinguishes more sources; `sourceId` is not
 //! sent).
@@ -511,6 +514,9 @@ impl SandboxState {
                             s.event_type == format!("{name}.propertyChange")
                                 && s.property.as_ref().is_some_and(|p| props.contains(p))
                         }
+                        ChangeKind::Association { .. } => {
+                            s.event_type == format!("{name}.associationChange")
+                        }
                     };
                     if wanted {
                         found.push((s.id, s.event_type.clone(), s.property.clone()));
@@ -526,9 +532,23 @@ impl SandboxState {
                         "occurredAt": change.at_ms,
                         "subscriptionType": kind,
                         "attemptNumber": 0,
-                        "objectId": change.id,
                         "changeSource": change.source,
                     });
+                    // An association change names both ends instead of one object.
+                    if let ChangeKind::Association { to, to_id, removed } = &change.kind {
+                        let kind = format!(
+                            "{}_TO_{}",
+                            name.to_uppercase(),
+                            object_name(*to).to_uppercase()
+                        );
+                        e["associationType"] = json!(kind);
+                        e["fromObjectId"] = json!(change.id);
+                        e["toObjectId"] = json!(to_id);
+                        e["associationRemoved"] = json!(removed);
+                        e["isPrimaryAssociation"] = json!(*to == CrmObject::Companies);
+                    } else {
+                        e["objectId"] = json!(change.id);
+                    }
                     if let Some(p) = property {
                         e["propertyName"] = json!(p);
                     }

@@ -16,10 +16,15 @@
 //! `subscriptionType` is `{object}.{change}` (`contact.creation`,
 //! `contact.propertyChange`, `contact.deletion`, `contact.privacyDeletion`,
 //! `contact.merge`, `contact.restore`, `contact.associationChange`, the same for
-//! `company`, and `deal.*`, which record sync does not read yet). A batch is read whole
-//! or refused: an event without its ids or with the wrong types refuses the batch
-//! (nothing of it is acted on; HubSpot retries it). Events of objects or changes Conduit
-//! does not sync are counted as ignored.
+//! `company` and `deal`), or a generic `object.{change}` whose `objectTypeId` names the
+//! object (`0-1`, `0-2`, `0-3`). Merges carry `primaryObjectId` and `mergedObjectIds`
+//! (the merged records are gone); association changes carry no `objectId` but
+//! `fromObjectId`, `toObjectId` and `associationType` — a deal's (its company or
+//! contact changed) is read as a change of the deal, other objects' associations are
+//! not synced fields. A batch is read whole or refused: an event record sync reads
+//! without its ids, or any event with the wrong types, refuses the batch (nothing of it
+//! is acted on; HubSpot retries it). Events of objects or changes Conduit does not sync
+//! are counted as ignored.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -143,8 +148,28 @@ pub struct Event {
     /// Which delivery attempt this is (0 first).
     #[serde(default)]
     pub attempt_number: u32,
-    /// The record.
-    pub object_id: u64,
+    /// The record (absent from association-change events, which name both ends).
+    #[serde(default)]
+    pub object_id: Option<u64>,
+    /// The object type of a generic `object.*` subscription's event (`0-1` contacts,
+    /// `0-2` companies, `0-3` deals).
+    #[serde(default)]
+    pub object_type_id: Option<String>,
+    /// An association change's record on this subscription's side.
+    #[serde(default)]
+    pub from_object_id: Option<u64>,
+    /// An association change's other record.
+    #[serde(default)]
+    pub to_object_id: Option<u64>,
+    /// An association change's kind (`DEAL_TO_COMPANY`, `CONTACT_TO_COMPANY`, …).
+    #[serde(default)]
+    pub association_type: Option<String>,
+    /// A merge's surviving record.
+    #[serde(default)]
+    pub primary_object_id: Option<u64>,
+    /// A merge's records merged into the primary (gone).
+    #[serde(default)]
+    pub merged_object_ids: Option<Vec<u64>>,
     /// What made the change (`CRM_UI`, `API`, `INTEGRATION`, `IMPORT`, …).
     #[serde(default)]
     pub change_source: Option<String>,
@@ -166,23 +191,66 @@ pub enum Change {
 }
 
 impl Event {
-    /// The entity and change this event is about, if record sync reads it.
-    pub fn change(&self) -> Option<(Entity, Change)> {
+    /// The entity this event's subscription is about, if record sync keeps it: the
+    /// legacy `{object}.{change}` types, or a generic `object.{change}` with its
+    /// `objectTypeId`.
+    fn entity(&self) -> Option<(Entity, &str)> {
         let (object, change) = self.subscription_type.split_once('.')?;
-        let entity = match object {
-            "contact" => Entity::Contacts,
-            "company" => Entity::Companies,
-            // `deal.associationChange` events (their own payload) are not read: an
-            // association change alone reaches the app with the config's next pull.
-            "deal" => Entity::Deals,
-            _ => return None,
-        };
-        let change = match change {
-            "creation" | "propertyChange" | "restore" | "merge" => Change::Changed,
-            "deletion" | "privacyDeletion" => Change::Deleted,
+        let entity = match (object, self.object_type_id.as_deref()) {
+            ("contact", _) | ("object", Some("0-1")) => Entity::Contacts,
+            ("company", _) | ("object", Some("0-2")) => Entity::Companies,
+            ("deal", _) | ("object", Some("0-3")) => Entity::Deals,
             _ => return None,
         };
         Some((entity, change))
+    }
+
+    /// What this event says happened to which records of a synced entity — empty when
+    /// record sync does not read it; an error when an event record sync reads lacks the
+    /// ids its type carries.
+    /// - creation, property change, restore: the record changed; deletion and privacy
+    ///   deletion: gone;
+    /// - merge: the surviving record changed, the merged ones gone;
+    /// - association change of a deal (its company or contact): the deal changed (its
+    ///   association fields are read again); contacts' and companies' associations are
+    ///   not synced fields, so theirs are not read.
+    pub fn changes(&self) -> Result<Vec<(Entity, Change, u64)>, WebhookError> {
+        let Some((entity, change)) = self.entity() else {
+            return Ok(Vec::new());
+        };
+        let missing = |what: &str| {
+            WebhookError::Malformed(format!(
+                "event {}: a {} without {what}",
+                self.event_id, self.subscription_type
+            ))
+        };
+        let object = || self.object_id.ok_or_else(|| missing("objectId"));
+        Ok(match change {
+            "creation" | "propertyChange" | "restore" => {
+                vec![(entity, Change::Changed, object()?)]
+            }
+            "deletion" | "privacyDeletion" => vec![(entity, Change::Deleted, object()?)],
+            "merge" => {
+                let primary = match self.primary_object_id {
+                    Some(id) => id,
+                    None => object()?,
+                };
+                let mut out = vec![(entity, Change::Changed, primary)];
+                out.extend(
+                    self.merged_object_ids
+                        .iter()
+                        .flatten()
+                        .filter(|id| **id != primary)
+                        .map(|id| (entity, Change::Deleted, *id)),
+                );
+                out
+            }
+            "associationChange" if entity == Entity::Deals => {
+                let from = self.from_object_id.ok_or_else(|| missing("fromObjectId"))?;
+                vec![(entity, Change::Changed, from)]
+            }
+            _ => Vec::new(),
+        })
     }
 }
 
@@ -221,23 +289,25 @@ pub fn parse(body: &[u8]) -> Result<Batch, WebhookError> {
     let mut batch = Batch::default();
     for e in ordered {
         batch.event_ids.insert(e.event_id);
-        let Some((entity, change)) = e.change() else {
+        let changes = e.changes()?;
+        if changes.is_empty() {
             batch.ignored += 1;
-            continue;
-        };
-        let id = e.object_id.to_string();
-        let slot = batch
-            .changes
-            .entry((e.portal_id.to_string(), entity))
-            .or_default();
-        match change {
-            Change::Changed => {
-                slot.deleted.remove(&id);
-                slot.changed.insert(id);
-            }
-            Change::Deleted => {
-                slot.changed.remove(&id);
-                slot.deleted.insert(id);
+        }
+        for (entity, change, id) in changes {
+            let id = id.to_string();
+            let slot = batch
+                .changes
+                .entry((e.portal_id.to_string(), entity))
+                .or_default();
+            match change {
+                Change::Changed => {
+                    slot.deleted.remove(&id);
+                    slot.changed.insert(id);
+                }
+                Change::Deleted => {
+                    slot.changed.remove(&id);
+                    slot.deleted.insert(id);
+                }
             }
         }
     }
@@ -371,12 +441,73 @@ mod tests {
     }
 
     #[test]
+    fn association_merge_and_generic_events_are_read_by_their_own_ids() {
+        let association = |id: u64, kind: &str, from: u64, to: u64, what: &str| {
+            json!({
+                "eventId": id, "subscriptionId": 8, "portalId": 62515, "appId": 99,
+                "occurredAt": 200 + id, "subscriptionType": kind, "attemptNumber": 0,
+                "changeSource": "USER", "associationType": what,
+                "fromObjectId": from, "toObjectId": to,
+                "associationRemoved": false, "isPrimaryAssociation": true
+            })
+        };
+        let mut merge = event(3, "contact.merge", 11, 203);
+        merge["primaryObjectId"] = json!(11);
+        merge["mergedObjectIds"] = json!([12, 13]);
+        let mut generic = event(4, "object.creation", 77, 204);
+        generic["objectTypeId"] = json!("0-3");
+        let mut other = event(5, "object.creation", 78, 205);
+        other["objectTypeId"] = json!("0-5");
+        let body = json!([
+            association(1, "deal.associationChange", 31, 21, "DEAL_TO_COMPANY"),
+            association(2, "company.associationChange", 21, 31, "COMPANY_TO_DEAL"),
+            merge,
+            generic,
+            other,
+        ]);
+        let batch = parse(body.to_string().as_bytes()).unwrap();
+        // The company's side of the association, and a ticket, are not read.
+        assert_eq!(batch.ignored, 2);
+        let ids = |s: &BTreeSet<String>| s.iter().cloned().collect::<Vec<_>>();
+        let deals = &batch.changes[&("62515".to_owned(), Entity::Deals)];
+        assert_eq!(ids(&deals.changed), ["31", "77"]);
+        let contacts = &batch.changes[&("62515".to_owned(), Entity::Contacts)];
+        assert_eq!(ids(&contacts.changed), ["11"]);
+        assert_eq!(ids(&contacts.deleted), ["12", "13"]);
+        assert!(
+            !batch
+                .changes
+                .contains_key(&("62515".to_owned(), Entity::Companies))
+        );
+
+        // An event record sync reads without the id its type carries refuses the
+        // batch; one it does not read need not have it.
+        let mut bare = association(1, "deal.associationChange", 31, 21, "DEAL_TO_COMPANY");
+        bare.as_object_mut().unwrap().remove("fromObjectId");
+        assert!(matches!(
+            parse(json!([bare]).to_string().as_bytes()),
+            Err(WebhookError::Malformed(_))
+        ));
+        let mut unread = event(1, "ticket.creation", 1, 1);
+        unread.as_object_mut().unwrap().remove("objectId");
+        assert_eq!(
+            parse(json!([unread]).to_string().as_bytes())
+                .unwrap()
+                .ignored,
+            1
+        );
+    }
+
+    #[test]
     fn a_batch_not_in_hubspots_shape_is_refused_whole() {
         for body in [
             "".to_owned(),
             "{}".to_owned(),
             "[]".to_owned(),
             json!([{"eventId": 1}]).to_string(),
+            json!([{"eventId": 1, "subscriptionId": 7, "portalId": 1, "appId": 1,
+                    "occurredAt": 1, "subscriptionType": "contact.creation"}])
+            .to_string(),
             json!([event(1, "contact.creation", 11, 1), {"eventId": "x"}]).to_string(),
             json!([{"eventId": 1, "subscriptionId": 7, "portalId": 1, "appId": 1,
                     "occurredAt": 1, "subscriptionType": "contact.creation",
