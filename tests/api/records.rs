@@ -350,12 +350,12 @@ async fn bad_input_is_refused_and_stores_nothing() {
         ),
         (
             "POST",
-            "/v1/records/deals",
+            "/v1/records/tickets",
             Some(json!({"fields": {"name": "A"}})),
             404,
             "not_found",
         ),
-        ("GET", "/v1/records/deals", None, 404, "not_found"),
+        ("GET", "/v1/records/tickets", None, 404, "not_found"),
         (
             "GET",
             "/v1/records/contacts/rec_123",

@@ -449,7 +449,7 @@ async fn logs_are_filtered_show_record_errors_and_retry_only_the_failed_records(
     for query in [
         "?status=done",
         "?from=yesterday",
-        "?entity=deals",
+        "?entity=tickets",
         "?limit=0",
         "?bogus=1",
     ] {
