@@ -488,3 +488,188 @@ async fn dynamics_changes_arrive_through_its_webhook_steps_which_follow_the_conf
         .count();
     assert_eq!(failed, 1);
 }
+
+#[tokio::test]
+async fn salesforce_outbound_messages_bring_changes_and_are_acknowledged() {
+    use sandbox::providers::salesforce_crm::SfObject;
+    let app = TestApp::spawn().await;
+    let t = s::connect(&app, "salesforce").await;
+    let Crm::Salesforce(org) = t.crm.clone() else {
+        unreachable!()
+    };
+    let config_id = realtime_config(&app, &t).await;
+
+    // Conduit cannot make outbound messages (Setup / Metadata API): it shows the
+    // tenant's admin, and only an admin, the URL with the config's key.
+    let endpoint_path = format!("/v1/sync/configs/{config_id}/webhook-endpoint");
+    let member = app.token(t.id.as_str(), scenarios::Role::Member);
+    let (status, _) = app.get(&endpoint_path, &member).await;
+    assert_eq!(status, 403);
+    let (status, endpoint) = app.get(&endpoint_path, &t.admin).await;
+    assert_eq!(status, 200, "{endpoint}");
+    let url = endpoint["url"].as_str().unwrap().to_owned();
+    let prefix = format!("{}/v1/webhooks/salesforce/{}/{config_id}/", app.url(), t.id);
+    let key = url
+        .strip_prefix(&prefix)
+        .expect("the config's route")
+        .to_owned();
+    assert!(key.len() >= 40);
+    let path = url.strip_prefix(app.url().as_str()).unwrap().to_owned();
+    // The admin's setup: a workflow rule on Contact with an outbound message to it.
+    app.sandbox().salesforce_add_outbound_message(
+        &org,
+        SfObject::Contact,
+        &url,
+        &["Email", "FirstName", "LastName"],
+        true,
+    );
+    s::run_ok(&app, &t, &config_id).await;
+
+    // Created and edited in Salesforce: in Conduit within seconds, by webhook runs.
+    let made = app
+        .sandbox()
+        .salesforce_create_record(
+            &org,
+            SfObject::Contact,
+            json!({"FirstName": "Outbound", "LastName": "Message", "Email": "outbound.message@sandbox.test"})
+                .as_object()
+                .unwrap(),
+        )
+        .expect("created");
+    wait_for("the created contact", Duration::from_secs(20), || async {
+        app_contact(&app, &t, "outbound.message@sandbox.test")
+            .await
+            .is_some()
+    })
+    .await;
+    s::crm_update(&app, &t, Entity::Contacts, &made, &[("Title", "Notified")]);
+    wait_for("the edited contact", Duration::from_secs(20), || async {
+        app_contact(&app, &t, "outbound.message@sandbox.test")
+            .await
+            .is_some_and(|r| r.fields.get("job_title").map(String::as_str) == Some("Notified"))
+    })
+    .await;
+    assert_eq!(webhook_count(&app, &t, &config_id, "created").await, 1);
+    assert_eq!(webhook_count(&app, &t, &config_id, "updated").await, 1);
+
+    // Conduit's own create comes back as a notification and writes nothing.
+    let mine = s::app_create(
+        &app,
+        &t,
+        Entity::Contacts,
+        s::app_fields(Entity::Contacts, 9),
+    )
+    .await;
+    let mine_email = s::app_fields(Entity::Contacts, 9)["email"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let skipped_before = webhook_count(&app, &t, &config_id, "skipped").await;
+    wait_for("the echo read back", Duration::from_secs(20), || async {
+        webhook_count(&app, &t, &config_id, "skipped").await > skipped_before
+    })
+    .await;
+    let record = app_contact(&app, &t, &mine_email)
+        .await
+        .expect("the app's contact");
+    assert_eq!(record.id.as_str(), mine, "one record, the app's");
+
+    // Every request was acknowledged at once (no retries).
+    let deliveries = app.sandbox().salesforce_outbound_deliveries();
+    let ours: Vec<_> = deliveries.iter().filter(|d| d.url == url).collect();
+    assert!(ours.len() >= 3, "{ours:?}");
+    assert!(
+        ours.iter().all(|d| d.status == Some(200) && d.attempt == 1),
+        "{ours:?}"
+    );
+    let session = ours[0]
+        .body
+        .split("<SessionId>")
+        .nth(1)
+        .and_then(|s| s.split("</SessionId>").next())
+        .expect("a session id")
+        .to_owned();
+
+    // Refused: a wrong key, another org, a replay, a DOCTYPE; audited, nothing enqueued.
+    let runs_before = webhook_runs(&app, &t, &config_id).await;
+    let xml = [(
+        "content-type".to_owned(),
+        "text/xml; charset=utf-8".to_owned(),
+    )];
+    let wrong = format!(
+        "{}{}",
+        &path[..path.len() - key.len()],
+        "x".repeat(key.len())
+    );
+    let fresh = ours[0].body.replace("<Id>04l", "<Id>04m");
+    let out = post_hook(&app, &wrong, &xml, &fresh).await;
+    assert_eq!(
+        refused(&out),
+        (401, Some("webhook_credentials_invalid")),
+        "{}",
+        out.1
+    );
+    let other_org = fresh.replace(&org, "00DSY9999999999AAA");
+    let out = post_hook(&app, &path, &xml, &other_org).await;
+    assert_eq!(
+        refused(&out),
+        (401, Some("webhook_credentials_invalid")),
+        "{}",
+        out.1
+    );
+    let out = post_hook(&app, &path, &xml, &ours[0].body).await;
+    assert_eq!(refused(&out), (401, Some("webhook_replayed")), "{}", out.1);
+    let doctype = fresh.replacen(
+        "<soapenv:Envelope",
+        "<!DOCTYPE x [<!ENTITY e SYSTEM \"file:///etc/passwd\">]><soapenv:Envelope",
+        1,
+    );
+    let out = post_hook(&app, &path, &xml, &doctype).await;
+    assert_eq!(refused(&out), (400, Some("webhook_malformed")), "{}", out.1);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        webhook_runs(&app, &t, &config_id).await,
+        runs_before,
+        "nothing enqueued"
+    );
+    let denied = app
+        .audit_actions(t.id.as_str())
+        .await
+        .into_iter()
+        .filter(|(a, o)| a == "webhook.receive" && o == "denied")
+        .count();
+    assert_eq!(denied, 4);
+    for secret in [&key, &session] {
+        app.assert_secret_absent(secret, t.id.as_str()).await;
+        assert!(!app.logs().contains(secret.as_str()), "never logged");
+    }
+
+    // Paused: no endpoint, and the old URL is refused; resumed: a new key.
+    let (status, _) = app
+        .post(
+            &format!("/v1/sync/configs/{config_id}/pause"),
+            &t.admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(app.get(&endpoint_path, &t.admin).await.0, 404);
+    let out = post_hook(&app, &path, &xml, &fresh.replace("<Id>04m", "<Id>04n")).await;
+    assert_eq!(
+        refused(&out),
+        (401, Some("webhook_unknown_app")),
+        "{}",
+        out.1
+    );
+    let (status, _) = app
+        .post(
+            &format!("/v1/sync/configs/{config_id}/resume"),
+            &t.admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, again) = app.get(&endpoint_path, &t.admin).await;
+    assert_eq!(status, 200);
+    assert_ne!(again["url"].as_str(), Some(url.as_str()), "a new key");
+}

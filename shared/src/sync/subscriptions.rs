@@ -242,6 +242,27 @@ fn hook_url(app: &App, config: &SyncConfig) -> Result<String, String> {
     ))
 }
 
+/// Where the CRM's admin points what Conduit cannot create itself (Salesforce's
+/// outbound messages): the config's route with its key, `None` when the config has no
+/// such registration. The key is a secret: only admins are shown it.
+pub async fn admin_endpoint(app: &App, config: &SyncConfig) -> Result<Option<String>, String> {
+    let Some(reg) = registration(app, &config.tenant, &config.id)
+        .await
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(None);
+    };
+    if !reg
+        .hooks
+        .values()
+        .any(|id| id == super::crm::salesforce::OUTBOUND_MESSAGE)
+    {
+        return Ok(None);
+    }
+    let key = password(app, &reg).await?;
+    Ok(Some(format!("{}/{key}", hook_url(app, config)?)))
+}
+
 /// A registration's password (Zoho: channel token), opened.
 pub async fn password(app: &App, reg: &Registration) -> Result<String, String> {
     let password = app
