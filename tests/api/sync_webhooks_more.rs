@@ -25,6 +25,79 @@ fn refused(out: &(u16, Value)) -> (u16, Option<&str>) {
     (out.0, out.1["error"]["code"].as_str())
 }
 
+/// After refusals: nothing enqueued since `runs_before`, `denied` refusals audited,
+/// and each secret in neither the store nor the logs.
+pub(crate) async fn refusals_left_no_trace(
+    app: &TestApp,
+    t: &s::Tenant,
+    config_id: &conduit::domain::SyncConfigId,
+    runs_before: usize,
+    denied: usize,
+    secrets: &[&str],
+) {
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        webhook_runs(app, t, config_id).await,
+        runs_before,
+        "nothing enqueued"
+    );
+    let audited = app
+        .audit_actions(t.id.as_str())
+        .await
+        .into_iter()
+        .filter(|(a, o)| a == "webhook.receive" && o == "denied")
+        .count();
+    assert_eq!(audited, denied, "each refusal audited");
+    for secret in secrets {
+        app.assert_secret_absent(secret, t.id.as_str()).await;
+        assert!(
+            !app.logs().contains(secret),
+            "a webhook secret is never logged"
+        );
+    }
+}
+
+/// Pauses or resumes the config (`verb`).
+async fn set_state(
+    app: &TestApp,
+    t: &s::Tenant,
+    config_id: &conduit::domain::SyncConfigId,
+    verb: &str,
+) {
+    let (status, body) = app
+        .post(
+            &format!("/v1/sync/configs/{config_id}/{verb}"),
+            &t.admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Creates app contact `i`, which the realtime push takes to the CRM, and waits until
+/// its echo has come back and been read (counted skipped): its email and app record,
+/// still the one record.
+async fn echo_is_read_back(
+    app: &TestApp,
+    t: &s::Tenant,
+    config_id: &conduit::domain::SyncConfigId,
+    i: usize,
+) -> (String, conduit::sync::records::Record) {
+    let skipped_before = webhook_count(app, t, config_id, "skipped").await;
+    let fields = s::app_fields(Entity::Contacts, i);
+    let mine = s::app_create(app, t, Entity::Contacts, fields.clone()).await;
+    let email = fields["email"].as_str().unwrap_or_default().to_owned();
+    wait_for("the echo read back", Duration::from_secs(20), || async {
+        webhook_count(app, t, config_id, "skipped").await > skipped_before
+    })
+    .await;
+    let record = app_contact(app, t, &email)
+        .await
+        .expect("the app's contact");
+    assert_eq!(record.id.as_str(), mine, "one record, the app's");
+    (email, record)
+}
+
 #[tokio::test]
 async fn zoho_changes_arrive_through_its_notification_channel_which_follows_the_config() {
     let app = TestApp::spawn().await;
@@ -81,37 +154,7 @@ async fn zoho_changes_arrive_through_its_notification_channel_which_follows_the_
     // Conduit's own create comes back as a notification and writes nothing.
     let inserts_before =
         app.sandbox().calls("zoho.crm_insert") + app.sandbox().calls("zoho.crm_upsert");
-    let mine = s::app_create(
-        &app,
-        &t,
-        Entity::Contacts,
-        s::app_fields(Entity::Contacts, 7),
-    )
-    .await;
-    let mine_email = s::app_fields(Entity::Contacts, 7)["email"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    wait_for(
-        "the app's contact in Zoho",
-        Duration::from_secs(20),
-        || async {
-            app.sandbox()
-                .zoho_records(&org, sandbox::providers::zoho_crm::ZohoModule::Contacts)
-                .iter()
-                .any(|r| r.fields.get("Email").and_then(Value::as_str) == Some(mine_email.as_str()))
-        },
-    )
-    .await;
-    let skipped_before = webhook_count(&app, &t, &config_id, "skipped").await;
-    wait_for("the echo read back", Duration::from_secs(20), || async {
-        webhook_count(&app, &t, &config_id, "skipped").await > skipped_before
-    })
-    .await;
-    let record = app_contact(&app, &t, &mine_email)
-        .await
-        .expect("the app's contact");
-    assert_eq!(record.id.as_str(), mine, "one record, the app's");
+    let (mine_email, record) = echo_is_read_back(&app, &t, &config_id, 7).await;
     let version = record.version;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
@@ -166,24 +209,7 @@ async fn zoho_changes_arrive_through_its_notification_channel_which_follows_the_
     assert_eq!(refused(&out), (401, Some("webhook_replayed")), "{}", out.1);
     let out = post_hook(&app, &path, &json_type, "{\"ids\": [").await;
     assert_eq!(refused(&out), (400, Some("webhook_malformed")), "{}", out.1);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        webhook_runs(&app, &t, &config_id).await,
-        runs_before,
-        "nothing enqueued"
-    );
-    let denied = app
-        .audit_actions(t.id.as_str())
-        .await
-        .into_iter()
-        .filter(|(a, o)| a == "webhook.receive" && o == "denied")
-        .count();
-    assert_eq!(denied, 4);
-    app.assert_secret_absent(&token, t.id.as_str()).await;
-    assert!(
-        !app.logs().contains(&token),
-        "the channel token is never logged"
-    );
+    refusals_left_no_trace(&app, &t, &config_id, runs_before, 4, &[&token]).await;
 
     // Renewal: the every-minute schedule leaves a channel far from its expiry alone
     // and renews one that expires within a day.
@@ -240,23 +266,9 @@ async fn zoho_changes_arrive_through_its_notification_channel_which_follows_the_
     assert!(reg.expires[&Entity::Contacts] > now_ms() + 6 * DAY_MS);
 
     // Paused: the channel is gone; resumed: a new one; deleted: gone again.
-    let (status, _) = app
-        .post(
-            &format!("/v1/sync/configs/{config_id}/pause"),
-            &t.admin,
-            json!({}),
-        )
-        .await;
-    assert_eq!(status, 200);
+    set_state(&app, &t, &config_id, "pause").await;
     assert!(app.sandbox().zoho_channels(&org).is_empty());
-    let (status, _) = app
-        .post(
-            &format!("/v1/sync/configs/{config_id}/resume"),
-            &t.admin,
-            json!({}),
-        )
-        .await;
-    assert_eq!(status, 200);
+    set_state(&app, &t, &config_id, "resume").await;
     let channels = app.sandbox().zoho_channels(&org);
     assert_eq!(channels.len(), 1);
     assert_ne!(
@@ -344,26 +356,7 @@ async fn dynamics_changes_arrive_through_its_webhook_steps_which_follow_the_conf
     assert_eq!(webhook_count(&app, &t, &config_id, "updated").await, 1);
 
     // Conduit's own create comes back as an execution and writes nothing.
-    let mine = s::app_create(
-        &app,
-        &t,
-        Entity::Contacts,
-        s::app_fields(Entity::Contacts, 8),
-    )
-    .await;
-    let mine_email = s::app_fields(Entity::Contacts, 8)["email"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let skipped_before = webhook_count(&app, &t, &config_id, "skipped").await;
-    wait_for("the echo read back", Duration::from_secs(20), || async {
-        webhook_count(&app, &t, &config_id, "skipped").await > skipped_before
-    })
-    .await;
-    let record = app_contact(&app, &t, &mine_email)
-        .await
-        .expect("the app's contact");
-    assert_eq!(record.id.as_str(), mine, "one record, the app's");
+    let (mine_email, record) = echo_is_read_back(&app, &t, &config_id, 8).await;
     let version = record.version;
     s::crm_delete(&app, &t, Entity::Contacts, &made.id);
     // (The app's own contact keeps a phone the Dynamics mapping does not carry, so
@@ -418,47 +411,16 @@ async fn dynamics_changes_arrive_through_its_webhook_steps_which_follow_the_conf
     )
     .await;
     assert_eq!(refused(&out), (400, Some("webhook_malformed")), "{}", out.1);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        webhook_runs(&app, &t, &config_id).await,
-        runs_before,
-        "nothing enqueued"
-    );
-    let denied = app
-        .audit_actions(t.id.as_str())
-        .await
-        .into_iter()
-        .filter(|(a, o)| a == "webhook.receive" && o == "denied")
-        .count();
-    assert_eq!(denied, 4);
-    app.assert_secret_absent(&key, t.id.as_str()).await;
-    assert!(
-        !app.logs().contains(&key),
-        "the webhook key is never logged"
-    );
+    refusals_left_no_trace(&app, &t, &config_id, runs_before, 4, &[&key]).await;
 
     // Paused: endpoint and steps gone; resumed: new ones; deleted: gone again.
-    let (status, _) = app
-        .post(
-            &format!("/v1/sync/configs/{config_id}/pause"),
-            &t.admin,
-            json!({}),
-        )
-        .await;
-    assert_eq!(status, 200);
+    set_state(&app, &t, &config_id, "pause").await;
     let (endpoints, steps) = app.sandbox().dyn_crm_webhooks(&host);
     assert!(
         endpoints.is_empty() && steps.is_empty(),
         "{endpoints:?} {steps:?}"
     );
-    let (status, _) = app
-        .post(
-            &format!("/v1/sync/configs/{config_id}/resume"),
-            &t.admin,
-            json!({}),
-        )
-        .await;
-    assert_eq!(status, 200);
+    set_state(&app, &t, &config_id, "resume").await;
     let (endpoints, steps) = app.sandbox().dyn_crm_webhooks(&host);
     assert_eq!((endpoints.len(), steps.len()), (1, 3));
     let (status, _) = app
@@ -553,26 +515,7 @@ async fn salesforce_outbound_messages_bring_changes_and_are_acknowledged() {
     assert_eq!(webhook_count(&app, &t, &config_id, "updated").await, 1);
 
     // Conduit's own create comes back as a notification and writes nothing.
-    let mine = s::app_create(
-        &app,
-        &t,
-        Entity::Contacts,
-        s::app_fields(Entity::Contacts, 9),
-    )
-    .await;
-    let mine_email = s::app_fields(Entity::Contacts, 9)["email"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let skipped_before = webhook_count(&app, &t, &config_id, "skipped").await;
-    wait_for("the echo read back", Duration::from_secs(20), || async {
-        webhook_count(&app, &t, &config_id, "skipped").await > skipped_before
-    })
-    .await;
-    let record = app_contact(&app, &t, &mine_email)
-        .await
-        .expect("the app's contact");
-    assert_eq!(record.id.as_str(), mine, "one record, the app's");
+    echo_is_read_back(&app, &t, &config_id, 9).await;
 
     // Every request was acknowledged at once (no retries).
     let deliveries = app.sandbox().salesforce_outbound_deliveries();
@@ -626,33 +569,10 @@ async fn salesforce_outbound_messages_bring_changes_and_are_acknowledged() {
     );
     let out = post_hook(&app, &path, &xml, &doctype).await;
     assert_eq!(refused(&out), (400, Some("webhook_malformed")), "{}", out.1);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        webhook_runs(&app, &t, &config_id).await,
-        runs_before,
-        "nothing enqueued"
-    );
-    let denied = app
-        .audit_actions(t.id.as_str())
-        .await
-        .into_iter()
-        .filter(|(a, o)| a == "webhook.receive" && o == "denied")
-        .count();
-    assert_eq!(denied, 4);
-    for secret in [&key, &session] {
-        app.assert_secret_absent(secret, t.id.as_str()).await;
-        assert!(!app.logs().contains(secret.as_str()), "never logged");
-    }
+    refusals_left_no_trace(&app, &t, &config_id, runs_before, 4, &[&key, &session]).await;
 
     // Paused: no endpoint, and the old URL is refused; resumed: a new key.
-    let (status, _) = app
-        .post(
-            &format!("/v1/sync/configs/{config_id}/pause"),
-            &t.admin,
-            json!({}),
-        )
-        .await;
-    assert_eq!(status, 200);
+    set_state(&app, &t, &config_id, "pause").await;
     assert_eq!(app.get(&endpoint_path, &t.admin).await.0, 404);
     let out = post_hook(&app, &path, &xml, &fresh.replace("<Id>04m", "<Id>04n")).await;
     assert_eq!(
@@ -661,14 +581,7 @@ async fn salesforce_outbound_messages_bring_changes_and_are_acknowledged() {
         "{}",
         out.1
     );
-    let (status, _) = app
-        .post(
-            &format!("/v1/sync/configs/{config_id}/resume"),
-            &t.admin,
-            json!({}),
-        )
-        .await;
-    assert_eq!(status, 200);
+    set_state(&app, &t, &config_id, "resume").await;
     let (status, again) = app.get(&endpoint_path, &t.admin).await;
     assert_eq!(status, 200);
     assert_ne!(again["url"].as_str(), Some(url.as_str()), "a new key");

@@ -419,24 +419,48 @@ async fn hubspot_route(
     taken(provider, batch.event_ids.len(), batch.ignored, &routed)
 }
 
+/// A config route's parts: the tenant and config of its path, the config's webhook
+/// registration (a config without one is refused) and the secret Conduit set, opened.
+struct Registered {
+    tenant: TenantId,
+    config_id: SyncConfigId,
+    reg: subscriptions::Registration,
+    secret: String,
+}
+
+async fn registered(call: &mut Call<'_>, req: &Request) -> Result<Registered, Stop> {
+    let tenant = path_id(req, "tenant", |s| TenantId::parse(s).ok())?;
+    let config_id = path_id(req, "config", |s| SyncConfigId::parse(s).ok())?;
+    call.for_tenant(&tenant);
+    let reg = subscriptions::registration(call.app, &tenant, &config_id)
+        .await?
+        .ok_or_else(Refusal::unknown_app)?;
+    let secret = subscriptions::password(call.app, &reg)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Registered {
+        tenant,
+        config_id,
+        reg,
+        secret,
+    })
+}
+
 /// `POST /v1/webhooks/pipedrive/{tenant}/{config}`: an event of a webhook Conduit created
 /// for the config, carrying the basic credentials Conduit set.
 async fn pipedrive(call: &mut Call<'_>, req: &Request) -> Result<Response<Body>, Stop> {
     let app = call.app;
-    let tenant = path_id(req, "tenant", |s| TenantId::parse(s).ok())?;
-    let config_id = path_id(req, "config", |s| SyncConfigId::parse(s).ok())?;
-    call.for_tenant(&tenant);
     let body = body_of(req)?;
-    let reg = subscriptions::registration(app, &tenant, &config_id)
-        .await?
-        .ok_or_else(Refusal::unknown_app)?;
-    let password = subscriptions::password(app, &reg)
-        .await
-        .map_err(ApiError::internal)?;
+    let Registered {
+        tenant,
+        config_id,
+        secret,
+        ..
+    } = registered(call, req).await?;
     conduit::webhooks::pipedrive::check_auth(
         header_str(req.headers(), "authorization"),
         subscriptions::USER,
-        &password,
+        &secret,
     )?;
     let event = conduit::webhooks::pipedrive::parse(body)?;
     let now = now_ms();
@@ -467,18 +491,15 @@ async fn pipedrive(call: &mut Call<'_>, req: &Request) -> Result<Response<Body>,
 /// must therefore be read first).
 async fn zoho(call: &mut Call<'_>, req: &Request) -> Result<Response<Body>, Stop> {
     let app = call.app;
-    let tenant = path_id(req, "tenant", |s| TenantId::parse(s).ok())?;
-    let config_id = path_id(req, "config", |s| SyncConfigId::parse(s).ok())?;
-    call.for_tenant(&tenant);
     let body = body_of(req)?;
+    let Registered {
+        tenant,
+        config_id,
+        reg,
+        secret,
+    } = registered(call, req).await?;
     let note = conduit::webhooks::zoho::parse(body)?;
-    let reg = subscriptions::registration(app, &tenant, &config_id)
-        .await?
-        .ok_or_else(Refusal::unknown_app)?;
-    let token = subscriptions::password(app, &reg)
-        .await
-        .map_err(ApiError::internal)?;
-    conduit::webhooks::zoho::check_token(&note.token, &token)?;
+    conduit::webhooks::zoho::check_token(&note.token, &secret)?;
     // The token is the config's; the channel must be one of its channels too, and the
     // module the one that channel watches.
     let entity = reg
@@ -530,19 +551,16 @@ async fn zoho(call: &mut Call<'_>, req: &Request) -> Result<Response<Body>, Stop
 async fn dynamics(call: &mut Call<'_>, req: &Request) -> Result<Response<Body>, Stop> {
     use conduit::webhooks::dynamics as dataverse;
     let app = call.app;
-    let tenant = path_id(req, "tenant", |s| TenantId::parse(s).ok())?;
-    let config_id = path_id(req, "config", |s| SyncConfigId::parse(s).ok())?;
-    call.for_tenant(&tenant);
     let body = body_of(req)?;
-    let reg = subscriptions::registration(app, &tenant, &config_id)
-        .await?
-        .ok_or_else(Refusal::unknown_app)?;
-    let key = subscriptions::password(app, &reg)
-        .await
-        .map_err(ApiError::internal)?;
+    let Registered {
+        tenant,
+        config_id,
+        reg,
+        secret,
+    } = registered(call, req).await?;
     dataverse::check_key(
         header_str(req.headers(), conduit::sync::crm::dynamics::HOOK_HEADER),
-        &key,
+        &secret,
     )?;
     let run = dataverse::parse(body)?;
     let now = now_ms();
@@ -577,18 +595,15 @@ async fn dynamics(call: &mut Call<'_>, req: &Request) -> Result<Response<Body>, 
 async fn salesforce(call: &mut Call<'_>, req: &Request) -> Result<Response<Body>, Stop> {
     use conduit::webhooks::salesforce as sf;
     let app = call.app;
-    let tenant = path_id(req, "tenant", |s| TenantId::parse(s).ok())?;
-    let config_id = path_id(req, "config", |s| SyncConfigId::parse(s).ok())?;
-    call.for_tenant(&tenant);
-    let key = http::path_param(req, "key")?;
     let body = body_of(req)?;
-    let reg = subscriptions::registration(app, &tenant, &config_id)
-        .await?
-        .ok_or_else(Refusal::unknown_app)?;
-    let expected = subscriptions::password(app, &reg)
-        .await
-        .map_err(ApiError::internal)?;
-    conduit::webhooks::zoho::check_token(&key, &expected)?;
+    let Registered {
+        tenant,
+        config_id,
+        reg,
+        secret,
+    } = registered(call, req).await?;
+    let key = http::path_param(req, "key")?;
+    conduit::webhooks::zoho::check_token(&key, &secret)?;
     let message = sf::parse(body)?;
     // The key is the config's; the message must also come from the connection's org.
     let org = conduit::store::connections::Connections::new(app.table.clone())

@@ -137,15 +137,7 @@ pub async fn reconcile(
     if existing.is_none() && !want {
         return Ok(done);
     }
-    let mut client = CrmClient::new(
-        app,
-        kind,
-        config.tenant.clone(),
-        config.connection_id.clone(),
-        actor,
-        request_id,
-    )
-    .map_err(|e| e.to_string())?;
+    let mut client = client(app, kind, config, actor, request_id)?;
     if !client.subscribes() {
         return Ok(done);
     }
@@ -224,6 +216,25 @@ pub async fn reconcile(
         save(app, &reg).await.map_err(|e| e.to_string())?;
     }
     Ok(done)
+}
+
+/// A client of the config's connection.
+fn client<'a>(
+    app: &'a App,
+    kind: CrmKind,
+    config: &SyncConfig,
+    actor: &'a str,
+    request_id: &str,
+) -> Result<CrmClient<'a>, String> {
+    CrmClient::new(
+        app,
+        kind,
+        config.tenant.clone(),
+        config.connection_id.clone(),
+        actor,
+        request_id,
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// Where a config's webhooks send: `{public base}/v1/webhooks/{provider}/{tenant}/{config}`.
@@ -311,15 +322,7 @@ pub async fn renew_due(
     if due.is_empty() || reg.connection_id != config.connection_id {
         return Ok(0);
     }
-    let mut client = CrmClient::new(
-        app,
-        kind,
-        config.tenant.clone(),
-        config.connection_id.clone(),
-        actor,
-        request_id,
-    )
-    .map_err(|e| e.to_string())?;
+    let mut client = client(app, kind, config, actor, request_id)?;
     let Some(lifetime) = client.subscription_lifetime() else {
         return Ok(0);
     };

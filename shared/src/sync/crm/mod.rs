@@ -502,6 +502,18 @@ pub trait Dialect: Wire {
     }
 }
 
+/// A removal's answer: a 404 or 410 means it was gone already, which is what removing
+/// it asked for.
+pub(crate) fn removed(answer: Result<Value, CrmError>) -> Result<(), CrmError> {
+    match answer {
+        Ok(_)
+        | Err(CrmError::Rejected {
+            status: 404 | 410, ..
+        }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// A client for one connection's CRM.
 pub struct CrmClient<'a> {
     kind: CrmKind,

@@ -1178,21 +1178,8 @@ impl Dialect for Pipedrive {
         let id: u64 = id
             .parse()
             .map_err(|_| CrmError::Internal(format!("webhook id {id:?} is not a number")))?;
-        match call(
-            c,
-            Method::DELETE,
-            &format!("/api/v1/webhooks/{id}"),
-            &[],
-            None,
-        )
-        .await
-        {
-            Ok(_)
-            | Err(CrmError::Rejected {
-                status: 404 | 410, ..
-            }) => Ok(()),
-            Err(e) => Err(e),
-        }
+        let path = format!("/api/v1/webhooks/{id}");
+        super::removed(call(c, Method::DELETE, &path, &[], None).await)
     }
 }
 
