@@ -455,22 +455,7 @@ async fn pipedrive_webhooks_come_and_go_with_the_config_and_bring_changes() {
     let Crm::Pipedrive(company) = t.crm.clone() else {
         unreachable!()
     };
-    let (status, config) = app
-        .post(
-            "/v1/sync/configs",
-            &t.admin,
-            json!({
-                "connection_id": t.conn,
-                "direction": "bidirectional",
-                "frequency": {"type": "realtime"},
-                "entities": ["contacts"],
-                "conflict_strategy": "last_write_wins",
-                "options": {"propagate_deletes": true},
-            }),
-        )
-        .await;
-    assert_eq!(status, 201, "{config}");
-    let config_id = config["id"].as_str().unwrap().to_owned();
+    let config_id = crate::sync_webhooks_more::realtime_config(&app, &t).await;
     // Conduit made one webhook: version 2.0, every action on persons, to the config's
     // route, with basic credentials of its own.
     let hooks = app.sandbox().pipedrive_webhooks(&company);
@@ -484,7 +469,6 @@ async fn pipedrive_webhooks_come_and_go_with_the_config_and_bring_changes() {
     assert_eq!(hook["http_auth_user"], "conduit");
     let password = hook["http_auth_password"].as_str().unwrap().to_owned();
     assert!(password.len() >= 40);
-    let config_id = conduit::domain::SyncConfigId::parse(&config_id).unwrap();
     s::run_ok(&app, &t, &config_id).await;
 
     // Created, changed and deleted in Pipedrive: in Conduit within seconds.

@@ -105,22 +105,7 @@ async fn zoho_changes_arrive_through_its_notification_channel_which_follows_the_
     let Crm::Zoho(org) = t.crm.clone() else {
         unreachable!()
     };
-    let (status, config) = app
-        .post(
-            "/v1/sync/configs",
-            &t.admin,
-            json!({
-                "connection_id": t.conn,
-                "direction": "bidirectional",
-                "frequency": {"type": "realtime"},
-                "entities": ["contacts"],
-                "conflict_strategy": "last_write_wins",
-                "options": {"propagate_deletes": true},
-            }),
-        )
-        .await;
-    assert_eq!(status, 201, "{config}");
-    let config_id = conduit::domain::SyncConfigId::parse(config["id"].as_str().unwrap()).unwrap();
+    let config_id = realtime_config(&app, &t).await;
 
     // One channel: every operation on Contacts, to the config's route, with a token of
     // Conduit's, living (almost) the week Zoho allows.
@@ -285,7 +270,7 @@ async fn zoho_changes_arrive_through_its_notification_channel_which_follows_the_
 
 /// A realtime config of `t` pulling and pushing contacts, made through the API (so its
 /// webhooks are registered); its id.
-async fn realtime_config(app: &TestApp, t: &s::Tenant) -> conduit::domain::SyncConfigId {
+pub(crate) async fn realtime_config(app: &TestApp, t: &s::Tenant) -> conduit::domain::SyncConfigId {
     let (status, config) = app
         .post(
             "/v1/sync/configs",
