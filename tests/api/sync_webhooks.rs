@@ -553,7 +553,37 @@ async fn pipedrive_webhooks_come_and_go_with_the_config_and_bring_changes() {
         )
         .await;
     assert_eq!(status, 200);
-    assert_eq!(app.sandbox().pipedrive_webhooks(&company).len(), 1);
+    let hooks = app.sandbox().pipedrive_webhooks(&company);
+    assert_eq!(hooks.len(), 1);
+    // Removed by hand in Pipedrive: the every-minute run makes it again (it asks at most
+    // every ten minutes; the last time is set back here).
+    assert_eq!(app.sandbox().remove_pipedrive_webhooks(&company), 1);
+    let mut reg = conduit::sync::subscriptions::registration(&app.app(), &t.id, &config_id)
+        .await
+        .unwrap()
+        .expect("the registration");
+    reg.checked_at = 0;
+    app.app()
+        .table
+        .put(&conduit::store::Keyed {
+            pk: conduit::store::keys::tenant(&t.id),
+            sk: conduit::store::keys::webhook_registration(&config_id),
+            item: &reg,
+        })
+        .await
+        .unwrap();
+    let group = app
+        .local()
+        .stack
+        .ref_value("SyncScheduleGroup")
+        .expect("the schedule group");
+    app.local()
+        .fire_scheduler_schedule(&group, config_id.as_str())
+        .await
+        .expect("fired");
+    let healed = app.sandbox().pipedrive_webhooks(&company);
+    assert_eq!(healed.len(), 1, "made again: {healed:?}");
+    assert_ne!(healed[0]["id"], hooks[0]["id"]);
     // Deleted: gone again, and the old route refuses.
     let (status, _) = app
         .delete(&format!("/v1/sync/configs/{config_id}"), &t.admin)

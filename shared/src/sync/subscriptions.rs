@@ -11,9 +11,11 @@
 //! no webhook Conduit does not know of. A failure never fails the config's change: the
 //! config still pulls every minute, and the next change of the config tries again.
 //!
-//! Subscriptions that expire (Zoho's channels live at most a week) are renewed by the
-//! config's every-minute scheduled run ([`renew_due`]) once less than [`RENEW_MARGIN`]
-//! of their life is left; Zoho's channel `token` is the same sealed password.
+//! The config's every-minute scheduled run keeps them up ([`maintain`]): webhooks the
+//! CRM lost (removed by hand in Pipedrive) are made again, and subscriptions that
+//! expire (Zoho's channels live at most a week) are renewed once less than
+//! [`RENEW_MARGIN`] of their life is left. Zoho's channel `token`, Dynamics 365's
+//! header secret and Salesforce's URL key are the same sealed password.
 
 use std::collections::BTreeMap;
 
@@ -64,6 +66,9 @@ pub struct Registration {
     /// When each expiring subscription expires (Unix ms; none for those that do not).
     #[serde(default)]
     pub expires: BTreeMap<Entity, i64>,
+    /// When the CRM was last asked which of them it still has (Unix ms; 0: never).
+    #[serde(default)]
+    pub checked_at: i64,
     /// When the first webhook was made.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -163,6 +168,7 @@ pub async fn reconcile(
                     .map_err(|e| e.to_string())?,
                 created_at: crate::domain::now(),
                 expires: BTreeMap::new(),
+                checked_at: 0,
             }
         }
     };
@@ -297,6 +303,84 @@ fn due(reg: &Registration, now_ms: i64) -> Vec<(Entity, String)> {
         .collect()
 }
 
+/// How often the every-minute run asks the CRM whether the config's webhooks are still
+/// there.
+pub const HEAL_EVERY: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+
+/// What [`maintain`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Maintained {
+    /// Webhooks made again after the CRM lost them.
+    pub healed: usize,
+    /// Subscriptions renewed before their expiry.
+    pub renewed: usize,
+}
+
+/// The config's every-minute upkeep of its webhooks: those the CRM no longer has (an
+/// admin removed them by hand) are made again, at most every [`HEAL_EVERY`], where the
+/// CRM lists them; those near their expiry are renewed ([`renew_due`]).
+pub async fn maintain(
+    app: &App,
+    config: &SyncConfig,
+    actor: &str,
+    request_id: &str,
+) -> Result<Maintained, String> {
+    Ok(Maintained {
+        healed: heal(app, config, actor, request_id).await?,
+        renewed: renew_due(app, config, actor, request_id).await?,
+    })
+}
+
+async fn heal(
+    app: &App,
+    config: &SyncConfig,
+    actor: &str,
+    request_id: &str,
+) -> Result<usize, String> {
+    if !wanted(config) {
+        return Ok(0);
+    }
+    let Some(kind) = CrmKind::of(&config.provider) else {
+        return Ok(0);
+    };
+    let Some(mut reg) = registration(app, &config.tenant, &config.id)
+        .await
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(0);
+    };
+    let now = now_ms();
+    if now - reg.checked_at < ms(HEAL_EVERY) || reg.connection_id != config.connection_id {
+        return Ok(0);
+    }
+    let mut client = client(app, kind, config, actor, request_id)?;
+    let Some(live) = client
+        .live_subscriptions()
+        .await
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(0);
+    };
+    reg.checked_at = now;
+    let lost: Vec<Entity> = reg
+        .hooks
+        .iter()
+        .filter(|(_, id)| !live.contains(*id))
+        .map(|(e, _)| *e)
+        .collect();
+    for e in &lost {
+        reg.hooks.remove(e);
+        reg.expires.remove(e);
+    }
+    save(app, &reg).await.map_err(|e| e.to_string())?;
+    if lost.is_empty() {
+        return Ok(0);
+    }
+    Ok(reconcile(app, config, false, actor, request_id)
+        .await?
+        .created)
+}
+
 /// Renews the config's subscriptions that expire within [`RENEW_MARGIN`] (the config's
 /// every-minute scheduled run calls it); answers how many. A config that should have
 /// none is left to [`reconcile`].
@@ -366,6 +450,7 @@ mod tests {
                 ct: String::new(),
             },
             expires: [(Entity::Contacts, now + ms(RENEW_MARGIN) - 1)].into(),
+            checked_at: 0,
             created_at: OffsetDateTime::UNIX_EPOCH,
         };
         assert_eq!(due(&reg, now), vec![(Entity::Contacts, "1".to_owned())]);

@@ -482,6 +482,15 @@ pub trait Dialect: Wire {
         Ok(())
     }
 
+    /// The ids of the subscriptions the CRM has now (`None`: the CRM does not list
+    /// them), to re-create those someone removed by hand.
+    async fn live_subscriptions(
+        &self,
+        _c: &mut CrmClient<'_>,
+    ) -> Result<Option<std::collections::BTreeSet<String>>, CrmError> {
+        Ok(None)
+    }
+
     /// How long a subscription lives unless renewed (`None`: until removed). The
     /// subscription made or renewed now lasts at least this long.
     fn subscription_lifetime(&self) -> Option<std::time::Duration> {
@@ -969,6 +978,13 @@ impl<'a> CrmClient<'a> {
     /// Removes a webhook.
     pub async fn unsubscribe(&mut self, id: &str) -> Result<(), CrmError> {
         self.kind.dialect.unsubscribe(self, id).await
+    }
+
+    /// The ids of the subscriptions the CRM has now, where it lists them.
+    pub async fn live_subscriptions(
+        &mut self,
+    ) -> Result<Option<std::collections::BTreeSet<String>>, CrmError> {
+        self.kind.dialect.live_subscriptions(self).await
     }
 
     /// How long this CRM's subscriptions live unless renewed.
