@@ -69,6 +69,11 @@ pub(crate) struct Outbound {
 }
 
 impl Outbound {
+    /// Whether an outbound message is set up on `object`.
+    pub(crate) fn watches(&self, object: SfObject) -> bool {
+        self.messages.iter().any(|m| m.object == object)
+    }
+
     /// Queues a notification of every message on `object` for a record created or
     /// edited; `value` reads a field of it as text.
     pub(crate) fn note(

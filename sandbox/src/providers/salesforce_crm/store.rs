@@ -313,6 +313,10 @@ impl Org {
                 previous: self.tables[object.index()].records.get(&rec.id).cloned(),
             });
         }
+        if !self.outbound.watches(object) {
+            self.table_mut(object).put(object, rec);
+            return;
+        }
         let (id, deleted, values) = (rec.id.clone(), rec.deleted, rec.values.clone());
         self.table_mut(object).put(object, rec);
         super::outbound::note_put(self, object, &values, &id, deleted);
