@@ -599,4 +599,12 @@ async fn pipedrive_webhooks_come_and_go_with_the_config_and_bring_changes() {
             >= 3,
         "{actions:?}"
     );
+    // A realtime config's webhook goes with its connection.
+    crate::sync_webhooks_more::realtime_config(&app, &t).await;
+    assert_eq!(app.sandbox().pipedrive_webhooks(&company).len(), 1);
+    let (status, _) = app
+        .delete(&format!("/v1/connections/{}", t.conn), &t.admin)
+        .await;
+    assert!(status == 204 || status == 200, "{status}");
+    assert!(app.sandbox().pipedrive_webhooks(&company).is_empty());
 }

@@ -303,6 +303,32 @@ fn due(reg: &Registration, now_ms: i64) -> Vec<(Entity, String)> {
         .collect()
 }
 
+/// Removes from the CRM the webhooks of every config of a connection about to be
+/// deleted (while its grant still works); answers how many. Each config's failure is
+/// logged and the others go on: the connection's deletion stands either way.
+pub async fn release_connection(
+    app: &App,
+    tenant: &TenantId,
+    connection: &ConnectionId,
+    actor: &str,
+    request_id: &str,
+) -> Result<usize, String> {
+    let configs = super::config::Configs::new(app.table.clone())
+        .list(tenant)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut removed = 0;
+    for config in configs.iter().filter(|c| c.connection_id == *connection) {
+        match reconcile(app, config, true, actor, request_id).await {
+            Ok(done) => removed += done.removed,
+            Err(e) => {
+                tracing::warn!(config = %config.id, error = %e, "removing a config's webhooks with its connection failed")
+            }
+        }
+    }
+    Ok(removed)
+}
+
 /// How often the every-minute run asks the CRM whether the config's webhooks are still
 /// there.
 pub const HEAL_EVERY: std::time::Duration = std::time::Duration::from_secs(10 * 60);
