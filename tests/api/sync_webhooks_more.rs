@@ -57,6 +57,35 @@ pub(crate) async fn refusals_left_no_trace(
     }
 }
 
+/// Waits until the webhook runs' counters reach `want` (a run writes its record before
+/// it counts it), then checks they stay there.
+async fn counts_settle(
+    app: &TestApp,
+    t: &s::Tenant,
+    config_id: &conduit::domain::SyncConfigId,
+    want: &[(&str, u64)],
+) {
+    wait_for(
+        "the webhook runs' counts",
+        Duration::from_secs(10),
+        || async {
+            let mut reached = true;
+            for (counter, n) in want {
+                reached &= webhook_count(app, t, config_id, counter).await >= *n;
+            }
+            reached
+        },
+    )
+    .await;
+    for (counter, n) in want {
+        assert_eq!(
+            webhook_count(app, t, config_id, counter).await,
+            *n,
+            "{counter}"
+        );
+    }
+}
+
 /// Pauses or resumes the config (`verb`).
 async fn set_state(
     app: &TestApp,
@@ -155,9 +184,13 @@ async fn zoho_changes_arrive_through_its_notification_channel_which_follows_the_
         "one create, no echo pushed back"
     );
 
-    assert_eq!(webhook_count(&app, &t, &config_id, "created").await, 2);
-    assert_eq!(webhook_count(&app, &t, &config_id, "updated").await, 1);
-    assert_eq!(webhook_count(&app, &t, &config_id, "deleted").await, 1);
+    counts_settle(
+        &app,
+        &t,
+        &config_id,
+        &[("created", 2), ("updated", 1), ("deleted", 1)],
+    )
+    .await;
     let deliveries = app.sandbox().zoho_notification_deliveries();
     let ours: Vec<_> = deliveries
         .iter()
@@ -337,8 +370,7 @@ async fn dynamics_changes_arrive_through_its_webhook_steps_which_follow_the_conf
         &[("jobtitle", "Webhook tester")],
     );
     same_within(&app, &t, "the changed contact").await;
-    assert_eq!(webhook_count(&app, &t, &config_id, "created").await, 1);
-    assert_eq!(webhook_count(&app, &t, &config_id, "updated").await, 1);
+    counts_settle(&app, &t, &config_id, &[("created", 1), ("updated", 1)]).await;
 
     // Conduit's own create comes back as an execution and writes nothing.
     let (mine_email, record) = echo_is_read_back(&app, &t, &config_id, 8).await;
@@ -352,7 +384,7 @@ async fn dynamics_changes_arrive_through_its_webhook_steps_which_follow_the_conf
             .is_none_or(|r| r.deleted_at.is_some())
     })
     .await;
-    assert_eq!(webhook_count(&app, &t, &config_id, "deleted").await, 1);
+    counts_settle(&app, &t, &config_id, &[("deleted", 1)]).await;
     assert_eq!(
         app_contact(&app, &t, &mine_email).await.unwrap().version,
         version,
@@ -496,8 +528,7 @@ async fn salesforce_outbound_messages_bring_changes_and_are_acknowledged() {
             .is_some_and(|r| r.fields.get("job_title").map(String::as_str) == Some("Notified"))
     })
     .await;
-    assert_eq!(webhook_count(&app, &t, &config_id, "created").await, 1);
-    assert_eq!(webhook_count(&app, &t, &config_id, "updated").await, 1);
+    counts_settle(&app, &t, &config_id, &[("created", 1), ("updated", 1)]).await;
 
     // Conduit's own create comes back as a notification and writes nothing.
     echo_is_read_back(&app, &t, &config_id, 9).await;

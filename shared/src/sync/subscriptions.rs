@@ -357,26 +357,34 @@ pub async fn maintain(
     })
 }
 
+/// The CRM and registration of a config that should have webhooks and has them, made
+/// through its current connection (anything else is [`reconcile`]'s to settle).
+async fn held(app: &App, config: &SyncConfig) -> Result<Option<(CrmKind, Registration)>, String> {
+    if !wanted(config) {
+        return Ok(None);
+    }
+    let Some(kind) = CrmKind::of(&config.provider) else {
+        return Ok(None);
+    };
+    let reg = registration(app, &config.tenant, &config.id)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(reg
+        .filter(|r| r.connection_id == config.connection_id)
+        .map(|r| (kind, r)))
+}
+
 async fn heal(
     app: &App,
     config: &SyncConfig,
     actor: &str,
     request_id: &str,
 ) -> Result<usize, String> {
-    if !wanted(config) {
-        return Ok(0);
-    }
-    let Some(kind) = CrmKind::of(&config.provider) else {
-        return Ok(0);
-    };
-    let Some(mut reg) = registration(app, &config.tenant, &config.id)
-        .await
-        .map_err(|e| e.to_string())?
-    else {
+    let Some((kind, mut reg)) = held(app, config).await? else {
         return Ok(0);
     };
     let now = now_ms();
-    if now - reg.checked_at < ms(HEAL_EVERY) || reg.connection_id != config.connection_id {
+    if now - reg.checked_at < ms(HEAL_EVERY) {
         return Ok(0);
     }
     let mut client = client(app, kind, config, actor, request_id)?;
@@ -416,20 +424,11 @@ pub async fn renew_due(
     actor: &str,
     request_id: &str,
 ) -> Result<usize, String> {
-    if !wanted(config) {
-        return Ok(0);
-    }
-    let Some(kind) = CrmKind::of(&config.provider) else {
-        return Ok(0);
-    };
-    let Some(mut reg) = registration(app, &config.tenant, &config.id)
-        .await
-        .map_err(|e| e.to_string())?
-    else {
+    let Some((kind, mut reg)) = held(app, config).await? else {
         return Ok(0);
     };
     let due = due(&reg, now_ms());
-    if due.is_empty() || reg.connection_id != config.connection_id {
+    if due.is_empty() {
         return Ok(0);
     }
     let mut client = client(app, kind, config, actor, request_id)?;
