@@ -72,6 +72,18 @@ fn expectations() -> Vec<(&'static str, &'static str, Shows)> {
         ),
         // A config with no notification channel: refused before its token is looked at.
         ("webhooks", "zoho-unknown-config.json", Shows::Status(401)),
+        // A config without webhook steps (and no key header): refused before the body.
+        (
+            "webhooks",
+            "dynamics365-unknown-config.json",
+            Shows::Status(401),
+        ),
+        // A config without an outbound-message key: refused before the SOAP is read.
+        (
+            "webhooks",
+            "salesforce-unknown-config.json",
+            Shows::Status(401),
+        ),
         (
             "google",
             "send-gmail-not-connected.json",

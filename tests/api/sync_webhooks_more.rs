@@ -25,6 +25,108 @@ fn refused(out: &(u16, Value)) -> (u16, Option<&str>) {
     (out.0, out.1["error"]["code"].as_str())
 }
 
+/// After refusals: nothing enqueued since `runs_before`, `denied` refusals audited,
+/// and each secret in neither the store nor the logs.
+pub(crate) async fn refusals_left_no_trace(
+    app: &TestApp,
+    t: &s::Tenant,
+    config_id: &conduit::domain::SyncConfigId,
+    runs_before: usize,
+    denied: usize,
+    secrets: &[&str],
+) {
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        webhook_runs(app, t, config_id).await,
+        runs_before,
+        "nothing enqueued"
+    );
+    let audited = app
+        .audit_actions(t.id.as_str())
+        .await
+        .into_iter()
+        .filter(|(a, o)| a == "webhook.receive" && o == "denied")
+        .count();
+    assert_eq!(audited, denied, "each refusal audited");
+    for secret in secrets {
+        app.assert_secret_absent(secret, t.id.as_str()).await;
+        assert!(
+            !app.logs().contains(secret),
+            "a webhook secret is never logged"
+        );
+    }
+}
+
+/// Waits until the webhook runs' counters reach `want` (a run writes its record before
+/// it counts it), then checks they stay there.
+async fn counts_settle(
+    app: &TestApp,
+    t: &s::Tenant,
+    config_id: &conduit::domain::SyncConfigId,
+    want: &[(&str, u64)],
+) {
+    wait_for(
+        "the webhook runs' counts",
+        Duration::from_secs(10),
+        || async {
+            let mut reached = true;
+            for (counter, n) in want {
+                reached &= webhook_count(app, t, config_id, counter).await >= *n;
+            }
+            reached
+        },
+    )
+    .await;
+    for (counter, n) in want {
+        assert_eq!(
+            webhook_count(app, t, config_id, counter).await,
+            *n,
+            "{counter}"
+        );
+    }
+}
+
+/// Pauses or resumes the config (`verb`).
+async fn set_state(
+    app: &TestApp,
+    t: &s::Tenant,
+    config_id: &conduit::domain::SyncConfigId,
+    verb: &str,
+) {
+    let (status, body) = app
+        .post(
+            &format!("/v1/sync/configs/{config_id}/{verb}"),
+            &t.admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Creates app contact `i`, which the realtime push takes to the CRM, and waits until
+/// its echo has come back and been read (counted skipped): its email and app record,
+/// still the one record.
+async fn echo_is_read_back(
+    app: &TestApp,
+    t: &s::Tenant,
+    config_id: &conduit::domain::SyncConfigId,
+    i: usize,
+) -> (String, conduit::sync::records::Record) {
+    let skipped_before = webhook_count(app, t, config_id, "skipped").await;
+    let fields = s::app_fields(Entity::Contacts, i);
+    let mine = s::app_create(app, t, Entity::Contacts, fields.clone()).await;
+    let email = fields["email"].as_str().unwrap_or_default().to_owned();
+    wait_for("the echo read back", Duration::from_secs(20), || async {
+        webhook_count(app, t, config_id, "skipped").await > skipped_before
+    })
+    .await;
+    let record = app_contact(app, t, &email)
+        .await
+        .expect("the app's contact");
+    assert_eq!(record.id.as_str(), mine, "one record, the app's");
+    (email, record)
+}
+
 #[tokio::test]
 async fn zoho_changes_arrive_through_its_notification_channel_which_follows_the_config() {
     let app = TestApp::spawn().await;
@@ -32,22 +134,7 @@ async fn zoho_changes_arrive_through_its_notification_channel_which_follows_the_
     let Crm::Zoho(org) = t.crm.clone() else {
         unreachable!()
     };
-    let (status, config) = app
-        .post(
-            "/v1/sync/configs",
-            &t.admin,
-            json!({
-                "connection_id": t.conn,
-                "direction": "bidirectional",
-                "frequency": {"type": "realtime"},
-                "entities": ["contacts"],
-                "conflict_strategy": "last_write_wins",
-                "options": {"propagate_deletes": true},
-            }),
-        )
-        .await;
-    assert_eq!(status, 201, "{config}");
-    let config_id = conduit::domain::SyncConfigId::parse(config["id"].as_str().unwrap()).unwrap();
+    let config_id = realtime_config(&app, &t).await;
 
     // One channel: every operation on Contacts, to the config's route, with a token of
     // Conduit's, living (almost) the week Zoho allows.
@@ -87,37 +174,7 @@ async fn zoho_changes_arrive_through_its_notification_channel_which_follows_the_
             .len()
     };
     let inserts_before = org_contacts();
-    let mine = s::app_create(
-        &app,
-        &t,
-        Entity::Contacts,
-        s::app_fields(Entity::Contacts, 7),
-    )
-    .await;
-    let mine_email = s::app_fields(Entity::Contacts, 7)["email"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    wait_for(
-        "the app's contact in Zoho",
-        Duration::from_secs(20),
-        || async {
-            app.sandbox()
-                .zoho_records(&org, sandbox::providers::zoho_crm::ZohoModule::Contacts)
-                .iter()
-                .any(|r| r.fields.get("Email").and_then(Value::as_str) == Some(mine_email.as_str()))
-        },
-    )
-    .await;
-    let skipped_before = webhook_count(&app, &t, &config_id, "skipped").await;
-    wait_for("the echo read back", Duration::from_secs(20), || async {
-        webhook_count(&app, &t, &config_id, "skipped").await > skipped_before
-    })
-    .await;
-    let record = app_contact(&app, &t, &mine_email)
-        .await
-        .expect("the app's contact");
-    assert_eq!(record.id.as_str(), mine, "one record, the app's");
+    let (mine_email, record) = echo_is_read_back(&app, &t, &config_id, 7).await;
     let version = record.version;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
@@ -131,9 +188,13 @@ async fn zoho_changes_arrive_through_its_notification_channel_which_follows_the_
         "one create, no echo pushed back"
     );
 
-    assert_eq!(webhook_count(&app, &t, &config_id, "created").await, 2);
-    assert_eq!(webhook_count(&app, &t, &config_id, "updated").await, 1);
-    assert_eq!(webhook_count(&app, &t, &config_id, "deleted").await, 1);
+    counts_settle(
+        &app,
+        &t,
+        &config_id,
+        &[("created", 2), ("updated", 1), ("deleted", 1)],
+    )
+    .await;
     let deliveries = app.sandbox().zoho_notification_deliveries();
     let ours: Vec<_> = deliveries
         .iter()
@@ -170,24 +231,7 @@ async fn zoho_changes_arrive_through_its_notification_channel_which_follows_the_
     assert_eq!(refused(&out), (401, Some("webhook_replayed")), "{}", out.1);
     let out = post_hook(&app, &path, &json_type, "{\"ids\": [").await;
     assert_eq!(refused(&out), (400, Some("webhook_malformed")), "{}", out.1);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        webhook_runs(&app, &t, &config_id).await,
-        runs_before,
-        "nothing enqueued"
-    );
-    let denied = app
-        .audit_actions(t.id.as_str())
-        .await
-        .into_iter()
-        .filter(|(a, o)| a == "webhook.receive" && o == "denied")
-        .count();
-    assert_eq!(denied, 4);
-    app.assert_secret_absent(&token, t.id.as_str()).await;
-    assert!(
-        !app.logs().contains(&token),
-        "the channel token is never logged"
-    );
+    refusals_left_no_trace(&app, &t, &config_id, runs_before, 4, &[&token]).await;
 
     // Renewal: the every-minute schedule leaves a channel far from its expiry alone
     // and renews one that expires within a day.
@@ -243,23 +287,9 @@ async fn zoho_changes_arrive_through_its_notification_channel_which_follows_the_
     assert!(reg.expires[&Entity::Contacts] > now_ms() + 6 * DAY_MS);
 
     // Paused: the channel is gone; resumed: a new one; deleted: gone again.
-    let (status, _) = app
-        .post(
-            &format!("/v1/sync/configs/{config_id}/pause"),
-            &t.admin,
-            json!({}),
-        )
-        .await;
-    assert_eq!(status, 200);
+    set_state(&app, &t, &config_id, "pause").await;
     assert!(app.sandbox().zoho_channels(&org).is_empty());
-    let (status, _) = app
-        .post(
-            &format!("/v1/sync/configs/{config_id}/resume"),
-            &t.admin,
-            json!({}),
-        )
-        .await;
-    assert_eq!(status, 200);
+    set_state(&app, &t, &config_id, "resume").await;
     let channels = app.sandbox().zoho_channels(&org);
     assert_eq!(channels.len(), 1);
     assert_ne!(
@@ -276,7 +306,7 @@ async fn zoho_changes_arrive_through_its_notification_channel_which_follows_the_
 
 /// A realtime config of `t` pulling and pushing contacts, made through the API (so its
 /// webhooks are registered); its id.
-async fn realtime_config(app: &TestApp, t: &s::Tenant) -> conduit::domain::SyncConfigId {
+pub(crate) async fn realtime_config(app: &TestApp, t: &s::Tenant) -> conduit::domain::SyncConfigId {
     let (status, config) = app
         .post(
             "/v1/sync/configs",
@@ -343,30 +373,10 @@ async fn dynamics_changes_arrive_through_its_webhook_steps_which_follow_the_conf
         &[("jobtitle", "Webhook tester")],
     );
     same_within(&app, &t, "the changed contact").await;
-    assert_eq!(webhook_count(&app, &t, &config_id, "created").await, 1);
-    assert_eq!(webhook_count(&app, &t, &config_id, "updated").await, 1);
+    counts_settle(&app, &t, &config_id, &[("created", 1), ("updated", 1)]).await;
 
     // Conduit's own create comes back as an execution and writes nothing.
-    let mine = s::app_create(
-        &app,
-        &t,
-        Entity::Contacts,
-        s::app_fields(Entity::Contacts, 8),
-    )
-    .await;
-    let mine_email = s::app_fields(Entity::Contacts, 8)["email"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let skipped_before = webhook_count(&app, &t, &config_id, "skipped").await;
-    wait_for("the echo read back", Duration::from_secs(20), || async {
-        webhook_count(&app, &t, &config_id, "skipped").await > skipped_before
-    })
-    .await;
-    let record = app_contact(&app, &t, &mine_email)
-        .await
-        .expect("the app's contact");
-    assert_eq!(record.id.as_str(), mine, "one record, the app's");
+    let (mine_email, record) = echo_is_read_back(&app, &t, &config_id, 8).await;
     let version = record.version;
     s::crm_delete(&app, &t, Entity::Contacts, &made.id);
     // (The app's own contact keeps a phone the Dynamics mapping does not carry, so
@@ -377,7 +387,7 @@ async fn dynamics_changes_arrive_through_its_webhook_steps_which_follow_the_conf
             .is_none_or(|r| r.deleted_at.is_some())
     })
     .await;
-    assert_eq!(webhook_count(&app, &t, &config_id, "deleted").await, 1);
+    counts_settle(&app, &t, &config_id, &[("deleted", 1)]).await;
     assert_eq!(
         app_contact(&app, &t, &mine_email).await.unwrap().version,
         version,
@@ -421,47 +431,16 @@ async fn dynamics_changes_arrive_through_its_webhook_steps_which_follow_the_conf
     )
     .await;
     assert_eq!(refused(&out), (400, Some("webhook_malformed")), "{}", out.1);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        webhook_runs(&app, &t, &config_id).await,
-        runs_before,
-        "nothing enqueued"
-    );
-    let denied = app
-        .audit_actions(t.id.as_str())
-        .await
-        .into_iter()
-        .filter(|(a, o)| a == "webhook.receive" && o == "denied")
-        .count();
-    assert_eq!(denied, 4);
-    app.assert_secret_absent(&key, t.id.as_str()).await;
-    assert!(
-        !app.logs().contains(&key),
-        "the webhook key is never logged"
-    );
+    refusals_left_no_trace(&app, &t, &config_id, runs_before, 4, &[&key]).await;
 
     // Paused: endpoint and steps gone; resumed: new ones; deleted: gone again.
-    let (status, _) = app
-        .post(
-            &format!("/v1/sync/configs/{config_id}/pause"),
-            &t.admin,
-            json!({}),
-        )
-        .await;
-    assert_eq!(status, 200);
+    set_state(&app, &t, &config_id, "pause").await;
     let (endpoints, steps) = app.sandbox().dyn_crm_webhooks(&host);
     assert!(
         endpoints.is_empty() && steps.is_empty(),
         "{endpoints:?} {steps:?}"
     );
-    let (status, _) = app
-        .post(
-            &format!("/v1/sync/configs/{config_id}/resume"),
-            &t.admin,
-            json!({}),
-        )
-        .await;
-    assert_eq!(status, 200);
+    set_state(&app, &t, &config_id, "resume").await;
     let (endpoints, steps) = app.sandbox().dyn_crm_webhooks(&host);
     assert_eq!((endpoints.len(), steps.len()), (1, 3));
     let (status, _) = app
@@ -490,4 +469,139 @@ async fn dynamics_changes_arrive_through_its_webhook_steps_which_follow_the_conf
         .filter(|(a, o)| a == "sync_config.webhooks" && o == "failure")
         .count();
     assert_eq!(failed, 1);
+}
+
+#[tokio::test]
+async fn salesforce_outbound_messages_bring_changes_and_are_acknowledged() {
+    use sandbox::providers::salesforce_crm::SfObject;
+    let app = TestApp::spawn().await;
+    let t = s::connect(&app, "salesforce").await;
+    let Crm::Salesforce(org) = t.crm.clone() else {
+        unreachable!()
+    };
+    let config_id = realtime_config(&app, &t).await;
+
+    // Conduit cannot make outbound messages (Setup / Metadata API): it shows the
+    // tenant's admin, and only an admin, the URL with the config's key.
+    let endpoint_path = format!("/v1/sync/configs/{config_id}/webhook-endpoint");
+    let member = app.token(t.id.as_str(), scenarios::Role::Member);
+    let (status, _) = app.get(&endpoint_path, &member).await;
+    assert_eq!(status, 403);
+    let (status, endpoint) = app.get(&endpoint_path, &t.admin).await;
+    assert_eq!(status, 200, "{endpoint}");
+    let url = endpoint["url"].as_str().unwrap().to_owned();
+    let prefix = format!("{}/v1/webhooks/salesforce/{}/{config_id}/", app.url(), t.id);
+    let key = url
+        .strip_prefix(&prefix)
+        .expect("the config's route")
+        .to_owned();
+    assert!(key.len() >= 40);
+    let path = url.strip_prefix(app.url().as_str()).unwrap().to_owned();
+    // The admin's setup: a workflow rule on Contact with an outbound message to it.
+    app.sandbox().salesforce_add_outbound_message(
+        &org,
+        SfObject::Contact,
+        &url,
+        &["Email", "FirstName", "LastName"],
+        true,
+    );
+    s::run_ok(&app, &t, &config_id).await;
+
+    // Created and edited in Salesforce: in Conduit within seconds, by webhook runs.
+    let made = app
+        .sandbox()
+        .salesforce_create_record(
+            &org,
+            SfObject::Contact,
+            json!({"FirstName": "Outbound", "LastName": "Message", "Email": "outbound.message@sandbox.test"})
+                .as_object()
+                .unwrap(),
+        )
+        .expect("created");
+    wait_for("the created contact", Duration::from_secs(20), || async {
+        app_contact(&app, &t, "outbound.message@sandbox.test")
+            .await
+            .is_some()
+    })
+    .await;
+    s::crm_update(&app, &t, Entity::Contacts, &made, &[("Title", "Notified")]);
+    wait_for("the edited contact", Duration::from_secs(20), || async {
+        app_contact(&app, &t, "outbound.message@sandbox.test")
+            .await
+            .is_some_and(|r| r.fields.get("job_title").map(String::as_str) == Some("Notified"))
+    })
+    .await;
+    counts_settle(&app, &t, &config_id, &[("created", 1), ("updated", 1)]).await;
+
+    // Conduit's own create comes back as a notification and writes nothing.
+    echo_is_read_back(&app, &t, &config_id, 9).await;
+
+    // Every request was acknowledged at once (no retries).
+    let deliveries = app.sandbox().salesforce_outbound_deliveries();
+    let ours: Vec<_> = deliveries.iter().filter(|d| d.url == url).collect();
+    assert!(ours.len() >= 3, "{ours:?}");
+    assert!(
+        ours.iter().all(|d| d.status == Some(200) && d.attempt == 1),
+        "{ours:?}"
+    );
+    let session = ours[0]
+        .body
+        .split("<SessionId>")
+        .nth(1)
+        .and_then(|s| s.split("</SessionId>").next())
+        .expect("a session id")
+        .to_owned();
+
+    // Refused: a wrong key, another org, a replay, a DOCTYPE; audited, nothing enqueued.
+    let runs_before = webhook_runs(&app, &t, &config_id).await;
+    let xml = [(
+        "content-type".to_owned(),
+        "text/xml; charset=utf-8".to_owned(),
+    )];
+    let wrong = format!(
+        "{}{}",
+        &path[..path.len() - key.len()],
+        "x".repeat(key.len())
+    );
+    let fresh = ours[0].body.replace("<Id>04l", "<Id>04m");
+    let out = post_hook(&app, &wrong, &xml, &fresh).await;
+    assert_eq!(
+        refused(&out),
+        (401, Some("webhook_credentials_invalid")),
+        "{}",
+        out.1
+    );
+    let other_org = fresh.replace(&org, "00DSY9999999999AAA");
+    let out = post_hook(&app, &path, &xml, &other_org).await;
+    assert_eq!(
+        refused(&out),
+        (401, Some("webhook_credentials_invalid")),
+        "{}",
+        out.1
+    );
+    let out = post_hook(&app, &path, &xml, &ours[0].body).await;
+    assert_eq!(refused(&out), (401, Some("webhook_replayed")), "{}", out.1);
+    let doctype = fresh.replacen(
+        "<soapenv:Envelope",
+        "<!DOCTYPE x [<!ENTITY e SYSTEM \"file:///etc/passwd\">]><soapenv:Envelope",
+        1,
+    );
+    let out = post_hook(&app, &path, &xml, &doctype).await;
+    assert_eq!(refused(&out), (400, Some("webhook_malformed")), "{}", out.1);
+    refusals_left_no_trace(&app, &t, &config_id, runs_before, 4, &[&key, &session]).await;
+
+    // Paused: no endpoint, and the old URL is refused; resumed: a new key.
+    set_state(&app, &t, &config_id, "pause").await;
+    assert_eq!(app.get(&endpoint_path, &t.admin).await.0, 404);
+    let out = post_hook(&app, &path, &xml, &fresh.replace("<Id>04m", "<Id>04n")).await;
+    assert_eq!(
+        refused(&out),
+        (401, Some("webhook_unknown_app")),
+        "{}",
+        out.1
+    );
+    set_state(&app, &t, &config_id, "resume").await;
+    let (status, again) = app.get(&endpoint_path, &t.admin).await;
+    assert_eq!(status, 200);
+    assert_ne!(again["url"].as_str(), Some(url.as_str()), "a new key");
 }

@@ -677,6 +677,25 @@ pub async fn update(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
 /// connection and its sealed secrets.
 pub async fn delete(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     let conn = load_for(call, "connection.delete").await?;
+    // The webhooks Conduit made in the CRM for the connection's configs go first, while
+    // its grant still works (a failure leaves them; the disconnect goes on).
+    match conduit::sync::subscriptions::release_connection(
+        call.app,
+        &conn.tenant,
+        &conn.id,
+        call.who.user.as_str(),
+        &call.meta.request_id,
+    )
+    .await
+    {
+        Ok(0) => {}
+        Ok(removed) => {
+            tracing::info!(connection_id = %conn.id, removed, "the connection's webhooks removed")
+        }
+        Err(e) => {
+            tracing::warn!(connection_id = %conn.id, error = %e, "removing the connection's webhooks failed")
+        }
+    }
     let revoke = Tokens::new(call.app, "credentials", &call.meta.request_id)
         .revoke(&conn)
         .await;

@@ -216,6 +216,31 @@ pub async fn get(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     respond(StatusCode::OK, &c)
 }
 
+/// `GET /v1/sync/configs/{id}/webhook-endpoint` (admins): the URL, with its key, that
+/// the CRM's admin points an outbound message at (Salesforce); 404 when the config has
+/// none (not realtime, paused, or a CRM whose webhooks Conduit makes itself).
+pub async fn webhook_endpoint(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
+    let c = call.load().await?;
+    let url = conduit::sync::subscriptions::admin_endpoint(call.app, &c)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "sync config {} has no endpoint for its CRM's admin",
+                c.id
+            ))
+        })?;
+    let mut response = http::json(
+        StatusCode::OK,
+        &json!({"provider": c.provider, "url": url, "entities": c.entities}),
+    )?;
+    response.headers_mut().insert(
+        lambda_http::http::header::CACHE_CONTROL,
+        lambda_http::http::HeaderValue::from_static("no-store"),
+    );
+    Ok(response)
+}
+
 /// The CRM's fields of `entities`, described through the config's connection.
 async fn describe(
     call: &Call<'_>,

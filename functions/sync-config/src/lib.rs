@@ -155,6 +155,11 @@ const ROUTES: &[Route<Service>] = &[
         handler: |c| Box::pin(configs::resume(c)),
     },
     Route {
+        key: "GET /v1/sync/configs/{id}/webhook-endpoint",
+        access: Access::Admin("sync_config.webhook_endpoint"),
+        handler: |c| Box::pin(configs::webhook_endpoint(c)),
+    },
+    Route {
         key: "GET /v1/sync/configs/{id}/field-mappings",
         access: Access::Member,
         handler: |c| Box::pin(mappings::list(c)),

@@ -344,13 +344,19 @@ pub async fn handle_event(app: &App, event: Value) -> Result<Value, lambda_runti
     else {
         return Ok(json!({"started": false, "reason": "config deleted"}));
     };
-    // Subscriptions that expire (Zoho's channels) are renewed here, a day ahead; a
-    // failure is tried again the next minute, and the run starts either way.
-    match conduit::sync::subscriptions::renew_due(app, &config, "schedule", "schedule").await {
-        Ok(0) => {}
-        Ok(renewed) => tracing::info!(config = %id, renewed, "webhook subscriptions renewed"),
+    // The config's webhooks: made again where the CRM lost them, renewed a day before
+    // they expire (Zoho's channels); a failure is tried again the next minute, and the
+    // run starts either way.
+    match conduit::sync::subscriptions::maintain(app, &config, "schedule", "schedule").await {
+        Ok(done) if done == Default::default() => {}
+        Ok(done) => tracing::info!(
+            config = %id,
+            healed = done.healed,
+            renewed = done.renewed,
+            "webhook subscriptions kept up"
+        ),
         Err(e) => {
-            tracing::warn!(config = %id, error = %e, "renewing the config's webhook subscriptions failed")
+            tracing::warn!(config = %id, error = %e, "keeping the config's webhook subscriptions up failed")
         }
     }
     let publisher = queue(app).map_err(lambda_runtime::Error::from)?;

@@ -12,6 +12,9 @@
 //! - `POST /v1/webhooks/dynamics365/{tenant}/{config}`: executions of the webhook steps
 //!   Conduit registered in Dataverse for a realtime config, each carrying the header
 //!   secret it set on the service endpoint.
+//! - `POST /v1/webhooks/salesforce/{tenant}/{config}/{key}`: outbound messages (SOAP)
+//!   the org's admin pointed at a realtime config, with the key Conduit made for it;
+//!   answered `<Ack>true</Ack>`.
 //! - `POST /v1/webhooks/hubspot/{tenant}`: events of a tenant's own HubSpot app
 //!   (the target URL its admin sets in the app's webhook settings), signed with that
 //!   app's client secret; only that tenant's connections are looked at.
@@ -346,6 +349,11 @@ async fn route(app: &App, req: Request, meta: RequestMeta) -> Result<Response<Bo
             let out = dynamics(&mut call, &req).await;
             call.finish(out).await
         }
+        "POST /v1/webhooks/salesforce/{tenant}/{config}/{key}" => {
+            let mut call = Call::new(app, &meta, "salesforce");
+            let out = salesforce(&mut call, &req).await;
+            call.finish(out).await
+        }
         other => Err(ApiError::NotFound(format!("no route {other}"))),
     }
 }
@@ -411,24 +419,48 @@ async fn hubspot_route(
     taken(provider, batch.event_ids.len(), batch.ignored, &routed)
 }
 
+/// A config route's parts: the tenant and config of its path, the config's webhook
+/// registration (a config without one is refused) and the secret Conduit set, opened.
+struct Registered {
+    tenant: TenantId,
+    config_id: SyncConfigId,
+    reg: subscriptions::Registration,
+    secret: String,
+}
+
+async fn registered(call: &mut Call<'_>, req: &Request) -> Result<Registered, Stop> {
+    let tenant = path_id(req, "tenant", |s| TenantId::parse(s).ok())?;
+    let config_id = path_id(req, "config", |s| SyncConfigId::parse(s).ok())?;
+    call.for_tenant(&tenant);
+    let reg = subscriptions::registration(call.app, &tenant, &config_id)
+        .await?
+        .ok_or_else(Refusal::unknown_app)?;
+    let secret = subscriptions::password(call.app, &reg)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Registered {
+        tenant,
+        config_id,
+        reg,
+        secret,
+    })
+}
+
 /// `POST /v1/webhooks/pipedrive/{tenant}/{config}`: an event of a webhook Conduit created
 /// for the config, carrying the basic credentials Conduit set.
 async fn pipedrive(call: &mut Call<'_>, req: &Request) -> Result<Response<Body>, Stop> {
     let app = call.app;
-    let tenant = path_id(req, "tenant", |s| TenantId::parse(s).ok())?;
-    let config_id = path_id(req, "config", |s| SyncConfigId::parse(s).ok())?;
-    call.for_tenant(&tenant);
     let body = body_of(req)?;
-    let reg = subscriptions::registration(app, &tenant, &config_id)
-        .await?
-        .ok_or_else(Refusal::unknown_app)?;
-    let password = subscriptions::password(app, &reg)
-        .await
-        .map_err(ApiError::internal)?;
+    let Registered {
+        tenant,
+        config_id,
+        secret,
+        ..
+    } = registered(call, req).await?;
     conduit::webhooks::pipedrive::check_auth(
         header_str(req.headers(), "authorization"),
         subscriptions::USER,
-        &password,
+        &secret,
     )?;
     let event = conduit::webhooks::pipedrive::parse(body)?;
     let now = now_ms();
@@ -459,18 +491,15 @@ async fn pipedrive(call: &mut Call<'_>, req: &Request) -> Result<Response<Body>,
 /// must therefore be read first).
 async fn zoho(call: &mut Call<'_>, req: &Request) -> Result<Response<Body>, Stop> {
     let app = call.app;
-    let tenant = path_id(req, "tenant", |s| TenantId::parse(s).ok())?;
-    let config_id = path_id(req, "config", |s| SyncConfigId::parse(s).ok())?;
-    call.for_tenant(&tenant);
     let body = body_of(req)?;
+    let Registered {
+        tenant,
+        config_id,
+        reg,
+        secret,
+    } = registered(call, req).await?;
     let note = conduit::webhooks::zoho::parse(body)?;
-    let reg = subscriptions::registration(app, &tenant, &config_id)
-        .await?
-        .ok_or_else(Refusal::unknown_app)?;
-    let token = subscriptions::password(app, &reg)
-        .await
-        .map_err(ApiError::internal)?;
-    conduit::webhooks::zoho::check_token(&note.token, &token)?;
+    conduit::webhooks::zoho::check_token(&note.token, &secret)?;
     // The token is the config's; the channel must be one of its channels too, and the
     // module the one that channel watches.
     let entity = reg
@@ -522,19 +551,16 @@ async fn zoho(call: &mut Call<'_>, req: &Request) -> Result<Response<Body>, Stop
 async fn dynamics(call: &mut Call<'_>, req: &Request) -> Result<Response<Body>, Stop> {
     use conduit::webhooks::dynamics as dataverse;
     let app = call.app;
-    let tenant = path_id(req, "tenant", |s| TenantId::parse(s).ok())?;
-    let config_id = path_id(req, "config", |s| SyncConfigId::parse(s).ok())?;
-    call.for_tenant(&tenant);
     let body = body_of(req)?;
-    let reg = subscriptions::registration(app, &tenant, &config_id)
-        .await?
-        .ok_or_else(Refusal::unknown_app)?;
-    let key = subscriptions::password(app, &reg)
-        .await
-        .map_err(ApiError::internal)?;
+    let Registered {
+        tenant,
+        config_id,
+        reg,
+        secret,
+    } = registered(call, req).await?;
     dataverse::check_key(
         header_str(req.headers(), conduit::sync::crm::dynamics::HOOK_HEADER),
-        &key,
+        &secret,
     )?;
     let run = dataverse::parse(body)?;
     let now = now_ms();
@@ -561,6 +587,79 @@ async fn dynamics(call: &mut Call<'_>, req: &Request) -> Result<Response<Body>, 
     }
     let ignored = usize::from(entity.is_none() || run.change.is_none());
     taken(call.provider, 1, ignored, &routed)
+}
+
+/// `POST /v1/webhooks/salesforce/{tenant}/{config}/{key}`: an outbound message the
+/// org's admin pointed at the config, with the key Conduit made for it in the URL;
+/// answered with Salesforce's `<Ack>true</Ack>`.
+async fn salesforce(call: &mut Call<'_>, req: &Request) -> Result<Response<Body>, Stop> {
+    use conduit::webhooks::salesforce as sf;
+    let app = call.app;
+    let body = body_of(req)?;
+    let Registered {
+        tenant,
+        config_id,
+        reg,
+        secret,
+    } = registered(call, req).await?;
+    let key = http::path_param(req, "key")?;
+    conduit::webhooks::zoho::check_token(&key, &secret)?;
+    let message = sf::parse(body)?;
+    // The key is the config's; the message must also come from the connection's org.
+    let org = conduit::store::connections::Connections::new(app.table.clone())
+        .get(&tenant, &reg.connection_id)
+        .await?
+        .and_then(|c| c.identity)
+        .and_then(|i| i.account);
+    if !org.is_some_and(|o| sf::same_id(&o, &message.organization_id)) {
+        return Err(WebhookError::BadCredentials.into());
+    }
+    let now = now_ms();
+    let mut ids: Vec<&str> = message
+        .notifications
+        .iter()
+        .map(|(id, _, _)| id.as_str())
+        .collect();
+    ids.sort_unstable();
+    call.once(format!("{config_id}#{}", ids.join(",")).as_bytes(), now)
+        .await?;
+    let config = Configs::new(app.table.clone())
+        .get(&tenant, &config_id)
+        .await?;
+    let kind = conduit::sync::crm::CrmKind::of("salesforce");
+    let mut changes: BTreeMap<conduit::sync::schema::Entity, AccountChanges> = BTreeMap::new();
+    let mut ignored = 0;
+    for (_, object, record) in &message.notifications {
+        let entity = reg
+            .hooks
+            .keys()
+            .copied()
+            .find(|e| kind.map(|k| k.object(*e)) == Some(object.as_str()));
+        match entity {
+            Some(e) => {
+                changes.entry(e).or_default().changed.insert(record.clone());
+            }
+            None => ignored += 1,
+        }
+    }
+    let routed = match config {
+        Some(config) => enqueue_for(app, &config, &changes, now).await?,
+        None => webhook::Routed::default(),
+    };
+    tracing::info!(
+        provider = call.provider,
+        events = message.notifications.len(),
+        ignored,
+        configs = routed.configs,
+        pulls = routed.pulls_enqueued,
+        "webhook taken"
+    );
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/xml; charset=utf-8")
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(Body::Text(sf::ACK.to_owned()))
+        .map_err(ApiError::internal)?)
 }
 
 #[cfg(test)]

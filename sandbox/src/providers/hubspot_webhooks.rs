@@ -670,7 +670,8 @@ async fn send(
 
 /// Runs the webhook deliveries of the stand-ins (HubSpot's here, Pipedrive's in
 /// [`super::pipedrive_webhooks`], Zoho's in [`super::zoho_webhooks`], Dynamics 365's in
-/// [`super::dynamics365_crm::hooks`]) until the task is aborted: every 100 ms, new changes
+/// [`super::dynamics365_crm::hooks`], Salesforce's outbound messages in
+/// [`super::salesforce_crm::outbound`]) until the task is aborted: every 100 ms, new changes
 /// become events and due requests are sent (one at a time per app).
 pub(crate) async fn deliver_forever(state: SandboxState) {
     let client = reqwest::Client::new();
@@ -681,6 +682,7 @@ pub(crate) async fn deliver_forever(state: SandboxState) {
         super::pipedrive_webhooks::tick(&state, &client).await;
         super::zoho_webhooks::tick(&state, &client).await;
         super::dynamics365_crm::hooks::tick(&state, &client).await;
+        super::salesforce_crm::outbound::tick(&state, &client).await;
         state.collect_hubspot_events();
         let due = state.due_hubspot_requests();
         if due.is_empty() {

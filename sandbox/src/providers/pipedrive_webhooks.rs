@@ -355,6 +355,21 @@ impl SandboxState {
             .unwrap_or_default()
     }
 
+    /// Removes a company's webhooks as its admin would by hand in Pipedrive's settings;
+    /// answers how many.
+    pub fn remove_pipedrive_webhooks(&self, company: &str) -> usize {
+        let mut store = self.pd_store();
+        let Some(c) = store.companies.get_mut(company) else {
+            return 0;
+        };
+        let mut n = 0;
+        for h in c.hooks.hooks.iter_mut().filter(|h| !h.removed) {
+            h.removed = true;
+            n += 1;
+        }
+        n
+    }
+
     /// Every Pipedrive webhook request sent so far, oldest first (at most the last
     /// 10,000).
     pub fn pipedrive_webhook_deliveries(&self) -> Vec<Delivery> {

@@ -11,9 +11,11 @@
 //! no webhook Conduit does not know of. A failure never fails the config's change: the
 //! config still pulls every minute, and the next change of the config tries again.
 //!
-//! Subscriptions that expire (Zoho's channels live at most a week) are renewed by the
-//! config's every-minute scheduled run ([`renew_due`]) once less than [`RENEW_MARGIN`]
-//! of their life is left; Zoho's channel `token` is the same sealed password.
+//! The config's every-minute scheduled run keeps them up ([`maintain`]): webhooks the
+//! CRM lost (removed by hand in Pipedrive) are made again, and subscriptions that
+//! expire (Zoho's channels live at most a week) are renewed once less than
+//! [`RENEW_MARGIN`] of their life is left. Zoho's channel `token`, Dynamics 365's
+//! header secret and Salesforce's URL key are the same sealed password.
 
 use std::collections::BTreeMap;
 
@@ -64,6 +66,9 @@ pub struct Registration {
     /// When each expiring subscription expires (Unix ms; none for those that do not).
     #[serde(default)]
     pub expires: BTreeMap<Entity, i64>,
+    /// When the CRM was last asked which of them it still has (Unix ms; 0: never).
+    #[serde(default)]
+    pub checked_at: i64,
     /// When the first webhook was made.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -137,15 +142,7 @@ pub async fn reconcile(
     if existing.is_none() && !want {
         return Ok(done);
     }
-    let mut client = CrmClient::new(
-        app,
-        kind,
-        config.tenant.clone(),
-        config.connection_id.clone(),
-        actor,
-        request_id,
-    )
-    .map_err(|e| e.to_string())?;
+    let mut client = client(app, kind, config, actor, request_id)?;
     if !client.subscribes() {
         return Ok(done);
     }
@@ -171,6 +168,7 @@ pub async fn reconcile(
                     .map_err(|e| e.to_string())?,
                 created_at: crate::domain::now(),
                 expires: BTreeMap::new(),
+                checked_at: 0,
             }
         }
     };
@@ -226,6 +224,25 @@ pub async fn reconcile(
     Ok(done)
 }
 
+/// A client of the config's connection.
+fn client<'a>(
+    app: &'a App,
+    kind: CrmKind,
+    config: &SyncConfig,
+    actor: &'a str,
+    request_id: &str,
+) -> Result<CrmClient<'a>, String> {
+    CrmClient::new(
+        app,
+        kind,
+        config.tenant.clone(),
+        config.connection_id.clone(),
+        actor,
+        request_id,
+    )
+    .map_err(|e| e.to_string())
+}
+
 /// Where a config's webhooks send: `{public base}/v1/webhooks/{provider}/{tenant}/{config}`.
 fn hook_url(app: &App, config: &SyncConfig) -> Result<String, String> {
     let base = app
@@ -240,6 +257,27 @@ fn hook_url(app: &App, config: &SyncConfig) -> Result<String, String> {
         config.tenant,
         config.id
     ))
+}
+
+/// Where the CRM's admin points what Conduit cannot create itself (Salesforce's
+/// outbound messages): the config's route with its key, `None` when the config has no
+/// such registration. The key is a secret: only admins are shown it.
+pub async fn admin_endpoint(app: &App, config: &SyncConfig) -> Result<Option<String>, String> {
+    let Some(reg) = registration(app, &config.tenant, &config.id)
+        .await
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(None);
+    };
+    if !reg
+        .hooks
+        .values()
+        .any(|id| id == super::crm::salesforce::OUTBOUND_MESSAGE)
+    {
+        return Ok(None);
+    }
+    let key = password(app, &reg).await?;
+    Ok(Some(format!("{}/{key}", hook_url(app, config)?)))
 }
 
 /// A registration's password (Zoho: channel token), opened.
@@ -265,6 +303,118 @@ fn due(reg: &Registration, now_ms: i64) -> Vec<(Entity, String)> {
         .collect()
 }
 
+/// Removes from the CRM the webhooks of every config of a connection about to be
+/// deleted (while its grant still works); answers how many. Each config's failure is
+/// logged and the others go on: the connection's deletion stands either way.
+pub async fn release_connection(
+    app: &App,
+    tenant: &TenantId,
+    connection: &ConnectionId,
+    actor: &str,
+    request_id: &str,
+) -> Result<usize, String> {
+    let configs = super::config::Configs::new(app.table.clone())
+        .list(tenant)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut removed = 0;
+    for config in configs.iter().filter(|c| c.connection_id == *connection) {
+        match reconcile(app, config, true, actor, request_id).await {
+            Ok(done) => removed += done.removed,
+            Err(e) => {
+                tracing::warn!(config = %config.id, error = %e, "removing a config's webhooks with its connection failed")
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// How often the every-minute run asks the CRM whether the config's webhooks are still
+/// there.
+pub const HEAL_EVERY: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+
+/// What [`maintain`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Maintained {
+    /// Webhooks made again after the CRM lost them.
+    pub healed: usize,
+    /// Subscriptions renewed before their expiry.
+    pub renewed: usize,
+}
+
+/// The config's every-minute upkeep of its webhooks: those the CRM no longer has (an
+/// admin removed them by hand) are made again, at most every [`HEAL_EVERY`], where the
+/// CRM lists them; those near their expiry are renewed ([`renew_due`]).
+pub async fn maintain(
+    app: &App,
+    config: &SyncConfig,
+    actor: &str,
+    request_id: &str,
+) -> Result<Maintained, String> {
+    Ok(Maintained {
+        healed: heal(app, config, actor, request_id).await?,
+        renewed: renew_due(app, config, actor, request_id).await?,
+    })
+}
+
+/// The CRM and registration of a config that should have webhooks and has them, made
+/// through its current connection (anything else is [`reconcile`]'s to settle).
+async fn held(app: &App, config: &SyncConfig) -> Result<Option<(CrmKind, Registration)>, String> {
+    if !wanted(config) {
+        return Ok(None);
+    }
+    let Some(kind) = CrmKind::of(&config.provider) else {
+        return Ok(None);
+    };
+    let reg = registration(app, &config.tenant, &config.id)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(reg
+        .filter(|r| r.connection_id == config.connection_id)
+        .map(|r| (kind, r)))
+}
+
+async fn heal(
+    app: &App,
+    config: &SyncConfig,
+    actor: &str,
+    request_id: &str,
+) -> Result<usize, String> {
+    let Some((kind, mut reg)) = held(app, config).await? else {
+        return Ok(0);
+    };
+    let now = now_ms();
+    if now - reg.checked_at < ms(HEAL_EVERY) {
+        return Ok(0);
+    }
+    let mut client = client(app, kind, config, actor, request_id)?;
+    let Some(live) = client
+        .live_subscriptions()
+        .await
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(0);
+    };
+    reg.checked_at = now;
+    let lost: Vec<Entity> = reg
+        .hooks
+        .iter()
+        .filter(|(_, id)| !live.contains(*id))
+        .map(|(e, _)| *e)
+        .collect();
+    for e in &lost {
+        reg.hooks.remove(e);
+        reg.expires.remove(e);
+    }
+    save(app, &reg).await.map_err(|e| e.to_string())?;
+    if lost.is_empty() {
+        return Ok(0);
+    }
+    Ok(reconcile(app, config, false, actor, request_id)
+        .await?
+        .created)
+}
+
 /// Renews the config's subscriptions that expire within [`RENEW_MARGIN`] (the config's
 /// every-minute scheduled run calls it); answers how many. A config that should have
 /// none is left to [`reconcile`].
@@ -274,31 +424,14 @@ pub async fn renew_due(
     actor: &str,
     request_id: &str,
 ) -> Result<usize, String> {
-    if !wanted(config) {
-        return Ok(0);
-    }
-    let Some(kind) = CrmKind::of(&config.provider) else {
-        return Ok(0);
-    };
-    let Some(mut reg) = registration(app, &config.tenant, &config.id)
-        .await
-        .map_err(|e| e.to_string())?
-    else {
+    let Some((kind, mut reg)) = held(app, config).await? else {
         return Ok(0);
     };
     let due = due(&reg, now_ms());
-    if due.is_empty() || reg.connection_id != config.connection_id {
+    if due.is_empty() {
         return Ok(0);
     }
-    let mut client = CrmClient::new(
-        app,
-        kind,
-        config.tenant.clone(),
-        config.connection_id.clone(),
-        actor,
-        request_id,
-    )
-    .map_err(|e| e.to_string())?;
+    let mut client = client(app, kind, config, actor, request_id)?;
     let Some(lifetime) = client.subscription_lifetime() else {
         return Ok(0);
     };
@@ -342,6 +475,7 @@ mod tests {
                 ct: String::new(),
             },
             expires: [(Entity::Contacts, now + ms(RENEW_MARGIN) - 1)].into(),
+            checked_at: 0,
             created_at: OffsetDateTime::UNIX_EPOCH,
         };
         assert_eq!(due(&reg, now), vec![(Entity::Contacts, "1".to_owned())]);

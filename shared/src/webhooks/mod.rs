@@ -6,6 +6,7 @@
 pub mod dynamics;
 pub mod hubspot;
 pub mod pipedrive;
+pub mod salesforce;
 pub mod zoho;
 
 /// Why a webhook request is refused.

@@ -30,6 +30,7 @@
 mod bulk;
 mod collections;
 mod knowledge;
+pub(crate) mod outbound;
 mod schema;
 mod soql;
 mod store;

@@ -227,6 +227,8 @@ pub(crate) struct Org {
     pub(crate) cursors: VecDeque<(String, Cursor)>,
     /// Changes since [`Org::begin`], while an all-or-none request runs.
     journal: Option<Vec<Undo>>,
+    /// Outbound messages its admin set up ([`super::outbound`]).
+    pub(crate) outbound: super::outbound::Outbound,
 }
 
 /// A write refused: the whole request (a JSON value of the wrong type) or one record.
@@ -311,7 +313,13 @@ impl Org {
                 previous: self.tables[object.index()].records.get(&rec.id).cloned(),
             });
         }
+        if !self.outbound.watches(object) {
+            self.table_mut(object).put(object, rec);
+            return;
+        }
+        let (id, deleted, values) = (rec.id.clone(), rec.deleted, rec.values.clone());
         self.table_mut(object).put(object, rec);
+        super::outbound::note_put(self, object, &values, &id, deleted);
     }
 
     /// Checks and converts written fields into `values` (keys are API names, any case;
@@ -567,9 +575,16 @@ pub(crate) struct SfStore {
     pub(crate) knowledge: HashMap<String, super::knowledge::KbOrg>,
     /// Bulk API 2.0 jobs, usage and limits (`bulk.rs`).
     pub(crate) bulk: super::bulk::Bulk,
+    /// Outbound message requests sent ([`super::outbound`]).
+    pub(crate) outbound_out: super::outbound::Outbox,
 }
 
 impl SfStore {
+    /// Every org, by id.
+    pub(crate) fn orgs_mut(&mut self) -> impl Iterator<Item = (&String, &mut Org)> {
+        self.orgs.iter_mut()
+    }
+
     pub(crate) fn org(&mut self, org: &str) -> &mut Org {
         self.orgs.entry(org.to_owned()).or_default()
     }

@@ -1097,31 +1097,11 @@ impl Dialect for Dynamics {
             .await?;
         for row in rows(&steps)? {
             let step = guid_of(row, "sdkmessageprocessingstepid")?;
-            match c
-                .call(
-                    Method::DELETE,
-                    &format!("/sdkmessageprocessingsteps({step})"),
-                    &[],
-                    None,
-                )
-                .await
-            {
-                Ok(_) | Err(CrmError::Rejected { status: 404, .. }) => {}
-                Err(e) => return Err(e),
-            }
+            let path = format!("/sdkmessageprocessingsteps({step})");
+            super::removed(c.call(Method::DELETE, &path, &[], None).await)?;
         }
-        match c
-            .call(
-                Method::DELETE,
-                &format!("/serviceendpoints({id})"),
-                &[],
-                None,
-            )
-            .await
-        {
-            Ok(_) | Err(CrmError::Rejected { status: 404, .. }) => Ok(()),
-            Err(e) => Err(e),
-        }
+        let path = format!("/serviceendpoints({id})");
+        super::removed(c.call(Method::DELETE, &path, &[], None).await)
     }
 }
 

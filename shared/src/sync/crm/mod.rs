@@ -501,6 +501,15 @@ pub trait Dialect: Wire {
         Ok(())
     }
 
+    /// The ids of the subscriptions the CRM has now (`None`: the CRM does not list
+    /// them), to re-create those someone removed by hand.
+    async fn live_subscriptions(
+        &self,
+        _c: &mut CrmClient<'_>,
+    ) -> Result<Option<std::collections::BTreeSet<String>>, CrmError> {
+        Ok(None)
+    }
+
     /// How long a subscription lives unless renewed (`None`: until removed). The
     /// subscription made or renewed now lasts at least this long.
     fn subscription_lifetime(&self) -> Option<std::time::Duration> {
@@ -518,6 +527,18 @@ pub trait Dialect: Wire {
         _auth: (&str, &str),
     ) -> Result<(), CrmError> {
         Ok(())
+    }
+}
+
+/// A removal's answer: a 404 or 410 means it was gone already, which is what removing
+/// it asked for.
+pub(crate) fn removed(answer: Result<Value, CrmError>) -> Result<(), CrmError> {
+    match answer {
+        Ok(_)
+        | Err(CrmError::Rejected {
+            status: 404 | 410, ..
+        }) => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
@@ -982,6 +1003,13 @@ impl<'a> CrmClient<'a> {
     /// Removes a webhook.
     pub async fn unsubscribe(&mut self, id: &str) -> Result<(), CrmError> {
         self.kind.dialect.unsubscribe(self, id).await
+    }
+
+    /// The ids of the subscriptions the CRM has now, where it lists them.
+    pub async fn live_subscriptions(
+        &mut self,
+    ) -> Result<Option<std::collections::BTreeSet<String>>, CrmError> {
+        self.kind.dialect.live_subscriptions(self).await
     }
 
     /// How long this CRM's subscriptions live unless renewed.

@@ -1205,25 +1205,30 @@ impl Dialect for Pipedrive {
             .ok_or_else(|| CrmError::Malformed("a created webhook without its id".into()))
     }
 
+    /// `GET /api/v1/webhooks`: the company's webhooks of this user.
+    async fn live_subscriptions(
+        &self,
+        c: &mut CrmClient<'_>,
+    ) -> Result<Option<std::collections::BTreeSet<String>>, CrmError> {
+        let v = call(c, Method::GET, "/api/v1/webhooks", &[], None).await?;
+        let hooks = v
+            .get("data")
+            .and_then(Value::as_array)
+            .ok_or_else(|| CrmError::Malformed("a webhook list without data".into()))?;
+        Ok(Some(
+            hooks
+                .iter()
+                .filter_map(|h| h.get("id").and_then(Value::as_u64).map(|n| n.to_string()))
+                .collect(),
+        ))
+    }
+
     async fn unsubscribe(&self, c: &mut CrmClient<'_>, id: &str) -> Result<(), CrmError> {
         let id: u64 = id
             .parse()
             .map_err(|_| CrmError::Internal(format!("webhook id {id:?} is not a number")))?;
-        match call(
-            c,
-            Method::DELETE,
-            &format!("/api/v1/webhooks/{id}"),
-            &[],
-            None,
-        )
-        .await
-        {
-            Ok(_)
-            | Err(CrmError::Rejected {
-                status: 404 | 410, ..
-            }) => Ok(()),
-            Err(e) => Err(e),
-        }
+        let path = format!("/api/v1/webhooks/{id}");
+        super::removed(call(c, Method::DELETE, &path, &[], None).await)
     }
 }
 

@@ -113,6 +113,9 @@ fn rows(v: &Value) -> Result<Vec<CrmRecord>, CrmError> {
         .collect()
 }
 
+/// The registration's hook id for an entity whose changes come by outbound message.
+pub const OUTBOUND_MESSAGE: &str = "outbound-message";
+
 #[async_trait]
 impl Dialect for Salesforce {
     async fn describe(
@@ -413,6 +416,23 @@ impl Dialect for Salesforce {
                 Some((id.to_owned(), at))
             })
             .collect())
+    }
+
+    fn subscribes(&self) -> bool {
+        true
+    }
+
+    /// Outbound messages are made by the org's admin (Setup or the Metadata API, which
+    /// Conduit does not call): "subscribing" makes only Conduit's side — the
+    /// registration whose key the admin puts in the message's endpoint URL.
+    async fn subscribe(
+        &self,
+        _c: &mut CrmClient<'_>,
+        _entity: Entity,
+        _url: &str,
+        _auth: (&str, &str),
+    ) -> Result<String, CrmError> {
+        Ok(OUTBOUND_MESSAGE.to_owned())
     }
 }
 

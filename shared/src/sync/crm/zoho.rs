@@ -649,21 +649,16 @@ impl Dialect for Zoho {
                 "channel id {id:?} is not a number"
             )));
         }
-        match send(
-            c,
-            Method::DELETE,
-            "/actions/watch",
-            &[("channel_ids", id.to_owned())],
-            None,
+        super::removed(
+            send(
+                c,
+                Method::DELETE,
+                "/actions/watch",
+                &[("channel_ids", id.to_owned())],
+                None,
+            )
+            .await,
         )
-        .await
-        {
-            Ok(_)
-            | Err(CrmError::Rejected {
-                status: 404 | 410, ..
-            }) => Ok(()),
-            Err(e) => Err(e),
-        }
     }
 }
 
