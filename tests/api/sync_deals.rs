@@ -547,6 +547,175 @@ async fn salesforce_opportunities_round_trip_with_their_account_and_contact() {
     );
 }
 
+/// App stages ↔ Pipedrive stage ids (its default pipeline's Qualified, Contact Made,
+/// Proposal Made).
+const PD_PULL_STAGES: &str = r#"map({"1": "new", "2": "qualified", "4": "proposal"})"#;
+const PD_PUSH_STAGES: &str = r#"map({"new": "1", "qualified": "2", "proposal": "4"})"#;
+
+#[tokio::test]
+async fn pipedrive_deals_round_trip_with_their_organization_and_person() {
+    let app = TestApp::spawn().await;
+    let t = s::connect_asking(
+        &app,
+        "pipedrive",
+        json!({"uses": [
+            "sync:contacts:bidirectional",
+            "sync:companies:bidirectional",
+            "sync:deals:bidirectional",
+        ]}),
+    )
+    .await;
+    let Crm::Pipedrive(company_domain) = t.crm.clone() else {
+        unreachable!()
+    };
+    let company = s::app_create(
+        &app,
+        &t,
+        Entity::Companies,
+        s::app_fields(Entity::Companies, 0),
+    )
+    .await;
+    let person = s::app_create(
+        &app,
+        &t,
+        Entity::Contacts,
+        s::app_fields(Entity::Contacts, 0),
+    )
+    .await;
+    let mut fields = s::app_fields(Entity::Deals, 0);
+    fields["stage"] = json!("qualified");
+    fields["company_id"] = json!(company);
+    fields["contact_id"] = json!(person);
+    let deal = s::app_create(&app, &t, Entity::Deals, fields).await;
+    let mut config = s::new_config(
+        &t,
+        SyncDirection::Bidirectional,
+        &[Entity::Contacts, Entity::Companies, Entity::Deals],
+    );
+    config.options.propagate_deletes = true;
+    for m in config.mappings.iter_mut() {
+        if m.entity == Entity::Deals && m.app_field == "stage" {
+            m.transform = Some(PD_PULL_STAGES.into());
+            m.push_transform = Some(PD_PUSH_STAGES.into());
+        }
+    }
+    let mut odd = s::app_fields(Entity::Deals, 1);
+    odd["stage"] = json!("negotiation");
+    let odd = s::app_create(&app, &t, Entity::Deals, odd).await;
+    s::store(&app, &config).await;
+    let logs = s::run(&app, &t, &config.id).await;
+    for e in [Entity::Contacts, Entity::Companies] {
+        assert_eq!(log_of(&logs, e).status, RunStatus::Completed, "{logs:?}");
+    }
+    // A stage the value map does not know is not a Pipedrive stage id.
+    let messages = errors(&app, &t, log_of(&logs, Entity::Deals)).await;
+    assert!(
+        messages.len() == 1 && messages[0].contains("negotiation"),
+        "{messages:?}"
+    );
+    s::app_delete(&app, &t, Entity::Deals, &odd).await;
+    let pd_org = hs_id(&app, &t, Entity::Companies, "name", "App Made 0");
+    let pd_person = hs_id(
+        &app,
+        &t,
+        Entity::Contacts,
+        "email",
+        "app.person0@app-made.test",
+    );
+    let pd_deal = hs_id(&app, &t, Entity::Deals, "title", "App Deal 0");
+    let row = s::crm_rows(&app, &t, Entity::Deals)
+        .into_iter()
+        .find(|r| r.id == pd_deal)
+        .unwrap();
+    assert_eq!(row.values["stage_id"], "2");
+    assert_eq!(row.values["pipeline_id"], "1");
+    assert_eq!(row.values["value"], "1000");
+    assert_eq!(row.values["expected_close_date"], "2027-03-31");
+    assert_eq!(row.values["org_id"], pd_org);
+    assert_eq!(row.values["person_id"], pd_person);
+    // The marker went to a deal custom field Conduit made.
+    assert!(
+        app.sandbox()
+            .pipedrive_field_key(&company_domain, sandbox::PdObject::Deals, "Conduit ID")
+            .is_some()
+    );
+
+    // In Pipedrive: moved on to Proposal Made, and to an organization the app has
+    // never seen.
+    let other = s::seed(&app, &t, Entity::Companies, 1).remove(0);
+    let other_key = s::crm_key(&app, &t, Entity::Companies, &other);
+    s::crm_update(
+        &app,
+        &t,
+        Entity::Deals,
+        &pd_deal,
+        &[("stage_id", "4"), ("org_id", &other)],
+    );
+    let (status, started) = app
+        .post(
+            "/v1/sync/trigger",
+            &t.admin,
+            json!({"config_id": config.id, "entities": ["deals"]}),
+        )
+        .await;
+    assert_eq!(status, 202, "{started}");
+    let logs = s::wait(&app, &t, &started).await;
+    assert_eq!(
+        logs[0].status,
+        RunStatus::Completed,
+        "{logs:?} {:?}",
+        errors(&app, &t, &logs[0]).await
+    );
+    let other_app = s::app_id(&app, &t, Entity::Companies, &other_key).await;
+    let pulled = app_deal(&app, &t, &deal).await.expect("the deal");
+    assert_eq!(pulled["stage"], "proposal", "{pulled}");
+    assert_eq!(pulled["company_id"], json!(other_app), "{pulled}");
+    assert_eq!(pulled["contact_id"], json!(person), "{pulled}");
+
+    // In the app: back to the first company, the person cleared; Pipedrive follows.
+    s::app_update(
+        &app,
+        &t,
+        Entity::Deals,
+        &deal,
+        json!({"company_id": company, "contact_id": ""}),
+    )
+    .await;
+    s::run_ok(&app, &t, &config.id).await;
+    let row = s::crm_rows(&app, &t, Entity::Deals)
+        .into_iter()
+        .find(|r| r.id == pd_deal)
+        .unwrap();
+    assert_eq!(row.values["org_id"], pd_org);
+    assert!(!row.values.contains_key("person_id"), "{:?}", row.values);
+
+    // Deletes, both ways.
+    s::app_delete(&app, &t, Entity::Deals, &deal).await;
+    s::run(&app, &t, &config.id).await;
+    assert!(
+        s::crm_rows(&app, &t, Entity::Deals)
+            .iter()
+            .all(|r| r.id != pd_deal)
+    );
+    let in_crm = s::seed(&app, &t, Entity::Deals, 1).remove(0);
+    s::run(&app, &t, &config.id).await;
+    let seeded = s::app_rows(&app, &t, Entity::Deals)
+        .await
+        .into_iter()
+        .find(|r| {
+            r.deleted_at.is_none() && r.fields.get("name").is_some_and(|n| n.starts_with("Deal "))
+        })
+        .expect("the Pipedrive-made deal pulled")
+        .id
+        .to_string();
+    s::crm_delete(&app, &t, Entity::Deals, &in_crm);
+    s::run(&app, &t, &config.id).await;
+    assert!(
+        app_deal(&app, &t, &seeded).await.is_none(),
+        "deleted in the app too"
+    );
+}
+
 #[tokio::test]
 async fn deals_configs_need_the_deal_scopes_and_a_crm_with_deals() {
     let app = TestApp::spawn().await;
