@@ -547,17 +547,39 @@ async fn salesforce_opportunities_round_trip_with_their_account_and_contact() {
     );
 }
 
-/// App stages ↔ Pipedrive stage ids (its default pipeline's Qualified, Contact Made,
-/// Proposal Made).
-const PD_PULL_STAGES: &str = r#"map({"1": "new", "2": "qualified", "4": "proposal"})"#;
-const PD_PUSH_STAGES: &str = r#"map({"new": "1", "qualified": "2", "proposal": "4"})"#;
+/// How one CRM shows a deal round trip ([`round_trip`]).
+struct RoundTrip {
+    /// The CRM connected.
+    provider: &'static str,
+    /// CRM stage → app stage, and back.
+    pull_stages: &'static str,
+    push_stages: &'static str,
+    /// What the record error of a stage the map does not know says.
+    odd_stage_error: &'static [&'static str],
+    /// (CRM field, value) finding the pushed company and contact.
+    company_by: (&'static str, &'static str),
+    contact_by: (&'static str, &'static str),
+    /// The deal's name, company and contact fields in the CRM.
+    name: &'static str,
+    company: &'static str,
+    contact: &'static str,
+    /// CRM values the pushed deal has besides its associations.
+    pushed: &'static [(&'static str, &'static str)],
+    /// A CRM stage a CRM user moves the deal to (field, value) and its app stage.
+    crm_stage: (&'static str, &'static str, &'static str),
+    /// How deals seeded in the CRM are named.
+    seeded_prefix: &'static str,
+}
 
-#[tokio::test]
-async fn pipedrive_deals_round_trip_with_their_organization_and_person() {
+/// A deal made in the app reaches the CRM with its company and contact; a stage and a
+/// company changed in the CRM (one the app has never seen) come back as app ids; the
+/// company changed back and the contact cleared in the app reach the CRM; deletes go
+/// both ways. A second deal whose stage the value map does not know is a record error.
+async fn round_trip(rt: RoundTrip) {
     let app = TestApp::spawn().await;
     let t = s::connect_asking(
         &app,
-        "pipedrive",
+        rt.provider,
         json!({"uses": [
             "sync:contacts:bidirectional",
             "sync:companies:bidirectional",
@@ -565,9 +587,6 @@ async fn pipedrive_deals_round_trip_with_their_organization_and_person() {
         ]}),
     )
     .await;
-    let Crm::Pipedrive(company_domain) = t.crm.clone() else {
-        unreachable!()
-    };
     let company = s::app_create(
         &app,
         &t,
@@ -595,8 +614,8 @@ async fn pipedrive_deals_round_trip_with_their_organization_and_person() {
     config.options.propagate_deletes = true;
     for m in config.mappings.iter_mut() {
         if m.entity == Entity::Deals && m.app_field == "stage" {
-            m.transform = Some(PD_PULL_STAGES.into());
-            m.push_transform = Some(PD_PUSH_STAGES.into());
+            m.transform = Some(rt.pull_stages.into());
+            m.push_transform = Some(rt.push_stages.into());
         }
     }
     let mut odd = s::app_fields(Entity::Deals, 1);
@@ -607,49 +626,41 @@ async fn pipedrive_deals_round_trip_with_their_organization_and_person() {
     for e in [Entity::Contacts, Entity::Companies] {
         assert_eq!(log_of(&logs, e).status, RunStatus::Completed, "{logs:?}");
     }
-    // A stage the value map does not know is not a Pipedrive stage id.
     let messages = errors(&app, &t, log_of(&logs, Entity::Deals)).await;
     assert!(
-        messages.len() == 1 && messages[0].contains("negotiation"),
+        messages.len() == 1 && rt.odd_stage_error.iter().all(|m| messages[0].contains(m)),
         "{messages:?}"
     );
     s::app_delete(&app, &t, Entity::Deals, &odd).await;
-    let pd_org = hs_id(&app, &t, Entity::Companies, "name", "App Made 0");
-    let pd_person = hs_id(
+    let crm_company = hs_id(
         &app,
         &t,
-        Entity::Contacts,
-        "email",
-        "app.person0@app-made.test",
+        Entity::Companies,
+        rt.company_by.0,
+        rt.company_by.1,
     );
-    let pd_deal = hs_id(&app, &t, Entity::Deals, "title", "App Deal 0");
+    let crm_contact = hs_id(&app, &t, Entity::Contacts, rt.contact_by.0, rt.contact_by.1);
+    let crm_deal = hs_id(&app, &t, Entity::Deals, rt.name, "App Deal 0");
     let row = s::crm_rows(&app, &t, Entity::Deals)
         .into_iter()
-        .find(|r| r.id == pd_deal)
+        .find(|r| r.id == crm_deal)
         .unwrap();
-    assert_eq!(row.values["stage_id"], "2");
-    assert_eq!(row.values["pipeline_id"], "1");
-    assert_eq!(row.values["value"], "1000");
-    assert_eq!(row.values["expected_close_date"], "2027-03-31");
-    assert_eq!(row.values["org_id"], pd_org);
-    assert_eq!(row.values["person_id"], pd_person);
-    // The marker went to a deal custom field Conduit made.
-    assert!(
-        app.sandbox()
-            .pipedrive_field_key(&company_domain, sandbox::PdObject::Deals, "Conduit ID")
-            .is_some()
-    );
+    for (field, value) in rt.pushed {
+        assert_eq!(row.values[*field], *value, "{field}: {:?}", row.values);
+    }
+    assert_eq!(row.values[rt.company], crm_company);
+    assert_eq!(row.values[rt.contact], crm_contact);
 
-    // In Pipedrive: moved on to Proposal Made, and to an organization the app has
-    // never seen.
+    // In the CRM: another stage, and a company the app has never seen.
     let other = s::seed(&app, &t, Entity::Companies, 1).remove(0);
     let other_key = s::crm_key(&app, &t, Entity::Companies, &other);
+    let (stage_field, crm_stage, app_stage) = rt.crm_stage;
     s::crm_update(
         &app,
         &t,
         Entity::Deals,
-        &pd_deal,
-        &[("stage_id", "4"), ("org_id", &other)],
+        &crm_deal,
+        &[(stage_field, crm_stage), (rt.company, &other)],
     );
     let (status, started) = app
         .post(
@@ -668,26 +679,26 @@ async fn pipedrive_deals_round_trip_with_their_organization_and_person() {
     );
     let other_app = s::app_id(&app, &t, Entity::Companies, &other_key).await;
     let pulled = app_deal(&app, &t, &deal).await.expect("the deal");
-    assert_eq!(pulled["stage"], "proposal", "{pulled}");
+    assert_eq!(pulled["stage"], app_stage, "{pulled}");
     assert_eq!(pulled["company_id"], json!(other_app), "{pulled}");
     assert_eq!(pulled["contact_id"], json!(person), "{pulled}");
 
-    // In the app: back to the first company, the person cleared; Pipedrive follows.
+    // In the app: back to the first company, the contact cleared; the CRM follows.
     s::app_update(
         &app,
         &t,
         Entity::Deals,
         &deal,
-        json!({"company_id": company, "contact_id": ""}),
+        json!({"company_id": company, "contact_id": null}),
     )
     .await;
     s::run_ok(&app, &t, &config.id).await;
     let row = s::crm_rows(&app, &t, Entity::Deals)
         .into_iter()
-        .find(|r| r.id == pd_deal)
+        .find(|r| r.id == crm_deal)
         .unwrap();
-    assert_eq!(row.values["org_id"], pd_org);
-    assert!(!row.values.contains_key("person_id"), "{:?}", row.values);
+    assert_eq!(row.values[rt.company], crm_company);
+    assert!(!row.values.contains_key(rt.contact), "{:?}", row.values);
 
     // Deletes, both ways.
     s::app_delete(&app, &t, Entity::Deals, &deal).await;
@@ -695,7 +706,7 @@ async fn pipedrive_deals_round_trip_with_their_organization_and_person() {
     assert!(
         s::crm_rows(&app, &t, Entity::Deals)
             .iter()
-            .all(|r| r.id != pd_deal)
+            .all(|r| r.id != crm_deal)
     );
     let in_crm = s::seed(&app, &t, Entity::Deals, 1).remove(0);
     s::run(&app, &t, &config.id).await;
@@ -703,9 +714,12 @@ async fn pipedrive_deals_round_trip_with_their_organization_and_person() {
         .await
         .into_iter()
         .find(|r| {
-            r.deleted_at.is_none() && r.fields.get("name").is_some_and(|n| n.starts_with("Deal "))
+            r.deleted_at.is_none()
+                && r.fields
+                    .get("name")
+                    .is_some_and(|n| n.starts_with(rt.seeded_prefix))
         })
-        .expect("the Pipedrive-made deal pulled")
+        .expect("the CRM-made deal pulled")
         .id
         .to_string();
     s::crm_delete(&app, &t, Entity::Deals, &in_crm);
@@ -714,6 +728,58 @@ async fn pipedrive_deals_round_trip_with_their_organization_and_person() {
         app_deal(&app, &t, &seeded).await.is_none(),
         "deleted in the app too"
     );
+}
+
+/// Pipedrive: stage ids of its default pipeline (Qualified, Contact Made, Proposal
+/// Made); a stage name is not an id, refused before the write; the marker is a deal
+/// custom field.
+#[tokio::test]
+async fn pipedrive_deals_round_trip_with_their_organization_and_person() {
+    round_trip(RoundTrip {
+        provider: "pipedrive",
+        pull_stages: r#"map({"1": "new", "2": "qualified", "4": "proposal"})"#,
+        push_stages: r#"map({"new": "1", "qualified": "2", "proposal": "4"})"#,
+        odd_stage_error: &["stage_id", "negotiation"],
+        company_by: ("name", "App Made 0"),
+        contact_by: ("email", "app.person0@app-made.test"),
+        name: "title",
+        company: "org_id",
+        contact: "person_id",
+        pushed: &[
+            ("stage_id", "2"),
+            ("pipeline_id", "1"),
+            ("value", "1000"),
+            ("expected_close_date", "2027-03-31"),
+        ],
+        crm_stage: ("stage_id", "4", "proposal"),
+        seeded_prefix: "Deal ",
+    })
+    .await;
+}
+
+/// Zoho: `Account_Name` / `Contact_Name` lookups, the `Stage` picklist (a value it does
+/// not list is Zoho's INVALID_DATA).
+#[tokio::test]
+async fn zoho_deals_round_trip_with_their_account_and_contact() {
+    round_trip(RoundTrip {
+        provider: "zoho",
+        pull_stages: r#"map({"Qualification": "new", "Needs Analysis": "qualified", "Closed Won": "won", "Closed Lost": "lost"})"#,
+        push_stages: r#"map({"new": "Qualification", "qualified": "Needs Analysis", "won": "Closed Won", "lost": "Closed Lost"})"#,
+        odd_stage_error: &["INVALID_DATA", "Stage"],
+        company_by: ("Account_Name", "App Made 0"),
+        contact_by: ("Email", "app.person0@app-made.test"),
+        name: "Deal_Name",
+        company: "Account_Name",
+        contact: "Contact_Name",
+        pushed: &[
+            ("Stage", "Needs Analysis"),
+            ("Amount", "1000"),
+            ("Closing_Date", "2027-03-31"),
+        ],
+        crm_stage: ("Stage", "Closed Won", "won"),
+        seeded_prefix: "Deal ",
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -748,8 +814,8 @@ async fn deals_configs_need_the_deal_scopes_and_a_crm_with_deals() {
         refused["error"]["reconnect"]["body"]["uses"],
         json!(["sync:companies:bidirectional", "sync:deals:bidirectional"])
     );
-    // Zoho does not sync deals (yet): refused before any scope is looked at.
-    let z = s::connect(&app, "zoho").await;
+    // Dynamics 365 does not sync deals (yet): refused before any scope is looked at.
+    let z = s::connect(&app, "dynamics365").await;
     let (status, refused) = app
         .post("/v1/sync/configs", &z.admin, body(&z, json!(["deals"])))
         .await;

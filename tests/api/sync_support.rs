@@ -264,6 +264,14 @@ pub fn default_pairs(provider: &str, entity: Entity) -> &'static [(&'static str,
             ("BillingCity", "city"),
             ("NumberOfEmployees", "employees"),
         ],
+        ("zoho", Entity::Deals) => &[
+            ("Deal_Name", "name"),
+            ("Amount", "amount"),
+            ("Closing_Date", "close_date"),
+            ("Stage", "stage"),
+            ("Account_Name", "company_id"),
+            ("Contact_Name", "contact_id"),
+        ],
         ("pipedrive", Entity::Deals) => &[
             ("title", "name"),
             ("value", "amount"),
@@ -568,7 +576,7 @@ fn zoho_module(entity: Entity) -> ZohoModule {
     match entity {
         Entity::Contacts => ZohoModule::Contacts,
         Entity::Companies => ZohoModule::Accounts,
-        Entity::Deals => unimplemented!("Zoho deals are not synced yet"),
+        Entity::Deals => ZohoModule::Deals,
     }
 }
 
