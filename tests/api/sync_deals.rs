@@ -391,162 +391,6 @@ async fn hubspot_deals_whose_company_cannot_be_pulled_are_set_aside_not_mislinke
     assert_eq!(deals[0].fields.get("company_id"), Some(&app_company));
 }
 
-#[tokio::test]
-async fn salesforce_opportunities_round_trip_with_their_account_and_contact() {
-    let app = TestApp::spawn().await;
-    let t = s::connect(&app, "salesforce").await;
-    let Crm::Salesforce(org) = t.crm.clone() else {
-        unreachable!()
-    };
-    let company = s::app_create(
-        &app,
-        &t,
-        Entity::Companies,
-        s::app_fields(Entity::Companies, 0),
-    )
-    .await;
-    let person = s::app_create(
-        &app,
-        &t,
-        Entity::Contacts,
-        s::app_fields(Entity::Contacts, 0),
-    )
-    .await;
-    let mut fields = s::app_fields(Entity::Deals, 0);
-    fields["stage"] = json!("qualified");
-    fields["company_id"] = json!(company);
-    fields["contact_id"] = json!(person);
-    let deal = s::app_create(&app, &t, Entity::Deals, fields).await;
-    let mut config = s::new_config(
-        &t,
-        SyncDirection::Bidirectional,
-        &[Entity::Contacts, Entity::Companies, Entity::Deals],
-    );
-    config.options.propagate_deletes = true;
-    for m in config.mappings.iter_mut() {
-        if m.entity == Entity::Deals && m.app_field == "stage" {
-            m.transform = Some(
-                r#"map({"Prospecting": "new", "Qualification": "qualified", "Closed Won": "won", "Closed Lost": "lost"})"#.into(),
-            );
-            m.push_transform = Some(
-                r#"map({"new": "Prospecting", "qualified": "Qualification", "won": "Closed Won", "lost": "Closed Lost"})"#.into(),
-            );
-        }
-    }
-    let mut odd = s::app_fields(Entity::Deals, 1);
-    odd["stage"] = json!("negotiation");
-    let odd = s::app_create(&app, &t, Entity::Deals, odd).await;
-    s::store(&app, &config).await;
-    let logs = s::run(&app, &t, &config.id).await;
-    for e in [Entity::Contacts, Entity::Companies] {
-        assert_eq!(log_of(&logs, e).status, RunStatus::Completed, "{logs:?}");
-    }
-    let messages = errors(&app, &t, log_of(&logs, Entity::Deals)).await;
-    assert!(
-        messages.len() == 1
-            && messages[0].contains("INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST")
-            && messages[0].contains("negotiation"),
-        "{messages:?}"
-    );
-    s::app_delete(&app, &t, Entity::Deals, &odd).await;
-    let sf_account = hs_id(&app, &t, Entity::Companies, "Website", "app-made-0.test");
-    let sf_contact = hs_id(
-        &app,
-        &t,
-        Entity::Contacts,
-        "Email",
-        "app.person0@app-made.test",
-    );
-    let opp = hs_id(&app, &t, Entity::Deals, "Name", "App Deal 0");
-    let row = s::crm_rows(&app, &t, Entity::Deals)
-        .into_iter()
-        .find(|r| r.id == opp)
-        .unwrap();
-    assert_eq!(row.values["StageName"], "Qualification");
-    assert_eq!(row.values["CloseDate"], "2027-03-31");
-    assert_eq!(row.values["AccountId"], sf_account);
-    assert_eq!(row.values["ContactId"], sf_contact);
-
-    // In Salesforce: won, and moved to an account the app has never seen.
-    let other = app
-        .sandbox()
-        .seed_salesforce(&org, sandbox::SfObject::Account, 1)
-        .remove(0);
-    let other_key = s::crm_key(&app, &t, Entity::Companies, &other);
-    s::crm_update(
-        &app,
-        &t,
-        Entity::Deals,
-        &opp,
-        &[("StageName", "Closed Won"), ("AccountId", &other)],
-    );
-    let (status, started) = app
-        .post(
-            "/v1/sync/trigger",
-            &t.admin,
-            json!({"config_id": config.id, "entities": ["deals"]}),
-        )
-        .await;
-    assert_eq!(status, 202, "{started}");
-    let logs = s::wait(&app, &t, &started).await;
-    assert_eq!(
-        logs[0].status,
-        RunStatus::Completed,
-        "{logs:?} {:?}",
-        errors(&app, &t, &logs[0]).await
-    );
-    let other_app = s::app_id(&app, &t, Entity::Companies, &other_key).await;
-    let pulled = app_deal(&app, &t, &deal).await.expect("the deal");
-    assert_eq!(pulled["stage"], "won", "{pulled}");
-    assert_eq!(pulled["company_id"], json!(other_app), "{pulled}");
-    assert_eq!(pulled["contact_id"], json!(person), "{pulled}");
-
-    // In the app: back to the first company; Salesforce follows.
-    s::app_update(
-        &app,
-        &t,
-        Entity::Deals,
-        &deal,
-        json!({"company_id": company}),
-    )
-    .await;
-    s::run_ok(&app, &t, &config.id).await;
-    let row = s::crm_rows(&app, &t, Entity::Deals)
-        .into_iter()
-        .find(|r| r.id == opp)
-        .unwrap();
-    assert_eq!(row.values["AccountId"], sf_account);
-
-    // Deletes, both ways.
-    s::app_delete(&app, &t, Entity::Deals, &deal).await;
-    s::run(&app, &t, &config.id).await;
-    assert!(
-        s::crm_rows(&app, &t, Entity::Deals)
-            .iter()
-            .all(|r| r.id != opp)
-    );
-    let in_crm = s::seed(&app, &t, Entity::Deals, 1).remove(0);
-    s::run(&app, &t, &config.id).await;
-    let seeded = s::app_rows(&app, &t, Entity::Deals)
-        .await
-        .into_iter()
-        .find(|r| {
-            r.deleted_at.is_none()
-                && r.fields
-                    .get("name")
-                    .is_some_and(|n| n.starts_with("Opportunity "))
-        })
-        .expect("the CRM-made opportunity pulled")
-        .id
-        .to_string();
-    s::crm_delete(&app, &t, Entity::Deals, &in_crm);
-    s::run(&app, &t, &config.id).await;
-    assert!(
-        app_deal(&app, &t, &seeded).await.is_none(),
-        "deleted in the app too"
-    );
-}
-
 /// How one CRM shows a deal round trip ([`round_trip`]).
 struct RoundTrip {
     /// The CRM connected.
@@ -569,12 +413,15 @@ struct RoundTrip {
     crm_stage: (&'static str, &'static str, &'static str),
     /// How deals seeded in the CRM are named.
     seeded_prefix: &'static str,
+    /// Whether the CRM lets a deal's contact be cleared after its creation.
+    contact_clearable: bool,
 }
 
 /// A deal made in the app reaches the CRM with its company and contact; a stage and a
 /// company changed in the CRM (one the app has never seen) come back as app ids; the
-/// company changed back and the contact cleared in the app reach the CRM; deletes go
-/// both ways. A second deal whose stage the value map does not know is a record error.
+/// company changed back (and the contact cleared, where the CRM allows it) in the app
+/// reach the CRM; deletes go both ways. A second deal whose stage the value map does not
+/// know is a record error.
 async fn round_trip(rt: RoundTrip) {
     let app = TestApp::spawn().await;
     let t = s::connect_asking(
@@ -683,22 +530,25 @@ async fn round_trip(rt: RoundTrip) {
     assert_eq!(pulled["company_id"], json!(other_app), "{pulled}");
     assert_eq!(pulled["contact_id"], json!(person), "{pulled}");
 
-    // In the app: back to the first company, the contact cleared; the CRM follows.
-    s::app_update(
-        &app,
-        &t,
-        Entity::Deals,
-        &deal,
-        json!({"company_id": company, "contact_id": null}),
-    )
-    .await;
+    // In the app: back to the first company (the contact cleared where the CRM allows
+    // it); the CRM follows.
+    let mut change = json!({"company_id": company});
+    if rt.contact_clearable {
+        change["contact_id"] = Value::Null;
+    }
+    s::app_update(&app, &t, Entity::Deals, &deal, change).await;
     s::run_ok(&app, &t, &config.id).await;
     let row = s::crm_rows(&app, &t, Entity::Deals)
         .into_iter()
         .find(|r| r.id == crm_deal)
         .unwrap();
     assert_eq!(row.values[rt.company], crm_company);
-    assert!(!row.values.contains_key(rt.contact), "{:?}", row.values);
+    assert_eq!(
+        row.values.get(rt.contact),
+        (!rt.contact_clearable).then_some(&crm_contact),
+        "{:?}",
+        row.values
+    );
 
     // Deletes, both ways.
     s::app_delete(&app, &t, Entity::Deals, &deal).await;
@@ -753,6 +603,7 @@ async fn pipedrive_deals_round_trip_with_their_organization_and_person() {
         ],
         crm_stage: ("stage_id", "4", "proposal"),
         seeded_prefix: "Deal ",
+        contact_clearable: true,
     })
     .await;
 }
@@ -778,6 +629,30 @@ async fn zoho_deals_round_trip_with_their_account_and_contact() {
         ],
         crm_stage: ("Stage", "Closed Won", "won"),
         seeded_prefix: "Deal ",
+        contact_clearable: true,
+    })
+    .await;
+}
+
+/// Salesforce: `Opportunity` with the standard sales process's `StageName` (a
+/// restricted picklist), `AccountId`, and `ContactId`, which Salesforce sets on create
+/// only (it derives it from the primary contact role afterwards).
+#[tokio::test]
+async fn salesforce_opportunities_round_trip_with_their_account_and_contact() {
+    round_trip(RoundTrip {
+        provider: "salesforce",
+        pull_stages: r#"map({"Prospecting": "new", "Qualification": "qualified", "Closed Won": "won", "Closed Lost": "lost"})"#,
+        push_stages: r#"map({"new": "Prospecting", "qualified": "Qualification", "won": "Closed Won", "lost": "Closed Lost"})"#,
+        odd_stage_error: &["INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST", "negotiation"],
+        company_by: ("Website", "app-made-0.test"),
+        contact_by: ("Email", "app.person0@app-made.test"),
+        name: "Name",
+        company: "AccountId",
+        contact: "ContactId",
+        pushed: &[("StageName", "Qualification"), ("CloseDate", "2027-03-31")],
+        crm_stage: ("StageName", "Closed Won", "won"),
+        seeded_prefix: "Opportunity ",
+        contact_clearable: false,
     })
     .await;
 }

@@ -1883,17 +1883,7 @@ fn apply(
     }
     if object == PdObject::Persons {
         if let Some(value) = body.get("org_id") {
-            record.org_id = match value {
-                Value::Null => None,
-                other => {
-                    let org = integer("org_id", other)?;
-                    company
-                        .orgs
-                        .live(org)
-                        .ok_or_else(|| bad(&format!("Organization with id {org} not found")))?;
-                    Some(org)
-                }
-            };
+            record.org_id = reference(company, PdObject::Organizations, "org_id", value)?;
         }
         if let Some(value) = body.get("emails") {
             record.emails = entries("emails", value, &["work", "home", "other"])?;
@@ -1946,6 +1936,27 @@ fn apply(
     Ok(())
 }
 
+/// A member naming a live record of `object` (`null` clears it): 400 `{Title} with id
+/// N not found` otherwise.
+fn reference(
+    company: &Company,
+    object: PdObject,
+    name: &str,
+    value: &Value,
+) -> Result<Option<u64>, Reply> {
+    if value.is_null() {
+        return Ok(None);
+    }
+    let id = value
+        .as_u64()
+        .ok_or_else(|| bad(&format!("Validation failed: {name}: must be integer")))?;
+    company
+        .table(object)
+        .live(id)
+        .ok_or_else(|| bad(&format!("{} with id {id} not found", object.title())))?;
+    Ok(Some(id))
+}
+
 /// A deal's own members of a v2 write body (title and the common members done).
 fn apply_deal(
     company: &Company,
@@ -1959,31 +1970,11 @@ fn apply_deal(
             .ok_or_else(|| bad(&format!("Validation failed: {name}: must be integer")))
     };
     if let Some(value) = body.get("org_id") {
-        record.org_id = match value {
-            Value::Null => None,
-            other => {
-                let org = integer("org_id", other)?;
-                company
-                    .orgs
-                    .live(org)
-                    .ok_or_else(|| bad(&format!("Organization with id {org} not found")))?;
-                Some(org)
-            }
-        };
+        record.org_id = reference(company, PdObject::Organizations, "org_id", value)?;
     }
     let deal = &mut record.deal;
     if let Some(value) = body.get("person_id") {
-        deal.person_id = match value {
-            Value::Null => None,
-            other => {
-                let person = integer("person_id", other)?;
-                company
-                    .persons
-                    .live(person)
-                    .ok_or_else(|| bad(&format!("Person with id {person} not found")))?;
-                Some(person)
-            }
-        };
+        deal.person_id = reference(company, PdObject::Persons, "person_id", value)?;
     }
     // Pipeline and stage: a stage names its pipeline; a pipeline alone puts the deal
     // in its first stage; a stage of another pipeline than the one given is refused.
