@@ -622,11 +622,19 @@ const PIPEDRIVE_EXPECTED: &[&str] = &[
     "POST /api/v2/organizations",
     "PATCH /api/v2/organizations/{id}",
     "GET /api/v2/organizations/search",
+    "GET /v1/dealFields",
+    "POST /v1/dealFields",
+    "GET /api/v2/deals",
+    "POST /api/v2/deals",
+    "PATCH /api/v2/deals/{id}",
+    "DELETE /api/v2/deals/{id}",
+    "GET /api/v2/stages",
+    "GET /api/v2/pipelines",
     "POST /v1/webhooks",
     "DELETE /v1/webhooks/{id}",
 ];
 
-/// Conduit's Pipedrive sync — a bidirectional persons-and-organizations config created
+/// Conduit's Pipedrive sync — a bidirectional persons, organizations and deals config created
 /// over the API (auto-mapped from the field lists, available fields, preview), a first
 /// run (field lists, the marker fields created, lists, creates, the marker searches),
 /// edits and deletes on both sides and a second run (`updated_since` lists, reads by
@@ -640,11 +648,22 @@ const PIPEDRIVE_EXPECTED: &[&str] = &[
 async fn conduits_pipedrive_exchanges_conform_to_pipedrives_published_specs() {
     let app = TestApp::isolated(devhost::LocalEnvOptions::default()).await;
     let recorder = app.sandbox().recorder().clone();
-    let t = s::connect(&app, "pipedrive").await;
+    let t = s::connect_asking(
+        &app,
+        "pipedrive",
+        json!({"uses": [
+            "sync:contacts:bidirectional",
+            "sync:companies:bidirectional",
+            "sync:deals:bidirectional",
+        ]}),
+    )
+    .await;
     s::seed(&app, &t, Entity::Companies, 4);
     s::seed(&app, &t, Entity::Contacts, 10);
+    s::seed(&app, &t, Entity::Deals, 3);
     let app_contacts = s::app_create_many(&app, &t, Entity::Contacts, 3).await;
     let app_companies = s::app_create_many(&app, &t, Entity::Companies, 2).await;
+    let app_deals = s::app_create_many(&app, &t, Entity::Deals, 2).await;
     let plain = s::connect_asking(
         &app,
         "pipedrive",
@@ -656,7 +675,7 @@ async fn conduits_pipedrive_exchanges_conform_to_pipedrives_published_specs() {
     recorder.start();
 
     let mut mappings = Vec::new();
-    for entity in [Entity::Contacts, Entity::Companies] {
+    for entity in [Entity::Contacts, Entity::Companies, Entity::Deals] {
         for (crm, field) in s::default_pairs("pipedrive", entity) {
             mappings.push(json!({
                 "entity": entity.as_str(),
@@ -675,7 +694,7 @@ async fn conduits_pipedrive_exchanges_conform_to_pipedrives_published_specs() {
                 "name": "Pipedrive both ways",
                 "direction": "bidirectional",
                 "frequency": {"type": "manual"},
-                "entities": ["contacts", "companies"],
+                "entities": ["contacts", "companies", "deals"],
                 "conflict_strategy": "last_write_wins",
                 "options": {"create_missing": true, "propagate_deletes": true},
                 "mappings": mappings,
@@ -685,7 +704,7 @@ async fn conduits_pipedrive_exchanges_conform_to_pipedrives_published_specs() {
     assert_eq!(status, 201, "{created}");
     let config_id = created["id"].as_str().expect("config id").to_owned();
     let config = conduit::domain::SyncConfigId::parse(&config_id).expect("id");
-    for entity in ["contacts", "companies"] {
+    for entity in ["contacts", "companies", "deals"] {
         let (status, body) = app
             .get(
                 &format!("/v1/sync/configs/{config_id}/available-fields?entity={entity}"),
@@ -721,6 +740,24 @@ async fn conduits_pipedrive_exchanges_conform_to_pipedrives_published_specs() {
         &[("City", "Lyon")],
     );
     s::crm_delete(&app, &t, Entity::Contacts, &crm_contacts[1].id);
+    let crm_deals = s::crm_rows(&app, &t, Entity::Deals);
+    s::crm_update(
+        &app,
+        &t,
+        Entity::Deals,
+        &crm_deals[0].id,
+        &[("stage_id", "3"), ("value", "4200")],
+    );
+    s::crm_delete(&app, &t, Entity::Deals, &crm_deals[1].id);
+    s::app_update(
+        &app,
+        &t,
+        Entity::Deals,
+        &app_deals[0],
+        json!({"amount": "5100"}),
+    )
+    .await;
+    s::app_delete(&app, &t, Entity::Deals, &app_deals[1]).await;
     s::app_update(
         &app,
         &t,
@@ -766,7 +803,7 @@ async fn conduits_pipedrive_exchanges_conform_to_pipedrives_published_specs() {
     let s::Crm::Pipedrive(company) = t.crm.clone() else {
         unreachable!("a Pipedrive tenant")
     };
-    assert_eq!(app.sandbox().pipedrive_webhooks(&company).len(), 2);
+    assert_eq!(app.sandbox().pipedrive_webhooks(&company).len(), 3);
     let (status, body) = app
         .send(
             "DELETE",

@@ -391,13 +391,49 @@ async fn hubspot_deals_whose_company_cannot_be_pulled_are_set_aside_not_mislinke
     assert_eq!(deals[0].fields.get("company_id"), Some(&app_company));
 }
 
-#[tokio::test]
-async fn salesforce_opportunities_round_trip_with_their_account_and_contact() {
+/// How one CRM shows a deal round trip ([`round_trip`]).
+struct RoundTrip {
+    /// The CRM connected.
+    provider: &'static str,
+    /// CRM stage → app stage, and back.
+    pull_stages: &'static str,
+    push_stages: &'static str,
+    /// What the record error of a stage the map does not know says.
+    odd_stage_error: &'static [&'static str],
+    /// (CRM field, value) finding the pushed company and contact.
+    company_by: (&'static str, &'static str),
+    contact_by: (&'static str, &'static str),
+    /// The deal's name, company and contact fields in the CRM.
+    name: &'static str,
+    company: &'static str,
+    contact: &'static str,
+    /// CRM values the pushed deal has besides its associations.
+    pushed: &'static [(&'static str, &'static str)],
+    /// A CRM stage a CRM user moves the deal to (field, value) and its app stage.
+    crm_stage: (&'static str, &'static str, &'static str),
+    /// How deals seeded in the CRM are named.
+    seeded_prefix: &'static str,
+    /// Whether the CRM lets a deal's contact be cleared after its creation.
+    contact_clearable: bool,
+}
+
+/// A deal made in the app reaches the CRM with its company and contact; a stage and a
+/// company changed in the CRM (one the app has never seen) come back as app ids; the
+/// company changed back (and the contact cleared, where the CRM allows it) in the app
+/// reach the CRM; deletes go both ways. A second deal whose stage the value map does not
+/// know is a record error.
+async fn round_trip(rt: RoundTrip) {
     let app = TestApp::spawn().await;
-    let t = s::connect(&app, "salesforce").await;
-    let Crm::Salesforce(org) = t.crm.clone() else {
-        unreachable!()
-    };
+    let t = s::connect_asking(
+        &app,
+        rt.provider,
+        json!({"uses": [
+            "sync:contacts:bidirectional",
+            "sync:companies:bidirectional",
+            "sync:deals:bidirectional",
+        ]}),
+    )
+    .await;
     let company = s::app_create(
         &app,
         &t,
@@ -425,12 +461,8 @@ async fn salesforce_opportunities_round_trip_with_their_account_and_contact() {
     config.options.propagate_deletes = true;
     for m in config.mappings.iter_mut() {
         if m.entity == Entity::Deals && m.app_field == "stage" {
-            m.transform = Some(
-                r#"map({"Prospecting": "new", "Qualification": "qualified", "Closed Won": "won", "Closed Lost": "lost"})"#.into(),
-            );
-            m.push_transform = Some(
-                r#"map({"new": "Prospecting", "qualified": "Qualification", "won": "Closed Won", "lost": "Closed Lost"})"#.into(),
-            );
+            m.transform = Some(rt.pull_stages.into());
+            m.push_transform = Some(rt.push_stages.into());
         }
     }
     let mut odd = s::app_fields(Entity::Deals, 1);
@@ -443,42 +475,39 @@ async fn salesforce_opportunities_round_trip_with_their_account_and_contact() {
     }
     let messages = errors(&app, &t, log_of(&logs, Entity::Deals)).await;
     assert!(
-        messages.len() == 1
-            && messages[0].contains("INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST")
-            && messages[0].contains("negotiation"),
+        messages.len() == 1 && rt.odd_stage_error.iter().all(|m| messages[0].contains(m)),
         "{messages:?}"
     );
     s::app_delete(&app, &t, Entity::Deals, &odd).await;
-    let sf_account = hs_id(&app, &t, Entity::Companies, "Website", "app-made-0.test");
-    let sf_contact = hs_id(
+    let crm_company = hs_id(
         &app,
         &t,
-        Entity::Contacts,
-        "Email",
-        "app.person0@app-made.test",
+        Entity::Companies,
+        rt.company_by.0,
+        rt.company_by.1,
     );
-    let opp = hs_id(&app, &t, Entity::Deals, "Name", "App Deal 0");
+    let crm_contact = hs_id(&app, &t, Entity::Contacts, rt.contact_by.0, rt.contact_by.1);
+    let crm_deal = hs_id(&app, &t, Entity::Deals, rt.name, "App Deal 0");
     let row = s::crm_rows(&app, &t, Entity::Deals)
         .into_iter()
-        .find(|r| r.id == opp)
+        .find(|r| r.id == crm_deal)
         .unwrap();
-    assert_eq!(row.values["StageName"], "Qualification");
-    assert_eq!(row.values["CloseDate"], "2027-03-31");
-    assert_eq!(row.values["AccountId"], sf_account);
-    assert_eq!(row.values["ContactId"], sf_contact);
+    for (field, value) in rt.pushed {
+        assert_eq!(row.values[*field], *value, "{field}: {:?}", row.values);
+    }
+    assert_eq!(row.values[rt.company], crm_company);
+    assert_eq!(row.values[rt.contact], crm_contact);
 
-    // In Salesforce: won, and moved to an account the app has never seen.
-    let other = app
-        .sandbox()
-        .seed_salesforce(&org, sandbox::SfObject::Account, 1)
-        .remove(0);
+    // In the CRM: another stage, and a company the app has never seen.
+    let other = s::seed(&app, &t, Entity::Companies, 1).remove(0);
     let other_key = s::crm_key(&app, &t, Entity::Companies, &other);
+    let (stage_field, crm_stage, app_stage) = rt.crm_stage;
     s::crm_update(
         &app,
         &t,
         Entity::Deals,
-        &opp,
-        &[("StageName", "Closed Won"), ("AccountId", &other)],
+        &crm_deal,
+        &[(stage_field, crm_stage), (rt.company, &other)],
     );
     let (status, started) = app
         .post(
@@ -497,25 +526,29 @@ async fn salesforce_opportunities_round_trip_with_their_account_and_contact() {
     );
     let other_app = s::app_id(&app, &t, Entity::Companies, &other_key).await;
     let pulled = app_deal(&app, &t, &deal).await.expect("the deal");
-    assert_eq!(pulled["stage"], "won", "{pulled}");
+    assert_eq!(pulled["stage"], app_stage, "{pulled}");
     assert_eq!(pulled["company_id"], json!(other_app), "{pulled}");
     assert_eq!(pulled["contact_id"], json!(person), "{pulled}");
 
-    // In the app: back to the first company; Salesforce follows.
-    s::app_update(
-        &app,
-        &t,
-        Entity::Deals,
-        &deal,
-        json!({"company_id": company}),
-    )
-    .await;
+    // In the app: back to the first company (the contact cleared where the CRM allows
+    // it); the CRM follows.
+    let mut change = json!({"company_id": company});
+    if rt.contact_clearable {
+        change["contact_id"] = Value::Null;
+    }
+    s::app_update(&app, &t, Entity::Deals, &deal, change).await;
     s::run_ok(&app, &t, &config.id).await;
     let row = s::crm_rows(&app, &t, Entity::Deals)
         .into_iter()
-        .find(|r| r.id == opp)
+        .find(|r| r.id == crm_deal)
         .unwrap();
-    assert_eq!(row.values["AccountId"], sf_account);
+    assert_eq!(row.values[rt.company], crm_company);
+    assert_eq!(
+        row.values.get(rt.contact),
+        (!rt.contact_clearable).then_some(&crm_contact),
+        "{:?}",
+        row.values
+    );
 
     // Deletes, both ways.
     s::app_delete(&app, &t, Entity::Deals, &deal).await;
@@ -523,7 +556,7 @@ async fn salesforce_opportunities_round_trip_with_their_account_and_contact() {
     assert!(
         s::crm_rows(&app, &t, Entity::Deals)
             .iter()
-            .all(|r| r.id != opp)
+            .all(|r| r.id != crm_deal)
     );
     let in_crm = s::seed(&app, &t, Entity::Deals, 1).remove(0);
     s::run(&app, &t, &config.id).await;
@@ -534,9 +567,9 @@ async fn salesforce_opportunities_round_trip_with_their_account_and_contact() {
             r.deleted_at.is_none()
                 && r.fields
                     .get("name")
-                    .is_some_and(|n| n.starts_with("Opportunity "))
+                    .is_some_and(|n| n.starts_with(rt.seeded_prefix))
         })
-        .expect("the CRM-made opportunity pulled")
+        .expect("the CRM-made deal pulled")
         .id
         .to_string();
     s::crm_delete(&app, &t, Entity::Deals, &in_crm);
@@ -545,6 +578,83 @@ async fn salesforce_opportunities_round_trip_with_their_account_and_contact() {
         app_deal(&app, &t, &seeded).await.is_none(),
         "deleted in the app too"
     );
+}
+
+/// Pipedrive: stage ids of its default pipeline (Qualified, Contact Made, Proposal
+/// Made); a stage name is not an id, refused before the write; the marker is a deal
+/// custom field.
+#[tokio::test]
+async fn pipedrive_deals_round_trip_with_their_organization_and_person() {
+    round_trip(RoundTrip {
+        provider: "pipedrive",
+        pull_stages: r#"map({"1": "new", "2": "qualified", "4": "proposal"})"#,
+        push_stages: r#"map({"new": "1", "qualified": "2", "proposal": "4"})"#,
+        odd_stage_error: &["stage_id", "negotiation"],
+        company_by: ("name", "App Made 0"),
+        contact_by: ("email", "app.person0@app-made.test"),
+        name: "title",
+        company: "org_id",
+        contact: "person_id",
+        pushed: &[
+            ("stage_id", "2"),
+            ("pipeline_id", "1"),
+            ("value", "1000"),
+            ("expected_close_date", "2027-03-31"),
+        ],
+        crm_stage: ("stage_id", "4", "proposal"),
+        seeded_prefix: "Deal ",
+        contact_clearable: true,
+    })
+    .await;
+}
+
+/// Zoho: `Account_Name` / `Contact_Name` lookups, the `Stage` picklist (a value it does
+/// not list is Zoho's INVALID_DATA).
+#[tokio::test]
+async fn zoho_deals_round_trip_with_their_account_and_contact() {
+    round_trip(RoundTrip {
+        provider: "zoho",
+        pull_stages: r#"map({"Qualification": "new", "Needs Analysis": "qualified", "Closed Won": "won", "Closed Lost": "lost"})"#,
+        push_stages: r#"map({"new": "Qualification", "qualified": "Needs Analysis", "won": "Closed Won", "lost": "Closed Lost"})"#,
+        odd_stage_error: &["INVALID_DATA", "Stage"],
+        company_by: ("Account_Name", "App Made 0"),
+        contact_by: ("Email", "app.person0@app-made.test"),
+        name: "Deal_Name",
+        company: "Account_Name",
+        contact: "Contact_Name",
+        pushed: &[
+            ("Stage", "Needs Analysis"),
+            ("Amount", "1000"),
+            ("Closing_Date", "2027-03-31"),
+        ],
+        crm_stage: ("Stage", "Closed Won", "won"),
+        seeded_prefix: "Deal ",
+        contact_clearable: true,
+    })
+    .await;
+}
+
+/// Salesforce: `Opportunity` with the standard sales process's `StageName` (a
+/// restricted picklist), `AccountId`, and `ContactId`, which Salesforce sets on create
+/// only (it derives it from the primary contact role afterwards).
+#[tokio::test]
+async fn salesforce_opportunities_round_trip_with_their_account_and_contact() {
+    round_trip(RoundTrip {
+        provider: "salesforce",
+        pull_stages: r#"map({"Prospecting": "new", "Qualification": "qualified", "Closed Won": "won", "Closed Lost": "lost"})"#,
+        push_stages: r#"map({"new": "Prospecting", "qualified": "Qualification", "won": "Closed Won", "lost": "Closed Lost"})"#,
+        odd_stage_error: &["INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST", "negotiation"],
+        company_by: ("Website", "app-made-0.test"),
+        contact_by: ("Email", "app.person0@app-made.test"),
+        name: "Name",
+        company: "AccountId",
+        contact: "ContactId",
+        pushed: &[("StageName", "Qualification"), ("CloseDate", "2027-03-31")],
+        crm_stage: ("StageName", "Closed Won", "won"),
+        seeded_prefix: "Opportunity ",
+        contact_clearable: false,
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -579,8 +689,8 @@ async fn deals_configs_need_the_deal_scopes_and_a_crm_with_deals() {
         refused["error"]["reconnect"]["body"]["uses"],
         json!(["sync:companies:bidirectional", "sync:deals:bidirectional"])
     );
-    // Zoho does not sync deals (yet): refused before any scope is looked at.
-    let z = s::connect(&app, "zoho").await;
+    // Dynamics 365 does not sync deals (yet): refused before any scope is looked at.
+    let z = s::connect(&app, "dynamics365").await;
     let (status, refused) = app
         .post("/v1/sync/configs", &z.admin, body(&z, json!(["deals"])))
         .await;

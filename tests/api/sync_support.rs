@@ -264,6 +264,22 @@ pub fn default_pairs(provider: &str, entity: Entity) -> &'static [(&'static str,
             ("BillingCity", "city"),
             ("NumberOfEmployees", "employees"),
         ],
+        ("zoho", Entity::Deals) => &[
+            ("Deal_Name", "name"),
+            ("Amount", "amount"),
+            ("Closing_Date", "close_date"),
+            ("Stage", "stage"),
+            ("Account_Name", "company_id"),
+            ("Contact_Name", "contact_id"),
+        ],
+        ("pipedrive", Entity::Deals) => &[
+            ("title", "name"),
+            ("value", "amount"),
+            ("expected_close_date", "close_date"),
+            ("stage_id", "stage"),
+            ("org_id", "company_id"),
+            ("person_id", "contact_id"),
+        ],
         ("hubspot", Entity::Deals) => &[
             ("dealname", "name"),
             ("amount", "amount"),
@@ -455,7 +471,7 @@ fn pd_object(entity: Entity) -> PdObject {
     match entity {
         Entity::Contacts => PdObject::Persons,
         Entity::Companies => PdObject::Organizations,
-        Entity::Deals => unimplemented!("the shared CRM scenarios sync contacts and companies"),
+        Entity::Deals => PdObject::Deals,
     }
 }
 
@@ -505,6 +521,10 @@ fn pd_changes(company: &str, fields: &[(&str, &str)]) -> Value {
                 body["custom_fields"][key] = json!(value.parse::<f64>().expect("a number"))
             }
             (_, Some((key, _))) => body["custom_fields"][key] = json!(value),
+            // Ids (a deal's stage, organization, person) and a deal's value are numbers.
+            (f, None) if f.ends_with("_id") || f == "value" => {
+                body[f] = json!(value.parse::<u64>().expect("a number"))
+            }
             (f, None) => body[f] = json!(value),
         }
     }
@@ -556,7 +576,7 @@ fn zoho_module(entity: Entity) -> ZohoModule {
     match entity {
         Entity::Contacts => ZohoModule::Contacts,
         Entity::Companies => ZohoModule::Accounts,
-        Entity::Deals => unimplemented!("Zoho deals are not synced yet"),
+        Entity::Deals => ZohoModule::Deals,
     }
 }
 

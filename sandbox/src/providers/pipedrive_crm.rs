@@ -1,4 +1,4 @@
-//! Pipedrive CRM record stand-in: **persons** and **organizations** kept in memory per
+//! Pipedrive CRM record stand-in: **persons**, **organizations** and **deals** kept in memory per
 //! company (the `company_domain` of the authenticating API token's account or OAuth
 //! user; `acme` for the default account `pd-sandbox-token-0001`), served at Pipedrive's
 //! own paths on `api.pipedrive.com` and on the company domain (`{company}.pipedrive.com`,
@@ -18,7 +18,8 @@
 //! | `pipedrive.crm_search` | `GET /api/v2/{object}/search?term=` |
 //! | `pipedrive.crm_fields` | `GET /v1/{personFields\|organizationFields}` |
 //! | `pipedrive.crm_field_create` | `POST /v1/{personFields\|organizationFields}` |
-//! | `pipedrive.recents` | `GET /v1/recents?since_timestamp=&items=person,organization` |
+//! | `pipedrive.recents` | `GET /v1/recents?since_timestamp=&items=person,organization,deal` |
+//! | `pipedrive.crm_pipelines` | `GET /api/v2/pipelines`, `GET /api/v2/stages?pipeline_id=` |
 //!
 //! v2 paths exist only under `/api/v2/` (as Pipedrive: no `/v2/` alias); v1 paths under
 //! both `/v1/` and `/api/v1/`.
@@ -31,7 +32,9 @@
 //! `{"success":false,"error":"Scope and URL mismatch","errorCode":403}`:
 //! reads `contacts:read`/`contacts:full`; writes and deletes `contacts:full`; search
 //! also `search:read`; field list also `admin`; **field creation only `admin`**;
-//! recents `recents:read` or `search:read`.
+//! recents `recents:read` or `search:read`. Deals (the spec's `security` of `/deals…`):
+//! reads `deals:read`/`deals:full`, writes and deletes `deals:full`, search also
+//! `search:read`, `dealFields`, pipelines and stages also `admin`.
 //!
 //! # Rate limits (token-based, Pipedrive's "Rate limiting" page, 2024-12 onwards)
 //! Every authenticated call spends its endpoint's token cost (the spec's `x-token-cost`
@@ -60,6 +63,30 @@
 //! Organizations: the same without `emails`/`phones`/`org_id`/names, with `address`
 //! (`{value, country, locality, …}` or null). Ids count from 1 per company and type.
 //! Emails are **not** unique (Pipedrive allows duplicate persons; search finds them all).
+//!
+//! Deals (v2 `DealItem`): `id`, `title`, `owner_id`, `person_id`, `org_id` (null when
+//! none), `pipeline_id`, `stage_id`, `value` (0 when never set), `currency`, `status`
+//! (`open`, `won`, `lost`), `expected_close_date` (`YYYY-MM-DD` or null),
+//! `stage_change_time`, `add_time`, `update_time`, `is_deleted`, `is_archived` (false),
+//! `probability`/`lost_reason` (null), `origin` (`API`), `visible_to`, `label_ids`,
+//! `custom_fields`. Writes: `title` required on create (else 400); `person_id` /
+//! `org_id` must be a live person / organization (else 400 `Person with id N not
+//! found` / `Organization with id N not found`), `null` clears them; `stage_id` must
+//! be a stage, and of `pipeline_id` when both are given (else 400); a pipeline alone
+//! moves the deal to that pipeline's first stage; a create with neither lands in the
+//! default pipeline's first stage; `value` a number, `currency` three capital letters
+//! (default `USD`), `status` `open`/`won`/`lost`, `expected_close_date` a date or null.
+//! Pipelines and stages are fixed: pipeline 1 "Pipeline" with Pipedrive's five default
+//! stages (ids 1–5) and pipeline 2 "Renewals" (stages 6, 7); stage ids are unique across
+//! pipelines as Pipedrive's. List filters `person_id`, `org_id`, `pipeline_id`,
+//! `stage_id`, `status`. Search fields `title`, `notes`, `custom_fields`. A deleted
+//! deal shows in recents (`items=deal`) with v1 data `deleted: true`, `active: false`,
+//! `status: "deleted"`. Not reproduced for deals: products, participants, followers,
+//! installments, discounts, archiving (`is_archived`, `/deals/archived`), won/lost
+//! times and `lost_reason`, `probability`, `close_time`, the company's default currency
+//! (always `USD`), currency conversion, rotting, pipelines and stages being created,
+//! changed or deleted (their write endpoints are not served), the v1 `/deals` paths,
+//! and any owner/visibility check.
 //!
 //! ## List (`GET /api/v2/{object}`)
 //! Reproduced: `limit` (default 100, 1–500, else 400), opaque `cursor` (tied to the
@@ -102,7 +129,7 @@
 //! phones, emails, visible_to, owner:{id}, organization, custom_fields, notes}}`.
 //! Not reproduced: the search index's delay after writes, word-prefix ranking.
 //!
-//! ## Fields (`/v1/personFields`, `/v1/organizationFields`)
+//! ## Fields (`/v1/personFields`, `/v1/organizationFields`, `/v1/dealFields`)
 //! `GET` lists the built-in fields and the custom ones (`id`, `key` — a 40-hex hash for
 //! custom fields, `name`, `field_type`, `edit_flag` true only for custom fields,
 //! `mandatory_flag`, `options`, …) with v1 paging (`start`, `limit` ≤ 500,
@@ -179,9 +206,12 @@ pub const CRM_FIELDS: &str = "pipedrive.crm_fields";
 pub const CRM_FIELD_CREATE: &str = "pipedrive.crm_field_create";
 /// Route name of `GET /v1/recents`.
 pub const RECENTS: &str = "pipedrive.recents";
+/// Route name of `GET /api/v2/pipelines` and `GET /api/v2/stages`.
+pub const CRM_PIPELINES: &str = "pipedrive.crm_pipelines";
 
 /// Every route name of this stand-in.
-pub const ROUTES: [&str; 10] = [
+pub const ROUTES: [&str; 11] = [
+    CRM_PIPELINES,
     CRM_LIST,
     CRM_GET,
     CRM_CREATE,
@@ -217,6 +247,8 @@ pub enum PdObject {
     Persons,
     /// `organizations`.
     Organizations,
+    /// `deals`.
+    Deals,
 }
 
 impl PdObject {
@@ -225,6 +257,7 @@ impl PdObject {
         match self {
             PdObject::Persons => "persons",
             PdObject::Organizations => "organizations",
+            PdObject::Deals => "deals",
         }
     }
 
@@ -233,6 +266,7 @@ impl PdObject {
         match self {
             PdObject::Persons => "person",
             PdObject::Organizations => "organization",
+            PdObject::Deals => "deal",
         }
     }
 
@@ -240,6 +274,7 @@ impl PdObject {
         match self {
             PdObject::Persons => "Person",
             PdObject::Organizations => "Organization",
+            PdObject::Deals => "Deal",
         }
     }
 
@@ -247,6 +282,7 @@ impl PdObject {
         match name {
             "persons" => Some(PdObject::Persons),
             "organizations" => Some(PdObject::Organizations),
+            "deals" => Some(PdObject::Deals),
             _ => None,
         }
     }
@@ -255,6 +291,7 @@ impl PdObject {
         match name {
             "personFields" => Some(PdObject::Persons),
             "organizationFields" => Some(PdObject::Organizations),
+            "dealFields" => Some(PdObject::Deals),
             _ => None,
         }
     }
@@ -283,6 +320,10 @@ pub enum PdRoute {
     FieldCreate(PdObject),
     /// `GET /v1/recents`.
     Recents,
+    /// `GET /api/v2/pipelines`.
+    Pipelines,
+    /// `GET /api/v2/stages`.
+    Stages,
     /// `GET /v1/webhooks` (see [`super::pipedrive_webhooks`]).
     Webhooks,
     /// `POST /v1/webhooks`.
@@ -305,6 +346,7 @@ impl PdRoute {
             PdRoute::Fields(_) => CRM_FIELDS,
             PdRoute::FieldCreate(_) => CRM_FIELD_CREATE,
             PdRoute::Recents => RECENTS,
+            PdRoute::Pipelines | PdRoute::Stages => CRM_PIPELINES,
             PdRoute::Webhooks | PdRoute::WebhookCreate | PdRoute::WebhookDelete => {
                 super::pipedrive_webhooks::ROUTE
             }
@@ -314,6 +356,17 @@ impl PdRoute {
     /// The OAuth scopes of which a token needs one (the spec's `security`).
     pub fn required_scopes(self) -> &'static [&'static str] {
         match self {
+            PdRoute::List(PdObject::Deals) | PdRoute::Get(PdObject::Deals) => {
+                &["deals:read", "deals:full"]
+            }
+            PdRoute::Create(PdObject::Deals)
+            | PdRoute::Update(PdObject::Deals)
+            | PdRoute::Delete(PdObject::Deals)
+            | PdRoute::BulkDelete(PdObject::Deals) => &["deals:full"],
+            PdRoute::Search(PdObject::Deals) => &["deals:read", "deals:full", "search:read"],
+            PdRoute::Fields(PdObject::Deals) | PdRoute::Pipelines | PdRoute::Stages => {
+                &["deals:read", "deals:full", "admin"]
+            }
             PdRoute::List(_) | PdRoute::Get(_) => &["contacts:read", "contacts:full"],
             PdRoute::Create(_)
             | PdRoute::Update(_)
@@ -332,6 +385,7 @@ impl PdRoute {
         match self {
             PdRoute::List(_) => 10,
             PdRoute::Get(_) => 1,
+            PdRoute::Pipelines | PdRoute::Stages => 5,
             PdRoute::Create(_) | PdRoute::Update(_) => 5,
             PdRoute::Delete(_) => 3,
             PdRoute::Search(_) | PdRoute::Fields(_) | PdRoute::Recents => 20,
@@ -350,6 +404,11 @@ impl PdRoute {
 /// Matches a Pipedrive CRM path (the full path, `/api` prefix included).
 pub(crate) fn route(method: &Method, path: &str) -> Option<PdRoute> {
     if let Some(rest) = path.strip_prefix("/api/v2/") {
+        match (method, rest.trim_end_matches('/')) {
+            (&Method::GET, "pipelines") => return Some(PdRoute::Pipelines),
+            (&Method::GET, "stages") => return Some(PdRoute::Stages),
+            _ => {}
+        }
         let parts: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
         let object = PdObject::from_path(parts.first()?)?;
         return match (method, parts.as_slice()) {
@@ -454,6 +513,47 @@ struct Rec {
     add_ms: i64,
     update_ms: i64,
     deleted: bool,
+    /// A deal's members (`name` holds its `title`, `org_id` its organization).
+    deal: DealPart,
+}
+
+/// What a deal has beyond a title, an organization and the common members.
+#[derive(Clone, Debug, Default)]
+struct DealPart {
+    person_id: Option<u64>,
+    pipeline_id: u64,
+    stage_id: u64,
+    value: Option<Value>,
+    currency: String,
+    status: String,
+    expected_close_date: Option<String>,
+    stage_change_ms: Option<i64>,
+}
+
+/// A pipeline: id, name.
+const PIPELINES: [(u64, &str); 2] = [(1, "Pipeline"), (2, "Renewals")];
+
+/// Stages (Pipedrive's default pipeline, and a second one): id, pipeline id, name,
+/// deal probability. Stage ids are unique across pipelines, as Pipedrive's.
+#[rustfmt::skip]
+const STAGES: [(u64, u64, &str, u64); 7] = [
+    (1, 1, "Qualified", 100),
+    (2, 1, "Contact Made", 100),
+    (3, 1, "Demo Scheduled", 100),
+    (4, 1, "Proposal Made", 100),
+    (5, 1, "Negotiations Started", 100),
+    (6, 2, "Renewal Due", 100),
+    (7, 2, "Renewal Negotiated", 100),
+];
+
+/// The pipeline of stage `stage`, if there is such a stage.
+fn stage_pipeline(stage: u64) -> Option<u64> {
+    STAGES.iter().find(|s| s.0 == stage).map(|s| s.1)
+}
+
+/// The first stage of pipeline `pipeline`.
+fn first_stage(pipeline: u64) -> Option<u64> {
+    STAGES.iter().find(|s| s.1 == pipeline).map(|s| s.0)
 }
 
 impl Rec {
@@ -473,6 +573,7 @@ impl Rec {
             add_ms: now,
             update_ms: now,
             deleted: false,
+            deal: DealPart::default(),
         }
     }
 
@@ -527,8 +628,38 @@ impl Rec {
             PdObject::Organizations => {
                 body["address"] = self.address.clone().map_or(Value::Null, Value::Object);
             }
+            PdObject::Deals => {
+                if let Value::Object(map) = &mut body {
+                    map.remove("name");
+                    map.extend(self.deal_members(&rfc3339));
+                }
+            }
         }
         body
+    }
+
+    /// A deal's own members, times written by `time`.
+    fn deal_members(&self, time: &dyn Fn(i64) -> String) -> Map<String, Value> {
+        let d = &self.deal;
+        let mut m = Map::new();
+        m.insert("title".into(), json!(self.name));
+        m.insert("person_id".into(), json!(d.person_id));
+        m.insert("org_id".into(), json!(self.org_id));
+        m.insert("pipeline_id".into(), json!(d.pipeline_id));
+        m.insert("stage_id".into(), json!(d.stage_id));
+        m.insert("value".into(), d.value.clone().unwrap_or(json!(0)));
+        m.insert("currency".into(), json!(d.currency));
+        m.insert("status".into(), json!(d.status));
+        m.insert("expected_close_date".into(), json!(d.expected_close_date));
+        m.insert(
+            "stage_change_time".into(),
+            d.stage_change_ms.map_or(Value::Null, |t| json!(time(t))),
+        );
+        m.insert("is_archived".into(), json!(false));
+        m.insert("probability".into(), Value::Null);
+        m.insert("lost_reason".into(), Value::Null);
+        m.insert("origin".into(), json!("API"));
+        m
     }
 
     /// The v1 shape (recents `data`): custom fields flat at the top level.
@@ -560,6 +691,23 @@ impl Rec {
                 body["org_id"] = json!(self.org_id);
                 body["email"] = self.emails.iter().map(Entry::to_json).collect();
                 body["phone"] = self.phones.iter().map(Entry::to_json).collect();
+            }
+            PdObject::Deals => {
+                if let Value::Object(map) = &mut body {
+                    map.remove("name");
+                    map.remove("active_flag");
+                    map.remove("first_char");
+                    map.extend(self.deal_members(&v1_time));
+                    map.insert("user_id".into(), json!(self.owner_id));
+                    map.insert(
+                        "active".into(),
+                        json!(!self.deleted && self.deal.status == "open"),
+                    );
+                    map.insert("deleted".into(), json!(self.deleted));
+                    if self.deleted {
+                        map.insert("status".into(), json!("deleted"));
+                    }
+                }
             }
             PdObject::Organizations => {
                 body["owner_id"] = json!({"id": self.owner_id, "value": self.owner_id,
@@ -716,6 +864,25 @@ const ORG_FIELDS: [(&str, &str, &str, bool); 9] = [
     ("update_time", "Update time", "date", false),
 ];
 
+#[rustfmt::skip]
+const DEAL_FIELDS: [(&str, &str, &str, bool); 15] = [
+    ("id", "ID", "int", false),
+    ("title", "Title", "varchar", true),
+    ("owner_id", "Owner", "user", false),
+    ("person_id", "Contact person", "people", false),
+    ("org_id", "Organization", "org", false),
+    ("value", "Value", "monetary", false),
+    ("currency", "Currency", "varchar", false),
+    ("pipeline_id", "Pipeline", "double", false),
+    ("stage_id", "Stage", "stage", false),
+    ("status", "Status", "status", false),
+    ("expected_close_date", "Expected close date", "date", false),
+    ("label_ids", "Labels", "set", false),
+    ("visible_to", "Visible to", "visible_to", false),
+    ("add_time", "Deal created", "date", false),
+    ("update_time", "Update time", "date", false),
+];
+
 /// A custom field to create.
 struct NewField<'a> {
     name: &'a str,
@@ -732,8 +899,10 @@ pub(crate) struct Company {
     company_id: u64,
     persons: Table,
     orgs: Table,
+    deals: Table,
     person_fields: Vec<Field>,
     org_fields: Vec<Field>,
+    deal_fields: Vec<Field>,
     next_field_id: u64,
     limits: PdLimits,
     day: i64,
@@ -768,8 +937,10 @@ impl Company {
             company_id: 5_000_001,
             persons: Table::default(),
             orgs: Table::default(),
+            deals: Table::default(),
             person_fields: built_in(&PERSON_FIELDS, 9001),
             org_fields: built_in(&ORG_FIELDS, 4001),
+            deal_fields: built_in(&DEAL_FIELDS, 8001),
             next_field_id: 12_001,
             limits: PdLimits::default(),
             day: 0,
@@ -783,6 +954,7 @@ impl Company {
         match object {
             PdObject::Persons => &self.persons,
             PdObject::Organizations => &self.orgs,
+            PdObject::Deals => &self.deals,
         }
     }
 
@@ -790,6 +962,7 @@ impl Company {
         match object {
             PdObject::Persons => &mut self.persons,
             PdObject::Organizations => &mut self.orgs,
+            PdObject::Deals => &mut self.deals,
         }
     }
 
@@ -797,6 +970,7 @@ impl Company {
         match object {
             PdObject::Persons => &self.person_fields,
             PdObject::Organizations => &self.org_fields,
+            PdObject::Deals => &self.deal_fields,
         }
     }
 
@@ -810,6 +984,7 @@ impl Company {
         self.person_fields
             .iter()
             .chain(&self.org_fields)
+            .chain(&self.deal_fields)
             .filter(|f| f.custom)
             .count()
     }
@@ -855,6 +1030,7 @@ impl Company {
         match object {
             PdObject::Persons => self.person_fields.push(field.clone()),
             PdObject::Organizations => self.org_fields.push(field.clone()),
+            PdObject::Deals => self.deal_fields.push(field.clone()),
         }
         field
     }
@@ -1233,10 +1409,48 @@ fn serve(
         }
         PdRoute::FieldCreate(object) => create_field(company, &domain, object, caller, req, now),
         PdRoute::Recents => recents(company, req),
+        PdRoute::Pipelines | PdRoute::Stages => pipelines(route, req),
         PdRoute::Webhooks | PdRoute::WebhookCreate | PdRoute::WebhookDelete => {
             super::pipedrive_webhooks::serve(route, company, caller.user_id, &domain, req, now)
         }
     }
+}
+
+/// `GET /api/v2/pipelines` and `GET /api/v2/stages` (`pipeline_id` filters stages):
+/// the company's fixed pipelines and stages, on one page.
+fn pipelines(route: PdRoute, req: &ProviderRequest) -> Result<Reply, Reply> {
+    let limit = limit_param(req)?;
+    let created = rfc3339(1_704_067_200_000);
+    let data: Vec<Value> = if route == PdRoute::Pipelines {
+        PIPELINES
+            .iter()
+            .enumerate()
+            .map(|(i, (id, name))| {
+                json!({"id": id, "name": name, "order_nr": i + 1, "is_deleted": false,
+                    "is_deal_probability_enabled": false, "add_time": created,
+                    "update_time": created, "is_selected": i == 0})
+            })
+            .take(limit)
+            .collect()
+    } else {
+        let pipeline = int_param(req, "pipeline_id")?;
+        if pipeline.is_some_and(|p| !PIPELINES.iter().any(|x| x.0 == p)) {
+            return Err(fail(StatusCode::NOT_FOUND, "Pipeline not found"));
+        }
+        STAGES
+            .iter()
+            .filter(|s| pipeline.is_none_or(|p| s.1 == p))
+            .enumerate()
+            .map(|(i, (id, pipeline_id, name, probability))| {
+                json!({"id": id, "order_nr": i + 1, "name": name, "is_deleted": false,
+                    "deal_probability": probability, "pipeline_id": pipeline_id,
+                    "is_deal_rot_enabled": false, "days_to_rotten": null,
+                    "add_time": created, "update_time": created})
+            })
+            .take(limit)
+            .collect()
+    };
+    ok(json!({"success": true, "data": data, "additional_data": {"next_cursor": null}}))
 }
 
 fn not_found(object: PdObject) -> Reply {
@@ -1384,10 +1598,29 @@ fn list(company: &Company, object: PdObject, req: &ProviderRequest) -> Result<Re
     let since = time_param(req, "updated_since")?;
     let until = time_param(req, "updated_until")?;
     let owner = int_param(req, "owner_id")?;
-    let org = if object == PdObject::Persons {
-        int_param(req, "org_id")?
-    } else {
+    let org = if object == PdObject::Organizations {
         None
+    } else {
+        int_param(req, "org_id")?
+    };
+    let deal_filter = |name: &str| -> Result<Option<u64>, Reply> {
+        if object == PdObject::Deals {
+            int_param(req, name)
+        } else {
+            Ok(None)
+        }
+    };
+    let person = deal_filter("person_id")?;
+    let pipeline = deal_filter("pipeline_id")?;
+    let stage = deal_filter("stage_id")?;
+    let status = match query(req, "status").filter(|_| object == PdObject::Deals) {
+        None => None,
+        Some(st) if ["open", "won", "lost", "deleted"].contains(&st.as_str()) => Some(st),
+        Some(_) => {
+            return Err(bad(
+                "Validation failed: status: must be equal to one of the allowed values: open, won, lost, deleted",
+            ));
+        }
     };
     let ids: Option<Vec<u64>> = match query(req, "ids") {
         None => None,
@@ -1436,6 +1669,10 @@ fn list(company: &Company, object: PdObject, req: &ProviderRequest) -> Result<Re
         .filter(|r| until.is_none_or(|u| r.update_s() < u))
         .filter(|r| owner.is_none_or(|o| r.owner_id == o))
         .filter(|r| org.is_none_or(|o| r.org_id == Some(o)))
+        .filter(|r| person.is_none_or(|p| r.deal.person_id == Some(p)))
+        .filter(|r| pipeline.is_none_or(|p| r.deal.pipeline_id == p))
+        .filter(|r| stage.is_none_or(|st| r.deal.stage_id == st))
+        .filter(|r| status.as_ref().is_none_or(|st| &r.deal.status == st))
         .filter(|r| ids.as_ref().is_none_or(|ids| ids.contains(&r.id)))
         .filter(|r| {
             cursor.as_ref().is_none_or(|c| {
@@ -1511,6 +1748,23 @@ fn apply(
             "update_time",
             "custom_fields",
         ],
+        PdObject::Deals => &[
+            "title",
+            "owner_id",
+            "person_id",
+            "org_id",
+            "pipeline_id",
+            "stage_id",
+            "value",
+            "currency",
+            "status",
+            "expected_close_date",
+            "visible_to",
+            "label_ids",
+            "add_time",
+            "update_time",
+            "custom_fields",
+        ],
     };
     if object == PdObject::Persons
         && let Some(key) = body.keys().find(|k| CONTACT_SYNC.contains(&k.as_str()))
@@ -1539,6 +1793,22 @@ fn apply(
     };
     // Name: required on create; first/last name build it when name is absent (an
     // update giving only one of them keeps the other part of the current name).
+    if object == PdObject::Deals {
+        match string("title")? {
+            Some(title) if title.trim().is_empty() => {
+                return Err(bad(
+                    "Validation failed: title: must NOT have fewer than 1 characters",
+                ));
+            }
+            Some(title) => record.name = title.trim().to_owned(),
+            None if create => {
+                return Err(bad(
+                    "Validation failed: body: must have required property 'title'",
+                ));
+            }
+            None => {}
+        }
+    }
     let first = string("first_name")?;
     let last = string("last_name")?;
     let (first, last) = match (first, last) {
@@ -1570,7 +1840,7 @@ fn apply(
             ));
         }
         Some(name) => record.name = name.trim().to_owned(),
-        None if create => {
+        None if create && object != PdObject::Deals => {
             return Err(bad(
                 "Validation failed: body: must have required property 'name'",
             ));
@@ -1613,17 +1883,7 @@ fn apply(
     }
     if object == PdObject::Persons {
         if let Some(value) = body.get("org_id") {
-            record.org_id = match value {
-                Value::Null => None,
-                other => {
-                    let org = integer("org_id", other)?;
-                    company
-                        .orgs
-                        .live(org)
-                        .ok_or_else(|| bad(&format!("Organization with id {org} not found")))?;
-                    Some(org)
-                }
-            };
+            record.org_id = reference(company, PdObject::Organizations, "org_id", value)?;
         }
         if let Some(value) = body.get("emails") {
             record.emails = entries("emails", value, &["work", "home", "other"])?;
@@ -1638,6 +1898,8 @@ fn apply(
                 .ok_or_else(|| bad("Validation failed: marketing_status: must be equal to one of the allowed values: no_consent, unsubscribed, subscribed, archived"))?;
             record.marketing_status = Some(status.to_owned());
         }
+    } else if object == PdObject::Deals {
+        apply_deal(company, record, body, create)?;
     } else if let Some(value) = body.get("address") {
         record.address = match value {
             Value::Null => None,
@@ -1670,6 +1932,133 @@ fn apply(
                 record.custom.insert(key.clone(), value.clone());
             }
         }
+    }
+    Ok(())
+}
+
+/// A member naming a live record of `object` (`null` clears it): 400 `{Title} with id
+/// N not found` otherwise.
+fn reference(
+    company: &Company,
+    object: PdObject,
+    name: &str,
+    value: &Value,
+) -> Result<Option<u64>, Reply> {
+    if value.is_null() {
+        return Ok(None);
+    }
+    let id = value
+        .as_u64()
+        .ok_or_else(|| bad(&format!("Validation failed: {name}: must be integer")))?;
+    company
+        .table(object)
+        .live(id)
+        .ok_or_else(|| bad(&format!("{} with id {id} not found", object.title())))?;
+    Ok(Some(id))
+}
+
+/// A deal's own members of a v2 write body (title and the common members done).
+fn apply_deal(
+    company: &Company,
+    record: &mut Rec,
+    body: &Map<String, Value>,
+    create: bool,
+) -> Result<(), Reply> {
+    let integer = |name: &str, value: &Value| -> Result<u64, Reply> {
+        value
+            .as_u64()
+            .ok_or_else(|| bad(&format!("Validation failed: {name}: must be integer")))
+    };
+    if let Some(value) = body.get("org_id") {
+        record.org_id = reference(company, PdObject::Organizations, "org_id", value)?;
+    }
+    let deal = &mut record.deal;
+    if let Some(value) = body.get("person_id") {
+        deal.person_id = reference(company, PdObject::Persons, "person_id", value)?;
+    }
+    // Pipeline and stage: a stage names its pipeline; a pipeline alone puts the deal
+    // in its first stage; a stage of another pipeline than the one given is refused.
+    let pipeline = match body.get("pipeline_id") {
+        None => None,
+        Some(v) => {
+            let p = integer("pipeline_id", v)?;
+            if !PIPELINES.iter().any(|x| x.0 == p) {
+                return Err(bad(&format!("Pipeline with id {p} not found")));
+            }
+            Some(p)
+        }
+    };
+    let stage = match body.get("stage_id") {
+        None => None,
+        Some(v) => {
+            let s = integer("stage_id", v)?;
+            let of =
+                stage_pipeline(s).ok_or_else(|| bad(&format!("Stage with id {s} not found")))?;
+            if pipeline.is_some_and(|p| p != of) {
+                return Err(bad(&format!(
+                    "Stage with id {s} does not belong to the pipeline with id {}",
+                    pipeline.unwrap_or_default()
+                )));
+            }
+            Some((s, of))
+        }
+    };
+    let before = deal.stage_id;
+    match (stage, pipeline) {
+        (Some((s, p)), _) => (deal.stage_id, deal.pipeline_id) = (s, p),
+        (None, Some(p)) if p != deal.pipeline_id => {
+            deal.pipeline_id = p;
+            deal.stage_id = first_stage(p).unwrap_or_default();
+        }
+        (None, None) if create => {
+            deal.pipeline_id = PIPELINES[0].0;
+            deal.stage_id = first_stage(PIPELINES[0].0).unwrap_or_default();
+        }
+        _ => {}
+    }
+    if deal.stage_id != before {
+        deal.stage_change_ms = Some(now_ms());
+    }
+    if let Some(value) = body.get("value") {
+        if !value.is_number() {
+            return Err(bad("Validation failed: value: must be number"));
+        }
+        deal.value = Some(value.clone());
+    }
+    match body.get("currency") {
+        Some(Value::String(c)) if c.len() == 3 && c.bytes().all(|b| b.is_ascii_uppercase()) => {
+            deal.currency = c.clone();
+        }
+        Some(_) => {
+            return Err(bad(
+                "Validation failed: currency: must be a 3-letter ISO 4217 currency code",
+            ));
+        }
+        None if create => deal.currency = "USD".into(),
+        None => {}
+    }
+    match body.get("status") {
+        Some(Value::String(st)) if ["open", "won", "lost"].contains(&st.as_str()) => {
+            deal.status = st.clone();
+        }
+        Some(_) => {
+            return Err(bad(
+                "Validation failed: status: must be equal to one of the allowed values: open, won, lost",
+            ));
+        }
+        None if create => deal.status = "open".into(),
+        None => {}
+    }
+    if let Some(value) = body.get("expected_close_date") {
+        deal.expected_close_date = match value {
+            Value::Null => None,
+            Value::String(d) if parse_date(d).is_some() && d.len() == 10 => Some(d.clone()),
+            _ => {
+                return Err(bad(
+                    "Validation failed: expected_close_date: must match format \"date\"",
+                ));
+            }
+        };
     }
     Ok(())
 }
@@ -1836,6 +2225,7 @@ fn search(company: &Company, object: PdObject, req: &ProviderRequest) -> Result<
     let allowed: &[&str] = match object {
         PdObject::Persons => &["custom_fields", "email", "notes", "phone", "name"],
         PdObject::Organizations => &["address", "custom_fields", "notes", "name"],
+        PdObject::Deals => &["custom_fields", "notes", "title"],
     };
     let fields: Vec<String> = match query(req, "fields") {
         None => allowed.iter().map(|s| (*s).to_owned()).collect(),
@@ -1897,7 +2287,7 @@ fn search(company: &Company, object: PdObject, req: &ProviderRequest) -> Result<
                 score = Some(score.map_or(s, |x: f64| x.max(s)));
             }
         };
-        if wants("name") {
+        if wants("name") || wants("title") {
             best(hit(&record.name));
         }
         if wants("email") {
@@ -1960,6 +2350,18 @@ fn search(company: &Company, object: PdObject, req: &ProviderRequest) -> Result<
                         .map_or(Value::Null, |org| {
                             json!({"id": org.id, "name": org.name, "address": org.address.as_ref().and_then(|a| a.get("value").cloned())})
                         });
+                }
+                PdObject::Deals => {
+                    if let Value::Object(map) = &mut item {
+                        map.remove("name");
+                        map.insert("title".into(), json!(r.name));
+                        map.insert("value".into(), r.deal.value.clone().unwrap_or(json!(0)));
+                        map.insert("currency".into(), json!(r.deal.currency));
+                        map.insert("status".into(), json!(r.deal.status));
+                        map.insert("stage".into(), json!({"id": r.deal.stage_id}));
+                        map.insert("person".into(), r.deal.person_id.map_or(Value::Null, |p| json!({"id": p})));
+                        map.insert("organization".into(), r.org_id.map_or(Value::Null, |o| json!({"id": o})));
+                    }
                 }
                 PdObject::Organizations => {
                     item["address"] = r
@@ -2126,7 +2528,7 @@ fn recents(company: &Company, req: &ProviderRequest) -> Result<Reply, Reply> {
     let (start, limit) = v1_paging(req)?;
     let since_s = since.div_euclid(1000);
     let mut changes: Vec<(i64, PdObject, &Rec)> = Vec::new();
-    for object in [PdObject::Persons, PdObject::Organizations] {
+    for object in [PdObject::Persons, PdObject::Organizations, PdObject::Deals] {
         if !items.iter().any(|i| i == object.item()) {
             continue;
         }
@@ -2212,6 +2614,22 @@ fn seed_record(company: &Company, object: PdObject, id: u64, n: u64, owner: u64,
                 let org = 1 + (n / 3) % live_orgs;
                 record.org_id = company.orgs.live(org).map(|o| o.id);
             }
+        }
+        PdObject::Deals => {
+            let c = sample::company(n);
+            record.name = format!("Deal {n} with {}", c.name);
+            let stage = STAGES[(n as usize) % 5];
+            record.deal = DealPart {
+                person_id: company.persons.live(1 + n % 10).map(|p| p.id),
+                pipeline_id: stage.1,
+                stage_id: stage.0,
+                value: Some(json!(1000 + n * 250)),
+                currency: "USD".into(),
+                status: "open".into(),
+                expected_close_date: Some(format!("2027-0{}-15", 1 + n % 9)),
+                stage_change_ms: Some(now),
+            };
+            record.org_id = company.orgs.live(1 + n % 5).map(|o| o.id);
         }
         PdObject::Organizations => {
             let c = sample::company(n);
@@ -2534,6 +2952,79 @@ mod tests {
             Some(1_704_067_201_000)
         );
         assert_eq!(parse_v1_time("2024-01-01T00:00:01"), None);
+    }
+
+    #[tokio::test]
+    async fn deals_check_their_stage_pipeline_organization_and_person() {
+        let state = SandboxState::new();
+        let org = state.seed_pipedrive("acme", PdObject::Organizations, 1)[0];
+        let post = |body: Value| {
+            call(
+                &state,
+                Method::POST,
+                "/api/v2/deals",
+                Some(TOKEN),
+                Some(body),
+            )
+        };
+        assert_eq!(
+            post(json!({"value": 10})).await.status,
+            StatusCode::BAD_REQUEST
+        );
+        let unknown = post(json!({"title": "D", "org_id": 999})).await;
+        assert_eq!(unknown.status, StatusCode::BAD_REQUEST);
+        assert_eq!(unknown.body["error"], "Organization with id 999 not found");
+        let person = post(json!({"title": "D", "person_id": 5})).await;
+        assert_eq!(person.body["error"], "Person with id 5 not found");
+        let other = post(json!({"title": "D", "pipeline_id": 1, "stage_id": 6})).await;
+        assert_eq!(other.status, StatusCode::BAD_REQUEST, "{}", other.text);
+        let made = post(json!({"title": "Big deal", "org_id": org, "value": 12.5})).await;
+        assert_eq!(made.status, StatusCode::OK, "{}", made.text);
+        let data = &made.body["data"];
+        assert_eq!(
+            (
+                data["title"].clone(),
+                data["pipeline_id"].clone(),
+                data["stage_id"].clone()
+            ),
+            (json!("Big deal"), json!(1), json!(1))
+        );
+        assert_eq!(data["currency"], "USD");
+        assert!(data.get("name").is_none());
+        let id = data["id"].as_u64().unwrap();
+        let path = format!("/api/v2/deals/{id}");
+        let moved = call(
+            &state,
+            Method::PATCH,
+            &path,
+            Some(TOKEN),
+            Some(json!({"pipeline_id": 2})),
+        )
+        .await;
+        assert_eq!(moved.body["data"]["stage_id"], 6, "{}", moved.text);
+        let stages = get(&state, "/api/v2/stages?pipeline_id=2").await;
+        assert_eq!(stages.body["data"].as_array().map(Vec::len), Some(2));
+        let scoped = bearer(&state, &["contacts:full"]);
+        let refused = call(&state, Method::GET, "/api/v2/deals", Some(&scoped), None).await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN);
+        assert!(
+            call(&state, Method::DELETE, &path, Some(TOKEN), None)
+                .await
+                .status
+                .is_success()
+        );
+        let recents = get(
+            &state,
+            "/v1/recents?since_timestamp=2000-01-01%2000:00:00&items=deal",
+        )
+        .await;
+        let change = &recents.body["data"][0];
+        assert_eq!(
+            (change["item"].clone(), change["data"]["deleted"].clone()),
+            (json!("deal"), json!(true)),
+            "{}",
+            recents.text
+        );
     }
 
     #[tokio::test]

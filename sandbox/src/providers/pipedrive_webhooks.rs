@@ -184,6 +184,7 @@ fn entity(object: PdObject) -> &'static str {
     match object {
         PdObject::Persons => "person",
         PdObject::Organizations => "organization",
+        PdObject::Deals => "deal",
     }
 }
 

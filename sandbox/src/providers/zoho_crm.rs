@@ -1,4 +1,4 @@
-//! Zoho CRM record stand-in: the modules `Contacts` and `Accounts` kept in memory per
+//! Zoho CRM record stand-in: the modules `Contacts`, `Accounts` and `Deals` kept in memory per
 //! Zoho org (the org of the authenticating grant's user; [`DEFAULT_ZOHO_ORG`] for the
 //! default user `admin@acme.test`), served at Zoho's v8 paths on `www.zohoapis.{dc}`
 //! (Zoho's OpenAPI description `crm-oas` v8.0, `record.json` and `fields.json`).
@@ -78,14 +78,30 @@
 //!   label 400 `DUPLICATE_DATA`. Conduit's marker can be such a unique text field (Zoho
 //!   has no external-id mechanism on these modules short of `X-EXTERNAL`, not served).
 //!
+//! **Deals**: `Deal_Name` (≤ 120) and `Stage` mandatory (`MANDATORY_NOT_FOUND` naming
+//! the first missing); `Stage` a picklist of Zoho's standard layout (Qualification …
+//! Closed-Lost to Competition; another value is `INVALID_DATA` with
+//! `expected_data_type` `picklist`); `Amount` currency, `Closing_Date` a `yyyy-MM-dd`
+//! date, `Probability` integer. `Account_Name` and `Contact_Name` are **lookups** (data
+//! type `lookup`, field metadata with `lookup.module`): written as `{"id": "…"}` (a bare
+//! id is taken too) naming a live record of Accounts / Contacts, else `INVALID_DATA`
+//! "the related id given seems to be invalid" with `details.id`; `null` clears;
+//! answered as `{"name": …, "id": …}` (the name of the record as it is now). Scopes
+//! `ZohoCRM.modules.deals.*` as for the other modules. Not reproduced for deals:
+//! pipelines and layout-dependent stage lists, `Probability` / `Expected_Revenue`
+//! derived from the stage, the contact-roles related list, `Campaign_Source` and other
+//! lookups, a contact's `Account_Name` being a lookup (it stays text here, as the
+//! contacts scenarios have it), criteria search on lookups, and `Closed Won` /
+//! `Closed Lost` side effects.
+//!
 //! `POST /crm/v8/Contacts/upsert` (and `Calls`/`Tasks` upserts, `Notes`) over HTTP is
 //! claimed first by the dispatch-action stand-in ([`crate::actions`], its own record
 //! store), so only the Accounts upsert reaches this module through the dispatcher.
 //!
 //! Not reproduced: the concurrency limits per edition (Free 5 … Ultimate 25 calls in
 //! flight per app and org; 10 for heavy calls) — the sandbox answers each call
-//! synchronously; other modules, lookups (`Account_Name` on a contact is plain text
-//! here), layouts, profiles and field-level permissions, `cvid`, `converted`/`approved`
+//! synchronously; other modules, lookups outside Deals (`Account_Name` on a contact is
+//! plain text here), layouts, profiles and field-level permissions, `cvid`, `converted`/`approved`
 //! filters, `X-EXTERNAL`, single-record `PUT`/`DELETE` by path id, triggers/workflows,
 //! search-index lag (records are searchable at once), the 60-day recycle-bin expiry, COQL
 //! and bulk APIs. Unknown field names in writes are refused (Zoho may drop them
@@ -173,6 +189,8 @@ pub enum ZohoModule {
     Contacts,
     /// `Accounts` (mandatory `Account_Name`, which is also its duplicate check).
     Accounts,
+    /// `Deals` (mandatory `Deal_Name` and `Stage`; lookups `Account_Name`, `Contact_Name`).
+    Deals,
 }
 
 impl ZohoModule {
@@ -181,6 +199,7 @@ impl ZohoModule {
         match name.to_ascii_lowercase().as_str() {
             "contacts" => Some(Self::Contacts),
             "accounts" => Some(Self::Accounts),
+            "deals" => Some(Self::Deals),
             _ => None,
         }
     }
@@ -190,6 +209,7 @@ impl ZohoModule {
         match self {
             Self::Contacts => "Contacts",
             Self::Accounts => "Accounts",
+            Self::Deals => "Deals",
         }
     }
 
@@ -198,14 +218,33 @@ impl ZohoModule {
         match self {
             Self::Contacts => "contacts",
             Self::Accounts => "accounts",
+            Self::Deals => "deals",
         }
     }
 
-    /// The mandatory field.
-    fn mandatory(self) -> &'static str {
+    /// The mandatory fields.
+    fn mandatory(self) -> &'static [&'static str] {
         match self {
-            Self::Contacts => "Last_Name",
-            Self::Accounts => "Account_Name",
+            Self::Contacts => &["Last_Name"],
+            Self::Accounts => &["Account_Name"],
+            Self::Deals => &["Deal_Name", "Stage"],
+        }
+    }
+
+    /// The module a lookup field of this module points to.
+    fn lookup(self, field: &str) -> Option<ZohoModule> {
+        match (self, field) {
+            (Self::Deals, "Account_Name") => Some(Self::Accounts),
+            (Self::Deals, "Contact_Name") => Some(Self::Contacts),
+            _ => None,
+        }
+    }
+
+    /// The values a restricted picklist takes.
+    fn picklist(self, field: &str) -> Option<&'static [&'static str]> {
+        match (self, field) {
+            (Self::Deals, "Stage") => Some(&DEAL_STAGES),
+            _ => None,
         }
     }
 
@@ -213,6 +252,7 @@ impl ZohoModule {
         match self {
             Self::Contacts => &CONTACT_FIELDS,
             Self::Accounts => &ACCOUNT_FIELDS,
+            Self::Deals => &DEAL_FIELDS,
         }
     }
 
@@ -220,6 +260,7 @@ impl ZohoModule {
         match self {
             Self::Contacts => "4876876000000002179",
             Self::Accounts => "4876876000000002177",
+            Self::Deals => "4876876000000002181",
         }
     }
 
@@ -227,6 +268,7 @@ impl ZohoModule {
         match self {
             Self::Contacts => 4_876_876_000_000_500_001,
             Self::Accounts => 4_876_876_000_000_400_001,
+            Self::Deals => 4_876_876_000_000_600_001,
         }
     }
 
@@ -238,6 +280,7 @@ impl ZohoModule {
                 .trim()
                 .to_owned(),
             Self::Accounts => text("Account_Name").to_owned(),
+            Self::Deals => text("Deal_Name").to_owned(),
         }
     }
 }
@@ -310,6 +353,37 @@ const ACCOUNT_FIELDS: [FieldDef; 16] = [
     system("Created_Time", "Created Time", "datetime"),
     system("Modified_Time", "Modified Time", "datetime"),
     FieldDef { length: 32000, ..system("Tag", "Tag", "text") },
+];
+
+#[rustfmt::skip]
+const DEAL_FIELDS: [FieldDef; 14] = [
+    system("id", "Record Id", "bigint"),
+    system("Owner", "Deal Owner", "ownerlookup"),
+    FieldDef { length: 120, ..field("Deal_Name", "Deal Name", "text") },
+    FieldDef { length: 16, ..field("Amount", "Amount", "currency") },
+    FieldDef { length: 10, ..field("Closing_Date", "Closing Date", "date") },
+    FieldDef { length: 120, ..field("Stage", "Stage", "picklist") },
+    FieldDef { length: 18, ..field("Account_Name", "Account Name", "lookup") },
+    FieldDef { length: 18, ..field("Contact_Name", "Contact Name", "lookup") },
+    FieldDef { length: 3, ..field("Probability", "Probability (%)", "integer") },
+    FieldDef { length: 32000, ..field("Description", "Description", "textarea") },
+    system("Created_By", "Created By", "ownerlookup"),
+    system("Modified_By", "Modified By", "ownerlookup"),
+    system("Created_Time", "Created Time", "datetime"),
+    system("Modified_Time", "Modified Time", "datetime"),
+];
+
+/// The `Stage` picklist of Zoho's standard deal layout.
+const DEAL_STAGES: [&str; 9] = [
+    "Qualification",
+    "Needs Analysis",
+    "Value Proposition",
+    "Identify Decision Makers",
+    "Proposal/Price Quote",
+    "Negotiation/Review",
+    "Closed Won",
+    "Closed Lost",
+    "Closed-Lost to Competition",
 ];
 
 /// A custom single-line text field.
@@ -597,6 +671,15 @@ fn seed_fields(module: ZohoModule, n: u64) -> BTreeMap<String, Value> {
                 ("Description", c.description.into()),
             ]
         }
+        ZohoModule::Deals => {
+            let c = sample::company(n);
+            vec![
+                ("Deal_Name", format!("Deal {n} with {}", c.name).into()),
+                ("Stage", DEAL_STAGES[(n % 6) as usize].into()),
+                ("Amount", (1000 + n * 250).into()),
+                ("Closing_Date", format!("2027-0{}-15", 1 + n % 9).into()),
+            ]
+        }
     };
     pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }
@@ -651,7 +734,18 @@ impl Record {
                 "Created_Time" => json!(zoho_time(self.created_ms)),
                 "Modified_Time" => json!(zoho_time(self.modified_ms)),
                 "Tag" => json!([]),
-                _ => self.fields.get(name).cloned().unwrap_or(Value::Null),
+                _ => match (module.lookup(name), self.fields.get(name)) {
+                    // A lookup is held as the id and answered as `{name, id}`.
+                    (Some(target), Some(Value::String(id))) => {
+                        let shown = id
+                            .parse::<u64>()
+                            .ok()
+                            .and_then(|n| org.tables.get(&target)?.records.get(&n))
+                            .map(|r| target.display_name(&r.fields));
+                        json!({"name": shown, "id": id})
+                    }
+                    (_, value) => value.cloned().unwrap_or(Value::Null),
+                },
             };
             out.insert(name.clone(), value);
         }
@@ -1500,8 +1594,53 @@ fn check_values(
                 json!({"api_name": name, "json_path": path, "expected_data_type": expected}),
             )
         };
+        if let Some(target) = module.lookup(name) {
+            // A lookup is written as `{"id": …}` (Zoho also takes the bare id) naming a
+            // live record of its module.
+            let id = match value {
+                Value::Null => None,
+                Value::Object(m) => m.get("id").and_then(|v| match v {
+                    Value::String(s) => Some(s.clone()),
+                    Value::Number(n) => Some(n.to_string()),
+                    _ => None,
+                }),
+                Value::String(s) => Some(s.clone()),
+                _ => return Err(invalid("lookup")),
+            };
+            let Some(id) = id else {
+                if value.is_null() {
+                    out.push((name.clone(), Value::Null));
+                    continue;
+                }
+                return Err(invalid("lookup"));
+            };
+            let live = id.trim().parse::<u64>().ok().is_some_and(|n| {
+                org.tables
+                    .get(&target)
+                    .is_some_and(|t| t.records.contains_key(&n))
+            });
+            if !live {
+                return Err(outcome_error(
+                    "INVALID_DATA",
+                    "the related id given seems to be invalid",
+                    json!({"api_name": name, "json_path": path, "id": id}),
+                ));
+            }
+            out.push((name.clone(), Value::String(id.trim().to_owned())));
+            continue;
+        }
+        if let (Some(options), Value::String(s)) = (module.picklist(name), value)
+            && !options.contains(&s.as_str())
+        {
+            return Err(outcome_error(
+                "INVALID_DATA",
+                "invalid data",
+                json!({"api_name": name, "json_path": path, "expected_data_type": "picklist"}),
+            ));
+        }
         let ok = match (data_type, value) {
             (_, Value::Null) => true,
+            ("date", Value::String(s)) => s.len() == 10 && crate::clock::parse_date(s).is_some(),
             ("integer", Value::Number(n)) => n.is_i64(),
             ("currency", Value::Number(_)) => true,
             ("email", Value::String(s)) => {
@@ -1707,15 +1846,16 @@ fn write(
                 .unwrap_or((None, None)),
             _ => (None, None),
         };
-        // A new record needs the mandatory field; an update may not clear it.
-        let mandatory = module.mandatory();
-        let given = values.iter().find(|(n, _)| n == mandatory).map(|(_, v)| v);
-        let missing = match (target, given) {
-            (None, None) => true,
-            (_, Some(v)) => v.as_str().is_none_or(|s| s.trim().is_empty()),
-            (Some(_), None) => false,
-        };
-        if missing {
+        // A new record needs the mandatory fields; an update may not clear them.
+        let missing = module.mandatory().iter().find(|mandatory| {
+            let given = values.iter().find(|(n, _)| n == *mandatory).map(|(_, v)| v);
+            match (target, given) {
+                (None, None) => true,
+                (_, Some(v)) => v.as_str().is_none_or(|s| s.trim().is_empty()),
+                (Some(_), None) => false,
+            }
+        });
+        if let Some(mandatory) = missing {
             results.push(outcome_error(
                 "MANDATORY_NOT_FOUND",
                 "required field not found",
@@ -2301,10 +2441,10 @@ fn field_json(
     let json_type = match data_type {
         "integer" | "bigint" => "integer",
         "currency" => "double",
-        "ownerlookup" => "jsonobject",
+        "ownerlookup" | "lookup" => "jsonobject",
         _ => "string",
     };
-    let mandatory = api_name == module.mandatory();
+    let mandatory = module.mandatory().contains(&api_name);
     // Zoho's schema requires these objects; a plain text field has them empty.
     let none_module = json!({"api_name": null, "id": null});
     let mut head = json!({
@@ -2398,6 +2538,24 @@ fn field_json(
         if let (Value::Object(out), Value::Object(part)) = (&mut head, part) {
             out.extend(part);
         }
+    }
+    if let Some(target) = module.lookup(api_name) {
+        head["lookup"] = json!({
+            "display_label": label, "api_name": api_name, "id": id,
+            "module": {"api_name": target.api_name(), "id": target.module_id()},
+            "query_details": {},
+        });
+    }
+    if let Some(options) = module.picklist(api_name) {
+        head["pick_list_values"] = options
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                json!({"display_value": v, "actual_value": v, "sequence_number": i + 1,
+                    "reference_value": v, "type": "used", "id": format!("{id}{:02}", i + 1),
+                    "colour_code": null})
+            })
+            .collect();
     }
     head
 }
@@ -2858,6 +3016,74 @@ mod tests {
         );
         let (status, _) = call(&state, Method::GET, "/crm/v8/Contacts/1", &token, None).await;
         assert_eq!(status, StatusCode::NO_CONTENT);
+    }
+
+    #[tokio::test]
+    async fn deals_take_lookups_by_id_and_stages_from_the_picklist() {
+        let state = SandboxState::new();
+        let token = grant(&state, ALL);
+        let account = state
+            .seed_zoho(DEFAULT_ZOHO_ORG, ZohoModule::Accounts, 1)
+            .remove(0);
+        let (status, body) = call(
+            &state,
+            Method::POST,
+            "/crm/v8/Deals",
+            &token,
+            Some(json!({"data": [
+                {"Deal_Name": "Big", "Stage": "Qualification", "Account_Name": {"id": account}},
+                {"Deal_Name": "No stage"},
+                {"Deal_Name": "Odd", "Stage": "Won-ish"},
+                {"Deal_Name": "Ghost", "Stage": "Qualification", "Account_Name": {"id": "4876876000000999999"}},
+            ]})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::MULTI_STATUS, "{body}");
+        let data = body["data"].as_array().unwrap();
+        assert_eq!(data[0]["code"], "SUCCESS", "{body}");
+        assert_eq!(data[1]["details"]["api_name"], "Stage");
+        assert_eq!(data[2]["details"]["expected_data_type"], "picklist");
+        assert_eq!(data[3]["details"]["api_name"], "Account_Name");
+        let id = data[0]["details"]["id"].as_str().unwrap().to_owned();
+        let (_, got) = call(
+            &state,
+            Method::GET,
+            &format!("/crm/v8/Deals/{id}"),
+            &token,
+            None,
+        )
+        .await;
+        assert_eq!(
+            got["data"][0]["Account_Name"]["id"],
+            account.as_str(),
+            "{got}"
+        );
+        assert!(got["data"][0]["Account_Name"]["name"].is_string(), "{got}");
+        let (_, fields) = call(
+            &state,
+            Method::GET,
+            "/crm/v8/settings/fields?module=Deals",
+            &token,
+            None,
+        )
+        .await;
+        let stage = fields["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["api_name"] == "Stage")
+            .unwrap();
+        assert_eq!(stage["pick_list_values"].as_array().map(Vec::len), Some(9));
+        let deals_read = grant(&state, &["ZohoCRM.modules.accounts.ALL"]);
+        let (status, _) = call(
+            &state,
+            Method::GET,
+            "/crm/v8/Deals?fields=Deal_Name",
+            &deals_read,
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
     }
 
     #[tokio::test]

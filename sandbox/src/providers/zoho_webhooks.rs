@@ -124,6 +124,7 @@ fn module_id(module: ZohoModule) -> &'static str {
     match module {
         ZohoModule::Contacts => "4876876000000002179",
         ZohoModule::Accounts => "4876876000000002177",
+        ZohoModule::Deals => "4876876000000002181",
     }
 }
 

@@ -1,4 +1,4 @@
-//! Pipedrive: persons (contacts) and organizations (companies), at the company domain
+//! Pipedrive: persons (contacts), organizations (companies) and deals, at the company domain
 //! of the connection (`{api_domain}` = `https://{company}.pipedrive.com`; API tokens use
 //! `api.pipedrive.com`). Records go through API v2 (`/api/v2/…`, RFC 3339 times, custom
 //! fields under `custom_fields`); field definitions and deletions through API v1
@@ -67,6 +67,16 @@
 //!   carries `Retry-After` (seconds to the burst window's next slot, or to midnight UTC
 //!   when the company's daily token budget is spent, which the transport reports as
 //!   exhausted); `x-daily-ratelimit-token-remaining` is kept as the usage report.
+//!
+//! - **Deals**: `/api/v2/deals` as persons (`title` is the name; the marker a
+//!   `dealFields` custom field). The associations are `org_id` / `person_id` (integers
+//!   on write, `null` clears). `stage_id` and `pipeline_id` are integers whose options
+//!   (what a stage value map may write) describe reads from `GET /api/v2/stages` and
+//!   `GET /api/v2/pipelines` (5 tokens each, once per description); an empty stage,
+//!   pipeline or `value` is not written (v2 takes no null for them). Deleted deals are
+//!   read from recents `items=deal` (v1 data `deleted: true`). Won/lost is the deal's
+//!   `status`, a plain field. Not handled: products, participants (more than one
+//!   person), archived deals, lost reasons.
 //!
 //! Not handled: v2 Fields API (2025-12), enum/set option labels (values are option
 //! ids), persons' secondary emails and phones as fields, merging, the 30-day purge.
@@ -589,13 +599,24 @@ fn body(
                 Some(t) => integer(field, t)?,
                 None => continue,
             },
-            (Entity::Contacts, "org_id") => match present {
+            (Entity::Contacts, "org_id") | (Entity::Deals, "org_id" | "person_id") => match present
+            {
                 Some(t) => integer(field, t)?,
                 None => Value::Null,
             },
+            // A deal's stage and pipeline cannot be cleared, nor its value (v2 takes a
+            // number only): an empty value leaves them as they are.
+            (Entity::Deals, "stage_id" | "pipeline_id") => match present {
+                Some(t) => integer(field, t)?,
+                None => continue,
+            },
+            (Entity::Deals, "value") => match present {
+                Some(t) => number(field, t)?,
+                None => continue,
+            },
             _ => match present {
                 Some(t) => json!(t),
-                None if field == "name" => continue,
+                None if field == "name" || field == "title" || field == "currency" => continue,
                 None => Value::Null,
             },
         };
@@ -737,6 +758,44 @@ async fn index_marked(
     Ok(false)
 }
 
+/// The ids of the live items of a v2 list of stages or pipelines (every page).
+async fn option_ids(c: &mut CrmClient<'_>, path: &str) -> Result<Vec<String>, CrmError> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..FIELD_PAGES {
+        let mut query = vec![("limit", PAGE.to_string())];
+        if let Some(at) = cursor.take() {
+            query.push(("cursor", at));
+        }
+        let v = call(c, Method::GET, path, &query, None).await?;
+        let rows = v
+            .get("data")
+            .and_then(Value::as_array)
+            .ok_or_else(|| CrmError::Malformed(format!("{path} answer without data")))?;
+        out.extend(
+            rows.iter()
+                .filter(|r| r.get("is_deleted").and_then(Value::as_bool) != Some(true))
+                .filter_map(|r| r.get("id").and_then(scalar_text)),
+        );
+        match v
+            .pointer("/additional_data/next_cursor")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+        {
+            Some(n) => cursor = Some(n.to_owned()),
+            None => break,
+        }
+    }
+    Ok(out)
+}
+
+/// Whether a recents change (v1 data) shows its record deleted: persons and
+/// organizations by `active_flag`, deals by `deleted`.
+fn gone(data: &Value) -> bool {
+    data.get("active_flag").and_then(Value::as_bool) == Some(false)
+        || data.get("deleted").and_then(Value::as_bool) == Some(true)
+}
+
 /// The v1 recents `item` of an entity.
 fn recents_item(entity: Entity) -> &'static str {
     match entity {
@@ -807,7 +866,7 @@ fn marked_among(
 ) -> BTreeMap<String, BTreeSet<u64>> {
     let mut out: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
     for (id, data) in changes {
-        if data.get("active_flag").and_then(Value::as_bool) == Some(false) {
+        if gone(data) {
             continue;
         }
         let Some(app_id) = data.get(marker_key).and_then(custom_text) else {
@@ -891,7 +950,22 @@ impl Dialect for Pipedrive {
         if let Some(m) = marker_def(&defs) {
             c.note(entity, MARKER_KEY, m.key.clone());
         }
-        Ok(crm_fields(entity, &defs, c.kind().marker()))
+        let mut fields = crm_fields(entity, &defs, c.kind().marker());
+        if entity == Entity::Deals {
+            // A deal's stage and pipeline are ids: their options (what a value map may
+            // write) are the company's stages and pipelines.
+            for (key, path) in [
+                ("stage_id", "/api/v2/stages"),
+                ("pipeline_id", "/api/v2/pipelines"),
+            ] {
+                let ids = option_ids(c, path).await?;
+                if let Some(f) = fields.iter_mut().find(|f| f.name == key) {
+                    f.kind = FieldType::Enumeration;
+                    f.options = ids;
+                }
+            }
+        }
+        Ok(fields)
     }
 
     async fn ensure_marker(&self, c: &mut CrmClient<'_>, entity: Entity) -> Result<bool, CrmError> {
@@ -1166,7 +1240,7 @@ impl Dialect for Pipedrive {
         Ok(changes
             .into_iter()
             .filter_map(|(id, data)| {
-                if data.get("active_flag").and_then(Value::as_bool) != Some(false) {
+                if !gone(&data) {
                     return None;
                 }
                 let at = data
@@ -1446,6 +1520,32 @@ mod tests {
             marked["rec_1"].iter().copied().collect::<Vec<_>>(),
             vec![3, 7]
         );
+    }
+
+    #[test]
+    fn deal_bodies_write_ids_as_integers_and_skip_what_cannot_be_cleared() {
+        let values: WriteValues = [
+            ("title", Some("Big deal")),
+            ("org_id", Some("3")),
+            ("person_id", None),
+            ("stage_id", Some("2")),
+            ("pipeline_id", None),
+            ("value", Some("1000.5")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.map(str::to_owned)))
+        .collect();
+        let b = body(Entity::Deals, &[], &names(None), &values, None).unwrap();
+        assert_eq!(
+            b,
+            json!({"title": "Big deal", "org_id": 3, "person_id": null, "stage_id": 2, "value": 1000.5})
+        );
+        let mut named = values.clone();
+        named.insert("stage_id".into(), Some("won".into()));
+        let refused = body(Entity::Deals, &[], &names(None), &named, None).unwrap_err();
+        assert!(refused.contains("won"), "{refused}");
+        let deleted = json!({"id": 4, "deleted": true, "active": false});
+        assert!(gone(&deleted) && !gone(&json!({"id": 5, "active_flag": true})));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Zoho CRM v8: Contacts and Accounts, in the data centre of the connection's
+//! Zoho CRM v8: Contacts, Accounts and Deals, in the data centre of the connection's
 //! `api_domain` (every path is under `{api_domain}/crm/v8`).
 //!
 //! - **Pull**: `GET /{module}` sorted by `Modified_Time` ascending, 200 a page; past the
@@ -15,6 +15,10 @@
 //!   result per record in order, `SUCCESS` / `DUPLICATE_DATA` / `INVALID_DATA` /
 //!   `MANDATORY_NOT_FOUND`; a batch whose records all failed is a 400 that still holds
 //!   every result). Values typed by the field metadata.
+//! - **Lookups** (a deal's `Account_Name` and `Contact_Name`, data type `lookup`) are
+//!   read as the id of their `{"name","id"}` and written as `{"id": …}` (`null`
+//!   clears); they carry the deal's associations. `Stage` is a picklist whose
+//!   `pick_list_values` describe lists (a value map is checked against them).
 //! - **Marker**: a unique single-line text field `Conduit_Id` (label "Conduit Id"),
 //!   created with `POST /settings/fields` when the grant has
 //!   `ZohoCRM.settings.fields.CREATE`; otherwise creates de-duplicate by key.
@@ -62,6 +66,9 @@ const FIELDS_CREATE: &str = "ZohoCRM.settings.fields.CREATE";
 /// How long a notification channel is asked to live: Zoho's maximum is one week
 /// (v4 and later); an hour less leaves room for clocks.
 const CHANNEL_LIFETIME: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600 - 3600);
+
+/// Fields holding a user (`{"name","id","email"}`), not read as values.
+const OWNER_LOOKUPS: [&str; 3] = ["Owner", "Created_By", "Modified_By"];
 
 /// The Zoho dialect.
 #[derive(Debug)]
@@ -180,7 +187,17 @@ fn record(row: &Value, modified: &str) -> Result<CrmRecord, CrmError> {
         .ok_or_else(|| CrmError::Malformed("record without id".into()))?;
     let values: BTreeMap<String, String> = obj
         .iter()
-        .filter_map(|(k, v)| scalar_text(v).map(|t| (k.clone(), t)))
+        .filter_map(|(k, v)| {
+            let text = match v {
+                // A lookup (`{"name", "id"}`) is read as the id it holds; owner lookups
+                // are system fields and stay unread.
+                Value::Object(m) if !OWNER_LOOKUPS.contains(&k.as_str()) => {
+                    m.get("id").and_then(scalar_text)
+                }
+                other => scalar_text(other),
+            };
+            text.map(|t| (k.clone(), t))
+        })
         .collect();
     let modified_ms = values
         .get(modified)
@@ -521,7 +538,15 @@ impl Dialect for Zoho {
                     m.insert("id".into(), json!(id));
                 }
                 for (k, v) in values {
-                    m.insert(k.clone(), typed_value(&describe, k, v.as_deref()));
+                    let lookup = describe
+                        .iter()
+                        .any(|f| &f.name == k && f.provider_type == "lookup");
+                    let value = match v.as_deref().filter(|v| !v.is_empty()) {
+                        // A lookup is written as the record it names.
+                        Some(id) if lookup => json!({"id": id}),
+                        _ => typed_value(&describe, k, v.as_deref()),
+                    };
+                    m.insert(k.clone(), value);
                 }
                 Value::Object(m)
             })
@@ -685,6 +710,14 @@ mod tests {
         assert_eq!(r[0].values.get("Email").map(String::as_str), Some("a@x.io"));
         assert!(!r[0].values.contains_key("Owner"));
         assert!(!r[0].values.contains_key("Phone"));
+        // A lookup is read as the id it holds.
+        let deal = json!({"id": "5", "Deal_Name": "Big",
+            "Account_Name": {"name": "Acme", "id": "4150868000000224001"},
+            "Contact_Name": null, "Modified_By": {"name": "Ada", "id": "2"}});
+        let d = record(&deal, "Modified_Time").unwrap();
+        assert_eq!(d.values["Account_Name"], "4150868000000224001");
+        assert!(!d.values.contains_key("Contact_Name"));
+        assert!(!d.values.contains_key("Modified_By"));
         assert!(r[0].modified_ms > 0);
         assert!(records(&Value::Null, "Modified_Time").unwrap().is_empty());
         assert!(records(&json!({"info": {}}), "Modified_Time").is_err());
