@@ -147,14 +147,36 @@ def serialised(app):
 # moto's time under a sync's load went there. waitress (a production WSGI server, in
 # the project's requirements) keeps connections alive and serves them from a pool; a
 # thread may wait out an SQS long poll, so the pool is large.
+#
+# AWS endpoints take every connection a client opens; waitress stops accepting past
+# its connection_limit, and the SDK's pool keeps its connections open while idle, so a
+# limit of 1,000 once left a worker's requests past the thousandth unaccepted until
+# its Lambda timeout — a hang AWS would never cause. The limit is what this process
+# may hold open (the dev host refuses an invocation past Lambda's 1,024 descriptors
+# itself, devhost/src/trace.rs).
+def connection_limit():
+    try:
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = hard if hard != resource.RLIM_INFINITY else 65536
+        if soft != resource.RLIM_INFINITY and soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+    except (ImportError, ValueError, OSError):
+        return 1000
+    if soft == resource.RLIM_INFINITY:
+        soft = 65536
+    return max(1000, min(soft, 65536) - 256)
+
+
 def serve(host, port, app, **kw):
     try:
         import waitress
     except ImportError:
         return run_simple(host, port, serialised(app), **kw)
     waitress.serve(serialised(app), host=host, port=port, threads=64,
-                   connection_limit=1000, channel_timeout=600, asyncore_use_poll=True,
-                   _quiet=True)
+                   connection_limit=connection_limit(), backlog=2048, channel_timeout=600,
+                   asyncore_use_poll=True, _quiet=True)
 
 server.run_simple = serve
 

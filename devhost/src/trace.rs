@@ -25,12 +25,15 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use aws_smithy_runtime_api::client::http::{
     HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient,
     SharedHttpConnector,
 };
 use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
+use aws_smithy_runtime_api::client::result::ConnectorError;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::body::SdkBody;
 use rand::RngCore;
@@ -185,12 +188,22 @@ fn hex(bytes: &[u8]) -> String {
 
 tokio::task_local! {
     static CURRENT: TraceHeader;
+    static OPEN: Arc<AtomicUsize>;
 }
 
+/// File descriptors a Lambda execution environment may hold open (Lambda's quota).
+/// One invocation runs in an environment at a time, so the dev host counts the AWS
+/// requests each invocation has open and refuses the one past this many as Lambda's
+/// kernel would refuse its socket: `EMFILE`. A lower bound of what Lambda counts: the
+/// connections the pool keeps idle, files and provider sockets are not counted.
+pub const FD_LIMIT: usize = 1_024;
+
 /// Runs `invocation` as one invocation with this trace header: the AWS requests it
-/// makes (through [`traced_sdk_config`]) carry it.
+/// makes (through [`traced_sdk_config`]) carry it, and are refused past
+/// [`FD_LIMIT`] open at once.
 pub async fn within<F: Future>(trace: TraceHeader, invocation: F) -> F::Output {
-    CURRENT.scope(trace, invocation).await
+    let open = Arc::new(AtomicUsize::new(0));
+    OPEN.scope(open, CURRENT.scope(trace, invocation)).await
 }
 
 /// The trace header of the invocation running on this task, if any.
@@ -231,7 +244,47 @@ impl HttpConnector for TracedConnector {
         if let Some(trace) = current() {
             stamp(&mut request, &trace.to_string());
         }
-        self.inner.call(request)
+        let Ok(open) = OPEN.try_with(Arc::clone) else {
+            return self.inner.call(request);
+        };
+        let Some(slot) = Socket::open(open) else {
+            tracing::warn!(
+                limit = FD_LIMIT,
+                "an invocation opened more AWS connections at once than Lambda's file-descriptor limit"
+            );
+            return HttpConnectorFuture::ready(Err(ConnectorError::io(Box::new(
+                std::io::Error::from_raw_os_error(EMFILE),
+            ))));
+        };
+        let call = self.inner.call(request);
+        HttpConnectorFuture::new(async move {
+            let answer = call.await;
+            drop(slot);
+            answer
+        })
+    }
+}
+
+/// `errno` of a process out of file descriptors.
+const EMFILE: i32 = 24;
+
+/// One of an invocation's open requests, counted until dropped.
+struct Socket(Arc<AtomicUsize>);
+
+impl Socket {
+    /// A slot among the invocation's [`FD_LIMIT`], if one is free.
+    fn open(open: Arc<AtomicUsize>) -> Option<Self> {
+        if open.fetch_add(1, Ordering::SeqCst) >= FD_LIMIT {
+            open.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(Self(open))
+    }
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -351,5 +404,62 @@ mod tests {
         let trace = TraceHeader::new_root().invoking("Worker");
         let seen = within(trace.clone(), async { current() }).await;
         assert_eq!(seen, Some(trace));
+    }
+
+    /// A connector whose answers wait until the test lets them through.
+    #[derive(Debug)]
+    struct Gate(Arc<tokio::sync::Semaphore>);
+
+    impl HttpConnector for Gate {
+        fn call(&self, _: HttpRequest) -> HttpConnectorFuture {
+            let gate = Arc::clone(&self.0);
+            HttpConnectorFuture::new(async move {
+                let _pass = gate
+                    .acquire()
+                    .await
+                    .map_err(|e| ConnectorError::other(Box::new(e), None))?;
+                Ok(aws_smithy_runtime_api::http::Response::new(
+                    200.try_into().unwrap(),
+                    SdkBody::empty(),
+                ))
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn an_invocation_past_lambdas_file_descriptors_is_refused() {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let connector = TracedConnector {
+            inner: SharedHttpConnector::new(Gate(Arc::clone(&gate))),
+        };
+        let call = || connector.call(HttpRequest::get("http://127.0.0.1/").unwrap());
+        let trace = TraceHeader::new_root().invoking("Worker");
+        within(trace.clone(), async {
+            let open: Vec<_> = (0..FD_LIMIT).map(|_| call()).collect();
+            let refused = call().await.expect_err("past the limit");
+            let io = std::error::Error::source(&refused)
+                .and_then(|e| e.downcast_ref::<std::io::Error>())
+                .map(std::io::Error::raw_os_error);
+            assert_eq!(io, Some(Some(EMFILE)), "{refused:?}");
+            // Answered requests give their descriptors back.
+            gate.add_permits(FD_LIMIT + 1);
+            for answer in futures::future::join_all(open).await {
+                assert_eq!(answer.unwrap().status().as_u16(), 200);
+            }
+            assert_eq!(call().await.unwrap().status().as_u16(), 200);
+        })
+        .await;
+        // Outside an invocation (the test's own set-up) nothing is counted, and
+        // another invocation has its own count.
+        let outside: Vec<_> = (0..=FD_LIMIT).map(|_| call()).collect();
+        let again = within(trace, async { call().await.map(|r| r.status().as_u16()) });
+        gate.add_permits(FD_LIMIT + 2);
+        assert_eq!(again.await.unwrap(), 200);
+        assert!(
+            futures::future::join_all(outside)
+                .await
+                .iter()
+                .all(Result::is_ok)
+        );
     }
 }

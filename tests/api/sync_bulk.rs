@@ -384,7 +384,6 @@ const DELETED: usize = 2_050;
 /// threshold — makes the next incremental pass a query job of those changes, and a mass
 /// delete in the app one delete ingest job; both end where REST would have.
 #[tokio::test]
-#[ignore = "open (2026-12-06): after the session's merges, the pull chunk of a run whose incremental pass reads about 2,000 changed records (REST at 1,900, Bulk at 2,100) outlasts the worker's 120 s limit; passed at 8abf553, 51af283 and d72c6dc, hangs at bb59206 — to be found before this runs again"]
 async fn salesforce_mass_changes_and_deletes_go_through_bulk() {
     let app = own_moto().await;
     let entity = Entity::Contacts;

@@ -377,7 +377,17 @@ pub async fn wait(app: &TestApp, t: &Tenant, started: &Value) -> Vec<SyncLog> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("the run did not finish in time");
+    // What the functions last said, for the failure message (the SDK's own debug
+    // lines are too many to read).
+    let logs = app.logs();
+    let said: Vec<&str> = logs
+        .lines()
+        .filter(|l| !l.contains(r#""level":"DEBUG""#) && !l.contains(r#""level":"TRACE""#))
+        .collect();
+    panic!(
+        "the run did not finish in time; the last log lines:\n{}",
+        said[said.len().saturating_sub(20)..].join("\n")
+    );
 }
 
 /// Triggers a run and waits for it to end.

@@ -496,6 +496,11 @@ pub(super) struct PullContext<S = matching::Stored> {
 /// the read and the conditional write (another config's pull of the same person, an
 /// API edit); past them it fails for this run and the next run retries it.
 const WRITE_ATTEMPTS: usize = 3;
+/// Changed records saved at once: each save is a conditional write of its own, and a
+/// page of thousands (a Bulk result) all at once would open as many connections as
+/// records — past Lambda's 1,024 file descriptors, and a flood DynamoDB's partition
+/// answers with throttles anyway.
+const SAVES_AT_ONCE: usize = 16;
 
 /// Adds `other`'s counts to `progress`.
 fn absorb(progress: &mut Progress, other: Progress) {
@@ -815,11 +820,14 @@ impl<S: PageStore> PullContext<S> {
                 retry.extend(page.get(i).cloned());
             }
         }
-        let results =
-            futures::future::join_all(saves.into_iter().map(|(r, old_key, mine, i)| async move {
+        use futures::StreamExt as _;
+        let results: Vec<_> = futures::stream::iter(saves)
+            .map(|(r, old_key, mine, i)| async move {
                 let result = self.store.save(&r, old_key.as_deref()).await;
                 (r, mine, i, result)
-            }))
+            })
+            .buffered(SAVES_AT_ONCE)
+            .collect()
             .await;
         for (r, mine, i, result) in results {
             match result {
