@@ -40,6 +40,7 @@ use conduit::http::{self, ApiError, RequestMeta};
 use conduit::oauth::connect::resolve_app;
 use conduit::store::webhooks::WebhookStore;
 use conduit::sync::config::Configs;
+use conduit::sync::schema::Entity;
 use conduit::sync::subscriptions;
 use conduit::sync::webhook::{self, AccountChanges};
 use conduit::webhooks::{WebhookError, hubspot};
@@ -272,11 +273,28 @@ fn body_of(req: &Request) -> Result<&[u8], Stop> {
     Ok(body)
 }
 
-/// Turns a config's changed and deleted ids into its targeted pull.
-async fn enqueue_for(
+/// One entity's ids, changed or deleted, as [`route_to_config`] takes them.
+fn one_change(
+    entity: Entity,
+    change: hubspot::Change,
+    ids: impl IntoIterator<Item = String>,
+) -> BTreeMap<Entity, AccountChanges> {
+    let mut c = AccountChanges::default();
+    let set = match change {
+        hubspot::Change::Changed => &mut c.changed,
+        hubspot::Change::Deleted => &mut c.deleted,
+    };
+    set.extend(ids);
+    [(entity, c)].into()
+}
+
+/// Turns the changed and deleted ids of a config route into the config's targeted pull
+/// (nothing for no ids, or for a config deleted since its webhook was set up).
+async fn route_to_config(
     app: &App,
-    config: &conduit::sync::config::SyncConfig,
-    changes: &BTreeMap<conduit::sync::schema::Entity, AccountChanges>,
+    tenant: &TenantId,
+    config_id: &SyncConfigId,
+    changes: &BTreeMap<Entity, AccountChanges>,
     now: i64,
 ) -> Result<webhook::Routed, Stop> {
     if changes
@@ -285,8 +303,14 @@ async fn enqueue_for(
     {
         return Ok(webhook::Routed::default());
     }
+    let Some(config) = Configs::new(app.table.clone())
+        .get(tenant, config_id)
+        .await?
+    else {
+        return Ok(webhook::Routed::default());
+    };
     let queue = conduit::queue::sync_queue(app).map_err(ApiError::internal)?;
-    webhook::enqueue_for_config(app, &queue, config, changes, now)
+    webhook::enqueue_for_config(app, &queue, &config, changes, now)
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "routing webhook changes failed");
@@ -466,18 +490,11 @@ async fn pipedrive(call: &mut Call<'_>, req: &Request) -> Result<Response<Body>,
     let now = now_ms();
     call.once(format!("{config_id}#{}", event.key).as_bytes(), now)
         .await?;
-    let config = Configs::new(app.table.clone())
-        .get(&tenant, &config_id)
-        .await?;
-    let mut routed = webhook::Routed::default();
-    if let (Some(config), Some((entity, change))) = (config, event.change) {
-        let mut c = AccountChanges::default();
-        match change {
-            hubspot::Change::Changed => c.changed.insert(event.entity_id.clone()),
-            hubspot::Change::Deleted => c.deleted.insert(event.entity_id.clone()),
-        };
-        routed = enqueue_for(app, &config, &[(entity, c)].into(), now).await?;
-    }
+    let changes = event
+        .change
+        .map(|(entity, change)| one_change(entity, change, [event.entity_id.clone()]))
+        .unwrap_or_default();
+    let routed = route_to_config(app, &tenant, &config_id, &changes, now).await?;
     taken(
         call.provider,
         1,
@@ -521,19 +538,11 @@ async fn zoho(call: &mut Call<'_>, req: &Request) -> Result<Response<Body>, Stop
     // replay.
     call.once(&[config_id.as_str().as_bytes(), b"#", body].concat(), now)
         .await?;
-    let config = Configs::new(app.table.clone())
-        .get(&tenant, &config_id)
-        .await?;
-    let mut routed = webhook::Routed::default();
-    if let (Some(config), Some(change)) = (config, note.change) {
-        let mut c = AccountChanges::default();
-        let set = match change {
-            hubspot::Change::Changed => &mut c.changed,
-            hubspot::Change::Deleted => &mut c.deleted,
-        };
-        set.extend(note.ids.iter().cloned());
-        routed = enqueue_for(app, &config, &[(entity, c)].into(), now).await?;
-    }
+    let changes = note
+        .change
+        .map(|change| one_change(entity, change, note.ids.iter().cloned()))
+        .unwrap_or_default();
+    let routed = route_to_config(app, &tenant, &config_id, &changes, now).await?;
     taken(
         call.provider,
         note.ids.len(),
@@ -573,18 +582,11 @@ async fn dynamics(call: &mut Call<'_>, req: &Request) -> Result<Response<Body>, 
         .keys()
         .copied()
         .find(|e| kind.map(|k| k.object(*e)) == Some(run.table.as_str()));
-    let config = Configs::new(app.table.clone())
-        .get(&tenant, &config_id)
-        .await?;
-    let mut routed = webhook::Routed::default();
-    if let (Some(config), Some(entity), Some(change)) = (config, entity, run.change) {
-        let mut c = AccountChanges::default();
-        match change {
-            hubspot::Change::Changed => c.changed.insert(run.id.clone()),
-            hubspot::Change::Deleted => c.deleted.insert(run.id.clone()),
-        };
-        routed = enqueue_for(app, &config, &[(entity, c)].into(), now).await?;
-    }
+    let changes = entity
+        .zip(run.change)
+        .map(|(entity, change)| one_change(entity, change, [run.id.clone()]))
+        .unwrap_or_default();
+    let routed = route_to_config(app, &tenant, &config_id, &changes, now).await?;
     let ignored = usize::from(entity.is_none() || run.change.is_none());
     taken(call.provider, 1, ignored, &routed)
 }
@@ -623,11 +625,8 @@ async fn salesforce(call: &mut Call<'_>, req: &Request) -> Result<Response<Body>
     ids.sort_unstable();
     call.once(format!("{config_id}#{}", ids.join(",")).as_bytes(), now)
         .await?;
-    let config = Configs::new(app.table.clone())
-        .get(&tenant, &config_id)
-        .await?;
     let kind = conduit::sync::crm::CrmKind::of("salesforce");
-    let mut changes: BTreeMap<conduit::sync::schema::Entity, AccountChanges> = BTreeMap::new();
+    let mut changes: BTreeMap<Entity, AccountChanges> = BTreeMap::new();
     let mut ignored = 0;
     for (_, object, record) in &message.notifications {
         let entity = reg
@@ -642,10 +641,7 @@ async fn salesforce(call: &mut Call<'_>, req: &Request) -> Result<Response<Body>
             None => ignored += 1,
         }
     }
-    let routed = match config {
-        Some(config) => enqueue_for(app, &config, &changes, now).await?,
-        None => webhook::Routed::default(),
-    };
+    let routed = route_to_config(app, &tenant, &config_id, &changes, now).await?;
     tracing::info!(
         provider = call.provider,
         events = message.notifications.len(),
