@@ -1287,6 +1287,16 @@ fn query_param(req: &ProviderRequest, name: &str) -> Option<String> {
     wire::query_param(req.query.as_deref(), name)
 }
 
+/// The items of a comma-separated list (`ids=`, `fields=`, `channel_ids=`), blanks
+/// dropped.
+pub(super) fn list_items(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// A positive integer query parameter within `1..=max`, or 400 `INVALID_DATA`.
 fn number_param(
     req: &ProviderRequest,
@@ -1315,12 +1325,7 @@ fn modified_since(req: &ProviderRequest) -> Result<Option<i64>, Response> {
 
 /// The `fields=` list checked against the module, or 400.
 fn field_names(org: &Org, module: ZohoModule, list: &str) -> Result<Vec<String>, Response> {
-    let names: Vec<String> = list
-        .split(',')
-        .map(str::trim)
-        .filter(|n| !n.is_empty())
-        .map(str::to_owned)
-        .collect();
+    let names = list_items(list);
     if names.is_empty() {
         return Err(error(
             StatusCode::BAD_REQUEST,
@@ -1371,11 +1376,7 @@ fn list(
     let only: Option<Vec<u64>> = match query_param(req, "ids") {
         None => None,
         Some(list) => {
-            let ids: Vec<&str> = list
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .collect();
+            let ids = list_items(&list);
             if ids.is_empty() {
                 return Err(invalid_param("ids"));
             }
@@ -1953,13 +1954,7 @@ fn delete(
     caller: &Caller,
     module: ZohoModule,
 ) -> Handled {
-    let ids: Vec<String> = query_param(req, "ids")
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect();
+    let ids = list_items(&query_param(req, "ids").unwrap_or_default());
     if ids.is_empty() {
         return Err(error(
             StatusCode::BAD_REQUEST,

@@ -485,13 +485,9 @@ fn disable(state: &SandboxState, req: &ProviderRequest, org: &str) -> Result<Res
 }
 
 fn remove(state: &SandboxState, req: &ProviderRequest, org: &str) -> Result<Response, Response> {
-    let ids: Vec<String> = wire::query_param(req.query.as_deref(), "channel_ids")
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect();
+    let ids = super::zoho_crm::list_items(
+        &wire::query_param(req.query.as_deref(), "channel_ids").unwrap_or_default(),
+    );
     if ids.is_empty() {
         return Err(api_error(
             StatusCode::BAD_REQUEST,
