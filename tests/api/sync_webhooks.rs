@@ -471,6 +471,33 @@ pub(crate) async fn same_within(app: &TestApp, t: &Tenant, what: &str) {
     .await;
 }
 
+/// Two contacts created in the CRM, one of them changed (`field` set) and the other
+/// deleted: each step in the app within seconds — by webhook runs, the minute pull
+/// being a minute away. `noun` names the CRM's contacts in the failure messages.
+pub(crate) async fn crm_changes_arrive(app: &TestApp, t: &Tenant, field: (&str, &str), noun: &str) {
+    let ids = s::seed(app, t, Entity::Contacts, 2);
+    same_within(app, t, &format!("the created {noun}s")).await;
+    s::crm_update(app, t, Entity::Contacts, &ids[0], &[field]);
+    same_within(app, t, &format!("the changed {noun}")).await;
+    s::crm_delete(app, t, Entity::Contacts, &ids[1]);
+    same_within(app, t, &format!("the deleted {noun}")).await;
+}
+
+/// The sandbox's deliveries to `path`: at least `least` of them, every one taken (200).
+pub(crate) fn taken_deliveries(
+    deliveries: Vec<sandbox::providers::pipedrive_webhooks::Delivery>,
+    path: &str,
+    least: usize,
+) -> Vec<sandbox::providers::pipedrive_webhooks::Delivery> {
+    let ours: Vec<_> = deliveries
+        .into_iter()
+        .filter(|d| d.url.ends_with(path))
+        .collect();
+    assert!(ours.len() >= least, "{ours:?}");
+    assert!(ours.iter().all(|d| d.status == Some(200)), "{ours:?}");
+    ours
+}
+
 #[tokio::test]
 async fn pipedrive_webhooks_come_and_go_with_the_config_and_bring_changes() {
     let app = TestApp::spawn().await;
@@ -495,26 +522,9 @@ async fn pipedrive_webhooks_come_and_go_with_the_config_and_bring_changes() {
     s::run_ok(&app, &t, &config_id).await;
 
     // Created, changed and deleted in Pipedrive: in Conduit within seconds.
-    let ids = s::seed(&app, &t, Entity::Contacts, 2);
-    same_within(&app, &t, "the created persons").await;
-    s::crm_update(
-        &app,
-        &t,
-        Entity::Contacts,
-        &ids[0],
-        &[("name", "Hooked Person")],
-    );
-    same_within(&app, &t, "the changed person").await;
-    s::crm_delete(&app, &t, Entity::Contacts, &ids[1]);
-    same_within(&app, &t, "the deleted person").await;
+    crm_changes_arrive(&app, &t, ("name", "Hooked Person"), "person").await;
     assert!(webhook_runs(&app, &t, &config_id).await >= 1);
-    let deliveries = app.sandbox().pipedrive_webhook_deliveries();
-    let ours: Vec<_> = deliveries
-        .iter()
-        .filter(|d| d.url.ends_with(&path))
-        .collect();
-    assert!(ours.len() >= 4, "{ours:?}");
-    assert!(ours.iter().all(|d| d.status == Some(200)), "{ours:?}");
+    let ours = taken_deliveries(app.sandbox().pipedrive_webhook_deliveries(), &path, 4);
 
     // Refused: no credentials, wrong ones, a replay; audited, nothing enqueued.
     let before = webhook_runs(&app, &t, &config_id).await;

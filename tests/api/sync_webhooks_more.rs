@@ -16,7 +16,8 @@ use serde_json::{Value, json};
 
 use crate::sync_support::{self as s, Crm};
 use crate::sync_webhooks::{
-    app_contact, now_ms, post_hook, same_within, wait_for, webhook_count, webhook_runs,
+    app_contact, crm_changes_arrive, now_ms, post_hook, same_within, taken_deliveries, wait_for,
+    webhook_count, webhook_runs,
 };
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
@@ -152,18 +153,7 @@ async fn zoho_changes_arrive_through_its_notification_channel_which_follows_the_
     s::run_ok(&app, &t, &config_id).await;
 
     // Created, changed and deleted in Zoho: in Conduit within seconds, by webhook runs.
-    let ids = s::seed(&app, &t, Entity::Contacts, 2);
-    same_within(&app, &t, "the created contacts").await;
-    s::crm_update(
-        &app,
-        &t,
-        Entity::Contacts,
-        &ids[0],
-        &[("First_Name", "Hooked")],
-    );
-    same_within(&app, &t, "the changed contact").await;
-    s::crm_delete(&app, &t, Entity::Contacts, &ids[1]);
-    same_within(&app, &t, "the deleted contact").await;
+    crm_changes_arrive(&app, &t, ("First_Name", "Hooked"), "contact").await;
 
     // Conduit's own create comes back as a notification and writes nothing.
     // The org's own records (the sandbox's call counters are shared with every
@@ -195,13 +185,7 @@ async fn zoho_changes_arrive_through_its_notification_channel_which_follows_the_
         &[("created", 2), ("updated", 1), ("deleted", 1)],
     )
     .await;
-    let deliveries = app.sandbox().zoho_notification_deliveries();
-    let ours: Vec<_> = deliveries
-        .iter()
-        .filter(|d| d.url.ends_with(&path))
-        .collect();
-    assert!(ours.len() >= 4, "{ours:?}");
-    assert!(ours.iter().all(|d| d.status == Some(200)), "{ours:?}");
+    let ours = taken_deliveries(app.sandbox().zoho_notification_deliveries(), &path, 4);
 
     // Refused: a forged token, another channel, a replay, a body that is not a
     // notification; each audited, nothing enqueued.
@@ -393,13 +377,7 @@ async fn dynamics_changes_arrive_through_its_webhook_steps_which_follow_the_conf
         version,
         "the echo wrote nothing"
     );
-    let deliveries = app.sandbox().dyn_crm_webhook_deliveries();
-    let ours: Vec<_> = deliveries
-        .iter()
-        .filter(|d| d.url.ends_with(&path))
-        .collect();
-    assert!(ours.len() >= 4, "{ours:?}");
-    assert!(ours.iter().all(|d| d.status == Some(200)), "{ours:?}");
+    let ours = taken_deliveries(app.sandbox().dyn_crm_webhook_deliveries(), &path, 4);
 
     // Refused: no key, a wrong key, a replay, a body that is not an execution.
     let runs_before = webhook_runs(&app, &t, &config_id).await;
