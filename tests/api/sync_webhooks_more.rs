@@ -568,18 +568,45 @@ async fn salesforce_outbound_messages_bring_changes_and_are_acknowledged() {
     assert_eq!(refused(&out), (400, Some("webhook_malformed")), "{}", out.1);
     refusals_left_no_trace(&app, &t, &config_id, runs_before, 4, &[&key, &session]).await;
 
-    // Paused: no endpoint, and the old URL is refused; resumed: a new key.
+    // Paused: the URL the admin entered keeps its key; its messages are acknowledged
+    // (Salesforce would otherwise retry them for a day) and pull nothing.
     set_state(&app, &t, &config_id, "pause").await;
-    assert_eq!(app.get(&endpoint_path, &t.admin).await.0, 404);
+    let (status, paused) = app.get(&endpoint_path, &t.admin).await;
+    assert_eq!(status, 200, "{paused}");
+    assert_eq!(paused["url"].as_str(), Some(url.as_str()), "the same key");
+    let runs_paused = webhook_runs(&app, &t, &config_id).await;
     let out = post_hook(&app, &path, &xml, &fresh.replace("<Id>04m", "<Id>04n")).await;
+    assert_eq!(out.0, 200, "acknowledged while paused");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(webhook_runs(&app, &t, &config_id).await, runs_paused);
+
+    // Resumed: the same URL brings changes again, with no step by the admin.
+    set_state(&app, &t, &config_id, "resume").await;
+    let (status, again) = app.get(&endpoint_path, &t.admin).await;
+    assert_eq!(status, 200);
+    assert_eq!(again["url"].as_str(), Some(url.as_str()), "the same key");
+    s::crm_update(&app, &t, Entity::Contacts, &made, &[("Title", "Resumed")]);
+    wait_for(
+        "the contact edited after resuming",
+        Duration::from_secs(20),
+        || async {
+            app_contact(&app, &t, "outbound.message@sandbox.test")
+                .await
+                .is_some_and(|r| r.fields.get("job_title").map(String::as_str) == Some("Resumed"))
+        },
+    )
+    .await;
+
+    // Deleted: the key is forgotten, the URL refused.
+    let (status, body) = app
+        .delete(&format!("/v1/sync/configs/{config_id}"), &t.admin)
+        .await;
+    assert_eq!(status, 204, "{body}");
+    let out = post_hook(&app, &path, &xml, &fresh.replace("<Id>04m", "<Id>04p")).await;
     assert_eq!(
         refused(&out),
         (401, Some("webhook_unknown_app")),
         "{}",
         out.1
     );
-    set_state(&app, &t, &config_id, "resume").await;
-    let (status, again) = app.get(&endpoint_path, &t.admin).await;
-    assert_eq!(status, 200);
-    assert_ne!(again["url"].as_str(), Some(url.as_str()), "a new key");
 }

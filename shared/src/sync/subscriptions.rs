@@ -190,9 +190,17 @@ pub async fn reconcile(
         save(app, &reg).await.map_err(|e| e.to_string())?;
     }
     if !want {
-        remove(app, &config.tenant, &config.id)
-            .await
-            .map_err(|e| e.to_string())?;
+        // What the CRM's admin set up by hand (Salesforce's outbound message) keeps
+        // its key while the config is paused or pulls on a schedule: its messages are
+        // acknowledged and ignored (no entity is hooked), and the URL works again on
+        // resume. Only deleting the config forgets it.
+        if !gone && client.subscribes_by_hand() {
+            save(app, &reg).await.map_err(|e| e.to_string())?;
+        } else {
+            remove(app, &config.tenant, &config.id)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
         return Ok(done);
     }
     reg.connection_id = config.connection_id.clone();
@@ -263,19 +271,15 @@ fn hook_url(app: &App, config: &SyncConfig) -> Result<String, String> {
 /// outbound messages): the config's route with its key, `None` when the config has no
 /// such registration. The key is a secret: only admins are shown it.
 pub async fn admin_endpoint(app: &App, config: &SyncConfig) -> Result<Option<String>, String> {
+    if !CrmKind::of(&config.provider).is_some_and(CrmKind::subscribes_by_hand) {
+        return Ok(None);
+    }
     let Some(reg) = registration(app, &config.tenant, &config.id)
         .await
         .map_err(|e| e.to_string())?
     else {
         return Ok(None);
     };
-    if !reg
-        .hooks
-        .values()
-        .any(|id| id == super::crm::salesforce::OUTBOUND_MESSAGE)
-    {
-        return Ok(None);
-    }
     let key = password(app, &reg).await?;
     Ok(Some(format!("{}/{key}", hook_url(app, config)?)))
 }

@@ -125,6 +125,12 @@ impl CrmKind {
         entity != Entity::Deals || self.deals.is_some()
     }
 
+    /// Whether the CRM's admin makes the webhook subscriptions by hand
+    /// ([`Dialect::subscribes_by_hand`]).
+    pub fn subscribes_by_hand(self) -> bool {
+        self.dialect.subscribes_by_hand()
+    }
+
     /// The CRM object of an entity.
     pub fn object(self, entity: Entity) -> &'static str {
         &self.object_facts(entity).name
@@ -479,6 +485,13 @@ pub trait Dialect: Wire {
     /// (false: the CRM has no per-account subscription API Conduit uses, or its
     /// webhooks are set up once per app — HubSpot's).
     fn subscribes(&self) -> bool {
+        false
+    }
+
+    /// Whether the CRM's admin makes the subscription by hand, pointing it at the URL
+    /// Conduit shows (Salesforce's outbound messages): its key then outlives a pause,
+    /// so the URL the admin entered works again when the config resumes.
+    fn subscribes_by_hand(&self) -> bool {
         false
     }
 
@@ -988,6 +1001,11 @@ impl<'a> CrmClient<'a> {
     /// Whether Conduit creates this CRM's webhook subscriptions.
     pub fn subscribes(&self) -> bool {
         self.kind.dialect.subscribes()
+    }
+
+    /// Whether the CRM's admin makes the subscriptions by hand.
+    pub fn subscribes_by_hand(&self) -> bool {
+        self.kind.subscribes_by_hand()
     }
 
     /// Creates a webhook for `entity`'s changes; its id.

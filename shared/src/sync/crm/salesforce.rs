@@ -422,6 +422,10 @@ impl Dialect for Salesforce {
         true
     }
 
+    fn subscribes_by_hand(&self) -> bool {
+        true
+    }
+
     /// Outbound messages are made by the org's admin (Setup or the Metadata API, which
     /// Conduit does not call): "subscribing" makes only Conduit's side — the
     /// registration whose key the admin puts in the message's endpoint URL.
