@@ -1085,3 +1085,97 @@ async fn racing_pull_creates_of_one_key_write_one_record() {
         .await;
     assert_eq!(ids(&found), [next.id.to_string()]);
 }
+
+/// A deal's `company_id` and `contact_id` must name live records of the caller's
+/// tenant: a deal pointing nowhere (a typo, a deleted company, another tenant's id) is
+/// refused at once instead of failing every push of it.
+#[tokio::test]
+async fn deal_associations_name_live_records_of_the_tenant() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant();
+    let admin = app.token(&t, Role::Admin);
+    let made = |path: &'static str, fields: Value| {
+        let app = &app;
+        let admin = &admin;
+        async move {
+            let (status, body) = app.post(path, admin, json!({ "fields": fields })).await;
+            assert_eq!(status, 201, "{body}");
+            body["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let company = made(
+        "/v1/records/companies",
+        json!({"name": "Acme", "domain": "acme.example"}),
+    )
+    .await;
+    let gone = made(
+        "/v1/records/companies",
+        json!({"name": "Gone", "domain": "gone.example"}),
+    )
+    .await;
+    let contact = made("/v1/records/contacts", json!({"email": "ann@acme.example"})).await;
+    let (status, _) = app
+        .delete(&format!("/v1/records/companies/{gone}"), &admin)
+        .await;
+    assert_eq!(status, 204);
+    let other = app.tenant();
+    let theirs = {
+        let (status, body) = app
+            .post(
+                "/v1/records/companies",
+                &app.token(&other, Role::Admin),
+                json!({"fields": {"name": "Theirs", "domain": "theirs.example"}}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["id"].as_str().unwrap().to_owned()
+    };
+
+    let deal = made(
+        "/v1/records/deals",
+        json!({"name": "Big deal", "company_id": company, "contact_id": contact}),
+    )
+    .await;
+    let unknown = RecordId::generate().to_string();
+    for (field, id) in [
+        ("company_id", gone.as_str()),
+        ("company_id", theirs.as_str()),
+        ("company_id", unknown.as_str()),
+        ("company_id", contact.as_str()),
+        ("contact_id", company.as_str()),
+        ("contact_id", "not-an-id"),
+    ] {
+        let body = json!({"fields": {"name": "Stray deal", field: id}});
+        let (status, err) = app.post("/v1/records/deals", &admin, body.clone()).await;
+        assert_eq!(status, 400, "{body}: {err}");
+        assert_eq!(err["error"]["details"][0]["field"], field, "{err}");
+        let (status, err) = app
+            .patch(
+                &format!("/v1/records/deals/{deal}"),
+                &admin,
+                json!({"fields": {field: id}}),
+            )
+            .await;
+        assert_eq!(status, 400, "{body}: {err}");
+    }
+    // Unchanged by the refusals; clearing an association needs no record.
+    let (_, read) = app.get(&format!("/v1/records/deals/{deal}"), &admin).await;
+    assert_eq!(read["fields"]["company_id"], json!(company), "{read}");
+    assert_eq!(read["version"], 1, "{read}");
+    let (status, cleared) = app
+        .patch(
+            &format!("/v1/records/deals/{deal}"),
+            &admin,
+            json!({"fields": {"contact_id": null}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{cleared}");
+    assert!(
+        cleared["fields"]
+            .get("contact_id")
+            .is_none_or(Value::is_null),
+        "{cleared}"
+    );
+    let (_, list) = app.get("/v1/records/deals", &admin).await;
+    assert_eq!(ids(&list), vec![deal]);
+}

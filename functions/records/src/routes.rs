@@ -7,6 +7,7 @@
 
 use conduit::domain::{RecordId, now};
 use conduit::http::{self, ApiError};
+use conduit::providers::FieldError;
 use std::collections::BTreeMap;
 
 use conduit::sync::config::{Configs, SyncConfig};
@@ -139,6 +140,40 @@ fn parse_changes(call: &Call<'_>, entity: Entity, mode: Mode) -> Result<Changes,
     values::changes(entity, &body.fields).map_err(ApiError::invalid_fields)
 }
 
+/// The records a write's association fields (a deal's `company_id`, `contact_id`) name
+/// must be live records of the caller's tenant: a deal pointing nowhere could not be
+/// pushed with its association, so it is refused here rather than failing every run.
+async fn check_associations(
+    call: &Call<'_>,
+    entity: Entity,
+    changes: &Changes,
+) -> Result<(), ApiError> {
+    let mut errors = Vec::new();
+    for (field, value) in changes {
+        let (Some(target), Some(value)) = (entity.association(field), value) else {
+            continue;
+        };
+        let found = match RecordId::parse(value) {
+            Ok(id) => store(call)
+                .get(&call.who.tenant, target, &id)
+                .await?
+                .is_some_and(|r| r.deleted_at.is_none()),
+            Err(_) => false,
+        };
+        if !found {
+            errors.push(FieldError {
+                field: (*field).to_owned(),
+                message: format!("names no {} record of this tenant", target.as_str()),
+            });
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_fields(errors))
+    }
+}
+
 /// `GET /v1/records/{entity}?search=&platform=&limit=&cursor=`.
 pub async fn list(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     let entity = path_entity(call)?;
@@ -192,6 +227,7 @@ pub async fn list(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
 pub async fn create(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     let entity = path_entity(call)?;
     let changes = parse_changes(call, entity, Mode::Replace)?;
+    check_associations(call, entity, &changes).await?;
     if changes.values().all(Option::is_none) {
         return Err(ApiError::bad_request(
             "empty_record",
@@ -259,6 +295,7 @@ pub async fn update(call: &Call<'_>, mode: Mode) -> Result<Response<Body>, ApiEr
     if mode == Mode::Merge && changes.is_empty() {
         return Err(http::empty_update());
     }
+    check_associations(call, entity, &changes).await?;
     if mode == Mode::Replace {
         for f in entity.fields() {
             changes.entry(f.name).or_insert(None);
