@@ -43,8 +43,11 @@
 //! - **Webhooks** (see [`webhooks`]): HubSpot change → app record through the signed
 //!   webhook and a targeted pull: `--hook-changes` single edits (default 200), p50 /
 //!   p90 / p99 / max, and a burst of 500 creations.
+//! - **Deals** (see [`deals`]): `--deals` HubSpot deals (default 2,000) each way with
+//!   their company and contact associations: seconds, requests per 100 deals, and the
+//!   request rate against HubSpot's.
 //!
-//! Usage: `conduit-bench [--only coldstart,conflict,oauth,refresh,sync,crms,bulk,webhooks,dispatch,store,gmail,kb] [--hook-changes N] [--flows N]
+//! Usage: `conduit-bench [--only coldstart,conflict,oauth,refresh,sync,crms,bulk,webhooks,deals,dispatch,store,gmail,kb] [--hook-changes N] [--deals N] [--flows N]
 //! [--connections N] [--sync 1000,10000,100000] [--directions pull,push] [--crms zoho] [--crm-records N] [--bulk-records N] [--pairs N]
 //! [--starts N] [--events N] [--tenants N] [--calls N] [--sends N] [--articles N] [--bin-dir DIR] [--log LEVEL]` (default: everything; `--log info` writes the handlers' JSON logs,
 //! e.g. the worker's "sync chunk done", to stderr).
@@ -66,6 +69,7 @@ mod alloc;
 mod bulk;
 mod coldstart;
 mod crms;
+mod deals;
 mod dispatch;
 mod gmail;
 mod kb;
@@ -93,15 +97,17 @@ struct Args {
     crm_records: usize,
     bulk_records: usize,
     hook_changes: usize,
+    deals: usize,
     bin_dir: Option<std::path::PathBuf>,
     log: Option<String>,
 }
 
-const BENCHES: [&str; 12] = [
+const BENCHES: [&str; 13] = [
     "coldstart",
     "crms",
     "bulk",
     "webhooks",
+    "deals",
     "conflict",
     "oauth",
     "refresh",
@@ -142,6 +148,7 @@ fn args() -> Result<Args> {
         crm_records: 10_000,
         bulk_records: 100_000,
         hook_changes: 200,
+        deals: 2_000,
         bin_dir: None,
         log: None,
     };
@@ -193,6 +200,7 @@ fn args() -> Result<Args> {
             "--crm-records" => out.crm_records = one()?.max(1),
             "--bulk-records" => out.bulk_records = one()?.max(1),
             "--hook-changes" => out.hook_changes = one()?.max(1),
+            "--deals" => out.deals = one()?.max(1),
             "--starts" => out.starts = one()?.max(1),
             "--events" => out.events = one()?.max(1),
             "--tenants" => out.tenants = one()?.max(1),
@@ -202,7 +210,7 @@ fn args() -> Result<Args> {
             "--bin-dir" => out.bin_dir = Some(value.into()),
             "--log" => out.log = Some(value),
             other => bail!(
-                "unknown flag {other}; use --only, --flows, --connections, --sync, --directions, --crms, --crm-records, --bulk-records, --hook-changes, --pairs, --starts, --events, --tenants, --calls, --sends, --articles, --bin-dir, --log"
+                "unknown flag {other}; use --only, --flows, --connections, --sync, --directions, --crms, --crm-records, --bulk-records, --hook-changes, --deals, --pairs, --starts, --events, --tenants, --calls, --sends, --articles, --bin-dir, --log"
             ),
         }
     }
@@ -252,7 +260,8 @@ async fn main() -> Result<()> {
         conflict_detection(args.pairs);
     }
     if [
-        "oauth", "refresh", "sync", "crms", "bulk", "webhooks", "dispatch", "store", "gmail", "kb",
+        "oauth", "refresh", "sync", "crms", "bulk", "webhooks", "deals", "dispatch", "store",
+        "gmail", "kb",
     ]
     .iter()
     .any(|b| wants(b))
@@ -275,6 +284,9 @@ async fn main() -> Result<()> {
         }
         if wants("webhooks") {
             webhooks::bench(&env, args.hook_changes).await?;
+        }
+        if wants("deals") {
+            deals::bench(&env, args.deals).await?;
         }
         if wants("dispatch") {
             dispatch::bench(&env, args.events, args.tenants).await?;

@@ -314,24 +314,27 @@ pub(crate) async fn seed_app_records(app: &App, tenant: &TenantId, n: usize) -> 
                 .collect()
         })
         .collect();
-    // One partition takes 1,000 WCU/s: the seeding goes one batch at a time and sits
-    // out a throttled one (its writes are plain puts, so writing it again is harmless).
     for batch in batches {
-        let mut attempts = 0;
-        loop {
-            match records.put_new(&batch).await {
-                Ok(()) => break,
-                Err(e)
-                    if attempts < SEED_ATTEMPTS && e.to_string().contains("ThroughputExceeded") =>
-                {
-                    attempts += 1;
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+        put_new_retrying(&records, &batch).await?;
     }
     Ok(())
+}
+
+/// Writes new records, sitting out throttles: one partition takes 1,000 WCU/s, so
+/// seeding goes one batch at a time and writes a throttled one again (its writes are
+/// plain puts, so writing it again is harmless).
+pub(crate) async fn put_new_retrying(records: &Records, batch: &[Record]) -> Result<()> {
+    let mut attempts = 0;
+    loop {
+        match records.put_new(batch).await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempts < SEED_ATTEMPTS && e.to_string().contains("ThroughputExceeded") => {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Checks that every contact of the portal has its app record (the id a pull derives
