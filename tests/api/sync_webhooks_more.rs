@@ -429,16 +429,19 @@ async fn dynamics_changes_arrive_through_its_webhook_steps_which_follow_the_conf
     assert!(endpoints.is_empty() && steps.is_empty());
 
     // A user without the customizer role: the config stands, pulls every minute, and
-    // the refusal is audited; nothing is left half-registered.
+    // the refusal is audited; nothing is left half-registered in Dataverse.
     app.sandbox().dyn_crm_set_customizer(&host, false);
     let other = realtime_config(&app, &t).await;
     let (endpoints, _) = app.sandbox().dyn_crm_webhooks(&host);
     assert!(endpoints.is_empty());
+    let reg = subscriptions::registration(&app.app(), &t.id, &other)
+        .await
+        .unwrap()
+        .expect("a registration for the admin's hand");
     assert!(
-        subscriptions::registration(&app.app(), &t.id, &other)
-            .await
-            .unwrap()
-            .is_none_or(|r| r.hooks.is_empty())
+        reg.hooks.values().all(|id| id == subscriptions::BY_HAND),
+        "{:?}",
+        reg.hooks
     );
     let failed = app
         .audit_actions(t.id.as_str())
@@ -447,6 +450,55 @@ async fn dynamics_changes_arrive_through_its_webhook_steps_which_follow_the_conf
         .filter(|(a, o)| a == "sync_config.webhooks" && o == "failure")
         .count();
     assert_eq!(failed, 1);
+
+    // The tenant's admin registers it by hand (Plug-in Registration tool) with the URL
+    // and header the config's webhook endpoint shows its admins; changes then arrive
+    // through it, and a pause and resume change nothing the admin entered.
+    let endpoint_path = format!("/v1/sync/configs/{other}/webhook-endpoint");
+    let member = app.token(t.id.as_str(), scenarios::Role::Member);
+    assert_eq!(app.get(&endpoint_path, &member).await.0, 403);
+    let (status, shown) = app.get(&endpoint_path, &t.admin).await;
+    assert_eq!(status, 200, "{shown}");
+    let url = format!("{}/v1/webhooks/dynamics365/{}/{other}", app.url(), t.id);
+    assert_eq!(shown["url"], json!(url), "{shown}");
+    assert_eq!(shown["header"]["name"], "x-conduit-webhook-key", "{shown}");
+    let key = shown["header"]["value"].as_str().unwrap().to_owned();
+    assert!(key.len() >= 40);
+    app.sandbox().dyn_crm_set_customizer(&host, true);
+    app.sandbox().dyn_crm_register_webhook(
+        &host,
+        DynTable::Contact,
+        &url,
+        ("x-conduit-webhook-key", &key),
+    );
+    s::run_ok(&app, &t, &other).await;
+    app.sandbox().dyn_crm_create(
+        &host,
+        DynTable::Contact,
+        json!({"firstname": "By", "lastname": "Hand", "emailaddress1": "by.hand@sandbox.test"})
+            .as_object()
+            .unwrap()
+            .clone(),
+    );
+    wait_for(
+        "the contact sent by the hand-made webhook",
+        Duration::from_secs(20),
+        || async {
+            app_contact(&app, &t, "by.hand@sandbox.test")
+                .await
+                .is_some()
+        },
+    )
+    .await;
+    set_state(&app, &t, &other, "pause").await;
+    set_state(&app, &t, &other, "resume").await;
+    let (status, again) = app.get(&endpoint_path, &t.admin).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["header"]["value"], json!(key), "the same key");
+    let (endpoints, _) = app.sandbox().dyn_crm_webhooks(&host);
+    assert_eq!(endpoints.len(), 1, "only the admin's: {endpoints:?}");
+    app.assert_secret_absent(&key, t.id.as_str()).await;
+    assert!(!app.logs().contains(&key), "the key is never logged");
 }
 
 #[tokio::test]

@@ -221,7 +221,7 @@ pub async fn get(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
 /// none (not realtime, paused, or a CRM whose webhooks Conduit makes itself).
 pub async fn webhook_endpoint(call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     let c = call.load().await?;
-    let url = conduit::sync::subscriptions::admin_endpoint(call.app, &c)
+    let endpoint = conduit::sync::subscriptions::admin_endpoint(call.app, &c)
         .await
         .map_err(ApiError::internal)?
         .ok_or_else(|| {
@@ -230,10 +230,11 @@ pub async fn webhook_endpoint(call: &Call<'_>) -> Result<Response<Body>, ApiErro
                 c.id
             ))
         })?;
-    let mut response = http::json(
-        StatusCode::OK,
-        &json!({"provider": c.provider, "url": url, "entities": c.entities}),
-    )?;
+    let mut body = json!({"provider": c.provider, "url": endpoint.url, "entities": c.entities});
+    if let Some((name, value)) = endpoint.header {
+        body["header"] = json!({"name": name, "value": value});
+    }
+    let mut response = http::json(StatusCode::OK, &body)?;
     response.headers_mut().insert(
         lambda_http::http::header::CACHE_CONTROL,
         lambda_http::http::HeaderValue::from_static("no-store"),

@@ -16,6 +16,11 @@
 //! expire (Zoho's channels live at most a week) are renewed once less than
 //! [`RENEW_MARGIN`] of their life is left. Zoho's channel `token`, Dynamics 365's
 //! header secret and Salesforce's URL key are the same sealed password.
+//!
+//! What the CRM's admin makes by hand ([`ByHand`]: Salesforce's outbound messages
+//! always, Dynamics 365's endpoint when the connection's user may not register it) is
+//! pointed at what [`admin_endpoint`] shows; its key outlives a pause, and a hook made
+//! by hand ([`BY_HAND`]) is neither checked nor removed by Conduit.
 
 use std::collections::BTreeMap;
 
@@ -26,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::config::{ConfigStatus, Frequency, SyncConfig};
-use super::crm::{CrmClient, CrmKind};
+use super::crm::{ByHand, CrmClient, CrmError, CrmKind};
 use super::schema::Entity;
 use crate::app::App;
 use crate::crypto::{SealContext, Sealed};
@@ -35,6 +40,11 @@ use crate::store::{Keyed, StoreError, keys};
 
 /// The basic-auth user of every webhook Conduit creates.
 pub const USER: &str = "conduit";
+
+/// The hook id of an entity whose subscription the CRM's admin makes by hand because
+/// the connection's user may not ([`ByHand::WhenRefused`]): Conduit neither removes
+/// nor checks it; the route takes what it sends.
+pub const BY_HAND: &str = "by-hand";
 
 /// How long before its expiry a subscription is renewed: a day, so a day of failed
 /// renewals (the CRM down, a revoked grant) still leaves time.
@@ -172,29 +182,40 @@ pub async fn reconcile(
             }
         }
     };
+    // What the CRM's admin set up by hand keeps its key while the config is paused or
+    // pulls on a schedule: its messages are acknowledged and ignored (no entity is
+    // hooked), and what the admin entered works again on resume. Only deleting the
+    // config forgets it.
+    let sticky = match client.by_hand() {
+        ByHand::Always => true,
+        ByHand::WhenRefused { .. } => reg.hooks.values().any(|id| id == BY_HAND),
+        ByHand::Never => false,
+    };
     // Webhooks no longer wanted (or of another connection) go first.
-    let keep = |e: &Entity| {
-        want && config.entities.contains(e) && reg.connection_id == config.connection_id
+    // (A hook made by hand stays through a pause too: the admin's registration is
+    // still there.)
+    let keep = |e: &Entity, id: &str| {
+        (want || (!gone && id == BY_HAND))
+            && config.entities.contains(e)
+            && reg.connection_id == config.connection_id
     };
     let stale: Vec<(Entity, String)> = reg
         .hooks
         .iter()
-        .filter(|(e, _)| !keep(e))
+        .filter(|(e, id)| !keep(e, id))
         .map(|(e, id)| (*e, id.clone()))
         .collect();
     for (entity, id) in stale {
-        client.unsubscribe(&id).await.map_err(|e| e.to_string())?;
+        if id != BY_HAND {
+            client.unsubscribe(&id).await.map_err(|e| e.to_string())?;
+        }
         reg.hooks.remove(&entity);
         reg.expires.remove(&entity);
         done.removed += 1;
         save(app, &reg).await.map_err(|e| e.to_string())?;
     }
     if !want {
-        // What the CRM's admin set up by hand (Salesforce's outbound message) keeps
-        // its key while the config is paused or pulls on a schedule: its messages are
-        // acknowledged and ignored (no entity is hooked), and the URL works again on
-        // resume. Only deleting the config forgets it.
-        if !gone && client.subscribes_by_hand() {
+        if !gone && sticky {
             save(app, &reg).await.map_err(|e| e.to_string())?;
         } else {
             remove(app, &config.tenant, &config.id)
@@ -216,12 +237,28 @@ pub async fn reconcile(
     let url = hook_url(app, config)?;
     let password = password(app, &reg).await?;
     let lifetime = client.subscription_lifetime();
-    for entity in missing {
+    for (i, &entity) in missing.iter().enumerate() {
         let at = now_ms();
-        let id = client
-            .subscribe(entity, &url, (USER, &password))
-            .await
-            .map_err(|e| e.to_string())?;
+        let id = match client.subscribe(entity, &url, (USER, &password)).await {
+            Ok(id) => id,
+            Err(e @ CrmError::ScopesMissing(_))
+                if matches!(client.by_hand(), ByHand::WhenRefused { .. }) =>
+            {
+                // The connection's user may not: the admin registers them by hand
+                // with what the config's webhook endpoint shows; the config pulls
+                // every minute meanwhile.
+                for e in &missing[i..] {
+                    reg.hooks.insert(*e, BY_HAND.to_owned());
+                }
+                save(app, &reg).await.map_err(|e| e.to_string())?;
+                return Err(format!(
+                    "{e}; the CRM's admin can register the webhook by hand with what \
+                     GET /v1/sync/configs/{}/webhook-endpoint shows",
+                    config.id
+                ));
+            }
+            Err(e) => return Err(e.to_string()),
+        };
         reg.hooks.insert(entity, id);
         if let Some(l) = lifetime {
             reg.expires.insert(entity, at + ms(l));
@@ -267,21 +304,52 @@ fn hook_url(app: &App, config: &SyncConfig) -> Result<String, String> {
     ))
 }
 
-/// Where the CRM's admin points what Conduit cannot create itself (Salesforce's
-/// outbound messages): the config's route with its key, `None` when the config has no
-/// such registration. The key is a secret: only admins are shown it.
-pub async fn admin_endpoint(app: &App, config: &SyncConfig) -> Result<Option<String>, String> {
-    if !CrmKind::of(&config.provider).is_some_and(CrmKind::subscribes_by_hand) {
+/// Where the CRM's admin points what Conduit does not create itself (see
+/// [`admin_endpoint`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminEndpoint {
+    /// The config's route (Salesforce: with the key as its last segment).
+    pub url: String,
+    /// The header to send and its value, the key (Dynamics 365).
+    pub header: Option<(&'static str, String)>,
+}
+
+/// Where the CRM's admin points what Conduit cannot create itself: Salesforce's
+/// outbound messages (the config's route with its key), or Dynamics 365's endpoint when
+/// the connection's user may not register it (the route, and the key as the header's
+/// value). `None` when the config has no such registration. The key is a secret: only
+/// admins are shown it.
+pub async fn admin_endpoint(
+    app: &App,
+    config: &SyncConfig,
+) -> Result<Option<AdminEndpoint>, String> {
+    let Some(kind) = CrmKind::of(&config.provider) else {
         return Ok(None);
-    }
+    };
     let Some(reg) = registration(app, &config.tenant, &config.id)
         .await
         .map_err(|e| e.to_string())?
     else {
         return Ok(None);
     };
-    let key = password(app, &reg).await?;
-    Ok(Some(format!("{}/{key}", hook_url(app, config)?)))
+    let url = hook_url(app, config)?;
+    match kind.by_hand() {
+        ByHand::Always => {
+            let key = password(app, &reg).await?;
+            Ok(Some(AdminEndpoint {
+                url: format!("{url}/{key}"),
+                header: None,
+            }))
+        }
+        ByHand::WhenRefused { header } if reg.hooks.values().any(|id| id == BY_HAND) => {
+            let key = password(app, &reg).await?;
+            Ok(Some(AdminEndpoint {
+                url,
+                header: Some((header, key)),
+            }))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// A registration's password (Zoho: channel token), opened.
@@ -403,7 +471,7 @@ async fn heal(
     let lost: Vec<Entity> = reg
         .hooks
         .iter()
-        .filter(|(_, id)| !live.contains(*id))
+        .filter(|(_, id)| *id != BY_HAND && !live.contains(*id))
         .map(|(e, _)| *e)
         .collect();
     for e in &lost {

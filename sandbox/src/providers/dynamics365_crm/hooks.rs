@@ -646,6 +646,43 @@ impl SandboxState {
         self.dynamics_crm_store().env_mut(&key).hooks.customizer = allowed;
     }
 
+    /// What an admin with the customizer role registers with the Plug-in Registration
+    /// tool: a webhook endpoint to `url` sending `header: value` (HttpHeader), and an
+    /// asynchronous post-operation step on it for each of Create, Update and Delete of
+    /// `table`. Answers the endpoint's id.
+    pub fn dyn_crm_register_webhook(
+        &self,
+        org: &str,
+        table: DynTable,
+        url: &str,
+        header: (&str, &str),
+    ) -> String {
+        let key = super::env_key(org);
+        let mut store = self.dynamics_crm_store();
+        let hooks = &mut store.env_mut(&key).hooks;
+        let id = hooks.new_id(0x5e_2e_e0);
+        hooks.endpoints.push(Endpoint {
+            id: id.clone(),
+            name: "Registered by hand".to_owned(),
+            url: url.to_owned(),
+            authtype: 5,
+            settings: vec![(header.0.to_owned(), header.1.to_owned())],
+        });
+        for (message, _) in MESSAGES {
+            let step = hooks.new_id(0x57_e9_00);
+            hooks.steps.push(Step {
+                id: step,
+                name: format!("{message} of {}", table.logical_name()),
+                message,
+                table,
+                endpoint: id.clone(),
+                mode: 1,
+                stage: 40,
+            });
+        }
+        id
+    }
+
     /// Every webhook request sent so far, oldest first (at most the last 10,000).
     pub fn dyn_crm_webhook_deliveries(&self) -> Vec<Delivery> {
         self.dynamics_crm_store().hook_out.sent.clone()

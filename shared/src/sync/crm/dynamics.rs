@@ -981,6 +981,14 @@ impl Dialect for Dynamics {
         true
     }
 
+    /// A user without System Customizer may not register steps; the tenant's admin
+    /// then registers the endpoint with the Plug-in Registration tool.
+    fn by_hand(&self) -> super::ByHand {
+        super::ByHand::WhenRefused {
+            header: HOOK_HEADER,
+        }
+    }
+
     /// A webhook service endpoint (`contract` 8, `authtype` 5 HttpHeader: the
     /// password as [`HOOK_HEADER`]) and an asynchronous post-operation step for each
     /// of Create, Update and Delete of the entity's table; answers the endpoint's id.

@@ -125,10 +125,10 @@ impl CrmKind {
         entity != Entity::Deals || self.deals.is_some()
     }
 
-    /// Whether the CRM's admin makes the webhook subscriptions by hand
-    /// ([`Dialect::subscribes_by_hand`]).
-    pub fn subscribes_by_hand(self) -> bool {
-        self.dialect.subscribes_by_hand()
+    /// Whether and when the CRM's admin makes the webhook subscriptions by hand
+    /// ([`Dialect::by_hand`]).
+    pub fn by_hand(self) -> ByHand {
+        self.dialect.by_hand()
     }
 
     /// The CRM object of an entity.
@@ -312,6 +312,23 @@ impl BulkOp {
     }
 }
 
+/// Whether and when a CRM's admin makes a realtime config's webhook subscriptions by
+/// hand ([`Dialect::by_hand`]); the key Conduit made for the config then outlives a
+/// pause, so what the admin entered works again when the config resumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByHand {
+    /// Never: Conduit makes them through the CRM's API, or they are app-level.
+    Never,
+    /// Always (Salesforce's outbound messages need Setup): the key is in the URL.
+    Always,
+    /// When the connection's user may not make them (Dynamics 365 without the
+    /// customizer role): the admin registers the URL with the key in this header.
+    WhenRefused {
+        /// The header the CRM sends the key in.
+        header: &'static str,
+    },
+}
+
 /// A CRM call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CrmError {
@@ -488,11 +505,10 @@ pub trait Dialect: Wire {
         false
     }
 
-    /// Whether the CRM's admin makes the subscription by hand, pointing it at the URL
-    /// Conduit shows (Salesforce's outbound messages): its key then outlives a pause,
-    /// so the URL the admin entered works again when the config resumes.
-    fn subscribes_by_hand(&self) -> bool {
-        false
+    /// Whether and when the CRM's admin makes a config's subscriptions by hand,
+    /// pointing them at what `GET /v1/sync/configs/{id}/webhook-endpoint` shows.
+    fn by_hand(&self) -> ByHand {
+        ByHand::Never
     }
 
     /// Creates a webhook sending `entity`'s changes to `url` with HTTP basic
@@ -1003,9 +1019,9 @@ impl<'a> CrmClient<'a> {
         self.kind.dialect.subscribes()
     }
 
-    /// Whether the CRM's admin makes the subscriptions by hand.
-    pub fn subscribes_by_hand(&self) -> bool {
-        self.kind.subscribes_by_hand()
+    /// Whether and when the CRM's admin makes the subscriptions by hand.
+    pub fn by_hand(&self) -> ByHand {
+        self.kind.by_hand()
     }
 
     /// Creates a webhook for `entity`'s changes; its id.

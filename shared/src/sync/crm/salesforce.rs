@@ -422,8 +422,8 @@ impl Dialect for Salesforce {
         true
     }
 
-    fn subscribes_by_hand(&self) -> bool {
-        true
+    fn by_hand(&self) -> super::ByHand {
+        super::ByHand::Always
     }
 
     /// Outbound messages are made by the org's admin (Setup or the Metadata API, which
