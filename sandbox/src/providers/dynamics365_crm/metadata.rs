@@ -21,6 +21,18 @@ type Column = (
     &'static str,
 );
 
+/// `description`, a Memo of every table here.
+const DESCRIPTION: Column = (
+    "description",
+    "Description",
+    "Memo",
+    "Description",
+    true,
+    true,
+    Some(2000),
+    "None",
+);
+
 const COMMON_TAIL: [Column; 6] = [
     (
         "statecode",
@@ -195,16 +207,7 @@ const CONTACT: [Column; 13] = [
         Some(80),
         "None",
     ),
-    (
-        "description",
-        "Description",
-        "Memo",
-        "Description",
-        true,
-        true,
-        Some(2000),
-        "None",
-    ),
+    DESCRIPTION,
     (
         "parentcustomerid",
         "ParentCustomerId",
@@ -298,16 +301,7 @@ const ACCOUNT: [Column; 12] = [
         Some(80),
         "None",
     ),
-    (
-        "description",
-        "Description",
-        "Memo",
-        "Description",
-        true,
-        true,
-        Some(2000),
-        "None",
-    ),
+    DESCRIPTION,
     (
         "numberofemployees",
         "NumberOfEmployees",
@@ -415,16 +409,7 @@ const OPPORTUNITY: [Column; 10] = [
         None,
         "None",
     ),
-    (
-        "description",
-        "Description",
-        "Memo",
-        "Description",
-        true,
-        true,
-        Some(2000),
-        "None",
-    ),
+    DESCRIPTION,
     (
         "parentaccountid",
         "ParentAccountId",
