@@ -694,6 +694,51 @@ async fn dynamics_opportunities_round_trip_with_their_account_and_contact() {
     .await;
 }
 
+/// A Dynamics user whose security roles lack the opportunity privileges: the deals of
+/// a run fail as missing grants (the connection shows what to reconnect for), contacts
+/// and companies go on.
+#[tokio::test]
+async fn dynamics_deals_need_the_opportunity_privileges() {
+    let app = TestApp::spawn().await;
+    let t = connect_deals(&app, "dynamics365").await;
+    let Crm::Dynamics(host) = t.crm.clone() else {
+        unreachable!()
+    };
+    app.sandbox().dyn_crm_set_table_privileges(
+        &host,
+        sandbox::providers::dynamics365_crm::DynTable::Opportunity,
+        false,
+    );
+    let mut fields = s::app_fields(Entity::Deals, 0);
+    fields["stage"] = json!("new");
+    s::app_create(&app, &t, Entity::Deals, fields).await;
+    let config = deals_config(&t, (r#"map({"0": "new"})"#, r#"map({"new": "0"})"#));
+    s::store(&app, &config).await;
+    let logs = s::run(&app, &t, &config.id).await;
+    for e in [Entity::Contacts, Entity::Companies] {
+        assert_eq!(log_of(&logs, e).status, RunStatus::Completed, "{logs:?}");
+    }
+    let deals = log_of(&logs, Entity::Deals);
+    assert_eq!(deals.status, RunStatus::Failed, "{deals:?}");
+    assert_eq!(
+        deals.error_code.as_deref(),
+        Some("scopes_missing"),
+        "{deals:?}"
+    );
+    assert!(s::crm_rows(&app, &t, Entity::Deals).is_empty());
+    // Neither token reaches the log's answer, the logs or the stored items.
+    let (status, shown) = app
+        .get(&format!("/v1/sync/logs/{}", deals.id), &t.admin)
+        .await;
+    assert_eq!(status, 200, "{shown}");
+    let tokens = app.tokens(t.id.as_str(), &t.conn).await;
+    for name in ["access_token", "refresh_token"] {
+        let secret = tokens.get(name).expect("a token");
+        assert!(!shown.to_string().contains(secret.as_str()), "{name} shown");
+        app.assert_secret_absent(secret, t.id.as_str()).await;
+    }
+}
+
 /// A CRM without deals refuses a deals config: every CRM connector syncs deals now, so
 /// that refusal is proven at the unit level (`check_shape` in the sync-config function,
 /// `a_crm_without_deals_refuses_them`); here, the deal scopes.

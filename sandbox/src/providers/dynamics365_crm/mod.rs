@@ -183,13 +183,22 @@
 //! [`SandboxState::dyn_crm_expire_delta_tokens`], [`SandboxState::dyn_crm_set_limits`],
 //! [`SandboxState::dyn_crm_throttle_next`], [`SandboxState::dyn_crm_now`],
 //! [`SandboxState::dyn_crm_advance_clock`], [`SandboxState::dyn_crm_add_publisher_prefix`],
+//! [`SandboxState::dyn_crm_set_table_privileges`],
 //! [`SandboxState::malform_dynamics_responses`], [`SandboxState::dyn_crm_serve_contacts`];
 //! the same over HTTP under `/_sandbox/dynamics365/…` (`admin.rs`). `org` is an environment
 //! host or a bare org name (`{org}.crm.dynamics.com`).
 //!
-//! Not reproduced: security roles and privileges (any token of the environment reads,
-//! writes and customizes everything; opportunities need the Sales app's
-//! `prv*Opportunity` privileges in Dataverse), duplicate rules other than the three above,
+//! **Privileges.** Any token of the environment reads, writes and customizes everything,
+//! unless a table's privileges are taken away
+//! ([`SandboxState::dyn_crm_set_table_privileges`], e.g. a role without the Sales app's
+//! opportunity privileges): then every request on its rows is 403 `0x80040220`
+//! "Principal user (Id=…) is missing prvReadOpportunity privilege … on OTC=3 for entity
+//! 'opportunity'." (`prvCreate…` for `POST`, `prvWrite…` for `PATCH`, `prvDelete…` for
+//! `DELETE`).
+//!
+//! Not reproduced: security roles themselves (the privileges are all or nothing per
+//! table; access levels — user, business unit, organization — and `prvAppendTo` on the
+//! bound row are not checked), duplicate rules other than the three above,
 //! for opportunities: `customerid` (the polymorphic potential customer), the
 //! `transactioncurrencyid` lookup and `exchangerate` / `*_base` Money columns (every
 //! amount is in the base currency here), `stepname` tied to a business process flow,
@@ -558,6 +567,9 @@ struct CrmEnv {
     journal: Option<Vec<Undo>>,
     /// Webhook registrations ([`hooks`]).
     hooks: hooks::Hooks,
+    /// Tables whose privileges the users' security roles lack
+    /// ([`SandboxState::dyn_crm_set_table_privileges`]).
+    denied: std::collections::BTreeSet<DynTable>,
 }
 
 impl CrmEnv {
@@ -577,6 +589,7 @@ impl CrmEnv {
             prefixes: vec!["new".to_owned()],
             journal: None,
             hooks: hooks::Hooks::default(),
+            denied: std::collections::BTreeSet::new(),
         }
     }
 
@@ -950,6 +963,21 @@ impl SandboxState {
             .clock_offset += secs;
     }
 
+    /// Gives the environment's users the privileges on `table`'s rows (the default), or
+    /// takes them away: a security role without, say, the Sales app's
+    /// `prvReadOpportunity`. Without them every request on the table's rows (a `$batch`
+    /// part too) is 403 `0x80040220` naming the privilege its method needs.
+    pub fn dyn_crm_set_table_privileges(&self, org: &str, table: DynTable, granted: bool) {
+        let key = env_key(org);
+        let mut store = self.dynamics_crm_store();
+        let env = store.env_mut(&key);
+        if granted {
+            env.denied.remove(&table);
+        } else {
+            env.denied.insert(table);
+        }
+    }
+
     /// Adds a publisher customization prefix custom columns may use (`new` is known).
     pub fn dyn_crm_add_publisher_prefix(&self, org: &str, prefix: &str) {
         let key = env_key(org);
@@ -1021,6 +1049,19 @@ pub(crate) enum CrmRoute {
 }
 
 impl CrmRoute {
+    /// The table whose rows the route reads or writes.
+    fn table(self) -> Option<DynTable> {
+        match self {
+            CrmRoute::List(t)
+            | CrmRoute::Get(t)
+            | CrmRoute::Create(t)
+            | CrmRoute::Update(t)
+            | CrmRoute::Delete(t)
+            | CrmRoute::DeleteRef(t) => Some(t),
+            _ => None,
+        }
+    }
+
     /// The route's counter name.
     pub(crate) fn name(self) -> &'static str {
         match self {
@@ -1324,6 +1365,11 @@ fn execute(
     refs: &BTreeMap<String, (DynTable, String)>,
 ) -> Answer {
     let segment = split_path(&req.path).map_or("", |(_, s)| s);
+    if let Some(table) = route.table()
+        && env.denied.contains(&table)
+    {
+        return privilege_denied(ctx, table, &req.method);
+    }
     match route {
         CrmRoute::List(table) => query::list(env, ctx, table, req),
         CrmRoute::Get(table) => query::get(env, ctx, table, segment, req),
@@ -1338,6 +1384,32 @@ fn execute(
         CrmRoute::CreateAttribute => metadata::create_attribute(env, ctx, segment, req),
         CrmRoute::Hooks(r) => hooks::serve(&mut env.hooks, ctx, r, req),
     }
+}
+
+/// Dataverse's 403 for a security role without the privilege a request on `table`'s rows
+/// needs (`prvReadOpportunity`, `prvCreateOpportunity`, `prvWriteOpportunity`,
+/// `prvDeleteOpportunity`, …).
+fn privilege_denied(ctx: &Ctx, table: DynTable, method: &Method) -> Answer {
+    let action = match *method {
+        Method::GET => "Read",
+        Method::POST => "Create",
+        Method::DELETE => "Delete",
+        _ => "Write",
+    };
+    let name = table.logical_name();
+    let mut entity = name.to_owned();
+    if let Some(first) = entity.get_mut(..1) {
+        first.make_ascii_uppercase();
+    }
+    error(
+        StatusCode::FORBIDDEN,
+        "0x80040220",
+        &format!(
+            "Principal user (Id={}, type=8, roleCount=1, privilegeCount=0, accessMode=0), is missing prv{action}{entity} privilege (Id=00000000-0000-0000-0000-000000000000) on OTC={} for entity '{name}'.",
+            ctx.user,
+            table.object_type_code()
+        ),
+    )
 }
 
 /// The `Prefer` preferences the contact/account routes know.

@@ -1294,4 +1294,27 @@ async fn opportunities_bind_their_account_and_contact_and_check_their_stage() {
     let changes = get(&state, &auth, &delta, None).await.json();
     assert_eq!(changes["value"][0]["id"], json!(id), "{changes}");
     assert_eq!(changes["value"][0]["reason"], "deleted");
+
+    // A security role without the opportunity privileges.
+    state.dyn_crm_set_table_privileges(ENV, DynTable::Opportunity, false);
+    let r = get(&state, &auth, &url, None).await;
+    assert_eq!(
+        (r.status, code(&r)),
+        (StatusCode::FORBIDDEN, "0x80040220".into())
+    );
+    assert!(
+        r.text.contains("prvReadOpportunity") && r.text.contains("OTC=3"),
+        "{}",
+        r.text
+    );
+    let r = post(json!({"name": "Big"})).await;
+    assert!(r.text.contains("prvCreateOpportunity"), "{}", r.text);
+    assert_eq!(
+        get(&state, &auth, &format!("{API}/accounts"), None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    state.dyn_crm_set_table_privileges(ENV, DynTable::Opportunity, true);
+    assert_eq!(get(&state, &auth, &url, None).await.status, StatusCode::OK);
 }
