@@ -785,6 +785,23 @@ async fn deals_configs_need_the_deal_scopes_and_a_crm_with_deals() {
         )
         .await;
     assert_eq!(status, 201, "{made}");
+    // Auto-map finds the opportunity's columns, its lookups as the associations.
+    let deals: Vec<(String, String)> = made["mappings"]
+        .as_array()
+        .expect("mappings")
+        .iter()
+        .filter(|m| m["entity"] == "deals")
+        .map(|m| {
+            (
+                m["crm_field"].as_str().unwrap_or_default().to_owned(),
+                m["app_field"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    for pair in s::default_pairs("dynamics365", Entity::Deals) {
+        let pair = (pair.0.to_owned(), pair.1.to_owned());
+        assert!(deals.contains(&pair), "{pair:?} not in {deals:?}");
+    }
     // An association mapping needs its entity in the config.
     let (t2, _) = hubspot(&app).await;
     let mut b = body(&t2, json!(["deals"]));
