@@ -833,3 +833,71 @@ async fn deals_configs_need_the_deal_scopes_and_a_crm_with_deals() {
     );
     let _ = Direction::Bidirectional;
 }
+
+/// Realtime on Dynamics: a config of contacts, companies and deals registers webhook
+/// steps for `opportunity` too; an opportunity made in Dynamics with an account the app
+/// has never seen reaches the app within seconds, with that account's app id.
+#[tokio::test]
+async fn dynamics_opportunities_arrive_through_webhook_steps() {
+    use sandbox::providers::dynamics365_crm::DynTable;
+    let app = TestApp::spawn().await;
+    let t = connect_deals(&app, "dynamics365").await;
+    let Crm::Dynamics(host) = t.crm.clone() else {
+        unreachable!()
+    };
+    let (status, config) = app
+        .post(
+            "/v1/sync/configs",
+            &t.admin,
+            json!({
+                "connection_id": t.conn,
+                "direction": "bidirectional",
+                "frequency": {"type": "realtime"},
+                "entities": ["contacts", "companies", "deals"],
+                "conflict_strategy": "last_write_wins",
+                "options": {"propagate_deletes": true},
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "{config}");
+    let config_id = conduit::domain::SyncConfigId::parse(config["id"].as_str().expect("an id"))
+        .expect("a config id");
+    // An endpoint per table, with its Create, Update and Delete steps.
+    let (endpoints, steps) = app.sandbox().dyn_crm_webhooks(&host);
+    assert_eq!((endpoints.len(), steps.len()), (3, 9), "{steps:?}");
+    s::run_ok(&app, &t, &config_id).await;
+
+    let object = |v: Value| v.as_object().cloned().unwrap_or_default();
+    let account = app.sandbox().dyn_crm_create(
+        &host,
+        DynTable::Account,
+        object(json!({"name": "Hooked Account", "websiteurl": "https://hooked.example"})),
+    );
+    app.sandbox().dyn_crm_create(
+        &host,
+        DynTable::Opportunity,
+        object(
+            json!({"name": "Hooked deal", "salesstage": 2, "estimatedvalue": 5000,
+            "parentaccountid": account.id}),
+        ),
+    );
+    crate::sync_webhooks::wait_for(
+        "the opportunity with its account",
+        std::time::Duration::from_secs(30),
+        || async {
+            let companies = s::app_rows(&app, &t, Entity::Companies).await;
+            let Some(company) = companies
+                .iter()
+                .find(|r| r.fields.get("name").map(String::as_str) == Some("Hooked Account"))
+            else {
+                return false;
+            };
+            s::app_rows(&app, &t, Entity::Deals).await.iter().any(|d| {
+                d.fields.get("name").map(String::as_str) == Some("Hooked deal")
+                    && d.fields.get("company_id") == Some(&company.id.to_string())
+                    && d.fields.get("stage").map(String::as_str) == Some("2")
+            })
+        },
+    )
+    .await;
+}
