@@ -212,6 +212,18 @@ fn binds(v: &Value, writable: &[String]) -> Result<Vec<Bind>, CrmError> {
     Ok(out)
 }
 
+/// A metadata answer, or `None` where Dataverse refused the query itself (400, 404);
+/// other errors stay errors.
+fn not_refused(answer: Result<Value, CrmError>) -> Result<Option<Value>, CrmError> {
+    match answer {
+        Ok(v) => Ok(Some(v)),
+        Err(CrmError::Rejected {
+            status: 400 | 404, ..
+        }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// The options of a `PicklistAttributeMetadata` answer (`$expand=OptionSet`): each
 /// column's option values, as text.
 fn picklists(v: &Value) -> Result<BTreeMap<String, Vec<String>>, CrmError> {
@@ -800,8 +812,12 @@ impl Dialect for Dynamics {
                     )],
                     None,
                 )
-                .await?;
-            found = binds(&v, &lookups)?;
+                .await;
+            // A refused cast leaves the lookups read-only rather than the table
+            // unreadable.
+            if let Some(v) = not_refused(v)? {
+                found = binds(&v, &lookups)?;
+            }
         }
         for f in out.iter_mut().filter(|f| f.kind == FieldType::Id) {
             f.writable = found.iter().any(|b| b.field == f.name);
@@ -819,8 +835,12 @@ impl Dialect for Dynamics {
                     ],
                     None,
                 )
-                .await?;
-            let options = picklists(&v)?;
+                .await;
+            // Refused: the options stay unknown (value maps are not checked at save).
+            let options = match not_refused(v)? {
+                Some(v) => picklists(&v)?,
+                None => BTreeMap::new(),
+            };
             for f in out.iter_mut() {
                 if let Some(o) = options.get(&f.name) {
                     f.options = o.clone();
@@ -1525,6 +1545,14 @@ mod tests {
             ("parentaccountid@odata.bind".to_owned(), Value::Null)
         );
         assert!(binds(&json!({}), &writable).is_err());
+        // A refused metadata query leaves lookups read-only; other failures stay.
+        let refused = CrmError::Rejected {
+            status: 400,
+            message: "0x0: Could not find a property named 'Targets'".into(),
+        };
+        assert!(not_refused(Err(refused)).unwrap().is_none());
+        assert!(not_refused(Err(CrmError::Malformed("x".into()))).is_err());
+        assert!(not_refused(Ok(json!({}))).unwrap().is_some());
 
         let v = json!({"value": [
             {"LogicalName": "salesstage", "OptionSet": {"Options": [
