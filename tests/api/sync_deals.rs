@@ -845,23 +845,12 @@ async fn dynamics_opportunities_arrive_through_webhook_steps() {
     let Crm::Dynamics(host) = t.crm.clone() else {
         unreachable!()
     };
-    let (status, config) = app
-        .post(
-            "/v1/sync/configs",
-            &t.admin,
-            json!({
-                "connection_id": t.conn,
-                "direction": "bidirectional",
-                "frequency": {"type": "realtime"},
-                "entities": ["contacts", "companies", "deals"],
-                "conflict_strategy": "last_write_wins",
-                "options": {"propagate_deletes": true},
-            }),
-        )
-        .await;
-    assert_eq!(status, 201, "{config}");
-    let config_id = conduit::domain::SyncConfigId::parse(config["id"].as_str().expect("an id"))
-        .expect("a config id");
+    let config_id = crate::sync_webhooks_more::realtime_config_of(
+        &app,
+        &t,
+        json!(["contacts", "companies", "deals"]),
+    )
+    .await;
     // An endpoint per table, with its Create, Update and Delete steps.
     let (endpoints, steps) = app.sandbox().dyn_crm_webhooks(&host);
     assert_eq!((endpoints.len(), steps.len()), (3, 9), "{steps:?}");

@@ -722,6 +722,13 @@ impl DynCrmStore {
             .or_insert_with(|| CrmEnv::new(env))
     }
 
+    /// The environment of `org` (a host or bare org name) and its clock, epoch seconds.
+    fn env_at(&mut self, org: &str) -> (i64, &mut CrmEnv) {
+        let key = env_key(org);
+        let now = self.now(&key);
+        (now, self.env_mut(&key))
+    }
+
     fn knobs_mut(&mut self, env: &str) -> &mut Knobs {
         self.knobs.entry(env.to_owned()).or_default()
     }
@@ -753,7 +760,8 @@ impl SandboxState {
     /// Replaces the rows of `table` in environment `org` (a host, or a bare org name for
     /// `{org}.crm.dynamics.com`) with `n` deterministic ones (names, emails
     /// `first.last{i}@example.test`, phones, cities; accounts with `name`, `websiteurl`,
-    /// `accountnumber`), `modifiedon` spread over the 30 days before the environment's
+    /// `accountnumber`; opportunities `Deal {i}: … renewal` with `estimatedvalue`,
+    /// `estimatedclosedate`, `salesstage`, `closeprobability` and no lookups), `modifiedon` spread over the 30 days before the environment's
     /// clock in id-creation order, one second or more apart; the same `seed` gives the same
     /// values in every environment (the ids differ). Custom columns are kept (and
     /// left empty); outstanding delta tokens of the table expire. 10,000 rows take well
@@ -765,10 +773,8 @@ impl SandboxState {
         n: usize,
         seed: u64,
     ) -> Vec<String> {
-        let key = env_key(org);
         let mut store = self.dynamics_crm_store();
-        let now = store.now(&key);
-        let env = store.env_mut(&key);
+        let (now, env) = store.env_at(org);
         let rows = write::seed_rows(env, table, n, seed, now);
         let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
         let floor = env.bump();
@@ -790,10 +796,8 @@ impl SandboxState {
         n: usize,
         seed: u64,
     ) -> Vec<String> {
-        let key = env_key(org);
         let mut store = self.dynamics_crm_store();
-        let now = store.now(&key);
-        let env = store.env_mut(&key);
+        let (now, env) = store.env_at(org);
         let held = env.table(table).rows.len();
         let rows = write::seed_rows(env, table, held + n, seed, now);
         let mut ids = Vec::with_capacity(n);
@@ -836,10 +840,8 @@ impl SandboxState {
         table: DynTable,
         values: Map<String, Value>,
     ) -> DynRecord {
-        let key = env_key(org);
         let mut store = self.dynamics_crm_store();
-        let now = store.now(&key);
-        let env = store.env_mut(&key);
+        let (now, env) = store.env_at(org);
         let id = env.new_id();
         let version = env.bump();
         let mut record = DynRecord {
@@ -864,10 +866,8 @@ impl SandboxState {
         id: &str,
         changes: Map<String, Value>,
     ) -> Option<DynRecord> {
-        let key = env_key(org);
         let mut store = self.dynamics_crm_store();
-        let now = store.now(&key);
-        let env = store.env_mut(&key);
+        let (now, env) = store.env_at(org);
         let data = env.table(table);
         let mut record = data.rows.get(&id.to_ascii_lowercase())?.clone();
         for (column, value) in changes {
