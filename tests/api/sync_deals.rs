@@ -16,21 +16,28 @@ use serde_json::{Value, json};
 
 use crate::sync_support::{self as s, Crm, Tenant};
 
-/// App stages ↔ HubSpot's default pipeline stages (the value map both ways).
-const PULL_STAGES: &str = r#"map({"appointmentscheduled": "new", "qualifiedtobuy": "qualified", "closedwon": "won", "closedlost": "lost"})"#;
-const PUSH_STAGES: &str = r#"map({"new": "appointmentscheduled", "qualified": "qualifiedtobuy", "won": "closedwon", "lost": "closedlost"})"#;
+/// App stages ↔ HubSpot's default pipeline stages (the value map: pull, push).
+const HS_STAGES: (&str, &str) = (
+    r#"map({"appointmentscheduled": "new", "qualifiedtobuy": "qualified", "closedwon": "won", "closedlost": "lost"})"#,
+    r#"map({"new": "appointmentscheduled", "qualified": "qualifiedtobuy", "won": "closedwon", "lost": "closedlost"})"#,
+);
 
-async fn hubspot(app: &TestApp) -> (Tenant, u64) {
-    let t = s::connect_asking(
+/// A tenant connected to `provider` for contacts, companies and deals.
+async fn connect_deals(app: &TestApp, provider: &str) -> Tenant {
+    s::connect_asking(
         app,
-        "hubspot",
+        provider,
         json!({"uses": [
             "sync:contacts:bidirectional",
             "sync:companies:bidirectional",
             "sync:deals:bidirectional",
         ]}),
     )
-    .await;
+    .await
+}
+
+async fn hubspot(app: &TestApp) -> (Tenant, u64) {
+    let t = connect_deals(app, "hubspot").await;
     let Crm::Hubspot(portal) = t.crm else {
         unreachable!()
     };
@@ -38,8 +45,8 @@ async fn hubspot(app: &TestApp) -> (Tenant, u64) {
 }
 
 /// A bidirectional config of contacts, companies and deals, stages through the value
-/// map, deletes propagated.
-fn deals_config(t: &Tenant) -> SyncConfig {
+/// map (`(pull, push)`), deletes propagated.
+fn deals_config(t: &Tenant, (pull, push): (&str, &str)) -> SyncConfig {
     let mut c = s::new_config(
         t,
         SyncDirection::Bidirectional,
@@ -48,11 +55,107 @@ fn deals_config(t: &Tenant) -> SyncConfig {
     c.options.propagate_deletes = true;
     for m in c.mappings.iter_mut() {
         if m.entity == Entity::Deals && m.app_field == "stage" {
-            m.transform = Some(PULL_STAGES.into());
-            m.push_transform = Some(PUSH_STAGES.into());
+            m.transform = Some(pull.into());
+            m.push_transform = Some(push.into());
         }
     }
     c
+}
+
+/// The app side of a deal round trip, stored: a company, a person, their deal at stage
+/// "qualified" (with `extra` fields), a second deal at a stage no value map knows, and
+/// [`deals_config`].
+struct Setup {
+    t: Tenant,
+    company: String,
+    person: String,
+    deal: String,
+    odd: String,
+    config: SyncConfig,
+}
+
+async fn setup(app: &TestApp, t: Tenant, stages: (&str, &str), extra: Value) -> Setup {
+    let company = s::app_create(
+        app,
+        &t,
+        Entity::Companies,
+        s::app_fields(Entity::Companies, 0),
+    )
+    .await;
+    let person = s::app_create(
+        app,
+        &t,
+        Entity::Contacts,
+        s::app_fields(Entity::Contacts, 0),
+    )
+    .await;
+    let mut fields = s::app_fields(Entity::Deals, 0);
+    fields["stage"] = json!("qualified");
+    fields["company_id"] = json!(company);
+    fields["contact_id"] = json!(person);
+    if let (Some(fields), Value::Object(extra)) = (fields.as_object_mut(), extra) {
+        fields.extend(extra);
+    }
+    let deal = s::app_create(app, &t, Entity::Deals, fields).await;
+    let mut odd = s::app_fields(Entity::Deals, 1);
+    odd["stage"] = json!("negotiation");
+    let odd = s::app_create(app, &t, Entity::Deals, odd).await;
+    let config = deals_config(&t, stages);
+    s::store(app, &config).await;
+    Setup {
+        t,
+        company,
+        person,
+        deal,
+        odd,
+        config,
+    }
+}
+
+/// Retries a run's failed records (`/v1/sync/logs/{id}/retry`); the retry completes.
+async fn retry_completes(app: &TestApp, t: &Tenant, log: &SyncLog) {
+    let (status, retried) = app
+        .post(
+            &format!("/v1/sync/logs/{}/retry", log.id),
+            &t.admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 202, "{retried}");
+    let logs = s::wait(app, t, &retried).await;
+    assert_eq!(logs[0].status, RunStatus::Completed, "{logs:?}");
+}
+
+/// Companies synced only from Lyon.
+fn lyon_only(config: &mut SyncConfig) {
+    config.filters.push(Filter {
+        entity: Entity::Companies,
+        field: "city".into(),
+        operator: FilterOp::Eq,
+        value: Some("Lyon".into()),
+        values: vec![],
+    });
+}
+
+/// The deals log of a run is partial with one record error: company `company`, `why`.
+async fn deal_waits_for_company(
+    app: &TestApp,
+    t: &Tenant,
+    logs: &[SyncLog],
+    company: &str,
+    why: &str,
+) -> SyncLog {
+    let deals_log = log_of(logs, Entity::Deals).clone();
+    assert_eq!(deals_log.status, RunStatus::Partial, "{deals_log:?}");
+    let messages = errors(app, t, &deals_log).await;
+    assert!(
+        messages.len() == 1
+            && messages[0].contains("company_id")
+            && messages[0].contains(company)
+            && messages[0].contains(why),
+        "{messages:?}"
+    );
+    deals_log
 }
 
 fn log_of(logs: &[SyncLog], entity: Entity) -> &SyncLog {
@@ -90,33 +193,16 @@ async fn app_deal(app: &TestApp, t: &Tenant, id: &str) -> Option<Value> {
 async fn hubspot_deals_round_trip_with_their_company_and_contact() {
     let app = TestApp::spawn().await;
     let (t, portal) = hubspot(&app).await;
-    let company = s::app_create(
-        &app,
-        &t,
-        Entity::Companies,
-        s::app_fields(Entity::Companies, 0),
-    )
-    .await;
-    let person = s::app_create(
-        &app,
-        &t,
-        Entity::Contacts,
-        s::app_fields(Entity::Contacts, 0),
-    )
-    .await;
-    let mut fields = s::app_fields(Entity::Deals, 0);
-    fields["stage"] = json!("qualified");
-    fields["pipeline"] = json!("default");
-    fields["company_id"] = json!(company);
-    fields["contact_id"] = json!(person);
-    let deal = s::app_create(&app, &t, Entity::Deals, fields).await;
-    // A stage the value map does not know reaches HubSpot unchanged and is refused
-    // there, as any other enumeration value: a record error, the rest goes on.
-    let mut odd = s::app_fields(Entity::Deals, 1);
-    odd["stage"] = json!("negotiation");
-    let odd = s::app_create(&app, &t, Entity::Deals, odd).await;
-    let config = deals_config(&t);
-    s::store(&app, &config).await;
+    // The second deal's stage the value map does not know reaches HubSpot unchanged and
+    // is refused there, as any other enumeration value: a record error, the rest goes on.
+    let Setup {
+        t,
+        person,
+        deal,
+        odd,
+        config,
+        ..
+    } = setup(&app, t, HS_STAGES, json!({"pipeline": "default"})).await;
 
     let logs = s::run(&app, &t, &config.id).await;
     for e in [Entity::Contacts, Entity::Companies] {
@@ -278,27 +364,12 @@ async fn hubspot_deals_wait_for_their_company_to_be_linked() {
     fields["stage"] = json!("new");
     fields["company_id"] = json!(company);
     let deal = s::app_create(&app, &t, Entity::Deals, fields).await;
-    let mut config = deals_config(&t);
+    let mut config = deals_config(&t, HS_STAGES);
     config.direction = SyncDirection::Push;
-    config.filters.push(Filter {
-        entity: Entity::Companies,
-        field: "city".into(),
-        operator: FilterOp::Eq,
-        value: Some("Lyon".into()),
-        values: vec![],
-    });
+    lyon_only(&mut config);
     s::store(&app, &config).await;
     let logs = s::run(&app, &t, &config.id).await;
-    let deals_log = log_of(&logs, Entity::Deals).clone();
-    assert_eq!(deals_log.status, RunStatus::Partial, "{deals_log:?}");
-    let messages = errors(&app, &t, &deals_log).await;
-    assert!(
-        messages.len() == 1
-            && messages[0].contains("company_id")
-            && messages[0].contains(&company)
-            && messages[0].contains("not linked"),
-        "{messages:?}"
-    );
+    let deals_log = deal_waits_for_company(&app, &t, &logs, &company, "not linked").await;
     assert!(
         s::crm_rows(&app, &t, Entity::Deals).is_empty(),
         "nothing written without its company"
@@ -314,16 +385,7 @@ async fn hubspot_deals_wait_for_their_company_to_be_linked() {
     )
     .await;
     s::run_ok(&app, &t, &config.id).await;
-    let (status, retried) = app
-        .post(
-            &format!("/v1/sync/logs/{}/retry", deals_log.id),
-            &t.admin,
-            json!({}),
-        )
-        .await;
-    assert_eq!(status, 202, "{retried}");
-    let logs = s::wait(&app, &t, &retried).await;
-    assert_eq!(logs[0].status, RunStatus::Completed, "{logs:?}");
+    retry_completes(&app, &t, &deals_log).await;
     let hs_deal = hs_id(&app, &t, Entity::Deals, "dealname", "App Deal 0");
     let hs_company = hs_id(&app, &t, Entity::Companies, "domain", "app-made-0.test");
     assert_eq!(
@@ -344,27 +406,12 @@ async fn hubspot_deals_whose_company_cannot_be_pulled_are_set_aside_not_mislinke
     let deal = s::seed(&app, &t, Entity::Deals, 1).remove(0);
     app.sandbox()
         .hubspot_set_deal_association(portal, &deal, CrmObject::Companies, &company);
-    let mut config = deals_config(&t);
+    let mut config = deals_config(&t, HS_STAGES);
     config.direction = SyncDirection::Pull;
-    config.filters.push(Filter {
-        entity: Entity::Companies,
-        field: "city".into(),
-        operator: FilterOp::Eq,
-        value: Some("Lyon".into()),
-        values: vec![],
-    });
+    lyon_only(&mut config);
     s::store(&app, &config).await;
     let logs = s::run(&app, &t, &config.id).await;
-    let deals_log = log_of(&logs, Entity::Deals).clone();
-    assert_eq!(deals_log.status, RunStatus::Partial, "{deals_log:?}");
-    let messages = errors(&app, &t, &deals_log).await;
-    assert!(
-        messages.len() == 1
-            && messages[0].contains("company_id")
-            && messages[0].contains(&company)
-            && messages[0].contains("filters"),
-        "{messages:?}"
-    );
+    let deals_log = deal_waits_for_company(&app, &t, &logs, &company, "filters").await;
     assert!(
         s::app_rows(&app, &t, Entity::Deals).await.is_empty(),
         "the deal is not written without its company"
@@ -374,16 +421,7 @@ async fn hubspot_deals_whose_company_cannot_be_pulled_are_set_aside_not_mislinke
     // The company moves to Lyon: the next run pulls it, the retry brings the deal.
     s::crm_update(&app, &t, Entity::Companies, &company, &[("city", "Lyon")]);
     s::run_ok(&app, &t, &config.id).await;
-    let (status, retried) = app
-        .post(
-            &format!("/v1/sync/logs/{}/retry", deals_log.id),
-            &t.admin,
-            json!({}),
-        )
-        .await;
-    assert_eq!(status, 202, "{retried}");
-    let logs = s::wait(&app, &t, &retried).await;
-    assert_eq!(logs[0].status, RunStatus::Completed, "{logs:?}");
+    retry_completes(&app, &t, &deals_log).await;
     let key = s::crm_key(&app, &t, Entity::Companies, &company);
     let app_company = s::app_id(&app, &t, Entity::Companies, &key).await;
     let deals = s::app_rows(&app, &t, Entity::Deals).await;
@@ -395,9 +433,8 @@ async fn hubspot_deals_whose_company_cannot_be_pulled_are_set_aside_not_mislinke
 struct RoundTrip {
     /// The CRM connected.
     provider: &'static str,
-    /// CRM stage → app stage, and back.
-    pull_stages: &'static str,
-    push_stages: &'static str,
+    /// CRM stage → app stage, and back (the value maps: pull, push).
+    stages: (&'static str, &'static str),
     /// What the record error of a stage the map does not know says.
     odd_stage_error: &'static [&'static str],
     /// (CRM field, value) finding the pushed company and contact.
@@ -424,51 +461,15 @@ struct RoundTrip {
 /// know is a record error.
 async fn round_trip(rt: RoundTrip) {
     let app = TestApp::spawn().await;
-    let t = s::connect_asking(
-        &app,
-        rt.provider,
-        json!({"uses": [
-            "sync:contacts:bidirectional",
-            "sync:companies:bidirectional",
-            "sync:deals:bidirectional",
-        ]}),
-    )
-    .await;
-    let company = s::app_create(
-        &app,
-        &t,
-        Entity::Companies,
-        s::app_fields(Entity::Companies, 0),
-    )
-    .await;
-    let person = s::app_create(
-        &app,
-        &t,
-        Entity::Contacts,
-        s::app_fields(Entity::Contacts, 0),
-    )
-    .await;
-    let mut fields = s::app_fields(Entity::Deals, 0);
-    fields["stage"] = json!("qualified");
-    fields["company_id"] = json!(company);
-    fields["contact_id"] = json!(person);
-    let deal = s::app_create(&app, &t, Entity::Deals, fields).await;
-    let mut config = s::new_config(
-        &t,
-        SyncDirection::Bidirectional,
-        &[Entity::Contacts, Entity::Companies, Entity::Deals],
-    );
-    config.options.propagate_deletes = true;
-    for m in config.mappings.iter_mut() {
-        if m.entity == Entity::Deals && m.app_field == "stage" {
-            m.transform = Some(rt.pull_stages.into());
-            m.push_transform = Some(rt.push_stages.into());
-        }
-    }
-    let mut odd = s::app_fields(Entity::Deals, 1);
-    odd["stage"] = json!("negotiation");
-    let odd = s::app_create(&app, &t, Entity::Deals, odd).await;
-    s::store(&app, &config).await;
+    let t = connect_deals(&app, rt.provider).await;
+    let Setup {
+        t,
+        company,
+        person,
+        deal,
+        odd,
+        config,
+    } = setup(&app, t, rt.stages, json!({})).await;
     let logs = s::run(&app, &t, &config.id).await;
     for e in [Entity::Contacts, Entity::Companies] {
         assert_eq!(log_of(&logs, e).status, RunStatus::Completed, "{logs:?}");
@@ -499,7 +500,7 @@ async fn round_trip(rt: RoundTrip) {
     assert_eq!(row.values[rt.contact], crm_contact);
 
     // In the CRM: another stage, and a company the app has never seen.
-    let other = s::seed(&app, &t, Entity::Companies, 1).remove(0);
+    let other = s::seed_more(&app, &t, Entity::Companies, 1).remove(0);
     let other_key = s::crm_key(&app, &t, Entity::Companies, &other);
     let (stage_field, crm_stage, app_stage) = rt.crm_stage;
     s::crm_update(
@@ -558,7 +559,7 @@ async fn round_trip(rt: RoundTrip) {
             .iter()
             .all(|r| r.id != crm_deal)
     );
-    let in_crm = s::seed(&app, &t, Entity::Deals, 1).remove(0);
+    let in_crm = s::seed_more(&app, &t, Entity::Deals, 1).remove(0);
     s::run(&app, &t, &config.id).await;
     let seeded = s::app_rows(&app, &t, Entity::Deals)
         .await
@@ -587,8 +588,10 @@ async fn round_trip(rt: RoundTrip) {
 async fn pipedrive_deals_round_trip_with_their_organization_and_person() {
     round_trip(RoundTrip {
         provider: "pipedrive",
-        pull_stages: r#"map({"1": "new", "2": "qualified", "4": "proposal"})"#,
-        push_stages: r#"map({"new": "1", "qualified": "2", "proposal": "4"})"#,
+        stages: (
+            r#"map({"1": "new", "2": "qualified", "4": "proposal"})"#,
+            r#"map({"new": "1", "qualified": "2", "proposal": "4"})"#,
+        ),
         odd_stage_error: &["stage_id", "negotiation"],
         company_by: ("name", "App Made 0"),
         contact_by: ("email", "app.person0@app-made.test"),
@@ -614,8 +617,10 @@ async fn pipedrive_deals_round_trip_with_their_organization_and_person() {
 async fn zoho_deals_round_trip_with_their_account_and_contact() {
     round_trip(RoundTrip {
         provider: "zoho",
-        pull_stages: r#"map({"Qualification": "new", "Needs Analysis": "qualified", "Closed Won": "won", "Closed Lost": "lost"})"#,
-        push_stages: r#"map({"new": "Qualification", "qualified": "Needs Analysis", "won": "Closed Won", "lost": "Closed Lost"})"#,
+        stages: (
+            r#"map({"Qualification": "new", "Needs Analysis": "qualified", "Closed Won": "won", "Closed Lost": "lost"})"#,
+            r#"map({"new": "Qualification", "qualified": "Needs Analysis", "won": "Closed Won", "lost": "Closed Lost"})"#,
+        ),
         odd_stage_error: &["INVALID_DATA", "Stage"],
         company_by: ("Account_Name", "App Made 0"),
         contact_by: ("Email", "app.person0@app-made.test"),
@@ -641,8 +646,10 @@ async fn zoho_deals_round_trip_with_their_account_and_contact() {
 async fn salesforce_opportunities_round_trip_with_their_account_and_contact() {
     round_trip(RoundTrip {
         provider: "salesforce",
-        pull_stages: r#"map({"Prospecting": "new", "Qualification": "qualified", "Closed Won": "won", "Closed Lost": "lost"})"#,
-        push_stages: r#"map({"new": "Prospecting", "qualified": "Qualification", "won": "Closed Won", "lost": "Closed Lost"})"#,
+        stages: (
+            r#"map({"Prospecting": "new", "Qualification": "qualified", "Closed Won": "won", "Closed Lost": "lost"})"#,
+            r#"map({"new": "Prospecting", "qualified": "Qualification", "won": "Closed Won", "lost": "Closed Lost"})"#,
+        ),
         odd_stage_error: &["INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST", "negotiation"],
         company_by: ("Website", "app-made-0.test"),
         contact_by: ("Email", "app.person0@app-made.test"),
@@ -657,6 +664,84 @@ async fn salesforce_opportunities_round_trip_with_their_account_and_contact() {
     .await;
 }
 
+/// Dynamics 365: opportunities, `salesstage` option values (0 Qualify … 3 Close: a
+/// stage name is not an option value, refused before the write), `parentaccountid` /
+/// `parentcontactid` written as `@odata.bind` (cleared with a null bind) and read as
+/// `_x_value`; deletions through change tracking.
+#[tokio::test]
+async fn dynamics_opportunities_round_trip_with_their_account_and_contact() {
+    round_trip(RoundTrip {
+        provider: "dynamics365",
+        stages: (
+            r#"map({"0": "new", "1": "qualified", "2": "proposal", "3": "won"})"#,
+            r#"map({"new": "0", "qualified": "1", "proposal": "2", "won": "3"})"#,
+        ),
+        odd_stage_error: &["salesstage", "negotiation"],
+        company_by: ("name", "App Made 0"),
+        contact_by: ("emailaddress1", "app.person0@app-made.test"),
+        name: "name",
+        company: "parentaccountid",
+        contact: "parentcontactid",
+        pushed: &[
+            ("salesstage", "1"),
+            ("estimatedvalue", "1000"),
+            ("estimatedclosedate", "2027-03-31"),
+        ],
+        crm_stage: ("salesstage", "3", "won"),
+        seeded_prefix: "Deal ",
+        contact_clearable: true,
+    })
+    .await;
+}
+
+/// A Dynamics user whose security roles lack the opportunity privileges: the deals of
+/// a run fail as missing grants (the connection shows what to reconnect for), contacts
+/// and companies go on.
+#[tokio::test]
+async fn dynamics_deals_need_the_opportunity_privileges() {
+    let app = TestApp::spawn().await;
+    let t = connect_deals(&app, "dynamics365").await;
+    let Crm::Dynamics(host) = t.crm.clone() else {
+        unreachable!()
+    };
+    app.sandbox().dyn_crm_set_table_privileges(
+        &host,
+        sandbox::providers::dynamics365_crm::DynTable::Opportunity,
+        false,
+    );
+    let mut fields = s::app_fields(Entity::Deals, 0);
+    fields["stage"] = json!("new");
+    s::app_create(&app, &t, Entity::Deals, fields).await;
+    let config = deals_config(&t, (r#"map({"0": "new"})"#, r#"map({"new": "0"})"#));
+    s::store(&app, &config).await;
+    let logs = s::run(&app, &t, &config.id).await;
+    for e in [Entity::Contacts, Entity::Companies] {
+        assert_eq!(log_of(&logs, e).status, RunStatus::Completed, "{logs:?}");
+    }
+    let deals = log_of(&logs, Entity::Deals);
+    assert_eq!(deals.status, RunStatus::Failed, "{deals:?}");
+    assert_eq!(
+        deals.error_code.as_deref(),
+        Some("scopes_missing"),
+        "{deals:?}"
+    );
+    assert!(s::crm_rows(&app, &t, Entity::Deals).is_empty());
+    // Neither token reaches the log's answer, the logs or the stored items.
+    let (status, shown) = app
+        .get(&format!("/v1/sync/logs/{}", deals.id), &t.admin)
+        .await;
+    assert_eq!(status, 200, "{shown}");
+    let tokens = app.tokens(t.id.as_str(), &t.conn).await;
+    for name in ["access_token", "refresh_token"] {
+        let secret = tokens.get(name).expect("a token");
+        assert!(!shown.to_string().contains(secret.as_str()), "{name} shown");
+        app.assert_secret_absent(secret, t.id.as_str()).await;
+    }
+}
+
+/// A CRM without deals refuses a deals config: every CRM connector syncs deals now, so
+/// that refusal is proven at the unit level (`check_shape` in the sync-config function,
+/// `a_crm_without_deals_refuses_them`); here, the deal scopes.
 #[tokio::test]
 async fn deals_configs_need_the_deal_scopes_and_a_crm_with_deals() {
     let app = TestApp::spawn().await;
@@ -689,16 +774,34 @@ async fn deals_configs_need_the_deal_scopes_and_a_crm_with_deals() {
         refused["error"]["reconnect"]["body"]["uses"],
         json!(["sync:companies:bidirectional", "sync:deals:bidirectional"])
     );
-    // Dynamics 365 does not sync deals (yet): refused before any scope is looked at.
+    // Dynamics 365 syncs deals: connected with the default uses, its one delegated
+    // scope serves them, so a deals config is taken (its security roles decide).
     let z = s::connect(&app, "dynamics365").await;
-    let (status, refused) = app
-        .post("/v1/sync/configs", &z.admin, body(&z, json!(["deals"])))
+    let (status, made) = app
+        .post(
+            "/v1/sync/configs",
+            &z.admin,
+            body(&z, json!(["contacts", "companies", "deals"])),
+        )
         .await;
-    assert_eq!(status, 400, "{refused}");
-    assert!(
-        refused.to_string().contains("does not sync deals"),
-        "{refused}"
-    );
+    assert_eq!(status, 201, "{made}");
+    // Auto-map finds the opportunity's columns, its lookups as the associations.
+    let deals: Vec<(String, String)> = made["mappings"]
+        .as_array()
+        .expect("mappings")
+        .iter()
+        .filter(|m| m["entity"] == "deals")
+        .map(|m| {
+            (
+                m["crm_field"].as_str().unwrap_or_default().to_owned(),
+                m["app_field"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    for pair in s::default_pairs("dynamics365", Entity::Deals) {
+        let pair = (pair.0.to_owned(), pair.1.to_owned());
+        assert!(deals.contains(&pair), "{pair:?} not in {deals:?}");
+    }
     // An association mapping needs its entity in the config.
     let (t2, _) = hubspot(&app).await;
     let mut b = body(&t2, json!(["deals"]));
@@ -729,4 +832,61 @@ async fn deals_configs_need_the_deal_scopes_and_a_crm_with_deals() {
         "{refused}"
     );
     let _ = Direction::Bidirectional;
+}
+
+/// Realtime on Dynamics: a config of contacts, companies and deals registers webhook
+/// steps for `opportunity` too; an opportunity made in Dynamics with an account the app
+/// has never seen reaches the app within seconds, with that account's app id.
+#[tokio::test]
+async fn dynamics_opportunities_arrive_through_webhook_steps() {
+    use sandbox::providers::dynamics365_crm::DynTable;
+    let app = TestApp::spawn().await;
+    let t = connect_deals(&app, "dynamics365").await;
+    let Crm::Dynamics(host) = t.crm.clone() else {
+        unreachable!()
+    };
+    let config_id = crate::sync_webhooks_more::realtime_config_of(
+        &app,
+        &t,
+        json!(["contacts", "companies", "deals"]),
+    )
+    .await;
+    // An endpoint per table, with its Create, Update and Delete steps.
+    let (endpoints, steps) = app.sandbox().dyn_crm_webhooks(&host);
+    assert_eq!((endpoints.len(), steps.len()), (3, 9), "{steps:?}");
+    s::run_ok(&app, &t, &config_id).await;
+
+    let object = |v: Value| v.as_object().cloned().unwrap_or_default();
+    let account = app.sandbox().dyn_crm_create(
+        &host,
+        DynTable::Account,
+        object(json!({"name": "Hooked Account", "websiteurl": "https://hooked.example"})),
+    );
+    app.sandbox().dyn_crm_create(
+        &host,
+        DynTable::Opportunity,
+        object(
+            json!({"name": "Hooked deal", "salesstage": 2, "estimatedvalue": 5000,
+            "parentaccountid": account.id}),
+        ),
+    );
+    crate::sync_webhooks::wait_for(
+        "the opportunity with its account",
+        std::time::Duration::from_secs(30),
+        || async {
+            let companies = s::app_rows(&app, &t, Entity::Companies).await;
+            let Some(company) = companies
+                .iter()
+                .find(|r| r.fields.get("name").map(String::as_str) == Some("Hooked Account"))
+            else {
+                return false;
+            };
+            s::app_rows(&app, &t, Entity::Deals).await.iter().any(|d| {
+                d.fields.get("name").map(String::as_str) == Some("Hooked deal")
+                    && d.fields.get("company_id") == Some(&company.id.to_string())
+                    && d.fields.get("stage").map(String::as_str) == Some("2")
+            })
+        },
+    )
+    .await;
 }

@@ -272,6 +272,14 @@ pub fn default_pairs(provider: &str, entity: Entity) -> &'static [(&'static str,
             ("Account_Name", "company_id"),
             ("Contact_Name", "contact_id"),
         ],
+        ("dynamics365", Entity::Deals) => &[
+            ("name", "name"),
+            ("estimatedvalue", "amount"),
+            ("estimatedclosedate", "close_date"),
+            ("salesstage", "stage"),
+            ("_parentaccountid_value", "company_id"),
+            ("_parentcontactid_value", "contact_id"),
+        ],
         ("pipedrive", Entity::Deals) => &[
             ("title", "name"),
             ("value", "amount"),
@@ -418,6 +426,17 @@ pub async fn run_ok(app: &TestApp, t: &Tenant, config: &SyncConfigId) -> Vec<Syn
 pub struct CrmRow {
     pub id: String,
     pub values: BTreeMap<String, String>,
+}
+
+/// `n` more CRM records (made as a CRM user would, beside those there); answers the ids.
+/// Only Dynamics 365's seeding replaces a table, so only it differs from [`seed`].
+pub fn seed_more(app: &TestApp, t: &Tenant, entity: Entity, n: usize) -> Vec<String> {
+    match &t.crm {
+        Crm::Dynamics(host) => app
+            .sandbox()
+            .dyn_crm_seed_more(host, dyn_table(entity), n, 1),
+        _ => seed(app, t, entity, n),
+    }
 }
 
 /// Adds `n` realistic records; answers their CRM ids.
@@ -578,7 +597,7 @@ fn dyn_table(entity: Entity) -> DynTable {
     match entity {
         Entity::Contacts => DynTable::Contact,
         Entity::Companies => DynTable::Account,
-        Entity::Deals => unimplemented!("Dynamics 365 deals are not synced yet"),
+        Entity::Deals => DynTable::Opportunity,
     }
 }
 

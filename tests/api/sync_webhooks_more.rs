@@ -291,6 +291,16 @@ async fn zoho_changes_arrive_through_its_notification_channel_which_follows_the_
 /// A realtime config of `t` pulling and pushing contacts, made through the API (so its
 /// webhooks are registered); its id.
 pub(crate) async fn realtime_config(app: &TestApp, t: &s::Tenant) -> conduit::domain::SyncConfigId {
+    realtime_config_of(app, t, json!(["contacts"])).await
+}
+
+/// A realtime config of `t` pulling and pushing `entities` (deletes propagated), made
+/// through the API; its id.
+pub(crate) async fn realtime_config_of(
+    app: &TestApp,
+    t: &s::Tenant,
+    entities: serde_json::Value,
+) -> conduit::domain::SyncConfigId {
     let (status, config) = app
         .post(
             "/v1/sync/configs",
@@ -299,7 +309,7 @@ pub(crate) async fn realtime_config(app: &TestApp, t: &s::Tenant) -> conduit::do
                 "connection_id": t.conn,
                 "direction": "bidirectional",
                 "frequency": {"type": "realtime"},
-                "entities": ["contacts"],
+                "entities": entities,
                 "conflict_strategy": "last_write_wins",
                 "options": {"propagate_deletes": true},
             }),

@@ -650,6 +650,25 @@ mod tests {
     }
 
     #[test]
+    fn a_crm_without_deals_refuses_them() {
+        let mut c = config(vec![], vec![]);
+        c.entities = vec![Entity::Companies, Entity::Deals];
+        c.frequency = Frequency::Hourly;
+        for provider in ["hubspot", "salesforce", "zoho", "pipedrive", "dynamics365"] {
+            let kind = CrmKind::of(provider).expect("a CRM");
+            assert!(kind.syncs(Entity::Deals), "{provider}");
+            assert!(check_shape(Some(kind), &c).is_empty(), "{provider}");
+            let p = check_shape(Some(kind.without_deals()), &c);
+            assert_eq!(fields_of(&p), ["entities[1]"], "{provider}");
+            assert_eq!(
+                p[0].message,
+                format!("{provider} does not sync deals (yet)"),
+                "{provider}"
+            );
+        }
+    }
+
+    #[test]
     fn shape_problems_are_all_listed() {
         let c = config(
             vec![

@@ -308,7 +308,12 @@ pub const DEAL_FIELDS: &[AppField] = &[
         FieldType::String,
         &["dealname", "opportunityname", "title"],
     ),
-    field("amount", "Amount", FieldType::Number, &["value"]),
+    field(
+        "amount",
+        "Amount",
+        FieldType::Number,
+        &["value", "estimatedvalue"],
+    ),
     field(
         "currency",
         "Currency",
@@ -346,6 +351,8 @@ pub const DEAL_FIELDS: &[AppField] = &[
             "orgid",
             "accountname",
             "parentaccountid",
+            // Dataverse reads a lookup as `_parentaccountid_value`.
+            "_parentaccountid_value",
             "associationscompanies",
         ],
     ),
@@ -358,6 +365,7 @@ pub const DEAL_FIELDS: &[AppField] = &[
             "personid",
             "contactname",
             "parentcontactid",
+            "_parentcontactid_value",
             "associationscontacts",
         ],
     ),

@@ -66,10 +66,11 @@ fn table_of(query: Option<&str>) -> Result<(String, DynTable), Response> {
     let table = match wire::query_param(query, "table").as_deref() {
         Some("contact") => DynTable::Contact,
         Some("account") => DynTable::Account,
+        Some("opportunity") => DynTable::Opportunity,
         _ => {
             return Err(bad_request(
                 "invalid_query",
-                "give table=contact or table=account",
+                "give table=contact, table=account or table=opportunity",
             ));
         }
     };

@@ -277,13 +277,14 @@ fn filter_id(message: &str, table: DynTable) -> String {
     let t = match table {
         DynTable::Contact => 2,
         DynTable::Account => 1,
+        DynTable::Opportunity => 3,
     };
     format!("{:08x}-0000-4000-8000-00000000{:02}{:02}", 0xf1_17e2, m, t)
 }
 
 fn table_of_filter(id: &str) -> Option<(&'static str, DynTable)> {
     MESSAGES.iter().find_map(|(m, _)| {
-        [DynTable::Contact, DynTable::Account]
+        [DynTable::Contact, DynTable::Account, DynTable::Opportunity]
             .into_iter()
             .find(|t| filter_id(m, *t).eq_ignore_ascii_case(id))
             .map(|t| (*m, t))
@@ -463,7 +464,7 @@ pub(super) fn serve(
             MESSAGES
                 .iter()
                 .flat_map(|(m, mid)| {
-                    [DynTable::Contact, DynTable::Account].into_iter().map(move |t| {
+                    [DynTable::Contact, DynTable::Account, DynTable::Opportunity].into_iter().map(move |t| {
                         json!({"sdkmessagefilterid": filter_id(m, t), "primaryobjecttypecode": t.logical_name(),
                             "_sdkmessageid_value": mid, "iscustomprocessingstepallowed": true})
                     })

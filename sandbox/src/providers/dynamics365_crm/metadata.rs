@@ -21,6 +21,18 @@ type Column = (
     &'static str,
 );
 
+/// `description`, a Memo of every table here.
+const DESCRIPTION: Column = (
+    "description",
+    "Description",
+    "Memo",
+    "Description",
+    true,
+    true,
+    Some(2000),
+    "None",
+);
+
 const COMMON_TAIL: [Column; 6] = [
     (
         "statecode",
@@ -195,16 +207,7 @@ const CONTACT: [Column; 13] = [
         Some(80),
         "None",
     ),
-    (
-        "description",
-        "Description",
-        "Memo",
-        "Description",
-        true,
-        true,
-        Some(2000),
-        "None",
-    ),
+    DESCRIPTION,
     (
         "parentcustomerid",
         "ParentCustomerId",
@@ -298,16 +301,7 @@ const ACCOUNT: [Column; 12] = [
         Some(80),
         "None",
     ),
-    (
-        "description",
-        "Description",
-        "Memo",
-        "Description",
-        true,
-        true,
-        Some(2000),
-        "None",
-    ),
+    DESCRIPTION,
     (
         "numberofemployees",
         "NumberOfEmployees",
@@ -340,11 +334,133 @@ const ACCOUNT: [Column; 12] = [
     ),
 ];
 
+/// The standard columns of `opportunity` (the Sales table reference: `name` is the
+/// "Topic", `estimatedvalue` Money, `estimatedclosedate` a date, `salesstage` the
+/// Picklist of the sales process's stages, `stepname` free text, `parentaccountid` /
+/// `parentcontactid` lookups to one table each).
+const OPPORTUNITY: [Column; 10] = [
+    (
+        "opportunityid",
+        "OpportunityId",
+        "Uniqueidentifier",
+        "Opportunity",
+        true,
+        false,
+        None,
+        "SystemRequired",
+    ),
+    (
+        "name",
+        "Name",
+        "String",
+        "Topic",
+        true,
+        true,
+        Some(300),
+        "ApplicationRequired",
+    ),
+    (
+        "estimatedvalue",
+        "EstimatedValue",
+        "Money",
+        "Est. Revenue",
+        true,
+        true,
+        None,
+        "None",
+    ),
+    (
+        "estimatedclosedate",
+        "EstimatedCloseDate",
+        "DateTime",
+        "Est. Close Date",
+        true,
+        true,
+        None,
+        "None",
+    ),
+    (
+        "salesstage",
+        "SalesStage",
+        "Picklist",
+        "Sales Stage",
+        true,
+        true,
+        None,
+        "None",
+    ),
+    (
+        "stepname",
+        "StepName",
+        "String",
+        "Pipeline Phase",
+        true,
+        true,
+        Some(200),
+        "None",
+    ),
+    (
+        "closeprobability",
+        "CloseProbability",
+        "Integer",
+        "Probability",
+        true,
+        true,
+        None,
+        "None",
+    ),
+    DESCRIPTION,
+    (
+        "parentaccountid",
+        "ParentAccountId",
+        "Lookup",
+        "Account",
+        true,
+        true,
+        None,
+        "None",
+    ),
+    (
+        "parentcontactid",
+        "ParentContactId",
+        "Lookup",
+        "Contact",
+        true,
+        true,
+        None,
+        "None",
+    ),
+];
+
+/// The options of a standard Picklist column (`salesstage`: the Sales app's stages).
+pub(super) fn picklist_options(table: DynTable, logical: &str) -> &'static [(i64, &'static str)] {
+    match (table, logical) {
+        (DynTable::Opportunity, "salesstage") => {
+            &[(0, "Qualify"), (1, "Develop"), (2, "Propose"), (3, "Close")]
+        }
+        _ => &[],
+    }
+}
+
+/// The tables a lookup column of `table` refers to (`LookupAttributeMetadata.Targets`).
+pub(super) fn lookup_targets(table: DynTable, logical: &str) -> &'static [&'static str] {
+    match (table, logical) {
+        (DynTable::Contact, "parentcustomerid") => &["account", "contact"],
+        (DynTable::Account, "primarycontactid") | (DynTable::Opportunity, "parentcontactid") => {
+            &["contact"]
+        }
+        (DynTable::Account | DynTable::Opportunity, "parentaccountid") => &["account"],
+        (_, "ownerid") => &["systemuser", "team"],
+        _ => &[],
+    }
+}
+
 /// The standard columns of `table`.
 pub(super) fn standard_attributes(table: DynTable) -> Vec<DynAttribute> {
     let own: &[Column] = match table {
         DynTable::Contact => &CONTACT,
         DynTable::Account => &ACCOUNT,
+        DynTable::Opportunity => &OPPORTUNITY,
     };
     own.iter()
         .chain(COMMON_TAIL.iter())
@@ -360,6 +476,11 @@ pub(super) fn standard_attributes(table: DynTable) -> Vec<DynAttribute> {
             max_length: c.6,
             required_level: c.7.to_owned(),
             metadata_id: kb::guid(0xA77_0000 + table.object_type_code() as u64, i as u64 + 1),
+            options: picklist_options(table, c.0)
+                .iter()
+                .map(|(v, l)| (*v, (*l).to_owned()))
+                .collect(),
+            date_only: table == DynTable::Opportunity && c.0 == "estimatedclosedate",
         })
         .collect()
 }
@@ -377,6 +498,8 @@ fn odata_type(attr: &DynAttribute) -> &'static str {
         "State" => "#Microsoft.Dynamics.CRM.StateAttributeMetadata",
         "Status" => "#Microsoft.Dynamics.CRM.StatusAttributeMetadata",
         "Boolean" => "#Microsoft.Dynamics.CRM.BooleanAttributeMetadata",
+        "Picklist" => "#Microsoft.Dynamics.CRM.PicklistAttributeMetadata",
+        "Money" => "#Microsoft.Dynamics.CRM.MoneyAttributeMetadata",
         _ => "#Microsoft.Dynamics.CRM.AttributeMetadata",
     }
 }
@@ -412,15 +535,64 @@ const ATTRIBUTE_PROPS: [(&str, Kind); 14] = [
     ("MetadataId", Kind::Guid),
 ];
 
-/// `$filter`/`$select` schema over `AttributeMetadata` (or a derived type with `MaxLength`).
+/// The derived type an `Attributes/Microsoft.Dynamics.CRM.…` segment casts to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Cast {
+    None,
+    /// `StringAttributeMetadata` (adds `MaxLength`).
+    String,
+    /// `PicklistAttributeMetadata` (adds the `OptionSet` navigation property).
+    Picklist,
+    /// `LookupAttributeMetadata` (adds `Targets`).
+    Lookup,
+}
+
+impl Cast {
+    fn of(tail: &str) -> Self {
+        match tail.rsplit_once('/').map_or("", |(_, t)| t) {
+            "Microsoft.Dynamics.CRM.StringAttributeMetadata" => Cast::String,
+            "Microsoft.Dynamics.CRM.PicklistAttributeMetadata" => Cast::Picklist,
+            "Microsoft.Dynamics.CRM.LookupAttributeMetadata" => Cast::Lookup,
+            _ => Cast::None,
+        }
+    }
+
+    /// The `AttributeType`s of the columns the cast keeps.
+    fn keeps(self, attr: &DynAttribute) -> bool {
+        match self {
+            Cast::None => true,
+            Cast::String => attr.attribute_type == "String",
+            Cast::Picklist => attr.attribute_type == "Picklist",
+            Cast::Lookup => matches!(
+                attr.attribute_type.as_str(),
+                "Lookup" | "Customer" | "Owner"
+            ),
+        }
+    }
+
+    fn segment(self) -> &'static str {
+        match self {
+            Cast::None => "",
+            Cast::String => "/Microsoft.Dynamics.CRM.StringAttributeMetadata",
+            Cast::Picklist => "/Microsoft.Dynamics.CRM.PicklistAttributeMetadata",
+            Cast::Lookup => "/Microsoft.Dynamics.CRM.LookupAttributeMetadata",
+        }
+    }
+}
+
+/// `$filter`/`$select` schema over `AttributeMetadata` (or a derived type).
 struct AttrSchema {
-    string_cast: bool,
+    cast: Cast,
 }
 
 impl Schema for AttrSchema {
     fn kind(&self, prop: &str) -> Option<Kind> {
-        if prop == "MaxLength" && self.string_cast {
+        if prop == "MaxLength" && self.cast == Cast::String {
             return Some(Kind::Int);
+        }
+        if prop == "Targets" && self.cast == Cast::Lookup {
+            // Selectable, not comparable here.
+            return None;
         }
         if matches!(
             prop,
@@ -436,10 +608,11 @@ impl Schema for AttrSchema {
     }
 
     fn type_name(&self) -> &str {
-        if self.string_cast {
-            "StringAttributeMetadata"
-        } else {
-            "AttributeMetadata"
+        match self.cast {
+            Cast::None => "AttributeMetadata",
+            Cast::String => "StringAttributeMetadata",
+            Cast::Picklist => "PicklistAttributeMetadata",
+            Cast::Lookup => "LookupAttributeMetadata",
         }
     }
 }
@@ -515,6 +688,28 @@ fn attribute_json(table: DynTable, attr: &DynAttribute, select: Option<&[String]
     if let Some(max) = attr.max_length {
         all.insert("MaxLength".to_owned(), json!(max));
     }
+    if attr.is_lookup() {
+        all.insert(
+            "Targets".to_owned(),
+            json!(lookup_targets(table, &attr.logical_name)),
+        );
+    }
+    if attr.attribute_type == "DateTime" {
+        let behavior = if attr.date_only {
+            "DateOnly"
+        } else {
+            "UserLocal"
+        };
+        all.insert("DateTimeBehavior".to_owned(), json!({"Value": behavior}));
+        all.insert(
+            "Format".to_owned(),
+            json!(if attr.date_only {
+                "DateOnly"
+            } else {
+                "DateAndTime"
+            }),
+        );
+    }
     match select {
         None => Value::Object(all),
         Some(list) => {
@@ -586,6 +781,7 @@ pub(super) fn entity_definition(
             json!(match table {
                 DynTable::Contact => "Contact",
                 DynTable::Account => "Account",
+                DynTable::Opportunity => "Opportunity",
             }),
         );
         all.insert("EntitySetName".to_owned(), json!(table.set_name()));
@@ -603,6 +799,7 @@ pub(super) fn entity_definition(
             label(match table {
                 DynTable::Contact => "Contact",
                 DynTable::Account => "Account",
+                DynTable::Opportunity => "Opportunity",
             }),
         );
         all.insert("MetadataId".to_owned(), json!(table.metadata_id()));
@@ -634,13 +831,17 @@ pub(super) fn attributes(env: &CrmEnv, ctx: &Ctx, segment: &str, req: &ProviderR
     let run = || -> Result<Answer, Answer> {
         let (table, tail) = entity_of(segment)?;
         let schema = AttrSchema {
-            string_cast: tail.ends_with("StringAttributeMetadata"),
+            cast: Cast::of(tail),
         };
-        let query = Query::parse_with(req, &["$select", "$filter"]).map_err(from_response)?;
+        let query =
+            Query::parse_with(req, &["$select", "$filter", "$expand"]).map_err(from_response)?;
         let known = |p: &str| {
-            ATTRIBUTE_PROPS.iter().any(|(n, _)| *n == p) || (schema.string_cast && p == "MaxLength")
+            ATTRIBUTE_PROPS.iter().any(|(n, _)| *n == p)
+                || (schema.cast == Cast::String && p == "MaxLength")
+                || (schema.cast == Cast::Lookup && p == "Targets")
         };
         let select = metadata_select(query.get("$select"), &known, schema.type_name())?;
+        let expand = option_set_expand(query.get("$expand"), schema.cast)?;
         let filter = match query.get("$filter").filter(|f| !f.trim().is_empty()) {
             Some(raw) => Some(kb::parse_filter(raw, &schema).map_err(from_response)?),
             None => None,
@@ -649,19 +850,23 @@ pub(super) fn attributes(env: &CrmEnv, ctx: &Ctx, segment: &str, req: &ProviderR
         let value: Vec<Value> = data
             .attrs
             .iter()
-            .filter(|a| !schema.string_cast || a.attribute_type == "String")
+            .filter(|a| schema.cast.keeps(a))
             .filter(|a| {
                 filter
                     .as_ref()
                     .is_none_or(|f| f.eval(&AttrRow { attr: a, table }))
             })
-            .map(|a| attribute_json(table, a, select.as_deref()))
+            .map(|a| {
+                let mut row = attribute_json(table, a, select.as_deref());
+                if let (Some(names), Value::Object(map)) = (&expand, &mut row) {
+                    for name in names {
+                        map.insert(name.clone(), option_set(a, name));
+                    }
+                }
+                row
+            })
             .collect();
-        let cast = if schema.string_cast {
-            "/Microsoft.Dynamics.CRM.StringAttributeMetadata"
-        } else {
-            ""
-        };
+        let cast = schema.cast.segment();
         let suffix = select
             .as_ref()
             .map(|s| format!("({})", s.join(",")))
@@ -681,6 +886,73 @@ pub(super) fn attributes(env: &CrmEnv, ctx: &Ctx, segment: &str, req: &ProviderR
     match run() {
         Ok(answer) | Err(answer) => answer,
     }
+}
+
+/// The navigation properties a `$expand` of `PicklistAttributeMetadata` names
+/// (`OptionSet`, `GlobalOptionSet`, each with an optional `($select=Options)`); `$expand`
+/// on any other cast: 400, as OData refuses a navigation property the type lacks.
+fn option_set_expand(raw: Option<&str>, cast: Cast) -> Result<Option<Vec<String>>, Answer> {
+    let Some(raw) = raw.filter(|r| !r.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let mut out = Vec::new();
+    for item in split_outside_parens(raw) {
+        let item = item.trim();
+        let (name, options) = match item.split_once('(') {
+            Some((name, rest)) => (name.trim(), Some(rest.trim_end_matches(')'))),
+            None => (item, None),
+        };
+        let known = cast == Cast::Picklist && matches!(name, "OptionSet" | "GlobalOptionSet");
+        if !known {
+            return Err(syntax(&format!(
+                "Could not find a property named '{name}' on type 'Microsoft.Dynamics.CRM.{}'.",
+                AttrSchema { cast }.type_name()
+            )));
+        }
+        if let Some(o) = options
+            && !o.is_empty()
+            && o.replace(' ', "") != "$select=Options"
+        {
+            // Sandbox: only `$select=Options` inside the expansion.
+            return Err(syntax(&format!(
+                "The sandbox expands {name} with $select=Options only, not '{o}'."
+            )));
+        }
+        out.push(name.to_owned());
+    }
+    Ok(Some(out))
+}
+
+/// `a,b(c,d),e` → `a`, `b(c,d)`, `e`.
+fn split_outside_parens(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut depth, mut start) = (0_i32, 0);
+    for (i, c) in text.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                out.push(&text[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&text[start..]);
+    out
+}
+
+/// A Picklist's `OptionSet` (a local option set; `GlobalOptionSet` is null).
+fn option_set(attr: &DynAttribute, name: &str) -> Value {
+    if name == "GlobalOptionSet" {
+        return Value::Null;
+    }
+    let options: Vec<Value> = attr
+        .options
+        .iter()
+        .map(|(v, l)| json!({"Value": v, "Label": label(l)}))
+        .collect();
+    json!({"Options": options})
 }
 
 /// `GET EntityDefinitions(LogicalName='contact')/Attributes(LogicalName='x')`.
@@ -836,6 +1108,8 @@ pub(super) fn create_attribute(
                 env.salt ^ 0xC057_0000,
                 n + table.object_type_code() as u64 * 1000,
             ),
+            options: Vec::new(),
+            date_only: false,
         };
         let location = format!(
             "{}/EntityDefinitions(LogicalName='{}')/Attributes({})",

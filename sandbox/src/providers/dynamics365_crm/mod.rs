@@ -1,4 +1,4 @@
-//! Dataverse (Dynamics 365) **contacts and accounts** through the Web API, served beside
+//! Dataverse (Dynamics 365) **contacts, accounts and opportunities** through the Web API, served beside
 //! `WhoAmI` ([`super::dynamics365`]) and the knowledge routes ([`super::dynamics365_kb`]) at
 //! `/{org}.{crm_region}.dynamics.com/api/data/v9.x/…`, shaped after Microsoft's references:
 //! the generated table references (`reference/entities/contact.md`, `account.md`: column
@@ -17,14 +17,14 @@
 //! | `dynamics365.crm_get` | `GET contacts({guid})` with `$select`; `If-None-Match: W/"n"` | the row, `…/$entity`; 304 when `n` is current |
 //! | `dynamics365.crm_create` | `POST contacts` (JSON row; `…@odata.bind` lookups); `Prefer: return=representation` (with `$select`) | 204 + `OData-EntityId`, or 201 + row (then no `OData-EntityId`, as Microsoft says) |
 //! | `dynamics365.crm_update` | `PATCH contacts({guid})`; `If-Match: *` (no create), `If-Match: W/"n"` (concurrency), `If-None-Match: *` (no update) | 204 (+ `OData-EntityId` when it created), or 200/201 + row |
-//! | `dynamics365.crm_delete` | `DELETE contacts({guid})`, `If-Match` as above | 204 |
+//! | `dynamics365.crm_delete` | `DELETE contacts({guid})`, `If-Match` as above; `DELETE opportunities({guid})/parentcontactid/$ref` (clears a single-valued navigation property) | 204 |
 //! | `dynamics365.crm_batch` | `POST $batch` (`multipart/mixed`, change sets, `Content-ID`, `$n` references); `Prefer: odata.continue-on-error` | 200 `multipart/mixed` with one part per request (one per failed change set) |
 //! | `dynamics365.crm_entity_definition` | `GET EntityDefinitions(LogicalName='contact')` with `$select` | `LogicalName EntitySetName PrimaryIdAttribute PrimaryNameAttribute ChangeTrackingEnabled ObjectTypeCode MetadataId …` |
-//! | `dynamics365.crm_attributes` | `GET EntityDefinitions(LogicalName='contact')/Attributes[/Microsoft.Dynamics.CRM.StringAttributeMetadata]` with `$select`, `$filter` | `{"value": [{"@odata.type", LogicalName, SchemaName, AttributeType, AttributeOf (always null), IsValidForCreate, IsValidForUpdate, IsValidForRead, IsCustomAttribute, DisplayName, MetadataId, …}]}` |
+//! | `dynamics365.crm_attributes` | `GET EntityDefinitions(LogicalName='contact')/Attributes[/Microsoft.Dynamics.CRM.{String,Picklist,Lookup}AttributeMetadata]` with `$select`, `$filter` (`$expand=OptionSet` / `GlobalOptionSet` on the Picklist cast) | `{"value": [{"@odata.type", LogicalName, SchemaName, AttributeType, AttributeOf (always null), IsValidForCreate, IsValidForUpdate, IsValidForRead, IsCustomAttribute, DisplayName, MetadataId, …}]}` |
 //! | `dynamics365.crm_attribute` | `GET EntityDefinitions(LogicalName='contact')/Attributes(LogicalName='emailaddress1')` | one column |
 //! | `dynamics365.crm_create_attribute` | `POST EntityDefinitions(LogicalName='contact')/Attributes` with a `StringAttributeMetadata` | 204 + `OData-EntityId` |
 //!
-//! (`accounts` everywhere `contacts` is shown.) **`GET contacts` and `POST contacts` are
+//! (`accounts` and `opportunities` everywhere `contacts` is shown.) **`GET contacts` and `POST contacts` are
 //! served here only for an environment switched over with
 //! [`SandboxState::dyn_crm_serve_contacts`] (`POST /_sandbox/dynamics365/serve_contacts`);
 //! otherwise the dispatch-action stand-in (`crate::actions`, routed first) answers them
@@ -35,6 +35,9 @@
 //! createdon modifiedon versionnumber _ownerid_value`; account: `accountid name
 //! accountnumber emailaddress1 telephone1 websiteurl address1_city address1_country
 //! description numberofemployees _primarycontactid_value _parentaccountid_value statecode
+//! statuscode createdon modifiedon versionnumber _ownerid_value`; opportunity:
+//! `opportunityid name estimatedvalue estimatedclosedate salesstage stepname
+//! closeprobability description _parentaccountid_value _parentcontactid_value statecode
 //! statuscode createdon modifiedon versionnumber _ownerid_value`; plus custom columns. Each
 //! row carries `@odata.etag` `W/"{versionnumber}"`; times print as `2024-01-15T09:00:00Z`
 //! (whole seconds).
@@ -107,6 +110,30 @@
 //! 1/2; `fullname` is `firstname lastname`. Every write bumps `versionnumber` (one counter
 //! per environment, like SQL rowversion) and `modifiedon`.
 //!
+//! **Opportunities** (the Sales table reference `opportunity`; "Associate and disassociate
+//! table rows using the Web API"). `name` (the Topic) is required on create: 400
+//! `0x80040200` (stricter than Dataverse, whose API leaves `ApplicationRequired` to
+//! forms; sandbox wording). `estimatedvalue` is Money: a JSON number (else OData's
+//! `Edm.Decimal` payload refusal) within ±922,337,203,685,477, kept to 2 decimals (the
+//! currency's precision). `estimatedclosedate` is a date-only column (`DateTimeBehavior`
+//! `DateOnly`): `yyyy-MM-dd` (a date-time is cut to its date), answered the same; not a
+//! real date: `Edm.Date` payload refusal. `salesstage` is a Picklist with the Sales app's
+//! options 0 Qualify, 1 Develop, 2 Propose, 3 Close, read with `GET …/Attributes/
+//! Microsoft.Dynamics.CRM.PicklistAttributeMetadata?$select=LogicalName&$expand=
+//! OptionSet($select=Options)`; a number it does not list: 400 `0x8004431a` "A validation
+//! error occurred. The value 7 of 'salesstage' on record of type 'opportunity' is outside
+//! the valid range. Accepted Values: 0,1,2,3"; text: `Edm.Int32` payload refusal.
+//! `parentaccountid` / `parentcontactid` are lookups (`Targets` `["account"]` /
+//! `["contact"]` on the `LookupAttributeMetadata` cast) written only as
+//! `"parentaccountid@odata.bind": "/accounts({guid})"` (a raw `parentaccountid` or
+//! `_parentaccountid_value` member is the payload refusal naming it; a bind to a row that
+//! does not exist 404 `0x80040217`; to another table's set 400) and read as
+//! `_parentaccountid_value`; `null` as the bind, or `DELETE …/parentcontactid/$ref`,
+//! clears one. `statecode` 0 Open (`statuscode` 1 In Progress / 2 On Hold); setting 1 Won
+//! or 2 Lost is Dataverse's 400 naming `WinOpportunityRequest` / `LoseOpportunityRequest`
+//! (those actions are not served). No duplicate rule covers opportunities. Change tracking
+//! and `$batch` as for the other tables.
+//!
 //! **`$batch`** ("Execute batch operations using the Web API"): `Content-Type:
 //! multipart/mixed; boundary=…` (quoted or not; else 400 `0x80060888`); parts are
 //! `application/http` requests (absolute URL, `/api/data/v9.x/…` path, or a path relative
@@ -148,6 +175,7 @@
 //! `https://{env}/.default`), else 401, empty body, `WWW-Authenticate: Bearer …`.
 //!
 //! Knobs ([`SandboxState`]): [`SandboxState::seed_dynamics_crm`],
+//! [`SandboxState::dyn_crm_seed_more`],
 //! [`SandboxState::dyn_crm_records`], [`SandboxState::dyn_crm_record`],
 //! [`SandboxState::dyn_crm_create`], [`SandboxState::dyn_crm_update`],
 //! [`SandboxState::dyn_crm_delete`], [`SandboxState::dyn_crm_attributes`],
@@ -155,12 +183,31 @@
 //! [`SandboxState::dyn_crm_expire_delta_tokens`], [`SandboxState::dyn_crm_set_limits`],
 //! [`SandboxState::dyn_crm_throttle_next`], [`SandboxState::dyn_crm_now`],
 //! [`SandboxState::dyn_crm_advance_clock`], [`SandboxState::dyn_crm_add_publisher_prefix`],
+//! [`SandboxState::dyn_crm_set_table_privileges`],
 //! [`SandboxState::malform_dynamics_responses`], [`SandboxState::dyn_crm_serve_contacts`];
 //! the same over HTTP under `/_sandbox/dynamics365/…` (`admin.rs`). `org` is an environment
 //! host or a bare org name (`{org}.crm.dynamics.com`).
 //!
-//! Not reproduced: security roles and privileges (any token of the environment reads,
-//! writes and customizes everything), duplicate rules other than the three above,
+//! **Privileges.** Any token of the environment reads, writes and customizes everything,
+//! unless a table's privileges are taken away
+//! ([`SandboxState::dyn_crm_set_table_privileges`], e.g. a role without the Sales app's
+//! opportunity privileges): then every request on its rows is 403 `0x80040220`
+//! "Principal user (Id=…) is missing prvReadOpportunity privilege … on OTC=3 for entity
+//! 'opportunity'." (`prvCreate…` for `POST`, `prvWrite…` for `PATCH`, `prvDelete…` for
+//! `DELETE`).
+//!
+//! Not reproduced: security roles themselves (the privileges are all or nothing per
+//! table; access levels — user, business unit, organization — and `prvAppendTo` on the
+//! bound row are not checked), duplicate rules other than the three above,
+//! for opportunities: `customerid` (the polymorphic potential customer), the
+//! `transactioncurrencyid` lookup and `exchangerate` / `*_base` Money columns (every
+//! amount is in the base currency here), `stepname` tied to a business process flow,
+//! `WinOpportunity` / `LoseOpportunity` / `CalculateActualValueOpportunity`, products and
+//! price lists, a `UserLocal` date behaviour (`estimatedclosedate` is `DateOnly` here),
+//! the exact wording of the Picklist range error (as commonly reported), a
+//! `$filter` comparing a Money column with a decimal literal (Money compares as an
+//! integer here), the `$ref` forms other than `DELETE` of a single-valued property
+//! (`PUT …/$ref`, collection-valued `$ref`),
 //! plug-ins, business rules and required levels
 //! (`ApplicationRequired` is not enforced by the API anyway), every other column and
 //! relationship of the real tables, `$expand`, `$apply`, FetchXML, alternate keys, `PUT` of
@@ -258,6 +305,8 @@ pub enum DynTable {
     Contact,
     /// `account` (entity set `accounts`).
     Account,
+    /// `opportunity` (entity set `opportunities`).
+    Opportunity,
 }
 
 impl DynTable {
@@ -266,6 +315,7 @@ impl DynTable {
         match self {
             DynTable::Contact => "contact",
             DynTable::Account => "account",
+            DynTable::Opportunity => "opportunity",
         }
     }
 
@@ -274,6 +324,7 @@ impl DynTable {
         match self {
             DynTable::Contact => "contacts",
             DynTable::Account => "accounts",
+            DynTable::Opportunity => "opportunities",
         }
     }
 
@@ -282,6 +333,7 @@ impl DynTable {
         match self {
             DynTable::Contact => "contactid",
             DynTable::Account => "accountid",
+            DynTable::Opportunity => "opportunityid",
         }
     }
 
@@ -289,7 +341,7 @@ impl DynTable {
     pub fn primary_name(self) -> &'static str {
         match self {
             DynTable::Contact => "fullname",
-            DynTable::Account => "name",
+            DynTable::Account | DynTable::Opportunity => "name",
         }
     }
 
@@ -297,6 +349,7 @@ impl DynTable {
         match self {
             DynTable::Contact => 0,
             DynTable::Account => 1,
+            DynTable::Opportunity => 2,
         }
     }
 
@@ -304,6 +357,7 @@ impl DynTable {
         match set {
             "contacts" => Some(DynTable::Contact),
             "accounts" => Some(DynTable::Account),
+            "opportunities" => Some(DynTable::Opportunity),
             _ => None,
         }
     }
@@ -312,6 +366,7 @@ impl DynTable {
         match name {
             "contact" => Some(DynTable::Contact),
             "account" => Some(DynTable::Account),
+            "opportunity" => Some(DynTable::Opportunity),
             _ => None,
         }
     }
@@ -320,6 +375,7 @@ impl DynTable {
         match self {
             DynTable::Contact => "608861bc-50a4-4c5f-a02c-21fe1943e2cf",
             DynTable::Account => "70816501-edb9-4740-a16c-6a5efbc05d84",
+            DynTable::Opportunity => "3aac6db8-6b5f-4d8c-9f63-0c1b2f1e7a3d",
         }
     }
 
@@ -327,6 +383,7 @@ impl DynTable {
         match self {
             DynTable::Contact => 2,
             DynTable::Account => 1,
+            DynTable::Opportunity => 3,
         }
     }
 }
@@ -378,6 +435,11 @@ pub struct DynAttribute {
     pub required_level: String,
     /// `MetadataId`.
     pub metadata_id: String,
+    /// A `Picklist`'s options (`OptionSet.Options`): `(Value, label)`.
+    pub options: Vec<(i64, String)>,
+    /// A `DateTime` column whose `DateTimeBehavior` is `DateOnly` (written and answered
+    /// as `yyyy-MM-dd`).
+    pub date_only: bool,
 }
 
 impl DynAttribute {
@@ -495,7 +557,7 @@ struct Undo {
 /// One environment.
 #[derive(Clone, Debug)]
 struct CrmEnv {
-    tables: [TableData; 2],
+    tables: [TableData; 3],
     /// The last row version handed out.
     version: i64,
     salt: u64,
@@ -505,6 +567,9 @@ struct CrmEnv {
     journal: Option<Vec<Undo>>,
     /// Webhook registrations ([`hooks`]).
     hooks: hooks::Hooks,
+    /// Tables whose privileges the users' security roles lack
+    /// ([`SandboxState::dyn_crm_set_table_privileges`]).
+    denied: std::collections::BTreeSet<DynTable>,
 }
 
 impl CrmEnv {
@@ -516,6 +581,7 @@ impl CrmEnv {
             tables: [
                 TableData::new(DynTable::Contact),
                 TableData::new(DynTable::Account),
+                TableData::new(DynTable::Opportunity),
             ],
             version: 1_000_000,
             salt,
@@ -523,6 +589,7 @@ impl CrmEnv {
             prefixes: vec!["new".to_owned()],
             journal: None,
             hooks: hooks::Hooks::default(),
+            denied: std::collections::BTreeSet::new(),
         }
     }
 
@@ -655,6 +722,13 @@ impl DynCrmStore {
             .or_insert_with(|| CrmEnv::new(env))
     }
 
+    /// The environment of `org` (a host or bare org name) and its clock, epoch seconds.
+    fn env_at(&mut self, org: &str) -> (i64, &mut CrmEnv) {
+        let key = env_key(org);
+        let now = self.now(&key);
+        (now, self.env_mut(&key))
+    }
+
     fn knobs_mut(&mut self, env: &str) -> &mut Knobs {
         self.knobs.entry(env.to_owned()).or_default()
     }
@@ -686,7 +760,8 @@ impl SandboxState {
     /// Replaces the rows of `table` in environment `org` (a host, or a bare org name for
     /// `{org}.crm.dynamics.com`) with `n` deterministic ones (names, emails
     /// `first.last{i}@example.test`, phones, cities; accounts with `name`, `websiteurl`,
-    /// `accountnumber`), `modifiedon` spread over the 30 days before the environment's
+    /// `accountnumber`; opportunities `Deal {i}: … renewal` with `estimatedvalue`,
+    /// `estimatedclosedate`, `salesstage`, `closeprobability` and no lookups), `modifiedon` spread over the 30 days before the environment's
     /// clock in id-creation order, one second or more apart; the same `seed` gives the same
     /// values in every environment (the ids differ). Custom columns are kept (and
     /// left empty); outstanding delta tokens of the table expire. 10,000 rows take well
@@ -698,10 +773,8 @@ impl SandboxState {
         n: usize,
         seed: u64,
     ) -> Vec<String> {
-        let key = env_key(org);
         let mut store = self.dynamics_crm_store();
-        let now = store.now(&key);
-        let env = store.env_mut(&key);
+        let (now, env) = store.env_at(org);
         let rows = write::seed_rows(env, table, n, seed, now);
         let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
         let floor = env.bump();
@@ -709,6 +782,33 @@ impl SandboxState {
         data.rows = rows.into_iter().map(|r| (r.id.clone(), r)).collect();
         data.tombstones.clear();
         data.token_floor = floor;
+        ids
+    }
+
+    /// Adds `n` rows to `table` as users would make them in the app (the table's other
+    /// rows stay): the values [`SandboxState::seed_dynamics_crm`] gives the rows after
+    /// the ones the table holds, new ids, `modifiedon` now, so change tracking reports
+    /// them. Answers their ids.
+    pub fn dyn_crm_seed_more(
+        &self,
+        org: &str,
+        table: DynTable,
+        n: usize,
+        seed: u64,
+    ) -> Vec<String> {
+        let mut store = self.dynamics_crm_store();
+        let (now, env) = store.env_at(org);
+        let held = env.table(table).rows.len();
+        let rows = write::seed_rows(env, table, held + n, seed, now);
+        let mut ids = Vec::with_capacity(n);
+        for mut record in rows.into_iter().skip(held) {
+            record.id = env.new_id();
+            record.created_on = now;
+            record.modified_on = now;
+            record.version_number = env.bump();
+            ids.push(record.id.clone());
+            env.put(table, record);
+        }
         ids
     }
 
@@ -740,10 +840,8 @@ impl SandboxState {
         table: DynTable,
         values: Map<String, Value>,
     ) -> DynRecord {
-        let key = env_key(org);
         let mut store = self.dynamics_crm_store();
-        let now = store.now(&key);
-        let env = store.env_mut(&key);
+        let (now, env) = store.env_at(org);
         let id = env.new_id();
         let version = env.bump();
         let mut record = DynRecord {
@@ -768,15 +866,15 @@ impl SandboxState {
         id: &str,
         changes: Map<String, Value>,
     ) -> Option<DynRecord> {
-        let key = env_key(org);
         let mut store = self.dynamics_crm_store();
-        let now = store.now(&key);
-        let env = store.env_mut(&key);
-        let mut record = env.table(table).rows.get(&id.to_ascii_lowercase())?.clone();
+        let (now, env) = store.env_at(org);
+        let data = env.table(table);
+        let mut record = data.rows.get(&id.to_ascii_lowercase())?.clone();
         for (column, value) in changes {
             if value.is_null() {
                 record.values.remove(&column);
             } else {
+                let value = write::typed_for_knob(data.attr(&column), value);
                 record.values.insert(column, value);
             }
         }
@@ -865,6 +963,21 @@ impl SandboxState {
             .clock_offset += secs;
     }
 
+    /// Gives the environment's users the privileges on `table`'s rows (the default), or
+    /// takes them away: a security role without, say, the Sales app's
+    /// `prvReadOpportunity`. Without them every request on the table's rows (a `$batch`
+    /// part too) is 403 `0x80040220` naming the privilege its method needs.
+    pub fn dyn_crm_set_table_privileges(&self, org: &str, table: DynTable, granted: bool) {
+        let key = env_key(org);
+        let mut store = self.dynamics_crm_store();
+        let env = store.env_mut(&key);
+        if granted {
+            env.denied.remove(&table);
+        } else {
+            env.denied.insert(table);
+        }
+    }
+
     /// Adds a publisher customization prefix custom columns may use (`new` is known).
     pub fn dyn_crm_add_publisher_prefix(&self, org: &str, prefix: &str) {
         let key = env_key(org);
@@ -919,6 +1032,8 @@ pub(crate) enum CrmRoute {
     Update(DynTable),
     /// `DELETE contacts({id})`.
     Delete(DynTable),
+    /// `DELETE opportunities({id})/{navigation property}/$ref`.
+    DeleteRef(DynTable),
     /// `POST $batch`.
     Batch,
     /// `GET EntityDefinitions(LogicalName='…')`.
@@ -934,6 +1049,19 @@ pub(crate) enum CrmRoute {
 }
 
 impl CrmRoute {
+    /// The table whose rows the route reads or writes.
+    fn table(self) -> Option<DynTable> {
+        match self {
+            CrmRoute::List(t)
+            | CrmRoute::Get(t)
+            | CrmRoute::Create(t)
+            | CrmRoute::Update(t)
+            | CrmRoute::Delete(t)
+            | CrmRoute::DeleteRef(t) => Some(t),
+            _ => None,
+        }
+    }
+
     /// The route's counter name.
     pub(crate) fn name(self) -> &'static str {
         match self {
@@ -941,7 +1069,7 @@ impl CrmRoute {
             CrmRoute::Get(_) => CRM_GET,
             CrmRoute::Create(_) => CRM_CREATE,
             CrmRoute::Update(_) => CRM_UPDATE,
-            CrmRoute::Delete(_) => CRM_DELETE,
+            CrmRoute::Delete(_) | CrmRoute::DeleteRef(_) => CRM_DELETE,
             CrmRoute::Batch => CRM_BATCH,
             CrmRoute::EntityDefinition => CRM_ENTITY_DEFINITION,
             CrmRoute::Attributes => CRM_ATTRIBUTES,
@@ -981,7 +1109,10 @@ fn match_segment(method: &Method, segment: &str) -> Option<CrmRoute> {
             (&Method::GET, "") => Some(CrmRoute::EntityDefinition),
             (
                 &Method::GET,
-                "/Attributes" | "/Attributes/Microsoft.Dynamics.CRM.StringAttributeMetadata",
+                "/Attributes"
+                | "/Attributes/Microsoft.Dynamics.CRM.StringAttributeMetadata"
+                | "/Attributes/Microsoft.Dynamics.CRM.PicklistAttributeMetadata"
+                | "/Attributes/Microsoft.Dynamics.CRM.LookupAttributeMetadata",
             ) => Some(CrmRoute::Attributes),
             (&Method::POST, "/Attributes") => Some(CrmRoute::CreateAttribute),
             (&Method::GET, t) if t.starts_with("/Attributes(") && t.ends_with(')') => {
@@ -992,6 +1123,15 @@ fn match_segment(method: &Method, segment: &str) -> Option<CrmRoute> {
     }
     let (set, keyed) = match segment.split_once('(') {
         Some((set, rest)) if rest.ends_with(')') && !rest.contains('/') => (set, true),
+        // `opportunities({id})/parentcontactid/$ref`.
+        Some((set, rest))
+            if *method == Method::DELETE
+                && rest.ends_with("/$ref")
+                && rest.matches('/').count() == 2
+                && rest.contains(")/") =>
+        {
+            return DynTable::from_set(set).map(CrmRoute::DeleteRef);
+        }
         Some(_) => return None,
         None => (segment, false),
     };
@@ -1225,12 +1365,18 @@ fn execute(
     refs: &BTreeMap<String, (DynTable, String)>,
 ) -> Answer {
     let segment = split_path(&req.path).map_or("", |(_, s)| s);
+    if let Some(table) = route.table()
+        && env.denied.contains(&table)
+    {
+        return privilege_denied(ctx, table, &req.method);
+    }
     match route {
         CrmRoute::List(table) => query::list(env, ctx, table, req),
         CrmRoute::Get(table) => query::get(env, ctx, table, segment, req),
         CrmRoute::Create(table) => write::create(env, ctx, table, req, refs),
         CrmRoute::Update(table) => write::update(env, ctx, table, segment, req, refs),
         CrmRoute::Delete(table) => write::delete(env, table, segment, req),
+        CrmRoute::DeleteRef(table) => write::delete_ref(env, ctx, table, segment, req),
         CrmRoute::Batch => syntax("A batch request cannot contain another batch request."),
         CrmRoute::EntityDefinition => metadata::entity_definition(env, ctx, segment, req),
         CrmRoute::Attributes => metadata::attributes(env, ctx, segment, req),
@@ -1238,6 +1384,32 @@ fn execute(
         CrmRoute::CreateAttribute => metadata::create_attribute(env, ctx, segment, req),
         CrmRoute::Hooks(r) => hooks::serve(&mut env.hooks, ctx, r, req),
     }
+}
+
+/// Dataverse's 403 for a security role without the privilege a request on `table`'s rows
+/// needs (`prvReadOpportunity`, `prvCreateOpportunity`, `prvWriteOpportunity`,
+/// `prvDeleteOpportunity`, …).
+fn privilege_denied(ctx: &Ctx, table: DynTable, method: &Method) -> Answer {
+    let action = match *method {
+        Method::GET => "Read",
+        Method::POST => "Create",
+        Method::DELETE => "Delete",
+        _ => "Write",
+    };
+    let name = table.logical_name();
+    let mut entity = name.to_owned();
+    if let Some(first) = entity.get_mut(..1) {
+        first.make_ascii_uppercase();
+    }
+    error(
+        StatusCode::FORBIDDEN,
+        "0x80040220",
+        &format!(
+            "Principal user (Id={}, type=8, roleCount=1, privilegeCount=0, accessMode=0), is missing prv{action}{entity} privilege (Id=00000000-0000-0000-0000-000000000000) on OTC={} for entity '{name}'.",
+            ctx.user,
+            table.object_type_code()
+        ),
+    )
 }
 
 /// The `Prefer` preferences the contact/account routes know.

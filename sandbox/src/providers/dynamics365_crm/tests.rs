@@ -1079,3 +1079,242 @@ async fn attributes_answer_attribute_of() {
             .all(|a| a.as_object().unwrap().get("AttributeOf") == Some(&Value::Null))
     );
 }
+
+async fn send_json(
+    state: &SandboxState,
+    auth: &str,
+    method: Method,
+    url: &str,
+    body: Value,
+) -> Reply {
+    send(
+        state,
+        method,
+        url,
+        Some(auth),
+        &[("content-type", "application/json"), ("if-match", "*")],
+        &body.to_string(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn opportunities_bind_their_account_and_contact_and_check_their_stage() {
+    let state = SandboxState::new();
+    let auth = env_token(&state);
+    let account = state
+        .seed_dynamics_crm(ENV, DynTable::Account, 1, 1)
+        .remove(0);
+    let contact = state
+        .seed_dynamics_crm(ENV, DynTable::Contact, 1, 1)
+        .remove(0);
+    let url = format!("{API}/opportunities");
+    let post = |body: Value| {
+        let (state, auth, url) = (&state, &auth, &url);
+        async move {
+            send(
+                state,
+                Method::POST,
+                url,
+                Some(auth),
+                &[("content-type", "application/json")],
+                &body.to_string(),
+            )
+            .await
+        }
+    };
+
+    // The Topic is required; lookups are written only through their navigation
+    // property, to a row that exists.
+    let r = post(json!({"estimatedvalue": 10})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    let r = post(json!({"name": "Big", "parentaccountid": account})).await;
+    assert_eq!(
+        (r.status, code(&r)),
+        (StatusCode::BAD_REQUEST, "0x80048d19".into())
+    );
+    let r = post(json!({"name": "Big", "_parentaccountid_value": account})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    let gone = "00000000-0000-4000-8000-000000000001";
+    let r =
+        post(json!({"name": "Big", "parentaccountid@odata.bind": format!("/accounts({gone})")}))
+            .await;
+    assert_eq!(
+        (r.status, code(&r)),
+        (StatusCode::NOT_FOUND, "0x80040217".into()),
+        "{}",
+        r.text
+    );
+    let r =
+        post(json!({"name": "Big", "parentaccountid@odata.bind": format!("/contacts({contact})")}))
+            .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    // A stage outside the option set; Money and dates typed.
+    let r = post(json!({"name": "Big", "salesstage": 7})).await;
+    assert_eq!(
+        (r.status, code(&r)),
+        (StatusCode::BAD_REQUEST, "0x8004431a".into()),
+        "{}",
+        r.text
+    );
+    assert!(r.text.contains("Accepted Values: 0,1,2,3"), "{}", r.text);
+    let r = post(json!({"name": "Big", "salesstage": "Develop"})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    let r = post(json!({"name": "Big", "estimatedvalue": "a lot"})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    let r = post(json!({"name": "Big", "estimatedclosedate": "2027-02-30"})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+
+    let r = post(json!({
+        "name": "Big", "estimatedvalue": 1250.505, "estimatedclosedate": "2027-03-31",
+        "salesstage": 1,
+        "parentaccountid@odata.bind": format!("/accounts({account})"),
+        "parentcontactid@odata.bind": format!("https://{ENV}{API}/contacts({contact})"),
+    }))
+    .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    let entity = r.header("odata-entityid").to_owned();
+    let id = entity
+        .rsplit_once('(')
+        .map(|(_, id)| id.trim_end_matches(')').to_owned())
+        .unwrap();
+    let row = get(&state, &auth, &format!("{url}({id})"), None)
+        .await
+        .json();
+    assert_eq!(row["_parentaccountid_value"], json!(account));
+    assert_eq!(row["_parentcontactid_value"], json!(contact));
+    assert_eq!(row["estimatedvalue"], json!(1250.51));
+    assert_eq!(row["estimatedclosedate"], json!("2027-03-31"));
+    assert_eq!(row["salesstage"], json!(1));
+    assert!(row.get("parentaccountid").is_none());
+
+    // Cleared by a null bind, or by DELETE …/$ref; won only through WinOpportunity.
+    let holds = |column: &str| {
+        state
+            .dyn_crm_record(ENV, DynTable::Opportunity, &id)
+            .is_some_and(|r| r.values.contains_key(column))
+    };
+    let one = format!("{url}({id})");
+    let r = send_json(
+        &state,
+        &auth,
+        Method::PATCH,
+        &one,
+        json!({"parentcontactid@odata.bind": null}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    assert!(!holds("parentcontactid"));
+    let r = send(
+        &state,
+        Method::DELETE,
+        &format!("{one}/parentaccountid/$ref"),
+        Some(&auth),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    assert!(!holds("parentaccountid"));
+    let r = send(
+        &state,
+        Method::DELETE,
+        &format!("{one}/nothing/$ref"),
+        Some(&auth),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    let r = send_json(&state, &auth, Method::PATCH, &one, json!({"statecode": 1})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert!(r.text.contains("WinOpportunityRequest"), "{}", r.text);
+
+    // The stage's options, the lookups' targets.
+    let defs = format!("{API}/EntityDefinitions(LogicalName='opportunity')/Attributes");
+    let picklists = get(
+        &state,
+        &auth,
+        &format!("{defs}/Microsoft.Dynamics.CRM.PicklistAttributeMetadata?$select=LogicalName&$expand=OptionSet($select=Options)"),
+        None,
+    )
+    .await;
+    assert_eq!(picklists.status, StatusCode::OK, "{}", picklists.text);
+    let stage = &picklists.json()["value"][0];
+    assert_eq!(stage["LogicalName"], "salesstage");
+    assert_eq!(stage["OptionSet"]["Options"][3]["Value"], 3);
+    assert_eq!(
+        stage["OptionSet"]["Options"][3]["Label"]["UserLocalizedLabel"]["Label"],
+        "Close"
+    );
+    let refused = get(&state, &auth, &format!("{defs}?$expand=OptionSet"), None).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.text);
+    let lookups = get(
+        &state,
+        &auth,
+        &format!(
+            "{defs}/Microsoft.Dynamics.CRM.LookupAttributeMetadata?$select=LogicalName,Targets"
+        ),
+        None,
+    )
+    .await
+    .json();
+    let targets: Vec<(String, Value)> = lookups["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["LogicalName"].as_str().unwrap().to_owned(),
+                a["Targets"].clone(),
+            )
+        })
+        .collect();
+    assert!(
+        targets.contains(&("parentaccountid".into(), json!(["account"]))),
+        "{targets:?}"
+    );
+    assert!(
+        targets.contains(&("parentcontactid".into(), json!(["contact"]))),
+        "{targets:?}"
+    );
+
+    // Deletions reach change tracking like the other tables'.
+    let first = get(
+        &state,
+        &auth,
+        &format!("{url}?$select=name"),
+        Some("odata.track-changes"),
+    )
+    .await
+    .json();
+    let delta = first["@odata.deltaLink"].as_str().unwrap().to_owned();
+    let r = send(&state, Method::DELETE, &one, Some(&auth), &[], "").await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let changes = get(&state, &auth, &delta, None).await.json();
+    assert_eq!(changes["value"][0]["id"], json!(id), "{changes}");
+    assert_eq!(changes["value"][0]["reason"], "deleted");
+
+    // A security role without the opportunity privileges.
+    state.dyn_crm_set_table_privileges(ENV, DynTable::Opportunity, false);
+    let r = get(&state, &auth, &url, None).await;
+    assert_eq!(
+        (r.status, code(&r)),
+        (StatusCode::FORBIDDEN, "0x80040220".into())
+    );
+    assert!(
+        r.text.contains("prvReadOpportunity") && r.text.contains("OTC=3"),
+        "{}",
+        r.text
+    );
+    let r = post(json!({"name": "Big"})).await;
+    assert!(r.text.contains("prvCreateOpportunity"), "{}", r.text);
+    assert_eq!(
+        get(&state, &auth, &format!("{API}/accounts"), None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    state.dyn_crm_set_table_privileges(ENV, DynTable::Opportunity, true);
+    assert_eq!(get(&state, &auth, &url, None).await.status, StatusCode::OK);
+}

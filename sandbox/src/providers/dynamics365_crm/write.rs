@@ -32,6 +32,8 @@ fn navigation(table: DynTable, nav: &str) -> Option<(&'static str, DynTable)> {
         }
         (DynTable::Account, "primarycontactid") => Some(("primarycontactid", DynTable::Contact)),
         (DynTable::Account, "parentaccountid") => Some(("parentaccountid", DynTable::Account)),
+        (DynTable::Opportunity, "parentaccountid") => Some(("parentaccountid", DynTable::Account)),
+        (DynTable::Opportunity, "parentcontactid") => Some(("parentcontactid", DynTable::Contact)),
         _ => None,
     }
 }
@@ -96,6 +98,8 @@ fn duplicate_detected(env: &CrmEnv, table: DynTable, record: &DynRecord) -> bool
     let columns: &[&str] = match table {
         DynTable::Contact => &["emailaddress1"],
         DynTable::Account => &["emailaddress1", "name"],
+        // No default duplicate rule covers opportunities.
+        DynTable::Opportunity => &[],
     };
     env.table(table).rows.values().any(|other| {
         other.id != record.id
@@ -189,6 +193,11 @@ fn changes(
                     ),
                 ));
             };
+            // Microsoft: "To disassociate, set the value to null."
+            if value.is_null() {
+                out.push((lookup.to_owned(), None));
+                continue;
+            }
             let Some(raw) = value.as_str() else {
                 return Err(syntax(&format!(
                     "The value of the '{key}' annotation must be a string with an entity URI."
@@ -225,6 +234,10 @@ fn changes(
                     table.logical_name()
                 ),
             ));
+        }
+        if let Some(checked) = typed_column(table, attr, value)? {
+            out.push((key.clone(), checked));
+            continue;
         }
         let kind = kind_of(&attr.attribute_type);
         let wrong = |edm: &str| {
@@ -266,6 +279,150 @@ fn changes(
     Ok(out)
 }
 
+/// Money, Picklist and date-only columns, checked and normalised (`None`: another type,
+/// checked by the caller; `Some(None)`: cleared).
+fn typed_column(
+    table: DynTable,
+    attr: &super::DynAttribute,
+    value: &Value,
+) -> Result<Option<Option<Value>>, Answer> {
+    let key = attr.logical_name.as_str();
+    let wrong = |edm: &str| {
+        payload_error(
+            table,
+            &format!(
+                "Cannot convert a primitive value to the expected type '{edm}'. See the inner exception for more details."
+            ),
+        )
+    };
+    let checked = match (attr.attribute_type.as_str(), value) {
+        ("Money" | "Picklist", Value::Null) => None,
+        ("DateTime", Value::Null) if attr.date_only => None,
+        ("Money", Value::Number(n)) => {
+            let amount = n.as_f64().unwrap_or(f64::MAX);
+            if amount.abs() > MONEY_MAX {
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    "0x80044331",
+                    &format!(
+                        "A validation error occurred.  The value of '{key}' on record of type '{}' is outside the valid range.",
+                        table.logical_name()
+                    ),
+                ));
+            }
+            // Dataverse keeps a currency's precision (2 here).
+            let cents = (amount * 100.0).round() / 100.0;
+            Some(if (cents - amount).abs() < f64::EPSILON {
+                value.clone()
+            } else {
+                json!(cents)
+            })
+        }
+        ("Money", _) => return Err(wrong("Edm.Decimal")),
+        ("Picklist", Value::Number(n)) if n.is_i64() => {
+            let v = n.as_i64().unwrap_or_default();
+            if !attr.options.is_empty() && !attr.options.iter().any(|(o, _)| *o == v) {
+                let accepted: Vec<String> =
+                    attr.options.iter().map(|(o, _)| o.to_string()).collect();
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    "0x8004431a",
+                    &format!(
+                        "A validation error occurred. The value {v} of '{key}' on record of type '{}' is outside the valid range. Accepted Values: {}",
+                        table.logical_name(),
+                        accepted.join(",")
+                    ),
+                ));
+            }
+            Some(value.clone())
+        }
+        ("Picklist", _) => return Err(wrong("Edm.Int32")),
+        ("DateTime", Value::String(s)) if attr.date_only => {
+            let day = s.get(..10).unwrap_or_default();
+            let whole = s.len() == 10 || crate::clock::parse_datetime(s).is_some();
+            if !whole || crate::clock::parse_date(day).is_none() {
+                return Err(wrong("Edm.Date"));
+            }
+            Some(json!(day))
+        }
+        ("DateTime", _) if attr.date_only => return Err(wrong("Edm.Date")),
+        _ => return Ok(None),
+    };
+    Ok(Some(checked))
+}
+
+/// The largest Money value Dataverse takes.
+const MONEY_MAX: f64 = 922_337_203_685_477.0;
+
+/// A value set through a knob ([`SandboxState::dyn_crm_update`]) as the column's JSON
+/// type: text of a number becomes the number for numeric, Money and Picklist columns.
+pub(super) fn typed_for_knob(attr: Option<&super::DynAttribute>, value: Value) -> Value {
+    let numeric = attr.is_some_and(|a| {
+        matches!(
+            a.attribute_type.as_str(),
+            "Integer" | "BigInt" | "Picklist" | "Money" | "Decimal" | "Double"
+        )
+    });
+    match &value {
+        Value::String(s) if numeric => s
+            .parse::<i64>()
+            .map(Value::from)
+            .or_else(|_| s.parse::<f64>().map(|f| json!(f)))
+            .unwrap_or(value),
+        _ => value,
+    }
+}
+
+/// An opportunity's state: Open (0) by `PATCH`; Won (1) and Lost (2) only through the
+/// `WinOpportunity` / `LoseOpportunity` actions (not served here).
+fn opportunity_state(
+    record: &mut DynRecord,
+    state_set: bool,
+    status_set: bool,
+) -> Result<(), Answer> {
+    let state = record
+        .values
+        .get("statecode")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    if state_set && state != 0 {
+        let (word, action) = if state == 1 {
+            ("Won", "WinOpportunityRequest")
+        } else {
+            ("Lost", "LoseOpportunityRequest")
+        };
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "0x80040203",
+            &format!(
+                "This message can not be used to set the state of opportunity to {word}. In order to set state of opportunity to {word} use the {action} message instead."
+            ),
+        ));
+    }
+    if state_set && !status_set {
+        record.values.insert("statuscode".to_owned(), json!(1));
+    }
+    let status = record
+        .values
+        .get("statuscode")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
+    let allowed: &[i64] = match state {
+        0 => &[1, 2],
+        1 => &[3],
+        _ => &[4, 5],
+    };
+    if !allowed.contains(&status) {
+        // Sandbox wording.
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "0x80040203",
+            &format!("{status} is not a valid status code for state code {state} of opportunity."),
+        ));
+    }
+    Ok(())
+}
+
 /// Applies changes, keeping `statecode`/`statuscode` consistent.
 fn apply(
     table: DynTable,
@@ -288,6 +445,9 @@ fn apply(
                 record.values.remove(&column);
             }
         }
+    }
+    if table == DynTable::Opportunity {
+        return opportunity_state(record, state_set, status_set);
     }
     let state = record
         .values
@@ -398,6 +558,15 @@ fn insert(
         version_number: 0,
     };
     apply(table, &mut record, changes)?;
+    if table == DynTable::Opportunity && record.text("name").is_none_or(|n| n.trim().is_empty()) {
+        // The Topic is required (stricter than Dataverse, whose API leaves
+        // `ApplicationRequired` to forms); sandbox wording.
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "0x80040200",
+            "A validation error occurred. The 'name' attribute of the 'opportunity' entity is required.",
+        ));
+    }
     if dedupe && duplicate_detected(env, table, &record) {
         return Err(duplicate_found());
     }
@@ -527,6 +696,42 @@ pub(super) fn delete(
     }
 }
 
+/// `DELETE opportunities({id})/parentcontactid/$ref`: clears a single-valued navigation
+/// property (Microsoft: "Remove a reference to a table row").
+pub(super) fn delete_ref(
+    env: &mut CrmEnv,
+    ctx: &Ctx,
+    table: DynTable,
+    segment: &str,
+    req: &ProviderRequest,
+) -> Answer {
+    let run = |env: &mut CrmEnv| -> Result<Answer, Answer> {
+        let (keyed, nav) = segment
+            .strip_suffix("/$ref")
+            .and_then(|s| s.rsplit_once('/'))
+            .ok_or_else(|| syntax("Bad Request - Error in query syntax."))?;
+        let id = key_of(table, keyed)?;
+        let Some((lookup, _)) = navigation(table, nav) else {
+            return Err(syntax(&format!(
+                "Resource not found for the segment '{nav}'."
+            )));
+        };
+        let Some(mut record) = env.table(table).rows.get(&id).cloned() else {
+            return Err(missing(table, &id));
+        };
+        precondition(req, Some(&record), table, &id)?;
+        if record.values.remove(lookup).is_some() {
+            record.modified_on = ctx.now;
+            record.version_number = env.bump();
+            env.put(table, record);
+        }
+        Ok(Answer::empty(StatusCode::NO_CONTENT))
+    };
+    match run(env) {
+        Ok(answer) | Err(answer) => answer,
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Seeding
 // ---------------------------------------------------------------------------------------
@@ -642,6 +847,18 @@ pub(super) fn seed_rows(
                 let c = pick(24, CITIES.len());
                 put("address1_city", json!(CITIES[c]));
                 put("address1_country", json!(COUNTRIES[c]));
+            }
+            DynTable::Opportunity => {
+                let a = WORDS[pick(0, WORDS.len())];
+                put("name", json!(format!("Deal {i}: {a} renewal")));
+                put("estimatedvalue", json!(1_000 * (1 + (r >> 16) % 200)));
+                let day = 1 + (r >> 24) % 28;
+                put(
+                    "estimatedclosedate",
+                    json!(format!("2027-{:02}-{day:02}", 1 + (r >> 32) % 12)),
+                );
+                put("salesstage", json!((r >> 8) % 4));
+                put("closeprobability", json!((r >> 40) % 101));
             }
         }
         let mut record = DynRecord {

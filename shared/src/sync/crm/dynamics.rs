@@ -1,4 +1,6 @@
-//! Dynamics 365 (Dataverse Web API v9.2): the `contact` and `account` tables of the
+//! Dynamics 365 (Dataverse Web API v9.2): the `contact`, `account` and `opportunity`
+//! tables (opportunities are deals: `parentaccountid` / `parentcontactid` their
+//! associations, `salesstage` the stage Picklist) of the
 //! connection's environment (every path is under `https://{org}.{region}.dynamics.com/
 //! api/data/v9.2`). Microsoft publishes no static `$metadata` document, so there is no
 //! contract test against a spec; the shapes below follow Microsoft's Web API pages
@@ -43,7 +45,12 @@
 //!   unmarked create gets Dataverse's key). Updates `PATCH /{set}({id})` with
 //!   `If-Match: *`, so a record deleted in the CRM is not re-created by the upsert
 //!   `PATCH` would otherwise be (its 404 is that record's failure). Values typed by
-//!   the column's `AttributeType`; lookups (`_x_value`) are read-only. An answer whose
+//!   the column's `AttributeType`. A lookup (read as `_x_value`) with one target table is
+//!   written through its single-valued navigation property, `"parentaccountid@odata.bind":
+//!   "/accounts({guid})"`, and cleared with `null` (Microsoft's "set the value to null"
+//!   disassociation); polymorphic `Customer` / `Owner` lookups stay read-only. A Picklist
+//!   value that is not one of its options (a label, say) is that record's failure,
+//!   naming the column and value, before anything is sent. An answer whose
 //!   parts cannot be read, or do not match the requests one to one, is malformed (the
 //!   chunk is retried from its checkpoint; its creates are then refused as existing).
 //! - **Deletes**: the same `$batch` of `DELETE /{set}({id})`; a 404 is a record already
@@ -58,7 +65,13 @@
 //!   site columns as such), `IsValidForCreate` and `IsValidForUpdate` → writable,
 //!   `RequiredLevel` → required; lookups as their Web API properties `_x_value`;
 //!   virtual and other unreadable columns (`AttributeOf` set, `Virtual`, …) left out.
-//!   Picklist options are not read.
+//!   When the table has `Lookup` columns, `…/Attributes/Microsoft.Dynamics.CRM.
+//!   LookupAttributeMetadata?$select=LogicalName,SchemaName,IsCustomAttribute,Targets`
+//!   tells each one's target (its entity set: the logical name in the plural) and
+//!   navigation property (a standard lookup's logical name, a custom one's schema name);
+//!   when it has `Picklist` columns, `…/Microsoft.Dynamics.CRM.PicklistAttributeMetadata
+//!   ?$select=LogicalName&$expand=OptionSet($select=Options)` their option values (a
+//!   value map is checked against them when a config is saved).
 //! - **Errors**: `{"error":{"code":"0x…","message"}}`. 429 (service protection, per user
 //!   over 5 minutes: 6,000 requests `0x80072322`, 1,200 s of execution time
 //!   `0x80072321`, 52 concurrent requests `0x80072326`) always comes with
@@ -108,12 +121,129 @@ pub struct Dynamics;
 
 /// The entity set and primary key of a table (its logical name, the catalogue's object).
 fn table(logical: &str) -> (String, String) {
-    let set = match logical {
-        "contact" => "contacts".to_owned(),
-        "account" => "accounts".to_owned(),
-        other => format!("{other}s"),
-    };
-    (set, format!("{logical}id"))
+    (entity_set(logical), format!("{logical}id"))
+}
+
+/// The entity set of a table: its logical name in the plural, as Dataverse names the
+/// sets of its standard tables (`opportunity` → `opportunities`, `transactioncurrency`
+/// → `transactioncurrencies`, `contact` → `contacts`).
+fn entity_set(logical: &str) -> String {
+    match logical.strip_suffix('y') {
+        Some(stem) if !stem.ends_with(['a', 'e', 'o', 'u']) => format!("{stem}ies"),
+        _ if logical.ends_with('s') || logical.ends_with('x') => format!("{logical}es"),
+        _ => format!("{logical}s"),
+    }
+}
+
+/// The note ([`CrmClient::note`]) holding how the writable lookups of a table are
+/// written: one `_x_value\tnavigation property\ttarget entity set` line each.
+const BINDS: &str = "dynamics.binds";
+
+/// A writable lookup: how its `_x_value` property is written.
+#[derive(Debug, Clone, PartialEq)]
+struct Bind {
+    /// The read property, `_parentaccountid_value`.
+    field: String,
+    /// The single-valued navigation property, `parentaccountid`.
+    nav: String,
+    /// The entity set of the one table it refers to, `accounts`.
+    set: String,
+}
+
+impl Bind {
+    fn line(&self) -> String {
+        format!("{}\t{}\t{}", self.field, self.nav, self.set)
+    }
+
+    fn parse(note: &str) -> Vec<Self> {
+        note.lines()
+            .filter_map(|l| {
+                let mut it = l.split('\t');
+                Some(Self {
+                    field: it.next()?.to_owned(),
+                    nav: it.next()?.to_owned(),
+                    set: it.next()?.to_owned(),
+                })
+            })
+            .collect()
+    }
+
+    /// The body member writing `id` (`None` clears: Microsoft's "set the value to
+    /// null" disassociation).
+    fn member(&self, id: Option<&str>) -> (String, Value) {
+        let value = id.map_or(Value::Null, |id| json!(format!("/{}({id})", self.set)));
+        (format!("{}@odata.bind", self.nav), value)
+    }
+}
+
+/// The writable lookups of a `LookupAttributeMetadata` answer: `Lookup` columns valid
+/// for create and update with a single target table (polymorphic `Customer` and `Owner`
+/// lookups stay read-only). The navigation property of a standard lookup is its logical
+/// name; of a custom one its schema name (Dataverse's default for both).
+fn binds(v: &Value, writable: &[String]) -> Result<Vec<Bind>, CrmError> {
+    let mut out = Vec::new();
+    for a in rows(v)? {
+        let Some(logical) = a.get("LogicalName").and_then(Value::as_str) else {
+            continue;
+        };
+        let field = format!("_{logical}_value");
+        let targets: Vec<&str> = a
+            .get("Targets")
+            .and_then(Value::as_array)
+            .map(|t| t.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let [target] = targets.as_slice() else {
+            continue;
+        };
+        if !writable.contains(&field) {
+            continue;
+        }
+        let custom = a.get("IsCustomAttribute").and_then(Value::as_bool) == Some(true);
+        let nav = match a.get("SchemaName").and_then(Value::as_str) {
+            Some(schema) if custom => schema.to_owned(),
+            _ => logical.to_owned(),
+        };
+        out.push(Bind {
+            field,
+            nav,
+            set: entity_set(target),
+        });
+    }
+    Ok(out)
+}
+
+/// A metadata answer, or `None` where Dataverse refused the query itself (400, 404);
+/// other errors stay errors.
+fn not_refused(answer: Result<Value, CrmError>) -> Result<Option<Value>, CrmError> {
+    match answer {
+        Ok(v) => Ok(Some(v)),
+        Err(CrmError::Rejected {
+            status: 400 | 404, ..
+        }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The options of a `PicklistAttributeMetadata` answer (`$expand=OptionSet`): each
+/// column's option values, as text.
+fn picklists(v: &Value) -> Result<BTreeMap<String, Vec<String>>, CrmError> {
+    let mut out = BTreeMap::new();
+    for a in rows(v)? {
+        let Some(logical) = a.get("LogicalName").and_then(Value::as_str) else {
+            continue;
+        };
+        let options = ["OptionSet", "GlobalOptionSet"]
+            .iter()
+            .filter_map(|k| {
+                a.pointer(&format!("/{k}/Options"))
+                    .and_then(Value::as_array)
+            })
+            .flatten()
+            .filter_map(|o| o.get("Value").and_then(scalar_text))
+            .collect();
+        out.insert(logical.to_owned(), options);
+    }
+    Ok(out)
 }
 
 impl Wire for Dynamics {
@@ -409,7 +539,11 @@ fn fields(v: &Value) -> Result<Vec<CrmField>, CrmError> {
         } else {
             logical.to_owned()
         };
-        let writable = !lookup && flag("IsValidForCreate") && flag("IsValidForUpdate");
+        // A `Lookup` is writable once its one target is known (see `binds`); the
+        // polymorphic `Customer` and `Owner` lookups are not written.
+        let writable = !matches!(attribute_type, "Customer" | "Owner")
+            && flag("IsValidForCreate")
+            && flag("IsValidForUpdate");
         let required = writable
             && matches!(
                 a.pointer("/RequiredLevel/Value").and_then(Value::as_str),
@@ -655,15 +789,67 @@ impl Dialect for Dynamics {
         let logical = c.kind().object(entity);
         let select = "LogicalName,AttributeType,AttributeOf,DisplayName,IsValidForCreate,\
                       IsValidForUpdate,IsValidForRead,RequiredLevel";
+        let path = format!("/EntityDefinitions(LogicalName='{logical}')/Attributes");
         let v = c
-            .call(
-                Method::GET,
-                &format!("/EntityDefinitions(LogicalName='{logical}')/Attributes"),
-                &[("$select", select.to_owned())],
-                None,
-            )
+            .call(Method::GET, &path, &[("$select", select.to_owned())], None)
             .await?;
-        fields(&v)
+        let mut out = fields(&v)?;
+        // Lookups: the one table each refers to, for their `@odata.bind`.
+        let lookups: Vec<String> = out
+            .iter()
+            .filter(|f| f.provider_type == "Lookup" && f.writable)
+            .map(|f| f.name.clone())
+            .collect();
+        let mut found = Vec::new();
+        if !lookups.is_empty() {
+            let v = c
+                .call(
+                    Method::GET,
+                    &format!("{path}/Microsoft.Dynamics.CRM.LookupAttributeMetadata"),
+                    &[(
+                        "$select",
+                        "LogicalName,SchemaName,IsCustomAttribute,Targets".to_owned(),
+                    )],
+                    None,
+                )
+                .await;
+            // A refused cast leaves the lookups read-only rather than the table
+            // unreadable.
+            if let Some(v) = not_refused(v)? {
+                found = binds(&v, &lookups)?;
+            }
+        }
+        for f in out.iter_mut().filter(|f| f.kind == FieldType::Id) {
+            f.writable = found.iter().any(|b| b.field == f.name);
+            f.required &= f.writable;
+        }
+        // Picklists: their options, so a value map is checked against them.
+        if out.iter().any(|f| f.provider_type == "Picklist") {
+            let v = c
+                .call(
+                    Method::GET,
+                    &format!("{path}/Microsoft.Dynamics.CRM.PicklistAttributeMetadata"),
+                    &[
+                        ("$select", "LogicalName".to_owned()),
+                        ("$expand", "OptionSet($select=Options)".to_owned()),
+                    ],
+                    None,
+                )
+                .await;
+            // Refused: the options stay unknown (value maps are not checked at save).
+            let options = match not_refused(v)? {
+                Some(v) => picklists(&v)?,
+                None => BTreeMap::new(),
+            };
+            for f in out.iter_mut() {
+                if let Some(o) = options.get(&f.name) {
+                    f.options = o.clone();
+                }
+            }
+        }
+        let lines: Vec<String> = found.iter().map(Bind::line).collect();
+        c.note(entity, BINDS, lines.join("\n"));
+        Ok(out)
     }
 
     async fn ensure_marker(&self, c: &mut CrmClient<'_>, entity: Entity) -> Result<bool, CrmError> {
@@ -871,18 +1057,48 @@ impl Dialect for Dynamics {
         let logical = c.kind().object(entity);
         let marker = c.kind().marker();
         let (set, key) = table(logical);
+        let binds = Bind::parse(c.noted(entity, BINDS).unwrap_or_default());
         let mut keys: Vec<Option<String>> = vec![None; inputs.len()];
         let mut outcomes: Vec<Option<WriteOutcome>> = vec![None; inputs.len()];
         let mut parts = Vec::with_capacity(inputs.len());
         let mut sent = Vec::with_capacity(inputs.len());
         for (i, values) in inputs.iter().enumerate() {
             let mut body = Map::new();
+            let mut refused = None;
             for (k, v) in values {
-                // Lookups are read-only here; the key is never written.
+                // A lookup is written through its navigation property (one with no
+                // single target is read-only); the key is never written.
+                if let Some(bind) = binds.iter().find(|b| b.field == *k) {
+                    let id = v.as_deref().filter(|v| !v.is_empty());
+                    if let Some(id) = id.filter(|id| !is_guid(id)) {
+                        refused = Some(format!("{k}: {id:?} is not a Dataverse id"));
+                    }
+                    let (member, value) = bind.member(id);
+                    body.insert(member, value);
+                    continue;
+                }
                 if *k == key || (k.starts_with('_') && k.ends_with("_value")) {
                     continue;
                 }
+                // A Picklist takes only its option values (numbers): a label or another
+                // number would be Dataverse's refusal, which names neither.
+                if let (Some(f), Some(text)) = (
+                    describe
+                        .iter()
+                        .find(|f| f.name == *k && !f.options.is_empty()),
+                    v.as_deref().filter(|v| !v.is_empty()),
+                ) && !f.options.iter().any(|o| o == text)
+                {
+                    refused = Some(format!(
+                        "{k}: {text:?} is not one of its options ({})",
+                        f.options.join(", ")
+                    ));
+                }
                 body.insert(k.clone(), value(&describe, k, v.as_deref()));
+            }
+            if let Some(why) = refused {
+                outcomes[i] = Some(WriteOutcome::Failed(why));
+                continue;
             }
             let part = match ids {
                 Some(ids) => {
@@ -1284,6 +1500,88 @@ mod tests {
         assert_eq!(value(&f, "numberofemployees", Some("42")), json!(42));
         assert_eq!(value(&f, "emailaddress1", Some("a@x.io")), json!("a@x.io"));
         assert_eq!(value(&f, "emailaddress1", None), Value::Null);
+    }
+
+    #[test]
+    fn lookups_are_bound_to_their_one_target_and_picklists_list_their_options() {
+        assert_eq!(entity_set("opportunity"), "opportunities");
+        assert_eq!(entity_set("transactioncurrency"), "transactioncurrencies");
+        assert_eq!(entity_set("account"), "accounts");
+        assert_eq!(entity_set("survey"), "surveys");
+        let v = json!({"value": [
+            {"LogicalName": "parentaccountid", "SchemaName": "ParentAccountId",
+             "IsCustomAttribute": false, "Targets": ["account"]},
+            {"LogicalName": "new_partnerid", "SchemaName": "new_PartnerId",
+             "IsCustomAttribute": true, "Targets": ["account"]},
+            {"LogicalName": "customerid", "SchemaName": "CustomerId",
+             "IsCustomAttribute": false, "Targets": ["account", "contact"]},
+            {"LogicalName": "transactioncurrencyid", "Targets": ["transactioncurrency"]},
+            {"Targets": ["account"]}
+        ]});
+        let writable = [
+            "_parentaccountid_value".to_owned(),
+            "_new_partnerid_value".to_owned(),
+            "_customerid_value".to_owned(),
+        ];
+        let found = binds(&v, &writable).unwrap();
+        assert_eq!(
+            found,
+            [
+                Bind {
+                    field: "_parentaccountid_value".into(),
+                    nav: "parentaccountid".into(),
+                    set: "accounts".into(),
+                },
+                Bind {
+                    field: "_new_partnerid_value".into(),
+                    nav: "new_PartnerId".into(),
+                    set: "accounts".into(),
+                },
+            ]
+        );
+        let note: Vec<String> = found.iter().map(Bind::line).collect();
+        assert_eq!(Bind::parse(&note.join("\n")), found);
+        assert_eq!(
+            found[0].member(Some(ID)),
+            (
+                "parentaccountid@odata.bind".to_owned(),
+                json!(format!("/accounts({ID})"))
+            )
+        );
+        assert_eq!(
+            found[0].member(None),
+            ("parentaccountid@odata.bind".to_owned(), Value::Null)
+        );
+        assert!(binds(&json!({}), &writable).is_err());
+        // A refused metadata query leaves lookups read-only; other failures stay.
+        let refused = CrmError::Rejected {
+            status: 400,
+            message: "0x0: Could not find a property named 'Targets'".into(),
+        };
+        assert!(not_refused(Err(refused)).unwrap().is_none());
+        assert!(not_refused(Err(CrmError::Malformed("x".into()))).is_err());
+        assert!(not_refused(Ok(json!({}))).unwrap().is_some());
+
+        let v = json!({"value": [
+            {"LogicalName": "salesstage", "OptionSet": {"Options": [
+                {"Value": 0, "Label": {"UserLocalizedLabel": {"Label": "Qualify"}}},
+                {"Value": 1, "Label": {"UserLocalizedLabel": {"Label": "Develop"}}}
+            ]}, "GlobalOptionSet": null},
+            {"LogicalName": "new_tier", "OptionSet": null,
+             "GlobalOptionSet": {"Options": [{"Value": 100000000}]}}
+        ]});
+        let p = picklists(&v).unwrap();
+        assert_eq!(p["salesstage"], ["0", "1"]);
+        assert_eq!(p["new_tier"], ["100000000"]);
+        // A lookup is read as the GUID it holds; Money and Picklist values as numbers.
+        let row = json!({"opportunityid": ID, "_parentaccountid_value": ID,
+            "_parentaccountid_value@OData.Community.Display.V1.FormattedValue": "Acme",
+            "estimatedvalue": 1250.5, "salesstage": 1});
+        let r = record(&row, "opportunityid", "modifiedon").unwrap();
+        assert_eq!(r.values["_parentaccountid_value"], ID);
+        assert_eq!(r.values["estimatedvalue"], "1250.5");
+        assert_eq!(r.values["salesstage"], "1");
+        assert_eq!(r.values.len(), 4);
     }
 
     #[test]

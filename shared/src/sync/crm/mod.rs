@@ -131,6 +131,15 @@ impl CrmKind {
         self.dialect.by_hand()
     }
 
+    /// This CRM as if its catalogue listed no deals object: every CRM connector syncs
+    /// deals, so what refuses a CRM without them is tested with this.
+    pub fn without_deals(self) -> Self {
+        Self {
+            deals: None,
+            ..self
+        }
+    }
+
     /// The CRM object of an entity.
     pub fn object(self, entity: Entity) -> &'static str {
         &self.object_facts(entity).name
