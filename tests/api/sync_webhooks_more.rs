@@ -672,3 +672,119 @@ async fn salesforce_outbound_messages_bring_changes_and_are_acknowledged() {
         out.1
     );
 }
+
+/// A request whose changes could not be queued (503) gives its replay key back, so the
+/// provider's retry of the very same request is taken, not refused as a replay:
+/// Salesforce re-sends an unacknowledged outbound message with the same notification
+/// ids, which is how the change arrives once the queue is back.
+#[tokio::test]
+async fn a_webhook_that_could_not_be_queued_is_taken_on_the_providers_retry() {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    use sandbox::providers::salesforce_crm::SfObject;
+    let app = TestApp::isolated(devhost::LocalEnvOptions::default()).await;
+    let t = s::connect(&app, "salesforce").await;
+    let Crm::Salesforce(org) = t.crm.clone() else {
+        unreachable!()
+    };
+    let config_id = realtime_config(&app, &t).await;
+    let (status, endpoint) = app
+        .get(
+            &format!("/v1/sync/configs/{config_id}/webhook-endpoint"),
+            &t.admin,
+        )
+        .await;
+    assert_eq!(status, 200, "{endpoint}");
+    let url = endpoint["url"].as_str().unwrap().to_owned();
+    app.sandbox().salesforce_add_outbound_message(
+        &org,
+        SfObject::Contact,
+        &url,
+        &["Email", "FirstName", "LastName"],
+        false,
+    );
+    s::run_ok(&app, &t, &config_id).await;
+
+    // The sync queue is gone for a moment: the route cannot queue the change.
+    let sqs = aws_sdk_sqs::Client::new(&app.local().aws);
+    let queue =
+        app.local().stack.function_env("WebhooksFunction").unwrap()["CONDUIT_SYNC_QUEUE_URL"]
+            .clone();
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(&queue)
+        .attribute_names(QueueAttributeName::All)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap_or_default();
+    sqs.delete_queue().queue_url(&queue).send().await.unwrap();
+    app.sandbox()
+        .salesforce_create_record(
+            &org,
+            SfObject::Contact,
+            json!({"FirstName": "Queued", "LastName": "Later", "Email": "queued.later@sandbox.test"})
+                .as_object()
+                .unwrap(),
+        )
+        .expect("created");
+    let to_us = || {
+        app.sandbox()
+            .salesforce_outbound_deliveries()
+            .into_iter()
+            .filter(|d| d.url == url)
+            .collect::<Vec<_>>()
+    };
+    wait_for(
+        "a delivery answered 503",
+        Duration::from_secs(20),
+        || async { to_us().iter().any(|d| d.status == Some(503)) },
+    )
+    .await;
+
+    // The queue is back (as it was): Salesforce's next attempt of the same message is
+    // taken and the contact arrives.
+    let settable = [
+        QueueAttributeName::DelaySeconds,
+        QueueAttributeName::MaximumMessageSize,
+        QueueAttributeName::MessageRetentionPeriod,
+        QueueAttributeName::ReceiveMessageWaitTimeSeconds,
+        QueueAttributeName::RedrivePolicy,
+        QueueAttributeName::VisibilityTimeout,
+        QueueAttributeName::FifoQueue,
+        QueueAttributeName::ContentBasedDeduplication,
+        QueueAttributeName::SqsManagedSseEnabled,
+    ];
+    let name = queue.rsplit('/').next().unwrap().to_owned();
+    let made = sqs
+        .create_queue()
+        .queue_name(&name)
+        .set_attributes(Some(
+            attributes
+                .into_iter()
+                .filter(|(k, _)| settable.contains(k))
+                .collect(),
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(made.queue_url.as_deref(), Some(queue.as_str()));
+    wait_for(
+        "the contact the retry brought",
+        Duration::from_secs(30),
+        || async {
+            app_contact(&app, &t, "queued.later@sandbox.test")
+                .await
+                .is_some()
+        },
+    )
+    .await;
+    let ours = to_us();
+    let last = ours.last().unwrap();
+    assert_eq!(last.status, Some(200), "{ours:?}");
+    assert!(last.attempt > 1, "{ours:?}");
+    assert!(
+        ours.iter().all(|d| d.status != Some(401)),
+        "no attempt refused as a replay: {ours:?}"
+    );
+}

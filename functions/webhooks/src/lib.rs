@@ -192,6 +192,8 @@ struct Call<'a> {
     provider: &'static str,
     /// The tenant, once the route has read it (refusals are audited in its log).
     tenant: Option<TenantId>,
+    /// The digest [`Call::once`] took, given back when the request then fails.
+    taken: Option<String>,
 }
 
 impl<'a> Call<'a> {
@@ -201,6 +203,7 @@ impl<'a> Call<'a> {
             meta,
             provider,
             tenant: None,
+            taken: None,
         }
     }
 
@@ -213,7 +216,7 @@ impl<'a> Call<'a> {
     /// Refuses a second sight of a verified request, named by `identity` (its
     /// signature, or the provider's event id): its digest is taken once for
     /// [`SEEN_TTL_SECS`].
-    async fn once(&self, identity: &[u8], now: i64) -> Result<(), Stop> {
+    async fn once(&mut self, identity: &[u8], now: i64) -> Result<(), Stop> {
         let digest = Sha256::digest(identity)
             .iter()
             .map(|b| format!("{b:02x}"))
@@ -222,6 +225,7 @@ impl<'a> Call<'a> {
             .first_sight(self.provider, &digest, now, SEEN_TTL_SECS)
             .await?
         {
+            self.taken = Some(digest);
             Ok(())
         } else {
             Err(Refusal::replayed().into())
@@ -236,7 +240,18 @@ impl<'a> Call<'a> {
     ) -> Result<Response<Body>, ApiError> {
         let refusal = match outcome {
             Ok(r) => return Ok(r),
-            Err(Stop::Failed(e)) => return Err(e),
+            Err(Stop::Failed(e)) => {
+                // Nothing was routed: the provider sends it again (a 5xx), and that
+                // retry must not be refused as a replay of this request.
+                if let Some(digest) = &self.taken
+                    && let Err(forget) = WebhookStore::new(self.app.table.clone())
+                        .forget(self.provider, digest)
+                        .await
+                {
+                    tracing::error!(error = %forget, "giving back a failed webhook's replay key failed");
+                }
+                return Err(e);
+            }
             Err(Stop::Refused(r)) => r,
         };
         tracing::warn!(provider = self.provider, code = refusal.code, reason = %refusal.message, "webhook refused");

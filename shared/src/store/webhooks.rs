@@ -176,11 +176,33 @@ impl WebhookStore {
             Err(e) => return Err(e),
         };
         let waited = !waiting_of(&old).is_empty();
-        let overdue = num_of(&old, "queued").is_some_and(|q| now_ms - q > REQUEUE_AFTER_MS);
+        // No `queued`: the message for what waits was never sent ([`Self::unmark_queued`]).
+        let overdue = num_of(&old, "queued").is_none_or(|q| now_ms - q > REQUEUE_AFTER_MS);
         if waited && overdue {
             self.mark_queued(tenant, config, entity, now_ms).await?;
         }
         Ok(!waited || overdue)
+    }
+
+    /// Notes that the pull [`Self::add`] asked for was not enqueued after all (the queue
+    /// refused it): the next event enqueues it, whenever it comes.
+    pub async fn unmark_queued(
+        &self,
+        tenant: &TenantId,
+        config: &SyncConfigId,
+        entity: Entity,
+    ) -> Result<(), StoreError> {
+        let out = self
+            .update_of(tenant, config, entity)
+            .update_expression("REMOVE queued")
+            .condition_expression("attribute_exists(pk)")
+            .send()
+            .await
+            .map_err(condition_or);
+        match out {
+            Ok(_) | Err(StoreError::ConditionFailed) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Notes that a pull was enqueued for what waits at `now_ms`.
@@ -338,5 +360,12 @@ impl WebhookStore {
             Err(StoreError::ConditionFailed) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    /// Gives a request [`WebhookStore::first_sight`] took back: its work failed after
+    /// the take, so the provider's retry of it is not a replay.
+    pub async fn forget(&self, provider: &str, digest: &str) -> Result<(), StoreError> {
+        let (pk, sk) = keys::webhook_seen(provider, digest);
+        self.table.delete(&pk, &sk, None).await
     }
 }

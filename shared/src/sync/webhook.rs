@@ -148,7 +148,17 @@ async fn to_config(
             config_id: config.id.clone(),
             entity,
         });
-        queue.send(&message).await.map_err(|e| e.to_string())?;
+        if let Err(e) = queue.send(&message).await {
+            // Nothing is queued for what now waits: the provider's retry (the route
+            // answers 503) or the next event enqueues it.
+            if let Err(unmark) = store
+                .unmark_queued(&config.tenant, &config.id, entity)
+                .await
+            {
+                tracing::error!(error = %unmark, "noting an unsent webhook pull failed");
+            }
+            return Err(e.to_string());
+        }
     }
     Ok(first)
 }
