@@ -592,7 +592,7 @@ async fn salesforce_outbound_messages_bring_changes_and_are_acknowledged() {
         .expect("a session id")
         .to_owned();
 
-    // Refused: a wrong key, another org, a replay, a DOCTYPE; audited, nothing enqueued.
+    // Refused: a wrong key, another org, a DOCTYPE; audited, nothing enqueued.
     let runs_before = webhook_runs(&app, &t, &config_id).await;
     let xml = [(
         "content-type".to_owned(),
@@ -619,8 +619,10 @@ async fn salesforce_outbound_messages_bring_changes_and_are_acknowledged() {
         "{}",
         out.1
     );
+    // A message taken before (an acknowledgement Salesforce did not see) is
+    // acknowledged again, and routes nothing.
     let out = post_hook(&app, &path, &xml, &ours[0].body).await;
-    assert_eq!(refused(&out), (401, Some("webhook_replayed")), "{}", out.1);
+    assert_eq!(out.0, 200, "{}", out.1);
     let doctype = fresh.replacen(
         "<soapenv:Envelope",
         "<!DOCTYPE x [<!ENTITY e SYSTEM \"file:///etc/passwd\">]><soapenv:Envelope",
@@ -628,7 +630,7 @@ async fn salesforce_outbound_messages_bring_changes_and_are_acknowledged() {
     );
     let out = post_hook(&app, &path, &xml, &doctype).await;
     assert_eq!(refused(&out), (400, Some("webhook_malformed")), "{}", out.1);
-    refusals_left_no_trace(&app, &t, &config_id, runs_before, 4, &[&key, &session]).await;
+    refusals_left_no_trace(&app, &t, &config_id, runs_before, 3, &[&key, &session]).await;
 
     // Paused: the URL the admin entered keeps its key; its messages are acknowledged
     // (Salesforce would otherwise retry them for a day) and pull nothing.

@@ -14,7 +14,8 @@
 //!   secret it set on the service endpoint.
 //! - `POST /v1/webhooks/salesforce/{tenant}/{config}/{key}`: outbound messages (SOAP)
 //!   the org's admin pointed at a realtime config, with the key Conduit made for it;
-//!   answered `<Ack>true</Ack>`.
+//!   answered `<Ack>true</Ack>`, a message taken before too (Salesforce sends it again
+//!   until it sees the acknowledgement; nothing is routed twice).
 //! - `POST /v1/webhooks/hubspot/{tenant}`: events of a tenant's own HubSpot app
 //!   (the target URL its admin sets in the app's webhook settings), signed with that
 //!   app's client secret; only that tenant's connections are looked at.
@@ -638,8 +639,26 @@ async fn salesforce(call: &mut Call<'_>, req: &Request) -> Result<Response<Body>
         .map(|(id, _, _)| id.as_str())
         .collect();
     ids.sort_unstable();
-    call.once(format!("{config_id}#{}", ids.join(",")).as_bytes(), now)
-        .await?;
+    match call
+        .once(format!("{config_id}#{}", ids.join(",")).as_bytes(), now)
+        .await
+    {
+        Ok(()) => {}
+        // Salesforce sends a message again, with the same notification ids, until it
+        // sees an acknowledgement: one it did not see (a timeout after Conduit took the
+        // message) is answered again — the request is verified (key and org), and
+        // nothing of it is routed twice. Left unanswered, Salesforce would retry it for
+        // a day and list it as failing in Setup.
+        Err(Stop::Refused(r)) if r.code == Refusal::replayed().code => {
+            tracing::info!(
+                provider = call.provider,
+                events = message.notifications.len(),
+                "outbound message taken before: acknowledged again, nothing routed"
+            );
+            return salesforce_ack();
+        }
+        Err(e) => return Err(e),
+    }
     let kind = conduit::sync::crm::CrmKind::of("salesforce");
     let mut changes: BTreeMap<Entity, AccountChanges> = BTreeMap::new();
     let mut ignored = 0;
@@ -665,11 +684,16 @@ async fn salesforce(call: &mut Call<'_>, req: &Request) -> Result<Response<Body>
         pulls = routed.pulls_enqueued,
         "webhook taken"
     );
+    salesforce_ack()
+}
+
+/// Salesforce's acknowledgement of an outbound message (`<Ack>true</Ack>`).
+fn salesforce_ack() -> Result<Response<Body>, Stop> {
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "text/xml; charset=utf-8")
         .header(header::CACHE_CONTROL, "no-store")
-        .body(Body::Text(sf::ACK.to_owned()))
+        .body(Body::Text(conduit::webhooks::salesforce::ACK.to_owned()))
         .map_err(ApiError::internal)?)
 }
 
