@@ -192,17 +192,7 @@ impl WebhookStore {
         config: &SyncConfigId,
         entity: Entity,
     ) -> Result<(), StoreError> {
-        let out = self
-            .update_of(tenant, config, entity)
-            .update_expression("REMOVE queued")
-            .condition_expression("attribute_exists(pk)")
-            .send()
-            .await
-            .map_err(condition_or);
-        match out {
-            Ok(_) | Err(StoreError::ConditionFailed) => Ok(()),
-            Err(e) => Err(e),
-        }
+        self.set_queued(tenant, config, entity, None).await
     }
 
     /// Notes that a pull was enqueued for what waits at `now_ms`.
@@ -213,15 +203,28 @@ impl WebhookStore {
         entity: Entity,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        let out = self
+        self.set_queued(tenant, config, entity, Some(now_ms)).await
+    }
+
+    /// Sets (or, with `None`, removes) when a pull was enqueued for what waits; an item
+    /// gone meanwhile (its pull took everything) is left gone.
+    async fn set_queued(
+        &self,
+        tenant: &TenantId,
+        config: &SyncConfigId,
+        entity: Entity,
+        at_ms: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let update = self
             .update_of(tenant, config, entity)
-            .update_expression("SET queued = :now")
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_values(":now", AttributeValue::N(now_ms.to_string()))
-            .send()
-            .await
-            .map_err(condition_or);
-        match out {
+            .condition_expression("attribute_exists(pk)");
+        let update = match at_ms {
+            Some(at) => update
+                .update_expression("SET queued = :now")
+                .expression_attribute_values(":now", AttributeValue::N(at.to_string())),
+            None => update.update_expression("REMOVE queued"),
+        };
+        match update.send().await.map_err(condition_or) {
             Ok(_) | Err(StoreError::ConditionFailed) => Ok(()),
             Err(e) => Err(e),
         }
