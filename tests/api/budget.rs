@@ -195,6 +195,62 @@ async fn takers_of_one_process_share_their_writes_and_keep_the_spacing() {
     );
 }
 
+/// Steps that reach a connection one at a time, a little slower than its interval (a
+/// chain's second provider, paced by the first's budget), find its schedule idle each
+/// time: the write that claims it takes as many spares as the tolerance covers, and the
+/// steps that follow start from them without a write of their own.
+#[tokio::test]
+async fn takers_arriving_one_at_a_time_share_an_idle_claims_spares() {
+    const MANY: u32 = 9;
+    // Longer than the others': a spare is dropped once half an interval late, and the
+    // first taker starts late by the claim's own round trip (slow on a loaded host).
+    const SLOW: Duration = Duration::from_millis(500);
+    let app = TestApp::isolated_with_ddb(Default::default(), devhost::DdbKnobs::default()).await;
+    let table = app.app().table.clone();
+    let tenant = TenantId::parse(&app.tenant()).expect("tenant");
+    let connection = ConnectionId::generate();
+    let before = updates(&app).await;
+    let mut starts: Vec<Instant> = Vec::new();
+    for k in 0..MANY {
+        // Paced from the first start, a fiftieth of an interval slower than the budget.
+        if let Some(first) = starts.first() {
+            tokio::time::sleep_until((*first + SLOW * k * 51 / 50).into()).await;
+        }
+        let mut budget =
+            Budget::new(table.clone(), &tenant, &connection, SLOW, SLOW * 4).without_look_ahead();
+        budget.acquire().await.expect("a slot");
+        starts.push(Instant::now());
+    }
+    let writes = updates(&app).await - before;
+    // Four spares a claim: nine steps in two writes (one spare a claim took five).
+    assert!(
+        writes <= 3,
+        "{writes} writes for {MANY} takers one at a time: {:?}, {:?}",
+        lateness(),
+        starts
+            .iter()
+            .map(|s| s.duration_since(starts[0]).as_millis())
+            .collect::<Vec<_>>()
+    );
+    // None waited: each started when it came (its slot had begun), and no three
+    // started within one interval.
+    for (k, start) in starts.iter().enumerate() {
+        let since_first = start.duration_since(starts[0]);
+        let came = SLOW * k as u32 * 51 / 50;
+        assert!(
+            since_first < came + SLOW / 2,
+            "taker {k} waited: {starts:?}"
+        );
+    }
+    for (i, start) in starts.iter().enumerate().skip(2) {
+        let span = start.duration_since(starts[i - 2]);
+        assert!(
+            span + Duration::from_millis(5) >= SLOW,
+            "three takers started within {span:?}: {starts:?}"
+        );
+    }
+}
+
 /// The UpdateItem requests `app`'s moto has served.
 async fn updates(app: &TestApp) -> u64 {
     app.ddb_capacity()

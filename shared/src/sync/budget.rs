@@ -17,10 +17,10 @@
 //! race ([`Budget::without_look_ahead`]): with compare-and-swap they spent seven store
 //! calls a step on retries. One taker of a process writes at a time for a connection,
 //! taking a slot for itself and one for each taker of the process waiting behind it
-//! (ten events of a batch reach one provider at once), plus a spare when it found the
-//! schedule idle (the next step within an interval then needs no write); the others
-//! take theirs from the process's pool. A pooled slot whose time has passed unused is
-//! dropped, a gap; a provider's 429 empties the pool.
+//! (ten events of a batch reach one provider at once), plus spares when it found the
+//! schedule idle (one, or as many as the tolerance covers: the next steps then need no
+//! write); the others take theirs from the process's pool. A pooled slot whose time has
+//! passed unused is dropped, a gap; a provider's 429 empties the pool.
 //!
 //! GCRA bounds the slots' start times; a provider counts arrivals. A dispatch step woken
 //! more than an interval after its slot (a loaded process wakes its timers late, and
@@ -83,7 +83,7 @@ fn remember(key: &str, tat: i64) {
 }
 
 /// Slots a dispatch taker's process keeps for one connection: those it took in one
-/// write for the takers waiting behind the writer (and a spare when the schedule was
+/// write for the takers waiting behind the writer (and spares when the schedule was
 /// idle), handed out in order. A slot whose time has passed is dropped (a gap).
 #[derive(Default)]
 struct Pool {
@@ -97,6 +97,8 @@ static POOLS: LazyLock<Mutex<HashMap<String, std::sync::Arc<Pool>>>> =
 
 /// Slots one write takes at most (the dispatch function runs ten messages at once).
 const MAX_RUN: usize = 10;
+/// Spare slots a write claiming an idle schedule takes at most.
+const MAX_SPARES: usize = 8;
 
 fn pool(key: &str) -> std::sync::Arc<Pool> {
     let Ok(mut pools) = POOLS.lock() else {
@@ -251,6 +253,24 @@ fn now_ms() -> i64 {
 }
 
 impl Schedule {
+    /// Spare slots a write takes beside its takers' when it finds the schedule idle:
+    /// one, or as many intervals as the tolerance lets a taker start early (at most
+    /// [`MAX_SPARES`]). Nothing was waiting, so the spares start one interval apart
+    /// from now and later takers of this process use them without a write (a
+    /// connection whose steps come one at a time, a little slower than its interval,
+    /// otherwise claims the idle schedule at every other step). They cost another
+    /// process's takers no wait: the spares put the schedule no further on than the
+    /// `tolerance` they may start early by. A spare whose time passed by half an
+    /// interval is dropped unused, a gap (never a second request in a window).
+    fn idle_spares(&self) -> usize {
+        let within = self
+            .tolerance_ms
+            .checked_div(self.interval_ms)
+            .and_then(|k| usize::try_from(k).ok())
+            .unwrap_or(0);
+        within.clamp(1, MAX_SPARES)
+    }
+
     /// Takes the next free slot that starts at `not_before` or later.
     async fn take(&self, known_tat: Option<i64>, not_before: i64) -> Result<Slot, BudgetError> {
         if self.adding {
@@ -291,7 +311,7 @@ impl Schedule {
 
     /// A slot from this process's pool for the connection, or from a write that takes
     /// one for this taker and one for each taker of this process waiting behind it (and
-    /// a spare when the schedule was idle). One taker writes at a time; the others wait
+    /// spares when the schedule was idle). One taker writes at a time; the others wait
     /// for its write and find their slots in the pool.
     async fn take_pooled(
         &self,
@@ -325,8 +345,9 @@ impl Schedule {
         Ok(first)
     }
 
-    /// `n` consecutive slots (or `n + 1` when the schedule was idle: the spare serves
-    /// the next taker within an interval without a write). In one write when
+    /// `n` consecutive slots (and spares when the schedule was idle: see
+    /// [`Schedule::idle_spares`]; they serve the takers that follow without a write).
+    /// In one write when
     /// `known_tat` (where the schedule was last seen) says it is busy, else in at most
     /// two: an idle schedule is claimed at once (`tat` = now + n intervals); a busy one
     /// is advanced by n intervals (an atomic add, which concurrent takers never lose),
@@ -354,7 +375,7 @@ impl Schedule {
         let mut busy = known_tat.is_some_and(|t| t >= floor);
         for _ in 0..6 {
             if !busy {
-                let count = n + 1;
+                let count = n + self.idle_spares();
                 let tat = floor + count as i64 * self.interval_ms;
                 if self.store.claim_idle(floor, tat).await? {
                     remember(&self.key, tat);
