@@ -10,7 +10,9 @@
 //! the log line for Logs Insights, never metrics. A line carries only counts, those
 //! names and ids — never a secret, a token or a tenant's data.
 
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde::ser::{SerializeMap, Serializer};
+use serde_json::Value;
 
 /// The CloudWatch namespace of Conduit's metrics.
 pub const NAMESPACE: &str = "Conduit";
@@ -97,42 +99,87 @@ pub fn document(
     context: &[(Context, &str)],
     timestamp_ms: i64,
 ) -> Value {
-    let names: Vec<&str> = dimensions.iter().map(|(d, _)| d.name()).collect();
-    let sets = if names.is_empty() {
-        json!([[]])
-    } else {
-        json!([names, []])
+    let line = Line {
+        dimensions,
+        values,
+        context,
+        timestamp_ms,
     };
-    let metrics: Vec<Value> = values
-        .iter()
-        .map(|(m, _)| json!({ "Name": m.name(), "Unit": "Count" }))
-        .collect();
-    let mut doc = Map::new();
-    doc.insert(
-        "_aws".into(),
-        json!({
-            "Timestamp": timestamp_ms,
-            "CloudWatchMetrics": [{
-                "Namespace": NAMESPACE,
-                "Dimensions": sets,
-                "Metrics": metrics,
+    serde_json::to_value(&line).unwrap_or(Value::Null)
+}
+
+/// One observation as its EMF line is written: serialised straight from these slices
+/// (a step of a dispatch counts one, so no map of values is built for it).
+struct Line<'a> {
+    dimensions: &'a [(Dimension, &'a str)],
+    values: &'a [(Metric, u64)],
+    context: &'a [(Context, &'a str)],
+    timestamp_ms: i64,
+}
+
+/// The `_aws` member: the metric directive.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Aws<'a> {
+    timestamp: i64,
+    cloud_watch_metrics: [Directive<'a>; 1],
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Directive<'a> {
+    namespace: &'static str,
+    /// The dimension set, and the empty set (the same metric without dimensions).
+    dimensions: Vec<Vec<&'a str>>,
+    metrics: Vec<Named>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Named {
+    name: &'static str,
+    unit: &'static str,
+}
+
+impl Serialize for Line<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let names: Vec<&str> = self.dimensions.iter().map(|(d, _)| d.name()).collect();
+        let sets = if names.is_empty() {
+            vec![Vec::new()]
+        } else {
+            vec![names, Vec::new()]
+        };
+        let aws = Aws {
+            timestamp: self.timestamp_ms,
+            cloud_watch_metrics: [Directive {
+                namespace: NAMESPACE,
+                dimensions: sets,
+                metrics: self
+                    .values
+                    .iter()
+                    .map(|(m, _)| Named {
+                        name: m.name(),
+                        unit: "Count",
+                    })
+                    .collect(),
             }],
-        }),
-    );
-    for (d, v) in dimensions {
-        // A value is a catalogue or enum name; cut anything longer than CloudWatch keeps.
-        doc.insert(
-            d.name().into(),
-            Value::from(v.chars().take(250).collect::<String>()),
-        );
+        };
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("_aws", &aws)?;
+        for (d, v) in self.dimensions {
+            // A value is a catalogue or enum name; cut anything longer than CloudWatch
+            // keeps.
+            let cut = v.char_indices().nth(250).map_or(*v, |(at, _)| &v[..at]);
+            map.serialize_entry(d.name(), cut)?;
+        }
+        for (c, v) in self.context {
+            map.serialize_entry(c.name(), v)?;
+        }
+        for (m, n) in self.values {
+            map.serialize_entry(m.name(), n)?;
+        }
+        map.end()
     }
-    for (c, v) in context {
-        doc.insert(c.name().into(), Value::from(*v));
-    }
-    for (m, n) in values {
-        doc.insert(m.name().into(), Value::from(*n));
-    }
-    Value::Object(doc)
 }
 
 /// Writes one observation to the log stream (see [`crate::telemetry`]).
@@ -145,12 +192,18 @@ pub fn emit(
         return;
     }
     let now = time::OffsetDateTime::now_utc();
-    let ms = (now.unix_timestamp_nanos() / 1_000_000) as i64;
-    let mut line = document(dimensions, values, context, ms)
-        .to_string()
-        .into_bytes();
-    line.push(b'\n');
-    crate::telemetry::write_line(&line);
+    let line = Line {
+        dimensions,
+        values,
+        context,
+        timestamp_ms: (now.unix_timestamp_nanos() / 1_000_000) as i64,
+    };
+    let mut bytes = Vec::with_capacity(320);
+    if serde_json::to_writer(&mut bytes, &line).is_err() {
+        return;
+    }
+    bytes.push(b'\n');
+    crate::telemetry::write_line(&bytes);
 }
 
 /// Counts one `metric` for `provider`, about `connection` when known.
@@ -165,6 +218,22 @@ pub fn count(metric: Metric, provider: &str, connection: Option<&str>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_dimension_value_is_cut_to_what_cloudwatch_keeps() {
+        let long = "é".repeat(300);
+        let doc = document(
+            &[(Dimension::Provider, &long)],
+            &[(Metric::RefreshOk, 1)],
+            &[],
+            0,
+        );
+        assert_eq!(
+            doc["Provider"].as_str().map(|v| v.chars().count()),
+            Some(250)
+        );
+    }
 
     #[test]
     fn the_document_is_embedded_metric_format() {
