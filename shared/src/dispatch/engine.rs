@@ -14,6 +14,7 @@
 //! and picked up by the minute's sweep. A permanent 4xx fails the step; the chain then
 //! goes on or stops, per the integration's `on_failure`.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
@@ -504,7 +505,10 @@ impl<'a> Dispatcher<'a> {
             idempotency_key: &key,
         });
         for (name, value) in &d.steps[i].progress.captures {
-            if let Some(c) = ctx.get_mut("captures").and_then(Value::as_object_mut) {
+            if let Some(c) = Arc::make_mut(&mut ctx)
+                .get_mut("captures")
+                .and_then(Value::as_object_mut)
+            {
                 c.insert(name.clone(), value.clone());
             }
         }
@@ -682,7 +686,7 @@ impl<'a> Dispatcher<'a> {
         d: &mut Dispatch,
         i: usize,
         action: &Action,
-        ctx: &mut Value,
+        ctx: &mut Arc<Value>,
         target: &mut Target<'_>,
         marked: &mut bool,
     ) -> Result<Result<(), Retry>, DispatchError> {
@@ -818,7 +822,7 @@ impl<'a> Dispatcher<'a> {
     async fn lookup(
         &self,
         req: &RequestTemplate,
-        ctx: &mut Value,
+        ctx: &mut Arc<Value>,
         target: &mut Target<'_>,
     ) -> Result<bool, Retry> {
         let Some(Idempotency::Lookup { request, .. }) = &req.idempotency else {
@@ -1000,8 +1004,8 @@ impl<'a> Target<'a> {
         &self,
         integration: &Integration,
         overrides: &BTreeMap<String, Value>,
-    ) -> Result<Action, StepError> {
-        let base = match &integration.request {
+    ) -> Result<Cow<'static, Action>, StepError> {
+        let base: Cow<'static, Action> = match &integration.request {
             Some(custom) => {
                 let request = template::validate_custom_request(custom).map_err(|p| {
                     fail(
@@ -1011,7 +1015,7 @@ impl<'a> Target<'a> {
                         None,
                     )
                 })?;
-                Some(Action {
+                Cow::Owned(Action {
                     id: integration.action.clone(),
                     title: String::new(),
                     description: String::new(),
@@ -1027,13 +1031,10 @@ impl<'a> Target<'a> {
                     kb_import: false,
                 })
             }
-            None => None,
-        };
-        let base = match &base {
-            Some(custom) => custom,
             None => template::catalogue()
                 .get(&integration.provider)
                 .and_then(|t| t.action(&integration.action))
+                .map(Cow::Borrowed)
                 .ok_or_else(|| {
                     fail(
                         "integration_invalid",
@@ -1042,15 +1043,22 @@ impl<'a> Target<'a> {
                     )
                 })?,
         };
+        if overrides.is_empty() {
+            // The action as it stands: a catalogue action is borrowed, not copied for
+            // every step.
+            return Ok(base);
+        }
         let overrides: Map<String, Value> = overrides.clone().into_iter().collect();
-        base.with_overrides(&overrides).map_err(|p| {
-            fail(
-                "render_failed",
-                p.first()
-                    .map_or(String::new(), |p| format!("{}: {}", p.field, p.message)),
-                None,
-            )
-        })
+        base.with_overrides(&overrides)
+            .map(Cow::Owned)
+            .map_err(|p| {
+                fail(
+                    "render_failed",
+                    p.first()
+                        .map_or(String::new(), |p| format!("{}: {}", p.field, p.message)),
+                    None,
+                )
+            })
     }
 
     /// Opens what the requests need — the connection's credentials, or the endpoint's

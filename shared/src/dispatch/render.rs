@@ -18,8 +18,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
 
-use minijinja::value::{Serde, Value as JinjaValue};
+use minijinja::value::{Enumerator, Object, ObjectRepr, Serde, Value as JinjaValue};
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, Expression, UndefinedBehavior};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -216,9 +217,10 @@ impl Renderer {
     pub fn render_request(
         &self,
         req: &RequestTemplate,
-        ctx: &Value,
+        ctx: &Arc<Value>,
     ) -> Result<RenderedRequest, RenderError> {
-        let jctx = JinjaValue::from(Serde(ctx));
+        let jctx = view(ctx);
+        let ctx: &Value = ctx;
         let method = http::Method::from_bytes(req.method.as_bytes())
             .map_err(|_| RenderError::new("method", "not an HTTP method"))?;
         let path = self.render_path(&req.path, &jctx, ctx)?;
@@ -285,7 +287,7 @@ impl Renderer {
         &self,
         action: &Action,
         index: usize,
-        ctx: &Value,
+        ctx: &Arc<Value>,
     ) -> Result<RenderedRequest, RenderError> {
         let prefix = format!("requests[{index}]");
         let req = action
@@ -296,8 +298,9 @@ impl Renderer {
     }
 
     /// Evaluates a condition (`skip_if`): true or false; an undefined result is an error.
-    pub fn condition(&self, expr: &str, ctx: &Value) -> Result<bool, RenderError> {
-        let jctx = JinjaValue::from(Serde(ctx));
+    pub fn condition(&self, expr: &str, ctx: &Arc<Value>) -> Result<bool, RenderError> {
+        let jctx = view(ctx);
+        let ctx: &Value = ctx;
         let value = self.eval(expr, "skip_if", &jctx, ctx)?;
         if value.is_undefined() {
             let missing = read_expression_paths(expr)
@@ -317,7 +320,7 @@ impl Renderer {
     pub fn outputs(
         &self,
         action: &Action,
-        ctx: &Value,
+        ctx: &Arc<Value>,
     ) -> Result<BTreeMap<String, String>, RenderError> {
         let mut out = BTreeMap::new();
         if let Some(name) = &action.outputs.id
@@ -327,7 +330,7 @@ impl Renderer {
             out.insert("id".to_owned(), text);
         }
         if let Some(template) = &action.outputs.url {
-            let jctx = JinjaValue::from(Serde(ctx));
+            let jctx = view(ctx);
             // The effect has happened by now: a link that cannot be built is left out
             // (and logged), never a reason to fail the step.
             match self.render_text(template, "outputs.url", None, &jctx, ctx) {
@@ -345,7 +348,7 @@ impl Renderer {
     /// Stores what `req` captures from the provider's `answer` into `ctx.captures`.
     /// A pointer the answer does not hold (or holds `null` at) captures nothing; a
     /// capture that is a template (a value known before the answer) is rendered.
-    pub fn capture(&self, req: &RequestTemplate, answer: &Value, ctx: &mut Value) {
+    pub fn capture(&self, req: &RequestTemplate, answer: &Value, ctx: &mut Arc<Value>) {
         for (name, source) in &req.capture {
             if !source.starts_with('/') {
                 continue;
@@ -360,7 +363,7 @@ impl Renderer {
     /// The captures of `req` that are templates (values known before any answer, such
     /// as the record a path names): rendered from the context; one that renders empty or
     /// fails captures nothing.
-    fn known_captures(&self, req: &RequestTemplate, ctx: &mut Value) {
+    fn known_captures(&self, req: &RequestTemplate, ctx: &mut Arc<Value>) {
         let known: Vec<(&String, &String)> = req
             .capture
             .iter()
@@ -369,16 +372,19 @@ impl Renderer {
         if known.is_empty() {
             return;
         }
-        let jctx = JinjaValue::from(Serde(&*ctx));
+        let jctx = view(ctx);
         let rendered: Vec<(String, String)> = known
             .into_iter()
             .filter_map(|(name, source)| {
-                self.render_text(source, "capture", None, &jctx, &*ctx)
+                self.render_text(source, "capture", None, &jctx, ctx)
                     .ok()
                     .filter(|v| !v.is_empty())
                     .map(|v| (name.clone(), v))
             })
             .collect();
+        // The view shares the context: let go of it before changing the context, or
+        // the change would copy it.
+        drop(jctx);
         for (name, value) in rendered {
             set_capture(ctx, &name, Value::String(value));
         }
@@ -391,7 +397,7 @@ impl Renderer {
         &self,
         req: &RequestTemplate,
         answer: &Value,
-        ctx: &mut Value,
+        ctx: &mut Arc<Value>,
     ) -> Result<Option<Value>, RenderError> {
         let Some(Idempotency::Lookup { found, matcher, .. }) = &req.idempotency else {
             return Err(RenderError::new("idempotency", "not a lookup"));
@@ -399,7 +405,7 @@ impl Renderer {
         let hit = match matcher {
             None => answer.pointer(found).cloned(),
             Some(m) => {
-                let jctx = JinjaValue::from(Serde(&*ctx));
+                let jctx = view(ctx);
                 let (needle, exact) = match (&m.contains, &m.equals) {
                     (Some(t), _) => (t, false),
                     (None, Some(t)) => (t, true),
@@ -410,7 +416,7 @@ impl Renderer {
                         ));
                     }
                 };
-                let needle = self.render_text(needle, "idempotency.match", None, &jctx, &*ctx)?;
+                let needle = self.render_text(needle, "idempotency.match", None, &jctx, ctx)?;
                 if needle.is_empty() {
                     // Every item contains the empty string: that proves nothing.
                     return Err(RenderError::new("idempotency.match", "renders empty"));
@@ -728,8 +734,109 @@ fn single_expression(source: &str) -> Option<&str> {
     (!nested.iter().any(|n| inner.contains(n))).then_some(inner)
 }
 
-fn set_capture(ctx: &mut Value, name: &str, value: Value) {
-    if let Some(root) = ctx.as_object_mut() {
+/// What templates see of a render context: a view of the JSON converted into
+/// minijinja's values member by member as a template reads them. A render reads a few
+/// of the context's members (the event's contact and summary, a setting, a capture);
+/// converting all of them for every render cost more than the reads. Maps and arrays
+/// read through the view are views themselves; scalars are converted as minijinja's
+/// serde conversion converts them, so a template sees the same values either way.
+fn view(root: &Arc<Value>) -> JinjaValue {
+    match &**root {
+        Value::Object(_) | Value::Array(_) => JinjaValue::from_object(JsonView {
+            root: root.clone(),
+            path: Vec::new(),
+        }),
+        scalar => JinjaValue::from(Serde(scalar)),
+    }
+}
+
+/// A map or array inside a shared JSON value: the value and the path to it.
+#[derive(Debug)]
+struct JsonView {
+    root: Arc<Value>,
+    path: Vec<Member>,
+}
+
+/// One step of a [`JsonView`]'s path.
+#[derive(Debug, Clone)]
+enum Member {
+    Key(String),
+    Index(usize),
+}
+
+impl JsonView {
+    fn node(&self) -> Option<&Value> {
+        let mut at = &*self.root;
+        for member in &self.path {
+            at = match member {
+                Member::Key(key) => at.get(key.as_str())?,
+                Member::Index(index) => at.get(*index)?,
+            };
+        }
+        Some(at)
+    }
+
+    fn member(&self, member: Member, value: &Value) -> JinjaValue {
+        match value {
+            Value::Object(_) | Value::Array(_) => {
+                let mut path = Vec::with_capacity(self.path.len() + 1);
+                path.extend_from_slice(&self.path);
+                path.push(member);
+                JinjaValue::from_object(JsonView {
+                    root: self.root.clone(),
+                    path,
+                })
+            }
+            scalar => JinjaValue::from(Serde(scalar)),
+        }
+    }
+}
+
+impl Object for JsonView {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        match self.node() {
+            Some(Value::Array(_)) => ObjectRepr::Seq,
+            _ => ObjectRepr::Map,
+        }
+    }
+
+    fn get_value(self: &Arc<Self>, key: &JinjaValue) -> Option<JinjaValue> {
+        match self.node()? {
+            Value::Object(map) => {
+                let key = key.as_str()?;
+                let value = map.get(key)?;
+                Some(self.member(Member::Key(key.to_owned()), value))
+            }
+            Value::Array(items) => {
+                let index = key.as_usize()?;
+                let value = items.get(index)?;
+                Some(self.member(Member::Index(index), value))
+            }
+            _ => None,
+        }
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        match self.node() {
+            Some(Value::Object(map)) => {
+                Enumerator::Values(map.keys().map(|k| JinjaValue::from(k.as_str())).collect())
+            }
+            Some(Value::Array(items)) => Enumerator::Seq(items.len()),
+            _ => Enumerator::Empty,
+        }
+    }
+
+    fn enumerator_len(self: &Arc<Self>) -> Option<usize> {
+        match self.node() {
+            Some(Value::Object(map)) => Some(map.len()),
+            Some(Value::Array(items)) => Some(items.len()),
+            _ => Some(0),
+        }
+    }
+}
+
+fn set_capture(ctx: &mut Arc<Value>, name: &str, value: Value) {
+    if let Some(root) = Arc::make_mut(ctx).as_object_mut() {
         let captures = root
             .entry("captures")
             .or_insert_with(|| Value::Object(Map::new()));
@@ -1101,7 +1208,12 @@ mod tests {
     use super::*;
     use crate::dispatch::template::{LookupMatch, Outputs};
 
-    fn ctx() -> Value {
+    /// The test context, shared as the dispatcher shares it.
+    fn ctx() -> Arc<Value> {
+        Arc::new(json_ctx())
+    }
+
+    fn json_ctx() -> Value {
         json!({
             "type": "conversation_ended", "event_id": "evt_1", "tenant_id": "acme",
             "occurred_at": "2026-12-05T10:00:00+10:00",
@@ -1112,6 +1224,100 @@ mod tests {
             "connection": {"api_base": "https://acme.example.test:8443/api/v2"},
             "steps": {}, "captures": {}, "idempotency_key": "evt_1:int_1",
         })
+    }
+
+    /// Templates see the same values through the lazy view as through minijinja's
+    /// serde conversion of the whole context: printed, typed, iterated, compared,
+    /// tested, filtered and serialised.
+    #[test]
+    fn the_view_reads_as_the_converted_context_does() {
+        let mut json = json_ctx();
+        json["list"] = json!([1, -2, 3.5, "four", null, true, {"k": "v"}, [5, 6]]);
+        json["nested"] =
+            json!({"b": {"c": [{"d": 1}, {"d": 2}]}, "a": "", "empty": {}, "none": []});
+        json["big"] = json!(u64::MAX);
+        let ctx = Arc::new(json);
+        let eager = JinjaValue::from(Serde(&*ctx));
+        let lazy = view(&ctx);
+        let env = configured();
+        let templates = [
+            "{{ contact }}",
+            "{{ contact.crm_ids }}",
+            "{{ list }}",
+            "{{ list | tojson }}",
+            "{{ nested | tojson }}",
+            "{{ contact | tojson }}",
+            "{{ list | length }} {{ contact | length }} {{ nested.empty | length }}",
+            "{% for k, v in contact | items %}{{ k }}={{ v }};{% endfor %}",
+            "{% for k in contact %}{{ k }},{% endfor %}",
+            "{% for x in list %}{{ loop.index }}:{{ x }};{% endfor %}",
+            "{% for x in nested.b.c %}{{ x.d }}{% endfor %}",
+            "{{ list[0] }} {{ list[-1] }} {{ list[6].k }} {{ list[7][1] }} {{ list | first }} {{ list | last }}",
+            "{{ 'name' in contact }} {{ 'nope' in contact }} {{ 3.5 in list }} {{ 'four' in list }}",
+            "{{ contact is mapping }} {{ list is sequence }} {{ list is mapping }} {{ nested.empty is mapping }}",
+            "{{ nested.empty is true }}{% if nested.empty %}full{% else %}empty{% endif %}{% if nested.none %}x{% else %}y{% endif %}{% if contact %}c{% endif %}",
+            "{{ nested.b.c | map(attribute='d') | join(',') }} {{ list | select('number') | list }}",
+            "{{ contact | dictsort }} {{ nested.missing | default('dflt') }} {{ nested.a | default('dflt', true) }}",
+            "{{ contact == contact }} {{ nested.b == {'c': [{'d': 1}, {'d': 2}]} }} {{ list[7] == [5, 6] }}",
+            "{{ conversation.duration_seconds * 2 }} {{ conversation.duration_seconds | mmss }} {{ big }} {{ list[2] }}",
+            "{{ contact.crm_ids.x }} {{ contact.name | first_name }} {{ conversation.summary | tojson }}",
+            "{{ list | reverse | list }} {{ contact | list }} {{ contact | items | list | length }}",
+            "{{ nested.b.c[0] | tojson }} {{ nested | dictsort | first }} {{ [contact, list] | tojson }}",
+        ];
+        for source in templates {
+            let template = env.template_from_str(source).unwrap();
+            let rendered = template.render(lazy.clone());
+            assert!(rendered.is_ok(), "{source}: {rendered:?}");
+            assert_eq!(
+                rendered.unwrap(),
+                template.render(eager.clone()).unwrap(),
+                "{source}"
+            );
+        }
+        for expr in [
+            "contact",
+            "list",
+            "nested",
+            "list[6]",
+            "nested.b.c",
+            "big",
+            "conversation.duration_seconds",
+            "nested.empty",
+            "contact.crm_ids",
+        ] {
+            let compiled = env.compile_expression(expr).unwrap();
+            let (a, b) = (
+                compiled.eval(lazy.clone()).unwrap(),
+                compiled.eval(eager.clone()).unwrap(),
+            );
+            assert_eq!(a, b, "{expr}");
+            assert_eq!(
+                serde_json::to_value(&a).unwrap(),
+                serde_json::to_value(&b).unwrap(),
+                "{expr}"
+            );
+        }
+        for bad in [
+            "{{ contact.nope }}",
+            "{{ list[8] }}",
+            "{{ nested.b.c[0].e }}",
+            "{{ contact.name.x.y }}",
+        ] {
+            let template = env.template_from_str(bad).unwrap();
+            let (a, b) = (
+                template.render(lazy.clone()),
+                template.render(eager.clone()),
+            );
+            assert!(a.is_err() && b.is_err(), "{bad}");
+            assert_eq!(a.unwrap_err().kind(), b.unwrap_err().kind(), "{bad}");
+        }
+        // Rendering let go of the view: the context is changed in place, not copied.
+        drop(lazy);
+        let mut ctx = ctx;
+        let at = Arc::as_ptr(&ctx);
+        set_capture(&mut ctx, "id", json!(1));
+        assert_eq!(Arc::as_ptr(&ctx), at);
+        assert_eq!(ctx["captures"]["id"], 1);
     }
 
     fn request(body: Value) -> RequestTemplate {
@@ -1233,9 +1439,11 @@ mod tests {
             .render_request(&request(body.clone()), &ctx())
             .unwrap();
         let kept = renderer.kept.load(Relaxed);
-        let mut other = ctx();
+        let mut other = json_ctx();
         other["contact"]["name"] = json!("Grace / Hopper");
-        let second = renderer.render_request(&request(body), &other).unwrap();
+        let second = renderer
+            .render_request(&request(body), &Arc::new(other.clone()))
+            .unwrap();
         assert_eq!(renderer.kept.load(Relaxed), kept, "compiled again");
         assert_eq!(
             first.body.unwrap()["note"],
@@ -1248,7 +1456,9 @@ mod tests {
         // The same source in a path is kept apart, and encoded there.
         let mut req = request(json!({"n": "/n/{{ contact.name }}"}));
         req.path = "/n/{{ contact.name }}".to_owned();
-        let rendered = renderer.render_request(&req, &other).unwrap();
+        let rendered = renderer
+            .render_request(&req, &Arc::new(other.clone()))
+            .unwrap();
         assert_eq!(rendered.path, "/n/Grace%20%2F%20Hopper");
         assert_eq!(rendered.body.unwrap()["n"], "/n/Grace / Hopper");
         // A template that does not compile is refused every time, and never kept.
@@ -1290,10 +1500,10 @@ mod tests {
             .render_request(&request(body.clone()), &ctx())
             .unwrap();
         assert_eq!(kept(&renderer), 2);
-        let mut other = ctx();
+        let mut other = json_ctx();
         other["contact"]["name"] = json!("Grace Hopper");
         let second = renderer
-            .render_request(&request(body.clone()), &other)
+            .render_request(&request(body.clone()), &Arc::new(other.clone()))
             .unwrap();
         assert_eq!(kept(&renderer), 2, "compiled again");
         // Typed as evaluated (a number stays a number), each from its own context.
@@ -1305,9 +1515,11 @@ mod tests {
         assert_eq!(second.body.unwrap()["n"], "Grace Hopper");
         // A kept expression that meets a context without its value names what is
         // missing, as a fresh one does.
-        let mut bare = ctx();
+        let mut bare = json_ctx();
         bare["contact"].as_object_mut().unwrap().remove("name");
-        let err = renderer.render_request(&request(body), &bare).unwrap_err();
+        let err = renderer
+            .render_request(&request(body), &Arc::new(bare.clone()))
+            .unwrap_err();
         assert_eq!(err.field, "body.n");
         assert_eq!(err.message, "undefined: contact.name");
         // An expression that does not compile is refused every time and never kept.
@@ -1336,10 +1548,13 @@ mod tests {
             "/ServiceRequestCollection('..%2F..%2Fadmin%3Fx%3D1%27%29%28')"
         );
         req.path = "/contacts/{{ contact.crm_ids.x }}/notes".to_owned();
-        let mut dots = ctx();
+        let mut dots = json_ctx();
         dots["contact"]["crm_ids"]["x"] = json!("..");
         assert_eq!(
-            renderer.render_request(&req, &dots).unwrap_err().field,
+            renderer
+                .render_request(&req, &Arc::new(dots.clone()))
+                .unwrap_err()
+                .field,
             "path"
         );
         req.path = "{{ connection.api_base }}".to_owned();

@@ -407,7 +407,7 @@ pub struct ContextParts<'a> {
 /// `conversation`, `contact` (with `crm_ids`) and `custom_fields` always objects,
 /// settings over their defaults, the connection, earlier steps, empty captures and the
 /// idempotency key.
-pub fn render_context(parts: ContextParts<'_>) -> Value {
+pub fn render_context(parts: ContextParts<'_>) -> std::sync::Arc<Value> {
     let mut ctx = match parts.event {
         Value::Object(event) => event.clone(),
         _ => Map::new(),
@@ -446,7 +446,7 @@ pub fn render_context(parts: ContextParts<'_>) -> Value {
         "idempotency_key".to_owned(),
         Value::String(parts.idempotency_key.to_owned()),
     );
-    Value::Object(ctx)
+    std::sync::Arc::new(Value::Object(ctx))
 }
 
 /// The `requires` paths the context lacks (an entry `a|b` is met by either).
@@ -658,8 +658,9 @@ fn sample_render_problems(action: &Action, settings: &Map<String, Value>) -> Vec
                     .is_some_and(|expr| CHECKER.condition(expr, &ctx).unwrap_or(false))
             })
             .collect();
+        let sample = std::sync::Arc::make_mut(&mut ctx);
         for name in action.capture_names() {
-            ctx["captures"][name] = Value::String("sample-id".to_owned());
+            sample["captures"][name] = Value::String("sample-id".to_owned());
         }
         let failure = (0..action.requests.len())
             .filter(|&i| !skipped[i])
@@ -1062,7 +1063,11 @@ mod tests {
             .collect()
     }
 
-    fn context(action: &Action, event: &Value, settings: &Map<String, Value>) -> Value {
+    fn context(
+        action: &Action,
+        event: &Value,
+        settings: &Map<String, Value>,
+    ) -> std::sync::Arc<Value> {
         render_context(ContextParts {
             event,
             action,
@@ -1111,7 +1116,7 @@ mod tests {
     fn run(
         renderer: &Renderer,
         action: &Action,
-        mut ctx: Value,
+        mut ctx: std::sync::Arc<Value>,
         found: bool,
     ) -> Vec<RenderedRequestSummary> {
         let mut sent = Vec::new();
@@ -1553,8 +1558,9 @@ mod tests {
         // Another integration noted the same event on the same contact at the same time.
         let theirs = json!({"id": "901", "properties": {"hs_note_body": "<p>Ref: evt_01JEXAMPLE7Q:01JOTHER</p>"}});
         let ours = json!({"id": "902", "properties": {"hs_note_body": "<p>Summary</p><p>Ref: evt_01JEXAMPLE7Q:01JINTEGRATION0</p>"}});
-        let found =
-            |answer: Value, ctx: &mut Value| CHECKER.lookup_found(req, &answer, ctx).unwrap();
+        let found = |answer: Value, ctx: &mut std::sync::Arc<Value>| {
+            CHECKER.lookup_found(req, &answer, ctx).unwrap()
+        };
         assert_eq!(found(json!({"results": [theirs.clone()]}), &mut ctx), None);
         assert_eq!(
             found(json!({"results": [theirs, ours]}), &mut ctx),
