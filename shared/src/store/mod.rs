@@ -412,6 +412,11 @@ pub enum Write {
 }
 
 /// The table.
+///
+/// Its calls box the SDK's futures (`Box::pin(….send())`): one is 5–6 KB, and held
+/// inline it made every future above it that large — a dispatch step, an invocation's
+/// message — and each of those was copied whole wherever it was boxed or queued (5 % of
+/// the event-dispatch handler's CPU went to those copies).
 #[derive(Clone, Debug)]
 pub struct Table {
     client: Client,
@@ -455,15 +460,16 @@ impl Table {
         pk: &str,
         sk: &str,
     ) -> Result<Option<T>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.name)
-            .set_key(Some(Self::key(pk, sk)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(service)?;
+        let out = Box::pin(
+            self.client
+                .get_item()
+                .table_name(&self.name)
+                .set_key(Some(Self::key(pk, sk)))
+                .consistent_read(true)
+                .send(),
+        )
+        .await
+        .map_err(service)?;
         out.item
             .map(|item| serde_dynamo::from_item(item).map_err(conversion))
             .transpose()
@@ -471,26 +477,30 @@ impl Table {
 
     /// Creates an item; fails with `ConditionFailed` if its key is taken.
     pub async fn insert<T: Serialize>(&self, value: &T) -> Result<(), StoreError> {
-        self.client
-            .put_item()
-            .table_name(&self.name)
-            .set_item(Some(to_item(value)?))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await
-            .map_err(condition_or)?;
+        Box::pin(
+            self.client
+                .put_item()
+                .table_name(&self.name)
+                .set_item(Some(to_item(value)?))
+                .condition_expression("attribute_not_exists(pk)")
+                .send(),
+        )
+        .await
+        .map_err(condition_or)?;
         Ok(())
     }
 
     /// Writes an item whatever is there.
     pub async fn put<T: Serialize>(&self, value: &T) -> Result<(), StoreError> {
-        self.client
-            .put_item()
-            .table_name(&self.name)
-            .set_item(Some(to_item(value)?))
-            .send()
-            .await
-            .map_err(service)?;
+        Box::pin(
+            self.client
+                .put_item()
+                .table_name(&self.name)
+                .set_item(Some(to_item(value)?))
+                .send(),
+        )
+        .await
+        .map_err(service)?;
         Ok(())
     }
 
@@ -515,7 +525,7 @@ impl Table {
         if let Some((k, v)) = value {
             req = req.expression_attribute_values(k, v.into());
         }
-        req.send().await.map_err(condition_or)?;
+        Box::pin(req.send()).await.map_err(condition_or)?;
         Ok(())
     }
 
@@ -530,15 +540,17 @@ impl Table {
         item: HashMap<String, AttributeValue>,
         expected: u64,
     ) -> Result<(), StoreError> {
-        self.client
-            .put_item()
-            .table_name(&self.name)
-            .set_item(Some(item))
-            .condition_expression("version = :v")
-            .expression_attribute_values(":v", AttributeValue::N(expected.to_string()))
-            .send()
-            .await
-            .map_err(condition_or)?;
+        Box::pin(
+            self.client
+                .put_item()
+                .table_name(&self.name)
+                .set_item(Some(item))
+                .condition_expression("version = :v")
+                .expression_attribute_values(":v", AttributeValue::N(expected.to_string()))
+                .send(),
+        )
+        .await
+        .map_err(condition_or)?;
         Ok(())
     }
 
@@ -560,7 +572,7 @@ impl Table {
                 .condition_expression("version = :v")
                 .expression_attribute_values(":v", AttributeValue::N(v.to_string()));
         }
-        req.send().await.map_err(condition_or)?;
+        Box::pin(req.send()).await.map_err(condition_or)?;
         Ok(())
     }
 
@@ -588,7 +600,7 @@ impl Table {
         for (alias, name) in names {
             req = req.expression_attribute_names(*alias, *name);
         }
-        let out = req.send().await.map_err(condition_or)?;
+        let out = Box::pin(req.send()).await.map_err(condition_or)?;
         let item = out.attributes.ok_or(StoreError::ConditionFailed)?;
         serde_dynamo::from_item(item).map_err(conversion)
     }
@@ -619,7 +631,7 @@ impl Table {
         for (alias, name) in names {
             req = req.expression_attribute_names(*alias, *name);
         }
-        let out = req.send().await.map_err(condition_or)?;
+        let out = Box::pin(req.send()).await.map_err(condition_or)?;
         let item = out
             .attributes
             .ok_or_else(|| StoreError::Service("update returned no item".into()))?;
@@ -766,12 +778,13 @@ impl Table {
         // later try: tried again after a jittered wait, a bounded number of times.
         let mut retry = 0;
         loop {
-            let e = match self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(items.clone()))
-                .send()
-                .await
+            let e = match Box::pin(
+                self.client
+                    .transact_write_items()
+                    .set_transact_items(Some(items.clone()))
+                    .send(),
+            )
+            .await
             {
                 Ok(_) => return Ok(()),
                 Err(e) => e,
@@ -1041,9 +1054,9 @@ impl Table {
             )?;
             req = req.set_exclusive_start_key(Some(start));
         }
-        let out = req
+        let out = Box::pin(req
             .key_condition_expression(condition)
-            .send()
+            .send())
             .await
             .map_err(|e| {
                 // A start key DynamoDB refuses that the check above let through is
@@ -1099,13 +1112,14 @@ impl Table {
                     .consistent_read(consistent)
                     .build()
                     .map_err(conversion)?;
-                let resp = self
-                    .client
-                    .batch_get_item()
-                    .request_items(&self.name, request)
-                    .send()
-                    .await
-                    .map_err(service)?;
+                let resp = Box::pin(
+                    self.client
+                        .batch_get_item()
+                        .request_items(&self.name, request)
+                        .send(),
+                )
+                .await
+                .map_err(service)?;
                 for item in resp
                     .responses
                     .and_then(|mut r| r.remove(&self.name))
@@ -1181,13 +1195,14 @@ impl Table {
     ) -> Result<(), StoreError> {
         let mut rounds = 0u32;
         while !pending.is_empty() {
-            let resp = self
-                .client
-                .batch_write_item()
-                .request_items(&self.name, pending)
-                .send()
-                .await
-                .map_err(service)?;
+            let resp = Box::pin(
+                self.client
+                    .batch_write_item()
+                    .request_items(&self.name, pending)
+                    .send(),
+            )
+            .await
+            .map_err(service)?;
             pending = resp
                 .unprocessed_items
                 .and_then(|mut u| u.remove(&self.name))
