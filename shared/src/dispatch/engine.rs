@@ -939,7 +939,7 @@ enum Target<'a> {
     Connection(Box<Connected<'a>>),
     Webhook {
         url: String,
-        keys: Vec<super::webhook::SigningKey>,
+        keys: Vec<Arc<super::webhook::SigningKey>>,
     },
 }
 
@@ -1062,7 +1062,8 @@ impl<'a> Target<'a> {
     }
 
     /// Opens what the requests need — the connection's credentials, or the endpoint's
-    /// signing keys (its secrets still in use) — and returns `connection` for the render
+    /// signing keys (its secrets still in use, each opened once per invocation: see
+    /// [`Reads::signing_key`]) — and returns `connection` for the render
     /// context.
     async fn open(
         &mut self,
@@ -1079,28 +1080,28 @@ impl<'a> Target<'a> {
                     .flat_map(|w| &w.secrets)
                     .filter(|s| s.expires_at.is_none_or(|e| e > at))
                 {
-                    let ctx = webhook_seal_context(integration, &secret.id);
-                    let plain = app.envelope.open(&ctx, &secret.sealed).await.map_err(|_| {
-                        fail(
-                            "secret_unavailable",
-                            "the endpoint's signing secret could not be opened",
-                            None,
-                        )
-                    })?;
-                    let shown = std::str::from_utf8(&plain).map_err(|_| {
-                        fail(
-                            "secret_unavailable",
-                            "the endpoint's signing secret is malformed",
-                            None,
-                        )
-                    })?;
-                    keys.push(super::webhook::parse_secret(shown).map_err(|_| {
-                        fail(
-                            "secret_unavailable",
-                            "the endpoint's signing secret is malformed",
-                            None,
-                        )
-                    })?);
+                    let key = d.reads.signing_key(integration, &secret.id, || async {
+                        let ctx = webhook_seal_context(integration, &secret.id);
+                        let plain =
+                            app.envelope.open(&ctx, &secret.sealed).await.map_err(|_| {
+                                fail(
+                                    "secret_unavailable",
+                                    "the endpoint's signing secret could not be opened",
+                                    None,
+                                )
+                            })?;
+                        std::str::from_utf8(&plain)
+                            .ok()
+                            .and_then(|shown| super::webhook::parse_secret(shown).ok())
+                            .ok_or_else(|| {
+                                fail(
+                                    "secret_unavailable",
+                                    "the endpoint's signing secret is malformed",
+                                    None,
+                                )
+                            })
+                    });
+                    keys.push(key.await?);
                 }
                 if keys.is_empty() {
                     return Err(fail(
@@ -1300,7 +1301,7 @@ impl<'a> Target<'a> {
             Err(e) => return Sent::Permanent(fail("render_failed", e.to_string(), None)),
         };
         let timestamp = now().unix_timestamp();
-        let refs: Vec<&super::webhook::SigningKey> = keys.iter().collect();
+        let refs: Vec<&super::webhook::SigningKey> = keys.iter().map(|k| &**k).collect();
         let signature = match super::webhook::sign(&refs, message_id, timestamp, &payload) {
             Ok(s) => s,
             Err(e) => return Sent::Permanent(fail("integration_invalid", e.to_string(), None)),

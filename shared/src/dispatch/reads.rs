@@ -1,6 +1,6 @@
 //! What one invocation of the dispatcher reads once and shares between the events it
 //! runs: a tenant's integrations (and whether the tenant is known), an assistant's
-//! settings, a connection's credentials.
+//! settings, a connection's credentials, a webhook endpoint's signing keys.
 //!
 //! The queue hands the dispatcher a batch of up to ten messages, grouped by tenant
 //! (`functions/event-dispatch`), and runs them at once: without this, every event of
@@ -13,7 +13,7 @@
 //! next one reads again. Credentials refreshed during the invocation (after a
 //! provider's 401) replace the kept ones, so the other events do not meet the 401 too.
 //!
-//! Plain credentials live here only in memory, for the invocation, like the data keys
+//! Plain credentials and signing keys live here only in memory, for the invocation, like the data keys
 //! of [`crate::crypto`]; nothing here is logged or printed (no `Debug`).
 
 use std::collections::HashMap;
@@ -25,7 +25,8 @@ use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 use super::integration::{AssistantSettings, Integration};
-use crate::domain::{ConnectionId, TenantId};
+use super::webhook::SigningKey;
+use crate::domain::{ConnectionId, IntegrationId, TenantId};
 use crate::oauth::lifecycle::{Credentials, TokenError, Tokens};
 use crate::store::StoreError;
 use crate::store::integrations::Integrations;
@@ -113,6 +114,8 @@ pub struct Reads {
     integrations: Kept<TenantId, TenantIntegrations>,
     assistants: Kept<(TenantId, String), Option<Arc<AssistantSettings>>>,
     credentials: Kept<(TenantId, ConnectionId), Arc<Credentials>>,
+    /// By endpoint and secret id: a rotated secret has a new id.
+    signing_keys: Kept<(TenantId, IntegrationId, String), Arc<SigningKey>>,
 }
 
 impl Default for Reads {
@@ -128,6 +131,7 @@ impl Reads {
             integrations: Kept::new(),
             assistants: Kept::new(),
             credentials: Kept::new(),
+            signing_keys: Kept::new(),
         }
     }
 
@@ -179,6 +183,28 @@ impl Reads {
             .get_or_read(&key, || async {
                 tokens.credentials(tenant, connection).await.map(Arc::new)
             })
+            .await
+    }
+
+    /// A webhook endpoint's signing key for one of its secrets, opened by `open` (the
+    /// secret unsealed and decoded) by the first event that needs it.
+    pub async fn signing_key<E, F, Fut>(
+        &self,
+        endpoint: &Integration,
+        secret_id: &str,
+        open: F,
+    ) -> Result<Arc<SigningKey>, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<SigningKey, E>>,
+    {
+        let key = (
+            endpoint.tenant.clone(),
+            endpoint.id.clone(),
+            secret_id.to_owned(),
+        );
+        self.signing_keys
+            .get_or_read(&key, || async { open().await.map(Arc::new) })
             .await
     }
 
