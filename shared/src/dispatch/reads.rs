@@ -13,8 +13,9 @@
 //! next one reads again. Credentials refreshed during the invocation (after a
 //! provider's 401) replace the kept ones, so the other events do not meet the 401 too.
 //!
-//! Plain credentials and signing keys live here only in memory, for the invocation, like the data keys
-//! of [`crate::crypto`]; nothing here is logged or printed (no `Debug`).
+//! Plain credentials and signing keys live here only in memory, for the invocation,
+//! like the data keys of [`crate::crypto`]; nothing here is logged or printed (no
+//! `Debug`).
 
 use std::collections::HashMap;
 use std::hash::Hash;

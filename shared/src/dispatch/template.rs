@@ -406,7 +406,8 @@ pub struct ContextParts<'a> {
 /// The render context: the event spread at the top level and whole under `event`,
 /// `conversation`, `contact` (with `crm_ids`) and `custom_fields` always objects,
 /// settings over their defaults, the connection, earlier steps, empty captures and the
-/// idempotency key.
+/// idempotency key. Shared: templates read it through a view that holds it (see
+/// `render.rs`), and a change to it (a capture) goes through `Arc::make_mut`.
 pub fn render_context(parts: ContextParts<'_>) -> std::sync::Arc<Value> {
     let mut ctx = match parts.event {
         Value::Object(event) => event.clone(),
