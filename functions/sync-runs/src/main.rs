@@ -1,6 +1,10 @@
 //! Lambda entry point: HTTP requests (API Gateway) and scheduled runs (EventBridge
 //! Scheduler, whose input is a JSON object) share one function.
 
+// The runtime's future nests the whole handler's (its layout is computed through every
+// level of the sync engine's calls).
+#![recursion_limit = "256"]
+
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 
 #[global_allocator]
