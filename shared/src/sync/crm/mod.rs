@@ -969,6 +969,17 @@ impl<'a> CrmClient<'a> {
         let missing: Vec<usize> = (0..rows.len())
             .filter(|i| found.get(*i).is_none_or(Option::is_none))
             .collect();
+        if !missing.is_empty() {
+            // Expected only when a redelivered page differs from the one its job was
+            // built from; an operator reading this elsewhere has found a bug.
+            tracing::warn!(
+                job,
+                op = op.as_str(),
+                rows = rows.len(),
+                missing = missing.len(),
+                "a bulk job lacks rows of its page: those go through the batch writes"
+            );
+        }
         let mut out: Vec<Option<WriteOutcome>> = found;
         out.resize(rows.len(), None);
         for chunk in missing.chunks(self.kind.batch_size()) {
