@@ -874,9 +874,12 @@ impl Table {
         let mut position = at.0.clone();
         // Round one asks every open shard for its share; a shard that ran out leaves
         // the page short, and the shards that answered in full are asked for the rest
-        // (a push sends full batches), a few rounds at most.
+        // (a push sends full batches: a page left short near the end of a pass left a
+        // tail of a few records after it, too few for a bulk job). A round that does
+        // not fill the page had a shard run out, so every shard's last round comes
+        // within one more than their number.
         let mut asking: Vec<usize> = (0..pks.len()).filter(|&i| position[i].is_some()).collect();
-        for _ in 0..4 {
+        for _ in 0..=pks.len() {
             let total: usize = got.iter().map(Vec::len).sum();
             if asking.is_empty() || total >= want {
                 break;
