@@ -876,8 +876,8 @@ impl Table {
         // the page short, and the shards that answered in full are asked for the rest
         // (a push sends full batches: a page left short near the end of a pass left a
         // tail of a few records after it, too few for a bulk job). A round that does
-        // not fill the page had a shard run out, so every shard's last round comes
-        // within one more than their number.
+        // not fill the page had a shard run out, so the page is full (or every shard
+        // done) within one round more than there are shards.
         let mut asking: Vec<usize> = (0..pks.len()).filter(|&i| position[i].is_some()).collect();
         for _ in 0..=pks.len() {
             let total: usize = got.iter().map(Vec::len).sum();
